@@ -1,0 +1,83 @@
+//! Permissions and limits in plain words, for `verify` and `inspect`.
+
+use warden_manifest::{HostPattern, Kind, Limits, Manifest, Permissions};
+
+/// One line per requested capability; a single line when nothing is requested.
+pub fn permissions(p: &Permissions) -> Vec<String> {
+    let mut out = Vec::new();
+    if p.network.enabled {
+        let ports = if p.network.allowed_ports.is_empty() {
+            None
+        } else {
+            Some(
+                p.network
+                    .allowed_ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        };
+        for h in &p.network.allowed_hosts {
+            let who = match &h.host {
+                HostPattern::Any => "any public host".to_string(),
+                HostPattern::Exact(n) => n.clone(),
+                HostPattern::Subdomains(s) => format!("any subdomain of {s}"),
+                HostPattern::Ip(ip) => format!("the address {ip}"),
+            };
+            let scheme = h.scheme.map(|s| format!(" over {s}")).unwrap_or_default();
+            let port = match (h.port, &ports, h.scheme) {
+                (Some(p), _, _) => format!("port {p}"),
+                (None, Some(list), _) => format!("ports {list}"),
+                (None, None, Some(s)) => format!("port {}", s.default_port()),
+                (None, None, None) => "ports 443 and 80".to_string(),
+            };
+            out.push(format!("network: connect to {who}{scheme} on {port}"));
+        }
+    }
+    if p.kv {
+        out.push("key-value: a store private to this extension and tenant".into());
+    }
+    for s in &p.secrets {
+        out.push(format!("secret: read {s}"));
+    }
+    for path in &p.filesystem.paths {
+        out.push(format!("files: read and write {path} (a private folder)"));
+    }
+    for path in &p.filesystem.readonly_paths {
+        if path.as_str() == "/assets" {
+            out.push("files: read /assets (the bundle's own assets/)".into());
+        } else {
+            out.push(format!("files: read {path} (a private folder)"));
+        }
+    }
+    for c in &p.calls {
+        out.push(format!("calls: invoke extension {c}"));
+    }
+    if out.is_empty() {
+        out.push("none: computation only (clocks, random numbers, logging)".into());
+    }
+    out
+}
+
+pub fn limits(l: &Limits) -> String {
+    let fuel = l
+        .max_fuel
+        .map(|f| format!(", fuel {f}"))
+        .unwrap_or_default();
+    format!(
+        "memory {}, time {:?}, {} concurrent calls, request {}, response {}{fuel}",
+        l.max_memory,
+        l.max_execution_time,
+        l.max_concurrent_calls,
+        l.max_request_bytes,
+        l.max_response_bytes
+    )
+}
+
+pub fn kind(m: &Manifest) -> &'static str {
+    match m.extension.kind {
+        Kind::Component => "component",
+        Kind::Process => "process",
+    }
+}

@@ -1,0 +1,37 @@
+//! `warden`: the command line. Parses arguments, calls the library crates, prints results.
+//! Exit codes: 0 success, 1 failure (verification, denial, runtime), 2 usage.
+
+mod cmd;
+mod component;
+mod describe;
+mod files;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with 2; --help and --version exit with 0.
+    let cli = cmd::Cli::parse();
+    match cmd::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `error: ...` followed by each cause on its own line. Library errors often quote their source
+/// in their own message; a cause already shown in the line above is not repeated.
+fn report(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    let mut shown = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        shown = text;
+    }
+}

@@ -1,0 +1,77 @@
+//! What the operator grants an install: `--grant all|none|LIST`.
+//!
+//! LIST is comma-separated: `kv`, `network` (every requested host) or `network:<host entry>`,
+//! `filesystem` or `fs:<guest path>`, `secrets` or `secret:<NAME>`, `calls` or `call:<id>`.
+//! A grant may only name what the manifest requests; anything else is an error, so a typo
+//! cannot silently grant or withhold something.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::host::AllowedHost;
+use crate::ids::{ExtensionId, SecretName};
+use crate::path::GuestPath;
+use crate::policy::Capability;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantItem {
+    /// Everything the manifest requests for this capability.
+    All(Capability),
+    Host(AllowedHost),
+    Path(GuestPath),
+    Secret(SecretName),
+    Call(ExtensionId),
+}
+
+/// The operator's grant. The default is [`Grant::None`]: an empty grant denies.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Grant {
+    /// Everything the manifest requests (still bounded by the policy).
+    All,
+    #[default]
+    None,
+    List(Vec<GrantItem>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GrantError(pub String);
+
+impl FromStr for Grant {
+    type Err = GrantError;
+    fn from_str(s: &str) -> Result<Self, GrantError> {
+        match s {
+            "all" => return Ok(Grant::All),
+            "none" | "" => return Ok(Grant::None),
+            _ => {}
+        }
+        let mut items = Vec::new();
+        for raw in s.split(',') {
+            let raw = raw.trim();
+            let item = match raw.split_once(':') {
+                None => GrantItem::All(
+                    raw.parse()
+                        .map_err(|e| GrantError(format!("grant {raw:?}: {e}")))?,
+                ),
+                Some((kind, value)) => {
+                    let bad = |e: &dyn fmt::Display| GrantError(format!("grant {raw:?}: {e}"));
+                    match kind {
+                        "network" | "net" => GrantItem::Host(value.parse().map_err(|e| bad(&e))?),
+                        "fs" => GrantItem::Path(value.parse().map_err(|e| bad(&e))?),
+                        "secret" => GrantItem::Secret(value.parse().map_err(|e| bad(&e))?),
+                        "call" => GrantItem::Call(value.parse().map_err(|e| bad(&e))?),
+                        _ => {
+                            return Err(GrantError(format!(
+                                "grant {raw:?}: use kv, network[:HOST], filesystem, fs:PATH, secrets, secret:NAME, calls, call:ID, all or none"
+                            )));
+                        }
+                    }
+                }
+            };
+            if !items.contains(&item) {
+                items.push(item);
+            }
+        }
+        Ok(Grant::List(items))
+    }
+}

@@ -1,0 +1,256 @@
+//! The operator's policy (`--config FILE`, section `[policy]`): ceilings and network exceptions.
+
+use std::num::NonZeroU64;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::limits::{Limits, Profile};
+use crate::strict::{Document, TomlError};
+use crate::units::{ByteSize, Span};
+
+/// A capability an install can be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    Kv,
+    Network,
+    Filesystem,
+    Secrets,
+    Calls,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 5] = [
+        Capability::Kv,
+        Capability::Network,
+        Capability::Filesystem,
+        Capability::Secrets,
+        Capability::Calls,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Kv => "kv",
+            Capability::Network => "network",
+            Capability::Filesystem => "filesystem",
+            Capability::Secrets => "secrets",
+            Capability::Calls => "calls",
+        }
+    }
+}
+
+impl FromStr for Capability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Capability::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                "capability must be one of kv, network, filesystem, secrets, calls".to_string()
+            })
+    }
+}
+
+/// What the operator allows on this host. Built with [`Policy::default`] or [`Policy::parse`].
+///
+/// Defaults: profile `standard`; ceilings equal to the `relaxed` preset (256MiB, 30s, 64 calls,
+/// 32MiB request/response), no fuel ceiling; every capability may be granted; no non-public
+/// network may be reached (`allow_networks` empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Profile for manifests that name none.
+    pub profile: Profile,
+    /// Ceilings: a manifest asking for more is refused, not clamped.
+    pub ceiling: Ceiling,
+    /// Capabilities that may be granted at all on this host.
+    pub capabilities: Vec<Capability>,
+    /// Non-public ranges an allowed host may still resolve to.
+    pub allow_networks: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceiling {
+    pub max_memory: ByteSize,
+    pub max_execution_time: Duration,
+    pub max_concurrent_calls: u32,
+    /// `None`: no ceiling on fuel (and fuel metering may be off).
+    pub max_fuel: Option<NonZeroU64>,
+    pub max_request_bytes: ByteSize,
+    pub max_response_bytes: ByteSize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let r = Profile::Relaxed.preset();
+        Policy {
+            profile: Profile::Standard,
+            ceiling: Ceiling {
+                max_memory: r.max_memory,
+                max_execution_time: r.max_execution_time,
+                max_concurrent_calls: r.max_concurrent_calls,
+                max_fuel: None,
+                max_request_bytes: r.max_request_bytes,
+                max_response_bytes: r.max_response_bytes,
+            },
+            capabilities: Capability::ALL.to_vec(),
+            allow_networks: Vec::new(),
+        }
+    }
+}
+
+/// A limit above the operator's ceiling.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limits.{limit} = {requested} is above the operator's ceiling of {ceiling}")]
+pub struct CeilingError {
+    pub limit: &'static str,
+    pub requested: String,
+    pub ceiling: String,
+}
+
+impl Ceiling {
+    /// Refuses (never clamps) limits above the ceiling, naming the first one.
+    pub fn check(&self, l: &Limits) -> Result<(), CeilingError> {
+        let over = |limit, requested: String, ceiling: String| {
+            Err(CeilingError {
+                limit,
+                requested,
+                ceiling,
+            })
+        };
+        if l.max_memory > self.max_memory {
+            return over(
+                "max_memory",
+                l.max_memory.to_string(),
+                self.max_memory.to_string(),
+            );
+        }
+        if l.max_execution_time > self.max_execution_time {
+            return over(
+                "max_execution_time",
+                Span(l.max_execution_time).to_string(),
+                Span(self.max_execution_time).to_string(),
+            );
+        }
+        if l.max_concurrent_calls > self.max_concurrent_calls {
+            return over(
+                "max_concurrent_calls",
+                l.max_concurrent_calls.to_string(),
+                self.max_concurrent_calls.to_string(),
+            );
+        }
+        if let Some(cap) = self.max_fuel {
+            match l.max_fuel {
+                Some(f) if f <= cap => {}
+                Some(f) => return over("max_fuel", f.to_string(), cap.to_string()),
+                None => return over("max_fuel", "0 (unmetered)".into(), cap.to_string()),
+            }
+        }
+        if l.max_request_bytes > self.max_request_bytes {
+            return over(
+                "max_request_bytes",
+                l.max_request_bytes.to_string(),
+                self.max_request_bytes.to_string(),
+            );
+        }
+        if l.max_response_bytes > self.max_response_bytes {
+            return over(
+                "max_response_bytes",
+                l.max_response_bytes.to_string(),
+                self.max_response_bytes.to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Policy {
+    /// Parses the operator config file. Only `[policy]` is read today; unknown keys are errors.
+    pub fn parse(text: &str) -> Result<Policy, TomlError> {
+        let doc = Document::parse(text)?;
+        let root = doc.root();
+        let mut p = Policy::default();
+        if let Some(v) = root.get("policy") {
+            let t = v.as_table()?;
+            if let Some(v) = t.get("profile") {
+                p.profile = v.parse()?;
+            }
+            if let Some(v) = t.get("max_memory") {
+                p.ceiling.max_memory = v.parse()?;
+            }
+            if let Some(v) = t.get("max_execution_time") {
+                p.ceiling.max_execution_time = v.parse::<Span>()?.as_duration();
+            }
+            if let Some(v) = t.get("max_concurrent_calls") {
+                p.ceiling.max_concurrent_calls =
+                    u32::try_from(v.as_u64()?).map_err(|_| v.error("too large"))?;
+            }
+            if let Some(v) = t.get("max_fuel") {
+                p.ceiling.max_fuel = NonZeroU64::new(v.as_u64()?);
+            }
+            if let Some(v) = t.get("max_request_bytes") {
+                p.ceiling.max_request_bytes = v.parse()?;
+            }
+            if let Some(v) = t.get("max_response_bytes") {
+                p.ceiling.max_response_bytes = v.parse()?;
+            }
+            if let Some(v) = t.get("capabilities") {
+                p.capabilities = v.parse_list()?;
+            }
+            if let Some(v) = t.get("allow_networks") {
+                let mut nets: Vec<IpNet> = Vec::new();
+                for item in v.as_array()? {
+                    let net: IpNet = item.parse()?;
+                    if net != net.trunc() {
+                        return Err(item.error(format!(
+                            "{net} has host bits set; did you mean {}?",
+                            net.trunc()
+                        )));
+                    }
+                    nets.push(net);
+                }
+                p.allow_networks = nets;
+            }
+            t.finish_ref()?;
+        }
+        root.finish()?;
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_example() {
+        let p = Policy::parse(
+            r#"[policy]
+profile = "standard"
+max_memory = "256MiB"
+max_execution_time = "30s"
+max_concurrent_calls = 64
+allow_networks = ["10.20.0.0/16"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.ceiling.max_memory, ByteSize::mib(256));
+        assert_eq!(
+            p.allow_networks,
+            vec!["10.20.0.0/16".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let e = Policy::parse("[policy]\nmax_memroy = \"1MiB\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("policy.max_memroy", 2));
+        let e = Policy::parse("[policy]\nallow_networks = [\"10.20.0.1/16\"]\n").unwrap_err();
+        assert!(e.to_string().contains("host bits"), "{e}");
+        let e = Policy::parse("[policy]\nallow_networks = [\"10.20.0.0/33\"]\n").unwrap_err();
+        assert_eq!(e.key, "policy.allow_networks[0]");
+        assert!(Policy::parse("[server]\n").is_err());
+        assert!(Policy::parse("[policy]\ncapabilities = [\"root\"]\n").is_err());
+        assert_eq!(Policy::parse("").unwrap(), Policy::default());
+    }
+}

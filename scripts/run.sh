@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The main job, for now: the 5-minute tour end to end (keygen, pack, sign, verify, inspect) on
+# the example extensions, in ./tour. Later the runner (`warden serve`) takes its place.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/setup.sh
+bash scripts/build-examples.sh
+cargo build --quiet --bin warden
+warden() { "$root/target/debug/warden" "$@"; }
+
+rm -rf tour && mkdir -p tour
+echo "== keygen"
+warden keygen --publisher warden-examples --out tour/keys > tour/trust.toml
+cat tour/trust.toml
+for ext in examples/*/; do
+  [ -f "$ext/extension.toml" ] || continue
+  name=$(basename "$ext")
+  echo "== pack $name"
+  warden pack "$ext" --out "tour/$name.wext"
+  echo "== sign $name"
+  warden sign "tour/$name.wext" --key tour/keys/warden-examples.key
+  echo "== verify $name"
+  warden verify "tour/$name.wext" --trust tour/trust.toml
+  echo "== inspect $name"
+  warden inspect "tour/$name.wext"
+done
+echo "== a tampered bundle is refused"
+cp tour/hello.wext tour/tampered.wext
+printf 'X' | dd of=tour/tampered.wext bs=1 seek=600 conv=notrunc status=none
+cp tour/hello.wext.sig tour/tampered.wext.sig
+if warden verify tour/tampered.wext --trust tour/trust.toml; then
+  echo "tampered bundle was accepted" >&2
+  exit 1
+fi
+echo "tour complete"

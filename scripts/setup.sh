@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need on a fresh machine. Safe to run again.
+set -euo pipefail
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+# Guest extensions and test fixtures are components built from source.
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+# openssl: key interop tests and the verify benchmark compare against it.
+if ! command -v openssl >/dev/null; then
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
