@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job, for now: the 5-minute tour end to end (keygen, pack, sign, verify, inspect) on
-# the example extensions, in ./tour. Later the runner (`warden serve`) takes its place.
+# The main job, for now: the tour end to end on the example extensions, in ./tour: keygen,
+# pack, sign, verify, inspect, then `warden run` on each (a fresh, limited instance per call,
+# every call audited in ./tour/data), and the audit chain verified. Later the runner
+# (`warden serve`) takes its place.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,6 +27,18 @@ for ext in examples/*/; do
   echo "== inspect $name"
   warden inspect "tour/$name.wext"
 done
+echo "== run hello (http)"
+warden run tour/hello.wext --trust tour/trust.toml --data tour/data --http "GET /tour"
+echo "== run echo (rpc)"
+warden run tour/echo.wext --trust tour/trust.toml --data tour/data --call greet --input '{"name":"tour"}'
+echo "== run hostile: an infinite loop is stopped at its 1s limit"
+if warden run tour/hostile.wext --trust tour/trust.toml --data tour/data --call loop; then
+  echo "the infinite loop was not stopped" >&2
+  exit 1
+fi
+echo "== audit"
+warden audit --data tour/data
+warden audit --data tour/data --verify
 echo "== a tampered bundle is refused"
 cp tour/hello.wext tour/tampered.wext
 printf 'X' | dd of=tour/tampered.wext bs=1 seek=600 conv=notrunc status=none

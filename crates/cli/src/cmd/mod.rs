@@ -1,8 +1,10 @@
 //! Subcommands. Each module turns parsed arguments into library calls and prints the result.
 
+mod audit;
 mod inspect;
 mod keygen;
 mod pack;
+mod run;
 mod sign;
 mod verify;
 
@@ -75,6 +77,64 @@ enum Command {
         #[arg(value_name = "FILE.wext")]
         bundle: PathBuf,
     },
+    /// Verify a bundle, load it with the grant and policy, and invoke it once.
+    ///
+    /// rpc extensions: --call METHOD [--input JSON]. http extensions: --http "METHOD PATH"
+    /// [--header K:V]... [--body @FILE]. Prints the result; exits 1 on a trap, timeout, limit or
+    /// denial. Every call is audited in DATA/audit.
+    #[command(group(clap::ArgGroup::new("invocation").required(true).args(["call", "http"])))]
+    Run {
+        #[arg(value_name = "FILE.wext")]
+        bundle: PathBuf,
+        /// Trust bundle (TOML with [[publisher]] entries).
+        #[arg(long, value_name = "TRUST", env = "WARDEN_TRUST_BUNDLE")]
+        trust: PathBuf,
+        /// Signature file [default: FILE.wext.sig].
+        #[arg(long, value_name = "SIG")]
+        sig: Option<PathBuf>,
+        /// Data folder: audit log and compile cache.
+        #[arg(long, value_name = "DIR", default_value = "./warden-data")]
+        data: PathBuf,
+        /// Operator policy file ([policy] ceilings, profile, allowed capabilities).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// What the operator grants: all, none, or a list like kv,secret:TOKEN,network:api.acme.com.
+        #[arg(long, value_name = "all|none|LIST", default_value = "none")]
+        grant: String,
+        /// rpc: the method to call.
+        #[arg(long, value_name = "METHOD")]
+        call: Option<String>,
+        /// rpc: the input (JSON by convention), or @FILE.
+        #[arg(long, value_name = "JSON", requires = "call")]
+        input: Option<String>,
+        /// http: "METHOD PATH", e.g. "GET /hello".
+        #[arg(long, value_name = "METHOD PATH")]
+        http: Option<String>,
+        /// http: a request header, K:V (repeatable).
+        #[arg(long, value_name = "K:V", requires = "http")]
+        header: Vec<String>,
+        /// http: the request body, @FILE or text.
+        #[arg(long, value_name = "@FILE", requires = "http")]
+        body: Option<String>,
+    },
+    /// Show or verify the audit log.
+    Audit {
+        /// Data folder holding audit/.
+        #[arg(long, value_name = "DIR", default_value = "./warden-data")]
+        data: PathBuf,
+        /// Only this tenant's records.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
+        /// Keep printing new records as they arrive.
+        #[arg(long)]
+        follow: bool,
+        /// Check the hash chain; exit 1 naming the first broken record.
+        #[arg(long)]
+        verify: bool,
+        /// Print the stored JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -84,6 +144,61 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sign { bundle, key, out } => sign::run(&bundle, &key, out),
         Command::Verify { bundle, trust, sig } => verify::run(&bundle, &trust, sig),
         Command::Inspect { bundle } => inspect::run(&bundle),
+        Command::Run {
+            bundle,
+            trust,
+            sig,
+            data,
+            config,
+            grant,
+            call,
+            input,
+            http,
+            header,
+            body,
+        } => {
+            let grant = grant.parse().map_err(|e| anyhow::anyhow!("--grant: {e}"))?;
+            let invocation = match (call, http) {
+                (Some(method), _) => run::Invocation::Call {
+                    method,
+                    input: run::read_arg_or_file(input.as_deref().unwrap_or(""))?,
+                },
+                (None, Some(spec)) => {
+                    let (method, path) = run::parse_http(&spec)?;
+                    let headers = header
+                        .iter()
+                        .map(|h| run::parse_header(h))
+                        .collect::<anyhow::Result<_>>()?;
+                    let body = match body {
+                        Some(b) => run::read_arg_or_file(&b)?,
+                        None => Vec::new(),
+                    };
+                    run::Invocation::Http {
+                        method,
+                        path,
+                        headers,
+                        body,
+                    }
+                }
+                (None, None) => anyhow::bail!("give --call METHOD or --http \"METHOD PATH\""),
+            };
+            run::run(run::RunArgs {
+                bundle,
+                trust,
+                sig,
+                data,
+                config,
+                grant,
+                invocation,
+            })
+        }
+        Command::Audit {
+            data,
+            tenant,
+            follow,
+            verify,
+            json,
+        } => audit::run(&data, tenant.as_deref(), follow, verify, json),
     }
 }
 

@@ -1,5 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The `warden` binary as a user runs it: real files, real keys (ours and OpenSSL's), real
+//! The foundation commands as a user runs them: real files, real keys (ours and OpenSSL's), real
 //! crafted archives. Every refusal checks the exit code, the message, and that nothing was
 //! written.
 
@@ -9,7 +8,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-const MANIFEST: &str = r#"schema = 1
+pub(crate) const MANIFEST: &str = r#"schema = 1
 
 [extension]
 id = "acme.hello"
@@ -19,7 +18,7 @@ kind = "component"
 entry = "extension.wasm"
 "#;
 
-fn warden(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+pub(crate) fn warden(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
     for a in args {
         cmd.arg(a.as_ref());
@@ -27,15 +26,15 @@ fn warden(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     cmd.env_remove("WARDEN_TRUST_BUNDLE").output().unwrap()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[track_caller]
-fn ok(o: &Output) -> String {
+pub(crate) fn ok(o: &Output) -> String {
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -48,7 +47,7 @@ fn ok(o: &Output) -> String {
 
 /// Asserts exit 1 with an `error:` message containing `needle`.
 #[track_caller]
-fn fails(o: &Output, needle: &str) {
+pub(crate) fn fails(o: &Output, needle: &str) {
     let err = stderr(o);
     assert_eq!(
         o.status.code(),
@@ -61,12 +60,12 @@ fn fails(o: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-fn listing(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn listing(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = walk(dir);
     out.sort();
     out
 }
-fn walk(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -78,12 +77,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn component() -> Vec<u8> {
+pub(crate) fn component() -> Vec<u8> {
     wat::parse_str("(component)").unwrap()
 }
 
 /// An extension folder with the given manifest and a minimal component.
-fn ext_dir(root: &Path, name: &str, manifest: &str) -> PathBuf {
+pub(crate) fn ext_dir(root: &Path, name: &str, manifest: &str) -> PathBuf {
     let d = root.join(name);
     fs::create_dir_all(d.join("assets")).unwrap();
     fs::write(d.join("extension.toml"), manifest).unwrap();
@@ -92,12 +91,12 @@ fn ext_dir(root: &Path, name: &str, manifest: &str) -> PathBuf {
     d
 }
 
-struct Publisher {
-    key: PathBuf,
-    pem: String,
+pub(crate) struct Publisher {
+    pub(crate) key: PathBuf,
+    pub(crate) pem: String,
 }
 
-fn keygen(root: &Path, name: &str) -> Publisher {
+pub(crate) fn keygen(root: &Path, name: &str) -> Publisher {
     let out = root.join("keys");
     let o = warden(&[&"keygen", &"--publisher", &name, &"--out", &out]);
     let entry = ok(&o);
@@ -108,11 +107,11 @@ fn keygen(root: &Path, name: &str) -> Publisher {
     }
 }
 
-fn toml_str(pem: &str) -> String {
+pub(crate) fn toml_str(pem: &str) -> String {
     format!("\"{}\"", pem.replace('\n', "\\n"))
 }
 
-fn trust_file(root: &Path, name: &str, entries: &[(&str, &[&str], &[&str])]) -> PathBuf {
+pub(crate) fn trust_file(root: &Path, name: &str, entries: &[(&str, &[&str], &[&str])]) -> PathBuf {
     let mut s = String::new();
     for (publisher, keys, revoked) in entries {
         let k: Vec<String> = keys.iter().map(|p| toml_str(p)).collect();
@@ -128,25 +127,25 @@ fn trust_file(root: &Path, name: &str, entries: &[(&str, &[&str], &[&str])]) -> 
     p
 }
 
-fn pack(dir: &Path, out: &Path) -> String {
+pub(crate) fn pack(dir: &Path, out: &Path) -> String {
     ok(&warden(&[&"pack", &dir, &"--out", &out]))
         .trim()
         .to_string()
 }
 
-fn sign(bundle: &Path, key: &Path) {
+pub(crate) fn sign(bundle: &Path, key: &Path) {
     ok(&warden(&[&"sign", &bundle, &"--key", &key]));
 }
 
-fn verify(bundle: &Path, trust: &Path) -> Output {
+pub(crate) fn verify(bundle: &Path, trust: &Path) -> Output {
     warden(&[&"verify", &bundle, &"--trust", &trust])
 }
 
-fn sig_of(bundle: &Path) -> PathBuf {
+pub(crate) fn sig_of(bundle: &Path) -> PathBuf {
     PathBuf::from(format!("{}.sig", bundle.display()))
 }
 
-fn example_hello() -> PathBuf {
+pub(crate) fn example_hello() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
     assert!(
         root.join("extension.wasm").exists(),
@@ -293,14 +292,14 @@ fn keygen_protects_keys() {
 }
 
 /// One signed bundle plus everything needed to attack it.
-struct Signed {
-    t: TempDir,
-    acme: Publisher,
-    bundle: PathBuf,
-    trust: PathBuf,
+pub(crate) struct Signed {
+    pub(crate) t: TempDir,
+    pub(crate) acme: Publisher,
+    pub(crate) bundle: PathBuf,
+    pub(crate) trust: PathBuf,
 }
 
-fn signed() -> Signed {
+pub(crate) fn signed() -> Signed {
     let t = TempDir::new().unwrap();
     let acme = keygen(t.path(), "acme");
     let trust = trust_file(t.path(), "trust.toml", &[("acme", &[&acme.pem], &[])]);
@@ -542,7 +541,10 @@ fn packing_is_deterministic() {
 }
 
 /// Writes a tar archive with the `tar` crate, letting `edit` make each header hostile.
-fn crafted(entries: &[(&str, &[u8], u8)], edit: impl Fn(usize, &mut tar::Header)) -> Vec<u8> {
+pub(crate) fn crafted(
+    entries: &[(&str, &[u8], u8)],
+    edit: impl Fn(usize, &mut tar::Header),
+) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (i, (path, data, kind)) in entries.iter().enumerate() {
         let mut h = tar::Header::new_ustar();

@@ -1,0 +1,29 @@
+//! Audit records and a hash-chained, append-only audit log.
+//!
+//! - [`Record`]: one call, denial, limit hit, install, upgrade, uninstall, publish, load or
+//!   verification failure (SPEC section 8). All text in it has been through [`sanitize`], so a
+//!   record is always one line and cannot carry a newline, a terminal escape or a megabyte.
+//! - [`AuditLog`]: `audit.jsonl` (one JSON record per line, each holding the hash of the one
+//!   before) and `audit.head` (the last sequence number and hash). Appends are durable when
+//!   they return and safe from many threads and processes. See [`chain`] for the line format.
+//! - [`verify`] walks a log and names the first edited, removed, reordered, forged or garbled
+//!   line; [`read`] lists (and follows) records.
+//! - [`AuditSink`] is what the runtime writes to; [`MemoryAudit`] keeps records in memory.
+//!
+//! This crate knows nothing about Wasmtime, HTTP or terminals, and never prints: each stored
+//! record is also emitted as a `tracing` event (target `warden::audit`).
+
+pub mod chain;
+mod head;
+mod log;
+mod read;
+mod record;
+mod sanitize;
+mod sink;
+
+pub use chain::{ChainError, GENESIS_HASH, MAX_LINE_BYTES};
+pub use log::{Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE};
+pub use read::{Filter, Reader, StoredRecord, VerifyReport, read, verify};
+pub use record::{Decision, Event, Outcome, Record};
+pub use sanitize::{MAX_FIELD_BYTES, is_clean, sanitize, sanitize_display};
+pub use sink::{AuditSink, MemoryAudit};

@@ -1,0 +1,293 @@
+//! Reading a log back: [`verify`] for the whole chain, [`read`] for listing and following.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, ErrorKind, Read};
+use std::path::{Path, PathBuf};
+
+use crate::chain::{ChainError, MAX_LINE_BYTES, Walker};
+use crate::head::Head;
+use crate::log::{FileLock, HEAD_FILE, LOG_FILE};
+use crate::record::{Event, Record};
+
+/// The result of a successful [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records in the log.
+    pub records: u64,
+    /// The last record's hash ([`crate::GENESIS_HASH`] for an empty log).
+    pub last_hash: String,
+}
+
+/// Checks a whole audit log and reports the first problem.
+///
+/// Every line must be a canonical record whose hash matches, whose `seq` is its line number and
+/// whose `prev` is the hash of the line before; the file must end with a newline; and the head
+/// file must name the last line. The head and the log's length are read together under a shared
+/// lock, so a log that is being appended to verifies up to the last complete append.
+pub fn verify(dir: &Path) -> Result<VerifyReport, ChainError> {
+    let log_path = dir.join(LOG_FILE);
+    let head_path = dir.join(HEAD_FILE);
+    let log = match File::open(&log_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(ChainError::Missing {
+                path: dir.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(ChainError::Io {
+                path: log_path,
+                source,
+            });
+        }
+    };
+    let head_file = match File::open(&head_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(ChainError::HeadMissing { path: head_path });
+        }
+        Err(source) => {
+            return Err(ChainError::Io {
+                path: head_path,
+                source,
+            });
+        }
+    };
+    let (head, len) = {
+        let _lock = FileLock::shared(&head_file).map_err(|source| ChainError::Io {
+            path: head_path.clone(),
+            source,
+        })?;
+        let head = Head::read(&head_file, &head_path)?;
+        let len = log
+            .metadata()
+            .map_err(|source| ChainError::Io {
+                path: log_path.clone(),
+                source,
+            })?
+            .len();
+        (head, len)
+    };
+    walk(log, len, &head, &log_path)
+}
+
+/// Walks the first `len` bytes of the log and compares the end with `head`.
+pub(crate) fn walk(
+    log: File,
+    len: u64,
+    head: &Head,
+    log_path: &Path,
+) -> Result<VerifyReport, ChainError> {
+    let mut lines = Lines::new(log.take(len), log_path);
+    let mut walker = Walker::new();
+    while let Some(line) = lines.next_line()? {
+        walker.next(&line)?;
+    }
+    if !lines.pending.is_empty() {
+        return Err(ChainError::Torn {
+            line: walker.lines + 1,
+        });
+    }
+    if walker.lines < head.seq {
+        return Err(ChainError::Truncated {
+            line: walker.lines + 1,
+            log_seq: walker.lines,
+            head_seq: head.seq,
+        });
+    }
+    if walker.lines > head.seq {
+        return Err(ChainError::Unrecorded {
+            line: head.seq + 1,
+            head_seq: head.seq,
+        });
+    }
+    if walker.last_hash != head.hash {
+        return Err(ChainError::HeadHash {
+            line: walker.lines,
+            log_hash: walker.last_hash,
+            head_hash: head.hash.clone(),
+        });
+    }
+    Ok(VerifyReport {
+        records: walker.lines,
+        last_hash: walker.last_hash,
+    })
+}
+
+/// Complete lines of a file that may still be growing.
+struct Lines<R> {
+    inner: BufReader<R>,
+    path: PathBuf,
+    /// The start of a line whose newline has not been read yet.
+    pending: Vec<u8>,
+    /// Complete lines returned so far.
+    lines: u64,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(inner: R, path: &Path) -> Lines<R> {
+        Lines {
+            inner: BufReader::with_capacity(64 * 1024, inner),
+            path: path.to_owned(),
+            pending: Vec::new(),
+            lines: 0,
+        }
+    }
+
+    /// The next complete line without its newline, or `None` at the end of what is in the file
+    /// now (a partial last line stays pending, to be completed by a later call).
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, ChainError> {
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(ChainError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            };
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let (taken, complete) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            self.pending.extend_from_slice(&buf[..taken]);
+            self.inner.consume(taken + usize::from(complete));
+            if self.pending.len() > MAX_LINE_BYTES {
+                return Err(ChainError::TooLong {
+                    line: self.lines + 1,
+                });
+            }
+            if complete {
+                self.lines += 1;
+                return Ok(Some(std::mem::take(&mut self.pending)));
+            }
+        }
+    }
+}
+
+/// Which records [`read`] yields. The default yields all.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only records of this tenant.
+    pub tenant: Option<String>,
+    /// Only records of this extension id.
+    pub extension: Option<String>,
+    /// Only records of this event.
+    pub event: Option<Event>,
+    /// Stop after this many matching records.
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    pub fn matches(&self, r: &Record) -> bool {
+        self.tenant.as_deref().is_none_or(|t| r.tenant() == Some(t))
+            && self
+                .extension
+                .as_deref()
+                .is_none_or(|x| r.extension() == Some(x))
+            && self.event.is_none_or(|e| r.event() == e)
+    }
+}
+
+/// A record as stored, with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub hash: String,
+    pub record: Record,
+    /// The stored JSON line, without its newline. It is canonical (checked), so it holds no
+    /// raw control characters.
+    pub line: String,
+}
+
+/// Reads records from the start of a log, checking each line and its link to the line before
+/// (as [`verify`] does, but without the head file, so a log being appended to can be read).
+///
+/// At the current end of the file the iterator returns `None`; calling it again later yields
+/// the records appended since, which is how `warden audit --follow` works. After an error it
+/// returns `None` for good.
+pub struct Reader {
+    lines: Lines<File>,
+    walker: Walker,
+    filter: Filter,
+    matched: usize,
+    done: bool,
+}
+
+/// Opens the log in `dir` for reading with `filter`.
+pub fn read(dir: &Path, filter: Filter) -> Result<Reader, ChainError> {
+    let path = dir.join(LOG_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(ChainError::Missing {
+                path: dir.to_owned(),
+            });
+        }
+        Err(source) => return Err(ChainError::Io { path, source }),
+    };
+    Ok(Reader {
+        lines: Lines::new(file, &path),
+        walker: Walker::new(),
+        filter,
+        matched: 0,
+        done: false,
+    })
+}
+
+impl Reader {
+    /// Records read so far (matching or not).
+    pub fn records_read(&self) -> u64 {
+        self.walker.lines
+    }
+
+    fn fail(&mut self, e: ChainError) -> Option<Result<StoredRecord, ChainError>> {
+        self.done = true;
+        Some(Err(e))
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<StoredRecord, ChainError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done || self.filter.limit.is_some_and(|l| self.matched >= l) {
+                return None;
+            }
+            let bytes = match self.lines.next_line() {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return None,
+                Err(e) => return self.fail(e),
+            };
+            let checked = match self.walker.next(&bytes) {
+                Ok(c) => c,
+                Err(e) => return self.fail(e),
+            };
+            if !self.filter.matches(&checked.record) {
+                continue;
+            }
+            let line = match String::from_utf8(bytes) {
+                Ok(line) => line,
+                Err(_) => {
+                    return self.fail(ChainError::Malformed {
+                        line: self.walker.lines,
+                        reason: "not UTF-8".into(),
+                    });
+                }
+            };
+            self.matched += 1;
+            return Some(Ok(StoredRecord {
+                seq: checked.seq,
+                hash: checked.hash,
+                record: checked.record,
+                line,
+            }));
+        }
+    }
+}

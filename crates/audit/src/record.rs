@@ -1,0 +1,444 @@
+//! One audit record: what happened, to which extension, for whom, and how it ended.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sanitize::{is_clean, sanitize_display};
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Event {
+    /// One call into an extension (its outcome says how it ended).
+    Call,
+    /// A capability use that was refused (egress, file, secret, ...).
+    Denial,
+    /// A resource limit that stopped a call (time, fuel, memory, size, concurrency).
+    Limit,
+    Install,
+    Upgrade,
+    Uninstall,
+    Publish,
+    /// A bundle or signature that failed verification (on install or on load).
+    VerificationFailure,
+    /// A verified bundle loaded (compiled, pre-instantiated) for use.
+    Load,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Call => "call",
+            Event::Denial => "denial",
+            Event::Limit => "limit",
+            Event::Install => "install",
+            Event::Upgrade => "upgrade",
+            Event::Uninstall => "uninstall",
+            Event::Publish => "publish",
+            Event::VerificationFailure => "verification-failure",
+            Event::Load => "load",
+        }
+    }
+}
+
+/// How the event ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Ok,
+    /// The extension (or the host on its behalf) returned an error.
+    Error,
+    /// The guest trapped.
+    Trap,
+    /// The execution-time limit was reached.
+    Timeout,
+    MemoryLimit,
+    FuelExhausted,
+    /// An input, output, body or bundle over its size cap.
+    TooLarge,
+    /// Refused because the concurrency limit was reached.
+    Busy,
+    /// Refused by a capability check.
+    Denied,
+    /// Refused as malformed or unverifiable (bad bundle, bad signature, bad input).
+    Invalid,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Trap => "trap",
+            Outcome::Timeout => "timeout",
+            Outcome::MemoryLimit => "memory-limit",
+            Outcome::FuelExhausted => "fuel-exhausted",
+            Outcome::TooLarge => "too-large",
+            Outcome::Busy => "busy",
+            Outcome::Denied => "denied",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// A capability decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(Event, Outcome, Decision);
+
+/// One audit record (SPEC section 8).
+///
+/// Built with [`Record::new`] and the `with_*` methods; every text value passes through
+/// [`crate::sanitize`] on the way in, so a `Record` can never hold a newline, a control
+/// character or an over-long field, whoever supplied the text. Records read back from a log are
+/// checked for the same (see [`crate::is_clean`]) and refused otherwise.
+///
+/// Serialized as a JSON object with the fields in the order below; a field with no value is
+/// written as `null` (never left out), so a record has exactly one encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawRecord")]
+pub struct Record {
+    time: String,
+    request_id: String,
+    tenant: Option<String>,
+    extension: Option<String>,
+    version: Option<String>,
+    content_hash: Option<String>,
+    event: Event,
+    capability: Option<String>,
+    target: Option<String>,
+    decision: Option<Decision>,
+    duration_ms: Option<u64>,
+    fuel: Option<u64>,
+    memory_peak_bytes: Option<u64>,
+    egress_bytes: Option<u64>,
+    outcome: Outcome,
+    message: Option<String>,
+}
+
+/// Seconds from the epoch to the last second of year 9999, the last instant RFC 3339 can write.
+const MAX_TIME_SECS: u64 = 253_402_300_799;
+
+fn format_time(t: SystemTime) -> String {
+    // Clamp a clock before 1970 or after 9999 instead of failing to write the record.
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = since.min(Duration::new(MAX_TIME_SECS, 999_999_999));
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since).to_string()
+}
+
+impl Record {
+    /// A record of `event` for the request `request_id`, stamped now.
+    ///
+    /// Defaults: every optional field empty; outcome `denied` for [`Event::Denial`], `invalid`
+    /// for [`Event::VerificationFailure`], `error` for [`Event::Limit`] (set the specific limit
+    /// with [`Record::with_outcome`]), and `ok` otherwise.
+    pub fn new(event: Event, request_id: impl fmt::Display) -> Record {
+        let outcome = match event {
+            Event::Denial => Outcome::Denied,
+            Event::VerificationFailure => Outcome::Invalid,
+            Event::Limit => Outcome::Error,
+            _ => Outcome::Ok,
+        };
+        Record {
+            time: format_time(SystemTime::now()),
+            request_id: sanitize_display(&request_id),
+            tenant: None,
+            extension: None,
+            version: None,
+            content_hash: None,
+            event,
+            capability: None,
+            target: None,
+            decision: None,
+            duration_ms: None,
+            fuel: None,
+            memory_peak_bytes: None,
+            egress_bytes: None,
+            outcome,
+            message: None,
+        }
+    }
+
+    /// Replaces the time stamp (UTC, millisecond precision; clamped to 1970..=9999).
+    pub fn at(mut self, time: SystemTime) -> Record {
+        self.time = format_time(time);
+        self
+    }
+    pub fn with_tenant(mut self, tenant: impl fmt::Display) -> Record {
+        self.tenant = Some(sanitize_display(&tenant));
+        self
+    }
+    pub fn with_extension(mut self, id: impl fmt::Display) -> Record {
+        self.extension = Some(sanitize_display(&id));
+        self
+    }
+    pub fn with_version(mut self, version: impl fmt::Display) -> Record {
+        self.version = Some(sanitize_display(&version));
+        self
+    }
+    /// The bundle's content hash, e.g. `sha256:<hex>`.
+    pub fn with_content_hash(mut self, hash: impl fmt::Display) -> Record {
+        self.content_hash = Some(sanitize_display(&hash));
+        self
+    }
+    /// The capability involved, e.g. `http`, `fs`, `kv`, `secret`.
+    pub fn with_capability(mut self, capability: impl fmt::Display) -> Record {
+        self.capability = Some(sanitize_display(&capability));
+        self
+    }
+    /// What the capability was used on: a host, a path, a key name (never a secret value).
+    pub fn with_target(mut self, target: impl fmt::Display) -> Record {
+        self.target = Some(sanitize_display(&target));
+        self
+    }
+    pub fn with_decision(mut self, decision: Decision) -> Record {
+        self.decision = Some(decision);
+        self
+    }
+    /// Wall-clock duration, stored in whole milliseconds (saturating).
+    pub fn with_duration(self, duration: Duration) -> Record {
+        self.with_duration_ms(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+    }
+    pub fn with_duration_ms(mut self, ms: u64) -> Record {
+        self.duration_ms = Some(ms);
+        self
+    }
+    pub fn with_fuel(mut self, fuel: u64) -> Record {
+        self.fuel = Some(fuel);
+        self
+    }
+    pub fn with_memory_peak_bytes(mut self, bytes: u64) -> Record {
+        self.memory_peak_bytes = Some(bytes);
+        self
+    }
+    pub fn with_egress_bytes(mut self, bytes: u64) -> Record {
+        self.egress_bytes = Some(bytes);
+        self
+    }
+    pub fn with_outcome(mut self, outcome: Outcome) -> Record {
+        self.outcome = outcome;
+        self
+    }
+    /// Free text: an error message, a reason for a denial. Never put secret values here.
+    pub fn with_message(mut self, message: impl fmt::Display) -> Record {
+        self.message = Some(sanitize_display(&message));
+        self
+    }
+
+    /// RFC 3339, UTC, milliseconds: `2025-01-31T12:00:00.123Z`.
+    pub fn time(&self) -> &str {
+        &self.time
+    }
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+    pub fn extension(&self) -> Option<&str> {
+        self.extension.as_deref()
+    }
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+    pub fn content_hash(&self) -> Option<&str> {
+        self.content_hash.as_deref()
+    }
+    pub fn event(&self) -> Event {
+        self.event
+    }
+    pub fn capability(&self) -> Option<&str> {
+        self.capability.as_deref()
+    }
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+    pub fn decision(&self) -> Option<Decision> {
+        self.decision
+    }
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.duration_ms
+    }
+    pub fn fuel(&self) -> Option<u64> {
+        self.fuel
+    }
+    pub fn memory_peak_bytes(&self) -> Option<u64> {
+        self.memory_peak_bytes
+    }
+    pub fn egress_bytes(&self) -> Option<u64> {
+        self.egress_bytes
+    }
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+/// A record as parsed from JSON, before its text is checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    time: String,
+    request_id: String,
+    tenant: Option<String>,
+    extension: Option<String>,
+    version: Option<String>,
+    content_hash: Option<String>,
+    event: Event,
+    capability: Option<String>,
+    target: Option<String>,
+    decision: Option<Decision>,
+    duration_ms: Option<u64>,
+    fuel: Option<u64>,
+    memory_peak_bytes: Option<u64>,
+    egress_bytes: Option<u64>,
+    outcome: Outcome,
+    message: Option<String>,
+}
+
+impl TryFrom<RawRecord> for Record {
+    type Error = String;
+
+    fn try_from(r: RawRecord) -> Result<Record, String> {
+        let canonical_time = humantime::parse_rfc3339(&r.time)
+            .ok()
+            .map(format_time)
+            .is_some_and(|t| t == r.time);
+        if !canonical_time {
+            return Err("`time` is not an RFC 3339 UTC time with milliseconds".into());
+        }
+        let text = [
+            ("request_id", Some(&r.request_id)),
+            ("tenant", r.tenant.as_ref()),
+            ("extension", r.extension.as_ref()),
+            ("version", r.version.as_ref()),
+            ("content_hash", r.content_hash.as_ref()),
+            ("capability", r.capability.as_ref()),
+            ("target", r.target.as_ref()),
+            ("message", r.message.as_ref()),
+        ];
+        for (name, value) in text {
+            if value.is_some_and(|v| !is_clean(v)) {
+                return Err(format!(
+                    "`{name}` holds unescaped control characters or is too long"
+                ));
+            }
+        }
+        Ok(Record {
+            time: r.time,
+            request_id: r.request_id,
+            tenant: r.tenant,
+            extension: r.extension,
+            version: r.version,
+            content_hash: r.content_hash,
+            event: r.event,
+            capability: r.capability,
+            target: r.target,
+            decision: r.decision,
+            duration_ms: r.duration_ms,
+            fuel: r.fuel,
+            memory_peak_bytes: r.memory_peak_bytes,
+            egress_bytes: r.egress_bytes,
+            outcome: r.outcome,
+            message: r.message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_is_rfc3339_millis_utc() {
+        let r = Record::new(Event::Call, "r1").at(UNIX_EPOCH + Duration::from_millis(1_500));
+        assert_eq!(r.time(), "1970-01-01T00:00:01.500Z");
+        let r = Record::new(Event::Call, "r1").at(UNIX_EPOCH - Duration::from_secs(5));
+        assert_eq!(r.time(), "1970-01-01T00:00:00.000Z");
+        let r = Record::new(Event::Call, "r1").at(UNIX_EPOCH + Duration::from_secs(u64::MAX / 4));
+        assert_eq!(r.time(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn default_outcomes_follow_the_event() {
+        assert_eq!(Record::new(Event::Call, "r").outcome(), Outcome::Ok);
+        assert_eq!(Record::new(Event::Denial, "r").outcome(), Outcome::Denied);
+        assert_eq!(Record::new(Event::Limit, "r").outcome(), Outcome::Error);
+        assert_eq!(
+            Record::new(Event::VerificationFailure, "r").outcome(),
+            Outcome::Invalid
+        );
+    }
+
+    #[test]
+    fn json_round_trip_with_every_field() {
+        let r = Record::new(Event::VerificationFailure, "req-1")
+            .with_tenant("acme")
+            .with_extension("hello")
+            .with_version("1.2.3")
+            .with_content_hash("sha256:00")
+            .with_capability("http")
+            .with_target("example.com:443")
+            .with_decision(Decision::Deny)
+            .with_duration(Duration::from_micros(2_500))
+            .with_fuel(7)
+            .with_memory_peak_bytes(65536)
+            .with_egress_bytes(12)
+            .with_message("nope");
+        assert_eq!(r.outcome(), Outcome::Invalid);
+        assert_eq!(r.duration_ms(), Some(2));
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""event":"verification-failure""#), "{json}");
+        assert!(json.contains(r#""decision":"deny""#), "{json}");
+        let back: Record = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn empty_fields_are_written_as_null() {
+        let r = Record::new(Event::Call, "r").at(UNIX_EPOCH);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"time":"1970-01-01T00:00:00.000Z","request_id":"r","tenant":null,"extension":null,"version":null,"content_hash":null,"event":"call","capability":null,"target":null,"decision":null,"duration_ms":null,"fuel":null,"memory_peak_bytes":null,"egress_bytes":null,"outcome":"ok","message":null}"#
+        );
+    }
+
+    #[test]
+    fn unclean_text_in_json_is_refused() {
+        let good = serde_json::to_string(&Record::new(Event::Call, "r")).unwrap();
+        let bad = good.replace(r#""message":null"#, r#""message":"a\u001b[2Jb""#);
+        let e = serde_json::from_str::<Record>(&bad).unwrap_err();
+        assert!(e.to_string().contains("`message`"), "{e}");
+        let bad = good.replace(r#""outcome""#, r#""extra":1,"outcome""#);
+        assert!(serde_json::from_str::<Record>(&bad).is_err());
+        let bad = good.replace(".", ",");
+        assert!(serde_json::from_str::<Record>(&bad).is_err());
+    }
+}

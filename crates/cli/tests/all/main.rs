@@ -1,0 +1,7 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The `warden` binary as a user runs it: real files, real keys (ours and OpenSSL's), real
+//! crafted archives, real components. Every refusal checks the exit code, the message, and that
+//! nothing was written.
+
+mod foundation;
+mod run;

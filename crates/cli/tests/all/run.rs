@@ -1,0 +1,342 @@
+//! `warden run` and `warden audit` with real components from examples/, and the proof that the
+//! http example is a standard `wasi:http/proxy` component (`wasmtime serve` runs it unchanged).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::foundation::{fails, keygen, ok, pack, sign, stderr, trust_file, warden};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// Signed bundles of the examples, a trust bundle, and a data dir.
+struct Tour {
+    t: TempDir,
+    trust: PathBuf,
+}
+
+impl Tour {
+    fn new() -> Tour {
+        let t = TempDir::new().unwrap();
+        let p = keygen(t.path(), "warden-examples");
+        let trust = trust_file(
+            t.path(),
+            "trust.toml",
+            &[("warden-examples", &[&p.pem], &[])],
+        );
+        for name in ["hello", "echo", "hostile"] {
+            let dir = examples().join(name);
+            assert!(
+                dir.join("extension.wasm").exists(),
+                "run scripts/build-examples.sh first"
+            );
+            let out = t.path().join(format!("{name}.wext"));
+            pack(&dir, &out);
+            sign(&out, &p.key);
+        }
+        Tour { t, trust }
+    }
+
+    fn bundle(&self, name: &str) -> PathBuf {
+        self.t.path().join(format!("{name}.wext"))
+    }
+
+    fn data(&self) -> PathBuf {
+        self.t.path().join("data")
+    }
+
+    fn run(&self, name: &str, args: &[&str]) -> std::process::Output {
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = Vec::new();
+        let bundle = self.bundle(name);
+        let data = self.data();
+        all.push(&"run");
+        all.push(&bundle);
+        all.push(&"--trust");
+        all.push(&self.trust);
+        all.push(&"--data");
+        all.push(&data);
+        for a in args {
+            all.push(a);
+        }
+        warden(&all)
+    }
+
+    fn audit(&self, args: &[&str]) -> std::process::Output {
+        let data = self.data();
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"audit", &"--data", &data];
+        for a in args {
+            all.push(a);
+        }
+        warden(&all)
+    }
+}
+
+#[test]
+fn run_answers_http_and_rpc() {
+    let tour = Tour::new();
+    let out = ok(&tour.run("hello", &["--http", "GET /greet?who=me"]));
+    assert!(out.starts_with("HTTP/1.1 200 OK\n"), "{out}");
+    assert!(
+        out.contains("content-type: text/plain; charset=utf-8"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Hello from warden! You asked for /greet?who=me"),
+        "{out}"
+    );
+    let out = ok(&tour.run("echo", &["--call", "greet", "--input", r#"{"name":"Ada"}"#]));
+    assert_eq!(out.trim(), r#"{"greeting":"Hello, Ada!"}"#);
+    let input = tour.t.path().join("in.json");
+    fs::write(&input, r#"{"from":"file"}"#).unwrap();
+    let at = format!("@{}", input.display());
+    let out = ok(&tour.run("echo", &["--call", "echo", "--input", &at]));
+    assert_eq!(out.trim(), r#"{"from":"file"}"#);
+    // The wrong kind of invocation, an unknown method, and an extension's own error: exit 1.
+    fails(&tour.run("hello", &["--call", "x"]), "http extension");
+    fails(&tour.run("echo", &["--http", "GET /"]), "rpc extension");
+    fails(&tour.run("echo", &["--call", "nope"]), "no method \"nope\"");
+    fails(
+        &tour.run("echo", &["--call", "greet", "--input", "not json"]),
+        "bad-input",
+    );
+    // Usage errors: exit 2.
+    for args in [
+        vec![],
+        vec!["--call", "x", "--http", "GET /"],
+        vec!["--http", "GET"],
+        vec!["--input", "{}"],
+    ] {
+        let o = tour.run("echo", &args);
+        let code = o.status.code();
+        assert!(
+            code == Some(2) || (code == Some(1) && stderr(&o).contains("--http")),
+            "{args:?}: {code:?} {}",
+            stderr(&o)
+        );
+    }
+    // A relative --data (the default is ./warden-data) works too.
+    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .current_dir(tour.t.path())
+        .args([
+            "run",
+            "echo.wext",
+            "--trust",
+            "trust.toml",
+            "--data",
+            "rel-data",
+            "--call",
+            "echo",
+            "--input",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&o).trim(), "1");
+    assert!(tour.t.path().join("rel-data/audit/audit.jsonl").exists());
+    // Every call left a record, and the chain verifies.
+    let out = ok(&tour.audit(&["--verify"]));
+    assert!(out.starts_with("audit log ok: "), "{out}");
+    let listing = ok(&tour.audit(&[]));
+    assert!(listing.contains("call ok warden.hello@0.1.0"), "{listing}");
+    assert!(
+        listing.contains("call error warden.echo@0.1.0"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn run_stops_hostile_guests_with_clear_errors() {
+    let tour = Tour::new();
+    let t = Instant::now();
+    fails(
+        &tour.run("hostile", &["--call", "loop"]),
+        "time limit of 1s",
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    fails(
+        &tour.run("hostile", &["--call", "sleep", "--input", "10000"]),
+        "time limit of 1s",
+    );
+    fails(&tour.run("hostile", &["--call", "trap"]), "trapped");
+    fails(
+        &tour.run("hostile", &["--call", "huge", "--input", "2000000"]),
+        "over the limit of 1MiB",
+    );
+    let out = ok(&tour.run("hostile", &["--call", "state"]));
+    assert_eq!(out.trim(), "count=1 leftover=no");
+    // Guest output goes to stderr, escaped.
+    let o = tour.run(
+        "hostile",
+        &["--call", "stdout", "--input", "x\u{1b}]0;owned\u{7}\n|3"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("[extension stdout] x\\u{1b}]0;owned\\u{7}"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "raw escape reached the terminal");
+    let listing = ok(&tour.audit(&[]));
+    assert!(
+        listing.contains("limit timeout warden.hostile@0.1.0"),
+        "{listing}"
+    );
+    assert!(listing.contains("limit too-large"), "{listing}");
+}
+
+#[test]
+fn run_refuses_what_the_policy_or_trust_refuses() {
+    let tour = Tour::new();
+    let policy = tour.t.path().join("policy.toml");
+    fs::write(&policy, "[policy]\nmax_memory = \"16MiB\"\n").unwrap();
+    let p = policy.display().to_string();
+    fails(
+        &tour.run("hostile", &["--config", &p, "--call", "state"]),
+        "limits.max_memory = 32MiB is above the operator's ceiling of 16MiB",
+    );
+    // A flipped byte: refused before anything runs, and audited.
+    let bundle = tour.bundle("echo");
+    let mut bytes = fs::read(&bundle).unwrap();
+    let n = bytes.len() - 3000;
+    bytes[n] ^= 0x40;
+    fs::write(&bundle, &bytes).unwrap();
+    fails(&tour.run("echo", &["--call", "echo"]), "loading");
+    let listing = ok(&tour.audit(&[]));
+    assert!(listing.contains("verification-failure"), "{listing}");
+    assert!(!listing.contains("call ok warden.echo"), "{listing}");
+    fails(
+        &tour.run("echo", &["--grant", "bogus", "--call", "echo"]),
+        "--grant",
+    );
+}
+
+#[test]
+fn audit_verify_detects_edits_removals_and_reorders() {
+    let tour = Tour::new();
+    for _ in 0..3 {
+        ok(&tour.run("echo", &["--call", "echo", "--input", "{}"]));
+    }
+    let log = tour.data().join("audit/audit.jsonl");
+    let original = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    assert_eq!(lines.len(), 6, "3 loads and 3 calls");
+    ok(&tour.audit(&["--verify"]));
+
+    let check = |content: String, needle: &str| {
+        fs::write(&log, content).unwrap();
+        let o = tour.audit(&["--verify"]);
+        fails(&o, needle);
+        fs::write(&log, &original).unwrap();
+    };
+    // One record edited: "ok" becomes "no" in the fourth line.
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    edited[3] = edited[3].replacen("\"outcome\":\"ok\"", "\"outcome\":\"no\"", 1);
+    assert_ne!(edited[3], lines[3]);
+    check(edited.join("\n") + "\n", "line 4");
+    // One record removed from the middle.
+    let mut removed: Vec<&str> = lines.clone();
+    removed.remove(2);
+    check(removed.join("\n") + "\n", "line 3");
+    // Two records swapped.
+    let mut swapped: Vec<&str> = lines.clone();
+    swapped.swap(1, 2);
+    check(swapped.join("\n") + "\n", "line 2");
+    // The last record removed (the head file remembers it).
+    check(lines[..5].join("\n") + "\n", "");
+    ok(&tour.audit(&["--verify"]));
+    let json = ok(&tour.audit(&["--json"]));
+    assert_eq!(json, original);
+}
+
+/// The http example is a standard `wasi:http/proxy` component: `wasmtime serve` (the reference
+/// CLI, installed by scripts/setup.sh) serves the very same file.
+#[test]
+fn wasmtime_serve_runs_the_same_hello_component() {
+    let wasmtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/wasmtime");
+    assert!(
+        wasmtime.exists(),
+        "{} is missing: run scripts/setup.sh",
+        wasmtime.display()
+    );
+    let wasm = examples().join("hello/extension.wasm");
+    let mut child = Command::new(&wasmtime)
+        .args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
+        .arg(&wasm)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut get = || {
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        // "Serving HTTP on http://127.0.0.1:PORT/" (on stderr or stdout, depending on version).
+        let banner = lines
+            .next()
+            .and_then(|l| l.ok())
+            .filter(|l| l.contains("Serving HTTP"))
+            .or_else(|| out.next().and_then(|l| l.ok()))
+            .unwrap();
+        let addr = banner
+            .trim()
+            .trim_end_matches('/')
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .to_string();
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /from-wasmtime HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    let result = get();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(result.starts_with("HTTP/1.1 200"), "{result}");
+    let (head, body) = result.split_once("\r\n\r\n").unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    assert_eq!(
+        body, "Hello from warden! You asked for /from-wasmtime\n",
+        "{result}"
+    );
+    // And warden serves the same bytes the same way.
+    let tour = Tour::new();
+    let out = ok(&tour.run("hello", &["--http", "GET /from-wasmtime"]));
+    assert!(
+        out.contains("Hello from warden! You asked for /from-wasmtime"),
+        "{out}"
+    );
+}
+
+/// Decodes an HTTP/1.1 chunked body (the guest's writes arrive as separate chunks).
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}

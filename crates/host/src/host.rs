@@ -1,0 +1,437 @@
+//! The host: trust, policy, audit, the runtime, and the loaded extensions.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use rand_core::{OsRng, RngCore};
+use tokio::sync::Semaphore;
+use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
+use warden_bundle::{Bundle, Caps, ContentHash};
+use warden_manifest::{Effective, ExtensionId, Grant, Kind, Policy, effective};
+use warden_runtime::{
+    CallError, CallOutcome, CallReport, LogLine, Prepared, Runtime, RuntimeConfig, WorldKind,
+};
+use warden_trust::{Envelope, TrustBundle, Verified, verify};
+
+/// Why loading failed. Every variant is also written to the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("reading the bundle failed: {0}")]
+    Bundle(#[from] warden_bundle::BundleError),
+    #[error("reading the signature failed: {0}")]
+    Signature(#[from] warden_trust::DsseError),
+    #[error("verification failed: {0}")]
+    Verify(#[from] warden_trust::VerifyError),
+    #[error("the install is refused: {0}")]
+    Policy(#[from] warden_manifest::EffectiveError),
+    #[error(
+        "{0} is a process extension; this host runs components only (process extensions come later)"
+    )]
+    ProcessUnsupported(ExtensionId),
+    #[error("the component cannot be loaded: {0}")]
+    Load(#[from] warden_runtime::LoadError),
+    #[error("writing the audit record failed: {0}")]
+    Audit(#[from] warden_audit::AuditError),
+    #[error("setting up the host failed: {0}")]
+    Setup(String),
+}
+
+/// Why a call failed, with the request id of its audit record.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (request {request_id})")]
+pub struct CallFailure {
+    pub request_id: String,
+    pub error: CallError,
+    /// Captured guest output, escaped; useful to show next to the error.
+    pub logs: Vec<LogLine>,
+}
+
+/// A successful call's value, with its request id and the guest's captured output.
+#[derive(Debug)]
+pub struct Called<T> {
+    pub value: T,
+    pub request_id: String,
+    pub logs: Vec<LogLine>,
+}
+
+/// What was loaded.
+#[derive(Debug, Clone)]
+pub struct ExtensionInfo {
+    pub id: ExtensionId,
+    pub version: String,
+    pub publisher: String,
+    pub content_hash: ContentHash,
+    pub kind: WorldKind,
+    pub effective: Effective,
+}
+
+struct Loaded {
+    info: ExtensionInfo,
+    methods: Vec<String>,
+    prepared: Prepared,
+    /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.
+    permits: Arc<Semaphore>,
+}
+
+/// Configures a [`Host`]. See the crate docs for the defaults.
+#[derive(Default)]
+pub struct HostBuilder {
+    trust: Option<TrustBundle>,
+    policy: Policy,
+    data_dir: Option<PathBuf>,
+    audit: Option<Arc<dyn AuditSink>>,
+    caps: Caps,
+}
+
+impl HostBuilder {
+    /// Publishers whose signatures are accepted. Without it, nothing loads.
+    pub fn trust(mut self, trust: TrustBundle) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
+    /// The operator's policy (profile, ceilings, capabilities, private networks).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Where the compile cache (`cache/`) and, unless [`HostBuilder::audit`] is given, the
+    /// audit log (`audit/`) live.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Where audit records go (default: `DATA/audit`, or memory without a data dir).
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Caps for reading bundles (default: [`Caps::default`]).
+    pub fn bundle_caps(mut self, caps: Caps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    pub fn build(self) -> Result<Host, HostError> {
+        let audit: Arc<dyn AuditSink> = match (self.audit, &self.data_dir) {
+            (Some(sink), _) => sink,
+            (None, Some(dir)) => Arc::new(AuditLog::open(&dir.join("audit"))?),
+            (None, None) => Arc::new(MemoryAudit::default()),
+        };
+        let config = RuntimeConfig {
+            max_memory: self.policy.ceiling.max_memory.bytes(),
+            cache_dir: self.data_dir.as_ref().map(|d| d.join("cache")),
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::new(config)?;
+        Ok(Host {
+            runtime: Arc::new(runtime),
+            trust: self.trust.unwrap_or_default(),
+            policy: self.policy,
+            audit,
+            caps: self.caps,
+            extensions: RwLock::default(),
+        })
+    }
+}
+
+/// Loads verified bundles and calls them. Share it behind an `Arc`; all methods take `&self`.
+pub struct Host {
+    runtime: Arc<Runtime>,
+    trust: TrustBundle,
+    policy: Policy,
+    audit: Arc<dyn AuditSink>,
+    caps: Caps,
+    extensions: RwLock<HashMap<ExtensionId, Arc<Loaded>>>,
+}
+
+/// A fresh 128-bit request id, hex.
+fn request_id() -> String {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+impl Host {
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
+        &self.audit
+    }
+
+    /// Reads, verifies and loads a bundle file (signature at `sig`, default `FILE.sig`).
+    /// Compiles the component (CPU-heavy on a cache miss). A failure is audited.
+    pub fn load_file(
+        &self,
+        bundle: &Path,
+        sig: Option<&Path>,
+        grant: &Grant,
+    ) -> Result<ExtensionInfo, HostError> {
+        let sig_path = sig.map(Path::to_path_buf).unwrap_or_else(|| {
+            let mut s = bundle.as_os_str().to_owned();
+            s.push(".sig");
+            PathBuf::from(s)
+        });
+        let verified = (|| -> Result<Verified<Bundle>, HostError> {
+            let envelope = Envelope::read_file(&sig_path)?;
+            let bundle = Bundle::read_file(bundle, &self.caps)?;
+            Ok(verify(bundle, &envelope, &self.trust)?)
+        })();
+        match verified {
+            Ok(v) => self.load(v, grant),
+            Err(e) => {
+                let r = Record::new(Event::VerificationFailure, request_id())
+                    .with_target(bundle.display())
+                    .with_outcome(Outcome::Denied)
+                    .with_message(&e);
+                self.audit.append(r)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Loads an already verified bundle with the operator's grant.
+    pub fn load(
+        &self,
+        verified: Verified<Bundle>,
+        grant: &Grant,
+    ) -> Result<ExtensionInfo, HostError> {
+        let bundle = verified.get();
+        let manifest = bundle.manifest();
+        let ext = &manifest.extension;
+        let record = Record::new(Event::Load, request_id())
+            .with_extension(&ext.id)
+            .with_version(&ext.version)
+            .with_content_hash(bundle.content_hash());
+        let result = (|| -> Result<ExtensionInfo, HostError> {
+            if ext.kind == Kind::Process {
+                return Err(HostError::ProcessUnsupported(ext.id.clone()));
+            }
+            let eff = effective(manifest, grant, &self.policy)?;
+            let prepared = self.runtime.prepare(bundle.entry())?;
+            let info = ExtensionInfo {
+                id: ext.id.clone(),
+                version: ext.version.to_string(),
+                publisher: ext.publisher.to_string(),
+                content_hash: bundle.content_hash(),
+                kind: prepared.kind(),
+                effective: eff,
+            };
+            let permits = Arc::new(Semaphore::new(
+                info.effective.limits.max_concurrent_calls as usize,
+            ));
+            let loaded = Loaded {
+                info: info.clone(),
+                methods: manifest.methods.iter().map(|m| m.to_string()).collect(),
+                prepared,
+                permits,
+            };
+            self.extensions
+                .write()
+                .map_err(|_| HostError::Setup("extension table poisoned".into()))?
+                .insert(info.id.clone(), Arc::new(loaded));
+            Ok(info)
+        })();
+        let record = match &result {
+            Ok(_) => record.with_outcome(Outcome::Ok),
+            Err(e) => record.with_outcome(Outcome::Invalid).with_message(e),
+        };
+        self.audit.append(record)?;
+        result
+    }
+
+    /// Information about a loaded extension.
+    pub fn extension(&self, id: &ExtensionId) -> Option<ExtensionInfo> {
+        self.get(id).map(|l| l.info.clone())
+    }
+
+    fn get(&self, id: &ExtensionId) -> Option<Arc<Loaded>> {
+        self.extensions.read().ok()?.get(id).cloned()
+    }
+
+    /// Calls an rpc extension's `method` with `input`, in a fresh instance, with its limits.
+    pub async fn call(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, CallFailure> {
+        self.call_detailed(id, method, input).await.map(|c| c.value)
+    }
+
+    /// [`Host::call`], also returning the request id and the guest's output.
+    pub async fn call_detailed(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Called<Vec<u8>>, CallFailure> {
+        let ext = self.lookup(id)?;
+        if !ext.methods.is_empty() && !ext.methods.iter().any(|m| m == method) {
+            return Err(self.refuse(
+                &ext,
+                CallError::Invalid(format!("{id} has no method {method:?}")),
+            ));
+        }
+        let _permit = self.permit(&ext)?;
+        let limits = ext.info.effective.limits;
+        let outcome = ext
+            .prepared
+            .call_rpc(&self.runtime, &limits, method, input)
+            .await;
+        self.finish(&ext, outcome)
+    }
+
+    /// Sends an HTTP request to an http extension, in a fresh instance, with its limits.
+    pub async fn call_http(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, CallFailure> {
+        self.call_http_detailed(id, request).await.map(|c| c.value)
+    }
+
+    /// [`Host::call_http`], also returning the request id and the guest's output.
+    pub async fn call_http_detailed(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        let ext = self.lookup(id)?;
+        let _permit = self.permit(&ext)?;
+        let limits = ext.info.effective.limits;
+        let outcome = ext
+            .prepared
+            .call_http(&self.runtime, &limits, request)
+            .await;
+        self.finish(&ext, outcome)
+    }
+
+    fn lookup(&self, id: &ExtensionId) -> Result<Arc<Loaded>, CallFailure> {
+        self.get(id).ok_or_else(|| CallFailure {
+            request_id: String::new(),
+            error: CallError::Invalid(format!("no extension {id} is loaded")),
+            logs: Vec::new(),
+        })
+    }
+
+    fn permit(&self, ext: &Arc<Loaded>) -> Result<tokio::sync::OwnedSemaphorePermit, CallFailure> {
+        Arc::clone(&ext.permits).try_acquire_owned().map_err(|_| {
+            let limit = ext.info.effective.limits.max_concurrent_calls;
+            self.refuse(
+                ext,
+                CallError::Busy(format!(
+                    "{} already has {limit} calls in flight",
+                    ext.info.id
+                )),
+            )
+        })
+    }
+
+    /// A call refused before it ran: one audit record.
+    fn refuse(&self, ext: &Loaded, error: CallError) -> CallFailure {
+        let id = request_id();
+        self.write(call_record(ext, &id, &CallReport::default(), Err(&error)));
+        CallFailure {
+            request_id: id,
+            error,
+            logs: Vec::new(),
+        }
+    }
+
+    /// Audits a finished call (and each denial in it) and logs the guest's output.
+    fn finish<T>(&self, ext: &Loaded, outcome: CallOutcome<T>) -> Result<Called<T>, CallFailure> {
+        let id = request_id();
+        let report = outcome.report;
+        for line in &report.logs {
+            tracing::info!(target: "warden::guest", request_id = %id, extension = %ext.info.id, stream = ?line.stream, "{}", line.text);
+        }
+        for denial in &report.denials {
+            let r = base_record(ext, Event::Denial, &id)
+                .with_capability(denial.capability)
+                .with_target(&denial.target)
+                .with_decision(warden_audit::Decision::Deny)
+                .with_outcome(Outcome::Denied);
+            self.write(r);
+        }
+        let result = outcome.result.as_ref().map(|_| ());
+        self.write(call_record(ext, &id, &report, result));
+        // A guest that coped with a refused allocation still hit its limit: audit that too.
+        if report.memory_limit_hit && !matches!(result, Err(CallError::MemoryLimit(_))) {
+            let r = base_record(ext, Event::Limit, &id)
+                .with_outcome(Outcome::MemoryLimit)
+                .with_memory_peak_bytes(report.memory_peak)
+                .with_message(format!(
+                    "memory limit of {} reached",
+                    ext.info.effective.limits.max_memory
+                ));
+            self.write(r);
+        }
+        match outcome.result {
+            Ok(value) => Ok(Called {
+                value,
+                request_id: id,
+                logs: report.logs,
+            }),
+            Err(error) => Err(CallFailure {
+                request_id: id,
+                error,
+                logs: report.logs,
+            }),
+        }
+    }
+
+    fn write(&self, record: Record) {
+        // The call already happened; a failing audit store is reported loudly but cannot undo it.
+        if let Err(e) = self.audit.append(record) {
+            tracing::error!(target: "warden::audit", "could not write an audit record: {e}");
+        }
+    }
+}
+
+fn base_record(ext: &Loaded, event: Event, request_id: &str) -> Record {
+    Record::new(event, request_id)
+        .with_extension(&ext.info.id)
+        .with_version(&ext.info.version)
+        .with_content_hash(ext.info.content_hash)
+}
+
+fn call_record(
+    ext: &Loaded,
+    request_id: &str,
+    report: &CallReport,
+    result: Result<(), &CallError>,
+) -> Record {
+    let (event, outcome) = match result {
+        Ok(()) => (Event::Call, Outcome::Ok),
+        Err(e) => match e {
+            CallError::Extension { .. } => (Event::Call, Outcome::Error),
+            CallError::Timeout(_) => (Event::Limit, Outcome::Timeout),
+            CallError::MemoryLimit(_) => (Event::Limit, Outcome::MemoryLimit),
+            CallError::FuelExhausted(_) => (Event::Limit, Outcome::FuelExhausted),
+            CallError::TooLarge { .. } => (Event::Limit, Outcome::TooLarge),
+            CallError::Busy(_) => (Event::Limit, Outcome::Busy),
+            CallError::Trap(_) => (Event::Call, Outcome::Trap),
+            CallError::Invalid(_) => (Event::Call, Outcome::Invalid),
+            CallError::Host(_) => (Event::Call, Outcome::Error),
+        },
+    };
+    let mut r = base_record(ext, event, request_id)
+        .with_outcome(outcome)
+        .with_duration(report.duration)
+        .with_memory_peak_bytes(report.memory_peak);
+    if let Some(f) = report.fuel {
+        r = r.with_fuel(f);
+    }
+    if let Err(e) = result {
+        r = r.with_message(e);
+    }
+    r
+}

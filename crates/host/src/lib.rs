@@ -1,0 +1,29 @@
+//! Embed warden in a Rust application: load verified bundles and call them, with the same
+//! verification, limits and audit as the `warden` command.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use warden_host::{Grant, Host, TrustBundle};
+//!
+//! let host = Host::builder()
+//!     .trust(TrustBundle::read_file("trust.toml".as_ref())?)
+//!     .data_dir("warden-data")
+//!     .build()?;
+//! let ext = host.load_file("echo.wext".as_ref(), None, &Grant::None)?;
+//! let out = host.call(&ext.id, "echo", br#"{"hi":1}"#).await?;
+//! assert_eq!(out, br#"{"hi":1}"#);
+//! # Ok(()) }
+//! ```
+//!
+//! Defaults ([`HostBuilder`]): no trusted publishers (every load fails until [`HostBuilder::trust`]
+//! is given), the default [`Policy`] (standard profile, relaxed ceilings, no private networks),
+//! audit records kept in memory unless a data dir or sink is given, no compile cache on disk
+//! unless a data dir is given.
+
+mod host;
+
+pub use host::{CallFailure, Called, ExtensionInfo, Host, HostBuilder, HostError};
+pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
+pub use warden_manifest::{ExtensionId, Grant, Policy};
+pub use warden_runtime::{CallError, LogLine, Stream, WorldKind};
+pub use warden_trust::TrustBundle;

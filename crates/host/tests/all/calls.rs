@@ -1,0 +1,92 @@
+//! Ordinary calls: rpc and http extensions answer, each call is audited, and a bundle that
+//! fails verification is refused and audited.
+
+use bytes::Bytes;
+use warden_audit::{Event, Outcome};
+use warden_host::{CallError, Grant};
+
+use crate::support::{Lab, text};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_answers_and_each_call_is_audited() {
+    let lab = Lab::new();
+    let id = lab.load("echo");
+    let out = lab.host.call(&id, "echo", br#"{"x":[1,2]}"#).await.unwrap();
+    assert_eq!(out, br#"{"x":[1,2]}"#);
+    let out = lab
+        .host
+        .call(&id, "greet", br#"{"name":"Ada"}"#)
+        .await
+        .unwrap();
+    assert!(text(&out).contains("Hello, Ada!"), "{}", text(&out));
+    // A method the manifest does not list is refused before anything runs.
+    let e = lab.host.call(&id, "nope", b"{}").await.unwrap_err();
+    assert!(matches!(e.error, CallError::Invalid(_)), "{e}");
+    let records = lab.audit.records();
+    let calls: Vec<_> = records
+        .iter()
+        .filter(|r| r.event() == Event::Call)
+        .collect();
+    assert_eq!(calls.len(), 3, "{records:#?}");
+    assert_eq!(calls[0].outcome(), Outcome::Ok);
+    assert_eq!(calls[0].extension(), Some("warden.echo"));
+    assert!(calls[0].content_hash().unwrap().starts_with("sha256:"));
+    assert!(calls[0].memory_peak_bytes().unwrap() > 0);
+    assert!(calls[0].duration_ms().is_some());
+    assert_eq!(calls[2].outcome(), Outcome::Invalid);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.event() == Event::Load && r.outcome() == Outcome::Ok)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hello_answers_http() {
+    let lab = Lab::new();
+    let id = lab.load("hello");
+    let req = http::Request::get("/greet/me").body(Bytes::new()).unwrap();
+    let resp = lab.host.call_http(&id, req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert!(
+        text(resp.body()).contains("You asked for /greet/me"),
+        "{}",
+        text(resp.body())
+    );
+    // The wrong kind of call for the world is a clear error, not a trap.
+    let e = lab.host.call(&id, "x", b"").await.unwrap_err();
+    assert!(matches!(e.error, CallError::Invalid(_)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unverifiable_bundles_are_refused_and_audited() {
+    let lab = Lab::new();
+    let path = lab.bundle("echo", |m| m);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 2000;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = lab.host.load_file(&path, None, &Grant::None).unwrap_err();
+    assert!(
+        e.to_string().contains("verification failed")
+            || e.to_string().contains("reading the bundle"),
+        "{e}"
+    );
+    let records = lab.audit.records();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].event(), Event::VerificationFailure);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_above_the_ceiling_refuse_the_load() {
+    let lab =
+        Lab::with_policy(warden_host::Policy::parse("[policy]\nmax_memory = \"16MiB\"\n").unwrap());
+    let path = lab.bundle("hostile", |m| m);
+    let e = lab.host.load_file(&path, None, &Grant::None).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("limits.max_memory = 32MiB is above the operator's ceiling of 16MiB"),
+        "{e}"
+    );
+}

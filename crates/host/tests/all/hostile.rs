@@ -1,0 +1,221 @@
+//! Hostile guests: each is stopped or denied with a clear error, audited, and the next call on
+//! the same host succeeds.
+
+use std::time::{Duration, Instant};
+
+use warden_audit::{Event, Outcome};
+use warden_host::{CallError, ExtensionId};
+
+use crate::support::{Lab, text};
+
+/// Time limits fire within this margin (epoch tick, scheduling, instance teardown).
+const MARGIN: Duration = Duration::from_millis(750);
+
+async fn still_serves(lab: &Lab, id: &ExtensionId) {
+    let out = lab.host.call(id, "state", b"").await.unwrap();
+    assert_eq!(text(&out), "count=1 leftover=no");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_is_stopped_at_the_time_limit() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    let t = Instant::now();
+    let e = lab.host.call(&id, "loop", b"").await.unwrap_err();
+    let took = t.elapsed();
+    assert!(
+        matches!(e.error, CallError::Timeout(d) if d == Duration::from_secs(1)),
+        "{e}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(1) + MARGIN,
+        "{took:?}"
+    );
+    let last = lab.audit.records().pop().unwrap();
+    assert_eq!(
+        (last.event(), last.outcome()),
+        (Event::Limit, Outcome::Timeout)
+    );
+    still_serves(&lab, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_recursion_traps_cleanly() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    let e = lab.host.call(&id, "recurse", b"").await.unwrap_err();
+    // Rust guests keep their stack in linear memory: overflowing it is an out-of-bounds trap
+    // (or, for deep wasm frames, "call stack exhausted"). Either way a trap, not a host crash.
+    assert!(matches!(&e.error, CallError::Trap(_)), "{e}");
+    still_serves(&lab, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocking_host_call_is_stopped_at_the_time_limit() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    let t = Instant::now();
+    let e = lab.host.call(&id, "sleep", b"10000").await.unwrap_err();
+    let took = t.elapsed();
+    assert!(matches!(e.error, CallError::Timeout(_)), "{e}");
+    assert!(took < Duration::from_secs(1) + MARGIN, "{took:?}");
+    still_serves(&lab, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_is_capped_for_the_whole_instance() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    // The guest asks for 100 MiB in 1 MiB steps; the 32 MiB budget stops it, gracefully.
+    let out = lab.host.call(&id, "grow", b"100").await;
+    match out {
+        Ok(bytes) => {
+            let got: u64 = text(&bytes)
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{}", text(&bytes)));
+            assert!(got < 32, "grew {got} MiB past a 32 MiB limit");
+        }
+        Err(e) => assert!(matches!(e.error, CallError::MemoryLimit(_)), "{e}"),
+    }
+    let records = lab.audit.records();
+    assert!(
+        records.iter().any(|r| r.outcome() == Outcome::MemoryLimit),
+        "a memory limit hit is audited: {records:#?}"
+    );
+    // A result too large to build inside the budget: the guest's allocation fails.
+    let e = lab.host.call(&id, "huge", b"100000000").await.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::MemoryLimit(_))
+            || matches!(&e.error, CallError::Extension { code, .. } if code == "out-of-memory"),
+        "{e}"
+    );
+    still_serves(&lab, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_results_are_refused() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    let e = lab.host.call(&id, "huge", b"2000000").await.unwrap_err();
+    assert!(
+        matches!(e.error, CallError::TooLarge { what: "result", .. }),
+        "{e}"
+    );
+    let last = lab.audit.records().pop().unwrap();
+    assert_eq!(last.outcome(), Outcome::TooLarge);
+    still_serves(&lab, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_state_survives_between_calls() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    for _ in 0..5 {
+        let out = lab.host.call(&id, "state", b"").await.unwrap();
+        assert_eq!(text(&out), "count=1 leftover=no");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traps_and_ambient_authority() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    let e = lab.host.call(&id, "trap", b"").await.unwrap_err();
+    assert!(matches!(e.error, CallError::Trap(_)), "{e}");
+    let env = text(&lab.host.call(&id, "env", b"").await.unwrap());
+    assert_eq!(env, "env=|args=", "no environment, no arguments");
+    let files = text(&lab.host.call(&id, "files", b"").await.unwrap());
+    assert!(
+        files.starts_with("passwd=err:") && files.contains("root=err:"),
+        "{files}"
+    );
+    let net = text(&lab.host.call(&id, "net", b"").await.unwrap());
+    assert!(!net.contains("ok"), "network reached: {net}");
+    still_serves(&lab, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_is_captured_escaped_and_capped() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    // 100k lines with an escape sequence: captured up to the cap, escaped, the rest counted.
+    let called = lab
+        .host
+        .call_detailed(&id, "stdout", b"hi\x1b[31m\n|100000")
+        .await
+        .unwrap();
+    assert_eq!(text(&called.value), "printed");
+    let logs = &called.logs;
+    assert!(logs.len() > 100, "{}", logs.len());
+    assert_eq!(logs[0].text, "hi\\u{1b}[31m", "escaped");
+    assert!(
+        logs.iter()
+            .all(|l| !l.text.contains('\x1b') && !l.text.contains('\n'))
+    );
+    let last = &logs[logs.len() - 1].text;
+    assert!(last.contains("bytes dropped: output cap reached"), "{last}");
+    let kept: usize = logs.iter().map(|l| l.text.len()).sum();
+    assert!(kept < 2 * warden_runtime::call::MAX_OUTPUT_BYTES, "{kept}");
+    let e = lab.host.call(&id, "trap", b"").await.unwrap_err();
+    assert!(e.logs.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extensions_keep_their_own_limits_when_called_together() {
+    let lab = Lab::new();
+    let fast = lab.load("hostile");
+    let slow = lab.load_edited("hostile", |m| {
+        m.replace("id = \"warden.hostile\"", "id = \"warden.hostile-slow\"")
+            .replace("max_execution_time = \"1s\"", "max_execution_time = \"3s\"")
+    });
+    let t = Instant::now();
+    let (a, b) = tokio::join!(
+        async {
+            let r = lab.host.call(&fast, "loop", b"").await;
+            (r, t.elapsed())
+        },
+        async {
+            let r = lab.host.call(&slow, "loop", b"").await;
+            (r, t.elapsed())
+        }
+    );
+    assert!(matches!(a.0.unwrap_err().error, CallError::Timeout(d) if d == Duration::from_secs(1)));
+    assert!(matches!(b.0.unwrap_err().error, CallError::Timeout(d) if d == Duration::from_secs(3)));
+    assert!(
+        a.1 < Duration::from_secs(1) + MARGIN,
+        "fast one stopped late: {:?}",
+        a.1
+    );
+    assert!(
+        b.1 >= Duration::from_secs(3) && b.1 < Duration::from_secs(3) + MARGIN,
+        "slow one: {:?}",
+        b.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn excess_concurrent_calls_are_refused_as_busy() {
+    let lab = Lab::new();
+    let id = lab.load("hostile"); // max_concurrent_calls = 2
+    let (a, b, c) = tokio::join!(
+        lab.host.call(&id, "sleep", b"300"),
+        lab.host.call(&id, "sleep", b"300"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            lab.host.call(&id, "sleep", b"300").await
+        }
+    );
+    assert_eq!(text(&a.unwrap()), "slept");
+    assert_eq!(text(&b.unwrap()), "slept");
+    let e = c.unwrap_err();
+    assert!(matches!(e.error, CallError::Busy(_)), "{e}");
+    let busy: Vec<_> = lab
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| r.outcome() == Outcome::Busy)
+        .collect();
+    assert_eq!(busy.len(), 1);
+    still_serves(&lab, &id).await;
+}

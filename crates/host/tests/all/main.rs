@@ -1,0 +1,7 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The embedding API with real components built from examples/, real signed bundles, and
+//! hostile guests. One test binary (Wasmtime's code is shared by all tests).
+
+mod calls;
+mod hostile;
+mod support;

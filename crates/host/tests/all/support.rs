@@ -1,0 +1,97 @@
+//! Builds real signed bundles from the example guests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tempfile::TempDir;
+use warden_bundle::{Bundle, Caps, pack_dir};
+use warden_host::{Grant, Host, MemoryAudit, Policy, TrustBundle};
+use warden_trust::{SigningKey, publisher_entry, sign};
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// A temporary workspace with one publisher key, bundles signed by it, and a host trusting it.
+pub struct Lab {
+    pub dir: TempDir,
+    key: SigningKey,
+    pub audit: Arc<MemoryAudit>,
+    pub host: Host,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        Lab::with_policy(Policy::default())
+    }
+
+    pub fn with_policy(policy: Policy) -> Lab {
+        let dir = TempDir::new().unwrap();
+        let key = SigningKey::generate();
+        let trust = TrustBundle::parse(&publisher_entry(
+            &"warden-examples".parse().unwrap(),
+            &key.public_key(),
+        ))
+        .unwrap();
+        let audit = Arc::new(MemoryAudit::default());
+        let host = Host::builder()
+            .trust(trust)
+            .policy(policy)
+            .data_dir(dir.path().join("data"))
+            .audit(audit.clone())
+            .build()
+            .unwrap();
+        Lab {
+            dir,
+            key,
+            audit,
+            host,
+        }
+    }
+
+    /// Packs examples/NAME (with `edit` applied to its manifest) and signs it; returns the path.
+    pub fn bundle(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+        let src = examples().join(name);
+        let wasm = src.join("extension.wasm");
+        assert!(
+            wasm.exists(),
+            "{} is missing: run scripts/build-examples.sh",
+            wasm.display()
+        );
+        let manifest = edit(fs::read_to_string(src.join("extension.toml")).unwrap());
+        let stage = self.dir.path().join(format!("stage-{}", self.count()));
+        fs::create_dir_all(&stage).unwrap();
+        fs::write(stage.join("extension.toml"), manifest).unwrap();
+        fs::copy(&wasm, stage.join("extension.wasm")).unwrap();
+        let packed = pack_dir(&stage, &Caps::default()).unwrap();
+        let out = self.dir.path().join(format!("b{}.wext", self.count()));
+        fs::write(&out, &packed.bytes).unwrap();
+        let bundle = Bundle::read_file(&out, &Caps::default()).unwrap();
+        let env = sign(&bundle, &self.key, None).unwrap();
+        fs::write(format!("{}.sig", out.display()), env.to_json_pretty()).unwrap();
+        out
+    }
+
+    fn count(&self) -> usize {
+        fs::read_dir(self.dir.path()).unwrap().count()
+    }
+
+    /// Loads examples/NAME as is, granting nothing.
+    pub fn load(&self, name: &str) -> warden_host::ExtensionId {
+        self.load_edited(name, |m| m)
+    }
+
+    pub fn load_edited(
+        &self,
+        name: &str,
+        edit: impl Fn(String) -> String,
+    ) -> warden_host::ExtensionId {
+        let path = self.bundle(name, edit);
+        self.host.load_file(&path, None, &Grant::None).unwrap().id
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

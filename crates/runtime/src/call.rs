@@ -1,0 +1,365 @@
+//! One call: a fresh Store and instance from the pre-linked component, limits applied, output
+//! captured, and a report of what it used. Nothing survives the call.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use warden_manifest::Limits;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use crate::bindings::RpcExtensionPre;
+use crate::capture::{Capture, LogLine, Stream, lines};
+use crate::engine::Runtime;
+use crate::error::CallError;
+use crate::state::{CallState, Denial, Denials};
+
+/// Captured stdout and stderr per call, each (the rest is dropped and counted).
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// Fuel given to a call whose extension sets no fuel limit: fuel is always on in the engine
+/// (so limits can be per extension), and this is effectively unlimited.
+const UNMETERED_FUEL: u64 = u64::MAX / 2;
+
+pub(crate) enum World {
+    Rpc(RpcExtensionPre<CallState>),
+    Http(ProxyPre<CallState>),
+}
+
+/// A compiled, pre-linked component: instantiated afresh for every call.
+pub struct Prepared {
+    world: World,
+}
+
+/// Which kind of extension a component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorldKind {
+    Rpc,
+    Http,
+}
+
+/// What a call used and said, reported whatever its outcome.
+#[derive(Debug, Clone, Default)]
+pub struct CallReport {
+    pub duration: Duration,
+    /// Fuel consumed, when the extension is metered.
+    pub fuel: Option<u64>,
+    /// Highest total of linear memory and table bytes during the call.
+    pub memory_peak: u64,
+    /// Captured stdout/stderr, escaped and capped.
+    pub logs: Vec<LogLine>,
+    /// Capabilities the guest asked for and was denied.
+    pub denials: Vec<Denial>,
+    /// The memory budget refused a growth (even if the guest coped with it).
+    pub memory_limit_hit: bool,
+}
+
+pub struct CallOutcome<T> {
+    pub result: Result<T, CallError>,
+    pub report: CallReport,
+}
+
+/// A store for one call, and the handles to read what it did afterwards.
+struct Call {
+    store: Store<CallState>,
+    stdout: Capture,
+    stderr: Capture,
+    denials: Denials,
+    started: Instant,
+    fuel: Option<u64>,
+    limits: Limits,
+}
+
+impl Call {
+    fn new(rt: &Runtime, limits: &Limits) -> Result<Call, CallError> {
+        let stdout = Capture::new(MAX_OUTPUT_BYTES);
+        let stderr = Capture::new(MAX_OUTPUT_BYTES);
+        let denials = Denials::default();
+        let state = CallState::new(
+            &stdout,
+            &stderr,
+            limits.max_memory.bytes(),
+            Denials::clone(&denials),
+        );
+        let mut store = Store::new(rt.engine(), state);
+        store.limiter(|s| &mut s.budget);
+        let fuel = limits.max_fuel.map(|f| f.get());
+        store
+            .set_fuel(fuel.unwrap_or(UNMETERED_FUEL))
+            .map_err(|e| CallError::Host(format!("{e:#}")))?;
+        // Wall-clock deadline checked at every epoch tick; between ticks the guest yields so a
+        // busy guest never holds an executor thread, and other calls' deadlines are their own.
+        let started = Instant::now();
+        let deadline = started + limits.max_execution_time;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(Call {
+            store,
+            stdout,
+            stderr,
+            denials,
+            started,
+            fuel,
+            limits: *limits,
+        })
+    }
+
+    /// Turns a Wasmtime error into what happened, using what the store saw.
+    fn classify(&self, e: &wasmtime::Error) -> CallError {
+        if self.store.data().budget.limit_hit() {
+            return CallError::MemoryLimit(self.limits.max_memory);
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout(self.limits.max_execution_time),
+            Some(Trap::OutOfFuel) => CallError::FuelExhausted(self.fuel.unwrap_or(0)),
+            Some(t) => CallError::Trap(t.to_string()),
+            None => {
+                let msg = format!("{e:#}");
+                if msg.contains("maximum concurrent") || msg.contains("pooling allocator") {
+                    CallError::Busy("no free instance slot".into())
+                } else {
+                    CallError::Trap(msg)
+                }
+            }
+        }
+    }
+
+    fn report(self) -> CallReport {
+        let fuel = self.fuel.and_then(|given| {
+            let left = self.store.get_fuel().ok()?;
+            Some(given.saturating_sub(left))
+        });
+        let (out, out_dropped) = self.stdout.take();
+        let (err, err_dropped) = self.stderr.take();
+        let mut logs = lines(Stream::Stdout, &out, out_dropped);
+        logs.extend(lines(Stream::Stderr, &err, err_dropped));
+        let denials = self.denials.lock().map(|d| d.clone()).unwrap_or_default();
+        CallReport {
+            duration: self.started.elapsed(),
+            fuel,
+            memory_peak: self.store.data().budget.peak(),
+            memory_limit_hit: self.store.data().budget.limit_hit(),
+            logs,
+            denials,
+        }
+    }
+}
+
+fn too_large(what: &'static str, size: usize, limit: warden_manifest::ByteSize) -> CallError {
+    CallError::TooLarge {
+        what,
+        size: size as u64,
+        limit,
+    }
+}
+
+fn failed<T>(started: Instant, e: CallError) -> CallOutcome<T> {
+    CallOutcome {
+        result: Err(e),
+        report: CallReport {
+            duration: started.elapsed(),
+            ..CallReport::default()
+        },
+    }
+}
+
+impl Prepared {
+    pub(crate) fn new(world: World) -> Self {
+        Prepared { world }
+    }
+
+    pub fn kind(&self) -> WorldKind {
+        match self.world {
+            World::Rpc(_) => WorldKind::Rpc,
+            World::Http(_) => WorldKind::Http,
+        }
+    }
+
+    /// Calls `handler.call(method, input)` in a fresh instance.
+    pub async fn call_rpc(
+        &self,
+        rt: &Runtime,
+        limits: &Limits,
+        method: &str,
+        input: &[u8],
+    ) -> CallOutcome<Vec<u8>> {
+        let started = Instant::now();
+        let World::Rpc(pre) = &self.world else {
+            return failed(
+                started,
+                CallError::Invalid("this is an http extension; send it an HTTP request".into()),
+            );
+        };
+        if input.len() as u64 > limits.max_request_bytes.bytes() {
+            return failed(
+                started,
+                too_large("input", input.len(), limits.max_request_bytes),
+            );
+        }
+        let mut call = match Call::new(rt, limits) {
+            Ok(c) => c,
+            Err(e) => return failed(started, e),
+        };
+        let run = async {
+            let instance = pre.instantiate_async(&mut call.store).await?;
+            instance
+                .warden_extension_handler()
+                .call_call(&mut call.store, method, input)
+                .await
+        };
+        // Epochs stop a busy guest; this stops one blocked in a host call (sleep, poll, I/O).
+        let ran = tokio::time::timeout(limits.max_execution_time, run).await;
+        let result = match ran {
+            Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
+            Ok(Err(e)) => Err(call.classify(&e)),
+            Ok(Ok(Err(guest))) => Err(CallError::Extension {
+                code: guest.code,
+                message: guest.message,
+            }),
+            Ok(Ok(Ok(out))) if out.len() as u64 > limits.max_response_bytes.bytes() => {
+                Err(too_large("result", out.len(), limits.max_response_bytes))
+            }
+            Ok(Ok(Ok(out))) => Ok(out),
+        };
+        CallOutcome {
+            result,
+            report: call.report(),
+        }
+    }
+
+    /// Sends one HTTP request to `wasi:http/incoming-handler` in a fresh instance.
+    pub async fn call_http(
+        &self,
+        rt: &Runtime,
+        limits: &Limits,
+        request: http::Request<Bytes>,
+    ) -> CallOutcome<http::Response<Bytes>> {
+        let started = Instant::now();
+        let World::Http(pre) = &self.world else {
+            return failed(
+                started,
+                CallError::Invalid("this is an rpc extension; call a method".into()),
+            );
+        };
+        if request.body().len() as u64 > limits.max_request_bytes.bytes() {
+            return failed(
+                started,
+                too_large(
+                    "request body",
+                    request.body().len(),
+                    limits.max_request_bytes,
+                ),
+            );
+        }
+        let mut call = match Call::new(rt, limits) {
+            Ok(c) => c,
+            Err(e) => return failed(started, e),
+        };
+        let max_response = limits.max_response_bytes;
+        let ran = tokio::time::timeout(
+            limits.max_execution_time,
+            serve(pre, &mut call.store, request, max_response),
+        )
+        .await;
+        let result = match ran {
+            Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
+            Ok(Err(Failure::Wasm(e))) => Err(call.classify(&e)),
+            Ok(Err(Failure::Call(e))) => Err(e),
+            Ok(Ok(resp)) => Ok(resp),
+        };
+        CallOutcome {
+            result,
+            report: call.report(),
+        }
+    }
+}
+
+enum Failure {
+    Wasm(wasmtime::Error),
+    Call(CallError),
+}
+
+impl From<wasmtime::Error> for Failure {
+    fn from(e: wasmtime::Error) -> Self {
+        Failure::Wasm(e)
+    }
+}
+
+async fn serve(
+    pre: &ProxyPre<CallState>,
+    store: &mut Store<CallState>,
+    request: http::Request<Bytes>,
+    max_response: warden_manifest::ByteSize,
+) -> Result<http::Response<Bytes>, Failure> {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let mut request = request.map(Full::new);
+    // wasi:http needs an authority; requests from the CLI or gateway carry only a path.
+    if request.uri().authority().is_none() && !request.headers().contains_key(http::header::HOST) {
+        request.headers_mut().insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("localhost"),
+        );
+    }
+    let req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)?;
+    let out = store.data_mut().http().new_response_outparam(tx)?;
+    let proxy = pre.instantiate_async(&mut *store).await?;
+    let guest = proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, req, out);
+    tokio::pin!(guest);
+    // The guest may set the response and keep writing the body, or return without a response.
+    let head = tokio::select! {
+        head = &mut rx => Some(head),
+        done = &mut guest => { done?; None }
+    };
+    let head = match head {
+        Some(h) => h,
+        None => Ok(rx.try_recv().map_err(|_| {
+            Failure::Call(CallError::Invalid(
+                "the extension returned without setting a response".into(),
+            ))
+        })?),
+    };
+    let response = match head {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(code)) => {
+            return Err(Failure::Call(CallError::Extension {
+                code: "http-error".into(),
+                message: format!("{code:?}"),
+            }));
+        }
+        Err(_) => {
+            return Err(Failure::Call(CallError::Invalid(
+                "the extension dropped its response without setting it".into(),
+            )));
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let limit = usize::try_from(max_response.bytes()).unwrap_or(usize::MAX);
+    let collect = Limited::new(body, limit).collect();
+    let (done, body) = tokio::join!(guest, collect);
+    done?;
+    let body = body.map_err(|e| {
+        if e.downcast_ref::<LengthLimitError>().is_some() {
+            Failure::Call(CallError::TooLarge {
+                what: "response body",
+                size: max_response.bytes().saturating_add(1),
+                limit: max_response,
+            })
+        } else {
+            Failure::Call(CallError::Trap(format!("response body: {e}")))
+        }
+    })?;
+    Ok(http::Response::from_parts(parts, body.to_bytes()))
+}

@@ -1,0 +1,207 @@
+//! hostile: a TEST FIXTURE for the host's sandbox tests, not an example to copy.
+//!
+//! It is an ordinary rpc-extension (world `rpc-extension`, wit/warden.wit) whose methods each
+//! misbehave in one specific way, so the host's tests can check that the runtime contains it.
+//! The input is the raw request bytes (decimal numbers are plain ASCII, not JSON):
+//!
+//! | method    | input          | what it does / what the host must do                             |
+//! |-----------|----------------|------------------------------------------------------------------|
+//! | `loop`    | -              | spins forever: the execution-time limit (epoch/fuel) must stop it |
+//! | `recurse` | -              | recurses until the stack overflows: must trap, not crash the host |
+//! | `sleep`   | ms, e.g. 10000 | blocks in a host call (clock poll): the deadline must cover it    |
+//! | `grow`    | MiB, e.g. 64   | allocates 1 MiB at a time: `max_memory` must refuse the growth    |
+//! | `huge`    | bytes          | returns that many b'x': `max_response_bytes` must reject it       |
+//! | `state`   | -              | bumps a static counter: a fresh instance per call gives count=1   |
+//! | `stdout`  | `TEXT\|N`      | prints TEXT N times: output capture must be capped and escaped    |
+//! | `trap`    | -              | executes `unreachable`: a trap must become an error, not a crash  |
+//! | `env`     | -              | lists env vars and args it can see: the host must give none       |
+//! | `files`   | -              | opens /etc/passwd and /: with no preopens both must fail          |
+//! | `net`     | -              | TCP connect and DNS lookup: both must be denied                   |
+//!
+//! The release profile uses `panic = "abort"`, so every "graceful" path here avoids panicking:
+//! allocations that may fail use `try_reserve_exact`, and output errors are ignored, not unwrapped.
+
+wit_bindgen::generate!({ path: "../../wit", world: "rpc-extension" });
+
+use std::hint::black_box;
+use std::io::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use exports::warden::extension::handler::Guest;
+use warden::extension::types::CallError;
+
+struct Hostile;
+
+export!(Hostile);
+
+impl Guest for Hostile {
+    fn call(method: String, input: Vec<u8>) -> Result<Vec<u8>, CallError> {
+        let out: String = match method.as_str() {
+            "loop" => spin(),
+            "recurse" => format!("depth {}", recurse(0)),
+            "sleep" => {
+                let ms = number(&input)?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                "slept".into()
+            }
+            "grow" => grow(number(&input)?),
+            "huge" => return huge(number(&input)?),
+            "state" => state(),
+            "stdout" => flood_stdout(&input)?,
+            "trap" => core::arch::wasm32::unreachable(),
+            "env" => env(),
+            "files" => files(),
+            "net" => net(),
+            _ => return Err(error("not-found", format!("no method {method:?}"))),
+        };
+        Ok(out.into_bytes())
+    }
+}
+
+fn error(code: &str, message: impl Into<String>) -> CallError {
+    CallError { code: code.into(), message: message.into() }
+}
+
+/// The input as a non-negative decimal number.
+fn number(input: &[u8]) -> Result<u64, CallError> {
+    std::str::from_utf8(input)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| error("bad-input", "expected a decimal number"))
+}
+
+/// `loop`: never returns. `black_box` hides the counter from the optimizer, so the loop has an
+/// observable effect each iteration and cannot be removed or proven infinite-and-empty.
+fn spin() -> ! {
+    let mut i: u64 = 0;
+    loop {
+        i = black_box(black_box(i).wrapping_add(1));
+    }
+}
+
+/// `recurse`: non-tail recursion with a stack frame the optimizer must keep (a local array
+/// passed through `black_box`, then read after the recursive call returns), so it cannot be
+/// turned into a loop. It does not return in practice: it recurses until the stack (the shadow
+/// stack in linear memory, or the engine's native stack) is exhausted and the call traps.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    // Never true in practice, but the optimizer cannot know that: it keeps the function from
+    // being marked no-return, so the work after the recursive call stays live.
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    let mut frame = [0u8; 256];
+    frame[(depth % 256) as usize] = depth as u8;
+    black_box(&mut frame);
+    let below = recurse(black_box(depth + 1));
+    below.wrapping_add(frame[(depth % 251) as usize] as u64)
+}
+
+/// `grow`: allocates `mib` chunks of 1 MiB, writing every byte so the pages are really used.
+/// Returns `"grew N"` when all succeeded, or just `"N"` (the MiB it got) when an allocation
+/// failed, i.e. when the host refused `memory.grow` and the allocator reported it gracefully.
+fn grow(mib: u64) -> String {
+    const MIB: usize = 1 << 20;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut got = 0u64;
+    let mut failed = false;
+    while got < mib {
+        let mut chunk = Vec::new();
+        if chunks.try_reserve(1).is_err() || chunk.try_reserve_exact(MIB).is_err() {
+            failed = true;
+            break;
+        }
+        chunk.resize(MIB, 0xA5); // fits in the reserved capacity: no further allocation
+        chunks.push(black_box(chunk));
+        got += 1;
+    }
+    // Free everything before formatting, so the result string itself can be allocated.
+    drop(black_box(chunks));
+    if failed { got.to_string() } else { format!("grew {got}") }
+}
+
+/// `huge`: a result of exactly `len` bytes of b'x'. If even the guest cannot allocate it, this
+/// returns an `out-of-memory` error instead of aborting.
+fn huge(len: u64) -> Result<Vec<u8>, CallError> {
+    let too_big = || error("out-of-memory", format!("cannot allocate {len} bytes"));
+    let len = usize::try_from(len).map_err(|_| too_big())?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| too_big())?;
+    out.resize(len, b'x');
+    Ok(out)
+}
+
+/// `state`: state in linear memory that a reused instance would leak from one call to the next.
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static BUFFER: Mutex<[u8; 16]> = Mutex::new([0; 16]);
+const MARKER: &[u8; 16] = b"warden-leftover!";
+
+fn state() -> String {
+    let count = COUNTER.fetch_add(1, Ordering::SeqCst) + 1;
+    // Single-threaded guest: the lock cannot be contended; a poisoned lock still holds the data.
+    let mut buf = BUFFER.lock().unwrap_or_else(|e| e.into_inner());
+    let leftover = &*buf == MARKER;
+    *buf = *MARKER;
+    format!("count={count} leftover={}", if leftover { "yes" } else { "no" })
+}
+
+/// `stdout`: input `TEXT|N` (split at the last `|`) prints TEXT, byte for byte (it may hold
+/// escape sequences or invalid UTF-8), N times. Write errors (e.g. the host closed the stream
+/// at its cap) stop the loop instead of panicking the way `print!` would.
+fn flood_stdout(input: &[u8]) -> Result<String, CallError> {
+    let bar = input
+        .iter()
+        .rposition(|&b| b == b'|')
+        .ok_or_else(|| error("bad-input", "expected TEXT|N"))?;
+    let (text, times) = (&input[..bar], number(&input[bar + 1..])?);
+    let mut out = std::io::stdout().lock();
+    for _ in 0..times {
+        if out.write_all(text).is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
+    Ok("printed".into())
+}
+
+/// `env`: every environment variable and program argument the guest can see.
+fn env() -> String {
+    let vars: Vec<String> = std::env::vars_os()
+        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+        .collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    format!("env={}|args={}", vars.join(";"), args.join(";"))
+}
+
+/// `files`: tries to read a host file and list the root directory through std::fs.
+fn files() -> String {
+    fn outcome<T>(r: std::io::Result<T>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("err:{:?}", e.kind()),
+        }
+    }
+    let passwd = outcome(std::fs::read("/etc/passwd"));
+    let root = outcome(std::fs::read_dir("/"));
+    format!("passwd={passwd} root={root}")
+}
+
+/// `net`: tries an outgoing TCP connection and a DNS lookup through std::net.
+fn net() -> String {
+    use std::net::{TcpStream, ToSocketAddrs as _};
+    let tcp = match TcpStream::connect("127.0.0.1:1") {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("err:{:?}", e.kind()),
+    };
+    let dns = match "localhost:80".to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<String> = addrs.map(|a| a.to_string()).collect();
+            format!("ok:{}", addrs.join(","))
+        }
+        Err(e) => format!("err:{:?}", e.kind()),
+    };
+    format!("tcp={tcp} dns={dns}")
+}
