@@ -8,3 +8,5 @@ bash scripts/build-examples.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+# The embedding example must keep working as documented.
+cargo run --quiet -p warden-host --example embed

@@ -70,7 +70,7 @@ pub struct ExtensionInfo {
 struct Loaded {
     info: ExtensionInfo,
     methods: Vec<String>,
-    prepared: Prepared,
+    prepared: Arc<Prepared>,
     /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.
     permits: Arc<Semaphore>,
 }
@@ -136,6 +136,7 @@ impl HostBuilder {
             audit,
             caps: self.caps,
             extensions: RwLock::default(),
+            prepared: RwLock::default(),
         })
     }
 }
@@ -148,6 +149,8 @@ pub struct Host {
     audit: Arc<dyn AuditSink>,
     caps: Caps,
     extensions: RwLock<HashMap<ExtensionId, Arc<Loaded>>>,
+    /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
+    prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
 }
 
 /// A fresh 128-bit request id, hex.
@@ -215,7 +218,7 @@ impl Host {
                 return Err(HostError::ProcessUnsupported(ext.id.clone()));
             }
             let eff = effective(manifest, grant, &self.policy)?;
-            let prepared = self.runtime.prepare(bundle.entry())?;
+            let prepared = self.prepare(bundle)?;
             let info = ExtensionInfo {
                 id: ext.id.clone(),
                 version: ext.version.to_string(),
@@ -245,6 +248,24 @@ impl Host {
         };
         self.audit.append(record)?;
         result
+    }
+
+    /// The prepared component for these verified bytes, compiled on first use.
+    fn prepare(&self, bundle: &Bundle) -> Result<Arc<Prepared>, HostError> {
+        let hash = bundle.content_hash();
+        if let Some(p) = self
+            .prepared
+            .read()
+            .ok()
+            .and_then(|m| m.get(&hash).cloned())
+        {
+            return Ok(p);
+        }
+        let p = Arc::new(self.runtime.prepare(bundle.entry())?);
+        if let Ok(mut m) = self.prepared.write() {
+            m.insert(hash, Arc::clone(&p));
+        }
+        Ok(p)
     }
 
     /// Information about a loaded extension.

@@ -17,6 +17,8 @@
 //! | `env`     | -              | lists env vars and args it can see: the host must give none       |
 //! | `files`   | -              | opens /etc/passwd and /: with no preopens both must fail          |
 //! | `net`     | -              | TCP connect and DNS lookup: both must be denied                   |
+//! | `egress`  | host, e.g. a.b | outgoing wasi:http request: denied (typed error) and audited      |
+//! | `invoke`  | extension id   | calls another extension: denied (typed error) and audited         |
 //!
 //! The release profile uses `panic = "abort"`, so every "graceful" path here avoids panicking:
 //! allocations that may fail use `try_reserve_exact`, and output errors are ignored, not unwrapped.
@@ -53,6 +55,11 @@ impl Guest for Hostile {
             "env" => env(),
             "files" => files(),
             "net" => net(),
+            "egress" => egress(&String::from_utf8_lossy(&input)),
+            "invoke" => match warden::extension::invoke::call(&String::from_utf8_lossy(&input), "echo", b"{}") {
+                Ok(_) => "invoke=ok".into(),
+                Err(e) => format!("invoke=err:{}", e.code),
+            },
             _ => return Err(error("not-found", format!("no method {method:?}"))),
         };
         Ok(out.into_bytes())
@@ -204,4 +211,24 @@ fn net() -> String {
         Err(e) => format!("err:{:?}", e.kind()),
     };
     format!("tcp={tcp} dns={dns}")
+}
+
+/// `egress`: an outgoing HTTP request to `host` through wasi:http; reports what came back.
+fn egress(host: &str) -> String {
+    use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
+    let req = OutgoingRequest::new(Fields::new());
+    let _ = req.set_scheme(Some(&Scheme::Http));
+    let _ = req.set_authority(Some(host));
+    let _ = req.set_path_with_query(Some("/"));
+    match wasip2::http::outgoing_handler::handle(req, None) {
+        Err(e) => format!("egress=err:{e:?}"),
+        Ok(future) => {
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(_))) => "egress=ok".into(),
+                Some(Ok(Err(e))) => format!("egress=err:{e:?}"),
+                other => format!("egress=other:{other:?}"),
+            }
+        }
+    }
 }

@@ -90,3 +90,62 @@ async fn limits_above_the_ceiling_refuse_the_load() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_code_is_cached_on_disk_and_shared_by_content_hash() {
+    let lab = Lab::new();
+    let a = lab.load("echo");
+    let cache = lab.dir.path().join("data/cache");
+    let files = walk(&cache);
+    assert!(
+        !files.is_empty(),
+        "nothing cached under {}",
+        cache.display()
+    );
+    // The same bytes under another id are prepared once (same content hash, no new cache file).
+    let b = lab.load_edited("echo", |m| {
+        m.replace("id = \"warden.echo\"", "id = \"warden.echo2\"")
+    });
+    assert_ne!(a, b);
+    assert_eq!(lab.host.call(&b, "echo", b"1").await.unwrap(), b"1");
+    // A restart finds the compiled code: Wasmtime writes an artifact only on a cache miss, so
+    // a recompilation would rewrite these files.
+    let artifacts =
+        |files: &[std::path::PathBuf]| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+            let mut v: Vec<_> = files
+                .iter()
+                .filter(|p| p.components().any(|c| c.as_os_str() == "modules"))
+                .filter(|p| !p.to_string_lossy().ends_with(".stats"))
+                .map(|p| (p.clone(), std::fs::metadata(p).unwrap().modified().unwrap()))
+                .collect();
+            v.sort();
+            v
+        };
+    let before = artifacts(&walk(&cache));
+    assert!(!before.is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let restarted = lab.restarted_host();
+    let path = lab.bundle("echo", |m| m);
+    let info = restarted.load_file(&path, None, &Grant::None).unwrap();
+    assert_eq!(restarted.call(&info.id, "echo", b"2").await.unwrap(), b"2");
+    assert_eq!(
+        artifacts(&walk(&cache)),
+        before,
+        "the restarted host recompiled"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -139,10 +139,10 @@ async fn traps_and_ambient_authority() {
 async fn output_is_captured_escaped_and_capped() {
     let lab = Lab::new();
     let id = lab.load("hostile");
-    // 100k lines with an escape sequence: captured up to the cap, escaped, the rest counted.
+    // 20k lines (180 KB) with an escape sequence: captured up to the cap, escaped, the rest counted.
     let called = lab
         .host
-        .call_detailed(&id, "stdout", b"hi\x1b[31m\n|100000")
+        .call_detailed(&id, "stdout", b"hi\x1b[31m\n|20000")
         .await
         .unwrap();
     assert_eq!(text(&called.value), "printed");
@@ -217,5 +217,59 @@ async fn excess_concurrent_calls_are_refused_as_busy() {
         .filter(|r| r.outcome() == Outcome::Busy)
         .collect();
     assert_eq!(busy.len(), 1);
+    still_serves(&lab, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fuel_limits_stop_a_busy_guest_before_its_time_limit() {
+    let lab = Lab::new();
+    let id = lab.load_edited("hostile", |m| {
+        m.replace("[limits]", "[limits]\nmax_fuel = 5000000")
+    });
+    let t = Instant::now();
+    let e = lab.host.call(&id, "loop", b"").await.unwrap_err();
+    assert!(
+        matches!(e.error, CallError::FuelExhausted(5_000_000)),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "fuel, not time, stopped it"
+    );
+    let last = lab.audit.records().pop().unwrap();
+    assert_eq!(last.outcome(), Outcome::FuelExhausted);
+    // A metered call that finishes reports the fuel it used.
+    lab.host.call(&id, "state", b"").await.unwrap();
+    let last = lab.audit.records().pop().unwrap();
+    assert!(
+        last.fuel().is_some_and(|f| f > 0 && f < 5_000_000),
+        "{last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ungranted_capabilities_are_typed_errors_and_audited() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    let out = text(&lab.host.call(&id, "egress", b"example.com").await.unwrap());
+    assert_eq!(out, "egress=err:ErrorCode::HttpRequestDenied");
+    let out = text(&lab.host.call(&id, "invoke", b"warden.echo").await.unwrap());
+    assert_eq!(out, "invoke=err:denied");
+    let denials: Vec<_> = lab
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| r.event() == Event::Denial)
+        .collect();
+    assert_eq!(denials.len(), 2, "{denials:#?}");
+    assert_eq!(
+        (denials[0].capability(), denials[0].target()),
+        (Some("http"), Some("example.com"))
+    );
+    assert_eq!(
+        (denials[1].capability(), denials[1].target()),
+        (Some("invoke"), Some("warden.echo"))
+    );
+    assert!(denials.iter().all(|d| d.outcome() == Outcome::Denied));
     still_serves(&lab, &id).await;
 }

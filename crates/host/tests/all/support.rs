@@ -19,6 +19,7 @@ pub struct Lab {
     key: SigningKey,
     pub audit: Arc<MemoryAudit>,
     pub host: Host,
+    trust: String,
 }
 
 impl Lab {
@@ -29,11 +30,8 @@ impl Lab {
     pub fn with_policy(policy: Policy) -> Lab {
         let dir = TempDir::new().unwrap();
         let key = SigningKey::generate();
-        let trust = TrustBundle::parse(&publisher_entry(
-            &"warden-examples".parse().unwrap(),
-            &key.public_key(),
-        ))
-        .unwrap();
+        let trust_text = publisher_entry(&"warden-examples".parse().unwrap(), &key.public_key());
+        let trust = TrustBundle::parse(&trust_text).unwrap();
         let audit = Arc::new(MemoryAudit::default());
         let host = Host::builder()
             .trust(trust)
@@ -47,7 +45,18 @@ impl Lab {
             key,
             audit,
             host,
+            trust: trust_text,
         }
+    }
+
+    /// Another host on the same data dir, as after a restart.
+    pub fn restarted_host(&self) -> Host {
+        Host::builder()
+            .trust(TrustBundle::parse(&self.trust).unwrap())
+            .data_dir(self.dir.path().join("data"))
+            .audit(Arc::new(MemoryAudit::default()))
+            .build()
+            .unwrap()
     }
 
     /// Packs examples/NAME (with `edit` applied to its manifest) and signs it; returns the path.
