@@ -11,7 +11,8 @@ use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
 use warden_bundle::{Bundle, Caps, ContentHash};
 use warden_manifest::{Effective, ExtensionId, Grant, Kind, Policy, effective};
 use warden_runtime::{
-    CallError, CallOutcome, CallReport, LogLine, Prepared, Runtime, RuntimeConfig, WorldKind,
+    CallCaps, CallError, CallOutcome, CallReport, LogLine, Prepared, Resolver, Runtime,
+    RuntimeConfig, SystemResolver, WorldKind,
 };
 use warden_trust::{Envelope, TrustBundle, Verified, verify};
 
@@ -71,6 +72,8 @@ struct Loaded {
     info: ExtensionInfo,
     methods: Vec<String>,
     prepared: Arc<Prepared>,
+    /// What each call may reach: the effective network grant and the host's resolver.
+    caps: CallCaps,
     /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.
     permits: Arc<Semaphore>,
 }
@@ -83,6 +86,7 @@ pub struct HostBuilder {
     data_dir: Option<PathBuf>,
     audit: Option<Arc<dyn AuditSink>>,
     caps: Caps,
+    resolver: Option<Arc<dyn Resolver>>,
 }
 
 impl HostBuilder {
@@ -117,6 +121,14 @@ impl HostBuilder {
         self
     }
 
+    /// How extensions' allowed host names are resolved for outgoing HTTP (default: the
+    /// operating system's resolver). Every address it returns is still checked against the
+    /// policy, and the connection goes to the checked address.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
     pub fn build(self) -> Result<Host, HostError> {
         let audit: Arc<dyn AuditSink> = match (self.audit, &self.data_dir) {
             (Some(sink), _) => sink,
@@ -135,6 +147,7 @@ impl HostBuilder {
             policy: self.policy,
             audit,
             caps: self.caps,
+            resolver: self.resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
             extensions: RwLock::default(),
             prepared: RwLock::default(),
         })
@@ -148,6 +161,7 @@ pub struct Host {
     policy: Policy,
     audit: Arc<dyn AuditSink>,
     caps: Caps,
+    resolver: Arc<dyn Resolver>,
     extensions: RwLock<HashMap<ExtensionId, Arc<Loaded>>>,
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
@@ -218,7 +232,7 @@ impl Host {
                 return Err(HostError::ProcessUnsupported(ext.id.clone()));
             }
             let eff = effective(manifest, grant, &self.policy)?;
-            let prepared = self.prepare(bundle)?;
+            let prepared = self.prepare(&verified)?;
             let info = ExtensionInfo {
                 id: ext.id.clone(),
                 version: ext.version.to_string(),
@@ -230,10 +244,15 @@ impl Host {
             let permits = Arc::new(Semaphore::new(
                 info.effective.limits.max_concurrent_calls as usize,
             ));
+            let caps = CallCaps {
+                network: info.effective.network.clone().map(Arc::new),
+                resolver: Arc::clone(&self.resolver),
+            };
             let loaded = Loaded {
                 info: info.clone(),
                 methods: manifest.methods.iter().map(|m| m.to_string()).collect(),
                 prepared,
+                caps,
                 permits,
             };
             self.extensions
@@ -251,7 +270,7 @@ impl Host {
     }
 
     /// The prepared component for these verified bytes, compiled on first use.
-    fn prepare(&self, bundle: &Bundle) -> Result<Arc<Prepared>, HostError> {
+    fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Arc<Prepared>, HostError> {
         let hash = bundle.content_hash();
         if let Some(p) = self
             .prepared
@@ -261,7 +280,7 @@ impl Host {
         {
             return Ok(p);
         }
-        let p = Arc::new(self.runtime.prepare(bundle.entry())?);
+        let p = Arc::new(self.runtime.prepare(bundle)?);
         if let Ok(mut m) = self.prepared.write() {
             m.insert(hash, Arc::clone(&p));
         }
@@ -305,7 +324,7 @@ impl Host {
         let limits = ext.info.effective.limits;
         let outcome = ext
             .prepared
-            .call_rpc(&self.runtime, &limits, method, input)
+            .call_rpc(&self.runtime, &limits, &ext.caps, method, input)
             .await;
         self.finish(&ext, outcome)
     }
@@ -330,7 +349,7 @@ impl Host {
         let limits = ext.info.effective.limits;
         let outcome = ext
             .prepared
-            .call_http(&self.runtime, &limits, request)
+            .call_http(&self.runtime, &limits, &ext.caps, request)
             .await;
         self.finish(&ext, outcome)
     }
@@ -375,11 +394,14 @@ impl Host {
             tracing::info!(target: "warden::guest", request_id = %id, extension = %ext.info.id, stream = ?line.stream, "{}", line.text);
         }
         for denial in &report.denials {
-            let r = base_record(ext, Event::Denial, &id)
+            let mut r = base_record(ext, Event::Denial, &id)
                 .with_capability(denial.capability)
                 .with_target(&denial.target)
                 .with_decision(warden_audit::Decision::Deny)
                 .with_outcome(Outcome::Denied);
+            if let Some(reason) = &denial.reason {
+                r = r.with_message(reason);
+            }
             self.write(r);
         }
         let result = outcome.result.as_ref().map(|_| ());
@@ -450,6 +472,9 @@ fn call_record(
         .with_memory_peak_bytes(report.memory_peak);
     if let Some(f) = report.fuel {
         r = r.with_fuel(f);
+    }
+    if report.egress_bytes > 0 {
+        r = r.with_egress_bytes(report.egress_bytes);
     }
     if let Err(e) = result {
         r = r.with_message(e);

@@ -25,5 +25,5 @@ mod host;
 pub use host::{CallFailure, Called, ExtensionInfo, Host, HostBuilder, HostError};
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
 pub use warden_manifest::{ExtensionId, Grant, Policy};
-pub use warden_runtime::{CallError, LogLine, Stream, WorldKind};
+pub use warden_runtime::{CallError, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind};
 pub use warden_trust::TrustBundle;

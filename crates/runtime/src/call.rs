@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::bindings::RpcExtensionPre;
 use crate::capture::{Capture, LogLine, Stream, lines};
+use crate::egress::CallCaps;
 use crate::engine::Runtime;
 use crate::error::CallError;
 use crate::state::{CallState, Denial, Denials};
@@ -54,6 +55,8 @@ pub struct CallReport {
     pub denials: Vec<Denial>,
     /// The memory budget refused a growth (even if the guest coped with it).
     pub memory_limit_hit: bool,
+    /// Outgoing HTTP request and response body bytes.
+    pub egress_bytes: u64,
 }
 
 pub struct CallOutcome<T> {
@@ -73,7 +76,7 @@ struct Call {
 }
 
 impl Call {
-    fn new(rt: &Runtime, limits: &Limits) -> Result<Call, CallError> {
+    fn new(rt: &Runtime, limits: &Limits, caps: &CallCaps) -> Result<Call, CallError> {
         let stdout = Capture::new(MAX_OUTPUT_BYTES);
         let stderr = Capture::new(MAX_OUTPUT_BYTES);
         let denials = Denials::default();
@@ -81,6 +84,8 @@ impl Call {
             &stdout,
             &stderr,
             limits.max_memory.bytes(),
+            limits.max_response_bytes.bytes(),
+            caps,
             Denials::clone(&denials),
         );
         let mut store = Store::new(rt.engine(), state);
@@ -147,6 +152,7 @@ impl Call {
             fuel,
             memory_peak: self.store.data().budget.peak(),
             memory_limit_hit: self.store.data().budget.limit_hit(),
+            egress_bytes: self.store.data().egress_bytes(),
             logs,
             denials,
         }
@@ -183,11 +189,12 @@ impl Prepared {
         }
     }
 
-    /// Calls `handler.call(method, input)` in a fresh instance.
+    /// Calls `handler.call(method, input)` in a fresh instance, with `caps` as its capabilities.
     pub async fn call_rpc(
         &self,
         rt: &Runtime,
         limits: &Limits,
+        caps: &CallCaps,
         method: &str,
         input: &[u8],
     ) -> CallOutcome<Vec<u8>> {
@@ -204,7 +211,7 @@ impl Prepared {
                 too_large("input", input.len(), limits.max_request_bytes),
             );
         }
-        let mut call = match Call::new(rt, limits) {
+        let mut call = match Call::new(rt, limits, caps) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };
@@ -235,11 +242,13 @@ impl Prepared {
         }
     }
 
-    /// Sends one HTTP request to `wasi:http/incoming-handler` in a fresh instance.
+    /// Sends one HTTP request to `wasi:http/incoming-handler` in a fresh instance, with `caps`
+    /// as its capabilities.
     pub async fn call_http(
         &self,
         rt: &Runtime,
         limits: &Limits,
+        caps: &CallCaps,
         request: http::Request<Bytes>,
     ) -> CallOutcome<http::Response<Bytes>> {
         let started = Instant::now();
@@ -259,7 +268,7 @@ impl Prepared {
                 ),
             );
         }
-        let mut call = match Call::new(rt, limits) {
+        let mut call = match Call::new(rt, limits, caps) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use warden_bundle::Bundle;
+use warden_trust::Verified;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -147,11 +149,12 @@ impl Runtime {
         &self.engine
     }
 
-    /// Compiles (or loads from the cache) a component and pre-links it for its world.
+    /// Compiles (or loads from the cache) a verified bundle's component and pre-links it for
+    /// its world. Only verified bytes reach the compiler and the on-disk cache.
     /// CPU-heavy on a cache miss: call it off the async executor.
-    pub fn prepare(&self, wasm: &[u8]) -> Result<crate::call::Prepared, LoadError> {
-        let component =
-            Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    pub fn prepare(&self, bundle: &Verified<Bundle>) -> Result<crate::call::Prepared, LoadError> {
+        let component = Component::new(&self.engine, bundle.entry())
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)

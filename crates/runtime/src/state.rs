@@ -1,14 +1,17 @@
-//! What one call's Store holds: its WASI context, HTTP context, resource table, memory budget,
-//! and the record of every capability it was denied. Built fresh for every call.
+//! What one call's Store holds: its WASI context, HTTP context (with the egress policy, see
+//! [`crate::egress`]), resource table, memory budget, and the record of every capability it was
+//! denied. Built fresh for every call.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::{GuestCallError, warden};
 use crate::capture::Capture;
+use crate::egress::{CallCaps, EgressHooks};
 use crate::limiter::MemoryBudget;
 
 /// A capability the guest asked for and did not get.
@@ -16,18 +19,30 @@ use crate::limiter::MemoryBudget;
 pub struct Denial {
     /// e.g. "http", "invoke".
     pub capability: &'static str,
-    /// What it tried to reach, e.g. a URL's authority or an extension id (never a body).
+    /// What it tried to reach, e.g. `scheme://host:port` or an extension id (never a path,
+    /// query or body).
     pub target: String,
+    /// Why, when more can be said than "not granted" (e.g. "resolves to a non-public address").
+    pub reason: Option<String>,
 }
 
 /// Denials are collected while the guest runs and reported with the call's result.
 pub type Denials = Arc<Mutex<Vec<Denial>>>;
 
-fn record(denials: &Denials, capability: &'static str, target: String) {
+pub(crate) fn record(
+    denials: &Denials,
+    capability: &'static str,
+    target: &str,
+    reason: Option<String>,
+) {
     if let Ok(mut d) = denials.lock() {
         // A guest looping on denied calls must not grow host memory without bound.
         if d.len() < MAX_DENIALS_RECORDED {
-            d.push(Denial { capability, target });
+            d.push(Denial {
+                capability,
+                target: short(target),
+                reason: reason.map(|r| short(&r)),
+            });
         }
     }
 }
@@ -45,39 +60,6 @@ fn short(s: &str) -> String {
     s[..end].to_string()
 }
 
-/// Outgoing HTTP: the capabilities issue installs an allowlist here. Until then every request
-/// is denied with the standard `HTTP-request-denied` error the guest can see.
-pub struct EgressHooks {
-    denials: Denials,
-}
-
-impl WasiHttpHooks for EgressHooks {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        let target = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
-        record(&self.denials, "http", short(&target));
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
 pub struct CallState {
     table: ResourceTable,
     wasi: WasiCtx,
@@ -85,6 +67,7 @@ pub struct CallState {
     hooks: EgressHooks,
     pub(crate) budget: MemoryBudget,
     denials: Denials,
+    egress_bytes: Arc<AtomicU64>,
 }
 
 impl CallState {
@@ -94,6 +77,8 @@ impl CallState {
         stdout: &Capture,
         stderr: &Capture,
         memory_limit: u64,
+        max_response: u64,
+        caps: &CallCaps,
         denials: Denials,
     ) -> Self {
         let mut b = WasiCtxBuilder::new();
@@ -105,16 +90,26 @@ impl CallState {
         let mut table = ResourceTable::new();
         // A guest creating millions of resources is stopped here rather than by host memory.
         table.set_max_capacity(MAX_RESOURCES);
+        let egress_bytes = Arc::new(AtomicU64::new(0));
         CallState {
             table,
             wasi: b.build(),
             http: WasiHttpCtx::new(),
-            hooks: EgressHooks {
-                denials: Arc::clone(&denials),
-            },
+            hooks: EgressHooks::new(
+                caps,
+                Arc::clone(&denials),
+                Arc::clone(&egress_bytes),
+                max_response,
+            ),
             budget: MemoryBudget::new(memory_limit),
             denials,
+            egress_bytes,
         }
+    }
+
+    /// Request and response body bytes of this call's outgoing HTTP so far.
+    pub(crate) fn egress_bytes(&self) -> u64 {
+        self.egress_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -151,7 +146,12 @@ impl warden::extension::invoke::Host for CallState {
         _method: String,
         _input: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, GuestCallError>> {
-        record(&self.denials, "invoke", short(&extension));
+        record(
+            &self.denials,
+            "invoke",
+            &extension,
+            Some("calls to other extensions are not granted".into()),
+        );
         Ok(Err(GuestCallError {
             code: "denied".into(),
             message: "calls to other extensions are not granted".into(),

@@ -17,7 +17,7 @@
 //! | `env`     | -              | lists env vars and args it can see: the host must give none       |
 //! | `files`   | -              | opens /etc/passwd and /: with no preopens both must fail          |
 //! | `net`     | -              | TCP connect and DNS lookup: both must be denied                   |
-//! | `egress`  | host, e.g. a.b | outgoing wasi:http request: denied (typed error) and audited      |
+//! | `egress`  | URL or host    | outgoing wasi:http GET: checked against the grant, capped, audited |
 //! | `invoke`  | extension id   | calls another extension: denied (typed error) and audited         |
 //!
 //! The release profile uses `panic = "abort"`, so every "graceful" path here avoids panicking:
@@ -213,22 +213,67 @@ fn net() -> String {
     format!("tcp={tcp} dns={dns}")
 }
 
-/// `egress`: an outgoing HTTP request to `host` through wasi:http; reports what came back.
-fn egress(host: &str) -> String {
+/// `egress`: an outgoing HTTP GET through wasi:http; reports what came back.
+///
+/// The input is a full URL (`http://name:port/path?query`, `https://...`) or, for short, a bare
+/// authority (`a.b`, meaning `http://a.b/`). The answer is `egress=ok:STATUS:PREFIX` (the first
+/// 32 bytes of the body, read to the end), `egress=err:CODE` (the request failed; CODE is the
+/// `ErrorCode` in Debug form) or `egress=body-err:STATUS:CODE` (the body failed part way, e.g.
+/// it was cut at the host's size cap). The body is read in chunks and never kept whole.
+fn egress(input: &str) -> String {
     use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
+    let (scheme, rest) = match input.split_once("://") {
+        Some(("http", rest)) => (Scheme::Http, rest),
+        Some(("https", rest)) => (Scheme::Https, rest),
+        Some((other, rest)) => (Scheme::Other(other.to_string()), rest),
+        None => (Scheme::Http, input),
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_string()),
+    };
     let req = OutgoingRequest::new(Fields::new());
-    let _ = req.set_scheme(Some(&Scheme::Http));
-    let _ = req.set_authority(Some(host));
-    let _ = req.set_path_with_query(Some("/"));
-    match wasip2::http::outgoing_handler::handle(req, None) {
-        Err(e) => format!("egress=err:{e:?}"),
+    if req.set_scheme(Some(&scheme)).is_err()
+        || req.set_authority(Some(authority)).is_err()
+        || req.set_path_with_query(Some(&path)).is_err()
+    {
+        return "egress=err:bad-url".into();
+    }
+    let response = match wasip2::http::outgoing_handler::handle(req, None) {
+        Err(e) => return format!("egress=err:{e:?}"),
         Ok(future) => {
             future.subscribe().block();
             match future.get() {
-                Some(Ok(Ok(_))) => "egress=ok".into(),
-                Some(Ok(Err(e))) => format!("egress=err:{e:?}"),
-                other => format!("egress=other:{other:?}"),
+                Some(Ok(Ok(resp))) => resp,
+                Some(Ok(Err(e))) => return format!("egress=err:{e:?}"),
+                other => return format!("egress=other:{other:?}"),
+            }
+        }
+    };
+    let status = response.status();
+    let Ok(body) = response.consume() else {
+        return format!("egress=body-err:{status}:no-body");
+    };
+    let Ok(stream) = body.stream() else {
+        return format!("egress=body-err:{status}:no-stream");
+    };
+    let mut prefix: Vec<u8> = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                let room = 32usize.saturating_sub(prefix.len());
+                prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Err(wasip2::io::streams::StreamError::Closed) => break,
+            Err(wasip2::io::streams::StreamError::LastOperationFailed(e)) => {
+                let code = match wasip2::http::types::http_error_code(&e) {
+                    Some(code) => format!("{code:?}"),
+                    None => e.to_debug_string(),
+                };
+                return format!("egress=body-err:{status}:{code}");
             }
         }
     }
+    format!("egress=ok:{status}:{}", String::from_utf8_lossy(&prefix))
 }

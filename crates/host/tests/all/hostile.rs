@@ -264,7 +264,7 @@ async fn ungranted_capabilities_are_typed_errors_and_audited() {
     assert_eq!(denials.len(), 2, "{denials:#?}");
     assert_eq!(
         (denials[0].capability(), denials[0].target()),
-        (Some("http"), Some("example.com"))
+        (Some("http"), Some("http://example.com:80"))
     );
     assert_eq!(
         (denials[1].capability(), denials[1].target()),

@@ -3,5 +3,6 @@
 //! hostile guests. One test binary (Wasmtime's code is shared by all tests).
 
 mod calls;
+mod egress;
 mod hostile;
 mod support;

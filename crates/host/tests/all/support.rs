@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 use warden_bundle::{Bundle, Caps, pack_dir};
-use warden_host::{Grant, Host, MemoryAudit, Policy, TrustBundle};
+use warden_host::{Grant, Host, MemoryAudit, Policy, Resolver, TrustBundle};
 use warden_trust::{SigningKey, publisher_entry, sign};
 
 pub fn examples() -> PathBuf {
@@ -28,18 +28,25 @@ impl Lab {
     }
 
     pub fn with_policy(policy: Policy) -> Lab {
+        Lab::with_resolver(policy, None)
+    }
+
+    /// A lab whose host resolves names with `resolver` (default: the system's).
+    pub fn with_resolver(policy: Policy, resolver: Option<Arc<dyn Resolver>>) -> Lab {
         let dir = TempDir::new().unwrap();
         let key = SigningKey::generate();
         let trust_text = publisher_entry(&"warden-examples".parse().unwrap(), &key.public_key());
         let trust = TrustBundle::parse(&trust_text).unwrap();
         let audit = Arc::new(MemoryAudit::default());
-        let host = Host::builder()
+        let mut builder = Host::builder()
             .trust(trust)
             .policy(policy)
             .data_dir(dir.path().join("data"))
-            .audit(audit.clone())
-            .build()
-            .unwrap();
+            .audit(audit.clone());
+        if let Some(r) = resolver {
+            builder = builder.resolver(r);
+        }
+        let host = builder.build().unwrap();
         Lab {
             dir,
             key,
@@ -96,8 +103,18 @@ impl Lab {
         name: &str,
         edit: impl Fn(String) -> String,
     ) -> warden_host::ExtensionId {
+        self.load_granted(name, edit, &Grant::None)
+    }
+
+    /// Loads examples/NAME with `edit` applied to its manifest and `grant` given.
+    pub fn load_granted(
+        &self,
+        name: &str,
+        edit: impl Fn(String) -> String,
+        grant: &Grant,
+    ) -> warden_host::ExtensionId {
         let path = self.bundle(name, edit);
-        self.host.load_file(&path, None, &Grant::None).unwrap().id
+        self.host.load_file(&path, None, grant).unwrap().id
     }
 }
 
