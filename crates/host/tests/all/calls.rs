@@ -115,7 +115,12 @@ async fn compiled_code_is_cached_on_disk_and_shared_by_content_hash() {
             let mut v: Vec<_> = files
                 .iter()
                 .filter(|p| p.components().any(|c| c.as_os_str() == "modules"))
-                .filter(|p| !p.to_string_lossy().ends_with(".stats"))
+                // Artifacts have dot-free names; the cache worker's `.stats` and transient
+                // `.wip-PID` lock files come and go in the background.
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| !n.to_string_lossy().contains('.'))
+                })
                 .map(|p| (p.clone(), std::fs::metadata(p).unwrap().modified().unwrap()))
                 .collect();
             v.sort();
