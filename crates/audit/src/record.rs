@@ -157,6 +157,19 @@ impl Record {
     /// Defaults: every optional field empty; outcome `denied` for [`Event::Denial`], `invalid`
     /// for [`Event::VerificationFailure`], `error` for [`Event::Limit`] (set the specific limit
     /// with [`Record::with_outcome`]), and `ok` otherwise.
+    /// A new record for `event` and `request_id` that keeps this record's tenant, extension,
+    /// version and content hash (already sanitized) and nothing else: a per-extension template
+    /// is built once at load and stamped for every call.
+    pub fn renew(&self, event: Event, request_id: impl fmt::Display) -> Record {
+        Record {
+            tenant: self.tenant.clone(),
+            extension: self.extension.clone(),
+            version: self.version.clone(),
+            content_hash: self.content_hash.clone(),
+            ..Record::new(event, request_id)
+        }
+    }
+
     pub fn new(event: Event, request_id: impl fmt::Display) -> Record {
         let outcome = match event {
             Event::Denial => Outcome::Denied,
@@ -440,5 +453,31 @@ mod tests {
         assert!(serde_json::from_str::<Record>(&bad).is_err());
         let bad = good.replace(".", ",");
         assert!(serde_json::from_str::<Record>(&bad).is_err());
+    }
+}
+
+#[cfg(test)]
+mod renew_tests {
+    use super::*;
+
+    #[test]
+    fn renew_keeps_only_the_identity_fields() {
+        let t = Record::new(Event::Load, "a")
+            .with_tenant("t\n1")
+            .with_extension("acme.x")
+            .with_version("1.0.0")
+            .with_content_hash("sha256:00")
+            .with_message("load message")
+            .with_duration_ms(5);
+        let r = t.renew(Event::Call, "req\u{1b}");
+        assert_eq!(r.event(), Event::Call);
+        assert_eq!(r.request_id(), "req\\u{1b}");
+        assert_eq!(
+            (r.tenant(), r.extension(), r.version()),
+            (Some("t\\n1"), Some("acme.x"), Some("1.0.0"))
+        );
+        assert_eq!(r.content_hash(), Some("sha256:00"));
+        assert_eq!((r.message(), r.duration_ms()), (None, None));
+        assert_eq!(r.outcome(), Outcome::Ok);
     }
 }

@@ -122,6 +122,16 @@ impl fmt::Write for Sanitizer {
             self.input += s.len();
             return Ok(());
         }
+        // Fast path: printable ASCII without backslashes is stored as is, and a run that still
+        // leaves room for the marker needs no per-character bookkeeping (ids, hashes, versions).
+        let plain = s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');
+        if plain && self.out.len() + s.len() <= MAX_FIELD_BYTES - MARKER_RESERVE {
+            self.out.push_str(s);
+            self.input += s.len();
+            self.keep_out = self.out.len();
+            self.keep_in = self.input;
+            return Ok(());
+        }
         for (i, c) in s.char_indices() {
             self.push(c);
             if self.over {

@@ -70,6 +70,8 @@ pub struct ExtensionInfo {
 
 struct Loaded {
     info: ExtensionInfo,
+    /// Extension, version and content hash, sanitized once; each record starts from it.
+    record: Record,
     methods: Vec<String>,
     prepared: Arc<Prepared>,
     /// What each call may reach: the effective network grant and the host's resolver.
@@ -150,6 +152,7 @@ impl HostBuilder {
             resolver: self.resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
             extensions: RwLock::default(),
             prepared: RwLock::default(),
+            ids: RequestIds::new(),
         })
     }
 }
@@ -165,13 +168,47 @@ pub struct Host {
     extensions: RwLock<HashMap<ExtensionId, Arc<Loaded>>>,
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
+    ids: RequestIds,
 }
 
-/// A fresh 128-bit request id, hex.
-fn request_id() -> String {
-    let mut b = [0u8; 16];
-    OsRng.fill_bytes(&mut b);
-    hex::encode(b)
+/// Request ids: 128 random bits each, hex. Drawn from a buffer of OS randomness refilled every
+/// 256 ids, so a call costs no system call; ids stay unpredictable (no counter that would let a
+/// tenant see another's call volume).
+struct RequestIds(std::sync::Mutex<IdPool>);
+
+struct IdPool {
+    buf: [u8; ID_POOL_BYTES],
+    used: usize,
+}
+
+const ID_BYTES: usize = 16;
+const ID_POOL_BYTES: usize = 256 * ID_BYTES;
+
+impl RequestIds {
+    fn new() -> Self {
+        RequestIds(std::sync::Mutex::new(IdPool {
+            buf: [0; ID_POOL_BYTES],
+            used: ID_POOL_BYTES,
+        }))
+    }
+
+    fn next(&self) -> String {
+        let Ok(mut pool) = self.0.lock() else {
+            let mut b = [0u8; ID_BYTES];
+            OsRng.fill_bytes(&mut b);
+            return hex::encode(b);
+        };
+        if pool.used + ID_BYTES > ID_POOL_BYTES {
+            OsRng.fill_bytes(&mut pool.buf);
+            pool.used = 0;
+        }
+        let start = pool.used;
+        pool.used += ID_BYTES;
+        // Each id is used once: overwrite it so it cannot be handed out again.
+        let id = hex::encode(&pool.buf[start..start + ID_BYTES]);
+        pool.buf[start..start + ID_BYTES].fill(0);
+        id
+    }
 }
 
 impl Host {
@@ -204,7 +241,7 @@ impl Host {
         match verified {
             Ok(v) => self.load(v, grant),
             Err(e) => {
-                let r = Record::new(Event::VerificationFailure, request_id())
+                let r = Record::new(Event::VerificationFailure, self.ids.next())
                     .with_target(bundle.display())
                     .with_outcome(Outcome::Denied)
                     .with_message(&e);
@@ -223,7 +260,7 @@ impl Host {
         let bundle = verified.get();
         let manifest = bundle.manifest();
         let ext = &manifest.extension;
-        let record = Record::new(Event::Load, request_id())
+        let record = Record::new(Event::Load, self.ids.next())
             .with_extension(&ext.id)
             .with_version(&ext.version)
             .with_content_hash(bundle.content_hash());
@@ -249,6 +286,10 @@ impl Host {
                 resolver: Arc::clone(&self.resolver),
             };
             let loaded = Loaded {
+                record: Record::new(Event::Call, "")
+                    .with_extension(&info.id)
+                    .with_version(&info.version)
+                    .with_content_hash(info.content_hash),
                 info: info.clone(),
                 methods: manifest.methods.iter().map(|m| m.to_string()).collect(),
                 prepared,
@@ -377,7 +418,7 @@ impl Host {
 
     /// A call refused before it ran: one audit record.
     fn refuse(&self, ext: &Loaded, error: CallError) -> CallFailure {
-        let id = request_id();
+        let id = self.ids.next();
         self.write(call_record(ext, &id, &CallReport::default(), Err(&error)));
         CallFailure {
             request_id: id,
@@ -388,7 +429,7 @@ impl Host {
 
     /// Audits a finished call (and each denial in it) and logs the guest's output.
     fn finish<T>(&self, ext: &Loaded, outcome: CallOutcome<T>) -> Result<Called<T>, CallFailure> {
-        let id = request_id();
+        let id = self.ids.next();
         let report = outcome.report;
         for line in &report.logs {
             tracing::info!(target: "warden::guest", request_id = %id, extension = %ext.info.id, stream = ?line.stream, "{}", line.text);
@@ -440,10 +481,7 @@ impl Host {
 }
 
 fn base_record(ext: &Loaded, event: Event, request_id: &str) -> Record {
-    Record::new(event, request_id)
-        .with_extension(&ext.info.id)
-        .with_version(&ext.info.version)
-        .with_content_hash(ext.info.content_hash)
+    ext.record.renew(event, request_id)
 }
 
 fn call_record(
@@ -480,4 +518,21 @@ fn call_record(
         r = r.with_message(e);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_hex_across_refills() {
+        let ids = RequestIds::new();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5_000 {
+            let id = ids.next();
+            assert_eq!(id.len(), 32);
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(seen.insert(id), "duplicate request id");
+        }
+    }
 }

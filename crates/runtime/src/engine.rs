@@ -50,7 +50,7 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 16;
 /// Pages kept resident (zeroed with memset, not madvise) per slot: cheap reuse for small guests.
-const KEEP_RESIDENT: usize = 1 << 20;
+const KEEP_RESIDENT: usize = 64 << 10;
 
 /// Advances the engine's epoch on a dedicated thread; stops when dropped.
 struct EpochTicker {
