@@ -22,6 +22,19 @@ pub struct Cli {
     command: Command,
 }
 
+/// A bundle and what it takes to verify it (shared by `verify` and `run`).
+#[derive(clap::Args)]
+struct Signed {
+    #[arg(value_name = "FILE.wext")]
+    bundle: PathBuf,
+    /// Trust bundle (TOML with [[publisher]] entries).
+    #[arg(long, value_name = "TRUST", env = "WARDEN_TRUST_BUNDLE")]
+    trust: PathBuf,
+    /// Signature file [default: FILE.wext.sig].
+    #[arg(long, value_name = "SIG")]
+    sig: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create an Ed25519 signing key for a publisher.
@@ -63,14 +76,8 @@ enum Command {
     },
     /// Verify a bundle's signature against a trust bundle and show what it may do.
     Verify {
-        #[arg(value_name = "FILE.wext")]
-        bundle: PathBuf,
-        /// Trust bundle (TOML with [[publisher]] entries).
-        #[arg(long, value_name = "TRUST", env = "WARDEN_TRUST_BUNDLE")]
-        trust: PathBuf,
-        /// Signature file [default: FILE.wext.sig].
-        #[arg(long, value_name = "SIG")]
-        sig: Option<PathBuf>,
+        #[command(flatten)]
+        signed: Signed,
     },
     /// Show a bundle's manifest, permissions, hash and component interfaces (NOT verified).
     Inspect {
@@ -84,14 +91,8 @@ enum Command {
     /// denial. Every call is audited in DATA/audit.
     #[command(group(clap::ArgGroup::new("invocation").required(true).args(["call", "http"])))]
     Run {
-        #[arg(value_name = "FILE.wext")]
-        bundle: PathBuf,
-        /// Trust bundle (TOML with [[publisher]] entries).
-        #[arg(long, value_name = "TRUST", env = "WARDEN_TRUST_BUNDLE")]
-        trust: PathBuf,
-        /// Signature file [default: FILE.wext.sig].
-        #[arg(long, value_name = "SIG")]
-        sig: Option<PathBuf>,
+        #[command(flatten)]
+        signed: Signed,
         /// Data folder: audit log and compile cache.
         #[arg(long, value_name = "DIR", default_value = "./warden-data")]
         data: PathBuf,
@@ -142,12 +143,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen { publisher, out } => keygen::run(&publisher, &out),
         Command::Pack { dir, out } => pack::run(&dir, &out),
         Command::Sign { bundle, key, out } => sign::run(&bundle, &key, out),
-        Command::Verify { bundle, trust, sig } => verify::run(&bundle, &trust, sig),
+        Command::Verify { signed } => verify::run(&signed.bundle, &signed.trust, signed.sig),
         Command::Inspect { bundle } => inspect::run(&bundle),
         Command::Run {
-            bundle,
-            trust,
-            sig,
+            signed: Signed { bundle, trust, sig },
             data,
             config,
             grant,
