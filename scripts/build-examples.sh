@@ -7,7 +7,7 @@ cargo build --quiet --release --target wasm32-wasip2 \
   --manifest-path "$root/examples/Cargo.toml" --target-dir "$root/target"
 for dir in "$root"/examples/*/; do
   name=$(basename "$dir")
-  wasm="$root/target/wasm32-wasip2/release/$name.wasm"
+  wasm="$root/target/wasm32-wasip2/release/${name//-/_}.wasm"
   if [ -f "$dir/extension.toml" ] && [ -f "$wasm" ]; then
     cp "$wasm" "$dir/extension.wasm"
   fi

@@ -327,10 +327,16 @@ async fn serve(
         .wasi_http_incoming_handler()
         .call_handle(&mut *store, req, out);
     tokio::pin!(guest);
-    // The guest may set the response and keep writing the body, or return without a response.
+    // The guest may set the response and keep writing the body, or finish (with or without a
+    // response) before the head is read. A finished guest future is never polled again.
+    let mut guest_done = false;
     let head = tokio::select! {
         head = &mut rx => Some(head),
-        done = &mut guest => { done?; None }
+        done = &mut guest => {
+            done?;
+            guest_done = true;
+            None
+        }
     };
     let head = match head {
         Some(h) => h,
@@ -357,18 +363,33 @@ async fn serve(
     let (parts, body) = response.into_parts();
     let limit = usize::try_from(max_response.bytes()).unwrap_or(usize::MAX);
     let collect = Limited::new(body, limit).collect();
-    let (done, body) = tokio::join!(guest, collect);
-    done?;
-    let body = body.map_err(|e| {
-        if e.downcast_ref::<LengthLimitError>().is_some() {
-            Failure::Call(CallError::TooLarge {
-                what: "response body",
-                size: max_response.bytes().saturating_add(1),
-                limit: max_response,
-            })
-        } else {
-            Failure::Call(CallError::Trap(format!("response body: {e}")))
+    tokio::pin!(collect);
+    // Read the body while the guest writes it. A body over the cap ends the call at once (the
+    // guest is dropped), rather than when the guest gives up or the deadline passes.
+    let body = loop {
+        tokio::select! {
+            body = &mut collect => {
+                let body = body.map_err(|e| {
+                    if e.downcast_ref::<LengthLimitError>().is_some() {
+                        Failure::Call(CallError::TooLarge {
+                            what: "response body",
+                            size: max_response.bytes().saturating_add(1),
+                            limit: max_response,
+                        })
+                    } else {
+                        Failure::Call(CallError::Trap(format!("response body: {e}")))
+                    }
+                })?;
+                if !guest_done {
+                    guest.as_mut().await?;
+                }
+                break body;
+            }
+            done = &mut guest, if !guest_done => {
+                done?;
+                guest_done = true;
+            }
         }
-    })?;
+    };
     Ok(http::Response::from_parts(parts, body.to_bytes()))
 }

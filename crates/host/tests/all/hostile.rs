@@ -273,3 +273,32 @@ async fn ungranted_capabilities_are_typed_errors_and_audited() {
     assert!(denials.iter().all(|d| d.outcome() == Outcome::Denied));
     still_serves(&lab, &id).await;
 }
+
+fn get(path: &str) -> http::Request<bytes::Bytes> {
+    http::Request::get(path).body(bytes::Bytes::new()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_guests_that_finish_early_or_flood_the_body_are_contained() {
+    let lab = Lab::new();
+    let id = lab.load("hostile-http");
+    // A guest that sets the response and finishes before the host reads it (empty body, or no
+    // body at all): answered normally, every time, and audited.
+    for _ in 0..5 {
+        let resp = lab.host.call_http(&id, get("/empty")).await.unwrap();
+        assert_eq!(resp.status(), 204);
+        assert!(resp.body().is_empty());
+        let resp = lab.host.call_http(&id, get("/nobody")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.body().is_empty());
+    }
+    let calls = lab.audit.records().into_iter().filter(|r| r.event() == Event::Call).count();
+    assert_eq!(calls, 10);
+    // A body far over the 1 MiB cap ends the call as too large (not at the deadline).
+    let e = lab.host.call_http(&id, get("/big/134217728")).await.unwrap_err();
+    assert!(matches!(e.error, CallError::TooLarge { what: "response body", .. }), "{e}");
+    let last = lab.audit.records().pop().unwrap();
+    assert_eq!(last.outcome(), Outcome::TooLarge);
+    let resp = lab.host.call_http(&id, get("/")).await.unwrap();
+    assert_eq!(resp.body().as_ref(), b"fine");
+}
