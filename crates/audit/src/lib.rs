@@ -25,5 +25,5 @@ pub use chain::{ChainError, GENESIS_HASH, MAX_LINE_BYTES};
 pub use log::{Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE};
 pub use read::{Filter, Reader, StoredRecord, VerifyReport, read, verify};
 pub use record::{Decision, Event, Outcome, Record};
-pub use sanitize::{MAX_FIELD_BYTES, is_clean, sanitize, sanitize_display};
+pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};
 pub use sink::{AuditSink, MemoryAudit};

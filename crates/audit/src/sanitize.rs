@@ -51,8 +51,9 @@ pub fn is_clean(text: &str) -> bool {
     text.len() <= MAX_FIELD_BYTES && !text.chars().any(|c| c != '\\' && needs_escape(c))
 }
 
-/// Characters that never appear raw in a stored field.
-fn needs_escape(c: char) -> bool {
+/// Characters that never appear raw in a stored field: controls, backslash, and invisible or
+/// bidi-reordering characters that could disguise text on a terminal.
+pub fn needs_escape(c: char) -> bool {
     c == '\\'
         || c.is_control()
         || matches!(

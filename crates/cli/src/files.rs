@@ -47,3 +47,28 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting permissions of {}", path.display()))
 }
+
+/// Reads a file the user named, refusing anything but a regular file (a FIFO or `/dev/zero`
+/// would block or never end) and anything over `cap` bytes, checked before and while reading.
+pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    if meta.len() > cap {
+        anyhow::bail!(
+            "{} is {} bytes, more than the {cap} allowed",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > cap {
+        anyhow::bail!("{} grew past {cap} bytes while being read", path.display());
+    }
+    Ok(bytes)
+}

@@ -23,14 +23,16 @@ fn main() -> ExitCode {
 }
 
 /// `error: ...` followed by each cause on its own line. Library errors often quote their source
-/// in their own message; a cause already shown in the line above is not repeated.
+/// in their own message; a cause already shown in the line above is not repeated. Errors can
+/// quote untrusted text (a manifest's key, an extension's error message), so every line is
+/// escaped and capped before it reaches the terminal.
 fn report(e: &anyhow::Error) {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", warden_audit::sanitize(&e.to_string()));
     let mut shown = e.to_string();
     for cause in e.chain().skip(1) {
         let text = cause.to_string();
         if !shown.contains(&text) {
-            eprintln!("  caused by: {text}");
+            eprintln!("  caused by: {}", warden_audit::sanitize(&text));
         }
         shown = text;
     }

@@ -132,6 +132,12 @@ impl HostBuilder {
     }
 
     pub fn build(self) -> Result<Host, HostError> {
+        if let Some(dir) = &self.data_dir {
+            private_dir(dir)?;
+            // The compile cache holds native code that is loaded without re-verification: only
+            // the operator may write it.
+            private_dir(&dir.join("cache"))?;
+        }
         let audit: Arc<dyn AuditSink> = match (self.audit, &self.data_dir) {
             (Some(sink), _) => sink,
             (None, Some(dir)) => Arc::new(AuditLog::open(&dir.join("audit"))?),
@@ -155,6 +161,34 @@ impl HostBuilder {
             ids: RequestIds::new(),
         })
     }
+}
+
+/// Creates `dir` (and missing parents) as 0700, and refuses an existing one that other users
+/// can write to.
+fn private_dir(dir: &Path) -> Result<(), HostError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let setup =
+        |what: &str, e: std::io::Error| HostError::Setup(format!("{what} {}: {e}", dir.display()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| setup("creating", e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| setup("reading", e))?;
+    if !meta.is_dir() {
+        return Err(HostError::Setup(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(HostError::Setup(format!(
+            "{} is writable by other users (mode {:o}); it holds the compile cache and audit log: chmod 700 it",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    Ok(())
 }
 
 /// Loads verified bundles and calls them. Share it behind an `Arc`; all methods take `&self`.

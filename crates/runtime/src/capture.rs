@@ -144,12 +144,13 @@ pub fn lines(stream: Stream, bytes: &[u8], dropped: u64) -> Vec<LogLine> {
     out
 }
 
-/// Escapes control characters (including ESC, CR, NUL) and invalid UTF-8.
+/// Escapes control characters (including ESC, CR, NUL), invisible and bidi-reordering
+/// characters (as the audit log does), and invalid UTF-8.
 pub fn escape(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() {
+            if c != '\\' && warden_audit::needs_escape(c) {
                 s.extend(c.escape_default());
             } else {
                 s.push(c);

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use warden_host::{Grant, Host, Policy, Stream, TrustBundle};
 use warden_runtime::LogLine;
 
+use crate::files::read_bounded;
+
 /// What to send.
 pub enum Invocation {
     Call {
@@ -35,18 +37,10 @@ pub struct RunArgs {
 /// A request body or input file is read whole; this bounds it before the extension's own limit.
 const MAX_BODY_FILE_BYTES: u64 = 256 << 20;
 
-/// Reads `@FILE` (bounded) or takes the text as given.
+/// Reads `@FILE` (bounded, regular files only) or takes the text as given.
 pub fn read_arg_or_file(value: &str) -> Result<Vec<u8>> {
     match value.strip_prefix('@') {
-        Some(path) => {
-            let len = std::fs::metadata(path)
-                .with_context(|| format!("reading {path}"))?
-                .len();
-            if len > MAX_BODY_FILE_BYTES {
-                bail!("{path} is {len} bytes, more than {MAX_BODY_FILE_BYTES}");
-            }
-            std::fs::read(path).with_context(|| format!("reading {path}"))
-        }
+        Some(path) => read_bounded(std::path::Path::new(path), MAX_BODY_FILE_BYTES),
         None => Ok(value.as_bytes().to_vec()),
     }
 }
@@ -56,14 +50,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         .with_context(|| format!("reading trust bundle {}", args.trust.display()))?;
     let policy = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let bytes = read_bounded(path, warden_manifest::strict::MAX_DOCUMENT_BYTES as u64)?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8", path.display()))?;
             Policy::parse(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Policy::default(),
     };
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating {}", args.data.display()))?;
     let host = Host::builder()
         .trust(trust)
         .policy(policy)

@@ -42,14 +42,6 @@ pub fn run(bundle_path: &Path, key_path: &Path, out: Option<PathBuf>) -> Result<
 }
 
 fn read_small(path: &Path) -> Result<String> {
-    let len = fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    if len > MAX_KEY_FILE_BYTES {
-        anyhow::bail!(
-            "{} is {len} bytes; a key file is at most {MAX_KEY_FILE_BYTES}",
-            path.display()
-        );
-    }
-    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    let bytes = crate::files::read_bounded(path, MAX_KEY_FILE_BYTES)?;
+    String::from_utf8(bytes).with_context(|| format!("{} is not a PEM text file", path.display()))
 }

@@ -714,3 +714,23 @@ fn missing_files_give_clear_errors() {
     .unwrap();
     fails(&verify(&s.bundle, &bad_trust), "publisher[0].keys[0]");
 }
+
+#[test]
+fn untrusted_text_in_errors_is_escaped_on_the_terminal() {
+    let t = TempDir::new().unwrap();
+    // A quoted TOML key may hold any character: ESC, newlines, bidi overrides.
+    let manifest = format!("{MANIFEST}\"x\\u001b[2J\\nerror: forged\\u202e\" = 1\n");
+    let dir = ext_dir(t.path(), "ext", &manifest);
+    let o = warden(&[&"pack", &dir, &"--out", &t.path().join("o.wext")]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("unknown key"), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{202e}'),
+        "raw control reached the terminal: {err:?}"
+    );
+    assert!(
+        !err.lines().any(|l| l.starts_with("error: forged")),
+        "a line was forged: {err}"
+    );
+}

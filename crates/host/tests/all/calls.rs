@@ -154,3 +154,26 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn data_dirs_are_private_and_shared_ones_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    for d in ["data", "data/cache"] {
+        let mode = std::fs::metadata(lab.dir.path().join(d))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700, "{d}");
+    }
+    let shared = lab.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = warden_host::Host::builder()
+        .data_dir(&shared)
+        .build()
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("writable by other users"), "{e}");
+}

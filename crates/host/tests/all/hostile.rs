@@ -292,11 +292,29 @@ async fn http_guests_that_finish_early_or_flood_the_body_are_contained() {
         assert_eq!(resp.status(), 200);
         assert!(resp.body().is_empty());
     }
-    let calls = lab.audit.records().into_iter().filter(|r| r.event() == Event::Call).count();
+    let calls = lab
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| r.event() == Event::Call)
+        .count();
     assert_eq!(calls, 10);
     // A body far over the 1 MiB cap ends the call as too large (not at the deadline).
-    let e = lab.host.call_http(&id, get("/big/134217728")).await.unwrap_err();
-    assert!(matches!(e.error, CallError::TooLarge { what: "response body", .. }), "{e}");
+    let e = lab
+        .host
+        .call_http(&id, get("/big/134217728"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.error,
+            CallError::TooLarge {
+                what: "response body",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let last = lab.audit.records().pop().unwrap();
     assert_eq!(last.outcome(), Outcome::TooLarge);
     let resp = lab.host.call_http(&id, get("/")).await.unwrap();
