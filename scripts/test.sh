@@ -7,6 +7,10 @@ bash scripts/setup.sh
 bash scripts/build-examples.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace
+mkdir -p target
+cargo test --workspace 2>&1 | tee target/test-output.log
 # The embedding example must keep working as documented.
 cargo run --quiet -p warden-host --example embed
+# One closing line for the whole run (cargo prints one per test binary, the last often a doc-test
+# binary with nothing in it).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log
