@@ -167,11 +167,12 @@ impl Runtime {
             .iter()
             .any(|e| e.starts_with("wasi:http/incoming-handler@"));
         let imports = |e: wasmtime::Error| LoadError::Imports(format!("{e:#}"));
+        let exports = |e: wasmtime::Error| LoadError::Exports(format!("{e:#}"));
         let pre = || self.linker.instantiate_pre(&component).map_err(imports);
         let world = if exports_rpc {
-            crate::call::World::Rpc(RpcExtensionPre::new(pre()?).map_err(imports)?)
+            crate::call::World::Rpc(RpcExtensionPre::new(pre()?).map_err(exports)?)
         } else if exports_http {
-            crate::call::World::Http(ProxyPre::new(pre()?).map_err(imports)?)
+            crate::call::World::Http(ProxyPre::new(pre()?).map_err(exports)?)
         } else {
             return Err(LoadError::NoKnownWorld);
         };

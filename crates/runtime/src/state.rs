@@ -86,7 +86,8 @@ impl CallState {
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES);
         let mut table = ResourceTable::new();
         // A guest creating millions of resources is stopped here rather than by host memory.
         table.set_max_capacity(MAX_RESOURCES);
@@ -112,6 +113,10 @@ impl CallState {
         self.egress_bytes.load(Ordering::Relaxed)
     }
 }
+
+/// Largest `get-random-bytes` request: the host allocates it outside the guest's memory budget
+/// (WASI's default allows 64 MiB). A larger request traps the call.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// Live resources per call (streams, requests, pollables, ...).
 const MAX_RESOURCES: usize = 100_000;

@@ -19,6 +19,7 @@
 //! | `net`     | -              | TCP connect and DNS lookup: both must be denied                   |
 //! | `egress`  | URL or host    | outgoing wasi:http GET: checked against the grant, capped, audited |
 //! | `invoke`  | extension id   | calls another extension: denied (typed error) and audited         |
+//! | `random`  | bytes          | asks WASI for that many random bytes: the host caps the request   |
 //!
 //! The release profile uses `panic = "abort"`, so every "graceful" path here avoids panicking:
 //! allocations that may fail use `try_reserve_exact`, and output errors are ignored, not unwrapped.
@@ -55,6 +56,10 @@ impl Guest for Hostile {
             "env" => env(),
             "files" => files(),
             "net" => net(),
+            "random" => {
+                let n = number(&input)?;
+                format!("random={}", wasip2::random::random::get_random_bytes(n).len())
+            }
             "egress" => egress(&String::from_utf8_lossy(&input)),
             "invoke" => match warden::extension::invoke::call(&String::from_utf8_lossy(&input), "echo", b"{}") {
                 Ok(_) => "invoke=ok".into(),

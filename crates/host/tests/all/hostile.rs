@@ -320,3 +320,15 @@ async fn http_guests_that_finish_early_or_flood_the_body_are_contained() {
     let resp = lab.host.call_http(&id, get("/")).await.unwrap();
     assert_eq!(resp.body().as_ref(), b"fine");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_side_allocations_a_guest_can_request_are_capped() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    // Random bytes are allocated by the host, outside the guest's memory budget: capped at 1 MiB.
+    let out = lab.host.call(&id, "random", b"1048576").await.unwrap();
+    assert_eq!(text(&out), "random=1048576");
+    let e = lab.host.call(&id, "random", b"67108864").await.unwrap_err();
+    assert!(matches!(e.error, CallError::Trap(_)), "{e}");
+    still_serves(&lab, &id).await;
+}
