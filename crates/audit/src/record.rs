@@ -15,6 +15,8 @@ pub enum Event {
     Call,
     /// A capability use that was refused (egress, file, secret, ...).
     Denial,
+    /// A capability use that was allowed (once per capability and target per call).
+    Grant,
     /// A resource limit that stopped a call (time, fuel, memory, size, concurrency).
     Limit,
     Install,
@@ -32,6 +34,7 @@ impl Event {
         match self {
             Event::Call => "call",
             Event::Denial => "denial",
+            Event::Grant => "grant",
             Event::Limit => "limit",
             Event::Install => "install",
             Event::Upgrade => "upgrade",

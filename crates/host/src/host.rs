@@ -5,15 +5,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use rand_core::{OsRng, RngCore};
 use tokio::sync::Semaphore;
 use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
 use warden_bundle::{Bundle, Caps, ContentHash};
-use warden_manifest::{Effective, ExtensionId, Grant, Kind, Policy, effective};
+use warden_manifest::{Effective, ExtensionId, Grant, Kind, Policy, TenantName, effective};
 use warden_runtime::{
     CallCaps, CallError, CallOutcome, CallReport, LogLine, Prepared, Resolver, Runtime,
     RuntimeConfig, SystemResolver, WorldKind,
 };
+
+use crate::authorize::{Authorizer, LoadRequest, ManifestAuthorizer};
+use crate::ids::RequestIds;
+use crate::invoke::HostInvoker;
 use warden_trust::{Envelope, TrustBundle, Verified, verify};
 
 /// Why loading failed. Every variant is also written to the audit log.
@@ -37,6 +40,8 @@ pub enum HostError {
     Audit(#[from] warden_audit::AuditError),
     #[error("setting up the host failed: {0}")]
     Setup(String),
+    #[error("the load is refused: {0}")]
+    Refused(String),
 }
 
 /// Why a call failed, with the request id of its audit record.
@@ -60,6 +65,7 @@ pub struct Called<T> {
 /// What was loaded.
 #[derive(Debug, Clone)]
 pub struct ExtensionInfo {
+    pub tenant: TenantName,
     pub id: ExtensionId,
     pub version: String,
     pub publisher: String,
@@ -68,13 +74,13 @@ pub struct ExtensionInfo {
     pub effective: Effective,
 }
 
-struct Loaded {
-    info: ExtensionInfo,
+pub(crate) struct Loaded {
+    pub(crate) info: ExtensionInfo,
     /// Extension, version and content hash, sanitized once; each record starts from it.
     record: Record,
     methods: Vec<String>,
     prepared: Arc<Prepared>,
-    /// What each call may reach: the effective network grant and the host's resolver.
+    /// What each call may reach (the invoker is added per call).
     caps: CallCaps,
     /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.
     permits: Arc<Semaphore>,
@@ -89,9 +95,17 @@ pub struct HostBuilder {
     audit: Option<Arc<dyn AuditSink>>,
     caps: Caps,
     resolver: Option<Arc<dyn Resolver>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 impl HostBuilder {
+    /// Decides loads and calls between extensions beyond manifests and policy (default:
+    /// [`ManifestAuthorizer`], which adds nothing).
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
     /// Publishers whose signatures are accepted. Without it, nothing loads.
     pub fn trust(mut self, trust: TrustBundle) -> Self {
         self.trust = Some(trust);
@@ -150,22 +164,28 @@ impl HostBuilder {
         };
         let runtime = Runtime::new(config)?;
         Ok(Host {
-            runtime: Arc::new(runtime),
-            trust: self.trust.unwrap_or_default(),
-            policy: self.policy,
-            audit,
-            caps: self.caps,
-            resolver: self.resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
-            extensions: RwLock::default(),
-            prepared: RwLock::default(),
-            ids: RequestIds::new(),
+            inner: Arc::new(Inner {
+                runtime: Arc::new(runtime),
+                trust: self.trust.unwrap_or_default(),
+                policy: self.policy,
+                audit,
+                caps: self.caps,
+                resolver: self.resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
+                authorizer: self
+                    .authorizer
+                    .unwrap_or_else(|| Arc::new(ManifestAuthorizer)),
+                data_dir: self.data_dir,
+                extensions: RwLock::default(),
+                prepared: RwLock::default(),
+                ids: RequestIds::new(),
+            }),
         })
     }
 }
 
 /// Creates `dir` (and missing parents) as 0700, and refuses an existing one that other users
 /// can write to.
-fn private_dir(dir: &Path) -> Result<(), HostError> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), HostError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let setup =
         |what: &str, e: std::io::Error| HostError::Setup(format!("{what} {}: {e}", dir.display()));
@@ -191,58 +211,36 @@ fn private_dir(dir: &Path) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Loads verified bundles and calls them. Share it behind an `Arc`; all methods take `&self`.
+/// Loads verified bundles and calls them. Cheap to clone (one shared state); all methods
+/// take `&self`.
+///
+/// Extensions are loaded per tenant ([`Host::tenant`]): each (tenant, extension) has its own
+/// grant, files, key-value data and secrets. The shorthand methods on `Host` act for the
+/// tenant named `default`.
+#[derive(Clone)]
 pub struct Host {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
     runtime: Arc<Runtime>,
     trust: TrustBundle,
     policy: Policy,
     audit: Arc<dyn AuditSink>,
     caps: Caps,
     resolver: Arc<dyn Resolver>,
-    extensions: RwLock<HashMap<ExtensionId, Arc<Loaded>>>,
+    pub(crate) authorizer: Arc<dyn Authorizer>,
+    data_dir: Option<PathBuf>,
+    extensions: RwLock<HashMap<(TenantName, ExtensionId), Arc<Loaded>>>,
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
     ids: RequestIds,
 }
 
-/// Request ids: 128 random bits each, hex. Drawn from a buffer of OS randomness refilled every
-/// 256 ids, so a call costs no system call; ids stay unpredictable (no counter that would let a
-/// tenant see another's call volume).
-struct RequestIds(std::sync::Mutex<IdPool>);
-
-struct IdPool {
-    buf: [u8; ID_POOL_BYTES],
-    used: usize,
-}
-
-const ID_BYTES: usize = 16;
-const ID_POOL_BYTES: usize = 256 * ID_BYTES;
-
-impl RequestIds {
-    fn new() -> Self {
-        RequestIds(std::sync::Mutex::new(IdPool {
-            buf: [0; ID_POOL_BYTES],
-            used: ID_POOL_BYTES,
-        }))
-    }
-
-    fn next(&self) -> String {
-        let Ok(mut pool) = self.0.lock() else {
-            let mut b = [0u8; ID_BYTES];
-            OsRng.fill_bytes(&mut b);
-            return hex::encode(b);
-        };
-        if pool.used + ID_BYTES > ID_POOL_BYTES {
-            OsRng.fill_bytes(&mut pool.buf);
-            pool.used = 0;
-        }
-        let start = pool.used;
-        pool.used += ID_BYTES;
-        // Each id is used once: overwrite it so it cannot be handed out again.
-        let id = hex::encode(&pool.buf[start..start + ID_BYTES]);
-        pool.buf[start..start + ID_BYTES].fill(0);
-        id
-    }
+/// One tenant's view of a [`Host`]: what it loads and calls is its own.
+pub struct Tenant<'h> {
+    inner: &'h Arc<Inner>,
+    name: TenantName,
 }
 
 impl Host {
@@ -251,17 +249,99 @@ impl Host {
     }
 
     pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
-        &self.audit
+        &self.inner.audit
     }
 
-    /// Reads, verifies and loads a bundle file (signature at `sig`, default `FILE.sig`).
-    /// Compiles the component (CPU-heavy on a cache miss). A failure is audited.
+    /// The view of one tenant: loads and calls through it are that tenant's.
+    pub fn tenant(&self, name: &TenantName) -> Tenant<'_> {
+        Tenant {
+            inner: &self.inner,
+            name: name.clone(),
+        }
+    }
+
+    fn default_tenant(&self) -> Tenant<'_> {
+        self.tenant(&TenantName::default_tenant())
+    }
+
+    /// [`Tenant::load_file`] for the `default` tenant.
     pub fn load_file(
         &self,
         bundle: &Path,
         sig: Option<&Path>,
         grant: &Grant,
     ) -> Result<ExtensionInfo, HostError> {
+        self.default_tenant().load_file(bundle, sig, grant)
+    }
+
+    /// [`Tenant::load`] for the `default` tenant.
+    pub fn load(
+        &self,
+        verified: Verified<Bundle>,
+        grant: &Grant,
+    ) -> Result<ExtensionInfo, HostError> {
+        self.default_tenant().load(verified, grant)
+    }
+
+    /// [`Tenant::extension`] for the `default` tenant.
+    pub fn extension(&self, id: &ExtensionId) -> Option<ExtensionInfo> {
+        self.default_tenant().extension(id)
+    }
+
+    /// [`Tenant::call`] for the `default` tenant.
+    pub async fn call(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, CallFailure> {
+        self.default_tenant().call(id, method, input).await
+    }
+
+    /// [`Tenant::call_detailed`] for the `default` tenant.
+    pub async fn call_detailed(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Called<Vec<u8>>, CallFailure> {
+        self.default_tenant().call_detailed(id, method, input).await
+    }
+
+    /// [`Tenant::call_http`] for the `default` tenant.
+    pub async fn call_http(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, CallFailure> {
+        self.default_tenant().call_http(id, request).await
+    }
+
+    /// [`Tenant::call_http_detailed`] for the `default` tenant.
+    pub async fn call_http_detailed(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        self.default_tenant().call_http_detailed(id, request).await
+    }
+}
+
+impl Tenant<'_> {
+    pub fn name(&self) -> &TenantName {
+        &self.name
+    }
+
+    /// Reads, verifies and loads a bundle file (signature at `sig`, default `FILE.sig`) for
+    /// this tenant, replacing any earlier load of the same extension. Compiles the component
+    /// (CPU-heavy on a cache miss). A failure is audited.
+    pub fn load_file(
+        &self,
+        bundle: &Path,
+        sig: Option<&Path>,
+        grant: &Grant,
+    ) -> Result<ExtensionInfo, HostError> {
+        let inner = self.inner;
         let sig_path = sig.map(Path::to_path_buf).unwrap_or_else(|| {
             let mut s = bundle.as_os_str().to_owned();
             s.push(".sig");
@@ -269,42 +349,65 @@ impl Host {
         });
         let verified = (|| -> Result<Verified<Bundle>, HostError> {
             let envelope = Envelope::read_file(&sig_path)?;
-            let bundle = Bundle::read_file(bundle, &self.caps)?;
-            Ok(verify(bundle, &envelope, &self.trust)?)
+            let bundle = Bundle::read_file(bundle, &inner.caps)?;
+            Ok(verify(bundle, &envelope, &inner.trust)?)
         })();
         match verified {
             Ok(v) => self.load(v, grant),
             Err(e) => {
-                let r = Record::new(Event::VerificationFailure, self.ids.next())
+                let r = Record::new(Event::VerificationFailure, inner.ids.next())
+                    .with_tenant(&self.name)
                     .with_target(bundle.display())
                     .with_outcome(Outcome::Denied)
                     .with_message(&e);
-                self.audit.append(r)?;
+                inner.audit.append(r)?;
                 Err(e)
             }
         }
     }
 
-    /// Loads an already verified bundle with the operator's grant.
+    /// Loads an already verified bundle for this tenant with the operator's grant.
     pub fn load(
         &self,
         verified: Verified<Bundle>,
         grant: &Grant,
     ) -> Result<ExtensionInfo, HostError> {
+        let inner = self.inner;
         let bundle = verified.get();
         let manifest = bundle.manifest();
         let ext = &manifest.extension;
-        let record = Record::new(Event::Load, self.ids.next())
+        let record = Record::new(Event::Load, inner.ids.next())
+            .with_tenant(&self.name)
             .with_extension(&ext.id)
             .with_version(&ext.version)
             .with_content_hash(bundle.content_hash());
+        let mut refused = false;
         let result = (|| -> Result<ExtensionInfo, HostError> {
             if ext.kind == Kind::Process {
                 return Err(HostError::ProcessUnsupported(ext.id.clone()));
             }
-            let eff = effective(manifest, grant, &self.policy)?;
-            let prepared = self.prepare(&verified)?;
+            let eff = effective(manifest, grant, &inner.policy)?;
+            inner
+                .authorizer
+                .authorize_load(&LoadRequest {
+                    tenant: &self.name,
+                    manifest,
+                    content_hash: bundle.content_hash(),
+                    effective: &eff,
+                })
+                .map_err(|reason| {
+                    refused = true;
+                    HostError::Refused(reason)
+                })?;
+            let mounts = crate::mounts::prepare(
+                inner.data_dir.as_deref(),
+                &self.name,
+                &ext.id,
+                &eff.mounts,
+            )?;
+            let prepared = inner.prepare(&verified)?;
             let info = ExtensionInfo {
+                tenant: self.name.clone(),
                 id: ext.id.clone(),
                 version: ext.version.to_string(),
                 publisher: ext.publisher.to_string(),
@@ -317,10 +420,13 @@ impl Host {
             ));
             let caps = CallCaps {
                 network: info.effective.network.clone().map(Arc::new),
-                resolver: Arc::clone(&self.resolver),
+                resolver: Arc::clone(&inner.resolver),
+                mounts: mounts.into(),
+                invoker: None,
             };
             let loaded = Loaded {
                 record: Record::new(Event::Call, "")
+                    .with_tenant(&self.name)
                     .with_extension(&info.id)
                     .with_version(&info.version)
                     .with_content_hash(info.content_hash),
@@ -330,20 +436,78 @@ impl Host {
                 caps,
                 permits,
             };
-            self.extensions
+            inner
+                .extensions
                 .write()
                 .map_err(|_| HostError::Setup("extension table poisoned".into()))?
-                .insert(info.id.clone(), Arc::new(loaded));
+                .insert((self.name.clone(), info.id.clone()), Arc::new(loaded));
             Ok(info)
         })();
         let record = match &result {
             Ok(_) => record.with_outcome(Outcome::Ok),
+            Err(e) if refused => record.with_outcome(Outcome::Denied).with_message(e),
             Err(e) => record.with_outcome(Outcome::Invalid).with_message(e),
         };
-        self.audit.append(record)?;
+        inner.audit.append(record)?;
         result
     }
 
+    /// Information about an extension loaded for this tenant.
+    pub fn extension(&self, id: &ExtensionId) -> Option<ExtensionInfo> {
+        self.inner.get(&self.name, id).map(|l| l.info.clone())
+    }
+
+    /// Calls an rpc extension's `method` with `input`, in a fresh instance, with its limits.
+    pub async fn call(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, CallFailure> {
+        self.call_detailed(id, method, input).await.map(|c| c.value)
+    }
+
+    /// [`Tenant::call`], also returning the request id and the guest's output.
+    pub async fn call_detailed(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Called<Vec<u8>>, CallFailure> {
+        self.inner
+            .call_rpc(&self.name, id, method, input, Arc::new([]))
+            .await
+    }
+
+    /// Sends an HTTP request to an http extension, in a fresh instance, with its limits.
+    pub async fn call_http(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, CallFailure> {
+        self.call_http_detailed(id, request).await.map(|c| c.value)
+    }
+
+    /// [`Tenant::call_http`], also returning the request id and the guest's output.
+    pub async fn call_http_detailed(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        let inner = self.inner;
+        let ext = inner.lookup(&self.name, id)?;
+        let _permit = inner.permit(&ext)?;
+        let limits = ext.info.effective.limits;
+        let caps = inner.caps_for(&ext, Arc::new([]));
+        let outcome = ext
+            .prepared
+            .call_http(&inner.runtime, &limits, &caps, request)
+            .await;
+        inner.finish(&ext, outcome)
+    }
+}
+
+impl Inner {
     /// The prepared component for these verified bytes, compiled on first use.
     fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Arc<Prepared>, HostError> {
         let hash = bundle.content_hash();
@@ -362,33 +526,38 @@ impl Host {
         Ok(p)
     }
 
-    /// Information about a loaded extension.
-    pub fn extension(&self, id: &ExtensionId) -> Option<ExtensionInfo> {
-        self.get(id).map(|l| l.info.clone())
+    pub(crate) fn get(&self, tenant: &TenantName, id: &ExtensionId) -> Option<Arc<Loaded>> {
+        self.extensions
+            .read()
+            .ok()?
+            .get(&(tenant.clone(), id.clone()))
+            .cloned()
     }
 
-    fn get(&self, id: &ExtensionId) -> Option<Arc<Loaded>> {
-        self.extensions.read().ok()?.get(id).cloned()
+    /// This call's capabilities: the install's, plus an invoker that knows the chain of calls
+    /// when the install may call other extensions.
+    fn caps_for(self: &Arc<Self>, ext: &Arc<Loaded>, chain: Arc<[ExtensionId]>) -> CallCaps {
+        let mut caps = ext.caps.clone();
+        if !ext.info.effective.calls.is_empty() {
+            caps.invoker = Some(Arc::new(HostInvoker::new(
+                Arc::downgrade(self),
+                Arc::clone(ext),
+                chain,
+            )));
+        }
+        caps
     }
 
-    /// Calls an rpc extension's `method` with `input`, in a fresh instance, with its limits.
-    pub async fn call(
-        &self,
+    /// An rpc call; `chain` lists the extensions already calling (empty at the top level).
+    pub(crate) async fn call_rpc(
+        self: &Arc<Self>,
+        tenant: &TenantName,
         id: &ExtensionId,
         method: &str,
         input: &[u8],
-    ) -> Result<Vec<u8>, CallFailure> {
-        self.call_detailed(id, method, input).await.map(|c| c.value)
-    }
-
-    /// [`Host::call`], also returning the request id and the guest's output.
-    pub async fn call_detailed(
-        &self,
-        id: &ExtensionId,
-        method: &str,
-        input: &[u8],
+        chain: Arc<[ExtensionId]>,
     ) -> Result<Called<Vec<u8>>, CallFailure> {
-        let ext = self.lookup(id)?;
+        let ext = self.lookup(tenant, id)?;
         if !ext.methods.is_empty() && !ext.methods.iter().any(|m| m == method) {
             return Err(self.refuse(
                 &ext,
@@ -397,40 +566,16 @@ impl Host {
         }
         let _permit = self.permit(&ext)?;
         let limits = ext.info.effective.limits;
+        let caps = self.caps_for(&ext, chain);
         let outcome = ext
             .prepared
-            .call_rpc(&self.runtime, &limits, &ext.caps, method, input)
+            .call_rpc(&self.runtime, &limits, &caps, method, input)
             .await;
         self.finish(&ext, outcome)
     }
 
-    /// Sends an HTTP request to an http extension, in a fresh instance, with its limits.
-    pub async fn call_http(
-        &self,
-        id: &ExtensionId,
-        request: http::Request<Bytes>,
-    ) -> Result<http::Response<Bytes>, CallFailure> {
-        self.call_http_detailed(id, request).await.map(|c| c.value)
-    }
-
-    /// [`Host::call_http`], also returning the request id and the guest's output.
-    pub async fn call_http_detailed(
-        &self,
-        id: &ExtensionId,
-        request: http::Request<Bytes>,
-    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
-        let ext = self.lookup(id)?;
-        let _permit = self.permit(&ext)?;
-        let limits = ext.info.effective.limits;
-        let outcome = ext
-            .prepared
-            .call_http(&self.runtime, &limits, &ext.caps, request)
-            .await;
-        self.finish(&ext, outcome)
-    }
-
-    fn lookup(&self, id: &ExtensionId) -> Result<Arc<Loaded>, CallFailure> {
-        self.get(id).ok_or_else(|| CallFailure {
+    fn lookup(&self, tenant: &TenantName, id: &ExtensionId) -> Result<Arc<Loaded>, CallFailure> {
+        self.get(tenant, id).ok_or_else(|| CallFailure {
             request_id: String::new(),
             error: CallError::Invalid(format!("no extension {id} is loaded")),
             logs: Vec::new(),
@@ -461,12 +606,21 @@ impl Host {
         }
     }
 
-    /// Audits a finished call (and each denial in it) and logs the guest's output.
+    /// Audits a finished call (each grant and denial in it, then the call) and logs the
+    /// guest's output.
     fn finish<T>(&self, ext: &Loaded, outcome: CallOutcome<T>) -> Result<Called<T>, CallFailure> {
         let id = self.ids.next();
         let report = outcome.report;
         for line in &report.logs {
-            tracing::info!(target: "warden::guest", request_id = %id, extension = %ext.info.id, stream = ?line.stream, "{}", line.text);
+            tracing::info!(target: "warden::guest", request_id = %id, tenant = %ext.info.tenant, extension = %ext.info.id, stream = ?line.stream, "{}", line.text);
+        }
+        for grant in &report.grants {
+            let r = base_record(ext, Event::Grant, &id)
+                .with_capability(grant.capability)
+                .with_target(&grant.target)
+                .with_decision(warden_audit::Decision::Allow)
+                .with_outcome(Outcome::Ok);
+            self.write(r);
         }
         for denial in &report.denials {
             let mut r = base_record(ext, Event::Denial, &id)
@@ -552,21 +706,4 @@ fn call_record(
         r = r.with_message(e);
     }
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_unique_hex_across_refills() {
-        let ids = RequestIds::new();
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..5_000 {
-            let id = ids.next();
-            assert_eq!(id.len(), 32);
-            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
-            assert!(seen.insert(id), "duplicate request id");
-        }
-    }
 }

@@ -20,10 +20,16 @@
 //! audit records kept in memory unless a data dir or sink is given, no compile cache on disk
 //! unless a data dir is given.
 
+mod authorize;
 mod host;
+mod ids;
+mod invoke;
+mod mounts;
 
-pub use host::{CallFailure, Called, ExtensionInfo, Host, HostBuilder, HostError};
+pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
+pub use host::{CallFailure, Called, ExtensionInfo, Host, HostBuilder, HostError, Tenant};
+pub use invoke::MAX_CALL_DEPTH;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
-pub use warden_manifest::{ExtensionId, Grant, Policy};
+pub use warden_manifest::{ExtensionId, Grant, Policy, TenantName};
 pub use warden_runtime::{CallError, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind};
 pub use warden_trust::TrustBundle;

@@ -111,6 +111,34 @@ impl FromStr for PublisherName {
     }
 }
 
+/// A tenant name: one `[a-z0-9-]` label of at most 64 bytes. It names a folder under the data
+/// dir, so it can never hold a separator, a dot or anything a file system treats specially.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantName(String);
+string_newtype!(TenantName);
+
+impl TenantName {
+    pub const MAX_LEN: usize = 64;
+    /// The tenant of `warden run` and of the embedding API's shorthand methods.
+    pub fn default_tenant() -> TenantName {
+        TenantName("default".to_string())
+    }
+}
+
+impl FromStr for TenantName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        if s.len() > Self::MAX_LEN {
+            return err(format!(
+                "tenant name is longer than {} bytes",
+                Self::MAX_LEN
+            ));
+        }
+        check_label(s, "tenant name")?;
+        Ok(Self(s.to_string()))
+    }
+}
+
 /// An RPC method name: `[A-Za-z_][A-Za-z0-9_.-]*`, at most 64 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MethodName(String);
@@ -192,6 +220,26 @@ mod tests {
         assert!("acme-2".parse::<PublisherName>().is_ok());
         for bad in ["", "acme.corp", "../x", "a/b", "ACME", "-a", "a b"] {
             assert!(bad.parse::<PublisherName>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tenant_names() {
+        assert!("acme".parse::<TenantName>().is_ok());
+        assert_eq!(TenantName::default_tenant().as_str(), "default");
+        let long = "a".repeat(65);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a.b",
+            "a/b",
+            "A",
+            "-a",
+            "a\u{0}",
+            long.as_str(),
+        ] {
+            assert!(bad.parse::<TenantName>().is_err(), "{bad:?}");
         }
     }
 

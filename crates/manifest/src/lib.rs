@@ -8,7 +8,7 @@ pub mod ids;
 pub mod path;
 pub mod strict;
 
-pub use ids::{ExtensionId, MethodName, NameError, PublisherName, SecretName};
+pub use ids::{ExtensionId, MethodName, NameError, PublisherName, SecretName, TenantName};
 pub use path::{BundlePath, GuestPath, PathError};
 pub use strict::TomlError;
 pub mod endpoint;

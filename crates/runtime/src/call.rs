@@ -12,11 +12,11 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::bindings::RpcExtensionPre;
+use crate::caps::CallCaps;
 use crate::capture::{Capture, LogLine, Stream, lines};
-use crate::egress::CallCaps;
 use crate::engine::Runtime;
 use crate::error::CallError;
-use crate::state::{CallState, Denial, Denials};
+use crate::state::{CallState, Denial, Denials, Grant};
 
 /// Captured stdout and stderr per call, each (the rest is dropped and counted).
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
@@ -53,6 +53,8 @@ pub struct CallReport {
     pub logs: Vec<LogLine>,
     /// Capabilities the guest asked for and was denied.
     pub denials: Vec<Denial>,
+    /// Capabilities the guest used, once per (capability, target).
+    pub grants: Vec<Grant>,
     /// The memory budget refused a growth (even if the guest coped with it).
     pub memory_limit_hit: bool,
     /// Outgoing HTTP request and response body bytes.
@@ -87,7 +89,8 @@ impl Call {
             limits.max_response_bytes.bytes(),
             caps,
             Denials::clone(&denials),
-        );
+        )
+        .map_err(CallError::Host)?;
         let mut store = Store::new(rt.engine(), state);
         store.limiter(|s| &mut s.budget);
         let fuel = limits.max_fuel.map(|f| f.get());
@@ -146,7 +149,8 @@ impl Call {
         let (err, err_dropped) = self.stderr.take();
         let mut logs = lines(Stream::Stdout, &out, out_dropped);
         logs.extend(lines(Stream::Stderr, &err, err_dropped));
-        let denials = self.denials.lock().map(|d| d.clone()).unwrap_or_default();
+        let denials = self.denials.denials();
+        let grants = self.denials.grants();
         CallReport {
             duration: self.started.elapsed(),
             fuel,
@@ -155,6 +159,7 @@ impl Call {
             egress_bytes: self.store.data().egress_bytes(),
             logs,
             denials,
+            grants,
         }
     }
 }

@@ -8,16 +8,22 @@
 
 mod bindings;
 pub mod call;
+pub mod caps;
 pub mod capture;
 pub mod egress;
 pub mod engine;
 pub mod error;
+pub mod fs;
+pub mod invoke;
 mod limiter;
 pub mod state;
 
 pub use call::{CallOutcome, CallReport, Prepared, WorldKind};
+pub use caps::CallCaps;
 pub use capture::{LogLine, Stream};
-pub use egress::{CallCaps, Lookup, Resolver, SystemResolver};
+pub use egress::{Lookup, Resolver, SystemResolver};
 pub use engine::{Runtime, RuntimeConfig, engine_config};
 pub use error::{CallError, LoadError};
-pub use state::Denial;
+pub use fs::MountDir;
+pub use invoke::{InvokeError, Invoker};
+pub use state::{Denial, Grant};

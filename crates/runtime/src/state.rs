@@ -9,9 +9,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::bindings::{GuestCallError, warden};
+use crate::bindings::warden;
+use crate::caps::CallCaps;
 use crate::capture::Capture;
-use crate::egress::{CallCaps, EgressHooks};
+use crate::egress::EgressHooks;
+use crate::invoke::Invoker;
 use crate::limiter::MemoryBudget;
 
 /// A capability the guest asked for and did not get.
@@ -26,16 +28,42 @@ pub struct Denial {
     pub reason: Option<String>,
 }
 
-/// Denials are collected while the guest runs and reported with the call's result.
-pub type Denials = Arc<Mutex<Vec<Denial>>>;
+/// A capability use that was allowed: recorded once per (capability, target) per call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub capability: &'static str,
+    pub target: String,
+}
 
+/// What a call was allowed and refused, collected while the guest runs and reported with the
+/// call's result.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    denials: Mutex<Vec<Denial>>,
+    grants: Mutex<Vec<Grant>>,
+}
+
+impl Ledger {
+    pub fn denials(&self) -> Vec<Denial> {
+        self.denials.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    pub fn grants(&self) -> Vec<Grant> {
+        self.grants.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// Shared between a call's Store and the hooks that run on its behalf.
+pub type Denials = Arc<Ledger>;
+
+/// Records a refused capability use.
 pub(crate) fn record(
     denials: &Denials,
     capability: &'static str,
     target: &str,
     reason: Option<String>,
 ) {
-    if let Ok(mut d) = denials.lock() {
+    if let Ok(mut d) = denials.denials.lock() {
         // A guest looping on denied calls must not grow host memory without bound.
         if d.len() < MAX_DENIALS_RECORDED {
             d.push(Denial {
@@ -47,7 +75,20 @@ pub(crate) fn record(
     }
 }
 
-/// Denials kept per call; the rest are counted by the caller as "more".
+/// Records an allowed capability use, once per (capability, target).
+pub(crate) fn allow(ledger: &Denials, capability: &'static str, target: &str) {
+    let target = short(target);
+    if let Ok(mut g) = ledger.grants.lock()
+        && g.len() < MAX_DENIALS_RECORDED
+        && !g
+            .iter()
+            .any(|x| x.capability == capability && x.target == target)
+    {
+        g.push(Grant { capability, target });
+    }
+}
+
+/// Denials (and distinct grants) kept per call; the rest are dropped.
 pub const MAX_DENIALS_RECORDED: usize = 64;
 /// Targets are cut to this many bytes before they are recorded.
 const MAX_TARGET_BYTES: usize = 256;
@@ -66,13 +107,15 @@ pub struct CallState {
     http: WasiHttpCtx,
     hooks: EgressHooks,
     pub(crate) budget: MemoryBudget,
-    denials: Denials,
+    pub(crate) denials: Denials,
     egress_bytes: Arc<AtomicU64>,
+    pub(crate) invoker: Option<Arc<dyn Invoker>>,
 }
 
 impl CallState {
     /// The baseline: no environment, no arguments, no stdin, stdout/stderr captured, no
-    /// preopened directories, no sockets, no name lookups; clocks and random are available.
+    /// sockets, no name lookups; clocks and random are available. Then what `caps` grants: the
+    /// mounts as preopens, the network grant for outgoing HTTP, the invoker.
     pub(crate) fn new(
         stdout: &Capture,
         stderr: &Capture,
@@ -80,7 +123,7 @@ impl CallState {
         max_response: u64,
         caps: &CallCaps,
         denials: Denials,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -88,11 +131,12 @@ impl CallState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .max_random_size(MAX_RANDOM_BYTES);
+        crate::fs::preopen(&mut b, &caps.mounts)?;
         let mut table = ResourceTable::new();
         // A guest creating millions of resources is stopped here rather than by host memory.
         table.set_max_capacity(MAX_RESOURCES);
         let egress_bytes = Arc::new(AtomicU64::new(0));
-        CallState {
+        Ok(CallState {
             table,
             wasi: b.build(),
             http: WasiHttpCtx::new(),
@@ -105,7 +149,8 @@ impl CallState {
             budget: MemoryBudget::new(memory_limit),
             denials,
             egress_bytes,
-        }
+            invoker: caps.invoker.clone(),
+        })
     }
 
     /// Request and response body bytes of this call's outgoing HTTP so far.
@@ -141,25 +186,3 @@ impl WasiHttpView for CallState {
 }
 
 impl warden::extension::types::Host for CallState {}
-
-impl warden::extension::invoke::Host for CallState {
-    /// Calls between extensions come with the capabilities issue; until then every call is
-    /// denied with a typed error and recorded.
-    async fn call(
-        &mut self,
-        extension: String,
-        _method: String,
-        _input: Vec<u8>,
-    ) -> wasmtime::Result<Result<Vec<u8>, GuestCallError>> {
-        record(
-            &self.denials,
-            "invoke",
-            &extension,
-            Some("calls to other extensions are not granted".into()),
-        );
-        Ok(Err(GuestCallError {
-            code: "denied".into(),
-            message: "calls to other extensions are not granted".into(),
-        }))
-    }
-}

@@ -31,7 +31,6 @@ pub mod addr;
 mod body;
 mod resolve;
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
@@ -47,7 +46,8 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 pub use resolve::{Lookup, Resolver, SystemResolver};
 
-use crate::state::{Denials, record};
+use crate::caps::CallCaps;
+use crate::state::{Denials, allow, record};
 use body::Metered;
 
 /// Outgoing requests one call may have in flight at once; more are denied.
@@ -60,33 +60,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time without any response body data, at most.
 pub const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What one call may do beyond computing, as decided by the host. Today: outgoing HTTP.
-#[derive(Clone)]
-pub struct CallCaps {
-    /// The install's effective network grant; `None` denies every request.
-    pub network: Option<Arc<EffectiveNetwork>>,
-    /// How allowed names are resolved (default: the operating system's resolver).
-    pub resolver: Arc<dyn Resolver>,
-}
-
-impl Default for CallCaps {
-    /// Nothing granted; names (if ever) resolved by the system.
-    fn default() -> Self {
-        CallCaps {
-            network: None,
-            resolver: Arc::new(SystemResolver),
-        }
-    }
-}
-
-impl fmt::Debug for CallCaps {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallCaps")
-            .field("network", &self.network)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A request that passed the allowlist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,6 +317,7 @@ impl Job {
         )
         .max(Duration::from_millis(1));
 
+        allow(&self.denials, "http", &self.target.describe());
         // Exactly the checked address: the name is not looked up again.
         let addr = SocketAddr::new(ip, self.target.port);
         let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
@@ -568,6 +542,7 @@ mod tests {
         let caps = CallCaps {
             network: grant.map(Arc::new),
             resolver,
+            ..CallCaps::default()
         };
         let h = EgressHooks::new(&caps, Arc::clone(&denials), Arc::default(), 1024);
         (h, denials)
@@ -606,8 +581,8 @@ mod tests {
             Err(Error::HttpRequestDenied)
         ));
         assert_eq!(resolver.0.load(std::sync::atomic::Ordering::SeqCst), 0);
-        assert_eq!(denials.lock().unwrap().len(), 4);
-        assert_eq!(none_denials.lock().unwrap().len(), 1);
+        assert_eq!(denials.denials().len(), 4);
+        assert_eq!(none_denials.denials().len(), 1);
     }
 
     #[tokio::test]
@@ -623,7 +598,7 @@ mod tests {
         let over = send(&mut h, "http://api.acme.test/").await;
         assert!(matches!(over, Err(Error::HttpRequestDenied)));
         {
-            let d = denials.lock().unwrap();
+            let d = denials.denials();
             assert_eq!(d.len(), 1);
             assert_eq!(d[0].target, "http://api.acme.test:80");
             assert!(d[0].reason.as_deref().unwrap().contains("in flight"));
@@ -633,7 +608,7 @@ mod tests {
         let mut next = send(&mut h, "http://api.acme.test/");
         let polled = futures_poll_once(&mut next).await;
         assert!(polled.is_none(), "admitted, waiting on the resolver");
-        assert_eq!(denials.lock().unwrap().len(), 1);
+        assert_eq!(denials.denials().len(), 1);
     }
 
     /// Polls a future once: `None` if it is still pending.

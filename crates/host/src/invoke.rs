@@ -1,0 +1,134 @@
+//! Calls between extensions, on the host's side: the checks in order, then the callee runs as
+//! its own top-level call would (its own grant, limits, permits and audit records), never with
+//! the caller's capabilities.
+//!
+//! 1. The target must be a valid extension id in the caller's effective `calls` (declared in
+//!    its manifest, granted, allowed by policy).
+//! 2. No cycle (the target is not already on the chain) and at most [`MAX_CALL_DEPTH`] calls deep.
+//! 3. The target is loaded for the same tenant, and is an rpc extension.
+//! 4. The [`Authorizer`](crate::Authorizer) agrees.
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use warden_manifest::ExtensionId;
+use warden_runtime::{CallError, InvokeError, Invoker, WorldKind};
+
+use crate::authorize::CallRequest;
+use crate::host::{Inner, Loaded};
+
+/// Calls on the stack at most, counting the top-level one: A → B → C → D.
+pub const MAX_CALL_DEPTH: usize = 4;
+
+pub(crate) struct HostInvoker {
+    host: Weak<Inner>,
+    caller: Arc<Loaded>,
+    /// Extensions calling the caller, outermost first (the caller itself not included).
+    chain: Arc<[ExtensionId]>,
+}
+
+impl HostInvoker {
+    pub(crate) fn new(host: Weak<Inner>, caller: Arc<Loaded>, chain: Arc<[ExtensionId]>) -> Self {
+        HostInvoker {
+            host,
+            caller,
+            chain,
+        }
+    }
+}
+
+fn denied(reason: impl Into<String>) -> InvokeError {
+    InvokeError::Denied {
+        reason: reason.into(),
+    }
+}
+
+#[async_trait]
+impl Invoker for HostInvoker {
+    async fn invoke(
+        &self,
+        extension: &str,
+        method: &str,
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>, InvokeError> {
+        let caller = &self.caller.info;
+        let Ok(callee) = extension.parse::<ExtensionId>() else {
+            return Err(denied("not a valid extension id"));
+        };
+        if !caller.effective.calls.contains(&callee) {
+            return Err(denied(format!(
+                "{} may not call {callee}: not declared in permissions.calls or not granted",
+                caller.id
+            )));
+        }
+        if callee == caller.id || self.chain.contains(&callee) {
+            return Err(denied(format!(
+                "{callee} is already on the call chain (cycle)"
+            )));
+        }
+        let depth = self.chain.len() + 1;
+        if depth >= MAX_CALL_DEPTH {
+            return Err(denied(format!(
+                "calls between extensions may nest at most {MAX_CALL_DEPTH} deep"
+            )));
+        }
+        let Some(host) = self.host.upgrade() else {
+            return Err(denied("the host is shutting down"));
+        };
+        let Some(target) = host.get(&caller.tenant, &callee) else {
+            return Err(InvokeError::Failed {
+                code: "not-found".into(),
+                message: format!("{callee} is not loaded"),
+            });
+        };
+        if target.info.kind != WorldKind::Rpc {
+            return Err(InvokeError::Failed {
+                code: "invalid".into(),
+                message: format!("{callee} is an http extension and has no methods"),
+            });
+        }
+        host.authorizer
+            .authorize_call(&CallRequest {
+                tenant: &caller.tenant,
+                caller: &caller.id,
+                callee: &callee,
+                method,
+                depth,
+            })
+            .map_err(denied)?;
+        let mut chain: Vec<ExtensionId> = self.chain.to_vec();
+        chain.push(caller.id.clone());
+        match host
+            .call_rpc(&caller.tenant, &callee, method, &input, chain.into())
+            .await
+        {
+            Ok(called) => Ok(called.value),
+            Err(f) => Err(failed(f.error)),
+        }
+    }
+}
+
+/// What the calling guest sees of the callee's failure: its own error as is, anything else as a
+/// short code (the callee's audit record has the detail).
+fn failed(e: CallError) -> InvokeError {
+    let code = match &e {
+        CallError::Extension { code, message } => {
+            return InvokeError::Failed {
+                code: code.clone(),
+                message: message.clone(),
+            };
+        }
+        CallError::Timeout(_) => "timeout",
+        CallError::MemoryLimit(_) => "memory-limit",
+        CallError::FuelExhausted(_) => "fuel-exhausted",
+        CallError::TooLarge { .. } => "too-large",
+        CallError::Busy(_) => "busy",
+        CallError::Trap(_) => "trap",
+        CallError::Invalid(_) => "invalid",
+        CallError::Host(_) => "host-error",
+    };
+    InvokeError::Failed {
+        code: code.into(),
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,45 @@
+//! What one call may do beyond computing, as decided by the host: one field per capability.
+//! Each capability's enforcement lives in its own module; absent means denied.
+
+use std::fmt;
+use std::sync::Arc;
+
+use warden_manifest::EffectiveNetwork;
+
+use crate::egress::{Resolver, SystemResolver};
+use crate::fs::MountDir;
+use crate::invoke::Invoker;
+
+#[derive(Clone)]
+pub struct CallCaps {
+    /// The install's effective network grant; `None` denies every request, socket and lookup.
+    pub network: Option<Arc<EffectiveNetwork>>,
+    /// How allowed names are resolved (default: the operating system's resolver).
+    pub resolver: Arc<dyn Resolver>,
+    /// Host folders preopened for the guest (see [`crate::fs`]); empty = no file system.
+    pub mounts: Arc<[MountDir]>,
+    /// Calls to other extensions (see [`crate::invoke`]); `None` denies every call.
+    pub invoker: Option<Arc<dyn Invoker>>,
+}
+
+impl Default for CallCaps {
+    /// Nothing granted; names (if ever) resolved by the system.
+    fn default() -> Self {
+        CallCaps {
+            network: None,
+            resolver: Arc::new(SystemResolver),
+            mounts: Arc::new([]),
+            invoker: None,
+        }
+    }
+}
+
+impl fmt::Debug for CallCaps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallCaps")
+            .field("network", &self.network)
+            .field("mounts", &self.mounts)
+            .field("invoker", &self.invoker.is_some())
+            .finish_non_exhaustive()
+    }
+}
