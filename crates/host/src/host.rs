@@ -17,6 +17,8 @@ use warden_runtime::{
 use crate::authorize::{Authorizer, LoadRequest, ManifestAuthorizer};
 use crate::ids::RequestIds;
 use crate::invoke::HostInvoker;
+use warden_kv::{KvBackend, MemoryKv, Quota, SqliteKv};
+use warden_runtime::KvAccess;
 use warden_trust::{Envelope, TrustBundle, Verified, verify};
 
 /// Why loading failed. Every variant is also written to the audit log.
@@ -42,6 +44,8 @@ pub enum HostError {
     Setup(String),
     #[error("the load is refused: {0}")]
     Refused(String),
+    #[error("secrets: {0}")]
+    Secret(#[from] warden_secrets::SecretError),
 }
 
 /// Why a call failed, with the request id of its audit record.
@@ -96,9 +100,24 @@ pub struct HostBuilder {
     caps: Caps,
     resolver: Option<Arc<dyn Resolver>>,
     authorizer: Option<Arc<dyn Authorizer>>,
+    kv: Option<Arc<dyn KvBackend>>,
+    kv_quota: Option<Quota>,
 }
 
 impl HostBuilder {
+    /// Where extensions' key-value data lives (default: SQLite at `DATA/warden.db`, or memory
+    /// without a data dir).
+    pub fn kv_backend(mut self, backend: Arc<dyn KvBackend>) -> Self {
+        self.kv = Some(backend);
+        self
+    }
+
+    /// The key-value quota of each (tenant, extension) (default: the policy's `[policy.kv]`).
+    pub fn kv_quota(mut self, quota: Quota) -> Self {
+        self.kv_quota = Some(quota);
+        self
+    }
+
     /// Decides loads and calls between extensions beyond manifests and policy (default:
     /// [`ManifestAuthorizer`], which adds nothing).
     pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
@@ -163,6 +182,16 @@ impl HostBuilder {
             ..RuntimeConfig::default()
         };
         let runtime = Runtime::new(config)?;
+        let secrets = Arc::new(crate::secrets::HostSecrets::open(self.data_dir.as_deref())?);
+        let kv: Arc<dyn KvBackend> = match (self.kv, &self.data_dir) {
+            (Some(kv), _) => kv,
+            (None, Some(dir)) => Arc::new(
+                SqliteKv::open(&dir.join("warden.db"))
+                    .map_err(|e| HostError::Setup(format!("key-value store: {e}")))?,
+            ),
+            (None, None) => Arc::new(MemoryKv::new()),
+        };
+        let kv_quota = self.kv_quota.unwrap_or(Quota::from(self.policy.kv));
         Ok(Host {
             inner: Arc::new(Inner {
                 runtime: Arc::new(runtime),
@@ -175,6 +204,9 @@ impl HostBuilder {
                     .authorizer
                     .unwrap_or_else(|| Arc::new(ManifestAuthorizer)),
                 data_dir: self.data_dir,
+                secrets,
+                kv,
+                kv_quota,
                 extensions: RwLock::default(),
                 prepared: RwLock::default(),
                 ids: RequestIds::new(),
@@ -231,6 +263,9 @@ pub(crate) struct Inner {
     resolver: Arc<dyn Resolver>,
     pub(crate) authorizer: Arc<dyn Authorizer>,
     data_dir: Option<PathBuf>,
+    pub(crate) secrets: Arc<crate::secrets::HostSecrets>,
+    kv: Arc<dyn KvBackend>,
+    kv_quota: Quota,
     extensions: RwLock<HashMap<(TenantName, ExtensionId), Arc<Loaded>>>,
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
@@ -239,8 +274,8 @@ pub(crate) struct Inner {
 
 /// One tenant's view of a [`Host`]: what it loads and calls is its own.
 pub struct Tenant<'h> {
-    inner: &'h Arc<Inner>,
-    name: TenantName,
+    pub(crate) inner: &'h Arc<Inner>,
+    pub(crate) name: TenantName,
 }
 
 impl Host {
@@ -403,6 +438,7 @@ impl Tenant<'_> {
                 inner.data_dir.as_deref(),
                 &self.name,
                 &ext.id,
+                bundle,
                 &eff.mounts,
             )?;
             let prepared = inner.prepare(&verified)?;
@@ -423,6 +459,17 @@ impl Tenant<'_> {
                 resolver: Arc::clone(&inner.resolver),
                 mounts: mounts.into(),
                 invoker: None,
+                secrets: inner
+                    .secrets
+                    .access(&self.name, &info.id, &info.effective.secrets),
+                kv: info.effective.kv.then(|| {
+                    KvAccess::new(
+                        Arc::clone(&inner.kv),
+                        self.name.clone(),
+                        info.id.clone(),
+                        inner.kv_quota,
+                    )
+                }),
             };
             let loaded = Loaded {
                 record: Record::new(Event::Call, "")
@@ -612,7 +659,7 @@ impl Inner {
         let id = self.ids.next();
         let report = outcome.report;
         for line in &report.logs {
-            tracing::info!(target: "warden::guest", request_id = %id, tenant = %ext.info.tenant, extension = %ext.info.id, stream = ?line.stream, "{}", line.text);
+            tracing::info!(target: "warden::guest", request_id = %id, tenant = %ext.info.tenant, extension = %ext.info.id, stream = line.stream.label(), context = line.context.as_deref().unwrap_or(""), "{}", line.text);
         }
         for grant in &report.grants {
             let r = base_record(ext, Event::Grant, &id)

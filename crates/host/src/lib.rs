@@ -18,18 +18,26 @@
 //! Defaults ([`HostBuilder`]): no trusted publishers (every load fails until [`HostBuilder::trust`]
 //! is given), the default [`Policy`] (standard profile, relaxed ceilings, no private networks),
 //! audit records kept in memory unless a data dir or sink is given, no compile cache on disk
-//! unless a data dir is given.
+//! unless a data dir is given; key-value data in SQLite at `DATA/warden.db` (in memory without a
+//! data dir) with the quota of the policy's `[policy.kv]`; secrets encrypted in `DATA/warden.db`
+//! under the key file `DATA/secret.key` (created on first start; in memory with a random key
+//! without a data dir), readable only by the installs they are granted to.
 
 mod authorize;
 mod host;
 mod ids;
 mod invoke;
 mod mounts;
+mod secrets;
 
 pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
 pub use host::{CallFailure, Called, ExtensionInfo, Host, HostBuilder, HostError, Tenant};
 pub use invoke::MAX_CALL_DEPTH;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
-pub use warden_manifest::{ExtensionId, Grant, Policy, TenantName};
-pub use warden_runtime::{CallError, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind};
+pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota, SqliteKv};
+pub use warden_manifest::{ExtensionId, Grant, Policy, SecretName, TenantName};
+pub use warden_runtime::{
+    CallError, LogLevel, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind,
+};
+pub use warden_secrets::{SecretError, SecretValue};
 pub use warden_trust::TrustBundle;

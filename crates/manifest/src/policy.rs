@@ -67,6 +67,33 @@ pub struct Policy {
     pub capabilities: Vec<Capability>,
     /// Non-public ranges an allowed host may still resolve to.
     pub allow_networks: Vec<IpNet>,
+    /// Key-value quota of each (tenant, extension) (`[policy.kv]`).
+    pub kv: KvLimits,
+}
+
+/// The key-value quota of each (tenant, extension), across its buckets; an entry counts as its
+/// key's bytes plus its value's bytes. `[policy.kv]`: `max_key_bytes`, `max_value_bytes`,
+/// `max_keys`, `max_total_bytes`.
+///
+/// Defaults: 1KiB keys, 1MiB values, 10000 keys, 64MiB in all: enough for state and caches,
+/// small enough that one extension cannot fill the host's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    pub max_key_bytes: ByteSize,
+    pub max_value_bytes: ByteSize,
+    pub max_keys: u64,
+    pub max_total_bytes: ByteSize,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        KvLimits {
+            max_key_bytes: ByteSize::kib(1),
+            max_value_bytes: ByteSize::mib(1),
+            max_keys: 10_000,
+            max_total_bytes: ByteSize::mib(64),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +122,7 @@ impl Default for Policy {
             },
             capabilities: Capability::ALL.to_vec(),
             allow_networks: Vec::new(),
+            kv: KvLimits::default(),
         }
     }
 }
@@ -211,6 +239,22 @@ impl Policy {
                 }
                 p.allow_networks = nets;
             }
+            if let Some(v) = t.get("kv") {
+                let kv = v.as_table()?;
+                if let Some(v) = kv.get("max_key_bytes") {
+                    p.kv.max_key_bytes = v.parse()?;
+                }
+                if let Some(v) = kv.get("max_value_bytes") {
+                    p.kv.max_value_bytes = v.parse()?;
+                }
+                if let Some(v) = kv.get("max_keys") {
+                    p.kv.max_keys = v.as_u64()?;
+                }
+                if let Some(v) = kv.get("max_total_bytes") {
+                    p.kv.max_total_bytes = v.parse()?;
+                }
+                kv.finish_ref()?;
+            }
             t.finish_ref()?;
         }
         root.finish()?;
@@ -252,5 +296,30 @@ allow_networks = ["10.20.0.0/16"]
         assert!(Policy::parse("[server]\n").is_err());
         assert!(Policy::parse("[policy]\ncapabilities = [\"root\"]\n").is_err());
         assert_eq!(Policy::parse("").unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn kv_quota() {
+        let p = Policy::parse(
+            "[policy.kv]\nmax_key_bytes = \"256B\"\nmax_value_bytes = \"64KiB\"\nmax_keys = 100\nmax_total_bytes = \"1MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.kv,
+            KvLimits {
+                max_key_bytes: ByteSize(256),
+                max_value_bytes: ByteSize::kib(64),
+                max_keys: 100,
+                max_total_bytes: ByteSize::mib(1),
+            }
+        );
+        let p = Policy::parse("[policy.kv]\nmax_keys = 5\n").unwrap();
+        assert_eq!(p.kv.max_value_bytes, KvLimits::default().max_value_bytes);
+        let e = Policy::parse("[policy.kv]\nmax_kyes = 5\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("policy.kv.max_kyes", 2));
+        let e = Policy::parse("[policy.kv]\nmax_keys = \"many\"\n").unwrap_err();
+        assert_eq!(e.key, "policy.kv.max_keys");
+        assert!(Policy::parse("[policy.kv]\nmax_value_bytes = \"1 lot\"\n").is_err());
+        assert!(Policy::parse("[policy]\nkv = 1\n").is_err());
     }
 }

@@ -140,17 +140,46 @@ impl Call {
         }
     }
 
+    /// The outcome to hand back: the error redacted like the report.
+    fn finish<T>(self, result: Result<T, CallError>) -> CallOutcome<T> {
+        let result = result.map_err(|e| self.store.data().secrets.redactor.error(e));
+        CallOutcome {
+            result,
+            report: self.report(),
+        }
+    }
+
     fn report(self) -> CallReport {
         let fuel = self.fuel.and_then(|given| {
             let left = self.store.get_fuel().ok()?;
             Some(given.saturating_sub(left))
         });
+        // Secret values handed to the guest never leave the runtime: see `crate::redact`.
+        let redactor = &self.store.data().secrets.redactor;
         let (out, out_dropped) = self.stdout.take();
         let (err, err_dropped) = self.stderr.take();
-        let mut logs = lines(Stream::Stdout, &out, out_dropped);
-        logs.extend(lines(Stream::Stderr, &err, err_dropped));
-        let denials = self.denials.denials();
-        let grants = self.denials.grants();
+        let mut logs = lines(Stream::Stdout, &redactor.bytes(&out), out_dropped);
+        logs.extend(lines(Stream::Stderr, &redactor.bytes(&err), err_dropped));
+        logs.extend(self.store.data().logs.lines(redactor));
+        let denials = self
+            .denials
+            .denials()
+            .into_iter()
+            .map(|d| Denial {
+                target: redactor.text(&d.target),
+                reason: d.reason.map(|r| redactor.text(&r)),
+                ..d
+            })
+            .collect();
+        let grants = self
+            .denials
+            .grants()
+            .into_iter()
+            .map(|g| Grant {
+                target: redactor.text(&g.target),
+                ..g
+            })
+            .collect();
         CallReport {
             duration: self.started.elapsed(),
             fuel,
@@ -241,10 +270,7 @@ impl Prepared {
             }
             Ok(Ok(Ok(out))) => Ok(out),
         };
-        CallOutcome {
-            result,
-            report: call.report(),
-        }
+        call.finish(result)
     }
 
     /// Sends one HTTP request to `wasi:http/incoming-handler` in a fresh instance, with `caps`
@@ -289,10 +315,7 @@ impl Prepared {
             Ok(Err(Failure::Call(e))) => Err(e),
             Ok(Ok(resp)) => Ok(resp),
         };
-        CallOutcome {
-            result,
-            report: call.report(),
-        }
+        call.finish(result)
     }
 }
 

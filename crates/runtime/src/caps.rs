@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use warden_manifest::EffectiveNetwork;
 
+use crate::config::SecretAccess;
 use crate::egress::{Resolver, SystemResolver};
 use crate::fs::MountDir;
 use crate::invoke::Invoker;
+use crate::kv::KvAccess;
 
 #[derive(Clone)]
 pub struct CallCaps {
@@ -20,6 +22,10 @@ pub struct CallCaps {
     pub mounts: Arc<[MountDir]>,
     /// Calls to other extensions (see [`crate::invoke`]); `None` denies every call.
     pub invoker: Option<Arc<dyn Invoker>>,
+    /// The install's granted secrets (see [`crate::config`]); `None` denies every `get`.
+    pub secrets: Option<SecretAccess>,
+    /// The install's key-value store (see [`crate::kv`]); `None` denies every `open`.
+    pub kv: Option<KvAccess>,
 }
 
 impl Default for CallCaps {
@@ -30,6 +36,8 @@ impl Default for CallCaps {
             resolver: Arc::new(SystemResolver),
             mounts: Arc::new([]),
             invoker: None,
+            secrets: None,
+            kv: None,
         }
     }
 }
@@ -40,6 +48,9 @@ impl fmt::Debug for CallCaps {
             .field("network", &self.network)
             .field("mounts", &self.mounts)
             .field("invoker", &self.invoker.is_some())
+            // Names only: values are read per call and never held here.
+            .field("secrets", &self.secrets)
+            .field("kv", &self.kv)
             .finish_non_exhaustive()
     }
 }

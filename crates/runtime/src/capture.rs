@@ -116,12 +116,52 @@ impl tokio::io::AsyncWrite for Capture {
 pub enum Stream {
     Stdout,
     Stderr,
+    /// `wasi:logging`, with the level the guest gave.
+    Log(LogLevel),
 }
 
-/// One line of guest output, escaped so it cannot forge log lines or terminal sequences.
+impl Stream {
+    /// `stdout`, `stderr`, or `log` followed by the level (`log:info`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Log(l) => l.label(),
+        }
+    }
+}
+
+/// A `wasi:logging` level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub fn label(&self) -> &'static str {
+        match self {
+            LogLevel::Trace => "log:trace",
+            LogLevel::Debug => "log:debug",
+            LogLevel::Info => "log:info",
+            LogLevel::Warn => "log:warn",
+            LogLevel::Error => "log:error",
+            LogLevel::Critical => "log:critical",
+        }
+    }
+}
+
+/// One line of guest output, escaped so it cannot forge log lines or terminal sequences, with
+/// secret values handed to the call redacted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub stream: Stream,
+    /// `wasi:logging` only: the context the guest gave (escaped, capped).
+    pub context: Option<String>,
     pub text: String,
 }
 
@@ -132,12 +172,14 @@ pub fn lines(stream: Stream, bytes: &[u8], dropped: u64) -> Vec<LogLine> {
         .filter(|l| !l.is_empty())
         .map(|l| LogLine {
             stream,
+            context: None,
             text: escape(l),
         })
         .collect();
     if dropped > 0 {
         out.push(LogLine {
             stream,
+            context: None,
             text: format!("[{dropped} more bytes dropped: output cap reached]"),
         });
     }

@@ -188,6 +188,11 @@ fn linker(engine: &Engine) -> Result<Linker<CallState>, LoadError> {
     let mut l = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut l).map_err(err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l).map_err(err)?;
+    crate::sockets::add_to_linker(&mut l).map_err(err)?;
+    crate::egress::handler::add_to_linker(&mut l).map_err(err)?;
+    crate::kv::add_to_linker(&mut l).map_err(err)?;
+    crate::config::add_to_linker(&mut l).map_err(err)?;
+    crate::logging::add_to_linker(&mut l).map_err(err)?;
     RpcExtension::add_to_linker::<_, HasSelf<CallState>>(&mut l, |s| s).map_err(err)?;
     Ok(l)
 }

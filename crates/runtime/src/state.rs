@@ -110,6 +110,10 @@ pub struct CallState {
     pub(crate) denials: Denials,
     egress_bytes: Arc<AtomicU64>,
     pub(crate) invoker: Option<Arc<dyn Invoker>>,
+    pub(crate) secrets: crate::config::SecretsState,
+    pub(crate) logs: crate::logging::LogCapture,
+    pub(crate) kv: Option<crate::kv::KvAccess>,
+    pub(crate) sockets_policy: crate::sockets::SocketPolicy,
 }
 
 impl CallState {
@@ -127,14 +131,18 @@ impl CallState {
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout.clone())
             .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
             .max_random_size(MAX_RANDOM_BYTES);
-        crate::fs::preopen(&mut b, &caps.mounts)?;
+        let sockets_policy = crate::sockets::SocketPolicy::new(
+            caps.network.clone(),
+            Arc::clone(&caps.resolver),
+            Arc::clone(&denials),
+        );
+        sockets_policy.install(&mut b);
+        crate::fs::preopen(&mut b, &caps.mounts, &denials)?;
         let mut table = ResourceTable::new();
         // A guest creating millions of resources is stopped here rather than by host memory.
         table.set_max_capacity(MAX_RESOURCES);
+        crate::egress::handler::install(&mut table, caps.network.clone(), Arc::clone(&denials))?;
         let egress_bytes = Arc::new(AtomicU64::new(0));
         Ok(CallState {
             table,
@@ -150,6 +158,10 @@ impl CallState {
             denials,
             egress_bytes,
             invoker: caps.invoker.clone(),
+            secrets: crate::config::SecretsState::new(caps.secrets.clone()),
+            logs: crate::logging::LogCapture::default(),
+            kv: caps.kv.clone(),
+            sockets_policy,
         })
     }
 

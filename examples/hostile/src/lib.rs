@@ -19,6 +19,11 @@
 //! | `net`     | -              | TCP connect and DNS lookup: both must be denied                   |
 //! | `egress`  | URL or host    | outgoing wasi:http GET: checked against the grant, capped, audited |
 //! | `invoke`  | extension id   | calls another extension: denied (typed error) and audited         |
+//! | `egress-many` | `N URL`    | N outgoing requests in one call (the denied-egress benchmark)     |
+//! | `sock`    | `HOST:PORT [N]`| TCP connect through wasi:sockets (lookup, then connect), N times   |
+//! | `lookup`  | name           | wasi:sockets name lookup                                          |
+//! | `listen`  | -              | bind + listen: always refused                                     |
+//! | `udp`     | `HOST:PORT`    | one UDP datagram: always refused                                  |
 //! | `random`  | bytes          | asks WASI for that many random bytes: the host caps the request   |
 //!
 //! The release profile uses `panic = "abort"`, so every "graceful" path here avoids panicking:
@@ -61,6 +66,11 @@ impl Guest for Hostile {
                 format!("random={}", wasip2::random::random::get_random_bytes(n).len())
             }
             "egress" => egress(&String::from_utf8_lossy(&input)),
+            "egress-many" => egress_many(&String::from_utf8_lossy(&input)),
+            "sock" => sock(&String::from_utf8_lossy(&input)),
+            "lookup" => lookup(&String::from_utf8_lossy(&input)),
+            "listen" => listen(),
+            "udp" => udp(&String::from_utf8_lossy(&input)),
             "invoke" => match warden::extension::invoke::call(&String::from_utf8_lossy(&input), "echo", b"{}") {
                 Ok(_) => "invoke=ok".into(),
                 Err(e) => format!("invoke=err:{}", e.code),
@@ -216,6 +226,75 @@ fn net() -> String {
         Err(e) => format!("err:{:?}", e.kind()),
     };
     format!("tcp={tcp} dns={dns}")
+}
+
+/// `sock`: input `HOST:PORT` or `HOST:PORT ATTEMPTS`; connects with std (wasi:sockets name lookup,
+/// then TCP connect to each resolved address in turn), sends `ping` and reads what comes back.
+/// `sock=ok:REPLY` or `sock=err:KIND`; with ATTEMPTS, connects that many times and reports each.
+fn sock(input: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut words = input.split_whitespace();
+    let target = words.next().unwrap_or("");
+    let attempts: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let mut out = Vec::new();
+    for _ in 0..attempts.min(16) {
+        let r = std::net::TcpStream::connect(target).and_then(|mut s| {
+            s.write_all(b"ping")?;
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf)?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        });
+        out.push(match r {
+            Ok(reply) => format!("sock=ok:{reply}"),
+            Err(e) => format!("sock=err:{:?}", e.kind()),
+        });
+    }
+    out.join(" ")
+}
+
+/// `egress-many`: input `N URL`; sends N outgoing requests (for the denied-egress benchmark) and
+/// counts how they ended: `denied=D other=O`.
+fn egress_many(input: &str) -> String {
+    let (n, url) = input.trim().split_once(' ').unwrap_or(("0", ""));
+    let n: u32 = n.parse().unwrap_or(0);
+    let (mut denied, mut other) = (0u32, 0u32);
+    for _ in 0..n {
+        if egress(url) == "egress=err:ErrorCode::HttpRequestDenied" {
+            denied += 1;
+        } else {
+            other += 1;
+        }
+    }
+    format!("denied={denied} other={other}")
+}
+
+/// `lookup`: input `NAME`; resolves it (wasi:sockets/ip-name-lookup) and lists the addresses.
+fn lookup(name: &str) -> String {
+    use std::net::ToSocketAddrs as _;
+    match (name.trim(), 0).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+            format!("lookup=ok:{}", addrs.join(","))
+        }
+        Err(e) => format!("lookup=err:{:?}", e.kind()),
+    }
+}
+
+/// `listen`: tries to accept connections (bind + listen on a wildcard address).
+fn listen() -> String {
+    match std::net::TcpListener::bind("0.0.0.0:0") {
+        Ok(l) => format!("listen=ok:{:?}", l.local_addr().ok()),
+        Err(e) => format!("listen=err:{:?}", e.kind()),
+    }
+}
+
+/// `udp`: input `HOST:PORT`; sends one datagram there.
+fn udp(target: &str) -> String {
+    let r = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.send_to(b"ping", target.trim()));
+    match r {
+        Ok(n) => format!("udp=ok:{n}"),
+        Err(e) => format!("udp=err:{:?}", e.kind()),
+    }
 }
 
 /// `egress`: an outgoing HTTP GET through wasi:http; reports what came back.

@@ -8,6 +8,8 @@ mod run;
 mod sign;
 mod verify;
 
+pub use run::UsageError;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,8 @@ struct Signed {
     sig: Option<PathBuf>,
 }
 
+// Parsed once per process: the size of the largest variant (`run`) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Create an Ed25519 signing key for a publisher.
@@ -102,6 +106,10 @@ enum Command {
         /// What the operator grants: all, none, or a list like kv,secret:TOKEN,network:api.acme.com.
         #[arg(long, value_name = "all|none|LIST", default_value = "none")]
         grant: String,
+        /// A secret for this run only, NAME=VALUE or NAME=@FILE (repeatable; never echoed or
+        /// stored). Prefer @FILE: other local users can see command lines.
+        #[arg(long, value_name = "NAME=VALUE")]
+        secret: Vec<String>,
         /// rpc: the method to call.
         #[arg(long, value_name = "METHOD")]
         call: Option<String>,
@@ -150,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             config,
             grant,
+            secret,
             call,
             input,
             http,
@@ -157,6 +166,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             body,
         } => {
             let grant = grant.parse().map_err(|e| anyhow::anyhow!("--grant: {e}"))?;
+            let secrets = secret
+                .iter()
+                .map(|s| run::parse_secret(s))
+                .collect::<anyhow::Result<_>>()?;
             let invocation = match (call, http) {
                 (Some(method), _) => run::Invocation::Call {
                     method,
@@ -188,6 +201,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 data,
                 config,
                 grant,
+                secrets,
                 invocation,
             })
         }

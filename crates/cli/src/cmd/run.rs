@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use warden_host::{Grant, Host, Policy, Stream, TrustBundle};
+use warden_host::{Grant, Host, Policy, SecretName, SecretValue, TenantName, TrustBundle};
 use warden_runtime::LogLine;
 
 use crate::files::read_bounded;
@@ -31,7 +31,54 @@ pub struct RunArgs {
     pub data: PathBuf,
     pub config: Option<PathBuf>,
     pub grant: Grant,
+    /// `--secret` values for this run only: never written to the data dir, never echoed.
+    pub secrets: Vec<(SecretName, SecretValue)>,
     pub invocation: Invocation,
+}
+
+/// A mistake in the command line (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses `--secret NAME=VALUE` or `NAME=@FILE` (a regular file of at most
+/// [`warden_secrets::MAX_SECRET_BYTES`]; one trailing newline is dropped, as `echo` adds one).
+/// Errors never quote the value, nor a name that failed to parse (it may be a value typed in
+/// the wrong place).
+pub fn parse_secret(arg: &str) -> Result<(SecretName, SecretValue)> {
+    let usage = |m: &str| anyhow!(UsageError(format!("--secret {m}")));
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| usage("takes NAME=VALUE or NAME=@FILE"))?;
+    let name: SecretName = name.parse().map_err(|_| {
+        usage("NAME (before '=') must be 1 to 128 characters of A-Z, a-z, 0-9 and '_'")
+    })?;
+    let value = match value.strip_prefix('@') {
+        Some(path) => {
+            let mut bytes = read_bounded(
+                std::path::Path::new(path),
+                warden_secrets::MAX_SECRET_BYTES as u64 + 2,
+            )
+            .with_context(|| format!("--secret {name}"))?;
+            if bytes.ends_with(b"\n") {
+                bytes.pop();
+                if bytes.ends_with(b"\r") {
+                    bytes.pop();
+                }
+            }
+            SecretValue::from_bytes(bytes)
+        }
+        None => SecretValue::new(value.to_string()),
+    }
+    .map_err(|e| usage(&format!("{name}: {e}")))?;
+    Ok((name, value))
 }
 
 /// A request body or input file is read whole; this bounds it before the extension's own limit.
@@ -66,6 +113,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let info = host
         .load_file(&args.bundle, args.sig.as_deref(), &args.grant)
         .with_context(|| format!("loading {}", args.bundle.display()))?;
+    if !args.secrets.is_empty() {
+        give_secrets(&host, &args.bundle, &info.id, args.secrets)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,13 +169,42 @@ pub fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Hands the `--secret` values to the loaded extension for this run. A name its manifest does
+/// not declare is a usage error naming only the name; a declared but ungranted one is passed
+/// on and denied at call time like any other (and audited).
+fn give_secrets(
+    host: &Host,
+    bundle: &std::path::Path,
+    id: &warden_host::ExtensionId,
+    secrets: Vec<(SecretName, SecretValue)>,
+) -> Result<()> {
+    // The verified bundle stays inside the host; its manifest's names are read again here,
+    // only to check the command line (the runtime enforces the grant either way).
+    let declared = warden_bundle::Bundle::read_file(bundle, &warden_bundle::Caps::default())
+        .with_context(|| format!("reading {}", bundle.display()))?
+        .manifest()
+        .permissions
+        .secrets
+        .clone();
+    let tenant = host.tenant(&TenantName::default_tenant());
+    for (name, value) in secrets {
+        if !declared.contains(&name) {
+            return Err(anyhow!(UsageError(format!(
+                "--secret {name}: {id} does not declare a secret named {name} (permissions.secrets)"
+            ))));
+        }
+        tenant.put_transient_secret(id, &name, value)?;
+    }
+    Ok(())
+}
+
 fn show_logs(logs: &[LogLine]) {
     for l in logs {
-        let s = match l.stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        };
-        eprintln!("[extension {s}] {}", l.text);
+        let s = l.stream.label();
+        match &l.context {
+            Some(c) if !c.is_empty() => eprintln!("[extension {s}] {c}: {}", l.text),
+            _ => eprintln!("[extension {s}] {}", l.text),
+        }
     }
 }
 

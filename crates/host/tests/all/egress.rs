@@ -93,14 +93,14 @@ fn reply(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
 /// Resolves names from a table; each name has a list of answers, one per lookup (the last one
 /// repeats), and `*` answers any other name. Counts lookups.
 #[derive(Default)]
-struct FakeResolver {
+pub(crate) struct FakeResolver {
     table: HashMap<String, Vec<Vec<IpAddr>>>,
     calls: AtomicUsize,
     seen: Mutex<HashMap<String, usize>>,
 }
 
 impl FakeResolver {
-    fn new(entries: &[(&str, &[&[&str]])]) -> Arc<FakeResolver> {
+    pub(crate) fn new(entries: &[(&str, &[&[&str]])]) -> Arc<FakeResolver> {
         let table = entries
             .iter()
             .map(|(name, answers)| {
@@ -117,7 +117,7 @@ impl FakeResolver {
         })
     }
 
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 }
@@ -140,12 +140,12 @@ impl Resolver for FakeResolver {
     }
 }
 
-fn allow_loopback() -> Policy {
+pub(crate) fn allow_loopback() -> Policy {
     Policy::parse("[policy]\nallow_networks = [\"127.0.0.0/8\"]\n").unwrap()
 }
 
 /// hostile's manifest, asking for network access to `hosts` on `ports`.
-fn network(hosts: &[&str], ports: &[u16]) -> impl Fn(String) -> String {
+pub(crate) fn network(hosts: &[&str], ports: &[u16]) -> impl Fn(String) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
     let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
     let section = format!(

@@ -4,5 +4,10 @@
 
 mod calls;
 mod egress;
+mod fs;
 mod hostile;
+mod invoke;
+mod kv;
+mod secrets;
+mod sockets;
 mod support;

@@ -33,20 +33,28 @@ impl Lab {
 
     /// A lab whose host resolves names with `resolver` (default: the system's).
     pub fn with_resolver(policy: Policy, resolver: Option<Arc<dyn Resolver>>) -> Lab {
+        Lab::with_builder(policy, |b| match resolver {
+            Some(r) => b.resolver(r),
+            None => b,
+        })
+    }
+
+    /// A lab whose host builder is finished by `finish` (after trust, policy, data dir, audit).
+    pub fn with_builder(
+        policy: Policy,
+        finish: impl FnOnce(warden_host::HostBuilder) -> warden_host::HostBuilder,
+    ) -> Lab {
         let dir = TempDir::new().unwrap();
         let key = SigningKey::generate();
         let trust_text = publisher_entry(&"warden-examples".parse().unwrap(), &key.public_key());
         let trust = TrustBundle::parse(&trust_text).unwrap();
         let audit = Arc::new(MemoryAudit::default());
-        let mut builder = Host::builder()
+        let builder = Host::builder()
             .trust(trust)
             .policy(policy)
             .data_dir(dir.path().join("data"))
             .audit(audit.clone());
-        if let Some(r) = resolver {
-            builder = builder.resolver(r);
-        }
-        let host = builder.build().unwrap();
+        let host = finish(builder).build().unwrap();
         Lab {
             dir,
             key,
@@ -80,6 +88,9 @@ impl Lab {
         fs::create_dir_all(&stage).unwrap();
         fs::write(stage.join("extension.toml"), manifest).unwrap();
         fs::copy(&wasm, stage.join("extension.wasm")).unwrap();
+        if src.join("assets").is_dir() {
+            copy_tree(&src.join("assets"), &stage.join("assets"));
+        }
         let packed = pack_dir(&stage, &Caps::default()).unwrap();
         let out = self.dir.path().join(format!("b{}.wext", self.count()));
         fs::write(&out, &packed.bytes).unwrap();
@@ -115,6 +126,20 @@ impl Lab {
     ) -> warden_host::ExtensionId {
         let path = self.bundle(name, edit);
         self.host.load_file(&path, None, grant).unwrap().id
+    }
+}
+
+/// Copies the regular files and folders under `from` to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
 

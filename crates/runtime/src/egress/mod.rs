@@ -29,6 +29,7 @@
 
 pub mod addr;
 mod body;
+pub(crate) mod handler;
 mod resolve;
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,0 +1,130 @@
+//! Secrets per (tenant, extension): stored encrypted in `DATA/warden.db` (see
+//! `warden-secrets`), or in memory without a data dir, plus transient values that live only as
+//! long as the host (`warden run --secret`). Each install gets a [`SecretSource`] bound to its
+//! own (tenant, extension) and its effective grant; the runtime enforces the grant.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use warden_manifest::{ExtensionId, SecretName, TenantName};
+use warden_runtime::{SecretAccess, SecretSource};
+use warden_secrets::{SecretStore, SecretValue};
+
+use crate::host::{HostError, Tenant};
+
+type Key = (TenantName, ExtensionId, SecretName);
+
+pub(crate) struct HostSecrets {
+    store: SecretStore,
+    /// Shadow stored values; never written anywhere.
+    transient: RwLock<HashMap<Key, SecretValue>>,
+}
+
+impl HostSecrets {
+    /// `DATA/secret.key` and `DATA/warden.db`, or a store in memory with a random key.
+    pub(crate) fn open(data_dir: Option<&Path>) -> Result<Self, HostError> {
+        let store = match data_dir {
+            Some(dir) => SecretStore::open(dir)?,
+            None => SecretStore::in_memory()?,
+        };
+        Ok(HostSecrets {
+            store,
+            transient: RwLock::default(),
+        })
+    }
+
+    /// What an install may read: `None` (every `get` denied) when nothing is granted.
+    pub(crate) fn access(
+        self: &Arc<Self>,
+        tenant: &TenantName,
+        extension: &ExtensionId,
+        granted: &[SecretName],
+    ) -> Option<SecretAccess> {
+        if granted.is_empty() {
+            return None;
+        }
+        Some(SecretAccess {
+            granted: granted.into(),
+            source: Arc::new(InstallSecrets {
+                secrets: Arc::clone(self),
+                tenant: tenant.clone(),
+                extension: extension.clone(),
+            }),
+        })
+    }
+}
+
+/// One install's secrets: it can only name secrets of its own (tenant, extension).
+struct InstallSecrets {
+    secrets: Arc<HostSecrets>,
+    tenant: TenantName,
+    extension: ExtensionId,
+}
+
+impl SecretSource for InstallSecrets {
+    fn get(&self, name: &SecretName) -> Result<Option<SecretValue>, String> {
+        let key = (self.tenant.clone(), self.extension.clone(), name.clone());
+        if let Some(v) = self
+            .secrets
+            .transient
+            .read()
+            .map_err(|_| "secret table poisoned".to_string())?
+            .get(&key)
+        {
+            return Ok(Some(v.clone()));
+        }
+        // SecretError names the secret, never its value.
+        self.secrets
+            .store
+            .get(&self.tenant, &self.extension, name)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Tenant<'_> {
+    /// Stores a secret for this tenant's `extension`, encrypted at rest (in memory only
+    /// without a data dir). Calls read the new value from their next `get`.
+    pub fn put_secret(
+        &self,
+        extension: &ExtensionId,
+        name: &SecretName,
+        value: SecretValue,
+    ) -> Result<(), HostError> {
+        Ok(self
+            .inner
+            .secrets
+            .store
+            .put(&self.name, extension, name, &value)?)
+    }
+
+    /// Removes a stored secret; `true` if it existed.
+    pub fn delete_secret(
+        &self,
+        extension: &ExtensionId,
+        name: &SecretName,
+    ) -> Result<bool, HostError> {
+        Ok(self
+            .inner
+            .secrets
+            .store
+            .delete(&self.name, extension, name)?)
+    }
+
+    /// Sets a secret for this host's lifetime only: never written to disk, it shadows a stored
+    /// value of the same name (`warden run --secret`).
+    pub fn put_transient_secret(
+        &self,
+        extension: &ExtensionId,
+        name: &SecretName,
+        value: SecretValue,
+    ) -> Result<(), HostError> {
+        self.inner
+            .secrets
+            .transient
+            .write()
+            .map_err(|_| HostError::Setup("secret table poisoned".into()))?
+            .insert((self.name.clone(), extension.clone(), name.clone()), value);
+        Ok(())
+    }
+}

@@ -1,0 +1,936 @@
+//! `wasi:filesystem`: mounts per (tenant, extension), attacked from inside by the
+//! `hostile-fs` fixture with real host folders and real symlinks (SECURITY-CASES "File
+//! system"), and the `notes` example end to end.
+//!
+//! Every attack checks three things: the guest got an error (an `err:` output, not a trap:
+//! `call` returning `Ok` means the call went on), nothing outside the mount was read (the
+//! outside secret never appears in the output), and nothing outside was written (host files
+//! and folders are compared before and after).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use warden_audit::Event;
+use warden_host::{ExtensionId, ExtensionInfo, Grant, Host, TenantName};
+
+use crate::support::{Lab, text};
+
+const FIXTURE: &str = "hostile-fs";
+const SECRET: &str = "OUTSIDE-SECRET";
+
+/// Adds `[permissions.filesystem]` with these read-write and read-only paths.
+fn mounts(rw: &[&str], ro: &[&str]) -> impl Fn(String) -> String + use<> {
+    let list = |p: &[&str]| {
+        p.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let section = format!(
+        "\n[permissions.filesystem]\npaths = [{}]\nreadonly_paths = [{}]\n",
+        list(rw),
+        list(ro)
+    );
+    move |m| m + &section
+}
+
+/// The host folder behind a data mount of `ext` for `tenant`.
+fn host_dir(lab: &Lab, tenant: &str, ext: &str, encoded_guest: &str) -> PathBuf {
+    lab.dir
+        .path()
+        .join("data/tenants")
+        .join(tenant)
+        .join("extensions")
+        .join(ext)
+        .join("files")
+        .join(encoded_guest)
+}
+
+fn data_dir(lab: &Lab) -> PathBuf {
+    host_dir(lab, "default", "warden.hostile-fs", "data")
+}
+
+/// A folder outside every mount holding `secret.txt`.
+fn outside(lab: &Lab) -> PathBuf {
+    let dir = lab.dir.path().join("outside");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("secret.txt"), SECRET).unwrap();
+    dir
+}
+
+fn load(lab: &Lab, tenant: &str, edit: impl Fn(String) -> String, grant: &Grant) -> ExtensionInfo {
+    let path = lab.bundle(FIXTURE, edit);
+    let t: TenantName = tenant.parse().unwrap();
+    lab.host.tenant(&t).load_file(&path, None, grant).unwrap()
+}
+
+/// Calls `method` for `tenant`; the call itself must succeed (a refused operation is an
+/// `err:` output, never a trap or a failed call).
+async fn run(host: &Host, tenant: &str, id: &ExtensionId, method: &str, input: &str) -> String {
+    let t: TenantName = tenant.parse().unwrap();
+    match host.tenant(&t).call(id, method, input.as_bytes()).await {
+        Ok(out) => text(&out),
+        Err(e) => panic!("{method} {input:?} failed the call: {e}"),
+    }
+}
+
+async fn op(lab: &Lab, id: &ExtensionId, method: &str, input: &str) -> String {
+    run(&lab.host, "default", id, method, input).await
+}
+
+/// Asserts the guest was refused and saw nothing of the outside.
+fn refused(out: &str, what: &str) {
+    assert!(
+        out.starts_with("err:"),
+        "{what}: expected an error, got {out:?}"
+    );
+    assert!(!out.contains(SECRET), "{what}: leaked {out:?}");
+}
+
+/// Asserts the guest was stopped at the mount's edge: cap-std refuses a lookup that would
+/// leave the preopened folder with `not-permitted` (std: PermissionDenied), and a symlink
+/// loop with `loop`.
+fn escaped(out: &str, what: &str) {
+    refused(out, what);
+    assert!(
+        matches!(
+            out,
+            "err:PermissionDenied" | "err:not-permitted" | "err:FilesystemLoop" | "err:loop"
+        ),
+        "{what}: {out}"
+    );
+}
+
+/// Asserts a path outside every mount simply does not exist for the guest.
+fn absent(out: &str, what: &str) {
+    assert_eq!(out, "err:NotFound", "{what}");
+}
+
+/// Every path under `root` (not following symlinks) with its kind, size, mode and mtime, so
+/// "nothing changed" can be checked exactly.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let what = if m.file_type().is_symlink() {
+            format!("link->{}", fs::read_link(&p).unwrap().display())
+        } else if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            "dir".to_string()
+        } else {
+            format!("file:{}", text(&fs::read(&p).unwrap()))
+        };
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        out.insert(
+            rel,
+            format!(
+                "{what} mode={:o} mtime={}.{}",
+                m.mode(),
+                m.mtime(),
+                m.mtime_nsec()
+            ),
+        );
+    }
+    out
+}
+
+/// A path that climbs out of any folder up to `/` and then down to `target`.
+fn climbing(target: &Path) -> String {
+    format!(
+        "{}{}",
+        "../".repeat(32),
+        target.to_str().unwrap().trim_start_matches('/')
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_dot_and_absolute_paths_stay_inside() {
+    let lab = Lab::new();
+    let out_dir = outside(&lab);
+    let secret = out_dir.join("secret.txt");
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let data = data_dir(&lab);
+    fs::write(data.join("mine.txt"), "inside").unwrap();
+    let before = snapshot(&out_dir);
+
+    assert_eq!(op(&lab, &id, "read", "/data/mine.txt").await, "ok:inside");
+    let up = climbing(&secret);
+    // Absolute paths name no mount: the guest has no `/` to start from.
+    for (method, input) in [
+        ("read", secret.display().to_string()),
+        ("read", "/etc/passwd".to_string()),
+        ("list", "/".to_string()),
+        (
+            "write",
+            format!("{}|PWNED", out_dir.join("new.txt").display()),
+        ),
+    ] {
+        absent(
+            &op(&lab, &id, method, &input).await,
+            &format!("{method} {input}"),
+        );
+    }
+    let attempts = [
+        (
+            "read",
+            format!("/data/../../../../../../../{}", secret.display()),
+        ),
+        ("read", format!("/data/{up}")),
+        ("read", "/data/../data/../../etc/passwd".to_string()),
+        ("raw-read", format!("/data|{up}")),
+        ("raw-read", format!("/data|{}", secret.display())),
+        ("raw-read", "/data|/etc/passwd".to_string()),
+        ("raw-read", "/data|..".to_string()),
+        ("list", "/data/..".to_string()),
+        ("write", format!("/data/{up}.new|PWNED")),
+        ("raw-write", format!("/data|{up}|PWNED")),
+        ("raw-write", format!("/data|{}|PWNED", secret.display())),
+        (
+            "mkdir",
+            format!("/data/{}", climbing(&out_dir.join("made"))),
+        ),
+        (
+            "rename",
+            format!("/data/mine.txt|/data/{}", climbing(&out_dir.join("moved"))),
+        ),
+        (
+            "link",
+            format!("/data/mine.txt|/data/{}", climbing(&out_dir.join("linked"))),
+        ),
+        ("link", format!("/data/{up}|/data/hard.txt")),
+    ];
+    for (method, input) in &attempts {
+        let out = op(&lab, &id, method, input).await;
+        escaped(&out, &format!("{method} {input}"));
+    }
+    assert!(!op(&lab, &id, "read", "/etc/passwd").await.contains("root:"));
+    assert_eq!(snapshot(&out_dir), before, "the outside folder changed");
+    assert!(!data.join("hard.txt").exists());
+    assert_eq!(fs::read_to_string(data.join("mine.txt")).unwrap(), "inside");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_symlinks_pointing_outside_are_not_followed() {
+    let lab = Lab::new();
+    let out_dir = outside(&lab);
+    let secret = out_dir.join("secret.txt");
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let data = data_dir(&lab);
+    fs::write(data.join("real.txt"), "inside").unwrap();
+    fs::create_dir(data.join("sub")).unwrap();
+    // Planted by the host (an operator's mistake or another process): every kind of way out.
+    symlink(&secret, data.join("abs")).unwrap();
+    symlink(climbing(&secret), data.join("rel")).unwrap();
+    symlink(
+        "../../../../../../../../../../../../../../../../",
+        data.join("sub/up"),
+    )
+    .unwrap();
+    symlink(&out_dir, data.join("dirlink")).unwrap();
+    symlink(format!("{}/", out_dir.display()), data.join("slashlink")).unwrap();
+    symlink("loop2", data.join("loop1")).unwrap();
+    symlink("loop1", data.join("loop2")).unwrap();
+    symlink("self", data.join("self")).unwrap();
+    symlink("c2", data.join("c1")).unwrap();
+    symlink("sub/../c3", data.join("c2")).unwrap();
+    symlink(&secret, data.join("c3")).unwrap();
+    symlink("real.txt", data.join("inner")).unwrap();
+    let before = snapshot(&out_dir);
+
+    // A link that stays inside the mount is followed: mounts are ordinary folders.
+    assert_eq!(op(&lab, &id, "read", "/data/inner").await, "ok:inside");
+
+    let reads = [
+        "/data/abs",
+        "/data/rel",
+        "/data/sub/up/etc/passwd",
+        "/data/dirlink/secret.txt",
+        "/data/dirlink/",
+        "/data/slashlink/secret.txt",
+        "/data/slashlink/",
+        "/data/loop1",
+        "/data/self",
+        "/data/self/",
+        "/data/c1",
+    ];
+    for path in reads {
+        escaped(&op(&lab, &id, "read", path).await, &format!("read {path}"));
+        escaped(&op(&lab, &id, "stat", path).await, &format!("stat {path}"));
+        escaped(
+            &op(&lab, &id, "raw-read", &format!("/data|{}", &path[6..])).await,
+            &format!("raw-read {path}"),
+        );
+    }
+    for path in [
+        "/data/dirlink",
+        "/data/dirlink/",
+        "/data/slashlink/",
+        "/data/sub/up",
+    ] {
+        escaped(&op(&lab, &id, "list", path).await, &format!("list {path}"));
+    }
+    // Writes through the links: nothing is created or changed outside.
+    for (method, input) in [
+        ("write", "/data/abs|PWNED"),
+        ("write", "/data/rel|PWNED"),
+        ("write", "/data/c1|PWNED"),
+        ("write", "/data/dirlink/new.txt|PWNED"),
+        ("write", "/data/slashlink/new.txt|PWNED"),
+        ("append", "/data/abs|PWNED"),
+        ("truncate", "/data/abs"),
+        ("set-times", "/data/abs"),
+        ("set-times-at", "/data/abs"),
+        ("mkdir", "/data/dirlink/made"),
+        ("rename", "/data/real.txt|/data/dirlink/moved"),
+        ("link", "/data/real.txt|/data/dirlink/linked"),
+        ("link", "/data/dirlink/secret.txt|/data/stolen"),
+        ("raw-write", "/data|abs|PWNED"),
+        ("raw-write", "/data|dirlink/new.txt|PWNED"),
+    ] {
+        escaped(
+            &op(&lab, &id, method, input).await,
+            &format!("{method} {input}"),
+        );
+    }
+    // lstat and readlink see the link itself, which is harmless: it says where it points.
+    assert_eq!(op(&lab, &id, "lstat", "/data/abs").await, "ok:symlink");
+    assert_eq!(snapshot(&out_dir), before, "the outside folder changed");
+    assert!(!data.join("stolen").exists());
+    assert_eq!(fs::read_to_string(data.join("real.txt")).unwrap(), "inside");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_created_symlinks_to_the_outside_lead_nowhere() {
+    let lab = Lab::new();
+    let out_dir = outside(&lab);
+    let secret = out_dir.join("secret.txt");
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let data = data_dir(&lab);
+    let before = snapshot(&out_dir);
+    let targets = [
+        secret.display().to_string(),
+        climbing(&secret),
+        "/etc/passwd".to_string(),
+        "../".repeat(16),
+        "/proc/self/environ".to_string(),
+    ];
+    for (i, target) in targets.iter().enumerate() {
+        let link = format!("/data/g{i}");
+        let made = op(&lab, &id, "symlink", &format!("{target}|{link}")).await;
+        // Creating it may be refused outright; if it is allowed, following it must fail.
+        if made == "ok" {
+            escaped(
+                &op(&lab, &id, "read", &link).await,
+                &format!("read {link} -> {target}"),
+            );
+            escaped(
+                &op(&lab, &id, "write", &format!("{link}|PWNED")).await,
+                &format!("write {link} -> {target}"),
+            );
+            escaped(
+                &op(&lab, &id, "read", &format!("{link}/etc/passwd")).await,
+                &format!("read {link}/etc/passwd"),
+            );
+        } else {
+            // Wasmtime refuses absolute symlink targets when they are created.
+            assert!(target.starts_with('/'), "{target}: {made}");
+            escaped(&made, &format!("symlink {target}"));
+        }
+    }
+    // A symlink inside to a folder, then `..` through it: still inside.
+    assert_eq!(op(&lab, &id, "mkdir", "/data/d").await, "ok");
+    assert_eq!(op(&lab, &id, "symlink", "d|/data/dl").await, "ok");
+    escaped(
+        &op(&lab, &id, "read", "/data/dl/../../etc/passwd").await,
+        "dl/../..",
+    );
+    assert_eq!(snapshot(&out_dir), before, "the outside folder changed");
+    // Whatever the guest made is inside its own folder.
+    for e in fs::read_dir(&data).unwrap() {
+        assert!(e.unwrap().path().starts_with(&data));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proc_dev_and_sys_are_unreachable() {
+    let lab = Lab::new();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let data = data_dir(&lab);
+    symlink("/proc/self", data.join("proc")).unwrap();
+    symlink("/dev", data.join("dev")).unwrap();
+    symlink("/sys", data.join("sys")).unwrap();
+    symlink("/proc/self/root", data.join("root")).unwrap();
+    // Directly: there is no such mount.
+    for path in [
+        "/proc/self/environ",
+        "/proc/self/status",
+        "/proc/self/root/etc/passwd",
+        "/dev/null",
+        "/dev/urandom",
+        "/sys/kernel/hostname",
+    ] {
+        absent(&op(&lab, &id, "read", path).await, &format!("read {path}"));
+        absent(&op(&lab, &id, "list", path).await, &format!("list {path}"));
+    }
+    // Through links planted in the mount: refused at the mount's edge.
+    for path in [
+        "/data/proc/environ",
+        "/data/proc/status",
+        "/data/proc/root/etc/passwd",
+        "/data/proc/fd/0",
+        "/data/root/etc/passwd",
+        "/data/dev/null",
+        "/data/dev/urandom",
+        "/data/sys/kernel/hostname",
+        "/data/sys/",
+    ] {
+        escaped(&op(&lab, &id, "read", path).await, &format!("read {path}"));
+        escaped(&op(&lab, &id, "list", path).await, &format!("list {path}"));
+    }
+    for (pre, rel) in [
+        ("/data", "proc/environ"),
+        ("/data", "/proc/self/environ"),
+        ("/data", "dev/zero"),
+        ("/data", "sys/kernel/hostname"),
+    ] {
+        escaped(
+            &op(&lab, &id, "raw-read", &format!("{pre}|{rel}")).await,
+            &format!("raw-read {pre}|{rel}"),
+        );
+    }
+    escaped(
+        &op(&lab, &id, "write", "/data/dev/null|x").await,
+        "write /dev/null",
+    );
+}
+
+/// Flips `path` between a real folder holding `name` = "INSIDE" and a symlink to `target`
+/// until `stop` (at least once); returns how many flips it made.
+fn swapper(
+    path: PathBuf,
+    target: PathBuf,
+    name: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let real = path.with_extension("real");
+    fs::create_dir(&real).unwrap();
+    fs::write(real.join(name), "INSIDE").unwrap();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        loop {
+            // Real folder in place...
+            fs::rename(&real, &path).unwrap();
+            std::thread::yield_now();
+            // ...then the symlink to the outside in its place.
+            fs::rename(&path, &real).unwrap();
+            symlink(&target, &path).unwrap();
+            std::thread::yield_now();
+            fs::remove_file(&path).unwrap();
+            n += 1;
+            if stop.load(Ordering::Relaxed) {
+                // The real folder goes back so the next call sees a stable tree.
+                fs::rename(&real, &path).unwrap();
+                break n;
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_swaps_of_a_path_component_never_reach_outside() {
+    let lab = Lab::new();
+    let out_dir = outside(&lab);
+    // The other tenant's folder holds a secret too.
+    let other = load(&lab, "other", mounts(&["/data"], &[]), &Grant::All);
+    let other_dir = host_dir(&lab, "other", "warden.hostile-fs", "data");
+    fs::write(other_dir.join("secret.txt"), SECRET).unwrap();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let data = data_dir(&lab);
+    let before_out = snapshot(&out_dir);
+    let before_other = snapshot(&other_dir);
+
+    // Writes are raced only against folders this test owns: a broken sandbox must not be
+    // able to damage the machine's /etc.
+    let cases = [
+        ("swap-etc", PathBuf::from("/etc"), "passwd", false),
+        ("swap-out", out_dir.clone(), "secret.txt", true),
+        ("swap-tenant", other_dir.clone(), "secret.txt", true),
+    ];
+    for (name, target, file, write) in cases {
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = swapper(data.join(name), target.clone(), file, Arc::clone(&stop));
+        let reads = op(&lab, &id, "race-read", &format!("/data/{name}/{file}|3000")).await;
+        let (mut writes, mut news) = (String::new(), String::new());
+        if write {
+            writes = op(
+                &lab,
+                &id,
+                "race-write",
+                &format!("/data/{name}/{file}|3000|PWNED"),
+            )
+            .await;
+            news = op(
+                &lab,
+                &id,
+                "race-write",
+                &format!("/data/{name}/new.txt|3000|PWNED"),
+            )
+            .await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        // A panic in the swapper (a failed rename) fails the test here.
+        t.join().unwrap();
+        for line in reads.lines() {
+            let outcome = line.split_once(' ').unwrap().1;
+            assert!(
+                outcome == "ok:INSIDE" || outcome.starts_with("err:"),
+                "{name}: read {outcome:?}"
+            );
+        }
+        for line in writes.lines().chain(news.lines()) {
+            let outcome = line.split_once(' ').unwrap().1;
+            assert!(
+                outcome == "ok" || outcome.starts_with("err:"),
+                "{name}: {outcome:?}"
+            );
+        }
+        assert!(!target.join("new.txt").exists(), "{name}: created outside");
+    }
+    assert_eq!(snapshot(&out_dir), before_out, "the outside folder changed");
+    assert_eq!(
+        snapshot(&other_dir),
+        before_other,
+        "the other tenant's folder changed"
+    );
+    assert!(!fs::read_to_string("/etc/passwd").unwrap().contains("PWNED"));
+    // The other tenant still reads its own file.
+    assert_eq!(
+        run(&lab.host, "other", &other.id, "read", "/data/secret.txt").await,
+        format!("ok:{SECRET}")
+    );
+}
+
+/// The host folder of the read-only data mount `/ro`, and the extracted assets.
+fn ro_roots(lab: &Lab, info: &ExtensionInfo) -> [(&'static str, PathBuf, &'static str); 2] {
+    let hash = info.content_hash.to_string();
+    let hex = hash.trim_start_matches("sha256:");
+    [
+        (
+            "/ro",
+            host_dir(lab, "default", "warden.hostile-fs", "ro"),
+            "existing.txt",
+        ),
+        (
+            "/assets",
+            lab.dir.path().join("data/bundles").join(hex).join("assets"),
+            "readme.txt",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_mounts_refuse_every_change() {
+    let lab = Lab::new();
+    let info = load(
+        &lab,
+        "default",
+        mounts(&["/data"], &["/ro", "/assets"]),
+        &Grant::All,
+    );
+    let id = info.id.clone();
+    let data = data_dir(&lab);
+    let roots = ro_roots(&lab, &info);
+    fs::write(roots[0].1.join("existing.txt"), "ORIGINAL").unwrap();
+    fs::create_dir(roots[0].1.join("sub")).unwrap();
+    fs::write(data.join("w.txt"), "writable").unwrap();
+    assert_eq!(
+        op(&lab, &id, "read", "/assets/readme.txt").await,
+        "ok:hostile-fs asset: ORIGINAL\n"
+    );
+    assert_eq!(
+        op(&lab, &id, "read", "/ro/existing.txt").await,
+        "ok:ORIGINAL"
+    );
+    assert_eq!(op(&lab, &id, "list", "/assets").await, "ok:readme.txt,sub");
+
+    for (root, host, f) in &roots {
+        let before = snapshot(host);
+        let before_data = snapshot(&data);
+        let attempts = [
+            ("write", format!("{root}/{f}|PWNED")),
+            ("write", format!("{root}/new.txt|PWNED")),
+            ("create", format!("{root}/new.txt")),
+            ("truncate", format!("{root}/{f}")),
+            ("open-write", format!("{root}/{f}")),
+            ("append", format!("{root}/{f}|PWNED")),
+            ("raw-write", format!("{root}|{f}|PWNED")),
+            ("raw-write", format!("{root}|new.txt|PWNED")),
+            ("rename", format!("{root}/{f}|{root}/renamed.txt")),
+            ("rename", format!("/data/w.txt|{root}/{f}")),
+            ("rename", format!("/data/w.txt|{root}/moved.txt")),
+            ("rename", format!("{root}/{f}|/data/taken.txt")),
+            ("rename", format!("{root}/sub|/data/taken-dir")),
+            ("link", format!("/data/w.txt|{root}/linked.txt")),
+            ("link", format!("{root}/{f}|/data/linked.txt")),
+            ("link", format!("{root}/{f}|{root}/linked.txt")),
+            ("set-times", format!("{root}/{f}")),
+            ("set-times-at", format!("{root}/{f}")),
+            ("set-times-at", format!("{root}/sub")),
+            ("remove", format!("{root}/{f}")),
+            ("rmdir", format!("{root}/sub")),
+            ("mkdir", format!("{root}/made")),
+            ("symlink", format!("{f}|{root}/sl")),
+            ("symlink", format!("/etc/passwd|{root}/sl2")),
+        ];
+        for (method, input) in &attempts {
+            let out = op(&lab, &id, method, input).await;
+            refused(&out, &format!("{method} {input}"));
+            // Wasmtime refuses before touching the file system: WASI `not-permitted`,
+            // which std reports as PermissionDenied.
+            assert!(
+                out == "err:PermissionDenied" || out == "err:not-permitted",
+                "{method} {input}: {out}"
+            );
+        }
+        // Descriptors opened from the read-only preopen (a subfolder, a file opened for
+        // reading) carry its permissions: nothing can be changed through them either.
+        let derived = op(&lab, &id, "raw-derived", &format!("{root}|sub|{f}")).await;
+        assert_eq!(
+            derived,
+            "create=err:not-permitted;write=err:not-permitted;set-size=err:not-permitted;times=err:not-permitted",
+            "{root}"
+        );
+        assert_eq!(snapshot(host), before, "{root} changed");
+        assert_eq!(
+            snapshot(&data),
+            before_data,
+            "/data changed by {root} attempts"
+        );
+    }
+    // WASI 0.2 has no chmod/chown at all, so there is nothing to refuse there.
+    // The writable mount next to them still works.
+    assert_eq!(op(&lab, &id, "write", "/data/w.txt|changed").await, "ok");
+    assert_eq!(fs::read_to_string(data.join("w.txt")).unwrap(), "changed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_and_extensions_never_see_each_others_files() {
+    let lab = Lab::new();
+    let alpha = load(&lab, "alpha", mounts(&["/data"], &[]), &Grant::All).id;
+    let beta = load(&lab, "beta", mounts(&["/data"], &[]), &Grant::All).id;
+    let second = {
+        let edit = mounts(&["/data"], &[]);
+        let id_edit = move |m: String| {
+            edit(m.replace("id = \"warden.hostile-fs\"", "id = \"warden.hostile-fs2\""))
+        };
+        load(&lab, "alpha", id_edit, &Grant::All).id
+    };
+    assert_eq!(
+        run(
+            &lab.host,
+            "alpha",
+            &alpha,
+            "write",
+            &format!("/data/secret.txt|{SECRET}")
+        )
+        .await,
+        "ok"
+    );
+    let alpha_dir = host_dir(&lab, "alpha", "warden.hostile-fs", "data");
+    assert_eq!(
+        fs::read_to_string(alpha_dir.join("secret.txt")).unwrap(),
+        SECRET
+    );
+    let before = snapshot(&alpha_dir);
+
+    let alpha_file = alpha_dir.join("secret.txt");
+    let tricks = [
+        ("read", "/data/secret.txt".to_string()),
+        ("read", format!("/data/{}", climbing(&alpha_file))),
+        ("read", alpha_file.display().to_string()),
+        (
+            "read",
+            "/data/../../../../alpha/extensions/warden.hostile-fs/files/data/secret.txt".into(),
+        ),
+        (
+            "read",
+            "/data/../../warden.hostile-fs/files/data/secret.txt".into(),
+        ),
+        ("raw-read", format!("/data|{}", climbing(&alpha_file))),
+        (
+            "raw-read",
+            "/data|../../../warden.hostile-fs/files/data/secret.txt".into(),
+        ),
+        (
+            "raw-read",
+            "/data|../../../../../alpha/extensions/warden.hostile-fs/files/data/secret.txt".into(),
+        ),
+        ("list", "/data/..".into()),
+        ("list", format!("/data/{}", climbing(&alpha_dir))),
+        ("write", format!("/data/{}|PWNED", climbing(&alpha_file))),
+        (
+            "raw-write",
+            "/data|../../../warden.hostile-fs/files/data/secret.txt|PWNED".into(),
+        ),
+        (
+            "symlink",
+            format!("{}|/data/to-alpha", alpha_file.display()),
+        ),
+        ("read", "/data/to-alpha".into()),
+    ];
+    // Both intruders at once, while alpha keeps using its own file.
+    let intruder = |tenant: &'static str, id: ExtensionId| {
+        let host = lab.host.clone();
+        let tricks = tricks.clone();
+        async move {
+            let mut outs = Vec::new();
+            for (method, input) in &tricks {
+                outs.push((
+                    format!("{tenant} {method} {input}"),
+                    run(&host, tenant, &id, method, input).await,
+                ));
+            }
+            outs
+        }
+    };
+    let owner = async {
+        let mut outs = Vec::new();
+        for _ in 0..10 {
+            outs.push(run(&lab.host, "alpha", &alpha, "read", "/data/secret.txt").await);
+        }
+        outs
+    };
+    let (b, s, own) = tokio::join!(
+        intruder("beta", beta.clone()),
+        intruder("alpha", second.clone()),
+        owner
+    );
+    for (what, out) in b.iter().chain(s.iter()) {
+        if what.contains(" symlink ") {
+            // Making a dangling link in its own folder is allowed; following it is not.
+            assert!(!out.contains(SECRET), "{what}: {out}");
+        } else {
+            refused(out, what);
+        }
+    }
+    assert!(own.iter().all(|o| o == &format!("ok:{SECRET}")), "{own:?}");
+    assert_eq!(snapshot(&alpha_dir), before, "alpha's folder changed");
+    // Each has its own /data: the same name holds different files.
+    assert_eq!(
+        run(&lab.host, "beta", &beta, "write", "/data/secret.txt|beta").await,
+        "ok"
+    );
+    assert_eq!(
+        run(
+            &lab.host,
+            "alpha",
+            &second,
+            "write",
+            "/data/secret.txt|second"
+        )
+        .await,
+        "ok"
+    );
+    assert_eq!(
+        run(&lab.host, "alpha", &alpha, "read", "/data/secret.txt").await,
+        format!("ok:{SECRET}")
+    );
+    assert_eq!(
+        run(&lab.host, "beta", &beta, "read", "/data/secret.txt").await,
+        "ok:beta"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_persists_across_a_restart_for_the_same_tenant_and_extension() {
+    let lab = Lab::new();
+    let path = lab.bundle(FIXTURE, mounts(&["/data"], &[]));
+    let id = lab.host.load_file(&path, None, &Grant::All).unwrap().id;
+    assert_eq!(
+        op(&lab, &id, "write", "/data/kept.txt|still here").await,
+        "ok"
+    );
+
+    let restarted = lab.restarted_host();
+    restarted.load_file(&path, None, &Grant::All).unwrap();
+    let other: TenantName = "other".parse().unwrap();
+    restarted
+        .tenant(&other)
+        .load_file(&path, None, &Grant::All)
+        .unwrap();
+    assert_eq!(
+        run(&restarted, "default", &id, "read", "/data/kept.txt").await,
+        "ok:still here"
+    );
+    assert_eq!(
+        run(&restarted, "other", &id, "read", "/data/kept.txt").await,
+        "err:NotFound"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_not_granted_is_absent_and_the_call_goes_on() {
+    let lab = Lab::new();
+    let grant: Grant = "fs:/data".parse().unwrap();
+    let id = load(
+        &lab,
+        "default",
+        mounts(&["/data", "/other"], &["/assets"]),
+        &grant,
+    )
+    .id;
+    assert_eq!(op(&lab, &id, "preopens", "").await, "ok:/data");
+    for (method, input) in [
+        ("read", "/other/x"),
+        ("write", "/other/x|data"),
+        ("list", "/other"),
+        ("read", "/assets/readme.txt"),
+    ] {
+        let out = op(&lab, &id, method, input).await;
+        refused(&out, &format!("{method} {input}"));
+    }
+    // The same call path still works for what was granted.
+    assert_eq!(op(&lab, &id, "write", "/data/x|data").await, "ok");
+    assert!(!host_dir(&lab, "default", "warden.hostile-fs", "other").exists());
+    // Each call records the mount it was given, and only that one.
+    let grants: Vec<String> = lab
+        .audit
+        .records()
+        .iter()
+        .filter(|r| r.event() == Event::Grant && r.capability() == Some("fs"))
+        .map(|r| r.target().unwrap_or("").to_string())
+        .collect();
+    assert!(!grants.is_empty());
+    assert!(
+        grants.iter().all(|g| g == "/data (read-write)"),
+        "{grants:?}"
+    );
+
+    // Nothing granted: no preopens at all.
+    let none = load(&lab, "bare", mounts(&["/data"], &[]), &Grant::None).id;
+    assert_eq!(run(&lab.host, "bare", &none, "preopens", "").await, "ok:");
+    refused(
+        &run(&lab.host, "bare", &none, "read", "/data/x").await,
+        "ungranted /data",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn assets_are_the_bundle_bytes_read_only_and_repaired_when_tampered_with() {
+    let lab = Lab::new();
+    let path = lab.bundle(FIXTURE, mounts(&[], &["/assets"]));
+    let info = lab.host.load_file(&path, None, &Grant::All).unwrap();
+    let assets = ro_roots(&lab, &info)[1].1.clone();
+    let expected = [
+        ("readme.txt", "hostile-fs asset: ORIGINAL\n"),
+        ("sub/inner.txt", "inner asset\n"),
+    ];
+    let check = |assets: &Path| {
+        for (rel, body) in expected {
+            let p = assets.join(rel);
+            let m = fs::symlink_metadata(&p).unwrap();
+            assert!(m.is_file(), "{rel}");
+            assert_eq!(m.permissions().mode() & 0o777, 0o444, "{rel}");
+            assert_eq!(fs::read_to_string(&p).unwrap(), body);
+        }
+        for dir in [assets.to_path_buf(), assets.join("sub")] {
+            let m = fs::symlink_metadata(&dir).unwrap();
+            assert!(m.is_dir());
+            assert_eq!(m.permissions().mode() & 0o777, 0o555, "{}", dir.display());
+        }
+        assert_eq!(snapshot(assets).len(), 4, "{:?}", snapshot(assets));
+    };
+    check(&assets);
+    assert_eq!(
+        op(&lab, &info.id, "read", "/assets/sub/inner.txt").await,
+        "ok:inner asset\n"
+    );
+
+    // Tampered with on the host (a changed byte, an extra file, a symlink): the next load
+    // puts back exactly the bundle's bytes.
+    fs::set_permissions(&assets, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(assets.join("readme.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(assets.join("readme.txt"), "tampered").unwrap();
+    fs::set_permissions(assets.join("readme.txt"), fs::Permissions::from_mode(0o444)).unwrap();
+    symlink("/etc/passwd", assets.join("passwd")).unwrap();
+    fs::set_permissions(&assets, fs::Permissions::from_mode(0o555)).unwrap();
+    lab.host.load_file(&path, None, &Grant::All).unwrap();
+    check(&assets);
+    assert_eq!(
+        op(&lab, &info.id, "read", "/assets/readme.txt").await,
+        "ok:hostile-fs asset: ORIGINAL\n"
+    );
+    // Only the assets folder is left beside it: no half-built copies.
+    let names: Vec<String> = fs::read_dir(assets.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["assets"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notes_keeps_notes_in_data_and_renders_them_with_its_assets() {
+    let lab = Lab::new();
+    let path = lab.bundle("notes", |m| m);
+    let info = lab.host.load_file(&path, None, &Grant::All).unwrap();
+    let id = info.id.clone();
+    assert_eq!(text(&lab.host.call(&id, "list", b"").await.unwrap()), "");
+    let add = |body: &'static str| {
+        let host = lab.host.clone();
+        let id = id.clone();
+        async move { text(&host.call(&id, "add", body.as_bytes()).await.unwrap()) }
+    };
+    assert_eq!(add("Shopping\nmilk\neggs\n").await, "1");
+    assert_eq!(add("Call Ada").await, "2");
+    assert_eq!(
+        text(&lab.host.call(&id, "list", b"").await.unwrap()),
+        "1\tShopping\n2\tCall Ada\n"
+    );
+    assert_eq!(
+        text(&lab.host.call(&id, "get", b"1").await.unwrap()),
+        "# Shopping\n(note 1)\n\nmilk\neggs\n"
+    );
+    // Client input never becomes a path.
+    let e = lab
+        .host
+        .call(&id, "get", b"../../etc/passwd")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("note number"), "{e}");
+    // The notes are plain files in the install's own folder.
+    let notes = host_dir(&lab, "default", "warden-examples.notes", "data").join("notes");
+    assert_eq!(
+        fs::read_to_string(notes.join("1.txt")).unwrap(),
+        "Shopping\nmilk\neggs\n"
+    );
+    // And they survive a restart.
+    let restarted = lab.restarted_host();
+    restarted.load_file(&path, None, &Grant::All).unwrap();
+    assert_eq!(
+        text(&restarted.call(&id, "get", b"2").await.unwrap()),
+        "# Call Ada\n(note 2)\n\n\n"
+    );
+    // Each call was granted both mounts, recorded in the audit log.
+    let grants: Vec<String> = lab
+        .audit
+        .records()
+        .iter()
+        .filter(|r| r.event() == Event::Grant && r.capability() == Some("fs"))
+        .map(|r| r.target().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        grants.contains(&"/data (read-write)".to_string()),
+        "{grants:?}"
+    );
+    assert!(
+        grants.contains(&"/assets (read-only)".to_string()),
+        "{grants:?}"
+    );
+}

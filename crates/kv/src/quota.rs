@@ -1,0 +1,96 @@
+//! Per-(tenant, extension) limits and the accounting every backend applies inside its write.
+
+use warden_manifest::KvLimits;
+
+use crate::KvError;
+
+/// Limits of one (tenant, extension)'s store, across all its buckets. An entry counts as the
+/// bytes of its key plus the bytes of its value.
+///
+/// Defaults (the same as [`KvLimits`]'s, which the operator sets in `[policy.kv]`): keys up to
+/// 1 KiB, values up to 1 MiB, 10 000 keys, 64 MiB in all: enough for state and caches, small
+/// enough that one extension cannot fill the host's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub max_key_bytes: u64,
+    pub max_value_bytes: u64,
+    pub max_keys: u64,
+    pub max_total_bytes: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota::from(KvLimits::default())
+    }
+}
+
+/// Keys and bytes used by one (tenant, extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Usage {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl From<KvLimits> for Quota {
+    /// The operator's `[policy.kv]`.
+    fn from(l: KvLimits) -> Quota {
+        Quota {
+            max_key_bytes: l.max_key_bytes.bytes(),
+            max_value_bytes: l.max_value_bytes.bytes(),
+            max_keys: l.max_keys,
+            max_total_bytes: l.max_total_bytes.bytes(),
+        }
+    }
+}
+
+impl Quota {
+    pub fn check_key(&self, key: &str) -> Result<(), KvError> {
+        if key.len() as u64 > self.max_key_bytes {
+            return Err(KvError::KeyTooLong {
+                len: key.len(),
+                max: self.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn check_value(&self, len: usize) -> Result<(), KvError> {
+        if len as u64 > self.max_value_bytes {
+            return Err(KvError::ValueTooLarge {
+                len,
+                max: self.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The usage after replacing an entry of `old` bytes (`None`: absent) by one of `new`
+    /// bytes (`None`: deleted). Only growth is refused, so a store above a lowered quota can
+    /// still shrink.
+    pub(crate) fn apply(
+        &self,
+        usage: Usage,
+        old: Option<u64>,
+        new: Option<u64>,
+    ) -> Result<Usage, KvError> {
+        let keys = usage.keys - u64::from(old.is_some()).min(usage.keys) + u64::from(new.is_some());
+        let bytes = usage
+            .bytes
+            .saturating_sub(old.unwrap_or(0))
+            .saturating_add(new.unwrap_or(0));
+        if keys > usage.keys && keys > self.max_keys {
+            return Err(KvError::TooManyKeys { max: self.max_keys });
+        }
+        if bytes > usage.bytes && bytes > self.max_total_bytes {
+            return Err(KvError::TooManyBytes {
+                max: self.max_total_bytes,
+            });
+        }
+        Ok(Usage { keys, bytes })
+    }
+}
+
+/// What an entry counts against the quota.
+pub(crate) fn entry_bytes(key: &str, value_len: usize) -> u64 {
+    (key.len() as u64).saturating_add(value_len as u64)
+}

@@ -1,0 +1,301 @@
+//! `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft` (wit/deps/keyvalue): a store private to
+//! the call's (tenant, extension), on the host's [`KvBackend`].
+//!
+//! `open` is where the grant is checked: without one it returns `access-denied` and records a
+//! denial (target: the bucket name); with one it records a grant once per bucket. Every bucket
+//! the guest opens is scoped by the host (tenant and extension come from [`KvAccess`], never
+//! from the guest), and the backend keeps each part of the scope in its own column. Key and
+//! value sizes are checked before the backend is called; quotas are enforced by the backend in
+//! the write's transaction. A refusal for a limit is an `other` error the guest sees plus a
+//! denial in the audit; backend calls run on tokio's blocking pool (SQLite fsyncs).
+
+use std::fmt;
+use std::sync::Arc;
+
+use warden_kv::{
+    BucketName, ExtensionId, KvBackend, KvError, LIST_PAGE_KEYS, MAX_BATCH_KEYS, Quota, Scope,
+    TenantName,
+};
+use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime_wasi::WasiView;
+
+use crate::state::{CallState, allow, record};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/deps/keyvalue",
+        world: "wasi:keyvalue/imports",
+        imports: { default: async | trappable },
+        with: { "wasi:keyvalue/store.bucket": super::Bucket },
+    });
+}
+
+use bindings::wasi::keyvalue::{atomics, batch, store};
+use store::Error;
+
+/// The key-value grant of one install: which store (tenant, extension) and its quota.
+#[derive(Clone)]
+pub struct KvAccess {
+    backend: Arc<dyn KvBackend>,
+    tenant: TenantName,
+    extension: ExtensionId,
+    quota: Quota,
+}
+
+impl KvAccess {
+    pub fn new(
+        backend: Arc<dyn KvBackend>,
+        tenant: TenantName,
+        extension: ExtensionId,
+        quota: Quota,
+    ) -> KvAccess {
+        KvAccess {
+            backend,
+            tenant,
+            extension,
+            quota,
+        }
+    }
+}
+
+impl fmt::Debug for KvAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvAccess")
+            .field("tenant", &self.tenant)
+            .field("extension", &self.extension)
+            .field("quota", &self.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An open bucket: the scope it was opened with (only a granted `open` creates one).
+pub struct Bucket {
+    access: KvAccess,
+    scope: Arc<Scope>,
+}
+
+pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    bindings::Imports::add_to_linker::<_, HasSelf<CallState>>(l, |s| s)
+}
+
+/// Runs a backend operation on the blocking pool: SQLite may wait on fsync or a lock.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KvError> + Send + 'static,
+) -> Result<T, KvError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(KvError::Storage(format!("the storage task failed: {e}"))))
+}
+
+impl CallState {
+    fn bucket(&mut self, b: &Resource<Bucket>) -> wasmtime::Result<(KvAccess, Arc<Scope>)> {
+        let bucket = self.ctx().table.get(b)?;
+        Ok((bucket.access.clone(), Arc::clone(&bucket.scope)))
+    }
+
+    /// What the guest sees for a failed operation; limits are also recorded as denials.
+    fn kv_error(&self, scope: &Scope, e: KvError) -> Error {
+        match e {
+            KvError::Storage(detail) => {
+                // The detail may name host paths: the operator's log gets it, the guest not.
+                tracing::warn!(target: "warden::kv", tenant = %scope.tenant(), extension = %scope.extension(), "key-value storage error: {detail}");
+                Error::Other("storage error".into())
+            }
+            e => {
+                if e.is_quota() {
+                    record(
+                        &self.denials,
+                        "kv",
+                        scope.bucket().as_str(),
+                        Some(e.to_string()),
+                    );
+                }
+                Error::Other(e.to_string())
+            }
+        }
+    }
+
+    /// Runs `op` for the bucket `b` on the blocking pool, mapping errors for the guest. Each
+    /// `op` checks sizes against the quota before it touches the backend.
+    async fn kv_op<T: Send + 'static>(
+        &mut self,
+        b: &Resource<Bucket>,
+        op: impl FnOnce(&dyn KvBackend, &Scope, &Quota) -> Result<T, KvError> + Send + 'static,
+    ) -> wasmtime::Result<Result<T, Error>> {
+        let (access, scope) = self.bucket(b)?;
+        let s = Arc::clone(&scope);
+        let result = blocking(move || op(access.backend.as_ref(), &s, &access.quota)).await;
+        Ok(result.map_err(|e| self.kv_error(&scope, e)))
+    }
+}
+
+fn check_keys<'a>(
+    q: &Quota,
+    keys: impl ExactSizeIterator<Item = &'a String>,
+) -> Result<(), KvError> {
+    if keys.len() > MAX_BATCH_KEYS {
+        return Err(KvError::BatchTooLarge {
+            max: MAX_BATCH_KEYS,
+        });
+    }
+    keys.into_iter().try_for_each(|k| q.check_key(k))
+}
+
+impl store::Host for CallState {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<Bucket>, Error>> {
+        let Some(access) = self.kv.clone() else {
+            record(
+                &self.denials,
+                "kv",
+                &identifier,
+                Some("key-value is not granted".into()),
+            );
+            return Ok(Err(Error::AccessDenied));
+        };
+        let Ok(name) = BucketName::new(&identifier) else {
+            return Ok(Err(Error::NoSuchStore));
+        };
+        allow(&self.denials, "kv", name.as_str());
+        let scope = Scope::new(access.tenant.clone(), access.extension.clone(), name);
+        let bucket = Bucket {
+            access,
+            scope: Arc::new(scope),
+        };
+        Ok(Ok(self.ctx().table.push(bucket)?))
+    }
+}
+
+impl store::HostBucket for CallState {
+    async fn get(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        self.kv_op(&b, move |kv, s, q| {
+            q.check_key(&key)?;
+            kv.get(s, &key)
+        })
+        .await
+    }
+
+    async fn set(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        self.kv_op(&b, move |kv, s, q| {
+            q.check_key(&key)?;
+            q.check_value(value.len())?;
+            kv.set(s, &key, &value, q)
+        })
+        .await
+    }
+
+    async fn delete(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        self.kv_op(&b, move |kv, s, q| {
+            q.check_key(&key)?;
+            kv.delete(s, &key)
+        })
+        .await
+    }
+
+    async fn exists(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, Error>> {
+        self.kv_op(&b, move |kv, s, q| {
+            q.check_key(&key)?;
+            kv.exists(s, &key)
+        })
+        .await
+    }
+
+    async fn list_keys(
+        &mut self,
+        b: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> wasmtime::Result<Result<store::KeyResponse, Error>> {
+        let page = self
+            .kv_op(&b, move |kv, s, _| kv.list_keys(s, cursor, LIST_PAGE_KEYS))
+            .await?;
+        Ok(page.map(|p| store::KeyResponse {
+            keys: p.keys,
+            cursor: p.cursor,
+        }))
+    }
+
+    async fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.ctx().table.delete(b)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for CallState {
+    async fn increment(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        self.kv_op(&b, move |kv, s, q| {
+            q.check_key(&key)?;
+            kv.increment(s, &key, delta, q)
+        })
+        .await
+    }
+}
+
+impl batch::Host for CallState {
+    async fn get_many(
+        &mut self,
+        b: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, Error>> {
+        self.kv_op(&b, move |kv, s, q| {
+            check_keys(q, keys.iter())?;
+            let values = kv.get_many(s, &keys)?;
+            Ok(keys
+                .into_iter()
+                .zip(values)
+                .map(|(k, v)| v.map(|v| (k, v)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn set_many(
+        &mut self,
+        b: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        self.kv_op(&b, move |kv, s, q| {
+            check_keys(q, key_values.iter().map(|(k, _)| k))?;
+            key_values
+                .iter()
+                .try_for_each(|(_, v)| q.check_value(v.len()))?;
+            kv.set_many(s, &key_values, q)
+        })
+        .await
+    }
+
+    async fn delete_many(
+        &mut self,
+        b: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        self.kv_op(&b, move |kv, s, q| {
+            check_keys(q, keys.iter())?;
+            kv.delete_many(s, &keys)
+        })
+        .await
+    }
+}

@@ -1,0 +1,119 @@
+//! `wasi:logging/logging@0.1.0-draft`: `log(level, context, message)` captured into the call's
+//! logs (like stdout/stderr: kept up to a cap in count and bytes, the rest counted and
+//! dropped), then redacted and escaped when the call reports. Never blocks, never traps.
+
+use std::sync::{Arc, Mutex};
+
+use crate::capture::{LogLevel, LogLine, Stream, escape};
+use crate::redact::Redactor;
+use crate::state::CallState;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/deps/logging",
+        world: "wasi:logging/imports",
+    });
+}
+
+use bindings::wasi::logging::logging;
+
+/// Log messages kept per call; the rest are counted.
+pub const MAX_LOG_MESSAGES: usize = 1_000;
+/// Bytes of context and message kept per call (as for stdout and stderr).
+pub const MAX_LOG_BYTES: usize = 64 * 1024;
+/// A context longer than this is cut: it names a group of messages, not content.
+const MAX_CONTEXT_BYTES: usize = 256;
+
+#[derive(Debug, Default)]
+struct Kept {
+    messages: Vec<(LogLevel, Vec<u8>, Vec<u8>)>,
+    bytes: usize,
+    dropped_messages: u64,
+    dropped_bytes: u64,
+}
+
+/// One call's `wasi:logging` messages.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogCapture {
+    kept: Arc<Mutex<Kept>>,
+}
+
+impl LogCapture {
+    fn push(&self, level: LogLevel, context: &str, message: &str) {
+        let Ok(mut k) = self.kept.lock() else { return };
+        let mut end = context.len().min(MAX_CONTEXT_BYTES);
+        while !context.is_char_boundary(end) {
+            end -= 1;
+        }
+        let context = &context.as_bytes()[..end];
+        let size = context.len() + message.len();
+        if k.messages.len() >= MAX_LOG_MESSAGES || k.bytes + size > MAX_LOG_BYTES {
+            k.dropped_messages += 1;
+            k.dropped_bytes = k.dropped_bytes.saturating_add(size as u64);
+            return;
+        }
+        k.bytes += size;
+        k.messages
+            .push((level, context.to_vec(), message.as_bytes().to_vec()));
+    }
+
+    /// The messages as log lines: redacted (a value split across consecutive messages is
+    /// found too), then escaped, then a line saying how much was dropped.
+    pub(crate) fn lines(&self, redactor: &Redactor) -> Vec<LogLine> {
+        let Ok(mut k) = self.kept.lock() else {
+            return Vec::new();
+        };
+        let k = std::mem::take(&mut *k);
+        let contexts: Vec<&[u8]> = k.messages.iter().map(|m| m.1.as_slice()).collect();
+        let messages: Vec<&[u8]> = k.messages.iter().map(|m| m.2.as_slice()).collect();
+        let contexts = redactor.parts(&contexts);
+        let messages = redactor.parts(&messages);
+        let mut out: Vec<LogLine> = k
+            .messages
+            .iter()
+            .zip(contexts.iter().zip(&messages))
+            .map(|((level, _, _), (context, message))| LogLine {
+                stream: Stream::Log(*level),
+                context: Some(escape(context)),
+                text: escape(message),
+            })
+            .collect();
+        if k.dropped_messages > 0 {
+            out.push(LogLine {
+                stream: Stream::Log(LogLevel::Warn),
+                context: None,
+                text: format!(
+                    "[{} more log messages ({} bytes) dropped: log cap reached]",
+                    k.dropped_messages, k.dropped_bytes
+                ),
+            });
+        }
+        out
+    }
+}
+
+impl From<logging::Level> for LogLevel {
+    fn from(l: logging::Level) -> Self {
+        match l {
+            logging::Level::Trace => LogLevel::Trace,
+            logging::Level::Debug => LogLevel::Debug,
+            logging::Level::Info => LogLevel::Info,
+            logging::Level::Warn => LogLevel::Warn,
+            logging::Level::Error => LogLevel::Error,
+            logging::Level::Critical => LogLevel::Critical,
+        }
+    }
+}
+
+impl logging::Host for CallState {
+    fn log(&mut self, level: logging::Level, context: String, message: String) {
+        self.logs.push(level.into(), &context, &message);
+    }
+}
+
+/// Links `wasi:logging/logging`.
+pub(crate) fn add_to_linker(
+    l: &mut wasmtime::component::Linker<CallState>,
+) -> wasmtime::Result<()> {
+    logging::add_to_linker::<_, wasmtime::component::HasSelf<CallState>>(l, |s| s)
+}
