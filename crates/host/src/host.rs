@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
 use warden_bundle::{Bundle, Caps, ContentHash};
 use warden_manifest::{Effective, ExtensionId, Grant, Kind, Policy, TenantName, effective};
+use warden_runtime::redact::Redactor;
 use warden_runtime::{
     CallCaps, CallError, CallOutcome, CallReport, LogLine, Prepared, Resolver, Runtime,
     RuntimeConfig, SystemResolver, WorldKind,
@@ -459,6 +460,7 @@ impl Tenant<'_> {
                 resolver: Arc::clone(&inner.resolver),
                 mounts: mounts.into(),
                 invoker: None,
+                redactor: None,
                 secrets: inner
                     .secrets
                     .access(&self.name, &info.id, &info.effective.secrets),
@@ -522,7 +524,7 @@ impl Tenant<'_> {
         input: &[u8],
     ) -> Result<Called<Vec<u8>>, CallFailure> {
         self.inner
-            .call_rpc(&self.name, id, method, input, Arc::new([]))
+            .call_rpc(&self.name, id, method, input, Arc::new([]), None)
             .await
     }
 
@@ -545,7 +547,7 @@ impl Tenant<'_> {
         let ext = inner.lookup(&self.name, id)?;
         let _permit = inner.permit(&ext)?;
         let limits = ext.info.effective.limits;
-        let caps = inner.caps_for(&ext, Arc::new([]));
+        let caps = inner.caps_for(&ext, Arc::new([]), None);
         let outcome = ext
             .prepared
             .call_http(&inner.runtime, &limits, &caps, request)
@@ -583,8 +585,14 @@ impl Inner {
 
     /// This call's capabilities: the install's, plus an invoker that knows the chain of calls
     /// when the install may call other extensions.
-    fn caps_for(self: &Arc<Self>, ext: &Arc<Loaded>, chain: Arc<[ExtensionId]>) -> CallCaps {
+    fn caps_for(
+        self: &Arc<Self>,
+        ext: &Arc<Loaded>,
+        chain: Arc<[ExtensionId]>,
+        redactor: Option<Redactor>,
+    ) -> CallCaps {
         let mut caps = ext.caps.clone();
+        caps.redactor = redactor;
         if !ext.info.effective.calls.is_empty() {
             caps.invoker = Some(Arc::new(HostInvoker::new(
                 Arc::downgrade(self),
@@ -595,7 +603,8 @@ impl Inner {
         caps
     }
 
-    /// An rpc call; `chain` lists the extensions already calling (empty at the top level).
+    /// An rpc call; `chain` lists the extensions already calling (empty at the top level), and
+    /// `redactor` holds the calling extension's secret values (see [`CallCaps::redactor`]).
     pub(crate) async fn call_rpc(
         self: &Arc<Self>,
         tenant: &TenantName,
@@ -603,6 +612,7 @@ impl Inner {
         method: &str,
         input: &[u8],
         chain: Arc<[ExtensionId]>,
+        redactor: Option<Redactor>,
     ) -> Result<Called<Vec<u8>>, CallFailure> {
         let ext = self.lookup(tenant, id)?;
         if !ext.methods.is_empty() && !ext.methods.iter().any(|m| m == method) {
@@ -613,7 +623,7 @@ impl Inner {
         }
         let _permit = self.permit(&ext)?;
         let limits = ext.info.effective.limits;
-        let caps = self.caps_for(&ext, chain);
+        let caps = self.caps_for(&ext, chain, redactor);
         let outcome = ext
             .prepared
             .call_rpc(&self.runtime, &limits, &caps, method, input)

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use warden_manifest::ExtensionId;
+use warden_runtime::redact::Redactor;
 use warden_runtime::{CallError, InvokeError, Invoker, WorldKind};
 
 use crate::authorize::CallRequest;
@@ -50,6 +51,7 @@ impl Invoker for HostInvoker {
         extension: &str,
         method: &str,
         input: Vec<u8>,
+        redactor: Redactor,
     ) -> Result<Vec<u8>, InvokeError> {
         let caller = &self.caller.info;
         let Ok(callee) = extension.parse::<ExtensionId>() else {
@@ -99,7 +101,14 @@ impl Invoker for HostInvoker {
         let mut chain: Vec<ExtensionId> = self.chain.to_vec();
         chain.push(caller.id.clone());
         match host
-            .call_rpc(&caller.tenant, &callee, method, &input, chain.into())
+            .call_rpc(
+                &caller.tenant,
+                &callee,
+                method,
+                &input,
+                chain.into(),
+                Some(redactor),
+            )
             .await
         {
             Ok(called) => Ok(called.value),

@@ -11,6 +11,7 @@ use crate::egress::{Resolver, SystemResolver};
 use crate::fs::MountDir;
 use crate::invoke::Invoker;
 use crate::kv::KvAccess;
+use crate::redact::Redactor;
 
 #[derive(Clone)]
 pub struct CallCaps {
@@ -26,6 +27,9 @@ pub struct CallCaps {
     pub secrets: Option<SecretAccess>,
     /// The install's key-value store (see [`crate::kv`]); `None` denies every `open`.
     pub kv: Option<KvAccess>,
+    /// For a call made through `invoke`: the caller's secret values, which this call's report
+    /// is redacted of as well (and the values this call reads join them). `None`: a fresh set.
+    pub redactor: Option<Redactor>,
 }
 
 impl Default for CallCaps {
@@ -38,6 +42,7 @@ impl Default for CallCaps {
             invoker: None,
             secrets: None,
             kv: None,
+            redactor: None,
         }
     }
 }

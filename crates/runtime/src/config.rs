@@ -58,10 +58,11 @@ pub(crate) struct SecretsState {
 }
 
 impl SecretsState {
-    pub(crate) fn new(access: Option<SecretAccess>) -> Self {
+    /// `inherited`: the caller's set, for a call made through `invoke`.
+    pub(crate) fn new(access: Option<SecretAccess>, inherited: Option<Redactor>) -> Self {
         SecretsState {
             access,
-            redactor: Redactor::default(),
+            redactor: inherited.unwrap_or_default(),
         }
     }
 }

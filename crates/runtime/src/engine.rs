@@ -189,6 +189,7 @@ fn linker(engine: &Engine) -> Result<Linker<CallState>, LoadError> {
     wasmtime_wasi::p2::add_to_linker_async(&mut l).map_err(err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l).map_err(err)?;
     crate::sockets::add_to_linker(&mut l).map_err(err)?;
+    crate::fs::add_to_linker(&mut l).map_err(err)?;
     crate::egress::handler::add_to_linker(&mut l).map_err(err)?;
     crate::kv::add_to_linker(&mut l).map_err(err)?;
     crate::config::add_to_linker(&mut l).map_err(err)?;

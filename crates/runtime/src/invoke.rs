@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 
 use crate::bindings::{GuestCallError, warden};
+use crate::redact::Redactor;
 use crate::state::{CallState, allow, record};
 
 /// Why a call to another extension did not return a value.
@@ -22,11 +23,15 @@ pub enum InvokeError {
 /// call (it knows the caller, its tenant and the chain of calls so far).
 #[async_trait]
 pub trait Invoker: Send + Sync {
+    /// `redactor` holds the secret values the caller was handed: the callee's report must be
+    /// redacted of them too (the caller may pass them in `input`); give it to the callee's
+    /// [`CallCaps::redactor`](crate::CallCaps).
     async fn invoke(
         &self,
         extension: &str,
         method: &str,
         input: Vec<u8>,
+        redactor: Redactor,
     ) -> Result<Vec<u8>, InvokeError>;
 }
 
@@ -45,22 +50,25 @@ impl warden::extension::invoke::Host for CallState {
                 message: reason,
             }));
         };
-        Ok(match invoker.invoke(&extension, &method, input).await {
-            Ok(out) => {
-                allow(&self.denials, "invoke", &extension);
-                Ok(out)
-            }
-            Err(InvokeError::Denied { reason }) => {
-                record(&self.denials, "invoke", &extension, Some(reason.clone()));
-                Err(GuestCallError {
-                    code: "denied".into(),
-                    message: reason,
-                })
-            }
-            Err(InvokeError::Failed { code, message }) => {
-                allow(&self.denials, "invoke", &extension);
-                Err(GuestCallError { code, message })
-            }
-        })
+        let redactor = self.secrets.redactor.clone();
+        Ok(
+            match invoker.invoke(&extension, &method, input, redactor).await {
+                Ok(out) => {
+                    allow(&self.denials, "invoke", &extension);
+                    Ok(out)
+                }
+                Err(InvokeError::Denied { reason }) => {
+                    record(&self.denials, "invoke", &extension, Some(reason.clone()));
+                    Err(GuestCallError {
+                        code: "denied".into(),
+                        message: reason,
+                    })
+                }
+                Err(InvokeError::Failed { code, message }) => {
+                    allow(&self.denials, "invoke", &extension);
+                    Err(GuestCallError { code, message })
+                }
+            },
+        )
     }
 }

@@ -158,7 +158,7 @@ impl CallState {
             denials,
             egress_bytes,
             invoker: caps.invoker.clone(),
-            secrets: crate::config::SecretsState::new(caps.secrets.clone()),
+            secrets: crate::config::SecretsState::new(caps.secrets.clone(), caps.redactor.clone()),
             logs: crate::logging::LogCapture::default(),
             kv: caps.kv.clone(),
             sockets_policy,

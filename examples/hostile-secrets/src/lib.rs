@@ -11,6 +11,7 @@
 //! | `leak`      | NAME           | reads NAME, then writes it to stdout (whole), stderr (split over two lines and two writes), wasi:logging (message, context, and split over two messages), a denied URL's host, a denied secret name, and finally returns it in its error's code and message |
 //! | `log`       | LEVEL CTX MSG  | one `wasi:logging` message |
 //! | `log-flood` | N              | N `wasi:logging` messages of 100 bytes |
+//! | `pass`      | NAME EXT       | reads NAME and sends `VALUE\|1` to EXT's `stdout` method through invoke (hostile prints it) |
 
 wit_bindgen::generate!({ path: "../../wit", world: "rpc-extension-secrets", generate_all });
 
@@ -34,6 +35,7 @@ impl Guest for HostileSecrets {
             "leak" => return leak(&input),
             "log" => log(&input),
             "log-flood" => log_flood(&input),
+            "pass" => pass(&input),
             _ => return Err(error("not-found", format!("no method {method:?}"))),
         };
         Ok(out.into_bytes())
@@ -48,6 +50,19 @@ fn describe(e: &store::Error) -> String {
     match e {
         store::Error::Upstream(m) => format!("err:upstream:{m}"),
         store::Error::Io(m) => format!("err:io:{m}"),
+    }
+}
+
+fn pass(input: &str) -> String {
+    let (name, ext) = input.trim().split_once(' ').unwrap_or((input, ""));
+    let value = match store::get(name) {
+        Ok(Some(v)) => v,
+        Ok(None) => return "none".into(),
+        Err(e) => return describe(&e),
+    };
+    match warden::extension::invoke::call(ext, "stdout", format!("{value}|1").as_bytes()) {
+        Ok(out) => format!("passed:{}", String::from_utf8_lossy(&out).len()),
+        Err(e) => format!("err:{}:{}", e.code, e.message),
     }
 }
 

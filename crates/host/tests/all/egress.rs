@@ -466,3 +466,59 @@ async fn https_goes_through_tls_with_the_checked_address() {
     assert_eq!(out, DENIED);
     assert_eq!(server.connections(), 1);
 }
+
+/// The fetcher example, pointed at a local server: an allowed fetch returns the body, a host it
+/// does not list is a typed `denied` error (the call itself returns normally to the host), and
+/// both are in the audit log.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fetcher_example_fetches_only_from_its_allowed_hosts() {
+    let server = Server::ok("fetched body");
+    let resolver = FakeResolver::new(&[
+        ("svc.test", &[&["127.0.0.1"]]),
+        ("other.test", &[&["127.0.0.1"]]),
+    ]);
+    let lab = Lab::with_resolver(allow_loopback(), Some(resolver.clone()));
+    let port = server.port();
+    let id = lab.load_granted(
+        "fetcher",
+        |m| {
+            m.replace(
+                r#"allowed_hosts = ["https://example.com", "https://*.example.com"]"#,
+                &format!(r#"allowed_hosts = ["http://svc.test:{port}"]"#),
+            )
+        },
+        &Grant::All,
+    );
+    let out = lab
+        .host
+        .call(
+            &id,
+            "fetch",
+            format!("http://svc.test:{port}/page").as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&out), "200\nfetched body");
+    let err = lab
+        .host
+        .call(
+            &id,
+            "fetch",
+            format!("http://other.test:{port}/").as_bytes(),
+        )
+        .await
+        .unwrap_err();
+    match &err.error {
+        warden_host::CallError::Extension { code, .. } => assert_eq!(code, "denied"),
+        other => panic!("expected the extension's denied error, got {other:?}"),
+    }
+    assert_eq!(server.connections(), 1);
+    let d = denials(&lab);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        d[0].target(),
+        Some(format!("http://other.test:{port}").as_str())
+    );
+    assert!(lab.audit.records().iter().any(|r| r.event() == Event::Grant
+        && r.target() == Some(format!("http://svc.test:{port}").as_str())));
+}

@@ -78,8 +78,39 @@ async fn run(host: &Host, tenant: &str, id: &ExtensionId, method: &str, input: &
     }
 }
 
+/// Runs one operation. For the raw WASI operations (which reach the host as written), checks
+/// that every refusal the guest saw (`not-permitted`) left an `fs` denial in the audit log.
+/// std's path operations may be refused by the guest's own libc before the host sees them
+/// (it resolves symlinks itself and stops at a mount's edge); there is nothing to audit then.
 async fn op(lab: &Lab, id: &ExtensionId, method: &str, input: &str) -> String {
-    run(&lab.host, "default", id, method, input).await
+    op_checked(lab, id, method, input, method.starts_with("raw-")).await
+}
+
+/// [`op`], with the audit check always on (`audited`) or only for raw operations.
+async fn op_checked(
+    lab: &Lab,
+    id: &ExtensionId,
+    method: &str,
+    input: &str,
+    audited: bool,
+) -> String {
+    let fs_denials = |lab: &Lab| {
+        lab.audit
+            .records()
+            .iter()
+            .filter(|r| r.event() == Event::Denial && r.capability() == Some("fs"))
+            .count()
+    };
+    let before = fs_denials(lab);
+    let out = run(&lab.host, "default", id, method, input).await;
+    let refusals = out.matches("PermissionDenied").count() + out.matches("not-permitted").count();
+    if audited && refusals > 0 {
+        assert!(
+            fs_denials(lab) > before,
+            "{method} {input}: refused ({out}) but no fs denial was audited"
+        );
+    }
+    out
 }
 
 /// Asserts the guest was refused and saw nothing of the outside.
@@ -590,7 +621,8 @@ async fn read_only_mounts_refuse_every_change() {
             ("symlink", format!("/etc/passwd|{root}/sl2")),
         ];
         for (method, input) in &attempts {
-            let out = op(&lab, &id, method, input).await;
+            // Each refusal here comes from the host, so each is audited.
+            let out = op_checked(&lab, &id, method, input, true).await;
             refused(&out, &format!("{method} {input}"));
             // Wasmtime refuses before touching the file system: WASI `not-permitted`,
             // which std reports as PermissionDenied.
@@ -614,6 +646,18 @@ async fn read_only_mounts_refuse_every_change() {
             "/data changed by {root} attempts"
         );
     }
+    // The records name the operation and the path as the guest wrote it, and why.
+    let records = lab.audit.records();
+    let fs_denial = |target: &str| {
+        records.iter().any(|r| {
+            r.event() == Event::Denial
+                && r.capability() == Some("fs")
+                && r.target() == Some(target)
+                && r.message() == Some("not-permitted")
+        })
+    };
+    assert!(fs_denial("mkdir made"), "no record for mkdir");
+    assert!(fs_denial("rmdir sub"), "no record for rmdir");
     // WASI 0.2 has no chmod/chown at all, so there is nothing to refuse there.
     // The writable mount next to them still works.
     assert_eq!(op(&lab, &id, "write", "/data/w.txt|changed").await, "ok");

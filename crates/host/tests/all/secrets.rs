@@ -564,3 +564,37 @@ async fn tracing_lines_carry_redacted_guest_output_only() {
     assert!(logged.contains("context=\"ctx-[REDACTED]\""), "{logged}");
     assert_absent("tracing", &logged);
 }
+
+/// A caller passing its secret to another extension through invoke: the callee prints it, and
+/// the callee's output (its own call's logs) is redacted of the caller's values too.
+#[tokio::test]
+async fn a_secret_passed_through_invoke_is_redacted_in_the_callees_output() {
+    let lab = Lab::new();
+    lab.load("hostile");
+    let path = lab.bundle("hostile-secrets", |m| {
+        m.replace(
+            "secrets = [\"API_TOKEN\", \"OTHER_TOKEN\"]",
+            "secrets = [\"API_TOKEN\", \"OTHER_TOKEN\"]\ncalls = [\"warden.hostile\"]",
+        )
+    });
+    let id = lab
+        .host
+        .load_file(&path, None, &grant("secret:API_TOKEN,call:warden.hostile"))
+        .unwrap()
+        .id;
+    lab.host
+        .tenant(&default_tenant())
+        .put_secret(&id, &name("API_TOKEN"), value(TOKEN))
+        .unwrap();
+    let collect = Collect::default();
+    let _guard = tracing::subscriber::set_default(collect.clone());
+    let out = call(&lab.host, &id, "pass", "API_TOKEN warden.hostile").await;
+    assert!(out.starts_with("passed:"), "{out}");
+    let logged = collect.0.lock().unwrap().clone();
+    assert!(logged.contains("warden.hostile"), "{logged}");
+    assert!(logged.contains("[REDACTED]"), "{logged}");
+    assert_absent("tracing", &logged);
+    for r in lab.audit.records() {
+        assert_absent("audit", &format!("{r:?}"));
+    }
+}
