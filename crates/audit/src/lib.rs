@@ -22,7 +22,7 @@ mod sanitize;
 mod sink;
 
 pub use chain::{ChainError, GENESIS_HASH, MAX_LINE_BYTES};
-pub use log::{Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE};
+pub use log::{Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE, TORN_FILE};
 pub use read::{Filter, Reader, StoredRecord, VerifyReport, read, verify};
 pub use record::{Decision, Event, Outcome, Record};
 pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};

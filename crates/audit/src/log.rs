@@ -11,13 +11,15 @@ use std::sync::Mutex;
 use crate::chain::{ChainError, MAX_LINE_BYTES, check_line, encode};
 use crate::head::{HEAD_LEN, Head};
 use crate::read::walk;
-use crate::record::Record;
+use crate::record::{Event, Outcome, Record};
 use crate::sink::{AuditSink, emit};
 
 /// The log file inside the audit folder: one record per line.
 pub const LOG_FILE: &str = "audit.jsonl";
 /// The head file inside the audit folder: sequence number and hash of the last record.
 pub const HEAD_FILE: &str = "audit.head";
+/// Where torn tails cut from the log are kept (one JSON line each), for the operator to read.
+pub const TORN_FILE: &str = "audit.torn";
 
 /// Mode of the audit folder when warden creates it.
 const DIR_MODE: u32 = 0o700;
@@ -65,13 +67,19 @@ pub struct Appended {
 ///   chain continues; several processes may append to the same log.
 /// - [`AuditLog::append`] returns once the record and the head are on disk (`fdatasync`);
 ///   concurrent appends share one sync (group commit).
-/// - A failed write or sync may leave a partial line, so it marks the log broken: every later
-///   append fails with [`AuditError::Broken`] instead of extending a damaged chain. A caller
-///   that cannot audit an action should refuse the action.
+/// - Each line is written with one `write`. A failed or short write (a full disk) is rolled
+///   back: the log is cut back to its previous length (and the old head rewritten) before the
+///   error is returned, so the chain stays intact and a later append may succeed. Only when
+///   that rollback fails too, or a sync fails (the kernel may have dropped written pages), is
+///   the log marked broken: every later append fails with [`AuditError::Broken`] instead of
+///   extending a damaged chain. A caller that cannot audit an action should refuse the action.
 ///
 /// Crash safety: the line is written before the head and both are synced before the append
-/// returns. A crash between the two can leave the head one record behind or ahead of the log;
-/// `open` and `verify` then report it like tampering, and an operator decides.
+/// returns. A crash (or a failed rollback) in the middle of the line leaves a *torn tail*: a
+/// last line without a newline, after the record the head names. That is the one damage that
+/// is repaired, by `open` or by the next append: see [`AuditLog::open`]. A crash after the line
+/// but before the head leaves the head one record behind; `open` and `verify` report that like
+/// tampering, and an operator decides.
 #[derive(Debug)]
 pub struct AuditLog {
     dir: PathBuf,
@@ -140,7 +148,14 @@ impl AuditLog {
     /// An existing log is checked at its end only: the head file must name the last line, and
     /// the last line must be intact. If not, the whole log is walked to report the first
     /// problem precisely, and the log is not opened: appending to a damaged chain would bury
-    /// the damage. Nothing is ever repaired.
+    /// the damage.
+    ///
+    /// One damage is repaired, because it is what a crash or a full disk leaves, not an edit: a
+    /// torn tail. That is: the last line has no newline, its bytes are the start of the record
+    /// that would follow the head, every complete line verifies and the head names the last of
+    /// them. Its bytes are appended to [`TORN_FILE`], the log is cut back to its last newline,
+    /// and an [`Event::Recovery`] record saying how many bytes were set aside at which sequence
+    /// number is appended, so the repair is itself in the chain and `verify` passes.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
         DirBuilder::new()
             .recursive(true)
@@ -196,12 +211,30 @@ impl AuditLog {
             0
         } else {
             let h = Head::read(&head, &head_path).map_err(chain)?;
-            if !tail_matches(&log, log_len, &h) {
+            if tail_matches(&log, log_len, &h) {
+                h.seq
+            } else if let Some(cut) = torn_tail(&log, &log_path, log_len, &h).map_err(chain)? {
+                let files = Files {
+                    dir,
+                    log: &log,
+                    log_path: &log_path,
+                    head: &head,
+                    head_path: &head_path,
+                };
+                let (h, _) = files
+                    .set_aside(&h, cut, log_len)
+                    .map_err(|failure| failure.error)?;
+                // The recovery record must be on disk before anything is appended after it.
+                log.sync_data()
+                    .map_err(io_err("syncing", &log_path))
+                    .and(head.sync_data().map_err(io_err("syncing", &head_path)))?;
+                h.seq
+            } else {
                 // Find and name the first problem.
                 let log_for_walk = File::open(&log_path).map_err(io_err("opening", &log_path))?;
                 walk(log_for_walk, log_len, &h, &log_path).map_err(chain)?;
+                h.seq
             }
-            h.seq
         };
         drop(lock);
         Ok(AuditLog {
@@ -238,33 +271,44 @@ impl AuditLog {
             return Err(AuditError::Broken);
         }
         let _lock = FileLock::exclusive(&self.head).map_err(io_err("locking", &self.head_path))?;
-        let head = Head::read(&self.head, &self.head_path).map_err(|source| AuditError::Chain {
+        let chain = |source| AuditError::Chain {
             dir: self.dir.clone(),
             source,
-        })?;
-        let seq = head.seq.checked_add(1).ok_or(AuditError::Broken)?;
-        let encoded = encode(seq, &head.hash, record).map_err(AuditError::Encode)?;
-        if encoded.line.len() > MAX_LINE_BYTES + 1 {
-            return Err(AuditError::TooLarge {
-                len: encoded.line.len() - 1,
-            });
-        }
-        let new_head = Head {
-            seq,
-            hash: encoded.hash,
         };
-        let new_head_bytes = new_head.encode().map_err(AuditError::Encode)?;
-        if let Err(source) = (&self.log).write_all(&encoded.line) {
-            state.broken = true;
-            return Err(io_err("writing", &self.log_path)(source));
+        let mut head = Head::read(&self.head, &self.head_path).map_err(chain)?;
+        let mut len = self
+            .log
+            .metadata()
+            .map_err(io_err("reading", &self.log_path))?
+            .len();
+        let files = Files {
+            dir: &self.dir,
+            log: &self.log,
+            log_path: &self.log_path,
+            head: &self.head,
+            head_path: &self.head_path,
+        };
+        // A line not ending in a newline is left by a crash or a rollback that failed (here or
+        // in another process). Appending after it would bury a garbled line in the chain, so it
+        // is set aside first, on the same strict conditions as at `open`, or the append fails.
+        if !ends_with_newline(&self.log, len).map_err(io_err("reading", &self.log_path))? {
+            let Some(cut) = torn_tail(&self.log, &self.log_path, len, &head).map_err(chain)? else {
+                // Not reached: `torn_tail` names the problem when the tail cannot be set aside.
+                return Err(AuditError::Broken);
+            };
+            (head, len) = files.set_aside(&head, cut, len).map_err(|f| {
+                state.broken |= f.broken;
+                f.error
+            })?;
+            state.written = head.seq;
         }
-        if let Err(source) = self.head.write_all_at(&new_head_bytes, 0) {
-            state.broken = true;
-            return Err(io_err("writing", &self.head_path)(source));
-        }
-        state.written = seq;
+        let (new_head, _) = files.append_locked(&head, len, record).map_err(|f| {
+            state.broken |= f.broken;
+            f.error
+        })?;
+        state.written = new_head.seq;
         Ok(Appended {
-            seq,
+            seq: new_head.seq,
             hash: new_head.hash,
         })
     }
@@ -306,6 +350,239 @@ impl AuditSink for AuditLog {
     }
 }
 
+/// An append that failed: why, and whether the files could not be put back as they were (the
+/// chain may now be damaged, so nothing more may be appended through this handle).
+struct Failure {
+    error: AuditError,
+    broken: bool,
+}
+
+impl Failure {
+    fn clean(error: AuditError) -> Failure {
+        Failure {
+            error,
+            broken: false,
+        }
+    }
+}
+
+/// The files of one log, for the steps of an append. The caller holds the exclusive lock.
+struct Files<'a> {
+    dir: &'a Path,
+    log: &'a File,
+    log_path: &'a Path,
+    head: &'a File,
+    head_path: &'a Path,
+}
+
+impl Files<'_> {
+    /// Appends `record` after `head` to a log that is `len` bytes long and ends with a newline,
+    /// then rewrites the head. Returns the new head and length. Nothing is synced.
+    ///
+    /// The line goes out in one `write`, so a full disk usually leaves nothing or a prefix of
+    /// it; on any failure the log is cut back to `len` and the old head restored, so the chain
+    /// is as before and a later append can succeed.
+    fn append_locked(
+        &self,
+        head: &Head,
+        len: u64,
+        record: &Record,
+    ) -> Result<(Head, u64), Failure> {
+        let seq = head
+            .seq
+            .checked_add(1)
+            .ok_or(Failure::clean(AuditError::Broken))?;
+        let encoded =
+            encode(seq, &head.hash, record).map_err(|e| Failure::clean(AuditError::Encode(e)))?;
+        if encoded.line.len() > MAX_LINE_BYTES + 1 {
+            return Err(Failure::clean(AuditError::TooLarge {
+                len: encoded.line.len() - 1,
+            }));
+        }
+        let new_head = Head {
+            seq,
+            hash: encoded.hash,
+        };
+        let new_head_bytes = new_head
+            .encode()
+            .map_err(|e| Failure::clean(AuditError::Encode(e)))?;
+        let old_head_bytes = head
+            .encode()
+            .map_err(|e| Failure::clean(AuditError::Encode(e)))?;
+        if let Err(source) = write_once(self.log, &encoded.line) {
+            let broken = self.log.set_len(len).is_err();
+            return Err(Failure {
+                error: io_err("writing", self.log_path)(source),
+                broken,
+            });
+        }
+        if let Err(source) = self.head.write_all_at(&new_head_bytes, 0) {
+            // The head may be half rewritten: put back the old one, then drop the line.
+            let broken = self.head.write_all_at(&old_head_bytes, 0).is_err()
+                || self.log.set_len(len).is_err();
+            return Err(Failure {
+                error: io_err("writing", self.head_path)(source),
+                broken,
+            });
+        }
+        Ok((new_head, len + encoded.line.len() as u64))
+    }
+
+    /// Moves the torn tail `cut..len` of the log to [`TORN_FILE`], cuts the log at `cut`, and
+    /// appends the [`Event::Recovery`] record. `head` names the record just before `cut`.
+    fn set_aside(&self, head: &Head, cut: u64, len: u64) -> Result<(Head, u64), Failure> {
+        let torn_path = self.dir.join(TORN_FILE);
+        let n = len - cut;
+        let seq = head.seq.saturating_add(1);
+        let record = Record::new(Event::Recovery, format!("audit-recovery-{seq}"))
+            .with_capability("audit")
+            .with_target(LOG_FILE)
+            .with_outcome(Outcome::Error)
+            .with_message(format!(
+                "a torn tail of {n} bytes (an incomplete record {seq}, left by a crash or a \
+                 full disk) was set aside at seq {seq} in {TORN_FILE}"
+            ));
+        let mut bytes = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
+        self.log
+            .read_exact_at(&mut bytes, cut)
+            .map_err(|e| Failure::clean(io_err("reading", self.log_path)(e)))?;
+        let note = serde_json::json!({
+            "time": record.time(),
+            "after_seq": head.seq,
+            "after_hash": head.hash,
+            "offset": cut,
+            "bytes": n,
+            "hex": hex::encode(&bytes),
+        });
+        let mut line =
+            serde_json::to_vec(&note).map_err(|e| Failure::clean(AuditError::Encode(e)))?;
+        line.push(b'\n');
+        // The bytes are kept (and synced) before they are cut from the log: a crash in between
+        // only sets them aside twice.
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(FILE_MODE)
+            .open(&torn_path)
+            .and_then(|mut f| {
+                f.write_all(&line)?;
+                f.sync_all()
+            })
+            .and_then(|()| File::open(self.dir)?.sync_all())
+            .map_err(|e| Failure::clean(io_err("writing", &torn_path)(e)))?;
+        self.log
+            .set_len(cut)
+            .map_err(|e| Failure::clean(io_err("truncating", self.log_path)(e)))?;
+        tracing::warn!(
+            target: "warden::audit",
+            dir = %self.dir.display(),
+            bytes = n,
+            seq,
+            "a torn tail of the audit log was set aside in {TORN_FILE}"
+        );
+        self.append_locked(head, cut, &record)
+    }
+}
+
+/// Writes `line` with one `write` (retried only if nothing was written), so that concurrent
+/// readers and a full disk see all of it or a prefix, never interleaved pieces. A short write is
+/// an error: the caller rolls it back.
+fn write_once(mut file: &File, line: &[u8]) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(n) = tests::SHORT_WRITE.take() {
+        // What a full disk does: part of the line is written, then the write fails.
+        file.write_all(&line[..n.min(line.len())])?;
+        return Err(io::Error::from_raw_os_error(28));
+    }
+    loop {
+        match file.write(line) {
+            Ok(n) if n == line.len() => return Ok(()),
+            Ok(n) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short write: {n} of {} bytes", line.len()),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True if the log is empty or its last byte is a newline.
+fn ends_with_newline(log: &File, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    log.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
+}
+
+/// Decides whether the log ends in a torn tail that may be set aside, and if so returns the
+/// length to cut the log back to. Exactly this is a torn tail:
+///
+/// - the log does not end with a newline, and the bytes after its last newline are fewer than
+///   a line may hold;
+/// - those bytes, ignoring trailing NUL bytes (a crash can leave a file extended but not yet
+///   written), are the start of the line warden would write next: `{"seq":S+1,"prev":"H",…`
+///   for the head's S and H (or only a prefix of that);
+/// - every complete line before them verifies, and the head names the last of them.
+///
+/// Returns `Ok(None)` if the log ends with a newline (there is no torn tail), and the first
+/// problem, as [`walk`] names it for the whole file, if the tail is anything else: an edited,
+/// removed or garbled line must still be refused, not cut away.
+fn torn_tail(
+    log: &File,
+    log_path: &Path,
+    len: u64,
+    head: &Head,
+) -> Result<Option<u64>, ChainError> {
+    let io = |source| ChainError::Io {
+        path: log_path.to_owned(),
+        source,
+    };
+    if ends_with_newline(log, len).map_err(io)? {
+        return Ok(None);
+    }
+    let refuse = || -> Result<Option<u64>, ChainError> {
+        walk(File::open(log_path).map_err(io)?, len, head, log_path)?;
+        // Not reached: a log without a final newline never walks cleanly.
+        Err(ChainError::Torn { line: head.seq + 1 })
+    };
+    let start = len.saturating_sub(MAX_LINE_BYTES as u64 + 1);
+    let mut buf = vec![
+        0u8;
+        usize::try_from(len - start)
+            .map_err(|_| ChainError::Torn { line: head.seq + 1 })?
+    ];
+    log.read_exact_at(&mut buf, start).map_err(io)?;
+    let cut_in_buf = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None if start == 0 => 0,
+        // More bytes without a newline than any line warden writes.
+        None => return refuse(),
+    };
+    let partial = &buf[cut_in_buf..];
+    let Some(seq) = head.seq.checked_add(1) else {
+        return refuse();
+    };
+    let expected = format!("{{\"seq\":{seq},\"prev\":\"{}\",\"record\":{{", head.hash);
+    let text = match partial.iter().rposition(|&b| b != 0) {
+        Some(i) => &partial[..=i],
+        None => &partial[..0],
+    };
+    let n = text.len().min(expected.len());
+    if text[..n] != expected.as_bytes()[..n] {
+        return refuse();
+    }
+    let cut = start + cut_in_buf as u64;
+    match walk(File::open(log_path).map_err(io)?, cut, head, log_path) {
+        Ok(_) => Ok(Some(cut)),
+        Err(_) => refuse(),
+    }
+}
+
 /// True if the log's last line is intact and is the record the head names. Reads only the end
 /// of the file.
 fn tail_matches(log: &File, len: u64, head: &Head) -> bool {
@@ -332,3 +609,51 @@ fn tail_matches(log: &File, len: u64, head: &Head) -> bool {
 }
 
 const _: () = assert!(HEAD_LEN > 103, "the head file must fit the longest head");
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::read::verify;
+
+    thread_local! {
+        /// Makes the next line written on this thread stop after this many bytes and fail.
+        pub(super) static SHORT_WRITE: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    fn rec(i: u64) -> Record {
+        Record::new(Event::Call, format!("req-{i}")).with_message(format!("message {i}"))
+    }
+
+    #[test]
+    fn a_failed_write_is_rolled_back_and_the_log_stays_usable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = AuditLog::open(&dir).unwrap();
+        log.append(rec(1)).unwrap();
+        let log_before = fs::read(dir.join(LOG_FILE)).unwrap();
+        let head_before = fs::read(dir.join(HEAD_FILE)).unwrap();
+        // Nothing written, one byte, part of the line, all of it but the newline.
+        for cut in [0, 1, 40, usize::MAX] {
+            SHORT_WRITE.set(Some(cut));
+            let err = log.append(rec(2)).unwrap_err();
+            let AuditError::Io { source, .. } = &err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(source.raw_os_error(), Some(28), "{err:?}");
+            // The partial line was cut off again and the head not touched.
+            assert_eq!(fs::read(dir.join(LOG_FILE)).unwrap(), log_before, "{cut}");
+            assert_eq!(fs::read(dir.join(HEAD_FILE)).unwrap(), head_before);
+        }
+        // The log is not marked broken: the next append (space freed) continues the chain.
+        let a = log.append(rec(2)).unwrap();
+        assert_eq!(a.seq, 2);
+        let report = verify(&dir).unwrap();
+        assert_eq!((report.records, report.last_hash), (2, a.hash));
+        assert!(
+            !dir.join(TORN_FILE).exists(),
+            "nothing needed setting aside"
+        );
+    }
+}

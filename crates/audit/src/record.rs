@@ -27,6 +27,10 @@ pub enum Event {
     VerificationFailure,
     /// A verified bundle loaded (compiled, pre-instantiated) for use.
     Load,
+    /// The audit log repaired its own end: a torn last line (a crash or a full disk while
+    /// appending) was set aside in `audit.torn`. Written by the log itself, so the repair is
+    /// part of the chain.
+    Recovery,
 }
 
 impl Event {
@@ -42,6 +46,7 @@ impl Event {
             Event::Publish => "publish",
             Event::VerificationFailure => "verification-failure",
             Event::Load => "load",
+            Event::Recovery => "recovery",
         }
     }
 }

@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
 use warden_bundle::{Bundle, Caps, ContentHash};
 use warden_manifest::{Effective, ExtensionId, Grant, Kind, Policy, TenantName, effective};
-use warden_runtime::redact::Redactor;
 use warden_runtime::{
     CallCaps, CallError, CallOutcome, CallReport, LogLine, Prepared, Resolver, Runtime,
     RuntimeConfig, SystemResolver, WorldKind,
@@ -17,7 +17,7 @@ use warden_runtime::{
 
 use crate::authorize::{Authorizer, LoadRequest, ManifestAuthorizer};
 use crate::ids::RequestIds;
-use crate::invoke::HostInvoker;
+use crate::invoke::{HostInvoker, Via};
 use warden_kv::{KvBackend, MemoryKv, Quota, SqliteKv};
 use warden_runtime::KvAccess;
 use warden_trust::{Envelope, TrustBundle, Verified, verify};
@@ -211,6 +211,8 @@ impl HostBuilder {
                 extensions: RwLock::default(),
                 prepared: RwLock::default(),
                 ids: RequestIds::new(),
+                audit_failed: AtomicBool::new(false),
+                audit_failure: Mutex::new(String::new()),
             }),
         })
     }
@@ -271,6 +273,11 @@ pub(crate) struct Inner {
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
     ids: RequestIds,
+    /// Set when an audit record could not be stored: calls are refused until one can (see
+    /// [`Inner::audit_gate`]). An atomic so the check on every call costs one load.
+    audit_failed: AtomicBool,
+    /// Why the last audit record could not be stored, for the refusals.
+    audit_failure: Mutex<String>,
 }
 
 /// One tenant's view of a [`Host`]: what it loads and calls is its own.
@@ -442,6 +449,13 @@ impl Tenant<'_> {
                 bundle,
                 &eff.mounts,
             )?;
+            let fs_quota = crate::mounts::quota(
+                inner.data_dir.as_deref(),
+                &self.name,
+                &ext.id,
+                &eff.mounts,
+                inner.policy.files,
+            );
             let prepared = inner.prepare(&verified)?;
             let info = ExtensionInfo {
                 tenant: self.name.clone(),
@@ -459,6 +473,7 @@ impl Tenant<'_> {
                 network: info.effective.network.clone().map(Arc::new),
                 resolver: Arc::clone(&inner.resolver),
                 mounts: mounts.into(),
+                fs_quota,
                 invoker: None,
                 redactor: None,
                 secrets: inner
@@ -524,7 +539,7 @@ impl Tenant<'_> {
         input: &[u8],
     ) -> Result<Called<Vec<u8>>, CallFailure> {
         self.inner
-            .call_rpc(&self.name, id, method, input, Arc::new([]), None)
+            .call_rpc(&self.name, id, method, input, Via::default())
             .await
     }
 
@@ -545,9 +560,10 @@ impl Tenant<'_> {
     ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
         let inner = self.inner;
         let ext = inner.lookup(&self.name, id)?;
+        inner.audit_gate(&ext)?;
         let _permit = inner.permit(&ext)?;
         let limits = ext.info.effective.limits;
-        let caps = inner.caps_for(&ext, Arc::new([]), None);
+        let caps = inner.caps_for(&ext, Via::default());
         let outcome = ext
             .prepared
             .call_http(&inner.runtime, &limits, &caps, request)
@@ -583,47 +599,48 @@ impl Inner {
             .cloned()
     }
 
-    /// This call's capabilities: the install's, plus an invoker that knows the chain of calls
-    /// when the install may call other extensions.
-    fn caps_for(
-        self: &Arc<Self>,
-        ext: &Arc<Loaded>,
-        chain: Arc<[ExtensionId]>,
-        redactor: Option<Redactor>,
-    ) -> CallCaps {
+    /// This call's capabilities: the install's, plus an invoker that knows how the call was
+    /// reached when the install may call other extensions.
+    fn caps_for(self: &Arc<Self>, ext: &Arc<Loaded>, via: Via) -> CallCaps {
         let mut caps = ext.caps.clone();
-        caps.redactor = redactor;
+        caps.redactor = via.redactor.clone();
         if !ext.info.effective.calls.is_empty() {
             caps.invoker = Some(Arc::new(HostInvoker::new(
                 Arc::downgrade(self),
                 Arc::clone(ext),
-                chain,
+                via,
             )));
         }
         caps
     }
 
-    /// An rpc call; `chain` lists the extensions already calling (empty at the top level), and
-    /// `redactor` holds the calling extension's secret values (see [`CallCaps::redactor`]).
+    /// An rpc call; `via` says how it was reached (default: a top-level call).
     pub(crate) async fn call_rpc(
         self: &Arc<Self>,
         tenant: &TenantName,
         id: &ExtensionId,
         method: &str,
         input: &[u8],
-        chain: Arc<[ExtensionId]>,
-        redactor: Option<Redactor>,
+        via: Via,
     ) -> Result<Called<Vec<u8>>, CallFailure> {
         let ext = self.lookup(tenant, id)?;
+        self.audit_gate(&ext)?;
         if !ext.methods.is_empty() && !ext.methods.iter().any(|m| m == method) {
+            // The name is chosen by the caller; from another extension it may carry that
+            // extension's secret values: redact before quoting (quoting escapes characters,
+            // which would hide a value from the redactor).
+            let shown = match &via.redactor {
+                Some(r) => r.text(method),
+                None => method.to_string(),
+            };
             return Err(self.refuse(
                 &ext,
-                CallError::Invalid(format!("{id} has no method {method:?}")),
+                CallError::Invalid(format!("{id} has no method {shown:?}")),
             ));
         }
         let _permit = self.permit(&ext)?;
         let limits = ext.info.effective.limits;
-        let caps = self.caps_for(&ext, chain, redactor);
+        let caps = self.caps_for(&ext, via);
         let outcome = ext
             .prepared
             .call_rpc(&self.runtime, &limits, &caps, method, input)
@@ -668,6 +685,8 @@ impl Inner {
     fn finish<T>(&self, ext: &Loaded, outcome: CallOutcome<T>) -> Result<Called<T>, CallFailure> {
         let id = self.ids.next();
         let report = outcome.report;
+        // Whether any of this call's records could not be stored.
+        let mut lost = false;
         for line in &report.logs {
             tracing::info!(target: "warden::guest", request_id = %id, tenant = %ext.info.tenant, extension = %ext.info.id, stream = line.stream.label(), context = line.context.as_deref().unwrap_or(""), "{}", line.text);
         }
@@ -677,7 +696,7 @@ impl Inner {
                 .with_target(&grant.target)
                 .with_decision(warden_audit::Decision::Allow)
                 .with_outcome(Outcome::Ok);
-            self.write(r);
+            lost |= !self.write(r);
         }
         for denial in &report.denials {
             let mut r = base_record(ext, Event::Denial, &id)
@@ -685,13 +704,17 @@ impl Inner {
                 .with_target(&denial.target)
                 .with_decision(warden_audit::Decision::Deny)
                 .with_outcome(Outcome::Denied);
-            if let Some(reason) = &denial.reason {
-                r = r.with_message(reason);
+            // One record per distinct refusal; repeats are counted on it.
+            match (&denial.reason, denial.count) {
+                (Some(reason), 1) => r = r.with_message(reason),
+                (Some(reason), n) => r = r.with_message(format!("{reason} ({n} attempts)")),
+                (None, 1) => {}
+                (None, n) => r = r.with_message(format!("{n} attempts")),
             }
-            self.write(r);
+            lost |= !self.write(r);
         }
         let result = outcome.result.as_ref().map(|_| ());
-        self.write(call_record(ext, &id, &report, result));
+        lost |= !self.write(call_record(ext, &id, &report, result));
         // A guest that coped with a refused allocation still hit its limit: audit that too.
         if report.memory_limit_hit && !matches!(result, Err(CallError::MemoryLimit(_))) {
             let r = base_record(ext, Event::Limit, &id)
@@ -701,7 +724,23 @@ impl Inner {
                     "memory limit of {} reached",
                     ext.info.effective.limits.max_memory
                 ));
-            self.write(r);
+            lost |= !self.write(r);
+        }
+        if lost {
+            // The call ran, but its trail is incomplete: its result is not handed out as a
+            // success (the caller sees why), and the host is closed until the log works again.
+            let why = self
+                .audit_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            return Err(CallFailure {
+                request_id: id,
+                error: CallError::Host(format!(
+                    "the call ran but its audit records could not be written: {why}"
+                )),
+                logs: report.logs,
+            });
         }
         match outcome.result {
             Ok(value) => Ok(Called {
@@ -717,11 +756,65 @@ impl Inner {
         }
     }
 
-    fn write(&self, record: Record) {
-        // The call already happened; a failing audit store is reported loudly but cannot undo it.
-        if let Err(e) = self.audit.append(record) {
-            tracing::error!(target: "warden::audit", "could not write an audit record: {e}");
+    /// Stores one record; false if it could not be. The call already happened and cannot be
+    /// undone; but no further call may run without an audit trail, so the failure closes the
+    /// host (see `audit_gate`).
+    fn write(&self, record: Record) -> bool {
+        match self.audit.append(record) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(target: "warden::audit", "could not write an audit record: {e}");
+                self.audit_broke(&e);
+                false
+            }
         }
+    }
+
+    fn audit_broke(&self, e: &warden_audit::AuditError) {
+        // The whole source chain: the top-level message alone may not say "disk full".
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            why = format!("{why}: {s}");
+            source = s.source();
+        }
+        *self
+            .audit_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why;
+        self.audit_failed.store(true, Ordering::Release);
+    }
+
+    /// Fail closed: after an audit record could not be stored, every new call is refused with
+    /// `CallError::Host`. Each refusal tries to store its own record first; when that works the
+    /// store is healthy again and later calls run (this one stays refused: it was already
+    /// recorded as refused). One atomic load when healthy.
+    fn audit_gate(&self, ext: &Loaded) -> Result<(), CallFailure> {
+        if !self.audit_failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let why = self
+            .audit_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let error = CallError::Host(format!("the audit log cannot be written: {why}"));
+        let id = self.ids.next();
+        match self
+            .audit
+            .append(call_record(ext, &id, &CallReport::default(), Err(&error)))
+        {
+            // A failure recorded after this load (by a concurrent call) sets the flag again
+            // when its own `write` fails, so clearing it here cannot hide a later failure for
+            // more than the calls already past the gate.
+            Ok(()) => self.audit_failed.store(false, Ordering::Release),
+            Err(e) => self.audit_broke(&e),
+        }
+        Err(CallFailure {
+            request_id: id,
+            error,
+            logs: Vec::new(),
+        })
     }
 }
 

@@ -4,10 +4,12 @@
 //!
 //! 1. The target must be a valid extension id in the caller's effective `calls` (declared in
 //!    its manifest, granted, allowed by policy).
-//! 2. No cycle (the target is not already on the chain) and at most [`MAX_CALL_DEPTH`] calls deep.
+//! 2. No cycle (the target is not already on the chain), at most [`MAX_CALL_DEPTH`] calls deep,
+//!    and at most [`MAX_NESTED_CALLS`] calls in all under one top-level call.
 //! 3. The target is loaded for the same tenant, and is an rpc extension.
 //! 4. The [`Authorizer`](crate::Authorizer) agrees.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
@@ -20,21 +22,30 @@ use crate::host::{Inner, Loaded};
 
 /// Calls on the stack at most, counting the top-level one: A → B → C → D.
 pub const MAX_CALL_DEPTH: usize = 4;
+/// Calls to other extensions made, in all, under one top-level call (however deep).
+pub const MAX_NESTED_CALLS: u32 = 100;
+
+/// How a call was reached. The default is a top-level call.
+#[derive(Clone, Default)]
+pub(crate) struct Via {
+    /// Extensions calling, outermost first (the called one not included).
+    pub(crate) chain: Arc<[ExtensionId]>,
+    /// The calling extension's secret values (see `CallCaps::redactor`).
+    pub(crate) redactor: Option<Redactor>,
+    /// Calls to other extensions made so far under the same top-level call.
+    pub(crate) nested: Arc<AtomicU32>,
+}
 
 pub(crate) struct HostInvoker {
     host: Weak<Inner>,
     caller: Arc<Loaded>,
-    /// Extensions calling the caller, outermost first (the caller itself not included).
-    chain: Arc<[ExtensionId]>,
+    /// How the caller's own call was reached.
+    via: Via,
 }
 
 impl HostInvoker {
-    pub(crate) fn new(host: Weak<Inner>, caller: Arc<Loaded>, chain: Arc<[ExtensionId]>) -> Self {
-        HostInvoker {
-            host,
-            caller,
-            chain,
-        }
+    pub(crate) fn new(host: Weak<Inner>, caller: Arc<Loaded>, via: Via) -> Self {
+        HostInvoker { host, caller, via }
     }
 }
 
@@ -63,28 +74,33 @@ impl Invoker for HostInvoker {
                 caller.id
             )));
         }
-        if callee == caller.id || self.chain.contains(&callee) {
+        if callee == caller.id || self.via.chain.contains(&callee) {
             return Err(denied(format!(
                 "{callee} is already on the call chain (cycle)"
             )));
         }
-        let depth = self.chain.len() + 1;
+        let depth = self.via.chain.len() + 1;
         if depth >= MAX_CALL_DEPTH {
             return Err(denied(format!(
                 "calls between extensions may nest at most {MAX_CALL_DEPTH} deep"
+            )));
+        }
+        if self.via.nested.fetch_add(1, Ordering::Relaxed) >= MAX_NESTED_CALLS {
+            return Err(denied(format!(
+                "at most {MAX_NESTED_CALLS} calls to other extensions per top-level call"
             )));
         }
         let Some(host) = self.host.upgrade() else {
             return Err(denied("the host is shutting down"));
         };
         let Some(target) = host.get(&caller.tenant, &callee) else {
-            return Err(InvokeError::Failed {
+            return Err(InvokeError::Unavailable {
                 code: "not-found".into(),
                 message: format!("{callee} is not loaded"),
             });
         };
         if target.info.kind != WorldKind::Rpc {
-            return Err(InvokeError::Failed {
+            return Err(InvokeError::Unavailable {
                 code: "invalid".into(),
                 message: format!("{callee} is an http extension and has no methods"),
             });
@@ -98,17 +114,15 @@ impl Invoker for HostInvoker {
                 depth,
             })
             .map_err(denied)?;
-        let mut chain: Vec<ExtensionId> = self.chain.to_vec();
+        let mut chain: Vec<ExtensionId> = self.via.chain.to_vec();
         chain.push(caller.id.clone());
+        let via = Via {
+            chain: chain.into(),
+            redactor: Some(redactor),
+            nested: Arc::clone(&self.via.nested),
+        };
         match host
-            .call_rpc(
-                &caller.tenant,
-                &callee,
-                method,
-                &input,
-                chain.into(),
-                Some(redactor),
-            )
+            .call_rpc(&caller.tenant, &callee, method, &input, via)
             .await
         {
             Ok(called) => Ok(called.value),

@@ -32,7 +32,7 @@ mod secrets;
 
 pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
 pub use host::{CallFailure, Called, ExtensionInfo, Host, HostBuilder, HostError, Tenant};
-pub use invoke::MAX_CALL_DEPTH;
+pub use invoke::{MAX_CALL_DEPTH, MAX_NESTED_CALLS};
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
 pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota, SqliteKv};
 pub use warden_manifest::{ExtensionId, Grant, Policy, SecretName, TenantName};

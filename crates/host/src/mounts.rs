@@ -18,8 +18,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use warden_bundle::{ASSETS_DIR, Bundle};
-use warden_manifest::{ExtensionId, GuestPath, Mount, MountSource, TenantName};
+use warden_manifest::{ExtensionId, FileLimits, GuestPath, Mount, MountSource, TenantName};
 use warden_runtime::MountDir;
+use warden_runtime::fs::FsQuota;
 
 use crate::host::{HostError, private_dir};
 
@@ -83,6 +84,34 @@ pub(crate) fn prepare(
         }
     }
     Ok(out)
+}
+
+/// The quota of the install's read-write mounts (`None` if it has none): all of them live
+/// under its `files/` folder, which is measured now (blocking, like the rest of a load) and
+/// charged by every later call of this install (see [`FsQuota`]). Read-only data mounts
+/// in the same folder count toward it too: they hold what earlier read-write loads wrote.
+pub(crate) fn quota(
+    data: Option<&Path>,
+    tenant: &TenantName,
+    ext: &ExtensionId,
+    mounts: &[Mount],
+    limits: FileLimits,
+) -> Option<FsQuota> {
+    let data = data?;
+    let rw: Vec<&str> = mounts
+        .iter()
+        .filter(|m| m.source == MountSource::Data && !m.readonly)
+        .map(|m| m.guest.as_str())
+        .collect();
+    if rw.is_empty() {
+        return None;
+    }
+    Some(FsQuota::new(
+        install_dir(data, tenant, ext).join("files"),
+        &rw.join(","),
+        limits.max_bytes.bytes(),
+        limits.max_entries,
+    ))
 }
 
 /// Mode of every extracted asset file: readable, never writable or executable.

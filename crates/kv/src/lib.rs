@@ -10,11 +10,17 @@
 //! Quotas are checked inside the same transaction (or under the same lock) as the write, so
 //! concurrent writers cannot together exceed them. This crate knows nothing of Wasmtime.
 
+mod file;
 mod memory;
 mod quota;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use file::{DbFileError, prepare_db_file};
 
 pub use memory::MemoryKv;
 pub use quota::Quota;
@@ -27,6 +33,37 @@ pub const MAX_BUCKET_BYTES: usize = 256;
 pub const LIST_PAGE_KEYS: usize = 1000;
 /// Most keys (or pairs) in one batch call; a bound on the host work and memory of one request.
 pub const MAX_BATCH_KEYS: usize = 1000;
+/// The least a `get-many` may return (keys + values, duplicates counted each time), whatever
+/// the quota: 1000 keys of 8 KiB values fit. See [`Quota::max_read_bytes`].
+pub const MIN_READ_BYTES: u64 = 8 << 20;
+
+/// Set when the call that asked for a backend operation has gone (timed out, cancelled):
+/// long operations check it between rows and stop with [`KvError::Cancelled`], so host work
+/// does not outlive the call. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once cancelled: `cancel.check()?` between rows.
+    pub fn check(&self) -> Result<(), KvError> {
+        if self.is_cancelled() {
+            return Err(KvError::Cancelled);
+        }
+        Ok(())
+    }
+}
 
 /// A bucket name as the guest gave it: 1 to [`MAX_BUCKET_BYTES`] bytes, any characters (it is
 /// stored in its own column and compared byte for byte, never joined with anything).
@@ -103,6 +140,14 @@ pub enum KvError {
     TooManyBytes { max: u64 },
     #[error("a batch may hold at most {max} keys")]
     BatchTooLarge { max: usize },
+    /// Checked from the stored lengths before any value is read (duplicates count each time,
+    /// since each is copied into the answer).
+    #[error("the get-many would return {len} bytes of keys and values; the limit is {max}")]
+    ReadTooLarge { len: u64, max: u64 },
+    /// The call went away (time-out, cancellation) before the operation finished; nothing
+    /// was written.
+    #[error("the operation was cancelled")]
+    Cancelled,
     #[error("the bucket name must be 1 to {MAX_BUCKET_BYTES} bytes")]
     BadBucket,
     #[error("the value is not a counter (a decimal u64)")]
@@ -124,6 +169,7 @@ impl KvError {
                 | KvError::TooManyKeys { .. }
                 | KvError::TooManyBytes { .. }
                 | KvError::BatchTooLarge { .. }
+                | KvError::ReadTooLarge { .. }
         )
     }
 }
@@ -139,7 +185,9 @@ pub trait KvBackend: Send + Sync {
     /// Deleting a missing key is not an error.
     fn delete(&self, scope: &Scope, key: &str) -> Result<(), KvError>;
     fn exists(&self, scope: &Scope, key: &str) -> Result<bool, KvError>;
-    /// Up to `limit` keys after `cursor` (`None`: from the start), in insertion order.
+    /// Up to `limit` keys after `cursor` (`None`: from the start), in insertion order. The
+    /// cursor is a sequence number private to the scope's (tenant, extension): it says nothing
+    /// of other scopes' writes, and keys inserted while paging come after the ones listed.
     fn list_keys(
         &self,
         scope: &Scope,
@@ -154,17 +202,89 @@ pub trait KvBackend: Send + Sync {
         delta: u64,
         quota: &Quota,
     ) -> Result<u64, KvError>;
-    /// The values of `keys`, in order (`None` for a missing key).
-    fn get_many(&self, scope: &Scope, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError>;
-    /// Sets every pair, all or nothing (stronger than the WIT requires).
+    /// The values of `keys`, in order (`None` for a missing key), from one snapshot. Each
+    /// distinct key is read once. If the answer (key + value bytes of every present key, a
+    /// duplicate counted each time) would exceed `max_bytes`, fails with
+    /// [`KvError::ReadTooLarge`] before reading any value (see [`batch_read`]).
+    fn get_many(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+        max_bytes: u64,
+        cancel: &Cancel,
+    ) -> Result<Vec<Option<Vec<u8>>>, KvError>;
+    /// Sets every pair, all or nothing (stronger than the WIT requires). Cancelled: nothing.
     fn set_many(
         &self,
         scope: &Scope,
         pairs: &[(String, Vec<u8>)],
         quota: &Quota,
+        cancel: &Cancel,
     ) -> Result<(), KvError>;
-    /// Deletes every key (missing ones are skipped), all or nothing.
-    fn delete_many(&self, scope: &Scope, keys: &[String]) -> Result<(), KvError>;
+    /// Deletes every key (missing ones are skipped), all or nothing. Cancelled: nothing.
+    fn delete_many(&self, scope: &Scope, keys: &[String], cancel: &Cancel) -> Result<(), KvError>;
+}
+
+/// The body of every backend's `get_many`, given the snapshot's `len` (the stored value's
+/// length) and `read` of one key: sizes first, from lengths only, so an over-large answer is
+/// refused without a byte of it in host memory (a guest asking for one 1 MiB key 1000 times
+/// would otherwise make the host hold 1 GiB); then each distinct key is read once and copied
+/// for its duplicates. `cancel` is checked between keys.
+pub fn batch_read(
+    keys: &[String],
+    max_bytes: u64,
+    cancel: &Cancel,
+    mut len: impl FnMut(&str) -> Result<Option<u64>, KvError>,
+    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>, KvError>,
+) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+    let mut lens: HashMap<&str, Option<u64>> = HashMap::new();
+    let mut total: u64 = 0;
+    for k in keys {
+        let l = match lens.get(k.as_str()) {
+            Some(l) => *l,
+            None => {
+                cancel.check()?;
+                let l = len(k)?;
+                lens.insert(k, l);
+                l
+            }
+        };
+        if let Some(l) = l {
+            total = total.saturating_add(k.len() as u64).saturating_add(l);
+        }
+    }
+    if total > max_bytes {
+        return Err(KvError::ReadTooLarge {
+            len: total,
+            max: max_bytes,
+        });
+    }
+    // Index of each key's first answer: duplicates are copied from it, so the host holds
+    // the answer once (bounded by `max_bytes`), not an extra copy of every value.
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let mut copied: u64 = 0;
+    let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(keys.len());
+    for k in keys {
+        let v = match first.get(k.as_str()) {
+            Some(&i) => out[i].clone(),
+            None => {
+                cancel.check()?;
+                first.insert(k, out.len());
+                read(k)?
+            }
+        };
+        // The lengths came from the same snapshot; this guards a backend whose `len` and
+        // `read` disagree, so the bound holds on what is really copied.
+        copied = copied.saturating_add(v.as_ref().map_or(0, |v| (k.len() + v.len()) as u64));
+        if copied > max_bytes {
+            return Err(KvError::ReadTooLarge {
+                len: copied,
+                max: max_bytes,
+            });
+        }
+        out.push(v);
+    }
+    Ok(out)
 }
 
 /// The text form of a counter: decimal ASCII, as Wasmtime's own `wasi:keyvalue` host does, so a

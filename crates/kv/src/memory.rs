@@ -6,7 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::quota::{Usage, entry_bytes};
 use crate::{
-    BucketName, ExtensionId, KeyPage, KvBackend, KvError, Quota, Scope, TenantName, parse_counter,
+    BucketName, Cancel, ExtensionId, KeyPage, KvBackend, KvError, Quota, Scope, TenantName,
+    batch_read, parse_counter,
 };
 
 /// Entries of one bucket: key → (insertion sequence, the cursor order; value).
@@ -159,12 +160,23 @@ impl KvBackend for MemoryKv {
         })
     }
 
-    fn get_many(&self, scope: &Scope, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+    fn get_many(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+        max_bytes: u64,
+        cancel: &Cancel,
+    ) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         self.read(scope, |e| {
-            keys.iter()
-                .map(|k| e.and_then(|e| e.get(k)).map(|(_, v)| v.clone()))
-                .collect()
-        })
+            let entry = |k: &str| e.and_then(|e| e.get(k)).map(|(_, v)| v);
+            batch_read(
+                keys,
+                max_bytes,
+                cancel,
+                |k| Ok(entry(k).map(|v| v.len() as u64)),
+                |k| Ok(entry(k).cloned()),
+            )
+        })?
     }
 
     fn set_many(
@@ -172,7 +184,10 @@ impl KvBackend for MemoryKv {
         scope: &Scope,
         pairs: &[(String, Vec<u8>)],
         quota: &Quota,
+        cancel: &Cancel,
     ) -> Result<(), KvError> {
+        // Memory work is fast and bounded (1000 pairs under one lock): checked once, before.
+        cancel.check()?;
         self.write(scope, |st| {
             let (usage, next_seq) = (st.usage, st.next_seq);
             let mut undo: Vec<(&str, Option<Entry>)> = Vec::new();
@@ -201,7 +216,8 @@ impl KvBackend for MemoryKv {
         })
     }
 
-    fn delete_many(&self, scope: &Scope, keys: &[String]) -> Result<(), KvError> {
+    fn delete_many(&self, scope: &Scope, keys: &[String], cancel: &Cancel) -> Result<(), KvError> {
+        cancel.check()?;
         self.write(scope, |st| {
             keys.iter().try_for_each(|k| remove(st, scope.bucket(), k))
         })

@@ -2,7 +2,7 @@
 
 use warden_manifest::KvLimits;
 
-use crate::KvError;
+use crate::{KvError, MIN_READ_BYTES};
 
 /// Limits of one (tenant, extension)'s store, across all its buckets. An entry counts as the
 /// bytes of its key plus the bytes of its value.
@@ -29,6 +29,9 @@ impl Default for Quota {
 pub(crate) struct Usage {
     pub keys: u64,
     pub bytes: u64,
+    /// The last `list-keys` sequence number given to a new key of this (tenant, extension)
+    /// (SQLite only; never decreases, so a deleted key's number is never given again).
+    pub seq: u64,
 }
 
 impl From<KvLimits> for Quota {
@@ -64,6 +67,15 @@ impl Quota {
         Ok(())
     }
 
+    /// The most one `get-many` may return (keys + values): [`MIN_READ_BYTES`], or one
+    /// largest entry if that is more, so any stored entry can be read in a batch. A bound
+    /// on host memory per call that does not grow with the number of (duplicate) keys.
+    pub fn max_read_bytes(&self) -> u64 {
+        self.max_key_bytes
+            .saturating_add(self.max_value_bytes)
+            .max(MIN_READ_BYTES)
+    }
+
     /// The usage after replacing an entry of `old` bytes (`None`: absent) by one of `new`
     /// bytes (`None`: deleted). Only growth is refused, so a store above a lowered quota can
     /// still shrink.
@@ -86,7 +98,11 @@ impl Quota {
                 max: self.max_total_bytes,
             });
         }
-        Ok(Usage { keys, bytes })
+        Ok(Usage {
+            keys,
+            bytes,
+            seq: usage.seq,
+        })
     }
 }
 

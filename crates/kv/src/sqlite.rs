@@ -6,6 +6,10 @@
 //! (the quota is read and updated under the database's write lock, so writers from any
 //! connection or process cannot race past it). Keys and bucket names are stored as BLOBs and
 //! compared byte for byte (no collation, no NUL truncation).
+//!
+//! The file is created 0600 and refused if group or others may read it ([`prepare_db_file`]).
+//! `list-keys` cursors are `seq`, a counter per (tenant, extension) (`kv_usage.seq`) given to
+//! each new key, not the table's global rowid, whose gaps would count other tenants' inserts.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -14,7 +18,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::quota::{Usage, entry_bytes};
-use crate::{KeyPage, KvBackend, KvError, Quota, Scope, parse_counter};
+use crate::{
+    Cancel, KeyPage, KvBackend, KvError, Quota, Scope, batch_read, parse_counter, prepare_db_file,
+};
 
 /// How long a write waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,6 +32,7 @@ CREATE TABLE IF NOT EXISTS kv_entries (
     bucket BLOB NOT NULL,
     key BLOB NOT NULL,
     value BLOB NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
     UNIQUE (tenant, extension, bucket, key)
 );
 CREATE TABLE IF NOT EXISTS kv_usage (
@@ -33,9 +40,30 @@ CREATE TABLE IF NOT EXISTS kv_usage (
     extension TEXT NOT NULL,
     keys INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, extension)
 ) WITHOUT ROWID;
 ";
+
+/// Databases made before `seq` existed get it, numbered per bucket in their old rowid order
+/// (so insertion order is kept); then the index that `list_keys` and new inserts use.
+const MIGRATE_SEQ: &str = "
+ALTER TABLE kv_entries ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE kv_entries SET seq = r.n FROM (
+    SELECT rowid AS id,
+           row_number() OVER (PARTITION BY tenant, extension, bucket ORDER BY rowid) AS n
+    FROM kv_entries
+) AS r WHERE kv_entries.rowid = r.id;
+";
+/// The counter new keys take their `seq` from, per (tenant, extension): started above every
+/// number already given.
+const MIGRATE_USAGE_SEQ: &str = "
+ALTER TABLE kv_usage ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE kv_usage SET seq = coalesce((SELECT max(e.seq) FROM kv_entries AS e
+    WHERE e.tenant = kv_usage.tenant AND e.extension = kv_usage.extension), 0);
+";
+const SEQ_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS kv_entries_seq ON kv_entries (tenant, extension, bucket, seq);";
 
 /// The SQLite backend. One connection, used by one operation at a time.
 pub struct SqliteKv {
@@ -49,6 +77,7 @@ fn storage(e: impl std::fmt::Display) -> KvError {
 impl SqliteKv {
     /// Opens (creating if needed) the database at `path` and the `kv_*` tables.
     pub fn open(path: &Path) -> Result<SqliteKv, KvError> {
+        prepare_db_file(path).map_err(|e| KvError::Storage(e.to_string()))?;
         let mut conn = Connection::open(path)
             .map_err(|e| KvError::Storage(format!("opening {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(storage)?;
@@ -102,6 +131,20 @@ fn setup(conn: &mut Connection) -> Result<String, rusqlite::Error> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
+    let has_seq = |table: &str| -> Result<bool, rusqlite::Error> {
+        tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = 'seq'",
+            [table],
+            |r| r.get(0),
+        )
+    };
+    if !has_seq("kv_entries")? {
+        tx.execute_batch(MIGRATE_SEQ)?;
+    }
+    if !has_seq("kv_usage")? {
+        tx.execute_batch(MIGRATE_USAGE_SEQ)?;
+    }
+    tx.execute_batch(SEQ_INDEX)?;
     tx.commit()?;
     Ok(mode)
 }
@@ -130,6 +173,24 @@ fn entry_len(tx: &Connection, s: &Scope, key: &str) -> Result<Option<u64>, KvErr
     .map(|l| l.map(|l| entry_bytes(key, usize::try_from(l).unwrap_or(usize::MAX))))
 }
 
+/// The stored value's length, without reading the value.
+fn value_len(c: &Connection, s: &Scope, key: &str) -> Result<Option<u64>, KvError> {
+    c.query_row(
+        "SELECT length(value) FROM kv_entries
+         WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
+        params![
+            s.tenant().as_str(),
+            s.extension().as_str(),
+            s.bucket().as_str().as_bytes(),
+            key.as_bytes()
+        ],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map_err(storage)
+    .map(|l| l.map(|l| u64::try_from(l).unwrap_or(u64::MAX)))
+}
+
 fn read(c: &Connection, s: &Scope, key: &str) -> Result<Option<Vec<u8>>, KvError> {
     c.query_row(
         "SELECT value FROM kv_entries
@@ -149,27 +210,36 @@ fn read(c: &Connection, s: &Scope, key: &str) -> Result<Option<Vec<u8>>, KvError
 fn usage(tx: &Connection, s: &Scope) -> Result<Usage, KvError> {
     let u = tx
         .query_row(
-            "SELECT keys, bytes FROM kv_usage WHERE tenant = ?1 AND extension = ?2",
+            "SELECT keys, bytes, seq FROM kv_usage WHERE tenant = ?1 AND extension = ?2",
             params![s.tenant().as_str(), s.extension().as_str()],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
         )
         .optional()
         .map_err(storage)?;
-    Ok(u.map_or(Usage::default(), |(k, b)| Usage {
+    Ok(u.map_or(Usage::default(), |(k, b, q)| Usage {
         keys: u64::try_from(k).unwrap_or(0),
         bytes: u64::try_from(b).unwrap_or(0),
+        seq: u64::try_from(q).unwrap_or(0),
     }))
 }
 
 fn save_usage(tx: &Connection, s: &Scope, u: Usage) -> Result<(), KvError> {
     tx.execute(
-        "INSERT INTO kv_usage (tenant, extension, keys, bytes) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (tenant, extension) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
+        "INSERT INTO kv_usage (tenant, extension, keys, bytes, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (tenant, extension) DO UPDATE
+         SET keys = excluded.keys, bytes = excluded.bytes, seq = excluded.seq",
         params![
             s.tenant().as_str(),
             s.extension().as_str(),
             i64::try_from(u.keys).unwrap_or(i64::MAX),
-            i64::try_from(u.bytes).unwrap_or(i64::MAX)
+            i64::try_from(u.bytes).unwrap_or(i64::MAX),
+            i64::try_from(u.seq).unwrap_or(i64::MAX)
         ],
     )
     .map_err(storage)?;
@@ -188,16 +258,25 @@ fn put(
     quota.check_key(key)?;
     quota.check_value(value.len())?;
     let old = entry_len(tx, s, key)?;
-    let u = quota.apply(u, old, Some(entry_bytes(key, value.len())))?;
+    let mut u = quota.apply(u, old, Some(entry_bytes(key, value.len())))?;
+    // A new key takes the next number of its (tenant, extension)'s counter, which only grows
+    // (under the write lock, so no two keys get the same, and a number freed by a delete is
+    // never reused: a listing in progress cannot skip a key inserted after its cursor). A
+    // replaced key keeps its place in the listing order.
+    if old.is_none() {
+        u.seq = u.seq.saturating_add(1);
+    }
     tx.execute(
-        "INSERT INTO kv_entries (tenant, extension, bucket, key, value) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO kv_entries (tenant, extension, bucket, key, value, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (tenant, extension, bucket, key) DO UPDATE SET value = excluded.value",
         params![
             s.tenant().as_str(),
             s.extension().as_str(),
             s.bucket().as_str().as_bytes(),
             key.as_bytes(),
-            value
+            value,
+            i64::try_from(u.seq).unwrap_or(i64::MAX)
         ],
     )
     .map_err(storage)?;
@@ -276,9 +355,9 @@ impl KvBackend for SqliteKv {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT rowid, key FROM kv_entries
-                 WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND rowid > ?4
-                 ORDER BY rowid LIMIT ?5",
+                "SELECT seq, key FROM kv_entries
+                 WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND seq > ?4
+                 ORDER BY seq LIMIT ?5",
             )
             .map_err(storage)?;
         let after = i64::try_from(cursor.unwrap_or(0)).unwrap_or(i64::MAX);
@@ -298,14 +377,14 @@ impl KvBackend for SqliteKv {
         let mut page = KeyPage::default();
         let mut last = 0i64;
         for row in rows {
-            let (rowid, key) = row.map_err(storage)?;
+            let (seq, key) = row.map_err(storage)?;
             if page.keys.len() == limit {
                 page.cursor = Some(u64::try_from(last).unwrap_or(0));
                 break;
             }
             let key = String::from_utf8(key).map_err(|_| storage("a stored key is not UTF-8"))?;
             page.keys.push(key);
-            last = rowid;
+            last = seq;
         }
         Ok(page)
     }
@@ -334,11 +413,24 @@ impl KvBackend for SqliteKv {
         })
     }
 
-    fn get_many(&self, scope: &Scope, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+    fn get_many(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+        max_bytes: u64,
+        cancel: &Cancel,
+    ) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         let mut conn = self.conn()?;
-        // One read transaction: every value comes from the same snapshot.
+        // One read transaction: the lengths checked and the values read come from the same
+        // snapshot.
         let tx = conn.transaction().map_err(storage)?;
-        keys.iter().map(|k| read(&tx, scope, k)).collect()
+        batch_read(
+            keys,
+            max_bytes,
+            cancel,
+            |k| value_len(&tx, scope, k),
+            |k| read(&tx, scope, k),
+        )
     }
 
     fn set_many(
@@ -346,22 +438,29 @@ impl KvBackend for SqliteKv {
         scope: &Scope,
         pairs: &[(String, Vec<u8>)],
         quota: &Quota,
+        cancel: &Cancel,
     ) -> Result<(), KvError> {
+        // A cancelled batch returns before commit: the transaction rolls back, nothing is
+        // written (the caller is gone and will never see the result).
         self.write(|tx| {
             let mut u = usage(tx, scope)?;
             for (k, v) in pairs {
+                cancel.check()?;
                 u = put(tx, scope, k, v, quota, u)?;
             }
+            cancel.check()?;
             save_usage(tx, scope, u)
         })
     }
 
-    fn delete_many(&self, scope: &Scope, keys: &[String]) -> Result<(), KvError> {
+    fn delete_many(&self, scope: &Scope, keys: &[String], cancel: &Cancel) -> Result<(), KvError> {
         self.write(|tx| {
             let mut u = usage(tx, scope)?;
             for k in keys {
+                cancel.check()?;
                 u = remove(tx, scope, k, &Quota::default(), u)?;
             }
+            cancel.check()?;
             save_usage(tx, scope, u)
         })
     }

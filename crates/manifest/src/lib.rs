@@ -28,4 +28,4 @@ pub mod policy;
 
 pub use effective::{Effective, EffectiveError, EffectiveNetwork, Mount, MountSource, effective};
 pub use grant::{Grant, GrantError, GrantItem};
-pub use policy::{Capability, Ceiling, CeilingError, KvLimits, Policy};
+pub use policy::{Capability, Ceiling, CeilingError, FileLimits, KvLimits, Policy};

@@ -69,6 +69,29 @@ pub struct Policy {
     pub allow_networks: Vec<IpNet>,
     /// Key-value quota of each (tenant, extension) (`[policy.kv]`).
     pub kv: KvLimits,
+    /// File quota of each (tenant, extension)'s read-write mounts (`[policy.files]`).
+    pub files: FileLimits,
+}
+
+/// The quota of each (tenant, extension)'s read-write mounts, all of them together: bytes of
+/// disk (a file counts at the larger of its length and its allocated blocks) and entries
+/// (files, folders, links). `[policy.files]`: `max_bytes`, `max_entries`.
+///
+/// Defaults: 256MiB and 10000 entries: room for an extension's working files, while one
+/// extension cannot fill the disk the host's audit log and database live on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimits {
+    pub max_bytes: ByteSize,
+    pub max_entries: u64,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits {
+            max_bytes: ByteSize::mib(256),
+            max_entries: 10_000,
+        }
+    }
 }
 
 /// The key-value quota of each (tenant, extension), across its buckets; an entry counts as its
@@ -123,6 +146,7 @@ impl Default for Policy {
             capabilities: Capability::ALL.to_vec(),
             allow_networks: Vec::new(),
             kv: KvLimits::default(),
+            files: FileLimits::default(),
         }
     }
 }
@@ -255,6 +279,16 @@ impl Policy {
                 }
                 kv.finish_ref()?;
             }
+            if let Some(v) = t.get("files") {
+                let files = v.as_table()?;
+                if let Some(v) = files.get("max_bytes") {
+                    p.files.max_bytes = v.parse()?;
+                }
+                if let Some(v) = files.get("max_entries") {
+                    p.files.max_entries = v.as_u64()?;
+                }
+                files.finish_ref()?;
+            }
             t.finish_ref()?;
         }
         root.finish()?;
@@ -321,5 +355,27 @@ allow_networks = ["10.20.0.0/16"]
         assert_eq!(e.key, "policy.kv.max_keys");
         assert!(Policy::parse("[policy.kv]\nmax_value_bytes = \"1 lot\"\n").is_err());
         assert!(Policy::parse("[policy]\nkv = 1\n").is_err());
+    }
+
+    #[test]
+    fn file_quota() {
+        let p = Policy::parse("[policy.files]\nmax_bytes = \"1MiB\"\nmax_entries = 50\n").unwrap();
+        assert_eq!(
+            p.files,
+            FileLimits {
+                max_bytes: ByteSize::mib(1),
+                max_entries: 50,
+            }
+        );
+        let p = Policy::parse("[policy.files]\nmax_entries = 5\n").unwrap();
+        assert_eq!(p.files.max_bytes, FileLimits::default().max_bytes);
+        assert_eq!(Policy::default().files.max_bytes, ByteSize::mib(256));
+        assert_eq!(Policy::default().files.max_entries, 10_000);
+        let e = Policy::parse("[policy.files]\nmax_byte = \"1MiB\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("policy.files.max_byte", 2));
+        let e = Policy::parse("[policy.files]\nmax_entries = \"many\"\n").unwrap_err();
+        assert_eq!(e.key, "policy.files.max_entries");
+        assert!(Policy::parse("[policy.files]\nmax_bytes = \"1 lot\"\n").is_err());
+        assert!(Policy::parse("[policy]\nfiles = 1\n").is_err());
     }
 }

@@ -16,7 +16,7 @@ use crate::caps::CallCaps;
 use crate::capture::{Capture, LogLine, Stream, lines};
 use crate::engine::Runtime;
 use crate::error::CallError;
-use crate::state::{CallState, Denial, Denials, Grant};
+use crate::state::{CallState, Denial, Denials, Grant, MAX_TARGET_BYTES, cut};
 
 /// Captured stdout and stderr per call, each (the rest is dropped and counted).
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
@@ -158,16 +158,24 @@ impl Call {
         let redactor = &self.store.data().secrets.redactor;
         let (out, out_dropped) = self.stdout.take();
         let (err, err_dropped) = self.stderr.take();
-        let mut logs = lines(Stream::Stdout, &redactor.bytes(&out), out_dropped);
-        logs.extend(lines(Stream::Stderr, &redactor.bytes(&err), err_dropped));
+        let mut logs = lines(
+            Stream::Stdout,
+            &redactor.bytes(&out, out_dropped > 0),
+            out_dropped,
+        );
+        logs.extend(lines(
+            Stream::Stderr,
+            &redactor.bytes(&err, err_dropped > 0),
+            err_dropped,
+        ));
         logs.extend(self.store.data().logs.lines(redactor));
         let denials = self
             .denials
             .denials()
             .into_iter()
             .map(|d| Denial {
-                target: redactor.text(&d.target),
-                reason: d.reason.map(|r| redactor.text(&r)),
+                target: cut(&redactor.text(&d.target), MAX_TARGET_BYTES),
+                reason: d.reason.map(|r| cut(&redactor.text(&r), MAX_TARGET_BYTES)),
                 ..d
             })
             .collect();
@@ -176,7 +184,7 @@ impl Call {
             .grants()
             .into_iter()
             .map(|g| Grant {
-                target: redactor.text(&g.target),
+                target: cut(&redactor.text(&g.target), MAX_TARGET_BYTES),
                 ..g
             })
             .collect();

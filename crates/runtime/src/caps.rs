@@ -8,7 +8,7 @@ use warden_manifest::EffectiveNetwork;
 
 use crate::config::SecretAccess;
 use crate::egress::{Resolver, SystemResolver};
-use crate::fs::MountDir;
+use crate::fs::{FsQuota, MountDir};
 use crate::invoke::Invoker;
 use crate::kv::KvAccess;
 use crate::redact::Redactor;
@@ -21,6 +21,9 @@ pub struct CallCaps {
     pub resolver: Arc<dyn Resolver>,
     /// Host folders preopened for the guest (see [`crate::fs`]); empty = no file system.
     pub mounts: Arc<[MountDir]>,
+    /// The install's quota on its read-write mounts, shared by all its calls (see
+    /// [`crate::fs::FsQuota`]); `None`: unlimited (no read-write mount, or an embedder's choice).
+    pub fs_quota: Option<FsQuota>,
     /// Calls to other extensions (see [`crate::invoke`]); `None` denies every call.
     pub invoker: Option<Arc<dyn Invoker>>,
     /// The install's granted secrets (see [`crate::config`]); `None` denies every `get`.
@@ -39,6 +42,7 @@ impl Default for CallCaps {
             network: None,
             resolver: Arc::new(SystemResolver),
             mounts: Arc::new([]),
+            fs_quota: None,
             invoker: None,
             secrets: None,
             kv: None,
@@ -52,6 +56,7 @@ impl fmt::Debug for CallCaps {
         f.debug_struct("CallCaps")
             .field("network", &self.network)
             .field("mounts", &self.mounts)
+            .field("fs_quota", &self.fs_quota)
             .field("invoker", &self.invoker.is_some())
             // Names only: values are read per call and never held here.
             .field("secrets", &self.secrets)

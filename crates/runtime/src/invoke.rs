@@ -15,6 +15,9 @@ use crate::state::{CallState, allow, record};
 pub enum InvokeError {
     /// Refused before the callee ran; `reason` goes to the audit log and to the guest.
     Denied { reason: String },
+    /// The callee could not be run (not loaded for this tenant, not an rpc extension); `code`
+    /// is what the guest sees. Recorded as a denial: nothing was reached.
+    Unavailable { code: String, message: String },
     /// The callee ran and failed (its own error, a limit, a trap); `code` is what the guest sees.
     Failed { code: String, message: String },
 }
@@ -63,6 +66,10 @@ impl warden::extension::invoke::Host for CallState {
                         code: "denied".into(),
                         message: reason,
                     })
+                }
+                Err(InvokeError::Unavailable { code, message }) => {
+                    record(&self.denials, "invoke", &extension, Some(message.clone()));
+                    Err(GuestCallError { code, message })
                 }
                 Err(InvokeError::Failed { code, message }) => {
                     allow(&self.denials, "invoke", &extension);

@@ -8,13 +8,19 @@
 //! value sizes are checked before the backend is called; quotas are enforced by the backend in
 //! the write's transaction. A refusal for a limit is an `other` error the guest sees plus a
 //! denial in the audit; backend calls run on tokio's blocking pool (SQLite fsyncs).
+//!
+//! Host memory per call: a `get-many` answer is capped at [`Quota::max_read_bytes`] (checked
+//! from stored lengths before any value is read, duplicates deduplicated for reading but
+//! counted for the answer), so a guest cannot make the host hold far more than its own limits.
+//! A blocking job whose call has gone (time-out) is told so through a [`Cancel`] flag, which
+//! batch operations check between keys.
 
 use std::fmt;
 use std::sync::Arc;
 
 use warden_kv::{
-    BucketName, ExtensionId, KvBackend, KvError, LIST_PAGE_KEYS, MAX_BATCH_KEYS, Quota, Scope,
-    TenantName,
+    BucketName, Cancel, ExtensionId, KvBackend, KvError, LIST_PAGE_KEYS, MAX_BATCH_KEYS, Quota,
+    Scope, TenantName,
 };
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime_wasi::WasiView;
@@ -78,13 +84,28 @@ pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
     bindings::Imports::add_to_linker::<_, HasSelf<CallState>>(l, |s| s)
 }
 
-/// Runs a backend operation on the blocking pool: SQLite may wait on fsync or a lock.
+/// Cancels its flag when dropped: the future awaiting a blocking job is dropped when the call
+/// times out or is cancelled, and the job (which tokio cannot stop) then sees the flag.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Runs a backend operation on the blocking pool: SQLite may wait on fsync or a lock. `f`
+/// gets a flag that is set once this future is dropped (the call is gone).
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, KvError> + Send + 'static,
+    f: impl FnOnce(&Cancel) -> Result<T, KvError> + Send + 'static,
 ) -> Result<T, KvError> {
-    tokio::task::spawn_blocking(f)
+    let guard = CancelOnDrop(Cancel::new());
+    let cancel = guard.0.clone();
+    let result = tokio::task::spawn_blocking(move || f(&cancel))
         .await
-        .unwrap_or_else(|e| Err(KvError::Storage(format!("the storage task failed: {e}"))))
+        .unwrap_or_else(|e| Err(KvError::Storage(format!("the storage task failed: {e}"))));
+    drop(guard);
+    result
 }
 
 impl CallState {
@@ -96,6 +117,8 @@ impl CallState {
     /// What the guest sees for a failed operation; limits are also recorded as denials.
     fn kv_error(&self, scope: &Scope, e: KvError) -> Error {
         match e {
+            // Only when the call is gone, so nobody sees it; mapped for completeness.
+            KvError::Cancelled => Error::Other("cancelled".into()),
             KvError::Storage(detail) => {
                 // The detail may name host paths: the operator's log gets it, the guest not.
                 tracing::warn!(target: "warden::kv", tenant = %scope.tenant(), extension = %scope.extension(), "key-value storage error: {detail}");
@@ -120,11 +143,11 @@ impl CallState {
     async fn kv_op<T: Send + 'static>(
         &mut self,
         b: &Resource<Bucket>,
-        op: impl FnOnce(&dyn KvBackend, &Scope, &Quota) -> Result<T, KvError> + Send + 'static,
+        op: impl FnOnce(&dyn KvBackend, &Scope, &Quota, &Cancel) -> Result<T, KvError> + Send + 'static,
     ) -> wasmtime::Result<Result<T, Error>> {
         let (access, scope) = self.bucket(b)?;
         let s = Arc::clone(&scope);
-        let result = blocking(move || op(access.backend.as_ref(), &s, &access.quota)).await;
+        let result = blocking(move |c| op(access.backend.as_ref(), &s, &access.quota, c)).await;
         Ok(result.map_err(|e| self.kv_error(&scope, e)))
     }
 }
@@ -174,7 +197,7 @@ impl store::HostBucket for CallState {
         b: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        self.kv_op(&b, move |kv, s, q| {
+        self.kv_op(&b, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.get(s, &key)
         })
@@ -187,7 +210,7 @@ impl store::HostBucket for CallState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, move |kv, s, q| {
+        self.kv_op(&b, move |kv, s, q, _| {
             q.check_key(&key)?;
             q.check_value(value.len())?;
             kv.set(s, &key, &value, q)
@@ -200,7 +223,7 @@ impl store::HostBucket for CallState {
         b: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, move |kv, s, q| {
+        self.kv_op(&b, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.delete(s, &key)
         })
@@ -212,7 +235,7 @@ impl store::HostBucket for CallState {
         b: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        self.kv_op(&b, move |kv, s, q| {
+        self.kv_op(&b, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.exists(s, &key)
         })
@@ -225,7 +248,9 @@ impl store::HostBucket for CallState {
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<store::KeyResponse, Error>> {
         let page = self
-            .kv_op(&b, move |kv, s, _| kv.list_keys(s, cursor, LIST_PAGE_KEYS))
+            .kv_op(&b, move |kv, s, _, _| {
+                kv.list_keys(s, cursor, LIST_PAGE_KEYS)
+            })
             .await?;
         Ok(page.map(|p| store::KeyResponse {
             keys: p.keys,
@@ -246,7 +271,7 @@ impl atomics::Host for CallState {
         key: String,
         delta: u64,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.kv_op(&b, move |kv, s, q| {
+        self.kv_op(&b, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.increment(s, &key, delta, q)
         })
@@ -260,9 +285,9 @@ impl batch::Host for CallState {
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, Error>> {
-        self.kv_op(&b, move |kv, s, q| {
+        self.kv_op(&b, move |kv, s, q, c| {
             check_keys(q, keys.iter())?;
-            let values = kv.get_many(s, &keys)?;
+            let values = kv.get_many(s, &keys, q.max_read_bytes(), c)?;
             Ok(keys
                 .into_iter()
                 .zip(values)
@@ -277,12 +302,12 @@ impl batch::Host for CallState {
         b: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, move |kv, s, q| {
+        self.kv_op(&b, move |kv, s, q, c| {
             check_keys(q, key_values.iter().map(|(k, _)| k))?;
             key_values
                 .iter()
                 .try_for_each(|(_, v)| q.check_value(v.len()))?;
-            kv.set_many(s, &key_values, q)
+            kv.set_many(s, &key_values, q, c)
         })
         .await
     }
@@ -292,10 +317,47 @@ impl batch::Host for CallState {
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, move |kv, s, q| {
+        self.kv_op(&b, move |kv, s, q, c| {
             check_keys(q, keys.iter())?;
-            kv.delete_many(s, &keys)
+            kv.delete_many(s, &keys, c)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// When the future awaiting a blocking job is dropped (the call timed out), the job's
+    /// flag is set, so a batch stops at its next key instead of running to the end.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dropped_call_cancels_its_blocking_job() {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let job = blocking(move |c: &Cancel| {
+            let c = c.clone();
+            let _ = started_tx.send(());
+            while !c.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = seen_tx.send(());
+            Err::<(), _>(KvError::Cancelled)
+        });
+        let mut job = Box::pin(job);
+        tokio::select! {
+            _ = &mut job => panic!("the job cannot end before it is cancelled"),
+            r = started_rx => r.unwrap(),
+        }
+        drop(job);
+        // Generous bound so a broken flag fails the test instead of hanging it.
+        let seen =
+            tokio::task::spawn_blocking(move || seen_rx.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap();
+        assert!(seen.is_ok(), "the blocking job never saw the cancellation");
     }
 }

@@ -61,23 +61,30 @@ impl Redactor {
         self.values.lock().map(|v| v.is_empty()).unwrap_or(false)
     }
 
-    /// `bytes` with every value replaced.
-    pub fn bytes(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut out = self.parts(&[bytes]);
+    /// `bytes` with every value replaced; `cut`: the bytes were cut at a cap right after their
+    /// end, so a tail of any length that starts a value is replaced too.
+    pub fn bytes(&self, bytes: &[u8], cut: bool) -> Vec<u8> {
+        let tail = if cut { Tail::Cut } else { Tail::Whole };
+        let mut out = self.parts_with(&[bytes], tail);
         out.pop().unwrap_or_default()
     }
 
-    /// `text` with every value replaced.
+    /// `text` (complete, never cut) with every value replaced.
     pub fn text(&self, text: &str) -> String {
         if self.is_empty() {
             return text.to_string();
         }
-        String::from_utf8_lossy(&self.bytes(text.as_bytes())).into_owned()
+        String::from_utf8_lossy(&self.bytes(text.as_bytes(), false)).into_owned()
     }
 
     /// Redacts several pieces as if they were lines of one text (a value split across two
-    /// pieces is found), returning each piece redacted.
+    /// pieces is found), returning each piece redacted. Any piece may have been cut at a cap,
+    /// so a tail of at least [`MIN_PARTIAL_BYTES`] that starts a value is replaced too.
     pub fn parts(&self, parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        self.parts_with(parts, Tail::Guess)
+    }
+
+    fn parts_with(&self, parts: &[&[u8]], tail: Tail) -> Vec<Vec<u8>> {
         let Ok(values) = self.values.lock() else {
             // A poisoned lock means a panic mid-call: report nothing rather than risk a leak.
             return parts.iter().map(|_| REDACTED.as_bytes().to_vec()).collect();
@@ -99,7 +106,14 @@ impl Redactor {
             .map(|r| {
                 // A part that ends with the start of a value may have been cut at a cap.
                 let mut m = mask[r.clone()].to_vec();
-                mask_partial_tail(&hay[r.clone()], &mut m, &values);
+                let min = match tail {
+                    Tail::Whole => None,
+                    Tail::Guess => Some(MIN_PARTIAL_BYTES),
+                    Tail::Cut => Some(1),
+                };
+                if let Some(min) = min {
+                    mask_partial_tail(&hay[r.clone()], &mut m, &values, min);
+                }
                 apply(&hay[r], &m)
             })
             .collect()
@@ -122,6 +136,18 @@ impl Redactor {
             other => other,
         }
     }
+}
+
+/// What may follow the end of a text that was not kept.
+#[derive(Clone, Copy)]
+enum Tail {
+    /// Nothing: the text is complete.
+    Whole,
+    /// Perhaps a cut: tails of at least [`MIN_PARTIAL_BYTES`] that start a value are replaced
+    /// (shorter ones would hide too much ordinary text).
+    Guess,
+    /// Certainly a cut: any tail that starts a value is replaced.
+    Cut,
 }
 
 fn is_break(b: u8) -> bool {
@@ -182,13 +208,12 @@ fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     out
 }
 
-/// Marks the longest tail of `text` (at least [`MIN_PARTIAL_BYTES`]) that is the start of a
-/// value.
-fn mask_partial_tail(text: &[u8], mask: &mut [bool], values: &[Zeroizing<Vec<u8>>]) {
+/// Marks the longest tail of `text` (at least `min` bytes) that is the start of a value.
+fn mask_partial_tail(text: &[u8], mask: &mut [bool], values: &[Zeroizing<Vec<u8>>], min: usize) {
     let lower: Vec<u8> = text.iter().map(|b| b.to_ascii_lowercase()).collect();
     for v in values {
         let longest = v.len().saturating_sub(1).min(lower.len());
-        for n in (MIN_PARTIAL_BYTES..=longest).rev() {
+        for n in (min.max(1)..=longest).rev() {
             if lower[lower.len() - n..] == v[..n] {
                 for m in &mut mask[text.len() - n..] {
                     *m = true;
@@ -244,7 +269,7 @@ mod tests {
     fn values_split_across_lines_are_found() {
         let r = r(&["supersecret"]);
         assert_eq!(
-            r.bytes(b"one super\nsecret two\n"),
+            r.bytes(b"one super\nsecret two\n", false),
             b"one [REDACTED]\n[REDACTED] two\n"
         );
         let parts = r.parts(&[b"ctx supers", b"ecret!"]);
@@ -257,9 +282,16 @@ mod tests {
     #[test]
     fn a_truncated_tail_is_redacted() {
         let r = r(&["supersecret"]);
-        assert_eq!(r.text("https://pad.supe"), "https://pad.[REDACTED]");
-        // Shorter than MIN_PARTIAL_BYTES: ordinary text.
-        assert_eq!(r.text("a sup"), "a sup");
+        // A complete text keeps a tail that merely looks like the start of a value.
+        assert_eq!(r.text("https://pad.supe"), "https://pad.supe");
+        assert_eq!(r.text("target=rt.super"), "target=rt.super");
+        // Cut at a cap: any tail that starts a value goes, however short.
+        assert_eq!(r.bytes(b"pad.supe", true), b"pad.[REDACTED]");
+        assert_eq!(r.bytes(b"qqqsup", true), b"qqq[REDACTED]");
+        assert_eq!(r.bytes(b"qqqs", true), b"qqq[REDACTED]");
+        // Pieces that may have been cut (log messages): tails of at least MIN_PARTIAL_BYTES.
+        assert_eq!(r.parts(&[b"a supe"]), vec![b"a [REDACTED]".to_vec()]);
+        assert_eq!(r.parts(&[b"a sup"]), vec![b"a sup".to_vec()]);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Denial {
     pub target: String,
     /// Why, when more can be said than "not granted" (e.g. "resolves to a non-public address").
     pub reason: Option<String>,
+    /// How many times the guest tried this (same capability, target and reason) in the call.
+    pub count: u64,
 }
 
 /// A capability use that was allowed: recorded once per (capability, target) per call.
@@ -37,19 +39,66 @@ pub struct Grant {
 
 /// What a call was allowed and refused, collected while the guest runs and reported with the
 /// call's result.
+///
+/// Nothing is lost silently: repeats of a denial are counted on its entry, and each capability
+/// keeps its own [`MAX_DISTINCT_PER_CAPABILITY`] distinct entries (so a flood of one kind
+/// cannot crowd out another); past that, entries are counted per capability and reported as
+/// one summary entry each.
 #[derive(Debug, Default)]
-pub struct Ledger {
-    denials: Mutex<Vec<Denial>>,
-    grants: Mutex<Vec<Grant>>,
+pub struct Ledger(Mutex<Entries>);
+
+#[derive(Debug, Default)]
+struct Entries {
+    denials: Vec<Denial>,
+    grants: Vec<Grant>,
+    /// Denials (attempts) and grants not itemized, per capability.
+    more_denials: Vec<(&'static str, u64)>,
+    more_grants: Vec<(&'static str, u64)>,
 }
 
+/// The target of a summary entry for what was not itemized.
+pub const NOT_ITEMIZED: &str = "(more, not itemized)";
+
 impl Ledger {
+    /// Every denial, then one summary per capability whose distinct denials overflowed.
     pub fn denials(&self) -> Vec<Denial> {
-        self.denials.lock().map(|d| d.clone()).unwrap_or_default()
+        let Ok(e) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut out = e.denials.clone();
+        for (capability, n) in &e.more_denials {
+            out.push(Denial {
+                capability,
+                target: NOT_ITEMIZED.to_string(),
+                reason: Some(format!(
+                    "more than {MAX_DISTINCT_PER_CAPABILITY} distinct refusals of this capability in one call"
+                )),
+                count: *n,
+            });
+        }
+        out
     }
 
+    /// Every distinct grant, then one summary per capability that overflowed.
     pub fn grants(&self) -> Vec<Grant> {
-        self.grants.lock().map(|g| g.clone()).unwrap_or_default()
+        let Ok(e) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut out = e.grants.clone();
+        for (capability, n) in &e.more_grants {
+            out.push(Grant {
+                capability,
+                target: format!("{NOT_ITEMIZED}: {n} more distinct targets"),
+            });
+        }
+        out
+    }
+}
+
+fn bump(more: &mut Vec<(&'static str, u64)>, capability: &'static str) {
+    match more.iter_mut().find(|(c, _)| *c == capability) {
+        Some((_, n)) => *n = n.saturating_add(1),
+        None => more.push((capability, 1)),
     }
 }
 
@@ -58,43 +107,77 @@ pub type Denials = Arc<Ledger>;
 
 /// Records a refused capability use.
 pub(crate) fn record(
-    denials: &Denials,
+    ledger: &Denials,
     capability: &'static str,
     target: &str,
     reason: Option<String>,
 ) {
-    if let Ok(mut d) = denials.denials.lock() {
-        // A guest looping on denied calls must not grow host memory without bound.
-        if d.len() < MAX_DENIALS_RECORDED {
-            d.push(Denial {
-                capability,
-                target: short(target),
-                reason: reason.map(|r| short(&r)),
-            });
-        }
+    let Ok(mut e) = ledger.0.lock() else {
+        return;
+    };
+    // Kept whole (up to a bound) until the call's report is redacted, then cut for the
+    // record: cutting first could leave the start of a secret value at the cut.
+    let target = cut(target, MAX_RAW_BYTES);
+    let reason = reason.map(|r| cut(&r, MAX_RAW_BYTES));
+    if let Some(d) = e
+        .denials
+        .iter_mut()
+        .find(|d| d.capability == capability && d.target == target && d.reason == reason)
+    {
+        d.count = d.count.saturating_add(1);
+        return;
     }
+    if e.denials
+        .iter()
+        .filter(|d| d.capability == capability)
+        .count()
+        >= MAX_DISTINCT_PER_CAPABILITY
+    {
+        bump(&mut e.more_denials, capability);
+        return;
+    }
+    e.denials.push(Denial {
+        capability,
+        target,
+        reason,
+        count: 1,
+    });
 }
 
 /// Records an allowed capability use, once per (capability, target).
 pub(crate) fn allow(ledger: &Denials, capability: &'static str, target: &str) {
-    let target = short(target);
-    if let Ok(mut g) = ledger.grants.lock()
-        && g.len() < MAX_DENIALS_RECORDED
-        && !g
-            .iter()
-            .any(|x| x.capability == capability && x.target == target)
+    let Ok(mut e) = ledger.0.lock() else {
+        return;
+    };
+    let target = cut(target, MAX_RAW_BYTES);
+    if e.grants
+        .iter()
+        .any(|g| g.capability == capability && g.target == target)
     {
-        g.push(Grant { capability, target });
+        return;
     }
+    if e.grants
+        .iter()
+        .filter(|g| g.capability == capability)
+        .count()
+        >= MAX_DISTINCT_PER_CAPABILITY
+    {
+        bump(&mut e.more_grants, capability);
+        return;
+    }
+    e.grants.push(Grant { capability, target });
 }
 
-/// Denials (and distinct grants) kept per call; the rest are dropped.
-pub const MAX_DENIALS_RECORDED: usize = 64;
-/// Targets are cut to this many bytes before they are recorded.
-const MAX_TARGET_BYTES: usize = 256;
+/// Distinct denials, and distinct grants, itemized per capability per call.
+pub const MAX_DISTINCT_PER_CAPABILITY: usize = 32;
+/// Targets and reasons are held up to this many bytes during the call.
+const MAX_RAW_BYTES: usize = 4096;
+/// Targets and reasons are cut to this many bytes for the report (after redaction).
+pub(crate) const MAX_TARGET_BYTES: usize = 256;
 
-fn short(s: &str) -> String {
-    let mut end = s.len().min(MAX_TARGET_BYTES);
+/// `s` cut to at most `max` bytes at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -113,6 +196,8 @@ pub struct CallState {
     pub(crate) secrets: crate::config::SecretsState,
     pub(crate) logs: crate::logging::LogCapture,
     pub(crate) kv: Option<crate::kv::KvAccess>,
+    /// The install's file quota, charged by the shadowed `descriptor` methods (`fs.rs`).
+    pub(crate) fs_quota: Option<crate::fs::FsQuota>,
     pub(crate) sockets_policy: crate::sockets::SocketPolicy,
 }
 
@@ -161,6 +246,7 @@ impl CallState {
             secrets: crate::config::SecretsState::new(caps.secrets.clone(), caps.redactor.clone()),
             logs: crate::logging::LogCapture::default(),
             kv: caps.kv.clone(),
+            fs_quota: caps.fs_quota.clone(),
             sockets_policy,
         })
     }
@@ -198,3 +284,61 @@ impl WasiHttpView for CallState {
 }
 
 impl warden::extension::types::Host for CallState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_counted_and_each_capability_keeps_its_own_budget() {
+        let ledger = Denials::default();
+        // A flood of distinct secret denials, then the one that matters.
+        for i in 0..40 {
+            record(&ledger, "secret", &format!("NOPE{i}"), None);
+        }
+        for _ in 0..5 {
+            record(
+                &ledger,
+                "http",
+                "http://169.254.169.254:80",
+                Some("metadata".into()),
+            );
+        }
+        let d = ledger.denials();
+        let http: Vec<_> = d.iter().filter(|d| d.capability == "http").collect();
+        assert_eq!(http.len(), 1);
+        assert_eq!(http[0].count, 5);
+        let secret: Vec<_> = d.iter().filter(|d| d.capability == "secret").collect();
+        assert_eq!(secret.len(), MAX_DISTINCT_PER_CAPABILITY + 1);
+        let summary = secret.last().unwrap();
+        assert_eq!(summary.target, NOT_ITEMIZED);
+        assert_eq!(summary.count, 40 - MAX_DISTINCT_PER_CAPABILITY as u64);
+    }
+
+    #[test]
+    fn grants_of_one_capability_cannot_crowd_out_another() {
+        let ledger = Denials::default();
+        for i in 0..100 {
+            allow(&ledger, "kv", &format!("bucket{i}"));
+        }
+        allow(&ledger, "secret", "API_TOKEN");
+        allow(&ledger, "secret", "API_TOKEN");
+        let g = ledger.grants();
+        assert_eq!(g.iter().filter(|g| g.capability == "secret").count(), 1);
+        let kv: Vec<_> = g.iter().filter(|g| g.capability == "kv").collect();
+        assert_eq!(kv.len(), MAX_DISTINCT_PER_CAPABILITY + 1);
+        assert!(kv.last().unwrap().target.contains("68 more"), "{kv:?}");
+    }
+
+    #[test]
+    fn targets_are_held_whole_until_the_report_cuts_them() {
+        let ledger = Denials::default();
+        let long = format!("{}SECRET", "p".repeat(253));
+        record(&ledger, "http", &long, None);
+        // Whole here, so redaction sees the value before the report cuts to 256 bytes.
+        assert_eq!(ledger.denials()[0].target, long);
+        let huge = "x".repeat(10_000);
+        record(&ledger, "http", &huge, None);
+        assert_eq!(ledger.denials()[1].target.len(), MAX_RAW_BYTES);
+    }
+}

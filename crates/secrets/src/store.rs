@@ -52,6 +52,7 @@ impl SecretStore {
     pub fn open(dir: &Path) -> Result<Self, SecretError> {
         let key = SecretKey::load_or_create(&dir.join(KEY_FILE))?;
         let path = dir.join(DB_FILE);
+        prepare_db_file(&path)?;
         let conn = Connection::open(&path).map_err(|e| db_err(&path, e))?;
         Self::with(conn, &key, path)
     }
@@ -65,6 +66,7 @@ impl SecretStore {
 
     /// Opens with an explicit key (tests, key rotation tools).
     pub fn open_with_key(db: &Path, key: &SecretKey) -> Result<Self, SecretError> {
+        prepare_db_file(db)?;
         let conn = Connection::open(db).map_err(|e| db_err(db, e))?;
         Self::with(conn, key, db.to_path_buf())
     }
@@ -297,6 +299,57 @@ fn random_nonce() -> [u8; NONCE_BYTES] {
     n
 }
 
+/// Creates `path` 0600 (whatever the umask or the folder's mode) or refuses an existing one,
+/// or its `-wal`/`-shm`, that group or others may access: the file holds every tenant's
+/// key-value data in clear and the secrets' names and ciphertexts. Refused rather than fixed,
+/// as `secret.key` is: the contents may already have been read. SQLite gives `-wal` and `-shm`
+/// the database file's mode.
+///
+/// The key-value store opens the same file with the same check (`warden_kv::prepare_db_file`;
+/// this crate does not depend on `warden-kv`): keep the two the same.
+fn prepare_db_file(path: &Path) -> Result<(), SecretError> {
+    use std::fs;
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        // The umask can only have removed bits: set exactly 0600.
+        Ok(f) => f
+            .set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| db_err_msg(path, &format!("setting mode 600: {e}")))?,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(db_err_msg(path, &format!("creating: {e}"))),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        let meta = match fs::metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound && !suffix.is_empty() => continue,
+            Err(e) => return Err(db_err_msg(&p, &format!("reading: {e}"))),
+        };
+        if !meta.is_file() {
+            return Err(db_err_msg(&p, "is not a regular file"));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(db_err_msg(
+                &p,
+                &format!(
+                    "is accessible by other users (mode {mode:o}); chmod 600 it (and its -wal and -shm)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn db_err(path: &Path, e: rusqlite::Error) -> SecretError {
     db_err_msg(path, &e.to_string())
 }
@@ -377,5 +430,42 @@ mod tests {
         SecretStore::open_with_key(&db, &SecretKey::random()).unwrap();
         let err = SecretStore::open_with_key(&db, &SecretKey::random()).unwrap_err();
         assert!(matches!(err, SecretError::WrongKey { .. }), "{err}");
+    }
+
+    /// The secrets store creates the shared database 0600 and refuses one (or its WAL)
+    /// readable by others, as the key-value store does.
+    #[test]
+    fn the_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs_mode(dir.path(), 0o755);
+        let store = SecretStore::open(dir.path()).unwrap();
+        let (t, e, n) = ids();
+        store.put(&t, &e, &n, &val("v")).unwrap();
+        for f in ["warden.db", "warden.db-wal", "warden.db-shm"] {
+            let m = std::fs::metadata(dir.path().join(f)).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f}");
+        }
+        drop(store);
+        for f in ["warden.db", "warden.db-wal"] {
+            let p = dir.path().join(f);
+            if !p.exists() {
+                std::fs::write(&p, b"").unwrap();
+            }
+            fs_mode(&p, 0o640);
+            let err = SecretStore::open(dir.path()).err().unwrap().to_string();
+            assert!(err.contains(f), "{err}");
+            assert!(
+                err.contains("accessible by other users (mode 640)"),
+                "{err}"
+            );
+            fs_mode(&p, 0o600);
+        }
+        SecretStore::open(dir.path()).unwrap();
+    }
+
+    fn fs_mode(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 }

@@ -32,6 +32,14 @@
 //! | `race-read`    | PATH\|N            | reads PATH N times; counts each distinct outcome        |
 //! | `race-write`   | PATH\|N\|DATA      | writes PATH N times; counts each distinct outcome       |
 //! | `preopens`     | -                  | the guest paths of the preopened folders                |
+//! | `fill`         | PATH\|N            | `std::fs::write` of N bytes `x` (create + truncate)      |
+//! | `append-fill`  | PATH\|N            | open for append (create) and write N bytes `x`           |
+//! | `set-size`     | PATH\|N            | open for writing (no create), `File::set_len(N)`         |
+//! | `stream-fill`  | PREOPEN\|REL\|N\|M | WASI `open-at` (create), then N bytes through           |
+//! |                |                    | `write-via-stream(0)` (M = `write`) or                  |
+//! |                |                    | `append-via-stream` (M = `append`), 4 KiB at a time     |
+//! | `stream-ro`    | PREOPEN\|REL       | opens REL for reading, then asks for both write streams |
+//! |                |                    | on it: `write=..;append=..`                             |
 //!
 //! Output: `ok`, `ok:DATA`, or `err:KIND` where KIND is std's `io::ErrorKind` (e.g.
 //! `PermissionDenied`) or, for the raw WASI methods, WASI's `error-code` name (e.g.
@@ -157,6 +165,57 @@ impl Guest for HostileFs {
                 let [path, n, data] = args(&input)?;
                 race(count(n)?, || done(fs::write(path, data)))
             }
+            "fill" => {
+                let [path, n] = args(&input)?;
+                done_os(fs::write(path, xs(n)?))
+            }
+            "append-fill" => {
+                let [path, n] = args(&input)?;
+                let data = xs(n)?;
+                done_os(
+                    OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(path)
+                        .and_then(|mut f| f.write_all(&data)),
+                )
+            }
+            "set-size" => {
+                let [path, n] = args(&input)?;
+                let n: u64 = n
+                    .parse()
+                    .map_err(|_| error("invalid-input", format!("not a size: {n:?}")))?;
+                done_os(
+                    OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .and_then(|f| f.set_len(n)),
+                )
+            }
+            "stream-fill" => {
+                let [pre, rel, n, mode] = args(&input)?;
+                let data = xs(n)?;
+                raw_done(named_preopen(pre).and_then(|d| stream_fill(&d, rel, &data, mode)))
+            }
+            "stream-ro" => {
+                let [pre, rel] = args(&input)?;
+                let opened = named_preopen(pre).and_then(|d| {
+                    d.open_at(
+                        PathFlags::empty(),
+                        rel,
+                        OpenFlags::empty(),
+                        DescriptorFlags::READ,
+                    )
+                });
+                match opened {
+                    Ok(f) => format!(
+                        "write={};append={}",
+                        raw_done(f.write_via_stream(0).map(drop)),
+                        raw_done(f.append_via_stream().map(drop)),
+                    ),
+                    Err(e) => format!("err:{}", e.name()),
+                }
+            }
             "preopens" => {
                 let mut names: Vec<String> = wasip2::filesystem::preopens::get_directories()
                     .into_iter()
@@ -206,6 +265,18 @@ fn done(r: io::Result<()>) -> String {
     match r {
         Ok(()) => "ok".into(),
         Err(e) => kind(&e),
+    }
+}
+
+/// [`done`], with the error's OS code (wasi-libc's errno) after the kind: std names some
+/// codes only `Uncategorized` (e.g. `ENOSPC` on WASI).
+fn done_os(r: io::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => match e.raw_os_error() {
+            Some(code) => format!("err:{:?}:{code}", e.kind()),
+            None => kind(&e),
+        },
     }
 }
 
@@ -346,6 +417,44 @@ fn raw_write(dir: &Descriptor, rel: &str, data: &[u8]) -> Result<(), ErrorCode> 
     while written < data.len() {
         let n = f.write(&data[written..], written as u64)?;
         written = written.saturating_add(usize::try_from(n).unwrap_or(usize::MAX).max(1));
+    }
+    Ok(())
+}
+
+/// `n` bytes `x`; `n` is capped well below the fixture's memory limit.
+fn xs(n: &str) -> Result<Vec<u8>, CallError> {
+    let n: usize = n
+        .parse()
+        .map_err(|_| error("invalid-input", format!("not a count: {n:?}")))?;
+    if n > 8 << 20 {
+        return Err(error("invalid-input", "at most 8 MiB at a time"));
+    }
+    Ok(vec![b'x'; n])
+}
+
+/// Creates REL under `dir` and writes `data` through a WASI output stream, 4 KiB per
+/// `blocking-write-and-flush`. A stream failure is reported by its file system error code.
+fn stream_fill(dir: &Descriptor, rel: &str, data: &[u8], mode: &str) -> Result<(), ErrorCode> {
+    let f = dir.open_at(
+        PathFlags::empty(),
+        rel,
+        OpenFlags::CREATE,
+        DescriptorFlags::WRITE,
+    )?;
+    let stream = match mode {
+        "append" => f.append_via_stream()?,
+        _ => f.write_via_stream(0)?,
+    };
+    for chunk in data.chunks(4096) {
+        if let Err(e) = stream.blocking_write_and_flush(chunk) {
+            return Err(match e {
+                wasip2::io::streams::StreamError::LastOperationFailed(err) => {
+                    wasip2::filesystem::types::filesystem_error_code(&err)
+                        .unwrap_or(ErrorCode::Io)
+                }
+                wasip2::io::streams::StreamError::Closed => ErrorCode::Io,
+            });
+        }
     }
     Ok(())
 }

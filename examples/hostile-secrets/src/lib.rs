@@ -11,6 +11,7 @@
 //! | `leak`      | NAME           | reads NAME, then writes it to stdout (whole), stderr (split over two lines and two writes), wasi:logging (message, context, and split over two messages), a denied URL's host, a denied secret name, and finally returns it in its error's code and message |
 //! | `log`       | LEVEL CTX MSG  | one `wasi:logging` message |
 //! | `log-flood` | N              | N `wasi:logging` messages of 100 bytes |
+//! | `pass-method` | NAME EXT     | calls EXT with the value of NAME as the method name (must not reach the callee's audit record) |
 //! | `pass`      | NAME EXT       | reads NAME and sends `VALUE\|1` to EXT's `stdout` method through invoke (hostile prints it) |
 
 wit_bindgen::generate!({ path: "../../wit", world: "rpc-extension-secrets", generate_all });
@@ -36,6 +37,7 @@ impl Guest for HostileSecrets {
             "log" => log(&input),
             "log-flood" => log_flood(&input),
             "pass" => pass(&input),
+            "pass-method" => pass_method(&input),
             _ => return Err(error("not-found", format!("no method {method:?}"))),
         };
         Ok(out.into_bytes())
@@ -63,6 +65,20 @@ fn pass(input: &str) -> String {
     match warden::extension::invoke::call(ext, "stdout", format!("{value}|1").as_bytes()) {
         Ok(out) => format!("passed:{}", String::from_utf8_lossy(&out).len()),
         Err(e) => format!("err:{}:{}", e.code, e.message),
+    }
+}
+
+/// `pass-method NAME EXT`: calls EXT with the value of NAME as the *method* name.
+fn pass_method(input: &str) -> String {
+    let (name, ext) = input.trim().split_once(' ').unwrap_or((input, ""));
+    let value = match store::get(name) {
+        Ok(Some(v)) => v,
+        Ok(None) => return "none".into(),
+        Err(e) => return describe(&e),
+    };
+    match warden::extension::invoke::call(ext, &value, b"") {
+        Ok(_) => "called".into(),
+        Err(e) => format!("err:{}", e.code),
     }
 }
 

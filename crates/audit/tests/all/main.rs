@@ -7,3 +7,4 @@ mod log;
 mod read;
 mod sanitize;
 mod tamper;
+mod torn;

@@ -978,3 +978,258 @@ async fn notes_keeps_notes_in_data_and_renders_them_with_its_assets() {
         "{grants:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Quota on read-write mounts (red team F6) and audited stream refusals (F7).
+
+/// The quota the quota tests run with: small, so filling it is quick.
+const QUOTA_BYTES: u64 = 256 * 1024;
+const QUOTA_ENTRIES: u64 = 30;
+
+fn quota_lab() -> Lab {
+    let policy = warden_host::Policy::parse(&format!(
+        "[policy.files]\nmax_bytes = \"{QUOTA_BYTES}B\"\nmax_entries = {QUOTA_ENTRIES}\n"
+    ))
+    .unwrap();
+    assert_eq!(policy.files.max_bytes.bytes(), QUOTA_BYTES);
+    Lab::with_policy(policy)
+}
+
+/// The install folder holding every data mount of `ext` for `tenant`.
+fn files_dir(lab: &Lab, tenant: &str, ext: &str) -> PathBuf {
+    host_dir(lab, tenant, ext, "x")
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// What `root` holds on disk, counted as the quota counts it: per entry the larger of its
+/// length and its allocated blocks; and the number of entries.
+fn disk_use(root: &Path) -> (u64, u64) {
+    let (mut bytes, mut entries) = (0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let m = fs::symlink_metadata(e.unwrap().path()).unwrap();
+            entries += 1;
+            bytes += m.len().max(m.blocks() * 512);
+        }
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, entries)
+}
+
+/// The `fs` denials naming the quota, with their reasons.
+fn quota_denials(lab: &Lab) -> Vec<String> {
+    lab.audit
+        .records()
+        .iter()
+        .filter(|r| r.event() == Event::Denial && r.capability() == Some("fs"))
+        .filter(|r| r.target() == Some("quota /data"))
+        .map(|r| r.message().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A refusal for lack of space. The host answers `insufficient-space` everywhere: raw WASI
+/// calls see exactly that. std sees it through wasi-libc, which turns `insufficient-space`
+/// from a descriptor method into `ENOSPC` (`StorageFull`, errno 51) but any failed stream
+/// write into `EIO` (std: `Uncategorized`, errno 29), whatever the stream's error code.
+fn no_space(out: &str, what: &str) {
+    assert!(
+        matches!(
+            out,
+            "err:StorageFull:51" | "err:insufficient-space" | "err:Uncategorized:29"
+        ),
+        "{what}: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_write_past_its_quota_by_any_route() {
+    let lab = quota_lab();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let files = files_dir(&lab, "default", "warden.hostile-fs");
+    assert_eq!(op(&lab, &id, "fill", "/data/a|180000").await, "ok");
+    assert_eq!(op(&lab, &id, "fill", "/data/b|20000").await, "ok");
+
+    // Each route that grows the folder is refused once the quota is spent.
+    let big = "x".repeat(100_000);
+    // The host answers `insufficient-space`; what std makes of it, see [`no_space`].
+    let routes = [
+        ("fill", "/data/c|100000".to_string(), "err:Uncategorized:29"),
+        (
+            "append-fill",
+            "/data/b|100000".to_string(),
+            "err:Uncategorized:29",
+        ),
+        (
+            "set-size",
+            "/data/b|1000000".to_string(),
+            "err:StorageFull:51",
+        ),
+        (
+            "stream-fill",
+            "/data|s|100000|write".to_string(),
+            "err:insufficient-space",
+        ),
+        (
+            "stream-fill",
+            "/data|t|100000|append".to_string(),
+            "err:insufficient-space",
+        ),
+        (
+            "raw-write",
+            format!("/data|r|{big}"),
+            "err:insufficient-space",
+        ),
+    ];
+    for (method, input, expected) in &routes {
+        let denials = quota_denials(&lab).len();
+        let out = op(&lab, &id, method, input).await;
+        assert_eq!(&out, expected, "{method}");
+        let after = quota_denials(&lab);
+        assert!(after.len() > denials, "{method}: refusal not audited");
+        assert!(
+            after.iter().all(|r| r.contains("max_bytes = 262144")),
+            "{after:?}"
+        );
+        // Never more on disk than the quota: every growth is charged before it happens, at
+        // least as much as it can allocate.
+        let (bytes, _) = disk_use(&files);
+        assert!(bytes <= QUOTA_BYTES, "{method}: {bytes} bytes on disk");
+    }
+
+    // Shrinking is never refused, even at the quota.
+    assert_eq!(op(&lab, &id, "set-size", "/data/b|10").await, "ok");
+
+    // Space freed by a removal is found again (the removal triggers a new measure of the
+    // folder, as the guest was being refused), and writes succeed again.
+    assert_eq!(op(&lab, &id, "remove", "/data/a").await, "ok");
+    assert_eq!(op(&lab, &id, "fill", "/data/c|100000").await, "ok");
+    assert_eq!(
+        fs::metadata(data_dir(&lab).join("c")).unwrap().len(),
+        100_000
+    );
+    assert!(disk_use(&files).0 <= QUOTA_BYTES);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_are_limited_too() {
+    let lab = quota_lab();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let files = files_dir(&lab, "default", "warden.hostile-fs");
+    let mut refused = 0;
+    for i in 0..QUOTA_ENTRIES + 10 {
+        let out = op(&lab, &id, "mkdir", &format!("/data/d{i}")).await;
+        if out != "ok" {
+            assert_eq!(out, "err:StorageFull", "mkdir d{i}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 10, "{refused} refused");
+    assert!(
+        op(&lab, &id, "create", "/data/one-more")
+            .await
+            .starts_with("err:")
+    );
+    let (_, entries) = disk_use(&files);
+    assert!(entries <= QUOTA_ENTRIES, "{entries} entries");
+    assert!(!quota_denials(&lab).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_installs_have_separate_budgets() {
+    let lab = quota_lab();
+    let alpha = load(&lab, "alpha", mounts(&["/data"], &[]), &Grant::All).id;
+    let beta = load(&lab, "beta", mounts(&["/data"], &[]), &Grant::All).id;
+    assert_eq!(
+        run(&lab.host, "alpha", &alpha, "fill", "/data/a|200000").await,
+        "ok"
+    );
+    no_space(
+        &run(&lab.host, "alpha", &alpha, "fill", "/data/b|100000").await,
+        "alpha over",
+    );
+    // Beta's budget is untouched by alpha's use.
+    assert_eq!(
+        run(&lab.host, "beta", &beta, "fill", "/data/a|200000").await,
+        "ok"
+    );
+    for t in ["alpha", "beta"] {
+        let (bytes, _) = disk_use(&files_dir(&lab, t, "warden.hostile-fs"));
+        assert!(bytes <= QUOTA_BYTES, "{t}: {bytes}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_share_one_budget() {
+    let lab = quota_lab();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let files = files_dir(&lab, "default", "warden.hostile-fs");
+    // Four calls at once (the fixture's max_concurrent_calls), each writing 100000 bytes into
+    // a 256 KiB budget: together they would need far more than the quota.
+    for round in 0..3 {
+        let calls = (0..4).map(|i| {
+            let host = lab.host.clone();
+            let id = id.clone();
+            let input = format!("/data/c{round}-{i}|100000");
+            tokio::spawn(async move { run(&host, "default", &id, "fill", &input).await })
+        });
+        let outs: Vec<String> = futures_join(calls).await;
+        let ok = outs.iter().filter(|o| *o == "ok").count();
+        assert!(ok <= 2, "{outs:?}");
+        if round == 0 {
+            // The budget is really used, not refused wholesale: the writers share it (each may
+            // end part-way, as on a full disk).
+            let written: u64 = fs::read_dir(data_dir(&lab))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum();
+            assert!(written >= QUOTA_BYTES / 2, "{written} {outs:?}");
+        }
+        for o in outs.iter().filter(|o| *o != "ok") {
+            no_space(o, "concurrent fill");
+        }
+        // No slack beyond the charges: charges are taken under one lock before each write.
+        let (bytes, _) = disk_use(&files);
+        assert!(bytes <= QUOTA_BYTES, "round {round}: {bytes}");
+    }
+}
+
+async fn futures_join(calls: impl Iterator<Item = tokio::task::JoinHandle<String>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in calls.collect::<Vec<_>>() {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_writes_on_a_read_only_mount_are_audited() {
+    let lab = Lab::new();
+    let id = load(
+        &lab,
+        "default",
+        mounts(&["/data"], &["/assets"]),
+        &Grant::All,
+    )
+    .id;
+    let before = lab.audit.records().len();
+    let out = op(&lab, &id, "stream-ro", "/assets|readme.txt").await;
+    assert_eq!(out, "write=err:not-permitted;append=err:not-permitted");
+    let targets: Vec<String> = lab.audit.records()[before..]
+        .iter()
+        .filter(|r| r.event() == Event::Denial && r.capability() == Some("fs"))
+        .filter_map(|r| r.target().map(str::to_string))
+        .collect();
+    assert_eq!(targets, ["write-stream", "append-stream"]);
+    assert_eq!(
+        op(&lab, &id, "read", "/assets/readme.txt").await,
+        "ok:hostile-fs asset: ORIGINAL\n"
+    );
+}

@@ -262,3 +262,33 @@ async fn an_authorizer_can_refuse_loads_and_calls_but_not_allow_more() {
     assert!(text(&out).starts_with("err:denied:"), "{}", text(&out));
     assert!(text(&out).contains("may not greet"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_calls_per_top_level_call_are_limited_and_every_refusal_is_counted() {
+    let lab = Lab::new();
+    lab.load("echo");
+    let c = caller(&lab, "warden.caller", &["warden.echo"], &Grant::All);
+    let out = lab
+        .host
+        .call(&c, "call", b"warden.echo echo 130\nx")
+        .await
+        .unwrap();
+    let out = text(&out);
+    assert!(out.starts_with("ok=100 err=30 err:denied:"), "{out}");
+    assert!(out.contains("per top-level call"), "{out}");
+    // Thirty refusals of the same kind: one record that counts them, nothing dropped.
+    let d = denials(&lab.audit.records(), "invoke");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].message().unwrap_or("").ends_with("(30 attempts)"),
+        "{d:?}"
+    );
+    // Each of the hundred calls that ran has its own record.
+    let ran = lab
+        .audit
+        .records()
+        .iter()
+        .filter(|r| r.event() == Event::Call && r.extension() == Some("warden.echo"))
+        .count();
+    assert_eq!(ran, 100);
+}

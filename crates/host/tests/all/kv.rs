@@ -360,8 +360,16 @@ async fn quota_floods_are_refused_atomically_and_audited() {
     assert_eq!(rows(&lab, "alpha", OTHER_ID), 8);
 
     // Each refusal is a denial naming the bucket and the limit (never a value).
+    // The set and the increment in `second-bucket` are the same refusal: one record, counted.
     let denials = kv_records(&lab.audit.records(), Event::Denial);
-    assert_eq!(denials.len(), 7);
+    assert_eq!(denials.len(), 6);
+    assert_eq!(
+        denials
+            .iter()
+            .filter(|r| r.message().unwrap().ends_with("(2 attempts)"))
+            .count(),
+        1
+    );
     assert!(
         denials.iter().all(
             |r| r.message().unwrap().contains("limit") || r.message().unwrap().contains("full")
@@ -503,4 +511,92 @@ async fn an_embedder_backend_and_quota_are_used() {
     let host = lab.restarted_host();
     host.load_file(&path, None, &Grant::All).unwrap();
     assert_eq!(host.call(&id, "get", b"a").await.unwrap(), b"0");
+}
+
+/// F3: the guest stores one 1 MiB value and asks `get-many` for it 1000 times (~1 GiB of
+/// answer, far over its 64 MiB memory). Refused with a typed error naming the limit, from
+/// the stored lengths before any value is read, and audited as a `kv` denial; the call goes
+/// on, and a batch of duplicates under the limit is answered in full.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_many_of_one_big_value_a_thousand_times_is_refused() {
+    let lab = Lab::new();
+    let id = load(&lab, "default", None, &Grant::All);
+    let big = vec![hex("big"); 1000].join(",");
+    let small = vec![hex("s"); 1000].join(",");
+    let script = format!(
+        "open {b}\nfill {k} 1048576\ngetmany {big}\nset {s} {v}\ngetmany {small}\nexists {k}",
+        b = hex("d"),
+        k = hex("big"),
+        s = hex("s"),
+        v = hex("0123456789"),
+    );
+    let out = run(&lab, "default", &id, &script).await;
+    assert_eq!(out.len(), 6, "{out:?}");
+    assert_eq!(out[..2], ["ok", "ok"]);
+    // 1000 × (3 key bytes + 1 MiB): the whole answer is counted, the limit is 8 MiB.
+    assert_eq!(
+        out[2],
+        "err:other:the get-many would return 1048579000 bytes of keys and values; the limit is 8388608"
+    );
+    assert_eq!(out[3], "ok");
+    // 1000 duplicates of a small value: every position answered, each with the full value.
+    let one = format!("{}={}", hex("s"), hex("0123456789"));
+    let answers: Vec<&str> = out[4].strip_prefix("ok:").unwrap().split(',').collect();
+    assert_eq!(answers.len(), 1000);
+    assert!(answers.iter().all(|a| *a == one));
+    assert_eq!(out[5], "ok:true");
+
+    let denials = kv_records(&lab.audit.records(), Event::Denial);
+    assert_eq!(denials.len(), 1, "{denials:?}");
+    assert_eq!(denials[0].target(), Some("d"));
+    assert!(
+        denials[0]
+            .message()
+            .unwrap()
+            .contains("the limit is 8388608"),
+        "{denials:?}"
+    );
+}
+
+/// `list-keys` cursors count only the bucket's own keys: another tenant writing 200 keys in
+/// between leaves no gap, so they reveal nothing of other tenants' activity.
+#[tokio::test(flavor = "multi_thread")]
+async fn list_cursors_do_not_reveal_other_tenants_writes() {
+    let lab = Lab::new();
+    let alpha = load(&lab, "alpha", None, &Grant::All);
+    let beta = load(&lab, "beta", None, &Grant::All);
+    let open = format!("open {}\n", hex("default"));
+    run(
+        &lab,
+        "alpha",
+        &alpha,
+        &format!("{open}flood {} 3 1", hex("a")),
+    )
+    .await;
+    run(
+        &lab,
+        "beta",
+        &beta,
+        &format!("{open}flood {} 200 1", hex("b")),
+    )
+    .await;
+    run(
+        &lab,
+        "alpha",
+        &alpha,
+        &format!("{open}flood {} 2 1", hex("c")),
+    )
+    .await;
+    let conn = rusqlite::Connection::open(db(&lab)).unwrap();
+    let seqs: Vec<i64> = conn
+        .prepare("SELECT seq FROM kv_entries WHERE tenant = 'alpha' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let out = run(&lab, "alpha", &alpha, &format!("{open}list")).await;
+    let want: Vec<String> = ["a0", "a1", "a2", "c0", "c1"].iter().map(hex).collect();
+    assert_eq!(out[1], format!("ok:{}", want.join(",")));
 }

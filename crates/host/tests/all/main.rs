@@ -2,6 +2,7 @@
 //! The embedding API with real components built from examples/, real signed bundles, and
 //! hostile guests. One test binary (Wasmtime's code is shared by all tests).
 
+mod audit_fail;
 mod calls;
 mod egress;
 mod fs;

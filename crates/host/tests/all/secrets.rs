@@ -411,6 +411,38 @@ fn bad_key_files_are_clear_errors() {
     build_on(&data).unwrap();
 }
 
+/// F5: in a data dir that already exists with mode 0755, `warden.db` and its `-wal`/`-shm`
+/// are created 0600 (both stores open it; neither may create it wider). An existing database
+/// readable by others stops the host with a clear error until the operator fixes it.
+#[test]
+fn the_database_is_private_and_a_readable_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+    let host = build_on(&data).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // The host holds its connections open: the WAL files exist now.
+    for f in ["warden.db", "warden.db-wal", "warden.db-shm"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    drop(host);
+
+    fs::set_permissions(data.join("warden.db"), fs::Permissions::from_mode(0o644)).unwrap();
+    let e = build_on(&data).err().unwrap();
+    assert!(
+        e.contains("warden.db") && e.contains("accessible by other users (mode 644)"),
+        "{e}"
+    );
+    assert!(e.contains("chmod 600"), "{e}");
+    // Refused, not silently changed.
+    assert_eq!(mode(&data.join("warden.db")), 0o644);
+
+    fs::set_permissions(data.join("warden.db"), fs::Permissions::from_mode(0o600)).unwrap();
+    build_on(&data).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wasi_logging_is_captured_with_level_and_context_escaped_and_capped() {
     let lab = Lab::new();
@@ -595,6 +627,43 @@ async fn a_secret_passed_through_invoke_is_redacted_in_the_callees_output() {
     assert!(logged.contains("[REDACTED]"), "{logged}");
     assert_absent("tracing", &logged);
     for r in lab.audit.records() {
+        assert_absent("audit", &format!("{r:?}"));
+    }
+}
+
+/// A caller's secret used as the *method* name of an invoke: the callee refuses the unknown
+/// method, and its audit record must not quote the value.
+#[tokio::test]
+async fn a_secret_used_as_a_method_name_is_not_quoted_in_the_callees_record() {
+    let lab = Lab::new();
+    lab.load("echo");
+    let path = lab.bundle("hostile-secrets", |m| {
+        m.replace(
+            "secrets = [\"API_TOKEN\", \"OTHER_TOKEN\"]",
+            "secrets = [\"API_TOKEN\", \"OTHER_TOKEN\"]\ncalls = [\"warden.echo\"]",
+        )
+    });
+    let id = lab
+        .host
+        .load_file(&path, None, &grant("secret:API_TOKEN,call:warden.echo"))
+        .unwrap()
+        .id;
+    lab.host
+        .tenant(&default_tenant())
+        .put_secret(&id, &name("API_TOKEN"), value(TOKEN))
+        .unwrap();
+    let out = call(&lab.host, &id, "pass-method", "API_TOKEN warden.echo").await;
+    assert_eq!(out, "err:invalid");
+    let records = lab.audit.records();
+    let refused = records
+        .iter()
+        .find(|r| r.extension() == Some("warden.echo") && r.message().is_some())
+        .expect("the callee's refusal record");
+    assert!(
+        refused.message().unwrap_or("").contains("[REDACTED]"),
+        "{refused:?}"
+    );
+    for r in &records {
         assert_absent("audit", &format!("{r:?}"));
     }
 }

@@ -1,0 +1,128 @@
+//! Fail closed: while the audit store cannot be written, calls are refused; once a record can
+//! be stored again, calls run again.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use warden_audit::{AuditError, AuditSink, Event, MemoryAudit, Outcome, Record};
+use warden_host::{CallError, Policy};
+
+use crate::support::Lab;
+
+/// An audit store that fails (like a full disk) while `failing` is set, and otherwise keeps
+/// records in memory.
+#[derive(Default)]
+struct FlakySink {
+    failing: AtomicBool,
+    stored: MemoryAudit,
+}
+
+impl AuditSink for FlakySink {
+    fn append(&self, record: Record) -> Result<(), AuditError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(AuditError::Io {
+                action: "writing",
+                path: PathBuf::from("/data/audit/audit.jsonl"),
+                source: io::Error::from_raw_os_error(28), // ENOSPC
+            });
+        }
+        self.stored.append(record)
+    }
+}
+
+fn refused_for_audit(e: &warden_host::CallFailure) -> bool {
+    matches!(&e.error, CallError::Host(m) if m.contains("the audit log cannot be written"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
+    let sink = Arc::new(FlakySink::default());
+    let lab = Lab::with_builder(Policy::default(), {
+        let sink = Arc::clone(&sink);
+        |b| b.audit(sink)
+    });
+    let echo = lab.load("echo");
+    let hello = lab.load("hello");
+    assert_eq!(lab.host.call(&echo, "echo", b"1").await.unwrap(), b"1");
+    let healthy = sink.stored.len();
+
+    // The disk fills. The call in flight already ran, but its record is lost: its result is
+    // not handed out as a success, and the host notices.
+    sink.failing.store(true, Ordering::SeqCst);
+    let e = lab.host.call(&echo, "echo", b"2").await.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Host(m) if m.contains("its audit records could not be written")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("No space left"), "{e}");
+    assert_eq!(sink.stored.len(), healthy);
+
+    // From now on nothing runs, rpc or http, for as long as records cannot be stored.
+    for _ in 0..3 {
+        let e = lab.host.call(&echo, "echo", b"3").await.unwrap_err();
+        assert!(refused_for_audit(&e), "{e}");
+        assert!(e.to_string().contains("No space left"), "{e}");
+        let req = http::Request::get("/greet/me").body(Bytes::new()).unwrap();
+        let e = lab.host.call_http(&hello, req).await.unwrap_err();
+        assert!(refused_for_audit(&e), "{e}");
+    }
+    assert_eq!(sink.stored.len(), healthy, "nothing could be stored");
+
+    // Space is freed. The next call is still refused, but its refusal is stored: that is the
+    // proof the store works again.
+    sink.failing.store(false, Ordering::SeqCst);
+    let e = lab.host.call(&echo, "echo", b"4").await.unwrap_err();
+    assert!(refused_for_audit(&e), "{e}");
+    let records = sink.stored.records();
+    assert_eq!(records.len(), healthy + 1);
+    let refusal = records.last().unwrap();
+    assert_eq!(
+        (refusal.event(), refusal.outcome()),
+        (Event::Call, Outcome::Error)
+    );
+    assert_eq!(refusal.extension(), Some(echo.as_str()));
+    assert_eq!(refusal.request_id(), e.request_id);
+    assert!(
+        refusal
+            .message()
+            .unwrap()
+            .contains("the audit log cannot be written"),
+        "{refusal:?}"
+    );
+
+    // And calls run (and are audited) again.
+    assert_eq!(lab.host.call(&echo, "echo", b"5").await.unwrap(), b"5");
+    let req = http::Request::get("/greet/me").body(Bytes::new()).unwrap();
+    assert_eq!(lab.host.call_http(&hello, req).await.unwrap().status(), 200);
+    let records = sink.stored.records();
+    let ok_calls = records[healthy + 1..]
+        .iter()
+        .filter(|r| r.event() == Event::Call && r.outcome() == Outcome::Ok)
+        .count();
+    assert_eq!(ok_calls, 2, "{records:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_while_refusing_keeps_the_host_closed() {
+    // A call refused before it ran (an unknown method) whose record cannot be stored also
+    // closes the host.
+    let sink = Arc::new(FlakySink::default());
+    let lab = Lab::with_builder(Policy::default(), {
+        let sink = Arc::clone(&sink);
+        |b| b.audit(sink)
+    });
+    let echo = lab.load("echo");
+    sink.failing.store(true, Ordering::SeqCst);
+    let e = lab.host.call(&echo, "nope", b"").await.unwrap_err();
+    assert!(matches!(e.error, CallError::Invalid(_)), "{e}");
+    let e = lab.host.call(&echo, "echo", b"x").await.unwrap_err();
+    assert!(refused_for_audit(&e), "{e}");
+    sink.failing.store(false, Ordering::SeqCst);
+    assert!(refused_for_audit(
+        &lab.host.call(&echo, "echo", b"x").await.unwrap_err()
+    ));
+    assert_eq!(lab.host.call(&echo, "echo", b"y").await.unwrap(), b"y");
+}
