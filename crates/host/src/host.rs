@@ -204,6 +204,7 @@ impl HostBuilder {
                 authorizer: self
                     .authorizer
                     .unwrap_or_else(|| Arc::new(ManifestAuthorizer)),
+                default_tenant: TenantName::default_tenant(),
                 data_dir: self.data_dir,
                 secrets,
                 kv,
@@ -265,11 +266,14 @@ pub(crate) struct Inner {
     caps: Caps,
     resolver: Arc<dyn Resolver>,
     pub(crate) authorizer: Arc<dyn Authorizer>,
+    /// `default`, made once (the shorthand methods use it on every call).
+    default_tenant: TenantName,
     data_dir: Option<PathBuf>,
     pub(crate) secrets: Arc<crate::secrets::HostSecrets>,
     kv: Arc<dyn KvBackend>,
     kv_quota: Quota,
-    extensions: RwLock<HashMap<(TenantName, ExtensionId), Arc<Loaded>>>,
+    /// Loaded extensions, by tenant then id (nested so a lookup needs no owned key).
+    extensions: RwLock<HashMap<TenantName, HashMap<ExtensionId, Arc<Loaded>>>>,
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
     ids: RequestIds,
@@ -304,7 +308,10 @@ impl Host {
     }
 
     fn default_tenant(&self) -> Tenant<'_> {
-        self.tenant(&TenantName::default_tenant())
+        Tenant {
+            inner: &self.inner,
+            name: self.inner.default_tenant.clone(),
+        }
     }
 
     /// [`Tenant::load_file`] for the `default` tenant.
@@ -504,7 +511,9 @@ impl Tenant<'_> {
                 .extensions
                 .write()
                 .map_err(|_| HostError::Setup("extension table poisoned".into()))?
-                .insert((self.name.clone(), info.id.clone()), Arc::new(loaded));
+                .entry(self.name.clone())
+                .or_default()
+                .insert(info.id.clone(), Arc::new(loaded));
             Ok(info)
         })();
         let record = match &result {
@@ -592,11 +601,7 @@ impl Inner {
     }
 
     pub(crate) fn get(&self, tenant: &TenantName, id: &ExtensionId) -> Option<Arc<Loaded>> {
-        self.extensions
-            .read()
-            .ok()?
-            .get(&(tenant.clone(), id.clone()))
-            .cloned()
+        self.extensions.read().ok()?.get(tenant)?.get(id).cloned()
     }
 
     /// This call's capabilities: the install's, plus an invoker that knows how the call was

@@ -172,7 +172,9 @@ type SendResult = Result<
 
 /// The `wasi:http` hooks of one call: the egress policy.
 pub(crate) struct EgressHooks {
-    caps: CallCaps,
+    /// The install's network grant; `None` denies every request.
+    network: Option<Arc<EffectiveNetwork>>,
+    resolver: Arc<dyn Resolver>,
     denials: Denials,
     in_flight: Arc<Semaphore>,
     bytes: Arc<AtomicU64>,
@@ -187,7 +189,8 @@ impl EgressHooks {
         max_response: u64,
     ) -> Self {
         EgressHooks {
-            caps: caps.clone(),
+            network: caps.network.clone(),
+            resolver: Arc::clone(&caps.resolver),
             denials,
             in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
             bytes,
@@ -207,7 +210,7 @@ impl WasiHttpHooks for EgressHooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let grant = self.caps.network.clone();
+        let grant = self.network.clone();
         let target = match admit(request.uri(), grant.as_deref()) {
             Ok(t) => t,
             Err(r) => {
@@ -232,7 +235,7 @@ impl WasiHttpHooks for EgressHooks {
         let job = Job {
             target,
             grant,
-            resolver: Arc::clone(&self.caps.resolver),
+            resolver: Arc::clone(&self.resolver),
             denials: Arc::clone(&self.denials),
             bytes: Arc::clone(&self.bytes),
             max_response: self.max_response,
