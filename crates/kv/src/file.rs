@@ -1,9 +1,6 @@
 //! Creating and checking `DATA/warden.db` so that only the host's user can read it: it holds
 //! every tenant's key-value data in clear and the secrets' metadata and ciphertexts.
-//!
-//! The secrets store (`warden-secrets`, which does not depend on this crate) opens the same
-//! file with a copy of this code (`crates/secrets/src/store.rs`, `prepare_db_file`): keep the
-//! two the same.
+//! The secrets store (`warden-secrets`) opens the same file through this function too.
 
 use std::fs;
 use std::io::ErrorKind;

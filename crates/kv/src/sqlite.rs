@@ -156,21 +156,9 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// The bytes an entry counts for in the quota (key and value), without reading the value.
 fn entry_len(tx: &Connection, s: &Scope, key: &str) -> Result<Option<u64>, KvError> {
-    tx.query_row(
-        "SELECT length(value) FROM kv_entries
-         WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
-        params![
-            s.tenant().as_str(),
-            s.extension().as_str(),
-            s.bucket().as_str().as_bytes(),
-            key.as_bytes()
-        ],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-    .map_err(storage)
-    .map(|l| l.map(|l| entry_bytes(key, usize::try_from(l).unwrap_or(usize::MAX))))
+    Ok(value_len(tx, s, key)?.map(|l| entry_bytes(key, usize::try_from(l).unwrap_or(usize::MAX))))
 }
 
 /// The stored value's length, without reading the value.

@@ -299,55 +299,13 @@ fn random_nonce() -> [u8; NONCE_BYTES] {
     n
 }
 
-/// Creates `path` 0600 (whatever the umask or the folder's mode) or refuses an existing one,
-/// or its `-wal`/`-shm`, that group or others may access: the file holds every tenant's
-/// key-value data in clear and the secrets' names and ciphertexts. Refused rather than fixed,
-/// as `secret.key` is: the contents may already have been read. SQLite gives `-wal` and `-shm`
-/// the database file's mode.
-///
-/// The key-value store opens the same file with the same check (`warden_kv::prepare_db_file`;
-/// this crate does not depend on `warden-kv`): keep the two the same.
+/// The database file is shared with the key-value store, which creates it 0600 and refuses one
+/// that other users may access (see `warden_kv::prepare_db_file`): the same check here.
 fn prepare_db_file(path: &Path) -> Result<(), SecretError> {
-    use std::fs;
-    use std::io::ErrorKind;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        // The umask can only have removed bits: set exactly 0600.
-        Ok(f) => f
-            .set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| db_err_msg(path, &format!("setting mode 600: {e}")))?,
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(db_err_msg(path, &format!("creating: {e}"))),
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let p = PathBuf::from(p);
-        let meta = match fs::metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound && !suffix.is_empty() => continue,
-            Err(e) => return Err(db_err_msg(&p, &format!("reading: {e}"))),
-        };
-        if !meta.is_file() {
-            return Err(db_err_msg(&p, "is not a regular file"));
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(db_err_msg(
-                &p,
-                &format!(
-                    "is accessible by other users (mode {mode:o}); chmod 600 it (and its -wal and -shm)"
-                ),
-            ));
-        }
-    }
-    Ok(())
+    warden_kv::prepare_db_file(path).map_err(|e| SecretError::Db {
+        path: e.path,
+        reason: e.reason,
+    })
 }
 
 fn db_err(path: &Path, e: rusqlite::Error) -> SecretError {
