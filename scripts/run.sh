@@ -15,7 +15,7 @@ rm -rf tour && mkdir -p tour
 echo "== keygen"
 warden keygen --publisher warden-examples --out tour/keys > tour/trust.toml
 cat tour/trust.toml
-for ext in examples/*/; do
+for ext in examples/*/ tests/guests/hostile/; do
   [ -f "$ext/extension.toml" ] || continue
   name=$(basename "$ext")
   echo "== pack $name"

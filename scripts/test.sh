@@ -7,6 +7,8 @@ bash scripts/setup.sh
 bash scripts/build-examples.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# Supply chain: licenses, one Wasmtime, crates.io only (advisories where the database exists).
+bash scripts/deny.sh
 mkdir -p target
 cargo test --workspace 2>&1 | tee target/test-output.log
 # The embedding example must keep working as documented.

@@ -1,4 +1,28 @@
 //! [`AuditLog`]: the file-backed, append-only, hash-chained store.
+//!
+//! `DATA/audit/audit.jsonl` holds one canonical JSON record per line, each with the SHA-256 of the
+//! one before (`chain.rs`); `audit.head` (fixed 128 bytes, rewritten in place) names the last
+//! record's seq and hash, so removals from the end show, and its `flock` serializes appends between
+//! processes. `warden audit --verify` walks the whole chain; `AuditLog::open` checks only the end.
+//!
+//! - Append: the line goes out in **one `write`**, then the head; both are `fdatasync`ed (group
+//!   commit) before `append` returns. A failed or short write (a full disk) is rolled back: the log
+//!   is cut to its old length and the old head restored, so the chain stays intact and a later
+//!   append can succeed. Only if the rollback or a sync fails is the handle marked broken (every
+//!   later append fails until a restart).
+//! - Torn tail: a last line without a newline, that is a prefix of the record that would follow the
+//!   head (`{"seq":S+1,"prev":"H",…`, trailing NULs allowed), after complete lines that all verify
+//!   with the head naming the last one, is what a crash or a failed rollback leaves. `open` (and an
+//!   append that finds one left by another process) appends those bytes, hex-encoded, to
+//!   `audit.torn`, cuts the log back, and appends a `recovery` record ("a torn tail of N bytes …
+//!   was set aside at seq S"), so the repair is in the chain and `--verify` passes. Anything else
+//!   (an edited or garbled line, a missing line, a head that does not match, a tail that is not the
+//!   next record's start) is refused as before, naming the first problem.
+//! - Fail closed: when the host cannot store a record (`Inner::write`), it sets a flag; every new
+//!   call (rpc, http, and calls between extensions) is then refused with
+//!   `CallError::Host("the audit log cannot be written: …")` before it runs. Each refusal tries to
+//!   store its own record; once one is stored the flag clears and later calls run again. The call
+//!   during which the store failed has already run and keeps its result.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write as _};

@@ -51,25 +51,7 @@ pub fn is_clean(text: &str) -> bool {
     text.len() <= MAX_FIELD_BYTES && !text.chars().any(|c| c != '\\' && needs_escape(c))
 }
 
-/// Characters that never appear raw in a stored field: controls, backslash, and invisible or
-/// bidi-reordering characters that could disguise text on a terminal.
-pub fn needs_escape(c: char) -> bool {
-    c == '\\'
-        || c.is_control()
-        || matches!(
-            c,
-            // soft hyphen, Arabic letter mark
-            '\u{ad}' | '\u{61c}'
-            // Mongolian vowel separator, zero-width space/joiners, LRM, RLM
-            | '\u{180e}' | '\u{200b}'..='\u{200f}'
-            // line and paragraph separators, bidi embeddings and overrides
-            | '\u{2028}'..='\u{202e}'
-            // word joiner, invisible operators, bidi isolates, deprecated format characters
-            | '\u{2060}'..='\u{206f}'
-            // byte order mark / zero-width no-break space, interlinear annotation
-            | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
-        )
-}
+pub use warden_call::text::needs_escape;
 
 #[derive(Default)]
 struct Sanitizer {

@@ -25,14 +25,15 @@ const ATTEMPTS: u32 = 20_000;
 const ROUNDS: usize = 7;
 const DENIED_URL: &str = "http://forbidden.test/";
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+/// The hostile test fixture (tests/guests/hostile).
+fn hostile() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/guests/hostile")
 }
 
 /// A host with hostile loaded, allowed to reach `allowed.test` only.
 fn host(dir: &Path) -> (Host, ExtensionId) {
     let key = SigningKey::generate();
-    let src = examples().join("hostile");
+    let src = hostile();
     let stage = dir.join("stage");
     fs::create_dir_all(&stage).unwrap();
     let manifest = fs::read_to_string(src.join("extension.toml")).unwrap()
@@ -162,8 +163,8 @@ fn main() {
         child(args[i + 1].parse().unwrap());
         return;
     }
-    if !examples().join("hostile/extension.wasm").exists() {
-        panic!("examples/hostile/extension.wasm is missing: run scripts/build-examples.sh");
+    if !hostile().join("extension.wasm").exists() {
+        panic!("tests/guests/hostile/extension.wasm is missing: run scripts/build-examples.sh");
     }
 
     // Time: calls of ATTEMPTS denied requests against calls of none, interleaved.

@@ -14,11 +14,12 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use warden_manifest::ExtensionId;
-use warden_runtime::redact::Redactor;
+use warden_runtime::Redactor;
 use warden_runtime::{CallError, InvokeError, Invoker, WorldKind};
 
 use crate::authorize::CallRequest;
-use crate::host::{Inner, Loaded};
+use crate::host::Inner;
+use crate::load::Loaded;
 
 /// Calls on the stack at most, counting the top-level one: A → B → C → D.
 pub const MAX_CALL_DEPTH: usize = 4;
@@ -134,24 +135,11 @@ impl Invoker for HostInvoker {
 /// What the calling guest sees of the callee's failure: its own error as is, anything else as a
 /// short code (the callee's audit record has the detail).
 fn failed(e: CallError) -> InvokeError {
-    let code = match &e {
-        CallError::Extension { code, message } => {
-            return InvokeError::Failed {
-                code: code.clone(),
-                message: message.clone(),
-            };
-        }
-        CallError::Timeout(_) => "timeout",
-        CallError::MemoryLimit(_) => "memory-limit",
-        CallError::FuelExhausted(_) => "fuel-exhausted",
-        CallError::TooLarge { .. } => "too-large",
-        CallError::Busy(_) => "busy",
-        CallError::Trap(_) => "trap",
-        CallError::Invalid(_) => "invalid",
-        CallError::Host(_) => "host-error",
-    };
-    InvokeError::Failed {
-        code: code.into(),
-        message: e.to_string(),
+    match e {
+        CallError::Extension { code, message } => InvokeError::Failed { code, message },
+        other => InvokeError::Failed {
+            code: other.guest_code().to_string(),
+            message: other.to_string(),
+        },
     }
 }

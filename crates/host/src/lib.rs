@@ -23,21 +23,29 @@
 //! under the key file `DATA/secret.key` (created on first start; in memory with a random key
 //! without a data dir), readable only by the installs they are granted to.
 
+mod audit;
 mod authorize;
+mod builder;
+mod call;
+mod error;
 mod host;
 mod ids;
 mod invoke;
-mod mounts;
+mod load;
 mod secrets;
 
 pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
-pub use host::{CallFailure, Called, ExtensionInfo, Host, HostBuilder, HostError, Tenant};
+pub use builder::HostBuilder;
+pub use error::{CallFailure, Called, HostError};
+pub use host::{Host, Tenant};
 pub use invoke::{MAX_CALL_DEPTH, MAX_NESTED_CALLS};
+pub use load::ExtensionInfo;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
-pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota, SqliteKv};
+pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota};
 pub use warden_manifest::{ExtensionId, Grant, Policy, SecretName, TenantName};
 pub use warden_runtime::{
     CallError, LogLevel, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind,
 };
 pub use warden_secrets::{SecretError, SecretValue};
+pub use warden_store_sqlite::SqliteKv;
 pub use warden_trust::TrustBundle;

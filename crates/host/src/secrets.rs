@@ -11,7 +11,8 @@ use warden_manifest::{ExtensionId, SecretName, TenantName};
 use warden_runtime::{SecretAccess, SecretSource};
 use warden_secrets::{SecretStore, SecretValue};
 
-use crate::host::{HostError, Tenant};
+use crate::error::HostError;
+use crate::host::Tenant;
 
 type Key = (TenantName, ExtensionId, SecretName);
 
@@ -25,7 +26,7 @@ impl HostSecrets {
     /// `DATA/secret.key` and `DATA/warden.db`, or a store in memory with a random key.
     pub(crate) fn open(data_dir: Option<&Path>) -> Result<Self, HostError> {
         let store = match data_dir {
-            Some(dir) => SecretStore::open(dir)?,
+            Some(dir) => warden_store_sqlite::open_secrets(dir)?,
             None => SecretStore::in_memory()?,
         };
         Ok(HostSecrets {

@@ -5,13 +5,14 @@
 
 use ipnet::IpNet;
 
+use crate::capability::Capability;
 use crate::grant::{Grant, GrantItem};
 use crate::host::AllowedHost;
 use crate::ids::{ExtensionId, SecretName};
 use crate::limits::Limits;
 use crate::manifest::{ASSETS_GUEST_PATH, Manifest};
 use crate::path::GuestPath;
-use crate::policy::{Capability, CeilingError, Policy};
+use crate::policy::{CeilingError, Policy};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectiveNetwork {

@@ -8,10 +8,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::capability::Capability;
 use crate::host::AllowedHost;
 use crate::ids::{ExtensionId, SecretName};
 use crate::path::GuestPath;
-use crate::policy::Capability;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantItem {

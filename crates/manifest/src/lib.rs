@@ -22,10 +22,12 @@ pub use host::{AllowedHost, HostPattern, RequestHost, Scheme};
 pub use limits::{Limits, Profile, RequestedLimits};
 pub use manifest::{Extension, Filesystem, Kind, Manifest, Network, Permissions};
 pub use units::{ByteSize, Span};
+pub mod capability;
 pub mod effective;
 pub mod grant;
 pub mod policy;
 
+pub use capability::Capability;
 pub use effective::{Effective, EffectiveError, EffectiveNetwork, Mount, MountSource, effective};
 pub use grant::{Grant, GrantError, GrantItem};
-pub use policy::{Capability, Ceiling, CeilingError, FileLimits, KvLimits, Policy};
+pub use policy::{Ceiling, CeilingError, FileLimits, KvLimits, Policy};

@@ -1,56 +1,14 @@
 //! The operator's policy (`--config FILE`, section `[policy]`): ceilings and network exceptions.
 
 use std::num::NonZeroU64;
-use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::capability::Capability;
 use crate::limits::{Limits, Profile};
 use crate::strict::{Document, TomlError};
 use crate::units::{ByteSize, Span};
-
-/// A capability an install can be granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Capability {
-    Kv,
-    Network,
-    Filesystem,
-    Secrets,
-    Calls,
-}
-
-impl Capability {
-    pub const ALL: [Capability; 5] = [
-        Capability::Kv,
-        Capability::Network,
-        Capability::Filesystem,
-        Capability::Secrets,
-        Capability::Calls,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Capability::Kv => "kv",
-            Capability::Network => "network",
-            Capability::Filesystem => "filesystem",
-            Capability::Secrets => "secrets",
-            Capability::Calls => "calls",
-        }
-    }
-}
-
-impl FromStr for Capability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Capability::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| {
-                "capability must be one of kv, network, filesystem, secrets, calls".to_string()
-            })
-    }
-}
 
 /// What the operator allows on this host. Built with [`Policy::default`] or [`Policy::parse`].
 ///

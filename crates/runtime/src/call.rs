@@ -1,22 +1,24 @@
 //! One call: a fresh Store and instance from the pre-linked component, limits applied, output
 //! captured, and a report of what it used. Nothing survives the call.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use warden_manifest::Limits;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use warden_call::output::lines;
+use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
+
 use crate::bindings::RpcExtensionPre;
 use crate::caps::CallCaps;
-use crate::capture::{Capture, LogLine, Stream, lines};
+use crate::capture::Capture;
 use crate::engine::Runtime;
-use crate::error::CallError;
-use crate::state::{CallState, Denial, Denials, Grant, MAX_TARGET_BYTES, cut};
+use crate::state::CallState;
 
 /// Captured stdout and stderr per call, each (the rest is dropped and counted).
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
@@ -41,37 +43,12 @@ pub enum WorldKind {
     Http,
 }
 
-/// What a call used and said, reported whatever its outcome.
-#[derive(Debug, Clone, Default)]
-pub struct CallReport {
-    pub duration: Duration,
-    /// Fuel consumed, when the extension is metered.
-    pub fuel: Option<u64>,
-    /// Highest total of linear memory and table bytes during the call.
-    pub memory_peak: u64,
-    /// Captured stdout/stderr, escaped and capped.
-    pub logs: Vec<LogLine>,
-    /// Capabilities the guest asked for and was denied.
-    pub denials: Vec<Denial>,
-    /// Capabilities the guest used, once per (capability, target).
-    pub grants: Vec<Grant>,
-    /// The memory budget refused a growth (even if the guest coped with it).
-    pub memory_limit_hit: bool,
-    /// Outgoing HTTP request and response body bytes.
-    pub egress_bytes: u64,
-}
-
-pub struct CallOutcome<T> {
-    pub result: Result<T, CallError>,
-    pub report: CallReport,
-}
-
 /// A store for one call, and the handles to read what it did afterwards.
 struct Call {
     store: Store<CallState>,
     stdout: Capture,
     stderr: Capture,
-    denials: Denials,
+    ledger: Ledger,
     started: Instant,
     fuel: Option<u64>,
     limits: Limits,
@@ -81,14 +58,14 @@ impl Call {
     fn new(rt: &Runtime, limits: &Limits, caps: &CallCaps) -> Result<Call, CallError> {
         let stdout = Capture::new(MAX_OUTPUT_BYTES);
         let stderr = Capture::new(MAX_OUTPUT_BYTES);
-        let denials = Denials::default();
+        let ledger = Ledger::default();
         let state = CallState::new(
             &stdout,
             &stderr,
             limits.max_memory.bytes(),
             limits.max_response_bytes.bytes(),
             caps,
-            Denials::clone(&denials),
+            ledger.clone(),
         )
         .map_err(CallError::Host)?;
         let mut store = Store::new(rt.engine(), state);
@@ -113,7 +90,7 @@ impl Call {
             store,
             stdout,
             stderr,
-            denials,
+            ledger,
             started,
             fuel,
             limits: *limits,
@@ -129,20 +106,16 @@ impl Call {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.max_execution_time),
             Some(Trap::OutOfFuel) => CallError::FuelExhausted(self.fuel.unwrap_or(0)),
             Some(t) => CallError::Trap(t.to_string()),
-            None => {
-                let msg = format!("{e:#}");
-                if msg.contains("maximum concurrent") || msg.contains("pooling allocator") {
-                    CallError::Busy("no free instance slot".into())
-                } else {
-                    CallError::Trap(msg)
-                }
+            None if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                CallError::Busy("no free instance slot".into())
             }
+            None => CallError::Trap(format!("{e:#}")),
         }
     }
 
     /// The outcome to hand back: the error redacted like the report.
     fn finish<T>(self, result: Result<T, CallError>) -> CallOutcome<T> {
-        let result = result.map_err(|e| self.store.data().secrets.redactor.error(e));
+        let result = result.map_err(|e| self.store.data().redactor.error(e));
         CallOutcome {
             result,
             report: self.report(),
@@ -155,7 +128,7 @@ impl Call {
             Some(given.saturating_sub(left))
         });
         // Secret values handed to the guest never leave the runtime: see `crate::redact`.
-        let redactor = &self.store.data().secrets.redactor;
+        let redactor = &self.store.data().redactor;
         let (out, out_dropped) = self.stdout.take();
         let (err, err_dropped) = self.stderr.take();
         let mut logs = lines(
@@ -169,25 +142,7 @@ impl Call {
             err_dropped,
         ));
         logs.extend(self.store.data().logs.lines(redactor));
-        let denials = self
-            .denials
-            .denials()
-            .into_iter()
-            .map(|d| Denial {
-                target: cut(&redactor.text(&d.target), MAX_TARGET_BYTES),
-                reason: d.reason.map(|r| cut(&redactor.text(&r), MAX_TARGET_BYTES)),
-                ..d
-            })
-            .collect();
-        let grants = self
-            .denials
-            .grants()
-            .into_iter()
-            .map(|g| Grant {
-                target: cut(&redactor.text(&g.target), MAX_TARGET_BYTES),
-                ..g
-            })
-            .collect();
+        let (denials, uses) = self.ledger.report(redactor);
         CallReport {
             duration: self.started.elapsed(),
             fuel,
@@ -196,7 +151,7 @@ impl Call {
             egress_bytes: self.store.data().egress_bytes(),
             logs,
             denials,
-            grants,
+            uses,
         }
     }
 }

@@ -4,14 +4,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+use warden_call::Redactor;
+use warden_fs::FsQuota;
 use warden_manifest::EffectiveNetwork;
+use warden_net::{Resolver, SystemResolver};
 
 use crate::config::SecretAccess;
-use crate::egress::{Resolver, SystemResolver};
-use crate::fs::{FsQuota, MountDir};
+use crate::fs::MountDir;
 use crate::invoke::Invoker;
 use crate::kv::KvAccess;
-use crate::redact::Redactor;
 
 #[derive(Clone)]
 pub struct CallCaps {
@@ -22,7 +23,7 @@ pub struct CallCaps {
     /// Host folders preopened for the guest (see [`crate::fs`]); empty = no file system.
     pub mounts: Arc<[MountDir]>,
     /// The install's quota on its read-write mounts, shared by all its calls (see
-    /// [`crate::fs::FsQuota`]); `None`: unlimited (no read-write mount, or an embedder's choice).
+    /// [`FsQuota`]); `None`: unlimited (no read-write mount, or an embedder's choice).
     pub fs_quota: Option<FsQuota>,
     /// Calls to other extensions (see [`crate::invoke`]); `None` denies every call.
     pub invoker: Option<Arc<dyn Invoker>>,

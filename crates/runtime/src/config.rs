@@ -12,8 +12,10 @@ use std::sync::Arc;
 use warden_manifest::SecretName;
 use warden_secrets::SecretValue;
 
-use crate::redact::Redactor;
-use crate::state::{CallState, allow, record};
+use warden_call::{Capability, Ledger, Redactor};
+use wasmtime::component::{HasData, Linker};
+
+use crate::state::CallState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -50,28 +52,17 @@ impl fmt::Debug for SecretAccess {
     }
 }
 
-/// One call's view: the grant, and the redactor its values are added to.
-#[derive(Default)]
-pub(crate) struct SecretsState {
-    access: Option<SecretAccess>,
-    pub(crate) redactor: Redactor,
+/// What `wasi:config/store` may touch of a call: the install's secret grant, the ledger, and
+/// the redactor every value handed out joins.
+pub(crate) struct SecretsView<'a> {
+    access: Option<&'a SecretAccess>,
+    ledger: &'a Ledger,
+    redactor: &'a Redactor,
 }
 
-impl SecretsState {
-    /// `inherited`: the caller's set, for a call made through `invoke`.
-    pub(crate) fn new(access: Option<SecretAccess>, inherited: Option<Redactor>) -> Self {
-        SecretsState {
-            access,
-            redactor: inherited.unwrap_or_default(),
-        }
-    }
-}
-
-const CAPABILITY: &str = "secret";
-
-impl CallState {
+impl SecretsView<'_> {
     async fn read_secret(&mut self, name: SecretName) -> Result<Option<String>, store::Error> {
-        let Some(access) = &self.secrets.access else {
+        let Some(access) = self.access else {
             return Err(self.deny_secret(name.as_str()));
         };
         let source = Arc::clone(&access.source);
@@ -81,34 +72,32 @@ impl CallState {
             .unwrap_or_else(|_| Err(format!("reading secret {name} failed")));
         match read {
             Ok(Some(v)) => {
-                self.secrets.redactor.add(v.expose());
-                allow(&self.denials, CAPABILITY, name.as_str());
+                self.redactor.add(v.expose());
+                self.ledger.allow(Capability::Secrets, name.as_str());
                 Ok(Some(v.expose().to_string()))
             }
             Ok(None) => Ok(None),
             Err(reason) => {
                 // E.g. a row that no longer decrypts: the operator learns why from the record.
-                record(&self.denials, CAPABILITY, name.as_str(), Some(reason));
+                self.ledger
+                    .deny(Capability::Secrets, name.as_str(), Some(reason));
                 Err(store::Error::Io(format!("secret {name} cannot be read")))
             }
         }
     }
 
     fn deny_secret(&self, name: &str) -> store::Error {
-        record(&self.denials, CAPABILITY, name, None);
+        self.ledger.deny(Capability::Secrets, name, None);
         // The guest knows which name it asked for; echoing a name of any size helps nobody.
         store::Error::Upstream("access-denied: this secret is not granted to this extension".into())
     }
 
     fn granted(&self, name: &SecretName) -> bool {
-        self.secrets
-            .access
-            .as_ref()
-            .is_some_and(|a| a.granted.contains(name))
+        self.access.is_some_and(|a| a.granted.contains(name))
     }
 }
 
-impl store::Host for CallState {
+impl store::Host for SecretsView<'_> {
     async fn get(&mut self, key: String) -> Result<Option<String>, store::Error> {
         match key.parse::<SecretName>() {
             Ok(name) if self.granted(&name) => self.read_secret(name).await,
@@ -117,12 +106,7 @@ impl store::Host for CallState {
     }
 
     async fn get_all(&mut self) -> Result<Vec<(String, String)>, store::Error> {
-        let names: Vec<SecretName> = self
-            .secrets
-            .access
-            .as_ref()
-            .map(|a| a.granted.to_vec())
-            .unwrap_or_default();
+        let names: Vec<SecretName> = self.access.map(|a| a.granted.to_vec()).unwrap_or_default();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let key = name.to_string();
@@ -134,9 +118,17 @@ impl store::Host for CallState {
     }
 }
 
+struct Secrets;
+
+impl HasData for Secrets {
+    type Data<'a> = SecretsView<'a>;
+}
+
 /// Links `wasi:config/store`.
-pub(crate) fn add_to_linker(
-    l: &mut wasmtime::component::Linker<CallState>,
-) -> wasmtime::Result<()> {
-    store::add_to_linker::<_, wasmtime::component::HasSelf<CallState>>(l, |s| s)
+pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    store::add_to_linker::<_, Secrets>(l, |s: &mut CallState| SecretsView {
+        access: s.secrets.as_ref(),
+        ledger: &s.ledger,
+        redactor: &s.redactor,
+    })
 }

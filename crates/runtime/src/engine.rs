@@ -13,7 +13,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::bindings::{RpcExtension, RpcExtensionPre};
+use crate::bindings::RpcExtensionPre;
 use crate::error::LoadError;
 use crate::state::CallState;
 
@@ -194,6 +194,11 @@ fn linker(engine: &Engine) -> Result<Linker<CallState>, LoadError> {
     crate::kv::add_to_linker(&mut l).map_err(err)?;
     crate::config::add_to_linker(&mut l).map_err(err)?;
     crate::logging::add_to_linker(&mut l).map_err(err)?;
-    RpcExtension::add_to_linker::<_, HasSelf<CallState>>(&mut l, |s| s).map_err(err)?;
+    crate::bindings::warden::extension::types::add_to_linker::<_, HasSelf<CallState>>(
+        &mut l,
+        |s| s,
+    )
+    .map_err(err)?;
+    crate::invoke::add_to_linker(&mut l).map_err(err)?;
     Ok(l)
 }

@@ -4,11 +4,14 @@
 //! capabilities, never the caller's. A refusal is a `denied` call-error the guest sees, and is
 //! recorded as a denial of this call.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use warden_call::{Capability, Ledger, Redactor};
+use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::{GuestCallError, warden};
-use crate::redact::Redactor;
-use crate::state::{CallState, allow, record};
+use crate::state::CallState;
 
 /// Why a call to another extension did not return a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,44 +41,70 @@ pub trait Invoker: Send + Sync {
     ) -> Result<Vec<u8>, InvokeError>;
 }
 
-impl warden::extension::invoke::Host for CallState {
+/// What `warden:extension/invoke` may touch of a call: the host's invoker (none: denied), the
+/// ledger, and the caller's redactor (handed on to the callee).
+pub(crate) struct InvokeView<'a> {
+    invoker: Option<&'a Arc<dyn Invoker>>,
+    ledger: &'a Ledger,
+    redactor: &'a Redactor,
+}
+
+impl warden::extension::invoke::Host for InvokeView<'_> {
     async fn call(
         &mut self,
         extension: String,
         method: String,
         input: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, GuestCallError>> {
-        let Some(invoker) = self.invoker.clone() else {
+        let Some(invoker) = self.invoker.cloned() else {
             let reason = "calls to other extensions are not granted".to_string();
-            record(&self.denials, "invoke", &extension, Some(reason.clone()));
+            self.ledger
+                .deny(Capability::Calls, &extension, Some(reason.clone()));
             return Ok(Err(GuestCallError {
                 code: "denied".into(),
                 message: reason,
             }));
         };
-        let redactor = self.secrets.redactor.clone();
+        let redactor = self.redactor.clone();
         Ok(
             match invoker.invoke(&extension, &method, input, redactor).await {
                 Ok(out) => {
-                    allow(&self.denials, "invoke", &extension);
+                    self.ledger.allow(Capability::Calls, &extension);
                     Ok(out)
                 }
                 Err(InvokeError::Denied { reason }) => {
-                    record(&self.denials, "invoke", &extension, Some(reason.clone()));
+                    self.ledger
+                        .deny(Capability::Calls, &extension, Some(reason.clone()));
                     Err(GuestCallError {
                         code: "denied".into(),
                         message: reason,
                     })
                 }
                 Err(InvokeError::Unavailable { code, message }) => {
-                    record(&self.denials, "invoke", &extension, Some(message.clone()));
+                    self.ledger
+                        .deny(Capability::Calls, &extension, Some(message.clone()));
                     Err(GuestCallError { code, message })
                 }
                 Err(InvokeError::Failed { code, message }) => {
-                    allow(&self.denials, "invoke", &extension);
+                    self.ledger.allow(Capability::Calls, &extension);
                     Err(GuestCallError { code, message })
                 }
             },
         )
     }
+}
+
+struct Invoke;
+
+impl HasData for Invoke {
+    type Data<'a> = InvokeView<'a>;
+}
+
+/// Links `warden:extension/invoke`.
+pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    warden::extension::invoke::add_to_linker::<_, Invoke>(l, |s: &mut CallState| InvokeView {
+        invoker: s.invoker.as_ref(),
+        ledger: &s.ledger,
+        redactor: &s.redactor,
+    })
 }

@@ -18,14 +18,16 @@
 use std::fmt;
 use std::sync::Arc;
 
+use warden_call::Ledger;
 use warden_kv::{
     BucketName, Cancel, ExtensionId, KvBackend, KvError, LIST_PAGE_KEYS, MAX_BATCH_KEYS, Quota,
     Scope, TenantName,
 };
-use wasmtime::component::{HasSelf, Linker, Resource};
-use wasmtime_wasi::WasiView;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::state::{CallState, allow, record};
+use warden_call::Capability;
+
+use crate::state::CallState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -80,8 +82,29 @@ pub struct Bucket {
     scope: Arc<Scope>,
 }
 
+/// What `wasi:keyvalue` may touch of a call: the install's key-value grant (none: every
+/// `open` denied), the call's resource table (open buckets) and its ledger.
+pub(crate) struct KvView<'a> {
+    access: Option<&'a KvAccess>,
+    table: &'a mut ResourceTable,
+    ledger: &'a Ledger,
+}
+
+struct Keyvalue;
+
+impl HasData for Keyvalue {
+    type Data<'a> = KvView<'a>;
+}
+
 pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    bindings::Imports::add_to_linker::<_, HasSelf<CallState>>(l, |s| s)
+    bindings::Imports::add_to_linker::<_, Keyvalue>(l, |s: &mut CallState| {
+        let (table, ledger, access) = s.kv_parts();
+        KvView {
+            access,
+            table,
+            ledger,
+        }
+    })
 }
 
 /// Cancels its flag when dropped: the future awaiting a blocking job is dropped when the call
@@ -108,13 +131,13 @@ async fn blocking<T: Send + 'static>(
     result
 }
 
-impl CallState {
+impl KvView<'_> {
     fn bucket(&mut self, b: &Resource<Bucket>) -> wasmtime::Result<(KvAccess, Arc<Scope>)> {
-        let bucket = self.ctx().table.get(b)?;
+        let bucket = self.table.get(b)?;
         Ok((bucket.access.clone(), Arc::clone(&bucket.scope)))
     }
 
-    /// What the guest sees for a failed operation; limits are also recorded as denials.
+    /// What the guest sees for a failed operation; limits are also recorded as ledger.
     fn kv_error(&self, scope: &Scope, e: KvError) -> Error {
         match e {
             // Only when the call is gone, so nobody sees it; mapped for completeness.
@@ -126,12 +149,8 @@ impl CallState {
             }
             e => {
                 if e.is_quota() {
-                    record(
-                        &self.denials,
-                        "kv",
-                        scope.bucket().as_str(),
-                        Some(e.to_string()),
-                    );
+                    self.ledger
+                        .deny(Capability::Kv, scope.bucket().as_str(), Some(e.to_string()));
                 }
                 Error::Other(e.to_string())
             }
@@ -164,15 +183,14 @@ fn check_keys<'a>(
     keys.into_iter().try_for_each(|k| q.check_key(k))
 }
 
-impl store::Host for CallState {
+impl store::Host for KvView<'_> {
     async fn open(
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<Bucket>, Error>> {
-        let Some(access) = self.kv.clone() else {
-            record(
-                &self.denials,
-                "kv",
+        let Some(access) = self.access.cloned() else {
+            self.ledger.deny(
+                Capability::Kv,
                 &identifier,
                 Some("key-value is not granted".into()),
             );
@@ -181,17 +199,17 @@ impl store::Host for CallState {
         let Ok(name) = BucketName::new(&identifier) else {
             return Ok(Err(Error::NoSuchStore));
         };
-        allow(&self.denials, "kv", name.as_str());
+        self.ledger.allow(Capability::Kv, name.as_str());
         let scope = Scope::new(access.tenant.clone(), access.extension.clone(), name);
         let bucket = Bucket {
             access,
             scope: Arc::new(scope),
         };
-        Ok(Ok(self.ctx().table.push(bucket)?))
+        Ok(Ok(self.table.push(bucket)?))
     }
 }
 
-impl store::HostBucket for CallState {
+impl store::HostBucket for KvView<'_> {
     async fn get(
         &mut self,
         b: Resource<Bucket>,
@@ -259,12 +277,12 @@ impl store::HostBucket for CallState {
     }
 
     async fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.ctx().table.delete(b)?;
+        self.table.delete(b)?;
         Ok(())
     }
 }
 
-impl atomics::Host for CallState {
+impl atomics::Host for KvView<'_> {
     async fn increment(
         &mut self,
         b: Resource<Bucket>,
@@ -279,7 +297,7 @@ impl atomics::Host for CallState {
     }
 }
 
-impl batch::Host for CallState {
+impl batch::Host for KvView<'_> {
     async fn get_many(
         &mut self,
         b: Resource<Bucket>,

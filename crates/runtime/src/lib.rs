@@ -19,18 +19,19 @@ pub mod invoke;
 pub mod kv;
 mod limiter;
 pub mod logging;
-pub mod redact;
 mod sockets;
 pub mod state;
 
-pub use call::{CallOutcome, CallReport, Prepared, WorldKind};
+pub use call::{Prepared, WorldKind};
 pub use caps::CallCaps;
-pub use capture::{LogLevel, LogLine, Stream};
 pub use config::{SecretAccess, SecretSource};
 pub use egress::{Lookup, Resolver, SystemResolver};
 pub use engine::{Runtime, RuntimeConfig, engine_config};
-pub use error::{CallError, LoadError};
+pub use error::LoadError;
 pub use fs::MountDir;
 pub use invoke::{InvokeError, Invoker};
 pub use kv::KvAccess;
-pub use state::{Denial, Grant};
+pub use warden_call::{
+    CallError, CallOutcome, CallReport, Denial, ErrorCode, Ledger, LogLevel, LogLine, Redactor,
+    Stream, Use,
+};

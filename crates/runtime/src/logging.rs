@@ -4,8 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::capture::{LogLevel, LogLine, Stream, escape};
-use crate::redact::Redactor;
+use warden_call::text::{cut, escape};
+use warden_call::{LogLevel, LogLine, Redactor, Stream};
+
+use wasmtime::component::{HasData, Linker};
+
 use crate::state::CallState;
 
 mod bindings {
@@ -41,11 +44,8 @@ pub(crate) struct LogCapture {
 impl LogCapture {
     fn push(&self, level: LogLevel, context: &str, message: &str) {
         let Ok(mut k) = self.kept.lock() else { return };
-        let mut end = context.len().min(MAX_CONTEXT_BYTES);
-        while !context.is_char_boundary(end) {
-            end -= 1;
-        }
-        let context = &context.as_bytes()[..end];
+        let context = cut(context, MAX_CONTEXT_BYTES);
+        let context = context.as_bytes();
         let size = context.len() + message.len();
         if k.messages.len() >= MAX_LOG_MESSAGES || k.bytes + size > MAX_LOG_BYTES {
             k.dropped_messages += 1;
@@ -105,15 +105,24 @@ impl From<logging::Level> for LogLevel {
     }
 }
 
-impl logging::Host for CallState {
+/// What `wasi:logging` may touch of a call: its log capture, nothing else.
+pub(crate) struct LoggingView<'a> {
+    logs: &'a LogCapture,
+}
+
+impl logging::Host for LoggingView<'_> {
     fn log(&mut self, level: logging::Level, context: String, message: String) {
         self.logs.push(level.into(), &context, &message);
     }
 }
 
+struct Logging;
+
+impl HasData for Logging {
+    type Data<'a> = LoggingView<'a>;
+}
+
 /// Links `wasi:logging/logging`.
-pub(crate) fn add_to_linker(
-    l: &mut wasmtime::component::Linker<CallState>,
-) -> wasmtime::Result<()> {
-    logging::add_to_linker::<_, wasmtime::component::HasSelf<CallState>>(l, |s| s)
+pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    logging::add_to_linker::<_, Logging>(l, |s: &mut CallState| LoggingView { logs: &s.logs })
 }

@@ -20,14 +20,16 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use warden_call::{Capability, Ledger};
 use warden_manifest::{AllowedHost, EffectiveNetwork, RequestHost};
-use wasmtime::component::{HasSelf, Linker, Resource};
+use warden_net::{Resolver, addr};
+use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::{DynPollable, Network, Pollable, SocketError, subscribe};
-use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView};
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 
-use crate::egress::{DNS_TIMEOUT, Resolver, addr};
-use crate::state::{CallState, Denials, allow, record};
+use crate::egress::DNS_TIMEOUT;
+use crate::state::CallState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -70,14 +72,14 @@ pub(crate) struct SocketPolicy {
     grant: Option<Arc<EffectiveNetwork>>,
     resolver: Arc<dyn Resolver>,
     resolved: Arc<Mutex<HashMap<IpAddr, Vec<AllowedHost>>>>,
-    ledger: Denials,
+    ledger: Ledger,
 }
 
 impl SocketPolicy {
     pub(crate) fn new(
         grant: Option<Arc<EffectiveNetwork>>,
         resolver: Arc<dyn Resolver>,
-        ledger: Denials,
+        ledger: Ledger,
     ) -> Self {
         SocketPolicy {
             grant,
@@ -106,7 +108,8 @@ impl SocketPolicy {
     }
 
     fn deny(&self, target: &str, reason: impl Into<String>) {
-        record(&self.ledger, "socket", target, Some(reason.into()));
+        self.ledger
+            .deny(Capability::Network, target, Some(reason.into()));
     }
 
     /// Whether the guest may use `addr` this way.
@@ -155,7 +158,7 @@ impl SocketPolicy {
             self.deny(&target, "port not allowed");
             return false;
         }
-        allow(&self.ledger, "socket", &target);
+        self.ledger.allow(Capability::Network, &target);
         true
     }
 
@@ -226,32 +229,32 @@ impl SocketPolicy {
                 }
             }
         }
-        allow(&self.ledger, "socket", &target);
+        self.ledger.allow(Capability::Network, &target);
         Ok(kept)
     }
 }
 
-impl ip_name_lookup::Host for CallState {
+impl ip_name_lookup::Host for SocketsView<'_> {
     async fn resolve_addresses(
         &mut self,
         network: Resource<Network>,
         name: String,
     ) -> Result<Resource<ResolveAddressStream>, SocketError> {
         // The network resource is the capability to call this; it must be a live one.
-        self.sockets().table.get(&network)?;
-        let policy = self.sockets_policy.clone();
+        self.wasi.table.get(&network)?;
+        let policy = self.policy.clone();
         let addrs = policy.lookup(&name).await.map_err(SocketError::from)?;
         let stream = ResolveAddressStream(addrs.into_iter());
-        Ok(self.sockets().table.push(stream)?)
+        Ok(self.wasi.table.push(stream)?)
     }
 }
 
-impl ip_name_lookup::HostResolveAddressStream for CallState {
+impl ip_name_lookup::HostResolveAddressStream for SocketsView<'_> {
     async fn resolve_next_address(
         &mut self,
         stream: Resource<ResolveAddressStream>,
     ) -> Result<Option<ip_name_lookup::IpAddress>, SocketError> {
-        let s = self.sockets().table.get_mut(&stream)?;
+        let s = self.wasi.table.get_mut(&stream)?;
         Ok(s.0.next().map(Into::into))
     }
 
@@ -259,37 +262,37 @@ impl ip_name_lookup::HostResolveAddressStream for CallState {
         &mut self,
         stream: Resource<ResolveAddressStream>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
-        subscribe(self.sockets().table, stream)
+        subscribe(self.wasi.table, stream)
     }
 
     async fn drop(&mut self, stream: Resource<ResolveAddressStream>) -> wasmtime::Result<()> {
-        self.sockets().table.delete(stream)?;
+        self.wasi.table.delete(stream)?;
         Ok(())
     }
 }
 
-impl tcp_create_socket::Host for CallState {
+impl tcp_create_socket::Host for SocketsView<'_> {
     async fn create_tcp_socket(
         &mut self,
         family: IpAddressFamily,
     ) -> Result<Resource<tcp_create_socket::TcpSocket>, SocketError> {
-        if self.sockets_policy.grant.is_none() {
-            self.sockets_policy.deny("tcp", "no network permission");
+        if self.policy.grant.is_none() {
+            self.policy.deny("tcp", "no network permission");
             return Err(ErrorCode::AccessDenied.into());
         }
         wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host::create_tcp_socket(
-            &mut self.sockets(),
+            &mut self.wasi,
             family,
         )
     }
 }
 
-impl udp_create_socket::Host for CallState {
+impl udp_create_socket::Host for SocketsView<'_> {
     async fn create_udp_socket(
         &mut self,
         _family: IpAddressFamily,
     ) -> Result<Resource<udp_create_socket::UdpSocket>, SocketError> {
-        self.sockets_policy
+        self.policy
             .deny("udp", "UDP is not available to extensions");
         Err(ErrorCode::AccessDenied.into())
     }
@@ -297,10 +300,10 @@ impl udp_create_socket::Host for CallState {
 
 /// The shim's functions return `network.error-code`; these delegate to Wasmtime's own
 /// conversions (the generated glue asks the store's data for them).
-impl wasmtime_wasi::p2::bindings::sockets::network::Host for CallState {
+impl wasmtime_wasi::p2::bindings::sockets::network::Host for SocketsView<'_> {
     fn convert_error_code(&mut self, error: SocketError) -> wasmtime::Result<ErrorCode> {
         wasmtime_wasi::p2::bindings::sockets::network::Host::convert_error_code(
-            &mut self.sockets(),
+            &mut self.wasi,
             error,
         )
     }
@@ -309,26 +312,41 @@ impl wasmtime_wasi::p2::bindings::sockets::network::Host for CallState {
         &mut self,
         err: Resource<wasmtime::Error>,
     ) -> wasmtime::Result<Option<ErrorCode>> {
-        wasmtime_wasi::p2::bindings::sockets::network::Host::network_error_code(
-            &mut self.sockets(),
-            err,
-        )
+        wasmtime_wasi::p2::bindings::sockets::network::Host::network_error_code(&mut self.wasi, err)
     }
 }
 
-impl wasmtime_wasi::p2::bindings::sockets::network::HostNetwork for CallState {
+impl wasmtime_wasi::p2::bindings::sockets::network::HostNetwork for SocketsView<'_> {
     fn drop(&mut self, this: Resource<Network>) -> wasmtime::Result<()> {
-        wasmtime_wasi::p2::bindings::sockets::network::HostNetwork::drop(&mut self.sockets(), this)
+        wasmtime_wasi::p2::bindings::sockets::network::HostNetwork::drop(&mut self.wasi, this)
     }
+}
+
+/// What the shadowed socket interfaces may touch of a call: Wasmtime's sockets context (its
+/// implementation does the socket work) and the call's socket policy.
+pub(crate) struct SocketsView<'a> {
+    wasi: WasiSocketsCtxView<'a>,
+    policy: &'a SocketPolicy,
+}
+
+struct Sockets;
+
+impl HasData for Sockets {
+    type Data<'a> = SocketsView<'a>;
+}
+
+fn view(s: &mut CallState) -> SocketsView<'_> {
+    let (wasi, policy) = s.sockets_parts();
+    SocketsView { wasi, policy }
 }
 
 /// Replaces Wasmtime's name lookup and socket creation with the ones above. Must be called
 /// after Wasmtime's WASI interfaces are added.
 pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
     l.allow_shadowing(true);
-    ip_name_lookup::add_to_linker::<CallState, HasSelf<CallState>>(l, |s| s)?;
-    tcp_create_socket::add_to_linker::<CallState, HasSelf<CallState>>(l, |s| s)?;
-    udp_create_socket::add_to_linker::<CallState, HasSelf<CallState>>(l, |s| s)?;
+    ip_name_lookup::add_to_linker::<CallState, Sockets>(l, view)?;
+    tcp_create_socket::add_to_linker::<CallState, Sockets>(l, view)?;
+    udp_create_socket::add_to_linker::<CallState, Sockets>(l, view)?;
     l.allow_shadowing(false);
     Ok(())
 }

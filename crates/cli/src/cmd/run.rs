@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
+use warden_call::LogLine;
 use warden_host::{Grant, Host, Policy, SecretName, SecretValue, TenantName, TrustBundle};
-use warden_runtime::LogLine;
 
 use crate::files::read_bounded;
 
@@ -158,7 +158,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             for (k, v) in resp.headers() {
                 head.push_str(&format!(
                     "{k}: {}\n",
-                    warden_runtime::capture::escape(v.as_bytes())
+                    warden_call::text::escape(v.as_bytes())
                 ));
             }
             head.push('\n');
@@ -214,7 +214,7 @@ fn write_out(bytes: &[u8], terminal: bool) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     if terminal {
         for line in bytes.split(|&b| b == b'\n') {
-            writeln!(stdout, "{}", warden_runtime::capture::escape(line))?;
+            writeln!(stdout, "{}", warden_call::text::escape(line))?;
         }
     } else {
         stdout.write_all(bytes)?;

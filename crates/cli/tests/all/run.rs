@@ -12,8 +12,15 @@ use tempfile::TempDir;
 
 use crate::foundation::{fails, keygen, ok, pack, sign, stderr, trust_file, warden};
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+/// The folder of guest NAME: an example (examples/) or a hostile test fixture (tests/guests/).
+fn guest(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let fixture = root.join("tests/guests").join(name);
+    if fixture.is_dir() {
+        fixture
+    } else {
+        root.join("examples").join(name)
+    }
 }
 
 /// Signed bundles of the examples, a trust bundle, and a data dir.
@@ -32,7 +39,7 @@ impl Tour {
             &[("warden-examples", &[&p.pem], &[])],
         );
         for name in ["hello", "echo", "hostile"] {
-            let dir = examples().join(name);
+            let dir = guest(name);
             assert!(
                 dir.join("extension.wasm").exists(),
                 "run scripts/build-examples.sh first"
@@ -265,7 +272,7 @@ fn wasmtime_serve_runs_the_same_hello_component() {
         "{} is missing: run scripts/setup.sh",
         wasmtime.display()
     );
-    let wasm = examples().join("hello/extension.wasm");
+    let wasm = guest("hello").join("extension.wasm");
     let mut child = Command::new(&wasmtime)
         .args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
         .arg(&wasm)

@@ -24,7 +24,7 @@ fn setup() -> Setup {
         "trust.toml",
         &[("warden-examples", &[&p.pem], &[])],
     );
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hostile-secrets");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/guests/hostile-secrets");
     assert!(
         dir.join("extension.wasm").exists(),
         "run scripts/build-examples.sh first"

@@ -199,7 +199,7 @@ async fn without_network_permission_nothing_is_resolved_or_connected() {
     let d = denials(&lab);
     assert_eq!(d.len(), 2, "{d:#?}");
     for r in &d {
-        assert_eq!(r.capability(), Some("http"));
+        assert_eq!(r.capability(), Some("network"));
         assert_eq!(
             r.target().map(str::to_string),
             Some(format!("http://api.acme.test:{port}"))

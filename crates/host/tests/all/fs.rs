@@ -98,7 +98,7 @@ async fn op_checked(
         lab.audit
             .records()
             .iter()
-            .filter(|r| r.event() == Event::Denial && r.capability() == Some("fs"))
+            .filter(|r| r.event() == Event::Denial && r.capability() == Some("filesystem"))
             .count()
     };
     let before = fs_denials(lab);
@@ -651,7 +651,7 @@ async fn read_only_mounts_refuse_every_change() {
     let fs_denial = |target: &str| {
         records.iter().any(|r| {
             r.event() == Event::Denial
-                && r.capability() == Some("fs")
+                && r.capability() == Some("filesystem")
                 && r.target() == Some(target)
                 && r.message() == Some("not-permitted")
         })
@@ -848,7 +848,7 @@ async fn a_mount_not_granted_is_absent_and_the_call_goes_on() {
         .audit
         .records()
         .iter()
-        .filter(|r| r.event() == Event::Grant && r.capability() == Some("fs"))
+        .filter(|r| r.event() == Event::Grant && r.capability() == Some("filesystem"))
         .map(|r| r.target().unwrap_or("").to_string())
         .collect();
     assert!(!grants.is_empty());
@@ -966,7 +966,7 @@ async fn notes_keeps_notes_in_data_and_renders_them_with_its_assets() {
         .audit
         .records()
         .iter()
-        .filter(|r| r.event() == Event::Grant && r.capability() == Some("fs"))
+        .filter(|r| r.event() == Event::Grant && r.capability() == Some("filesystem"))
         .map(|r| r.target().unwrap_or("").to_string())
         .collect();
     assert!(
@@ -1029,7 +1029,7 @@ fn quota_denials(lab: &Lab) -> Vec<String> {
     lab.audit
         .records()
         .iter()
-        .filter(|r| r.event() == Event::Denial && r.capability() == Some("fs"))
+        .filter(|r| r.event() == Event::Denial && r.capability() == Some("filesystem"))
         .filter(|r| r.target() == Some("quota /data"))
         .map(|r| r.message().unwrap_or_default().to_string())
         .collect()
@@ -1224,7 +1224,7 @@ async fn stream_writes_on_a_read_only_mount_are_audited() {
     assert_eq!(out, "write=err:not-permitted;append=err:not-permitted");
     let targets: Vec<String> = lab.audit.records()[before..]
         .iter()
-        .filter(|r| r.event() == Event::Denial && r.capability() == Some("fs"))
+        .filter(|r| r.event() == Event::Denial && r.capability() == Some("filesystem"))
         .filter_map(|r| r.target().map(str::to_string))
         .collect();
     assert_eq!(targets, ["write-stream", "append-stream"]);

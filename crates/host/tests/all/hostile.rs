@@ -264,11 +264,11 @@ async fn ungranted_capabilities_are_typed_errors_and_audited() {
     assert_eq!(denials.len(), 2, "{denials:#?}");
     assert_eq!(
         (denials[0].capability(), denials[0].target()),
-        (Some("http"), Some("http://example.com:80"))
+        (Some("network"), Some("http://example.com:80"))
     );
     assert_eq!(
         (denials[1].capability(), denials[1].target()),
-        (Some("invoke"), Some("warden.echo"))
+        (Some("calls"), Some("warden.echo"))
     );
     assert!(denials.iter().all(|d| d.outcome() == Outcome::Denied));
     still_serves(&lab, &id).await;

@@ -49,7 +49,7 @@ async fn a_declared_and_granted_call_reaches_the_callee_and_is_audited() {
     let records = lab.audit.records();
     let grant = records
         .iter()
-        .find(|r| r.event() == Event::Grant && r.capability() == Some("invoke"))
+        .find(|r| r.event() == Event::Grant && r.capability() == Some("calls"))
         .expect("a grant record for the call");
     assert_eq!(grant.target(), Some("warden.echo"));
     assert_eq!(grant.decision(), Some(Decision::Allow));
@@ -92,7 +92,7 @@ async fn undeclared_or_ungranted_targets_are_denied_and_the_caller_goes_on() {
         .unwrap();
     assert!(text(&out).starts_with("err:denied:"), "{}", text(&out));
     let records = lab.audit.records();
-    let denied = denials(&records, "invoke");
+    let denied = denials(&records, "calls");
     let targets: Vec<_> = denied.iter().filter_map(|r| r.target()).collect();
     assert_eq!(
         targets,
@@ -128,7 +128,7 @@ async fn the_callee_runs_with_its_own_capabilities_not_the_callers() {
     assert!(text(&out).starts_with("ok:"), "{}", text(&out));
     assert!(text(&out).contains("HttpRequestDenied"), "{}", text(&out));
     let records = lab.audit.records();
-    let http = denials(&records, "http");
+    let http = denials(&records, "network");
     assert_eq!(http.len(), 1, "{records:?}");
     assert_eq!(http[0].extension(), Some("warden.hostile"));
     assert_eq!(http[0].target(), Some("http://127.0.0.1:9"));
@@ -147,7 +147,7 @@ async fn cycles_are_refused() {
         .unwrap();
     assert!(text(&out).starts_with("ok:err:denied:"), "{}", text(&out));
     assert!(text(&out).contains("cycle"), "{}", text(&out));
-    let d = denials(&lab.audit.records(), "invoke");
+    let d = denials(&lab.audit.records(), "calls");
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].extension(), Some("warden.b"));
     assert_eq!(d[0].target(), Some("warden.a"));
@@ -179,7 +179,7 @@ async fn depth_is_limited() {
         text(&out)
     );
     assert!(text(&out).contains("at most"), "{}", text(&out));
-    let d = denials(&lab.audit.records(), "invoke");
+    let d = denials(&lab.audit.records(), "calls");
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].extension(), Some("warden.c4"));
 }
@@ -277,7 +277,7 @@ async fn nested_calls_per_top_level_call_are_limited_and_every_refusal_is_counte
     assert!(out.starts_with("ok=100 err=30 err:denied:"), "{out}");
     assert!(out.contains("per top-level call"), "{out}");
     // Thirty refusals of the same kind: one record that counts them, nothing dropped.
-    let d = denials(&lab.audit.records(), "invoke");
+    let d = denials(&lab.audit.records(), "calls");
     assert_eq!(d.len(), 1, "{d:?}");
     assert!(
         d[0].message().unwrap_or("").ends_with("(30 attempts)"),

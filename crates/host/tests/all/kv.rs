@@ -1,4 +1,4 @@
-//! `wasi:keyvalue` with a hostile guest (examples/hostile-kv, which runs scripts of operations)
+//! `wasi:keyvalue` with a hostile guest (tests/guests/hostile-kv, which runs scripts of operations)
 //! and the kv-counter example: scoping by (tenant, extension, bucket), quotas, durability,
 //! denials.
 
@@ -34,7 +34,7 @@ fn load(lab: &Lab, tenant_name: &str, id: Option<&str>, grant: &Grant) -> Extens
         .id
 }
 
-/// Runs a script (see examples/hostile-kv) and returns its output lines.
+/// Runs a script (see tests/guests/hostile-kv) and returns its output lines.
 async fn run(lab: &Lab, tenant_name: &str, id: &ExtensionId, script: &str) -> Vec<String> {
     let out = lab
         .host

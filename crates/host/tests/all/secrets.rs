@@ -97,7 +97,7 @@ async fn a_granted_secret_is_read_and_its_name_audited() {
     );
     let grants = records_of(&lab, Event::Grant);
     assert_eq!(grants.len(), 1, "{grants:?}");
-    assert_eq!(grants[0].capability(), Some("secret"));
+    assert_eq!(grants[0].capability(), Some("secrets"));
     assert_eq!(grants[0].target(), Some("API_TOKEN"));
     assert_absent("audit", &format!("{:?}", lab.audit.records()));
     // Granted but never set: none, not an error.
@@ -133,10 +133,10 @@ async fn ungranted_and_undeclared_names_are_denied_and_the_call_goes_on() {
     assert_eq!(
         targets,
         vec![
-            ("secret", "OTHER_TOKEN"),
-            ("secret", "NOT_DECLARED"),
+            ("secrets", "OTHER_TOKEN"),
+            ("secrets", "NOT_DECLARED"),
             // The audit record escapes control characters.
-            ("secret", "../../x\\0")
+            ("secrets", "../../x\\0")
         ]
     );
     // Nothing granted at all: every name is denied.
@@ -549,7 +549,7 @@ async fn secret_client_uses_its_token_only_where_it_is_sent() {
         })
         .collect();
     assert!(
-        grants.contains(&("secret".into(), "ACME_TOKEN".into())),
+        grants.contains(&("secrets".into(), "ACME_TOKEN".into())),
         "{grants:?}"
     );
 }

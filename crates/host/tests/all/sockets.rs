@@ -55,7 +55,7 @@ fn socket_denials(lab: &Lab) -> Vec<Record> {
     lab.audit
         .records()
         .into_iter()
-        .filter(|r| r.event() == Event::Denial && r.capability() == Some("socket"))
+        .filter(|r| r.event() == Event::Denial && r.capability() == Some("network"))
         .collect()
 }
 
@@ -80,7 +80,7 @@ async fn an_allowed_name_connects_to_what_it_resolved_to() {
         .audit
         .records()
         .into_iter()
-        .filter(|r| r.event() == Event::Grant && r.capability() == Some("socket"))
+        .filter(|r| r.event() == Event::Grant && r.capability() == Some("network"))
         .filter_map(|r| r.target().map(str::to_string))
         .collect();
     assert!(grants.contains(&"dns:svc.test".to_string()), "{grants:?}");

@@ -9,8 +9,15 @@ use warden_bundle::{Bundle, Caps, pack_dir};
 use warden_host::{Grant, Host, MemoryAudit, Policy, Resolver, TrustBundle};
 use warden_trust::{SigningKey, publisher_entry, sign};
 
-pub fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+/// The folder of guest NAME: an example (examples/) or a hostile test fixture (tests/guests/).
+pub fn guest(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let fixture = root.join("tests/guests").join(name);
+    if fixture.is_dir() {
+        fixture
+    } else {
+        root.join("examples").join(name)
+    }
 }
 
 /// A temporary workspace with one publisher key, bundles signed by it, and a host trusting it.
@@ -76,7 +83,7 @@ impl Lab {
 
     /// Packs examples/NAME (with `edit` applied to its manifest) and signs it; returns the path.
     pub fn bundle(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
-        let src = examples().join(name);
+        let src = guest(name);
         let wasm = src.join("extension.wasm");
         assert!(
             wasm.exists(),

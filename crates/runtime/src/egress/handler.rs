@@ -1,5 +1,5 @@
 //! `wasi:http/outgoing-handler.handle`, in front of Wasmtime's: the allowlist (the same pure
-//! [`admit`](super::admit) the send hook applies again) runs here, so a refused request is
+//! [`admit`](warden_net::admit) the send hook applies again) runs here, so a refused request is
 //! answered `HTTP-request-denied` at once, before Wasmtime spawns a task for it. A denial costs
 //! no system call and no thread wake-up (see `benches/denied_egress.rs` in warden-host).
 //!
@@ -18,7 +18,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
 use wasmtime_wasi_http::{WasiHttp, WasiHttpCtxView, WasiHttpView};
 
-use crate::state::{CallState, Denials, record};
+use warden_call::{Capability, Ledger};
+
+use crate::state::CallState;
 
 use bindings::wasi::http::outgoing_handler::RequestOptions;
 
@@ -42,7 +44,7 @@ mod bindings {
 /// The call's grant and ledger, where `handle` can find them.
 pub(crate) struct EarlyCheck {
     grant: Option<Arc<EffectiveNetwork>>,
-    ledger: Denials,
+    ledger: Ledger,
 }
 
 const EARLY_CHECK: u32 = 0;
@@ -51,7 +53,7 @@ const EARLY_CHECK: u32 = 0;
 pub(crate) fn install(
     table: &mut ResourceTable,
     grant: Option<Arc<EffectiveNetwork>>,
-    ledger: Denials,
+    ledger: Ledger,
 ) -> Result<(), String> {
     let r = table
         .push(EarlyCheck { grant, ledger })
@@ -77,7 +79,7 @@ impl bindings::wasi::http::outgoing_handler::Host for WasiHttpCtxView<'_> {
             check.and_then(|c| refusal(req, c.grant.as_deref()).map(|r| (r, c.ledger.clone())))
         };
         if let Some((refusal, ledger)) = refused {
-            record(&ledger, "http", &refusal.target, Some(refusal.reason));
+            ledger.deny(Capability::Network, &refusal.target, Some(refusal.reason));
             // The guest handed the request over: drop it as `handle` would have.
             self.table.delete(request)?;
             return Err(ErrorCode::HttpRequestDenied.into());
@@ -90,7 +92,10 @@ impl bindings::wasi::http::outgoing_handler::Host for WasiHttpCtxView<'_> {
 
 /// The allowlist's verdict on a request, if it can be read as a URI (one that cannot is left
 /// to Wasmtime, which refuses it; the send hook checks again anyway).
-fn refusal(req: &HostOutgoingRequest, grant: Option<&EffectiveNetwork>) -> Option<super::Refusal> {
+fn refusal(
+    req: &HostOutgoingRequest,
+    grant: Option<&EffectiveNetwork>,
+) -> Option<warden_net::Refusal> {
     let scheme = match &req.scheme {
         Some(Scheme::Http) => "http",
         // Wasmtime's default for a request without a scheme.
@@ -103,7 +108,7 @@ fn refusal(req: &HostOutgoingRequest, grant: Option<&EffectiveNetwork>) -> Optio
         .path_and_query("/")
         .build()
         .ok()?;
-    super::admit(&uri, grant).err()
+    warden_net::admit(&uri, grant).err()
 }
 
 /// Replaces Wasmtime's `outgoing-handler` with the one above. Must be called after

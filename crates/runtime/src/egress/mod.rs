@@ -27,12 +27,10 @@
 //! [`MAX_CONCURRENT_REQUESTS`] requests in flight per call. Request and response body bytes
 //! are counted into the call report's `egress_bytes`.
 
-pub mod addr;
 mod body;
 pub(crate) mod handler;
-mod resolve;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -45,11 +43,12 @@ use warden_manifest::{EffectiveNetwork, RequestHost, Scheme};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-pub use resolve::{Lookup, Resolver, SystemResolver};
+pub use warden_net::{Lookup, Resolver, SystemResolver};
+use warden_net::{Target, admit, choose};
 
 use crate::caps::CallCaps;
-use crate::state::{Denials, allow, record};
 use body::Metered;
+use warden_call::{Capability, Ledger};
 
 /// Outgoing requests one call may have in flight at once; more are denied.
 pub const MAX_CONCURRENT_REQUESTS: usize = 8;
@@ -61,106 +60,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time without any response body data, at most.
 pub const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A request that passed the allowlist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Target {
-    scheme: Scheme,
-    host: RequestHost,
-    port: u16,
-    /// The authority as the guest wrote it (for the `Host` header).
-    authority: String,
-}
-
-impl Target {
-    fn describe(&self) -> String {
-        format!("{}://{}:{}", self.scheme, self.host, self.port)
-    }
-}
-
-/// Why a request was refused, and what it tried to reach (`scheme://host:port`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    pub target: String,
-    pub reason: String,
-}
-
-/// The allowlist check: pure, no name lookup, no socket.
-pub(crate) fn admit(uri: &http::Uri, grant: Option<&EffectiveNetwork>) -> Result<Target, Refusal> {
-    let scheme_text = uri.scheme_str().unwrap_or("");
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-    let raw_host = uri.authority().map(|a| a.host()).unwrap_or("");
-    let scheme = match scheme_text {
-        "http" => Some(Scheme::Http),
-        "https" => Some(Scheme::Https),
-        _ => None,
-    };
-    let port = match uri.authority().and_then(|a| a.port()) {
-        Some(p) => p.as_u16(),
-        None => scheme.map(Scheme::default_port).unwrap_or(0),
-    };
-    let refuse = |reason: String| Refusal {
-        target: format!("{scheme_text}://{raw_host}:{port}"),
-        reason,
-    };
-    let Some(scheme) = scheme else {
-        return Err(refuse(format!(
-            "scheme {scheme_text:?} is not allowed; use http or https"
-        )));
-    };
-    if authority.is_empty() {
-        return Err(refuse("the request names no host".into()));
-    }
-    if authority.contains('@') {
-        return Err(refuse("the authority contains user info".into()));
-    }
-    if port == 0 {
-        return Err(refuse("port 0 is not allowed".into()));
-    }
-    let host = RequestHost::parse(raw_host).map_err(|e| refuse(e.to_string()))?;
-    let target = Target {
-        scheme,
-        host,
-        port,
-        authority: authority.to_string(),
-    };
-    let refuse = |reason: String| Refusal {
-        target: target.describe(),
-        reason,
-    };
-    let Some(grant) = grant else {
-        return Err(refuse("network access is not granted".into()));
-    };
-    let listed = grant
-        .allowed_hosts
-        .iter()
-        .any(|h| h.matches(scheme, &target.host, port, &grant.allowed_ports));
-    if !listed {
-        return Err(refuse("not in the allowed hosts".into()));
-    }
-    if let RequestHost::Ip(ip) = target.host {
-        addr::check(ip, &grant.allow_networks)
-            .map_err(|why| refuse(format!("non-public address ({why})")))?;
-    }
-    Ok(target)
-}
-
-/// Picks the first permitted address among all that a name resolved to.
-pub(crate) fn choose(addrs: &[IpAddr], allow: &[ipnet::IpNet]) -> Result<IpAddr, String> {
-    let mut first_refusal = None;
-    for ip in addrs {
-        match addr::check(*ip, allow) {
-            Ok(()) => return Ok(ip.to_canonical()),
-            Err(why) => {
-                first_refusal.get_or_insert_with(|| format!("{ip}: {why}"));
-            }
-        }
-    }
-    Err(match first_refusal {
-        Some(detail) => format!("resolves to a non-public address ({detail})"),
-        None => "resolves to no address".into(),
-    })
-}
 
 type SendResult = Result<
     (
@@ -175,7 +74,7 @@ pub(crate) struct EgressHooks {
     /// The install's network grant; `None` denies every request.
     network: Option<Arc<EffectiveNetwork>>,
     resolver: Arc<dyn Resolver>,
-    denials: Denials,
+    ledger: Ledger,
     in_flight: Arc<Semaphore>,
     bytes: Arc<AtomicU64>,
     max_response: u64,
@@ -184,14 +83,14 @@ pub(crate) struct EgressHooks {
 impl EgressHooks {
     pub(crate) fn new(
         caps: &CallCaps,
-        denials: Denials,
+        ledger: Ledger,
         bytes: Arc<AtomicU64>,
         max_response: u64,
     ) -> Self {
         EgressHooks {
             network: caps.network.clone(),
             resolver: Arc::clone(&caps.resolver),
-            denials,
+            ledger,
             in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
             bytes,
             max_response,
@@ -214,7 +113,8 @@ impl WasiHttpHooks for EgressHooks {
         let target = match admit(request.uri(), grant.as_deref()) {
             Ok(t) => t,
             Err(r) => {
-                record(&self.denials, "http", &r.target, Some(r.reason));
+                self.ledger
+                    .deny(Capability::Network, &r.target, Some(r.reason));
                 return denied();
             }
         };
@@ -222,9 +122,8 @@ impl WasiHttpHooks for EgressHooks {
             return denied();
         };
         let Ok(slot) = Arc::clone(&self.in_flight).try_acquire_owned() else {
-            record(
-                &self.denials,
-                "http",
+            self.ledger.deny(
+                Capability::Network,
                 &target.describe(),
                 Some(format!(
                     "more than {MAX_CONCURRENT_REQUESTS} outgoing requests in flight"
@@ -236,7 +135,7 @@ impl WasiHttpHooks for EgressHooks {
             target,
             grant,
             resolver: Arc::clone(&self.resolver),
-            denials: Arc::clone(&self.denials),
+            ledger: self.ledger.clone(),
             bytes: Arc::clone(&self.bytes),
             max_response: self.max_response,
             slot: Arc::new(slot),
@@ -251,7 +150,7 @@ struct Job {
     target: Target,
     grant: Arc<EffectiveNetwork>,
     resolver: Arc<dyn Resolver>,
-    denials: Denials,
+    ledger: Ledger,
     bytes: Arc<AtomicU64>,
     max_response: u64,
     slot: Arc<tokio::sync::OwnedSemaphorePermit>,
@@ -301,7 +200,11 @@ impl Job {
                 match choose(&addrs, &self.grant.allow_networks) {
                     Ok(ip) => ip,
                     Err(reason) => {
-                        record(&self.denials, "http", &self.target.describe(), Some(reason));
+                        self.ledger.deny(
+                            Capability::Network,
+                            &self.target.describe(),
+                            Some(reason),
+                        );
                         return Err(Error::HttpRequestDenied);
                     }
                 }
@@ -321,7 +224,8 @@ impl Job {
         )
         .max(Duration::from_millis(1));
 
-        allow(&self.denials, "http", &self.target.describe());
+        self.ledger
+            .allow(Capability::Network, &self.target.describe());
         // Exactly the checked address: the name is not looked up again.
         let addr = SocketAddr::new(ip, self.target.port);
         let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
@@ -439,97 +343,6 @@ mod tests {
         }
     }
 
-    fn uri(s: &str) -> http::Uri {
-        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-
-    #[test]
-    fn nothing_is_admitted_without_a_grant() {
-        let r = admit(&uri("http://example.com/secret?token=1"), None).unwrap_err();
-        assert_eq!(r.target, "http://example.com:80");
-        assert!(!r.target.contains("secret"));
-    }
-
-    #[test]
-    fn allowlist_names_schemes_and_ports() {
-        let g = grant(
-            &["*.acme.test", "api.other.test:8443", "https://secure.test"],
-            &[],
-            &[],
-        );
-        let ok = |s: &str| admit(&uri(s), Some(&g));
-        let t = ok("http://api.acme.test/x").unwrap();
-        assert_eq!(t.describe(), "http://api.acme.test:80");
-        assert!(ok("https://a.b.acme.test/").is_ok());
-        assert!(ok("http://API.ACME.TEST./").is_ok());
-        assert!(ok("http://api.other.test:8443/").is_ok());
-        assert!(ok("https://secure.test/").is_ok());
-        for bad in [
-            "http://acme.test/",
-            "http://evilacme.test/",
-            "http://acme.test.evil.test/",
-            "http://api.acme.test:8080/",
-            "http://api.other.test/",
-            "http://secure.test/",
-            "https://secure.test:8443/",
-            "ftp://api.acme.test/",
-            "http://user@api.acme.test/",
-            "http://api.acme.test../",
-        ] {
-            assert!(ok(bad).is_err(), "{bad} should be refused");
-        }
-        let r = ok("http://evilacme.test:80/p?q").unwrap_err();
-        assert_eq!(r.target, "http://evilacme.test:80");
-        assert_eq!(r.reason, "not in the allowed hosts");
-    }
-
-    #[test]
-    fn numeric_spellings_and_private_literals_are_refused_before_any_lookup() {
-        let g = grant(&["*"], &[], &[]);
-        for bad in [
-            "http://2130706433/",
-            "http://0x7f.1/",
-            "http://127.1/",
-            "http://0177.0.0.1/",
-            "http://127.0.0.1/",
-            "http://[::ffff:127.0.0.1]/",
-            "http://[::1]/",
-            "http://169.254.169.254/latest/meta-data",
-            "http://[64:ff9b::7f00:1]/",
-            "http://[2002:a00:1::1]/",
-            "http://10.0.0.1/",
-        ] {
-            assert!(
-                admit(&uri(bad), Some(&g)).is_err(),
-                "{bad} should be refused"
-            );
-        }
-        assert!(admit(&uri("http://93.184.216.34/"), Some(&g)).is_ok());
-        let local = grant(&["*"], &[], &["127.0.0.0/8"]);
-        assert!(admit(&uri("http://127.0.0.1:8080/"), Some(&local)).is_err()); // port
-        let local = grant(&["*"], &[8080], &["127.0.0.0/8"]);
-        assert!(admit(&uri("http://127.0.0.1:8080/"), Some(&local)).is_ok());
-    }
-
-    #[test]
-    fn choose_takes_the_first_permitted_address() {
-        let ips = |l: &[&str]| -> Vec<IpAddr> { l.iter().map(|s| s.parse().unwrap()).collect() };
-        assert_eq!(
-            choose(&ips(&["127.0.0.1", "93.184.216.34"]), &[]),
-            Ok("93.184.216.34".parse().unwrap())
-        );
-        let e = choose(&ips(&["127.0.0.1", "::1"]), &[]).unwrap_err();
-        assert!(e.starts_with("resolves to a non-public address"), "{e}");
-        assert_eq!(
-            choose(
-                &ips(&["::ffff:127.0.0.1"]),
-                &["127.0.0.0/8".parse().unwrap()]
-            ),
-            Ok("127.0.0.1".parse().unwrap())
-        );
-        assert!(choose(&[], &[]).is_err());
-    }
-
     /// Counts lookups; never answers (a request that gets this far stays pending).
     #[derive(Default)]
     struct Stuck(std::sync::atomic::AtomicUsize);
@@ -541,15 +354,15 @@ mod tests {
         }
     }
 
-    fn hooks(grant: Option<EffectiveNetwork>, resolver: Arc<Stuck>) -> (EgressHooks, Denials) {
-        let denials = Denials::default();
+    fn hooks(grant: Option<EffectiveNetwork>, resolver: Arc<Stuck>) -> (EgressHooks, Ledger) {
+        let ledger = Ledger::default();
         let caps = CallCaps {
             network: grant.map(Arc::new),
             resolver,
             ..CallCaps::default()
         };
-        let h = EgressHooks::new(&caps, Arc::clone(&denials), Arc::default(), 1024);
-        (h, denials)
+        let h = EgressHooks::new(&caps, ledger.clone(), Arc::default(), 1024);
+        (h, ledger)
     }
 
     fn get(url: &str) -> http::Request<WasiBody> {
@@ -566,7 +379,7 @@ mod tests {
     #[tokio::test]
     async fn a_denied_request_returns_before_any_lookup_or_socket() {
         let resolver = Arc::new(Stuck::default());
-        let (mut h, denials) = hooks(
+        let (mut h, ledger) = hooks(
             Some(grant(&["api.acme.test"], &[], &[])),
             Arc::clone(&resolver),
         );
@@ -585,14 +398,14 @@ mod tests {
             Err(Error::HttpRequestDenied)
         ));
         assert_eq!(resolver.0.load(std::sync::atomic::Ordering::SeqCst), 0);
-        assert_eq!(denials.denials().len(), 4);
+        assert_eq!(ledger.denials().len(), 4);
         assert_eq!(none_denials.denials().len(), 1);
     }
 
     #[tokio::test]
     async fn concurrent_requests_per_call_are_capped() {
         let resolver = Arc::new(Stuck::default());
-        let (mut h, denials) = hooks(
+        let (mut h, ledger) = hooks(
             Some(grant(&["api.acme.test"], &[], &[])),
             Arc::clone(&resolver),
         );
@@ -602,7 +415,7 @@ mod tests {
         let over = send(&mut h, "http://api.acme.test/").await;
         assert!(matches!(over, Err(Error::HttpRequestDenied)));
         {
-            let d = denials.denials();
+            let d = ledger.denials();
             assert_eq!(d.len(), 1);
             assert_eq!(d[0].target, "http://api.acme.test:80");
             assert!(d[0].reason.as_deref().unwrap().contains("in flight"));
@@ -612,7 +425,7 @@ mod tests {
         let mut next = send(&mut h, "http://api.acme.test/");
         let polled = futures_poll_once(&mut next).await;
         assert!(polled.is_none(), "admitted, waiting on the resolver");
-        assert_eq!(denials.denials().len(), 1);
+        assert_eq!(ledger.denials().len(), 1);
     }
 
     /// Polls a future once: `None` if it is still pending.

@@ -1,0 +1,250 @@
+//! What a call was allowed and refused, collected while it runs and reported with its result.
+//!
+//! Nothing is lost silently: repeats of a denial are counted on its entry, and each capability
+//! keeps its own [`MAX_DISTINCT_PER_CAPABILITY`] distinct entries (so a flood of one kind
+//! cannot crowd out another); past that, entries are counted per capability and reported as
+//! one summary entry each. Targets are held whole (up to [`MAX_RAW_BYTES`]) while the call runs
+//! and cut only after the report is redacted, so a cut can never leave the start of a secret.
+
+use std::sync::{Arc, Mutex};
+
+use warden_manifest::Capability;
+
+use crate::redact::Redactor;
+use crate::text::cut;
+
+/// A capability the guest asked for and did not get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub capability: Capability,
+    /// What it tried to reach, e.g. `scheme://host:port`, `dns:NAME` or an extension id (never
+    /// a path, query or body).
+    pub target: String,
+    /// Why, when more can be said than "not granted" (e.g. "resolves to a non-public address").
+    pub reason: Option<String>,
+    /// How many times the guest tried this (same capability, target and reason) in the call.
+    pub count: u64,
+}
+
+/// A capability use that was allowed: recorded once per (capability, target) per call. (Not
+/// to be confused with the operator's grant, `warden_manifest::Grant`, which decides it.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Use {
+    pub capability: Capability,
+    pub target: String,
+}
+
+/// Distinct denials, and distinct uses, itemized per capability per call.
+pub const MAX_DISTINCT_PER_CAPABILITY: usize = 32;
+/// Targets and reasons are held up to this many bytes during the call.
+pub const MAX_RAW_BYTES: usize = 4096;
+/// Targets and reasons are cut to this many bytes for the report (after redaction).
+pub const MAX_TARGET_BYTES: usize = 256;
+/// The target of a summary entry for what was not itemized.
+pub const NOT_ITEMIZED: &str = "(more, not itemized)";
+
+/// One call's record of uses and denials. Cloning shares it (the call's Store and the tasks
+/// that run on the call's behalf write to the same ledger).
+#[derive(Debug, Clone, Default)]
+pub struct Ledger(Arc<Mutex<Entries>>);
+
+#[derive(Debug, Default)]
+struct Entries {
+    denials: Vec<Denial>,
+    uses: Vec<Use>,
+    /// Denials (attempts) and uses not itemized, per capability.
+    more_denials: Vec<(Capability, u64)>,
+    more_uses: Vec<(Capability, u64)>,
+}
+
+impl Ledger {
+    /// Records a refused capability use.
+    pub fn deny(&self, capability: Capability, target: &str, reason: Option<String>) {
+        let Ok(mut e) = self.0.lock() else {
+            return;
+        };
+        let target = cut(target, MAX_RAW_BYTES);
+        let reason = reason.map(|r| cut(&r, MAX_RAW_BYTES));
+        if let Some(d) = e
+            .denials
+            .iter_mut()
+            .find(|d| d.capability == capability && d.target == target && d.reason == reason)
+        {
+            d.count = d.count.saturating_add(1);
+            return;
+        }
+        if e.denials
+            .iter()
+            .filter(|d| d.capability == capability)
+            .count()
+            >= MAX_DISTINCT_PER_CAPABILITY
+        {
+            bump(&mut e.more_denials, capability);
+            return;
+        }
+        e.denials.push(Denial {
+            capability,
+            target,
+            reason,
+            count: 1,
+        });
+    }
+
+    /// Records an allowed capability use, once per (capability, target).
+    pub fn allow(&self, capability: Capability, target: &str) {
+        let Ok(mut e) = self.0.lock() else {
+            return;
+        };
+        let target = cut(target, MAX_RAW_BYTES);
+        if e.uses
+            .iter()
+            .any(|g| g.capability == capability && g.target == target)
+        {
+            return;
+        }
+        if e.uses.iter().filter(|g| g.capability == capability).count()
+            >= MAX_DISTINCT_PER_CAPABILITY
+        {
+            bump(&mut e.more_uses, capability);
+            return;
+        }
+        e.uses.push(Use { capability, target });
+    }
+
+    /// Every denial, then one summary per capability whose distinct denials overflowed.
+    pub fn denials(&self) -> Vec<Denial> {
+        let Ok(e) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut out = e.denials.clone();
+        for (capability, n) in &e.more_denials {
+            out.push(Denial {
+                capability: *capability,
+                target: NOT_ITEMIZED.to_string(),
+                reason: Some(format!(
+                    "more than {MAX_DISTINCT_PER_CAPABILITY} distinct refusals of this capability in one call"
+                )),
+                count: *n,
+            });
+        }
+        out
+    }
+
+    /// Every distinct use, then one summary per capability that overflowed.
+    pub fn uses(&self) -> Vec<Use> {
+        let Ok(e) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut out = e.uses.clone();
+        for (capability, n) in &e.more_uses {
+            out.push(Use {
+                capability: *capability,
+                target: format!("{NOT_ITEMIZED}: {n} more distinct targets"),
+            });
+        }
+        out
+    }
+}
+
+impl Ledger {
+    /// The entries as the report carries them: redacted of the call's secret values, then cut
+    /// to [`MAX_TARGET_BYTES`] (in that order, so a cut never leaves the start of a value).
+    pub fn report(&self, redactor: &Redactor) -> (Vec<Denial>, Vec<Use>) {
+        let denials = self
+            .denials()
+            .into_iter()
+            .map(|d| Denial {
+                target: cut(&redactor.text(&d.target), MAX_TARGET_BYTES),
+                reason: d.reason.map(|r| cut(&redactor.text(&r), MAX_TARGET_BYTES)),
+                ..d
+            })
+            .collect();
+        let uses = self
+            .uses()
+            .into_iter()
+            .map(|g| Use {
+                target: cut(&redactor.text(&g.target), MAX_TARGET_BYTES),
+                ..g
+            })
+            .collect();
+        (denials, uses)
+    }
+}
+
+fn bump(more: &mut Vec<(Capability, u64)>, capability: Capability) {
+    match more.iter_mut().find(|(c, _)| *c == capability) {
+        Some((_, n)) => *n = n.saturating_add(1),
+        None => more.push((capability, 1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_counted_and_each_capability_keeps_its_own_budget() {
+        let ledger = Ledger::default();
+        // A flood of distinct secret denials, then the one that matters.
+        for i in 0..40 {
+            ledger.deny(Capability::Secrets, &format!("NOPE{i}"), None);
+        }
+        for _ in 0..5 {
+            ledger.deny(
+                Capability::Network,
+                "http://169.254.169.254:80",
+                Some("metadata".into()),
+            );
+        }
+        let d = ledger.denials();
+        let net: Vec<_> = d
+            .iter()
+            .filter(|d| d.capability == Capability::Network)
+            .collect();
+        assert_eq!(net.len(), 1);
+        assert_eq!(net[0].count, 5);
+        let secret: Vec<_> = d
+            .iter()
+            .filter(|d| d.capability == Capability::Secrets)
+            .collect();
+        assert_eq!(secret.len(), MAX_DISTINCT_PER_CAPABILITY + 1);
+        let summary = secret.last().unwrap();
+        assert_eq!(summary.target, NOT_ITEMIZED);
+        assert_eq!(summary.count, 40 - MAX_DISTINCT_PER_CAPABILITY as u64);
+    }
+
+    #[test]
+    fn uses_of_one_capability_cannot_crowd_out_another() {
+        let ledger = Ledger::default();
+        for i in 0..100 {
+            ledger.allow(Capability::Kv, &format!("bucket{i}"));
+        }
+        ledger.allow(Capability::Secrets, "API_TOKEN");
+        ledger.allow(Capability::Secrets, "API_TOKEN");
+        let g = ledger.uses();
+        assert_eq!(
+            g.iter()
+                .filter(|g| g.capability == Capability::Secrets)
+                .count(),
+            1
+        );
+        let kv: Vec<_> = g
+            .iter()
+            .filter(|g| g.capability == Capability::Kv)
+            .collect();
+        assert_eq!(kv.len(), MAX_DISTINCT_PER_CAPABILITY + 1);
+        assert!(kv.last().unwrap().target.contains("68 more"), "{kv:?}");
+    }
+
+    #[test]
+    fn targets_are_held_whole_until_the_report_cuts_them() {
+        let ledger = Ledger::default();
+        let long = format!("{}SECRET", "p".repeat(253));
+        ledger.deny(Capability::Network, &long, None);
+        // Whole here, so redaction sees the value before the report cuts to 256 bytes.
+        assert_eq!(ledger.denials()[0].target, long);
+        let huge = "x".repeat(10_000);
+        ledger.deny(Capability::Network, &huge, None);
+        assert_eq!(ledger.denials()[1].target.len(), MAX_RAW_BYTES);
+    }
+}

@@ -1,0 +1,50 @@
+//! The file-system capability's policy and folders, with no Wasmtime:
+//!
+//! - [`mounts`]: which host folder backs each granted mount (a private folder per (tenant,
+//!   extension, guest path); `/assets` extracted from the verified bundle, read-only).
+//! - [`quota`]: the per-install [`FsQuota`] on read-write mounts (what is charged, when the
+//!   folder is measured again, when a growth is refused). The runtime's `wasi:filesystem`
+//!   bindings charge it before every growth.
+//! - [`private_dir`]: how every folder the host keeps is created (0700, never shared).
+
+mod dir;
+pub mod mounts;
+pub mod quota;
+
+use std::path::PathBuf;
+
+pub use dir::private_dir;
+pub use quota::{BLOCK, Cost, FsQuota, RECOMPUTE_INTERVAL, Usage, WalkGuard, blocks_touched, walk};
+
+/// A host folder preopened for the guest at `guest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountDir {
+    /// Absolute guest path, e.g. `/data`.
+    pub guest: String,
+    /// The host folder behind it; it must exist and belong to this (tenant, extension).
+    pub host: PathBuf,
+    pub readonly: bool,
+}
+
+/// Why a folder could not be prepared. Names the path, keeps the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("{what} {path}: {source}", path = .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a directory; give a folder (or a path that does not exist yet)", .0.display())]
+    NotADirectory(PathBuf),
+    #[error(
+        "{path} is writable by other users (mode {mode:o}); it holds data of the host and its extensions: chmod 700 it",
+        path = .path.display()
+    )]
+    Shared { path: PathBuf, mode: u32 },
+    #[error("file system mounts are granted but the host has no data dir for them")]
+    NoDataDir,
+    #[error("bundle asset {0:?} is not a plain relative path")]
+    BadAsset(String),
+}

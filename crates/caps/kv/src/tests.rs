@@ -1,0 +1,62 @@
+//! This crate's own checks, and the backend suite ([`crate::testing`]) on [`MemoryKv`].
+
+use crate::*;
+
+/// Every check of the backend suite, on a fresh [`MemoryKv`] each.
+mod memory_kv {
+    crate::kv_backend_tests!(|| Box::new(crate::MemoryKv::new()));
+}
+
+#[test]
+fn bucket_names_are_bounded() {
+    assert_eq!(BucketName::new(""), Err(KvError::BadBucket));
+    assert_eq!(
+        BucketName::new(&"b".repeat(MAX_BUCKET_BYTES + 1)),
+        Err(KvError::BadBucket)
+    );
+    assert!(BucketName::new(&"b".repeat(MAX_BUCKET_BYTES)).is_ok());
+}
+
+/// The shared body: lengths and reads once per distinct key, no read at all when over the
+/// cap, and a cancel flag stops it between keys.
+#[test]
+fn batch_read_dedups_checks_sizes_first_and_stops_when_cancelled() {
+    use std::cell::Cell;
+    let keys: Vec<String> = ["a", "b", "a", "a", "c", "b"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let (lens, reads) = (Cell::new(0), Cell::new(0));
+    let value = |k: &str| (k != "c").then(|| vec![b'v'; 10]);
+    let len = |k: &str| {
+        lens.set(lens.get() + 1);
+        Ok(value(k).map(|v| v.len() as u64))
+    };
+    let read = |k: &str| {
+        reads.set(reads.get() + 1);
+        Ok(value(k))
+    };
+    let out = batch_read(&keys, 1000, &Cancel::new(), len, read).unwrap();
+    assert_eq!((lens.get(), reads.get()), (3, 3));
+    assert_eq!(out.len(), 6);
+    assert_eq!(out[2], Some(vec![b'v'; 10]));
+    assert_eq!(out[4], None);
+
+    // 5 present answers of 1 + 10 bytes = 55 > 54: refused with no read.
+    reads.set(0);
+    let err = batch_read(&keys, 54, &Cancel::new(), len, read).unwrap_err();
+    assert_eq!(err, KvError::ReadTooLarge { len: 55, max: 54 });
+    assert_eq!(reads.get(), 0);
+
+    // Cancelled after the first read: stops there.
+    reads.set(0);
+    let cancel = Cancel::new();
+    let read_then_cancel = |k: &str| {
+        reads.set(reads.get() + 1);
+        cancel.cancel();
+        Ok(value(k))
+    };
+    let err = batch_read(&keys, 1000, &cancel, len, read_then_cancel).unwrap_err();
+    assert_eq!(err, KvError::Cancelled);
+    assert_eq!(reads.get(), 1);
+}

@@ -1,0 +1,218 @@
+//! The audit trail of calls: one record per use and denial, then the call's own record; and
+//! failing closed when records cannot be stored (see [`Inner::audit_gate`]).
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use warden_audit::{Event, Outcome, Record};
+use warden_runtime::{CallError, CallOutcome, CallReport, ErrorCode};
+
+use crate::error::{CallFailure, Called};
+use crate::host::Inner;
+use crate::load::Loaded;
+
+impl Inner {
+    /// A call refused before it ran: one audit record.
+    pub(crate) fn refuse(&self, ext: &Loaded, error: CallError) -> CallFailure {
+        let id = self.ids.next();
+        self.write(call_record(ext, &id, &CallReport::default(), Err(&error)));
+        CallFailure {
+            request_id: id,
+            error,
+            logs: Vec::new(),
+        }
+    }
+
+    /// Audits a finished call (each grant and denial in it, then the call) and logs the
+    /// guest's output.
+    pub(crate) fn finish<T>(
+        &self,
+        ext: &Loaded,
+        outcome: CallOutcome<T>,
+    ) -> Result<Called<T>, CallFailure> {
+        let id = self.ids.next();
+        let report = outcome.report;
+        // Whether any of this call's records could not be stored.
+        let mut lost = false;
+        for line in &report.logs {
+            tracing::info!(target: "warden::guest", request_id = %id, tenant = %ext.info.tenant, extension = %ext.info.id, stream = line.stream.label(), context = line.context.as_deref().unwrap_or(""), "{}", line.text);
+        }
+        for used in &report.uses {
+            let r = base_record(ext, Event::Grant, &id)
+                .with_capability(used.capability)
+                .with_target(&used.target)
+                .with_decision(warden_audit::Decision::Allow)
+                .with_outcome(Outcome::Ok);
+            lost |= !self.write(r);
+        }
+        for denial in &report.denials {
+            let mut r = base_record(ext, Event::Denial, &id)
+                .with_capability(denial.capability)
+                .with_target(&denial.target)
+                .with_decision(warden_audit::Decision::Deny)
+                .with_outcome(Outcome::Denied);
+            // One record per distinct refusal; repeats are counted on it.
+            match (&denial.reason, denial.count) {
+                (Some(reason), 1) => r = r.with_message(reason),
+                (Some(reason), n) => r = r.with_message(format!("{reason} ({n} attempts)")),
+                (None, 1) => {}
+                (None, n) => r = r.with_message(format!("{n} attempts")),
+            }
+            lost |= !self.write(r);
+        }
+        let result = outcome.result.as_ref().map(|_| ());
+        lost |= !self.write(call_record(ext, &id, &report, result));
+        // A guest that coped with a refused allocation still hit its limit: audit that too.
+        if report.memory_limit_hit && !matches!(result, Err(CallError::MemoryLimit(_))) {
+            let r = base_record(ext, Event::Limit, &id)
+                .with_outcome(Outcome::MemoryLimit)
+                .with_memory_peak_bytes(report.memory_peak)
+                .with_message(format!(
+                    "memory limit of {} reached",
+                    ext.info.effective.limits.max_memory
+                ));
+            lost |= !self.write(r);
+        }
+        if lost {
+            // The call ran, but its trail is incomplete: its result is not handed out as a
+            // success (the caller sees why), and the host is closed until the log works again.
+            let why = self
+                .audit_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            return Err(CallFailure {
+                request_id: id,
+                error: CallError::Host(format!(
+                    "the call ran but its audit records could not be written: {why}"
+                )),
+                logs: report.logs,
+            });
+        }
+        match outcome.result {
+            Ok(value) => Ok(Called {
+                value,
+                request_id: id,
+                logs: report.logs,
+            }),
+            Err(error) => Err(CallFailure {
+                request_id: id,
+                error,
+                logs: report.logs,
+            }),
+        }
+    }
+
+    /// Stores one record; false if it could not be. The call already happened and cannot be
+    /// undone; but no further call may run without an audit trail, so the failure closes the
+    /// host (see `audit_gate`).
+    fn write(&self, record: Record) -> bool {
+        match self.audit.append(record) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(target: "warden::audit", "could not write an audit record: {e}");
+                self.audit_broke(&e);
+                false
+            }
+        }
+    }
+
+    fn audit_broke(&self, e: &warden_audit::AuditError) {
+        // The whole source chain: the top-level message alone may not say "disk full".
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            why = format!("{why}: {s}");
+            source = s.source();
+        }
+        *self
+            .audit_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why;
+        self.audit_failed.store(true, Ordering::Release);
+    }
+
+    /// Fail closed: after an audit record could not be stored, every new call is refused with
+    /// `CallError::Host`. Each refusal tries to store its own record first; when that works the
+    /// store is healthy again and later calls run (this one stays refused: it was already
+    /// recorded as refused). One atomic load when healthy.
+    pub(crate) fn audit_gate(&self, ext: &Loaded) -> Result<(), CallFailure> {
+        if !self.audit_failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let why = self
+            .audit_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let error = CallError::Host(format!("the audit log cannot be written: {why}"));
+        let id = self.ids.next();
+        match self
+            .audit
+            .append(call_record(ext, &id, &CallReport::default(), Err(&error)))
+        {
+            // A failure recorded after this load (by a concurrent call) sets the flag again
+            // when its own `write` fails, so clearing it here cannot hide a later failure for
+            // more than the calls already past the gate.
+            Ok(()) => self.audit_failed.store(false, Ordering::Release),
+            Err(e) => self.audit_broke(&e),
+        }
+        Err(CallFailure {
+            request_id: id,
+            error,
+            logs: Vec::new(),
+        })
+    }
+}
+
+fn base_record(ext: &Loaded, event: Event, request_id: &str) -> Record {
+    ext.record.renew(event, request_id)
+}
+
+fn call_record(
+    ext: &Loaded,
+    request_id: &str,
+    report: &CallReport,
+    result: Result<(), &CallError>,
+) -> Record {
+    let (event, outcome) = match result {
+        Ok(()) => (Event::Call, Outcome::Ok),
+        Err(e) => {
+            let code = e.code();
+            let event = if code.is_limit() {
+                Event::Limit
+            } else {
+                Event::Call
+            };
+            (event, outcome_of(code))
+        }
+    };
+    let mut r = base_record(ext, event, request_id)
+        .with_outcome(outcome)
+        .with_duration(report.duration)
+        .with_memory_peak_bytes(report.memory_peak);
+    if let Some(f) = report.fuel {
+        r = r.with_fuel(f);
+    }
+    if report.egress_bytes > 0 {
+        r = r.with_egress_bytes(report.egress_bytes);
+    }
+    if let Err(e) = result {
+        r = r.with_message(e);
+    }
+    r
+}
+
+/// The one mapping from a call's error code to an audit outcome.
+fn outcome_of(code: ErrorCode) -> Outcome {
+    match code {
+        ErrorCode::Extension | ErrorCode::Host => Outcome::Error,
+        ErrorCode::Timeout => Outcome::Timeout,
+        ErrorCode::MemoryLimit => Outcome::MemoryLimit,
+        ErrorCode::FuelExhausted => Outcome::FuelExhausted,
+        ErrorCode::TooLarge => Outcome::TooLarge,
+        ErrorCode::Busy => Outcome::Busy,
+        ErrorCode::Trap => Outcome::Trap,
+        ErrorCode::Invalid => Outcome::Invalid,
+    }
+}

@@ -1,0 +1,147 @@
+//! [`HostBuilder`]: every default of a [`Host`] written down, and the one place a host is put
+//! together (trust, policy, audit sink, runtime, storage).
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use warden_audit::{AuditLog, AuditSink, MemoryAudit};
+use warden_bundle::Caps;
+use warden_fs::private_dir;
+use warden_kv::{KvBackend, MemoryKv, Quota};
+use warden_manifest::{Policy, TenantName};
+use warden_runtime::{Resolver, Runtime, RuntimeConfig, SystemResolver};
+use warden_trust::TrustBundle;
+
+use crate::authorize::{Authorizer, ManifestAuthorizer};
+use crate::error::HostError;
+use crate::host::{Host, Inner};
+use crate::ids::RequestIds;
+
+/// Configures a [`Host`]. See the crate docs for the defaults.
+#[derive(Default)]
+pub struct HostBuilder {
+    trust: Option<TrustBundle>,
+    policy: Policy,
+    data_dir: Option<PathBuf>,
+    audit: Option<Arc<dyn AuditSink>>,
+    caps: Caps,
+    resolver: Option<Arc<dyn Resolver>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    kv: Option<Arc<dyn KvBackend>>,
+    kv_quota: Option<Quota>,
+}
+
+impl HostBuilder {
+    /// Where extensions' key-value data lives (default: SQLite at `DATA/warden.db`, or memory
+    /// without a data dir).
+    pub fn kv_backend(mut self, backend: Arc<dyn KvBackend>) -> Self {
+        self.kv = Some(backend);
+        self
+    }
+
+    /// The key-value quota of each (tenant, extension) (default: the policy's `[policy.kv]`).
+    pub fn kv_quota(mut self, quota: Quota) -> Self {
+        self.kv_quota = Some(quota);
+        self
+    }
+
+    /// Decides loads and calls between extensions beyond manifests and policy (default:
+    /// [`ManifestAuthorizer`], which adds nothing).
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// Publishers whose signatures are accepted. Without it, nothing loads.
+    pub fn trust(mut self, trust: TrustBundle) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
+    /// The operator's policy (profile, ceilings, capabilities, private networks).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Where the compile cache (`cache/`) and, unless [`HostBuilder::audit`] is given, the
+    /// audit log (`audit/`) live.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Where audit records go (default: `DATA/audit`, or memory without a data dir).
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Caps for reading bundles (default: [`Caps::default`]).
+    pub fn bundle_caps(mut self, caps: Caps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// How extensions' allowed host names are resolved for outgoing HTTP (default: the
+    /// operating system's resolver). Every address it returns is still checked against the
+    /// policy, and the connection goes to the checked address.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    pub fn build(self) -> Result<Host, HostError> {
+        if let Some(dir) = &self.data_dir {
+            private_dir(dir)?;
+            // The compile cache holds native code that is loaded without re-verification: only
+            // the operator may write it.
+            private_dir(&dir.join("cache"))?;
+        }
+        let audit: Arc<dyn AuditSink> = match (self.audit, &self.data_dir) {
+            (Some(sink), _) => sink,
+            (None, Some(dir)) => Arc::new(AuditLog::open(&dir.join("audit"))?),
+            (None, None) => Arc::new(MemoryAudit::default()),
+        };
+        let config = RuntimeConfig {
+            max_memory: self.policy.ceiling.max_memory.bytes(),
+            cache_dir: self.data_dir.as_ref().map(|d| d.join("cache")),
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::new(config)?;
+        let secrets = Arc::new(crate::secrets::HostSecrets::open(self.data_dir.as_deref())?);
+        let kv: Arc<dyn KvBackend> = match (self.kv, &self.data_dir) {
+            (Some(kv), _) => kv,
+            (None, Some(dir)) => Arc::new(
+                warden_store_sqlite::open_kv(dir)
+                    .map_err(|e| HostError::Setup(format!("key-value store: {e}")))?,
+            ),
+            (None, None) => Arc::new(MemoryKv::new()),
+        };
+        let kv_quota = self.kv_quota.unwrap_or(Quota::from(self.policy.kv));
+        Ok(Host {
+            inner: Arc::new(Inner {
+                runtime: Arc::new(runtime),
+                trust: self.trust.unwrap_or_default(),
+                policy: self.policy,
+                audit,
+                caps: self.caps,
+                resolver: self.resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
+                authorizer: self
+                    .authorizer
+                    .unwrap_or_else(|| Arc::new(ManifestAuthorizer)),
+                default_tenant: TenantName::default_tenant(),
+                data_dir: self.data_dir,
+                secrets,
+                kv,
+                kv_quota,
+                extensions: RwLock::default(),
+                prepared: RwLock::default(),
+                ids: RequestIds::new(),
+                audit_failed: AtomicBool::new(false),
+                audit_failure: Mutex::new(String::new()),
+            }),
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! One call path for both worlds: look the install up, pass the audit gate, check the request,
+//! take a permit (`max_concurrent_calls`; none free = `busy`, never a queue), give the call its
+//! capabilities, run it in a fresh instance, and audit what it did.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use warden_manifest::{ExtensionId, TenantName};
+use warden_runtime::{CallCaps, CallError, CallOutcome};
+
+use crate::error::{CallFailure, Called};
+use crate::host::{Inner, Tenant};
+use crate::invoke::{HostInvoker, Via};
+use crate::load::Loaded;
+
+impl Tenant<'_> {
+    /// Calls an rpc extension's `method` with `input`, in a fresh instance, with its limits.
+    pub async fn call(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, CallFailure> {
+        self.call_detailed(id, method, input).await.map(|c| c.value)
+    }
+
+    /// [`Tenant::call`], also returning the request id and the guest's output.
+    pub async fn call_detailed(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Called<Vec<u8>>, CallFailure> {
+        self.inner
+            .call_rpc(&self.name, id, method, input, Via::default())
+            .await
+    }
+
+    /// Sends an HTTP request to an http extension, in a fresh instance, with its limits.
+    pub async fn call_http(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, CallFailure> {
+        self.call_http_detailed(id, request).await.map(|c| c.value)
+    }
+
+    /// [`Tenant::call_http`], also returning the request id and the guest's output.
+    pub async fn call_http_detailed(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        let inner = self.inner;
+        let ext = inner.lookup(&self.name, id)?;
+        inner
+            .run(
+                ext,
+                Via::default(),
+                |_| Ok(()),
+                |ext, caps| async move {
+                    let limits = ext.info.effective.limits;
+                    ext.prepared
+                        .call_http(&inner.runtime, &limits, &caps, request)
+                        .await
+                },
+            )
+            .await
+    }
+}
+
+impl Inner {
+    /// This call's capabilities: the install's, plus an invoker that knows how the call was
+    /// reached when the install may call other extensions.
+    fn caps_for(self: &Arc<Self>, ext: &Arc<Loaded>, via: Via) -> CallCaps {
+        let mut caps = ext.caps.clone();
+        caps.redactor = via.redactor.clone();
+        if !ext.info.effective.calls.is_empty() {
+            caps.invoker = Some(Arc::new(HostInvoker::new(
+                Arc::downgrade(self),
+                Arc::clone(ext),
+                via,
+            )));
+        }
+        caps
+    }
+
+    /// An rpc call; `via` says how it was reached (default: a top-level call).
+    pub(crate) async fn call_rpc(
+        self: &Arc<Self>,
+        tenant: &TenantName,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+        via: Via,
+    ) -> Result<Called<Vec<u8>>, CallFailure> {
+        let ext = self.lookup(tenant, id)?;
+        // The name is chosen by the caller; from another extension it may carry that
+        // extension's secret values: redact before quoting (quoting escapes characters, which
+        // would hide a value from the redactor).
+        let shown = match &via.redactor {
+            Some(r) => r.text(method),
+            None => method.to_string(),
+        };
+        let known = |ext: &Loaded| {
+            if ext.methods.is_empty() || ext.methods.iter().any(|m| m == method) {
+                Ok(())
+            } else {
+                Err(CallError::Invalid(format!(
+                    "{} has no method {shown:?}",
+                    ext.info.id
+                )))
+            }
+        };
+        self.run(ext, via, known, |ext, caps| async move {
+            let limits = ext.info.effective.limits;
+            ext.prepared
+                .call_rpc(&self.runtime, &limits, &caps, method, input)
+                .await
+        })
+        .await
+    }
+
+    /// The one call path: audit gate, the request's own check, a permit, this call's
+    /// capabilities, the call itself, and its audit records.
+    async fn run<T, F, Fut>(
+        self: &Arc<Self>,
+        ext: Arc<Loaded>,
+        via: Via,
+        check: impl FnOnce(&Loaded) -> Result<(), CallError>,
+        call: F,
+    ) -> Result<Called<T>, CallFailure>
+    where
+        F: FnOnce(Arc<Loaded>, CallCaps) -> Fut,
+        Fut: Future<Output = CallOutcome<T>>,
+    {
+        self.audit_gate(&ext)?;
+        if let Err(e) = check(&ext) {
+            return Err(self.refuse(&ext, e));
+        }
+        let _permit = self.permit(&ext)?;
+        let caps = self.caps_for(&ext, via);
+        let outcome = call(Arc::clone(&ext), caps).await;
+        self.finish(&ext, outcome)
+    }
+
+    fn lookup(&self, tenant: &TenantName, id: &ExtensionId) -> Result<Arc<Loaded>, CallFailure> {
+        self.get(tenant, id).ok_or_else(|| CallFailure {
+            request_id: String::new(),
+            error: CallError::Invalid(format!("no extension {id} is loaded")),
+            logs: Vec::new(),
+        })
+    }
+
+    fn permit(&self, ext: &Arc<Loaded>) -> Result<tokio::sync::OwnedSemaphorePermit, CallFailure> {
+        Arc::clone(&ext.permits).try_acquire_owned().map_err(|_| {
+            let limit = ext.info.effective.limits.max_concurrent_calls;
+            self.refuse(
+                ext,
+                CallError::Busy(format!(
+                    "{} already has {limit} calls in flight",
+                    ext.info.id
+                )),
+            )
+        })
+    }
+}

@@ -1,0 +1,51 @@
+//! What the host's operations return when they fail, and what a call returns when it works.
+
+use warden_manifest::ExtensionId;
+use warden_runtime::{CallError, LogLine};
+
+/// Why loading failed. Every variant is also written to the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("reading the bundle failed: {0}")]
+    Bundle(#[from] warden_bundle::BundleError),
+    #[error("reading the signature failed: {0}")]
+    Signature(#[from] warden_trust::DsseError),
+    #[error("verification failed: {0}")]
+    Verify(#[from] warden_trust::VerifyError),
+    #[error("the install is refused: {0}")]
+    Policy(#[from] warden_manifest::EffectiveError),
+    #[error(
+        "{0} is a process extension; this host runs components only (process extensions come later)"
+    )]
+    ProcessUnsupported(ExtensionId),
+    #[error("the component cannot be loaded: {0}")]
+    Load(#[from] warden_runtime::LoadError),
+    #[error("writing the audit record failed: {0}")]
+    Audit(#[from] warden_audit::AuditError),
+    #[error("setting up the host failed: {0}")]
+    Setup(String),
+    #[error("the load is refused: {0}")]
+    Refused(String),
+    #[error("file system: {0}")]
+    Files(#[from] warden_fs::FsError),
+    #[error("secrets: {0}")]
+    Secret(#[from] warden_secrets::SecretError),
+}
+
+/// Why a call failed, with the request id of its audit record.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (request {request_id})")]
+pub struct CallFailure {
+    pub request_id: String,
+    pub error: CallError,
+    /// Captured guest output, escaped; useful to show next to the error.
+    pub logs: Vec<LogLine>,
+}
+
+/// A successful call's value, with its request id and the guest's captured output.
+#[derive(Debug)]
+pub struct Called<T> {
+    pub value: T,
+    pub request_id: String,
+    pub logs: Vec<LogLine>,
+}

@@ -1,0 +1,206 @@
+//! Loading: verify (a failure is audited), decide the effective permissions and limits
+//! (requested ∩ granted ∩ policy), prepare the capabilities (mounts, quota, key-value, secrets)
+//! and the compiled component, and record the install for its tenant.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use warden_audit::{Event, Outcome, Record};
+use warden_bundle::{Bundle, ContentHash};
+use warden_manifest::{Effective, ExtensionId, Grant, Kind, TenantName, effective};
+use warden_runtime::{CallCaps, KvAccess, Prepared, WorldKind};
+use warden_trust::{Envelope, Verified, verify};
+
+use crate::authorize::LoadRequest;
+use crate::error::HostError;
+use crate::host::{Inner, Tenant};
+
+/// What was loaded.
+#[derive(Debug, Clone)]
+pub struct ExtensionInfo {
+    pub tenant: TenantName,
+    pub id: ExtensionId,
+    pub version: String,
+    pub publisher: String,
+    pub content_hash: ContentHash,
+    pub kind: WorldKind,
+    pub effective: Effective,
+}
+
+pub(crate) struct Loaded {
+    pub(crate) info: ExtensionInfo,
+    /// Extension, version and content hash, sanitized once; each record starts from it.
+    pub(crate) record: Record,
+    pub(crate) methods: Vec<String>,
+    pub(crate) prepared: Arc<Prepared>,
+    /// What each call may reach (the invoker is added per call).
+    pub(crate) caps: CallCaps,
+    /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+impl Tenant<'_> {
+    /// Reads, verifies and loads a bundle file (signature at `sig`, default `FILE.sig`) for
+    /// this tenant, replacing any earlier load of the same extension. Compiles the component
+    /// (CPU-heavy on a cache miss). A failure is audited.
+    pub fn load_file(
+        &self,
+        bundle: &Path,
+        sig: Option<&Path>,
+        grant: &Grant,
+    ) -> Result<ExtensionInfo, HostError> {
+        let inner = self.inner;
+        let sig_path = sig.map(Path::to_path_buf).unwrap_or_else(|| {
+            let mut s = bundle.as_os_str().to_owned();
+            s.push(".sig");
+            PathBuf::from(s)
+        });
+        let verified = (|| -> Result<Verified<Bundle>, HostError> {
+            let envelope = Envelope::read_file(&sig_path)?;
+            let bundle = Bundle::read_file(bundle, &inner.caps)?;
+            Ok(verify(bundle, &envelope, &inner.trust)?)
+        })();
+        match verified {
+            Ok(v) => self.load(v, grant),
+            Err(e) => {
+                let r = Record::new(Event::VerificationFailure, inner.ids.next())
+                    .with_tenant(&self.name)
+                    .with_target(bundle.display())
+                    .with_outcome(Outcome::Denied)
+                    .with_message(&e);
+                inner.audit.append(r)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Loads an already verified bundle for this tenant with the operator's grant.
+    pub fn load(
+        &self,
+        verified: Verified<Bundle>,
+        grant: &Grant,
+    ) -> Result<ExtensionInfo, HostError> {
+        let inner = self.inner;
+        let bundle = verified.get();
+        let manifest = bundle.manifest();
+        let ext = &manifest.extension;
+        let record = Record::new(Event::Load, inner.ids.next())
+            .with_tenant(&self.name)
+            .with_extension(&ext.id)
+            .with_version(&ext.version)
+            .with_content_hash(bundle.content_hash());
+        let mut refused = false;
+        let result = (|| -> Result<ExtensionInfo, HostError> {
+            if ext.kind == Kind::Process {
+                return Err(HostError::ProcessUnsupported(ext.id.clone()));
+            }
+            let eff = effective(manifest, grant, &inner.policy)?;
+            inner
+                .authorizer
+                .authorize_load(&LoadRequest {
+                    tenant: &self.name,
+                    manifest,
+                    content_hash: bundle.content_hash(),
+                    effective: &eff,
+                })
+                .map_err(|reason| {
+                    refused = true;
+                    HostError::Refused(reason)
+                })?;
+            let mounts = warden_fs::mounts::prepare(
+                inner.data_dir.as_deref(),
+                &self.name,
+                &ext.id,
+                bundle,
+                &eff.mounts,
+            )?;
+            let fs_quota = warden_fs::mounts::quota(
+                inner.data_dir.as_deref(),
+                &self.name,
+                &ext.id,
+                &eff.mounts,
+                inner.policy.files,
+            );
+            let prepared = inner.prepare(&verified)?;
+            let info = ExtensionInfo {
+                tenant: self.name.clone(),
+                id: ext.id.clone(),
+                version: ext.version.to_string(),
+                publisher: ext.publisher.to_string(),
+                content_hash: bundle.content_hash(),
+                kind: prepared.kind(),
+                effective: eff,
+            };
+            let permits = Arc::new(Semaphore::new(
+                info.effective.limits.max_concurrent_calls as usize,
+            ));
+            let caps = CallCaps {
+                network: info.effective.network.clone().map(Arc::new),
+                resolver: Arc::clone(&inner.resolver),
+                mounts: mounts.into(),
+                fs_quota,
+                invoker: None,
+                redactor: None,
+                secrets: inner
+                    .secrets
+                    .access(&self.name, &info.id, &info.effective.secrets),
+                kv: info.effective.kv.then(|| {
+                    KvAccess::new(
+                        Arc::clone(&inner.kv),
+                        self.name.clone(),
+                        info.id.clone(),
+                        inner.kv_quota,
+                    )
+                }),
+            };
+            let loaded = Loaded {
+                record: Record::new(Event::Call, "")
+                    .with_tenant(&self.name)
+                    .with_extension(&info.id)
+                    .with_version(&info.version)
+                    .with_content_hash(info.content_hash),
+                info: info.clone(),
+                methods: manifest.methods.iter().map(|m| m.to_string()).collect(),
+                prepared,
+                caps,
+                permits,
+            };
+            inner
+                .extensions
+                .write()
+                .map_err(|_| HostError::Setup("extension table poisoned".into()))?
+                .entry(self.name.clone())
+                .or_default()
+                .insert(info.id.clone(), Arc::new(loaded));
+            Ok(info)
+        })();
+        let record = match &result {
+            Ok(_) => record.with_outcome(Outcome::Ok),
+            Err(e) if refused => record.with_outcome(Outcome::Denied).with_message(e),
+            Err(e) => record.with_outcome(Outcome::Invalid).with_message(e),
+        };
+        inner.audit.append(record)?;
+        result
+    }
+}
+
+impl Inner {
+    /// The prepared component for these verified bytes, compiled on first use.
+    fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Arc<Prepared>, HostError> {
+        let hash = bundle.content_hash();
+        if let Some(p) = self
+            .prepared
+            .read()
+            .ok()
+            .and_then(|m| m.get(&hash).cloned())
+        {
+            return Ok(p);
+        }
+        let p = Arc::new(self.runtime.prepare(bundle)?);
+        if let Ok(mut m) = self.prepared.write() {
+            m.insert(hash, Arc::clone(&p));
+        }
+        Ok(p)
+    }
+}
