@@ -14,6 +14,8 @@
 //! record is also emitted as a `tracing` event (target `warden::audit`).
 
 pub mod chain;
+mod error;
+mod files;
 mod head;
 mod log;
 mod read;

@@ -33,47 +33,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::chain::{ChainError, MAX_LINE_BYTES, check_line, encode};
+use crate::files::FileLock;
 use crate::head::{HEAD_LEN, Head};
 use crate::read::walk;
 use crate::record::{Event, Outcome, Record};
 use crate::sink::{AuditSink, emit};
 
-/// The log file inside the audit folder: one record per line.
-pub const LOG_FILE: &str = "audit.jsonl";
-/// The head file inside the audit folder: sequence number and hash of the last record.
-pub const HEAD_FILE: &str = "audit.head";
-/// Where torn tails cut from the log are kept (one JSON line each), for the operator to read.
-pub const TORN_FILE: &str = "audit.torn";
+pub use crate::error::AuditError;
+pub use crate::files::{HEAD_FILE, LOG_FILE, TORN_FILE};
 
 /// Mode of the audit folder when warden creates it.
 const DIR_MODE: u32 = 0o700;
 /// Mode of the log and head files when warden creates them.
 const FILE_MODE: u32 = 0o600;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("the audit log in {} is damaged; run `warden audit --verify`", dir.display())]
-    Chain {
-        dir: PathBuf,
-        #[source]
-        source: ChainError,
-    },
-    #[error("encoding an audit record")]
-    Encode(#[source] serde_json::Error),
-    #[error("an audit record of {len} bytes is over the line cap of {max} bytes", max = MAX_LINE_BYTES)]
-    TooLarge { len: usize },
-    #[error(
-        "the audit log is unusable after an earlier write failure; no more records are accepted"
-    )]
-    Broken,
-}
 
 /// Where a record was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,27 +93,6 @@ struct State {
     /// The highest sequence number this process wrote.
     written: u64,
     broken: bool,
-}
-
-/// Unlocks a file lock when dropped.
-pub(crate) struct FileLock<'a>(&'a File);
-
-impl<'a> FileLock<'a> {
-    fn exclusive(file: &'a File) -> io::Result<FileLock<'a>> {
-        file.lock()?;
-        Ok(FileLock(file))
-    }
-    pub(crate) fn shared(file: &'a File) -> io::Result<FileLock<'a>> {
-        file.lock_shared()?;
-        Ok(FileLock(file))
-    }
-}
-
-impl Drop for FileLock<'_> {
-    fn drop(&mut self) {
-        // Closing the file would release it too; an error here leaves nothing to do.
-        let _ = self.0.unlock();
-    }
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {

@@ -5,8 +5,8 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use crate::chain::{ChainError, MAX_LINE_BYTES, Walker};
+use crate::files::{FileLock, HEAD_FILE, LOG_FILE};
 use crate::head::Head;
-use crate::log::{FileLock, HEAD_FILE, LOG_FILE};
 use crate::record::{Event, Record};
 
 /// The result of a successful [`verify`].

@@ -2,7 +2,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use crate::log::AuditError;
+use crate::error::AuditError;
 use crate::record::Record;
 
 /// Something that stores audit records. An error means the record was not stored; a caller

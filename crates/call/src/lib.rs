@@ -8,6 +8,7 @@
 //! records. This crate knows nothing about Wasmtime, storage, audit logs or terminals.
 
 pub mod error;
+pub mod invoke;
 pub mod ledger;
 pub mod output;
 pub mod redact;
@@ -15,6 +16,7 @@ pub mod report;
 pub mod text;
 
 pub use error::{CallError, ErrorCode};
+pub use invoke::{InvokeError, Invoker};
 pub use ledger::{Denial, Ledger, Use};
 pub use output::{LogLevel, LogLine, Stream};
 pub use redact::Redactor;

@@ -173,7 +173,12 @@ async fn time_warden(host: &Host, id: &ExtensionId, n: usize, out: Option<&mut S
     let mut out = out;
     for _ in 0..n {
         let t = Instant::now();
-        let r = host.call(id, "echo", INPUT).await.unwrap();
+        let r = host
+            .default_tenant()
+            .call(id, "echo", INPUT)
+            .await
+            .unwrap()
+            .value;
         let dt = t.elapsed();
         assert_eq!(r, INPUT);
         if let Some(s) = out.as_deref_mut() {
@@ -222,7 +227,11 @@ fn main() {
         .audit(audit.clone())
         .build()
         .unwrap();
-    let id = host.load_file(&bundle, None, &Grant::None).unwrap().id;
+    let id = host
+        .default_tenant()
+        .load_file(&bundle, None, &Grant::None)
+        .unwrap()
+        .id;
     let raw = Raw::new(&examples().join("echo/extension.wasm"));
 
     let (raw_s, warden_s) = rt.block_on(async {
@@ -256,7 +265,11 @@ fn main() {
         .data_dir(dir.path().join("data-durable"))
         .build()
         .unwrap();
-    let did = durable.load_file(&bundle, None, &Grant::None).unwrap().id;
+    let did = durable
+        .default_tenant()
+        .load_file(&bundle, None, &Grant::None)
+        .unwrap()
+        .id;
     let durable_s = rt.block_on(async {
         time_warden(&durable, &did, DURABLE_WARMUP, None).await;
         let mut s = Samples::default();

@@ -60,7 +60,11 @@ fn host(dir: &Path) -> (Host, ExtensionId) {
         .audit(Arc::new(MemoryAudit::default()))
         .build()
         .unwrap();
-    let id = host.load_file(&out, None, &Grant::All).unwrap().id;
+    let id = host
+        .default_tenant()
+        .load_file(&out, None, &Grant::All)
+        .unwrap()
+        .id;
     (host, id)
 }
 
@@ -68,9 +72,11 @@ async fn attempt(host: &Host, id: &ExtensionId, n: u32) -> Duration {
     let input = format!("{n} {DENIED_URL}");
     let t = Instant::now();
     let out = host
+        .default_tenant()
         .call(id, "egress-many", input.as_bytes())
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     let elapsed = t.elapsed();
     assert_eq!(
         String::from_utf8_lossy(&out),

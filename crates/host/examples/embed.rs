@@ -56,7 +56,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "call",
             b"warden.echo echo\nhello through invoke",
         )
-        .await?;
+        .await?
+        .value;
     println!("caller -> {}", String::from_utf8_lossy(&out));
     if out != b"ok:hello through invoke" {
         return Err("caller did not reach echo".into());
@@ -64,7 +65,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out = tenant
         .call(&ext.id, "greet", br#"{"name":"embedder"}"#)
-        .await?;
+        .await?
+        .value;
     println!("greet -> {}", String::from_utf8_lossy(&out));
     match tenant.call(&ext.id, "unknown", b"{}").await {
         Ok(_) => return Err("an undeclared method was called".into()),

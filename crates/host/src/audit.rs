@@ -9,7 +9,7 @@ use warden_runtime::{CallError, CallOutcome, CallReport, ErrorCode};
 
 use crate::error::{CallFailure, Called};
 use crate::host::Inner;
-use crate::load::Loaded;
+use crate::installed::Loaded;
 
 impl Inner {
     /// A call refused before it ran: one audit record.

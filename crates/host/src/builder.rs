@@ -32,6 +32,13 @@ pub struct HostBuilder {
     kv_quota: Option<Quota>,
 }
 
+impl Host {
+    /// A builder with every default written down in the crate docs.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+}
+
 impl HostBuilder {
     /// Where extensions' key-value data lives (default: SQLite at `DATA/warden.db`, or memory
     /// without a data dir).

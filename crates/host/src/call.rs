@@ -10,23 +10,15 @@ use warden_manifest::{ExtensionId, TenantName};
 use warden_runtime::{CallCaps, CallError, CallOutcome};
 
 use crate::error::{CallFailure, Called};
-use crate::host::{Inner, Tenant};
+use crate::host::Inner;
+use crate::installed::Loaded;
 use crate::invoke::{HostInvoker, Via};
-use crate::load::Loaded;
+use crate::tenant::Tenant;
 
 impl Tenant<'_> {
     /// Calls an rpc extension's `method` with `input`, in a fresh instance, with its limits.
+    /// The answer carries the request id of the call's audit record and the guest's output.
     pub async fn call(
-        &self,
-        id: &ExtensionId,
-        method: &str,
-        input: &[u8],
-    ) -> Result<Vec<u8>, CallFailure> {
-        self.call_detailed(id, method, input).await.map(|c| c.value)
-    }
-
-    /// [`Tenant::call`], also returning the request id and the guest's output.
-    pub async fn call_detailed(
         &self,
         id: &ExtensionId,
         method: &str,
@@ -39,15 +31,6 @@ impl Tenant<'_> {
 
     /// Sends an HTTP request to an http extension, in a fresh instance, with its limits.
     pub async fn call_http(
-        &self,
-        id: &ExtensionId,
-        request: http::Request<Bytes>,
-    ) -> Result<http::Response<Bytes>, CallFailure> {
-        self.call_http_detailed(id, request).await.map(|c| c.value)
-    }
-
-    /// [`Tenant::call_http`], also returning the request id and the guest's output.
-    pub async fn call_http_detailed(
         &self,
         id: &ExtensionId,
         request: http::Request<Bytes>,

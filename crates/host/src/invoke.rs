@@ -19,7 +19,7 @@ use warden_runtime::{CallError, InvokeError, Invoker, WorldKind};
 
 use crate::authorize::CallRequest;
 use crate::host::Inner;
-use crate::load::Loaded;
+use crate::installed::Loaded;
 
 /// Calls on the stack at most, counting the top-level one: A → B → C → D.
 pub const MAX_CALL_DEPTH: usize = 4;

@@ -9,9 +9,10 @@
 //!     .trust(TrustBundle::read_file("trust.toml".as_ref())?)
 //!     .data_dir("warden-data")
 //!     .build()?;
-//! let ext = host.load_file("echo.wext".as_ref(), None, &Grant::None)?;
-//! let out = host.call(&ext.id, "echo", br#"{"hi":1}"#).await?;
-//! assert_eq!(out, br#"{"hi":1}"#);
+//! let tenant = host.tenant(&"acme".parse()?); // or host.default_tenant()
+//! let ext = tenant.load_file("echo.wext".as_ref(), None, &Grant::None)?;
+//! let out = tenant.call(&ext.id, "echo", br#"{"hi":1}"#).await?;
+//! assert_eq!(out.value, br#"{"hi":1}"#); // and out.request_id, out.logs
 //! # Ok(()) }
 //! ```
 //!
@@ -30,16 +31,19 @@ mod call;
 mod error;
 mod host;
 mod ids;
+mod installed;
 mod invoke;
 mod load;
 mod secrets;
+mod tenant;
 
 pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
 pub use builder::HostBuilder;
 pub use error::{CallFailure, Called, HostError};
-pub use host::{Host, Tenant};
+pub use host::Host;
+pub use installed::ExtensionInfo;
 pub use invoke::{MAX_CALL_DEPTH, MAX_NESTED_CALLS};
-pub use load::ExtensionInfo;
+pub use tenant::Tenant;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
 pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota};
 pub use warden_manifest::{ExtensionId, Grant, Policy, SecretName, TenantName};

@@ -7,38 +7,16 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use warden_audit::{Event, Outcome, Record};
-use warden_bundle::{Bundle, ContentHash};
-use warden_manifest::{Effective, ExtensionId, Grant, Kind, TenantName, effective};
-use warden_runtime::{CallCaps, KvAccess, Prepared, WorldKind};
+use warden_bundle::Bundle;
+use warden_manifest::{Effective, Grant, Kind, effective};
+use warden_runtime::{CallCaps, KvAccess, Prepared};
 use warden_trust::{Envelope, Verified, verify};
 
 use crate::authorize::LoadRequest;
 use crate::error::HostError;
-use crate::host::{Inner, Tenant};
-
-/// What was loaded.
-#[derive(Debug, Clone)]
-pub struct ExtensionInfo {
-    pub tenant: TenantName,
-    pub id: ExtensionId,
-    pub version: String,
-    pub publisher: String,
-    pub content_hash: ContentHash,
-    pub kind: WorldKind,
-    pub effective: Effective,
-}
-
-pub(crate) struct Loaded {
-    pub(crate) info: ExtensionInfo,
-    /// Extension, version and content hash, sanitized once; each record starts from it.
-    pub(crate) record: Record,
-    pub(crate) methods: Vec<String>,
-    pub(crate) prepared: Arc<Prepared>,
-    /// What each call may reach (the invoker is added per call).
-    pub(crate) caps: CallCaps,
-    /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.
-    pub(crate) permits: Arc<Semaphore>,
-}
+use crate::host::Inner;
+use crate::installed::{ExtensionInfo, Loaded};
+use crate::tenant::Tenant;
 
 impl Tenant<'_> {
     /// Reads, verifies and loads a bundle file (signature at `sig`, default `FILE.sig`) for
@@ -75,6 +53,34 @@ impl Tenant<'_> {
         }
     }
 
+    /// What an install of `verified` with `grant` would be allowed, decided without compiling,
+    /// creating folders or touching storage (a `validate` or `doctor` command can use it):
+    /// requested ∩ granted ∩ policy, limits within the ceiling, and the [`Authorizer`]'s say.
+    ///
+    /// [`Authorizer`]: crate::Authorizer
+    pub fn configure(
+        &self,
+        verified: &Verified<Bundle>,
+        grant: &Grant,
+    ) -> Result<Effective, HostError> {
+        let bundle = verified.get();
+        let manifest = bundle.manifest();
+        if manifest.extension.kind == Kind::Process {
+            return Err(HostError::ProcessUnsupported(manifest.extension.id.clone()));
+        }
+        let eff = effective(manifest, grant, &self.inner.policy)?;
+        self.inner
+            .authorizer
+            .authorize_load(&LoadRequest {
+                tenant: &self.name,
+                manifest,
+                content_hash: bundle.content_hash(),
+                effective: &eff,
+            })
+            .map_err(HostError::Refused)?;
+        Ok(eff)
+    }
+
     /// Loads an already verified bundle for this tenant with the operator's grant.
     pub fn load(
         &self,
@@ -90,24 +96,8 @@ impl Tenant<'_> {
             .with_extension(&ext.id)
             .with_version(&ext.version)
             .with_content_hash(bundle.content_hash());
-        let mut refused = false;
         let result = (|| -> Result<ExtensionInfo, HostError> {
-            if ext.kind == Kind::Process {
-                return Err(HostError::ProcessUnsupported(ext.id.clone()));
-            }
-            let eff = effective(manifest, grant, &inner.policy)?;
-            inner
-                .authorizer
-                .authorize_load(&LoadRequest {
-                    tenant: &self.name,
-                    manifest,
-                    content_hash: bundle.content_hash(),
-                    effective: &eff,
-                })
-                .map_err(|reason| {
-                    refused = true;
-                    HostError::Refused(reason)
-                })?;
+            let eff = self.configure(&verified, grant)?;
             let mounts = warden_fs::mounts::prepare(
                 inner.data_dir.as_deref(),
                 &self.name,
@@ -177,7 +167,7 @@ impl Tenant<'_> {
         })();
         let record = match &result {
             Ok(_) => record.with_outcome(Outcome::Ok),
-            Err(e) if refused => record.with_outcome(Outcome::Denied).with_message(e),
+            Err(e @ HostError::Refused(_)) => record.with_outcome(Outcome::Denied).with_message(e),
             Err(e) => record.with_outcome(Outcome::Invalid).with_message(e),
         };
         inner.audit.append(record)?;

@@ -12,14 +12,13 @@ use warden_runtime::{SecretAccess, SecretSource};
 use warden_secrets::{SecretStore, SecretValue};
 
 use crate::error::HostError;
-use crate::host::Tenant;
 
 type Key = (TenantName, ExtensionId, SecretName);
 
 pub(crate) struct HostSecrets {
-    store: SecretStore,
+    pub(crate) store: SecretStore,
     /// Shadow stored values; never written anywhere.
-    transient: RwLock<HashMap<Key, SecretValue>>,
+    pub(crate) transient: RwLock<HashMap<Key, SecretValue>>,
 }
 
 impl HostSecrets {
@@ -80,52 +79,5 @@ impl SecretSource for InstallSecrets {
             .store
             .get(&self.tenant, &self.extension, name)
             .map_err(|e| e.to_string())
-    }
-}
-
-impl Tenant<'_> {
-    /// Stores a secret for this tenant's `extension`, encrypted at rest (in memory only
-    /// without a data dir). Calls read the new value from their next `get`.
-    pub fn put_secret(
-        &self,
-        extension: &ExtensionId,
-        name: &SecretName,
-        value: SecretValue,
-    ) -> Result<(), HostError> {
-        Ok(self
-            .inner
-            .secrets
-            .store
-            .put(&self.name, extension, name, &value)?)
-    }
-
-    /// Removes a stored secret; `true` if it existed.
-    pub fn delete_secret(
-        &self,
-        extension: &ExtensionId,
-        name: &SecretName,
-    ) -> Result<bool, HostError> {
-        Ok(self
-            .inner
-            .secrets
-            .store
-            .delete(&self.name, extension, name)?)
-    }
-
-    /// Sets a secret for this host's lifetime only: never written to disk, it shadows a stored
-    /// value of the same name (`warden run --secret`).
-    pub fn put_transient_secret(
-        &self,
-        extension: &ExtensionId,
-        name: &SecretName,
-        value: SecretValue,
-    ) -> Result<(), HostError> {
-        self.inner
-            .secrets
-            .transient
-            .write()
-            .map_err(|_| HostError::Setup("secret table poisoned".into()))?
-            .insert((self.name.clone(), extension.clone(), name.clone()), value);
-        Ok(())
     }
 }

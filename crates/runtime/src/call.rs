@@ -14,10 +14,10 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use warden_call::output::lines;
 use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
 
-use crate::bindings::RpcExtensionPre;
 use crate::caps::CallCaps;
 use crate::capture::Capture;
 use crate::engine::Runtime;
+use crate::prepared::{Prepared, World};
 use crate::state::CallState;
 
 /// Captured stdout and stderr per call, each (the rest is dropped and counted).
@@ -25,23 +25,6 @@ pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 /// Fuel given to a call whose extension sets no fuel limit: fuel is always on in the engine
 /// (so limits can be per extension), and this is effectively unlimited.
 const UNMETERED_FUEL: u64 = u64::MAX / 2;
-
-pub(crate) enum World {
-    Rpc(RpcExtensionPre<CallState>),
-    Http(ProxyPre<CallState>),
-}
-
-/// A compiled, pre-linked component: instantiated afresh for every call.
-pub struct Prepared {
-    world: World,
-}
-
-/// Which kind of extension a component is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorldKind {
-    Rpc,
-    Http,
-}
 
 /// A store for one call, and the handles to read what it did afterwards.
 struct Call {
@@ -175,17 +158,6 @@ fn failed<T>(started: Instant, e: CallError) -> CallOutcome<T> {
 }
 
 impl Prepared {
-    pub(crate) fn new(world: World) -> Self {
-        Prepared { world }
-    }
-
-    pub fn kind(&self) -> WorldKind {
-        match self.world {
-            World::Rpc(_) => WorldKind::Rpc,
-            World::Http(_) => WorldKind::Http,
-        }
-    }
-
     /// Calls `handler.call(method, input)` in a fresh instance, with `caps` as its capabilities.
     pub async fn call_rpc(
         &self,

@@ -4,15 +4,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use warden_call::Redactor;
-use warden_fs::FsQuota;
+use warden_call::{Invoker, Redactor};
+use warden_fs::{FsQuota, MountDir};
+use warden_kv::KvAccess;
 use warden_manifest::EffectiveNetwork;
 use warden_net::{Resolver, SystemResolver};
-
-use crate::config::SecretAccess;
-use crate::fs::MountDir;
-use crate::invoke::Invoker;
-use crate::kv::KvAccess;
+use warden_secrets::SecretAccess;
 
 #[derive(Clone)]
 pub struct CallCaps {
@@ -20,16 +17,16 @@ pub struct CallCaps {
     pub network: Option<Arc<EffectiveNetwork>>,
     /// How allowed names are resolved (default: the operating system's resolver).
     pub resolver: Arc<dyn Resolver>,
-    /// Host folders preopened for the guest (see [`crate::fs`]); empty = no file system.
+    /// Host folders preopened for the guest (see the file-system bindings); empty = no file system.
     pub mounts: Arc<[MountDir]>,
     /// The install's quota on its read-write mounts, shared by all its calls (see
     /// [`FsQuota`]); `None`: unlimited (no read-write mount, or an embedder's choice).
     pub fs_quota: Option<FsQuota>,
-    /// Calls to other extensions (see [`crate::invoke`]); `None` denies every call.
+    /// Calls to other extensions (see the invoke bindings); `None` denies every call.
     pub invoker: Option<Arc<dyn Invoker>>,
-    /// The install's granted secrets (see [`crate::config`]); `None` denies every `get`.
+    /// The install's granted secrets (see the `wasi:config` bindings); `None` denies every `get`.
     pub secrets: Option<SecretAccess>,
-    /// The install's key-value store (see [`crate::kv`]); `None` denies every `open`.
+    /// The install's key-value store (see the key-value bindings); `None` denies every `open`.
     pub kv: Option<KvAccess>,
     /// For a call made through `invoke`: the caller's secret values, which this call's report
     /// is redacted of as well (and the values this call reads join them). `None`: a fresh set.

@@ -6,16 +6,13 @@
 //! `get-all` returns the granted secrets that are set. Every value handed out is added to
 //! the call's [`Redactor`], so it never leaves the runtime in logs, records or errors.
 
-use std::fmt;
 use std::sync::Arc;
 
 use warden_manifest::SecretName;
-use warden_secrets::SecretValue;
+use warden_secrets::SecretAccess;
 
 use warden_call::{Capability, Ledger, Redactor};
 use wasmtime::component::{HasData, Linker};
-
-use crate::state::CallState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -28,36 +25,12 @@ mod bindings {
 
 pub(crate) use bindings::wasi::config::store;
 
-/// Where an install's secret values come from; bound by the host to one (tenant, extension),
-/// so nothing a guest asks can reach another install's secrets.
-pub trait SecretSource: Send + Sync {
-    /// The value of `name`, `None` if unset. An error must name the secret, never a value.
-    fn get(&self, name: &SecretName) -> Result<Option<SecretValue>, String>;
-}
-
-/// An install's effective secret grant and where the values are read from.
-#[derive(Clone)]
-pub struct SecretAccess {
-    /// Declared by the manifest, granted by the operator, allowed by policy.
-    pub granted: Arc<[SecretName]>,
-    pub source: Arc<dyn SecretSource>,
-}
-
-impl fmt::Debug for SecretAccess {
-    /// Names only: there are no values here to show.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretAccess")
-            .field("granted", &self.granted)
-            .finish_non_exhaustive()
-    }
-}
-
 /// What `wasi:config/store` may touch of a call: the install's secret grant, the ledger, and
 /// the redactor every value handed out joins.
 pub(crate) struct SecretsView<'a> {
-    access: Option<&'a SecretAccess>,
-    ledger: &'a Ledger,
-    redactor: &'a Redactor,
+    pub(crate) access: Option<&'a SecretAccess>,
+    pub(crate) ledger: &'a Ledger,
+    pub(crate) redactor: &'a Redactor,
 }
 
 impl SecretsView<'_> {
@@ -124,11 +97,10 @@ impl HasData for Secrets {
     type Data<'a> = SecretsView<'a>;
 }
 
-/// Links `wasi:config/store`.
-pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    store::add_to_linker::<_, Secrets>(l, |s: &mut CallState| SecretsView {
-        access: s.secrets.as_ref(),
-        ledger: &s.ledger,
-        redactor: &s.redactor,
-    })
+/// Links `wasi:config/store`, with `view` giving each call's grant, ledger and redactor.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    l: &mut Linker<T>,
+    view: fn(&mut T) -> SecretsView<'_>,
+) -> wasmtime::Result<()> {
+    store::add_to_linker::<T, Secrets>(l, view)
 }

@@ -152,7 +152,10 @@ impl Runtime {
     /// Compiles (or loads from the cache) a verified bundle's component and pre-links it for
     /// its world. Only verified bytes reach the compiler and the on-disk cache.
     /// CPU-heavy on a cache miss: call it off the async executor.
-    pub fn prepare(&self, bundle: &Verified<Bundle>) -> Result<crate::call::Prepared, LoadError> {
+    pub fn prepare(
+        &self,
+        bundle: &Verified<Bundle>,
+    ) -> Result<crate::prepared::Prepared, LoadError> {
         let component = Component::new(&self.engine, bundle.entry())
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let exports: Vec<String> = component
@@ -170,13 +173,13 @@ impl Runtime {
         let exports = |e: wasmtime::Error| LoadError::Exports(format!("{e:#}"));
         let pre = || self.linker.instantiate_pre(&component).map_err(imports);
         let world = if exports_rpc {
-            crate::call::World::Rpc(RpcExtensionPre::new(pre()?).map_err(exports)?)
+            crate::prepared::World::Rpc(RpcExtensionPre::new(pre()?).map_err(exports)?)
         } else if exports_http {
-            crate::call::World::Http(ProxyPre::new(pre()?).map_err(exports)?)
+            crate::prepared::World::Http(ProxyPre::new(pre()?).map_err(exports)?)
         } else {
             return Err(LoadError::NoKnownWorld);
         };
-        Ok(crate::call::Prepared::new(world))
+        Ok(crate::prepared::Prepared::new(world))
     }
 }
 
@@ -188,17 +191,20 @@ fn linker(engine: &Engine) -> Result<Linker<CallState>, LoadError> {
     let mut l = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut l).map_err(err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l).map_err(err)?;
-    crate::sockets::add_to_linker(&mut l).map_err(err)?;
+    // Shadowing Wasmtime's own: checked name lookups and sockets, audited file system calls,
+    // the egress allowlist in front of `outgoing-handler`.
+    crate::sockets::add_to_linker(&mut l, CallState::sockets_view).map_err(err)?;
     crate::fs::add_to_linker(&mut l).map_err(err)?;
     crate::egress::handler::add_to_linker(&mut l).map_err(err)?;
-    crate::kv::add_to_linker(&mut l).map_err(err)?;
-    crate::config::add_to_linker(&mut l).map_err(err)?;
-    crate::logging::add_to_linker(&mut l).map_err(err)?;
+    // warden's own host interfaces.
+    crate::kv::add_to_linker(&mut l, CallState::kv_view).map_err(err)?;
+    crate::config::add_to_linker(&mut l, CallState::secrets_view).map_err(err)?;
+    crate::logging::add_to_linker(&mut l, CallState::logging_view).map_err(err)?;
     crate::bindings::warden::extension::types::add_to_linker::<_, HasSelf<CallState>>(
         &mut l,
         |s| s,
     )
     .map_err(err)?;
-    crate::invoke::add_to_linker(&mut l).map_err(err)?;
+    crate::invoke::add_to_linker(&mut l, CallState::invoke_view).map_err(err)?;
     Ok(l)
 }

@@ -35,13 +35,17 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 use wasmtime_wasi::p2::{
     DynOutputStream, FsResult, OutputStream, Pollable, StreamError, StreamResult,
 };
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 
 use warden_call::{Capability, Ledger};
-pub use warden_fs::MountDir;
-use warden_fs::{BLOCK, Cost, FsQuota, WalkGuard, blocks_touched};
+use warden_fs::{BLOCK, Cost, FsQuota, MountDir, WalkGuard, blocks_touched};
 
-use crate::state::CallState;
+/// What the file-system wrappers need of a call's state: Wasmtime's file system view (via
+/// `WasiView`), the install's quota and the call's ledger. `CallState` implements it.
+pub(crate) trait FsCall: WasiView + Send + 'static {
+    fn fs_quota(&self) -> Option<&FsQuota>;
+    fn ledger(&self) -> &Ledger;
+}
 
 /// Preopens every mount and records it as granted. A folder that cannot be opened fails the
 /// call (never a silent narrower mount).
@@ -65,7 +69,7 @@ pub(crate) fn preopen(
 
 /// Turns Wasmtime's answer into the guest's, recording a refusal as a denial.
 fn answer<T>(
-    state: &mut CallState,
+    state: &mut impl FsCall,
     op: &str,
     path: &str,
     result: FsResult<T>,
@@ -89,7 +93,7 @@ fn answer<T>(
             format!("{op} {path}")
         };
         state
-            .ledger
+            .ledger()
             .deny(Capability::Filesystem, &target, Some(why.to_string()));
     }
     Ok(Err(code))
@@ -160,7 +164,7 @@ macro_rules! wrap_stream {
 /// Shadows the refusable `descriptor` methods of Wasmtime's `wasi:filesystem/types` with the
 /// recording (and quota-charging) wrappers. Must be called after Wasmtime's WASI interfaces
 /// are added.
-pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()> {
     l.allow_shadowing(true);
     let mut inst = l.instance("wasi:filesystem/types@0.2.12")?;
     wrap!(inst, "open-at", "open", (fd: Fd, pf: PathFlags, path: String, of: OpenFlags, df: DescriptorFlags), path.clone(), open_at,
@@ -197,11 +201,11 @@ pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
 /// refusal is audited as `not-permitted`), or for an unknown descriptor (Wasmtime traps).
 /// A refusal is audited and answered with `insufficient-space`.
 async fn charge(
-    state: &mut CallState,
+    state: &mut impl FsCall,
     fd: &Fd,
     cost: Cost,
 ) -> Result<Option<(FsQuota, Cost)>, ErrorCode> {
-    let Some(quota) = state.fs_quota.clone() else {
+    let Some(quota) = state.fs_quota().cloned() else {
         return Ok(None);
     };
     let writable = match state.filesystem().table.get(fd) {
@@ -223,7 +227,7 @@ async fn charge(
         Ok(()) => Ok(Some((quota, cost))),
         Err(reason) => {
             state
-                .ledger
+                .ledger()
                 .deny(Capability::Filesystem, quota.target(), Some(reason));
             Err(ErrorCode::InsufficientSpace)
         }
@@ -233,7 +237,7 @@ async fn charge(
 /// How much `set-size` to `size` grows the file behind `fd`: shrinking is free (a guest over
 /// its quota must be able to cut a file down), and if the current size cannot be read the
 /// whole new size is charged.
-async fn growth(state: &mut CallState, fd: &Fd, size: Filesize) -> u64 {
+async fn growth(state: &mut impl FsCall, fd: &Fd, size: Filesize) -> u64 {
     let file = match state.filesystem().table.get(fd) {
         Ok(Descriptor::File(f)) => Arc::clone(&f.file),
         _ => return size,
@@ -245,8 +249,8 @@ async fn growth(state: &mut CallState, fd: &Fd, size: Filesize) -> u64 {
     size.saturating_sub(len)
 }
 
-async fn freed(state: &mut CallState) {
-    if let Some(q) = state.fs_quota.clone() {
+async fn freed(state: &mut impl FsCall) {
+    if let Some(q) = state.fs_quota().cloned() {
         q.freed().await;
     }
 }
@@ -254,14 +258,14 @@ async fn freed(state: &mut CallState) {
 /// Replaces a new output stream in the call's table by a [`QuotaStream`] around it, when the
 /// install has a quota.
 fn quota_stream(
-    state: &mut CallState,
+    state: &mut impl FsCall,
     stream: Resource<DynOutputStream>,
     pos: Option<Filesize>,
 ) -> wasmtime::Result<Resource<DynOutputStream>> {
-    let Some(quota) = state.fs_quota.clone() else {
+    let Some(quota) = state.fs_quota().cloned() else {
         return Ok(stream);
     };
-    let ledger = state.ledger.clone();
+    let ledger = state.ledger().clone();
     let table = state.filesystem().table;
     // Just created, so nothing borrows or descends from it yet.
     let inner = table.delete(stream)?;

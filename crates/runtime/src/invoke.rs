@@ -6,47 +6,19 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use warden_call::{Capability, Ledger, Redactor};
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::{GuestCallError, warden};
-use crate::state::CallState;
 
-/// Why a call to another extension did not return a value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InvokeError {
-    /// Refused before the callee ran; `reason` goes to the audit log and to the guest.
-    Denied { reason: String },
-    /// The callee could not be run (not loaded for this tenant, not an rpc extension); `code`
-    /// is what the guest sees. Recorded as a denial: nothing was reached.
-    Unavailable { code: String, message: String },
-    /// The callee ran and failed (its own error, a limit, a trap); `code` is what the guest sees.
-    Failed { code: String, message: String },
-}
-
-/// Runs another extension on behalf of a calling guest. Implemented by the host, one value per
-/// call (it knows the caller, its tenant and the chain of calls so far).
-#[async_trait]
-pub trait Invoker: Send + Sync {
-    /// `redactor` holds the secret values the caller was handed: the callee's report must be
-    /// redacted of them too (the caller may pass them in `input`); give it to the callee's
-    /// [`CallCaps::redactor`](crate::CallCaps).
-    async fn invoke(
-        &self,
-        extension: &str,
-        method: &str,
-        input: Vec<u8>,
-        redactor: Redactor,
-    ) -> Result<Vec<u8>, InvokeError>;
-}
+use warden_call::{InvokeError, Invoker};
 
 /// What `warden:extension/invoke` may touch of a call: the host's invoker (none: denied), the
 /// ledger, and the caller's redactor (handed on to the callee).
 pub(crate) struct InvokeView<'a> {
-    invoker: Option<&'a Arc<dyn Invoker>>,
-    ledger: &'a Ledger,
-    redactor: &'a Redactor,
+    pub(crate) invoker: Option<&'a Arc<dyn Invoker>>,
+    pub(crate) ledger: &'a Ledger,
+    pub(crate) redactor: &'a Redactor,
 }
 
 impl warden::extension::invoke::Host for InvokeView<'_> {
@@ -100,11 +72,11 @@ impl HasData for Invoke {
     type Data<'a> = InvokeView<'a>;
 }
 
-/// Links `warden:extension/invoke`.
-pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    warden::extension::invoke::add_to_linker::<_, Invoke>(l, |s: &mut CallState| InvokeView {
-        invoker: s.invoker.as_ref(),
-        ledger: &s.ledger,
-        redactor: &s.redactor,
-    })
+/// Links `warden:extension/invoke`, with `view` giving each call's invoker, ledger and
+/// redactor.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    l: &mut Linker<T>,
+    view: fn(&mut T) -> InvokeView<'_>,
+) -> wasmtime::Result<()> {
+    warden::extension::invoke::add_to_linker::<T, Invoke>(l, view)
 }

@@ -15,19 +15,15 @@
 //! A blocking job whose call has gone (time-out) is told so through a [`Cancel`] flag, which
 //! batch operations check between keys.
 
-use std::fmt;
 use std::sync::Arc;
 
 use warden_call::Ledger;
 use warden_kv::{
-    BucketName, Cancel, ExtensionId, KvBackend, KvError, LIST_PAGE_KEYS, MAX_BATCH_KEYS, Quota,
-    Scope, TenantName,
+    BucketName, Cancel, KvBackend, KvError, LIST_PAGE_KEYS, MAX_BATCH_KEYS, Quota, Scope,
 };
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use warden_call::Capability;
-
-use crate::state::CallState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -41,40 +37,7 @@ mod bindings {
 use bindings::wasi::keyvalue::{atomics, batch, store};
 use store::Error;
 
-/// The key-value grant of one install: which store (tenant, extension) and its quota.
-#[derive(Clone)]
-pub struct KvAccess {
-    backend: Arc<dyn KvBackend>,
-    tenant: TenantName,
-    extension: ExtensionId,
-    quota: Quota,
-}
-
-impl KvAccess {
-    pub fn new(
-        backend: Arc<dyn KvBackend>,
-        tenant: TenantName,
-        extension: ExtensionId,
-        quota: Quota,
-    ) -> KvAccess {
-        KvAccess {
-            backend,
-            tenant,
-            extension,
-            quota,
-        }
-    }
-}
-
-impl fmt::Debug for KvAccess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KvAccess")
-            .field("tenant", &self.tenant)
-            .field("extension", &self.extension)
-            .field("quota", &self.quota)
-            .finish_non_exhaustive()
-    }
-}
+use warden_kv::KvAccess;
 
 /// An open bucket: the scope it was opened with (only a granted `open` creates one).
 pub struct Bucket {
@@ -85,9 +48,9 @@ pub struct Bucket {
 /// What `wasi:keyvalue` may touch of a call: the install's key-value grant (none: every
 /// `open` denied), the call's resource table (open buckets) and its ledger.
 pub(crate) struct KvView<'a> {
-    access: Option<&'a KvAccess>,
-    table: &'a mut ResourceTable,
-    ledger: &'a Ledger,
+    pub(crate) access: Option<&'a KvAccess>,
+    pub(crate) table: &'a mut ResourceTable,
+    pub(crate) ledger: &'a Ledger,
 }
 
 struct Keyvalue;
@@ -96,15 +59,12 @@ impl HasData for Keyvalue {
     type Data<'a> = KvView<'a>;
 }
 
-pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    bindings::Imports::add_to_linker::<_, Keyvalue>(l, |s: &mut CallState| {
-        let (table, ledger, access) = s.kv_parts();
-        KvView {
-            access,
-            table,
-            ledger,
-        }
-    })
+/// Links `wasi:keyvalue`, with `view` giving each call's grant, table and ledger.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    l: &mut Linker<T>,
+    view: fn(&mut T) -> KvView<'_>,
+) -> wasmtime::Result<()> {
+    bindings::Imports::add_to_linker::<T, Keyvalue>(l, view)
 }
 
 /// Cancels its flag when dropped: the future awaiting a blocking job is dropped when the call
@@ -166,7 +126,7 @@ impl KvView<'_> {
     ) -> wasmtime::Result<Result<T, Error>> {
         let (access, scope) = self.bucket(b)?;
         let s = Arc::clone(&scope);
-        let result = blocking(move |c| op(access.backend.as_ref(), &s, &access.quota, c)).await;
+        let result = blocking(move |c| op(access.backend(), &s, access.quota(), c)).await;
         Ok(result.map_err(|e| self.kv_error(&scope, e)))
     }
 }
@@ -200,7 +160,7 @@ impl store::Host for KvView<'_> {
             return Ok(Err(Error::NoSuchStore));
         };
         self.ledger.allow(Capability::Kv, name.as_str());
-        let scope = Scope::new(access.tenant.clone(), access.extension.clone(), name);
+        let scope = access.scope(name);
         let bucket = Bucket {
             access,
             scope: Arc::new(scope),

@@ -6,32 +6,36 @@
 //! [`CallCaps`], e.g. its network grant) is decided by the caller, `warden-host`. It knows
 //! nothing of bundles, signatures or audit.
 
+// The mechanism: engine, one call, what a call's Store holds.
 mod bindings;
 pub mod call;
-pub mod caps;
-pub mod capture;
-pub mod config;
-pub mod egress;
-pub mod engine;
-pub mod error;
-pub mod fs;
-pub mod invoke;
-pub mod kv;
+mod caps;
+mod capture;
+mod engine;
+mod error;
 mod limiter;
+mod prepared;
+mod state;
+
+// One module per host interface, each implemented on a borrowed view of the call's state.
+mod config;
+pub mod egress;
+mod fs;
+mod invoke;
+mod kv;
 pub mod logging;
 mod sockets;
-pub mod state;
 
-pub use call::{Prepared, WorldKind};
 pub use caps::CallCaps;
-pub use config::{SecretAccess, SecretSource};
-pub use egress::{Lookup, Resolver, SystemResolver};
 pub use engine::{Runtime, RuntimeConfig, engine_config};
 pub use error::LoadError;
-pub use fs::MountDir;
-pub use invoke::{InvokeError, Invoker};
-pub use kv::KvAccess;
+pub use prepared::{Prepared, WorldKind};
+// The policy types a host hands the runtime, re-exported for embedders of the runtime alone.
 pub use warden_call::{
-    CallError, CallOutcome, CallReport, Denial, ErrorCode, Ledger, LogLevel, LogLine, Redactor,
-    Stream, Use,
+    CallError, CallOutcome, CallReport, Denial, ErrorCode, InvokeError, Invoker, Ledger, LogLevel,
+    LogLine, Redactor, Stream, Use,
 };
+pub use warden_fs::MountDir;
+pub use warden_kv::KvAccess;
+pub use warden_net::{Lookup, Resolver, SystemResolver};
+pub use warden_secrets::{SecretAccess, SecretSource};

@@ -9,8 +9,6 @@ use warden_call::{LogLevel, LogLine, Redactor, Stream};
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::state::CallState;
-
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit/deps/logging",
@@ -107,7 +105,7 @@ impl From<logging::Level> for LogLevel {
 
 /// What `wasi:logging` may touch of a call: its log capture, nothing else.
 pub(crate) struct LoggingView<'a> {
-    logs: &'a LogCapture,
+    pub(crate) logs: &'a LogCapture,
 }
 
 impl logging::Host for LoggingView<'_> {
@@ -122,7 +120,10 @@ impl HasData for Logging {
     type Data<'a> = LoggingView<'a>;
 }
 
-/// Links `wasi:logging/logging`.
-pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    logging::add_to_linker::<_, Logging>(l, |s: &mut CallState| LoggingView { logs: &s.logs })
+/// Links `wasi:logging/logging`, with `view` giving each call's capture.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    l: &mut Linker<T>,
+    view: fn(&mut T) -> LoggingView<'_>,
+) -> wasmtime::Result<()> {
+    logging::add_to_linker::<T, Logging>(l, view)
 }

@@ -22,14 +22,11 @@ use std::sync::{Arc, Mutex};
 
 use warden_call::{Capability, Ledger};
 use warden_manifest::{AllowedHost, EffectiveNetwork, RequestHost};
-use warden_net::{Resolver, addr};
+use warden_net::{DNS_TIMEOUT, Resolver, addr};
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::{DynPollable, Network, Pollable, SocketError, subscribe};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
-
-use crate::egress::DNS_TIMEOUT;
-use crate::state::CallState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -325,8 +322,8 @@ impl wasmtime_wasi::p2::bindings::sockets::network::HostNetwork for SocketsView<
 /// What the shadowed socket interfaces may touch of a call: Wasmtime's sockets context (its
 /// implementation does the socket work) and the call's socket policy.
 pub(crate) struct SocketsView<'a> {
-    wasi: WasiSocketsCtxView<'a>,
-    policy: &'a SocketPolicy,
+    pub(crate) wasi: WasiSocketsCtxView<'a>,
+    pub(crate) policy: &'a SocketPolicy,
 }
 
 struct Sockets;
@@ -335,18 +332,16 @@ impl HasData for Sockets {
     type Data<'a> = SocketsView<'a>;
 }
 
-fn view(s: &mut CallState) -> SocketsView<'_> {
-    let (wasi, policy) = s.sockets_parts();
-    SocketsView { wasi, policy }
-}
-
 /// Replaces Wasmtime's name lookup and socket creation with the ones above. Must be called
 /// after Wasmtime's WASI interfaces are added.
-pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    l: &mut Linker<T>,
+    view: fn(&mut T) -> SocketsView<'_>,
+) -> wasmtime::Result<()> {
     l.allow_shadowing(true);
-    ip_name_lookup::add_to_linker::<CallState, Sockets>(l, view)?;
-    tcp_create_socket::add_to_linker::<CallState, Sockets>(l, view)?;
-    udp_create_socket::add_to_linker::<CallState, Sockets>(l, view)?;
+    ip_name_lookup::add_to_linker::<T, Sockets>(l, view)?;
+    tcp_create_socket::add_to_linker::<T, Sockets>(l, view)?;
+    udp_create_socket::add_to_linker::<T, Sockets>(l, view)?;
     l.allow_shadowing(false);
     Ok(())
 }

@@ -5,18 +5,26 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use warden_call::{Invoker, Ledger, Redactor};
+use warden_fs::FsQuota;
+use warden_kv::KvAccess;
+use warden_secrets::SecretAccess;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::sockets::WasiSocketsCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-use warden_call::{Ledger, Redactor};
 
 use crate::bindings::warden;
 use crate::caps::CallCaps;
 use crate::capture::Capture;
+use crate::config::SecretsView;
 use crate::egress::EgressHooks;
-use crate::invoke::Invoker;
+use crate::fs::FsCall;
+use crate::invoke::InvokeView;
+use crate::kv::KvView;
 use crate::limiter::MemoryBudget;
+use crate::logging::{LogCapture, LoggingView};
+use crate::sockets::{SocketPolicy, SocketsView};
 
 pub struct CallState {
     table: ResourceTable,
@@ -30,12 +38,12 @@ pub struct CallState {
     /// The secret values handed to this call (and, through `invoke`, to its callers): every
     /// text the call reports is redacted of them.
     pub(crate) redactor: Redactor,
-    pub(crate) secrets: Option<crate::config::SecretAccess>,
-    pub(crate) logs: crate::logging::LogCapture,
-    pub(crate) kv: Option<crate::kv::KvAccess>,
+    pub(crate) secrets: Option<SecretAccess>,
+    pub(crate) logs: LogCapture,
+    pub(crate) kv: Option<KvAccess>,
     /// The install's file quota, charged by the shadowed `descriptor` methods (`fs.rs`).
-    pub(crate) fs_quota: Option<warden_fs::FsQuota>,
-    pub(crate) sockets_policy: crate::sockets::SocketPolicy,
+    pub(crate) fs_quota: Option<FsQuota>,
+    pub(crate) sockets_policy: SocketPolicy,
 }
 
 impl CallState {
@@ -54,7 +62,7 @@ impl CallState {
         b.stdout(stdout.clone())
             .stderr(stderr.clone())
             .max_random_size(MAX_RANDOM_BYTES);
-        let sockets_policy = crate::sockets::SocketPolicy::new(
+        let sockets_policy = SocketPolicy::new(
             caps.network.clone(),
             Arc::clone(&caps.resolver),
             ledger.clone(),
@@ -82,34 +90,51 @@ impl CallState {
             invoker: caps.invoker.clone(),
             redactor: caps.redactor.clone().unwrap_or_default(),
             secrets: caps.secrets.clone(),
-            logs: crate::logging::LogCapture::default(),
+            logs: LogCapture::default(),
             kv: caps.kv.clone(),
             fs_quota: caps.fs_quota.clone(),
             sockets_policy,
         })
     }
 
-    /// Disjoint borrows for the key-value view.
-    pub(crate) fn kv_parts(
-        &mut self,
-    ) -> (&mut ResourceTable, &Ledger, Option<&crate::kv::KvAccess>) {
-        (&mut self.table, &self.ledger, self.kv.as_ref())
+    // One view per host interface: each borrows only what that interface may touch.
+
+    pub(crate) fn kv_view(&mut self) -> KvView<'_> {
+        KvView {
+            access: self.kv.as_ref(),
+            table: &mut self.table,
+            ledger: &self.ledger,
+        }
     }
 
-    /// Disjoint borrows for the sockets view: Wasmtime's sockets context and the policy.
-    pub(crate) fn sockets_parts(
-        &mut self,
-    ) -> (
-        wasmtime_wasi::sockets::WasiSocketsCtxView<'_>,
-        &crate::sockets::SocketPolicy,
-    ) {
-        (
-            wasmtime_wasi::sockets::WasiSocketsCtxView {
+    pub(crate) fn secrets_view(&mut self) -> SecretsView<'_> {
+        SecretsView {
+            access: self.secrets.as_ref(),
+            ledger: &self.ledger,
+            redactor: &self.redactor,
+        }
+    }
+
+    pub(crate) fn invoke_view(&mut self) -> InvokeView<'_> {
+        InvokeView {
+            invoker: self.invoker.as_ref(),
+            ledger: &self.ledger,
+            redactor: &self.redactor,
+        }
+    }
+
+    pub(crate) fn logging_view(&mut self) -> LoggingView<'_> {
+        LoggingView { logs: &self.logs }
+    }
+
+    pub(crate) fn sockets_view(&mut self) -> SocketsView<'_> {
+        SocketsView {
+            wasi: WasiSocketsCtxView {
                 ctx: self.wasi.sockets(),
                 table: &mut self.table,
             },
-            &self.sockets_policy,
-        )
+            policy: &self.sockets_policy,
+        }
     }
 
     /// Request and response body bytes of this call's outgoing HTTP so far.
@@ -124,6 +149,16 @@ const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// Live resources per call (streams, requests, pollables, ...).
 const MAX_RESOURCES: usize = 100_000;
+
+impl FsCall for CallState {
+    fn fs_quota(&self) -> Option<&FsQuota> {
+        self.fs_quota.as_ref()
+    }
+
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {

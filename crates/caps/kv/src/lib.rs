@@ -13,6 +13,7 @@
 //! counts and answers alike, and pass the suite in `warden_kv::testing` (feature `testing`).
 //! This crate knows nothing of Wasmtime or of any database.
 
+mod access;
 mod memory;
 mod quota;
 #[cfg(any(test, feature = "testing"))]
@@ -23,6 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use access::KvAccess;
 pub use memory::MemoryKv;
 pub use quota::{Quota, Usage, entry_bytes};
 pub use warden_manifest::{ExtensionId, TenantName};

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use warden_manifest::{EffectiveNetwork, RequestHost, Scheme};
 
-pub use resolve::{Lookup, Resolver, SystemResolver};
+pub use resolve::{DNS_TIMEOUT, Lookup, Resolver, SystemResolver};
 
 /// A request that passed the allowlist.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,10 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::time::Duration;
+
+/// Time to resolve a name, for every lookup an extension causes (HTTP or sockets).
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What [`Resolver::lookup`] returns: every address of the name.
 pub type Lookup<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + 'a>>;

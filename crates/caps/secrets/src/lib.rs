@@ -6,14 +6,18 @@
 //! implementation that only ever sees ciphertext: [`MemoryRows`] here, SQLite in
 //! `warden-store-sqlite` (which also opens a store on `DATA/`).
 //!
+//! [`SecretAccess`] is what one install may read (its grant and a [`SecretSource`] bound to it).
+//!
 //! This crate knows nothing about Wasmtime, guests, databases or terminals; it never prints.
 //! Errors name the secret (tenant, extension, name), never its value.
 
+mod access;
 mod key;
 mod rows;
 mod store;
 mod value;
 
+pub use access::{SecretAccess, SecretSource};
 pub use key::{KEY_BYTES, KEY_FILE, SecretKey};
 pub use rows::{MemoryRows, SealedRow, SecretRows};
 pub use store::SecretStore;

@@ -110,7 +110,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         .data_dir(&args.data)
         .build()
         .context("starting the host")?;
-    let info = host
+    let tenant = host.default_tenant();
+    let info = tenant
         .load_file(&args.bundle, args.sig.as_deref(), &args.grant)
         .with_context(|| format!("loading {}", args.bundle.display()))?;
     if !args.secrets.is_empty() {
@@ -123,7 +124,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let terminal = std::io::stdout().is_terminal();
     match args.invocation {
         Invocation::Call { method, input } => {
-            let called = runtime.block_on(host.call_detailed(&info.id, &method, &input));
+            let called = runtime.block_on(tenant.call(&info.id, &method, &input));
             let called = called.map_err(|f| {
                 show_logs(&f.logs);
                 anyhow!(f)
@@ -147,7 +148,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .body(Bytes::from(body))
                 .context("building the HTTP request")?;
             let called = runtime
-                .block_on(host.call_http_detailed(&info.id, req))
+                .block_on(tenant.call_http(&info.id, req))
                 .map_err(|f| {
                     show_logs(&f.logs);
                     anyhow!(f)

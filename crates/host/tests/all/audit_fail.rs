@@ -46,13 +46,13 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
     });
     let echo = lab.load("echo");
     let hello = lab.load("hello");
-    assert_eq!(lab.host.call(&echo, "echo", b"1").await.unwrap(), b"1");
+    assert_eq!(lab.call(&echo, "echo", b"1").await.unwrap(), b"1");
     let healthy = sink.stored.len();
 
     // The disk fills. The call in flight already ran, but its record is lost: its result is
     // not handed out as a success, and the host notices.
     sink.failing.store(true, Ordering::SeqCst);
-    let e = lab.host.call(&echo, "echo", b"2").await.unwrap_err();
+    let e = lab.call(&echo, "echo", b"2").await.unwrap_err();
     assert!(
         matches!(&e.error, CallError::Host(m) if m.contains("its audit records could not be written")),
         "{e}"
@@ -62,11 +62,11 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
 
     // From now on nothing runs, rpc or http, for as long as records cannot be stored.
     for _ in 0..3 {
-        let e = lab.host.call(&echo, "echo", b"3").await.unwrap_err();
+        let e = lab.call(&echo, "echo", b"3").await.unwrap_err();
         assert!(refused_for_audit(&e), "{e}");
         assert!(e.to_string().contains("No space left"), "{e}");
         let req = http::Request::get("/greet/me").body(Bytes::new()).unwrap();
-        let e = lab.host.call_http(&hello, req).await.unwrap_err();
+        let e = lab.call_http(&hello, req).await.unwrap_err();
         assert!(refused_for_audit(&e), "{e}");
     }
     assert_eq!(sink.stored.len(), healthy, "nothing could be stored");
@@ -74,7 +74,7 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
     // Space is freed. The next call is still refused, but its refusal is stored: that is the
     // proof the store works again.
     sink.failing.store(false, Ordering::SeqCst);
-    let e = lab.host.call(&echo, "echo", b"4").await.unwrap_err();
+    let e = lab.call(&echo, "echo", b"4").await.unwrap_err();
     assert!(refused_for_audit(&e), "{e}");
     let records = sink.stored.records();
     assert_eq!(records.len(), healthy + 1);
@@ -94,9 +94,9 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
     );
 
     // And calls run (and are audited) again.
-    assert_eq!(lab.host.call(&echo, "echo", b"5").await.unwrap(), b"5");
+    assert_eq!(lab.call(&echo, "echo", b"5").await.unwrap(), b"5");
     let req = http::Request::get("/greet/me").body(Bytes::new()).unwrap();
-    assert_eq!(lab.host.call_http(&hello, req).await.unwrap().status(), 200);
+    assert_eq!(lab.call_http(&hello, req).await.unwrap().status(), 200);
     let records = sink.stored.records();
     let ok_calls = records[healthy + 1..]
         .iter()
@@ -116,13 +116,13 @@ async fn a_failure_while_refusing_keeps_the_host_closed() {
     });
     let echo = lab.load("echo");
     sink.failing.store(true, Ordering::SeqCst);
-    let e = lab.host.call(&echo, "nope", b"").await.unwrap_err();
+    let e = lab.call(&echo, "nope", b"").await.unwrap_err();
     assert!(matches!(e.error, CallError::Invalid(_)), "{e}");
-    let e = lab.host.call(&echo, "echo", b"x").await.unwrap_err();
+    let e = lab.call(&echo, "echo", b"x").await.unwrap_err();
     assert!(refused_for_audit(&e), "{e}");
     sink.failing.store(false, Ordering::SeqCst);
     assert!(refused_for_audit(
-        &lab.host.call(&echo, "echo", b"x").await.unwrap_err()
+        &lab.call(&echo, "echo", b"x").await.unwrap_err()
     ));
-    assert_eq!(lab.host.call(&echo, "echo", b"y").await.unwrap(), b"y");
+    assert_eq!(lab.call(&echo, "echo", b"y").await.unwrap(), b"y");
 }

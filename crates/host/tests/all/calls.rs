@@ -5,22 +5,18 @@ use bytes::Bytes;
 use warden_audit::{Event, Outcome};
 use warden_host::{CallError, Grant};
 
-use crate::support::{Lab, text};
+use crate::support::{Lab, call, text};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn echo_answers_and_each_call_is_audited() {
     let lab = Lab::new();
     let id = lab.load("echo");
-    let out = lab.host.call(&id, "echo", br#"{"x":[1,2]}"#).await.unwrap();
+    let out = lab.call(&id, "echo", br#"{"x":[1,2]}"#).await.unwrap();
     assert_eq!(out, br#"{"x":[1,2]}"#);
-    let out = lab
-        .host
-        .call(&id, "greet", br#"{"name":"Ada"}"#)
-        .await
-        .unwrap();
+    let out = lab.call(&id, "greet", br#"{"name":"Ada"}"#).await.unwrap();
     assert!(text(&out).contains("Hello, Ada!"), "{}", text(&out));
     // A method the manifest does not list is refused before anything runs.
-    let e = lab.host.call(&id, "nope", b"{}").await.unwrap_err();
+    let e = lab.call(&id, "nope", b"{}").await.unwrap_err();
     assert!(matches!(e.error, CallError::Invalid(_)), "{e}");
     let records = lab.audit.records();
     let calls: Vec<_> = records
@@ -46,7 +42,7 @@ async fn hello_answers_http() {
     let lab = Lab::new();
     let id = lab.load("hello");
     let req = http::Request::get("/greet/me").body(Bytes::new()).unwrap();
-    let resp = lab.host.call_http(&id, req).await.unwrap();
+    let resp = lab.call_http(&id, req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
     assert!(
@@ -55,7 +51,7 @@ async fn hello_answers_http() {
         text(resp.body())
     );
     // The wrong kind of call for the world is a clear error, not a trap.
-    let e = lab.host.call(&id, "x", b"").await.unwrap_err();
+    let e = lab.call(&id, "x", b"").await.unwrap_err();
     assert!(matches!(e.error, CallError::Invalid(_)), "{e}");
 }
 
@@ -67,7 +63,11 @@ async fn unverifiable_bundles_are_refused_and_audited() {
     let last = bytes.len() - 2000;
     bytes[last] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
-    let e = lab.host.load_file(&path, None, &Grant::None).unwrap_err();
+    let e = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::None)
+        .unwrap_err();
     assert!(
         e.to_string().contains("verification failed")
             || e.to_string().contains("reading the bundle"),
@@ -83,7 +83,11 @@ async fn limits_above_the_ceiling_refuse_the_load() {
     let lab =
         Lab::with_policy(warden_host::Policy::parse("[policy]\nmax_memory = \"16MiB\"\n").unwrap());
     let path = lab.bundle("hostile", |m| m);
-    let e = lab.host.load_file(&path, None, &Grant::None).unwrap_err();
+    let e = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::None)
+        .unwrap_err();
     assert!(
         e.to_string()
             .contains("limits.max_memory = 32MiB is above the operator's ceiling of 16MiB"),
@@ -107,7 +111,7 @@ async fn compiled_code_is_cached_on_disk_and_shared_by_content_hash() {
         m.replace("id = \"warden.echo\"", "id = \"warden.echo2\"")
     });
     assert_ne!(a, b);
-    assert_eq!(lab.host.call(&b, "echo", b"1").await.unwrap(), b"1");
+    assert_eq!(lab.call(&b, "echo", b"1").await.unwrap(), b"1");
     // A restart finds the compiled code: Wasmtime writes an artifact only on a cache miss, so
     // a recompilation would rewrite these files.
     let artifacts =
@@ -131,8 +135,14 @@ async fn compiled_code_is_cached_on_disk_and_shared_by_content_hash() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     let restarted = lab.restarted_host();
     let path = lab.bundle("echo", |m| m);
-    let info = restarted.load_file(&path, None, &Grant::None).unwrap();
-    assert_eq!(restarted.call(&info.id, "echo", b"2").await.unwrap(), b"2");
+    let info = restarted
+        .default_tenant()
+        .load_file(&path, None, &Grant::None)
+        .unwrap();
+    assert_eq!(
+        call(&restarted, &info.id, "echo", b"2").await.unwrap(),
+        b"2"
+    );
     assert_eq!(
         artifacts(&walk(&cache)),
         before,

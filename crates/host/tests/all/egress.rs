@@ -157,7 +157,7 @@ pub(crate) fn network(hosts: &[&str], ports: &[u16]) -> impl Fn(String) -> Strin
 }
 
 async fn egress(lab: &Lab, id: &ExtensionId, url: &str) -> String {
-    text(&lab.host.call(id, "egress", url.as_bytes()).await.unwrap())
+    text(&lab.call(id, "egress", url.as_bytes()).await.unwrap())
 }
 
 fn denials(lab: &Lab) -> Vec<Record> {
@@ -490,7 +490,6 @@ async fn the_fetcher_example_fetches_only_from_its_allowed_hosts() {
         &Grant::All,
     );
     let out = lab
-        .host
         .call(
             &id,
             "fetch",
@@ -500,7 +499,6 @@ async fn the_fetcher_example_fetches_only_from_its_allowed_hosts() {
         .unwrap();
     assert_eq!(text(&out), "200\nfetched body");
     let err = lab
-        .host
         .call(
             &id,
             "fetch",

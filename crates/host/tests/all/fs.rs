@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use warden_audit::Event;
 use warden_host::{ExtensionId, ExtensionInfo, Grant, Host, TenantName};
 
-use crate::support::{Lab, text};
+use crate::support::{Lab, call, text};
 
 const FIXTURE: &str = "hostile-fs";
 const SECRET: &str = "OUTSIDE-SECRET";
@@ -73,7 +73,7 @@ fn load(lab: &Lab, tenant: &str, edit: impl Fn(String) -> String, grant: &Grant)
 async fn run(host: &Host, tenant: &str, id: &ExtensionId, method: &str, input: &str) -> String {
     let t: TenantName = tenant.parse().unwrap();
     match host.tenant(&t).call(id, method, input.as_bytes()).await {
-        Ok(out) => text(&out),
+        Ok(out) => text(&out.value),
         Err(e) => panic!("{method} {input:?} failed the call: {e}"),
     }
 }
@@ -796,14 +796,22 @@ async fn tenants_and_extensions_never_see_each_others_files() {
 async fn data_persists_across_a_restart_for_the_same_tenant_and_extension() {
     let lab = Lab::new();
     let path = lab.bundle(FIXTURE, mounts(&["/data"], &[]));
-    let id = lab.host.load_file(&path, None, &Grant::All).unwrap().id;
+    let id = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap()
+        .id;
     assert_eq!(
         op(&lab, &id, "write", "/data/kept.txt|still here").await,
         "ok"
     );
 
     let restarted = lab.restarted_host();
-    restarted.load_file(&path, None, &Grant::All).unwrap();
+    restarted
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap();
     let other: TenantName = "other".parse().unwrap();
     restarted
         .tenant(&other)
@@ -870,7 +878,11 @@ async fn a_mount_not_granted_is_absent_and_the_call_goes_on() {
 async fn assets_are_the_bundle_bytes_read_only_and_repaired_when_tampered_with() {
     let lab = Lab::new();
     let path = lab.bundle(FIXTURE, mounts(&[], &["/assets"]));
-    let info = lab.host.load_file(&path, None, &Grant::All).unwrap();
+    let info = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap();
     let assets = ro_roots(&lab, &info)[1].1.clone();
     let expected = [
         ("readme.txt", "hostile-fs asset: ORIGINAL\n"),
@@ -905,7 +917,10 @@ async fn assets_are_the_bundle_bytes_read_only_and_repaired_when_tampered_with()
     fs::set_permissions(assets.join("readme.txt"), fs::Permissions::from_mode(0o444)).unwrap();
     symlink("/etc/passwd", assets.join("passwd")).unwrap();
     fs::set_permissions(&assets, fs::Permissions::from_mode(0o555)).unwrap();
-    lab.host.load_file(&path, None, &Grant::All).unwrap();
+    lab.host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap();
     check(&assets);
     assert_eq!(
         op(&lab, &info.id, "read", "/assets/readme.txt").await,
@@ -923,30 +938,30 @@ async fn assets_are_the_bundle_bytes_read_only_and_repaired_when_tampered_with()
 async fn notes_keeps_notes_in_data_and_renders_them_with_its_assets() {
     let lab = Lab::new();
     let path = lab.bundle("notes", |m| m);
-    let info = lab.host.load_file(&path, None, &Grant::All).unwrap();
+    let info = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap();
     let id = info.id.clone();
-    assert_eq!(text(&lab.host.call(&id, "list", b"").await.unwrap()), "");
+    assert_eq!(text(&lab.call(&id, "list", b"").await.unwrap()), "");
     let add = |body: &'static str| {
         let host = lab.host.clone();
         let id = id.clone();
-        async move { text(&host.call(&id, "add", body.as_bytes()).await.unwrap()) }
+        async move { text(&call(&host, &id, "add", body.as_bytes()).await.unwrap()) }
     };
     assert_eq!(add("Shopping\nmilk\neggs\n").await, "1");
     assert_eq!(add("Call Ada").await, "2");
     assert_eq!(
-        text(&lab.host.call(&id, "list", b"").await.unwrap()),
+        text(&lab.call(&id, "list", b"").await.unwrap()),
         "1\tShopping\n2\tCall Ada\n"
     );
     assert_eq!(
-        text(&lab.host.call(&id, "get", b"1").await.unwrap()),
+        text(&lab.call(&id, "get", b"1").await.unwrap()),
         "# Shopping\n(note 1)\n\nmilk\neggs\n"
     );
     // Client input never becomes a path.
-    let e = lab
-        .host
-        .call(&id, "get", b"../../etc/passwd")
-        .await
-        .unwrap_err();
+    let e = lab.call(&id, "get", b"../../etc/passwd").await.unwrap_err();
     assert!(e.to_string().contains("note number"), "{e}");
     // The notes are plain files in the install's own folder.
     let notes = host_dir(&lab, "default", "warden-examples.notes", "data").join("notes");
@@ -956,9 +971,12 @@ async fn notes_keeps_notes_in_data_and_renders_them_with_its_assets() {
     );
     // And they survive a restart.
     let restarted = lab.restarted_host();
-    restarted.load_file(&path, None, &Grant::All).unwrap();
+    restarted
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap();
     assert_eq!(
-        text(&restarted.call(&id, "get", b"2").await.unwrap()),
+        text(&call(&restarted, &id, "get", b"2").await.unwrap()),
         "# Call Ada\n(note 2)\n\n\n"
     );
     // Each call was granted both mounts, recorded in the audit log.

@@ -12,7 +12,7 @@ use crate::support::{Lab, text};
 const MARGIN: Duration = Duration::from_millis(750);
 
 async fn still_serves(lab: &Lab, id: &ExtensionId) {
-    let out = lab.host.call(id, "state", b"").await.unwrap();
+    let out = lab.call(id, "state", b"").await.unwrap();
     assert_eq!(text(&out), "count=1 leftover=no");
 }
 
@@ -21,7 +21,7 @@ async fn infinite_loop_is_stopped_at_the_time_limit() {
     let lab = Lab::new();
     let id = lab.load("hostile");
     let t = Instant::now();
-    let e = lab.host.call(&id, "loop", b"").await.unwrap_err();
+    let e = lab.call(&id, "loop", b"").await.unwrap_err();
     let took = t.elapsed();
     assert!(
         matches!(e.error, CallError::Timeout(d) if d == Duration::from_secs(1)),
@@ -43,7 +43,7 @@ async fn infinite_loop_is_stopped_at_the_time_limit() {
 async fn deep_recursion_traps_cleanly() {
     let lab = Lab::new();
     let id = lab.load("hostile");
-    let e = lab.host.call(&id, "recurse", b"").await.unwrap_err();
+    let e = lab.call(&id, "recurse", b"").await.unwrap_err();
     // Rust guests keep their stack in linear memory: overflowing it is an out-of-bounds trap
     // (or, for deep wasm frames, "call stack exhausted"). Either way a trap, not a host crash.
     assert!(matches!(&e.error, CallError::Trap(_)), "{e}");
@@ -55,7 +55,7 @@ async fn blocking_host_call_is_stopped_at_the_time_limit() {
     let lab = Lab::new();
     let id = lab.load("hostile");
     let t = Instant::now();
-    let e = lab.host.call(&id, "sleep", b"10000").await.unwrap_err();
+    let e = lab.call(&id, "sleep", b"10000").await.unwrap_err();
     let took = t.elapsed();
     assert!(matches!(e.error, CallError::Timeout(_)), "{e}");
     assert!(took < Duration::from_secs(1) + MARGIN, "{took:?}");
@@ -67,7 +67,7 @@ async fn memory_is_capped_for_the_whole_instance() {
     let lab = Lab::new();
     let id = lab.load("hostile");
     // The guest asks for 100 MiB in 1 MiB steps; the 32 MiB budget stops it, gracefully.
-    let out = lab.host.call(&id, "grow", b"100").await;
+    let out = lab.call(&id, "grow", b"100").await;
     match out {
         Ok(bytes) => {
             let got: u64 = text(&bytes)
@@ -84,7 +84,7 @@ async fn memory_is_capped_for_the_whole_instance() {
         "a memory limit hit is audited: {records:#?}"
     );
     // A result too large to build inside the budget: the guest's allocation fails.
-    let e = lab.host.call(&id, "huge", b"100000000").await.unwrap_err();
+    let e = lab.call(&id, "huge", b"100000000").await.unwrap_err();
     assert!(
         matches!(&e.error, CallError::MemoryLimit(_))
             || matches!(&e.error, CallError::Extension { code, .. } if code == "out-of-memory"),
@@ -97,7 +97,7 @@ async fn memory_is_capped_for_the_whole_instance() {
 async fn huge_results_are_refused() {
     let lab = Lab::new();
     let id = lab.load("hostile");
-    let e = lab.host.call(&id, "huge", b"2000000").await.unwrap_err();
+    let e = lab.call(&id, "huge", b"2000000").await.unwrap_err();
     assert!(
         matches!(e.error, CallError::TooLarge { what: "result", .. }),
         "{e}"
@@ -112,7 +112,7 @@ async fn no_state_survives_between_calls() {
     let lab = Lab::new();
     let id = lab.load("hostile");
     for _ in 0..5 {
-        let out = lab.host.call(&id, "state", b"").await.unwrap();
+        let out = lab.call(&id, "state", b"").await.unwrap();
         assert_eq!(text(&out), "count=1 leftover=no");
     }
 }
@@ -121,16 +121,16 @@ async fn no_state_survives_between_calls() {
 async fn traps_and_ambient_authority() {
     let lab = Lab::new();
     let id = lab.load("hostile");
-    let e = lab.host.call(&id, "trap", b"").await.unwrap_err();
+    let e = lab.call(&id, "trap", b"").await.unwrap_err();
     assert!(matches!(e.error, CallError::Trap(_)), "{e}");
-    let env = text(&lab.host.call(&id, "env", b"").await.unwrap());
+    let env = text(&lab.call(&id, "env", b"").await.unwrap());
     assert_eq!(env, "env=|args=", "no environment, no arguments");
-    let files = text(&lab.host.call(&id, "files", b"").await.unwrap());
+    let files = text(&lab.call(&id, "files", b"").await.unwrap());
     assert!(
         files.starts_with("passwd=err:") && files.contains("root=err:"),
         "{files}"
     );
-    let net = text(&lab.host.call(&id, "net", b"").await.unwrap());
+    let net = text(&lab.call(&id, "net", b"").await.unwrap());
     assert!(!net.contains("ok"), "network reached: {net}");
     still_serves(&lab, &id).await;
 }
@@ -142,7 +142,8 @@ async fn output_is_captured_escaped_and_capped() {
     // 20k lines (180 KB) with an escape sequence: captured up to the cap, escaped, the rest counted.
     let called = lab
         .host
-        .call_detailed(&id, "stdout", b"hi\x1b[31m\n|20000")
+        .default_tenant()
+        .call(&id, "stdout", b"hi\x1b[31m\n|20000")
         .await
         .unwrap();
     assert_eq!(text(&called.value), "printed");
@@ -157,7 +158,7 @@ async fn output_is_captured_escaped_and_capped() {
     assert!(last.contains("bytes dropped: output cap reached"), "{last}");
     let kept: usize = logs.iter().map(|l| l.text.len()).sum();
     assert!(kept < 2 * warden_runtime::call::MAX_OUTPUT_BYTES, "{kept}");
-    let e = lab.host.call(&id, "trap", b"").await.unwrap_err();
+    let e = lab.call(&id, "trap", b"").await.unwrap_err();
     assert!(e.logs.is_empty());
 }
 
@@ -172,11 +173,11 @@ async fn extensions_keep_their_own_limits_when_called_together() {
     let t = Instant::now();
     let (a, b) = tokio::join!(
         async {
-            let r = lab.host.call(&fast, "loop", b"").await;
+            let r = lab.call(&fast, "loop", b"").await;
             (r, t.elapsed())
         },
         async {
-            let r = lab.host.call(&slow, "loop", b"").await;
+            let r = lab.call(&slow, "loop", b"").await;
             (r, t.elapsed())
         }
     );
@@ -199,11 +200,11 @@ async fn excess_concurrent_calls_are_refused_as_busy() {
     let lab = Lab::new();
     let id = lab.load("hostile"); // max_concurrent_calls = 2
     let (a, b, c) = tokio::join!(
-        lab.host.call(&id, "sleep", b"300"),
-        lab.host.call(&id, "sleep", b"300"),
+        lab.call(&id, "sleep", b"300"),
+        lab.call(&id, "sleep", b"300"),
         async {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            lab.host.call(&id, "sleep", b"300").await
+            lab.call(&id, "sleep", b"300").await
         }
     );
     assert_eq!(text(&a.unwrap()), "slept");
@@ -227,7 +228,7 @@ async fn fuel_limits_stop_a_busy_guest_before_its_time_limit() {
         m.replace("[limits]", "[limits]\nmax_fuel = 5000000")
     });
     let t = Instant::now();
-    let e = lab.host.call(&id, "loop", b"").await.unwrap_err();
+    let e = lab.call(&id, "loop", b"").await.unwrap_err();
     assert!(
         matches!(e.error, CallError::FuelExhausted(5_000_000)),
         "{e}"
@@ -239,7 +240,7 @@ async fn fuel_limits_stop_a_busy_guest_before_its_time_limit() {
     let last = lab.audit.records().pop().unwrap();
     assert_eq!(last.outcome(), Outcome::FuelExhausted);
     // A metered call that finishes reports the fuel it used.
-    lab.host.call(&id, "state", b"").await.unwrap();
+    lab.call(&id, "state", b"").await.unwrap();
     let last = lab.audit.records().pop().unwrap();
     assert!(
         last.fuel().is_some_and(|f| f > 0 && f < 5_000_000),
@@ -251,9 +252,9 @@ async fn fuel_limits_stop_a_busy_guest_before_its_time_limit() {
 async fn ungranted_capabilities_are_typed_errors_and_audited() {
     let lab = Lab::new();
     let id = lab.load("hostile");
-    let out = text(&lab.host.call(&id, "egress", b"example.com").await.unwrap());
+    let out = text(&lab.call(&id, "egress", b"example.com").await.unwrap());
     assert_eq!(out, "egress=err:ErrorCode::HttpRequestDenied");
-    let out = text(&lab.host.call(&id, "invoke", b"warden.echo").await.unwrap());
+    let out = text(&lab.call(&id, "invoke", b"warden.echo").await.unwrap());
     assert_eq!(out, "invoke=err:denied");
     let denials: Vec<_> = lab
         .audit
@@ -285,10 +286,10 @@ async fn http_guests_that_finish_early_or_flood_the_body_are_contained() {
     // A guest that sets the response and finishes before the host reads it (empty body, or no
     // body at all): answered normally, every time, and audited.
     for _ in 0..5 {
-        let resp = lab.host.call_http(&id, get("/empty")).await.unwrap();
+        let resp = lab.call_http(&id, get("/empty")).await.unwrap();
         assert_eq!(resp.status(), 204);
         assert!(resp.body().is_empty());
-        let resp = lab.host.call_http(&id, get("/nobody")).await.unwrap();
+        let resp = lab.call_http(&id, get("/nobody")).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert!(resp.body().is_empty());
     }
@@ -300,11 +301,7 @@ async fn http_guests_that_finish_early_or_flood_the_body_are_contained() {
         .count();
     assert_eq!(calls, 10);
     // A body far over the 1 MiB cap ends the call as too large (not at the deadline).
-    let e = lab
-        .host
-        .call_http(&id, get("/big/134217728"))
-        .await
-        .unwrap_err();
+    let e = lab.call_http(&id, get("/big/134217728")).await.unwrap_err();
     assert!(
         matches!(
             e.error,
@@ -317,7 +314,7 @@ async fn http_guests_that_finish_early_or_flood_the_body_are_contained() {
     );
     let last = lab.audit.records().pop().unwrap();
     assert_eq!(last.outcome(), Outcome::TooLarge);
-    let resp = lab.host.call_http(&id, get("/")).await.unwrap();
+    let resp = lab.call_http(&id, get("/")).await.unwrap();
     assert_eq!(resp.body().as_ref(), b"fine");
 }
 
@@ -326,9 +323,9 @@ async fn host_side_allocations_a_guest_can_request_are_capped() {
     let lab = Lab::new();
     let id = lab.load("hostile");
     // Random bytes are allocated by the host, outside the guest's memory budget: capped at 1 MiB.
-    let out = lab.host.call(&id, "random", b"1048576").await.unwrap();
+    let out = lab.call(&id, "random", b"1048576").await.unwrap();
     assert_eq!(text(&out), "random=1048576");
-    let e = lab.host.call(&id, "random", b"67108864").await.unwrap_err();
+    let e = lab.call(&id, "random", b"67108864").await.unwrap_err();
     assert!(matches!(e.error, CallError::Trap(_)), "{e}");
     still_serves(&lab, &id).await;
 }

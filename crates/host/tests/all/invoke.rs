@@ -41,7 +41,6 @@ async fn a_declared_and_granted_call_reaches_the_callee_and_is_audited() {
     let echo = lab.load("echo");
     let c = caller(&lab, "warden.caller", &["warden.echo"], &Grant::All);
     let out = lab
-        .host
         .call(&c, "call", b"warden.echo echo\nhello there")
         .await
         .unwrap();
@@ -71,22 +70,16 @@ async fn undeclared_or_ungranted_targets_are_denied_and_the_caller_goes_on() {
     // Declared echo only: hostile is not declared.
     let c = caller(&lab, "warden.caller", &["warden.echo"], &Grant::All);
     let out = lab
-        .host
         .call(&c, "call", b"warden.hostile state\n")
         .await
         .unwrap();
     assert!(text(&out).starts_with("err:denied:"), "{}", text(&out));
     // Declared but not granted.
     let d = caller(&lab, "warden.caller2", &["warden.echo"], &Grant::None);
-    let out = lab
-        .host
-        .call(&d, "call", b"warden.echo echo\nx")
-        .await
-        .unwrap();
+    let out = lab.call(&d, "call", b"warden.echo echo\nx").await.unwrap();
     assert!(text(&out).starts_with("err:denied:"), "{}", text(&out));
     // Not an extension id at all.
     let out = lab
-        .host
         .call(&c, "call", b"../../etc/passwd echo\nx")
         .await
         .unwrap();
@@ -121,7 +114,6 @@ async fn the_callee_runs_with_its_own_capabilities_not_the_callers() {
         &Grant::All,
     );
     let out = lab
-        .host
         .call(&c, "call", b"warden.hostile egress\nhttp://127.0.0.1:9/")
         .await
         .unwrap();
@@ -141,7 +133,6 @@ async fn cycles_are_refused() {
     caller(&lab, "warden.b", &["warden.a"], &Grant::All);
     // a → b → a: the second call to a is a cycle.
     let out = lab
-        .host
         .call(&a, "call", b"warden.b call\nwarden.a call\nwarden.b call\n")
         .await
         .unwrap();
@@ -172,7 +163,7 @@ async fn depth_is_limited() {
     let input =
         b"warden.c2 call\nwarden.c3 call\nwarden.c4 call\nwarden.c5 call\nwarden.echo echo\nx";
     let c1: ExtensionId = "warden.c1".parse().unwrap();
-    let out = lab.host.call(&c1, "call", input).await.unwrap();
+    let out = lab.call(&c1, "call", input).await.unwrap();
     assert!(
         text(&out).starts_with("ok:ok:ok:err:denied:"),
         "{}",
@@ -195,11 +186,7 @@ async fn calls_stay_within_the_tenant() {
         .load_file(&path, None, &Grant::None)
         .unwrap();
     let c = caller(&lab, "warden.caller", &["warden.echo"], &Grant::All);
-    let out = lab
-        .host
-        .call(&c, "call", b"warden.echo echo\nx")
-        .await
-        .unwrap();
+    let out = lab.call(&c, "call", b"warden.echo echo\nx").await.unwrap();
     assert!(text(&out).starts_with("err:not-found:"), "{}", text(&out));
     assert!(
         !lab.audit
@@ -231,7 +218,11 @@ impl Authorizer for Picky {
 async fn an_authorizer_can_refuse_loads_and_calls_but_not_allow_more() {
     let lab = Lab::with_builder(Policy::default(), |b| b.authorizer(Arc::new(Picky)));
     let path = lab.bundle("hostile", |m| m);
-    let err = lab.host.load_file(&path, None, &Grant::None).unwrap_err();
+    let err = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::None)
+        .unwrap_err();
     assert!(err.to_string().contains("not welcome"), "{err}");
     let load = lab
         .audit
@@ -242,20 +233,16 @@ async fn an_authorizer_can_refuse_loads_and_calls_but_not_allow_more() {
     assert_eq!(load.outcome(), Outcome::Denied);
     assert!(
         lab.host
+            .default_tenant()
             .extension(&"warden.hostile".parse().unwrap())
             .is_none()
     );
 
     lab.load("echo");
     let c = caller(&lab, "warden.caller", &["warden.echo"], &Grant::All);
-    let out = lab
-        .host
-        .call(&c, "call", b"warden.echo echo\nx")
-        .await
-        .unwrap();
+    let out = lab.call(&c, "call", b"warden.echo echo\nx").await.unwrap();
     assert_eq!(text(&out), "ok:x");
     let out = lab
-        .host
         .call(&c, "call", b"warden.echo greet\n{\"name\":\"a\"}")
         .await
         .unwrap();
@@ -269,7 +256,6 @@ async fn nested_calls_per_top_level_call_are_limited_and_every_refusal_is_counte
     lab.load("echo");
     let c = caller(&lab, "warden.caller", &["warden.echo"], &Grant::All);
     let out = lab
-        .host
         .call(&c, "call", b"warden.echo echo 130\nx")
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use warden_audit::{Decision, Event, Record};
 use warden_host::{ExtensionId, Grant, KvQuota, MemoryKv, Policy, TenantName};
 
-use crate::support::{Lab, text};
+use crate::support::{Lab, call, text};
 
 const HOSTILE: &str = "hostile-kv";
 const OTHER_ID: &str = "warden-examples.hostile-kv-two";
@@ -42,7 +42,7 @@ async fn run(lab: &Lab, tenant_name: &str, id: &ExtensionId, script: &str) -> Ve
         .call(id, "run", script.as_bytes())
         .await
         .unwrap();
-    text(&out).lines().map(str::to_string).collect()
+    text(&out.value).lines().map(str::to_string).collect()
 }
 
 fn db(lab: &Lab) -> PathBuf {
@@ -447,7 +447,8 @@ async fn data_survives_a_restart() {
         .tenant(&t)
         .call(&id, "run", script.as_bytes())
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     assert_eq!(
         text(&out),
         format!(
@@ -463,32 +464,40 @@ async fn data_survives_a_restart() {
 async fn kv_counter_counts_across_calls_concurrency_and_restarts() {
     let lab = Lab::new();
     let path = lab.bundle("kv-counter", |m| m);
-    let id = lab.host.load_file(&path, None, &Grant::All).unwrap().id;
-    assert_eq!(lab.host.call(&id, "get", b"visits").await.unwrap(), b"0");
+    let id = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap()
+        .id;
+    assert_eq!(lab.call(&id, "get", b"visits").await.unwrap(), b"0");
     // Four calls at once (the strict profile's concurrency): increments are atomic.
-    let calls = (0..4).map(|_| lab.host.call(&id, "increment", b"visits"));
+    let calls = (0..4).map(|_| lab.call(&id, "increment", b"visits"));
     for r in futures_join(calls).await {
         r.unwrap();
     }
     assert_eq!(
-        lab.host.call(&id, "increment", b"visits 10").await.unwrap(),
+        lab.call(&id, "increment", b"visits 10").await.unwrap(),
         b"14"
     );
-    assert_eq!(lab.host.call(&id, "get", b"other").await.unwrap(), b"0");
+    assert_eq!(lab.call(&id, "get", b"other").await.unwrap(), b"0");
 
     let host = lab.restarted_host();
-    host.load_file(&path, None, &Grant::All).unwrap();
-    assert_eq!(host.call(&id, "get", b"visits").await.unwrap(), b"14");
+    host.default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap();
+    assert_eq!(call(&host, &id, "get", b"visits").await.unwrap(), b"14");
 
     // Without the grant the guest gets its typed error, and the value stays.
-    let denied = lab.host.load_file(&path, None, &Grant::None).unwrap().id;
-    let err = lab
+    let denied = lab
         .host
-        .call(&denied, "increment", b"visits")
-        .await
-        .unwrap_err();
+        .default_tenant()
+        .load_file(&path, None, &Grant::None)
+        .unwrap()
+        .id;
+    let err = lab.call(&denied, "increment", b"visits").await.unwrap_err();
     assert!(err.to_string().contains("denied"), "{err}");
-    assert_eq!(host.call(&id, "get", b"visits").await.unwrap(), b"14");
+    assert_eq!(call(&host, &id, "get", b"visits").await.unwrap(), b"14");
 }
 
 /// An embedder's own backend and quota replace the defaults (SQLite in the data dir, the
@@ -503,14 +512,21 @@ async fn an_embedder_backend_and_quota_are_used() {
         b.kv_backend(Arc::new(MemoryKv::new())).kv_quota(quota)
     });
     let path = lab.bundle("kv-counter", |m| m);
-    let id = lab.host.load_file(&path, None, &Grant::All).unwrap().id;
-    assert_eq!(lab.host.call(&id, "increment", b"a").await.unwrap(), b"1");
-    let err = lab.host.call(&id, "increment", b"b").await.unwrap_err();
+    let id = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap()
+        .id;
+    assert_eq!(lab.call(&id, "increment", b"a").await.unwrap(), b"1");
+    let err = lab.call(&id, "increment", b"b").await.unwrap_err();
     assert!(err.to_string().contains("at most 1 keys"), "{err}");
     // A host on the same data dir with the default backend (SQLite) sees nothing of it.
     let host = lab.restarted_host();
-    host.load_file(&path, None, &Grant::All).unwrap();
-    assert_eq!(host.call(&id, "get", b"a").await.unwrap(), b"0");
+    host.default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap();
+    assert_eq!(call(&host, &id, "get", b"a").await.unwrap(), b"0");
 }
 
 /// F3: the guest stores one 1 MiB value and asks `get-many` for it 1000 times (~1 GiB of

@@ -42,6 +42,7 @@ fn lab_with(grant_text: &str) -> (Lab, ExtensionId) {
     let path = lab.bundle("hostile-secrets", |m| m);
     let id = lab
         .host
+        .default_tenant()
         .load_file(&path, None, &grant(grant_text))
         .unwrap()
         .id;
@@ -53,7 +54,14 @@ fn lab_with(grant_text: &str) -> (Lab, ExtensionId) {
 }
 
 async fn call(host: &Host, id: &ExtensionId, method: &str, input: &str) -> String {
-    text(&host.call(id, method, input.as_bytes()).await.unwrap())
+    text(
+        &host
+            .default_tenant()
+            .call(id, method, input.as_bytes())
+            .await
+            .unwrap()
+            .value,
+    )
 }
 
 fn records_of(lab: &Lab, event: Event) -> Vec<Record> {
@@ -152,7 +160,8 @@ async fn a_secret_never_leaves_through_logs_records_or_errors() {
     let (lab, id) = lab_with("secret:API_TOKEN");
     let failure = lab
         .host
-        .call_detailed(&id, "leak", b"API_TOKEN")
+        .default_tenant()
+        .call(&id, "leak", b"API_TOKEN")
         .await
         .unwrap_err();
     // The extension's own error, redacted in code and message.
@@ -243,6 +252,7 @@ async fn secrets_are_encrypted_at_rest_and_survive_a_restart() {
     let host = lab.restarted_host();
     let path = lab.bundle("hostile-secrets", |m| m);
     let id2 = host
+        .default_tenant()
         .load_file(&path, None, &grant("secret:API_TOKEN"))
         .unwrap()
         .id;
@@ -261,6 +271,7 @@ async fn a_ciphertext_moved_to_another_extension_does_not_decrypt() {
     });
     let b = lab
         .host
+        .default_tenant()
         .load_file(&path, None, &grant("secret:API_TOKEN"))
         .unwrap()
         .id;
@@ -337,7 +348,7 @@ async fn tenants_and_extensions_called_concurrently_see_only_their_own() {
                 } else {
                     format!("API_TOKEN={v}")
                 };
-                assert_eq!(text(&out), want);
+                assert_eq!(text(&out.value), want);
             }));
         }
     }
@@ -367,7 +378,10 @@ async fn transient_secrets_shadow_stored_ones_and_are_never_written() {
         .load_file(&path, None, &grant("secret:API_TOKEN"))
         .unwrap()
         .id;
-    assert_eq!(t.call(&id2, "get", b"API_TOKEN").await.unwrap(), b"none");
+    assert_eq!(
+        t.call(&id2, "get", b"API_TOKEN").await.unwrap().value,
+        b"none"
+    );
 }
 
 fn build_on(data: &Path) -> Result<Host, String> {
@@ -449,7 +463,8 @@ async fn wasi_logging_is_captured_with_level_and_context_escaped_and_capped() {
     let id = lab.load("hostile-secrets");
     let called = lab
         .host
-        .call_detailed(
+        .default_tenant()
+        .call(
             &id,
             "log",
             "warn my-ctx hello \u{1b}[31mred\nline".as_bytes(),
@@ -464,7 +479,8 @@ async fn wasi_logging_is_captured_with_level_and_context_escaped_and_capped() {
 
     let called = lab
         .host
-        .call_detailed(&id, "log-flood", b"5000")
+        .default_tenant()
+        .call(&id, "log-flood", b"5000")
         .await
         .unwrap();
     let kept = called
@@ -519,6 +535,7 @@ async fn secret_client_uses_its_token_only_where_it_is_sent() {
     });
     let id = lab
         .host
+        .default_tenant()
         .load_file(&path, None, &grant("secret:ACME_TOKEN,network"))
         .unwrap()
         .id;
@@ -528,7 +545,8 @@ async fn secret_client_uses_its_token_only_where_it_is_sent() {
         .unwrap();
     let called = lab
         .host
-        .call_detailed(&id, "whoami", format!("api.acme.test:{port}").as_bytes())
+        .default_tenant()
+        .call(&id, "whoami", format!("api.acme.test:{port}").as_bytes())
         .await
         .unwrap();
     assert_eq!(text(&called.value), "200 acme-user-42");
@@ -590,7 +608,7 @@ async fn tracing_lines_carry_redacted_guest_output_only() {
     let (lab, id) = lab_with("secret:API_TOKEN");
     let collect = Collect::default();
     let _guard = tracing::subscriber::set_default(collect.clone());
-    let _ = lab.host.call(&id, "leak", b"API_TOKEN").await;
+    let _ = lab.call(&id, "leak", b"API_TOKEN").await;
     let logged = collect.0.lock().unwrap().clone();
     assert!(logged.contains("the token is [REDACTED]"), "{logged}");
     assert!(logged.contains("context=\"ctx-[REDACTED]\""), "{logged}");
@@ -611,6 +629,7 @@ async fn a_secret_passed_through_invoke_is_redacted_in_the_callees_output() {
     });
     let id = lab
         .host
+        .default_tenant()
         .load_file(&path, None, &grant("secret:API_TOKEN,call:warden.hostile"))
         .unwrap()
         .id;
@@ -645,6 +664,7 @@ async fn a_secret_used_as_a_method_name_is_not_quoted_in_the_callees_record() {
     });
     let id = lab
         .host
+        .default_tenant()
         .load_file(&path, None, &grant("secret:API_TOKEN,call:warden.echo"))
         .unwrap()
         .id;

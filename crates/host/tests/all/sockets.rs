@@ -60,7 +60,7 @@ fn socket_denials(lab: &Lab) -> Vec<Record> {
 }
 
 async fn call(lab: &Lab, id: &ExtensionId, method: &str, input: &str) -> String {
-    text(&lab.host.call(id, method, input.as_bytes()).await.unwrap())
+    text(&lab.call(id, method, input.as_bytes()).await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +284,11 @@ async fn two_extensions_called_concurrently_keep_their_own_network_grants() {
         let host = lab.host.clone();
         let target = target.clone();
         calls.push(tokio::spawn(async move {
-            let out = host.call(&id, "sock", target.as_bytes()).await;
+            let out = host
+                .default_tenant()
+                .call(&id, "sock", target.as_bytes())
+                .await
+                .map(|c| c.value);
             (id, out.map(|o| text(&o)))
         }));
     }

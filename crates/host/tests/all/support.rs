@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 use warden_bundle::{Bundle, Caps, pack_dir};
-use warden_host::{Grant, Host, MemoryAudit, Policy, Resolver, TrustBundle};
+use warden_host::{
+    CallFailure, ExtensionId, Grant, Host, MemoryAudit, Policy, Resolver, TrustBundle,
+};
 use warden_trust::{SigningKey, publisher_entry, sign};
 
 /// The folder of guest NAME: an example (examples/) or a hostile test fixture (tests/guests/).
@@ -132,8 +134,48 @@ impl Lab {
         grant: &Grant,
     ) -> warden_host::ExtensionId {
         let path = self.bundle(name, edit);
-        self.host.load_file(&path, None, grant).unwrap().id
+        self.host
+            .default_tenant()
+            .load_file(&path, None, grant)
+            .unwrap()
+            .id
     }
+
+    /// An rpc call for the `default` tenant; the value only.
+    pub async fn call(
+        &self,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, CallFailure> {
+        call(&self.host, id, method, input).await
+    }
+
+    /// An http call for the `default` tenant; the response only.
+    pub async fn call_http(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, CallFailure> {
+        self.host
+            .default_tenant()
+            .call_http(id, request)
+            .await
+            .map(|c| c.value)
+    }
+}
+
+/// An rpc call on `host` for the `default` tenant; the value only.
+pub async fn call(
+    host: &Host,
+    id: &ExtensionId,
+    method: &str,
+    input: &[u8],
+) -> Result<Vec<u8>, CallFailure> {
+    host.default_tenant()
+        .call(id, method, input)
+        .await
+        .map(|c| c.value)
 }
 
 /// Copies the regular files and folders under `from` to `to`.

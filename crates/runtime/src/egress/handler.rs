@@ -20,8 +20,6 @@ use wasmtime_wasi_http::{WasiHttp, WasiHttpCtxView, WasiHttpView};
 
 use warden_call::{Capability, Ledger};
 
-use crate::state::CallState;
-
 use bindings::wasi::http::outgoing_handler::RequestOptions;
 
 mod bindings {
@@ -113,9 +111,9 @@ fn refusal(
 
 /// Replaces Wasmtime's `outgoing-handler` with the one above. Must be called after
 /// wasmtime-wasi-http's interfaces are added.
-pub(crate) fn add_to_linker(l: &mut Linker<CallState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: WasiHttpView + 'static>(l: &mut Linker<T>) -> wasmtime::Result<()> {
     l.allow_shadowing(true);
-    bindings::wasi::http::outgoing_handler::add_to_linker::<CallState, WasiHttp>(l, |s| s.http())?;
+    bindings::wasi::http::outgoing_handler::add_to_linker::<T, WasiHttp>(l, |s| s.http())?;
     l.allow_shadowing(false);
     Ok(())
 }

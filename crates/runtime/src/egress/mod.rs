@@ -52,8 +52,7 @@ use warden_call::{Capability, Ledger};
 
 /// Outgoing requests one call may have in flight at once; more are denied.
 pub const MAX_CONCURRENT_REQUESTS: usize = 8;
-/// Time to resolve a name.
-pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+pub use warden_net::DNS_TIMEOUT;
 /// Time to connect (TCP, then TLS and the HTTP handshake), at most.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time from sending the request to the response head, at most.

@@ -1,0 +1,33 @@
+//! The files of an audit folder, and the advisory lock that serializes appends (and readers)
+//! between processes.
+
+use std::fs::File;
+use std::io;
+
+/// The log file inside the audit folder: one record per line.
+pub const LOG_FILE: &str = "audit.jsonl";
+/// The head file inside the audit folder: sequence number and hash of the last record.
+pub const HEAD_FILE: &str = "audit.head";
+/// Where torn tails cut from the log are kept (one JSON line each), for the operator to read.
+pub const TORN_FILE: &str = "audit.torn";
+
+/// Unlocks a file lock when dropped.
+pub(crate) struct FileLock<'a>(&'a File);
+
+impl<'a> FileLock<'a> {
+    pub(crate) fn exclusive(file: &'a File) -> io::Result<FileLock<'a>> {
+        file.lock()?;
+        Ok(FileLock(file))
+    }
+    pub(crate) fn shared(file: &'a File) -> io::Result<FileLock<'a>> {
+        file.lock_shared()?;
+        Ok(FileLock(file))
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it too; an error here leaves nothing to do.
+        let _ = self.0.unlock();
+    }
+}

@@ -1,0 +1,34 @@
+//! What a load leaves behind: the public [`ExtensionInfo`] and the host's own record of an
+//! install (its compiled component, capabilities, permits and audit template).
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use warden_audit::Record;
+use warden_bundle::ContentHash;
+use warden_manifest::{Effective, ExtensionId, TenantName};
+use warden_runtime::{CallCaps, Prepared, WorldKind};
+
+/// What was loaded.
+#[derive(Debug, Clone)]
+pub struct ExtensionInfo {
+    pub tenant: TenantName,
+    pub id: ExtensionId,
+    pub version: String,
+    pub publisher: String,
+    pub content_hash: ContentHash,
+    pub kind: WorldKind,
+    pub effective: Effective,
+}
+
+pub(crate) struct Loaded {
+    pub(crate) info: ExtensionInfo,
+    /// Extension, version and content hash, sanitized once; each record starts from it.
+    pub(crate) record: Record,
+    pub(crate) methods: Vec<String>,
+    pub(crate) prepared: Arc<Prepared>,
+    /// What each call may reach (the invoker is added per call).
+    pub(crate) caps: CallCaps,
+    /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.
+    pub(crate) permits: Arc<Semaphore>,
+}

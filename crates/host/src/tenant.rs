@@ -1,0 +1,91 @@
+//! [`Tenant`]: one tenant's view of a [`Host`]. Everything an extension keeps is per
+//! (tenant, extension): what a tenant loads, calls and stores through its view is its own.
+
+use warden_manifest::{ExtensionId, SecretName, TenantName};
+use warden_secrets::SecretValue;
+
+use crate::error::HostError;
+use crate::host::{Host, Inner};
+use crate::installed::ExtensionInfo;
+
+/// One tenant's view of a [`Host`]: what it loads and calls is its own.
+pub struct Tenant<'h> {
+    pub(crate) inner: &'h std::sync::Arc<Inner>,
+    pub(crate) name: TenantName,
+}
+
+impl Host {
+    /// The view of one tenant: loads and calls through it are that tenant's.
+    pub fn tenant(&self, name: &TenantName) -> Tenant<'_> {
+        Tenant {
+            inner: &self.inner,
+            name: name.clone(),
+        }
+    }
+
+    /// The view of the tenant named `default` (what `warden run` uses).
+    pub fn default_tenant(&self) -> Tenant<'_> {
+        Tenant {
+            inner: &self.inner,
+            name: self.inner.default_tenant.clone(),
+        }
+    }
+}
+
+impl Tenant<'_> {
+    pub fn name(&self) -> &TenantName {
+        &self.name
+    }
+
+    /// Information about an extension loaded for this tenant.
+    pub fn extension(&self, id: &ExtensionId) -> Option<ExtensionInfo> {
+        self.inner.get(&self.name, id).map(|l| l.info.clone())
+    }
+}
+
+impl Tenant<'_> {
+    /// Stores a secret for this tenant's `extension`, encrypted at rest (in memory only
+    /// without a data dir). Calls read the new value from their next `get`.
+    pub fn put_secret(
+        &self,
+        extension: &ExtensionId,
+        name: &SecretName,
+        value: SecretValue,
+    ) -> Result<(), HostError> {
+        Ok(self
+            .inner
+            .secrets
+            .store
+            .put(&self.name, extension, name, &value)?)
+    }
+
+    /// Removes a stored secret; `true` if it existed.
+    pub fn delete_secret(
+        &self,
+        extension: &ExtensionId,
+        name: &SecretName,
+    ) -> Result<bool, HostError> {
+        Ok(self
+            .inner
+            .secrets
+            .store
+            .delete(&self.name, extension, name)?)
+    }
+
+    /// Sets a secret for this host's lifetime only: never written to disk, it shadows a stored
+    /// value of the same name (`warden run --secret`).
+    pub fn put_transient_secret(
+        &self,
+        extension: &ExtensionId,
+        name: &SecretName,
+        value: SecretValue,
+    ) -> Result<(), HostError> {
+        self.inner
+            .secrets
+            .transient
+            .write()
+            .map_err(|_| HostError::Setup("secret table poisoned".into()))?
+            .insert((self.name.clone(), extension.clone(), name.clone()), value);
+        Ok(())
+    }
+}

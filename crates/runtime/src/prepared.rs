@@ -1,0 +1,36 @@
+//! A compiled, pre-linked component and the world it was linked for.
+
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::bindings::RpcExtensionPre;
+use crate::state::CallState;
+
+pub(crate) enum World {
+    Rpc(RpcExtensionPre<CallState>),
+    Http(ProxyPre<CallState>),
+}
+
+/// A compiled, pre-linked component: instantiated afresh for every call.
+pub struct Prepared {
+    pub(crate) world: World,
+}
+
+/// Which kind of extension a component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorldKind {
+    Rpc,
+    Http,
+}
+
+impl Prepared {
+    pub(crate) fn new(world: World) -> Self {
+        Prepared { world }
+    }
+
+    pub fn kind(&self) -> WorldKind {
+        match self.world {
+            World::Rpc(_) => WorldKind::Rpc,
+            World::Http(_) => WorldKind::Http,
+        }
+    }
+}
