@@ -5,7 +5,9 @@
 //! descriptor and may not leave it by `..`, an absolute path or a symlink (including ones the
 //! guest creates and ones swapped in by a race: on Linux each component is opened with
 //! `openat2(RESOLVE_BENEATH)` or walked by hand with `O_NOFOLLOW`); such a lookup fails with
-//! `not-permitted`, and a symlink with an absolute target cannot even be created. A read-only
+//! `not-permitted`; a symlink with an absolute target cannot even be created, and warden refuses
+//! (and records) one whose relative target leaves the mount (`warden_fs::symlink_refusal`), so no
+//! link that leads outside is ever left on the host's disk. A read-only
 //! mount is checked by Wasmtime before any system call: every open for writing (create,
 //! truncate, write, append), rename or hard link into or out of it, time change, removal,
 //! mkdir and symlink fails with `not-permitted` (the host's tests try each one). WASI 0.2 has
@@ -108,13 +110,24 @@ type Fd = Resource<Descriptor>;
 /// released space (the budget may be recomputed after it).
 macro_rules! wrap {
     ($inst:expr, $name:literal, $op:literal, ($($arg:ident : $ty:ty),*), $path:expr, $call:ident
-     $(, charge = $charge:expr)? $(, freed = $freed:expr)?) => {
+     $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, freed = $freed:expr)?) => {
         $inst.func_wrap_async(
             concat!("[method]descriptor.", $name),
             |mut store, ($($arg,)*): ($($ty,)*)| {
                 Box::new(async move {
                     let state = store.data_mut();
                     let path: String = $path;
+                    $(
+                        let refusal: Option<&str> = $refuse;
+                        if let Some(reason) = refusal {
+                            state.ledger().deny(
+                                Capability::Filesystem,
+                                &format!("{} {path}", $op),
+                                Some(reason.to_string()),
+                            );
+                            return Ok((Err(ErrorCode::NotPermitted),));
+                        }
+                    )?
                     #[allow(unused_mut, unused_assignments)]
                     let mut charged = None;
                     $(
@@ -182,6 +195,7 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     wrap!(inst, "rename-at", "rename", (fd: Fd, old: String, to: Fd, new: String), format!("{old} -> {new}"), rename_at,
         freed = true);
     wrap!(inst, "symlink-at", "symlink", (fd: Fd, old: String, new: String), format!("{new} -> {old}"), symlink_at,
+        refuse = warden_fs::symlink_refusal(&new, &old),
         charge = (&fd, Cost::ENTRY.plus(old.len() as u64)));
     wrap!(inst, "unlink-file-at", "unlink", (fd: Fd, path: String), path.clone(), unlink_file_at,
         freed = true);

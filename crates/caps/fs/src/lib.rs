@@ -5,15 +5,18 @@
 //! - [`quota`]: the per-install [`FsQuota`] on read-write mounts (what is charged, when the
 //!   folder is measured again, when a growth is refused). The runtime's `wasi:filesystem`
 //!   bindings charge it before every growth.
+//! - [`symlink_refusal`]: which symlinks a guest may create (none whose target leaves the mount).
 //! - [`private_dir`]: how every folder the host keeps is created (0700, never shared).
 
 mod dir;
+mod links;
 pub mod mounts;
 pub mod quota;
 
 use std::path::PathBuf;
 
 pub use dir::private_dir;
+pub use links::symlink_refusal;
 pub use quota::{BLOCK, Cost, FsQuota, RECOMPUTE_INTERVAL, Usage, WalkGuard, blocks_touched, walk};
 
 /// A host folder preopened for the guest at `guest`.
