@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs one cargo-fuzz target for a number of seconds: scripts/fuzz.sh TARGET [SECONDS]
 # Targets: manifest, bundle_reader, allowed_host, dsse_envelope, trust_bundle, pem_keys,
-# audit_reader. cargo-fuzz needs nightly features; on a stable toolchain RUSTC_BOOTSTRAP=1 enables
+# audit_reader, redact_cut. cargo-fuzz needs nightly features; on a stable toolchain RUSTC_BOOTSTRAP=1 enables
 # them for this build only.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-target=${1:?usage: scripts/fuzz.sh manifest|bundle_reader|allowed_host|dsse_envelope|trust_bundle|pem_keys|audit_reader [SECONDS]}
+target=${1:?usage: scripts/fuzz.sh redact_cut|manifest|bundle_reader|allowed_host|dsse_envelope|trust_bundle|pem_keys|audit_reader [SECONDS]}
 seconds=${2:-60}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cd "$root/fuzz"

@@ -247,6 +247,35 @@ fn apply(text: &[u8], mask: &[bool]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// The rule of every cut (issue 9, finding 4): whatever the cut point, no prefix of any
+    /// length of a value survives at the end of a text reported as cut.
+    #[test]
+    fn no_prefix_of_a_value_survives_at_any_cut() {
+        let r = Redactor::default();
+        let secret = "Sup3rS3cret";
+        r.add(secret);
+        for text in [
+            format!("token={secret};next"),
+            format!("{secret}{secret}"),
+            format!("ab\n{}", secret.to_uppercase()),
+            format!("xx{}yy", &secret[..5]),
+        ] {
+            for cut in 0..=text.len() {
+                let out = r.bytes(&text.as_bytes()[..cut], true);
+                let lower = String::from_utf8_lossy(&out).to_ascii_lowercase();
+                let s = secret.to_ascii_lowercase();
+                assert!(!lower.contains(&s), "{text:?} cut at {cut}: {lower:?}");
+                for n in 1..s.len() {
+                    assert!(
+                        !lower.ends_with(&s[..n]),
+                        "{text:?} cut at {cut}: {lower:?} ends with {:?}",
+                        &s[..n]
+                    );
+                }
+            }
+        }
+    }
+
     fn r(values: &[&str]) -> Redactor {
         let r = Redactor::default();
         for v in values {

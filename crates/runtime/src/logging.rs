@@ -22,7 +22,9 @@ use bindings::wasi::logging::logging;
 pub const MAX_LOG_MESSAGES: usize = 1_000;
 /// Bytes of context and message kept per call (as for stdout and stderr).
 pub const MAX_LOG_BYTES: usize = 64 * 1024;
-/// A context longer than this is cut: it names a group of messages, not content.
+/// A context longer than this is cut when reported: it names a group of messages, not content.
+/// It is kept whole (within [`MAX_LOG_BYTES`]) until the call's values are redacted, and cut only
+/// then, so a cut can never leave the start of a secret.
 const MAX_CONTEXT_BYTES: usize = 256;
 
 #[derive(Debug, Default)]
@@ -42,7 +44,6 @@ pub(crate) struct LogCapture {
 impl LogCapture {
     fn push(&self, level: LogLevel, context: &str, message: &str) {
         let Ok(mut k) = self.kept.lock() else { return };
-        let context = cut(context, MAX_CONTEXT_BYTES);
         let context = context.as_bytes();
         let size = context.len() + message.len();
         if k.messages.len() >= MAX_LOG_MESSAGES || k.bytes + size > MAX_LOG_BYTES {
@@ -70,9 +71,9 @@ impl LogCapture {
             .messages
             .iter()
             .zip(contexts.iter().zip(&messages))
-            .map(|((level, _, _), (context, message))| LogLine {
+            .map(|((level, raw, _), (context, message))| LogLine {
                 stream: Stream::Log(*level),
-                context: Some(escape(context)),
+                context: Some(escape(&cut_context(redactor, raw, context))),
                 text: escape(message),
             })
             .collect();
@@ -88,6 +89,18 @@ impl LogCapture {
         }
         out
     }
+}
+
+/// The context as reported: `redacted` (the whole context, redacted with its neighbours) if it
+/// fits, otherwise `raw` cut to [`MAX_CONTEXT_BYTES`] and redacted with the rule of every cut:
+/// a tail of any length that starts a value is redacted too.
+fn cut_context(redactor: &Redactor, raw: &[u8], redacted: &[u8]) -> Vec<u8> {
+    if raw.len() <= MAX_CONTEXT_BYTES {
+        return redacted.to_vec();
+    }
+    // Contexts come from `&str`: cut at a character boundary.
+    let text = String::from_utf8_lossy(raw);
+    redactor.bytes(cut(&text, MAX_CONTEXT_BYTES).as_bytes(), true)
 }
 
 impl From<logging::Level> for LogLevel {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use warden_audit::{Event, Record};
 use warden_host::{
-    CallError, ExtensionId, Grant, Host, LogLevel, MemoryAudit, SecretName, SecretValue, Stream,
-    TenantName,
+    CallError, ExtensionId, Grant, Host, LogLevel, LogLine, MemoryAudit, SecretName, SecretValue,
+    Stream, TenantName,
 };
 
 use crate::support::{Lab, text};
@@ -207,6 +207,23 @@ async fn a_secret_never_leaves_through_logs_records_or_errors() {
         find(Stream::Log(LogLevel::Error), "first [REDACTED]"),
         "{all}"
     );
+    // Issue 9, finding 4: a context cut at 256 bytes in the middle of the value left its first
+    // 1-3 bytes in clear. Every cut now redacts a tail of any length that starts a value.
+    let cuts: Vec<&LogLine> = failure
+        .logs
+        .iter()
+        .filter(|l| l.stream == Stream::Log(LogLevel::Debug) && l.text.starts_with("cut "))
+        .collect();
+    assert_eq!(cuts.len(), TOKEN.len() - 1, "{all}");
+    for l in cuts {
+        let ctx = l.context.as_deref().unwrap_or("");
+        assert!(
+            ctx.ends_with("[REDACTED]")
+                && ctx.trim_end_matches("[REDACTED]").chars().all(|c| c == 'c'),
+            "{}: context {ctx:?}",
+            l.text
+        );
+    }
     assert!(
         find(Stream::Log(LogLevel::Error), "[REDACTED] second"),
         "{all}"

@@ -116,6 +116,11 @@ fn leak(name: &str) -> Result<Vec<u8>, CallError> {
     let _ = err.flush();
     logging::log(Level::Info, "leak", &format!("message has {value} inside"));
     logging::log(Level::Warn, &format!("ctx-{value}"), "context leak");
+    // Contexts are cut at 256 bytes: put the value across the cut at every offset.
+    for k in 1..value.len() {
+        let pad = "c".repeat(256 - k);
+        logging::log(Level::Debug, &format!("{pad}{value}"), &format!("cut {k}"));
+    }
     logging::log(Level::Error, "split", &format!("first {a}"));
     logging::log(Level::Error, "split", &format!("{b} second"));
     // A denied host carrying the value, and a subdomain of nothing allowed.
