@@ -52,6 +52,8 @@ pub struct Ledger(Arc<Mutex<Entries>>);
 struct Entries {
     denials: Vec<Denial>,
     uses: Vec<Use>,
+    /// Limits a capability use ran into (a response cut at its cap), kept like denials.
+    limits: Vec<Denial>,
     /// Denials (attempts) and uses not itemized, per capability.
     more_denials: Vec<(Capability, u64)>,
     more_uses: Vec<(Capability, u64)>,
@@ -63,31 +65,26 @@ impl Ledger {
         let Ok(mut e) = self.0.lock() else {
             return;
         };
-        let target = cut(target, MAX_RAW_BYTES);
-        let reason = reason.map(|r| cut(&r, MAX_RAW_BYTES));
-        if let Some(d) = e
-            .denials
-            .iter_mut()
-            .find(|d| d.capability == capability && d.target == target && d.reason == reason)
-        {
-            d.count = d.count.saturating_add(1);
+        let Entries {
+            denials,
+            more_denials,
+            ..
+        } = &mut *e;
+        push(denials, more_denials, capability, target, reason);
+    }
+
+    /// Records a limit that a capability use ran into, e.g. an outgoing response cut at the
+    /// extension's `max_response_bytes` (the host audits it as a `limit` record).
+    pub fn limit(&self, capability: Capability, target: &str, reason: String) {
+        let Ok(mut e) = self.0.lock() else {
             return;
-        }
-        if e.denials
-            .iter()
-            .filter(|d| d.capability == capability)
-            .count()
-            >= MAX_DISTINCT_PER_CAPABILITY
-        {
-            bump(&mut e.more_denials, capability);
-            return;
-        }
-        e.denials.push(Denial {
-            capability,
-            target,
-            reason,
-            count: 1,
-        });
+        };
+        let Entries {
+            limits,
+            more_denials,
+            ..
+        } = &mut *e;
+        push(limits, more_denials, capability, target, Some(reason));
     }
 
     /// Records an allowed capability use, once per (capability, target).
@@ -130,6 +127,11 @@ impl Ledger {
         out
     }
 
+    /// Every limit hit (beyond the itemized ones they are counted with the denials' summary).
+    pub fn limits(&self) -> Vec<Denial> {
+        self.0.lock().map(|e| e.limits.clone()).unwrap_or_default()
+    }
+
     /// Every distinct use, then one summary per capability that overflowed.
     pub fn uses(&self) -> Vec<Use> {
         let Ok(e) = self.0.lock() else {
@@ -149,16 +151,14 @@ impl Ledger {
 impl Ledger {
     /// The entries as the report carries them: redacted of the call's secret values, then cut
     /// to [`MAX_TARGET_BYTES`] (in that order, so a cut never leaves the start of a value).
-    pub fn report(&self, redactor: &Redactor) -> (Vec<Denial>, Vec<Use>) {
-        let denials = self
-            .denials()
-            .into_iter()
-            .map(|d| Denial {
-                target: cut(&redactor.text(&d.target), MAX_TARGET_BYTES),
-                reason: d.reason.map(|r| cut(&redactor.text(&r), MAX_TARGET_BYTES)),
-                ..d
-            })
-            .collect();
+    pub fn report(&self, redactor: &Redactor) -> (Vec<Denial>, Vec<Use>, Vec<Denial>) {
+        let clean = |d: Denial| Denial {
+            target: cut(&redactor.text(&d.target), MAX_TARGET_BYTES),
+            reason: d.reason.map(|r| cut(&redactor.text(&r), MAX_TARGET_BYTES)),
+            ..d
+        };
+        let denials = self.denials().into_iter().map(clean).collect();
+        let limits = self.limits().into_iter().map(clean).collect();
         let uses = self
             .uses()
             .into_iter()
@@ -167,8 +167,38 @@ impl Ledger {
                 ..g
             })
             .collect();
-        (denials, uses)
+        (denials, uses, limits)
     }
+}
+
+/// Adds one refusal (or limit hit) to `list`: counted on an equal entry, itemized while the
+/// capability has fewer than [`MAX_DISTINCT_PER_CAPABILITY`] entries, summarized after that.
+fn push(
+    list: &mut Vec<Denial>,
+    more: &mut Vec<(Capability, u64)>,
+    capability: Capability,
+    target: &str,
+    reason: Option<String>,
+) {
+    let target = cut(target, MAX_RAW_BYTES);
+    let reason = reason.map(|r| cut(&r, MAX_RAW_BYTES));
+    if let Some(d) = list
+        .iter_mut()
+        .find(|d| d.capability == capability && d.target == target && d.reason == reason)
+    {
+        d.count = d.count.saturating_add(1);
+        return;
+    }
+    if list.iter().filter(|d| d.capability == capability).count() >= MAX_DISTINCT_PER_CAPABILITY {
+        bump(more, capability);
+        return;
+    }
+    list.push(Denial {
+        capability,
+        target,
+        reason,
+        count: 1,
+    });
 }
 
 fn bump(more: &mut Vec<(Capability, u64)>, capability: Capability) {

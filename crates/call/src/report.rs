@@ -22,6 +22,8 @@ pub struct CallReport {
     pub denials: Vec<Denial>,
     /// Capabilities the guest used, once per (capability, target).
     pub uses: Vec<Use>,
+    /// Limits a capability use ran into (e.g. an outgoing response cut at its cap).
+    pub limits: Vec<Denial>,
     /// The memory budget refused a growth (even if the guest coped with it).
     pub memory_limit_hit: bool,
     /// Outgoing HTTP request and response body bytes.

