@@ -31,6 +31,9 @@ pub enum Event {
     /// appending) was set aside in `audit.torn`. Written by the log itself, so the repair is
     /// part of the chain.
     Recovery,
+    /// A host that could not start (its message says why): recorded when the audit log
+    /// opened but a later part of the host (runtime, storage, key files) did not.
+    Start,
 }
 
 impl Event {
@@ -47,6 +50,7 @@ impl Event {
             Event::VerificationFailure => "verification-failure",
             Event::Load => "load",
             Event::Recovery => "recovery",
+            Event::Start => "start",
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use warden_audit::{AuditLog, AuditSink, MemoryAudit};
+use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
 use warden_bundle::Caps;
 use warden_fs::private_dir;
 use warden_kv::{KvBackend, MemoryKv, Quota};
@@ -111,20 +111,36 @@ impl HostBuilder {
             (None, Some(dir)) => Arc::new(AuditLog::open(&dir.join("audit"))?),
             (None, None) => Arc::new(MemoryAudit::default()),
         };
-        let config = RuntimeConfig {
-            max_memory: self.policy.ceiling.max_memory.bytes(),
-            cache_dir: self.data_dir.as_ref().map(|d| d.join("cache")),
-            ..RuntimeConfig::default()
-        };
-        let runtime = Runtime::new(config)?;
-        let secrets = Arc::new(crate::secrets::HostSecrets::open(self.data_dir.as_deref())?);
-        let kv: Arc<dyn KvBackend> = match (self.kv, &self.data_dir) {
-            (Some(kv), _) => kv,
-            (None, Some(dir)) => Arc::new(
-                warden_store_sqlite::open_kv(dir)
-                    .map_err(|e| HostError::Setup(format!("key-value store: {e}")))?,
-            ),
-            (None, None) => Arc::new(MemoryKv::new()),
+        let parts = (|| -> Result<_, HostError> {
+            let config = RuntimeConfig {
+                max_memory: self.policy.ceiling.max_memory.bytes(),
+                cache_dir: self.data_dir.as_ref().map(|d| d.join("cache")),
+                ..RuntimeConfig::default()
+            };
+            let runtime = Runtime::new(config)?;
+            let secrets = Arc::new(crate::secrets::HostSecrets::open(self.data_dir.as_deref())?);
+            let kv: Arc<dyn KvBackend> = match (self.kv, &self.data_dir) {
+                (Some(kv), _) => kv,
+                (None, Some(dir)) => Arc::new(
+                    warden_store_sqlite::open_kv(dir)
+                        .map_err(|e| HostError::Setup(format!("key-value store: {e}")))?,
+                ),
+                (None, None) => Arc::new(MemoryKv::new()),
+            };
+            Ok((runtime, secrets, kv))
+        })();
+        let (runtime, secrets, kv) = match parts {
+            Ok(p) => p,
+            Err(e) => {
+                // The log is open: a host that cannot start leaves a trace of why. If even
+                // that record cannot be stored, the start error is still what is returned.
+                let _ = audit.append(
+                    Record::new(Event::Start, "")
+                        .with_outcome(Outcome::Error)
+                        .with_message(&e),
+                );
+                return Err(e);
+            }
         };
         let kv_quota = self.kv_quota.unwrap_or(Quota::from(self.policy.kv));
         Ok(Host {

@@ -79,9 +79,15 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Verify a bundle's signature against a trust bundle and show what it may do.
+    ///
+    /// A failure is recorded in the audit log of the data dir given with --data, or of
+    /// ./warden-data if it already holds one (verify never creates a data dir).
     Verify {
         #[command(flatten)]
         signed: Signed,
+        /// Data dir whose audit log records a failed verification.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
     },
     /// Show a bundle's manifest, permissions, hash and component interfaces (NOT verified).
     Inspect {
@@ -151,7 +157,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen { publisher, out } => keygen::run(&publisher, &out),
         Command::Pack { dir, out } => pack::run(&dir, &out),
         Command::Sign { bundle, key, out } => sign::run(&bundle, &key, out),
-        Command::Verify { signed } => verify::run(&signed.bundle, &signed.trust, signed.sig),
+        Command::Verify { signed, data } => {
+            verify::run(&signed.bundle, &signed.trust, signed.sig, data.as_deref())
+        }
         Command::Inspect { bundle } => inspect::run(&bundle),
         Command::Run {
             signed: Signed { bundle, trust, sig },

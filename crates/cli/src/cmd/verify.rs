@@ -1,21 +1,39 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use warden_audit::{AuditLog, Event, Outcome, Record};
 use warden_bundle::{Bundle, Caps};
 use warden_trust::{Envelope, TrustBundle, verify};
 
 use crate::describe;
 
-pub fn run(bundle_path: &Path, trust_path: &Path, sig: Option<PathBuf>) -> Result<()> {
+/// The default data dir, whose audit log records failures only if it already exists.
+const DEFAULT_DATA: &str = "./warden-data";
+
+pub fn run(
+    bundle_path: &Path,
+    trust_path: &Path,
+    sig: Option<PathBuf>,
+    data: Option<&Path>,
+) -> Result<()> {
     let sig = sig.unwrap_or_else(|| super::default_sig(bundle_path));
     let trust = TrustBundle::read_file(trust_path)
         .with_context(|| format!("reading trust bundle {}", trust_path.display()))?;
-    let envelope = Envelope::read_file(&sig)
-        .with_context(|| format!("reading signature {}", sig.display()))?;
-    let bundle = Bundle::read_file(bundle_path, &Caps::default())
-        .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
-    let verified = verify(bundle, &envelope, &trust)
-        .with_context(|| format!("verification of {} failed", bundle_path.display()))?;
+    let verified = (|| -> Result<_> {
+        let envelope = Envelope::read_file(&sig)
+            .with_context(|| format!("reading signature {}", sig.display()))?;
+        let bundle = Bundle::read_file(bundle_path, &Caps::default())
+            .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
+        verify(bundle, &envelope, &trust)
+            .with_context(|| format!("verification of {} failed", bundle_path.display()))
+    })();
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            record_failure(bundle_path, data, &e);
+            return Err(e);
+        }
+    };
     let m = verified.manifest();
     let e = &m.extension;
     println!("verified: {} {}", e.id, e.version);
@@ -31,4 +49,30 @@ pub fn run(bundle_path: &Path, trust_path: &Path, sig: Option<PathBuf>) -> Resul
         println!("  - {line}");
     }
     Ok(())
+}
+
+/// Appends a `verification-failure` record to the data dir's audit log (the one given, or the
+/// default one if it exists). The verification error is what the command reports; a record
+/// that cannot be written adds a warning.
+fn record_failure(bundle: &Path, data: Option<&Path>, error: &anyhow::Error) {
+    let dir = match data {
+        Some(d) => d.to_path_buf(),
+        None if Path::new(DEFAULT_DATA).join("audit").is_dir() => PathBuf::from(DEFAULT_DATA),
+        None => return,
+    };
+    let record = Record::new(
+        Event::VerificationFailure,
+        format!("verify-{}", std::process::id()),
+    )
+    .with_target(bundle.display())
+    .with_outcome(Outcome::Denied)
+    .with_message(format!("{error:#}"));
+    if let Err(e) = AuditLog::open(&dir.join("audit")).and_then(|log| log.append(record).map(drop))
+    {
+        eprintln!(
+            "warning: the failure could not be recorded in {}: {}",
+            dir.join("audit").display(),
+            warden_audit::sanitize(&e.to_string())
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! crafted archives, real components. Every refusal checks the exit code, the message, and that
 //! nothing was written.
 
+mod audit_gaps;
 mod audit_torn;
 mod foundation;
 mod run;
