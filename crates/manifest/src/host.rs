@@ -272,6 +272,18 @@ impl RequestHost {
             return err(format!("{host:?} contains user info"));
         }
         let trimmed = host.strip_suffix('.').unwrap_or(host);
+        // Said plainly: the generic messages would call a canonical address "numeric" or
+        // blame a trailing dot that is otherwise accepted.
+        if trimmed.ends_with('.') {
+            return err(format!(
+                "host {host:?} ends with more than one dot; one trailing dot at most"
+            ));
+        }
+        if trimmed.len() < host.len() && trimmed.parse::<Ipv4Addr>().is_ok() {
+            return err(format!(
+                "{host:?} is an IP address with a trailing dot; write it without the dot"
+            ));
+        }
         Ok(RequestHost::Name(dns_name(trimmed)?))
     }
 }
@@ -475,5 +487,21 @@ mod tests {
         let any = h("*");
         assert!(any.matches(Scheme::Https, &rq("anything.example"), 443, &[]));
         assert!(!any.matches(Scheme::Https, &rq("anything.example"), 22, &[]));
+    }
+
+    /// Issue 9, finding 7: `127.0.0.1.` was called "not canonical" and `a.test..` blamed a
+    /// trailing dot that is accepted elsewhere.
+    #[test]
+    fn trailing_dots_on_requests_are_named_for_what_they_are() {
+        let e = RequestHost::parse("127.0.0.1.").unwrap_err().to_string();
+        assert!(e.contains("IP address with a trailing dot"), "{e}");
+        let e = RequestHost::parse("api.acme.test..")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than one dot"), "{e}");
+        assert_eq!(
+            RequestHost::parse("api.acme.test.").unwrap(),
+            RequestHost::Name("api.acme.test".into())
+        );
     }
 }

@@ -85,6 +85,17 @@ impl Call {
         if self.store.data().budget.limit_hit() {
             return CallError::MemoryLimit(self.limits.max_memory);
         }
+        // `exit(N)` (`wasi:cli/exit`): the guest ended itself before answering. Said as such,
+        // with its status, not as a trap with a backtrace.
+        if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return CallError::Extension {
+                code: "exit".into(),
+                message: format!(
+                    "the extension exited with status {} before returning a result",
+                    exit.0
+                ),
+            };
+        }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.max_execution_time),
             Some(Trap::OutOfFuel) => CallError::FuelExhausted(self.fuel.unwrap_or(0)),

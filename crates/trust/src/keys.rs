@@ -42,6 +42,8 @@ pub enum KeyError {
     TooLarge,
     #[error("not a PEM key: {0}")]
     Pem(String),
+    #[error("no PEM block (a line `-----BEGIN ...-----`) found: this is not a key file")]
+    NoPem,
     #[error("expected a PEM block labelled `{expected}`, found `{found}`{hint}")]
     WrongLabel {
         expected: &'static str,
@@ -146,9 +148,13 @@ fn label_hint(found: &str) -> &'static str {
     }
 }
 
+/// Checked before the PEM parser sees the text: its error for a file that holds no PEM block
+/// at all ("preamble contains invalid data (NUL byte)") names a byte that is not there.
 fn check_size(pem: &str) -> Result<(), KeyError> {
     if pem.len() > MAX_PEM_BYTES {
         Err(KeyError::TooLarge)
+    } else if !pem.contains("-----BEGIN ") {
+        Err(KeyError::NoPem)
     } else {
         Ok(())
     }
@@ -479,5 +485,18 @@ mod tests {
         let pem = key.to_pkcs8_pem();
         let body = pem.lines().nth(1).unwrap();
         assert!(!shown.contains(&body[24..]));
+    }
+
+    /// Issue 9, finding 7: `sign --key /etc/passwd` spoke of a NUL byte that is not there.
+    #[test]
+    fn a_file_without_a_pem_block_is_named_as_such() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n";
+        let e = SigningKey::from_pkcs8_pem(passwd).err().unwrap();
+        assert_eq!(e, KeyError::NoPem);
+        assert!(e.to_string().contains("not a key file"), "{e}");
+        assert_eq!(
+            PublicKey::from_spki_pem(passwd).err(),
+            Some(KeyError::NoPem)
+        );
     }
 }

@@ -123,6 +123,21 @@ async fn traps_and_ambient_authority() {
     let id = lab.load("hostile");
     let e = lab.call(&id, "trap", b"").await.unwrap_err();
     assert!(matches!(e.error, CallError::Trap(_)), "{e}");
+    // Issue 9, finding 7: `exit(3)` showed as a trap with a wasm backtrace. WASI 0.2's
+    // `exit` carries only success or failure, so any non-zero status arrives as 1.
+    for (status, seen) in [("3", 1), ("0", 0)] {
+        let e = lab.call(&id, "exit", status.as_bytes()).await.unwrap_err();
+        match &e.error {
+            CallError::Extension { code, message } => {
+                assert_eq!(code, "exit");
+                assert_eq!(
+                    message,
+                    &format!("the extension exited with status {seen} before returning a result")
+                );
+            }
+            other => panic!("exit({status}) should be the extension's own error, not {other:?}"),
+        }
+    }
     let env = text(&lab.call(&id, "env", b"").await.unwrap());
     assert_eq!(env, "env=|args=", "no environment, no arguments");
     let files = text(&lab.call(&id, "files", b"").await.unwrap());
