@@ -121,10 +121,7 @@ impl HostBuilder {
             let secrets = Arc::new(crate::secrets::HostSecrets::open(self.data_dir.as_deref())?);
             let kv: Arc<dyn KvBackend> = match (self.kv, &self.data_dir) {
                 (Some(kv), _) => kv,
-                (None, Some(dir)) => Arc::new(
-                    warden_store_sqlite::open_kv(dir)
-                        .map_err(|e| HostError::Setup(format!("key-value store: {e}")))?,
-                ),
+                (None, Some(dir)) => Arc::new(warden_store_sqlite::open_kv(dir)?),
                 (None, None) => Arc::new(MemoryKv::new()),
             };
             Ok((runtime, secrets, kv))

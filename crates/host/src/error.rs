@@ -22,8 +22,11 @@ pub enum HostError {
     Load(#[from] warden_runtime::LoadError),
     #[error("writing the audit record failed: {0}")]
     Audit(#[from] warden_audit::AuditError),
-    #[error("setting up the host failed: {0}")]
-    Setup(String),
+    #[error("key-value store: {0}")]
+    Kv(#[from] warden_kv::KvError),
+    /// A lock was poisoned by a panic elsewhere: the host refuses rather than guess.
+    #[error("the host's {0} is unusable after a panic elsewhere; restart the host")]
+    Poisoned(&'static str),
     #[error("the load is refused: {0}")]
     Refused(String),
     #[error("file system: {0}")]

@@ -159,7 +159,7 @@ impl Tenant<'_> {
             inner
                 .extensions
                 .write()
-                .map_err(|_| HostError::Setup("extension table poisoned".into()))?
+                .map_err(|_| HostError::Poisoned("extension table"))?
                 .entry(self.name.clone())
                 .or_default()
                 .insert(info.id.clone(), Arc::new(loaded));

@@ -84,7 +84,7 @@ impl Tenant<'_> {
             .secrets
             .transient
             .write()
-            .map_err(|_| HostError::Setup("secret table poisoned".into()))?
+            .map_err(|_| HostError::Poisoned("secret table"))?
             .insert((self.name.clone(), extension.clone(), name.clone()), value);
         Ok(())
     }
