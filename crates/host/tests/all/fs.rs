@@ -391,11 +391,17 @@ async fn symlinks_whose_target_leaves_the_mount_are_refused_and_audited() {
     let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
     let data = data_dir(&lab);
     assert_eq!(op(&lab, &id, "mkdir", "/data/sub").await, "ok");
+    // A link to the mount itself, then targets that climb through it (red team, issue 9).
+    assert_eq!(op(&lab, &id, "symlink", ".|/data/p").await, "ok");
     for (target, link) in [
         ("..", "/data/up"),
         ("../../../../tmp/x", "/data/tmp"),
         ("../..", "/data/sub/up2"),
         ("sub/../../x", "/data/mixed"),
+        ("p/p/p/p/../../../../../../etc/passwd", "/data/viap"),
+        ("p/..", "/data/viap2"),
+        // Inside from its folder, outside once the link or its folder is moved up: refused.
+        ("../x", "/data/sub/sibling"),
     ] {
         let before = lab.audit.records().len();
         let made = op(&lab, &id, "symlink", &format!("{target}|{link}")).await;
@@ -406,17 +412,14 @@ async fn symlinks_whose_target_leaves_the_mount_are_refused_and_audited() {
             .cloned()
             .unwrap_or_else(|| panic!("{link} -> {target}: no denial recorded"));
         assert!(
-            denial.message().unwrap_or("").contains("leaves the mount"),
+            denial.message().unwrap_or("").contains("may leave the mount"),
             "{denial:?}"
         );
     }
     // Links that stay inside still work, from the root and from a subfolder.
     assert_eq!(op(&lab, &id, "write", "/data/sub/f|inside").await, "ok");
     assert_eq!(op(&lab, &id, "symlink", "sub/f|/data/l1").await, "ok");
-    assert_eq!(
-        op(&lab, &id, "symlink", "../sub/f|/data/sub/l2").await,
-        "ok"
-    );
+    assert_eq!(op(&lab, &id, "symlink", "f|/data/sub/l2").await, "ok");
     assert_eq!(op(&lab, &id, "read", "/data/l1").await, "ok:inside");
     let mut on_disk = Vec::new();
     let mut stack = vec![data.clone()];
@@ -432,7 +435,10 @@ async fn symlinks_whose_target_leaves_the_mount_are_refused_and_audited() {
         }
     }
     on_disk.sort();
-    assert_eq!(on_disk, ["l1", "sub/l2"]);
+    assert_eq!(on_disk, ["l1", "p", "sub/l2"]);
+    // Moving the links and their folder about cannot make them lead outside.
+    assert_eq!(op(&lab, &id, "rename", "/data/sub/l2|/data/l3").await, "ok");
+    assert_eq!(op(&lab, &id, "rename", "/data/sub|/data/moved").await, "ok");
 }
 
 #[tokio::test(flavor = "multi_thread")]
