@@ -6,8 +6,8 @@
 //! guest creates and ones swapped in by a race: on Linux each component is opened with
 //! `openat2(RESOLVE_BENEATH)` or walked by hand with `O_NOFOLLOW`); such a lookup fails with
 //! `not-permitted`; a symlink with an absolute target cannot even be created, and warden refuses
-//! (and records) one whose relative target leaves the mount (`warden_fs::symlink_refusal`), so no
-//! link that leads outside is ever left on the host's disk. A read-only
+//! (and records) one whose target climbs with `..` (`warden_fs::symlink_refusal`), so no link
+//! that leads outside is ever left on the host's disk, however it is later moved. A read-only
 //! mount is checked by Wasmtime before any system call: every open for writing (create,
 //! truncate, write, append), rename or hard link into or out of it, time change, removal,
 //! mkdir and symlink fails with `not-permitted` (the host's tests try each one). WASI 0.2 has
