@@ -14,6 +14,7 @@ pub mod output;
 pub mod redact;
 pub mod report;
 pub mod text;
+pub mod withheld;
 
 pub use error::{CallError, ErrorCode};
 pub use invoke::{InvokeError, Invoker};
@@ -22,3 +23,4 @@ pub use output::{LogLevel, LogLine, Stream};
 pub use redact::Redactor;
 pub use report::{CallOutcome, CallReport};
 pub use warden_manifest::Capability;
+pub use withheld::Withheld;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use warden_audit::{Event, Outcome, Record};
 use warden_bundle::Bundle;
+use warden_call::Withheld;
 use warden_manifest::{Effective, Grant, Kind, effective};
 use warden_runtime::{CallCaps, KvAccess, Prepared};
 use warden_trust::{Envelope, Verified, verify};
@@ -132,6 +133,7 @@ impl Tenant<'_> {
                 fs_quota,
                 invoker: None,
                 redactor: None,
+                withheld: Withheld::by_policy(&info.effective.forbidden_by_policy),
                 secrets: inner
                     .secrets
                     .access(&self.name, &info.id, &info.effective.secrets),

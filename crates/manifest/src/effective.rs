@@ -49,6 +49,9 @@ pub struct Effective {
     pub network: Option<EffectiveNetwork>,
     pub mounts: Vec<Mount>,
     pub limits: Limits,
+    /// Capabilities the manifest requests and the grant covers, but the operator's policy
+    /// forbids (so a refusal can say which of the two withheld it).
+    pub forbidden_by_policy: Vec<Capability>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,6 +168,24 @@ pub fn effective(
             }
         }
     }
+    let requests = |c: Capability| match c {
+        Capability::Kv => req.kv,
+        Capability::Network => req.network.enabled,
+        Capability::Filesystem => {
+            !req.filesystem.paths.is_empty() || !req.filesystem.readonly_paths.is_empty()
+        }
+        Capability::Secrets => !req.secrets.is_empty(),
+        Capability::Calls => !req.calls.is_empty(),
+    };
+    let grants_some = |c: Capability| match grant {
+        Grant::All => true,
+        Grant::None => false,
+        Grant::List(items) => items.iter().any(|i| item_capability(i) == c),
+    };
+    let forbidden_by_policy = Capability::ALL
+        .into_iter()
+        .filter(|c| requests(*c) && grants_some(*c) && !allowed(*c))
+        .collect();
     Ok(Effective {
         kv,
         secrets,
@@ -172,7 +193,18 @@ pub fn effective(
         network,
         mounts,
         limits,
+        forbidden_by_policy,
     })
+}
+
+fn item_capability(item: &GrantItem) -> Capability {
+    match item {
+        GrantItem::All(c) => *c,
+        GrantItem::Host(_) => Capability::Network,
+        GrantItem::Path(_) => Capability::Filesystem,
+        GrantItem::Secret(_) => Capability::Secrets,
+        GrantItem::Call(_) => Capability::Calls,
+    }
 }
 
 fn describe(item: &GrantItem) -> String {

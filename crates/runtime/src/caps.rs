@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use warden_call::{Invoker, Redactor};
+use warden_call::{Invoker, Redactor, Withheld};
 use warden_fs::{FsQuota, MountDir};
 use warden_kv::KvAccess;
 use warden_manifest::EffectiveNetwork;
@@ -28,6 +28,8 @@ pub struct CallCaps {
     pub secrets: Option<SecretAccess>,
     /// The install's key-value store (see the key-value bindings); `None` denies every `open`.
     pub kv: Option<KvAccess>,
+    /// Capabilities the operator's policy forbids this install (refusals say so).
+    pub withheld: Withheld,
     /// For a call made through `invoke`: the caller's secret values, which this call's report
     /// is redacted of as well (and the values this call reads join them). `None`: a fresh set.
     pub redactor: Option<Redactor>,
@@ -45,6 +47,7 @@ impl Default for CallCaps {
             secrets: None,
             kv: None,
             redactor: None,
+            withheld: Withheld::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use warden_manifest::SecretName;
 use warden_secrets::SecretAccess;
 
-use warden_call::{Capability, Ledger, Redactor};
+use warden_call::{Capability, Ledger, Redactor, Withheld};
 use wasmtime::component::{HasData, Linker};
 
 mod bindings {
@@ -31,6 +31,7 @@ pub(crate) struct SecretsView<'a> {
     pub(crate) access: Option<&'a SecretAccess>,
     pub(crate) ledger: &'a Ledger,
     pub(crate) redactor: &'a Redactor,
+    pub(crate) withheld: Withheld,
 }
 
 impl SecretsView<'_> {
@@ -60,8 +61,14 @@ impl SecretsView<'_> {
     }
 
     fn deny_secret(&self, name: &str) -> store::Error {
-        self.ledger.deny(Capability::Secrets, name, None);
         // The guest knows which name it asked for; echoing a name of any size helps nobody.
+        if self.withheld.contains(Capability::Secrets) {
+            let reason = self.withheld.reason(Capability::Secrets);
+            self.ledger
+                .deny(Capability::Secrets, name, Some(reason.clone()));
+            return store::Error::Upstream(format!("access-denied: {reason}"));
+        }
+        self.ledger.deny(Capability::Secrets, name, None);
         store::Error::Upstream("access-denied: this secret is not granted to this extension".into())
     }
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use warden_call::{Capability, Ledger, Redactor};
+use warden_call::{Capability, Ledger, Redactor, Withheld};
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::{GuestCallError, warden};
@@ -19,6 +19,7 @@ pub(crate) struct InvokeView<'a> {
     pub(crate) invoker: Option<&'a Arc<dyn Invoker>>,
     pub(crate) ledger: &'a Ledger,
     pub(crate) redactor: &'a Redactor,
+    pub(crate) withheld: Withheld,
 }
 
 impl warden::extension::invoke::Host for InvokeView<'_> {
@@ -29,7 +30,7 @@ impl warden::extension::invoke::Host for InvokeView<'_> {
         input: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, GuestCallError>> {
         let Some(invoker) = self.invoker.cloned() else {
-            let reason = "calls to other extensions are not granted".to_string();
+            let reason = self.withheld.reason(Capability::Calls);
             self.ledger
                 .deny(Capability::Calls, &extension, Some(reason.clone()));
             return Ok(Err(GuestCallError {

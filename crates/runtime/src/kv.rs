@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use warden_call::Ledger;
+use warden_call::{Ledger, Withheld};
 use warden_kv::{
     BucketName, Cancel, KvBackend, KvError, LIST_PAGE_KEYS, MAX_BATCH_KEYS, Quota, Scope,
 };
@@ -51,6 +51,7 @@ pub(crate) struct KvView<'a> {
     pub(crate) access: Option<&'a KvAccess>,
     pub(crate) table: &'a mut ResourceTable,
     pub(crate) ledger: &'a Ledger,
+    pub(crate) withheld: Withheld,
 }
 
 struct Keyvalue;
@@ -152,7 +153,7 @@ impl store::Host for KvView<'_> {
             self.ledger.deny(
                 Capability::Kv,
                 &identifier,
-                Some("key-value is not granted".into()),
+                Some(self.withheld.reason(Capability::Kv)),
             );
             return Ok(Err(Error::AccessDenied));
         };

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use warden_call::{Capability, Ledger};
+use warden_call::{Capability, Ledger, Withheld};
 use warden_manifest::{AllowedHost, EffectiveNetwork, RequestHost};
 use warden_net::{DNS_TIMEOUT, Resolver, addr};
 use wasmtime::component::{HasData, Linker, Resource};
@@ -70,6 +70,8 @@ pub(crate) struct SocketPolicy {
     resolver: Arc<dyn Resolver>,
     resolved: Arc<Mutex<HashMap<IpAddr, Vec<AllowedHost>>>>,
     ledger: Ledger,
+    /// Why there is no grant, when there is none.
+    withheld: Withheld,
 }
 
 impl SocketPolicy {
@@ -77,12 +79,14 @@ impl SocketPolicy {
         grant: Option<Arc<EffectiveNetwork>>,
         resolver: Arc<dyn Resolver>,
         ledger: Ledger,
+        withheld: Withheld,
     ) -> Self {
         SocketPolicy {
             grant,
             resolver,
             resolved: Arc::default(),
             ledger,
+            withheld,
         }
     }
 
@@ -131,7 +135,7 @@ impl SocketPolicy {
             }
         }
         let Some(grant) = &self.grant else {
-            self.deny(&target, "no network permission");
+            self.deny(&target, self.withheld.reason(Capability::Network));
             return false;
         };
         let ip = addr.ip().to_canonical();
@@ -163,7 +167,7 @@ impl SocketPolicy {
     async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, ErrorCode> {
         let target = format!("dns:{name}");
         let Some(grant) = &self.grant else {
-            self.deny(&target, "no network permission");
+            self.deny(&target, self.withheld.reason(Capability::Network));
             return Err(ErrorCode::AccessDenied);
         };
         let host = match RequestHost::parse(name) {
@@ -274,7 +278,8 @@ impl tcp_create_socket::Host for SocketsView<'_> {
         family: IpAddressFamily,
     ) -> Result<Resource<tcp_create_socket::TcpSocket>, SocketError> {
         if self.policy.grant.is_none() {
-            self.policy.deny("tcp", "no network permission");
+            self.policy
+                .deny("tcp", self.policy.withheld.reason(Capability::Network));
             return Err(ErrorCode::AccessDenied.into());
         }
         wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host::create_tcp_socket(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use warden_call::{Invoker, Ledger, Redactor};
+use warden_call::{Invoker, Ledger, Redactor, Withheld};
 use warden_fs::FsQuota;
 use warden_kv::KvAccess;
 use warden_secrets::SecretAccess;
@@ -38,6 +38,8 @@ pub struct CallState {
     /// The secret values handed to this call (and, through `invoke`, to its callers): every
     /// text the call reports is redacted of them.
     pub(crate) redactor: Redactor,
+    /// Capabilities the policy forbids this install: refusals name the policy.
+    pub(crate) withheld: Withheld,
     pub(crate) secrets: Option<SecretAccess>,
     pub(crate) logs: LogCapture,
     pub(crate) kv: Option<KvAccess>,
@@ -66,13 +68,19 @@ impl CallState {
             caps.network.clone(),
             Arc::clone(&caps.resolver),
             ledger.clone(),
+            caps.withheld,
         );
         sockets_policy.install(&mut b);
         crate::fs::preopen(&mut b, &caps.mounts, &ledger)?;
         let mut table = ResourceTable::new();
         // A guest creating millions of resources is stopped here rather than by host memory.
         table.set_max_capacity(MAX_RESOURCES);
-        crate::egress::handler::install(&mut table, caps.network.clone(), ledger.clone())?;
+        crate::egress::handler::install(
+            &mut table,
+            caps.network.clone(),
+            ledger.clone(),
+            caps.withheld,
+        )?;
         let egress_bytes = Arc::new(AtomicU64::new(0));
         Ok(CallState {
             table,
@@ -89,6 +97,7 @@ impl CallState {
             egress_bytes,
             invoker: caps.invoker.clone(),
             redactor: caps.redactor.clone().unwrap_or_default(),
+            withheld: caps.withheld,
             secrets: caps.secrets.clone(),
             logs: LogCapture::default(),
             kv: caps.kv.clone(),
@@ -104,6 +113,7 @@ impl CallState {
             access: self.kv.as_ref(),
             table: &mut self.table,
             ledger: &self.ledger,
+            withheld: self.withheld,
         }
     }
 
@@ -112,6 +122,7 @@ impl CallState {
             access: self.secrets.as_ref(),
             ledger: &self.ledger,
             redactor: &self.redactor,
+            withheld: self.withheld,
         }
     }
 
@@ -120,6 +131,7 @@ impl CallState {
             invoker: self.invoker.as_ref(),
             ledger: &self.ledger,
             redactor: &self.redactor,
+            withheld: self.withheld,
         }
     }
 

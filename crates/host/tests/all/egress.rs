@@ -214,6 +214,49 @@ async fn without_network_permission_nothing_is_resolved_or_connected() {
     assert_eq!(server.connections(), 0);
 }
 
+/// Issue 9, finding 7: a capability the operator granted but the policy forbids was reported
+/// as "not granted", pointing the operator at the wrong knob.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capability_the_policy_forbids_is_refused_by_policy_not_as_ungranted() {
+    let resolver = FakeResolver::new(&[("api.acme.test", &[&["127.0.0.1"]])]);
+    let policy = Policy::parse(
+        "[policy]\nallow_networks = [\"127.0.0.0/8\"]\ncapabilities = [\"filesystem\", \"secrets\"]\n",
+    )
+    .unwrap();
+    let lab = Lab::with_resolver(policy, Some(resolver.clone()));
+    let id = lab.load_granted(
+        "hostile",
+        |m| {
+            network(&["api.acme.test"], &[8080])(m + "\n[permissions]\ncalls = [\"warden.echo\"]\n")
+        },
+        &Grant::All,
+    );
+    assert_eq!(
+        egress(&lab, &id, "http://api.acme.test:8080/").await,
+        DENIED
+    );
+    let out = text(&lab.call(&id, "invoke", b"warden.echo").await.unwrap());
+    assert_eq!(out, "invoke=err:denied");
+    let d = denials(&lab);
+    let reasons: Vec<(Option<&str>, Option<&str>)> =
+        d.iter().map(|r| (r.capability(), r.message())).collect();
+    assert!(
+        reasons.contains(&(
+            Some("network"),
+            Some("network access is not allowed by the operator's policy")
+        )),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&(
+            Some("calls"),
+            Some("calls to other extensions are not allowed by the operator's policy")
+        )),
+        "{reasons:?}"
+    );
+    assert_eq!(resolver.calls(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_allowed_name_reaches_a_local_server_the_policy_names() {
     let body = "hello from the local server";

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
 use wasmtime_wasi_http::{WasiHttp, WasiHttpCtxView, WasiHttpView};
 
-use warden_call::{Capability, Ledger};
+use warden_call::{Capability, Ledger, Withheld};
 
 use bindings::wasi::http::outgoing_handler::RequestOptions;
 
@@ -43,6 +43,7 @@ mod bindings {
 pub(crate) struct EarlyCheck {
     grant: Option<Arc<EffectiveNetwork>>,
     ledger: Ledger,
+    withheld: Withheld,
 }
 
 const EARLY_CHECK: u32 = 0;
@@ -52,9 +53,14 @@ pub(crate) fn install(
     table: &mut ResourceTable,
     grant: Option<Arc<EffectiveNetwork>>,
     ledger: Ledger,
+    withheld: Withheld,
 ) -> Result<(), String> {
     let r = table
-        .push(EarlyCheck { grant, ledger })
+        .push(EarlyCheck {
+            grant,
+            ledger,
+            withheld,
+        })
         .map_err(|e| format!("setting up egress checks: {e}"))?;
     if r.rep() != EARLY_CHECK {
         return Err("setting up egress checks: the resource table was not fresh".into());
@@ -74,7 +80,9 @@ impl bindings::wasi::http::outgoing_handler::Host for WasiHttpCtxView<'_> {
                 .table
                 .get(&Resource::<EarlyCheck>::new_own(EARLY_CHECK))
                 .ok();
-            check.and_then(|c| refusal(req, c.grant.as_deref()).map(|r| (r, c.ledger.clone())))
+            check.and_then(|c| {
+                refusal(req, c.grant.as_deref(), c.withheld).map(|r| (r, c.ledger.clone()))
+            })
         };
         if let Some((refusal, ledger)) = refused {
             ledger.deny(Capability::Network, &refusal.target, Some(refusal.reason));
@@ -93,6 +101,7 @@ impl bindings::wasi::http::outgoing_handler::Host for WasiHttpCtxView<'_> {
 fn refusal(
     req: &HostOutgoingRequest,
     grant: Option<&EffectiveNetwork>,
+    withheld: Withheld,
 ) -> Option<warden_net::Refusal> {
     let scheme = match &req.scheme {
         Some(Scheme::Http) => "http",
@@ -106,7 +115,9 @@ fn refusal(
         .path_and_query("/")
         .build()
         .ok()?;
-    warden_net::admit(&uri, grant).err()
+    warden_net::admit(&uri, grant)
+        .err()
+        .map(|r| super::say_withheld(r, grant, withheld))
 }
 
 /// Replaces Wasmtime's `outgoing-handler` with the one above. Must be called after

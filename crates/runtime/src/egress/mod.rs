@@ -48,7 +48,7 @@ use warden_net::{Target, admit, choose};
 
 use crate::caps::CallCaps;
 use body::Metered;
-use warden_call::{Capability, Ledger};
+use warden_call::{Capability, Ledger, Withheld};
 
 /// Outgoing requests one call may have in flight at once; more are denied.
 pub const MAX_CONCURRENT_REQUESTS: usize = 8;
@@ -72,6 +72,8 @@ type SendResult = Result<
 pub(crate) struct EgressHooks {
     /// The install's network grant; `None` denies every request.
     network: Option<Arc<EffectiveNetwork>>,
+    /// Why there is no grant, when there is none.
+    withheld: Withheld,
     resolver: Arc<dyn Resolver>,
     ledger: Ledger,
     in_flight: Arc<Semaphore>,
@@ -88,6 +90,7 @@ impl EgressHooks {
     ) -> Self {
         EgressHooks {
             network: caps.network.clone(),
+            withheld: caps.withheld,
             resolver: Arc::clone(&caps.resolver),
             ledger,
             in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
@@ -95,6 +98,18 @@ impl EgressHooks {
             max_response,
         }
     }
+}
+
+/// Without a network grant, a refusal says whether the policy or the grant withheld it.
+pub(crate) fn say_withheld(
+    mut r: warden_net::Refusal,
+    grant: Option<&EffectiveNetwork>,
+    withheld: Withheld,
+) -> warden_net::Refusal {
+    if grant.is_none() {
+        r.reason = withheld.reason(Capability::Network);
+    }
+    r
 }
 
 fn denied() -> Box<dyn Future<Output = SendResult> + Send> {
@@ -112,6 +127,7 @@ impl WasiHttpHooks for EgressHooks {
         let target = match admit(request.uri(), grant.as_deref()) {
             Ok(t) => t,
             Err(r) => {
+                let r = say_withheld(r, grant.as_deref(), self.withheld);
                 self.ledger
                     .deny(Capability::Network, &r.target, Some(r.reason));
                 return denied();
