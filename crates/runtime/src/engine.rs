@@ -1,9 +1,19 @@
-//! The one Wasmtime engine of a process: configuration, the epoch ticker it owns, the linkers,
-//! and compilation (cached on disk by Wasmtime, keyed by the bytes and the engine's settings).
+//! The Wasmtime engine: configuration and the safety settings asserted at start, the epoch
+//! ticker it owns, the linker, and compilation (checked first by `precheck`, run on a
+//! bounded pool, cached on disk by Wasmtime, keyed by the bytes and the engine's settings).
+//!
+//! One engine serves the process for one configuration: [`Runtime::new`] with settings equal
+//! to those of a live runtime shares that runtime's engine, epoch ticker, linker and compile
+//! pool (so two hosts in one process do not reserve two pools or run two tickers); different
+//! settings (another memory ceiling or cache folder) need, and get, an engine of their own.
+//! Sharing is sound because nothing of a call lives in the engine: every call has its own
+//! Store, and its deadline is a wall-clock instant of its own that the Store's epoch callback
+//! checks at each tick, with one ticker per engine advancing the epoch (never two tickers on
+//! one engine, which would halve the tick).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,10 +25,12 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::RpcExtensionPre;
 use crate::error::LoadError;
+use crate::prepared::{Prepared, World, WorldKind};
 use crate::state::CallState;
 
-/// Engine-wide settings. Defaults are listed on each field.
-#[derive(Debug, Clone)]
+/// Engine-wide settings. Defaults are listed on each field. Runtimes made with equal settings
+/// share one engine.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuntimeConfig {
     /// Largest linear memory any extension may have: the operator's `max_memory` ceiling.
     /// Default 256 MiB (the `relaxed` preset).
@@ -31,26 +43,53 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// How often the epoch advances: the granularity of time limits. Default 5 ms.
     pub epoch_tick: Duration,
+    /// Compiles that may run at once; a load beyond this waits for one to finish. Default 1:
+    /// compiling a large real component (componentize-py's or componentize-js's hello, 13-18
+    /// MB) holds 365-420 MiB for 14-47 s on 2 cores, so two at once double the memory without
+    /// finishing sooner on the same compile threads.
+    pub max_concurrent_compiles: usize,
+    /// Threads that compile, shared by all compiles of the engine: Wasmtime's parallel
+    /// compilation runs on these and no others, so a burst of loads leaves the other cores to
+    /// calls. Default: half the cores, at least 1.
+    pub compile_threads: usize,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         RuntimeConfig {
             max_memory: 256 << 20,
             max_instances: 256,
             cache_dir: None,
             epoch_tick: Duration::from_millis(5),
+            max_concurrent_compiles: 1,
+            compile_threads: (cores / 2).max(1),
         }
     }
 }
 
 /// Core instances, memories and tables per component: a Rust wasip2 component uses a few of
 /// each (the program, the WASI adapter, shims); these bound what a hostile one may declare.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 16;
 /// Pages kept resident (zeroed with memset, not madvise) per slot: cheap reuse for small guests.
 const KEEP_RESIDENT: usize = 64 << 10;
+
+// The safety settings we rely on, set explicitly (they are Wasmtime 48's defaults on 64-bit
+// hosts) and asserted by `Runtime::new`, so that a later change cannot turn one off silently.
+// Bounds checks themselves have no safe switch: only the `unsafe` Cranelift flag setters can
+// remove them, and `unsafe_code = "deny"` keeps every `unsafe` call out of this workspace.
+
+/// Address space reserved for each linear memory: all of a 32-bit memory's index space, so
+/// with the guard below every 32-bit access with a static offset lands in reserved, unmapped
+/// memory when it is out of bounds.
+pub(crate) const MEMORY_RESERVATION: u64 = 1 << 32;
+/// Unmapped guard pages after each linear memory (and before it, `guard_before_linear_memory`):
+/// an out-of-bounds access faults there, a second line behind the compiled bounds checks.
+pub(crate) const MEMORY_GUARD: u64 = 32 << 20;
+/// Stack a guest may use before it traps with a stack overflow.
+pub(crate) const MAX_WASM_STACK: usize = 512 << 10;
 
 /// Advances the engine's epoch on a dedicated thread; stops when dropped.
 struct EpochTicker {
@@ -111,7 +150,16 @@ pub fn engine_config(cfg: &RuntimeConfig) -> Result<Config, LoadError> {
         .allocation_strategy(pool)
         .memory_init_cow(true)
         .epoch_interruption(true)
-        .consume_fuel(true);
+        .consume_fuel(true)
+        // Out-of-bounds accesses and stack overflows trap through the signal handlers, behind
+        // guard pages on both sides of every memory.
+        .signals_based_traps(true)
+        .memory_reservation(MEMORY_RESERVATION)
+        .memory_guard_size(MEMORY_GUARD)
+        .guard_before_linear_memory(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        // Kept: the compile pool bounds how many threads it uses.
+        .parallel_compilation(true);
     if let Some(dir) = &cfg.cache_dir {
         // Wasmtime wants an absolute path; relative ones are taken from the current folder.
         let dir = std::path::absolute(dir)
@@ -125,61 +173,210 @@ pub fn engine_config(cfg: &RuntimeConfig) -> Result<Config, LoadError> {
     Ok(c)
 }
 
-/// The engine, its ticker and linkers. One per process; cheap to share behind an `Arc`.
-pub struct Runtime {
-    engine: Engine,
-    linker: Linker<CallState>,
-    _ticker: EpochTicker,
+/// What the safety of running untrusted code rests on, read back from a built engine: empty
+/// when all is as `engine_config` sets it, else one line per setting that is not.
+pub(crate) fn unsafe_settings(engine: &Engine, cfg: &RuntimeConfig) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let mut want = |ok: bool, what: String| {
+        if !ok {
+            wrong.push(what);
+        }
+    };
+    want(
+        engine.get_signals_based_traps(),
+        "signals-based traps are off".into(),
+    );
+    want(
+        engine.get_memory_guard_size() >= MEMORY_GUARD,
+        format!(
+            "memory guard is {} bytes, less than {MEMORY_GUARD}",
+            engine.get_memory_guard_size()
+        ),
+    );
+    want(
+        engine.get_guard_before_linear_memory(),
+        "no guard before linear memories".into(),
+    );
+    want(
+        engine.get_memory_reservation() >= MEMORY_RESERVATION,
+        format!(
+            "memory reservation is {} bytes, less than {MEMORY_RESERVATION}",
+            engine.get_memory_reservation()
+        ),
+    );
+    want(
+        engine.get_epoch_interruption(),
+        "epoch interruption (time limits) is off".into(),
+    );
+    want(engine.get_consume_fuel(), "fuel is off".into());
+    want(
+        (1..=MAX_WASM_STACK).contains(&engine.get_max_wasm_stack()),
+        format!(
+            "wasm stack limit is {} bytes, not in 1..={MAX_WASM_STACK}",
+            engine.get_max_wasm_stack()
+        ),
+    );
+    match engine.get_pooling_config() {
+        None => want(false, "the pooling allocator is off".into()),
+        Some(p) => want(
+            u64::try_from(p.get_max_memory_size()).ok() == Some(cfg.max_memory),
+            format!(
+                "the pool's memory limit is {} bytes, not max_memory {}",
+                p.get_max_memory_size(),
+                cfg.max_memory
+            ),
+        ),
+    }
+    wrong
 }
 
-impl Runtime {
-    pub fn new(cfg: RuntimeConfig) -> Result<Runtime, LoadError> {
-        let engine =
-            Engine::new(&engine_config(&cfg)?).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        let linker = linker(&engine)?;
-        let ticker = EpochTicker::start(&engine, cfg.epoch_tick)?;
-        Ok(Runtime {
-            engine,
-            linker,
-            _ticker: ticker,
+/// Where compiles run: at most `max` at once (a load beyond waits its turn), on a thread pool
+/// of their own, so Wasmtime's parallel compilation cannot take the cores calls run on.
+struct Compiler {
+    threads: rayon::ThreadPool,
+    max: usize,
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Compiler {
+    fn new(cfg: &RuntimeConfig) -> Result<Compiler, LoadError> {
+        let threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.compile_threads.max(1))
+            .thread_name(|i| format!("warden-compile-{i}"))
+            .build()
+            .map_err(|e| LoadError::Engine(format!("starting the compile threads: {e}")))?;
+        Ok(Compiler {
+            threads,
+            max: cfg.max_concurrent_compiles.max(1),
+            running: Mutex::new(0),
+            freed: Condvar::new(),
         })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// Runs `compile` once a slot is free, on the compile threads.
+    fn run<T: Send>(&self, compile: impl FnOnce() -> T + Send) -> T {
+        let _slot = self.slot();
+        self.threads.install(compile)
     }
 
-    /// Compiles (or loads from the cache) a verified bundle's component and pre-links it for
-    /// its world. Only verified bytes reach the compiler and the on-disk cache.
-    /// CPU-heavy on a cache miss: call it off the async executor.
-    pub fn prepare(
-        &self,
-        bundle: &Verified<Bundle>,
-    ) -> Result<crate::prepared::Prepared, LoadError> {
-        let component = Component::new(&self.engine, bundle.entry())
+    fn slot(&self) -> Slot<'_> {
+        // The count stays right whatever panicked while the lock was held.
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        while *running >= self.max {
+            running = self
+                .freed
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *running += 1;
+        Slot(self)
+    }
+}
+
+/// A compile slot, given back when dropped (also when the compile panics).
+struct Slot<'a>(&'a Compiler);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .0
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *running = running.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
+}
+
+/// The engine and what belongs to it: shared by every runtime with the same settings.
+struct Shared {
+    engine: Engine,
+    linker: Linker<CallState>,
+    compiler: Compiler,
+    _ticker: EpochTicker,
+}
+
+impl Shared {
+    fn new(cfg: &RuntimeConfig) -> Result<Shared, LoadError> {
+        let engine =
+            Engine::new(&engine_config(cfg)?).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let wrong = unsafe_settings(&engine, cfg);
+        if !wrong.is_empty() {
+            return Err(LoadError::Engine(format!(
+                "the engine is not configured safely: {}",
+                wrong.join("; ")
+            )));
+        }
+        let linker = linker(&engine)?;
+        let compiler = Compiler::new(cfg)?;
+        let ticker = EpochTicker::start(&engine, cfg.epoch_tick)?;
+        Ok(Shared {
+            engine,
+            linker,
+            compiler,
+            _ticker: ticker,
+        })
+    }
+}
+
+/// The live engines of this process, by their settings (dead entries are pruned on use).
+static ENGINES: Mutex<Vec<(RuntimeConfig, Weak<Shared>)>> = Mutex::new(Vec::new());
+
+/// The engine, its ticker, linker and compile pool. Cheap to share behind an `Arc`; runtimes
+/// made with equal settings share one engine.
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl Runtime {
+    /// The runtime for `cfg`: the live engine for these settings, or a new one whose safety
+    /// settings are checked before it is used.
+    pub fn new(cfg: RuntimeConfig) -> Result<Runtime, LoadError> {
+        // Only weak references live in the list, so a panic elsewhere cannot leave it wrong.
+        let mut engines = ENGINES.lock().unwrap_or_else(PoisonError::into_inner);
+        engines.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(shared) = engines
+            .iter()
+            .find(|(c, _)| *c == cfg)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(Runtime { shared });
+        }
+        let shared = Arc::new(Shared::new(&cfg)?);
+        engines.push((cfg, Arc::downgrade(&shared)));
+        Ok(Runtime { shared })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    /// Checks (without compiling: the `precheck` module), compiles (or loads from the cache) a
+    /// verified bundle's component on the compile pool, and pre-links it for its world. Only
+    /// verified bytes reach the compiler and the on-disk cache.
+    /// CPU-heavy on a cache miss, and waits while `max_concurrent_compiles` others run: call
+    /// it off the async executor.
+    pub fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
+        let bytes = bundle.entry();
+        let kind = crate::precheck::check(bytes)?;
+        let engine = &self.shared.engine;
+        let component = self
+            .shared
+            .compiler
+            .run(|| Component::new(engine, bytes))
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let exports: Vec<String> = component
-            .component_type()
-            .exports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let exports_rpc = exports
-            .iter()
-            .any(|e| e.starts_with("warden:extension/handler@"));
-        let exports_http = exports
-            .iter()
-            .any(|e| e.starts_with("wasi:http/incoming-handler@"));
-        let imports = |e: wasmtime::Error| LoadError::Imports(format!("{e:#}"));
+        let pre = self
+            .shared
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
         let exports = |e: wasmtime::Error| LoadError::Exports(format!("{e:#}"));
-        let pre = || self.linker.instantiate_pre(&component).map_err(imports);
-        let world = if exports_rpc {
-            crate::prepared::World::Rpc(RpcExtensionPre::new(pre()?).map_err(exports)?)
-        } else if exports_http {
-            crate::prepared::World::Http(ProxyPre::new(pre()?).map_err(exports)?)
-        } else {
-            return Err(LoadError::NoKnownWorld);
+        let world = match kind {
+            WorldKind::Rpc => World::Rpc(RpcExtensionPre::new(pre).map_err(exports)?),
+            WorldKind::Http => World::Http(ProxyPre::new(pre).map_err(exports)?),
         };
-        Ok(crate::prepared::Prepared::new(world))
+        Ok(Prepared::new(world))
     }
 }
 
@@ -207,4 +404,219 @@ fn linker(engine: &Engine) -> Result<Linker<CallState>, LoadError> {
     .map_err(err)?;
     crate::invoke::add_to_linker(&mut l, CallState::invoke_view).map_err(err)?;
     Ok(l)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    use warden_bundle::Caps;
+    use warden_bundle::ustar::ArchiveWriter;
+    use warden_trust::{Envelope, SigningKey, TrustBundle, publisher_entry, sign, verify};
+
+    use super::*;
+
+    /// A signed, verified bundle made in memory around `wasm`: an rpc manifest (method `call`)
+    /// when `rpc`, else an http one.
+    pub(crate) fn verified(wasm: &[u8], rpc: bool) -> Verified<Bundle> {
+        let shape = if rpc {
+            "[[methods]]\nname = \"call\"\n"
+        } else {
+            "[[endpoints]]\nmethod = \"GET\"\npath = \"/{*rest}\"\n"
+        };
+        let manifest = format!(
+            "schema = 1\n\n[extension]\nid = \"test.precheck\"\nversion = \"0.1.0\"\n\
+             publisher = \"warden-tests\"\nkind = \"component\"\nentry = \"extension.wasm\"\n\n\
+             {shape}"
+        );
+        let mut w = ArchiveWriter::new();
+        let mode = warden_bundle::Mode::Regular;
+        w.add_file(
+            &"extension.toml".parse().unwrap(),
+            mode,
+            manifest.as_bytes(),
+        )
+        .unwrap();
+        w.add_file(&"extension.wasm".parse().unwrap(), mode, wasm)
+            .unwrap();
+        let bundle = Bundle::from_bytes(w.finish(), &Caps::default()).unwrap();
+        let key = SigningKey::generate();
+        let envelope: Envelope = sign(&bundle, &key, None).unwrap();
+        let trust = TrustBundle::parse(&publisher_entry(
+            &"warden-tests".parse().unwrap(),
+            &key.public_key(),
+        ))
+        .unwrap();
+        verify(bundle, &envelope, &trust).unwrap()
+    }
+
+    fn guest(path: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path);
+        std::fs::read(&p)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-examples.sh)", p.display()))
+    }
+
+    #[test]
+    fn equal_settings_share_one_engine() {
+        let cfg = RuntimeConfig {
+            max_instances: 3,
+            ..RuntimeConfig::default()
+        };
+        let a = Runtime::new(cfg.clone()).unwrap();
+        let b = Runtime::new(cfg.clone()).unwrap();
+        assert!(Engine::same(a.engine(), b.engine()));
+        // One engine, so one ticker and one compile pool.
+        assert!(Arc::ptr_eq(&a.shared, &b.shared));
+        let other = Runtime::new(RuntimeConfig {
+            max_memory: 64 << 20,
+            ..cfg.clone()
+        })
+        .unwrap();
+        assert!(!Engine::same(a.engine(), other.engine()));
+        // Once every runtime of these settings is gone, the engine goes with them.
+        let weak = Arc::downgrade(&a.shared);
+        drop((a, b));
+        assert_eq!(weak.strong_count(), 0);
+        let again = Runtime::new(cfg).unwrap();
+        assert!(!Arc::ptr_eq(&again.shared, &other.shared));
+    }
+
+    #[test]
+    fn the_engine_has_the_safety_settings() {
+        let cfg = RuntimeConfig::default();
+        let rt = Runtime::new(cfg.clone()).unwrap();
+        let e = rt.engine();
+        assert!(e.get_signals_based_traps());
+        assert_eq!(e.get_memory_guard_size(), MEMORY_GUARD);
+        assert!(e.get_guard_before_linear_memory());
+        assert_eq!(e.get_memory_reservation(), MEMORY_RESERVATION);
+        assert!(e.get_epoch_interruption());
+        assert!(e.get_consume_fuel());
+        assert_eq!(e.get_max_wasm_stack(), MAX_WASM_STACK);
+        assert!(e.get_parallel_compilation());
+        let pool = e.get_pooling_config().unwrap();
+        assert_eq!(pool.get_max_memory_size() as u64, cfg.max_memory);
+        assert!(unsafe_settings(e, &cfg).is_empty());
+    }
+
+    #[test]
+    fn an_engine_without_them_is_refused() {
+        let cfg = RuntimeConfig::default();
+        let weakened = |change: fn(&mut Config)| {
+            let mut c = engine_config(&cfg).unwrap();
+            change(&mut c);
+            unsafe_settings(&Engine::new(&c).unwrap(), &cfg).join("; ")
+        };
+        let no_signals = weakened(|c| {
+            c.signals_based_traps(false);
+        });
+        assert!(no_signals.contains("signals-based traps"), "{no_signals}");
+        let no_guard = weakened(|c| {
+            c.memory_guard_size(0);
+        });
+        assert!(no_guard.contains("memory guard"), "{no_guard}");
+        let no_guard_before = weakened(|c| {
+            c.guard_before_linear_memory(false);
+        });
+        assert!(
+            no_guard_before.contains("guard before"),
+            "{no_guard_before}"
+        );
+        let no_epochs = weakened(|c| {
+            c.epoch_interruption(false);
+        });
+        assert!(no_epochs.contains("epoch"), "{no_epochs}");
+        let no_fuel = weakened(|c| {
+            c.consume_fuel(false);
+        });
+        assert!(no_fuel.contains("fuel"), "{no_fuel}");
+        let on_demand = weakened(|c| {
+            c.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+        });
+        assert!(on_demand.contains("pooling"), "{on_demand}");
+    }
+
+    #[test]
+    fn compiles_run_one_at_a_time_on_their_own_threads() {
+        let compiler = Compiler::new(&RuntimeConfig {
+            max_concurrent_compiles: 1,
+            compile_threads: 2,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    compiler.run(|| {
+                        let name = std::thread::current().name().map(str::to_owned);
+                        assert!(name.unwrap().starts_with("warden-compile-"));
+                        // Wasmtime's parallel compilation sees this pool, not the global one.
+                        assert_eq!(rayon::current_num_threads(), 2);
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(50));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn real_guests_are_prepared_for_the_world_they_export() {
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let echo = verified(&guest("examples/echo/extension.wasm"), true);
+        assert_eq!(rt.prepare(&echo).unwrap().kind(), WorldKind::Rpc);
+        let hello = verified(&guest("examples/hello/extension.wasm"), false);
+        assert_eq!(rt.prepare(&hello).unwrap().kind(), WorldKind::Http);
+    }
+
+    /// A component with no known export is refused before it is compiled: a component whose
+    /// single function has an invalid body would fail to compile, so getting `NoKnownWorld`
+    /// (not `Compile`) shows the compiler never saw it.
+    #[test]
+    fn no_known_world_is_refused_before_compiling() {
+        // A component exporting `export` whose one function has a body the compiler refuses:
+        // its `i32.const 1` becomes an unknown opcode after encoding.
+        let broken = |export: &str| {
+            let mut wasm = wat::parse_str(format!(
+                r#"(component
+                    (core module (func (result i32) i32.const 1))
+                    (instance $i)
+                    (export "{export}" (instance $i)))"#
+            ))
+            .unwrap();
+            let at = wasm.windows(2).position(|w| w == [0x41, 0x01]).unwrap();
+            wasm[at] = 0xff;
+            wasm
+        };
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let started = Instant::now();
+        let e = rt
+            .prepare(&verified(&broken("wasi:cli/run@0.2.0"), true))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&e, LoadError::NoKnownWorld { exports } if exports == "wasi:cli/run@0.2.0"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The same body under a known world's name reaches the compiler, which refuses it.
+        let e = rt
+            .prepare(&verified(
+                &broken("wasi:http/incoming-handler@0.2.0"),
+                false,
+            ))
+            .err()
+            .unwrap();
+        assert!(matches!(e, LoadError::Compile(_)), "{e}");
+    }
 }

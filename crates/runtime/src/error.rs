@@ -10,10 +10,21 @@ pub enum LoadError {
     Imports(String),
     #[error("the component's exports do not match its world: {0}")]
     Exports(String),
+    /// Found before compiling: the top-level exports name no world this host runs.
     #[error(
-        "the component exports neither `warden:extension/handler` (rpc) nor `wasi:http/incoming-handler` (http)"
+        "the component exports neither `warden:extension/handler` (rpc) nor `wasi:http/incoming-handler` (http); it exports {exports}"
     )]
-    NoKnownWorld,
+    NoKnownWorld { exports: String },
+    /// Found before compiling: not a component, or its binary cannot be read.
+    #[error("the entry is not a WebAssembly component: {0}")]
+    NotComponent(String),
+    /// Found before compiling: over one of the host's compile limits (`limit` names it).
+    #[error("the component has {value} {limit}, more than this host compiles ({max})")]
+    TooLarge {
+        limit: &'static str,
+        value: u64,
+        max: u64,
+    },
     #[error("setting up the runtime failed: {0}")]
     Engine(String),
 }

@@ -14,6 +14,7 @@ mod capture;
 mod engine;
 mod error;
 mod limiter;
+mod precheck;
 mod prepared;
 mod state;
 

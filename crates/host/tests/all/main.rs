@@ -4,6 +4,7 @@
 
 mod audit_fail;
 mod calls;
+mod compile_limits;
 mod egress;
 mod fs;
 mod hostile;
