@@ -2,13 +2,13 @@
 //! effective network grant.
 //!
 //! The order of checks, each a denial the guest sees as `HTTP-request-denied` (never a trap)
-//! and that is recorded as a [`Denial`](crate::Denial) naming `scheme://host:port` (never the
+//! and that is recorded as a denial in the call's ledger naming `scheme://host:port` (never the
 //! path, query or body, which may carry secrets):
 //!
 //! 1. Allowlist, before any name lookup or socket: the scheme must be http or https, the host
 //!    must parse as a [`RequestHost`] (numeric spellings such as `127.1`, user info and non-ASCII
 //!    are refused), and some `allowed_hosts` entry must admit the scheme, host and port
-//!    (explicit or the scheme's default). An IP literal is classified here too ([`addr`]).
+//!    (explicit or the scheme's default). An IP literal is classified here too (`warden_net::addr`).
 //! 2. The name is resolved once ([`Resolver`]); every address is classified and the first one
 //!    that is public (or inside the policy's `allow_networks`) is chosen; none = denial.
 //! 3. A TCP connection is made to exactly that checked address, never to the name again, so a
