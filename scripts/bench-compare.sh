@@ -38,6 +38,12 @@ for side in old new; do
   [ -n "$bin" ] || { echo "bench-compare: building the $side benchmark ($rev) failed" >&2; exit 1; }
   cp "$bin" "$work/bench-$side"
 done
+# Cargo may take one tree's artifacts for the other's when they share a target dir: identical
+# binaries mean the comparison would measure one commit twice.
+if cmp -s "$work/bench-old" "$work/bench-new"; then
+  echo "bench-compare: both benchmarks are the same binary; run with CARGO_TARGET_DIR unset after a clean" >&2
+  exit 1
+fi
 run() { "$work/bench-$1" | grep -E "InstancePre|mem audit|ratio p50" | sed "s/^/$1 /"; }
 for i in $(seq 1 "$rounds"); do
   if [ $((i % 2)) -eq 1 ]; then run old; run new; else run new; run old; fi
