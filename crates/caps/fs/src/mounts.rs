@@ -87,6 +87,12 @@ pub fn prepare(
 /// under its `files/` folder, which is measured now (blocking, like the rest of a load) and
 /// charged by every later call of this install (see [`FsQuota`]). Read-only data mounts
 /// in the same folder count toward it too: they hold what earlier read-write loads wrote.
+///
+/// The budget is kept beside that folder, in `files.quota/` (outside every mount), and shared
+/// with every other load of the same (tenant, extension) on this data dir, in this process or
+/// another: together they never hold more than the limits (see [`crate::quota`]). Each process
+/// holds one lease in `DATA/quota-leases/`. A budget that cannot be opened does not fail the
+/// load; every growth is refused until it can be.
 pub fn quota(
     data: Option<&Path>,
     tenant: &TenantName,
@@ -105,6 +111,7 @@ pub fn quota(
     }
     Some(FsQuota::new(
         install_dir(data, tenant, ext).join("files"),
+        data.join(crate::quota::LEASES_DIR),
         &rw.join(","),
         limits.max_bytes.bytes(),
         limits.max_entries,

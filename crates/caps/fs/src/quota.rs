@@ -1,42 +1,119 @@
-//! The file-system quota of one (tenant, extension), with no Wasmtime: what is charged, when
-//! the folder is measured again, and when a growth is refused. The runtime's `wasi:filesystem`
-//! bindings (and later process extensions) charge it before every growth.
+//! The file-system quota of one (tenant, extension), with no Wasmtime: what is charged, where
+//! the budget is kept (shared by every process on the data dir), when the folder is measured
+//! again, and when a growth is refused. The runtime's `wasi:filesystem` bindings (and later
+//! process extensions) charge it before every growth.
 //!
-//! The read-write mounts of one (tenant, extension) share one quota ([`FsQuota`]; `[policy.files]` `max_bytes`, default 256MiB, and `max_entries`, default 10000; an
-//! embedder sets them through the `Policy` it builds the host with). [`crate::mounts::quota`] creates it
-//! at load, measuring the install's `files/` folder (no symlink followed, no other device
-//! entered; a file counts at the larger of its length and its allocated blocks, so a sparse
-//! file counts whole), and every call of the install charges the same budget (an
-//! `Arc<Mutex<..>>` in its `CallCaps`). Every growth is charged *before* it happens and at
-//! least as much as it can allocate: `write` every 4 KiB block it touches, `set-size` the growth
-//! over the current size (shrinking is free), each created entry (`open-at` with create,
-//! `create-directory-at`, `symlink-at`, `link-at`) one entry and one block, and each write on a
-//! stream from `write-via-stream`/`append-via-stream` (the boxed stream is replaced in the
-//! resource table by a `QuotaStream` that charges it) its blocks, plus one at an unknown append
-//! offset; `check-write` never permits more than the room left. Overwrites and removals are not
-//! credited as they happen: when a charge does not fit, the folder is measured again by one walk
-//! on the blocking pool (for a stream, `check-write` answers "not ready" and the walk runs in the
-//! guest's poll), at most once a second, or at once after an unlink, rmdir, rename, set-size or
-//! truncating open; what is charged but not yet on disk (a write in flight) is added to what a
-//! walk measures. If it still does not fit, the operation fails with `insufficient-space` and an
-//! `fs` denial `quota /data` (reason naming `max_bytes`/`max_entries`) is recorded. Through std,
-//! a guest sees `StorageFull` from descriptor methods and `Uncategorized` (wasi-libc turns every
-//! failed stream write into `EIO`) from `std::fs::write`. Limits: charges assume blocks of at
-//! most 4 KiB and ignore file system metadata (extent trees, large directories); a file the guest
-//! deleted while still holding it open keeps its blocks until the call ends, but a later walk no
-//! longer counts them; the quota's denial may mask a `not-permitted` of an escaping `open-at`
-//! with create (still a recorded `fs` denial). Mounts on a separate, size-limited file system
-//! remain the stronger isolation for the host's own files (audit log, database).
+//! The read-write mounts of one (tenant, extension) share one quota ([`FsQuota`];
+//! `[policy.files]` `max_bytes`, default 256MiB, and `max_entries`, default 10000; an embedder
+//! sets them through the `Policy` it builds the host with). [`crate::mounts::quota`] creates it
+//! at load for the install's `files/` folder (every mount is a subfolder of it), which is
+//! measured by a [`walk`] (no symlink followed, no other device entered; a file counts at the
+//! larger of its length and its allocated blocks, so a sparse file counts whole). Every growth
+//! is charged *before* it happens and at least as much as it can allocate: `write` every 4 KiB
+//! block it touches, `set-size` the growth over the current size (shrinking is free), each
+//! created entry (`open-at` with create, `create-directory-at`, `symlink-at`, `link-at`) one
+//! entry and one block, and each write on a stream from `write-via-stream`/`append-via-stream`
+//! (the boxed stream is replaced in the resource table by a `QuotaStream` that charges it) its
+//! blocks, plus one at an unknown append offset; `check-write` never permits more than the room
+//! left. Overwrites and removals are not credited as they happen: when a charge does not fit,
+//! the folder is measured again by one walk on the blocking pool (for a stream, `check-write`
+//! answers "not ready" and the walk runs in the guest's poll), at most once a second, or at once
+//! after an unlink, rmdir, rename, set-size or truncating open. If it still does not fit, the
+//! operation fails with `insufficient-space` and an `fs` denial `quota /data` (reason naming
+//! `max_bytes`/`max_entries`) is recorded. Through std, a guest sees `StorageFull` from
+//! descriptor methods and `Uncategorized` (wasi-libc turns every failed stream write into `EIO`)
+//! from `std::fs::write`.
+//!
+//! # One budget per folder, whoever charges it
+//!
+//! The budget is not kept in a process's memory (then every `warden run`, every `Host` in a
+//! process, and later every runner on the same data dir would get a whole budget of its own:
+//! four parallel runs with a 4 MiB quota wrote 14 MB). It is kept on disk beside the folder,
+//! so outside every mount: `DATA/tenants/<t>/extensions/<e>/files.quota/budget` (folder 0700,
+//! file 0600), a few hundred bytes of text ended by a checksum line: the usage counted (the
+//! last walk's measure plus every charge since, by any quota), when the last walk ended,
+//! whether space may have been freed or a charge refused since, the walk under way (its id, its
+//! owner, and what was charged that it may miss), and per quota what it has in flight (charged,
+//! not yet known to be on disk).
+//!
+//! Every charge, settle, walk claim and walk result is one transaction: the quota's own mutex
+//! (what it has in flight changes with the file), then `open`, an exclusive `flock`, one
+//! `pread`, the change, one `pwrite` if anything changed, `close` (which releases the lock);
+//! `room` and `used` read under a shared lock. So all charges on the data dir, from any
+//! process or host, are serialized, and a growth is admitted only if the one shared count plus
+//! its cost fits: together they never charge more than `max_bytes` and `max_entries`, exactly.
+//! A transaction costs a few microseconds, so a charged write costs two of them (charge, then
+//! settle); it blocks the calling thread while another holds the lock, which is for
+//! microseconds except during a rebuild (below). A quota keeps no file open between calls.
+//!
+//! A walk runs *without* the lock: charges go on meanwhile. It is claimed in a transaction,
+//! which starts it with everything in flight at that moment (in every process), and every
+//! charge until it ends is added; its result is what it measured plus that. So a write
+//! charged in process B and not yet on disk when process A walks is counted (twice, if the walk
+//! sees it too: conservative), never lost. One walk runs at a time for the whole budget and the
+//! rate limit is shared; a claim older than 10 s, or whose owner died, is taken over (the old
+//! walk's result is then discarded: a walk applies only while its id and owner are the claim).
+//!
+//! Who is alive is told by leases: each process holds an exclusive `flock` on one file of
+//! `DATA/quota-leases/` (`lease-<pid>-<n>-<x>`, one per process whatever the number of its
+//! installs) for as long as it has a quota on that data dir; each quota's entries are named
+//! `<lease>.<n>`. The kernel releases the lock when the process ends, however it ends, so a
+//! lease that can be locked (or is missing) is a dead process's. A process that dies with
+//! writes in flight (killed mid-write) leaves its entries, which keep counting (conservative)
+//! until the next walk is claimed: the claim drops the entries of dead processes; whatever they
+//! did write is on disk, where the walk finds it. A quota dropped normally takes its entries
+//! away itself; a dead process's lease file is removed once a minute old (by a claim that
+//! finds it dead, or by the next process taking its lease). Each quota also puts back, at its
+//! next transaction, whatever of its own in-flight charges the budget lost (counted again).
+//!
+//! At load, the folder is measured again by a walk as above (unless one is under way). Fails
+//! closed: if the budget's folder or file cannot be created, opened, locked, read or written,
+//! or the lease cannot be taken, the load goes on and every growth is refused with a reason
+//! saying so (`file quota of this extension cannot be checked (...)`) until it can. A `budget`
+//! that is new, empty, torn by a crash mid-write or edited does not parse: growth is refused
+//! until it is built again by a walk *under the exclusive lock* (at the load that finds it so,
+//! or at the next refusal), so that no quota charges a budget not measured yet. A budget removed
+//! while hosts use it (an operator resetting the install) is created again at the next
+//! transaction and built the same way.
+//!
+//! Limits:
+//!
+//! - Charges assume blocks of at most 4 KiB and ignore file system metadata (extent trees,
+//!   large directories).
+//! - A file the guest deleted while still holding it open keeps its blocks until the call
+//!   ends, but a later walk no longer counts them.
+//! - A walk is not a snapshot: a file moved by a rename from a folder it has not reached into
+//!   one it has passed is missed by that walk (found by the next).
+//! - When the budget file is damaged or removed, what *other* quotas had in flight at that
+//!   moment is lost with it (a few blocks per writing call, until their writes land and the
+//!   next walk counts them); so is, for a moment, what a live process has in flight if its
+//!   lease file is removed by hand (it puts it back at its next transaction).
+//! - Every process on a data dir must see the same `flock`s: one kernel and a local file
+//!   system, as SQLite's `DATA/warden.db` needs too.
+//! - A walk stops at the walking quota's `max_entries`, and one cut short counts the budget as
+//!   full for every quota on the folder (its bytes are unknown). Quotas with different limits
+//!   on one folder (hosts run with different policies) share the count, each refusing at its
+//!   own limits.
+//! - The quota's denial may mask a `not-permitted` of an escaping `open-at` with create (still
+//!   a recorded `fs` denial).
+//! - Mounts on a separate, size-limited file system remain the stronger isolation for the
+//!   host's own files (audit log, database).
 //!
 //! Refusals the guest's own libc makes before asking the host (it resolves some symlinks itself
-//! and stops at a mount's edge) never reach the host and leave no record. `crates/host/tests/all/fs.rs` attacks all of this with the `hostile-fs` fixture;
+//! and stops at a mount's edge) never reach the host and leave no record.
+//! `crates/host/tests/all/fs.rs` attacks all of this with the `hostile-fs` fixture (two hosts on
+//! one data dir included), `crates/cli/tests/all/quota.rs` with parallel `warden run`s;
 //! `examples/notes` is the example to copy.
+
+mod shared;
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use shared::{BUDGET_FILE, Lease, State, Walk, minus, now, owner_token, plus, since, transact};
 
 /// Growth charged to a quota: bytes of disk and new entries (files, folders, links).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,16 +225,18 @@ pub fn walk(root: &Path, max_entries: u64) -> Usage {
 }
 
 /// The file system quota of one (tenant, extension): how many bytes and entries its folder of
-/// mounts may hold. Created by the host at load, measured then by [`walk`], and shared (it is
-/// an `Arc`) by every call of the install, so concurrent calls draw from one budget.
+/// mounts may hold. Created by the host at load, and shared (it is an `Arc`) by every call of
+/// the install; its budget lives on disk beside the folder (see the module docs), so every
+/// quota on the same folder, in this process or another, draws from that one budget.
 ///
 /// Every growth is charged *before* it happens, conservatively: `write` the blocks it touches,
 /// a stream write its bytes rounded up to whole blocks (plus one, at an unknown offset),
 /// `set-size` the whole new size, each created entry one entry and one block. Overwrites and
 /// removals are not credited as they happen: when a charge does not fit, the real usage is
 /// measured again by one [`walk`] (on the blocking pool) and the charge retried. Walks are
-/// rate-limited: at most one per [`RECOMPUTE_INTERVAL`], except right after an operation that
-/// may have freed space (unlink, rmdir, rename, set-size, open with truncate).
+/// rate-limited: at most one per [`RECOMPUTE_INTERVAL`] for all the budget's quotas, except right
+/// after an operation that may have freed space (unlink, rmdir, rename, set-size, open with
+/// truncate).
 #[derive(Clone)]
 pub struct FsQuota {
     inner: Arc<QuotaInner>,
@@ -166,31 +245,55 @@ pub struct FsQuota {
 struct QuotaInner {
     /// The install's folder holding all its data mounts.
     root: PathBuf,
+    /// The budget file, `<root>.quota/budget` beside the root (`None`: the root has no name,
+    /// and every growth is refused).
+    budget: Option<PathBuf>,
+    /// The folder of leases, one per process (`DATA/quota-leases`).
+    leases: PathBuf,
     max_bytes: u64,
     max_entries: u64,
     /// The denial target, e.g. `quota /data`.
     target: String,
-    state: Mutex<Budget>,
+    local: Mutex<Local>,
 }
 
-struct Budget {
-    /// Measured at the last walk plus everything charged since.
-    used: Usage,
-    /// Charged while a walk runs, added to its result (the walk may or may not have seen it).
-    during_walk: Option<Usage>,
-    last_walk: Instant,
-    /// An operation that may free space succeeded since the last walk.
-    freed: bool,
-    /// A charge was refused since the last walk.
-    exhausted: bool,
-    /// Charged for changes not known to be on disk yet (a write issued, not completed): a walk
-    /// may miss them, so it counts them on top of what it measures.
-    in_flight: Usage,
+/// This quota's side of the budget, behind one lock: what it has in flight changes together
+/// with its entry in the budget file, so the calls of one quota take turns here (before the
+/// file lock, which serializes all quotas).
+struct Local {
+    /// This process's lease and this quota's name in the budget (`<lease>.<n>`); `None` until
+    /// the lease could be taken (tried again at every use).
+    owner: Option<(Arc<Lease>, String)>,
+    mine: Mine,
 }
+
+/// What this quota knows of its own use of the budget.
+#[derive(Clone, Copy, Default)]
+struct Mine {
+    /// What it has in flight (in the budget file too, under its name; put back if missing).
+    in_flight: Usage,
+    /// When it last failed to rebuild a missing or damaged budget.
+    last_rebuild: Option<Instant>,
+}
+
+/// What a transaction's closure is handed: the process's lease (to judge others alive), this
+/// quota's name, and its own side, as it will be if the transaction is written.
+struct Txn<'a> {
+    lease: &'a Lease,
+    me: &'a str,
+    mine: &'a mut Mine,
+}
+
+/// The folder under the data dir where each process using file quotas holds its lease.
+pub const LEASES_DIR: &str = "quota-leases";
 
 /// Least time between two walks when nothing was freed: a guest hammering a full quota costs
 /// one walk per interval, not one per write.
 pub const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A claimed walk not finished after this long (its quota stalled, or its guest never polled
+/// the stream that claimed it) is taken over by the next claim, whose result replaces it.
+const WALK_TAKEOVER: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for FsQuota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -203,27 +306,272 @@ impl fmt::Debug for FsQuota {
     }
 }
 
+/// `<root>.quota`: beside the folder of mounts, so outside every mount.
+fn budget_dir(root: &Path) -> Option<PathBuf> {
+    let name = root.file_name()?;
+    let mut name = name.to_os_string();
+    name.push(".quota");
+    Some(root.with_file_name(name))
+}
+
+/// What a charge may use: a cost's bytes and entries.
+fn usage(cost: Cost) -> Usage {
+    Usage {
+        bytes: cost.bytes,
+        entries: cost.entries,
+    }
+}
+
+/// Claims a walk in `s` for the quota of `t` if one is due: none under way (or the one
+/// under way belongs to a dead quota, or is older than [`WALK_TAKEOVER`]), and the last one
+/// finished at least [`RECOMPUTE_INTERVAL`] ago, or any time after space may have been freed
+/// (or at once, if `force`). Must run under the budget's exclusive lock. The walk starts with
+/// everything in flight now (a walk may miss it), after dropping what dead quotas had in
+/// flight (they will never write it).
+fn claim(s: &mut State, t: &Txn<'_>, force: bool) -> Option<u64> {
+    if let Some(w) = &s.walk
+        && since(w.started) < WALK_TAKEOVER
+        && t.lease.alive(&w.owner)
+    {
+        return None;
+    }
+    let due = if s.freed || force {
+        Duration::ZERO
+    } else {
+        RECOMPUTE_INTERVAL
+    };
+    if since(s.walked) < due {
+        return None;
+    }
+    s.flights.retain(|owner, _| t.lease.alive(owner));
+    let id = s.next;
+    s.next = s.next.wrapping_add(1);
+    s.walk = Some(Walk {
+        id,
+        owner: t.me.to_string(),
+        started: now(),
+        during: s.in_flight(),
+    });
+    Some(id)
+}
+
+impl QuotaInner {
+    /// Runs `f` on the shared budget under its file lock (exclusive, or shared for a read),
+    /// taking this process's lease first if needed. What `f` does to this quota's own side is
+    /// kept only if the budget was written. `Err`: the budget could not be opened, locked, read
+    /// or written.
+    fn with_budget<R>(
+        &self,
+        exclusive: bool,
+        f: impl FnOnce(&mut Option<State>, &mut Txn<'_>) -> R,
+    ) -> Result<R, String> {
+        let mut local = self
+            .local
+            .lock()
+            .map_err(|_| "the quota's lock is poisoned".to_string())?;
+        let Local { owner, mine } = &mut *local;
+        let Some(path) = &self.budget else {
+            return Err("the quota's folder has no name".to_string());
+        };
+        if owner.is_none() {
+            let lease = Lease::take(&self.leases)?;
+            let me = owner_token(&lease);
+            *owner = Some((lease, me));
+        }
+        let Some((lease, me)) = owner.as_ref() else {
+            return Err("no lease".to_string());
+        };
+        let mut next = *mine;
+        let r = transact(path, exclusive, |s| {
+            if exclusive && let Some(st) = s.as_mut() {
+                // What this quota has in flight is in the budget: put back if it was lost (a
+                // budget built again, or this process wrongly taken for dead), and counted.
+                let have = st.flights.get(me.as_str()).copied().unwrap_or_default();
+                let lost = minus(next.in_flight, have);
+                if lost != Usage::default() {
+                    st.used = plus(st.used, lost);
+                    st.add_flight(me, lost);
+                }
+            }
+            f(
+                s,
+                &mut Txn {
+                    lease,
+                    me,
+                    mine: &mut next,
+                },
+            )
+        })?;
+        if exclusive {
+            *mine = next;
+        }
+        Ok(r)
+    }
+
+    /// Measures the folder, counting a walk cut short (over `max_entries`) as full: its bytes
+    /// are unknown, and another quota on the same folder (with a higher `max_entries`) must not
+    /// take the part it saw for the whole.
+    fn measure(&self) -> Usage {
+        let mut m = walk(&self.root, self.max_entries);
+        if m.entries > self.max_entries {
+            m.bytes = u64::MAX;
+        }
+        m
+    }
+
+    /// Applies the measure of walk `id` if it is still this quota's claim: the budget becomes
+    /// what is on disk plus what was charged while the walk ran (which it may or may not have
+    /// seen: counted, to stay conservative).
+    fn finish(&self, id: u64, measured: Usage) {
+        let _ = self.with_budget(true, |s, t| {
+            if let Some(s) = s
+                && s.walk
+                    .as_ref()
+                    .is_some_and(|w| w.id == id && w.owner == t.me)
+                && let Some(w) = s.walk.take()
+            {
+                s.used = plus(measured, w.during);
+                s.walked = now();
+                s.freed = false;
+                s.exhausted = false;
+            }
+        });
+    }
+
+    /// Gives back claim `id` (its walk will not finish).
+    fn release(&self, id: u64) {
+        let _ = self.with_budget(true, |s, t| {
+            if let Some(s) = s
+                && s.walk
+                    .as_ref()
+                    .is_some_and(|w| w.id == id && w.owner == t.me)
+            {
+                s.walk = None;
+            }
+        });
+    }
+
+    /// Builds a budget that is missing or damaged again: one walk *under the exclusive lock*
+    /// (no quota can charge meanwhile), plus what this quota has in flight. What other quotas
+    /// had in flight when the budget was lost is not known any more (see the module docs).
+    fn rebuild(&self) {
+        let built = self.with_budget(true, |s, t| {
+            t.mine.last_rebuild = None;
+            if s.is_none() {
+                let measured = self.measure();
+                *s = Some(State::fresh(
+                    plus(measured, t.mine.in_flight),
+                    t.me,
+                    t.mine.in_flight,
+                ));
+            }
+        });
+        if built.is_err()
+            && let Ok(mut local) = self.local.lock()
+        {
+            // Not written: the next attempt waits (each is a walk under the lock).
+            local.mine.last_rebuild = Some(Instant::now());
+        }
+    }
+
+    fn reason(&self) -> String {
+        format!(
+            "file quota of this extension reached: max_bytes = {}, max_entries = {}",
+            self.max_bytes, self.max_entries
+        )
+    }
+
+    /// A budget that cannot be used refuses (fails closed), saying why.
+    fn unusable(&self, why: &str) -> String {
+        format!(
+            "file quota of this extension cannot be checked ({why}), so the growth is refused: \
+             max_bytes = {}, max_entries = {}",
+            self.max_bytes, self.max_entries
+        )
+    }
+
+    fn damaged(&self) -> String {
+        self.unusable(&format!(
+            "its budget file {} was missing or damaged, and is measured again",
+            self.budget
+                .as_deref()
+                .map(|p| {
+                    let parts: Vec<_> = p.iter().rev().take(2).collect();
+                    parts
+                        .iter()
+                        .rev()
+                        .map(|c| c.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+                .unwrap_or_default()
+        ))
+    }
+}
+
+impl Drop for QuotaInner {
+    /// Takes this quota's entries out of the budget: nothing of it is in flight any more (every
+    /// stream and call that charged it is gone).
+    fn drop(&mut self) {
+        let (Ok(local), Some(path)) = (self.local.get_mut(), &self.budget) else {
+            return;
+        };
+        let Some((_, me)) = &local.owner else {
+            return;
+        };
+        let _ = transact(path, true, |s| {
+            if let Some(s) = s {
+                s.flights.remove(me.as_str());
+                if s.walk.as_ref().is_some_and(|w| w.owner == *me) {
+                    s.walk = None;
+                }
+            }
+        });
+    }
+}
+
 impl FsQuota {
-    /// Measures `root` now (blocking: called at load) and starts the budget from it. `mounts`
-    /// names the read-write mounts, for the denial target.
-    pub fn new(root: PathBuf, mounts: &str, max_bytes: u64, max_entries: u64) -> FsQuota {
-        let used = walk(&root, max_entries);
-        FsQuota {
+    /// Opens the budget of `root` (`<root>.quota/budget`, created on first use) and measures
+    /// `root` now (blocking: called at load), unless another quota is measuring it already.
+    /// `leases` is the folder of this process's lease (the same for every quota on `root`, in
+    /// every process: the host uses `DATA/quota-leases`). `mounts` names
+    /// the read-write mounts, for the denial target. A budget that cannot be opened does not
+    /// fail the load: every growth is refused until it can be (and the refusal says why).
+    pub fn new(
+        root: PathBuf,
+        leases: PathBuf,
+        mounts: &str,
+        max_bytes: u64,
+        max_entries: u64,
+    ) -> FsQuota {
+        let q = FsQuota {
             inner: Arc::new(QuotaInner {
+                budget: budget_dir(&root).map(|d| d.join(BUDGET_FILE)),
+                leases,
                 root,
                 max_bytes,
                 max_entries,
                 target: format!("quota {mounts}"),
-                state: Mutex::new(Budget {
-                    used,
-                    during_walk: None,
-                    last_walk: Instant::now(),
-                    freed: false,
-                    exhausted: false,
-                    in_flight: Usage::default(),
+                local: Mutex::new(Local {
+                    owner: None,
+                    mine: Mine::default(),
                 }),
             }),
+        };
+        let claimed = q.inner.with_budget(true, |s, t| match s {
+            Some(s) => claim(s, t, true).map(Claim::Walk),
+            None => Some(Claim::Rebuild),
+        });
+        match claimed {
+            Ok(Some(Claim::Walk(id))) => q.inner.finish(id, q.inner.measure()),
+            // New or damaged: built under the lock, so that no quota loading beside this one
+            // charges a budget not measured yet.
+            Ok(Some(Claim::Rebuild)) => q.inner.rebuild(),
+            // Another quota is measuring it now; or it cannot be opened (every growth is
+            // refused, saying why, until it can).
+            Ok(None) | Err(_) => {}
         }
+        q
     }
 
     /// The denial target, e.g. `quota /data`.
@@ -231,173 +579,179 @@ impl FsQuota {
         &self.inner.target
     }
 
-    /// Usage as the budget counts it now (the last walk plus charges since).
+    /// Usage as the budget counts it now (the last walk plus charges since, by every quota on
+    /// the folder). An unusable budget counts as full.
     pub fn used(&self) -> Usage {
-        self.inner.state.lock().map(|b| b.used).unwrap_or(Usage {
+        const FULL: Usage = Usage {
             bytes: u64::MAX,
             entries: u64::MAX,
-        })
+        };
+        self.inner
+            .with_budget(false, |s, _| s.as_ref().map(|s| s.used))
+            .ok()
+            .flatten()
+            .unwrap_or(FULL)
     }
 
     pub fn reason(&self) -> String {
-        format!(
-            "file quota of this extension reached: max_bytes = {}, max_entries = {}",
-            self.inner.max_bytes, self.inner.max_entries
-        )
+        self.inner.reason()
     }
 
-    /// Charges `cost` if it fits; otherwise notes that the guest is being refused. A poisoned
-    /// lock refuses (fails closed).
-    fn try_charge(&self, cost: Cost) -> bool {
-        let Ok(mut b) = self.inner.state.lock() else {
-            return false;
-        };
-        let bytes = b.used.bytes.saturating_add(cost.bytes);
-        let entries = b.used.entries.saturating_add(cost.entries);
-        if bytes <= self.inner.max_bytes && entries <= self.inner.max_entries {
-            b.used = Usage { bytes, entries };
-            b.in_flight.bytes = b.in_flight.bytes.saturating_add(cost.bytes);
-            b.in_flight.entries = b.in_flight.entries.saturating_add(cost.entries);
-            if let Some(d) = b.during_walk.as_mut() {
-                d.bytes = d.bytes.saturating_add(cost.bytes);
-                d.entries = d.entries.saturating_add(cost.entries);
+    /// Charges `cost` if it fits; otherwise notes that the guest is being refused. `Err`: why
+    /// not. A budget that cannot be used refuses (fails closed).
+    fn try_charge(&self, cost: Cost) -> Result<(), String> {
+        let q = &self.inner;
+        let u = usage(cost);
+        q.with_budget(true, |s, t| {
+            let Some(s) = s else {
+                return Err(q.damaged());
+            };
+            let used = plus(s.used, u);
+            if used.bytes <= q.max_bytes && used.entries <= q.max_entries {
+                s.used = used;
+                s.add_flight(t.me, u);
+                t.mine.in_flight = plus(t.mine.in_flight, u);
+                if let Some(w) = s.walk.as_mut() {
+                    w.during = plus(w.during, u);
+                }
+                return Ok(());
             }
-            return true;
-        }
-        b.exhausted = true;
-        false
+            s.exhausted = true;
+            Err(q.reason())
+        })
+        .unwrap_or_else(|e| Err(q.unusable(&e)))
     }
 
-    /// Bytes that may still be charged.
+    /// Bytes that may still be charged (none if the budget cannot be used).
     pub fn room(&self) -> u64 {
+        let max = self.inner.max_bytes;
         self.inner
-            .state
-            .lock()
-            .map(|b| self.inner.max_bytes.saturating_sub(b.used.bytes))
+            .with_budget(false, |s, _| {
+                s.as_ref().map(|s| max.saturating_sub(s.used.bytes))
+            })
+            .ok()
+            .flatten()
             .unwrap_or(0)
     }
 
-    /// Claims the next walk if one is due: none running, and the last one at least
-    /// [`RECOMPUTE_INTERVAL`] ago, or any time after space may have been freed. Claimed under
-    /// the lock, so concurrent refusals start one walk, not many.
+    /// Claims the next walk if one is due: none under way (or the one under way is a dead
+    /// quota's, or stale), and the last one at least [`RECOMPUTE_INTERVAL`] ago, or any time
+    /// after space may have been freed. Claimed under the budget's lock, so
+    /// concurrent refusals, in this process or another, start one walk, not many. For a budget
+    /// that is missing or damaged, the claim is to build it again (after a rebuild that could
+    /// not be written, not again for [`RECOMPUTE_INTERVAL`]).
     pub fn claim_walk(&self) -> Option<WalkGuard> {
-        let mut b = self.inner.state.lock().ok()?;
-        let due = if b.freed {
-            Duration::ZERO
-        } else {
-            RECOMPUTE_INTERVAL
-        };
-        if b.during_walk.is_some() || b.last_walk.elapsed() < due {
-            return None;
-        }
-        // What is in flight now may land before or after the walk passes it: counted.
-        b.during_walk = Some(b.in_flight);
-        Some(WalkGuard(Some(self.clone())))
+        let kind = self
+            .inner
+            .with_budget(true, |s, t| match s {
+                Some(s) => claim(s, t, false).map(Claim::Walk),
+                None => t
+                    .mine
+                    .last_rebuild
+                    .is_none_or(|t| t.elapsed() >= RECOMPUTE_INTERVAL)
+                    .then_some(Claim::Rebuild),
+            })
+            .ok()
+            .flatten()?;
+        Some(WalkGuard {
+            quota: Some(self.clone()),
+            kind,
+        })
     }
 
-    /// Takes a walk's result: the budget becomes what is on disk plus what was charged while
-    /// the walk ran (which it may or may not have seen: counted, to stay conservative).
-    fn finish_walk(&self, measured: Usage) {
-        if let Ok(mut b) = self.inner.state.lock() {
-            let during = b.during_walk.take().unwrap_or_default();
-            b.used = Usage {
-                bytes: measured.bytes.saturating_add(during.bytes),
-                entries: measured.entries.saturating_add(during.entries),
-            };
-            b.last_walk = Instant::now();
-            b.freed = false;
-            b.exhausted = false;
-        }
-    }
-
-    /// Runs a claimed walk on the blocking pool and takes its result. If this future is
-    /// dropped first (the call ends), the guard releases the claim.
+    /// Runs a claimed walk on the blocking pool and takes its result. If it cannot run (the
+    /// runtime is shutting down), the guard releases the claim.
     pub async fn remeasure(&self, guard: WalkGuard) {
-        let root = self.inner.root.clone();
-        let max = self.inner.max_entries;
-        let measured = tokio::task::spawn_blocking(move || walk(&root, max))
-            .await
-            // A walk that panicked measured nothing: count the budget as full until the next.
-            .unwrap_or(Usage {
-                bytes: u64::MAX,
-                entries: u64::MAX,
-            });
-        guard.finish(measured);
+        let _ = tokio::task::spawn_blocking(move || guard.run()).await;
     }
 
     /// Charges `cost`, measuring the real usage once first if it does not fit and a walk is
     /// due. `Err`: the reason of the refusal.
     pub async fn charge(&self, cost: Cost) -> Result<(), String> {
-        if self.try_charge(cost) {
-            return Ok(());
-        }
-        if let Some(guard) = self.claim_walk() {
-            self.remeasure(guard).await;
-            if self.try_charge(cost) {
-                return Ok(());
+        let refused = match self.try_charge(cost) {
+            Ok(()) => return Ok(()),
+            Err(reason) => reason,
+        };
+        match self.claim_walk() {
+            Some(guard) => {
+                self.remeasure(guard).await;
+                self.try_charge(cost)
             }
+            None => Err(refused),
         }
-        Err(self.reason())
     }
 
     /// [`charge`](Self::charge) without waiting, for a stream's `write`: its `check-write`
     /// already measured again if needed (see a quota stream in the runtime).
     pub fn charge_now(&self, cost: Cost) -> Result<(), String> {
-        if self.try_charge(cost) {
-            Ok(())
-        } else {
-            Err(self.reason())
-        }
+        self.try_charge(cost)
     }
 
-    /// Marks charged changes as done (on disk, or failed): later walks see them, if made.
+    /// Marks charged changes as done (on disk, or failed): later walks see them, if made. If the
+    /// budget cannot be written, they stay counted as in flight (conservative).
     pub fn settle(&self, cost: Cost) {
-        if let Ok(mut b) = self.inner.state.lock() {
-            b.in_flight.bytes = b.in_flight.bytes.saturating_sub(cost.bytes);
-            b.in_flight.entries = b.in_flight.entries.saturating_sub(cost.entries);
-        }
-    }
-
-    /// Gives back a claimed walk that did not finish.
-    fn release_claim(&self) {
-        if let Ok(mut b) = self.inner.state.lock() {
-            b.during_walk = None;
-        }
-    }
-
-    /// After an operation that may have freed space: the next refusal may walk at once, and
-    /// if the guest is already being refused, the walk happens now.
-    pub async fn freed(&self) {
-        let exhausted = match self.inner.state.lock() {
-            Ok(mut b) => {
-                b.freed = true;
-                b.exhausted
+        let u = usage(cost);
+        let _ = self.inner.with_budget(true, |s, t| {
+            t.mine.in_flight = minus(t.mine.in_flight, u);
+            if let Some(s) = s {
+                s.sub_flight(t.me, u);
             }
-            Err(_) => false,
-        };
+        });
+    }
+
+    /// After an operation that may have freed space: the next refusal (by any quota on the
+    /// folder) may walk at once, and if a guest is already being refused, the walk happens now.
+    pub async fn freed(&self) {
+        let exhausted = self
+            .inner
+            .with_budget(true, |s, _| match s {
+                Some(s) => {
+                    s.freed = true;
+                    s.exhausted
+                }
+                None => true,
+            })
+            .unwrap_or(false);
         if exhausted && let Some(guard) = self.claim_walk() {
             self.remeasure(guard).await;
         }
     }
 }
 
+/// What a [`WalkGuard`] was claimed for.
+enum Claim {
+    /// Walk `id` of the shared budget, not under the lock.
+    Walk(u64),
+    /// Building a missing or damaged budget again, under the lock.
+    Rebuild,
+}
+
 /// A claimed walk: applies its measure, or, if dropped without one (its task cancelled, or
 /// the call that awaited it ended), releases the claim, so the budget is never left refusing
 /// without ever measuring again.
-pub struct WalkGuard(Option<FsQuota>);
+pub struct WalkGuard {
+    quota: Option<FsQuota>,
+    kind: Claim,
+}
 
 impl WalkGuard {
-    fn finish(mut self, measured: Usage) {
-        if let Some(q) = self.0.take() {
-            q.finish_walk(measured);
+    /// Walks (blocking) and applies the result.
+    fn run(mut self) {
+        if let Some(q) = self.quota.take() {
+            match self.kind {
+                Claim::Walk(id) => q.inner.finish(id, q.inner.measure()),
+                Claim::Rebuild => q.inner.rebuild(),
+            }
         }
     }
 }
 
 impl Drop for WalkGuard {
     fn drop(&mut self) {
-        if let Some(q) = self.0.take() {
-            q.release_claim();
+        if let Some(q) = self.quota.take()
+            && let Claim::Walk(id) = self.kind
+        {
+            q.inner.release(id);
         }
     }
 }
@@ -470,8 +824,8 @@ mod tests {
     #[tokio::test]
     async fn the_budget_is_shared_refuses_when_spent_and_recovers_after_a_removal() {
         let dir = Scratch::new("budget");
-        let root = dir.path().to_path_buf();
-        let q = FsQuota::new(root.clone(), "/data", 10 * BLOCK, 5);
+        let root = dir.path().join("files");
+        let q = quota(&root, 10 * BLOCK, 5);
         let other = q.clone();
         assert!(q.charge(Cost::bytes(6 * BLOCK)).await.is_ok());
         assert_eq!(other.used().bytes, 6 * BLOCK);
@@ -486,10 +840,247 @@ mod tests {
         assert_eq!(q.used().bytes, 6 * BLOCK);
 
         // Entries: five fit, the sixth does not.
-        let e = FsQuota::new(root, "/data", u64::MAX, 5);
+        let e = quota(&dir.path().join("other"), u64::MAX, 5);
         for _ in 0..5 {
             assert!(e.charge(Cost::ENTRY).await.is_ok());
         }
         assert!(e.charge(Cost::ENTRY).await.is_err());
+    }
+
+    /// The budget folder of the quota on `root`.
+    fn budget_of(root: &Path) -> PathBuf {
+        budget_dir(root).unwrap()
+    }
+
+    /// The leases folder of the tests' quotas on `root`: beside it, as `DATA/quota-leases` is
+    /// for the host.
+    fn leases_of(root: &Path) -> PathBuf {
+        root.parent().unwrap().join("leases")
+    }
+
+    fn quota(root: &Path, max_bytes: u64, max_entries: u64) -> FsQuota {
+        FsQuota::new(
+            root.to_path_buf(),
+            leases_of(root),
+            "/data",
+            max_bytes,
+            max_entries,
+        )
+    }
+
+    /// The leases in `root`'s leases folder.
+    fn leases(root: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(leases_of(root))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("lease-")
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn two_quotas_on_one_folder_are_one_budget() {
+        let dir = Scratch::new("two");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        // Two quotas, as two hosts (or two processes) make them: not clones.
+        let a = quota(&root, 10 * BLOCK, 100);
+        let b = quota(&root, 10 * BLOCK, 100);
+        let folder = walk(&root, 100);
+        assert!(a.charge(Cost::bytes(6 * BLOCK)).await.is_ok());
+        assert_eq!(b.used().bytes, folder.bytes + 6 * BLOCK);
+        let reason = b.charge(Cost::bytes(6 * BLOCK)).await.unwrap_err();
+        assert!(reason.contains("max_bytes = 40960"), "{reason}");
+        // Exactly the rest fits, in either.
+        let rest = 10 * BLOCK - folder.bytes - 6 * BLOCK;
+        assert!(b.charge_now(Cost::bytes(rest)).is_ok());
+        assert!(a.charge_now(Cost::bytes(1)).is_err());
+
+        // A walk by one counts what the other has in flight (charged, maybe not on disk yet):
+        // nothing was written, yet after b settles its own charge and measures again, a's
+        // charge is still counted.
+        b.settle(Cost::bytes(rest));
+        b.freed().await;
+        assert_eq!(a.used().bytes, folder.bytes + 6 * BLOCK);
+        // Once a settles too, the next measure finds the folder as it is.
+        a.settle(Cost::bytes(6 * BLOCK));
+        a.freed().await;
+        assert!(b.charge(Cost::bytes(9 * BLOCK)).await.is_ok());
+        assert_eq!(a.used().bytes, folder.bytes + 9 * BLOCK);
+
+        // The budget lives beside the folder (never inside a mount), private to the host.
+        let budget = budget_of(&root);
+        assert_eq!(budget, dir.path().join("files.quota"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&budget), 0o700);
+        assert_eq!(mode(&budget.join(shared::BUDGET_FILE)), 0o600);
+        // The process holds one lease (whatever the number of its quotas) while any lives.
+        assert_eq!(leases(&root).len(), 1);
+        drop(a);
+        assert_eq!(leases(&root).len(), 1);
+        drop(b);
+        assert_eq!(leases(&root).len(), 0);
+    }
+
+    /// The environment variable naming the folder a child process charges (see
+    /// [`child_charges_and_ends_without_cleaning_up`]).
+    const CHILD_ROOT: &str = "WARDEN_FS_QUOTA_CHILD_ROOT";
+    /// How much each child charges: `settle` (charge one block at a time until refused, each
+    /// settled at once) or `hold` (charge four blocks, never settled).
+    const CHILD_MODE: &str = "WARDEN_FS_QUOTA_CHILD_MODE";
+
+    /// Not a test on its own: the child process of the tests below (it does nothing unless
+    /// they start it). It charges a quota on their folder, prints how much it got, and ends
+    /// without dropping anything, as a crash would.
+    #[test]
+    fn child_charges_and_ends_without_cleaning_up() {
+        let Some(root) = std::env::var_os(CHILD_ROOT) else {
+            return;
+        };
+        let q = quota(Path::new(&root), 64 * BLOCK, 1000);
+        let mut got = 0u64;
+        match std::env::var(CHILD_MODE).as_deref() {
+            Ok("hold") => {
+                q.charge_now(Cost::bytes(4 * BLOCK)).unwrap();
+                got = 4;
+            }
+            _ => {
+                // As the runtime does: charge, write, settle; a new file is an entry first.
+                use std::io::Write as _;
+                if q.charge_now(Cost::ENTRY).is_ok() {
+                    let path = q.inner.root.join(format!("f{}", std::process::id()));
+                    let mut f = std::fs::File::create(path).unwrap();
+                    q.settle(Cost::ENTRY);
+                    while q.charge_now(Cost::bytes(BLOCK)).is_ok() {
+                        f.write_all(&[7u8; BLOCK as usize]).unwrap();
+                        q.settle(Cost::bytes(BLOCK));
+                        got += 1;
+                    }
+                }
+            }
+        }
+        println!("charged {got} blocks");
+        std::process::exit(0);
+    }
+
+    /// Runs `n` children at once on `root`; what each charged, in blocks.
+    fn children(root: &Path, mode: &str, n: usize) -> Vec<u64> {
+        let spawned: Vec<_> = (0..n)
+            .map(|_| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "--exact",
+                        "quota::tests::child_charges_and_ends_without_cleaning_up",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(CHILD_ROOT, root)
+                    .env(CHILD_MODE, mode)
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        spawned
+            .into_iter()
+            .map(|c| {
+                let out = c.wait_with_output().unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let n = text
+                    .split("charged ")
+                    .nth(1)
+                    .and_then(|t| t.split(' ').next())
+                    .unwrap_or_else(|| panic!("child said {text:?}"));
+                n.parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn processes_charging_at_once_get_exactly_the_budget() {
+        let dir = Scratch::new("procs");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        // Four processes, each writing block by block until refused: one budget of 64 blocks
+        // between them (with a budget per process, each would write 64).
+        let got = children(&root, "write", 4);
+        let on_disk = walk(&root, 1000).bytes;
+        assert!(on_disk <= 64 * BLOCK, "{on_disk} bytes: {got:?}");
+        // The budget is used, not refused wholesale (a walk counts what was in flight when it
+        // started as well as what it finds: a little conservative while others write).
+        assert!(got.iter().sum::<u64>() >= 48, "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn what_a_dead_process_had_in_flight_is_dropped_at_the_next_walk() {
+        let dir = Scratch::new("dead");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        let q = quota(&root, 10 * BLOCK, 100);
+        let live = quota(&root, 10 * BLOCK, 100);
+        assert!(live.charge_now(Cost::bytes(BLOCK)).is_ok());
+        // A child charges four blocks and ends mid-write, its charge never settled.
+        assert_eq!(children(&root, "hold", 1), [4]);
+        assert_eq!(q.used().bytes, 5 * BLOCK);
+        // Its lease is left behind, unlocked; made old, it is removed by the next claim.
+        let all = leases(&root);
+        assert_eq!(all.len(), 2);
+        let past = std::time::SystemTime::now() - Duration::from_secs(120);
+        for l in &all {
+            std::fs::File::options()
+                .write(true)
+                .open(l)
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        }
+        assert!(q.charge(Cost::bytes(6 * BLOCK)).await.is_err());
+        // A removal lets the refused quota measure again: the dead child's charge is dropped
+        // (nothing of it is on disk) and its lease removed; the live quota's stays counted.
+        q.freed().await;
+        assert_eq!(q.used().bytes, BLOCK);
+        assert_eq!(leases(&root).len(), 1);
+        assert!(q.charge(Cost::bytes(6 * BLOCK)).await.is_ok());
+        assert_eq!(live.used().bytes, 7 * BLOCK);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_unreadable_budget_refuses_then_is_measured_again() {
+        let dir = Scratch::new("damaged");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        let q = quota(&root, 10 * BLOCK, 100);
+        assert!(q.charge_now(Cost::bytes(BLOCK)).is_ok());
+        let file = budget_of(&root).join(shared::BUDGET_FILE);
+        let good = std::fs::read(&file).unwrap();
+        // Torn by a crash (or edited): refused, never trusted.
+        std::fs::write(&file, &good[..good.len() / 2]).unwrap();
+        let reason = q.charge_now(Cost::bytes(BLOCK)).unwrap_err();
+        assert!(
+            reason.contains("missing or damaged") && reason.contains("max_bytes = 40960"),
+            "{reason}"
+        );
+        assert_eq!(q.room(), 0);
+        // The refused charge claims a rebuild: measured again (what this quota has in flight
+        // included), and the charge goes through.
+        assert!(q.charge(Cost::bytes(BLOCK)).await.is_ok());
+        assert_eq!(q.used().bytes, 2 * BLOCK);
+
+        // The budget's folder replaced by a file: it cannot be opened, growth is refused.
+        std::fs::remove_dir_all(budget_of(&root)).unwrap();
+        std::fs::write(budget_of(&root), "in the way").unwrap();
+        let reason = q.charge(Cost::bytes(BLOCK)).await.unwrap_err();
+        assert!(reason.contains("cannot be checked"), "{reason}");
+        assert_eq!(q.used().bytes, u64::MAX);
+        // Back to a folder: opened again, rebuilt (in flight: the two blocks never settled).
+        std::fs::remove_file(budget_of(&root)).unwrap();
+        let reason = q.charge_now(Cost::bytes(BLOCK)).unwrap_err();
+        assert!(reason.contains("missing or damaged"), "{reason}");
+        assert!(q.charge(Cost::bytes(BLOCK)).await.is_ok());
+        assert_eq!(q.used().bytes, 3 * BLOCK);
     }
 }

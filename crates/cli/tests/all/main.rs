@@ -6,5 +6,6 @@
 mod audit_gaps;
 mod audit_torn;
 mod foundation;
+mod quota;
 mod run;
 mod secrets;

@@ -412,7 +412,10 @@ async fn symlinks_whose_target_leaves_the_mount_are_refused_and_audited() {
             .cloned()
             .unwrap_or_else(|| panic!("{link} -> {target}: no denial recorded"));
         assert!(
-            denial.message().unwrap_or("").contains("may leave the mount"),
+            denial
+                .message()
+                .unwrap_or("")
+                .contains("may leave the mount"),
             "{denial:?}"
         );
     }
@@ -1302,4 +1305,79 @@ async fn stream_writes_on_a_read_only_mount_are_audited() {
         op(&lab, &id, "read", "/assets/readme.txt").await,
         "ok:hostile-fs asset: ORIGINAL\n"
     );
+}
+
+/// A second host (its own trust, audit and budget objects) on `lab`'s data dir, with the
+/// quota policy: another process, or another embedder in this one, serving the same installs.
+fn second_quota_host(lab: &Lab) -> Lab {
+    let data = lab.dir.path().join("data");
+    let policy = warden_host::Policy::parse(&format!(
+        "[policy.files]\nmax_bytes = \"{QUOTA_BYTES}B\"\nmax_entries = {QUOTA_ENTRIES}\n"
+    ))
+    .unwrap();
+    Lab::with_builder(policy, move |b| b.data_dir(data))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_on_one_data_dir_share_one_budget() {
+    let lab = quota_lab();
+    let other = second_quota_host(&lab);
+    // The same extension for the same tenant, loaded by both hosts before either writes: each
+    // measures the (empty) folder at load.
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let path = other.bundle(FIXTURE, mounts(&["/data"], &[]));
+    let id2 = other
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap()
+        .id;
+    assert_eq!(id, id2);
+    let files = files_dir(&lab, "default", "warden.hostile-fs");
+    // Four calls per host at once, each writing 100000 bytes into the one 256 KiB budget.
+    let calls = (0..8).map(|i| {
+        let host = if i % 2 == 0 {
+            lab.host.clone()
+        } else {
+            other.host.clone()
+        };
+        let id = id.clone();
+        tokio::spawn(async move {
+            run(&host, "default", &id, "fill", &format!("/data/h{i}|100000")).await
+        })
+    });
+    let outs = futures_join(calls).await;
+    let (bytes, _) = disk_use(&files);
+    assert!(bytes <= QUOTA_BYTES, "{bytes} bytes on disk: {outs:?}");
+    let ok = outs.iter().filter(|o| *o == "ok").count();
+    assert!(ok <= 2, "{outs:?}");
+    for o in outs.iter().filter(|o| *o != "ok") {
+        no_space(o, "two hosts");
+    }
+    // Both hosts audit their own refusals; together they refused at least six calls.
+    let mine = quota_denials(&lab).len();
+    let theirs = quota_denials(&other).len();
+    assert!(mine + theirs >= 6, "{mine} + {theirs}");
+
+    // What one host frees, the other finds (its refusal measures again).
+    for e in fs::read_dir(data_dir(&lab)).unwrap() {
+        let name = e.unwrap().file_name();
+        let name = name.to_str().unwrap();
+        assert_eq!(
+            run(
+                &lab.host,
+                "default",
+                &id,
+                "remove",
+                &format!("/data/{name}")
+            )
+            .await,
+            "ok"
+        );
+    }
+    assert_eq!(
+        run(&other.host, "default", &id, "fill", "/data/after|200000").await,
+        "ok"
+    );
+    assert!(disk_use(&files).0 <= QUOTA_BYTES);
 }
