@@ -1,8 +1,8 @@
 #![no_main]
 //! Any text, any secret, any cut point: what the redactor reports of a text cut at a cap never
 //! contains the secret, and never ends with a prefix (of any length >= 1) of it, compared
-//! ASCII-case-insensitively as the redactor matches. The secret is drawn from letters and
-//! digits so that the replacement marker itself cannot look like its start.
+//! ASCII-case-insensitively as the redactor matches. The replacement markers are taken out
+//! before the check (the marker's own letters may spell a short secret).
 
 use libfuzzer_sys::fuzz_target;
 use warden_call::Redactor;
@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let r = Redactor::default();
     r.add(&secret);
     let out = r.bytes(&text[..cut], true);
-    let lower: Vec<u8> = out.iter().map(u8::to_ascii_lowercase).collect();
+    let shown = String::from_utf8_lossy(&out).replace("[REDACTED]", "\0");
+    let lower: Vec<u8> = shown.bytes().map(|b| b.to_ascii_lowercase()).collect();
     let s = secret.to_ascii_lowercase().into_bytes();
     assert!(
         !lower.windows(s.len()).any(|w| w == s.as_slice()),
