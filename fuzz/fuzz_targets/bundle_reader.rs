@@ -3,10 +3,10 @@
 //! it accepts must be canonical (re-packing the accepted files gives the same bytes).
 
 use libfuzzer_sys::fuzz_target;
-use warden_bundle::{Bundle, Caps};
+use warden_bundle::{Bundle, BundleLimits};
 
 fuzz_target!(|data: &[u8]| {
-    let caps = Caps {
+    let caps = BundleLimits {
         max_entries: 64,
         max_file_bytes: 1 << 20,
         max_total_bytes: 4 << 20,

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
 use warden_bundle::ustar::ArchiveWriter;
-use warden_bundle::{Bundle, COMPONENT_PREAMBLE, Caps, MANIFEST_FILE, Mode};
+use warden_bundle::{Bundle, COMPONENT_PREAMBLE, BundleLimits, MANIFEST_FILE, Mode};
 use warden_trust::{
     Envelope, KeyId, MAX_ENVELOPE_BYTES, MAX_SIGNATURES, PAYLOAD_TYPE, PublicKey, Statement,
     TrustBundle, publisher_entry, verify,
@@ -55,7 +55,7 @@ fn fixture() -> &'static Fixture {
                 &COMPONENT_PREAMBLE,
             )
             .expect("component entry");
-        let bundle = Bundle::from_bytes(archive.finish(), &Caps::default()).expect("fixed bundle");
+        let bundle = Bundle::from_bytes(archive.finish(), &BundleLimits::default()).expect("fixed bundle");
         let key = PublicKey::from_spki_pem(TRUSTED_KEY).expect("fixed key");
         let one_key = TrustBundle::parse(&publisher_entry(&PUBLISHER.parse().expect("name"), &key))
             .expect("one-key trust bundle");

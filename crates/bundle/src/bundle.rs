@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use warden_manifest::{BundlePath, Kind, Manifest, TomlError};
 
-use crate::caps::Caps;
 use crate::digest::ContentHash;
+use crate::limits::BundleLimits;
 use crate::ustar::{self, ArchiveEntry, ArchiveError, EntryKind, Mode};
 
 /// The manifest's path inside every bundle.
@@ -93,14 +93,18 @@ pub(crate) struct Checked {
 
 impl Bundle {
     /// Validates `bytes` as a bundle (archive, caps, manifest, entry, layout) and hashes them.
-    pub fn from_bytes(bytes: impl Into<Bytes>, caps: &Caps) -> Result<Bundle, BundleError> {
+    pub fn from_bytes(bytes: impl Into<Bytes>, caps: &BundleLimits) -> Result<Bundle, BundleError> {
         let bytes: Bytes = bytes.into();
         let hash = ContentHash::of(&bytes);
         Bundle::checked(bytes, hash, caps)
     }
 
     /// Validates `bytes` whose hash the caller computed over exactly these bytes.
-    fn checked(bytes: Bytes, hash: ContentHash, caps: &Caps) -> Result<Bundle, BundleError> {
+    fn checked(
+        bytes: Bytes,
+        hash: ContentHash,
+        caps: &BundleLimits,
+    ) -> Result<Bundle, BundleError> {
         let checked = check(&bytes, caps)?;
         Ok(Bundle {
             bytes,
@@ -114,7 +118,7 @@ impl Bundle {
 
     /// Reads a `.wext` file and validates it. The size cap is checked from the file's metadata
     /// before anything is read, and the read itself is bounded.
-    pub fn read_file(path: &Path, caps: &Caps) -> Result<Bundle, BundleError> {
+    pub fn read_file(path: &Path, caps: &BundleLimits) -> Result<Bundle, BundleError> {
         let io_err = |source| BundleError::Io {
             path: path.to_path_buf(),
             source,
@@ -254,7 +258,7 @@ fn find_file<'e>(entries: &'e [ArchiveEntry], path: &str) -> Option<(&'e Archive
 }
 
 /// Validates a whole bundle without taking ownership of the bytes (used by `pack_dir` too).
-pub(crate) fn check(bytes: &[u8], caps: &Caps) -> Result<Checked, BundleError> {
+pub(crate) fn check(bytes: &[u8], caps: &BundleLimits) -> Result<Checked, BundleError> {
     let entries = ustar::read(bytes, caps)?;
 
     let (manifest_entry, _) =

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use warden_manifest::{BundlePath, Manifest, PathError, TomlError};
 
 use crate::bundle::{self, ASSETS_DIR, BundleError, MANIFEST_FILE};
-use crate::caps::Caps;
 use crate::digest::ContentHash;
+use crate::limits::BundleLimits;
 use crate::ustar::{ArchiveError, ArchiveWriter, Mode};
 
 /// A packed bundle: its bytes (write them as `NAME.wext`), their hash and the manifest.
@@ -99,7 +99,7 @@ struct Source {
 }
 
 /// Packs `dir` into a bundle. See [`pack_dir_with_progress`].
-pub fn pack_dir(dir: &Path, caps: &Caps) -> Result<Packed, PackError> {
+pub fn pack_dir(dir: &Path, caps: &BundleLimits) -> Result<Packed, PackError> {
     pack_dir_with_progress(dir, caps, &mut |_, _| {})
 }
 
@@ -107,7 +107,7 @@ pub fn pack_dir(dir: &Path, caps: &Caps) -> Result<Packed, PackError> {
 /// first file is read and after each file. The result has passed [`crate::Bundle`]'s own checks.
 pub fn pack_dir_with_progress(
     dir: &Path,
-    caps: &Caps,
+    caps: &BundleLimits,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Packed, PackError> {
     // The manifest decides what is packed, so it is read and parsed first. These same bytes
@@ -319,7 +319,7 @@ fn folder(meta: &Metadata, path: &Path) -> Result<(), PackError> {
 fn walk(
     disk: &Path,
     rel: &str,
-    caps: &Caps,
+    caps: &BundleLimits,
     files: &mut BTreeMap<BundlePath, Source>,
 ) -> Result<(), PackError> {
     for item in fs::read_dir(disk).map_err(io_error(disk))? {
@@ -359,7 +359,7 @@ fn walk(
     Ok(())
 }
 
-fn check_file_size(path: &Path, meta: &Metadata, caps: &Caps) -> Result<(), PackError> {
+fn check_file_size(path: &Path, meta: &Metadata, caps: &BundleLimits) -> Result<(), PackError> {
     if meta.len() > caps.max_file_bytes {
         return Err(PackError::FileTooLarge {
             path: path.to_path_buf(),

@@ -33,7 +33,7 @@ use std::ops::Range;
 
 use warden_manifest::{BundlePath, PathError};
 
-use crate::caps::Caps;
+use crate::limits::BundleLimits;
 
 /// Size of a tar block.
 pub const BLOCK: usize = 512;
@@ -487,7 +487,7 @@ fn block_at(bytes: &[u8], pos: usize) -> Option<&[u8; BLOCK]> {
 
 /// Reads and validates a whole archive. Every cap in `caps` is checked before the work it
 /// bounds; nothing is allocated per declared count or size.
-pub fn read(bytes: &[u8], caps: &Caps) -> Result<Vec<ArchiveEntry>, ArchiveError> {
+pub fn read(bytes: &[u8], caps: &BundleLimits) -> Result<Vec<ArchiveEntry>, ArchiveError> {
     let len = bytes.len();
     let len64 = u64::try_from(len).unwrap_or(u64::MAX);
     if len64 > caps.max_total_bytes {
@@ -552,7 +552,7 @@ fn read_entry(
     bytes: &[u8],
     pos: usize,
     h: &[u8; BLOCK],
-    caps: &Caps,
+    caps: &BundleLimits,
 ) -> Result<(ArchiveEntry, Vec<u8>, usize), ArchiveError> {
     let stored = stored_name(h);
     // Nothing in a header is trusted before its checksum is.
@@ -798,7 +798,7 @@ mod tests {
         ));
         let bytes = w.finish();
         assert_eq!(bytes.len(), 512 * 2 + 512 * 2 + 1024);
-        let entries = read(&bytes, &Caps::default()).unwrap();
+        let entries = read(&bytes, &BundleLimits::default()).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].kind, EntryKind::File(Mode::Regular));
         assert_eq!(&bytes[entries[0].data.clone()], b"hello");
@@ -820,13 +820,13 @@ mod tests {
     fn empty_archive_is_just_the_end_marker() {
         let bytes = ArchiveWriter::new().finish();
         assert_eq!(bytes, vec![0u8; 1024]);
-        assert!(read(&bytes, &Caps::default()).unwrap().is_empty());
+        assert!(read(&bytes, &BundleLimits::default()).unwrap().is_empty());
         assert!(matches!(
-            read(&[], &Caps::default()),
+            read(&[], &BundleLimits::default()),
             Err(ArchiveError::MissingEnd)
         ));
         assert!(matches!(
-            read(&[0u8; 512], &Caps::default()),
+            read(&[0u8; 512], &BundleLimits::default()),
             Err(ArchiveError::MissingEnd)
         ));
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warden_bundle::{Bundle, Caps, pack_dir};
+use warden_bundle::{Bundle, BundleLimits, pack_dir};
 use warden_host::{ExtensionId, Grant, Host, MemoryAudit, TrustBundle};
 use warden_runtime::{RuntimeConfig, engine_config};
 use warden_trust::{SigningKey, publisher_entry, sign};
@@ -49,10 +49,10 @@ fn signed_echo(dir: &Path, key: &SigningKey) -> PathBuf {
     fs::create_dir_all(&stage).unwrap();
     fs::copy(src.join("extension.toml"), stage.join("extension.toml")).unwrap();
     fs::copy(&wasm, stage.join("extension.wasm")).unwrap();
-    let packed = pack_dir(&stage, &Caps::default()).unwrap();
+    let packed = pack_dir(&stage, &BundleLimits::default()).unwrap();
     let out = dir.join("echo.wext");
     fs::write(&out, &packed.bytes).unwrap();
-    let bundle = Bundle::read_file(&out, &Caps::default()).unwrap();
+    let bundle = Bundle::read_file(&out, &BundleLimits::default()).unwrap();
     let env = sign(&bundle, key, None).unwrap();
     fs::write(format!("{}.sig", out.display()), env.to_json_pretty()).unwrap();
     out

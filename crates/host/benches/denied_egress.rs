@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warden_bundle::{Bundle, Caps, pack_dir};
+use warden_bundle::{Bundle, BundleLimits, pack_dir};
 use warden_host::{ExtensionId, Grant, Host, MemoryAudit, TrustBundle};
 use warden_trust::{SigningKey, publisher_entry, sign};
 
@@ -44,10 +44,10 @@ fn host(dir: &Path) -> (Host, ExtensionId) {
     );
     fs::write(stage.join("extension.toml"), manifest).unwrap();
     fs::copy(src.join("extension.wasm"), stage.join("extension.wasm")).unwrap();
-    let packed = pack_dir(&stage, &Caps::default()).unwrap();
+    let packed = pack_dir(&stage, &BundleLimits::default()).unwrap();
     let out = dir.join("hostile.wext");
     fs::write(&out, &packed.bytes).unwrap();
-    let bundle = Bundle::read_file(&out, &Caps::default()).unwrap();
+    let bundle = Bundle::read_file(&out, &BundleLimits::default()).unwrap();
     fs::write(
         format!("{}.sig", out.display()),
         sign(&bundle, &key, None).unwrap().to_json_pretty(),

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use warden_bundle::{Bundle, Caps, pack_dir};
+use warden_bundle::{Bundle, BundleLimits, pack_dir};
 use warden_host::{Grant, Host, MemoryAudit, TrustBundle};
 use warden_trust::{SigningKey, publisher_entry, sign};
 
@@ -21,10 +21,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The publisher's side: pack and sign (what `warden pack` and `warden sign` do).
     let key = SigningKey::generate();
     let publish = |name: &str| -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
-        let packed = pack_dir(&examples.join(name), &Caps::default())?;
+        let packed = pack_dir(&examples.join(name), &BundleLimits::default())?;
         let path = work.path().join(format!("{name}.wext"));
         std::fs::write(&path, &packed.bytes)?;
-        let envelope = sign(&Bundle::read_file(&path, &Caps::default())?, &key, None)?;
+        let envelope = sign(
+            &Bundle::read_file(&path, &BundleLimits::default())?,
+            &key,
+            None,
+        )?;
         std::fs::write(
             work.path().join(format!("{name}.wext.sig")),
             envelope.to_json_pretty(),

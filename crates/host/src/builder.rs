@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
 use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
-use warden_bundle::Caps;
+use warden_bundle::BundleLimits;
 use warden_fs::private_dir;
 use warden_kv::{KvBackend, MemoryKv, Quota};
 use warden_manifest::{Policy, TenantName};
@@ -25,7 +25,7 @@ pub struct HostBuilder {
     policy: Policy,
     data_dir: Option<PathBuf>,
     audit: Option<Arc<dyn AuditSink>>,
-    caps: Caps,
+    bundle_limits: BundleLimits,
     resolver: Option<Arc<dyn Resolver>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     kv: Option<Arc<dyn KvBackend>>,
@@ -85,9 +85,9 @@ impl HostBuilder {
         self
     }
 
-    /// Caps for reading bundles (default: [`Caps::default`]).
-    pub fn bundle_caps(mut self, caps: Caps) -> Self {
-        self.caps = caps;
+    /// BundleLimits for reading bundles (default: [`BundleLimits::default`]).
+    pub fn bundle_limits(mut self, limits: BundleLimits) -> Self {
+        self.bundle_limits = limits;
         self
     }
 
@@ -146,7 +146,7 @@ impl HostBuilder {
                 trust: self.trust.unwrap_or_default(),
                 policy: self.policy,
                 audit,
-                caps: self.caps,
+                bundle_limits: self.bundle_limits,
                 resolver: self.resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
                 authorizer: self
                     .authorizer

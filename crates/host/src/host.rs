@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
 use warden_audit::AuditSink;
-use warden_bundle::{Caps, ContentHash};
+use warden_bundle::{BundleLimits, ContentHash};
 use warden_kv::{KvBackend, Quota};
 use warden_manifest::{ExtensionId, Policy, TenantName};
 use warden_runtime::{Prepared, Resolver, Runtime};
@@ -40,7 +40,7 @@ pub(crate) struct Inner {
     pub(crate) trust: TrustBundle,
     pub(crate) policy: Policy,
     pub(crate) audit: Arc<dyn AuditSink>,
-    pub(crate) caps: Caps,
+    pub(crate) bundle_limits: BundleLimits,
     pub(crate) resolver: Arc<dyn Resolver>,
     pub(crate) authorizer: Arc<dyn Authorizer>,
     /// `default`, made once (`warden run` uses it on every call).

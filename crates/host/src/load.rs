@@ -37,7 +37,7 @@ impl Tenant<'_> {
         });
         let verified = (|| -> Result<Verified<Bundle>, HostError> {
             let envelope = Envelope::read_file(&sig_path)?;
-            let bundle = Bundle::read_file(bundle, &inner.caps)?;
+            let bundle = Bundle::read_file(bundle, &inner.bundle_limits)?;
             Ok(verify(bundle, &envelope, &inner.trust)?)
         })();
         match verified {

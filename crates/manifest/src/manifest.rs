@@ -14,7 +14,7 @@ use crate::units::{ByteSize, Span};
 pub const SCHEMA: u64 = 1;
 /// Guest path of the bundle's own read-only `assets/` folder.
 pub const ASSETS_GUEST_PATH: &str = "/assets";
-/// Caps on lists, so a manifest cannot make later checks expensive.
+/// BundleLimits on lists, so a manifest cannot make later checks expensive.
 pub const MAX_LIST_ITEMS: usize = 256;
 const MAX_DESCRIPTION_BYTES: usize = 4096;
 const MAX_ARG_BYTES: usize = 4096;

@@ -413,7 +413,7 @@ pub(crate) mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Instant;
 
-    use warden_bundle::Caps;
+    use warden_bundle::BundleLimits;
     use warden_bundle::ustar::ArchiveWriter;
     use warden_trust::{Envelope, SigningKey, TrustBundle, publisher_entry, sign, verify};
 
@@ -442,7 +442,7 @@ pub(crate) mod tests {
         .unwrap();
         w.add_file(&"extension.wasm".parse().unwrap(), mode, wasm)
             .unwrap();
-        let bundle = Bundle::from_bytes(w.finish(), &Caps::default()).unwrap();
+        let bundle = Bundle::from_bytes(w.finish(), &BundleLimits::default()).unwrap();
         let key = SigningKey::generate();
         let envelope: Envelope = sign(&bundle, &key, None).unwrap();
         let trust = TrustBundle::parse(&publisher_entry(

@@ -7,7 +7,7 @@ use wasmtime::{ResourceLimiter, Result};
 /// Bytes charged per table element (a reference is at most 8 bytes on 64-bit hosts, plus
 /// bookkeeping; 16 keeps a table-only attack from hiding below the memory budget).
 const TABLE_ELEMENT_BYTES: usize = 16;
-/// Caps on how many instances, memories and tables one call may create. Real components built
+/// BundleLimits on how many instances, memories and tables one call may create. Real components built
 /// by standard toolchains use a handful of each; these stop "many memories" attacks early.
 const MAX_INSTANCES: usize = 64;
 const MAX_MEMORIES: usize = 32;

@@ -9,7 +9,7 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use warden_bundle::{Bundle, Caps, pack_dir};
+use warden_bundle::{Bundle, BundleLimits, pack_dir};
 use warden_trust::{Envelope, SigningKey, TrustBundle, publisher_entry, sign, verify};
 
 const ROUNDS: usize = 15;
@@ -45,13 +45,13 @@ fn main() {
     fs::write(ext.join("assets/a.bin"), &data).unwrap();
     data.reverse();
     fs::write(ext.join("assets/b.bin"), &data).unwrap();
-    let packed = pack_dir(&ext, &Caps::default()).unwrap();
+    let packed = pack_dir(&ext, &BundleLimits::default()).unwrap();
     let file = dir.path().join("big.wext");
     fs::write(&file, &packed.bytes).unwrap();
     let size = packed.bytes.len() as f64;
 
     let key = SigningKey::generate();
-    let bundle = Bundle::read_file(&file, &Caps::default()).unwrap();
+    let bundle = Bundle::read_file(&file, &BundleLimits::default()).unwrap();
     let envelope = sign(&bundle, &key, None).unwrap();
     let sig = dir.path().join("big.wext.sig");
     fs::write(&sig, envelope.to_json_pretty()).unwrap();
@@ -67,7 +67,7 @@ fn main() {
     for _ in 0..ROUNDS {
         let start = Instant::now();
         let envelope = Envelope::read_file(&sig).unwrap();
-        let bundle = Bundle::read_file(&file, &Caps::default()).unwrap();
+        let bundle = Bundle::read_file(&file, &BundleLimits::default()).unwrap();
         let verified = verify(bundle, &envelope, &trust).unwrap();
         warden_times.push(start.elapsed());
         assert_eq!(verified.content_hash(), packed.hash);

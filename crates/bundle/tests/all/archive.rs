@@ -2,16 +2,16 @@
 
 use tar::{EntryType, Header};
 use warden_bundle::ustar::{self, ArchiveWriter, Mode};
-use warden_bundle::{ArchiveError, Bundle, BundleError, Caps};
+use warden_bundle::{ArchiveError, Bundle, BundleError, BundleLimits};
 
 use crate::common::*;
 
 /// Reads `bytes` as a bundle with default caps and returns the archive error it must cause.
 fn archive_error(bytes: Vec<u8>) -> ArchiveError {
-    archive_error_with(bytes, &Caps::default())
+    archive_error_with(bytes, &BundleLimits::default())
 }
 
-fn archive_error_with(bytes: Vec<u8>, caps: &Caps) -> ArchiveError {
+fn archive_error_with(bytes: Vec<u8>, caps: &BundleLimits) -> ArchiveError {
     match Bundle::from_bytes(bytes, caps) {
         Err(BundleError::Archive(e)) => e,
         Err(other) => panic!("expected an archive error, got: {other}"),
@@ -22,10 +22,10 @@ fn archive_error_with(bytes: Vec<u8>, caps: &Caps) -> ArchiveError {
 #[test]
 fn the_baseline_fixtures_are_valid() {
     // Every hostile archive below is this plus one defect.
-    Bundle::from_bytes(raw_bundle(vec![]), &Caps::default()).unwrap();
+    Bundle::from_bytes(raw_bundle(vec![]), &BundleLimits::default()).unwrap();
     Bundle::from_bytes(
         raw_bundle(vec![file_member("assets/ok.txt", b"ok")]),
-        &Caps::default(),
+        &BundleLimits::default(),
     )
     .unwrap();
 }
@@ -513,7 +513,7 @@ fn a_long_path_must_use_the_canonical_split() {
     let ok = raw_bundle(vec![member(b"", EntryType::Regular, 0o644, b"x", |h| {
         h.set_path(&path).unwrap();
     })]);
-    let b = Bundle::from_bytes(ok, &Caps::default()).unwrap();
+    let b = Bundle::from_bytes(ok, &BundleLimits::default()).unwrap();
     assert_eq!(b.file(&path), Some(&b"x"[..]));
 
     // The same path split at the other '/': a reader would see the same path, but the
@@ -561,7 +561,7 @@ fn directory_entries() {
     let dir = member(b"assets/", EntryType::Directory, 0o755, b"", |_| {});
     let b = Bundle::from_bytes(
         raw_bundle(vec![dir, file_member("assets/x", b"x")]),
-        &Caps::default(),
+        &BundleLimits::default(),
     )
     .unwrap();
     assert_eq!(b.file("assets"), None);
@@ -720,9 +720,9 @@ fn huge_declared_sizes() {
     assert!(e.to_string().contains("max_file_bytes"), "{e}");
 
     // Even with no per-file cap, it must not allocate or overflow: it is simply truncated.
-    let caps = Caps {
+    let caps = BundleLimits {
         max_file_bytes: u64::MAX,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     let e = archive_error_with(raw_bundle(vec![huge]), &caps);
     assert!(matches!(e, ArchiveError::Truncated { .. }), "{e}");
@@ -740,9 +740,9 @@ fn huge_declared_sizes() {
 
 #[test]
 fn entry_count_cap() {
-    let caps = Caps {
+    let caps = BundleLimits {
         max_entries: 3,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     let three = bundle_with(&[("assets/a", Mode::Regular, b"")]);
     Bundle::from_bytes(three, &caps).unwrap();
@@ -774,7 +774,7 @@ fn entry_count_cap_default() {
         bundle_with(&extra)
     };
     let at_cap = build(9_998);
-    let b = Bundle::from_bytes(at_cap, &Caps::default()).unwrap();
+    let b = Bundle::from_bytes(at_cap, &BundleLimits::default()).unwrap();
     assert_eq!(b.files().count(), 10_000);
     let over = build(9_999);
     let e = archive_error(over);
@@ -786,9 +786,9 @@ fn entry_count_cap_default() {
 
 #[test]
 fn per_file_cap() {
-    let caps = Caps {
+    let caps = BundleLimits {
         max_file_bytes: 1000,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     let at = bundle_with(&[("assets/a", Mode::Regular, &[1u8; 1000])]);
     Bundle::from_bytes(at, &caps).unwrap();
@@ -810,9 +810,9 @@ fn per_file_cap() {
 #[test]
 fn total_cap_is_checked_first() {
     let bytes = bundle_with(&[("assets/a", Mode::Regular, &[1u8; 5000])]);
-    let caps = Caps {
+    let caps = BundleLimits {
         max_total_bytes: bytes.len() as u64 - 1,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     let e = archive_error_with(bytes.clone(), &caps);
     assert!(matches!(e, ArchiveError::TooLarge { .. }), "{e}");
@@ -831,7 +831,7 @@ fn every_flipped_byte_is_caught() {
         ("assets/a.txt", Mode::Regular, b"hello world"),
         ("assets/run", Mode::Executable, &[0x42; 700]),
     ]);
-    let caps = Caps::default();
+    let caps = BundleLimits::default();
     let good = Bundle::from_bytes(original.clone(), &caps).unwrap();
     let entries = ustar::read(&original, &caps).unwrap();
     let in_data = |pos: usize| entries.iter().any(|e| e.data.contains(&pos));

@@ -5,13 +5,13 @@ use std::io::Write;
 
 use sha2::{Digest, Sha256};
 use warden_bundle::ustar::Mode;
-use warden_bundle::{ArchiveError, Bundle, BundleError, Caps, ContentHash};
+use warden_bundle::{ArchiveError, Bundle, BundleError, BundleLimits, ContentHash};
 use warden_manifest::Kind;
 
 use crate::common::*;
 
 fn bundle_error(bytes: Vec<u8>) -> BundleError {
-    match Bundle::from_bytes(bytes, &Caps::default()) {
+    match Bundle::from_bytes(bytes, &BundleLimits::default()) {
         Err(e) => e,
         Ok(b) => panic!("accepted an invalid bundle: {b:?}"),
     }
@@ -26,7 +26,7 @@ fn a_valid_bundle_exposes_its_bytes_files_and_manifest() {
         ("assets/a.txt", Mode::Regular, b"a"),
         ("ui/index.html", Mode::Regular, b"<p>"),
     ]);
-    let b = Bundle::from_bytes(bytes.clone(), &Caps::default()).unwrap();
+    let b = Bundle::from_bytes(bytes.clone(), &BundleLimits::default()).unwrap();
     assert_eq!(b.bytes(), &bytes[..]);
     let expected: [u8; 32] = Sha256::digest(&bytes).into();
     assert_eq!(b.content_hash().as_bytes(), &expected);
@@ -164,7 +164,7 @@ fn a_process_entry_must_be_executable() {
         ("bin/tool", Mode::Executable, elf),
         ("extension.toml", Mode::Regular, PROCESS_MANIFEST.as_bytes()),
     ]);
-    let b = Bundle::from_bytes(ok, &Caps::default()).unwrap();
+    let b = Bundle::from_bytes(ok, &BundleLimits::default()).unwrap();
     assert_eq!(b.manifest().extension.kind, Kind::Process);
     assert_eq!(b.entry(), elf);
 
@@ -179,7 +179,11 @@ fn a_process_entry_must_be_executable() {
     let dir = member(b"bin/", tar::EntryType::Directory, 0o755, b"", |_| {});
     let tool = member(b"bin/tool", tar::EntryType::Regular, 0o755, elf, |_| {});
     let manifest = file_member("extension.toml", PROCESS_MANIFEST.as_bytes());
-    Bundle::from_bytes(raw_archive(vec![dir, tool, manifest]), &Caps::default()).unwrap();
+    Bundle::from_bytes(
+        raw_archive(vec![dir, tool, manifest]),
+        &BundleLimits::default(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -240,24 +244,24 @@ fn read_file_round_trip_and_errors() {
     let bytes = bundle_with(&[("assets/a", Mode::Regular, b"a")]);
     let path = dir.path().join("hello.wext");
     fs::write(&path, &bytes).unwrap();
-    let b = Bundle::read_file(&path, &Caps::default()).unwrap();
+    let b = Bundle::read_file(&path, &BundleLimits::default()).unwrap();
     assert_eq!(b.bytes(), &bytes[..]);
     assert_eq!(b.content_hash(), ContentHash::of(&bytes));
 
     // I/O errors carry the path.
     let missing = dir.path().join("missing.wext");
-    let e = Bundle::read_file(&missing, &Caps::default()).unwrap_err();
+    let e = Bundle::read_file(&missing, &BundleLimits::default()).unwrap_err();
     assert!(matches!(e, BundleError::Io { .. }), "{e}");
     assert!(e.to_string().contains("missing.wext"), "{e}");
 
-    let e = Bundle::read_file(dir.path(), &Caps::default()).unwrap_err();
+    let e = Bundle::read_file(dir.path(), &BundleLimits::default()).unwrap_err();
     assert!(matches!(e, BundleError::NotAFile { .. }), "{e}");
 
     // A corrupt file is refused like corrupt bytes.
     let mut corrupt = bytes.clone();
     corrupt[100] ^= 1;
     fs::write(&path, &corrupt).unwrap();
-    let e = Bundle::read_file(&path, &Caps::default()).unwrap_err();
+    let e = Bundle::read_file(&path, &BundleLimits::default()).unwrap_err();
     assert!(
         matches!(e, BundleError::Archive(ArchiveError::BadChecksum { .. })),
         "{e}"
@@ -272,7 +276,7 @@ fn read_file_checks_the_size_before_reading() {
     let path = dir.path().join("bomb.wext");
     let f = fs::File::create(&path).unwrap();
     f.set_len(300 << 20).unwrap();
-    let e = Bundle::read_file(&path, &Caps::default()).unwrap_err();
+    let e = Bundle::read_file(&path, &BundleLimits::default()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -286,9 +290,9 @@ fn read_file_checks_the_size_before_reading() {
     let path = dir.path().join("small.wext");
     let mut f = fs::File::create(&path).unwrap();
     f.write_all(&bundle_with(&[])).unwrap();
-    let caps = Caps {
+    let caps = BundleLimits {
         max_total_bytes: 1024,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     let e = Bundle::read_file(&path, &caps).unwrap_err();
     assert!(

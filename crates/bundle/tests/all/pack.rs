@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use warden_bundle::ustar::Mode;
-use warden_bundle::{Bundle, BundleError, Caps, PackError, pack_dir, pack_dir_with_progress};
+use warden_bundle::{
+    Bundle, BundleError, BundleLimits, PackError, pack_dir, pack_dir_with_progress,
+};
 
 use crate::common::*;
 
@@ -16,7 +18,7 @@ fn chmod(path: &Path, mode: u32) {
 }
 
 fn pack_error(dir: &Path) -> PackError {
-    match pack_dir(dir, &Caps::default()) {
+    match pack_dir(dir, &BundleLimits::default()) {
         Err(e) => e,
         Ok(p) => panic!("packed: {:?}", p.hash),
     }
@@ -31,12 +33,12 @@ fn round_trip() {
     write(root, "target/debug/junk", b"not packed");
     symlink("/etc/passwd", root.join("stray-link")).unwrap();
 
-    let packed = pack_dir(root, &Caps::default()).unwrap();
+    let packed = pack_dir(root, &BundleLimits::default()).unwrap();
     let expected: [u8; 32] = Sha256::digest(&packed.bytes).into();
     assert_eq!(packed.hash.as_bytes(), &expected);
     assert_eq!(packed.manifest.extension.id.as_str(), "acme.hello");
 
-    let b = Bundle::from_bytes(packed.bytes.clone(), &Caps::default()).unwrap();
+    let b = Bundle::from_bytes(packed.bytes.clone(), &BundleLimits::default()).unwrap();
     assert_eq!(b.content_hash(), packed.hash);
     assert_eq!(b.manifest(), &packed.manifest);
     let paths: Vec<&str> = b.files().map(|f| f.path.as_str()).collect();
@@ -68,7 +70,7 @@ fn round_trip() {
     let out = tempfile::tempdir().unwrap();
     let wext = out.path().join("hello.wext");
     fs::write(&wext, &packed.bytes).unwrap();
-    let again = Bundle::read_file(&wext, &Caps::default()).unwrap();
+    let again = Bundle::read_file(&wext, &BundleLimits::default()).unwrap();
     assert_eq!(again.content_hash(), packed.hash);
 }
 
@@ -104,9 +106,9 @@ fn packing_is_deterministic() {
     }
     chmod(&b.path().join("assets/data"), 0o700);
 
-    let first = pack_dir(a.path(), &Caps::default()).unwrap();
-    let second = pack_dir(b.path(), &Caps::default()).unwrap();
-    let again = pack_dir(a.path(), &Caps::default()).unwrap();
+    let first = pack_dir(a.path(), &BundleLimits::default()).unwrap();
+    let second = pack_dir(b.path(), &BundleLimits::default()).unwrap();
+    let again = pack_dir(a.path(), &BundleLimits::default()).unwrap();
     assert_eq!(first.bytes, again.bytes);
     assert_eq!(first.bytes, second.bytes);
     assert_eq!(first.hash, second.hash);
@@ -123,8 +125,8 @@ fn any_execute_bit_makes_a_file_executable() {
     chmod(&root.join("bin/tool"), 0o700);
     chmod(&root.join("assets/script.sh"), 0o744);
     chmod(&root.join("assets/data"), 0o666);
-    let packed = pack_dir(root, &Caps::default()).unwrap();
-    let b = Bundle::from_bytes(packed.bytes, &Caps::default()).unwrap();
+    let packed = pack_dir(root, &BundleLimits::default()).unwrap();
+    let b = Bundle::from_bytes(packed.bytes, &BundleLimits::default()).unwrap();
     let modes: Vec<(&str, Mode)> = b.files().map(|f| (f.path.as_str(), f.mode)).collect();
     assert_eq!(
         modes,
@@ -149,10 +151,11 @@ fn any_execute_bit_makes_a_file_executable() {
 fn progress_is_reported_in_archive_bytes() {
     let dir = folder();
     let mut calls = Vec::new();
-    let packed = pack_dir_with_progress(dir.path(), &Caps::default(), &mut |done, total| {
-        calls.push((done, total))
-    })
-    .unwrap();
+    let packed =
+        pack_dir_with_progress(dir.path(), &BundleLimits::default(), &mut |done, total| {
+            calls.push((done, total))
+        })
+        .unwrap();
     let total = packed.bytes.len() as u64;
     assert_eq!(calls.first(), Some(&(0, total)));
     assert_eq!(calls.last(), Some(&(total, total)));
@@ -368,9 +371,9 @@ fn names_that_cannot_be_bundle_paths() {
 fn caps_apply_while_packing() {
     let dir = folder();
     write(dir.path(), "assets/big", &vec![0u8; 10_000]);
-    let caps = Caps {
+    let caps = BundleLimits {
         max_file_bytes: 9_999,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     let e = pack_dir(dir.path(), &caps).unwrap_err();
     assert!(
@@ -385,22 +388,22 @@ fn caps_apply_while_packing() {
         "{e}"
     );
 
-    let caps = Caps {
+    let caps = BundleLimits {
         max_total_bytes: 12_000,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     let e = pack_dir(dir.path(), &caps).unwrap_err();
     assert!(matches!(e, PackError::TooLarge { .. }), "{e}");
 
-    let caps = Caps {
+    let caps = BundleLimits {
         max_entries: 7,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     let e = pack_dir(dir.path(), &caps).unwrap_err();
     assert!(matches!(e, PackError::TooManyFiles { cap: 7 }), "{e}");
-    let caps = Caps {
+    let caps = BundleLimits {
         max_entries: 8,
-        ..Caps::default()
+        ..BundleLimits::default()
     };
     pack_dir(dir.path(), &caps).unwrap();
 

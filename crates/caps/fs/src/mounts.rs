@@ -336,8 +336,9 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, body).unwrap();
         }
-        let packed = warden_bundle::pack_dir(&src, &warden_bundle::Caps::default()).unwrap();
-        let b = Bundle::from_bytes(packed.bytes, &warden_bundle::Caps::default()).unwrap();
+        let packed =
+            warden_bundle::pack_dir(&src, &warden_bundle::BundleLimits::default()).unwrap();
+        let b = Bundle::from_bytes(packed.bytes, &warden_bundle::BundleLimits::default()).unwrap();
         (dir, b)
     }
 

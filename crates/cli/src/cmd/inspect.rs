@@ -1,13 +1,13 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use warden_bundle::{Bundle, Caps};
+use warden_bundle::{Bundle, BundleLimits};
 use warden_manifest::{Kind, Policy};
 
 use crate::{component, describe};
 
 pub fn run(bundle_path: &Path) -> Result<()> {
-    let bundle = Bundle::read_file(bundle_path, &Caps::default())
+    let bundle = Bundle::read_file(bundle_path, &BundleLimits::default())
         .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
     let m = bundle.manifest();
     let e = &m.extension;

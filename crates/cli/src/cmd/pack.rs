@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use warden_bundle::{Caps, pack_dir_with_progress};
+use warden_bundle::{BundleLimits, pack_dir_with_progress};
 
 use crate::files::write_atomic;
 
@@ -19,7 +19,7 @@ pub fn run(dir: &Path, out: &Path) -> Result<()> {
             }
         }
     };
-    let packed = pack_dir_with_progress(dir, &Caps::default(), &mut progress)
+    let packed = pack_dir_with_progress(dir, &BundleLimits::default(), &mut progress)
         .with_context(|| format!("packing {}", dir.display()))?;
     write_atomic(out, &packed.bytes)?;
     let m = &packed.manifest.extension;

@@ -181,12 +181,13 @@ fn give_secrets(
 ) -> Result<()> {
     // The verified bundle stays inside the host; its manifest's names are read again here,
     // only to check the command line (the runtime enforces the grant either way).
-    let declared = warden_bundle::Bundle::read_file(bundle, &warden_bundle::Caps::default())
-        .with_context(|| format!("reading {}", bundle.display()))?
-        .manifest()
-        .permissions
-        .secrets
-        .clone();
+    let declared =
+        warden_bundle::Bundle::read_file(bundle, &warden_bundle::BundleLimits::default())
+            .with_context(|| format!("reading {}", bundle.display()))?
+            .manifest()
+            .permissions
+            .secrets
+            .clone();
     let tenant = host.tenant(&TenantName::default_tenant());
     for (name, value) in secrets {
         if !declared.contains(&name) {

@@ -2,7 +2,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use warden_bundle::{Bundle, Caps};
+use warden_bundle::{Bundle, BundleLimits};
 use warden_trust::{Envelope, SigningKey, sign};
 
 use crate::files::write_atomic;
@@ -12,7 +12,7 @@ const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
 
 pub fn run(bundle_path: &Path, key_path: &Path, out: Option<PathBuf>) -> Result<()> {
     let out = out.unwrap_or_else(|| super::default_sig(bundle_path));
-    let bundle = Bundle::read_file(bundle_path, &Caps::default())
+    let bundle = Bundle::read_file(bundle_path, &BundleLimits::default())
         .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
     let pem = read_small(key_path)?;
     let key = SigningKey::from_pkcs8_pem(&pem)

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use warden_audit::{AuditLog, Event, Outcome, Record};
-use warden_bundle::{Bundle, Caps};
+use warden_bundle::{Bundle, BundleLimits};
 use warden_trust::{Envelope, TrustBundle, verify};
 
 use crate::describe;
@@ -22,7 +22,7 @@ pub fn run(
     let verified = (|| -> Result<_> {
         let envelope = Envelope::read_file(&sig)
             .with_context(|| format!("reading signature {}", sig.display()))?;
-        let bundle = Bundle::read_file(bundle_path, &Caps::default())
+        let bundle = Bundle::read_file(bundle_path, &BundleLimits::default())
             .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
         verify(bundle, &envelope, &trust)
             .with_context(|| format!("verification of {} failed", bundle_path.display()))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use warden_audit::{Event, Outcome};
-use warden_bundle::{Bundle, Caps, pack_dir};
+use warden_bundle::{Bundle, BundleLimits, pack_dir};
 use warden_host::{Grant, Host, HostError, MemoryAudit, TrustBundle};
 use warden_trust::{SigningKey, publisher_entry, sign};
 
@@ -114,10 +114,10 @@ impl Signer {
         )
         .unwrap();
         fs::write(stage.join("extension.wasm"), wasm).unwrap();
-        let packed = pack_dir(&stage, &Caps::default()).unwrap();
+        let packed = pack_dir(&stage, &BundleLimits::default()).unwrap();
         let out = self.dir.path().join(format!("{name}.wext"));
         fs::write(&out, &packed.bytes).unwrap();
-        let bundle = Bundle::read_file(&out, &Caps::default()).unwrap();
+        let bundle = Bundle::read_file(&out, &BundleLimits::default()).unwrap();
         let env = sign(&bundle, &self.key, None).unwrap();
         fs::write(format!("{}.sig", out.display()), env.to_json_pretty()).unwrap();
         out

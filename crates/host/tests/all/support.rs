@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tempfile::TempDir;
-use warden_bundle::{Bundle, Caps, pack_dir};
+use warden_bundle::{Bundle, BundleLimits, pack_dir};
 use warden_host::{
     CallFailure, ExtensionId, Grant, Host, MemoryAudit, Policy, Resolver, TrustBundle,
 };
@@ -100,10 +100,10 @@ impl Lab {
         if src.join("assets").is_dir() {
             copy_tree(&src.join("assets"), &stage.join("assets"));
         }
-        let packed = pack_dir(&stage, &Caps::default()).unwrap();
+        let packed = pack_dir(&stage, &BundleLimits::default()).unwrap();
         let out = self.dir.path().join(format!("b{}.wext", self.count()));
         fs::write(&out, &packed.bytes).unwrap();
-        let bundle = Bundle::read_file(&out, &Caps::default()).unwrap();
+        let bundle = Bundle::read_file(&out, &BundleLimits::default()).unwrap();
         let env = sign(&bundle, &self.key, None).unwrap();
         fs::write(format!("{}.sig", out.display()), env.to_json_pretty()).unwrap();
         out

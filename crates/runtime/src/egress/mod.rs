@@ -21,7 +21,7 @@
 //! private address or a downgrade is refused, and no credentials are carried across origins by
 //! the host).
 //!
-//! Caps: a response body over the extension's `max_response_bytes` is cut with
+//! BundleLimits: a response body over the extension's `max_response_bytes` is cut with
 //! `HTTP-response-body-size` (streamed, never buffered whole); connect, first-byte and
 //! between-bytes timeouts (the call's own deadline bounds everything); at most
 //! [`MAX_CONCURRENT_REQUESTS`] requests in flight per call. Request and response body bytes

@@ -36,7 +36,7 @@ fn any_changed_byte_of_the_bundle_is_refused() {
     let env = sign(&bundle, &key, None).unwrap();
     let trust = s.trust(&entry("acme", &[&key], &[], None));
     let bytes = bundle.bytes().to_vec();
-    let caps = warden_bundle::Caps::default();
+    let caps = warden_bundle::BundleLimits::default();
     let mut still_valid_archives = 0;
     for i in 0..bytes.len() {
         for mask in [0x01u8, 0x80] {

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::Signer as _;
 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 use tempfile::TempDir;
-use warden_bundle::{Bundle, Caps, pack_dir};
+use warden_bundle::{Bundle, BundleLimits, pack_dir};
 use warden_trust::{Envelope, PAYLOAD_TYPE, SigningKey, TrustBundle, dsse};
 
 pub const MANIFEST: &str = r#"schema = 1
@@ -47,10 +47,10 @@ impl Scratch {
             std::fs::create_dir_all(src.join("assets")).unwrap();
             std::fs::write(src.join("assets/data.bin"), extra).unwrap();
         }
-        let packed = pack_dir(&src, &Caps::default()).unwrap();
+        let packed = pack_dir(&src, &BundleLimits::default()).unwrap();
         let file = self.path(&format!("{name}.wext"));
         std::fs::write(&file, &packed.bytes).unwrap();
-        let bundle = Bundle::read_file(&file, &Caps::default()).unwrap();
+        let bundle = Bundle::read_file(&file, &BundleLimits::default()).unwrap();
         assert_eq!(bundle.content_hash(), packed.hash);
         bundle
     }

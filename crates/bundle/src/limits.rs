@@ -1,10 +1,10 @@
 //! Hard caps on a bundle, checked before the work they bound is done.
 
-/// Default for [`Caps::max_entries`].
+/// Default for [`BundleLimits::max_entries`].
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
-/// Default for [`Caps::max_file_bytes`]: 64 MiB.
+/// Default for [`BundleLimits::max_file_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
-/// Default for [`Caps::max_total_bytes`]: 256 MiB.
+/// Default for [`BundleLimits::max_total_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Limits on what a bundle may contain. Reading and packing refuse anything beyond them, and
@@ -12,7 +12,7 @@ pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
 /// byte is read or hashed, the entry count as entries are met (never from a declared count), and
 /// each file's declared size before its data is touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caps {
+pub struct BundleLimits {
     /// Most archive entries (files and directory entries) a bundle may hold.
     ///
     /// Default 10,000 ([`DEFAULT_MAX_ENTRIES`]): far more than a component, its assets and a
@@ -33,9 +33,9 @@ pub struct Caps {
     pub max_total_bytes: u64,
 }
 
-impl Default for Caps {
+impl Default for BundleLimits {
     fn default() -> Self {
-        Caps {
+        BundleLimits {
             max_entries: DEFAULT_MAX_ENTRIES,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
