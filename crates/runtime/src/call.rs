@@ -14,9 +14,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use warden_call::output::lines;
 use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
 
+use crate::caps::CallCaps;
 use crate::capture::Capture;
 use crate::engine::Runtime;
-use crate::caps::CallCaps;
 use crate::prepared::{Prepared, World};
 use crate::state::CallState;
 

@@ -68,9 +68,9 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// Core instances, memories and tables per component: a Rust wasip2 component uses a few of
-/// each (the program, the WASI adapter, shims); these bound what a hostile one may declare.
-pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Memories and tables per component: a Rust wasip2 component uses a few of each (the
+/// program, the WASI adapter, shims); these bound what a hostile one may declare. Core
+/// instances per component are the pre-compile check's limit (one number for both).
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 16;
 /// Pages kept resident (zeroed with memset, not madvise) per slot: cheap reuse for small guests.
@@ -135,11 +135,11 @@ pub fn engine_config(cfg: &RuntimeConfig) -> Result<Config, LoadError> {
     let mut pool = PoolingAllocationConfig::new();
     let n = cfg.max_instances.max(1);
     pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT / 4))
+        .total_core_instances(n.saturating_mul(crate::precheck::CORE_INSTANCES_PER_COMPONENT / 4))
         .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT / 2))
         .total_tables(n.saturating_mul(TABLES_PER_COMPONENT / 2))
         .total_stacks(n)
-        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_core_instances_per_component(crate::precheck::CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(usize::try_from(cfg.max_memory).unwrap_or(usize::MAX))

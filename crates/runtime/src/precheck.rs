@@ -64,7 +64,9 @@ pub(crate) const MAX_COMPONENTS: u64 = 8;
 /// Core instantiations, counted where they are written (a nested component instantiated twice
 /// counts once here; the pooling allocator's per-component limit, the same number, counts
 /// every one when the component is instantiated). Real components: 14 (componentize-py; 2.3x).
-pub(crate) const MAX_CORE_INSTANCES: u64 = crate::engine::CORE_INSTANCES_PER_COMPONENT as u64;
+pub(crate) const MAX_CORE_INSTANCES: u64 = CORE_INSTANCES_PER_COMPONENT as u64;
+/// The same bound for the engine's pooling allocator (per component, at instantiation).
+pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 /// Canonical functions (lifts, lowers, resource and task built-ins): Wasmtime compiles a
 /// trampoline for each, so thousands of them are a compile bomb without any function body.
 /// Real components: 219 (componentize-py http; 3.7x), 123 (componentize-js http), 117 (the

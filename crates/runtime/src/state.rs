@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::warden;
+use crate::caps::CallCaps;
 use crate::capture::Capture;
 use crate::config::SecretsView;
 use crate::egress::EgressHooks;
@@ -22,7 +23,6 @@ use crate::fs::FsCall;
 use crate::invoke::InvokeView;
 use crate::kv::KvView;
 use crate::limiter::MemoryBudget;
-use crate::caps::CallCaps;
 use crate::logging::{LogCapture, LoggingView};
 use crate::sockets::{SocketPolicy, SocketsView};
 
