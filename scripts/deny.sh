@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Supply-chain checks with cargo-deny (rules in deny.toml): licenses, bans (one Wasmtime), sources
-# (crates.io only), and advisories when a copy of the advisory database is on this machine.
+# (crates.io only), and advisories (RustSec; the copy in supply-chain/advisory-db unless a fresher one
+# is on this machine).
 # Installs the pinned cargo-deny if it is missing. Safe to run again; one line per result on
 # success, the failing diagnostics otherwise. Full output: target/deny.log.
 set -euo pipefail
@@ -75,36 +76,84 @@ dupes=$(grep -c '^warning\[duplicate\]' "$main_out" || true)
 other_warn=$(grep '^warning' "$main_out" | grep -vc '^warning\[duplicate\]' || true)
 rm -f "$main_out"
 
-# Advisories: the RustSec database is a git repository on GitHub, which is unreachable here, so
-# it is checked only against a copy already on this machine (at deny.toml's db-path).
+# Advisories: the RustSec database is a git repository on GitHub. A copy someone fetched onto this
+# machine (`cargo deny fetch db`, at deny.toml's db-path) is used when there is one; otherwise the
+# snapshot kept in supply-chain/advisory-db (CI cannot reach GitHub), made into a git repository
+# under target/ because cargo-deny reads the database's date from git.
 db_root=$(sed -n 's/^db-path *= *"\([^"]*\)".*/\1/p' deny.toml)
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 db_root=${db_root//'$CARGO_HOME'/$cargo_home}
 db_root=${db_root/#\~/$HOME}
 db_root=${db_root:-$cargo_home/advisory-dbs}
-adv_line=""
-if compgen -G "$db_root/*/.git" >/dev/null; then
-  adv_out="$root/target/deny-advisories.log"
-  status=0
-  "$deny" --offline --color never check advisories >"$adv_out" 2>&1 || status=$?
-  cat "$adv_out" >>"$log"
-  if grep -q '^advisories ok' "$adv_out"; then
-    adv_line="advisories ok"
-  elif grep -q '^advisories FAILED' "$adv_out"; then
-    errors_of "$adv_out" >&2
-    echo "deny: FAILED (advisories; full output in target/deny.log)" >&2
-    rm -f "$adv_out"
-    exit "$status"
-  else
-    # The copy could not be used (stale beyond maximum-db-staleness, or broken): it cannot be
-    # refreshed from here, so this is reported, not failed.
-    reason=$(grep -m1 '\[ERROR\]' "$adv_out" | sed 's/.*\[ERROR\] *//')
-    echo "deny: advisories NOT checked: the advisory database copy under $db_root could not be used and cannot be refreshed here (GitHub is unreachable): ${reason:-cargo-deny exit $status}"
+snapshot="$root/supply-chain/advisory-db"
+snap_value() { sed -n "s/^$1 *= *\"\([^\"]*\)\".*/\1/p" "$snapshot/SNAPSHOT"; }
+adv_config="$root/deny.toml"
+adv_source=""
+snap_epoch=$(date -d "$(snap_value date)" +%s 2>/dev/null || echo 0)
+for c in "$db_root"/*/; do
+  c_epoch=$(git -C "$c" show -s --format=%ct HEAD 2>/dev/null) || continue
+  if [ "$c_epoch" -gt "$snap_epoch" ]; then # only a copy fresher than the snapshot
+    adv_source="copy at ${c%/} of $(git -C "$c" show -s --format=%cs HEAD)"
+    break
   fi
-  rm -f "$adv_out"
-else
-  echo "deny: advisories NOT checked: the RustSec advisory database is fetched from GitHub, which is unreachable here (no copy under $db_root)"
+done
+if [ -z "$adv_source" ]; then
+  [ -f "$snapshot/SNAPSHOT" ] || { echo "deny: FAILED: no advisory database (supply-chain/advisory-db is missing)" >&2; exit 1; }
+  snap_commit=$(snap_value commit); snap_date=$(snap_value date)
+  # The folder name cargo-deny derives from deny.toml's db-urls entry.
+  db_dir="$root/target/advisory-dbs/advisory-db-3157b0e258782691"
+  stamp="$snap_commit $(cd "$snapshot" && find . -type f | sort | xargs sha256sum | sha256sum)"
+  if [ "$(cat "$db_dir/.snapshot" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$db_dir"
+    mkdir -p "$db_dir"
+    cp -r "$snapshot"/. "$db_dir"/
+    (cd "$db_dir" && git init -q && git add -A \
+      && GIT_AUTHOR_DATE="$snap_date" GIT_COMMITTER_DATE="$snap_date" \
+        git -c user.name=warden -c user.email=warden@localhost -c commit.gpgsign=false \
+        commit -q -m "RustSec advisory-db $snap_commit") >>"$log" 2>&1 \
+      || { cat "$log" >&2; echo "deny: FAILED to prepare the advisory database snapshot" >&2; exit 1; }
+    echo "$stamp" >"$db_dir/.snapshot"
+  fi
+  adv_config="$root/target/deny-advisories.toml"
+  # Same rules, pointed at the snapshot. cargo-deny's staleness limit is lifted for it (the copy
+  # cannot be refreshed from here); its age is printed instead, and is loud past 90 days.
+  sed -e "s|^db-path *=.*|db-path = \"$root/target/advisory-dbs\"|" \
+      -e "s|^maximum-db-staleness *=.*|maximum-db-staleness = \"P3650D\"|" deny.toml >"$adv_config"
+  age_days=$(( ( $(date +%s) - $(date -d "$snap_date" +%s) ) / 86400 ))
+  adv_source="snapshot ${snap_commit:0:7} of ${snap_date:0:10}, $age_days days old"
+  if [ "$age_days" -gt 90 ]; then
+    adv_source="$adv_source: REFRESH IT with scripts/update-advisory-db.sh where GitHub is reachable"
+  fi
 fi
+adv_out="$root/target/deny-advisories.log"
+status=0
+"$deny" --offline --color never --config "$adv_config" check advisories >"$adv_out" 2>&1 || status=$?
+cat "$adv_out" >>"$log"
+if [ "$status" -ne 0 ] || ! grep -q '^advisories ok' "$adv_out"; then
+  errors_of "$adv_out" >&2
+  echo "deny: FAILED (advisories against the $adv_source; cargo-deny exit $status; full output in target/deny.log)" >&2
+  rm -f "$adv_out"
+  exit "${status/#0/1}"
+fi
+rm -f "$adv_out"
+
+# The gate must bite: the same database and rules, on a one-crate workspace pinned to a version
+# with a known advisory (smallvec 1.6.0, RUSTSEC-2021-0003), must fail. This catches a database
+# that loaded empty or a config that stopped reading it.
+bite="$root/target/deny-bite"
+mkdir -p "$bite/src"
+printf '[package]\nname = "deny-bite"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\nsmallvec = "=1.6.0"\n\n[workspace]\n' >"$bite/Cargo.toml"
+: >"$bite/src/lib.rs"
+if ! cargo metadata --offline --format-version 1 --manifest-path "$bite/Cargo.toml" >/dev/null 2>>"$log"; then
+  cargo fetch --quiet --manifest-path "$bite/Cargo.toml" >>"$log" 2>&1 || { cat "$log" >&2; echo "deny: FAILED: cargo fetch (advisory self-check)" >&2; exit 1; }
+fi
+bite_out=$("$deny" --offline --color never --config "$adv_config" --manifest-path "$bite/Cargo.toml" check advisories 2>&1 || true)
+if ! grep -q 'RUSTSEC-2021-0003' <<<"$bite_out"; then
+  echo "$bite_out" >>"$log"
+  echo "deny: FAILED: the advisory check did not catch a known advisory (smallvec 1.6.0, RUSTSEC-2021-0003) in its self-check: the database is not being read" >&2
+  exit 1
+fi
+adv_line="advisories ok ($adv_source; self-check caught RUSTSEC-2021-0003)"
 
 summary="licenses ok, bans ok, sources ok${adv_line:+, $adv_line}"
 notes="$dupes duplicate-version warnings"
