@@ -14,6 +14,7 @@ const PARSE_AND_POLICY: &[&str] = &[
     "warden-fs",
     "warden-kv",
     "warden-secrets",
+    "warden-datadir",
 ];
 
 const ENGINE_AND_DATABASE: &[&str] = &[

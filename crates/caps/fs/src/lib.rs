@@ -8,16 +8,15 @@
 //! - [`symlink_refusal`]: which symlinks a guest may create (none whose target leaves the mount).
 //! - [`private_dir`]: how every folder the host keeps is created (0700, never shared).
 
-mod dir;
 mod links;
 pub mod mounts;
 pub mod quota;
 
 use std::path::PathBuf;
 
-pub use dir::private_dir;
 pub use links::symlink_refusal;
 pub use quota::{BLOCK, Cost, FsQuota, RECOMPUTE_INTERVAL, Usage, WalkGuard, blocks_touched, walk};
+pub use warden_datadir::private_dir;
 
 /// A host folder preopened for the guest at `guest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,13 +38,8 @@ pub enum FsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not a directory; give a folder (or a path that does not exist yet)", .0.display())]
-    NotADirectory(PathBuf),
-    #[error(
-        "{path} is writable by other users (mode {mode:o}); it holds data of the host and its extensions: chmod 700 it",
-        path = .path.display()
-    )]
-    Shared { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    DataDir(#[from] warden_datadir::DataDirError),
     #[error("file system mounts are granted but the host has no data dir for them")]
     NoDataDir,
     #[error("bundle asset {0:?} is not a plain relative path")]

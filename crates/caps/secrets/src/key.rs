@@ -1,187 +1,33 @@
 //! The key that encrypts secrets at rest: 32 random bytes in `DATA/secret.key`, created on
-//! first start, readable by the operator only.
+//! first start, readable by the operator only (made and checked by `warden-datadir`).
 
-use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rand_core::{OsRng, RngCore};
-use zeroize::Zeroizing;
+use warden_datadir::Key;
 
 use crate::SecretError;
 
+pub use warden_datadir::KEY_BYTES;
+
 /// The key file's name inside the data folder.
 pub const KEY_FILE: &str = "secret.key";
-/// XChaCha20-Poly1305 keys are 256 bits.
-pub const KEY_BYTES: usize = 32;
 
 /// A secret-store key; wiped on drop, never printed.
-pub struct SecretKey(Zeroizing<[u8; KEY_BYTES]>);
-
-impl std::fmt::Debug for SecretKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretKey([REDACTED])")
-    }
-}
+#[derive(Debug)]
+pub struct SecretKey(Key);
 
 impl SecretKey {
     /// A fresh random key (for stores that live in memory only).
     pub fn random() -> Self {
-        let mut k = Zeroizing::new([0u8; KEY_BYTES]);
-        OsRng.fill_bytes(k.as_mut());
-        SecretKey(k)
+        SecretKey(Key::random())
     }
 
     pub(crate) fn bytes(&self) -> &[u8; KEY_BYTES] {
-        &self.0
+        self.0.bytes()
     }
 
-    /// Reads `path`, creating it first if it does not exist. Creation writes a temporary file
-    /// (0600, `create_new`) and hard-links it into place: two hosts starting at once never see
-    /// a half-written key, and the loser reads the winner's key. An existing key file must be
-    /// a regular file (not a link) of exactly [`KEY_BYTES`] bytes that no other user can read.
+    /// Reads `path`, creating it first if it does not exist ([`Key::load_or_create`]).
     pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
-        match fs::symlink_metadata(path) {
-            Ok(_) => Self::load(path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Self::create(path)?;
-                Self::load(path)
-            }
-            Err(e) => Err(key_err(path, format!("reading: {e}"))),
-        }
-    }
-
-    fn create(path: &Path) -> Result<(), SecretError> {
-        let key = Self::random();
-        let mut suffix = [0u8; 8];
-        OsRng.fill_bytes(&mut suffix);
-        let tmp = path.with_file_name(format!(
-            ".{KEY_FILE}.{}",
-            suffix
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ));
-        let written = (|| {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(key.bytes())?;
-            f.sync_all()?;
-            match fs::hard_link(&tmp, path) {
-                // Another host created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                other => other,
-            }
-        })();
-        let _ = fs::remove_file(&tmp);
-        written.map_err(|e| key_err(path, format!("creating: {e}")))
-    }
-
-    fn load(path: &Path) -> Result<Self, SecretError> {
-        let before =
-            fs::symlink_metadata(path).map_err(|e| key_err(path, format!("reading: {e}")))?;
-        if !before.file_type().is_file() {
-            return Err(key_err(path, "is not a regular file".into()));
-        }
-        let f = fs::File::open(path).map_err(|e| key_err(path, format!("opening: {e}")))?;
-        // Checked on the open file: a link or another file swapped in after the first look
-        // is refused rather than read.
-        let meta = f
-            .metadata()
-            .map_err(|e| key_err(path, format!("reading: {e}")))?;
-        if (meta.dev(), meta.ino()) != (before.dev(), before.ino()) || !meta.is_file() {
-            return Err(key_err(path, "changed while being opened".into()));
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(key_err(
-                path,
-                format!("is accessible by other users (mode {mode:o}); chmod 600 it"),
-            ));
-        }
-        let mut buf = Zeroizing::new(Vec::with_capacity(KEY_BYTES + 1));
-        f.take(KEY_BYTES as u64 + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| key_err(path, format!("reading: {e}")))?;
-        if buf.len() != KEY_BYTES {
-            return Err(key_err(
-                path,
-                format!(
-                    "must hold exactly {KEY_BYTES} bytes, found {}{}",
-                    buf.len().min(KEY_BYTES),
-                    if buf.len() > KEY_BYTES {
-                        " or more"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
-        let mut k = Zeroizing::new([0u8; KEY_BYTES]);
-        k.copy_from_slice(&buf);
-        Ok(SecretKey(k))
-    }
-}
-
-fn key_err(path: &Path, reason: String) -> SecretError {
-    SecretError::KeyFile {
-        path: PathBuf::from(path),
-        reason,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn created_private_and_reloaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(KEY_FILE);
-        let a = SecretKey::load_or_create(&p).unwrap();
-        let meta = fs::metadata(&p).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(meta.len(), KEY_BYTES as u64);
-        let b = SecretKey::load_or_create(&p).unwrap();
-        assert_eq!(a.bytes(), b.bytes());
-        // No temporary file is left behind.
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn concurrent_first_starts_agree() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(KEY_FILE);
-        let keys: Vec<[u8; KEY_BYTES]> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| *SecretKey::load_or_create(&p).unwrap().bytes()))
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert!(keys.windows(2).all(|w| w[0] == w[1]));
-    }
-
-    #[test]
-    fn bad_key_files_are_clear_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(KEY_FILE);
-        fs::write(&p, [7u8; 16]).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        let e = SecretKey::load_or_create(&p).unwrap_err().to_string();
-        assert!(e.contains("exactly 32 bytes, found 16"), "{e}");
-
-        fs::write(&p, [7u8; KEY_BYTES]).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        let e = SecretKey::load_or_create(&p).unwrap_err().to_string();
-        assert!(e.contains("accessible by other users"), "{e}");
-
-        fs::remove_file(&p).unwrap();
-        std::os::unix::fs::symlink("/etc/hostname", &p).unwrap();
-        let e = SecretKey::load_or_create(&p).unwrap_err().to_string();
-        assert!(e.contains("not a regular file"), "{e}");
+        Ok(SecretKey(Key::load_or_create(path)?))
     }
 }

@@ -23,13 +23,11 @@ pub use rows::{MemoryRows, SealedRow, SecretRows};
 pub use store::SecretStore;
 pub use value::{MAX_SECRET_BYTES, SecretValue};
 
-use std::path::PathBuf;
-
 /// Why a secret could not be stored or read. Never carries a value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("secret key file {path}: {reason}")]
-    KeyFile { path: PathBuf, reason: String },
+    #[error("secret key file: {0}")]
+    KeyFile(#[from] warden_datadir::DataDirError),
     #[error(
         "the secret key does not match the secrets in {location}: wrong or replaced key file (the secrets cannot be decrypted)"
     )]
@@ -48,6 +46,10 @@ pub enum SecretError {
     NotUtf8 { name: String },
     /// The storage failed (I/O, a busy or corrupt database, a file others may read).
     /// `location` is where the rows live ([`SecretRows::location`], or the file at fault).
-    #[error("secret storage {location}: {reason}")]
-    Storage { location: String, reason: String },
+    #[error("secret storage {location}")]
+    Storage {
+        location: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }

@@ -86,7 +86,7 @@ impl MemoryRows {
     fn lock(&self) -> Result<MutexGuard<'_, Rows>, SecretError> {
         self.rows.lock().map_err(|_| SecretError::Storage {
             location: self.location(),
-            reason: "lock poisoned".into(),
+            source: "lock poisoned".into(),
         })
     }
 }

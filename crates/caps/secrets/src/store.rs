@@ -145,7 +145,7 @@ impl SecretStore {
             .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
             .map_err(|_| SecretError::Storage {
                 location: self.rows.location(),
-                reason: format!("encrypting {what} failed"),
+                source: format!("encrypting {what} failed").into(),
             })?;
         Ok(SealedRow {
             nonce: nonce.to_vec(),

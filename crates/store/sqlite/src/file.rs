@@ -2,74 +2,47 @@
 //! it: it holds every tenant's key-value data in clear and the secrets' ciphertexts. Both
 //! stores open their connection through [`connect`], so both check the file the same way.
 
-use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use warden_datadir::{DataDirError, check_private_file, private_file};
 
 /// How long a statement waits for another connection's write lock (the other store, another
 /// host on the same data folder) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why the database file cannot be used.
+/// Why the database file cannot be used. Keeps the cause.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {reason}", path.display())]
-pub struct DbFileError {
-    /// The file at fault: the database, or its `-wal` or `-shm`.
-    pub path: PathBuf,
-    pub reason: String,
+pub enum DbFileError {
+    /// The file (or its `-wal` or `-shm`) is missing, odd, or open to other users.
+    #[error(transparent)]
+    File(#[from] DataDirError),
+    #[error("{}: {what}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{}: cannot use WAL (journal mode {mode})", path.display())]
+    NoWal { path: PathBuf, mode: String },
 }
 
 /// Creates `path` with mode 0600 if it does not exist, whatever the umask or the folder's
-/// mode; refuses an existing file (or its `-wal`/`-shm`) that group or others may access,
-/// as `secret.key` is refused, instead of silently fixing it: its contents may already have
-/// been read, and the operator should know (`chmod 600 warden.db*`).
+/// mode; refuses an existing file (or its `-wal`/`-shm`) that is not a regular file or that
+/// group or others may access, as `secret.key` is refused, instead of silently fixing it: its
+/// contents may already have been read, and the operator should know (`chmod 600 warden.db*`).
 ///
 /// SQLite creates `-wal` and `-shm` with the mode of the database file, so a 0600 database
 /// gives 0600 companions.
 pub fn prepare_db_file(path: &Path) -> Result<(), DbFileError> {
-    let err = |p: &Path, reason: String| DbFileError {
-        path: p.to_path_buf(),
-        reason,
-    };
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        // The umask can only have removed bits; set exactly 0600 (a umask of 0277 would
-        // otherwise leave a file the host cannot write).
-        Ok(f) => f
-            .set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| err(path, format!("setting mode 600: {e}")))?,
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(err(path, format!("creating: {e}"))),
-    }
-    for p in [
-        path.to_path_buf(),
-        suffixed(path, "-wal"),
-        suffixed(path, "-shm"),
-    ] {
-        let meta = match fs::metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound && p != path => continue,
-            Err(e) => return Err(err(&p, format!("reading: {e}"))),
-        };
-        if !meta.is_file() {
-            return Err(err(&p, "is not a regular file".into()));
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(err(
-                &p,
-                format!(
-                    "is accessible by other users (mode {mode:o}); chmod 600 it (and its -wal and -shm)"
-                ),
-            ));
+    private_file(path)?;
+    for p in [suffixed(path, "-wal"), suffixed(path, "-shm")] {
+        match check_private_file(&p) {
+            Err(DataDirError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+            other => other?,
         }
     }
     Ok(())
@@ -89,14 +62,14 @@ pub(crate) fn connect(
     path: &Path,
     schema: fn(&Transaction<'_>) -> rusqlite::Result<()>,
 ) -> Result<Connection, DbFileError> {
-    let err = |reason: String| DbFileError {
-        path: path.to_path_buf(),
-        reason,
+    let err = |what| {
+        let path = path.to_path_buf();
+        move |source| DbFileError::Sqlite { path, what, source }
     };
     prepare_db_file(path)?;
-    let mut conn = Connection::open(path).map_err(|e| err(format!("opening: {e}")))?;
+    let mut conn = Connection::open(path).map_err(err("opening"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| err(format!("setting the busy timeout: {e}")))?;
+        .map_err(err("setting the busy timeout"))?;
     // Switching a new database to WAL can fail with "locked" without waiting when another
     // connection (the other store, another host) does the same at that moment: retry.
     let deadline = Instant::now() + BUSY_TIMEOUT;
@@ -106,11 +79,14 @@ pub(crate) fn connect(
             Err(e) if is_busy(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => return Err(err(format!("preparing the database: {e}"))),
+            Err(e) => return Err(err("preparing the database")(e)),
         }
     };
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(err(format!("cannot use WAL (journal mode {mode})")));
+        return Err(DbFileError::NoWal {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(conn)
 }

@@ -27,8 +27,8 @@ pub struct SqliteKv {
     conn: Mutex<Connection>,
 }
 
-fn storage(e: impl std::fmt::Display) -> KvError {
-    KvError::Storage(e.to_string())
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> KvError {
+    KvError::storage(e)
 }
 
 impl SqliteKv {
@@ -44,7 +44,7 @@ impl SqliteKv {
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, KvError> {
         self.conn
             .lock()
-            .map_err(|_| KvError::Storage("connection lock poisoned".into()))
+            .map_err(|_| KvError::storage("connection lock poisoned"))
     }
 
     /// Runs `f` in a write transaction and commits only if it succeeds.
@@ -276,7 +276,8 @@ impl KvBackend for SqliteKv {
                 page.cursor = Some(u64::try_from(last).unwrap_or(0));
                 break;
             }
-            let key = String::from_utf8(key).map_err(|_| storage("a stored key is not UTF-8"))?;
+            let key = String::from_utf8(key)
+                .map_err(|_| KvError::storage("a stored key is not UTF-8"))?;
             page.keys.push(key);
             last = seq;
         }

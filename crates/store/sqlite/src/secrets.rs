@@ -30,8 +30,8 @@ impl SqliteSecretRows {
     /// Opens (creating if needed) the database at `path` and the `secret_*` tables.
     pub fn open(path: &Path) -> Result<Self, SecretError> {
         let conn = file::connect(path, schema::secrets).map_err(|e| SecretError::Storage {
-            location: e.path.display().to_string(),
-            reason: e.reason,
+            location: path.display().to_string(),
+            source: Box::new(e),
         })?;
         Ok(SqliteSecretRows {
             conn: Mutex::new(conn),
@@ -45,10 +45,13 @@ impl SqliteSecretRows {
             .map_err(|_| self.err("connection lock poisoned"))
     }
 
-    fn err(&self, reason: impl std::fmt::Display) -> SecretError {
+    fn err(
+        &self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> SecretError {
         SecretError::Storage {
             location: self.location(),
-            reason: reason.to_string(),
+            source: source.into(),
         }
     }
 }

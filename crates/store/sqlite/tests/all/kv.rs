@@ -168,9 +168,11 @@ fn sqlite_refuses_a_database_others_can_read() {
         std::fs::write(&target, b"").unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = SqliteKv::open(&path).err().unwrap();
-        let KvError::Storage(msg) = err else {
+        let KvError::Storage(failure) = err else {
             panic!("{err:?}")
         };
+        // The cause is kept as an error, not flattened into text.
+        let msg = failure.to_string();
         assert!(msg.contains(bad), "{msg}");
         assert!(
             msg.contains("accessible by other users (mode 644)"),

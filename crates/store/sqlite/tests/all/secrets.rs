@@ -183,7 +183,14 @@ fn the_database_file_is_private() {
             std::fs::write(&p, b"").unwrap();
         }
         set_mode(&p, 0o640);
-        let err = open_secrets(dir.path()).err().unwrap().to_string();
+        // The cause is kept as the error's source: read the whole chain.
+        let e = open_secrets(dir.path()).err().unwrap();
+        let mut err = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            err = format!("{err}: {c}");
+            cause = c.source();
+        }
         assert!(err.contains(f), "{err}");
         assert!(
             err.contains("accessible by other users (mode 640)"),
