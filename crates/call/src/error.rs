@@ -4,6 +4,7 @@
 //! it, the audit record's outcome is derived from it (in the host), and the service maps it to
 //! an HTTP status. Nobody else matches on [`CallError`] variants to name them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use warden_manifest::ByteSize;
@@ -36,7 +37,83 @@ pub enum CallError {
     Invalid(String),
     /// Something failed on the host's side.
     #[error("host error: {0}")]
-    Host(String),
+    Host(#[source] HostFailure),
+}
+
+/// What failed on the host's side, and why: the cause is kept as an error (with its own
+/// chain) for the operator, not flattened into the text. Cloning shares the cause.
+#[derive(Debug, Clone)]
+pub struct HostFailure {
+    what: String,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl HostFailure {
+    /// A failure described by `what` alone.
+    pub fn new(what: impl Into<String>) -> Self {
+        HostFailure {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// `what` failed because of `cause`.
+    pub fn caused(
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        HostFailure {
+            what: what.into(),
+            cause: Some(Arc::from(cause.into())),
+        }
+    }
+
+    /// What failed (without the cause).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for HostFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Equal when they say the same and share the same cause (causes have no equality).
+impl PartialEq for HostFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.what == other.what
+            && match (&self.cause, &other.cause) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+impl Eq for HostFailure {}
+
+impl CallError {
+    /// [`CallError::Host`] described by `what` alone.
+    pub fn host(what: impl Into<String>) -> Self {
+        CallError::Host(HostFailure::new(what))
+    }
+
+    /// [`CallError::Host`]: `what` failed because of `cause`.
+    pub fn host_caused(
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        CallError::Host(HostFailure::caused(what, cause))
+    }
 }
 
 /// A stable, short name for how a call failed.

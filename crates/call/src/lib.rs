@@ -16,7 +16,7 @@ pub mod report;
 pub mod text;
 pub mod withheld;
 
-pub use error::{CallError, ErrorCode};
+pub use error::{CallError, ErrorCode, HostFailure};
 pub use invoke::{InvokeError, Invoker};
 pub use ledger::{Denial, Ledger, Use};
 pub use output::{LogLevel, LogLine, Stream};

@@ -3,8 +3,10 @@
 //! through [`Redactor`]: captured stdout/stderr, `wasi:logging` lines, denial and grant targets
 //! and reasons, and the call's error. Each occurrence becomes `[REDACTED]`.
 //!
-//! Matching is on the raw bytes before escaping, ASCII-case-insensitive (hosts are lowercased
-//! before they are recorded), and ignores line breaks, so a value written in pieces across
+//! Matching is on the raw bytes before escaping, case-insensitive in the Unicode sense (both
+//! sides are folded char by char with the full case mappings, so `straße`, `STRASSE` and
+//! `Strasse` are one value, as are `ﬁle` and `FILE`; hosts are lowercased before they are
+//! recorded), and ignores line breaks, so a value written in pieces across
 //! lines of one stream (or one call's log messages) is still found. A text cut at a cap that
 //! ends with the first bytes of a value (at least [`MIN_PARTIAL_BYTES`]) has that tail
 //! redacted too. Limits: a value that the guest transforms (encodes, reverses, interleaves
@@ -40,12 +42,7 @@ impl std::fmt::Debug for Redactor {
 impl Redactor {
     /// Remembers a value handed to the guest (line breaks removed, see the module docs).
     pub fn add(&self, value: &str) {
-        let skeleton: Vec<u8> = value
-            .bytes()
-            .filter(|b| !is_break(*b))
-            .map(|b| b.to_ascii_lowercase())
-            .collect();
-        let skeleton = Zeroizing::new(skeleton);
+        let skeleton = Zeroizing::new(fold(value.as_bytes()).bytes);
         if skeleton.is_empty() {
             return;
         }
@@ -132,7 +129,9 @@ impl Redactor {
             CallError::Trap(m) => CallError::Trap(self.text(&m)),
             CallError::Busy(m) => CallError::Busy(self.text(&m)),
             CallError::Invalid(m) => CallError::Invalid(self.text(&m)),
-            CallError::Host(m) => CallError::Host(self.text(&m)),
+            // The cause cannot be rewritten in place: with values to hide, it is flattened
+            // into the redacted text (the only case where a host failure loses its source).
+            CallError::Host(f) => CallError::host(self.text(&crate::text::chain(&f))),
             other => other,
         }
     }
@@ -154,20 +153,81 @@ fn is_break(b: u8) -> bool {
     b == b'\n' || b == b'\r'
 }
 
+/// A text folded for matching, line breaks dropped: `bytes[j]` came from the original bytes
+/// `origin[j]` (a char's whole UTF-8 range, so a match marks whole chars).
+struct Folded {
+    bytes: Vec<u8>,
+    origin: Vec<std::ops::Range<usize>>,
+}
+
+/// Folds `text`: ASCII bytes lower-cased; each other char lower-cased, upper-cased, then
+/// lower-cased again (full Unicode mappings, so `ß`, `ẞ` and `SS` all give `ss`, `ﬁ` and `FI`
+/// give `fi`); bytes that are not UTF-8 kept as they are.
+fn fold(text: &[u8]) -> Folded {
+    let mut out = Folded {
+        bytes: Vec::with_capacity(text.len()),
+        origin: Vec::with_capacity(text.len()),
+    };
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if b.is_ascii() {
+            if !is_break(b) {
+                out.bytes.push(b.to_ascii_lowercase());
+                out.origin.push(i..i + 1);
+            }
+            i += 1;
+            continue;
+        }
+        let len = utf8_len(b).min(text.len() - i);
+        match std::str::from_utf8(&text[i..i + len])
+            .ok()
+            .and_then(|s| s.chars().next())
+        {
+            Some(c) => {
+                let mut buf = [0u8; 4];
+                let folded = c
+                    .to_lowercase()
+                    .flat_map(char::to_uppercase)
+                    .flat_map(char::to_lowercase);
+                for f in folded {
+                    for &fb in f.encode_utf8(&mut buf).as_bytes() {
+                        out.bytes.push(fb);
+                        out.origin.push(i..i + len);
+                    }
+                }
+                i += len;
+            }
+            None => {
+                out.bytes.push(b);
+                out.origin.push(i..i + 1);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The length of the UTF-8 sequence a lead byte announces (1 for a byte that cannot lead).
+fn utf8_len(lead: u8) -> usize {
+    match lead {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    }
+}
+
 /// Marks the bytes of `hay` that belong to an occurrence of a value, line breaks skipped.
 fn mask(hay: &[u8], values: &[Zeroizing<Vec<u8>>]) -> Vec<bool> {
     let mut mask = vec![false; hay.len()];
-    // The text without line breaks (lowercased), and where each of its bytes came from.
-    let (skel, origin): (Vec<u8>, Vec<usize>) = hay
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| !is_break(**b))
-        .map(|(i, b)| (b.to_ascii_lowercase(), i))
-        .unzip();
+    let skel = fold(hay);
     for v in values {
-        for start in find_all(&skel, v) {
-            for &i in &origin[start..start + v.len()] {
-                mask[i] = true;
+        for start in find_all(&skel.bytes, v) {
+            for r in &skel.origin[start..start + v.len()] {
+                for m in &mut mask[r.clone()] {
+                    *m = true;
+                }
             }
         }
     }
@@ -208,14 +268,18 @@ fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     out
 }
 
-/// Marks the longest tail of `text` (at least `min` bytes) that is the start of a value.
+/// Marks the longest tail of `text` (at least `min` folded bytes) that is the start of a value.
 fn mask_partial_tail(text: &[u8], mask: &mut [bool], values: &[Zeroizing<Vec<u8>>], min: usize) {
-    let lower: Vec<u8> = text.iter().map(|b| b.to_ascii_lowercase()).collect();
+    let folded = fold(text);
+    let f = &folded.bytes;
     for v in values {
-        let longest = v.len().saturating_sub(1).min(lower.len());
+        let longest = v.len().saturating_sub(1).min(f.len());
         for n in (min.max(1)..=longest).rev() {
-            if lower[lower.len() - n..] == v[..n] {
-                for m in &mut mask[text.len() - n..] {
+            if f[f.len() - n..] == v[..n] {
+                // From the first char of the tail to the end of the text (line breaks in it
+                // are kept by `apply`).
+                let from = folded.origin[f.len() - n].start;
+                for m in &mut mask[from..] {
                     *m = true;
                 }
                 break;
@@ -330,6 +394,35 @@ mod tests {
         let out = r.text(&hay);
         assert!(out.ends_with("[REDACTED]") && !out.contains("aaab"));
         assert_eq!(find_all(b"abababa", b"aba"), vec![0, 2, 4]);
+    }
+
+    /// Issue 9, F4: a secret the guest changes the case of with non-ASCII letters was not
+    /// recognized (the matching was ASCII-only).
+    #[test]
+    fn non_ascii_case_changes_are_still_the_value() {
+        let r = r(&["Straße-ﬁx-Ωmega-ǆ"]);
+        for shown in [
+            "STRASSE-FIX-ΩMEGA-Ǆ",
+            "strasse-fix-ωmega-ǆ",
+            "Straße-ﬁx-Ωmega-ǅ",
+            "STRAẞE-FIX-ΩMEGA-Ǆ",
+        ] {
+            let out = r.text(&format!("[{shown}]"));
+            assert_eq!(out, "[[REDACTED]]", "{shown}");
+        }
+        // Cut at a cap in the middle of the upper-cased value: the tail goes too.
+        let up = "xx STRASSE-F";
+        assert_eq!(r.bytes(up.as_bytes(), true), b"xx [REDACTED]");
+        // Turkish dotless i upper-cases to ASCII I.
+        let t = r_tr();
+        assert_eq!(t.text("pass: KILIT"), "pass: [REDACTED]");
+        // Invalid UTF-8 around a value does not hide it, and is kept.
+        let out = r.bytes(b"\xff\xfeSTRASSE-FIX-\xce\xa9MEGA-\xc7\x84\xff", false);
+        assert_eq!(out, b"\xff\xfe[REDACTED]\xff");
+    }
+
+    fn r_tr() -> Redactor {
+        r(&["kılıt"])
     }
 
     #[test]

@@ -49,6 +49,24 @@ pub fn cut(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
+/// An error and its causes on one line: `what: cause: cause`, leaving out a cause the text
+/// before it already quotes (many errors repeat their source in their own message).
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !last.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        last = t;
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +84,30 @@ mod tests {
         assert_eq!(cut("héllo", 2), "h");
         assert_eq!(cut("héllo", 3), "hé");
         assert_eq!(cut("ab", 10), "ab");
+    }
+
+    #[test]
+    fn chain_skips_causes_already_quoted() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "open: disk full",
+            Some(Box::new(E(
+                "disk full",
+                Some(Box::new(E("errno 28", None))),
+            ))),
+        );
+        assert_eq!(super::chain(&e), "open: disk full: errno 28");
+        assert_eq!(super::chain(&E("alone", None)), "alone");
     }
 }

@@ -1,8 +1,8 @@
 //! The audit trail of calls: one record per use and denial, then the call's own record; and
 //! failing closed when records cannot be stored (see [`Inner::audit_gate`]).
 
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use warden_audit::{Event, Outcome, Record};
 use warden_runtime::{CallError, CallOutcome, CallReport, Denial, ErrorCode};
@@ -76,16 +76,10 @@ impl Inner {
         if lost {
             // The call ran, but its trail is incomplete: its result is not handed out as a
             // success (the caller sees why), and the host is closed until the log works again.
-            let why = self
-                .audit_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
             return Err(CallFailure {
                 request_id: id,
-                error: CallError::Host(format!(
-                    "the call ran but its audit records could not be written: {why}"
-                )),
+                error: self
+                    .audit_failure("the call ran but its audit records could not be written"),
                 logs: report.logs,
             });
         }
@@ -110,26 +104,36 @@ impl Inner {
         match self.audit.append(record) {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(target: "warden::audit", "could not write an audit record: {e}");
-                self.audit_broke(&e);
+                tracing::error!(
+                    target: "warden::audit",
+                    "could not write an audit record: {}",
+                    warden_call::text::chain(&e)
+                );
+                self.audit_broke(e);
                 false
             }
         }
     }
 
-    fn audit_broke(&self, e: &warden_audit::AuditError) {
-        // The whole source chain: the top-level message alone may not say "disk full".
-        let mut why = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            why = format!("{why}: {s}");
-            source = s.source();
-        }
+    fn audit_broke(&self, e: warden_audit::AuditError) {
         *self
             .audit_failure
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = why;
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(e));
         self.audit_failed.store(true, Ordering::Release);
+    }
+
+    /// `what`, caused by the audit failure that closed the host.
+    fn audit_failure(&self, what: &str) -> CallError {
+        match self
+            .audit_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            Some(e) => CallError::host_caused(what, SharedAuditError(e)),
+            None => CallError::host(what),
+        }
     }
 
     /// Fail closed: after an audit record could not be stored, every new call is refused with
@@ -140,12 +144,7 @@ impl Inner {
         if !self.audit_failed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let why = self
-            .audit_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let error = CallError::Host(format!("the audit log cannot be written: {why}"));
+        let error = self.audit_failure("the audit log cannot be written");
         let id = self.ids.next();
         match self
             .audit
@@ -155,7 +154,7 @@ impl Inner {
             // when its own `write` fails, so clearing it here cannot hide a later failure for
             // more than the calls already past the gate.
             Ok(()) => self.audit_failed.store(false, Ordering::Release),
-            Err(e) => self.audit_broke(&e),
+            Err(e) => self.audit_broke(e),
         }
         Err(CallFailure {
             request_id: id,
@@ -208,7 +207,7 @@ fn call_record(
         r = r.with_egress_bytes(report.egress_bytes);
     }
     if let Err(e) = result {
-        r = r.with_message(e);
+        r = r.with_error(e);
     }
     r
 }
@@ -224,5 +223,21 @@ fn outcome_of(code: ErrorCode) -> Outcome {
         ErrorCode::Busy => Outcome::Busy,
         ErrorCode::Trap => Outcome::Trap,
         ErrorCode::Invalid => Outcome::Invalid,
+    }
+}
+
+/// An audit failure shared by every call it refuses (the error itself is not `Clone`).
+#[derive(Debug)]
+struct SharedAuditError(Arc<warden_audit::AuditError>);
+
+impl std::fmt::Display for SharedAuditError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedAuditError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
 use warden_bundle::BundleLimits;
-use warden_fs::private_dir;
+use warden_datadir::private_dir;
 use warden_kv::{KvBackend, MemoryKv, Quota};
 use warden_manifest::{Policy, TenantName};
 use warden_runtime::{Resolver, Runtime, RuntimeConfig, SystemResolver};
@@ -25,6 +25,7 @@ pub struct HostBuilder {
     policy: Policy,
     data_dir: Option<PathBuf>,
     audit: Option<Arc<dyn AuditSink>>,
+    audit_key: Option<PathBuf>,
     bundle_limits: BundleLimits,
     resolver: Option<Arc<dyn Resolver>>,
     authorizer: Option<Arc<dyn Authorizer>>,
@@ -79,6 +80,14 @@ impl HostBuilder {
         self
     }
 
+    /// The key file for the MAC of the audit log's head (default `DATA/audit.key`, created on
+    /// first use). Keep it outside the data dir (readable by the host only) so that someone who
+    /// can write the data dir cannot cut records from the log and rewrite its head to match.
+    pub fn audit_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_key = Some(path.into());
+        self
+    }
+
     /// Where audit records go (default: `DATA/audit`, or memory without a data dir).
     pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
         self.audit = Some(sink);
@@ -108,7 +117,7 @@ impl HostBuilder {
         }
         let audit: Arc<dyn AuditSink> = match (self.audit, &self.data_dir) {
             (Some(sink), _) => sink,
-            (None, Some(dir)) => Arc::new(AuditLog::open(&dir.join("audit"))?),
+            (None, Some(dir)) => Arc::new(AuditLog::open_in(dir, self.audit_key.as_deref())?),
             (None, None) => Arc::new(MemoryAudit::default()),
         };
         let parts = (|| -> Result<_, HostError> {
@@ -134,7 +143,7 @@ impl HostBuilder {
                 let _ = audit.append(
                     Record::new(Event::Start, "")
                         .with_outcome(Outcome::Error)
-                        .with_message(&e),
+                        .with_error(&e),
                 );
                 return Err(e);
             }
@@ -160,7 +169,7 @@ impl HostBuilder {
                 prepared: RwLock::default(),
                 ids: RequestIds::new(),
                 audit_failed: AtomicBool::new(false),
-                audit_failure: Mutex::new(String::new()),
+                audit_failure: Mutex::new(None),
             }),
         })
     }

@@ -31,6 +31,8 @@ pub enum HostError {
     Refused(String),
     #[error("file system: {0}")]
     Files(#[from] warden_fs::FsError),
+    #[error("data dir: {0}")]
+    DataDir(#[from] warden_datadir::DataDirError),
     #[error("secrets: {0}")]
     Secret(#[from] warden_secrets::SecretError),
 }
@@ -40,6 +42,7 @@ pub enum HostError {
 #[error("{error} (request {request_id})")]
 pub struct CallFailure {
     pub request_id: String,
+    #[source]
     pub error: CallError,
     /// Captured guest output, escaped; useful to show next to the error.
     pub logs: Vec<LogLine>,

@@ -58,7 +58,7 @@ pub(crate) struct Inner {
     /// [`Inner::audit_gate`]). An atomic so the check on every call costs one load.
     pub(crate) audit_failed: AtomicBool,
     /// Why the last audit record could not be stored, for the refusals.
-    pub(crate) audit_failure: Mutex<String>,
+    pub(crate) audit_failure: Mutex<Option<Arc<warden_audit::AuditError>>>,
 }
 
 impl Host {

@@ -47,7 +47,7 @@ impl Tenant<'_> {
                     .with_tenant(&self.name)
                     .with_target(bundle.display())
                     .with_outcome(Outcome::Denied)
-                    .with_message(&e);
+                    .with_error(&e);
                 inner.audit.append(r)?;
                 Err(e)
             }
@@ -169,8 +169,8 @@ impl Tenant<'_> {
         })();
         let record = match &result {
             Ok(_) => record.with_outcome(Outcome::Ok),
-            Err(e @ HostError::Refused(_)) => record.with_outcome(Outcome::Denied).with_message(e),
-            Err(e) => record.with_outcome(Outcome::Invalid).with_message(e),
+            Err(e @ HostError::Refused(_)) => record.with_outcome(Outcome::Denied).with_error(e),
+            Err(e) => record.with_outcome(Outcome::Invalid).with_error(e),
         };
         inner.audit.append(record)?;
         result

@@ -56,7 +56,7 @@ impl Call {
         let fuel = limits.max_fuel.map(|f| f.get());
         store
             .set_fuel(fuel.unwrap_or(UNMETERED_FUEL))
-            .map_err(|e| CallError::Host(format!("{e:#}")))?;
+            .map_err(|e| CallError::host_caused("setting the fuel", e.into_boxed_dyn_error()))?;
         // Wall-clock deadline checked at every epoch tick; between ticks the guest yields so a
         // busy guest never holds an executor thread, and other calls' deadlines are their own.
         let started = Instant::now();

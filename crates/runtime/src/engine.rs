@@ -113,7 +113,7 @@ impl EpochTicker {
                     }
                 }
             })
-            .map_err(|e| LoadError::Engine(format!("starting the epoch thread: {e}")))?;
+            .map_err(|e| LoadError::engine("starting the epoch thread", e))?;
         Ok(EpochTicker {
             stop,
             thread: Some(thread),
@@ -163,11 +163,11 @@ pub fn engine_config(cfg: &RuntimeConfig) -> Result<Config, LoadError> {
     if let Some(dir) = &cfg.cache_dir {
         // Wasmtime wants an absolute path; relative ones are taken from the current folder.
         let dir = std::path::absolute(dir)
-            .map_err(|e| LoadError::Engine(format!("compile cache in {}: {e}", dir.display())))?;
+            .map_err(|e| LoadError::engine(format!("compile cache in {}", dir.display()), e))?;
         let mut cc = CacheConfig::new();
         cc.with_directory(&dir);
         let cache = Cache::new(cc)
-            .map_err(|e| LoadError::Engine(format!("compile cache in {}: {e}", dir.display())))?;
+            .map_err(|e| LoadError::wasmtime(format!("compile cache in {}", dir.display()), e))?;
         c.cache(Some(cache));
     }
     Ok(c)
@@ -245,7 +245,7 @@ impl Compiler {
             .num_threads(cfg.compile_threads.max(1))
             .thread_name(|i| format!("warden-compile-{i}"))
             .build()
-            .map_err(|e| LoadError::Engine(format!("starting the compile threads: {e}")))?;
+            .map_err(|e| LoadError::engine("starting the compile threads", e))?;
         Ok(Compiler {
             threads,
             max: cfg.max_concurrent_compiles.max(1),
@@ -299,14 +299,14 @@ struct Shared {
 
 impl Shared {
     fn new(cfg: &RuntimeConfig) -> Result<Shared, LoadError> {
-        let engine =
-            Engine::new(&engine_config(cfg)?).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&engine_config(cfg)?)
+            .map_err(|e| LoadError::wasmtime("creating the engine", e))?;
         let wrong = unsafe_settings(&engine, cfg);
         if !wrong.is_empty() {
-            return Err(LoadError::Engine(format!(
-                "the engine is not configured safely: {}",
-                wrong.join("; ")
-            )));
+            return Err(LoadError::Engine {
+                what: format!("the engine is not configured safely: {}", wrong.join("; ")),
+                source: None,
+            });
         }
         let linker = linker(&engine)?;
         let compiler = Compiler::new(cfg)?;
@@ -365,13 +365,13 @@ impl Runtime {
             .shared
             .compiler
             .run(|| Component::new(engine, bytes))
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+            .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))?;
         let pre = self
             .shared
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
-        let exports = |e: wasmtime::Error| LoadError::Exports(format!("{e:#}"));
+            .map_err(|e| LoadError::Imports(e.into_boxed_dyn_error()))?;
+        let exports = |e: wasmtime::Error| LoadError::Exports(e.into_boxed_dyn_error());
         let world = match kind {
             WorldKind::Rpc => World::Rpc(RpcExtensionPre::new(pre).map_err(exports)?),
             WorldKind::Http => World::Http(ProxyPre::new(pre).map_err(exports)?),
@@ -384,7 +384,7 @@ impl Runtime {
 /// call time (no sockets, no preopens, outgoing HTTP and `invoke` denied), so standard
 /// toolchains' components load and get typed errors instead of failing to link.
 fn linker(engine: &Engine) -> Result<Linker<CallState>, LoadError> {
-    let err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+    let err = |e: wasmtime::Error| LoadError::wasmtime("linking the host interfaces", e);
     let mut l = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut l).map_err(err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l).map_err(err)?;

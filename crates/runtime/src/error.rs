@@ -1,15 +1,19 @@
 //! Why a component could not be prepared. (Why a call failed is `warden_call::CallError`.)
 
-/// Why a component could not be prepared.
+/// The cause behind a [`LoadError`], with its own chain (Wasmtime's errors are converted with
+/// `into_boxed_dyn_error`, which keeps their context).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a component could not be prepared. Causes are kept as sources, not flattened into text.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Invalid, or over a limit of this host (e.g. more memories or tables than allowed).
-    #[error("the entry cannot be compiled for this host: {0}")]
-    Compile(String),
-    #[error("the component imports interfaces this host does not provide: {0}")]
-    Imports(String),
-    #[error("the component's exports do not match its world: {0}")]
-    Exports(String),
+    #[error("the entry cannot be compiled for this host")]
+    Compile(#[source] Cause),
+    #[error("the component imports interfaces this host does not provide")]
+    Imports(#[source] Cause),
+    #[error("the component's exports do not match its world")]
+    Exports(#[source] Cause),
     /// Found before compiling: the top-level exports name no world this host runs.
     #[error(
         "the component exports neither `warden:extension/handler` (rpc) nor `wasi:http/incoming-handler` (http); it exports {exports}"
@@ -25,6 +29,29 @@ pub enum LoadError {
         value: u64,
         max: u64,
     },
-    #[error("setting up the runtime failed: {0}")]
-    Engine(String),
+    #[error("setting up the runtime failed: {what}")]
+    Engine {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl LoadError {
+    pub(crate) fn engine(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> LoadError {
+        LoadError::Engine {
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    pub(crate) fn wasmtime(what: impl Into<String>, source: wasmtime::Error) -> LoadError {
+        LoadError::Engine {
+            what: what.into(),
+            source: Some(source.into_boxed_dyn_error()),
+        }
+    }
 }

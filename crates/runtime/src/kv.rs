@@ -87,7 +87,7 @@ async fn blocking<T: Send + 'static>(
     let cancel = guard.0.clone();
     let result = tokio::task::spawn_blocking(move || f(&cancel))
         .await
-        .unwrap_or_else(|e| Err(KvError::Storage(format!("the storage task failed: {e}"))));
+        .unwrap_or_else(|e| Err(KvError::storage(e)));
     drop(guard);
     result
 }
@@ -103,7 +103,8 @@ impl KvView<'_> {
         match e {
             // Only when the call is gone, so nobody sees it; mapped for completeness.
             KvError::Cancelled => Error::Other("cancelled".into()),
-            KvError::Storage(detail) => {
+            KvError::Storage(failure) => {
+                let detail = warden_call::text::chain(&failure);
                 // The detail may name host paths: the operator's log gets it, the guest not.
                 tracing::warn!(target: "warden::kv", tenant = %scope.tenant(), extension = %scope.extension(), "key-value storage error: {detail}");
                 Error::Other("storage error".into())

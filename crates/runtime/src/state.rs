@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use warden_call::HostFailure;
 
 use warden_call::{Invoker, Ledger, Redactor, Withheld};
 use warden_fs::FsQuota;
@@ -45,6 +46,8 @@ pub struct CallState {
     pub(crate) kv: Option<KvAccess>,
     /// The install's file quota, charged by the shadowed `descriptor` methods (`fs.rs`).
     pub(crate) fs_quota: Option<FsQuota>,
+    /// Which mount each open descriptor is in (for naming it in denials).
+    pub(crate) fd_mounts: crate::fs::FdMounts,
     pub(crate) sockets_policy: SocketPolicy,
 }
 
@@ -59,7 +62,7 @@ impl CallState {
         max_response: u64,
         caps: &CallCaps,
         ledger: Ledger,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HostFailure> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -102,6 +105,7 @@ impl CallState {
             logs: LogCapture::default(),
             kv: caps.kv.clone(),
             fs_quota: caps.fs_quota.clone(),
+            fd_mounts: crate::fs::FdMounts::default(),
             sockets_policy,
         })
     }
@@ -169,6 +173,10 @@ impl FsCall for CallState {
 
     fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    fn fd_mounts(&mut self) -> &mut crate::fs::FdMounts {
+        &mut self.fd_mounts
     }
 }
 

@@ -156,10 +156,50 @@ pub enum KvError {
     NotACounter,
     #[error("the counter would overflow")]
     Overflow,
-    /// The backend failed (I/O, a busy database, corruption). The text is for the operator.
-    #[error("storage error: {0}")]
-    Storage(String),
+    /// The backend failed (I/O, a busy database, corruption). For the operator, not the guest.
+    #[error("storage error")]
+    Storage(#[source] StorageFailure),
 }
+
+/// A backend's own error, kept (with its chain) for the operator. Shared so that [`KvError`]
+/// stays `Clone`; two failures are equal only if they are the same one.
+#[derive(Clone)]
+pub struct StorageFailure(std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl StorageFailure {
+    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        StorageFailure(std::sync::Arc::from(e.into()))
+    }
+}
+
+impl KvError {
+    /// A backend failure from its error (or a message).
+    pub fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        KvError::Storage(StorageFailure::new(e))
+    }
+}
+
+impl std::fmt::Debug for StorageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+impl std::fmt::Display for StorageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+impl std::error::Error for StorageFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+impl PartialEq for StorageFailure {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for StorageFailure {}
 
 impl KvError {
     /// A refusal because of a limit (as opposed to a failure of the store).

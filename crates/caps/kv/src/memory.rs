@@ -37,7 +37,7 @@ impl MemoryKv {
     fn lock(&self) -> Result<MutexGuard<'_, Stores>, KvError> {
         self.stores
             .lock()
-            .map_err(|_| KvError::Storage("store lock poisoned".into()))
+            .map_err(|_| KvError::storage("store lock poisoned"))
     }
 
     fn read<T>(&self, s: &Scope, f: impl FnOnce(Option<&Entries>) -> T) -> Result<T, KvError> {

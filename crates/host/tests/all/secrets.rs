@@ -406,7 +406,8 @@ fn build_on(data: &Path) -> Result<Host, String> {
         .data_dir(data)
         .audit(Arc::new(MemoryAudit::default()))
         .build()
-        .map_err(|e| e.to_string())
+        // The whole chain, as the CLI shows it: causes are kept as sources.
+        .map_err(|e| warden_call::text::chain(&e))
 }
 
 #[test]

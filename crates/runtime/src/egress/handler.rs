@@ -10,6 +10,7 @@
 //! request would simply take Wasmtime's path, where the send hook refuses it all the same.
 
 use std::sync::Arc;
+use warden_call::HostFailure;
 
 use warden_manifest::EffectiveNetwork;
 use wasmtime::component::{Linker, Resource, ResourceTable};
@@ -54,16 +55,18 @@ pub(crate) fn install(
     grant: Option<Arc<EffectiveNetwork>>,
     ledger: Ledger,
     withheld: Withheld,
-) -> Result<(), String> {
+) -> Result<(), HostFailure> {
     let r = table
         .push(EarlyCheck {
             grant,
             ledger,
             withheld,
         })
-        .map_err(|e| format!("setting up egress checks: {e}"))?;
+        .map_err(|e| HostFailure::caused("setting up egress checks", e))?;
     if r.rep() != EARLY_CHECK {
-        return Err("setting up egress checks: the resource table was not fresh".into());
+        return Err(HostFailure::new(
+            "setting up egress checks: the resource table was not fresh",
+        ));
     }
     Ok(())
 }
