@@ -108,6 +108,18 @@ pub enum ChainError {
     },
     #[error("the last line of the log is not a valid record: {reason}")]
     LastLine { reason: String },
+    #[error(
+        "{}: the MAC does not match the audit key (the head was rewritten, for instance after \
+         records were cut from the end, or the key is not the one this log was written with)",
+        path.display()
+    )]
+    HeadMac { path: PathBuf },
+    #[error(
+        "{} has no MAC although an audit key is in use (the head was replaced by one written \
+         without the key)",
+        path.display()
+    )]
+    HeadUnkeyed { path: PathBuf },
 }
 
 impl ChainError {
@@ -128,6 +140,8 @@ impl ChainError {
             | ChainError::Io { .. }
             | ChainError::HeadMissing { .. }
             | ChainError::HeadMalformed { .. }
+            | ChainError::HeadMac { .. }
+            | ChainError::HeadUnkeyed { .. }
             | ChainError::LastLine { .. } => None,
         }
     }

@@ -20,6 +20,9 @@ pub enum AuditError {
         #[source]
         source: ChainError,
     },
+    /// The data dir or the audit key file cannot be used.
+    #[error("{0}")]
+    DataDir(#[from] warden_datadir::DataDirError),
     #[error("encoding an audit record")]
     Encode(#[source] serde_json::Error),
     #[error("an audit record of {len} bytes is over the line cap of {max} bytes", max = MAX_LINE_BYTES)]

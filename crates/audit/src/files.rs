@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io;
 
+/// The audit folder's name inside a data dir.
+pub const AUDIT_DIR: &str = "audit";
 /// The log file inside the audit folder: one record per line.
 pub const LOG_FILE: &str = "audit.jsonl";
 /// The head file inside the audit folder: sequence number and hash of the last record.

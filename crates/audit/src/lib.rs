@@ -14,9 +14,11 @@
 //! record is also emitted as a `tracing` event (target `warden::audit`).
 
 pub mod chain;
+pub mod checkpoint;
 mod error;
 mod files;
 mod head;
+mod key;
 mod log;
 mod read;
 mod record;
@@ -24,8 +26,10 @@ mod sanitize;
 mod sink;
 
 pub use chain::{ChainError, GENESIS_HASH, MAX_LINE_BYTES};
-pub use log::{Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE, TORN_FILE};
-pub use read::{Filter, Reader, StoredRecord, VerifyReport, read, verify};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointReport};
+pub use key::{AUDIT_KEY_FILE, AuditKey};
+pub use log::{AUDIT_DIR, Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE, TORN_FILE};
+pub use read::{Filter, HeadMac, Reader, StoredRecord, VerifyReport, read, verify, verify_with};
 pub use record::{Decision, Event, Outcome, Record};
 pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};
 pub use sink::{AuditSink, MemoryAudit};

@@ -24,26 +24,23 @@
 //!   store its own record; once one is stored the flag clears and later calls run again. The call
 //!   during which the store failed has already run and keeps its result.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::{
-    DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::chain::{ChainError, MAX_LINE_BYTES, check_line, encode};
 use crate::files::FileLock;
 use crate::head::{HEAD_LEN, Head};
+use crate::key::{AUDIT_KEY_FILE, AuditKey};
 use crate::read::walk;
 use crate::record::{Event, Outcome, Record};
 use crate::sink::{AuditSink, emit};
 
 pub use crate::error::AuditError;
-pub use crate::files::{HEAD_FILE, LOG_FILE, TORN_FILE};
+pub use crate::files::{AUDIT_DIR, HEAD_FILE, LOG_FILE, TORN_FILE};
 
-/// Mode of the audit folder when warden creates it.
-const DIR_MODE: u32 = 0o700;
 /// Mode of the log and head files when warden creates them.
 const FILE_MODE: u32 = 0o600;
 
@@ -81,6 +78,9 @@ pub struct AuditLog {
     dir: PathBuf,
     log_path: PathBuf,
     head_path: PathBuf,
+    key: Option<AuditKey>,
+    /// The unkeyed head adopted at open (a key created just now), until it is rewritten.
+    adopted: Option<(u64, String)>,
     log: File,
     head: File,
     state: Mutex<State>,
@@ -132,11 +132,33 @@ impl AuditLog {
     /// and an [`Event::Recovery`] record saying how many bytes were set aside at which sequence
     /// number is appended, so the repair is itself in the chain and `verify` passes.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(dir)
-            .map_err(io_err("creating", dir))?;
+        AuditLog::open_with_key(dir, None)
+    }
+
+    /// [`AuditLog::open`] with the head kept under a MAC ([`AuditKey`]). An existing head must
+    /// carry the key's MAC, unless `key.1` says the key was created just now (the head of an
+    /// older, unkeyed log is then adopted and keyed from the next append).
+    pub fn open_keyed(dir: &Path, key: AuditKey, created: bool) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with_key(dir, Some((key, created)))
+    }
+
+    /// The log of a data dir: `DATA/audit`, keyed by `key_file` (default `DATA/audit.key`,
+    /// created on first use). Creates `data` (0700) if missing; refuses one others can write.
+    pub fn open_in(data: &Path, key_file: Option<&Path>) -> Result<AuditLog, AuditError> {
+        warden_datadir::private_dir(data)?;
+        let default = data.join(AUDIT_KEY_FILE);
+        let (key, created) = AuditKey::load_or_create(key_file.unwrap_or(&default))?;
+        AuditLog::open_keyed(&data.join(AUDIT_DIR), key, created)
+    }
+
+    fn open_with_key(dir: &Path, key: Option<(AuditKey, bool)>) -> Result<AuditLog, AuditError> {
+        let (key, adopt) = match key {
+            Some((k, created)) => (Some(k), created),
+            None => (None, false),
+        };
+        // Created 0700; refused if others can write to it (they could edit the log). Read
+        // access for others (a log shipper's group) is the operator's choice, and only warned.
+        warden_datadir::private_dir(dir)?;
         let meta = fs::metadata(dir).map_err(io_err("reading", dir))?;
         warn_if_open_to_others(dir, &meta);
 
@@ -172,9 +194,12 @@ impl AuditLog {
             .map_err(io_err("reading", &head_path))?
             .len();
         let log_len = log.metadata().map_err(io_err("reading", &log_path))?.len();
+        let mut adopted = None;
         let last = if head_len == 0 && log_len == 0 {
             // A new log.
-            let bytes = Head::genesis().encode().map_err(AuditError::Encode)?;
+            let bytes = Head::genesis(key.as_ref())
+                .encode()
+                .map_err(AuditError::Encode)?;
             head.write_all_at(&bytes, 0)
                 .and_then(|()| head.sync_all())
                 .map_err(io_err("writing", &head_path))?;
@@ -186,6 +211,11 @@ impl AuditLog {
             0
         } else {
             let h = Head::read(&head, &head_path).map_err(chain)?;
+            h.check_mac(key.as_ref(), &head_path, adopt)
+                .map_err(chain)?;
+            if key.is_some() && h.mac.is_none() {
+                adopted = Some((h.seq, h.hash.clone()));
+            }
             if tail_matches(&log, log_len, &h) {
                 h.seq
             } else if let Some(cut) = torn_tail(&log, &log_path, log_len, &h).map_err(chain)? {
@@ -195,6 +225,7 @@ impl AuditLog {
                     log_path: &log_path,
                     head: &head,
                     head_path: &head_path,
+                    key: key.as_ref(),
                 };
                 let (h, _) = files
                     .set_aside(&h, cut, log_len)
@@ -216,6 +247,8 @@ impl AuditLog {
             dir: dir.to_owned(),
             log_path,
             head_path,
+            key,
+            adopted,
             log,
             head,
             state: Mutex::new(State {
@@ -224,6 +257,14 @@ impl AuditLog {
             }),
             durable: Mutex::new(last),
         })
+    }
+
+    fn adopted(&self, head: &Head) -> bool {
+        head.mac.is_none()
+            && self
+                .adopted
+                .as_ref()
+                .is_some_and(|(seq, hash)| *seq == head.seq && *hash == head.hash)
     }
 
     /// The audit folder.
@@ -251,6 +292,10 @@ impl AuditLog {
             source,
         };
         let mut head = Head::read(&self.head, &self.head_path).map_err(chain)?;
+        // Under the lock, from the file: another process may have written it. A head without
+        // a MAC is accepted only while it is the one this handle adopted at open.
+        head.check_mac(self.key.as_ref(), &self.head_path, self.adopted(&head))
+            .map_err(chain)?;
         let mut len = self
             .log
             .metadata()
@@ -262,6 +307,7 @@ impl AuditLog {
             log_path: &self.log_path,
             head: &self.head,
             head_path: &self.head_path,
+            key: self.key.as_ref(),
         };
         // A line not ending in a newline is left by a crash or a rollback that failed (here or
         // in another process). Appending after it would bury a garbled line in the chain, so it
@@ -348,6 +394,7 @@ struct Files<'a> {
     log_path: &'a Path,
     head: &'a File,
     head_path: &'a Path,
+    key: Option<&'a AuditKey>,
 }
 
 impl Files<'_> {
@@ -374,10 +421,7 @@ impl Files<'_> {
                 len: encoded.line.len() - 1,
             }));
         }
-        let new_head = Head {
-            seq,
-            hash: encoded.hash,
-        };
+        let new_head = Head::new(seq, encoded.hash, self.key);
         let new_head_bytes = new_head
             .encode()
             .map_err(|e| Failure::clean(AuditError::Encode(e)))?;

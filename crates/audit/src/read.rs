@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::chain::{ChainError, MAX_LINE_BYTES, Walker};
 use crate::files::{FileLock, HEAD_FILE, LOG_FILE};
 use crate::head::Head;
+use crate::key::AuditKey;
 use crate::record::{Event, Record};
 
 /// The result of a successful [`verify`].
@@ -16,6 +17,20 @@ pub struct VerifyReport {
     pub records: u64,
     /// The last record's hash ([`crate::GENESIS_HASH`] for an empty log).
     pub last_hash: String,
+    /// Whether the head carries a MAC, and whether it was checked against a key.
+    pub head_mac: HeadMac,
+}
+
+/// What is known of the head's MAC after a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadMac {
+    /// Checked against the audit key: the head was written by a holder of the key.
+    Checked,
+    /// The head has a MAC, but no key was given to check it.
+    Unchecked,
+    /// The head has no MAC (the log is not keyed): a cut at the end with a rewritten head
+    /// cannot be told from a shorter log, except by a checkpoint.
+    None,
 }
 
 /// Checks a whole audit log and reports the first problem.
@@ -25,6 +40,16 @@ pub struct VerifyReport {
 /// file must name the last line. The head and the log's length are read together under a shared
 /// lock, so a log that is being appended to verifies up to the last complete append.
 pub fn verify(dir: &Path) -> Result<VerifyReport, ChainError> {
+    verify_with(dir, None, &mut |_, _| {})
+}
+
+/// [`verify`], checking the head's MAC with `key` (a head without one is then an error), and
+/// showing `seen` each record's (seq, hash) as it is checked.
+pub fn verify_with(
+    dir: &Path,
+    key: Option<&AuditKey>,
+    seen: &mut dyn FnMut(u64, &str),
+) -> Result<VerifyReport, ChainError> {
     let log_path = dir.join(LOG_FILE);
     let head_path = dir.join(HEAD_FILE);
     let log = match File::open(&log_path) {
@@ -59,6 +84,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, ChainError> {
             source,
         })?;
         let head = Head::read(&head_file, &head_path)?;
+        head.check_mac(key, &head_path, false)?;
         let len = log
             .metadata()
             .map_err(|source| ChainError::Io {
@@ -68,7 +94,13 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, ChainError> {
             .len();
         (head, len)
     };
-    walk(log, len, &head, &log_path)
+    let mut report = walk_seen(log, len, &head, &log_path, seen)?;
+    report.head_mac = match (&head.mac, key) {
+        (Some(_), Some(_)) => HeadMac::Checked,
+        (Some(_), None) => HeadMac::Unchecked,
+        (None, _) => HeadMac::None,
+    };
+    Ok(report)
 }
 
 /// Walks the first `len` bytes of the log and compares the end with `head`.
@@ -78,10 +110,21 @@ pub(crate) fn walk(
     head: &Head,
     log_path: &Path,
 ) -> Result<VerifyReport, ChainError> {
+    walk_seen(log, len, head, log_path, &mut |_, _| {})
+}
+
+fn walk_seen(
+    log: File,
+    len: u64,
+    head: &Head,
+    log_path: &Path,
+    seen: &mut dyn FnMut(u64, &str),
+) -> Result<VerifyReport, ChainError> {
     let mut lines = Lines::new(log.take(len), log_path);
     let mut walker = Walker::new();
     while let Some(line) = lines.next_line()? {
-        walker.next(&line)?;
+        let checked = walker.next(&line)?;
+        seen(checked.seq, &checked.hash);
     }
     if !lines.pending.is_empty() {
         return Err(ChainError::Torn {
@@ -111,6 +154,11 @@ pub(crate) fn walk(
     Ok(VerifyReport {
         records: walker.lines,
         last_hash: walker.last_hash,
+        head_mac: if head.mac.is_some() {
+            HeadMac::Unchecked
+        } else {
+            HeadMac::None
+        },
     })
 }
 

@@ -275,6 +275,12 @@ impl Record {
         self
     }
 
+    /// The error and its causes as the message: `what: cause: cause`, leaving out a cause the
+    /// text before it already quotes.
+    pub fn with_error(self, error: &(dyn std::error::Error + 'static)) -> Record {
+        self.with_message(warden_call::text::chain(error))
+    }
+
     /// RFC 3339, UTC, milliseconds: `2025-01-31T12:00:00.123Z`.
     pub fn time(&self) -> &str {
         &self.time

@@ -26,10 +26,12 @@
 //! by all its concurrent calls): see there for what is counted and charged.
 
 use std::sync::Arc;
+use warden_call::HostFailure;
 
 use bytes::Bytes;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as PreopensHost;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     DescriptorFlags, ErrorCode, Filesize, Host as _, HostDescriptor, NewTimestamp, OpenFlags,
     PathFlags,
@@ -47,6 +49,26 @@ use warden_fs::{BLOCK, Cost, FsQuota, MountDir, WalkGuard, blocks_touched};
 pub(crate) trait FsCall: WasiView + Send + 'static {
     fn fs_quota(&self) -> Option<&FsQuota>;
     fn ledger(&self) -> &Ledger;
+    fn fd_mounts(&mut self) -> &mut FdMounts;
+}
+
+/// The mount (its guest path) each descriptor was opened in: learnt from `get-directories`
+/// and passed on by `open-at`, so that a denial names the mount, not only a path relative to
+/// some descriptor. Keyed by the resource's table index; an index reused by a later
+/// descriptor is overwritten when that descriptor is made.
+#[derive(Default)]
+pub(crate) struct FdMounts(std::collections::HashMap<u32, Arc<str>>);
+
+impl FdMounts {
+    fn of(&self, fd: &Fd) -> Option<Arc<str>> {
+        self.0.get(&fd.rep()).cloned()
+    }
+    fn set(&mut self, fd: &Fd, mount: Option<Arc<str>>) {
+        match mount {
+            Some(m) => self.0.insert(fd.rep(), m),
+            None => self.0.remove(&fd.rep()),
+        };
+    }
 }
 
 /// Preopens every mount and records it as granted. A folder that cannot be opened fails the
@@ -55,15 +77,16 @@ pub(crate) fn preopen(
     b: &mut WasiCtxBuilder,
     mounts: &[MountDir],
     ledger: &Ledger,
-) -> Result<(), String> {
+) -> Result<(), HostFailure> {
     for m in mounts {
         let (perms, how) = if m.readonly {
             (FsPerms::ReadOnly, "read-only")
         } else {
             (FsPerms::ReadWrite, "read-write")
         };
-        b.preopened_dir(&m.host, &m.guest, perms)
-            .map_err(|e| format!("mounting {}: {e:#}", m.guest))?;
+        b.preopened_dir(&m.host, &m.guest, perms).map_err(|e| {
+            HostFailure::caused(format!("mounting {}", m.guest), e.into_boxed_dyn_error())
+        })?;
         ledger.allow(Capability::Filesystem, &format!("{} ({how})", m.guest));
     }
     Ok(())
@@ -74,6 +97,7 @@ fn answer<T>(
     state: &mut impl FsCall,
     op: &str,
     path: &str,
+    mount: Option<&str>,
     result: FsResult<T>,
 ) -> wasmtime::Result<Result<T, ErrorCode>> {
     let err = match result {
@@ -89,11 +113,7 @@ fn answer<T>(
         _ => None,
     };
     if let Some(why) = why {
-        let target = if path.is_empty() {
-            op.to_string()
-        } else {
-            format!("{op} {path}")
-        };
+        let target = denial_target(op, path, mount);
         state
             .ledger()
             .deny(Capability::Filesystem, &target, Some(why.to_string()));
@@ -103,26 +123,43 @@ fn answer<T>(
 
 type Fd = Resource<Descriptor>;
 
+/// `open ../x in /data`: the operation, the path as the guest wrote it (relative to a
+/// descriptor), and the mount that descriptor is in.
+fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String {
+    let mut t = op.to_string();
+    if !path.is_empty() {
+        t.push(' ');
+        t.push_str(path);
+    }
+    if let Some(m) = mount {
+        t.push_str(" in ");
+        t.push_str(m);
+    }
+    t
+}
+
 /// Wraps one `descriptor` method: `$args` are lifted as Wasmtime's own bindings lift them, the
 /// call goes to Wasmtime's implementation, and the answer through [`answer`]. `charge` (the
 /// descriptor whose mount is written and the [`Cost`]) is taken from the quota *before* the
 /// call, so a refused growth changes nothing on disk; `freed` marks an operation that may have
 /// released space (the budget may be recomputed after it).
 macro_rules! wrap {
-    ($inst:expr, $name:literal, $op:literal, ($($arg:ident : $ty:ty),*), $path:expr, $call:ident
-     $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, freed = $freed:expr)?) => {
+    ($inst:expr, $name:literal, $op:literal, ($fd:ident : $fdty:ty $(, $arg:ident : $ty:ty)*), $path:expr, $call:ident
+     $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, freed = $freed:expr)?
+     $(, opened = $opened:tt)?) => {
         $inst.func_wrap_async(
             concat!("[method]descriptor.", $name),
-            |mut store, ($($arg,)*): ($($ty,)*)| {
+            |mut store, ($fd, $($arg,)*): ($fdty, $($ty,)*)| {
                 Box::new(async move {
                     let state = store.data_mut();
                     let path: String = $path;
+                    let mount = state.fd_mounts().of(&$fd);
                     $(
                         let refusal: Option<&str> = $refuse;
                         if let Some(reason) = refusal {
                             state.ledger().deny(
                                 Capability::Filesystem,
-                                &format!("{} {path}", $op),
+                                &denial_target($op, &path, mount.as_deref()),
                                 Some(reason.to_string()),
                             );
                             return Ok((Err(ErrorCode::NotPermitted),));
@@ -137,7 +174,7 @@ macro_rules! wrap {
                             Err(code) => return Ok((Err(code),)),
                         }
                     )?
-                    let r = state.filesystem().$call($($arg),*).await;
+                    let r = state.filesystem().$call($fd, $($arg),*).await;
                     if let Some((quota, cost)) = charged {
                         FsQuota::settle(&quota, cost);
                     }
@@ -146,7 +183,13 @@ macro_rules! wrap {
                             freed(state).await;
                         }
                     )?
-                    Ok((answer(state, $op, &path, r)?,))
+                    $(
+                        let _: bool = $opened;
+                        if let Ok(new) = &r {
+                            state.fd_mounts().set(new, mount.clone());
+                        }
+                    )?
+                    Ok((answer(state, $op, &path, mount.as_deref(), r)?,))
                 })
             },
         )?;
@@ -156,18 +199,19 @@ macro_rules! wrap {
 /// Wraps `write-via-stream` / `append-via-stream`: refusals are audited like every other
 /// method (F7), and a stream on a quota'd install is replaced by a [`QuotaStream`].
 macro_rules! wrap_stream {
-    ($inst:expr, $name:literal, $op:literal, ($($arg:ident : $ty:ty),*), $call:ident, $pos:expr) => {
+    ($inst:expr, $name:literal, $op:literal, ($fd:ident : $fdty:ty $(, $arg:ident : $ty:ty)*), $call:ident, $pos:expr) => {
         $inst.func_wrap_async(
             concat!("[method]descriptor.", $name),
-            |mut store, ($($arg,)*): ($($ty,)*)| {
+            |mut store, ($fd, $($arg,)*): ($fdty, $($ty,)*)| {
                 Box::new(async move {
                     let state = store.data_mut();
+                    let mount = state.fd_mounts().of(&$fd);
                     let pos: Option<Filesize> = $pos;
-                    let r = match state.filesystem().$call($($arg),*) {
+                    let r = match state.filesystem().$call($fd, $($arg),*) {
                         Ok(stream) => Ok(quota_stream(state, stream, pos)?),
                         Err(e) => Err(e),
                     };
-                    Ok((answer(state, $op, "", r)?,))
+                    Ok((answer(state, $op, "", mount.as_deref(), r)?,))
                 })
             },
         )?;
@@ -182,7 +226,7 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     let mut inst = l.instance("wasi:filesystem/types@0.2.12")?;
     wrap!(inst, "open-at", "open", (fd: Fd, pf: PathFlags, path: String, of: OpenFlags, df: DescriptorFlags), path.clone(), open_at,
         charge = (&fd, if of.contains(OpenFlags::CREATE) { Cost::ENTRY } else { Cost::NONE }),
-        freed = of.contains(OpenFlags::TRUNCATE));
+        freed = of.contains(OpenFlags::TRUNCATE), opened = true);
     wrap!(inst, "create-directory-at", "mkdir", (fd: Fd, path: String), path.clone(), create_directory_at,
         charge = (&fd, Cost::ENTRY));
     wrap!(inst, "stat-at", "stat", (fd: Fd, pf: PathFlags, path: String), path.clone(), stat_at);
@@ -206,6 +250,16 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
         charge = (&fd, Cost::bytes(blocks_touched(Some(off), buf.len() as u64))));
     wrap_stream!(inst, "write-via-stream", "write-stream", (fd: Fd, off: Filesize), write_via_stream, Some(off));
     wrap_stream!(inst, "append-via-stream", "append-stream", (fd: Fd), append_via_stream, None);
+    // The preopens: learn which descriptor is which mount.
+    let mut pre = l.instance("wasi:filesystem/preopens@0.2.12")?;
+    pre.func_wrap("get-directories", |mut store, (): ()| {
+        let state = store.data_mut();
+        let dirs = PreopensHost::get_directories(&mut state.filesystem())?;
+        for (fd, guest) in &dirs {
+            state.fd_mounts().set(fd, Some(Arc::from(guest.as_str())));
+        }
+        Ok((dirs,))
+    })?;
     l.allow_shadowing(false);
     Ok(())
 }

@@ -39,7 +39,7 @@ fn lines_follow_the_documented_format() {
         prev = hash_of(line);
     }
     let head = fs::read_to_string(dir.join(HEAD_FILE)).unwrap();
-    assert_eq!(head.len(), 128);
+    assert_eq!(head.len(), 256);
     assert_eq!(
         head.trim_end(),
         format!("{{\"seq\":3,\"hash\":\"{prev}\"}}")

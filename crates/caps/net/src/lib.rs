@@ -42,6 +42,14 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// A port text as it may appear in a record: at most 16 visible ASCII characters.
+fn escape_port(text: &str) -> String {
+    text.chars()
+        .take(16)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
 /// The allowlist check: pure, no name lookup, no socket.
 pub fn admit(uri: &http::Uri, grant: Option<&EffectiveNetwork>) -> Result<Target, Refusal> {
     let scheme_text = uri.scheme_str().unwrap_or("");
@@ -52,13 +60,30 @@ pub fn admit(uri: &http::Uri, grant: Option<&EffectiveNetwork>) -> Result<Target
         "https" => Some(Scheme::Https),
         _ => None,
     };
-    let port = match uri.authority().and_then(|a| a.port()) {
-        Some(p) => p.as_u16(),
-        None => scheme.map(Scheme::default_port).unwrap_or(0),
+    // The port as written (after the last `:` that is not inside `[...]`), so that a port
+    // that is not a number is named as such, not replaced by the scheme's default.
+    let port_text = authority
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.contains(']'));
+    let port = match (port_text, uri.authority().and_then(|a| a.port_u16())) {
+        (_, Some(p)) => Some(p),
+        (None, None) | (Some(""), None) => Some(scheme.map(Scheme::default_port).unwrap_or(0)),
+        (Some(_), None) => None,
     };
     let refuse = |reason: String| Refusal {
-        target: format!("{scheme_text}://{raw_host}:{port}"),
+        target: match (port, port_text) {
+            (Some(p), _) => format!("{scheme_text}://{raw_host}:{p}"),
+            (None, Some(t)) => format!("{scheme_text}://{raw_host}:{}", escape_port(t)),
+            (None, None) => format!("{scheme_text}://{raw_host}"),
+        },
         reason,
+    };
+    let Some(port) = port else {
+        return Err(refuse(format!(
+            "the port {:?} is not a number from 1 to 65535",
+            escape_port(port_text.unwrap_or(""))
+        )));
     };
     let Some(scheme) = scheme else {
         return Err(refuse(format!(
@@ -150,6 +175,45 @@ mod tests {
         let r = admit(&uri("http://example.com/secret?token=1"), None).unwrap_err();
         assert_eq!(r.target, "http://example.com:80");
         assert!(!r.target.contains("secret"));
+    }
+
+    #[test]
+    fn a_port_that_is_not_a_number_is_named_not_defaulted() {
+        // Issue 9, F7: `https://host:abc/` was recorded as `https://host:443`.
+        let g = grant(&["api.example.com"], &[], &[]);
+        let mut checked = 0;
+        for (u, shown) in [
+            (
+                "https://api.example.com:abc/",
+                "https://api.example.com:abc",
+            ),
+            (
+                "https://api.example.com:99999/",
+                "https://api.example.com:99999",
+            ),
+            ("http://[::1]:x1/", "http://[::1]:x1"),
+        ] {
+            let Ok(parsed) = u.parse::<http::Uri>() else {
+                continue; // refused by the URI parser itself: nothing to record
+            };
+            let r = admit(&parsed, Some(&g)).unwrap_err();
+            assert_eq!(r.target, shown, "{u}");
+            assert!(
+                r.reason.contains("is not a number from 1 to 65535"),
+                "{u}: {}",
+                r.reason
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 2,
+            "the URI parser accepts these; {checked} were checked"
+        );
+        // An empty port (`host:`) is the scheme's default, as in URLs.
+        let t = admit(&uri("https://api.example.com:/"), Some(&g)).unwrap();
+        assert_eq!(t.port, 443);
+        let t = admit(&uri("https://api.example.com:8443/"), Some(&g));
+        assert!(t.is_err()); // 8443 not allowed: the port is checked, not defaulted
     }
 
     #[test]

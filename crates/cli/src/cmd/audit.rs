@@ -6,35 +6,20 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use warden_audit::{ChainError, Filter, Reader, StoredRecord};
+use warden_audit::{
+    AUDIT_DIR, AUDIT_KEY_FILE, AuditKey, ChainError, Filter, HeadMac, Reader, StoredRecord,
+    checkpoint,
+};
 
 /// How often `--follow` looks for new records.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-/// `warden audit [--data DIR] [--tenant NAME] [--follow] [--verify] [--json]`.
-///
-/// `--verify` checks the whole chain and prints a summary (the other flags do not apply).
-/// Otherwise records are listed oldest first, one per line: readable by default, the stored
-/// JSON lines with `--json`. `--follow` keeps printing records as they are appended (until
-/// Ctrl-C), and waits for the log to appear if there is none yet.
-pub fn run(
-    data: &Path,
-    tenant: Option<&str>,
-    follow: bool,
-    verify: bool,
-    json: bool,
-) -> Result<()> {
-    let dir = data.join("audit");
-    if verify {
-        let report = warden_audit::verify(&dir)
-            .with_context(|| format!("audit log in {} failed verification", dir.display()))?;
-        println!(
-            "audit log ok: {} records, last hash {}",
-            report.records, report.last_hash
-        );
-        return Ok(());
-    }
-
+/// `warden audit [--data DIR] [--tenant NAME] [--follow] [--json]`: records oldest first, one
+/// per line: readable by default, the stored JSON lines with `--json`. `--follow` keeps
+/// printing records as they are appended (until Ctrl-C), and waits for the log to appear if
+/// there is none yet.
+pub fn run(data: &Path, tenant: Option<&str>, follow: bool, json: bool) -> Result<()> {
+    let dir = data.join(AUDIT_DIR);
     let filter = Filter {
         tenant: tenant.map(str::to_owned),
         ..Filter::default()
@@ -59,6 +44,94 @@ pub fn run(
         }
         thread::sleep(FOLLOW_POLL);
     }
+}
+
+/// Most bytes of a checkpoints file read by `--verify --checkpoints` (a line is under 300).
+const MAX_CHECKPOINTS_BYTES: u64 = 64 << 20;
+
+/// The audit key to verify with: the one given (it must exist), or `DATA/audit.key` if there
+/// is one. Never creates a key.
+fn key(data: &Path, given: Option<&Path>) -> Result<Option<AuditKey>> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = data.join(AUDIT_KEY_FILE);
+            if p.symlink_metadata().is_err() {
+                return Ok(None);
+            }
+            p
+        }
+    };
+    let key = AuditKey::load(&path)
+        .with_context(|| format!("reading the audit key {}", path.display()))?;
+    Ok(Some(key))
+}
+
+/// `warden audit --verify [--checkpoints FILE]`: checks the whole chain, the head's MAC when
+/// there is a key, and every checkpoint in FILE; prints a summary.
+pub fn verify(data: &Path, key_file: Option<&Path>, checkpoints: Option<&Path>) -> Result<()> {
+    let dir = data.join(AUDIT_DIR);
+    let key = key(data, key_file)?;
+    let failed = || format!("audit log in {} failed verification", dir.display());
+    let (report, held) = match checkpoints {
+        Some(file) => {
+            let bytes = crate::files::read_bounded(file, MAX_CHECKPOINTS_BYTES)?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8", file.display()))?;
+            let r = checkpoint::check(&dir, key.as_ref(), &text).with_context(failed)?;
+            (r.log, Some((r.checkpoints, r.macs_checked)))
+        }
+        None => (
+            warden_audit::verify_with(&dir, key.as_ref(), &mut |_, _| {}).with_context(failed)?,
+            None,
+        ),
+    };
+    println!(
+        "audit log ok: {} records, last hash {}",
+        report.records, report.last_hash
+    );
+    match report.head_mac {
+        HeadMac::Checked => println!("head: MAC checked with the audit key"),
+        HeadMac::Unchecked => println!(
+            "head: has a MAC, NOT checked (no audit key: give --audit-key); records cut from the end would not show"
+        ),
+        HeadMac::None => println!(
+            "head: no MAC (the log is not keyed); records cut from the end would not show without a checkpoint"
+        ),
+    }
+    if let Some((n, macs)) = held {
+        println!("checkpoints: {n} hold ({macs} with their MAC checked)");
+    }
+    Ok(())
+}
+
+/// `warden audit --checkpoint FILE|-`: verifies the log, then appends (and fsyncs) one
+/// checkpoint line to FILE, or prints it.
+pub fn checkpoint(data: &Path, key_file: Option<&Path>, out: &Path) -> Result<()> {
+    let dir = data.join(AUDIT_DIR);
+    let key = key(data, key_file)?;
+    let cp = checkpoint::take(&dir, key.as_ref())
+        .with_context(|| format!("audit log in {} failed verification", dir.display()))?;
+    let line = format!("{}\n", cp.to_line());
+    if out == Path::new("-") {
+        print!("{line}");
+        return Ok(());
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    f.write_all(line.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "checkpoint: record {} (hash {}) appended to {}",
+        cp.seq,
+        cp.hash,
+        out.display()
+    );
+    Ok(())
 }
 
 /// Opens the log; with `follow`, waits for it to be created.

@@ -37,6 +37,16 @@ struct Signed {
     sig: Option<PathBuf>,
 }
 
+/// Where the audit key is (shared by every command that writes or verifies the audit log).
+#[derive(clap::Args)]
+struct AuditKeyArg {
+    /// The audit key: the MAC over the audit log's head [default: DATA/audit.key, created on
+    /// first use]. Keep it outside the data dir so that someone who can write the data dir
+    /// cannot cut records from the log unnoticed.
+    #[arg(long = "audit-key", value_name = "FILE", env = "WARDEN_AUDIT_KEY")]
+    audit_key: Option<PathBuf>,
+}
+
 // Parsed once per process: the size of the largest variant (`run`) does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -88,6 +98,8 @@ enum Command {
         /// Data dir whose audit log records a failed verification.
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        #[command(flatten)]
+        key: AuditKeyArg,
     },
     /// Show a bundle's manifest, permissions, hash and component interfaces (NOT verified).
     Inspect {
@@ -106,6 +118,8 @@ enum Command {
         /// Data folder: audit log and compile cache.
         #[arg(long, value_name = "DIR", default_value = "./warden-data")]
         data: PathBuf,
+        #[command(flatten)]
+        key: AuditKeyArg,
         /// Operator policy file ([policy] ceilings, profile, allowed capabilities).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -143,9 +157,20 @@ enum Command {
         /// Keep printing new records as they arrive.
         #[arg(long)]
         follow: bool,
-        /// Check the hash chain; exit 1 naming the first broken record.
+        /// Check the hash chain (and the head's MAC, with the audit key); exit 1 naming the
+        /// first broken record.
         #[arg(long)]
         verify: bool,
+        /// With --verify: check that the log still holds every checkpoint in FILE (records
+        /// cut from the end or history rewritten fail, whatever the head says).
+        #[arg(long, value_name = "FILE", requires = "verify")]
+        checkpoints: Option<PathBuf>,
+        /// Verify the log, then append a checkpoint of it (one JSON line) to FILE, or print it
+        /// with `-` (e.g. `| logger -t warden-audit`). Keep FILE out of the data dir's reach.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["verify", "follow", "json", "tenant"])]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        key: AuditKeyArg,
         /// Print the stored JSON lines.
         #[arg(long)]
         json: bool,
@@ -157,13 +182,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen { publisher, out } => keygen::run(&publisher, &out),
         Command::Pack { dir, out } => pack::run(&dir, &out),
         Command::Sign { bundle, key, out } => sign::run(&bundle, &key, out),
-        Command::Verify { signed, data } => {
-            verify::run(&signed.bundle, &signed.trust, signed.sig, data.as_deref())
-        }
+        Command::Verify { signed, data, key } => verify::run(
+            &signed.bundle,
+            &signed.trust,
+            signed.sig,
+            data.as_deref(),
+            key.audit_key.as_deref(),
+        ),
         Command::Inspect { bundle } => inspect::run(&bundle),
         Command::Run {
             signed: Signed { bundle, trust, sig },
             data,
+            key,
             config,
             grant,
             secret,
@@ -207,6 +237,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 trust,
                 sig,
                 data,
+                audit_key: key.audit_key,
                 config,
                 grant,
                 secrets,
@@ -218,8 +249,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tenant,
             follow,
             verify,
+            checkpoints,
+            checkpoint,
+            key,
             json,
-        } => audit::run(&data, tenant.as_deref(), follow, verify, json),
+        } => {
+            let key = key.audit_key.as_deref();
+            match (checkpoint, verify) {
+                (Some(out), _) => audit::checkpoint(&data, key, &out),
+                (None, true) => audit::verify(&data, key, checkpoints.as_deref()),
+                (None, false) => audit::run(&data, tenant.as_deref(), follow, json),
+            }
+        }
     }
 }
 

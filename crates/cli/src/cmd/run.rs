@@ -29,6 +29,7 @@ pub struct RunArgs {
     pub trust: PathBuf,
     pub sig: Option<PathBuf>,
     pub data: PathBuf,
+    pub audit_key: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub grant: Grant,
     /// `--secret` values for this run only: never written to the data dir, never echoed.
@@ -104,12 +105,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         None => Policy::default(),
     };
-    let host = Host::builder()
+    let mut builder = Host::builder()
         .trust(trust)
         .policy(policy)
-        .data_dir(&args.data)
-        .build()
-        .context("starting the host")?;
+        .data_dir(&args.data);
+    if let Some(key) = &args.audit_key {
+        builder = builder.audit_key_file(key);
+    }
+    let host = builder.build().context("starting the host")?;
     let tenant = host.default_tenant();
     let info = tenant
         .load_file(&args.bundle, args.sig.as_deref(), &args.grant)

@@ -15,6 +15,7 @@ pub fn run(
     trust_path: &Path,
     sig: Option<PathBuf>,
     data: Option<&Path>,
+    audit_key: Option<&Path>,
 ) -> Result<()> {
     let sig = sig.unwrap_or_else(|| super::default_sig(bundle_path));
     let trust = TrustBundle::read_file(trust_path)
@@ -30,7 +31,7 @@ pub fn run(
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {
-            record_failure(bundle_path, data, &e);
+            record_failure(bundle_path, data, audit_key, &e);
             return Err(e);
         }
     };
@@ -54,7 +55,12 @@ pub fn run(
 /// Appends a `verification-failure` record to the data dir's audit log (the one given, or the
 /// default one if it exists). The verification error is what the command reports; a record
 /// that cannot be written adds a warning.
-fn record_failure(bundle: &Path, data: Option<&Path>, error: &anyhow::Error) {
+fn record_failure(
+    bundle: &Path,
+    data: Option<&Path>,
+    audit_key: Option<&Path>,
+    error: &anyhow::Error,
+) {
     let dir = match data {
         Some(d) => d.to_path_buf(),
         None if Path::new(DEFAULT_DATA).join("audit").is_dir() => PathBuf::from(DEFAULT_DATA),
@@ -67,7 +73,7 @@ fn record_failure(bundle: &Path, data: Option<&Path>, error: &anyhow::Error) {
     .with_target(bundle.display())
     .with_outcome(Outcome::Denied)
     .with_message(format!("{error:#}"));
-    if let Err(e) = AuditLog::open(&dir.join("audit")).and_then(|log| log.append(record).map(drop))
+    if let Err(e) = AuditLog::open_in(&dir, audit_key).and_then(|log| log.append(record).map(drop))
     {
         eprintln!(
             "warning: the failure could not be recorded in {}: {}",

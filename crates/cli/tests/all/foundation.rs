@@ -23,7 +23,10 @@ pub(crate) fn warden(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     for a in args {
         cmd.arg(a.as_ref());
     }
-    cmd.env_remove("WARDEN_TRUST_BUNDLE").output().unwrap()
+    cmd.env_remove("WARDEN_TRUST_BUNDLE")
+        .env_remove("WARDEN_AUDIT_KEY")
+        .output()
+        .unwrap()
 }
 
 pub(crate) fn stdout(o: &Output) -> String {

@@ -4,6 +4,7 @@
 //! nothing was written.
 
 mod audit_gaps;
+mod audit_keyed;
 mod audit_torn;
 mod foundation;
 mod quota;
