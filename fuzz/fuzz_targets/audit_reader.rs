@@ -6,13 +6,15 @@
 //! and a torn tail that `open` sets aside leaves a log that verifies.
 //!
 //! Input: the first byte selects the layout.
-//! - Bit 7 clear: raw files. The head is the next 128 bytes (the head file's fixed length), or
+//! - Bit 7 clear: raw files, unkeyed. The head is the next 256 bytes (the head file's fixed length), or
 //!   with bit 4 set the next `(byte & 0x0f) * 9` bytes (a wrong length, 0 = empty); the log is
 //!   the rest. Bit 6 leaves out `audit.head`, bit 5 leaves out `audit.jsonl`.
-//! - Bit 7 set: a valid log is written with `AuditLog` from records made of the input (fields
+//! - Bit 7 set: a valid keyed log (the head under an audit key, checked by every verify and
+//!   open) is written with `AuditLog` from records made of the input (fields
 //!   separated by `|`, records by NUL), then damaged once as the next bytes say (nothing,
 //!   truncate, flip a byte, drop the head, append bytes, flip a head byte, truncate the head,
-//!   drop a line, or a crash in the middle of the last append). An undamaged log must verify; a
+//!   drop a line, a crash in the middle of the last append, or records cut from the end with
+//!   the head rewritten to match, without the key). An undamaged log must verify; a
 //!   damaged log (other than in the head's padding, where JSON whitespace is interchangeable)
 //!   must not.
 //!
@@ -28,12 +30,38 @@ use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use warden_audit::{
-    AuditLog, ChainError, Decision, Event, Filter, GENESIS_HASH, HEAD_FILE, LOG_FILE, Outcome,
-    Record, StoredRecord, TORN_FILE, is_clean, read, verify,
+    AuditKey, AuditLog, ChainError, Decision, Event, Filter, GENESIS_HASH, HEAD_FILE, LOG_FILE,
+    Outcome, Record, StoredRecord, TORN_FILE, is_clean, read, verify_with,
 };
 
-/// The fixed length of `audit.head` (private to the crate).
-const HEAD_LEN: usize = 128;
+/// This process's audit key file (beside its folder), for the keyed logs of structured inputs.
+fn key_path() -> PathBuf {
+    dir().with_extension("key")
+}
+
+/// The key, or `None` for raw inputs (which carry no MAC). Opening with it never adopts an
+/// unkeyed head: the key exists before any keyed log is written.
+fn key(keyed: bool) -> Option<AuditKey> {
+    keyed.then(|| {
+        AuditKey::load_or_create(&key_path())
+            .expect("the fuzz key file")
+            .0
+    })
+}
+
+fn verify(dir: &Path, keyed: bool) -> Result<warden_audit::VerifyReport, ChainError> {
+    verify_with(dir, key(keyed).as_ref(), &mut |_, _| {})
+}
+
+fn open(dir: &Path, keyed: bool) -> Result<AuditLog, warden_audit::AuditError> {
+    match key(keyed) {
+        Some(k) => AuditLog::open_keyed(dir, k, false),
+        None => AuditLog::open(dir),
+    }
+}
+
+/// The fixed length of `audit.head` (private to the crate; heads of older logs were 128).
+const HEAD_LEN: usize = 256;
 
 const EVENTS: [Event; 11] = [
     Event::Call,
@@ -157,7 +185,7 @@ fn check_records(records: &[StoredRecord]) {
 
 /// Runs the reader, the verifier and `open` over the folder; returns whether `verify` passed
 /// before `open` (which may repair or create files) ran.
-fn check_folder(dir: &Path) -> bool {
+fn check_folder(dir: &Path, keyed: bool) -> bool {
     let log = fs::read(dir.join(LOG_FILE)).ok();
     let lines = log
         .as_ref()
@@ -201,7 +229,7 @@ fn check_folder(dir: &Path) -> bool {
         );
     }
 
-    let verified = verify(dir);
+    let verified = verify(dir, keyed);
     match &verified {
         Ok(report) => {
             let (records, failed) =
@@ -215,7 +243,7 @@ fn check_folder(dir: &Path) -> bool {
         Err(e) => check_error(e, lines),
     }
 
-    match AuditLog::open(dir) {
+    match open(dir, keyed) {
         Ok(log) => {
             let repaired = dir.join(TORN_FILE).exists();
             let expected = match (&verified, repaired) {
@@ -232,7 +260,7 @@ fn check_folder(dir: &Path) -> bool {
             drop(log);
             if let Some(expected) = expected {
                 assert_eq!(appended.seq, expected);
-                match verify(dir) {
+                match verify(dir, keyed) {
                     Ok(report) => assert_eq!(report.records, expected),
                     Err(e) => panic!("log no longer verifies after open and append: {e}"),
                 }
@@ -268,7 +296,7 @@ fn raw(dir: &Path, flags: u8, rest: &[u8]) {
     if flags & 0x20 == 0 {
         write(&dir.join(LOG_FILE), log);
     }
-    check_folder(dir);
+    check_folder(dir, false);
 }
 
 /// A record from one NUL-separated piece of input: event, outcome, time, then text fields.
@@ -317,7 +345,7 @@ fn structured(dir: &Path, rest: &[u8]) {
     // The head and the log's length before the last append, to replay a crash in the middle of it.
     let mut before_last = None;
     {
-        let log = AuditLog::open(dir).expect("a new log opens");
+        let log = open(dir, true).expect("a new log opens");
         for piece in material.split(|&b| b == 0).take(8) {
             let head = fs::read(&head_path).expect("reading the head");
             let len = fs::metadata(&log_path).expect("reading the log").len();
@@ -325,7 +353,7 @@ fn structured(dir: &Path, rest: &[u8]) {
             log.append(record(piece)).expect("append to a new log");
         }
     }
-    match verify(dir) {
+    match verify(dir, true) {
         Ok(_) => {}
         Err(e) => panic!("a log written by AuditLog does not verify: {e}"),
     }
@@ -334,7 +362,7 @@ fn structured(dir: &Path, rest: &[u8]) {
     let mut head = fs::read(&head_path).expect("reading the head");
     let xor = xor | 1;
     // Whether the damage must be detected by `verify`.
-    let damaged = match kind % 9 {
+    let damaged = match kind % 10 {
         // Nothing.
         0 => false,
         // Cut the log short (the head still names the last record).
@@ -401,14 +429,32 @@ fn structured(dir: &Path, rest: &[u8]) {
             }
             None => false,
         },
+        // Issue 9, F6: records cut from the end and the head rewritten to name the new last
+        // one, in the head's documented format (without the key, so without a MAC).
+        9 if !log.is_empty() => {
+            let lines: Vec<&[u8]> = log.split_inclusive(|&b| b == b'\n').collect();
+            let keep = pos % lines.len();
+            let last = keep
+                .checked_sub(1)
+                .and_then(|i| serde_json::from_slice::<serde_json::Value>(lines[i]).ok())
+                .and_then(|v| v["hash"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| GENESIS_HASH.to_owned());
+            write(&log_path, &lines[..keep].concat());
+            let json = format!("{{\"seq\":{keep},\"hash\":\"{last}\"}}");
+            let mut h = vec![b' '; HEAD_LEN];
+            h[..json.len()].copy_from_slice(json.as_bytes());
+            h[HEAD_LEN - 1] = b'\n';
+            write(&head_path, &h);
+            true
+        }
         _ => false,
     };
-    let verified = check_folder(dir);
-    if kind % 9 == 0 {
+    let verified = check_folder(dir, true);
+    if kind % 10 == 0 {
         assert!(verified, "an undamaged log does not verify");
     }
     if damaged {
-        assert!(!verified, "damage of kind {} went unnoticed", kind % 9);
+        assert!(!verified, "damage of kind {} went unnoticed", kind % 10);
     }
 }
 

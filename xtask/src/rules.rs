@@ -15,6 +15,7 @@ const PARSE_AND_POLICY: &[&str] = &[
     "warden-kv",
     "warden-secrets",
     "warden-datadir",
+    "warden-registry",
 ];
 
 const ENGINE_AND_DATABASE: &[&str] = &[

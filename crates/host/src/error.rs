@@ -1,6 +1,6 @@
 //! What the host's operations return when they fail, and what a call returns when it works.
 
-use warden_manifest::ExtensionId;
+use warden_manifest::{ExtensionId, TenantName};
 use warden_runtime::{CallError, LogLine};
 
 /// Why loading failed. Every variant is also written to the audit log.
@@ -33,6 +33,24 @@ pub enum HostError {
     Files(#[from] warden_fs::FsError),
     #[error("data dir: {0}")]
     DataDir(#[from] warden_datadir::DataDirError),
+    #[error("the host has no data dir, so no registry of tenants and installs")]
+    NoRegistry,
+    #[error("{extension} is not installed for tenant {tenant}")]
+    NotInstalled {
+        tenant: TenantName,
+        extension: ExtensionId,
+    },
+    #[error("{0}")]
+    Registry(#[from] warden_registry::RegistryError),
+    #[error("{0}")]
+    Blob(#[from] warden_registry::BlobError),
+    #[error("the install is refused: {0}")]
+    Plan(#[from] warden_registry::PlanError),
+    #[error("the blob store kept {found} for bundle {expected}")]
+    BlobMismatch {
+        expected: warden_bundle::ContentHash,
+        found: warden_bundle::ContentHash,
+    },
     #[error("secrets: {0}")]
     Secret(#[from] warden_secrets::SecretError),
 }

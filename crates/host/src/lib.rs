@@ -24,6 +24,7 @@
 //! under the key file `DATA/secret.key` (created on first start; in memory with a random key
 //! without a data dir), readable only by the installs they are granted to.
 
+mod admin;
 mod audit;
 mod authorize;
 mod builder;
@@ -37,6 +38,7 @@ mod load;
 mod secrets;
 mod tenant;
 
+pub use admin::{Admin, Installed};
 pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
 pub use builder::HostBuilder;
 pub use error::{CallFailure, Called, HostError};
@@ -47,6 +49,7 @@ pub use tenant::Tenant;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
 pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota};
 pub use warden_manifest::{ExtensionId, Grant, Policy, SecretName, TenantName};
+pub use warden_registry::{ApiKey, InstallRecord, Plan, Registry};
 pub use warden_runtime::{
     CallError, LogLevel, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind,
 };

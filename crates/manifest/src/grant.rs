@@ -37,6 +37,32 @@ pub enum Grant {
 #[error("{0}")]
 pub struct GrantError(pub String);
 
+/// The text [`Grant::from_str`] reads back: `all`, `none`, or the items joined by commas.
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Grant::All => f.write_str("all"),
+            Grant::None => f.write_str("none"),
+            Grant::List(items) if items.is_empty() => f.write_str("none"),
+            Grant::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    match item {
+                        GrantItem::All(c) => write!(f, "{c}")?,
+                        GrantItem::Host(h) => write!(f, "network:{h}")?,
+                        GrantItem::Path(p) => write!(f, "fs:{p}")?,
+                        GrantItem::Secret(s) => write!(f, "secret:{s}")?,
+                        GrantItem::Call(c) => write!(f, "call:{c}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl FromStr for Grant {
     type Err = GrantError;
     fn from_str(s: &str) -> Result<Self, GrantError> {
@@ -73,5 +99,25 @@ impl FromStr for Grant {
             }
         }
         Ok(Grant::List(items))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_round_trip_through_their_text() {
+        for text in [
+            "all",
+            "none",
+            "kv,network:api.example.com,network:*.example.org,fs:/data,secret:TOKEN,call:acme.other,secrets,calls,filesystem,network",
+            "network:https://api.example.com:8443",
+        ] {
+            let g: Grant = text.parse().unwrap();
+            let shown = g.to_string();
+            assert_eq!(shown.parse::<Grant>().unwrap(), g, "{text} -> {shown}");
+        }
+        assert_eq!(Grant::List(vec![]).to_string(), "none");
     }
 }

@@ -3,6 +3,7 @@
 mod audit;
 mod inspect;
 mod keygen;
+mod manage;
 mod pack;
 mod run;
 mod sign;
@@ -45,6 +46,30 @@ struct AuditKeyArg {
     /// cannot cut records from the log unnoticed.
     #[arg(long = "audit-key", value_name = "FILE", env = "WARDEN_AUDIT_KEY")]
     audit_key: Option<PathBuf>,
+}
+
+/// The data dir a management command works on.
+#[derive(clap::Args)]
+struct PlaceArgs {
+    /// Data folder: registry, blobs, audit log.
+    #[arg(long, value_name = "DIR", default_value = "./warden-data")]
+    data: PathBuf,
+    /// Operator policy file ([policy] ceilings, profile, allowed capabilities).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    key: AuditKeyArg,
+}
+
+#[derive(Subcommand)]
+enum TenantAction {
+    /// Create a tenant and print its API key (shown once; only its hash is stored).
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[command(flatten)]
+        place: PlaceArgs,
+    },
 }
 
 // Parsed once per process: the size of the largest variant (`run`) does not matter.
@@ -146,6 +171,49 @@ enum Command {
         #[arg(long, value_name = "@FILE", requires = "http")]
         body: Option<String>,
     },
+    /// Manage tenants: `warden tenant create NAME` prints the new tenant's API key once.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Verify a bundle and install (or upgrade) it for a tenant, with the operator's grant.
+    ///
+    /// The grant approves what the manifest requests. Without --grant an upgrade keeps the
+    /// installed version's grant, and is refused if it requests more than was approved. A
+    /// lower version than the installed one is refused unless --force. Audited.
+    Install {
+        #[command(flatten)]
+        signed: Signed,
+        /// The tenant to install for (made with `warden tenant create`).
+        #[arg(long, value_name = "NAME")]
+        tenant: String,
+        /// What the operator grants: all, none, or a list like kv,secret:TOKEN,network:api.acme.com
+        /// [default: the installed version's grant, or none].
+        #[arg(long, value_name = "all|none|LIST")]
+        grant: Option<String>,
+        /// Install a lower version than the installed one (a rollback).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        place: PlaceArgs,
+    },
+    /// Remove a tenant's install of an extension; it stops being served at once. Audited.
+    Uninstall {
+        #[arg(value_name = "EXTENSION_ID")]
+        extension: String,
+        #[arg(long, value_name = "NAME")]
+        tenant: String,
+        #[command(flatten)]
+        place: PlaceArgs,
+    },
+    /// List installs: tenant, extension, version, content hash, grant.
+    Installs {
+        /// Only this tenant's.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
+        #[command(flatten)]
+        place: PlaceArgs,
+    },
     /// Show or verify the audit log.
     Audit {
         /// Data folder holding audit/.
@@ -244,6 +312,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 invocation,
             })
         }
+        Command::Tenant {
+            action: TenantAction::Create { name, place },
+        } => manage::create_tenant(&place_of(&place, None), &name),
+        Command::Install {
+            signed,
+            tenant,
+            grant,
+            force,
+            place,
+        } => manage::install(
+            &place_of(&place, Some(&signed.trust)),
+            &signed.bundle,
+            signed.sig,
+            &tenant,
+            grant.as_deref(),
+            force,
+        ),
+        Command::Uninstall {
+            extension,
+            tenant,
+            place,
+        } => manage::uninstall(&place_of(&place, None), &extension, &tenant),
+        Command::Installs { tenant, place } => {
+            manage::list(&place_of(&place, None), tenant.as_deref())
+        }
         Command::Audit {
             data,
             tenant,
@@ -261,6 +354,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, false) => audit::run(&data, tenant.as_deref(), follow, json),
             }
         }
+    }
+}
+
+fn place_of<'a>(p: &'a PlaceArgs, trust: Option<&'a std::path::Path>) -> manage::Place<'a> {
+    manage::Place {
+        data: &p.data,
+        config: p.config.as_deref(),
+        audit_key: p.key.audit_key.as_deref(),
+        trust,
     }
 }
 

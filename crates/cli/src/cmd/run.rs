@@ -93,10 +93,9 @@ pub fn read_arg_or_file(value: &str) -> Result<Vec<u8>> {
     }
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
-    let trust = TrustBundle::read_file(&args.trust)
-        .with_context(|| format!("reading trust bundle {}", args.trust.display()))?;
-    let policy = match &args.config {
+/// The operator's policy from `--config FILE`, or the default.
+pub fn read_policy(config: Option<&std::path::Path>) -> Result<Policy> {
+    Ok(match config {
         Some(path) => {
             let bytes = read_bounded(path, warden_manifest::strict::MAX_DOCUMENT_BYTES as u64)?;
             let text = String::from_utf8(bytes)
@@ -104,7 +103,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             Policy::parse(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Policy::default(),
-    };
+    })
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let trust = TrustBundle::read_file(&args.trust)
+        .with_context(|| format!("reading trust bundle {}", args.trust.display()))?;
+    let policy = read_policy(args.config.as_deref())?;
     let mut builder = Host::builder()
         .trust(trust)
         .policy(policy)

@@ -7,6 +7,7 @@ mod audit_gaps;
 mod audit_keyed;
 mod audit_torn;
 mod foundation;
+mod manage;
 mod quota;
 mod run;
 mod secrets;

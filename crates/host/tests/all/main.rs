@@ -10,6 +10,7 @@ mod fs;
 mod hostile;
 mod invoke;
 mod kv;
+mod registry;
 mod secrets;
 mod sockets;
 mod support;

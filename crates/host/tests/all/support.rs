@@ -73,6 +73,11 @@ impl Lab {
         }
     }
 
+    /// The trust bundle's text (one `[[publisher]]` entry for `warden-examples`).
+    pub fn trust_text(&self) -> &str {
+        &self.trust
+    }
+
     /// Another host on the same data dir, as after a restart.
     pub fn restarted_host(&self) -> Host {
         Host::builder()

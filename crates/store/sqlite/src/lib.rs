@@ -1,7 +1,9 @@
 //! The embedded default storage: `DATA/warden.db`, one SQLite file with the key-value entries
-//! ([`SqliteKv`], implementing `warden_kv::KvBackend`) and the sealed secret rows
+//! ([`SqliteKv`], implementing `warden_kv::KvBackend`), the sealed secret rows
 //! ([`SqliteSecretRows`], implementing `warden_secrets::SecretRows`; the secrets crate encrypts,
-//! this crate only stores ciphertext).
+//! this crate only stores ciphertext) and the service's registry ([`SqliteRegistry`],
+//! implementing `warden_registry::Registry`); and the content-addressed blobs in
+//! `DATA/blobs/sha256/` ([`FileBlobs`], implementing `warden_registry::BlobStore`).
 //!
 //! This is the only crate that opens `DATA/warden.db` and it owns everything about the file:
 //! its tables and their migrations (`schema.rs`), its connection settings (WAL,
@@ -10,8 +12,10 @@
 //!
 //! The host opens both with [`open_kv`] and [`open_secrets`] on its data folder.
 
+mod blobs;
 mod file;
 mod kv;
+mod registry;
 mod schema;
 mod secrets;
 
@@ -21,12 +25,20 @@ use std::sync::Arc;
 use warden_kv::KvError;
 use warden_secrets::{KEY_FILE, SecretError, SecretKey, SecretStore};
 
+pub use blobs::{BLOBS_DIR, FileBlobs, MAX_BLOB_BYTES};
 pub use file::{DbFileError, prepare_db_file};
 pub use kv::SqliteKv;
+pub use registry::SqliteRegistry;
 pub use secrets::SqliteSecretRows;
 
 /// The database file inside the data folder, shared by the key-value and secrets stores.
 pub const DB_FILE: &str = "warden.db";
+
+/// The registry of data folder `data_dir` (tenants, publications, installs) in
+/// `data_dir/warden.db`.
+pub fn open_registry(data_dir: &Path) -> Result<SqliteRegistry, warden_registry::RegistryError> {
+    SqliteRegistry::open(&data_dir.join(DB_FILE))
+}
 
 /// The key-value store of data folder `data_dir`: `data_dir/warden.db` (created 0600 if
 /// missing).

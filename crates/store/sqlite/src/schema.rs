@@ -85,3 +85,144 @@ pub(crate) fn kv(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 pub(crate) fn secrets(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(SECRET_TABLES)
 }
+
+/// Which version of each component's tables the database holds. Components whose tables are
+/// migrated by number (the registry) record it here; a database from a newer warden is refused
+/// rather than written with older rules.
+const VERSION_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS schema_versions (
+    component TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The registry's migrations, in order: migration `i` brings the tables to version `i + 1`.
+const REGISTRY_MIGRATIONS: &[&str] = &["
+CREATE TABLE registry_tenants (
+    name TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE registry_keys (
+    hash TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES registry_tenants (name)
+) WITHOUT ROWID;
+CREATE TABLE registry_published (
+    content_hash TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    publisher TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    published_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE registry_installs (
+    tenant TEXT NOT NULL REFERENCES registry_tenants (name),
+    extension TEXT NOT NULL,
+    version TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    grant_text TEXT NOT NULL,
+    approved TEXT NOT NULL,
+    installed_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, extension)
+) WITHOUT ROWID;
+"];
+
+/// The version of `component`'s tables (0: none yet).
+fn version(tx: &Transaction<'_>, component: &str) -> rusqlite::Result<u32> {
+    tx.execute_batch(VERSION_TABLE)?;
+    let v: Option<u32> = tx
+        .query_row(
+            "SELECT version FROM schema_versions WHERE component = ?1",
+            [component],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(v.unwrap_or(0))
+}
+
+/// Applies the migrations `component`'s tables lack and records the new version.
+fn migrate(tx: &Transaction<'_>, component: &str, migrations: &[&str]) -> rusqlite::Result<()> {
+    let have = version(tx, component)? as usize;
+    if have > migrations.len() {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "the {component} tables are at version {have}, newer than this warden knows ({}): \
+                 a newer warden wrote this database",
+                migrations.len()
+            )),
+        ));
+    }
+    for m in &migrations[have..] {
+        tx.execute_batch(m)?;
+    }
+    tx.execute(
+        "INSERT INTO schema_versions (component, version) VALUES (?1, ?2)
+         ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+        rusqlite::params![component, migrations.len() as u32],
+    )?;
+    Ok(())
+}
+
+/// The `registry_*` tables, migrated to the newest version.
+pub(crate) fn registry(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    migrate(tx, "registry", REGISTRY_MIGRATIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, TransactionBehavior};
+
+    use super::*;
+
+    fn run(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        migrate(&tx, "demo", migrations)?;
+        tx.commit()
+    }
+
+    #[test]
+    fn migrations_run_once_in_order_and_a_newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let m1 = "CREATE TABLE demo_a (x INTEGER);";
+        let m2 = "ALTER TABLE demo_a ADD COLUMN y INTEGER;";
+        run(&mut conn, &[m1]).unwrap();
+        run(&mut conn, &[m1]).unwrap(); // again: nothing to do (a second CREATE would fail)
+        run(&mut conn, &[m1, m2]).unwrap();
+        let v: u32 = conn
+            .query_row(
+                "SELECT version FROM schema_versions WHERE component = 'demo'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, 2);
+        conn.execute("INSERT INTO demo_a (x, y) VALUES (1, 2)", [])
+            .unwrap();
+        // An older warden on this database: refused, nothing changed.
+        let e = run(&mut conn, &[m1]).unwrap_err().to_string();
+        assert!(e.contains("newer than this warden knows"), "{e}");
+        let v: u32 = conn
+            .query_row(
+                "SELECT version FROM schema_versions WHERE component = 'demo'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, 2);
+        // A migration that fails leaves the version where it was.
+        let e = run(&mut conn, &[m1, m2, "CREATE TABLE demo_a (z INTEGER);"]);
+        assert!(e.is_err());
+        let v: u32 = conn
+            .query_row(
+                "SELECT version FROM schema_versions WHERE component = 'demo'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, 2);
+    }
+}

@@ -5,4 +5,5 @@
 
 mod common;
 mod kv;
+mod registry;
 mod secrets;

@@ -1,0 +1,319 @@
+//! Managing what a service serves: tenants and their API keys, publishing verified bundles,
+//! installing them for tenants with the operator's grant, uninstalling. The same rules for the
+//! CLI (`warden tenant create`, `warden install`, ...) and the admin API.
+//!
+//! Every publish and install verifies the bundle and its signature against the host's trust
+//! bundle, checks the grant against the policy (as a load would, without compiling) and is
+//! audited, refusals included. Install rules are `warden_registry::plan`'s.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use warden_audit::{Event, Outcome, Record};
+use warden_bundle::{Bundle, ContentHash};
+use warden_manifest::{ExtensionId, Grant, Kind, TenantName, effective};
+use warden_registry::{
+    ApiKey, Approval, BlobStore, InstallRecord, Plan, Published, Registry, RegistryError,
+};
+use warden_trust::{Envelope, Verified, verify};
+
+use crate::error::HostError;
+use crate::host::{Host, Inner};
+use crate::installed::ExtensionInfo;
+
+/// What an install did.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub record: InstallRecord,
+    pub plan: Plan,
+}
+
+/// The management view of a host on its registry and blobs ([`Host::admin`]).
+pub struct Admin<'h> {
+    inner: &'h Arc<Inner>,
+    registry: Arc<dyn Registry>,
+    blobs: Arc<dyn BlobStore>,
+}
+
+impl Host {
+    /// The management view: the registry and blobs of the host's data dir (the embedded
+    /// default storage). A host without a data dir has none.
+    pub fn admin(&self) -> Result<Admin<'_>, HostError> {
+        let Some(dir) = self.inner.data_dir.as_deref() else {
+            return Err(HostError::NoRegistry);
+        };
+        Ok(Admin {
+            inner: &self.inner,
+            registry: Arc::new(warden_store_sqlite::open_registry(dir)?),
+            blobs: Arc::new(warden_store_sqlite::FileBlobs::open(dir)?),
+        })
+    }
+}
+
+impl Admin<'_> {
+    pub fn registry(&self) -> &dyn Registry {
+        &*self.registry
+    }
+
+    /// Creates a tenant; returns its API key, to be shown once (only its hash is kept).
+    pub fn create_tenant(&self, name: &TenantName) -> Result<ApiKey, HostError> {
+        let key = ApiKey::generate();
+        self.registry.create_tenant(name, &key.hash())?;
+        Ok(key)
+    }
+
+    /// Verifies `bundle` with its DSSE envelope `signature` (JSON) against the trust bundle,
+    /// stores the bytes and records the publication. Audited (`publish`, or a
+    /// `verification-failure` naming `what`).
+    pub fn publish(
+        &self,
+        what: &str,
+        bundle: Vec<u8>,
+        signature: &[u8],
+    ) -> Result<Verified<Bundle>, HostError> {
+        let inner = self.inner;
+        let verified = (|| -> Result<Verified<Bundle>, HostError> {
+            let envelope = Envelope::from_json(signature)?;
+            let bundle = Bundle::from_bytes(bundle, &inner.bundle_limits)?;
+            Ok(verify(bundle, &envelope, &inner.trust)?)
+        })();
+        let verified = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                inner.audit.append(
+                    Record::new(Event::VerificationFailure, inner.ids.next())
+                        .with_target(what)
+                        .with_outcome(Outcome::Denied)
+                        .with_error(&e),
+                )?;
+                return Err(e);
+            }
+        };
+        let ext = &verified.manifest().extension;
+        let hash = verified.content_hash();
+        let record = Record::new(Event::Publish, inner.ids.next())
+            .with_extension(&ext.id)
+            .with_version(&ext.version)
+            .with_content_hash(hash)
+            .with_target(what);
+        let stored = (|| -> Result<(), HostError> {
+            let put = self.blobs.put(verified.bytes())?;
+            if put != hash {
+                return Err(HostError::BlobMismatch {
+                    expected: hash,
+                    found: put,
+                });
+            }
+            self.registry.publish(&Published {
+                content_hash: hash,
+                id: ext.id.clone(),
+                version: ext.version.clone(),
+                publisher: ext.publisher.clone(),
+                signature: signature.to_vec(),
+                published: SystemTime::now(),
+            })?;
+            Ok(())
+        })();
+        let record = match &stored {
+            Ok(()) => record.with_outcome(Outcome::Ok),
+            Err(e) => record.with_outcome(Outcome::Error).with_error(e),
+        };
+        inner.audit.append(record)?;
+        stored.map(|()| verified)
+    }
+
+    /// Publishes `bundle` (see [`Admin::publish`]) and installs it for `tenant`. `grant`:
+    /// the operator's grant, which also approves everything the manifest requests; `None`
+    /// keeps the grant and approval of the installed version (an upgrade that requests more
+    /// is then refused). `force` allows a lower version. Audited (`install` or `upgrade`,
+    /// refusals as `denied`).
+    pub fn install(
+        &self,
+        tenant: &TenantName,
+        what: &str,
+        bundle: Vec<u8>,
+        signature: &[u8],
+        grant: Option<&Grant>,
+        force: bool,
+    ) -> Result<Installed, HostError> {
+        let inner = self.inner;
+        let verified = self.publish(what, bundle, signature)?;
+        let manifest = verified.manifest();
+        let ext = &manifest.extension;
+        let hash = verified.content_hash();
+        let mut record = Record::new(Event::Install, inner.ids.next())
+            .with_tenant(tenant)
+            .with_extension(&ext.id)
+            .with_version(&ext.version)
+            .with_content_hash(hash);
+        let result = (|| -> Result<Installed, HostError> {
+            if self.registry.tenant(tenant)?.is_none() {
+                return Err(RegistryError::NoTenant(tenant.clone()).into());
+            }
+            if ext.kind == Kind::Process {
+                return Err(HostError::ProcessUnsupported(ext.id.clone()));
+            }
+            let existing = self.registry.install(tenant, &ext.id)?;
+            let plan =
+                warden_registry::plan(existing.as_ref(), manifest, &hash, grant.is_some(), force)?;
+            let (grant, approved) = match (grant, &existing) {
+                (Some(g), _) => (g.clone(), Approval::of(&manifest.permissions)),
+                (None, Some(old)) => (old.grant.clone(), old.approved.clone()),
+                (None, None) => (Grant::None, Approval::of(&manifest.permissions)),
+            };
+            // The grant against the policy, as a load would check it (limits within the
+            // ceilings, capabilities the policy allows), without compiling.
+            effective(manifest, &grant, &inner.policy)?;
+            let install = InstallRecord {
+                tenant: tenant.clone(),
+                extension: ext.id.clone(),
+                version: ext.version.clone(),
+                content_hash: hash,
+                grant,
+                approved,
+                installed: SystemTime::now(),
+            };
+            self.registry.put_install(&install)?;
+            Ok(Installed {
+                record: install,
+                plan,
+            })
+        })();
+        record = match &result {
+            Ok(i) => {
+                let r = if i.plan.is_change_of_version() {
+                    Record::new(Event::Upgrade, record.request_id())
+                        .with_tenant(tenant)
+                        .with_extension(&ext.id)
+                        .with_version(&ext.version)
+                        .with_content_hash(hash)
+                } else {
+                    record
+                };
+                r.with_outcome(Outcome::Ok)
+                    .with_message(describe(&i.plan, &i.record.grant))
+            }
+            Err(e) if is_refusal(e) => record.with_outcome(Outcome::Denied).with_error(e),
+            Err(e) => record.with_outcome(Outcome::Error).with_error(e),
+        };
+        inner.audit.append(record)?;
+        result
+    }
+
+    /// Removes `tenant`'s install of `extension`: it is not served from now on. Audited.
+    pub fn uninstall(
+        &self,
+        tenant: &TenantName,
+        extension: &ExtensionId,
+    ) -> Result<bool, HostError> {
+        let inner = self.inner;
+        let removed = self.registry.remove_install(tenant, extension);
+        let record = Record::new(Event::Uninstall, inner.ids.next())
+            .with_tenant(tenant)
+            .with_extension(extension);
+        let record = match &removed {
+            Ok(true) => record.with_outcome(Outcome::Ok),
+            Ok(false) => record
+                .with_outcome(Outcome::Invalid)
+                .with_message("not installed"),
+            Err(e) => record.with_outcome(Outcome::Error).with_error(e),
+        };
+        inner.audit.append(record)?;
+        // Calls already loaded in this process stop at once too.
+        if let Ok(mut loaded) = inner.extensions.write()
+            && let Some(t) = loaded.get_mut(tenant)
+        {
+            t.remove(extension);
+        }
+        Ok(removed?)
+    }
+
+    /// The installs of `tenant`, or of every tenant.
+    pub fn installs(&self, tenant: Option<&TenantName>) -> Result<Vec<InstallRecord>, HostError> {
+        Ok(self.registry.installs(tenant)?)
+    }
+
+    /// Loads `tenant`'s install of `extension` for calls, from the registry: the bytes from
+    /// the blob store (checked against their hash), verified again with the published
+    /// signature against the host's trust bundle *now* (a revoked key or a removed publisher
+    /// stops the install from being served), then loaded with the install's grant. A failed
+    /// verification is audited.
+    pub fn load_installed(
+        &self,
+        tenant: &TenantName,
+        extension: &ExtensionId,
+    ) -> Result<ExtensionInfo, HostError> {
+        let inner = self.inner;
+        let install =
+            self.registry
+                .install(tenant, extension)?
+                .ok_or_else(|| HostError::NotInstalled {
+                    tenant: tenant.clone(),
+                    extension: extension.clone(),
+                })?;
+        let hash = install.content_hash;
+        let what = format!(
+            "{extension} {} ({hash}) for tenant {tenant}",
+            install.version
+        );
+        let verified = (|| -> Result<Verified<Bundle>, HostError> {
+            let published = self.registry.published(&hash)?.ok_or_else(|| {
+                RegistryError::Damaged(format!("no publication of installed {hash}"))
+            })?;
+            let bytes = self
+                .blobs
+                .get(&hash)?
+                .ok_or_else(|| RegistryError::Damaged(format!("no blob for installed {hash}")))?;
+            let envelope = Envelope::from_json(&published.signature)?;
+            let bundle = Bundle::from_bytes(bytes, &inner.bundle_limits)?;
+            Ok(verify(bundle, &envelope, &inner.trust)?)
+        })();
+        let verified = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                inner.audit.append(
+                    Record::new(Event::VerificationFailure, inner.ids.next())
+                        .with_tenant(tenant)
+                        .with_extension(extension)
+                        .with_version(&install.version)
+                        .with_content_hash(hash)
+                        .with_target(&what)
+                        .with_outcome(Outcome::Denied)
+                        .with_error(&e),
+                )?;
+                return Err(e);
+            }
+        };
+        let view = crate::tenant::Tenant {
+            inner: self.inner,
+            name: tenant.clone(),
+        };
+        view.load(verified, &install.grant)
+    }
+
+    /// The bytes of a published bundle, checked against their hash.
+    pub fn blob(&self, hash: &ContentHash) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(self.blobs.get(hash)?)
+    }
+}
+
+/// A decision against the install (as opposed to a failure of storage).
+fn is_refusal(e: &HostError) -> bool {
+    matches!(
+        e,
+        HostError::Plan(_)
+            | HostError::Policy(_)
+            | HostError::ProcessUnsupported(_)
+            | HostError::Registry(RegistryError::NoTenant(_))
+    )
+}
+
+fn describe(plan: &Plan, grant: &Grant) -> String {
+    let what = match plan {
+        Plan::Install => "installed".to_owned(),
+        Plan::Upgrade { from } => format!("upgraded from {from}"),
+        Plan::Downgrade { from } => format!("downgraded from {from} (forced)"),
+        Plan::Reinstall => "reinstalled".to_owned(),
+    };
+    format!("{what}; grant {grant}")
+}

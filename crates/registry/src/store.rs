@@ -1,0 +1,117 @@
+//! The storage traits of the service's registry and blobs, and the records they hold.
+
+use std::time::SystemTime;
+
+use warden_bundle::ContentHash;
+use warden_manifest::{ExtensionId, Grant, PublisherName, TenantName};
+
+use crate::approval::Approval;
+use crate::key::KeyHash;
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    pub name: TenantName,
+    pub created: SystemTime,
+}
+
+/// A published bundle: its bytes are in the [`BlobStore`] under `content_hash`; `signature`
+/// is its DSSE envelope as published (verified again at every install and load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub content_hash: ContentHash,
+    pub id: ExtensionId,
+    pub version: semver::Version,
+    pub publisher: PublisherName,
+    pub signature: Vec<u8>,
+    pub published: SystemTime,
+}
+
+/// One tenant's install of one extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallRecord {
+    pub tenant: TenantName,
+    pub extension: ExtensionId,
+    pub version: semver::Version,
+    pub content_hash: ContentHash,
+    /// The operator's grant.
+    pub grant: Grant,
+    /// What the installed manifest requested when the operator approved it.
+    pub approved: Approval,
+    pub installed: SystemTime,
+}
+
+/// Why the registry could not answer. Keeps the backend's cause.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("tenant {0} already exists")]
+    TenantExists(TenantName),
+    #[error("no tenant {0}")]
+    NoTenant(TenantName),
+    /// Stored data that does not parse: written by something else, or damaged.
+    #[error("the registry holds a damaged row: {0}")]
+    Damaged(String),
+    #[error("registry storage {location}")]
+    Storage {
+        location: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+/// Tenants, publications and installs. Every method is one transaction: two processes on the
+/// same storage never see half a change.
+pub trait Registry: Send + Sync {
+    /// Creates a tenant with the hash of its first API key.
+    fn create_tenant(&self, name: &TenantName, key: &KeyHash) -> Result<(), RegistryError>;
+    fn tenant(&self, name: &TenantName) -> Result<Option<TenantRecord>, RegistryError>;
+    fn tenants(&self) -> Result<Vec<TenantRecord>, RegistryError>;
+    /// The tenant whose key hashes to `key`, if any.
+    fn tenant_by_key(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError>;
+
+    /// Records a publication (idempotent for the same content hash).
+    fn publish(&self, p: &Published) -> Result<(), RegistryError>;
+    fn published(&self, hash: &ContentHash) -> Result<Option<Published>, RegistryError>;
+
+    /// Writes `install`, replacing the tenant's install of that extension if there is one.
+    /// Fails with [`RegistryError::NoTenant`] for a tenant that does not exist.
+    fn put_install(&self, install: &InstallRecord) -> Result<(), RegistryError>;
+    fn install(
+        &self,
+        tenant: &TenantName,
+        extension: &ExtensionId,
+    ) -> Result<Option<InstallRecord>, RegistryError>;
+    /// Installs of `tenant`, or of every tenant; by tenant, then extension.
+    fn installs(&self, tenant: Option<&TenantName>) -> Result<Vec<InstallRecord>, RegistryError>;
+    /// Removes the install; `false` if there was none.
+    fn remove_install(
+        &self,
+        tenant: &TenantName,
+        extension: &ExtensionId,
+    ) -> Result<bool, RegistryError>;
+}
+
+/// Why a blob could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The stored bytes do not hash to their name: damaged or replaced. Never served.
+    #[error("blob {expected} is damaged: its bytes hash to {found}")]
+    Corrupt {
+        expected: ContentHash,
+        found: ContentHash,
+    },
+    #[error("blob storage {location}")]
+    Storage {
+        location: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+/// Content-addressed bytes: stored under their SHA-256, checked against it when read.
+pub trait BlobStore: Send + Sync {
+    /// Stores `bytes` (durably, before returning) and returns their hash.
+    fn put(&self, bytes: &[u8]) -> Result<ContentHash, BlobError>;
+    /// The bytes stored under `hash`, after checking they still hash to it.
+    fn get(&self, hash: &ContentHash) -> Result<Option<Vec<u8>>, BlobError>;
+}

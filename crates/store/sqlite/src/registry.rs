@@ -1,0 +1,326 @@
+//! `warden_registry::Registry` on `DATA/warden.db`: the `registry_*` tables (see `schema.rs`).
+//! Every method is one transaction (writes `BEGIN IMMEDIATE`), so several processes on one
+//! data dir see whole changes only.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension as _, Row, Transaction, TransactionBehavior, params};
+use warden_bundle::ContentHash;
+use warden_manifest::{ExtensionId, TenantName};
+use warden_registry::{
+    Approval, InstallRecord, KeyHash, Published, Registry, RegistryError, TenantRecord,
+};
+
+use crate::{file, schema};
+
+/// The SQLite registry. One connection, used by one operation at a time.
+pub struct SqliteRegistry {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn damaged(what: &str) -> impl FnOnce(String) -> RegistryError + '_ {
+    move |value| RegistryError::Damaged(format!("{what} {value:?}"))
+}
+
+impl SqliteRegistry {
+    /// Opens (creating if needed) the database at `path` and migrates the `registry_*` tables.
+    pub fn open(path: &Path) -> Result<SqliteRegistry, RegistryError> {
+        let conn = file::connect(path, schema::registry).map_err(|e| RegistryError::Storage {
+            location: path.display().to_string(),
+            source: Box::new(e),
+        })?;
+        Ok(SqliteRegistry {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(
+        &self,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> RegistryError {
+        RegistryError::Storage {
+            location: self.path.display().to_string(),
+            source: e.into(),
+        }
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, RegistryError> {
+        self.conn
+            .lock()
+            .map_err(|_| self.err("connection lock poisoned"))
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    fn install_row(&self, r: &Row<'_>) -> Result<InstallRecord, RegistryError> {
+        let get = |i| r.get::<_, String>(i).map_err(|e| self.err(e));
+        Ok(InstallRecord {
+            tenant: get(0)?
+                .parse()
+                .map_err(|_| damaged("tenant")(get(0).unwrap_or_default()))?,
+            extension: get(1)?
+                .parse()
+                .map_err(|_| damaged("extension")(get(1).unwrap_or_default()))?,
+            version: get(2)?
+                .parse()
+                .map_err(|_| damaged("version")(get(2).unwrap_or_default()))?,
+            content_hash: get(3)?
+                .parse()
+                .map_err(|_| damaged("content hash")(get(3).unwrap_or_default()))?,
+            grant: get(4)?
+                .parse()
+                .map_err(|_| damaged("grant")(get(4).unwrap_or_default()))?,
+            approved: Approval::from_text(&get(5)?),
+            installed: time(r.get(6).map_err(|e| self.err(e))?),
+        })
+    }
+}
+
+const INSTALL_COLUMNS: &str =
+    "tenant, extension, version, content_hash, grant_text, approved, installed_ms";
+
+impl Registry for SqliteRegistry {
+    fn create_tenant(&self, name: &TenantName, key: &KeyHash) -> Result<(), RegistryError> {
+        self.write(|tx| {
+            let exists: bool = tx
+                .query_row(
+                    "SELECT count(*) > 0 FROM registry_tenants WHERE name = ?1",
+                    [name.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            if exists {
+                return Err(RegistryError::TenantExists(name.clone()));
+            }
+            tx.execute(
+                "INSERT INTO registry_tenants (name, created_ms) VALUES (?1, ?2)",
+                params![name.as_str(), millis(SystemTime::now())],
+            )
+            .map_err(|e| self.err(e))?;
+            tx.execute(
+                "INSERT INTO registry_keys (hash, tenant) VALUES (?1, ?2)",
+                params![key.to_hex(), name.as_str()],
+            )
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    fn tenant(&self, name: &TenantName) -> Result<Option<TenantRecord>, RegistryError> {
+        let conn = self.conn()?;
+        let ms: Option<i64> = conn
+            .query_row(
+                "SELECT created_ms FROM registry_tenants WHERE name = ?1",
+                [name.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(ms.map(|ms| TenantRecord {
+            name: name.clone(),
+            created: time(ms),
+        }))
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRecord>, RegistryError> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare("SELECT name, created_ms FROM registry_tenants ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, ms) = row.map_err(|e| self.err(e))?;
+            out.push(TenantRecord {
+                name: name.parse().map_err(|_| damaged("tenant")(name))?,
+                created: time(ms),
+            });
+        }
+        Ok(out)
+    }
+
+    fn tenant_by_key(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError> {
+        let conn = self.conn()?;
+        let row: Option<(String, String)> = conn
+            .query_row(
+                "SELECT hash, tenant FROM registry_keys WHERE hash = ?1",
+                [key.to_hex()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((hash, tenant)) = row else {
+            return Ok(None);
+        };
+        // The index found it; compare the whole hash again without an early exit.
+        let stored = KeyHash::from_hex(&hash).ok_or_else(|| damaged("key hash")(hash))?;
+        if !stored.matches(key) {
+            return Ok(None);
+        }
+        Ok(Some(tenant.parse().map_err(|_| damaged("tenant")(tenant))?))
+    }
+
+    fn publish(&self, p: &Published) -> Result<(), RegistryError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO registry_published
+                 (content_hash, id, version, publisher, signature, published_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (content_hash) DO UPDATE SET signature = excluded.signature",
+                params![
+                    p.content_hash.to_string(),
+                    p.id.as_str(),
+                    p.version.to_string(),
+                    p.publisher.to_string(),
+                    p.signature,
+                    millis(p.published),
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    fn published(&self, hash: &ContentHash) -> Result<Option<Published>, RegistryError> {
+        let conn = self.conn()?;
+        let row: Option<(String, String, String, Vec<u8>, i64)> = conn
+            .query_row(
+                "SELECT id, version, publisher, signature, published_ms
+                 FROM registry_published WHERE content_hash = ?1",
+                [hash.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((id, version, publisher, signature, ms)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Published {
+            content_hash: *hash,
+            id: id.parse().map_err(|_| damaged("extension")(id))?,
+            version: version.parse().map_err(|_| damaged("version")(version))?,
+            publisher: publisher
+                .parse()
+                .map_err(|_| damaged("publisher")(publisher))?,
+            signature,
+            published: time(ms),
+        }))
+    }
+
+    fn put_install(&self, i: &InstallRecord) -> Result<(), RegistryError> {
+        self.write(|tx| {
+            let exists: bool = tx
+                .query_row(
+                    "SELECT count(*) > 0 FROM registry_tenants WHERE name = ?1",
+                    [i.tenant.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            if !exists {
+                return Err(RegistryError::NoTenant(i.tenant.clone()));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO registry_installs ({INSTALL_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (tenant, extension) DO UPDATE SET
+                       version = excluded.version, content_hash = excluded.content_hash,
+                       grant_text = excluded.grant_text, approved = excluded.approved,
+                       installed_ms = excluded.installed_ms"
+                ),
+                params![
+                    i.tenant.as_str(),
+                    i.extension.as_str(),
+                    i.version.to_string(),
+                    i.content_hash.to_string(),
+                    i.grant.to_string(),
+                    i.approved.to_text(),
+                    millis(i.installed),
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    fn install(
+        &self,
+        tenant: &TenantName,
+        extension: &ExtensionId,
+    ) -> Result<Option<InstallRecord>, RegistryError> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare(&format!(
+                "SELECT {INSTALL_COLUMNS} FROM registry_installs WHERE tenant = ?1 AND extension = ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        let mut rows = st
+            .query(params![tenant.as_str(), extension.as_str()])
+            .map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(r) => Ok(Some(self.install_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn installs(&self, tenant: Option<&TenantName>) -> Result<Vec<InstallRecord>, RegistryError> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare(&format!(
+                "SELECT {INSTALL_COLUMNS} FROM registry_installs
+                 WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, extension"
+            ))
+            .map_err(|e| self.err(e))?;
+        let mut rows = st
+            .query([tenant.map(TenantName::as_str)])
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            out.push(self.install_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn remove_install(
+        &self,
+        tenant: &TenantName,
+        extension: &ExtensionId,
+    ) -> Result<bool, RegistryError> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM registry_installs WHERE tenant = ?1 AND extension = ?2",
+                    params![tenant.as_str(), extension.as_str()],
+                )
+                .map_err(|e| self.err(e))?;
+            Ok(n > 0)
+        })
+    }
+}

@@ -1,0 +1,180 @@
+//! The registry and the blob store on a real data dir: two handles (two processes' worth) on
+//! one database, blobs damaged or swapped on disk, rows edited behind warden's back.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::SystemTime;
+
+use tempfile::TempDir;
+use warden_bundle::ContentHash;
+use warden_manifest::{ExtensionId, TenantName};
+use warden_registry::{
+    ApiKey, Approval, BlobError, BlobStore, InstallRecord, Published, Registry, RegistryError,
+};
+use warden_store_sqlite::{FileBlobs, open_registry};
+
+fn t(name: &str) -> TenantName {
+    name.parse().unwrap()
+}
+
+fn install(tenant: &str, ext: &str, version: &str, hash: ContentHash) -> InstallRecord {
+    InstallRecord {
+        tenant: t(tenant),
+        extension: ext.parse().unwrap(),
+        version: version.parse().unwrap(),
+        content_hash: hash,
+        grant: "kv,secret:TOKEN,network:api.example.com".parse().unwrap(),
+        approved: Approval::from_text("kv\nsecret TOKEN\n"),
+        installed: SystemTime::now(),
+    }
+}
+
+#[test]
+fn tenants_keys_and_installs_round_trip_across_handles() {
+    let dir = TempDir::new().unwrap();
+    let a = open_registry(dir.path()).unwrap();
+    let b = open_registry(dir.path()).unwrap();
+    let key = ApiKey::generate();
+    a.create_tenant(&t("acme"), &key.hash()).unwrap();
+    // The second handle sees it; a second create of the name fails whoever asks.
+    assert!(b.tenant(&t("acme")).unwrap().is_some());
+    let e = b
+        .create_tenant(&t("acme"), &ApiKey::generate().hash())
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::TenantExists(_)), "{e}");
+    assert_eq!(b.tenant_by_key(&key.hash()).unwrap(), Some(t("acme")));
+    assert_eq!(b.tenant_by_key(&ApiKey::generate().hash()).unwrap(), None);
+    // Only the hash is stored.
+    let db = fs::read(dir.path().join("warden.db")).unwrap();
+    assert!(
+        !db.windows(key.reveal().len())
+            .any(|w| w == key.reveal().as_bytes())
+    );
+
+    let h = ContentHash::of(b"bundle v1");
+    let i = install("acme", "acme.hello", "1.0.0", h);
+    a.put_install(&i).unwrap();
+    assert_eq!(
+        b.install(&t("acme"), &i.extension).unwrap().unwrap().grant,
+        i.grant
+    );
+    let got = b.installs(None).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].approved, i.approved);
+    assert_eq!(got[0].content_hash, h);
+    // Upgrade replaces; another tenant's install is separate and needs the tenant.
+    a.put_install(&install(
+        "acme",
+        "acme.hello",
+        "1.1.0",
+        ContentHash::of(b"v2"),
+    ))
+    .unwrap();
+    assert_eq!(
+        b.installs(Some(&t("acme"))).unwrap()[0].version.to_string(),
+        "1.1.0"
+    );
+    let e = a
+        .put_install(&install("ghost", "acme.hello", "1.0.0", h))
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::NoTenant(_)), "{e}");
+    assert!(b.remove_install(&t("acme"), &i.extension).unwrap());
+    assert!(!a.remove_install(&t("acme"), &i.extension).unwrap());
+    assert!(a.install(&t("acme"), &i.extension).unwrap().is_none());
+}
+
+#[test]
+fn publications_keep_their_signature() {
+    let dir = TempDir::new().unwrap();
+    let r = open_registry(dir.path()).unwrap();
+    let p = Published {
+        content_hash: ContentHash::of(b"x"),
+        id: "acme.hello".parse::<ExtensionId>().unwrap(),
+        version: "1.2.3".parse().unwrap(),
+        publisher: "acme".parse().unwrap(),
+        signature: b"{\"payload\":1}".to_vec(),
+        published: SystemTime::now(),
+    };
+    r.publish(&p).unwrap();
+    r.publish(&p).unwrap(); // idempotent
+    let got = r.published(&p.content_hash).unwrap().unwrap();
+    assert_eq!(
+        (got.id, got.version, got.signature),
+        (p.id, p.version, p.signature)
+    );
+    assert!(r.published(&ContentHash::of(b"y")).unwrap().is_none());
+}
+
+#[test]
+fn a_row_edited_behind_wardens_back_is_reported_not_trusted() {
+    let dir = TempDir::new().unwrap();
+    let r = open_registry(dir.path()).unwrap();
+    r.create_tenant(&t("acme"), &ApiKey::generate().hash())
+        .unwrap();
+    r.put_install(&install(
+        "acme",
+        "acme.hello",
+        "1.0.0",
+        ContentHash::of(b"v1"),
+    ))
+    .unwrap();
+    let raw = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
+    raw.execute(
+        "UPDATE registry_installs SET content_hash = 'sha256:../../etc'",
+        [],
+    )
+    .unwrap();
+    let e = r.installs(None).unwrap_err();
+    assert!(matches!(e, RegistryError::Damaged(_)), "{e}");
+    assert!(e.to_string().contains("content hash"), "{e}");
+}
+
+#[test]
+fn blobs_are_content_addressed_private_and_checked_on_read() {
+    let dir = TempDir::new().unwrap();
+    let blobs = FileBlobs::open(dir.path()).unwrap();
+    let bytes = b"a bundle's bytes".repeat(1000);
+    let h = blobs.put(&bytes).unwrap();
+    assert_eq!(h, ContentHash::of(&bytes));
+    assert_eq!(blobs.put(&bytes).unwrap(), h); // again: same name, nothing rewritten
+    assert_eq!(blobs.get(&h).unwrap().unwrap(), bytes);
+    assert!(blobs.get(&ContentHash::of(b"other")).unwrap().is_none());
+    let path = dir
+        .path()
+        .join("blobs/sha256")
+        .join(h.to_string().trim_start_matches("sha256:"));
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(dir.path().join("blobs"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // No temporary file is left behind.
+    assert_eq!(
+        fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(),
+        0
+    );
+
+    // Swapped on disk (same length, one byte): never served.
+    let mut bad = bytes.clone();
+    bad[10] ^= 1;
+    fs::write(&path, &bad).unwrap();
+    let e = blobs.get(&h).unwrap_err();
+    assert!(matches!(e, BlobError::Corrupt { .. }), "{e}");
+    // A put of the right bytes repairs it.
+    blobs.put(&bytes).unwrap();
+    assert_eq!(blobs.get(&h).unwrap().unwrap(), bytes);
+
+    // A link planted in the blob folder is refused, not followed.
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+    let e = blobs.get(&h).unwrap_err();
+    assert!(e.to_string().contains("blob storage"), "{e}");
+    assert!(matches!(e, BlobError::Storage { .. }));
+}
