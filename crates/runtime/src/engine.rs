@@ -579,14 +579,14 @@ pub(crate) mod tests {
         assert_eq!(rt.prepare(&hello).unwrap().kind(), WorldKind::Http);
     }
 
-    /// A component with no known export is refused before it is compiled: a component whose
-    /// single function has an invalid body would fail to compile, so getting `NoKnownWorld`
-    /// (not `Compile`) shows the compiler never saw it.
+    /// A component with no known export, or with a body that does not validate, is refused
+    /// before it is compiled: the pre-compile pass validates every body, so a broken body
+    /// under a known world's name is `NotComponent` (the compiler would have said `Compile`).
     #[test]
     fn no_known_world_is_refused_before_compiling() {
-        // A component exporting `export` whose one function has a body the compiler refuses:
+        // A component exporting `export` whose one function has a body that is not valid:
         // its `i32.const 1` becomes an unknown opcode after encoding.
-        let broken = |export: &str| {
+        let component = |export: &str, broken: bool| {
             let mut wasm = wat::parse_str(format!(
                 r#"(component
                     (core module (func (result i32) i32.const 1))
@@ -594,29 +594,32 @@ pub(crate) mod tests {
                     (export "{export}" (instance $i)))"#
             ))
             .unwrap();
-            let at = wasm.windows(2).position(|w| w == [0x41, 0x01]).unwrap();
-            wasm[at] = 0xff;
+            if broken {
+                let at = wasm.windows(2).position(|w| w == [0x41, 0x01]).unwrap();
+                wasm[at] = 0xff;
+            }
             wasm
         };
         let rt = Runtime::new(RuntimeConfig::default()).unwrap();
         let started = Instant::now();
         let e = rt
-            .prepare(&verified(&broken("wasi:cli/run@0.2.0"), true))
+            .prepare(&verified(&component("wasi:cli/run@0.2.0", false), true))
             .err()
             .unwrap();
         assert!(
             matches!(&e, LoadError::NoKnownWorld { exports } if exports == "wasi:cli/run@0.2.0"),
             "{e}"
         );
+        for export in ["wasi:cli/run@0.2.0", "wasi:http/incoming-handler@0.2.0"] {
+            let e = rt
+                .prepare(&verified(&component(export, true), false))
+                .err()
+                .unwrap();
+            assert!(
+                matches!(&e, LoadError::NotComponent(m) if m.contains("illegal opcode")),
+                "{e}"
+            );
+        }
         assert!(started.elapsed() < Duration::from_secs(1));
-        // The same body under a known world's name reaches the compiler, which refuses it.
-        let e = rt
-            .prepare(&verified(
-                &broken("wasi:http/incoming-handler@0.2.0"),
-                false,
-            ))
-            .err()
-            .unwrap();
-        assert!(matches!(e, LoadError::Compile(_)), "{e}");
     }
 }

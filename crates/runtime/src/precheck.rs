@@ -1,12 +1,12 @@
 //! The check before compiling: one pass of wasmparser over the component's bytes (nested modules
-//! and components included, no validation, no Wasmtime) decides which world the component
-//! claims and refuses a shape this host will not spend a compile on.
+//! and components included, validated, no Wasmtime) decides which world the component claims
+//! and refuses a shape this host will not spend a compile on.
 //!
 //! Compiling is the expensive step of a load: Cranelift's time and memory grow with the code it
 //! is given (a signed 30.5 MB component of 100,000 functions and no exports was compiled for
-//! 20.7 s and 664 MB before the old check, after the compile, refused it). This pass reads only
-//! section headers, the length of each function body and the top-level exports, so it costs
-//! milliseconds and no memory beyond the bytes already held, whatever the component.
+//! 20.7 s and 664 MB before the old check, after the compile, refused it). Section headers and
+//! counts are checked as they are met, so a component over a count is refused in milliseconds;
+//! bodies are validated one at a time, in memory bounded by the largest one.
 //!
 //! The limits rest on measurements of real components, set at 2.3-4x above the largest (see
 //! each constant). What passes here is then validated and compiled by Wasmtime, and the world
@@ -22,6 +22,21 @@
 //! | componentize-js 0.23.0 hello, `wasi:http/proxy` | 13.0 MB | 12,806 | 9.24 MB | 172 KB | 4 | 4 | 123 |
 //! | this repository's largest guest (`tests/guests/hostile`) | 0.2 MB | 568 | 0.14 MB | 15 KB | 3 | 3 | 117 |
 //!
+//! A second round of attacks compiled tiny signed components for minutes: a few KB of code can
+//! cost what a large body does, through per-function shapes (locals, parameters, nested
+//! blocks, operand stack depth). So each body is also validated here (wasmparser, all
+//! features: what Wasmtime would refuse is refused now) and its shape bounded, per function and
+//! summed (squared where compile time grows with the square). The same components:
+//!
+//! | component | locals (most in one) | params+results (most) | deepest nesting, sum of squares | highest stack, sum of squares |
+//! |---|---|---|---|---|
+//! | componentize-py hello, http | 48,054 (271) | 42,353 (19) | 782, 1,334,819 | 54, 280,619 |
+//! | componentize-js hello, http | 52,083 (118) | 44,491 (18) | 457, 1,341,915 | 64, 321,267 |
+//! | `tests/guests/hostile` | 1,298 (22) | 1,731 (15) | 68, 22,937 | 16, 11,182 |
+//!
+//! This pass takes 0.5-0.75 s on the 18 MB components (validation included), once per content
+//! hash per process.
+//!
 //! Each of the four real components passes and compiles in 32-45 s on one compile thread of a
 //! busy 2-core machine, peaking at 375-413 MiB. Components built to sit just under the limits
 //! (and so compiled before the pre-link refuses them) measured: 40,000 functions of 620 bytes
@@ -30,7 +45,10 @@
 //! ([`crate::RuntimeConfig::max_concurrent_compiles`]) on the compile threads only.
 
 use warden_call::text::{cut, escape};
-use wasmparser::{ComponentExternalKind, Encoding, Instance, Parser, Payload};
+use wasmparser::{
+    ComponentExternalKind, Encoding, FuncValidatorAllocations, FunctionBody, Instance, Parser,
+    Payload, ValidPayload, Validator, WasmFeatures, WasmModuleResources as _,
+};
 
 use crate::error::LoadError;
 use crate::prepared::WorldKind;
@@ -73,6 +91,30 @@ pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 /// hostile Rust guest).
 pub(crate) const MAX_CANONICALS: u64 = 800;
 
+/// Locals one function declares. Cranelift gives each a variable, so its time grows with them:
+/// 1,000 functions declaring 50,000 locals each (8 KB of code) compiled for 6.3 s, 40,000 of
+/// them (320 KB) for 469 s (red team, round 2). Real components: see the table above.
+pub(crate) const MAX_FUNCTION_LOCALS: u64 = 4_096;
+/// Locals declared by all functions together (real: 52,083; 9.6x).
+pub(crate) const MAX_LOCALS: u64 = 500_000;
+/// Parameters plus results of one defined function. Each is a value every call and trampoline
+/// moves: 1,000 functions of 1,000 parameters (7 KB) compiled for 54 s.
+pub(crate) const MAX_FUNCTION_ARITY: u64 = 128;
+/// Parameters plus results of all defined functions together (real: 44,491; 4.5x).
+pub(crate) const MAX_ARITY: u64 = 200_000;
+/// Blocks open at once in one function. Compile time grows with the square of it: one body of
+/// 100,000 nested blocks (300 KB) compiled for 31 s, 340,000 (1 MB) for 310 s.
+pub(crate) const MAX_NESTING: u64 = 4_096;
+/// The sum over functions of the square of their deepest nesting (the quadratic cost above,
+/// for the whole component; real: 1,341,915, 37x; about 0.15 s of compile at the limit).
+pub(crate) const MAX_NESTING_COST: u64 = 50_000_000;
+/// Values on one function's operand stack at once. Cost grows with its square: 20,000 values
+/// (152 KB) compiled for 57 s, 120,000 for more than 900 s.
+pub(crate) const MAX_STACK: u64 = 1_024;
+/// The sum over functions of the square of their highest operand stack (real: 321,267, 16x;
+/// under a second of compile at the limit).
+pub(crate) const MAX_STACK_COST: u64 = 5_000_000;
+
 /// What the walk counts: the shape the limits bound.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Shape {
@@ -83,6 +125,14 @@ pub(crate) struct Shape {
     pub components: u64,
     pub core_instances: u64,
     pub canonicals: u64,
+    pub locals: u64,
+    pub most_locals: u64,
+    pub arity: u64,
+    pub most_arity: u64,
+    pub deepest_nesting: u64,
+    pub nesting_cost: u64,
+    pub highest_stack: u64,
+    pub stack_cost: u64,
     /// Names of the first top-level exports ([`EXPORTS_NAMED`] at most), in order.
     pub exports: Vec<String>,
     /// How many top-level exports there are.
@@ -102,6 +152,14 @@ pub(crate) struct Limits {
     pub components: u64,
     pub core_instances: u64,
     pub canonicals: u64,
+    pub function_locals: u64,
+    pub locals: u64,
+    pub function_arity: u64,
+    pub arity: u64,
+    pub nesting: u64,
+    pub nesting_cost: u64,
+    pub stack: u64,
+    pub stack_cost: u64,
 }
 
 impl Limits {
@@ -114,6 +172,14 @@ impl Limits {
         components: MAX_COMPONENTS,
         core_instances: MAX_CORE_INSTANCES,
         canonicals: MAX_CANONICALS,
+        function_locals: MAX_FUNCTION_LOCALS,
+        locals: MAX_LOCALS,
+        function_arity: MAX_FUNCTION_ARITY,
+        arity: MAX_ARITY,
+        nesting: MAX_NESTING,
+        nesting_cost: MAX_NESTING_COST,
+        stack: MAX_STACK,
+        stack_cost: MAX_STACK_COST,
     };
 }
 
@@ -151,13 +217,23 @@ const EXPORT_NAME_SHOWN: usize = 128;
 
 /// One pass over `bytes`, refusing as soon as a count goes over `limits`.
 pub(crate) fn walk(bytes: &[u8], limits: &Limits) -> Result<Shape, LoadError> {
-    let bad = |e: wasmparser::BinaryReaderError| LoadError::NotComponent(e.to_string());
+    let bad = |e: wasmparser::BinaryReaderError| {
+        LoadError::NotComponent(cut(&escape(e.to_string().as_bytes()), INVALID_SHOWN))
+    };
     let mut s = Shape::default();
     // Nested modules and components are walked inline; only depth 0 is the interface.
     let mut depth = 0usize;
     let mut first = true;
+    // Validation runs along (what Wasmtime would refuse anyway is refused here, before any
+    // compile), and hands each function body over with its types, for the per-function costs.
+    let mut validator = Validator::new_with_features(WasmFeatures::all());
+    let mut allocs = FuncValidatorAllocations::default();
     for payload in Parser::new(0).parse_all(bytes) {
-        match payload.map_err(bad)? {
+        let payload = payload.map_err(bad)?;
+        if let ValidPayload::Func(func, body) = validator.payload(&payload).map_err(invalid)? {
+            allocs = function_costs(func, &body, allocs, &mut s, limits)?;
+        }
+        match payload {
             Payload::Version { encoding, .. } if first && encoding != Encoding::Component => {
                 return Err(LoadError::NotComponent(
                     "it is a core module; a component is required".into(),
@@ -223,6 +299,106 @@ pub(crate) fn walk(bytes: &[u8], limits: &Limits) -> Result<Shape, LoadError> {
         first = false;
     }
     Ok(s)
+}
+
+/// Validation errors quote the component (an export name may hold terminal escapes or be
+/// 100,000 bytes long): escaped and cut.
+fn invalid(e: wasmparser::BinaryReaderError) -> LoadError {
+    LoadError::NotComponent(format!(
+        "it does not validate: {}",
+        cut(&escape(e.to_string().as_bytes()), INVALID_SHOWN)
+    ))
+}
+
+/// Most bytes of a validation error shown.
+const INVALID_SHOWN: usize = 300;
+
+/// Validates one function body and adds what its compile will cost to `s`: its locals, its
+/// type's arity, its deepest nesting and highest operand stack (each bounded on its own, and
+/// squared into the whole component's cost). Returns the allocations for the next function.
+fn function_costs(
+    func: wasmparser::FuncToValidate<wasmparser::ValidatorResources>,
+    body: &FunctionBody<'_>,
+    allocs: FuncValidatorAllocations,
+    s: &mut Shape,
+    limits: &Limits,
+) -> Result<FuncValidatorAllocations, LoadError> {
+    let mut v = func.into_validator(allocs);
+    let resources = v.resources();
+    let arity = resources
+        .type_id_of_function(v.index())
+        .and_then(
+            |id| match &resources.sub_type_at_id(id).composite_type.inner {
+                wasmparser::CompositeInnerType::Func(t) => {
+                    Some((t.params().len() + t.results().len()) as u64)
+                }
+                _ => None,
+            },
+        )
+        .unwrap_or(0);
+    s.most_arity = s.most_arity.max(arity);
+    over(
+        "parameters and results in one function",
+        arity,
+        limits.function_arity,
+    )?;
+    s.arity += arity;
+    over(
+        "parameters and results of all functions",
+        s.arity,
+        limits.arity,
+    )?;
+
+    let mut locals = body.get_locals_reader().map_err(bad_body)?;
+    let mut declared = 0u64;
+    for _ in 0..locals.get_count() {
+        let offset = locals.original_position();
+        let (count, ty) = locals.read().map_err(bad_body)?;
+        declared += u64::from(count);
+        // Checked before the validator allocates anything for them.
+        over("locals in one function", declared, limits.function_locals)?;
+        v.define_locals(offset, count, ty).map_err(invalid)?;
+    }
+    s.most_locals = s.most_locals.max(declared);
+    s.locals += declared;
+    over("locals of all functions", s.locals, limits.locals)?;
+
+    let mut ops = body.get_operators_reader().map_err(bad_body)?;
+    let (mut nesting, mut stack) = (0u64, 0u64);
+    while !ops.eof() {
+        let offset = ops.original_position();
+        ops.visit_operator(&mut v.visitor(offset))
+            .map_err(bad_body)?
+            .map_err(invalid)?;
+        nesting = nesting.max(u64::from(v.control_stack_height()));
+        stack = stack.max(u64::from(v.operand_stack_height()));
+        over("nested blocks in one function", nesting, limits.nesting)?;
+        over(
+            "values on one function's operand stack",
+            stack,
+            limits.stack,
+        )?;
+    }
+    ops.finish().map_err(bad_body)?;
+    s.deepest_nesting = s.deepest_nesting.max(nesting);
+    s.highest_stack = s.highest_stack.max(stack);
+    s.nesting_cost += nesting * nesting;
+    s.stack_cost += stack * stack;
+    over(
+        "nesting cost (sum of squared depths)",
+        s.nesting_cost,
+        limits.nesting_cost,
+    )?;
+    over(
+        "operand stack cost (sum of squared heights)",
+        s.stack_cost,
+        limits.stack_cost,
+    )?;
+    Ok(v.into_allocations())
+}
+
+fn bad_body(e: wasmparser::BinaryReaderError) -> LoadError {
+    LoadError::NotComponent(cut(&escape(e.to_string().as_bytes()), INVALID_SHOWN))
 }
 
 /// Refuses `value` of `limit` above `max`.
@@ -375,10 +551,15 @@ pub(crate) mod tests {
     /// Export names are not validated before this check: the error escapes and cuts them.
     #[test]
     fn export_names_in_the_error_are_escaped_and_cut() {
+        // Not a valid name: the validator's error quotes it, escaped.
         let e = check(&component(&[module(1, 10)], Some("\x1b[31mred\u{202e}")))
             .unwrap_err()
             .to_string();
-        assert!(e.ends_with("it exports \\u{1b}[31mred\\u{202e}"), "{e}");
+        assert!(
+            e.contains("\\u{1b}[31mred\\u{202e}") && !e.contains('\x1b'),
+            "{e}"
+        );
+        // A valid name of 100,000 bytes: cut in the error.
         let long = "a".repeat(100_000);
         let e = check(&component(&[module(1, 10)], Some(&long)))
             .unwrap_err()
@@ -427,6 +608,102 @@ pub(crate) mod tests {
         assert_eq!(too_large(e).0, "bytes of function code");
     }
 
+    /// A component of one core module written in the text format.
+    fn wat_component(module: &str) -> Vec<u8> {
+        let m = wat::parse_str(module).unwrap();
+        component(&[m], Some(RPC))
+    }
+
+    /// Red team, round 2: a few KB of code that compiled for minutes. Each shape is refused
+    /// before any compile, naming what is over; just under, it passes.
+    #[test]
+    fn tiny_bodies_with_costly_shapes_are_refused() {
+        let funcs = |n: usize, f: &str| format!("(module {})", f.repeat(n));
+        // Locals: 1,000 functions each declaring 50,000 took 6.3 s (built in binary: the
+        // text format names each local).
+        let locals = |per: u32, n: usize| {
+            let mut m = b"\0asm\x01\0\0\0".to_vec();
+            section(&mut m, 1, &[1, 0x60, 0, 0]);
+            let mut f = Vec::new();
+            leb(&mut f, n);
+            f.resize(f.len() + n, 0);
+            section(&mut m, 3, &f);
+            let mut body = vec![1];
+            leb(&mut body, per as usize);
+            body.extend_from_slice(&[0x7e, 0x0b]);
+            let mut code = Vec::new();
+            leb(&mut code, n);
+            for _ in 0..n {
+                leb(&mut code, body.len());
+                code.extend_from_slice(&body);
+            }
+            section(&mut m, 10, &code);
+            component(&[m], Some(RPC))
+        };
+        assert_eq!(
+            too_large(check(&locals(50_000, 1)).unwrap_err()),
+            ("locals in one function", 50_000, MAX_FUNCTION_LOCALS)
+        );
+        let per = MAX_FUNCTION_LOCALS as u32;
+        let n = (MAX_LOCALS / MAX_FUNCTION_LOCALS) as usize + 1;
+        assert_eq!(
+            too_large(check(&locals(per, n)).unwrap_err()).0,
+            "locals of all functions"
+        );
+        assert!(check(&locals(per, n - 1)).is_ok());
+
+        // Parameters: 1,000 functions of 1,000 took 54 s.
+        let params = |k: usize| format!("(func (param {}))", "i32 ".repeat(k));
+        let e = check(&wat_component(&funcs(1, &params(1_000)))).unwrap_err();
+        assert_eq!(
+            too_large(e),
+            (
+                "parameters and results in one function",
+                1_000,
+                MAX_FUNCTION_ARITY
+            )
+        );
+        let k = MAX_FUNCTION_ARITY as usize;
+        let n = (MAX_ARITY / MAX_FUNCTION_ARITY) as usize + 1;
+        let e = check(&wat_component(&funcs(n, &params(k)))).unwrap_err();
+        assert_eq!(too_large(e).0, "parameters and results of all functions");
+
+        // Nesting: 100,000 nested blocks took 31 s.
+        let nest = |d: usize| format!("(func {}{})", "(block ".repeat(d), ")".repeat(d));
+        let e = check(&wat_component(&funcs(1, &nest(100_000)))).unwrap_err();
+        assert_eq!(too_large(e).0, "nested blocks in one function");
+        let d = MAX_NESTING as usize - 1; // the function's own frame counts as one
+        assert!(check(&wat_component(&funcs(1, &nest(d)))).is_ok());
+        let n = (MAX_NESTING_COST / (MAX_NESTING * MAX_NESTING)) as usize + 1;
+        let e = check(&wat_component(&funcs(n, &nest(d)))).unwrap_err();
+        assert_eq!(too_large(e).0, "nesting cost (sum of squared depths)");
+
+        // Operand stack: 20,000 values took 57 s.
+        let stack = |h: usize| format!("(func {}{})", "i32.const 0 ".repeat(h), "drop ".repeat(h));
+        let e = check(&wat_component(&funcs(1, &stack(20_000)))).unwrap_err();
+        assert_eq!(too_large(e).0, "values on one function's operand stack");
+        let h = MAX_STACK as usize;
+        assert!(check(&wat_component(&funcs(1, &stack(h)))).is_ok());
+        let n = (MAX_STACK_COST / (MAX_STACK * MAX_STACK)) as usize + 1;
+        let e = check(&wat_component(&funcs(n, &stack(h)))).unwrap_err();
+        assert_eq!(
+            too_large(e).0,
+            "operand stack cost (sum of squared heights)"
+        );
+    }
+
+    #[test]
+    fn invalid_code_is_refused_before_compiling() {
+        // A body that leaves the wrong type on the stack: the text parser accepts it, the
+        // validator does not.
+        let m = wat::parse_str("(module (func (result i32) i64.const 1))").unwrap();
+        let e = check(&component(&[m], Some(RPC))).unwrap_err();
+        assert!(
+            matches!(e, LoadError::NotComponent(ref m) if m.contains("does not validate")),
+            "{e}"
+        );
+    }
+
     #[test]
     fn module_instance_component_and_canonical_limits() {
         let small = Limits {
@@ -437,6 +714,7 @@ pub(crate) mod tests {
             components: 1,
             core_instances: 2,
             canonicals: 2,
+            ..Limits::HOST
         };
         let modules = component(&[module(1, 3), module(1, 3), module(1, 3)], Some(RPC));
         assert_eq!(
