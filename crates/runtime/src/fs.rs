@@ -146,7 +146,7 @@ fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String {
 macro_rules! wrap {
     ($inst:expr, $name:literal, $op:literal, ($fd:ident : $fdty:ty $(, $arg:ident : $ty:ty)*), $path:expr, $call:ident
      $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, freed = $freed:expr)?
-     $(, opened = $opened:tt)?) => {
+     $(, opened = $opened:tt)? $(, moving = $moving:tt)?) => {
         $inst.func_wrap_async(
             concat!("[method]descriptor.", $name),
             |mut store, ($fd, $($arg,)*): ($fdty, $($ty,)*)| {
@@ -174,7 +174,16 @@ macro_rules! wrap {
                             Err(code) => return Ok((Err(code),)),
                         }
                     )?
+                    // A rename or hard link moves things a running walk may miss: the quota
+                    // knows while it runs.
+                    #[allow(unused_variables)]
+                    let moving: Option<warden_fs::MoveGuard> = None;
+                    $(
+                        let _: bool = $moving;
+                        let moving = state.fs_quota().map(FsQuota::moving);
+                    )?
                     let r = state.filesystem().$call($fd, $($arg),*).await;
+                    drop(moving);
                     if let Some((quota, cost)) = charged {
                         FsQuota::settle(&quota, cost);
                     }
@@ -207,8 +216,9 @@ macro_rules! wrap_stream {
                     let state = store.data_mut();
                     let mount = state.fd_mounts().of(&$fd);
                     let pos: Option<Filesize> = $pos;
+                    let file = open_file(state, &$fd);
                     let r = match state.filesystem().$call($fd, $($arg),*) {
-                        Ok(stream) => Ok(quota_stream(state, stream, pos)?),
+                        Ok(stream) => Ok(quota_stream(state, file, stream, pos)?),
                         Err(e) => Err(e),
                     };
                     Ok((answer(state, $op, "", mount.as_deref(), r)?,))
@@ -232,12 +242,12 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     wrap!(inst, "stat-at", "stat", (fd: Fd, pf: PathFlags, path: String), path.clone(), stat_at);
     wrap!(inst, "set-times-at", "set-times", (fd: Fd, pf: PathFlags, path: String, a: NewTimestamp, m: NewTimestamp), path.clone(), set_times_at);
     wrap!(inst, "link-at", "link", (fd: Fd, pf: PathFlags, old: String, to: Fd, new: String), format!("{old} -> {new}"), link_at,
-        charge = (&to, Cost::ENTRY));
+        charge = (&to, Cost::ENTRY), moving = true);
     wrap!(inst, "readlink-at", "readlink", (fd: Fd, path: String), path.clone(), readlink_at);
     wrap!(inst, "remove-directory-at", "rmdir", (fd: Fd, path: String), path.clone(), remove_directory_at,
         freed = true);
     wrap!(inst, "rename-at", "rename", (fd: Fd, old: String, to: Fd, new: String), format!("{old} -> {new}"), rename_at,
-        freed = true);
+        freed = true, moving = true);
     wrap!(inst, "symlink-at", "symlink", (fd: Fd, old: String, new: String), format!("{new} -> {old}"), symlink_at,
         refuse = warden_fs::symlink_refusal(&new, &old),
         charge = (&fd, Cost::ENTRY.plus(old.len() as u64)));
@@ -247,7 +257,7 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
         charge = (&fd, Cost::grow_to(size)), freed = true);
     wrap!(inst, "set-times", "set-times", (fd: Fd, a: NewTimestamp, m: NewTimestamp), String::new(), set_times);
     wrap!(inst, "write", "write", (fd: Fd, buf: Vec<u8>, off: Filesize), String::new(), write,
-        charge = (&fd, Cost::bytes(blocks_touched(Some(off), buf.len() as u64))));
+        charge = (&fd, Cost::write(off, buf.len() as u64)));
     wrap_stream!(inst, "write-via-stream", "write-stream", (fd: Fd, off: Filesize), write_via_stream, Some(off));
     wrap_stream!(inst, "append-via-stream", "append-stream", (fd: Fd), append_via_stream, None);
     // The preopens: learn which descriptor is which mount.
@@ -276,17 +286,30 @@ async fn charge(
     let Some(quota) = state.fs_quota().cloned() else {
         return Ok(None);
     };
-    let writable = match state.filesystem().table.get(fd) {
-        Ok(Descriptor::File(f)) => !f.perms.write_not_permitted(),
-        Ok(Descriptor::Dir(d)) => !d.perms.write_not_permitted(),
-        Err(_) => false,
+    let (writable, file) = match state.filesystem().table.get(fd) {
+        Ok(Descriptor::File(f)) => (!f.perms.write_not_permitted(), Some(Arc::clone(&f.file))),
+        Ok(Descriptor::Dir(d)) => (!d.perms.write_not_permitted(), None),
+        Err(_) => (false, None),
     };
     if !writable {
         return Ok(None);
     }
     let mut cost = cost;
-    if let Some(size) = cost.grow_to.take() {
-        cost.bytes = cost.bytes.saturating_add(growth(state, fd, size).await);
+    if let Some(file) = file {
+        let (len, unlinked) = file_state(file).await;
+        if unlinked {
+            state.ledger().deny(
+                Capability::Filesystem,
+                quota.target(),
+                Some(UNLINKED.into()),
+            );
+            return Err(ErrorCode::InsufficientSpace);
+        }
+        if let Some(size) = cost.grow_to.take() {
+            cost.bytes = cost.bytes.max(size.saturating_sub(len));
+        }
+    } else if let Some(size) = cost.grow_to.take() {
+        cost.bytes = cost.bytes.max(size);
     }
     if cost == Cost::NONE {
         return Ok(None);
@@ -302,19 +325,20 @@ async fn charge(
     }
 }
 
-/// How much `set-size` to `size` grows the file behind `fd`: shrinking is free (a guest over
-/// its quota must be able to cut a file down), and if the current size cannot be read the
-/// whole new size is charged.
-async fn growth(state: &mut impl FsCall, fd: &Fd, size: Filesize) -> u64 {
-    let file = match state.filesystem().table.get(fd) {
-        Ok(Descriptor::File(f)) => Arc::clone(&f.file),
-        _ => return size,
-    };
-    // `fstat` off the executor, like Wasmtime's own file system calls.
-    let len = wasmtime_wasi::runtime::spawn_blocking(move || file.metadata().map(|m| m.len()))
-        .await
-        .unwrap_or(0);
-    size.saturating_sub(len)
+/// Why a write to a file deleted while open is refused under a quota: its blocks stay used
+/// until it is closed, but no walk can see them, so they could grow without bound.
+const UNLINKED: &str = "the file was deleted while open: writing to it is refused under a file quota (its size could not be counted)";
+
+/// The file's length and whether it has been deleted (no link left), by `fstat` off the
+/// executor like Wasmtime's own file system calls. If it cannot be read: length 0 (the whole
+/// growth is charged) and not deleted.
+async fn file_state(file: Arc<std::fs::File>) -> (u64, bool) {
+    use std::os::unix::fs::MetadataExt as _;
+    wasmtime_wasi::runtime::spawn_blocking(move || {
+        file.metadata().map(|m| (m.len(), m.nlink() == 0))
+    })
+    .await
+    .unwrap_or((0, false))
 }
 
 async fn freed(state: &mut impl FsCall) {
@@ -323,10 +347,19 @@ async fn freed(state: &mut impl FsCall) {
     }
 }
 
+/// The open file behind `fd`, if it is one.
+fn open_file(state: &mut impl FsCall, fd: &Fd) -> Option<Arc<std::fs::File>> {
+    match state.filesystem().table.get(fd) {
+        Ok(Descriptor::File(f)) => Some(Arc::clone(&f.file)),
+        _ => None,
+    }
+}
+
 /// Replaces a new output stream in the call's table by a [`QuotaStream`] around it, when the
 /// install has a quota.
 fn quota_stream(
     state: &mut impl FsCall,
+    file: Option<Arc<std::fs::File>>,
     stream: Resource<DynOutputStream>,
     pos: Option<Filesize>,
 ) -> wasmtime::Result<Resource<DynOutputStream>> {
@@ -341,6 +374,7 @@ fn quota_stream(
         inner,
         quota,
         ledger,
+        file,
         pos,
         walk: None,
         unsettled: Cost::NONE,
@@ -359,6 +393,8 @@ struct QuotaStream {
     inner: DynOutputStream,
     quota: FsQuota,
     ledger: Ledger,
+    /// The file written, to see its length and whether it was deleted while open.
+    file: Option<Arc<std::fs::File>>,
     /// Where the next write lands (`write-via-stream`); `None` for an append.
     pos: Option<u64>,
     /// A walk claimed by `check-write`, run by the next `ready`.
@@ -368,8 +404,28 @@ struct QuotaStream {
 }
 
 impl QuotaStream {
-    fn cost(&self, len: usize) -> Cost {
-        Cost::bytes(blocks_touched(self.pos, len as u64))
+    /// What a write of `len` bytes costs: every block it touches, or, at a position past the
+    /// end, its growth of the file if that is more (a sparse file counts whole). A write to a
+    /// file deleted while open is refused (see [`UNLINKED`]). `fstat` runs inline: stream
+    /// writes are already synchronous on the host's side of the call.
+    fn cost(&self, len: usize) -> StreamResult<Cost> {
+        use std::os::unix::fs::MetadataExt as _;
+        let blocks = blocks_touched(self.pos, len as u64);
+        let Some(file) = &self.file else {
+            return Ok(Cost::bytes(blocks));
+        };
+        let (file_len, unlinked) = file
+            .metadata()
+            .map(|m| (m.len(), m.nlink() == 0))
+            .unwrap_or((0, false));
+        if unlinked {
+            return Err(self.refuse(UNLINKED.into()));
+        }
+        let growth = match self.pos {
+            Some(p) => p.saturating_add(len as u64).saturating_sub(file_len),
+            None => 0,
+        };
+        Ok(Cost::bytes(blocks.max(growth)))
     }
 
     /// The inner stream finished every write passed on (it is ready again, or failed).
@@ -422,13 +478,14 @@ impl Pollable for QuotaStream {
 #[async_trait::async_trait]
 impl OutputStream for QuotaStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.charge_now(self.cost(bytes.len()))?;
+        let cost = self.cost(bytes.len())?;
+        self.charge_now(cost)?;
         self.advance(bytes.len());
         self.inner.write(bytes)
     }
 
     async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> StreamResult<()> {
-        let cost = self.cost(bytes.len());
+        let cost = self.cost(bytes.len())?;
         if let Err(reason) = self.quota.charge(cost).await {
             return Err(self.refuse(reason));
         }
@@ -440,7 +497,8 @@ impl OutputStream for QuotaStream {
     }
 
     fn write_zeroes(&mut self, nelem: usize) -> StreamResult<()> {
-        self.charge_now(self.cost(nelem))?;
+        let cost = self.cost(nelem)?;
+        self.charge_now(cost)?;
         self.advance(nelem);
         self.inner.write_zeroes(nelem)
     }

@@ -15,7 +15,9 @@ pub mod quota;
 use std::path::PathBuf;
 
 pub use links::symlink_refusal;
-pub use quota::{BLOCK, Cost, FsQuota, RECOMPUTE_INTERVAL, Usage, WalkGuard, blocks_touched, walk};
+pub use quota::{
+    BLOCK, Cost, FsQuota, MoveGuard, RECOMPUTE_INTERVAL, Usage, WalkGuard, blocks_touched, walk,
+};
 pub use warden_datadir::private_dir;
 
 /// A host folder preopened for the guest at `guest`.

@@ -10,7 +10,9 @@
 //! measured by a [`walk`] (no symlink followed, no other device entered; a file counts at the
 //! larger of its length and its allocated blocks, so a sparse file counts whole). Every growth
 //! is charged *before* it happens and at least as much as it can allocate: `write` every 4 KiB
-//! block it touches, `set-size` the growth over the current size (shrinking is free), each
+//! block it touches or its growth of the file past its end, whichever is more (so a write far
+//! past the end, a sparse file, is charged its length, as the walk counts it), `set-size` the
+//! growth over the current size (shrinking is free), each
 //! created entry (`open-at` with create, `create-directory-at`, `symlink-at`, `link-at`) one
 //! entry and one block, and each write on a stream from `write-via-stream`/`append-via-stream`
 //! (the boxed stream is replaced in the resource table by a `QuotaStream` that charges it) its
@@ -81,9 +83,14 @@
 //! - Charges assume blocks of at most 4 KiB and ignore file system metadata (extent trees,
 //!   large directories).
 //! - A file the guest deleted while still holding it open keeps its blocks until the call
-//!   ends, but a later walk no longer counts them.
-//! - A walk is not a snapshot: a file moved by a rename from a folder it has not reached into
-//!   one it has passed is missed by that walk (found by the next).
+//!   ends, but a walk no longer counts them: so writing to such a file is refused (the runtime
+//!   checks the link count before charging), whatever room is left. What was written before
+//!   the delete is freed when the call ends.
+//! - A walk is not a snapshot: a folder renamed while it walks may be missed whole (seen in
+//!   neither place). So no walk is claimed while a rename or hard link runs (any process), and
+//!   a walk that one overlapped is discarded (`renames` in the budget): renaming without pause
+//!   only keeps the budget from being measured again, so the guest is refused sooner, never
+//!   later. A budget rebuilt while a rename runs loses that rename's entry.
 //! - When the budget file is damaged or removed, what *other* quotas had in flight at that
 //!   moment is lost with it (a few blocks per writing call, until their writes land and the
 //!   next walk counts them); so is, for a moment, what a live process has in flight if its
@@ -120,7 +127,9 @@ use shared::{BUDGET_FILE, Lease, State, Walk, minus, now, owner_token, plus, sin
 pub struct Cost {
     pub bytes: u64,
     pub entries: u64,
-    /// `set-size`: the new size, whose growth over the current size is charged.
+    /// `set-size`, or the end of a write: the new size. The growth over the current size is
+    /// charged if it is more than `bytes` (a write far past the end makes a sparse file whose
+    /// length counts whole, as the walk counts it).
     pub grow_to: Option<u64>,
 }
 
@@ -148,6 +157,16 @@ impl Cost {
         Cost {
             grow_to: Some(size),
             ..Cost::NONE
+        }
+    }
+
+    /// A write of `len` bytes at `offset`: every block it touches, or its growth of the file,
+    /// whichever is more.
+    pub fn write(offset: u64, len: u64) -> Cost {
+        Cost {
+            bytes: blocks_touched(Some(offset), len),
+            entries: 0,
+            grow_to: Some(offset.saturating_add(len)),
         }
     }
 
@@ -343,6 +362,13 @@ fn claim(s: &mut State, t: &Txn<'_>, force: bool) -> Option<u64> {
     if since(s.walked) < due {
         return None;
     }
+    // A walk is not a snapshot: one running while a folder is renamed can miss everything in
+    // it. None starts while a rename (or hard link) is under way, and one that a rename
+    // overlaps is discarded at its end (its `renames` no longer matches).
+    s.moving.retain(|owner, _| t.lease.alive(owner));
+    if !s.moving.is_empty() {
+        return None;
+    }
     s.flights.retain(|owner, _| t.lease.alive(owner));
     let id = s.next;
     s.next = s.next.wrapping_add(1);
@@ -351,6 +377,7 @@ fn claim(s: &mut State, t: &Txn<'_>, force: bool) -> Option<u64> {
         owner: t.me.to_string(),
         started: now(),
         during: s.in_flight(),
+        renames: s.renames,
     });
     Some(id)
 }
@@ -430,6 +457,12 @@ impl QuotaInner {
                     .is_some_and(|w| w.id == id && w.owner == t.me)
                 && let Some(w) = s.walk.take()
             {
+                if w.renames != s.renames {
+                    // Something was moved while it walked: its measure may have missed it.
+                    // Discarded; the next refusal walks again.
+                    s.freed = true;
+                    return;
+                }
                 s.used = plus(measured, w.during);
                 s.walked = now();
                 s.freed = false;
@@ -522,6 +555,7 @@ impl Drop for QuotaInner {
         let _ = transact(path, true, |s| {
             if let Some(s) = s {
                 s.flights.remove(me.as_str());
+                s.moving.remove(me.as_str());
                 if s.walk.as_ref().is_some_and(|w| w.owner == *me) {
                     s.walk = None;
                 }
@@ -687,6 +721,21 @@ impl FsQuota {
         self.try_charge(cost)
     }
 
+    /// A rename or hard link through this quota's folder begins: until the guard is dropped
+    /// (after the operation), no walk is claimed, and walks under way are discarded at their
+    /// end. A budget that cannot be used is left as is (every growth is refused anyway).
+    pub fn moving(&self) -> MoveGuard {
+        let begun = self
+            .inner
+            .with_budget(true, |s, t| {
+                s.as_mut().map(|s| s.begin_move(t.me)).is_some()
+            })
+            .unwrap_or(false);
+        MoveGuard {
+            quota: begun.then(|| self.clone()),
+        }
+    }
+
     /// Marks charged changes as done (on disk, or failed): later walks see them, if made. If the
     /// budget cannot be written, they stay counted as in flight (conservative).
     pub fn settle(&self, cost: Cost) {
@@ -714,6 +763,23 @@ impl FsQuota {
             .unwrap_or(false);
         if exhausted && let Some(guard) = self.claim_walk() {
             self.remeasure(guard).await;
+        }
+    }
+}
+
+/// A rename or hard link under way ([`FsQuota::moving`]); ends when dropped.
+pub struct MoveGuard {
+    quota: Option<FsQuota>,
+}
+
+impl Drop for MoveGuard {
+    fn drop(&mut self) {
+        if let Some(q) = self.quota.take() {
+            let _ = q.inner.with_budget(true, |s, t| {
+                if let Some(s) = s {
+                    s.end_move(t.me);
+                }
+            });
         }
     }
 }
@@ -845,6 +911,49 @@ mod tests {
             assert!(e.charge(Cost::ENTRY).await.is_ok());
         }
         assert!(e.charge(Cost::ENTRY).await.is_err());
+    }
+
+    /// Red team round 2 (critical): two processes renaming a folder back and forth while a third
+    /// wrote into it made every walk miss the folder and reset the budget far too low: 696 MB
+    /// on disk against 4 MiB. A walk is now never claimed while a rename runs, and one that a
+    /// rename overlapped is discarded.
+    #[tokio::test]
+    async fn a_walk_a_rename_overlaps_is_discarded() {
+        let dir = Scratch::new("rename");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("p/D")).unwrap();
+        std::fs::create_dir_all(root.join("q")).unwrap();
+        std::fs::write(root.join("p/D/big"), vec![1u8; 8 * BLOCK as usize]).unwrap();
+        let q = quota(&root, 100 * BLOCK, 1000);
+        let on_disk = q.used().bytes;
+        assert!(on_disk >= 8 * BLOCK, "{on_disk}");
+
+        // A walk claimed, then a rename begins before it ends: the folder it would have seen
+        // moves away, and the measure (taken while moved, so without `big`) is thrown out.
+        q.freed().await;
+        let guard = q.claim_walk().expect("a walk is due after a removal");
+        let moving = q.moving();
+        std::fs::rename(root.join("p/D"), root.join("q/D")).unwrap();
+        // While the rename runs, no walk is claimed, by this quota or another.
+        assert!(q.claim_walk().is_none());
+        assert!(q.clone().claim_walk().is_none());
+        // A measure that cannot see `big` (as if the walk passed `q` before it arrived).
+        std::fs::rename(root.join("q/D"), dir.path().join("away")).unwrap();
+        guard.run();
+        assert_eq!(
+            q.used().bytes,
+            on_disk,
+            "a walk overlapped by a rename was applied"
+        );
+        std::fs::rename(dir.path().join("away"), root.join("q/D")).unwrap();
+        drop(moving);
+        // Once the rename is over, a walk runs and counts what is really there.
+        let guard = q
+            .claim_walk()
+            .expect("due again: the discarded walk left `freed` set");
+        guard.run();
+        assert_eq!(q.used().bytes, walk(&root, 1000).bytes);
+        assert!(q.used().bytes >= 8 * BLOCK);
     }
 
     /// The budget folder of the quota on `root`.

@@ -1132,6 +1132,50 @@ fn no_space(out: &str, what: &str) {
     );
 }
 
+/// Red team round 2: a file deleted while open was written without bound (448 MB against
+/// 4 MiB in one call: a walk no longer sees it, so every refusal's fresh measure let it grow
+/// again); one byte written 8 TiB past the end was charged one block (petabytes of apparent
+/// size). Now the first is refused and audited, the second charged its growth.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_open_files_and_sparse_writes_cannot_escape_the_quota() {
+    let lab = quota_lab();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let files = files_dir(&lab, "default", "warden.hostile-fs");
+    let before = lab.audit.records().len();
+    // 64 KiB, well within the quota: still refused, because its size cannot be counted.
+    let out = op(&lab, &id, "unlinked-fill", "/data/u|65536").await;
+    no_space(&out, "write to a deleted open file");
+    let reasons: Vec<String> = lab.audit.records()[before..]
+        .iter()
+        .filter(|r| r.event() == Event::Denial && r.target() == Some("quota /data"))
+        .map(|r| r.message().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        reasons.iter().any(|m| m.contains("deleted while open")),
+        "{reasons:?}"
+    );
+    assert!(!files.join("data/u").exists());
+    assert!(disk_use(&files).0 < 65536, "nothing of it left behind");
+
+    // Sparse: one byte 1 TiB out is charged its length, so refused; nothing stays.
+    let out = op(&lab, &id, "sparse", "/data/s|1099511627776").await;
+    no_space(&out, "a sparse write 1 TiB out");
+    let (bytes, _) = disk_use(&files);
+    assert!(bytes <= QUOTA_BYTES, "{bytes}");
+    assert!(
+        fs::metadata(files.join("data/s")).map_or(0, |m| m.len()) < QUOTA_BYTES,
+        "a sparse file past the quota was made"
+    );
+    // Within the quota a sparse write is fine, and charged whole: the next fill finds less room.
+    assert_eq!(op(&lab, &id, "remove", "/data/s").await, "ok");
+    assert_eq!(op(&lab, &id, "sparse", "/data/t|200000").await, "ok");
+    no_space(
+        &op(&lab, &id, "fill", "/data/f|100000").await,
+        "a fill after a 200 KB sparse file",
+    );
+    assert!(disk_use(&files).0 <= QUOTA_BYTES);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_cannot_write_past_its_quota_by_any_route() {
     let lab = quota_lab();

@@ -180,6 +180,28 @@ impl Guest for HostileFs {
                         .and_then(|mut f| f.write_all(&data)),
                 )
             }
+            // Red team round 2: a file deleted while open, then written (its blocks stay
+            // used until it is closed, but no walk sees them).
+            "unlinked-fill" => {
+                let [path, n] = args(&input)?;
+                let data = xs(n)?;
+                done_os(File::create_new(path).and_then(|mut f| {
+                    fs::remove_file(path)?;
+                    f.write_all(&data)
+                }))
+            }
+            // One byte far past the end: a sparse file whose length is `offset + 1`.
+            "sparse" => {
+                let [path, offset] = args(&input)?;
+                let offset: u64 = offset
+                    .parse()
+                    .map_err(|_| error("invalid-input", format!("not an offset: {offset:?}")))?;
+                done_os(File::create(path).and_then(|mut f| {
+                    use std::io::Seek as _;
+                    f.seek(std::io::SeekFrom::Start(offset))?;
+                    f.write_all(b"x")
+                }))
+            }
             "set-size" => {
                 let [path, n] = args(&input)?;
                 let n: u64 = n

@@ -23,7 +23,7 @@ pub(super) const BUDGET_FILE: &str = "budget";
 /// Leases are named `lease-...` inside the leases folder.
 const LEASE_PREFIX: &str = "lease-";
 /// The first line of every budget file: its format.
-const MAGIC: &str = "warden-fs-quota 1";
+const MAGIC: &str = "warden-fs-quota 2";
 /// A budget file longer than this is damaged (a real one holds a few hundred bytes: one
 /// in-flight line per live quota with writes in flight).
 const MAX_STATE_BYTES: usize = 64 * 1024;
@@ -50,6 +50,11 @@ pub(super) struct State {
     /// Charged and not yet known to be on disk, per owner (a lease name): what a walk may miss.
     /// Owners with nothing in flight are left out.
     pub flights: BTreeMap<String, Usage>,
+    /// Renames and hard links begun on the folder, ever (a walk whose claim saw another number
+    /// ran while one moved things, and may have missed them: its result is discarded).
+    pub renames: u64,
+    /// Renames and hard links under way, per owner: no walk is claimed while any runs.
+    pub moving: BTreeMap<String, u64>,
 }
 
 /// A claimed walk: the quota (lease) that runs it, when, and what was charged that it may or may
@@ -60,6 +65,8 @@ pub(super) struct Walk {
     pub owner: String,
     pub started: u64,
     pub during: Usage,
+    /// [`State::renames`] when the walk was claimed.
+    pub renames: u64,
 }
 
 pub(super) fn plus(a: Usage, b: Usage) -> Usage {
@@ -124,6 +131,22 @@ impl State {
         }
     }
 
+    /// A rename (or hard link) by `owner` begins: walks claimed before it are void, and none is
+    /// claimed until it ends.
+    pub fn begin_move(&mut self, owner: &str) {
+        self.renames = self.renames.wrapping_add(1);
+        *self.moving.entry(owner.to_string()).or_default() += 1;
+    }
+
+    pub fn end_move(&mut self, owner: &str) {
+        if let Some(n) = self.moving.get_mut(owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.moving.remove(owner);
+            }
+        }
+    }
+
     /// Everything in flight, of every owner.
     pub fn in_flight(&self) -> Usage {
         self.flights
@@ -140,15 +163,19 @@ impl State {
         let _ = writeln!(s, "freed {}", u8::from(self.freed));
         let _ = writeln!(s, "exhausted {}", u8::from(self.exhausted));
         let _ = writeln!(s, "next {}", self.next);
+        let _ = writeln!(s, "renames {}", self.renames);
         if let Some(w) = &self.walk {
             let _ = writeln!(
                 s,
-                "walk {} {} {} {} {}",
-                w.id, w.owner, w.started, w.during.bytes, w.during.entries
+                "walk {} {} {} {} {} {}",
+                w.id, w.owner, w.started, w.during.bytes, w.during.entries, w.renames
             );
         }
         for (owner, f) in &self.flights {
             let _ = writeln!(s, "flight {owner} {} {}", f.bytes, f.entries);
+        }
+        for (owner, n) in &self.moving {
+            let _ = writeln!(s, "moving {owner} {n}");
         }
         let sum = checksum(s.as_bytes());
         let _ = writeln!(s, "sum {sum:016x}");
@@ -177,6 +204,7 @@ impl State {
         let [freed] = fields(lines.next()?, "freed")?;
         let [exhausted] = fields(lines.next()?, "exhausted")?;
         let [next] = fields(lines.next()?, "next")?;
+        let [renames] = fields(lines.next()?, "renames")?;
         let mut s = State {
             used: Usage {
                 bytes: number(b)?,
@@ -188,12 +216,14 @@ impl State {
             next: number(next)?,
             walk: None,
             flights: BTreeMap::new(),
+            renames: number(renames)?,
+            moving: BTreeMap::new(),
         };
         for line in lines {
             let (kind, rest) = line.split_once(' ')?;
             match kind {
-                "walk" if s.walk.is_none() && s.flights.is_empty() => {
-                    let [id, owner, started, b, e] = fields(rest, "")?;
+                "walk" if s.walk.is_none() && s.flights.is_empty() && s.moving.is_empty() => {
+                    let [id, owner, started, b, e, r] = fields(rest, "")?;
                     s.walk = Some(Walk {
                         id: number(id)?,
                         owner: owner_name(owner)?,
@@ -202,9 +232,20 @@ impl State {
                             bytes: number(b)?,
                             entries: number(e)?,
                         },
+                        renames: number(r)?,
                     });
                 }
-                "flight" => {
+                "moving" => {
+                    let [owner, n] = fields(rest, "")?;
+                    let owner = owner_name(owner)?;
+                    let n = number(n)?;
+                    let in_order = s.moving.keys().next_back().is_none_or(|k| *k < owner);
+                    if !in_order || n == 0 {
+                        return None;
+                    }
+                    s.moving.insert(owner, n);
+                }
+                "flight" if s.moving.is_empty() => {
                     let [owner, b, e] = fields(rest, "")?;
                     let owner = owner_name(owner)?;
                     let f = Usage {
@@ -559,6 +600,7 @@ mod tests {
                 bytes: 1,
                 entries: 0,
             },
+            renames: 4,
         });
         s.add_flight(
             "lease-9-1-b.1",
@@ -567,6 +609,12 @@ mod tests {
                 entries: 0,
             },
         );
+        s.begin_move("lease-1-0-a.0");
+        s.begin_move("lease-1-0-a.0");
+        s.begin_move("lease-9-1-b.1");
+        s.end_move("lease-9-1-b.1");
+        assert_eq!(s.renames, 3);
+        assert_eq!(s.moving.len(), 1);
         let bytes = s.encode();
         assert_eq!(State::parse(&bytes), Some(s.clone()));
         let mut padded = bytes.clone();
