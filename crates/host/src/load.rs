@@ -106,6 +106,8 @@ impl Tenant<'_> {
                 bundle,
                 &eff.mounts,
             )?;
+            let denied_mounts =
+                warden_fs::mounts::denied(inner.data_dir.as_deref(), &eff.withheld_mounts)?;
             let fs_quota = warden_fs::mounts::quota(
                 inner.data_dir.as_deref(),
                 &self.name,
@@ -130,6 +132,7 @@ impl Tenant<'_> {
                 network: info.effective.network.clone().map(Arc::new),
                 resolver: Arc::clone(&inner.resolver),
                 mounts: mounts.into(),
+                denied_mounts: denied_mounts.into(),
                 fs_quota,
                 invoker: None,
                 redactor: None,

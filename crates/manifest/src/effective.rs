@@ -52,6 +52,9 @@ pub struct Effective {
     /// Capabilities the manifest requests and the grant covers, but the operator's policy
     /// forbids (so a refusal can say which of the two withheld it).
     pub forbidden_by_policy: Vec<Capability>,
+    /// Mounts the manifest requests that are not granted (or that the policy forbids): the
+    /// guest sees them as denied, not as missing.
+    pub withheld_mounts: Vec<GuestPath>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,6 +189,14 @@ pub fn effective(
         .into_iter()
         .filter(|c| requests(*c) && grants_some(*c) && !allowed(*c))
         .collect();
+    let withheld_mounts = req
+        .filesystem
+        .paths
+        .iter()
+        .chain(&req.filesystem.readonly_paths)
+        .filter(|p| !mounts.iter().any(|m| m.guest == **p))
+        .cloned()
+        .collect();
     Ok(Effective {
         kv,
         secrets,
@@ -194,6 +205,7 @@ pub fn effective(
         mounts,
         limits,
         forbidden_by_policy,
+        withheld_mounts,
     })
 }
 

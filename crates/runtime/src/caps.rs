@@ -19,6 +19,9 @@ pub struct CallCaps {
     pub resolver: Arc<dyn Resolver>,
     /// Host folders preopened for the guest (see the file-system bindings); empty = no file system.
     pub mounts: Arc<[MountDir]>,
+    /// Mounts requested but not granted: preopened read-only on an empty folder so that the
+    /// guest's attempts reach the host, which refuses (`not-permitted`) and records each one.
+    pub denied_mounts: Arc<[MountDir]>,
     /// The install's quota on its read-write mounts, shared by all its calls (see
     /// [`FsQuota`]); `None`: unlimited (no read-write mount, or an embedder's choice).
     pub fs_quota: Option<FsQuota>,
@@ -42,6 +45,7 @@ impl Default for CallCaps {
             network: None,
             resolver: Arc::new(SystemResolver),
             mounts: Arc::new([]),
+            denied_mounts: Arc::new([]),
             fs_quota: None,
             invoker: None,
             secrets: None,
@@ -57,6 +61,7 @@ impl fmt::Debug for CallCaps {
         f.debug_struct("CallCaps")
             .field("network", &self.network)
             .field("mounts", &self.mounts)
+            .field("denied_mounts", &self.denied_mounts)
             .field("fs_quota", &self.fs_quota)
             .field("invoker", &self.invoker.is_some())
             // Names only: values are read per call and never held here.

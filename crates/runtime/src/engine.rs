@@ -11,13 +11,14 @@
 //! checks at each tick, with one ticker per engine advancing the epoch (never two tickers on
 //! one engine, which would halve the tick).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use warden_bundle::Bundle;
+use warden_bundle::{Bundle, ContentHash};
 use warden_trust::Verified;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, PoolingAllocationConfig};
@@ -294,8 +295,15 @@ struct Shared {
     engine: Engine,
     linker: Linker<CallState>,
     compiler: Compiler,
+    /// Components this engine refused (by the bundle's content hash), and why: a refused
+    /// compile is not paid again, however often the same bundle is loaded.
+    refused: Mutex<HashMap<ContentHash, Arc<str>>>,
     _ticker: EpochTicker,
 }
+
+/// Refusals remembered per engine; the memory is cleared when full (a bundle refused then is
+/// checked, and perhaps compiled, once more).
+const MAX_REFUSED: usize = 4096;
 
 impl Shared {
     fn new(cfg: &RuntimeConfig) -> Result<Shared, LoadError> {
@@ -315,6 +323,7 @@ impl Shared {
             engine,
             linker,
             compiler,
+            refused: Mutex::new(HashMap::new()),
             _ticker: ticker,
         })
     }
@@ -357,7 +366,40 @@ impl Runtime {
     /// verified bytes reach the compiler and the on-disk cache.
     /// CPU-heavy on a cache miss, and waits while `max_concurrent_compiles` others run: call
     /// it off the async executor.
+    ///
+    /// A refusal is remembered by the bundle's content hash: loading the same bundle again is
+    /// refused at once ([`LoadError::Refused`]), so a component that costs a long compile and
+    /// then fails is not compiled again and again.
     pub fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
+        let hash = bundle.content_hash();
+        let known = self
+            .shared
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&hash)
+            .cloned();
+        if let Some(reason) = known {
+            return Err(LoadError::Refused { reason });
+        }
+        let result = self.prepare_once(bundle);
+        if let Err(e) = &result
+            && e.is_about_the_component()
+        {
+            let mut refused = self
+                .shared
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if refused.len() >= MAX_REFUSED {
+                refused.clear();
+            }
+            refused.insert(hash, Arc::from(warden_call::text::chain(e)));
+        }
+        result
+    }
+
+    fn prepare_once(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
         let bytes = bundle.entry();
         let kind = crate::precheck::check(bytes)?;
         let engine = &self.shared.engine;
@@ -577,6 +619,40 @@ pub(crate) mod tests {
         assert_eq!(rt.prepare(&echo).unwrap().kind(), WorldKind::Rpc);
         let hello = verified(&guest("examples/hello/extension.wasm"), false);
         assert_eq!(rt.prepare(&hello).unwrap().kind(), WorldKind::Http);
+    }
+
+    /// Red team, round 2: a failed compile was paid again at every load of the same bundle
+    /// (and held the one compile slot each time). A refusal is now remembered.
+    #[test]
+    fn a_refused_bundle_is_not_compiled_again() {
+        // Claims the rpc world but exports an empty instance: compiled, then refused at the
+        // pre-link.
+        let wasm = wat::parse_str(
+            r#"(component
+                (core module (func (result i32) i32.const 1))
+                (instance $i)
+                (export "warden:extension/handler@0.1.0" (instance $i)))"#,
+        )
+        .unwrap();
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let bundle = verified(&wasm, true);
+        let first = rt.prepare(&bundle).err().unwrap();
+        assert!(matches!(first, LoadError::Exports(_)), "{first}");
+        let again = rt.prepare(&bundle).err().unwrap();
+        match &again {
+            LoadError::Refused { reason } => {
+                assert!(reason.contains("exports do not match"), "{reason}")
+            }
+            other => panic!("expected Refused, got {other}"),
+        }
+        // Another runtime on the same engine settings knows it too; other bundles do not.
+        let rt2 = Runtime::new(RuntimeConfig::default()).unwrap();
+        assert!(matches!(
+            rt2.prepare(&bundle),
+            Err(LoadError::Refused { .. })
+        ));
+        let echo = verified(&guest("examples/echo/extension.wasm"), true);
+        assert!(rt2.prepare(&echo).is_ok());
     }
 
     /// A component with no known export, or with a body that does not validate, is refused

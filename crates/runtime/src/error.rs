@@ -29,6 +29,9 @@ pub enum LoadError {
         value: u64,
         max: u64,
     },
+    /// This bundle was refused before by this engine (for `reason`); not checked again.
+    #[error("the component was refused before: {reason}")]
+    Refused { reason: std::sync::Arc<str> },
     #[error("setting up the runtime failed: {what}")]
     Engine {
         what: String,
@@ -38,6 +41,20 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The refusal is about the component itself (the same bytes would be refused again), not
+    /// about this host's state.
+    pub fn is_about_the_component(&self) -> bool {
+        matches!(
+            self,
+            LoadError::Compile(_)
+                | LoadError::Imports(_)
+                | LoadError::Exports(_)
+                | LoadError::NoKnownWorld { .. }
+                | LoadError::NotComponent(_)
+                | LoadError::TooLarge { .. }
+        )
+    }
+
     pub(crate) fn engine(
         what: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,

@@ -13,6 +13,11 @@
 //! mkdir and symlink fails with `not-permitted` (the host's tests try each one). WASI 0.2 has
 //! no chmod or chown at all. The host process may be root, so folder modes are not relied on.
 //!
+//! A mount the manifest requests but the operator did not grant is preopened read-only on an
+//! empty folder ([`FdMounts::denying`]): every wrapped operation through it is refused with
+//! `not-permitted` and recorded with the reason (not granted, or forbidden by the policy), so
+//! the guest sees a denial, not a missing file.
+//!
 //! Each mount is recorded as one grant per call (`fs`, `/data (read-write)`). Refusals are
 //! recorded too: the path-taking and writing methods of `descriptor` are shadowed in the linker
 //! by thin wrappers ([`add_to_linker`]) that call Wasmtime's implementation unchanged and, when
@@ -41,7 +46,7 @@ use wasmtime_wasi::p2::{
 };
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 
-use warden_call::{Capability, Ledger};
+use warden_call::{Capability, Ledger, Withheld};
 use warden_fs::{BLOCK, Cost, FsQuota, MountDir, WalkGuard, blocks_touched};
 
 /// What the file-system wrappers need of a call's state: Wasmtime's file system view (via
@@ -57,16 +62,51 @@ pub(crate) trait FsCall: WasiView + Send + 'static {
 /// some descriptor. Keyed by the resource's table index; an index reused by a later
 /// descriptor is overwritten when that descriptor is made.
 #[derive(Default)]
-pub(crate) struct FdMounts(std::collections::HashMap<u32, Arc<str>>);
+pub(crate) struct FdMounts {
+    by_fd: std::collections::HashMap<u32, Arc<str>>,
+    /// Guest paths of the denied mounts, with why they are refused.
+    denied: Vec<(Arc<str>, String)>,
+}
 
 impl FdMounts {
+    /// Preopens each denied mount (read-only, on its empty folder) and remembers it, so that
+    /// every wrapped operation through it is refused and recorded.
+    pub(crate) fn denying(
+        b: &mut WasiCtxBuilder,
+        denied: &[MountDir],
+        withheld: Withheld,
+    ) -> Result<FdMounts, HostFailure> {
+        let mut m = FdMounts::default();
+        for d in denied {
+            b.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly)
+                .map_err(|e| {
+                    HostFailure::caused(
+                        format!("preparing denied mount {}", d.guest),
+                        e.into_boxed_dyn_error(),
+                    )
+                })?;
+            let why = format!("{} ({})", withheld.reason(Capability::Filesystem), d.guest);
+            m.denied.push((Arc::from(d.guest.as_str()), why));
+        }
+        Ok(m)
+    }
+
     fn of(&self, fd: &Fd) -> Option<Arc<str>> {
-        self.0.get(&fd.rep()).cloned()
+        self.by_fd.get(&fd.rep()).cloned()
+    }
+
+    /// Why operations in `mount` are refused, if it is a denied one.
+    fn denial(&self, mount: Option<&str>) -> Option<&str> {
+        let mount = mount?;
+        self.denied
+            .iter()
+            .find(|(g, _)| &**g == mount)
+            .map(|(_, why)| why.as_str())
     }
     fn set(&mut self, fd: &Fd, mount: Option<Arc<str>>) {
         match mount {
-            Some(m) => self.0.insert(fd.rep(), m),
-            None => self.0.remove(&fd.rep()),
+            Some(m) => self.by_fd.insert(fd.rep(), m),
+            None => self.by_fd.remove(&fd.rep()),
         };
     }
 }
@@ -154,6 +194,14 @@ macro_rules! wrap {
                     let state = store.data_mut();
                     let path: String = $path;
                     let mount = state.fd_mounts().of(&$fd);
+                    if let Some(why) = state.fd_mounts().denial(mount.as_deref()).map(str::to_owned) {
+                        state.ledger().deny(
+                            Capability::Filesystem,
+                            &denial_target($op, &path, mount.as_deref()),
+                            Some(why),
+                        );
+                        return Ok((Err(ErrorCode::NotPermitted),));
+                    }
                     $(
                         let refusal: Option<&str> = $refuse;
                         if let Some(reason) = refusal {
@@ -244,6 +292,7 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     wrap!(inst, "link-at", "link", (fd: Fd, pf: PathFlags, old: String, to: Fd, new: String), format!("{old} -> {new}"), link_at,
         charge = (&to, Cost::ENTRY), moving = true);
     wrap!(inst, "readlink-at", "readlink", (fd: Fd, path: String), path.clone(), readlink_at);
+    wrap!(inst, "read-directory", "list", (fd: Fd), String::new(), read_directory);
     wrap!(inst, "remove-directory-at", "rmdir", (fd: Fd, path: String), path.clone(), remove_directory_at,
         freed = true);
     wrap!(inst, "rename-at", "rename", (fd: Fd, old: String, to: Fd, new: String), format!("{old} -> {new}"), rename_at,

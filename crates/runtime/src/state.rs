@@ -75,6 +75,7 @@ impl CallState {
         );
         sockets_policy.install(&mut b);
         crate::fs::preopen(&mut b, &caps.mounts, &ledger)?;
+        let fd_mounts = crate::fs::FdMounts::denying(&mut b, &caps.denied_mounts, caps.withheld)?;
         let mut table = ResourceTable::new();
         // A guest creating millions of resources is stopped here rather than by host memory.
         table.set_max_capacity(MAX_RESOURCES);
@@ -105,7 +106,7 @@ impl CallState {
             logs: LogCapture::default(),
             kv: caps.kv.clone(),
             fs_quota: caps.fs_quota.clone(),
-            fd_mounts: crate::fs::FdMounts::default(),
+            fd_mounts,
             sockets_policy,
         })
     }

@@ -83,6 +83,32 @@ pub fn prepare(
     Ok(out)
 }
 
+/// The folders behind mounts the manifest requests but the operator did not grant: one empty
+/// folder of the data dir (`DATA/denied-mount`, 0700), preopened read-only at each such guest
+/// path so that the guest's attempts reach the host, which refuses and records them (a
+/// missing mount would only look like a missing file). Empty without a data dir.
+pub fn denied(data: Option<&Path>, withheld: &[GuestPath]) -> Result<Vec<MountDir>, FsError> {
+    let Some(data) = data else {
+        return Ok(Vec::new());
+    };
+    if withheld.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stub = data.join(DENIED_DIR);
+    private_dir(&stub)?;
+    Ok(withheld
+        .iter()
+        .map(|g| MountDir {
+            guest: g.to_string(),
+            host: stub.clone(),
+            readonly: true,
+        })
+        .collect())
+}
+
+/// The empty folder behind every denied mount.
+pub const DENIED_DIR: &str = "denied-mount";
+
 /// The quota of the install's read-write mounts (`None` if it has none): all of them live
 /// under its `files/` folder, which is measured now (blocking, like the rest of a load) and
 /// charged by every later call of this install (see [`FsQuota`]). Read-only data mounts

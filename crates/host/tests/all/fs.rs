@@ -893,7 +893,7 @@ async fn data_persists_across_a_restart_for_the_same_tenant_and_extension() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_mount_not_granted_is_absent_and_the_call_goes_on() {
+async fn a_mount_not_granted_is_denied_and_the_call_goes_on() {
     let lab = Lab::new();
     let grant: Grant = "fs:/data".parse().unwrap();
     let id = load(
@@ -903,15 +903,20 @@ async fn a_mount_not_granted_is_absent_and_the_call_goes_on() {
         &grant,
     )
     .id;
-    assert_eq!(op(&lab, &id, "preopens", "").await, "ok:/data");
+    // The ungranted mounts are there (so the guest's attempts reach the host), empty and
+    // refusing: each attempt is denied and recorded.
+    assert_eq!(
+        op(&lab, &id, "preopens", "").await,
+        "ok:/assets,/data,/other"
+    );
     for (method, input) in [
         ("read", "/other/x"),
         ("write", "/other/x|data"),
         ("list", "/other"),
         ("read", "/assets/readme.txt"),
     ] {
-        let out = op(&lab, &id, method, input).await;
-        refused(&out, &format!("{method} {input}"));
+        let out = op_checked(&lab, &id, method, input, true).await;
+        escaped(&out, &format!("{method} {input}"));
     }
     // The same call path still works for what was granted.
     assert_eq!(op(&lab, &id, "write", "/data/x|data").await, "ok");
@@ -930,13 +935,46 @@ async fn a_mount_not_granted_is_absent_and_the_call_goes_on() {
         "{grants:?}"
     );
 
-    // Nothing granted: no preopens at all.
+    // Requested, not granted: the mount is there but empty and every attempt through it is
+    // refused (`not-permitted`, not a missing file) and recorded, naming the mount and why
+    // (red team, round 2: it was `NotFound` with no record, against SPEC section 5).
     let none = load(&lab, "bare", mounts(&["/data"], &[]), &Grant::None).id;
-    assert_eq!(run(&lab.host, "bare", &none, "preopens", "").await, "ok:");
-    refused(
-        &run(&lab.host, "bare", &none, "read", "/data/x").await,
-        "ungranted /data",
+    assert_eq!(
+        run(&lab.host, "bare", &none, "preopens", "").await,
+        "ok:/data"
     );
+    let before = lab.audit.records().len();
+    for (method, input) in [
+        ("read", "/data/x"),
+        ("write", "/data/x|hi"),
+        ("mkdir", "/data/d"),
+    ] {
+        let out = run(&lab.host, "bare", &none, method, input).await;
+        escaped(&out, &format!("ungranted {method} {input}"));
+    }
+    let denials: Vec<(String, String)> = lab.audit.records()[before..]
+        .iter()
+        .filter(|r| r.event() == Event::Denial && r.capability() == Some("filesystem"))
+        .map(|r| {
+            (
+                r.target().unwrap_or("").to_string(),
+                r.message().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        denials
+            .iter()
+            .any(|(t, m)| t == "open x in /data" && m.contains("not granted")),
+        "{denials:?}"
+    );
+    assert!(
+        denials.iter().any(|(t, _)| t == "mkdir d in /data"),
+        "{denials:?}"
+    );
+    // Nothing was written anywhere, and no grant was recorded for it.
+    let stub = lab.dir.path().join("data/denied-mount");
+    assert_eq!(fs::read_dir(&stub).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
