@@ -72,8 +72,8 @@ fn put(
     quota.check_key(key)?;
     quota.check_value(value.len())?;
     let entries = st.buckets.entry(b.clone()).or_default();
-    let old = entries.get(key).map(|(_, v)| entry_bytes(key, v.len()));
-    st.usage = quota.apply(st.usage, old, Some(entry_bytes(key, value.len())))?;
+    let old = entries.get(key).map(|(_, v)| entry_bytes(b, key, v.len()));
+    st.usage = quota.apply(st.usage, old, Some(entry_bytes(b, key, value.len())))?;
     match entries.get_mut(key) {
         Some((_, v)) => *v = value.to_vec(),
         None => {
@@ -86,7 +86,7 @@ fn put(
 
 fn remove(st: &mut Store, b: &BucketName, key: &str) -> Result<(), KvError> {
     if let Some((_, v)) = st.buckets.get_mut(b).and_then(|e| e.remove(key)) {
-        st.usage = Quota::default().apply(st.usage, Some(entry_bytes(key, v.len())), None)?;
+        st.usage = Quota::default().apply(st.usage, Some(entry_bytes(b, key, v.len())), None)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! with [`Quota::apply`] (sizes from [`entry_bytes`]) under the same lock or transaction as the
 //! write itself, storing it only if the write goes ahead.
 
+use crate::BucketName;
 use warden_manifest::KvLimits;
 
 use crate::{KvError, MIN_READ_BYTES};
@@ -116,7 +117,10 @@ impl Quota {
     }
 }
 
-/// What an entry counts against the quota: its key's bytes plus its value's.
-pub fn entry_bytes(key: &str, value_len: usize) -> u64 {
-    (key.len() as u64).saturating_add(value_len as u64)
+/// What an entry counts against the quota: its bucket name's bytes (stored with every entry),
+/// its key's and its value's.
+pub fn entry_bytes(bucket: &BucketName, key: &str, value_len: usize) -> u64 {
+    (bucket.as_str().len() as u64)
+        .saturating_add(key.len() as u64)
+        .saturating_add(value_len as u64)
 }

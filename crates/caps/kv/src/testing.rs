@@ -27,6 +27,7 @@ macro_rules! kv_backend_tests {
         $crate::kv_backend_tests!(@each $fresh;
             set_get_delete_exists,
             crafted_keys_and_buckets_stay_in_their_scope,
+            bucket_names_count_against_the_quota,
             list_keys_pages_with_a_cursor,
             quotas_refuse_growth_and_change_nothing,
             concurrent_floods_cannot_exceed_the_quota,
@@ -145,7 +146,8 @@ pub fn quotas_refuse_growth_and_change_nothing(kv: &dyn KvBackend) {
         max_key_bytes: 8,
         max_value_bytes: 16,
         max_keys: 3,
-        max_total_bytes: 40,
+        // Every entry counts its bucket name too ("one", "two": 3 bytes each).
+        max_total_bytes: 49,
     };
     let s = scope("t", "a.b", "one");
     let other_bucket = scope("t", "a.b", "two");
@@ -158,12 +160,12 @@ pub fn quotas_refuse_growth_and_change_nothing(kv: &dyn KvBackend) {
         Err(KvError::ValueTooLarge { .. })
     ));
     kv.set(&s, "a", &[1; 16], &quota).unwrap();
-    kv.set(&s, "b", &[1; 16], &quota).unwrap(); // 34 bytes
+    kv.set(&s, "b", &[1; 16], &quota).unwrap(); // 40 bytes
     assert!(matches!(
         kv.set(&other_bucket, "c", &[1; 6], &quota),
         Err(KvError::TooManyBytes { .. })
     ));
-    kv.set(&other_bucket, "c", &[1; 5], &quota).unwrap(); // 40 bytes, 3 keys
+    kv.set(&other_bucket, "c", &[1; 5], &quota).unwrap(); // 49 bytes, 3 keys
     assert!(matches!(
         kv.set(&s, "d", b"", &quota),
         Err(KvError::TooManyKeys { .. })
@@ -253,11 +255,12 @@ pub fn batches(kv: &dyn KvBackend) {
 
 /// Usage is kept across deletes and overwrites, so freed space can be reused exactly.
 pub fn usage_accounting_is_exact(kv: &dyn KvBackend) {
+    // "b" + "k" + 9 bytes: the bucket name counts with every entry.
     let quota = Quota {
-        max_total_bytes: 10,
+        max_total_bytes: 11,
         ..Quota::default()
     };
-    let s = scope("t", "a.b", "default");
+    let s = scope("t", "a.b", "b");
     for _ in 0..20 {
         kv.set(&s, "k", &[0; 9], &quota).unwrap();
         kv.set(&s, "k", &[0; 3], &quota).unwrap();
@@ -265,6 +268,24 @@ pub fn usage_accounting_is_exact(kv: &dyn KvBackend) {
     }
     kv.set(&s, "k", &[0; 9], &quota).unwrap();
     kv.set(&s, "", &[0; 1], &quota).unwrap_err();
+}
+
+/// Red team, round 2: 256-byte bucket names, stored on every row, were not counted (a
+/// million entries' worth of them for free). They count now.
+pub fn bucket_names_count_against_the_quota(kv: &dyn KvBackend) {
+    let quota = Quota {
+        max_total_bytes: 300,
+        ..Quota::default()
+    };
+    let long = "b".repeat(MAX_BUCKET_BYTES);
+    let s = scope("t", "a.b", &long);
+    kv.set(&s, "k", b"", &quota).unwrap(); // 257 bytes
+    assert!(matches!(
+        kv.set(&s, "l", b"", &quota),
+        Err(KvError::TooManyBytes { .. })
+    ));
+    kv.delete(&s, "k").unwrap();
+    kv.set(&s, "l", b"", &quota).unwrap();
 }
 
 /// F3: one 1 MiB value asked for 1000 times. Refused from the stored lengths (the answer would

@@ -64,7 +64,8 @@ impl SqliteKv {
 
 /// The bytes an entry counts for in the quota (key and value), without reading the value.
 fn entry_len(tx: &Connection, s: &Scope, key: &str) -> Result<Option<u64>, KvError> {
-    Ok(value_len(tx, s, key)?.map(|l| entry_bytes(key, usize::try_from(l).unwrap_or(usize::MAX))))
+    Ok(value_len(tx, s, key)?
+        .map(|l| entry_bytes(s.bucket(), key, usize::try_from(l).unwrap_or(usize::MAX))))
 }
 
 /// The stored value's length, without reading the value.
@@ -152,7 +153,7 @@ fn put(
     quota.check_key(key)?;
     quota.check_value(value.len())?;
     let old = entry_len(tx, s, key)?;
-    let mut u = quota.apply(u, old, Some(entry_bytes(key, value.len())))?;
+    let mut u = quota.apply(u, old, Some(entry_bytes(s.bucket(), key, value.len())))?;
     // A new key takes the next number of its (tenant, extension)'s counter, which only grows
     // (under the write lock, so no two keys get the same, and a number freed by a delete is
     // never reused: a listing in progress cannot skip a key inserted after its cursor). A

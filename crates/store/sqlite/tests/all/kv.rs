@@ -182,3 +182,37 @@ fn sqlite_refuses_a_database_others_can_read() {
         assert_eq!(mode(&target), 0o644);
     }
 }
+
+/// A database written before bucket names counted: its usage is counted again, once, from the
+/// entries (in bytes), when a newer warden opens it.
+#[test]
+fn usage_from_before_bucket_names_counted_is_recounted() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("warden.db");
+    {
+        let kv = SqliteKv::open(&path).unwrap();
+        let s = warden_kv::Scope::new(
+            "t".parse().unwrap(),
+            "a.b".parse().unwrap(),
+            warden_kv::BucketName::new("bücket").unwrap(),
+        );
+        kv.set(&s, "ké", b"value", &warden_kv::Quota::default())
+            .unwrap();
+    }
+    // As an older warden left it: usage without the bucket, and no record of the recount.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute("UPDATE kv_usage SET bytes = 3 + 5", [])
+        .unwrap();
+    raw.execute(
+        "DELETE FROM schema_versions WHERE component = 'kv-usage'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    drop(SqliteKv::open(&path).unwrap());
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let bytes: i64 = raw
+        .query_row("SELECT bytes FROM kv_usage", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(bytes, ("bücket".len() + "ké".len() + 5) as i64);
+}

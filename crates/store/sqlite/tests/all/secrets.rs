@@ -228,6 +228,12 @@ fn kv_and_secrets_share_one_database() {
         .unwrap();
     assert_eq!(
         tables,
-        ["kv_entries", "kv_usage", "secret_meta", "secret_values"]
+        [
+            "kv_entries",
+            "kv_usage",
+            "schema_versions",
+            "secret_meta",
+            "secret_values"
+        ]
     );
 }
