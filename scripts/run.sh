@@ -44,9 +44,16 @@ if warden run tour/hostile.wext --trust tour/trust.toml --data tour/data --call 
   echo "the infinite loop was not stopped" >&2
   exit 1
 fi
-echo "== audit"
+echo "== the registry: a tenant (its API key is shown once), installs with their grants, an uninstall"
+warden tenant create acme --data tour/data
+warden install tour/echo.wext --tenant acme --trust tour/trust.toml --data tour/data
+warden install tour/kv-counter.wext --tenant acme --trust tour/trust.toml --data tour/data --grant kv
+warden installs --data tour/data
+warden uninstall warden-examples.kv-counter --tenant acme --data tour/data
+echo "== audit (and a checkpoint kept outside the data dir)"
 warden audit --data tour/data
-warden audit --data tour/data --verify
+warden audit --data tour/data --checkpoint tour/checkpoints.jsonl
+warden audit --data tour/data --verify --checkpoints tour/checkpoints.jsonl
 echo "== a tampered bundle is refused"
 cp tour/hello.wext tour/tampered.wext
 printf 'X' | dd of=tour/tampered.wext bs=1 seek=600 conv=notrunc status=none
