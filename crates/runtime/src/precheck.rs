@@ -28,11 +28,11 @@
 //! features: what Wasmtime would refuse is refused now) and its shape bounded, per function and
 //! summed (squared where compile time grows with the square). The same components:
 //!
-//! | component | locals (most in one) | params+results (most) | deepest nesting, sum of squares | highest stack, sum of squares |
-//! |---|---|---|---|---|
-//! | componentize-py hello, http | 48,054 (271) | 42,353 (19) | 782, 1,334,819 | 54, 280,619 |
-//! | componentize-js hello, http | 52,083 (118) | 44,491 (18) | 457, 1,341,915 | 64, 321,267 |
-//! | `tests/guests/hostile` | 1,298 (22) | 1,731 (15) | 68, 22,937 | 16, 11,182 |
+//! | component | locals (most in one) | params+results (most) | deepest nesting, sum of squares | highest stack, sum of squares | variables x blocks (most in one) |
+//! |---|---|---|---|---|---|
+//! | componentize-py hello, http | 48,054 (271) | 42,353 (19) | 782, 1,334,819 | 54, 280,619 | 1,893,638 (68,226) |
+//! | componentize-js hello, http | 52,083 (118) | 44,491 (18) | 457, 1,341,915 | 64, 321,267 | 3,858,031 (228,377) |
+//! | `tests/guests/hostile` | 1,298 (22) | 1,731 (15) | 68, 22,937 | 16, 11,182 | 35,693 (7,101) |
 //!
 //! This pass takes 0.5-0.75 s on the 18 MB components (validation included), once per content
 //! hash per process.
@@ -46,8 +46,8 @@
 
 use warden_call::text::{cut, escape};
 use wasmparser::{
-    ComponentExternalKind, Encoding, FuncValidatorAllocations, FunctionBody, Instance, Parser,
-    Payload, ValidPayload, Validator, WasmFeatures, WasmModuleResources as _,
+    ComponentExternalKind, Encoding, FuncValidatorAllocations, FunctionBody, Instance, Operator,
+    Parser, Payload, ValidPayload, Validator, WasmFeatures, WasmModuleResources as _,
 };
 
 use crate::error::LoadError;
@@ -115,6 +115,16 @@ pub(crate) const MAX_STACK: u64 = 1_024;
 /// under a second of compile at the limit).
 pub(crate) const MAX_STACK_COST: u64 = 5_000_000;
 
+/// Variables (locals and parameters) times blocks (`block`, `loop`, `if`, `else`, `try`...)
+/// in one function: what Cranelift's SSA construction grows with, in time and in memory. One
+/// body of 4,096 locals and 343,000 blocks compiled for 405 s in 5.4 GiB; 20,000 `if/else` for
+/// 88 s in 3.1 GiB (red team, round 3). Real: 228,377 (componentize-js; 4.4x), 68,226
+/// (componentize-py). At the limit a function costs about half a second and 20 MB.
+pub(crate) const MAX_SSA: u64 = 1_000_000;
+/// Variables times blocks, all functions together. Real: 3,858,031 (componentize-js; 4.1x),
+/// 1,893,638 (componentize-py).
+pub(crate) const MAX_SSA_COST: u64 = 16_000_000;
+
 /// What the walk counts: the shape the limits bound.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Shape {
@@ -133,6 +143,8 @@ pub(crate) struct Shape {
     pub nesting_cost: u64,
     pub highest_stack: u64,
     pub stack_cost: u64,
+    pub most_ssa: u64,
+    pub ssa_cost: u64,
     /// Names of the first top-level exports ([`EXPORTS_NAMED`] at most), in order.
     pub exports: Vec<String>,
     /// How many top-level exports there are.
@@ -160,6 +172,8 @@ pub(crate) struct Limits {
     pub nesting_cost: u64,
     pub stack: u64,
     pub stack_cost: u64,
+    pub ssa: u64,
+    pub ssa_cost: u64,
 }
 
 impl Limits {
@@ -180,6 +194,8 @@ impl Limits {
         nesting_cost: MAX_NESTING_COST,
         stack: MAX_STACK,
         stack_cost: MAX_STACK_COST,
+        ssa: MAX_SSA,
+        ssa_cost: MAX_SSA_COST,
     };
 }
 
@@ -364,12 +380,33 @@ fn function_costs(
     over("locals of all functions", s.locals, limits.locals)?;
 
     let mut ops = body.get_operators_reader().map_err(bad_body)?;
-    let (mut nesting, mut stack) = (0u64, 0u64);
+    let (mut nesting, mut stack, mut blocks) = (0u64, 0u64, 0u64);
+    let variables = declared + arity;
     while !ops.eof() {
         let offset = ops.original_position();
-        ops.visit_operator(&mut v.visitor(offset))
-            .map_err(bad_body)?
-            .map_err(invalid)?;
+        let op = ops.read().map_err(bad_body)?;
+        if matches!(
+            op,
+            Operator::Block { .. }
+                | Operator::Loop { .. }
+                | Operator::If { .. }
+                | Operator::Else
+                | Operator::TryTable { .. }
+                | Operator::Try { .. }
+                | Operator::Catch { .. }
+                | Operator::CatchAll
+        ) {
+            blocks += 1;
+            // Cranelift's SSA construction keeps, per block, what it knows of each variable:
+            // its time and memory grow with variables x blocks (one body of 4,096 locals and
+            // 343,000 blocks: 405 s and 5.4 GiB; red team, round 3).
+            over(
+                "variables x blocks in one function",
+                variables.saturating_mul(blocks),
+                limits.ssa,
+            )?;
+        }
+        v.op(offset, &op).map_err(invalid)?;
         nesting = nesting.max(u64::from(v.control_stack_height()));
         stack = stack.max(u64::from(v.operand_stack_height()));
         over("nested blocks in one function", nesting, limits.nesting)?;
@@ -380,6 +417,14 @@ fn function_costs(
         )?;
     }
     ops.finish().map_err(bad_body)?;
+    let ssa = variables.saturating_mul(blocks);
+    s.most_ssa = s.most_ssa.max(ssa);
+    s.ssa_cost = s.ssa_cost.saturating_add(ssa);
+    over(
+        "variables x blocks of all functions",
+        s.ssa_cost,
+        limits.ssa_cost,
+    )?;
     s.deepest_nesting = s.deepest_nesting.max(nesting);
     s.highest_stack = s.highest_stack.max(stack);
     s.nesting_cost += nesting * nesting;
@@ -677,6 +722,31 @@ pub(crate) mod tests {
         let n = (MAX_NESTING_COST / (MAX_NESTING * MAX_NESTING)) as usize + 1;
         let e = check(&wat_component(&funcs(n, &nest(d)))).unwrap_err();
         assert_eq!(too_large(e).0, "nesting cost (sum of squared depths)");
+
+        // Variables x blocks (round 3): 4,096 locals and 100,000 blocks took 33 s and 1.6 GiB;
+        // 20,000 `if/else` 88 s and 3.1 GiB.
+        let chain = |locals: usize, blocks: usize| {
+            format!(
+                "(func (local {}) {})",
+                "i64 ".repeat(locals),
+                "(block) ".repeat(blocks)
+            )
+        };
+        let e = check(&wat_component(&funcs(1, &chain(4_000, 100_000)))).unwrap_err();
+        assert_eq!(too_large(e).0, "variables x blocks in one function");
+        let diamond = format!(
+            "(func (local {}) {})",
+            "i64 ".repeat(4_000),
+            "(if (i32.const 0) (then) (else)) ".repeat(20_000)
+        );
+        let e = check(&wat_component(&funcs(1, &diamond))).unwrap_err();
+        assert_eq!(too_large(e).0, "variables x blocks in one function");
+        // Just under per function, over in total.
+        let per = chain(1_000, 999);
+        assert!(check(&wat_component(&funcs(1, &per))).is_ok());
+        let n = (MAX_SSA_COST / 999_000) as usize + 1;
+        let e = check(&wat_component(&funcs(n, &per))).unwrap_err();
+        assert_eq!(too_large(e).0, "variables x blocks of all functions");
 
         // Operand stack: 20,000 values took 57 s.
         let stack = |h: usize| format!("(func {}{})", "i32.const 0 ".repeat(h), "drop ".repeat(h));

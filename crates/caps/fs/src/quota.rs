@@ -97,6 +97,9 @@
 //!   lease file is removed by hand (it puts it back at its next transaction).
 //! - Every process on a data dir must see the same `flock`s: one kernel and a local file
 //!   system, as SQLite's `DATA/warden.db` needs too.
+//! - A folder the walk cannot read (nested past the system's path length limit, made
+//!   unreadable) makes the measure unknown, counted as full: the guest is refused until it
+//!   removes it.
 //! - A walk stops at the walking quota's `max_entries`, and one cut short counts the budget as
 //!   full for every quota on the folder (its bytes are unknown). Quotas with different limits
 //!   on one folder (hosts run with different policies) share the count, each refusing at its
@@ -217,25 +220,46 @@ pub struct Usage {
 /// and the listing (which would lead the walk elsewhere) cannot make it walk far. Folders on
 /// another device than `root` are not entered. Blocking: run it off the async executor.
 pub fn walk(root: &Path, max_entries: u64) -> Usage {
+    // Anything that cannot be read (other than an entry removed while the walk runs) makes the
+    // measure unknown, counted as full: a folder the walk cannot enter (a path nested past
+    // PATH_MAX, red team round 3; a folder made unreadable) must not count as empty.
+    const UNKNOWN: Usage = Usage {
+        bytes: u64::MAX,
+        entries: u64::MAX,
+    };
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut u = Usage::default();
-    let dev = std::fs::symlink_metadata(root).map(|m| m.dev()).ok();
+    let dev = match std::fs::symlink_metadata(root) {
+        Ok(m) => m.dev(),
+        Err(e) if gone(&e) => return u,
+        Err(_) => return UNKNOWN,
+    };
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         if u.entries > max_entries {
             break;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if gone(&e) => continue,
+            Err(_) => return UNKNOWN,
         };
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if gone(&e) => continue,
+                Err(_) => return UNKNOWN,
+            };
             let path = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(_) => return UNKNOWN,
             };
             u.entries = u.entries.saturating_add(1);
             let on_disk = meta.blocks().saturating_mul(512);
             u.bytes = u.bytes.saturating_add(meta.len().max(on_disk));
-            if meta.is_dir() && Some(meta.dev()) == dev {
+            if meta.is_dir() && meta.dev() == dev {
                 stack.push(path);
             }
         }
@@ -885,6 +909,34 @@ mod tests {
         let f = std::fs::File::create(root.join("sparse")).unwrap();
         f.set_len(1 << 30).unwrap();
         assert!(walk(&root, 100).bytes >= 1 << 30);
+    }
+
+    /// Red team round 3: folders nested past PATH_MAX (made through directory descriptors)
+    /// could not be read by path, were skipped, and counted as empty: 248 MB against 4 MiB.
+    #[test]
+    fn what_the_walk_cannot_read_counts_as_full() {
+        let dir = Scratch::new("deep");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        // Descend by changing the working folder of a child process's shell is not needed:
+        // build the chain through relative paths from each level (each step is short).
+        // Built inside out with short paths only (as a guest does through descriptors): each
+        // step moves the chain one level down under a new 250-byte name.
+        let name = "d".repeat(250);
+        let top = root.join("top");
+        std::fs::create_dir(&top).unwrap();
+        std::fs::write(top.join("f"), vec![0u8; 65536]).unwrap();
+        for _ in 0..20 {
+            let new = root.join("new");
+            std::fs::create_dir(&new).unwrap();
+            std::fs::rename(&top, new.join(&name)).unwrap();
+            std::fs::rename(&new, &top).unwrap();
+        }
+        let u = walk(&root, 10_000);
+        assert_eq!(u.bytes, u64::MAX, "{u:?}");
+        // Removed again (std removes by descriptor), the folder measures normally.
+        std::fs::remove_dir_all(&top).unwrap();
+        assert_eq!(walk(&root, 10_000).bytes, 0);
     }
 
     #[tokio::test]
