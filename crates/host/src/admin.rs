@@ -173,7 +173,8 @@ impl Admin<'_> {
                 approved,
                 installed: SystemTime::now(),
             };
-            self.registry.put_install(&install)?;
+            let expected = existing.as_ref().map(|e| &e.content_hash);
+            self.registry.put_install(&install, expected)?;
             Ok(Installed {
                 record: install,
                 plan,

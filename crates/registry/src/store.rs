@@ -48,6 +48,13 @@ pub enum RegistryError {
     TenantExists(TenantName),
     #[error("no tenant {0}")]
     NoTenant(TenantName),
+    /// The install changed since it was read (another install of it ran at the same time):
+    /// nothing was written.
+    #[error("the install of {extension} for tenant {tenant} changed at the same time; try again")]
+    Changed {
+        tenant: TenantName,
+        extension: ExtensionId,
+    },
     /// Stored data that does not parse: written by something else, or damaged.
     #[error("the registry holds a damaged row: {0}")]
     Damaged(String),
@@ -73,9 +80,16 @@ pub trait Registry: Send + Sync {
     fn publish(&self, p: &Published) -> Result<(), RegistryError>;
     fn published(&self, hash: &ContentHash) -> Result<Option<Published>, RegistryError>;
 
-    /// Writes `install`, replacing the tenant's install of that extension if there is one.
-    /// Fails with [`RegistryError::NoTenant`] for a tenant that does not exist.
-    fn put_install(&self, install: &InstallRecord) -> Result<(), RegistryError>;
+    /// Writes `install` if the tenant's install of that extension is still `expected` (its
+    /// content hash, `None`: not installed), in one transaction; otherwise writes nothing and
+    /// fails with [`RegistryError::Changed`]. So an install decided on what it read (no
+    /// rollback, no permission growth) cannot be overtaken by another running at once. Fails
+    /// with [`RegistryError::NoTenant`] for a tenant that does not exist.
+    fn put_install(
+        &self,
+        install: &InstallRecord,
+        expected: Option<&ContentHash>,
+    ) -> Result<(), RegistryError>;
     fn install(
         &self,
         tenant: &TenantName,

@@ -42,8 +42,9 @@ struct Signed {
 #[derive(clap::Args)]
 struct AuditKeyArg {
     /// The audit key: the MAC over the audit log's head [default: DATA/audit.key, created on
-    /// first use]. Keep it outside the data dir so that someone who can write the data dir
-    /// cannot cut records from the log unnoticed.
+    /// first use]. Keep it outside the data dir: then someone who can write the data dir cannot
+    /// write a head for a log they cut. Putting back an older genuine head (with the log cut to
+    /// it) is caught only by a checkpoint kept elsewhere (`warden audit --checkpoint`).
     #[arg(long = "audit-key", value_name = "FILE", env = "WARDEN_AUDIT_KEY")]
     audit_key: Option<PathBuf>,
 }

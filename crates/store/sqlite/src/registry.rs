@@ -234,7 +234,11 @@ impl Registry for SqliteRegistry {
         }))
     }
 
-    fn put_install(&self, i: &InstallRecord) -> Result<(), RegistryError> {
+    fn put_install(
+        &self,
+        i: &InstallRecord,
+        expected: Option<&ContentHash>,
+    ) -> Result<(), RegistryError> {
         self.write(|tx| {
             let exists: bool = tx
                 .query_row(
@@ -245,6 +249,20 @@ impl Registry for SqliteRegistry {
                 .map_err(|e| self.err(e))?;
             if !exists {
                 return Err(RegistryError::NoTenant(i.tenant.clone()));
+            }
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT content_hash FROM registry_installs WHERE tenant = ?1 AND extension = ?2",
+                    params![i.tenant.as_str(), i.extension.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if current != expected.map(ContentHash::to_string) {
+                return Err(RegistryError::Changed {
+                    tenant: i.tenant.clone(),
+                    extension: i.extension.clone(),
+                });
             }
             tx.execute(
                 &format!(

@@ -53,7 +53,7 @@ fn tenants_keys_and_installs_round_trip_across_handles() {
 
     let h = ContentHash::of(b"bundle v1");
     let i = install("acme", "acme.hello", "1.0.0", h);
-    a.put_install(&i).unwrap();
+    a.put_install(&i, None).unwrap();
     assert_eq!(
         b.install(&t("acme"), &i.extension).unwrap().unwrap().grant,
         i.grant
@@ -63,19 +63,19 @@ fn tenants_keys_and_installs_round_trip_across_handles() {
     assert_eq!(got[0].approved, i.approved);
     assert_eq!(got[0].content_hash, h);
     // Upgrade replaces; another tenant's install is separate and needs the tenant.
-    a.put_install(&install(
-        "acme",
-        "acme.hello",
-        "1.1.0",
-        ContentHash::of(b"v2"),
-    ))
-    .unwrap();
+    let v2 = install("acme", "acme.hello", "1.1.0", ContentHash::of(b"v2"));
+    a.put_install(&v2, Some(&h)).unwrap();
+    // Two installs decided on the same state: the second finds it changed and writes nothing
+    // (red team round 3: parallel installs rolled back without --force).
+    let racer = install("acme", "acme.hello", "1.0.5", ContentHash::of(b"v1.5"));
+    let e = b.put_install(&racer, Some(&h)).unwrap_err();
+    assert!(matches!(e, RegistryError::Changed { .. }), "{e}");
     assert_eq!(
         b.installs(Some(&t("acme"))).unwrap()[0].version.to_string(),
         "1.1.0"
     );
     let e = a
-        .put_install(&install("ghost", "acme.hello", "1.0.0", h))
+        .put_install(&install("ghost", "acme.hello", "1.0.0", h), None)
         .unwrap_err();
     assert!(matches!(e, RegistryError::NoTenant(_)), "{e}");
     assert!(b.remove_install(&t("acme"), &i.extension).unwrap());
@@ -111,12 +111,10 @@ fn a_row_edited_behind_wardens_back_is_reported_not_trusted() {
     let r = open_registry(dir.path()).unwrap();
     r.create_tenant(&t("acme"), &ApiKey::generate().hash())
         .unwrap();
-    r.put_install(&install(
-        "acme",
-        "acme.hello",
-        "1.0.0",
-        ContentHash::of(b"v1"),
-    ))
+    r.put_install(
+        &install("acme", "acme.hello", "1.0.0", ContentHash::of(b"v1")),
+        None,
+    )
     .unwrap();
     let raw = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
     raw.execute(
