@@ -115,6 +115,11 @@ impl Tenant<'_> {
                 &eff.mounts,
                 inner.policy.files,
             );
+            if let Some(q) = &fs_quota {
+                // A deleted file may stay open until the call holding it ends (plus a second
+                // of slack for the epoch that stops it).
+                q.set_hold_for(eff.limits.max_execution_time + std::time::Duration::from_secs(1));
+            }
             let prepared = inner.prepare(&verified)?;
             let info = ExtensionInfo {
                 tenant: self.name.clone(),

@@ -38,8 +38,8 @@ use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as PreopensHost;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
-    DescriptorFlags, ErrorCode, Filesize, Host as _, HostDescriptor, NewTimestamp, OpenFlags,
-    PathFlags,
+    DescriptorFlags, DescriptorType, ErrorCode, Filesize, Host as _, HostDescriptor, NewTimestamp,
+    OpenFlags, PathFlags,
 };
 use wasmtime_wasi::p2::{
     DynOutputStream, FsResult, OutputStream, Pollable, StreamError, StreamResult,
@@ -186,7 +186,7 @@ fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String {
 macro_rules! wrap {
     ($inst:expr, $name:literal, $op:literal, ($fd:ident : $fdty:ty $(, $arg:ident : $ty:ty)*), $path:expr, $call:ident
      $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, freed = $freed:expr)?
-     $(, opened = $opened:tt)? $(, moving = $moving:tt)?) => {
+     $(, opened = $opened:tt)? $(, moving = $moving:tt)? $(, holds = ($hdir:expr, $hpath:expr))?) => {
         $inst.func_wrap_async(
             concat!("[method]descriptor.", $name),
             |mut store, ($fd, $($arg,)*): ($fdty, $($ty,)*)| {
@@ -230,8 +230,18 @@ macro_rules! wrap {
                         let _: bool = $moving;
                         let moving = state.fs_quota().map(FsQuota::moving);
                     )?
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut held: Option<u64> = None;
+                    $(
+                        held = last_link_size(state, $hdir, $hpath).await;
+                    )?
                     let r = state.filesystem().$call($fd, $($arg),*).await;
                     drop(moving);
+                    if r.is_ok()
+                        && let (Some(bytes), Some(q)) = (held, state.fs_quota())
+                    {
+                        q.hold(bytes);
+                    }
                     if let Some((quota, cost)) = charged {
                         FsQuota::settle(&quota, cost);
                     }
@@ -244,6 +254,7 @@ macro_rules! wrap {
                         let _: bool = $opened;
                         if let Ok(new) = &r {
                             state.fd_mounts().set(new, mount.clone());
+                            mark_open(state, new);
                         }
                     )?
                     Ok((answer(state, $op, &path, mount.as_deref(), r)?,))
@@ -296,12 +307,12 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     wrap!(inst, "remove-directory-at", "rmdir", (fd: Fd, path: String), path.clone(), remove_directory_at,
         freed = true);
     wrap!(inst, "rename-at", "rename", (fd: Fd, old: String, to: Fd, new: String), format!("{old} -> {new}"), rename_at,
-        freed = true, moving = true);
+        freed = true, moving = true, holds = (&to, &new));
     wrap!(inst, "symlink-at", "symlink", (fd: Fd, old: String, new: String), format!("{new} -> {old}"), symlink_at,
         refuse = warden_fs::symlink_refusal(&new, &old),
         charge = (&fd, Cost::ENTRY.plus(old.len() as u64)));
     wrap!(inst, "unlink-file-at", "unlink", (fd: Fd, path: String), path.clone(), unlink_file_at,
-        freed = true);
+        freed = true, holds = (&fd, &path));
     wrap!(inst, "set-size", "set-size", (fd: Fd, size: Filesize), String::new(), set_size,
         charge = (&fd, Cost::grow_to(size)), freed = true);
     wrap!(inst, "set-times", "set-times", (fd: Fd, a: NewTimestamp, m: NewTimestamp), String::new(), set_times);
@@ -393,6 +404,67 @@ async fn file_state(file: Arc<std::fs::File>) -> (u64, bool) {
 async fn freed(state: &mut impl FsCall) {
     if let Some(q) = state.fs_quota().cloned() {
         q.freed().await;
+    }
+}
+
+/// Every file a guest opens carries a shared `flock` for as long as its descriptor lives, so
+/// that deleting it can tell whether a call (in any process) still holds it open.
+fn mark_open(state: &mut impl FsCall, fd: &Fd) {
+    if state.fs_quota().is_none() {
+        return;
+    }
+    if let Ok(Descriptor::File(f)) = state.filesystem().table.get(fd) {
+        // A file someone else holds exclusively (a probe below, for a moment) stays unmarked:
+        // at worst its deletion is not held, as before.
+        let _ = f.file.try_lock_shared();
+    }
+}
+
+/// The size of the file at `path` (relative to `dir`, not following a last symlink) if it is
+/// a regular file with one link that a call still holds open (its shared lock is there):
+/// deleting it (or renaming over it) frees its blocks only when that call closes it, which the
+/// walk cannot tell, so its size is held (see `FsQuota::hold`). Nothing without a quota, for a
+/// file no one holds open, or if it cannot be read.
+async fn last_link_size(state: &mut impl FsCall, dir: &Fd, path: &str) -> Option<u64> {
+    state.fs_quota()?;
+    let stat = state
+        .filesystem()
+        .stat_at(
+            Resource::<Descriptor>::new_borrow(dir.rep()),
+            PathFlags::empty(),
+            path.to_string(),
+        )
+        .await
+        .ok()?;
+    if stat.type_ != DescriptorType::RegularFile || stat.link_count != 1 || stat.size == 0 {
+        return None;
+    }
+    // Probe: open it (through Wasmtime, so inside the mount) and try an exclusive lock. Any
+    // shared lock left by an open descriptor makes it fail.
+    let probe = state
+        .filesystem()
+        .open_at(
+            Resource::<Descriptor>::new_borrow(dir.rep()),
+            PathFlags::empty(),
+            path.to_string(),
+            OpenFlags::empty(),
+            DescriptorFlags::READ,
+        )
+        .await;
+    let Ok(probe) = probe else {
+        // Cannot tell: hold it (conservative).
+        return Some(stat.size);
+    };
+    let file = match state.filesystem().table.delete(probe) {
+        Ok(Descriptor::File(f)) => Arc::clone(&f.file),
+        _ => return Some(stat.size),
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(_) => Some(stat.size),
     }
 }
 

@@ -82,10 +82,13 @@
 //!
 //! - Charges assume blocks of at most 4 KiB and ignore file system metadata (extent trees,
 //!   large directories).
-//! - A file the guest deleted while still holding it open keeps its blocks until the call
-//!   ends, but a walk no longer counts them: so writing to such a file is refused (the runtime
-//!   checks the link count before charging), whatever room is left. What was written before
-//!   the delete is freed when the call ends.
+//! - A file deleted while a call still holds it open keeps its blocks until that call closes
+//!   it, but a walk no longer sees them. So every file a guest opens carries a shared `flock`
+//!   for as long as its descriptor lives; an unlink (or a rename over a file) of a last link
+//!   probes it with an exclusive lock, and if some call (any process) holds it open, its size
+//!   stays counted ([`FsQuota::hold`]) until every call that may hold it has ended (the
+//!   install's call time limit, plus a second). Writing to a file after it was deleted is
+//!   refused outright. A file deleted while no one holds it frees its space at once.
 //! - A walk is not a snapshot: a folder renamed while it walks may be missed whole (seen in
 //!   neither place). So no walk is claimed while a rename or hard link runs (any process), and
 //!   a walk that one overlapped is discarded (`renames` in the budget): renaming without pause
@@ -288,6 +291,8 @@ pub struct FsQuota {
 struct QuotaInner {
     /// The install's folder holding all its data mounts.
     root: PathBuf,
+    /// How long a deleted file's bytes stay counted, in nanoseconds ([`FsQuota::hold`]).
+    hold_for_ns: std::sync::atomic::AtomicU64,
     /// The budget file, `<root>.quota/budget` beside the root (`None`: the root has no name,
     /// and every growth is refused).
     budget: Option<PathBuf>,
@@ -435,6 +440,9 @@ impl QuotaInner {
         let mut next = *mine;
         let r = transact(path, exclusive, |s| {
             if exclusive && let Some(st) = s.as_mut() {
+                if st.expire_holds() {
+                    st.freed = true;
+                }
                 // What this quota has in flight is in the budget: put back if it was lost (a
                 // budget built again, or this process wrongly taken for dead), and counted.
                 let have = st.flights.get(me.as_str()).copied().unwrap_or_default();
@@ -487,7 +495,13 @@ impl QuotaInner {
                     s.freed = true;
                     return;
                 }
-                s.used = plus(measured, w.during);
+                s.used = plus(
+                    plus(measured, w.during),
+                    Usage {
+                        bytes: s.held(),
+                        entries: 0,
+                    },
+                );
                 s.walked = now();
                 s.freed = false;
                 s.exhausted = false;
@@ -604,6 +618,7 @@ impl FsQuota {
     ) -> FsQuota {
         let q = FsQuota {
             inner: Arc::new(QuotaInner {
+                hold_for_ns: std::sync::atomic::AtomicU64::new(5 * 60 * 1_000_000_000),
                 budget: budget_dir(&root).map(|d| d.join(BUDGET_FILE)),
                 leases,
                 root,
@@ -743,6 +758,36 @@ impl FsQuota {
     /// already measured again if needed (see a quota stream in the runtime).
     pub fn charge_now(&self, cost: Cost) -> Result<(), String> {
         self.try_charge(cost)
+    }
+
+    /// A file of `bytes` was deleted (or replaced by a rename) while it may still be open by
+    /// a call: a walk can no longer see it, but its blocks stay used until every descriptor on
+    /// it is closed. Its bytes stay counted until every call that may hold it has ended
+    /// ([`FsQuota::set_hold_for`], the install's call time limit). Red team round 3: writing a
+    /// file, deleting it while open and starting again got a fresh budget each time.
+    pub fn hold(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let for_ns = self
+            .inner
+            .hold_for_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let _ = self.inner.with_budget(true, |s, _| {
+            if let Some(s) = s {
+                s.holds.push((now().saturating_add(for_ns), bytes));
+                s.used.bytes = s.used.bytes.saturating_add(bytes);
+            }
+        });
+    }
+
+    /// How long a deleted file's bytes stay counted ([`FsQuota::hold`]): the longest a call of
+    /// the install may run. Default 5 minutes.
+    pub fn set_hold_for(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.inner
+            .hold_for_ns
+            .store(ns, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A rename or hard link through this quota's folder begins: until the guard is dropped
@@ -963,6 +1008,27 @@ mod tests {
             assert!(e.charge(Cost::ENTRY).await.is_ok());
         }
         assert!(e.charge(Cost::ENTRY).await.is_err());
+    }
+
+    /// A deleted file's bytes stay counted while it may be open, then count free again.
+    #[tokio::test]
+    async fn held_bytes_count_until_they_expire() {
+        let dir = Scratch::new("hold");
+        let root = dir.path().join("files");
+        let q = quota(&root, 10 * BLOCK, 100);
+        q.set_hold_for(Duration::from_millis(300));
+        q.hold(8 * BLOCK);
+        assert_eq!(q.used().bytes, 8 * BLOCK);
+        // A walk (nothing on disk) keeps the hold: it cannot see what it holds.
+        q.freed().await;
+        assert!(q.charge(Cost::bytes(4 * BLOCK)).await.is_err());
+        assert_eq!(q.used().bytes, 8 * BLOCK);
+        // Another quota on the same folder (another process) sees it too.
+        let other = quota(&root, 10 * BLOCK, 100);
+        assert!(other.charge(Cost::bytes(4 * BLOCK)).await.is_err());
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(q.charge(Cost::bytes(4 * BLOCK)).await.is_ok());
+        assert!(q.used().bytes <= 5 * BLOCK, "{:?}", q.used());
     }
 
     /// Red team round 2 (critical): two processes renaming a folder back and forth while a third

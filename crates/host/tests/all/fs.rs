@@ -1214,6 +1214,25 @@ async fn deleted_open_files_and_sparse_writes_cannot_escape_the_quota() {
     assert!(disk_use(&files).0 <= QUOTA_BYTES);
 }
 
+/// Red team round 3: write a file, delete it while keeping it open, again: each deleted file
+/// vanished from the next walk, so every file got a fresh budget (354 MB against 4 MiB in one
+/// call with 4 processes). A deleted file's bytes now stay counted until every call that may
+/// hold it has ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_deleted_while_open_stay_counted() {
+    let lab = quota_lab();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    // 100 KB each against 256 KiB: two fit, the third is refused, however many are deleted.
+    let out = op(&lab, &id, "write-unlink", "/data/w|100000|10").await;
+    assert_eq!(out, "ok:2", "{out}");
+    assert!(!quota_denials(&lab).is_empty());
+    // A later call, while the holds last, does not get the space either.
+    no_space(
+        &op(&lab, &id, "fill", "/data/after|100000").await,
+        "a fill right after",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_cannot_write_past_its_quota_by_any_route() {
     let lab = quota_lab();

@@ -190,6 +190,30 @@ impl Guest for HostileFs {
                     f.write_all(&data)
                 }))
             }
+            // Red team round 3: write a file, delete it while still open, again and again; the
+            // files stay open until the call ends. Answers how many were written whole.
+            "write-unlink" => {
+                let [path, n, k] = args(&input)?;
+                let data = xs(n)?;
+                let k = count(k)?;
+                let mut open = Vec::new();
+                let mut written = 0;
+                for i in 0..k {
+                    let p = format!("{path}{i}");
+                    let mut f = match File::create_new(&p) {
+                        Ok(f) => f,
+                        Err(_) => break,
+                    };
+                    let ok = f.write_all(&data).is_ok();
+                    let _ = fs::remove_file(&p);
+                    open.push(f);
+                    if !ok {
+                        break;
+                    }
+                    written += 1;
+                }
+                format!("ok:{written}")
+            }
             // One byte far past the end: a sparse file whose length is `offset + 1`.
             "sparse" => {
                 let [path, offset] = args(&input)?;

@@ -55,6 +55,10 @@ pub(super) struct State {
     pub renames: u64,
     /// Renames and hard links under way, per owner: no walk is claimed while any runs.
     pub moving: BTreeMap<String, u64>,
+    /// Files deleted (or replaced by a rename) while they may still be open: their bytes
+    /// (`.1`) stay counted until `.0` (Unix nanoseconds), when every call that may hold them
+    /// has ended (a walk cannot see them).
+    pub holds: Vec<(u64, u64)>,
 }
 
 /// A claimed walk: the quota (lease) that runs it, when, and what was charged that it may or may
@@ -147,6 +151,21 @@ impl State {
         }
     }
 
+    /// Drops holds that have expired; `true` if any did (the space may be counted free now).
+    pub fn expire_holds(&mut self) -> bool {
+        let now = now();
+        let before = self.holds.len();
+        self.holds.retain(|(until, _)| *until > now);
+        self.holds.len() != before
+    }
+
+    /// Bytes held for deleted files that may still be open.
+    pub fn held(&self) -> u64 {
+        self.holds
+            .iter()
+            .fold(0u64, |a, (_, b)| a.saturating_add(*b))
+    }
+
     /// Everything in flight, of every owner.
     pub fn in_flight(&self) -> Usage {
         self.flights
@@ -176,6 +195,9 @@ impl State {
         }
         for (owner, n) in &self.moving {
             let _ = writeln!(s, "moving {owner} {n}");
+        }
+        for (until, bytes) in &self.holds {
+            let _ = writeln!(s, "hold {until} {bytes}");
         }
         let sum = checksum(s.as_bytes());
         let _ = writeln!(s, "sum {sum:016x}");
@@ -218,6 +240,7 @@ impl State {
             flights: BTreeMap::new(),
             renames: number(renames)?,
             moving: BTreeMap::new(),
+            holds: Vec::new(),
         };
         for line in lines {
             let (kind, rest) = line.split_once(' ')?;
@@ -235,7 +258,7 @@ impl State {
                         renames: number(r)?,
                     });
                 }
-                "moving" => {
+                "moving" if s.holds.is_empty() => {
                     let [owner, n] = fields(rest, "")?;
                     let owner = owner_name(owner)?;
                     let n = number(n)?;
@@ -245,7 +268,11 @@ impl State {
                     }
                     s.moving.insert(owner, n);
                 }
-                "flight" if s.moving.is_empty() => {
+                "hold" => {
+                    let [until, bytes] = fields(rest, "")?;
+                    s.holds.push((number(until)?, number(bytes)?));
+                }
+                "flight" if s.moving.is_empty() && s.holds.is_empty() => {
                     let [owner, b, e] = fields(rest, "")?;
                     let owner = owner_name(owner)?;
                     let f = Usage {
