@@ -137,6 +137,18 @@ impl Admin<'_> {
         force: bool,
     ) -> Result<Installed, HostError> {
         let inner = self.inner;
+        // A tenant that does not exist is refused before anything is stored.
+        if self.registry.tenant(tenant)?.is_none() {
+            let e = HostError::from(RegistryError::NoTenant(tenant.clone()));
+            inner.audit.append(
+                Record::new(Event::Install, inner.ids.next())
+                    .with_tenant(tenant)
+                    .with_target(what)
+                    .with_outcome(Outcome::Denied)
+                    .with_error(&e),
+            )?;
+            return Err(e);
+        }
         let verified = self.publish(what, bundle, signature)?;
         let manifest = verified.manifest();
         let ext = &manifest.extension;
