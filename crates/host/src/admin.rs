@@ -72,23 +72,8 @@ impl Admin<'_> {
         signature: &[u8],
     ) -> Result<Verified<Bundle>, HostError> {
         let inner = self.inner;
-        let verified = (|| -> Result<Verified<Bundle>, HostError> {
-            let envelope = Envelope::from_json(signature)?;
-            let bundle = Bundle::from_bytes(bundle, &inner.bundle_limits)?;
-            Ok(verify(bundle, &envelope, &inner.trust)?)
-        })();
-        let verified = match verified {
-            Ok(v) => v,
-            Err(e) => {
-                inner.audit.append(
-                    Record::new(Event::VerificationFailure, inner.ids.next())
-                        .with_target(what)
-                        .with_outcome(Outcome::Denied)
-                        .with_error(&e),
-                )?;
-                return Err(e);
-            }
-        };
+        let record = Record::new(Event::VerificationFailure, inner.ids.next()).with_target(what);
+        let verified = self.verified(bundle, signature, record)?;
         let ext = &verified.manifest().extension;
         let hash = verified.content_hash();
         let record = Record::new(Event::Publish, inner.ids.next())
@@ -269,7 +254,7 @@ impl Admin<'_> {
             "{extension} {} ({hash}) for tenant {tenant}",
             install.version
         );
-        let verified = (|| -> Result<Verified<Bundle>, HostError> {
+        let stored = (|| -> Result<(Vec<u8>, Vec<u8>), HostError> {
             let published = self.registry.published(&hash)?.ok_or_else(|| {
                 RegistryError::Damaged(format!("no publication of installed {hash}"))
             })?;
@@ -277,23 +262,20 @@ impl Admin<'_> {
                 .blobs
                 .get(&hash)?
                 .ok_or_else(|| RegistryError::Damaged(format!("no blob for installed {hash}")))?;
-            let envelope = Envelope::from_json(&published.signature)?;
-            let bundle = Bundle::from_bytes(bytes, &inner.bundle_limits)?;
-            Ok(verify(bundle, &envelope, &inner.trust)?)
+            Ok((published.signature, bytes))
         })();
-        let verified = match verified {
-            Ok(v) => v,
+        let record = Record::new(Event::VerificationFailure, inner.ids.next())
+            .with_tenant(tenant)
+            .with_extension(extension)
+            .with_version(&install.version)
+            .with_content_hash(hash)
+            .with_target(&what);
+        let verified = match stored {
+            Ok((signature, bytes)) => self.verified(bytes, &signature, record)?,
             Err(e) => {
-                inner.audit.append(
-                    Record::new(Event::VerificationFailure, inner.ids.next())
-                        .with_tenant(tenant)
-                        .with_extension(extension)
-                        .with_version(&install.version)
-                        .with_content_hash(hash)
-                        .with_target(&what)
-                        .with_outcome(Outcome::Denied)
-                        .with_error(&e),
-                )?;
+                inner
+                    .audit
+                    .append(record.with_outcome(Outcome::Denied).with_error(&e))?;
                 return Err(e);
             }
         };
@@ -302,6 +284,28 @@ impl Admin<'_> {
             name: tenant.clone(),
         };
         view.load(verified, &install.grant)
+    }
+
+    /// `bundle` verified with its DSSE envelope `signature` against the host's trust bundle; a
+    /// failure is audited as `record` (a `verification-failure`) and returned.
+    fn verified(
+        &self,
+        bundle: Vec<u8>,
+        signature: &[u8],
+        record: Record,
+    ) -> Result<Verified<Bundle>, HostError> {
+        let inner = self.inner;
+        let result = (|| -> Result<Verified<Bundle>, HostError> {
+            let envelope = Envelope::from_json(signature)?;
+            let bundle = Bundle::from_bytes(bundle, &inner.bundle_limits)?;
+            Ok(verify(bundle, &envelope, &inner.trust)?)
+        })();
+        if let Err(e) = &result {
+            inner
+                .audit
+                .append(record.with_outcome(Outcome::Denied).with_error(e))?;
+        }
+        result
     }
 
     /// The bytes of a published bundle, checked against their hash.
