@@ -186,7 +186,7 @@ fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String {
 macro_rules! wrap {
     ($inst:expr, $name:literal, $op:literal, ($fd:ident : $fdty:ty $(, $arg:ident : $ty:ty)*), $path:expr, $call:ident
      $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, freed = $freed:expr)?
-     $(, opened = $opened:tt)? $(, moving = $moving:tt)? $(, holds = ($hdir:expr, $hpath:expr))?) => {
+     $(, opened = $opened:tt)? $(, moving = $moving:tt)? $(, holds = ($hdir:expr, $hpath:expr, $hsrc:expr))?) => {
         $inst.func_wrap_async(
             concat!("[method]descriptor.", $name),
             |mut store, ($fd, $($arg,)*): ($fdty, $($ty,)*)| {
@@ -233,7 +233,7 @@ macro_rules! wrap {
                     #[allow(unused_mut, unused_assignments)]
                     let mut held: Option<u64> = None;
                     $(
-                        held = last_link_size(state, $hdir, $hpath).await;
+                        held = last_link_size(state, $hdir, $hpath, $hsrc).await;
                     )?
                     let r = state.filesystem().$call($fd, $($arg),*).await;
                     drop(moving);
@@ -307,12 +307,12 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     wrap!(inst, "remove-directory-at", "rmdir", (fd: Fd, path: String), path.clone(), remove_directory_at,
         freed = true);
     wrap!(inst, "rename-at", "rename", (fd: Fd, old: String, to: Fd, new: String), format!("{old} -> {new}"), rename_at,
-        freed = true, moving = true, holds = (&to, &new));
+        freed = true, moving = true, holds = (&to, &new, Some((&fd, &old))));
     wrap!(inst, "symlink-at", "symlink", (fd: Fd, old: String, new: String), format!("{new} -> {old}"), symlink_at,
         refuse = warden_fs::symlink_refusal(&new, &old),
         charge = (&fd, Cost::ENTRY.plus(old.len() as u64)));
     wrap!(inst, "unlink-file-at", "unlink", (fd: Fd, path: String), path.clone(), unlink_file_at,
-        freed = true, holds = (&fd, &path));
+        freed = true, holds = (&fd, &path, None));
     wrap!(inst, "set-size", "set-size", (fd: Fd, size: Filesize), String::new(), set_size,
         charge = (&fd, Cost::grow_to(size)), freed = true);
     wrap!(inst, "set-times", "set-times", (fd: Fd, a: NewTimestamp, m: NewTimestamp), String::new(), set_times);
@@ -407,6 +407,20 @@ async fn freed(state: &mut impl FsCall) {
     }
 }
 
+/// The identity hash of the file at `path` (not following a last symlink), if it can be read.
+async fn metadata_hash(
+    state: &mut impl FsCall,
+    dir: Resource<Descriptor>,
+    path: String,
+) -> Option<(u64, u64)> {
+    state
+        .filesystem()
+        .metadata_hash_at(dir, PathFlags::empty(), path)
+        .await
+        .ok()
+        .map(|h| (h.lower, h.upper))
+}
+
 /// Every file a guest opens carries a shared `flock` for as long as its descriptor lives, so
 /// that deleting it can tell whether a call (in any process) still holds it open.
 fn mark_open(state: &mut impl FsCall, fd: &Fd) {
@@ -425,8 +439,31 @@ fn mark_open(state: &mut impl FsCall, fd: &Fd) {
 /// deleting it (or renaming over it) frees its blocks only when that call closes it, which the
 /// walk cannot tell, so its size is held (see `FsQuota::hold`). Nothing without a quota, for a
 /// file no one holds open, or if it cannot be read.
-async fn last_link_size(state: &mut impl FsCall, dir: &Fd, path: &str) -> Option<u64> {
+async fn last_link_size(
+    state: &mut impl FsCall,
+    dir: &Fd,
+    path: &str,
+    source: Option<(&Fd, &String)>,
+) -> Option<u64> {
     state.fs_quota()?;
+    // A rename of a file onto itself removes nothing (round 4: each one added a hold).
+    if let Some((src_dir, src)) = source {
+        let a = metadata_hash(
+            state,
+            Resource::<Descriptor>::new_borrow(src_dir.rep()),
+            src.clone(),
+        )
+        .await;
+        let b = metadata_hash(
+            state,
+            Resource::<Descriptor>::new_borrow(dir.rep()),
+            path.to_string(),
+        )
+        .await;
+        if a.is_some() && a == b {
+            return None;
+        }
+    }
     let stat = state
         .filesystem()
         .stat_at(

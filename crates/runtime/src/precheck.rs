@@ -30,9 +30,9 @@
 //!
 //! | component | locals (most in one) | params+results (most) | deepest nesting, sum of squares | highest stack, sum of squares | variables x blocks (most in one) |
 //! |---|---|---|---|---|---|
-//! | componentize-py hello, http | 48,054 (271) | 42,353 (19) | 782, 1,334,819 | 54, 280,619 | 1,893,638 (68,226) |
-//! | componentize-js hello, http | 52,083 (118) | 44,491 (18) | 457, 1,341,915 | 64, 321,267 | 3,858,031 (228,377) |
-//! | `tests/guests/hostile` | 1,298 (22) | 1,731 (15) | 68, 22,937 | 16, 11,182 | 35,693 (7,101) |
+//! | componentize-py hello, http | 48,054 (271) | 42,353 (19) | 782, 1,334,819 | 54, 280,619 | 4,668,818 (163,170) |
+//! | componentize-js hello, http | 52,083 (118) | 44,491 (18) | 457, 1,341,915 | 64, 321,267 | 7,557,047 (421,032) |
+//! | `tests/guests/hostile` | 1,298 (22) | 1,731 (15) | 68, 22,937 | 16, 11,182 | 76,212 (14,526) |
 //!
 //! This pass takes 0.5-0.75 s on the 18 MB components (validation included), once per content
 //! hash per process.
@@ -118,11 +118,13 @@ pub(crate) const MAX_STACK_COST: u64 = 5_000_000;
 /// Variables (locals and parameters) times blocks (`block`, `loop`, `if`, `else`, `try`...)
 /// in one function: what Cranelift's SSA construction grows with, in time and in memory. One
 /// body of 4,096 locals and 343,000 blocks compiled for 405 s in 5.4 GiB; 20,000 `if/else` for
-/// 88 s in 3.1 GiB (red team, round 3). Real: 228,377 (componentize-js; 4.4x), 68,226
-/// (componentize-py). At the limit a function costs about half a second and 20 MB.
+/// 88 s in 3.1 GiB (red team, round 3); each `br_if` and branch-table target makes a block
+/// too (one `block` of 60,000 `br_if`: 199 s, 984 MiB; round 4). Real: 421,032
+/// (componentize-js; 2.4x), 163,170 (componentize-py). At the limit a function costs about a
+/// second.
 pub(crate) const MAX_SSA: u64 = 1_000_000;
-/// Variables times blocks, all functions together. Real: 3,858,031 (componentize-js; 4.1x),
-/// 1,893,638 (componentize-py).
+/// Variables times blocks, all functions together. Real: 7,557,047 (componentize-js; 2.1x),
+/// 4,668,818 (componentize-py).
 pub(crate) const MAX_SSA_COST: u64 = 16_000_000;
 
 /// What the walk counts: the shape the limits bound.
@@ -385,18 +387,28 @@ fn function_costs(
     while !ops.eof() {
         let offset = ops.original_position();
         let op = ops.read().map_err(bad_body)?;
-        if matches!(
-            op,
+        // Every operator that makes a new block (or a new edge into one) in Cranelift: the
+        // structured ones, and each conditional branch and branch-table target (round 4: one
+        // `block` of 60,000 `br_if` with 4,096 locals compiled for 199 s in 984 MiB).
+        let made = match &op {
             Operator::Block { .. }
-                | Operator::Loop { .. }
-                | Operator::If { .. }
-                | Operator::Else
-                | Operator::TryTable { .. }
-                | Operator::Try { .. }
-                | Operator::Catch { .. }
-                | Operator::CatchAll
-        ) {
-            blocks += 1;
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::Else
+            | Operator::TryTable { .. }
+            | Operator::Try { .. }
+            | Operator::Catch { .. }
+            | Operator::CatchAll
+            | Operator::BrIf { .. }
+            | Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. }
+            | Operator::BrOnCast { .. }
+            | Operator::BrOnCastFail { .. } => 1,
+            Operator::BrTable { targets } => u64::from(targets.len()) + 1,
+            _ => 0,
+        };
+        if made > 0 {
+            blocks += made;
             // Cranelift's SSA construction keeps, per block, what it knows of each variable:
             // its time and memory grow with variables x blocks (one body of 4,096 locals and
             // 343,000 blocks: 405 s and 5.4 GiB; red team, round 3).
@@ -740,6 +752,21 @@ pub(crate) mod tests {
             "(if (i32.const 0) (then) (else)) ".repeat(20_000)
         );
         let e = check(&wat_component(&funcs(1, &diamond))).unwrap_err();
+        assert_eq!(too_large(e).0, "variables x blocks in one function");
+        // Round 4: one `block` and many `br_if`: each branch makes a block in Cranelift.
+        let brif = format!(
+            "(func (local {}) (block {}))",
+            "i32 ".repeat(4_096),
+            "(br_if 0 (local.get 0)) ".repeat(1_000)
+        );
+        let e = check(&wat_component(&funcs(1, &brif))).unwrap_err();
+        assert_eq!(too_large(e).0, "variables x blocks in one function");
+        let table = format!(
+            "(func (local {}) (block (br_table {} (local.get 0))))",
+            "i32 ".repeat(4_096),
+            "0 ".repeat(1_000)
+        );
+        let e = check(&wat_component(&funcs(1, &table))).unwrap_err();
         assert_eq!(too_large(e).0, "variables x blocks in one function");
         // Just under per function, over in total.
         let per = chain(1_000, 999);
