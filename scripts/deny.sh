@@ -114,6 +114,26 @@ if [ -z "$adv_source" ]; then
       || { cat "$log" >&2; echo "deny: FAILED to prepare the advisory database snapshot" >&2; exit 1; }
     echo "$stamp" >"$db_dir/.snapshot"
   fi
+  # A plain `cargo deny check` (without this script) opens the database at deny.toml's db-path
+  # and fetches it from its `origin` first. Put the snapshot there too, with a local `origin`
+  # to fetch from, so that it works where GitHub cannot be reached, unless a copy cloned from
+  # elsewhere (GitHub) is already there: that one is left alone.
+  default_db="$db_root/advisory-db-3157b0e258782691"
+  origin_repo="$db_root/warden-advisory-snapshot.git"
+  current_origin=$(git -C "$default_db" remote get-url origin 2>/dev/null || true)
+  if [ -z "$current_origin" ] && [ -e "$default_db" ] && [ ! -d "$default_db/.git" ]; then
+    current_origin=unknown # something else is there: not ours to remove
+  fi
+  if { [ -z "$current_origin" ] || [ "$current_origin" = "$origin_repo" ]; } \
+    && [ "$(cat "$origin_repo/warden-stamp" 2>/dev/null)" != "$stamp" ]; then
+    mkdir -p "$db_root"
+    rm -rf "$origin_repo" "$default_db"
+    { git clone -q --bare "$db_dir" "$origin_repo" \
+        && git -C "$origin_repo" branch -M main \
+        && git clone -q --branch main "$origin_repo" "$default_db" \
+        && echo "$stamp" >"$origin_repo/warden-stamp"; } >>"$log" 2>&1 \
+      || echo "deny: note: could not install the snapshot at $default_db for plain \`cargo deny check\` (see target/deny.log)"
+  fi
   adv_config="$root/target/deny-advisories.toml"
   # Same rules, pointed at the snapshot. cargo-deny's staleness limit is lifted for it (the copy
   # cannot be refreshed from here); its age is printed instead, and is loud past 90 days.
