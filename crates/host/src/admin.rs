@@ -326,11 +326,5 @@ fn is_refusal(e: &HostError) -> bool {
 }
 
 fn describe(plan: &Plan, grant: &Grant) -> String {
-    let what = match plan {
-        Plan::Install => "installed".to_owned(),
-        Plan::Upgrade { from } => format!("upgraded from {from}"),
-        Plan::Downgrade { from } => format!("downgraded from {from} (forced)"),
-        Plan::Reinstall => "reinstalled".to_owned(),
-    };
-    format!("{what}; grant {grant}")
+    format!("{plan}; grant {grant}")
 }

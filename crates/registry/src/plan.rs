@@ -22,6 +22,18 @@ pub enum Plan {
     Reinstall,
 }
 
+/// What the install did, in words: `installed`, `upgraded from 1.0.0`, ...
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Plan::Install => f.write_str("installed"),
+            Plan::Upgrade { from } => write!(f, "upgraded from {from}"),
+            Plan::Downgrade { from } => write!(f, "downgraded from {from} (forced)"),
+            Plan::Reinstall => f.write_str("reinstalled"),
+        }
+    }
+}
+
 impl Plan {
     /// Whether the audit record should say `upgrade` rather than `install`.
     pub fn is_change_of_version(&self) -> bool {

@@ -23,6 +23,14 @@ fn keyed_log(n: u64, key: &Path) -> (tempfile::TempDir, std::path::PathBuf) {
     (tmp, dir)
 }
 
+/// Writes `json` as the head file, padded to its 256 bytes as warden writes it.
+fn write_head(dir: &Path, json: &str) {
+    let mut head = vec![b' '; 256];
+    head[..json.len()].copy_from_slice(json.as_bytes());
+    head[255] = b'\n';
+    fs::write(dir.join(HEAD_FILE), head).unwrap();
+}
+
 /// What the attacker of F6 does: drop the last `cut` records and write a head naming the new
 /// last one, in the head's documented (unkeyed) format.
 fn cut_and_rewrite_head(dir: &Path, cut: usize) {
@@ -31,10 +39,7 @@ fn cut_and_rewrite_head(dir: &Path, cut: usize) {
     let last = hash_of(ls.last().unwrap());
     write_lines(dir, &ls);
     let json = format!("{{\"seq\":{},\"hash\":\"{last}\"}}", ls.len());
-    let mut head = vec![b' '; 256];
-    head[..json.len()].copy_from_slice(json.as_bytes());
-    head[255] = b'\n';
-    fs::write(dir.join(HEAD_FILE), head).unwrap();
+    write_head(dir, &json);
 }
 
 #[test]
@@ -73,10 +78,7 @@ fn a_cut_with_a_rewritten_head_passes_unkeyed_but_fails_under_the_key() {
     let forged = head
         .trim_end()
         .replace('}', &format!(",\"mac\":\"{}\"}}", "ab".repeat(32)));
-    let mut bytes = vec![b' '; 256];
-    bytes[..forged.len()].copy_from_slice(forged.as_bytes());
-    bytes[255] = b'\n';
-    fs::write(dir.join(HEAD_FILE), bytes).unwrap();
+    write_head(&dir, &forged);
     let e = verify_with(&dir, Some(&key), &mut |_, _| {}).unwrap_err();
     assert!(matches!(e, ChainError::HeadMac { .. }), "{e}");
     assert!(e.to_string().contains("MAC does not match"), "{e}");
@@ -153,10 +155,7 @@ fn history_rewritten_by_a_key_holder_is_caught_by_a_checkpoint() {
         "{{\"seq\":4,\"hash\":\"{prev}\",\"mac\":\"{}\"}}",
         key.mac(4, &prev)
     );
-    let mut head = vec![b' '; 256];
-    head[..json.len()].copy_from_slice(json.as_bytes());
-    head[255] = b'\n';
-    fs::write(dir.join(HEAD_FILE), head).unwrap();
+    write_head(&dir, &json);
     verify_with(&dir, Some(&key), &mut |_, _| {}).unwrap();
 
     let e = checkpoint::check(&dir, Some(&key), &exported).unwrap_err();

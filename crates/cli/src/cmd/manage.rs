@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use warden_host::{ExtensionId, Grant, Host, Plan, TenantName, TrustBundle};
+use warden_host::{ExtensionId, Grant, Host, TenantName, TrustBundle};
 
 use crate::files::read_bounded;
 
@@ -81,12 +81,7 @@ pub fn install(
         )
         .with_context(|| format!("installing {} for tenant {tenant}", bundle.display()))?;
     let r = &done.record;
-    let what = match &done.plan {
-        Plan::Install => "installed".to_owned(),
-        Plan::Upgrade { from } => format!("upgraded from {from}"),
-        Plan::Downgrade { from } => format!("downgraded from {from} (forced)"),
-        Plan::Reinstall => "reinstalled".to_owned(),
-    };
+    let what = &done.plan;
     println!(
         "{} {} {what} for tenant {}",
         r.extension, r.version, r.tenant

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::foundation::{fails, keygen, ok, pack, sign, trust_file, warden};
+use crate::foundation::{fails, ok, signed_echo, warden};
 
 fn lines(data: &Path) -> Vec<String> {
     fs::read_to_string(data.join("audit/audit.jsonl"))
@@ -35,20 +35,7 @@ fn cut_to(data: &Path, n: usize) {
 
 #[test]
 fn a_cut_log_with_a_rewritten_head_fails_verification_and_stops_the_host() {
-    let t = tempfile::TempDir::new().unwrap();
-    let p = keygen(t.path(), "warden-examples");
-    let trust = trust_file(
-        t.path(),
-        "trust.toml",
-        &[("warden-examples", &[&p.pem], &[])],
-    );
-    let bundle = t.path().join("echo.wext");
-    pack(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/echo"),
-        &bundle,
-    );
-    sign(&bundle, &p.key);
-    let data = t.path().join("data");
+    let (t, bundle, trust, data) = signed_echo();
     let run = || {
         warden(&[
             &"run", &bundle, &"--trust", &trust, &"--data", &data, &"--call", &"echo", &"--input",
@@ -127,20 +114,7 @@ fn a_cut_log_with_a_rewritten_head_fails_verification_and_stops_the_host() {
 
 #[test]
 fn the_audit_key_can_live_outside_the_data_dir() {
-    let t = tempfile::TempDir::new().unwrap();
-    let p = keygen(t.path(), "warden-examples");
-    let trust = trust_file(
-        t.path(),
-        "trust.toml",
-        &[("warden-examples", &[&p.pem], &[])],
-    );
-    let bundle = t.path().join("echo.wext");
-    pack(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/echo"),
-        &bundle,
-    );
-    sign(&bundle, &p.key);
-    let data = t.path().join("data");
+    let (t, bundle, trust, data) = signed_echo();
     let key = t.path().join("keys/audit.key");
     fs::create_dir_all(key.parent().unwrap()).unwrap();
     ok(&warden(&[

@@ -4,30 +4,9 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::foundation::{fails, keygen, ok, pack, sign, stderr, trust_file, warden};
-
-/// Signs examples/echo, then runs it once: returns (temp dir, bundle, trust, data dir).
-fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
-    let t = tempfile::TempDir::new().unwrap();
-    let p = keygen(t.path(), "warden-examples");
-    let trust = trust_file(
-        t.path(),
-        "trust.toml",
-        &[("warden-examples", &[&p.pem], &[])],
-    );
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/echo");
-    assert!(
-        src.join("extension.wasm").exists(),
-        "run scripts/build-examples.sh first"
-    );
-    let bundle = t.path().join("echo.wext");
-    pack(&src, &bundle);
-    sign(&bundle, &p.key);
-    let data = t.path().join("data");
-    (t, bundle, trust, data)
-}
+use crate::foundation::{fails, ok, signed_echo, stderr, warden};
 
 fn run(bundle: &Path, trust: &Path, data: &Path) -> std::process::Output {
     warden(&[
@@ -63,7 +42,7 @@ fn append(path: &Path, bytes: &str) {
 
 #[test]
 fn a_torn_tail_is_set_aside_by_the_next_run_and_recorded() {
-    let (_t, bundle, trust, data) = setup();
+    let (_t, bundle, trust, data) = signed_echo();
     ok(&run(&bundle, &trust, &data));
     let log = data.join("audit/audit.jsonl");
     let torn = torn_next(&data, 60);
@@ -89,7 +68,7 @@ fn a_torn_tail_is_set_aside_by_the_next_run_and_recorded() {
 
 #[test]
 fn a_torn_tail_after_an_edit_still_stops_the_run() {
-    let (_t, bundle, trust, data) = setup();
+    let (_t, bundle, trust, data) = signed_echo();
     ok(&run(&bundle, &trust, &data));
     let log = data.join("audit/audit.jsonl");
     let text = fs::read_to_string(&log).unwrap();

@@ -737,3 +737,24 @@ fn untrusted_text_in_errors_is_escaped_on_the_terminal() {
         "a line was forged: {err}"
     );
 }
+
+/// examples/echo packed and signed by a new publisher key: (temp dir, bundle, trust, data dir).
+pub(crate) fn signed_echo() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let t = tempfile::TempDir::new().unwrap();
+    let p = keygen(t.path(), "warden-examples");
+    let trust = trust_file(
+        t.path(),
+        "trust.toml",
+        &[("warden-examples", &[&p.pem], &[])],
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/echo");
+    assert!(
+        src.join("extension.wasm").exists(),
+        "run scripts/build-examples.sh first"
+    );
+    let bundle = t.path().join("echo.wext");
+    pack(&src, &bundle);
+    sign(&bundle, &p.key);
+    let data = t.path().join("data");
+    (t, bundle, trust, data)
+}

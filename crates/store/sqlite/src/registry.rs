@@ -78,24 +78,18 @@ impl SqliteRegistry {
     }
 
     fn install_row(&self, r: &Row<'_>) -> Result<InstallRecord, RegistryError> {
-        let get = |i| r.get::<_, String>(i).map_err(|e| self.err(e));
+        let text = |i| r.get::<_, String>(i).map_err(|e| self.err(e));
+        let (tenant, extension, version, hash, grant) =
+            (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
         Ok(InstallRecord {
-            tenant: get(0)?
+            tenant: tenant.parse().map_err(|_| damaged("tenant")(tenant))?,
+            extension: extension
                 .parse()
-                .map_err(|_| damaged("tenant")(get(0).unwrap_or_default()))?,
-            extension: get(1)?
-                .parse()
-                .map_err(|_| damaged("extension")(get(1).unwrap_or_default()))?,
-            version: get(2)?
-                .parse()
-                .map_err(|_| damaged("version")(get(2).unwrap_or_default()))?,
-            content_hash: get(3)?
-                .parse()
-                .map_err(|_| damaged("content hash")(get(3).unwrap_or_default()))?,
-            grant: get(4)?
-                .parse()
-                .map_err(|_| damaged("grant")(get(4).unwrap_or_default()))?,
-            approved: Approval::from_text(&get(5)?),
+                .map_err(|_| damaged("extension")(extension))?,
+            version: version.parse().map_err(|_| damaged("version")(version))?,
+            content_hash: hash.parse().map_err(|_| damaged("content hash")(hash))?,
+            grant: grant.parse().map_err(|_| damaged("grant")(grant))?,
+            approved: Approval::from_text(&text(5)?),
             installed: time(r.get(6).map_err(|e| self.err(e))?),
         })
     }
