@@ -11,6 +11,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The compile child (see `warden_runtime::isolate`): not a command for people.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == cmd::COMPILE_CHILD) {
+        let code = warden_host::compile_child_main(
+            &args[2..],
+            &mut std::io::stdin().lock(),
+            &mut std::io::stderr(),
+        );
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     // clap prints usage errors itself and exits with 2; --help and --version exit with 0.
     let cli = cmd::Cli::parse();
     match cmd::run(cli) {

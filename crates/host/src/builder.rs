@@ -1,6 +1,7 @@
 //! [`HostBuilder`]: every default of a [`Host`] written down, and the one place a host is put
 //! together (trust, policy, audit sink, runtime, storage).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
@@ -10,6 +11,7 @@ use warden_bundle::BundleLimits;
 use warden_datadir::private_dir;
 use warden_kv::{KvBackend, MemoryKv, Quota};
 use warden_manifest::{Policy, TenantName};
+use warden_runtime::isolate::Isolation;
 use warden_runtime::{Resolver, Runtime, RuntimeConfig, SystemResolver};
 use warden_trust::TrustBundle;
 
@@ -31,6 +33,7 @@ pub struct HostBuilder {
     authorizer: Option<Arc<dyn Authorizer>>,
     kv: Option<Arc<dyn KvBackend>>,
     kv_quota: Option<Quota>,
+    compile_process: Option<(PathBuf, Vec<OsString>)>,
 }
 
 impl Host {
@@ -58,6 +61,15 @@ impl HostBuilder {
     /// [`ManifestAuthorizer`], which adds nothing).
     pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
         self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// Compile components in a child process, `program args...`, bounded by the policy's
+    /// `[policy.compile]` time and memory (default: in this process, bounded only by the
+    /// pre-compile check). The program must run [`warden_runtime::isolate::child_main`] with
+    /// the arguments that follow `args` (the `warden` binary does, as `warden __compile`).
+    pub fn compile_process(mut self, program: impl Into<PathBuf>, args: Vec<OsString>) -> Self {
+        self.compile_process = Some((program.into(), args));
         self
     }
 
@@ -124,6 +136,12 @@ impl HostBuilder {
             let config = RuntimeConfig {
                 max_memory: self.policy.ceiling.max_memory.bytes(),
                 cache_dir: self.data_dir.as_ref().map(|d| d.join("cache")),
+                isolation: self.compile_process.map(|(program, args)| Isolation {
+                    program,
+                    args,
+                    max_time: self.policy.compile.max_time,
+                    max_memory: self.policy.compile.max_memory.bytes(),
+                }),
                 ..RuntimeConfig::default()
             };
             let runtime = Runtime::new(config)?;

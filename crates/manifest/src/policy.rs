@@ -29,6 +29,30 @@ pub struct Policy {
     pub kv: KvLimits,
     /// File quota of each (tenant, extension)'s read-write mounts (`[policy.files]`).
     pub files: FileLimits,
+    /// What compiling one component may cost (`[policy.compile]`).
+    pub compile: CompileLimits,
+}
+
+/// What compiling one component may cost, when the host compiles in a child process (the
+/// `warden` binary does): wall-clock time and writable memory of that process. A component
+/// over either is refused and its compile stopped. `[policy.compile]`: `max_time`,
+/// `max_memory`.
+///
+/// Defaults: 120s and 2GiB: a componentize-py hello (18 MB) compiles in 14-47 s with 400-460
+/// MiB on 2 cores, so real components fit with room, and a compile bomb costs at most this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileLimits {
+    pub max_time: Duration,
+    pub max_memory: ByteSize,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        CompileLimits {
+            max_time: Duration::from_secs(120),
+            max_memory: ByteSize::gib(2),
+        }
+    }
 }
 
 /// The quota of each (tenant, extension)'s read-write mounts, all of them together: bytes of
@@ -104,6 +128,7 @@ impl Default for Policy {
             capabilities: Capability::ALL.to_vec(),
             allow_networks: Vec::new(),
             kv: KvLimits::default(),
+            compile: CompileLimits::default(),
             files: FileLimits::default(),
         }
     }
@@ -247,6 +272,16 @@ impl Policy {
                 }
                 files.finish_ref()?;
             }
+            if let Some(v) = t.get("compile") {
+                let compile = v.as_table()?;
+                if let Some(v) = compile.get("max_time") {
+                    p.compile.max_time = v.parse::<Span>()?.as_duration();
+                }
+                if let Some(v) = compile.get("max_memory") {
+                    p.compile.max_memory = v.parse()?;
+                }
+                compile.finish_ref()?;
+            }
             t.finish_ref()?;
         }
         root.finish()?;
@@ -335,5 +370,24 @@ allow_networks = ["10.20.0.0/16"]
         assert_eq!(e.key, "policy.files.max_entries");
         assert!(Policy::parse("[policy.files]\nmax_bytes = \"1 lot\"\n").is_err());
         assert!(Policy::parse("[policy]\nfiles = 1\n").is_err());
+    }
+
+    #[test]
+    fn compile_limits() {
+        let p = Policy::parse("[policy.compile]\nmax_time = \"5s\"\nmax_memory = \"512MiB\"\n")
+            .unwrap();
+        assert_eq!(
+            p.compile,
+            CompileLimits {
+                max_time: Duration::from_secs(5),
+                max_memory: ByteSize::mib(512),
+            }
+        );
+        assert_eq!(Policy::default().compile.max_time, Duration::from_secs(120));
+        assert_eq!(Policy::default().compile.max_memory, ByteSize::gib(2));
+        let e = Policy::parse("[policy.compile]\nmax_tmie = \"5s\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("policy.compile.max_tmie", 2));
+        assert!(Policy::parse("[policy.compile]\nmax_time = \"soon\"\n").is_err());
+        assert!(Policy::parse("[policy.compile]\nmax_memory = 5\n").is_err());
     }
 }

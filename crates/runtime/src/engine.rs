@@ -53,6 +53,10 @@ pub struct RuntimeConfig {
     /// compilation runs on these and no others, so a burst of loads leaves the other cores to
     /// calls. Default: half the cores, at least 1.
     pub compile_threads: usize,
+    /// Compile in a child process with a hard bound on time and memory (see the `isolate`
+    /// module). Default: none (compiles run in this process, bounded only by the pre-compile
+    /// check's shape limits).
+    pub isolation: Option<crate::isolate::Isolation>,
 }
 
 impl Default for RuntimeConfig {
@@ -65,6 +69,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(5),
             max_concurrent_compiles: 1,
             compile_threads: (cores / 2).max(1),
+            isolation: None,
         }
     }
 }
@@ -292,6 +297,7 @@ impl Drop for Slot<'_> {
 
 /// The engine and what belongs to it: shared by every runtime with the same settings.
 struct Shared {
+    config: RuntimeConfig,
     engine: Engine,
     linker: Linker<CallState>,
     compiler: Compiler,
@@ -320,6 +326,7 @@ impl Shared {
         let compiler = Compiler::new(cfg)?;
         let ticker = EpochTicker::start(&engine, cfg.epoch_tick)?;
         Ok(Shared {
+            config: cfg.clone(),
             engine,
             linker,
             compiler,
@@ -402,12 +409,14 @@ impl Runtime {
     fn prepare_once(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
         let bytes = bundle.entry();
         let kind = crate::precheck::check(bytes)?;
-        let engine = &self.shared.engine;
-        let component = self
-            .shared
-            .compiler
-            .run(|| Component::new(engine, bytes))
-            .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))?;
+        let shared = &self.shared;
+        let component = shared.compiler.run(|| {
+            if let Some(iso) = &shared.config.isolation {
+                crate::isolate::compile(iso, &shared.config, bytes)?;
+            }
+            Component::new(&shared.engine, bytes)
+                .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))
+        })?;
         let pre = self
             .shared
             .linker

@@ -29,6 +29,12 @@ pub enum LoadError {
         value: u64,
         max: u64,
     },
+    /// Compiling it in the child process went over a limit of `[policy.compile]`, and the
+    /// compile was stopped.
+    #[error(
+        "compiling the component needed more than {max} ({limit} in [policy.compile]); the compile was stopped"
+    )]
+    OverCompileLimit { limit: &'static str, max: String },
     /// This bundle was refused before by this engine (for `reason`); not checked again.
     #[error("the component was refused before: {reason}")]
     Refused { reason: std::sync::Arc<str> },
@@ -52,6 +58,7 @@ impl LoadError {
                 | LoadError::NoKnownWorld { .. }
                 | LoadError::NotComponent(_)
                 | LoadError::TooLarge { .. }
+                | LoadError::OverCompileLimit { .. }
         )
     }
 

@@ -13,6 +13,7 @@ mod caps;
 mod capture;
 mod engine;
 mod error;
+pub mod isolate;
 mod limiter;
 mod precheck;
 mod prepared;

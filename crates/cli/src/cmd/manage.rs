@@ -17,7 +17,7 @@ pub struct Place<'a> {
 }
 
 fn host(place: &Place<'_>) -> Result<Host> {
-    let mut b = Host::builder()
+    let mut b = super::compile_in_child(Host::builder())
         .policy(super::run::read_policy(place.config)?)
         .data_dir(place.data);
     if let Some(trust) = place.trust {

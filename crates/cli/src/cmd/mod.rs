@@ -373,3 +373,12 @@ fn default_sig(bundle: &std::path::Path) -> PathBuf {
     s.push(".sig");
     PathBuf::from(s)
 }
+
+/// The hidden first argument that makes `warden` the compile child.
+pub const COMPILE_CHILD: &str = "__compile";
+
+/// Every host the CLI starts compiles in a child process of this very binary (`/proc/self/exe`
+/// is the running image, even if the file was replaced since), bounded by `[policy.compile]`.
+pub fn compile_in_child(b: warden_host::HostBuilder) -> warden_host::HostBuilder {
+    b.compile_process("/proc/self/exe", vec![COMPILE_CHILD.into()])
+}

@@ -110,7 +110,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let trust = TrustBundle::read_file(&args.trust)
         .with_context(|| format!("reading trust bundle {}", args.trust.display()))?;
     let policy = read_policy(args.config.as_deref())?;
-    let mut builder = Host::builder()
+    let mut builder = super::compile_in_child(Host::builder())
         .trust(trust)
         .policy(policy)
         .data_dir(&args.data);

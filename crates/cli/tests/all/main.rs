@@ -6,6 +6,7 @@
 mod audit_gaps;
 mod audit_keyed;
 mod audit_torn;
+mod compile_limits;
 mod foundation;
 mod manage;
 mod quota;

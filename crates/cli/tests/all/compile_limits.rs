@@ -1,0 +1,219 @@
+//! Issue 9, finding 2 (the hard bound): the pre-compile check admits components that still
+//! compile for minutes (one straight-line 1 MiB body: seconds and 320 MiB; 23 of them: 113 s
+//! and 461 MiB). `warden` compiles in a child process that `[policy.compile]` bounds in time
+//! and memory; over either, the load is refused, audited, and nothing is cached.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::foundation::{fails, keygen, ok, pack, sign, signed_echo, stdout, trust_file, warden};
+
+fn leb(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+    out.push(id);
+    leb(body.len(), out);
+    out.extend_from_slice(body);
+}
+
+/// A component whose one core function is a straight line of `i32.const 1; i32.add` about
+/// `len` bytes long: within every shape limit of the pre-compile check, slow to compile. It
+/// exports an instance named like the rpc handler, so the check takes it for an rpc extension.
+fn slow_component(len: usize) -> Vec<u8> {
+    let mut body = vec![0x00, 0x41, 0x00];
+    while body.len() + 4 < len {
+        body.extend_from_slice(&[0x41, 0x01, 0x6a]);
+    }
+    body.push(0x0b);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 1, 0x7f], &mut module);
+    section(3, &[1, 0], &mut module);
+    let mut code = vec![1];
+    leb(body.len(), &mut code);
+    code.extend_from_slice(&body);
+    section(10, &code, &mut module);
+    let mut c = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut c);
+    // An empty instance, exported under the rpc handler's name.
+    section(5, &[1, 1, 0], &mut c);
+    let name = b"warden:extension/handler@0.1.0";
+    let mut export = vec![1, 0];
+    leb(name.len(), &mut export);
+    export.extend_from_slice(name);
+    export.extend_from_slice(&[5, 0, 0]);
+    section(11, &export, &mut c);
+    c
+}
+
+struct Slow {
+    _t: tempfile::TempDir,
+    bundle: PathBuf,
+    trust: PathBuf,
+    data: PathBuf,
+    root: PathBuf,
+}
+
+fn signed_slow() -> Slow {
+    let t = tempfile::TempDir::new().unwrap();
+    let root = t.path().to_path_buf();
+    let p = keygen(&root, "acme");
+    let trust = trust_file(&root, "trust.toml", &[("acme", &[&p.pem], &[])]);
+    let dir = root.join("slow");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("extension.toml"),
+        "schema = 1\n\n[extension]\nid = \"acme.slow\"\nversion = \"1.0.0\"\npublisher = \"acme\"\nkind = \"component\"\nentry = \"extension.wasm\"\n\n[[methods]]\nname = \"call\"\n",
+    )
+    .unwrap();
+    fs::write(dir.join("extension.wasm"), slow_component((1 << 20) - 64)).unwrap();
+    let bundle = root.join("slow.wext");
+    pack(&dir, &bundle);
+    sign(&bundle, &p.key);
+    Slow {
+        bundle,
+        trust,
+        data: root.join("data"),
+        root,
+        _t: t,
+    }
+}
+
+/// Compiled code in the data dir's cache (Wasmtime's entries, not its bookkeeping).
+fn cached(data: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![data.join("cache")];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                todo.push(p);
+            } else if !name.contains('.') {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn run_with(s: &Slow, policy: &str) -> std::process::Output {
+    let config = s.root.join("policy.toml");
+    fs::write(&config, policy).unwrap();
+    warden(&[
+        &"run",
+        &s.bundle,
+        &"--trust",
+        &s.trust,
+        &"--data",
+        &s.data,
+        &"--config",
+        &config,
+        &"--call",
+        &"call",
+    ])
+}
+
+/// The audit log's load records, as JSON lines.
+fn load_records(data: &Path) -> Vec<String> {
+    let out = ok(&warden(&[&"audit", &"--data", &data, &"--json"]));
+    out.lines()
+        .filter(|l| l.contains(r#""event":"load""#))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_compile_over_max_time_is_stopped_refused_and_audited() {
+    let s = signed_slow();
+    let o = run_with(&s, "[policy.compile]\nmax_time = \"300ms\"\n");
+    fails(
+        &o,
+        "compiling the component needed more than 300ms (max_time in [policy.compile]); the compile was stopped",
+    );
+    assert!(cached(&s.data).is_empty(), "{:?}", cached(&s.data));
+    let loads = load_records(&s.data);
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    assert!(
+        loads[0].contains(r#""outcome":"invalid""#) && loads[0].contains("max_time"),
+        "{}",
+        loads[0]
+    );
+    ok(&warden(&[&"audit", &"--data", &s.data, &"--verify"]));
+}
+
+#[test]
+fn a_compile_over_max_memory_is_stopped_refused_and_audited() {
+    let s = signed_slow();
+    let o = run_with(&s, "[policy.compile]\nmax_memory = \"100MiB\"\n");
+    fails(
+        &o,
+        "compiling the component needed more than 100 MiB (max_memory in [policy.compile])",
+    );
+    assert!(cached(&s.data).is_empty(), "{:?}", cached(&s.data));
+    let loads = load_records(&s.data);
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    assert!(loads[0].contains("max_memory"), "{}", loads[0]);
+}
+
+#[test]
+fn within_the_limits_the_same_component_compiles_once_into_the_cache() {
+    // The child's compile and the host's share one cache entry: the host's is a cache hit.
+    let s = signed_slow();
+    let o = run_with(&s, "");
+    // It compiles, then is refused for what it exports (it has no `call`): after the compile.
+    fails(&o, "does not have export `call`");
+    let entries = cached(&s.data);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+}
+
+#[test]
+fn a_second_run_loads_the_compiled_code_from_the_cache_without_writing_it_again() {
+    let (_t, bundle, trust, data) = signed_echo();
+    let call = |data: &Path| {
+        warden(&[
+            &"run",
+            &bundle,
+            &"--trust",
+            &trust,
+            &"--data",
+            &data,
+            &"--call",
+            &"echo",
+            &"--input",
+            &"{\"n\":1}",
+        ])
+    };
+    assert_eq!(stdout(&call(&data)).trim(), "{\"n\":1}");
+    let entries = cached(&data);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let written = fs::metadata(&entries[0]).unwrap().modified().unwrap();
+    assert_eq!(stdout(&call(&data)).trim(), "{\"n\":1}");
+    assert_eq!(cached(&data), entries);
+    assert_eq!(
+        fs::metadata(&entries[0]).unwrap().modified().unwrap(),
+        written
+    );
+}
+
+#[test]
+fn the_compile_child_refuses_arguments_it_does_not_know() {
+    let o = warden(&[&"__compile", &"bogus=1"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown argument \"bogus\""),
+        "{o:?}"
+    );
+}

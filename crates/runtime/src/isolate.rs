@@ -1,0 +1,241 @@
+//! Compiling in a child process: the hard bound on what one compile may cost.
+//!
+//! Cranelift cannot be stopped part-way, and the pre-compile check's shape limits still admit
+//! components that compile for minutes (23 straight-line bodies of 1 MiB: 113 s, 461 MiB). So,
+//! when the embedder names a program that runs [`child_main`], a component is compiled first
+//! in a child process built from the same settings. The child caps its own writable memory
+//! (`RLIMIT_DATA`: past it Cranelift's allocations fail and the child ends) and CPU time, and
+//! the parent kills it at the wall-clock limit. The child's compile fills Wasmtime's on-disk
+//! cache, so the parent's compile of the same bytes with the same settings is a cache hit. If
+//! the entry is missing (no cache folder, or one that cannot be written), the parent compiles
+//! the bytes itself: the child has just shown that this compile ends within the limits.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::engine::{RuntimeConfig, engine_config};
+use crate::error::LoadError;
+
+/// The child process that compiles, and its limits. `program args...` must call
+/// [`child_main`] with the arguments that follow and its standard input (the `warden` binary
+/// does, as `warden __compile`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Isolation {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// Wall-clock time one compile may take; the child is killed past it.
+    pub max_time: Duration,
+    /// Writable memory the child may map (its `RLIMIT_DATA`), engine and compiler included.
+    pub max_memory: u64,
+}
+
+/// Exit codes of the child, read by the parent.
+const EXIT_REFUSED: i32 = 1;
+const EXIT_SETUP: i32 = 3;
+const EXIT_MEMORY: i32 = 4;
+
+/// What the parent keeps of the child's standard error (its refusal message).
+const STDERR_KEPT: u64 = 16 << 10;
+/// How often the parent looks whether the child has ended.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Compiles `bytes` in the child (filling the compile cache), within `iso`'s limits.
+pub(crate) fn compile(iso: &Isolation, cfg: &RuntimeConfig, bytes: &[u8]) -> Result<(), LoadError> {
+    let mut cmd = Command::new(&iso.program);
+    cmd.args(&iso.args)
+        .arg(format!("max-memory={}", cfg.max_memory))
+        .arg(format!("data-limit={}", iso.max_memory))
+        // A backstop should the parent die without killing it: CPU seconds over all threads.
+        .arg(format!(
+            "cpu-limit={}",
+            iso.max_time
+                .as_secs()
+                .saturating_add(1)
+                .saturating_mul(cfg.compile_threads.max(1) as u64)
+        ));
+    if let Some(dir) = &cfg.cache_dir {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| LoadError::engine(format!("compile cache in {}", dir.display()), e))?;
+        let mut arg = OsString::from("cache-dir=");
+        arg.push(dir);
+        cmd.arg(arg);
+    }
+    // Nothing of the host's environment reaches the child, except how many threads compile.
+    cmd.env_clear()
+        .env("RAYON_NUM_THREADS", cfg.compile_threads.max(1).to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        LoadError::engine(
+            format!("starting the compile process {}", iso.program.display()),
+            e,
+        )
+    })?;
+    let (stdin, stderr) = (child.stdin.take(), child.stderr.take());
+    let started = Instant::now();
+    let (status, timed_out, message) = std::thread::scope(|s| {
+        // The child reads all its input before compiling; if it ends early the write fails,
+        // which its exit status explains.
+        s.spawn(move || {
+            if let Some(mut stdin) = stdin {
+                let _ = stdin.write_all(bytes);
+            }
+        });
+        let reader = s.spawn(move || {
+            let mut text = String::new();
+            if let Some(stderr) = stderr {
+                let mut kept = Vec::new();
+                let mut rest = stderr;
+                let _ = (&mut rest).take(STDERR_KEPT).read_to_end(&mut kept);
+                // Drain what is over the cap, so the child never blocks on a full pipe.
+                let _ = std::io::copy(&mut rest, &mut std::io::sink());
+                text = String::from_utf8_lossy(&kept).trim().to_owned();
+            }
+            text
+        });
+        let mut timed_out = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if started.elapsed() >= iso.max_time => {
+                    timed_out = true;
+                    let _ = child.kill();
+                    break child.wait();
+                }
+                Ok(None) => std::thread::sleep(POLL),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(e);
+                }
+            }
+        };
+        (status, timed_out, reader.join().unwrap_or_default())
+    });
+    let status = status.map_err(|e| LoadError::engine("waiting for the compile process", e))?;
+    judge(iso, status, timed_out, message)
+}
+
+/// What the child's end means.
+fn judge(
+    iso: &Isolation,
+    status: ExitStatus,
+    timed_out: bool,
+    message: String,
+) -> Result<(), LoadError> {
+    let over = |limit: &'static str, max: String| Err(LoadError::OverCompileLimit { limit, max });
+    let time = || format!("{:?}", iso.max_time);
+    let memory = || format!("{} MiB", iso.max_memory >> 20);
+    if timed_out || status.signal() == Some(SIGXCPU) {
+        return over("max_time", time());
+    }
+    if status.code() == Some(EXIT_MEMORY)
+        // Rust's allocation failure aborts after saying so.
+        || (status.signal() == Some(SIGABRT) && message.contains("memory allocation"))
+    {
+        return over("max_memory", memory());
+    }
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(EXIT_REFUSED) => Err(LoadError::Compile(message.into())),
+        Some(EXIT_SETUP) => Err(LoadError::Engine {
+            what: format!("the compile process could not start its engine: {message}"),
+            source: None,
+        }),
+        // A crash while compiling these bytes (a panic, a signal) is about the component.
+        _ => Err(LoadError::Compile(
+            format!("the compile process ended with {status}: {message}").into(),
+        )),
+    }
+}
+
+const SIGABRT: i32 = 6;
+const SIGXCPU: i32 = 24;
+
+/// The child: reads a component on `input`, compiles it with the engine the arguments
+/// describe (filling the compile cache), and returns the exit code the parent reads. What went
+/// wrong is written to `err`, one line.
+pub fn child_main(args: &[OsString], input: &mut dyn Read, err: &mut dyn Write) -> i32 {
+    let (code, text) = match child(args, input) {
+        Ok(()) => return 0,
+        Err(Failure::Setup(t)) => (EXIT_SETUP, t),
+        Err(Failure::Refused(t)) if out_of_memory(&t) => (EXIT_MEMORY, t),
+        Err(Failure::Refused(t)) => (EXIT_REFUSED, t),
+    };
+    let _ = writeln!(err, "{text}");
+    code
+}
+
+enum Failure {
+    Setup(String),
+    Refused(String),
+}
+
+fn out_of_memory(text: &str) -> bool {
+    text.contains("Cannot allocate memory") || text.contains("out of memory")
+}
+
+fn child(args: &[OsString], input: &mut dyn Read) -> Result<(), Failure> {
+    // One instance slot: the child never instantiates, and the pool's sizes are no part of
+    // the compiled code (nor of its cache key), so the child reserves no pool to speak of.
+    let mut cfg = RuntimeConfig {
+        max_instances: 1,
+        ..RuntimeConfig::default()
+    };
+    let (mut data_limit, mut cpu_limit) = (None, None);
+    for arg in args {
+        let arg = arg
+            .to_str()
+            .ok_or_else(|| Failure::Setup(format!("argument {arg:?} is not UTF-8")))?;
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| Failure::Setup(format!("argument {arg:?} is not KEY=VALUE")))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| Failure::Setup(format!("{key}: {value:?} is not a number")))
+        };
+        match key {
+            "max-memory" => cfg.max_memory = number()?,
+            "cache-dir" => cfg.cache_dir = Some(PathBuf::from(value)),
+            "data-limit" => data_limit = Some(number()?),
+            "cpu-limit" => cpu_limit = Some(number()?),
+            _ => return Err(Failure::Setup(format!("unknown argument {key:?}"))),
+        }
+    }
+    let limit = |resource, value: Option<u64>, what: &str| -> Result<(), Failure> {
+        let Some(v) = value else {
+            return Err(Failure::Setup(format!("no {what} given")));
+        };
+        rustix::process::setrlimit(
+            resource,
+            rustix::process::Rlimit {
+                current: Some(v),
+                maximum: Some(v),
+            },
+        )
+        .map_err(|e| Failure::Setup(format!("setting the {what}: {e}")))
+    };
+    // Limits first, so that nothing the component makes the compiler do escapes them.
+    limit(rustix::process::Resource::Data, data_limit, "memory limit")?;
+    limit(rustix::process::Resource::Cpu, cpu_limit, "CPU time limit")?;
+    // Ends with the parent (a host killed while compiling leaves no compile running).
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let mut bytes = Vec::new();
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::Setup(format!("reading the component: {e}")))?;
+    let config = engine_config(&cfg).map_err(|e| Failure::Setup(warden_call::text::chain(&e)))?;
+    let engine =
+        Engine::new(&config).map_err(|e| Failure::Setup(format!("creating the engine: {e:#}")))?;
+    Component::new(&engine, &bytes).map_err(|e| Failure::Refused(format!("{e:#}")))?;
+    Ok(())
+}
