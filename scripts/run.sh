@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job, for now: the tour end to end on the example extensions, in ./tour: keygen,
-# pack, sign, verify, inspect, then `warden run` on each (a fresh, limited instance per call,
-# every call audited in ./tour/data), and the audit chain verified. Later the runner
-# (`warden serve`) takes its place.
+# The main job: `warden serve` on the embedded default storage (./demo/data), with the example
+# extensions published and installed for a tenant named `demo`. Prints the curl lines to try,
+# then serves in the foreground until Ctrl-C (which finishes calls in flight).
+# WARDEN_LISTEN changes the address (default 127.0.0.1:8080).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,56 +10,43 @@ bash scripts/setup.sh
 bash scripts/build-examples.sh
 cargo build --quiet --bin warden
 warden() { "$root/target/debug/warden" "$@"; }
+listen=${WARDEN_LISTEN:-127.0.0.1:8080}
 
-rm -rf tour && mkdir -p tour
-echo "== keygen"
-warden keygen --publisher warden-examples --out tour/keys > tour/trust.toml
-cat tour/trust.toml
-for ext in examples/*/ tests/guests/hostile/; do
-  [ -f "$ext/extension.toml" ] || continue
-  name=$(basename "$ext")
-  echo "== pack $name"
-  warden pack "$ext" --out "tour/$name.wext"
-  echo "== sign $name"
-  warden sign "tour/$name.wext" --key tour/keys/warden-examples.key
-  echo "== verify $name"
-  warden verify "tour/$name.wext" --trust tour/trust.toml
-  echo "== inspect $name"
-  warden inspect "tour/$name.wext"
+rm -rf demo && mkdir -p demo && chmod 700 demo
+warden keygen --publisher warden-examples --out demo/keys > demo/trust.toml
+data=demo/data
+# The operator's tokens, in files only the operator can read (never on the command line).
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > demo/admin.token)
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > demo/runner.token)
+key=$(warden tenant create demo --data "$data" | sed -n 's/^api key.*: //p')
+(umask 077; echo "$key" > demo/demo.key)
+for ext in hello echo kv-counter notes; do
+  warden pack "examples/$ext" --out "demo/$ext.wext" > /dev/null
+  warden sign "demo/$ext.wext" --key demo/keys/warden-examples.key > /dev/null
 done
-echo "== run hello (http)"
-warden run tour/hello.wext --trust tour/trust.toml --data tour/data --http "GET /tour"
-echo "== run echo (rpc)"
-warden run tour/echo.wext --trust tour/trust.toml --data tour/data --call greet --input '{"name":"tour"}'
-echo "== run notes: files in its own /data, a template from the bundle's read-only /assets"
-warden run tour/notes.wext --trust tour/trust.toml --data tour/data --grant all --call add --input $'first note\nwritten by the tour'
-warden run tour/notes.wext --trust tour/trust.toml --data tour/data --grant all --call get --input 1
-echo "== run kv-counter: a counter in its own key-value store (durable across runs)"
-warden run tour/kv-counter.wext --trust tour/trust.toml --data tour/data --grant all --call increment
-warden run tour/kv-counter.wext --trust tour/trust.toml --data tour/data --grant all --call increment
-echo "== run kv-counter without the grant: a typed denial, audited"
-warden run tour/kv-counter.wext --trust tour/trust.toml --data tour/data --call increment || true
-echo "== run hostile: an infinite loop is stopped at its 1s limit"
-if warden run tour/hostile.wext --trust tour/trust.toml --data tour/data --call loop; then
-  echo "the infinite loop was not stopped" >&2
-  exit 1
-fi
-echo "== the registry: a tenant (its API key is shown once), installs with their grants, an uninstall"
-warden tenant create acme --data tour/data
-warden install tour/echo.wext --tenant acme --trust tour/trust.toml --data tour/data
-warden install tour/kv-counter.wext --tenant acme --trust tour/trust.toml --data tour/data --grant kv
-warden installs --data tour/data
-warden uninstall warden-examples.kv-counter --tenant acme --data tour/data
-echo "== audit (and a checkpoint kept outside the data dir)"
-warden audit --data tour/data
-warden audit --data tour/data --checkpoint tour/checkpoints.jsonl
-warden audit --data tour/data --verify --checkpoints tour/checkpoints.jsonl
-echo "== a tampered bundle is refused"
-cp tour/hello.wext tour/tampered.wext
-printf 'X' | dd of=tour/tampered.wext bs=1 seek=600 conv=notrunc status=none
-cp tour/hello.wext.sig tour/tampered.wext.sig
-if warden verify tour/tampered.wext --trust tour/trust.toml; then
-  echo "tampered bundle was accepted" >&2
-  exit 1
-fi
-echo "tour complete"
+warden install demo/hello.wext --tenant demo --trust demo/trust.toml --data "$data" --grant none
+warden install demo/echo.wext --tenant demo --trust demo/trust.toml --data "$data" --grant none
+warden install demo/kv-counter.wext --tenant demo --trust demo/trust.toml --data "$data" --grant kv
+warden install demo/notes.wext --tenant demo --trust demo/trust.toml --data "$data" --grant all
+
+cat <<MSG
+
+The demo tenant's API key is in demo/demo.key. Try, in another terminal:
+
+  # the gateway: an http extension, by the tenant's key
+  curl -i -H "Authorization: Bearer \$(cat demo/demo.key)" http://$listen/api/ext/warden.hello/hi
+  # no key: 401, as JSON
+  curl -i http://$listen/api/ext/warden.hello/hi
+  # the runner API: rpc extensions, by the runner token
+  curl -s -H "Authorization: Bearer \$(cat demo/runner.token)" -d '{"tenant":"demo","extension":"warden.echo","method":"greet","input":{"name":"curl"}}' http://$listen/v1/execute
+  curl -s -H "Authorization: Bearer \$(cat demo/runner.token)" -d '{"tenant":"demo","extension":"warden-examples.kv-counter","method":"increment"}' http://$listen/v1/execute
+  # the admin API: installs, the last audit records, metrics
+  curl -s -H "Authorization: Bearer \$(cat demo/admin.token)" http://$listen/v1/admin/installs
+  curl -s -H "Authorization: Bearer \$(cat demo/admin.token)" "http://$listen/v1/admin/audit?limit=5"
+  curl -s -H "Authorization: Bearer \$(cat demo/admin.token)" http://$listen/metrics
+  # the audit chain, verified offline
+  target/debug/warden audit --data demo/data --verify
+
+MSG
+exec "$root/target/debug/warden" serve --data "$data" --trust demo/trust.toml --listen "$listen" \
+  --admin-token-file demo/admin.token --runner-token-file demo/runner.token

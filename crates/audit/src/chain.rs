@@ -145,6 +145,83 @@ impl ChainError {
             | ChainError::LastLine { .. } => None,
         }
     }
+
+    /// An equal error for another caller (see `AuditError::duplicate`).
+    pub(crate) fn duplicate(&self) -> ChainError {
+        match self {
+            ChainError::Missing { path } => ChainError::Missing { path: path.clone() },
+            ChainError::Io { path, source } => ChainError::Io {
+                path: path.clone(),
+                source: crate::error::copy_io(source),
+            },
+            ChainError::TooLong { line } => ChainError::TooLong { line: *line },
+            ChainError::Malformed { line, reason } => ChainError::Malformed {
+                line: *line,
+                reason: reason.clone(),
+            },
+            ChainError::NotCanonical { line } => ChainError::NotCanonical { line: *line },
+            ChainError::Seq {
+                line,
+                expected,
+                found,
+            } => ChainError::Seq {
+                line: *line,
+                expected: *expected,
+                found: *found,
+            },
+            ChainError::Prev {
+                line,
+                expected,
+                found,
+            } => ChainError::Prev {
+                line: *line,
+                expected: expected.clone(),
+                found: found.clone(),
+            },
+            ChainError::Hash {
+                line,
+                stored,
+                computed,
+            } => ChainError::Hash {
+                line: *line,
+                stored: stored.clone(),
+                computed: computed.clone(),
+            },
+            ChainError::Torn { line } => ChainError::Torn { line: *line },
+            ChainError::HeadMissing { path } => ChainError::HeadMissing { path: path.clone() },
+            ChainError::HeadMalformed { path, reason } => ChainError::HeadMalformed {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            ChainError::Truncated {
+                line,
+                log_seq,
+                head_seq,
+            } => ChainError::Truncated {
+                line: *line,
+                log_seq: *log_seq,
+                head_seq: *head_seq,
+            },
+            ChainError::Unrecorded { line, head_seq } => ChainError::Unrecorded {
+                line: *line,
+                head_seq: *head_seq,
+            },
+            ChainError::HeadHash {
+                line,
+                log_hash,
+                head_hash,
+            } => ChainError::HeadHash {
+                line: *line,
+                log_hash: log_hash.clone(),
+                head_hash: head_hash.clone(),
+            },
+            ChainError::LastLine { reason } => ChainError::LastLine {
+                reason: reason.clone(),
+            },
+            ChainError::HeadMac { path } => ChainError::HeadMac { path: path.clone() },
+            ChainError::HeadUnkeyed { path } => ChainError::HeadUnkeyed { path: path.clone() },
+        }
+    }
 }
 
 /// What is hashed: the line without its hash.

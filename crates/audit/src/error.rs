@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use warden_datadir::DataDirError;
+
 use crate::chain::{ChainError, MAX_LINE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +24,7 @@ pub enum AuditError {
     },
     /// The data dir or the audit key file cannot be used.
     #[error("{0}")]
-    DataDir(#[from] warden_datadir::DataDirError),
+    DataDir(#[from] DataDirError),
     #[error("encoding an audit record")]
     Encode(#[source] serde_json::Error),
     #[error("an audit record of {len} bytes is over the line cap of {max} bytes", max = MAX_LINE_BYTES)]
@@ -31,4 +33,68 @@ pub enum AuditError {
         "the audit log is unusable after an earlier write failure; no more records are accepted"
     )]
     Broken,
+}
+
+impl AuditError {
+    /// An equal error for another caller: one failure of a group commit (the head could not be
+    /// read, the write or the sync failed) is the answer of every record in the round, and
+    /// errors (holding `io::Error`s) cannot be cloned.
+    pub(crate) fn duplicate(&self) -> AuditError {
+        match self {
+            AuditError::Io {
+                action,
+                path,
+                source,
+            } => AuditError::Io {
+                action,
+                path: path.clone(),
+                source: copy_io(source),
+            },
+            AuditError::Chain { dir, source } => AuditError::Chain {
+                dir: dir.clone(),
+                source: source.duplicate(),
+            },
+            AuditError::DataDir(e) => AuditError::DataDir(copy_data_dir(e)),
+            AuditError::Encode(e) => {
+                AuditError::Encode(<serde_json::Error as serde::ser::Error>::custom(e))
+            }
+            AuditError::TooLarge { len } => AuditError::TooLarge { len: *len },
+            AuditError::Broken => AuditError::Broken,
+        }
+    }
+}
+
+/// The same error: the OS error number if there is one (so `raw_os_error` still works), else
+/// the kind and the message.
+pub(crate) fn copy_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+fn copy_data_dir(e: &DataDirError) -> DataDirError {
+    match e {
+        DataDirError::Io { what, path, source } => DataDirError::Io {
+            what,
+            path: path.clone(),
+            source: copy_io(source),
+        },
+        DataDirError::NotADirectory(p) => DataDirError::NotADirectory(p.clone()),
+        DataDirError::SharedDir { path, mode } => DataDirError::SharedDir {
+            path: path.clone(),
+            mode: *mode,
+        },
+        DataDirError::NotAFile(p) => DataDirError::NotAFile(p.clone()),
+        DataDirError::SharedFile { path, mode } => DataDirError::SharedFile {
+            path: path.clone(),
+            mode: *mode,
+        },
+        DataDirError::Changed(p) => DataDirError::Changed(p.clone()),
+        DataDirError::KeyLength { path, found, more } => DataDirError::KeyLength {
+            path: path.clone(),
+            found: *found,
+            more: *more,
+        },
+    }
 }

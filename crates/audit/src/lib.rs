@@ -5,7 +5,9 @@
 //!   record is always one line and cannot carry a newline, a terminal escape or a megabyte.
 //! - [`AuditLog`]: `audit.jsonl` (one JSON record per line, each holding the hash of the one
 //!   before) and `audit.head` (the last sequence number and hash). Appends are durable when
-//!   they return and safe from many threads and processes. See [`chain`] for the line format.
+//!   they return and safe from many threads and processes; one writer thread per open log
+//!   commits all the appends waiting at a time with one write and one sync (group commit). See
+//!   [`chain`] for the line format.
 //! - [`verify`] walks a log and names the first edited, removed, reordered, forged or garbled
 //!   line; [`read`] lists (and follows) records.
 //! - [`AuditSink`] is what the runtime writes to; [`MemoryAudit`] keeps records in memory.
@@ -15,6 +17,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+mod commit;
 mod error;
 mod files;
 mod head;

@@ -1,19 +1,28 @@
 //! [`AuditLog`]: the file-backed, append-only, hash-chained store.
 //!
 //! `DATA/audit/audit.jsonl` holds one canonical JSON record per line, each with the SHA-256 of the
-//! one before (`chain.rs`); `audit.head` (fixed 128 bytes, rewritten in place) names the last
+//! one before (`chain.rs`); `audit.head` (fixed 256 bytes, rewritten in place) names the last
 //! record's seq and hash, so removals from the end show, and its `flock` serializes appends between
 //! processes. `warden audit --verify` walks the whole chain; `AuditLog::open` checks only the end.
 //!
-//! - Append: the line goes out in **one `write`**, then the head; both are `fdatasync`ed (group
-//!   commit) before `append` returns. A failed or short write (a full disk) is rolled back: the log
-//!   is cut to its old length and the old head restored, so the chain stays intact and a later
-//!   append can succeed. Only if the rollback or a sync fails is the handle marked broken (every
-//!   later append fails until a restart).
+//! - Append (group commit, `commit.rs`): each open log has one writer thread. A caller queues its
+//!   record and waits; the writer takes every record queued since its last round and, under one
+//!   exclusive `flock` of the head, reads the head from the file (another process may have
+//!   appended) and checks its MAC, chains the records after it, writes all their lines in **one
+//!   `write`**, rewrites the head once, unlocks, and `fdatasync`s the log and the head once. Only
+//!   then is each caller answered with its own seq and hash (or its own error), so `append`
+//!   still returns only once its record is durable, and N concurrent appends cost one sync, not
+//!   N. A record that cannot be encoded fails alone and takes no seq; the others are chained
+//!   without it.
+//! - A failed or short write (a full disk) is rolled back: the log is cut to its old length and
+//!   the old head restored, so the chain stays intact, every caller of that round gets the error,
+//!   and a later append can succeed. Only if the rollback or a sync fails is the handle marked
+//!   broken (every caller of that round gets the error, every later append fails until a
+//!   restart).
 //! - Torn tail: a last line without a newline, that is a prefix of the record that would follow the
 //!   head (`{"seq":S+1,"prev":"H",…`, trailing NULs allowed), after complete lines that all verify
-//!   with the head naming the last one, is what a crash or a failed rollback leaves. `open` (and an
-//!   append that finds one left by another process) appends those bytes, hex-encoded, to
+//!   with the head naming the last one, is what a crash or a failed rollback leaves. `open` (and a
+//!   round that finds one left by another process) appends those bytes, hex-encoded, to
 //!   `audit.torn`, cuts the log back, and appends a `recovery` record ("a torn tail of N bytes …
 //!   was set aside at seq S"), so the repair is in the chain and `--verify` passes. Anything else
 //!   (an edited or garbled line, a missing line, a head that does not match, a tail that is not the
@@ -24,13 +33,16 @@
 //!   store its own record; once one is stored the flag clears and later calls run again. The call
 //!   during which the store failed has already run and keeps its result.
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
-use crate::chain::{ChainError, MAX_LINE_BYTES, check_line, encode};
+use crate::chain::{ChainError, Encoded, MAX_LINE_BYTES, check_line, encode};
+use crate::commit::{MAX_ROUND_BYTES, Writer};
 use crate::files::FileLock;
 use crate::head::{HEAD_LEN, Head};
 use crate::key::{AUDIT_KEY_FILE, AuditKey};
@@ -55,47 +67,44 @@ pub struct Appended {
 
 /// An append-only audit log in one folder: `audit.jsonl` and `audit.head`.
 ///
-/// - Appends are serialized within the process by a mutex and between processes by an
+/// - Appends from all threads go through one writer thread per handle, which commits them in
+///   rounds (group commit); between processes (and handles) they are serialized by an
 ///   exclusive `flock` on `audit.head`, whose contents (not this handle's memory) say where the
 ///   chain continues; several processes may append to the same log.
 /// - [`AuditLog::append`] returns once the record and the head are on disk (`fdatasync`);
-///   concurrent appends share one sync (group commit).
-/// - Each line is written with one `write`. A failed or short write (a full disk) is rolled
+///   every append waiting when a round starts shares that round's one write and one sync, so
+///   throughput grows with the number of concurrent callers ([`AuditLog::sync_rounds`]).
+/// - A round's lines go out with one `write`. A failed or short write (a full disk) is rolled
 ///   back: the log is cut back to its previous length (and the old head rewritten) before the
-///   error is returned, so the chain stays intact and a later append may succeed. Only when
-///   that rollback fails too, or a sync fails (the kernel may have dropped written pages), is
-///   the log marked broken: every later append fails with [`AuditError::Broken`] instead of
-///   extending a damaged chain. A caller that cannot audit an action should refuse the action.
+///   error is returned to every caller of the round, so the chain stays intact and a later
+///   append may succeed. Only when that rollback fails too, or a sync fails (the kernel may
+///   have dropped written pages), is the log marked broken: every later append fails with
+///   [`AuditError::Broken`] instead of extending a damaged chain. A caller that cannot audit an
+///   action should refuse the action.
+/// - Dropping the handle stops its writer thread, after it has committed what is queued.
 ///
-/// Crash safety: the line is written before the head and both are synced before the append
-/// returns. A crash (or a failed rollback) in the middle of the line leaves a *torn tail*: a
-/// last line without a newline, after the record the head names. That is the one damage that
-/// is repaired, by `open` or by the next append: see [`AuditLog::open`]. A crash after the line
-/// but before the head leaves the head one record behind; `open` and `verify` report that like
-/// tampering, and an operator decides.
-#[derive(Debug)]
+/// Crash safety: the lines are written before the head and both are synced before any append
+/// of the round returns. A crash (or a failed rollback) in the middle of the record after the
+/// head leaves a *torn tail*: a last line without a newline, after the record the head names.
+/// That is the one damage that is repaired, by `open` or by the next round: see
+/// [`AuditLog::open`]. A crash after complete lines but before the head leaves the head behind
+/// the log; `open` and `verify` report that like tampering, and an operator decides.
 pub struct AuditLog {
-    dir: PathBuf,
-    log_path: PathBuf,
-    head_path: PathBuf,
-    key: Option<AuditKey>,
-    /// The unkeyed head adopted at open (a key created just now), until it is rewritten.
-    adopted: Option<(u64, String)>,
-    log: File,
-    head: File,
-    state: Mutex<State>,
-    /// The highest sequence number known to be synced.
-    durable: Mutex<u64>,
+    writer: Arc<Writer>,
+    /// The writer thread; joined on drop.
+    thread: Option<JoinHandle<()>>,
 }
 
-#[derive(Debug)]
-struct State {
-    /// The highest sequence number this process wrote.
-    written: u64,
-    broken: bool,
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.writer.files().dir)
+            .field("sync_rounds", &self.sync_rounds())
+            .finish_non_exhaustive()
+    }
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
     let path = path.to_owned();
     move |source| AuditError::Io {
         action,
@@ -118,7 +127,8 @@ fn warn_if_open_to_others(path: &Path, meta: &fs::Metadata) {
 }
 
 impl AuditLog {
-    /// Opens the log in `dir`, creating `dir` (mode 0700) and the files (mode 0600) if missing.
+    /// Opens the log in `dir`, creating `dir` (mode 0700) and the files (mode 0600) if missing,
+    /// and starts its writer thread.
     ///
     /// An existing log is checked at its end only: the head file must name the last line, and
     /// the last line must be intact. If not, the whole log is walked to report the first
@@ -136,7 +146,7 @@ impl AuditLog {
     }
 
     /// [`AuditLog::open`] with the head kept under a MAC ([`AuditKey`]). An existing head must
-    /// carry the key's MAC, unless `key.1` says the key was created just now (the head of an
+    /// carry the key's MAC, unless `created` says the key was created just now (the head of an
     /// older, unkeyed log is then adopted and keyed from the next append).
     pub fn open_keyed(dir: &Path, key: AuditKey, created: bool) -> Result<AuditLog, AuditError> {
         AuditLog::open_with_key(dir, Some((key, created)))
@@ -172,7 +182,6 @@ impl AuditLog {
             .mode(FILE_MODE)
             .open(&head_path)
             .map_err(io_err("opening", &head_path))?;
-        let lock = FileLock::exclusive(&head).map_err(io_err("locking", &head_path))?;
         let log = OpenOptions::new()
             .read(true)
             .append(true)
@@ -184,184 +193,56 @@ impl AuditLog {
             let meta = file.metadata().map_err(io_err("reading", path))?;
             warn_if_open_to_others(path, &meta);
         }
-        let chain = |source| AuditError::Chain {
+        let files = Files {
             dir: dir.to_owned(),
-            source,
-        };
-
-        let head_len = head
-            .metadata()
-            .map_err(io_err("reading", &head_path))?
-            .len();
-        let log_len = log.metadata().map_err(io_err("reading", &log_path))?.len();
-        let mut adopted = None;
-        let last = if head_len == 0 && log_len == 0 {
-            // A new log.
-            let bytes = Head::genesis(key.as_ref())
-                .encode()
-                .map_err(AuditError::Encode)?;
-            head.write_all_at(&bytes, 0)
-                .and_then(|()| head.sync_all())
-                .map_err(io_err("writing", &head_path))?;
-            log.sync_all().map_err(io_err("writing", &log_path))?;
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("syncing", dir))?;
-            tracing::info!(target: "warden::audit", dir = %dir.display(), "audit log created");
-            0
-        } else {
-            let h = Head::read(&head, &head_path).map_err(chain)?;
-            h.check_mac(key.as_ref(), &head_path, adopt)
-                .map_err(chain)?;
-            if key.is_some() && h.mac.is_none() {
-                adopted = Some((h.seq, h.hash.clone()));
-            }
-            if tail_matches(&log, log_len, &h) {
-                h.seq
-            } else if let Some(cut) = torn_tail(&log, &log_path, log_len, &h).map_err(chain)? {
-                let files = Files {
-                    dir,
-                    log: &log,
-                    log_path: &log_path,
-                    head: &head,
-                    head_path: &head_path,
-                    key: key.as_ref(),
-                };
-                let (h, _) = files
-                    .set_aside(&h, cut, log_len)
-                    .map_err(|failure| failure.error)?;
-                // The recovery record must be on disk before anything is appended after it.
-                log.sync_data()
-                    .map_err(io_err("syncing", &log_path))
-                    .and(head.sync_data().map_err(io_err("syncing", &head_path)))?;
-                h.seq
-            } else {
-                // Find and name the first problem.
-                let log_for_walk = File::open(&log_path).map_err(io_err("opening", &log_path))?;
-                walk(log_for_walk, log_len, &h, &log_path).map_err(chain)?;
-                h.seq
-            }
-        };
-        drop(lock);
-        Ok(AuditLog {
-            dir: dir.to_owned(),
+            log,
             log_path,
+            head,
             head_path,
             key,
-            adopted,
-            log,
-            head,
-            state: Mutex::new(State {
-                written: last,
-                broken: false,
-            }),
-            durable: Mutex::new(last),
+            #[cfg(test)]
+            faults: std::sync::Mutex::default(),
+        };
+        let adopted = files.check_at_open(adopt)?;
+        let (writer, thread) = Writer::start(files, adopted)?;
+        Ok(AuditLog {
+            writer,
+            thread: Some(thread),
         })
-    }
-
-    fn adopted(&self, head: &Head) -> bool {
-        head.mac.is_none()
-            && self
-                .adopted
-                .as_ref()
-                .is_some_and(|(seq, hash)| *seq == head.seq && *hash == head.hash)
     }
 
     /// The audit folder.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.writer.files().dir
     }
 
     /// Appends one record and returns once it is on disk. Also emits a `tracing` event (target
     /// `warden::audit`, level INFO) with the record's main fields.
+    ///
+    /// The record is handed to this log's writer thread, which commits it together with every
+    /// other record queued meanwhile (one write, one sync); the answer is this record's own.
     pub fn append(&self, record: Record) -> Result<Appended, AuditError> {
-        let appended = self.write(&record)?;
-        self.sync(appended.seq)?;
-        emit(&record, Some(appended.seq));
+        let reply = self.writer.submit(record)?;
+        let appended = reply.result?;
+        emit(&reply.record, Some(appended.seq));
         Ok(appended)
     }
 
-    fn write(&self, record: &Record) -> Result<Appended, AuditError> {
-        let mut state = self.state.lock().map_err(|_| AuditError::Broken)?;
-        if state.broken {
-            return Err(AuditError::Broken);
-        }
-        let _lock = FileLock::exclusive(&self.head).map_err(io_err("locking", &self.head_path))?;
-        let chain = |source| AuditError::Chain {
-            dir: self.dir.clone(),
-            source,
-        };
-        let mut head = Head::read(&self.head, &self.head_path).map_err(chain)?;
-        // Under the lock, from the file: another process may have written it. A head without
-        // a MAC is accepted only while it is the one this handle adopted at open.
-        head.check_mac(self.key.as_ref(), &self.head_path, self.adopted(&head))
-            .map_err(chain)?;
-        let mut len = self
-            .log
-            .metadata()
-            .map_err(io_err("reading", &self.log_path))?
-            .len();
-        let files = Files {
-            dir: &self.dir,
-            log: &self.log,
-            log_path: &self.log_path,
-            head: &self.head,
-            head_path: &self.head_path,
-            key: self.key.as_ref(),
-        };
-        // A line not ending in a newline is left by a crash or a rollback that failed (here or
-        // in another process). Appending after it would bury a garbled line in the chain, so it
-        // is set aside first, on the same strict conditions as at `open`, or the append fails.
-        if !ends_with_newline(&self.log, len).map_err(io_err("reading", &self.log_path))? {
-            let Some(cut) = torn_tail(&self.log, &self.log_path, len, &head).map_err(chain)? else {
-                // Not reached: `torn_tail` names the problem when the tail cannot be set aside.
-                return Err(AuditError::Broken);
-            };
-            (head, len) = files.set_aside(&head, cut, len).map_err(|f| {
-                state.broken |= f.broken;
-                f.error
-            })?;
-            state.written = head.seq;
-        }
-        let (new_head, _) = files.append_locked(&head, len, record).map_err(|f| {
-            state.broken |= f.broken;
-            f.error
-        })?;
-        state.written = new_head.seq;
-        Ok(Appended {
-            seq: new_head.seq,
-            hash: new_head.hash,
-        })
+    /// How many times this handle has synced the log and the head: once per round that wrote
+    /// something. Below the number of records appended by as much as appends overlap.
+    pub fn sync_rounds(&self) -> u64 {
+        self.writer.sync_rounds()
     }
+}
 
-    /// Makes sure everything up to `seq` is on disk, syncing at most once for all the appends
-    /// that are waiting.
-    fn sync(&self, seq: u64) -> Result<(), AuditError> {
-        // Lock order: `durable`, then `state` (`write` never takes `durable`).
-        let mut durable = self.durable.lock().map_err(|_| AuditError::Broken)?;
-        if *durable >= seq {
-            return Ok(());
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.writer.close();
+        if let Some(thread) = self.thread.take() {
+            // The writer commits what is queued and ends; a panic there has answered its
+            // callers with errors already (their replies were dropped).
+            let _ = thread.join();
         }
-        let target = self.state.lock().map_err(|_| AuditError::Broken)?.written;
-        let synced = self
-            .log
-            .sync_data()
-            .map_err(io_err("syncing", &self.log_path))
-            .and_then(|()| {
-                self.head
-                    .sync_data()
-                    .map_err(io_err("syncing", &self.head_path))
-            });
-        if let Err(e) = synced {
-            // After a failed fsync the kernel may have dropped the dirty pages: nothing written
-            // since the last good sync can be trusted to be there.
-            if let Ok(mut state) = self.state.lock() {
-                state.broken = true;
-            }
-            return Err(e);
-        }
-        *durable = target;
-        Ok(())
     }
 }
 
@@ -387,72 +268,263 @@ impl Failure {
     }
 }
 
-/// The files of one log, for the steps of an append. The caller holds the exclusive lock.
-struct Files<'a> {
-    dir: &'a Path,
-    log: &'a File,
-    log_path: &'a Path,
-    head: &'a File,
-    head_path: &'a Path,
-    key: Option<&'a AuditKey>,
+/// What one round did: an answer for each of the first records it was given (fewer than all
+/// when the round's bytes reached [`MAX_ROUND_BYTES`]: the rest wait for the next round), and
+/// whether it wrote anything that must be synced.
+pub(crate) struct Round {
+    pub(crate) results: Vec<Result<Appended, AuditError>>,
+    pub(crate) dirty: bool,
 }
 
-impl Files<'_> {
-    /// Appends `record` after `head` to a log that is `len` bytes long and ends with a newline,
-    /// then rewrites the head. Returns the new head and length. Nothing is synced.
-    ///
-    /// The line goes out in one `write`, so a full disk usually leaves nothing or a prefix of
-    /// it; on any failure the log is cut back to `len` and the old head restored, so the chain
-    /// is as before and a later append can succeed.
-    fn append_locked(
-        &self,
-        head: &Head,
-        len: u64,
-        record: &Record,
-    ) -> Result<(Head, u64), Failure> {
-        let seq = head
-            .seq
-            .checked_add(1)
-            .ok_or(Failure::clean(AuditError::Broken))?;
-        let encoded =
-            encode(seq, &head.hash, record).map_err(|e| Failure::clean(AuditError::Encode(e)))?;
-        if encoded.line.len() > MAX_LINE_BYTES + 1 {
-            return Err(Failure::clean(AuditError::TooLarge {
-                len: encoded.line.len() - 1,
-            }));
+/// The files of one log and its key. Every method but [`Files::lock`] and [`Files::sync`]
+/// expects the caller to hold the exclusive lock.
+pub(crate) struct Files {
+    pub(crate) dir: PathBuf,
+    log: File,
+    log_path: PathBuf,
+    head: File,
+    head_path: PathBuf,
+    key: Option<AuditKey>,
+    /// Failures to inject, for the tests of what each caller is told.
+    #[cfg(test)]
+    pub(crate) faults: std::sync::Mutex<tests::Faults>,
+}
+
+impl Files {
+    /// Takes the exclusive lock on the head file (waits for other processes and handles).
+    pub(crate) fn lock(&self) -> Result<FileLock<'_>, AuditError> {
+        FileLock::exclusive(&self.head).map_err(io_err("locking", &self.head_path))
+    }
+
+    fn chain(&self, source: ChainError) -> AuditError {
+        AuditError::Chain {
+            dir: self.dir.clone(),
+            source,
         }
-        let new_head = Head::new(seq, encoded.hash, self.key);
-        let new_head_bytes = new_head
+    }
+
+    fn log_len(&self) -> Result<u64, AuditError> {
+        Ok(self
+            .log
+            .metadata()
+            .map_err(io_err("reading", &self.log_path))?
+            .len())
+    }
+
+    /// Checks (or creates) the log at open, under the lock, and sets aside a torn tail. Returns
+    /// the unkeyed head adopted by a key created just now, if any.
+    fn check_at_open(&self, adopt: bool) -> Result<Option<(u64, String)>, AuditError> {
+        let _lock = self.lock()?;
+        let head_len = self
+            .head
+            .metadata()
+            .map_err(io_err("reading", &self.head_path))?
+            .len();
+        let log_len = self.log_len()?;
+        if head_len == 0 && log_len == 0 {
+            // A new log.
+            let bytes = Head::genesis(self.key.as_ref())
+                .encode()
+                .map_err(AuditError::Encode)?;
+            self.head
+                .write_all_at(&bytes, 0)
+                .and_then(|()| self.head.sync_all())
+                .map_err(io_err("writing", &self.head_path))?;
+            self.log
+                .sync_all()
+                .map_err(io_err("writing", &self.log_path))?;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("syncing", &self.dir))?;
+            tracing::info!(target: "warden::audit", dir = %self.dir.display(), "audit log created");
+            return Ok(None);
+        }
+        let h = Head::read(&self.head, &self.head_path).map_err(|e| self.chain(e))?;
+        h.check_mac(self.key.as_ref(), &self.head_path, adopt)
+            .map_err(|e| self.chain(e))?;
+        let adopted = (self.key.is_some() && h.mac.is_none()).then(|| (h.seq, h.hash.clone()));
+        if tail_matches(&self.log, log_len, &h) {
+            // Intact.
+        } else if let Some(cut) =
+            torn_tail(&self.log, &self.log_path, log_len, &h).map_err(|e| self.chain(e))?
+        {
+            self.set_aside(&h, cut, log_len)
+                .map_err(|failure| failure.error)?;
+            // The recovery record must be on disk before anything is appended after it.
+            self.sync()?;
+        } else {
+            // Find and name the first problem.
+            let log_for_walk =
+                File::open(&self.log_path).map_err(io_err("opening", &self.log_path))?;
+            walk(log_for_walk, log_len, &h, &self.log_path).map_err(|e| self.chain(e))?;
+        }
+        Ok(adopted)
+    }
+
+    /// One round of the group commit, under the lock: reads and checks the head, sets aside a
+    /// torn tail, chains `records` after the head, writes their lines with one `write` and the
+    /// head once. Nothing is synced. `adopted` accepts a head without a MAC.
+    ///
+    /// A record that cannot be encoded (or is over the line cap) fails alone and takes no seq.
+    /// A failure of the head, the tail or the write fails every record: [`AuditError`]s
+    /// cannot be cloned, so each caller gets a [`AuditError::duplicate`]. `broken` is set when
+    /// the files could not be put back as they were.
+    pub(crate) fn append_round<'r>(
+        &self,
+        records: impl ExactSizeIterator<Item = &'r Record>,
+        adopted: impl FnOnce(&Head) -> bool,
+        broken: &mut bool,
+    ) -> Round {
+        let n = records.len();
+        let all = |error: AuditError, dirty: bool| Round {
+            results: (0..n).map(|_| Err(error.duplicate())).collect(),
+            dirty,
+        };
+        // Under the lock, from the file: another process may have written it. A head without
+        // a MAC is accepted only while it is the one this handle adopted at open.
+        let mut head = match Head::read(&self.head, &self.head_path)
+            .and_then(|h| {
+                let adopt = adopted(&h);
+                h.check_mac(self.key.as_ref(), &self.head_path, adopt)
+                    .map(|()| h)
+            })
+            .map_err(|e| self.chain(e))
+        {
+            Ok(head) => head,
+            Err(e) => return all(e, false),
+        };
+        let mut len = match self.log_len() {
+            Ok(len) => len,
+            Err(e) => return all(e, false),
+        };
+        // A line not ending in a newline is left by a crash or a rollback that failed (here or
+        // in another process). Appending after it would bury a garbled line in the chain, so it
+        // is set aside first, on the same strict conditions as at `open`, or the round fails.
+        let mut dirty = false;
+        match ends_with_newline(&self.log, len).map_err(io_err("reading", &self.log_path)) {
+            Ok(true) => {}
+            Ok(false) => {
+                let cut = match torn_tail(&self.log, &self.log_path, len, &head) {
+                    Ok(Some(cut)) => cut,
+                    Err(e) => return all(self.chain(e), false),
+                    // Not reached: `torn_tail` names the problem when the tail cannot be set
+                    // aside.
+                    Ok(None) => return all(AuditError::Broken, false),
+                };
+                match self.set_aside(&head, cut, len) {
+                    Ok(after) => (head, len) = after,
+                    Err(f) => {
+                        *broken |= f.broken;
+                        return all(f.error, false);
+                    }
+                }
+                dirty = true;
+            }
+            Err(e) => return all(e, false),
+        }
+
+        let mut lines = Vec::new();
+        let mut results = Vec::with_capacity(n);
+        let (mut seq, mut prev) = (head.seq, head.hash.clone());
+        for record in records {
+            if lines.len() >= MAX_ROUND_BYTES {
+                break;
+            }
+            let Some(next) = seq.checked_add(1) else {
+                results.push(Err(AuditError::Broken));
+                continue;
+            };
+            match self.encode(next, &prev, record) {
+                Ok(Encoded { line, hash }) => {
+                    lines.extend_from_slice(&line);
+                    results.push(Ok(Appended {
+                        seq: next,
+                        hash: hash.clone(),
+                    }));
+                    (seq, prev) = (next, hash);
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if lines.is_empty() {
+            return Round { results, dirty };
+        }
+        let new_head = Head::new(seq, prev, self.key.as_ref());
+        if let Err(f) = self.commit(&head, len, &lines, &new_head) {
+            *broken |= f.broken;
+            for result in &mut results {
+                if result.is_ok() {
+                    *result = Err(f.error.duplicate());
+                }
+            }
+            return Round { results, dirty };
+        }
+        Round {
+            results,
+            dirty: true,
+        }
+    }
+
+    /// The line of `record` as number `seq` after `prev`.
+    fn encode(&self, seq: u64, prev: &str, record: &Record) -> Result<Encoded, AuditError> {
+        #[cfg(test)]
+        if self.fault(|f| f.too_large.as_deref() == Some(record.request_id())) {
+            return Err(AuditError::TooLarge {
+                len: MAX_LINE_BYTES + 1,
+            });
+        }
+        let encoded = encode(seq, prev, record).map_err(AuditError::Encode)?;
+        if encoded.line.len() > MAX_LINE_BYTES + 1 {
+            return Err(AuditError::TooLarge {
+                len: encoded.line.len() - 1,
+            });
+        }
+        Ok(encoded)
+    }
+
+    /// Appends `lines` (complete, each ending with a newline, chaining from `old`) to a log
+    /// that is `len` bytes long and ends with a newline, then rewrites the head as `new`.
+    /// Returns the new length. Nothing is synced.
+    ///
+    /// The lines go out in one `write`, so a full disk usually leaves nothing or a prefix of
+    /// them; on any failure the log is cut back to `len` and the old head restored, so the
+    /// chain is as before and a later append can succeed.
+    fn commit(&self, old: &Head, len: u64, lines: &[u8], new: &Head) -> Result<u64, Failure> {
+        let new_head_bytes = new
             .encode()
             .map_err(|e| Failure::clean(AuditError::Encode(e)))?;
-        let old_head_bytes = head
+        let old_head_bytes = old
             .encode()
             .map_err(|e| Failure::clean(AuditError::Encode(e)))?;
-        if let Err(source) = write_once(self.log, &encoded.line) {
+        if let Err(source) = self.write_lines(lines) {
             let broken = self.log.set_len(len).is_err();
             return Err(Failure {
-                error: io_err("writing", self.log_path)(source),
+                error: io_err("writing", &self.log_path)(source),
                 broken,
             });
         }
         if let Err(source) = self.head.write_all_at(&new_head_bytes, 0) {
-            // The head may be half rewritten: put back the old one, then drop the line.
+            // The head may be half rewritten: put back the old one, then drop the lines.
             let broken = self.head.write_all_at(&old_head_bytes, 0).is_err()
                 || self.log.set_len(len).is_err();
             return Err(Failure {
-                error: io_err("writing", self.head_path)(source),
+                error: io_err("writing", &self.head_path)(source),
                 broken,
             });
         }
-        Ok((new_head, len + encoded.line.len() as u64))
+        Ok(len + lines.len() as u64)
     }
 
     /// Moves the torn tail `cut..len` of the log to [`TORN_FILE`], cuts the log at `cut`, and
     /// appends the [`Event::Recovery`] record. `head` names the record just before `cut`.
+    /// Returns the new head and length.
     fn set_aside(&self, head: &Head, cut: u64, len: u64) -> Result<(Head, u64), Failure> {
         let torn_path = self.dir.join(TORN_FILE);
         let n = len - cut;
-        let seq = head.seq.saturating_add(1);
+        let seq = head
+            .seq
+            .checked_add(1)
+            .ok_or(Failure::clean(AuditError::Broken))?;
         let record = Record::new(Event::Recovery, format!("audit-recovery-{seq}"))
             .with_capability("audit")
             .with_target(LOG_FILE)
@@ -461,10 +533,13 @@ impl Files<'_> {
                 "a torn tail of {n} bytes (an incomplete record {seq}, left by a crash or a \
                  full disk) was set aside at seq {seq} in {TORN_FILE}"
             ));
+        let encoded = self
+            .encode(seq, &head.hash, &record)
+            .map_err(Failure::clean)?;
         let mut bytes = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
         self.log
             .read_exact_at(&mut bytes, cut)
-            .map_err(|e| Failure::clean(io_err("reading", self.log_path)(e)))?;
+            .map_err(|e| Failure::clean(io_err("reading", &self.log_path)(e)))?;
         let note = serde_json::json!({
             "time": record.time(),
             "after_seq": head.seq,
@@ -487,11 +562,11 @@ impl Files<'_> {
                 f.write_all(&line)?;
                 f.sync_all()
             })
-            .and_then(|()| File::open(self.dir)?.sync_all())
+            .and_then(|()| File::open(&self.dir)?.sync_all())
             .map_err(|e| Failure::clean(io_err("writing", &torn_path)(e)))?;
         self.log
             .set_len(cut)
-            .map_err(|e| Failure::clean(io_err("truncating", self.log_path)(e)))?;
+            .map_err(|e| Failure::clean(io_err("truncating", &self.log_path)(e)))?;
         tracing::warn!(
             target: "warden::audit",
             dir = %self.dir.display(),
@@ -499,27 +574,59 @@ impl Files<'_> {
             seq,
             "a torn tail of the audit log was set aside in {TORN_FILE}"
         );
-        self.append_locked(head, cut, &record)
+        let new_head = Head::new(seq, encoded.hash, self.key.as_ref());
+        let len = self.commit(head, cut, &encoded.line, &new_head)?;
+        Ok((new_head, len))
+    }
+
+    /// `fdatasync`s the log, then the head. Needs no lock: it makes durable whatever is in the
+    /// files, including what another process appended since.
+    pub(crate) fn sync(&self) -> Result<(), AuditError> {
+        #[cfg(test)]
+        if self.fault(|f| std::mem::take(&mut f.fail_sync)) {
+            return Err(io_err("syncing", &self.log_path)(
+                io::Error::from_raw_os_error(5), // EIO
+            ));
+        }
+        self.log
+            .sync_data()
+            .map_err(io_err("syncing", &self.log_path))?;
+        self.head
+            .sync_data()
+            .map_err(io_err("syncing", &self.head_path))
+    }
+
+    /// Writes `lines` with one `write` (see [`write_once`]).
+    fn write_lines(&self, lines: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self.fault(|f| f.short_write.take()) {
+            // What a full disk does: part of the lines is written, then the write fails.
+            (&self.log).write_all(&lines[..n.min(lines.len())])?;
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        write_once(&self.log, lines)
+    }
+
+    #[cfg(test)]
+    fn fault<T>(&self, f: impl FnOnce(&mut tests::Faults) -> T) -> T {
+        f(&mut self
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
-/// Writes `line` with one `write` (retried only if nothing was written), so that concurrent
-/// readers and a full disk see all of it or a prefix, never interleaved pieces. A short write is
-/// an error: the caller rolls it back.
-fn write_once(mut file: &File, line: &[u8]) -> io::Result<()> {
-    #[cfg(test)]
-    if let Some(n) = tests::SHORT_WRITE.take() {
-        // What a full disk does: part of the line is written, then the write fails.
-        file.write_all(&line[..n.min(line.len())])?;
-        return Err(io::Error::from_raw_os_error(28));
-    }
+/// Writes `lines` with one `write` (retried only if nothing was written), so that concurrent
+/// readers and a full disk see all of them or a prefix, never interleaved pieces. A short write
+/// is an error: the caller rolls it back.
+fn write_once(mut file: &File, lines: &[u8]) -> io::Result<()> {
     loop {
-        match file.write(line) {
-            Ok(n) if n == line.len() => return Ok(()),
+        match file.write(lines) {
+            Ok(n) if n == lines.len() => return Ok(()),
             Ok(n) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
-                    format!("short write: {n} of {} bytes", line.len()),
+                    format!("short write: {n} of {} bytes", lines.len()),
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -631,18 +738,82 @@ const _: () = assert!(HEAD_LEN > 103, "the head file must fit the longest head")
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::read::verify;
 
-    thread_local! {
-        /// Makes the next line written on this thread stop after this many bytes and fail.
-        pub(super) static SHORT_WRITE: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Failures the next round meets, set by a test.
+    #[derive(Debug, Default)]
+    pub(crate) struct Faults {
+        /// The next write of lines stops after this many bytes and fails (ENOSPC).
+        pub short_write: Option<usize>,
+        /// The next sync fails (EIO).
+        pub fail_sync: bool,
+        /// Records with this request id fail to encode, as over the line cap.
+        pub too_large: Option<String>,
     }
 
     fn rec(i: u64) -> Record {
         Record::new(Event::Call, format!("req-{i}")).with_message(format!("message {i}"))
+    }
+
+    fn faults(log: &AuditLog) -> std::sync::MutexGuard<'_, Faults> {
+        log.writer.files().faults.lock().unwrap()
+    }
+
+    /// Runs `appends` (one thread each) as one round: the head's lock is held (as another
+    /// process would) until all of them are queued, so the writer takes them together.
+    fn one_round(
+        log: &Arc<AuditLog>,
+        records: Vec<Record>,
+    ) -> Vec<(Record, Result<Appended, AuditError>)> {
+        let rounds = log.sync_rounds();
+        let results = one_round_unchecked(log, records);
+        assert!(
+            log.sync_rounds() <= rounds + 1,
+            "one round, at most one sync"
+        );
+        results
+    }
+
+    /// [`one_round`], where the writer may split the records over several rounds.
+    fn one_round_unchecked(
+        log: &Arc<AuditLog>,
+        records: Vec<Record>,
+    ) -> Vec<(Record, Result<Appended, AuditError>)> {
+        let n = records.len();
+        let dir = log.dir().to_owned();
+        let other = File::open(dir.join(HEAD_FILE)).unwrap();
+        other.lock().unwrap();
+        let threads: Vec<_> = records
+            .into_iter()
+            .map(|r| {
+                let log = Arc::clone(log);
+                thread::spawn(move || {
+                    let result = log.append(r.clone());
+                    (r, result)
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log.writer.queued() < n {
+            assert!(Instant::now() < deadline, "the appends were not queued");
+            thread::sleep(Duration::from_millis(1));
+        }
+        other.unlock().unwrap();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    /// The stored line of record `seq`.
+    fn line(dir: &Path, seq: u64) -> serde_json::Value {
+        let text = fs::read_to_string(dir.join(LOG_FILE)).unwrap();
+        serde_json::from_str(text.lines().nth(seq as usize - 1).unwrap()).unwrap()
     }
 
     #[test]
@@ -655,7 +826,7 @@ mod tests {
         let head_before = fs::read(dir.join(HEAD_FILE)).unwrap();
         // Nothing written, one byte, part of the line, all of it but the newline.
         for cut in [0, 1, 40, usize::MAX] {
-            SHORT_WRITE.set(Some(cut));
+            faults(&log).short_write = Some(cut);
             let err = log.append(rec(2)).unwrap_err();
             let AuditError::Io { source, .. } = &err else {
                 panic!("{err:?}")
@@ -674,5 +845,154 @@ mod tests {
             !dir.join(TORN_FILE).exists(),
             "nothing needed setting aside"
         );
+    }
+
+    #[test]
+    fn one_round_shares_one_sync_and_answers_each_caller_with_its_own_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = Arc::new(AuditLog::open(&dir).unwrap());
+        log.append(rec(0)).unwrap();
+        let rounds = log.sync_rounds();
+        let results = one_round(&log, (1..=20).map(rec).collect());
+        assert_eq!(log.sync_rounds(), rounds + 1);
+        let mut seqs = BTreeSet::new();
+        for (record, result) in results {
+            let a = result.unwrap();
+            seqs.insert(a.seq);
+            // The seq and hash a caller got are those of the line holding its own record.
+            let stored = line(&dir, a.seq);
+            assert_eq!(stored["hash"], a.hash.as_str());
+            assert_eq!(stored["record"]["request_id"], record.request_id());
+        }
+        assert_eq!(seqs, (2..=21).collect());
+        assert_eq!(verify(&dir).unwrap().records, 21);
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_written_fails_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = Arc::new(AuditLog::open(&dir).unwrap());
+        faults(&log).too_large = Some("req-4".to_owned());
+        let results = one_round(&log, (1..=8).map(rec).collect());
+        let mut seqs = BTreeSet::new();
+        for (record, result) in results {
+            if record.request_id() == "req-4" {
+                assert!(
+                    matches!(result, Err(AuditError::TooLarge { .. })),
+                    "{result:?}"
+                );
+                continue;
+            }
+            let a = result.unwrap();
+            assert_eq!(
+                line(&dir, a.seq)["record"]["request_id"],
+                record.request_id()
+            );
+            seqs.insert(a.seq);
+        }
+        // The others are chained without a gap where the failed one would have been.
+        assert_eq!(seqs, (1..=7).collect());
+        assert_eq!(verify(&dir).unwrap().records, 7);
+        faults(&log).too_large = None;
+        assert_eq!(log.append(rec(9)).unwrap().seq, 8);
+    }
+
+    #[test]
+    fn a_failed_write_fails_every_caller_of_its_round_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = Arc::new(AuditLog::open(&dir).unwrap());
+        log.append(rec(0)).unwrap();
+        let before = fs::read(dir.join(LOG_FILE)).unwrap();
+        faults(&log).short_write = Some(700);
+        faults(&log).too_large = Some("req-2".to_owned());
+        for (record, result) in one_round(&log, (1..=6).map(rec).collect()) {
+            let err = result.unwrap_err();
+            if record.request_id() == "req-2" {
+                // Its own failure, not the write's.
+                assert!(matches!(err, AuditError::TooLarge { .. }), "{err:?}");
+            } else {
+                let AuditError::Io { source, .. } = &err else {
+                    panic!("{err:?}")
+                };
+                assert_eq!(source.raw_os_error(), Some(28), "{err:?}");
+            }
+        }
+        assert_eq!(fs::read(dir.join(LOG_FILE)).unwrap(), before);
+        // Rolled back, not broken: the next round continues the chain.
+        faults(&log).too_large = None;
+        let results = one_round(&log, (7..=9).map(rec).collect());
+        let seqs: BTreeSet<u64> = results.into_iter().map(|(_, r)| r.unwrap().seq).collect();
+        assert_eq!(seqs, (2..=4).collect());
+        assert_eq!(verify(&dir).unwrap().records, 4);
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_caller_of_its_round_and_breaks_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = Arc::new(AuditLog::open(&dir).unwrap());
+        log.append(rec(0)).unwrap();
+        faults(&log).fail_sync = true;
+        let results = one_round(&log, (1..=5).map(rec).collect());
+        assert_eq!(results.len(), 5);
+        for (_, result) in results {
+            let err = result.unwrap_err();
+            let AuditError::Io { action, source, .. } = &err else {
+                panic!("{err:?}")
+            };
+            assert_eq!((*action, source.raw_os_error()), ("syncing", Some(5)));
+        }
+        // Nothing more is appended through this handle.
+        assert!(matches!(log.append(rec(6)), Err(AuditError::Broken)));
+        assert!(matches!(log.append(rec(7)), Err(AuditError::Broken)));
+    }
+
+    #[test]
+    fn a_round_over_the_byte_cap_leaves_the_rest_for_the_next() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = Arc::new(AuditLog::open(&dir).unwrap());
+        // Records of about 6 KiB, all of one length.
+        let big = |i: u64| {
+            let text = "x".repeat(1000);
+            Record::new(Event::Call, format!("req-{i:04}"))
+                .with_tenant(&text)
+                .with_extension(&text)
+                .with_capability(&text)
+                .with_target(&text)
+                .with_message(&text)
+        };
+        let n = 400u64;
+        let results = one_round_unchecked(&log, (1..=n).map(big).collect());
+        let seqs: BTreeSet<u64> = results.into_iter().map(|(_, r)| r.unwrap().seq).collect();
+        assert_eq!(seqs, (1..=n).collect());
+        // Each round took records until its lines reached the cap; the rest waited.
+        let len = fs::read_to_string(dir.join(LOG_FILE))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .len()
+            + 1;
+        let per_round = MAX_ROUND_BYTES.div_ceil(len) as u64;
+        assert!(per_round < n / 2, "{per_round}");
+        assert_eq!(log.sync_rounds(), n.div_ceil(per_round));
+        assert_eq!(verify(&dir).unwrap().records, n);
+    }
+
+    #[test]
+    fn dropping_the_log_ends_its_writer_thread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = AuditLog::open(&dir).unwrap();
+        log.append(rec(1)).unwrap();
+        let writer = Arc::downgrade(&log.writer);
+        drop(log);
+        // The thread held the other reference; it was joined.
+        assert!(writer.upgrade().is_none());
+        assert_eq!(verify(&dir).unwrap().records, 1);
     }
 }

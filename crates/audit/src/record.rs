@@ -34,6 +34,10 @@ pub enum Event {
     /// A host that could not start (its message says why): recorded when the audit log
     /// opened but a later part of the host (runtime, storage, key files) did not.
     Start,
+    /// A tenant was created (with its first API key, whose hash alone is kept).
+    Tenant,
+    /// The operator replaced the trust bundle; installs are verified again on their next call.
+    TrustReload,
 }
 
 impl Event {
@@ -51,6 +55,8 @@ impl Event {
             Event::Load => "load",
             Event::Recovery => "recovery",
             Event::Start => "start",
+            Event::Tenant => "tenant",
+            Event::TrustReload => "trust-reload",
         }
     }
 }

@@ -1,7 +1,6 @@
 //! A verified-in-memory bundle: the archive bytes, their content hash and the parsed manifest.
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -12,6 +11,7 @@ use warden_manifest::{BundlePath, Kind, Manifest, TomlError};
 
 use crate::digest::ContentHash;
 use crate::limits::BundleLimits;
+use crate::read;
 use crate::ustar::{self, ArchiveEntry, ArchiveError, EntryKind, Mode};
 
 /// The manifest's path inside every bundle.
@@ -152,13 +152,11 @@ impl Bundle {
             return Err(too_large(size));
         }
         let len = usize::try_from(size).map_err(|_| too_large(size))?;
-        // `vec![0; len]` maps zeroed pages lazily, so the read below is the only pass that
-        // touches memory; hashing follows the read chunk by chunk on a second thread.
-        let mut buf = vec![0u8; len];
         let changed = || BundleError::Changed {
             path: path.to_path_buf(),
         };
-        let hash = read_and_hash(&mut file, &mut buf).map_err(|e| match e.kind() {
+        // One pass: each chunk is hashed right after it is read (see `crate::read`).
+        let (bytes, hash) = read::read_hashed(&mut file, len).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => changed(),
             _ => io_err(e),
         })?;
@@ -166,8 +164,8 @@ impl Bundle {
         if file.read(&mut probe).map_err(io_err)? != 0 {
             return Err(changed());
         }
-        // The hash covers exactly `buf`, which is frozen from here on.
-        Bundle::checked(Bytes::from(buf), hash, caps)
+        // The hash covers exactly `bytes`, which are frozen.
+        Bundle::checked(bytes, hash, caps)
     }
 
     /// The exact bytes that were validated and hashed.
@@ -347,44 +345,5 @@ pub(crate) fn check(bytes: &[u8], caps: &BundleLimits) -> Result<Checked, Bundle
         manifest,
         manifest_range,
         entry_range,
-    })
-}
-
-/// Chunk size for reading and hashing: large enough to amortize syscalls, small enough to
-/// still be in cache when the hashing thread gets to it.
-const READ_CHUNK: usize = 1 << 20;
-/// Below this, a second thread costs more than it saves.
-const PIPELINE_MIN: usize = 4 * READ_CHUNK;
-
-/// Fills `buf` from `file` and returns the sha256 of exactly those bytes. Large files are hashed
-/// on a second thread, one chunk behind the reader, so reading and hashing overlap.
-fn read_and_hash(file: &mut File, buf: &mut [u8]) -> io::Result<ContentHash> {
-    let digest = |d: Sha256| ContentHash::from_bytes(d.finalize().into());
-    if buf.len() < PIPELINE_MIN {
-        file.read_exact(buf)?;
-        return Ok(ContentHash::of(buf));
-    }
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<&[u8]>(4);
-        let hasher = scope.spawn(move || {
-            let mut h = Sha256::new();
-            for chunk in rx {
-                h.update(chunk);
-            }
-            h
-        });
-        for chunk in buf.chunks_mut(READ_CHUNK) {
-            file.read_exact(chunk)?;
-            // A filled chunk is never written again; the hasher only reads it.
-            let filled: &[u8] = chunk;
-            if tx.send(filled).is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        hasher
-            .join()
-            .map(digest)
-            .map_err(|_| io::Error::other("the hashing thread failed"))
     })
 }

@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod digest;
 pub mod limits;
 pub mod pack;
+mod read;
 pub mod ustar;
 
 pub use bundle::{ASSETS_DIR, Bundle, BundleError, BundleFile, COMPONENT_PREAMBLE, MANIFEST_FILE};

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         let code = warden_host::compile_child_main(
             &args[2..],
             &mut std::io::stdin().lock(),
+            &mut std::io::stdout(),
             &mut std::io::stderr(),
         );
         return ExitCode::from(u8::try_from(code).unwrap_or(1));

@@ -42,10 +42,26 @@ impl Host {
         let Some(dir) = self.inner.data_dir.as_deref() else {
             return Err(HostError::NoRegistry);
         };
+        // Opened once per host, on first use.
+        let mut store = self
+            .inner
+            .store
+            .lock()
+            .map_err(|_| HostError::Poisoned("registry"))?;
+        let (registry, blobs) = match &*store {
+            Some(s) => s.clone(),
+            None => {
+                let registry: Arc<dyn Registry> =
+                    Arc::new(warden_store_sqlite::open_registry(dir)?);
+                let blobs: Arc<dyn BlobStore> =
+                    Arc::new(warden_store_sqlite::FileBlobs::open(dir)?);
+                store.insert((registry, blobs)).clone()
+            }
+        };
         Ok(Admin {
             inner: &self.inner,
-            registry: Arc::new(warden_store_sqlite::open_registry(dir)?),
-            blobs: Arc::new(warden_store_sqlite::FileBlobs::open(dir)?),
+            registry,
+            blobs,
         })
     }
 }
@@ -58,7 +74,17 @@ impl Admin<'_> {
     /// Creates a tenant; returns its API key, to be shown once (only its hash is kept).
     pub fn create_tenant(&self, name: &TenantName) -> Result<ApiKey, HostError> {
         let key = ApiKey::generate();
-        self.registry.create_tenant(name, &key.hash())?;
+        let created = self.registry.create_tenant(name, &key.hash());
+        let record = Record::new(Event::Tenant, self.inner.ids.next()).with_tenant(name);
+        let record = match &created {
+            Ok(()) => record.with_outcome(Outcome::Ok),
+            Err(e @ RegistryError::TenantExists(_)) => {
+                record.with_outcome(Outcome::Invalid).with_error(e)
+            }
+            Err(e) => record.with_outcome(Outcome::Error).with_error(e),
+        };
+        self.inner.audit.append(record)?;
+        created?;
         Ok(key)
     }
 
@@ -135,6 +161,45 @@ impl Admin<'_> {
             return Err(e);
         }
         let verified = self.publish(what, bundle, signature)?;
+        self.install_verified(tenant, &verified, grant, force)
+    }
+
+    /// Installs an already published bundle (by its content hash) for `tenant`: its bytes and
+    /// signature from the registry, verified again against the trust bundle now, then as
+    /// [`Admin::install`].
+    pub fn install_published(
+        &self,
+        tenant: &TenantName,
+        hash: &ContentHash,
+        grant: Option<&Grant>,
+        force: bool,
+    ) -> Result<Installed, HostError> {
+        let inner = self.inner;
+        let what = format!("published {hash}");
+        let record = Record::new(Event::VerificationFailure, inner.ids.next())
+            .with_tenant(tenant)
+            .with_content_hash(*hash)
+            .with_target(&what);
+        let verified = match self.stored(hash) {
+            Ok((signature, bytes)) => self.verified(bytes, &signature, record)?,
+            Err(e) => {
+                inner
+                    .audit
+                    .append(record.with_outcome(Outcome::Denied).with_error(&e))?;
+                return Err(e);
+            }
+        };
+        self.install_verified(tenant, &verified, grant, force)
+    }
+
+    fn install_verified(
+        &self,
+        tenant: &TenantName,
+        verified: &Verified<Bundle>,
+        grant: Option<&Grant>,
+        force: bool,
+    ) -> Result<Installed, HostError> {
+        let inner = self.inner;
         let manifest = verified.manifest();
         let ext = &manifest.extension;
         let hash = verified.content_hash();
@@ -254,16 +319,7 @@ impl Admin<'_> {
             "{extension} {} ({hash}) for tenant {tenant}",
             install.version
         );
-        let stored = (|| -> Result<(Vec<u8>, Vec<u8>), HostError> {
-            let published = self.registry.published(&hash)?.ok_or_else(|| {
-                RegistryError::Damaged(format!("no publication of installed {hash}"))
-            })?;
-            let bytes = self
-                .blobs
-                .get(&hash)?
-                .ok_or_else(|| RegistryError::Damaged(format!("no blob for installed {hash}")))?;
-            Ok((published.signature, bytes))
-        })();
+        let stored = self.stored(&hash);
         let record = Record::new(Event::VerificationFailure, inner.ids.next())
             .with_tenant(tenant)
             .with_extension(extension)
@@ -286,6 +342,37 @@ impl Admin<'_> {
         view.load(verified, &install.grant)
     }
 
+    /// A published bundle, verified again now (its bytes against their hash, its signature
+    /// against the trust bundle); a failure is audited.
+    pub fn verified_published(&self, hash: &ContentHash) -> Result<Verified<Bundle>, HostError> {
+        let inner = self.inner;
+        let record = Record::new(Event::VerificationFailure, inner.ids.next())
+            .with_content_hash(*hash)
+            .with_target(format!("published {hash}"));
+        match self.stored(hash) {
+            Ok((signature, bytes)) => self.verified(bytes, &signature, record),
+            Err(e) => {
+                inner
+                    .audit
+                    .append(record.with_outcome(Outcome::Denied).with_error(&e))?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The signature and bytes of a published bundle (the bytes checked against their hash).
+    fn stored(&self, hash: &ContentHash) -> Result<(Vec<u8>, Vec<u8>), HostError> {
+        let published = self
+            .registry
+            .published(hash)?
+            .ok_or_else(|| HostError::NotPublished(*hash))?;
+        let bytes = self
+            .blobs
+            .get(hash)?
+            .ok_or_else(|| RegistryError::Damaged(format!("no blob for published {hash}")))?;
+        Ok((published.signature, bytes))
+    }
+
     /// `bundle` verified with its DSSE envelope `signature` against the host's trust bundle; a
     /// failure is audited as `record` (a `verification-failure`) and returned.
     fn verified(
@@ -298,7 +385,7 @@ impl Admin<'_> {
         let result = (|| -> Result<Verified<Bundle>, HostError> {
             let envelope = Envelope::from_json(signature)?;
             let bundle = Bundle::from_bytes(bundle, &inner.bundle_limits)?;
-            Ok(verify(bundle, &envelope, &inner.trust)?)
+            Ok(verify(bundle, &envelope, &*inner.trust()?)?)
         })();
         if let Err(e) = &result {
             inner

@@ -13,8 +13,7 @@ use crate::installed::Loaded;
 
 impl Inner {
     /// A call refused before it ran: one audit record.
-    pub(crate) fn refuse(&self, ext: &Loaded, error: CallError) -> CallFailure {
-        let id = self.ids.next();
+    pub(crate) fn refuse(&self, ext: &Loaded, id: String, error: CallError) -> CallFailure {
         self.write(call_record(ext, &id, &CallReport::default(), Err(&error)));
         CallFailure {
             request_id: id,
@@ -28,9 +27,9 @@ impl Inner {
     pub(crate) fn finish<T>(
         &self,
         ext: &Loaded,
+        id: String,
         outcome: CallOutcome<T>,
     ) -> Result<Called<T>, CallFailure> {
-        let id = self.ids.next();
         let report = outcome.report;
         // Whether any of this call's records could not be stored.
         let mut lost = false;

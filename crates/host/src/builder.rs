@@ -170,7 +170,7 @@ impl HostBuilder {
         Ok(Host {
             inner: Arc::new(Inner {
                 runtime: Arc::new(runtime),
-                trust: self.trust.unwrap_or_default(),
+                trust: RwLock::new(Arc::new(self.trust.unwrap_or_default())),
                 policy: self.policy,
                 audit,
                 bundle_limits: self.bundle_limits,
@@ -186,6 +186,7 @@ impl HostBuilder {
                 extensions: RwLock::default(),
                 prepared: RwLock::default(),
                 ids: RequestIds::new(),
+                store: Mutex::new(None),
                 audit_failed: AtomicBool::new(false),
                 audit_failure: Mutex::new(None),
             }),

@@ -29,18 +29,59 @@ impl Tenant<'_> {
             .await
     }
 
+    /// [`Tenant::call`], recorded under `request_id` (from [`Host::new_request_id`], or the
+    /// caller's own: a service that has already told its client the id).
+    pub async fn call_as(
+        &self,
+        request_id: String,
+        id: &ExtensionId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Called<Vec<u8>>, CallFailure> {
+        let via = Via {
+            request_id: Some(request_id),
+            ..Via::default()
+        };
+        self.inner
+            .call_rpc(&self.name, id, method, input, via)
+            .await
+    }
+
     /// Sends an HTTP request to an http extension, in a fresh instance, with its limits.
     pub async fn call_http(
         &self,
         id: &ExtensionId,
         request: http::Request<Bytes>,
     ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        self.http(id, request, Via::default()).await
+    }
+
+    /// [`Tenant::call_http`], recorded under `request_id` (see [`Tenant::call_as`]).
+    pub async fn call_http_as(
+        &self,
+        request_id: String,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        let via = Via {
+            request_id: Some(request_id),
+            ..Via::default()
+        };
+        self.http(id, request, via).await
+    }
+
+    async fn http(
+        &self,
+        id: &ExtensionId,
+        request: http::Request<Bytes>,
+        via: Via,
+    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
         let inner = self.inner;
         let ext = inner.lookup(&self.name, id)?;
         inner
             .run(
                 ext,
-                Via::default(),
+                via,
                 |_| Ok(()),
                 |ext, caps| async move {
                     let limits = ext.info.effective.limits;
@@ -50,6 +91,13 @@ impl Tenant<'_> {
                 },
             )
             .await
+    }
+}
+
+impl crate::Host {
+    /// A new request id, unique in this host (see [`Tenant::call_as`]).
+    pub fn new_request_id(&self) -> String {
+        self.inner.ids.next()
     }
 }
 
@@ -119,13 +167,14 @@ impl Inner {
         Fut: Future<Output = CallOutcome<T>>,
     {
         self.audit_gate(&ext)?;
+        let id = via.request_id.clone().unwrap_or_else(|| self.ids.next());
         if let Err(e) = check(&ext) {
-            return Err(self.refuse(&ext, e));
+            return Err(self.refuse(&ext, id, e));
         }
-        let _permit = self.permit(&ext)?;
+        let _permit = self.permit(&ext, &id)?;
         let caps = self.caps_for(&ext, via);
         let outcome = call(Arc::clone(&ext), caps).await;
-        self.finish(&ext, outcome)
+        self.finish(&ext, id, outcome)
     }
 
     fn lookup(&self, tenant: &TenantName, id: &ExtensionId) -> Result<Arc<Loaded>, CallFailure> {
@@ -136,11 +185,16 @@ impl Inner {
         })
     }
 
-    fn permit(&self, ext: &Arc<Loaded>) -> Result<tokio::sync::OwnedSemaphorePermit, CallFailure> {
+    fn permit(
+        &self,
+        ext: &Arc<Loaded>,
+        id: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, CallFailure> {
         Arc::clone(&ext.permits).try_acquire_owned().map_err(|_| {
             let limit = ext.info.effective.limits.max_concurrent_calls;
             self.refuse(
                 ext,
+                id.to_string(),
                 CallError::Busy(format!(
                     "{} already has {limit} calls in flight",
                     ext.info.id

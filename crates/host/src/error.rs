@@ -40,6 +40,8 @@ pub enum HostError {
         tenant: TenantName,
         extension: ExtensionId,
     },
+    #[error("no bundle {0} was published")]
+    NotPublished(warden_bundle::ContentHash),
     #[error("{0}")]
     Registry(#[from] warden_registry::RegistryError),
     #[error("{0}")]

@@ -13,12 +13,14 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use warden_audit::AuditSink;
+use warden_audit::{AuditSink, Event, Outcome, Record};
 use warden_bundle::{BundleLimits, ContentHash};
 use warden_kv::{KvBackend, Quota};
 use warden_manifest::{ExtensionId, Policy, TenantName};
 use warden_runtime::{Prepared, Resolver, Runtime};
 use warden_trust::TrustBundle;
+
+use crate::error::HostError;
 
 use crate::authorize::Authorizer;
 use crate::ids::RequestIds;
@@ -35,9 +37,16 @@ pub struct Host {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Where the service's records and bundles are kept.
+pub(crate) type Storage = (
+    Arc<dyn warden_registry::Registry>,
+    Arc<dyn warden_registry::BlobStore>,
+);
+
 pub(crate) struct Inner {
     pub(crate) runtime: Arc<Runtime>,
-    pub(crate) trust: TrustBundle,
+    /// Swapped whole by [`Host::set_trust`]; a load verifies against the bundle of its time.
+    pub(crate) trust: RwLock<Arc<TrustBundle>>,
     pub(crate) policy: Policy,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) bundle_limits: BundleLimits,
@@ -54,6 +63,8 @@ pub(crate) struct Inner {
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     pub(crate) prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
     pub(crate) ids: RequestIds,
+    /// The registry and blobs of the data dir, opened on first use ([`Host::admin`]).
+    pub(crate) store: Mutex<Option<Storage>>,
     /// Set when an audit record could not be stored: calls are refused until one can (see
     /// [`Inner::audit_gate`]). An atomic so the check on every call costs one load.
     pub(crate) audit_failed: AtomicBool,
@@ -65,9 +76,55 @@ impl Host {
     pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
         &self.inner.audit
     }
+
+    /// The folder of the data dir's audit log (`DATA/audit`), if the host has a data dir.
+    pub fn audit_dir(&self) -> Option<PathBuf> {
+        self.inner
+            .data_dir
+            .as_ref()
+            .map(|d| d.join(warden_audit::AUDIT_DIR))
+    }
+
+    /// Replaces the trust bundle. Every loaded extension is unloaded, so the next call of
+    /// each loads (and verifies) it again under the new bundle: a revoked key or a removed
+    /// publisher stops it from being served at once.
+    /// Audited (`trust-reload`, with `what` says where the bundle came from).
+    pub fn set_trust(&self, trust: TrustBundle, what: &str) -> Result<(), HostError> {
+        let publishers = trust.publishers().len();
+        {
+            let mut current = self
+                .inner
+                .trust
+                .write()
+                .map_err(|_| HostError::Poisoned("trust bundle"))?;
+            *current = Arc::new(trust);
+        }
+        self.inner
+            .extensions
+            .write()
+            .map_err(|_| HostError::Poisoned("extension table"))?
+            .clear();
+        self.inner.audit.append(
+            Record::new(Event::TrustReload, self.inner.ids.next())
+                .with_target(what)
+                .with_outcome(Outcome::Ok)
+                .with_message(format!(
+                    "{publishers} publishers trusted; every install is verified again on its next call"
+                )),
+        )?;
+        Ok(())
+    }
 }
 
 impl Inner {
+    /// The trust bundle now.
+    pub(crate) fn trust(&self) -> Result<Arc<TrustBundle>, HostError> {
+        self.trust
+            .read()
+            .map(|t| Arc::clone(&t))
+            .map_err(|_| HostError::Poisoned("trust bundle"))
+    }
+
     pub(crate) fn get(&self, tenant: &TenantName, id: &ExtensionId) -> Option<Arc<Loaded>> {
         self.extensions.read().ok()?.get(tenant)?.get(id).cloned()
     }

@@ -19,6 +19,8 @@ pub struct ExtensionInfo {
     pub content_hash: ContentHash,
     pub kind: WorldKind,
     pub effective: Effective,
+    /// The HTTP routes the manifest maps to this extension (`[[endpoints]]`).
+    pub endpoints: Vec<warden_manifest::Endpoint>,
 }
 
 pub(crate) struct Loaded {

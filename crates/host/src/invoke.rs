@@ -33,6 +33,8 @@ pub(crate) struct Via {
     pub(crate) chain: Arc<[ExtensionId]>,
     /// The calling extension's secret values (see `CallCaps::redactor`).
     pub(crate) redactor: Option<Redactor>,
+    /// The request id to record the call under (default: a new one).
+    pub(crate) request_id: Option<String>,
     /// Calls to other extensions made so far under the same top-level call.
     pub(crate) nested: Arc<AtomicU32>,
 }
@@ -120,6 +122,7 @@ impl Invoker for HostInvoker {
         let via = Via {
             chain: chain.into(),
             redactor: Some(redactor),
+            request_id: None,
             nested: Arc::clone(&self.via.nested),
         };
         match host

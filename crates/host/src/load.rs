@@ -38,7 +38,7 @@ impl Tenant<'_> {
         let verified = (|| -> Result<Verified<Bundle>, HostError> {
             let envelope = Envelope::read_file(&sig_path)?;
             let bundle = Bundle::read_file(bundle, &inner.bundle_limits)?;
-            Ok(verify(bundle, &envelope, &inner.trust)?)
+            Ok(verify(bundle, &envelope, &*inner.trust()?)?)
         })();
         match verified {
             Ok(v) => self.load(v, grant),
@@ -129,6 +129,7 @@ impl Tenant<'_> {
                 content_hash: bundle.content_hash(),
                 kind: prepared.kind(),
                 effective: eff,
+                endpoints: bundle.manifest().endpoints.clone(),
             };
             let permits = Arc::new(Semaphore::new(
                 info.effective.limits.max_concurrent_calls as usize,

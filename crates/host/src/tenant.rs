@@ -37,6 +37,17 @@ impl Tenant<'_> {
         &self.name
     }
 
+    /// Unloads `id` for this tenant: calls from now on do not find it (calls in flight end
+    /// as they are). Returns whether it was loaded.
+    pub fn unload(&self, id: &ExtensionId) -> bool {
+        match self.inner.extensions.write() {
+            Ok(mut loaded) => loaded
+                .get_mut(&self.name)
+                .is_some_and(|t| t.remove(id).is_some()),
+            Err(_) => false,
+        }
+    }
+
     /// Information about an extension loaded for this tenant.
     pub fn extension(&self, id: &ExtensionId) -> Option<ExtensionInfo> {
         self.inner.get(&self.name, id).map(|l| l.info.clone())

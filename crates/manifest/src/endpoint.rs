@@ -172,11 +172,14 @@ impl PathPattern {
     }
 }
 
-/// One `[[endpoints]]` entry.
+/// One `[[endpoints]]` entry: the HTTP requests the gateway forwards to the extension. For
+/// an rpc extension, `call` names the method a matching request calls (its body is the input,
+/// the method's output the response body); an http extension gets the request itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub method: MethodPattern,
     pub path: PathPattern,
+    pub call: Option<crate::MethodName>,
 }
 
 #[cfg(test)]

@@ -30,4 +30,6 @@ pub mod policy;
 pub use capability::Capability;
 pub use effective::{Effective, EffectiveError, EffectiveNetwork, Mount, MountSource, effective};
 pub use grant::{Grant, GrantError, GrantItem};
-pub use policy::{Ceiling, CeilingError, CompileLimits, FileLimits, KvLimits, Policy};
+pub use policy::{
+    Ceiling, CeilingError, CompileLimits, FileLimits, GatewayLimits, KvLimits, Policy,
+};

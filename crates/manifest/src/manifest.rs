@@ -92,6 +92,20 @@ impl Manifest {
             Some(v) => methods(&v)?,
             None => Vec::new(),
         };
+        // An endpoint that calls a method calls one the manifest lists.
+        if let Some(v) = root.get("endpoints") {
+            for (ep, item) in endpoints.iter().zip(v.as_array()?) {
+                if let Some(call) = &ep.call
+                    && !methods.contains(call)
+                {
+                    let table = item.as_table()?;
+                    let at = table.require("call")?;
+                    return Err(at.error(format!(
+                        "calls {call:?}, which is not one of the manifest's [[methods]]"
+                    )));
+                }
+            }
+        }
         let permissions = match root.get("permissions") {
             Some(v) => permissions(&v.as_table()?, &extension)?,
             None => Permissions::default(),
@@ -204,8 +218,12 @@ fn endpoints(v: &Value<'_, '_>) -> Result<Vec<Endpoint>, TomlError> {
         let method: MethodPattern = t.require("method")?.parse()?;
         let path_v = t.require("path")?;
         let path: PathPattern = path_v.parse()?;
-        let ep = Endpoint { method, path };
-        if out.contains(&ep) {
+        let call = t.get("call").map(|v| v.parse::<MethodName>()).transpose()?;
+        let ep = Endpoint { method, path, call };
+        if out
+            .iter()
+            .any(|e: &Endpoint| e.method == ep.method && e.path == ep.path)
+        {
             return Err(path_v.error("duplicate endpoint"));
         }
         t.finish_ref()?;

@@ -1,6 +1,6 @@
 //! The operator's policy (`--config FILE`, section `[policy]`): ceilings and network exceptions.
 
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -31,6 +31,53 @@ pub struct Policy {
     pub files: FileLimits,
     /// What compiling one component may cost (`[policy.compile]`).
     pub compile: CompileLimits,
+    /// The runner service's own limits (`[policy.gateway]`).
+    pub gateway: GatewayLimits,
+}
+
+/// The runner service's own limits (an extension's come from its manifest and the ceilings):
+/// sizes of the request head, time for each phase, and each tenant's rate and concurrency.
+/// `[policy.gateway]`; defaults are written on each field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// Longest request target (path and query). Default 8 KiB; longer is 414.
+    pub max_uri_bytes: ByteSize,
+    /// Most request headers. Default 64; more is 431.
+    pub max_headers: u32,
+    /// Largest sum of header names and values. Default 16 KiB; larger is 431.
+    pub max_header_bytes: ByteSize,
+    /// Time for a client to send the request head. Default 10s; the connection is closed.
+    pub header_timeout: Duration,
+    /// Time for a client to send the body. Default 30s; longer is 408.
+    pub body_timeout: Duration,
+    /// Requests per second each tenant may make, and the burst above it. Default 100/s,
+    /// burst 200; over is 429.
+    pub tenant_rate: NonZeroU32,
+    pub tenant_burst: NonZeroU32,
+    /// Calls each tenant may have in flight, all its extensions together. Default 64; more
+    /// is 429 (each extension's own cap is its `max_concurrent_calls`).
+    pub tenant_concurrency: u32,
+    /// Largest admin request (a bundle being published). Default 300 MiB.
+    pub max_admin_body: ByteSize,
+    /// How long a shutdown waits for calls in flight. Default 30s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        GatewayLimits {
+            max_uri_bytes: ByteSize::kib(8),
+            max_headers: 64,
+            max_header_bytes: ByteSize::kib(16),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            tenant_rate: NonZeroU32::MIN.saturating_add(99),
+            tenant_burst: NonZeroU32::MIN.saturating_add(199),
+            tenant_concurrency: 64,
+            max_admin_body: ByteSize::mib(300),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 /// What compiling one component may cost, when the host compiles in a child process (the
@@ -129,6 +176,7 @@ impl Default for Policy {
             allow_networks: Vec::new(),
             kv: KvLimits::default(),
             compile: CompileLimits::default(),
+            gateway: GatewayLimits::default(),
             files: FileLimits::default(),
         }
     }
@@ -276,17 +324,80 @@ impl Policy {
                 let compile = v.as_table()?;
                 if let Some(v) = compile.get("max_time") {
                     p.compile.max_time = v.parse::<Span>()?.as_duration();
+                    if p.compile.max_time < Duration::from_secs(1) {
+                        return Err(v.error(
+                            "at least 1s: a shorter limit refuses every component, even a tiny one",
+                        ));
+                    }
                 }
                 if let Some(v) = compile.get("max_memory") {
                     p.compile.max_memory = v.parse()?;
+                    if p.compile.max_memory < ByteSize::mib(64) {
+                        return Err(v.error(
+                            "at least 64MiB: the compiler itself needs that much before it reads a component",
+                        ));
+                    }
                 }
                 compile.finish_ref()?;
+            }
+            if let Some(v) = t.get("gateway") {
+                p.gateway = parse_gateway(&v.as_table()?)?;
             }
             t.finish_ref()?;
         }
         root.finish()?;
         Ok(p)
     }
+}
+
+/// `[policy.gateway]`.
+fn parse_gateway(t: &crate::strict::Table<'_, '_>) -> Result<GatewayLimits, TomlError> {
+    let mut g = GatewayLimits::default();
+    let positive = |v: &crate::strict::Value<'_, '_>| -> Result<NonZeroU32, TomlError> {
+        u32::try_from(v.as_u64()?)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| v.error("must be 1 or more (and fit in 32 bits)"))
+    };
+    let time = |v: &crate::strict::Value<'_, '_>| -> Result<Duration, TomlError> {
+        let d = v.parse::<Span>()?.as_duration();
+        if d.is_zero() {
+            return Err(v.error("must be more than 0s"));
+        }
+        Ok(d)
+    };
+    if let Some(v) = t.get("max_uri_bytes") {
+        g.max_uri_bytes = v.parse()?;
+    }
+    if let Some(v) = t.get("max_headers") {
+        g.max_headers = positive(&v)?.get();
+    }
+    if let Some(v) = t.get("max_header_bytes") {
+        g.max_header_bytes = v.parse()?;
+    }
+    if let Some(v) = t.get("header_timeout") {
+        g.header_timeout = time(&v)?;
+    }
+    if let Some(v) = t.get("body_timeout") {
+        g.body_timeout = time(&v)?;
+    }
+    if let Some(v) = t.get("tenant_rate") {
+        g.tenant_rate = positive(&v)?;
+    }
+    if let Some(v) = t.get("tenant_burst") {
+        g.tenant_burst = positive(&v)?;
+    }
+    if let Some(v) = t.get("tenant_concurrency") {
+        g.tenant_concurrency = positive(&v)?.get();
+    }
+    if let Some(v) = t.get("max_admin_body") {
+        g.max_admin_body = v.parse()?;
+    }
+    if let Some(v) = t.get("shutdown_grace") {
+        g.shutdown_grace = v.parse::<Span>()?.as_duration();
+    }
+    t.finish_ref()?;
+    Ok(g)
 }
 
 #[cfg(test)]
@@ -389,5 +500,26 @@ allow_networks = ["10.20.0.0/16"]
         assert_eq!((e.key.as_str(), e.line), ("policy.compile.max_tmie", 2));
         assert!(Policy::parse("[policy.compile]\nmax_time = \"soon\"\n").is_err());
         assert!(Policy::parse("[policy.compile]\nmax_memory = 5\n").is_err());
+        let e = Policy::parse("[policy.compile]\nmax_time = \"0s\"\n").unwrap_err();
+        assert!(e.to_string().contains("at least 1s"), "{e}");
+        let e = Policy::parse("[policy.compile]\nmax_memory = \"1MiB\"\n").unwrap_err();
+        assert!(e.to_string().contains("at least 64MiB"), "{e}");
+    }
+
+    #[test]
+    fn gateway_limits() {
+        let p = Policy::parse(
+            "[policy.gateway]\nbody_timeout = \"2s\"\ntenant_rate = 5\ntenant_burst = 1\nmax_uri_bytes = \"1KiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.gateway.body_timeout, Duration::from_secs(2));
+        assert_eq!(p.gateway.tenant_rate.get(), 5);
+        assert_eq!(p.gateway.tenant_burst.get(), 1);
+        assert_eq!(p.gateway.max_uri_bytes, ByteSize::kib(1));
+        assert_eq!(p.gateway.max_headers, 64);
+        assert!(Policy::parse("[policy.gateway]\ntenant_rate = 0\n").is_err());
+        assert!(Policy::parse("[policy.gateway]\nbody_timeout = \"0s\"\n").is_err());
+        let e = Policy::parse("[policy.gateway]\nrate = 5\n").unwrap_err();
+        assert_eq!(e.key, "policy.gateway.rate");
     }
 }

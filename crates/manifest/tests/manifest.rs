@@ -384,3 +384,25 @@ fn process_manifest_takes_args() {
     assert_eq!(m.extension.kind, Kind::Process);
     assert_eq!(m.extension.args, vec!["--serve".to_string()]);
 }
+
+#[test]
+fn an_endpoint_may_call_a_listed_method() {
+    let base = "schema = 1\n[extension]\nid = \"a.b\"\nversion = \"1.0.0\"\npublisher = \"p\"\nkind = \"component\"\nentry = \"e.wasm\"\n[[methods]]\nname = \"inc\"\n";
+    let m = Manifest::parse(&format!(
+        "{base}[[endpoints]]\nmethod = \"POST\"\npath = \"/inc\"\ncall = \"inc\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        m.endpoints[0].call.as_ref().map(|c| c.as_str()),
+        Some("inc")
+    );
+    let e = Manifest::parse(&format!(
+        "{base}[[endpoints]]\nmethod = \"POST\"\npath = \"/x\"\ncall = \"nope\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not one of the manifest's [[methods]]"),
+        "{e}"
+    );
+}

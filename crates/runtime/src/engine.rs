@@ -408,14 +408,17 @@ impl Runtime {
 
     fn prepare_once(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
         let bytes = bundle.entry();
-        let kind = crate::precheck::check(bytes)?;
         let shared = &self.shared;
-        let component = shared.compiler.run(|| {
-            if let Some(iso) = &shared.config.isolation {
-                crate::isolate::compile(iso, &shared.config, bytes)?;
-            }
-            Component::new(&shared.engine, bytes)
-                .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))
+        let (kind, component) = shared.compiler.run(|| {
+            // Isolated, the child checks (validation can be as costly as a compile) and
+            // compiles; this process then reads the compiled code from the cache.
+            let kind = match &shared.config.isolation {
+                Some(iso) => crate::isolate::compile(iso, &shared.config, bytes)?,
+                None => crate::precheck::check(bytes)?,
+            };
+            let component = Component::new(&shared.engine, bytes)
+                .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))?;
+            Ok::<_, LoadError>((kind, component))
         })?;
         let pre = self
             .shared

@@ -32,9 +32,12 @@ pub enum LoadError {
     /// Compiling it in the child process went over a limit of `[policy.compile]`, and the
     /// compile was stopped.
     #[error(
-        "compiling the component needed more than {max} ({limit} in [policy.compile]); the compile was stopped"
+        "checking and compiling the component needed more than {max} ({limit} in [policy.compile]); it was stopped"
     )]
     OverCompileLimit { limit: &'static str, max: String },
+    /// Refused by the pre-compile check run in the compile process (its message says why).
+    #[error("{0}")]
+    Checked(String),
     /// This bundle was refused before by this engine (for `reason`); not checked again.
     #[error("the component was refused before: {reason}")]
     Refused { reason: std::sync::Arc<str> },
@@ -59,6 +62,7 @@ impl LoadError {
                 | LoadError::NotComponent(_)
                 | LoadError::TooLarge { .. }
                 | LoadError::OverCompileLimit { .. }
+                | LoadError::Checked(_)
         )
     }
 

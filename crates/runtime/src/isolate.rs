@@ -1,9 +1,12 @@
 //! Compiling in a child process: the hard bound on what one compile may cost.
 //!
 //! Cranelift cannot be stopped part-way, and the pre-compile check's shape limits still admit
-//! components that compile for minutes (23 straight-line bodies of 1 MiB: 113 s, 461 MiB). So,
-//! when the embedder names a program that runs [`child_main`], a component is compiled first
-//! in a child process built from the same settings. The child caps its own writable memory
+//! components that compile for minutes (23 straight-line bodies of 1 MiB: 113 s, 461 MiB), or
+//! whose validation alone compares deep types for minutes (a shared component instantiated
+//! thousands of times with 131k-node tuple types). So, when the embedder names a program that
+//! runs [`child_main`], everything that reads the component's code, the pre-compile check
+//! (with its validation) included, runs first in a child process built from the same
+//! settings; the child tells the parent the component's world. The child caps its own writable memory
 //! (`RLIMIT_DATA`: past it Cranelift's allocations fail and the child ends) and CPU time, and
 //! the parent kills it at the wall-clock limit. The child's compile fills Wasmtime's on-disk
 //! cache, so the parent's compile of the same bytes with the same settings is a cache hit. If
@@ -22,6 +25,7 @@ use wasmtime::component::Component;
 
 use crate::engine::{RuntimeConfig, engine_config};
 use crate::error::LoadError;
+use crate::prepared::WorldKind;
 
 /// The child process that compiles, and its limits. `program args...` must call
 /// [`child_main`] with the arguments that follow and its standard input (the `warden` binary
@@ -40,14 +44,21 @@ pub struct Isolation {
 const EXIT_REFUSED: i32 = 1;
 const EXIT_SETUP: i32 = 3;
 const EXIT_MEMORY: i32 = 4;
+/// Refused by the pre-compile check (before compiling).
+const EXIT_CHECKED: i32 = 5;
 
 /// What the parent keeps of the child's standard error (its refusal message).
 const STDERR_KEPT: u64 = 16 << 10;
 /// How often the parent looks whether the child has ended.
 const POLL: Duration = Duration::from_millis(5);
 
-/// Compiles `bytes` in the child (filling the compile cache), within `iso`'s limits.
-pub(crate) fn compile(iso: &Isolation, cfg: &RuntimeConfig, bytes: &[u8]) -> Result<(), LoadError> {
+/// Checks and compiles `bytes` in the child (filling the compile cache), within `iso`'s
+/// limits; returns the component's world.
+pub(crate) fn compile(
+    iso: &Isolation,
+    cfg: &RuntimeConfig,
+    bytes: &[u8],
+) -> Result<WorldKind, LoadError> {
     let mut cmd = Command::new(&iso.program);
     cmd.args(&iso.args)
         .arg(format!("max-memory={}", cfg.max_memory))
@@ -71,7 +82,7 @@ pub(crate) fn compile(iso: &Isolation, cfg: &RuntimeConfig, bytes: &[u8]) -> Res
     cmd.env_clear()
         .env("RAYON_NUM_THREADS", cfg.compile_threads.max(1).to_string())
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| {
         LoadError::engine(
@@ -79,9 +90,9 @@ pub(crate) fn compile(iso: &Isolation, cfg: &RuntimeConfig, bytes: &[u8]) -> Res
             e,
         )
     })?;
-    let (stdin, stderr) = (child.stdin.take(), child.stderr.take());
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let started = Instant::now();
-    let (status, timed_out, message) = std::thread::scope(|s| {
+    let (status, timed_out, message, world) = std::thread::scope(|s| {
         // The child reads all its input before compiling; if it ends early the write fails,
         // which its exit status explains.
         s.spawn(move || {
@@ -89,18 +100,8 @@ pub(crate) fn compile(iso: &Isolation, cfg: &RuntimeConfig, bytes: &[u8]) -> Res
                 let _ = stdin.write_all(bytes);
             }
         });
-        let reader = s.spawn(move || {
-            let mut text = String::new();
-            if let Some(stderr) = stderr {
-                let mut kept = Vec::new();
-                let mut rest = stderr;
-                let _ = (&mut rest).take(STDERR_KEPT).read_to_end(&mut kept);
-                // Drain what is over the cap, so the child never blocks on a full pipe.
-                let _ = std::io::copy(&mut rest, &mut std::io::sink());
-                text = String::from_utf8_lossy(&kept).trim().to_owned();
-            }
-            text
-        });
+        let reader = s.spawn(move || kept(stderr));
+        let world = s.spawn(move || kept(stdout));
         let mut timed_out = false;
         let status = loop {
             match child.try_wait() {
@@ -118,10 +119,32 @@ pub(crate) fn compile(iso: &Isolation, cfg: &RuntimeConfig, bytes: &[u8]) -> Res
                 }
             }
         };
-        (status, timed_out, reader.join().unwrap_or_default())
+        let message = reader.join().unwrap_or_default();
+        let world = world.join().unwrap_or_default();
+        (status, timed_out, message, world)
     });
     let status = status.map_err(|e| LoadError::engine("waiting for the compile process", e))?;
-    judge(iso, status, timed_out, message)
+    judge(iso, status, timed_out, message)?;
+    match world.as_str() {
+        "rpc" => Ok(WorldKind::Rpc),
+        "http" => Ok(WorldKind::Http),
+        other => Err(LoadError::Engine {
+            what: format!("the compile process answered {other:?}, not a world"),
+            source: None,
+        }),
+    }
+}
+
+/// The start of what a child wrote on `pipe` (the rest is drained, so the child never blocks
+/// on a full pipe), as trimmed text.
+fn kept(pipe: Option<impl Read>) -> String {
+    let Some(mut rest) = pipe else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let _ = (&mut rest).take(STDERR_KEPT).read_to_end(&mut kept);
+    let _ = std::io::copy(&mut rest, &mut std::io::sink());
+    String::from_utf8_lossy(&kept).trim().to_owned()
 }
 
 /// What the child's end means.
@@ -146,6 +169,7 @@ fn judge(
     match status.code() {
         Some(0) => Ok(()),
         Some(EXIT_REFUSED) => Err(LoadError::Compile(message.into())),
+        Some(EXIT_CHECKED) => Err(LoadError::Checked(message)),
         Some(EXIT_SETUP) => Err(LoadError::Engine {
             what: format!("the compile process could not start its engine: {message}"),
             source: None,
@@ -163,10 +187,25 @@ const SIGXCPU: i32 = 24;
 /// The child: reads a component on `input`, compiles it with the engine the arguments
 /// describe (filling the compile cache), and returns the exit code the parent reads. What went
 /// wrong is written to `err`, one line.
-pub fn child_main(args: &[OsString], input: &mut dyn Read, err: &mut dyn Write) -> i32 {
+pub fn child_main(
+    args: &[OsString],
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let (code, text) = match child(args, input) {
-        Ok(()) => return 0,
+        Ok(kind) => {
+            let world = match kind {
+                WorldKind::Rpc => "rpc",
+                WorldKind::Http => "http",
+            };
+            return match writeln!(out, "{world}") {
+                Ok(()) => 0,
+                Err(_) => EXIT_SETUP,
+            };
+        }
         Err(Failure::Setup(t)) => (EXIT_SETUP, t),
+        Err(Failure::Checked(t)) => (EXIT_CHECKED, t),
         Err(Failure::Refused(t)) if out_of_memory(&t) => (EXIT_MEMORY, t),
         Err(Failure::Refused(t)) => (EXIT_REFUSED, t),
     };
@@ -176,6 +215,7 @@ pub fn child_main(args: &[OsString], input: &mut dyn Read, err: &mut dyn Write) 
 
 enum Failure {
     Setup(String),
+    Checked(String),
     Refused(String),
 }
 
@@ -183,7 +223,7 @@ fn out_of_memory(text: &str) -> bool {
     text.contains("Cannot allocate memory") || text.contains("out of memory")
 }
 
-fn child(args: &[OsString], input: &mut dyn Read) -> Result<(), Failure> {
+fn child(args: &[OsString], input: &mut dyn Read) -> Result<WorldKind, Failure> {
     // One instance slot: the child never instantiates, and the pool's sizes are no part of
     // the compiled code (nor of its cache key), so the child reserves no pool to speak of.
     let mut cfg = RuntimeConfig {
@@ -233,9 +273,10 @@ fn child(args: &[OsString], input: &mut dyn Read) -> Result<(), Failure> {
     input
         .read_to_end(&mut bytes)
         .map_err(|e| Failure::Setup(format!("reading the component: {e}")))?;
+    let kind = crate::precheck::check(&bytes).map_err(|e| Failure::Checked(e.to_string()))?;
     let config = engine_config(&cfg).map_err(|e| Failure::Setup(warden_call::text::chain(&e)))?;
     let engine =
         Engine::new(&config).map_err(|e| Failure::Setup(format!("creating the engine: {e:#}")))?;
     Component::new(&engine, &bytes).map_err(|e| Failure::Refused(format!("{e:#}")))?;
-    Ok(())
+    Ok(kind)
 }

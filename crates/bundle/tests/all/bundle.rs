@@ -268,6 +268,46 @@ fn read_file_round_trip_and_errors() {
     );
 }
 
+/// A bundle large enough to be read into huge pages and hashed on a second thread: what was
+/// read is what is hashed and handed out, to the last byte.
+#[test]
+fn read_file_large_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let asset: Vec<u8> = (0..(9 << 20) + 123)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[3]
+        })
+        .collect();
+    let mut bytes = bundle_with(&[("assets/big.bin", Mode::Regular, &asset)]);
+    let path = dir.path().join("big.wext");
+    fs::write(&path, &bytes).unwrap();
+    let b = Bundle::read_file(&path, &BundleLimits::default()).unwrap();
+    assert!(b.bytes() == &bytes[..]);
+    assert_eq!(b.content_hash(), ContentHash::of(&bytes));
+    assert_eq!(
+        b.content_hash().as_bytes()[..],
+        Sha256::digest(&bytes)[..],
+        "the content hash is sha256 of the file"
+    );
+    assert!(b.file("assets/big.bin").unwrap() == &asset[..]);
+    // The bytes outlive the bundle they came from.
+    let shared = b.shared_bytes();
+    drop(b);
+    assert_eq!(ContentHash::of(&shared), ContentHash::of(&bytes));
+
+    // One byte changed in the middle of the data changes the hash.
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+    let b = Bundle::read_file(&path, &BundleLimits::default()).unwrap();
+    assert_eq!(b.content_hash(), ContentHash::of(&bytes));
+    assert_ne!(b.content_hash(), ContentHash::of(&shared));
+}
+
 /// A 300 MiB sparse file is refused from its metadata, before a byte is read: the error reports
 /// the file's real size (a bounded read would have stopped at cap + 1).
 #[test]

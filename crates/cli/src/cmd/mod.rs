@@ -6,6 +6,7 @@ mod keygen;
 mod manage;
 mod pack;
 mod run;
+mod serve;
 mod sign;
 mod verify;
 
@@ -172,6 +173,28 @@ enum Command {
         #[arg(long, value_name = "@FILE", requires = "http")]
         body: Option<String>,
     },
+    /// Serve what is installed: the gateway, the runner API and the admin API.
+    ///
+    /// Tokens: WARDEN_ADMIN_TOKEN / --admin-token-file (no token: no admin API) and
+    /// WARDEN_RUNNER_TOKEN / --runner-token-file (no token: no runner API). Never on the
+    /// command line. SIGHUP reads the trust bundle again; SIGTERM/SIGINT finish calls in
+    /// flight and stop.
+    Serve {
+        #[command(flatten)]
+        place: PlaceArgs,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Trust bundle (publishers whose signatures are accepted) [env: WARDEN_TRUST_BUNDLE].
+        #[arg(long, value_name = "TRUST", env = "WARDEN_TRUST_BUNDLE")]
+        trust: Option<PathBuf>,
+        /// File holding the admin token (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
+        /// File holding the runner token (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        runner_token_file: Option<PathBuf>,
+    },
     /// Manage tenants: `warden tenant create NAME` prints the new tenant's API key once.
     Tenant {
         #[command(subcommand)]
@@ -313,6 +336,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 invocation,
             })
         }
+        Command::Serve {
+            place,
+            listen,
+            trust,
+            admin_token_file,
+            runner_token_file,
+        } => serve::run(serve::ServeArgs {
+            place: place_of(&place, trust.as_deref()),
+            listen,
+            admin_token_file,
+            runner_token_file,
+        }),
         Command::Tenant {
             action: TenantAction::Create { name, place },
         } => manage::create_tenant(&place_of(&place, None), &name),

@@ -26,10 +26,11 @@ fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
-/// A component whose one core function is a straight line of `i32.const 1; i32.add` about
-/// `len` bytes long: within every shape limit of the pre-compile check, slow to compile. It
-/// exports an instance named like the rpc handler, so the check takes it for an rpc extension.
-fn slow_component(len: usize) -> Vec<u8> {
+/// A component whose `count` core functions are each a straight line of `i32.const 1;
+/// i32.add` about `len` bytes long: within every shape limit of the pre-compile check, slow to
+/// compile (about 1.5-3 s each for 1 MiB). It exports an instance named like the rpc handler,
+/// so the check takes it for an rpc extension.
+fn slow_component(len: usize, count: u8) -> Vec<u8> {
     let mut body = vec![0x00, 0x41, 0x00];
     while body.len() + 4 < len {
         body.extend_from_slice(&[0x41, 0x01, 0x6a]);
@@ -37,10 +38,14 @@ fn slow_component(len: usize) -> Vec<u8> {
     body.push(0x0b);
     let mut module = b"\0asm\x01\0\0\0".to_vec();
     section(1, &[1, 0x60, 0, 1, 0x7f], &mut module);
-    section(3, &[1, 0], &mut module);
-    let mut code = vec![1];
-    leb(body.len(), &mut code);
-    code.extend_from_slice(&body);
+    let mut funcs = vec![count];
+    funcs.extend(std::iter::repeat_n(0, usize::from(count)));
+    section(3, &funcs, &mut module);
+    let mut code = vec![count];
+    for _ in 0..count {
+        leb(body.len(), &mut code);
+        code.extend_from_slice(&body);
+    }
     section(10, &code, &mut module);
     let mut c = b"\0asm\x0d\0\x01\0".to_vec();
     section(1, &module, &mut c);
@@ -55,6 +60,43 @@ fn slow_component(len: usize) -> Vec<u8> {
     c
 }
 
+/// A component that is cheap to compile and slow to validate (red team, round 5): a shared
+/// component importing functions of a 16-level tuple tree (131k nodes), instantiated 997 times
+/// in each of `nested` components and at the top, so validation compares the trees again and
+/// again. Within every shape limit of the pre-compile check.
+fn validation_bomb(nested: usize) -> Vec<u8> {
+    const DEPTH: usize = 16;
+    let types = |p: &str| {
+        let mut t = format!("(type ${p}0 (tuple u8 u8))\n");
+        for i in 1..=DEPTH {
+            t += &format!("(type ${p}{i} (tuple ${p}{} ${p}{}))\n", i - 1, i - 1);
+        }
+        t
+    };
+    let args = (0..3)
+        .map(|k| format!("(with \"f{k}\" (func $f))"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let instances = format!("(instance (instantiate $C {args}))\n").repeat(997);
+    let mut w = format!(
+        "(component $top\n{}(component $C\n{}",
+        types("o"),
+        types("i")
+    );
+    for k in 0..3 {
+        w += &format!("(import \"f{k}\" (func (param \"p\" $i{DEPTH})))\n");
+    }
+    w += ")\n";
+    for m in 0..nested {
+        w += &format!(
+            "(component $D{m}\n(alias outer $top $o{DEPTH} (type $t))\n(import \"f\" (func $f (param \"p\" $t)))\n(alias outer $top $C (component $C))\n{instances})\n"
+        );
+    }
+    w += &format!("(import \"f\" (func $f (param \"p\" $o{DEPTH})))\n{instances}");
+    w += "(instance $h)\n(export \"warden:extension/handler@0.1.0\" (instance $h))\n)\n";
+    wat::parse_str(&w).unwrap()
+}
+
 struct Slow {
     _t: tempfile::TempDir,
     bundle: PathBuf,
@@ -63,7 +105,11 @@ struct Slow {
     root: PathBuf,
 }
 
-fn signed_slow() -> Slow {
+fn signed_slow(count: u8) -> Slow {
+    signed_component(&slow_component((1 << 20) - 64, count))
+}
+
+fn signed_component(wasm: &[u8]) -> Slow {
     let t = tempfile::TempDir::new().unwrap();
     let root = t.path().to_path_buf();
     let p = keygen(&root, "acme");
@@ -75,7 +121,7 @@ fn signed_slow() -> Slow {
         "schema = 1\n\n[extension]\nid = \"acme.slow\"\nversion = \"1.0.0\"\npublisher = \"acme\"\nkind = \"component\"\nentry = \"extension.wasm\"\n\n[[methods]]\nname = \"call\"\n",
     )
     .unwrap();
-    fs::write(dir.join("extension.wasm"), slow_component((1 << 20) - 64)).unwrap();
+    fs::write(dir.join("extension.wasm"), wasm).unwrap();
     let bundle = root.join("slow.wext");
     pack(&dir, &bundle);
     sign(&bundle, &p.key);
@@ -89,7 +135,7 @@ fn signed_slow() -> Slow {
 }
 
 /// Compiled code in the data dir's cache (Wasmtime's entries, not its bookkeeping).
-fn cached(data: &Path) -> Vec<PathBuf> {
+pub(crate) fn cached(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![data.join("cache")];
     while let Some(d) = todo.pop() {
@@ -137,11 +183,12 @@ fn load_records(data: &Path) -> Vec<String> {
 
 #[test]
 fn a_compile_over_max_time_is_stopped_refused_and_audited() {
-    let s = signed_slow();
-    let o = run_with(&s, "[policy.compile]\nmax_time = \"300ms\"\n");
+    // Eight bodies: several seconds on any machine, so the one-second limit stops it.
+    let s = signed_slow(8);
+    let o = run_with(&s, "[policy.compile]\nmax_time = \"1s\"\n");
     fails(
         &o,
-        "compiling the component needed more than 300ms (max_time in [policy.compile]); the compile was stopped",
+        "checking and compiling the component needed more than 1s (max_time in [policy.compile]); it was stopped",
     );
     assert!(cached(&s.data).is_empty(), "{:?}", cached(&s.data));
     let loads = load_records(&s.data);
@@ -155,12 +202,26 @@ fn a_compile_over_max_time_is_stopped_refused_and_audited() {
 }
 
 #[test]
+fn validation_counts_against_max_time_too() {
+    // Validating this takes tens of seconds of CPU; it used to run in the host process,
+    // before and outside the bounded compile process.
+    let s = signed_component(&validation_bomb(2));
+    let o = run_with(&s, "[policy.compile]\nmax_time = \"1s\"\n");
+    fails(&o, "needed more than 1s (max_time in [policy.compile])");
+    let loads = load_records(&s.data);
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    // `inspect` lists interfaces without validating: it answers at once.
+    let out = ok(&warden(&[&"inspect", &s.bundle]));
+    assert!(out.contains("warden:extension/handler@0.1.0"), "{out}");
+}
+
+#[test]
 fn a_compile_over_max_memory_is_stopped_refused_and_audited() {
-    let s = signed_slow();
+    let s = signed_slow(1);
     let o = run_with(&s, "[policy.compile]\nmax_memory = \"100MiB\"\n");
     fails(
         &o,
-        "compiling the component needed more than 100 MiB (max_memory in [policy.compile])",
+        "checking and compiling the component needed more than 100 MiB (max_memory in [policy.compile])",
     );
     assert!(cached(&s.data).is_empty(), "{:?}", cached(&s.data));
     let loads = load_records(&s.data);
@@ -171,7 +232,7 @@ fn a_compile_over_max_memory_is_stopped_refused_and_audited() {
 #[test]
 fn within_the_limits_the_same_component_compiles_once_into_the_cache() {
     // The child's compile and the host's share one cache entry: the host's is a cache hit.
-    let s = signed_slow();
+    let s = signed_slow(1);
     let o = run_with(&s, "");
     // It compiles, then is refused for what it exports (it has no `call`): after the compile.
     fails(&o, "does not have export `call`");

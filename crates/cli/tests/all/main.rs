@@ -12,3 +12,4 @@ mod manage;
 mod quota;
 mod run;
 mod secrets;
+mod serve;

@@ -1,0 +1,133 @@
+//! `warden serve`: the runner service on the data dir. Tokens come from the environment or
+//! 0600 files, never from the command line (where `ps` would show them).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use warden_serve::{ServeOptions, Service, ServiceLimits, Token};
+use warden_trust::TrustBundle;
+
+use super::manage::Place;
+
+pub struct ServeArgs<'a> {
+    pub place: Place<'a>,
+    pub listen: SocketAddr,
+    pub admin_token_file: Option<PathBuf>,
+    pub runner_token_file: Option<PathBuf>,
+}
+
+/// A token from `file` (which must be 0600 and the operator's) or the environment variable
+/// `var`; neither: none (that API stays off).
+fn token(file: Option<&Path>, var: &str, what: &str) -> Result<Option<Token>> {
+    let text = match file {
+        Some(f) => {
+            warden_datadir::check_private_file(f)
+                .with_context(|| format!("the {what} token file {}", f.display()))?;
+            Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading the {what} token file {}", f.display()))?,
+            )
+        }
+        None => std::env::var(var).ok(),
+    };
+    text.map(|t| Token::new(&t).with_context(|| format!("the {what} token")))
+        .transpose()
+}
+
+pub fn run(a: ServeArgs<'_>) -> Result<()> {
+    let admin_token = token(a.admin_token_file.as_deref(), "WARDEN_ADMIN_TOKEN", "admin")?;
+    let runner_token = token(
+        a.runner_token_file.as_deref(),
+        "WARDEN_RUNNER_TOKEN",
+        "runner",
+    )?;
+    let policy = super::run::read_policy(a.place.config)?;
+    let limits: ServiceLimits = policy.gateway;
+    let mut builder = super::compile_in_child(warden_host::Host::builder())
+        .policy(policy)
+        .data_dir(a.place.data);
+    if let Some(trust) = a.place.trust {
+        builder = builder.trust(
+            TrustBundle::read_file(trust)
+                .with_context(|| format!("reading trust bundle {}", trust.display()))?,
+        );
+    }
+    if let Some(key) = a.place.audit_key {
+        builder = builder.audit_key_file(key);
+    }
+    let host = builder.build().context("starting the host")?;
+    // The registry opens now, so that a broken data dir fails the start, not the first call.
+    host.admin().context("opening the registry")?;
+    let service = Service::new(
+        host,
+        ServeOptions {
+            admin_token,
+            runner_token,
+            trust_file: a.place.trust.map(Path::to_path_buf),
+            limits,
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        // The one line a supervisor (or a test) reads to know where the service is.
+        println!("warden serve listening on http://{addr}");
+        eprintln!(
+            "admin API {}, runner API {}",
+            on_off(service_has(&service, true)),
+            on_off(service_has(&service, false))
+        );
+        let reload = std::sync::Arc::clone(&service);
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let s = std::sync::Arc::clone(&reload);
+                let done = tokio::task::spawn_blocking(move || s.reload_trust()).await;
+                match done {
+                    Ok(Ok(())) => eprintln!("trust bundle reloaded"),
+                    Ok(Err(e)) => eprintln!("error: reloading the trust bundle: {}", e.message),
+                    Err(e) => eprintln!("error: reloading the trust bundle: {e}"),
+                }
+            }
+        });
+        warden_serve::serve(service, listener, shutdown_signal())
+            .await
+            .context("serving")
+    })
+}
+
+fn service_has(s: &Service, admin: bool) -> bool {
+    s.has_token(admin)
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off (no token)" }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the service runs until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

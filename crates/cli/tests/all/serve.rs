@@ -1,0 +1,855 @@
+//! `warden serve` as operators and clients use it: the real binary on a loopback port with a
+//! temporary data dir, bundles published and installed over the admin API, calls through the
+//! gateway with a real HTTP client (and raw sockets where the attack is in the bytes), and the
+//! audit log read back with `warden audit`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::foundation::{keygen, ok, pack, sign, trust_file, warden};
+
+const ADMIN: &str = "admin-token-0123456789-0123456789-abcdef";
+const RUNNER: &str = "runner-token-0123456789-0123456789-abcdef";
+
+/// A running `warden serve`; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    t: tempfile::TempDir,
+    trust: PathBuf,
+    data: PathBuf,
+    key: PathBuf,
+    pem: String,
+}
+
+fn setup() -> Setup {
+    let t = tempfile::TempDir::new().unwrap();
+    let p = keygen(t.path(), "warden-examples");
+    let trust = trust_file(
+        t.path(),
+        "trust.toml",
+        &[("warden-examples", &[&p.pem], &[])],
+    );
+    let data = t.path().join("data");
+    Setup {
+        trust,
+        data,
+        key: p.key,
+        pem: p.pem,
+        t,
+    }
+}
+
+impl Setup {
+    /// `dir` packed and signed: (bundle, signature).
+    fn bundle(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let b = self.t.path().join(format!("{name}.wext"));
+        pack(dir, &b);
+        sign(&b, &self.key);
+        let sig = PathBuf::from(format!("{}.sig", b.display()));
+        (b, sig)
+    }
+
+    fn serve(&self, config: &str) -> Server {
+        let cfg = self.t.path().join("policy.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&self.data)
+            .arg("--trust")
+            .arg(&self.trust)
+            .arg("--config")
+            .arg(&cfg)
+            .env("WARDEN_ADMIN_TOKEN", ADMIN)
+            .env("WARDEN_RUNNER_TOKEN", RUNNER)
+            .env_remove("WARDEN_TRUST_BUNDLE")
+            .env_remove("WARDEN_AUDIT_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("warden serve listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let addr = base.trim_start_matches("http://").to_string();
+        Server { child, base, addr }
+    }
+}
+
+fn example(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = if name.starts_with("hostile") {
+        root.join("tests/guests").join(name)
+    } else {
+        root.join("examples").join(name)
+    };
+    assert!(
+        d.join("extension.wasm").exists(),
+        "run scripts/build-examples.sh first"
+    );
+    d
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// The `code` of a JSON error body.
+    fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn reply(r: Result<http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let mut r = r.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(url: &str, auth: Option<&str>) -> Reply {
+    let mut req = agent().get(url);
+    if let Some(a) = auth {
+        req = req.header("authorization", format!("Bearer {a}"));
+    }
+    reply(req.call())
+}
+
+fn send(method: &str, url: &str, auth: Option<&str>, body: &[u8]) -> Reply {
+    let mut req = http::Request::builder().method(method).uri(url);
+    if let Some(a) = auth {
+        req = req.header("authorization", format!("Bearer {a}"));
+    }
+    reply(agent().run(req.body(body.to_vec()).unwrap()))
+}
+
+/// Publishes a bundle over the admin API; returns its content hash.
+fn publish(s: &Server, bundle: &Path, sig: &Path) -> String {
+    let boundary = "warden-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, path) in [("bundle", bundle), ("signature", sig)] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"x\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&std::fs::read(path).unwrap());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let r = reply(
+        agent().run(
+            http::Request::post(format!("{}/v1/admin/bundles", s.base))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body)
+                .unwrap(),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["content_hash"].as_str().unwrap().to_string()
+}
+
+fn tenant(s: &Server, name: &str) -> String {
+    let r = send(
+        "POST",
+        &format!("{}/v1/admin/tenants", s.base),
+        Some(ADMIN),
+        format!("{{\"name\":\"{name}\"}}").as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["api_key"].as_str().unwrap().to_string()
+}
+
+fn install(s: &Server, tenant: &str, id: &str, hash: &str, grant: &str) -> Reply {
+    send(
+        "PUT",
+        &format!("{}/v1/admin/tenants/{tenant}/installs/{id}", s.base),
+        Some(ADMIN),
+        format!("{{\"content_hash\":\"{hash}\",\"grant\":\"{grant}\"}}").as_bytes(),
+    )
+}
+
+/// Raw bytes in, every response's status line out (the connection is read to its end).
+fn raw(addr: &str, request: &[u8], wait: Duration) -> Vec<String> {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    // The service may answer (and close) before it has read everything: that is fine.
+    let _ = c.write_all(request);
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out)
+        .split("\r\n")
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The data dir's audit records, as JSON.
+fn audit(data: &Path) -> Vec<serde_json::Value> {
+    ok(&warden(&[&"audit", &"--data", &data, &"--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn record_for(records: &[serde_json::Value], request_id: &str) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .filter(|r| r["record"]["request_id"] == request_id)
+        .map(|r| r["record"].clone())
+        .collect()
+}
+
+const CONFIG: &str =
+    "[policy.gateway]\nbody_timeout = \"1s\"\ntenant_concurrency = 2\nmax_uri_bytes = \"2KiB\"\n";
+
+#[test]
+fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() {
+    let st = setup();
+    let s = st.serve(CONFIG);
+    let (hello, hello_sig) = st.bundle(&example("hello"), "hello");
+    let (hostile, hostile_sig) = st.bundle(&example("hostile-http"), "hostile");
+    let hello_hash = publish(&s, &hello, &hello_sig);
+    let hostile_hash = publish(&s, &hostile, &hostile_sig);
+    let alpha = tenant(&s, "alpha");
+    let beta = tenant(&s, "beta");
+    assert_eq!(
+        install(&s, "alpha", "warden.hello", &hello_hash, "none").status,
+        200
+    );
+    let r = install(&s, "alpha", "warden.hostile-http", &hostile_hash, "none");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        install(&s, "beta", "warden.hello", &hello_hash, "none").status,
+        200
+    );
+    let ext = |id: &str, path: &str| format!("{}/api/ext/{id}{path}", s.base);
+
+    // 200, with the gateway's request id.
+    let r = get(&ext("warden.hello", "/hi"), Some(&alpha));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Hello from warden"), "{}", r.body);
+    assert!(r.headers.contains_key("x-request-id"));
+
+    // 400: a dot segment, encoded.
+    let r = get(&ext("warden.hello", "/a/%2e%2e/b"), Some(&alpha));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "malformed"),
+        "{}",
+        r.body
+    );
+
+    // 401: no key, a malformed key, an unknown key.
+    assert_eq!(get(&ext("warden.hello", "/hi"), None).status, 401);
+    assert_eq!(get(&ext("warden.hello", "/hi"), Some("nope")).status, 401);
+    let unknown = format!("wdn_{}", "0".repeat(64));
+    let r = get(&ext("warden.hello", "/hi"), Some(&unknown));
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthorized"));
+
+    // 403: a tenant's key on the admin API.
+    let r = get(&format!("{}/v1/admin/tenants", s.base), Some(&alpha));
+    assert_eq!((r.status, r.code().as_str()), (403, "denied"), "{}", r.body);
+
+    // 404: an endpoint not in the manifest, an unknown extension, and another tenant's
+    // install, worded exactly as if it did not exist.
+    let r = send("POST", &ext("warden.hello", "/hi"), Some(&alpha), b"");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let theirs = get(&ext("warden.hostile-http", "/x"), Some(&beta));
+    let nothing = get(&ext("warden.nothing", "/x"), Some(&beta));
+    assert_eq!(theirs.status, 404);
+    assert_eq!(
+        theirs.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("warden.hostile-http", "ID"),
+        nothing.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("warden.nothing", "ID")
+    );
+
+    // 408: a body announced and never sent.
+    let lines = raw(
+        &s.addr,
+        format!("POST /api/ext/warden.hostile-http/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {alpha}\r\nContent-Length: 10\r\n\r\nabc").as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(lines, ["HTTP/1.1 408 Request Timeout"]);
+
+    // 413: over the extension's max_request_bytes (strict: 1 MiB), refused from its
+    // Content-Length before the body is read; and a body that turns out longer than that.
+    let lines = raw(
+        &s.addr,
+        format!("POST /api/ext/warden.hostile-http/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {alpha}\r\nContent-Length: 1048577\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(lines, ["HTTP/1.1 413 Payload Too Large"]);
+    let mut chunked = format!("POST /api/ext/warden.hostile-http/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {alpha}\r\nTransfer-Encoding: chunked\r\n\r\n").into_bytes();
+    for _ in 0..17 {
+        chunked.extend_from_slice(b"10000\r\n");
+        chunked.extend_from_slice(&[b'x'; 0x10000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let lines = raw(&s.addr, &chunked, Duration::from_secs(5));
+    assert_eq!(lines, ["HTTP/1.1 413 Payload Too Large"]);
+
+    // 414: over max_uri_bytes.
+    let long = format!("/{}", "a".repeat(3000));
+    assert_eq!(get(&ext("warden.hello", &long), Some(&alpha)).status, 414);
+
+    // 431: more headers than allowed.
+    let mut req = agent()
+        .get(ext("warden.hello", "/hi"))
+        .header("authorization", format!("Bearer {alpha}"));
+    for i in 0..70 {
+        req = req.header(format!("x-h{i}"), "1");
+    }
+    assert_eq!(reply(req.call()).status, 431);
+
+    // 502: the extension traps; its memory limit.
+    let trap = get(&ext("warden.hostile-http", "/trap"), Some(&alpha));
+    assert_eq!(
+        (trap.status, trap.code().as_str()),
+        (502, "trap"),
+        "{}",
+        trap.body
+    );
+    let oom = get(&ext("warden.hostile-http", "/oom"), Some(&alpha));
+    assert_eq!(
+        (oom.status, oom.code().as_str()),
+        (502, "memory-limit"),
+        "{}",
+        oom.body
+    );
+
+    // 504 and 429: two calls that never end fill the tenant's two slots; a third is 429.
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let url = ext("warden.hostile-http", "/loop");
+            let key = alpha.clone();
+            std::thread::spawn(move || get(&url, Some(&key)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let busy = get(&ext("warden.hello", "/hi"), Some(&alpha));
+    assert_eq!(
+        (busy.status, busy.code().as_str()),
+        (429, "busy"),
+        "{}",
+        busy.body
+    );
+    assert!(busy.headers.contains_key("retry-after"));
+    let timeouts: Vec<Reply> = loops.into_iter().map(|h| h.join().unwrap()).collect();
+    for t in &timeouts {
+        assert_eq!(
+            (t.status, t.code().as_str()),
+            (504, "timeout"),
+            "{}",
+            t.body
+        );
+    }
+
+    // Every call is in the audit log under the id the client was given, and the log verifies.
+    let records = audit(&st.data);
+    let trap_id = trap.json()["error"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let calls = record_for(&records, &trap_id);
+    assert!(
+        calls
+            .iter()
+            .any(|r| r["event"] == "call" && r["outcome"] == "trap" && r["tenant"] == "alpha"),
+        "{calls:?}"
+    );
+    let t_id = timeouts[0].json()["error"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        record_for(&records, &t_id)
+            .iter()
+            .any(|r| r["event"] == "limit" && r["outcome"] == "timeout"),
+        "{records:?}"
+    );
+    let ok_id = r_id(&get(&ext("warden.hello", "/hi"), Some(&alpha)));
+    let records = audit(&st.data);
+    assert!(
+        record_for(&records, &ok_id)
+            .iter()
+            .any(|r| r["event"] == "call" && r["outcome"] == "ok"),
+    );
+    ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
+}
+
+fn r_id(r: &Reply) -> String {
+    r.headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn headers_cross_the_gateway_only_as_the_policy_allows() {
+    let st = setup();
+    let s = st.serve(CONFIG);
+    let (hostile, hostile_sig) = st.bundle(&example("hostile-http"), "hostile");
+    let hash = publish(&s, &hostile, &hostile_sig);
+    let alpha = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
+        200
+    );
+    let url = |p: &str| format!("{}/api/ext/warden.hostile-http{p}", s.base);
+
+    // In: credentials, hop-by-hop, Connection-named and client-claimed forwarding headers are
+    // gone; the gateway's own are there.
+    let r = reply(
+        agent()
+            .get(url("/headers"))
+            .header("authorization", format!("Bearer {alpha}"))
+            .header("cookie", "session=secret-cookie")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("forwarded", "for=6.6.6.6")
+            .header("x-request-id", "spoofed-id")
+            .header("connection", "x-drop-me")
+            .header("x-drop-me", "1")
+            .header("x-kept", "kept")
+            .call(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = r.body.to_ascii_lowercase();
+    for gone in [
+        "authorization",
+        "cookie",
+        "6.6.6.6",
+        "spoofed-id",
+        "x-drop-me",
+        "forwarded: ",
+    ] {
+        assert!(
+            !seen.contains(gone),
+            "{gone} reached the extension:\n{seen}"
+        );
+    }
+    assert!(seen.contains("x-kept: kept"), "{seen}");
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1"), "{seen}");
+    assert!(
+        seen.contains(&format!("x-request-id: {}", r_id(&r))),
+        "{seen}"
+    );
+
+    // Out: only the allowlist, never set-cookie.
+    let r = get(&url("/cookie"), Some(&alpha));
+    assert_eq!(r.status, 200);
+    assert!(r.headers.get("set-cookie").is_none() && r.headers.get("server").is_none());
+    assert_eq!(r.headers.get("x-ext-ok").unwrap(), "yes");
+    // CR LF in a header value never leaves (Wasmtime refuses it to the guest already).
+    let r = get(&url("/crlf"), Some(&alpha));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers.get("x-ext-crlf-taken").unwrap(), "no");
+    assert!(r.headers.get("x-ext-bad").is_none());
+}
+
+#[test]
+fn smuggling_and_slow_requests_get_one_answer_each() {
+    let st = setup();
+    let s = st.serve("[policy.gateway]\nheader_timeout = \"1s\"\n");
+    let (hello, sig) = st.bundle(&example("hello"), "hello");
+    let hash = publish(&s, &hello, &sig);
+    let k = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hello", &hash, "none").status,
+        200
+    );
+    let head = format!("Host: t\r\nAuthorization: Bearer {k}\r\n");
+    let wait = Duration::from_secs(3);
+    // CL.TE: chunked wins, the "body" is not a second request.
+    let clte = format!(
+        "POST /api/ext/warden.hello/hi HTTP/1.1\r\n{head}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/ext/warden.hello/smuggled HTTP/1.1\r\n{head}\r\n"
+    );
+    assert_eq!(raw(&s.addr, clte.as_bytes(), wait).len(), 1);
+    // TE.CL.
+    let tecl = format!(
+        "POST /api/ext/warden.hello/hi HTTP/1.1\r\n{head}Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n"
+    );
+    assert_eq!(raw(&s.addr, tecl.as_bytes(), wait).len(), 1);
+    // Two different Content-Lengths, an obs-fold, a bad Transfer-Encoding: 400.
+    for bad in [
+        format!(
+            "GET /api/ext/warden.hello/hi HTTP/1.1\r\n{head}Content-Length: 0\r\nContent-Length: 5\r\n\r\nhello"
+        ),
+        format!("GET /api/ext/warden.hello/hi HTTP/1.1\r\n{head}X-A: 1\r\n  folded\r\n\r\n"),
+        format!(
+            "POST /api/ext/warden.hello/hi HTTP/1.1\r\n{head}Transfer-Encoding: xchunked\r\n\r\n"
+        ),
+    ] {
+        assert_eq!(
+            raw(&s.addr, bad.as_bytes(), wait),
+            ["HTTP/1.1 400 Bad Request"],
+            "{bad:?}"
+        );
+    }
+    // Slowloris: a head that never ends is cut at header_timeout, with no answer passed on.
+    let start = std::time::Instant::now();
+    let lines = raw(
+        &s.addr,
+        b"GET /api/ext/warden.hello/hi HTTP/1.1\r\nHost: t\r\nX-Slow: 1\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(lines.iter().all(|l| !l.contains("200")), "{lines:?}");
+    // The service still answers.
+    assert_eq!(
+        get(&format!("{}/api/ext/warden.hello/hi", s.base), Some(&k)).status,
+        200
+    );
+}
+
+#[test]
+fn a_revoked_key_stops_the_install_at_once_after_a_trust_reload() {
+    let st = setup();
+    let s = st.serve("");
+    let (hello, sig) = st.bundle(&example("hello"), "hello");
+    let hash = publish(&s, &hello, &sig);
+    let k = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hello", &hash, "none").status,
+        200
+    );
+    let url = format!("{}/api/ext/warden.hello/hi", s.base);
+    assert_eq!(get(&url, Some(&k)).status, 200);
+    // The operator revokes the publisher's key (its only one, so the publisher goes; another
+    // stays trusted) and reloads the trust bundle.
+    let other = keygen(&st.t.path().join("other"), "someone-else");
+    trust_file(
+        st.t.path(),
+        "trust.toml",
+        &[("someone-else", &[&other.pem], &[&st.pem])],
+    );
+    // SIGHUP reads it again.
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut r = get(&url, Some(&k));
+    for _ in 0..50 {
+        if r.status != 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        r = get(&url, Some(&k));
+    }
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "integrity"),
+        "{}",
+        r.body
+    );
+    // So does the admin API.
+    let r = send(
+        "POST",
+        &format!("{}/v1/admin/trust/reload", s.base),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = get(&url, Some(&k));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "integrity"),
+        "{}",
+        r.body
+    );
+    let records = audit(&st.data);
+    let reloads = records
+        .iter()
+        .filter(|r| r["record"]["event"] == "trust-reload")
+        .count();
+    assert_eq!(reloads, 2, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["record"]["event"] == "tenant" && r["record"]["tenant"] == "alpha"),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["record"]["event"] == "verification-failure"
+                && r["record"]["tenant"] == "alpha"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn the_runner_api_calls_rpc_extensions_with_its_own_token() {
+    let st = setup();
+    let s = st.serve("");
+    let (echo, sig) = st.bundle(&example("echo"), "echo");
+    let hash = publish(&s, &echo, &sig);
+    tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.echo", &hash, "none").status,
+        200
+    );
+    let body = br#"{"tenant":"alpha","extension":"warden.echo","method":"echo","input":{"n":1}}"#;
+    let url = format!("{}/v1/execute", s.base);
+    let r = send("POST", &url, Some(RUNNER), body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["output"], serde_json::json!({"n": 1}));
+    assert_eq!(send("POST", &url, Some(ADMIN), body).status, 401);
+    assert_eq!(send("POST", &url, None, body).status, 401);
+    let r = send("POST", &url, Some(RUNNER), b"{not json");
+    assert_eq!((r.status, r.code().as_str()), (400, "malformed"));
+    let other = br#"{"tenant":"beta","extension":"warden.echo","method":"echo"}"#;
+    assert_eq!(send("POST", &url, Some(RUNNER), other).status, 404);
+}
+
+#[test]
+fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
+    let st = setup();
+    let mut s = st.serve("");
+    let (hostile, sig) = st.bundle(&example("hostile-http"), "hostile");
+    let hash = publish(&s, &hostile, &sig);
+    let k = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
+        200
+    );
+    // A call that runs until its 3 s limit.
+    let url = format!("{}/api/ext/warden.hostile-http/loop", s.base);
+    let key = k.clone();
+    let slow = std::thread::spawn(move || get(&url, Some(&key)));
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let r = get(
+        &format!("{}/api/ext/warden.hostile-http/x", s.base),
+        Some(&k),
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "unavailable"),
+        "{}",
+        r.body
+    );
+    // The call in flight got its own answer, not a reset connection.
+    let done = slow.join().unwrap();
+    assert_eq!(done.status, 504, "{}", done.body);
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling() {
+    let st = setup();
+    let mut s = st.serve("");
+    let (kv, sig) = st.bundle(&example("kv-counter"), "kv");
+    let hash = publish(&s, &kv, &sig);
+    let k = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden-examples.kv-counter", &hash, "kv").status,
+        200
+    );
+    let url = |s: &Server, m: &str| format!("{}/api/ext/warden-examples.kv-counter/{m}", s.base);
+    // A stream of writes through the gateway from two clients; the service is killed in the
+    // middle of it.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (u, key, acked) = (url(&s, "increment"), k.clone(), acked.clone());
+            std::thread::spawn(move || {
+                loop {
+                    let r = agent()
+                        .post(&u)
+                        .header("authorization", format!("Bearer {key}"))
+                        .send("hits");
+                    let Ok(mut r) = r else { break };
+                    if r.status() != 200 {
+                        break;
+                    }
+                    let n: u64 = r
+                        .body_mut()
+                        .read_to_string()
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    acked.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(acked > 0, "no write was acknowledged");
+    let cache_before = crate::compile_limits::cached(&st.data);
+    // Restarted on the same data dir: every acknowledged increment is there.
+    let s = st.serve("");
+    let r = reply(
+        agent()
+            .post(url(&s, "get"))
+            .header("authorization", format!("Bearer {k}"))
+            .send("hits"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stored: u64 = r.body.trim().parse().unwrap();
+    assert!(stored >= acked, "stored {stored} < acknowledged {acked}");
+    // Served from the compile cache: nothing new was compiled into it.
+    assert_eq!(crate::compile_limits::cached(&st.data), cache_before);
+    drop(s);
+    ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
+}
+
+#[test]
+fn ui_files_are_served_for_installed_hashes_only_and_never_outside_ui() {
+    let st = setup();
+    let s = st.serve("");
+    // hello with a ui/ folder.
+    let dir = st.t.path().join("hello-ui");
+    std::fs::create_dir_all(dir.join("ui/js")).unwrap();
+    std::fs::copy(
+        example("hello").join("extension.wasm"),
+        dir.join("extension.wasm"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(example("hello").join("extension.toml")).unwrap();
+    let manifest = manifest.replace(
+        "entry = \"extension.wasm\"",
+        "entry = \"extension.wasm\"\nui = \"ui\"",
+    );
+    assert!(manifest.contains("ui = \"ui\""));
+    std::fs::write(dir.join("extension.toml"), manifest).unwrap();
+    std::fs::write(dir.join("ui/index.html"), "<h1>hi</h1>").unwrap();
+    std::fs::write(dir.join("ui/js/app.js"), "console.log(1)").unwrap();
+    let (b, sig) = st.bundle(&dir, "hello-ui");
+    let hash = publish(&s, &b, &sig);
+    let ui = |path: &str| format!("{}/ext-ui/warden.hello/{hash}/{path}", s.base);
+    // Published but not installed: nothing.
+    assert_eq!(get(&ui("index.html"), None).status, 404);
+    tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hello", &hash, "none").status,
+        200
+    );
+    let r = get(&ui("index.html"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "<h1>hi</h1>");
+    assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
+    assert!(
+        r.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert!(
+        r.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    assert_eq!(
+        get(&ui("js/app.js"), None).headers["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    // Outside ui/, a folder, escapes: refused or absent, never the manifest or the component.
+    assert_eq!(get(&ui("js"), None).status, 404);
+    assert_eq!(get(&ui("nothing.html"), None).status, 404);
+    for bad in [
+        "..%2fextension.toml",
+        "%2e%2e/extension.toml",
+        "js/..%2f..%2fextension.toml",
+        "js//app.js",
+    ] {
+        let r = get(&ui(bad), None);
+        assert!(r.status == 400 || r.status == 404, "{bad}: {}", r.status);
+        assert!(!r.body.contains("schema = 1"), "{bad}");
+    }
+    let lines = raw(
+        &s.addr,
+        format!("GET /ext-ui/warden.hello/{hash}/../extension.toml HTTP/1.1\r\nHost: t\r\n\r\n")
+            .as_bytes(),
+        Duration::from_secs(3),
+    );
+    assert!(lines.iter().all(|l| !l.contains("200")), "{lines:?}");
+    // Another hash of the same extension: nothing.
+    let other = format!("sha256:{}", "0".repeat(64));
+    let r = get(
+        &format!("{}/ext-ui/warden.hello/{other}/index.html", s.base),
+        None,
+    );
+    assert_eq!(r.status, 404);
+}

@@ -1,0 +1,316 @@
+//! The gateway (`ANY /api/ext/{extension_id}/{*path}`, by a tenant's API key) and the runner
+//! API (`POST /v1/execute`, by the runner token): one path into the host's call, two doors.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use warden_host::{ExtensionId, ExtensionInfo, TenantName, WorldKind};
+use warden_manifest::MethodPattern;
+
+use crate::error::ApiError;
+use crate::{Peer, Service, auth, headers};
+
+pub(crate) async fn gateway(
+    State(s): State<Arc<Service>>,
+    Path((id, _path)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let rid = s.host.new_request_id();
+    match forward(&s, &id, request, &rid).await {
+        Ok(r) => r,
+        Err(e) => e.with_id(&rid).into_response(),
+    }
+}
+
+pub(crate) async fn gateway_root(
+    State(s): State<Arc<Service>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let rid = s.host.new_request_id();
+    match forward(&s, &id, request, &rid).await {
+        Ok(r) => r,
+        Err(e) => e.with_id(&rid).into_response(),
+    }
+}
+
+/// The path of the request below `/api/ext/{id}`, with its query, as the extension sees it.
+fn inner_target(uri: &http::Uri, id: &str) -> Result<(String, String), ApiError> {
+    let path = uri.path();
+    let prefix = format!("/api/ext/{id}");
+    let rest = path.strip_prefix(&prefix).unwrap_or("");
+    let rest = if rest.is_empty() { "/" } else { rest };
+    // Dot segments, literal or percent-encoded, and encoded slashes are refused: what the
+    // extension is asked for is what the manifest's endpoints were matched against.
+    for seg in rest.split('/') {
+        let lower = seg.to_ascii_lowercase();
+        if seg == "." || seg == ".." || lower.contains("%2e") || lower.contains("%2f") {
+            return Err(ApiError::malformed(
+                "the path has a dot segment or an encoded dot or slash",
+            ));
+        }
+    }
+    let target = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    Ok((rest.to_string(), target))
+}
+
+async fn forward(
+    s: &Arc<Service>,
+    id: &str,
+    request: Request,
+    rid: &str,
+) -> Result<Response, ApiError> {
+    let admin = s.host.admin().map_err(|e| ApiError::from_load(&e))?;
+    let tenant = auth::tenant(request.headers(), admin.registry())?;
+    let _permit = s.limiter.admit(&tenant)?;
+    // An id that cannot exist is not installed either.
+    let id: ExtensionId = id.parse().map_err(|_| {
+        ApiError::not_found(format!(
+            "no extension {} is installed for this tenant",
+            warden_audit::sanitize(id)
+        ))
+    })?;
+    let (path, target) = inner_target(request.uri(), id.as_str())?;
+    let info = s.installed(&tenant, &id).await?;
+    let method = request.method().as_str().to_string();
+    let routed = info.endpoints.iter().find(|e| {
+        let m = match &e.method {
+            MethodPattern::Any => true,
+            MethodPattern::Exact(m) => *m == method,
+        };
+        m && e.path.matches(&path).is_some()
+    });
+    // An rpc extension is reached only through endpoints that name a method to call.
+    let call = match (routed, info.kind) {
+        (Some(e), WorldKind::Http) if e.call.is_none() => None,
+        (Some(e), WorldKind::Rpc) if e.call.is_some() => e.call.clone(),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "{id} has no endpoint {method} {}",
+                warden_audit::sanitize(&path)
+            )));
+        }
+    };
+    let peer = request.extensions().get::<Peer>().map(|p| p.0);
+    let (parts, body) = request.into_parts();
+    let body = read_body(s, &info, body, parts.headers.get(header::CONTENT_LENGTH)).await?;
+    if let Some(m) = call {
+        let started = std::time::Instant::now();
+        let called = s
+            .host
+            .tenant(&tenant)
+            .call_as(rid.to_string(), &id, m.as_str(), &body)
+            .await;
+        let called = s.counted(&tenant, &id, started, called)?;
+        let kind = if serde_json::from_slice::<serde::de::IgnoredAny>(&called.value).is_ok() {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        };
+        let mut response = Response::new(Body::from(called.value));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(kind));
+        if let Ok(v) = http::HeaderValue::from_str(&called.request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        return Ok(response);
+    }
+    let mut inner = http::Request::builder()
+        .method(parts.method.clone())
+        .uri(target)
+        .body(body)
+        .map_err(|e| ApiError::malformed(format!("the request cannot be forwarded: {e}")))?;
+    *inner.headers_mut() = headers::inbound(&parts.headers, peer, rid);
+    let started = std::time::Instant::now();
+    let called = s
+        .host
+        .tenant(&tenant)
+        .call_http_as(rid.to_string(), &id, inner)
+        .await;
+    let called = s.counted(&tenant, &id, started, called)?;
+    let (rparts, rbody) = called.value.into_parts();
+    let hdrs = headers::outbound(&rparts.headers);
+    let mut response = Response::new(Body::from(rbody));
+    *response.status_mut() = rparts.status;
+    *response.headers_mut() = hdrs;
+    if let Ok(v) = http::HeaderValue::from_str(&called.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    Ok(response)
+}
+
+/// The request body, within the extension's `max_request_bytes` (413) and the body time
+/// limit (408).
+async fn read_body(
+    s: &Service,
+    info: &ExtensionInfo,
+    body: Body,
+    length: Option<&http::HeaderValue>,
+) -> Result<Bytes, ApiError> {
+    let max = info.effective.limits.max_request_bytes.bytes();
+    let too_large = || {
+        ApiError::too_large(format!(
+            "the request body is over {}'s limit of {} bytes",
+            info.id, max
+        ))
+    };
+    if let Some(len) = length.and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > max
+    {
+        return Err(too_large());
+    }
+    let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    match tokio::time::timeout(s.options.limits.body_timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!(
+                "the request body did not arrive within {:?}",
+                s.options.limits.body_timeout
+            ),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::malformed(format!(
+            "the request body could not be read: {e}"
+        ))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// `POST /v1/execute`: `{"tenant", "extension", "method", "input"}` calls an rpc extension
+/// installed for `tenant` (input: any JSON, given to the method as its bytes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Execute {
+    tenant: String,
+    extension: String,
+    method: String,
+    #[serde(default)]
+    input: serde_json::Value,
+}
+
+pub(crate) async fn execute(State(s): State<Arc<Service>>, request: Request) -> Response {
+    let rid = s.host.new_request_id();
+    match run(&s, request, &rid).await {
+        Ok(r) => r,
+        Err(e) => e.with_id(&rid).into_response(),
+    }
+}
+
+async fn run(s: &Arc<Service>, request: Request, rid: &str) -> Result<Response, ApiError> {
+    let Some(token) = &s.options.runner_token else {
+        return Err(ApiError::not_found(
+            "the runner API is off: the service has no runner token",
+        ));
+    };
+    auth::operator(request.headers(), token, "runner API")?;
+    let body = tokio::time::timeout(
+        s.options.limits.body_timeout,
+        Limited::new(
+            request.into_body(),
+            usize::try_from(s.options.limits.max_admin_body.bytes()).unwrap_or(usize::MAX),
+        )
+        .collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "the request body did not arrive in time",
+        )
+    })?
+    .map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::too_large("the request body is too large")
+        } else {
+            ApiError::malformed(format!("the request body could not be read: {e}"))
+        }
+    })?
+    .to_bytes();
+    let req: Execute = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::malformed(format!("the request is not an execute request: {e}")))?;
+    let tenant: TenantName = req
+        .tenant
+        .parse()
+        .map_err(|e| ApiError::malformed(format!("tenant: {e}")))?;
+    let id: ExtensionId = req
+        .extension
+        .parse()
+        .map_err(|_| not_installed_text(&req.extension))?;
+    let _permit = s.limiter.admit(&tenant)?;
+    let info = s.installed(&tenant, &id).await?;
+    if info.kind != WorldKind::Rpc {
+        return Err(ApiError::malformed(format!(
+            "{id} is an http extension: call it through the gateway, /api/ext/{id}/..."
+        )));
+    }
+    let input =
+        serde_json::to_vec(&req.input).map_err(|e| ApiError::malformed(format!("input: {e}")))?;
+    let max = info.effective.limits.max_request_bytes.bytes();
+    if input.len() as u64 > max {
+        return Err(ApiError::too_large(format!(
+            "the input is over {id}'s limit of {max} bytes"
+        )));
+    }
+    let started = std::time::Instant::now();
+    let called = s
+        .host
+        .tenant(&tenant)
+        .call_as(rid.to_string(), &id, &req.method, &input)
+        .await;
+    let called = s.counted(&tenant, &id, started, called)?;
+    // The output as JSON when it is JSON, else as a string (lossy) and base64.
+    let output = match serde_json::from_slice::<serde_json::Value>(&called.value) {
+        Ok(v) => serde_json::json!({ "request_id": called.request_id, "output": v }),
+        Err(_) => {
+            use base64::Engine;
+            serde_json::json!({
+                "request_id": called.request_id,
+                "output_base64": base64::engine::general_purpose::STANDARD.encode(&called.value),
+            })
+        }
+    };
+    let mut r = axum::Json(output).into_response();
+    if let Ok(v) = http::HeaderValue::from_str(&called.request_id) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    Ok(r)
+}
+
+fn not_installed_text(id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no extension {} is installed for this tenant",
+        warden_audit::sanitize(id)
+    ))
+}
+
+impl Service {
+    /// Counts a finished call in the metrics (by tenant, extension and outcome) and maps its
+    /// failure.
+    fn counted<T>(
+        &self,
+        tenant: &TenantName,
+        id: &ExtensionId,
+        started: std::time::Instant,
+        called: Result<warden_host::Called<T>, warden_host::CallFailure>,
+    ) -> Result<warden_host::Called<T>, ApiError> {
+        let outcome = match &called {
+            Ok(_) => "ok",
+            Err(f) => f.error.code().as_str(),
+        };
+        self.metrics
+            .call(tenant.as_str(), id.as_str(), outcome, started.elapsed());
+        called.map_err(|f| ApiError::from_call(&f))
+    }
+}

@@ -1,0 +1,190 @@
+//! What crosses the gateway in headers, both ways. Pure functions over header maps.
+//!
+//! In: the client's credentials (`authorization`, `cookie`, `proxy-authorization`), hop-by-hop
+//! headers and every header `Connection` names are dropped, and so is anything that claims to
+//! say where the request came from (`forwarded`, `x-forwarded-*`, `x-real-ip`, `x-request-id`):
+//! the gateway sets those itself. Out: only an allowlist passes (never `set-cookie`). A value
+//! with CR, LF, NUL or another control byte cannot get this far: Wasmtime refuses it to the
+//! guest, and `HeaderValue` cannot hold one (a test below keeps that true).
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1) and their old friends.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The client's credentials for the gateway, never the extension's business.
+const CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// Set by the gateway only.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-client-ip",
+    "x-request-id",
+];
+
+/// Response headers an extension may set (plus any `x-ext-*`).
+const RESPONSE_ALLOWED: &[&str] = &[
+    "content-type",
+    "content-language",
+    "content-disposition",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "expires",
+    "vary",
+    "location",
+];
+
+/// The headers of a request as the extension gets them: `headers` without credentials,
+/// hop-by-hop headers or client-claimed forwarding headers, plus the gateway's own
+/// forwarding headers and request id.
+pub fn inbound(headers: &HeaderMap, peer: Option<SocketAddr>, request_id: &str) -> HeaderMap {
+    // Every header named in `Connection` is hop-by-hop for this request.
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len() + 3);
+    for (name, value) in headers {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || CREDENTIALS.contains(&n)
+            || FORWARDING.contains(&n)
+            || named.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if let Some(peer) = peer
+        && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
+    {
+        out.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    out.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        out.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    out
+}
+
+/// The headers of an extension's response as the client gets them: only the allowlist.
+pub fn outbound(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if RESPONSE_ALLOWED.contains(&n) || n.starts_with("x-ext-") {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn credentials_hop_by_hop_and_connection_named_headers_are_dropped() {
+        let h = map(&[
+            ("authorization", "Bearer wdn_secret"),
+            ("cookie", "session=1"),
+            ("proxy-authorization", "Basic x"),
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("accept", "text/plain"),
+            ("x-custom", "kept"),
+        ]);
+        let out = inbound(&h, None, "rid");
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["accept", "x-custom", "x-forwarded-proto", "x-request-id"]
+        );
+    }
+
+    #[test]
+    fn forwarding_headers_are_the_gateways_never_the_clients() {
+        let h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x-request-id", "spoofed"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let out = inbound(&h, Some("127.0.0.9:5555".parse().unwrap()), "rid-1");
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "127.0.0.9");
+        assert_eq!(out.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(out.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(out.get("x-request-id").unwrap(), "rid-1");
+        assert!(out.get("forwarded").is_none() && out.get("x-real-ip").is_none());
+    }
+
+    #[test]
+    fn only_allowlisted_response_headers_pass_and_never_set_cookie() {
+        let h = map(&[
+            ("content-type", "text/plain"),
+            ("set-cookie", "session=stolen"),
+            ("x-ext-trace", "1"),
+            ("server", "evil"),
+            ("access-control-allow-origin", "*"),
+            ("cache-control", "no-store"),
+        ]);
+        let out = outbound(&h);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-ext-trace", "cache-control"]);
+    }
+
+    #[test]
+    fn a_header_value_cannot_hold_control_bytes() {
+        // What `outbound` relies on to never pass CR/LF (response splitting) or NUL on.
+        for bad in [
+            &b"a\r\nset-cookie: x=1"[..],
+            b"a\nb",
+            b"a\rb",
+            b"a\0b",
+            b"a\x01b",
+            b"a\x7fb",
+        ] {
+            assert!(HeaderValue::from_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
+}
