@@ -10,7 +10,8 @@ pub const AUDIT_DIR: &str = "audit";
 pub const LOG_FILE: &str = "audit.jsonl";
 /// The head file inside the audit folder: sequence number and hash of the last record.
 pub const HEAD_FILE: &str = "audit.head";
-/// Where torn tails cut from the log are kept (one JSON line each), for the operator to read.
+/// Where uncommitted tails (torn lines, lines the head never named) cut from the log are kept
+/// (one JSON line each), for the operator to read.
 pub const TORN_FILE: &str = "audit.torn";
 
 /// Unlocks a file lock when dropped.

@@ -19,14 +19,23 @@
 //!   and a later append can succeed. Only if the rollback or a sync fails is the handle marked
 //!   broken (every caller of that round gets the error, every later append fails until a
 //!   restart).
-//! - Torn tail: a last line without a newline, that is a prefix of the record that would follow the
-//!   head (`{"seq":S+1,"prev":"H",…`, trailing NULs allowed), after complete lines that all verify
-//!   with the head naming the last one, is what a crash or a failed rollback leaves. `open` (and a
-//!   round that finds one left by another process) appends those bytes, hex-encoded, to
-//!   `audit.torn`, cuts the log back, and appends a `recovery` record ("a torn tail of N bytes …
-//!   was set aside at seq S"), so the repair is in the chain and `--verify` passes. Anything else
-//!   (an edited or garbled line, a missing line, a head that does not match, a tail that is not the
-//!   next record's start) is refused as before, naming the first problem.
+//! - Uncommitted tail: a crash (or a failed rollback) during a round can leave, after the record
+//!   the head names, what the round's one write had put there before the head was rewritten:
+//!   complete lines chained from the head's record, and maybe a last line without a newline that
+//!   is a prefix of the record that would follow them (`{"seq":S+1,"prev":"H",…`, trailing NULs
+//!   allowed). None of it was acknowledged (that comes after the head and the sync). When the
+//!   log, walked from the start, verifies up to the record the head names (seq and hash, head
+//!   MAC checked), and what follows is such a tail and no more than one round writes
+//!   ([`MAX_ROUND_RECORDS`] lines, [`MAX_ROUND_WRITE`] bytes, plus the partial line), `open` (and
+//!   a round that finds one left by another process) appends those bytes, hex-encoded, to
+//!   `audit.torn`, cuts the log back to the head's record, and appends a `recovery` record ("a
+//!   torn tail of N bytes …" for a partial line alone, "an uncommitted tail of N bytes (K
+//!   complete lines … after seq S …" otherwise, "… was set aside at seq S+1"), so the repair is
+//!   in the chain and `--verify` passes. The lines are not adopted into the chain: only the head
+//!   (with its MAC) says where the log ends, and they carry nothing a writer without the key
+//!   could not forge. Anything else (an edited or garbled line, a missing line, a head that does
+//!   not match, a tail that does not chain or is longer than a round) is refused as before,
+//!   naming the first problem.
 //! - Fail closed: when the host cannot store a record (`Inner::write`), it sets a flag; every new
 //!   call (rpc, http, and calls between extensions) is then refused with
 //!   `CallError::Host("the audit log cannot be written: …")` before it runs. Each refusal tries to
@@ -38,15 +47,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::chain::{ChainError, Encoded, MAX_LINE_BYTES, check_line, encode};
-use crate::commit::{MAX_ROUND_BYTES, Writer};
+use crate::commit::{MAX_ROUND_BYTES, MAX_ROUND_RECORDS, MAX_ROUND_WRITE, Writer};
 use crate::files::FileLock;
 use crate::head::{HEAD_LEN, Head};
 use crate::key::{AUDIT_KEY_FILE, AuditKey};
-use crate::read::walk;
+use crate::read::{after_head, walk};
 use crate::record::{Event, Outcome, Record};
 use crate::sink::{AuditSink, emit};
 
@@ -84,11 +93,11 @@ pub struct Appended {
 /// - Dropping the handle stops its writer thread, after it has committed what is queued.
 ///
 /// Crash safety: the lines are written before the head and both are synced before any append
-/// of the round returns. A crash (or a failed rollback) in the middle of the record after the
-/// head leaves a *torn tail*: a last line without a newline, after the record the head names.
-/// That is the one damage that is repaired, by `open` or by the next round: see
-/// [`AuditLog::open`]. A crash after complete lines but before the head leaves the head behind
-/// the log; `open` and `verify` report that like tampering, and an operator decides.
+/// of the round returns. A crash (or a failed rollback) after some or all of a round's lines
+/// were written but before the head was rewritten leaves an *uncommitted tail* after the record
+/// the head names: complete lines, a partial last line (a *torn tail*), or both. That is the
+/// one damage that is repaired, by `open` or by the next round: see [`AuditLog::open`]. Until
+/// then `verify` reports it like tampering.
 pub struct AuditLog {
     writer: Arc<Writer>,
     /// The writer thread; joined on drop.
@@ -135,12 +144,16 @@ impl AuditLog {
     /// problem precisely, and the log is not opened: appending to a damaged chain would bury
     /// the damage.
     ///
-    /// One damage is repaired, because it is what a crash or a full disk leaves, not an edit: a
-    /// torn tail. That is: the last line has no newline, its bytes are the start of the record
-    /// that would follow the head, every complete line verifies and the head names the last of
-    /// them. Its bytes are appended to [`TORN_FILE`], the log is cut back to its last newline,
-    /// and an [`Event::Recovery`] record saying how many bytes were set aside at which sequence
-    /// number is appended, so the repair is itself in the chain and `verify` passes.
+    /// One damage is repaired, because it is what a crash or a full disk leaves, not an edit:
+    /// an uncommitted tail, the lines of an append whose head was never written. That is: the
+    /// log verifies from its start up to the record the head names, and after that record come
+    /// no more lines than one round of the group commit writes, complete ones that verify and
+    /// chain from it, then perhaps a last line without a newline whose bytes are the start of
+    /// the record that would follow them. Those bytes are appended to [`TORN_FILE`], the log is
+    /// cut back to the head's record, and an [`Event::Recovery`] record saying how many bytes
+    /// (and complete lines) were set aside after which sequence number is appended, so the
+    /// repair is itself in the chain and `verify` passes. The lines set aside are not adopted:
+    /// nobody was told they were stored, and only the head says where the log ends.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
         AuditLog::open_with_key(dir, None)
     }
@@ -200,6 +213,7 @@ impl AuditLog {
             head,
             head_path,
             key,
+            known_end: Mutex::new(None),
             #[cfg(test)]
             faults: std::sync::Mutex::default(),
         };
@@ -285,6 +299,10 @@ pub(crate) struct Files {
     head: File,
     head_path: PathBuf,
     key: Option<AuditKey>,
+    /// The log's length and its last record's hash as this handle's last round left them: a
+    /// round that finds the same length and head needs not read the end of the log again.
+    /// `None` before the first round and after a round that failed.
+    known_end: Mutex<Option<(u64, String)>>,
     /// Failures to inject, for the tests of what each caller is told.
     #[cfg(test)]
     pub(crate) faults: std::sync::Mutex<tests::Faults>,
@@ -311,8 +329,9 @@ impl Files {
             .len())
     }
 
-    /// Checks (or creates) the log at open, under the lock, and sets aside a torn tail. Returns
-    /// the unkeyed head adopted by a key created just now, if any.
+    /// Checks (or creates) the log at open, under the lock, and sets aside an uncommitted tail
+    /// ([`uncommitted_tail`]). Returns the unkeyed head adopted by a key created just now, if
+    /// any.
     fn check_at_open(&self, adopt: bool) -> Result<Option<(u64, String)>, AuditError> {
         let _lock = self.lock()?;
         let head_len = self
@@ -343,27 +362,23 @@ impl Files {
         h.check_mac(self.key.as_ref(), &self.head_path, adopt)
             .map_err(|e| self.chain(e))?;
         let adopted = (self.key.is_some() && h.mac.is_none()).then(|| (h.seq, h.hash.clone()));
-        if tail_matches(&self.log, log_len, &h) {
-            // Intact.
-        } else if let Some(cut) =
-            torn_tail(&self.log, &self.log_path, log_len, &h).map_err(|e| self.chain(e))?
+        // Intact if the last line is the head's record; else walked from the start, which sets
+        // aside an uncommitted tail or names the first problem.
+        if !tail_matches(&self.log, log_len, &h)
+            && let Some(tail) =
+                uncommitted_tail(&self.log_path, log_len, &h).map_err(|e| self.chain(e))?
         {
-            self.set_aside(&h, cut, log_len)
+            self.set_aside(&h, &tail, log_len)
                 .map_err(|failure| failure.error)?;
             // The recovery record must be on disk before anything is appended after it.
             self.sync()?;
-        } else {
-            // Find and name the first problem.
-            let log_for_walk =
-                File::open(&self.log_path).map_err(io_err("opening", &self.log_path))?;
-            walk(log_for_walk, log_len, &h, &self.log_path).map_err(|e| self.chain(e))?;
         }
         Ok(adopted)
     }
 
-    /// One round of the group commit, under the lock: reads and checks the head, sets aside a
-    /// torn tail, chains `records` after the head, writes their lines with one `write` and the
-    /// head once. Nothing is synced. `adopted` accepts a head without a MAC.
+    /// One round of the group commit, under the lock: reads and checks the head, checks that the
+    /// log ends with the head's record or sets aside an uncommitted tail, chains `records` after
+    /// the head, writes their lines with one `write` and the head once. Nothing is synced. `adopted` accepts a head without a MAC.
     ///
     /// A record that cannot be encoded (or is over the line cap) fails alone and takes no seq.
     /// A failure of the head, the tail or the write fails every record: [`AuditError`]s
@@ -397,30 +412,33 @@ impl Files {
             Ok(len) => len,
             Err(e) => return all(e, false),
         };
-        // A line not ending in a newline is left by a crash or a rollback that failed (here or
-        // in another process). Appending after it would bury a garbled line in the chain, so it
-        // is set aside first, on the same strict conditions as at `open`, or the round fails.
+        // Lines after the head's record (complete or not) are left by a crash or a rollback
+        // that failed, here or in another process. Appending after them would bury them in the
+        // chain, so they are set aside first, on the same strict conditions as at `open`, or
+        // the round fails. The end is read only when the log is not as this handle left it.
+        let known = self
+            .known_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let mut dirty = false;
-        match ends_with_newline(&self.log, len).map_err(io_err("reading", &self.log_path)) {
-            Ok(true) => {}
-            Ok(false) => {
-                let cut = match torn_tail(&self.log, &self.log_path, len, &head) {
-                    Ok(Some(cut)) => cut,
-                    Err(e) => return all(self.chain(e), false),
-                    // Not reached: `torn_tail` names the problem when the tail cannot be set
-                    // aside.
-                    Ok(None) => return all(AuditError::Broken, false),
-                };
-                match self.set_aside(&head, cut, len) {
-                    Ok(after) => (head, len) = after,
+        if known.is_none_or(|(l, h)| l != len || h != head.hash)
+            && !tail_matches(&self.log, len, &head)
+        {
+            match uncommitted_tail(&self.log_path, len, &head) {
+                Ok(None) => {}
+                Ok(Some(tail)) => match self.set_aside(&head, &tail, len) {
+                    Ok(after) => {
+                        (head, len) = after;
+                        dirty = true;
+                    }
                     Err(f) => {
                         *broken |= f.broken;
                         return all(f.error, false);
                     }
-                }
-                dirty = true;
+                },
+                Err(e) => return all(self.chain(e), false),
             }
-            Err(e) => return all(e, false),
         }
 
         let mut lines = Vec::new();
@@ -447,22 +465,35 @@ impl Files {
             }
         }
         if lines.is_empty() {
+            self.remember_end(len, &head.hash);
             return Round { results, dirty };
         }
         let new_head = Head::new(seq, prev, self.key.as_ref());
-        if let Err(f) = self.commit(&head, len, &lines, &new_head) {
-            *broken |= f.broken;
-            for result in &mut results {
-                if result.is_ok() {
-                    *result = Err(f.error.duplicate());
+        match self.commit(&head, len, &lines, &new_head) {
+            Ok(len) => self.remember_end(len, &new_head.hash),
+            Err(f) => {
+                *broken |= f.broken;
+                for result in &mut results {
+                    if result.is_ok() {
+                        *result = Err(f.error.duplicate());
+                    }
                 }
+                return Round { results, dirty };
             }
-            return Round { results, dirty };
         }
         Round {
             results,
             dirty: true,
         }
+    }
+
+    /// Notes that the log is `len` bytes long and ends with the record `hash` (see
+    /// `known_end`).
+    fn remember_end(&self, len: u64, hash: &str) {
+        *self
+            .known_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((len, hash.to_owned()));
     }
 
     /// The line of `record` as number `seq` after `prev`.
@@ -515,24 +546,41 @@ impl Files {
         Ok(len + lines.len() as u64)
     }
 
-    /// Moves the torn tail `cut..len` of the log to [`TORN_FILE`], cuts the log at `cut`, and
-    /// appends the [`Event::Recovery`] record. `head` names the record just before `cut`.
-    /// Returns the new head and length.
-    fn set_aside(&self, head: &Head, cut: u64, len: u64) -> Result<(Head, u64), Failure> {
+    /// Moves the uncommitted tail `tail.cut..len` of the log to [`TORN_FILE`], cuts the log at
+    /// `tail.cut`, and appends the [`Event::Recovery`] record. `head` names the record just
+    /// before the cut. Returns the new head and length.
+    fn set_aside(&self, head: &Head, tail: &Tail, len: u64) -> Result<(Head, u64), Failure> {
         let torn_path = self.dir.join(TORN_FILE);
+        let cut = tail.cut;
         let n = len - cut;
         let seq = head
             .seq
             .checked_add(1)
             .ok_or(Failure::clean(AuditError::Broken))?;
+        let what = match tail.lines {
+            // A partial line alone: the message it has always had.
+            0 => format!(
+                "a torn tail of {n} bytes (an incomplete record {seq}, left by a crash or a full \
+                 disk)"
+            ),
+            lines => format!(
+                "an uncommitted tail of {n} bytes ({lines} complete line{s}{partial} after seq \
+                 {after}, written by an append that a crash or a failed rollback stopped before \
+                 the head named them, so never acknowledged)",
+                s = if lines == 1 { "" } else { "s" },
+                partial = if tail.partial {
+                    " and an incomplete one"
+                } else {
+                    ""
+                },
+                after = head.seq,
+            ),
+        };
         let record = Record::new(Event::Recovery, format!("audit-recovery-{seq}"))
             .with_capability("audit")
             .with_target(LOG_FILE)
             .with_outcome(Outcome::Error)
-            .with_message(format!(
-                "a torn tail of {n} bytes (an incomplete record {seq}, left by a crash or a \
-                 full disk) was set aside at seq {seq} in {TORN_FILE}"
-            ));
+            .with_message(format!("{what} was set aside at seq {seq} in {TORN_FILE}"));
         let encoded = self
             .encode(seq, &head.hash, &record)
             .map_err(Failure::clean)?;
@@ -546,6 +594,7 @@ impl Files {
             "after_hash": head.hash,
             "offset": cut,
             "bytes": n,
+            "lines": tail.lines,
             "hex": hex::encode(&bytes),
         });
         let mut line =
@@ -571,8 +620,9 @@ impl Files {
             target: "warden::audit",
             dir = %self.dir.display(),
             bytes = n,
+            lines = tail.lines,
             seq,
-            "a torn tail of the audit log was set aside in {TORN_FILE}"
+            "an uncommitted tail of the audit log was set aside in {TORN_FILE}"
         );
         let new_head = Head::new(seq, encoded.hash, self.key.as_ref());
         let len = self.commit(head, cut, &encoded.line, &new_head)?;
@@ -635,78 +685,84 @@ fn write_once(mut file: &File, lines: &[u8]) -> io::Result<()> {
     }
 }
 
-/// True if the log is empty or its last byte is a newline.
-fn ends_with_newline(log: &File, len: u64) -> io::Result<bool> {
-    if len == 0 {
-        return Ok(true);
-    }
-    let mut last = [0u8; 1];
-    log.read_exact_at(&mut last, len - 1)?;
-    Ok(last[0] == b'\n')
+/// An uncommitted tail to set aside: the log from `cut` on.
+struct Tail {
+    /// Where the record the head names ends.
+    cut: u64,
+    /// Complete lines after it.
+    lines: u64,
+    /// Whether a partial line follows them.
+    partial: bool,
 }
 
-/// Decides whether the log ends in a torn tail that may be set aside, and if so returns the
-/// length to cut the log back to. Exactly this is a torn tail:
+/// Decides whether the log ends in an uncommitted tail that may be set aside, and if so where
+/// to cut it. Exactly this is an uncommitted tail (what a crash during a round leaves: some or
+/// all of its lines written, the head not yet rewritten, nobody answered):
 ///
-/// - the log does not end with a newline, and the bytes after its last newline are fewer than
-///   a line may hold;
-/// - those bytes, ignoring trailing NUL bytes (a crash can leave a file extended but not yet
-///   written), are the start of the line warden would write next: `{"seq":S+1,"prev":"H",…`
-///   for the head's S and H (or only a prefix of that);
-/// - every complete line before them verifies, and the head names the last of them.
+/// - the log, walked and checked from the start, reaches the record the head names (same seq
+///   and hash; the caller has checked the head's MAC), every line up to it verifying;
+/// - after that record come complete lines, each a valid record chained from the one before
+///   (the first from the head's record), no more than one round writes: [`MAX_ROUND_RECORDS`]
+///   lines of [`MAX_ROUND_WRITE`] bytes in all;
+/// - then perhaps a partial line (no newline), of fewer bytes than a line may hold, that is,
+///   ignoring trailing NUL bytes (a crash can leave a file extended but not yet written), the
+///   start of the line that would follow the last complete one: `{"seq":S+1,"prev":"H",…` (or
+///   only a prefix of that);
+/// - and there is something: at least one complete or partial line.
 ///
-/// Returns `Ok(None)` if the log ends with a newline (there is no torn tail), and the first
-/// problem, as [`walk`] names it for the whole file, if the tail is anything else: an edited,
-/// removed or garbled line must still be refused, not cut away.
-fn torn_tail(
-    log: &File,
-    log_path: &Path,
-    len: u64,
-    head: &Head,
-) -> Result<Option<u64>, ChainError> {
-    let io = |source| ChainError::Io {
-        path: log_path.to_owned(),
-        source,
+/// Returns `Ok(None)` if nothing follows the head's record and the log verifies (it is
+/// intact), and the first problem, as [`walk`] names it for the whole file, if the end is
+/// anything else: an edited, removed or garbled line, a head naming a record that is not in
+/// the log, or after it lines that do not chain or more than one round's worth of them, must
+/// still be refused, not cut away.
+fn uncommitted_tail(log_path: &Path, len: u64, head: &Head) -> Result<Option<Tail>, ChainError> {
+    let open = || {
+        File::open(log_path).map_err(|source| ChainError::Io {
+            path: log_path.to_owned(),
+            source,
+        })
     };
-    if ends_with_newline(log, len).map_err(io)? {
-        return Ok(None);
-    }
-    let refuse = || -> Result<Option<u64>, ChainError> {
-        walk(File::open(log_path).map_err(io)?, len, head, log_path)?;
-        // Not reached: a log without a final newline never walks cleanly.
-        Err(ChainError::Torn { line: head.seq + 1 })
+    // Names the first problem; `Ok(None)` only if the whole log verifies after all.
+    let refuse = || -> Result<Option<Tail>, ChainError> {
+        walk(open()?, len, head, log_path)?;
+        Ok(None)
     };
-    let start = len.saturating_sub(MAX_LINE_BYTES as u64 + 1);
-    let mut buf = vec![
-        0u8;
-        usize::try_from(len - start)
-            .map_err(|_| ChainError::Torn { line: head.seq + 1 })?
-    ];
-    log.read_exact_at(&mut buf, start).map_err(io)?;
-    let cut_in_buf = match buf.iter().rposition(|&b| b == b'\n') {
-        Some(i) => i + 1,
-        None if start == 0 => 0,
-        // More bytes without a newline than any line warden writes.
-        None => return refuse(),
+    let found = match after_head(
+        open()?,
+        len,
+        head,
+        log_path,
+        MAX_ROUND_RECORDS as u64,
+        MAX_ROUND_WRITE as u64,
+    ) {
+        Ok(Some(found)) => found,
+        Ok(None) | Err(_) => return refuse(),
     };
-    let partial = &buf[cut_in_buf..];
-    let Some(seq) = head.seq.checked_add(1) else {
-        return refuse();
-    };
-    let expected = format!("{{\"seq\":{seq},\"prev\":\"{}\",\"record\":{{", head.hash);
-    let text = match partial.iter().rposition(|&b| b != 0) {
-        Some(i) => &partial[..=i],
-        None => &partial[..0],
-    };
-    let n = text.len().min(expected.len());
-    if text[..n] != expected.as_bytes()[..n] {
+    if found.lines == 0 && found.partial.is_empty() {
         return refuse();
     }
-    let cut = start + cut_in_buf as u64;
-    match walk(File::open(log_path).map_err(io)?, cut, head, log_path) {
-        Ok(_) => Ok(Some(cut)),
-        Err(_) => refuse(),
+    if !found.partial.is_empty() {
+        let Some(seq) = found.last_seq.checked_add(1) else {
+            return refuse();
+        };
+        let expected = format!(
+            "{{\"seq\":{seq},\"prev\":\"{}\",\"record\":{{",
+            found.last_hash
+        );
+        let text = match found.partial.iter().rposition(|&b| b != 0) {
+            Some(i) => &found.partial[..=i],
+            None => &found.partial[..0],
+        };
+        let n = text.len().min(expected.len());
+        if text[..n] != expected.as_bytes()[..n] {
+            return refuse();
+        }
     }
+    Ok(Some(Tail {
+        cut: found.cut,
+        lines: found.lines,
+        partial: !found.partial.is_empty(),
+    }))
 }
 
 /// True if the log's last line is intact and is the record the head names. Reads only the end
@@ -981,6 +1037,113 @@ mod tests {
         assert!(per_round < n / 2, "{per_round}");
         assert_eq!(log.sync_rounds(), n.div_ceil(per_round));
         assert_eq!(verify(&dir).unwrap().records, n);
+    }
+
+    /// The lines of `records`, chained after the last line of the log in `dir`, as a round
+    /// would write them.
+    fn chained_after(dir: &Path, records: impl Iterator<Item = Record>) -> Vec<Vec<u8>> {
+        let text = fs::read_to_string(dir.join(LOG_FILE)).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let mut seq = last["seq"].as_u64().unwrap();
+        let mut prev = last["hash"].as_str().unwrap().to_owned();
+        records
+            .map(|r| {
+                seq += 1;
+                let e = encode(seq, &prev, &r).unwrap();
+                prev = e.hash;
+                e.line
+            })
+            .collect()
+    }
+
+    /// A copy of the log of one record in `src`, then `lines` written after it without the
+    /// head (a crash), then opened again.
+    fn crash_and_open(
+        src: &Path,
+        lines: &[Vec<u8>],
+    ) -> (tempfile::TempDir, Result<AuditLog, AuditError>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        fs::create_dir(&dir).unwrap();
+        for file in [LOG_FILE, HEAD_FILE] {
+            fs::copy(src.join(file), dir.join(file)).unwrap();
+        }
+        let tail = lines.concat();
+        OpenOptions::new()
+            .append(true)
+            .open(dir.join(LOG_FILE))
+            .unwrap()
+            .write_all(&tail)
+            .unwrap();
+        let opened = AuditLog::open(&dir);
+        if opened.is_ok() {
+            assert_eq!(verify(&dir).unwrap().records, 2);
+            let note = fs::read_to_string(dir.join(TORN_FILE)).unwrap();
+            let note: serde_json::Value = serde_json::from_str(note.trim_end()).unwrap();
+            assert_eq!(
+                (note["bytes"].as_u64(), note["lines"].as_u64()),
+                (Some(tail.len() as u64), Some(lines.len() as u64))
+            );
+        }
+        (tmp, opened)
+    }
+
+    fn unrecorded(opened: Result<AuditLog, AuditError>) {
+        let err = opened.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::Chain {
+                    source: ChainError::Unrecorded {
+                        line: 2,
+                        head_seq: 1
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_tail_of_as_many_bytes_as_a_round_writes_is_set_aside_and_one_line_more_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        AuditLog::open(&dir).unwrap().append(rec(0)).unwrap();
+        let big = |i: u64| {
+            let text = "x".repeat(1000);
+            rec(i)
+                .with_tenant(&text)
+                .with_extension(&text)
+                .with_capability(&text)
+                .with_target(&text)
+                .with_message(&text)
+        };
+        let lines = chained_after(&dir, (1..=400).map(big));
+        // The most lines that fit, and how many the largest round of such records writes:
+        // records until its lines reach MAX_ROUND_BYTES.
+        let mut total = 0;
+        let fit = lines
+            .iter()
+            .take_while(|l| {
+                total += l.len();
+                total <= MAX_ROUND_WRITE
+            })
+            .count();
+        let mut total = 0;
+        let round = lines
+            .iter()
+            .take_while(|l| {
+                let before = total;
+                total += l.len();
+                before < MAX_ROUND_BYTES
+            })
+            .count();
+        assert!(round <= fit && fit < lines.len(), "{round} {fit}");
+        assert!(fit < MAX_ROUND_RECORDS);
+        let (_tmp, opened) = crash_and_open(&dir, &lines[..fit]);
+        opened.unwrap();
+        unrecorded(crash_and_open(&dir, &lines[..=fit]).1);
     }
 
     #[test]

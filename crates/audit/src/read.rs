@@ -113,6 +113,65 @@ pub(crate) fn walk(
     walk_seen(log, len, head, log_path, &mut |_, _| {})
 }
 
+/// What follows the record the head names, as [`after_head`] found it.
+pub(crate) struct AfterHead {
+    /// Bytes up to and including the head's record (with its newline): where the log is cut.
+    pub cut: u64,
+    /// Complete lines after the head's record, each a valid record chained from the one
+    /// before it.
+    pub lines: u64,
+    /// Bytes after the last newline (a partial line), at most [`MAX_LINE_BYTES`].
+    pub partial: Vec<u8>,
+    /// Sequence number and hash of the last complete line (the head's record when `lines` is
+    /// 0): a partial line must be the start of the record after it.
+    pub last_seq: u64,
+    pub last_hash: String,
+}
+
+/// Walks the first `len` bytes of the log, checking every complete line as [`walk`] does, and
+/// returns what follows the record `head` names. `None` if the log never reaches a record with
+/// the head's seq and hash, or once more than `max_lines` complete lines, or more than
+/// `max_bytes` bytes of them, follow it (the walk stops there). A line that does not verify or
+/// chain is returned as [`walk`] would name it.
+pub(crate) fn after_head(
+    log: File,
+    len: u64,
+    head: &Head,
+    log_path: &Path,
+    max_lines: u64,
+    max_bytes: u64,
+) -> Result<Option<AfterHead>, ChainError> {
+    let mut lines = Lines::new(log.take(len), log_path);
+    let mut walker = Walker::new();
+    let mut offset = 0u64;
+    // The genesis "record" is the empty log.
+    let mut cut = (head.seq == 0 && walker.last_hash == head.hash).then_some(0);
+    while let Some(line) = lines.next_line()? {
+        walker.next(&line)?;
+        offset += line.len() as u64 + 1;
+        match cut {
+            None if walker.lines == head.seq => {
+                if walker.last_hash != head.hash {
+                    return Ok(None);
+                }
+                cut = Some(offset);
+            }
+            Some(cut) if walker.lines - head.seq > max_lines || offset - cut > max_bytes => {
+                return Ok(None);
+            }
+            None | Some(_) => {}
+        }
+    }
+    let Some(cut) = cut else { return Ok(None) };
+    Ok(Some(AfterHead {
+        cut,
+        lines: walker.lines - head.seq,
+        partial: lines.pending,
+        last_seq: walker.lines,
+        last_hash: walker.last_hash,
+    }))
+}
+
 fn walk_seen(
     log: File,
     len: u64,

@@ -27,9 +27,10 @@ pub enum Event {
     VerificationFailure,
     /// A verified bundle loaded (compiled, pre-instantiated) for use.
     Load,
-    /// The audit log repaired its own end: a torn last line (a crash or a full disk while
-    /// appending) was set aside in `audit.torn`. Written by the log itself, so the repair is
-    /// part of the chain.
+    /// The audit log repaired its own end: what an append had written after the last committed
+    /// record before a crash (or a full disk) stopped it, complete lines the head never named
+    /// and/or a torn last line, was set aside in `audit.torn`. Written by the log itself, so
+    /// the repair is part of the chain.
     Recovery,
     /// A host that could not start (its message says why): recorded when the audit log
     /// opened but a later part of the host (runtime, storage, key files) did not.

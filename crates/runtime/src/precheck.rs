@@ -861,7 +861,9 @@ pub(crate) mod tests {
                 let wasm = std::fs::read(dir.join("extension.wasm")).unwrap_or_else(|e| {
                     panic!("{}: {e} (run scripts/build-examples.sh)", dir.display())
                 });
-                let want = if manifest.contains("[[endpoints]]") {
+                // http extensions route endpoints; rpc ones list methods (and may map endpoints
+                // to them).
+                let want = if !manifest.contains("[[methods]]") {
                     WorldKind::Http
                 } else {
                     WorldKind::Rpc

@@ -10,3 +10,4 @@ mod read;
 mod sanitize;
 mod tamper;
 mod torn;
+mod uncommitted;

@@ -13,7 +13,7 @@ use warden_audit::{
 use crate::common::{audit_dir, forge, hash_of, lines, log_with, rec};
 
 /// Appends raw bytes to the log, as a write cut short by a full disk would leave them.
-fn append_raw(dir: &Path, bytes: &[u8]) {
+pub fn append_raw(dir: &Path, bytes: &[u8]) {
     let mut f = OpenOptions::new()
         .append(true)
         .open(dir.join(LOG_FILE))
@@ -123,7 +123,7 @@ fn a_prefix_followed_by_zeros_is_set_aside() {
 }
 
 /// Opening fails with the same chain error `verify` names, and nothing is changed or set aside.
-fn refused(dir: &Path) -> ChainError {
+pub fn refused(dir: &Path) -> ChainError {
     let log_before = fs::read(dir.join(LOG_FILE)).unwrap();
     let head_before = fs::read(dir.join(HEAD_FILE)).unwrap();
     let err = AuditLog::open(dir).unwrap_err();
