@@ -77,6 +77,11 @@ impl Host {
         &self.inner.audit
     }
 
+    /// The operator's policy this host enforces.
+    pub fn policy(&self) -> &warden_manifest::Policy {
+        &self.inner.policy
+    }
+
     /// The folder of the data dir's audit log (`DATA/audit`), if the host has a data dir.
     pub fn audit_dir(&self) -> Option<PathBuf> {
         self.inner

@@ -190,15 +190,18 @@ async fn publish(
                 if bytes.len() > max {
                     return Err(ApiError::too_large("the bundle is too large"));
                 }
-                match name.as_str() {
-                    "bundle" => bundle = Some(bytes.to_vec()),
-                    "signature" => signature = Some(bytes.to_vec()),
+                let slot = match name.as_str() {
+                    "bundle" => &mut bundle,
+                    "signature" => &mut signature,
                     other => {
                         return Err(ApiError::malformed(format!(
                             "unknown part {:?}; expected `bundle` and `signature`",
                             warden_audit::sanitize(other)
                         )));
                     }
+                };
+                if slot.replace(bytes.to_vec()).is_some() {
+                    return Err(ApiError::malformed(format!("part `{name}` is given twice")));
                 }
             }
             let (Some(bundle), Some(signature)) = (bundle, signature) else {
@@ -378,7 +381,18 @@ async fn put_secret(
             let value = SecretValue::new(req.value)
                 .map_err(|e| ApiError::malformed(format!("secret value: {e}")))?;
             let service = Arc::clone(&s);
-            blocking(&s, move |_| {
+            blocking(&s, move |a| {
+                // A secret belongs to an install: none for a tenant or install that does not
+                // exist.
+                let installed = a
+                    .registry()
+                    .install(&tenant, &extension)
+                    .map_err(|e| host_error(&HostError::from(e)))?;
+                if installed.is_none() {
+                    return Err(ApiError::not_found(format!(
+                        "{extension} is not installed for tenant {tenant}"
+                    )));
+                }
                 service
                     .host
                     .tenant(&tenant)

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub request_id: String,
     /// Seconds after which a retry may succeed (429, 503).
     pub retry_after: Option<u64>,
+    /// The host has audited this failure already (a call, a load, a verification).
+    pub audited: bool,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             message: message.into(),
             request_id: String::new(),
             retry_after: None,
+            audited: false,
         }
     }
 
@@ -97,6 +100,7 @@ impl ApiError {
             ErrorCode::Host => (StatusCode::BAD_GATEWAY, "host-error"),
         };
         let mut a = ApiError::new(status, code, e.to_string()).with_id(&f.request_id);
+        a.audited = true;
         if status == StatusCode::TOO_MANY_REQUESTS {
             a.retry_after = Some(1);
         }
@@ -107,7 +111,7 @@ impl ApiError {
     /// operator's policy 403, a component that cannot run here 502 `bad-extension`.
     pub fn from_load(e: &HostError) -> ApiError {
         let text = warden_call::text::chain(e);
-        match e {
+        let mut a = match e {
             HostError::Verify(_)
             | HostError::Signature(_)
             | HostError::Bundle(_)
@@ -124,6 +128,30 @@ impl ApiError {
             }
             HostError::NotInstalled { .. } => ApiError::not_found(text),
             _ => ApiError::internal(text),
+        };
+        // Verification and load failures are the host's own records.
+        a.audited = matches!(
+            e,
+            HostError::Verify(_)
+                | HostError::Signature(_)
+                | HostError::Bundle(_)
+                | HostError::Load(_)
+                | HostError::Policy(_)
+                | HostError::Refused(_)
+        );
+        a
+    }
+
+    /// How the audit log names this refusal's outcome.
+    pub(crate) fn outcome(&self) -> warden_audit::Outcome {
+        use warden_audit::Outcome;
+        match self.status.as_u16() {
+            403 => Outcome::Denied,
+            408 | 504 => Outcome::Timeout,
+            413 => Outcome::TooLarge,
+            429 => Outcome::Busy,
+            500..=599 => Outcome::Error,
+            _ => Outcome::Invalid,
         }
     }
 }

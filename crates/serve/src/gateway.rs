@@ -21,11 +21,7 @@ pub(crate) async fn gateway(
     Path((id, _path)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let rid = s.host.new_request_id();
-    match forward(&s, &id, request, &rid).await {
-        Ok(r) => r,
-        Err(e) => e.with_id(&rid).into_response(),
-    }
+    gateway_root(State(s), Path(id), request).await
 }
 
 pub(crate) async fn gateway_root(
@@ -34,18 +30,33 @@ pub(crate) async fn gateway_root(
     request: Request,
 ) -> Response {
     let rid = s.host.new_request_id();
-    match forward(&s, &id, request, &rid).await {
+    let mut who = Who::default();
+    match forward(&s, &id, request, &rid, &mut who).await {
         Ok(r) => r,
-        Err(e) => e.with_id(&rid).into_response(),
+        Err(e) => s.refused(e.with_id(&rid), who).await.into_response(),
     }
 }
 
+/// Whom a request was for, as far as it got: a refusal after the tenant is known is audited.
+#[derive(Default)]
+pub(crate) struct Who {
+    tenant: Option<TenantName>,
+    extension: Option<String>,
+}
+
 /// The path of the request below `/api/ext/{id}`, with its query, as the extension sees it.
+/// Read from the raw target: the id segment must be the id itself (no percent-encoding).
 fn inner_target(uri: &http::Uri, id: &str) -> Result<(String, String), ApiError> {
-    let path = uri.path();
-    let prefix = format!("/api/ext/{id}");
-    let rest = path.strip_prefix(&prefix).unwrap_or("");
-    let rest = if rest.is_empty() { "/" } else { rest };
+    let after = uri.path().strip_prefix("/api/ext/").unwrap_or("");
+    let (raw_id, rest) = match after.split_once('/') {
+        Some((i, r)) => (i, format!("/{r}")),
+        None => (after, "/".to_string()),
+    };
+    if raw_id != id {
+        return Err(ApiError::malformed(
+            "the extension id in the path must be written plainly, not percent-encoded",
+        ));
+    }
     // Dot segments, literal or percent-encoded, and encoded slashes are refused: what the
     // extension is asked for is what the manifest's endpoints were matched against.
     for seg in rest.split('/') {
@@ -58,9 +69,9 @@ fn inner_target(uri: &http::Uri, id: &str) -> Result<(String, String), ApiError>
     }
     let target = match uri.query() {
         Some(q) => format!("{rest}?{q}"),
-        None => rest.to_string(),
+        None => rest.clone(),
     };
-    Ok((rest.to_string(), target))
+    Ok((rest, target))
 }
 
 async fn forward(
@@ -68,9 +79,12 @@ async fn forward(
     id: &str,
     request: Request,
     rid: &str,
+    who: &mut Who,
 ) -> Result<Response, ApiError> {
     let admin = s.host.admin().map_err(|e| ApiError::from_load(&e))?;
     let tenant = auth::tenant(request.headers(), admin.registry())?;
+    who.tenant = Some(tenant.clone());
+    who.extension = Some(id.to_string());
     let _permit = s.limiter.admit(&tenant)?;
     // An id that cannot exist is not installed either.
     let id: ExtensionId = id.parse().map_err(|_| {
@@ -201,26 +215,32 @@ pub(crate) struct Execute {
 
 pub(crate) async fn execute(State(s): State<Arc<Service>>, request: Request) -> Response {
     let rid = s.host.new_request_id();
-    match run(&s, request, &rid).await {
+    let mut who = Who::default();
+    match run(&s, request, &rid, &mut who).await {
         Ok(r) => r,
-        Err(e) => e.with_id(&rid).into_response(),
+        Err(e) => s.refused(e.with_id(&rid), who).await.into_response(),
     }
 }
 
-async fn run(s: &Arc<Service>, request: Request, rid: &str) -> Result<Response, ApiError> {
+async fn run(
+    s: &Arc<Service>,
+    request: Request,
+    rid: &str,
+    who: &mut Who,
+) -> Result<Response, ApiError> {
     let Some(token) = &s.options.runner_token else {
         return Err(ApiError::not_found(
             "the runner API is off: the service has no runner token",
         ));
     };
     auth::operator(request.headers(), token, "runner API")?;
+    // No extension takes more than the policy's ceiling; the JSON around the input (and its
+    // escaping) gets room on top. The extension's own limit is checked once it is known.
+    let cap = s.host.policy().ceiling.max_request_bytes.bytes();
+    let cap = usize::try_from(cap.saturating_mul(2).saturating_add(64 << 10)).unwrap_or(usize::MAX);
     let body = tokio::time::timeout(
         s.options.limits.body_timeout,
-        Limited::new(
-            request.into_body(),
-            usize::try_from(s.options.limits.max_admin_body.bytes()).unwrap_or(usize::MAX),
-        )
-        .collect(),
+        Limited::new(request.into_body(), cap).collect(),
     )
     .await
     .map_err(|_| {
@@ -244,6 +264,8 @@ async fn run(s: &Arc<Service>, request: Request, rid: &str) -> Result<Response, 
         .tenant
         .parse()
         .map_err(|e| ApiError::malformed(format!("tenant: {e}")))?;
+    who.tenant = Some(tenant.clone());
+    who.extension = Some(req.extension.clone());
     let id: ExtensionId = req
         .extension
         .parse()
@@ -312,5 +334,41 @@ impl Service {
         self.metrics
             .call(tenant.as_str(), id.as_str(), outcome, started.elapsed());
         called.map_err(|f| ApiError::from_call(&f))
+    }
+}
+
+impl Service {
+    /// Audits a refusal the host has not recorded (the gateway's own: sizes, time, rate,
+    /// routes), once the tenant is known, and returns it. The answer waits for the record.
+    async fn refused(self: &Arc<Self>, e: ApiError, who: Who) -> ApiError {
+        let Some(tenant) = who.tenant else {
+            return e;
+        };
+        if e.audited {
+            return e;
+        }
+        let mut record = warden_audit::Record::new(warden_audit::Event::Call, &e.request_id)
+            .with_tenant(&tenant)
+            .with_outcome(e.outcome())
+            .with_message(format!(
+                "refused by the gateway ({} {}): {}",
+                e.status.as_u16(),
+                e.code,
+                e.message
+            ));
+        if let Some(x) = &who.extension {
+            record = record.with_extension(warden_audit::sanitize(x));
+        }
+        let sink = std::sync::Arc::clone(self.host.audit_sink());
+        let stored = tokio::task::spawn_blocking(move || sink.append(record)).await;
+        match stored {
+            Ok(Ok(())) => e,
+            // A refusal that cannot be recorded is still a refusal; the log's failure is the
+            // host's to report (its next call is refused by the audit gate).
+            _ => {
+                tracing::error!(request_id = %e.request_id, "the audit record of a refusal could not be stored");
+                e
+            }
+        }
     }
 }

@@ -25,18 +25,25 @@ const HOP_BY_HOP: &[&str] = &[
 /// The client's credentials for the gateway, never the extension's business.
 const CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
-/// Set by the gateway only.
+/// Set by the gateway only, or claims about the request a client must not make (with every
+/// `x-forwarded-*` and `x-warden-*`).
 const FORWARDING: &[&str] = &[
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
     "x-real-ip",
     "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-forwarded-for",
     "x-request-id",
 ];
+
+fn claimed(name: &str) -> bool {
+    FORWARDING.contains(&name) || name.starts_with("x-forwarded-") || name.starts_with("x-warden-")
+}
 
 /// Response headers an extension may set (plus any `x-ext-*`).
 const RESPONSE_ALLOWED: &[&str] = &[
@@ -69,7 +76,7 @@ pub fn inbound(headers: &HeaderMap, peer: Option<SocketAddr>, request_id: &str) 
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n)
             || CREDENTIALS.contains(&n)
-            || FORWARDING.contains(&n)
+            || claimed(n)
             || named.iter().any(|c| c == n)
         {
             continue;
@@ -149,13 +156,26 @@ mod tests {
             ("x-real-ip", "10.0.0.1"),
             ("x-request-id", "spoofed"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-whatever", "1"),
+            ("x-warden-tenant", "bob"),
+            ("true-client-ip", "1.1.1.1"),
+            ("x-original-url", "/admin"),
         ]);
         let out = inbound(&h, Some("127.0.0.9:5555".parse().unwrap()), "rid-1");
         assert_eq!(out.get("x-forwarded-for").unwrap(), "127.0.0.9");
         assert_eq!(out.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(out.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(out.get("x-request-id").unwrap(), "rid-1");
-        assert!(out.get("forwarded").is_none() && out.get("x-real-ip").is_none());
+        for gone in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-whatever",
+            "x-warden-tenant",
+            "true-client-ip",
+            "x-original-url",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone}");
+        }
     }
 
     #[test]

@@ -251,7 +251,8 @@ async fn ready(State(s): State<Arc<Service>>) -> Response {
 /// Checks every request meets before its route: draining, URI length, header bytes. Counts
 /// requests in flight for the graceful shutdown.
 async fn front(State(s): State<Arc<Service>>, request: Request, next: Next) -> Response {
-    if s.draining.load(Ordering::Relaxed) {
+    // Liveness stays 200 while draining; readiness says 503.
+    if s.draining.load(Ordering::Relaxed) && request.uri().path() != "/healthz" {
         return ApiError::unavailable("the service is shutting down").into_response();
     }
     let limits = &s.options.limits;

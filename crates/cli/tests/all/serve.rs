@@ -429,6 +429,22 @@ fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() 
             .iter()
             .any(|r| r["event"] == "call" && r["outcome"] == "ok"),
     );
+    // The gateway's own refusals of a known tenant are recorded too, one each.
+    let refused = |outcome: &str| {
+        records
+            .iter()
+            .filter(|r| {
+                r["record"]["tenant"] == "alpha"
+                    && r["record"]["outcome"] == outcome
+                    && r["record"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("refused by the gateway"))
+            })
+            .count()
+    };
+    assert_eq!(refused("too-large"), 2, "{records:?}");
+    assert_eq!(refused("timeout"), 1, "{records:?}");
+    assert!(refused("invalid") >= 2, "{records:?}");
     ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
 }
 
@@ -463,6 +479,8 @@ fn headers_cross_the_gateway_only_as_the_policy_allows() {
             .header("x-forwarded-for", "6.6.6.6")
             .header("forwarded", "for=6.6.6.6")
             .header("x-request-id", "spoofed-id")
+            .header("x-warden-tenant", "beta")
+            .header("true-client-ip", "6.6.6.7")
             .header("connection", "x-drop-me")
             .header("x-drop-me", "1")
             .header("x-kept", "kept")
@@ -477,6 +495,8 @@ fn headers_cross_the_gateway_only_as_the_policy_allows() {
         "spoofed-id",
         "x-drop-me",
         "forwarded: ",
+        "6.6.6.7",
+        "x-warden-tenant",
     ] {
         assert!(
             !seen.contains(gone),
@@ -852,4 +872,58 @@ fn ui_files_are_served_for_installed_hashes_only_and_never_outside_ui() {
         None,
     );
     assert_eq!(r.status, 404);
+}
+
+#[test]
+fn admin_refuses_duplicate_parts_and_secrets_for_no_install() {
+    let st = setup();
+    let s = st.serve("");
+    let (hello, sig) = st.bundle(&example("hello"), "hello");
+    // Two `signature` parts: refused, whichever would have won.
+    let boundary = "b-dup";
+    let mut body = Vec::new();
+    for (name, path) in [("bundle", &hello), ("signature", &sig), ("signature", &sig)] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(&std::fs::read(path).unwrap());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let r = reply(
+        agent().run(
+            http::Request::post(format!("{}/v1/admin/bundles", s.base))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body)
+                .unwrap(),
+        ),
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "malformed"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("given twice"), "{}", r.body);
+    // A secret for a tenant or an install that does not exist: 404, nothing stored.
+    tenant(&s, "alpha");
+    for t in ["nobody", "alpha"] {
+        let r = send(
+            "PUT",
+            &format!(
+                "{}/v1/admin/tenants/{t}/installs/warden.echo/secrets/TOKEN",
+                s.base
+            ),
+            Some(ADMIN),
+            br#"{"value":"s3cr3t-value"}"#,
+        );
+        assert_eq!(r.status, 404, "{t}: {}", r.body);
+    }
+    // Liveness stays up; the service answers.
+    assert_eq!(get(&format!("{}/healthz", s.base), None).status, 200);
 }

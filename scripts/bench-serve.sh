@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# The serving benchmark: the hello component (examples/hello) served by `warden serve` (a fresh
+# instance per request, tenant key auth, rate and concurrency limits, audit log fsynced every
+# group-commit round), by `wasmtime serve` (pooling allocator, one request per instance) and,
+# as the ceiling, by a bare hyper server answering "Hello" (benches/serve/hyper-hello). Each
+# server runs alone, is warmed up, then loaded by `wrk` on loopback with the same settings; the
+# script prints req/s, p50, p99, server CPU per request and the ratios. Target: warden >= 2x
+# `wasmtime serve` req/s (printed, not enforced). Exits non-zero if a server does not answer 200
+# or answers anything but 2xx under load.
+#
+#   scripts/bench-serve.sh
+#   BENCH_DURATION=10s BENCH_WARMUP=3s BENCH_THREADS=2 BENCH_CONNECTIONS=4 scripts/bench-serve.sh
+#
+# Connections default to 4: hello's `[limits] profile = "strict"` allows 4 calls in flight
+# (`max_concurrent_calls`); a 5th concurrent call is refused `429 busy` at once, which wrk would
+# count as a (cheap) request. With BENCH_CONNECTIONS=N > 4 the bundle is repacked from the same
+# component with `max_concurrent_calls = N` (N <= 64, the default policy ceiling).
+# Builds: `warden` in release in $CARGO_TARGET_DIR (default ./target), hyper-hello in
+# $CARGO_TARGET_DIR/hyper-hello. Installs `wrk` (apt-get) and the `wasmtime` CLI (scripts/setup.sh).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+duration=${BENCH_DURATION:-10s}
+warmup=${BENCH_WARMUP:-3s}
+threads=${BENCH_THREADS:-2}
+conns=${BENCH_CONNECTIONS:-4}
+tdir=${CARGO_TARGET_DIR:-$root/target}
+case $tdir in /*) ;; *) tdir=$root/$tdir ;; esac
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+say() { echo "bench-serve: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# --- what it needs ---------------------------------------------------------------------------
+bash scripts/setup.sh # wasm32-wasip2 target, the wasmtime CLI at target/tools/wasmtime
+if ! command -v wrk >/dev/null; then
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+fi
+wasmtime=$root/target/tools/wasmtime
+[ -x "$wasmtime" ] || die "no wasmtime CLI at $wasmtime"
+say "building examples, warden (release) and hyper-hello (release)"
+bash scripts/build-examples.sh
+CARGO_TARGET_DIR=$tdir cargo build --quiet --release --bin warden
+CARGO_TARGET_DIR=$tdir/hyper-hello cargo build --quiet --release --locked \
+  --manifest-path benches/serve/hyper-hello/Cargo.toml
+warden_bin=$tdir/release/warden
+hyper_bin=$tdir/hyper-hello/release/hyper-hello
+wasm=$root/examples/hello/extension.wasm
+[ -f "$wasm" ] || die "no $wasm after build-examples.sh"
+
+# --- one scratch folder, servers stopped on exit ---------------------------------------------
+work=$(mktemp -d /tmp/bench-serve.XXXXXX)
+chmod 700 "$work"
+server_pid=
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+  fi
+}
+trap 'stop_server; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+status() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$@" || true; }
+wait_ready() { # NAME URL [curl args]: until the server answers anything (60s at most)
+  local name=$1 url=$2; shift 2
+  for _ in $(seq 1 600); do
+    kill -0 "$server_pid" 2>/dev/null || die "$name exited at start (log: $work/$name.log)"
+    [ "$(status "$@" "$url")" != 000 ] && return 0
+    sleep 0.1
+  done
+  die "$name did not answer within 60s"
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+to_ms() { # wrk's "1.20ms" / "558.00us" / "1.02s" -> milliseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+    printf "%.3f", n }'
+}
+
+# --- warden: keys, tenant, signed bundle, install, policy ------------------------------------
+w() { "$warden_bin" "$@"; }
+w keygen --publisher warden-examples --out "$work/keys" > "$work/trust.toml" 2>/dev/null
+data=$work/data
+key=$(w tenant create bench --data "$data" | sed -n 's/^api key.*: //p')
+[ -n "$key" ] || die "warden tenant create printed no api key"
+ext=$root/examples/hello
+limits_note="hello's own limits (profile strict: 4 calls in flight)"
+if [ "$conns" -gt 4 ]; then
+  [ "$conns" -le 64 ] || die "BENCH_CONNECTIONS=$conns: at most 64 (the policy ceiling)"
+  ext=$work/hello
+  cp -r "$root/examples/hello" "$ext"
+  rm -rf "$ext/target"
+  sed -i "s/^profile = \"strict\"\$/profile = \"strict\"\nmax_concurrent_calls = $conns/" "$ext/extension.toml"
+  grep -q "^max_concurrent_calls = $conns\$" "$ext/extension.toml" || die "could not raise max_concurrent_calls"
+  limits_note="the same component repacked with max_concurrent_calls = $conns"
+fi
+w pack "$ext" --out "$work/hello.wext" > /dev/null
+w sign "$work/hello.wext" --key "$work/keys/warden-examples.key" > /dev/null
+w install "$work/hello.wext" --tenant bench --trust "$work/trust.toml" --data "$data" --grant none > /dev/null
+rate=1000000 burst=1000000 tconc=1024
+cat > "$work/policy.toml" <<EOF
+# Rate limiting stays on, set far above what wrk can send from this machine.
+[policy.gateway]
+tenant_rate = $rate
+tenant_burst = $burst
+tenant_concurrency = $tconc
+EOF
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/admin.token")
+
+# --- one run per server -----------------------------------------------------------------------
+declare -A rps p50 p99 cpu reqs
+wrk_args=(-t"$threads" -c"$conns" --latency)
+bench() { # NAME URL [wrk header args...]; the server is $server_pid, already answering
+  local name=$1 url=$2; shift 2
+  local code
+  code=$(status "${hdr_curl[@]}" "$url")
+  [ "$code" = 200 ] || die "$name answered $code, not 200, to GET $url"
+  wrk "${wrk_args[@]}" -d"$warmup" "$@" "$url" > "$work/$name.warmup.txt"
+  local t0 t1 out hz
+  hz=$(getconf CLK_TCK)
+  t0=$(cpu_ticks "$server_pid")
+  wrk "${wrk_args[@]}" -d"$duration" "$@" "$url" > "$work/$name.wrk.txt"
+  t1=$(cpu_ticks "$server_pid")
+  out=$work/$name.wrk.txt
+  if grep -qE 'Non-2xx|Socket errors' "$out"; then
+    cat "$out" >&2
+    die "$name: errors or non-2xx answers under load (see above)"
+  fi
+  code=$(status "${hdr_curl[@]}" "$url")
+  [ "$code" = 200 ] || die "$name answered $code after the run"
+  rps[$name]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  p50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+  p99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+  reqs[$name]=$(awk '/requests in/ {print $1}' "$out")
+  cpu[$name]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="${reqs[$name]}" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }')
+  say "$name: ${rps[$name]} req/s"
+}
+
+say "warden serve"
+port=$(free_port)
+env -u WARDEN_RUNNER_TOKEN -u WARDEN_TRUST_BUNDLE -u WARDEN_AUDIT_KEY \
+  WARDEN_ADMIN_TOKEN="$(cat "$work/admin.token")" "$warden_bin" serve \
+  --listen "127.0.0.1:$port" --data "$data" --trust "$work/trust.toml" --config "$work/policy.toml" \
+  > "$work/warden.log" 2>&1 &
+server_pid=$!
+hdr_curl=(-H "Authorization: Bearer $key")
+wait_ready warden "http://127.0.0.1:$port/healthz"
+audit=$data/audit/audit.jsonl
+a0=$(wc -l < "$audit")
+bench warden "http://127.0.0.1:$port/api/ext/warden.hello/hi" -H "Authorization: Bearer $key"
+stop_server
+audit_records=$(( $(wc -l < "$audit") - a0 ))
+[ "$(status http://127.0.0.1:$port/healthz)" = 000 ] || die "warden still answering after stop"
+
+say "wasmtime serve"
+port=$(free_port)
+"$wasmtime" serve -Scli -O pooling-allocator --max-instance-reuse-count 1 \
+  --addr "127.0.0.1:$port" "$wasm" > "$work/wasmtime.log" 2>&1 &
+server_pid=$!
+hdr_curl=()
+wait_ready wasmtime "http://127.0.0.1:$port/hi"
+bench wasmtime "http://127.0.0.1:$port/hi"
+stop_server
+
+say "hyper hello"
+port=$(free_port)
+"$hyper_bin" "127.0.0.1:$port" > "$work/hyper.log" 2>&1 &
+server_pid=$!
+wait_ready hyper "http://127.0.0.1:$port/hi"
+bench hyper "http://127.0.0.1:$port/hi"
+stop_server
+
+# --- report -----------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+wvw=$(ratio "${rps[warden]}" "${rps[wasmtime]}")
+wvh=$(ratio "${rps[warden]}" "${rps[hyper]}")
+cat <<EOF
+
+serve benchmark: examples/hello on 127.0.0.1, $(nproc) CPUs shared by server and wrk
+wrk ${wrk_args[*]} -d$duration (after a $warmup warm-up), each server alone
+warden serve: fresh instance per request, tenant key auth, rate limiting ON (tenant_rate
+  $rate/s, burst $burst, tenant_concurrency $tconc: above what wrk sends), $limits_note,
+  audit log fsynced per commit round: $audit_records records for ${reqs[warden]} requests measured + warm-up
+wasmtime serve: $("$wasmtime" --version), -Scli -O pooling-allocator --max-instance-reuse-count 1
+hyper: benches/serve/hyper-hello (hyper 1, tokio multi-thread), the ceiling
+
+server          req/s     p50 ms    p99 ms   server CPU us/req
+EOF
+for s in warden wasmtime hyper; do
+  label=$s; [ "$s" = warden ] && label="warden serve"; [ "$s" = wasmtime ] && label="wasmtime serve"
+  [ "$s" = hyper ] && label="hyper hello"
+  printf '%-14s %9.0f %10.3f %9.3f %12s\n' "$label" "${rps[$s]}" "${p50[$s]}" "${p99[$s]}" "${cpu[$s]}"
+done
+echo
+echo "warden / wasmtime serve req/s: ${wvw}x"
+echo "warden / hyper hello req/s:    ${wvh}x"
+if awk -v r="$wvw" 'BEGIN { exit !(r >= 2) }'; then
+  echo "target (warden >= 2x wasmtime serve): MET"
+else
+  echo "target (warden >= 2x wasmtime serve): NOT MET (${wvw}x)"
+fi
