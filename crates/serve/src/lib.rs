@@ -112,9 +112,11 @@ impl Service {
                 "the service was started without --trust: there is no trust file to read again",
             ));
         };
+        // A bundle that cannot be read changes nothing: the trust in force stays, and the
+        // operator is told so (400, naming the problem), not left guessing.
         let trust = warden_trust::TrustBundle::read_file(path).map_err(|e| {
-            ApiError::internal(format!(
-                "reading the trust bundle {}: {}",
+            ApiError::malformed(format!(
+                "the trust bundle {} was not reloaded (the one in force stays): {}",
                 path.display(),
                 warden_call::text::chain(&e)
             ))
@@ -257,7 +259,7 @@ async fn front(State(s): State<Arc<Service>>, request: Request, next: Next) -> R
     }
     let limits = &s.options.limits;
     if let Err(e) = limits::check_head(limits, &request) {
-        return e.into_response();
+        return e.with_id(&s.host.new_request_id()).into_response();
     }
     let route = metrics::route_of(request.uri().path());
     s.in_flight.fetch_add(1, Ordering::SeqCst);

@@ -594,6 +594,24 @@ fn a_revoked_key_stops_the_install_at_once_after_a_trust_reload() {
     );
     let url = format!("{}/api/ext/warden.hello/hi", s.base);
     assert_eq!(get(&url, Some(&k)).status, 200);
+    // A trust file that does not parse changes nothing, and the operator is told so.
+    let good = std::fs::read(&st.trust).unwrap();
+    std::fs::write(&st.trust, "[[publisher]]\nname = \"broken\n").unwrap();
+    let r = send(
+        "POST",
+        &format!("{}/v1/admin/trust/reload", s.base),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "malformed"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("not reloaded"), "{}", r.body);
+    assert_eq!(get(&url, Some(&k)).status, 200);
+    std::fs::write(&st.trust, good).unwrap();
     // The operator revokes the publisher's key (its only one, so the publisher goes; another
     // stays trusted) and reloads the trust bundle.
     let other = keygen(&st.t.path().join("other"), "someone-else");

@@ -162,12 +162,10 @@ impl Registry for SqliteRegistry {
 
     fn tenant_by_key(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError> {
         let conn = self.conn()?;
+        // On every gateway request: the statement is parsed once per connection.
         let row: Option<(String, String)> = conn
-            .query_row(
-                "SELECT hash, tenant FROM registry_keys WHERE hash = ?1",
-                [key.to_hex()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT hash, tenant FROM registry_keys WHERE hash = ?1")
+            .and_then(|mut st| st.query_row([key.to_hex()], |r| Ok((r.get(0)?, r.get(1)?))))
             .optional()
             .map_err(|e| self.err(e))?;
         let Some((hash, tenant)) = row else {
@@ -288,8 +286,9 @@ impl Registry for SqliteRegistry {
         extension: &ExtensionId,
     ) -> Result<Option<InstallRecord>, RegistryError> {
         let conn = self.conn()?;
+        // On every gateway request: the statement is parsed once per connection.
         let mut st = conn
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "SELECT {INSTALL_COLUMNS} FROM registry_installs WHERE tenant = ?1 AND extension = ?2"
             ))
             .map_err(|e| self.err(e))?;
