@@ -23,22 +23,10 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::engine::{RuntimeConfig, engine_config};
 use crate::error::LoadError;
 use crate::prepared::WorldKind;
-
-/// The child process that compiles, and its limits. `program args...` must call
-/// [`child_main`] with the arguments that follow and its standard input (the `warden` binary
-/// does, as `warden __compile`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Isolation {
-    pub program: PathBuf,
-    pub args: Vec<OsString>,
-    /// Wall-clock time one compile may take; the child is killed past it.
-    pub max_time: Duration,
-    /// Writable memory the child may map (its `RLIMIT_DATA`), engine and compiler included.
-    pub max_memory: u64,
-}
+pub use crate::settings::Isolation;
+use crate::settings::{RuntimeConfig, engine_config};
 
 /// Exit codes of the child, read by the parent.
 const EXIT_REFUSED: i32 = 1;

@@ -17,6 +17,7 @@ pub mod isolate;
 mod limiter;
 mod precheck;
 mod prepared;
+mod settings;
 mod state;
 
 // One module per host interface, each implemented on a borrowed view of the call's state.
@@ -29,9 +30,10 @@ pub mod logging;
 mod sockets;
 
 pub use caps::CallCaps;
-pub use engine::{Runtime, RuntimeConfig, engine_config};
+pub use engine::Runtime;
 pub use error::LoadError;
 pub use prepared::{Prepared, WorldKind};
+pub use settings::{RuntimeConfig, engine_config};
 // The policy types a host hands the runtime, re-exported for embedders of the runtime alone.
 pub use warden_call::{
     CallError, CallOutcome, CallReport, Denial, ErrorCode, InvokeError, Invoker, Ledger, LogLevel,
