@@ -16,6 +16,7 @@
 //! A reader re-encodes what it parsed and requires the same bytes, so a line cannot be
 //! rewritten into an equivalent form either.
 
+use std::io;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -152,7 +153,7 @@ impl ChainError {
             ChainError::Missing { path } => ChainError::Missing { path: path.clone() },
             ChainError::Io { path, source } => ChainError::Io {
                 path: path.clone(),
-                source: crate::error::copy_io(source),
+                source: copy_io(source),
             },
             ChainError::TooLong { line } => ChainError::TooLong { line: *line },
             ChainError::Malformed { line, reason } => ChainError::Malformed {
@@ -346,5 +347,14 @@ impl Walker {
         self.lines = line;
         self.last_hash.clone_from(&checked.hash);
         Ok(checked)
+    }
+}
+
+/// The same error: the OS error number if there is one (so `raw_os_error` still works), else
+/// the kind and the message.
+pub(crate) fn copy_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use warden_datadir::DataDirError;
 
-use crate::chain::{ChainError, MAX_LINE_BYTES};
+use crate::chain::{ChainError, MAX_LINE_BYTES, copy_io};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -61,15 +61,6 @@ impl AuditError {
             AuditError::TooLarge { len } => AuditError::TooLarge { len: *len },
             AuditError::Broken => AuditError::Broken,
         }
-    }
-}
-
-/// The same error: the OS error number if there is one (so `raw_os_error` still works), else
-/// the kind and the message.
-pub(crate) fn copy_io(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
