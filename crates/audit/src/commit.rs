@@ -22,23 +22,10 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use crate::chain::MAX_LINE_BYTES;
 use crate::error::AuditError;
 use crate::head::Head;
-use crate::log::{Appended, Files, Round, io_err};
 use crate::record::Record;
-
-/// Most records one round takes; the rest wait for the next round. With
-/// [`MAX_ROUND_BYTES`] it bounds the memory of one write and how long the lock is held.
-pub(crate) const MAX_ROUND_RECORDS: usize = 4096;
-/// A round stops taking records once its lines reach this many bytes (a call's record is
-/// about 400 bytes, the longest line 32 KiB).
-pub(crate) const MAX_ROUND_BYTES: usize = 1 << 20;
-/// Most bytes of lines one round writes: it stops taking records once it holds at least
-/// [`MAX_ROUND_BYTES`], so the last one it took (a line of at most [`MAX_LINE_BYTES`] and its
-/// newline) may go past that. What a crash can leave after the head's record is bounded by
-/// this and [`MAX_ROUND_RECORDS`] (see `uncommitted_tail` in `log.rs`).
-pub(crate) const MAX_ROUND_WRITE: usize = MAX_ROUND_BYTES + MAX_LINE_BYTES;
+use crate::round::{Appended, Files, MAX_ROUND_RECORDS, Round, io_err};
 
 /// The writer of one open log: its files, its queue, and what the thread shares with callers.
 pub(crate) struct Writer {

@@ -25,6 +25,7 @@ mod key;
 mod log;
 mod read;
 mod record;
+mod round;
 mod sanitize;
 mod sink;
 
