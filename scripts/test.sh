@@ -11,6 +11,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 bash scripts/deny.sh
 mkdir -p target
 cargo test --workspace 2>&1 | tee target/test-output.log
+# The runner and admin APIs against their OpenAPI document: schemathesis, bounded in time.
+bash scripts/fuzz-api.sh
 # The embedding example must keep working as documented.
 cargo run --quiet -p warden-host --example embed
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test

@@ -50,7 +50,28 @@ struct Queue {
 /// One queued record and where its answer goes.
 struct Job {
     record: Record,
-    reply: SyncSender<Reply>,
+    reply: ReplyTo,
+}
+
+/// A caller blocked on a channel, or a task awaiting a future (which never holds an executor
+/// thread while the round syncs).
+enum ReplyTo {
+    Wait(SyncSender<Reply>),
+    Notify(futures_channel::oneshot::Sender<Reply>),
+}
+
+impl ReplyTo {
+    fn send(self, reply: Reply) {
+        // A caller that stopped waiting has nothing left to be told.
+        match self {
+            ReplyTo::Wait(tx) => {
+                let _ = tx.send(reply);
+            }
+            ReplyTo::Notify(tx) => {
+                let _ = tx.send(reply);
+            }
+        }
+    }
 }
 
 /// The answer to one append: the record back (for its `tracing` event) and where it was
@@ -100,11 +121,39 @@ impl Writer {
             if queue.closed {
                 return Err(AuditError::Broken);
             }
-            queue.jobs.push(Job { record, reply });
+            queue.jobs.push(Job {
+                record,
+                reply: ReplyTo::Wait(reply),
+            });
         }
         self.wake.notify_one();
         // A dropped reply means the writer thread ended without answering.
         answer.recv().map_err(|_| AuditError::Broken)
+    }
+
+    /// Queues `records` together (in order, so they commit in one round unless it is full)
+    /// and returns their answers, to be awaited: the caller's thread is not held.
+    pub(crate) fn submit_all(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<Vec<futures_channel::oneshot::Receiver<Reply>>, AuditError> {
+        let mut answers = Vec::with_capacity(records.len());
+        {
+            let mut queue = self.queue();
+            if queue.closed {
+                return Err(AuditError::Broken);
+            }
+            for record in records {
+                let (reply, answer) = futures_channel::oneshot::channel();
+                queue.jobs.push(Job {
+                    record,
+                    reply: ReplyTo::Notify(reply),
+                });
+                answers.push(answer);
+            }
+        }
+        self.wake.notify_one();
+        Ok(answers)
     }
 
     /// Accepts no more records; the thread ends once it has committed the queued ones.
@@ -217,7 +266,7 @@ fn answer(jobs: Vec<Job>, results: Vec<Result<Appended, AuditError>>) {
     let mut results = results.into_iter();
     for job in jobs {
         let result = results.next().unwrap_or(Err(AuditError::Broken));
-        let _ = job.reply.send(Reply {
+        job.reply.send(Reply {
             record: job.record,
             result,
         });

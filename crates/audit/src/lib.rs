@@ -36,4 +36,4 @@ pub use log::{AUDIT_DIR, Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE, TO
 pub use read::{Filter, HeadMac, Reader, StoredRecord, VerifyReport, read, verify, verify_with};
 pub use record::{Decision, Event, Outcome, Record};
 pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};
-pub use sink::{AuditSink, MemoryAudit};
+pub use sink::{AuditSink, MemoryAudit, Pending};

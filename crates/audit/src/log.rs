@@ -241,6 +241,26 @@ impl AuditSink for AuditLog {
     fn append(&self, record: Record) -> Result<(), AuditError> {
         AuditLog::append(self, record).map(|_| ())
     }
+
+    fn append_all(&self, records: Vec<Record>) -> crate::sink::Pending {
+        let answers = self.writer.submit_all(records);
+        crate::sink::Pending(Box::pin(async move {
+            let mut first = Ok(());
+            for answer in answers? {
+                // A dropped reply means the writer thread ended without answering.
+                let reply = answer.await.map_err(|_| AuditError::Broken)?;
+                match reply.result {
+                    Ok(appended) => emit(&reply.record, Some(appended.seq)),
+                    Err(e) => {
+                        if first.is_ok() {
+                            first = Err(e);
+                        }
+                    }
+                }
+            }
+            first
+        }))
+    }
 }
 
 #[cfg(test)]

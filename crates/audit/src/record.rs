@@ -39,6 +39,9 @@ pub enum Event {
     Tenant,
     /// The operator replaced the trust bundle; installs are verified again on their next call.
     TrustReload,
+    /// A secret of an install was set or removed (its name is the target; its value is never
+    /// recorded).
+    Secret,
 }
 
 impl Event {
@@ -58,6 +61,7 @@ impl Event {
             Event::Start => "start",
             Event::Tenant => "tenant",
             Event::TrustReload => "trust-reload",
+            Event::Secret => "secret",
         }
     }
 }

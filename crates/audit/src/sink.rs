@@ -1,6 +1,9 @@
 //! [`AuditSink`]: where the runtime and the service send records.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use crate::error::AuditError;
 use crate::record::Record;
@@ -9,6 +12,25 @@ use crate::record::Record;
 /// that cannot audit an action should refuse the action.
 pub trait AuditSink: Send + Sync {
     fn append(&self, record: Record) -> Result<(), AuditError>;
+
+    /// Stores `records` in order and resolves once all are stored (or one could not be: the
+    /// first error). Async callers use this so that no executor thread waits for a sync while
+    /// the records commit. By default they are stored one by one, now.
+    fn append_all(&self, records: Vec<Record>) -> Pending {
+        let result = records.into_iter().try_for_each(|r| self.append(r));
+        Pending(Box::pin(std::future::ready(result)))
+    }
+}
+
+/// Records on their way to storage: resolves once all are stored, or with the first error.
+#[must_use = "the records are stored only once this resolves"]
+pub struct Pending(pub Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send>>);
+
+impl Future for Pending {
+    type Output = Result<(), AuditError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
 }
 
 /// Records kept in memory, for tests and for embedders that ship records elsewhere.

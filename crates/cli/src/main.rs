@@ -1,6 +1,8 @@
 //! `warden`: the command line. Parses arguments, calls the library crates, prints results.
 //! Exit codes: 0 success, 1 failure (verification, denial, runtime), 2 usage.
 
+#[macro_use]
+mod out;
 mod cmd;
 mod component;
 mod describe;

@@ -218,6 +218,7 @@ impl Admin<'_> {
             let existing = self.registry.install(tenant, &ext.id)?;
             let plan =
                 warden_registry::plan(existing.as_ref(), manifest, &hash, grant.is_some(), force)?;
+            let given = grant.is_some();
             let (grant, approved) = match (grant, &existing) {
                 (Some(g), _) => (g.clone(), Approval::of(&manifest.permissions)),
                 (None, Some(old)) => (old.grant.clone(), old.approved.clone()),
@@ -225,7 +226,17 @@ impl Admin<'_> {
             };
             // The grant against the policy, as a load would check it (limits within the
             // ceilings, capabilities the policy allows), without compiling.
-            effective(manifest, &grant, &inner.policy)?;
+            let eff = effective(manifest, &grant, &inner.policy)?;
+            // A grant the operator wrote out item by item that names a forbidden capability
+            // is a mistake to report (`all` grants what the policy allows).
+            if given && matches!(grant, Grant::List(_)) && !eff.forbidden_by_policy.is_empty() {
+                let names: Vec<String> = eff
+                    .forbidden_by_policy
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect();
+                return Err(warden_manifest::EffectiveError::Forbidden(names.join(", ")).into());
+            }
             let install = InstallRecord {
                 tenant: tenant.clone(),
                 extension: ext.id.clone(),

@@ -12,9 +12,11 @@ use crate::host::Inner;
 use crate::installed::Loaded;
 
 impl Inner {
-    /// A call refused before it ran: one audit record.
-    pub(crate) fn refuse(&self, ext: &Loaded, id: String, error: CallError) -> CallFailure {
-        self.write(call_record(ext, &id, &CallReport::default(), Err(&error)));
+    /// A call refused before it ran, from async code: one audit record, awaited without
+    /// holding an executor thread.
+    pub(crate) async fn refuse(&self, ext: &Loaded, id: String, error: CallError) -> CallFailure {
+        let record = call_record(ext, &id, &CallReport::default(), Err(&error));
+        self.write_all(vec![record]).await;
         CallFailure {
             request_id: id,
             error,
@@ -22,27 +24,27 @@ impl Inner {
         }
     }
 
-    /// Audits a finished call (each grant and denial in it, then the call) and logs the
-    /// guest's output.
-    pub(crate) fn finish<T>(
+    /// Audits a finished call (each grant and denial in it, then the call: one batch, stored
+    /// together while the caller awaits) and logs the guest's output.
+    pub(crate) async fn finish<T>(
         &self,
         ext: &Loaded,
         id: String,
         outcome: CallOutcome<T>,
     ) -> Result<Called<T>, CallFailure> {
         let report = outcome.report;
-        // Whether any of this call's records could not be stored.
-        let mut lost = false;
         for line in &report.logs {
             tracing::info!(target: "warden::guest", request_id = %id, tenant = %ext.info.tenant, extension = %ext.info.id, stream = line.stream.label(), context = line.context.as_deref().unwrap_or(""), "{}", line.text);
         }
+        let mut records = Vec::with_capacity(1 + report.uses.len() + report.denials.len());
         for used in &report.uses {
-            let r = base_record(ext, Event::Grant, &id)
-                .with_capability(used.capability)
-                .with_target(&used.target)
-                .with_decision(warden_audit::Decision::Allow)
-                .with_outcome(Outcome::Ok);
-            lost |= !self.write(r);
+            records.push(
+                base_record(ext, Event::Grant, &id)
+                    .with_capability(used.capability)
+                    .with_target(&used.target)
+                    .with_decision(warden_audit::Decision::Allow)
+                    .with_outcome(Outcome::Ok),
+            );
         }
         for denial in &report.denials {
             let r = base_record(ext, Event::Denial, &id)
@@ -50,29 +52,30 @@ impl Inner {
                 .with_target(&denial.target)
                 .with_decision(warden_audit::Decision::Deny)
                 .with_outcome(Outcome::Denied);
-            lost |= !self.write(counted(r, denial));
+            records.push(counted(r, denial));
         }
         for hit in &report.limits {
             let r = base_record(ext, Event::Limit, &id)
                 .with_capability(hit.capability)
                 .with_target(&hit.target)
                 .with_outcome(Outcome::TooLarge);
-            lost |= !self.write(counted(r, hit));
+            records.push(counted(r, hit));
         }
         let result = outcome.result.as_ref().map(|_| ());
-        lost |= !self.write(call_record(ext, &id, &report, result));
+        records.push(call_record(ext, &id, &report, result));
         // A guest that coped with a refused allocation still hit its limit: audit that too.
         if report.memory_limit_hit && !matches!(result, Err(CallError::MemoryLimit(_))) {
-            let r = base_record(ext, Event::Limit, &id)
-                .with_outcome(Outcome::MemoryLimit)
-                .with_memory_peak_bytes(report.memory_peak)
-                .with_message(format!(
-                    "memory limit of {} reached",
-                    ext.info.effective.limits.max_memory
-                ));
-            lost |= !self.write(r);
+            records.push(
+                base_record(ext, Event::Limit, &id)
+                    .with_outcome(Outcome::MemoryLimit)
+                    .with_memory_peak_bytes(report.memory_peak)
+                    .with_message(format!(
+                        "memory limit of {} reached",
+                        ext.info.effective.limits.max_memory
+                    )),
+            );
         }
-        if lost {
+        if !self.write_all(records).await {
             // The call ran, but its trail is incomplete: its result is not handed out as a
             // success (the caller sees why), and the host is closed until the log works again.
             return Err(CallFailure {
@@ -96,11 +99,11 @@ impl Inner {
         }
     }
 
-    /// Stores one record; false if it could not be. The call already happened and cannot be
-    /// undone; but no further call may run without an audit trail, so the failure closes the
-    /// host (see `audit_gate`).
-    fn write(&self, record: Record) -> bool {
-        match self.audit.append(record) {
+    /// Stores `records` in order, awaiting their commit; false if any could not be stored
+    /// (and the host is closed: no further call may run without an audit trail, see
+    /// `audit_gate`).
+    async fn write_all(&self, records: Vec<Record>) -> bool {
+        match self.audit.append_all(records).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(

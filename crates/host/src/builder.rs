@@ -12,13 +12,18 @@ use warden_datadir::private_dir;
 use warden_kv::{KvBackend, MemoryKv, Quota};
 use warden_manifest::{Policy, TenantName};
 use warden_runtime::isolate::Isolation;
-use warden_runtime::{Resolver, Runtime, RuntimeConfig, SystemResolver};
+use warden_runtime::{CodeCacheFiles, Resolver, Runtime, RuntimeConfig, SystemResolver};
 use warden_trust::TrustBundle;
 
 use crate::authorize::{Authorizer, ManifestAuthorizer};
 use crate::error::HostError;
 use crate::host::{Host, Inner};
 use crate::ids::RequestIds;
+
+/// The compile cache's folder in the data dir.
+const CACHE_DIR: &str = "cache";
+/// The key of the compile cache's MACs in the data dir (32 bytes, 0600, made on first start).
+const COMPILE_KEY_FILE: &str = "compile.key";
 
 /// Configures a [`Host`]. See the crate docs for the defaults.
 #[derive(Default)]
@@ -85,8 +90,8 @@ impl HostBuilder {
         self
     }
 
-    /// Where the compile cache (`cache/`) and, unless [`HostBuilder::audit`] is given, the
-    /// audit log (`audit/`) live.
+    /// Where the compile cache (`cache/`, its entries MACed under `compile.key`) and, unless
+    /// [`HostBuilder::audit`] is given, the audit log (`audit/`) live.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -123,9 +128,9 @@ impl HostBuilder {
     pub fn build(self) -> Result<Host, HostError> {
         if let Some(dir) = &self.data_dir {
             private_dir(dir)?;
-            // The compile cache holds native code that is loaded without re-verification: only
-            // the operator may write it.
-            private_dir(&dir.join("cache"))?;
+            // The compile cache holds native code: only the operator may write it (and what
+            // does not carry the MAC under `compile.key` is compiled again, never loaded).
+            private_dir(&dir.join(CACHE_DIR))?;
         }
         let audit: Arc<dyn AuditSink> = match (self.audit, &self.data_dir) {
             (Some(sink), _) => sink,
@@ -135,7 +140,10 @@ impl HostBuilder {
         let parts = (|| -> Result<_, HostError> {
             let config = RuntimeConfig {
                 max_memory: self.policy.ceiling.max_memory.bytes(),
-                cache_dir: self.data_dir.as_ref().map(|d| d.join("cache")),
+                code_cache: self.data_dir.as_ref().map(|d| CodeCacheFiles {
+                    dir: d.join(CACHE_DIR),
+                    key_file: d.join(COMPILE_KEY_FILE),
+                }),
                 isolation: self.compile_process.map(|(program, args)| Isolation {
                     program,
                     args,
@@ -189,6 +197,8 @@ impl HostBuilder {
                 store: Mutex::new(None),
                 audit_failed: AtomicBool::new(false),
                 audit_failure: Mutex::new(None),
+                turns: warden_runtime::Turns::per_core(),
+                guests: crate::guests::Guests::start(),
             }),
         })
     }

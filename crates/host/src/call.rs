@@ -78,6 +78,7 @@ impl Tenant<'_> {
     ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
         let inner = self.inner;
         let ext = inner.lookup(&self.name, id)?;
+        let runtime = Arc::clone(&inner.runtime);
         inner
             .run(
                 ext,
@@ -86,7 +87,7 @@ impl Tenant<'_> {
                 |ext, caps| async move {
                     let limits = ext.info.effective.limits;
                     ext.prepared
-                        .call_http(&inner.runtime, &limits, &caps, request)
+                        .call_http(&runtime, &limits, &caps, request)
                         .await
                 },
             )
@@ -107,6 +108,11 @@ impl Inner {
     fn caps_for(self: &Arc<Self>, ext: &Arc<Loaded>, via: Via) -> CallCaps {
         let mut caps = ext.caps.clone();
         caps.redactor = via.redactor.clone();
+        if !via.chain.is_empty() {
+            // Called by another extension: polled inside its caller's turn, so it takes none
+            // of its own (waiting for one there could wait for ever on the caller's).
+            caps.share = None;
+        }
         if !ext.info.effective.calls.is_empty() {
             caps.invoker = Some(Arc::new(HostInvoker::new(
                 Arc::downgrade(self),
@@ -144,10 +150,12 @@ impl Inner {
                 )))
             }
         };
+        let runtime = Arc::clone(&self.runtime);
+        let (method, input) = (method.to_owned(), input.to_vec());
         self.run(ext, via, known, |ext, caps| async move {
             let limits = ext.info.effective.limits;
             ext.prepared
-                .call_rpc(&self.runtime, &limits, &caps, method, input)
+                .call_rpc(&runtime, &limits, &caps, &method, &input)
                 .await
         })
         .await
@@ -164,17 +172,28 @@ impl Inner {
     ) -> Result<Called<T>, CallFailure>
     where
         F: FnOnce(Arc<Loaded>, CallCaps) -> Fut,
-        Fut: Future<Output = CallOutcome<T>>,
+        Fut: Future<Output = CallOutcome<T>> + Send + 'static,
+        T: Send + 'static,
     {
         self.audit_gate(&ext)?;
         let id = via.request_id.clone().unwrap_or_else(|| self.ids.next());
         if let Err(e) = check(&ext) {
-            return Err(self.refuse(&ext, id, e));
+            return Err(self.refuse(&ext, id, e).await);
         }
-        let _permit = self.permit(&ext, &id)?;
+        let _permit = match Self::permit(&ext) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(&ext, id, e).await),
+        };
+        let top_level = via.chain.is_empty();
         let caps = self.caps_for(&ext, via);
-        let outcome = call(Arc::clone(&ext), caps).await;
-        self.finish(&ext, id, outcome)
+        let call = call(Arc::clone(&ext), caps);
+        // A call from another extension runs inside its caller's task (and turn).
+        let outcome = if top_level {
+            self.guests.run(call).await
+        } else {
+            call.await
+        };
+        self.finish(&ext, id, outcome).await
     }
 
     fn lookup(&self, tenant: &TenantName, id: &ExtensionId) -> Result<Arc<Loaded>, CallFailure> {
@@ -185,21 +204,14 @@ impl Inner {
         })
     }
 
-    fn permit(
-        &self,
-        ext: &Arc<Loaded>,
-        id: &str,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, CallFailure> {
+    /// A free slot of the extension's `max_concurrent_calls`, or why not (`busy`).
+    fn permit(ext: &Arc<Loaded>) -> Result<tokio::sync::OwnedSemaphorePermit, CallError> {
         Arc::clone(&ext.permits).try_acquire_owned().map_err(|_| {
             let limit = ext.info.effective.limits.max_concurrent_calls;
-            self.refuse(
-                ext,
-                id.to_string(),
-                CallError::Busy(format!(
-                    "{} already has {limit} calls in flight",
-                    ext.info.id
-                )),
-            )
+            CallError::Busy(format!(
+                "{} already has {limit} calls in flight",
+                ext.info.id
+            ))
         })
     }
 }

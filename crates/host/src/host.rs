@@ -70,6 +70,10 @@ pub(crate) struct Inner {
     pub(crate) audit_failed: AtomicBool,
     /// Why the last audit record could not be stored, for the refusals.
     pub(crate) audit_failure: Mutex<Option<Arc<warden_audit::AuditError>>>,
+    /// The cores' turns, shared by the tenants' calls in round (see `warden_runtime::Turns`).
+    pub(crate) turns: Arc<warden_runtime::Turns>,
+    /// The threads guest code runs on.
+    pub(crate) guests: crate::guests::Guests,
 }
 
 impl Host {
@@ -115,6 +119,25 @@ impl Host {
                 .with_outcome(Outcome::Ok)
                 .with_message(format!(
                     "{publishers} publishers trusted; every install is verified again on its next call"
+                )),
+        )?;
+        Ok(())
+    }
+
+    /// Records a trust reload that did not happen (the new bundle could not be read); the
+    /// trust in force stays.
+    pub fn trust_reload_failed(
+        &self,
+        what: &str,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Result<(), HostError> {
+        self.inner.audit.append(
+            Record::new(Event::TrustReload, self.inner.ids.next())
+                .with_target(what)
+                .with_outcome(Outcome::Invalid)
+                .with_message(format!(
+                    "the trust bundle was not reloaded (the one in force stays): {}",
+                    warden_call::text::chain(error)
                 )),
         )?;
         Ok(())

@@ -30,6 +30,7 @@ mod authorize;
 mod builder;
 mod call;
 mod error;
+mod guests;
 mod host;
 mod ids;
 mod installed;

@@ -10,7 +10,7 @@ use warden_audit::{Event, Outcome, Record};
 use warden_bundle::Bundle;
 use warden_call::Withheld;
 use warden_manifest::{Effective, Grant, Kind, effective};
-use warden_runtime::{CallCaps, KvAccess, Prepared};
+use warden_runtime::{CallCaps, KvAccess, Prepared, Share};
 use warden_trust::{Envelope, Verified, verify};
 
 use crate::authorize::LoadRequest;
@@ -143,6 +143,11 @@ impl Tenant<'_> {
                 invoker: None,
                 redactor: None,
                 withheld: Withheld::by_policy(&info.effective.forbidden_by_policy),
+                // One place in the round per tenant, whatever it calls.
+                share: Some(Share {
+                    turns: Arc::clone(&inner.turns),
+                    key: Arc::from(self.name.as_str()),
+                }),
                 secrets: inner
                     .secrets
                     .access(&self.name, &info.id, &info.effective.secrets),
@@ -199,6 +204,27 @@ impl Inner {
             return Ok(p);
         }
         let p = Arc::new(self.runtime.prepare(bundle)?);
+        if let warden_runtime::CodeSource::Compiled {
+            rejected: Some(rejected),
+        } = p.code_source()
+        {
+            // Compiled again, so the load goes on; but an entry that failed its MAC was
+            // written by someone other than this host, and the operator must hear of it.
+            let outcome = if rejected.tampering {
+                Outcome::Invalid
+            } else {
+                Outcome::Error
+            };
+            self.audit.append(
+                Record::new(Event::Load, self.ids.next())
+                    .with_content_hash(hash)
+                    .with_outcome(outcome)
+                    .with_message(format!(
+                        "compiled code in the cache was not loaded (compiled again): {}",
+                        rejected.message
+                    )),
+            )?;
+        }
         if let Ok(mut m) = self.prepared.write() {
             m.insert(hash, Arc::clone(&p));
         }

@@ -4,6 +4,8 @@
 use warden_manifest::{ExtensionId, SecretName, TenantName};
 use warden_secrets::SecretValue;
 
+use warden_audit::{Event, Outcome, Record};
+
 use crate::error::HostError;
 use crate::host::{Host, Inner};
 use crate::installed::ExtensionInfo;
@@ -56,31 +58,56 @@ impl Tenant<'_> {
 
 impl Tenant<'_> {
     /// Stores a secret for this tenant's `extension`, encrypted at rest (in memory only
-    /// without a data dir). Calls read the new value from their next `get`.
+    /// without a data dir). Calls read the new value from their next `get`. Audited (the
+    /// name, never the value); a record that cannot be stored fails the call with why.
     pub fn put_secret(
         &self,
         extension: &ExtensionId,
         name: &SecretName,
         value: SecretValue,
     ) -> Result<(), HostError> {
-        Ok(self
+        let stored = self
             .inner
             .secrets
             .store
-            .put(&self.name, extension, name, &value)?)
+            .put(&self.name, extension, name, &value);
+        self.audit_secret(extension, name, "set", stored.as_ref().map(|_| ()))?;
+        Ok(stored?)
     }
 
-    /// Removes a stored secret; `true` if it existed.
+    /// Removes a stored secret; `true` if it existed. Audited like [`Tenant::put_secret`].
     pub fn delete_secret(
         &self,
         extension: &ExtensionId,
         name: &SecretName,
     ) -> Result<bool, HostError> {
-        Ok(self
-            .inner
-            .secrets
-            .store
-            .delete(&self.name, extension, name)?)
+        let removed = self.inner.secrets.store.delete(&self.name, extension, name);
+        let what = match &removed {
+            Ok(false) => "removed (there was none)",
+            _ => "removed",
+        };
+        self.audit_secret(extension, name, what, removed.as_ref().map(|_| ()))?;
+        Ok(removed?)
+    }
+
+    fn audit_secret<E: std::error::Error + 'static>(
+        &self,
+        extension: &ExtensionId,
+        name: &SecretName,
+        what: &str,
+        result: Result<(), &E>,
+    ) -> Result<(), HostError> {
+        let record = Record::new(Event::Secret, self.inner.ids.next())
+            .with_tenant(&self.name)
+            .with_extension(extension.as_str())
+            .with_target(name.as_str())
+            .with_message(format!("secret {what}"));
+        let record = match result {
+            Ok(()) => record.with_outcome(Outcome::Ok),
+            Err(e) => record.with_outcome(Outcome::Error).with_error(e),
+        };
+        self.inner.audit.append(record)?;
+        Ok(())
     }
 
     /// Sets a secret for this host's lifetime only: never written to disk, it shadows a stored

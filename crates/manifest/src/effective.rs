@@ -63,6 +63,10 @@ pub enum EffectiveError {
     Ceiling(#[from] CeilingError),
     #[error("the grant names {0}, which the manifest does not request")]
     NotRequested(String),
+    /// At install: an explicit grant of what the operator's policy forbids is refused, not
+    /// quietly withheld.
+    #[error("the grant names {0}, which the operator's policy forbids")]
+    Forbidden(String),
 }
 
 impl Effective {

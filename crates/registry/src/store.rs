@@ -55,6 +55,16 @@ pub enum RegistryError {
         tenant: TenantName,
         extension: ExtensionId,
     },
+    /// Another bundle is published under the same extension id and version: a version names
+    /// one content for ever (installs and upgrades compare versions).
+    #[error(
+        "{id} {version} is already published with other content ({existing}); publish it under a new version"
+    )]
+    VersionTaken {
+        id: ExtensionId,
+        version: String,
+        existing: ContentHash,
+    },
     /// Stored data that does not parse: written by something else, or damaged.
     #[error("the registry holds a damaged row: {0}")]
     Damaged(String),
@@ -76,7 +86,8 @@ pub trait Registry: Send + Sync {
     /// The tenant whose key hashes to `key`, if any.
     fn tenant_by_key(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError>;
 
-    /// Records a publication (idempotent for the same content hash).
+    /// Records a publication (idempotent for the same content hash); fails with
+    /// [`RegistryError::VersionTaken`] when another content has the same id and version.
     fn publish(&self, p: &Published) -> Result<(), RegistryError>;
     fn published(&self, hash: &ContentHash) -> Result<Option<Published>, RegistryError>;
 

@@ -17,6 +17,7 @@ use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
 use crate::caps::CallCaps;
 use crate::capture::Capture;
 use crate::engine::Runtime;
+use crate::fair::fairly;
 use crate::prepared::{Prepared, World};
 use crate::state::CallState;
 
@@ -204,7 +205,8 @@ impl Prepared {
                 .await
         };
         // Epochs stop a busy guest; this stops one blocked in a host call (sleep, poll, I/O).
-        let ran = tokio::time::timeout(limits.max_execution_time, run).await;
+        let ran =
+            tokio::time::timeout(limits.max_execution_time, fairly(caps.share.as_ref(), run)).await;
         let result = match ran {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
             Ok(Err(e)) => Err(call.classify(&e)),
@@ -253,7 +255,10 @@ impl Prepared {
         let max_response = limits.max_response_bytes;
         let ran = tokio::time::timeout(
             limits.max_execution_time,
-            serve(pre, &mut call.store, request, max_response),
+            fairly(
+                caps.share.as_ref(),
+                serve(pre, &mut call.store, request, max_response),
+            ),
         )
         .await;
         let result = match ran {

@@ -11,6 +11,8 @@ use warden_manifest::EffectiveNetwork;
 use warden_net::{Resolver, SystemResolver};
 use warden_secrets::SecretAccess;
 
+use crate::fair::Share;
+
 #[derive(Clone)]
 pub struct CallCaps {
     /// The install's effective network grant; `None` denies every request, socket and lookup.
@@ -36,6 +38,8 @@ pub struct CallCaps {
     /// For a call made through `invoke`: the caller's secret values, which this call's report
     /// is redacted of as well (and the values this call reads join them). `None`: a fresh set.
     pub redactor: Option<Redactor>,
+    /// The CPU share the call's guest code runs on (see [`crate::fair`]); `None`: no turns.
+    pub share: Option<Share>,
 }
 
 impl Default for CallCaps {
@@ -52,6 +56,7 @@ impl Default for CallCaps {
             kv: None,
             redactor: None,
             withheld: Withheld::default(),
+            share: None,
         }
     }
 }
@@ -67,6 +72,7 @@ impl fmt::Debug for CallCaps {
             // Names only: values are read per call and never held here.
             .field("secrets", &self.secrets)
             .field("kv", &self.kv)
+            .field("share", &self.share)
             .finish_non_exhaustive()
     }
 }

@@ -1,6 +1,7 @@
 //! The Wasmtime engine: the safety settings (`settings`) asserted at start, the epoch
 //! ticker it owns, the linker, and compilation (checked first by `precheck`, run on a
-//! bounded pool, cached on disk by Wasmtime, keyed by the bytes and the engine's settings).
+//! bounded pool, kept on disk by `warden-codecache` under a MAC, keyed by the component's sha256
+//! and the engine's fingerprint).
 //!
 //! One engine serves the process for one configuration: [`Runtime::new`] with settings equal
 //! to those of a live runtime shares that runtime's engine, epoch ticker, linker and compile
@@ -10,6 +11,14 @@
 //! Store, and its deadline is a wall-clock instant of its own that the Store's epoch callback
 //! checks at each tick, with one ticker per engine advancing the epoch (never two tickers on
 //! one engine, which would halve the tick).
+//!
+//! Loading a component ([`Runtime::prepare`]) looks in the code cache first: an entry whose MAC
+//! matches is loaded without reading the component's bytes again (its world is read off the
+//! compiled component's exports by the pre-compile check's rule). Otherwise the component is
+//! checked and compiled (in the compile child when isolation is configured, which hands back
+//! the compiled code; else here), and the code is stored, replacing any entry that was
+//! rejected. A rejected entry is logged (`tracing`), counted ([`Runtime::code_stats`]) and
+//! reported on the [`Prepared`] ([`Prepared::code_source`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +27,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use warden_bundle::{Bundle, ContentHash};
+use warden_codecache::{CodeCache, Key, Lookup};
 use warden_trust::Verified;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::RpcExtensionPre;
+use crate::code::{CacheRejection, CodeSource, CodeStats, Counters};
 use crate::error::LoadError;
 use crate::prepared::{Prepared, World, WorldKind};
 use crate::settings::{
@@ -192,6 +203,9 @@ struct Shared {
     engine: Engine,
     linker: Linker<CallState>,
     compiler: Compiler,
+    /// Compiled code kept under a MAC (in memory only without a cache folder).
+    code: CodeCache,
+    counters: Counters,
     /// Components this engine refused (by the bundle's content hash), and why: a refused
     /// compile is not paid again, however often the same bundle is loaded.
     refused: Mutex<HashMap<ContentHash, Arc<str>>>,
@@ -215,12 +229,28 @@ impl Shared {
         }
         let linker = linker(&engine)?;
         let compiler = Compiler::new(cfg)?;
+        let code = match &cfg.code_cache {
+            Some(files) => {
+                let key = Key::load_or_create(&files.key_file).map_err(|e| {
+                    LoadError::engine(
+                        format!("the compile cache key {}", files.key_file.display()),
+                        e,
+                    )
+                })?;
+                CodeCache::open(&files.dir, key).map_err(|e| {
+                    LoadError::engine(format!("the compile cache in {}", files.dir.display()), e)
+                })?
+            }
+            None => CodeCache::in_memory(),
+        };
         let ticker = EpochTicker::start(&engine, cfg.epoch_tick)?;
         Ok(Shared {
             config: cfg.clone(),
             engine,
             linker,
             compiler,
+            code,
+            counters: Counters::default(),
             refused: Mutex::new(HashMap::new()),
             _ticker: ticker,
         })
@@ -259,9 +289,16 @@ impl Runtime {
         &self.shared.engine
     }
 
-    /// Checks (without compiling: the `precheck` module), compiles (or loads from the cache) a
-    /// verified bundle's component on the compile pool, and pre-links it for its world. Only
-    /// verified bytes reach the compiler and the on-disk cache.
+    /// What this engine's loads did with compiled code so far (compiles, cache hits,
+    /// rejected entries, stores).
+    pub fn code_stats(&self) -> CodeStats {
+        self.shared.counters.get()
+    }
+
+    /// Loads a verified bundle's component from the code cache, or checks it (without
+    /// compiling: the `precheck` module) and compiles it on the compile pool, and pre-links it
+    /// for its world. Only verified bytes reach the compiler, and only code compiled from them
+    /// by this host, under its MAC, is loaded from the cache.
     /// CPU-heavy on a cache miss, and waits while `max_concurrent_compiles` others run: call
     /// it off the async executor.
     ///
@@ -298,19 +335,10 @@ impl Runtime {
     }
 
     fn prepare_once(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
+        // Compiled code is keyed by the component's own hash, not the bundle's: bundles that
+        // differ only in their manifest share one entry.
         let bytes = bundle.entry();
-        let shared = &self.shared;
-        let (kind, component) = shared.compiler.run(|| {
-            // Isolated, the child checks (validation can be as costly as a compile) and
-            // compiles; this process then reads the compiled code from the cache.
-            let kind = match &shared.config.isolation {
-                Some(iso) => crate::isolate::compile(iso, &shared.config, bytes)?,
-                None => crate::precheck::check(bytes)?,
-            };
-            let component = Component::new(&shared.engine, bytes)
-                .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))?;
-            Ok::<_, LoadError>((kind, component))
-        })?;
+        let (kind, component, source) = self.component(ContentHash::of(bytes).as_bytes(), bytes)?;
         let pre = self
             .shared
             .linker
@@ -321,7 +349,108 @@ impl Runtime {
             WorldKind::Rpc => World::Rpc(RpcExtensionPre::new(pre).map_err(exports)?),
             WorldKind::Http => World::Http(ProxyPre::new(pre).map_err(exports)?),
         };
-        Ok(Prepared::new(world))
+        Ok(Prepared::new(world, source))
+    }
+
+    /// The compiled component for `bytes` (whose sha256 is `hash`) and its world: from the code
+    /// cache if it holds a valid entry, else compiled and stored.
+    fn component(
+        &self,
+        hash: &[u8; 32],
+        bytes: &[u8],
+    ) -> Result<(WorldKind, Component, CodeSource), LoadError> {
+        let shared = &self.shared;
+        let rejected = match shared.code.load(&shared.engine, hash) {
+            Lookup::Hit(component) => match crate::code::world_of(&component, &shared.engine) {
+                Some(kind) => {
+                    shared.counters.hit();
+                    return Ok((kind, component, CodeSource::Cache));
+                }
+                // Not for an entry this host stored (the check decided a world before it was
+                // compiled): compiled again, the check then says what is wrong.
+                None => None,
+            },
+            Lookup::Miss => None,
+            Lookup::Rejected(r) => {
+                shared.counters.rejected();
+                if r.reason.is_tampering() {
+                    tracing::error!("{r}; compiling it again");
+                } else {
+                    tracing::warn!("{r}; compiling it again");
+                }
+                Some(CacheRejection::from(&r))
+            }
+        };
+        let (kind, component) = self.compile(hash, bytes)?;
+        Ok((kind, component, CodeSource::Compiled { rejected }))
+    }
+
+    /// Checks and compiles `bytes`, in the compile child when isolation is configured, and
+    /// stores the compiled code.
+    fn compile(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<(WorldKind, Component), LoadError> {
+        let shared = &self.shared;
+        let Some(iso) = &shared.config.isolation else {
+            let (kind, component) = shared.compiler.run(|| {
+                let kind = crate::precheck::check(bytes)?;
+                Ok::<_, LoadError>((kind, self.compile_here(bytes)?))
+            })?;
+            self.keep(hash, &component);
+            return Ok((kind, component));
+        };
+        // The child checks (validation can be as costly as a compile) and compiles; this
+        // process seals its code with the cache's MAC and loads it from memory.
+        let (kind, code) = shared
+            .compiler
+            .run(|| crate::isolate::compile(iso, &shared.config, bytes))?;
+        shared.counters.compiled();
+        let admitted = shared.code.admit(&shared.engine, hash, code);
+        self.stored(admitted.stored);
+        match admitted.component {
+            Ok(component) => Ok((kind, component)),
+            Err(reason) => {
+                // Code from an engine of the same settings should load; if not, compile here:
+                // the child has just shown that this compile ends within the limits.
+                tracing::warn!(
+                    "the compile process's code for this component did not load ({reason}); compiling it here"
+                );
+                let component = shared.compiler.run(|| self.compile_here(bytes))?;
+                self.keep(hash, &component);
+                Ok((kind, component))
+            }
+        }
+    }
+
+    fn compile_here(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        let component = Component::new(&self.shared.engine, bytes)
+            .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))?;
+        self.shared.counters.compiled();
+        Ok(component)
+    }
+
+    /// Stores what was compiled in this process (if the runtime has a cache folder).
+    fn keep(&self, hash: &[u8; 32], component: &Component) {
+        let shared = &self.shared;
+        if shared.code.dir().is_none() {
+            return;
+        }
+        match component.serialize() {
+            Ok(code) => self.stored(shared.code.store(&shared.engine, hash, &code)),
+            Err(e) => {
+                shared.counters.stored(false);
+                tracing::warn!("serializing a compiled component for the cache: {e:#}");
+            }
+        }
+    }
+
+    fn stored(&self, result: Result<Option<std::path::PathBuf>, warden_codecache::CacheError>) {
+        match result {
+            Ok(Some(_)) => self.shared.counters.stored(true),
+            Ok(None) => {}
+            Err(e) => {
+                self.shared.counters.stored(false);
+                tracing::warn!("storing compiled code in the cache: {e}");
+            }
+        }
     }
 }
 
@@ -557,6 +686,135 @@ pub(crate) mod tests {
         ));
         let echo = verified(&guest("examples/echo/extension.wasm"), true);
         assert!(rt2.prepare(&echo).is_ok());
+    }
+
+    /// A runtime whose code cache is `DATA/cache` under `DATA/compile.key`.
+    fn cached_runtime(data: &std::path::Path) -> Runtime {
+        Runtime::new(RuntimeConfig {
+            code_cache: Some(crate::settings::CodeCacheFiles {
+                dir: data.join("cache"),
+                key_file: data.join("compile.key"),
+            }),
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    }
+
+    async fn echo(rt: &Runtime, prepared: &Prepared, input: &[u8]) -> Vec<u8> {
+        let limits = warden_manifest::Profile::Standard.preset();
+        prepared
+            .call_rpc(rt, &limits, &crate::CallCaps::default(), "echo", input)
+            .await
+            .result
+            .unwrap()
+    }
+
+    /// The one entry in the cache folder.
+    fn entry(data: &std::path::Path) -> std::path::PathBuf {
+        let entries: Vec<_> = std::fs::read_dir(data.join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        entries.into_iter().next().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_component_is_compiled_once_then_loaded_from_the_cache() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path();
+        let bundle = verified(&guest("examples/echo/extension.wasm"), true);
+        let rt = cached_runtime(data);
+        let first = rt.prepare(&bundle).unwrap();
+        assert_eq!(
+            first.code_source(),
+            &CodeSource::Compiled { rejected: None }
+        );
+        let stats = rt.code_stats();
+        assert_eq!((stats.compiled, stats.stored, stats.cache_hits), (1, 1, 0));
+        let key = std::fs::metadata(data.join("compile.key")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+        assert_eq!(key.len(), 32);
+        let path = entry(data);
+        let written = std::fs::read(&path).unwrap();
+        // Loaded again: from the cache, nothing compiled.
+        let second = rt.prepare(&bundle).unwrap();
+        assert_eq!(second.code_source(), &CodeSource::Cache);
+        assert_eq!(rt.code_stats().compiled, 1);
+        assert_eq!(rt.code_stats().cache_hits, 1);
+        assert_eq!(echo(&rt, &second, b"{\"a\":1}").await, b"{\"a\":1}");
+        // A restart (a new engine on the same folder and key): a hit, no compile, no write.
+        let weak = Arc::downgrade(&rt.shared);
+        drop((first, second, rt));
+        assert_eq!(weak.strong_count(), 0);
+        let rt = cached_runtime(data);
+        let again = rt.prepare(&bundle).unwrap();
+        assert_eq!(again.code_source(), &CodeSource::Cache);
+        assert_eq!(
+            rt.code_stats(),
+            CodeStats {
+                cache_hits: 1,
+                ..CodeStats::default()
+            }
+        );
+        assert_eq!(echo(&rt, &again, b"[2]").await, b"[2]");
+        assert_eq!(std::fs::read(entry(data)).unwrap(), written);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tampered_entry_is_compiled_again_never_loaded_and_rewritten() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path();
+        let bundle = verified(&guest("examples/echo/extension.wasm"), true);
+        let rt = cached_runtime(data);
+        rt.prepare(&bundle).unwrap();
+        let path = entry(data);
+        let genuine = std::fs::read(&path).unwrap();
+        // One bit of the compiled code changed (past the 40-byte header).
+        let mut tampered = genuine.clone();
+        let at = genuine.len() / 2;
+        tampered[at] ^= 0x10;
+        std::fs::write(&path, &tampered).unwrap();
+        let prepared = rt.prepare(&bundle).unwrap();
+        match prepared.code_source() {
+            CodeSource::Compiled {
+                rejected: Some(r), ..
+            } => {
+                assert!(r.tampering, "{r:?}");
+                assert!(r.message.contains("MAC does not match"), "{r:?}");
+            }
+            other => panic!("the tampered entry was not rejected: {other:?}"),
+        }
+        let stats = rt.code_stats();
+        assert_eq!(
+            (
+                stats.compiled,
+                stats.cache_rejected,
+                stats.stored,
+                stats.cache_hits
+            ),
+            (2, 1, 2, 0)
+        );
+        assert_eq!(echo(&rt, &prepared, b"\"ok\"").await, b"\"ok\"");
+        // Rewritten with a valid MAC: the next load is a hit again.
+        let rewritten = std::fs::read(entry(data)).unwrap();
+        assert_ne!(rewritten, tampered);
+        let next = rt.prepare(&bundle).unwrap();
+        assert_eq!(next.code_source(), &CodeSource::Cache);
+        assert_eq!(echo(&rt, &next, b"3").await, b"3");
+        // A key that is not the one the entry was written under: rejected too.
+        std::fs::remove_file(data.join("compile.key")).unwrap();
+        let weak = Arc::downgrade(&rt.shared);
+        drop((prepared, next, rt));
+        assert_eq!(weak.strong_count(), 0);
+        let rt = cached_runtime(data);
+        let p = rt.prepare(&bundle).unwrap();
+        assert!(
+            matches!(p.code_source(), CodeSource::Compiled { rejected: Some(r) } if r.tampering),
+            "{:?}",
+            p.code_source()
+        );
     }
 
     /// A component with no known export, or with a body that does not validate, is refused

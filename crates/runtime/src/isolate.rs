@@ -6,22 +6,24 @@
 //! thousands of times with 131k-node tuple types). So, when the embedder names a program that
 //! runs [`child_main`], everything that reads the component's code, the pre-compile check
 //! (with its validation) included, runs first in a child process built from the same
-//! settings; the child tells the parent the component's world. The child caps its own writable memory
-//! (`RLIMIT_DATA`: past it Cranelift's allocations fail and the child ends) and CPU time, and
-//! the parent kills it at the wall-clock limit. The child's compile fills Wasmtime's on-disk
-//! cache, so the parent's compile of the same bytes with the same settings is a cache hit. If
-//! the entry is missing (no cache folder, or one that cannot be written), the parent compiles
-//! the bytes itself: the child has just shown that this compile ends within the limits.
+//! settings. The child caps its own writable memory (`RLIMIT_DATA`: past it Cranelift's
+//! allocations fail and the child ends) and CPU time, and the parent kills it at the
+//! wall-clock limit.
+//!
+//! The child answers on its standard output: the component's world on one line (`rpc` or
+//! `http`), then the compiled code (`Engine::precompile_component`), at most
+//! [`warden_codecache::MAX_ENTRY_BYTES`]. The parent never compiles these bytes again: it
+//! seals them with the code cache's MAC, loads its in-memory copy through the code cache's
+//! one checked path, and stores them ([`warden_codecache::CodeCache::admit`]). The child is
+//! this very program, reached over pipes only the parent holds; it never touches the cache.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
-use wasmtime::component::Component;
 
 use crate::error::LoadError;
 use crate::prepared::WorldKind;
@@ -37,16 +39,18 @@ const EXIT_CHECKED: i32 = 5;
 
 /// What the parent keeps of the child's standard error (its refusal message).
 const STDERR_KEPT: u64 = 16 << 10;
+/// The most the parent reads of the child's answer: the world's line and the compiled code.
+const ANSWER_KEPT: u64 = warden_codecache::MAX_ENTRY_BYTES + 16;
 /// How often the parent looks whether the child has ended.
 const POLL: Duration = Duration::from_millis(5);
 
-/// Checks and compiles `bytes` in the child (filling the compile cache), within `iso`'s
-/// limits; returns the component's world.
+/// Checks and compiles `bytes` in the child, within `iso`'s limits; returns the component's
+/// world and its compiled code (not yet checked by Wasmtime: see [`warden_codecache`]).
 pub(crate) fn compile(
     iso: &Isolation,
     cfg: &RuntimeConfig,
     bytes: &[u8],
-) -> Result<WorldKind, LoadError> {
+) -> Result<(WorldKind, Vec<u8>), LoadError> {
     let mut cmd = Command::new(&iso.program);
     cmd.args(&iso.args)
         .arg(format!("max-memory={}", cfg.max_memory))
@@ -59,13 +63,6 @@ pub(crate) fn compile(
                 .saturating_add(1)
                 .saturating_mul(cfg.compile_threads.max(1) as u64)
         ));
-    if let Some(dir) = &cfg.cache_dir {
-        let dir = std::path::absolute(dir)
-            .map_err(|e| LoadError::engine(format!("compile cache in {}", dir.display()), e))?;
-        let mut arg = OsString::from("cache-dir=");
-        arg.push(dir);
-        cmd.arg(arg);
-    }
     // Nothing of the host's environment reaches the child, except how many threads compile.
     cmd.env_clear()
         .env("RAYON_NUM_THREADS", cfg.compile_threads.max(1).to_string())
@@ -80,7 +77,7 @@ pub(crate) fn compile(
     })?;
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let started = Instant::now();
-    let (status, timed_out, message, world) = std::thread::scope(|s| {
+    let (status, timed_out, message, answer) = std::thread::scope(|s| {
         // The child reads all its input before compiling; if it ends early the write fails,
         // which its exit status explains.
         s.spawn(move || {
@@ -89,7 +86,7 @@ pub(crate) fn compile(
             }
         });
         let reader = s.spawn(move || kept(stderr));
-        let world = s.spawn(move || kept(stdout));
+        let answer = s.spawn(move || read_capped(stdout, ANSWER_KEPT));
         let mut timed_out = false;
         let status = loop {
             match child.try_wait() {
@@ -108,19 +105,53 @@ pub(crate) fn compile(
             }
         };
         let message = reader.join().unwrap_or_default();
-        let world = world.join().unwrap_or_default();
-        (status, timed_out, message, world)
+        let answer = answer.join().unwrap_or((Vec::new(), true));
+        (status, timed_out, message, answer)
     });
     let status = status.map_err(|e| LoadError::engine("waiting for the compile process", e))?;
     judge(iso, status, timed_out, message)?;
-    match world.as_str() {
-        "rpc" => Ok(WorldKind::Rpc),
-        "http" => Ok(WorldKind::Http),
-        other => Err(LoadError::Engine {
-            what: format!("the compile process answered {other:?}, not a world"),
-            source: None,
-        }),
+    let (answer, whole) = answer;
+    if !whole {
+        return Err(LoadError::Compile(
+            format!(
+                "its compiled code is larger than {} MiB",
+                warden_codecache::MAX_ENTRY_BYTES >> 20
+            )
+            .into(),
+        ));
     }
+    answered(answer)
+}
+
+/// The child's answer: `rpc` or `http`, a newline, the compiled code.
+fn answered(mut answer: Vec<u8>) -> Result<(WorldKind, Vec<u8>), LoadError> {
+    let world = |n: usize| match &answer[..n] {
+        b"rpc" => Some(WorldKind::Rpc),
+        b"http" => Some(WorldKind::Http),
+        _ => None,
+    };
+    let line = answer.iter().take(8).position(|&b| b == b'\n');
+    let Some((kind, n)) = line.and_then(|n| Some((world(n)?, n))) else {
+        let start = String::from_utf8_lossy(&answer[..answer.len().min(16)]).into_owned();
+        return Err(LoadError::Engine {
+            what: format!("the compile process answered {start:?}, not a world"),
+            source: None,
+        });
+    };
+    let code = answer.split_off(n + 1);
+    Ok((kind, code))
+}
+
+/// At most `cap` bytes of what a child wrote on `pipe` (the rest is drained, so the child
+/// never blocks on a full pipe), and whether that was all of it.
+fn read_capped(pipe: Option<impl Read>, cap: u64) -> (Vec<u8>, bool) {
+    let Some(mut rest) = pipe else {
+        return (Vec::new(), true);
+    };
+    let mut kept = Vec::new();
+    let _ = (&mut rest).take(cap).read_to_end(&mut kept);
+    let more = std::io::copy(&mut rest, &mut std::io::sink()).unwrap_or(0);
+    (kept, more == 0)
 }
 
 /// The start of what a child wrote on `pipe` (the rest is drained, so the child never blocks
@@ -172,9 +203,9 @@ fn judge(
 const SIGABRT: i32 = 6;
 const SIGXCPU: i32 = 24;
 
-/// The child: reads a component on `input`, compiles it with the engine the arguments
-/// describe (filling the compile cache), and returns the exit code the parent reads. What went
-/// wrong is written to `err`, one line.
+/// The child: reads a component on `input`, checks it and compiles it with the engine the
+/// arguments describe, writes its world (one line) and compiled code to `out`, and returns
+/// the exit code the parent reads. What went wrong is written to `err`, one line.
 pub fn child_main(
     args: &[OsString],
     input: &mut dyn Read,
@@ -182,12 +213,15 @@ pub fn child_main(
     err: &mut dyn Write,
 ) -> i32 {
     let (code, text) = match child(args, input) {
-        Ok(kind) => {
+        Ok((kind, compiled)) => {
             let world = match kind {
                 WorldKind::Rpc => "rpc",
                 WorldKind::Http => "http",
             };
-            return match writeln!(out, "{world}") {
+            let written = writeln!(out, "{world}")
+                .and_then(|()| out.write_all(&compiled))
+                .and_then(|()| out.flush());
+            return match written {
                 Ok(()) => 0,
                 Err(_) => EXIT_SETUP,
             };
@@ -211,9 +245,10 @@ fn out_of_memory(text: &str) -> bool {
     text.contains("Cannot allocate memory") || text.contains("out of memory")
 }
 
-fn child(args: &[OsString], input: &mut dyn Read) -> Result<WorldKind, Failure> {
+fn child(args: &[OsString], input: &mut dyn Read) -> Result<(WorldKind, Vec<u8>), Failure> {
     // One instance slot: the child never instantiates, and the pool's sizes are no part of
-    // the compiled code (nor of its cache key), so the child reserves no pool to speak of.
+    // the compiled code (nor of the engine's fingerprint), so the child reserves no pool to
+    // speak of.
     let mut cfg = RuntimeConfig {
         max_instances: 1,
         ..RuntimeConfig::default()
@@ -233,7 +268,6 @@ fn child(args: &[OsString], input: &mut dyn Read) -> Result<WorldKind, Failure> 
         };
         match key {
             "max-memory" => cfg.max_memory = number()?,
-            "cache-dir" => cfg.cache_dir = Some(PathBuf::from(value)),
             "data-limit" => data_limit = Some(number()?),
             "cpu-limit" => cpu_limit = Some(number()?),
             _ => return Err(Failure::Setup(format!("unknown argument {key:?}"))),
@@ -265,6 +299,8 @@ fn child(args: &[OsString], input: &mut dyn Read) -> Result<WorldKind, Failure> 
     let config = engine_config(&cfg).map_err(|e| Failure::Setup(warden_call::text::chain(&e)))?;
     let engine =
         Engine::new(&config).map_err(|e| Failure::Setup(format!("creating the engine: {e:#}")))?;
-    Component::new(&engine, &bytes).map_err(|e| Failure::Refused(format!("{e:#}")))?;
-    Ok(kind)
+    let compiled = engine
+        .precompile_component(&bytes)
+        .map_err(|e| Failure::Refused(format!("{e:#}")))?;
+    Ok((kind, compiled))
 }

@@ -11,8 +11,10 @@ mod bindings;
 pub mod call;
 mod caps;
 mod capture;
+mod code;
 mod engine;
 mod error;
+mod fair;
 pub mod isolate;
 mod limiter;
 mod precheck;
@@ -30,10 +32,12 @@ pub mod logging;
 mod sockets;
 
 pub use caps::CallCaps;
+pub use code::{CacheRejection, CodeSource, CodeStats};
 pub use engine::Runtime;
 pub use error::LoadError;
+pub use fair::{Share, Turns};
 pub use prepared::{Prepared, WorldKind};
-pub use settings::{RuntimeConfig, engine_config};
+pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
 // The policy types a host hands the runtime, re-exported for embedders of the runtime alone.
 pub use warden_call::{
     CallError, CallOutcome, CallReport, Denial, ErrorCode, InvokeError, Invoker, Ledger, LogLevel,

@@ -210,11 +210,8 @@ impl Shape {
     /// The one decision of which world a component is: rpc if it exports warden's handler,
     /// else http if it exports `wasi:http/incoming-handler`, else none we know.
     pub(crate) fn world(&self) -> Result<WorldKind, LoadError> {
-        let exports = |prefix: &str| self.world_exports.iter().any(|e| e.starts_with(prefix));
-        if exports(RPC_EXPORT) {
-            Ok(WorldKind::Rpc)
-        } else if exports(HTTP_EXPORT) {
-            Ok(WorldKind::Http)
+        if let Some(kind) = world_of(self.world_exports.iter().map(String::as_str)) {
+            Ok(kind)
         } else {
             let mut named = self.exports.join(", ");
             let more = self.export_count.saturating_sub(self.exports.len() as u64);
@@ -225,6 +222,22 @@ impl Shape {
             }
             Err(LoadError::NoKnownWorld { exports: named })
         }
+    }
+}
+
+/// The one rule deciding a world from the names of a component's top-level instance exports
+/// (here, and for compiled code loaded from the cache): rpc if one is warden's handler, else
+/// http if one is `wasi:http/incoming-handler`.
+pub(crate) fn world_of<'a>(
+    instance_exports: impl Iterator<Item = &'a str> + Clone,
+) -> Option<WorldKind> {
+    let exports = |prefix: &str| instance_exports.clone().any(|e| e.starts_with(prefix));
+    if exports(RPC_EXPORT) {
+        Some(WorldKind::Rpc)
+    } else if exports(HTTP_EXPORT) {
+        Some(WorldKind::Http)
+    } else {
+        None
     }
 }
 

@@ -3,6 +3,7 @@
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::RpcExtensionPre;
+use crate::code::CodeSource;
 use crate::state::CallState;
 
 pub(crate) enum World {
@@ -13,6 +14,7 @@ pub(crate) enum World {
 /// A compiled, pre-linked component: instantiated afresh for every call.
 pub struct Prepared {
     pub(crate) world: World,
+    source: CodeSource,
 }
 
 /// Which kind of extension a component is.
@@ -23,8 +25,8 @@ pub enum WorldKind {
 }
 
 impl Prepared {
-    pub(crate) fn new(world: World) -> Self {
-        Prepared { world }
+    pub(crate) fn new(world: World, source: CodeSource) -> Self {
+        Prepared { world, source }
     }
 
     pub fn kind(&self) -> WorldKind {
@@ -32,5 +34,11 @@ impl Prepared {
             World::Rpc(_) => WorldKind::Rpc,
             World::Http(_) => WorldKind::Http,
         }
+    }
+
+    /// Where its native code came from: the code cache, or a compile (and whether a cache
+    /// entry for it was rejected, which a host may want to audit).
+    pub fn code_source(&self) -> &CodeSource {
+        &self.source
     }
 }

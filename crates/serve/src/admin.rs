@@ -1,39 +1,63 @@
 //! The admin API (`/v1/admin/...`, by the admin token; off without one): tenants and their
 //! keys, publishing bundles, installs with grants, secrets, the trust bundle, the audit log.
 //! Every operation is the host's `Admin` one (verification, install rules, audit records).
+//!
+//! Every answer carries the request's id, the one the front checks assigned: in
+//! `x-request-id`, and in an error's `request_id`. What each operation takes and answers is
+//! described by the `#[utoipa::path]` on its handler and the `ToSchema` types here, which are
+//! the types the handlers serialize (`GET /openapi.json`, see `openapi.rs`).
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use warden_bundle::ContentHash;
 use warden_host::{ExtensionId, Grant, HostError, SecretName, SecretValue, TenantName};
 
 use crate::error::ApiError;
-use crate::{Service, auth};
+use crate::openapi::{AdminRefusals, ErrorBody, FrontRefusals};
+use crate::{ApiRoute, RequestId, Service, Verb, auth};
+
+/// The admin API's routes, and `/metrics` (by the same token).
+pub(crate) fn table() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new(Verb::Post, "/v1/admin/tenants", create_tenant),
+        ApiRoute::new(Verb::Get, "/v1/admin/tenants", tenants),
+        ApiRoute::new(Verb::Post, "/v1/admin/bundles", publish),
+        ApiRoute::new(Verb::Get, "/v1/admin/installs", installs),
+        ApiRoute::new(
+            Verb::Put,
+            "/v1/admin/tenants/{tenant}/installs/{extension}",
+            install,
+        ),
+        ApiRoute::new(
+            Verb::Delete,
+            "/v1/admin/tenants/{tenant}/installs/{extension}",
+            uninstall,
+        ),
+        ApiRoute::new(
+            Verb::Put,
+            "/v1/admin/tenants/{tenant}/installs/{extension}/secrets/{name}",
+            put_secret,
+        ),
+        ApiRoute::new(
+            Verb::Delete,
+            "/v1/admin/tenants/{tenant}/installs/{extension}/secrets/{name}",
+            delete_secret,
+        ),
+        ApiRoute::new(Verb::Post, "/v1/admin/trust/reload", reload_trust),
+        ApiRoute::new(Verb::Get, "/v1/admin/audit", audit),
+        ApiRoute::new(Verb::Get, "/metrics", crate::metrics),
+    ]
+}
 
 pub(crate) fn routes() -> Router<Arc<Service>> {
-    Router::new()
-        .route("/v1/admin/tenants", post(create_tenant).get(tenants))
-        .route("/v1/admin/bundles", post(publish))
-        .route("/v1/admin/installs", get(installs))
-        .route(
-            "/v1/admin/tenants/{tenant}/installs/{extension}",
-            put(install).delete(uninstall),
-        )
-        .route(
-            "/v1/admin/tenants/{tenant}/installs/{extension}/secrets/{name}",
-            put(put_secret).delete(delete_secret),
-        )
-        .route("/v1/admin/trust/reload", post(reload_trust))
-        .route("/v1/admin/audit", get(audit))
-        .route("/metrics", get(crate::metrics))
-        .layer(DefaultBodyLimit::disable())
+    ApiRoute::router(table()).layer(DefaultBodyLimit::disable())
 }
 
 /// Checks the admin token (404 when the admin API is off, as if it did not exist).
@@ -79,6 +103,9 @@ fn host_error(e: &HostError) -> ApiError {
         HostError::Registry(RegistryError::Changed { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "changed", text)
         }
+        HostError::Registry(RegistryError::VersionTaken { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "version-exists", text)
+        }
         HostError::Secret(
             warden_host::SecretError::TooLarge { .. } | warden_host::SecretError::NotUtf8 { .. },
         ) => ApiError::malformed(text),
@@ -94,60 +121,35 @@ where
         .map_err(|e| ApiError::malformed(format!("{what}: {e}")))
 }
 
-fn respond(r: Result<Response, ApiError>) -> Response {
-    r.unwrap_or_else(IntoResponse::into_response)
+/// The answer, with the request's id: in `x-request-id`, and in the error's body.
+fn respond(id: &RequestId, r: Result<Response, ApiError>) -> Response {
+    let mut r = r.unwrap_or_else(|e| e.with_id(&id.0).into_response());
+    if let Ok(v) = HeaderValue::from_str(&id.0) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewTenant {
-    name: String,
+/// The path's parameters, or 400 as JSON (not axum's plain-text rejection).
+fn path_params<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::malformed(format!("the path: {}", e.body_text())))
 }
 
-async fn create_tenant(
-    State(s): State<Arc<Service>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let req: NewTenant = json_body(&body)?;
-            let name: TenantName = parse("name", &req.name)?;
-            let key = blocking(&s, move |a| {
-                a.create_tenant(&name)
-                    .map(|k| (name, k))
-                    .map_err(|e| host_error(&e))
-            })
-            .await?;
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(json!({ "tenant": key.0.as_str(), "api_key": key.1.reveal() })),
-            )
-                .into_response())
-        }
-        .await,
-    )
+/// The query's parameters, or 400 as JSON.
+fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::malformed(format!("the query: {}", e.body_text())))
 }
 
-async fn tenants(State(s): State<Arc<Service>>, headers: HeaderMap) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let all = blocking(&s, |a| {
-                a.registry()
-                    .tenants()
-                    .map_err(|e| host_error(&HostError::from(e)))
-            })
-            .await?;
-            let list: Vec<_> = all
-                .iter()
-                .map(|t| json!({ "name": t.name.as_str(), "created": unix(t.created) }))
-                .collect();
-            Ok(axum::Json(json!({ "tenants": list })).into_response())
-        }
-        .await,
-    )
+/// A JSON body of `T`, or 400.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::malformed(format!("the body could not be read: {}", e.body_text()))
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::malformed(format!("the JSON body: {e}")))
 }
 
 fn unix(t: std::time::SystemTime) -> u64 {
@@ -155,348 +157,793 @@ fn unix(t: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("the JSON body: {e}")))
+/// `POST /v1/admin/tenants`: a new tenant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewTenant {
+    /// The tenant's name: a DNS-style label (lowercase letters, digits, `-`).
+    #[schema(example = "acme")]
+    name: String,
+}
+
+/// A tenant made, and its API key: shown this once (only its hash is kept).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TenantCreated {
+    tenant: String,
+    /// The tenant's key for the gateway, `wdn_...`.
+    api_key: String,
+}
+
+/// `POST /v1/admin/tenants`: creates a tenant and its API key.
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", operation_id = "create_tenant",
+    security(("admin_token" = [])),
+    request_body = NewTenant,
+    responses(
+        (status = 201, description = "The tenant and its API key (shown once).", body = TenantCreated),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "Not a JSON `NewTenant`, or not a valid tenant name (`malformed`).", body = ErrorBody),
+        (status = 409, description = "A tenant of that name exists (`exists`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_tenant(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let req: NewTenant = json_body(body)?;
+        let name: TenantName = parse("name", &req.name)?;
+        let (name, key) = blocking(&s, move |a| {
+            a.create_tenant(&name)
+                .map(|k| (name, k))
+                .map_err(|e| host_error(&e))
+        })
+        .await?;
+        let made = TenantCreated {
+            tenant: name.as_str().to_string(),
+            api_key: key.reveal().to_string(),
+        };
+        Ok((StatusCode::CREATED, axum::Json(made)).into_response())
+    };
+    respond(&id, r.await)
+}
+
+/// The tenants.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TenantList {
+    tenants: Vec<TenantEntry>,
+}
+
+/// One tenant.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TenantEntry {
+    name: String,
+    /// When it was created, in seconds since the Unix epoch.
+    created: u64,
+}
+
+/// `GET /v1/admin/tenants`: the tenants.
+#[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin", operation_id = "list_tenants",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every tenant.", body = TenantList),
+        FrontRefusals,
+        AdminRefusals,
+    ),
+)]
+pub(crate) async fn tenants(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let all = blocking(&s, |a| {
+            a.registry()
+                .tenants()
+                .map_err(|e| host_error(&HostError::from(e)))
+        })
+        .await?;
+        let list = TenantList {
+            tenants: all
+                .iter()
+                .map(|t| TenantEntry {
+                    name: t.name.as_str().to_string(),
+                    created: unix(t.created),
+                })
+                .collect(),
+        };
+        Ok(axum::Json(list).into_response())
+    };
+    respond(&id, r.await)
+}
+
+/// `POST /v1/admin/bundles`: the two parts of a publication (no others, each once).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the multipart parts `publish` reads by name"
+)]
+pub(crate) struct PublishForm {
+    /// The bundle (`warden pack`'s `.wext`), at most `[policy.gateway] max_admin_body` bytes.
+    #[schema(value_type = String, format = Binary)]
+    bundle: Vec<u8>,
+    /// Its DSSE envelope (`warden sign`'s `.sig`, JSON).
+    #[schema(value_type = String, format = Binary)]
+    signature: Vec<u8>,
+}
+
+/// A bundle published: verified against the trust bundle and stored by its content hash.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PublishedBundle {
+    /// The extension's id.
+    id: String,
+    version: String,
+    publisher: String,
+    /// The bundle's identity: `sha256:` and 64 lowercase hex digits.
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
+    content_hash: String,
 }
 
 /// `POST /v1/admin/bundles`, multipart with parts `bundle` (the `.wext` bytes) and `signature`
 /// (its DSSE envelope).
-async fn publish(
+#[utoipa::path(post, path = "/v1/admin/bundles", tag = "admin", operation_id = "publish",
+    security(("admin_token" = [])),
+    request_body(content = PublishForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Verified and published.", body = PublishedBundle),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "Not multipart with exactly the parts `bundle` and `signature`, or a bundle or envelope that does not parse (`malformed`).", body = ErrorBody),
+        (status = 403, description = "A tenant's API key instead of the admin token, or the bundle does not verify against the trust bundle, or the operator's policy refuses it (`denied`).", body = ErrorBody),
+        (status = 413, description = "A part is over `max_admin_body` (`too-large`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn publish(
     State(s): State<Arc<Service>>,
+    id: RequestId,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let mut multipart = multipart.map_err(|e| {
-                ApiError::malformed(format!(
-                    "publish takes multipart/form-data with parts `bundle` and `signature`: {e}"
-                ))
-            })?;
-            let max =
-                usize::try_from(s.options.limits.max_admin_body.bytes()).unwrap_or(usize::MAX);
-            let (mut bundle, mut signature) = (None, None);
-            while let Some(field) = multipart
-                .next_field()
+    let r = async {
+        admin(&s, &headers)?;
+        let mut multipart = multipart.map_err(|e| {
+            ApiError::malformed(format!(
+                "publish takes multipart/form-data with parts `bundle` and `signature`: {e}"
+            ))
+        })?;
+        let max = usize::try_from(s.options.limits.max_admin_body.bytes()).unwrap_or(usize::MAX);
+        let (mut bundle, mut signature) = (None, None);
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::malformed(format!("the multipart body: {e}")))?
+        {
+            let name = field.name().unwrap_or("").to_string();
+            let bytes = field
+                .bytes()
                 .await
-                .map_err(|e| ApiError::malformed(format!("the multipart body: {e}")))?
-            {
-                let name = field.name().unwrap_or("").to_string();
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| ApiError::malformed(format!("part {name}: {e}")))?;
-                if bytes.len() > max {
-                    return Err(ApiError::too_large("the bundle is too large"));
-                }
-                let slot = match name.as_str() {
-                    "bundle" => &mut bundle,
-                    "signature" => &mut signature,
-                    other => {
-                        return Err(ApiError::malformed(format!(
-                            "unknown part {:?}; expected `bundle` and `signature`",
-                            warden_audit::sanitize(other)
-                        )));
-                    }
-                };
-                if slot.replace(bytes.to_vec()).is_some() {
-                    return Err(ApiError::malformed(format!("part `{name}` is given twice")));
-                }
+                .map_err(|e| ApiError::malformed(format!("part {name}: {e}")))?;
+            if bytes.len() > max {
+                return Err(ApiError::too_large("the bundle is too large"));
             }
-            let (Some(bundle), Some(signature)) = (bundle, signature) else {
-                return Err(ApiError::malformed(
-                    "publish needs both parts, `bundle` and `signature`",
-                ));
+            let slot = match name.as_str() {
+                "bundle" => &mut bundle,
+                "signature" => &mut signature,
+                other => {
+                    return Err(ApiError::malformed(format!(
+                        "unknown part {:?}; expected `bundle` and `signature`",
+                        warden_audit::sanitize(other)
+                    )));
+                }
             };
-            let out = blocking(&s, move |a| {
-                let v = a
-                    .publish("admin API upload", bundle, &signature)
-                    .map_err(|e| host_error(&e))?;
-                let e = &v.manifest().extension;
-                Ok(json!({
-                    "id": e.id.as_str(),
-                    "version": e.version.to_string(),
-                    "publisher": e.publisher.to_string(),
-                    "content_hash": v.content_hash().to_string(),
-                }))
-            })
-            .await?;
-            Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+            if slot.replace(bytes.to_vec()).is_some() {
+                return Err(ApiError::malformed(format!("part `{name}` is given twice")));
+            }
         }
-        .await,
-    )
+        let (Some(bundle), Some(signature)) = (bundle, signature) else {
+            return Err(ApiError::malformed(
+                "publish needs both parts, `bundle` and `signature`",
+            ));
+        };
+        let out = blocking(&s, move |a| {
+            let v = a
+                .publish("admin API upload", bundle, &signature)
+                .map_err(|e| host_error(&e))?;
+            let e = &v.manifest().extension;
+            Ok(PublishedBundle {
+                id: e.id.as_str().to_string(),
+                version: e.version.to_string(),
+                publisher: e.publisher.to_string(),
+                content_hash: v.content_hash().to_string(),
+            })
+        })
+        .await?;
+        Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+    };
+    respond(&id, r.await)
 }
 
-#[derive(Deserialize)]
-struct InstallsQuery {
+/// Which installs to list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct InstallsQuery {
+    /// Only this tenant's (default: every tenant's).
     tenant: Option<String>,
 }
 
-async fn installs(
-    State(s): State<Arc<Service>>,
-    headers: HeaderMap,
-    Query(q): Query<InstallsQuery>,
-) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let tenant: Option<TenantName> = q
-                .tenant
-                .as_deref()
-                .map(|t| parse("tenant", t))
-                .transpose()?;
-            let list = blocking(&s, move |a| {
-                a.installs(tenant.as_ref()).map_err(|e| host_error(&e))
-            })
-            .await?;
-            let list: Vec<_> = list
-                .iter()
-                .map(|i| {
-                    json!({
-                        "tenant": i.tenant.as_str(),
-                        "extension": i.extension.as_str(),
-                        "version": i.version.to_string(),
-                        "content_hash": i.content_hash.to_string(),
-                        "grant": i.grant.to_string(),
-                        "installed": unix(i.installed),
-                    })
-                })
-                .collect();
-            Ok(axum::Json(json!({ "installs": list })).into_response())
-        }
-        .await,
-    )
+/// Installs.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct InstallList {
+    installs: Vec<InstallEntry>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InstallRequest {
+/// One install: which bundle a tenant runs, with the operator's grant.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct InstallEntry {
+    tenant: String,
+    extension: String,
+    version: String,
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     content_hash: String,
-    /// `all`, `none` or a comma-separated list; absent: keep the installed version's grant.
+    /// The operator's grant: `all`, `none`, or a comma-separated list of capabilities.
+    grant: String,
+    /// When it was installed, in seconds since the Unix epoch.
+    installed: u64,
+}
+
+/// `GET /v1/admin/installs`: the installs, of one tenant or all.
+#[utoipa::path(get, path = "/v1/admin/installs", tag = "admin", operation_id = "list_installs",
+    security(("admin_token" = [])),
+    params(InstallsQuery),
+    responses(
+        (status = 200, description = "The installs.", body = InstallList),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "A query that does not parse, or not a valid tenant name (`malformed`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn installs(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+    q: Result<Query<InstallsQuery>, QueryRejection>,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let q = query_params(q)?;
+        let tenant: Option<TenantName> = q
+            .tenant
+            .as_deref()
+            .map(|t| parse("tenant", t))
+            .transpose()?;
+        let list = blocking(&s, move |a| {
+            a.installs(tenant.as_ref()).map_err(|e| host_error(&e))
+        })
+        .await?;
+        let list = InstallList {
+            installs: list
+                .iter()
+                .map(|i| InstallEntry {
+                    tenant: i.tenant.as_str().to_string(),
+                    extension: i.extension.as_str().to_string(),
+                    version: i.version.to_string(),
+                    content_hash: i.content_hash.to_string(),
+                    grant: i.grant.to_string(),
+                    installed: unix(i.installed),
+                })
+                .collect(),
+        };
+        Ok(axum::Json(list).into_response())
+    };
+    respond(&id, r.await)
+}
+
+/// `PUT .../installs/{extension}`: install or upgrade to a published bundle.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InstallRequest {
+    /// The published bundle: `sha256:` and 64 lowercase hex digits.
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
+    content_hash: String,
+    /// `all`, `none` or a comma-separated list of capabilities; absent: keep the installed
+    /// version's grant (and approval).
     grant: Option<String>,
+    /// Allow a lower version than the installed one.
     #[serde(default)]
     force: bool,
 }
 
-async fn install(
-    State(s): State<Arc<Service>>,
-    headers: HeaderMap,
-    Path((tenant, extension)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let tenant: TenantName = parse("tenant", &tenant)?;
-            let extension: ExtensionId = parse("extension", &extension)?;
-            let req: InstallRequest = json_body(&body)?;
-            let hash: ContentHash = parse("content_hash", &req.content_hash)?;
-            let grant: Option<Grant> = req
-                .grant
-                .as_deref()
-                .map(|g| parse("grant", g))
-                .transpose()?;
-            let service = Arc::clone(&s);
-            let out = blocking(&s, move |a| {
-                let published = a
-                    .registry()
-                    .published(&hash)
-                    .map_err(|e| host_error(&HostError::from(e)))?
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!("no bundle {hash} was published"))
-                    })?;
-                if published.id != extension {
-                    return Err(ApiError::malformed(format!(
-                        "bundle {hash} is {}, not {extension}",
-                        published.id
-                    )));
-                }
-                let done = a
-                    .install_published(&tenant, &hash, grant.as_ref(), req.force)
-                    .map_err(|e| host_error(&e))?;
-                // The next call loads the new version.
-                service.host.tenant(&tenant).unload(&extension);
-                Ok(json!({
-                    "tenant": tenant.as_str(),
-                    "extension": extension.as_str(),
-                    "version": done.record.version.to_string(),
-                    "content_hash": done.record.content_hash.to_string(),
-                    "grant": done.record.grant.to_string(),
-                    "plan": done.plan.to_string(),
-                }))
-            })
-            .await?;
-            Ok(axum::Json(out).into_response())
-        }
-        .await,
-    )
+/// An install made or changed, and what changed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Installed {
+    tenant: String,
+    extension: String,
+    version: String,
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
+    content_hash: String,
+    grant: String,
+    /// What the install did (new install, upgrade, same version, ...), in words.
+    plan: String,
 }
 
-async fn uninstall(
+/// `PUT /v1/admin/tenants/{tenant}/installs/{extension}`: installs (or upgrades to) a
+/// published bundle, verified again now.
+#[utoipa::path(put, path = "/v1/admin/tenants/{tenant}/installs/{extension}", tag = "admin",
+    operation_id = "install",
+    security(("admin_token" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant's name."),
+        ("extension" = String, Path, description = "The extension's id (the bundle's)."),
+    ),
+    request_body = InstallRequest,
+    responses(
+        (status = 200, description = "Installed.", body = Installed),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "Not a JSON `InstallRequest`; a tenant, id, hash or grant that does not parse; or the bundle is another extension (`malformed`).", body = ErrorBody),
+        (status = 403, description = "A tenant's API key; or the bundle no longer verifies, the install rules refuse it (a lower version without `force`, more permissions without a grant) or the policy does (`denied`).", body = ErrorBody),
+        (status = 404, description = "The admin API is off, no such tenant, or no bundle of that hash was published (`not-found`).", body = ErrorBody),
+        (status = 409, description = "The install changed meanwhile (`changed`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn install(
     State(s): State<Arc<Service>>,
+    id: RequestId,
     headers: HeaderMap,
-    Path((tenant, extension)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let tenant: TenantName = parse("tenant", &tenant)?;
-            let extension: ExtensionId = parse("extension", &extension)?;
-            let removed = blocking(&s, move |a| {
-                a.uninstall(&tenant, &extension).map_err(|e| host_error(&e))
-            })
-            .await?;
-            if removed {
-                Ok(StatusCode::NO_CONTENT.into_response())
-            } else {
-                Err(ApiError::not_found(
-                    "that extension is not installed for that tenant",
-                ))
+    let r = async {
+        admin(&s, &headers)?;
+        let (tenant, extension) = path_params(path)?;
+        let tenant: TenantName = parse("tenant", &tenant)?;
+        let extension: ExtensionId = parse("extension", &extension)?;
+        let req: InstallRequest = json_body(body)?;
+        let hash: ContentHash = parse("content_hash", &req.content_hash)?;
+        let grant: Option<Grant> = req
+            .grant
+            .as_deref()
+            .map(|g| parse("grant", g))
+            .transpose()?;
+        let service = Arc::clone(&s);
+        let out = blocking(&s, move |a| {
+            let published = a
+                .registry()
+                .published(&hash)
+                .map_err(|e| host_error(&HostError::from(e)))?
+                .ok_or_else(|| ApiError::not_found(format!("no bundle {hash} was published")))?;
+            if published.id != extension {
+                return Err(ApiError::malformed(format!(
+                    "bundle {hash} is {}, not {extension}",
+                    published.id
+                )));
             }
-        }
-        .await,
-    )
+            let done = a
+                .install_published(&tenant, &hash, grant.as_ref(), req.force)
+                .map_err(|e| host_error(&e))?;
+            // The next call loads the new version.
+            service.host.tenant(&tenant).unload(&extension);
+            Ok(Installed {
+                tenant: tenant.as_str().to_string(),
+                extension: extension.as_str().to_string(),
+                version: done.record.version.to_string(),
+                content_hash: done.record.content_hash.to_string(),
+                grant: done.record.grant.to_string(),
+                plan: done.plan.to_string(),
+            })
+        })
+        .await?;
+        Ok(axum::Json(out).into_response())
+    };
+    respond(&id, r.await)
 }
 
-#[derive(Deserialize)]
+/// `DELETE /v1/admin/tenants/{tenant}/installs/{extension}`: uninstalls; calls stop at once.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}/installs/{extension}", tag = "admin",
+    operation_id = "uninstall",
+    security(("admin_token" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant's name."),
+        ("extension" = String, Path, description = "The extension's id."),
+    ),
+    responses(
+        (status = 204, description = "Uninstalled."),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "A tenant or id that does not parse (`malformed`).", body = ErrorBody),
+        (status = 404, description = "The admin API is off, or that extension is not installed for that tenant (`not-found`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn uninstall(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let (tenant, extension) = path_params(path)?;
+        let tenant: TenantName = parse("tenant", &tenant)?;
+        let extension: ExtensionId = parse("extension", &extension)?;
+        let removed = blocking(&s, move |a| {
+            a.uninstall(&tenant, &extension).map_err(|e| host_error(&e))
+        })
+        .await?;
+        if removed {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Err(ApiError::not_found(
+                "that extension is not installed for that tenant",
+            ))
+        }
+    };
+    respond(&id, r.await)
+}
+
+/// `PUT .../secrets/{name}`: a secret's value.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SecretBody {
+pub(crate) struct SecretBody {
+    /// The value (UTF-8 text), encrypted at rest and never shown again.
     value: String,
 }
 
-async fn put_secret(
+/// `PUT /v1/admin/tenants/{tenant}/installs/{extension}/secrets/{name}`: sets a secret of an
+/// install.
+#[utoipa::path(put, path = "/v1/admin/tenants/{tenant}/installs/{extension}/secrets/{name}",
+    tag = "admin", operation_id = "put_secret",
+    security(("admin_token" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant's name."),
+        ("extension" = String, Path, description = "The extension's id."),
+        ("name" = String, Path, description = "The secret's name."),
+    ),
+    request_body = SecretBody,
+    responses(
+        (status = 204, description = "Stored."),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "Not a JSON `SecretBody`; a tenant, id or name that does not parse; or a value too large (`malformed`).", body = ErrorBody),
+        (status = 404, description = "The admin API is off, or the extension is not installed for the tenant (`not-found`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn put_secret(
     State(s): State<Arc<Service>>,
+    id: RequestId,
     headers: HeaderMap,
-    Path((tenant, extension, name)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let tenant: TenantName = parse("tenant", &tenant)?;
-            let extension: ExtensionId = parse("extension", &extension)?;
-            let name: SecretName = parse("secret name", &name)?;
-            let req: SecretBody = json_body(&body)?;
-            let value = SecretValue::new(req.value)
-                .map_err(|e| ApiError::malformed(format!("secret value: {e}")))?;
-            let service = Arc::clone(&s);
-            blocking(&s, move |a| {
-                // A secret belongs to an install: none for a tenant or install that does not
-                // exist.
-                let installed = a
-                    .registry()
-                    .install(&tenant, &extension)
-                    .map_err(|e| host_error(&HostError::from(e)))?;
-                if installed.is_none() {
-                    return Err(ApiError::not_found(format!(
-                        "{extension} is not installed for tenant {tenant}"
-                    )));
-                }
-                service
-                    .host
-                    .tenant(&tenant)
-                    .put_secret(&extension, &name, value)
-                    .map_err(|e| host_error(&e))
-            })
-            .await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        .await,
-    )
-}
-
-async fn delete_secret(
-    State(s): State<Arc<Service>>,
-    headers: HeaderMap,
-    Path((tenant, extension, name)): Path<(String, String, String)>,
-) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let tenant: TenantName = parse("tenant", &tenant)?;
-            let extension: ExtensionId = parse("extension", &extension)?;
-            let name: SecretName = parse("secret name", &name)?;
-            let service = Arc::clone(&s);
-            let existed = blocking(&s, move |_| {
-                service
-                    .host
-                    .tenant(&tenant)
-                    .delete_secret(&extension, &name)
-                    .map_err(|e| host_error(&e))
-            })
-            .await?;
-            if existed {
-                Ok(StatusCode::NO_CONTENT.into_response())
-            } else {
-                Err(ApiError::not_found("no such secret"))
+    let r = async {
+        admin(&s, &headers)?;
+        let (tenant, extension, name) = path_params(path)?;
+        let tenant: TenantName = parse("tenant", &tenant)?;
+        let extension: ExtensionId = parse("extension", &extension)?;
+        let name: SecretName = parse("secret name", &name)?;
+        let req: SecretBody = json_body(body)?;
+        let value = SecretValue::new(req.value)
+            .map_err(|e| ApiError::malformed(format!("secret value: {e}")))?;
+        let service = Arc::clone(&s);
+        blocking(&s, move |a| {
+            // A secret belongs to an install: none for a tenant or install that does not
+            // exist.
+            let installed = a
+                .registry()
+                .install(&tenant, &extension)
+                .map_err(|e| host_error(&HostError::from(e)))?;
+            if installed.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "{extension} is not installed for tenant {tenant}"
+                )));
             }
-        }
-        .await,
-    )
+            service
+                .host
+                .tenant(&tenant)
+                .put_secret(&extension, &name, value)
+                .map_err(|e| host_error(&e))
+        })
+        .await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    respond(&id, r.await)
 }
 
-async fn reload_trust(State(s): State<Arc<Service>>, headers: HeaderMap) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let service = Arc::clone(&s);
-            blocking(&s, move |_| service.reload_trust()).await?;
-            Ok(axum::Json(json!({ "reloaded": true })).into_response())
+/// `DELETE /v1/admin/tenants/{tenant}/installs/{extension}/secrets/{name}`: removes a secret.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}/installs/{extension}/secrets/{name}",
+    tag = "admin", operation_id = "delete_secret",
+    security(("admin_token" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant's name."),
+        ("extension" = String, Path, description = "The extension's id."),
+        ("name" = String, Path, description = "The secret's name."),
+    ),
+    responses(
+        (status = 204, description = "Removed."),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "A tenant, id or name that does not parse (`malformed`).", body = ErrorBody),
+        (status = 404, description = "The admin API is off, or there is no such secret (`not-found`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete_secret(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let (tenant, extension, name) = path_params(path)?;
+        let tenant: TenantName = parse("tenant", &tenant)?;
+        let extension: ExtensionId = parse("extension", &extension)?;
+        let name: SecretName = parse("secret name", &name)?;
+        let service = Arc::clone(&s);
+        let existed = blocking(&s, move |_| {
+            service
+                .host
+                .tenant(&tenant)
+                .delete_secret(&extension, &name)
+                .map_err(|e| host_error(&e))
+        })
+        .await?;
+        if existed {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Err(ApiError::not_found("no such secret"))
         }
-        .await,
-    )
+    };
+    respond(&id, r.await)
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
+/// The trust bundle was read again.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TrustReloaded {
+    /// Always `true`.
+    reloaded: bool,
+}
+
+/// `POST /v1/admin/trust/reload`: reads the trust file again (as SIGHUP does); every install
+/// is verified again on its next call.
+#[utoipa::path(post, path = "/v1/admin/trust/reload", tag = "admin", operation_id = "reload_trust",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The new trust bundle is in force.", body = TrustReloaded),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "The service has no trust file, or it does not parse; the trust in force stays (`malformed`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn reload_trust(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let service = Arc::clone(&s);
+        blocking(&s, move |_| service.reload_trust()).await?;
+        Ok(axum::Json(TrustReloaded { reloaded: true }).into_response())
+    };
+    respond(&id, r.await)
+}
+
+/// Which audit records to read.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only this tenant's records.
     tenant: Option<String>,
+    /// Only this extension's records.
     extension: Option<String>,
     /// The last this many matching records (default 100, at most 10,000).
     limit: Option<usize>,
 }
 
-async fn audit(
+/// The last audit records, oldest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditRecords {
+    /// Each a line of the audit log, as the log keeps it.
+    #[schema(value_type = Vec<Object>)]
+    records: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `GET /v1/admin/audit`: the last audit records.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", operation_id = "audit",
+    security(("admin_token" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The last matching records.", body = AuditRecords),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "A query that does not parse (`malformed`).", body = ErrorBody),
+        (status = 404, description = "The admin API is off, or the service keeps no audit log on disk (`not-found`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn audit(
     State(s): State<Arc<Service>>,
+    id: RequestId,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    respond(
-        async {
-            admin(&s, &headers)?;
-            let Some(dir) = s.host.audit_dir() else {
-                return Err(ApiError::not_found(
-                    "this service keeps no audit log on disk",
-                ));
+    let r = async {
+        admin(&s, &headers)?;
+        let q = query_params(q)?;
+        let Some(dir) = s.host.audit_dir() else {
+            return Err(ApiError::not_found(
+                "this service keeps no audit log on disk",
+            ));
+        };
+        let limit = q.limit.unwrap_or(100).min(10_000);
+        let records = tokio::task::spawn_blocking(move || {
+            let filter = warden_audit::Filter {
+                tenant: q.tenant,
+                extension: q.extension,
+                ..warden_audit::Filter::default()
             };
-            let limit = q.limit.unwrap_or(100).min(10_000);
-            let records = tokio::task::spawn_blocking(move || {
-                let filter = warden_audit::Filter {
-                    tenant: q.tenant,
-                    extension: q.extension,
-                    ..warden_audit::Filter::default()
-                };
-                let reader = warden_audit::read(&dir, filter)
-                    .map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))?;
-                let mut last = std::collections::VecDeque::with_capacity(limit);
-                for r in reader {
-                    let r =
-                        r.map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))?;
-                    if last.len() == limit {
-                        last.pop_front();
-                    }
-                    last.push_back(r);
+            let reader = warden_audit::read(&dir, filter)
+                .map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))?;
+            let mut last = std::collections::VecDeque::with_capacity(limit);
+            for r in reader {
+                let r = r.map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))?;
+                // `limit=0` keeps none.
+                if limit == 0 {
+                    continue;
                 }
-                Ok::<_, ApiError>(last)
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("the audit task failed: {e}")))??;
-            let list: Vec<serde_json::Value> = records
+                if last.len() == limit {
+                    last.pop_front();
+                }
+                last.push_back(r);
+            }
+            Ok::<_, ApiError>(last)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the audit task failed: {e}")))??;
+        let list = AuditRecords {
+            records: records
                 .iter()
                 .filter_map(|r| serde_json::from_str(&r.line).ok())
-                .collect();
-            Ok(axum::Json(json!({ "records": list })).into_response())
+                .collect(),
+        };
+        Ok(axum::Json(list).into_response())
+    };
+    respond(&id, r.await)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use axum::body::Body;
+    use http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{ServeOptions, ServiceLimits, Token};
+
+    const ADMIN: &str = "an-admin-token-long-enough-to-be-accepted";
+
+    fn app(dir: &std::path::Path) -> Router {
+        let host = warden_host::Host::builder()
+            .data_dir(dir.join("data"))
+            .build()
+            .unwrap();
+        let service = Service::new(
+            host,
+            ServeOptions {
+                admin_token: Some(Token::new(ADMIN).unwrap()),
+                runner_token: None,
+                trust_file: None,
+                limits: ServiceLimits::default(),
+            },
+        );
+        crate::router(service)
+    }
+
+    async fn send(app: &Router, r: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = app.clone().oneshot(r).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+        let mut r = Request::get(uri);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
         }
-        .await,
-    )
+        r.body(Body::empty()).unwrap()
+    }
+
+    /// Each admin answer carries its request's id, in `x-request-id` and in an error's body.
+    #[tokio::test]
+    async fn admin_errors_carry_the_request_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let mut seen = std::collections::HashSet::new();
+        for r in [
+            get("/v1/admin/tenants", None),
+            get(
+                "/v1/admin/tenants",
+                Some("wrong-token-wrong-token-wrong-token"),
+            ),
+            get("/metrics", None),
+            get("/no/such/route", None),
+        ] {
+            let (status, headers, body) = send(&app, r).await;
+            assert!(status.is_client_error(), "{status}");
+            let id = body["error"]["request_id"].as_str().unwrap();
+            assert_eq!(id.len(), 32, "{body}");
+            assert_eq!(headers["x-request-id"], id);
+            assert!(seen.insert(id.to_string()), "ids are not reused");
+        }
+        let (status, headers, body) = send(&app, get("/v1/admin/tenants", Some(ADMIN))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, serde_json::json!({ "tenants": [] }));
+        assert_eq!(headers["x-request-id"].len(), 32);
+    }
+
+    /// A query or path that does not parse is 400 in the one JSON error shape, after the token
+    /// is checked; never axum's plain-text rejection.
+    #[tokio::test]
+    async fn bad_queries_and_paths_are_json_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        for uri in [
+            "/v1/admin/audit?limit=many",
+            "/v1/admin/audit?limit=-1",
+            "/v1/admin/installs?tenant=a&tenant=b",
+            "/v1/admin/installs?tenant=Not%20A%20Name",
+        ] {
+            let (status, headers, body) = send(&app, get(uri, Some(ADMIN))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert_eq!(headers["content-type"], "application/json", "{uri}");
+            assert_eq!(body["error"]["code"], "malformed", "{uri}");
+            let (status, _, _) = send(&app, get(uri, None)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        }
+        let r = Request::delete("/v1/admin/tenants/%FF/installs/a.b")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = send(&app, r).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "malformed");
+        // Two audited operations; limit=0 is no records, not all of them.
+        for name in ["acme", "beta"] {
+            let r = Request::post("/v1/admin/tenants")
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::from(format!(r#"{{"name":"{name}"}}"#)))
+                .unwrap();
+            let (status, headers, body) = send(&app, r).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            assert_eq!(body["tenant"], name);
+            assert_eq!(headers["x-request-id"].len(), 32);
+        }
+        for (limit, n) in [(0, 0), (1, 1), (100, 2)] {
+            let uri = format!("/v1/admin/audit?limit={limit}");
+            let (status, _, body) = send(&app, get(&uri, Some(ADMIN))).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                body["records"].as_array().unwrap().len(),
+                n,
+                "{uri}: {body}"
+            );
+        }
+    }
+
+    /// The document is served without a token.
+    #[tokio::test]
+    async fn the_document_is_served_to_anyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let (status, headers, body) = send(&app, get("/openapi.json", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(body["openapi"], "3.1.0");
+    }
 }

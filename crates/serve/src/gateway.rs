@@ -14,22 +14,23 @@ use warden_host::{ExtensionId, ExtensionInfo, TenantName, WorldKind};
 use warden_manifest::MethodPattern;
 
 use crate::error::ApiError;
-use crate::{Peer, Service, auth, headers};
+use crate::{Peer, RequestId, Service, auth, headers};
 
 pub(crate) async fn gateway(
     State(s): State<Arc<Service>>,
     Path((id, _path)): Path<(String, String)>,
+    rid: RequestId,
     request: Request,
 ) -> Response {
-    gateway_root(State(s), Path(id), request).await
+    gateway_root(State(s), Path(id), rid, request).await
 }
 
 pub(crate) async fn gateway_root(
     State(s): State<Arc<Service>>,
     Path(id): Path<String>,
+    RequestId(rid): RequestId,
     request: Request,
 ) -> Response {
-    let rid = s.host.new_request_id();
     let mut who = Who::default();
     match forward(&s, &id, request, &rid, &mut who).await {
         Ok(r) => r,
@@ -99,7 +100,9 @@ async fn forward(
     let routed = info.endpoints.iter().find(|e| {
         let m = match &e.method {
             MethodPattern::Any => true,
-            MethodPattern::Exact(m) => *m == method,
+            // HEAD is GET without the body (RFC 9110 9.3.2): a GET endpoint answers it, and
+            // the server leaves the body out.
+            MethodPattern::Exact(m) => *m == method || (method == "HEAD" && m == "GET"),
         };
         m && e.path.matches(&path).is_some()
     });
@@ -203,18 +206,49 @@ async fn read_body(
 
 /// `POST /v1/execute`: `{"tenant", "extension", "method", "input"}` calls an rpc extension
 /// installed for `tenant` (input: any JSON, given to the method as its bytes).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"tenant": "demo", "extension": "warden.echo", "method": "greet", "input": {"name": "world"}}))]
 pub(crate) struct Execute {
+    /// The tenant whose install is called.
+    #[schema(example = "demo")]
     tenant: String,
+    /// The extension's id (an rpc extension).
+    #[schema(example = "warden.echo")]
     extension: String,
+    /// A method the manifest lists.
+    #[schema(example = "greet")]
     method: String,
+    /// Any JSON, given to the method as its bytes (absent: `null`).
     #[serde(default)]
     input: serde_json::Value,
 }
 
-pub(crate) async fn execute(State(s): State<Arc<Service>>, request: Request) -> Response {
-    let rid = s.host.new_request_id();
+/// `POST /v1/execute`: the runner API (runner token), the gateway's call path for rpc
+/// extensions.
+#[utoipa::path(post, path = "/v1/execute", tag = "runner", operation_id = "execute",
+    security(("runner_token" = [])),
+    request_body = Execute,
+    responses(
+        (status = 200, description = "The method's output.", body = crate::openapi::ExecuteOutput),
+        crate::openapi::FrontRefusals,
+        crate::openapi::OperatorRefusals,
+        (status = 400, description = "Not a JSON `Execute`, a tenant name that does not parse, an http extension, a method the manifest does not list, or input the extension refuses (`malformed`).", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A tenant's API key instead of the runner token, or the operator's policy refuses the install (`denied`).", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The runner API is off (no runner token), or the extension is not installed for the tenant (`not-found`).", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive in time (`request-timeout`).", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body or input is over the limit (`too-large`).", body = crate::openapi::ErrorBody),
+        (status = 429, description = "The tenant is over its rate or concurrency, or the install's calls are all busy (`rate-limited`, `busy`).", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The service's own failure: storage, a task (`internal`).", body = crate::openapi::ErrorBody),
+        (status = 502, description = "The install does not verify (`integrity`), cannot run here (`bad-extension`), or the extension failed: `trap`, `memory-limit`, `fuel-exhausted`, `extension-error`, `response-too-large`, `host-error`.", body = crate::openapi::ErrorBody),
+        (status = 504, description = "The call's time limit (`timeout`).", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn execute(
+    State(s): State<Arc<Service>>,
+    RequestId(rid): RequestId,
+    request: Request,
+) -> Response {
     let mut who = Who::default();
     match run(&s, request, &rid, &mut who).await {
         Ok(r) => r,
@@ -359,10 +393,9 @@ impl Service {
         if let Some(x) = &who.extension {
             record = record.with_extension(warden_audit::sanitize(x));
         }
-        let sink = std::sync::Arc::clone(self.host.audit_sink());
-        let stored = tokio::task::spawn_blocking(move || sink.append(record)).await;
+        let stored = self.host.audit_sink().append_all(vec![record]).await;
         match stored {
-            Ok(Ok(())) => e,
+            Ok(()) => e,
             // A refusal that cannot be recorded is still a refusal; the log's failure is the
             // host's to report (its next call is refused by the audit gate).
             _ => {

@@ -18,6 +18,7 @@ mod gateway;
 mod headers;
 mod limits;
 mod metrics;
+mod openapi;
 mod ui;
 
 use std::collections::HashMap;
@@ -32,7 +33,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{MethodFilter, MethodRouter, any, get, on};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -115,6 +116,12 @@ impl Service {
         // A bundle that cannot be read changes nothing: the trust in force stays, and the
         // operator is told so (400, naming the problem), not left guessing.
         let trust = warden_trust::TrustBundle::read_file(path).map_err(|e| {
+            if let Err(audit) = self
+                .host
+                .trust_reload_failed(&path.display().to_string(), &e)
+            {
+                tracing::error!(error = %audit, "the failed trust reload could not be audited");
+            }
             ApiError::malformed(format!(
                 "the trust bundle {} was not reloaded (the one in force stays): {}",
                 path.display(),
@@ -219,20 +226,118 @@ pub(crate) fn not_installed(id: &ExtensionId) -> ApiError {
     ApiError::not_found(format!("no extension {id} is installed for this tenant"))
 }
 
+/// The id of one request, assigned by the front checks to every request (the answer's
+/// `x-request-id` and its error's `request_id`).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub String);
+
+impl axum::extract::FromRequestParts<Arc<Service>> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        s: &Arc<Service>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(s.host.new_request_id())))
+    }
+}
+
+/// A method of a documented route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Verb {
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// One route of the service's own APIs (runner, admin, health, metrics, the OpenAPI document):
+/// the router is built from these tables only, and a test checks that the OpenAPI document
+/// describes each of them (`openapi.rs`). The gateway and `/ext-ui` are the extensions' own
+/// and are not in them.
+pub(crate) struct ApiRoute {
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by the document's test"))]
+    pub(crate) verb: Verb,
+    pub(crate) path: &'static str,
+    handler: MethodRouter<Arc<Service>>,
+}
+
+impl ApiRoute {
+    pub(crate) fn new<H, T>(verb: Verb, path: &'static str, handler: H) -> ApiRoute
+    where
+        H: axum::handler::Handler<T, Arc<Service>>,
+        T: 'static,
+    {
+        ApiRoute {
+            verb,
+            path,
+            handler: on(verb.filter(), handler),
+        }
+    }
+
+    /// A router of `routes` (two methods of one path merge).
+    pub(crate) fn router(routes: Vec<ApiRoute>) -> Router<Arc<Service>> {
+        routes
+            .into_iter()
+            .fold(Router::new(), |r, a| r.route(a.path, a.handler))
+    }
+}
+
+/// The runner API, health, and the OpenAPI document (the admin API's are `admin::table`).
+fn table() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new(Verb::Get, "/healthz", healthz),
+        ApiRoute::new(Verb::Get, "/readyz", ready),
+        ApiRoute::new(Verb::Post, "/v1/execute", gateway::execute),
+        ApiRoute::new(Verb::Get, "/openapi.json", openapi::document),
+    ]
+}
+
+/// Every documented route: the runner API, health, the document, and the admin API.
+#[cfg(test)]
+pub(crate) fn api_routes() -> Vec<ApiRoute> {
+    let mut all = table();
+    all.extend(admin::table());
+    all
+}
+
 /// The service's routes.
 pub fn router(service: Arc<Service>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+    ApiRoute::router(table())
         .route("/api/ext/{extension_id}/{*path}", any(gateway::gateway))
         .route("/api/ext/{extension_id}", any(gateway::gateway_root))
-        .route("/v1/execute", post(gateway::execute))
         .route(
             "/ext-ui/{extension_id}/{content_hash}/{*path}",
             get(ui::asset),
         )
         .merge(admin::routes())
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(
+            |id: RequestId| async move { ApiError::not_found("no such route").with_id(&id.0) },
+        )
+        // A known route with another method: the JSON error body too, not axum's empty 405.
+        .method_not_allowed_fallback(|id: RequestId| async move {
+            ApiError::new(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method",
+            )
+            .with_id(&id.0)
+        })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&service),
             front,
@@ -240,27 +345,54 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
-async fn ready(State(s): State<Arc<Service>>) -> Response {
+/// `GET /healthz`: the process is up (also while draining).
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz",
+    responses(
+        (status = 200, description = "The process is up; 200 also while draining.", body = String, content_type = "text/plain", example = "ok\n"),
+        openapi::HeadRefusals,
+    ),
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the service takes requests (not draining, storage opens).
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready to take requests.", body = String, content_type = "text/plain", example = "ready\n"),
+        openapi::FrontRefusals,
+        (status = 503, description = "Shutting down, or the storage cannot be opened (`unavailable`).", body = openapi::ErrorBody),
+    ),
+)]
+async fn ready(State(s): State<Arc<Service>>, id: RequestId) -> Response {
     if s.draining.load(Ordering::Relaxed) {
-        return ApiError::unavailable("shutting down").into_response();
+        return ApiError::unavailable("shutting down")
+            .with_id(&id.0)
+            .into_response();
     }
     match s.host.admin() {
         Ok(_) => "ready\n".into_response(),
-        Err(e) => ApiError::unavailable(format!("storage: {e}")).into_response(),
+        Err(e) => ApiError::unavailable(format!("storage: {e}"))
+            .with_id(&id.0)
+            .into_response(),
     }
 }
 
 /// Checks every request meets before its route: draining, URI length, header bytes. Counts
 /// requests in flight for the graceful shutdown.
-async fn front(State(s): State<Arc<Service>>, request: Request, next: Next) -> Response {
+async fn front(State(s): State<Arc<Service>>, mut request: Request, next: Next) -> Response {
+    let id = s.host.new_request_id();
     // Liveness stays 200 while draining; readiness says 503.
     if s.draining.load(Ordering::Relaxed) && request.uri().path() != "/healthz" {
-        return ApiError::unavailable("the service is shutting down").into_response();
+        return ApiError::unavailable("the service is shutting down")
+            .with_id(&id)
+            .into_response();
     }
     let limits = &s.options.limits;
     if let Err(e) = limits::check_head(limits, &request) {
-        return e.with_id(&s.host.new_request_id()).into_response();
+        return e.with_id(&id).into_response();
     }
+    request.extensions_mut().insert(RequestId(id));
     let route = metrics::route_of(request.uri().path());
     s.in_flight.fetch_add(1, Ordering::SeqCst);
     let started = Instant::now();
@@ -272,14 +404,28 @@ async fn front(State(s): State<Arc<Service>>, request: Request, next: Next) -> R
 }
 
 /// `GET /metrics` (admin token): Prometheus text.
-pub(crate) async fn metrics(State(s): State<Arc<Service>>, headers: http::HeaderMap) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain"),
+        openapi::FrontRefusals,
+        openapi::OperatorRefusals,
+        (status = 404, description = "The service has no admin token, so no metrics (`not-found`).", body = openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn metrics(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: http::HeaderMap,
+) -> Response {
     if let Some(token) = &s.options.admin_token
         && let Err(e) = auth::operator(&headers, token, "metrics")
     {
-        return e.into_response();
+        return e.with_id(&id.0).into_response();
     }
     if s.options.admin_token.is_none() {
         return ApiError::not_found("metrics need the admin token; the service has none")
+            .with_id(&id.0)
             .into_response();
     }
     (

@@ -86,21 +86,22 @@ pub fn verify(data: &Path, key_file: Option<&Path>, checkpoints: Option<&Path>) 
             None,
         ),
     };
-    println!(
+    outln!(
         "audit log ok: {} records, last hash {}",
-        report.records, report.last_hash
+        report.records,
+        report.last_hash
     );
     match report.head_mac {
-        HeadMac::Checked => println!("head: MAC checked with the audit key"),
-        HeadMac::Unchecked => println!(
+        HeadMac::Checked => outln!("head: MAC checked with the audit key"),
+        HeadMac::Unchecked => outln!(
             "head: has a MAC, NOT checked (no audit key: give --audit-key); records cut from the end would not show"
         ),
-        HeadMac::None => println!(
+        HeadMac::None => outln!(
             "head: no MAC (the log is not keyed); records cut from the end would not show without a checkpoint"
         ),
     }
     if let Some((n, macs)) = held {
-        println!("checkpoints: {n} hold ({macs} with their MAC checked)");
+        outln!("checkpoints: {n} hold ({macs} with their MAC checked)");
     }
     Ok(())
 }
@@ -114,7 +115,7 @@ pub fn checkpoint(data: &Path, key_file: Option<&Path>, out: &Path) -> Result<()
         .with_context(|| format!("audit log in {} failed verification", dir.display()))?;
     let line = format!("{}\n", cp.to_line());
     if out == Path::new("-") {
-        print!("{line}");
+        out!("{line}");
         return Ok(());
     }
     let mut f = std::fs::OpenOptions::new()
@@ -125,7 +126,7 @@ pub fn checkpoint(data: &Path, key_file: Option<&Path>, out: &Path) -> Result<()
     f.write_all(line.as_bytes())
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", out.display()))?;
-    println!(
+    outln!(
         "checkpoint: record {} (hash {}) appended to {}",
         cp.seq,
         cp.hash,

@@ -11,38 +11,38 @@ pub fn run(bundle_path: &Path) -> Result<()> {
         .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
     let m = bundle.manifest();
     let e = &m.extension;
-    println!("NOT VERIFIED: run `warden verify` to check who signed this bundle.");
-    println!("id: {}", e.id);
-    println!("version: {}", e.version);
-    println!("publisher (claimed): {}", e.publisher);
+    outln!("NOT VERIFIED: run `warden verify` to check who signed this bundle.");
+    outln!("id: {}", e.id);
+    outln!("version: {}", e.version);
+    outln!("publisher (claimed): {}", e.publisher);
     if !e.description.is_empty() {
-        println!("description: {}", e.description.escape_debug());
+        outln!("description: {}", e.description.escape_debug());
     }
-    println!("content hash: {}", bundle.content_hash());
-    println!("kind: {} (entry {})", describe::kind(m), e.entry);
+    outln!("content hash: {}", bundle.content_hash());
+    outln!("kind: {} (entry {})", describe::kind(m), e.entry);
     if let Some(ui) = &e.ui {
-        println!("ui: {ui}/");
+        outln!("ui: {ui}/");
     }
-    println!("files:");
+    outln!("files:");
     for f in bundle.files() {
-        println!("  {:o} {:>10} {}", f.mode.bits(), f.data.len(), f.path);
+        outln!("  {:o} {:>10} {}", f.mode.bits(), f.data.len(), f.path);
     }
     if !m.endpoints.is_empty() {
-        println!("endpoints:");
+        outln!("endpoints:");
         for ep in &m.endpoints {
-            println!("  {} {}", ep.method, ep.path.as_str());
+            outln!("  {} {}", ep.method, ep.path.as_str());
         }
     }
     if !m.methods.is_empty() {
         let names: Vec<&str> = m.methods.iter().map(|n| n.as_str()).collect();
-        println!("methods: {}", names.join(", "));
+        outln!("methods: {}", names.join(", "));
     }
-    println!("permissions requested:");
+    outln!("permissions requested:");
     for line in describe::permissions(&m.permissions) {
-        println!("  - {line}");
+        outln!("  - {line}");
     }
     let policy = Policy::default();
-    println!(
+    outln!(
         "limits (profile {}): {}",
         m.limits.profile.unwrap_or(policy.profile),
         describe::limits(&m.limits.resolve(policy.profile))
@@ -50,13 +50,13 @@ pub fn run(bundle_path: &Path) -> Result<()> {
     if e.kind == Kind::Component {
         let ifaces = component::interfaces(bundle.entry())
             .with_context(|| format!("inspecting {}", e.entry))?;
-        println!("imports:");
+        outln!("imports:");
         for i in &ifaces.imports {
-            println!("  {i}");
+            outln!("  {i}");
         }
-        println!("exports:");
+        outln!("exports:");
         for x in &ifaces.exports {
-            println!("  {x}");
+            outln!("  {x}");
         }
     }
     Ok(())

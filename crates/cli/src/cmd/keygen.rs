@@ -28,6 +28,6 @@ pub fn run(publisher: &str, out: &Path) -> Result<()> {
     eprintln!("wrote {}", pub_path.display());
     eprintln!("key id {}", public.key_id());
     eprintln!("add this to your trust bundle:");
-    print!("{}", publisher_entry(&name, &public));
+    out!("{}", publisher_entry(&name, &public));
     Ok(())
 }

@@ -42,8 +42,8 @@ pub fn create_tenant(place: &Place<'_>, name: &str) -> Result<()> {
     let name = tenant_name(name)?;
     let host = host(place)?;
     let key = host.admin()?.create_tenant(&name)?;
-    println!("tenant {name} created");
-    println!("api key (shown once, keep it secret): {}", key.reveal());
+    outln!("tenant {name} created");
+    outln!("api key (shown once, keep it secret): {}", key.reveal());
     Ok(())
 }
 
@@ -82,12 +82,14 @@ pub fn install(
         .with_context(|| format!("installing {} for tenant {tenant}", bundle.display()))?;
     let r = &done.record;
     let what = &done.plan;
-    println!(
+    outln!(
         "{} {} {what} for tenant {}",
-        r.extension, r.version, r.tenant
+        r.extension,
+        r.version,
+        r.tenant
     );
-    println!("content hash: {}", r.content_hash);
-    println!("grant: {}", r.grant);
+    outln!("content hash: {}", r.content_hash);
+    outln!("grant: {}", r.grant);
     Ok(())
 }
 
@@ -101,7 +103,7 @@ pub fn uninstall(place: &Place<'_>, extension: &str, tenant: &str) -> Result<()>
     if !host.admin()?.uninstall(&tenant, &id)? {
         anyhow::bail!("{id} is not installed for tenant {tenant}");
     }
-    println!("{id} uninstalled for tenant {tenant}");
+    outln!("{id} uninstalled for tenant {tenant}");
     Ok(())
 }
 
@@ -110,9 +112,13 @@ pub fn list(place: &Place<'_>, tenant: Option<&str>) -> Result<()> {
     let tenant = tenant.map(tenant_name).transpose()?;
     let host = host(place)?;
     for i in host.admin()?.installs(tenant.as_ref())? {
-        println!(
+        outln!(
             "{} {} {} {} grant={}",
-            i.tenant, i.extension, i.version, i.content_hash, i.grant
+            i.tenant,
+            i.extension,
+            i.version,
+            i.content_hash,
+            i.grant
         );
     }
     Ok(())

@@ -30,6 +30,6 @@ pub fn run(dir: &Path, out: &Path) -> Result<()> {
         packed.bytes.len(),
         out.display()
     );
-    println!("{}", packed.hash);
+    outln!("{}", packed.hash);
     Ok(())
 }

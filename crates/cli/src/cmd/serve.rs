@@ -78,7 +78,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             .with_context(|| format!("listening on {}", a.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         // The one line a supervisor (or a test) reads to know where the service is.
-        println!("warden serve listening on http://{addr}");
+        outln!("warden serve listening on http://{addr}");
         eprintln!(
             "admin API {}, runner API {}",
             on_off(service_has(&service, true)),

@@ -37,7 +37,7 @@ pub fn run(bundle_path: &Path, key_path: &Path, out: Option<PathBuf>) -> Result<
         bundle.content_hash(),
         key.public_key().key_id()
     );
-    println!("{}", out.display());
+    outln!("{}", out.display());
     Ok(())
 }
 

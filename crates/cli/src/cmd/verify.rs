@@ -37,17 +37,17 @@ pub fn run(
     };
     let m = verified.manifest();
     let e = &m.extension;
-    println!("verified: {} {}", e.id, e.version);
-    println!("publisher: {}", e.publisher);
-    println!("content hash: {}", verified.content_hash());
+    outln!("verified: {} {}", e.id, e.version);
+    outln!("publisher: {}", e.publisher);
+    outln!("content hash: {}", verified.content_hash());
     for s in verified.signers() {
-        println!("signed by: {s}");
+        outln!("signed by: {s}");
     }
-    println!("signed at: {}", verified.statement().signed_at());
-    println!("kind: {} (entry {})", describe::kind(m), e.entry);
-    println!("permissions requested:");
+    outln!("signed at: {}", verified.statement().signed_at());
+    outln!("kind: {} (entry {})", describe::kind(m), e.entry);
+    outln!("permissions requested:");
     for line in describe::permissions(&m.permissions) {
-        println!("  - {line}");
+        outln!("  - {line}");
     }
     Ok(())
 }

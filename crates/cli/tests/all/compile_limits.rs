@@ -134,7 +134,8 @@ fn signed_component(wasm: &[u8]) -> Slow {
     }
 }
 
-/// Compiled code in the data dir's cache (Wasmtime's entries, not its bookkeeping).
+/// Compiled code in the data dir's cache: its entries (`HASH-FINGERPRINT`), not temporary
+/// files (`.NAME.RANDOM.tmp`).
 pub(crate) fn cached(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![data.join("cache")];
@@ -231,7 +232,7 @@ fn a_compile_over_max_memory_is_stopped_refused_and_audited() {
 
 #[test]
 fn within_the_limits_the_same_component_compiles_once_into_the_cache() {
-    // The child's compile and the host's share one cache entry: the host's is a cache hit.
+    // The child compiles; the host stores the code it hands back, once, and does not compile.
     let s = signed_slow(1);
     let o = run_with(&s, "");
     // It compiles, then is refused for what it exports (it has no `call`): after the compile.

@@ -168,6 +168,13 @@ fn send(method: &str, url: &str, auth: Option<&str>, body: &[u8]) -> Reply {
 
 /// Publishes a bundle over the admin API; returns its content hash.
 fn publish(s: &Server, bundle: &Path, sig: &Path) -> String {
+    let r = publish_reply(s, bundle, sig);
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["content_hash"].as_str().unwrap().to_string()
+}
+
+/// Publishes a bundle over the admin API; the service's answer.
+fn publish_reply(s: &Server, bundle: &Path, sig: &Path) -> Reply {
     let boundary = "warden-test-boundary-7f3a";
     let mut body = Vec::new();
     for (name, path) in [("bundle", bundle), ("signature", sig)] {
@@ -181,7 +188,7 @@ fn publish(s: &Server, bundle: &Path, sig: &Path) -> String {
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let r = reply(
+    reply(
         agent().run(
             http::Request::post(format!("{}/v1/admin/bundles", s.base))
                 .header("authorization", format!("Bearer {ADMIN}"))
@@ -192,9 +199,7 @@ fn publish(s: &Server, bundle: &Path, sig: &Path) -> String {
                 .body(body)
                 .unwrap(),
         ),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.json()["content_hash"].as_str().unwrap().to_string()
+    )
 }
 
 fn tenant(s: &Server, name: &str) -> String {
@@ -594,6 +599,41 @@ fn a_revoked_key_stops_the_install_at_once_after_a_trust_reload() {
     );
     let url = format!("{}/api/ext/warden.hello/hi", s.base);
     assert_eq!(get(&url, Some(&k)).status, 200);
+    // HEAD is answered by the GET endpoint, without a body (red team: it was 404).
+    let head = send("HEAD", &url, Some(&k), b"");
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    // A wrong method on a service route: the JSON error body, with its request id.
+    let r = send("DELETE", &format!("{}/v1/execute", s.base), None, b"");
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (405, "method-not-allowed"),
+        "{}",
+        r.body
+    );
+    // The same id and version with other content cannot be published (red team: it was).
+    let other = st.t.path().join("hello-other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["extension.wasm", "extension.toml"] {
+        std::fs::copy(example("hello").join(f), other.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(other.join("extension.toml")).unwrap();
+    std::fs::write(
+        other.join("extension.toml"),
+        format!(
+            "{manifest}
+# other content
+"
+        ),
+    )
+    .unwrap();
+    let (b2, s2) = st.bundle(&other, "hello-other");
+    let r = publish_reply(&s, &b2, &s2);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (409, "version-exists"),
+        "{}",
+        r.body
+    );
     // A trust file that does not parse changes nothing, and the operator is told so.
     let good = std::fs::read(&st.trust).unwrap();
     std::fs::write(&st.trust, "[[publisher]]\nname = \"broken\n").unwrap();
@@ -659,11 +699,15 @@ fn a_revoked_key_stops_the_install_at_once_after_a_trust_reload() {
         r.body
     );
     let records = audit(&st.data);
-    let reloads = records
-        .iter()
-        .filter(|r| r["record"]["event"] == "trust-reload")
-        .count();
-    assert_eq!(reloads, 2, "{records:?}");
+    let reloads = |outcome: &str| {
+        records
+            .iter()
+            .filter(|r| r["record"]["event"] == "trust-reload" && r["record"]["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(reloads("ok"), 2, "{records:?}");
+    // The reload of a broken trust file is on record too (it changed nothing).
+    assert_eq!(reloads("invalid"), 1, "{records:?}");
     assert!(
         records
             .iter()
@@ -793,7 +837,20 @@ fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling()
     }
     let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
     assert!(acked > 0, "no write was acknowledged");
-    let cache_before = crate::compile_limits::cached(&st.data);
+    // The compile cache's entries (`DATA/cache/HASH-FINGERPRINT`) and when each was written.
+    let entries = |data: &std::path::Path| {
+        let mut v: Vec<_> = crate::compile_limits::cached(data)
+            .into_iter()
+            .map(|p| {
+                let written = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p, written)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let cache_before = entries(&st.data);
+    assert!(!cache_before.is_empty(), "nothing in the compile cache");
     // Restarted on the same data dir: every acknowledged increment is there.
     let s = st.serve("");
     let r = reply(
@@ -805,8 +862,9 @@ fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling()
     assert_eq!(r.status, 200, "{}", r.body);
     let stored: u64 = r.body.trim().parse().unwrap();
     assert!(stored >= acked, "stored {stored} < acknowledged {acked}");
-    // Served from the compile cache: nothing new was compiled into it.
-    assert_eq!(crate::compile_limits::cached(&st.data), cache_before);
+    // Served from the compile cache: nothing new was compiled into it, and its entry (whose
+    // MAC held) was not written again.
+    assert_eq!(entries(&st.data), cache_before);
     drop(s);
     ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
 }

@@ -1,9 +1,11 @@
 //! Ordinary calls: rpc and http extensions answer, each call is audited, and a bundle that
 //! fails verification is refused and audited.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use warden_audit::{Event, Outcome};
-use warden_host::{CallError, Grant};
+use warden_host::{CallError, Grant, Host};
 
 use crate::support::{Lab, call, text};
 
@@ -112,15 +114,13 @@ async fn compiled_code_is_cached_on_disk_and_shared_by_content_hash() {
     });
     assert_ne!(a, b);
     assert_eq!(lab.call(&b, "echo", b"1").await.unwrap(), b"1");
-    // A restart finds the compiled code: Wasmtime writes an artifact only on a cache miss, so
-    // a recompilation would rewrite these files.
+    // A restart finds the compiled code: an entry is written only on a cache miss, so a
+    // recompilation would rewrite these files.
     let artifacts =
         |files: &[std::path::PathBuf]| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
             let mut v: Vec<_> = files
                 .iter()
-                .filter(|p| p.components().any(|c| c.as_os_str() == "modules"))
-                // Artifacts have dot-free names; the cache worker's `.stats` and transient
-                // `.wip-PID` lock files come and go in the background.
+                // Entries have dot-free names (`HASH-FINGERPRINT`); temporary files have dots.
                 .filter(|p| {
                     p.file_name()
                         .is_some_and(|n| !n.to_string_lossy().contains('.'))
@@ -131,7 +131,8 @@ async fn compiled_code_is_cached_on_disk_and_shared_by_content_hash() {
             v
         };
     let before = artifacts(&walk(&cache));
-    assert!(!before.is_empty());
+    // One entry: the second id had the same content hash.
+    assert_eq!(before.len(), 1, "{before:?}");
     std::thread::sleep(std::time::Duration::from_millis(20));
     let restarted = lab.restarted_host();
     let path = lab.bundle("echo", |m| m);
@@ -148,6 +149,51 @@ async fn compiled_code_is_cached_on_disk_and_shared_by_content_hash() {
         before,
         "the restarted host recompiled"
     );
+}
+
+/// Compiled code changed on disk by someone else (a flipped byte in the code, under a valid
+/// name): the restarted host does not load it, compiles again, answers right, and audits the
+/// rejection as invalid (a MAC mismatch is tampering).
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_compiled_code_is_compiled_again_and_audited() {
+    let lab = Lab::new();
+    lab.load("echo");
+    let cache = lab.dir.path().join("data/cache");
+    let entry = walk(&cache)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.to_string_lossy().contains('.'))
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&entry, &bytes).unwrap();
+    let audit = Arc::new(warden_host::MemoryAudit::default());
+    let restarted = Host::builder()
+        .trust(warden_host::TrustBundle::parse(lab.trust_text()).unwrap())
+        .data_dir(lab.dir.path().join("data"))
+        .audit(Arc::clone(&audit) as Arc<dyn warden_host::AuditSink>)
+        .build()
+        .unwrap();
+    let info = restarted
+        .default_tenant()
+        .load_file(&lab.bundle("echo", |m| m), None, &Grant::None)
+        .unwrap();
+    assert_eq!(
+        call(&restarted, &info.id, "echo", b"3").await.unwrap(),
+        b"3"
+    );
+    let records = audit.records();
+    let rejected = records
+        .iter()
+        .find(|r| r.message().is_some_and(|m| m.contains("was not loaded")))
+        .unwrap_or_else(|| panic!("no rejection audited: {records:?}"));
+    assert_eq!(rejected.event(), Event::Load);
+    assert_eq!(rejected.outcome().as_str(), "invalid", "{rejected:?}");
+    // The entry was rewritten with a valid MAC.
+    assert_ne!(std::fs::read(&entry).unwrap(), bytes);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -126,3 +126,45 @@ async fn an_install_is_verified_again_when_loaded_from_the_registry() {
     let e = admin.load_installed(&acme, &id).unwrap_err();
     assert!(matches!(e, HostError::NotInstalled { .. }), "{e}");
 }
+
+/// Red team (issue 10): an install whose grant names, item by item, a capability the
+/// operator's policy forbids was accepted (and the capability quietly withheld at call time).
+/// Now it is refused as a policy error (the admin API's 403), nothing is installed, and the
+/// refusal is audited; `all` still installs, with the forbidden part withheld.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_naming_a_forbidden_capability_is_refused_at_install() {
+    let policy =
+        warden_host::Policy::parse("[policy]\ncapabilities = [\"filesystem\", \"secrets\"]\n")
+            .unwrap();
+    let lab = Lab::with_policy(policy);
+    let acme = "acme".parse().unwrap();
+    let admin = lab.host.admin().unwrap();
+    admin.create_tenant(&acme).unwrap();
+    let (bundle, sig) = bytes_of(&lab.bundle("echo", |m| {
+        m + "\n[permissions]\ncalls = [\"warden.hostile\"]\n"
+    }));
+    let grant: Grant = "calls".parse().unwrap();
+    let e = admin
+        .install(
+            &acme,
+            "echo.wext",
+            bundle.clone(),
+            &sig,
+            Some(&grant),
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(e, HostError::Policy(_)), "{e}");
+    assert!(e.to_string().contains("policy forbids"), "{e}");
+    assert!(admin.registry().installs(Some(&acme)).unwrap().is_empty());
+    let audit = lab.audit.records();
+    let refused = audit
+        .iter()
+        .rev()
+        .find(|r| r.event() == Event::Install)
+        .unwrap();
+    assert_eq!(refused.outcome().as_str(), "denied", "{refused:?}");
+    admin
+        .install(&acme, "echo.wext", bundle, &sig, Some(&Grant::All), false)
+        .unwrap();
+}

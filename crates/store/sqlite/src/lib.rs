@@ -18,6 +18,7 @@ mod kv;
 mod registry;
 mod schema;
 mod secrets;
+mod stamp;
 
 use std::path::Path;
 use std::sync::Arc;

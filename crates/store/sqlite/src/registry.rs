@@ -13,12 +13,18 @@ use warden_registry::{
     Approval, InstallRecord, KeyHash, Published, Registry, RegistryError, TenantRecord,
 };
 
+use crate::stamp::{Remembered, StampFile};
 use crate::{file, schema};
 
-/// The SQLite registry. One connection, used by one operation at a time.
+/// The SQLite registry. One connection, used by one operation at a time; the two lookups of
+/// every gateway request answered from memory while the change stamp says nothing changed
+/// (see `stamp`).
 pub struct SqliteRegistry {
     conn: Mutex<Connection>,
     path: PathBuf,
+    stamp: StampFile,
+    keys: Mutex<Remembered<KeyHash, TenantName>>,
+    installs: Mutex<Remembered<(TenantName, ExtensionId), Option<InstallRecord>>>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -42,9 +48,16 @@ impl SqliteRegistry {
             location: path.display().to_string(),
             source: Box::new(e),
         })?;
+        let stamp = StampFile::open(path).map_err(|e| RegistryError::Storage {
+            location: format!("{}-stamp", path.display()),
+            source: Box::new(e),
+        })?;
         Ok(SqliteRegistry {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            stamp,
+            keys: Mutex::new(Remembered::new()),
+            installs: Mutex::new(Remembered::new()),
         })
     }
 
@@ -74,6 +87,15 @@ impl SqliteRegistry {
             .map_err(|e| self.err(e))?;
         let out = f(&tx)?;
         tx.commit().map_err(|e| self.err(e))?;
+        drop(conn);
+        // After the commit: a reader that saw the old stamp read the database before this
+        // write, and reads it again once it sees the new one.
+        lock(&self.keys).clear();
+        lock(&self.installs).clear();
+        self.stamp.bump().map_err(|e| RegistryError::Storage {
+            location: self.stamp.path().display().to_string(),
+            source: Box::new(e),
+        })?;
         Ok(out)
     }
 
@@ -93,6 +115,50 @@ impl SqliteRegistry {
             installed: time(r.get(6).map_err(|e| self.err(e))?),
         })
     }
+    fn tenant_by_key_now(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError> {
+        let conn = self.conn()?;
+        // On every gateway request: the statement is parsed once per connection.
+        let row: Option<(String, String)> = conn
+            .prepare_cached("SELECT hash, tenant FROM registry_keys WHERE hash = ?1")
+            .and_then(|mut st| st.query_row([key.to_hex()], |r| Ok((r.get(0)?, r.get(1)?))))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((hash, tenant)) = row else {
+            return Ok(None);
+        };
+        // The index found it; compare the whole hash again without an early exit.
+        let stored = KeyHash::from_hex(&hash).ok_or_else(|| damaged("key hash")(hash))?;
+        if !stored.matches(key) {
+            return Ok(None);
+        }
+        Ok(Some(tenant.parse().map_err(|_| damaged("tenant")(tenant))?))
+    }
+
+    fn install_now(
+        &self,
+        tenant: &TenantName,
+        extension: &ExtensionId,
+    ) -> Result<Option<InstallRecord>, RegistryError> {
+        let conn = self.conn()?;
+        // On every gateway request not answered from memory: parsed once per connection.
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {INSTALL_COLUMNS} FROM registry_installs WHERE tenant = ?1 AND extension = ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        let mut rows = st
+            .query(params![tenant.as_str(), extension.as_str()])
+            .map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(r) => Ok(Some(self.install_row(r)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The maps hold plain data, whole between statements: a poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 const INSTALL_COLUMNS: &str =
@@ -161,26 +227,43 @@ impl Registry for SqliteRegistry {
     }
 
     fn tenant_by_key(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError> {
-        let conn = self.conn()?;
-        // On every gateway request: the statement is parsed once per connection.
-        let row: Option<(String, String)> = conn
-            .prepare_cached("SELECT hash, tenant FROM registry_keys WHERE hash = ?1")
-            .and_then(|mut st| st.query_row([key.to_hex()], |r| Ok((r.get(0)?, r.get(1)?))))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let Some((hash, tenant)) = row else {
-            return Ok(None);
-        };
-        // The index found it; compare the whole hash again without an early exit.
-        let stored = KeyHash::from_hex(&hash).ok_or_else(|| damaged("key hash")(hash))?;
-        if !stored.matches(key) {
-            return Ok(None);
+        // Read before the database: an answer is never newer than the stamp it is kept under.
+        let stamp = self.stamp.read();
+        if let Some(stamp) = stamp
+            && let Some(tenant) = lock(&self.keys).get(stamp, key)
+        {
+            return Ok(Some(tenant));
         }
-        Ok(Some(tenant.parse().map_err(|_| damaged("tenant")(tenant))?))
+        let found = self.tenant_by_key_now(key)?;
+        // Unknown keys are not remembered: a flood of made-up keys must not fill memory.
+        if let (Some(stamp), Some(tenant)) = (stamp, &found) {
+            lock(&self.keys).put(stamp, key.clone(), tenant.clone());
+        }
+        Ok(found)
     }
 
     fn publish(&self, p: &Published) -> Result<(), RegistryError> {
         self.write(|tx| {
+            let other: Option<String> = tx
+                .query_row(
+                    "SELECT content_hash FROM registry_published
+                     WHERE id = ?1 AND version = ?2 AND content_hash != ?3 LIMIT 1",
+                    params![
+                        p.id.as_str(),
+                        p.version.to_string(),
+                        p.content_hash.to_string()
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(other) = other {
+                return Err(RegistryError::VersionTaken {
+                    id: p.id.clone(),
+                    version: p.version.to_string(),
+                    existing: other.parse().map_err(|_| damaged("content hash")(other))?,
+                });
+            }
             tx.execute(
                 "INSERT INTO registry_published
                  (content_hash, id, version, publisher, signature, published_ms)
@@ -285,20 +368,19 @@ impl Registry for SqliteRegistry {
         tenant: &TenantName,
         extension: &ExtensionId,
     ) -> Result<Option<InstallRecord>, RegistryError> {
-        let conn = self.conn()?;
-        // On every gateway request: the statement is parsed once per connection.
-        let mut st = conn
-            .prepare_cached(&format!(
-                "SELECT {INSTALL_COLUMNS} FROM registry_installs WHERE tenant = ?1 AND extension = ?2"
-            ))
-            .map_err(|e| self.err(e))?;
-        let mut rows = st
-            .query(params![tenant.as_str(), extension.as_str()])
-            .map_err(|e| self.err(e))?;
-        match rows.next().map_err(|e| self.err(e))? {
-            Some(r) => Ok(Some(self.install_row(r)?)),
-            None => Ok(None),
+        // Read before the database: an answer is never newer than the stamp it is kept under.
+        let stamp = self.stamp.read();
+        let key = (tenant.clone(), extension.clone());
+        if let Some(stamp) = stamp
+            && let Some(install) = lock(&self.installs).get(stamp, &key)
+        {
+            return Ok(install);
         }
+        let found = self.install_now(tenant, extension)?;
+        if let Some(stamp) = stamp {
+            lock(&self.installs).put(stamp, key, found.clone());
+        }
+        Ok(found)
     }
 
     fn installs(&self, tenant: Option<&TenantName>) -> Result<Vec<InstallRecord>, RegistryError> {

@@ -84,6 +84,55 @@ fn tenants_keys_and_installs_round_trip_across_handles() {
 }
 
 #[test]
+fn lookups_answered_from_memory_follow_every_other_handles_write() {
+    let dir = TempDir::new().unwrap();
+    let gateway = open_registry(dir.path()).unwrap();
+    let cli = open_registry(dir.path()).unwrap();
+    let key = ApiKey::generate();
+    cli.create_tenant(&t("acme"), &key.hash()).unwrap();
+    let h = ContentHash::of(b"bundle v1");
+    let i = install("acme", "acme.hello", "1.0.0", h);
+    cli.put_install(&i, None).unwrap();
+    // Remembered by the gateway's handle...
+    for _ in 0..3 {
+        assert_eq!(gateway.tenant_by_key(&key.hash()).unwrap(), Some(t("acme")));
+        assert_eq!(
+            gateway
+                .install(&t("acme"), &i.extension)
+                .unwrap()
+                .unwrap()
+                .content_hash,
+            h
+        );
+    }
+    // ...and forgotten at once when another handle (another process) changes anything.
+    let v2 = install("acme", "acme.hello", "2.0.0", ContentHash::of(b"v2"));
+    cli.put_install(&v2, Some(&h)).unwrap();
+    assert_eq!(
+        gateway
+            .install(&t("acme"), &i.extension)
+            .unwrap()
+            .unwrap()
+            .version
+            .to_string(),
+        "2.0.0"
+    );
+    assert!(cli.remove_install(&t("acme"), &i.extension).unwrap());
+    assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_none());
+    // A stamp file that cannot be read: nothing is answered from memory.
+    cli.put_install(&i, None).unwrap();
+    assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_some());
+    let stamp = dir.path().join("warden.db-stamp");
+    assert_eq!(
+        fs::metadata(&stamp).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    fs::write(&stamp, b"").unwrap(); // truncated: reads as a new stamp
+    assert!(cli.remove_install(&t("acme"), &i.extension).unwrap());
+    assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_none());
+}
+
+#[test]
 fn publications_keep_their_signature() {
     let dir = TempDir::new().unwrap();
     let r = open_registry(dir.path()).unwrap();
@@ -99,10 +148,28 @@ fn publications_keep_their_signature() {
     r.publish(&p).unwrap(); // idempotent
     let got = r.published(&p.content_hash).unwrap().unwrap();
     assert_eq!(
-        (got.id, got.version, got.signature),
-        (p.id, p.version, p.signature)
+        (&got.id, &got.version, &got.signature),
+        (&p.id, &p.version, &p.signature)
     );
     assert!(r.published(&ContentHash::of(b"y")).unwrap().is_none());
+    // Other content under the same id and version is refused; the first stays (red team:
+    // two different bundles both published as acme.hello 1.2.3).
+    let other = Published {
+        content_hash: ContentHash::of(b"y"),
+        ..p.clone()
+    };
+    let e = r.publish(&other).unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::VersionTaken { existing, .. } if *existing == p.content_hash),
+        "{e}"
+    );
+    assert!(r.published(&other.content_hash).unwrap().is_none());
+    // A new version of it is fine.
+    r.publish(&Published {
+        version: "1.2.4".parse().unwrap(),
+        ..other
+    })
+    .unwrap();
 }
 
 #[test]

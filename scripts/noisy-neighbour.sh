@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Noisy neighbour: does tenant B's well-behaved traffic keep its latency while tenant A floods
+# the gateway with infinite loops, memory bombs and oversized bodies?
+#
+# One `warden serve` (release build) on loopback, two tenants: B calls examples/hello, A calls
+# tests/guests/hostile-http (`/loop` runs until its 3s limit, `/oom` allocates until its memory
+# limit) and posts bodies over its request cap. A's rate limit is raised so that its flood
+# reaches the extensions instead of being turned away with 429 (NN_TENANT_RATE=100 sets the
+# operator's default instead). B is measured alone (quiet), then during A's flood, with `wrk` (one
+# connection, one request at a time); the script prints B's p50/p99 in both phases, what A's
+# requests got, and the ratio. Goal: B's p99 under flood within 1.5x of its quiet p99.
+#
+#   scripts/noisy-neighbour.sh
+#   NN_DURATION=10s NN_FLOOD_CONNECTIONS=16 NN_MAX_RATIO=1.5 scripts/noisy-neighbour.sh
+#
+# Exits non-zero if B gets any non-2xx answer, or (with NN_ENFORCE=1) if the goal is missed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+duration=${NN_DURATION:-10s}
+flood_conns=${NN_FLOOD_CONNECTIONS:-16}
+flood=${NN_FLOOD:-loop,oom,big} # what A sends, in turn
+max_ratio=${NN_MAX_RATIO:-1.5}
+tdir=${CARGO_TARGET_DIR:-$root/target}
+case $tdir in /*) ;; *) tdir=$root/$tdir ;; esac
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+say() { echo "noisy-neighbour: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+bash scripts/setup.sh
+if ! command -v wrk >/dev/null; then
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+fi
+say "building examples and warden (release)"
+bash scripts/build-examples.sh
+CARGO_TARGET_DIR=$tdir cargo build --quiet --release --bin warden
+warden_bin=$tdir/release/warden
+
+work=$(mktemp -d /tmp/noisy-neighbour.XXXXXX)
+chmod 700 "$work"
+server_pid=
+flood_pid=
+cleanup() {
+  [ -n "$flood_pid" ] && kill "$flood_pid" 2>/dev/null || true
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+w() { "$warden_bin" "$@"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+status() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$@" || true; }
+to_ms() { # wrk's "1.20ms" / "558.00us" / "1.02s" -> milliseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+    printf "%.3f", n }'
+}
+
+# --- two tenants, two signed bundles ---------------------------------------------------------
+w keygen --publisher warden-examples --out "$work/keys" > "$work/trust.toml" 2>/dev/null
+data=$work/data
+key_a=$(w tenant create noisy --data "$data" | sed -n 's/^api key.*: //p')
+key_b=$(w tenant create quiet --data "$data" | sed -n 's/^api key.*: //p')
+[ -n "$key_a" ] && [ -n "$key_b" ] || die "warden tenant create printed no api key"
+for ext in examples/hello tests/guests/hostile-http; do
+  name=$(basename "$ext")
+  w pack "$ext" --out "$work/$name.wext" > /dev/null
+  w sign "$work/$name.wext" --key "$work/keys/warden-examples.key" > /dev/null
+done
+w install "$work/hello.wext" --tenant quiet --trust "$work/trust.toml" --data "$data" --grant none > /dev/null
+w install "$work/hostile-http.wext" --tenant noisy --trust "$work/trust.toml" --data "$data" --grant none > /dev/null
+rate=${NN_TENANT_RATE:-1000000} # default: A's flood reaches its extension
+cat > "$work/policy.toml" <<EOF
+[policy.gateway]
+tenant_rate = $rate
+tenant_burst = $rate
+EOF
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/admin.token")
+
+port=$(free_port)
+env -u WARDEN_RUNNER_TOKEN -u WARDEN_TRUST_BUNDLE -u WARDEN_AUDIT_KEY \
+  WARDEN_ADMIN_TOKEN="$(cat "$work/admin.token")" "$warden_bin" serve \
+  --listen "127.0.0.1:$port" --data "$data" --trust "$work/trust.toml" --config "$work/policy.toml" \
+  > "$work/warden.log" 2>&1 &
+server_pid=$!
+base=http://127.0.0.1:$port
+for _ in $(seq 1 600); do
+  [ "$(status "$base/healthz")" = 200 ] && break
+  kill -0 "$server_pid" 2>/dev/null || die "warden serve exited (log: $work/warden.log)"
+  sleep 0.1
+done
+b_url=$base/api/ext/warden.hello/hi
+[ "$(status -H "Authorization: Bearer $key_b" "$b_url")" = 200 ] || die "B's hello does not answer 200"
+# A's extension loaded (compiled) before anything is measured.
+status -H "Authorization: Bearer $key_a" "$base/api/ext/warden.hostile-http/oom" > /dev/null
+
+# --- A's flood: loops, memory bombs, oversized bodies, in turn ------------------------------
+cat > "$work/flood.lua" <<EOF
+local n = 0
+local big = string.rep("x", 2 * 1024 * 1024)
+local kinds = {}
+for k in string.gmatch("$flood", "[^,]+") do kinds[#kinds + 1] = k end
+wrk.headers["Authorization"] = "Bearer $key_a"
+request = function()
+  n = n + 1
+  local k = kinds[(n % #kinds) + 1]
+  if k == "loop" then
+    return wrk.format("GET", "/api/ext/warden.hostile-http/loop")
+  elseif k == "oom" then
+    return wrk.format("GET", "/api/ext/warden.hostile-http/oom")
+  else
+    return wrk.format("POST", "/api/ext/warden.hostile-http/echo", nil, big)
+  end
+end
+EOF
+
+b_run() { # PHASE: B alone on one connection, one request at a time
+  wrk -t1 -c1 -d"$duration" --latency -H "Authorization: Bearer $key_b" "$b_url" > "$work/b.$1.txt"
+  if grep -qE 'Non-2xx|Socket errors' "$work/b.$1.txt"; then
+    cat "$work/b.$1.txt" >&2
+    die "B got errors or non-2xx answers ($1)"
+  fi
+}
+
+say "B alone (warm-up, then $duration measured)"
+wrk -t1 -c1 -d3s -H "Authorization: Bearer $key_b" "$b_url" > /dev/null
+b_run quiet
+say "A floods with $flood_conns connections; B measured after 3s"
+flood_secs=$(( ${duration%s} + 6 ))
+wrk -t1 -c"$flood_conns" -d"${flood_secs}s" --timeout 10s -s "$work/flood.lua" "$base/" > "$work/a.txt" 2>&1 &
+flood_pid=$!
+sleep 3
+perf_pid=
+if [ -n "${NN_PERF:-}" ]; then # NN_PERF=FILE: a perf profile of warden during the flood
+  perf record -q -F 499 -g -o "$NN_PERF" -p "$server_pid" 2>/dev/null &
+  perf_pid=$!
+fi
+b_run flood
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+wait "$flood_pid" || true
+flood_pid=
+
+p() { to_ms "$(awk -v q="$2" '$1 == q {print $2}' "$work/b.$1.txt")"; }
+rq() { awk '/^Requests\/sec:/ {print $2}' "$work/b.$1.txt"; }
+q50=$(p quiet 50%) q99=$(p quiet 99%) f50=$(p flood 50%) f99=$(p flood 99%)
+ratio=$(awk -v a="$f99" -v b="$q99" 'BEGIN { printf "%.2f", a / b }')
+cat <<EOF
+
+noisy neighbour: $(nproc) CPUs shared by warden, both wrk clients
+B (tenant quiet): examples/hello, 1 connection, $duration per phase
+A (tenant noisy): tests/guests/hostile-http, in turn: $flood (loop: /loop to its 3s limit, oom: /oom,
+  big: 2 MiB POST bodies), $flood_conns connections
+A's requests: $(awk '/requests in/ {print $1}' "$work/a.txt"), of which not 2xx: $(awk '/Non-2xx/ {print $5}' "$work/a.txt")
+
+phase        B req/s   B p50 ms   B p99 ms
+quiet      $(printf '%9.0f %10.3f %10.3f' "$(rq quiet)" "$q50" "$q99")
+flood      $(printf '%9.0f %10.3f %10.3f' "$(rq flood)" "$f50" "$f99")
+
+B's p99 under flood / quiet: ${ratio}x (goal <= ${max_ratio}x)
+EOF
+if awk -v r="$ratio" -v m="$max_ratio" 'BEGIN { exit !(r <= m) }'; then
+  echo "goal: MET"
+else
+  echo "goal: NOT MET"
+  [ "${NN_ENFORCE:-0}" = 1 ] && exit 1
+fi
+exit 0
