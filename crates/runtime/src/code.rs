@@ -9,7 +9,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use crate::prepared::WorldKind;
+use crate::world::WorldKind;
 
 /// Where a prepared component's native code came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

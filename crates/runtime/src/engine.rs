@@ -36,11 +36,12 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::bindings::RpcExtensionPre;
 use crate::code::{CacheRejection, CodeSource, CodeStats, Counters};
 use crate::error::LoadError;
-use crate::prepared::{Prepared, World, WorldKind};
+use crate::prepared::{Prepared, World};
 use crate::settings::{
     MAX_WASM_STACK, MEMORY_GUARD, MEMORY_RESERVATION, RuntimeConfig, engine_config,
 };
 use crate::state::CallState;
+use crate::world::WorldKind;
 
 /// Advances the engine's epoch on a dedicated thread; stops when dropped.
 struct EpochTicker {

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 
 use crate::error::LoadError;
-use crate::prepared::WorldKind;
 pub use crate::settings::Isolation;
 use crate::settings::{RuntimeConfig, engine_config};
+use crate::world::WorldKind;
 
 /// Exit codes of the child, read by the parent.
 const EXIT_REFUSED: i32 = 1;

@@ -21,6 +21,7 @@ mod precheck;
 mod prepared;
 mod settings;
 mod state;
+mod world;
 
 // One module per host interface, each implemented on a borrowed view of the call's state.
 mod config;
@@ -36,8 +37,9 @@ pub use code::{CacheRejection, CodeSource, CodeStats};
 pub use engine::Runtime;
 pub use error::LoadError;
 pub use fair::{Share, Turns};
-pub use prepared::{Prepared, WorldKind};
+pub use prepared::Prepared;
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
+pub use world::WorldKind;
 // The policy types a host hands the runtime, re-exported for embedders of the runtime alone.
 pub use warden_call::{
     CallError, CallOutcome, CallReport, Denial, ErrorCode, InvokeError, Invoker, Ledger, LogLevel,

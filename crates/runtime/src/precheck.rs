@@ -51,7 +51,7 @@ use wasmparser::{
 };
 
 use crate::error::LoadError;
-use crate::prepared::WorldKind;
+use crate::world::WorldKind;
 
 /// The interface an rpc extension exports (any version; the pre-link checks the one we bind).
 const RPC_EXPORT: &str = "warden:extension/handler@";

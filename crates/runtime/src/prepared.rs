@@ -5,6 +5,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::bindings::RpcExtensionPre;
 use crate::code::CodeSource;
 use crate::state::CallState;
+use crate::world::WorldKind;
 
 pub(crate) enum World {
     Rpc(RpcExtensionPre<CallState>),
@@ -15,13 +16,6 @@ pub(crate) enum World {
 pub struct Prepared {
     pub(crate) world: World,
     source: CodeSource,
-}
-
-/// Which kind of extension a component is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorldKind {
-    Rpc,
-    Http,
 }
 
 impl Prepared {

@@ -19,8 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 use warden_bundle::ContentHash;
 use warden_host::{ExtensionId, Grant, HostError, SecretName, SecretValue, TenantName};
 
+use crate::docs::{AdminRefusals, ErrorBody, FrontRefusals};
 use crate::error::ApiError;
-use crate::openapi::{AdminRefusals, ErrorBody, FrontRefusals};
 use crate::{ApiRoute, RequestId, Service, Verb, auth};
 
 /// The admin API's routes, and `/metrics` (by the same token).

@@ -13,6 +13,7 @@
 
 mod admin;
 mod auth;
+mod docs;
 mod error;
 mod gateway;
 mod headers;
@@ -349,7 +350,7 @@ pub fn router(service: Arc<Service>) -> Router {
 #[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz",
     responses(
         (status = 200, description = "The process is up; 200 also while draining.", body = String, content_type = "text/plain", example = "ok\n"),
-        openapi::HeadRefusals,
+        docs::HeadRefusals,
     ),
 )]
 async fn healthz() -> &'static str {
@@ -360,8 +361,8 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz",
     responses(
         (status = 200, description = "Ready to take requests.", body = String, content_type = "text/plain", example = "ready\n"),
-        openapi::FrontRefusals,
-        (status = 503, description = "Shutting down, or the storage cannot be opened (`unavailable`).", body = openapi::ErrorBody),
+        docs::FrontRefusals,
+        (status = 503, description = "Shutting down, or the storage cannot be opened (`unavailable`).", body = docs::ErrorBody),
     ),
 )]
 async fn ready(State(s): State<Arc<Service>>, id: RequestId) -> Response {
@@ -408,9 +409,9 @@ async fn front(State(s): State<Arc<Service>>, mut request: Request, next: Next) 
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain"),
-        openapi::FrontRefusals,
-        openapi::OperatorRefusals,
-        (status = 404, description = "The service has no admin token, so no metrics (`not-found`).", body = openapi::ErrorBody),
+        docs::FrontRefusals,
+        docs::OperatorRefusals,
+        (status = 404, description = "The service has no admin token, so no metrics (`not-found`).", body = docs::ErrorBody),
     ),
 )]
 pub(crate) async fn metrics(
