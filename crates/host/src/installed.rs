@@ -21,6 +21,9 @@ pub struct ExtensionInfo {
     pub effective: Effective,
     /// The HTTP routes the manifest maps to this extension (`[[endpoints]]`).
     pub endpoints: Vec<warden_manifest::Endpoint>,
+    /// The operator's grant it was loaded with: a service compares it with the install's, so
+    /// a grant changed on the same bundle is loaded again.
+    pub grant: warden_manifest::Grant,
 }
 
 pub(crate) struct Loaded {

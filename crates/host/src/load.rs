@@ -130,6 +130,7 @@ impl Tenant<'_> {
                 kind: prepared.kind(),
                 effective: eff,
                 endpoints: bundle.manifest().endpoints.clone(),
+                grant: grant.clone(),
             };
             let permits = Arc::new(Semaphore::new(
                 info.effective.limits.max_concurrent_calls as usize,

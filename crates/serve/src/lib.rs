@@ -171,9 +171,9 @@ impl Service {
     }
 
     /// The extension `id` of `tenant`, loaded as installed now: the install read from the
-    /// registry on every request (so an uninstall or upgrade, from this process or another,
-    /// takes effect on the next request), loaded (and verified again) when it is not loaded
-    /// or another version is.
+    /// registry on every request (so an uninstall, upgrade or grant change, from this process
+    /// or another, takes effect on the next request), loaded (and verified again) when it is
+    /// not loaded, or another version or grant is.
     pub(crate) async fn installed(
         self: &Arc<Self>,
         tenant: &TenantName,
@@ -191,6 +191,7 @@ impl Service {
         };
         if let Some(info) = view.extension(id)
             && info.content_hash == install.content_hash
+            && info.grant == install.grant
         {
             return Ok(info);
         }
@@ -206,6 +207,7 @@ impl Service {
         // Loaded by the request this one waited for?
         if let Some(info) = view.extension(id)
             && info.content_hash == install.content_hash
+            && info.grant == install.grant
         {
             return Ok(info);
         }

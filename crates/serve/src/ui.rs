@@ -19,10 +19,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub(crate) async fn asset(
     State(s): State<Arc<Service>>,
     Path((id, hash, path)): Path<(String, String, String)>,
+    rid: crate::RequestId,
 ) -> Response {
     serve(&s, &id, &hash, &path)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(|e| e.with_id(&rid.0).into_response())
 }
 
 /// A file path under the bundle's ui folder: plain segments only (no dot segments, no empty

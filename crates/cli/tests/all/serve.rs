@@ -865,6 +865,29 @@ fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling()
     // Served from the compile cache: nothing new was compiled into it, and its entry (whose
     // MAC held) was not written again.
     assert_eq!(entries(&st.data), cache_before);
+    // The grant withdrawn on the same bundle, from another process (the CLI, on the same data
+    // dir): the very next call runs without key-value access (red team: the service kept
+    // the old grant until restarted).
+    ok(&warden(&[
+        &"install",
+        &kv,
+        &"--tenant",
+        &"alpha",
+        &"--trust",
+        &st.trust,
+        &"--data",
+        &st.data,
+        &"--grant",
+        &"none",
+    ]));
+    let r = reply(
+        agent()
+            .post(url(&s, "get"))
+            .header("authorization", format!("Bearer {k}"))
+            .send("hits"),
+    );
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("not granted"), "{}", r.body);
     drop(s);
     ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
 }
@@ -923,7 +946,15 @@ fn ui_files_are_served_for_installed_hashes_only_and_never_outside_ui() {
     );
     // Outside ui/, a folder, escapes: refused or absent, never the manifest or the component.
     assert_eq!(get(&ui("js"), None).status, 404);
-    assert_eq!(get(&ui("nothing.html"), None).status, 404);
+    let r = get(&ui("nothing.html"), None);
+    assert_eq!(r.status, 404);
+    // Its error carries the request id, in the body and the header alike.
+    let id = r.json()["error"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(id.len(), 32, "{}", r.body);
+    assert_eq!(r.headers["x-request-id"].to_str().unwrap(), id);
     for bad in [
         "..%2fextension.toml",
         "%2e%2e/extension.toml",

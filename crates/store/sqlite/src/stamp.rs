@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::Hash;
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rand_core::{OsRng, RngCore as _};
 
@@ -18,9 +19,11 @@ const MAX_ENTRIES: usize = 16 * 1024;
 
 pub(crate) type Stamp = [u8; 16];
 
-/// The stamp file, open for reading and writing.
+/// The stamp file, open for reading and writing. Checked against its path on every use: a
+/// stamp removed or replaced by another file (a restore, `rm`) is opened again, never read
+/// through a descriptor nobody else writes any more.
 pub(crate) struct StampFile {
-    file: File,
+    open: Mutex<Option<(File, (u64, u64))>>,
     path: PathBuf,
 }
 
@@ -29,31 +32,65 @@ impl StampFile {
     pub(crate) fn open(db: &Path) -> std::io::Result<StampFile> {
         let mut name = db.as_os_str().to_owned();
         name.push("-stamp");
-        let path = PathBuf::from(name);
-        warden_datadir::private_file(&path).map_err(std::io::Error::other)?;
+        let stamp = StampFile {
+            open: Mutex::new(None),
+            path: PathBuf::from(name),
+        };
+        let file = stamp.reopen()?;
+        *stamp.lock() = Some(file);
+        Ok(stamp)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(File, (u64, u64))>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reopen(&self) -> std::io::Result<(File, (u64, u64))> {
+        warden_datadir::private_file(&self.path).map_err(std::io::Error::other)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&path)?;
-        Ok(StampFile { file, path })
+            .open(&self.path)?;
+        let meta = file.metadata()?;
+        Ok((file, (meta.dev(), meta.ino())))
+    }
+
+    /// Runs `f` on the file now at the stamp's path (created again if it was removed).
+    fn with<T>(&self, f: impl FnOnce(&File) -> std::io::Result<T>) -> std::io::Result<T> {
+        let now = std::fs::symlink_metadata(&self.path).map(|m| (m.dev(), m.ino()));
+        let mut open = self.lock();
+        let current = matches!((&*open, &now), (Some((_, id)), Ok(n)) if id == n);
+        if !current {
+            *open = None;
+            *open = Some(self.reopen()?);
+        }
+        match &*open {
+            Some((file, _)) => f(file),
+            None => Err(std::io::Error::other("the stamp file is not open")),
+        }
     }
 
     /// The stamp now; `None` when it cannot be read (then nothing is answered from memory).
     pub(crate) fn read(&self) -> Option<Stamp> {
-        let mut stamp = [0u8; 16];
-        match self.file.read_exact_at(&mut stamp, 0) {
-            Ok(()) => Some(stamp),
-            // A new file: a stamp like any other, until the first write.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Some(stamp),
-            Err(_) => None,
-        }
+        self.with(|file| {
+            let mut stamp = [0u8; 16];
+            match file.read_exact_at(&mut stamp, 0) {
+                Ok(()) => Ok(stamp),
+                // A new file: a stamp like any other, until the first write.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(stamp),
+                Err(e) => Err(e),
+            }
+        })
+        .ok()
     }
 
     /// A new stamp: every reader reads the database again.
     pub(crate) fn bump(&self) -> std::io::Result<()> {
         let mut stamp = [0u8; 16];
         OsRng.fill_bytes(&mut stamp);
-        self.file.write_all_at(&stamp, 0)
+        self.with(|file| file.write_all_at(&stamp, 0))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -124,5 +161,13 @@ mod tests {
         assert_ne!(s0, s1);
         assert_eq!(m.get(s1, &"k"), None);
         assert!(a.path().ends_with("warden.db-stamp"));
+        // Removed, then written by another handle: the new file is the one read (red team:
+        // a replaced stamp left readers on the old file, blind to every later change).
+        std::fs::remove_file(a.path()).unwrap();
+        let c = StampFile::open(&dir.path().join("warden.db")).unwrap();
+        c.bump().unwrap();
+        let s2 = a.read().unwrap();
+        assert_eq!(Some(s2), c.read());
+        assert_ne!(s2, s1);
     }
 }
