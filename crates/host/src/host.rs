@@ -81,6 +81,15 @@ impl Host {
         &self.inner.audit
     }
 
+    /// Whether the last audit record could be stored: when not, calls are refused until one
+    /// can (a readiness probe should say so).
+    pub fn audit_healthy(&self) -> bool {
+        !self
+            .inner
+            .audit_failed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The operator's policy this host enforces.
     pub fn policy(&self) -> &warden_manifest::Policy {
         &self.inner.policy

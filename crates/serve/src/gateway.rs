@@ -85,13 +85,13 @@ async fn forward(
     let admin = s.host.admin().map_err(|e| ApiError::from_load(&e))?;
     let tenant = auth::tenant(request.headers(), admin.registry())?;
     who.tenant = Some(tenant.clone());
-    who.extension = Some(id.to_string());
+    who.extension = Some(shown_id(id));
     let _permit = s.limiter.admit(&tenant)?;
     // An id that cannot exist is not installed either.
     let id: ExtensionId = id.parse().map_err(|_| {
         ApiError::not_found(format!(
             "no extension {} is installed for this tenant",
-            warden_audit::sanitize(id)
+            shown_id(id)
         ))
     })?;
     let (path, target) = inner_target(request.uri(), id.as_str())?;
@@ -299,7 +299,7 @@ async fn run(
         .parse()
         .map_err(|e| ApiError::malformed(format!("tenant: {e}")))?;
     who.tenant = Some(tenant.clone());
-    who.extension = Some(req.extension.clone());
+    who.extension = Some(shown_id(&req.extension));
     let id: ExtensionId = req
         .extension
         .parse()
@@ -347,8 +347,22 @@ async fn run(
 fn not_installed_text(id: &str) -> ApiError {
     ApiError::not_found(format!(
         "no extension {} is installed for this tenant",
-        warden_audit::sanitize(id)
+        shown_id(id)
     ))
+}
+
+/// Longest id quoted from a request into a refusal and its audit record: longer than any
+/// valid id, short enough that a flood of made-up ids cannot make each record large (red
+/// team: 1,000-character ids made every 429 record a kilobyte).
+const MAX_SHOWN_ID: usize = 128;
+
+/// The id a client sent, sanitized and cut to [`MAX_SHOWN_ID`] characters.
+fn shown_id(id: &str) -> String {
+    let clean = warden_audit::sanitize(id);
+    match clean.char_indices().nth(MAX_SHOWN_ID) {
+        Some((at, _)) => format!("{}...", &clean[..at]),
+        None => clean,
+    }
 }
 
 impl Service {
@@ -391,7 +405,7 @@ impl Service {
                 e.message
             ));
         if let Some(x) = &who.extension {
-            record = record.with_extension(warden_audit::sanitize(x));
+            record = record.with_extension(x);
         }
         let stored = self.host.audit_sink().append_all(vec![record]).await;
         match stored {
@@ -403,5 +417,24 @@ impl Service {
                 e
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn ids_quoted_from_requests_are_cut() {
+        assert_eq!(shown_id("warden.hello"), "warden.hello");
+        let long = "a".repeat(1000);
+        let shown = shown_id(&long);
+        assert_eq!(shown.len(), MAX_SHOWN_ID + 3);
+        assert!(shown.ends_with("..."));
+        // Cut on a character boundary.
+        let wide = "\u{e9}".repeat(500);
+        assert_eq!(shown_id(&wide).chars().count(), MAX_SHOWN_ID + 3);
     }
 }

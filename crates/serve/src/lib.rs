@@ -373,6 +373,12 @@ async fn ready(State(s): State<Arc<Service>>, id: RequestId) -> Response {
             .with_id(&id.0)
             .into_response();
     }
+    // Calls are refused while the audit log cannot be written (a full disk): not ready.
+    if !s.host.audit_healthy() {
+        return ApiError::unavailable("the audit log cannot be written; calls are refused")
+            .with_id(&id.0)
+            .into_response();
+    }
     match s.host.admin() {
         Ok(_) => "ready\n".into_response(),
         Err(e) => ApiError::unavailable(format!("storage: {e}"))

@@ -76,12 +76,15 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
         assert!(refused_for_audit(&e), "{e}");
     }
     assert_eq!(sink.stored.len(), healthy, "nothing could be stored");
+    // A readiness probe can tell (`warden serve`'s `/readyz` answers 503).
+    assert!(!lab.host.audit_healthy());
 
     // Space is freed. The next call is still refused, but its refusal is stored: that is the
     // proof the store works again.
     sink.failing.store(false, Ordering::SeqCst);
     let e = lab.call(&echo, "echo", b"4").await.unwrap_err();
     assert!(refused_for_audit(&e), "{e}");
+    assert!(lab.host.audit_healthy());
     let records = sink.stored.records();
     assert_eq!(records.len(), healthy + 1);
     let refusal = records.last().unwrap();
