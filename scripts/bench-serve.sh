@@ -30,16 +30,14 @@ conns=${BENCH_CONNECTIONS:-64}
 tdir=${CARGO_TARGET_DIR:-$root/target}
 case $tdir in /*) ;; *) tdir=$root/$tdir ;; esac
 
-sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=scripts/lib/load.sh
+. "$root/scripts/lib/load.sh"
 say() { echo "bench-serve: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 # --- what it needs ---------------------------------------------------------------------------
 bash scripts/setup.sh # wasm32-wasip2 target, the wasmtime CLI at target/tools/wasmtime
-if ! command -v wrk >/dev/null; then
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
-fi
+ensure_wrk
 wasmtime=$root/target/tools/wasmtime
 [ -x "$wasmtime" ] || die "no wasmtime CLI at $wasmtime"
 say "building examples, warden (release) and hyper-hello (release)"
@@ -67,8 +65,6 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$work"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-status() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$@" || true; }
 wait_ready() { # NAME URL [curl args]: until the server answers anything (60s at most)
   local name=$1 url=$2; shift 2
   for _ in $(seq 1 600); do
@@ -79,11 +75,6 @@ wait_ready() { # NAME URL [curl args]: until the server answers anything (60s at
   die "$name did not answer within 60s"
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-to_ms() { # wrk's "1.20ms" / "558.00us" / "1.02s" -> milliseconds
-  awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
-    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
-    printf "%.3f", n }'
-}
 
 # --- warden: keys, tenant, signed bundle, install, policy ------------------------------------
 w() { "$warden_bin" "$@"; }

@@ -24,15 +24,13 @@ max_ratio=${NN_MAX_RATIO:-1.5}
 tdir=${CARGO_TARGET_DIR:-$root/target}
 case $tdir in /*) ;; *) tdir=$root/$tdir ;; esac
 
-sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=scripts/lib/load.sh
+. "$root/scripts/lib/load.sh"
 say() { echo "noisy-neighbour: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 bash scripts/setup.sh
-if ! command -v wrk >/dev/null; then
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
-fi
+ensure_wrk
 say "building examples and warden (release)"
 bash scripts/build-examples.sh
 CARGO_TARGET_DIR=$tdir cargo build --quiet --release --bin warden
@@ -54,13 +52,6 @@ cleanup() {
 trap cleanup EXIT
 
 w() { "$warden_bin" "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-status() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$@" || true; }
-to_ms() { # wrk's "1.20ms" / "558.00us" / "1.02s" -> milliseconds
-  awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
-    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
-    printf "%.3f", n }'
-}
 
 # --- two tenants, two signed bundles ---------------------------------------------------------
 w keygen --publisher warden-examples --out "$work/keys" > "$work/trust.toml" 2>/dev/null

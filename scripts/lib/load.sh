@@ -1,0 +1,17 @@
+# Shared by the load scripts (bench-serve.sh, noisy-neighbour.sh): wrk installed, a free
+# loopback port, a request's status, wrk's latencies in milliseconds. Sourced, not run.
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+ensure_wrk() {
+  if ! command -v wrk >/dev/null; then
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+  fi
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+status() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$@" || true; }
+to_ms() { # wrk's "1.20ms" / "558.00us" / "1.02s" -> milliseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+    printf "%.3f", n }'
+}
