@@ -47,7 +47,7 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$server_pid" 2>/dev/null || true
   fi
-  rm -rf "$work"
+  [ -n "${NN_KEEP:-}" ] && cp -r "$work" "$NN_KEEP"; rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -112,7 +112,7 @@ end
 EOF
 
 b_run() { # PHASE: B alone on one connection, one request at a time
-  wrk -t1 -c1 -d"$duration" --latency -H "Authorization: Bearer $key_b" "$b_url" > "$work/b.$1.txt"
+  ${NN_B_NICE:+nice -n "$NN_B_NICE"} wrk -t1 -c1 -d"$duration" --latency -H "Authorization: Bearer $key_b" "$b_url" > "$work/b.$1.txt"
   if grep -qE 'Non-2xx|Socket errors' "$work/b.$1.txt"; then
     cat "$work/b.$1.txt" >&2
     die "B got errors or non-2xx answers ($1)"

@@ -92,7 +92,7 @@ pub(crate) fn emit(r: &Record, seq: Option<u64>) {
         extension = r.extension(),
         version = r.version(),
         capability = r.capability(),
-        target = r.target(),
+        capability_target = r.target(),
         decision = r.decision().map(|d| d.as_str()),
         duration_ms = r.duration_ms(),
         message = r.message(),

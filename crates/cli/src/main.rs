@@ -7,6 +7,7 @@ mod cmd;
 mod component;
 mod describe;
 mod files;
+mod logs;
 
 use std::process::ExitCode;
 

@@ -15,7 +15,7 @@ use warden_manifest::{ExtensionId, Grant, Kind, TenantName, effective};
 use warden_registry::{
     ApiKey, Approval, BlobStore, InstallRecord, Plan, Published, Registry, RegistryError,
 };
-use warden_trust::{Envelope, Verified, verify};
+use warden_trust::{Envelope, TrustBundle, Verified, verify};
 
 use crate::error::HostError;
 use crate::host::{Host, Inner};
@@ -29,10 +29,15 @@ pub struct Installed {
 }
 
 /// The management view of a host on its registry and blobs ([`Host::admin`]).
+///
+/// One view is one admin action: every audit record it writes carries its one request id
+/// (drawn when the view is made, or the caller's, [`Admin::with_request_id`]), so the records
+/// of a publish, an install and its upgrade are found by the id the client was answered with.
 pub struct Admin<'h> {
     inner: &'h Arc<Inner>,
     registry: Arc<dyn Registry>,
     blobs: Arc<dyn BlobStore>,
+    request_id: String,
 }
 
 impl Host {
@@ -62,11 +67,79 @@ impl Host {
             inner: &self.inner,
             registry,
             blobs,
+            request_id: self.inner.ids.next(),
         })
+    }
+
+    /// Replaces the trust bundle, as [`Host::set_trust`], audited under `request_id` (the
+    /// admin request that asked for it, so its record is found by the id it was answered
+    /// with).
+    pub fn set_trust_as(
+        &self,
+        request_id: String,
+        trust: TrustBundle,
+        what: &str,
+    ) -> Result<(), HostError> {
+        let publishers = trust.publishers().len();
+        {
+            let mut current = self
+                .inner
+                .trust
+                .write()
+                .map_err(|_| HostError::Poisoned("trust bundle"))?;
+            *current = Arc::new(trust);
+        }
+        self.inner
+            .extensions
+            .write()
+            .map_err(|_| HostError::Poisoned("extension table"))?
+            .clear();
+        self.inner.audit.append(
+            Record::new(Event::TrustReload, request_id)
+                .with_target(what)
+                .with_outcome(Outcome::Ok)
+                .with_message(format!(
+                    "{publishers} publishers trusted; every install is verified again on its next call"
+                )),
+        )?;
+        Ok(())
+    }
+
+    /// Records, under `request_id`, a trust reload that did not happen (the new bundle could
+    /// not be read); the trust in force stays.
+    pub fn trust_reload_failed_as(
+        &self,
+        request_id: String,
+        what: &str,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Result<(), HostError> {
+        self.inner.audit.append(
+            Record::new(Event::TrustReload, request_id)
+                .with_target(what)
+                .with_outcome(Outcome::Invalid)
+                .with_message(format!(
+                    "the trust bundle was not reloaded (the one in force stays): {}",
+                    warden_call::text::chain(error)
+                )),
+        )?;
+        Ok(())
     }
 }
 
 impl Admin<'_> {
+    /// Records this view's actions under `id` (the request that asked for them) instead of
+    /// the id drawn when it was made.
+    #[must_use]
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = id.into();
+        self
+    }
+
+    /// The request id this view's audit records carry.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
     pub fn registry(&self) -> &dyn Registry {
         &*self.registry
     }
@@ -75,7 +148,7 @@ impl Admin<'_> {
     pub fn create_tenant(&self, name: &TenantName) -> Result<ApiKey, HostError> {
         let key = ApiKey::generate();
         let created = self.registry.create_tenant(name, &key.hash());
-        let record = Record::new(Event::Tenant, self.inner.ids.next()).with_tenant(name);
+        let record = Record::new(Event::Tenant, self.request_id.clone()).with_tenant(name);
         let record = match &created {
             Ok(()) => record.with_outcome(Outcome::Ok),
             Err(e @ RegistryError::TenantExists(_)) => {
@@ -97,12 +170,25 @@ impl Admin<'_> {
         bundle: Vec<u8>,
         signature: &[u8],
     ) -> Result<Verified<Bundle>, HostError> {
-        let inner = self.inner;
-        let record = Record::new(Event::VerificationFailure, inner.ids.next()).with_target(what);
+        let record =
+            Record::new(Event::VerificationFailure, self.request_id.clone()).with_target(what);
         let verified = self.verified(bundle, signature, record)?;
+        self.store_publication(&verified, what, signature)?;
+        Ok(verified)
+    }
+
+    /// Stores a verified bundle's bytes and records its publication (refused when its id and
+    /// version name other content, or its id is pinned to another publisher). Audited
+    /// (`publish`).
+    fn store_publication(
+        &self,
+        verified: &Verified<Bundle>,
+        what: &str,
+        signature: &[u8],
+    ) -> Result<(), HostError> {
         let ext = &verified.manifest().extension;
         let hash = verified.content_hash();
-        let record = Record::new(Event::Publish, inner.ids.next())
+        let record = Record::new(Event::Publish, self.request_id.clone())
             .with_extension(&ext.id)
             .with_version(&ext.version)
             .with_content_hash(hash)
@@ -127,10 +213,11 @@ impl Admin<'_> {
         })();
         let record = match &stored {
             Ok(()) => record.with_outcome(Outcome::Ok),
+            Err(e) if is_refusal(e) => record.with_outcome(Outcome::Denied).with_error(e),
             Err(e) => record.with_outcome(Outcome::Error).with_error(e),
         };
-        inner.audit.append(record)?;
-        stored.map(|()| verified)
+        self.inner.audit.append(record)?;
+        stored
     }
 
     /// Publishes `bundle` (see [`Admin::publish`]) and installs it for `tenant`. `grant`:
@@ -138,6 +225,9 @@ impl Admin<'_> {
     /// keeps the grant and approval of the installed version (an upgrade that requests more
     /// is then refused). `force` allows a lower version. Audited (`install` or `upgrade`,
     /// refusals as `denied`).
+    ///
+    /// Everything that can refuse the install (tenant, install rules, policy) is decided
+    /// before the bundle is published: a refused install leaves nothing in the registry.
     pub fn install(
         &self,
         tenant: &TenantName,
@@ -148,11 +238,11 @@ impl Admin<'_> {
         force: bool,
     ) -> Result<Installed, HostError> {
         let inner = self.inner;
-        // A tenant that does not exist is refused before anything is stored.
+        // A tenant that does not exist is refused before anything is verified or stored.
         if self.registry.tenant(tenant)?.is_none() {
             let e = HostError::from(RegistryError::NoTenant(tenant.clone()));
             inner.audit.append(
-                Record::new(Event::Install, inner.ids.next())
+                Record::new(Event::Install, self.request_id.clone())
                     .with_tenant(tenant)
                     .with_target(what)
                     .with_outcome(Outcome::Denied)
@@ -160,8 +250,11 @@ impl Admin<'_> {
             )?;
             return Err(e);
         }
-        let verified = self.publish(what, bundle, signature)?;
-        self.install_verified(tenant, &verified, grant, force)
+        let record = Record::new(Event::VerificationFailure, self.request_id.clone())
+            .with_tenant(tenant)
+            .with_target(what);
+        let verified = self.verified(bundle, signature, record)?;
+        self.install_verified(tenant, &verified, grant, force, Some((what, signature)))
     }
 
     /// Installs an already published bundle (by its content hash) for `tenant`: its bytes and
@@ -176,7 +269,7 @@ impl Admin<'_> {
     ) -> Result<Installed, HostError> {
         let inner = self.inner;
         let what = format!("published {hash}");
-        let record = Record::new(Event::VerificationFailure, inner.ids.next())
+        let record = Record::new(Event::VerificationFailure, self.request_id.clone())
             .with_tenant(tenant)
             .with_content_hash(*hash)
             .with_target(&what);
@@ -189,21 +282,24 @@ impl Admin<'_> {
                 return Err(e);
             }
         };
-        self.install_verified(tenant, &verified, grant, force)
+        self.install_verified(tenant, &verified, grant, force, None)
     }
 
+    /// Installs `verified` for `tenant`; `publish` (what it is, its signature): publish it
+    /// first, once every check of the install has passed.
     fn install_verified(
         &self,
         tenant: &TenantName,
         verified: &Verified<Bundle>,
         grant: Option<&Grant>,
         force: bool,
+        publish: Option<(&str, &[u8])>,
     ) -> Result<Installed, HostError> {
         let inner = self.inner;
         let manifest = verified.manifest();
         let ext = &manifest.extension;
         let hash = verified.content_hash();
-        let mut record = Record::new(Event::Install, inner.ids.next())
+        let mut record = Record::new(Event::Install, self.request_id.clone())
             .with_tenant(tenant)
             .with_extension(&ext.id)
             .with_version(&ext.version)
@@ -236,6 +332,10 @@ impl Admin<'_> {
                     .map(|c| c.to_string())
                     .collect();
                 return Err(warden_manifest::EffectiveError::Forbidden(names.join(", ")).into());
+            }
+            // Only now, with nothing left to refuse the install but the registry itself.
+            if let Some((what, signature)) = publish {
+                self.store_publication(verified, what, signature)?;
             }
             let install = InstallRecord {
                 tenant: tenant.clone(),
@@ -282,7 +382,7 @@ impl Admin<'_> {
     ) -> Result<bool, HostError> {
         let inner = self.inner;
         let removed = self.registry.remove_install(tenant, extension);
-        let record = Record::new(Event::Uninstall, inner.ids.next())
+        let record = Record::new(Event::Uninstall, self.request_id.clone())
             .with_tenant(tenant)
             .with_extension(extension);
         let record = match &removed {
@@ -331,7 +431,7 @@ impl Admin<'_> {
             install.version
         );
         let stored = self.stored(&hash);
-        let record = Record::new(Event::VerificationFailure, inner.ids.next())
+        let record = Record::new(Event::VerificationFailure, self.request_id.clone())
             .with_tenant(tenant)
             .with_extension(extension)
             .with_version(&install.version)
@@ -357,7 +457,7 @@ impl Admin<'_> {
     /// against the trust bundle); a failure is audited.
     pub fn verified_published(&self, hash: &ContentHash) -> Result<Verified<Bundle>, HostError> {
         let inner = self.inner;
-        let record = Record::new(Event::VerificationFailure, inner.ids.next())
+        let record = Record::new(Event::VerificationFailure, self.request_id.clone())
             .with_content_hash(*hash)
             .with_target(format!("published {hash}"));
         match self.stored(hash) {
@@ -419,7 +519,11 @@ fn is_refusal(e: &HostError) -> bool {
         HostError::Plan(_)
             | HostError::Policy(_)
             | HostError::ProcessUnsupported(_)
-            | HostError::Registry(RegistryError::NoTenant(_))
+            | HostError::Registry(
+                RegistryError::NoTenant(_)
+                    | RegistryError::VersionTaken { .. }
+                    | RegistryError::PublisherPinned { .. }
+            )
     )
 }
 

@@ -16,7 +16,7 @@ impl Inner {
     /// holding an executor thread.
     pub(crate) async fn refuse(&self, ext: &Loaded, id: String, error: CallError) -> CallFailure {
         let record = call_record(ext, &id, &CallReport::default(), Err(&error));
-        self.write_all(vec![record]).await;
+        self.refusal(error.code().as_str(), record).await;
         CallFailure {
             request_id: id,
             error,
@@ -33,6 +33,7 @@ impl Inner {
         outcome: CallOutcome<T>,
     ) -> Result<Called<T>, CallFailure> {
         let report = outcome.report;
+        self.usage.add(&ext.info.tenant, &ext.info.id, &report);
         for line in &report.logs {
             tracing::info!(target: "warden::guest", request_id = %id, tenant = %ext.info.tenant, extension = %ext.info.id, stream = line.stream.label(), context = line.context.as_deref().unwrap_or(""), "{}", line.text);
         }
@@ -97,6 +98,26 @@ impl Inner {
                 logs: report.logs,
             }),
         }
+    }
+
+    /// Records a refusal (of error `code`): the first of its kind in a window is stored now
+    /// and awaited, repeats are counted into one summary (see `refusals.rs`). False if it
+    /// could not be stored.
+    pub(crate) async fn refusal(&self, code: &str, record: Record) -> bool {
+        match self.refusals.note(code, record) {
+            Some(record) => self.write_all(vec![record]).await,
+            None => true,
+        }
+    }
+
+    /// A summary of repeated refusals could not be stored: the host closes as for any record.
+    pub(crate) fn refusals_unstored(&self, e: warden_audit::AuditError) {
+        tracing::error!(
+            target: "warden::audit",
+            "could not write the summary of repeated refusals: {}",
+            warden_call::text::chain(&e)
+        );
+        self.audit_broke(e);
     }
 
     /// Stores `records` in order, awaiting their commit; false if any could not be stored

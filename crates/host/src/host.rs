@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use warden_audit::{AuditSink, Event, Outcome, Record};
+use warden_audit::AuditSink;
 use warden_bundle::{BundleLimits, ContentHash};
 use warden_kv::{KvBackend, Quota};
 use warden_manifest::{ExtensionId, Policy, TenantName};
@@ -74,11 +74,41 @@ pub(crate) struct Inner {
     pub(crate) turns: Arc<warden_runtime::Turns>,
     /// The threads guest code runs on.
     pub(crate) guests: crate::guests::Guests,
+    /// Repeated refusals, counted into one record per kind and window.
+    pub(crate) refusals: crate::refusals::Refusals,
+    /// What calls used, per install, for the metrics.
+    pub(crate) usage: crate::usage::Usage,
 }
 
 impl Host {
     pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
         &self.inner.audit
+    }
+
+    /// Records a refusal made outside the host (the service's own: sizes, rates, routes) whose
+    /// kind is `code`. The first of a kind (tenant, extension, event, outcome, code) in a
+    /// window is stored and awaited; repeats are counted into one summary record per window,
+    /// so that a flood of refused requests cannot buy one synced record each. False if the
+    /// record could not be stored (the host is then closed until one can).
+    pub async fn record_refusal(&self, code: &str, record: warden_audit::Record) -> bool {
+        self.inner.refusal(code, record).await
+    }
+
+    /// What calls used so far, per install (tenant, extension): denials and limits by
+    /// capability, outgoing bytes, fuel.
+    pub fn usage(&self) -> Vec<(TenantName, ExtensionId, crate::InstallUsage)> {
+        self.inner.usage.snapshot()
+    }
+
+    /// How full the instance pool is now.
+    pub fn pool_usage(&self) -> warden_runtime::PoolUsage {
+        self.inner.runtime.pool_usage()
+    }
+
+    /// Stores the summaries of repeated refusals counted so far (at shutdown: nothing counted
+    /// is lost when the process then exits without dropping the host).
+    pub fn flush_refusals(&self) -> Result<(), warden_audit::AuditError> {
+        self.inner.refusals.flush(true)
     }
 
     /// Whether the last audit record could be stored: when not, calls are refused until one
@@ -108,29 +138,7 @@ impl Host {
     /// publisher stops it from being served at once.
     /// Audited (`trust-reload`, with `what` says where the bundle came from).
     pub fn set_trust(&self, trust: TrustBundle, what: &str) -> Result<(), HostError> {
-        let publishers = trust.publishers().len();
-        {
-            let mut current = self
-                .inner
-                .trust
-                .write()
-                .map_err(|_| HostError::Poisoned("trust bundle"))?;
-            *current = Arc::new(trust);
-        }
-        self.inner
-            .extensions
-            .write()
-            .map_err(|_| HostError::Poisoned("extension table"))?
-            .clear();
-        self.inner.audit.append(
-            Record::new(Event::TrustReload, self.inner.ids.next())
-                .with_target(what)
-                .with_outcome(Outcome::Ok)
-                .with_message(format!(
-                    "{publishers} publishers trusted; every install is verified again on its next call"
-                )),
-        )?;
-        Ok(())
+        self.set_trust_as(self.inner.ids.next(), trust, what)
     }
 
     /// Records a trust reload that did not happen (the new bundle could not be read); the
@@ -140,16 +148,7 @@ impl Host {
         what: &str,
         error: &(dyn std::error::Error + 'static),
     ) -> Result<(), HostError> {
-        self.inner.audit.append(
-            Record::new(Event::TrustReload, self.inner.ids.next())
-                .with_target(what)
-                .with_outcome(Outcome::Invalid)
-                .with_message(format!(
-                    "the trust bundle was not reloaded (the one in force stays): {}",
-                    warden_call::text::chain(error)
-                )),
-        )?;
-        Ok(())
+        self.trust_reload_failed_as(self.inner.ids.next(), what, error)
     }
 }
 

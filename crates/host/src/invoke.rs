@@ -96,11 +96,9 @@ impl Invoker for HostInvoker {
         let Some(host) = self.host.upgrade() else {
             return Err(denied("the host is shutting down"));
         };
-        let Some(target) = host.get(&caller.tenant, &callee) else {
-            return Err(InvokeError::Unavailable {
-                code: "not-found".into(),
-                message: format!("{callee} is not loaded"),
-            });
+        let target = match host.get(&caller.tenant, &callee) {
+            Some(t) => t,
+            None => load_installed(&host, &caller.tenant, &callee).await?,
         };
         if target.info.kind != WorldKind::Rpc {
             return Err(InvokeError::Unavailable {
@@ -131,6 +129,50 @@ impl Invoker for HostInvoker {
         {
             Ok(called) => Ok(called.value),
             Err(f) => Err(failed(f.error)),
+        }
+    }
+}
+
+/// The callee installed for `tenant` but not loaded in this process yet (red team: it answered
+/// "not loaded" until something else loaded it): loaded from the registry as a top-level call
+/// loads it (`Admin::load_installed`: verified again against the trust bundle now, the
+/// install's grant, compiled), off the async threads. A host without a registry, or a callee
+/// not installed for the tenant, is `not-found`.
+async fn load_installed(
+    host: &Arc<Inner>,
+    tenant: &warden_manifest::TenantName,
+    callee: &ExtensionId,
+) -> Result<Arc<Loaded>, InvokeError> {
+    let not_found = || InvokeError::Unavailable {
+        code: "not-found".into(),
+        message: format!("{callee} is not installed for this tenant"),
+    };
+    if host.data_dir.is_none() {
+        return Err(not_found());
+    }
+    let h = crate::Host {
+        inner: Arc::clone(host),
+    };
+    let (t, c) = (tenant.clone(), callee.clone());
+    let loaded = tokio::task::spawn_blocking(move || h.admin()?.load_installed(&t, &c)).await;
+    match loaded {
+        Ok(Ok(_)) => host.get(tenant, callee).ok_or_else(not_found),
+        Ok(Err(crate::HostError::NotInstalled { .. })) => Err(not_found()),
+        // The load's own failure is audited by the load (verification, policy, compile); the
+        // guest is told no more than that (the host's paths and errors are not its business).
+        Ok(Err(e)) => {
+            tracing::warn!(%callee, error = %warden_call::text::chain(&e), "a callee could not be loaded");
+            Err(InvokeError::Unavailable {
+                code: "unavailable".into(),
+                message: format!("{callee} could not be loaded (the host's log says why)"),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(%callee, error = %e, "a callee's load stopped");
+            Err(InvokeError::Unavailable {
+                code: "unavailable".into(),
+                message: format!("{callee} could not be loaded (the host's log says why)"),
+            })
         }
     }
 }

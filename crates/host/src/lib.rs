@@ -22,7 +22,9 @@
 //! unless a data dir is given; key-value data in SQLite at `DATA/warden.db` (in memory without a
 //! data dir) with the quota of the policy's `[policy.kv]`; secrets encrypted in `DATA/warden.db`
 //! under the key file `DATA/secret.key` (created on first start; in memory with a random key
-//! without a data dir), readable only by the installs they are granted to.
+//! without a data dir), readable only by the installs they are granted to; guest code on the
+//! caller's threads ([`HostBuilder::guest_threads`] gives it threads of its own, as `warden
+//! serve` does).
 
 mod admin;
 mod audit;
@@ -36,8 +38,10 @@ mod ids;
 mod installed;
 mod invoke;
 mod load;
+mod refusals;
 mod secrets;
 mod tenant;
+mod usage;
 
 pub use admin::{Admin, Installed};
 pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
@@ -47,10 +51,12 @@ pub use host::Host;
 pub use installed::ExtensionInfo;
 pub use invoke::{MAX_CALL_DEPTH, MAX_NESTED_CALLS};
 pub use tenant::Tenant;
+pub use usage::InstallUsage;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
 pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota};
 pub use warden_manifest::{ExtensionId, Grant, Policy, SecretName, TenantName};
 pub use warden_registry::{ApiKey, InstallRecord, Plan, Registry};
+pub use warden_runtime::PoolUsage;
 pub use warden_runtime::isolate::child_main as compile_child_main;
 pub use warden_runtime::{
     CallError, LogLevel, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind,

@@ -66,12 +66,29 @@ impl Tenant<'_> {
         name: &SecretName,
         value: SecretValue,
     ) -> Result<(), HostError> {
+        self.put_secret_as(self.inner.ids.next(), extension, name, value)
+    }
+
+    /// [`Tenant::put_secret`], audited under `request_id` (the admin request that set it).
+    pub fn put_secret_as(
+        &self,
+        request_id: String,
+        extension: &ExtensionId,
+        name: &SecretName,
+        value: SecretValue,
+    ) -> Result<(), HostError> {
         let stored = self
             .inner
             .secrets
             .store
             .put(&self.name, extension, name, &value);
-        self.audit_secret(extension, name, "set", stored.as_ref().map(|_| ()))?;
+        self.audit_secret(
+            request_id,
+            extension,
+            name,
+            "set",
+            stored.as_ref().map(|_| ()),
+        )?;
         Ok(stored?)
     }
 
@@ -81,23 +98,40 @@ impl Tenant<'_> {
         extension: &ExtensionId,
         name: &SecretName,
     ) -> Result<bool, HostError> {
+        self.delete_secret_as(self.inner.ids.next(), extension, name)
+    }
+
+    /// [`Tenant::delete_secret`], audited under `request_id`.
+    pub fn delete_secret_as(
+        &self,
+        request_id: String,
+        extension: &ExtensionId,
+        name: &SecretName,
+    ) -> Result<bool, HostError> {
         let removed = self.inner.secrets.store.delete(&self.name, extension, name);
         let what = match &removed {
             Ok(false) => "removed (there was none)",
             _ => "removed",
         };
-        self.audit_secret(extension, name, what, removed.as_ref().map(|_| ()))?;
+        self.audit_secret(
+            request_id,
+            extension,
+            name,
+            what,
+            removed.as_ref().map(|_| ()),
+        )?;
         Ok(removed?)
     }
 
     fn audit_secret<E: std::error::Error + 'static>(
         &self,
+        request_id: String,
         extension: &ExtensionId,
         name: &SecretName,
         what: &str,
         result: Result<(), &E>,
     ) -> Result<(), HostError> {
-        let record = Record::new(Event::Secret, self.inner.ids.next())
+        let record = Record::new(Event::Secret, request_id)
             .with_tenant(&self.name)
             .with_extension(extension.as_str())
             .with_target(name.as_str())

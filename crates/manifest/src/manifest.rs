@@ -137,6 +137,17 @@ fn extension(t: &Table<'_, '_>) -> Result<Extension, TomlError> {
     let id: ExtensionId = t.require("id")?.parse()?;
     let version_v = t.require("version")?;
     let version: semver::Version = version_v.parse()?;
+    // Build metadata (`1.0.0+a`) is refused, not ignored: SemVer precedence ignores it, so
+    // `1.0.0+a` and `1.0.0+b` would be one version with two contents, and every rule keyed on
+    // a version (one content per id and version, no silent rollback) could be walked around
+    // by changing it. Refusing it at the edge keeps a version string one identity.
+    if !version.build.is_empty() {
+        return Err(version_v.error(format!(
+            "version {version} has build metadata (+{}): not allowed, a version names one \
+             content; bump the version (or use a pre-release, -{})",
+            version.build, version.build
+        )));
+    }
     let publisher: PublisherName = t.require("publisher")?.parse()?;
     let kind_v = t.require("kind")?;
     let kind = match kind_v.as_str()? {

@@ -61,6 +61,12 @@ pub struct GatewayLimits {
     pub max_admin_body: ByteSize,
     /// How long a shutdown waits for calls in flight. Default 30s.
     pub shutdown_grace: Duration,
+    /// Request body bytes the whole process holds in memory at once, every request together
+    /// (gateway, runner and admin bodies are read whole before the call). Default 256 MiB;
+    /// a request that would go over is refused with 503 and `retry-after`, and its share is
+    /// given back when it ends. Without it, 64 connections of 32 MiB bodies were all held at
+    /// once. A body larger than this can never be taken.
+    pub max_buffered_bytes: ByteSize,
 }
 
 impl Default for GatewayLimits {
@@ -76,6 +82,7 @@ impl Default for GatewayLimits {
             tenant_concurrency: 64,
             max_admin_body: ByteSize::mib(300),
             shutdown_grace: Duration::from_secs(30),
+            max_buffered_bytes: ByteSize::mib(256),
         }
     }
 }
@@ -395,6 +402,12 @@ fn parse_gateway(t: &crate::strict::Table<'_, '_>) -> Result<GatewayLimits, Toml
     }
     if let Some(v) = t.get("shutdown_grace") {
         g.shutdown_grace = v.parse::<Span>()?.as_duration();
+    }
+    if let Some(v) = t.get("max_buffered_bytes") {
+        g.max_buffered_bytes = v.parse()?;
+        if g.max_buffered_bytes.bytes() == 0 {
+            return Err(v.error("must be more than 0 bytes"));
+        }
     }
     t.finish_ref()?;
     Ok(g)

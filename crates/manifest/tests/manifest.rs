@@ -406,3 +406,19 @@ fn an_endpoint_may_call_a_listed_method() {
         "{e}"
     );
 }
+
+/// Build metadata is refused at parse (red team: `1.0.0+a` and `1.0.0+b` passed as two
+/// versions, around the one-content-per-version rule, and ordered as an upgrade); a
+/// pre-release is a version of its own and stays allowed.
+#[test]
+fn build_metadata_in_the_version_is_refused() {
+    for bad in ["1.0.0+a", "1.0.0+build.5", "1.0.0-rc.1+b"] {
+        let text = MINIMAL.replace("version = \"1.0.0\"", &format!("version = \"{bad}\""));
+        let e = Manifest::parse(&text).expect_err(bad);
+        assert_eq!((e.key.as_str(), e.line), ("extension.version", 4), "{e}");
+        assert!(e.to_string().contains("build metadata"), "{e}");
+    }
+    let text = MINIMAL.replace("version = \"1.0.0\"", "version = \"1.0.0-rc.1\"");
+    let m = Manifest::parse(&text).unwrap();
+    assert_eq!(m.extension.version.to_string(), "1.0.0-rc.1");
+}

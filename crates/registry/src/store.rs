@@ -65,6 +65,19 @@ pub enum RegistryError {
         version: String,
         existing: ContentHash,
     },
+    /// The extension id was first published by another publisher, and stays theirs: a
+    /// publisher the operator trusts for its own extensions cannot take over another's id.
+    #[error(
+        "{id} was first published by {pinned} and stays pinned to it; {publisher} cannot publish it. \
+         Publish under an id of {publisher}'s own; to hand {id} over, the operator uninstalls it \
+         from every tenant and removes its pin (the row of {id} in table registry_publishers of \
+         DATA/warden.db)"
+    )]
+    PublisherPinned {
+        id: ExtensionId,
+        pinned: String,
+        publisher: PublisherName,
+    },
     /// Stored data that does not parse: written by something else, or damaged.
     #[error("the registry holds a damaged row: {0}")]
     Damaged(String),
@@ -87,7 +100,10 @@ pub trait Registry: Send + Sync {
     fn tenant_by_key(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError>;
 
     /// Records a publication (idempotent for the same content hash); fails with
-    /// [`RegistryError::VersionTaken`] when another content has the same id and version.
+    /// [`RegistryError::VersionTaken`] when another content has the same id and version, and
+    /// with [`RegistryError::PublisherPinned`] when the id was first published by another
+    /// publisher (the first publication of an id pins it to its publisher, in the same
+    /// transaction).
     fn publish(&self, p: &Published) -> Result<(), RegistryError>;
     fn published(&self, hash: &ContentHash) -> Result<Option<Published>, RegistryError>;
 

@@ -199,6 +199,13 @@ impl Drop for Slot<'_> {
 }
 
 /// The engine and what belongs to it: shared by every runtime with the same settings.
+/// The engine's pool of instances: how many are live, out of how many it can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub instances: u64,
+    pub capacity: u64,
+}
+
 struct Shared {
     config: RuntimeConfig,
     engine: Engine,
@@ -288,6 +295,19 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
+    }
+
+    /// How full the engine's instance pool is now.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let live = self
+            .shared
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |m| m.component_instances());
+        PoolUsage {
+            instances: live,
+            capacity: u64::from(self.shared.config.max_instances.max(1)),
+        }
     }
 
     /// What this engine's loads did with compiled code so far (compiles, cache hits,

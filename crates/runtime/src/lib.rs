@@ -34,9 +34,9 @@ mod sockets;
 
 pub use caps::CallCaps;
 pub use code::{CacheRejection, CodeSource, CodeStats};
-pub use engine::Runtime;
+pub use engine::{PoolUsage, Runtime};
 pub use error::LoadError;
-pub use fair::{Share, Turns};
+pub use fair::{FREE_RUN, Share, Turns};
 pub use prepared::Prepared;
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
 pub use world::WorldKind;

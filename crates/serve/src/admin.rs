@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,15 +70,18 @@ fn admin(s: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
     auth::operator(headers, token, "admin API")
 }
 
-/// Runs blocking admin work (storage, verification) off the async threads.
+/// Runs blocking admin work (storage, verification) off the async threads, audited under the
+/// request's id (the one its answer carries in `x-request-id`).
 async fn blocking<T: Send + 'static>(
     s: &Arc<Service>,
+    id: &RequestId,
     work: impl FnOnce(&warden_host::Admin<'_>) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let s = Arc::clone(s);
+    let id = id.0.clone();
     tokio::task::spawn_blocking(move || {
         let admin = s.host.admin().map_err(|e| host_error(&e))?;
-        work(&admin)
+        work(&admin.with_request_id(id))
     })
     .await
     .map_err(|e| ApiError::internal(format!("the admin task failed: {e}")))?
@@ -105,6 +108,9 @@ fn host_error(e: &HostError) -> ApiError {
         }
         HostError::Registry(RegistryError::VersionTaken { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "version-exists", text)
+        }
+        HostError::Registry(RegistryError::PublisherPinned { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "publisher-pinned", text)
         }
         HostError::Secret(
             warden_host::SecretError::TooLarge { .. } | warden_host::SecretError::NotUtf8 { .. },
@@ -142,13 +148,27 @@ fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::malformed(format!("the query: {}", e.body_text())))
 }
 
-/// A JSON body of `T`, or 400.
-fn json_body<T: serde::de::DeserializeOwned>(
-    body: Result<axum::body::Bytes, BytesRejection>,
+/// Most bytes of an admin request's JSON body: room for a secret's value (64 KiB) written
+/// with every character escaped.
+const MAX_ADMIN_JSON: u64 = 1 << 20;
+
+/// A JSON body of `T` (400), read only once the token was checked, at most
+/// [`MAX_ADMIN_JSON`] bytes (413), counted in the process's body budget while it is read.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    s: &Service,
+    headers: &HeaderMap,
+    body: axum::body::Body,
 ) -> Result<T, ApiError> {
-    let body = body.map_err(|e| {
-        ApiError::malformed(format!("the body could not be read: {}", e.body_text()))
-    })?;
+    let mut hold = s.bodies.hold();
+    let body = crate::limits::read_body(
+        body,
+        crate::limits::declared_length(headers),
+        MAX_ADMIN_JSON,
+        s.options.limits.body_timeout,
+        &mut hold,
+        || ApiError::too_large(format!("the JSON body is over {MAX_ADMIN_JSON} bytes")),
+    )
+    .await?;
     serde_json::from_slice(&body).map_err(|e| ApiError::malformed(format!("the JSON body: {e}")))
 }
 
@@ -184,19 +204,20 @@ pub(crate) struct TenantCreated {
         AdminRefusals,
         (status = 400, description = "Not a JSON `NewTenant`, or not a valid tenant name (`malformed`).", body = ErrorBody),
         (status = 409, description = "A tenant of that name exists (`exists`).", body = ErrorBody),
+        (status = 413, description = "The JSON body is over 1 MiB (`too-large`).", body = ErrorBody),
     ),
 )]
 pub(crate) async fn create_tenant(
     State(s): State<Arc<Service>>,
     id: RequestId,
     headers: HeaderMap,
-    body: Result<axum::body::Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let r = async {
         admin(&s, &headers)?;
-        let req: NewTenant = json_body(body)?;
+        let req: NewTenant = json_body(&s, &headers, body).await?;
         let name: TenantName = parse("name", &req.name)?;
-        let (name, key) = blocking(&s, move |a| {
+        let (name, key) = blocking(&s, &id, move |a| {
             a.create_tenant(&name)
                 .map(|k| (name, k))
                 .map_err(|e| host_error(&e))
@@ -241,7 +262,7 @@ pub(crate) async fn tenants(
 ) -> Response {
     let r = async {
         admin(&s, &headers)?;
-        let all = blocking(&s, |a| {
+        let all = blocking(&s, &id, |a| {
             a.registry()
                 .tenants()
                 .map_err(|e| host_error(&HostError::from(e)))
@@ -299,6 +320,7 @@ pub(crate) struct PublishedBundle {
         AdminRefusals,
         (status = 400, description = "Not multipart with exactly the parts `bundle` and `signature`, or a bundle or envelope that does not parse (`malformed`).", body = ErrorBody),
         (status = 403, description = "A tenant's API key instead of the admin token, or the bundle does not verify against the trust bundle, or the operator's policy refuses it (`denied`).", body = ErrorBody),
+        (status = 409, description = "The id and version are published with other content (`version-exists`), or the id was first published by another publisher and stays pinned to it (`publisher-pinned`).", body = ErrorBody),
         (status = 413, description = "A part is over `max_admin_body` (`too-large`).", body = ErrorBody),
     ),
 )]
@@ -315,7 +337,11 @@ pub(crate) async fn publish(
                 "publish takes multipart/form-data with parts `bundle` and `signature`: {e}"
             ))
         })?;
-        let max = usize::try_from(s.options.limits.max_admin_body.bytes()).unwrap_or(usize::MAX);
+        let max = s.options.limits.max_admin_body.bytes();
+        // Every part's bytes are counted in the process's body budget as they arrive, and
+        // held until the answer is made.
+        let mut hold = s.bodies.hold();
+        let mut held = 0u64;
         let (mut bundle, mut signature) = (None, None);
         while let Some(field) = multipart
             .next_field()
@@ -323,12 +349,23 @@ pub(crate) async fn publish(
             .map_err(|e| ApiError::malformed(format!("the multipart body: {e}")))?
         {
             let name = field.name().unwrap_or("").to_string();
-            let bytes = field
-                .bytes()
+            let mut field = field;
+            let mut bytes = Vec::new();
+            // Read a chunk at a time: a part over the limit is refused at the limit, not
+            // after it was buffered whole.
+            while let Some(chunk) = field
+                .chunk()
                 .await
-                .map_err(|e| ApiError::malformed(format!("part {name}: {e}")))?;
-            if bytes.len() > max {
-                return Err(ApiError::too_large("the bundle is too large"));
+                .map_err(|e| ApiError::malformed(format!("part {name}: {e}")))?
+            {
+                if (bytes.len() as u64).saturating_add(chunk.len() as u64) > max {
+                    return Err(ApiError::too_large(format!(
+                        "part {name} is over max_admin_body ({max} bytes)"
+                    )));
+                }
+                held = held.saturating_add(chunk.len() as u64);
+                hold.grow_to(held)?;
+                bytes.extend_from_slice(&chunk);
             }
             let slot = match name.as_str() {
                 "bundle" => &mut bundle,
@@ -340,7 +377,7 @@ pub(crate) async fn publish(
                     )));
                 }
             };
-            if slot.replace(bytes.to_vec()).is_some() {
+            if slot.replace(bytes).is_some() {
                 return Err(ApiError::malformed(format!("part `{name}` is given twice")));
             }
         }
@@ -349,7 +386,7 @@ pub(crate) async fn publish(
                 "publish needs both parts, `bundle` and `signature`",
             ));
         };
-        let out = blocking(&s, move |a| {
+        let out = blocking(&s, &id, move |a| {
             let v = a
                 .publish("admin API upload", bundle, &signature)
                 .map_err(|e| host_error(&e))?;
@@ -420,7 +457,7 @@ pub(crate) async fn installs(
             .as_deref()
             .map(|t| parse("tenant", t))
             .transpose()?;
-        let list = blocking(&s, move |a| {
+        let list = blocking(&s, &id, move |a| {
             a.installs(tenant.as_ref()).map_err(|e| host_error(&e))
         })
         .await?;
@@ -488,6 +525,7 @@ pub(crate) struct Installed {
         (status = 403, description = "A tenant's API key; or the bundle no longer verifies, the install rules refuse it (a lower version without `force`, more permissions without a grant) or the policy does (`denied`).", body = ErrorBody),
         (status = 404, description = "The admin API is off, no such tenant, or no bundle of that hash was published (`not-found`).", body = ErrorBody),
         (status = 409, description = "The install changed meanwhile (`changed`).", body = ErrorBody),
+        (status = 413, description = "The JSON body is over 1 MiB (`too-large`).", body = ErrorBody),
     ),
 )]
 pub(crate) async fn install(
@@ -495,14 +533,14 @@ pub(crate) async fn install(
     id: RequestId,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<axum::body::Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let r = async {
         admin(&s, &headers)?;
         let (tenant, extension) = path_params(path)?;
         let tenant: TenantName = parse("tenant", &tenant)?;
         let extension: ExtensionId = parse("extension", &extension)?;
-        let req: InstallRequest = json_body(body)?;
+        let req: InstallRequest = json_body(&s, &headers, body).await?;
         let hash: ContentHash = parse("content_hash", &req.content_hash)?;
         let grant: Option<Grant> = req
             .grant
@@ -510,7 +548,7 @@ pub(crate) async fn install(
             .map(|g| parse("grant", g))
             .transpose()?;
         let service = Arc::clone(&s);
-        let out = blocking(&s, move |a| {
+        let out = blocking(&s, &id, move |a| {
             let published = a
                 .registry()
                 .published(&hash)
@@ -569,7 +607,7 @@ pub(crate) async fn uninstall(
         let (tenant, extension) = path_params(path)?;
         let tenant: TenantName = parse("tenant", &tenant)?;
         let extension: ExtensionId = parse("extension", &extension)?;
-        let removed = blocking(&s, move |a| {
+        let removed = blocking(&s, &id, move |a| {
             a.uninstall(&tenant, &extension).map_err(|e| host_error(&e))
         })
         .await?;
@@ -609,6 +647,7 @@ pub(crate) struct SecretBody {
         AdminRefusals,
         (status = 400, description = "Not a JSON `SecretBody`; a tenant, id or name that does not parse; or a value too large (`malformed`).", body = ErrorBody),
         (status = 404, description = "The admin API is off, or the extension is not installed for the tenant (`not-found`).", body = ErrorBody),
+        (status = 413, description = "The JSON body is over 1 MiB (`too-large`).", body = ErrorBody),
     ),
 )]
 pub(crate) async fn put_secret(
@@ -616,7 +655,7 @@ pub(crate) async fn put_secret(
     id: RequestId,
     headers: HeaderMap,
     path: Result<Path<(String, String, String)>, PathRejection>,
-    body: Result<axum::body::Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let r = async {
         admin(&s, &headers)?;
@@ -624,11 +663,11 @@ pub(crate) async fn put_secret(
         let tenant: TenantName = parse("tenant", &tenant)?;
         let extension: ExtensionId = parse("extension", &extension)?;
         let name: SecretName = parse("secret name", &name)?;
-        let req: SecretBody = json_body(body)?;
+        let req: SecretBody = json_body(&s, &headers, body).await?;
         let value = SecretValue::new(req.value)
             .map_err(|e| ApiError::malformed(format!("secret value: {e}")))?;
         let service = Arc::clone(&s);
-        blocking(&s, move |a| {
+        blocking(&s, &id, move |a| {
             // A secret belongs to an install: none for a tenant or install that does not
             // exist.
             let installed = a
@@ -643,7 +682,7 @@ pub(crate) async fn put_secret(
             service
                 .host
                 .tenant(&tenant)
-                .put_secret(&extension, &name, value)
+                .put_secret_as(a.request_id().to_string(), &extension, &name, value)
                 .map_err(|e| host_error(&e))
         })
         .await?;
@@ -682,11 +721,11 @@ pub(crate) async fn delete_secret(
         let extension: ExtensionId = parse("extension", &extension)?;
         let name: SecretName = parse("secret name", &name)?;
         let service = Arc::clone(&s);
-        let existed = blocking(&s, move |_| {
+        let existed = blocking(&s, &id, move |a| {
             service
                 .host
                 .tenant(&tenant)
-                .delete_secret(&extension, &name)
+                .delete_secret_as(a.request_id().to_string(), &extension, &name)
                 .map_err(|e| host_error(&e))
         })
         .await?;
@@ -714,7 +753,8 @@ pub(crate) struct TrustReloaded {
         (status = 200, description = "The new trust bundle is in force.", body = TrustReloaded),
         FrontRefusals,
         AdminRefusals,
-        (status = 400, description = "The service has no trust file, or it does not parse; the trust in force stays (`malformed`).", body = ErrorBody),
+        (status = 400, description = "The service was started without a trust file (`malformed`).", body = ErrorBody),
+        (status = 500, description = "The trust file on the service's disk cannot be read or does not parse; the trust in force stays and the failure is audited (`trust-reload-failed`); or storage failed (`internal`).", body = ErrorBody),
     ),
 )]
 pub(crate) async fn reload_trust(
@@ -725,7 +765,8 @@ pub(crate) async fn reload_trust(
     let r = async {
         admin(&s, &headers)?;
         let service = Arc::clone(&s);
-        blocking(&s, move |_| service.reload_trust()).await?;
+        let rid = id.0.clone();
+        blocking(&s, &id, move |_| service.reload_trust_as(rid)).await?;
         Ok(axum::Json(TrustReloaded { reloaded: true }).into_response())
     };
     respond(&id, r.await)

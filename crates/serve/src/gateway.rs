@@ -7,14 +7,13 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http::header;
 use serde::Deserialize;
 use warden_host::{ExtensionId, ExtensionInfo, TenantName, WorldKind};
 use warden_manifest::MethodPattern;
 
 use crate::error::ApiError;
-use crate::{Peer, RequestId, Service, auth, headers};
+use crate::{Peer, RequestId, Service, auth, headers, limits};
 
 pub(crate) async fn gateway(
     State(s): State<Arc<Service>>,
@@ -43,6 +42,19 @@ pub(crate) async fn gateway_root(
 pub(crate) struct Who {
     tenant: Option<TenantName>,
     extension: Option<String>,
+}
+
+impl Who {
+    /// Names the tenant and extension on the request's span (see `front`).
+    fn mark_span(&self) {
+        let span = tracing::Span::current();
+        if let Some(t) = &self.tenant {
+            span.record("tenant", t.as_str());
+        }
+        if let Some(x) = &self.extension {
+            span.record("extension", x.as_str());
+        }
+    }
 }
 
 /// The path of the request below `/api/ext/{id}`, with its query, as the extension sees it.
@@ -86,7 +98,16 @@ async fn forward(
     let tenant = auth::tenant(request.headers(), admin.registry())?;
     who.tenant = Some(tenant.clone());
     who.extension = Some(shown_id(id));
+    who.mark_span();
     let _permit = s.limiter.admit(&tenant)?;
+    // A declared length over every extension's limit (the policy's ceiling) is refused from
+    // the header, before the install is loaded or a byte of the body is read.
+    let ceiling = s.host.policy().ceiling.max_request_bytes.bytes();
+    if limits::declared_length(request.headers()).is_some_and(|n| n > ceiling) {
+        return Err(ApiError::too_large(format!(
+            "the request body is over the limit of {ceiling} bytes"
+        )));
+    }
     // An id that cannot exist is not installed either.
     let id: ExtensionId = id.parse().map_err(|_| {
         ApiError::not_found(format!(
@@ -119,7 +140,10 @@ async fn forward(
     };
     let peer = request.extensions().get::<Peer>().map(|p| p.0);
     let (parts, body) = request.into_parts();
-    let body = read_body(s, &info, body, parts.headers.get(header::CONTENT_LENGTH)).await?;
+    // Held until the answer is made: the body is in memory until then.
+    let mut hold = s.bodies.hold();
+    let declared = limits::declared_length(&parts.headers);
+    let body = read_body(s, &info, body, declared, &mut hold).await?;
     if let Some(m) = call {
         let started = std::time::Instant::now();
         let called = s
@@ -166,13 +190,14 @@ async fn forward(
     Ok(response)
 }
 
-/// The request body, within the extension's `max_request_bytes` (413) and the body time
-/// limit (408).
+/// The request body, within the extension's `max_request_bytes` (413), the body time limit
+/// (408) and the process's body budget (503).
 async fn read_body(
     s: &Service,
     info: &ExtensionInfo,
     body: Body,
-    length: Option<&http::HeaderValue>,
+    declared: Option<u64>,
+    hold: &mut limits::BodyHold,
 ) -> Result<Bytes, ApiError> {
     let max = info.effective.limits.max_request_bytes.bytes();
     let too_large = || {
@@ -181,27 +206,15 @@ async fn read_body(
             info.id, max
         ))
     };
-    if let Some(len) = length.and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && len > max
-    {
-        return Err(too_large());
-    }
-    let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
-    match tokio::time::timeout(s.options.limits.body_timeout, limited.collect()).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
-            format!(
-                "the request body did not arrive within {:?}",
-                s.options.limits.body_timeout
-            ),
-        )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(ApiError::malformed(format!(
-            "the request body could not be read: {e}"
-        ))),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
+    limits::read_body(
+        body,
+        declared,
+        max,
+        s.options.limits.body_timeout,
+        hold,
+        too_large,
+    )
+    .await
 }
 
 /// `POST /v1/execute`: `{"tenant", "extension", "method", "input"}` calls an rpc extension
@@ -237,7 +250,7 @@ pub(crate) struct Execute {
         (status = 403, description = "A tenant's API key instead of the runner token, or the operator's policy refuses the install (`denied`).", body = crate::docs::ErrorBody),
         (status = 404, description = "The runner API is off (no runner token), or the extension is not installed for the tenant (`not-found`).", body = crate::docs::ErrorBody),
         (status = 408, description = "The body did not arrive in time (`request-timeout`).", body = crate::docs::ErrorBody),
-        (status = 413, description = "The body or input is over the limit (`too-large`).", body = crate::docs::ErrorBody),
+        (status = 413, description = "The body or input is over the limit; a `Content-Length` over it is refused before the body is read (`too-large`).", body = crate::docs::ErrorBody),
         (status = 429, description = "The tenant is over its rate or concurrency, or the install's calls are all busy (`rate-limited`, `busy`).", body = crate::docs::ErrorBody),
         (status = 500, description = "The service's own failure: storage, a task (`internal`).", body = crate::docs::ErrorBody),
         (status = 502, description = "The install does not verify (`integrity`), cannot run here (`bad-extension`), or the extension failed: `trap`, `memory-limit`, `fuel-exhausted`, `extension-error`, `response-too-large`, `host-error`.", body = crate::docs::ErrorBody),
@@ -271,27 +284,20 @@ async fn run(
     // No extension takes more than the policy's ceiling; the JSON around the input (and its
     // escaping) gets room on top. The extension's own limit is checked once it is known.
     let cap = s.host.policy().ceiling.max_request_bytes.bytes();
-    let cap = usize::try_from(cap.saturating_mul(2).saturating_add(64 << 10)).unwrap_or(usize::MAX);
-    let body = tokio::time::timeout(
+    let cap = cap.saturating_mul(2).saturating_add(64 << 10);
+    // A declared length over the cap is refused from the header, before the body is read;
+    // the body is held (and counted in the process's budget) until the answer is made.
+    let declared = limits::declared_length(request.headers());
+    let mut hold = s.bodies.hold();
+    let body = limits::read_body(
+        request.into_body(),
+        declared,
+        cap,
         s.options.limits.body_timeout,
-        Limited::new(request.into_body(), cap).collect(),
+        &mut hold,
+        || ApiError::too_large(format!("the request body is over the limit of {cap} bytes")),
     )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
-            "the request body did not arrive in time",
-        )
-    })?
-    .map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            ApiError::too_large("the request body is too large")
-        } else {
-            ApiError::malformed(format!("the request body could not be read: {e}"))
-        }
-    })?
-    .to_bytes();
+    .await?;
     let req: Execute = serde_json::from_slice(&body)
         .map_err(|e| ApiError::malformed(format!("the request is not an execute request: {e}")))?;
     let tenant: TenantName = req
@@ -300,6 +306,7 @@ async fn run(
         .map_err(|e| ApiError::malformed(format!("tenant: {e}")))?;
     who.tenant = Some(tenant.clone());
     who.extension = Some(shown_id(&req.extension));
+    who.mark_span();
     let id: ExtensionId = req
         .extension
         .parse()
@@ -387,7 +394,8 @@ impl Service {
 
 impl Service {
     /// Audits a refusal the host has not recorded (the gateway's own: sizes, time, rate,
-    /// routes), once the tenant is known, and returns it. The answer waits for the record.
+    /// routes), once the tenant is known, and returns it. The answer waits for the record
+    /// when it is the first of its kind in its window (see `Host::record_refusal`).
     async fn refused(self: &Arc<Self>, e: ApiError, who: Who) -> ApiError {
         let Some(tenant) = who.tenant else {
             return e;
@@ -407,16 +415,14 @@ impl Service {
         if let Some(x) = &who.extension {
             record = record.with_extension(x);
         }
-        let stored = self.host.audit_sink().append_all(vec![record]).await;
-        match stored {
-            Ok(()) => e,
+        // Repeats of a refusal within a second are counted into one record (a flood of
+        // refused requests must not buy one synced record each).
+        if !self.host.record_refusal(e.code, record).await {
             // A refusal that cannot be recorded is still a refusal; the log's failure is the
             // host's to report (its next call is refused by the audit gate).
-            _ => {
-                tracing::error!(request_id = %e.request_id, "the audit record of a refusal could not be stored");
-                e
-            }
+            tracing::error!(request_id = %e.request_id, "the audit record of a refusal could not be stored");
         }
+        e
     }
 }
 

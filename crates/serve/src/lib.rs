@@ -62,6 +62,8 @@ pub struct Service {
     host: Host,
     options: ServeOptions,
     limiter: limits::TenantLimiter,
+    /// Request body bytes held in memory, every request together (`max_buffered_bytes`).
+    bodies: Arc<limits::BodyBudget>,
     /// One load at a time per (tenant, extension); others wait for it instead of compiling too.
     loading: Mutex<HashMap<(TenantName, ExtensionId), LoadGate>>,
     /// Bundles verified for `/ext-ui`, by content hash (emptied when the trust changes).
@@ -81,10 +83,12 @@ pub(crate) struct Peer(pub SocketAddr);
 impl Service {
     pub fn new(host: Host, options: ServeOptions) -> Arc<Service> {
         let limiter = limits::TenantLimiter::new(&options.limits);
+        let bodies = limits::BodyBudget::new(options.limits.max_buffered_bytes.bytes());
         Arc::new(Service {
             host,
             options,
             limiter,
+            bodies,
             loading: Mutex::new(HashMap::new()),
             ui_bundles: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::default(),
@@ -107,30 +111,41 @@ impl Service {
     }
 
     /// Reads the trust bundle file again and makes it the host's: every install is verified
-    /// again on its next call.
+    /// again on its next call (SIGHUP; audited under a new request id).
     pub fn reload_trust(&self) -> Result<(), ApiError> {
+        self.reload_trust_as(self.host.new_request_id())
+    }
+
+    /// [`Service::reload_trust`], audited under `request_id` (the admin request's).
+    pub fn reload_trust_as(&self, request_id: String) -> Result<(), ApiError> {
         let Some(path) = &self.options.trust_file else {
             return Err(ApiError::malformed(
                 "the service was started without --trust: there is no trust file to read again",
             ));
         };
         // A bundle that cannot be read changes nothing: the trust in force stays, and the
-        // operator is told so (400, naming the problem), not left guessing.
+        // operator is told so, naming the problem. 500, not 400: the request was right, the
+        // file on the service's disk is not (SPEC 7: 4xx are the client's mistakes).
         let trust = warden_trust::TrustBundle::read_file(path).map_err(|e| {
-            if let Err(audit) = self
-                .host
-                .trust_reload_failed(&path.display().to_string(), &e)
-            {
+            if let Err(audit) = self.host.trust_reload_failed_as(
+                request_id.clone(),
+                &path.display().to_string(),
+                &e,
+            ) {
                 tracing::error!(error = %audit, "the failed trust reload could not be audited");
             }
-            ApiError::malformed(format!(
-                "the trust bundle {} was not reloaded (the one in force stays): {}",
-                path.display(),
-                warden_call::text::chain(&e)
-            ))
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "trust-reload-failed",
+                format!(
+                    "the trust bundle {} was not reloaded (the one in force stays): {}",
+                    path.display(),
+                    warden_call::text::chain(&e)
+                ),
+            )
         })?;
         self.host
-            .set_trust(trust, &path.display().to_string())
+            .set_trust_as(request_id, trust, &path.display().to_string())
             .map_err(|e| ApiError::internal(warden_call::text::chain(&e)))?;
         self.ui_bundles
             .lock()
@@ -401,14 +416,31 @@ async fn front(State(s): State<Arc<Service>>, mut request: Request, next: Next) 
     if let Err(e) = limits::check_head(limits, &request) {
         return e.with_id(&id).into_response();
     }
-    request.extensions_mut().insert(RequestId(id));
     let route = metrics::route_of(request.uri().path());
+    // Everything logged while answering carries the request id; the gateway adds the tenant
+    // and the extension once it knows them.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        route,
+        method = %request.method(),
+        tenant = tracing::field::Empty,
+        extension = tracing::field::Empty,
+    );
+    request.extensions_mut().insert(RequestId(id));
     s.in_flight.fetch_add(1, Ordering::SeqCst);
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
-    s.metrics
-        .request(route, response.status().as_u16(), started.elapsed());
+    let status = response.status().as_u16();
+    s.metrics.request(route, status, started.elapsed());
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            took_us = started.elapsed().as_micros() as u64,
+            "answered"
+        )
+    });
     response
 }
 
@@ -442,9 +474,26 @@ pub(crate) async fn metrics(
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(s.in_flight.load(Ordering::Relaxed)),
+        s.metrics
+            .render(s.in_flight.load(Ordering::Relaxed), &s.host),
     )
         .into_response()
+}
+
+/// Most headers hyper parses in a request head, whatever the policy: each takes a slot
+/// hyper allocates per connection while it parses.
+const HYPER_MAX_HEADERS: usize = 1024;
+
+/// Hyper's header count limit: above the policy's `max_headers` (four times it, at least
+/// 256), so a request with somewhat more headers than the policy allows reaches the service's
+/// own check and gets its JSON 431, not hyper's empty one; still capped at
+/// [`HYPER_MAX_HEADERS`] (a policy above that is the operator's to raise it to).
+fn hyper_max_headers(policy: u32) -> usize {
+    let policy = policy as usize;
+    policy
+        .saturating_mul(4)
+        .clamp(256, HYPER_MAX_HEADERS)
+        .max(policy.saturating_add(1))
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves; then refuses new requests with
@@ -466,7 +515,7 @@ pub async fn serve(
                 .max(8192)
                 + 4096,
         )
-        .max_headers(limits.max_headers as usize);
+        .max_headers(hyper_max_headers(limits.max_headers));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     let mut deadline: Option<Instant> = None;
@@ -508,5 +557,9 @@ pub async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+    // Repeated refusals counted since the last summary are part of the trail too.
+    if let Err(e) = service.host.flush_refusals() {
+        tracing::error!(error = %e, "the summary of repeated refusals could not be stored");
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! the request head, time for each phase, and each tenant's rate and concurrency.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::Request;
@@ -94,5 +95,155 @@ impl TenantLimiter {
                 ),
             )
         })
+    }
+}
+
+/// The process's budget of request body bytes held in memory at once, every request together
+/// (`max_buffered_bytes`): each request holds a share ([`BodyHold`]) that grows as its body
+/// arrives and is given back when the request ends.
+pub(crate) struct BodyBudget {
+    cap: u64,
+    held: AtomicU64,
+}
+
+impl BodyBudget {
+    pub(crate) fn new(cap: u64) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget {
+            cap,
+            held: AtomicU64::new(0),
+        })
+    }
+
+    /// An empty share for one request.
+    pub(crate) fn hold(self: &Arc<Self>) -> BodyHold {
+        BodyHold {
+            budget: Arc::clone(self),
+            held: 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// One request's share of the [`BodyBudget`]; given back when dropped (the request ended).
+pub(crate) struct BodyHold {
+    budget: Arc<BodyBudget>,
+    held: u64,
+}
+
+impl BodyHold {
+    /// Grows this request's share to `total` bytes, or refuses (503, `retry-after`) when the
+    /// process would then hold more than its budget. The share never shrinks before the end.
+    pub(crate) fn grow_to(&mut self, total: u64) -> Result<(), ApiError> {
+        let more = total.saturating_sub(self.held);
+        if more == 0 {
+            return Ok(());
+        }
+        let cap = self.budget.cap;
+        self.budget
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                h.checked_add(more).filter(|n| *n <= cap)
+            })
+            .map_err(|_| {
+                ApiError::unavailable(format!(
+                    "the service holds as many request bodies as it may ({cap} bytes, \
+                     max_buffered_bytes); try again"
+                ))
+            })?;
+        self.held = total;
+        Ok(())
+    }
+}
+
+impl Drop for BodyHold {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
+
+/// The `Content-Length` a request declares, if it declares one that parses.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Reads a request body whole: at most `max` bytes (else `too_large`), within `timeout`
+/// (else 408), each byte counted in `hold` before it is kept (else 503). A declared length is
+/// refused or reserved before any byte is read.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    declared: Option<u64>,
+    max: u64,
+    timeout: std::time::Duration,
+    hold: &mut BodyHold,
+    too_large: impl Fn() -> ApiError,
+) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut buf = bytes::BytesMut::new();
+    if let Some(n) = declared {
+        hold.grow_to(n)?;
+        buf.reserve(usize::try_from(n).unwrap_or(0));
+    }
+    let mut body = body;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::malformed(format!("the request body could not be read: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                let total = (buf.len() as u64).saturating_add(data.len() as u64);
+                if total > max {
+                    return Err(too_large());
+                }
+                hold.grow_to(total)?;
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::new(
+            http::StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!("the request body did not arrive within {timeout:?}"),
+        )),
+        Ok(r) => r.map(|()| buf.freeze()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Shares add up to the budget and no further; a dropped share is given back.
+    #[test]
+    fn the_body_budget_is_shared_and_given_back() {
+        let budget = BodyBudget::new(100);
+        let mut a = budget.hold();
+        let mut b = budget.hold();
+        a.grow_to(60).unwrap();
+        a.grow_to(50).unwrap(); // never shrinks
+        let e = b.grow_to(41).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.retry_after), (503, Some(1)));
+        b.grow_to(40).unwrap();
+        assert_eq!(budget.held(), 100);
+        drop(a);
+        assert_eq!(budget.held(), 40);
+        b.grow_to(100).unwrap();
+        drop(b);
+        assert_eq!(budget.held(), 0);
     }
 }

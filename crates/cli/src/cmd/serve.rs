@@ -36,6 +36,7 @@ fn token(file: Option<&Path>, var: &str, what: &str) -> Result<Option<Token>> {
 }
 
 pub fn run(a: ServeArgs<'_>) -> Result<()> {
+    crate::logs::init()?;
     let admin_token = token(a.admin_token_file.as_deref(), "WARDEN_ADMIN_TOKEN", "admin")?;
     let runner_token = token(
         a.runner_token_file.as_deref(),
@@ -46,7 +47,8 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
     let limits: ServiceLimits = policy.gateway;
     let mut builder = super::compile_in_child(warden_host::Host::builder())
         .policy(policy)
-        .data_dir(a.place.data);
+        .data_dir(a.place.data)
+        .guest_threads(true);
     if let Some(trust) = a.place.trust {
         builder = builder.trust(
             TrustBundle::read_file(trust)
@@ -79,10 +81,11 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
         let addr = listener.local_addr().context("reading the bound address")?;
         // The one line a supervisor (or a test) reads to know where the service is.
         outln!("warden serve listening on http://{addr}");
-        eprintln!(
-            "admin API {}, runner API {}",
-            on_off(service_has(&service, true)),
-            on_off(service_has(&service, false))
+        tracing::info!(
+            listen = %addr,
+            admin_api = on_off(service_has(&service, true)),
+            runner_api = on_off(service_has(&service, false)),
+            "serving"
         );
         let reload = std::sync::Arc::clone(&service);
         tokio::spawn(async move {
@@ -95,9 +98,11 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
                 let s = std::sync::Arc::clone(&reload);
                 let done = tokio::task::spawn_blocking(move || s.reload_trust()).await;
                 match done {
-                    Ok(Ok(())) => eprintln!("trust bundle reloaded"),
-                    Ok(Err(e)) => eprintln!("error: reloading the trust bundle: {}", e.message),
-                    Err(e) => eprintln!("error: reloading the trust bundle: {e}"),
+                    Ok(Ok(())) => tracing::info!("trust bundle reloaded (SIGHUP)"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e.message, "reloading the trust bundle (SIGHUP)");
+                    }
+                    Err(e) => tracing::error!(error = %e, "reloading the trust bundle (SIGHUP)"),
                 }
             }
         });

@@ -220,3 +220,52 @@ fn install_upgrade_rollback_and_uninstall_follow_the_rules_and_are_audited() {
     assert!(count("publish", "ok") >= 4);
     assert!(stdout(&warden(&[&"audit", &"--data", &s.data, &"--verify"])).contains("audit log ok"));
 }
+
+/// An install the operator's policy or the install rules refuse publishes nothing: no blob,
+/// no `publish` record, and the bundle is not in the registry to install later (red team: a
+/// refused `warden install` still published its bundle).
+#[test]
+fn a_refused_install_publishes_nothing() {
+    let s = setup();
+    ok(&cli(&s, &[&"tenant", &"create", &"acme"]));
+    // The policy allows no key-value store; the bundle asks for it and the grant names it.
+    let policy = s.t.path().join("policy.toml");
+    fs::write(&policy, "[policy]\ncapabilities = [\"network\"]\n").unwrap();
+    let kv = echo(&s, "1.0.0", "\n[permissions]\nkv = true\n");
+    let o = install(
+        &s,
+        &kv,
+        "acme",
+        &["--grant", "kv", "--config", policy.to_str().unwrap()],
+    );
+    fails(&o, "kv");
+    // A lower version than the one installed, not forced: refused too.
+    let v2 = echo(&s, "2.0.0", "");
+    ok(&install(&s, &v2, "acme", &[]));
+    let v1 = echo(&s, "1.5.0", "");
+    fails(&install(&s, &v1, "acme", &[]), "lower than the installed");
+    // Only 2.0.0 was stored and published.
+    let blobs: Vec<_> = fs::read_dir(s.data.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    let lines = audit_lines(&s);
+    let published: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("\"event\":\"publish\""))
+        .collect();
+    assert_eq!(published.len(), 1, "{published:#?}");
+    assert!(
+        published[0].contains("\"version\":\"2.0.0\""),
+        "{published:#?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("\"event\":\"install\"") && l.contains("\"outcome\":\"denied\""))
+            .count(),
+        2,
+        "{lines:#?}"
+    );
+}

@@ -65,6 +65,11 @@ impl Setup {
     }
 
     fn serve(&self, config: &str) -> Server {
+        self.serve_logged(config, None)
+    }
+
+    /// The service with its stderr (its logs, `WARDEN_LOG=debug` but audit records) in `log`.
+    fn serve_logged(&self, config: &str, log: Option<&Path>) -> Server {
         let cfg = self.t.path().join("policy.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -78,8 +83,12 @@ impl Setup {
             .env("WARDEN_RUNNER_TOKEN", RUNNER)
             .env_remove("WARDEN_TRUST_BUNDLE")
             .env_remove("WARDEN_AUDIT_KEY")
+            .env("WARDEN_LOG", "debug,warden::audit=off")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -434,7 +443,8 @@ fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() 
             .iter()
             .any(|r| r["event"] == "call" && r["outcome"] == "ok"),
     );
-    // The gateway's own refusals of a known tenant are recorded too, one each.
+    // The gateway's own refusals of a known tenant are recorded too: the first of a kind
+    // alone, its repeats within a second counted into a summary.
     let refused = |outcome: &str| {
         records
             .iter()
@@ -443,14 +453,58 @@ fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() 
                     && r["record"]["outcome"] == outcome
                     && r["record"]["message"]
                         .as_str()
-                        .is_some_and(|m| m.starts_with("refused by the gateway"))
+                        .is_some_and(|m| m.contains("refused by the gateway"))
             })
-            .count()
+            .map(|r| refusals_in(&r["record"]))
+            .sum::<u64>()
     };
     assert_eq!(refused("too-large"), 2, "{records:?}");
     assert_eq!(refused("timeout"), 1, "{records:?}");
     assert!(refused("invalid") >= 2, "{records:?}");
     ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
+
+    // The metrics of SPEC section 8 count what happened above.
+    let m = get(&format!("{}/metrics", s.base), Some(ADMIN));
+    assert_eq!(m.status, 200, "{}", m.body);
+    let value = |series: &str| -> f64 {
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{}", m.body))
+    };
+    let hostile = r#"tenant="alpha",extension="warden.hostile-http""#;
+    assert_eq!(value(&format!("warden_timeouts_total{{{hostile}}}")), 2.0);
+    assert_eq!(
+        value(&format!(
+            "warden_limit_hits_total{{{hostile},limit=\"memory\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "warden_limit_hits_total{{{hostile},limit=\"time\"}}"
+        )),
+        2.0
+    );
+    let hello = r#"tenant="alpha",extension="warden.hello""#;
+    assert_eq!(
+        value(&format!("warden_call_duration_seconds_count{{{hello}}}")),
+        2.0
+    );
+    assert_eq!(
+        value(&format!(
+            "warden_call_duration_seconds_bucket{{{hello},le=\"+Inf\"}}"
+        )),
+        2.0
+    );
+    assert_eq!(
+        value(&format!("warden_call_duration_seconds_count{{{hostile}}}")),
+        4.0,
+        "a trap, a memory limit, two timeouts"
+    );
+    assert!(value("warden_instance_pool_capacity") >= 1.0);
+    assert_eq!(value("warden_instance_pool_instances"), 0.0);
+    assert_eq!(value("warden_audit_healthy"), 1.0);
 }
 
 fn r_id(r: &Reply) -> String {
@@ -645,7 +699,7 @@ fn a_revoked_key_stops_the_install_at_once_after_a_trust_reload() {
     );
     assert_eq!(
         (r.status, r.code().as_str()),
-        (400, "malformed"),
+        (500, "trust-reload-failed"),
         "{}",
         r.body
     );
@@ -1033,4 +1087,107 @@ fn admin_refuses_duplicate_parts_and_secrets_for_no_install() {
     }
     // Liveness stays up; the service answers.
     assert_eq!(get(&format!("{}/healthz", s.base), None).status, 200);
+}
+
+/// The number a summary of repeated refusals counts ("N more refusals ..."), or 1 for a
+/// refusal recorded alone.
+fn refusals_in(record: &serde_json::Value) -> u64 {
+    let m = record["message"].as_str().unwrap_or("");
+    match m.split_once(" more refusal") {
+        Some((n, _)) => n.parse().unwrap(),
+        None => 1,
+    }
+}
+
+#[test]
+fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
+    let st = setup();
+    let s = st.serve(CONFIG);
+    let (hello, hello_sig) = st.bundle(&example("hello"), "hello");
+    let hash = publish(&s, &hello, &hello_sig);
+    let alpha = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hello", &hash, "none").status,
+        200
+    );
+    let before = audit(&st.data).len();
+    let ext = |id: &str| format!("{}/api/ext/{id}/hi", s.base);
+    // One id refused 300 times, then 300 ids chosen by the client, then 300 paths with a dot segment
+    // (and, past the tenant's rate, 429s: refusals too).
+    for _ in 0..300 {
+        let status = get(&ext("warden.nope"), Some(&alpha)).status;
+        assert!([404, 429].contains(&status), "{status}");
+    }
+    for i in 0..300 {
+        let status = get(&ext(&format!("warden.nope{i}")), Some(&alpha)).status;
+        assert!([404, 429].contains(&status), "{status}");
+    }
+    let dots = format!("{}/api/ext/warden.hello/a/%2e%2e/b", s.base);
+    for _ in 0..300 {
+        let status = get(&dots, Some(&alpha)).status;
+        assert!([400, 429].contains(&status), "{status}");
+    }
+    // The summaries are written within a second or two of the last refusal.
+    std::thread::sleep(Duration::from_millis(2500));
+    let records = audit(&st.data);
+    let refusals: Vec<serde_json::Value> = records[before..]
+        .iter()
+        .map(|r| r["record"].clone())
+        .filter(|r| r["tenant"] == "alpha" && r["outcome"] != "ok")
+        .collect();
+    let counted: u64 = refusals.iter().map(refusals_in).sum();
+    assert_eq!(counted, 900, "every refusal is counted: {refusals:#?}");
+    // Each id refused alone costs a record, then counted; never one per request.
+    assert!(
+        refusals.len() < 400,
+        "{} records for 900 refusals",
+        refusals.len()
+    );
+    let malformed: Vec<_> = refusals
+        .iter()
+        .filter(|r| r["message"].as_str().unwrap().contains("(400 malformed)"))
+        .collect();
+    assert!(malformed.len() <= 12, "{malformed:#?}");
+    assert!(malformed.iter().any(|r| {
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("more refusals (malformed)")
+    }));
+    ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
+}
+
+mod redteam;
+
+#[test]
+fn logs_are_json_lines_with_the_request_id_tenant_and_extension() {
+    let st = setup();
+    let log = st.t.path().join("serve.log");
+    let s = st.serve_logged("", Some(&log));
+    let (hello, sig) = st.bundle(&example("hello"), "hello");
+    let hash = publish(&s, &hello, &sig);
+    let alpha = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hello", &hash, "none").status,
+        200
+    );
+    let r = get(&format!("{}/api/ext/warden.hello/hi", s.base), Some(&alpha));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r_id(&r);
+    drop(s);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(!lines.is_empty());
+    let answered = lines
+        .iter()
+        .find(|l| l["span"]["request_id"] == id.as_str() && l["message"] == "answered")
+        .unwrap_or_else(|| panic!("no line for {id} in {text}"));
+    assert_eq!(answered["span"]["tenant"], "alpha");
+    assert_eq!(answered["span"]["extension"], "warden.hello");
+    assert_eq!(answered["status"], 200);
+    // Audit records stay in the audit log, not in the logs.
+    assert!(!text.contains("\"audit\""), "{text}");
 }

@@ -212,6 +212,13 @@ async fn without_network_permission_nothing_is_resolved_or_connected() {
     assert!(!all.contains("hunter2") && !all.contains("secret"), "{all}");
     assert_eq!(resolver.calls(), 0);
     assert_eq!(server.connections(), 0);
+    // The metrics' counts: two network denials, no byte out (both loads share one install id).
+    let usage = lab.host.usage();
+    assert_eq!(usage.len(), 1, "{usage:?}");
+    let (_, id, u) = &usage[0];
+    assert_eq!(id, &ungranted);
+    assert_eq!(u.denials.get("network"), Some(&2));
+    assert_eq!(u.egress_bytes, 0);
 }
 
 /// Issue 9, finding 7: a capability the operator granted but the policy forbids was reported

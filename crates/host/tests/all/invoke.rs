@@ -278,3 +278,62 @@ async fn nested_calls_per_top_level_call_are_limited_and_every_refusal_is_counte
         .count();
     assert_eq!(ran, 100);
 }
+
+/// A callee installed for the tenant but never loaded in this process is loaded by the call,
+/// verified and compiled as a top-level call would load it (red team: it answered "not
+/// loaded" until something else had loaded it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_callee_that_was_never_loaded_is_loaded_by_the_call() {
+    let lab = Lab::new();
+    let acme: TenantName = "acme".parse().unwrap();
+    let admin = lab.host.admin().unwrap();
+    admin.create_tenant(&acme).unwrap();
+    for (name, grant) in [("echo", Grant::None), ("caller", Grant::All)] {
+        let b = lab.bundle(name, |m| m);
+        let bytes = std::fs::read(&b).unwrap();
+        let sig = std::fs::read(format!("{}.sig", b.display())).unwrap();
+        admin
+            .install(&acme, name, bytes, &sig, Some(&grant), false)
+            .unwrap();
+    }
+    let caller: ExtensionId = "warden.caller".parse().unwrap();
+    let echo: ExtensionId = "warden.echo".parse().unwrap();
+    admin.load_installed(&acme, &caller).unwrap();
+    let view = lab.host.tenant(&acme);
+    assert!(view.extension(&echo).is_none(), "echo is not loaded yet");
+    let out = view
+        .call(&caller, "call", b"warden.echo echo\nhello there")
+        .await
+        .unwrap();
+    assert_eq!(text(&out.value), "ok:hello there");
+    assert!(view.extension(&echo).is_some(), "echo was loaded");
+    let records = lab.audit.records();
+    assert!(
+        records.iter().any(|r| r.event() == Event::Load
+            && r.extension() == Some("warden.echo")
+            && r.tenant() == Some("acme")
+            && r.outcome() == Outcome::Ok),
+        "{records:?}"
+    );
+    // Not installed for the tenant: still not found, nothing loaded.
+    let other: TenantName = "other".parse().unwrap();
+    admin.create_tenant(&other).unwrap();
+    let b = lab.bundle("caller", |m| m);
+    let bytes = std::fs::read(&b).unwrap();
+    let sig = std::fs::read(format!("{}.sig", b.display())).unwrap();
+    admin
+        .install(&other, "caller", bytes, &sig, Some(&Grant::All), false)
+        .unwrap();
+    admin.load_installed(&other, &caller).unwrap();
+    let out = lab
+        .host
+        .tenant(&other)
+        .call(&caller, "call", b"warden.echo echo\nx")
+        .await
+        .unwrap();
+    assert!(
+        text(&out.value).starts_with("err:not-found:"),
+        "{}",
+        text(&out.value)
+    );
+}

@@ -244,6 +244,33 @@ impl Registry for SqliteRegistry {
 
     fn publish(&self, p: &Published) -> Result<(), RegistryError> {
         self.write(|tx| {
+            // The id's first publisher keeps it; the first publication pins it.
+            let pinned: Option<String> = tx
+                .query_row(
+                    "SELECT publisher FROM registry_publishers WHERE id = ?1",
+                    [p.id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            match pinned {
+                Some(pinned) if pinned != p.publisher.to_string() => {
+                    return Err(RegistryError::PublisherPinned {
+                        id: p.id.clone(),
+                        pinned,
+                        publisher: p.publisher.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO registry_publishers (id, publisher, pinned_ms)
+                         VALUES (?1, ?2, ?3)",
+                        params![p.id.as_str(), p.publisher.to_string(), millis(p.published)],
+                    )
+                    .map_err(|e| self.err(e))?;
+                }
+            }
             let other: Option<String> = tx
                 .query_row(
                     "SELECT content_hash FROM registry_published

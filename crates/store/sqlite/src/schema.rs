@@ -107,7 +107,8 @@ CREATE TABLE IF NOT EXISTS schema_versions (
 ";
 
 /// The registry's migrations, in order: migration `i` brings the tables to version `i + 1`.
-const REGISTRY_MIGRATIONS: &[&str] = &["
+const REGISTRY_MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE registry_tenants (
     name TEXT PRIMARY KEY,
     created_ms INTEGER NOT NULL
@@ -134,7 +135,21 @@ CREATE TABLE registry_installs (
     installed_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, extension)
 ) WITHOUT ROWID;
-"];
+",
+    // Version 2: each extension id is pinned to the publisher that first published it (red team:
+    // any trusted publisher could publish over another's id). Ids already published are pinned
+    // to the publisher of their earliest publication.
+    "
+CREATE TABLE registry_publishers (
+    id TEXT PRIMARY KEY,
+    publisher TEXT NOT NULL,
+    pinned_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO registry_publishers (id, publisher, pinned_ms)
+    SELECT id, publisher, published_ms FROM registry_published
+    ORDER BY published_ms, content_hash;
+",
+];
 
 /// The version of `component`'s tables (0: none yet).
 fn version(tx: &Transaction<'_>, component: &str) -> rusqlite::Result<u32> {

@@ -243,3 +243,57 @@ fn blobs_are_content_addressed_private_and_checked_on_read() {
     assert!(e.to_string().contains("blob storage"), "{e}");
     assert!(matches!(e, BlobError::Storage { .. }));
 }
+
+/// An extension id stays with the publisher that first published it (red team: any trusted
+/// publisher could publish over another's id); a database from before the pin (schema
+/// version 1) is migrated with each id pinned to the publisher of its earliest publication.
+#[test]
+fn an_id_is_pinned_to_its_first_publisher_and_old_databases_are_migrated() {
+    let dir = TempDir::new().unwrap();
+    let r = open_registry(dir.path()).unwrap();
+    let p = |bytes: &[u8], id: &str, version: &str, publisher: &str| Published {
+        content_hash: ContentHash::of(bytes),
+        id: id.parse().unwrap(),
+        version: version.parse().unwrap(),
+        publisher: publisher.parse().unwrap(),
+        signature: b"{}".to_vec(),
+        published: SystemTime::now(),
+    };
+    r.publish(&p(b"a1", "acme.hello", "1.0.0", "acme")).unwrap();
+    let e = r
+        .publish(&p(b"m1", "acme.hello", "2.0.0", "mallory"))
+        .unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::PublisherPinned { pinned, .. } if pinned == "acme"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("first published by acme"), "{e}");
+    assert!(r.published(&ContentHash::of(b"m1")).unwrap().is_none());
+    r.publish(&p(b"a2", "acme.hello", "2.0.0", "acme")).unwrap();
+    r.publish(&p(b"m2", "mallory.hello", "1.0.0", "mallory"))
+        .unwrap();
+    drop(r);
+
+    // As a version-1 database holding the attack already made: two publishers of one id.
+    let raw = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
+    raw.execute_batch(
+        "DROP TABLE registry_publishers;
+         UPDATE schema_versions SET version = 1 WHERE component = 'registry';
+         UPDATE registry_published SET published_ms = 1000 WHERE id = 'acme.hello';
+         INSERT INTO registry_published (content_hash, id, version, publisher, signature, published_ms)
+           VALUES ('sha256:0000000000000000000000000000000000000000000000000000000000000000',
+                   'acme.hello', '3.0.0', 'mallory', x'7b7d', 2000);",
+    )
+    .unwrap();
+    drop(raw);
+    let r = open_registry(dir.path()).unwrap();
+    let e = r
+        .publish(&p(b"m3", "acme.hello", "4.0.0", "mallory"))
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::PublisherPinned { .. }), "{e}");
+    r.publish(&p(b"a4", "acme.hello", "4.0.0", "acme")).unwrap();
+    let e = r
+        .publish(&p(b"a5", "mallory.hello", "2.0.0", "acme"))
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::PublisherPinned { .. }), "{e}");
+}

@@ -1,0 +1,285 @@
+//! Repeated refusals, recorded once per window. A tenant that floods the service with requests
+//! it refuses (over its rate, busy, too large, no such route) would otherwise buy one fsynced
+//! audit record per request for free, and fill the disk every tenant's log lives on. The first
+//! refusal of a kind (tenant, extension, code) is recorded alone and awaited, as before; the
+//! next ones within [`WINDOW`] are only counted, and one summary record per kind and window
+//! says how many there were, between which request ids. Nothing is lost: the summaries are
+//! written by a thread every window and when the host closes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use warden_audit::{AuditSink, Event, Outcome, Record};
+
+/// How long repeats of a refusal are counted before their summary is written.
+pub(crate) const WINDOW: Duration = Duration::from_secs(1);
+
+/// Kinds kept apart at most; past this, a tenant's refusals of one code for extensions not
+/// yet seen share one kind (an id in a refused request is the client's choice).
+const MAX_KINDS: usize = 1024;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Kind {
+    tenant: Option<String>,
+    extension: Option<String>,
+    event: Event,
+    outcome: Outcome,
+    code: String,
+}
+
+struct Repeats {
+    since: SystemTime,
+    opened: Instant,
+    /// The request whose record was written alone, or that the last summary ended with.
+    first: String,
+    last: String,
+    count: u64,
+    message: Option<String>,
+}
+
+pub(crate) struct Refusals {
+    audit: Arc<dyn AuditSink>,
+    open: Mutex<HashMap<Kind, Repeats>>,
+}
+
+impl Refusals {
+    pub(crate) fn new(audit: Arc<dyn AuditSink>) -> Refusals {
+        Refusals {
+            audit,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes the refusal `record` (of error `code`): returns it when it is to be stored now
+    /// (the first of its kind in a window), `None` when it was counted into a summary.
+    pub(crate) fn note(&self, code: &str, record: Record) -> Option<Record> {
+        let mut kind = Kind {
+            tenant: record.tenant().map(str::to_owned),
+            extension: record.extension().map(str::to_owned),
+            event: record.event(),
+            outcome: record.outcome(),
+            code: code.to_owned(),
+        };
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if !open.contains_key(&kind) && open.len() >= MAX_KINDS {
+            kind.extension = None;
+        }
+        match open.get_mut(&kind) {
+            Some(repeats) => {
+                repeats.count += 1;
+                repeats.last = record.request_id().to_owned();
+                None
+            }
+            None => {
+                open.insert(
+                    kind,
+                    Repeats {
+                        since: SystemTime::now(),
+                        opened: Instant::now(),
+                        first: record.request_id().to_owned(),
+                        last: record.request_id().to_owned(),
+                        count: 0,
+                        message: record.message().map(str::to_owned),
+                    },
+                );
+                Some(record)
+            }
+        }
+    }
+
+    /// The summaries of windows that are over (all of them when `all`): a kind with repeats
+    /// starts a new window counted from its last request; a kind without any is forgotten,
+    /// so that its next refusal is recorded alone again.
+    fn due(&self, all: bool) -> Vec<Record> {
+        let now = Instant::now();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        open.retain(|kind, repeats| {
+            if !all && now.duration_since(repeats.opened) < WINDOW {
+                return true;
+            }
+            if repeats.count == 0 {
+                return false;
+            }
+            out.push(summary(kind, repeats));
+            repeats.since = SystemTime::now();
+            repeats.opened = now;
+            repeats.first.clone_from(&repeats.last);
+            repeats.count = 0;
+            !all
+        });
+        out
+    }
+
+    /// Writes the summaries that are due; false if one could not be stored.
+    pub(crate) fn flush(&self, all: bool) -> Result<(), warden_audit::AuditError> {
+        for record in self.due(all) {
+            self.audit.append(record)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Refusals {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush(true) {
+            tracing::error!(target: "warden::audit", error = %e, "the summary of repeated refusals could not be stored");
+        }
+    }
+}
+
+fn summary(kind: &Kind, r: &Repeats) -> Record {
+    let mut record = Record::new(kind.event, &r.last).with_outcome(kind.outcome);
+    if let Some(t) = &kind.tenant {
+        record = record.with_tenant(t);
+    }
+    if let Some(x) = &kind.extension {
+        record = record.with_extension(x);
+    }
+    let like = match &r.message {
+        Some(m) => format!(" ({m})"),
+        None => String::new(),
+    };
+    let since = humantime::format_rfc3339_millis(r.since);
+    let extensions = if kind.extension.is_none() && kind.tenant.is_some() {
+        " for several extensions"
+    } else {
+        ""
+    };
+    record.with_message(format!(
+        "{n} more refusal{s} ({code}){extensions} like request {first}{like} since {since}; the last was this request",
+        n = r.count,
+        s = if r.count == 1 { "" } else { "s" },
+        code = kind.code,
+        first = r.first,
+    ))
+}
+
+/// Writes due summaries every window while the host lives. A summary that cannot be stored
+/// closes the host like any other record (see `Inner::audit_gate`).
+pub(crate) fn start_flusher(inner: Weak<crate::host::Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("warden-refusals".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(WINDOW / 2);
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                if let Err(e) = inner.refusals.flush(false) {
+                    inner.refusals_unstored(e);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Summaries are then written when the host closes, and by the next refusals' flush.
+        tracing::warn!(error = %e, "the thread that records repeated refusals could not be started");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use warden_audit::MemoryAudit;
+
+    fn refused(id: &str, ext: &str) -> Record {
+        Record::new(Event::Call, id)
+            .with_tenant("acme")
+            .with_extension(ext)
+            .with_outcome(Outcome::Busy)
+            .with_message("over the rate")
+    }
+
+    #[test]
+    fn the_first_is_kept_repeats_are_summed() {
+        let audit = Arc::new(MemoryAudit::new());
+        let r = Refusals::new(audit.clone());
+        assert!(r.note("rate-limited", refused("r1", "x")).is_some());
+        for i in 2..=100 {
+            assert!(
+                r.note("rate-limited", refused(&format!("r{i}"), "x"))
+                    .is_none()
+            );
+        }
+        // Another code, another extension: each recorded alone.
+        assert!(r.note("busy", refused("b1", "x")).is_some());
+        assert!(r.note("rate-limited", refused("y1", "y")).is_some());
+        // Not yet due.
+        assert!(r.due(false).is_empty());
+        let all = r.due(true);
+        assert_eq!(all.len(), 1, "only the kind with repeats has a summary");
+        let s = &all[0];
+        assert_eq!(s.request_id(), "r100");
+        assert_eq!(s.tenant(), Some("acme"));
+        assert_eq!(s.extension(), Some("x"));
+        assert_eq!(s.outcome(), Outcome::Busy);
+        let m = s.message().unwrap();
+        assert!(
+            m.starts_with("99 more refusals (rate-limited) like request r1 (over the rate)"),
+            "{m}"
+        );
+        // Forgotten after the final flush: the next is recorded alone again.
+        assert!(r.note("rate-limited", refused("r101", "x")).is_some());
+    }
+
+    #[test]
+    fn a_window_over_is_summed_and_counting_goes_on() {
+        let audit = Arc::new(MemoryAudit::new());
+        let r = Refusals::new(audit.clone());
+        assert!(r.note("busy", refused("a", "x")).is_some());
+        assert!(r.note("busy", refused("b", "x")).is_none());
+        std::thread::sleep(WINDOW + Duration::from_millis(20));
+        r.flush(false).unwrap();
+        assert_eq!(audit.len(), 1);
+        // The kind stays open: more repeats are counted, not written alone.
+        assert!(r.note("busy", refused("c", "x")).is_none());
+        std::thread::sleep(WINDOW + Duration::from_millis(20));
+        r.flush(false).unwrap();
+        let records = audit.take();
+        assert_eq!(records.len(), 2);
+        assert!(
+            records[1]
+                .message()
+                .unwrap()
+                .starts_with("1 more refusal (busy) like request b")
+        );
+        // A quiet window forgets the kind.
+        std::thread::sleep(WINDOW + Duration::from_millis(20));
+        r.flush(false).unwrap();
+        assert!(audit.is_empty());
+        assert!(r.note("busy", refused("d", "x")).is_some());
+    }
+
+    #[test]
+    fn chosen_ids_cannot_grow_the_table() {
+        let audit = Arc::new(MemoryAudit::new());
+        let r = Refusals::new(audit.clone());
+        let mut alone = 0;
+        for i in 0..(MAX_KINDS + 5000) {
+            if r.note("not-found", refused(&format!("r{i}"), &format!("ext{i}")))
+                .is_some()
+            {
+                alone += 1;
+            }
+        }
+        assert_eq!(alone, MAX_KINDS + 1, "past the cap, new ids share one kind");
+        let all = r.due(true);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].extension(), None);
+        assert!(all[0].message().unwrap().contains("for several extensions"));
+        drop(r);
+    }
+
+    #[test]
+    fn dropping_writes_what_is_counted() {
+        let audit = Arc::new(MemoryAudit::new());
+        let r = Refusals::new(audit.clone());
+        assert!(r.note("busy", refused("a", "x")).is_some());
+        assert!(r.note("busy", refused("b", "x")).is_none());
+        drop(r);
+        assert_eq!(audit.len(), 1);
+    }
+}

@@ -1,0 +1,415 @@
+//! The child, between `clone3` and `execve`.
+//!
+//! It is a copy of a multi-threaded host in which only the spawning thread exists: another
+//! thread may have held the allocator's lock, stdio's lock or any other at the time of the
+//! clone. So this code only makes system calls (rustix's raw backend and [`crate::sys`]) on
+//! data the parent prepared: paths as `CString`s, `argv`/`envp` pointer arrays, the compiled
+//! seccomp programs, the Landlock ruleset's descriptor. It never allocates, never formats,
+//! never panics on purpose, and ends in `execve` or `_exit`. A failure is reported to the parent
+//! as 8 bytes (step, errno) on a close-on-exec pipe; a successful `execve` closes that pipe.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, c_char};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Arc;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::process::{Resource, Rlimit};
+use seccompiler::BpfProgram;
+
+use crate::profile::{IdMapping, SANDBOX_GID, SANDBOX_UID};
+use crate::sys;
+
+/// The steps of the child, in order; the number is what the child reports on failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    DeathSignal = 1,
+    WaitForParent,
+    MountPrivate,
+    MountStage,
+    PivotRoot,
+    MountPoints,
+    BindMount,
+    BindRemount,
+    MountTmp,
+    LandlockTmpRule,
+    DetachOldRoot,
+    RemountRootReadOnly,
+    Hostname,
+    NewSession,
+    DropIdentity,
+    ParentGone,
+    Rlimits,
+    Stdio,
+    CloseFds,
+    NoNewPrivs,
+    Landlock,
+    Seccomp,
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 23] = [
+        Step::DeathSignal,
+        Step::WaitForParent,
+        Step::MountPrivate,
+        Step::MountStage,
+        Step::PivotRoot,
+        Step::MountPoints,
+        Step::BindMount,
+        Step::BindRemount,
+        Step::MountTmp,
+        Step::LandlockTmpRule,
+        Step::DetachOldRoot,
+        Step::RemountRootReadOnly,
+        Step::Hostname,
+        Step::NewSession,
+        Step::DropIdentity,
+        Step::ParentGone,
+        Step::Rlimits,
+        Step::Stdio,
+        Step::CloseFds,
+        Step::NoNewPrivs,
+        Step::Landlock,
+        Step::Seccomp,
+        Step::Exec,
+    ];
+    pub(crate) fn from_u32(n: u32) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| *s as u32 == n)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::DeathSignal => "set the parent-death signal",
+            Step::WaitForParent => "wait for the id maps",
+            Step::MountPrivate => "make mounts private",
+            Step::MountStage => "mount the new root's tmpfs",
+            Step::PivotRoot => "pivot_root",
+            Step::MountPoints => "create mount points",
+            Step::BindMount => "bind mount",
+            Step::BindRemount => "remount a bind mount",
+            Step::MountTmp => "mount /tmp",
+            Step::LandlockTmpRule => "add the Landlock rule for /tmp",
+            Step::DetachOldRoot => "detach the old root",
+            Step::RemountRootReadOnly => "remount / read-only",
+            Step::Hostname => "set the host name",
+            Step::NewSession => "setsid",
+            Step::DropIdentity => "drop to the sandbox uid/gid",
+            Step::ParentGone => "the host died during setup",
+            Step::Rlimits => "set rlimits",
+            Step::Stdio => "set up stdin/stdout/stderr",
+            Step::CloseFds => "close inherited descriptors",
+            Step::NoNewPrivs => "set no_new_privs",
+            Step::Landlock => "enforce Landlock",
+            Step::Seccomp => "install the seccomp filter",
+            Step::Exec => "execve",
+        }
+    }
+}
+
+/// A bind mount: source under `/oldroot`, target in the new root, then a remount with `flags`
+/// (always including `MS_BIND`).
+pub(crate) struct Bind {
+    pub(crate) src: CString,
+    pub(crate) dst: CString,
+    pub(crate) flags: MountFlags,
+}
+
+/// What is the same for every spawn of one sandbox.
+pub(crate) struct Layout {
+    /// The host folder the new root's tmpfs is mounted on before `pivot_root` (the bundle's:
+    /// it exists, and `pivot_root` moves the tmpfs away so the folder shows again under
+    /// `/oldroot`).
+    pub(crate) stage: CString,
+    /// Folders to create in the new root, parents first.
+    pub(crate) dirs: Vec<CString>,
+    /// Empty files to create as mount points for device nodes.
+    pub(crate) files: Vec<CString>,
+    pub(crate) binds: Vec<Bind>,
+    pub(crate) tmp_options: CString,
+    pub(crate) rlimits: Vec<(Resource, u64)>,
+    pub(crate) ids: IdMapping,
+    pub(crate) seccomp: [BpfProgram; 2],
+    /// Landlock rights on `/tmp` (0 when Landlock is not used).
+    pub(crate) tmp_access: u64,
+}
+
+/// The program to run, with `argv`/`envp` as the null-terminated pointer arrays `execve` takes.
+pub(crate) struct Exec {
+    pub(crate) path: CString,
+    pub(crate) _strings: Vec<CString>,
+    pub(crate) argv: Vec<*const c_char>,
+    pub(crate) envp: Vec<*const c_char>,
+}
+
+/// Descriptors the child uses (raw numbers valid in the child, all close-on-exec in the parent).
+pub(crate) struct ChildFds {
+    /// Pipe ends that become 0, 1, 2 (absent in a dry run). Never below 3.
+    pub(crate) stdio: Option<[RawFd; 3]>,
+    /// Read end of the sync pipe: one byte when the id maps are written, HUP if the host died.
+    pub(crate) sync: RawFd,
+    /// Write end of the report pipe.
+    pub(crate) report: RawFd,
+    /// The Landlock ruleset (a duplicate of the one the parent built for this spawn).
+    pub(crate) landlock: Option<RawFd>,
+}
+
+/// One spawn: shared layout, descriptors, and the program (`None` for a dry run, which exits
+/// with 0 where it would exec).
+pub(crate) struct Plan {
+    pub(crate) layout: Arc<Layout>,
+    pub(crate) fds: ChildFds,
+    pub(crate) exec: Option<Exec>,
+}
+
+// SAFETY: the raw pointers in `Exec` point into `Exec::_strings`, owned by the same value and
+// never mutated; a Plan is only read, by the spawner thread and then by the child's copy.
+unsafe impl Send for Plan {}
+// SAFETY: as above; nothing in a Plan has interior mutability.
+unsafe impl Sync for Plan {}
+
+/// A descriptor the child uses.
+fn fd(raw: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: every descriptor in a Plan stays open in the child until execve or _exit: the
+    // child closes none of them (close_range only marks them close-on-exec).
+    unsafe { BorrowedFd::borrow_raw(raw) }
+}
+
+type Fail = (Step, Errno);
+
+fn at<T>(step: Step, r: Result<T, Errno>) -> Result<T, Fail> {
+    r.map_err(|e| (step, e))
+}
+
+/// The child's entry: runs the steps, then `execve`; reports the failing step otherwise.
+pub(crate) fn run(plan: &Plan) -> ! {
+    let (step, errno) = match setup(plan) {
+        Ok(()) => match &plan.exec {
+            // SAFETY: argv and envp are null-terminated arrays into `_strings`, alive here.
+            Some(e) => (Step::Exec, unsafe {
+                sys::execve(&e.path, e.argv.as_ptr(), e.envp.as_ptr())
+            }),
+            None => sys::exit(0),
+        },
+        Err(f) => f,
+    };
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&(step as u32).to_le_bytes());
+    msg[4..].copy_from_slice(&errno.raw_os_error().to_le_bytes());
+    let _ = rustix::io::write(fd(plan.fds.report), &msg);
+    sys::exit(127)
+}
+
+fn setup(plan: &Plan) -> Result<(), Fail> {
+    use rustix::process as p;
+    use rustix::thread as t;
+    let l = &*plan.layout;
+
+    // Die with the host from the first instruction on (re-armed after the uid change below,
+    // which clears it).
+    at(
+        Step::DeathSignal,
+        p::set_parent_process_death_signal(Some(p::Signal::KILL)),
+    )?;
+    // The parent writes our uid/gid maps, then one byte. EOF: the parent gave up or died.
+    let mut b = [0u8; 1];
+    match rustix::io::retry_on_intr(|| rustix::io::read(fd(plan.fds.sync), &mut b)) {
+        Ok(1) => {}
+        Ok(_) => sys::exit(0),
+        Err(e) => return Err((Step::WaitForParent, e)),
+    }
+
+    // The mount namespace: nothing propagates back to the host.
+    at(
+        Step::MountPrivate,
+        rustix::mount::mount_change(
+            c"/",
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+        ),
+    )?;
+    at(
+        Step::MountStage,
+        rustix::mount::mount(
+            c"tmpfs",
+            l.stage.as_c_str(),
+            c"tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            c"size=1m,nr_inodes=256,mode=0755",
+        ),
+    )?;
+    at(Step::PivotRoot, p::chdir(l.stage.as_c_str()))?;
+    at(
+        Step::PivotRoot,
+        rustix::fs::mkdir(c"oldroot", Mode::from_bits_truncate(0o700)),
+    )?;
+    at(Step::PivotRoot, p::pivot_root(c".", c"oldroot"))?;
+    at(Step::PivotRoot, p::chdir(c"/"))?;
+
+    for d in &l.dirs {
+        at(
+            Step::MountPoints,
+            rustix::fs::mkdir(d.as_c_str(), Mode::from_bits_truncate(0o755)),
+        )?;
+    }
+    for f in &l.files {
+        let file = at(
+            Step::MountPoints,
+            rustix::fs::open(
+                f.as_c_str(),
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            ),
+        )?;
+        drop(file);
+    }
+    for bind in &l.binds {
+        at(
+            Step::BindMount,
+            rustix::mount::mount_bind(bind.src.as_c_str(), bind.dst.as_c_str()),
+        )?;
+        at(
+            Step::BindRemount,
+            rustix::mount::mount_remount(bind.dst.as_c_str(), bind.flags, c""),
+        )?;
+    }
+    at(
+        Step::MountTmp,
+        rustix::mount::mount(
+            c"tmpfs",
+            c"/tmp",
+            c"tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            l.tmp_options.as_c_str(),
+        ),
+    )?;
+    if let Some(ruleset) = plan.fds.landlock {
+        let tmp = at(
+            Step::LandlockTmpRule,
+            rustix::fs::open(
+                c"/tmp",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ),
+        )?;
+        use std::os::fd::AsRawFd;
+        at(
+            Step::LandlockTmpRule,
+            sys::landlock_add_path_rule(ruleset, tmp.as_raw_fd(), l.tmp_access),
+        )?;
+        drop(tmp);
+    }
+    at(
+        Step::DetachOldRoot,
+        rustix::mount::unmount(c"/oldroot", UnmountFlags::DETACH),
+    )?;
+    at(Step::DetachOldRoot, rustix::fs::rmdir(c"/oldroot"))?;
+    at(
+        Step::RemountRootReadOnly,
+        rustix::mount::mount_remount(
+            c"/",
+            MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+            c"",
+        ),
+    )?;
+    at(Step::RemountRootReadOnly, p::chdir(c"/"))?;
+    at(Step::Hostname, rustix::system::sethostname(b"warden"))?;
+    // No controlling terminal; the program's own session (so TIOCSTI has nothing to reach).
+    at(Step::NewSession, p::setsid())?;
+
+    // Leave namespace root: after this the process holds no capability, even in its namespace.
+    if let IdMapping::FromRoot { .. } = l.ids {
+        at(Step::DropIdentity, t::set_thread_groups(&[]))?;
+    }
+    let gid = p::Gid::from_raw(SANDBOX_GID);
+    let uid = p::Uid::from_raw(SANDBOX_UID);
+    at(Step::DropIdentity, t::set_thread_res_gid(gid, gid, gid))?;
+    at(Step::DropIdentity, t::set_thread_res_uid(uid, uid, uid))?;
+    at(
+        Step::DropIdentity,
+        t::set_capabilities(
+            None,
+            t::CapabilitySets {
+                effective: t::CapabilitySet::empty(),
+                permitted: t::CapabilitySet::empty(),
+                inheritable: t::CapabilitySet::empty(),
+            },
+        ),
+    )?;
+    at(Step::DropIdentity, t::clear_ambient_capability_set())?;
+
+    // The uid change cleared the death signal: re-arm it, then make sure the host did not die
+    // in between (the sync pipe's write end closes with the host).
+    at(
+        Step::DeathSignal,
+        p::set_parent_process_death_signal(Some(p::Signal::KILL)),
+    )?;
+    let mut pfd = [rustix::event::PollFd::from_borrowed_fd(
+        fd(plan.fds.sync),
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    at(Step::ParentGone, rustix::event::poll(&mut pfd, Some(&zero)))?;
+    if pfd[0].revents().contains(rustix::event::PollFlags::HUP) {
+        return Err((Step::ParentGone, Errno::SRCH));
+    }
+
+    for &(res, v) in &l.rlimits {
+        at(
+            Step::Rlimits,
+            p::setrlimit(
+                res,
+                Rlimit {
+                    current: Some(v),
+                    maximum: Some(v),
+                },
+            ),
+        )?;
+    }
+
+    if let Some(stdio) = plan.fds.stdio {
+        for (target, src) in stdio.into_iter().enumerate() {
+            // The parent made every source >= 3, so no dup2 here overwrites a later source;
+            // dup2 clears close-on-exec on the new descriptor.
+            let mut new = unsafe_owned(target as RawFd);
+            let r = rustix::io::dup2(fd(src), &mut new);
+            std::mem::forget(new);
+            at(Step::Stdio, r)?;
+        }
+    }
+    // Everything else (the host's descriptors, inherited or leaked, our pipes, the ruleset)
+    // closes at execve.
+    at(Step::CloseFds, sys::cloexec_from(3))?;
+
+    at(Step::NoNewPrivs, t::set_no_new_privs(true))?;
+    if let Some(ruleset) = plan.fds.landlock {
+        at(Step::Landlock, sys::landlock_restrict_self(ruleset))?;
+    }
+    // The allowlist goes last: it refuses seccomp(2) itself.
+    for prog in &l.seccomp {
+        // seccompiler's apply_filter: prctl + seccomp(2) on a borrowed program, no allocation.
+        if let Err(e) = seccompiler::apply_filter(prog) {
+            let errno = match e {
+                seccompiler::Error::Prctl(io) | seccompiler::Error::Seccomp(io) => {
+                    Errno::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EINVAL))
+                }
+                _ => Errno::INVAL,
+            };
+            return Err((Step::Seccomp, errno));
+        }
+    }
+    Ok(())
+}
+
+/// An `OwnedFd` for a descriptor number that may or may not be open, for `dup2`'s target; the
+/// caller forgets it (it is never closed through this value).
+fn unsafe_owned(raw: RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the value is only passed to dup2 as its target and then forgotten, so it never
+    // closes anything; a number in 0..=2 is a valid descriptor value.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) }
+}

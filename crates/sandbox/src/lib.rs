@@ -1,0 +1,95 @@
+//! The OS sandbox for process extensions (Linux, x86-64): runs one native program — a static
+//! binary of the bundle, or a script with an interpreter the profile makes visible — with only
+//! its stdin, stdout and stderr pipes to the host, and kills the whole process tree on timeout,
+//! on drop and when the host dies.
+//!
+//! ```no_run
+//! use std::time::{Duration, Instant};
+//! use warden_sandbox::{Access, Grant, Invocation, Limits, Profile, Program, Sandbox};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let profile = Profile::builder("/srv/warden/bundles/abc")          // read-only at /bundle
+//!     .grant(Grant::new("/srv/warden/data/t1/ext", "/data".parse()?, Access::ReadWrite))
+//!     .tmp_size(8 << 20)
+//!     .limits(Limits { processes: 16, ..Limits::default() })
+//!     .build()?;                                    // paths checked and canonicalized here
+//! let sandbox = Sandbox::new(profile)?;             // kernel checked, seccomp compiled here
+//! let child = sandbox.spawn(
+//!     &Invocation::new(Program::Binary("bin/ext".parse()?)).arg("--stdio").env("LANG", "C"),
+//! )?;
+//! let out = child.run(b"request", Instant::now() + Duration::from_secs(5), 1 << 20)?;
+//! # let _ = out; Ok(()) }
+//! ```
+//!
+//! # Layers, and what each stops
+//!
+//! | layer | stops |
+//! |---|---|
+//! | user namespace, program uid [`SANDBOX_UID`] (not 0) | any capability after `execve`; the host's root (a root host runs programs as [`DEFAULT_ROOT_HOST_IDS`] or ids it picks) |
+//! | pid namespace, program is its init | seeing or signalling host processes; `/proc/<host pid>`; a daemonized grandchild outliving the program (the kernel kills the namespace with its init) |
+//! | mount namespace, `pivot_root` onto a read-only tmpfs, old root detached | every host path except the bundle (ro), the grants, `/dev/null`, `/dev/urandom`, the private `/tmp` (size and inode capped); no `/proc`, no `/sys` |
+//! | net namespace (no interface up) | any network, loopback included |
+//! | ipc, uts, cgroup namespaces | host System V IPC and POSIX queues; host name; cgroup paths |
+//! | Landlock (ABI ≥ 1; TCP from 4; scopes from 6) | file access beyond the rules even through a mount mistake; TCP bind/connect; signals and abstract sockets out of the domain |
+//! | seccomp-bpf ([`seccomp`]) | foreign-arch calls (kill), x32 numbers and every call off the allowlist (`EPERM`): ptrace, mount, bpf, keyctl, io_uring, kexec, userfaultfd, unshare/setns, namespace flags on clone, ... |
+//! | rlimits ([`Limits`]) | fork bombs (`RLIMIT_NPROC`, counted per user namespace), fd exhaustion, memory bombs (`RLIMIT_AS`), huge files (`RLIMIT_FSIZE` and the tmpfs cap), CPU spin; core dumps (0) |
+//! | `PR_SET_NO_NEW_PRIVS`, `nosuid` mounts | set-uid and file capabilities |
+//! | empty environment, `close_range(3.., CLOEXEC)` | `LD_PRELOAD` and every host variable; leaked host descriptors |
+//! | `PR_SET_PDEATHSIG(SIGKILL)` on the init, forked from a thread that lives as long as the process; `prctl(PR_SET_PDEATHSIG)` refused by seccomp | the sandbox outliving the host |
+//!
+//! # Order of steps
+//!
+//! In the parent (any thread, ordinary code): the profile was checked and canonicalized when
+//! built; [`Sandbox::new`] probed the kernel ([`Support::probe`]) and compiled the seccomp
+//! filters and the mount plan once. Each spawn builds the `argv`/`envp` arrays and a fresh
+//! Landlock ruleset (with the `landlock` crate), creates its pipes (close-on-exec, above fd 2),
+//! and asks the spawner thread to `clone3` into new user, mount, pid, ipc, uts, cgroup and net
+//! namespaces with a pidfd. Then it writes the child's `uid_map`/`gid_map` (and `setgroups`
+//! deny when unprivileged), sends the child one byte, and reads the child's report pipe: EOF
+//! means the program was exec'd, 8 bytes name the failed step and errno.
+//!
+//! In the child (`src/child.rs`, system calls only, on data prepared above — it is a copy of a
+//! multi-threaded process, so no allocation and no lock):
+//! 1. `PR_SET_PDEATHSIG(SIGKILL)`; wait for the parent's byte (EOF: exit).
+//! 2. mounts private (recursive); a small tmpfs on the bundle's own folder; `pivot_root` into
+//!    it, old root at `/oldroot`.
+//! 3. mount points; bind `/oldroot/<bundle>` at `/bundle` then remount `ro,nosuid,nodev`
+//!    (keeping the source's locked flags); `/dev/null`, `/dev/urandom` (`nosuid,noexec`);
+//!    grants (`nosuid,nodev`, `ro`/`noexec` by [`Access`]); `/tmp` tmpfs
+//!    (`size=,nr_inodes=,nosuid,nodev,noexec`) and its Landlock rule.
+//! 4. detach and remove `/oldroot`; remount `/` read-only; `chdir("/")`; host name; `setsid`.
+//! 5. a root host's child clears its groups; `setresgid`/`setresuid` to
+//!    [`SANDBOX_GID`]/[`SANDBOX_UID`]; all capability sets and the ambient set emptied.
+//! 6. `PR_SET_PDEATHSIG` again (the uid change cleared it); exit if the host died meanwhile.
+//! 7. rlimits; `dup2` the pipes onto 0, 1, 2; `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`.
+//! 8. `PR_SET_NO_NEW_PRIVS`; `landlock_restrict_self`; the two seccomp filters.
+//! 9. `execve` with the caller's environment only.
+//!
+//! # Not done in this version
+//!
+//! Cgroups: [`Support::cgroup`] reports whether a delegated cgroup v2 with the `pids` and
+//! `memory` controllers exists, but programs are not placed in one yet (`RLIMIT_NPROC` and
+//! `RLIMIT_AS` bound them instead). The capability bounding set is not cleared (no_new_privs and
+//! a non-zero uid already make `execve` grant nothing).
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod child;
+mod process;
+mod profile;
+mod rules;
+pub mod seccomp;
+mod spawn;
+mod support;
+mod sys;
+
+pub use child::Step;
+pub use process::{Child, Exit, Outcome, Output};
+pub use profile::{
+    Access, BUNDLE_AT, BundlePath, DEFAULT_ROOT_HOST_IDS, DEFAULT_TMP_SIZE, Grant, HostIds,
+    IdMapping, Limits, MAX_GRANTS, MAX_TMP_SIZE, Profile, ProfileBuilder, ProfileError,
+    SANDBOX_GID, SANDBOX_UID, SandboxPath, TMP_AT, TMP_INODES, Weakening,
+};
+pub use rules::RulesError;
+pub use seccomp::FilterError;
+pub use spawn::{InterpreterPath, Invocation, MAX_ARGS, Program, Sandbox, SandboxError};
+pub use support::{Feature, MissingFeature, Support};

@@ -1,0 +1,278 @@
+//! The handle of a running sandboxed program: its pipes, kill, wait with a deadline, and a
+//! bounded way to run it to the end.
+//!
+//! The program is the init (pid 1) of its own pid namespace. `SIGKILL` to it (sent through a
+//! pidfd, so never to a recycled pid) makes the kernel kill every process in the namespace, and
+//! its exit status is only reported once they are all gone: when [`Child::kill`] has been
+//! followed by a successful wait, nothing the program started is left, daemonized or not.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::{WaitId, WaitIdOptions};
+
+/// How the program ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by a signal (`SIGKILL` from a kill or a limit, `SIGSYS` from seccomp's arch check,
+    /// `SIGXFSZ`, `SIGXCPU`, ...).
+    Signal(i32),
+}
+
+/// The result of waiting with a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(Exit),
+    /// The deadline passed: the sandbox was killed (the whole pid namespace) and reaped.
+    TimedOut,
+}
+
+/// Everything [`Child::run`] collected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub outcome: Outcome,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Output past the cap was read and dropped.
+    pub truncated: bool,
+}
+
+/// A sandboxed program. Dropping it kills the sandbox and reaps it.
+#[derive(Debug)]
+pub struct Child {
+    pid: i32,
+    pidfd: OwnedFd,
+    stdin: Option<std::io::PipeWriter>,
+    stdout: Option<std::io::PipeReader>,
+    stderr: Option<std::io::PipeReader>,
+    exit: Option<Exit>,
+}
+
+impl Child {
+    pub(crate) fn new(
+        pid: i32,
+        pidfd: OwnedFd,
+        stdin: std::io::PipeWriter,
+        stdout: std::io::PipeReader,
+        stderr: std::io::PipeReader,
+    ) -> Child {
+        Child {
+            pid,
+            pidfd,
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            exit: None,
+        }
+    }
+
+    /// The program's pid in the host's pid namespace (it is 1 in its own).
+    pub fn id(&self) -> u32 {
+        self.pid.unsigned_abs()
+    }
+    pub fn take_stdin(&mut self) -> Option<std::io::PipeWriter> {
+        self.stdin.take()
+    }
+    pub fn take_stdout(&mut self) -> Option<std::io::PipeReader> {
+        self.stdout.take()
+    }
+    pub fn take_stderr(&mut self) -> Option<std::io::PipeReader> {
+        self.stderr.take()
+    }
+
+    /// Kills the whole sandbox (`SIGKILL` to its pid namespace's init). Does not wait.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The exit status if the program has ended (every process of the sandbox is then gone).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<Exit>> {
+        if let Some(e) = self.exit {
+            return Ok(Some(e));
+        }
+        self.exit = reap(self.pidfd.as_fd(), WaitIdOptions::NOHANG)?;
+        Ok(self.exit)
+    }
+
+    /// Waits until the program ends or `deadline` passes; at the deadline the sandbox is
+    /// killed and reaped.
+    pub fn wait_deadline(&mut self, deadline: Instant) -> std::io::Result<Outcome> {
+        loop {
+            if let Some(e) = self.try_wait()? {
+                return Ok(Outcome::Exited(e));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.kill()?;
+                self.exit = Some(wait_exit(self.pidfd.as_fd())?);
+                return Ok(Outcome::TimedOut);
+            }
+            // The pidfd becomes readable when the process exits.
+            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+            poll(&mut fds, left)?;
+        }
+    }
+
+    /// Writes `input` to stdin (then closes it), collects stdout and stderr (each up to `cap`
+    /// bytes; more is read and dropped), and waits, all until `deadline`. At the deadline the
+    /// sandbox is killed.
+    pub fn run(mut self, input: &[u8], deadline: Instant, cap: usize) -> std::io::Result<Output> {
+        let mut stdin = self.stdin.take();
+        let mut streams = [self.stdout.take(), self.stderr.take()];
+        for s in streams.iter().flatten() {
+            rustix::io::ioctl_fionbio(s, true)?;
+        }
+        if let Some(w) = &stdin {
+            rustix::io::ioctl_fionbio(w, true)?;
+        }
+        let mut bufs = [Vec::new(), Vec::new()];
+        let mut truncated = false;
+        let mut written = 0;
+        let mut timed_out = false;
+        if input.is_empty() {
+            stdin = None;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                timed_out = true;
+                break;
+            }
+            if streams.iter().all(Option::is_none) {
+                break;
+            }
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+            let mut which = Vec::with_capacity(3);
+            for (i, s) in streams.iter().enumerate() {
+                if let Some(s) = s {
+                    fds.push(PollFd::new(s, PollFlags::IN));
+                    which.push(i);
+                }
+            }
+            if let Some(w) = &stdin {
+                fds.push(PollFd::new(w, PollFlags::OUT));
+                which.push(2);
+            }
+            poll(&mut fds, left)?;
+            let ready: Vec<(usize, PollFlags)> = which
+                .iter()
+                .zip(fds.iter())
+                .map(|(&i, f)| (i, f.revents()))
+                .collect();
+            drop(fds);
+            for (i, rev) in ready {
+                if rev.is_empty() {
+                    continue;
+                }
+                if i == 2 {
+                    if let Some(w) = &mut stdin {
+                        match w.write(&input[written..]) {
+                            Ok(n) => written += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            // The program closed its stdin: stop feeding it.
+                            Err(_) => written = input.len(),
+                        }
+                    }
+                    if written >= input.len() {
+                        stdin = None;
+                    }
+                    continue;
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                if let Some(r) = &mut streams[i] {
+                    match r.read(&mut chunk) {
+                        Ok(0) => streams[i] = None,
+                        Ok(n) => {
+                            let room = cap.saturating_sub(bufs[i].len());
+                            bufs[i].extend_from_slice(&chunk[..n.min(room)]);
+                            truncated |= n > room;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        drop(stdin);
+        let outcome = if timed_out {
+            self.kill()?;
+            self.exit = Some(wait_exit(self.pidfd.as_fd())?);
+            Outcome::TimedOut
+        } else {
+            self.wait_deadline(deadline)?
+        };
+        let [stdout, stderr] = bufs;
+        Ok(Output {
+            outcome,
+            stdout,
+            stderr,
+            truncated,
+        })
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            kill_and_reap(self.pidfd.as_fd());
+        }
+    }
+}
+
+fn poll(fds: &mut [PollFd<'_>], left: Duration) -> std::io::Result<()> {
+    let t = rustix::event::Timespec {
+        tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(left.subsec_nanos()),
+    };
+    match rustix::event::poll(fds, Some(&t)) {
+        Ok(_) | Err(Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn reap(pidfd: BorrowedFd<'_>, extra: WaitIdOptions) -> std::io::Result<Option<Exit>> {
+    loop {
+        match rustix::process::waitid(WaitId::PidFd(pidfd), WaitIdOptions::EXITED | extra) {
+            Ok(Some(st)) => {
+                if let Some(c) = st.exit_status() {
+                    return Ok(Some(Exit::Code(c)));
+                }
+                if let Some(s) = st.terminating_signal() {
+                    return Ok(Some(Exit::Signal(s)));
+                }
+                if extra.contains(WaitIdOptions::NOHANG) {
+                    return Ok(None);
+                }
+            }
+            Ok(None) => return Ok(None),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Blocks until the process behind `pidfd` has exited, and reaps it.
+pub(crate) fn wait_exit(pidfd: BorrowedFd<'_>) -> std::io::Result<Exit> {
+    loop {
+        if let Some(e) = reap(pidfd, WaitIdOptions::empty())? {
+            return Ok(e);
+        }
+    }
+}
+
+/// `SIGKILL` through the pidfd, then reap. Errors are ignored: this runs in `Drop`.
+pub(crate) fn kill_and_reap(pidfd: BorrowedFd<'_>) {
+    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    let _ = wait_exit(pidfd);
+}

@@ -1,0 +1,357 @@
+//! The seccomp-bpf filters, compiled once per [`Sandbox`](crate::Sandbox) with `seccompiler`.
+//!
+//! Two filters are installed; the kernel runs both and keeps the most restrictive answer. In
+//! the order of this list (the allowlist is installed last since it refuses `seccomp(2)`):
+//!
+//! 1. **The allowlist.** Its first instructions (emitted by `seccompiler`) compare
+//!    `seccomp_data.arch` with `AUDIT_ARCH_X86_64` and **kill the process** on any other
+//!    architecture (an `int 0x80` i386 call, for example): a foreign-ABI call is never a mistake
+//!    a correct program makes. Then every system call number not in [`ALLOWED`] (or allowed only
+//!    with conditions that do not hold) gets **`EPERM`**. x32 calls (number with bit
+//!    `0x40000000`) carry the x86-64 arch value but never equal an allowed number, so they are
+//!    refused too, whether or not the kernel has the x32 ABI. `EPERM` rather than a kill for the
+//!    rest: programs and their runtimes probe features (io_uring, userfaultfd, ...) and fall
+//!    back when refused, the refusal is visible to the program's own error handling, and a
+//!    refused call has no effect either way.
+//! 2. **`clone3` → `ENOSYS`.** `clone3` takes its flags in memory that BPF cannot read, so it
+//!    cannot be checked for namespace flags; `ENOSYS` makes glibc fall back to `clone`, whose
+//!    flags the allowlist checks.
+//!
+//! Refused outright (not in the allowlist): `ptrace`, `process_vm_readv/writev`, `mount`,
+//! `umount2`, `pivot_root`, `chroot`, `bpf`, `keyctl`, `add_key`, `request_key`,
+//! `io_uring_setup/enter/register`, `perf_event_open`, `kexec_load`, `kexec_file_load`,
+//! `userfaultfd`, `unshare`, `setns`, `init_module`, `finit_module`, `delete_module`, the
+//! `set*id` family, `setgroups`, `capset`, `mknod`, `chown` and kin, `pidfd_*`, `kcmp`,
+//! `personality`, `open_by_handle_at`, System V IPC, `reboot`, clocks, `syslog`, ...
+//! Allowed with conditions: `clone` without any `CLONE_NEW*` flag; `socket` for `AF_UNIX` only;
+//! `ioctl` except `TIOCSTI` and `TIOCLINUX`; `prctl` except `PR_SET_PDEATHSIG` (so the
+//! namespace's init cannot undo dying with the host).
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// An error compiling the filters (a bug in this crate, never a property of the program).
+#[derive(Debug, thiserror::Error)]
+#[error("compiling the seccomp filter: {0}")]
+pub struct FilterError(String);
+
+/// System calls allowed without conditions.
+pub const ALLOWED: &[i64] = &[
+    // I/O on descriptors the program has.
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_lseek,
+    libc::SYS_close,
+    libc::SYS_close_range,
+    libc::SYS_dup,
+    libc::SYS_dup2,
+    libc::SYS_dup3,
+    libc::SYS_fcntl,
+    libc::SYS_flock,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_ftruncate,
+    libc::SYS_fallocate,
+    libc::SYS_sendfile,
+    libc::SYS_copy_file_range,
+    libc::SYS_splice,
+    libc::SYS_tee,
+    libc::SYS_pipe,
+    libc::SYS_pipe2,
+    // Paths (Landlock and the mounts decide what they reach).
+    libc::SYS_open,
+    libc::SYS_openat,
+    libc::SYS_openat2,
+    libc::SYS_creat,
+    libc::SYS_stat,
+    libc::SYS_fstat,
+    libc::SYS_lstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_statfs,
+    libc::SYS_fstatfs,
+    libc::SYS_access,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_getdents64,
+    libc::SYS_getcwd,
+    libc::SYS_chdir,
+    libc::SYS_fchdir,
+    libc::SYS_mkdir,
+    libc::SYS_mkdirat,
+    libc::SYS_rmdir,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_link,
+    libc::SYS_linkat,
+    libc::SYS_symlink,
+    libc::SYS_symlinkat,
+    libc::SYS_readlink,
+    libc::SYS_readlinkat,
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    libc::SYS_truncate,
+    libc::SYS_utimensat,
+    libc::SYS_umask,
+    // Memory.
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_msync,
+    libc::SYS_mincore,
+    libc::SYS_memfd_create,
+    libc::SYS_membarrier,
+    // Signals and time.
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_rt_sigpending,
+    libc::SYS_rt_sigtimedwait,
+    libc::SYS_rt_sigsuspend,
+    libc::SYS_sigaltstack,
+    libc::SYS_kill,
+    libc::SYS_tgkill,
+    libc::SYS_tkill,
+    libc::SYS_pause,
+    libc::SYS_nanosleep,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_getres,
+    libc::SYS_gettimeofday,
+    libc::SYS_time,
+    libc::SYS_alarm,
+    libc::SYS_setitimer,
+    libc::SYS_getitimer,
+    libc::SYS_timer_create,
+    libc::SYS_timer_settime,
+    libc::SYS_timer_gettime,
+    libc::SYS_timer_getoverrun,
+    libc::SYS_timer_delete,
+    libc::SYS_timerfd_create,
+    libc::SYS_timerfd_settime,
+    libc::SYS_timerfd_gettime,
+    // Processes and threads (clone is allowed below, with conditions).
+    libc::SYS_fork,
+    libc::SYS_vfork,
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+    libc::SYS_getpid,
+    libc::SYS_getppid,
+    libc::SYS_gettid,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_getgroups,
+    libc::SYS_getresuid,
+    libc::SYS_getresgid,
+    libc::SYS_getpgrp,
+    libc::SYS_getpgid,
+    libc::SYS_setpgid,
+    libc::SYS_getsid,
+    libc::SYS_setsid,
+    libc::SYS_futex,
+    libc::SYS_set_robust_list,
+    libc::SYS_get_robust_list,
+    libc::SYS_set_tid_address,
+    libc::SYS_rseq,
+    libc::SYS_arch_prctl,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_getpriority,
+    libc::SYS_getrlimit,
+    libc::SYS_prlimit64,
+    libc::SYS_getrusage,
+    libc::SYS_times,
+    libc::SYS_sysinfo,
+    libc::SYS_uname,
+    libc::SYS_getrandom,
+    // Waiting on descriptors.
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_select,
+    libc::SYS_pselect6,
+    libc::SYS_epoll_create,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_eventfd,
+    libc::SYS_eventfd2,
+    libc::SYS_signalfd,
+    libc::SYS_signalfd4,
+    // Local sockets (socket itself is AF_UNIX only, below; the net namespace has no interface).
+    libc::SYS_socketpair,
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_sendto,
+    libc::SYS_recvfrom,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_shutdown,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+];
+
+/// Namespace flags `clone` may not carry (`CLONE_NEWTIME` is `CSIGNAL`'s bit in `clone`, so it
+/// is not listed; it is only valid in `clone3` and `unshare`, both refused).
+const CLONE_NS_FLAGS: u64 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP) as u64;
+
+fn cond(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompCondition, FilterError> {
+    SeccompCondition::new(arg, len, op, value).map_err(|e| FilterError(e.to_string()))
+}
+
+fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, FilterError> {
+    SeccompRule::new(conds).map_err(|e| FilterError(e.to_string()))
+}
+
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, FilterError> {
+    let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64)
+        .map_err(|e| FilterError(e.to_string()))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))
+}
+
+/// The two filters, in the order they are installed (the allowlist last, as it refuses
+/// `seccomp(2)` itself).
+pub(crate) fn filters() -> Result<[BpfProgram; 2], FilterError> {
+    use SeccompCmpArgLen::{Dword, Qword};
+    let mut allow: BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
+    allow.insert(
+        libc::SYS_clone,
+        vec![rule(vec![cond(
+            0,
+            Qword,
+            SeccompCmpOp::MaskedEq(CLONE_NS_FLAGS),
+            0,
+        )?])?],
+    );
+    // clone3 passes the allowlist and is answered ENOSYS by the second filter.
+    allow.insert(libc::SYS_clone3, Vec::new());
+    allow.insert(
+        libc::SYS_socket,
+        vec![rule(vec![cond(
+            0,
+            Dword,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )?])?],
+    );
+    allow.insert(
+        libc::SYS_ioctl,
+        vec![rule(
+            vec![
+                cond(1, Dword, SeccompCmpOp::Ne, libc::TIOCSTI),
+                cond(1, Dword, SeccompCmpOp::Ne, libc::TIOCLINUX),
+            ]
+            .into_iter()
+            .collect::<Result<_, _>>()?,
+        )?],
+    );
+    allow.insert(
+        libc::SYS_prctl,
+        vec![rule(vec![cond(
+            0,
+            Dword,
+            SeccompCmpOp::Ne,
+            libc::PR_SET_PDEATHSIG as u64,
+        )?])?],
+    );
+    let allowlist = compile(
+        allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+    )?;
+    let mut no_clone3 = BTreeMap::new();
+    no_clone3.insert(libc::SYS_clone3, Vec::new());
+    let clone3 = compile(
+        no_clone3,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+    )?;
+    Ok([clone3, allowlist])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn compiles_and_refuses_the_listed_calls() {
+        let [a, b] = filters().unwrap();
+        assert!(!a.is_empty() && !b.is_empty());
+        for nr in [
+            libc::SYS_ptrace,
+            libc::SYS_mount,
+            libc::SYS_umount2,
+            libc::SYS_pivot_root,
+            libc::SYS_bpf,
+            libc::SYS_keyctl,
+            libc::SYS_add_key,
+            libc::SYS_request_key,
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
+            libc::SYS_perf_event_open,
+            libc::SYS_kexec_load,
+            libc::SYS_kexec_file_load,
+            libc::SYS_userfaultfd,
+            libc::SYS_unshare,
+            libc::SYS_setns,
+            libc::SYS_init_module,
+            libc::SYS_finit_module,
+            libc::SYS_process_vm_readv,
+            libc::SYS_setuid,
+            libc::SYS_capset,
+        ] {
+            assert!(!ALLOWED.contains(&nr), "{nr} is allowed");
+        }
+    }
+}

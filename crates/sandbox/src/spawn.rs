@@ -1,0 +1,538 @@
+//! The parent's side of a spawn: everything prepared before the fork, the fork itself on the
+//! spawner thread, the id maps, and the child's report.
+
+use std::ffi::{CString, c_char};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+
+use rustix::io::Errno;
+use rustix::mount::MountFlags;
+use rustix::process::Resource;
+
+use crate::child::{Bind, ChildFds, Exec, Layout, Plan, Step};
+use crate::process::Child;
+use crate::profile::{
+    Access, BUNDLE_AT, BundlePath, IdMapping, Profile, ProfileError, SANDBOX_GID, SANDBOX_UID,
+    SandboxPath, TMP_INODES, Weakening,
+};
+use crate::rules::{Rights, RulesError};
+use crate::seccomp::FilterError;
+use crate::support::{MissingFeature, Support};
+use crate::sys;
+
+/// The namespaces every sandboxed program gets.
+const NAMESPACES: u64 = (libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWNET) as u64;
+
+/// The most arguments or environment variables one invocation may pass.
+pub const MAX_ARGS: usize = 256;
+
+/// Why a sandbox could not be made or a program could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Missing(#[from] MissingFeature),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("argument or environment value contains a NUL byte")]
+    Nul,
+    #[error("environment variable name {0:?} is not [A-Za-z_][A-Za-z0-9_]*")]
+    EnvName(String),
+    #[error("more than {MAX_ARGS} arguments or environment variables")]
+    TooManyArgs,
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the sandbox setup failed at step \"{}\": {errno}", step.name())]
+    Setup { step: Step, errno: Errno },
+    #[error("the sandboxed child ended during setup without a report")]
+    ChildVanished,
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SandboxError {
+    move |source| SandboxError::Io { what, source }
+}
+
+fn ioe(what: &'static str) -> impl FnOnce(Errno) -> SandboxError {
+    move |e| SandboxError::Io {
+        what,
+        source: e.into(),
+    }
+}
+
+/// What to run: a binary of the bundle, or a script with an interpreter the profile makes
+/// visible (in the bundle, or in a [`Access::ReadExec`] grant).
+#[derive(Clone, Debug)]
+pub enum Program {
+    Binary(BundlePath),
+    Script {
+        /// The interpreter's path in the sandbox (for example `/usr/bin/python3` with `/usr`
+        /// granted read-exec).
+        interpreter: InterpreterPath,
+        script: BundlePath,
+    },
+}
+
+/// An absolute path in the sandbox to an interpreter: under `/bundle` or a grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterpreterPath(String);
+
+impl std::str::FromStr for InterpreterPath {
+    type Err = ProfileError;
+    fn from_str(s: &str) -> Result<Self, ProfileError> {
+        if let Some(rest) = s.strip_prefix(&format!("{BUNDLE_AT}/")) {
+            rest.parse::<BundlePath>()?;
+        } else {
+            s.parse::<SandboxPath>()?;
+        }
+        Ok(InterpreterPath(s.to_owned()))
+    }
+}
+
+/// One run of a program: arguments and the whole environment (nothing of the host's is
+/// passed).
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    program: Program,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Invocation {
+    pub fn new(program: Program) -> Invocation {
+        Invocation {
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    fn exec(&self) -> Result<Exec, SandboxError> {
+        if self.args.len() > MAX_ARGS || self.env.len() > MAX_ARGS {
+            return Err(SandboxError::TooManyArgs);
+        }
+        let cs = |s: &str| CString::new(s).map_err(|_| SandboxError::Nul);
+        let (path, mut strings) = match &self.program {
+            Program::Binary(p) => {
+                let path = cs(&p.in_sandbox())?;
+                (path.clone(), vec![path])
+            }
+            Program::Script {
+                interpreter,
+                script,
+            } => {
+                let path = cs(&interpreter.0)?;
+                (path.clone(), vec![path, cs(&script.in_sandbox())?])
+            }
+        };
+        for a in &self.args {
+            strings.push(cs(a)?);
+        }
+        let argc = strings.len();
+        for (k, v) in &self.env {
+            let mut b = k.bytes();
+            let ok = b
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                && b.all(|c| c.is_ascii_alphanumeric() || c == b'_');
+            if !ok {
+                return Err(SandboxError::EnvName(k.chars().take(64).collect()));
+            }
+            strings.push(cs(&format!("{k}={v}"))?);
+        }
+        let mut argv: Vec<*const c_char> = strings[..argc].iter().map(|s| s.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const c_char> = strings[argc..].iter().map(|s| s.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        Ok(Exec {
+            path,
+            _strings: strings,
+            argv,
+            envp,
+        })
+    }
+}
+
+/// A checked profile with everything that is the same for each spawn prepared: mount plan,
+/// rlimits, compiled seccomp filters. Cheap to share (`Arc` inside); spawn as often as needed.
+#[derive(Clone)]
+pub struct Sandbox {
+    profile: Arc<Profile>,
+    layout: Arc<Layout>,
+    rights: Option<Rights>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("profile", &self.profile)
+            .field("landlock", &self.rights.map(|r| r.abi))
+            .finish()
+    }
+}
+
+fn cpath(p: &Path) -> Result<CString, SandboxError> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Nul)
+}
+
+fn oldroot(p: &Path) -> Result<CString, SandboxError> {
+    let mut s = b"/oldroot".to_vec();
+    use std::os::unix::ffi::OsStrExt;
+    s.extend_from_slice(p.as_os_str().as_bytes());
+    CString::new(s).map_err(|_| SandboxError::Nul)
+}
+
+impl Sandbox {
+    /// Checks the kernel ([`Support::probe`]) against the profile, then prepares it. A missing
+    /// feature is an error naming it, unless the profile accepts the matching [`Weakening`].
+    pub fn new(profile: Profile) -> Result<Sandbox, SandboxError> {
+        let support = Support::probe();
+        let no_landlock = profile.accepts(Weakening::NoLandlock);
+        support.require(no_landlock)?;
+        Sandbox::prepare(profile, support)
+    }
+
+    fn prepare(profile: Profile, support: &Support) -> Result<Sandbox, SandboxError> {
+        let rights = support
+            .landlock
+            .is_available()
+            .then(|| Rights::new(support.landlock_abi));
+        let mut dirs = vec![
+            c"/bundle".to_owned(),
+            c"/dev".to_owned(),
+            c"/tmp".to_owned(),
+        ];
+        let files = vec![c"/dev/null".to_owned(), c"/dev/urandom".to_owned()];
+        let mut binds = Vec::new();
+        let bundle_locked = crate::profile::locked_flags(&profile.bundle)?;
+        binds.push(Bind {
+            src: oldroot(&profile.bundle)?,
+            dst: c"/bundle".to_owned(),
+            flags: MountFlags::BIND
+                | MountFlags::RDONLY
+                | MountFlags::NOSUID
+                | MountFlags::NODEV
+                | (bundle_locked - MountFlags::RDONLY),
+        });
+        for dev in ["/dev/null", "/dev/urandom"] {
+            let locked = crate::profile::locked_flags(Path::new(dev))?;
+            binds.push(Bind {
+                src: oldroot(Path::new(dev))?,
+                dst: cpath(Path::new(dev))?,
+                flags: MountFlags::BIND
+                    | MountFlags::NOSUID
+                    | MountFlags::NOEXEC
+                    | (locked - MountFlags::RDONLY),
+            });
+        }
+        for g in &profile.grants {
+            let mut acc = String::new();
+            for c in g.at.as_str().trim_start_matches('/').split('/') {
+                acc.push('/');
+                acc.push_str(c);
+                let d = CString::new(acc.as_str()).map_err(|_| SandboxError::Nul)?;
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+            let mut flags = MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV | g.locked;
+            match g.access {
+                Access::ReadOnly => flags |= MountFlags::RDONLY | MountFlags::NOEXEC,
+                Access::ReadWrite => flags |= MountFlags::NOEXEC,
+                Access::ReadExec => flags |= MountFlags::RDONLY,
+            }
+            binds.push(Bind {
+                src: oldroot(&g.host)?,
+                dst: CString::new(g.at.as_str()).map_err(|_| SandboxError::Nul)?,
+                flags,
+            });
+        }
+        let l = profile.limits;
+        let layout = Layout {
+            stage: cpath(&profile.bundle)?,
+            dirs,
+            files,
+            binds,
+            tmp_options: CString::new(format!(
+                "size={},nr_inodes={TMP_INODES},mode=1777",
+                profile.tmp_size
+            ))
+            .map_err(|_| SandboxError::Nul)?,
+            rlimits: vec![
+                (Resource::As, l.address_space),
+                (Resource::Cpu, l.cpu_seconds),
+                (Resource::Nofile, l.open_files),
+                (Resource::Nproc, l.processes),
+                (Resource::Fsize, l.file_size),
+                (Resource::Core, 0),
+            ],
+            ids: profile.ids,
+            seccomp: crate::seccomp::filters()?,
+            tmp_access: rights.map_or(0, |r| r.write().bits()),
+        };
+        Ok(Sandbox {
+            profile: Arc::new(profile),
+            layout: Arc::new(layout),
+            rights,
+        })
+    }
+
+    /// What the kernel offers (probed once per process): the same report [`Sandbox::new`]
+    /// checks a profile against.
+    pub fn check() -> &'static Support {
+        Support::probe()
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Starts `inv` in a fresh sandbox. Returns once the program has been exec'd (or with the
+    /// step that failed). The returned [`Child`] kills the whole sandbox when dropped.
+    pub fn spawn(&self, inv: &Invocation) -> Result<Child, SandboxError> {
+        let exec = inv.exec()?;
+        let (stdin_r, stdin_w) = pipe()?;
+        let (stdout_r, stdout_w) = pipe()?;
+        let (stderr_r, stderr_w) = pipe()?;
+        let stdio = [
+            stdin_r.as_raw_fd(),
+            stdout_w.as_raw_fd(),
+            stderr_w.as_raw_fd(),
+        ];
+        let started = self.start(Some(stdio), Some(exec))?;
+        drop((stdin_r, stdout_w, stderr_w));
+        let (pid, pidfd) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
+        Ok(Child::new(
+            pid,
+            pidfd,
+            stdin_w.into(),
+            stdout_r.into(),
+            stderr_r.into(),
+        ))
+    }
+
+    /// Forks the child, writes its id maps, releases it and reads its report.
+    fn start(&self, stdio: Option<[i32; 3]>, exec: Option<Exec>) -> Result<Started, SandboxError> {
+        let (sync_r, sync_w) = pipe()?;
+        let (report_r, report_w) = pipe()?;
+        let ruleset = match self.rights {
+            Some(r) => Some(crate::rules::build(&self.profile, r)?),
+            None => None,
+        };
+        let ruleset = ruleset.map(raise).transpose()?;
+        let plan = Arc::new(Plan {
+            layout: self.layout.clone(),
+            fds: ChildFds {
+                stdio,
+                sync: sync_r.as_raw_fd(),
+                report: report_w.as_raw_fd(),
+                landlock: ruleset.as_ref().map(|f| f.as_raw_fd()),
+            },
+            exec,
+        });
+        let (pid, pidfd) = fork_on_spawner(plan)?;
+        drop((sync_r, report_w, ruleset));
+        let guard = Started {
+            pid,
+            pidfd: Some(pidfd),
+        };
+        write_id_maps(pid, self.profile.ids)?;
+        let mut sync_w = std::fs::File::from(sync_w);
+        sync_w.write_all(&[1]).map_err(io("releasing the child"))?;
+        let mut report = Vec::with_capacity(8);
+        std::fs::File::from(report_r)
+            .take(8)
+            .read_to_end(&mut report)
+            .map_err(io("reading the child's report"))?;
+        drop(sync_w);
+        match report.len() {
+            0 => Ok(guard),
+            8 => {
+                let mut n = [0u8; 4];
+                n.copy_from_slice(&report[..4]);
+                let step = Step::from_u32(u32::from_le_bytes(n)).unwrap_or(Step::Exec);
+                n.copy_from_slice(&report[4..]);
+                let errno = Errno::from_raw_os_error(i32::from_le_bytes(n));
+                drop(guard);
+                Err(SandboxError::Setup { step, errno })
+            }
+            _ => Err(SandboxError::ChildVanished),
+        }
+    }
+}
+
+/// A child between fork and the caller's [`Child`]: killed and reaped if dropped.
+struct Started {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(fd) = self.pidfd.take() {
+            crate::process::kill_and_reap(fd.as_fd());
+        }
+    }
+}
+
+impl Started {
+    fn into_parts(mut self) -> Option<(i32, OwnedFd)> {
+        self.pidfd.take().map(|fd| (self.pid, fd))
+    }
+}
+
+/// Pipes for the child: close-on-exec in this process, and never 0, 1 or 2 (so the child's
+/// `dup2` onto 0..=2 cannot overwrite one of its own sources).
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(ioe("creating a pipe"))?;
+    Ok((raise(r)?, raise(w)?))
+}
+
+fn raise(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
+    if fd.as_raw_fd() >= 3 {
+        return Ok(fd);
+    }
+    rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(ioe("moving a descriptor above 2"))
+}
+
+/// Writes the uid/gid maps of the child's user namespace (see [`IdMapping`]).
+fn write_id_maps(pid: i32, ids: IdMapping) -> Result<(), SandboxError> {
+    let w = |file: &str, s: &str| {
+        std::fs::write(format!("/proc/{pid}/{file}"), s).map_err(io(match file {
+            "setgroups" => "writing /proc/PID/setgroups",
+            "uid_map" => "writing /proc/PID/uid_map",
+            _ => "writing /proc/PID/gid_map",
+        }))
+    };
+    match ids {
+        IdMapping::Unprivileged { uid, gid } => {
+            w("setgroups", "deny")?;
+            w("uid_map", &format!("{SANDBOX_UID} {uid} 1\n"))?;
+            w("gid_map", &format!("{SANDBOX_GID} {gid} 1\n"))?;
+        }
+        IdMapping::FromRoot { program } => {
+            w(
+                "uid_map",
+                &format!("0 0 1\n{SANDBOX_UID} {} 1\n", program.uid()),
+            )?;
+            w(
+                "gid_map",
+                &format!("0 0 1\n{SANDBOX_GID} {} 1\n", program.gid()),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+struct Job {
+    plan: Arc<Plan>,
+    reply: mpsc::Sender<Result<(i32, OwnedFd), Errno>>,
+}
+
+/// Forks on the spawner thread: one thread that lives as long as the process. The parent-death
+/// signal fires when the *thread* that forked exits, so forking from a pool thread that may be
+/// retired would kill sandboxes at random; forking from this thread ties them to the process.
+fn fork_on_spawner(plan: Arc<Plan>) -> Result<(i32, OwnedFd), SandboxError> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let tx = match SPAWNER.get() {
+        Some(tx) => tx,
+        None => {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("warden-sandbox-spawner".to_owned())
+                .spawn(move || {
+                    for job in rx {
+                        let r = fork_child(&job.plan);
+                        let _ = job.reply.send(r);
+                    }
+                })
+                .map_err(io("starting the spawner thread"))?;
+            // A racing first call may have set it already; its thread serves as well.
+            SPAWNER.get_or_init(|| Mutex::new(tx))
+        }
+    };
+    let (reply, answer) = mpsc::channel();
+    let sent = match tx.lock() {
+        Ok(tx) => tx.send(Job { plan, reply }).is_ok(),
+        Err(poisoned) => poisoned.into_inner().send(Job { plan, reply }).is_ok(),
+    };
+    if !sent {
+        return Err(SandboxError::Io {
+            what: "the spawner thread is gone",
+            source: std::io::ErrorKind::BrokenPipe.into(),
+        });
+    }
+    answer
+        .recv()
+        .map_err(|_| SandboxError::Io {
+            what: "the spawner thread is gone",
+            source: std::io::ErrorKind::BrokenPipe.into(),
+        })?
+        .map_err(ioe("clone3 into new namespaces"))
+}
+
+#[allow(unsafe_code)]
+fn fork_child(plan: &Plan) -> Result<(i32, OwnedFd), Errno> {
+    // SAFETY: the child branch runs only `child::run`, which makes system calls on data
+    // prepared in `plan` (no allocation, no lock) and ends in execve or _exit.
+    match unsafe { sys::clone3(NAMESPACES) }? {
+        sys::Forked::Child => crate::child::run(plan),
+        sys::Forked::Parent { pid, pidfd } => Ok((pid, pidfd)),
+    }
+}
+
+/// The namespace probe of [`Support::probe`]: the whole setup, exiting where it would exec,
+/// with a fresh empty folder as the bundle.
+pub(crate) fn dry_run(support: &Support) -> Result<(), SandboxError> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "warden-sandbox-probe-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&dir).map_err(io("creating the probe's folder"))?;
+    let r = dry_run_in(&dir, support);
+    let _ = std::fs::remove_dir(&dir);
+    r
+}
+
+fn dry_run_in(dir: &Path, support: &Support) -> Result<(), SandboxError> {
+    let profile = Profile::builder(dir)
+        .accept(Weakening::NoLandlock)
+        .build()?;
+    let sandbox = Sandbox::prepare(profile, support)?;
+    let started = sandbox.start(None, None)?;
+    let (_pid, pidfd) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
+    let status = crate::process::wait_exit(pidfd.as_fd()).map_err(io("waiting for the dry run"))?;
+    match status {
+        crate::process::Exit::Code(0) => Ok(()),
+        _ => Err(SandboxError::ChildVanished),
+    }
+}

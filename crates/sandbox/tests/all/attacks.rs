@@ -1,0 +1,265 @@
+//! Each attack without the sandbox (it works here), then with it (it is stopped).
+
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use warden_sandbox::{Access, Exit, Grant, Limits, Outcome, Support};
+
+use crate::*;
+
+const EPERM: i64 = 1;
+const ENOENT: i64 = 2;
+const EAGAIN: i64 = 11;
+const EACCES: i64 = 13;
+const EMFILE: i64 = 24;
+const EFBIG: i64 = 27;
+const ENOSPC: i64 = 28;
+const EROFS: i64 = 30;
+const ENOSYS: i64 = 38;
+
+#[test]
+fn the_kernel_has_what_the_sandbox_needs() {
+    let s = Support::probe();
+    eprintln!("{s:#?}");
+    assert!(s.namespaces.is_available(), "{s:?}");
+    assert!(s.seccomp.is_available(), "{s:?}");
+    assert!(s.landlock.is_available() && s.landlock_abi >= 4, "{s:?}");
+}
+
+#[test]
+fn the_program_is_init_of_its_namespaces_with_no_privilege() {
+    let plain = run_plain(&["id"]);
+    assert_ne!(field(&plain, "pid"), 1, "{plain}");
+    let (out, line) = run_in(&sandbox(profile()), &["id"]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "uid"), 1000, "{line}");
+    assert_eq!(field(&line, "gid"), 1000, "{line}");
+    assert_eq!(field(&line, "pid"), 1, "{line}");
+    assert_eq!(field(&line, "groups"), 0, "{line}");
+    assert!(line.ends_with("host=warden"), "{line}");
+    // stdin and stdout are the pipes.
+    let child = sandbox(profile()).spawn(&invocation(&["echo"])).unwrap();
+    let out = child
+        .run(
+            b"ping\n",
+            std::time::Instant::now() + Duration::from_secs(5),
+            1024,
+        )
+        .unwrap();
+    exited(&out, 0);
+    assert_eq!(out.stdout, b"ping\n");
+}
+
+#[test]
+fn fork_bomb() {
+    let plain = run_plain(&["fork", "200"]);
+    assert_eq!(field(&plain, "forks"), 200, "{plain}");
+    let sb = sandbox(profile().limits(Limits {
+        processes: 16,
+        ..limits()
+    }));
+    let (out, line) = run_in(&sb, &["fork", "200"]);
+    exited(&out, 0);
+    assert!(field(&line, "forks") < 16, "{line}");
+    assert_eq!(field(&line, "errno"), EAGAIN, "{line}");
+}
+
+#[test]
+fn fd_exhaustion() {
+    let plain = run_plain(&["fds", "1000"]);
+    assert_eq!(field(&plain, "fds"), 1000, "{plain}");
+    let sb = sandbox(profile().limits(Limits {
+        open_files: 32,
+        ..limits()
+    }));
+    let (out, line) = run_in(&sb, &["fds", "1000"]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "fds"), 29, "{line}");
+    assert_eq!(field(&line, "errno"), EMFILE, "{line}");
+}
+
+#[test]
+fn memory_bomb() {
+    let plain = run_plain(&["mem", "512"]);
+    assert_eq!(field(&plain, "mib"), 512, "{plain}");
+    let sb = sandbox(profile().limits(Limits {
+        address_space: 128 << 20,
+        ..limits()
+    }));
+    let (out, line) = run_in(&sb, &["mem", "512"]);
+    exited(&out, 0);
+    assert!(field(&line, "mib") < 128, "{line}");
+}
+
+#[test]
+fn huge_files() {
+    let host = tempfile::tempdir().unwrap();
+    let target = host.path().join("big");
+    let plain = run_plain(&["write", target.to_str().unwrap(), "64"]);
+    assert_eq!(field(&plain, "mib"), 64, "{plain}");
+    // The private /tmp is capped by its size.
+    let sb = sandbox(profile().tmp_size(4 << 20));
+    let (out, line) = run_in(&sb, &["write", "/tmp/big", "64"]);
+    exited(&out, 0);
+    assert!(field(&line, "mib") <= 4, "{line}");
+    assert_eq!(field(&line, "errno"), ENOSPC, "{line}");
+    // A granted folder is capped by RLIMIT_FSIZE.
+    let data = scratch();
+    let sb = sandbox(with_rw(data.path()).limits(Limits {
+        file_size: 2 << 20,
+        ..limits()
+    }));
+    let (out, line) = run_in(&sb, &["write", "/data/big", "64"]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "mib"), 2, "{line}");
+    assert_eq!(field(&line, "errno"), EFBIG, "{line}");
+}
+
+#[test]
+fn host_processes_are_invisible() {
+    // This process's environment (the host's), its parent's, and pid 1's command line. (On this
+    // machine pid 1's environ is closed even to root, so its cmdline stands for "another
+    // process"; inside the sandbox all three are absent alike.)
+    let me = std::process::id();
+    let parent = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get());
+    for path in [
+        format!("/proc/{me}/environ"),
+        format!("/proc/{parent}/environ"),
+        "/proc/1/cmdline".to_owned(),
+    ] {
+        let plain = run_plain(&["read", &path]);
+        assert!(field(&plain, "read") > 0, "{path}: {plain}");
+        let (out, line) = run_in(&sandbox(profile()), &["read", &path]);
+        exited(&out, 0);
+        assert_eq!(field(&line, "read"), -1, "{line}");
+        assert_eq!(field(&line, "errno"), ENOENT, "{line}");
+    }
+    let plain = run_plain(&["list", "/proc"]);
+    assert!(field(&plain, "entries") > 10, "{plain}");
+    let (_, line) = run_in(&sandbox(profile()), &["list", "/proc"]);
+    assert_eq!(field(&line, "entries"), -1, "{line}");
+    // The root holds only what the sandbox put there (and Landlock refuses listing it).
+    let (_, line) = run_in(&sandbox(profile()), &["list", "/"]);
+    assert_eq!(field(&line, "errno"), EACCES, "{line}");
+}
+
+#[test]
+fn ptrace_of_the_host() {
+    let me = std::process::id().to_string();
+    let plain = run_plain(&["ptrace", &me]);
+    assert_eq!(field(&plain, "ptrace"), 0, "{plain}");
+    let (out, line) = run_in(&sandbox(profile()), &["ptrace", &me]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "ptrace"), -1, "{line}");
+    assert_eq!(field(&line, "errno"), EPERM, "{line}");
+}
+
+#[test]
+fn x32_and_foreign_arch_syscalls() {
+    // This kernel has no x32 ABI (CONFIG_X86_X32_ABI unset): without the sandbox the kernel
+    // answers ENOSYS; with it the filter refuses the number before the kernel sees it (EPERM).
+    let plain = run_plain(&["x32"]);
+    assert_eq!(field(&plain, "errno"), ENOSYS, "{plain}");
+    let (out, line) = run_in(&sandbox(profile()), &["x32"]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "errno"), EPERM, "{line}");
+    // The i386 ABI (int 0x80) works without the sandbox and kills the program with it.
+    let plain = run_plain(&["i386"]);
+    assert!(field(&plain, "i386") > 0, "{plain}");
+    let (out, line) = run_in(&sandbox(profile()), &["i386"]);
+    assert_eq!(
+        out.outcome,
+        Outcome::Exited(Exit::Signal(libc_sigsys())),
+        "{line}"
+    );
+    assert!(line.is_empty(), "{line}");
+}
+
+fn libc_sigsys() -> i32 {
+    31
+}
+
+#[test]
+fn writes_outside_granted_paths() {
+    let host = scratch();
+    let outside = host.path().join("outside");
+    let outside = outside.to_str().unwrap();
+    let plain = run_plain(&["create", outside]);
+    assert_eq!(field(&plain, outside), 0, "{plain}");
+    std::fs::remove_file(outside).unwrap();
+
+    let data = scratch();
+    let ro = scratch();
+    let sb = sandbox(with_rw(data.path()).grant(Grant::new(
+        ro.path(),
+        "/ro".parse().unwrap(),
+        Access::ReadOnly,
+    )));
+    let (out, line) = run_in(
+        &sb,
+        &["create", outside, "/bundle/x", "/ro/x", "/x", "/data/ok"],
+    );
+    exited(&out, 0);
+    assert_eq!(field(&line, outside), ENOENT, "{line}");
+    assert_eq!(field(&line, "/bundle/x"), EROFS, "{line}");
+    assert_eq!(field(&line, "/ro/x"), EROFS, "{line}");
+    assert_eq!(field(&line, "/x"), EROFS, "{line}");
+    assert_eq!(field(&line, "/data/ok"), 0, "{line}");
+    assert!(!std::path::Path::new(outside).exists());
+    assert!(data.path().join("ok").exists());
+    assert!(!ro.path().join("x").exists());
+}
+
+#[test]
+fn network_is_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let plain = run_plain(&["connect", &port]);
+    assert_eq!(field(&plain, "connect"), 0, "{plain}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_ok(), "the plain connection arrived");
+    let (out, line) = run_in(&sandbox(profile()), &["connect", &port]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "connect"), -1, "{line}");
+    assert!(
+        listener.accept().is_err(),
+        "nothing arrived from the sandbox"
+    );
+}
+
+#[test]
+fn inherited_descriptors_do_not_reach_the_program() {
+    let f = std::fs::File::open("/dev/null").unwrap();
+    // Leak it the way careless host code would: no close-on-exec.
+    rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::empty()).unwrap();
+    let leaked = f.as_raw_fd().to_string();
+    let plain = run_plain(&["fdlist"]);
+    assert!(
+        plain.split(['=', ',']).any(|x| x == leaked),
+        "fd {leaked} missing from {plain}"
+    );
+    let (out, line) = run_in(&sandbox(profile()), &["fdlist"]);
+    exited(&out, 0);
+    assert_eq!(line, "fds=", "{line}");
+    drop(f);
+}
+
+#[test]
+fn bad_invocations_are_refused_before_the_fork() {
+    let sb = sandbox(profile());
+    let r = sb.spawn(&invocation(&["id"]).env("BAD=NAME", "x"));
+    assert!(r.is_err());
+    let r = sb.spawn(&invocation(&["a\0b"]));
+    assert!(r.is_err());
+    let missing = warden_sandbox::Invocation::new(warden_sandbox::Program::Binary(
+        "missing".parse().unwrap(),
+    ));
+    match sb.spawn(&missing) {
+        Err(warden_sandbox::SandboxError::Setup { step, errno }) => {
+            assert_eq!(step, warden_sandbox::Step::Exec);
+            assert_eq!(errno.raw_os_error() as i64, ENOENT);
+        }
+        other => panic!("{other:?}"),
+    }
+}

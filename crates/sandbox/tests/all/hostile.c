@@ -1,0 +1,250 @@
+/* Hostile programs for the sandbox's tests: one static binary, the attack named by argv[1].
+ * Each prints one line "RESULT ..." on stdout that the test reads; each is bounded in count
+ * and time so that running it WITHOUT the sandbox (to prove it works on this machine) is safe. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* fork N: forks up to N children that wait on a pipe; prints how many forks succeeded. */
+static int fork_bomb(long n) {
+    int p[2];
+    if (pipe(p) != 0) return 2;
+    long count = 0;
+    int err = 0;
+    for (long i = 0; i < n; i++) {
+        pid_t c = fork();
+        if (c < 0) { err = errno; break; }
+        if (c == 0) {
+            char b;
+            close(p[1]);
+            while (read(p[0], &b, 1) > 0) {}
+            _exit(0);
+        }
+        count++;
+    }
+    printf("RESULT forks=%ld errno=%d\n", count, err);
+    fflush(stdout);
+    close(p[1]);
+    while (wait(NULL) > 0) {}
+    return 0;
+}
+
+/* fds N: opens /dev/null up to N times. */
+static int fds(long n) {
+    long count = 0;
+    int err = 0;
+    for (long i = 0; i < n; i++) {
+        if (open("/dev/null", O_RDONLY) < 0) { err = errno; break; }
+        count++;
+    }
+    printf("RESULT fds=%ld errno=%d\n", count, err);
+    return 0;
+}
+
+/* mem MiB: allocates and touches up to MiB mebibytes. */
+static int mem(long mib) {
+    long got = 0;
+    for (long i = 0; i < mib; i++) {
+        char *p = malloc(1 << 20);
+        if (!p) break;
+        memset(p, 1, 1 << 20);
+        got++;
+    }
+    printf("RESULT mib=%ld\n", got);
+    return 0;
+}
+
+/* write PATH MiB: writes up to MiB mebibytes to PATH (SIGXFSZ ignored, so EFBIG shows). */
+static int big_write(const char *path, long mib) {
+    signal(SIGXFSZ, SIG_IGN);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) { printf("RESULT mib=0 errno=%d\n", errno); return 0; }
+    static char buf[1 << 20];
+    memset(buf, 'x', sizeof buf);
+    long done = 0;
+    int err = 0;
+    for (long i = 0; i < mib; i++) {
+        ssize_t w = write(fd, buf, sizeof buf);
+        if (w != (ssize_t)sizeof buf) { err = w < 0 ? errno : ENOSPC; break; }
+        done++;
+    }
+    close(fd);
+    unlink(path);
+    printf("RESULT mib=%ld errno=%d\n", done, err);
+    return 0;
+}
+
+/* read PATH: reads up to 4 KiB, prints the byte count or errno. */
+static int read_file(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { printf("RESULT read=-1 errno=%d\n", errno); return 0; }
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf);
+    printf("RESULT read=%zd errno=%d\n", n, n < 0 ? errno : 0);
+    return 0;
+}
+
+/* list PATH: counts directory entries. */
+static int list(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) { printf("RESULT entries=-1 errno=%d\n", errno); return 0; }
+    long n = 0;
+    while (readdir(d)) n++;
+    printf("RESULT entries=%ld errno=0\n", n);
+    return 0;
+}
+
+/* ptrace PID: PTRACE_SEIZE (does not stop the tracee); exiting detaches. */
+static int trace(long pid) {
+    long r = ptrace(PTRACE_SEIZE, (pid_t)pid, 0, 0);
+    printf("RESULT ptrace=%ld errno=%d\n", r, r < 0 ? errno : 0);
+    return 0;
+}
+
+/* x32: getpid through the x32 ABI (nr | 0x40000000). */
+static int x32(void) {
+    long r = syscall(0x40000000L | SYS_getpid);
+    printf("RESULT x32=%ld errno=%d\n", r, r < 0 ? errno : 0);
+    return 0;
+}
+
+/* i386: getpid (20) through int 0x80, the 32-bit ABI: a foreign architecture. */
+static int foreign_arch(void) {
+    long r;
+    __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+    printf("RESULT i386=%ld\n", r);
+    return 0;
+}
+
+/* create PATH...: tries to create and write each path. */
+static int create(int argc, char **argv) {
+    printf("RESULT");
+    for (int i = 0; i < argc; i++) {
+        int fd = open(argv[i], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int err = fd < 0 ? errno : 0;
+        if (fd >= 0) { if (write(fd, "x", 1) != 1) err = errno; close(fd); }
+        printf(" %s=%d", argv[i], err);
+    }
+    printf("\n");
+    return 0;
+}
+
+/* connect PORT: TCP connect to 127.0.0.1:PORT. */
+static int tcp(long port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0) { printf("RESULT connect=-1 step=socket errno=%d\n", errno); return 0; }
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int r = connect(s, (struct sockaddr *)&a, sizeof a);
+    printf("RESULT connect=%d step=connect errno=%d\n", r, r < 0 ? errno : 0);
+    return 0;
+}
+
+/* daemon MARKER exit|stay TICKS: double fork + setsid; the grandchild rewrites MARKER with a
+ * counter every 10 ms, TICKS times. The program waits 100 ms (so the grandchild has written),
+ * then exits or sleeps. */
+static int daemonize(const char *marker, const char *mode, long ticks) {
+    pid_t c = fork();
+    if (c < 0) { printf("RESULT daemon=-1 errno=%d\n", errno); return 0; }
+    if (c == 0) {
+        setsid();
+        pid_t g = fork();
+        if (g != 0) _exit(0);
+        /* A real daemon lets go of the caller's pipes. */
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); close(null); }
+        for (long i = 0; i < ticks; i++) {
+            int fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) { dprintf(fd, "%ld\n", i); close(fd); }
+            sleep_ms(10);
+        }
+        _exit(0);
+    }
+    waitpid(c, NULL, 0);
+    sleep_ms(100);
+    printf("RESULT daemon=started\n");
+    fflush(stdout);
+    if (strcmp(mode, "stay") == 0) for (;;) pause();
+    return 0;
+}
+
+/* fdlist: open descriptors >= 3. */
+static int fdlist(void) {
+    printf("RESULT fds=");
+    for (int fd = 3; fd < 65536; fd++)
+        if (fcntl(fd, F_GETFD) != -1) printf("%d,", fd);
+    printf("\n");
+    return 0;
+}
+
+/* env: the environment, ';'-separated. */
+static int env(void) {
+    printf("RESULT env=");
+    for (char **e = environ; *e; e++) printf("%s;", *e);
+    printf("\n");
+    return 0;
+}
+
+/* id: uid, gid, pid (1 in the sandbox), groups count. */
+static int id(void) {
+    gid_t g[64];
+    int n = getgroups(64, g);
+    char host[64] = {0};
+    gethostname(host, sizeof host - 1);
+    printf("RESULT uid=%d gid=%d pid=%d groups=%d host=%s\n", getuid(), getgid(), getpid(), n, host);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    const char *a = argv[1];
+    long n = argc > 2 ? atol(argv[2]) : 0;
+    if (!strcmp(a, "fork")) return fork_bomb(n);
+    if (!strcmp(a, "fds")) return fds(n);
+    if (!strcmp(a, "mem")) return mem(n);
+    if (!strcmp(a, "write") && argc > 3) return big_write(argv[2], atol(argv[3]));
+    if (!strcmp(a, "read") && argc > 2) return read_file(argv[2]);
+    if (!strcmp(a, "list") && argc > 2) return list(argv[2]);
+    if (!strcmp(a, "ptrace")) return trace(n);
+    if (!strcmp(a, "x32")) return x32();
+    if (!strcmp(a, "i386")) return foreign_arch();
+    if (!strcmp(a, "create")) return create(argc - 2, argv + 2);
+    if (!strcmp(a, "connect")) return tcp(n);
+    if (!strcmp(a, "daemon") && argc > 4) return daemonize(argv[2], argv[3], atol(argv[4]));
+    if (!strcmp(a, "fdlist")) return fdlist();
+    if (!strcmp(a, "env")) return env();
+    if (!strcmp(a, "id")) return id();
+    if (!strcmp(a, "sleep")) { for (;;) pause(); }
+    if (!strcmp(a, "echo")) {
+        char buf[4096];
+        ssize_t r;
+        while ((r = read(0, buf, sizeof buf)) > 0) if (write(1, buf, r) != r) return 1;
+        return 0;
+    }
+    return 2;
+}

@@ -1,0 +1,152 @@
+//! The process tree ends with the call: timeouts, kills, drops, daemonized grandchildren.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use warden_sandbox::Outcome;
+
+use crate::*;
+
+/// The marker's content, sampled twice `gap` apart: `Some(changed)` once it exists.
+pub fn marker_changes(path: &Path, gap: Duration) -> Option<bool> {
+    let a = std::fs::read_to_string(path).ok()?;
+    std::thread::sleep(gap);
+    let b = std::fs::read_to_string(path).ok()?;
+    Some(a != b)
+}
+
+/// Waits (up to 2 s) until the marker exists and changes: the grandchild is alive.
+pub fn wait_alive(path: &Path) {
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        if marker_changes(path, Duration::from_millis(50)) == Some(true) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the grandchild never wrote {}", path.display());
+}
+
+pub fn assert_dead(path: &Path) {
+    // Three samples 100 ms apart (ten ticks each): unchanged.
+    for _ in 0..3 {
+        assert_eq!(
+            marker_changes(path, Duration::from_millis(100)),
+            Some(false),
+            "{} still changes",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_program_that_never_exits_is_killed_at_the_deadline() {
+    let mut plain = Command::new(hostile_path()).arg("sleep").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(plain.try_wait().unwrap().is_none(), "it really sleeps");
+    plain.kill().unwrap();
+    plain.wait().unwrap();
+
+    let t = Instant::now();
+    let mut child = sandbox(profile()).spawn(&invocation(&["sleep"])).unwrap();
+    let outcome = child
+        .wait_deadline(Instant::now() + Duration::from_millis(300))
+        .unwrap();
+    assert_eq!(outcome, Outcome::TimedOut);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // Reaped: the pid is gone.
+    assert!(!Path::new(&format!("/proc/{}", child.id())).exists());
+}
+
+#[test]
+fn a_daemonized_grandchild_dies_with_the_program() {
+    // Without the sandbox it outlives its parent.
+    let host = tempfile::tempdir().unwrap();
+    let marker = host.path().join("marker");
+    let plain = run_plain(&["daemon", marker.to_str().unwrap(), "exit", "60"]);
+    assert_eq!(plain, "daemon=started");
+    assert_eq!(
+        marker_changes(&marker, Duration::from_millis(100)),
+        Some(true),
+        "the plain grandchild outlives the program"
+    );
+    std::thread::sleep(Duration::from_millis(600)); // it ends by itself (60 ticks)
+
+    // With it, the program exiting kills its namespace.
+    let data = scratch();
+    let sb = sandbox(with_rw(data.path()));
+    let (out, line) = run_in(&sb, &["daemon", "/data/marker", "exit", "300"]);
+    exited(&out, 0);
+    assert_eq!(line, "daemon=started");
+    assert!(data.path().join("marker").exists(), "the grandchild ran");
+    assert_dead(&data.path().join("marker"));
+}
+
+#[test]
+fn kill_and_timeout_and_drop_end_the_whole_tree() {
+    let data = scratch();
+    let sb = sandbox(with_rw(data.path()));
+    let marker = data.path().join("marker");
+
+    // Timeout.
+    let mut child = sb
+        .spawn(&invocation(&["daemon", "/data/marker", "stay", "300"]))
+        .unwrap();
+    wait_alive(&marker);
+    let outcome = child
+        .wait_deadline(Instant::now() + Duration::from_millis(50))
+        .unwrap();
+    assert_eq!(outcome, Outcome::TimedOut);
+    assert_dead(&marker);
+
+    // Drop.
+    std::fs::remove_file(&marker).unwrap();
+    let child = sb
+        .spawn(&invocation(&["daemon", "/data/marker", "stay", "300"]))
+        .unwrap();
+    wait_alive(&marker);
+    drop(child);
+    assert_dead(&marker);
+}
+
+#[test]
+fn a_script_runs_with_a_granted_interpreter() {
+    use warden_sandbox::{Access, Grant, Invocation, Profile, Program};
+    let bundle = tempfile::tempdir().unwrap();
+    set_mode(bundle.path(), 0o755);
+    let script = bundle.path().join("hello.sh");
+    std::fs::write(
+        &script,
+        "echo \"hello from $0 as $(id -u 2>/dev/null || echo ?)\"\n",
+    )
+    .unwrap();
+    set_mode(&script, 0o644);
+    // The interpreter and its libraries come from the host, granted read-exec.
+    let mut b = Profile::builder(bundle.path());
+    for dir in ["/usr", "/lib64", "/lib"] {
+        if Path::new(dir).exists() {
+            b = b.grant(Grant::new(dir, dir.parse().unwrap(), Access::ReadExec));
+        }
+    }
+    let sb = sandbox(b);
+    let inv = Invocation::new(Program::Script {
+        interpreter: "/usr/bin/sh".parse().unwrap(),
+        script: "hello.sh".parse().unwrap(),
+    });
+    let out = sb
+        .spawn(&inv)
+        .unwrap()
+        .run(b"", Instant::now() + Duration::from_secs(5), 4096)
+        .unwrap();
+    assert_eq!(
+        out.outcome,
+        Outcome::Exited(warden_sandbox::Exit::Code(0)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("hello from /bundle/hello.sh"),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,193 @@
+//! Tests that need a process of their own: this test binary re-run with
+//! `WARDEN_SANDBOX_TEST_ROLE` set (and another environment, another uid, or a host that dies).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use warden_sandbox::{Limits, Outcome, Support};
+
+use crate::lifecycle::{assert_dead, wait_alive};
+use crate::*;
+
+const ROLE: &str = "WARDEN_SANDBOX_TEST_ROLE";
+const DIR: &str = "WARDEN_SANDBOX_TEST_DIR";
+const OK: &str = "ROLE-OK";
+
+/// Runs `prefix... <this test binary> roles::role_entry` with the role set; returns stdout and
+/// stderr after checking it succeeded.
+fn reexec(prefix: &[&str], role: &str, env: &[(&str, &str)]) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let mut c = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    c.args([
+        "--exact",
+        "roles::role_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE, role)
+    .env("WARDEN_SANDBOX_TEST_BUNDLE", bundle());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "role {role} failed:\n{text}");
+    assert!(text.contains(OK), "role {role} did not finish:\n{text}");
+    text
+}
+
+/// The entry point of the re-run roles; without `WARDEN_SANDBOX_TEST_ROLE` it has nothing to do
+/// (the tests below start it with the role set).
+#[test]
+fn role_entry() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("ld_preload") => ld_preload_role(),
+        Ok("unprivileged") => unprivileged_role(),
+        Ok("host_dies") => host_dies_role(),
+        _ => return,
+    }
+    println!("{OK}");
+}
+
+#[test]
+fn ld_preload_of_the_host_does_not_reach_the_program() {
+    reexec(
+        &[],
+        "ld_preload",
+        &[("LD_PRELOAD", "/nonexistent/warden-evil.so")],
+    );
+}
+
+fn ld_preload_role() {
+    assert!(std::env::var_os("LD_PRELOAD").is_some());
+    let plain = run_plain(&["env"]);
+    assert!(plain.contains("LD_PRELOAD="), "{plain}");
+    let child = sandbox(profile())
+        .spawn(&invocation(&["env"]).env("LANG", "C"))
+        .unwrap();
+    let out = child
+        .run(b"", Instant::now() + Duration::from_secs(5), 1 << 16)
+        .unwrap();
+    assert_eq!(result_line(&out.stdout), "env=LANG=C;");
+}
+
+/// The unprivileged path: as uid/gid 65534 with no groups (`setpriv`), or directly when the
+/// tests already run unprivileged.
+#[test]
+fn unprivileged_host() {
+    if !is_root() {
+        unprivileged_role();
+        return;
+    }
+    let text = reexec(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        "unprivileged",
+        &[],
+    );
+    eprintln!("{text}");
+}
+
+fn unprivileged_role() {
+    assert!(!is_root());
+    let s = Support::probe();
+    println!(
+        "support as uid {}: {s:#?}",
+        rustix::process::geteuid().as_raw()
+    );
+    assert!(s.namespaces.is_available(), "{s:?}");
+    assert!(s.landlock.is_available(), "{s:?}");
+
+    let (out, line) = run_in(&sandbox(profile()), &["id"]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "uid"), 1000, "{line}");
+    assert_eq!(field(&line, "pid"), 1, "{line}");
+
+    let plain = run_plain(&["fork", "100"]);
+    assert_eq!(field(&plain, "forks"), 100, "{plain}");
+    let sb = sandbox(profile().limits(Limits {
+        processes: 16,
+        ..Limits::default()
+    }));
+    let (_, line) = run_in(&sb, &["fork", "100"]);
+    assert!(field(&line, "forks") < 16, "{line}");
+
+    let data = scratch();
+    let outside = scratch();
+    let outside = outside.path().join("x");
+    let outside = outside.to_str().unwrap();
+    let (_, line) = run_in(
+        &sandbox(with_rw(data.path())),
+        &["create", outside, "/bundle/x", "/data/ok"],
+    );
+    assert_eq!(field(&line, outside), 2, "{line}");
+    assert_eq!(field(&line, "/bundle/x"), 30, "{line}");
+    assert_eq!(field(&line, "/data/ok"), 0, "{line}");
+
+    let (_, line) = run_in(&sandbox(profile()), &["read", "/proc/1/environ"]);
+    assert_eq!(field(&line, "read"), -1, "{line}");
+    let (_, line) = run_in(&sandbox(profile()), &["i386"]);
+    assert!(line.is_empty(), "{line}");
+
+    let sb = sandbox(with_rw(data.path()));
+    let mut child = sb
+        .spawn(&invocation(&["daemon", "/data/marker", "stay", "300"]))
+        .unwrap();
+    wait_alive(&data.path().join("marker"));
+    let outcome = child
+        .wait_deadline(Instant::now() + Duration::from_millis(50))
+        .unwrap();
+    assert_eq!(outcome, Outcome::TimedOut);
+    assert_dead(&data.path().join("marker"));
+}
+
+#[test]
+fn the_sandbox_dies_with_its_host() {
+    let data = scratch();
+    let text = reexec(&[], "host_dies", &[(DIR, data.path().to_str().unwrap())]);
+    let pid: i32 = text
+        .split("sandbox pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no pid in {text}"))
+        .parse()
+        .unwrap();
+    // The host (the re-run test binary) has exited without killing its child.
+    assert_dead(&data.path().join("marker"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .contains("zombie"),
+        "sandbox pid {pid} survived its host"
+    );
+}
+
+fn host_dies_role() {
+    let dir = std::env::var(DIR).unwrap();
+    let sb = sandbox(with_rw(std::path::Path::new(&dir)));
+    let child = sb
+        .spawn(&invocation(&["daemon", "/data/marker", "stay", "1000"]))
+        .unwrap();
+    wait_alive(&std::path::Path::new(&dir).join("marker"));
+    println!("sandbox pid {}", child.id());
+    println!("{OK}");
+    // Die without dropping anything: only PR_SET_PDEATHSIG can end the sandbox now.
+    std::process::exit(0);
+}
