@@ -13,6 +13,9 @@
 #   scripts/noisy-neighbour.sh
 #   NN_DURATION=10s NN_FLOOD_CONNECTIONS=16 NN_MAX_RATIO=1.5 scripts/noisy-neighbour.sh
 #
+# NN_B_NICE=-10 runs B's client at a higher priority (needs root: both clients share the cores
+# with the service, and a starved client measures its own waits); NN_KEEP=DIR keeps the work
+# folder (wrk's full output).
 # Exits non-zero if B gets any non-2xx answer, or (with NN_ENFORCE=1) if the goal is missed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -14,7 +14,9 @@ cargo test --workspace 2>&1 | tee target/test-output.log
 # The runner and admin APIs against their OpenAPI document: schemathesis, bounded in time.
 bash scripts/fuzz-api.sh
 # The embedding example must keep working as documented.
-cargo run --quiet -p warden-host --example embed
+# The embedding example, as `cargo test --workspace` built it (`cargo run -p warden-host`
+# alone would unify other features and build Wasmtime a second time).
+"${CARGO_TARGET_DIR:-target}/debug/examples/embed"
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test
 # binary with nothing in it).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log

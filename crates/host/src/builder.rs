@@ -219,7 +219,18 @@ impl HostBuilder {
                 usage: crate::usage::Usage::default(),
             }),
         };
-        crate::refusals::start_flusher(Arc::downgrade(&host.inner));
+        // Summaries of repeated refusals are written while the host lives; one that cannot be
+        // stored closes the host like any other record (see `Inner::audit_gate`).
+        let inner = Arc::downgrade(&host.inner);
+        crate::refusals::start_flusher(move || {
+            let Some(inner) = inner.upgrade() else {
+                return false;
+            };
+            if let Err(e) = inner.refusals.flush(false) {
+                inner.refusals_unstored(e);
+            }
+            true
+        });
         Ok(host)
     }
 }

@@ -7,7 +7,7 @@
 //! written by a thread every window and when the host closes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use warden_audit::{AuditSink, Event, Outcome, Record};
@@ -15,9 +15,11 @@ use warden_audit::{AuditSink, Event, Outcome, Record};
 /// How long repeats of a refusal are counted before their summary is written.
 pub(crate) const WINDOW: Duration = Duration::from_secs(1);
 
-/// Kinds kept apart at most; past this, a tenant's refusals of one code for extensions not
-/// yet seen share one kind (an id in a refused request is the client's choice).
-const MAX_KINDS: usize = 1024;
+/// Kinds kept apart per tenant at most; past this, the tenant's refusals of one code for
+/// extensions not yet seen share one kind (an id in a refused request is the client's
+/// choice). Per tenant, so that one tenant's flood of made-up ids costs it at most this many
+/// records a second and leaves every other tenant's refusals as detailed as before.
+const MAX_KINDS_PER_TENANT: usize = 16;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Kind {
@@ -40,14 +42,21 @@ struct Repeats {
 
 pub(crate) struct Refusals {
     audit: Arc<dyn AuditSink>,
-    open: Mutex<HashMap<Kind, Repeats>>,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    kinds: HashMap<Kind, Repeats>,
+    /// Kinds naming an extension, per tenant.
+    per_tenant: HashMap<Option<String>, usize>,
 }
 
 impl Refusals {
     pub(crate) fn new(audit: Arc<dyn AuditSink>) -> Refusals {
         Refusals {
             audit,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(Open::default()),
         }
     }
 
@@ -61,18 +70,24 @@ impl Refusals {
             outcome: record.outcome(),
             code: code.to_owned(),
         };
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if !open.contains_key(&kind) && open.len() >= MAX_KINDS {
-            kind.extension = None;
+        let mut guard = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = &mut *guard;
+        if kind.extension.is_some() && !open.kinds.contains_key(&kind) {
+            let named = open.per_tenant.entry(kind.tenant.clone()).or_default();
+            if *named >= MAX_KINDS_PER_TENANT {
+                kind.extension = None;
+            } else {
+                *named += 1;
+            }
         }
-        match open.get_mut(&kind) {
+        match open.kinds.get_mut(&kind) {
             Some(repeats) => {
                 repeats.count += 1;
                 repeats.last = record.request_id().to_owned();
                 None
             }
             None => {
-                open.insert(
+                open.kinds.insert(
                     kind,
                     Repeats {
                         since: SystemTime::now(),
@@ -93,31 +108,43 @@ impl Refusals {
     /// so that its next refusal is recorded alone again.
     fn due(&self, all: bool) -> Vec<Record> {
         let now = Instant::now();
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let Open { kinds, per_tenant } = &mut *guard;
         let mut out = Vec::new();
-        open.retain(|kind, repeats| {
-            if !all && now.duration_since(repeats.opened) < WINDOW {
-                return true;
+        kinds.retain(|kind, repeats| {
+            let keep = if !all && now.duration_since(repeats.opened) < WINDOW {
+                true
+            } else if repeats.count == 0 {
+                false
+            } else {
+                out.push(summary(kind, repeats));
+                repeats.since = SystemTime::now();
+                repeats.opened = now;
+                repeats.first.clone_from(&repeats.last);
+                repeats.count = 0;
+                !all
+            };
+            if !keep
+                && kind.extension.is_some()
+                && let Some(n) = per_tenant.get_mut(&kind.tenant)
+            {
+                *n = n.saturating_sub(1);
             }
-            if repeats.count == 0 {
-                return false;
-            }
-            out.push(summary(kind, repeats));
-            repeats.since = SystemTime::now();
-            repeats.opened = now;
-            repeats.first.clone_from(&repeats.last);
-            repeats.count = 0;
-            !all
+            keep
         });
+        per_tenant.retain(|_, n| *n > 0);
         out
     }
 
-    /// Writes the summaries that are due; false if one could not be stored.
+    /// Writes the summaries that are due, together (one commit, not one per summary: a
+    /// thousand kinds a second must not cost a thousand syncs); an error if they could not be
+    /// stored. Blocks this thread until they are.
     pub(crate) fn flush(&self, all: bool) -> Result<(), warden_audit::AuditError> {
-        for record in self.due(all) {
-            self.audit.append(record)?;
+        let due = self.due(all);
+        if due.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        block_on(self.audit.append_all(due))
     }
 }
 
@@ -126,6 +153,26 @@ impl Drop for Refusals {
         if let Err(e) = self.flush(true) {
             tracing::error!(target: "warden::audit", error = %e, "the summary of repeated refusals could not be stored");
         }
+    }
+}
+
+/// Runs `fut` to its end on this thread (no executor: the flusher thread and `Drop`, which
+/// may run inside one, only wait for the audit writer's answer).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
     }
 }
 
@@ -156,24 +203,21 @@ fn summary(kind: &Kind, r: &Repeats) -> Record {
     ))
 }
 
-/// Writes due summaries every window while the host lives. A summary that cannot be stored
-/// closes the host like any other record (see `Inner::audit_gate`).
-pub(crate) fn start_flusher(inner: Weak<crate::host::Inner>) {
+/// Calls `tick` every half window on a thread of its own while it answers true (the host
+/// lives): it writes the summaries that are due.
+pub(crate) fn start_flusher(mut tick: impl FnMut() -> bool + Send + 'static) {
     let spawned = std::thread::Builder::new()
         .name("warden-refusals".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(WINDOW / 2);
-                let Some(inner) = inner.upgrade() else {
+                if !tick() {
                     return;
-                };
-                if let Err(e) = inner.refusals.flush(false) {
-                    inner.refusals_unstored(e);
                 }
             }
         });
     if let Err(e) = spawned {
-        // Summaries are then written when the host closes, and by the next refusals' flush.
+        // Summaries are then written when the host closes.
         tracing::warn!(error = %e, "the thread that records repeated refusals could not be started");
     }
 }
@@ -254,22 +298,39 @@ mod tests {
     }
 
     #[test]
-    fn chosen_ids_cannot_grow_the_table() {
+    fn chosen_ids_cannot_grow_the_table_nor_strip_other_tenants() {
         let audit = Arc::new(MemoryAudit::new());
         let r = Refusals::new(audit.clone());
         let mut alone = 0;
-        for i in 0..(MAX_KINDS + 5000) {
+        for i in 0..5000 {
             if r.note("not-found", refused(&format!("r{i}"), &format!("ext{i}")))
                 .is_some()
             {
                 alone += 1;
             }
         }
-        assert_eq!(alone, MAX_KINDS + 1, "past the cap, new ids share one kind");
+        assert_eq!(
+            alone,
+            MAX_KINDS_PER_TENANT + 1,
+            "past the cap, new ids share one kind"
+        );
+        // Another tenant's refusals keep their own kinds.
+        for i in 0..MAX_KINDS_PER_TENANT {
+            let other = Record::new(Event::Call, format!("o{i}"))
+                .with_tenant("other")
+                .with_extension(format!("x{i}"))
+                .with_outcome(Outcome::Invalid);
+            assert!(r.note("not-found", other).is_some());
+        }
         let all = r.due(true);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].extension(), None);
-        assert!(all[0].message().unwrap().contains("for several extensions"));
+        let m = all[0].message().unwrap();
+        assert!(m.contains("for several extensions"), "{m}");
+        let n = 5000 - MAX_KINDS_PER_TENANT - 1;
+        assert!(m.starts_with(&format!("{n} more")), "{m}");
+        // The final flush forgot every kind: the tenant's cap is free again.
+        assert!(r.note("not-found", refused("z", "ext-z")).is_some());
         drop(r);
     }
 

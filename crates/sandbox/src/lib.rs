@@ -40,7 +40,7 @@
 //! # Order of steps
 //!
 //! In the parent (any thread, ordinary code): the profile was checked and canonicalized when
-//! built; [`Sandbox::new`] probed the kernel ([`Support::probe`]) and compiled the seccomp
+//! built; [`Sandbox::new`] probed the kernel ([`Sandbox::check`]) and compiled the seccomp
 //! filters and the mount plan once. Each spawn builds the `argv`/`envp` arrays and a fresh
 //! Landlock ruleset (with the `landlock` crate), creates its pipes (close-on-exec, above fd 2),
 //! and asks the spawner thread to `clone3` into new user, mount, pid, ipc, uts, cgroup and net

@@ -19,7 +19,7 @@ use crate::profile::{
 };
 use crate::rules::{Rights, RulesError};
 use crate::seccomp::FilterError;
-use crate::support::{MissingFeature, Support};
+use crate::support::{Feature, MissingFeature, Support};
 use crate::sys;
 
 /// The namespaces every sandboxed program gets.
@@ -209,10 +209,10 @@ fn oldroot(p: &Path) -> Result<CString, SandboxError> {
 }
 
 impl Sandbox {
-    /// Checks the kernel ([`Support::probe`]) against the profile, then prepares it. A missing
+    /// Checks the kernel ([`Sandbox::check`]) against the profile, then prepares it. A missing
     /// feature is an error naming it, unless the profile accepts the matching [`Weakening`].
     pub fn new(profile: Profile) -> Result<Sandbox, SandboxError> {
-        let support = Support::probe();
+        let support = probed();
         let no_landlock = profile.accepts(Weakening::NoLandlock);
         support.require(no_landlock)?;
         Sandbox::prepare(profile, support)
@@ -306,7 +306,7 @@ impl Sandbox {
     /// What the kernel offers (probed once per process): the same report [`Sandbox::new`]
     /// checks a profile against.
     pub fn check() -> &'static Support {
-        Support::probe()
+        probed()
     }
 
     pub fn profile(&self) -> &Profile {
@@ -508,9 +508,23 @@ fn fork_child(plan: &Plan) -> Result<(i32, OwnedFd), Errno> {
     }
 }
 
-/// The namespace probe of [`Support::probe`]: the whole setup, exiting where it would exec,
+/// The kernel's report, namespaces included, probed once per process (the answer does not
+/// change while it runs).
+pub(crate) fn probed() -> &'static Support {
+    static SUPPORT: OnceLock<Support> = OnceLock::new();
+    SUPPORT.get_or_init(|| {
+        let mut s = Support::kernel();
+        s.namespaces = match dry_run(&s) {
+            Ok(()) => Feature::Available,
+            Err(e) => Feature::Missing(format!("dry run of the sandbox setup: {e}")),
+        };
+        s
+    })
+}
+
+/// The namespace probe of [`Sandbox::check`]: the whole setup, exiting where it would exec,
 /// with a fresh empty folder as the bundle.
-pub(crate) fn dry_run(support: &Support) -> Result<(), SandboxError> {
+fn dry_run(support: &Support) -> Result<(), SandboxError> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "warden-sandbox-probe-{}-{}",

@@ -1,4 +1,4 @@
-//! What the running kernel offers, probed for real: [`Support::probe`].
+//! What the running kernel offers, probed for real (`Sandbox::check`).
 //!
 //! Namespaces are probed by a dry run of the whole setup in a child (every namespace, the
 //! mounts, `pivot_root`, the id maps, Landlock and seccomp) that exits where it would exec:
@@ -7,7 +7,6 @@
 //! failed step with its errno. Their values are recorded in [`Support::notes`] too.
 
 use std::fmt;
-use std::sync::OnceLock;
 
 /// A kernel feature: there, or missing and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,14 +56,9 @@ pub struct MissingFeature {
 }
 
 impl Support {
-    /// Probes once per process (the answer does not change while it runs) and returns the
-    /// cached report afterwards.
-    pub fn probe() -> &'static Support {
-        static SUPPORT: OnceLock<Support> = OnceLock::new();
-        SUPPORT.get_or_init(Support::probe_now)
-    }
-
-    fn probe_now() -> Support {
+    /// Everything but the namespaces, which the caller probes with a dry run of the setup
+    /// (`spawn::probed`).
+    pub(crate) fn kernel() -> Support {
         let mut notes = Vec::new();
         for f in [
             "/proc/sys/user/max_user_namespaces",
@@ -91,19 +85,14 @@ impl Support {
             Err(e) => Feature::Missing(format!("seccomp filter mode: {e}")),
         };
         let cgroup = cgroup_v2(&mut notes);
-        let mut s = Support {
+        Support {
             namespaces: Feature::Missing("not probed".to_owned()),
             landlock,
             landlock_abi: landlock_abi.max(0),
             seccomp,
             cgroup,
             notes,
-        };
-        s.namespaces = match crate::spawn::dry_run(&s) {
-            Ok(()) => Feature::Available,
-            Err(e) => Feature::Missing(format!("dry run of the sandbox setup: {e}")),
-        };
-        s
+        }
     }
 
     /// Checks the features a profile needs: namespaces and seccomp always, Landlock unless

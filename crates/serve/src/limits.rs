@@ -104,6 +104,9 @@ impl TenantLimiter {
 pub(crate) struct BodyBudget {
     cap: u64,
     held: AtomicU64,
+    /// Bytes held per tenant: one tenant holds at most half the budget, so that its slow
+    /// bodies cannot refuse every other tenant's (and the operator's) requests.
+    by_tenant: std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl BodyBudget {
@@ -111,13 +114,34 @@ impl BodyBudget {
         Arc::new(BodyBudget {
             cap,
             held: AtomicU64::new(0),
+            by_tenant: std::sync::Mutex::default(),
         })
     }
 
-    /// An empty share for one request.
+    /// An empty share for one request of the operator (admin and runner APIs).
     pub(crate) fn hold(self: &Arc<Self>) -> BodyHold {
         BodyHold {
             budget: Arc::clone(self),
+            tenant: None,
+            held: 0,
+        }
+    }
+
+    /// An empty share for one request of `tenant`.
+    pub(crate) fn hold_for(self: &Arc<Self>, tenant: &str) -> BodyHold {
+        let mut all = self
+            .by_tenant
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Counters of tenants holding nothing are dropped as the table grows (tenants are
+        // the operator's, but a counter per tenant ever seen need not stay).
+        if all.len() >= 1024 {
+            all.retain(|_, held| held.load(Ordering::Acquire) > 0 || Arc::strong_count(held) > 1);
+        }
+        let counter = Arc::clone(all.entry(tenant.to_owned()).or_default());
+        BodyHold {
+            budget: Arc::clone(self),
+            tenant: Some(counter),
             held: 0,
         }
     }
@@ -131,6 +155,8 @@ impl BodyBudget {
 /// One request's share of the [`BodyBudget`]; given back when dropped (the request ended).
 pub(crate) struct BodyHold {
     budget: Arc<BodyBudget>,
+    /// The tenant's own count, when the request is a tenant's.
+    tenant: Option<Arc<AtomicU64>>,
     held: u64,
 }
 
@@ -143,17 +169,33 @@ impl BodyHold {
             return Ok(());
         }
         let cap = self.budget.cap;
-        self.budget
-            .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
-                h.checked_add(more).filter(|n| *n <= cap)
+        if let Some(mine) = &self.tenant {
+            let half = cap / 2;
+            mine.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                h.checked_add(more).filter(|n| *n <= half)
             })
             .map_err(|_| {
                 ApiError::unavailable(format!(
-                    "the service holds as many request bodies as it may ({cap} bytes, \
-                     max_buffered_bytes); try again"
+                    "this tenant's requests hold as much body as one tenant may ({half} bytes, \
+                     half of max_buffered_bytes); try again"
                 ))
             })?;
+        }
+        let global = self
+            .budget
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                h.checked_add(more).filter(|n| *n <= cap)
+            });
+        if global.is_err() {
+            if let Some(mine) = &self.tenant {
+                mine.fetch_sub(more, Ordering::AcqRel);
+            }
+            return Err(ApiError::unavailable(format!(
+                "the service holds as many request bodies as it may ({cap} bytes, \
+                 max_buffered_bytes); try again"
+            )));
+        }
         self.held = total;
         Ok(())
     }
@@ -162,6 +204,9 @@ impl BodyHold {
 impl Drop for BodyHold {
     fn drop(&mut self) {
         self.budget.held.fetch_sub(self.held, Ordering::AcqRel);
+        if let Some(mine) = &self.tenant {
+            mine.fetch_sub(self.held, Ordering::AcqRel);
+        }
     }
 }
 
@@ -176,8 +221,10 @@ pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// Reads a request body whole: at most `max` bytes (else `too_large`), within `timeout`
-/// (else 408), each byte counted in `hold` before it is kept (else 503). A declared length is
-/// refused or reserved before any byte is read.
+/// (else 408), each byte counted in `hold` before it is kept (else 503). A declared length
+/// over `max` is refused before any byte is read; a declared length is not reserved (red team:
+/// idle connections declaring 32 MiB each held the whole budget without sending a byte), the
+/// share grows with the bytes that arrive.
 pub(crate) async fn read_body(
     body: axum::body::Body,
     declared: Option<u64>,
@@ -192,8 +239,8 @@ pub(crate) async fn read_body(
     }
     let mut buf = bytes::BytesMut::new();
     if let Some(n) = declared {
-        hold.grow_to(n)?;
-        buf.reserve(usize::try_from(n).unwrap_or(0));
+        // Room for a small body at once; a large one grows as it arrives.
+        buf.reserve(usize::try_from(n.min(64 << 10)).unwrap_or(0));
     }
     let mut body = body;
     let read = async {
@@ -244,6 +291,29 @@ mod tests {
         assert_eq!(budget.held(), 40);
         b.grow_to(100).unwrap();
         drop(b);
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// One tenant holds at most half the budget: the rest stays for the others.
+    #[test]
+    fn a_tenant_holds_at_most_half_the_budget() {
+        let budget = BodyBudget::new(100);
+        let mut a1 = budget.hold_for("a");
+        let mut a2 = budget.hold_for("a");
+        a1.grow_to(30).unwrap();
+        let e = a2.grow_to(21).unwrap_err();
+        assert_eq!(e.status.as_u16(), 503);
+        assert!(e.message.contains("one tenant"), "{}", e.message);
+        a2.grow_to(20).unwrap();
+        let mut b = budget.hold_for("b");
+        b.grow_to(50).unwrap();
+        assert_eq!(budget.held(), 100);
+        // Full: a refused growth takes nothing from the tenant's count.
+        let mut c = budget.hold_for("c");
+        assert!(c.grow_to(1).is_err());
+        drop((a1, a2));
+        c.grow_to(50).unwrap();
+        drop((b, c));
         assert_eq!(budget.held(), 0);
     }
 }

@@ -43,7 +43,8 @@ fn limit_of(outcome: &str) -> Option<&'static str> {
         "timeout" => Some("time"),
         "memory-limit" => Some("memory"),
         "fuel-exhausted" => Some("fuel"),
-        "response-too-large" => Some("response-size"),
+        // An input or output over the install's cap (the call's `too-large`).
+        "too-large" | "response-too-large" => Some("size"),
         "busy" => Some("concurrency"),
         _ => None,
     }

@@ -68,7 +68,7 @@ impl Setup {
         self.serve_logged(config, None)
     }
 
-    /// The service with its stderr (its logs, `WARDEN_LOG=debug` but audit records) in `log`.
+    /// The service with its stderr (its logs, `WARDEN_LOG=trace` but audit records) in `log`.
     fn serve_logged(&self, config: &str, log: Option<&Path>) -> Server {
         let cfg = self.t.path().join("policy.toml");
         std::fs::write(&cfg, config).unwrap();
@@ -83,7 +83,14 @@ impl Setup {
             .env("WARDEN_RUNNER_TOKEN", RUNNER)
             .env_remove("WARDEN_TRUST_BUNDLE")
             .env_remove("WARDEN_AUDIT_KEY")
-            .env("WARDEN_LOG", "debug,warden::audit=off")
+            .env(
+                "WARDEN_LOG",
+                if log.is_some() {
+                    "trace,warden::audit=off"
+                } else {
+                    "warn"
+                },
+            )
             .stdout(Stdio::piped())
             .stderr(match log {
                 Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
@@ -1190,4 +1197,17 @@ fn logs_are_json_lines_with_the_request_id_tenant_and_extension() {
     assert_eq!(answered["status"], 200);
     // Audit records stay in the audit log, not in the logs.
     assert!(!text.contains("\"audit\""), "{text}");
+    // Wasmtime's and hyper's own debug and trace lines (which quote guest URLs and headers
+    // unredacted) stay out even at `trace`.
+    for l in &lines {
+        let target = l["target"].as_str().unwrap_or("");
+        let level = l["level"].as_str().unwrap_or("");
+        assert!(
+            !(["wasmtime", "hyper", "h2"]
+                .iter()
+                .any(|t| target.starts_with(t))
+                && ["DEBUG", "TRACE"].contains(&level)),
+            "{l}"
+        );
+    }
 }

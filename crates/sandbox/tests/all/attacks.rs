@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use warden_sandbox::{Access, Exit, Grant, Limits, Outcome, Support};
+use warden_sandbox::{Access, Exit, Grant, Limits, Outcome, Sandbox};
 
 use crate::*;
 
@@ -20,7 +20,7 @@ const ENOSYS: i64 = 38;
 
 #[test]
 fn the_kernel_has_what_the_sandbox_needs() {
-    let s = Support::probe();
+    let s = Sandbox::check();
     eprintln!("{s:#?}");
     assert!(s.namespaces.is_available(), "{s:?}");
     assert!(s.seccomp.is_available(), "{s:?}");

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use warden_sandbox::{Limits, Outcome, Support};
+use warden_sandbox::{Limits, Outcome, Sandbox};
 
 use crate::lifecycle::{assert_dead, wait_alive};
 use crate::*;
@@ -106,7 +106,7 @@ fn unprivileged_host() {
 
 fn unprivileged_role() {
     assert!(!is_root());
-    let s = Support::probe();
+    let s = Sandbox::check();
     println!(
         "support as uid {}: {s:#?}",
         rustix::process::geteuid().as_raw()

@@ -188,12 +188,26 @@ fn the_process_holds_request_bodies_within_its_budget() {
     );
     let url = format!("{}/v1/execute", s.base);
     let body = br#"{"tenant":"alpha","extension":"warden.echo","method":"echo","input":{"n":1}}"#;
-    // A slow client declares 65,500 bytes and sends one.
+    let head = format!(
+        "POST /v1/execute HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {RUNNER}\r\nContent-Type: application/json\r\nContent-Length: 65500\r\n\r\n{{"
+    );
+    // Idle clients that declare 65,500 bytes and send none hold nothing (red team round 4:
+    // a declared length was reserved, and 8 idle connections refused every body for 30 s).
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(&s.addr).unwrap();
+            c.write_all(head.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = send("POST", &url, Some(RUNNER), body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    drop(idle);
+    // A slow client that sends 65,490 of its 65,500 bytes holds them: the next body is over.
     let mut slow = TcpStream::connect(&s.addr).unwrap();
-    slow.write_all(
-        format!("POST /v1/execute HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {RUNNER}\r\nContent-Type: application/json\r\nContent-Length: 65500\r\n\r\n{{").as_bytes(),
-    )
-    .unwrap();
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&vec![b' '; 65_489]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let r = send("POST", &url, Some(RUNNER), body);
     assert_eq!(
@@ -257,4 +271,57 @@ fn too_many_headers_get_the_json_431() {
         r.body
     );
     assert_eq!(r.json()["error"]["request_id"].as_str().unwrap().len(), 32);
+}
+
+/// Red team, round 4: a path whose percent-encoding does not decode got axum's plain-text 400
+/// (no JSON, no request id, no audit record); a response over its cap was not counted as a
+/// limit hit in the metrics.
+#[test]
+fn an_undecodable_path_and_an_output_over_its_cap_are_counted_like_the_rest() {
+    let st = setup();
+    let s = st.serve("");
+    let (hostile, sig) = st.bundle(&example("hostile-http"), "hostile");
+    let hash = publish(&s, &hostile, &sig);
+    let alpha = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
+        200
+    );
+    let ext = |path: &str| format!("{}/api/ext/warden.hostile-http{path}", s.base);
+    let r = get(&ext("/%ff"), Some(&alpha));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "malformed"),
+        "{}",
+        r.body
+    );
+    let id = r_id(&r);
+    let r = get(&format!("{}/api/ext/%ff", s.base), Some(&alpha));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "malformed"),
+        "{}",
+        r.body
+    );
+    // Without a key: the same answer, and nothing to audit it under.
+    let r = get(&ext("/%ff"), None);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "unauthorized"),
+        "{}",
+        r.body
+    );
+    let big = get(&ext("/big/2000000"), Some(&alpha));
+    assert_eq!(big.status, 502, "{}", big.body);
+    let records = audit(&st.data);
+    let mine = record_for(&records, &id);
+    assert!(
+        mine.iter()
+            .any(|r| r["tenant"] == "alpha" && r["outcome"] == "invalid"),
+        "{records:?}"
+    );
+    let m = get(&format!("{}/metrics", s.base), Some(ADMIN));
+    let line =
+        r#"warden_limit_hits_total{tenant="alpha",extension="warden.hostile-http",limit="size"} 1"#;
+    assert!(m.body.lines().any(|l| l == line), "{}", m.body);
 }

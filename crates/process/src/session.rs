@@ -1,0 +1,343 @@
+//! The call driver: send `call`, answer host requests until the answer with the call's id,
+//! all under one deadline; and [`run`], which also captures stderr.
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::unix::pipe;
+
+use crate::error::ProtocolError;
+use crate::frame::{FrameReader, write_frame};
+use crate::host::{HostApi, dispatch};
+use crate::json;
+use crate::limits::Limits;
+use crate::message::{self, ExtensionError, Incoming, RequestId};
+
+/// One call: the extension's method and its input bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub input: &'a [u8],
+}
+
+/// The program's answer to a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The output bytes, or the program's own error answer.
+    pub output: Result<Vec<u8>, ExtensionError>,
+    /// Messages the program sent during the call, the answer included.
+    pub messages: u32,
+    /// Host requests and notifications among them.
+    pub host_requests: u32,
+}
+
+/// The protocol over one program's stdin and stdout, for one call or many (a warm process).
+///
+/// Calls are sequential, and so are host requests within a call (the next message is read
+/// only once the previous request is answered), so one program never has more than one host
+/// request in flight. After any error the session is broken (its stream may be mid-frame)
+/// and every later call fails with [`ProtocolError::Broken`]: kill the process.
+#[derive(Debug)]
+pub struct Session<W, R> {
+    stdin: W,
+    stdout: FrameReader<R>,
+    next_id: u64,
+    broken: bool,
+}
+
+impl<W, R> Session<W, R>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    pub fn new(stdin: W, stdout: R) -> Self {
+        Session {
+            stdin,
+            stdout: FrameReader::new(stdout),
+            next_id: 1,
+            broken: false,
+        }
+    }
+
+    /// Whether an earlier call failed (the process must then be replaced).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Sends the call and serves the program's host requests until its answer, a protocol
+    /// error or `deadline`, whichever comes first. Every read and write, and every host
+    /// request, runs under `deadline`.
+    pub async fn call(
+        &mut self,
+        call: Call<'_>,
+        limits: &Limits,
+        host: &dyn HostApi,
+        deadline: Instant,
+    ) -> Result<Reply, ProtocolError> {
+        if self.broken {
+            return Err(ProtocolError::Broken);
+        }
+        // Cleared only on success: a timeout drops the exchange mid-way.
+        self.broken = true;
+        let id = self.next_id;
+        self.next_id += 1;
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let reply = tokio::time::timeout_at(deadline, self.exchange(id, call, limits, host))
+            .await
+            .unwrap_or(Err(ProtocolError::Deadline));
+        self.broken = reply.is_err();
+        reply
+    }
+
+    async fn exchange(
+        &mut self,
+        id: u64,
+        call: Call<'_>,
+        limits: &Limits,
+        host: &dyn HostApi,
+    ) -> Result<Reply, ProtocolError> {
+        write_frame(
+            &mut self.stdin,
+            &message::call_request(id, call.method, call.input),
+        )
+        .await?;
+        let mut bucket = Bucket::new(limits.max_requests_per_second(), Instant::now());
+        let mut messages: u32 = 0;
+        let mut host_requests: u32 = 0;
+        loop {
+            let body = self.stdout.read_frame(limits).await?;
+            messages += 1;
+            if messages > limits.max_messages() {
+                return Err(ProtocolError::TooManyMessages {
+                    limit: limits.max_messages(),
+                });
+            }
+            let text = json::utf8(&body)?;
+            json::check_depth(text, limits.max_depth())?;
+            match message::parse(text)? {
+                Incoming::Response { id: got, outcome } => {
+                    if !matches!(got, RequestId::Number(n) if u64::try_from(n) == Ok(id)) {
+                        return Err(ProtocolError::UnexpectedResponseId {
+                            expected: id,
+                            got: got.to_string(),
+                        });
+                    }
+                    let output = match outcome {
+                        Ok(raw) => Ok(message::call_result(&raw)?),
+                        Err(e) => Err(e),
+                    };
+                    return Ok(Reply {
+                        output,
+                        messages,
+                        host_requests,
+                    });
+                }
+                Incoming::Request {
+                    id: request_id,
+                    method,
+                    params,
+                } => {
+                    host_requests += 1;
+                    if !bucket.take(Instant::now()) {
+                        return Err(ProtocolError::RateExceeded {
+                            per_second: limits.max_requests_per_second(),
+                        });
+                    }
+                    let outcome = dispatch(host, &method, params.as_deref()).await;
+                    // A notification gets no answer (JSON-RPC 2.0 §4.1), even an error.
+                    if let Some(request_id) = request_id {
+                        write_frame(&mut self.stdin, &message::response(&request_id, &outcome))
+                            .await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A token bucket of one second's worth of host requests, full at the start of a call.
+struct Bucket {
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(per_second: u32, now: Instant) -> Bucket {
+        Bucket {
+            per_second: f64::from(per_second),
+            tokens: f64::from(per_second),
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.per_second).min(self.per_second);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One call on a fresh pair of pipes (the program is used for this call only).
+pub async fn call<W, R>(
+    stdin: W,
+    stdout: R,
+    call: Call<'_>,
+    limits: &Limits,
+    host: &dyn HostApi,
+    deadline: Instant,
+) -> Result<Reply, ProtocolError>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    Session::new(stdin, stdout)
+        .call(call, limits, host, deadline)
+        .await
+}
+
+/// A program's three pipes, seen from the host.
+#[derive(Debug)]
+pub struct Stdio<W, R, E> {
+    pub stdin: W,
+    pub stdout: R,
+    pub stderr: E,
+}
+
+impl Stdio<pipe::Sender, pipe::Receiver, pipe::Receiver> {
+    /// Wraps the host's ends of a spawned program's pipes (from `warden_sandbox::Child::take_*`
+    /// or `std::process::Child`) for tokio. Must run inside a tokio runtime with I/O enabled.
+    pub fn from_fds(
+        stdin: impl Into<OwnedFd>,
+        stdout: impl Into<OwnedFd>,
+        stderr: impl Into<OwnedFd>,
+    ) -> std::io::Result<Self> {
+        Ok(Stdio {
+            stdin: pipe::Sender::from_owned_fd(stdin.into())?,
+            stdout: pipe::Receiver::from_owned_fd(stdout.into())?,
+            stderr: pipe::Receiver::from_owned_fd(stderr.into())?,
+        })
+    }
+}
+
+/// What [`run`] hands back: the reply or why there is none, and the captured stderr either way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub reply: Result<Reply, ProtocolError>,
+    /// At most [`Limits::max_stderr_bytes`], raw (not necessarily UTF-8); the host redacts and
+    /// escapes it as it does a component's.
+    pub stderr: Vec<u8>,
+    /// More was written and dropped.
+    pub stderr_truncated: bool,
+}
+
+/// Bytes read from stderr in one go.
+const STDERR_CHUNK: usize = 8 * 1024;
+
+/// One call on a fresh process, capturing its stderr meanwhile. Does not kill the program:
+/// its owner does (on any error, a sandbox `Child` is killed when dropped).
+pub async fn run<W, R, E>(
+    stdio: Stdio<W, R, E>,
+    call: Call<'_>,
+    limits: &Limits,
+    host: &dyn HostApi,
+    deadline: Instant,
+) -> Output
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+    E: AsyncRead + Unpin + Send,
+{
+    let Stdio {
+        stdin,
+        stdout,
+        mut stderr,
+    } = stdio;
+    let mut session = Session::new(stdin, stdout);
+    let mut captured = Captured::new(limits.max_stderr_bytes());
+    let mut chunk = vec![0u8; STDERR_CHUNK];
+    let reply = {
+        let exchange = session.call(call, limits, host, deadline);
+        tokio::pin!(exchange);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                // The call first: a program flooding stderr must not starve it.
+                biased;
+                r = &mut exchange => break r,
+                n = stderr.read(&mut chunk), if open => match n {
+                    Ok(n) if n > 0 => captured.push(&chunk[..n]),
+                    _ => open = false,
+                },
+            }
+        }
+    };
+    // What the program wrote just before answering may still be in the pipe: take what is
+    // there now without waiting, and no more than a cap's worth plus a few reads.
+    for _ in 0..limits.max_stderr_bytes() / STDERR_CHUNK + 4 {
+        match tokio::time::timeout(Duration::ZERO, stderr.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => captured.push(&chunk[..n]),
+            _ => break,
+        }
+    }
+    Output {
+        reply,
+        stderr: captured.bytes,
+        stderr_truncated: captured.truncated,
+    }
+}
+
+struct Captured {
+    bytes: Vec<u8>,
+    cap: usize,
+    truncated: bool,
+}
+
+impl Captured {
+    fn new(cap: usize) -> Captured {
+        Captured {
+            bytes: Vec::new(),
+            cap,
+            truncated: false,
+        }
+    }
+    fn push(&mut self, b: &[u8]) {
+        let room = self.cap.saturating_sub(self.bytes.len());
+        self.bytes.extend_from_slice(&b[..b.len().min(room)]);
+        self.truncated |= b.len() > room;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_refills_over_time() {
+        let t = Instant::now();
+        let mut b = Bucket::new(2, t);
+        assert!(b.take(t));
+        assert!(b.take(t));
+        assert!(!b.take(t));
+        assert!(b.take(t + Duration::from_millis(500)));
+        assert!(!b.take(t + Duration::from_millis(500)));
+        // Never more than one second's worth, however long it waited.
+        let later = t + Duration::from_secs(60);
+        assert!(b.take(later) && b.take(later) && !b.take(later));
+    }
+
+    #[test]
+    fn stderr_is_capped() {
+        let mut c = Captured::new(4);
+        c.push(b"ab");
+        c.push(b"cdef");
+        assert_eq!((&c.bytes[..], c.truncated), (&b"abcd"[..], true));
+    }
+}
