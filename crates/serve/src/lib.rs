@@ -428,10 +428,10 @@ async fn front(State(s): State<Arc<Service>>, mut request: Request, next: Next) 
         extension = tracing::field::Empty,
     );
     request.extensions_mut().insert(RequestId(id));
-    s.in_flight.fetch_add(1, Ordering::SeqCst);
+    let counted = InFlight::enter(&s);
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
-    s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    drop(counted);
     let status = response.status().as_u16();
     s.metrics.request(route, status, started.elapsed());
     span.in_scope(|| {
@@ -442,6 +442,24 @@ async fn front(State(s): State<Arc<Service>>, mut request: Request, next: Next) 
         )
     });
     response
+}
+
+/// A request being answered, counted until it is answered or dropped: a client that goes
+/// away mid-request drops the handler, and the count must come down all the same, or a
+/// graceful shutdown waits its whole grace for requests that are gone.
+struct InFlight(Arc<Service>);
+
+impl InFlight {
+    fn enter(s: &Arc<Service>) -> InFlight {
+        s.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(s))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// `GET /metrics` (admin token): Prometheus text.

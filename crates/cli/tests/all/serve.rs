@@ -850,6 +850,56 @@ fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A client that goes away mid-request is no longer counted in flight: the shutdown that
+/// follows does not wait its whole grace (30 s by default) for it.
+#[test]
+fn a_client_gone_mid_request_does_not_hold_the_shutdown() {
+    let st = setup();
+    let mut s = st.serve("");
+    let (hostile, sig) = st.bundle(&example("hostile-http"), "hostile");
+    let hash = publish(&s, &hostile, &sig);
+    let k = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
+        200
+    );
+    for _ in 0..3 {
+        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+        c.write_all(
+            format!(
+                "GET /api/ext/warden.hostile-http/loop HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(c);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let m = get(&format!("{}/metrics", s.base), Some(ADMIN));
+    assert!(
+        m.body.lines().any(|l| l == "warden_requests_in_flight 1"),
+        "only the metrics request itself: {}",
+        m.body
+    );
+    let started = std::time::Instant::now();
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling() {
     let st = setup();
