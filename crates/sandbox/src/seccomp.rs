@@ -22,7 +22,10 @@
 //! `io_uring_setup/enter/register`, `perf_event_open`, `kexec_load`, `kexec_file_load`,
 //! `userfaultfd`, `unshare`, `setns`, `init_module`, `finit_module`, `delete_module`, the
 //! `set*id` family, `setgroups`, `capset`, `mknod`, `chown` and kin, `pidfd_*`, `kcmp`,
-//! `personality`, `open_by_handle_at`, System V IPC, `reboot`, clocks, `syslog`, ...
+//! `personality`, `open_by_handle_at`, System V IPC, `reboot`, clocks, `syslog`,
+//! `memfd_create` (its pages count against no rlimit: until a memory cgroup bounds the tree, an
+//! anonymous file is host memory out of every limit; and it is a way to run code from memory),
+//! ...
 //! Allowed with conditions: `clone` without any `CLONE_NEW*` flag; `socket` for `AF_UNIX` only;
 //! `ioctl` except `TIOCSTI` and `TIOCLINUX`; `prctl` except `PR_SET_PDEATHSIG` (so the
 //! namespace's init cannot undo dying with the host).
@@ -118,7 +121,6 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_madvise,
     libc::SYS_msync,
     libc::SYS_mincore,
-    libc::SYS_memfd_create,
     libc::SYS_membarrier,
     // Signals and time.
     libc::SYS_rt_sigaction,

@@ -176,6 +176,17 @@ fn x32_and_foreign_arch_syscalls() {
     assert!(line.is_empty(), "{line}");
 }
 
+/// Red team (outside, round 1): memfd pages are counted by no rlimit, so one program held
+/// 1.2 GB of host memory under a 64 MiB address-space limit; and an fd to run code from.
+#[test]
+fn anonymous_memory_files_are_refused() {
+    let plain = run_plain(&["memfd"]);
+    assert!(field(&plain, "memfd") >= 0, "{plain}");
+    let (out, line) = run_in(&sandbox(profile()), &["memfd"]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "errno"), EPERM, "{line}");
+}
+
 fn libc_sigsys() -> i32 {
     31
 }
