@@ -27,11 +27,9 @@ duration=${BENCH_DURATION:-10s}
 warmup=${BENCH_WARMUP:-3s}
 threads=${BENCH_THREADS:-2}
 conns=${BENCH_CONNECTIONS:-64}
-tdir=${CARGO_TARGET_DIR:-$root/target}
-case $tdir in /*) ;; *) tdir=$root/$tdir ;; esac
-
 # shellcheck source=scripts/lib/load.sh
 . "$root/scripts/lib/load.sh"
+tdir=$(target_dir)
 say() { echo "bench-serve: $*" >&2; }
 die() { say "$*"; exit 1; }
 
@@ -42,9 +40,7 @@ wasmtime=$root/target/tools/wasmtime
 [ -x "$wasmtime" ] || die "no wasmtime CLI at $wasmtime"
 say "building examples, warden (release) and hyper-hello (release)"
 bash scripts/build-examples.sh
-CARGO_TARGET_DIR=$tdir cargo build --quiet --release --bin warden
-CARGO_TARGET_DIR=$tdir/hyper-hello cargo build --quiet --release --locked \
-  --manifest-path benches/serve/hyper-hello/Cargo.toml
+build_release "$tdir"
 warden_bin=$tdir/release/warden
 hyper_bin=$tdir/hyper-hello/release/hyper-hello
 wasm=$root/examples/hello/extension.wasm

@@ -24,11 +24,9 @@ duration=${NN_DURATION:-10s}
 flood_conns=${NN_FLOOD_CONNECTIONS:-16}
 flood=${NN_FLOOD:-loop,oom,big} # what A sends, in turn
 max_ratio=${NN_MAX_RATIO:-1.5}
-tdir=${CARGO_TARGET_DIR:-$root/target}
-case $tdir in /*) ;; *) tdir=$root/$tdir ;; esac
-
 # shellcheck source=scripts/lib/load.sh
 . "$root/scripts/lib/load.sh"
+tdir=$(target_dir)
 say() { echo "noisy-neighbour: $*" >&2; }
 die() { say "$*"; exit 1; }
 
@@ -36,11 +34,10 @@ bash scripts/setup.sh
 ensure_wrk
 say "building examples, warden and B's latency probe (release)"
 bash scripts/build-examples.sh
-CARGO_TARGET_DIR=$tdir cargo build --quiet --release --bin warden
+build_release "$tdir"
 warden_bin=$tdir/release/warden
 # B's client: one connection, one request at a time, each latency measured by the client
 # itself (benches/serve/hyper-hello/src/bin/latency-probe.rs). wrk is A's flood.
-(cd benches/serve/hyper-hello && CARGO_TARGET_DIR=$tdir/hyper-hello cargo build --quiet --release --locked --bin latency-probe)
 probe_bin=$tdir/hyper-hello/release/latency-probe
 
 work=$(mktemp -d /tmp/noisy-neighbour.XXXXXX)

@@ -9,6 +9,18 @@ ensure_wrk() {
   fi
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# The cargo target folder, absolute ($CARGO_TARGET_DIR, default ./target).
+target_dir() {
+  local t=${CARGO_TARGET_DIR:-$root/target}
+  case $t in /*) echo "$t" ;; *) echo "$root/$t" ;; esac
+}
+# Release builds of `warden` and of the bench tools (benches/serve/hyper-hello: the bare
+# hyper server and B's latency probe), in TDIR and TDIR/hyper-hello.
+build_release() { # TDIR
+  CARGO_TARGET_DIR=$1 cargo build --quiet --release --bin warden
+  CARGO_TARGET_DIR=$1/hyper-hello cargo build --quiet --release --locked \
+    --manifest-path "$root/benches/serve/hyper-hello/Cargo.toml"
+}
 status() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$@" || true; }
 to_ms() { # wrk's "1.20ms" / "558.00us" / "1.02s" -> milliseconds
   awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);

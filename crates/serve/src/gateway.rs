@@ -47,10 +47,7 @@ pub(crate) async fn gateway_root(
 /// request id and, once the key names the tenant, an audit record like any other refusal
 /// (red team: axum's own plain-text 400 had none of them).
 fn undecodable(s: &Arc<Service>, request: &Request, who: &mut Who) -> Result<Response, ApiError> {
-    let admin = s.host.admin().map_err(|e| ApiError::from_load(&e))?;
-    let tenant = auth::tenant(request.headers(), admin.registry())?;
-    who.tenant = Some(tenant);
-    who.mark_span();
+    who.identify(s, request)?;
     Err(ApiError::malformed(
         "the path's percent-encoding does not decode to UTF-8",
     ))
@@ -64,6 +61,16 @@ pub(crate) struct Who {
 }
 
 impl Who {
+    /// The tenant whose key the request carries (else 401), noted (so that a refusal from
+    /// here on is audited) and named on the request's span.
+    fn identify(&mut self, s: &Service, request: &Request) -> Result<TenantName, ApiError> {
+        let admin = s.host.admin().map_err(|e| ApiError::from_load(&e))?;
+        let tenant = auth::tenant(request.headers(), admin.registry())?;
+        self.tenant = Some(tenant.clone());
+        self.mark_span();
+        Ok(tenant)
+    }
+
     /// Names the tenant and extension on the request's span (see `front`).
     fn mark_span(&self) {
         let span = tracing::Span::current();
@@ -113,11 +120,8 @@ async fn forward(
     rid: &str,
     who: &mut Who,
 ) -> Result<Response, ApiError> {
-    let admin = s.host.admin().map_err(|e| ApiError::from_load(&e))?;
-    let tenant = auth::tenant(request.headers(), admin.registry())?;
-    who.tenant = Some(tenant.clone());
     who.extension = Some(shown_id(id));
-    who.mark_span();
+    let tenant = who.identify(s, &request)?;
     let _permit = s.limiter.admit(&tenant)?;
     // A declared length over every extension's limit (the policy's ceiling) is refused from
     // the header, before the install is loaded or a byte of the body is read.
