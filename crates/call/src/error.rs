@@ -26,6 +26,9 @@ pub enum CallError {
         size: u64,
         limit: ByteSize,
     },
+    /// A quota of the install's storage is used up (e.g. a process's read-write folders).
+    #[error("over quota: {0}")]
+    Quota(String),
     #[error("the extension trapped: {0}")]
     Trap(String),
     /// No capacity for another instance right now; try again later.
@@ -173,7 +176,7 @@ impl CallError {
             CallError::Timeout(_) => ErrorCode::Timeout,
             CallError::MemoryLimit(_) => ErrorCode::MemoryLimit,
             CallError::FuelExhausted(_) => ErrorCode::FuelExhausted,
-            CallError::TooLarge { .. } => ErrorCode::TooLarge,
+            CallError::TooLarge { .. } | CallError::Quota(_) => ErrorCode::TooLarge,
             CallError::Trap(_) => ErrorCode::Trap,
             CallError::Busy(_) => ErrorCode::Busy,
             CallError::Invalid(_) => ErrorCode::Invalid,

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use warden_audit::{Event, Outcome, Record};
 use warden_bundle::{Bundle, ContentHash};
-use warden_manifest::{ExtensionId, Grant, Kind, TenantName, effective};
+use warden_manifest::{ExtensionId, Grant, TenantName, effective};
 use warden_registry::{
     ApiKey, Approval, BlobStore, InstallRecord, Plan, Published, Registry, RegistryError,
 };
@@ -308,9 +308,6 @@ impl Admin<'_> {
             if self.registry.tenant(tenant)?.is_none() {
                 return Err(RegistryError::NoTenant(tenant.clone()).into());
             }
-            if ext.kind == Kind::Process {
-                return Err(HostError::ProcessUnsupported(ext.id.clone()));
-            }
             let existing = self.registry.install(tenant, &ext.id)?;
             let plan =
                 warden_registry::plan(existing.as_ref(), manifest, &hash, grant.is_some(), force)?;
@@ -518,7 +515,6 @@ fn is_refusal(e: &HostError) -> bool {
         e,
         HostError::Plan(_)
             | HostError::Policy(_)
-            | HostError::ProcessUnsupported(_)
             | HostError::Registry(
                 RegistryError::NoTenant(_)
                     | RegistryError::VersionTaken { .. }

@@ -232,6 +232,16 @@ fn call_record(
     if let Err(e) = result {
         r = r.with_error(e);
     }
+    if let Some(w) = ext.code.weaker() {
+        // Every call under a weaker sandbox says so, where the operator reads calls.
+        let note = format!(
+            "ran under the weaker sandbox profile {w:?} (accepted by [policy.process] weaker)"
+        );
+        r = match result {
+            Ok(()) => r.with_message(note),
+            Err(e) => r.with_message(format!("{}; {note}", warden_call::text::chain(e))),
+        };
+    }
     r
 }
 

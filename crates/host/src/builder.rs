@@ -205,6 +205,8 @@ impl HostBuilder {
                 kv_quota,
                 extensions: RwLock::default(),
                 prepared: RwLock::default(),
+                process_code: RwLock::default(),
+                process_tmp: std::sync::OnceLock::new(),
                 ids: RequestIds::new(),
                 store: Mutex::new(None),
                 audit_failed: AtomicBool::new(false),

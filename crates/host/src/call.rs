@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use warden_manifest::{ExtensionId, TenantName};
-use warden_runtime::{CallCaps, CallError, CallOutcome};
+use warden_runtime::{CallCaps, CallError, CallOutcome, CallReport};
 
 use crate::error::{CallFailure, Called};
 use crate::host::Inner;
-use crate::installed::Loaded;
+use crate::installed::{Code, Loaded};
 use crate::invoke::{HostInvoker, Via};
 use crate::tenant::Tenant;
 
@@ -79,19 +79,31 @@ impl Tenant<'_> {
         let inner = self.inner;
         let ext = inner.lookup(&self.name, id)?;
         let runtime = Arc::clone(&inner.runtime);
+        let answers_http = |ext: &Loaded| match ext.code {
+            Code::Component(_) => Ok(()),
+            Code::Process(_) => Err(CallError::Invalid(
+                "a process extension answers calls to its methods, not HTTP requests".into(),
+            )),
+        };
         inner
-            .run(
-                ext,
-                via,
-                |_| Ok(()),
-                |ext, caps| async move {
-                    let limits = ext.info.effective.limits;
-                    ext.prepared
-                        .call_http(&runtime, &limits, &caps, request)
-                        .await
-                },
-            )
+            .run(ext, via, answers_http, |ext, caps| async move {
+                let limits = ext.info.effective.limits;
+                match &ext.code {
+                    Code::Component(p) => p.call_http(&runtime, &limits, &caps, request).await,
+                    Code::Process(_) => unreachable_http(),
+                }
+            })
             .await
+    }
+}
+
+/// Checked before the call runs (`answers_http`), so never reached; an outcome all the same.
+fn unreachable_http() -> CallOutcome<http::Response<Bytes>> {
+    CallOutcome {
+        result: Err(CallError::Invalid(
+            "a process extension answers calls to its methods, not HTTP requests".into(),
+        )),
+        report: CallReport::default(),
     }
 }
 
@@ -154,9 +166,10 @@ impl Inner {
         let (method, input) = (method.to_owned(), input.to_vec());
         self.run(ext, via, known, |ext, caps| async move {
             let limits = ext.info.effective.limits;
-            ext.prepared
-                .call_rpc(&runtime, &limits, &caps, &method, &input)
-                .await
+            match &ext.code {
+                Code::Component(p) => p.call_rpc(&runtime, &limits, &caps, &method, &input).await,
+                Code::Process(p) => p.call_rpc(&limits, &caps, &method, &input).await,
+            }
         })
         .await
     }

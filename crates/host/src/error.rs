@@ -14,10 +14,6 @@ pub enum HostError {
     Verify(#[from] warden_trust::VerifyError),
     #[error("the install is refused: {0}")]
     Policy(#[from] warden_manifest::EffectiveError),
-    #[error(
-        "{0} is a process extension; this host runs components only (process extensions come later)"
-    )]
-    ProcessUnsupported(ExtensionId),
     #[error("the component cannot be loaded: {0}")]
     Load(#[from] warden_runtime::LoadError),
     #[error("writing the audit record failed: {0}")]

@@ -62,6 +62,10 @@ pub(crate) struct Inner {
     pub(crate) extensions: RwLock<HashMap<TenantName, HashMap<ExtensionId, Arc<Loaded>>>>,
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     pub(crate) prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
+    /// Process extensions' verified files, unpacked, by content hash.
+    pub(crate) process_code: RwLock<HashMap<ContentHash, Arc<warden_runtime::ProcessCode>>>,
+    /// Where they are unpacked without a data dir (removed with the host).
+    pub(crate) process_tmp: std::sync::OnceLock<tempfile::TempDir>,
     pub(crate) ids: RequestIds,
     /// The registry and blobs of the data dir, opened on first use ([`Host::admin`]).
     pub(crate) store: Mutex<Option<Storage>>,

@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use warden_audit::Record;
 use warden_bundle::ContentHash;
 use warden_manifest::{Effective, ExtensionId, TenantName};
-use warden_runtime::{CallCaps, Prepared, WorldKind};
+use warden_runtime::{CallCaps, Prepared, ProcessInstall, WorldKind};
 
 /// What was loaded.
 #[derive(Debug, Clone)]
@@ -24,6 +24,24 @@ pub struct ExtensionInfo {
     /// The operator's grant it was loaded with: a service compares it with the install's, so
     /// a grant changed on the same bundle is loaded again.
     pub grant: warden_manifest::Grant,
+    /// A process extension's sandbox profile, in one line (`None` for a component).
+    pub sandbox: Option<String>,
+}
+
+/// What runs an install's calls.
+pub(crate) enum Code {
+    Component(Arc<Prepared>),
+    Process(Arc<ProcessInstall>),
+}
+
+impl Code {
+    /// The weaker sandbox profile the policy accepted, which every call records.
+    pub(crate) fn weaker(&self) -> Option<&'static str> {
+        match self {
+            Code::Component(_) => None,
+            Code::Process(p) => p.weaker(),
+        }
+    }
 }
 
 pub(crate) struct Loaded {
@@ -31,7 +49,7 @@ pub(crate) struct Loaded {
     /// Extension, version and content hash, sanitized once; each record starts from it.
     pub(crate) record: Record,
     pub(crate) methods: Vec<String>,
-    pub(crate) prepared: Arc<Prepared>,
+    pub(crate) code: Code,
     /// What each call may reach (the invoker is added per call).
     pub(crate) caps: CallCaps,
     /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.

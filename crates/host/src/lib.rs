@@ -56,11 +56,11 @@ pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
 pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota};
 pub use warden_manifest::{ExtensionId, Grant, Policy, SecretName, TenantName};
 pub use warden_registry::{ApiKey, InstallRecord, Plan, Registry};
-pub use warden_runtime::PoolUsage;
 pub use warden_runtime::isolate::child_main as compile_child_main;
 pub use warden_runtime::{
     CallError, LogLevel, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind,
 };
+pub use warden_runtime::{PoolUsage, process_support};
 pub use warden_secrets::{SecretError, SecretValue};
 pub use warden_store_sqlite::SqliteKv;
 pub use warden_trust::TrustBundle;

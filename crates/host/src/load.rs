@@ -10,13 +10,13 @@ use warden_audit::{Event, Outcome, Record};
 use warden_bundle::Bundle;
 use warden_call::Withheld;
 use warden_manifest::{Effective, Grant, Kind, effective};
-use warden_runtime::{CallCaps, KvAccess, Prepared, Share};
+use warden_runtime::{CallCaps, KvAccess, Prepared, ProcessCode, ProcessInstall, Share, WorldKind};
 use warden_trust::{Envelope, Verified, verify};
 
 use crate::authorize::LoadRequest;
 use crate::error::HostError;
 use crate::host::Inner;
-use crate::installed::{ExtensionInfo, Loaded};
+use crate::installed::{Code, ExtensionInfo, Loaded};
 use crate::tenant::Tenant;
 
 impl Tenant<'_> {
@@ -66,9 +66,6 @@ impl Tenant<'_> {
     ) -> Result<Effective, HostError> {
         let bundle = verified.get();
         let manifest = bundle.manifest();
-        if manifest.extension.kind == Kind::Process {
-            return Err(HostError::ProcessUnsupported(manifest.extension.id.clone()));
-        }
         let eff = effective(manifest, grant, &self.inner.policy)?;
         self.inner
             .authorizer
@@ -120,17 +117,31 @@ impl Tenant<'_> {
                 // of slack for the epoch that stops it).
                 q.set_hold_for(eff.limits.max_execution_time + std::time::Duration::from_secs(1));
             }
-            let prepared = inner.prepare(&verified)?;
+            let code = match ext.kind {
+                Kind::Component => Code::Component(inner.prepare(&verified)?),
+                Kind::Process => Code::Process(Arc::new(ProcessInstall::new(
+                    inner.process_code(&verified)?,
+                    &mounts,
+                    &eff.limits,
+                    &inner.policy.process,
+                    inner.policy.files,
+                )?)),
+            };
+            let (kind, sandbox) = match &code {
+                Code::Component(p) => (p.kind(), None),
+                Code::Process(p) => (WorldKind::Rpc, Some(p.summary().to_owned())),
+            };
             let info = ExtensionInfo {
                 tenant: self.name.clone(),
                 id: ext.id.clone(),
                 version: ext.version.to_string(),
                 publisher: ext.publisher.to_string(),
                 content_hash: bundle.content_hash(),
-                kind: prepared.kind(),
+                kind,
                 effective: eff,
                 endpoints: bundle.manifest().endpoints.clone(),
                 grant: grant.clone(),
+                sandbox,
             };
             let permits = Arc::new(Semaphore::new(
                 info.effective.limits.max_concurrent_calls as usize,
@@ -169,7 +180,7 @@ impl Tenant<'_> {
                     .with_content_hash(info.content_hash),
                 info: info.clone(),
                 methods: manifest.methods.iter().map(|m| m.to_string()).collect(),
-                prepared,
+                code,
                 caps,
                 permits,
             };
@@ -193,6 +204,46 @@ impl Tenant<'_> {
 }
 
 impl Inner {
+    /// A process extension's verified files, unpacked once per content hash (under
+    /// `DATA/process`, or a temporary folder without a data dir).
+    fn process_code(&self, bundle: &Verified<Bundle>) -> Result<Arc<ProcessCode>, HostError> {
+        let hash = bundle.content_hash();
+        if let Some(c) = self
+            .process_code
+            .read()
+            .ok()
+            .and_then(|m| m.get(&hash).cloned())
+        {
+            return Ok(c);
+        }
+        let root = match &self.data_dir {
+            Some(d) => d.join("process"),
+            None => match self.process_tmp.get() {
+                Some(t) => t.path().to_path_buf(),
+                None => {
+                    let t = tempfile::Builder::new()
+                        .prefix("warden-process-")
+                        .tempdir()
+                        .map_err(|e| {
+                            HostError::Refused(format!(
+                                "a folder to unpack process extensions in: {e}"
+                            ))
+                        })?;
+                    let path = t.path().to_path_buf();
+                    let _ = self.process_tmp.set(t);
+                    self.process_tmp
+                        .get()
+                        .map_or(path, |t| t.path().to_path_buf())
+                }
+            },
+        };
+        let code = Arc::new(ProcessCode::unpack(bundle, &root)?);
+        if let Ok(mut m) = self.process_code.write() {
+            m.insert(hash, Arc::clone(&code));
+        }
+        Ok(code)
+    }
+
     /// The prepared component for these verified bytes, compiled on first use.
     fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Arc<Prepared>, HostError> {
         let hash = bundle.content_hash();

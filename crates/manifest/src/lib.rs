@@ -32,4 +32,5 @@ pub use effective::{Effective, EffectiveError, EffectiveNetwork, Mount, MountSou
 pub use grant::{Grant, GrantError, GrantItem};
 pub use policy::{
     Ceiling, CeilingError, CompileLimits, FileLimits, GatewayLimits, KvLimits, Policy,
+    ProcessPolicy,
 };

@@ -95,6 +95,11 @@ impl Manifest {
         // An endpoint that calls a method calls one the manifest lists.
         if let Some(v) = root.get("endpoints") {
             for (ep, item) in endpoints.iter().zip(v.as_array()?) {
+                if ep.call.is_none() && extension.kind == Kind::Process {
+                    return Err(item.error(
+                        "a process extension answers calls, not HTTP: this endpoint needs `call = \"METHOD\"`",
+                    ));
+                }
                 if let Some(call) = &ep.call
                     && !methods.contains(call)
                 {

@@ -33,6 +33,55 @@ pub struct Policy {
     pub compile: CompileLimits,
     /// The runner service's own limits (`[policy.gateway]`).
     pub gateway: GatewayLimits,
+    /// How process extensions run (`[policy.process]`).
+    pub process: ProcessPolicy,
+}
+
+/// How process extensions (`kind = "process"`) run on this host. `[policy.process]`:
+///
+/// - `warm_calls` (default 0): calls one sandboxed process serves before it is replaced. 0 or 1
+///   spawns a fresh sandbox for every call (nothing survives a call, as with a component);
+///   more keeps one warm process per (tenant, extension) per concurrent call, never shared
+///   with another tenant or extension, replaced after that many calls or any fault. State the
+///   program keeps in its memory between calls then survives them (within that pair only).
+/// - `processes` (32), `open_files` (64): each sandbox's `RLIMIT_NPROC` and `RLIMIT_NOFILE`.
+/// - `max_file_bytes` (64MiB): the largest file a program may write (`RLIMIT_FSIZE`).
+/// - `tmp_size` (8MiB): the private `/tmp` of each sandbox.
+/// - `writable_mounts` (default false): whether a process may be granted read-write folders.
+///   A component's writes are charged to the file quota one by one; a process writes through
+///   the kernel, so its folders are measured before each call instead (a call over the quota
+///   is refused), and one call can overshoot by what it writes (each file at most
+///   `max_file_bytes`). Off unless the operator accepts that.
+/// - `weaker = ["no-landlock"]`: accept running without Landlock where the kernel has none
+///   (every call is then audited as running under the weaker profile). Empty by default: a
+///   missing kernel feature fails the load.
+///
+/// The address space of each process is the extension's `max_memory`; its CPU time is its
+/// `max_execution_time` rounded up to whole seconds (per process; the call's deadline stops
+/// the whole tree anyway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessPolicy {
+    pub warm_calls: u32,
+    pub processes: u32,
+    pub open_files: u32,
+    pub max_file_bytes: ByteSize,
+    pub tmp_size: ByteSize,
+    pub writable_mounts: bool,
+    pub accept_no_landlock: bool,
+}
+
+impl Default for ProcessPolicy {
+    fn default() -> Self {
+        ProcessPolicy {
+            warm_calls: 0,
+            processes: 32,
+            open_files: 64,
+            max_file_bytes: ByteSize::mib(64),
+            tmp_size: ByteSize::mib(8),
+            writable_mounts: false,
+            accept_no_landlock: false,
+        }
+    }
 }
 
 /// The runner service's own limits (an extension's come from its manifest and the ceilings):
@@ -185,6 +234,7 @@ impl Default for Policy {
             compile: CompileLimits::default(),
             gateway: GatewayLimits::default(),
             files: FileLimits::default(),
+            process: ProcessPolicy::default(),
         }
     }
 }
@@ -350,11 +400,57 @@ impl Policy {
             if let Some(v) = t.get("gateway") {
                 p.gateway = parse_gateway(&v.as_table()?)?;
             }
+            if let Some(v) = t.get("process") {
+                p.process = parse_process(&v.as_table()?)?;
+            }
             t.finish_ref()?;
         }
         root.finish()?;
         Ok(p)
     }
+}
+
+/// `[policy.process]`.
+fn parse_process(t: &crate::strict::Table<'_, '_>) -> Result<ProcessPolicy, TomlError> {
+    let mut p = ProcessPolicy::default();
+    let count = |v: &crate::strict::Value<'_, '_>, min: u64, why: &str| -> Result<u32, TomlError> {
+        let n = v.as_u64()?;
+        if n < min {
+            return Err(v.error(why));
+        }
+        u32::try_from(n).map_err(|_| v.error("too large"))
+    };
+    if let Some(v) = t.get("warm_calls") {
+        p.warm_calls = count(&v, 0, "")?;
+    }
+    if let Some(v) = t.get("processes") {
+        p.processes = count(&v, 1, "at least 1: the program itself is one")?;
+    }
+    if let Some(v) = t.get("open_files") {
+        p.open_files = count(&v, 4, "at least 4: stdin, stdout and stderr take 3")?;
+    }
+    if let Some(v) = t.get("max_file_bytes") {
+        p.max_file_bytes = v.parse()?;
+    }
+    if let Some(v) = t.get("tmp_size") {
+        p.tmp_size = v.parse()?;
+        if p.tmp_size > ByteSize::gib(1) {
+            return Err(v.error("at most 1GiB: /tmp is memory the host holds"));
+        }
+    }
+    if let Some(v) = t.get("writable_mounts") {
+        p.writable_mounts = v.as_bool()?;
+    }
+    if let Some(v) = t.get("weaker") {
+        for item in v.as_array()? {
+            match item.as_str()? {
+                "no-landlock" => p.accept_no_landlock = true,
+                _ => return Err(item.error("the only weaker profile is \"no-landlock\"")),
+            }
+        }
+    }
+    t.finish_ref()?;
+    Ok(p)
 }
 
 /// `[policy.gateway]`.
@@ -416,6 +512,37 @@ fn parse_gateway(t: &crate::strict::Table<'_, '_>) -> Result<GatewayLimits, Toml
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_section() {
+        assert_eq!(Policy::default().process, ProcessPolicy::default());
+        let p = Policy::parse(
+            "[policy.process]\nwarm_calls = 100\nprocesses = 8\nopen_files = 16\nmax_file_bytes = \"1MiB\"\ntmp_size = \"2MiB\"\nweaker = [\"no-landlock\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.process,
+            ProcessPolicy {
+                warm_calls: 100,
+                processes: 8,
+                open_files: 16,
+                max_file_bytes: ByteSize::mib(1),
+                tmp_size: ByteSize::mib(2),
+                writable_mounts: false,
+                accept_no_landlock: true,
+            }
+        );
+        for (bad, key) in [
+            ("weaker = [\"no-seccomp\"]", "policy.process.weaker"),
+            ("open_files = 3", "policy.process.open_files"),
+            ("processes = 0", "policy.process.processes"),
+            ("tmp_size = \"2GiB\"", "policy.process.tmp_size"),
+            ("warm = 1", "policy.process.warm"),
+        ] {
+            let e = Policy::parse(&format!("[policy.process]\n{bad}\n")).unwrap_err();
+            assert!(e.key.starts_with(key), "{bad}: {e:?}");
+        }
+    }
 
     #[test]
     fn spec_example() {

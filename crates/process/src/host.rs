@@ -7,6 +7,7 @@
 //! | `kv.get` | `{"bucket": "b", "key": "k"}` | `{"value": base64 \| null}` |
 //! | `kv.set` | `{"bucket": "b", "key": "k", "value": base64}` | `null` |
 //! | `kv.delete` | `{"bucket": "b", "key": "k"}` | `null` |
+//! | `kv.increment` | `{"bucket": "b", "key": "k", "delta": n}` | `{"value": n}` (atomic; a missing key counts from 0) |
 //! | `kv.list` | `{"bucket": "b", "cursor"?: n}` | `{"keys": [".."], "cursor": n \| null}` |
 //! | `secrets.get` | `{"name": "n"}` | `{"value": ".." \| null}` |
 //! | `http.fetch` | `{"method": "GET", "url": "..", "headers"?: [["name", "value"]], "body"?: base64}` | `{"status": 200, "headers": [["name", "value"]], "body": base64}` |
@@ -30,6 +31,7 @@ pub enum HostMethod {
     KvGet,
     KvSet,
     KvDelete,
+    KvIncrement,
     KvList,
     SecretsGet,
     HttpFetch,
@@ -37,11 +39,12 @@ pub enum HostMethod {
 }
 
 impl HostMethod {
-    pub const ALL: [HostMethod; 8] = [
+    pub const ALL: [HostMethod; 9] = [
         HostMethod::Log,
         HostMethod::KvGet,
         HostMethod::KvSet,
         HostMethod::KvDelete,
+        HostMethod::KvIncrement,
         HostMethod::KvList,
         HostMethod::SecretsGet,
         HostMethod::HttpFetch,
@@ -55,6 +58,7 @@ impl HostMethod {
             HostMethod::KvGet => "kv.get",
             HostMethod::KvSet => "kv.set",
             HostMethod::KvDelete => "kv.delete",
+            HostMethod::KvIncrement => "kv.increment",
             HostMethod::KvList => "kv.list",
             HostMethod::SecretsGet => "secrets.get",
             HostMethod::HttpFetch => "http.fetch",
@@ -104,6 +108,16 @@ pub struct KvSet {
     pub key: String,
     #[serde(with = "b64")]
     pub value: Vec<u8>,
+}
+
+/// `kv.increment`: adds `delta` to the unsigned decimal number stored at `key` (absent = 0)
+/// in one atomic step, and answers the new value.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvIncrement {
+    pub bucket: String,
+    pub key: String,
+    pub delta: u64,
 }
 
 /// `kv.list`: one page of keys after `cursor` (`None`: from the start); the host picks the
@@ -189,6 +203,10 @@ pub trait HostApi: Send + Sync {
         let _ = req;
         Err(not_available(HostMethod::KvDelete))
     }
+    async fn kv_increment(&self, req: KvIncrement) -> Result<u64, HostError> {
+        let _ = req;
+        Err(not_available(HostMethod::KvIncrement))
+    }
     async fn kv_list(&self, req: KvList) -> Result<KvPage, HostError> {
         let _ = req;
         Err(not_available(HostMethod::KvList))
@@ -249,6 +267,10 @@ pub(crate) async fn dispatch(
         }
         HostMethod::KvSet => host.kv_set(params(p)?).await.map(|()| Value::Null),
         HostMethod::KvDelete => host.kv_delete(params(p)?).await.map(|()| Value::Null),
+        HostMethod::KvIncrement => {
+            let v = host.kv_increment(params(p)?).await?;
+            Ok(serde_json::json!({ "value": v }))
+        }
         HostMethod::KvList => json(&host.kv_list(params(p)?).await?),
         HostMethod::SecretsGet => {
             let v = host.secrets_get(params(p)?).await?;
@@ -338,6 +360,7 @@ mod tests {
                 HostMethod::Log => r#"{"level":"info","message":"m"}"#,
                 HostMethod::KvGet | HostMethod::KvDelete => r#"{"bucket":"b","key":"k"}"#,
                 HostMethod::KvSet => r#"{"bucket":"b","key":"k","value":""}"#,
+                HostMethod::KvIncrement => r#"{"bucket":"b","key":"k","delta":1}"#,
                 HostMethod::KvList => r#"{"bucket":"b"}"#,
                 HostMethod::SecretsGet => r#"{"name":"n"}"#,
                 HostMethod::HttpFetch => r#"{"method":"GET","url":"https://example.com/"}"#,

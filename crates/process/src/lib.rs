@@ -76,8 +76,8 @@ mod session;
 pub use error::{HeaderError, ProtocolError};
 pub use frame::encode_frame;
 pub use host::{
-    DenyAll, Fetch, FetchResponse, HostApi, HostMethod, Invoke, KvKey, KvList, KvPage, KvSet, Log,
-    LogLevel, SecretGet,
+    DenyAll, Fetch, FetchResponse, HostApi, HostMethod, Invoke, KvIncrement, KvKey, KvList, KvPage,
+    KvSet, Log, LogLevel, SecretGet,
 };
 pub use limits::{LimitError, Limits};
 pub use message::{BadErrorName, ErrorName, ExtensionError, HostError, RequestId, codes};

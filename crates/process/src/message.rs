@@ -105,6 +105,10 @@ impl ErrorName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// `error`: the name of an error that gave no valid name of its own.
+    pub fn generic() -> ErrorName {
+        ErrorName::fixed("error")
+    }
     fn fixed(s: &'static str) -> ErrorName {
         ErrorName(s.to_owned())
     }

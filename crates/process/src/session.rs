@@ -260,37 +260,57 @@ where
         stdout,
         mut stderr,
     } = stdio;
-    let mut session = Session::new(stdin, stdout);
-    let mut captured = Captured::new(limits.max_stderr_bytes());
-    let mut chunk = vec![0u8; STDERR_CHUNK];
-    let reply = {
-        let exchange = session.call(call, limits, host, deadline);
-        tokio::pin!(exchange);
-        let mut open = true;
-        loop {
-            tokio::select! {
-                // The call first: a program flooding stderr must not starve it.
-                biased;
-                r = &mut exchange => break r,
-                n = stderr.read(&mut chunk), if open => match n {
-                    Ok(n) if n > 0 => captured.push(&chunk[..n]),
-                    _ => open = false,
-                },
+    Session::new(stdin, stdout)
+        .call_capturing(&mut stderr, call, limits, host, deadline)
+        .await
+}
+
+impl<W, R> Session<W, R>
+where
+    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send,
+{
+    /// [`Session::call`], reading the program's `stderr` meanwhile (a warm process keeps its
+    /// stderr pipe across calls; what it wrote between calls is taken by the next one).
+    pub async fn call_capturing<E: AsyncRead + Unpin + Send>(
+        &mut self,
+        stderr: &mut E,
+        call: Call<'_>,
+        limits: &Limits,
+        host: &dyn HostApi,
+        deadline: Instant,
+    ) -> Output {
+        let mut captured = Captured::new(limits.max_stderr_bytes());
+        let mut chunk = vec![0u8; STDERR_CHUNK];
+        let reply = {
+            let exchange = self.call(call, limits, host, deadline);
+            tokio::pin!(exchange);
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    // The call first: a program flooding stderr must not starve it.
+                    biased;
+                    r = &mut exchange => break r,
+                    n = stderr.read(&mut chunk), if open => match n {
+                        Ok(n) if n > 0 => captured.push(&chunk[..n]),
+                        _ => open = false,
+                    },
+                }
+            }
+        };
+        // What the program wrote just before answering may still be in the pipe: take what is
+        // there now without waiting, and no more than a cap's worth plus a few reads.
+        for _ in 0..limits.max_stderr_bytes() / STDERR_CHUNK + 4 {
+            match tokio::time::timeout(Duration::ZERO, stderr.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => captured.push(&chunk[..n]),
+                _ => break,
             }
         }
-    };
-    // What the program wrote just before answering may still be in the pipe: take what is
-    // there now without waiting, and no more than a cap's worth plus a few reads.
-    for _ in 0..limits.max_stderr_bytes() / STDERR_CHUNK + 4 {
-        match tokio::time::timeout(Duration::ZERO, stderr.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => captured.push(&chunk[..n]),
-            _ => break,
+        Output {
+            reply,
+            stderr: captured.bytes,
+            stderr_truncated: captured.truncated,
         }
-    }
-    Output {
-        reply,
-        stderr: captured.bytes,
-        stderr_truncated: captured.truncated,
     }
 }
 

@@ -41,6 +41,13 @@ pub enum LoadError {
     /// This bundle was refused before by this engine (for `reason`); not checked again.
     #[error("the component was refused before: {reason}")]
     Refused { reason: std::sync::Arc<str> },
+    /// A process extension's sandbox cannot be made on this host (a missing kernel feature,
+    /// a mount it cannot take): said with the feature or step.
+    #[error("the process sandbox cannot be set up: {0}")]
+    Sandbox(#[source] warden_sandbox::SandboxError),
+    /// The operator's `[policy.process]` does not allow what this process extension needs.
+    #[error("{0}")]
+    ProcessPolicy(String),
     #[error("setting up the runtime failed: {what}")]
     Engine {
         what: String,

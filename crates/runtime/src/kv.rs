@@ -52,6 +52,8 @@ pub(crate) struct KvView<'a> {
     pub(crate) table: &'a mut ResourceTable,
     pub(crate) ledger: &'a Ledger,
     pub(crate) withheld: Withheld,
+    /// Set when an operation was refused for a quota (a process is told `limit`).
+    pub(crate) quota_hit: bool,
 }
 
 struct Keyvalue;
@@ -129,7 +131,13 @@ impl KvView<'_> {
         let (access, scope) = self.bucket(b)?;
         let s = Arc::clone(&scope);
         let result = blocking(move |c| op(access.backend(), &s, access.quota(), c)).await;
-        Ok(result.map_err(|e| self.kv_error(&scope, e)))
+        Ok(match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.quota_hit |= e.is_quota();
+                Err(self.kv_error(&scope, e))
+            }
+        })
     }
 }
 
@@ -302,6 +310,102 @@ impl batch::Host for KvView<'_> {
             kv.delete_many(s, &keys, c)
         })
         .await
+    }
+}
+
+/// Why a process extension's `kv.*` request failed, as the component sees it: `access-denied`
+/// (with the reason the denial was recorded with), `no-such-store`, or another error.
+pub(crate) enum KvRefusal {
+    Denied(String),
+    NoSuchStore,
+    Limit(String),
+    Other(String),
+}
+
+/// A process extension's `kv.*` requests: each opens the bucket (the grant check and its
+/// record, exactly as a component's `open`), does one operation through the same bucket
+/// methods, and closes it.
+impl KvView<'_> {
+    async fn opened(&mut self, bucket: String) -> Result<Resource<Bucket>, KvRefusal> {
+        match store::Host::open(self, bucket).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(Error::AccessDenied)) => {
+                Err(KvRefusal::Denied(self.withheld.reason(Capability::Kv)))
+            }
+            Ok(Err(Error::NoSuchStore)) => Err(KvRefusal::NoSuchStore),
+            Ok(Err(Error::Other(m))) => Err(KvRefusal::Other(m)),
+            Err(e) => Err(KvRefusal::Other(e.to_string())),
+        }
+    }
+
+    async fn closed<T>(
+        &mut self,
+        b: Resource<Bucket>,
+        r: wasmtime::Result<Result<T, Error>>,
+    ) -> Result<T, KvRefusal> {
+        let _ = self.table.delete(b);
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(Error::AccessDenied)) => {
+                Err(KvRefusal::Denied(self.withheld.reason(Capability::Kv)))
+            }
+            Ok(Err(Error::NoSuchStore)) => Err(KvRefusal::NoSuchStore),
+            Ok(Err(Error::Other(m))) if self.quota_hit => Err(KvRefusal::Limit(m)),
+            Ok(Err(Error::Other(m))) => Err(KvRefusal::Other(m)),
+            Err(e) => Err(KvRefusal::Other(e.to_string())),
+        }
+    }
+
+    pub(crate) async fn get_one(
+        &mut self,
+        bucket: String,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, KvRefusal> {
+        let b = self.opened(bucket).await?;
+        let r = store::HostBucket::get(self, Resource::new_borrow(b.rep()), key).await;
+        self.closed(b, r).await
+    }
+
+    pub(crate) async fn set_one(
+        &mut self,
+        bucket: String,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), KvRefusal> {
+        let b = self.opened(bucket).await?;
+        let r = store::HostBucket::set(self, Resource::new_borrow(b.rep()), key, value).await;
+        self.closed(b, r).await
+    }
+
+    pub(crate) async fn delete_one(
+        &mut self,
+        bucket: String,
+        key: String,
+    ) -> Result<(), KvRefusal> {
+        let b = self.opened(bucket).await?;
+        let r = store::HostBucket::delete(self, Resource::new_borrow(b.rep()), key).await;
+        self.closed(b, r).await
+    }
+
+    pub(crate) async fn increment_one(
+        &mut self,
+        bucket: String,
+        key: String,
+        delta: u64,
+    ) -> Result<u64, KvRefusal> {
+        let b = self.opened(bucket).await?;
+        let r = atomics::Host::increment(self, Resource::new_borrow(b.rep()), key, delta).await;
+        self.closed(b, r).await
+    }
+
+    pub(crate) async fn list_page(
+        &mut self,
+        bucket: String,
+        cursor: Option<u64>,
+    ) -> Result<(Vec<String>, Option<u64>), KvRefusal> {
+        let b = self.opened(bucket).await?;
+        let r = store::HostBucket::list_keys(self, Resource::new_borrow(b.rep()), cursor).await;
+        self.closed(b, r).await.map(|p| (p.keys, p.cursor))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod isolate;
 mod limiter;
 mod precheck;
 mod prepared;
+pub mod process;
 mod settings;
 mod state;
 mod world;
@@ -38,6 +39,7 @@ pub use engine::{PoolUsage, Runtime};
 pub use error::LoadError;
 pub use fair::{FREE_RUN, Share, Turns};
 pub use prepared::Prepared;
+pub use process::{ProcessCode, ProcessInstall, host_support as process_support};
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
 pub use world::WorldKind;
 // The policy types a host hands the runtime, re-exported for embedders of the runtime alone.

@@ -42,7 +42,7 @@ pub(crate) struct LogCapture {
 }
 
 impl LogCapture {
-    fn push(&self, level: LogLevel, context: &str, message: &str) {
+    pub(crate) fn push(&self, level: LogLevel, context: &str, message: &str) {
         let Ok(mut k) = self.kept.lock() else { return };
         let context = context.as_bytes();
         let size = context.len() + message.len();

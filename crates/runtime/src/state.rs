@@ -119,6 +119,7 @@ impl CallState {
             table: &mut self.table,
             ledger: &self.ledger,
             withheld: self.withheld,
+            quota_hit: false,
         }
     }
 

@@ -47,6 +47,55 @@ pub fn run(bundle_path: &Path) -> Result<()> {
         m.limits.profile.unwrap_or(policy.profile),
         describe::limits(&m.limits.resolve(policy.profile))
     );
+    if e.kind == Kind::Process {
+        let p = policy.process;
+        let mut root = vec!["/bundle (read-only)".to_owned()];
+        let fs = &m.permissions.filesystem;
+        root.extend(
+            fs.paths
+                .iter()
+                .map(|g| format!("{g} (read-write, if granted)")),
+        );
+        root.extend(
+            fs.readonly_paths
+                .iter()
+                .map(|g| format!("{g} (read-only, if granted)")),
+        );
+        root.extend([
+            "/dev/null".to_owned(),
+            "/dev/urandom".to_owned(),
+            format!("/tmp ({})", p.tmp_size),
+        ]);
+        let limits = m.limits.resolve(policy.profile);
+        outln!("sandbox profile:");
+        outln!(
+            "  runs: /bundle/{}{}",
+            e.entry,
+            e.args
+                .iter()
+                .map(|a| format!(" {}", a.escape_debug()))
+                .collect::<String>()
+        );
+        outln!(
+            "  namespaces: user, mount, pid, ipc, uts, cgroup, net (no interface: network only through http.fetch)"
+        );
+        outln!("  root: {}", root.join(", "));
+        outln!(
+            "  Landlock on the same paths; seccomp allowlist (x32 and foreign architectures refused)"
+        );
+        outln!(
+            "  rlimits: address space {} (max_memory), processes {}, open files {}, file size {}, core 0",
+            limits.max_memory,
+            p.processes,
+            p.open_files,
+            p.max_file_bytes
+        );
+        outln!("  environment: empty; descriptors: 0-2 only; no_new_privs");
+        outln!("this host's kernel:");
+        for line in warden_host::process_support() {
+            outln!("  {line}");
+        }
+    }
     if e.kind == Kind::Component {
         let ifaces = component::interfaces(bundle.entry())
             .with_context(|| format!("inspecting {}", e.entry))?;

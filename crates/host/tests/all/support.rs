@@ -114,6 +114,17 @@ impl Lab {
         out
     }
 
+    /// Packs the folder `stage` as it is and signs it; returns the bundle's path.
+    pub fn sign_dir(&self, stage: &Path) -> PathBuf {
+        let packed = pack_dir(stage, &BundleLimits::default()).unwrap();
+        let out = self.dir.path().join(format!("b{}.wext", self.count()));
+        fs::write(&out, &packed.bytes).unwrap();
+        let bundle = Bundle::read_file(&out, &BundleLimits::default()).unwrap();
+        let env = sign(&bundle, &self.key, None).unwrap();
+        fs::write(format!("{}.sig", out.display()), env.to_json_pretty()).unwrap();
+        out
+    }
+
     fn count(&self) -> usize {
         fs::read_dir(self.dir.path()).unwrap().count()
     }

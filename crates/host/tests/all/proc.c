@@ -1,0 +1,343 @@
+/* A process extension for the host's tests, well-behaved or hostile by the METHOD of each call
+ * (the input is its argument). Built by the tests with `cc -static` (the sandbox has no libc).
+ * Serves calls until stdin closes.
+ *
+ *   echo      kv.set("last" = input) then kv.get: answers the value read back (or the host's
+ *             error name as the extension's error)
+ *   secret    secrets.get(input), logs the value, writes it to stderr, answers it
+ *   fetch     http.fetch GET input (a URL): answers the status, or the host's error name
+ *   pid       answers its pid (1: the init of its own pid namespace)
+ *   state     answers how many calls this process has served (1 unless warm)
+ *   environ   tries to read /proc/1/environ and the host's files: answers what it could open
+ *   write     tries to create files outside its grants: answers which ones worked
+ *   socket    tries to connect to 127.0.0.1:PORT (input): answers the errno
+ *   fill      writes N (input) files of 1 MiB into /data: answers how many it wrote
+ *   fork      forks until refused, answers how many it made (children sleep, then are killed)
+ *   daemon    double-forks a grandchild that calls setsid and writes a file every 10 ms to
+ *             /data/alive if it exists, answers at once
+ *   mem       allocates and touches 1 MiB blocks until refused: answers the MiB it got
+ *   spin      loops for ever
+ *   silent    never answers
+ *   huge      declares a 1 GiB frame and writes for ever
+ *   deep      answers with 100000 nested arrays
+ *   exit      exits with status 3 without answering
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+static void put(const char *buf, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(1, buf, n);
+        if (w <= 0) exit(3);
+        buf += w;
+        n -= (size_t)w;
+    }
+}
+
+static void send_frame(const char *body, size_t n) {
+    char head[64];
+    int h = snprintf(head, sizeof head, "Content-Length: %zu\r\n\r\n", n);
+    put(head, (size_t)h);
+    put(body, n);
+}
+
+static char *read_frame(void) {
+    char line[256];
+    size_t len = 0;
+    int got_len = 0;
+    for (;;) {
+        size_t have = 0;
+        for (;;) {
+            char c;
+            ssize_t r = read(0, &c, 1);
+            if (r <= 0) return NULL;
+            if (have + 1 >= sizeof line) exit(4);
+            line[have++] = c;
+            if (c == '\n') break;
+        }
+        line[have] = 0;
+        if (strcmp(line, "\r\n") == 0) break;
+        if (strncmp(line, "Content-Length: ", 16) == 0) {
+            len = strtoul(line + 16, NULL, 10);
+            got_len = 1;
+        }
+    }
+    if (!got_len || len > (64u << 20)) exit(5);
+    char *body = malloc(len + 1);
+    if (!body) exit(6);
+    size_t off = 0;
+    while (off < len) {
+        ssize_t r = read(0, body + off, len - off);
+        if (r <= 0) exit(7);
+        off += (size_t)r;
+    }
+    body[len] = 0;
+    return body;
+}
+
+static char *str_field(const char *json, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *p = strstr(json, pat);
+    if (!p) return NULL;
+    p += strlen(pat);
+    const char *e = strchr(p, '"');
+    if (!e) exit(9);
+    char *s = malloc((size_t)(e - p) + 1);
+    if (!s) exit(6);
+    memcpy(s, p, (size_t)(e - p));
+    s[e - p] = 0;
+    return s;
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static char *b64(const char *s) {
+    size_t n = strlen(s), o = 0;
+    char *out = malloc(4 * (n / 3 + 1) + 1);
+    if (!out) exit(6);
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned char)s[i] << 16;
+        if (i + 1 < n) v |= (unsigned char)s[i + 1] << 8;
+        if (i + 2 < n) v |= (unsigned char)s[i + 2];
+        out[o++] = B64[(v >> 18) & 63];
+        out[o++] = B64[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? B64[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? B64[v & 63] : '=';
+    }
+    out[o] = 0;
+    return out;
+}
+
+static char *unb64(const char *s) {
+    size_t n = strlen(s), o = 0;
+    char *out = malloc(n + 1);
+    if (!out) exit(6);
+    unsigned v = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n && s[i] != '='; i++) {
+        const char *p = strchr(B64, s[i]);
+        if (!p) break;
+        v = (v << 6) | (unsigned)(p - B64);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (char)((v >> bits) & 255);
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static char *host_request(const char *method, const char *params) {
+    size_t n = strlen(method) + strlen(params) + 64;
+    char *req = malloc(n);
+    if (!req) exit(6);
+    int k = snprintf(req, n, "{\"jsonrpc\":\"2.0\",\"id\":\"h\",\"method\":\"%s\",\"params\":%s}",
+                     method, params);
+    send_frame(req, (size_t)k);
+    free(req);
+    char *resp = read_frame();
+    if (!resp) exit(10);
+    return resp;
+}
+
+static void answer(long id, const char *text) {
+    char *enc = b64(text);
+    size_t n = strlen(enc) + 96;
+    char *body = malloc(n);
+    if (!body) exit(6);
+    int k = snprintf(body, n, "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"result\":{\"output\":\"%s\"}}", id,
+                     enc);
+    send_frame(body, (size_t)k);
+    free(body);
+    free(enc);
+}
+
+static void answer_error(long id, const char *name, const char *message) {
+    char body[512];
+    int k = snprintf(body, sizeof body,
+                     "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"error\":{\"code\":-32003,\"message\":\"%s\","
+                     "\"data\":{\"code\":\"%s\"}}}",
+                     id, message, name);
+    send_frame(body, (size_t)k);
+}
+
+/* The host's error name in a response, or NULL if it succeeded. */
+static char *error_name(const char *resp) {
+    if (!strstr(resp, "\"error\"")) return NULL;
+    char *name = str_field(resp, "code");
+    return name ? name : strdup("error");
+}
+
+static int served = 0;
+
+static void handle(long id, const char *method, const char *arg) {
+    char buf[4096];
+    if (strcmp(method, "echo") == 0) {
+        char *enc = b64(arg);
+        snprintf(buf, sizeof buf, "{\"bucket\":\"b\",\"key\":\"last\",\"value\":\"%s\"}", enc);
+        free(enc);
+        char *set = host_request("kv.set", buf);
+        char *e = error_name(set);
+        if (e) { answer_error(id, e, "kv.set was refused"); return; }
+        char *got = host_request("kv.get", "{\"bucket\":\"b\",\"key\":\"last\"}");
+        char *v = str_field(got, "value");
+        if (!v) { answer_error(id, "not-found", "kv.get found nothing"); return; }
+        char *plain = unb64(v);
+        answer(id, plain);
+    } else if (strcmp(method, "secret") == 0) {
+        snprintf(buf, sizeof buf, "{\"name\":\"%s\"}", arg);
+        char *got = host_request("secrets.get", buf);
+        char *e = error_name(got);
+        if (e) { answer_error(id, e, "secrets.get was refused"); return; }
+        char *v = str_field(got, "value");
+        if (!v) { answer_error(id, "not-set", "no value"); return; }
+        fprintf(stderr, "the secret is %s\n", v);
+        snprintf(buf, sizeof buf, "{\"level\":\"info\",\"message\":\"secret=%s\"}", v);
+        free(host_request("log", buf));
+        answer(id, v);
+    } else if (strcmp(method, "fetch") == 0) {
+        snprintf(buf, sizeof buf, "{\"method\":\"GET\",\"url\":\"%s\"}", arg);
+        char *got = host_request("http.fetch", buf);
+        char *e = error_name(got);
+        if (e) { answer_error(id, e, "http.fetch was refused"); return; }
+        const char *s = strstr(got, "\"status\":");
+        answer(id, s ? s + 9 : "?");
+    } else if (strcmp(method, "pid") == 0) {
+        snprintf(buf, sizeof buf, "%d", (int)getpid());
+        answer(id, buf);
+    } else if (strcmp(method, "state") == 0) {
+        snprintf(buf, sizeof buf, "%d", served);
+        answer(id, buf);
+    } else if (strcmp(method, "environ") == 0) {
+        const char *paths[] = {"/proc/1/environ", "/proc/self/environ", "/etc/passwd", "/root",
+                               "/home", "/usr/bin/env", NULL};
+        buf[0] = 0;
+        for (int i = 0; paths[i]; i++) {
+            int fd = open(paths[i], O_RDONLY);
+            if (fd >= 0) { strcat(buf, paths[i]); strcat(buf, " "); close(fd); }
+        }
+        answer(id, buf[0] ? buf : "none");
+    } else if (strcmp(method, "write") == 0) {
+        const char *paths[] = {"/bundle/x", "/x", "/etc/x", "/dev/x", "/data/../x", NULL};
+        buf[0] = 0;
+        for (int i = 0; paths[i]; i++) {
+            int fd = open(paths[i], O_WRONLY | O_CREAT, 0644);
+            if (fd >= 0) { strcat(buf, paths[i]); strcat(buf, " "); close(fd); }
+        }
+        answer(id, buf[0] ? buf : "none");
+    } else if (strcmp(method, "socket") == 0) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s < 0) { snprintf(buf, sizeof buf, "socket: %s", strerror(errno)); answer(id, buf); return; }
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_port = htons((unsigned short)atoi(arg));
+        a.sin_addr.s_addr = htonl(0x7f000001);
+        if (connect(s, (struct sockaddr *)&a, sizeof a) == 0) answer(id, "connected");
+        else { snprintf(buf, sizeof buf, "connect: %s", strerror(errno)); answer(id, buf); }
+        close(s);
+    } else if (strcmp(method, "fill") == 0) {
+        static char block[1 << 20];
+        int n = atoi(arg), wrote = 0;
+        for (int i = 0; i < n; i++) {
+            snprintf(buf, sizeof buf, "/data/f%d", i);
+            int fd = open(buf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd < 0) break;
+            if (write(fd, block, sizeof block) == (ssize_t)sizeof block) wrote++;
+            close(fd);
+        }
+        snprintf(buf, sizeof buf, "%d", wrote);
+        answer(id, buf);
+    } else if (strcmp(method, "fork") == 0) {
+        int made = 0;
+        for (int i = 0; i < 100000; i++) {
+            pid_t p = fork();
+            if (p < 0) break;
+            if (p == 0) { for (;;) pause(); }
+            made++;
+        }
+        snprintf(buf, sizeof buf, "%d", made);
+        answer(id, buf);
+    } else if (strcmp(method, "daemon") == 0) {
+        pid_t p = fork();
+        if (p == 0) {
+            if (fork() == 0) {
+                setsid();
+                for (;;) {
+                    int fd = open("/data/alive", O_WRONLY | O_APPEND);
+                    if (fd >= 0) { (void)!write(fd, "x", 1); close(fd); }
+                    usleep(10000);
+                }
+            }
+            _exit(0);
+        }
+        answer(id, "forked");
+    } else if (strcmp(method, "mem") == 0) {
+        int mib = 0;
+        for (;;) {
+            char *b = malloc(1 << 20);
+            if (!b) break;
+            memset(b, 1, 1 << 20);
+            mib++;
+        }
+        snprintf(buf, sizeof buf, "%d", mib);
+        answer(id, buf);
+    } else if (strcmp(method, "spin") == 0) {
+        for (volatile unsigned long i = 0;; i++) {}
+    } else if (strcmp(method, "silent") == 0) {
+        for (;;) pause();
+    } else if (strcmp(method, "huge") == 0) {
+        const char *h = "Content-Length: 1073741824\r\n\r\n";
+        put(h, strlen(h));
+        static char junk[65536];
+        memset(junk, '[', sizeof junk);
+        for (;;) put(junk, sizeof junk);
+    } else if (strcmp(method, "deep") == 0) {
+        size_t depth = 100000;
+        char *body = malloc(2 * depth);
+        if (!body) exit(6);
+        memset(body, '[', depth);
+        memset(body + depth, ']', depth);
+        send_frame(body, 2 * depth);
+        for (;;) pause();
+    } else if (strcmp(method, "exit") == 0) {
+        exit(3);
+    } else {
+        answer_error(id, "not-found", "no such method");
+    }
+}
+
+int main(void) {
+    char *call;
+    while ((call = read_frame()) != NULL) {
+        served++;
+        const char *p = strstr(call, "\"id\":");
+        if (!p) exit(8);
+        long id = strtol(p + 5, NULL, 10);
+        char *method = str_field(call, "method");
+        /* The first "method" is the JSON-RPC one ("call"); the call's own follows it. */
+        const char *params = strstr(call, "\"params\":");
+        if (!params) exit(8);
+        free(method);
+        method = str_field(params, "method");
+        char *input = str_field(params, "input");
+        if (!method || !input) exit(12);
+        char *arg = unb64(input);
+        handle(id, method, arg);
+        free(arg);
+        free(input);
+        free(method);
+        free(call);
+    }
+    return 0;
+}

@@ -1,0 +1,414 @@
+//! Process extensions through the embedding API: a real C program (`proc.c`, built here with
+//! `cc -static`) in the real sandbox, answered by the host's capability checks, audited like a
+//! component. Each hostile behaviour is contained with a clear error and an audit record, and
+//! the host serves the next call.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use warden_audit::{Event, Outcome, Record};
+use warden_host::{CallError, ExtensionId, Grant, Policy, SecretValue, Stream, TenantName};
+
+use crate::support::{Lab, text};
+
+/// proc.c, compiled once per test run.
+fn program() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/proc.c");
+        let dir = std::env::temp_dir().join(format!("warden-host-proc-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("proc");
+        let status = Command::new("cc")
+            .args(["-static", "-O1", "-Wall", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("cc (scripts/setup.sh installs gcc and libc6-dev)");
+        assert!(status.success(), "building proc.c failed");
+        out
+    })
+}
+
+const MANIFEST: &str = r#"schema = 1
+
+[extension]
+id = "test.proc"
+version = "0.1.0"
+publisher = "warden-examples"
+kind = "process"
+entry = "proc"
+args = ["ARG"]
+
+[[methods]]
+name = "echo"
+[[methods]]
+name = "secret"
+[[methods]]
+name = "fetch"
+[[methods]]
+name = "pid"
+[[methods]]
+name = "state"
+[[methods]]
+name = "environ"
+[[methods]]
+name = "write"
+[[methods]]
+name = "socket"
+[[methods]]
+name = "fork"
+[[methods]]
+name = "daemon"
+[[methods]]
+name = "mem"
+[[methods]]
+name = "spin"
+[[methods]]
+name = "silent"
+[[methods]]
+name = "huge"
+[[methods]]
+name = "deep"
+[[methods]]
+name = "exit"
+[[methods]]
+name = "fill"
+
+[permissions]
+kv = true
+secrets = ["token"]
+
+[limits]
+max_execution_time = "2s"
+max_memory = "32MiB"
+"#;
+
+/// Loads proc.c for the default tenant with `grant`; `arg` tells this test's processes apart.
+fn load(lab: &Lab, arg: &str, extra: &str, grant: &Grant) -> ExtensionId {
+    let stage = lab.dir.path().join(format!("proc-{arg}"));
+    fs::create_dir_all(&stage).unwrap();
+    fs::copy(program(), stage.join("proc")).unwrap();
+    fs::write(
+        stage.join("extension.toml"),
+        MANIFEST.replace("ARG", arg).to_string() + extra,
+    )
+    .unwrap();
+    let bundle = lab.sign_dir(&stage);
+    lab.host
+        .default_tenant()
+        .load_file(&bundle, None, grant)
+        .unwrap()
+        .id
+}
+
+async fn call(lab: &Lab, id: &ExtensionId, method: &str, input: &str) -> Result<String, CallError> {
+    lab.host
+        .default_tenant()
+        .call(id, method, input.as_bytes())
+        .await
+        .map(|c| text(&c.value))
+        .map_err(|f| f.error)
+}
+
+fn last(lab: &Lab, event: Event) -> Record {
+    lab.audit
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r.event() == event)
+        .unwrap()
+}
+
+fn records(lab: &Lab, event: Event) -> Vec<Record> {
+    lab.audit
+        .records()
+        .into_iter()
+        .filter(|r| r.event() == event)
+        .collect()
+}
+
+/// Processes on this machine whose command line holds `marker`.
+fn running(marker: &str) -> usize {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_uses_kv_through_the_same_checks_and_audit_as_a_component() {
+    let lab = Lab::new();
+    let granted = load(&lab, "kv-granted", "", &Grant::All);
+    assert_eq!(
+        call(&lab, &granted, "echo", "hello").await.unwrap(),
+        "hello"
+    );
+    // The init of its own pid namespace.
+    assert_eq!(call(&lab, &granted, "pid", "").await.unwrap(), "1");
+    let call_record = last(&lab, Event::Call);
+    assert_eq!(call_record.outcome(), Outcome::Ok);
+    let uses = records(&lab, Event::Grant);
+    assert!(
+        uses.iter()
+            .any(|r| r.capability() == Some("kv") && r.target() == Some("b")),
+        "{uses:#?}"
+    );
+
+    // Requested, not granted: the host refuses kv.set, the program sees `denied`, the call
+    // goes on (and ends with the program's own error), and the denial is audited.
+    let ungranted = load(&lab, "kv-ungranted", "", &Grant::None);
+    let e = call(&lab, &ungranted, "echo", "hello").await.unwrap_err();
+    assert!(
+        matches!(&e, CallError::Extension { code, .. } if code == "denied"),
+        "{e:?}"
+    );
+    let denial = last(&lab, Event::Denial);
+    assert_eq!(denial.capability(), Some("kv"));
+    assert_eq!(denial.extension(), Some("test.proc"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_values_are_redacted_from_the_process_logs_and_records() {
+    let lab = Lab::new();
+    let id = load(&lab, "secrets", "", &Grant::All);
+    let token = "Pr0cess-S3cret-Value-91xq";
+    lab.host
+        .tenant(&TenantName::default_tenant())
+        .put_secret(
+            &id,
+            &"token".parse().unwrap(),
+            SecretValue::new(token.into()).unwrap(),
+        )
+        .unwrap();
+    let called = lab
+        .host
+        .default_tenant()
+        .call(&id, "secret", b"token")
+        .await
+        .unwrap();
+    // Logged twice (stderr and `log`), shown nowhere.
+    let logs: Vec<_> = called.logs.iter().map(|l| l.text.clone()).collect();
+    assert!(
+        called
+            .logs
+            .iter()
+            .any(|l| l.stream == Stream::Stderr && l.text.contains("the secret is")),
+        "{logs:?}"
+    );
+    assert!(logs.iter().all(|l| !l.contains(token)), "{logs:?}");
+    let audit = format!("{:?}", lab.audit.records());
+    assert!(!audit.contains(token));
+    // A secret it was not granted: denied and audited, the value never read.
+    let e = call(&lab, &id, "secret", "other").await.unwrap_err();
+    assert!(
+        matches!(&e, CallError::Extension { code, .. } if code == "denied"),
+        "{e:?}"
+    );
+    assert_eq!(last(&lab, Event::Denial).capability(), Some("secrets"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_holds_the_program_in() {
+    let lab = Lab::new();
+    let id = load(&lab, "sandbox-escapes", "", &Grant::All);
+    // No /proc, no host files, nothing writable but the grants.
+    assert_eq!(call(&lab, &id, "environ", "").await.unwrap(), "none");
+    assert_eq!(call(&lab, &id, "write", "").await.unwrap(), "none");
+    // No network, not even loopback: a listener on the host sees no connection.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let socket = call(&lab, &id, "socket", &port).await.unwrap();
+    assert_ne!(socket, "connected");
+    assert!(listener.accept().is_err(), "a connection reached the host");
+    // A fork bomb stops at the sandbox's process limit; the next call is served.
+    let forks: u32 = call(&lab, &id, "fork", "").await.unwrap().parse().unwrap();
+    assert!(forks < 32, "{forks} processes");
+    assert_eq!(call(&lab, &id, "pid", "").await.unwrap(), "1");
+    // A memory bomb stops at max_memory (32 MiB of address space).
+    let mib: u32 = call(&lab, &id, "mem", "").await.unwrap().parse().unwrap();
+    assert!(mib < 32, "{mib} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemonized_grandchild_dies_with_the_call() {
+    let lab = Lab::new();
+    let marker = format!("daemon-{}", std::process::id());
+    let id = load(&lab, &marker, "", &Grant::All);
+    assert_eq!(call(&lab, &id, "daemon", "").await.unwrap(), "forked");
+    // The sandbox (pid namespace and all) is killed after the call: nothing of it survives.
+    let until = Instant::now() + Duration::from_secs(5);
+    while running(&marker) > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(running(&marker), 0, "a process of the call survived it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_protocol_and_runaway_programs_end_their_call_only() {
+    let lab = Lab::new();
+    let id = load(&lab, "hostile-protocol", "", &Grant::All);
+    let cases: [(&str, &str); 5] = [
+        ("spin", "time limit"),
+        ("silent", "time limit"),
+        ("huge", "frame too large"),
+        ("deep", "nested deeper"),
+        ("exit", "exited with status 3"),
+    ];
+    for (method, says) in cases {
+        let started = Instant::now();
+        let e = call(&lab, &id, method, "").await.unwrap_err();
+        assert!(e.to_string().contains(says), "{method}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{method} took {:?}",
+            started.elapsed()
+        );
+        let r = last(
+            &lab,
+            if method == "spin" || method == "silent" {
+                Event::Limit
+            } else {
+                Event::Call
+            },
+        );
+        assert_ne!(r.outcome(), Outcome::Ok, "{method}");
+        // And the host serves the next call.
+        assert_eq!(
+            call(&lab, &id, "pid", "").await.unwrap(),
+            "1",
+            "after {method}"
+        );
+    }
+}
+
+const DATA: &str = "\n[permissions.filesystem]\npaths = [\"/data\"]\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_write_folders_need_the_policy_and_are_held_to_the_file_quota() {
+    // By default a process is not given a read-write folder: its writes could not be charged
+    // one by one as a component's are.
+    let lab = Lab::new();
+    let stage = lab.dir.path().join("proc-rw");
+    fs::create_dir_all(&stage).unwrap();
+    fs::copy(program(), stage.join("proc")).unwrap();
+    fs::write(
+        stage.join("extension.toml"),
+        MANIFEST.replace("ARG", "rw").to_string() + DATA,
+    )
+    .unwrap();
+    let bundle = lab.sign_dir(&stage);
+    let e = lab
+        .host
+        .default_tenant()
+        .load_file(&bundle, None, &Grant::All)
+        .unwrap_err();
+    assert!(e.to_string().contains("writable_mounts"), "{e}");
+    // Read-only is fine.
+    let ro = lab
+        .host
+        .default_tenant()
+        .load_file(&bundle, None, &"kv".parse().unwrap())
+        .unwrap();
+    assert_eq!(call(&lab, &ro.id, "pid", "").await.unwrap(), "1");
+
+    // Allowed: writes land in the install's own folder; once over [policy.files] the next
+    // call is refused (as a limit, audited) before the process starts.
+    let lab = Lab::with_policy(
+        Policy::parse(
+            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"2MiB\"\n",
+        )
+        .unwrap(),
+    );
+    let id = load(&lab, "rw-allowed", DATA, &Grant::All);
+    assert_eq!(call(&lab, &id, "fill", "1").await.unwrap(), "1");
+    assert_eq!(call(&lab, &id, "fill", "3").await.unwrap(), "3");
+    let e = call(&lab, &id, "pid", "").await.unwrap_err();
+    assert!(matches!(e, CallError::Quota(_)), "{e:?}");
+    assert_eq!(last(&lab, Event::Limit).outcome(), Outcome::TooLarge);
+}
+
+fn warm_policy() -> Policy {
+    Policy::parse("[policy.process]\nwarm_calls = 3\n").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_process_serves_its_calls_then_is_replaced() {
+    let lab = Lab::with_policy(warm_policy());
+    let id = load(&lab, "warm", "", &Grant::All);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(call(&lab, &id, "state", "").await.unwrap());
+    }
+    assert_eq!(seen, ["1", "2", "3", "1"]);
+    // Any fault replaces it at once.
+    call(&lab, &id, "exit", "").await.unwrap_err();
+    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
+    // Never shared with another tenant: a second tenant's install starts its own.
+    let other: TenantName = "other".parse().unwrap();
+    let stage = lab.dir.path().join("proc-warm");
+    let bundle = lab.sign_dir(&stage);
+    let theirs = lab
+        .host
+        .tenant(&other)
+        .load_file(&bundle, None, &Grant::All)
+        .unwrap()
+        .id;
+    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "2");
+    let first = lab
+        .host
+        .tenant(&other)
+        .call(&theirs, "state", b"")
+        .await
+        .unwrap();
+    assert_eq!(text(&first.value), "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_fetch_goes_through_the_egress_policy() {
+    let lab =
+        Lab::with_policy(Policy::parse("[policy]\nallow_networks = [\"127.0.0.0/8\"]\n").unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in listener.incoming().flatten().take(4) {
+            let mut s = s;
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let network = format!(
+        "\n[permissions.network]\nenabled = true\nallowed_hosts = [\"127.0.0.1\"]\nallowed_ports = [{port}]\n"
+    );
+    let id = load(&lab, "fetch", &network, &Grant::All);
+    let ok = call(&lab, &id, "fetch", &format!("http://127.0.0.1:{port}/x"))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("204"), "{ok}");
+    assert!(
+        records(&lab, Event::Grant)
+            .iter()
+            .any(|r| r.capability() == Some("network")),
+    );
+    // A host it may not reach: refused before any connection, and audited.
+    let e = call(&lab, &id, "fetch", "http://127.0.0.2:9/")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, CallError::Extension { code, .. } if code == "denied"),
+        "{e:?}"
+    );
+    assert_eq!(last(&lab, Event::Denial).capability(), Some("network"));
+}

@@ -1,0 +1,472 @@
+//! Process extensions (`kind = "process"`): the bundle's executable, run in the OS sandbox of
+//! `warden-sandbox` and spoken to with the JSON-RPC protocol of `warden-process`. A second
+//! kind of extension, not a second product: a call takes the same [`CallCaps`], answers the
+//! program's host requests with the same views as a component's host interfaces
+//! ([`api`]), and reports a [`CallOutcome`] the host audits like any other.
+//!
+//! Life of a process. [`ProcessCode::unpack`] writes the verified files, read-only, to a
+//! folder of their own (one per content hash and host process). [`ProcessInstall::new`] makes
+//! one sandbox per install: its profile is the code (read-only at `/bundle`), the install's
+//! mounts (the same per-(tenant, extension) folders a component gets), a private `/tmp`, and
+//! rlimits from the extension's limits and `[policy.process]`; the kernel is checked there,
+//! so a missing feature fails the load. A call takes an idle warm process of that install
+//! or spawns one, sends `call`, serves host requests until the answer or the deadline, and
+//! then either keeps the process (warm, while it has calls left and nothing went wrong) or
+//! kills its whole tree.
+//!
+//! Warm or not (`[policy.process] warm_calls`): a fresh sandbox per call costs a few
+//! milliseconds (namespaces, mounts, `execve`) and keeps nothing between calls, as a
+//! component's fresh instance does; a warm process answers in tens of microseconds, and
+//! whatever the program keeps in memory survives between calls of that one (tenant,
+//! extension), never across tenants or extensions. A warm process is replaced after its
+//! calls, on any error of the protocol, a timeout, or an exit.
+
+mod api;
+mod unpack;
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::unix::pipe;
+use warden_bundle::Bundle;
+use warden_call::output::lines;
+use warden_call::{CallError, CallOutcome, CallReport, Stream};
+use warden_fs::MountDir;
+use warden_manifest::{FileLimits, Limits, ProcessPolicy};
+use warden_process::{Call, ProtocolError, Reply, Session};
+use warden_sandbox::{
+    Access, Child, Exit, Grant, Invocation, Profile, Program, Sandbox, SandboxError, Weakening,
+};
+use warden_trust::Verified;
+
+use crate::caps::CallCaps;
+use crate::error::LoadError;
+use api::ProcessApi;
+use unpack::Unpacked;
+
+/// A process extension's verified files on disk and how to start its entry.
+#[derive(Debug)]
+pub struct ProcessCode {
+    dir: Unpacked,
+    program: Program,
+    args: Vec<String>,
+}
+
+impl ProcessCode {
+    /// Writes the verified files under `root` (see the module docs).
+    pub fn unpack(bundle: &Verified<Bundle>, root: &std::path::Path) -> Result<Self, LoadError> {
+        let bundle = bundle.get();
+        let ext = &bundle.manifest().extension;
+        let entry = ext
+            .entry
+            .as_str()
+            .parse()
+            .map_err(|e: warden_sandbox::ProfileError| {
+                LoadError::Sandbox(SandboxError::Profile(e))
+            })?;
+        let dir = Unpacked::write(bundle, root).map_err(|e| {
+            LoadError::engine(format!("unpacking the bundle under {}", root.display()), e)
+        })?;
+        Ok(ProcessCode {
+            dir,
+            program: Program::Binary(entry),
+            args: ext.args.clone(),
+        })
+    }
+}
+
+/// Pipes of a running program, seen from the host.
+struct Worker {
+    child: Child,
+    session: Session<pipe::Sender, pipe::Receiver>,
+    stderr: pipe::Receiver,
+    calls: u32,
+}
+
+impl Worker {
+    fn start(mut child: Child) -> std::io::Result<Worker> {
+        let (Some(i), Some(o), Some(e)) =
+            (child.take_stdin(), child.take_stdout(), child.take_stderr())
+        else {
+            return Err(std::io::Error::other("the program's pipes were taken"));
+        };
+        let stdin = pipe::Sender::from_owned_fd(OwnedFd::from(i))?;
+        let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(o))?;
+        let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(e))?;
+        Ok(Worker {
+            child,
+            session: Session::new(stdin, stdout),
+            stderr,
+            calls: 0,
+        })
+    }
+
+    /// The peak resident memory of the program (its sandbox's init), from `/proc`.
+    fn memory_peak(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// Why the session ended, said with the program's exit when it has exited.
+    fn failure(&mut self, e: &ProtocolError) -> CallError {
+        // An exit closes the pipes a moment before the kernel reports it: wait a little.
+        let mut exit = self.child.try_wait().ok().flatten();
+        for _ in 0..20 {
+            if exit.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+            exit = self.child.try_wait().ok().flatten();
+        }
+        match exit {
+            Some(Exit::Code(c)) => CallError::Trap(format!(
+                "the process exited with status {c} before answering ({e})"
+            )),
+            Some(Exit::Signal(s)) => CallError::Trap(format!(
+                "the process was killed by signal {s} ({}) before answering",
+                signal_name(s)
+            )),
+            None => CallError::Trap(format!("the process broke the protocol: {e}")),
+        }
+    }
+}
+
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        6 => "SIGABRT: often an allocation over max_memory",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        24 => "SIGXCPU: its CPU time limit",
+        25 => "SIGXFSZ: a file over max_file_bytes",
+        31 => "SIGSYS: a system call the sandbox forbids",
+        _ => "a signal",
+    }
+}
+
+/// One install of a process extension: its sandbox and its idle warm processes.
+pub struct ProcessInstall {
+    code: Arc<ProcessCode>,
+    sandbox: Arc<Sandbox>,
+    invocation: Invocation,
+    protocol: warden_process::Limits,
+    warm_calls: u32,
+    idle: Mutex<Vec<Worker>>,
+    weaker: Option<&'static str>,
+    summary: String,
+    /// The read-write folders, measured before each call against the file quota.
+    writable: Option<(Vec<std::path::PathBuf>, FileLimits)>,
+}
+
+impl std::fmt::Debug for ProcessInstall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessInstall")
+            .field("code", &self.code)
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Frames a program sends: at least 1 MiB, and room for its largest answer in base64.
+fn frame_limit(limits: &Limits) -> usize {
+    let answer = limits.max_response_bytes.bytes().saturating_mul(4) / 3 + 64 * 1024;
+    usize::try_from(answer)
+        .unwrap_or(usize::MAX)
+        .clamp(1 << 20, warden_process::limits::MAX_FRAME_BYTES_CEILING)
+}
+
+impl ProcessInstall {
+    /// The sandbox of one install: `code` read-only, `mounts` as granted, limits from
+    /// `limits` and `policy`. Checks the kernel (a missing feature is an error unless the
+    /// policy accepts the weaker profile).
+    pub fn new(
+        code: Arc<ProcessCode>,
+        mounts: &[MountDir],
+        limits: &Limits,
+        policy: &ProcessPolicy,
+        files: FileLimits,
+    ) -> Result<ProcessInstall, LoadError> {
+        let writable: Vec<_> = mounts
+            .iter()
+            .filter(|m| !m.readonly)
+            .map(|m| m.host.clone())
+            .collect();
+        if !writable.is_empty() && !policy.writable_mounts {
+            return Err(LoadError::ProcessPolicy(
+                "a process extension is granted read-write folders only where [policy.process] \
+                 writable_mounts = true (its writes are measured before each call, not charged \
+                 one by one); grant its folders read-only or leave them out"
+                    .into(),
+            ));
+        }
+        let sandbox_err = |e: warden_sandbox::ProfileError| LoadError::Sandbox(e.into());
+        let warm_calls = policy.warm_calls.max(1);
+        let cpu = limits.max_execution_time.as_secs_f64().ceil() as u64;
+        let rlimits = warden_sandbox::Limits {
+            address_space: limits.max_memory.bytes().max(8 << 20),
+            // Per process, over all the calls it serves; each call's deadline stops it sooner.
+            cpu_seconds: cpu.max(1).saturating_mul(u64::from(warm_calls)) + 1,
+            open_files: u64::from(policy.open_files),
+            processes: u64::from(policy.processes),
+            file_size: policy.max_file_bytes.bytes(),
+        };
+        let mut builder = Profile::builder(code.dir.path())
+            .tmp_size(policy.tmp_size.bytes())
+            .limits(rlimits);
+        let mut shown = vec![
+            "/bundle (read-only)".to_owned(),
+            format!("/tmp ({})", policy.tmp_size),
+        ];
+        for m in mounts {
+            let at = m.guest.parse().map_err(sandbox_err)?;
+            let access = if m.readonly {
+                Access::ReadOnly
+            } else {
+                Access::ReadWrite
+            };
+            shown.push(format!(
+                "{} ({})",
+                m.guest,
+                if m.readonly {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
+            ));
+            builder = builder.grant(Grant::new(&m.host, at, access));
+        }
+        if policy.accept_no_landlock {
+            builder = builder.accept(Weakening::NoLandlock);
+        }
+        let profile = builder.build().map_err(sandbox_err)?;
+        // A root host runs the program as an unprivileged uid: the install's own folders
+        // (0700, made by the host) become that uid's, or it could neither read nor write them.
+        if let warden_sandbox::IdMapping::FromRoot { program } = profile.ids() {
+            for m in mounts {
+                std::os::unix::fs::chown(&m.host, Some(program.uid()), Some(program.gid()))
+                    .map_err(|e| {
+                        LoadError::engine(
+                            format!("giving {} to the sandbox's user", m.host.display()),
+                            e,
+                        )
+                    })?;
+            }
+        }
+        let sandbox = Sandbox::new(profile)?;
+        let support = Sandbox::check();
+        let weaker = (!support.landlock.is_available()).then_some("no-landlock");
+        let summary = format!(
+            "namespaces user, mount, pid, ipc, uts, cgroup, net (no interface); root: {}, /dev/null, /dev/urandom; {}; seccomp allowlist; rlimits: address space {}, cpu {}s, files {}, processes {}, file size {}; {}",
+            shown.join(", "),
+            if weaker.is_some() {
+                "NO Landlock (weaker profile accepted by the policy)".to_owned()
+            } else {
+                format!("Landlock ABI {}", support.landlock_abi)
+            },
+            warden_manifest::ByteSize(rlimits.address_space),
+            rlimits.cpu_seconds,
+            rlimits.open_files,
+            rlimits.processes,
+            policy.max_file_bytes,
+            if warm_calls > 1 {
+                format!("warm: one process serves up to {warm_calls} calls")
+            } else {
+                "a fresh sandbox per call".to_owned()
+            }
+        );
+        let invocation =
+            Invocation::new(code.program.clone()).args(code.args.iter().map(String::as_str));
+        let protocol = warden_process::Limits::default()
+            .with_max_frame_bytes(frame_limit(limits))
+            .map_err(|e| LoadError::engine("the protocol's frame limit", e))?;
+        Ok(ProcessInstall {
+            code,
+            sandbox: Arc::new(sandbox),
+            invocation,
+            protocol,
+            warm_calls,
+            idle: Mutex::new(Vec::new()),
+            weaker,
+            summary,
+            writable: (!writable.is_empty()).then_some((writable, files)),
+        })
+    }
+
+    /// The weaker profile every call of this install runs under, if any (to be audited).
+    pub fn weaker(&self) -> Option<&'static str> {
+        self.weaker
+    }
+
+    /// The sandbox profile in one line (for `warden inspect`).
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    async fn worker(&self) -> Result<Worker, CallError> {
+        if let Some(w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(w);
+        }
+        let sandbox = Arc::clone(&self.sandbox);
+        let inv = self.invocation.clone();
+        // clone3, the child's setup and its report pipe: blocking system calls.
+        let child = tokio::task::spawn_blocking(move || sandbox.spawn(&inv))
+            .await
+            .map_err(|e| CallError::host_caused("starting the process", e))?
+            .map_err(|e| CallError::host_caused("starting the process in its sandbox", e))?;
+        Worker::start(child).map_err(|e| CallError::host_caused("the process's pipes", e))
+    }
+
+    /// The read-write folders over the file quota, measured now (see `writable_mounts`).
+    async fn over_quota(&self) -> Option<CallError> {
+        let (roots, files) = self.writable.clone()?;
+        let used = tokio::task::spawn_blocking(move || {
+            roots.iter().fold((0u64, 0u64), |(b, e), r| {
+                let u = warden_fs::quota::walk(r, files.max_entries);
+                (b.saturating_add(u.bytes), e.saturating_add(u.entries))
+            })
+        })
+        .await
+        .unwrap_or((u64::MAX, u64::MAX));
+        (used.0 > files.max_bytes.bytes() || used.1 > files.max_entries).then(|| {
+            CallError::Quota(format!(
+                "the read-write folders hold {} bytes in {} entries; [policy.files] allows {} in {}",
+                used.0, used.1, files.max_bytes, files.max_entries
+            ))
+        })
+    }
+
+    /// Sends `call {method, input}` to a process of this install, with `caps` answering its
+    /// host requests, under `limits`.
+    pub async fn call_rpc(
+        &self,
+        limits: &Limits,
+        caps: &CallCaps,
+        method: &str,
+        input: &[u8],
+    ) -> CallOutcome<Vec<u8>> {
+        let started = Instant::now();
+        if input.len() as u64 > limits.max_request_bytes.bytes() {
+            return failed(
+                started,
+                CallError::TooLarge {
+                    what: "input",
+                    size: input.len() as u64,
+                    limit: limits.max_request_bytes,
+                },
+            );
+        }
+        if let Some(e) = self.over_quota().await {
+            return failed(started, e);
+        }
+        let api = ProcessApi::new(caps, limits.max_response_bytes.bytes());
+        let deadline = started + limits.max_execution_time;
+        let mut worker = match tokio::time::timeout_at(deadline.into(), self.worker()).await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => return failed(started, e),
+            Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
+        };
+        let out = worker
+            .session
+            .call_capturing(
+                &mut worker.stderr,
+                Call { method, input },
+                &self.protocol,
+                &api,
+                deadline,
+            )
+            .await;
+        worker.calls += 1;
+        let memory_peak = worker.memory_peak();
+        let result = match out.reply {
+            Ok(Reply {
+                output: Ok(bytes), ..
+            }) if bytes.len() as u64 > limits.max_response_bytes.bytes() => {
+                Err(CallError::TooLarge {
+                    what: "result",
+                    size: bytes.len() as u64,
+                    limit: limits.max_response_bytes,
+                })
+            }
+            Ok(Reply {
+                output: Ok(bytes), ..
+            }) => Ok(bytes),
+            Ok(Reply { output: Err(e), .. }) => Err(CallError::Extension {
+                code: e.name.to_string(),
+                message: e.message,
+            }),
+            Err(ProtocolError::Deadline) => Err(CallError::Timeout(limits.max_execution_time)),
+            Err(e) => Err(worker.failure(&e)),
+        };
+        let keep = !worker.session.is_broken() && worker.calls < self.warm_calls;
+        if keep && let Ok(mut idle) = self.idle.lock() {
+            idle.push(worker);
+        } else {
+            // Killing is a signal, reaping a wait: off the executor.
+            tokio::task::spawn_blocking(move || drop(worker));
+        }
+        let redactor = &api.redactor;
+        let mut logs = lines(
+            Stream::Stderr,
+            &redactor.bytes(&out.stderr, out.stderr_truncated),
+            u64::from(out.stderr_truncated),
+        );
+        logs.extend(api.logs.lines(redactor));
+        let (denials, uses, limit_hits) = api.ledger.report(redactor);
+        CallOutcome {
+            result: result.map_err(|e| redactor.error(e)),
+            report: CallReport {
+                duration: started.elapsed(),
+                fuel: None,
+                memory_peak,
+                memory_limit_hit: false,
+                logs,
+                denials,
+                uses,
+                limits: limit_hits,
+                egress_bytes: api.egress_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+/// What this machine's kernel offers the sandbox, in one line per feature (probed once).
+pub fn host_support() -> Vec<String> {
+    let s = Sandbox::check();
+    let say = |name: &str, f: &warden_sandbox::Feature| match f {
+        warden_sandbox::Feature::Available => format!("{name}: available"),
+        warden_sandbox::Feature::Missing(why) => format!("{name}: MISSING ({why})"),
+    };
+    vec![
+        say(
+            "namespaces (user, mount, pid, ipc, uts, cgroup, net)",
+            &s.namespaces,
+        ),
+        match &s.landlock {
+            warden_sandbox::Feature::Available => format!("landlock: ABI {}", s.landlock_abi),
+            f => say("landlock", f),
+        },
+        say("seccomp", &s.seccomp),
+        say("cgroup v2 (reported only)", &s.cgroup),
+    ]
+}
+
+fn failed<T>(started: Instant, e: CallError) -> CallOutcome<T> {
+    CallOutcome {
+        result: Err(e),
+        report: CallReport {
+            duration: started.elapsed(),
+            ..CallReport::default()
+        },
+    }
+}
+
+impl From<SandboxError> for LoadError {
+    fn from(e: SandboxError) -> Self {
+        LoadError::Sandbox(e)
+    }
+}
