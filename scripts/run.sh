@@ -28,6 +28,15 @@ warden install demo/hello.wext --tenant demo --trust demo/trust.toml --data "$da
 warden install demo/echo.wext --tenant demo --trust demo/trust.toml --data "$data" --grant none
 warden install demo/kv-counter.wext --tenant demo --trust demo/trust.toml --data "$data" --grant kv
 warden install demo/notes.wext --tenant demo --trust demo/trust.toml --data "$data" --grant all
+# kv-counter again, as a native process in the OS sandbox, where this kernel offers one.
+warden pack examples/process/kv-counter --out demo/kv-counter-process.wext > /dev/null
+warden sign demo/kv-counter-process.wext --key demo/keys/warden-examples.key > /dev/null
+warden inspect demo/kv-counter-process.wext > demo/kv-counter-process.inspect
+if grep -q "namespaces.*: available" demo/kv-counter-process.inspect; then
+  warden install demo/kv-counter-process.wext --tenant demo --trust demo/trust.toml --data "$data" --grant kv
+else
+  echo "note: no user namespaces here, so the process example is not installed (warden inspect says why)"
+fi
 
 cat <<MSG
 
@@ -40,6 +49,8 @@ The demo tenant's API key is in demo/demo.key. Try, in another terminal:
   # the runner API: rpc extensions, by the runner token
   curl -s -H "Authorization: Bearer \$(cat demo/runner.token)" -d '{"tenant":"demo","extension":"warden.echo","method":"greet","input":{"name":"curl"}}' http://$listen/v1/execute
   curl -s -H "Authorization: Bearer \$(cat demo/runner.token)" -d '{"tenant":"demo","extension":"warden-examples.kv-counter","method":"increment"}' http://$listen/v1/execute
+  # the same extension as a native process in its sandbox, through the gateway
+  curl -s -H "Authorization: Bearer \$(cat demo/demo.key)" -d hits http://$listen/api/ext/warden-examples.kv-counter-process/increment
   # the admin API: installs, the last audit records, metrics
   curl -s -H "Authorization: Bearer \$(cat demo/admin.token)" http://$listen/v1/admin/installs
   curl -s -H "Authorization: Bearer \$(cat demo/admin.token)" "http://$listen/v1/admin/audit?limit=5"

@@ -237,7 +237,7 @@ impl Inner {
                 }
             },
         };
-        let code = Arc::new(ProcessCode::unpack(bundle, &root)?);
+        let code = Arc::new(ProcessCode::unpack(bundle, &root, &self.policy.process)?);
         if let Ok(mut m) = self.process_code.write() {
             m.insert(hash, Arc::clone(&code));
         }

@@ -52,6 +52,11 @@ pub struct Policy {
 ///   the kernel, so its folders are measured before each call instead (a call over the quota
 ///   is refused), and one call can overshoot by what it writes (each file at most
 ///   `max_file_bytes`). Off unless the operator accepts that.
+/// - `interpreters = ["/usr/bin/python3"]` (default none): the interpreters a script entry
+///   (`#!/usr/bin/python3` on its first line, the path exactly as listed) may name; any other
+///   entry must be a static executable. `interpreter_paths = ["/usr", "/lib", "/lib64"]`: the
+///   host folders made visible (read and execute, never write) in the sandbox of every script,
+///   so its interpreter and libraries load.
 /// - `weaker = ["no-landlock"]`: accept running without Landlock where the kernel has none
 ///   (every call is then audited as running under the weaker profile). Empty by default: a
 ///   missing kernel feature fails the load.
@@ -67,6 +72,8 @@ pub struct ProcessPolicy {
     pub max_file_bytes: ByteSize,
     pub tmp_size: ByteSize,
     pub writable_mounts: bool,
+    pub interpreters: Vec<String>,
+    pub interpreter_paths: Vec<String>,
     pub accept_no_landlock: bool,
 }
 
@@ -79,6 +86,8 @@ impl Default for ProcessPolicy {
             max_file_bytes: ByteSize::mib(64),
             tmp_size: ByteSize::mib(8),
             writable_mounts: false,
+            interpreters: Vec::new(),
+            interpreter_paths: Vec::new(),
             accept_no_landlock: false,
         }
     }
@@ -441,6 +450,33 @@ fn parse_process(t: &crate::strict::Table<'_, '_>) -> Result<ProcessPolicy, Toml
     if let Some(v) = t.get("writable_mounts") {
         p.writable_mounts = v.as_bool()?;
     }
+    let absolute = |v: &crate::strict::Value<'_, '_>| -> Result<Vec<String>, TomlError> {
+        let mut out = Vec::new();
+        for item in v.as_array()? {
+            let s = item.as_str()?;
+            let clean = s.starts_with('/')
+                && s.len() > 1
+                && s.len() <= 256
+                && !s.ends_with('/')
+                && s.split('/')
+                    .skip(1)
+                    .all(|c| !c.is_empty() && c != "." && c != "..")
+                && !s.bytes().any(|b| b.is_ascii_control() || b == b' ');
+            if !clean {
+                return Err(
+                    item.error("an absolute path without `.`, `..`, spaces or a trailing /")
+                );
+            }
+            out.push(s.to_owned());
+        }
+        Ok(out)
+    };
+    if let Some(v) = t.get("interpreters") {
+        p.interpreters = absolute(&v)?;
+    }
+    if let Some(v) = t.get("interpreter_paths") {
+        p.interpreter_paths = absolute(&v)?;
+    }
     if let Some(v) = t.get("weaker") {
         for item in v.as_array()? {
             match item.as_str()? {
@@ -529,6 +565,8 @@ mod tests {
                 max_file_bytes: ByteSize::mib(1),
                 tmp_size: ByteSize::mib(2),
                 writable_mounts: false,
+                interpreters: Vec::new(),
+                interpreter_paths: Vec::new(),
                 accept_no_landlock: true,
             }
         );
@@ -538,6 +576,14 @@ mod tests {
             ("processes = 0", "policy.process.processes"),
             ("tmp_size = \"2GiB\"", "policy.process.tmp_size"),
             ("warm = 1", "policy.process.warm"),
+            (
+                "interpreters = [\"python3\"]",
+                "policy.process.interpreters",
+            ),
+            (
+                "interpreter_paths = [\"/usr/../etc\"]",
+                "policy.process.interpreter_paths",
+            ),
         ] {
             let e = Policy::parse(&format!("[policy.process]\n{bad}\n")).unwrap_err();
             assert!(e.key.starts_with(key), "{bad}: {e:?}");

@@ -900,6 +900,51 @@ fn a_client_gone_mid_request_does_not_hold_the_shutdown() {
     );
 }
 
+/// A process extension served like a component: published, installed for two tenants,
+/// called through the gateway; each tenant's calls reach only its own warm processes and its
+/// own store, and `warden inspect` shows the sandbox profile.
+#[test]
+fn a_process_extension_is_served_through_the_gateway_per_tenant() {
+    let st = setup();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/process/kv-counter");
+    assert!(
+        dir.join("kv-counter").exists(),
+        "run scripts/build-examples.sh first"
+    );
+    let (b, sig) = st.bundle(&dir, "kvp");
+    let shown = crate::foundation::warden(&[&"inspect", &b]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("kind: process"), "{text}");
+    assert!(text.contains("sandbox profile:"), "{text}");
+    assert!(text.contains("rlimits: address space 16MiB"), "{text}");
+    let s = st.serve("[policy.process]\nwarm_calls = 50\n");
+    let hash = publish(&s, &b, &sig);
+    let id = "warden-examples.kv-counter-process";
+    let (ka, kb) = (tenant(&s, "alpha"), tenant(&s, "beta"));
+    for t in ["alpha", "beta"] {
+        assert_eq!(install(&s, t, id, &hash, "kv").status, 200);
+    }
+    let post = |key: &str, m: &str, body: &str| {
+        let mut r = agent()
+            .post(format!("{}/api/ext/{id}/{m}", s.base))
+            .header("authorization", format!("Bearer {key}"))
+            .send(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    for n in 1..=5 {
+        assert_eq!(post(&ka, "increment", "hits"), (200, n.to_string()));
+    }
+    assert_eq!(post(&kb, "increment", "hits"), (200, "1".to_string()));
+    assert_eq!(post(&ka, "get", "hits"), (200, "5".to_string()));
+    // Not granted the network: refused inside the call, which answers with the error.
+    let (status, body) = post(&ka, "ping", "http://127.0.0.1:9/");
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("denied"), "{body}");
+    let log = std::fs::read_to_string(st.data.join("audit/audit.jsonl")).unwrap();
+    assert!(log.contains("warden-examples.kv-counter-process"));
+}
+
 #[test]
 fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling() {
     let st = setup();

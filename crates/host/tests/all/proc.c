@@ -16,6 +16,9 @@
  *   daemon    double-forks a grandchild that calls setsid and writes a file every 10 ms to
  *             /data/alive if it exists, answers at once
  *   mem       allocates and touches 1 MiB blocks until refused: answers the MiB it got
+ *   escape    tries ptrace of pid 1 and of its parent, a raw x32 system call, unshare, mount
+ *             and opening more files than its limit: answers what worked
+ *   flood     writes endless bytes to stdout (no header line ever ends)
  *   spin      loops for ever
  *   silent    never answers
  *   huge      declares a 1 GiB frame and writes for ever
@@ -33,6 +36,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
 
 static void put(const char *buf, size_t n) {
     while (n > 0) {
@@ -292,6 +299,25 @@ static void handle(long id, const char *method, const char *arg) {
         }
         snprintf(buf, sizeof buf, "%d", mib);
         answer(id, buf);
+    } else if (strcmp(method, "escape") == 0) {
+        buf[0] = 0;
+        if (ptrace(PTRACE_ATTACH, 1, 0, 0) == 0) strcat(buf, "ptrace-1 ");
+        if (ptrace(PTRACE_ATTACH, getppid(), 0, 0) == 0) strcat(buf, "ptrace-parent ");
+        /* getpid with the x32 bit set: refused by the filter, never run. */
+        if (syscall(__X32_SYSCALL_BIT + 39) >= 0) strcat(buf, "x32 ");
+        if (unshare(CLONE_NEWUSER) == 0) strcat(buf, "unshare ");
+        if (mount("none", "/tmp", "tmpfs", 0, 0) == 0) strcat(buf, "mount ");
+        int opened = 0;
+        for (int i = 0; i < 100000; i++) {
+            if (open("/dev/null", O_RDONLY) < 0) break;
+            opened++;
+        }
+        if (opened > 1000) strcat(buf, "fds ");
+        answer(id, buf[0] ? buf : "none");
+    } else if (strcmp(method, "flood") == 0) {
+        static char junk[65536];
+        memset(junk, 'A', sizeof junk);
+        for (;;) put(junk, sizeof junk);
     } else if (strcmp(method, "spin") == 0) {
         for (volatile unsigned long i = 0;; i++) {}
     } else if (strcmp(method, "silent") == 0) {

@@ -78,6 +78,10 @@ name = "deep"
 name = "exit"
 [[methods]]
 name = "fill"
+[[methods]]
+name = "escape"
+[[methods]]
+name = "flood"
 
 [permissions]
 kv = true
@@ -238,6 +242,8 @@ async fn the_sandbox_holds_the_program_in() {
     // A memory bomb stops at max_memory (32 MiB of address space).
     let mib: u32 = call(&lab, &id, "mem", "").await.unwrap().parse().unwrap();
     assert!(mib < 32, "{mib} MiB");
+    // ptrace, x32, namespaces, mounts, fd exhaustion: each refused, the call answered.
+    assert_eq!(call(&lab, &id, "escape", "").await.unwrap(), "none");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -258,7 +264,8 @@ async fn a_daemonized_grandchild_dies_with_the_call() {
 async fn hostile_protocol_and_runaway_programs_end_their_call_only() {
     let lab = Lab::new();
     let id = load(&lab, "hostile-protocol", "", &Grant::All);
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 6] = [
+        ("flood", "header line longer"),
         ("spin", "time limit"),
         ("silent", "time limit"),
         ("huge", "frame too large"),
@@ -336,6 +343,77 @@ async fn read_write_folders_need_the_policy_and_are_held_to_the_file_quota() {
     let e = call(&lab, &id, "pid", "").await.unwrap_err();
     assert!(matches!(e, CallError::Quota(_)), "{e:?}");
     assert_eq!(last(&lab, Event::Limit).outcome(), Outcome::TooLarge);
+}
+
+/// A process extension in Python: answers `call` with its input reversed, after counting the
+/// call in its key-value store through the host.
+const SCRIPT: &str = r#"#!/usr/bin/python3
+import base64, json, sys
+
+def read():
+    length = None
+    while True:
+        line = sys.stdin.buffer.readline()
+        if not line:
+            sys.exit(0)
+        if line == b"\r\n":
+            break
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return json.loads(sys.stdin.buffer.read(length))
+
+def send(msg):
+    body = json.dumps(msg).encode()
+    sys.stdout.buffer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    sys.stdout.buffer.flush()
+
+while True:
+    call = read()
+    send({"jsonrpc": "2.0", "id": "h", "method": "kv.increment",
+          "params": {"bucket": "b", "key": "calls", "delta": 1}})
+    count = read()["result"]["value"]
+    data = base64.b64decode(call["params"]["input"])[::-1] + b" #%d" % count
+    send({"jsonrpc": "2.0", "id": call["id"], "result": {"output": base64.b64encode(data).decode()}})
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_runs_only_with_an_interpreter_the_policy_lists() {
+    let stage_with = |lab: &Lab| {
+        let stage = lab.dir.path().join("script");
+        fs::create_dir_all(&stage).unwrap();
+        let path = stage.join("main.py");
+        fs::write(&path, SCRIPT).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let manifest = MANIFEST
+            .replace("entry = \"proc\"", "entry = \"main.py\"")
+            .replace("args = [\"ARG\"]", "");
+        fs::write(stage.join("extension.toml"), manifest).unwrap();
+        lab.sign_dir(&stage)
+    };
+    let lab = Lab::new();
+    let e = lab
+        .host
+        .default_tenant()
+        .load_file(&stage_with(&lab), None, &Grant::All)
+        .unwrap_err();
+    assert!(e.to_string().contains("interpreters does not list"), "{e}");
+
+    let lab = Lab::with_policy(
+        Policy::parse(
+            "[policy.process]\ninterpreters = [\"/usr/bin/python3\"]\ninterpreter_paths = [\"/usr\", \"/lib\", \"/lib64\"]\n",
+        )
+        .unwrap(),
+    );
+    let id = lab
+        .host
+        .default_tenant()
+        .load_file(&stage_with(&lab), None, &Grant::All)
+        .unwrap()
+        .id;
+    assert_eq!(call(&lab, &id, "echo", "abc").await.unwrap(), "cba #1");
+    assert_eq!(call(&lab, &id, "echo", "xy").await.unwrap(), "yx #2");
 }
 
 fn warm_policy() -> Policy {

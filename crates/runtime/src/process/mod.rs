@@ -54,26 +54,56 @@ pub struct ProcessCode {
 }
 
 impl ProcessCode {
-    /// Writes the verified files under `root` (see the module docs).
-    pub fn unpack(bundle: &Verified<Bundle>, root: &std::path::Path) -> Result<Self, LoadError> {
+    /// Writes the verified files under `root` (see the module docs). The entry is a static
+    /// executable, or a script whose `#!` interpreter `policy` lists.
+    pub fn unpack(
+        bundle: &Verified<Bundle>,
+        root: &std::path::Path,
+        policy: &ProcessPolicy,
+    ) -> Result<Self, LoadError> {
         let bundle = bundle.get();
         let ext = &bundle.manifest().extension;
-        let entry = ext
-            .entry
-            .as_str()
-            .parse()
-            .map_err(|e: warden_sandbox::ProfileError| {
-                LoadError::Sandbox(SandboxError::Profile(e))
-            })?;
+        let profile_err = |e: warden_sandbox::ProfileError| LoadError::Sandbox(e.into());
+        let entry = ext.entry.as_str().parse().map_err(profile_err)?;
+        let program = match interpreter_of(bundle.entry()) {
+            None => Program::Binary(entry),
+            Some(wanted) if policy.interpreters.contains(&wanted) => Program::Script {
+                interpreter: wanted.parse().map_err(profile_err)?,
+                script: entry,
+            },
+            Some(wanted) => {
+                return Err(LoadError::ProcessPolicy(format!(
+                    "the entry is a script for {:?}, which [policy.process] interpreters does not list",
+                    warden_call::text::cut(&wanted, 128)
+                )));
+            }
+        };
         let dir = Unpacked::write(bundle, root).map_err(|e| {
             LoadError::engine(format!("unpacking the bundle under {}", root.display()), e)
         })?;
         Ok(ProcessCode {
             dir,
-            program: Program::Binary(entry),
+            program,
             args: ext.args.clone(),
         })
     }
+
+    fn is_script(&self) -> bool {
+        matches!(self.program, Program::Script { .. })
+    }
+}
+
+/// The interpreter a `#!` line names (its first word), if the entry starts with one.
+fn interpreter_of(entry: &[u8]) -> Option<String> {
+    let rest = entry.strip_prefix(b"#!")?;
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    Some(
+        line.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 /// Pipes of a running program, seen from the host.
@@ -239,6 +269,13 @@ impl ProcessInstall {
                 }
             ));
             builder = builder.grant(Grant::new(&m.host, at, access));
+        }
+        if code.is_script() {
+            for p in &policy.interpreter_paths {
+                let at = p.parse().map_err(sandbox_err)?;
+                shown.push(format!("{p} (read and execute: interpreter)"));
+                builder = builder.grant(Grant::new(p, at, Access::ReadExec));
+            }
         }
         if policy.accept_no_landlock {
             builder = builder.accept(Weakening::NoLandlock);

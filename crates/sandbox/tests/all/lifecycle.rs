@@ -66,11 +66,9 @@ fn a_daemonized_grandchild_dies_with_the_program() {
     let marker = host.path().join("marker");
     let plain = run_plain(&["daemon", marker.to_str().unwrap(), "exit", "60"]);
     assert_eq!(plain, "daemon=started");
-    assert_eq!(
-        marker_changes(&marker, Duration::from_millis(100)),
-        Some(true),
-        "the plain grandchild outlives the program"
-    );
+    // The plain grandchild outlives the program (seen within 2 s: a loaded machine may be slow
+    // to schedule it).
+    wait_alive(&marker);
     std::thread::sleep(Duration::from_millis(600)); // it ends by itself (60 ticks)
 
     // With it, the program exiting kills its namespace.
