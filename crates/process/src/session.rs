@@ -2,7 +2,7 @@
 //! all under one deadline; and [`run`], which also captures stderr.
 
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::unix::pipe;
@@ -300,9 +300,14 @@ where
         };
         // What the program wrote just before answering may still be in the pipe: take what is
         // there now without waiting, and no more than a cap's worth plus a few reads.
+        // (Polled once each, not under a zero timeout: a timer's resolution is a millisecond,
+        // which every call of a warm process would pay.)
         for _ in 0..limits.max_stderr_bytes() / STDERR_CHUNK + 4 {
-            match tokio::time::timeout(Duration::ZERO, stderr.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => captured.push(&chunk[..n]),
+            let mut read = std::pin::pin!(stderr.read(&mut chunk));
+            let ready =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+            match ready {
+                std::task::Poll::Ready(Ok(n)) if n > 0 => captured.push(&chunk[..n]),
                 _ => break,
             }
         }
@@ -338,6 +343,7 @@ impl Captured {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn the_bucket_refills_over_time() {

@@ -11,7 +11,9 @@
 //! It runs in the sandbox's empty root (no /proc, no /etc, no libc, no environment), so it is
 //! built as a static executable and touches nothing but fds 0-2.
 
-use std::io::{self, BufRead, BufReader, Read, StdinLock, StdoutLock, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, StdinLock, Write};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use base64::Engine as _;
@@ -31,9 +33,18 @@ const MAX_HEADER_LINE: usize = 1024;
 const CALL_ERROR: i64 = -32003;
 
 fn main() -> ExitCode {
+    // stdout as a plain file: std's stdout is line-buffered, which would split each frame
+    // into two writes (the header ends in a newline) and wake the host twice.
+    let output = match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            eprintln!("kv-counter: stdout: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut conn = Conn {
         input: BufReader::new(io::stdin().lock()),
-        output: io::stdout().lock(),
+        output,
         next_id: 0,
     };
     match serve(&mut conn) {
@@ -261,7 +272,7 @@ fn parse_call(frame: &[u8]) -> Result<(Value, String, Vec<u8>), Broken> {
 /// The program's ends of the pipes.
 struct Conn {
     input: BufReader<StdinLock<'static>>,
-    output: StdoutLock<'static>,
+    output: File,
     next_id: u64,
 }
 
@@ -346,8 +357,10 @@ impl Conn {
             body.extend([",", &Value::from(*key).to_string(), ":", &value.to_string()]);
         }
         body.push('}');
+        // One write for the whole frame.
+        let frame = format!("Content-Length: {}\r\n\r\n{body}", body.len());
         let out = &mut self.output;
-        write!(out, "Content-Length: {}\r\n\r\n{body}", body.len())
+        out.write_all(frame.as_bytes())
             .and_then(|()| out.flush())
             .map_err(|e| Broken(format!("writing stdout: {e}")))
     }
