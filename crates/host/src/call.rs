@@ -198,6 +198,7 @@ impl Inner {
             Err(e) => return Err(self.refuse(&ext, id, e).await),
         };
         let top_level = via.chain.is_empty();
+        let via = Self::with_secret_values(&ext, via).await;
         let caps = self.caps_for(&ext, via);
         let call = call(Arc::clone(&ext), caps);
         // A call from another extension runs inside its caller's task (and turn).
@@ -215,6 +216,35 @@ impl Inner {
             error: CallError::Invalid(format!("no extension {id} is loaded")),
             logs: Vec::new(),
         })
+    }
+
+    /// `via` with a redactor that knows every value of the install's granted secrets, not only
+    /// those the call reads: a value read by an earlier call and kept (in the key-value store,
+    /// a file, a warm process's memory) must not come out of this one's logs and errors either.
+    async fn with_secret_values(ext: &Loaded, mut via: Via) -> Via {
+        let Some(access) = ext.caps.secrets.clone() else {
+            return via;
+        };
+        if access.granted.is_empty() {
+            return via;
+        }
+        let values = tokio::task::spawn_blocking(move || {
+            access
+                .granted
+                .iter()
+                .filter_map(|name| access.source.get(name).ok().flatten())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if !values.is_empty() {
+            let redactor = via.redactor.take().unwrap_or_default();
+            for v in &values {
+                redactor.add(v.expose());
+            }
+            via.redactor = Some(redactor);
+        }
+        via
     }
 
     /// A free slot of the extension's `max_concurrent_calls`, or why not (`busy`).

@@ -63,7 +63,9 @@ pub(crate) struct Inner {
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     pub(crate) prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
     /// Process extensions' verified files, unpacked, by content hash.
-    pub(crate) process_code: RwLock<HashMap<ContentHash, Arc<warden_runtime::ProcessCode>>>,
+    /// (Weak: the files are removed once no install of them is left.)
+    pub(crate) process_code:
+        RwLock<HashMap<ContentHash, std::sync::Weak<warden_runtime::ProcessCode>>>,
     /// Where they are unpacked without a data dir (removed with the host).
     pub(crate) process_tmp: std::sync::OnceLock<tempfile::TempDir>,
     pub(crate) ids: RequestIds,

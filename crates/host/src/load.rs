@@ -212,7 +212,7 @@ impl Inner {
             .process_code
             .read()
             .ok()
-            .and_then(|m| m.get(&hash).cloned())
+            .and_then(|m| m.get(&hash).and_then(std::sync::Weak::upgrade))
         {
             return Ok(c);
         }
@@ -239,7 +239,8 @@ impl Inner {
         };
         let code = Arc::new(ProcessCode::unpack(bundle, &root, &self.policy.process)?);
         if let Ok(mut m) = self.process_code.write() {
-            m.insert(hash, Arc::clone(&code));
+            m.retain(|_, c| c.strong_count() > 0);
+            m.insert(hash, Arc::downgrade(&code));
         }
         Ok(code)
     }

@@ -44,7 +44,10 @@ pub struct Policy {
 ///   more keeps one warm process per (tenant, extension) per concurrent call, never shared
 ///   with another tenant or extension, replaced after that many calls or any fault. State the
 ///   program keeps in its memory between calls then survives them (within that pair only).
-/// - `processes` (32), `open_files` (64): each sandbox's `RLIMIT_NPROC` and `RLIMIT_NOFILE`.
+/// - `processes` (8), `open_files` (64): each sandbox's `RLIMIT_NPROC` and `RLIMIT_NOFILE`.
+///   `max_memory` bounds each process's address space, so a sandbox holds at most `processes`
+///   times that while a call runs (no memory cgroup yet); between calls a warm process is
+///   stopped and alone (anything it started is killed with it).
 /// - `max_file_bytes` (64MiB): the largest file a program may write (`RLIMIT_FSIZE`).
 /// - `tmp_size` (8MiB): the private `/tmp` of each sandbox.
 /// - `writable_mounts` (default false): whether a process may be granted read-write folders.
@@ -81,7 +84,7 @@ impl Default for ProcessPolicy {
     fn default() -> Self {
         ProcessPolicy {
             warm_calls: 0,
-            processes: 32,
+            processes: 8,
             open_files: 64,
             max_file_bytes: ByteSize::mib(64),
             tmp_size: ByteSize::mib(8),

@@ -97,6 +97,18 @@ pub(crate) struct FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Whether nothing is waiting to be read: no byte left in the buffer, and none ready on
+    /// the stream (polled once, never waited for). End of stream counts as not quiet.
+    pub(crate) async fn is_quiet(&mut self) -> bool {
+        if self.start < self.buf.len() {
+            return false;
+        }
+        let mut one = [0u8; 1];
+        let mut read = std::pin::pin!(tokio::io::AsyncReadExt::read(&mut self.inner, &mut one));
+        let ready = std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+        matches!(ready, std::task::Poll::Pending)
+    }
+
     pub(crate) fn new(inner: R) -> Self {
         FrameReader {
             inner,

@@ -65,6 +65,13 @@ where
         self.broken
     }
 
+    /// Whether the program has sent nothing since its last answer (checked without waiting).
+    /// A warm process that wrote more (a forged answer for the next call, garbage) must be
+    /// replaced: call it with the program stopped, so nothing can arrive after the check.
+    pub async fn is_quiet(&mut self) -> bool {
+        !self.broken && self.stdout.is_quiet().await
+    }
+
     /// Sends the call and serves the program's host requests until its answer, a protocol
     /// error or `deadline`, whichever comes first. Every read and write, and every host
     /// request, runs under `deadline`.

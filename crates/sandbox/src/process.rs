@@ -96,6 +96,53 @@ impl Child {
         }
     }
 
+    /// Stops the program (`SIGSTOP`: every thread of it; what it started is not stopped, see
+    /// [`Child::others`]) and waits until it is stopped, at most `within`. `Ok(false)`: it was
+    /// not seen stopped in time (or has exited): do not trust it to stay still.
+    pub fn stop(&mut self, within: Duration) -> std::io::Result<bool> {
+        if self.exit.is_some() {
+            return Ok(false);
+        }
+        rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::STOP)?;
+        let end = Instant::now() + within;
+        loop {
+            match self.state() {
+                Some(b'T') => return Ok(true),
+                None | Some(b'Z' | b'X') => return Ok(false),
+                Some(_) if Instant::now() >= end => return Ok(false),
+                Some(_) => std::thread::yield_now(),
+            }
+        }
+    }
+
+    /// Lets a stopped program go on (`SIGCONT`).
+    pub fn resume(&mut self) -> std::io::Result<()> {
+        rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::CONT)?;
+        Ok(())
+    }
+
+    /// Whether processes other than the program itself live in its sandbox (its children, and
+    /// everything orphaned in its namespace, which the kernel reparents to it). `None` if that
+    /// cannot be read.
+    pub fn others(&self) -> Option<bool> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
+        for task in tasks {
+            let children = std::fs::read(task.ok()?.path().join("children")).ok()?;
+            if children.iter().any(|b| !b.is_ascii_whitespace()) {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+
+    /// The program's state letter from `/proc/PID/stat` (`R`, `S`, `T`, ...).
+    fn state(&self) -> Option<u8> {
+        let stat = std::fs::read(format!("/proc/{}/stat", self.pid)).ok()?;
+        // After the command name, which ends at the last `)`.
+        let close = stat.iter().rposition(|&b| b == b')')?;
+        stat.get(close + 2).copied()
+    }
+
     /// The exit status if the program has ended (every process of the sandbox is then gone).
     pub fn try_wait(&mut self) -> std::io::Result<Option<Exit>> {
         if let Some(e) = self.exit {

@@ -4,8 +4,14 @@
  *
  *   echo      kv.set("last" = input) then kv.get: answers the value read back (or the host's
  *             error name as the extension's error)
+ *   leak      kv.get("last") and tells it everywhere: stderr, log, and its error message
  *   secret    secrets.get(input), logs the value, writes it to stderr, answers it
  *   fetch     http.fetch GET input (a URL): answers the status, or the host's error name
+ *   invoke    invokes "EXTENSION METHOD" (input) with empty input: answers its output, or the
+ *             host's error name as its own error
+ *   bgspin    forks a child that spins for ever, answers at once
+ *   preanswer answers, then writes a forged answer for the next call's id
+ *   exitok    answers, then exits with status 0
  *   pid       answers its pid (1: the init of its own pid namespace)
  *   state     answers how many calls this process has served (1 unless warm)
  *   environ   tries to read /proc/1/environ and the host's files: answers what it could open
@@ -202,6 +208,14 @@ static void handle(long id, const char *method, const char *arg) {
         if (!v) { answer_error(id, "not-found", "kv.get found nothing"); return; }
         char *plain = unb64(v);
         answer(id, plain);
+    } else if (strcmp(method, "leak") == 0) {
+        char *got = host_request("kv.get", "{\"bucket\":\"b\",\"key\":\"last\"}");
+        char *v = str_field(got, "value");
+        char *plain = unb64(v ? v : "");
+        fprintf(stderr, "leak: %s\n", plain);
+        snprintf(buf, sizeof buf, "{\"level\":\"info\",\"message\":\"leak=%s\"}", plain);
+        free(host_request("log", buf));
+        answer_error(id, "leak", plain);
     } else if (strcmp(method, "secret") == 0) {
         snprintf(buf, sizeof buf, "{\"name\":\"%s\"}", arg);
         char *got = host_request("secrets.get", buf);
@@ -220,6 +234,27 @@ static void handle(long id, const char *method, const char *arg) {
         if (e) { answer_error(id, e, "http.fetch was refused"); return; }
         const char *s = strstr(got, "\"status\":");
         answer(id, s ? s + 9 : "?");
+    } else if (strcmp(method, "invoke") == 0) {
+        char ext[256] = {0}, m[256] = {0};
+        if (sscanf(arg, "%255s %255s", ext, m) != 2) { answer_error(id, "bad-input", "EXT METHOD"); return; }
+        snprintf(buf, sizeof buf, "{\"extension\":\"%s\",\"method\":\"%s\",\"input\":\"\"}", ext, m);
+        char *got = host_request("invoke", buf);
+        char *e = error_name(got);
+        if (e) { answer_error(id, e, "invoke was refused"); return; }
+        char *v = str_field(got, "output");
+        char *plain = unb64(v ? v : "");
+        answer(id, plain);
+    } else if (strcmp(method, "bgspin") == 0) {
+        if (fork() == 0) { for (volatile unsigned long i = 0;; i++) {} }
+        answer(id, "spinning");
+    } else if (strcmp(method, "preanswer") == 0) {
+        answer(id, "real");
+        char *enc = b64("FORGED");
+        snprintf(buf, sizeof buf, "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"result\":{\"output\":\"%s\"}}", id + 1, enc);
+        send_frame(buf, strlen(buf));
+    } else if (strcmp(method, "exitok") == 0) {
+        answer(id, "bye");
+        exit(0);
     } else if (strcmp(method, "pid") == 0) {
         snprintf(buf, sizeof buf, "%d", (int)getpid());
         answer(id, buf);

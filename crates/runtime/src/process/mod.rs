@@ -148,6 +148,36 @@ impl Worker {
             .map_or(0, |kb| kb * 1024)
     }
 
+    /// Puts a warm process aside until its next call: stopped (no work between calls: no
+    /// spinning, no writing, nothing that outlives its call), alone in its sandbox (no child
+    /// or orphan left running), and quiet (nothing sent after its answer). What it wrote to
+    /// stderr up to the stop joins this call's capture. `false`: replace it.
+    async fn park(&mut self, stderr: &mut Vec<u8>, cap: usize, truncated: &mut bool) -> bool {
+        if !matches!(self.child.stop(Duration::from_millis(20)), Ok(true)) {
+            return false;
+        }
+        if self.child.others() != Some(false) || !self.session.is_quiet().await {
+            return false;
+        }
+        let mut chunk = [0u8; 8192];
+        loop {
+            let mut read =
+                std::pin::pin!(tokio::io::AsyncReadExt::read(&mut self.stderr, &mut chunk));
+            let ready =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+            match ready {
+                std::task::Poll::Ready(Ok(n)) if n > 0 => {
+                    let room = cap.saturating_sub(stderr.len());
+                    stderr.extend_from_slice(&chunk[..n.min(room)]);
+                    *truncated |= n > room;
+                }
+                std::task::Poll::Pending => return true,
+                // Closed stderr: it is going away.
+                _ => return false,
+            }
+        }
+    }
+
     /// Why the session ended, said with the program's exit when it has exited.
     fn failure(&mut self, e: &ProtocolError) -> CallError {
         // An exit closes the pipes a moment before the kernel reports it: wait a little.
@@ -350,16 +380,36 @@ impl ProcessInstall {
     }
 
     async fn worker(&self) -> Result<Worker, CallError> {
-        if let Some(w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            return Ok(w);
+        while let Some(mut w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            // One that died while parked, or cannot be woken, is replaced.
+            if matches!(w.child.try_wait(), Ok(None)) && w.child.resume().is_ok() {
+                return Ok(w);
+            }
+            tokio::task::spawn_blocking(move || drop(w));
         }
         let sandbox = Arc::clone(&self.sandbox);
         let inv = self.invocation.clone();
         // clone3, the child's setup and its report pipe: blocking system calls.
-        let child = tokio::task::spawn_blocking(move || sandbox.spawn(&inv))
-            .await
-            .map_err(|e| CallError::host_caused("starting the process", e))?
-            .map_err(|e| CallError::host_caused("starting the process in its sandbox", e))?;
+        let child = tokio::task::spawn_blocking(move || {
+            // `ETXTBSY`: a child forked by another thread of this host (any spawn, any
+            // library) while the entry was being written still held the write descriptor for
+            // the moment before its own exec. It goes away by itself: try again briefly.
+            let mut tries = 0;
+            loop {
+                match sandbox.spawn(&inv) {
+                    Err(SandboxError::Setup { errno, .. })
+                        if errno == rustix::io::Errno::TXTBSY && tries < 20 =>
+                    {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|e| CallError::host_caused("starting the process", e))?
+        .map_err(|e| CallError::host_caused("starting the process in its sandbox", e))?;
         Worker::start(child).map_err(|e| CallError::host_caused("the process's pipes", e))
     }
 
@@ -424,6 +474,7 @@ impl ProcessInstall {
             .await;
         worker.calls += 1;
         let memory_peak = worker.memory_peak();
+        let (mut stderr, mut stderr_truncated) = (out.stderr, out.stderr_truncated);
         let result = match out.reply {
             Ok(Reply {
                 output: Ok(bytes), ..
@@ -444,7 +495,15 @@ impl ProcessInstall {
             Err(ProtocolError::Deadline) => Err(CallError::Timeout(limits.max_execution_time)),
             Err(e) => Err(worker.failure(&e)),
         };
-        let keep = !worker.session.is_broken() && worker.calls < self.warm_calls;
+        let keep = !worker.session.is_broken()
+            && worker.calls < self.warm_calls
+            && worker
+                .park(
+                    &mut stderr,
+                    self.protocol.max_stderr_bytes(),
+                    &mut stderr_truncated,
+                )
+                .await;
         if keep && let Ok(mut idle) = self.idle.lock() {
             idle.push(worker);
         } else {
@@ -454,8 +513,8 @@ impl ProcessInstall {
         let redactor = &api.redactor;
         let mut logs = lines(
             Stream::Stderr,
-            &redactor.bytes(&out.stderr, out.stderr_truncated),
-            u64::from(out.stderr_truncated),
+            &redactor.bytes(&stderr, stderr_truncated),
+            u64::from(stderr_truncated),
         );
         logs.extend(api.logs.lines(redactor));
         let (denials, uses, limit_hits) = api.ledger.report(redactor);

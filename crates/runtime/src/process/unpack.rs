@@ -30,6 +30,7 @@ impl Unpacked {
             std::process::id(),
             next_serial()
         );
+        collect_leftovers(root);
         let dir = root.join(name);
         // A leftover of the same name (a pid reused after a crash) is not trusted.
         if dir.exists() {
@@ -73,6 +74,29 @@ impl Unpacked {
 
     pub(crate) fn path(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Removes the copies of host processes that are gone (killed before they could clean up):
+/// a name ends in `-PID-SERIAL`, and `/proc/PID` no longer exists.
+fn collect_leftovers(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(serial), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let ours = u64::from_str_radix(serial, 16).is_ok() && name.starts_with("sha256-");
+        if let (true, Ok(pid)) = (ours, pid.parse::<u32>())
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = remove(&e.path());
+        }
     }
 }
 
