@@ -17,6 +17,8 @@
  *   environ   tries to read /proc/1/environ and the host's files: answers what it could open
  *   write     tries to create files outside its grants: answers which ones worked
  *   socket    tries to connect to 127.0.0.1:PORT (input): answers the errno
+ *   chmod     makes /data mode 0777 (its own folder: allowed), answers "done"
+ *   bigfile   writes up to 100 MiB to /tmp/big: answers the bytes it got written
  *   fill      writes N (input) files of 1 MiB into /data: answers how many it wrote
  *   fork      forks until refused, answers how many it made (children sleep, then are killed)
  *   daemon    double-forks a grandchild that calls setsid and writes a file every 10 ms to
@@ -46,6 +48,7 @@
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <signal.h>
 
 static void put(const char *buf, size_t n) {
     while (n > 0) {
@@ -288,6 +291,20 @@ static void handle(long id, const char *method, const char *arg) {
         if (connect(s, (struct sockaddr *)&a, sizeof a) == 0) answer(id, "connected");
         else { snprintf(buf, sizeof buf, "connect: %s", strerror(errno)); answer(id, buf); }
         close(s);
+    } else if (strcmp(method, "chmod") == 0) {
+        answer(id, chmod("/data", 0777) == 0 ? "done" : "refused");
+    } else if (strcmp(method, "bigfile") == 0) {
+        static char block[1 << 20];
+        signal(SIGXFSZ, SIG_IGN);
+        int fd = open("/tmp/big", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        long total = 0;
+        for (int i = 0; fd >= 0 && i < 100; i++) {
+            ssize_t w = write(fd, block, sizeof block);
+            if (w <= 0) break;
+            total += w;
+        }
+        snprintf(buf, sizeof buf, "%ld", total);
+        answer(id, buf);
     } else if (strcmp(method, "fill") == 0) {
         static char block[1 << 20];
         int n = atoi(arg), wrote = 0;

@@ -92,6 +92,10 @@ name = "bgspin"
 name = "preanswer"
 [[methods]]
 name = "exitok"
+[[methods]]
+name = "chmod"
+[[methods]]
+name = "bigfile"
 
 [permissions]
 kv = true
@@ -267,6 +271,13 @@ async fn the_sandbox_holds_the_program_in() {
     // A memory bomb stops at max_memory (32 MiB of address space).
     let mib: u32 = call(&lab, &id, "mem", "").await.unwrap().parse().unwrap();
     assert!(mib < 32, "{mib} MiB");
+    // A huge file stops at the private /tmp's cap (8 MiB).
+    let big: u64 = call(&lab, &id, "bigfile", "")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(big <= 8 << 20, "{big} bytes");
     // ptrace, x32, namespaces, mounts, fd exhaustion: each refused, the call answered.
     assert_eq!(call(&lab, &id, "escape", "").await.unwrap(), "none");
 }
@@ -363,6 +374,10 @@ async fn read_write_folders_need_the_policy_and_are_held_to_the_file_quota() {
         .unwrap(),
     );
     let id = load(&lab, "rw-allowed", DATA, &Grant::All);
+    // The program owns its folder, and may change its mode: the host puts it back after the
+    // call, so its own next load still finds the folder private.
+    assert_eq!(call(&lab, &id, "chmod", "").await.unwrap(), "done");
+    load(&lab, "rw-allowed", DATA, &Grant::All);
     assert_eq!(call(&lab, &id, "fill", "1").await.unwrap(), "1");
     assert_eq!(call(&lab, &id, "fill", "3").await.unwrap(), "3");
     let e = call(&lab, &id, "pid", "").await.unwrap_err();

@@ -226,6 +226,10 @@ pub struct ProcessInstall {
     summary: String,
     /// The read-write folders, measured before each call against the file quota.
     writable: Option<(Vec<std::path::PathBuf>, FileLimits)>,
+    /// The install's folders: the program owns them (a root host gives them to its uid), so
+    /// it could change their mode, which the host's next load would refuse; reset after
+    /// every call.
+    folders: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ProcessInstall {
@@ -366,6 +370,7 @@ impl ProcessInstall {
             weaker,
             summary,
             writable: (!writable.is_empty()).then_some((writable, files)),
+            folders: mounts.iter().map(|m| m.host.clone()).collect(),
         })
     }
 
@@ -509,6 +514,10 @@ impl ProcessInstall {
         } else {
             // Killing is a signal, reaping a wait: off the executor.
             tokio::task::spawn_blocking(move || drop(worker));
+        }
+        for f in &self.folders {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o700));
         }
         let redactor = &api.redactor;
         let mut logs = lines(
