@@ -96,14 +96,18 @@ impl Child {
         }
     }
 
-    /// Stops the program (`SIGSTOP`: every thread of it; what it started is not stopped, see
-    /// [`Child::others`]) and waits until it is stopped, at most `within`. `Ok(false)`: it was
-    /// not seen stopped in time (or has exited): do not trust it to stay still.
-    pub fn stop(&mut self, within: Duration) -> std::io::Result<bool> {
+    /// The pidfd, for signals (`SIGSTOP` to park a program: every thread of it; what it
+    /// started is not stopped, see [`Child::others`]).
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Whether the program is stopped, waiting at most `within` for it to be. `Ok(false)`: it
+    /// was not seen stopped in time (or has exited): do not trust it to stay still.
+    pub fn stopped(&mut self, within: Duration) -> std::io::Result<bool> {
         if self.exit.is_some() {
             return Ok(false);
         }
-        rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::STOP)?;
         let end = Instant::now() + within;
         loop {
             match self.state() {
@@ -137,10 +141,22 @@ impl Child {
 
     /// The program's state letter from `/proc/PID/stat` (`R`, `S`, `T`, ...).
     fn state(&self) -> Option<u8> {
+        self.stat().map(|(state, _)| state)
+    }
+
+    /// The program's state letter (`R`, `S`, `T`, ...) and the CPU time all its threads have
+    /// used (user + system, in clock ticks), from `/proc/PID/stat`.
+    pub fn stat(&self) -> Option<(u8, u64)> {
         let stat = std::fs::read(format!("/proc/{}/stat", self.pid)).ok()?;
-        // After the command name, which ends at the last `)`.
+        // After the command name, which ends at the last `)`: state is the first field, utime
+        // and stime the 12th and 13th.
         let close = stat.iter().rposition(|&b| b == b')')?;
-        stat.get(close + 2).copied()
+        let rest = std::str::from_utf8(stat.get(close + 2..)?).ok()?;
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let state = fields.first()?.bytes().next()?;
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some((state, utime + stime))
     }
 
     /// The exit status if the program has ended (every process of the sandbox is then gone).

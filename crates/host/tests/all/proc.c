@@ -9,6 +9,8 @@
  *   fetch     http.fetch GET input (a URL): answers the status, or the host's error name
  *   invoke    invokes "EXTENSION METHOD" (input) with empty input: answers its output, or the
  *             host's error name as its own error
+ *   tcont     starts a thread that spins and a timer that sends the process SIGCONT every
+ *             10 ms (so a stop between calls does not hold), answers at once
  *   bgspin    forks a child that spins for ever, answers at once
  *   preanswer answers, then writes a forged answer for the next call's id
  *   exitok    answers, then exits with status 0
@@ -49,6 +51,14 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <signal.h>
+#include <pthread.h>
+#include <time.h>
+
+static void *spin_thread(void *arg) {
+    (void)arg;
+    for (volatile unsigned long i = 0;; i++) {}
+    return NULL;
+}
 
 static void put(const char *buf, size_t n) {
     while (n > 0) {
@@ -247,6 +257,16 @@ static void handle(long id, const char *method, const char *arg) {
         char *v = str_field(got, "output");
         char *plain = unb64(v ? v : "");
         answer(id, plain);
+    } else if (strcmp(method, "tcont") == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, spin_thread, NULL);
+        struct sigevent ev = {0};
+        ev.sigev_notify = SIGEV_SIGNAL;
+        ev.sigev_signo = SIGCONT;
+        timer_t timer;
+        struct itimerspec every = {{0, 10000000}, {0, 10000000}};
+        if (timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0) timer_settime(timer, 0, &every, NULL);
+        answer(id, "ticking");
     } else if (strcmp(method, "bgspin") == 0) {
         if (fork() == 0) { for (volatile unsigned long i = 0;; i++) {} }
         answer(id, "spinning");

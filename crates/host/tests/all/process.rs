@@ -27,6 +27,7 @@ fn program() -> &'static Path {
             .args(["-static", "-O1", "-Wall", "-o"])
             .arg(&out)
             .arg(&src)
+            .arg("-lpthread")
             .status()
             .expect("cc (scripts/setup.sh installs gcc and libc6-dev)");
         assert!(status.success(), "building proc.c failed");
@@ -88,6 +89,8 @@ name = "invoke"
 name = "leak"
 [[methods]]
 name = "bgspin"
+[[methods]]
+name = "tcont"
 [[methods]]
 name = "preanswer"
 [[methods]]
@@ -546,6 +549,11 @@ async fn a_warm_process_serves_its_calls_then_is_replaced() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(running("warm-pool"), 1);
+    // One that has itself continued while parked (a timer's SIGCONT) and used the CPU
+    // meanwhile is found out at the next call and replaced.
+    assert_eq!(call(&lab, &id, "tcont", "").await.unwrap(), "ticking");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
     assert_eq!(call(&lab, &id, "preanswer", "").await.unwrap(), "real");
     assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
     assert_eq!(call(&lab, &id, "exitok", "").await.unwrap(), "bye");

@@ -112,7 +112,12 @@ struct Worker {
     session: Session<pipe::Sender, pipe::Receiver>,
     stderr: pipe::Receiver,
     calls: u32,
+    /// When it was parked, and the CPU ticks it had used then.
+    parked: Option<(Instant, u64)>,
 }
+
+/// How long a warm process may stay parked without a call before it is killed.
+pub const PARKED_FOR: Duration = Duration::from_secs(10);
 
 impl Worker {
     fn start(mut child: Child) -> std::io::Result<Worker> {
@@ -129,6 +134,7 @@ impl Worker {
             session: Session::new(stdin, stdout),
             stderr,
             calls: 0,
+            parked: None,
         })
     }
 
@@ -148,17 +154,54 @@ impl Worker {
             .map_or(0, |kb| kb * 1024)
     }
 
-    /// Puts a warm process aside until its next call: stopped (no work between calls: no
-    /// spinning, no writing, nothing that outlives its call), alone in its sandbox (no child
-    /// or orphan left running), and quiet (nothing sent after its answer). What it wrote to
-    /// stderr up to the stop joins this call's capture. `false`: replace it.
-    async fn park(&mut self, stderr: &mut Vec<u8>, cap: usize, truncated: &mut bool) -> bool {
-        if !matches!(self.child.stop(Duration::from_millis(20)), Ok(true)) {
+    /// Puts a warm process aside until its next call, if it is waiting for one (asleep, not
+    /// still running after its answer): stopped at once (`SIGSTOP`). What it has used of the
+    /// CPU is noted: a process that runs while parked (it can have itself continued, e.g. by
+    /// a timer's `SIGCONT`) is found out at its next call and replaced, and an idle one is
+    /// killed after [`PARKED_FOR`]. `false`: replace it now.
+    fn park(&mut self) -> bool {
+        // Just after its answer it may not have reached its next read yet: a moment's grace.
+        let until = Instant::now() + Duration::from_micros(500);
+        let cpu = loop {
+            match self.child.stat() {
+                Some((b'S', cpu)) => break cpu,
+                Some((b'R', _)) if Instant::now() < until => std::thread::yield_now(),
+                _ => return false,
+            }
+        };
+        if rustix::process::pidfd_send_signal(self.child.pidfd(), rustix::process::Signal::STOP)
+            .is_err()
+        {
             return false;
         }
-        if self.child.others() != Some(false) || !self.session.is_quiet().await {
+        self.parked = Some((Instant::now(), cpu));
+        true
+    }
+
+    /// Takes a parked process for a call, if it is fit: alive and seen stopped (waiting at
+    /// most a few milliseconds, which only a process stuck in the kernel needs), alone in its
+    /// sandbox (no child or orphan left running), quiet (nothing sent after its last answer),
+    /// then woken. What it wrote to stderr before it stopped joins this call's capture.
+    async fn unpark(&mut self, stderr: &mut Vec<u8>, cap: usize) -> bool {
+        let Some((_, cpu_then)) = self.parked.take() else {
+            return false;
+        };
+        if !matches!(self.child.try_wait(), Ok(None))
+            || !matches!(self.child.stopped(Duration::from_millis(5)), Ok(true))
+            || !matches!(self.child.stat(), Some((_, cpu)) if cpu == cpu_then)
+            || self.child.others() != Some(false)
+            || !self.session.is_quiet().await
+        {
             return false;
         }
+        if !self.drain(stderr, cap).await {
+            return false;
+        }
+        self.child.resume().is_ok()
+    }
+
+    /// Reads what is in the stderr pipe now, without waiting. `false`: stderr is closed.
+    async fn drain(&mut self, stderr: &mut Vec<u8>, cap: usize) -> bool {
         let mut chunk = [0u8; 8192];
         loop {
             let mut read =
@@ -169,7 +212,6 @@ impl Worker {
                 std::task::Poll::Ready(Ok(n)) if n > 0 => {
                     let room = cap.saturating_sub(stderr.len());
                     stderr.extend_from_slice(&chunk[..n.min(room)]);
-                    *truncated |= n > room;
                 }
                 std::task::Poll::Pending => return true,
                 // Closed stderr: it is going away.
@@ -221,7 +263,9 @@ pub struct ProcessInstall {
     invocation: Invocation,
     protocol: warden_process::Limits,
     warm_calls: u32,
-    idle: Mutex<Vec<Worker>>,
+    idle: Arc<Mutex<Vec<Worker>>>,
+    /// Whether a task sweeps `idle` of processes parked longer than [`PARKED_FOR`].
+    sweeping: std::sync::atomic::AtomicBool,
     weaker: Option<&'static str>,
     summary: String,
     /// The read-write folders, measured before each call against the file quota.
@@ -366,12 +410,46 @@ impl ProcessInstall {
             invocation,
             protocol,
             warm_calls,
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            sweeping: std::sync::atomic::AtomicBool::new(false),
             weaker,
             summary,
             writable: (!writable.is_empty()).then_some((writable, files)),
             folders: mounts.iter().map(|m| m.host.clone()).collect(),
         })
+    }
+
+    /// Starts (once per install) the task that kills processes parked longer than
+    /// [`PARKED_FOR`]; it ends with the install.
+    fn sweep_later(&self) {
+        use std::sync::atomic::Ordering;
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let idle = Arc::downgrade(&self.idle);
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(PARKED_FOR / 4).await;
+                let Some(idle) = idle.upgrade() else { return };
+                let expired: Vec<Worker> = match idle.lock() {
+                    Ok(mut list) => {
+                        let (old, fresh): (Vec<_>, Vec<_>) = list.drain(..).partition(|w| {
+                            w.parked.is_none_or(|(at, _)| at.elapsed() >= PARKED_FOR)
+                        });
+                        *list = fresh;
+                        old
+                    }
+                    Err(_) => return,
+                };
+                if !expired.is_empty() {
+                    tokio::task::spawn_blocking(move || drop(expired));
+                }
+            }
+        });
     }
 
     /// The weaker profile every call of this install runs under, if any (to be audited).
@@ -384,12 +462,14 @@ impl ProcessInstall {
         &self.summary
     }
 
-    async fn worker(&self) -> Result<Worker, CallError> {
+    /// A process for one call: a fit parked one, or a new one. `earlier` gets what a parked
+    /// one wrote to stderr after its last call.
+    async fn worker(&self, earlier: &mut Vec<u8>) -> Result<Worker, CallError> {
         while let Some(mut w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            // One that died while parked, or cannot be woken, is replaced.
-            if matches!(w.child.try_wait(), Ok(None)) && w.child.resume().is_ok() {
+            if w.unpark(earlier, self.protocol.max_stderr_bytes()).await {
                 return Ok(w);
             }
+            earlier.clear();
             tokio::task::spawn_blocking(move || drop(w));
         }
         let sandbox = Arc::clone(&self.sandbox);
@@ -462,11 +542,13 @@ impl ProcessInstall {
         }
         let api = ProcessApi::new(caps, limits.max_response_bytes.bytes());
         let deadline = started + limits.max_execution_time;
-        let mut worker = match tokio::time::timeout_at(deadline.into(), self.worker()).await {
-            Ok(Ok(w)) => w,
-            Ok(Err(e)) => return failed(started, e),
-            Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
-        };
+        let mut earlier = Vec::new();
+        let mut worker =
+            match tokio::time::timeout_at(deadline.into(), self.worker(&mut earlier)).await {
+                Ok(Ok(w)) => w,
+                Ok(Err(e)) => return failed(started, e),
+                Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
+            };
         let out = worker
             .session
             .call_capturing(
@@ -479,7 +561,12 @@ impl ProcessInstall {
             .await;
         worker.calls += 1;
         let memory_peak = worker.memory_peak();
-        let (mut stderr, mut stderr_truncated) = (out.stderr, out.stderr_truncated);
+        let cap = self.protocol.max_stderr_bytes();
+        let stderr_truncated = out.stderr_truncated || earlier.len() + out.stderr.len() > cap;
+        let mut stderr = earlier;
+        stderr.extend_from_slice(
+            &out.stderr[..out.stderr.len().min(cap.saturating_sub(stderr.len()))],
+        );
         let result = match out.reply {
             Ok(Reply {
                 output: Ok(bytes), ..
@@ -500,17 +587,11 @@ impl ProcessInstall {
             Err(ProtocolError::Deadline) => Err(CallError::Timeout(limits.max_execution_time)),
             Err(e) => Err(worker.failure(&e)),
         };
-        let keep = !worker.session.is_broken()
-            && worker.calls < self.warm_calls
-            && worker
-                .park(
-                    &mut stderr,
-                    self.protocol.max_stderr_bytes(),
-                    &mut stderr_truncated,
-                )
-                .await;
+        let keep = !worker.session.is_broken() && worker.calls < self.warm_calls && worker.park();
         if keep && let Ok(mut idle) = self.idle.lock() {
             idle.push(worker);
+            drop(idle);
+            self.sweep_later();
         } else {
             // Killing is a signal, reaping a wait: off the executor.
             tokio::task::spawn_blocking(move || drop(worker));
