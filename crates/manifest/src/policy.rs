@@ -44,6 +44,8 @@ pub struct Policy {
 ///   more keeps one warm process per (tenant, extension) per concurrent call, never shared
 ///   with another tenant or extension, replaced after that many calls or any fault. State the
 ///   program keeps in its memory between calls then survives them (within that pair only).
+///   Between calls it is stopped, and taken back only if still stopped, unmoved (no CPU used)
+///   and alone in its sandbox; after 10 s without a call it is killed.
 /// - `processes` (8), `open_files` (64): each sandbox's `RLIMIT_NPROC` and `RLIMIT_NOFILE`.
 ///   `max_memory` bounds each process's address space, so a sandbox holds at most `processes`
 ///   times that while a call runs (no memory cgroup yet); between calls a warm process is

@@ -83,7 +83,7 @@ mod support;
 mod sys;
 
 pub use child::Step;
-pub use process::{Child, Exit, Outcome, Output};
+pub use process::{Child, Exit, Outcome, Output, Stat};
 pub use profile::{
     Access, BUNDLE_AT, BundlePath, DEFAULT_ROOT_HOST_IDS, DEFAULT_TMP_SIZE, Grant, HostIds,
     IdMapping, Limits, MAX_GRANTS, MAX_TMP_SIZE, Profile, ProfileBuilder, ProfileError,

@@ -42,6 +42,16 @@ pub struct Output {
     pub truncated: bool,
 }
 
+/// What `/proc/PID/stat` says of the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// `R`, `S`, `D`, `T`, `Z`, ...
+    pub state: u8,
+    /// User and system CPU time of all its threads, in clock ticks.
+    pub cpu_ticks: u64,
+    pub threads: u64,
+}
+
 /// A sandboxed program. Dropping it kills the sandbox and reaps it.
 #[derive(Debug)]
 pub struct Child {
@@ -126,9 +136,15 @@ impl Child {
     }
 
     /// Whether processes other than the program itself live in its sandbox (its children, and
-    /// everything orphaned in its namespace, which the kernel reparents to it). `None` if that
-    /// cannot be read.
-    pub fn others(&self) -> Option<bool> {
+    /// everything orphaned in its namespace, which the kernel reparents to it), given its
+    /// number of `threads` ([`Child::stat`]; 1 saves listing them). Call it with the program
+    /// stopped, or the answer may be stale at once. `None` if that cannot be read.
+    pub fn others(&self, threads: u64) -> Option<bool> {
+        let single = |children: Vec<u8>| Some(children.iter().any(|b| !b.is_ascii_whitespace()));
+        if threads == 1 {
+            // One thread: its own list is the whole answer (one read instead of a listing).
+            return single(std::fs::read(format!("/proc/{0}/task/{0}/children", self.pid)).ok()?);
+        }
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
         for task in tasks {
             let children = std::fs::read(task.ok()?.path().join("children")).ok()?;
@@ -141,22 +157,24 @@ impl Child {
 
     /// The program's state letter from `/proc/PID/stat` (`R`, `S`, `T`, ...).
     fn state(&self) -> Option<u8> {
-        self.stat().map(|(state, _)| state)
+        self.stat().map(|s| s.state)
     }
 
-    /// The program's state letter (`R`, `S`, `T`, ...) and the CPU time all its threads have
-    /// used (user + system, in clock ticks), from `/proc/PID/stat`.
-    pub fn stat(&self) -> Option<(u8, u64)> {
+    /// The program's state, CPU time and threads, from `/proc/PID/stat`.
+    pub fn stat(&self) -> Option<Stat> {
         let stat = std::fs::read(format!("/proc/{}/stat", self.pid)).ok()?;
         // After the command name, which ends at the last `)`: state is the first field, utime
-        // and stime the 12th and 13th.
+        // and stime the 12th and 13th, the number of threads the 18th.
         let close = stat.iter().rposition(|&b| b == b')')?;
         let rest = std::str::from_utf8(stat.get(close + 2..)?).ok()?;
         let fields: Vec<&str> = rest.split(' ').collect();
-        let state = fields.first()?.bytes().next()?;
         let utime: u64 = fields.get(11)?.parse().ok()?;
         let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some((state, utime + stime))
+        Some(Stat {
+            state: fields.first()?.bytes().next()?,
+            cpu_ticks: utime + stime,
+            threads: fields.get(17)?.parse().ok()?,
+        })
     }
 
     /// The exit status if the program has ended (every process of the sandbox is then gone).

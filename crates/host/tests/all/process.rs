@@ -540,7 +540,8 @@ async fn a_warm_process_serves_its_calls_then_is_replaced() {
     call(&lab, &id, "exit", "").await.unwrap_err();
     assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
     // Nothing runs between calls: a process that left a child running is replaced (and the
-    // child killed with it), as is one that wrote after its answer or exited after it.
+    // child killed with it). (What a program does after its answer and before the stop goes
+    // on in its own next call: its own business, not checked.)
     assert_eq!(call(&lab, &id, "bgspin", "").await.unwrap(), "spinning");
     assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
     let until = Instant::now() + Duration::from_secs(5);
@@ -553,10 +554,6 @@ async fn a_warm_process_serves_its_calls_then_is_replaced() {
     // meanwhile is found out at the next call and replaced.
     assert_eq!(call(&lab, &id, "tcont", "").await.unwrap(), "ticking");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
-    assert_eq!(call(&lab, &id, "preanswer", "").await.unwrap(), "real");
-    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
-    assert_eq!(call(&lab, &id, "exitok", "").await.unwrap(), "bye");
     assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
     assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "2");
     // Never shared with another tenant: a second tenant's install starts its own.

@@ -154,20 +154,16 @@ impl Worker {
             .map_or(0, |kb| kb * 1024)
     }
 
-    /// Puts a warm process aside until its next call, if it is waiting for one (asleep, not
-    /// still running after its answer): stopped at once (`SIGSTOP`). What it has used of the
-    /// CPU is noted: a process that runs while parked (it can have itself continued, e.g. by
-    /// a timer's `SIGCONT`) is found out at its next call and replaced, and an idle one is
-    /// killed after [`PARKED_FOR`]. `false`: replace it now.
+    /// Puts a warm process aside until its next call: stopped at once (`SIGSTOP`), wherever
+    /// it is (what it was still doing after its answer goes on in its next call: its own
+    /// business). What it has used of the CPU is noted: a process that runs while parked (it
+    /// can have itself continued, e.g. by a timer's `SIGCONT`) is found out at its next call
+    /// and replaced, and an idle one is killed after [`PARKED_FOR`]. Nothing here waits: it
+    /// runs before the call's answer is handed back. `false`: replace it now.
     fn park(&mut self) -> bool {
-        // Just after its answer it may not have reached its next read yet: a moment's grace.
-        let until = Instant::now() + Duration::from_micros(500);
-        let cpu = loop {
-            match self.child.stat() {
-                Some((b'S', cpu)) => break cpu,
-                Some((b'R', _)) if Instant::now() < until => std::thread::yield_now(),
-                _ => return false,
-            }
+        let cpu = match self.child.stat() {
+            Some(s) if matches!(s.state, b'R' | b'S' | b'D') => s.cpu_ticks,
+            _ => return false,
         };
         if rustix::process::pidfd_send_signal(self.child.pidfd(), rustix::process::Signal::STOP)
             .is_err()
@@ -186,10 +182,15 @@ impl Worker {
         let Some((_, cpu_then)) = self.parked.take() else {
             return false;
         };
-        if !matches!(self.child.try_wait(), Ok(None))
-            || !matches!(self.child.stopped(Duration::from_millis(5)), Ok(true))
-            || !matches!(self.child.stat(), Some((_, cpu)) if cpu == cpu_then)
-            || self.child.others() != Some(false)
+        // Unmoved: no CPU used since it was parked (a call that comes at once may find the
+        // stop not landed yet; the `SIGCONT` below then cancels it).
+        let Some(now) = self.child.stat() else {
+            return false;
+        };
+        let still = now.cpu_ticks == cpu_then && now.state != b'Z' && now.state != b'X';
+        if !still
+            || !matches!(self.child.try_wait(), Ok(None))
+            || self.child.others(now.threads) != Some(false)
             || !self.session.is_quiet().await
         {
             return false;
