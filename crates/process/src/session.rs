@@ -38,12 +38,22 @@ pub struct Reply {
 /// only once the previous request is answered), so one program never has more than one host
 /// request in flight. After any error the session is broken (its stream may be mid-frame)
 /// and every later call fails with [`ProtocolError::Broken`]: kill the process.
-#[derive(Debug)]
 pub struct Session<W, R> {
     stdin: W,
     stdout: FrameReader<R>,
     next_id: u64,
     broken: bool,
+    /// Run once the next call's request is written (see [`Session::once_sent`]).
+    after_send: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<W, R> std::fmt::Debug for Session<W, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("next_id", &self.next_id)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W, R> Session<W, R>
@@ -57,7 +67,16 @@ where
             stdout: FrameReader::new(stdout),
             next_id: 1,
             broken: false,
+            after_send: None,
         }
+    }
+
+    /// Runs `f` once the next call's request has been written to the program (a host that
+    /// stopped the program between calls lets it go on there, so it wakes once, to a request
+    /// that is already waiting). The request must fit in the pipe, or the write waits for a
+    /// program that cannot read.
+    pub fn once_sent(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.after_send = Some(Box::new(f));
     }
 
     /// Whether an earlier call failed (the process must then be replaced).
@@ -104,11 +123,12 @@ where
         limits: &Limits,
         host: &dyn HostApi,
     ) -> Result<Reply, ProtocolError> {
-        write_frame(
-            &mut self.stdin,
-            &message::call_request(id, call.method, call.input),
-        )
-        .await?;
+        let request = message::call_request(id, call.method, call.input);
+        let written = write_frame(&mut self.stdin, &request).await;
+        if let Some(f) = self.after_send.take() {
+            f();
+        }
+        written?;
         let mut bucket = Bucket::new(limits.max_requests_per_second(), Instant::now());
         let mut messages: u32 = 0;
         let mut host_requests: u32 = 0;

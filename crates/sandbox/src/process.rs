@@ -50,6 +50,8 @@ pub struct Stat {
     /// User and system CPU time of all its threads, in clock ticks.
     pub cpu_ticks: u64,
     pub threads: u64,
+    /// Resident memory now, in bytes.
+    pub rss_bytes: u64,
 }
 
 /// A sandboxed program. Dropping it kills the sandbox and reaps it.
@@ -174,6 +176,7 @@ impl Child {
             state: fields.first()?.bytes().next()?,
             cpu_ticks: utime + stime,
             threads: fields.get(17)?.parse().ok()?,
+            rss_bytes: fields.get(21)?.parse::<u64>().ok()?.saturating_mul(4096),
         })
     }
 

@@ -556,6 +556,9 @@ async fn a_warm_process_serves_its_calls_then_is_replaced() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
     assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "2");
+    // A request larger than a pipe holds reaches a parked process too (it is woken first).
+    let big = "x".repeat(200_000);
+    assert_eq!(call(&lab, &id, "state", &big).await.unwrap(), "3");
     // Never shared with another tenant: a second tenant's install starts its own.
     let other: TenantName = "other".parse().unwrap();
     let stage = lab.dir.path().join("proc-warm-pool");
@@ -566,7 +569,8 @@ async fn a_warm_process_serves_its_calls_then_is_replaced() {
         .load_file(&bundle, None, &Grant::All)
         .unwrap()
         .id;
-    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "3");
+    // (That was its third call: this is a new one.)
+    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
     let first = lab
         .host
         .tenant(&other)

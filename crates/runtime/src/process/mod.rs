@@ -159,26 +159,26 @@ impl Worker {
     /// business). What it has used of the CPU is noted: a process that runs while parked (it
     /// can have itself continued, e.g. by a timer's `SIGCONT`) is found out at its next call
     /// and replaced, and an idle one is killed after [`PARKED_FOR`]. Nothing here waits: it
-    /// runs before the call's answer is handed back. `false`: replace it now.
-    fn park(&mut self) -> bool {
-        let cpu = match self.child.stat() {
-            Some(s) if matches!(s.state, b'R' | b'S' | b'D') => s.cpu_ticks,
-            _ => return false,
+    /// runs before the call's answer is handed back. Its resident memory, or `None`: replace it now.
+    fn park(&mut self) -> Option<u64> {
+        let (cpu, rss) = match self.child.stat() {
+            Some(s) if matches!(s.state, b'R' | b'S' | b'D') => (s.cpu_ticks, s.rss_bytes),
+            _ => return None,
         };
         if rustix::process::pidfd_send_signal(self.child.pidfd(), rustix::process::Signal::STOP)
             .is_err()
         {
-            return false;
+            return None;
         }
         self.parked = Some((Instant::now(), cpu));
-        true
+        Some(rss)
     }
 
     /// Takes a parked process for a call, if it is fit: alive and seen stopped (waiting at
     /// most a few milliseconds, which only a process stuck in the kernel needs), alone in its
     /// sandbox (no child or orphan left running), quiet (nothing sent after its last answer),
     /// then woken. What it wrote to stderr before it stopped joins this call's capture.
-    async fn unpark(&mut self, stderr: &mut Vec<u8>, cap: usize) -> bool {
+    async fn unpark(&mut self, stderr: &mut Vec<u8>, cap: usize, input_len: usize) -> bool {
         let Some((_, cpu_then)) = self.parked.take() else {
             return false;
         };
@@ -187,7 +187,9 @@ impl Worker {
         let Some(now) = self.child.stat() else {
             return false;
         };
-        let still = now.cpu_ticks == cpu_then && now.state != b'Z' && now.state != b'X';
+        // (Two ticks of slack: the baseline is read just before the stop lands, and a tick is
+        // charged whole to whoever runs when it fires.)
+        let still = now.cpu_ticks <= cpu_then + 2 && now.state != b'Z' && now.state != b'X';
         if !still
             || !matches!(self.child.try_wait(), Ok(None))
             || self.child.others(now.threads) != Some(false)
@@ -198,7 +200,17 @@ impl Worker {
         if !self.drain(stderr, cap).await {
             return false;
         }
-        self.child.resume().is_ok()
+        // Woken once the request is in its pipe (one wake-up instead of two), unless the
+        // request may not fit in the pipe: then now.
+        match self.child.pidfd().try_clone_to_owned() {
+            Ok(fd) if input_len < 32 * 1024 => {
+                self.session.once_sent(move || {
+                    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::CONT);
+                });
+                true
+            }
+            _ => self.child.resume().is_ok(),
+        }
     }
 
     /// Reads what is in the stderr pipe now, without waiting. `false`: stderr is closed.
@@ -465,9 +477,11 @@ impl ProcessInstall {
 
     /// A process for one call: a fit parked one, or a new one. `earlier` gets what a parked
     /// one wrote to stderr after its last call.
-    async fn worker(&self, earlier: &mut Vec<u8>) -> Result<Worker, CallError> {
+    async fn worker(&self, earlier: &mut Vec<u8>, input_len: usize) -> Result<Worker, CallError> {
         while let Some(mut w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            if w.unpark(earlier, self.protocol.max_stderr_bytes()).await {
+            if w.unpark(earlier, self.protocol.max_stderr_bytes(), input_len)
+                .await
+            {
                 return Ok(w);
             }
             earlier.clear();
@@ -545,7 +559,9 @@ impl ProcessInstall {
         let deadline = started + limits.max_execution_time;
         let mut earlier = Vec::new();
         let mut worker =
-            match tokio::time::timeout_at(deadline.into(), self.worker(&mut earlier)).await {
+            match tokio::time::timeout_at(deadline.into(), self.worker(&mut earlier, input.len()))
+                .await
+            {
                 Ok(Ok(w)) => w,
                 Ok(Err(e)) => return failed(started, e),
                 Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
@@ -561,7 +577,7 @@ impl ProcessInstall {
             )
             .await;
         worker.calls += 1;
-        let memory_peak = worker.memory_peak();
+
         let cap = self.protocol.max_stderr_bytes();
         let stderr_truncated = out.stderr_truncated || earlier.len() + out.stderr.len() > cap;
         let mut stderr = earlier;
@@ -588,7 +604,13 @@ impl ProcessInstall {
             Err(ProtocolError::Deadline) => Err(CallError::Timeout(limits.max_execution_time)),
             Err(e) => Err(worker.failure(&e)),
         };
-        let keep = !worker.session.is_broken() && worker.calls < self.warm_calls && worker.park();
+        let parked = (!worker.session.is_broken() && worker.calls < self.warm_calls)
+            .then(|| worker.park())
+            .flatten();
+        let keep = parked.is_some();
+        // A process kept warm says what it holds now (its peak would be its whole life's);
+        // one that ends, its peak.
+        let memory_peak = parked.unwrap_or_else(|| worker.memory_peak());
         if keep && let Ok(mut idle) = self.idle.lock() {
             idle.push(worker);
             drop(idle);
