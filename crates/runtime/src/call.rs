@@ -160,7 +160,7 @@ fn too_large(what: &'static str, size: usize, limit: warden_manifest::ByteSize) 
     }
 }
 
-fn failed<T>(started: Instant, e: CallError) -> CallOutcome<T> {
+pub(crate) fn failed<T>(started: Instant, e: CallError) -> CallOutcome<T> {
     CallOutcome {
         result: Err(e),
         report: CallReport {

@@ -105,13 +105,7 @@ impl Lab {
         if src.join("assets").is_dir() {
             copy_tree(&src.join("assets"), &stage.join("assets"));
         }
-        let packed = pack_dir(&stage, &BundleLimits::default()).unwrap();
-        let out = self.dir.path().join(format!("b{}.wext", self.count()));
-        fs::write(&out, &packed.bytes).unwrap();
-        let bundle = Bundle::read_file(&out, &BundleLimits::default()).unwrap();
-        let env = sign(&bundle, &self.key, None).unwrap();
-        fs::write(format!("{}.sig", out.display()), env.to_json_pretty()).unwrap();
-        out
+        self.sign_dir(&stage)
     }
 
     /// Packs the folder `stage` as it is and signs it; returns the bundle's path.

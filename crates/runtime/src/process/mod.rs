@@ -40,6 +40,7 @@ use warden_sandbox::{
 };
 use warden_trust::Verified;
 
+use crate::call::failed;
 use crate::caps::CallCaps;
 use crate::error::LoadError;
 use api::ProcessApi;
@@ -667,16 +668,6 @@ pub fn host_support() -> Vec<String> {
         say("seccomp", &s.seccomp),
         say("cgroup v2 (reported only)", &s.cgroup),
     ]
-}
-
-fn failed<T>(started: Instant, e: CallError) -> CallOutcome<T> {
-    CallOutcome {
-        result: Err(e),
-        report: CallReport {
-            duration: started.elapsed(),
-            ..CallReport::default()
-        },
-    }
 }
 
 impl From<SandboxError> for LoadError {
