@@ -32,6 +32,7 @@
 //! | ipc, uts, cgroup namespaces | host System V IPC and POSIX queues; host name; cgroup paths |
 //! | Landlock (ABI ≥ 1; TCP from 4; scopes from 6) | file access beyond the rules even through a mount mistake; TCP bind/connect; signals and abstract sockets out of the domain |
 //! | seccomp-bpf ([`seccomp`]) | foreign-arch calls (kill), x32 numbers and every call off the allowlist (`EPERM`): ptrace, mount, bpf, keyctl, io_uring, kexec, userfaultfd, unshare/setns, namespace flags on clone, ... |
+//! | a cgroup per sandbox, where available ([`Limits::memory`], `pids.max`) | memory held by the whole tree, shared or anonymous files and `/tmp` included; processes and threads of the whole tree |
 //! | rlimits ([`Limits`]) | fork bombs (`RLIMIT_NPROC`, counted per user namespace), fd exhaustion, memory bombs (`RLIMIT_AS`), huge files (`RLIMIT_FSIZE` and the tmpfs cap), CPU spin; core dumps (0) |
 //! | `PR_SET_NO_NEW_PRIVS`, `nosuid` mounts | set-uid and file capabilities |
 //! | empty environment, `close_range(3.., CLOEXEC)` | `LD_PRELOAD` and every host variable; leaked host descriptors |
@@ -67,12 +68,13 @@
 //!
 //! # Not done in this version
 //!
-//! Cgroups: [`Support::cgroup`] reports whether a delegated cgroup v2 with the `pids` and
-//! `memory` controllers exists, but programs are not placed in one yet (`RLIMIT_NPROC` and
-//! `RLIMIT_AS` bound them instead). The capability bounding set is not cleared (no_new_privs and
-//! a non-zero uid already make `execve` grant nothing).
+//! The capability bounding set is not cleared (no_new_privs and a non-zero uid already make
+//! `execve` grant nothing). Cgroups are used where this process may make them (see
+//! [`Support::cgroup`] and `src/cgroup.rs`), not required: an unprivileged host without a
+//! delegated cgroup v2 relies on the rlimits alone.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod cgroup;
 mod child;
 mod process;
 mod profile;

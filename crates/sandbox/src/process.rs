@@ -14,6 +14,15 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::process::{WaitId, WaitIdOptions};
 
+use crate::cgroup::Cgroup;
+
+/// stdin, stdout and stderr of a child, from the host's side.
+pub(crate) type Pipes = (
+    std::io::PipeWriter,
+    std::io::PipeReader,
+    std::io::PipeReader,
+);
+
 /// How the program ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -40,6 +49,10 @@ pub struct Output {
     pub stderr: Vec<u8>,
     /// Output past the cap was read and dropped.
     pub truncated: bool,
+    /// The most memory the whole sandbox held at once ([`Child::memory_peak`]).
+    pub memory_peak: Option<u64>,
+    /// The kernel killed a process of it for its memory limit ([`Child::oom_killed`]).
+    pub oom_killed: bool,
 }
 
 /// What `/proc/PID/stat` says of the program.
@@ -63,15 +76,16 @@ pub struct Child {
     stdout: Option<std::io::PipeReader>,
     stderr: Option<std::io::PipeReader>,
     exit: Option<Exit>,
+    /// Dropped after the field above it is reaped: a cgroup is removed only once empty.
+    cgroup: Option<Cgroup>,
 }
 
 impl Child {
     pub(crate) fn new(
         pid: i32,
         pidfd: OwnedFd,
-        stdin: std::io::PipeWriter,
-        stdout: std::io::PipeReader,
-        stderr: std::io::PipeReader,
+        (stdin, stdout, stderr): Pipes,
+        cgroup: Option<Cgroup>,
     ) -> Child {
         Child {
             pid,
@@ -80,7 +94,29 @@ impl Child {
             stdout: Some(stdout),
             stderr: Some(stderr),
             exit: None,
+            cgroup,
         }
+    }
+
+    /// Whether the sandbox has a cgroup of its own ([`Limits::memory`](crate::Limits) and
+    /// `pids.max` over the whole tree).
+    pub fn in_cgroup(&self) -> bool {
+        self.cgroup.is_some()
+    }
+
+    /// The most memory the whole sandbox has held at once, in bytes: from its cgroup, `None`
+    /// without one.
+    pub fn memory_peak(&self) -> Option<u64> {
+        self.cgroup.as_ref()?.memory_peak()
+    }
+
+    /// Whether the kernel has killed a process of the sandbox for its memory limit (its
+    /// cgroup's; `false` without one).
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup
+            .as_ref()
+            .and_then(Cgroup::oom_kills)
+            .is_some_and(|n| n > 0)
     }
 
     /// The program's pid in the host's pid namespace (it is 1 in its own).
@@ -142,6 +178,10 @@ impl Child {
     /// number of `threads` ([`Child::stat`]; 1 saves listing them). Call it with the program
     /// stopped, or the answer may be stale at once. `None` if that cannot be read.
     pub fn others(&self, threads: u64) -> Option<bool> {
+        // With a cgroup, one count covers the whole tree, wherever its processes hang.
+        if let Some(tasks) = self.cgroup.as_ref().and_then(Cgroup::tasks) {
+            return Some(tasks > threads);
+        }
         let single = |children: Vec<u8>| Some(children.iter().any(|b| !b.is_ascii_whitespace()));
         if threads == 1 {
             // One thread: its own list is the whole answer (one read instead of a listing).
@@ -302,6 +342,8 @@ impl Child {
             stdout,
             stderr,
             truncated,
+            memory_peak: self.memory_peak(),
+            oom_killed: self.oom_killed(),
         })
     }
 }

@@ -237,6 +237,10 @@ pub struct Limits {
     pub processes: u64,
     /// `RLIMIT_FSIZE`, the largest file the program may write (SIGXFSZ / `EFBIG`). Default 64 MiB.
     pub file_size: u64,
+    /// Memory of the whole sandbox (every process, its `/tmp` and the kernel's buffers for it),
+    /// where it gets a cgroup ([`Support::cgroup`](crate::Support::cgroup)); over it the
+    /// kernel kills a process of the tree. Default 512 MiB.
+    pub memory: u64,
 }
 
 impl Default for Limits {
@@ -247,6 +251,7 @@ impl Default for Limits {
             open_files: 64,
             processes: 32,
             file_size: 64 << 20,
+            memory: 512 << 20,
         }
     }
 }
@@ -270,6 +275,7 @@ impl Limits {
             8 << 20,
             "below 8 MiB nothing starts",
         )?;
+        min("memory", self.memory, 8 << 20, "below 8 MiB nothing starts")?;
         min("cpu_seconds", self.cpu_seconds, 1, "must be at least 1")?;
         min(
             "open_files",

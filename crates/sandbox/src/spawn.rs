@@ -327,13 +327,12 @@ impl Sandbox {
         ];
         let started = self.start(Some(stdio), Some(exec))?;
         drop((stdin_r, stdout_w, stderr_w));
-        let (pid, pidfd) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
+        let (pid, pidfd, cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
         Ok(Child::new(
             pid,
             pidfd,
-            stdin_w.into(),
-            stdout_r.into(),
-            stderr_r.into(),
+            (stdin_w.into(), stdout_r.into(), stderr_r.into()),
+            cgroup,
         ))
     }
 
@@ -356,12 +355,29 @@ impl Sandbox {
             },
             exec,
         });
+        // Made before the fork so that a failure costs no child; the child enters it before
+        // it is released, so its program never runs outside.
+        let cgroup = match (&crate::cgroup::root().0, &plan.exec) {
+            (Ok(root), Some(_)) => {
+                let l = self.profile.limits;
+                Some(
+                    root.create(l.processes, l.memory)
+                        .map_err(io("making the sandbox's cgroup"))?,
+                )
+            }
+            _ => None,
+        };
         let (pid, pidfd) = fork_on_spawner(plan)?;
         drop((sync_r, report_w, ruleset));
         let guard = Started {
             pid,
             pidfd: Some(pidfd),
+            cgroup,
         };
+        if let Some(cg) = &guard.cgroup {
+            cg.enter(pid)
+                .map_err(io("moving the child into its cgroup"))?;
+        }
         write_id_maps(pid, self.profile.ids)?;
         let mut sync_w = std::fs::File::from(sync_w);
         sync_w.write_all(&[1]).map_err(io("releasing the child"))?;
@@ -387,10 +403,12 @@ impl Sandbox {
     }
 }
 
-/// A child between fork and the caller's [`Child`]: killed and reaped if dropped.
+/// A child between fork and the caller's [`Child`]: killed and reaped if dropped (then its
+/// cgroup removed).
 struct Started {
     pid: i32,
     pidfd: Option<OwnedFd>,
+    cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl Drop for Started {
@@ -402,8 +420,9 @@ impl Drop for Started {
 }
 
 impl Started {
-    fn into_parts(mut self) -> Option<(i32, OwnedFd)> {
-        self.pidfd.take().map(|fd| (self.pid, fd))
+    fn into_parts(mut self) -> Option<(i32, OwnedFd, Option<crate::cgroup::Cgroup>)> {
+        let cgroup = self.cgroup.take();
+        self.pidfd.take().map(|fd| (self.pid, fd, cgroup))
     }
 }
 
@@ -543,7 +562,7 @@ fn dry_run_in(dir: &Path, support: &Support) -> Result<(), SandboxError> {
         .build()?;
     let sandbox = Sandbox::prepare(profile, support)?;
     let started = sandbox.start(None, None)?;
-    let (_pid, pidfd) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
+    let (_pid, pidfd, _cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
     let status = crate::process::wait_exit(pidfd.as_fd()).map_err(io("waiting for the dry run"))?;
     match status {
         crate::process::Exit::Code(0) => Ok(()),

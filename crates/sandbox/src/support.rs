@@ -40,8 +40,9 @@ pub struct Support {
     pub landlock: Feature,
     pub landlock_abi: i32,
     pub seccomp: Feature,
-    /// A cgroup v2 folder this process may create children in, with the `pids` and `memory`
-    /// controllers. Reported only: this version does not place programs in a cgroup yet.
+    /// A cgroup (v2, or v1's `pids` and `memory` hierarchies) this process may make children
+    /// in: each sandbox then gets its own, with `pids.max` and a memory limit over the whole
+    /// tree. Not required: without it `RLIMIT_NPROC` and `RLIMIT_AS` bound each process.
     pub cgroup: Feature,
     /// Sysctls and other readings behind the answers above.
     pub notes: Vec<String>,
@@ -84,7 +85,15 @@ impl Support {
             Ok(()) => Feature::Available,
             Err(e) => Feature::Missing(format!("seccomp filter mode: {e}")),
         };
-        let cgroup = cgroup_v2(&mut notes);
+        let (root, cgroup_notes) = crate::cgroup::root();
+        notes.extend(cgroup_notes.iter().cloned());
+        let cgroup = match root {
+            Ok(r) => {
+                notes.push(format!("cgroups: {}", r.describe()));
+                Feature::Available
+            }
+            Err(why) => Feature::Missing(why.clone()),
+        };
         Support {
             namespaces: Feature::Missing("not probed".to_owned()),
             landlock,
@@ -112,43 +121,4 @@ impl Support {
         }
         Ok(())
     }
-}
-
-/// Finds this process's cgroup v2 folder and whether it could hold a child with the pids and
-/// memory controllers.
-fn cgroup_v2(notes: &mut Vec<String>) -> Feature {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(mount) = mountinfo.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (right.split(' ').next()? == "cgroup2")
-            .then(|| left.split(' ').nth(4).map(str::to_owned))?
-    }) else {
-        return Feature::Missing("no cgroup2 file system is mounted".to_owned());
-    };
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let Some(rel) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
-        return Feature::Missing("this process has no cgroup v2 path".to_owned());
-    };
-    let dir = format!("{mount}{}", rel.trim_end_matches('/'));
-    notes.push(format!("cgroup v2: {dir}"));
-    let controllers =
-        std::fs::read_to_string(format!("{dir}/cgroup.controllers")).unwrap_or_default();
-    let have: Vec<&str> = controllers.split_whitespace().collect();
-    let lacking: Vec<&str> = ["pids", "memory"]
-        .into_iter()
-        .filter(|c| !have.contains(c))
-        .collect();
-    if !lacking.is_empty() {
-        return Feature::Missing(format!(
-            "cgroup v2 at {dir} offers [{}], lacks [{}] (controllers bound to cgroup v1, or not delegated)",
-            have.join(" "),
-            lacking.join(" ")
-        ));
-    }
-    if rustix::fs::access(dir.as_str(), rustix::fs::Access::WRITE_OK).is_err() {
-        return Feature::Missing(format!(
-            "cgroup v2 at {dir} is not writable (not delegated)"
-        ));
-    }
-    Feature::Available
 }

@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sched.h>
@@ -361,6 +362,37 @@ static void handle(long id, const char *method, const char *arg) {
             _exit(0);
         }
         answer(id, "forked");
+    } else if (strcmp(method, "spread") == 0) {
+        /* 6 children take 12 MiB each (each under max_memory): only a limit over the whole
+         * sandbox stops the sum. Answers how many got theirs. */
+        int done[2];
+        int held = 0;
+        pid_t kids[6];
+        int n = 0;
+        if (pipe(done) == 0) {
+            for (; n < 6; n++) {
+                pid_t p = fork();
+                if (p < 0) break;
+                if (p == 0) {
+                    close(done[0]);
+                    volatile char *m = malloc(12 << 20);
+                    if (!m) _exit(1);
+                    for (int i = 0; i < (12 << 20); i += 4096) m[i] = 1;
+                    (void)!write(done[1], "x", 1);
+                    close(done[1]);
+                    for (;;) pause();
+                }
+                kids[n] = p;
+            }
+            close(done[1]);
+            char c;
+            while (read(done[0], &c, 1) == 1) held++;
+            close(done[0]);
+            for (int i = 0; i < n; i++) kill(kids[i], SIGKILL);
+            while (wait(NULL) > 0) {}
+        }
+        snprintf(buf, sizeof buf, "%d", held);
+        answer(id, buf);
     } else if (strcmp(method, "mem") == 0) {
         int mib = 0;
         for (;;) {

@@ -68,6 +68,8 @@ name = "daemon"
 [[methods]]
 name = "mem"
 [[methods]]
+name = "spread"
+[[methods]]
 name = "spin"
 [[methods]]
 name = "silent"
@@ -274,6 +276,28 @@ async fn the_sandbox_holds_the_program_in() {
     // A memory bomb stops at max_memory (32 MiB of address space).
     let mib: u32 = call(&lab, &id, "mem", "").await.unwrap().parse().unwrap();
     assert!(mib < 32, "{mib} MiB");
+    // Memory spread over processes, each under max_memory: the sandbox's cgroup (a root host
+    // here always has one) bounds the sum; the call answers, its limit hit is audited.
+    let held: u32 = call(&lab, &id, "spread", "")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cgroups = warden_host::process_support()
+        .iter()
+        .any(|l| l.starts_with("cgroup") && l.ends_with(": available"));
+    if cgroups {
+        assert!(held < 6, "{held} processes got 12 MiB each under 32 MiB");
+        let hit = last(&lab, Event::Limit);
+        assert_eq!(hit.outcome(), Outcome::MemoryLimit, "{hit:?}");
+        let peak = hit.memory_peak_bytes().unwrap();
+        assert!(peak <= 32 << 20, "peak {peak}");
+    } else {
+        // (/proc/self belongs to the effective uid: a root host here always has cgroups.)
+        use std::os::unix::fs::MetadataExt as _;
+        assert_ne!(fs::metadata("/proc/self").unwrap().uid(), 0);
+        assert_eq!(held, 6);
+    }
     // A huge file stops at the private /tmp's cap (8 MiB).
     let big: u64 = call(&lab, &id, "bigfile", "")
         .await

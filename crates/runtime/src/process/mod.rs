@@ -142,6 +142,10 @@ impl Worker {
     /// The peak resident memory of the program (its sandbox's init), from `/proc`.
     fn memory_peak(&self) -> u64 {
         use std::io::Read;
+        // The whole sandbox's, where it has a cgroup.
+        if let Some(peak) = self.child.memory_peak() {
+            return peak;
+        }
         // One read of the head of the file (VmHWM is in its first kilobyte): this runs on
         // every call of a warm process.
         let mut buf = [0u8; 2048];
@@ -235,7 +239,7 @@ impl Worker {
     }
 
     /// Why the session ended, said with the program's exit when it has exited.
-    fn failure(&mut self, e: &ProtocolError) -> CallError {
+    fn failure(&mut self, e: &ProtocolError, memory: warden_manifest::ByteSize) -> CallError {
         // An exit closes the pipes a moment before the kernel reports it: wait a little.
         let mut exit = self.child.try_wait().ok().flatten();
         for _ in 0..20 {
@@ -244,6 +248,10 @@ impl Worker {
             }
             std::thread::sleep(Duration::from_micros(500));
             exit = self.child.try_wait().ok().flatten();
+        }
+        // The kernel killed a process of the tree for its cgroup's memory limit.
+        if self.child.oom_killed() {
+            return CallError::MemoryLimit(memory);
         }
         match exit {
             Some(Exit::Code(c)) => CallError::Trap(format!(
@@ -341,6 +349,8 @@ impl ProcessInstall {
             open_files: u64::from(policy.open_files),
             processes: u64::from(policy.processes),
             file_size: policy.max_file_bytes.bytes(),
+            // The whole tree, where the sandbox gets a cgroup.
+            memory: limits.max_memory.bytes().max(8 << 20),
         };
         let mut builder = Profile::builder(code.dir.path())
             .tmp_size(policy.tmp_size.bytes())
@@ -395,7 +405,7 @@ impl ProcessInstall {
         let support = Sandbox::check();
         let weaker = (!support.landlock.is_available()).then_some("no-landlock");
         let summary = format!(
-            "namespaces user, mount, pid, ipc, uts, cgroup, net (no interface); root: {}, /dev/null, /dev/urandom; {}; seccomp allowlist; rlimits: address space {}, cpu {}s, files {}, processes {}, file size {}; {}",
+            "namespaces user, mount, pid, ipc, uts, cgroup, net (no interface); root: {}, /dev/null, /dev/urandom; {}; seccomp allowlist; rlimits: address space {}, cpu {}s, files {}, processes {}, file size {}; {}; {}",
             shown.join(", "),
             if weaker.is_some() {
                 "NO Landlock (weaker profile accepted by the policy)".to_owned()
@@ -407,6 +417,15 @@ impl ProcessInstall {
             rlimits.open_files,
             rlimits.processes,
             policy.max_file_bytes,
+            if support.cgroup.is_available() {
+                format!(
+                    "cgroup: {} of memory and {} processes for the whole sandbox",
+                    warden_manifest::ByteSize(rlimits.memory),
+                    rlimits.processes
+                )
+            } else {
+                "no cgroup (none this process may make: rlimits per process only)".to_owned()
+            },
             if warm_calls > 1 {
                 format!("warm: one process serves up to {warm_calls} calls")
             } else {
@@ -603,9 +622,13 @@ impl ProcessInstall {
                 message: e.message,
             }),
             Err(ProtocolError::Deadline) => Err(CallError::Timeout(limits.max_execution_time)),
-            Err(e) => Err(worker.failure(&e)),
+            Err(e) => Err(worker.failure(&e, limits.max_memory)),
         };
-        let parked = (!worker.session.is_broken() && worker.calls < self.warm_calls)
+        // A process of the tree killed for the cgroup's memory limit: the call hit its limit
+        // even if the program answered, and the process is not kept (its count would carry
+        // over to the next call).
+        let oom = worker.child.oom_killed();
+        let parked = (!oom && !worker.session.is_broken() && worker.calls < self.warm_calls)
             .then(|| worker.park())
             .flatten();
         let keep = parked.is_some();
@@ -632,13 +655,14 @@ impl ProcessInstall {
         );
         logs.extend(api.logs.lines(redactor));
         let (denials, uses, limit_hits) = api.ledger.report(redactor);
+        let memory_limit_hit = oom || matches!(result, Err(CallError::MemoryLimit(_)));
         CallOutcome {
             result: result.map_err(|e| redactor.error(e)),
             report: CallReport {
                 duration: started.elapsed(),
                 fuel: None,
                 memory_peak,
-                memory_limit_hit: false,
+                memory_limit_hit,
                 logs,
                 denials,
                 uses,
@@ -666,7 +690,7 @@ pub fn host_support() -> Vec<String> {
             f => say("landlock", f),
         },
         say("seccomp", &s.seccomp),
-        say("cgroup v2 (reported only)", &s.cgroup),
+        say("cgroup (pids, memory) per sandbox", &s.cgroup),
     ]
 }
 

@@ -92,6 +92,112 @@ fn memory_bomb() {
     assert!(field(&line, "mib") < 128, "{line}");
 }
 
+/// Memory spread over many processes, each under its own address-space limit: only the
+/// sandbox's cgroup bounds the sum. Where this host may not make cgroups (unprivileged, none
+/// delegated), the test shows the sum getting through, as the sandbox's report says.
+#[test]
+fn memory_spread_over_processes() {
+    let plain = run_plain(&["spread", "8", "48"]);
+    assert_eq!(field(&plain, "held"), 8, "{plain}");
+    let sb = sandbox(profile().limits(Limits {
+        address_space: 64 << 20,
+        memory: 128 << 20,
+        processes: 16,
+        ..limits()
+    }));
+    let child = sb.spawn(&invocation(&["spread", "8", "48"])).unwrap();
+    let cgroup = child.in_cgroup();
+    assert_eq!(cgroup, Sandbox::check().cgroup.is_available());
+    if is_root() {
+        assert!(
+            cgroup,
+            "a root host always gets cgroups here: {:?}",
+            Sandbox::check()
+        );
+    }
+    let out = child
+        .run(
+            b"",
+            std::time::Instant::now() + Duration::from_secs(10),
+            1 << 20,
+        )
+        .unwrap();
+    exited(&out, 0);
+    let line = result_line(&out.stdout);
+    assert_eq!(field(&line, "started"), 8, "{line}");
+    if cgroup {
+        // Children that got theirs are killed later for the next ones: the count is of
+        // those that held 48 MiB at some point; the peak is what was held at once.
+        assert!(field(&line, "held") < 8, "{line}");
+        assert!(out.oom_killed, "{out:?}");
+        let peak = out.memory_peak.unwrap();
+        assert!((96 << 20..=128 << 20).contains(&peak), "peak {peak}");
+    } else {
+        assert_eq!(field(&line, "held"), 8, "{line}");
+        assert!(!out.oom_killed && out.memory_peak.is_none(), "{out:?}");
+    }
+}
+
+/// The cgroup bounds the whole tree's processes (threads included), and goes with the sandbox.
+#[test]
+fn each_sandbox_has_its_own_cgroup_removed_with_it() {
+    if !Sandbox::check().cgroup.is_available() {
+        assert!(!is_root(), "{:?}", Sandbox::check());
+        return;
+    }
+    let sb = sandbox(profile().limits(Limits {
+        processes: 4,
+        ..limits()
+    }));
+    let mut child = sb.spawn(&invocation(&["sleep"])).unwrap();
+    assert!(child.in_cgroup());
+    let listed = |pid: u32| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        text.lines()
+            .find(|l| l.contains("pids") || l.starts_with("0::"))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let line = listed(child.id());
+    let mine = listed(std::process::id());
+    assert!(
+        line.contains(&format!("/warden-{}/", std::process::id())),
+        "{line} (host: {mine})"
+    );
+    let dir = cgroup_dir(&line);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pids.max"))
+            .unwrap()
+            .trim(),
+        "4"
+    );
+    child.kill().unwrap();
+    drop(child);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+/// The folder of a `/proc/PID/cgroup` line under this machine's mounts.
+fn cgroup_dir(line: &str) -> std::path::PathBuf {
+    let path = line.splitn(3, ':').nth(2).unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let v2 = line.starts_with("0::");
+    let at = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fs = right.split(' ').next()?;
+            let opts = right.split(' ').nth(2).unwrap_or("");
+            let hit = if v2 {
+                fs == "cgroup2"
+            } else {
+                fs == "cgroup" && opts.split(',').any(|o| o == "pids")
+            };
+            hit.then(|| left.split(' ').nth(4).unwrap().to_owned())
+        })
+        .unwrap();
+    std::path::Path::new(&at).join(path.trim_start_matches('/'))
+}
+
 #[test]
 fn huge_files() {
     let host = tempfile::tempdir().unwrap();

@@ -77,6 +77,41 @@ static int mem(long mib) {
     return 0;
 }
 
+/* spread N MiB: N children each take and touch MiB mebibytes and hold them; prints how many
+ * held theirs at once. Each child stays under a per-process limit: only a limit over the whole
+ * tree (a memory cgroup) stops the sum. */
+static int spread(long n, long mib) {
+    int done[2];
+    if (pipe(done) < 0) { printf("RESULT held=0 errno=%d\n", errno); return 0; }
+    pid_t kids[64];
+    long started = 0;
+    for (long i = 0; i < n && i < 64; i++) {
+        pid_t p = fork();
+        if (p < 0) break;
+        if (p == 0) {
+            close(done[0]);
+            volatile char *m = malloc((size_t)mib << 20);
+            if (!m) _exit(1);
+            /* volatile: the compiler may not drop the writes, which make the pages real. */
+            for (size_t i = 0; i < ((size_t)mib << 20); i += 4096) m[i] = 1;
+            (void)!write(done[1], "x", 1);
+            close(done[1]);
+            for (;;) pause();
+        }
+        kids[started++] = p;
+    }
+    close(done[1]);
+    /* Each child closes its end once it holds its memory, or dies: then read gives 0. */
+    long held = 0;
+    char c;
+    while (read(done[0], &c, 1) == 1) held++;
+    printf("RESULT held=%ld started=%ld\n", held, started);
+    fflush(stdout);
+    for (long i = 0; i < started; i++) kill(kids[i], SIGKILL);
+    while (wait(NULL) > 0) {}
+    return 0;
+}
+
 /* write PATH MiB: writes up to MiB mebibytes to PATH (SIGXFSZ ignored, so EFBIG shows). */
 static int big_write(const char *path, long mib) {
     signal(SIGXFSZ, SIG_IGN);
@@ -235,6 +270,7 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "fork")) return fork_bomb(n);
     if (!strcmp(a, "fds")) return fds(n);
     if (!strcmp(a, "mem")) return mem(n);
+    if (!strcmp(a, "spread") && argc > 3) return spread(n, atol(argv[3]));
     if (!strcmp(a, "write") && argc > 3) return big_write(argv[2], atol(argv[3]));
     if (!strcmp(a, "read") && argc > 2) return read_file(argv[2]);
     if (!strcmp(a, "list") && argc > 2) return list(argv[2]);

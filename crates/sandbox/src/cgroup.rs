@@ -1,0 +1,425 @@
+//! A cgroup per sandbox, where the kernel lets this process make one: `pids.max` bounds the
+//! whole tree's processes and threads, and the memory limit its resident memory, page cache,
+//! tmpfs pages and kernel memory included (what `RLIMIT_AS`, counted per process and blind to
+//! shared and anonymous files, does not see).
+//!
+//! Two layouts are found ([`Root::find`]):
+//! - cgroup v1 (a root host, or one given the hierarchies): the `pids` and `memory` hierarchies,
+//!   each under this process's own cgroup in it, writable;
+//! - cgroup v2: a folder whose `cgroup.subtree_control` enables `pids` and `memory` and that this
+//!   process may write: its own cgroup when it is the root, else its parent (systemd's
+//!   `Delegate=pids memory` with `DelegateSubgroup=`, which puts the service one level down).
+//!
+//! Each host process makes `warden-<pid>` there and one numbered folder per sandbox in it. The
+//! child is moved in by the parent before it is released, so its program never runs outside.
+//! A sandbox's folder is removed once its init is reaped; what cannot be removed at once is
+//! retried at the next spawn, and folders of host processes that are gone are removed when the
+//! root is found.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where this process's sandboxes get their cgroups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Root {
+    version: Version,
+    /// `warden-<pid>` in each hierarchy: v1 pids then memory; v2 one.
+    bases: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// One sandbox's cgroup; removed when dropped (after its processes are gone).
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    version: Version,
+    dirs: Vec<PathBuf>,
+}
+
+/// This process's root, found once (with the notes of the search).
+pub(crate) fn root() -> &'static (Result<Root, String>, Vec<String>) {
+    static ROOT: std::sync::OnceLock<(Result<Root, String>, Vec<String>)> =
+        std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let mut notes = Vec::new();
+        let r = Root::find(&mut notes);
+        (r, notes)
+    })
+}
+
+/// Folders that could not be removed yet (a process of the tree still dying).
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+impl Root {
+    /// Finds a place for sandboxes' cgroups; `Err` says why there is none.
+    pub(crate) fn find(notes: &mut Vec<String>) -> Result<Root, String> {
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+        let mounts = Mount::parse(&mountinfo);
+        let v2 = match v2_base(&own, &mounts, notes) {
+            Ok(dir) => return Root::make(Version::V2, vec![dir]),
+            Err(why) => why,
+        };
+        let v1 = match v1_bases(&own, &mounts) {
+            Ok(dirs) => return Root::make(Version::V1, dirs),
+            Err(why) => why,
+        };
+        Err(format!("cgroup v2: {v2}; cgroup v1: {v1}"))
+    }
+
+    fn make(version: Version, parents: Vec<PathBuf>) -> Result<Root, String> {
+        let me = std::process::id();
+        let mut bases = Vec::new();
+        for parent in &parents {
+            remove_dead_hosts(parent);
+            let base = parent.join(format!("warden-{me}"));
+            match std::fs::create_dir(&base) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("creating {}: {e}", base.display())),
+            }
+            if version == Version::V2 {
+                std::fs::write(base.join("cgroup.subtree_control"), "+pids +memory")
+                    .map_err(|e| format!("enabling pids and memory in {}: {e}", base.display()))?;
+            }
+            bases.push(base);
+        }
+        Ok(Root { version, bases })
+    }
+
+    /// For reports: the version and the folders.
+    pub(crate) fn describe(&self) -> String {
+        let dirs: Vec<String> = self.bases.iter().map(|b| b.display().to_string()).collect();
+        let v = match self.version {
+            Version::V1 => "v1 (pids, memory)",
+            Version::V2 => "v2",
+        };
+        format!("{v} under {}", dirs.join(", "))
+    }
+
+    /// A fresh cgroup for one sandbox with its limits set; the caller moves the child in with
+    /// [`Cgroup::enter`] before releasing it.
+    pub(crate) fn create(&self, processes: u64, memory: u64) -> std::io::Result<Cgroup> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        retry_pending();
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let mut cg = Cgroup {
+            version: self.version,
+            dirs: Vec::with_capacity(self.bases.len()),
+        };
+        for base in &self.bases {
+            let dir = base.join(n.to_string());
+            std::fs::create_dir(&dir)?;
+            cg.dirs.push(dir);
+        }
+        let first = |name: &str| cg.dirs.iter().find(|d| d.join(name).exists());
+        let pids = first("pids.max").ok_or_else(|| missing("pids.max"))?;
+        std::fs::write(pids.join("pids.max"), processes.to_string())?;
+        match self.version {
+            Version::V2 => {
+                let dir = &cg.dirs[0];
+                std::fs::write(dir.join("memory.max"), memory.to_string())?;
+                // Swap would let the tree hold more than the limit; absent without swap.
+                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+            }
+            Version::V1 => {
+                let dir = first("memory.limit_in_bytes").ok_or_else(|| missing("memory"))?;
+                std::fs::write(dir.join("memory.limit_in_bytes"), memory.to_string())?;
+                // memory + swap no more than memory alone; absent without swap accounting.
+                let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), memory.to_string());
+            }
+        }
+        Ok(cg)
+    }
+}
+
+fn missing(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("the cgroup has no {what}"),
+    )
+}
+
+impl Cgroup {
+    /// Moves process `pid` (the sandbox's init, not yet released) into this cgroup.
+    pub(crate) fn enter(&self, pid: i32) -> std::io::Result<()> {
+        for dir in &self.dirs {
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn memory_file(&self, v1: &str, v2: &str) -> Option<String> {
+        let name = match self.version {
+            Version::V1 => v1,
+            Version::V2 => v2,
+        };
+        self.dirs
+            .iter()
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+    }
+
+    /// Tasks (processes and threads) in the cgroup now.
+    pub(crate) fn tasks(&self) -> Option<u64> {
+        let dir = self.dirs.iter().find(|d| d.join("pids.current").exists())?;
+        std::fs::read_to_string(dir.join("pids.current"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The most memory the tree has held at once, in bytes (v2 needs Linux 5.19).
+    pub(crate) fn memory_peak(&self) -> Option<u64> {
+        self.memory_file("memory.max_usage_in_bytes", "memory.peak")?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// How many times the kernel killed a process of the tree for the memory limit.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        let text = self.memory_file("memory.oom_control", "memory.events")?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for dir in self.dirs.drain(..) {
+            // The tree's last processes can take a moment to leave the cgroup after its init
+            // is reaped (EBUSY meanwhile).
+            let mut removed = false;
+            for _ in 0..5 {
+                if std::fs::remove_dir(&dir).is_ok() {
+                    removed = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            if !removed {
+                let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+                pending.push(dir);
+            }
+        }
+    }
+}
+
+fn retry_pending() {
+    let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    pending.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
+}
+
+/// Removes `warden-<pid>` folders (and their sandboxes' folders) of host processes that are
+/// gone: their sandboxes died with them (parent-death signal), so the folders are empty.
+fn remove_dead_hosts(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("warden-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(children) = std::fs::read_dir(e.path()) {
+            for c in children.flatten() {
+                if c.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(e.path());
+    }
+}
+
+/// A cgroup file system mounted here: v1 with its controllers, or v2.
+struct Mount {
+    /// The cgroup path of the mount's root (not `/` inside some containers).
+    root: String,
+    at: String,
+    v2: bool,
+    controllers: Vec<String>,
+}
+
+impl Mount {
+    fn parse(mountinfo: &str) -> Vec<Mount> {
+        mountinfo
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let mut left = left.split(' ');
+                let root = left.nth(3)?.to_owned();
+                let at = left.next()?.to_owned();
+                let mut right = right.split(' ');
+                let fstype = right.next()?;
+                let options = right.nth(1).unwrap_or("");
+                match fstype {
+                    "cgroup2" => Some(Mount {
+                        root,
+                        at,
+                        v2: true,
+                        controllers: Vec::new(),
+                    }),
+                    "cgroup" => Some(Mount {
+                        root,
+                        at,
+                        v2: false,
+                        controllers: options.split(',').map(str::to_owned).collect(),
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// This mount's folder for cgroup path `path`, if the mount shows it.
+    fn dir(&self, path: &str) -> Option<PathBuf> {
+        let rel = if self.root == "/" {
+            path
+        } else {
+            let rel = path.strip_prefix(self.root.as_str())?;
+            if !(rel.is_empty() || rel.starts_with('/')) {
+                return None; // `/outerx` is not below `/outer`
+            }
+            rel
+        };
+        let rel = rel.trim_start_matches('/');
+        Some(Path::new(&self.at).join(rel))
+    }
+}
+
+fn writable(dir: &Path) -> bool {
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
+}
+
+fn enabled(dir: &Path, file: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn v2_base(own: &str, mounts: &[Mount], notes: &mut Vec<String>) -> Result<PathBuf, String> {
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("this process has no cgroup v2 path")?;
+    let mount = mounts
+        .iter()
+        .find(|m| m.v2)
+        .ok_or("no cgroup2 file system is mounted")?;
+    let dir = mount
+        .dir(path)
+        .ok_or_else(|| format!("the cgroup2 mount does not show {path}"))?;
+    notes.push(format!("cgroup v2: {}", dir.display()));
+    let offered = enabled(&dir, "cgroup.controllers");
+    if !["pids", "memory"]
+        .iter()
+        .all(|c| offered.iter().any(|o| o == c))
+    {
+        return Err(format!(
+            "{} offers [{}], not pids and memory (bound to cgroup v1, or not delegated)",
+            dir.display(),
+            offered.join(" ")
+        ));
+    }
+    // Processes may live only in leaves (except the root), so sandboxes go where pids and
+    // memory are already enabled for children: here if this is the root, else the parent.
+    let candidates = if path == "/" {
+        vec![dir.clone()]
+    } else {
+        dir.parent().map(Path::to_path_buf).into_iter().collect()
+    };
+    for c in candidates {
+        let sub = enabled(&c, "cgroup.subtree_control");
+        let has = |x: &str| sub.iter().any(|s| s == x);
+        if has("pids") && has("memory") && writable(&c) {
+            return Ok(c);
+        }
+    }
+    Err(format!(
+        "no writable folder at or above {} enables pids and memory for its children (delegate them with a subgroup for warden itself)",
+        dir.display()
+    ))
+}
+
+fn v1_bases(own: &str, mounts: &[Mount]) -> Result<Vec<PathBuf>, String> {
+    let mut bases = Vec::new();
+    for controller in ["pids", "memory"] {
+        let path = own
+            .lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let _id = f.next()?;
+                let names = f.next()?;
+                let path = f.next()?;
+                names.split(',').any(|n| n == controller).then_some(path)
+            })
+            .ok_or_else(|| format!("no {controller} hierarchy"))?;
+        let mount = mounts
+            .iter()
+            .find(|m| !m.v2 && m.controllers.iter().any(|c| c == controller))
+            .ok_or_else(|| format!("the {controller} hierarchy is not mounted"))?;
+        let dir = mount
+            .dir(path)
+            .filter(|d| d.is_dir())
+            .ok_or_else(|| format!("the {controller} mount does not show {path}"))?;
+        if !writable(&dir) {
+            return Err(format!("{} is not writable", dir.display()));
+        }
+        bases.push(dir);
+    }
+    Ok(bases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 /outer /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn mounts_are_parsed_with_their_roots_and_controllers() {
+        let m = Mount::parse(MOUNTINFO);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].controllers, ["rw", "memory"]);
+        assert_eq!(
+            m[0].dir("/a/b"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/a/b"))
+        );
+        // A mount of a subtree shows only paths below its root.
+        assert_eq!(
+            m[1].dir("/outer/x"),
+            Some(PathBuf::from("/sys/fs/cgroup/pids/x"))
+        );
+        assert_eq!(m[1].dir("/elsewhere"), None);
+        assert_eq!(m[1].dir("/outerx"), None);
+        assert!(m[2].v2);
+    }
+}
