@@ -26,6 +26,9 @@ pub(crate) struct Root {
     version: Version,
     /// `warden-<pid>` in each hierarchy: v1 pids then memory; v2 one.
     bases: Vec<PathBuf>,
+    /// v1's `freezer` hierarchy's `warden-<pid>`, where it is writable (v2 freezes in the
+    /// one folder).
+    freezer: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +42,8 @@ enum Version {
 pub(crate) struct Cgroup {
     version: Version,
     dirs: Vec<PathBuf>,
+    /// The file that freezes the tree: v1 `freezer.state`, v2 `cgroup.freeze`.
+    freeze: Option<PathBuf>,
 }
 
 /// This process's root, found once (with the notes of the search).
@@ -68,7 +73,15 @@ impl Root {
             Err(why) => why,
         };
         let v1 = match v1_bases(&own, &mounts) {
-            Ok(dirs) => return Root::make(Version::V1, dirs),
+            Ok(mut dirs) => {
+                // The freezer is optional: without it warm processes are parked by signal.
+                let freezer = v1_dir("freezer", &own, &mounts).ok();
+                if let Some(f) = &freezer {
+                    notes.push(format!("cgroup v1 freezer: {}", f.display()));
+                }
+                dirs.extend(freezer);
+                return Root::make(Version::V1, dirs);
+            }
             Err(why) => why,
         };
         Err(format!("cgroup v2: {v2}; cgroup v1: {v1}"))
@@ -91,7 +104,15 @@ impl Root {
             }
             bases.push(base);
         }
-        Ok(Root { version, bases })
+        let freezer = match version {
+            Version::V1 if bases.len() > 2 => bases.pop(),
+            _ => None,
+        };
+        Ok(Root {
+            version,
+            bases,
+            freezer,
+        })
     }
 
     /// For reports: the version and the folders.
@@ -112,13 +133,22 @@ impl Root {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let mut cg = Cgroup {
             version: self.version,
-            dirs: Vec::with_capacity(self.bases.len()),
+            dirs: Vec::with_capacity(self.bases.len() + 1),
+            freeze: None,
         };
-        for base in &self.bases {
+        for base in self.bases.iter().chain(&self.freezer) {
             let dir = base.join(n.to_string());
             std::fs::create_dir(&dir)?;
             cg.dirs.push(dir);
         }
+        cg.freeze = match self.version {
+            Version::V1 => cg
+                .dirs
+                .iter()
+                .map(|d| d.join("freezer.state"))
+                .find(|f| f.exists()),
+            Version::V2 => Some(cg.dirs[0].join("cgroup.freeze")).filter(|f| f.exists()),
+        };
         let first = |name: &str| cg.dirs.iter().find(|d| d.join(name).exists());
         let pids = first("pids.max").ok_or_else(|| missing("pids.max"))?;
         std::fs::write(pids.join("pids.max"), processes.to_string())?;
@@ -138,6 +168,17 @@ impl Root {
         }
         Ok(cg)
     }
+}
+
+fn thaw_file(version: Version, f: &Path) -> std::io::Result<()> {
+    std::fs::write(
+        f,
+        if version == Version::V1 {
+            "THAWED"
+        } else {
+            "0"
+        },
+    )
 }
 
 fn missing(what: &str) -> std::io::Error {
@@ -168,11 +209,66 @@ impl Cgroup {
             .and_then(|p| std::fs::read_to_string(p).ok())
     }
 
+    /// Whether the tree can be frozen (then nothing in it runs, whatever signals it gets).
+    pub(crate) fn can_freeze(&self) -> bool {
+        self.freeze.is_some()
+    }
+
+    /// Starts freezing the tree; [`Cgroup::frozen`] says when it is done.
+    pub(crate) fn freeze(&self) -> std::io::Result<()> {
+        let f = self.freeze.as_ref().ok_or_else(|| missing("freezer"))?;
+        std::fs::write(
+            f,
+            if self.version == Version::V1 {
+                "FROZEN"
+            } else {
+                "1"
+            },
+        )
+    }
+
+    /// Lets the tree run again.
+    pub(crate) fn thaw(&self) -> std::io::Result<()> {
+        thaw_file(
+            self.version,
+            self.freeze.as_ref().ok_or_else(|| missing("freezer"))?,
+        )
+    }
+
+    /// A way to thaw the tree later without the handle (after the next request is sent).
+    pub(crate) fn thawer(&self) -> Option<impl FnOnce() + Send + 'static + use<>> {
+        let (v, f) = (self.version, self.freeze.clone()?);
+        Some(move || {
+            let _ = thaw_file(v, &f);
+        })
+    }
+
+    /// Whether every task of the tree is frozen now.
+    pub(crate) fn frozen(&self) -> bool {
+        match self.version {
+            Version::V1 => self
+                .freeze
+                .as_ref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .is_some_and(|s| s.trim() == "FROZEN"),
+            Version::V2 => std::fs::read_to_string(self.dirs[0].join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1")),
+        }
+    }
+
     /// Tasks (processes and threads) in the cgroup now.
     pub(crate) fn tasks(&self) -> Option<u64> {
         let dir = self.dirs.iter().find(|d| d.join("pids.current").exists())?;
         std::fs::read_to_string(dir.join("pids.current"))
             .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The memory the tree holds now.
+    pub(crate) fn memory_now(&self) -> Option<u64> {
+        self.memory_file("memory.usage_in_bytes", "memory.current")?
             .trim()
             .parse()
             .ok()
@@ -365,8 +461,15 @@ fn v2_base(own: &str, mounts: &[Mount], notes: &mut Vec<String>) -> Result<PathB
 }
 
 fn v1_bases(own: &str, mounts: &[Mount]) -> Result<Vec<PathBuf>, String> {
-    let mut bases = Vec::new();
-    for controller in ["pids", "memory"] {
+    ["pids", "memory"]
+        .into_iter()
+        .map(|c| v1_dir(c, own, mounts))
+        .collect()
+}
+
+/// This process's folder in v1 hierarchy `controller`, if writable.
+fn v1_dir(controller: &str, own: &str, mounts: &[Mount]) -> Result<PathBuf, String> {
+    {
         let path = own
             .lines()
             .find_map(|l| {
@@ -388,9 +491,8 @@ fn v1_bases(own: &str, mounts: &[Mount]) -> Result<Vec<PathBuf>, String> {
         if !writable(&dir) {
             return Err(format!("{} is not writable", dir.display()));
         }
-        bases.push(dir);
+        Ok(dir)
     }
-    Ok(bases)
 }
 
 #[cfg(test)]

@@ -98,10 +98,58 @@ impl Child {
         }
     }
 
+    /// Whether the whole sandbox can be frozen ([`Child::freeze`]): its cgroup has a freezer.
+    pub fn can_freeze(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(Cgroup::can_freeze)
+    }
+
+    /// Starts freezing every process of the sandbox: unlike `SIGSTOP`, nothing they do (a
+    /// timer's `SIGCONT`, a child) lets any of them run until [`Child::thaw`]. Done once
+    /// [`Child::frozen`] says so.
+    pub fn freeze(&mut self) -> std::io::Result<()> {
+        match &self.cgroup {
+            Some(cg) if self.exit.is_none() => cg.freeze(),
+            _ => Err(std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    /// Whether every process of the sandbox is frozen, waiting at most `within` for it.
+    pub fn frozen(&self, within: Duration) -> bool {
+        let Some(cg) = &self.cgroup else { return false };
+        let end = Instant::now() + within;
+        loop {
+            if cg.frozen() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Lets a frozen sandbox run again.
+    pub fn thaw(&self) -> std::io::Result<()> {
+        match &self.cgroup {
+            Some(cg) => cg.thaw(),
+            None => Err(std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    /// [`Child::thaw`] for later, without the handle (e.g. once a request is in the pipe).
+    pub fn thawer(&self) -> Option<impl FnOnce() + Send + 'static + use<>> {
+        self.cgroup.as_ref()?.thawer()
+    }
+
     /// Whether the sandbox has a cgroup of its own ([`Limits::memory`](crate::Limits) and
     /// `pids.max` over the whole tree).
     pub fn in_cgroup(&self) -> bool {
         self.cgroup.is_some()
+    }
+
+    /// The memory the whole sandbox holds now, in bytes: from its cgroup, `None` without one.
+    pub fn memory_now(&self) -> Option<u64> {
+        self.cgroup.as_ref()?.memory_now()
     }
 
     /// The most memory the whole sandbox has held at once, in bytes: from its cgroup, `None`
@@ -138,9 +186,20 @@ impl Child {
         if self.exit.is_some() {
             return Ok(());
         }
-        match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
-            Ok(()) | Err(Errno::SRCH) => Ok(()),
-            Err(e) => Err(e.into()),
+        let sent =
+            match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
+                Ok(()) | Err(Errno::SRCH) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        self.thaw_to_die();
+        sent
+    }
+
+    /// A frozen tree dies only once thawed (cgroup v1); with the kill pending, none of it
+    /// runs its own code again.
+    fn thaw_to_die(&self) {
+        if let Some(cg) = self.cgroup.as_ref().filter(|cg| cg.can_freeze()) {
+            let _ = cg.thaw();
         }
     }
 
@@ -351,7 +410,9 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if self.exit.is_none() {
-            kill_and_reap(self.pidfd.as_fd());
+            let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
+            self.thaw_to_die();
+            let _ = wait_exit(self.pidfd.as_fd());
         }
     }
 }

@@ -113,8 +113,18 @@ struct Worker {
     session: Session<pipe::Sender, pipe::Receiver>,
     stderr: pipe::Receiver,
     calls: u32,
-    /// When it was parked, and the CPU ticks it had used then.
-    parked: Option<(Instant, u64)>,
+    /// When it was parked, and how.
+    parked: Option<(Instant, Parked)>,
+}
+
+/// How a warm process waits for its next call.
+#[derive(Clone, Copy, Debug)]
+enum Parked {
+    /// Its sandbox's cgroup is frozen: nothing of it runs, whatever signals it gets.
+    Frozen,
+    /// Its init is stopped (`SIGSTOP`, no freezer here), having used this many CPU ticks:
+    /// what it starts or signals itself could still run, so that is checked at unparking.
+    Stopped { cpu_ticks: u64 },
 }
 
 /// How long a warm process may stay parked without a call before it is killed.
@@ -166,6 +176,12 @@ impl Worker {
     /// and replaced, and an idle one is killed after [`PARKED_FOR`]. Nothing here waits: it
     /// runs before the call's answer is handed back. Its resident memory, or `None`: replace it now.
     fn park(&mut self) -> Option<u64> {
+        if self.child.can_freeze() {
+            // The whole tree at once, children and threads; no signal undoes it.
+            self.child.freeze().ok()?;
+            self.parked = Some((Instant::now(), Parked::Frozen));
+            return Some(self.child.memory_now().unwrap_or(0));
+        }
         let (cpu, rss) = match self.child.stat() {
             Some(s) if matches!(s.state, b'R' | b'S' | b'D') => (s.cpu_ticks, s.rss_bytes),
             _ => return None,
@@ -175,7 +191,7 @@ impl Worker {
         {
             return None;
         }
-        self.parked = Some((Instant::now(), cpu));
+        self.parked = Some((Instant::now(), Parked::Stopped { cpu_ticks: cpu }));
         Some(rss)
     }
 
@@ -184,8 +200,10 @@ impl Worker {
     /// sandbox (no child or orphan left running), quiet (nothing sent after its last answer),
     /// then woken. What it wrote to stderr before it stopped joins this call's capture.
     async fn unpark(&mut self, stderr: &mut Vec<u8>, cap: usize, input_len: usize) -> bool {
-        let Some((_, cpu_then)) = self.parked.take() else {
-            return false;
+        let cpu_then = match self.parked.take() {
+            None => return false,
+            Some((_, Parked::Frozen)) => return self.thaw_for(stderr, cap, input_len).await,
+            Some((_, Parked::Stopped { cpu_ticks })) => cpu_ticks,
         };
         // Unmoved: no CPU used since it was parked (a call that comes at once may find the
         // stop not landed yet; the `SIGCONT` below then cancels it).
@@ -215,6 +233,32 @@ impl Worker {
                 true
             }
             _ => self.child.resume().is_ok(),
+        }
+    }
+
+    /// [`Worker::unpark`] of a frozen process: fit if alive and quiet; thawed once the
+    /// request is in its pipe. (Its children and threads are its own business: they were
+    /// frozen too. Freezing is asynchronous: a task may finish what it was doing after the
+    /// answer, as with a stop, but none can keep running: the kernel freezes each at its next
+    /// return to user space, and no signal thaws it.)
+    async fn thaw_for(&mut self, stderr: &mut Vec<u8>, cap: usize, input_len: usize) -> bool {
+        if !matches!(self.child.try_wait(), Ok(None))
+            || !self.session.is_quiet().await
+            || !self.drain(stderr, cap).await
+        {
+            return false;
+        }
+        // Thawed once the request is in its pipe (one wake-up), unless the request may not
+        // fit in the pipe: a frozen program reads nothing, so then now.
+        if input_len >= 32 * 1024 {
+            return self.child.thaw().is_ok();
+        }
+        match self.child.thawer() {
+            Some(thaw) => {
+                self.session.once_sent(thaw);
+                true
+            }
+            None => false,
         }
     }
 

@@ -285,6 +285,11 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "env")) return env();
     if (!strcmp(a, "id")) return id();
     if (!strcmp(a, "sleep")) { for (;;) pause(); }
+    if (!strcmp(a, "spin")) { /* a spinning child, and SIGCONT every 10 ms to itself */
+        if (fork() == 0) for (volatile unsigned long i = 0;; i++) {}
+        signal(SIGCONT, SIG_IGN);
+        for (;;) { kill(getpid(), SIGCONT); sleep_ms(10); }
+    }
     if (!strcmp(a, "echo")) {
         char buf[4096];
         ssize_t r;

@@ -148,3 +148,55 @@ fn a_script_runs_with_a_granted_interpreter() {
         "{out:?}"
     );
 }
+
+/// A frozen sandbox runs nothing (a spinning child, a program that sends itself SIGCONT),
+/// thaws on request, and a kill while frozen still ends it at once.
+#[test]
+fn a_frozen_sandbox_runs_nothing_until_thawed() {
+    let sb = sandbox(profile());
+    let mut child = sb.spawn(&invocation(&["spin"])).unwrap();
+    if !child.can_freeze() {
+        assert!(!is_root(), "a root host here has a freezer");
+        return;
+    }
+    // CPU ticks of the program's children (the spinner), from the host's /proc.
+    let cpu = |c: &warden_sandbox::Child| -> u64 {
+        let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", c.id()))
+            .unwrap_or_default();
+        kids.split_whitespace()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+                Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
+            })
+            .sum()
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let spinning_before = cpu(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(
+        cpu(&child),
+        spinning_before,
+        "the child should spin while not frozen"
+    );
+    child.freeze().unwrap();
+    assert!(child.frozen(Duration::from_secs(1)));
+    let frozen_at = cpu(&child);
+    child.resume().unwrap(); // SIGCONT does not thaw
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cpu(&child), frozen_at, "a frozen child ran");
+    assert!(child.frozen(Duration::ZERO));
+    child.thaw().unwrap();
+    assert!(!child.frozen(Duration::from_millis(50)));
+    child.freeze().unwrap();
+    assert!(child.frozen(Duration::from_secs(1)));
+    let started = Instant::now();
+    child.kill().unwrap();
+    assert_eq!(
+        child
+            .wait_deadline(Instant::now() + Duration::from_secs(2))
+            .unwrap(),
+        Outcome::Exited(warden_sandbox::Exit::Signal(9))
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
