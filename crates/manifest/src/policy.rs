@@ -44,12 +44,13 @@ pub struct Policy {
 ///   more keeps one warm process per (tenant, extension) per concurrent call, never shared
 ///   with another tenant or extension, replaced after that many calls or any fault. State the
 ///   program keeps in its memory between calls then survives them (within that pair only).
-///   Between calls it is stopped, and taken back only if still stopped, unmoved (no CPU used)
-///   and alone in its sandbox; after 10 s without a call it is killed.
-/// - `processes` (8), `open_files` (64): each sandbox's `RLIMIT_NPROC` and `RLIMIT_NOFILE`.
-///   `max_memory` bounds each process's address space, so a sandbox holds at most `processes`
-///   times that while a call runs (no memory cgroup yet); between calls a warm process is
-///   stopped and alone (anything it started is killed with it).
+///   Between calls it is frozen with its sandbox's cgroup (or, without a freezer, stopped and
+///   taken back only if still stopped, unmoved and alone in its sandbox); after 10 s without a
+///   call it is killed.
+/// - `processes` (8), `open_files` (64): each sandbox's `RLIMIT_NPROC` (and its cgroup's
+///   `pids.max`) and `RLIMIT_NOFILE`. `max_memory` bounds each process's address space and,
+///   where the sandbox has a cgroup, the whole tree's memory; without one a sandbox holds at
+///   most `processes` times that.
 /// - `max_file_bytes` (64MiB): the largest file a program may write (`RLIMIT_FSIZE`).
 /// - `tmp_size` (8MiB): the private `/tmp` of each sandbox.
 /// - `writable_mounts` (default false): whether a process may be granted read-write folders.

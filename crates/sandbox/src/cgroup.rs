@@ -16,9 +16,11 @@
 //! retried at the next spawn, and folders of host processes that are gone are removed when the
 //! root is found.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Where this process's sandboxes get their cgroups.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,8 +44,13 @@ enum Version {
 pub(crate) struct Cgroup {
     version: Version,
     dirs: Vec<PathBuf>,
-    /// The file that freezes the tree: v1 `freezer.state`, v2 `cgroup.freeze`.
-    freeze: Option<PathBuf>,
+    /// The file that freezes the tree: v1 `freezer.state`, v2 `cgroup.freeze`. Files read or
+    /// written on every warm call are kept open: opening a cgroup file costs more than using it.
+    freeze: Option<Arc<File>>,
+    /// `memory.usage_in_bytes` (v1) or `memory.current` (v2).
+    usage: Option<File>,
+    /// `pids.current`.
+    pids: Option<File>,
 }
 
 /// This process's root, found once (with the notes of the search).
@@ -108,6 +115,14 @@ impl Root {
             Version::V1 if bases.len() > 2 => bases.pop(),
             _ => None,
         };
+        if let Some(f) = &freezer {
+            // An empty cgroup kept frozen while this process lives: the kernel turns its
+            // freezer on and off (a code patch, about 80 us) whenever the number of frozen
+            // cgroups goes between 0 and 1; held at 1, freezing a sandbox costs about 6 us.
+            let held = f.join("held");
+            let _ = std::fs::create_dir(&held);
+            let _ = std::fs::write(held.join("freezer.state"), "FROZEN");
+        }
         Ok(Root {
             version,
             bases,
@@ -135,20 +150,33 @@ impl Root {
             version: self.version,
             dirs: Vec::with_capacity(self.bases.len() + 1),
             freeze: None,
+            usage: None,
+            pids: None,
         };
         for base in self.bases.iter().chain(&self.freezer) {
             let dir = base.join(n.to_string());
             std::fs::create_dir(&dir)?;
             cg.dirs.push(dir);
         }
-        cg.freeze = match self.version {
-            Version::V1 => cg
-                .dirs
-                .iter()
-                .map(|d| d.join("freezer.state"))
-                .find(|f| f.exists()),
-            Version::V2 => Some(cg.dirs[0].join("cgroup.freeze")).filter(|f| f.exists()),
+        let (freeze, usage) = match self.version {
+            Version::V1 => ("freezer.state", "memory.usage_in_bytes"),
+            Version::V2 => ("cgroup.freeze", "memory.current"),
         };
+        let open = |name: &str, write: bool| {
+            cg.dirs.iter().find_map(|d| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(write)
+                    .open(d.join(name))
+                    .ok()
+            })
+        };
+        let (freeze, usage, pids) = (
+            open(freeze, true).map(Arc::new),
+            open(usage, false),
+            open("pids.current", false),
+        );
+        (cg.freeze, cg.usage, cg.pids) = (freeze, usage, pids);
         let first = |name: &str| cg.dirs.iter().find(|d| d.join(name).exists());
         let pids = first("pids.max").ok_or_else(|| missing("pids.max"))?;
         std::fs::write(pids.join("pids.max"), processes.to_string())?;
@@ -170,15 +198,20 @@ impl Root {
     }
 }
 
-fn thaw_file(version: Version, f: &Path) -> std::io::Result<()> {
-    std::fs::write(
-        f,
-        if version == Version::V1 {
-            "THAWED"
-        } else {
-            "0"
-        },
-    )
+fn thaw_file(version: Version, f: &File) -> std::io::Result<()> {
+    let v: &[u8] = if version == Version::V1 {
+        b"THAWED"
+    } else {
+        b"0"
+    };
+    f.write_at(v, 0).map(drop)
+}
+
+/// A number read from the start of an open cgroup file.
+fn read_number(f: &File) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = f.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 fn missing(what: &str) -> std::io::Error {
@@ -217,14 +250,12 @@ impl Cgroup {
     /// Starts freezing the tree; [`Cgroup::frozen`] says when it is done.
     pub(crate) fn freeze(&self) -> std::io::Result<()> {
         let f = self.freeze.as_ref().ok_or_else(|| missing("freezer"))?;
-        std::fs::write(
-            f,
-            if self.version == Version::V1 {
-                "FROZEN"
-            } else {
-                "1"
-            },
-        )
+        let v: &[u8] = if self.version == Version::V1 {
+            b"FROZEN"
+        } else {
+            b"1"
+        };
+        f.write_at(v, 0).map(drop)
     }
 
     /// Lets the tree run again.
@@ -237,7 +268,7 @@ impl Cgroup {
 
     /// A way to thaw the tree later without the handle (after the next request is sent).
     pub(crate) fn thawer(&self) -> Option<impl FnOnce() + Send + 'static + use<>> {
-        let (v, f) = (self.version, self.freeze.clone()?);
+        let (v, f) = (self.version, Arc::clone(self.freeze.as_ref()?));
         Some(move || {
             let _ = thaw_file(v, &f);
         })
@@ -246,11 +277,11 @@ impl Cgroup {
     /// Whether every task of the tree is frozen now.
     pub(crate) fn frozen(&self) -> bool {
         match self.version {
-            Version::V1 => self
-                .freeze
-                .as_ref()
-                .and_then(|f| std::fs::read_to_string(f).ok())
-                .is_some_and(|s| s.trim() == "FROZEN"),
+            Version::V1 => self.freeze.as_ref().is_some_and(|f| {
+                let mut buf = [0u8; 16];
+                f.read_at(&mut buf, 0)
+                    .is_ok_and(|n| buf[..n].trim_ascii() == b"FROZEN")
+            }),
             Version::V2 => std::fs::read_to_string(self.dirs[0].join("cgroup.events"))
                 .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1")),
         }
@@ -258,20 +289,12 @@ impl Cgroup {
 
     /// Tasks (processes and threads) in the cgroup now.
     pub(crate) fn tasks(&self) -> Option<u64> {
-        let dir = self.dirs.iter().find(|d| d.join("pids.current").exists())?;
-        std::fs::read_to_string(dir.join("pids.current"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        read_number(self.pids.as_ref()?)
     }
 
     /// The memory the tree holds now.
     pub(crate) fn memory_now(&self) -> Option<u64> {
-        self.memory_file("memory.usage_in_bytes", "memory.current")?
-            .trim()
-            .parse()
-            .ok()
+        read_number(self.usage.as_ref()?)
     }
 
     /// The most memory the tree has held at once, in bytes (v2 needs Linux 5.19).
