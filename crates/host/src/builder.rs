@@ -206,6 +206,7 @@ impl HostBuilder {
                 extensions: RwLock::default(),
                 prepared: RwLock::default(),
                 process_code: RwLock::default(),
+                secret_history: std::sync::Mutex::new(std::collections::HashMap::new()),
                 process_tmp: std::sync::OnceLock::new(),
                 ids: RequestIds::new(),
                 store: Mutex::new(None),

@@ -198,7 +198,7 @@ impl Inner {
             Err(e) => return Err(self.refuse(&ext, id, e).await),
         };
         let top_level = via.chain.is_empty();
-        let via = Self::with_secret_values(&ext, via).await;
+        let via = self.with_secret_values(&ext, via).await;
         let caps = self.caps_for(&ext, via);
         let call = call(Arc::clone(&ext), caps);
         // A call from another extension runs inside its caller's task (and turn).
@@ -221,25 +221,42 @@ impl Inner {
     /// `via` with a redactor that knows every value of the install's granted secrets, not only
     /// those the call reads: a value read by an earlier call and kept (in the key-value store,
     /// a file, a warm process's memory) must not come out of this one's logs and errors either.
-    async fn with_secret_values(ext: &Loaded, mut via: Via) -> Via {
+    /// The values it was granted before (rotated or removed since) too, as long as this
+    /// host runs.
+    async fn with_secret_values(&self, ext: &Loaded, mut via: Via) -> Via {
         let Some(access) = ext.caps.secrets.clone() else {
             return via;
         };
-        if access.granted.is_empty() {
-            return via;
+        let values = if access.granted.is_empty() {
+            Vec::new()
+        } else {
+            tokio::task::spawn_blocking(move || {
+                access
+                    .granted
+                    .iter()
+                    .filter_map(|name| access.source.get(name).ok().flatten())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default()
+        };
+        let key = (ext.info.tenant.clone(), ext.info.id.clone());
+        let mut history = self
+            .secret_history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let known = history.entry(key).or_default();
+        for v in values {
+            if !known.iter().any(|k| k.expose() == v.expose()) {
+                if known.len() >= crate::host::SECRET_HISTORY {
+                    known.remove(0);
+                }
+                known.push(v);
+            }
         }
-        let values = tokio::task::spawn_blocking(move || {
-            access
-                .granted
-                .iter()
-                .filter_map(|name| access.source.get(name).ok().flatten())
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        if !values.is_empty() {
+        if !known.is_empty() {
             let redactor = via.redactor.take().unwrap_or_default();
-            for v in &values {
+            for v in known.iter() {
                 redactor.add(v.expose());
             }
             via.redactor = Some(redactor);

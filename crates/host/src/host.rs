@@ -43,6 +43,9 @@ pub(crate) type Storage = (
     Arc<dyn warden_registry::BlobStore>,
 );
 
+/// How many secret values a (tenant, extension) is remembered to have been granted.
+pub(crate) const SECRET_HISTORY: usize = 64;
+
 pub(crate) struct Inner {
     pub(crate) runtime: Arc<Runtime>,
     /// Swapped whole by [`Host::set_trust`]; a load verifies against the bundle of its time.
@@ -69,6 +72,11 @@ pub(crate) struct Inner {
     /// Where they are unpacked without a data dir (removed with the host).
     pub(crate) process_tmp: std::sync::OnceLock<tempfile::TempDir>,
     pub(crate) ids: RequestIds,
+    /// Secret values each (tenant, extension) has been granted since this host started (at
+    /// most [`SECRET_HISTORY`] each): every call's redactor knows them, so a value rotated or
+    /// removed after an extension kept it is still redacted.
+    pub(crate) secret_history:
+        std::sync::Mutex<HashMap<(TenantName, ExtensionId), Vec<warden_secrets::SecretValue>>>,
     /// The registry and blobs of the data dir, opened on first use ([`Host::admin`]).
     pub(crate) store: Mutex<Option<Storage>>,
     /// Set when an audit record could not be stored: calls are refused until one can (see

@@ -269,8 +269,11 @@ static void handle(long id, const char *method, const char *arg) {
         if (timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0) timer_settime(timer, 0, &every, NULL);
         answer(id, "ticking");
     } else if (strcmp(method, "bgspin") == 0) {
-        if (fork() == 0) { for (volatile unsigned long i = 0;; i++) {} }
-        answer(id, "spinning");
+        pid_t p = fork();
+        if (p == 0) { for (volatile unsigned long i = 0;; i++) {} }
+        if (p < 0) snprintf(buf, sizeof buf, "fork failed: errno %d", errno);
+        else snprintf(buf, sizeof buf, "spinning");
+        answer(id, buf);
     } else if (strcmp(method, "preanswer") == 0) {
         answer(id, "real");
         char *enc = b64("FORGED");

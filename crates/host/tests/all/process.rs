@@ -284,6 +284,24 @@ async fn secret_values_are_redacted_from_the_process_logs_and_records() {
     assert!(shown.contains("leak"), "{shown}");
     assert!(!shown.contains(token), "{shown}");
     assert!(!format!("{:?}", lab.audit.records()).contains(token));
+
+    // Rotated, then removed: the old value, kept by the extension, is still redacted.
+    let tenant = lab.host.tenant(&TenantName::default_tenant());
+    let name = "token".parse().unwrap();
+    tenant
+        .put_secret(
+            &id,
+            &name,
+            SecretValue::new("Rotated-Value-7731zz".into()).unwrap(),
+        )
+        .unwrap();
+    assert!(call(&lab, &id, "secret", "token").await.is_ok());
+    tenant.delete_secret(&id, &name).unwrap();
+    let failed = tenant.call(&id, "leak", b"").await.unwrap_err();
+    let shown = format!("{} {:?}", failed.error, failed.logs);
+    assert!(shown.contains("leak"), "{shown}");
+    assert!(!shown.contains(token), "{shown}");
+    assert!(!format!("{:?}", lab.audit.records()).contains(token));
 }
 
 #[tokio::test(flavor = "multi_thread")]
