@@ -23,14 +23,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Where this process's sandboxes get their cgroups.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Root {
     version: Version,
     /// `warden-<pid>` in each hierarchy: v1 pids then memory; v2 one.
     bases: Vec<PathBuf>,
-    /// v1's `freezer` hierarchy's `warden-<pid>`, where it is writable (v2 freezes in the
-    /// one folder).
+    /// Where v1 sandboxes are frozen: this host's folder in the cgroup v2 hierarchy mounted
+    /// beside v1 ("hybrid"), where it is writable. (v2 sandboxes freeze in their one folder.
+    /// v1's own freezer is not used: a task it froze ignores `SIGKILL` until thawed, so a host
+    /// that died with sandboxes parked would leave them for ever.)
     freezer: Option<PathBuf>,
+    /// Locks on the bases, held while this process lives: how a later host tells a dead
+    /// host's folders from a live one's, whatever pid namespace either runs in.
+    _locks: Vec<File>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,9 +87,10 @@ impl Root {
         let v1 = match v1_bases(&own, &mounts) {
             Ok(mut dirs) => {
                 // The freezer is optional: without it warm processes are parked by signal.
-                let freezer = v1_dir("freezer", &own, &mounts).ok();
-                if let Some(f) = &freezer {
-                    notes.push(format!("cgroup v1 freezer: {}", f.display()));
+                let freezer = v2_own(&own, &mounts).filter(|d| writable(d));
+                match &freezer {
+                    Some(f) => notes.push(format!("freezing in cgroup v2 at {}", f.display())),
+                    None => notes.push("no writable cgroup v2 folder to freeze in".to_owned()),
                 }
                 dirs.extend(freezer);
                 return Root::make(Version::V1, dirs);
@@ -95,16 +101,24 @@ impl Root {
     }
 
     fn make(version: Version, parents: Vec<PathBuf>) -> Result<Root, String> {
-        let me = std::process::id();
+        // The pid alone is not unique: hosts in other pid namespaces may share the hierarchy.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("warden-{}-{nonce:x}", std::process::id());
         let mut bases = Vec::new();
+        let mut locks = Vec::new();
         for parent in &parents {
             remove_dead_hosts(parent);
-            let base = parent.join(format!("warden-{me}"));
-            match std::fs::create_dir(&base) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("creating {}: {e}", base.display())),
-            }
+            let base = parent.join(&name);
+            std::fs::create_dir(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
+            let lock = File::open(&base)
+                .and_then(|f| {
+                    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+                    Ok(f)
+                })
+                .map_err(|e| format!("locking {}: {e}", base.display()))?;
+            locks.push(lock);
             if version == Version::V2 {
                 std::fs::write(base.join("cgroup.subtree_control"), "+pids +memory")
                     .map_err(|e| format!("enabling pids and memory in {}: {e}", base.display()))?;
@@ -115,18 +129,11 @@ impl Root {
             Version::V1 if bases.len() > 2 => bases.pop(),
             _ => None,
         };
-        if let Some(f) = &freezer {
-            // An empty cgroup kept frozen while this process lives: the kernel turns its
-            // freezer on and off (a code patch, about 80 us) whenever the number of frozen
-            // cgroups goes between 0 and 1; held at 1, freezing a sandbox costs about 6 us.
-            let held = f.join("held");
-            let _ = std::fs::create_dir(&held);
-            let _ = std::fs::write(held.join("freezer.state"), "FROZEN");
-        }
         Ok(Root {
             version,
             bases,
             freezer,
+            _locks: locks,
         })
     }
 
@@ -137,7 +144,12 @@ impl Root {
             Version::V1 => "v1 (pids, memory)",
             Version::V2 => "v2",
         };
-        format!("{v} under {}", dirs.join(", "))
+        let freezer = match (&self.freezer, self.version) {
+            (Some(f), _) => format!("; frozen in cgroup v2 under {}", f.display()),
+            (None, Version::V2) => "; frozen in place".to_owned(),
+            (None, Version::V1) => "; no freezer".to_owned(),
+        };
+        format!("{v} under {}{freezer}", dirs.join(", "))
     }
 
     /// A fresh cgroup for one sandbox with its limits set; the caller moves the child in with
@@ -158,9 +170,9 @@ impl Root {
             std::fs::create_dir(&dir)?;
             cg.dirs.push(dir);
         }
-        let (freeze, usage) = match self.version {
-            Version::V1 => ("freezer.state", "memory.usage_in_bytes"),
-            Version::V2 => ("cgroup.freeze", "memory.current"),
+        let usage = match self.version {
+            Version::V1 => "memory.usage_in_bytes",
+            Version::V2 => "memory.current",
         };
         let open = |name: &str, write: bool| {
             cg.dirs.iter().find_map(|d| {
@@ -172,7 +184,7 @@ impl Root {
             })
         };
         let (freeze, usage, pids) = (
-            open(freeze, true).map(Arc::new),
+            open("cgroup.freeze", true).map(Arc::new),
             open(usage, false),
             open("pids.current", false),
         );
@@ -198,13 +210,8 @@ impl Root {
     }
 }
 
-fn thaw_file(version: Version, f: &File) -> std::io::Result<()> {
-    let v: &[u8] = if version == Version::V1 {
-        b"THAWED"
-    } else {
-        b"0"
-    };
-    f.write_at(v, 0).map(drop)
+fn thaw_file(f: &File) -> std::io::Result<()> {
+    f.write_at(b"0", 0).map(drop)
 }
 
 /// A number read from the start of an open cgroup file.
@@ -250,41 +257,28 @@ impl Cgroup {
     /// Starts freezing the tree; [`Cgroup::frozen`] says when it is done.
     pub(crate) fn freeze(&self) -> std::io::Result<()> {
         let f = self.freeze.as_ref().ok_or_else(|| missing("freezer"))?;
-        let v: &[u8] = if self.version == Version::V1 {
-            b"FROZEN"
-        } else {
-            b"1"
-        };
-        f.write_at(v, 0).map(drop)
+        f.write_at(b"1", 0).map(drop)
     }
 
     /// Lets the tree run again.
     pub(crate) fn thaw(&self) -> std::io::Result<()> {
-        thaw_file(
-            self.version,
-            self.freeze.as_ref().ok_or_else(|| missing("freezer"))?,
-        )
+        thaw_file(self.freeze.as_ref().ok_or_else(|| missing("freezer"))?)
     }
 
     /// A way to thaw the tree later without the handle (after the next request is sent).
     pub(crate) fn thawer(&self) -> Option<impl FnOnce() + Send + 'static + use<>> {
-        let (v, f) = (self.version, Arc::clone(self.freeze.as_ref()?));
+        let f = Arc::clone(self.freeze.as_ref()?);
         Some(move || {
-            let _ = thaw_file(v, &f);
+            let _ = thaw_file(&f);
         })
     }
 
     /// Whether every task of the tree is frozen now.
     pub(crate) fn frozen(&self) -> bool {
-        match self.version {
-            Version::V1 => self.freeze.as_ref().is_some_and(|f| {
-                let mut buf = [0u8; 16];
-                f.read_at(&mut buf, 0)
-                    .is_ok_and(|n| buf[..n].trim_ascii() == b"FROZEN")
-            }),
-            Version::V2 => std::fs::read_to_string(self.dirs[0].join("cgroup.events"))
-                .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1")),
-        }
+        self.dirs.iter().any(|d| {
+            std::fs::read_to_string(d.join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+        })
     }
 
     /// Tasks (processes and threads) in the cgroup now.
@@ -342,32 +336,57 @@ fn retry_pending() {
     pending.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
 }
 
-/// Removes `warden-<pid>` folders (and their sandboxes' folders) of host processes that are
-/// gone: their sandboxes died with them (parent-death signal), so the folders are empty.
+/// Removes the folders of hosts that are gone (their lock is free), with whatever is left in
+/// them: processes that did not die with their host (a frozen one cannot) are killed, thawed
+/// and waited for.
 fn remove_dead_hosts(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
+        if !e
+            .file_name()
             .to_str()
-            .and_then(|n| n.strip_prefix("warden-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+            .is_some_and(|n| n.starts_with("warden-"))
+        {
+            continue;
+        }
+        let Ok(lock) = File::open(e.path()) else {
             continue;
         };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue; // its host lives
         }
         if let Ok(children) = std::fs::read_dir(e.path()) {
             for c in children.flatten() {
                 if c.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = std::fs::remove_dir(c.path());
+                    empty_and_remove(&c.path());
                 }
             }
         }
         let _ = std::fs::remove_dir(e.path());
+    }
+}
+
+/// Kills every process of a leftover sandbox cgroup, thaws it, and removes it once empty
+/// (waiting at most about 100 ms).
+fn empty_and_remove(dir: &Path) {
+    for _ in 0..100 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+        let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -437,6 +456,16 @@ fn enabled(dir: &Path, file: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+/// This process's folder in the cgroup v2 hierarchy, if one is mounted.
+fn v2_own(own: &str, mounts: &[Mount]) -> Option<PathBuf> {
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    mounts
+        .iter()
+        .find(|m| m.v2)?
+        .dir(path)
+        .filter(|d| d.is_dir())
 }
 
 fn v2_base(own: &str, mounts: &[Mount], notes: &mut Vec<String>) -> Result<PathBuf, String> {

@@ -32,7 +32,8 @@
 //! | ipc, uts, cgroup namespaces | host System V IPC and POSIX queues; host name; cgroup paths |
 //! | Landlock (ABI ≥ 1; TCP from 4; scopes from 6) | file access beyond the rules even through a mount mistake; TCP bind/connect; signals and abstract sockets out of the domain |
 //! | seccomp-bpf ([`seccomp`]) | foreign-arch calls (kill), x32 numbers and every call off the allowlist (`EPERM`): ptrace, mount, bpf, keyctl, io_uring, kexec, userfaultfd, unshare/setns, namespace flags on clone, ... |
-//! | a cgroup per sandbox, where available ([`Limits::memory`], `pids.max`) | memory held by the whole tree, shared or anonymous files and `/tmp` included; processes and threads of the whole tree |
+//! | a cgroup per sandbox, where available ([`Limits::memory`], `pids.max`, cgroup v2's freezer) | memory held by the whole tree, shared or anonymous files and `/tmp` included; processes and threads of the whole tree; anything of a parked tree running ([`Child::freeze`]) |
+//! | `oom_score_adj` 1000 | the kernel's OOM killer taking the host before a sandbox |
 //! | rlimits ([`Limits`]) | fork bombs (`RLIMIT_NPROC`, counted per user namespace), fd exhaustion, memory bombs (`RLIMIT_AS`), huge files (`RLIMIT_FSIZE` and the tmpfs cap), CPU spin; core dumps (0) |
 //! | `PR_SET_NO_NEW_PRIVS`, `nosuid` mounts | set-uid and file capabilities |
 //! | empty environment, `close_range(3.., CLOEXEC)` | `LD_PRELOAD` and every host variable; leaked host descriptors |

@@ -378,6 +378,11 @@ impl Sandbox {
             cg.enter(pid)
                 .map_err(io("moving the child into its cgroup"))?;
         }
+        // First in line for the kernel's OOM killer (inherited by all it starts; only
+        // CAP_SYS_RESOURCE could lower it): where the host itself runs under a memory limit
+        // that holds its sandboxes too, a tenant's tree goes before the host does.
+        std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000")
+            .map_err(io("raising the child's oom_score_adj"))?;
         write_id_maps(pid, self.profile.ids)?;
         let mut sync_w = std::fs::File::from(sync_w);
         sync_w.write_all(&[1]).map_err(io("releasing the child"))?;

@@ -161,9 +161,12 @@ fn each_sandbox_has_its_own_cgroup_removed_with_it() {
     let line = listed(child.id());
     let mine = listed(std::process::id());
     assert!(
-        line.contains(&format!("/warden-{}/", std::process::id())),
+        line.contains(&format!("/warden-{}-", std::process::id())),
         "{line} (host: {mine})"
     );
+    // The OOM killer takes the sandbox before its host.
+    let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", child.id())).unwrap();
+    assert_eq!(adj.trim(), "1000");
     let dir = cgroup_dir(&line);
     assert_eq!(
         std::fs::read_to_string(dir.join("pids.max"))

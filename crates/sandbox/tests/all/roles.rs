@@ -55,6 +55,7 @@ fn role_entry() {
         Ok("ld_preload") => ld_preload_role(),
         Ok("unprivileged") => unprivileged_role(),
         Ok("host_dies") => host_dies_role(),
+        Ok("host_dies_frozen") => host_dies_frozen_role(),
         _ => return,
     }
     println!("{OK}");
@@ -189,5 +190,69 @@ fn host_dies_role() {
     println!("sandbox pid {}", child.id());
     println!("{OK}");
     // Die without dropping anything: only PR_SET_PDEATHSIG can end the sandbox now.
+    std::process::exit(0);
+}
+
+/// A host that dies while its sandbox is frozen (a parked warm process): the sandbox dies too.
+/// (With cgroup v1's freezer it would not: a frozen task ignores SIGKILL until thawed.)
+#[test]
+fn a_frozen_sandbox_dies_with_its_host() {
+    let data = scratch();
+    let text = reexec(
+        &[],
+        "host_dies_frozen",
+        &[(DIR, data.path().to_str().unwrap())],
+    );
+    if text.contains("no freezer") {
+        assert!(!is_root(), "a root host here has a freezer: {text}");
+        return;
+    }
+    let procs = text
+        .split("cgroup.procs ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no cgroup in {text}"))
+        .to_owned();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let left = std::fs::read_to_string(&procs).unwrap_or_default();
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "frozen sandbox processes survived their host: {left}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn host_dies_frozen_role() {
+    let dir = std::env::var(DIR).unwrap();
+    let sb = sandbox(with_rw(std::path::Path::new(&dir)));
+    let mut child = sb
+        .spawn(&invocation(&["daemon", "/data/marker", "stay", "1000"]))
+        .unwrap();
+    wait_alive(&std::path::Path::new(&dir).join("marker"));
+    if !child.can_freeze() {
+        println!("no freezer");
+        println!("{OK}");
+        std::process::exit(0);
+    }
+    child.freeze().unwrap();
+    assert!(child.frozen(std::time::Duration::from_secs(2)));
+    // Its freezing cgroup (v2: the one with cgroup.freeze), to watch from outside.
+    let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
+    let path = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let at = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4).unwrap())
+        })
+        .unwrap();
+    println!("cgroup.procs {at}{path}/cgroup.procs");
+    println!("{OK}");
     std::process::exit(0);
 }
