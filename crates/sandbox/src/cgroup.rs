@@ -109,6 +109,15 @@ impl Root {
         let mut bases = Vec::new();
         let mut locks = Vec::new();
         for parent in &parents {
+            // Cleaning up and making this host's folder (then locking it) happen under a lock
+            // on the parent: another host starting at the same moment never finds the new
+            // folder unlocked and takes it for a dead host's.
+            let parent_lock = File::open(parent)
+                .and_then(|f| {
+                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+                    Ok(f)
+                })
+                .map_err(|e| format!("locking {}: {e}", parent.display()))?;
             remove_dead_hosts(parent);
             let base = parent.join(&name);
             std::fs::create_dir(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
@@ -119,6 +128,7 @@ impl Root {
                 })
                 .map_err(|e| format!("locking {}: {e}", base.display()))?;
             locks.push(lock);
+            drop(parent_lock);
             if version == Version::V2 {
                 std::fs::write(base.join("cgroup.subtree_control"), "+pids +memory")
                     .map_err(|e| format!("enabling pids and memory in {}: {e}", base.display()))?;

@@ -549,13 +549,23 @@ pub(crate) fn probed() -> &'static Support {
 /// The namespace probe of [`Sandbox::check`]: the whole setup, exiting where it would exec,
 /// with a fresh empty folder as the bundle.
 fn dry_run(support: &Support) -> Result<(), SandboxError> {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "warden-sandbox-probe-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir(&dir).map_err(io("creating the probe's folder"))?;
+    // Not named by pid alone: anyone may make folders in /tmp, and pids repeat (other pid
+    // namespaces, reuse). A name taken already is passed over, never trusted.
+    let mut tries = 0u32;
+    let dir = loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "warden-sandbox-probe-{}-{nanos:x}-{tries}",
+            std::process::id()
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 64 => tries += 1,
+            Err(e) => return Err(io("creating the probe's folder")(e)),
+        }
+    };
     let r = dry_run_in(&dir, support);
     let _ = std::fs::remove_dir(&dir);
     r

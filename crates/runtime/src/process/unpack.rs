@@ -13,6 +13,9 @@ use warden_bundle::{Bundle, Mode};
 #[derive(Debug)]
 pub(crate) struct Unpacked {
     dir: PathBuf,
+    /// `<dir>.lock`, locked (`flock`) while this copy is in use: how another host, in any pid
+    /// namespace, tells a live copy from a dead host's leftover.
+    lock: Option<(PathBuf, fs::File)>,
 }
 
 impl Unpacked {
@@ -24,20 +27,32 @@ impl Unpacked {
             .recursive(true)
             .mode(0o700)
             .create(root)?;
+        // The pid alone is not unique (hosts in other pid namespaces share the data dir).
         let name = format!(
             "{}-{}-{:x}",
             bundle.content_hash().to_string().replace(':', "-"),
-            std::process::id(),
+            host_tag(),
             next_serial()
         );
         collect_leftovers(root);
-        let dir = root.join(name);
-        // A leftover of the same name (a pid reused after a crash) is not trusted.
+        let dir = root.join(&name);
+        // Locked before the folder exists, so no other host ever sees it unlocked.
+        let lock_path = root.join(format!("{name}.lock"));
+        let lock = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&lock_path)?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+        let unpacked = Unpacked {
+            dir: dir.clone(),
+            lock: Some((lock_path, lock)),
+        };
+        // A leftover of the same name is not trusted.
         if dir.exists() {
             remove(&dir)?;
         }
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let unpacked = Unpacked { dir };
         let mut dirs = Vec::new();
         for f in bundle.files() {
             let path = unpacked.dir.join(f.path.as_str());
@@ -77,8 +92,8 @@ impl Unpacked {
     }
 }
 
-/// Removes the copies of host processes that are gone (killed before they could clean up):
-/// a name ends in `-PID-SERIAL`, and `/proc/PID` no longer exists.
+/// Removes the copies of hosts that are gone (killed before they could clean up): a copy
+/// whose lock file is missing or not locked by anyone.
 fn collect_leftovers(root: &Path) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
@@ -86,18 +101,38 @@ fn collect_leftovers(root: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let mut parts = name.rsplitn(3, '-');
-        let (Some(serial), Some(pid)) = (parts.next(), parts.next()) else {
+        if !name.starts_with("sha256-") || !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
+        }
+        let lock_path = root.join(format!("{name}.lock"));
+        // A host locks its copy's file before it makes the folder: a folder without one
+        // was left by a host that died in between (or by an older version).
+        let held = match fs::OpenOptions::new().write(true).open(&lock_path) {
+            Ok(f) => {
+                match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                    Ok(()) => Some(Some(f)),
+                    Err(_) => None, // its host lives
+                }
+            }
+            Err(_) => Some(None),
         };
-        let ours = u64::from_str_radix(serial, 16).is_ok() && name.starts_with("sha256-");
-        if let (true, Ok(pid)) = (ours, pid.parse::<u32>())
-            && pid != std::process::id()
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
+        if let Some(_held) = held {
             let _ = remove(&e.path());
+            let _ = fs::remove_file(&lock_path);
         }
     }
+}
+
+/// This process's part of a copy's name: pid and start time, unique across pid namespaces.
+fn host_tag() -> String {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}x{nanos:x}", std::process::id())
+    })
+    .clone()
 }
 
 fn next_serial() -> u64 {
@@ -133,5 +168,35 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 impl Drop for Unpacked {
     fn drop(&mut self) {
         let _ = remove(&self.dir);
+        if let Some((path, _lock)) = self.lock.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod leftover_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A copy whose lock is held (a live host, in any pid namespace) is kept; one whose lock
+    /// is free or missing (a dead host's) is removed.
+    #[test]
+    fn only_copies_of_dead_hosts_are_collected() {
+        let root = tempfile::tempdir().unwrap();
+        let live = root.path().join("sha256-aa-1x1-0");
+        let dead = root.path().join("sha256-aa-1x2-0");
+        let bare = root.path().join("sha256-aa-1x3-0");
+        for d in [&live, &dead, &bare] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("f"), b"x").unwrap();
+        }
+        let held = fs::File::create(root.path().join("sha256-aa-1x1-0.lock")).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        fs::File::create(root.path().join("sha256-aa-1x2-0.lock")).unwrap();
+        collect_leftovers(root.path());
+        assert!(live.exists());
+        assert!(!dead.exists() && !root.path().join("sha256-aa-1x2-0.lock").exists());
+        assert!(!bare.exists());
     }
 }

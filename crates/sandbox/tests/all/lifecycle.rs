@@ -29,7 +29,10 @@ pub fn wait_alive(path: &Path) {
 }
 
 pub fn assert_dead(path: &Path) {
-    // Three samples 100 ms apart (ten ticks each): unchanged.
+    // The kernel takes a moment to kill a namespace (longer on a loaded machine): wait up to
+    // 3 s for the marker to stop, then three samples 100 ms apart (ten ticks each): unchanged.
+    let end = Instant::now() + Duration::from_secs(3);
+    while marker_changes(path, Duration::from_millis(100)) == Some(true) && Instant::now() < end {}
     for _ in 0..3 {
         assert_eq!(
             marker_changes(path, Duration::from_millis(100)),
