@@ -109,26 +109,36 @@ impl Root {
         let mut bases = Vec::new();
         let mut locks = Vec::new();
         for parent in &parents {
-            // Cleaning up and making this host's folder (then locking it) happen under a lock
-            // on the parent: another host starting at the same moment never finds the new
-            // folder unlocked and takes it for a dead host's.
-            let parent_lock = File::open(parent)
-                .and_then(|f| {
-                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
-                    Ok(f)
-                })
-                .map_err(|e| format!("locking {}: {e}", parent.display()))?;
             remove_dead_hosts(parent);
-            let base = parent.join(&name);
-            std::fs::create_dir(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
-            let lock = File::open(&base)
-                .and_then(|f| {
-                    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
-                    Ok(f)
-                })
-                .map_err(|e| format!("locking {}: {e}", base.display()))?;
+            // No lock on the parent (anyone may read, so lock, a cgroup folder: a user holding
+            // it would hang every host). Instead: make the folder, lock it, and check it is
+            // still there; a host cleaning up at the same moment may take a fresh folder for a
+            // dead host's before it is locked: then try again under another name.
+            let mut made = None;
+            for attempt in 0..8 {
+                let base = parent.join(format!("{name}-{attempt}"));
+                if std::fs::create_dir(&base).is_err() {
+                    continue;
+                }
+                let Ok(lock) = File::open(&base) else {
+                    continue;
+                };
+                if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                    .is_err()
+                    || !base.is_dir()
+                {
+                    continue;
+                }
+                made = Some((base, lock));
+                break;
+            }
+            let (base, lock) = made.ok_or_else(|| {
+                format!(
+                    "could not make and lock a folder of {} (8 tries)",
+                    parent.display()
+                )
+            })?;
             locks.push(lock);
-            drop(parent_lock);
             if version == Version::V2 {
                 std::fs::write(base.join("cgroup.subtree_control"), "+pids +memory")
                     .map_err(|e| format!("enabling pids and memory in {}: {e}", base.display()))?;
