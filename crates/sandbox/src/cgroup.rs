@@ -56,6 +56,8 @@ pub(crate) struct Cgroup {
     usage: Option<File>,
     /// `pids.current`.
     pids: Option<File>,
+    /// `memory.oom_control` (v1) or `memory.events` (v2), read after every call.
+    events: Option<File>,
 }
 
 /// This process's root, found once (with the notes of the search).
@@ -184,15 +186,16 @@ impl Root {
             freeze: None,
             usage: None,
             pids: None,
+            events: None,
         };
         for base in self.bases.iter().chain(&self.freezer) {
             let dir = base.join(n.to_string());
             std::fs::create_dir(&dir)?;
             cg.dirs.push(dir);
         }
-        let usage = match self.version {
-            Version::V1 => "memory.usage_in_bytes",
-            Version::V2 => "memory.current",
+        let (usage, events) = match self.version {
+            Version::V1 => ("memory.usage_in_bytes", "memory.oom_control"),
+            Version::V2 => ("memory.current", "memory.events"),
         };
         let open = |name: &str, write: bool| {
             cg.dirs.iter().find_map(|d| {
@@ -209,6 +212,7 @@ impl Root {
             open("pids.current", false),
         );
         (cg.freeze, cg.usage, cg.pids) = (freeze, usage, pids);
+        cg.events = open(events, false);
         let first = |name: &str| cg.dirs.iter().find(|d| d.join(name).exists());
         let pids = first("pids.max").ok_or_else(|| missing("pids.max"))?;
         std::fs::write(pids.join("pids.max"), processes.to_string())?;
@@ -321,8 +325,11 @@ impl Cgroup {
 
     /// How many times the kernel killed a process of the tree for the memory limit.
     pub(crate) fn oom_kills(&self) -> Option<u64> {
-        let text = self.memory_file("memory.oom_control", "memory.events")?;
-        text.lines()
+        let mut buf = [0u8; 512];
+        let n = self.events.as_ref()?.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n])
+            .ok()?
+            .lines()
             .find_map(|l| l.strip_prefix("oom_kill "))?
             .trim()
             .parse()
