@@ -13,6 +13,8 @@
 #   scripts/noisy-neighbour.sh
 #   NN_DURATION=10s NN_FLOOD_CONNECTIONS=16 NN_MAX_RATIO=1.5 scripts/noisy-neighbour.sh
 #
+# NN_FLOOD_IDLE=1 runs A's wrk under SCHED_IDLE; NN_KEEP=DIR also keeps the service's metrics after
+# the flood; NN_PERF=FILE records a profile of warden during it (NN_PERF_ARGS: perf's options).
 # NN_B_NICE=-10 runs B's client at a higher priority (needs root: both clients share the cores
 # with the service, and a starved client measures its own waits); NN_KEEP=DIR keeps the work
 # folder (wrk's full output).
@@ -127,15 +129,16 @@ b_run warmup 3s
 b_run quiet
 say "A floods with $flood_conns connections; B measured after 3s"
 flood_secs=$(( ${duration%s} + 6 ))
-wrk -t1 -c"$flood_conns" -d"${flood_secs}s" --timeout 10s -s "$work/flood.lua" "$base/" > "$work/a.txt" 2>&1 &
+${NN_FLOOD_IDLE:+chrt -i 0} wrk -t1 -c"$flood_conns" -d"${flood_secs}s" --timeout 10s -s "$work/flood.lua" "$base/" > "$work/a.txt" 2>&1 &
 flood_pid=$!
 sleep 3
 perf_pid=
 if [ -n "${NN_PERF:-}" ]; then # NN_PERF=FILE: a perf profile of warden during the flood
-  perf record -q -F 499 -g -o "$NN_PERF" -p "$server_pid" 2>/dev/null &
+  perf record -q ${NN_PERF_ARGS:--F 499} -g -o "$NN_PERF" -p "$server_pid" 2>/dev/null &
   perf_pid=$!
 fi
 b_run flood
+[ -n "${NN_KEEP:-}" ] && curl -s -H "Authorization: Bearer $(cat "$work/admin.token")" "$base/metrics" > "$work/metrics.txt"
 if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 wait "$flood_pid" || true
 flood_pid=
@@ -159,6 +162,21 @@ flood      $(printf '%9.0f %10.3f %10.3f' "$(rq flood)" "$f50" "$f99")
 B's max ms: quiet $(p quiet 6), flood $(p flood 6); mean ms: quiet $(p quiet 7), flood $(p flood 7)
 B's p99 under flood / quiet: ${ratio}x (goal <= ${max_ratio}x)
 EOF
+# Every answer waits for its audit record's sync, and on a virtual machine a sync can cost far
+# more while every vCPU is busy (the hypervisor's disk emulation competes with them): measured
+# here, idle and with one busy loop per CPU.
+sync_ms() { # -> ms per 512-byte O_DSYNC write
+  dd if=/dev/zero of="$work/sync.probe" bs=512 count=100 oflag=dsync 2>&1 |
+    awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") printf "%.3f", $(i - 1) * 10 }'
+}
+idle_sync=$(sync_ms)
+busy=()
+for _ in $(seq 1 "$(nproc)"); do timeout 10 sh -c 'while :; do :; done' & busy+=($!); done
+sleep 0.2
+busy_sync=$(sync_ms)
+kill "${busy[@]}" 2>/dev/null || true
+wait "${busy[@]}" 2>/dev/null || true
+echo "a disk sync on this machine: ${idle_sync} ms idle, ${busy_sync} ms with every CPU busy"
 if awk -v r="$ratio" -v m="$max_ratio" 'BEGIN { exit !(r <= m) }'; then
   echo "goal: MET"
 else

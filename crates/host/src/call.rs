@@ -200,10 +200,12 @@ impl Inner {
         let top_level = via.chain.is_empty();
         let via = self.with_secret_values(&ext, via).await;
         let caps = self.caps_for(&ext, via);
+        // A busy tenant's call waits its turn from the start, on the long calls' threads.
+        let busy = caps.share.as_ref().is_some_and(warden_runtime::Share::busy);
         let call = call(Arc::clone(&ext), caps);
         // A call from another extension runs inside its caller's task (and turn).
         let outcome = if top_level {
-            self.guests.run(call).await
+            self.guests.run(call, busy).await
         } else {
             call.await
         };

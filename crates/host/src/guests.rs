@@ -1,6 +1,7 @@
 //! The threads guest code runs on: tokio runtimes of their own, apart from the service's. A
 //! call starts on the short calls' threads (one per core and one more); one still running
-//! after `FREE_RUN` moves to the long calls' threads (one per core). So a request's own work
+//! after `FREE_RUN` moves to the long calls' threads (one per core), and a call of a busy
+//! tenant (one with a call past its free run) starts there. So a request's own work
 //! (reading it, checking its key, writing its answer) and the short calls are never queued
 //! behind busy guests' time slices on an executor thread; and among the long calls, turns go
 //! round the tenants (`warden_runtime::Turns`).
@@ -77,9 +78,10 @@ impl Guests {
 
     /// Runs `call` on the guests' threads and waits for it without holding this thread. A
     /// call still running after [`FREE_RUN`] of polling moves to the long calls' threads
-    /// (between two polls: a Wasmtime call is a `Send` future, polled from any thread). If
-    /// the wait is dropped (the client went away), the call is stopped too.
-    pub(crate) async fn run<T, F>(&self, call: F) -> CallOutcome<T>
+    /// (between two polls: a Wasmtime call is a `Send` future, polled from any thread); with
+    /// `long`, it starts there. If the wait is dropped (the client went away), the call is
+    /// stopped too.
+    pub(crate) async fn run<T, F>(&self, call: F, long: bool) -> CallOutcome<T>
     where
         F: Future<Output = CallOutcome<T>> + Send + 'static,
         T: Send + 'static,
@@ -89,6 +91,9 @@ impl Guests {
         };
         // The caller's span (request id, tenant) and subscriber go with it.
         let call = Box::pin(call.in_current_span().with_current_subscriber());
+        if long && let Some(rt) = &self.long {
+            return finish(AbortOnDrop(rt.spawn(call))).await;
+        }
         let first = FirstRun {
             call: Some(call),
             used: Duration::ZERO,
@@ -102,12 +107,15 @@ impl Guests {
             Err(_) => return stopped("the call's task was stopped"),
         };
         let rt = self.long.as_ref().unwrap_or(short);
-        let mut task = AbortOnDrop(rt.spawn(call));
-        match (&mut task.0).await {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_panic() => stopped("the call's task panicked"),
-            Err(_) => stopped("the call's task was stopped"),
-        }
+        finish(AbortOnDrop(rt.spawn(call))).await
+    }
+}
+
+async fn finish<T>(mut task: AbortOnDrop<CallOutcome<T>>) -> CallOutcome<T> {
+    match (&mut task.0).await {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => stopped("the call's task panicked"),
+        Err(_) => stopped("the call's task was stopped"),
     }
 }
 
@@ -199,43 +207,55 @@ mod tests {
     async fn a_long_call_moves_to_the_long_calls_threads() {
         let guests = Guests::start();
         let short = guests
-            .run(async {
-                tokio::task::yield_now().await;
-                here()
-            })
+            .run(
+                async {
+                    tokio::task::yield_now().await;
+                    here()
+                },
+                false,
+            )
             .await;
         assert_eq!(short.result.unwrap(), "warden-guest");
         let long = guests
-            .run(async {
-                for _ in 0..3 {
-                    let t = Instant::now();
-                    while t.elapsed() < FREE_RUN {
-                        std::hint::spin_loop();
+            .run(
+                async {
+                    for _ in 0..3 {
+                        let t = Instant::now();
+                        while t.elapsed() < FREE_RUN {
+                            std::hint::spin_loop();
+                        }
+                        tokio::task::yield_now().await;
                     }
-                    tokio::task::yield_now().await;
-                }
-                here()
-            })
+                    here()
+                },
+                false,
+            )
             .await;
         assert_eq!(long.result.unwrap(), "warden-guest-long");
+        // A busy tenant's call starts there.
+        let busy = guests.run(async { here() }, true).await;
+        assert_eq!(busy.result.unwrap(), "warden-guest-long");
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_call_moved_while_waiting_is_woken_where_it_went() {
         let guests = Guests::start();
         let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
-        let call = guests.run(async move {
-            let t = Instant::now();
-            while t.elapsed() < FREE_RUN {
-                std::hint::spin_loop();
-            }
-            // Moved while waiting: only the sender's wake can resume it.
-            let n = rx.await.unwrap();
-            CallOutcome {
-                result: Ok((n, std::thread::current().name().unwrap_or("").to_string())),
-                report: CallReport::default(),
-            }
-        });
+        let call = guests.run(
+            async move {
+                let t = Instant::now();
+                while t.elapsed() < FREE_RUN {
+                    std::hint::spin_loop();
+                }
+                // Moved while waiting: only the sender's wake can resume it.
+                let n = rx.await.unwrap();
+                CallOutcome {
+                    result: Ok((n, std::thread::current().name().unwrap_or("").to_string())),
+                    report: CallReport::default(),
+                }
+            },
+            false,
+        );
         let send = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             tx.send(7).unwrap();

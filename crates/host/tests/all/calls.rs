@@ -233,3 +233,24 @@ fn data_dirs_are_private_and_shared_ones_are_refused() {
         .unwrap();
     assert!(e.to_string().contains("writable by other users"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_calls_instance_slot_comes_back() {
+    let lab = Lab::new();
+    let id = lab.load("echo");
+    let capacity = lab.host.pool_usage().capacity;
+    // More calls than the pool has slots, one after another: each one's slot comes back.
+    for i in 0..capacity + 20 {
+        let out = lab.call(&id, "echo", br#"{"n":1}"#).await;
+        assert!(out.is_ok(), "call {i}: {:?}", out.err());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while lab.host.pool_usage().instances > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "instances still live: {:?}",
+            lab.host.pool_usage()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -82,6 +82,8 @@ name = "exit"
 [[methods]]
 name = "fill"
 [[methods]]
+name = "fillmany"
+[[methods]]
 name = "escape"
 [[methods]]
 name = "flood"
@@ -448,10 +450,57 @@ async fn read_write_folders_need_the_policy_and_are_held_to_the_file_quota() {
     assert_eq!(call(&lab, &id, "chmod", "").await.unwrap(), "done");
     load(&lab, "rw-allowed", DATA, &Grant::All);
     assert_eq!(call(&lab, &id, "fill", "1").await.unwrap(), "1");
-    assert_eq!(call(&lab, &id, "fill", "3").await.unwrap(), "3");
-    let e = call(&lab, &id, "pid", "").await.unwrap_err();
+    // A call that leaves its folder over the quota fails, answer or not.
+    let e = call(&lab, &id, "fill", "3").await.unwrap_err();
     assert!(matches!(e, CallError::Quota(_)), "{e:?}");
     assert_eq!(last(&lab, Event::Limit).outcome(), Outcome::TooLarge);
+    // And the next is refused before its process starts.
+    let e = call(&lab, &id, "pid", "").await.unwrap_err();
+    assert!(matches!(e, CallError::Quota(_)), "{e:?}");
+}
+
+/// The bytes of every file under the tenants' folders (the installs' read-write folders).
+fn folder_bytes(lab: &Lab) -> u64 {
+    fn walk(p: &std::path::Path) -> u64 {
+        let mut n = 0;
+        for e in fs::read_dir(p).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            n += if m.is_dir() { walk(&e.path()) } else { m.len() };
+        }
+        n
+    }
+    walk(&lab.dir.path().join("data").join("tenants"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_writing_many_files_is_stopped_at_the_quota_during_its_call() {
+    // Each file is under RLIMIT_FSIZE, so only the host's watch on the folder can stop this
+    // one: without it the call writes 1 GiB before it answers.
+    let lab = Lab::with_policy(
+        Policy::parse(
+            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"4MiB\"\n",
+        )
+        .unwrap(),
+    );
+    let id = load(&lab, "rw-many", DATA, &Grant::All);
+    let before = folder_bytes(&lab);
+    let started = std::time::Instant::now();
+    let e = call(&lab, &id, "fillmany", "1024").await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, CallError::Quota(_)), "{e:?}");
+    assert!(e.to_string().contains("[policy.files]"), "{e}");
+    let written = folder_bytes(&lab) - before;
+    assert!(written > 4 << 20, "it did write past the quota: {written}");
+    assert!(
+        written < 256 << 20,
+        "stopped soon after the quota, not at the end: {written} bytes in {took:?}"
+    );
+    // Audited as a limit; and the process is gone: nothing more is written.
+    assert_eq!(last(&lab, Event::Limit).outcome(), Outcome::TooLarge);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(folder_bytes(&lab) - before, written);
+    let e = call(&lab, &id, "pid", "").await.unwrap_err();
+    assert!(matches!(e, CallError::Quota(_)), "{e:?}");
 }
 
 /// A process extension in Python: answers `call` with its input reversed, after counting the

@@ -130,6 +130,13 @@ enum Parked {
 /// How long a warm process may stay parked without a call before it is killed.
 pub const PARKED_FOR: Duration = Duration::from_secs(10);
 
+/// How often the read-write folders are measured while a call runs: the kernel cannot hold a
+/// bind-mounted folder to a byte quota, so a program writing many files (each under
+/// `RLIMIT_FSIZE`) is stopped by this watch instead, at most one pause after it went over.
+/// A folder that takes longer to measure is measured less often (at most a fifth of the time).
+const QUOTA_WATCH_MIN: Duration = Duration::from_millis(20);
+const QUOTA_WATCH_MAX: Duration = Duration::from_millis(500);
+
 impl Worker {
     fn start(mut child: Child) -> std::io::Result<Worker> {
         let (Some(i), Some(o), Some(e)) =
@@ -580,20 +587,24 @@ impl ProcessInstall {
     /// The read-write folders over the file quota, measured now (see `writable_mounts`).
     async fn over_quota(&self) -> Option<CallError> {
         let (roots, files) = self.writable.clone()?;
-        let used = tokio::task::spawn_blocking(move || {
-            roots.iter().fold((0u64, 0u64), |(b, e), r| {
-                let u = warden_fs::quota::walk(r, files.max_entries);
-                (b.saturating_add(u.bytes), e.saturating_add(u.entries))
-            })
-        })
-        .await
-        .unwrap_or((u64::MAX, u64::MAX));
-        (used.0 > files.max_bytes.bytes() || used.1 > files.max_entries).then(|| {
-            CallError::Quota(format!(
-                "the read-write folders hold {} bytes in {} entries; [policy.files] allows {} in {}",
-                used.0, used.1, files.max_bytes, files.max_entries
-            ))
-        })
+        over_quota(roots, files).await
+    }
+
+    /// Ends (with the quota's error) once the read-write folders are over the file quota,
+    /// measured every [`QUOTA_WATCH_MIN`] or more; never without read-write folders.
+    async fn watch_quota(&self) -> CallError {
+        let Some((roots, files)) = self.writable.clone() else {
+            return std::future::pending().await;
+        };
+        let mut pause = QUOTA_WATCH_MIN;
+        loop {
+            tokio::time::sleep(pause).await;
+            let measured = Instant::now();
+            if let Some(e) = over_quota(roots.clone(), files).await {
+                return e;
+            }
+            pause = (measured.elapsed() * 4).clamp(QUOTA_WATCH_MIN, QUOTA_WATCH_MAX);
+        }
     }
 
     /// Sends `call {method, input}` to a process of this install, with `caps` answering its
@@ -630,51 +641,69 @@ impl ProcessInstall {
                 Ok(Err(e)) => return failed(started, e),
                 Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
             };
-        let out = worker
-            .session
-            .call_capturing(
+        // On this thread's CPU: see `Child::run_here`. Only speed depends on it.
+        let _ = worker.child.run_here();
+        let ended = {
+            let exchange = worker.session.call_capturing(
                 &mut worker.stderr,
                 Call { method, input },
                 &self.protocol,
                 &api,
                 deadline,
-            )
-            .await;
+            );
+            tokio::select! {
+                biased;
+                out = exchange => Ended::Answered(out),
+                e = self.watch_quota() => Ended::OverQuota(e),
+            }
+        };
         worker.calls += 1;
+        // What the call left in its folders counts too: a call that answered over the quota
+        // fails, and its process (which may write on) is not kept.
+        let (reply, out_stderr, out_truncated) = match ended {
+            Ended::Answered(out) => match self.over_quota().await {
+                None => (Ok(out.reply), out.stderr, out.stderr_truncated),
+                Some(e) => (Err(e), out.stderr, out.stderr_truncated),
+            },
+            Ended::OverQuota(e) => (Err(e), Vec::new(), false),
+        };
+        let over_quota = reply.is_err();
 
         let cap = self.protocol.max_stderr_bytes();
-        let stderr_truncated = out.stderr_truncated || earlier.len() + out.stderr.len() > cap;
+        let stderr_truncated = out_truncated || earlier.len() + out_stderr.len() > cap;
         let mut stderr = earlier;
         stderr.extend_from_slice(
-            &out.stderr[..out.stderr.len().min(cap.saturating_sub(stderr.len()))],
+            &out_stderr[..out_stderr.len().min(cap.saturating_sub(stderr.len()))],
         );
-        let result = match out.reply {
-            Ok(Reply {
+        let result = match reply {
+            Err(quota) => Err(quota),
+            Ok(Ok(Reply {
                 output: Ok(bytes), ..
-            }) if bytes.len() as u64 > limits.max_response_bytes.bytes() => {
+            })) if bytes.len() as u64 > limits.max_response_bytes.bytes() => {
                 Err(CallError::TooLarge {
                     what: "result",
                     size: bytes.len() as u64,
                     limit: limits.max_response_bytes,
                 })
             }
-            Ok(Reply {
+            Ok(Ok(Reply {
                 output: Ok(bytes), ..
-            }) => Ok(bytes),
-            Ok(Reply { output: Err(e), .. }) => Err(CallError::Extension {
+            })) => Ok(bytes),
+            Ok(Ok(Reply { output: Err(e), .. })) => Err(CallError::Extension {
                 code: e.name.to_string(),
                 message: e.message,
             }),
-            Err(ProtocolError::Deadline) => Err(CallError::Timeout(limits.max_execution_time)),
-            Err(e) => Err(worker.failure(&e, limits.max_memory)),
+            Ok(Err(ProtocolError::Deadline)) => Err(CallError::Timeout(limits.max_execution_time)),
+            Ok(Err(e)) => Err(worker.failure(&e, limits.max_memory)),
         };
         // A process of the tree killed for the cgroup's memory limit: the call hit its limit
         // even if the program answered, and the process is not kept (its count would carry
         // over to the next call).
         let oom = worker.child.oom_killed();
-        let parked = (!oom && !worker.session.is_broken() && worker.calls < self.warm_calls)
-            .then(|| worker.park())
-            .flatten();
+        let parked =
+            (!oom && !over_quota && !worker.session.is_broken() && worker.calls < self.warm_calls)
+                .then(|| worker.park())
+                .flatten();
         let keep = parked.is_some();
         // A process kept warm says what it holds now (its peak would be its whole life's);
         // one that ends, its peak.
@@ -683,6 +712,9 @@ impl ProcessInstall {
             idle.push(worker);
             drop(idle);
             self.sweep_later();
+        } else if over_quota {
+            // Dead before the answer goes out: it must not write on after its call.
+            let _ = tokio::task::spawn_blocking(move || drop(worker)).await;
         } else {
             // Killing is a signal, reaping a wait: off the executor.
             tokio::task::spawn_blocking(move || drop(worker));
@@ -715,6 +747,31 @@ impl ProcessInstall {
             },
         }
     }
+}
+
+/// How a call's exchange with its process ended.
+enum Ended {
+    Answered(warden_process::Output),
+    /// The read-write folders went over the quota first (the exchange was dropped).
+    OverQuota(CallError),
+}
+
+/// The read-write folders `roots` over the file quota, measured now.
+async fn over_quota(roots: Vec<std::path::PathBuf>, files: FileLimits) -> Option<CallError> {
+    let used = tokio::task::spawn_blocking(move || {
+        roots.iter().fold((0u64, 0u64), |(b, e), r| {
+            let u = warden_fs::quota::walk(r, files.max_entries);
+            (b.saturating_add(u.bytes), e.saturating_add(u.entries))
+        })
+    })
+    .await
+    .unwrap_or((u64::MAX, u64::MAX));
+    (used.0 > files.max_bytes.bytes() || used.1 > files.max_entries).then(|| {
+        CallError::Quota(format!(
+            "the read-write folders hold {} bytes in {} entries; [policy.files] allows {} in {}",
+            used.0, used.1, files.max_bytes, files.max_entries
+        ))
+    })
 }
 
 /// What this machine's kernel offers the sandbox, in one line per feature (probed once).

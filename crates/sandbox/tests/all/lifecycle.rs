@@ -203,3 +203,28 @@ fn a_frozen_sandbox_runs_nothing_until_thawed() {
     );
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn run_here_moves_the_program_to_the_callers_cpu() {
+    let sb = sandbox(profile());
+    let mut child = sb.spawn(&invocation(&["sleep"])).unwrap();
+    let allowed = |c: &warden_sandbox::Child| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", c.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    for cpu in 0..cores {
+        // This thread on one CPU, then the program follows it there.
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(cpu);
+        rustix::thread::sched_setaffinity(None, &one).unwrap();
+        child.run_here().unwrap();
+        assert_eq!(allowed(&child), cpu.to_string());
+    }
+    child.kill().unwrap();
+}
