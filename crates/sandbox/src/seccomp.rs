@@ -1,6 +1,6 @@
 //! The seccomp-bpf filters, compiled once per [`Sandbox`](crate::Sandbox) with `seccompiler`.
 //!
-//! Two filters are installed; the kernel runs both and keeps the most restrictive answer. In
+//! Three filters are installed; the kernel runs all and keeps the most restrictive answer. In
 //! the order of this list (the allowlist is installed last since it refuses `seccomp(2)`):
 //!
 //! 1. **The allowlist.** Its first instructions (emitted by `seccompiler`) compare
@@ -16,6 +16,11 @@
 //! 2. **`clone3` → `ENOSYS`.** `clone3` takes its flags in memory that BPF cannot read, so it
 //!    cannot be checked for namespace flags; `ENOSYS` makes glibc fall back to `clone`, whose
 //!    flags the allowlist checks.
+//! 3. **`fallocate` → `EOPNOTSUPP`.** It reserves disk space without writing it, in one call,
+//!    and with `FALLOC_FL_KEEP_SIZE` past `RLIMIT_FSIZE`: a program filled a read-write
+//!    folder's whole file system (1 GiB past a 4 MiB quota) faster than any measure could
+//!    stop it (outside attack). `EOPNOTSUPP` makes glibc's `posix_fallocate` write the zeros
+//!    itself, which the file-size limit and the quota's watch bound.
 //!
 //! Refused outright (not in the allowlist): `ptrace`, `process_vm_readv/writev`, `mount`,
 //! `umount2`, `pivot_root`, `chroot`, `bpf`, `keyctl`, `add_key`, `request_key`,
@@ -66,7 +71,6 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_ftruncate,
-    libc::SYS_fallocate,
     libc::SYS_sendfile,
     libc::SYS_copy_file_range,
     libc::SYS_splice,
@@ -261,7 +265,7 @@ fn compile(
 
 /// The two filters, in the order they are installed (the allowlist last, as it refuses
 /// `seccomp(2)` itself).
-pub(crate) fn filters() -> Result<[BpfProgram; 2], FilterError> {
+pub(crate) fn filters() -> Result<[BpfProgram; 3], FilterError> {
     use SeccompCmpArgLen::{Dword, Qword};
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
@@ -274,8 +278,10 @@ pub(crate) fn filters() -> Result<[BpfProgram; 2], FilterError> {
             0,
         )?])?],
     );
-    // clone3 passes the allowlist and is answered ENOSYS by the second filter.
+    // clone3 passes the allowlist and is answered ENOSYS by the second filter; fallocate,
+    // EOPNOTSUPP by the third.
     allow.insert(libc::SYS_clone3, Vec::new());
+    allow.insert(libc::SYS_fallocate, Vec::new());
     allow.insert(
         libc::SYS_socket,
         vec![rule(vec![cond(
@@ -317,7 +323,14 @@ pub(crate) fn filters() -> Result<[BpfProgram; 2], FilterError> {
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
     )?;
-    Ok([clone3, allowlist])
+    let mut no_fallocate = BTreeMap::new();
+    no_fallocate.insert(libc::SYS_fallocate, Vec::new());
+    let fallocate = compile(
+        no_fallocate,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EOPNOTSUPP as u32),
+    )?;
+    Ok([clone3, fallocate, allowlist])
 }
 
 #[cfg(test)]
@@ -327,8 +340,8 @@ mod tests {
 
     #[test]
     fn compiles_and_refuses_the_listed_calls() {
-        let [a, b] = filters().unwrap();
-        assert!(!a.is_empty() && !b.is_empty());
+        let [a, b, c] = filters().unwrap();
+        assert!(!a.is_empty() && !b.is_empty() && !c.is_empty());
         for nr in [
             libc::SYS_ptrace,
             libc::SYS_mount,

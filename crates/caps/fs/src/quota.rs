@@ -270,6 +270,117 @@ pub fn walk(root: &Path, max_entries: u64) -> Usage {
     u
 }
 
+/// Folders deeper than this make [`walk_consistent`] give up (counted as full): each level
+/// holds a descriptor while it is listed.
+const MAX_DEPTH: usize = 128;
+/// Walks [`walk_consistent`] starts over when the tree changed under it before it gives up.
+const WALK_ATTEMPTS: usize = 4;
+
+/// [`walk`] for a folder a program may be changing while it is measured (a process
+/// extension's, whose program runs during the walk): every folder is entered through its
+/// parent's descriptor and every entry is checked to be the one its folder listed (same
+/// inode), so a rename or an exchange of names between the listing and the visit, which could
+/// hide a folder from a walk by path (outside attack: 600 MiB to 1.5 GiB left past a 4 MiB
+/// quota), is seen. Then the walk starts over; a tree still changing after
+/// [`WALK_ATTEMPTS`] walks, deeper than [`MAX_DEPTH`], or unreadable, counts as full.
+pub fn walk_consistent(root: &Path, max_entries: u64) -> Usage {
+    const FULL: Usage = Usage {
+        bytes: u64::MAX,
+        entries: u64::MAX,
+    };
+    for _ in 0..WALK_ATTEMPTS {
+        match walk_once(root, max_entries) {
+            Ok(u) => return u,
+            Err(Drift::Changed) => continue,
+            Err(Drift::Unknown) => return FULL,
+        }
+    }
+    FULL
+}
+
+enum Drift {
+    /// An entry was renamed, replaced or removed while the walk ran.
+    Changed,
+    /// Unreadable, or too deep.
+    Unknown,
+}
+
+fn walk_once(root: &Path, max_entries: u64) -> Result<Usage, Drift> {
+    use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags};
+    use rustix::io::Errno;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut u = Usage::default();
+    let top = match rustix::fs::openat(CWD, root, dir_flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(u),
+        Err(_) => return Err(Drift::Unknown),
+    };
+    let dev = rustix::fs::fstat(&top).map_err(|_| Drift::Unknown)?.st_dev;
+    // A folder's times before its listing: changed after it, an entry moved in or out while
+    // it was listed (and a listing may then miss it).
+    let stamp = |fd: &std::os::fd::OwnedFd| {
+        rustix::fs::fstat(fd)
+            .map(|st| (st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec))
+            .map_err(|_| Drift::Unknown)
+    };
+    let listing = |fd: &std::os::fd::OwnedFd| Dir::read_from(fd).map_err(|_| Drift::Unknown);
+    // One (folder, its listing, its times) per level being walked.
+    let top_stamp = stamp(&top)?;
+    let mut stack = vec![(listing(&top)?, top, top_stamp)];
+    loop {
+        let depth = stack.len();
+        let Some((dir, fd, before)) = stack.last_mut() else {
+            break;
+        };
+        if u.entries > max_entries {
+            break;
+        }
+        let Some(entry) = dir.next() else {
+            if stamp(fd)? != *before {
+                return Err(Drift::Changed);
+            }
+            stack.pop();
+            continue;
+        };
+        let entry = entry.map_err(|_| Drift::Unknown)?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let st = match rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Err(Drift::Changed),
+            Err(_) => return Err(Drift::Unknown),
+        };
+        if st.st_ino != entry.ino() {
+            return Err(Drift::Changed);
+        }
+        u.entries = u.entries.saturating_add(1);
+        let len = u64::try_from(st.st_size).unwrap_or(0);
+        let on_disk = u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512);
+        u.bytes = u.bytes.saturating_add(len.max(on_disk));
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_dev == dev {
+            if depth >= MAX_DEPTH {
+                return Err(Drift::Unknown);
+            }
+            let sub = match rustix::fs::openat(&*fd, name, dir_flags, Mode::empty()) {
+                Ok(sub) => sub,
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Err(Drift::Changed),
+                Err(_) => return Err(Drift::Unknown),
+            };
+            let opened = rustix::fs::fstat(&sub).map_err(|_| Drift::Unknown)?;
+            if opened.st_ino != st.st_ino || opened.st_dev != st.st_dev {
+                return Err(Drift::Changed);
+            }
+            let sub_stamp = stamp(&sub)?;
+            let list = listing(&sub)?;
+            stack.push((list, sub, sub_stamp));
+            continue;
+        }
+    }
+    Ok(u)
+}
+
 /// The file system quota of one (tenant, extension): how many bytes and entries its folder of
 /// mounts may hold. Created by the host at load, and shared (it is an `Arc`) by every call of
 /// the install; its budget lives on disk beside the folder (see the module docs), so every
@@ -995,6 +1106,78 @@ mod tests {
         // Removed again (std removes by descriptor), the folder measures normally.
         std::fs::remove_dir_all(&top).unwrap();
         assert_eq!(walk(&root, 10_000).bytes, 0);
+    }
+
+    #[test]
+    fn the_consistent_walk_counts_as_the_walk_does_and_reads_past_path_max() {
+        let dir = Scratch::new("walk-consistent");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), vec![0u8; 10_000]).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("big"), vec![0u8; 100_000]).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        assert_eq!(walk_consistent(&root, 100), walk(&root, 100));
+        assert_eq!(walk_consistent(&root, 100).entries, 4);
+        assert!(walk_consistent(&root, 1).entries > 1);
+        // Nested past PATH_MAX: entered through descriptors, so measured, not guessed.
+        let name = "d".repeat(250);
+        let top = root.join("top");
+        std::fs::create_dir(&top).unwrap();
+        std::fs::write(top.join("f"), vec![0u8; 65536]).unwrap();
+        for _ in 0..20 {
+            let new = root.join("new");
+            std::fs::create_dir(&new).unwrap();
+            std::fs::rename(&top, new.join(&name)).unwrap();
+            std::fs::rename(&new, &top).unwrap();
+        }
+        let u = walk_consistent(&root, 10_000);
+        assert!(u.bytes > 65536 + 10_000 && u.bytes < 1 << 20, "{u:?}");
+        // Deeper than MAX_DEPTH: counted as full.
+        let mut deep = root.join("deep");
+        for _ in 0..MAX_DEPTH + 1 {
+            deep = deep.join("x");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(walk_consistent(&root, 10_000).bytes, u64::MAX);
+    }
+
+    /// Outside attack: a program renamed its data folder between the walk's listing of the
+    /// parent and its visit, so a walk by path skipped it. Here a thread keeps moving a folder
+    /// with 1 MiB in it between two names (and through a third) while the folder is measured:
+    /// every measure sees the MiB, or counts the folder as full.
+    #[test]
+    fn a_folder_moved_while_measured_is_never_missed() {
+        let dir = Scratch::new("walk-moving");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/data"), vec![1u8; 1 << 20]).unwrap();
+        for i in 0..200 {
+            std::fs::create_dir(root.join(format!("pad{i}"))).unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mover = {
+            let (root, stop) = (root.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let names = ["a", "zz", "m"];
+                let mut at = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let next = (at + 1) % names.len();
+                    std::fs::rename(root.join(names[at]), root.join(names[next])).unwrap();
+                    at = next;
+                }
+            })
+        };
+        let mut full = 0;
+        for _ in 0..300 {
+            let u = walk_consistent(&root, 10_000);
+            assert!(u.bytes >= 1 << 20, "the moving MiB was missed: {u:?}");
+            full += usize::from(u.bytes == u64::MAX);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        mover.join().unwrap();
+        eprintln!("{full} of 300 measures counted the churning folder as full");
     }
 
     #[tokio::test]

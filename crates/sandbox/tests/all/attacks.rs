@@ -17,6 +17,7 @@ const EFBIG: i64 = 27;
 const ENOSPC: i64 = 28;
 const EROFS: i64 = 30;
 const ENOSYS: i64 = 38;
+const EOPNOTSUPP: i64 = 95;
 
 #[test]
 fn the_kernel_has_what_the_sandbox_needs() {
@@ -223,6 +224,26 @@ fn huge_files() {
     exited(&out, 0);
     assert_eq!(field(&line, "mib"), 2, "{line}");
     assert_eq!(field(&line, "errno"), EFBIG, "{line}");
+}
+
+#[test]
+fn reserving_disk_space_past_the_file_size_limit() {
+    // fallocate with FALLOC_FL_KEEP_SIZE reserves blocks that RLIMIT_FSIZE does not count.
+    let host = tempfile::tempdir().unwrap();
+    let target = host.path().join("held");
+    let plain = run_plain(&["alloc", target.to_str().unwrap(), "64"]);
+    assert_eq!(field(&plain, "errno"), 0, "{plain}");
+    assert_eq!(field(&plain, "mib"), 64, "{plain}");
+    // In the sandbox, with a 2 MiB file size limit: refused as unsupported, nothing held.
+    let data = scratch();
+    let sb = sandbox(with_rw(data.path()).limits(Limits {
+        file_size: 2 << 20,
+        ..limits()
+    }));
+    let (out, line) = run_in(&sb, &["alloc", "/data/held", "64"]);
+    exited(&out, 0);
+    assert_eq!(field(&line, "errno"), EOPNOTSUPP, "{line}");
+    assert_eq!(field(&line, "mib"), 0, "{line}");
 }
 
 #[test]

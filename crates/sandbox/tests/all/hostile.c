@@ -132,6 +132,21 @@ static int big_write(const char *path, long mib) {
     return 0;
 }
 
+/* alloc PATH MIB: reserves MIB MiB with fallocate(FALLOC_FL_KEEP_SIZE), which RLIMIT_FSIZE
+   does not bound; prints the blocks it holds then (in MiB) and errno. */
+static int alloc(const char *path, long mib) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) { printf("RESULT mib=0 errno=%d\n", errno); return 0; }
+    int err = 0;
+    if (syscall(SYS_fallocate, fd, 1 /* FALLOC_FL_KEEP_SIZE */, 0L, mib << 20) != 0) err = errno;
+    struct stat st;
+    long held = fstat(fd, &st) == 0 ? (long)(st.st_blocks * 512 >> 20) : -1;
+    close(fd);
+    unlink(path);
+    printf("RESULT mib=%ld errno=%d\n", held, err);
+    return 0;
+}
+
 /* read PATH: reads up to 4 KiB, prints the byte count or errno. */
 static int read_file(const char *path) {
     int fd = open(path, O_RDONLY);
@@ -273,6 +288,7 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "spread") && argc > 3) return spread(n, atol(argv[3]));
     if (!strcmp(a, "write") && argc > 3) return big_write(argv[2], atol(argv[3]));
     if (!strcmp(a, "read") && argc > 2) return read_file(argv[2]);
+    if (!strcmp(a, "alloc") && argc > 3) return alloc(argv[2], atol(argv[3]));
     if (!strcmp(a, "list") && argc > 2) return list(argv[2]);
     if (!strcmp(a, "ptrace")) return trace(n);
     if (!strcmp(a, "x32")) return x32();
