@@ -341,6 +341,19 @@ static void handle(long id, const char *method, const char *arg) {
         }
         snprintf(buf, sizeof buf, "%d", wrote);
         answer(id, buf);
+    } else if (strcmp(method, "holddeleted") == 0) {
+        /* N MiB in a file it deletes at once and keeps open: in no folder, still on disk. */
+        static char block[1 << 20];
+        static int held = -1;
+        int n = atoi(arg), wrote = 0;
+        held = open("/data/held", O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (held >= 0) {
+            unlink("/data/held");
+            for (int i = 0; i < n; i++)
+                if (write(held, block, sizeof block) == (ssize_t)sizeof block) wrote++;
+        }
+        snprintf(buf, sizeof buf, "%d", wrote);
+        answer(id, buf);
     } else if (strcmp(method, "fillmany") == 0) {
         /* Up to N files of 1 MiB, each under RLIMIT_FSIZE, as fast as it can: only the
            host's watch on the folder stops it before the end. */

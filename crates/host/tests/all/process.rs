@@ -84,6 +84,8 @@ name = "fill"
 [[methods]]
 name = "fillmany"
 [[methods]]
+name = "holddeleted"
+[[methods]]
 name = "escape"
 [[methods]]
 name = "flood"
@@ -457,6 +459,29 @@ async fn read_write_folders_need_the_policy_and_are_held_to_the_file_quota() {
     // And the next is refused before its process starts.
     let e = call(&lab, &id, "pid", "").await.unwrap_err();
     assert!(matches!(e, CallError::Quota(_)), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_deleted_but_kept_open_counts_against_the_quota() {
+    // Outside attack: such a file is in no folder, so a walk of the folder missed it, and a
+    // warm process kept it (and its disk space) between calls.
+    let lab = Lab::with_policy(
+        Policy::parse(
+            "[policy.process]\nwritable_mounts = true\nwarm_calls = 100\n[policy.files]\nmax_bytes = \"4MiB\"\n",
+        )
+        .unwrap(),
+    );
+    let id = load(&lab, "rw-held", DATA, &Grant::All);
+    let before = folder_bytes(&lab);
+    // Under the quota: fine, and the process is kept.
+    assert_eq!(call(&lab, &id, "holddeleted", "2").await.unwrap(), "2");
+    assert_eq!(folder_bytes(&lab), before, "the folders show none of it");
+    // Over it, though the folder is empty: the call fails, as a limit.
+    let e = call(&lab, &id, "holddeleted", "8").await.unwrap_err();
+    assert!(matches!(e, CallError::Quota(_)), "{e:?}");
+    assert_eq!(last(&lab, Event::Limit).outcome(), Outcome::TooLarge);
+    // Its process is gone with what it held, and the install serves the next call.
+    assert_eq!(call(&lab, &id, "holddeleted", "1").await.unwrap(), "1");
 }
 
 /// The bytes of every file under the tenants' folders (the installs' read-write folders).
