@@ -191,10 +191,8 @@ impl Worker {
             self.parked = Some((Instant::now(), Parked::Frozen));
             return Some(self.child.memory_now().unwrap_or(0));
         }
-        let (cpu, rss, threads) = match self.child.stat() {
-            Some(s) if matches!(s.state, b'R' | b'S' | b'D') => {
-                (s.cpu_ticks, s.rss_bytes, s.threads)
-            }
+        let (cpu, rss) = match self.child.stat() {
+            Some(s) if matches!(s.state, b'R' | b'S' | b'D') => (s.cpu_ticks, s.rss_bytes),
             _ => return None,
         };
         if rustix::process::pidfd_send_signal(self.child.pidfd(), rustix::process::Signal::STOP)
@@ -205,8 +203,19 @@ impl Worker {
         // A stop reaches the program only: another process of its sandbox (a child, a
         // double-forked daemon, which the program inherits as init of its pid namespace) would
         // run on, writing to its folders, while it is parked. Not kept then (outside attack:
-        // 450-650 MB written in the 10 s before the sweep). Checked once the stop is sent, so
-        // a fork can only race the stop itself.
+        // 450-650 MB written in the 10 s before the sweep). Checked once the stop has landed:
+        // a child being forked as it was sent is on the list by then (second attack: a fork
+        // racing the stop won 3 of 4 times when checked at once). A stop that does not land
+        // within a few milliseconds: not kept either.
+        let sent = Instant::now();
+        let threads = loop {
+            match self.child.stat() {
+                // Its threads now (one made since the first look may have forked).
+                Some(s) if s.state == b'T' => break s.threads,
+                Some(_) if sent.elapsed() < Duration::from_millis(5) => std::thread::yield_now(),
+                _ => return None,
+            }
+        };
         if self.child.others(threads) != Some(false) {
             return None;
         }
