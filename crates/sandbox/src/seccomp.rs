@@ -316,21 +316,18 @@ pub(crate) fn filters() -> Result<[BpfProgram; 3], FilterError> {
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
     )?;
-    let mut no_clone3 = BTreeMap::new();
-    no_clone3.insert(libc::SYS_clone3, Vec::new());
-    let clone3 = compile(
-        no_clone3,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-    )?;
-    let mut no_fallocate = BTreeMap::new();
-    no_fallocate.insert(libc::SYS_fallocate, Vec::new());
-    let fallocate = compile(
-        no_fallocate,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EOPNOTSUPP as u32),
-    )?;
-    Ok([clone3, fallocate, allowlist])
+    let answer = |nr: i64, errno: i32| {
+        compile(
+            BTreeMap::from([(nr, Vec::new())]),
+            SeccompAction::Allow,
+            SeccompAction::Errno(errno as u32),
+        )
+    };
+    Ok([
+        answer(libc::SYS_clone3, libc::ENOSYS)?,
+        answer(libc::SYS_fallocate, libc::EOPNOTSUPP)?,
+        allowlist,
+    ])
 }
 
 #[cfg(test)]

@@ -1062,13 +1062,7 @@ mod tests {
     #[test]
     fn the_walk_counts_without_following_symlinks_and_stops_early() {
         let dir = Scratch::new("walk");
-        let root = dir.path().join("files");
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::fs::write(root.join("a/b/f"), vec![0u8; 10_000]).unwrap();
-        let outside = dir.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::write(outside.join("big"), vec![0u8; 100_000]).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let root = small_tree(dir.path());
         let u = walk(&root, 100);
         assert_eq!(u.entries, 4);
         assert!(u.bytes >= 10_000 && u.bytes < 100_000, "{u:?}");
@@ -1079,17 +1073,22 @@ mod tests {
         assert!(walk(&root, 100).bytes >= 1 << 30);
     }
 
-    /// Red team round 3: folders nested past PATH_MAX (made through directory descriptors)
-    /// could not be read by path, were skipped, and counted as empty: 248 MB against 4 MiB.
-    #[test]
-    fn what_the_walk_cannot_read_counts_as_full() {
-        let dir = Scratch::new("deep");
-        let root = dir.path().join("files");
-        std::fs::create_dir_all(&root).unwrap();
-        // Descend by changing the working folder of a child process's shell is not needed:
-        // build the chain through relative paths from each level (each step is short).
-        // Built inside out with short paths only (as a guest does through descriptors): each
-        // step moves the chain one level down under a new 250-byte name.
+    /// `base/files` with 10,000 bytes in `a/b/f` and a symlink to 100,000 bytes outside it.
+    fn small_tree(base: &Path) -> PathBuf {
+        let root = base.join("files");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), vec![0u8; 10_000]).unwrap();
+        let outside = base.join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("big"), vec![0u8; 100_000]).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        root
+    }
+
+    /// `root/top`, a chain of 20 folders with 250-byte names (past PATH_MAX) over a 64 KiB
+    /// file. Built inside out with short paths only (as a guest does through descriptors):
+    /// each step moves the chain one level down under a new name.
+    fn nested_past_path_max(root: &Path) -> PathBuf {
         let name = "d".repeat(250);
         let top = root.join("top");
         std::fs::create_dir(&top).unwrap();
@@ -1100,6 +1099,17 @@ mod tests {
             std::fs::rename(&top, new.join(&name)).unwrap();
             std::fs::rename(&new, &top).unwrap();
         }
+        top
+    }
+
+    /// Red team round 3: folders nested past PATH_MAX (made through directory descriptors)
+    /// could not be read by path, were skipped, and counted as empty: 248 MB against 4 MiB.
+    #[test]
+    fn what_the_walk_cannot_read_counts_as_full() {
+        let dir = Scratch::new("deep");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        let top = nested_past_path_max(&root);
         let u = walk(&root, 10_000);
         assert_eq!(u.bytes, u64::MAX, "{u:?}");
         // Removed again (std removes by descriptor), the folder measures normally.
@@ -1110,27 +1120,12 @@ mod tests {
     #[test]
     fn the_consistent_walk_counts_as_the_walk_does_and_reads_past_path_max() {
         let dir = Scratch::new("walk-consistent");
-        let root = dir.path().join("files");
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::fs::write(root.join("a/b/f"), vec![0u8; 10_000]).unwrap();
-        let outside = dir.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::write(outside.join("big"), vec![0u8; 100_000]).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let root = small_tree(dir.path());
         assert_eq!(walk_consistent(&root, 100), walk(&root, 100));
         assert_eq!(walk_consistent(&root, 100).entries, 4);
         assert!(walk_consistent(&root, 1).entries > 1);
         // Nested past PATH_MAX: entered through descriptors, so measured, not guessed.
-        let name = "d".repeat(250);
-        let top = root.join("top");
-        std::fs::create_dir(&top).unwrap();
-        std::fs::write(top.join("f"), vec![0u8; 65536]).unwrap();
-        for _ in 0..20 {
-            let new = root.join("new");
-            std::fs::create_dir(&new).unwrap();
-            std::fs::rename(&top, new.join(&name)).unwrap();
-            std::fs::rename(&new, &top).unwrap();
-        }
+        nested_past_path_max(&root);
         let u = walk_consistent(&root, 10_000);
         assert!(u.bytes > 65536 + 10_000 && u.bytes < 1 << 20, "{u:?}");
         // Deeper than MAX_DEPTH: counted as full.

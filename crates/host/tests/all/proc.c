@@ -354,20 +354,6 @@ static void handle(long id, const char *method, const char *arg) {
         }
         snprintf(buf, sizeof buf, "%d", wrote);
         answer(id, buf);
-    } else if (strcmp(method, "fillmany") == 0) {
-        /* Up to N files of 1 MiB, each under RLIMIT_FSIZE, as fast as it can: only the
-           host's watch on the folder stops it before the end. */
-        static char block[1 << 20];
-        int n = atoi(arg), wrote = 0;
-        for (int i = 0; i < n; i++) {
-            snprintf(buf, sizeof buf, "/data/m%d", i);
-            int fd = open(buf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            if (fd < 0) break;
-            if (write(fd, block, sizeof block) == (ssize_t)sizeof block) wrote++;
-            close(fd);
-        }
-        snprintf(buf, sizeof buf, "%d", wrote);
-        answer(id, buf);
     } else if (strcmp(method, "fork") == 0) {
         int made = 0;
         for (int i = 0; i < 100000; i++) {

@@ -82,8 +82,6 @@ name = "exit"
 [[methods]]
 name = "fill"
 [[methods]]
-name = "fillmany"
-[[methods]]
 name = "holddeleted"
 [[methods]]
 name = "escape"
@@ -510,7 +508,7 @@ async fn a_process_writing_many_files_is_stopped_at_the_quota_during_its_call() 
     let id = load(&lab, "rw-many", DATA, &Grant::All);
     let before = folder_bytes(&lab);
     let started = std::time::Instant::now();
-    let e = call(&lab, &id, "fillmany", "1024").await.unwrap_err();
+    let e = call(&lab, &id, "fill", "1024").await.unwrap_err();
     let took = started.elapsed();
     assert!(matches!(e, CallError::Quota(_)), "{e:?}");
     assert!(e.to_string().contains("[policy.files]"), "{e}");

@@ -605,16 +605,11 @@ impl ProcessInstall {
         Worker::start(child).map_err(|e| CallError::host_caused("the process's pipes", e))
     }
 
-    /// The read-write folders over the file quota, measured now (see `writable_mounts`).
-    async fn over_quota(&self) -> Option<CallError> {
+    /// The read-write folders over the file quota, measured now (see `writable_mounts`), with
+    /// what `program`'s processes hold in deleted files.
+    async fn over_quota(&self, program: Option<u32>) -> Option<CallError> {
         let (roots, files) = self.writable.clone()?;
-        over_quota(roots, files, None).await
-    }
-
-    /// [`ProcessInstall::over_quota`] with what `program`'s processes hold in deleted files.
-    async fn quota_after(&self, program: u32) -> Option<CallError> {
-        let (roots, files) = self.writable.clone()?;
-        over_quota(roots, files, Some(program)).await
+        over_quota(roots, files, program).await
     }
 
     /// Ends (with the quota's error) once the read-write folders are over the file quota,
@@ -654,7 +649,7 @@ impl ProcessInstall {
                 },
             );
         }
-        if let Some(e) = self.over_quota().await {
+        if let Some(e) = self.over_quota(None).await {
             return failed(started, e);
         }
         let api = ProcessApi::new(caps, limits.max_response_bytes.bytes());
@@ -689,10 +684,13 @@ impl ProcessInstall {
         // What the call left in its folders counts too: a call that answered over the quota
         // fails, and its process (which may write on) is not kept.
         let (reply, out_stderr, out_truncated) = match ended {
-            Ended::Answered(out) => match self.quota_after(program).await {
-                None => (Ok(out.reply), out.stderr, out.stderr_truncated),
-                Some(e) => (Err(e), out.stderr, out.stderr_truncated),
-            },
+            Ended::Answered(out) => (
+                self.over_quota(Some(program))
+                    .await
+                    .map_or(Ok(out.reply), Err),
+                out.stderr,
+                out.stderr_truncated,
+            ),
             Ended::OverQuota(e) => (Err(e), Vec::new(), false),
         };
         let over_quota = reply.is_err();
