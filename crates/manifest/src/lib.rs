@@ -23,14 +23,18 @@ pub use limits::{Limits, Profile, RequestedLimits};
 pub use manifest::{Extension, Filesystem, Kind, Manifest, Network, Permissions};
 pub use units::{ByteSize, Span};
 pub mod capability;
+pub mod config;
 pub mod effective;
 pub mod grant;
 pub mod policy;
+pub mod storage;
 
 pub use capability::Capability;
+pub use config::Config;
 pub use effective::{Effective, EffectiveError, EffectiveNetwork, Mount, MountSource, effective};
 pub use grant::{Grant, GrantError, GrantItem};
 pub use policy::{
     Ceiling, CeilingError, CompileLimits, FileLimits, GatewayLimits, KvLimits, Policy,
     ProcessPolicy,
 };
+pub use storage::{BlobsUrl, DatabaseUrl, SharedStorage, Storage};

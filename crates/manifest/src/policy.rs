@@ -320,13 +320,25 @@ impl Ceiling {
 }
 
 impl Policy {
-    /// Parses the operator config file. Only `[policy]` is read today; unknown keys are errors.
+    /// Parses an operator config that has only `[policy]` (see [`crate::Config`] for the
+    /// whole file); unknown keys are errors.
     pub fn parse(text: &str) -> Result<Policy, TomlError> {
         let doc = Document::parse(text)?;
         let root = doc.root();
-        let mut p = Policy::default();
-        if let Some(v) = root.get("policy") {
-            let t = v.as_table()?;
+        let p = match root.get("policy") {
+            Some(v) => parse_policy(&v.as_table()?)?,
+            None => Policy::default(),
+        };
+        root.finish()?;
+        Ok(p)
+    }
+}
+
+/// `[policy]`.
+pub(crate) fn parse_policy(t: &crate::strict::Table<'_, '_>) -> Result<Policy, TomlError> {
+    let mut p = Policy::default();
+    {
+        {
             if let Some(v) = t.get("profile") {
                 p.profile = v.parse()?;
             }
@@ -420,9 +432,8 @@ impl Policy {
             }
             t.finish_ref()?;
         }
-        root.finish()?;
-        Ok(p)
     }
+    Ok(p)
 }
 
 /// `[policy.process]`.

@@ -18,7 +18,7 @@ pub struct Place<'a> {
 
 fn host(place: &Place<'_>) -> Result<Host> {
     let mut b = super::compile_in_child(Host::builder())
-        .policy(super::run::read_policy(place.config)?)
+        .policy(crate::storage::read_config(place.config)?.policy)
         .data_dir(place.data);
     if let Some(trust) = place.trust {
         b = b.trust(

@@ -56,7 +56,7 @@ struct PlaceArgs {
     /// Data folder: registry, blobs, audit log.
     #[arg(long, value_name = "DIR", default_value = "./warden-data")]
     data: PathBuf,
-    /// Operator policy file ([policy] ceilings, profile, allowed capabilities).
+    /// Operator config file ([policy] ceilings, profile, allowed capabilities; [storage]).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -125,6 +125,9 @@ enum Command {
         /// Data dir whose audit log records a failed verification.
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// Operator config file ([storage]: where the audit log is).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         key: AuditKeyArg,
     },
@@ -147,7 +150,7 @@ enum Command {
         data: PathBuf,
         #[command(flatten)]
         key: AuditKeyArg,
-        /// Operator policy file ([policy] ceilings, profile, allowed capabilities).
+        /// Operator config file ([policy] ceilings, profile, allowed capabilities; [storage]).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// What the operator grants: all, none, or a list like kv,secret:TOKEN,network:api.acme.com.
@@ -243,6 +246,9 @@ enum Command {
         /// Data folder holding audit/.
         #[arg(long, value_name = "DIR", default_value = "./warden-data")]
         data: PathBuf,
+        /// Operator config file ([storage]: where the audit log is).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Only this tenant's records.
         #[arg(long, value_name = "NAME")]
         tenant: Option<String>,
@@ -274,11 +280,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen { publisher, out } => keygen::run(&publisher, &out),
         Command::Pack { dir, out } => pack::run(&dir, &out),
         Command::Sign { bundle, key, out } => sign::run(&bundle, &key, out),
-        Command::Verify { signed, data, key } => verify::run(
+        Command::Verify {
+            signed,
+            data,
+            config,
+            key,
+        } => verify::run(
             &signed.bundle,
             &signed.trust,
             signed.sig,
             data.as_deref(),
+            config.as_deref(),
             key.audit_key.as_deref(),
         ),
         Command::Inspect { bundle } => inspect::run(&bundle),
@@ -375,6 +387,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit {
             data,
+            config,
             tenant,
             follow,
             verify,
@@ -384,6 +397,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let key = key.audit_key.as_deref();
+            crate::storage::read_config(config.as_deref())?;
             match (checkpoint, verify) {
                 (Some(out), _) => audit::checkpoint(&data, key, &out),
                 (None, true) => audit::verify(&data, key, checkpoints.as_deref()),

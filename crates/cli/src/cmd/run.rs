@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use warden_call::LogLine;
-use warden_host::{Grant, Host, Policy, SecretName, SecretValue, TenantName, TrustBundle};
+use warden_host::{Grant, Host, SecretName, SecretValue, TenantName, TrustBundle};
 
 use crate::files::read_bounded;
 
@@ -93,23 +93,10 @@ pub fn read_arg_or_file(value: &str) -> Result<Vec<u8>> {
     }
 }
 
-/// The operator's policy from `--config FILE`, or the default.
-pub fn read_policy(config: Option<&std::path::Path>) -> Result<Policy> {
-    Ok(match config {
-        Some(path) => {
-            let bytes = read_bounded(path, warden_manifest::strict::MAX_DOCUMENT_BYTES as u64)?;
-            let text = String::from_utf8(bytes)
-                .with_context(|| format!("{} is not UTF-8", path.display()))?;
-            Policy::parse(&text).with_context(|| format!("in {}", path.display()))?
-        }
-        None => Policy::default(),
-    })
-}
-
 pub fn run(args: RunArgs) -> Result<()> {
     let trust = TrustBundle::read_file(&args.trust)
         .with_context(|| format!("reading trust bundle {}", args.trust.display()))?;
-    let policy = read_policy(args.config.as_deref())?;
+    let policy = crate::storage::read_config(args.config.as_deref())?.policy;
     let mut builder = super::compile_in_child(Host::builder())
         .trust(trust)
         .policy(policy)

@@ -43,7 +43,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
         "WARDEN_RUNNER_TOKEN",
         "runner",
     )?;
-    let policy = super::run::read_policy(a.place.config)?;
+    let policy = crate::storage::read_config(a.place.config)?.policy;
     let limits: ServiceLimits = policy.gateway;
     let mut builder = super::compile_in_child(warden_host::Host::builder())
         .policy(policy)

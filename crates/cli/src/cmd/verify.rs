@@ -15,8 +15,10 @@ pub fn run(
     trust_path: &Path,
     sig: Option<PathBuf>,
     data: Option<&Path>,
+    config: Option<&Path>,
     audit_key: Option<&Path>,
 ) -> Result<()> {
+    crate::storage::read_config(config)?;
     let sig = sig.unwrap_or_else(|| super::default_sig(bundle_path));
     let trust = TrustBundle::read_file(trust_path)
         .with_context(|| format!("reading trust bundle {}", trust_path.display()))?;

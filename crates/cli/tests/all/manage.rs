@@ -269,3 +269,62 @@ fn a_refused_install_publishes_nothing() {
         "{lines:#?}"
     );
 }
+
+/// Every command that keeps state reads `[storage]` from `--config`. This build has no shared
+/// storage, and a command pointed at it must say so, never fall back to `--data` (the
+/// operator's fleet would silently split). A bad section is refused naming the key; neither
+/// touches the data dir or shows a password.
+#[test]
+fn every_stateful_command_refuses_storage_it_cannot_reach_and_touches_nothing() {
+    let s = setup();
+    let shared = s.t.path().join("shared.toml");
+    fs::write(
+        &shared,
+        "[storage]\nurl = \"postgres://warden:hunter2@db.internal/warden\"\n\
+         blobs = \"s3://warden-blobs/prod\"\nsecret_key_file = \"/etc/warden/secret.key\"\n\
+         audit_key_file = \"/etc/warden/audit.key\"\n",
+    )
+    .unwrap();
+    let bad = s.t.path().join("bad.toml");
+    fs::write(&bad, "[storage]\nblobs = \"s3://warden-blobs/prod\"\n").unwrap();
+    let bundle = echo(&s, "1.0.0", "");
+    let config = shared.to_str().unwrap();
+    let commands: Vec<Vec<&dyn AsRef<std::ffi::OsStr>>> = vec![
+        vec![&"tenant", &"create", &"acme"],
+        vec![
+            &"install",
+            &bundle,
+            &"--tenant",
+            &"acme",
+            &"--trust",
+            &s.trust,
+        ],
+        vec![&"uninstall", &"warden.echo", &"--tenant", &"acme"],
+        vec![&"installs"],
+        vec![&"audit"],
+        vec![&"audit", &"--verify"],
+        vec![&"verify", &bundle, &"--trust", &s.trust],
+        vec![&"run", &bundle, &"--trust", &s.trust, &"--call", &"echo"],
+    ];
+    for args in &commands {
+        for (file, want) in [
+            (
+                config,
+                "shared storage (PostgreSQL, with blobs in s3://warden-blobs/prod) is not built into this warden",
+            ),
+            (bad.to_str().unwrap(), "only with `url`"),
+        ] {
+            let mut all = args.clone();
+            all.extend([&"--config" as &dyn AsRef<std::ffi::OsStr>, &file]);
+            let o = cli(&s, &all);
+            let err = stderr(&o);
+            fails(&o, want);
+            assert!(
+                err.contains("[storage]") || err.contains("storage"),
+                "{err}"
+            );
+            assert!(!err.contains("hunter2"), "the password was shown: {err}");
+            assert!(!s.data.exists(), "{:?} touched the data dir", all.len());
+        }
+    }
+}
