@@ -41,6 +41,10 @@ pub enum CallError {
     /// Something failed on the host's side.
     #[error("host error: {0}")]
     Host(#[source] HostFailure),
+    /// The host cannot serve calls for now (it cannot store their audit records, or reach its
+    /// storage) and refuses them until it can: retrying later may work.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] HostFailure),
 }
 
 /// What failed on the host's side, and why: the cause is kept as an error (with its own
@@ -132,6 +136,7 @@ pub enum ErrorCode {
     Busy,
     Invalid,
     Host,
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -146,6 +151,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Invalid => "invalid",
             ErrorCode::Host => "host-error",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -181,6 +187,7 @@ impl CallError {
             CallError::Busy(_) => ErrorCode::Busy,
             CallError::Invalid(_) => ErrorCode::Invalid,
             CallError::Host(_) => ErrorCode::Host,
+            CallError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 

@@ -41,27 +41,11 @@ pub struct Admin<'h> {
 }
 
 impl Host {
-    /// The management view: the registry and blobs of the host's data dir (the embedded
-    /// default storage). A host without a data dir has none.
+    /// The management view: the registry and blobs of the host's storage. A host without a
+    /// registry (no data dir, no storage given) has none.
     pub fn admin(&self) -> Result<Admin<'_>, HostError> {
-        let Some(dir) = self.inner.data_dir.as_deref() else {
+        let Some((registry, blobs)) = self.inner.registry.clone() else {
             return Err(HostError::NoRegistry);
-        };
-        // Opened once per host, on first use.
-        let mut store = self
-            .inner
-            .store
-            .lock()
-            .map_err(|_| HostError::Poisoned("registry"))?;
-        let (registry, blobs) = match &*store {
-            Some(s) => s.clone(),
-            None => {
-                let registry: Arc<dyn Registry> =
-                    Arc::new(warden_store_sqlite::open_registry(dir)?);
-                let blobs: Arc<dyn BlobStore> =
-                    Arc::new(warden_store_sqlite::FileBlobs::open(dir)?);
-                store.insert((registry, blobs)).clone()
-            }
         };
         Ok(Admin {
             inner: &self.inner,
@@ -447,7 +431,7 @@ impl Admin<'_> {
             inner: self.inner,
             name: tenant.clone(),
         };
-        view.load(verified, &install.grant)
+        view.load_as(verified, &install.grant, true)
     }
 
     /// A published bundle, verified again now (its bytes against their hash, its signature

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use warden_audit::{Event, Outcome, Record};
+use warden_call::HostFailure;
 use warden_runtime::{CallError, CallOutcome, CallReport, Denial, ErrorCode};
 
 use crate::error::{CallFailure, Called};
@@ -81,8 +82,9 @@ impl Inner {
             // success (the caller sees why), and the host is closed until the log works again.
             return Err(CallFailure {
                 request_id: id,
-                error: self
-                    .audit_failure("the call ran but its audit records could not be written"),
+                error: CallError::Host(
+                    self.audit_failure("the call ran but its audit records could not be written"),
+                ),
                 logs: report.logs,
             });
         }
@@ -147,27 +149,28 @@ impl Inner {
     }
 
     /// `what`, caused by the audit failure that closed the host.
-    fn audit_failure(&self, what: &str) -> CallError {
+    fn audit_failure(&self, what: &str) -> HostFailure {
         match self
             .audit_failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
         {
-            Some(e) => CallError::host_caused(what, SharedAuditError(e)),
-            None => CallError::host(what),
+            Some(e) => HostFailure::caused(what, SharedAuditError(e)),
+            None => HostFailure::new(what),
         }
     }
 
     /// Fail closed: after an audit record could not be stored, every new call is refused with
-    /// `CallError::Host`. Each refusal tries to store its own record first; when that works the
+    /// `CallError::Unavailable`. Each refusal tries to store its own record first; when that works the
     /// store is healthy again and later calls run (this one stays refused: it was already
     /// recorded as refused). One atomic load when healthy.
     pub(crate) fn audit_gate(&self, ext: &Loaded) -> Result<(), CallFailure> {
         if !self.audit_failed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let error = self.audit_failure("the audit log cannot be written");
+        // Nothing ran: the client may try again (503), once records can be stored.
+        let error = CallError::Unavailable(self.audit_failure("the audit log cannot be written"));
         let id = self.ids.next();
         match self
             .audit
@@ -248,7 +251,7 @@ fn call_record(
 /// The one mapping from a call's error code to an audit outcome.
 fn outcome_of(code: ErrorCode) -> Outcome {
     match code {
-        ErrorCode::Extension | ErrorCode::Host => Outcome::Error,
+        ErrorCode::Extension | ErrorCode::Host | ErrorCode::Unavailable => Outcome::Error,
         ErrorCode::Timeout => Outcome::Timeout,
         ErrorCode::MemoryLimit => Outcome::MemoryLimit,
         ErrorCode::FuelExhausted => Outcome::FuelExhausted,

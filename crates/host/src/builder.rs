@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
+use warden_audit::{AuditLog, AuditSink};
 use warden_bundle::BundleLimits;
 use warden_datadir::private_dir;
-use warden_kv::{KvBackend, MemoryKv, Quota};
+use warden_kv::{KvBackend, Quota};
 use warden_manifest::{Policy, TenantName};
 use warden_runtime::isolate::Isolation;
 use warden_runtime::{CodeCacheFiles, Resolver, Runtime, RuntimeConfig, SystemResolver};
@@ -19,6 +19,7 @@ use crate::authorize::{Authorizer, ManifestAuthorizer};
 use crate::error::HostError;
 use crate::host::{Host, Inner};
 use crate::ids::RequestIds;
+use crate::storage::{Storage, start_failed};
 
 /// The compile cache's folder in the data dir.
 const CACHE_DIR: &str = "cache";
@@ -31,6 +32,7 @@ pub struct HostBuilder {
     trust: Option<TrustBundle>,
     policy: Policy,
     data_dir: Option<PathBuf>,
+    storage: Option<Storage>,
     audit: Option<Arc<dyn AuditSink>>,
     audit_key: Option<PathBuf>,
     bundle_limits: BundleLimits,
@@ -50,8 +52,15 @@ impl Host {
 }
 
 impl HostBuilder {
-    /// Where extensions' key-value data lives (default: SQLite at `DATA/warden.db`, or memory
-    /// without a data dir).
+    /// Where the host keeps what must outlive it: registry, blobs, kv, secrets, audit (default:
+    /// [`Storage::embedded`] in the data dir, or [`Storage::memory`] without one).
+    /// [`HostBuilder::kv_backend`] and [`HostBuilder::audit`] still replace their part.
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Where extensions' key-value data lives (default: the storage's).
     pub fn kv_backend(mut self, backend: Arc<dyn KvBackend>) -> Self {
         self.kv = Some(backend);
         self
@@ -102,8 +111,8 @@ impl HostBuilder {
         self
     }
 
-    /// Where the compile cache (`cache/`, its entries MACed under `compile.key`) and, unless
-    /// [`HostBuilder::audit`] is given, the audit log (`audit/`) live.
+    /// Where the compile cache (`cache/`, its entries MACed under `compile.key`) lives, and,
+    /// unless [`HostBuilder::storage`] is given, the embedded default storage.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -117,7 +126,7 @@ impl HostBuilder {
         self
     }
 
-    /// Where audit records go (default: `DATA/audit`, or memory without a data dir).
+    /// Where audit records go (default: the storage's).
     pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
         self.audit = Some(sink);
         self
@@ -144,48 +153,35 @@ impl HostBuilder {
             // does not carry the MAC under `compile.key` is compiled again, never loaded).
             private_dir(&dir.join(CACHE_DIR))?;
         }
-        let audit: Arc<dyn AuditSink> = match (self.audit, &self.data_dir) {
-            (Some(sink), _) => sink,
-            (None, Some(dir)) => Arc::new(AuditLog::open_in(dir, self.audit_key.as_deref())?),
-            (None, None) => Arc::new(MemoryAudit::default()),
-        };
-        let parts = (|| -> Result<_, HostError> {
-            let config = RuntimeConfig {
-                max_memory: self.policy.ceiling.max_memory.bytes(),
-                code_cache: self.data_dir.as_ref().map(|d| CodeCacheFiles {
-                    dir: d.join(CACHE_DIR),
-                    key_file: d.join(COMPILE_KEY_FILE),
-                }),
-                isolation: self.compile_process.map(|(program, args)| Isolation {
-                    program,
-                    args,
-                    max_time: self.policy.compile.max_time,
-                    max_memory: self.policy.compile.max_memory.bytes(),
-                }),
-                ..RuntimeConfig::default()
-            };
-            let runtime = Runtime::new(config)?;
-            let secrets = Arc::new(crate::secrets::HostSecrets::open(self.data_dir.as_deref())?);
-            let kv: Arc<dyn KvBackend> = match (self.kv, &self.data_dir) {
-                (Some(kv), _) => kv,
-                (None, Some(dir)) => Arc::new(warden_store_sqlite::open_kv(dir)?),
-                (None, None) => Arc::new(MemoryKv::new()),
-            };
-            Ok((runtime, secrets, kv))
-        })();
-        let (runtime, secrets, kv) = match parts {
-            Ok(p) => p,
-            Err(e) => {
-                // The log is open: a host that cannot start leaves a trace of why. If even
-                // that record cannot be stored, the start error is still what is returned.
-                let _ = audit.append(
-                    Record::new(Event::Start, "")
-                        .with_outcome(Outcome::Error)
-                        .with_error(&e),
-                );
-                return Err(e);
+        let storage = match (self.storage, &self.data_dir) {
+            (Some(storage), _) => storage,
+            (None, Some(dir)) => {
+                let audit: Arc<dyn AuditSink> = match &self.audit {
+                    Some(sink) => Arc::clone(sink),
+                    None => Arc::new(AuditLog::open_in(dir, self.audit_key.as_deref())?),
+                };
+                Storage::embedded_with(dir, audit)?
             }
+            (None, None) => Storage::memory()?,
         };
+        let audit = self.audit.unwrap_or(storage.audit);
+        let config = RuntimeConfig {
+            max_memory: self.policy.ceiling.max_memory.bytes(),
+            code_cache: self.data_dir.as_ref().map(|d| CodeCacheFiles {
+                dir: d.join(CACHE_DIR),
+                key_file: d.join(COMPILE_KEY_FILE),
+            }),
+            isolation: self.compile_process.map(|(program, args)| Isolation {
+                program,
+                args,
+                max_time: self.policy.compile.max_time,
+                max_memory: self.policy.compile.max_memory.bytes(),
+            }),
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::new(config).map_err(|e| start_failed(&audit, e.into()))?;
+        let secrets = Arc::new(crate::secrets::HostSecrets::new(storage.secrets));
+        let kv = self.kv.unwrap_or(storage.kv);
         let kv_quota = self.kv_quota.unwrap_or(Quota::from(self.policy.kv));
         let host = Host {
             inner: Arc::new(Inner {
@@ -200,6 +196,7 @@ impl HostBuilder {
                     .unwrap_or_else(|| Arc::new(ManifestAuthorizer)),
                 default_tenant: TenantName::default_tenant(),
                 data_dir: self.data_dir,
+                registry: storage.registry,
                 secrets,
                 kv,
                 kv_quota,
@@ -209,7 +206,6 @@ impl HostBuilder {
                 secret_history: std::sync::Mutex::new(std::collections::HashMap::new()),
                 process_tmp: std::sync::OnceLock::new(),
                 ids: RequestIds::new(),
-                store: Mutex::new(None),
                 audit_failed: AtomicBool::new(false),
                 audit_failure: Mutex::new(None),
                 turns: warden_runtime::Turns::per_core(),

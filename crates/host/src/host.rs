@@ -37,12 +37,6 @@ pub struct Host {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// Where the service's records and bundles are kept.
-pub(crate) type Storage = (
-    Arc<dyn warden_registry::Registry>,
-    Arc<dyn warden_registry::BlobStore>,
-);
-
 /// How many secret values a (tenant, extension) is remembered to have been granted.
 pub(crate) const SECRET_HISTORY: usize = 64;
 
@@ -77,8 +71,11 @@ pub(crate) struct Inner {
     /// removed after an extension kept it is still redacted.
     pub(crate) secret_history:
         std::sync::Mutex<HashMap<(TenantName, ExtensionId), Vec<warden_secrets::SecretValue>>>,
-    /// The registry and blobs of the data dir, opened on first use ([`Host::admin`]).
-    pub(crate) store: Mutex<Option<Storage>>,
+    /// The registry and blobs ([`Host::admin`]); none for a host that only loads files.
+    pub(crate) registry: Option<(
+        Arc<dyn warden_registry::Registry>,
+        Arc<dyn warden_registry::BlobStore>,
+    )>,
     /// Set when an audit record could not be stored: calls are refused until one can (see
     /// [`Inner::audit_gate`]). An atomic so the check on every call costs one load.
     pub(crate) audit_failed: AtomicBool,

@@ -54,4 +54,6 @@ pub(crate) struct Loaded {
     pub(crate) caps: CallCaps,
     /// Calls in flight; a call beyond `max_concurrent_calls` is refused as busy, not queued.
     pub(crate) permits: Arc<Semaphore>,
+    /// Loaded from the registry's install (not from a file the embedder gave).
+    pub(crate) installed: bool,
 }

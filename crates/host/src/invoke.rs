@@ -96,7 +96,7 @@ impl Invoker for HostInvoker {
         let Some(host) = self.host.upgrade() else {
             return Err(denied("the host is shutting down"));
         };
-        let target = match host.get(&caller.tenant, &callee) {
+        let target = match current(&host, &caller.tenant, &callee)? {
             Some(t) => t,
             None => load_installed(&host, &caller.tenant, &callee).await?,
         };
@@ -133,6 +133,49 @@ impl Invoker for HostInvoker {
     }
 }
 
+/// The callee as loaded, if it may be called as it is. One loaded from the registry is checked
+/// against its install on every call, as the gateway checks every request (red team: a callee
+/// uninstalled, upgraded or regranted through another process stayed callable as it was
+/// loaded): gone is `not-found` (and unloaded), changed is `None` (load it again). The registry
+/// answers from memory while nothing changed. One the embedder loaded from a file is its own.
+fn current(
+    host: &Arc<Inner>,
+    tenant: &warden_manifest::TenantName,
+    callee: &ExtensionId,
+) -> Result<Option<Arc<Loaded>>, InvokeError> {
+    let loaded = host.get(tenant, callee);
+    let (Some(l), Some((registry, _))) = (&loaded, &host.registry) else {
+        return Ok(loaded);
+    };
+    if !l.installed {
+        return Ok(loaded);
+    }
+    match registry.install(tenant, callee) {
+        Ok(Some(i)) if i.content_hash == l.info.content_hash && i.grant == l.info.grant => {
+            Ok(loaded)
+        }
+        Ok(Some(_)) => Ok(None),
+        Ok(None) => {
+            crate::tenant::Tenant {
+                inner: host,
+                name: tenant.clone(),
+            }
+            .unload(callee);
+            Err(InvokeError::Unavailable {
+                code: "not-found".into(),
+                message: format!("{callee} is not installed for this tenant"),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(%callee, error = %warden_call::text::chain(&e), "the registry cannot be read");
+            Err(InvokeError::Unavailable {
+                code: "unavailable".into(),
+                message: format!("{callee} cannot be checked now (the host's log says why)"),
+            })
+        }
+    }
+}
+
 /// The callee installed for `tenant` but not loaded in this process yet (red team: it answered
 /// "not loaded" until something else loaded it): loaded from the registry as a top-level call
 /// loads it (`Admin::load_installed`: verified again against the trust bundle now, the
@@ -147,7 +190,7 @@ async fn load_installed(
         code: "not-found".into(),
         message: format!("{callee} is not installed for this tenant"),
     };
-    if host.data_dir.is_none() {
+    if host.registry.is_none() {
         return Err(not_found());
     }
     let h = crate::Host {

@@ -40,6 +40,7 @@ mod invoke;
 mod load;
 mod refusals;
 mod secrets;
+mod storage;
 mod tenant;
 mod usage;
 
@@ -50,6 +51,7 @@ pub use error::{CallFailure, Called, HostError};
 pub use host::Host;
 pub use installed::ExtensionInfo;
 pub use invoke::{MAX_CALL_DEPTH, MAX_NESTED_CALLS};
+pub use storage::Storage;
 pub use tenant::Tenant;
 pub use usage::InstallUsage;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};

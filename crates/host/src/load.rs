@@ -85,6 +85,17 @@ impl Tenant<'_> {
         verified: Verified<Bundle>,
         grant: &Grant,
     ) -> Result<ExtensionInfo, HostError> {
+        self.load_as(verified, grant, false)
+    }
+
+    /// [`Tenant::load`]; `installed` marks a load of the registry's install, which calls
+    /// between extensions check against the registry again (see `invoke.rs`).
+    pub(crate) fn load_as(
+        &self,
+        verified: Verified<Bundle>,
+        grant: &Grant,
+        installed: bool,
+    ) -> Result<ExtensionInfo, HostError> {
         let inner = self.inner;
         let bundle = verified.get();
         let manifest = bundle.manifest();
@@ -183,6 +194,7 @@ impl Tenant<'_> {
                 code,
                 caps,
                 permits,
+                installed,
             };
             inner
                 .extensions

@@ -1,17 +1,14 @@
-//! Secrets per (tenant, extension): stored encrypted in `DATA/warden.db` (see
-//! `warden-secrets`), or in memory without a data dir, plus transient values that live only as
+//! Secrets per (tenant, extension): stored encrypted by the host's storage (see
+//! `warden-secrets`), plus transient values that live only as
 //! long as the host (`warden run --secret`). Each install gets a [`SecretSource`] bound to its
 //! own (tenant, extension) and its effective grant; the runtime enforces the grant.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use warden_manifest::{ExtensionId, SecretName, TenantName};
 use warden_runtime::{SecretAccess, SecretSource};
 use warden_secrets::{SecretStore, SecretValue};
-
-use crate::error::HostError;
 
 type Key = (TenantName, ExtensionId, SecretName);
 
@@ -22,16 +19,11 @@ pub(crate) struct HostSecrets {
 }
 
 impl HostSecrets {
-    /// `DATA/secret.key` and `DATA/warden.db`, or a store in memory with a random key.
-    pub(crate) fn open(data_dir: Option<&Path>) -> Result<Self, HostError> {
-        let store = match data_dir {
-            Some(dir) => warden_store_sqlite::open_secrets(dir)?,
-            None => SecretStore::in_memory()?,
-        };
-        Ok(HostSecrets {
+    pub(crate) fn new(store: SecretStore) -> Self {
+        HostSecrets {
             store,
             transient: RwLock::default(),
-        })
+        }
     }
 
     /// What an install may read: `None` (every `get` denied) when nothing is granted.

@@ -113,6 +113,7 @@ fn host_error(e: &HostError) -> ApiError {
         HostError::Secret(
             warden_host::SecretError::TooLarge { .. } | warden_host::SecretError::NotUtf8 { .. },
         ) => ApiError::malformed(text),
+        e if crate::error::storage_down(e) => ApiError::unavailable(text),
         _ => ApiError::internal(text),
     }
 }

@@ -91,9 +91,7 @@ pub fn tenant(headers: &HeaderMap, registry: &dyn Registry) -> Result<TenantName
     match registry.tenant_by_key(&key.hash()) {
         Ok(Some(t)) => Ok(t),
         Ok(None) => Err(ApiError::unauthorized("the API key is not known")),
-        Err(e) => Err(ApiError::internal(format!(
-            "the registry cannot be read: {e}"
-        ))),
+        Err(e) => Err(crate::error::registry_failed(&e)),
     }
 }
 

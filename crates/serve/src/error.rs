@@ -6,6 +6,27 @@ use http::{HeaderValue, StatusCode, header};
 use warden_call::ErrorCode;
 use warden_host::{CallFailure, HostError};
 
+/// The host's storage (registry, blobs) or its audit log cannot be reached or written now: the
+/// request may work when retried (503), unlike a refusal or damaged data.
+pub(crate) fn storage_down(e: &HostError) -> bool {
+    matches!(
+        e,
+        HostError::Registry(warden_registry::RegistryError::Storage { .. })
+            | HostError::Blob(warden_registry::BlobError::Storage { .. })
+            | HostError::Audit(_)
+    )
+}
+
+/// The registry could not answer: 503 when its storage cannot be reached, 500 when what it
+/// holds is damaged.
+pub(crate) fn registry_failed(e: &warden_registry::RegistryError) -> ApiError {
+    let text = format!("the registry cannot be read: {e}");
+    match e {
+        warden_registry::RegistryError::Storage { .. } => ApiError::unavailable(text),
+        _ => ApiError::internal(text),
+    }
+}
+
 /// An error answered to a client: its status, a stable machine code, a message for people,
 /// and the request id that finds its audit record.
 #[derive(Debug, Clone)]
@@ -98,10 +119,14 @@ impl ApiError {
             ErrorCode::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             ErrorCode::Invalid => (StatusCode::BAD_REQUEST, "malformed"),
             ErrorCode::Host => (StatusCode::BAD_GATEWAY, "host-error"),
+            ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         let mut a = ApiError::new(status, code, e.to_string()).with_id(&f.request_id);
         a.audited = true;
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
             a.retry_after = Some(1);
         }
         a
@@ -112,6 +137,8 @@ impl ApiError {
     pub fn from_load(e: &HostError) -> ApiError {
         let text = warden_call::text::chain(e);
         let mut a = match e {
+            // Before integrity: a blob store that cannot be reached says nothing of the blob.
+            e if storage_down(e) => ApiError::unavailable(text),
             HostError::Verify(_)
             | HostError::Signature(_)
             | HostError::Bundle(_)
@@ -176,5 +203,71 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use warden_call::{CallError, HostFailure};
+    use warden_registry::{BlobError, RegistryError};
+
+    use super::*;
+
+    fn storage(what: &str) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(std::io::Error::other(what.to_string()))
+    }
+
+    #[test]
+    fn storage_that_cannot_be_reached_is_503_with_a_retry_and_damage_is_500() {
+        let down = RegistryError::Storage {
+            location: "at postgres://db/w".into(),
+            source: storage("connection refused"),
+        };
+        let a = registry_failed(&down);
+        assert_eq!(
+            (a.status.as_u16(), a.code, a.retry_after),
+            (503, "unavailable", Some(1))
+        );
+        let r = a.with_id("req-1").into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let a = registry_failed(&RegistryError::Damaged("row 3".into()));
+        assert_eq!(
+            (a.status.as_u16(), a.code, a.retry_after),
+            (500, "internal", None)
+        );
+
+        for e in [
+            HostError::Registry(down),
+            HostError::Blob(BlobError::Storage {
+                location: "s3://b/p".into(),
+                source: storage("timed out"),
+            }),
+        ] {
+            let a = ApiError::from_load(&e);
+            assert_eq!((a.status.as_u16(), a.retry_after), (503, Some(1)), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_call_refused_while_the_audit_log_fails_is_503_and_one_that_ran_is_502() {
+        let refused = CallFailure {
+            request_id: "r".into(),
+            error: CallError::Unavailable(HostFailure::new("the audit log cannot be written")),
+            logs: Vec::new(),
+        };
+        let a = ApiError::from_call(&refused);
+        assert_eq!(
+            (a.status.as_u16(), a.code, a.retry_after),
+            (503, "unavailable", Some(1))
+        );
+        let ran = CallFailure {
+            request_id: "r".into(),
+            error: CallError::host("the call ran but its audit records could not be written"),
+            logs: Vec::new(),
+        };
+        let a = ApiError::from_call(&ran);
+        assert_eq!((a.status.as_u16(), a.retry_after), (502, None));
     }
 }

@@ -199,7 +199,7 @@ impl Service {
         let install = admin
             .registry()
             .install(tenant, id)
-            .map_err(|e| ApiError::internal(format!("the registry cannot be read: {e}")))?;
+            .map_err(|e| crate::error::registry_failed(&e))?;
         let Some(install) = install else {
             view.unload(id);
             return Err(not_installed(id));

@@ -34,7 +34,9 @@ impl AuditSink for FlakySink {
 }
 
 fn refused_for_audit(e: &warden_host::CallFailure) -> bool {
-    matches!(&e.error, CallError::Host(m) if m.what().contains("the audit log cannot be written"))
+    // Nothing ran: the refusal is `unavailable` (503 from the service), worth a retry later.
+    matches!(&e.error, CallError::Unavailable(m) if m.what().contains("the audit log cannot be written"))
+        && e.error.code().as_str() == "unavailable"
 }
 
 #[tokio::test(flavor = "multi_thread")]

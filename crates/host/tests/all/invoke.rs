@@ -337,3 +337,62 @@ async fn an_installed_callee_that_was_never_loaded_is_loaded_by_the_call() {
         text(&out.value)
     );
 }
+
+/// A loaded callee uninstalled by another process on the same storage (another host here, as
+/// `warden uninstall` or another runner would) is refused by the next call and unloaded, and
+/// one upgraded or regranted there is loaded again as installed (red team: a callee stayed
+/// callable as loaded, since only the gateway's requests read the registry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_uninstalled_elsewhere_is_refused_by_the_next_call() {
+    let lab = Lab::new();
+    let acme: TenantName = "acme".parse().unwrap();
+    let admin = lab.host.admin().unwrap();
+    admin.create_tenant(&acme).unwrap();
+    let install = |admin: &warden_host::Admin<'_>, name: &str, grant: &Grant| {
+        let b = lab.bundle(name, |m| m);
+        let bytes = std::fs::read(&b).unwrap();
+        let sig = std::fs::read(format!("{}.sig", b.display())).unwrap();
+        admin
+            .install(&acme, name, bytes, &sig, Some(grant), true)
+            .unwrap();
+    };
+    install(&admin, "echo", &Grant::None);
+    install(&admin, "caller", &Grant::All);
+    let caller: ExtensionId = "warden.caller".parse().unwrap();
+    let echo: ExtensionId = "warden.echo".parse().unwrap();
+    admin.load_installed(&acme, &caller).unwrap();
+    let view = lab.host.tenant(&acme);
+    let out = view
+        .call(&caller, "call", b"warden.echo echo\nfirst")
+        .await
+        .unwrap();
+    assert_eq!(text(&out.value), "ok:first");
+    assert!(view.extension(&echo).is_some());
+
+    let other = warden_host::Host::builder()
+        .trust(warden_host::TrustBundle::parse(lab.trust_text()).unwrap())
+        .data_dir(lab.dir.path().join("data"))
+        .build()
+        .unwrap();
+    // Regranted there: the call loads echo again with the new grant.
+    let grant = Grant::All;
+    install(&other.admin().unwrap(), "echo", &grant);
+    let out = view
+        .call(&caller, "call", b"warden.echo echo\nsecond")
+        .await
+        .unwrap();
+    assert_eq!(text(&out.value), "ok:second");
+    assert_eq!(view.extension(&echo).unwrap().grant, grant);
+
+    assert!(other.admin().unwrap().uninstall(&acme, &echo).unwrap());
+    let out = view
+        .call(&caller, "call", b"warden.echo echo\nthird")
+        .await
+        .unwrap();
+    assert!(
+        text(&out.value).starts_with("err:not-found:"),
+        "{}",
+        text(&out.value)
+    );
+    assert!(view.extension(&echo).is_none(), "echo was unloaded");
+}
