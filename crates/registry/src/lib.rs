@@ -9,13 +9,16 @@
 //! - [`plan`]: the install rules (a lower version is refused unless forced; an upgrade that
 //!   requests more than was approved is refused until the operator approves again).
 //!
-//! Storage is behind the two traits; `warden-store-sqlite` implements them on `DATA/`. This
-//! crate knows nothing of SQLite, Wasmtime or HTTP.
+//! Storage is behind the two traits; `warden-store-sqlite` implements them on `DATA/`. Every
+//! implementation must behave alike, and pass the suites in `warden_registry::testing`
+//! (feature `testing`). This crate knows nothing of SQLite, Wasmtime or HTTP.
 
 mod approval;
 mod key;
 mod plan;
 mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use approval::Approval;
 pub use key::{ApiKey, KeyHash};

@@ -4,7 +4,8 @@
 //!
 //! The store seals and opens values; where the sealed rows live is a [`SecretRows`]
 //! implementation that only ever sees ciphertext: [`MemoryRows`] here, SQLite in
-//! `warden-store-sqlite` (which also opens a store on `DATA/`).
+//! `warden-store-sqlite` (which also opens a store on `DATA/`). Every implementation must
+//! behave alike, and pass the suite in `warden_secrets::testing` (feature `testing`).
 //!
 //! [`SecretAccess`] is what one install may read (its grant and a [`SecretSource`] bound to it).
 //!
@@ -15,6 +16,8 @@ mod access;
 mod key;
 mod rows;
 mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod value;
 
 pub use access::{SecretAccess, SecretSource};

@@ -161,3 +161,9 @@ impl SecretRows for MemoryRows {
         ":memory:".into()
     }
 }
+
+/// Every check of the storage suite, on new [`MemoryRows`] each.
+#[cfg(test)]
+mod memory_rows_suite {
+    crate::secret_rows_tests!(|| (std::sync::Arc::new(crate::MemoryRows::new()), ()));
+}

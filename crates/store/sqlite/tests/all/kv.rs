@@ -1,33 +1,15 @@
 //! `SqliteKv`: the backend suite of `warden-kv`, then what only a database file has
 //! (durability, several connections, migration, file modes).
 
-use std::ops::Deref;
-
 use tempfile::TempDir;
 use warden_kv::{KvBackend, KvError, Quota};
 use warden_store_sqlite::{SqliteKv, open_kv, prepare_db_file};
 
-use crate::common::{mode, q, scope};
+use crate::common::{Fresh, mode, q, scope};
 
 /// A new database in its own temporary folder, which lives as long as the backend.
-struct Fresh {
-    kv: SqliteKv,
-    _dir: TempDir,
-}
-
-impl Deref for Fresh {
-    type Target = SqliteKv;
-    fn deref(&self) -> &SqliteKv {
-        &self.kv
-    }
-}
-
-fn fresh() -> Fresh {
-    let dir = TempDir::new().unwrap();
-    Fresh {
-        kv: open_kv(dir.path()).unwrap(),
-        _dir: dir,
-    }
+fn fresh() -> Fresh<SqliteKv> {
+    Fresh::new(|dir| open_kv(dir).unwrap())
 }
 
 /// Every check every `KvBackend` must pass, each on a new database.

@@ -1,17 +1,49 @@
-//! The registry and the blob store on a real data dir: two handles (two processes' worth) on
-//! one database, blobs damaged or swapped on disk, rows edited behind warden's back.
+//! `SqliteRegistry` and `FileBlobs`: the suites of `warden-registry`, then what only a data
+//! dir has: two handles (two processes' worth) on one database, the change stamp, blob files
+//! and their modes, rows edited behind warden's back, migrations.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use tempfile::TempDir;
 use warden_bundle::ContentHash;
-use warden_manifest::{ExtensionId, TenantName};
+use warden_manifest::TenantName;
 use warden_registry::{
     ApiKey, Approval, BlobError, BlobStore, InstallRecord, Published, Registry, RegistryError,
 };
-use warden_store_sqlite::{FileBlobs, open_registry};
+use warden_store_sqlite::{FileBlobs, SqliteRegistry, open_registry};
+
+use crate::common::Fresh;
+
+fn fresh_registry() -> Fresh<SqliteRegistry> {
+    Fresh::new(|dir| open_registry(dir).unwrap())
+}
+
+fn fresh_blobs() -> Fresh<FileBlobs> {
+    Fresh::new(|dir| FileBlobs::open(dir).unwrap())
+}
+
+fn blob_path(data: &Path, hash: &ContentHash) -> PathBuf {
+    data.join("blobs/sha256")
+        .join(hash.to_string().trim_start_matches("sha256:"))
+}
+
+/// Damage on disk: the file of `hash` rewritten with `bytes`.
+fn overwrite_blob(blobs: &Fresh<FileBlobs>, hash: &ContentHash, bytes: &[u8]) {
+    fs::write(blob_path(blobs.dir(), hash), bytes).unwrap();
+}
+
+/// Every check every `Registry` must pass, each on a new database.
+mod registry_suite {
+    warden_registry::registry_tests!(super::fresh_registry);
+}
+
+/// Every check every `BlobStore` must pass, each in a new data dir.
+mod blob_suite {
+    warden_registry::blob_store_tests!(super::fresh_blobs, super::overwrite_blob);
+}
 
 fn t(name: &str) -> TenantName {
     name.parse().unwrap()
@@ -29,6 +61,8 @@ fn install(tenant: &str, ext: &str, version: &str, hash: ContentHash) -> Install
     }
 }
 
+/// Two handles on one data dir (two processes' worth): each sees the other's writes, and an
+/// install decided on what one read is refused when the other changed it meanwhile.
 #[test]
 fn tenants_keys_and_installs_round_trip_across_handles() {
     let dir = TempDir::new().unwrap();
@@ -43,7 +77,6 @@ fn tenants_keys_and_installs_round_trip_across_handles() {
         .unwrap_err();
     assert!(matches!(e, RegistryError::TenantExists(_)), "{e}");
     assert_eq!(b.tenant_by_key(&key.hash()).unwrap(), Some(t("acme")));
-    assert_eq!(b.tenant_by_key(&ApiKey::generate().hash()).unwrap(), None);
     // Only the hash is stored.
     let db = fs::read(dir.path().join("warden.db")).unwrap();
     assert!(
@@ -58,15 +91,9 @@ fn tenants_keys_and_installs_round_trip_across_handles() {
         b.install(&t("acme"), &i.extension).unwrap().unwrap().grant,
         i.grant
     );
-    let got = b.installs(None).unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].approved, i.approved);
-    assert_eq!(got[0].content_hash, h);
-    // Upgrade replaces; another tenant's install is separate and needs the tenant.
     let v2 = install("acme", "acme.hello", "1.1.0", ContentHash::of(b"v2"));
     a.put_install(&v2, Some(&h)).unwrap();
-    // Two installs decided on the same state: the second finds it changed and writes nothing
-    // (red team round 3: parallel installs rolled back without --force).
+    // Decided on the state b read before a's upgrade: refused, nothing written.
     let racer = install("acme", "acme.hello", "1.0.5", ContentHash::of(b"v1.5"));
     let e = b.put_install(&racer, Some(&h)).unwrap_err();
     assert!(matches!(e, RegistryError::Changed { .. }), "{e}");
@@ -74,13 +101,45 @@ fn tenants_keys_and_installs_round_trip_across_handles() {
         b.installs(Some(&t("acme"))).unwrap()[0].version.to_string(),
         "1.1.0"
     );
-    let e = a
-        .put_install(&install("ghost", "acme.hello", "1.0.0", h), None)
-        .unwrap_err();
-    assert!(matches!(e, RegistryError::NoTenant(_)), "{e}");
     assert!(b.remove_install(&t("acme"), &i.extension).unwrap());
     assert!(!a.remove_install(&t("acme"), &i.extension).unwrap());
     assert!(a.install(&t("acme"), &i.extension).unwrap().is_none());
+}
+
+/// Installs decided on one state and written at once through separate handles (separate
+/// connections, as separate processes would): one is written, the others are `Changed`.
+#[test]
+fn handles_racing_on_one_install_have_one_winner() {
+    let dir = TempDir::new().unwrap();
+    open_registry(dir.path())
+        .unwrap()
+        .create_tenant(&t("acme"), &ApiKey::generate().hash())
+        .unwrap();
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u8)
+            .map(|n| {
+                let dir = dir.path();
+                s.spawn(move || {
+                    let r = open_registry(dir).unwrap();
+                    let i = install("acme", "acme.hello", "1.0.0", ContentHash::of(&[n]));
+                    r.put_install(&i, None)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        answers.iter().filter(|a| a.is_ok()).count(),
+        1,
+        "{answers:?}"
+    );
+    for a in answers {
+        if let Err(e) = a {
+            assert!(matches!(e, RegistryError::Changed { .. }), "{e}");
+        }
+    }
+    let r = open_registry(dir.path()).unwrap();
+    assert_eq!(r.installs(None).unwrap().len(), 1);
 }
 
 #[test]
@@ -133,46 +192,6 @@ fn lookups_answered_from_memory_follow_every_other_handles_write() {
 }
 
 #[test]
-fn publications_keep_their_signature() {
-    let dir = TempDir::new().unwrap();
-    let r = open_registry(dir.path()).unwrap();
-    let p = Published {
-        content_hash: ContentHash::of(b"x"),
-        id: "acme.hello".parse::<ExtensionId>().unwrap(),
-        version: "1.2.3".parse().unwrap(),
-        publisher: "acme".parse().unwrap(),
-        signature: b"{\"payload\":1}".to_vec(),
-        published: SystemTime::now(),
-    };
-    r.publish(&p).unwrap();
-    r.publish(&p).unwrap(); // idempotent
-    let got = r.published(&p.content_hash).unwrap().unwrap();
-    assert_eq!(
-        (&got.id, &got.version, &got.signature),
-        (&p.id, &p.version, &p.signature)
-    );
-    assert!(r.published(&ContentHash::of(b"y")).unwrap().is_none());
-    // Other content under the same id and version is refused; the first stays (red team:
-    // two different bundles both published as acme.hello 1.2.3).
-    let other = Published {
-        content_hash: ContentHash::of(b"y"),
-        ..p.clone()
-    };
-    let e = r.publish(&other).unwrap_err();
-    assert!(
-        matches!(&e, RegistryError::VersionTaken { existing, .. } if *existing == p.content_hash),
-        "{e}"
-    );
-    assert!(r.published(&other.content_hash).unwrap().is_none());
-    // A new version of it is fine.
-    r.publish(&Published {
-        version: "1.2.4".parse().unwrap(),
-        ..other
-    })
-    .unwrap();
-}
-
-#[test]
 fn a_row_edited_behind_wardens_back_is_reported_not_trusted() {
     let dir = TempDir::new().unwrap();
     let r = open_registry(dir.path()).unwrap();
@@ -194,20 +213,16 @@ fn a_row_edited_behind_wardens_back_is_reported_not_trusted() {
     assert!(e.to_string().contains("content hash"), "{e}");
 }
 
+/// The blob files: 0600 in a 0700 folder, no temporary file left behind, and a link planted
+/// in their folder is refused, not followed. (Content addressing and damaged bytes: the
+/// suite above.)
 #[test]
-fn blobs_are_content_addressed_private_and_checked_on_read() {
+fn blobs_are_private_files_and_links_are_not_followed() {
     let dir = TempDir::new().unwrap();
     let blobs = FileBlobs::open(dir.path()).unwrap();
     let bytes = b"a bundle's bytes".repeat(1000);
     let h = blobs.put(&bytes).unwrap();
-    assert_eq!(h, ContentHash::of(&bytes));
-    assert_eq!(blobs.put(&bytes).unwrap(), h); // again: same name, nothing rewritten
-    assert_eq!(blobs.get(&h).unwrap().unwrap(), bytes);
-    assert!(blobs.get(&ContentHash::of(b"other")).unwrap().is_none());
-    let path = dir
-        .path()
-        .join("blobs/sha256")
-        .join(h.to_string().trim_start_matches("sha256:"));
+    let path = blob_path(dir.path(), &h);
     assert_eq!(
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -220,23 +235,11 @@ fn blobs_are_content_addressed_private_and_checked_on_read() {
             & 0o777,
         0o700
     );
-    // No temporary file is left behind.
     assert_eq!(
         fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(),
         0
     );
 
-    // Swapped on disk (same length, one byte): never served.
-    let mut bad = bytes.clone();
-    bad[10] ^= 1;
-    fs::write(&path, &bad).unwrap();
-    let e = blobs.get(&h).unwrap_err();
-    assert!(matches!(e, BlobError::Corrupt { .. }), "{e}");
-    // A put of the right bytes repairs it.
-    blobs.put(&bytes).unwrap();
-    assert_eq!(blobs.get(&h).unwrap().unwrap(), bytes);
-
-    // A link planted in the blob folder is refused, not followed.
     fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
     let e = blobs.get(&h).unwrap_err();
@@ -244,11 +247,10 @@ fn blobs_are_content_addressed_private_and_checked_on_read() {
     assert!(matches!(e, BlobError::Storage { .. }));
 }
 
-/// An extension id stays with the publisher that first published it (red team: any trusted
-/// publisher could publish over another's id); a database from before the pin (schema
-/// version 1) is migrated with each id pinned to the publisher of its earliest publication.
+/// A database from before the publisher pin (schema version 1) is migrated with each id
+/// pinned to the publisher of its earliest publication. (The pin itself: the suite above.)
 #[test]
-fn an_id_is_pinned_to_its_first_publisher_and_old_databases_are_migrated() {
+fn databases_from_before_the_publisher_pin_are_migrated() {
     let dir = TempDir::new().unwrap();
     let r = open_registry(dir.path()).unwrap();
     let p = |bytes: &[u8], id: &str, version: &str, publisher: &str| Published {
@@ -260,15 +262,6 @@ fn an_id_is_pinned_to_its_first_publisher_and_old_databases_are_migrated() {
         published: SystemTime::now(),
     };
     r.publish(&p(b"a1", "acme.hello", "1.0.0", "acme")).unwrap();
-    let e = r
-        .publish(&p(b"m1", "acme.hello", "2.0.0", "mallory"))
-        .unwrap_err();
-    assert!(
-        matches!(&e, RegistryError::PublisherPinned { pinned, .. } if pinned == "acme"),
-        "{e}"
-    );
-    assert!(e.to_string().contains("first published by acme"), "{e}");
-    assert!(r.published(&ContentHash::of(b"m1")).unwrap().is_none());
     r.publish(&p(b"a2", "acme.hello", "2.0.0", "acme")).unwrap();
     r.publish(&p(b"m2", "mallory.hello", "1.0.0", "mallory"))
         .unwrap();
