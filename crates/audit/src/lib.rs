@@ -28,12 +28,15 @@ mod record;
 mod round;
 mod sanitize;
 mod sink;
+mod store;
 
 pub use chain::{ChainError, GENESIS_HASH, MAX_LINE_BYTES};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointReport};
+pub use commit::StoreLog;
 pub use key::{AUDIT_KEY_FILE, AuditKey};
 pub use log::{AUDIT_DIR, Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE, TORN_FILE};
 pub use read::{Filter, HeadMac, Reader, StoredRecord, VerifyReport, read, verify, verify_with};
 pub use record::{Decision, Event, Outcome, Record};
 pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};
 pub use sink::{AuditSink, MemoryAudit, Pending};
+pub use store::{Round, RoundStore};
