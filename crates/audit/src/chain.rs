@@ -363,6 +363,19 @@ impl Walker {
         }
     }
 
+    /// [`Walker::next`] for a line its store keeps under `seq`, which must be its place.
+    pub fn next_at(&mut self, seq: u64, bytes: &[u8]) -> Result<Checked, ChainError> {
+        let line = self.lines + 1;
+        if seq != line {
+            return Err(ChainError::Seq {
+                line,
+                expected: line,
+                found: seq,
+            });
+        }
+        self.next(bytes)
+    }
+
     pub fn next(&mut self, bytes: &[u8]) -> Result<Checked, ChainError> {
         let line = self.lines + 1;
         let checked = check_line(line, bytes)?;
