@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use crate::chain::{ChainError, Checked, MAX_LINE_BYTES, Walker, check_line};
 use crate::files::{FileLock, HEAD_FILE, LOG_FILE};
@@ -427,7 +428,9 @@ type BoxedLines = Box<dyn Iterator<Item = Result<(u64, Vec<u8>), ChainError>> + 
 /// the records appended since, which is how `warden audit --follow` works. After an error it
 /// returns `None` for good. [`Reader::from_lines`] reads any other store the same way.
 pub struct Reader {
-    lines: BoxedLines,
+    /// Only ever reached through `&mut self` (`get_mut`, no locking): the mutex makes the
+    /// reader `Sync`, as the file reader always was, over lines that are only `Send`.
+    lines: Mutex<BoxedLines>,
     /// Checks each line's link to the one before; `None` when lines are checked alone.
     walker: Option<Walker>,
     /// The seq of the last line read (lines checked alone must come in increasing order).
@@ -491,7 +494,7 @@ impl Reader {
         E: Into<ChainError> + 'static,
     {
         Reader {
-            lines: Box::new(lines.into_iter().map(|l| l.map_err(Into::into))),
+            lines: Mutex::new(Box::new(lines.into_iter().map(|l| l.map_err(Into::into)))),
             walker,
             last_seq: 0,
             read: 0,
@@ -549,7 +552,8 @@ impl Iterator for Reader {
             if self.done || self.filter.limit.is_some_and(|l| self.matched >= l) {
                 return None;
             }
-            let (seq, bytes) = match self.lines.next() {
+            let lines = self.lines.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let (seq, bytes) = match lines.next() {
                 Some(Ok(line)) => line,
                 None => return None,
                 Some(Err(e)) => return self.fail(e),

@@ -130,3 +130,12 @@ fn the_trait_reports_the_same_problems() {
         Err(ChainError::Missing { .. })
     ));
 }
+
+#[test]
+fn readers_and_sources_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<warden_audit::Reader>();
+    send_sync::<FileAuditSource>();
+    send_sync::<warden_audit::StoreLog>();
+    send_sync::<AuditLog>();
+}
