@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::error::AuditError;
 use crate::record::Record;
 use crate::sanitize::sanitize;
 
@@ -243,10 +244,23 @@ struct Entry {
     hash: String,
 }
 
-/// One encoded line: its bytes (with the newline) and its hash.
-pub(crate) struct Encoded {
+/// One encoded record: its place in the chain, its line and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The line as `audit.jsonl` holds it, ending with `\n`.
     pub line: Vec<u8>,
+    /// Its hash, the `prev` of the next record.
     pub hash: String,
+}
+
+impl Encoded {
+    /// The line without its newline: what a store that keeps lines apart (rows) holds, and
+    /// what [`crate::verify_lines`] and [`crate::Reader::from_lines`] take.
+    pub fn text(&self) -> &[u8] {
+        self.line.strip_suffix(b"\n").unwrap_or(&self.line)
+    }
 }
 
 /// Encodes (seq, prev, record) as one line and hashes it.
@@ -258,7 +272,29 @@ pub(crate) fn encode(seq: u64, prev: &str, record: &Record) -> Result<Encoded, s
     line.extend_from_slice(b",\"hash\":\"");
     line.extend_from_slice(hash.as_bytes());
     line.extend_from_slice(b"\"}\n");
-    Ok(Encoded { line, hash })
+    Ok(Encoded { seq, line, hash })
+}
+
+/// One step of the chain: `record` stored right after the record (`prev_seq`, `prev_hash`)
+/// ((0, [`GENESIS_HASH`]) for the first), as every store writes it: the line and hash the
+/// file log appends, and a [`crate::RoundStore`] of another kind must store.
+///
+/// Fails with [`AuditError::Encode`] or [`AuditError::TooLarge`] (over [`MAX_LINE_BYTES`])
+/// for a record that cannot be stored, which then takes no seq, and with
+/// [`AuditError::Broken`] after seq `u64::MAX`.
+pub fn encode_after(
+    prev_seq: u64,
+    prev_hash: &str,
+    record: &Record,
+) -> Result<Encoded, AuditError> {
+    let seq = prev_seq.checked_add(1).ok_or(AuditError::Broken)?;
+    let encoded = encode(seq, prev_hash, record).map_err(AuditError::Encode)?;
+    if encoded.line.len() > MAX_LINE_BYTES + 1 {
+        return Err(AuditError::TooLarge {
+            len: encoded.line.len() - 1,
+        });
+    }
+    Ok(encoded)
 }
 
 pub(crate) fn is_hash_hex(s: &str) -> bool {
@@ -325,6 +361,19 @@ impl Walker {
             lines: 0,
             last_hash: GENESIS_HASH.to_owned(),
         }
+    }
+
+    /// [`Walker::next`] for a line its store keeps under `seq`, which must be its place.
+    pub fn next_at(&mut self, seq: u64, bytes: &[u8]) -> Result<Checked, ChainError> {
+        let line = self.lines + 1;
+        if seq != line {
+            return Err(ChainError::Seq {
+                line,
+                expected: line,
+                found: seq,
+            });
+        }
+        self.next(bytes)
     }
 
     pub fn next(&mut self, bytes: &[u8]) -> Result<Checked, ChainError> {

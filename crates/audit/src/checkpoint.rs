@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainError, is_hash_hex};
 use crate::key::AuditKey;
-use crate::read::{VerifyReport, verify_with};
+use crate::read::VerifyReport;
 use crate::sanitize::sanitize;
+use crate::source::{AuditSource, FileAuditSource};
 
 /// Most bytes of a checkpoint line; a longer one was not written by warden.
 const MAX_CHECKPOINT_LINE: usize = 512;
@@ -73,9 +74,17 @@ pub enum CheckpointError {
     },
 }
 
-/// Verifies the log in `dir` (see [`verify_with`]) and returns a checkpoint of it now.
+/// Verifies the log in `dir` (see [`crate::verify_with`]) and returns a checkpoint of it now.
 pub fn take(dir: &Path, key: Option<&AuditKey>) -> Result<Checkpoint, ChainError> {
-    let report = verify_with(dir, key, &mut |_, _| {})?;
+    take_from(&FileAuditSource::new(dir), key)
+}
+
+/// Verifies the log of `source` ([`AuditSource::verify`]) and returns a checkpoint of it now.
+pub fn take_from(
+    source: &dyn AuditSource,
+    key: Option<&AuditKey>,
+) -> Result<Checkpoint, ChainError> {
+    let report = source.verify(key, &mut |_, _| {})?;
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     Ok(Checkpoint {
         mac: key.map(|k| k.mac(report.records, &report.last_hash)),
@@ -98,6 +107,15 @@ pub struct CheckpointReport {
 /// skipped) against it. Reports the first problem.
 pub fn check(
     dir: &Path,
+    key: Option<&AuditKey>,
+    text: &str,
+) -> Result<CheckpointReport, CheckpointError> {
+    check_from(&FileAuditSource::new(dir), key, text)
+}
+
+/// [`check`] for the log of any `source`.
+pub fn check_from(
+    source: &dyn AuditSource,
     key: Option<&AuditKey>,
     text: &str,
 ) -> Result<CheckpointReport, CheckpointError> {
@@ -136,7 +154,7 @@ pub fn check(
         }
     }
     let mut found: BTreeMap<u64, String> = BTreeMap::new();
-    let log = verify_with(dir, key, &mut |seq, hash| {
+    let log = source.verify(key, &mut |seq, hash| {
         if wanted.contains_key(&seq) {
             found.insert(seq, hash.to_owned());
         }

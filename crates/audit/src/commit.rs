@@ -1,11 +1,13 @@
-//! The group commit behind [`crate::AuditLog::append`]: one writer thread per open log.
+//! The group commit behind [`crate::AuditLog::append`] and [`StoreLog::append`]: one writer
+//! thread per open log, driving a [`RoundStore`] (the files of `round.rs`, or another store).
 //!
 //! A caller queues its record with a one-shot reply channel and waits. The writer sleeps until
-//! the queue is not empty, takes the head file's exclusive lock (waiting for other processes),
-//! then takes every record queued by then (those that arrived while it waited for the lock
-//! too) and appends them in one round ([`Files::append_round`]): one head read and MAC check,
-//! one `write` of all the lines, one head rewrite. It unlocks, syncs the log and the head once,
-//! and only then answers each caller with its own seq and hash or its own error. Records that
+//! the queue is not empty, takes exclusive access to the store ([`RoundStore::begin`]: for the
+//! files, the head file's lock, waiting for other processes), then takes every record queued
+//! by then (those that arrived while it waited for the lock too) and appends them in one round
+//! ([`RoundStore::append_round`]; for the files: one head read and MAC check, one `write` of
+//! all the lines, one head rewrite, then unlock). It syncs once ([`RoundStore::sync`]), and
+//! only then answers each caller with its own seq and hash or its own error. Records that
 //! arrive during a round wait for the next one, so the more callers overlap, the more records
 //! share a sync.
 //!
@@ -16,22 +18,23 @@
 //! the replies it holds are dropped and their callers (and all later ones) get
 //! [`AuditError::Broken`]: nobody waits forever.
 
+use std::fmt;
 use std::mem;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use crate::error::AuditError;
-use crate::head::Head;
 use crate::record::Record;
-use crate::round::{Appended, Files, MAX_ROUND_RECORDS, Round, io_err};
+use crate::round::{MAX_ROUND_RECORDS, io_err};
+use crate::sink::{AuditSink, Pending, emit};
+use crate::store::{Appended, Round, RoundStore};
 
-/// The writer of one open log: its files, its queue, and what the thread shares with callers.
+/// The writer of one open log: its queue, and what the thread shares with callers. The store
+/// itself belongs to the thread.
 pub(crate) struct Writer {
-    files: Files,
-    /// The unkeyed head adopted at open (a key created just now), until it is rewritten.
-    adopted: Option<(u64, String)>,
     queue: Mutex<Queue>,
     /// Wakes the writer thread: a record was queued, or the log is being dropped.
     wake: Condvar,
@@ -82,15 +85,13 @@ pub(crate) struct Reply {
 }
 
 impl Writer {
-    /// Starts the writer thread of a log whose files have been checked.
+    /// Starts the writer thread over a store that is ready for rounds (its head checked).
+    /// `place` names the store if the thread cannot be started.
     pub(crate) fn start(
-        files: Files,
-        adopted: Option<(u64, String)>,
+        store: Box<dyn RoundStore>,
+        place: PathBuf,
     ) -> Result<(Arc<Writer>, JoinHandle<()>), AuditError> {
-        let dir = files.dir.clone();
         let writer = Arc::new(Writer {
-            files,
-            adopted,
             queue: Mutex::default(),
             wake: Condvar::new(),
             rounds: AtomicU64::new(0),
@@ -99,14 +100,10 @@ impl Writer {
             .name("warden-audit-writer".to_owned())
             .spawn({
                 let writer = Arc::clone(&writer);
-                move || writer.run()
+                move || writer.run(store)
             })
-            .map_err(io_err("starting the writer thread of", &dir))?;
+            .map_err(io_err("starting the writer thread of", &place))?;
         Ok((writer, thread))
-    }
-
-    pub(crate) fn files(&self) -> &Files {
-        &self.files
     }
 
     pub(crate) fn sync_rounds(&self) -> u64 {
@@ -156,10 +153,50 @@ impl Writer {
         Ok(answers)
     }
 
+    /// Appends one record, waits until it is durable, and emits its `tracing` event.
+    pub(crate) fn append(&self, record: Record) -> Result<Appended, AuditError> {
+        let reply = self.submit(record)?;
+        let appended = reply.result?;
+        emit(&reply.record, Some(appended.seq));
+        Ok(appended)
+    }
+
+    /// [`AuditSink::append_all`] through this writer: the records are queued now, and the
+    /// future resolves once all are answered.
+    pub(crate) fn append_all(&self, records: Vec<Record>) -> Pending {
+        let answers = self.submit_all(records);
+        Pending(Box::pin(async move {
+            let mut first = Ok(());
+            for answer in answers? {
+                // A dropped reply means the writer thread ended without answering.
+                let reply = answer.await.map_err(|_| AuditError::Broken)?;
+                match reply.result {
+                    Ok(appended) => emit(&reply.record, Some(appended.seq)),
+                    Err(e) => {
+                        if first.is_ok() {
+                            first = Err(e);
+                        }
+                    }
+                }
+            }
+            first
+        }))
+    }
+
     /// Accepts no more records; the thread ends once it has committed the queued ones.
     pub(crate) fn close(&self) {
         self.queue().closed = true;
         self.wake.notify_one();
+    }
+
+    /// Closes the queue and waits for the thread to commit what is queued and end.
+    pub(crate) fn stop(&self, thread: Option<JoinHandle<()>>) {
+        self.close();
+        if let Some(thread) = thread {
+            // A panic there has answered its callers with errors already (their replies were
+            // dropped).
+            let _ = thread.join();
+        }
     }
 
     /// The queue holds plain data, consistent between any two statements: a panic elsewhere
@@ -174,11 +211,11 @@ impl Writer {
     }
 
     /// The writer thread.
-    fn run(&self) {
+    fn run(&self, mut store: Box<dyn RoundStore>) {
         let _closed = CloseOnExit(self);
         let mut broken = false;
         while self.wait_for_work() {
-            self.round(&mut broken);
+            self.round(store.as_mut(), &mut broken);
         }
     }
 
@@ -205,41 +242,38 @@ impl Writer {
     }
 
     /// One round: lock, append every queued record, unlock, sync, answer.
-    fn round(&self, broken: &mut bool) {
+    fn round(&self, store: &mut dyn RoundStore, broken: &mut bool) {
         if *broken {
             let jobs = self.take();
             let results = jobs.iter().map(|_| Err(AuditError::Broken)).collect();
             return answer(jobs, results);
         }
-        let lock = match self.files.lock() {
-            Ok(lock) => lock,
-            Err(e) => {
-                let jobs = self.take();
-                let results = jobs.iter().map(|_| Err(e.duplicate())).collect();
-                return answer(jobs, results);
-            }
-        };
+        if let Err(e) = store.begin() {
+            let jobs = self.take();
+            let results = jobs.iter().map(|_| Err(e.duplicate())).collect();
+            return answer(jobs, results);
+        }
         // After the lock: what was queued while another process held it joins this round.
         let mut jobs = self.take();
-        let adopted = |head: &Head| {
-            head.mac.is_none()
-                && self
-                    .adopted
-                    .as_ref()
-                    .is_some_and(|(seq, hash)| *seq == head.seq && *hash == head.hash)
-        };
-        let Round { mut results, dirty } =
-            self.files
-                .append_round(jobs.iter().map(|j| &j.record), adopted, broken);
-        drop(lock);
-        // Records over the round's byte cap go back to the front of the queue.
-        let rest = jobs.split_off(results.len().min(jobs.len()));
-        if !rest.is_empty() {
-            self.queue().jobs.splice(0..0, rest);
+        let batch: Vec<&Record> = jobs.iter().map(|j| &j.record).collect();
+        let Round {
+            mut results,
+            dirty,
+            broken: damaged,
+        } = store.append_round(&batch);
+        drop(batch);
+        *broken |= damaged;
+        // Records over the round's byte cap go back to the front of the queue. A round that
+        // answered none is not retried (it would never end): `answer` fails them all.
+        if !results.is_empty() {
+            let rest = jobs.split_off(results.len().min(jobs.len()));
+            if !rest.is_empty() {
+                self.queue().jobs.splice(0..0, rest);
+            }
         }
         if dirty {
             self.rounds.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = self.files.sync() {
+            if let Err(e) = store.sync() {
                 // After a failed fsync the kernel may have dropped the dirty pages: nothing
                 // written since the last good sync can be trusted to be there.
                 *broken = true;
@@ -285,5 +319,74 @@ impl Drop for CloseOnExit<'_> {
             mem::take(&mut queue.jobs)
         };
         drop(jobs);
+    }
+}
+
+/// An audit log over any [`RoundStore`]: the writer thread and group commit of
+/// [`crate::AuditLog`], with the rounds stored wherever the store keeps them (a database, or a
+/// test's memory). [`crate::AuditLog`] is this over the files of an audit folder.
+///
+/// [`StoreLog::append`] returns once the store has made the record durable; appends waiting
+/// when a round starts share it. Dropping the log stops its writer thread after it has
+/// committed what is queued, and drops the store.
+pub struct StoreLog {
+    writer: Arc<Writer>,
+    /// The writer thread; joined on drop.
+    thread: Option<JoinHandle<()>>,
+    location: String,
+}
+
+impl StoreLog {
+    /// Starts the writer thread over `store`, which must be ready for rounds (opened, its head
+    /// checked or created).
+    pub fn new(store: Box<dyn RoundStore>) -> Result<StoreLog, AuditError> {
+        let location = store.location();
+        let (writer, thread) = Writer::start(store, PathBuf::from(&location))?;
+        Ok(StoreLog {
+            writer,
+            thread: Some(thread),
+            location,
+        })
+    }
+
+    /// Appends one record and returns once it is durable, with where it was stored. Also emits
+    /// a `tracing` event (target `warden::audit`, level INFO) with the record's main fields.
+    pub fn append(&self, record: Record) -> Result<Appended, AuditError> {
+        self.writer.append(record)
+    }
+
+    /// How many rounds wrote something (and were synced).
+    pub fn sync_rounds(&self) -> u64 {
+        self.writer.sync_rounds()
+    }
+
+    /// The store's [`RoundStore::location`].
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+}
+
+impl fmt::Debug for StoreLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreLog")
+            .field("location", &self.location)
+            .field("sync_rounds", &self.sync_rounds())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for StoreLog {
+    fn drop(&mut self) {
+        self.writer.stop(self.thread.take());
+    }
+}
+
+impl AuditSink for StoreLog {
+    fn append(&self, record: Record) -> Result<(), AuditError> {
+        StoreLog::append(self, record).map(|_| ())
+    }
+
+    fn append_all(&self, records: Vec<Record>) -> Pending {
+        self.writer.append_all(records)
     }
 }

@@ -22,6 +22,10 @@ impl<'a> FileLock<'a> {
         file.lock()?;
         Ok(FileLock(file))
     }
+    /// A lock taken earlier on `file` (see `Files::begin`), released when this is dropped.
+    pub(crate) fn held(file: &'a File) -> FileLock<'a> {
+        FileLock(file)
+    }
     pub(crate) fn shared(file: &'a File) -> io::Result<FileLock<'a>> {
         file.lock_shared()?;
         Ok(FileLock(file))

@@ -85,16 +85,27 @@ impl Head {
         }
         let head: Head = serde_json::from_slice(bytes)
             .map_err(|e| bad(&crate::sanitize::sanitize(&e.to_string())))?;
-        if !is_hash_hex(&head.hash) {
+        head.check_fields(path)?;
+        Ok(head)
+    }
+
+    /// Refuses a head whose hash or MAC is not hex, or that names an empty log but not the
+    /// genesis hash (or the reverse). `path` names it in the error.
+    pub fn check_fields(&self, path: &Path) -> Result<(), ChainError> {
+        let bad = |reason: &str| ChainError::HeadMalformed {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !is_hash_hex(&self.hash) {
             return Err(bad("`hash` is not 64 lowercase hex digits"));
         }
-        if head.mac.as_deref().is_some_and(|m| !is_hash_hex(m)) {
+        if self.mac.as_deref().is_some_and(|m| !is_hash_hex(m)) {
             return Err(bad("`mac` is not 64 lowercase hex digits"));
         }
-        if (head.seq == 0) != (head.hash == GENESIS_HASH) {
+        if (self.seq == 0) != (self.hash == GENESIS_HASH) {
             return Err(bad("`seq` and `hash` disagree about an empty log"));
         }
-        Ok(head)
+        Ok(())
     }
 
     /// Reads the head file. The caller holds its lock.

@@ -11,6 +11,12 @@
 //! - [`verify`] walks a log and names the first edited, removed, reordered, forged or garbled
 //!   line; [`read`] lists (and follows) records.
 //! - [`AuditSink`] is what the runtime writes to; [`MemoryAudit`] keeps records in memory.
+//! - Other stores (a database) plug in on both sides, with the same chain and checks:
+//!   [`RoundStore`] is one durable round of the group commit (the files are the first one) and
+//!   [`StoreLog`] the sink over any of them; [`chain::encode_after`] is the chaining step every
+//!   store uses. [`AuditSource`] is the read side (listing, verifying, and so
+//!   [`checkpoint::take_from`] and [`checkpoint::check_from`]), [`FileAuditSource`] the files';
+//!   a store implements it with [`verify_lines`] and [`Reader::from_lines`].
 //!
 //! This crate knows nothing about Wasmtime, HTTP or terminals, and never prints: each stored
 //! record is also emitted as a `tracing` event (target `warden::audit`).
@@ -28,12 +34,20 @@ mod record;
 mod round;
 mod sanitize;
 mod sink;
+mod source;
+mod store;
 
 pub use chain::{ChainError, GENESIS_HASH, MAX_LINE_BYTES};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointReport};
+pub use commit::StoreLog;
 pub use key::{AUDIT_KEY_FILE, AuditKey};
 pub use log::{AUDIT_DIR, Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE, TORN_FILE};
-pub use read::{Filter, HeadMac, Reader, StoredRecord, VerifyReport, read, verify, verify_with};
+pub use read::{
+    Filter, HeadMac, HeadView, Reader, StoredRecord, VerifyReport, read, verify, verify_lines,
+    verify_with,
+};
 pub use record::{Decision, Event, Outcome, Record};
 pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};
 pub use sink::{AuditSink, MemoryAudit, Pending};
+pub use source::{AuditSource, FileAuditSource};
+pub use store::{Round, RoundStore};

@@ -46,16 +46,16 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::commit::Writer;
 use crate::key::{AUDIT_KEY_FILE, AuditKey};
 use crate::record::Record;
-pub use crate::round::Appended;
 use crate::round::{FILE_MODE, Files, io_err};
-use crate::sink::{AuditSink, emit};
+use crate::sink::AuditSink;
+pub use crate::store::Appended;
 
 pub use crate::error::AuditError;
 pub use crate::files::{AUDIT_DIR, HEAD_FILE, LOG_FILE, TORN_FILE};
@@ -86,14 +86,18 @@ pub use crate::files::{AUDIT_DIR, HEAD_FILE, LOG_FILE, TORN_FILE};
 /// then `verify` reports it like tampering.
 pub struct AuditLog {
     writer: Arc<Writer>,
-    /// The writer thread; joined on drop.
+    /// The writer thread, which owns the files; joined on drop.
     thread: Option<JoinHandle<()>>,
+    dir: PathBuf,
+    /// The files' injected failures, reachable by the tests once the files are the thread's.
+    #[cfg(test)]
+    faults: Arc<Mutex<tests::Faults>>,
 }
 
 impl fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditLog")
-            .field("dir", &self.writer.files().dir)
+            .field("dir", &self.dir)
             .field("sync_rounds", &self.sync_rounds())
             .finish_non_exhaustive()
     }
@@ -183,28 +187,35 @@ impl AuditLog {
             let meta = file.metadata().map_err(io_err("reading", path))?;
             warn_if_open_to_others(path, &meta);
         }
-        let files = Files {
+        #[cfg(test)]
+        let faults = Arc::<Mutex<tests::Faults>>::default();
+        let mut files = Files {
             dir: dir.to_owned(),
             log,
             log_path,
             head,
             head_path,
             key,
+            adopted: None,
+            locked: false,
             known_end: Mutex::new(None),
             #[cfg(test)]
-            faults: std::sync::Mutex::default(),
+            faults: Arc::clone(&faults),
         };
-        let adopted = files.check_at_open(adopt)?;
-        let (writer, thread) = Writer::start(files, adopted)?;
+        files.adopted = files.check_at_open(adopt)?;
+        let (writer, thread) = Writer::start(Box::new(files), dir.to_owned())?;
         Ok(AuditLog {
             writer,
             thread: Some(thread),
+            dir: dir.to_owned(),
+            #[cfg(test)]
+            faults,
         })
     }
 
     /// The audit folder.
     pub fn dir(&self) -> &Path {
-        &self.writer.files().dir
+        &self.dir
     }
 
     /// Appends one record and returns once it is on disk. Also emits a `tracing` event (target
@@ -213,10 +224,7 @@ impl AuditLog {
     /// The record is handed to this log's writer thread, which commits it together with every
     /// other record queued meanwhile (one write, one sync); the answer is this record's own.
     pub fn append(&self, record: Record) -> Result<Appended, AuditError> {
-        let reply = self.writer.submit(record)?;
-        let appended = reply.result?;
-        emit(&reply.record, Some(appended.seq));
-        Ok(appended)
+        self.writer.append(record)
     }
 
     /// How many times this handle has synced the log and the head: once per round that wrote
@@ -228,12 +236,8 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        self.writer.close();
-        if let Some(thread) = self.thread.take() {
-            // The writer commits what is queued and ends; a panic there has answered its
-            // callers with errors already (their replies were dropped).
-            let _ = thread.join();
-        }
+        // The writer commits what is queued and ends.
+        self.writer.stop(self.thread.take());
     }
 }
 
@@ -243,23 +247,7 @@ impl AuditSink for AuditLog {
     }
 
     fn append_all(&self, records: Vec<Record>) -> crate::sink::Pending {
-        let answers = self.writer.submit_all(records);
-        crate::sink::Pending(Box::pin(async move {
-            let mut first = Ok(());
-            for answer in answers? {
-                // A dropped reply means the writer thread ended without answering.
-                let reply = answer.await.map_err(|_| AuditError::Broken)?;
-                match reply.result {
-                    Ok(appended) => emit(&reply.record, Some(appended.seq)),
-                    Err(e) => {
-                        if first.is_ok() {
-                            first = Err(e);
-                        }
-                    }
-                }
-            }
-            first
-        }))
+        self.writer.append_all(records)
     }
 }
 
@@ -296,7 +284,7 @@ pub(crate) mod tests {
     }
 
     fn faults(log: &AuditLog) -> std::sync::MutexGuard<'_, Faults> {
-        log.writer.files().faults.lock().unwrap()
+        log.faults.lock().unwrap()
     }
 
     /// Runs `appends` (one thread each) as one round: the head's lock is held (as another

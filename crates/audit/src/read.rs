@@ -1,10 +1,13 @@
 //! Reading a log back: [`verify`] for the whole chain, [`read`] for listing and following.
+//! Both work on any source of stored lines too ([`verify_lines`], [`Reader::from_lines`]), so
+//! that a log kept elsewhere than in files is checked by the same code.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use crate::chain::{ChainError, MAX_LINE_BYTES, Walker};
+use crate::chain::{ChainError, Checked, MAX_LINE_BYTES, Walker, check_line};
 use crate::files::{FileLock, HEAD_FILE, LOG_FILE};
 use crate::head::Head;
 use crate::key::AuditKey;
@@ -31,6 +34,75 @@ pub enum HeadMac {
     /// The head has no MAC (the log is not keyed): a cut at the end with a rewritten head
     /// cannot be told from a shorter log, except by a checkpoint.
     None,
+}
+
+/// The head of a log as its store keeps it, for [`verify_lines`]: the last record's seq and
+/// hash ((0, [`crate::GENESIS_HASH`]) for an empty log) and, for a keyed log, the audit key's
+/// MAC of them ([`AuditKey::mac`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadView {
+    pub seq: u64,
+    pub hash: String,
+    pub mac: Option<String>,
+    /// Names the head in errors: the head file, a database table.
+    pub location: PathBuf,
+}
+
+impl HeadView {
+    /// The head, its fields checked as the head file's are.
+    fn to_head(&self) -> Result<Head, ChainError> {
+        let head = Head {
+            seq: self.seq,
+            hash: self.hash.clone(),
+            mac: self.mac.clone(),
+        };
+        head.check_fields(&self.location)?;
+        Ok(head)
+    }
+}
+
+/// [`verify_with`] over any store: checks `head` (its fields, and its MAC with `key`: a head
+/// without one is then an error), then walks `lines` from the first record on and compares the
+/// end with `head`, showing `seen` each record's (seq, hash) as it is checked.
+///
+/// `lines` yields each stored line as (the seq it is kept under, its bytes without the
+/// newline), in order; a store's own failure is passed through as the error (for instance a
+/// [`ChainError::Io`] naming the store). The seq a line is kept under must be its place in the
+/// log (1, 2, …) and the seq inside it, so a gap, a duplicate or a row filed under another
+/// number is found. The head and the lines must come from one consistent snapshot.
+pub fn verify_lines<I, E>(
+    head: &HeadView,
+    lines: I,
+    key: Option<&AuditKey>,
+    seen: &mut dyn FnMut(u64, &str),
+) -> Result<VerifyReport, ChainError>
+where
+    I: IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
+    E: Into<ChainError>,
+{
+    let h = head.to_head()?;
+    h.check_mac(key, &head.location, false)?;
+    walk_checked(&h, lines, key, seen)
+}
+
+/// [`verify_lines`] for a head whose fields and MAC have been checked.
+fn walk_checked<I, E>(
+    head: &Head,
+    lines: I,
+    key: Option<&AuditKey>,
+    seen: &mut dyn FnMut(u64, &str),
+) -> Result<VerifyReport, ChainError>
+where
+    I: IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
+    E: Into<ChainError>,
+{
+    let mut report = walk_lines(head, lines, seen)?;
+    report.head_mac = match (&head.mac, key) {
+        (Some(_), Some(_)) => HeadMac::Checked,
+        (Some(_), None) => HeadMac::Unchecked,
+        (None, _) => HeadMac::None,
+    };
+    Ok(report)
 }
 
 /// Checks a whole audit log and reports the first problem.
@@ -94,13 +166,8 @@ pub fn verify_with(
             .len();
         (head, len)
     };
-    let mut report = walk_seen(log, len, &head, &log_path, seen)?;
-    report.head_mac = match (&head.mac, key) {
-        (Some(_), Some(_)) => HeadMac::Checked,
-        (Some(_), None) => HeadMac::Unchecked,
-        (None, _) => HeadMac::None,
-    };
-    Ok(report)
+    let lines = FileLines::new(log.take(len), &log_path, true);
+    walk_checked(&head, lines, key, seen)
 }
 
 /// Walks the first `len` bytes of the log and compares the end with `head`.
@@ -110,7 +177,8 @@ pub(crate) fn walk(
     head: &Head,
     log_path: &Path,
 ) -> Result<VerifyReport, ChainError> {
-    walk_seen(log, len, head, log_path, &mut |_, _| {})
+    let lines = FileLines::new(log.take(len), log_path, true);
+    walk_lines(head, lines, &mut |_, _| {})
 }
 
 /// What follows the record the head names, as [`after_head`] found it.
@@ -172,23 +240,22 @@ pub(crate) fn after_head(
     }))
 }
 
-fn walk_seen(
-    log: File,
-    len: u64,
+/// Walks `lines` from the first record and compares the end with `head` (whose MAC is the
+/// caller's business). `head_mac` in the report says only whether the head has a MAC.
+fn walk_lines<I, E>(
     head: &Head,
-    log_path: &Path,
+    lines: I,
     seen: &mut dyn FnMut(u64, &str),
-) -> Result<VerifyReport, ChainError> {
-    let mut lines = Lines::new(log.take(len), log_path);
+) -> Result<VerifyReport, ChainError>
+where
+    I: IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
+    E: Into<ChainError>,
+{
     let mut walker = Walker::new();
-    while let Some(line) = lines.next_line()? {
-        let checked = walker.next(&line)?;
+    for line in lines {
+        let (seq, bytes) = line.map_err(Into::into)?;
+        let checked = walker.next_at(seq, &bytes)?;
         seen(checked.seq, &checked.hash);
-    }
-    if !lines.pending.is_empty() {
-        return Err(ChainError::Torn {
-            line: walker.lines + 1,
-        });
     }
     if walker.lines < head.seq {
         return Err(ChainError::Truncated {
@@ -219,6 +286,44 @@ fn walk_seen(
             HeadMac::None
         },
     })
+}
+
+/// The complete lines of a file as (line number, bytes without the newline). A partial last
+/// line is [`ChainError::Torn`] when `torn` is set (a verifier's snapshot); otherwise it waits
+/// for its newline, to be returned by a later call (a reader following the file).
+struct FileLines<R> {
+    lines: Lines<R>,
+    torn: bool,
+    /// Set once the torn line has been reported.
+    ended: bool,
+}
+
+impl<R: Read> FileLines<R> {
+    fn new(inner: R, path: &Path, torn: bool) -> FileLines<R> {
+        FileLines {
+            lines: Lines::new(inner, path),
+            torn,
+            ended: false,
+        }
+    }
+}
+
+impl<R: Read> Iterator for FileLines<R> {
+    type Item = Result<(u64, Vec<u8>), ChainError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.lines.next_line() {
+            Ok(Some(bytes)) => Some(Ok((self.lines.lines, bytes))),
+            Ok(None) if self.torn && !self.ended && !self.lines.pending.is_empty() => {
+                self.ended = true;
+                Some(Err(ChainError::Torn {
+                    line: self.lines.lines + 1,
+                }))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 /// Complete lines of a file that may still be growing.
@@ -312,15 +417,26 @@ pub struct StoredRecord {
     pub line: String,
 }
 
+/// Stored lines as a [`Reader`] takes them: (seq, bytes without the newline), or the store's
+/// failure.
+type BoxedLines = Box<dyn Iterator<Item = Result<(u64, Vec<u8>), ChainError>> + Send>;
+
 /// Reads records from the start of a log, checking each line and its link to the line before
 /// (as [`verify`] does, but without the head file, so a log being appended to can be read).
 ///
 /// At the current end of the file the iterator returns `None`; calling it again later yields
 /// the records appended since, which is how `warden audit --follow` works. After an error it
-/// returns `None` for good.
+/// returns `None` for good. [`Reader::from_lines`] reads any other store the same way.
 pub struct Reader {
-    lines: Lines<File>,
-    walker: Walker,
+    /// Only ever reached through `&mut self` (`get_mut`, no locking): the mutex makes the
+    /// reader `Sync`, as the file reader always was, over lines that are only `Send`.
+    lines: Mutex<BoxedLines>,
+    /// Checks each line's link to the one before; `None` when lines are checked alone.
+    walker: Option<Walker>,
+    /// The seq of the last line read (lines checked alone must come in increasing order).
+    last_seq: u64,
+    /// Lines read and checked so far, matching or not.
+    read: u64,
     filter: Filter,
     matched: usize,
     done: bool,
@@ -338,19 +454,88 @@ pub fn read(dir: &Path, filter: Filter) -> Result<Reader, ChainError> {
         }
         Err(source) => return Err(ChainError::Io { path, source }),
     };
-    Ok(Reader {
-        lines: Lines::new(file, &path),
-        walker: Walker::new(),
+    Ok(Reader::from_lines(
+        FileLines::new(file, &path, false),
         filter,
-        matched: 0,
-        done: false,
-    })
+    ))
 }
 
 impl Reader {
+    /// Reads records with `filter` from any source of stored lines: (the seq a line is kept
+    /// under, its bytes without the newline), from the first record on, each checked with its
+    /// link to the one before as [`read`] checks the file. When `lines` ends the reader returns
+    /// `None`; if `lines` yields more later (it polls its store), the reader follows.
+    pub fn from_lines<I, E>(lines: I, filter: Filter) -> Reader
+    where
+        I: IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
+        I::IntoIter: Send + 'static,
+        E: Into<ChainError> + 'static,
+    {
+        Reader::new(lines, filter, Some(Walker::new()))
+    }
+
+    /// [`Reader::from_lines`] for lines that are not the whole log from its start (a store
+    /// that selects rows by tenant or extension itself): each line is checked alone (canonical,
+    /// its hash, its seq the one it is kept under, seqs increasing), not its link to the one
+    /// before. Only [`verify_lines`] proves that the chain is whole.
+    pub fn unchained<I, E>(lines: I, filter: Filter) -> Reader
+    where
+        I: IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
+        I::IntoIter: Send + 'static,
+        E: Into<ChainError> + 'static,
+    {
+        Reader::new(lines, filter, None)
+    }
+
+    fn new<I, E>(lines: I, filter: Filter, walker: Option<Walker>) -> Reader
+    where
+        I: IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
+        I::IntoIter: Send + 'static,
+        E: Into<ChainError> + 'static,
+    {
+        Reader {
+            lines: Mutex::new(Box::new(lines.into_iter().map(|l| l.map_err(Into::into)))),
+            walker,
+            last_seq: 0,
+            read: 0,
+            filter,
+            matched: 0,
+            done: false,
+        }
+    }
+
     /// Records read so far (matching or not).
     pub fn records_read(&self) -> u64 {
-        self.walker.lines
+        self.read
+    }
+
+    /// Checks the line kept under `seq`.
+    fn check(&mut self, seq: u64, bytes: &[u8]) -> Result<Checked, ChainError> {
+        let checked = match &mut self.walker {
+            Some(walker) => walker.next_at(seq, bytes)?,
+            None => {
+                let expected = self.last_seq.saturating_add(1);
+                if seq < expected {
+                    return Err(ChainError::Seq {
+                        line: seq,
+                        expected,
+                        found: seq,
+                    });
+                }
+                let checked = check_line(seq, bytes)?;
+                if checked.seq != seq {
+                    return Err(ChainError::Seq {
+                        line: seq,
+                        expected: seq,
+                        found: checked.seq,
+                    });
+                }
+                checked
+            }
+        };
+        self.last_seq = seq;
+        self.read += 1;
+        Ok(checked)
     }
 
     fn fail(&mut self, e: ChainError) -> Option<Result<StoredRecord, ChainError>> {
@@ -367,12 +552,13 @@ impl Iterator for Reader {
             if self.done || self.filter.limit.is_some_and(|l| self.matched >= l) {
                 return None;
             }
-            let bytes = match self.lines.next_line() {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return None,
-                Err(e) => return self.fail(e),
+            let lines = self.lines.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let (seq, bytes) = match lines.next() {
+                Some(Ok(line)) => line,
+                None => return None,
+                Some(Err(e)) => return self.fail(e),
             };
-            let checked = match self.walker.next(&bytes) {
+            let checked = match self.check(seq, &bytes) {
                 Ok(c) => c,
                 Err(e) => return self.fail(e),
             };
@@ -383,7 +569,7 @@ impl Iterator for Reader {
                 Ok(line) => line,
                 Err(_) => {
                     return self.fail(ChainError::Malformed {
-                        line: self.walker.lines,
+                        line: seq,
                         reason: "not UTF-8".into(),
                     });
                 }

@@ -1,6 +1,7 @@
 //! One round of the group commit on the files: the head read and checked, a torn or
-//! uncommitted tail set aside, the lines written, the head rewritten, the sync. The writer
-//! thread (`commit`) runs rounds; the log (`log`) opens the files and owns the writer.
+//! uncommitted tail set aside, the lines written, the head rewritten, the sync. [`Files`] is
+//! the [`RoundStore`] of a file log: the writer thread (`commit`) runs its rounds; the log
+//! (`log`) opens the files and hands them to the writer.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
@@ -8,12 +9,13 @@ use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use crate::chain::{ChainError, Encoded, MAX_LINE_BYTES, check_line, encode};
+use crate::chain::{ChainError, Encoded, MAX_LINE_BYTES, check_line, encode_after};
 use crate::files::FileLock;
 use crate::head::{HEAD_LEN, Head};
 use crate::key::AuditKey;
 use crate::read::{after_head, walk};
 use crate::record::{Event, Outcome, Record};
+use crate::store::{Appended, Round, RoundStore};
 
 use crate::error::AuditError;
 use crate::files::{LOG_FILE, TORN_FILE};
@@ -32,15 +34,6 @@ pub(crate) const MAX_ROUND_BYTES: usize = 1 << 20;
 /// newline) may go past that. What a crash can leave after the head's record is bounded by
 /// this and [`MAX_ROUND_RECORDS`] (see `uncommitted_tail` below).
 pub(crate) const MAX_ROUND_WRITE: usize = MAX_ROUND_BYTES + MAX_LINE_BYTES;
-
-/// Where a record was stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    /// Its sequence number (1 for the first record), which is also its line number.
-    pub seq: u64,
-    /// Its hash: lowercase hex SHA-256, the `prev` of the next record.
-    pub hash: String,
-}
 
 pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
     let path = path.to_owned();
@@ -67,14 +60,6 @@ impl Failure {
     }
 }
 
-/// What one round did: an answer for each of the first records it was given (fewer than all
-/// when the round's bytes reached [`MAX_ROUND_BYTES`]: the rest wait for the next round), and
-/// whether it wrote anything that must be synced.
-pub(crate) struct Round {
-    pub(crate) results: Vec<Result<Appended, AuditError>>,
-    pub(crate) dirty: bool,
-}
-
 /// The files of one log and its key. Every method but [`Files::lock`] and [`Files::sync`]
 /// expects the caller to hold the exclusive lock.
 pub(crate) struct Files {
@@ -84,13 +69,17 @@ pub(crate) struct Files {
     pub(crate) head: File,
     pub(crate) head_path: PathBuf,
     pub(crate) key: Option<AuditKey>,
+    /// The unkeyed head adopted at open (a key created just now), until it is rewritten.
+    pub(crate) adopted: Option<(u64, String)>,
+    /// Whether [`RoundStore::begin`] holds the exclusive lock for the next round.
+    pub(crate) locked: bool,
     /// The log's length and its last record's hash as this handle's last round left them: a
     /// round that finds the same length and head needs not read the end of the log again.
     /// `None` before the first round and after a round that failed.
     pub(crate) known_end: Mutex<Option<(u64, String)>>,
     /// Failures to inject, for the tests of what each caller is told.
     #[cfg(test)]
-    pub(crate) faults: std::sync::Mutex<crate::log::tests::Faults>,
+    pub(crate) faults: std::sync::Arc<Mutex<crate::log::tests::Faults>>,
 }
 
 impl Files {
@@ -169,16 +158,16 @@ impl Files {
     /// A failure of the head, the tail or the write fails every record: [`AuditError`]s
     /// cannot be cloned, so each caller gets a [`AuditError::duplicate`]. `broken` is set when
     /// the files could not be put back as they were.
-    pub(crate) fn append_round<'r>(
+    fn round_under_lock<'r>(
         &self,
         records: impl ExactSizeIterator<Item = &'r Record>,
         adopted: impl FnOnce(&Head) -> bool,
-        broken: &mut bool,
     ) -> Round {
         let n = records.len();
-        let all = |error: AuditError, dirty: bool| Round {
+        let all = |error: AuditError, dirty: bool, broken: bool| Round {
             results: (0..n).map(|_| Err(error.duplicate())).collect(),
             dirty,
+            broken,
         };
         // Under the lock, from the file: another process may have written it. A head without
         // a MAC is accepted only while it is the one this handle adopted at open.
@@ -191,11 +180,11 @@ impl Files {
             .map_err(|e| self.chain(e))
         {
             Ok(head) => head,
-            Err(e) => return all(e, false),
+            Err(e) => return all(e, false, false),
         };
         let mut len = match self.log_len() {
             Ok(len) => len,
-            Err(e) => return all(e, false),
+            Err(e) => return all(e, false, false),
         };
         // Lines after the head's record (complete or not) are left by a crash or a rollback
         // that failed, here or in another process. Appending after them would bury them in the
@@ -217,12 +206,9 @@ impl Files {
                         (head, len) = after;
                         dirty = true;
                     }
-                    Err(f) => {
-                        *broken |= f.broken;
-                        return all(f.error, false);
-                    }
+                    Err(f) => return all(f.error, false, f.broken),
                 },
-                Err(e) => return all(self.chain(e), false),
+                Err(e) => return all(self.chain(e), false, false),
             }
         }
 
@@ -233,12 +219,12 @@ impl Files {
             if lines.len() >= MAX_ROUND_BYTES {
                 break;
             }
-            let Some(next) = seq.checked_add(1) else {
-                results.push(Err(AuditError::Broken));
-                continue;
-            };
-            match self.encode(next, &prev, record) {
-                Ok(Encoded { line, hash }) => {
+            match self.encode(seq, &prev, record) {
+                Ok(Encoded {
+                    seq: next,
+                    line,
+                    hash,
+                }) => {
                     lines.extend_from_slice(&line);
                     results.push(Ok(Appended {
                         seq: next,
@@ -251,24 +237,32 @@ impl Files {
         }
         if lines.is_empty() {
             self.remember_end(len, &head.hash);
-            return Round { results, dirty };
+            return Round {
+                results,
+                dirty,
+                broken: false,
+            };
         }
         let new_head = Head::new(seq, prev, self.key.as_ref());
         match self.commit(&head, len, &lines, &new_head) {
             Ok(len) => self.remember_end(len, &new_head.hash),
             Err(f) => {
-                *broken |= f.broken;
                 for result in &mut results {
                     if result.is_ok() {
                         *result = Err(f.error.duplicate());
                     }
                 }
-                return Round { results, dirty };
+                return Round {
+                    results,
+                    dirty,
+                    broken: f.broken,
+                };
             }
         }
         Round {
             results,
             dirty: true,
+            broken: false,
         }
     }
 
@@ -281,21 +275,15 @@ impl Files {
             .unwrap_or_else(PoisonError::into_inner) = Some((len, hash.to_owned()));
     }
 
-    /// The line of `record` as number `seq` after `prev`.
-    fn encode(&self, seq: u64, prev: &str, record: &Record) -> Result<Encoded, AuditError> {
+    /// The line of `record` after the record (`prev_seq`, `prev`).
+    fn encode(&self, prev_seq: u64, prev: &str, record: &Record) -> Result<Encoded, AuditError> {
         #[cfg(test)]
         if self.fault(|f| f.too_large.as_deref() == Some(record.request_id())) {
             return Err(AuditError::TooLarge {
                 len: MAX_LINE_BYTES + 1,
             });
         }
-        let encoded = encode(seq, prev, record).map_err(AuditError::Encode)?;
-        if encoded.line.len() > MAX_LINE_BYTES + 1 {
-            return Err(AuditError::TooLarge {
-                len: encoded.line.len() - 1,
-            });
-        }
-        Ok(encoded)
+        encode_after(prev_seq, prev, record)
     }
 
     /// Appends `lines` (complete, each ending with a newline, chaining from `old`) to a log
@@ -367,7 +355,7 @@ impl Files {
             .with_outcome(Outcome::Error)
             .with_message(format!("{what} was set aside at seq {seq} in {TORN_FILE}"));
         let encoded = self
-            .encode(seq, &head.hash, &record)
+            .encode(head.seq, &head.hash, &record)
             .map_err(Failure::clean)?;
         let mut bytes = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
         self.log
@@ -448,6 +436,56 @@ impl Files {
             .faults
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl RoundStore for Files {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn begin(&mut self) -> Result<(), AuditError> {
+        if !self.locked {
+            self.head
+                .lock()
+                .map_err(io_err("locking", &self.head_path))?;
+            self.locked = true;
+        }
+        Ok(())
+    }
+
+    fn append_round(&mut self, batch: &[&Record]) -> Round {
+        // One lock from the head read to the head rewrite: the one `begin` took, or one taken
+        // now by a caller that did not.
+        let lock = if std::mem::take(&mut self.locked) {
+            FileLock::held(&self.head)
+        } else {
+            match self.lock() {
+                Ok(lock) => lock,
+                Err(e) => {
+                    return Round {
+                        results: batch.iter().map(|_| Err(e.duplicate())).collect(),
+                        dirty: false,
+                        broken: false,
+                    };
+                }
+            }
+        };
+        // A head without a MAC is accepted only while it is the one adopted at open.
+        let adopted = |head: &Head| {
+            head.mac.is_none()
+                && self
+                    .adopted
+                    .as_ref()
+                    .is_some_and(|(seq, hash)| *seq == head.seq && *hash == head.hash)
+        };
+        let round = self.round_under_lock(batch.iter().copied(), adopted);
+        drop(lock);
+        round
+    }
+
+    fn sync(&mut self) -> Result<(), AuditError> {
+        Files::sync(self)
     }
 }
 

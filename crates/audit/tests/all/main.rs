@@ -8,6 +8,8 @@ mod keyed;
 mod log;
 mod read;
 mod sanitize;
+mod source;
+mod store;
 mod tamper;
 mod torn;
 mod uncommitted;
