@@ -164,6 +164,12 @@ impl HostBuilder {
             }
             (None, None) => Storage::memory()?,
         };
+        // A sink given on its own replaces the storage's log, so what the storage would read
+        // back is not this host's trail.
+        let audit_source = match self.audit {
+            Some(_) => None,
+            None => storage.audit_source,
+        };
         let audit = self.audit.unwrap_or(storage.audit);
         let config = RuntimeConfig {
             max_memory: self.policy.ceiling.max_memory.bytes(),
@@ -197,6 +203,7 @@ impl HostBuilder {
                 default_tenant: TenantName::default_tenant(),
                 data_dir: self.data_dir,
                 registry: storage.registry,
+                audit_source,
                 secrets,
                 kv,
                 kv_quota,

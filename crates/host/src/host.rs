@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) trust: RwLock<Arc<TrustBundle>>,
     pub(crate) policy: Policy,
     pub(crate) audit: Arc<dyn AuditSink>,
+    /// Where `audit`'s records are read back.
+    pub(crate) audit_source: Option<Arc<dyn warden_audit::AuditSource>>,
     pub(crate) bundle_limits: BundleLimits,
     pub(crate) resolver: Arc<dyn Resolver>,
     pub(crate) authorizer: Arc<dyn Authorizer>,
@@ -136,12 +138,9 @@ impl Host {
         &self.inner.policy
     }
 
-    /// The folder of the data dir's audit log (`DATA/audit`), if the host has a data dir.
-    pub fn audit_dir(&self) -> Option<PathBuf> {
-        self.inner
-            .data_dir
-            .as_ref()
-            .map(|d| d.join(warden_audit::AUDIT_DIR))
+    /// Where this host's audit records are read back, if they are kept (not in memory).
+    pub fn audit_source(&self) -> Option<Arc<dyn warden_audit::AuditSource>> {
+        self.inner.audit_source.clone()
     }
 
     /// Replaces the trust bundle. Every loaded extension is unloaded, so the next call of

@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use warden_audit::{AuditLog, AuditSink, Event, MemoryAudit, Outcome, Record};
+use warden_audit::{
+    AuditLog, AuditSink, AuditSource, Event, FileAuditSource, MemoryAudit, Outcome, Record,
+};
 use warden_kv::{KvBackend, MemoryKv};
 use warden_registry::{BlobStore, Registry};
 use warden_secrets::SecretStore;
@@ -26,6 +28,8 @@ pub struct Storage {
     pub secrets: SecretStore,
     /// Where audit records go; calls wait until theirs is stored.
     pub audit: Arc<dyn AuditSink>,
+    /// Where they are read back (listing, verifying): none for records kept in memory.
+    pub audit_source: Option<Arc<dyn AuditSource>>,
 }
 
 impl Storage {
@@ -56,6 +60,7 @@ impl Storage {
                 kv,
                 secrets,
                 audit,
+                audit_source: Some(Arc::new(FileAuditSource::in_data_dir(dir))),
             }),
             Err(e) => Err(start_failed(&audit, e)),
         }
@@ -69,6 +74,7 @@ impl Storage {
             kv: Arc::new(MemoryKv::new()),
             secrets: SecretStore::in_memory()?,
             audit: Arc::new(MemoryAudit::default()),
+            audit_source: None,
         })
     }
 }

@@ -812,7 +812,7 @@ pub(crate) async fn audit(
     let r = async {
         admin(&s, &headers)?;
         let q = query_params(q)?;
-        let Some(dir) = s.host.audit_dir() else {
+        let Some(source) = s.host.audit_source() else {
             return Err(ApiError::not_found(
                 "this service keeps no audit log on disk",
             ));
@@ -824,7 +824,8 @@ pub(crate) async fn audit(
                 extension: q.extension,
                 ..warden_audit::Filter::default()
             };
-            let reader = warden_audit::read(&dir, filter)
+            let reader = source
+                .read(filter)
                 .map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))?;
             let mut last = std::collections::VecDeque::with_capacity(limit);
             for r in reader {

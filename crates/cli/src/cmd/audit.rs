@@ -1,4 +1,5 @@
-//! `warden audit`: list, follow or verify the audit log in `DATA/audit`.
+//! `warden audit`: list, follow or verify the audit log in `DATA/audit`, through its
+//! [`AuditSource`] (the commands do not depend on where the log is stored).
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -7,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use warden_audit::{
-    AUDIT_DIR, AUDIT_KEY_FILE, AuditKey, ChainError, Filter, HeadMac, Reader, StoredRecord,
-    checkpoint,
+    AUDIT_KEY_FILE, AuditKey, AuditSource, ChainError, FileAuditSource, Filter, HeadMac, Reader,
+    StoredRecord, checkpoint,
 };
 
 /// How often `--follow` looks for new records.
@@ -19,17 +20,17 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// printing records as they are appended (until Ctrl-C), and waits for the log to appear if
 /// there is none yet.
 pub fn run(data: &Path, tenant: Option<&str>, follow: bool, json: bool) -> Result<()> {
-    let dir = data.join(AUDIT_DIR);
+    let source = FileAuditSource::in_data_dir(data);
     let filter = Filter {
         tenant: tenant.map(str::to_owned),
         ..Filter::default()
     };
-    let mut reader = open(&dir, filter, follow)?;
+    let mut reader = open(&source, filter, follow)?;
     let mut out = BufWriter::new(io::stdout().lock());
     loop {
         for item in &mut reader {
             let stored =
-                item.with_context(|| format!("reading the audit log in {}", dir.display()))?;
+                item.with_context(|| format!("reading the audit log in {}", source.location()))?;
             let written = if json {
                 writeln!(out, "{}", stored.line)
             } else {
@@ -70,19 +71,21 @@ fn key(data: &Path, given: Option<&Path>) -> Result<Option<AuditKey>> {
 /// `warden audit --verify [--checkpoints FILE]`: checks the whole chain, the head's MAC when
 /// there is a key, and every checkpoint in FILE; prints a summary.
 pub fn verify(data: &Path, key_file: Option<&Path>, checkpoints: Option<&Path>) -> Result<()> {
-    let dir = data.join(AUDIT_DIR);
+    let source = FileAuditSource::in_data_dir(data);
     let key = key(data, key_file)?;
-    let failed = || format!("audit log in {} failed verification", dir.display());
+    let failed = || format!("audit log in {} failed verification", source.location());
     let (report, held) = match checkpoints {
         Some(file) => {
             let bytes = crate::files::read_bounded(file, MAX_CHECKPOINTS_BYTES)?;
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("{} is not UTF-8", file.display()))?;
-            let r = checkpoint::check(&dir, key.as_ref(), &text).with_context(failed)?;
+            let r = checkpoint::check_from(&source, key.as_ref(), &text).with_context(failed)?;
             (r.log, Some((r.checkpoints, r.macs_checked)))
         }
         None => (
-            warden_audit::verify_with(&dir, key.as_ref(), &mut |_, _| {}).with_context(failed)?,
+            source
+                .verify(key.as_ref(), &mut |_, _| {})
+                .with_context(failed)?,
             None,
         ),
     };
@@ -109,10 +112,10 @@ pub fn verify(data: &Path, key_file: Option<&Path>, checkpoints: Option<&Path>) 
 /// `warden audit --checkpoint FILE|-`: verifies the log, then appends (and fsyncs) one
 /// checkpoint line to FILE, or prints it.
 pub fn checkpoint(data: &Path, key_file: Option<&Path>, out: &Path) -> Result<()> {
-    let dir = data.join(AUDIT_DIR);
+    let source = FileAuditSource::in_data_dir(data);
     let key = key(data, key_file)?;
-    let cp = checkpoint::take(&dir, key.as_ref())
-        .with_context(|| format!("audit log in {} failed verification", dir.display()))?;
+    let cp = checkpoint::take_from(&source, key.as_ref())
+        .with_context(|| format!("audit log in {} failed verification", source.location()))?;
     let line = format!("{}\n", cp.to_line());
     if out == Path::new("-") {
         out!("{line}");
@@ -136,13 +139,13 @@ pub fn checkpoint(data: &Path, key_file: Option<&Path>, out: &Path) -> Result<()
 }
 
 /// Opens the log; with `follow`, waits for it to be created.
-fn open(dir: &Path, filter: Filter, follow: bool) -> Result<Reader> {
+fn open(source: &dyn AuditSource, filter: Filter, follow: bool) -> Result<Reader> {
     loop {
-        match warden_audit::read(dir, filter.clone()) {
+        match source.read(filter.clone()) {
             Err(ChainError::Missing { .. }) if follow => thread::sleep(FOLLOW_POLL),
             other => {
                 return other
-                    .with_context(|| format!("reading the audit log in {}", dir.display()));
+                    .with_context(|| format!("reading the audit log in {}", source.location()));
             }
         }
     }
