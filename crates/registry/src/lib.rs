@@ -16,6 +16,7 @@
 mod approval;
 mod key;
 mod plan;
+mod rate;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -23,6 +24,7 @@ pub mod testing;
 pub use approval::Approval;
 pub use key::{ApiKey, KeyHash};
 pub use plan::{Plan, PlanError, plan};
+pub use rate::{MemoryRateLeases, Rate, RateLeases};
 pub use store::{
     BlobError, BlobStore, InstallRecord, Published, Registry, RegistryError, TenantRecord,
 };

@@ -879,6 +879,7 @@ mod tests {
                 runner_token: None,
                 trust_file: None,
                 limits: ServiceLimits::default(),
+                rate_leases: None,
             },
         );
         crate::router(service)

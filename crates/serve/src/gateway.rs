@@ -122,7 +122,7 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     who.extension = Some(shown_id(id));
     let tenant = who.identify(s, &request)?;
-    let _permit = s.limiter.admit(&tenant)?;
+    let _permit = s.limiter.admit(&tenant).await?;
     // A declared length over every extension's limit (the policy's ceiling) is refused from
     // the header, before the install is loaded or a byte of the body is read.
     let ceiling = s.host.policy().ceiling.max_request_bytes.bytes();
@@ -334,7 +334,7 @@ async fn run(
         .extension
         .parse()
         .map_err(|_| not_installed_text(&req.extension))?;
-    let _permit = s.limiter.admit(&tenant)?;
+    let _permit = s.limiter.admit(&tenant).await?;
     let info = s.installed(&tenant, &id).await?;
     if info.kind != WorldKind::Rpc {
         return Err(ApiError::malformed(format!(

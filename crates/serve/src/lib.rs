@@ -20,6 +20,7 @@ mod headers;
 mod limits;
 mod metrics;
 mod openapi;
+mod rate;
 mod ui;
 
 use std::collections::HashMap;
@@ -55,6 +56,9 @@ pub struct ServeOptions {
     /// Where the trust bundle is read again on SIGHUP or `POST /v1/admin/trust/reload`.
     pub trust_file: Option<PathBuf>,
     pub limits: ServiceLimits,
+    /// Each tenant's rate bucket shared with the other runners on the same storage; `None`
+    /// keeps it in this process (one runner).
+    pub rate_leases: Option<Arc<dyn warden_registry::RateLeases>>,
 }
 
 /// The service's state, shared by every request.
@@ -82,7 +86,7 @@ pub(crate) struct Peer(pub SocketAddr);
 
 impl Service {
     pub fn new(host: Host, options: ServeOptions) -> Arc<Service> {
-        let limiter = limits::TenantLimiter::new(&options.limits);
+        let limiter = limits::TenantLimiter::new(&options.limits, options.rate_leases.clone());
         let bodies = limits::BodyBudget::new(options.limits.max_buffered_bytes.bytes());
         Arc::new(Service {
             host,

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::Request;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warden_host::TenantName;
+use warden_registry::{Rate, RateLeases};
 
 use crate::error::ApiError;
+use crate::rate::TenantRate;
 
 /// The service's limits: `[policy.gateway]` of the operator's policy.
 pub type ServiceLimits = warden_manifest::GatewayLimits;
@@ -54,31 +55,34 @@ pub(crate) fn check_head(l: &ServiceLimits, request: &Request) -> Result<(), Api
     Ok(())
 }
 
-/// Each tenant's rate (governor's keyed GCRA) and concurrency.
+/// Each tenant's rate ([`TenantRate`]: this process's, or shared by every runner) and
+/// concurrency (per runner).
 pub(crate) struct TenantLimiter {
-    rate: DefaultKeyedRateLimiter<TenantName>,
+    rate: TenantRate,
     concurrency: u32,
     slots: Mutex<HashMap<TenantName, Arc<Semaphore>>>,
 }
 
 impl TenantLimiter {
-    pub(crate) fn new(l: &ServiceLimits) -> TenantLimiter {
+    pub(crate) fn new(l: &ServiceLimits, leases: Option<Arc<dyn RateLeases>>) -> TenantLimiter {
+        let rate = Rate {
+            per_second: l.tenant_rate,
+            burst: l.tenant_burst,
+        };
         TenantLimiter {
-            rate: RateLimiter::keyed(Quota::per_second(l.tenant_rate).allow_burst(l.tenant_burst)),
+            rate: TenantRate::new(rate, leases),
             concurrency: l.tenant_concurrency,
             slots: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Admits one request of `tenant` now, or says why not (429 with `retry-after`). The
-    /// permit is held for the request's life.
-    pub(crate) fn admit(&self, tenant: &TenantName) -> Result<OwnedSemaphorePermit, ApiError> {
-        if self.rate.check_key(tenant).is_err() {
-            return Err(ApiError::limited(
-                "rate-limited",
-                format!("tenant {tenant} is over its request rate"),
-            ));
-        }
+    /// Admits one request of `tenant` now, or says why not (429 with `retry-after`; 503 when
+    /// a shared rate cannot be checked). The permit is held for the request's life.
+    pub(crate) async fn admit(
+        &self,
+        tenant: &TenantName,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.rate.take(tenant).await?;
         let slots = {
             let mut all = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(

@@ -68,6 +68,8 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             runner_token,
             trust_file: a.place.trust.map(Path::to_path_buf),
             limits,
+            // One runner on the embedded default: the rate is kept in this process.
+            rate_leases: None,
         },
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,363 @@
+//! Each tenant's request rate, in this process alone ([`TenantRate::Local`], governor's keyed
+//! GCRA: the embedded default, one runner) or shared by every runner on one storage
+//! ([`TenantRate::Shared`]).
+//!
+//! Shared: a runner keeps a few tokens per tenant, leased from the tenant's one bucket in the
+//! storage ([`RateLeases`]) about 50 ms of rate at a time, and leases again in the background
+//! when half are used, so a request rarely waits on the storage. A request that finds none
+//! waits at most [`LEASE_WAIT`] for a lease in flight. Tokens unused for [`KEEP`] go back.
+//! The bucket lends at most rate × time + burst to the whole fleet, so runners never admit
+//! more than the limit; they admit less by at most the tokens they hold (a few batches).
+//! A storage that cannot be reached is 503, not 429: the limit is not what refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use warden_host::TenantName;
+use warden_registry::{Rate, RateLeases};
+
+use crate::error::ApiError;
+
+/// Longest wait of a request for a lease in flight before it is refused.
+const LEASE_WAIT: Duration = Duration::from_millis(20);
+/// Tokens held this long without use go back to the shared bucket.
+const KEEP: Duration = Duration::from_millis(200);
+
+pub(crate) enum TenantRate {
+    Local(DefaultKeyedRateLimiter<TenantName>),
+    Shared(Arc<SharedRate>),
+}
+
+impl TenantRate {
+    pub(crate) fn new(rate: Rate, leases: Option<Arc<dyn RateLeases>>) -> TenantRate {
+        match leases {
+            None => TenantRate::Local(RateLimiter::keyed(
+                Quota::per_second(rate.per_second).allow_burst(rate.burst),
+            )),
+            Some(leases) => TenantRate::Shared(SharedRate::start(leases, rate)),
+        }
+    }
+
+    /// Takes one of `tenant`'s tokens, or says why not (429 over the rate, 503 when the
+    /// shared bucket cannot be reached).
+    pub(crate) async fn take(&self, tenant: &TenantName) -> Result<(), ApiError> {
+        let over = || {
+            ApiError::limited(
+                "rate-limited",
+                format!("tenant {tenant} is over its request rate"),
+            )
+        };
+        match self {
+            TenantRate::Local(r) => r.check_key(tenant).map_err(|_| over()),
+            TenantRate::Shared(s) => match s.take(tenant).await {
+                Taken::Yes => Ok(()),
+                Taken::Over => Err(over()),
+                Taken::Unreachable(e) => Err(ApiError::unavailable(format!(
+                    "tenant {tenant}'s request rate cannot be checked now: {e}"
+                ))),
+            },
+        }
+    }
+}
+
+pub(crate) struct SharedRate {
+    leases: Arc<dyn RateLeases>,
+    rate: Rate,
+    /// Tokens per lease: 50 ms of rate, at least one.
+    batch: u32,
+    tenants: Mutex<HashMap<TenantName, Arc<Local>>>,
+}
+
+/// This runner's tokens of one tenant.
+#[derive(Default)]
+struct Local {
+    state: Mutex<State>,
+    leased: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct State {
+    tokens: u32,
+    leasing: bool,
+    /// When tokens last came (for giving unused ones back).
+    since: Option<Instant>,
+    /// An empty bucket is not asked again before this (it refills at the rate).
+    not_before: Option<Instant>,
+    /// The last lease's failure, until one works.
+    failed: Option<String>,
+}
+
+pub(crate) enum Taken {
+    Yes,
+    Over,
+    Unreachable(String),
+}
+
+impl SharedRate {
+    pub(crate) fn start(leases: Arc<dyn RateLeases>, rate: Rate) -> Arc<SharedRate> {
+        let batch = rate.per_second.get().div_ceil(20).max(1);
+        let shared = Arc::new(SharedRate {
+            leases,
+            rate,
+            batch,
+            tenants: Mutex::default(),
+        });
+        // Without a runtime (unit tests of other parts) nothing is given back early; the
+        // bucket still refills at its rate.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(give_back_unused(Arc::downgrade(&shared)));
+        }
+        shared
+    }
+
+    fn local(&self, tenant: &TenantName) -> Arc<Local> {
+        let mut all = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(all.entry(tenant.clone()).or_default())
+    }
+
+    pub(crate) async fn take(self: &Arc<Self>, tenant: &TenantName) -> Taken {
+        let local = self.local(tenant);
+        // Registered before the state is read, so a lease landing in between still wakes it.
+        let leased = local.leased.notified();
+        tokio::pin!(leased);
+        leased.as_mut().enable();
+        {
+            let mut st = local.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if st.tokens > 0 {
+                st.tokens -= 1;
+                if st.tokens <= self.batch / 2 {
+                    self.lease(tenant, &local, &mut st);
+                }
+                return Taken::Yes;
+            }
+            if !self.lease(tenant, &local, &mut st) && !st.leasing {
+                return match &st.failed {
+                    Some(e) => Taken::Unreachable(e.clone()),
+                    None => Taken::Over,
+                };
+            }
+        }
+        let _ = tokio::time::timeout(LEASE_WAIT, leased).await;
+        let mut st = local.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.tokens > 0 {
+            st.tokens -= 1;
+            return Taken::Yes;
+        }
+        match &st.failed {
+            Some(e) => Taken::Unreachable(e.clone()),
+            None => Taken::Over,
+        }
+    }
+
+    /// Starts a lease in the background unless one is in flight or the bucket was just found
+    /// empty; true if one started.
+    fn lease(self: &Arc<Self>, tenant: &TenantName, local: &Arc<Local>, st: &mut State) -> bool {
+        if st.leasing || st.not_before.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        st.leasing = true;
+        let (shared, tenant, local) = (Arc::clone(self), tenant.clone(), Arc::clone(local));
+        // The storage's calls are blocking ones.
+        tokio::task::spawn_blocking(move || {
+            let got = shared.leases.lease(&tenant, shared.batch, shared.rate);
+            let mut st = local.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.leasing = false;
+            match got {
+                Ok(n) => {
+                    st.failed = None;
+                    st.tokens = st.tokens.saturating_add(n);
+                    st.since = Some(Instant::now());
+                    st.not_before = (n == 0).then(|| {
+                        Instant::now()
+                            + shared.refill_time(shared.batch.min(shared.rate.burst.get()))
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "a rate lease failed");
+                    st.failed = Some(warden_call::text::chain(&e));
+                    // Not again at once: a storage that is down is not asked by every request.
+                    st.not_before = Some(Instant::now() + LEASE_WAIT);
+                }
+            }
+            drop(st);
+            local.leased.notify_waiters();
+        });
+        true
+    }
+
+    /// How long the shared bucket takes to refill `n` tokens.
+    fn refill_time(&self, n: u32) -> Duration {
+        Duration::from_secs_f64(f64::from(n) / f64::from(self.rate.per_second.get()))
+    }
+
+    /// Gives back the tokens held unused for [`KEEP`]; drops tenants with nothing held.
+    fn give_back_unused(&self) {
+        let now = Instant::now();
+        let mut back = Vec::new();
+        {
+            let mut all = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+            all.retain(|tenant, local| {
+                let mut st = local.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let stale = st.since.is_none_or(|t| now.duration_since(t) >= KEEP);
+                if st.tokens > 0 && stale {
+                    back.push((tenant.clone(), st.tokens));
+                    st.tokens = 0;
+                }
+                // Kept while it holds tokens, leases, or is in use.
+                st.tokens > 0 || st.leasing || !stale || Arc::strong_count(local) > 1
+            });
+        }
+        for (tenant, n) in back {
+            if let Err(e) = self.leases.give_back(&tenant, n, self.rate) {
+                tracing::warn!(%tenant, error = %e, "unused rate tokens could not be given back");
+            }
+        }
+    }
+}
+
+async fn give_back_unused(shared: Weak<SharedRate>) {
+    let mut tick = tokio::time::interval(KEEP / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(s) = shared.upgrade() else { return };
+        if tokio::task::spawn_blocking(move || s.give_back_unused())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::num::NonZeroU32;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use warden_registry::{MemoryRateLeases, RegistryError};
+
+    use super::*;
+
+    fn rate(per_second: u32, burst: u32) -> Rate {
+        Rate {
+            per_second: NonZeroU32::new(per_second).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    /// Three runners on one shared bucket, offered three times the rate for 4 s: together
+    /// they admit the rate × time + burst within 10 %, as the fleet's limit must hold.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_runners_on_one_bucket_hold_the_rate_together() {
+        let leases: Arc<dyn RateLeases> = Arc::new(MemoryRateLeases::default());
+        let r = rate(50, 10);
+        let runners: Vec<_> = (0..3)
+            .map(|_| TenantRate::new(r, Some(Arc::clone(&leases))))
+            .collect();
+        let t: TenantName = "acme".parse().unwrap();
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / 150));
+        let (mut admitted, mut refused, mut i) = (0u32, 0u32, 0usize);
+        while start.elapsed() < Duration::from_secs(4) {
+            tick.tick().await;
+            match runners[i % 3].take(&t).await {
+                Ok(()) => admitted += 1,
+                Err(e) => {
+                    assert_eq!((e.status.as_u16(), e.code), (429, "rate-limited"));
+                    refused += 1;
+                }
+            }
+            i += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let expected = 50.0 * secs + 10.0;
+        let off = (f64::from(admitted) - expected).abs() / expected;
+        eprintln!(
+            "shared rate: admitted {admitted}, refused {refused} in {secs:.2}s; expected {expected:.0}"
+        );
+        assert!(
+            off <= 0.10,
+            "admitted {admitted} of {} in {secs:.2}s, expected {expected:.0} (off by {:.1}%)",
+            admitted + refused,
+            off * 100.0
+        );
+    }
+
+    /// A shared bucket that cannot be reached refuses with 503 (not 429) and is not asked by
+    /// every request; it admits again once it answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_bucket_is_503_and_asked_sparingly() {
+        struct Down {
+            down: AtomicBool,
+            asked: AtomicU32,
+            inner: MemoryRateLeases,
+        }
+        impl RateLeases for Down {
+            fn lease(&self, t: &TenantName, want: u32, r: Rate) -> Result<u32, RegistryError> {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(RegistryError::Storage {
+                        location: "at postgres://db/w".into(),
+                        source: "connection refused".into(),
+                    });
+                }
+                self.inner.lease(t, want, r)
+            }
+            fn give_back(&self, t: &TenantName, n: u32, r: Rate) -> Result<(), RegistryError> {
+                self.inner.give_back(t, n, r)
+            }
+        }
+        let store = Arc::new(Down {
+            down: AtomicBool::new(true),
+            asked: AtomicU32::new(0),
+            inner: MemoryRateLeases::default(),
+        });
+        let rate_ = TenantRate::new(rate(100, 100), Some(store.clone() as Arc<dyn RateLeases>));
+        let t: TenantName = "acme".parse().unwrap();
+        for _ in 0..200 {
+            let e = rate_.take(&t).await.unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code, e.retry_after),
+                (503, "unavailable", Some(1))
+            );
+            assert!(e.message.contains("connection refused"), "{}", e.message);
+        }
+        // 200 refusals cost a lease per 20 ms of them, not one each.
+        let asked = store.asked.load(Ordering::SeqCst);
+        assert!(asked < 200, "asked {asked} times");
+        store.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(LEASE_WAIT * 2).await;
+        rate_.take(&t).await.unwrap();
+    }
+
+    /// Tokens a runner leased but did not use go back to the bucket for the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unused_tokens_go_back() {
+        #[derive(Default)]
+        struct Counting {
+            back: AtomicU32,
+            inner: MemoryRateLeases,
+        }
+        impl RateLeases for Counting {
+            fn lease(&self, t: &TenantName, want: u32, r: Rate) -> Result<u32, RegistryError> {
+                self.inner.lease(t, want, r)
+            }
+            fn give_back(&self, t: &TenantName, n: u32, r: Rate) -> Result<(), RegistryError> {
+                self.back.fetch_add(n, Ordering::SeqCst);
+                self.inner.give_back(t, n, r)
+            }
+        }
+        let leases = Arc::new(Counting::default());
+        let a = TenantRate::new(rate(200, 20), Some(leases.clone() as Arc<dyn RateLeases>));
+        let t: TenantName = "acme".parse().unwrap();
+        a.take(&t).await.unwrap();
+        // One batch (10) leased, one used: the other 9 go back once held for KEEP.
+        tokio::time::sleep(KEEP * 3).await;
+        assert_eq!(leases.back.load(Ordering::SeqCst), 9);
+    }
+}
