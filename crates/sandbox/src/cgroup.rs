@@ -234,6 +234,47 @@ impl Root {
     }
 }
 
+fn frozen_in(dirs: &[PathBuf]) -> bool {
+    dirs.iter().any(|d| {
+        std::fs::read_to_string(d.join("cgroup.events"))
+            .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+    })
+}
+
+/// A sandbox's freezer held apart from its [`crate::Child`], so that its tree can be held
+/// still from another thread while the child is in use (its folders measured during a call).
+#[derive(Debug, Clone)]
+pub struct Freezer {
+    file: Arc<File>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Freezer {
+    /// Freezes the tree and waits at most `within` for every task of it to be frozen; the
+    /// tree is thawed again if it was not (then `false`).
+    pub fn freeze(&self, within: std::time::Duration) -> bool {
+        if self.file.write_at(b"1", 0).is_err() {
+            return false;
+        }
+        let end = std::time::Instant::now() + within;
+        loop {
+            if frozen_in(&self.dirs) {
+                return true;
+            }
+            if std::time::Instant::now() >= end {
+                let _ = self.thaw();
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Lets the tree run again.
+    pub fn thaw(&self) -> std::io::Result<()> {
+        thaw_file(&self.file)
+    }
+}
+
 fn thaw_file(f: &File) -> std::io::Result<()> {
     f.write_at(b"0", 0).map(drop)
 }
@@ -289,6 +330,14 @@ impl Cgroup {
         thaw_file(self.freeze.as_ref().ok_or_else(|| missing("freezer"))?)
     }
 
+    /// The freezer apart from the handle.
+    pub(crate) fn freezer(&self) -> Option<Freezer> {
+        Some(Freezer {
+            file: Arc::clone(self.freeze.as_ref()?),
+            dirs: self.dirs.clone(),
+        })
+    }
+
     /// A way to thaw the tree later without the handle (after the next request is sent).
     pub(crate) fn thawer(&self) -> Option<impl FnOnce() + Send + 'static + use<>> {
         let f = Arc::clone(self.freeze.as_ref()?);
@@ -299,10 +348,7 @@ impl Cgroup {
 
     /// Whether every task of the tree is frozen now.
     pub(crate) fn frozen(&self) -> bool {
-        self.dirs.iter().any(|d| {
-            std::fs::read_to_string(d.join("cgroup.events"))
-                .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
-        })
+        frozen_in(&self.dirs)
     }
 
     /// Tasks (processes and threads) in the cgroup now.

@@ -85,6 +85,7 @@ mod spawn;
 mod support;
 mod sys;
 
+pub use cgroup::Freezer;
 pub use child::Step;
 pub use process::{Child, Exit, Outcome, Output, Stat};
 pub use profile::{

@@ -161,6 +161,15 @@ impl Child {
         }
     }
 
+    /// The sandbox's freezer, to hold its tree still from elsewhere while this handle is in
+    /// use; `None` without one, or once the program has exited.
+    pub fn freezer(&self) -> Option<crate::cgroup::Freezer> {
+        match &self.cgroup {
+            Some(cg) if self.exit.is_none() => cg.freezer(),
+            _ => None,
+        }
+    }
+
     /// [`Child::thaw`] for later, without the handle (e.g. once a request is in the pipe).
     pub fn thawer(&self) -> Option<impl FnOnce() + Send + 'static + use<>> {
         self.cgroup.as_ref()?.thawer()

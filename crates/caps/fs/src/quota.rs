@@ -282,8 +282,9 @@ const WALK_ATTEMPTS: usize = 4;
 /// renamed or swapped between the listing and the visit, which hid it from a walk by path
 /// (outside attack: 600 MiB to 1.5 GiB left past a 4 MiB quota), is seen. Then the walk starts
 /// over; folders still changing after [`WALK_ATTEMPTS`] walks, deeper than [`MAX_DEPTH`], or
-/// unreadable, count as full. Not closed: an entry moved from a folder not yet listed into one
-/// already listed, between the two, is missed by that walk (the next may see it).
+/// unreadable, count as full. Not closed by itself: an entry moved from a folder not yet
+/// listed into one already listed, between the two, is missed by that walk; the runtime holds
+/// the writer's tree frozen while it walks where it can.
 pub fn walk_consistent(root: &Path, max_entries: u64) -> Usage {
     const FULL: Usage = Usage {
         bytes: u64::MAX,

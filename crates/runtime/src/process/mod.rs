@@ -137,6 +137,8 @@ pub const PARKED_FOR: Duration = Duration::from_secs(10);
 /// last measure, up to 500 ms (so a folder that takes over 125 ms to measure costs more than a
 /// fifth of a core while its call runs; its entries are bounded by `max_entries`).
 const QUOTA_WATCH_MIN: Duration = Duration::from_millis(20);
+/// How long a killed tree is waited for before its folders are measured anyway.
+const KILL_WAIT: Duration = Duration::from_secs(2);
 const QUOTA_WATCH_MAX: Duration = Duration::from_millis(500);
 
 impl Worker {
@@ -609,12 +611,13 @@ impl ProcessInstall {
     /// what `program`'s processes hold in deleted files.
     async fn over_quota(&self, program: Option<u32>) -> Option<CallError> {
         let (roots, files) = self.writable.clone()?;
-        over_quota(roots, files, program).await
+        over_quota(roots, files, program, None).await
     }
 
     /// Ends (with the quota's error) once the read-write folders are over the file quota,
-    /// measured every [`QUOTA_WATCH_MIN`] or more; never without read-write folders.
-    async fn watch_quota(&self, program: u32) -> CallError {
+    /// measured every [`QUOTA_WATCH_MIN`] or more; never without read-write folders. With a
+    /// freezer, each measure holds the tree still (see [`Still`]).
+    async fn watch_quota(&self, program: u32, still: Still) -> CallError {
         let Some((roots, files)) = self.writable.clone() else {
             return std::future::pending().await;
         };
@@ -622,7 +625,9 @@ impl ProcessInstall {
         loop {
             tokio::time::sleep(pause).await;
             let measured = Instant::now();
-            if let Some(e) = over_quota(roots.clone(), files, Some(program)).await {
+            if let Some(e) =
+                over_quota(roots.clone(), files, Some(program), Some(still.clone())).await
+            {
                 return e;
             }
             pause = (measured.elapsed() * 4).clamp(QUOTA_WATCH_MIN, QUOTA_WATCH_MAX);
@@ -666,6 +671,8 @@ impl ProcessInstall {
         // On this thread's CPU: see `Child::run_here`. Only speed depends on it.
         let _ = worker.child.run_here();
         let program = worker.child.id();
+        // Only folders that are measured need it (it costs an allocation per call).
+        let still = Still::new(self.writable.as_ref().and_then(|_| worker.child.freezer()));
         let ended = {
             let exchange = worker.session.call_capturing(
                 &mut worker.stderr,
@@ -677,23 +684,18 @@ impl ProcessInstall {
             tokio::select! {
                 biased;
                 out = exchange => Ended::Answered(out),
-                e = self.watch_quota(program) => Ended::OverQuota(e),
+                e = self.watch_quota(program, still.clone()) => Ended::OverQuota(e),
             }
         };
+        // A measure still running holds the tree; it must be thawed by then, not after.
+        if self.writable.is_some() {
+            still.settled().await;
+        }
         worker.calls += 1;
-        // What the call left in its folders counts too: a call that answered over the quota
-        // fails, and its process (which may write on) is not kept.
-        let (reply, out_stderr, out_truncated) = match ended {
-            Ended::Answered(out) => (
-                self.over_quota(Some(program))
-                    .await
-                    .map_or(Ok(out.reply), Err),
-                out.stderr,
-                out.stderr_truncated,
-            ),
-            Ended::OverQuota(e) => (Err(e), Vec::new(), false),
+        let (reply, out_stderr, out_truncated, answered) = match ended {
+            Ended::Answered(out) => (Ok(out.reply), out.stderr, out.stderr_truncated, true),
+            Ended::OverQuota(e) => (Err(e), Vec::new(), false, false),
         };
-        let over_quota = reply.is_err();
 
         let cap = self.protocol.max_stderr_bytes();
         let stderr_truncated = out_truncated || earlier.len() + out_stderr.len() > cap;
@@ -701,7 +703,7 @@ impl ProcessInstall {
         stderr.extend_from_slice(
             &out_stderr[..out_stderr.len().min(cap.saturating_sub(stderr.len()))],
         );
-        let result = match reply {
+        let mut result = match reply {
             Err(quota) => Err(quota),
             Ok(Ok(Reply {
                 output: Ok(bytes), ..
@@ -727,13 +729,42 @@ impl ProcessInstall {
         // over to the next call).
         let oom = worker.child.oom_killed();
         let parked =
-            (!oom && !over_quota && !worker.session.is_broken() && worker.calls < self.warm_calls)
+            (answered && !oom && !worker.session.is_broken() && worker.calls < self.warm_calls)
                 .then(|| worker.park())
                 .flatten();
-        let keep = parked.is_some();
         // A process kept warm says what it holds now (its peak would be its whole life's);
-        // one that ends, its peak.
+        // one that ends, its peak (read before it is killed: without a cgroup it is in /proc).
         let memory_peak = parked.unwrap_or_else(|| worker.memory_peak());
+        let mut over_quota = !answered;
+        if answered && self.writable.is_some() {
+            // What the call left in its folders counts too, measured with the tree still,
+            // parked or dead: a program moving files between folders while a walk runs can
+            // hide them from it (outside attack: 601 MiB past a 4 MiB quota and the call
+            // answered "ok"), not from a walk of a tree that cannot run. A call that answered
+            // over the quota fails, and its process is not kept.
+            if parked.is_none() {
+                worker = match tokio::task::spawn_blocking(move || {
+                    let _ = worker.child.kill();
+                    let _ = worker.child.wait_deadline(Instant::now() + KILL_WAIT);
+                    worker
+                })
+                .await
+                {
+                    Ok(w) => w,
+                    Err(_) => {
+                        return failed(
+                            started,
+                            CallError::host("a killed process could not be reaped"),
+                        );
+                    }
+                };
+            }
+            if let Some(e) = self.over_quota(parked.is_some().then_some(program)).await {
+                result = Err(e);
+                over_quota = true;
+            }
+        }
+        let keep = parked.is_some() && !over_quota;
         if keep && let Ok(mut idle) = self.idle.lock() {
             idle.push(worker);
             drop(idle);
@@ -775,6 +806,66 @@ impl ProcessInstall {
     }
 }
 
+/// How long a measure waits for the tree to freeze before it measures it running.
+const FREEZE_WAIT: Duration = Duration::from_millis(50);
+
+/// Holds a sandbox's tree still (frozen) while its folders are measured during a call: a
+/// program that moves files between folders as a walk runs hides them from it (outside
+/// attack: 601 MiB past a 4 MiB quota within one call), and a tree that cannot run moves
+/// nothing. Without a freezer the measure runs beside the program. The lock makes whoever
+/// parks or kills the tree after the call wait for a measure in flight, whose thaw would
+/// otherwise let a parked tree run.
+#[derive(Clone)]
+struct Still {
+    freezer: Option<warden_sandbox::Freezer>,
+    lock: Arc<Mutex<()>>,
+}
+
+/// A measure in progress: the tree frozen (if it could be) and the lock held until dropped.
+struct Held<'a> {
+    frozen: Option<&'a warden_sandbox::Freezer>,
+    _lock: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Still {
+    fn new(freezer: Option<warden_sandbox::Freezer>) -> Still {
+        Still {
+            freezer,
+            lock: Arc::default(),
+        }
+    }
+
+    /// Blocking: for a thread of the blocking pool.
+    fn hold(&self) -> Held<'_> {
+        let lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let frozen = self.freezer.as_ref().filter(|f| f.freeze(FREEZE_WAIT));
+        Held {
+            frozen,
+            _lock: lock,
+        }
+    }
+
+    /// Waits for a measure in flight to end (its tree thawed), off the executor if it must.
+    async fn settled(&self) {
+        if self.lock.try_lock().is_ok() {
+            return;
+        }
+        let lock = Arc::clone(&self.lock);
+        let _ = tokio::task::spawn_blocking(move || drop(lock.lock())).await;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.frozen {
+            let _ = f.thaw();
+        }
+    }
+}
+
 /// How a call's exchange with its process ended.
 enum Ended {
     Answered(warden_process::Output),
@@ -788,8 +879,10 @@ async fn over_quota(
     roots: Vec<std::path::PathBuf>,
     files: FileLimits,
     program: Option<u32>,
+    still: Option<Still>,
 ) -> Option<CallError> {
     let used = tokio::task::spawn_blocking(move || {
+        let _held = still.as_ref().map(Still::hold);
         let (bytes, entries) = roots.iter().fold((0u64, 0u64), |(b, e), r| {
             let u = warden_fs::quota::walk_consistent(r, files.max_entries);
             (b.saturating_add(u.bytes), e.saturating_add(u.entries))

@@ -152,6 +152,51 @@ fn a_script_runs_with_a_granted_interpreter() {
     );
 }
 
+/// The freezer held apart from the child (as a measure on another thread holds it while the
+/// child is in use) stops the whole tree, says whether it did, and thaws it; once the program
+/// has exited there is none.
+#[test]
+fn a_freezer_apart_from_the_child_holds_the_tree_still() {
+    let sb = sandbox(profile());
+    let mut child = sb.spawn(&invocation(&["spin"])).unwrap();
+    let Some(freezer) = child.freezer() else {
+        assert!(!is_root(), "a root host here has a freezer");
+        return;
+    };
+    let ticks = |c: &warden_sandbox::Child| -> u64 {
+        let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", c.id()))
+            .unwrap_or_default();
+        kids.split_whitespace()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+                Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
+            })
+            .sum()
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let other = std::thread::spawn({
+        let f = freezer.clone();
+        move || f.freeze(Duration::from_secs(1))
+    });
+    assert!(other.join().unwrap(), "the tree did not freeze");
+    assert!(child.frozen(Duration::ZERO));
+    let at = ticks(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ticks(&child), at, "a frozen child ran");
+    freezer.thaw().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(ticks(&child), at, "the thawed child should spin again");
+    child.kill().unwrap();
+    child
+        .wait_deadline(Instant::now() + Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        child.freezer().is_none(),
+        "an exited program has no freezer"
+    );
+}
+
 /// A frozen sandbox runs nothing (a spinning child, a program that sends itself SIGCONT),
 /// thaws on request, and a kill while frozen still ends it at once.
 #[test]
