@@ -22,6 +22,7 @@
 //! replaces it, in errors, `Debug` and logs.
 
 mod kv;
+mod registry;
 mod schema;
 mod secrets;
 
@@ -36,6 +37,7 @@ use tokio_postgres::NoTls;
 use warden_manifest::DatabaseUrl;
 
 pub use kv::PgKv;
+pub use registry::PgRegistry;
 pub use schema::SCHEMA_VERSION;
 pub use secrets::PgSecretRows;
 
@@ -279,6 +281,11 @@ impl PgStore {
     /// The key-value backend.
     pub fn kv(&self) -> PgKv {
         PgKv::new(self.clone())
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> PgRegistry {
+        PgRegistry::new(self.clone())
     }
 
     /// The sealed secret rows (give them to `warden_secrets::SecretStore`).

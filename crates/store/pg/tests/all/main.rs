@@ -11,5 +11,6 @@
 #[macro_use]
 mod common;
 mod kv;
+mod registry;
 mod schema;
 mod secrets;
