@@ -21,6 +21,7 @@
 //! The URL may hold a password: it is shown only through `warden_manifest::DatabaseUrl`, which
 //! replaces it, in errors, `Debug` and logs.
 
+mod audit;
 mod kv;
 mod registry;
 mod schema;
@@ -36,6 +37,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use warden_manifest::DatabaseUrl;
 
+pub use audit::{PgAuditSource, PgRoundStore};
 pub use kv::PgKv;
 pub use registry::PgRegistry;
 pub use schema::SCHEMA_VERSION;
@@ -286,6 +288,21 @@ impl PgStore {
     /// The registry.
     pub fn registry(&self) -> PgRegistry {
         PgRegistry::new(self.clone())
+    }
+
+    /// The read side of the audit log.
+    pub fn audit_source(&self) -> PgAuditSource {
+        PgAuditSource::new(self.clone())
+    }
+
+    /// A round store for a `warden_audit::StoreLog`, under `key` (the same key on every runner):
+    /// creates the genesis head if the log is new, and refuses a head whose MAC `key` does not
+    /// check.
+    pub fn round_store(
+        &self,
+        key: Option<Arc<warden_audit::AuditKey>>,
+    ) -> Result<PgRoundStore, warden_audit::AuditError> {
+        PgRoundStore::open(self.clone(), key)
     }
 
     /// The sealed secret rows (give them to `warden_secrets::SecretStore`).

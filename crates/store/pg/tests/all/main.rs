@@ -10,6 +10,7 @@
 
 #[macro_use]
 mod common;
+mod audit;
 mod kv;
 mod registry;
 mod schema;
