@@ -226,7 +226,11 @@ async fn put_all(
         };
         now.insert(k, new);
         match at.get(k.as_str()) {
-            Some(&j) => order[j].1 = i,
+            Some(&j) => {
+                if let Some(o) = order.get_mut(j) {
+                    o.1 = i;
+                }
+            }
             None => {
                 at.insert(k, order.len());
                 order.push((k, i, seq));
@@ -237,7 +241,7 @@ async fn put_all(
     let keys: Vec<&[u8]> = order.iter().map(|(k, _, _)| k.as_bytes()).collect();
     let values: Vec<&[u8]> = order
         .iter()
-        .map(|(_, i, _)| pairs[*i].1.as_slice())
+        .map(|(_, i, _)| pairs.get(*i).map_or(&[][..], |(_, v)| v.as_slice()))
         .collect();
     let seqs: Vec<i64> = order.iter().map(|(_, _, s)| *s).collect();
     let st = tx

@@ -5,7 +5,8 @@
 //! lose acknowledged writes, and applies the migrations. From it come the storage traits'
 //! implementations: [`PgKv`] (`KvBackend`), [`PgSecretRows`] (`SecretRows`), [`PgRegistry`]
 //! (`Registry`), [`PgRoundStore`] (`RoundStore`, under a `StoreLog`) and [`PgAuditSource`]
-//! (`AuditSource`).
+//! (`AuditSource`). [`PgStore::changes`] listens for the changes every registry write (and
+//! [`PgStore::notify`]) announces to all runners.
 //!
 //! The traits are synchronous and the driver is async: every call is spawned on the store's
 //! runtime (2 worker threads named `warden-pg`) and its answer awaited on a std channel, so a
@@ -22,6 +23,7 @@
 //! replaces it, in errors, `Debug` and logs.
 
 mod audit;
+mod feed;
 mod kv;
 mod registry;
 mod schema;
@@ -38,6 +40,7 @@ use tokio_postgres::NoTls;
 use warden_manifest::DatabaseUrl;
 
 pub use audit::{PgAuditSource, PgRoundStore};
+pub use feed::{CHANNEL, Change, ChangeKind};
 pub use kv::PgKv;
 pub use registry::PgRegistry;
 pub use schema::SCHEMA_VERSION;

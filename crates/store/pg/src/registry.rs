@@ -26,6 +26,7 @@ use warden_registry::{
 };
 
 use crate::PgStore;
+use crate::feed::{ChangeKind, announce};
 
 /// Tries of one write transaction that failed on a conflict another writer caused.
 const ATTEMPTS: usize = 3;
@@ -110,31 +111,11 @@ fn install_row(r: &Row) -> Result<InstallRecord, Fail> {
 /// Takes the registry's write lock and announces the change (on commit): see the module docs.
 async fn begin_write(
     tx: &Transaction<'_>,
-    kind: &str,
-    tenant: &str,
-    extension: &str,
+    kind: ChangeKind,
+    tenant: Option<&str>,
+    extension: Option<&str>,
 ) -> Result<(), Fail> {
-    let st = tx
-        .prepare_cached(
-            "UPDATE warden_meta SET registry_version = registry_version + 1 WHERE id = 1
-             RETURNING registry_version",
-        )
-        .await?;
-    let version: i64 = tx.query_one(&st, &[]).await?.try_get(0)?;
-    let or_dash = |s: &str| {
-        if s.is_empty() {
-            "-".to_owned()
-        } else {
-            s.to_owned()
-        }
-    };
-    let payload = format!(
-        "v1 {version} {kind} {} {}",
-        or_dash(tenant),
-        or_dash(extension)
-    );
-    tx.execute("SELECT pg_notify('warden_changes', $1)", &[&payload])
-        .await?;
+    announce(tx, kind, tenant, extension).await?;
     Ok(())
 }
 
@@ -209,7 +190,7 @@ impl Registry for PgRegistry {
             async move {
                 let mut c = pool.get().await?;
                 let tx = c.transaction().await?;
-                begin_write(&tx, "tenant", name.as_str(), "").await?;
+                begin_write(&tx, ChangeKind::Tenant, Some(name.as_str()), None).await?;
                 let n = tx
                     .execute(
                         "INSERT INTO registry_tenants (name, created_ms) VALUES ($1, $2)
@@ -298,7 +279,7 @@ impl Registry for PgRegistry {
             async move {
                 let mut c = pool.get().await?;
                 let tx = c.transaction().await?;
-                begin_write(&tx, "publish", "", p.id.as_str()).await?;
+                begin_write(&tx, ChangeKind::Publish, None, Some(p.id.as_str())).await?;
                 // The id's first publisher keeps it; the first publication pins it.
                 let publisher = p.publisher.to_string();
                 tx.execute(
@@ -400,7 +381,13 @@ impl Registry for PgRegistry {
             async move {
                 let mut c = pool.get().await?;
                 let tx = c.transaction().await?;
-                begin_write(&tx, "install", i.tenant.as_str(), i.extension.as_str()).await?;
+                begin_write(
+                    &tx,
+                    ChangeKind::Install,
+                    Some(i.tenant.as_str()),
+                    Some(i.extension.as_str()),
+                )
+                .await?;
                 let exists = tx
                     .query_opt(
                         "SELECT 1 FROM registry_tenants WHERE name = $1",
@@ -515,7 +502,13 @@ impl Registry for PgRegistry {
             async move {
                 let mut c = pool.get().await?;
                 let tx = c.transaction().await?;
-                begin_write(&tx, "uninstall", t.as_str(), e.as_str()).await?;
+                begin_write(
+                    &tx,
+                    ChangeKind::Uninstall,
+                    Some(t.as_str()),
+                    Some(e.as_str()),
+                )
+                .await?;
                 let n = tx
                     .execute(
                         "DELETE FROM registry_installs WHERE tenant = $1 AND extension = $2",

@@ -88,3 +88,78 @@ fn a_lost_database_is_a_storage_error() {
         "{e}"
     );
 }
+
+/// Every registry write through one runner reaches another runner's listener once committed,
+/// in order, with the registry version; a refused write announces nothing.
+#[test]
+fn changes_reach_every_runner() {
+    use std::time::{Duration, Instant};
+    use warden_store_pg::{Change, ChangeKind};
+
+    let Some(db) = TestDb::new() else { return };
+    let (a, b) = (db.connect(), db.connect());
+    let feed = b.changes().unwrap();
+    let writer = a.registry();
+    let start = Instant::now();
+    writer
+        .create_tenant(&"acme".parse().unwrap(), &ApiKey::generate().hash())
+        .unwrap();
+    // Refused (exists): rolled back, so not announced.
+    writer
+        .create_tenant(&"acme".parse().unwrap(), &ApiKey::generate().hash())
+        .unwrap_err();
+    writer.put_install(&install("1.0.0", b"v1"), None).unwrap();
+    assert!(
+        writer
+            .remove_install(&"acme".parse().unwrap(), &"acme.hello".parse().unwrap())
+            .unwrap()
+    );
+    a.notify(ChangeKind::Secret, Some("acme"), Some("acme.hello"))
+        .unwrap();
+    let got: Vec<Change> = (0..4)
+        .map(|_| feed.recv_timeout(Duration::from_secs(1)).unwrap())
+        .collect();
+    println!(
+        "change feed: 4 changes seen by another runner {:?} after the first write",
+        start.elapsed()
+    );
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        got,
+        [
+            Change {
+                version: 1,
+                kind: ChangeKind::Tenant,
+                tenant: some("acme"),
+                extension: None
+            },
+            Change {
+                version: 2,
+                kind: ChangeKind::Install,
+                tenant: some("acme"),
+                extension: some("acme.hello")
+            },
+            Change {
+                version: 3,
+                kind: ChangeKind::Uninstall,
+                tenant: some("acme"),
+                extension: some("acme.hello")
+            },
+            Change {
+                version: 4,
+                kind: ChangeKind::Secret,
+                tenant: some("acme"),
+                extension: some("acme.hello")
+            },
+        ]
+    );
+    assert!(feed.recv_timeout(Duration::from_millis(200)).is_err());
+    // The listener's connection lost (the database dropped under it, with every connection):
+    // the receiver is disconnected, not silently stale.
+    drop(db);
+    assert!(matches!(
+        feed.recv_timeout(Duration::from_secs(5)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+    ));
+    drop(b);
+}
