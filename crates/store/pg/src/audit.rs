@@ -454,8 +454,13 @@ impl AuditSource for PgAuditSource {
             .store
             .run(async move {
                 let c = store.dedicated().await?;
-                c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?;
+                // The walk (and `seen`) runs between pages while the snapshot stays open: give
+                // it longer than a pooled session's 10 s before the server ends it.
+                c.batch_execute(
+                    "SET idle_in_transaction_session_timeout = '5min';
+                     BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                )
+                .await?;
                 let head = match c
                     .query_opt("SELECT seq, hash, mac FROM audit_head WHERE id = 1", &[])
                     .await?

@@ -112,6 +112,12 @@ async fn durable(store: &PgStore, client: &Client) -> Result<(), PgError> {
 
 async fn migrate(store: &PgStore, client: &Client) -> Result<(), PgError> {
     let err = |action| db(store, action);
+    // Waiting for another runner's migrations, and a migration itself, may take longer than
+    // the 5 s every pooled statement gets (this session is closed after).
+    client
+        .batch_execute("SET statement_timeout = '120s'")
+        .await
+        .map_err(err("setting the migration timeout"))?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
