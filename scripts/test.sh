@@ -10,6 +10,15 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # Supply chain: licenses, one Wasmtime, crates.io only (advisories where the database exists).
 bash scripts/deny.sh
 mkdir -p target
+# Shared storage for the PostgreSQL store's tests (they fail under CI without it): a throwaway
+# PostgreSQL on loopback, in a folder of this run's, stopped whatever happens. S3 (moto) only if
+# installed: no test needs it yet.
+WARDEN_SHARED_DIR=$(mktemp -u /tmp/warden-shared.XXXXXX)
+export WARDEN_SHARED_DIR
+trap 'bash scripts/shared-storage.sh stop' EXIT
+# In two steps: `eval "$(…)"` alone would hide a failed start.
+shared_env=$(WARDEN_SHARED_S3=${WARDEN_SHARED_S3:-auto} bash scripts/shared-storage.sh start)
+eval "$shared_env"
 cargo test --workspace 2>&1 | tee target/test-output.log
 # The runner and admin APIs against their OpenAPI document: schemathesis, bounded in time.
 bash scripts/fuzz-api.sh

@@ -172,6 +172,26 @@ mod tests {
         );
     }
 
+    /// The PostgreSQL store may use its driver; the host reaching it (so every embedder would
+    /// build a PostgreSQL client) fails.
+    #[test]
+    fn only_the_pg_store_reaches_postgres() {
+        let mut g = clean();
+        g.push((
+            "warden-store-pg",
+            "0.1.0",
+            vec![("warden-kv", "normal"), ("tokio-postgres", "normal")],
+        ));
+        g.push(("tokio-postgres", "0.7.18", vec![]));
+        assert_eq!(forbidden(&meta(&g), FORBIDDEN), Vec::<String>::new());
+        g.push(("warden-host", "0.1.0", vec![("warden-store-pg", "normal")]));
+        // Reported once, at the store: the driver behind it is not listed again.
+        assert_eq!(
+            forbidden(&meta(&g), FORBIDDEN),
+            ["warden-host depends on warden-store-pg (directly)"]
+        );
+    }
+
     #[test]
     fn dev_dependencies_are_free() {
         let mut g = clean();

@@ -24,6 +24,7 @@ const ENGINE_AND_DATABASE: &[&str] = &[
     "rusqlite",
     "libsqlite3-sys",
     "tokio-postgres",
+    "deadpool-postgres",
     "sqlx",
 ];
 
@@ -48,6 +49,24 @@ pub const FORBIDDEN: &[Forbidden] = &[
             "rusqlite",
             "libsqlite3-sys",
             "tokio-postgres",
+            "deadpool-postgres",
+            "sqlx",
+        ],
+    },
+    // Shared storage is chosen by the binary (`warden-cli`), the only crate that may depend on
+    // `warden-store-pg`, the only one that talks to PostgreSQL: the host, the service and every
+    // embedder build without a PostgreSQL client.
+    Forbidden {
+        crates: &[
+            "warden-host",
+            "warden-serve",
+            "warden-store-sqlite",
+            "warden-codecache",
+        ],
+        deps: &[
+            "warden-store-pg",
+            "tokio-postgres",
+            "deadpool-postgres",
             "sqlx",
         ],
     },

@@ -1,0 +1,362 @@
+//! Shared storage on PostgreSQL, for a fleet of stateless runners (issue 12): the only crate
+//! that talks to PostgreSQL and owns its schema ([`schema`]).
+//!
+//! [`PgStore::connect`] opens a pool on a small runtime of its own, refuses a server that could
+//! lose acknowledged writes, and applies the migrations. From it come the storage traits'
+//! implementations: [`PgKv`] (`KvBackend`), [`PgSecretRows`] (`SecretRows`), [`PgRegistry`]
+//! (`Registry`), [`PgRoundStore`] (`RoundStore`, under a `StoreLog`) and [`PgAuditSource`]
+//! (`AuditSource`). [`PgStore::changes`] listens for the changes every registry write (and
+//! [`PgStore::notify`]) announces to all runners.
+//!
+//! The traits are synchronous and the driver is async: every call is spawned on the store's
+//! runtime (2 worker threads named `warden-pg`) and its answer awaited on a std channel, so a
+//! call works from any plain thread, from `spawn_blocking`, and from the audit writer thread,
+//! and never nests a runtime. Calling from an async worker thread works but blocks that worker
+//! for the round trip: keep such calls off the executor (the kv and secrets paths already run
+//! on `spawn_blocking`).
+//!
+//! TLS is a later step: only plaintext connections are made, so a URL asking for TLS
+//! (`sslmode=require`, `verify-ca`, `verify-full`) is refused rather than silently connected
+//! in the clear. Use a loopback address or a Unix socket until then.
+//!
+//! The URL may hold a password: it is shown only through `warden_manifest::DatabaseUrl`, which
+//! replaces it, in errors, `Debug` and logs.
+
+mod audit;
+mod feed;
+mod kv;
+mod registry;
+mod schema;
+mod secrets;
+
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use warden_manifest::DatabaseUrl;
+
+pub use audit::{PgAuditSource, PgRoundStore};
+pub use feed::{CHANNEL, Change, ChangeKind};
+pub use kv::PgKv;
+pub use registry::PgRegistry;
+pub use schema::SCHEMA_VERSION;
+pub use secrets::PgSecretRows;
+
+/// Most connections one store (one runner) opens.
+pub const POOL_SIZE: usize = 16;
+/// How long a call waits for a free connection, or for a new one to be made.
+const POOL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Set on every connection: a statement that runs longer is cancelled by the server, so a
+/// stuck query cannot hold a connection (and its locks) for ever.
+const STATEMENT_TIMEOUT_MS: u32 = 5_000;
+/// Set on every connection: a transaction left idle (its runner stalled or gone) is ended by
+/// the server, which releases its row locks (the kv write lock, the audit head).
+const IDLE_IN_TRANSACTION_TIMEOUT_MS: u32 = 10_000;
+
+/// Why the store could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL does not parse. The reason never quotes the URL (it may hold a password).
+    #[error("database URL: {0}")]
+    Url(String),
+    /// The URL asks for TLS, which this build does not do yet.
+    #[error(
+        "{url}: sslmode={mode} asks for TLS, which this warden does not support yet; use a \
+         loopback address or a Unix socket (sslmode=disable or prefer, which connect in the \
+         clear)"
+    )]
+    Tls { url: DatabaseUrl, mode: String },
+    /// The server would acknowledge writes it has not made durable.
+    #[error(
+        "{url}: the server runs with {setting} = {value}, so an acknowledged write could be \
+         lost in a crash; warden needs fsync = on and synchronous_commit on (or local, \
+         remote_write, remote_apply)"
+    )]
+    NotDurable {
+        url: DatabaseUrl,
+        setting: &'static str,
+        value: String,
+    },
+    /// The database was migrated by a newer warden.
+    #[error(
+        "{url}: the {component} tables are at version {found}, newer than this warden knows \
+         ({known}): a newer warden wrote this database"
+    )]
+    TooNew {
+        url: DatabaseUrl,
+        component: &'static str,
+        found: i32,
+        known: i32,
+    },
+    /// The server could not be reached or refused a statement.
+    #[error("{url}: {action}")]
+    Database {
+        url: DatabaseUrl,
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The store's own runtime could not be started or has stopped.
+    #[error("the PostgreSQL client runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A connection pool to one PostgreSQL database, with the runtime that drives it. Cheap to
+/// clone (shared); the runtime stops when the last clone (and every store made from it) is
+/// dropped.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `Some` until dropped; shut down in the background so that dropping the last handle on an
+    /// async thread does not panic.
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    config: tokio_postgres::Config,
+    url: DatabaseUrl,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of a URL: the redacted form for messages and the driver's config.
+fn parse_url(url: &str) -> Result<(DatabaseUrl, tokio_postgres::Config), PgError> {
+    let shown = DatabaseUrl::parse(url).map_err(PgError::Url)?;
+    // tokio-postgres knows no verify-*: name them here, before its generic parse error.
+    if let Some(mode) = query_value(url, "sslmode")
+        && !matches!(mode, "disable" | "prefer")
+    {
+        return Err(PgError::Tls {
+            url: shown,
+            mode: mode.to_owned(),
+        });
+    }
+    let mut config = tokio_postgres::Config::from_str(url)
+        // Its messages name the option, never the value.
+        .map_err(|e| PgError::Url(e.to_string()))?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(PgError::Tls {
+            url: shown,
+            mode: "require".into(),
+        });
+    }
+    // Under NoTls, `prefer` falls back to plaintext; say so plainly instead of trying TLS.
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let options = format!(
+        "{} -c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}",
+        config.get_options().unwrap_or_default()
+    );
+    config.options(options.trim_start());
+    if config.get_application_name().is_none() {
+        config.application_name("warden");
+    }
+    config.connect_timeout(POOL_TIMEOUT);
+    Ok((shown, config))
+}
+
+fn query_value<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`): starts the runtime
+    /// and the pool (at most [`POOL_SIZE`] connections, 2 s to get or make one), checks that the
+    /// server makes acknowledged writes durable, and applies the missing migrations (under an
+    /// advisory lock, so runners starting together are safe). A database migrated by a newer
+    /// warden is refused.
+    pub fn connect(url: &str) -> Result<PgStore, PgError> {
+        let (shown, config) = parse_url(url)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("warden-pg")
+            .enable_all()
+            .build()
+            .map_err(PgError::Runtime)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                // A closed connection is dropped when it comes back; a live one is reused
+                // without a round trip.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| PgError::Database {
+                url: shown.clone(),
+                action: "creating the connection pool",
+                source: Box::new(e),
+            })?;
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                runtime: Some(runtime),
+                pool,
+                config,
+                url: shown,
+            }),
+        };
+        let s = store.clone();
+        store.run(async move { schema::prepare(&s).await })??;
+        Ok(store)
+    }
+
+    /// The URL with its password replaced: names the store in messages.
+    pub fn location(&self) -> String {
+        self.inner.url.to_string()
+    }
+
+    pub(crate) fn url(&self) -> &DatabaseUrl {
+        &self.inner.url
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// A connection of its own, outside the pool (a session-level lock, a long read): it closes
+    /// when the client is dropped, which ends whatever it held.
+    pub(crate) async fn dedicated(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.inner.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(target: "warden::pg", error = %e, "dedicated connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Runs `fut` on the store's runtime and waits for its answer on a std channel (see the
+    /// crate docs). `Err` only if the runtime is gone.
+    pub(crate) fn run<T, F>(&self, fut: F) -> Result<T, PgError>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        // On one of the store's own threads this would wait for itself.
+        debug_assert!(
+            !std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("warden-pg")),
+            "PgStore::run called on its own runtime"
+        );
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let rt = self
+            .inner
+            .runtime
+            .as_ref()
+            .ok_or_else(|| PgError::Runtime(std::io::Error::other("stopped")))?;
+        rt.spawn(async move {
+            // The caller may have gone (it cannot, it waits; but never panic here).
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| PgError::Runtime(std::io::Error::other("the task was dropped")))
+    }
+
+    /// The key-value backend.
+    pub fn kv(&self) -> PgKv {
+        PgKv::new(self.clone())
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> PgRegistry {
+        PgRegistry::new(self.clone())
+    }
+
+    /// The read side of the audit log.
+    pub fn audit_source(&self) -> PgAuditSource {
+        PgAuditSource::new(self.clone())
+    }
+
+    /// A round store for a `warden_audit::StoreLog`, under `key` (the same key on every runner):
+    /// creates the genesis head if the log is new, and refuses a head whose MAC `key` does not
+    /// check.
+    pub fn round_store(
+        &self,
+        key: Option<Arc<warden_audit::AuditKey>>,
+    ) -> Result<PgRoundStore, warden_audit::AuditError> {
+        PgRoundStore::open(self.clone(), key)
+    }
+
+    /// The sealed secret rows (give them to `warden_secrets::SecretStore`).
+    pub fn secret_rows(&self) -> PgSecretRows {
+        PgSecretRows::new(self.clone())
+    }
+}
+
+/// Storage errors are boxed with the driver's chain; pool errors too.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_urls_are_refused_by_name_without_the_password() {
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://u:s3cret@db.example/w?sslmode={mode}");
+            let e = parse_url(&url).unwrap_err().to_string();
+            assert!(e.contains(&format!("sslmode={mode}")), "{e}");
+            assert!(e.contains("TLS"), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        let (_, c) = parse_url("postgres://u:s3cret@127.0.0.1/w?sslmode=prefer").unwrap();
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+    }
+
+    #[test]
+    fn bad_urls_never_quote_the_password() {
+        for url in [
+            "postgres://u:s3cret@127.0.0.1/w?port=notaport",
+            "mysql://u:s3cret@127.0.0.1/w",
+            "postgres://u:s3cret@127.0.0.1/w?nosuch=1",
+        ] {
+            let e = parse_url(url).unwrap_err().to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn timeouts_are_set_on_every_connection() {
+        let (shown, c) = parse_url("postgres://u:pw@127.0.0.1/w?options=-c%20work_mem=4MB")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let o = c.get_options().unwrap_or_default();
+        assert!(o.contains("statement_timeout=5000"), "{o}");
+        assert!(
+            o.contains("idle_in_transaction_session_timeout=10000"),
+            "{o}"
+        );
+        assert!(o.contains("work_mem=4MB"), "{o}");
+        assert!(!format!("{shown:?}").contains("pw"));
+    }
+}

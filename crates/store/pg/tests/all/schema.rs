@@ -1,0 +1,80 @@
+//! Connecting: migrations (once, also when runners start together; a newer database refused),
+//! the durability check, and a password never shown.
+
+use warden_store_pg::{PgError, PgStore, SCHEMA_VERSION};
+
+use crate::common::{TestDb, server_url};
+
+#[test]
+fn runners_starting_together_migrate_once() {
+    let Some(db) = TestDb::new() else { return };
+    let stores: Vec<PgStore> = std::thread::scope(|t| {
+        let handles: Vec<_> = (0..4).map(|_| t.spawn(|| db.connect())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(stores.len(), 4);
+    assert_eq!(
+        db.query_text("SELECT version FROM schema_versions WHERE component = 'core'"),
+        Some(SCHEMA_VERSION.to_string())
+    );
+    assert_eq!(
+        db.query_text("SELECT count(*) FROM warden_meta"),
+        Some("1".into())
+    );
+    // And again, on a migrated database.
+    drop(db.connect());
+}
+
+#[test]
+fn a_database_from_a_newer_warden_is_refused() {
+    let Some(db) = TestDb::new() else { return };
+    drop(db.connect());
+    db.sql("UPDATE schema_versions SET version = 99 WHERE component = 'core'");
+    let e = PgStore::connect(db.url()).unwrap_err();
+    assert!(matches!(e, PgError::TooNew { found: 99, .. }), "{e}");
+    assert!(
+        e.to_string().contains("newer than this warden knows"),
+        "{e}"
+    );
+}
+
+/// A database whose commits are acknowledged before they are durable is refused.
+#[test]
+fn a_server_that_may_lose_commits_is_refused() {
+    let Some(db) = TestDb::new() else { return };
+    let name = db.url().rsplit('/').next().unwrap().to_owned();
+    db.sql(&format!(
+        "ALTER DATABASE {name} SET synchronous_commit = off"
+    ));
+    let e = PgStore::connect(db.url()).unwrap_err();
+    assert!(
+        matches!(&e, PgError::NotDurable { setting: "synchronous_commit", value, .. } if value == "off"),
+        "{e}"
+    );
+}
+
+/// A password in the URL appears in no error and no `Debug`.
+#[test]
+fn a_password_is_never_shown() {
+    let Some(url) = server_url() else { return };
+    // The test server's port, nobody's database, and a password.
+    let host = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    for url in [
+        format!("postgres://warden:s3cret-pw@{host}/no_such_db_here"),
+        "postgres://warden:s3cret-pw@127.0.0.1:1/x".to_owned(),
+    ] {
+        let e = PgStore::connect(&url).unwrap_err();
+        let mut all = format!("{e} {e:?}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            all.push_str(&format!(" {c} {c:?}"));
+            cause = c.source();
+        }
+        assert!(!all.contains("s3cret"), "{all}");
+        assert!(all.contains("warden:***@"), "{all}");
+    }
+    // A store's Debug and location, too.
+    let Some(db) = TestDb::new() else { return };
+    let pg = db.connect();
+    assert!(!format!("{pg:?}").contains("s3cret"));
+}
