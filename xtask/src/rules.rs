@@ -25,6 +25,7 @@ const ENGINE_AND_DATABASE: &[&str] = &[
     "libsqlite3-sys",
     "tokio-postgres",
     "sqlx",
+    "object_store",
 ];
 
 /// `crates` must not depend, through normal or build dependencies (transitively), on any of
@@ -49,7 +50,14 @@ pub const FORBIDDEN: &[Forbidden] = &[
             "libsqlite3-sys",
             "tokio-postgres",
             "sqlx",
+            "object_store",
         ],
+    },
+    // The embedding API compiles no shared-storage client: the CLI builds shared storage and
+    // hands it to the host, so embedders never compile S3 (issue 12).
+    Forbidden {
+        crates: &["warden-host"],
+        deps: &["warden-store-s3", "object_store"],
     },
 ];
 
