@@ -64,8 +64,10 @@ pub struct S3Blobs {
     location: String,
     cache: FileBlobs,
     max_bytes: u64,
-    /// Bytes taken from S3 answers' bodies by `get`, for tests and metrics.
+    /// Bytes taken from S3 answers' bodies by `get`, and sent in uploads by `put`, for tests
+    /// and metrics.
     downloaded: Arc<AtomicU64>,
+    uploaded: AtomicU64,
     bridge: Bridge,
 }
 
@@ -164,6 +166,7 @@ impl S3Blobs {
             cache,
             max_bytes: MAX_BLOB_BYTES,
             downloaded: Arc::new(AtomicU64::new(0)),
+            uploaded: AtomicU64::new(0),
             bridge,
         })
     }
@@ -183,6 +186,11 @@ impl S3Blobs {
     /// Bytes read from S3 answers' bodies by `get` so far (local copies not counted).
     pub fn downloaded_bytes(&self) -> u64 {
         self.downloaded.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of blobs uploaded by `put` so far (puts of blobs already stored not counted).
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
     }
 
     fn object(&self, hash: &ContentHash) -> ObjectPath {
@@ -287,6 +295,7 @@ impl BlobStore for S3Blobs {
             let payload = PutPayload::from(Bytes::copy_from_slice(bytes));
             // S3 answers a PUT only once the object is stored durably.
             self.run(async move { store.put(&path, payload).await.map_err(Failure::S3) })?;
+            self.uploaded.fetch_add(size, Ordering::Relaxed);
         }
         // A local copy saves the download at the next read (install, load). Not keeping it
         // costs only that download, so a full or broken cache does not fail the put.
