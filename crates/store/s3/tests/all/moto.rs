@@ -78,7 +78,8 @@ fn start() -> Option<Server> {
                 "moto_server not found, and CI needs the S3 tests: pip install 'moto[server]==5.2.1'"
             );
         }
-        eprintln!("skipped: moto_server not found");
+        // Past the test harness's capture, so that the run shows it once.
+        let _ = writeln!(std::io::stderr(), "skipped: moto_server not found");
         return None;
     };
     let port = TcpListener::bind("127.0.0.1:0")
@@ -86,7 +87,7 @@ fn start() -> Option<Server> {
         .local_addr()
         .unwrap()
         .port();
-    let log = std::env::temp_dir().join(format!("warden-s3-moto-{port}.log"));
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moto.log");
     // `read` returns when this binary's end of the pipe closes (at its exit, even a kill -9),
     // and the shell then stops moto.
     let mut child = Command::new("sh")
