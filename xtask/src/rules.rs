@@ -26,6 +26,7 @@ const ENGINE_AND_DATABASE: &[&str] = &[
     "tokio-postgres",
     "deadpool-postgres",
     "sqlx",
+    "object_store",
 ];
 
 /// `crates` must not depend, through normal or build dependencies (transitively), on any of
@@ -68,7 +69,14 @@ pub const FORBIDDEN: &[Forbidden] = &[
             "tokio-postgres",
             "deadpool-postgres",
             "sqlx",
+            "object_store",
         ],
+    },
+    // The embedding API compiles no shared-storage client: the CLI builds shared storage and
+    // hands it to the host, so embedders never compile S3 (issue 12).
+    Forbidden {
+        crates: &["warden-host"],
+        deps: &["warden-store-s3", "object_store"],
     },
 ];
 
