@@ -38,3 +38,15 @@ if [ ! -x "$root/target/tools/wasmtime" ]; then
   mkdir -p "$root/target/tools"
   ln -sf "$bin" "$root/target/tools/wasmtime"
 fi
+# Shared storage for the tests of the PostgreSQL and S3 stores (scripts/shared-storage.sh):
+# PostgreSQL 15's server binaries (the tests start a throwaway cluster as the `postgres` user;
+# Debian's package also starts a cluster of its own, which nothing here uses) and moto, an S3
+# API server.
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15
+fi
+command -v runuser >/dev/null || sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux
+if ! command -v moto_server >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'moto[server]==5.2.1'
+fi
