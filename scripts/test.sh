@@ -11,8 +11,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 bash scripts/deny.sh
 mkdir -p target
 # Shared storage for the PostgreSQL store's tests (they fail under CI without it): a throwaway
-# PostgreSQL on loopback, in a folder of this run's, stopped whatever happens. S3 (moto) only if
-# installed: no test needs it yet.
+# PostgreSQL on loopback and moto for S3 (scripts/setup.sh installs it), in a folder of this
+# run's, stopped whatever happens.
 WARDEN_SHARED_DIR=$(mktemp -u /tmp/warden-shared.XXXXXX)
 export WARDEN_SHARED_DIR
 trap 'bash scripts/shared-storage.sh stop' EXIT
@@ -20,6 +20,10 @@ trap 'bash scripts/shared-storage.sh stop' EXIT
 shared_env=$(WARDEN_SHARED_S3=${WARDEN_SHARED_S3:-auto} bash scripts/shared-storage.sh start)
 eval "$shared_env"
 cargo test --workspace 2>&1 | tee target/test-output.log
+# The service's end-to-end tests again, on shared storage (PostgreSQL + S3 through moto, a fresh
+# database and bucket prefix per test), with the fleet's own tests (several runners on one
+# storage): the same tests, the other backend.
+WARDEN_TEST_BACKEND=shared cargo test -p warden-cli --test all serve:: 2>&1 | tee -a target/test-output.log
 # The runner and admin APIs against their OpenAPI document: schemathesis, bounded in time.
 bash scripts/fuzz-api.sh
 # The embedding example must keep working as documented.

@@ -1,16 +1,22 @@
 //! The operator config (`--config FILE`) of every command that keeps state: its `[policy]`,
-//! and the storage its `[storage]` names (absent: the embedded default in `--data`).
+//! and the storage its `[storage]` names: absent, the embedded default in `--data` (which the
+//! host builder makes itself); with `url`, PostgreSQL and S3-compatible blobs shared by a
+//! fleet of runners. `--data` then holds only what each runner keeps for itself: the compile
+//! cache, a verified copy of the blobs, unpacked process code.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use warden_manifest::{Config, Storage};
+use warden_audit::{AuditKey, AuditSink, AuditSource, FileAuditSource, StoreLog};
+use warden_host::Storage as HostStorage;
+use warden_manifest::{Config, SharedStorage, Storage};
+use warden_registry::RateLeases;
+use warden_store_pg::PgStore;
 
 use crate::files::read_bounded;
 
-/// The config in `path`, or the default one. Shared storage is refused here, by name, until
-/// this build can reach it: a command must never quietly fall back to `--data` when the
-/// operator pointed it at a fleet's storage.
+/// The config in `path`, or the default one.
 pub fn read_config(path: Option<&Path>) -> Result<Config> {
     let Some(path) = path else {
         return Ok(Config::default());
@@ -18,15 +24,128 @@ pub fn read_config(path: Option<&Path>) -> Result<Config> {
     let bytes = read_bounded(path, warden_manifest::strict::MAX_DOCUMENT_BYTES as u64)?;
     let text =
         String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
-    let config = Config::parse(&text).with_context(|| format!("in {}", path.display()))?;
-    if let Storage::Shared(s) = &config.storage {
-        bail!(
-            "in {}: [storage] url = {}: shared storage (PostgreSQL, with blobs in {}) is not \
-             built into this warden; remove [storage] to keep everything in --data",
-            path.display(),
-            s.database,
-            s.blobs
-        );
+    Config::parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// What a command's host works on.
+pub struct Opened {
+    /// For [`warden_host::HostBuilder::storage`]; `None` for the embedded default.
+    pub storage: Option<HostStorage>,
+    /// The tenants' shared rate buckets (`warden serve`); `None`: kept in the process.
+    pub rate: Option<Arc<dyn RateLeases>>,
+}
+
+impl Opened {
+    /// `builder` on this storage and the data dir.
+    pub fn apply(
+        self,
+        builder: warden_host::HostBuilder,
+        data: &Path,
+        audit_key: Option<&Path>,
+    ) -> warden_host::HostBuilder {
+        let mut b = builder.data_dir(data);
+        match self.storage {
+            Some(s) => b = b.storage(s),
+            None => {
+                if let Some(key) = audit_key {
+                    b = b.audit_key_file(key);
+                }
+            }
+        }
+        b
     }
-    Ok(config)
+}
+
+/// Opens the storage `config` names for a command on data dir `data`.
+pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>) -> Result<Opened> {
+    let Storage::Shared(shared) = &config.storage else {
+        return Ok(Opened {
+            storage: None,
+            rate: None,
+        });
+    };
+    no_second_key(shared, audit_key)?;
+    let pg = connect(shared)?;
+    let audit = shared_log(&pg, shared)?;
+    let secret_key =
+        warden_secrets::SecretKey::load(&shared.secret_key_file).with_context(|| {
+            format!(
+                "reading the secret key {} ([storage] secret_key_file)",
+                shared.secret_key_file.display()
+            )
+        })?;
+    warden_datadir::private_dir(data)
+        .with_context(|| format!("preparing the data dir {}", data.display()))?;
+    let blobs = warden_store_s3::S3Blobs::open(&shared.blobs, data)
+        .with_context(|| format!("opening the blobs in {}", shared.blobs))?;
+    let secrets = warden_secrets::SecretStore::new(Arc::new(pg.secret_rows()), &secret_key)
+        .with_context(|| format!("opening the secrets in {}", pg.location()))?;
+    Ok(Opened {
+        storage: Some(HostStorage {
+            registry: Some((Arc::new(pg.registry()), Arc::new(blobs))),
+            kv: Arc::new(pg.kv()),
+            secrets,
+            audit: Arc::new(audit),
+            audit_source: Some(Arc::new(pg.audit_source())),
+        }),
+        rate: None,
+    })
+}
+
+/// The shared audit log, for a command that only writes a record (`warden verify`); `None`
+/// for the embedded default.
+pub fn shared_audit_sink(config: &Config) -> Result<Option<Arc<dyn AuditSink>>> {
+    match &config.storage {
+        Storage::Embedded => Ok(None),
+        Storage::Shared(shared) => Ok(Some(Arc::new(shared_log(&connect(shared)?, shared)?))),
+    }
+}
+
+/// The one audit chain of the fleet, under the fleet's key.
+fn shared_log(pg: &PgStore, shared: &SharedStorage) -> Result<StoreLog> {
+    let key = AuditKey::load(&shared.audit_key_file).with_context(|| {
+        format!(
+            "reading the audit key {} ([storage] audit_key_file)",
+            shared.audit_key_file.display()
+        )
+    })?;
+    let rounds = pg
+        .round_store(Some(Arc::new(key)))
+        .with_context(|| format!("opening the audit log in {}", pg.location()))?;
+    StoreLog::new(Box::new(rounds))
+        .with_context(|| format!("opening the audit log in {}", pg.location()))
+}
+
+/// Where `warden audit` reads the log: the files in `--data`, or the shared database.
+pub fn audit_source(config: &Config, data: &Path) -> Result<Arc<dyn AuditSource>> {
+    match &config.storage {
+        Storage::Embedded => Ok(Arc::new(FileAuditSource::in_data_dir(data))),
+        Storage::Shared(shared) => Ok(Arc::new(connect(shared)?.audit_source())),
+    }
+}
+
+/// The audit key file of shared storage, if it is shared.
+pub fn shared_audit_key(config: &Config) -> Option<&Path> {
+    match &config.storage {
+        Storage::Shared(s) => Some(&s.audit_key_file),
+        Storage::Embedded => None,
+    }
+}
+
+fn connect(shared: &SharedStorage) -> Result<PgStore> {
+    PgStore::connect(shared.database.expose())
+        .with_context(|| format!("connecting to {}", shared.database))
+}
+
+/// One audit key per fleet, in the config: a second one on the command line could only
+/// disagree with it.
+fn no_second_key(shared: &SharedStorage, audit_key: Option<&Path>) -> Result<()> {
+    match audit_key {
+        Some(k) if k != shared.audit_key_file => bail!(
+            "--audit-key {} and [storage] audit_key_file {} disagree; shared storage takes its key from [storage]",
+            k.display(),
+            shared.audit_key_file.display()
+        ),
+        _ => Ok(()),
+    }
 }

@@ -26,6 +26,12 @@ impl SecretKey {
         self.0.bytes()
     }
 
+    /// Reads `path`, which must exist (a key shared by several runners is the operator's, made
+    /// once: a runner that made its own would seal secrets the others cannot open).
+    pub fn load(path: &Path) -> Result<Self, SecretError> {
+        Ok(SecretKey(Key::load(path)?))
+    }
+
     /// Reads `path`, creating it first if it does not exist ([`Key::load_or_create`]).
     pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
         Ok(SecretKey(Key::load_or_create(path)?))

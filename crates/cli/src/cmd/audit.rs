@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use warden_audit::{
-    AUDIT_KEY_FILE, AuditKey, AuditSource, ChainError, FileAuditSource, Filter, HeadMac, Reader,
-    StoredRecord, checkpoint,
+    AUDIT_KEY_FILE, AuditKey, AuditSource, ChainError, Filter, HeadMac, Reader, StoredRecord,
+    checkpoint,
 };
 
 /// How often `--follow` looks for new records.
@@ -19,13 +19,12 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// per line: readable by default, the stored JSON lines with `--json`. `--follow` keeps
 /// printing records as they are appended (until Ctrl-C), and waits for the log to appear if
 /// there is none yet.
-pub fn run(data: &Path, tenant: Option<&str>, follow: bool, json: bool) -> Result<()> {
-    let source = FileAuditSource::in_data_dir(data);
+pub fn run(source: &dyn AuditSource, tenant: Option<&str>, follow: bool, json: bool) -> Result<()> {
     let filter = Filter {
         tenant: tenant.map(str::to_owned),
         ..Filter::default()
     };
-    let mut reader = open(&source, filter, follow)?;
+    let mut reader = open(source, filter, follow)?;
     let mut out = BufWriter::new(io::stdout().lock());
     loop {
         for item in &mut reader {
@@ -70,8 +69,12 @@ fn key(data: &Path, given: Option<&Path>) -> Result<Option<AuditKey>> {
 
 /// `warden audit --verify [--checkpoints FILE]`: checks the whole chain, the head's MAC when
 /// there is a key, and every checkpoint in FILE; prints a summary.
-pub fn verify(data: &Path, key_file: Option<&Path>, checkpoints: Option<&Path>) -> Result<()> {
-    let source = FileAuditSource::in_data_dir(data);
+pub fn verify(
+    source: &dyn AuditSource,
+    data: &Path,
+    key_file: Option<&Path>,
+    checkpoints: Option<&Path>,
+) -> Result<()> {
     let key = key(data, key_file)?;
     let failed = || format!("audit log in {} failed verification", source.location());
     let (report, held) = match checkpoints {
@@ -79,7 +82,7 @@ pub fn verify(data: &Path, key_file: Option<&Path>, checkpoints: Option<&Path>) 
             let bytes = crate::files::read_bounded(file, MAX_CHECKPOINTS_BYTES)?;
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("{} is not UTF-8", file.display()))?;
-            let r = checkpoint::check_from(&source, key.as_ref(), &text).with_context(failed)?;
+            let r = checkpoint::check_from(source, key.as_ref(), &text).with_context(failed)?;
             (r.log, Some((r.checkpoints, r.macs_checked)))
         }
         None => (
@@ -111,10 +114,14 @@ pub fn verify(data: &Path, key_file: Option<&Path>, checkpoints: Option<&Path>) 
 
 /// `warden audit --checkpoint FILE|-`: verifies the log, then appends (and fsyncs) one
 /// checkpoint line to FILE, or prints it.
-pub fn checkpoint(data: &Path, key_file: Option<&Path>, out: &Path) -> Result<()> {
-    let source = FileAuditSource::in_data_dir(data);
+pub fn checkpoint(
+    source: &dyn AuditSource,
+    data: &Path,
+    key_file: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
     let key = key(data, key_file)?;
-    let cp = checkpoint::take_from(&source, key.as_ref())
+    let cp = checkpoint::take_from(source, key.as_ref())
         .with_context(|| format!("audit log in {} failed verification", source.location()))?;
     let line = format!("{}\n", cp.to_line());
     if out == Path::new("-") {

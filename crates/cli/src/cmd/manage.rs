@@ -17,19 +17,20 @@ pub struct Place<'a> {
 }
 
 fn host(place: &Place<'_>) -> Result<Host> {
-    let mut b = super::compile_in_child(Host::builder())
-        .policy(crate::storage::read_config(place.config)?.policy)
-        .data_dir(place.data);
+    let config = crate::storage::read_config(place.config)?;
+    let opened = crate::storage::open(&config, place.data, place.audit_key)?;
+    let mut b = opened.apply(
+        super::compile_in_child(Host::builder()).policy(config.policy),
+        place.data,
+        place.audit_key,
+    );
     if let Some(trust) = place.trust {
         b = b.trust(
             TrustBundle::read_file(trust)
                 .with_context(|| format!("reading trust bundle {}", trust.display()))?,
         );
     }
-    if let Some(key) = place.audit_key {
-        b = b.audit_key_file(key);
-    }
-    b.build().context("opening the data dir")
+    b.build().context("opening the storage")
 }
 
 fn tenant_name(name: &str) -> Result<TenantName> {

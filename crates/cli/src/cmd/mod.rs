@@ -396,12 +396,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             key,
             json,
         } => {
-            let key = key.audit_key.as_deref();
-            crate::storage::read_config(config.as_deref())?;
+            let config = crate::storage::read_config(config.as_deref())?;
+            let source = crate::storage::audit_source(&config, &data)?;
+            let key = key
+                .audit_key
+                .as_deref()
+                .or(crate::storage::shared_audit_key(&config));
             match (checkpoint, verify) {
-                (Some(out), _) => audit::checkpoint(&data, key, &out),
-                (None, true) => audit::verify(&data, key, checkpoints.as_deref()),
-                (None, false) => audit::run(&data, tenant.as_deref(), follow, json),
+                (Some(out), _) => audit::checkpoint(&*source, &data, key, &out),
+                (None, true) => audit::verify(&*source, &data, key, checkpoints.as_deref()),
+                (None, false) => audit::run(&*source, tenant.as_deref(), follow, json),
             }
         }
     }

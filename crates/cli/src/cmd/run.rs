@@ -96,14 +96,15 @@ pub fn read_arg_or_file(value: &str) -> Result<Vec<u8>> {
 pub fn run(args: RunArgs) -> Result<()> {
     let trust = TrustBundle::read_file(&args.trust)
         .with_context(|| format!("reading trust bundle {}", args.trust.display()))?;
-    let policy = crate::storage::read_config(args.config.as_deref())?.policy;
-    let mut builder = super::compile_in_child(Host::builder())
-        .trust(trust)
-        .policy(policy)
-        .data_dir(&args.data);
-    if let Some(key) = &args.audit_key {
-        builder = builder.audit_key_file(key);
-    }
+    let config = crate::storage::read_config(args.config.as_deref())?;
+    let opened = crate::storage::open(&config, &args.data, args.audit_key.as_deref())?;
+    let builder = opened.apply(
+        super::compile_in_child(Host::builder())
+            .trust(trust)
+            .policy(config.policy),
+        &args.data,
+        args.audit_key.as_deref(),
+    );
     let host = builder.build().context("starting the host")?;
     let tenant = host.default_tenant();
     let info = tenant

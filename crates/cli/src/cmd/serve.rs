@@ -43,20 +43,22 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
         "WARDEN_RUNNER_TOKEN",
         "runner",
     )?;
-    let policy = crate::storage::read_config(a.place.config)?.policy;
-    let limits: ServiceLimits = policy.gateway;
-    let mut builder = super::compile_in_child(warden_host::Host::builder())
-        .policy(policy)
-        .data_dir(a.place.data)
-        .guest_threads(true);
+    let config = crate::storage::read_config(a.place.config)?;
+    let limits: ServiceLimits = config.policy.gateway;
+    let mut opened = crate::storage::open(&config, a.place.data, a.place.audit_key)?;
+    let rate_leases = opened.rate.take();
+    let mut builder = opened.apply(
+        super::compile_in_child(warden_host::Host::builder())
+            .policy(config.policy)
+            .guest_threads(true),
+        a.place.data,
+        a.place.audit_key,
+    );
     if let Some(trust) = a.place.trust {
         builder = builder.trust(
             TrustBundle::read_file(trust)
                 .with_context(|| format!("reading trust bundle {}", trust.display()))?,
         );
-    }
-    if let Some(key) = a.place.audit_key {
-        builder = builder.audit_key_file(key);
     }
     let host = builder.build().context("starting the host")?;
     // The registry opens now, so that a broken data dir fails the start, not the first call.
@@ -68,8 +70,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             runner_token,
             trust_file: a.place.trust.map(Path::to_path_buf),
             limits,
-            // One runner on the embedded default: the rate is kept in this process.
-            rate_leases: None,
+            rate_leases,
         },
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

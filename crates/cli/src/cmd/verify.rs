@@ -18,7 +18,7 @@ pub fn run(
     config: Option<&Path>,
     audit_key: Option<&Path>,
 ) -> Result<()> {
-    crate::storage::read_config(config)?;
+    let config = crate::storage::read_config(config)?;
     let sig = sig.unwrap_or_else(|| super::default_sig(bundle_path));
     let trust = TrustBundle::read_file(trust_path)
         .with_context(|| format!("reading trust bundle {}", trust_path.display()))?;
@@ -33,7 +33,7 @@ pub fn run(
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {
-            record_failure(bundle_path, data, audit_key, &e);
+            record_failure(bundle_path, data, &config, audit_key, &e);
             return Err(e);
         }
     };
@@ -54,20 +54,16 @@ pub fn run(
     Ok(())
 }
 
-/// Appends a `verification-failure` record to the data dir's audit log (the one given, or the
-/// default one if it exists). The verification error is what the command reports; a record
-/// that cannot be written adds a warning.
+/// Appends a `verification-failure` record to the audit log: the shared one of `[storage]`,
+/// or the data dir's (the one given, or the default one if it exists). The verification error
+/// is what the command reports; a record that cannot be written adds a warning.
 fn record_failure(
     bundle: &Path,
     data: Option<&Path>,
+    config: &warden_manifest::Config,
     audit_key: Option<&Path>,
     error: &anyhow::Error,
 ) {
-    let dir = match data {
-        Some(d) => d.to_path_buf(),
-        None if Path::new(DEFAULT_DATA).join("audit").is_dir() => PathBuf::from(DEFAULT_DATA),
-        None => return,
-    };
     let record = Record::new(
         Event::VerificationFailure,
         format!("verify-{}", std::process::id()),
@@ -75,6 +71,30 @@ fn record_failure(
     .with_target(bundle.display())
     .with_outcome(Outcome::Denied)
     .with_message(format!("{error:#}"));
+    match crate::storage::shared_audit_sink(config) {
+        Ok(None) => {}
+        Ok(Some(log)) => {
+            if let Err(e) = log.append(record) {
+                eprintln!(
+                    "warning: the failure could not be recorded in the shared audit log: {}",
+                    warden_audit::sanitize(&e.to_string())
+                );
+            }
+            return;
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: the failure could not be recorded: {}",
+                warden_audit::sanitize(&format!("{e:#}"))
+            );
+            return;
+        }
+    }
+    let dir = match data {
+        Some(d) => d.to_path_buf(),
+        None if Path::new(DEFAULT_DATA).join("audit").is_dir() => PathBuf::from(DEFAULT_DATA),
+        None => return,
+    };
     if let Err(e) = AuditLog::open_in(&dir, audit_key).and_then(|log| log.append(record).map(drop))
     {
         eprintln!(

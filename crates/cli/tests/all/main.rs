@@ -13,3 +13,4 @@ mod quota;
 mod run;
 mod secrets;
 mod serve;
+mod shared;

@@ -280,7 +280,7 @@ fn every_stateful_command_refuses_storage_it_cannot_reach_and_touches_nothing() 
     let shared = s.t.path().join("shared.toml");
     fs::write(
         &shared,
-        "[storage]\nurl = \"postgres://warden:hunter2@db.internal/warden\"\n\
+        "[storage]\nurl = \"postgres://warden:hunter2@127.0.0.1:1/warden\"\n\
          blobs = \"s3://warden-blobs/prod\"\nsecret_key_file = \"/etc/warden/secret.key\"\n\
          audit_key_file = \"/etc/warden/audit.key\"\n",
     )
@@ -303,26 +303,27 @@ fn every_stateful_command_refuses_storage_it_cannot_reach_and_touches_nothing() 
         vec![&"installs"],
         vec![&"audit"],
         vec![&"audit", &"--verify"],
-        vec![&"verify", &bundle, &"--trust", &s.trust],
         vec![&"run", &bundle, &"--trust", &s.trust, &"--call", &"echo"],
+        // A bundle that verifies needs no storage; the config is still read.
+        vec![&"verify", &bundle, &"--trust", &s.trust],
     ];
-    for args in &commands {
+    for (i, args) in commands.iter().enumerate() {
+        let verify = i == commands.len() - 1;
         for (file, want) in [
             (
                 config,
-                "shared storage (PostgreSQL, with blobs in s3://warden-blobs/prod) is not built into this warden",
+                "connecting to postgres://warden:***@127.0.0.1:1/warden",
             ),
             (bad.to_str().unwrap(), "only with `url`"),
         ] {
+            if verify && file == config {
+                continue;
+            }
             let mut all = args.clone();
             all.extend([&"--config" as &dyn AsRef<std::ffi::OsStr>, &file]);
             let o = cli(&s, &all);
             let err = stderr(&o);
             fails(&o, want);
-            assert!(
-                err.contains("[storage]") || err.contains("storage"),
-                "{err}"
-            );
             assert!(!err.contains("hunter2"), "the password was shown: {err}");
             assert!(!s.data.exists(), "{:?} touched the data dir", all.len());
         }

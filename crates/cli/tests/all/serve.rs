@@ -34,6 +34,8 @@ struct Setup {
     data: PathBuf,
     key: PathBuf,
     pem: String,
+    /// With `WARDEN_TEST_BACKEND=shared`: the test's PostgreSQL database and S3 prefix.
+    shared: Option<crate::shared::SharedStorage>,
 }
 
 fn setup() -> Setup {
@@ -45,13 +47,17 @@ fn setup() -> Setup {
         &[("warden-examples", &[&p.pem], &[])],
     );
     let data = t.path().join("data");
-    Setup {
+    let shared = crate::shared::on().then(|| crate::shared::SharedStorage::new(t.path()));
+    let st = Setup {
         trust,
         data,
         key: p.key,
         pem: p.pem,
         t,
-    }
+        shared,
+    };
+    st.write_config("");
+    st
 }
 
 impl Setup {
@@ -68,13 +74,43 @@ impl Setup {
         self.serve_logged(config, None)
     }
 
+    /// The operator config every command of the test reads: `config`, and the `[storage]`
+    /// section on shared storage.
+    fn config_file(&self) -> PathBuf {
+        self.t.path().join("policy.toml")
+    }
+
+    fn write_config(&self, config: &str) {
+        let storage = self.shared.as_ref().map_or("", |s| s.section.as_str());
+        std::fs::write(self.config_file(), format!("{config}{storage}")).unwrap();
+    }
+
+    /// `warden ARGS --data DATA`, and `--config` on shared storage (the service's config).
+    fn cli(&self, args: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
+        let cfg = self.config_file();
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = args.to_vec();
+        all.push(&"--data");
+        all.push(&self.data);
+        if self.shared.is_some() {
+            all.push(&"--config");
+            all.push(&cfg);
+        }
+        warden(&all)
+    }
+
     /// The service with its stderr (its logs, `WARDEN_LOG=trace` but audit records) in `log`.
     fn serve_logged(&self, config: &str, log: Option<&Path>) -> Server {
-        let cfg = self.t.path().join("policy.toml");
-        std::fs::write(&cfg, config).unwrap();
+        self.write_config(config);
+        self.runner(&self.data, log)
+    }
+
+    /// One more `warden serve` on data dir `data` with the config as written last (on shared
+    /// storage, another runner of the same fleet).
+    fn runner(&self, data: &Path, log: Option<&Path>) -> Server {
+        let cfg = self.config_file();
         let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&self.data)
+            .arg(data)
             .arg("--trust")
             .arg(&self.trust)
             .arg("--config")
@@ -253,9 +289,9 @@ fn raw(addr: &str, request: &[u8], wait: Duration) -> Vec<String> {
         .collect()
 }
 
-/// The data dir's audit records, as JSON.
-fn audit(data: &Path) -> Vec<serde_json::Value> {
-    ok(&warden(&[&"audit", &"--data", &data, &"--json"]))
+/// The audit records (of the data dir, or of shared storage), as JSON.
+fn audit(st: &Setup) -> Vec<serde_json::Value> {
+    ok(&st.cli(&[&"audit", &"--json"]))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -319,6 +355,13 @@ fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() 
     // 403: a tenant's key on the admin API.
     let r = get(&format!("{}/v1/admin/tenants", s.base), Some(&alpha));
     assert_eq!((r.status, r.code().as_str()), (403, "denied"), "{}", r.body);
+    // On shared storage the data dir keeps only what is the runner's own (the compile cache,
+    // verified copies of blobs): no database, no audit log.
+    if st.shared.is_some() {
+        for local in ["warden.db", "audit", "secret.key", "audit.key"] {
+            assert!(!st.data.join(local).exists(), "{local} in the data dir");
+        }
+    }
 
     // 404: an endpoint not in the manifest, an unknown extension, and another tenant's
     // install, worded exactly as if it did not exist.
@@ -421,7 +464,7 @@ fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() 
     }
 
     // Every call is in the audit log under the id the client was given, and the log verifies.
-    let records = audit(&st.data);
+    let records = audit(&st);
     let trap_id = trap.json()["error"]["request_id"]
         .as_str()
         .unwrap()
@@ -444,7 +487,7 @@ fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() 
         "{records:?}"
     );
     let ok_id = r_id(&get(&ext("warden.hello", "/hi"), Some(&alpha)));
-    let records = audit(&st.data);
+    let records = audit(&st);
     assert!(
         record_for(&records, &ok_id)
             .iter()
@@ -468,7 +511,7 @@ fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() 
     assert_eq!(refused("too-large"), 2, "{records:?}");
     assert_eq!(refused("timeout"), 1, "{records:?}");
     assert!(refused("invalid") >= 2, "{records:?}");
-    ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
+    ok(&st.cli(&[&"audit", &"--verify"]));
 
     // The metrics of SPEC section 8 count what happened above.
     let m = get(&format!("{}/metrics", s.base), Some(ADMIN));
@@ -759,7 +802,7 @@ fn a_revoked_key_stops_the_install_at_once_after_a_trust_reload() {
         "{}",
         r.body
     );
-    let records = audit(&st.data);
+    let records = audit(&st);
     let reloads = |outcome: &str| {
         records
             .iter()
@@ -941,7 +984,7 @@ fn a_process_extension_is_served_through_the_gateway_per_tenant() {
     let (status, body) = post(&ka, "ping", "http://127.0.0.1:9/");
     assert_ne!(status, 200, "{body}");
     assert!(body.contains("denied"), "{body}");
-    let log = std::fs::read_to_string(st.data.join("audit/audit.jsonl")).unwrap();
+    let log = ok(&st.cli(&[&"audit", &"--json"]));
     assert!(log.contains("warden-examples.kv-counter-process"));
 }
 
@@ -1024,15 +1067,13 @@ fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling()
     // The grant withdrawn on the same bundle, from another process (the CLI, on the same data
     // dir): the very next call runs without key-value access (red team: the service kept
     // the old grant until restarted).
-    ok(&warden(&[
+    ok(&st.cli(&[
         &"install",
         &kv,
         &"--tenant",
         &"alpha",
         &"--trust",
         &st.trust,
-        &"--data",
-        &st.data,
         &"--grant",
         &"none",
     ]));
@@ -1045,7 +1086,7 @@ fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling()
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(r.body.contains("not granted"), "{}", r.body);
     drop(s);
-    ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
+    ok(&st.cli(&[&"audit", &"--verify"]));
 }
 
 #[test]
@@ -1212,7 +1253,7 @@ fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
         install(&s, "alpha", "warden.hello", &hash, "none").status,
         200
     );
-    let before = audit(&st.data).len();
+    let before = audit(&st).len();
     let ext = |id: &str| format!("{}/api/ext/{id}/hi", s.base);
     // One id refused 300 times, then 300 ids chosen by the client, then 300 paths with a dot segment
     // (and, past the tenant's rate, 429s: refusals too).
@@ -1231,7 +1272,7 @@ fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
     }
     // The summaries are written within a second or two of the last refusal.
     std::thread::sleep(Duration::from_millis(2500));
-    let records = audit(&st.data);
+    let records = audit(&st);
     let refusals: Vec<serde_json::Value> = records[before..]
         .iter()
         .map(|r| r["record"].clone())
@@ -1256,9 +1297,10 @@ fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
             .unwrap()
             .contains("more refusals (malformed)")
     }));
-    ok(&warden(&[&"audit", &"--data", &st.data, &"--verify"]));
+    ok(&st.cli(&[&"audit", &"--verify"]));
 }
 
+mod cluster;
 mod redteam;
 
 #[test]

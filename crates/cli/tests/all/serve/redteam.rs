@@ -36,7 +36,7 @@ fn hello_as(
 fn records_of(st: &Setup, r: &Reply) -> Vec<serde_json::Value> {
     let id = r_id(r);
     assert_eq!(id.len(), 32, "{:?}", r.headers);
-    record_for(&audit(&st.data), &id)
+    record_for(&audit(st), &id)
 }
 
 #[track_caller]
@@ -313,7 +313,7 @@ fn an_undecodable_path_and_an_output_over_its_cap_are_counted_like_the_rest() {
     );
     let big = get(&ext("/big/2000000"), Some(&alpha));
     assert_eq!(big.status, 502, "{}", big.body);
-    let records = audit(&st.data);
+    let records = audit(&st);
     let mine = record_for(&records, &id);
     assert!(
         mine.iter()
