@@ -250,20 +250,19 @@ pub struct Freezer {
 }
 
 impl Freezer {
-    /// Freezes the tree and waits at most `within` for every task of it to be frozen; the
-    /// tree is thawed again if it was not (then `false`).
-    pub fn freeze(&self, within: std::time::Duration) -> bool {
-        if self.file.write_at(b"1", 0).is_err() {
-            return false;
-        }
+    /// Asks the kernel to freeze the tree: from then on no task of it returns to its own code
+    /// until [`Freezer::thaw`], even one that is not frozen yet (busy in the kernel: a long
+    /// disk write). Then waits at most `within` for every task to be frozen, and says whether
+    /// they were; the request stands either way.
+    pub fn freeze(&self, within: std::time::Duration) -> std::io::Result<bool> {
+        self.file.write_at(b"1", 0)?;
         let end = std::time::Instant::now() + within;
         loop {
             if frozen_in(&self.dirs) {
-                return true;
+                return Ok(true);
             }
             if std::time::Instant::now() >= end {
-                let _ = self.thaw();
-                return false;
+                return Ok(false);
             }
             std::thread::yield_now();
         }

@@ -806,7 +806,7 @@ impl ProcessInstall {
     }
 }
 
-/// How long a measure waits for the tree to freeze before it measures it running.
+/// How long a measure waits for the whole tree to be frozen before it walks anyway.
 const FREEZE_WAIT: Duration = Duration::from_millis(50);
 
 /// Holds a sandbox's tree still (frozen) while its folders are measured during a call: a
@@ -835,13 +835,20 @@ impl Still {
         }
     }
 
-    /// Blocking: for a thread of the blocking pool.
+    /// Blocking: for a thread of the blocking pool. A freeze that has not landed within
+    /// [`FREEZE_WAIT`] still stands while the walk runs: a task held in the kernel (a long
+    /// direct write) finishes that operation but starts no other, so nothing moves files in
+    /// step with the walk (outside attack: threads in long disk writes kept the tree from ever
+    /// being frozen, and a walk given up to run beside the program let 600 MiB hide again).
     fn hold(&self) -> Held<'_> {
         let lock = self
             .lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let frozen = self.freezer.as_ref().filter(|f| f.freeze(FREEZE_WAIT));
+        let frozen = self
+            .freezer
+            .as_ref()
+            .filter(|f| f.freeze(FREEZE_WAIT).is_ok());
         Held {
             frozen,
             _lock: lock,

@@ -177,7 +177,7 @@ fn a_freezer_apart_from_the_child_holds_the_tree_still() {
     std::thread::sleep(Duration::from_millis(200));
     let other = std::thread::spawn({
         let f = freezer.clone();
-        move || f.freeze(Duration::from_secs(1))
+        move || f.freeze(Duration::from_secs(1)).unwrap()
     });
     assert!(other.join().unwrap(), "the tree did not freeze");
     assert!(child.frozen(Duration::ZERO));
