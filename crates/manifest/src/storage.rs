@@ -47,6 +47,21 @@ pub struct SharedStorage {
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl(String);
 
+/// Query parameters a URL's display shows with their value.
+const SHOWN_PARAMETERS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "sslmode",
+    "connect_timeout",
+    "application_name",
+    "target_session_attrs",
+    "keepalives",
+    "options",
+];
+
 /// Longest database URL accepted.
 const MAX_URL_BYTES: usize = 2048;
 
@@ -66,7 +81,16 @@ impl DatabaseUrl {
                 "must be a postgres:// URL (the key=value form of libpq is not accepted)".into(),
             );
         };
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        // libpq ends the user part at the first '/', so a '/', '?' or '#' in a password
+        // would make it part of the host or the path, shown in every message about the URL.
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if rest[authority_end..].contains('@') {
+            return Err(
+                "has an '@' after a '/', '?' or '#': percent-encode those characters in the user and password (%2F, %3F, %23, %40)"
+                    .into(),
+            );
+        }
+        let authority = &rest[..authority_end];
         let host = authority.rsplit('@').next().unwrap_or_default();
         let socket = query_param(rest, "host").is_some();
         if host.is_empty() && !socket {
@@ -130,8 +154,11 @@ impl fmt::Display for DatabaseUrl {
                     if i > 0 {
                         f.write_str("&")?;
                     }
+                    // Only parameters known to hold nothing secret are shown as they are: a
+                    // name libpq would decode (`passw%6Frd`) or another secret one
+                    // (`sslpassword`) is not on the list.
                     match kv.split_once('=') {
-                        Some(("password", _)) => f.write_str("password=***")?,
+                        Some((k, _)) if !SHOWN_PARAMETERS.contains(&k) => write!(f, "{k}=***")?,
                         _ => f.write_str(kv)?,
                     }
                 }
@@ -357,6 +384,34 @@ mod tests {
                 "{text:?}: {e:?} should name the section"
             );
         }
+    }
+
+    /// Outside attack: a password holding a '/' or '?' made the whole URL the host's part and
+    /// was shown; a parameter name libpq decodes, or another secret parameter, was shown too.
+    #[test]
+    fn no_form_of_a_password_is_shown() {
+        for text in [
+            "postgres://u:pa/S3CRET@db/w",
+            "postgres://u:pa?S3CRET@db/w",
+            "postgres://u:pa#S3CRET@db/w",
+        ] {
+            let e = DatabaseUrl::parse(text).unwrap_err();
+            assert!(!e.contains("S3CRET") && e.contains("percent-encode"), "{e}");
+        }
+        for text in [
+            "postgres://db/w?passw%6Frd=S3CRET",
+            "postgres://db/w?sslpassword=S3CRET&sslmode=require",
+            "postgres://u:S3CRET@db/w",
+            "postgres://u:pa%2FS3CRET@db/w",
+        ] {
+            let shown = DatabaseUrl::parse(text).unwrap().to_string();
+            assert!(!shown.contains("S3CRET"), "{text} shown as {shown}");
+        }
+        let u = DatabaseUrl::parse("postgres://db/w?sslmode=require&application_name=a").unwrap();
+        assert_eq!(
+            u.to_string(),
+            "postgres://db/w?sslmode=require&application_name=a"
+        );
     }
 
     #[test]
