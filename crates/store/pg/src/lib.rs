@@ -4,7 +4,7 @@
 //! [`PgStore::connect`] opens a pool on a small runtime of its own, refuses a server that could
 //! lose acknowledged writes, and applies the migrations. From it come the storage traits'
 //! implementations: [`PgKv`] (`KvBackend`), [`PgSecretRows`] (`SecretRows`), [`PgRegistry`]
-//! (`Registry`), [`PgRoundStore`] (`RoundStore`, under a `StoreLog`) and [`PgAuditSource`]
+//! (`Registry`), [`PgRateLeases`] (`RateLeases`), [`PgRoundStore`] (`RoundStore`, under a `StoreLog`) and [`PgAuditSource`]
 //! (`AuditSource`). [`PgStore::changes`] listens for the changes every registry write (and
 //! [`PgStore::notify`]) announces to all runners.
 //!
@@ -25,6 +25,7 @@
 mod audit;
 mod feed;
 mod kv;
+mod rate;
 mod registry;
 mod schema;
 mod secrets;
@@ -42,6 +43,7 @@ use warden_manifest::DatabaseUrl;
 pub use audit::{PgAuditSource, PgRoundStore};
 pub use feed::{CHANNEL, Change, ChangeKind};
 pub use kv::PgKv;
+pub use rate::PgRateLeases;
 pub use registry::PgRegistry;
 pub use schema::SCHEMA_VERSION;
 pub use secrets::PgSecretRows;
@@ -291,6 +293,11 @@ impl PgStore {
     /// The registry.
     pub fn registry(&self) -> PgRegistry {
         PgRegistry::new(self.clone())
+    }
+
+    /// The shared request-rate buckets (`RateLeases`), one per tenant for the whole fleet.
+    pub fn rate_leases(&self) -> PgRateLeases {
+        PgRateLeases::new(self.clone())
     }
 
     /// The read side of the audit log.

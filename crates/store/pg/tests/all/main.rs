@@ -12,6 +12,7 @@
 mod common;
 mod audit;
 mod kv;
+mod rate;
 mod registry;
 mod schema;
 mod secrets;
