@@ -5,8 +5,8 @@
 //! [`PgStore::changes`] listens on a connection of its own and hands each notice over a std
 //! channel. This is the raw feed only: when its connection is lost the channel is closed (the
 //! sender dropped), and the consumer must subscribe again and reload what it keeps, since
-//! notices sent meanwhile are lost. The registry snapshot, its reconnects and the 1 s freshness
-//! bound of the plan are built on top of it (not yet).
+//! notices sent meanwhile are lost. The registry snapshot (`snapshot`) listens the same way
+//! ([`listen`]) and adds the reconnects, the version poll and the 1 s freshness bound.
 
 use std::sync::mpsc;
 
@@ -127,6 +127,41 @@ pub(crate) async fn announce(
     Ok(version)
 }
 
+/// Opens a connection of its own and listens on [`CHANNEL`]: returns once listening, with the
+/// notices in commit order. The receiver ends when the connection is lost; dropping the client
+/// closes it.
+pub(crate) async fn listen(
+    config: &tokio_postgres::Config,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    ),
+    tokio_postgres::Error,
+> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (notices, incoming) = tokio::sync::mpsc::unbounded_channel();
+    // Polling the connection also drives the client's queries (the LISTEN below).
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if notices.send(n).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(target: "warden::pg", error = %e, "change listener lost its connection");
+                    break;
+                }
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    Ok((client, incoming))
+}
+
 impl PgStore {
     /// Announces a change made outside the registry (a secret, the trust bundle) to every
     /// runner: bumps the registry version and notifies, in one transaction. Returns the new
@@ -163,39 +198,11 @@ impl PgStore {
         let (config, url) = (self.inner.config.clone(), self.url().clone());
         let (tx, rx) = mpsc::channel();
         let listening = self.run(async move {
-            let db = |action, e: tokio_postgres::Error| PgError::Database {
+            let (client, mut incoming) = listen(&config).await.map_err(|e| PgError::Database {
                 url: url.clone(),
-                action,
+                action: "listening for changes",
                 source: Box::new(e),
-            };
-            let (client, mut connection) = config
-                .connect(NoTls)
-                .await
-                .map_err(|e| db("connecting the change listener", e))?;
-            let (notices, mut incoming) = tokio::sync::mpsc::unbounded_channel();
-            // Polling the connection also drives the client's queries (the LISTEN below).
-            tokio::spawn(async move {
-                while let Some(message) =
-                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                {
-                    match message {
-                        Ok(AsyncMessage::Notification(n)) => {
-                            if notices.send(n).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(target: "warden::pg", error = %e, "change listener lost its connection");
-                            break;
-                        }
-                    }
-                }
-            });
-            client
-                .batch_execute(&format!("LISTEN {CHANNEL}"))
-                .await
-                .map_err(|e| db("listening for changes", e))?;
+            })?;
             tokio::spawn(async move {
                 // The client lives as long as the listener: dropping it would close the
                 // connection.

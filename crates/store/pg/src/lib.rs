@@ -4,8 +4,9 @@
 //! [`PgStore::connect`] opens a pool on a small runtime of its own, refuses a server that could
 //! lose acknowledged writes, and applies the migrations. From it come the storage traits'
 //! implementations: [`PgKv`] (`KvBackend`), [`PgSecretRows`] (`SecretRows`), [`PgRegistry`]
-//! (`Registry`), [`PgRoundStore`] (`RoundStore`, under a `StoreLog`) and [`PgAuditSource`]
-//! (`AuditSource`). [`PgStore::changes`] listens for the changes every registry write (and
+//! (`Registry`; [`PgStore::registry_cached`] answers the two lookups of every request from a
+//! snapshot in memory), [`PgRateLeases`] (`RateLeases`), [`PgRoundStore`] (`RoundStore`, under
+//! a `StoreLog`) and [`PgAuditSource`] (`AuditSource`). [`PgStore::changes`] listens for the changes every registry write (and
 //! [`PgStore::notify`]) announces to all runners.
 //!
 //! The traits are synchronous and the driver is async: every call is spawned on the store's
@@ -25,9 +26,11 @@
 mod audit;
 mod feed;
 mod kv;
+mod rate;
 mod registry;
 mod schema;
 mod secrets;
+mod snapshot;
 
 use std::fmt;
 use std::future::Future;
@@ -42,6 +45,7 @@ use warden_manifest::DatabaseUrl;
 pub use audit::{PgAuditSource, PgRoundStore};
 pub use feed::{CHANNEL, Change, ChangeKind};
 pub use kv::PgKv;
+pub use rate::PgRateLeases;
 pub use registry::PgRegistry;
 pub use schema::SCHEMA_VERSION;
 pub use secrets::PgSecretRows;
@@ -288,9 +292,25 @@ impl PgStore {
         PgKv::new(self.clone())
     }
 
-    /// The registry.
+    /// The registry, every call a query: for the CLI and tools, which call it rarely.
     pub fn registry(&self) -> PgRegistry {
         PgRegistry::new(self.clone())
+    }
+
+    /// The registry for the service: `tenant_by_key` and `install` (called on every request)
+    /// answer from a snapshot in memory, kept current by a listener on this store's runtime
+    /// from the changes every runner announces, and refuse (`RegistryError::Storage`, 503) when
+    /// it has not been confirmed current for 1 s; every other call queries. Loads the snapshot
+    /// before returning. Clones share the snapshot and its listener, which stops when the last
+    /// clone is dropped.
+    pub fn registry_cached(&self) -> Result<PgRegistry, PgError> {
+        let cache = self.start_cache()?;
+        Ok(PgRegistry::cached(self.clone(), cache))
+    }
+
+    /// The shared request-rate buckets (`RateLeases`), one per tenant for the whole fleet.
+    pub fn rate_leases(&self) -> PgRateLeases {
+        PgRateLeases::new(self.clone())
     }
 
     /// The read side of the audit log.

@@ -7,7 +7,9 @@
 //! concurrent writers on any number of runners, with no serialization failures to retry in the
 //! common case. Registry writes are rare (admin operations), so one lock costs nothing.
 //! The same transaction sends `pg_notify('warden_changes', "v1 <version> <kind> <tenant>
-//! <extension>")`, delivered only on commit, for the change feed (plan 3.2, not consumed yet).
+//! <extension>")`, delivered only on commit, for the change feed and every runner's snapshot
+//! (`snapshot`, plan 3.2), which [`PgStore::registry_cached`] answers `tenant_by_key` and
+//! `install` from.
 //!
 //! Constraints back the rules up should anything write without the lock: a unique violation
 //! (23505), a serialization failure (40001) or a deadlock (40P01) retries the whole
@@ -15,6 +17,7 @@
 //! (after that, `put_install` answers [`RegistryError::Changed`]). Any other failure is
 //! [`RegistryError::Storage`] (the service answers 503).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::{Pool, PoolError, Transaction};
@@ -27,18 +30,30 @@ use warden_registry::{
 
 use crate::PgStore;
 use crate::feed::{ChangeKind, announce};
+use crate::snapshot::{Cache, Snapshot};
 
 /// Tries of one write transaction that failed on a conflict another writer caused.
 const ATTEMPTS: usize = 3;
 
-/// The registry of a [`PgStore`].
-#[derive(Debug, Clone)]
+/// The registry of a [`PgStore`]: every call a query ([`PgStore::registry`]), or the two hot
+/// lookups answered from a snapshot in memory ([`PgStore::registry_cached`], see `snapshot`).
+#[derive(Clone)]
 pub struct PgRegistry {
     store: PgStore,
+    cache: Option<Arc<Cache>>,
+}
+
+impl std::fmt::Debug for PgRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRegistry")
+            .field("store", &self.store)
+            .field("cached", &self.cache.is_some())
+            .finish()
+    }
 }
 
 /// Why one try failed: a rule of the registry (final), or the database (maybe retried).
-enum Fail {
+pub(crate) enum Fail {
     Registry(RegistryError),
     Db(tokio_postgres::Error),
     Pool(PoolError),
@@ -88,10 +103,10 @@ fn damaged(what: &str, value: &str) -> RegistryError {
     RegistryError::Damaged(format!("{what} {value:?}"))
 }
 
-const INSTALL_COLUMNS: &str =
+pub(crate) const INSTALL_COLUMNS: &str =
     "tenant, extension, version, content_hash, grant_text, approved, installed_ms";
 
-fn install_row(r: &Row) -> Result<InstallRecord, Fail> {
+pub(crate) fn install_row(r: &Row) -> Result<InstallRecord, Fail> {
     let text = |i| r.try_get::<_, String>(i);
     let (tenant, extension, version, hash, grant, approved) =
         (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?, text(5)?);
@@ -109,19 +124,26 @@ fn install_row(r: &Row) -> Result<InstallRecord, Fail> {
 }
 
 /// Takes the registry's write lock and announces the change (on commit): see the module docs.
+/// Returns the registry version the change will have.
 async fn begin_write(
     tx: &Transaction<'_>,
     kind: ChangeKind,
     tenant: Option<&str>,
     extension: Option<&str>,
-) -> Result<(), Fail> {
-    announce(tx, kind, tenant, extension).await?;
-    Ok(())
+) -> Result<i64, Fail> {
+    Ok(announce(tx, kind, tenant, extension).await?)
 }
 
 impl PgRegistry {
     pub(crate) fn new(store: PgStore) -> PgRegistry {
-        PgRegistry { store }
+        PgRegistry { store, cache: None }
+    }
+
+    pub(crate) fn cached(store: PgStore, cache: Arc<Cache>) -> PgRegistry {
+        PgRegistry {
+            store,
+            cache: Some(cache),
+        }
     }
 
     fn storage(&self, source: crate::BoxError) -> RegistryError {
@@ -140,27 +162,43 @@ impl PgRegistry {
     }
 
     /// Runs `attempt` (one whole transaction, on a pooled connection) on the runtime, again
-    /// after a conflict, at most [`ATTEMPTS`] times.
-    fn write<T, F, Fut>(&self, attempt: F) -> Result<T, RegistryError>
+    /// after a conflict, at most [`ATTEMPTS`] times. An attempt answers the registry version it
+    /// committed, if it committed; then `change` goes into the snapshot (if cached) before this
+    /// returns.
+    fn write<T, F, Fut>(
+        &self,
+        attempt: F,
+        change: impl FnOnce(&mut Snapshot) + Send + 'static,
+    ) -> Result<T, RegistryError>
     where
         F: Fn(Pool) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, Fail>> + Send,
+        Fut: Future<Output = Result<(T, Option<i64>), Fail>> + Send,
         T: Send + 'static,
     {
         let pool = self.store.pool().clone();
+        let cache = self.cache.clone();
         let r = self
             .store
             .run(async move {
+                // Held from before the commit until the change is in (see `Cache::update`).
+                let _update = match &cache {
+                    Some(c) => Some(c.update.lock().await),
+                    None => None,
+                };
                 let mut tries = 0;
-                loop {
+                let r = loop {
                     tries += 1;
                     match attempt(pool.clone()).await {
                         Err(f) if conflict(&f) && tries < ATTEMPTS => {
                             tracing::debug!(target: "warden::pg", tries, "registry write retried");
                         }
-                        other => return other,
+                        other => break other,
                     }
+                };
+                if let (Some(cache), Ok((_, Some(version)))) = (&cache, &r) {
+                    cache.applied(*version, change);
                 }
+                r.map(|(t, _)| t)
             })
             .map_err(|e| self.storage(Box::new(e)))?;
         self.finish(r)
@@ -185,31 +223,37 @@ impl PgRegistry {
 impl Registry for PgRegistry {
     fn create_tenant(&self, name: &TenantName, key: &KeyHash) -> Result<(), RegistryError> {
         let (name, hash) = (name.clone(), key.to_hex());
-        self.write(move |pool| {
-            let (name, hash) = (name.clone(), hash.clone());
-            async move {
-                let mut c = pool.get().await?;
-                let tx = c.transaction().await?;
-                begin_write(&tx, ChangeKind::Tenant, Some(name.as_str()), None).await?;
-                let n = tx
-                    .execute(
-                        "INSERT INTO registry_tenants (name, created_ms) VALUES ($1, $2)
+        let (tenant, key) = (name.clone(), key.clone());
+        let change = move |s: &mut Snapshot| s.add_key(&key, &tenant);
+        self.write(
+            move |pool| {
+                let (name, hash) = (name.clone(), hash.clone());
+                async move {
+                    let mut c = pool.get().await?;
+                    let tx = c.transaction().await?;
+                    let version =
+                        begin_write(&tx, ChangeKind::Tenant, Some(name.as_str()), None).await?;
+                    let n = tx
+                        .execute(
+                            "INSERT INTO registry_tenants (name, created_ms) VALUES ($1, $2)
                          ON CONFLICT (name) DO NOTHING",
-                        &[&name.as_str(), &millis(SystemTime::now())],
+                            &[&name.as_str(), &millis(SystemTime::now())],
+                        )
+                        .await?;
+                    if n == 0 {
+                        return Err(RegistryError::TenantExists(name).into());
+                    }
+                    tx.execute(
+                        "INSERT INTO registry_keys (hash, tenant) VALUES ($1, $2)",
+                        &[&hash, &name.as_str()],
                     )
                     .await?;
-                if n == 0 {
-                    return Err(RegistryError::TenantExists(name).into());
+                    tx.commit().await?;
+                    Ok(((), Some(version)))
                 }
-                tx.execute(
-                    "INSERT INTO registry_keys (hash, tenant) VALUES ($1, $2)",
-                    &[&hash, &name.as_str()],
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-        })
+            },
+            change,
+        )
     }
 
     fn tenant(&self, name: &TenantName) -> Result<Option<TenantRecord>, RegistryError> {
@@ -251,6 +295,9 @@ impl Registry for PgRegistry {
     }
 
     fn tenant_by_key(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError> {
+        if let Some(cache) = &self.cache {
+            return cache.tenant_by_key(key);
+        }
         let key = key.clone();
         self.read(move |pool| async move {
             let c = pool.get().await?;
@@ -274,71 +321,75 @@ impl Registry for PgRegistry {
 
     fn publish(&self, p: &Published) -> Result<(), RegistryError> {
         let p = p.clone();
-        self.write(move |pool| {
-            let p = p.clone();
-            async move {
-                let mut c = pool.get().await?;
-                let tx = c.transaction().await?;
-                begin_write(&tx, ChangeKind::Publish, None, Some(p.id.as_str())).await?;
-                // The id's first publisher keeps it; the first publication pins it.
-                let publisher = p.publisher.to_string();
-                tx.execute(
+        self.write(
+            move |pool| {
+                let p = p.clone();
+                async move {
+                    let mut c = pool.get().await?;
+                    let tx = c.transaction().await?;
+                    let committed =
+                        begin_write(&tx, ChangeKind::Publish, None, Some(p.id.as_str())).await?;
+                    // The id's first publisher keeps it; the first publication pins it.
+                    let publisher = p.publisher.to_string();
+                    tx.execute(
                     "INSERT INTO registry_publishers (id, publisher, pinned_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (id) DO NOTHING",
                     &[&p.id.as_str(), &publisher, &millis(p.published)],
                 )
                 .await?;
-                let pinned: String = tx
-                    .query_one(
-                        "SELECT publisher FROM registry_publishers WHERE id = $1",
-                        &[&p.id.as_str()],
-                    )
-                    .await?
-                    .try_get(0)?;
-                if pinned != publisher {
-                    return Err(RegistryError::PublisherPinned {
-                        id: p.id.clone(),
-                        pinned,
-                        publisher: p.publisher.clone(),
+                    let pinned: String = tx
+                        .query_one(
+                            "SELECT publisher FROM registry_publishers WHERE id = $1",
+                            &[&p.id.as_str()],
+                        )
+                        .await?
+                        .try_get(0)?;
+                    if pinned != publisher {
+                        return Err(RegistryError::PublisherPinned {
+                            id: p.id.clone(),
+                            pinned,
+                            publisher: p.publisher.clone(),
+                        }
+                        .into());
                     }
-                    .into());
-                }
-                let (version, hash) = (p.version.to_string(), p.content_hash.to_string());
-                let other = tx
-                    .query_opt(
-                        "SELECT content_hash FROM registry_published
+                    let (version, hash) = (p.version.to_string(), p.content_hash.to_string());
+                    let other = tx
+                        .query_opt(
+                            "SELECT content_hash FROM registry_published
                          WHERE id = $1 AND version = $2 AND content_hash <> $3 LIMIT 1",
-                        &[&p.id.as_str(), &version, &hash],
-                    )
-                    .await?;
-                if let Some(r) = other {
-                    let other: String = r.try_get(0)?;
-                    return Err(RegistryError::VersionTaken {
-                        id: p.id.clone(),
-                        version,
-                        existing: other.parse().map_err(|_| damaged("content hash", &other))?,
+                            &[&p.id.as_str(), &version, &hash],
+                        )
+                        .await?;
+                    if let Some(r) = other {
+                        let other: String = r.try_get(0)?;
+                        return Err(RegistryError::VersionTaken {
+                            id: p.id.clone(),
+                            version,
+                            existing: other.parse().map_err(|_| damaged("content hash", &other))?,
+                        }
+                        .into());
                     }
-                    .into());
-                }
-                tx.execute(
-                    "INSERT INTO registry_published
+                    tx.execute(
+                        "INSERT INTO registry_published
                      (content_hash, id, version, publisher, signature, published_ms)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (content_hash) DO UPDATE SET signature = excluded.signature",
-                    &[
-                        &hash,
-                        &p.id.as_str(),
-                        &version,
-                        &publisher,
-                        &p.signature,
-                        &millis(p.published),
-                    ],
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-        })
+                        &[
+                            &hash,
+                            &p.id.as_str(),
+                            &version,
+                            &publisher,
+                            &p.signature,
+                            &millis(p.published),
+                        ],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    Ok(((), Some(committed)))
+                }
+            },
+            |_| {},
+        )
     }
 
     fn published(&self, hash: &ContentHash) -> Result<Option<Published>, RegistryError> {
@@ -376,68 +427,73 @@ impl Registry for PgRegistry {
     ) -> Result<(), RegistryError> {
         let (i, expected) = (i.clone(), expected.map(ContentHash::to_string));
         let (tenant, extension) = (i.tenant.clone(), i.extension.clone());
-        let r = self.write(move |pool| {
-            let (i, expected) = (i.clone(), expected.clone());
-            async move {
-                let mut c = pool.get().await?;
-                let tx = c.transaction().await?;
-                begin_write(
-                    &tx,
-                    ChangeKind::Install,
-                    Some(i.tenant.as_str()),
-                    Some(i.extension.as_str()),
-                )
-                .await?;
-                let exists = tx
-                    .query_opt(
-                        "SELECT 1 FROM registry_tenants WHERE name = $1",
-                        &[&i.tenant.as_str()],
+        let record = i.clone();
+        let change = move |s: &mut Snapshot| s.put_install(&record);
+        let r = self.write(
+            move |pool| {
+                let (i, expected) = (i.clone(), expected.clone());
+                async move {
+                    let mut c = pool.get().await?;
+                    let tx = c.transaction().await?;
+                    let version = begin_write(
+                        &tx,
+                        ChangeKind::Install,
+                        Some(i.tenant.as_str()),
+                        Some(i.extension.as_str()),
                     )
-                    .await?
-                    .is_some();
-                if !exists {
-                    return Err(RegistryError::NoTenant(i.tenant.clone()).into());
-                }
-                let current: Option<String> = tx
-                    .query_opt(
-                        "SELECT content_hash FROM registry_installs
-                         WHERE tenant = $1 AND extension = $2",
-                        &[&i.tenant.as_str(), &i.extension.as_str()],
-                    )
-                    .await?
-                    .map(|r| r.try_get(0))
-                    .transpose()?;
-                if current != expected {
-                    return Err(RegistryError::Changed {
-                        tenant: i.tenant.clone(),
-                        extension: i.extension.clone(),
+                    .await?;
+                    let exists = tx
+                        .query_opt(
+                            "SELECT 1 FROM registry_tenants WHERE name = $1",
+                            &[&i.tenant.as_str()],
+                        )
+                        .await?
+                        .is_some();
+                    if !exists {
+                        return Err(RegistryError::NoTenant(i.tenant.clone()).into());
                     }
-                    .into());
-                }
-                tx.execute(
-                    &format!(
-                        "INSERT INTO registry_installs ({INSTALL_COLUMNS})
+                    let current: Option<String> = tx
+                        .query_opt(
+                            "SELECT content_hash FROM registry_installs
+                         WHERE tenant = $1 AND extension = $2",
+                            &[&i.tenant.as_str(), &i.extension.as_str()],
+                        )
+                        .await?
+                        .map(|r| r.try_get(0))
+                        .transpose()?;
+                    if current != expected {
+                        return Err(RegistryError::Changed {
+                            tenant: i.tenant.clone(),
+                            extension: i.extension.clone(),
+                        }
+                        .into());
+                    }
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO registry_installs ({INSTALL_COLUMNS})
                          VALUES ($1, $2, $3, $4, $5, $6, $7)
                          ON CONFLICT (tenant, extension) DO UPDATE SET
                            version = excluded.version, content_hash = excluded.content_hash,
                            grant_text = excluded.grant_text, approved = excluded.approved,
                            installed_ms = excluded.installed_ms"
-                    ),
-                    &[
-                        &i.tenant.as_str(),
-                        &i.extension.as_str(),
-                        &i.version.to_string(),
-                        &i.content_hash.to_string(),
-                        &i.grant.to_string(),
-                        &i.approved.to_text(),
-                        &millis(i.installed),
-                    ],
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-        });
+                        ),
+                        &[
+                            &i.tenant.as_str(),
+                            &i.extension.as_str(),
+                            &i.version.to_string(),
+                            &i.content_hash.to_string(),
+                            &i.grant.to_string(),
+                            &i.approved.to_text(),
+                            &millis(i.installed),
+                        ],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    Ok(((), Some(version)))
+                }
+            },
+            change,
+        );
         // A conflict that outlived the retries (only a writer that skipped the lock can cause
         // one): the state this install was decided on moved under it.
         match r {
@@ -458,6 +514,9 @@ impl Registry for PgRegistry {
         tenant: &TenantName,
         extension: &ExtensionId,
     ) -> Result<Option<InstallRecord>, RegistryError> {
+        if let Some(cache) = &self.cache {
+            return cache.install(tenant, extension);
+        }
         let (t, e) = (tenant.clone(), extension.clone());
         self.read(move |pool| async move {
             let c = pool.get().await?;
@@ -497,30 +556,36 @@ impl Registry for PgRegistry {
         extension: &ExtensionId,
     ) -> Result<bool, RegistryError> {
         let (t, e) = (tenant.clone(), extension.clone());
-        self.write(move |pool| {
-            let (t, e) = (t.clone(), e.clone());
-            async move {
-                let mut c = pool.get().await?;
-                let tx = c.transaction().await?;
-                begin_write(
-                    &tx,
-                    ChangeKind::Uninstall,
-                    Some(t.as_str()),
-                    Some(e.as_str()),
-                )
-                .await?;
-                let n = tx
-                    .execute(
-                        "DELETE FROM registry_installs WHERE tenant = $1 AND extension = $2",
-                        &[&t.as_str(), &e.as_str()],
+        let (tenant, extension) = (tenant.clone(), extension.clone());
+        let change = move |s: &mut Snapshot| s.remove_install(&tenant, &extension);
+        self.write(
+            move |pool| {
+                let (t, e) = (t.clone(), e.clone());
+                async move {
+                    let mut c = pool.get().await?;
+                    let tx = c.transaction().await?;
+                    let version = begin_write(
+                        &tx,
+                        ChangeKind::Uninstall,
+                        Some(t.as_str()),
+                        Some(e.as_str()),
                     )
                     .await?;
-                // Nothing removed: nothing to announce, the transaction rolls back.
-                if n > 0 {
+                    let n = tx
+                        .execute(
+                            "DELETE FROM registry_installs WHERE tenant = $1 AND extension = $2",
+                            &[&t.as_str(), &e.as_str()],
+                        )
+                        .await?;
+                    // Nothing removed: nothing to announce, the transaction rolls back.
+                    if n == 0 {
+                        return Ok((false, None));
+                    }
                     tx.commit().await?;
+                    Ok((true, Some(version)))
                 }
-                Ok(n > 0)
-            }
-        })
+            },
+            change,
+        )
     }
 }

@@ -60,6 +60,13 @@ CREATE INDEX audit_records_tenant ON audit_records (tenant, seq);
 CREATE TABLE rate_buckets (tenant text COLLATE "C" PRIMARY KEY, tokens float8 NOT NULL,
   at timestamptz NOT NULL, granted int NOT NULL);
 "#,
+    // v2: the rate buckets write no WAL, so a lease's commit does not wait for a disk flush
+    // (measured here: 4-12 ms a lease logged, 0.3-0.8 ms unlogged). A server crash (not a clean
+    // restart) or a failover empties the table: every bucket restarts full, which admits at
+    // most one more burst per tenant, once. Nothing else is unlogged.
+    r#"
+ALTER TABLE rate_buckets SET UNLOGGED;
+"#,
 ];
 
 /// The newest `core` version this warden knows.

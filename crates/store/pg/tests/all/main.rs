@@ -12,6 +12,8 @@
 mod common;
 mod audit;
 mod kv;
+mod proxy;
+mod rate;
 mod registry;
 mod schema;
 mod secrets;

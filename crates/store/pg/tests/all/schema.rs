@@ -78,3 +78,34 @@ fn a_password_is_never_shown() {
     let pg = db.connect();
     assert!(!format!("{pg:?}").contains("s3cret"));
 }
+
+/// A database at version 1 is brought to version 2: its rate buckets are kept, and the table
+/// no longer writes WAL.
+#[test]
+fn version_1_is_migrated_to_unlogged_rate_buckets() {
+    let Some(db) = TestDb::new() else { return };
+    drop(db.connect());
+    assert_eq!(
+        db.query_text("SELECT relpersistence FROM pg_class WHERE relname = 'rate_buckets'"),
+        Some("u".into())
+    );
+    // Back to what version 1 left.
+    db.sql(
+        "ALTER TABLE rate_buckets SET LOGGED;
+         UPDATE schema_versions SET version = 1 WHERE component = 'core';
+         INSERT INTO rate_buckets VALUES ('acme', 3.5, clock_timestamp(), 0)",
+    );
+    drop(db.connect());
+    assert_eq!(
+        db.query_text("SELECT version FROM schema_versions WHERE component = 'core'"),
+        Some("2".into())
+    );
+    assert_eq!(
+        db.query_text("SELECT relpersistence FROM pg_class WHERE relname = 'rate_buckets'"),
+        Some("u".into())
+    );
+    assert_eq!(
+        db.query_text("SELECT tokens FROM rate_buckets WHERE tenant = 'acme'"),
+        Some("3.5".into())
+    );
+}
