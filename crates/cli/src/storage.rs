@@ -56,8 +56,18 @@ impl Opened {
     }
 }
 
+/// Who opens the storage: a command that makes one change, or a runner of the service (whose
+/// gateway looks up a key and an install on every request: answered from a copy in memory that
+/// the database's notices keep current, and whose tenants' rates are buckets every runner
+/// shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Command,
+    Service,
+}
+
 /// Opens the storage `config` names for a command on data dir `data`.
-pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>) -> Result<Opened> {
+pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>, use_: Use) -> Result<Opened> {
     let Storage::Shared(shared) = &config.storage else {
         return Ok(Opened {
             storage: None,
@@ -80,15 +90,24 @@ pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>) -> Result<Op
         .with_context(|| format!("opening the blobs in {}", shared.blobs))?;
     let secrets = warden_secrets::SecretStore::new(Arc::new(pg.secret_rows()), &secret_key)
         .with_context(|| format!("opening the secrets in {}", pg.location()))?;
+    let registry: Arc<dyn warden_registry::Registry> = match use_ {
+        Use::Command => Arc::new(pg.registry()),
+        Use::Service => Arc::new(
+            pg.registry_cached()
+                .with_context(|| format!("loading the registry from {}", pg.location()))?,
+        ),
+    };
+    let rate: Option<Arc<dyn RateLeases>> =
+        (use_ == Use::Service).then(|| Arc::new(pg.rate_leases()) as Arc<dyn RateLeases>);
     Ok(Opened {
         storage: Some(HostStorage {
-            registry: Some((Arc::new(pg.registry()), Arc::new(blobs))),
+            registry: Some((registry, Arc::new(blobs))),
             kv: Arc::new(pg.kv()),
             secrets,
             audit: Arc::new(audit),
             audit_source: Some(Arc::new(pg.audit_source())),
         }),
-        rate: None,
+        rate,
     })
 }
 

@@ -80,9 +80,11 @@ impl Inner {
         if !self.write_all(records).await {
             // The call ran, but its trail is incomplete: its result is not handed out as a
             // success (the caller sees why), and the host is closed until the log works again.
+            // Unavailable (503) like the calls refused after it: the storage is what failed
+            // (a database restarting), and the message says the call ran.
             return Err(CallFailure {
                 request_id: id,
-                error: CallError::Host(
+                error: CallError::Unavailable(
                     self.audit_failure("the call ran but its audit records could not be written"),
                 ),
                 logs: report.logs,

@@ -251,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn a_call_refused_while_the_audit_log_fails_is_503_and_one_that_ran_is_502() {
+    fn a_call_refused_or_withheld_while_the_audit_log_fails_is_503_and_other_host_errors_502() {
         let refused = CallFailure {
             request_id: "r".into(),
             error: CallError::Unavailable(HostFailure::new("the audit log cannot be written")),
@@ -264,7 +264,7 @@ mod tests {
         );
         let ran = CallFailure {
             request_id: "r".into(),
-            error: CallError::host("the call ran but its audit records could not be written"),
+            error: CallError::host("the instance could not be made"),
             logs: Vec::new(),
         };
         let a = ApiError::from_call(&ran);

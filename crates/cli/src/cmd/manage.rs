@@ -18,7 +18,12 @@ pub struct Place<'a> {
 
 fn host(place: &Place<'_>) -> Result<Host> {
     let config = crate::storage::read_config(place.config)?;
-    let opened = crate::storage::open(&config, place.data, place.audit_key)?;
+    let opened = crate::storage::open(
+        &config,
+        place.data,
+        place.audit_key,
+        crate::storage::Use::Command,
+    )?;
     let mut b = opened.apply(
         super::compile_in_child(Host::builder()).policy(config.policy),
         place.data,

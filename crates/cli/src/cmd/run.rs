@@ -97,7 +97,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     let trust = TrustBundle::read_file(&args.trust)
         .with_context(|| format!("reading trust bundle {}", args.trust.display()))?;
     let config = crate::storage::read_config(args.config.as_deref())?;
-    let opened = crate::storage::open(&config, &args.data, args.audit_key.as_deref())?;
+    let opened = crate::storage::open(
+        &config,
+        &args.data,
+        args.audit_key.as_deref(),
+        crate::storage::Use::Command,
+    )?;
     let builder = opened.apply(
         super::compile_in_child(Host::builder())
             .trust(trust)

@@ -45,7 +45,12 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
     )?;
     let config = crate::storage::read_config(a.place.config)?;
     let limits: ServiceLimits = config.policy.gateway;
-    let mut opened = crate::storage::open(&config, a.place.data, a.place.audit_key)?;
+    let mut opened = crate::storage::open(
+        &config,
+        a.place.data,
+        a.place.audit_key,
+        crate::storage::Use::Service,
+    )?;
     let rate_leases = opened.rate.take();
     let mut builder = opened.apply(
         super::compile_in_child(warden_host::Host::builder())

@@ -56,7 +56,7 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
     sink.failing.store(true, Ordering::SeqCst);
     let e = lab.call(&echo, "echo", b"2").await.unwrap_err();
     assert!(
-        matches!(&e.error, CallError::Host(m) if m.what().contains("its audit records could not be written")),
+        matches!(&e.error, CallError::Unavailable(m) if m.what().contains("its audit records could not be written")),
         "{e}"
     );
     assert!(
