@@ -64,6 +64,8 @@ impl Host {
         trust: TrustBundle,
         what: &str,
     ) -> Result<(), HostError> {
+        self.inner
+            .change_gate(Record::new(Event::TrustReload, request_id.clone()).with_target(what))?;
         let publishers = trust.publishers().len();
         {
             let mut current = self
@@ -78,7 +80,7 @@ impl Host {
             .write()
             .map_err(|_| HostError::Poisoned("extension table"))?
             .clear();
-        self.inner.audit.append(
+        self.inner.record_change(
             Record::new(Event::TrustReload, request_id)
                 .with_target(what)
                 .with_outcome(Outcome::Ok)
@@ -130,9 +132,10 @@ impl Admin<'_> {
 
     /// Creates a tenant; returns its API key, to be shown once (only its hash is kept).
     pub fn create_tenant(&self, name: &TenantName) -> Result<ApiKey, HostError> {
+        let record = Record::new(Event::Tenant, self.request_id.clone()).with_tenant(name);
+        self.inner.change_gate(record.clone())?;
         let key = ApiKey::generate();
         let created = self.registry.create_tenant(name, &key.hash());
-        let record = Record::new(Event::Tenant, self.request_id.clone()).with_tenant(name);
         let record = match &created {
             Ok(()) => record.with_outcome(Outcome::Ok),
             Err(e @ RegistryError::TenantExists(_)) => {
@@ -140,7 +143,7 @@ impl Admin<'_> {
             }
             Err(e) => record.with_outcome(Outcome::Error).with_error(e),
         };
-        self.inner.audit.append(record)?;
+        self.inner.record_change(record)?;
         created?;
         Ok(key)
     }
@@ -154,6 +157,8 @@ impl Admin<'_> {
         bundle: Vec<u8>,
         signature: &[u8],
     ) -> Result<Verified<Bundle>, HostError> {
+        self.inner
+            .change_gate(Record::new(Event::Publish, self.request_id.clone()).with_target(what))?;
         let record =
             Record::new(Event::VerificationFailure, self.request_id.clone()).with_target(what);
         let verified = self.verified(bundle, signature, record)?;
@@ -200,7 +205,7 @@ impl Admin<'_> {
             Err(e) if is_refusal(e) => record.with_outcome(Outcome::Denied).with_error(e),
             Err(e) => record.with_outcome(Outcome::Error).with_error(e),
         };
-        self.inner.audit.append(record)?;
+        self.inner.record_change(record)?;
         stored
     }
 
@@ -252,6 +257,11 @@ impl Admin<'_> {
         force: bool,
     ) -> Result<Installed, HostError> {
         let inner = self.inner;
+        inner.change_gate(
+            Record::new(Event::Install, self.request_id.clone())
+                .with_tenant(tenant)
+                .with_content_hash(*hash),
+        )?;
         let what = format!("published {hash}");
         let record = Record::new(Event::VerificationFailure, self.request_id.clone())
             .with_tenant(tenant)
@@ -362,10 +372,11 @@ impl Admin<'_> {
         extension: &ExtensionId,
     ) -> Result<bool, HostError> {
         let inner = self.inner;
-        let removed = self.registry.remove_install(tenant, extension);
         let record = Record::new(Event::Uninstall, self.request_id.clone())
             .with_tenant(tenant)
             .with_extension(extension);
+        inner.change_gate(record.clone())?;
+        let removed = self.registry.remove_install(tenant, extension);
         let record = match &removed {
             Ok(true) => record.with_outcome(Outcome::Ok),
             Ok(false) => record
@@ -373,13 +384,13 @@ impl Admin<'_> {
                 .with_message("not installed"),
             Err(e) => record.with_outcome(Outcome::Error).with_error(e),
         };
-        inner.audit.append(record)?;
-        // Calls already loaded in this process stop at once too.
+        // Calls already loaded in this process stop at once too, recorded or not.
         if let Ok(mut loaded) = inner.extensions.write()
             && let Some(t) = loaded.get_mut(tenant)
         {
             t.remove(extension);
         }
+        inner.record_change(record)?;
         Ok(removed?)
     }
 

@@ -8,7 +8,7 @@ use warden_audit::{Event, Outcome, Record};
 use warden_call::HostFailure;
 use warden_runtime::{CallError, CallOutcome, CallReport, Denial, ErrorCode};
 
-use crate::error::{CallFailure, Called};
+use crate::error::{CallFailure, Called, HostError};
 use crate::host::Inner;
 use crate::installed::Loaded;
 
@@ -111,6 +111,43 @@ impl Inner {
         match self.refusals.note(code, record) {
             Some(record) => self.write_all(vec![record]).await,
             None => true,
+        }
+    }
+
+    /// Before an operator's change (tenant, publish, install, uninstall, secret, trust): a host
+    /// that could not store a record since is closed to changes as to calls (outside attack:
+    /// with the log unwritable, uninstalls and new tenants were made and answered 503 with no
+    /// record of them). As for calls, the refused change's record is the probe: stored, the
+    /// host is open again for the next one.
+    pub(crate) fn change_gate(&self, refusal: Record) -> Result<(), HostError> {
+        if !self.audit_failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let refusal = refusal
+            .with_outcome(Outcome::Error)
+            .with_message("refused: the audit log could not be written");
+        if let Err(e) = self.audit.append(refusal) {
+            self.audit_broke(e);
+            return Err(HostError::AuditClosed);
+        }
+        self.audit_failed.store(false, Ordering::Release);
+        Err(HostError::AuditClosed)
+    }
+
+    /// Stores the record of an operator's change; one that cannot be stored closes the host to
+    /// calls and changes until one can (see [`Inner::change_gate`]).
+    pub(crate) fn record_change(&self, record: Record) -> Result<(), HostError> {
+        match self.audit.append(record) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(
+                    target: "warden::audit",
+                    "could not write the record of a change: {}",
+                    warden_call::text::chain(&e)
+                );
+                self.audit_broke(e);
+                Err(HostError::AuditClosed)
+            }
         }
     }
 

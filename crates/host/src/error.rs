@@ -18,6 +18,9 @@ pub enum HostError {
     Load(#[from] warden_runtime::LoadError),
     #[error("writing the audit record failed: {0}")]
     Audit(#[from] warden_audit::AuditError),
+    /// An audit record could not be stored: changes and calls are refused until one can.
+    #[error("the audit log cannot be written now; nothing was changed (try again later)")]
+    AuditClosed,
     #[error("key-value store: {0}")]
     Kv(#[from] warden_kv::KvError),
     /// A lock was poisoned by a panic elsewhere: the host refuses rather than guess.

@@ -77,6 +77,8 @@ impl Tenant<'_> {
         name: &SecretName,
         value: SecretValue,
     ) -> Result<(), HostError> {
+        self.inner
+            .change_gate(self.secret_record(request_id.clone(), extension, name, "set"))?;
         let stored = self
             .inner
             .secrets
@@ -108,6 +110,12 @@ impl Tenant<'_> {
         extension: &ExtensionId,
         name: &SecretName,
     ) -> Result<bool, HostError> {
+        self.inner.change_gate(self.secret_record(
+            request_id.clone(),
+            extension,
+            name,
+            "removed",
+        ))?;
         let removed = self.inner.secrets.store.delete(&self.name, extension, name);
         let what = match &removed {
             Ok(false) => "removed (there was none)",
@@ -131,17 +139,26 @@ impl Tenant<'_> {
         what: &str,
         result: Result<(), &E>,
     ) -> Result<(), HostError> {
-        let record = Record::new(Event::Secret, request_id)
-            .with_tenant(&self.name)
-            .with_extension(extension.as_str())
-            .with_target(name.as_str())
-            .with_message(format!("secret {what}"));
+        let record = self.secret_record(request_id, extension, name, what);
         let record = match result {
             Ok(()) => record.with_outcome(Outcome::Ok),
             Err(e) => record.with_outcome(Outcome::Error).with_error(e),
         };
-        self.inner.audit.append(record)?;
-        Ok(())
+        self.inner.record_change(record)
+    }
+
+    fn secret_record(
+        &self,
+        request_id: String,
+        extension: &ExtensionId,
+        name: &SecretName,
+        what: &str,
+    ) -> Record {
+        Record::new(Event::Secret, request_id)
+            .with_tenant(&self.name)
+            .with_extension(extension.as_str())
+            .with_target(name.as_str())
+            .with_message(format!("secret {what}"))
     }
 
     /// Sets a secret for this host's lifetime only: never written to disk, it shadows a stored

@@ -14,6 +14,7 @@ pub(crate) fn storage_down(e: &HostError) -> bool {
         HostError::Registry(warden_registry::RegistryError::Storage { .. })
             | HostError::Blob(warden_registry::BlobError::Storage { .. })
             | HostError::Audit(_)
+            | HostError::AuditClosed
     )
 }
 

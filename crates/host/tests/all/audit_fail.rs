@@ -137,3 +137,73 @@ async fn a_failure_while_refusing_keeps_the_host_closed() {
     ));
     assert_eq!(lab.call(&echo, "echo", b"y").await.unwrap(), b"y");
 }
+
+/// While records cannot be stored, the operator's changes are refused before anything changes
+/// (outside attack: an uninstall and a new tenant were made, answered 503, and never recorded).
+/// The change that meets the failure first is made (its record is what failed) and closes the
+/// host; once a record can be stored, the next change is refused as the probe and the one
+/// after it is made and recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_are_refused_while_the_audit_log_fails() {
+    let sink = Arc::new(FlakySink::default());
+    let lab = Lab::with_builder(Policy::default(), {
+        let sink = Arc::clone(&sink);
+        |b| b.audit(sink)
+    });
+    let admin = lab.host.admin().unwrap();
+    let acme: warden_host::TenantName = "acme".parse().unwrap();
+    admin.create_tenant(&acme).unwrap();
+    let b = lab.bundle("echo", |m| m);
+    let bytes = std::fs::read(&b).unwrap();
+    let sig = std::fs::read(format!("{}.sig", b.display())).unwrap();
+    admin
+        .install(
+            &acme,
+            "echo",
+            bytes,
+            &sig,
+            Some(&warden_host::Grant::None),
+            false,
+        )
+        .unwrap();
+    let echo: warden_host::ExtensionId = "warden.echo".parse().unwrap();
+
+    sink.failing.store(true, Ordering::SeqCst);
+    // The first change meets the failure: made, not recorded, and the host closes.
+    let beta: warden_host::TenantName = "beta".parse().unwrap();
+    let e = admin.create_tenant(&beta).unwrap_err();
+    assert!(matches!(e, warden_host::HostError::AuditClosed), "{e}");
+    // Every change after it is refused with nothing changed.
+    let gamma: warden_host::TenantName = "gamma".parse().unwrap();
+    let e = admin.create_tenant(&gamma).unwrap_err();
+    assert!(matches!(e, warden_host::HostError::AuditClosed), "{e}");
+    let e = admin.uninstall(&acme, &echo).unwrap_err();
+    assert!(matches!(e, warden_host::HostError::AuditClosed), "{e}");
+    let e = lab
+        .host
+        .tenant(&acme)
+        .put_secret(
+            &echo,
+            &"TOKEN".parse().unwrap(),
+            warden_host::SecretValue::new("x".into()).unwrap(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, warden_host::HostError::AuditClosed), "{e}");
+    assert!(admin.registry().tenant(&gamma).unwrap().is_none());
+    assert!(admin.registry().install(&acme, &echo).unwrap().is_some());
+
+    // Records can be stored again: the next change is refused as the probe, and recorded as
+    // refused; the one after it is made and recorded.
+    sink.failing.store(false, Ordering::SeqCst);
+    let e = admin.uninstall(&acme, &echo).unwrap_err();
+    assert!(matches!(e, warden_host::HostError::AuditClosed), "{e}");
+    assert!(admin.registry().install(&acme, &echo).unwrap().is_some());
+    assert!(admin.uninstall(&acme, &echo).unwrap());
+    let records = sink.stored.records();
+    let uninstalls: Vec<_> = records
+        .iter()
+        .filter(|r| r.event() == Event::Uninstall)
+        .map(|r| r.outcome())
+        .collect();
+    assert_eq!(uninstalls, vec![Outcome::Error, Outcome::Ok]);
+}
