@@ -213,7 +213,7 @@ impl Writer {
     /// The writer thread.
     fn run(&self, mut store: Box<dyn RoundStore>) {
         let _closed = CloseOnExit(self);
-        let mut broken = false;
+        let mut broken = Broken::No;
         while self.wait_for_work() {
             self.round(store.as_mut(), &mut broken);
         }
@@ -242,8 +242,15 @@ impl Writer {
     }
 
     /// One round: lock, append every queued record, unlock, sync, answer.
-    fn round(&self, store: &mut dyn RoundStore, broken: &mut bool) {
-        if *broken {
+    fn round(&self, store: &mut dyn RoundStore, broken: &mut Broken) {
+        // A store broken by a round (a write it could not undo) is asked to recover before
+        // each round (outside attack: a log made unwritable for a moment kept every call
+        // refused until a restart). Not after a failed sync: the kernel may have dropped the
+        // pages while a read still shows them, so nothing read back can be trusted.
+        if *broken == Broken::ByRound && store.recover().is_ok() {
+            *broken = Broken::No;
+        }
+        if *broken != Broken::No {
             let jobs = self.take();
             let results = jobs.iter().map(|_| Err(AuditError::Broken)).collect();
             return answer(jobs, results);
@@ -262,7 +269,9 @@ impl Writer {
             broken: damaged,
         } = store.append_round(&batch);
         drop(batch);
-        *broken |= damaged;
+        if damaged {
+            *broken = Broken::ByRound;
+        }
         // Records over the round's byte cap go back to the front of the queue. A round that
         // answered none is not retried (it would never end): `answer` fails them all.
         if !results.is_empty() {
@@ -276,7 +285,7 @@ impl Writer {
             if let Err(e) = store.sync() {
                 // After a failed fsync the kernel may have dropped the dirty pages: nothing
                 // written since the last good sync can be trusted to be there.
-                *broken = true;
+                *broken = Broken::BySync;
                 for result in &mut results {
                     if result.is_ok() {
                         *result = Err(e.duplicate());
@@ -389,4 +398,14 @@ impl AuditSink for StoreLog {
     fn append_all(&self, records: Vec<Record>) -> Pending {
         self.writer.append_all(records)
     }
+}
+
+/// Why the writer takes no more records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    No,
+    /// A round left the store unfit (a write it could not undo): it may recover.
+    ByRound,
+    /// A sync failed: for good (see `Writer::round`).
+    BySync,
 }

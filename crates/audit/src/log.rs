@@ -277,6 +277,8 @@ pub(crate) mod tests {
         pub fail_sync: bool,
         /// Records with this request id fail to encode, as over the line cap.
         pub too_large: Option<String>,
+        /// The next failed write is not cut back (as when the file cannot be changed at all).
+        pub fail_rollback: bool,
     }
 
     fn rec(i: u64) -> Record {
@@ -468,6 +470,34 @@ pub(crate) mod tests {
         // Nothing more is appended through this handle.
         assert!(matches!(log.append(rec(6)), Err(AuditError::Broken)));
         assert!(matches!(log.append(rec(7)), Err(AuditError::Broken)));
+    }
+
+    /// A write that could not be undone (the file could not be changed at all for a moment)
+    /// breaks the log for that round only: the next round sets aside what it left after the
+    /// head, as after a crash, and the chain goes on (outside attack: a log made immutable
+    /// for a moment kept every call refused until a restart).
+    #[test]
+    fn a_write_that_could_not_be_undone_is_set_aside_by_the_next_round() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = Arc::new(AuditLog::open(&dir).unwrap());
+        log.append(rec(0)).unwrap();
+        {
+            let mut f = faults(&log);
+            f.short_write = Some(40);
+            f.fail_rollback = true;
+        }
+        assert!(log.append(rec(1)).is_err());
+        // The 40 bytes are still at the end of the log; the next append sets them aside.
+        let a = log.append(rec(2)).unwrap();
+        assert_eq!(a.seq, 3, "a recovery record, then this one");
+        let report = verify(&dir).unwrap();
+        assert_eq!(report.records, 3);
+        assert!(
+            fs::read_to_string(dir.join(TORN_FILE))
+                .unwrap()
+                .contains("\"bytes\":40")
+        );
     }
 
     #[test]

@@ -301,6 +301,13 @@ impl Files {
             .encode()
             .map_err(|e| Failure::clean(AuditError::Encode(e)))?;
         if let Err(source) = self.write_lines(lines) {
+            #[cfg(test)]
+            if self.fault(|f| std::mem::take(&mut f.fail_rollback)) {
+                return Err(Failure {
+                    error: io_err("writing", &self.log_path)(source),
+                    broken: true,
+                });
+            }
             let broken = self.log.set_len(len).is_err();
             return Err(Failure {
                 error: io_err("writing", &self.log_path)(source),
@@ -442,6 +449,30 @@ impl Files {
 impl RoundStore for Files {
     fn location(&self) -> String {
         self.dir.display().to_string()
+    }
+
+    /// The files opened again, and the end of the log read again by the next round: what a
+    /// failed write or sync left after the head is set aside there, under the lock, as after
+    /// a crash.
+    fn recover(&mut self) -> Result<(), AuditError> {
+        let log = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(io_err("opening", &self.log_path))?;
+        let head = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.head_path)
+            .map_err(io_err("opening", &self.head_path))?;
+        self.log = log;
+        self.head = head;
+        self.locked = false;
+        *self
+            .known_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        Ok(())
     }
 
     fn begin(&mut self) -> Result<(), AuditError> {

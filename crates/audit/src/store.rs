@@ -70,4 +70,12 @@ pub trait RoundStore: Send {
     fn sync(&mut self) -> Result<(), AuditError> {
         Ok(())
     }
+
+    /// After a round that left the store broken: makes it fit for rounds again if it can,
+    /// trusting nothing written since the last good round (whatever is after the head is set
+    /// aside by the next round, as after a crash). Tried before each round while broken; by
+    /// default the store stays broken.
+    fn recover(&mut self) -> Result<(), AuditError> {
+        Err(AuditError::Broken)
+    }
 }
