@@ -152,6 +152,19 @@ fn a_script_runs_with_a_granted_interpreter() {
     );
 }
 
+/// CPU ticks of the program's children (the spinner), from the host's /proc.
+fn children_ticks(c: &warden_sandbox::Child) -> u64 {
+    let kids =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", c.id())).unwrap_or_default();
+    kids.split_whitespace()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
 /// The freezer held apart from the child (as a measure on another thread holds it while the
 /// child is in use) stops the whole tree, says whether it did, and thaws it; once the program
 /// has exited there is none.
@@ -163,17 +176,7 @@ fn a_freezer_apart_from_the_child_holds_the_tree_still() {
         assert!(!is_root(), "a root host here has a freezer");
         return;
     };
-    let ticks = |c: &warden_sandbox::Child| -> u64 {
-        let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", c.id()))
-            .unwrap_or_default();
-        kids.split_whitespace()
-            .filter_map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-                Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
-            })
-            .sum()
-    };
+    let ticks = children_ticks;
     std::thread::sleep(Duration::from_millis(200));
     let other = std::thread::spawn({
         let f = freezer.clone();
@@ -207,18 +210,7 @@ fn a_frozen_sandbox_runs_nothing_until_thawed() {
         assert!(!is_root(), "a root host here has a freezer");
         return;
     }
-    // CPU ticks of the program's children (the spinner), from the host's /proc.
-    let cpu = |c: &warden_sandbox::Child| -> u64 {
-        let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", c.id()))
-            .unwrap_or_default();
-        kids.split_whitespace()
-            .filter_map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-                Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
-            })
-            .sum()
-    };
+    let cpu = children_ticks;
     std::thread::sleep(Duration::from_millis(200));
     let spinning_before = cpu(&child);
     std::thread::sleep(Duration::from_millis(300));

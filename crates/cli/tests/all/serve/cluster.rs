@@ -6,6 +6,16 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// Whether `st` is on shared storage; says the test is skipped if not.
+fn on_shared_storage(st: &Setup) -> bool {
+    if st.shared.is_none() {
+        println!(
+            "skipped: one runner per data dir on the embedded default (WARDEN_TEST_BACKEND=shared runs it)"
+        );
+    }
+    st.shared.is_some()
+}
+
 /// Three runners on the storage of `st` with operator config `config`, each with a data dir of
 /// its own.
 fn fleet(st: &Setup, config: &str) -> Vec<Server> {
@@ -21,10 +31,7 @@ fn fleet(st: &Setup, config: &str) -> Vec<Server> {
 #[test]
 fn what_one_runner_changes_every_runner_serves_within_a_second() {
     let st = setup();
-    if st.shared.is_none() {
-        println!(
-            "skipped: one runner per data dir on the embedded default (WARDEN_TEST_BACKEND=shared runs it)"
-        );
+    if !on_shared_storage(&st) {
         return;
     }
     let runners = fleet(&st, "");
@@ -98,10 +105,7 @@ fn hello_for_alpha(st: &Setup, s: &Server) -> String {
 #[test]
 fn a_tenants_rate_holds_across_the_runners() {
     let st = setup();
-    if st.shared.is_none() {
-        println!(
-            "skipped: one runner per data dir on the embedded default (WARDEN_TEST_BACKEND=shared runs it)"
-        );
+    if !on_shared_storage(&st) {
         return;
     }
     let runners = fleet(
@@ -156,10 +160,7 @@ fn a_tenants_rate_holds_across_the_runners() {
 #[test]
 fn a_database_restart_under_load_is_503_and_heals() {
     let st = setup();
-    if st.shared.is_none() {
-        println!(
-            "skipped: one runner per data dir on the embedded default (WARDEN_TEST_BACKEND=shared runs it)"
-        );
+    if !on_shared_storage(&st) {
         return;
     }
     let runners = fleet(&st, "");
