@@ -106,6 +106,11 @@ pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>, use_: Use) -
             secrets,
             audit: Arc::new(audit),
             audit_source: Some(Arc::new(pg.audit_source())),
+            local_files: if shared.local_files {
+                warden_host::LocalFiles::PerRunner
+            } else {
+                warden_host::LocalFiles::Refused
+            },
         }),
         rate,
     })

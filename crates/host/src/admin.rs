@@ -314,6 +314,7 @@ impl Admin<'_> {
             // The grant against the policy, as a load would check it (limits within the
             // ceilings, capabilities the policy allows), without compiling.
             let eff = effective(manifest, &grant, &inner.policy)?;
+            crate::load::refuse_local_files(inner, &eff)?;
             // A grant the operator wrote out item by item that names a forbidden capability
             // is a mistake to report (`all` grants what the policy allows).
             if given && matches!(grant, Grant::List(_)) && !eff.forbidden_by_policy.is_empty() {

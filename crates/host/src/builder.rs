@@ -203,6 +203,7 @@ impl HostBuilder {
                 default_tenant: TenantName::default_tenant(),
                 data_dir: self.data_dir,
                 registry: storage.registry,
+                local_files: storage.local_files,
                 audit_source,
                 secrets,
                 kv,

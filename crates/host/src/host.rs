@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     /// `default`, made once (`warden run` uses it on every call).
     pub(crate) default_tenant: TenantName,
     pub(crate) data_dir: Option<PathBuf>,
+    /// Whether installs may keep folders in the data dir (see [`crate::LocalFiles`]).
+    pub(crate) local_files: crate::LocalFiles,
     pub(crate) secrets: Arc<crate::secrets::HostSecrets>,
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) kv_quota: Quota,

@@ -51,7 +51,7 @@ pub use error::{CallFailure, Called, HostError};
 pub use host::Host;
 pub use installed::ExtensionInfo;
 pub use invoke::{MAX_CALL_DEPTH, MAX_NESTED_CALLS};
-pub use storage::Storage;
+pub use storage::{LocalFiles, Storage};
 pub use tenant::Tenant;
 pub use usage::InstallUsage;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};

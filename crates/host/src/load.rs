@@ -67,6 +67,7 @@ impl Tenant<'_> {
         let bundle = verified.get();
         let manifest = bundle.manifest();
         let eff = effective(manifest, grant, &self.inner.policy)?;
+        refuse_local_files(self.inner, &eff)?;
         self.inner
             .authorizer
             .authorize_load(&LoadRequest {
@@ -295,4 +296,26 @@ impl Inner {
         }
         Ok(p)
     }
+}
+
+/// On storage several runners share, an install with folder mounts is refused unless the
+/// operator accepted per-runner folders ([`crate::LocalFiles`]): its files would be kept by
+/// each runner in its own data dir, and differ from runner to runner.
+pub(crate) fn refuse_local_files(
+    inner: &crate::host::Inner,
+    eff: &warden_manifest::Effective,
+) -> Result<(), HostError> {
+    let folders = eff
+        .mounts
+        .iter()
+        .any(|m| m.source == warden_manifest::MountSource::Data);
+    if folders && inner.local_files == crate::LocalFiles::Refused {
+        return Err(HostError::Refused(
+            "its folder mounts would be kept by each runner in its own data dir, not in the \
+             storage the runners share (a tenant's files would differ from runner to runner); \
+             the operator may accept that with [storage] local_files = true"
+                .into(),
+        ));
+    }
+    Ok(())
 }

@@ -30,6 +30,21 @@ pub struct Storage {
     pub audit: Arc<dyn AuditSink>,
     /// Where they are read back (listing, verifying): none for records kept in memory.
     pub audit_source: Option<Arc<dyn AuditSource>>,
+    /// What this host keeps only in its own data dir: for storage shared by several runners,
+    /// [`LocalFiles::Refused`] refuses installs with folder mounts (their files would differ
+    /// from runner to runner).
+    pub local_files: LocalFiles,
+}
+
+/// Whether installs may keep folders in this host's data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalFiles {
+    /// One host per storage (the embedded default): its data dir is the storage.
+    Allowed,
+    /// Several runners share the storage, and the operator accepts per-runner folders.
+    PerRunner,
+    /// Several runners share the storage: installs with folder mounts are refused.
+    Refused,
 }
 
 impl Storage {
@@ -61,6 +76,7 @@ impl Storage {
                 secrets,
                 audit,
                 audit_source: Some(Arc::new(FileAuditSource::in_data_dir(dir))),
+                local_files: LocalFiles::Allowed,
             }),
             Err(e) => Err(start_failed(&audit, e)),
         }
@@ -75,6 +91,7 @@ impl Storage {
             secrets: SecretStore::in_memory()?,
             audit: Arc::new(MemoryAudit::default()),
             audit_source: None,
+            local_files: LocalFiles::Allowed,
         })
     }
 }

@@ -40,6 +40,10 @@ pub struct SharedStorage {
     pub secret_key_file: PathBuf,
     /// The key of the audit head's MAC (the same file on every runner).
     pub audit_key_file: PathBuf,
+    /// `local_files = true`: installs may have folder mounts, which each runner keeps in its
+    /// own data dir (not shared: a tenant's files then differ from runner to runner). Default
+    /// false: such installs are refused.
+    pub local_files: bool,
 }
 
 /// A `postgres://` or `postgresql://` URL. It may hold a password, so it is never shown whole:
@@ -239,9 +243,10 @@ pub(crate) fn parse(t: &Table<'_, '_>) -> Result<Storage, TomlError> {
     let blobs = t.get("blobs");
     let secret_key = t.get("secret_key_file");
     let audit_key = t.get("audit_key_file");
+    let local_files = t.get("local_files");
     let Some(url) = url else {
         // Without a database there is nothing to share: the other keys would be ignored.
-        if let Some(v) = blobs.or(secret_key).or(audit_key) {
+        if let Some(v) = blobs.or(secret_key).or(audit_key).or(local_files) {
             return Err(v.error(
                 "only with `url`: without it, everything is kept in --data (the embedded default)",
             ));
@@ -255,12 +260,17 @@ pub(crate) fn parse(t: &Table<'_, '_>) -> Result<Storage, TomlError> {
     let blobs_url = BlobsUrl::parse(blobs.as_str()?).map_err(|e| blobs.error(e))?;
     let secret_key_file = key_path(&secret_key.ok_or_else(|| need("secret_key_file"))?)?;
     let audit_key_file = key_path(&audit_key.ok_or_else(|| need("audit_key_file"))?)?;
+    let local_files = match local_files {
+        Some(v) => v.as_bool()?,
+        None => false,
+    };
     t.finish_ref()?;
     Ok(Storage::Shared(SharedStorage {
         database,
         blobs: blobs_url,
         secret_key_file,
         audit_key_file,
+        local_files,
     }))
 }
 

@@ -95,7 +95,9 @@ fn host_error(e: &HostError) -> ApiError {
     match e {
         HostError::Bundle(_) | HostError::Signature(_) => ApiError::malformed(text),
         HostError::Verify(_) => ApiError::forbidden(text),
-        HostError::Policy(_) | HostError::Plan(_) => ApiError::forbidden(text),
+        HostError::Policy(_) | HostError::Plan(_) | HostError::Refused(_) => {
+            ApiError::forbidden(text)
+        }
         HostError::NotPublished(_) | HostError::NotInstalled { .. } => ApiError::not_found(text),
         HostError::Registry(RegistryError::NoTenant(_)) => ApiError::not_found(text),
         HostError::Registry(RegistryError::TenantExists(_)) => {

@@ -503,8 +503,8 @@ impl AuditSource for PgAuditSource {
                 let c = Arc::clone(&client);
                 let rows = self.store.run(async move {
                     c.query(
-                        "SELECT seq, line, hash FROM audit_records WHERE seq > $1
-                         ORDER BY seq LIMIT $2",
+                        "SELECT seq, line, hash, tenant, extension, event FROM audit_records
+                         WHERE seq > $1 ORDER BY seq LIMIT $2",
                         &[&after, &PAGE],
                     )
                     .await
@@ -525,10 +525,21 @@ impl AuditSource for PgAuditSource {
                         let seq: i64 = r.try_get(0)?;
                         let line: String = r.try_get(1)?;
                         let hash: String = r.try_get(2)?;
-                        Ok::<_, tokio_postgres::Error>((u64_of(seq), line, hash))
+                        let columns: (Option<String>, Option<String>, String) =
+                            (r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
+                        Ok::<_, tokio_postgres::Error>((u64_of(seq), line, hash, columns))
                     })();
                     match row {
-                        Ok((seq, line, hash)) => {
+                        Ok((seq, line, hash, columns)) => {
+                            // The columns listings filter on must say what the line says
+                            // (outside attack: a record's tenant column changed hid it from
+                            // both tenants' listings while the chain verified).
+                            if mismatch.borrow().is_none()
+                                && let Some(reason) = columns_differ(&line, &columns)
+                            {
+                                *mismatch.borrow_mut() =
+                                    Some(ChainError::Malformed { line: seq, reason });
+                            }
                             after = i64_of(seq);
                             stored.borrow_mut().push_back((seq, hash));
                             page.push_back((seq, line.into_bytes()));
@@ -561,4 +572,28 @@ impl AuditSource for PgAuditSource {
             None => Ok(report),
         }
     }
+}
+
+/// Why a row's `tenant`, `extension` and `event` columns do not match its line, if they do
+/// not.
+fn columns_differ(
+    line: &str,
+    (tenant, extension, event): &(Option<String>, Option<String>, String),
+) -> Option<String> {
+    let v: serde_json::Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        // The walk reports a line that does not parse.
+        Err(_) => return None,
+    };
+    let record = &v["record"];
+    let text = |k: &str| record[k].as_str().map(str::to_owned);
+    let expected = (
+        text("tenant"),
+        text("extension"),
+        text("event").unwrap_or_default(),
+    );
+    (expected != (tenant.clone(), extension.clone(), event.clone())).then(|| {
+        "its tenant, extension or event column does not match its line (the row was edited)"
+            .to_owned()
+    })
 }

@@ -334,3 +334,31 @@ fn kill_9_of_one_runner_loses_nothing_and_the_others_serve_on() {
         acked.len()
     );
 }
+
+/// An install with folder mounts is refused on shared storage (its files would be kept by each
+/// runner apart), with the reason and a record; the operator may accept per-runner folders with
+/// `[storage] local_files = true`.
+#[test]
+fn folder_mounts_are_refused_on_shared_storage_unless_accepted() {
+    let st = setup();
+    if !on_shared_storage(&st) {
+        return;
+    }
+    let s = st.serve("");
+    let (notes, sig) = st.bundle(&example("notes"), "notes");
+    let hash = publish(&s, &notes, &sig);
+    tenant(&s, "alpha");
+    let r = install(&s, "alpha", "warden-examples.notes", &hash, "all");
+    assert_eq!((r.status, r.code().as_str()), (403, "denied"), "{}", r.body);
+    assert!(r.body.contains("local_files = true"), "{}", r.body);
+    drop(s);
+    let shared = st.shared.as_ref().unwrap().section.clone();
+    std::fs::write(
+        st.config_file(),
+        shared.replace("[storage]\n", "[storage]\nlocal_files = true\n"),
+    )
+    .unwrap();
+    let s = st.runner(&st.data, None);
+    let r = install(&s, "alpha", "warden-examples.notes", &hash, "all");
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -190,6 +190,18 @@ fn tampering_is_found() {
     db.sql("UPDATE audit_records r SET hash = substring(line from '\"hash\":\"([0-9a-f]{64})\"') WHERE seq = 9");
     verify().unwrap();
 
+    // A column listings filter on, changed to hide the record from its tenant's listing.
+    let tenant = db
+        .query_text("SELECT coalesce(tenant, '') FROM audit_records WHERE seq = 8")
+        .unwrap();
+    db.sql("UPDATE audit_records SET tenant = 'someone-else' WHERE seq = 8");
+    let e = verify().unwrap_err();
+    assert!(matches!(e, ChainError::Malformed { line: 8, .. }), "{e}");
+    db.sql(&format!(
+        "UPDATE audit_records SET tenant = nullif('{tenant}', '') WHERE seq = 8"
+    ));
+    verify().unwrap();
+
     // A record removed from the middle.
     db.sql("DELETE FROM audit_records WHERE seq = 20");
     assert!(verify().is_err());
