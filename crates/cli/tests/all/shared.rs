@@ -61,10 +61,75 @@ fn key_file(path: &Path) {
     std::io::Write::write_all(&mut f, &b).unwrap();
 }
 
+/// A PostgreSQL server of one test's own (`scripts/shared-storage.sh` with a state folder of
+/// its own), for a test that restarts it: the other tests keep theirs. Stopped on drop.
+pub struct OwnServer {
+    state: String,
+    pub url: String,
+}
+
+fn script() -> &'static str {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/shared-storage.sh"
+    )
+}
+
+impl OwnServer {
+    pub fn start() -> OwnServer {
+        // Under /tmp itself: the server runs as the `postgres` user, who must reach it.
+        let state = format!("/tmp/warden-own-pg.{}", random_hex());
+        let out = Command::new("bash")
+            .args([script(), "start"])
+            .env("WARDEN_SHARED_DIR", &state)
+            .env("WARDEN_SHARED_S3", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("export WARDEN_TEST_PG_URL="))
+            .unwrap()
+            .trim_matches(['"', '\''])
+            .to_string();
+        OwnServer { state, url }
+    }
+
+    pub fn restart(&self) {
+        let out = Command::new("bash")
+            .args([script(), "restart-pg"])
+            .env("WARDEN_SHARED_DIR", &self.state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .args([script(), "stop"])
+            .env("WARDEN_SHARED_DIR", &self.state)
+            .output();
+    }
+}
+
 impl SharedStorage {
     /// A fresh one, its key files in `dir`.
     pub fn new(dir: &Path) -> SharedStorage {
-        let admin_url = var("WARDEN_TEST_PG_URL");
+        SharedStorage::on(dir, var("WARDEN_TEST_PG_URL"))
+    }
+
+    /// A fresh one on the server `admin_url` names (its maintenance database).
+    pub fn on(dir: &Path, admin_url: String) -> SharedStorage {
         let bucket = var("WARDEN_TEST_S3");
         let db = format!("warden_s_{}", random_hex());
         psql(&admin_url, &format!("CREATE DATABASE {db}"));
