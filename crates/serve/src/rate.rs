@@ -21,7 +21,7 @@ use warden_registry::{Rate, RateLeases};
 use crate::error::ApiError;
 
 /// Longest wait of a request for a lease in flight before it is refused.
-const LEASE_WAIT: Duration = Duration::from_millis(20);
+const LEASE_WAIT: Duration = Duration::from_millis(50);
 /// Tokens held this long without use go back to the shared bucket.
 const KEEP: Duration = Duration::from_millis(200);
 
@@ -327,7 +327,7 @@ mod tests {
             );
             assert!(e.message.contains("connection refused"), "{}", e.message);
         }
-        // 200 refusals cost a lease per 20 ms of them, not one each.
+        // 200 refusals cost a lease per LEASE_WAIT of them, not one each.
         let asked = store.asked.load(Ordering::SeqCst);
         assert!(asked < 200, "asked {asked} times");
         store.down.store(false, Ordering::SeqCst);
