@@ -33,6 +33,8 @@ pub struct Opened {
     pub storage: Option<HostStorage>,
     /// The tenants' shared rate buckets (`warden serve`); `None`: kept in the process.
     pub rate: Option<Arc<dyn RateLeases>>,
+    /// The fleet's trust bundle (`warden serve`); `None`: the runner's `--trust` file alone.
+    pub trust: Option<Arc<dyn warden_registry::SharedTrust>>,
 }
 
 impl Opened {
@@ -72,6 +74,7 @@ pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>, use_: Use) -
         return Ok(Opened {
             storage: None,
             rate: None,
+            trust: None,
         });
     };
     no_second_key(shared, audit_key)?;
@@ -99,6 +102,8 @@ pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>, use_: Use) -
     };
     let rate: Option<Arc<dyn RateLeases>> =
         (use_ == Use::Service).then(|| Arc::new(pg.rate_leases()) as Arc<dyn RateLeases>);
+    let trust: Option<Arc<dyn warden_registry::SharedTrust>> = (use_ == Use::Service)
+        .then(|| Arc::new(pg.shared_trust()) as Arc<dyn warden_registry::SharedTrust>);
     Ok(Opened {
         storage: Some(HostStorage {
             registry: Some((registry, Arc::new(blobs))),
@@ -113,6 +118,7 @@ pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>, use_: Use) -
             },
         }),
         rate,
+        trust,
     })
 }
 

@@ -20,6 +20,7 @@ mod rate;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod trust;
 
 pub use approval::Approval;
 pub use key::{ApiKey, KeyHash};
@@ -28,3 +29,4 @@ pub use rate::{MemoryRateLeases, Rate, RateLeases};
 pub use store::{
     BlobError, BlobStore, InstallRecord, Published, Registry, RegistryError, TenantRecord,
 };
+pub use trust::SharedTrust;

@@ -882,6 +882,7 @@ mod tests {
                 trust_file: None,
                 limits: ServiceLimits::default(),
                 rate_leases: None,
+                shared_trust: None,
             },
         );
         crate::router(service)

@@ -59,7 +59,13 @@ pub struct ServeOptions {
     /// Each tenant's rate bucket shared with the other runners on the same storage; `None`
     /// keeps it in this process (one runner).
     pub rate_leases: Option<Arc<dyn warden_registry::RateLeases>>,
+    /// The fleet's trust bundle in the storage the runners share: a reload through one runner
+    /// is enforced by every runner within [`TRUST_FOLLOW`]. `None`: this runner's file alone.
+    pub shared_trust: Option<Arc<dyn warden_registry::SharedTrust>>,
 }
+
+/// How often a runner looks at the fleet's trust bundle.
+pub const TRUST_FOLLOW: Duration = Duration::from_millis(250);
 
 /// The service's state, shared by every request.
 pub struct Service {
@@ -75,6 +81,8 @@ pub struct Service {
     metrics: metrics::Metrics,
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// The text of the fleet's trust bundle this runner enforces (shared trust only).
+    trust_text: Mutex<Option<String>>,
 }
 
 /// Held while one (tenant, extension) loads.
@@ -98,7 +106,95 @@ impl Service {
             metrics: metrics::Metrics::default(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            trust_text: Mutex::new(None),
         })
+    }
+
+    /// With shared trust: enforces the fleet's trust bundle now (or, if none was stored yet,
+    /// stores this runner's file as the fleet's), then follows it every [`TRUST_FOLLOW`].
+    /// A runner started with an older file never rolls the fleet back.
+    pub fn follow_shared_trust(self: &Arc<Self>) -> Result<(), ApiError> {
+        let Some(shared) = self.options.shared_trust.clone() else {
+            return Ok(());
+        };
+        let unavailable =
+            |e: warden_registry::RegistryError| ApiError::unavailable(warden_call::text::chain(&e));
+        // The host was started with its file: that is the bundle in force here.
+        let file = self
+            .options
+            .trust_file
+            .as_deref()
+            .and_then(|p| warden_trust::TrustBundle::read_file_text(p).ok())
+            .map(|(_, text)| text);
+        *self
+            .trust_text
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = file.clone();
+        match shared.current().map_err(unavailable)? {
+            Some(text) => {
+                if file.as_deref().is_some_and(|f| f != text) {
+                    tracing::warn!(
+                        "this runner's trust file differs from the fleet's trust bundle, which is enforced"
+                    );
+                }
+                self.apply_shared_trust(text);
+            }
+            None => {
+                if let Some(text) = file {
+                    shared.replace(&text).map_err(unavailable)?;
+                }
+            }
+        }
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TRUST_FOLLOW);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = me.upgrade() else { return };
+                let shared = Arc::clone(&shared);
+                match tokio::task::spawn_blocking(move || shared.current()).await {
+                    Ok(Ok(Some(text))) => s.apply_shared_trust(text),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %warden_call::text::chain(&e), "the fleet's trust bundle cannot be read")
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Enforces the fleet's trust bundle `text` if it is not the one in force.
+    fn apply_shared_trust(&self, text: String) {
+        let mut current = self
+            .trust_text
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match warden_trust::TrustBundle::parse(&text) {
+            Ok(trust) => {
+                let what = "the fleet's trust bundle (shared storage)";
+                if let Err(e) = self
+                    .host
+                    .set_trust_as(self.host.new_request_id(), trust, what)
+                {
+                    tracing::error!(error = %warden_call::text::chain(&e), "the fleet's trust bundle could not be applied");
+                    return;
+                }
+                self.ui_bundles
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
+            }
+            Err(e) => {
+                tracing::error!(error = %warden_call::text::chain(&e), "the fleet's trust bundle does not parse; the one in force stays");
+            }
+        }
+        *current = Some(text);
     }
 
     pub fn host(&self) -> &Host {
@@ -130,7 +226,7 @@ impl Service {
         // A bundle that cannot be read changes nothing: the trust in force stays, and the
         // operator is told so, naming the problem. 500, not 400: the request was right, the
         // file on the service's disk is not (SPEC 7: 4xx are the client's mistakes).
-        let trust = warden_trust::TrustBundle::read_file(path).map_err(|e| {
+        let (trust, text) = warden_trust::TrustBundle::read_file_text(path).map_err(|e| {
             if let Err(audit) = self.host.trust_reload_failed_as(
                 request_id.clone(),
                 &path.display().to_string(),
@@ -148,9 +244,23 @@ impl Service {
                 ),
             )
         })?;
+        // The fleet's first: a bundle that cannot be shared changes nothing here either, so
+        // runners never disagree for longer than they take to follow.
+        if let Some(shared) = &self.options.shared_trust {
+            shared.replace(&text).map_err(|e| {
+                ApiError::unavailable(format!(
+                    "the trust bundle could not be given to the other runners; nothing changed: {}",
+                    warden_call::text::chain(&e)
+                ))
+            })?;
+        }
         self.host
             .set_trust_as(request_id, trust, &path.display().to_string())
             .map_err(|e| ApiError::internal(warden_call::text::chain(&e)))?;
+        *self
+            .trust_text
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(text);
         self.ui_bundles
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -228,6 +228,12 @@ impl TrustBundle {
 
     /// Reads and parses a trust bundle file; the size is capped before reading.
     pub fn read_file(path: &Path) -> Result<Self, TrustError> {
+        Self::read_file_text(path).map(|(bundle, _)| bundle)
+    }
+
+    /// [`TrustBundle::read_file`], with the text it was parsed from (to hand the very same
+    /// bundle to other runners).
+    pub fn read_file_text(path: &Path) -> Result<(Self, String), TrustError> {
         let io = |source| TrustError::Io {
             path: path.to_path_buf(),
             source,
@@ -266,13 +272,14 @@ impl TrustBundle {
         let text = String::from_utf8(bytes).map_err(|_| TrustError::NotUtf8 {
             path: path.to_path_buf(),
         })?;
-        Self::parse(&text).map_err(|e| match e {
+        let bundle = Self::parse(&text).map_err(|e| match e {
             TrustError::Toml { error, .. } => TrustError::Toml {
                 path: Some(path.to_path_buf()),
                 error,
             },
             other => other,
-        })
+        })?;
+        Ok((bundle, text))
     }
 
     /// The entry for `name`, if the operator trusts that publisher at all.

@@ -52,6 +52,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
         crate::storage::Use::Service,
     )?;
     let rate_leases = opened.rate.take();
+    let shared_trust = opened.trust.take();
     let mut builder = opened.apply(
         super::compile_in_child(warden_host::Host::builder())
             .policy(config.policy)
@@ -76,6 +77,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             trust_file: a.place.trust.map(Path::to_path_buf),
             limits,
             rate_leases,
+            shared_trust,
         },
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,6 +116,10 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
                 }
             }
         });
+        service
+            .follow_shared_trust()
+            .map_err(|e| anyhow::anyhow!(e.message))
+            .context("reading the fleet's trust bundle")?;
         warden_serve::serve(service, listener, shutdown_signal())
             .await
             .context("serving")

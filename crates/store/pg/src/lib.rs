@@ -45,7 +45,7 @@ use warden_manifest::DatabaseUrl;
 pub use audit::{PgAuditSource, PgRoundStore};
 pub use feed::{CHANNEL, Change, ChangeKind};
 pub use kv::PgKv;
-pub use rate::PgRateLeases;
+pub use rate::{PgRateLeases, PgSharedTrust};
 pub use registry::PgRegistry;
 pub use schema::SCHEMA_VERSION;
 pub use secrets::PgSecretRows;
@@ -311,6 +311,11 @@ impl PgStore {
     /// The shared request-rate buckets (`RateLeases`), one per tenant for the whole fleet.
     pub fn rate_leases(&self) -> PgRateLeases {
         PgRateLeases::new(self.clone())
+    }
+
+    /// The fleet's trust bundle (`SharedTrust`).
+    pub fn shared_trust(&self) -> PgSharedTrust {
+        PgSharedTrust::new(self.clone())
     }
 
     /// The read side of the audit log.

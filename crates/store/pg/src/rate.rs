@@ -112,3 +112,73 @@ impl RateLeases for PgRateLeases {
         Ok(())
     }
 }
+
+/// The fleet's trust bundle in the `trust_bundle` row (see `warden_registry::SharedTrust`).
+#[derive(Debug, Clone)]
+pub struct PgSharedTrust {
+    store: PgStore,
+}
+
+impl PgSharedTrust {
+    pub(crate) fn new(store: PgStore) -> PgSharedTrust {
+        PgSharedTrust { store }
+    }
+
+    fn storage(&self, source: crate::BoxError) -> RegistryError {
+        RegistryError::Storage {
+            location: self.store.location(),
+            source,
+        }
+    }
+}
+
+impl warden_registry::SharedTrust for PgSharedTrust {
+    fn current(&self) -> Result<Option<String>, RegistryError> {
+        let pool = self.store.pool().clone();
+        let r = self
+            .store
+            .run(async move {
+                let client = pool
+                    .get()
+                    .await
+                    .map_err(|e| Box::new(e) as crate::BoxError)?;
+                let row = client
+                    .query_opt("SELECT text FROM trust_bundle WHERE id = 1", &[])
+                    .await?;
+                Ok::<_, crate::BoxError>(match row {
+                    Some(r) => Some(r.try_get::<_, String>(0)?),
+                    None => None,
+                })
+            })
+            .map_err(|e| self.storage(Box::new(e)))?;
+        r.map_err(|e| self.storage(e))
+    }
+
+    fn replace(&self, text: &str) -> Result<(), RegistryError> {
+        use sha2::Digest as _;
+        let pool = self.store.pool().clone();
+        let text = text.to_owned();
+        let sha: String = sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let r = self
+            .store
+            .run(async move {
+                let client = pool
+                    .get()
+                    .await
+                    .map_err(|e| Box::new(e) as crate::BoxError)?;
+                client
+                    .execute(
+                        "INSERT INTO trust_bundle (id, sha256, text) VALUES (1, $1, $2)
+                         ON CONFLICT (id) DO UPDATE SET sha256 = $1, text = $2",
+                        &[&sha, &text],
+                    )
+                    .await?;
+                Ok::<_, crate::BoxError>(())
+            })
+            .map_err(|e| self.storage(Box::new(e)))?;
+        r.map_err(|e| self.storage(e))
+    }
+}

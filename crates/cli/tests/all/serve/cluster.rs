@@ -362,3 +362,76 @@ fn folder_mounts_are_refused_on_shared_storage_unless_accepted() {
     let r = install(&s, "alpha", "warden-examples.notes", &hash, "all");
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// A key revoked in one runner's trust bundle and reloaded there is enforced by every runner
+/// within a second: the fleet's bundle lives in the storage they share.
+#[test]
+fn a_trust_reload_through_one_runner_is_enforced_by_all() {
+    let st = setup();
+    if !on_shared_storage(&st) {
+        return;
+    }
+    let runners = fleet(&st, "");
+    let key = hello_for_alpha(&st, &runners[0]);
+    for s in &runners {
+        let r = get(&format!("{}/api/ext/warden.hello/hi", s.base), Some(&key));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // The same file on every runner here; only the first is told to reload it. The key is
+    // revoked (its publisher goes; another stays trusted).
+    std::fs::create_dir(st.t.path().join("other")).unwrap();
+    let other = crate::foundation::keygen(&st.t.path().join("other"), "someone-else");
+    crate::foundation::trust_file(
+        st.t.path(),
+        "trust.toml",
+        &[("someone-else", &[&other.pem], &[&st.pem])],
+    );
+    let r = send(
+        "POST",
+        &format!("{}/v1/admin/trust/reload", runners[0].base),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reloaded = Instant::now();
+    for s in &runners {
+        let url = format!("{}/api/ext/warden.hello/hi", s.base);
+        loop {
+            let r = get(&url, Some(&key));
+            if r.status == 502 {
+                assert_eq!(r.code(), "integrity", "{}", r.body);
+                break;
+            }
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert!(
+                reloaded.elapsed() < Duration::from_secs(1),
+                "{} still runs code signed with a revoked key after {:?}",
+                s.base,
+                reloaded.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!(
+        "revocation enforced by every runner after {:?}",
+        reloaded.elapsed()
+    );
+    // A runner started later with the old file enforces the fleet's bundle, not its file:
+    // one runner's stale file never rolls the fleet back.
+    crate::foundation::trust_file(
+        st.t.path(),
+        "trust.toml",
+        &[("warden-examples", &[&st.pem], &[])],
+    );
+    let late = st.runner(&st.t.path().join("runner-late"), None);
+    let r = get(
+        &format!("{}/api/ext/warden.hello/hi", late.base),
+        Some(&key),
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "integrity"),
+        "{}",
+        r.body
+    );
+}
