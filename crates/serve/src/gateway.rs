@@ -168,6 +168,7 @@ async fn forward(
     let declared = limits::declared_length(&parts.headers);
     let body = read_body(s, &info, body, declared, &mut hold).await?;
     if let Some(m) = call {
+        s.still_loaded(&tenant, &id).await?;
         let started = std::time::Instant::now();
         let called = s
             .host
@@ -195,6 +196,7 @@ async fn forward(
         .body(body)
         .map_err(|e| ApiError::malformed(format!("the request cannot be forwarded: {e}")))?;
     *inner.headers_mut() = headers::inbound(&parts.headers, peer, rid);
+    s.still_loaded(&tenant, &id).await?;
     let started = std::time::Instant::now();
     let called = s
         .host
@@ -349,6 +351,7 @@ async fn run(
             "the input is over {id}'s limit of {max} bytes"
         )));
     }
+    s.still_loaded(&tenant, &id).await?;
     let started = std::time::Instant::now();
     let called = s
         .host

@@ -299,6 +299,21 @@ impl Service {
         Ok(verified)
     }
 
+    /// Right before a call: the install loaded for the request may have been unloaded since
+    /// (a trust reload or a change of the install while its body was read), and the call
+    /// would then find nothing loaded (a flaky test answered 400 "not loaded" to a request
+    /// racing a reload): loaded again, as installed now, or refused as that load decides.
+    pub(crate) async fn still_loaded(
+        self: &Arc<Self>,
+        tenant: &TenantName,
+        id: &ExtensionId,
+    ) -> Result<(), ApiError> {
+        if self.host.tenant(tenant).extension(id).is_none() {
+            self.installed(tenant, id).await?;
+        }
+        Ok(())
+    }
+
     /// The extension `id` of `tenant`, loaded as installed now: the install read from the
     /// registry on every request (so an uninstall, upgrade or grant change, from this process
     /// or another, takes effect on the next request), loaded (and verified again) when it is
