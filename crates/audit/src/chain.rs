@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::AuditError;
 use crate::record::Record;
 use crate::sanitize::sanitize;
 
@@ -273,28 +272,6 @@ pub(crate) fn encode(seq: u64, prev: &str, record: &Record) -> Result<Encoded, s
     line.extend_from_slice(hash.as_bytes());
     line.extend_from_slice(b"\"}\n");
     Ok(Encoded { seq, line, hash })
-}
-
-/// One step of the chain: `record` stored right after the record (`prev_seq`, `prev_hash`)
-/// ((0, [`GENESIS_HASH`]) for the first), as every store writes it: the line and hash the
-/// file log appends, and a [`crate::RoundStore`] of another kind must store.
-///
-/// Fails with [`AuditError::Encode`] or [`AuditError::TooLarge`] (over [`MAX_LINE_BYTES`])
-/// for a record that cannot be stored, which then takes no seq, and with
-/// [`AuditError::Broken`] after seq `u64::MAX`.
-pub fn encode_after(
-    prev_seq: u64,
-    prev_hash: &str,
-    record: &Record,
-) -> Result<Encoded, AuditError> {
-    let seq = prev_seq.checked_add(1).ok_or(AuditError::Broken)?;
-    let encoded = encode(seq, prev_hash, record).map_err(AuditError::Encode)?;
-    if encoded.line.len() > MAX_LINE_BYTES + 1 {
-        return Err(AuditError::TooLarge {
-            len: encoded.line.len() - 1,
-        });
-    }
-    Ok(encoded)
 }
 
 pub(crate) fn is_hash_hex(s: &str) -> bool {

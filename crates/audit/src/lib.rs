@@ -13,7 +13,7 @@
 //! - [`AuditSink`] is what the runtime writes to; [`MemoryAudit`] keeps records in memory.
 //! - Other stores (a database) plug in on both sides, with the same chain and checks:
 //!   [`RoundStore`] is one durable round of the group commit (the files are the first one) and
-//!   [`StoreLog`] the sink over any of them; [`chain::encode_after`] is the chaining step every
+//!   [`StoreLog`] the sink over any of them; [`encode_after`] is the chaining step every
 //!   store uses. [`AuditSource`] is the read side (listing, verifying, and so
 //!   [`checkpoint::take_from`] and [`checkpoint::check_from`]), [`FileAuditSource`] the files';
 //!   a store implements it with [`verify_lines`] and [`Reader::from_lines`].
@@ -50,4 +50,4 @@ pub use record::{Decision, Event, Outcome, Record};
 pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};
 pub use sink::{AuditSink, MemoryAudit, Pending};
 pub use source::{AuditSource, FileAuditSource};
-pub use store::{Round, RoundStore};
+pub use store::{Round, RoundStore, encode_after};

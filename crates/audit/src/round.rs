@@ -9,12 +9,13 @@ use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use crate::chain::{ChainError, Encoded, MAX_LINE_BYTES, check_line, encode_after};
+use crate::chain::{ChainError, Encoded, MAX_LINE_BYTES, check_line};
 use crate::files::FileLock;
 use crate::head::{HEAD_LEN, Head};
 use crate::key::AuditKey;
 use crate::read::{after_head, walk};
 use crate::record::{Event, Outcome, Record};
+use crate::store::encode_after;
 use crate::store::{Appended, Round, RoundStore};
 
 use crate::error::AuditError;

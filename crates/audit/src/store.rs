@@ -2,6 +2,7 @@
 //! rounds. The files of an audit folder are the first store (`round.rs`); a database can be
 //! another, with no change to the writer thread.
 
+use crate::chain::Encoded;
 use crate::error::AuditError;
 use crate::record::Record;
 
@@ -40,7 +41,7 @@ pub struct Round {
 /// 2. [`append_round`](RoundStore::append_round) with those records (at most 4096, the
 ///    writer's cap per round), which also ends the exclusive access: read the current
 ///    head and check its MAC under the store's [`crate::AuditKey`] (if it has one), chain the
-///    records after it with [`crate::chain::encode_after`], store the lines and the new head
+///    records after it with [`encode_after`], store the lines and the new head
 ///    (with its MAC). A record that cannot be encoded fails alone and takes no seq; a failure
 ///    of the head or of the write fails every record of the round and must leave the store as
 ///    it was (or say `broken`).
@@ -78,4 +79,26 @@ pub trait RoundStore: Send {
     fn recover(&mut self) -> Result<(), AuditError> {
         Err(AuditError::Broken)
     }
+}
+
+/// One step of the chain: `record` stored right after the record (`prev_seq`, `prev_hash`)
+/// ((0, [`crate::GENESIS_HASH`]) for the first), as every store writes it: the line and hash the
+/// file log appends, and a [`crate::RoundStore`] of another kind must store.
+///
+/// Fails with [`AuditError::Encode`] or [`AuditError::TooLarge`] (over [`crate::MAX_LINE_BYTES`])
+/// for a record that cannot be stored, which then takes no seq, and with
+/// [`AuditError::Broken`] after seq `u64::MAX`.
+pub fn encode_after(
+    prev_seq: u64,
+    prev_hash: &str,
+    record: &Record,
+) -> Result<Encoded, AuditError> {
+    let seq = prev_seq.checked_add(1).ok_or(AuditError::Broken)?;
+    let encoded = crate::chain::encode(seq, prev_hash, record).map_err(AuditError::Encode)?;
+    if encoded.line.len() > crate::MAX_LINE_BYTES + 1 {
+        return Err(AuditError::TooLarge {
+            len: encoded.line.len() - 1,
+        });
+    }
+    Ok(encoded)
 }

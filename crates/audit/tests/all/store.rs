@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use warden_audit::chain::encode_after;
+use warden_audit::encode_after;
 use warden_audit::{
     Appended, AuditError, AuditKey, AuditSink, ChainError, Filter, GENESIS_HASH, HeadMac, HeadView,
     Reader, Record, Round, RoundStore, StoreLog, verify_lines,

@@ -23,7 +23,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use warden_audit::chain::encode_after;
+use warden_audit::encode_after;
 use warden_audit::{
     Appended, AuditError, AuditKey, AuditSource, ChainError, Filter, GENESIS_HASH, HeadView,
     Reader, Record, Round, RoundStore, VerifyReport, verify_lines,

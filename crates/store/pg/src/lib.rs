@@ -28,6 +28,7 @@ mod feed;
 mod kv;
 mod rate;
 mod registry;
+mod rows;
 mod schema;
 mod secrets;
 mod snapshot;

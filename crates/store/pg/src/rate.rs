@@ -43,13 +43,6 @@ impl PgRateLeases {
         PgRateLeases { store }
     }
 
-    fn storage(&self, source: crate::BoxError) -> RegistryError {
-        RegistryError::Storage {
-            location: self.store.location(),
-            source,
-        }
-    }
-
     /// Runs one statement on a pooled connection and returns its rows.
     fn statement(
         &self,
@@ -59,25 +52,35 @@ impl PgRateLeases {
         b: f64,
         c: Option<f64>,
     ) -> Result<Vec<tokio_postgres::Row>, RegistryError> {
-        let pool = self.store.pool().clone();
         let tenant = tenant.as_str().to_owned();
-        let r = self
-            .store
-            .run(async move {
-                let client = pool
-                    .get()
-                    .await
-                    .map_err(|e| Box::new(e) as crate::BoxError)?;
-                let st = client.prepare_cached(sql).await?;
-                let rows = match c {
-                    Some(c) => client.query(&st, &[&tenant, &a, &b, &c]).await?,
-                    None => client.query(&st, &[&tenant, &a, &b]).await?,
-                };
-                Ok::<_, crate::BoxError>(rows)
+        pooled(&self.store, move |client| async move {
+            let st = client.prepare_cached(sql).await?;
+            Ok(match c {
+                Some(c) => client.query(&st, &[&tenant, &a, &b, &c]).await?,
+                None => client.query(&st, &[&tenant, &a, &b]).await?,
             })
-            .map_err(|e| self.storage(Box::new(e)))?;
-        r.map_err(|e| self.storage(e))
+        })
     }
+}
+
+/// Runs `work` on a pooled connection of `store`; any failure is the registry's `Storage`.
+fn pooled<T, F, Fut>(store: &PgStore, work: F) -> Result<T, RegistryError>
+where
+    T: Send + 'static,
+    F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, crate::BoxError>> + Send,
+{
+    let pool = store.pool().clone();
+    let r = store
+        .run(async move {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| Box::new(e) as crate::BoxError)?;
+            work(client).await
+        })
+        .map_err(|e| storage(store, Box::new(e)))?;
+    r.map_err(|e| storage(store, e))
 }
 
 impl RateLeases for PgRateLeases {
@@ -91,9 +94,9 @@ impl RateLeases for PgRateLeases {
         )?;
         let granted: i32 = rows
             .first()
-            .ok_or_else(|| self.storage("the rate lease returned no row".into()))?
+            .ok_or_else(|| storage(&self.store, "the rate lease returned no row".into()))?
             .try_get(0)
-            .map_err(|e| self.storage(Box::new(e)))?;
+            .map_err(|e| storage(&self.store, Box::new(e)))?;
         // Never negative or above `want` by the statement; clamp anyway rather than trust it.
         Ok(u32::try_from(granted).unwrap_or(0).min(want))
     }
@@ -123,62 +126,45 @@ impl PgSharedTrust {
     pub(crate) fn new(store: PgStore) -> PgSharedTrust {
         PgSharedTrust { store }
     }
-
-    fn storage(&self, source: crate::BoxError) -> RegistryError {
-        RegistryError::Storage {
-            location: self.store.location(),
-            source,
-        }
-    }
 }
 
 impl warden_registry::SharedTrust for PgSharedTrust {
     fn current(&self) -> Result<Option<String>, RegistryError> {
-        let pool = self.store.pool().clone();
-        let r = self
-            .store
-            .run(async move {
-                let client = pool
-                    .get()
-                    .await
-                    .map_err(|e| Box::new(e) as crate::BoxError)?;
-                let row = client
-                    .query_opt("SELECT text FROM trust_bundle WHERE id = 1", &[])
-                    .await?;
-                Ok::<_, crate::BoxError>(match row {
-                    Some(r) => Some(r.try_get::<_, String>(0)?),
-                    None => None,
-                })
+        pooled(&self.store, |client| async move {
+            let row = client
+                .query_opt("SELECT text FROM trust_bundle WHERE id = 1", &[])
+                .await?;
+            Ok(match row {
+                Some(r) => Some(r.try_get::<_, String>(0)?),
+                None => None,
             })
-            .map_err(|e| self.storage(Box::new(e)))?;
-        r.map_err(|e| self.storage(e))
+        })
     }
 
     fn replace(&self, text: &str) -> Result<(), RegistryError> {
         use sha2::Digest as _;
-        let pool = self.store.pool().clone();
         let text = text.to_owned();
         let sha: String = sha2::Sha256::digest(text.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let r = self
-            .store
-            .run(async move {
-                let client = pool
-                    .get()
-                    .await
-                    .map_err(|e| Box::new(e) as crate::BoxError)?;
-                client
-                    .execute(
-                        "INSERT INTO trust_bundle (id, sha256, text) VALUES (1, $1, $2)
-                         ON CONFLICT (id) DO UPDATE SET sha256 = $1, text = $2",
-                        &[&sha, &text],
-                    )
-                    .await?;
-                Ok::<_, crate::BoxError>(())
-            })
-            .map_err(|e| self.storage(Box::new(e)))?;
-        r.map_err(|e| self.storage(e))
+        pooled(&self.store, move |client| async move {
+            client
+                .execute(
+                    "INSERT INTO trust_bundle (id, sha256, text) VALUES (1, $1, $2)
+                     ON CONFLICT (id) DO UPDATE SET sha256 = $1, text = $2",
+                    &[&sha, &text],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// A failure of `store`, as the registry names it.
+fn storage(store: &PgStore, source: crate::BoxError) -> RegistryError {
+    RegistryError::Storage {
+        location: store.location(),
+        source,
     }
 }

@@ -18,18 +18,16 @@
 //! [`RegistryError::Storage`] (the service answers 503).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use deadpool_postgres::{Pool, PoolError, Transaction};
-use tokio_postgres::Row;
+use deadpool_postgres::{Pool, Transaction};
 use warden_bundle::ContentHash;
 use warden_manifest::{ExtensionId, TenantName};
-use warden_registry::{
-    Approval, InstallRecord, KeyHash, Published, Registry, RegistryError, TenantRecord,
-};
+use warden_registry::{InstallRecord, KeyHash, Published, Registry, RegistryError, TenantRecord};
 
 use crate::PgStore;
 use crate::feed::{ChangeKind, announce};
+use crate::rows::{Fail, INSTALL_COLUMNS, damaged, install_row, time};
 use crate::snapshot::{Cache, Snapshot};
 
 /// Tries of one write transaction that failed on a conflict another writer caused.
@@ -52,31 +50,6 @@ impl std::fmt::Debug for PgRegistry {
     }
 }
 
-/// Why one try failed: a rule of the registry (final), or the database (maybe retried).
-pub(crate) enum Fail {
-    Registry(RegistryError),
-    Db(tokio_postgres::Error),
-    Pool(PoolError),
-}
-
-impl From<tokio_postgres::Error> for Fail {
-    fn from(e: tokio_postgres::Error) -> Fail {
-        Fail::Db(e)
-    }
-}
-
-impl From<PoolError> for Fail {
-    fn from(e: PoolError) -> Fail {
-        Fail::Pool(e)
-    }
-}
-
-impl From<RegistryError> for Fail {
-    fn from(e: RegistryError) -> Fail {
-        Fail::Registry(e)
-    }
-}
-
 fn code(f: &Fail) -> Option<&str> {
     match f {
         Fail::Db(e) => e.code().map(tokio_postgres::error::SqlState::code),
@@ -93,34 +66,6 @@ fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-fn damaged(what: &str, value: &str) -> RegistryError {
-    RegistryError::Damaged(format!("{what} {value:?}"))
-}
-
-pub(crate) const INSTALL_COLUMNS: &str =
-    "tenant, extension, version, content_hash, grant_text, approved, installed_ms";
-
-pub(crate) fn install_row(r: &Row) -> Result<InstallRecord, Fail> {
-    let text = |i| r.try_get::<_, String>(i);
-    let (tenant, extension, version, hash, grant, approved) =
-        (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?, text(5)?);
-    Ok(InstallRecord {
-        tenant: tenant.parse().map_err(|_| damaged("tenant", &tenant))?,
-        extension: extension
-            .parse()
-            .map_err(|_| damaged("extension", &extension))?,
-        version: version.parse().map_err(|_| damaged("version", &version))?,
-        content_hash: hash.parse().map_err(|_| damaged("content hash", &hash))?,
-        grant: grant.parse().map_err(|_| damaged("grant", &grant))?,
-        approved: Approval::from_text(&approved),
-        installed: time(r.try_get(6)?),
-    })
 }
 
 /// Takes the registry's write lock and announces the change (on commit): see the module docs.

@@ -25,7 +25,7 @@ use warden_manifest::{ExtensionId, TenantName};
 use warden_registry::{InstallRecord, KeyHash, RegistryError};
 
 use crate::feed::{Change, ChangeKind, listen};
-use crate::registry::{INSTALL_COLUMNS, install_row};
+use crate::rows::{Fail, INSTALL_COLUMNS, install_row};
 use crate::{BoxError, PgError, PgStore};
 
 /// How often the listener asks for the registry version.
@@ -243,17 +243,15 @@ fn add_key_row(s: &mut Snapshot, hash: &str, tenant: &str) {
     }
 }
 
-fn install_or_skip(
-    r: Result<InstallRecord, crate::registry::Fail>,
-) -> Result<Option<InstallRecord>, Stop> {
+fn install_or_skip(r: Result<InstallRecord, Fail>) -> Result<Option<InstallRecord>, Stop> {
     match r {
         Ok(i) => Ok(Some(i)),
-        Err(crate::registry::Fail::Registry(e)) => {
+        Err(Fail::Registry(e)) => {
             tracing::warn!(target: "warden::pg", error = %e, "a damaged install row is left out");
             Ok(None)
         }
-        Err(crate::registry::Fail::Db(e)) => Err(e.into()),
-        Err(crate::registry::Fail::Pool(e)) => Err(Stop::Lost(Box::new(e))),
+        Err(Fail::Db(e)) => Err(e.into()),
+        Err(Fail::Pool(e)) => Err(Stop::Lost(Box::new(e))),
     }
 }
 
