@@ -43,8 +43,8 @@ pub use commit::StoreLog;
 pub use key::{AUDIT_KEY_FILE, AuditKey};
 pub use log::{AUDIT_DIR, Appended, AuditError, AuditLog, HEAD_FILE, LOG_FILE, TORN_FILE};
 pub use read::{
-    Filter, HeadMac, HeadView, Reader, StoredRecord, VerifyReport, read, verify, verify_lines,
-    verify_with,
+    Filter, HeadMac, HeadView, Reader, StoredLine, StoredRecord, VerifyReport, read, verify,
+    verify_lines, verify_with, verify_with_lines,
 };
 pub use record::{Decision, Event, Outcome, Record};
 pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};

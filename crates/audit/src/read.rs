@@ -82,7 +82,7 @@ where
 {
     let h = head.to_head()?;
     h.check_mac(key, &head.location, false)?;
-    walk_checked(&h, lines, key, seen)
+    walk_checked(&h, lines, key, &mut |l| seen(l.seq, l.hash))
 }
 
 /// [`verify_lines`] for a head whose fields and MAC have been checked.
@@ -90,7 +90,7 @@ fn walk_checked<I, E>(
     head: &Head,
     lines: I,
     key: Option<&AuditKey>,
-    seen: &mut dyn FnMut(u64, &str),
+    seen: &mut dyn FnMut(StoredLine<'_>),
 ) -> Result<VerifyReport, ChainError>
 where
     I: IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
@@ -121,6 +121,28 @@ pub fn verify_with(
     dir: &Path,
     key: Option<&AuditKey>,
     seen: &mut dyn FnMut(u64, &str),
+) -> Result<VerifyReport, ChainError> {
+    verify_with_lines(dir, key, &mut |l| seen(l.seq, l.hash))
+}
+
+/// One record of a log as it was checked: its seq and hash, its stored line (without the
+/// newline) and the record the line holds.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredLine<'a> {
+    pub seq: u64,
+    pub hash: &'a str,
+    pub line: &'a [u8],
+    pub record: &'a Record,
+}
+
+/// [`verify_with`], showing `each` every checked line whole: what copies a log to another
+/// store (`warden migrate`) takes from it. A line reaches `each` only once it is checked and
+/// chained to the one before; the walk may still fail later (a cut end, a replaced head), so
+/// keep what `each` was shown only if this returns `Ok`.
+pub fn verify_with_lines(
+    dir: &Path,
+    key: Option<&AuditKey>,
+    each: &mut dyn FnMut(StoredLine<'_>),
 ) -> Result<VerifyReport, ChainError> {
     let log_path = dir.join(LOG_FILE);
     let head_path = dir.join(HEAD_FILE);
@@ -167,7 +189,7 @@ pub fn verify_with(
         (head, len)
     };
     let lines = FileLines::new(log.take(len), &log_path, true);
-    walk_checked(&head, lines, key, seen)
+    walk_checked(&head, lines, key, each)
 }
 
 /// Walks the first `len` bytes of the log and compares the end with `head`.
@@ -178,7 +200,7 @@ pub(crate) fn walk(
     log_path: &Path,
 ) -> Result<VerifyReport, ChainError> {
     let lines = FileLines::new(log.take(len), log_path, true);
-    walk_lines(head, lines, &mut |_, _| {})
+    walk_lines(head, lines, &mut |_| {})
 }
 
 /// What follows the record the head names, as [`after_head`] found it.
@@ -245,7 +267,7 @@ pub(crate) fn after_head(
 fn walk_lines<I, E>(
     head: &Head,
     lines: I,
-    seen: &mut dyn FnMut(u64, &str),
+    seen: &mut dyn FnMut(StoredLine<'_>),
 ) -> Result<VerifyReport, ChainError>
 where
     I: IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
@@ -255,7 +277,12 @@ where
     for line in lines {
         let (seq, bytes) = line.map_err(Into::into)?;
         let checked = walker.next_at(seq, &bytes)?;
-        seen(checked.seq, &checked.hash);
+        seen(StoredLine {
+            seq: checked.seq,
+            hash: &checked.hash,
+            line: &bytes,
+            record: &checked.record,
+        });
     }
     if walker.lines < head.seq {
         return Err(ChainError::Truncated {

@@ -8,6 +8,7 @@ mod component;
 mod describe;
 mod files;
 mod logs;
+mod migrate;
 mod storage;
 
 use std::process::ExitCode;

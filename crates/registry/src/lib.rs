@@ -14,6 +14,7 @@
 //! (feature `testing`). This crate knows nothing of SQLite, Wasmtime or HTTP.
 
 mod approval;
+mod image;
 mod key;
 mod plan;
 mod rate;
@@ -23,6 +24,7 @@ pub mod testing;
 mod trust;
 
 pub use approval::Approval;
+pub use image::{Pin, RegistryImage};
 pub use key::{ApiKey, KeyHash};
 pub use plan::{Plan, PlanError, plan};
 pub use rate::{MemoryRateLeases, Rate, RateLeases};

@@ -6,6 +6,7 @@ use warden_bundle::ContentHash;
 use warden_manifest::{ExtensionId, Grant, PublisherName, TenantName};
 
 use crate::approval::Approval;
+use crate::image::RegistryImage;
 use crate::key::KeyHash;
 
 /// A tenant.
@@ -130,6 +131,10 @@ pub trait Registry: Send + Sync {
         tenant: &TenantName,
         extension: &ExtensionId,
     ) -> Result<bool, RegistryError>;
+
+    /// Everything the registry holds, read in one transaction, in the order
+    /// [`RegistryImage`] documents.
+    fn image(&self) -> Result<RegistryImage, RegistryError>;
 }
 
 /// Why a blob could not be stored or read.

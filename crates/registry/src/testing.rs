@@ -22,7 +22,8 @@ use warden_bundle::ContentHash;
 use warden_manifest::{ExtensionId, TenantName};
 
 use crate::{
-    ApiKey, Approval, BlobError, BlobStore, InstallRecord, Published, Registry, RegistryError,
+    ApiKey, Approval, BlobError, BlobStore, InstallRecord, Pin, Published, Registry, RegistryError,
+    RegistryImage,
 };
 
 /// Runs every [`Registry`] check of [`testing`](crate::testing) as its own `#[test]`, each on a
@@ -52,6 +53,7 @@ macro_rules! registry_tests {
             concurrent_installs_on_one_state_have_one_winner,
             concurrent_publications_of_one_version_have_one_winner,
             concurrent_first_publications_pin_one_publisher,
+            the_image_holds_everything_written_in_order,
         );
     };
     (@each $fresh:expr; $($name:ident),* $(,)?) => {
@@ -677,5 +679,60 @@ pub fn concurrent_puts_of_one_blob_agree(blobs: &dyn BlobStore, _: &dyn Fn(&Cont
     assert_eq!(
         blobs.get(&ContentHash::of(&shared)).unwrap().unwrap(),
         shared
+    );
+}
+
+/// [`Registry::image`] holds every row written, whole and in its documented order, and an
+/// empty registry's image is empty.
+pub fn the_image_holds_everything_written_in_order(r: &dyn Registry) {
+    assert_eq!(r.image().unwrap(), RegistryImage::default());
+    let (zeta, acme) = (ApiKey::generate(), ApiKey::generate());
+    r.create_tenant(&t("zeta"), &zeta.hash()).unwrap();
+    r.create_tenant(&t("acme"), &acme.hash()).unwrap();
+    let (p2, p1) = (
+        publication(b"two", "beta.ext", "1.0.0", "beta"),
+        publication(b"one", "acme.ext", "1.0.0", "acme"),
+    );
+    r.publish(&p2).unwrap();
+    r.publish(&p1).unwrap();
+    let (i2, i1) = (
+        install("zeta", "beta.ext", "1.0.0", b"two"),
+        install("acme", "beta.ext", "1.0.0", b"two"),
+    );
+    r.put_install(&i2, None).unwrap();
+    r.put_install(&i1, None).unwrap();
+    let image = r.image().unwrap();
+    let names: Vec<_> = image.tenants.iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(names, ["acme", "zeta"]);
+    for (tenant, k) in [(&image.tenants[0], &acme), (&image.tenants[1], &zeta)] {
+        assert_eq!(Some(tenant.clone()), r.tenant(&tenant.name).unwrap());
+        assert!(image.keys.contains(&(k.hash(), tenant.name.clone())));
+    }
+    assert_eq!(image.keys.len(), 2);
+    assert!(image.keys[0].0.to_hex() < image.keys[1].0.to_hex());
+    let mut published = vec![p1.clone(), p2.clone()];
+    published.sort_by_key(|p| p.content_hash.to_string());
+    assert_eq!(image.published, published);
+    assert_eq!(
+        image.pins,
+        [
+            Pin {
+                id: ext("acme.ext"),
+                publisher: "acme".parse().unwrap(),
+                pinned: p1.published
+            },
+            Pin {
+                id: ext("beta.ext"),
+                publisher: "beta".parse().unwrap(),
+                pinned: p2.published
+            },
+        ]
+    );
+    assert_eq!(image.installs, [i1, i2]);
+    assert_eq!(
+        image.counts().map(|(_, n)| n),
+        [2, 2, 2, 2, 2],
+        "{:?}",
+        image.counts()
     );
 }

@@ -14,6 +14,7 @@
 //! This crate knows nothing of Wasmtime or of any database.
 
 mod access;
+mod image;
 mod memory;
 mod quota;
 #[cfg(any(test, feature = "testing"))]
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use access::KvAccess;
+pub use image::{EntryRow, KvRow, UsageRow};
 pub use memory::MemoryKv;
 pub use quota::{Quota, Usage, entry_bytes};
 pub use warden_manifest::{ExtensionId, TenantName};

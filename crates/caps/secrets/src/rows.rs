@@ -56,6 +56,11 @@ pub trait SecretRows: Send + Sync {
         extension: &ExtensionId,
     ) -> Result<Vec<SecretName>, SecretError>;
 
+    /// Every (tenant, extension, name) with a row, in that order: what copying every row to
+    /// another storage (`warden migrate`) walks. Unlike [`SecretRows::names`], a row whose
+    /// identity does not parse is an error, not skipped: a copy must not lose one quietly.
+    fn identities(&self) -> Result<Vec<SecretId>, SecretError>;
+
     /// The key-check row: `proposed` is stored if there is none yet (first writer wins, also
     /// across processes sharing the storage), then the stored row is returned.
     fn key_check(&self, proposed: &SealedRow) -> Result<SealedRow, SecretError>;
@@ -64,7 +69,10 @@ pub trait SecretRows: Send + Sync {
     fn location(&self) -> String;
 }
 
-type RowKey = (TenantName, ExtensionId, SecretName);
+/// Whose secret a row is: (tenant, extension, name).
+pub type SecretId = (TenantName, ExtensionId, SecretName);
+
+type RowKey = SecretId;
 
 #[derive(Default)]
 struct Rows {
@@ -147,6 +155,10 @@ impl SecretRows for MemoryRows {
             .filter(|(t, e, _)| t == tenant && e == extension)
             .map(|(_, _, n)| n.clone())
             .collect())
+    }
+
+    fn identities(&self) -> Result<Vec<SecretId>, SecretError> {
+        Ok(self.lock()?.values.keys().cloned().collect())
     }
 
     fn key_check(&self, proposed: &SealedRow) -> Result<SealedRow, SecretError> {

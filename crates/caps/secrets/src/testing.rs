@@ -42,6 +42,7 @@ macro_rules! secret_rows_tests {
             concurrent_writers_lose_nothing,
             the_rows_never_see_a_plaintext,
             a_wrong_key_is_refused,
+            identities_list_every_row_in_order,
         );
     };
     (@each $fresh:expr; $($name:ident),* $(,)?) => {
@@ -343,4 +344,36 @@ pub fn a_wrong_key_is_refused(rows: Arc<dyn SecretRows>) {
     );
     let again = SecretStore::new(rows, &key).unwrap();
     assert_eq!(again.get(&t, &e, &name).unwrap().unwrap().expose(), "value");
+}
+
+/// [`SecretRows::identities`] lists every row once, by tenant, extension, then name, and no
+/// longer a deleted one.
+pub fn identities_list_every_row_in_order(rows: Arc<dyn SecretRows>) {
+    assert!(rows.identities().unwrap().is_empty());
+    for (tenant, ext, name) in [
+        ("zeta", "acme.b", "TOKEN"),
+        ("acme", "acme.b", "TOKEN"),
+        ("acme", "acme.a", "Z"),
+        ("acme", "acme.a", "A"),
+        ("acme", "acme.a", "GONE"),
+    ] {
+        rows.put(&t(tenant), &e(ext), &n(name), &row(b"n", b"c"))
+            .unwrap();
+    }
+    assert!(rows.delete(&t("acme"), &e("acme.a"), &n("GONE")).unwrap());
+    let ids: Vec<String> = rows
+        .identities()
+        .unwrap()
+        .iter()
+        .map(|(t, e, n)| format!("{t}/{e}/{n}"))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "acme/acme.a/A",
+            "acme/acme.a/Z",
+            "acme/acme.b/TOKEN",
+            "zeta/acme.b/TOKEN"
+        ]
+    );
 }

@@ -4,6 +4,7 @@ mod audit;
 mod inspect;
 mod keygen;
 mod manage;
+mod migrate;
 mod pack;
 mod run;
 mod serve;
@@ -273,6 +274,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy an embedded data dir (registry, blobs, key-value, secrets, audit log) to the
+    /// shared storage the config's [storage] names (PostgreSQL and S3), then check the copy
+    /// against it: every blob's hash, every table's rows, every secret, the audit chain. The
+    /// target must be empty; the data dir is only read (stop everything that uses it first).
+    Migrate {
+        /// The embedded data dir to copy.
+        #[arg(long, value_name = "DIR", default_value = "./warden-data")]
+        data: PathBuf,
+        /// Operator config file whose [storage] names the target.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The audit key of the data dir's log [default: DATA/audit.key]; the copy's head is
+        /// MACed under the config's audit_key_file.
+        #[arg(long = "audit-key", value_name = "FILE", env = "WARDEN_AUDIT_KEY")]
+        audit_key: Option<PathBuf>,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -385,6 +402,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Installs { tenant, place } => {
             manage::list(&place_of(&place, None), tenant.as_deref())
         }
+        Command::Migrate {
+            data,
+            config,
+            audit_key,
+        } => migrate::run(&data, &config, audit_key.as_deref()),
         Command::Audit {
             data,
             config,

@@ -1301,6 +1301,7 @@ fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
 }
 
 mod cluster;
+mod migrate;
 mod redteam;
 
 #[test]

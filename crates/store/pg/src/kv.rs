@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use deadpool_postgres::{Object, Transaction};
 use tokio_postgres::IsolationLevel;
 use warden_kv::{
-    Cancel, KeyPage, KvBackend, KvError, Quota, Scope, Usage, batch_read, entry_bytes,
-    parse_counter,
+    Cancel, EntryRow, KeyPage, KvBackend, KvError, KvRow, Quota, Scope, Usage, UsageRow,
+    batch_read, entry_bytes, parse_counter,
 };
 
 use crate::PgStore;
@@ -78,6 +78,85 @@ impl PgKv {
     fn client(&self) -> impl Future<Output = Result<Object, KvError>> + Send + 'static {
         let pool = self.store.pool().clone();
         async move { pool.get().await.map_err(storage) }
+    }
+
+    /// Every row, from one snapshot, in the order [`KvRow`] documents, to `each` (run on the
+    /// store's runtime, so it must not block long); stops at the first error `each` returns.
+    pub fn export<F>(&self, mut each: F) -> Result<(), KvError>
+    where
+        F: FnMut(KvRow) -> Result<(), KvError> + Send + 'static,
+    {
+        let client = self.client();
+        self.run(async move {
+            let mut c = client.await?;
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(storage)?;
+            for r in tx
+                .query(
+                    "SELECT tenant, extension, keys, bytes, seq FROM kv_usage
+                     ORDER BY tenant, extension",
+                    &[],
+                )
+                .await
+                .map_err(storage)?
+            {
+                each(KvRow::Usage(UsageRow {
+                    tenant: r.try_get(0).map_err(storage)?,
+                    extension: r.try_get(1).map_err(storage)?,
+                    keys: r.try_get(2).map_err(storage)?,
+                    bytes: r.try_get(3).map_err(storage)?,
+                    seq: r.try_get(4).map_err(storage)?,
+                }))?;
+            }
+            // By pages, each after the last row of the one before (the snapshot holds still).
+            let mut after: Option<(String, String, Vec<u8>, Vec<u8>)> = None;
+            loop {
+                let rows = match &after {
+                    None => {
+                        tx.query(
+                            "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
+                             ORDER BY tenant, extension, bucket, key LIMIT 1000",
+                            &[],
+                        )
+                        .await
+                    }
+                    Some((t, x, b, k)) => {
+                        tx.query(
+                            "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
+                             WHERE (tenant, extension, bucket, key) > ($1, $2, $3, $4)
+                             ORDER BY tenant, extension, bucket, key LIMIT 1000",
+                            &[t, x, b, k],
+                        )
+                        .await
+                    }
+                }
+                .map_err(storage)?;
+                let Some(last) = rows.last() else { break };
+                after = Some((
+                    last.try_get(0).map_err(storage)?,
+                    last.try_get(1).map_err(storage)?,
+                    last.try_get(2).map_err(storage)?,
+                    last.try_get(3).map_err(storage)?,
+                ));
+                for r in rows {
+                    each(KvRow::Entry(EntryRow {
+                        tenant: r.try_get(0).map_err(storage)?,
+                        extension: r.try_get(1).map_err(storage)?,
+                        bucket: r.try_get(2).map_err(storage)?,
+                        key: r.try_get(3).map_err(storage)?,
+                        value: r.try_get(4).map_err(storage)?,
+                        seq: r.try_get(5).map_err(storage)?,
+                    }))?;
+                }
+            }
+            tx.commit().await.map_err(storage)?;
+            Ok(())
+        })
     }
 }
 

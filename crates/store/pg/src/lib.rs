@@ -25,6 +25,7 @@
 
 mod audit;
 mod feed;
+mod import;
 mod kv;
 mod rate;
 mod registry;
@@ -45,6 +46,7 @@ use warden_manifest::DatabaseUrl;
 
 pub use audit::{PgAuditSource, PgRoundStore};
 pub use feed::{CHANNEL, Change, ChangeKind};
+pub use import::{AuditRow, IMPORTED_TABLES, ImportError, PgImport};
 pub use kv::PgKv;
 pub use rate::{PgRateLeases, PgSharedTrust};
 pub use registry::PgRegistry;

@@ -23,11 +23,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use deadpool_postgres::{Pool, Transaction};
 use warden_bundle::ContentHash;
 use warden_manifest::{ExtensionId, TenantName};
-use warden_registry::{InstallRecord, KeyHash, Published, Registry, RegistryError, TenantRecord};
+use warden_registry::{
+    InstallRecord, KeyHash, Pin, Published, Registry, RegistryError, RegistryImage, TenantRecord,
+};
 
 use crate::PgStore;
 use crate::feed::{ChangeKind, announce};
-use crate::rows::{Fail, INSTALL_COLUMNS, damaged, install_row, time};
+use crate::rows::{
+    Fail, INSTALL_COLUMNS, PUBLISHED_COLUMNS, damaged, install_row, published_row, time,
+};
 use crate::snapshot::{Cache, Snapshot};
 
 /// Tries of one write transaction that failed on a conflict another writer caused.
@@ -342,26 +346,14 @@ impl Registry for PgRegistry {
         self.read(move |pool| async move {
             let c = pool.get().await?;
             let st = c
-                .prepare_cached(
-                    "SELECT id, version, publisher, signature, published_ms
-                     FROM registry_published WHERE content_hash = $1",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {PUBLISHED_COLUMNS} FROM registry_published WHERE content_hash = $1"
+                ))
                 .await?;
-            let Some(r) = c.query_opt(&st, &[&hash.to_string()]).await? else {
-                return Ok(None);
-            };
-            let (id, version, publisher): (String, String, String) =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-            Ok(Some(Published {
-                content_hash: hash,
-                id: id.parse().map_err(|_| damaged("extension", &id))?,
-                version: version.parse().map_err(|_| damaged("version", &version))?,
-                publisher: publisher
-                    .parse()
-                    .map_err(|_| damaged("publisher", &publisher))?,
-                signature: r.try_get(3)?,
-                published: time(r.try_get(4)?),
-            }))
+            match c.query_opt(&st, &[&hash.to_string()]).await? {
+                Some(r) => Ok(Some(published_row(&r)?)),
+                None => Ok(None),
+            }
         })
     }
 
@@ -532,5 +524,76 @@ impl Registry for PgRegistry {
             },
             change,
         )
+    }
+
+    fn image(&self) -> Result<RegistryImage, RegistryError> {
+        self.read(move |pool| async move {
+            let mut c = pool.get().await?;
+            // One snapshot of every table.
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let mut image = RegistryImage::default();
+            for r in tx
+                .query("SELECT name, created_ms FROM registry_tenants", &[])
+                .await?
+            {
+                let name: String = r.try_get(0)?;
+                image.tenants.push(TenantRecord {
+                    name: name.parse().map_err(|_| damaged("tenant", &name))?,
+                    created: time(r.try_get(1)?),
+                });
+            }
+            for r in tx
+                .query("SELECT hash, tenant FROM registry_keys", &[])
+                .await?
+            {
+                let (hash, tenant): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                image.keys.push((
+                    KeyHash::from_hex(&hash).ok_or_else(|| damaged("key hash", &hash))?,
+                    tenant.parse().map_err(|_| damaged("tenant", &tenant))?,
+                ));
+            }
+            for r in tx
+                .query(
+                    "SELECT id, publisher, pinned_ms FROM registry_publishers",
+                    &[],
+                )
+                .await?
+            {
+                let (id, publisher): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                image.pins.push(Pin {
+                    id: id.parse().map_err(|_| damaged("extension", &id))?,
+                    publisher: publisher
+                        .parse()
+                        .map_err(|_| damaged("publisher", &publisher))?,
+                    pinned: time(r.try_get(2)?),
+                });
+            }
+            for r in tx
+                .query(
+                    &format!("SELECT {PUBLISHED_COLUMNS} FROM registry_published"),
+                    &[],
+                )
+                .await?
+            {
+                image.published.push(published_row(&r)?);
+            }
+            for r in tx
+                .query(
+                    &format!("SELECT {INSTALL_COLUMNS} FROM registry_installs"),
+                    &[],
+                )
+                .await?
+            {
+                image.installs.push(install_row(&r)?);
+            }
+            tx.commit().await?;
+            image.sort();
+            Ok(image)
+        })
     }
 }

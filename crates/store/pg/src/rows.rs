@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::PoolError;
 use tokio_postgres::Row;
-use warden_registry::{Approval, InstallRecord, RegistryError};
+use warden_registry::{Approval, InstallRecord, Published, RegistryError};
 
 /// Why one try failed: a rule of the registry (final), or the database (maybe retried).
 pub(crate) enum Fail {
@@ -57,5 +57,23 @@ pub(crate) fn install_row(r: &Row) -> Result<InstallRecord, Fail> {
         grant: grant.parse().map_err(|_| damaged("grant", &grant))?,
         approved: Approval::from_text(&approved),
         installed: time(r.try_get(6)?),
+    })
+}
+
+pub(crate) const PUBLISHED_COLUMNS: &str =
+    "content_hash, id, version, publisher, signature, published_ms";
+
+pub(crate) fn published_row(r: &Row) -> Result<Published, Fail> {
+    let text = |i| r.try_get::<_, String>(i);
+    let (hash, id, version, publisher) = (text(0)?, text(1)?, text(2)?, text(3)?);
+    Ok(Published {
+        content_hash: hash.parse().map_err(|_| damaged("content hash", &hash))?,
+        id: id.parse().map_err(|_| damaged("extension", &id))?,
+        version: version.parse().map_err(|_| damaged("version", &version))?,
+        publisher: publisher
+            .parse()
+            .map_err(|_| damaged("publisher", &publisher))?,
+        signature: r.try_get(4)?,
+        published: time(r.try_get(5)?),
     })
 }

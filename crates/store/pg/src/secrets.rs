@@ -5,7 +5,7 @@
 
 use deadpool_postgres::Object;
 use warden_manifest::{ExtensionId, SecretName, TenantName};
-use warden_secrets::{SealedRow, SecretError, SecretRows};
+use warden_secrets::{SealedRow, SecretError, SecretId, SecretRows};
 
 use crate::PgStore;
 
@@ -141,6 +141,29 @@ impl SecretRows for PgSecretRows {
                     out.push(n);
                 }
             }
+            Ok(out)
+        })
+    }
+
+    fn identities(&self) -> Result<Vec<SecretId>, SecretError> {
+        self.with(move |c| async move {
+            let mut out = Vec::new();
+            for r in c
+                .query("SELECT tenant, extension, name FROM secret_values", &[])
+                .await?
+            {
+                let (t, x, n): (String, String, String) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                let damaged = || -> crate::BoxError {
+                    format!("a secret row of unreadable identity ({t:?}, {x:?}, {n:?})").into()
+                };
+                out.push((
+                    t.parse().map_err(|_| damaged())?,
+                    x.parse().map_err(|_| damaged())?,
+                    n.parse().map_err(|_| damaged())?,
+                ));
+            }
+            out.sort();
             Ok(out)
         })
     }

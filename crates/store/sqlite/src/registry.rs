@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension as _, Row, Transaction, Transaction
 use warden_bundle::ContentHash;
 use warden_manifest::{ExtensionId, TenantName};
 use warden_registry::{
-    Approval, InstallRecord, KeyHash, Published, Registry, RegistryError, TenantRecord,
+    Approval, InstallRecord, KeyHash, Pin, Published, Registry, RegistryError, RegistryImage,
+    TenantRecord,
 };
 
 use crate::stamp::{Remembered, StampFile};
@@ -442,5 +443,98 @@ impl Registry for SqliteRegistry {
                 .map_err(|e| self.err(e))?;
             Ok(n > 0)
         })
+    }
+
+    fn image(&self) -> Result<RegistryImage, RegistryError> {
+        let mut conn = self.conn()?;
+        // One read transaction: a snapshot of every table.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| self.err(e))?;
+        let mut image = RegistryImage::default();
+        let text_rows = |sql: &str, n: usize| -> Result<Vec<Vec<String>>, RegistryError> {
+            let mut st = tx.prepare(sql).map_err(|e| self.err(e))?;
+            let rows = st
+                .query_map([], |r| (0..n).map(|i| r.get::<_, String>(i)).collect())
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        };
+        for (name, ms) in text_rows(
+            "SELECT name, CAST(created_ms AS TEXT) FROM registry_tenants",
+            2,
+        )?
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        {
+            image.tenants.push(TenantRecord {
+                name: name.parse().map_err(|_| damaged("tenant")(name))?,
+                created: time(ms.parse().map_err(|_| damaged("time")(ms))?),
+            });
+        }
+        for r in text_rows("SELECT hash, tenant FROM registry_keys", 2)? {
+            let (hash, tenant) = (r[0].clone(), r[1].clone());
+            image.keys.push((
+                KeyHash::from_hex(&hash).ok_or_else(|| damaged("key hash")(hash))?,
+                tenant.parse().map_err(|_| damaged("tenant")(tenant))?,
+            ));
+        }
+        for r in text_rows(
+            "SELECT id, publisher, CAST(pinned_ms AS TEXT) FROM registry_publishers",
+            3,
+        )? {
+            let (id, publisher, ms) = (r[0].clone(), r[1].clone(), r[2].clone());
+            image.pins.push(Pin {
+                id: id.parse().map_err(|_| damaged("extension")(id))?,
+                publisher: publisher
+                    .parse()
+                    .map_err(|_| damaged("publisher")(publisher))?,
+                pinned: time(ms.parse().map_err(|_| damaged("time")(ms))?),
+            });
+        }
+        {
+            let mut st = tx
+                .prepare(
+                    "SELECT content_hash, id, version, publisher, signature, published_ms
+                     FROM registry_published",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (hash, id, version, publisher, signature, ms) = row.map_err(|e| self.err(e))?;
+                image.published.push(Published {
+                    content_hash: hash.parse().map_err(|_| damaged("content hash")(hash))?,
+                    id: id.parse().map_err(|_| damaged("extension")(id))?,
+                    version: version.parse().map_err(|_| damaged("version")(version))?,
+                    publisher: publisher
+                        .parse()
+                        .map_err(|_| damaged("publisher")(publisher))?,
+                    signature,
+                    published: time(ms),
+                });
+            }
+        }
+        {
+            let mut st = tx
+                .prepare(&format!("SELECT {INSTALL_COLUMNS} FROM registry_installs"))
+                .map_err(|e| self.err(e))?;
+            let mut rows = st.query([]).map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                image.installs.push(self.install_row(r)?);
+            }
+        }
+        drop(tx);
+        image.sort();
+        Ok(image)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use warden_manifest::{ExtensionId, SecretName, TenantName};
-use warden_secrets::{SealedRow, SecretError, SecretRows};
+use warden_secrets::{SealedRow, SecretError, SecretId, SecretRows};
 
 use crate::{file, schema};
 
@@ -144,6 +144,39 @@ impl SecretRows for SqliteSecretRows {
                 out.push(n);
             }
         }
+        Ok(out)
+    }
+
+    fn identities(&self) -> Result<Vec<SecretId>, SecretError> {
+        let conn = self.lock()?;
+        let e = |e: rusqlite::Error| self.err(e);
+        let mut stmt = conn
+            .prepare("SELECT tenant, extension, name FROM secret_values")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(e)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (t, x, n) = r.map_err(e)?;
+            let damaged = || {
+                self.err(format!(
+                    "a secret row of unreadable identity ({t:?}, {x:?}, {n:?})"
+                ))
+            };
+            out.push((
+                t.parse().map_err(|_| damaged())?,
+                x.parse().map_err(|_| damaged())?,
+                n.parse().map_err(|_| damaged())?,
+            ));
+        }
+        out.sort();
         Ok(out)
     }
 
