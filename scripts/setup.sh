@@ -47,6 +47,12 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15
 fi
 command -v runuser >/dev/null || sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux
+# HAProxy, the load balancer in front of the runners (scripts/cluster.sh, scripts/bench-fleet.sh
+# and the fleet's test through it), from Debian's packages.
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy
+fi
 if ! command -v moto_server >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'moto[server]==5.2.1'
 fi
