@@ -48,6 +48,9 @@ pub struct Report {
     /// The audit chain as verified on both sides.
     pub audit_records: u64,
     pub audit_last_hash: String,
+    /// Whether the fleet's audit key is the data dir's: checkpoints taken on the data dir
+    /// (MACed under its key) verify against the copy only then.
+    pub same_audit_key: bool,
 }
 
 /// Progress, for the command to show.
@@ -188,6 +191,10 @@ pub fn migrate(
         tables,
         audit_records: audit.records,
         audit_last_hash: audit.last_hash,
+        same_audit_key: source.audit_key.as_ref().is_some_and(|k| {
+            let probe = warden_audit::GENESIS_HASH;
+            k.mac(0, probe) == fleet_audit_key.mac(0, probe)
+        }),
     })
 }
 

@@ -35,6 +35,14 @@ pub fn run(data: &Path, config: &Path, audit_key: Option<&Path>) -> Result<()> {
         report.audit_records,
         report.audit_last_hash
     );
+    if report.same_audit_key {
+        outln!("  checkpoints taken on the data dir hold on the copy (the same audit key)");
+    } else {
+        outln!(
+            "  the fleet's audit key is not the data dir's: checkpoints taken on the data dir do \
+             not verify against the copy; take a new one (warden audit --checkpoint FILE --config F)"
+        );
+    }
     outln!("start the runners with this config; the data dir is unchanged");
     Ok(())
 }

@@ -168,9 +168,20 @@ fn a_migrated_data_dir_serves_the_same_answers_from_postgresql_and_s3() {
     assert_eq!(before[4], "200 API_TOKEN=tok-migrated-0123456789");
     drop(s);
     let source_lines = ok(&st.cli(&[&"audit", &"--json"]));
+    let checkpoints = st.t.path().join("checkpoints.jsonl");
+    ok(&st.cli(&[&"audit", &"--checkpoint", &checkpoints]));
 
-    // The copy.
+    // The copy, its audit head MACed under the data dir's own key (the fleet took it over).
+    std::fs::copy(
+        st.data.join("audit.key"),
+        st.t.path().join("fleet-audit.key"),
+    )
+    .unwrap();
     let out = ok(&migrate(&st, &fleet));
+    assert!(
+        out.contains("checkpoints taken on the data dir hold"),
+        "{out}"
+    );
     for line in [
         "registry_tenants: 2 rows in the source, 2 in the copy",
         "registry_installs: 4 rows in the source, 4 in the copy",
@@ -197,6 +208,9 @@ fn a_migrated_data_dir_serves_the_same_answers_from_postgresql_and_s3() {
 
     // The audit chain goes on from the source's: its records verbatim first.
     on_copy(&st, &fleet, &["audit", "--verify"]);
+    // A checkpoint taken on the source holds on the copy.
+    let cp = checkpoints.to_str().unwrap();
+    on_copy(&st, &fleet, &["audit", "--verify", "--checkpoints", cp]);
     let copied = on_copy(&st, &fleet, &["audit", "--json"]);
     assert!(
         copied.starts_with(&source_lines),
@@ -246,8 +260,10 @@ fn a_damaged_source_is_refused_and_nothing_is_written() {
     );
     std::fs::write(&log, &text).unwrap();
 
-    // Nothing was written by the refused copies: the genuine source copies whole.
+    // Nothing was written by the refused copies: the genuine source copies whole (under a new
+    // audit key, which checkpoints taken before do not know).
     let out = ok(&migrate(&st, &fleet));
+    assert!(out.contains("take a new one"), "{out}");
     assert!(
         out.contains("registry_installs: 1 rows in the source, 1 in the copy"),
         "{out}"
