@@ -435,3 +435,220 @@ fn a_trust_reload_through_one_runner_is_enforced_by_all() {
         r.body
     );
 }
+
+/// The HAProxy binary: on `PATH` or where Debian puts it (`/usr/sbin`, off a user's `PATH`).
+/// Missing: under CI (`CI` set) the test fails, since `scripts/setup.sh` installs it; elsewhere
+/// it says the test is skipped.
+fn haproxy_binary() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|d| d.join("haproxy"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no haproxy on PATH or in /usr/sbin, and CI must run the load balancer's test: \
+             bash scripts/setup.sh installs it"
+        );
+        println!("skipped: no haproxy (bash scripts/setup.sh installs it)");
+    }
+    found
+}
+
+/// HAProxy in front of `runners` (round robin, each checked on `/readyz`), with its config in
+/// `dir`; each answer names the runner that served it in `x-served-by` (r0, r1, ...). Killed
+/// when dropped.
+struct Balancer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Balancer {
+    fn start(bin: &Path, dir: &Path, runners: &[Server]) -> Balancer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg_text = [
+            "global",
+            "  maxconn 1024",
+            "defaults",
+            "  mode http",
+            "  timeout connect 2s",
+            "  timeout client 30s",
+            "  timeout server 30s",
+            "frontend warden",
+            &format!("  bind 127.0.0.1:{port}"),
+            "  default_backend runners",
+            "backend runners",
+            "  balance roundrobin",
+            "  option httpchk",
+            "  http-check send meth GET uri /readyz ver HTTP/1.1 hdr host localhost",
+            "  http-check expect status 200",
+            "  default-server inter 200ms fall 2 rise 1",
+            "  http-response set-header x-served-by %s",
+        ]
+        .join("\n");
+        for (i, s) in runners.iter().enumerate() {
+            cfg_text.push_str(&format!("\n  server r{i} {} check", s.addr));
+        }
+        cfg_text.push('\n');
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, cfg_text).unwrap();
+        let check = Command::new(bin)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "haproxy -c: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        // -db: in the foreground, not a daemon, so the child is HAProxy itself.
+        let child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("haproxy.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let mut lb = Balancer {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        // Up when it answers through every runner.
+        let started = Instant::now();
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < runners.len() {
+            if let Some(status) = lb.child.try_wait().unwrap() {
+                panic!(
+                    "haproxy exited with {status}: {}",
+                    std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
+                );
+            }
+            let r = agent().get(format!("{}/readyz", lb.base)).call();
+            if let Ok(r) = r
+                && r.status() == 200
+                && let Some(by) = r.headers().get("x-served-by")
+            {
+                seen.insert(by.to_str().unwrap().to_string());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "haproxy did not reach every runner within 5 s (reached {seen:?})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lb
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A runner's count of alpha's successful hello calls, from its `/metrics`.
+fn hello_calls(s: &Server) -> u64 {
+    let m = get(&format!("{}/metrics", s.base), Some(ADMIN));
+    assert_eq!(m.status, 200, "{}", m.body);
+    m.body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "warden_calls_total{tenant=\"alpha\",extension=\"warden.hello\",outcome=\"ok\"} ",
+            )
+        })
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// With three runners behind HAProxy (round robin, health-checked on `/readyz`): published
+/// and installed through one runner, the extension is served through the balancer by every
+/// runner (each answer names its runner, and each runner's metrics count exactly the calls
+/// it answered); uninstalled through the balancer's admin route, every runner refuses it
+/// within a second.
+#[test]
+fn behind_a_load_balancer_every_runner_serves_and_refuses_within_a_second() {
+    let st = setup();
+    if !on_shared_storage(&st) {
+        return;
+    }
+    let Some(haproxy) = haproxy_binary() else {
+        return;
+    };
+    let runners = fleet(&st, "");
+    let lb = Balancer::start(&haproxy, st.t.path(), &runners);
+    let key = hello_for_alpha(&st, &runners[0]);
+    let calls = 12;
+    let mut served = std::collections::BTreeMap::<String, u64>::new();
+    for _ in 0..calls {
+        let r = get(&format!("{}/api/ext/warden.hello/hi", lb.base), Some(&key));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("Hello from warden"), "{}", r.body);
+        let by = r.headers["x-served-by"].to_str().unwrap().to_string();
+        *served.entry(by).or_default() += 1;
+    }
+    eprintln!("calls through the balancer, by runner: {served:?}");
+    for (i, s) in runners.iter().enumerate() {
+        let answered = served.get(&format!("r{i}")).copied().unwrap_or(0);
+        assert!(
+            answered > 0,
+            "runner {i} served none of {calls}: {served:?}"
+        );
+        assert_eq!(hello_calls(s), answered, "runner {i}'s metrics");
+    }
+    let r = send(
+        "DELETE",
+        &format!("{}/v1/admin/tenants/alpha/installs/warden.hello", lb.base),
+        Some(ADMIN),
+        b"",
+    );
+    assert!(
+        r.status == 200 || r.status == 204,
+        "{}: {}",
+        r.status,
+        r.body
+    );
+    let removed = Instant::now();
+    for s in &runners {
+        loop {
+            let r = get(&format!("{}/api/ext/warden.hello/hi", s.base), Some(&key));
+            if r.status == 404 {
+                break;
+            }
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert!(
+                removed.elapsed() < Duration::from_secs(1),
+                "{} still serves an uninstalled extension after {:?}",
+                s.base,
+                removed.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let all_refuse = removed.elapsed();
+    eprintln!("uninstall through the balancer refused by every runner after {all_refuse:?}");
+    // And through the balancer, whichever runner answers.
+    for _ in 0..runners.len() {
+        let r = get(&format!("{}/api/ext/warden.hello/hi", lb.base), Some(&key));
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (404, "not-found"),
+            "{}",
+            r.body
+        );
+    }
+    drop(lb);
+    drop(runners);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+}
