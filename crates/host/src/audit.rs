@@ -1,5 +1,12 @@
 //! The audit trail of calls: one record per use and denial, then the call's own record; and
 //! failing closed when records cannot be stored (see [`Inner::audit_gate`]).
+//!
+//! Records are written after the call. A call that ran but whose records could not be stored
+//! (the disk filled, the database restarted) keeps them in memory, up to [`MAX_UNSTORED`]
+//! records, and they are stored first, after a [`Event::Recovery`] record saying so, as soon
+//! as records can be stored again: its trail is late, not lost (unless the process ends
+//! before). Its caller gets `host-error` (502, no `retry-after`): the call ran, and a retry
+//! would run it again.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -11,6 +18,49 @@ use warden_runtime::{CallError, CallOutcome, CallReport, Denial, ErrorCode};
 use crate::error::{CallFailure, Called, HostError};
 use crate::host::Inner;
 use crate::installed::Loaded;
+
+/// Records of calls that ran, kept while they cannot be stored. Past this, the oldest are
+/// dropped and counted (only the calls in flight when the store fails end here: the gate
+/// refuses every later one).
+pub(crate) const MAX_UNSTORED: usize = 10_000;
+
+/// The records kept while the store fails, and how many were dropped past [`MAX_UNSTORED`].
+#[derive(Default)]
+pub(crate) struct Unstored {
+    records: std::collections::VecDeque<Record>,
+    dropped: u64,
+}
+
+impl Unstored {
+    fn keep(&mut self, records: Vec<Record>) {
+        for r in records {
+            if self.records.len() >= MAX_UNSTORED {
+                self.records.pop_front();
+                self.dropped += 1;
+            }
+            self.records.push_back(r);
+        }
+    }
+
+    /// The marker saying what the kept records are, or `None` if none are kept.
+    fn marker(&self) -> Option<Record> {
+        if self.records.is_empty() && self.dropped == 0 {
+            return None;
+        }
+        let mut message = format!(
+            "{} records of calls that ran while the audit log could not be written, stored late \
+             (a record already stored before the failure may appear twice)",
+            self.records.len()
+        );
+        if self.dropped > 0 {
+            message.push_str(&format!(
+                "; {} more were dropped (over {MAX_UNSTORED} kept)",
+                self.dropped
+            ));
+        }
+        Some(Record::new(Event::Recovery, String::new()).with_message(message))
+    }
+}
 
 impl Inner {
     /// A call refused before it ran, from async code: one audit record, awaited without
@@ -77,16 +127,26 @@ impl Inner {
                     )),
             );
         }
-        if !self.write_all(records).await {
-            // The call ran, but its trail is incomplete: its result is not handed out as a
-            // success (the caller sees why), and the host is closed until the log works again.
-            // Unavailable (503) like the calls refused after it: the storage is what failed
-            // (a database restarting), and the message says the call ran.
+        // Kept if they cannot be stored now (see the module docs): kept before the host is
+        // marked closed, so the probe that opens it again finds them.
+        if let Err(e) = self.audit.append_all(records.clone()).await {
+            self.lock_unstored().keep(records);
+            tracing::error!(
+                target: "warden::audit",
+                "could not write the records of a call that ran (kept, to be written late): {}",
+                warden_call::text::chain(&e)
+            );
+            self.audit_broke(e);
+            // The call ran, but its trail is late: its result is not handed out as a success,
+            // and the host is closed until records can be stored. Not `unavailable` (503,
+            // retry-after): a client retrying would run the call twice.
             return Err(CallFailure {
                 request_id: id,
-                error: CallError::Unavailable(
-                    self.audit_failure("the call ran but its audit records could not be written"),
-                ),
+                error: CallError::Host(self.audit_failure(
+                    "the call ran, but its audit records could not be written yet (they are kept \
+                     and written once the audit log works again); its result is withheld, and a \
+                     retry would run it again",
+                )),
                 logs: report.logs,
             });
         }
@@ -126,12 +186,47 @@ impl Inner {
         let refusal = refusal
             .with_outcome(Outcome::Error)
             .with_message("refused: the audit log could not be written");
-        if let Err(e) = self.audit.append(refusal) {
-            self.audit_broke(e);
-            return Err(HostError::AuditClosed);
+        match self
+            .store_unstored()
+            .and_then(|()| self.audit.append(refusal))
+        {
+            Ok(()) => self.reopen(),
+            Err(e) => self.audit_broke(e),
         }
-        self.audit_failed.store(false, Ordering::Release);
         Err(HostError::AuditClosed)
+    }
+
+    /// Opens the host again after a probe was stored; unless a call that failed meanwhile
+    /// kept records after the probe stored the kept ones: the next call probes again.
+    fn reopen(&self) {
+        self.audit_failed.store(false, Ordering::Release);
+        if !self.lock_unstored().records.is_empty() {
+            self.audit_failed.store(true, Ordering::Release);
+        }
+    }
+
+    fn lock_unstored(&self) -> std::sync::MutexGuard<'_, Unstored> {
+        self.unstored.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores the kept records of calls that ran (see the module docs), after their marker,
+    /// one by one; those not stored stay kept. Called only while the host is closed, by the
+    /// probe that may open it.
+    fn store_unstored(&self) -> Result<(), warden_audit::AuditError> {
+        let Some(marker) = self.lock_unstored().marker() else {
+            return Ok(());
+        };
+        self.audit.append(marker)?;
+        loop {
+            let Some(next) = self.lock_unstored().records.pop_front() else {
+                self.lock_unstored().dropped = 0;
+                return Ok(());
+            };
+            if let Err(e) = self.audit.append(next.clone()) {
+                self.lock_unstored().records.push_front(next);
+                return Err(e);
+            }
+        }
     }
 
     /// Stores the record of an operator's change; one that cannot be stored closes the host to
@@ -211,14 +306,15 @@ impl Inner {
         // Nothing ran: the client may try again (503), once records can be stored.
         let error = CallError::Unavailable(self.audit_failure("the audit log cannot be written"));
         let id = self.ids.next();
+        let probe = call_record(ext, &id, &CallReport::default(), Err(&error));
         match self
-            .audit
-            .append(call_record(ext, &id, &CallReport::default(), Err(&error)))
+            .store_unstored()
+            .and_then(|()| self.audit.append(probe))
         {
             // A failure recorded after this load (by a concurrent call) sets the flag again
             // when its own `write` fails, so clearing it here cannot hide a later failure for
             // more than the calls already past the gate.
-            Ok(()) => self.audit_failed.store(false, Ordering::Release),
+            Ok(()) => self.reopen(),
             Err(e) => self.audit_broke(e),
         }
         Err(CallFailure {

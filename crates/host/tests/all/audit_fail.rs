@@ -51,17 +51,19 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
     assert_eq!(lab.call(&echo, "echo", b"1").await.unwrap(), b"1");
     let healthy = sink.stored.len();
 
-    // The disk fills. The call in flight already ran, but its record is lost: its result is
-    // not handed out as a success, and the host notices.
+    // The disk fills. The call in flight already ran, but its records cannot be stored: its
+    // result is not handed out as a success, the caller is told it ran (`host-error`, not a
+    // retryable `unavailable`), and the host notices. Its records are kept.
     sink.failing.store(true, Ordering::SeqCst);
-    let e = lab.call(&echo, "echo", b"2").await.unwrap_err();
+    let ran = lab.call(&echo, "echo", b"2").await.unwrap_err();
     assert!(
-        matches!(&e.error, CallError::Unavailable(m) if m.what().contains("its audit records could not be written")),
-        "{e}"
+        matches!(&ran.error, CallError::Host(m) if m.what().contains("the call ran, but its audit records could not be written yet")),
+        "{ran}"
     );
+    assert_eq!(ran.error.code().as_str(), "host-error");
     assert!(
-        warden_call::text::chain(&e).contains("No space left"),
-        "{e}"
+        warden_call::text::chain(&ran).contains("No space left"),
+        "{ran}"
     );
     assert_eq!(sink.stored.len(), healthy);
 
@@ -82,13 +84,27 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
     assert!(!lab.host.audit_healthy());
 
     // Space is freed. The next call is still refused, but its refusal is stored: that is the
-    // proof the store works again.
+    // proof the store works again. Before it: the kept records of the call that ran, late,
+    // after a record saying so.
     sink.failing.store(false, Ordering::SeqCst);
     let e = lab.call(&echo, "echo", b"4").await.unwrap_err();
     assert!(refused_for_audit(&e), "{e}");
     assert!(lab.host.audit_healthy());
     let records = sink.stored.records();
-    assert_eq!(records.len(), healthy + 1);
+    assert_eq!(records.len(), healthy + 3, "{records:#?}");
+    let (marker, late) = (&records[healthy], &records[healthy + 1]);
+    assert_eq!(marker.event(), Event::Recovery);
+    assert!(
+        marker
+            .message()
+            .unwrap()
+            .contains("1 records of calls that ran"),
+        "{marker:?}"
+    );
+    assert_eq!(
+        (late.event(), late.outcome(), late.request_id()),
+        (Event::Call, Outcome::Ok, ran.request_id.as_str())
+    );
     let refusal = records.last().unwrap();
     assert_eq!(
         (refusal.event(), refusal.outcome()),
@@ -109,7 +125,7 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
     let req = http::Request::get("/greet/me").body(Bytes::new()).unwrap();
     assert_eq!(lab.call_http(&hello, req).await.unwrap().status(), 200);
     let records = sink.stored.records();
-    let ok_calls = records[healthy + 1..]
+    let ok_calls = records[healthy + 3..]
         .iter()
         .filter(|r| r.event() == Event::Call && r.outcome() == Outcome::Ok)
         .count();
