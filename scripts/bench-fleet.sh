@@ -105,9 +105,32 @@ EOF
 url_path=/api/ext/warden.hello/hi
 
 # --- one run -----------------------------------------------------------------------------------
-declare -A rps p50 p99 cpu reqs split
+declare -A rps p50 p99 cpu reqs split commits wcpu pgcpu lbcpu
 wrk_args=(-t"$threads" -c"$conns" --latency)
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; } # user nice system irq softirq
+# CPU ticks (user + system) of the processes PIDS, 0 for one gone.
+ticks_of() { # PIDS...
+  local pid sum=0 t
+  for pid in "$@"; do
+    [ -n "$pid" ] || continue
+    t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || t=0
+    sum=$((sum + ${t:-0}))
+  done
+  echo "$sum"
+}
+# PostgreSQL's: the postmaster's, its children's that ended, and every live child's.
+pg_ticks() {
+  local pm kids
+  pm=$(head -1 "$cluster/shared/pg/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+  kids=$(awk -v pm="$pm" '$4 == pm { print $1 }' /proc/[0-9]*/stat 2>/dev/null || true)
+  # shellcheck disable=SC2086
+  echo $(( $(ticks_of "$pm" $kids) + $(awk '{ print $16 + $17 }' "/proc/$pm/stat") ))
+}
+# The warden processes of the setup being measured: the embedded runner or the fleet's.
+warden_pids() {
+  if [ -n "$server_pid" ]; then echo "$server_pid"; else cat "$cluster"/runner-*.pid; fi
+}
+per_req() { awk -v t="$1" -v hz="$2" -v n="$3" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }'; }
 # The runners' counts of the bench tenant's hello calls, "n1 n2 n3" (metrics, admin token).
 runner_calls() {
   local u n
@@ -117,6 +140,9 @@ runner_calls() {
     printf '%s ' "${n:-0}"
   done
 }
+# Transactions PostgreSQL committed in the fleet's database so far (its statistics are
+# flushed within a second).
+pg_commits() { psql "$WARDEN_CLUSTER_PG_URL" -Atqc "select xact_commit from pg_stat_database where datname = current_database()"; }
 bench() { # NAME URL KEY
   local name=$1 url=$2 key=$3
   local code
@@ -125,11 +151,22 @@ bench() { # NAME URL KEY
   wrk "${wrk_args[@]}" -d"$warmup" -H "Authorization: Bearer $key" "$url" > "$work/logs/$name.warmup.txt"
   local t0 t1 c0 c1 out hz
   hz=$(getconf CLK_TCK)
+  local x0=
   c0=
-  if [ "$name" != embedded ]; then c0=$(runner_calls); fi
+  if [ "$name" != embedded ]; then c0=$(runner_calls); sleep 1.5; x0=$(pg_commits); fi
+  local w0 p0 l0
+  # shellcheck disable=SC2046
+  w0=$(ticks_of $(warden_pids))
+  p0=$(pg_ticks)
+  l0=$(ticks_of "$lb_pid")
   t0=$(busy_ticks)
   wrk "${wrk_args[@]}" -d"$duration" -H "Authorization: Bearer $key" "$url" > "$work/logs/$name.wrk.txt"
   t1=$(busy_ticks)
+  local w1 p1 l1
+  # shellcheck disable=SC2046
+  w1=$(ticks_of $(warden_pids))
+  p1=$(pg_ticks)
+  l1=$(ticks_of "$lb_pid")
   out=$work/logs/$name.wrk.txt
   if grep -qE 'Non-2xx|Socket errors' "$out"; then
     cat "$out" >&2
@@ -141,9 +178,17 @@ bench() { # NAME URL KEY
   p50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
   p99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
   reqs[$name]=$(awk '/requests in/ {print $1}' "$out")
-  cpu[$name]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="${reqs[$name]}" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }')
+  cpu[$name]=$(per_req $((t1 - t0)) "$hz" "${reqs[$name]}")
+  wcpu[$name]=$(per_req $((w1 - w0)) "$hz" "${reqs[$name]}")
+  pgcpu[$name]=-
+  lbcpu[$name]=-
+  if [ "$name" != embedded ]; then pgcpu[$name]=$(per_req $((p1 - p0)) "$hz" "${reqs[$name]}"); fi
+  if [ -n "$lb_pid" ]; then lbcpu[$name]=$(per_req $((l1 - l0)) "$hz" "${reqs[$name]}"); fi
   split[$name]=-
+  commits[$name]=-
   if [ -n "$c0" ]; then
+    sleep 1.5
+    commits[$name]=$(awk -v a="$x0" -v b="$(pg_commits)" -v n="${reqs[$name]}" 'BEGIN { printf "%.2f", (b - a) / n }')
     c1=$(runner_calls)
     # Each runner's share of the calls measured (warm-up excluded), in %.
     split[$name]=$(awk -v a="$c0" -v b="$c1" 'BEGIN { n = split(a, x, " "); split(b, y, " "); t = 0;
@@ -264,13 +309,17 @@ embedded: one runner, SQLite and files in --data
 PostgreSQL + S3: PostgreSQL $(psql "$WARDEN_CLUSTER_PG_URL" -Atqc 'show server_version' | awk '{print $1}') and moto on this
   machine (scripts/cluster.sh), three runners up throughout; "direct" loads runner 1 alone,
   "HAProxy xN" the first N runners behind $("$haproxy" -v | awk 'NR == 1 {print $1, $3}') (round robin, keep-alive)
-CPU us/req: the machine's busy CPU time (every process, wrk too) per request measured
+CPU us/req: busy CPU time per request measured: the whole machine's (every process, wrk
+  too), and of it the warden runners', PostgreSQL's and HAProxy's
+PG tx/req: transactions committed in PostgreSQL per request (audit rounds, rate leases, lookups)
 
-setup                      req/s    p50 ms    p99 ms  CPU us/req  vs embedded  runners' share %
+                                                     --------- CPU us/req ----------
+setup                      req/s    p50 ms    p99 ms  machine  warden  postgres  haproxy  PG tx/req  vs embedded  runners' share %
 EOF
 row() { # NAME LABEL
-  printf '%-22s %9.0f %9.3f %9.3f %11s %11sx  %s\n' "$2" "${rps[$1]}" "${p50[$1]}" "${p99[$1]}" \
-    "${cpu[$1]}" "$(ratio "${rps[$1]}" "${rps[embedded]}")" "${split[$1]}"
+  printf '%-22s %9.0f %9.3f %9.3f %8s %7s %9s %8s %10s %11sx  %s\n' "$2" "${rps[$1]}" "${p50[$1]}" \
+    "${p99[$1]}" "${cpu[$1]}" "${wcpu[$1]}" "${pgcpu[$1]}" "${lbcpu[$1]}" "${commits[$1]}" \
+    "$(ratio "${rps[$1]}" "${rps[embedded]}")" "${split[$1]}"
 }
 row embedded "embedded (SQLite)"
 row pg-direct "PostgreSQL, direct"
