@@ -2,7 +2,8 @@
 //! failing closed when records cannot be stored (see [`Inner::audit_gate`]).
 //!
 //! Records are written after the call. A call that ran but whose records could not be stored
-//! (the disk filled, the database restarted) keeps them in memory, up to [`MAX_UNSTORED`]
+//! (the disk filled, the database restarted) keeps them in memory, up to
+//! [`MAX_UNSTORED`](crate::unstored::MAX_UNSTORED)
 //! records, and they are stored first, after a [`Event::Recovery`] record saying so, as soon
 //! as records can be stored again: its trail is late, not lost (unless the process ends
 //! before). Its caller gets `host-error` (502, no `retry-after`): the call ran, and a retry
@@ -18,49 +19,6 @@ use warden_runtime::{CallError, CallOutcome, CallReport, Denial, ErrorCode};
 use crate::error::{CallFailure, Called, HostError};
 use crate::host::Inner;
 use crate::installed::Loaded;
-
-/// Records of calls that ran, kept while they cannot be stored. Past this, the oldest are
-/// dropped and counted (only the calls in flight when the store fails end here: the gate
-/// refuses every later one).
-pub(crate) const MAX_UNSTORED: usize = 10_000;
-
-/// The records kept while the store fails, and how many were dropped past [`MAX_UNSTORED`].
-#[derive(Default)]
-pub(crate) struct Unstored {
-    records: std::collections::VecDeque<Record>,
-    dropped: u64,
-}
-
-impl Unstored {
-    fn keep(&mut self, records: Vec<Record>) {
-        for r in records {
-            if self.records.len() >= MAX_UNSTORED {
-                self.records.pop_front();
-                self.dropped += 1;
-            }
-            self.records.push_back(r);
-        }
-    }
-
-    /// The marker saying what the kept records are, or `None` if none are kept.
-    fn marker(&self) -> Option<Record> {
-        if self.records.is_empty() && self.dropped == 0 {
-            return None;
-        }
-        let mut message = format!(
-            "{} records of calls that ran while the audit log could not be written, stored late \
-             (a record already stored before the failure may appear twice)",
-            self.records.len()
-        );
-        if self.dropped > 0 {
-            message.push_str(&format!(
-                "; {} more were dropped (over {MAX_UNSTORED} kept)",
-                self.dropped
-            ));
-        }
-        Some(Record::new(Event::Recovery, String::new()).with_message(message))
-    }
-}
 
 impl Inner {
     /// A call refused before it ran, from async code: one audit record, awaited without
@@ -200,12 +158,12 @@ impl Inner {
     /// kept records after the probe stored the kept ones: the next call probes again.
     fn reopen(&self) {
         self.audit_failed.store(false, Ordering::Release);
-        if !self.lock_unstored().records.is_empty() {
+        if !self.lock_unstored().is_empty() {
             self.audit_failed.store(true, Ordering::Release);
         }
     }
 
-    fn lock_unstored(&self) -> std::sync::MutexGuard<'_, Unstored> {
+    fn lock_unstored(&self) -> std::sync::MutexGuard<'_, crate::unstored::Unstored> {
         self.unstored.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -218,12 +176,11 @@ impl Inner {
         };
         self.audit.append(marker)?;
         loop {
-            let Some(next) = self.lock_unstored().records.pop_front() else {
-                self.lock_unstored().dropped = 0;
+            let Some(next) = self.lock_unstored().next() else {
                 return Ok(());
             };
             if let Err(e) = self.audit.append(next.clone()) {
-                self.lock_unstored().records.push_front(next);
+                self.lock_unstored().put_back(next);
                 return Err(e);
             }
         }

@@ -216,7 +216,7 @@ impl HostBuilder {
                 ids: RequestIds::new(),
                 audit_failed: AtomicBool::new(false),
                 audit_failure: Mutex::new(None),
-                unstored: Mutex::new(crate::audit::Unstored::default()),
+                unstored: Mutex::new(crate::unstored::Unstored::default()),
                 turns: warden_runtime::Turns::per_core(),
                 guests: if self.guest_threads {
                     crate::guests::Guests::start()

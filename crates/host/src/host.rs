@@ -87,7 +87,7 @@ pub(crate) struct Inner {
     pub(crate) audit_failure: Mutex<Option<Arc<warden_audit::AuditError>>>,
     /// The records of calls that ran while they could not be stored: stored first, late, once
     /// records can be stored again (see `audit.rs`).
-    pub(crate) unstored: Mutex<crate::audit::Unstored>,
+    pub(crate) unstored: Mutex<crate::unstored::Unstored>,
     /// The cores' turns, shared by the tenants' calls in round (see `warden_runtime::Turns`).
     pub(crate) turns: Arc<warden_runtime::Turns>,
     /// The threads guest code runs on.

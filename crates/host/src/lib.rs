@@ -42,6 +42,7 @@ mod refusals;
 mod secrets;
 mod storage;
 mod tenant;
+mod unstored;
 mod usage;
 
 pub use admin::{Admin, Installed};

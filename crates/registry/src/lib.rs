@@ -14,7 +14,6 @@
 //! (feature `testing`). This crate knows nothing of SQLite, Wasmtime or HTTP.
 
 mod approval;
-mod image;
 mod key;
 mod plan;
 mod rate;
@@ -24,11 +23,11 @@ pub mod testing;
 mod trust;
 
 pub use approval::Approval;
-pub use image::{Pin, RegistryImage};
 pub use key::{ApiKey, KeyHash};
 pub use plan::{Plan, PlanError, plan};
 pub use rate::{MemoryRateLeases, Rate, RateLeases};
 pub use store::{
-    BlobError, BlobStore, InstallRecord, Published, Registry, RegistryError, TenantRecord,
+    BlobError, BlobStore, InstallRecord, Pin, Published, Registry, RegistryError, RegistryImage,
+    TenantRecord,
 };
 pub use trust::SharedTrust;
