@@ -10,8 +10,9 @@
 
 use std::sync::mpsc;
 
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
+use crate::tls::Connector;
 use crate::{PgError, PgStore};
 
 /// The channel every change is announced on.
@@ -127,11 +128,12 @@ pub(crate) async fn announce(
     Ok(version)
 }
 
-/// Opens a connection of its own and listens on [`CHANNEL`]: returns once listening, with the
-/// notices in commit order. The receiver ends when the connection is lost; dropping the client
-/// closes it.
+/// Opens a connection of its own (with the store's TLS settings, as every connection) and
+/// listens on [`CHANNEL`]: returns once listening, with the notices in commit order. The
+/// receiver ends when the connection is lost; dropping the client closes it.
 pub(crate) async fn listen(
     config: &tokio_postgres::Config,
+    tls: &Connector,
 ) -> Result<
     (
         tokio_postgres::Client,
@@ -139,7 +141,7 @@ pub(crate) async fn listen(
     ),
     tokio_postgres::Error,
 > {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (notices, incoming) = tokio::sync::mpsc::unbounded_channel();
     // Polling the connection also drives the client's queries (the LISTEN below).
     tokio::spawn(async move {
@@ -196,9 +198,10 @@ impl PgStore {
     /// lost (subscribe again, and reload); dropping it stops the listener.
     pub fn changes(&self) -> Result<mpsc::Receiver<Change>, PgError> {
         let (config, url) = (self.inner.config.clone(), self.url().clone());
+        let tls = self.tls().clone();
         let (tx, rx) = mpsc::channel();
         let listening = self.run(async move {
-            let (client, mut incoming) = listen(&config).await.map_err(|e| PgError::Database {
+            let (client, mut incoming) = listen(&config, &tls).await.map_err(|e| PgError::Database {
                 url: url.clone(),
                 action: "listening for changes",
                 source: Box::new(e),

@@ -16,9 +16,14 @@
 //! for the round trip: keep such calls off the executor (the kv and secrets paths already run
 //! on `spawn_blocking`).
 //!
-//! TLS is a later step: only plaintext connections are made, so a URL asking for TLS
-//! (`sslmode=require`, `verify-ca`, `verify-full`) is refused rather than silently connected
-//! in the clear. Use a loopback address or a Unix socket until then.
+//! Every connection (the pool's, the change listeners', the ones of its own a long read or a
+//! session lock takes) is made with the same TLS settings, from the URL (`tls.rs` has the
+//! details): `require`, `verify-ca` and `verify-full` all mean TLS with the certificate chain
+//! *and* the host name verified (stricter than libpq's first two); `prefer` (the default, as in
+//! libpq) means the same when the server offers TLS, and the clear only when it has none;
+//! `disable`, the clear. Warden never makes an unverified TLS connection. `sslrootcert=PATH`
+//! names the CA file to trust instead of the Mozilla root bundle; `sslcert`/`sslkey` a client
+//! certificate. [`PgStore::tls_version`] says what the first connection negotiated.
 //!
 //! The URL may hold a password: it is shown only through `warden_manifest::DatabaseUrl`, which
 //! replaces it, in errors, `Debug` and logs.
@@ -33,15 +38,16 @@ mod rows;
 mod schema;
 mod secrets;
 mod snapshot;
+mod tls;
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use warden_manifest::DatabaseUrl;
 
 pub use audit::{PgAuditSource, PgRoundStore};
@@ -70,13 +76,21 @@ pub enum PgError {
     /// The URL does not parse. The reason never quotes the URL (it may hold a password).
     #[error("database URL: {0}")]
     Url(String),
-    /// The URL asks for TLS, which this build does not do yet.
-    #[error(
-        "{url}: sslmode={mode} asks for TLS, which this warden does not support yet; use a \
-         loopback address or a Unix socket (sslmode=disable or prefer, which connect in the \
-         clear)"
-    )]
-    Tls { url: DatabaseUrl, mode: String },
+    /// A file the URL names for TLS (`sslrootcert`, `sslcert`, `sslkey`) cannot be used.
+    #[error("database URL: {param}={}: {reason}", path.display())]
+    TlsFile {
+        param: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// The TLS handshake failed (the reason says why: "certificate not trusted", "name
+    /// mismatch", ...), or the server offers no TLS where the URL requires it.
+    #[error("{url}: TLS to {host}: {reason}")]
+    Tls {
+        url: DatabaseUrl,
+        host: String,
+        reason: String,
+    },
     /// The server would acknowledge writes it has not made durable.
     #[error(
         "{url}: the server runs with {setting} = {value}, so an acknowledged write could be \
@@ -126,6 +140,10 @@ struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     config: tokio_postgres::Config,
+    /// What every connection is made with (the pool's too).
+    tls: tls::Connector,
+    /// What the connection made at connect negotiated: the TLS version, `None` in the clear.
+    session: OnceLock<Option<String>>,
     url: DatabaseUrl,
 }
 
@@ -145,29 +163,18 @@ impl fmt::Debug for PgStore {
     }
 }
 
-/// The parts of a URL: the redacted form for messages and the driver's config.
-fn parse_url(url: &str) -> Result<(DatabaseUrl, tokio_postgres::Config), PgError> {
+/// The parts of a URL: the redacted form for messages, the driver's config (its `sslmode`
+/// set from ours) and the TLS settings.
+fn parse_url(
+    url: &str,
+) -> Result<(DatabaseUrl, tokio_postgres::Config, tls::TlsSettings), PgError> {
     let shown = DatabaseUrl::parse(url).map_err(PgError::Url)?;
-    // tokio-postgres knows no verify-*: name them here, before its generic parse error.
-    if let Some(mode) = query_value(url, "sslmode")
-        && !matches!(mode, "disable" | "prefer")
-    {
-        return Err(PgError::Tls {
-            url: shown,
-            mode: mode.to_owned(),
-        });
-    }
-    let mut config = tokio_postgres::Config::from_str(url)
+    // tokio-postgres knows no verify-* and no file parameters: they are taken out first.
+    let (driver_url, tls) = tls::split_url(url)?;
+    let mut config = tokio_postgres::Config::from_str(&driver_url)
         // Its messages name the option, never the value.
         .map_err(|e| PgError::Url(e.to_string()))?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(PgError::Tls {
-            url: shown,
-            mode: "require".into(),
-        });
-    }
-    // Under NoTls, `prefer` falls back to plaintext; say so plainly instead of trying TLS.
-    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    config.ssl_mode(tls.mode);
     let options = format!(
         "{} -c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}",
         config.get_options().unwrap_or_default()
@@ -177,16 +184,7 @@ fn parse_url(url: &str) -> Result<(DatabaseUrl, tokio_postgres::Config), PgError
         config.application_name("warden");
     }
     config.connect_timeout(POOL_TIMEOUT);
-    Ok((shown, config))
-}
-
-fn query_value<'a>(url: &'a str, name: &str) -> Option<&'a str> {
-    let (_, query) = url.split_once('?')?;
-    query.split('&').find_map(|kv| {
-        kv.split_once('=')
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v)
-    })
+    Ok((shown, config, tls))
 }
 
 impl PgStore {
@@ -195,8 +193,11 @@ impl PgStore {
     /// server makes acknowledged writes durable, and applies the missing migrations (under an
     /// advisory lock, so runners starting together are safe). A database migrated by a newer
     /// warden is refused.
+    ///
+    /// The URL's TLS files are read here, once; a failed TLS handshake is [`PgError::Tls`].
     pub fn connect(url: &str) -> Result<PgStore, PgError> {
-        let (shown, config) = parse_url(url)?;
+        let (shown, config, settings) = parse_url(url)?;
+        let connector = settings.connector()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("warden-pg")
@@ -205,7 +206,7 @@ impl PgStore {
             .map_err(PgError::Runtime)?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            connector.clone(),
             ManagerConfig {
                 // A closed connection is dropped when it comes back; a live one is reused
                 // without a round trip.
@@ -229,12 +230,48 @@ impl PgStore {
                 runtime: Some(runtime),
                 pool,
                 config,
+                tls: connector,
+                session: OnceLock::new(),
                 url: shown,
             }),
         };
         let s = store.clone();
-        store.run(async move { schema::prepare(&s).await })??;
+        store
+            .run(async move { schema::prepare(&s).await })?
+            .map_err(|e| store.explain_tls(e, &settings))?;
+        tls::log_session(&store.inner.url, &settings, store.tls_version());
         Ok(store)
+    }
+
+    /// A connection error that is a TLS failure, as [`PgError::Tls`].
+    fn explain_tls(&self, e: PgError, settings: &tls::TlsSettings) -> PgError {
+        let PgError::Database { source, .. } = &e else {
+            return e;
+        };
+        match tls::failure(source.as_ref(), settings, &tls::hosts(&self.inner.config)) {
+            Some((host, reason)) => PgError::Tls {
+                url: self.inner.url.clone(),
+                host,
+                reason,
+            },
+            None => e,
+        }
+    }
+
+    /// The TLS version the connection made at [`PgStore::connect`] negotiated (`TLSv1.3`), its
+    /// certificate and host name verified; `None` when it is in the clear (`sslmode=disable`,
+    /// or `prefer` with a server that offers no TLS). Every later connection is made with the
+    /// same settings.
+    pub fn tls_version(&self) -> Option<&str> {
+        self.inner.session.get().and_then(|v| v.as_deref())
+    }
+
+    pub(crate) fn set_session(&self, version: Option<String>) {
+        let _ = self.inner.session.set(version);
+    }
+
+    pub(crate) fn tls(&self) -> &tls::Connector {
+        &self.inner.tls
     }
 
     /// The URL with its password replaced: names the store in messages.
@@ -253,7 +290,7 @@ impl PgStore {
     /// A connection of its own, outside the pool (a session-level lock, a long read): it closes
     /// when the client is dropped, which ends whatever it held.
     pub(crate) async fn dedicated(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = self.inner.config.connect(NoTls).await?;
+        let (client, connection) = self.inner.config.connect(self.inner.tls.clone()).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(target: "warden::pg", error = %e, "dedicated connection ended");
@@ -350,16 +387,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_urls_are_refused_by_name_without_the_password() {
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let url = format!("postgres://u:s3cret@db.example/w?sslmode={mode}");
-            let e = parse_url(&url).unwrap_err().to_string();
-            assert!(e.contains(&format!("sslmode={mode}")), "{e}");
-            assert!(e.contains("TLS"), "{e}");
-            assert!(!e.contains("s3cret"), "{e}");
+    fn the_driver_gets_our_sslmode_and_none_of_our_parameters() {
+        use tokio_postgres::config::SslMode;
+        for (mode, want) in [
+            ("disable", SslMode::Disable),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::Require),
+            ("verify-full", SslMode::Require),
+        ] {
+            let url = format!("postgres://u:s3cret@db.example/w?sslmode={mode}&application_name=x");
+            let (shown, c, _) = parse_url(&url).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.get_ssl_mode(), want, "{mode}");
+            assert_eq!(c.get_application_name(), Some("x"));
+            assert!(!shown.to_string().contains("s3cret"));
         }
-        let (_, c) = parse_url("postgres://u:s3cret@127.0.0.1/w?sslmode=prefer").unwrap();
-        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+        let (_, c, _) = parse_url("postgres://u@127.0.0.1/w").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
+        let (_, c, s) = parse_url(
+            "postgres://u@127.0.0.1/w?sslmode=verify-full&sslrootcert=/ca.pem&user=other",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.get_user(), Some("other"));
+        assert_eq!(s.roots, tls::Roots::File("/ca.pem".into()));
     }
 
     #[test]
@@ -368,6 +418,8 @@ mod tests {
             "postgres://u:s3cret@127.0.0.1/w?port=notaport",
             "mysql://u:s3cret@127.0.0.1/w",
             "postgres://u:s3cret@127.0.0.1/w?nosuch=1",
+            "postgres://u:s3cret@127.0.0.1/w?sslmode=verify-full&sslcompression=1",
+            "postgres://u:s3cret@127.0.0.1/w?sslrootcert=/x&sslmode",
         ] {
             let e = parse_url(url).unwrap_err().to_string();
             assert!(!e.contains("s3cret"), "{e}");
@@ -376,7 +428,7 @@ mod tests {
 
     #[test]
     fn timeouts_are_set_on_every_connection() {
-        let (shown, c) = parse_url("postgres://u:pw@127.0.0.1/w?options=-c%20work_mem=4MB")
+        let (shown, c, _) = parse_url("postgres://u:pw@127.0.0.1/w?options=-c%20work_mem=4MB")
             .unwrap_or_else(|e| panic!("{e}"));
         let o = c.get_options().unwrap_or_default();
         assert!(o.contains("statement_timeout=5000"), "{o}");

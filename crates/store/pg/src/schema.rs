@@ -85,6 +85,10 @@ fn db(store: &PgStore, action: &'static str) -> impl FnOnce(tokio_postgres::Erro
 /// which also releases the advisory lock whatever happened).
 pub(crate) async fn prepare(store: &PgStore) -> Result<(), PgError> {
     let client = store.dedicated().await.map_err(db(store, "connecting"))?;
+    let session = crate::tls::session(&client)
+        .await
+        .map_err(db(store, "reading the connection's TLS state"))?;
+    store.set_session(session);
     durable(store, &client).await?;
     migrate(store, &client).await
 }

@@ -26,6 +26,7 @@ use warden_registry::{InstallRecord, KeyHash, RegistryError};
 
 use crate::feed::{Change, ChangeKind, listen};
 use crate::rows::{Fail, INSTALL_COLUMNS, install_row};
+use crate::tls::Connector;
 use crate::{BoxError, PgError, PgStore};
 
 /// How often the listener asks for the registry version.
@@ -420,6 +421,7 @@ async fn poll(
 async fn listener(
     weak: Weak<Cache>,
     config: tokio_postgres::Config,
+    tls: Connector,
     mut conn: Option<(Client, UnboundedReceiver<Notification>)>,
 ) {
     let mut backoff = BACKOFF.0;
@@ -428,16 +430,17 @@ async fn listener(
             Some(c) => c,
             None => {
                 let Some(cache) = weak.upgrade() else { return };
-                let connected = match tokio::time::timeout(CONNECT_TIMEOUT, listen(&config)).await {
-                    Ok(Ok((mut client, notices))) => {
-                        let _update = cache.update.lock().await;
-                        reload(&mut client, &cache)
-                            .await
-                            .map(|()| (client, notices))
-                    }
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(e) => Err(e.into()),
-                };
+                let connected =
+                    match tokio::time::timeout(CONNECT_TIMEOUT, listen(&config, &tls)).await {
+                        Ok(Ok((mut client, notices))) => {
+                            let _update = cache.update.lock().await;
+                            reload(&mut client, &cache)
+                                .await
+                                .map(|()| (client, notices))
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(e) => Err(e.into()),
+                    };
                 drop(cache);
                 match connected {
                     Ok(c) => {
@@ -468,17 +471,18 @@ impl PgStore {
     /// Listens, loads the whole snapshot, and starts the listener that keeps it current.
     pub(crate) fn start_cache(&self) -> Result<Arc<Cache>, PgError> {
         let (config, location) = (self.inner.config.clone(), self.location());
-        let url = self.url().clone();
+        let (url, tls) = (self.url().clone(), self.tls().clone());
         self.run(async move {
             let failed = |source: BoxError| PgError::Database {
                 url: url.clone(),
                 action: "loading the registry snapshot",
                 source,
             };
-            let (mut client, notices) = tokio::time::timeout(CONNECT_TIMEOUT, listen(&config))
-                .await
-                .map_err(|e| failed(Box::new(e)))?
-                .map_err(|e| failed(Box::new(e)))?;
+            let (mut client, notices) =
+                tokio::time::timeout(CONNECT_TIMEOUT, listen(&config, &tls))
+                    .await
+                    .map_err(|e| failed(Box::new(e)))?
+                    .map_err(|e| failed(Box::new(e)))?;
             let started = Instant::now();
             let snapshot = match tokio::time::timeout(RELOAD_TIMEOUT, load(&mut client)).await {
                 Ok(Ok(s)) => s,
@@ -496,6 +500,7 @@ impl PgStore {
             tokio::spawn(listener(
                 Arc::downgrade(&cache),
                 config,
+                tls,
                 Some((client, notices)),
             ));
             Ok(cache)
