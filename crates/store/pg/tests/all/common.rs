@@ -42,11 +42,43 @@ pub fn server_url() -> Option<String> {
     }
 }
 
+/// The query that makes a store verify the test server's TLS (`WARDEN_TEST_PG_CA`, printed by
+/// `scripts/shared-storage.sh`): `sslmode=verify-full&sslrootcert=...`, or `None` for a server
+/// without TLS. The test server offers TLS, so a URL without it would be refused by warden
+/// (`prefer` verifies what the server offers, against the Mozilla roots by default).
+pub fn tls_query() -> Option<String> {
+    let ca = std::env::var("WARDEN_TEST_PG_CA")
+        .ok()
+        .filter(|c| !c.is_empty())?;
+    Some(format!("sslmode=verify-full&sslrootcert={}", enc(&ca)))
+}
+
+/// Percent-encodes a URL parameter's value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `url` with `params` added to its query.
+pub fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
 /// A new, empty database, dropped (with whatever is still connected to it) on drop.
 pub struct TestDb {
     admin: String,
     name: String,
+    /// For the store: over TLS, verified, when the server has it.
     url: String,
+    /// For the tests' own SQL (tokio-postgres without TLS).
+    plain: String,
 }
 
 impl TestDb {
@@ -59,15 +91,40 @@ impl TestDb {
         // The maintenance URL with this database instead: `…/postgres` → `…/warden_t_…`.
         let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
         let (root, _) = base.rsplit_once('/').unwrap();
-        let url = match query {
+        let plain = match query {
             "" => format!("{root}/{name}"),
             q => format!("{root}/{name}?{q}"),
         };
-        Some(TestDb { admin, name, url })
+        let url = match tls_query() {
+            Some(tls) => with_params(&plain, &tls),
+            None => plain.clone(),
+        };
+        Some(TestDb {
+            admin,
+            name,
+            url,
+            plain,
+        })
     }
 
+    /// The store's URL for this database.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The store's URL with `params` added.
+    pub fn url_with(&self, params: &str) -> String {
+        with_params(&self.url, params)
+    }
+
+    /// The URL without TLS parameters (the tests of TLS add their own).
+    pub fn plain_url(&self) -> &str {
+        &self.plain
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// A store (a runner) on this database.
@@ -77,7 +134,7 @@ impl TestDb {
 
     /// Runs `sql` on this database behind warden's back, as an intruder or an operator would.
     pub fn sql(&self, sql: &str) {
-        admin(&self.url, sql).unwrap();
+        admin(&self.plain, sql).unwrap();
     }
 
     /// The first column of the first row of `sql`, as text.
@@ -87,7 +144,7 @@ impl TestDb {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            let (client, conn) = tokio_postgres::connect(&self.plain, tokio_postgres::NoTls)
                 .await
                 .unwrap();
             tokio::spawn(conn);

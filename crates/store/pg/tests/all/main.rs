@@ -17,3 +17,4 @@ mod rate;
 mod registry;
 mod schema;
 mod secrets;
+mod tls;

@@ -288,11 +288,10 @@ fn the_listener_reconnects_after_its_connection_is_ended() {
     writer.create_tenant(&acme(), &key).unwrap();
     // Named, so that only its connections are ended (a pooled one the writer is about to use,
     // ended under it, would fail its write).
-    let cached =
-        warden_store_pg::PgStore::connect(&format!("{}?application_name=warden_cached", db.url()))
-            .unwrap()
-            .registry_cached()
-            .unwrap();
+    let cached = warden_store_pg::PgStore::connect(&db.url_with("application_name=warden_cached"))
+        .unwrap()
+        .registry_cached()
+        .unwrap();
     assert_eq!(cached.tenant_by_key(&key).unwrap(), Some(acme()));
     let cut = Instant::now();
     db.sql(

@@ -3,7 +3,7 @@
 
 use warden_store_pg::{PgError, PgStore, SCHEMA_VERSION};
 
-use crate::common::{TestDb, server_url};
+use crate::common::{TestDb, server_url, tls_query, with_params};
 
 #[test]
 fn runners_starting_together_migrate_once() {
@@ -42,7 +42,7 @@ fn a_database_from_a_newer_warden_is_refused() {
 #[test]
 fn a_server_that_may_lose_commits_is_refused() {
     let Some(db) = TestDb::new() else { return };
-    let name = db.url().rsplit('/').next().unwrap().to_owned();
+    let name = db.name().to_owned();
     db.sql(&format!(
         "ALTER DATABASE {name} SET synchronous_commit = off"
     ));
@@ -63,6 +63,11 @@ fn a_password_is_never_shown() {
         format!("postgres://warden:s3cret-pw@{host}/no_such_db_here"),
         "postgres://warden:s3cret-pw@127.0.0.1:1/x".to_owned(),
     ] {
+        // Over TLS when the server has it: the database is missing, not the trust.
+        let url = match tls_query() {
+            Some(tls) => with_params(&url, &tls),
+            None => url,
+        };
         let e = PgStore::connect(&url).unwrap_err();
         let mut all = format!("{e} {e:?}");
         let mut cause = std::error::Error::source(&e);
