@@ -3,21 +3,25 @@
 //! so that an operator who outgrows one machine keeps everything.
 //!
 //! The order makes a failure at any step harmless:
-//! 1. The target must be empty (a copy never merges into a fleet's data).
+//! 1. The source must not be in use (no process has its files open), its audit log must
+//!    verify under its key (chain, head, the head's MAC, and `--checkpoints` if given), and the
+//!    target must be empty: a copy never merges into a fleet's data.
 //! 2. Every published bundle's blob is read (its hash checked) and uploaded. Blobs are
 //!    content-addressed: uploading one again is harmless.
-//! 3. One PostgreSQL transaction takes everything else: the registry, the key-value rows
-//!    (sequence numbers and usage kept), the secrets (opened with the data dir's key and
-//!    sealed again under the fleet's, in this process: PostgreSQL never sees a plaintext), and
-//!    the audit log's lines verbatim after its chain and head were checked, with a head MACed
-//!    under the fleet's audit key. The row counts are compared before the commit, and the
-//!    source's files must not have changed since the start (a runner still serving it would
-//!    lose what it wrote meanwhile). Anything wrong: rollback, nothing written.
+//! 3. One PostgreSQL transaction takes everything else, read from one read-only snapshot of
+//!    the source database: the registry, the key-value rows (sequence numbers and usage kept),
+//!    the secrets (opened with the data dir's key and sealed again under the fleet's, in this
+//!    process: PostgreSQL never sees a plaintext), and the audit log's lines verbatim as they
+//!    are checked, with a head MACed under the fleet's audit key. The row counts are compared
+//!    before the commit, and the source must be unchanged and unused since the start.
+//!    Anything wrong: rollback, nothing written.
 //! 4. After the commit, everything is read back through the paths runners use and compared:
 //!    the registry whole, a digest of every key-value row, every secret's value, the audit
 //!    chain (same records, same last hash, the head's MAC), and every blob downloaded afresh.
+//!    [`Mode::Check`] runs this step alone, on a copy made before.
 //!
-//! The source is only read. The compile cache is not copied: each runner keeps its own.
+//! The source is only read (opened read-only; a read-only mount works). The compile cache is
+//! not copied: each runner keeps its own.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,22 +29,32 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest as _, Sha256};
-use warden_audit::{AUDIT_KEY_FILE, AuditKey, AuditSource as _, FileAuditSource};
+use warden_audit::{AUDIT_KEY_FILE, AuditKey, AuditSource as _, FileAuditSource, HeadMac};
 use warden_kv::{KvError, KvRow};
 use warden_manifest::SharedStorage;
 use warden_registry::{BlobStore as _, Registry as _, RegistryImage};
-use warden_secrets::{MemoryRows, SealedRow, SecretKey, SecretRows as _, SecretStore};
+use warden_secrets::{
+    MemoryRows, SealedRow, SecretId, SecretKey, SecretRows as _, SecretStore, SecretValue,
+};
 use warden_store_pg::{AuditRow, PgImport, PgStore};
 use warden_store_s3::S3Blobs;
-use warden_store_sqlite::{DB_FILE, FileBlobs, SqliteKv, SqliteRegistry, SqliteSecretRows};
+use warden_store_sqlite::{DB_FILE, Export, FileBlobs};
 
-/// Rows per statement while copying.
-const BATCH: usize = 1000;
+/// Rows per statement while copying, and bytes: whichever comes first.
+const BATCH_ROWS: usize = 1000;
+const BATCH_BYTES: usize = 32 << 20;
+
+/// Copy and check, or only check a copy made before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Copy,
+    Check,
+}
 
 /// What a migration copied and checked.
 #[derive(Debug)]
 pub struct Report {
-    /// Blobs uploaded (one per publication) and their bytes.
+    /// Blobs (one per publication) and their bytes.
     pub blobs: usize,
     pub blob_bytes: u64,
     /// Rows per table: (table, in the source, in the target).
@@ -48,6 +62,8 @@ pub struct Report {
     /// The audit chain as verified on both sides.
     pub audit_records: u64,
     pub audit_last_hash: String,
+    /// Checkpoints of the source's log that held before the copy.
+    pub checkpoints: usize,
     /// Whether the fleet's audit key is the data dir's: checkpoints taken on the data dir
     /// (MACed under its key) verify against the copy only then.
     pub same_audit_key: bool,
@@ -56,28 +72,47 @@ pub struct Report {
 /// Progress, for the command to show.
 pub type Progress<'a> = &'a mut dyn FnMut(&str);
 
+/// What the source holds, as the copy must hold it.
+struct Expected {
+    image: RegistryImage,
+    kv: KvSummary,
+    secrets: Vec<(SecretId, SecretValue)>,
+    audit_records: u64,
+    audit_last_hash: String,
+}
+
 /// Copies the embedded storage of `data` (its audit log under `audit_key`, default
-/// `DATA/audit.key`) to `target`. See the module docs.
+/// `DATA/audit.key`) to `target`, or checks a copy made before. See the module docs.
 pub fn migrate(
     data: &Path,
     audit_key: Option<&Path>,
+    checkpoints: Option<&str>,
     target: &SharedStorage,
+    mode: Mode,
     progress: Progress<'_>,
 ) -> Result<Report> {
     let source = Source::open(data, audit_key)?;
+    source.refuse_if_in_use()?;
     let before = source.fingerprint()?;
-    let image = source.registry.image().context("reading the registry")?;
+    let held = match checkpoints {
+        Some(text) => {
+            progress("checking the audit log against the checkpoints");
+            warden_audit::checkpoint::check_from(&source.audit, Some(&source.audit_key), text)
+                .with_context(|| {
+                    format!(
+                        "the audit log in {} does not hold the checkpoints: nothing was copied",
+                        source.audit.location()
+                    )
+                })?
+                .checkpoints
+        }
+        None => 0,
+    };
+    let image = source.export.registry().context("reading the registry")?;
 
     progress(&format!("connecting to {}", target.database));
     let pg = PgStore::connect(target.database.expose())
         .with_context(|| format!("connecting to {}", target.database))?;
-    if let Some((table, _)) = pg.counts()?.into_iter().find(|(_, n)| *n > 0) {
-        bail!(
-            "{} is not empty (table {table} has rows): `warden migrate` copies into an empty \
-             database only; nothing was written",
-            target.database
-        );
-    }
     let fleet_audit_key = AuditKey::load(&target.audit_key_file).with_context(|| {
         format!(
             "reading the audit key {} ([storage] audit_key_file)",
@@ -90,62 +125,142 @@ pub fn migrate(
             target.secret_key_file.display()
         )
     })?;
-    // Checks the fleet's key against the database (a runner may have started on it already).
-    let target_secrets = SecretStore::new(Arc::new(pg.secret_rows()), &fleet_secret_key)
-        .with_context(|| format!("opening the secrets in {}", pg.location()))?;
+    let secrets = source.secrets()?;
 
-    // 2. Blobs.
-    let (blobs, blob_bytes) = copy_blobs(&source, &image, target, progress)
-        .context("copying the blobs; nothing was written to the database")?;
+    let (blob_bytes, counts, expected) = match mode {
+        Mode::Copy => {
+            if let Some((table, _)) = pg.counts()?.into_iter().find(|(_, n)| *n > 0) {
+                bail!(
+                    "{} is not empty (table {table} has rows): `warden migrate` copies into an \
+                     empty database only; nothing was written",
+                    target.database
+                );
+            }
+            let bytes = copy_blobs(&source, &image, target, progress)
+                .context("copying the blobs; nothing was written to the database")?;
+            let keys = (&fleet_secret_key, &fleet_audit_key);
+            let (counts, expected) = copy(&source, &before, &pg, image, secrets, keys, progress)?;
+            (bytes, counts, expected)
+        }
+        Mode::Check => {
+            let report = source.verify_audit()?;
+            let mut kv = KvDigest::default();
+            source.export.kv(&mut |row| {
+                kv.add(&row);
+                Ok(())
+            })?;
+            let expected = Expected {
+                image,
+                kv: kv.finish(),
+                secrets,
+                audit_records: report.records,
+                audit_last_hash: report.last_hash,
+            };
+            let bytes = blob_bytes(&source, &expected.image)?;
+            (bytes, pg.counts()?, expected)
+        }
+    };
+    let after_commit = match mode {
+        Mode::Copy => {
+            "the copy was committed, but checking it failed (run `warden migrate --check` \
+                       to check it again; to start over, drop the database)"
+        }
+        Mode::Check => "the copy differs from the source",
+    };
+    if mode == Mode::Copy {
+        progress("checking the copy");
+    }
+    check(&pg, target, &fleet_secret_key, &fleet_audit_key, &expected).context(after_commit)?;
+    let tables = compare_counts(&expected.counts(), &counts).context(after_commit)?;
+    Ok(Report {
+        blobs: expected.image.published.len(),
+        blob_bytes,
+        tables,
+        audit_records: expected.audit_records,
+        audit_last_hash: expected.audit_last_hash,
+        checkpoints: held,
+        same_audit_key: {
+            let probe = warden_audit::GENESIS_HASH;
+            source.audit_key.mac(0, probe) == fleet_audit_key.mac(0, probe)
+        },
+    })
+}
 
-    // 3. Everything else, in one transaction.
+impl Expected {
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = self
+            .image
+            .counts()
+            .iter()
+            .map(|(t, n)| (*t, *n as u64))
+            .collect();
+        out.extend([
+            ("kv_usage", self.kv.usage),
+            ("kv_entries", self.kv.entries),
+            ("secret_values", self.secrets.len() as u64),
+            ("audit_records", self.audit_records),
+        ]);
+        out
+    }
+}
+
+/// Step 3: everything but the blobs, in one transaction. Returns the copy's row counts as
+/// committed, and what it must hold.
+fn copy(
+    source: &Source,
+    before: &[Option<(u64, SystemTime)>],
+    pg: &PgStore,
+    image: RegistryImage,
+    secrets: Vec<(SecretId, SecretValue)>,
+    (fleet_secret_key, fleet_audit_key): (&SecretKey, &AuditKey),
+    progress: Progress<'_>,
+) -> Result<(Vec<(&'static str, u64)>, Expected)> {
     let import = pg.import()?;
     progress("copying the registry");
     import.registry(&image)?;
     progress("copying the key-value rows");
-    let kv = copy_kv(&source.kv, &import)?;
+    let kv = copy_kv(source, &import)?;
     progress("sealing the secrets again under the fleet's key");
-    let secrets = copy_secrets(&source, &fleet_secret_key, &import)?;
+    copy_secrets(&secrets, fleet_secret_key, &import)?;
     progress("copying the audit log");
-    let audit = source.audit_lines(&import)?;
+    let audit = source.copy_audit(&import)?;
     import.audit_head(
         audit.records,
         &audit.last_hash,
         Some(fleet_audit_key.mac(audit.records, &audit.last_hash)),
     )?;
-    let mut expected: Vec<(&'static str, u64)> = image
-        .counts()
-        .iter()
-        .map(|(t, n)| (*t, *n as u64))
-        .collect();
-    expected.extend([
-        ("kv_usage", kv.usage),
-        ("kv_entries", kv.entries),
-        ("secret_values", secrets.len() as u64),
-        ("audit_records", audit.records),
-    ]);
-    let copied = import.counts()?;
-    let tables = compare_counts(&expected, &copied)?;
+    let expected = Expected {
+        image,
+        kv,
+        secrets,
+        audit_records: audit.records,
+        audit_last_hash: audit.last_hash,
+    };
+    let counts = import.counts()?;
+    compare_counts(&expected.counts(), &counts).context("nothing was written")?;
+    source.refuse_if_in_use()?;
     if source.fingerprint()? != before {
         bail!(
             "{} changed while it was being copied (is a runner or a command still using it?): \
              nothing was written; stop everything that uses it and run `warden migrate` again",
-            data.display()
+            source.data.display()
         );
     }
     progress("committing");
     import.commit()?;
+    Ok((counts, expected))
+}
 
-    // 4. Read back through the runners' paths.
-    progress("checking the copy");
-    let after_commit = |what: &str| {
-        format!(
-            "the copy was committed but its {what} differs from the source; drop the database \
-             and run `warden migrate` again"
-        )
-    };
-    if pg.registry().image()? != image {
-        bail!(after_commit("registry"));
+/// Step 4: the copy read back through the runners' paths, compared with `expected`.
+fn check(
+    pg: &PgStore,
+    target: &SharedStorage,
+    fleet_secret_key: &SecretKey,
+    fleet_audit_key: &AuditKey,
+    expected: &Expected,
+) -> Result<()> {
+    if pg.registry().image()? != expected.image {
+        bail!("its registry differs from the source's");
     }
     let digest = Arc::new(std::sync::Mutex::new(KvDigest::default()));
     let d = Arc::clone(&digest);
@@ -161,52 +276,54 @@ pub fn migrate(
             .map_err(|_| anyhow::anyhow!("digest lock poisoned"))?,
     )
     .finish();
-    if copied_kv != kv {
-        bail!(after_commit("key-value data"));
+    if copied_kv != expected.kv {
+        bail!("its key-value data differs from the source's");
     }
-    for (id, value) in &secrets {
-        let (t, e, n) = id;
-        let got = target_secrets.get(t, e, n)?;
-        if got.as_ref().map(|v| v.expose()) != Some(value.expose()) {
-            bail!(after_commit("secrets"));
+    if !expected.secrets.is_empty() {
+        let secrets = SecretStore::new(Arc::new(pg.secret_rows()), fleet_secret_key)
+            .context("opening its secrets with the fleet's secret key")?;
+        for ((t, e, n), value) in &expected.secrets {
+            let got = secrets.get(t, e, n)?;
+            if got.as_ref().map(SecretValue::expose) != Some(value.expose()) {
+                bail!("secret {n} of {t}/{e} differs from the source's");
+            }
         }
     }
     let report = pg
         .audit_source()
-        .verify(Some(&fleet_audit_key), &mut |_, _| {})
-        .context(after_commit("audit log"))?;
-    if (report.records, &report.last_hash) != (audit.records, &audit.last_hash) {
-        bail!(after_commit("audit log"));
+        .verify(Some(fleet_audit_key), &mut |_, _| {})
+        .context("its audit log does not verify under the fleet's audit key")?;
+    if (report.records, &report.last_hash) != (expected.audit_records, &expected.audit_last_hash) {
+        bail!(
+            "its audit log has {} records ending in {}, the source's {} ending in {}",
+            report.records,
+            report.last_hash,
+            expected.audit_records,
+            expected.audit_last_hash
+        );
     }
     let fresh = tempfile::tempdir().context("a temporary folder")?;
     let reread = S3Blobs::open(&target.blobs, fresh.path())?;
-    for p in &image.published {
+    for p in &expected.image.published {
         if reread.get(&p.content_hash)?.is_none() {
-            bail!(after_commit("blobs"));
+            bail!(
+                "the bundle of {} {} is missing from {}",
+                p.id,
+                p.version,
+                target.blobs
+            );
         }
     }
-    Ok(Report {
-        blobs,
-        blob_bytes,
-        tables,
-        audit_records: audit.records,
-        audit_last_hash: audit.last_hash,
-        same_audit_key: source.audit_key.as_ref().is_some_and(|k| {
-            let probe = warden_audit::GENESIS_HASH;
-            k.mac(0, probe) == fleet_audit_key.mac(0, probe)
-        }),
-    })
+    Ok(())
 }
 
 /// The embedded storage of a data dir, opened to be read.
 struct Source {
     data: PathBuf,
-    registry: SqliteRegistry,
-    kv: SqliteKv,
-    secret_rows: Arc<SqliteSecretRows>,
+    export: Export,
     blobs: FileBlobs,
     audit: FileAuditSource,
-    audit_key: Option<AuditKey>,
+    audit_key: AuditKey,
 }
 
 impl Source {
@@ -218,60 +335,137 @@ impl Source {
                 data.display()
             );
         }
+        let audit = FileAuditSource::in_data_dir(data);
+        if !audit.dir.join(warden_audit::HEAD_FILE).exists() {
+            bail!(
+                "{} has no audit log ({} has no {}): a data dir's history is part of what is \
+                 copied, and it is missing",
+                data.display(),
+                audit.dir.display(),
+                warden_audit::HEAD_FILE
+            );
+        }
+        // The key is required: without it a log cut at its end with a rewritten head would
+        // verify, and be carried over under the fleet's key as genuine.
         let key_path = audit_key.map_or_else(|| data.join(AUDIT_KEY_FILE), Path::to_path_buf);
-        let audit_key = match AuditKey::load(&key_path) {
-            Ok(k) => Some(k),
-            // An audit log written before keys (or none at all): checked without one.
-            Err(_) if audit_key.is_none() && !key_path.exists() => None,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading the audit key {}", key_path.display()));
-            }
-        };
+        let audit_key = AuditKey::load(&key_path).with_context(|| {
+            format!(
+                "reading the audit key {} (give the key the data dir's log was written with \
+                 with --audit-key)",
+                key_path.display()
+            )
+        })?;
         Ok(Source {
             data: data.to_path_buf(),
-            registry: SqliteRegistry::open(&db)?,
-            kv: SqliteKv::open(&db)?,
-            secret_rows: Arc::new(SqliteSecretRows::open(&db)?),
-            blobs: FileBlobs::open(data)?,
-            audit: FileAuditSource::in_data_dir(data),
+            export: Export::open(&db)?,
+            blobs: FileBlobs::reader(data),
+            audit,
             audit_key,
         })
     }
 
-    /// Size and modification time of the files every write to the storage changes.
-    fn fingerprint(&self) -> Result<Vec<Option<(u64, SystemTime)>>> {
-        let audit = &self.audit.dir;
+    /// The files whose every change a write to the storage makes.
+    fn files(&self) -> [PathBuf; 4] {
         [
             self.data.join(DB_FILE),
             self.data.join(format!("{DB_FILE}-wal")),
-            audit.join(warden_audit::LOG_FILE),
-            audit.join(warden_audit::HEAD_FILE),
+            self.audit.dir.join(warden_audit::LOG_FILE),
+            self.audit.dir.join(warden_audit::HEAD_FILE),
         ]
-        .iter()
-        .map(|p| match std::fs::metadata(p) {
-            Ok(m) => Ok(Some((m.len(), m.modified()?))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
-        })
-        .collect()
+    }
+
+    /// Size and modification time of [`Source::files`].
+    fn fingerprint(&self) -> Result<Vec<Option<(u64, SystemTime)>>> {
+        self.files()
+            .iter()
+            .map(|p| match std::fs::metadata(p) {
+                Ok(m) => Ok(Some((m.len(), m.modified()?))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+            })
+            .collect()
+    }
+
+    /// Refuses while another process has the database or the audit log open (a runner still
+    /// serving the data dir would go on writing to it, and what it wrote would be lost to the
+    /// copy). Sees the processes this user may inspect (all of them as root).
+    fn refuse_if_in_use(&self) -> Result<()> {
+        let files: Vec<PathBuf> = self
+            .files()
+            .iter()
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        if let Some((pid, name)) = open_elsewhere(&files) {
+            bail!(
+                "{} is in use by process {pid} ({name}): stop every runner and command that uses \
+                 it, then run `warden migrate` again; nothing was written",
+                self.data.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The secrets, opened with the data dir's key.
+    fn secrets(&self) -> Result<Vec<(SecretId, SecretValue)>> {
+        let (rows, check) = self.export.secrets()?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key_path = self.data.join(warden_secrets::KEY_FILE);
+        let key = SecretKey::load(&key_path).with_context(|| {
+            format!(
+                "{} secrets are stored but their key {} cannot be read",
+                rows.len(),
+                key_path.display()
+            )
+        })?;
+        let Some(check) = check else {
+            bail!(
+                "{} holds secrets but no key-check row: it is damaged",
+                self.export.location()
+            );
+        };
+        // In memory: the source is never written.
+        let staging = Arc::new(MemoryRows::new());
+        staging.key_check(&check)?;
+        for ((t, e, n), row) in &rows {
+            staging.put(t, e, n, row)?;
+        }
+        let from = SecretStore::new(staging, &key).with_context(|| {
+            format!(
+                "opening the secrets of {} with {}",
+                self.export.location(),
+                key_path.display()
+            )
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, _) in rows {
+            let (t, e, n) = &id;
+            let Some(value) = from.get(t, e, n)? else {
+                bail!("secret {n} of {t}/{e} could not be read");
+            };
+            out.push((id, value));
+        }
+        Ok(out)
+    }
+
+    /// The audit log verified under the key, the head's MAC checked.
+    fn verify_audit(&self) -> Result<warden_audit::VerifyReport> {
+        let report = self
+            .audit
+            .verify(Some(&self.audit_key), &mut |_, _| {})
+            .with_context(|| format!("verifying the audit log in {}", self.audit.location()))?;
+        mac_checked(&report)?;
+        Ok(report)
     }
 
     /// Verifies the audit log (chain, head and its MAC) and copies its lines as they are
-    /// checked. An empty data dir's log may not exist yet: nothing to copy then.
-    fn audit_lines(&self, import: &PgImport) -> Result<AuditCopy> {
-        if !self.audit.dir.join(warden_audit::HEAD_FILE).exists()
-            && !self.audit.dir.join(warden_audit::LOG_FILE).exists()
-        {
-            return Ok(AuditCopy {
-                records: 0,
-                last_hash: warden_audit::GENESIS_HASH.to_owned(),
-            });
-        }
-        let mut batch: Vec<AuditRow> = Vec::with_capacity(BATCH);
+    /// checked.
+    fn copy_audit(&self, import: &PgImport) -> Result<AuditCopy> {
+        let mut batch: Vec<AuditRow> = Vec::with_capacity(BATCH_ROWS);
         let mut failed: Option<anyhow::Error> = None;
         let report =
-            warden_audit::verify_with_lines(&self.audit.dir, self.audit_key.as_ref(), &mut |l| {
+            warden_audit::verify_with_lines(&self.audit.dir, Some(&self.audit_key), &mut |l| {
                 if failed.is_some() {
                     return;
                 }
@@ -283,13 +477,14 @@ impl Source {
                     extension: l.record.extension().map(str::to_owned),
                     event: l.record.event().as_str().to_owned(),
                 });
-                if batch.len() >= BATCH
+                if batch.len() >= BATCH_ROWS
                     && let Err(e) = import.audit(std::mem::take(&mut batch))
                 {
                     failed = Some(e.into());
                 }
             })
             .with_context(|| format!("verifying the audit log in {}", self.audit.location()))?;
+        mac_checked(&report)?;
         if let Some(e) = failed {
             return Err(e);
         }
@@ -303,6 +498,45 @@ impl Source {
     }
 }
 
+fn mac_checked(report: &warden_audit::VerifyReport) -> Result<()> {
+    match report.head_mac {
+        HeadMac::Checked => Ok(()),
+        HeadMac::Unchecked | HeadMac::None => bail!(
+            "the audit log's head carries no MAC to check under the audit key: its end cannot \
+             be trusted; nothing was copied"
+        ),
+    }
+}
+
+/// A process other than this one with one of `files` open: its pid and name.
+fn open_elsewhere(files: &[PathBuf]) -> Option<(u32, String)> {
+    let me = std::process::id();
+    let procs = std::fs::read_dir("/proc").ok()?;
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Processes of other users are not readable (without root): skipped.
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && files.contains(&target)
+            {
+                let name = std::fs::read_to_string(p.path().join("comm"))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default();
+                return Some((pid, name));
+            }
+        }
+    }
+    None
+}
+
 struct AuditCopy {
     records: u64,
     last_hash: String,
@@ -313,7 +547,7 @@ fn copy_blobs(
     image: &RegistryImage,
     target: &SharedStorage,
     progress: Progress<'_>,
-) -> Result<(usize, u64)> {
+) -> Result<u64> {
     progress(&format!(
         "uploading {} blobs to {}",
         image.published.len(),
@@ -324,30 +558,48 @@ fn copy_blobs(
     let s3 = S3Blobs::open(&target.blobs, scratch.path())?;
     let mut bytes = 0u64;
     for p in &image.published {
-        let Some(blob) = source.blobs.get(&p.content_hash)? else {
-            bail!(
-                "{} {} ({}) is published but its bundle is missing from {}: the data dir is \
-                 damaged; nothing was written to the database",
-                p.id,
-                p.version,
-                p.content_hash,
-                source.data.join(warden_store_sqlite::BLOBS_DIR).display()
-            );
-        };
+        let blob = source_blob(source, p)?;
         s3.put(&blob)?;
         bytes += blob.len() as u64;
     }
-    Ok((image.published.len(), bytes))
+    Ok(bytes)
+}
+
+/// The bytes of the source's blobs, each read and checked.
+fn blob_bytes(source: &Source, image: &RegistryImage) -> Result<u64> {
+    let mut bytes = 0u64;
+    for p in &image.published {
+        bytes += source_blob(source, p)?.len() as u64;
+    }
+    Ok(bytes)
+}
+
+fn source_blob(source: &Source, p: &warden_registry::Published) -> Result<Vec<u8>> {
+    match source.blobs.get(&p.content_hash)? {
+        Some(blob) => Ok(blob),
+        None => bail!(
+            "{} {} ({}) is published but its bundle is missing from {}: the data dir is damaged",
+            p.id,
+            p.version,
+            p.content_hash,
+            source.data.join(warden_store_sqlite::BLOBS_DIR).display()
+        ),
+    }
 }
 
 /// Streams the key-value rows into the copy, keeping their digest.
-fn copy_kv(kv: &SqliteKv, import: &PgImport) -> Result<KvSummary> {
+fn copy_kv(source: &Source, import: &PgImport) -> Result<KvSummary> {
     let mut digest = KvDigest::default();
-    let mut batch = Vec::with_capacity(BATCH);
-    kv.export(&mut |row| {
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut bytes = 0usize;
+    source.export.kv(&mut |row| {
         digest.add(&row);
+        if let KvRow::Entry(e) = &row {
+            bytes += e.key.len() + e.value.len() + e.bucket.len();
+        }
         batch.push(row);
-        if batch.len() >= BATCH {
+        if batch.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
+            bytes = 0;
             import
                 .kv(std::mem::take(&mut batch))
                 .map_err(KvError::storage)?;
@@ -358,47 +610,39 @@ fn copy_kv(kv: &SqliteKv, import: &PgImport) -> Result<KvSummary> {
     Ok(digest.finish())
 }
 
-type SecretCopy = Vec<(warden_secrets::SecretId, warden_secrets::SecretValue)>;
-
-/// Opens every secret with the data dir's key and seals it again under the fleet's, in
-/// memory, then copies the sealed rows. Returns the values, to compare the copy with.
-fn copy_secrets(source: &Source, fleet: &SecretKey, import: &PgImport) -> Result<SecretCopy> {
-    let ids = source.secret_rows.identities()?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let key_path = source.data.join(warden_secrets::KEY_FILE);
-    let key = SecretKey::load(&key_path).with_context(|| {
-        format!(
-            "{} secrets are stored but their key {} cannot be read",
-            ids.len(),
-            key_path.display()
-        )
-    })?;
-    let from = SecretStore::new(source.secret_rows.clone(), &key)?;
+/// Seals every secret again under the fleet's key, in memory, and copies the sealed rows. A
+/// database a runner started on already holds the fleet's key-check row: the key must be the
+/// one it checks (nothing is written to find out).
+fn copy_secrets(
+    secrets: &[(SecretId, SecretValue)],
+    fleet: &SecretKey,
+    import: &PgImport,
+) -> Result<()> {
     let staging = Arc::new(MemoryRows::new());
-    let to = SecretStore::new(staging.clone(), fleet)?;
-    let mut values = Vec::with_capacity(ids.len());
-    let mut rows = Vec::with_capacity(ids.len());
-    for id in ids {
-        let (t, e, n) = &id;
-        let Some(value) = from.get(t, e, n)? else {
-            bail!("secret {n} of {t}/{e} vanished while being copied");
-        };
-        to.put(t, e, n, &value)?;
+    if let Some(existing) = import.secret_check()? {
+        staging.key_check(&existing)?;
+    }
+    let to = SecretStore::new(staging.clone(), fleet)
+        .context("the fleet's secret key is not the one the database was started with")?;
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(secrets.len());
+    for (id, value) in secrets {
+        let (t, e, n) = id;
+        to.put(t, e, n, value)?;
         let Some(sealed) = staging.get(t, e, n)? else {
             bail!("secret {n} of {t}/{e} could not be sealed again");
         };
         rows.push((id.clone(), sealed));
-        values.push((id, value));
     }
-    // The check row `to` wrote (what is proposed here is ignored: the first row stays).
+    // The check row `to` holds (what is proposed here is ignored: the first row stays).
     let check = staging.key_check(&SealedRow {
         nonce: Vec::new(),
         ciphertext: Vec::new(),
     })?;
     import.secrets(rows, check)?;
-    Ok(values)
+    Ok(())
 }
 
 fn compare_counts(
@@ -412,9 +656,7 @@ fn compare_counts(
             .find(|(t, _)| t == table)
             .map_or(0, |(_, n)| *n);
         if got != *want {
-            bail!(
-                "table {table}: {want} rows in the source, {got} in the copy; nothing was written"
-            );
+            bail!("table {table}: {want} rows in the source, {got} in the copy");
         }
         out.push((*table, *want, got));
     }

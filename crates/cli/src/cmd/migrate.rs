@@ -2,10 +2,21 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use warden_manifest::Storage;
 
-pub fn run(data: &Path, config: &Path, audit_key: Option<&Path>) -> Result<()> {
+use crate::migrate::Mode;
+
+/// Most bytes of a checkpoints file (as `warden audit --verify --checkpoints` reads it).
+const MAX_CHECKPOINTS_BYTES: u64 = 64 << 20;
+
+pub fn run(
+    data: &Path,
+    config: &Path,
+    audit_key: Option<&Path>,
+    checkpoints: Option<&Path>,
+    check_only: bool,
+) -> Result<()> {
     let config = crate::storage::read_config(Some(config))?;
     let Storage::Shared(target) = &config.storage else {
         return Err(anyhow!(super::UsageError(
@@ -13,15 +24,35 @@ pub fn run(data: &Path, config: &Path, audit_key: Option<&Path>) -> Result<()> {
                 .into()
         )));
     };
-    let report = crate::migrate::migrate(data, audit_key, target, &mut |step| {
-        eprintln!("migrate: {step}");
-    })?;
-    outln!(
-        "migrated {} to {} and {}",
-        data.display(),
-        target.database,
-        target.blobs
-    );
+    let checkpoints = checkpoints
+        .map(|file| {
+            let bytes = crate::files::read_bounded(file, MAX_CHECKPOINTS_BYTES)?;
+            String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", file.display()))
+        })
+        .transpose()?;
+    let mode = if check_only { Mode::Check } else { Mode::Copy };
+    let report = crate::migrate::migrate(
+        data,
+        audit_key,
+        checkpoints.as_deref(),
+        target,
+        mode,
+        &mut |step| eprintln!("migrate: {step}"),
+    )?;
+    match mode {
+        Mode::Copy => outln!(
+            "migrated {} to {} and {}",
+            data.display(),
+            target.database,
+            target.blobs
+        ),
+        Mode::Check => outln!(
+            "the copy in {} and {} holds what {} holds",
+            target.database,
+            target.blobs,
+            data.display()
+        ),
+    }
     outln!(
         "  blobs: {} ({} bytes), each read back and its hash checked",
         report.blobs,
@@ -35,6 +66,12 @@ pub fn run(data: &Path, config: &Path, audit_key: Option<&Path>) -> Result<()> {
         report.audit_records,
         report.audit_last_hash
     );
+    if report.checkpoints > 0 {
+        outln!(
+            "  the source held its {} checkpoints before the copy",
+            report.checkpoints
+        );
+    }
     if report.same_audit_key {
         outln!("  checkpoints taken on the data dir hold on the copy (the same audit key)");
     } else {
@@ -43,6 +80,8 @@ pub fn run(data: &Path, config: &Path, audit_key: Option<&Path>) -> Result<()> {
              not verify against the copy; take a new one (warden audit --checkpoint FILE --config F)"
         );
     }
-    outln!("start the runners with this config; the data dir is unchanged");
+    if mode == Mode::Copy {
+        outln!("start the runners with this config; the data dir is unchanged");
+    }
     Ok(())
 }

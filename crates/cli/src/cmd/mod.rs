@@ -289,6 +289,13 @@ enum Command {
         /// MACed under the config's audit_key_file.
         #[arg(long = "audit-key", value_name = "FILE", env = "WARDEN_AUDIT_KEY")]
         audit_key: Option<PathBuf>,
+        /// Check the data dir's audit log against every checkpoint in FILE before copying (a
+        /// log cut back to an older genuine head is refused).
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+        /// Copy nothing: check a copy made before against the data dir.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -406,7 +413,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             config,
             audit_key,
-        } => migrate::run(&data, &config, audit_key.as_deref()),
+            checkpoints,
+            check,
+        } => migrate::run(
+            &data,
+            &config,
+            audit_key.as_deref(),
+            checkpoints.as_deref(),
+            check,
+        ),
         Command::Audit {
             data,
             config,

@@ -325,6 +325,26 @@ impl PgImport {
         })
     }
 
+    /// The database's secret key-check row, if a runner started on it already wrote one: the
+    /// copy's secrets must be sealed under the key it checks.
+    pub fn secret_check(&self) -> Result<Option<SealedRow>, PgError> {
+        self.with("reading the secret key check", |c| async move {
+            match c
+                .query_opt(
+                    "SELECT nonce, check_ciphertext FROM secret_meta WHERE id = 1",
+                    &[],
+                )
+                .await?
+            {
+                Some(r) => Ok(Some(SealedRow {
+                    nonce: r.try_get(0)?,
+                    ciphertext: r.try_get(1)?,
+                })),
+                None => Ok(None),
+            }
+        })
+    }
+
     /// The audit head: the last record's seq and hash, and the fleet key's MAC of them.
     pub fn audit_head(&self, seq: u64, hash: &str, mac: Option<String>) -> Result<(), PgError> {
         let hash = hash.to_owned();

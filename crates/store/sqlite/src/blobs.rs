@@ -33,6 +33,15 @@ impl FileBlobs {
         Ok(store)
     }
 
+    /// The blobs of data dir `data`, to be read only: nothing is created or changed (a data
+    /// dir being copied elsewhere, maybe on a read-only mount). Every read still checks the
+    /// hash.
+    pub fn reader(data: &Path) -> FileBlobs {
+        FileBlobs {
+            root: data.join(BLOBS_DIR),
+        }
+    }
+
     fn sha_dir(&self) -> PathBuf {
         self.root.join("sha256")
     }

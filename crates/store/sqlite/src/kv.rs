@@ -47,55 +47,6 @@ impl SqliteKv {
             .map_err(|_| KvError::storage("connection lock poisoned"))
     }
 
-    /// Every row, from one snapshot, in the order [`KvRow`] documents, to `each`; stops at
-    /// the first error `each` returns.
-    pub fn export(
-        &self,
-        each: &mut dyn FnMut(KvRow) -> Result<(), KvError>,
-    ) -> Result<(), KvError> {
-        let mut conn = self.conn()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(storage)?;
-        {
-            let mut st = tx
-                .prepare(
-                    "SELECT tenant, extension, keys, bytes, seq FROM kv_usage
-                     ORDER BY tenant, extension",
-                )
-                .map_err(storage)?;
-            let mut rows = st.query([]).map_err(storage)?;
-            while let Some(r) = rows.next().map_err(storage)? {
-                each(KvRow::Usage(UsageRow {
-                    tenant: r.get(0).map_err(storage)?,
-                    extension: r.get(1).map_err(storage)?,
-                    keys: r.get(2).map_err(storage)?,
-                    bytes: r.get(3).map_err(storage)?,
-                    seq: r.get(4).map_err(storage)?,
-                }))?;
-            }
-            let mut st = tx
-                .prepare(
-                    "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
-                     ORDER BY tenant, extension, bucket, key",
-                )
-                .map_err(storage)?;
-            let mut rows = st.query([]).map_err(storage)?;
-            while let Some(r) = rows.next().map_err(storage)? {
-                each(KvRow::Entry(EntryRow {
-                    tenant: r.get(0).map_err(storage)?,
-                    extension: r.get(1).map_err(storage)?,
-                    bucket: r.get(2).map_err(storage)?,
-                    key: r.get(3).map_err(storage)?,
-                    value: r.get(4).map_err(storage)?,
-                    seq: r.get(5).map_err(storage)?,
-                }))?;
-            }
-        }
-        drop(tx);
-        Ok(())
-    }
-
     /// Runs `f` in a write transaction and commits only if it succeeds.
     fn write<T>(
         &self,
@@ -409,4 +360,48 @@ impl KvBackend for SqliteKv {
             save_usage(tx, scope, u)
         })
     }
+}
+
+/// Every row `conn` sees (in a read transaction, for a snapshot), in the order [`KvRow`]
+/// documents, to `each`; stops at the first error `each` returns.
+pub(crate) fn export_rows(
+    conn: &Connection,
+    each: &mut dyn FnMut(KvRow) -> Result<(), KvError>,
+) -> Result<(), KvError> {
+    {
+        let mut st = conn
+            .prepare(
+                "SELECT tenant, extension, keys, bytes, seq FROM kv_usage
+                     ORDER BY tenant, extension",
+            )
+            .map_err(storage)?;
+        let mut rows = st.query([]).map_err(storage)?;
+        while let Some(r) = rows.next().map_err(storage)? {
+            each(KvRow::Usage(UsageRow {
+                tenant: r.get(0).map_err(storage)?,
+                extension: r.get(1).map_err(storage)?,
+                keys: r.get(2).map_err(storage)?,
+                bytes: r.get(3).map_err(storage)?,
+                seq: r.get(4).map_err(storage)?,
+            }))?;
+        }
+        let mut st = conn
+            .prepare(
+                "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
+                     ORDER BY tenant, extension, bucket, key",
+            )
+            .map_err(storage)?;
+        let mut rows = st.query([]).map_err(storage)?;
+        while let Some(r) = rows.next().map_err(storage)? {
+            each(KvRow::Entry(EntryRow {
+                tenant: r.get(0).map_err(storage)?,
+                extension: r.get(1).map_err(storage)?,
+                bucket: r.get(2).map_err(storage)?,
+                key: r.get(3).map_err(storage)?,
+                value: r.get(4).map_err(storage)?,
+                seq: r.get(5).map_err(storage)?,
+            }))?;
+        }
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@
 //! The host opens both with [`open_kv`] and [`open_secrets`] on its data folder.
 
 mod blobs;
+mod export;
 mod file;
 mod kv;
 mod registry;
@@ -27,6 +28,7 @@ use warden_kv::KvError;
 use warden_secrets::{KEY_FILE, SecretError, SecretKey, SecretStore};
 
 pub use blobs::{BLOBS_DIR, FileBlobs, MAX_BLOB_BYTES};
+pub use export::{Export, SealedSecrets};
 pub use file::{DbFileError, prepare_db_file};
 pub use kv::SqliteKv;
 pub use registry::SqliteRegistry;

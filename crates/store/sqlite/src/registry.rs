@@ -101,21 +101,9 @@ impl SqliteRegistry {
     }
 
     fn install_row(&self, r: &Row<'_>) -> Result<InstallRecord, RegistryError> {
-        let text = |i| r.get::<_, String>(i).map_err(|e| self.err(e));
-        let (tenant, extension, version, hash, grant) =
-            (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
-        Ok(InstallRecord {
-            tenant: tenant.parse().map_err(|_| damaged("tenant")(tenant))?,
-            extension: extension
-                .parse()
-                .map_err(|_| damaged("extension")(extension))?,
-            version: version.parse().map_err(|_| damaged("version")(version))?,
-            content_hash: hash.parse().map_err(|_| damaged("content hash")(hash))?,
-            grant: grant.parse().map_err(|_| damaged("grant")(grant))?,
-            approved: Approval::from_text(&text(5)?),
-            installed: time(r.get(6).map_err(|e| self.err(e))?),
-        })
+        install_row(r, &|e| self.err(e))
     }
+
     fn tenant_by_key_now(&self, key: &KeyHash) -> Result<Option<TenantName>, RegistryError> {
         let conn = self.conn()?;
         // On every gateway request: the statement is parsed once per connection.
@@ -160,6 +148,26 @@ impl SqliteRegistry {
 /// The maps hold plain data, whole between statements: a poisoned lock is used as is.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn install_row(
+    r: &Row<'_>,
+    err: &dyn Fn(rusqlite::Error) -> RegistryError,
+) -> Result<InstallRecord, RegistryError> {
+    let text = |i| r.get::<_, String>(i).map_err(err);
+    let (tenant, extension, version, hash, grant) =
+        (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
+    Ok(InstallRecord {
+        tenant: tenant.parse().map_err(|_| damaged("tenant")(tenant))?,
+        extension: extension
+            .parse()
+            .map_err(|_| damaged("extension")(extension))?,
+        version: version.parse().map_err(|_| damaged("version")(version))?,
+        content_hash: hash.parse().map_err(|_| damaged("content hash")(hash))?,
+        grant: grant.parse().map_err(|_| damaged("grant")(grant))?,
+        approved: Approval::from_text(&text(5)?),
+        installed: time(r.get(6).map_err(err)?),
+    })
 }
 
 const INSTALL_COLUMNS: &str =
@@ -451,90 +459,83 @@ impl Registry for SqliteRegistry {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(|e| self.err(e))?;
-        let mut image = RegistryImage::default();
-        let text_rows = |sql: &str, n: usize| -> Result<Vec<Vec<String>>, RegistryError> {
-            let mut st = tx.prepare(sql).map_err(|e| self.err(e))?;
-            let rows = st
-                .query_map([], |r| (0..n).map(|i| r.get::<_, String>(i)).collect())
-                .map_err(|e| self.err(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-        };
-        for (name, ms) in text_rows(
-            "SELECT name, CAST(created_ms AS TEXT) FROM registry_tenants",
-            2,
-        )?
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone()))
-        {
-            image.tenants.push(TenantRecord {
-                name: name.parse().map_err(|_| damaged("tenant")(name))?,
-                created: time(ms.parse().map_err(|_| damaged("time")(ms))?),
-            });
-        }
-        for r in text_rows("SELECT hash, tenant FROM registry_keys", 2)? {
-            let (hash, tenant) = (r[0].clone(), r[1].clone());
-            image.keys.push((
-                KeyHash::from_hex(&hash).ok_or_else(|| damaged("key hash")(hash))?,
-                tenant.parse().map_err(|_| damaged("tenant")(tenant))?,
-            ));
-        }
-        for r in text_rows(
-            "SELECT id, publisher, CAST(pinned_ms AS TEXT) FROM registry_publishers",
-            3,
-        )? {
-            let (id, publisher, ms) = (r[0].clone(), r[1].clone(), r[2].clone());
-            image.pins.push(Pin {
-                id: id.parse().map_err(|_| damaged("extension")(id))?,
-                publisher: publisher
-                    .parse()
-                    .map_err(|_| damaged("publisher")(publisher))?,
-                pinned: time(ms.parse().map_err(|_| damaged("time")(ms))?),
-            });
-        }
-        {
-            let mut st = tx
-                .prepare(
-                    "SELECT content_hash, id, version, publisher, signature, published_ms
-                     FROM registry_published",
-                )
-                .map_err(|e| self.err(e))?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (hash, id, version, publisher, signature, ms) = row.map_err(|e| self.err(e))?;
-                image.published.push(Published {
-                    content_hash: hash.parse().map_err(|_| damaged("content hash")(hash))?,
-                    id: id.parse().map_err(|_| damaged("extension")(id))?,
-                    version: version.parse().map_err(|_| damaged("version")(version))?,
-                    publisher: publisher
-                        .parse()
-                        .map_err(|_| damaged("publisher")(publisher))?,
-                    signature,
-                    published: time(ms),
-                });
-            }
-        }
-        {
-            let mut st = tx
-                .prepare(&format!("SELECT {INSTALL_COLUMNS} FROM registry_installs"))
-                .map_err(|e| self.err(e))?;
-            let mut rows = st.query([]).map_err(|e| self.err(e))?;
-            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-                image.installs.push(self.install_row(r)?);
-            }
-        }
+        let image = read_image(&tx, &|e| self.err(e))?;
         drop(tx);
-        image.sort();
         Ok(image)
     }
+}
+
+/// Every registry row `conn` sees (in a read transaction, for a snapshot), in the order
+/// [`RegistryImage`] documents; `err` locates a database error.
+pub(crate) fn read_image(
+    conn: &Connection,
+    err: &dyn Fn(rusqlite::Error) -> RegistryError,
+) -> Result<RegistryImage, RegistryError> {
+    let mut image = RegistryImage::default();
+    let mut st = conn
+        .prepare("SELECT name, created_ms FROM registry_tenants")
+        .map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        let name: String = r.get(0).map_err(err)?;
+        image.tenants.push(TenantRecord {
+            name: name.parse().map_err(|_| damaged("tenant")(name))?,
+            created: time(r.get(1).map_err(err)?),
+        });
+    }
+    let mut st = conn
+        .prepare("SELECT hash, tenant FROM registry_keys")
+        .map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        let (hash, tenant): (String, String) = (r.get(0).map_err(err)?, r.get(1).map_err(err)?);
+        image.keys.push((
+            KeyHash::from_hex(&hash).ok_or_else(|| damaged("key hash")(hash))?,
+            tenant.parse().map_err(|_| damaged("tenant")(tenant))?,
+        ));
+    }
+    let mut st = conn
+        .prepare("SELECT id, publisher, pinned_ms FROM registry_publishers")
+        .map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        let (id, publisher): (String, String) = (r.get(0).map_err(err)?, r.get(1).map_err(err)?);
+        image.pins.push(Pin {
+            id: id.parse().map_err(|_| damaged("extension")(id))?,
+            publisher: publisher
+                .parse()
+                .map_err(|_| damaged("publisher")(publisher))?,
+            pinned: time(r.get(2).map_err(err)?),
+        });
+    }
+    let mut st = conn
+        .prepare(
+            "SELECT content_hash, id, version, publisher, signature, published_ms
+             FROM registry_published",
+        )
+        .map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        let text = |i| r.get::<_, String>(i).map_err(err);
+        let (hash, id, version, publisher) = (text(0)?, text(1)?, text(2)?, text(3)?);
+        image.published.push(Published {
+            content_hash: hash.parse().map_err(|_| damaged("content hash")(hash))?,
+            id: id.parse().map_err(|_| damaged("extension")(id))?,
+            version: version.parse().map_err(|_| damaged("version")(version))?,
+            publisher: publisher
+                .parse()
+                .map_err(|_| damaged("publisher")(publisher))?,
+            signature: r.get(4).map_err(err)?,
+            published: time(r.get(5).map_err(err)?),
+        });
+    }
+    let mut st = conn
+        .prepare(&format!("SELECT {INSTALL_COLUMNS} FROM registry_installs"))
+        .map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        image.installs.push(install_row(r, err)?);
+    }
+    image.sort();
+    Ok(image)
 }

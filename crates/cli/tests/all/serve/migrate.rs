@@ -5,6 +5,7 @@
 //! under CI and says it was skipped elsewhere.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use super::*;
 use crate::shared::SharedStorage;
@@ -31,7 +32,18 @@ fn source_and_target() -> Option<(Setup, SharedStorage, PathBuf)> {
 }
 
 fn migrate(st: &Setup, fleet: &Path) -> std::process::Output {
-    warden(&[&"migrate", &"--data", &st.data, &"--config", &fleet])
+    migrate_with(st, fleet, &[])
+}
+
+fn migrate_with(
+    st: &Setup,
+    fleet: &Path,
+    more: &[&dyn AsRef<std::ffi::OsStr>],
+) -> std::process::Output {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"migrate", &"--data", &st.data, &"--config", &fleet];
+    args.extend_from_slice(more);
+    warden(&args)
 }
 
 /// `warden ARGS --data DIR --config FLEET` on the copy.
@@ -195,6 +207,10 @@ fn a_migrated_data_dir_serves_the_same_answers_from_postgresql_and_s3() {
     let records = source_lines.lines().count();
     assert!(out.contains(&format!("audit: {records} records")), "{out}");
 
+    // The check alone finds the copy whole.
+    let checked = ok(&migrate_with(&st, &fleet, &[&"--check"]));
+    assert!(checked.contains("holds what"), "{checked}");
+
     // A runner on the copy (a new data dir: nothing local) answers the same, with the same
     // API keys; the counter goes on from where it was.
     std::fs::write(st.config_file(), std::fs::read(&fleet).unwrap()).unwrap();
@@ -218,6 +234,11 @@ fn a_migrated_data_dir_serves_the_same_answers_from_postgresql_and_s3() {
     );
     assert!(copied.lines().count() > records);
 
+    // The copy has moved on: the check says where it differs.
+    refused(
+        &migrate_with(&st, &fleet, &[&"--check"]),
+        "key-value data differs",
+    );
     // A second copy into the same database is refused, and nothing changes.
     refused(&migrate(&st, &fleet), "is not empty");
     assert_eq!(on_copy(&st, &fleet, &["audit", "--json"]), copied);
@@ -268,4 +289,79 @@ fn a_damaged_source_is_refused_and_nothing_is_written() {
         out.contains("registry_installs: 1 rows in the source, 1 in the copy"),
         "{out}"
     );
+}
+
+/// What a red team found copied as genuine: a source without its audit key or without its
+/// audit log, a source a runner still serves, a log cut back to an older genuine state that a
+/// checkpoint knows of. Each is refused, and the target stays empty (the last copy succeeds).
+#[test]
+fn a_source_that_cannot_be_trusted_whole_is_refused() {
+    let Some((st, _target, fleet)) = source_and_target() else {
+        return;
+    };
+    let s = st.serve("");
+    let (b, sig) = st.bundle(&example("hello"), "hello");
+    let hash = publish(&s, &b, &sig);
+    let key = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hello", &hash, "none").status,
+        200
+    );
+    // An older genuine state of the whole data dir, then more history and a checkpoint of it.
+    let older = st.t.path().join("older");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&st.data)
+        .arg(&older)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    for _ in 0..3 {
+        assert_eq!(
+            get(&format!("{}/api/ext/warden.hello/hi", s.base), Some(&key)).status,
+            200
+        );
+    }
+
+    // A runner still serving the data dir.
+    refused(&migrate(&st, &fleet), "is in use by process");
+    drop(s);
+    let checkpoints = st.t.path().join("checkpoints.jsonl");
+    ok(&st.cli(&[&"audit", &"--checkpoint", &checkpoints]));
+
+    // The older state, with the checkpoint of the newer one: cut back, refused.
+    let out = warden(&[
+        &"migrate",
+        &"--data",
+        &older,
+        &"--config",
+        &fleet,
+        &"--audit-key",
+        &st.data.join("audit.key"),
+        &"--checkpoints",
+        &checkpoints,
+    ]);
+    refused(&out, "does not hold the checkpoints");
+
+    // Without the audit key (kept elsewhere, not given): refused, not copied unchecked.
+    let key_file = st.data.join("audit.key");
+    let moved = st.t.path().join("audit.key.elsewhere");
+    std::fs::rename(&key_file, &moved).unwrap();
+    refused(&migrate(&st, &fleet), "reading the audit key");
+    std::fs::rename(&moved, &key_file).unwrap();
+
+    // Without its audit log: its history would be lost.
+    let audit = st.data.join("audit");
+    let aside = st.t.path().join("audit-aside");
+    std::fs::rename(&audit, &aside).unwrap();
+    refused(&migrate(&st, &fleet), "has no audit log");
+    std::fs::rename(&aside, &audit).unwrap();
+
+    // The genuine, unused source with its checkpoints: copied whole.
+    let out = ok(&migrate_with(
+        &st,
+        &fleet,
+        &[&"--checkpoints", &checkpoints],
+    ));
+    assert!(out.contains("held its 1 checkpoints"), "{out}");
 }
