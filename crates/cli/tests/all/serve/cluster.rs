@@ -155,8 +155,9 @@ fn a_tenants_rate_holds_across_the_runners() {
 }
 
 /// PostgreSQL restarted while the runners serve: requests fail cleanly (503 `unavailable`,
-/// with `retry-after`) or succeed, never anything else, and every runner serves again by
-/// itself within 5 s of the restart.
+/// with `retry-after`; or 502 `host-error` without it for a call that ran while its records
+/// could not be written, whose records are then written late) or succeed, never anything
+/// else, and every runner serves again by itself within 5 s of the restart.
 #[test]
 fn a_database_restart_under_load_is_503_and_heals() {
     let mut st = setup();
@@ -176,13 +177,16 @@ fn a_database_restart_under_load_is_503_and_heals() {
     let key = hello_for_alpha(&st, &runners[0]);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
+    // Calls that ran while their records could not be written: their request ids.
+    let ran_unrecorded = std::sync::Mutex::new(Vec::<String>::new());
     std::thread::scope(|scope| {
         for s in &runners {
-            let (url, key, stop, statuses) = (
+            let (url, key, stop, statuses, ran_unrecorded) = (
                 format!("{}/api/ext/warden.hello/hi", s.base),
                 key.clone(),
                 &stop,
                 &statuses,
+                &ran_unrecorded,
             );
             scope.spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -190,6 +194,14 @@ fn a_database_restart_under_load_is_503_and_heals() {
                     if r.status == 503 {
                         assert_eq!(r.code(), "unavailable", "{}", r.body);
                         assert!(r.headers.contains_key("retry-after"));
+                    }
+                    // It ran: not worth a retry (no retry-after), and its records are kept.
+                    if r.status == 502 {
+                        assert_eq!(r.code(), "host-error", "{}", r.body);
+                        assert!(r.body.contains("the call ran"), "{}", r.body);
+                        assert!(!r.headers.contains_key("retry-after"));
+                        let id = r.json()["error"]["request_id"].as_str().unwrap().to_owned();
+                        ran_unrecorded.lock().unwrap().push(id);
                     }
                     *statuses.lock().unwrap().entry(r.status).or_default() += 1;
                     std::thread::sleep(Duration::from_millis(5));
@@ -224,12 +236,23 @@ fn a_database_restart_under_load_is_503_and_heals() {
     let statuses = statuses.into_inner().unwrap();
     eprintln!("statuses during the restart: {statuses:?}");
     assert!(
-        statuses.keys().all(|s| *s == 200 || *s == 503),
+        statuses.keys().all(|s| [200, 502, 503].contains(s)),
         "{statuses:?}"
     );
     assert!(statuses.get(&200).is_some_and(|n| *n > 0), "{statuses:?}");
     drop(runners);
     ok(&st.cli(&[&"audit", &"--verify"]));
+    // Every call that ran while its records could not be written has them in the log now,
+    // written late.
+    let records = audit(&st);
+    for id in ran_unrecorded.into_inner().unwrap() {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["record"]["request_id"] == id.as_str() && r["record"]["event"] == "call"),
+            "the call {id} ran but has no record"
+        );
+    }
 }
 
 /// One runner killed with -9 in the middle of a stream of key-value increments through all
