@@ -297,6 +297,10 @@ for n in 1 2 3; do
 done
 
 # --- report -----------------------------------------------------------------------------------
+case $WARDEN_CLUSTER_PG_URL in
+  *sslmode=verify-full*) pg_tls="over TLS, verify-full" ;;
+  *) pg_tls="TLS as the URL's default mode allows" ;;
+esac
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 cat <<EOF
 
@@ -306,7 +310,7 @@ warden serve: fresh instance per request, tenant key auth, rate limiting ON (ten
   $rate/s, burst $burst, tenant_concurrency $tconc: above what wrk sends), $limits_note;
   each call's audit record durable before its answer
 embedded: one runner, SQLite and files in --data
-PostgreSQL + S3: PostgreSQL $(psql "$WARDEN_CLUSTER_PG_URL" -Atqc 'show server_version' | awk '{print $1}') and moto on this
+PostgreSQL + S3: PostgreSQL $(psql "$WARDEN_CLUSTER_PG_URL" -Atqc 'show server_version' | awk '{print $1}') ($pg_tls) and moto on this
   machine (scripts/cluster.sh), three runners up throughout; "direct" loads runner 1 alone,
   "HAProxy xN" the first N runners behind $("$haproxy" -v | awk 'NR == 1 {print $1, $3}') (round robin, keep-alive)
 CPU us/req: busy CPU time per request measured: the whole machine's (every process, wrk

@@ -115,6 +115,8 @@ wait_haproxy() { # every runner UP behind it, within 15 s
 }
 
 # --- start -----------------------------------------------------------------------------------
+# One line of cluster.env, quoted for the shell (a URL's `&` included).
+envline() { printf 'export %s=%q\n' "$1" "$2"; }
 usage() {
   # shellcheck disable=SC1091
   . "$state/cluster.env"
@@ -190,9 +192,13 @@ start() {
 
   say "starting PostgreSQL and moto"
   WARDEN_SHARED_DIR=$state/shared WARDEN_SHARED_S3=1 bash scripts/shared-storage.sh start > "$state/shared.env"
+  unset WARDEN_TEST_PG_CA
   # shellcheck disable=SC1091
   . "$state/shared.env"
   local pg_url=${WARDEN_TEST_PG_URL%/postgres}/warden
+  # The server has TLS from a throwaway CA (shared-storage.sh): the runners verify it, as a
+  # fleet's runners should reach their database.
+  if [ -n "${WARDEN_TEST_PG_CA:-}" ]; then pg_url+="?sslmode=verify-full&sslrootcert=$WARDEN_TEST_PG_CA"; fi
   psql "$WARDEN_TEST_PG_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE warden"
 
   # The fleet's key files (the same 32 bytes on every runner), the operator's tokens, a
@@ -217,9 +223,9 @@ EOF
   } > "$etc/warden.toml"
   chmod 600 "$etc/warden.toml"
   {
-    echo "export WARDEN_CLUSTER_DIR=$state"
-    echo "export WARDEN_CLUSTER_PG_URL=$pg_url"
-    echo "export WARDEN_CLUSTER_S3=$WARDEN_TEST_S3/cluster"
+    envline WARDEN_CLUSTER_DIR "$state"
+    envline WARDEN_CLUSTER_PG_URL "$pg_url"
+    envline WARDEN_CLUSTER_S3 "$WARDEN_TEST_S3/cluster"
     grep '^export AWS_' "$state/shared.env"
   } > "$state/cluster.env"
 
@@ -311,13 +317,13 @@ EOF
   echo $! > "$state/haproxy.pid"
   wait_haproxy
   {
-    echo "export WARDEN_CLUSTER_URL=http://127.0.0.1:$port"
-    echo "export WARDEN_CLUSTER_STATS=http://127.0.0.1:$sport"
-    echo "export WARDEN_CLUSTER_RUNNER_URLS=\"${urls[*]}\""
-    echo "export WARDEN_CLUSTER_KEY_FILE=$etc/demo.key"
-    echo "export WARDEN_CLUSTER_ADMIN_TOKEN_FILE=$etc/admin.token"
-    echo "export WARDEN_CLUSTER_RUNNER_TOKEN_FILE=$etc/runner.token"
-    echo "export WARDEN_CLUSTER_CONFIG=$etc/warden.toml"
+    envline WARDEN_CLUSTER_URL "http://127.0.0.1:$port"
+    envline WARDEN_CLUSTER_STATS "http://127.0.0.1:$sport"
+    envline WARDEN_CLUSTER_RUNNER_URLS "${urls[*]}"
+    envline WARDEN_CLUSTER_KEY_FILE "$etc/demo.key"
+    envline WARDEN_CLUSTER_ADMIN_TOKEN_FILE "$etc/admin.token"
+    envline WARDEN_CLUSTER_RUNNER_TOKEN_FILE "$etc/runner.token"
+    envline WARDEN_CLUSTER_CONFIG "$etc/warden.toml"
   } >> "$state/cluster.env"
   echo "$warden" > "$state/warden-bin"
 
@@ -334,9 +340,9 @@ EOF
   ) || die "hello through the balancer failed"
   rm -f "$state/.headers"
   [ "$seen" -eq "$nrunners" ] || die "hello answered by $seen runners of $nrunners through HAProxy"
+  usage
   started=1
   trap - EXIT INT TERM
-  usage
 }
 
 # --- status ----------------------------------------------------------------------------------
