@@ -3,7 +3,7 @@
 //!
 //! Records are written after the call. A call that ran but whose records could not be stored
 //! (the disk filled, the database restarted) keeps them in memory, up to
-//! [`MAX_UNSTORED`](crate::unstored::MAX_UNSTORED)
+//! [`MAX_UNSTORED`](crate::unstored::MAX_UNSTORED) (and 16 MiB)
 //! records, and they are stored first, after a [`Event::Recovery`] record saying so, as soon
 //! as records can be stored again: its trail is late, not lost (unless the process ends
 //! before). Its caller gets `host-error` (502, no `retry-after`): the call ran, and a retry

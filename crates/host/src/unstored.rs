@@ -5,26 +5,34 @@ use std::collections::VecDeque;
 
 use warden_audit::{Event, Record};
 
-/// Records of calls that ran, kept while they cannot be stored. Past this, the oldest are
-/// dropped and counted (only the calls in flight when the store fails end here: the gate
-/// refuses every later one).
+/// Records of calls that ran, kept while they cannot be stored, and their bytes (as JSON).
+/// Past either, the oldest are dropped and counted (only the calls in flight when the store
+/// fails end here: the gate refuses every later one).
 pub(crate) const MAX_UNSTORED: usize = 10_000;
+pub(crate) const MAX_UNSTORED_BYTES: usize = 16 << 20;
 
-/// The records kept while the store fails, and how many were dropped past [`MAX_UNSTORED`].
+/// The records kept while the store fails (with their sizes), and how many were dropped past
+/// [`MAX_UNSTORED`] or [`MAX_UNSTORED_BYTES`].
 #[derive(Default)]
 pub(crate) struct Unstored {
-    records: VecDeque<Record>,
+    records: VecDeque<(Record, usize)>,
+    bytes: usize,
     dropped: u64,
 }
 
 impl Unstored {
     pub(crate) fn keep(&mut self, records: Vec<Record>) {
         for r in records {
-            if self.records.len() >= MAX_UNSTORED {
-                self.records.pop_front();
+            let size = serde_json::to_vec(&r).map_or(0, |v| v.len());
+            self.records.push_back((r, size));
+            self.bytes += size;
+            while self.records.len() > MAX_UNSTORED || self.bytes > MAX_UNSTORED_BYTES {
+                let Some((_, size)) = self.records.pop_front() else {
+                    break;
+                };
+                self.bytes -= size;
                 self.dropped += 1;
             }
-            self.records.push_back(r);
         }
     }
 
@@ -40,7 +48,8 @@ impl Unstored {
         );
         if self.dropped > 0 {
             message.push_str(&format!(
-                "; {} more were dropped (over {MAX_UNSTORED} kept)",
+                "; {} more were dropped (over {MAX_UNSTORED} records or {MAX_UNSTORED_BYTES} \
+                 bytes kept)",
                 self.dropped
             ));
         }
@@ -50,16 +59,23 @@ impl Unstored {
     /// The oldest kept record, taken out to be stored; `None` once all are (which also
     /// forgets the count of dropped ones: the marker said it).
     pub(crate) fn next(&mut self) -> Option<Record> {
-        let next = self.records.pop_front();
-        if next.is_none() {
-            self.dropped = 0;
+        match self.records.pop_front() {
+            Some((r, size)) => {
+                self.bytes -= size;
+                Some(r)
+            }
+            None => {
+                self.dropped = 0;
+                None
+            }
         }
-        next
     }
 
     /// A record [`Unstored::next`] gave that could not be stored: first again.
     pub(crate) fn put_back(&mut self, record: Record) {
-        self.records.push_front(record);
+        let size = serde_json::to_vec(&record).map_or(0, |v| v.len());
+        self.bytes += size;
+        self.records.push_front((record, size));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -94,5 +110,27 @@ mod tests {
         }
         assert_eq!(n, MAX_UNSTORED);
         assert!(u.is_empty() && u.marker().is_none());
+    }
+
+    #[test]
+    fn big_records_are_capped_in_bytes() {
+        let mut u = Unstored::default();
+        // Each field is cut at 1 KiB: a record of two full ones is over 2 KiB.
+        let big = |i: usize| {
+            call(i)
+                .with_message("x".repeat(4 << 10))
+                .with_target(&"y".repeat(4 << 10))
+        };
+        u.keep((0..9000).map(big).collect());
+        assert!(u.bytes <= MAX_UNSTORED_BYTES, "{}", u.bytes);
+        assert!(
+            u.dropped > 0 && u.records.len() < 9000,
+            "{}",
+            u.records.len()
+        );
+        let m = u.marker().unwrap();
+        assert!(m.message().unwrap().contains("more were dropped"), "{m:?}");
+        while u.next().is_some() {}
+        assert_eq!(u.bytes, 0);
     }
 }
