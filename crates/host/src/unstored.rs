@@ -119,7 +119,7 @@ mod tests {
         let big = |i: usize| {
             call(i)
                 .with_message("x".repeat(4 << 10))
-                .with_target(&"y".repeat(4 << 10))
+                .with_target("y".repeat(4 << 10))
         };
         u.keep((0..9000).map(big).collect());
         assert!(u.bytes <= MAX_UNSTORED_BYTES, "{}", u.bytes);
