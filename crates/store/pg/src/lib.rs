@@ -170,10 +170,11 @@ fn parse_url(
 ) -> Result<(DatabaseUrl, tokio_postgres::Config, tls::TlsSettings), PgError> {
     let shown = DatabaseUrl::parse(url).map_err(PgError::Url)?;
     // tokio-postgres knows no verify-* and no file parameters: they are taken out first.
-    let (driver_url, tls) = tls::split_url(url)?;
+    let (driver_url, mut tls) = tls::split_url(url)?;
     let mut config = tokio_postgres::Config::from_str(&driver_url)
         // Its messages name the option, never the value.
         .map_err(|e| PgError::Url(e.to_string()))?;
+    tls.default_for(&config);
     config.ssl_mode(tls.mode);
     let options = format!(
         "{} -c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}",
@@ -402,8 +403,24 @@ mod tests {
             assert_eq!(c.get_application_name(), Some("x"));
             assert!(!shown.to_string().contains("s3cret"));
         }
-        let (_, c, _) = parse_url("postgres://u@127.0.0.1/w").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
+        // No sslmode: prefer on this machine, verify-full for any other host.
+        for (url, want) in [
+            ("postgres://u@127.0.0.1/w", SslMode::Prefer),
+            ("postgres://u@localhost/w", SslMode::Prefer),
+            ("postgres://u@[::1]/w", SslMode::Prefer),
+            ("postgres://u@%2Frun%2Fpostgresql/w", SslMode::Prefer),
+            ("postgres://u@db.example/w", SslMode::Require),
+            ("postgres://u@10.0.0.5/w", SslMode::Require),
+            ("postgres://u@127.0.0.1,db.example/w", SslMode::Require),
+            (
+                "postgres://u@127.0.0.1/w?sslrootcert=system",
+                SslMode::Require,
+            ),
+            ("postgres://u@db.example/w?sslmode=prefer", SslMode::Prefer),
+        ] {
+            let (_, c, _) = parse_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(c.get_ssl_mode(), want, "{url}");
+        }
         let (_, c, s) = parse_url(
             "postgres://u@127.0.0.1/w?sslmode=verify-full&sslrootcert=/ca.pem&user=other",
         )

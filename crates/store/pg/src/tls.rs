@@ -5,9 +5,14 @@
 //! knows neither `verify-ca`/`verify-full` nor the file parameters):
 //!
 //! - `sslmode=disable`: in the clear.
-//! - `sslmode=prefer` (also when `sslmode` is absent, as in libpq): TLS if the server offers
-//!   it, verified as below; in the clear only when the server has no TLS at all. A server that
-//!   offers TLS with a certificate that does not verify is refused, not used in the clear.
+//! - `sslmode=prefer`: TLS if the server offers it, verified as below; in the clear only when
+//!   the server has no TLS at all. A server that offers TLS with a certificate that does not
+//!   verify is refused, not used in the clear. But an attacker on the path can answer "no TLS"
+//!   for the server (as with libpq): `prefer` protects against listeners, not against them.
+//! - No `sslmode`: `prefer` for a server on this machine (a loopback address, `localhost` or a
+//!   Unix socket), as libpq does; `verify-full` for any other host, unlike libpq, so that a
+//!   fleet's URL cannot fall back to the clear (and hand over its password) by omission. So
+//!   does `sslrootcert=system` (as in libpq 16).
 //! - `sslmode=require`, `verify-ca`, `verify-full`: TLS or nothing. All three verify the
 //!   certificate chain *and* the host name (stricter than libpq's `require` and `verify-ca`,
 //!   which skip the name or both): warden never makes an unverified TLS connection.
@@ -54,6 +59,8 @@ pub(crate) enum Roots {
 pub(crate) struct TlsSettings {
     /// `sslmode` as given (`prefer` when absent), for messages.
     pub(crate) mode_name: String,
+    /// Whether `sslmode` was given (see [`TlsSettings::default_for`]).
+    pub(crate) mode_given: bool,
     pub(crate) mode: SslMode,
     pub(crate) roots: Roots,
     /// `sslcert` and `sslkey`.
@@ -115,6 +122,7 @@ pub(crate) fn split_url(url: &str) -> Result<(String, TlsSettings), PgError> {
             )));
         }
     };
+    let mode_given = mode_name.is_some();
     let mode_name = mode_name.unwrap_or_else(|| "prefer".into());
     if mode == SslMode::Disable
         && let Some(name) = [
@@ -129,6 +137,7 @@ pub(crate) fn split_url(url: &str) -> Result<(String, TlsSettings), PgError> {
             "{name} is for TLS, which sslmode=disable turns off"
         )));
     }
+    let system_roots = rootcert.as_deref() == Some("system");
     let roots = match rootcert {
         None => Roots::Mozilla,
         Some(p) if p == "system" => Roots::Mozilla,
@@ -157,15 +166,17 @@ pub(crate) fn split_url(url: &str) -> Result<(String, TlsSettings), PgError> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((
-        driver_url,
-        TlsSettings {
-            mode_name,
-            mode,
-            roots,
-            client,
-        },
-    ))
+    let mut settings = TlsSettings {
+        mode_name,
+        mode_given,
+        mode,
+        roots,
+        client,
+    };
+    if !mode_given && system_roots {
+        settings.require("verify-full (sslrootcert=system)");
+    }
+    Ok((driver_url, settings))
 }
 
 /// Percent-decodes `s` as tokio-postgres does (`+` stays `+`); the error completes "… is not
@@ -196,6 +207,36 @@ fn decode(s: &str) -> Result<String, &'static str> {
 }
 
 impl TlsSettings {
+    fn require(&mut self, name: &str) {
+        self.mode = SslMode::Require;
+        self.mode_name = name.to_owned();
+        self.mode_given = true;
+    }
+
+    /// Without `sslmode`: `verify-full` unless every host of `config` is on this machine (see
+    /// the module docs).
+    pub(crate) fn default_for(&mut self, config: &tokio_postgres::Config) {
+        use tokio_postgres::config::Host;
+        if self.mode_given {
+            return;
+        }
+        let local = |h: &Host| match h {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        };
+        let hosts = config.get_hosts();
+        if hosts.is_empty() || !hosts.iter().all(local) {
+            self.require("verify-full (the default for a server on another host)");
+        }
+    }
+
     /// The connector for these settings: reads the files they name. With `sslmode=disable` no
     /// handshake is ever made, and the connector trusts nothing besides.
     pub(crate) fn connector(&self) -> Result<Connector, PgError> {
@@ -221,11 +262,13 @@ impl TlsSettings {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
                 let chain = read_certs("sslcert", cert)?;
-                let private = PrivateKeyDer::from_pem_file(key).map_err(|e| PgError::TlsFile {
-                    param: "sslkey",
-                    path: key.clone(),
-                    reason: pem_reason(e, "private key"),
-                })?;
+                let bytes = read_pem("sslkey", key)?;
+                let private =
+                    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| PgError::TlsFile {
+                        param: "sslkey",
+                        path: key.clone(),
+                        reason: pem_reason(e, "private key"),
+                    })?;
                 builder
                     .with_client_auth_cert(chain, private)
                     .map_err(|e| PgError::TlsFile {
@@ -252,8 +295,8 @@ fn read_certs(param: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
         path: path.to_owned(),
         reason,
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(pem_reason(e, "certificate")))?
+    let bytes = read_pem(param, path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| fail(pem_reason(e, "certificate")))?;
     if certs.is_empty() {
@@ -277,12 +320,39 @@ fn read_roots(path: &Path) -> Result<RootCertStore, PgError> {
     Ok(roots)
 }
 
+/// The most a PEM file of the URL may hold: a CA bundle is well under it.
+const MAX_PEM_BYTES: u64 = 4 << 20;
+
+/// The bytes of a PEM file the URL names: a regular file (not a FIFO that would block or a
+/// device that never ends) of at most [`MAX_PEM_BYTES`].
+fn read_pem(param: &'static str, path: &Path) -> Result<Vec<u8>, PgError> {
+    use std::io::Read as _;
+    let fail = |reason: String| PgError::TlsFile {
+        param,
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("is not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("cannot be read: {e}")))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(fail(format!("is over {MAX_PEM_BYTES} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Why a PEM file did not parse, never quoting it (a key file's bytes are secret).
 fn pem_reason(e: rustls::pki_types::pem::Error, what: &str) -> String {
     use rustls::pki_types::pem::Error;
     match e {
         Error::Io(e) => format!("cannot be read: {e}"),
         Error::NoItemsFound => format!("holds no PEM {what}"),
-        other => format!("is not a valid PEM file: {other:?}"),
+        _ => format!("is not a valid PEM file of a {what}"),
     }
 }
 
@@ -550,7 +620,21 @@ mod tests {
         )
         .unwrap();
         let missing = dir.join("missing.pem");
+        // A FIFO would block the read for ever, a device never end, a folder not be a file.
+        let fifo = dir.join("fifo.pem");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'A'; (MAX_PEM_BYTES + 1) as usize]).unwrap();
+        let (zero, folder) = (PathBuf::from("/dev/zero"), dir.clone());
         for (path, want) in [
+            (&fifo, "is not a regular file"),
+            (&zero, "is not a regular file"),
+            (&folder, "is not a regular file"),
+            (&big, "is over"),
             (&missing, "cannot be read"),
             (&empty, "holds no PEM certificate"),
             (&text, "holds no PEM certificate"),
@@ -574,6 +658,23 @@ mod tests {
         ));
         let e = s.connector().err().unwrap().to_string();
         assert!(e.contains("sslcert") && e.contains("empty.pem"), "{e}");
+        // A malformed key file is named, never quoted.
+        let cert = dir.join("cert.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let bad_key = dir.join("bad.key");
+        std::fs::write(&bad_key, "-----BEGIN PRIVATE KEY-----\nSECRETKEYBYTES\n").unwrap();
+        let (_, s) = split(&format!(
+            "postgres://db/w?sslcert={}&sslkey={}",
+            cert.display(),
+            bad_key.display()
+        ));
+        let e = s.connector().err().unwrap().to_string();
+        assert!(e.contains("sslkey") && e.contains("bad.key"), "{e}");
+        assert!(!e.contains("SECRET") && !e.contains("83, 69"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
