@@ -388,12 +388,17 @@ impl Source {
 
     /// Refuses while another process has the database or the audit log open (a runner still
     /// serving the data dir would go on writing to it, and what it wrote would be lost to the
-    /// copy). Sees the processes this user may inspect (all of them as root).
+    /// copy). Sees the processes this user may inspect (all of them as root; a runner in
+    /// another PID namespace only from its parent's).
     fn refuse_if_in_use(&self) -> Result<()> {
-        let files: Vec<PathBuf> = self
+        use std::os::unix::fs::MetadataExt as _;
+        // By device and inode, not by path: a runner may reach the same files through a bind
+        // mount or in a mount namespace of its own (a container).
+        let files: Vec<(u64, u64)> = self
             .files()
             .iter()
-            .filter_map(|p| p.canonicalize().ok())
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()))
             .collect();
         if let Some((pid, name)) = open_elsewhere(&files) {
             bail!(
@@ -508,8 +513,9 @@ fn mac_checked(report: &warden_audit::VerifyReport) -> Result<()> {
     }
 }
 
-/// A process other than this one with one of `files` open: its pid and name.
-fn open_elsewhere(files: &[PathBuf]) -> Option<(u32, String)> {
+/// A process other than this one with one of `files` (device, inode) open: its pid and name.
+fn open_elsewhere(files: &[(u64, u64)]) -> Option<(u32, String)> {
+    use std::os::unix::fs::MetadataExt as _;
     let me = std::process::id();
     let procs = std::fs::read_dir("/proc").ok()?;
     for p in procs.flatten() {
@@ -524,8 +530,10 @@ fn open_elsewhere(files: &[PathBuf]) -> Option<(u32, String)> {
             continue;
         };
         for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && files.contains(&target)
+            // `stat` through /proc/PID/fd/N reaches the open file itself, wherever it was
+            // opened from.
+            if let Ok(m) = std::fs::metadata(fd.path())
+                && files.contains(&(m.dev(), m.ino()))
             {
                 let name = std::fs::read_to_string(p.path().join("comm"))
                     .map(|s| s.trim().to_owned())

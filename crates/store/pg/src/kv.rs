@@ -113,14 +113,15 @@ impl PgKv {
                     seq: r.try_get(4).map_err(storage)?,
                 }))?;
             }
-            // By pages, each after the last row of the one before (the snapshot holds still).
+            // By pages, each after the last row of the one before (the snapshot holds still);
+            // small ones, since a value may be large: at most 64 values held at once.
             let mut after: Option<(String, String, Vec<u8>, Vec<u8>)> = None;
             loop {
                 let rows = match &after {
                     None => {
                         tx.query(
                             "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
-                             ORDER BY tenant, extension, bucket, key LIMIT 1000",
+                             ORDER BY tenant, extension, bucket, key LIMIT 64",
                             &[],
                         )
                         .await
@@ -129,7 +130,7 @@ impl PgKv {
                         tx.query(
                             "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
                              WHERE (tenant, extension, bucket, key) > ($1, $2, $3, $4)
-                             ORDER BY tenant, extension, bucket, key LIMIT 1000",
+                             ORDER BY tenant, extension, bucket, key LIMIT 64",
                             &[t, x, b, k],
                         )
                         .await
