@@ -533,7 +533,27 @@ async fn ready(State(s): State<Arc<Service>>, id: RequestId) -> Response {
 
 /// Checks every request meets before its route: draining, URI length, header bytes. Counts
 /// requests in flight for the graceful shutdown.
-async fn front(State(s): State<Arc<Service>>, mut request: Request, next: Next) -> Response {
+async fn front(State(s): State<Arc<Service>>, request: Request, next: Next) -> Response {
+    // A body left unread (the request refused first) ends the connection: say so.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let unread_closes = has_body(&request);
+    let request = request.map(|inner| {
+        axum::body::Body::new(Tracked {
+            inner,
+            done: Arc::clone(&done),
+        })
+    });
+    let mut response = answer(s, request, next).await;
+    if unread_closes && !done.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+async fn answer(s: Arc<Service>, mut request: Request, next: Next) -> Response {
     let id = s.host.new_request_id();
     // Liveness stays 200 while draining; readiness says 503.
     if s.draining.load(Ordering::Relaxed) && request.uri().path() != "/healthz" {
@@ -709,4 +729,45 @@ pub async fn serve(
         tracing::error!(error = %e, "the summary of repeated refusals could not be stored");
     }
     Ok(())
+}
+
+/// A request body that says whether it was read to its end: a refusal answered before it was
+/// (a 429, a 401 of a POST) closes the connection, and says so with `connection: close`, so
+/// that a client does not send its next request on a connection the server is closing.
+struct Tracked {
+    inner: axum::body::Body,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.done.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether `request` has a body to read (a length above 0, or chunks).
+fn has_body(request: &Request) -> bool {
+    let h = request.headers();
+    h.contains_key(http::header::TRANSFER_ENCODING)
+        || h.get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }

@@ -325,3 +325,38 @@ fn an_undecodable_path_and_an_output_over_its_cap_are_counted_like_the_rest() {
         r#"warden_limit_hits_total{tenant="alpha",extension="warden.hostile-http",limit="size"} 1"#;
     assert!(m.body.lines().any(|l| l == line), "{}", m.body);
 }
+
+/// A POST refused before its body is read (over the tenant's rate) ends its connection, and
+/// the answer says so (`connection: close`): a client then opens a new one for its next
+/// request instead of having it fail on a closing connection (red team, session 12). A request
+/// whose body was read, or without one, keeps its connection.
+#[test]
+fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
+    let st = setup();
+    let s = st.serve("[policy.gateway]\ntenant_rate = 1\ntenant_burst = 1\n");
+    let (kv, sig) = st.bundle(&example("kv-counter"), "kv");
+    let hash = publish(&s, &kv, &sig);
+    let key = tenant(&s, "alpha");
+    let r = install(&s, "alpha", "warden-examples.kv-counter", &hash, "kv");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let url = format!("{}/api/ext/warden-examples.kv-counter/increment", s.base);
+    let first = send("POST", &url, Some(&key), b"hits");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(
+        !first.headers.contains_key("connection"),
+        "{:?}",
+        first.headers
+    );
+    let refused = send("POST", &url, Some(&key), b"hits");
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(
+        refused
+            .headers
+            .get("connection")
+            .map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
+    let get_refused = get(&url, Some(&key));
+    assert_eq!(get_refused.status, 429, "{}", get_refused.body);
+    assert!(!get_refused.headers.contains_key("connection"));
+}
