@@ -162,6 +162,10 @@ start() {
   if [ -e "$state" ] && [ -n "$(ls -A "$state" 2>/dev/null)" ]; then
     die "$state exists and is not a cluster's folder; remove it or set WARDEN_CLUSTER_DIR"
   fi
+  # An empty folder someone else made (in /tmp, say) could be theirs to watch or plant in.
+  if [ -e "$state" ] && { [ ! -d "$state" ] || [ -L "$state" ] || [ "$(stat -c %u "$state")" != "$(id -u)" ]; }; then
+    die "$state exists and is not a folder of this user's; remove it or set WARDEN_CLUSTER_DIR"
+  fi
 
   # What it needs: PostgreSQL 15, moto, HAProxy, the wasm target (scripts/setup.sh installs
   # what is missing), the examples and warden.

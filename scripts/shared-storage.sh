@@ -114,7 +114,16 @@ EOT
 
 stop() {
   [ -d "$state" ] || return 0
-  if [ -f "$state/moto.pid" ]; then kill "$(cat "$state/moto.pid")" 2>/dev/null || true; fi
+  # Only the moto this folder started: a pid file could name any process by now (or be
+  # planted in a folder someone else made).
+  if [ -f "$state/moto.pid" ]; then
+    local pid
+    pid=$(cat "$state/moto.pid")
+    if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q moto_server \
+      && [ "$(stat -c %u "/proc/$pid")" = "$(id -u)" ]; then
+      kill "$pid" 2>/dev/null || true
+    fi
+  fi
   if [ -f "$state/pg/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$state/pg" -w -m fast stop >&2 || true; fi
   rm -rf "$state"
 }
