@@ -202,7 +202,10 @@ impl Inner {
         let caps = self.caps_for(&ext, via);
         // A busy tenant's call waits its turn from the start, on the long calls' threads.
         let busy = caps.share.as_ref().is_some_and(warden_runtime::Share::busy);
-        let call = call(Arc::clone(&ext), caps);
+        // Boxed once here: the call's future is several kilobytes (Wasmtime's instantiation
+        // and call futures inside), and unboxed it was copied whole at each `.await` it passes
+        // through on its way down (`Guests::run`, the timeout, ...), on every call.
+        let call = Box::pin(call(Arc::clone(&ext), caps));
         // A call from another extension runs inside its caller's task (and turn).
         let outcome = if top_level {
             self.guests.run(call, busy).await
