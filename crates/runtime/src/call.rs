@@ -12,7 +12,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use warden_call::output::lines;
-use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
+use warden_call::{CallError, CallOutcome, CallReport, Ledger, LogLine, Redactor, Stream};
 
 use crate::caps::CallCaps;
 use crate::capture::Capture;
@@ -124,18 +124,8 @@ impl Call {
         });
         // Secret values handed to the guest never leave the runtime: see `crate::redact`.
         let redactor = &self.store.data().redactor;
-        let (out, out_dropped) = self.stdout.take();
-        let (err, err_dropped) = self.stderr.take();
-        let mut logs = lines(
-            Stream::Stdout,
-            &redactor.bytes(&out, out_dropped > 0),
-            out_dropped,
-        );
-        logs.extend(lines(
-            Stream::Stderr,
-            &redactor.bytes(&err, err_dropped > 0),
-            err_dropped,
-        ));
+        let mut logs = captured(Stream::Stdout, &self.stdout, redactor);
+        logs.extend(captured(Stream::Stderr, &self.stderr, redactor));
         logs.extend(self.store.data().logs.lines(redactor));
         let (denials, uses, limits) = self.ledger.report(redactor);
         CallReport {
@@ -150,6 +140,15 @@ impl Call {
             limits,
         }
     }
+}
+
+/// The lines a stream captured, redacted; nothing to redact (the usual case) costs nothing.
+fn captured(stream: Stream, capture: &Capture, redactor: &Redactor) -> Vec<LogLine> {
+    let (kept, dropped) = capture.take();
+    if kept.is_empty() && dropped == 0 {
+        return Vec::new();
+    }
+    lines(stream, &redactor.bytes(&kept, dropped > 0), dropped)
 }
 
 fn too_large(what: &'static str, size: usize, limit: warden_manifest::ByteSize) -> CallError {
