@@ -6,6 +6,8 @@
 //! Needs the example components: run `scripts/build-examples.sh` first.
 //! Run: `cargo bench -p warden-host --bench call`.
 //! `WARDEN_BENCH_CALLS=N` changes the number of measured calls per variant (default 2000).
+//! `WARDEN_PROFILE_ONLY=warden` (or `raw`) runs N calls of that variant alone and prints
+//! nothing, for a profiler: `perf record --call-graph dwarf` on this binary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -234,6 +236,21 @@ fn main() {
         .id;
     let raw = Raw::new(&examples().join("echo/extension.wasm"));
 
+    if let Ok(only) = std::env::var("WARDEN_PROFILE_ONLY") {
+        rt.block_on(async {
+            for _ in 0..calls {
+                if only == "raw" {
+                    time_raw(&raw, 1, None).await;
+                } else {
+                    time_warden(&host, &id, 1, None).await;
+                    if audit.len() > 1000 {
+                        audit.take();
+                    }
+                }
+            }
+        });
+        return;
+    }
     let (raw_s, warden_s) = rt.block_on(async {
         // Warm-up, interleaved too.
         for _ in 0..WARMUP.div_ceil(BLOCK) {
