@@ -113,6 +113,7 @@ pub fn migrate(
     progress(&format!("connecting to {}", target.database));
     let pg = PgStore::connect(target.database.expose())
         .with_context(|| format!("connecting to {}", target.database))?;
+    crate::storage::warn_if_clear(&pg);
     let fleet_audit_key = AuditKey::load(&target.audit_key_file).with_context(|| {
         format!(
             "reading the audit key {} ([storage] audit_key_file)",

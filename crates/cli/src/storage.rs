@@ -79,6 +79,10 @@ pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>, use_: Use) -
     };
     no_second_key(shared, audit_key)?;
     let pg = connect(shared)?;
+    // The service's log says it (JSON on stderr); a command says it here.
+    if use_ == Use::Command {
+        warn_if_clear(&pg);
+    }
     let audit = shared_log(&pg, shared)?;
     let secret_key =
         warden_secrets::SecretKey::load(&shared.secret_key_file).with_context(|| {
@@ -127,7 +131,11 @@ pub fn open(config: &Config, data: &Path, audit_key: Option<&Path>, use_: Use) -
 pub fn shared_audit_sink(config: &Config) -> Result<Option<Arc<dyn AuditSink>>> {
     match &config.storage {
         Storage::Embedded => Ok(None),
-        Storage::Shared(shared) => Ok(Some(Arc::new(shared_log(&connect(shared)?, shared)?))),
+        Storage::Shared(shared) => {
+            let pg = connect(shared)?;
+            warn_if_clear(&pg);
+            Ok(Some(Arc::new(shared_log(&pg, shared)?)))
+        }
     }
 }
 
@@ -150,7 +158,11 @@ fn shared_log(pg: &PgStore, shared: &SharedStorage) -> Result<StoreLog> {
 pub fn audit_source(config: &Config, data: &Path) -> Result<Arc<dyn AuditSource>> {
     match &config.storage {
         Storage::Embedded => Ok(Arc::new(FileAuditSource::in_data_dir(data))),
-        Storage::Shared(shared) => Ok(Arc::new(connect(shared)?.audit_source())),
+        Storage::Shared(shared) => {
+            let pg = connect(shared)?;
+            warn_if_clear(&pg);
+            Ok(Arc::new(pg.audit_source()))
+        }
     }
 }
 
@@ -165,6 +177,14 @@ pub fn shared_audit_key(config: &Config) -> Option<&Path> {
 fn connect(shared: &SharedStorage) -> Result<PgStore> {
     PgStore::connect(shared.database.expose())
         .with_context(|| format!("connecting to {}", shared.database))
+}
+
+/// A connection that fell back to the clear is said on stderr by every command (the service's
+/// log says it at start).
+pub fn warn_if_clear(pg: &PgStore) {
+    if let Some(w) = pg.clear_text_warning() {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// One audit key per fleet, in the config: a second one on the command line could only

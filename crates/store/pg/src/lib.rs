@@ -144,6 +144,8 @@ struct Inner {
     tls: tls::Connector,
     /// What the connection made at connect negotiated: the TLS version, `None` in the clear.
     session: OnceLock<Option<String>>,
+    /// Whether TLS was asked for (not `sslmode=disable`): in the clear, it was refused.
+    wants_tls: bool,
     url: DatabaseUrl,
 }
 
@@ -233,6 +235,7 @@ impl PgStore {
                 config,
                 tls: connector,
                 session: OnceLock::new(),
+                wants_tls: settings.mode != tokio_postgres::config::SslMode::Disable,
                 url: shown,
             }),
         };
@@ -265,6 +268,19 @@ impl PgStore {
     /// same settings.
     pub fn tls_version(&self) -> Option<&str> {
         self.inner.session.get().and_then(|v| v.as_deref())
+    }
+
+    /// A warning for whoever started this store, if it is in the clear although the URL did
+    /// not say `sslmode=disable` (`prefer` with a server that offers no TLS, or an attacker
+    /// on the path answering for it). Commands print it; the service logs it at start.
+    pub fn clear_text_warning(&self) -> Option<String> {
+        (self.inner.wants_tls && self.tls_version().is_none()).then(|| {
+            format!(
+                "{}: connected in the clear: the server offered no TLS (sslmode=prefer); \
+                 sslmode=verify-full refuses that",
+                self.inner.url
+            )
+        })
     }
 
     pub(crate) fn set_session(&self, version: Option<String>) {

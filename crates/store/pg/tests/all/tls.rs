@@ -177,9 +177,12 @@ fn prefer_uses_tls_when_offered_and_disable_does_not() {
     ] {
         let store = PgStore::connect(&with(&base, &q)).unwrap_or_else(|e| panic!("{}", chain(&e)));
         assert_eq!(store.tls_version(), Some("TLSv1.3"), "{q}");
+        assert_eq!(store.clear_text_warning(), None, "{q}");
     }
     let store = PgStore::connect(&with(&base, "sslmode=disable")).unwrap();
     assert_eq!(store.tls_version(), None);
+    // Asked for: nothing to warn of.
+    assert_eq!(store.clear_text_warning(), None);
 }
 
 /// The role `warden_cert` logs in by certificate only (`pg_hba` "cert"): with `sslcert` and
@@ -298,4 +301,7 @@ fn a_server_without_tls_is_refused_unless_prefer() {
     let store = PgStore::connect(&with(&base, &format!("sslmode=prefer&sslrootcert={ca}")))
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
     assert_eq!(store.tls_version(), None);
+    // What every command then prints on stderr.
+    let warning = store.clear_text_warning().unwrap();
+    assert!(warning.contains("in the clear"), "{warning}");
 }
