@@ -171,10 +171,15 @@ impl Inner {
     /// one by one; those not stored stay kept. Called only while the host is closed, by the
     /// probe that may open it.
     fn store_unstored(&self) -> Result<(), warden_audit::AuditError> {
-        let Some(marker) = self.lock_unstored().marker() else {
+        if !self.lock_unstored().pending() {
             return Ok(());
-        };
-        self.audit.append(marker)?;
+        }
+        // One marker for the records it counts, even if storing them takes several tries.
+        let marker = self.lock_unstored().marker();
+        if let Some(marker) = marker {
+            self.audit.append(marker)?;
+            self.lock_unstored().marker_stored();
+        }
         loop {
             let Some(next) = self.lock_unstored().next() else {
                 return Ok(());

@@ -18,10 +18,14 @@ pub(crate) struct Unstored {
     records: VecDeque<(Record, usize)>,
     bytes: usize,
     dropped: u64,
+    /// The marker of the records kept now is stored: storing them again after a failure half
+    /// way needs no second one (unless more were kept since).
+    marked: bool,
 }
 
 impl Unstored {
     pub(crate) fn keep(&mut self, records: Vec<Record>) {
+        self.marked = false;
         for r in records {
             let size = serde_json::to_vec(&r).map_or(0, |v| v.len());
             self.records.push_back((r, size));
@@ -36,9 +40,15 @@ impl Unstored {
         }
     }
 
-    /// The marker saying what the kept records are, or `None` if none are kept.
+    /// Whether records are kept (or were dropped, which the marker must say).
+    pub(crate) fn pending(&self) -> bool {
+        !self.records.is_empty() || self.dropped > 0
+    }
+
+    /// The marker saying what the kept records are, or `None` if none are kept or it is
+    /// stored already ([`Unstored::marker_stored`]).
     pub(crate) fn marker(&self) -> Option<Record> {
-        if self.records.is_empty() && self.dropped == 0 {
+        if !self.pending() || self.marked {
             return None;
         }
         let mut message = format!(
@@ -58,6 +68,11 @@ impl Unstored {
 
     /// The oldest kept record, taken out to be stored; `None` once all are (which also
     /// forgets the count of dropped ones: the marker said it).
+    /// The marker [`Unstored::marker`] gave is stored.
+    pub(crate) fn marker_stored(&mut self) {
+        self.marked = true;
+    }
+
     pub(crate) fn next(&mut self) -> Option<Record> {
         match self.records.pop_front() {
             Some((r, size)) => {
@@ -66,6 +81,7 @@ impl Unstored {
             }
             None => {
                 self.dropped = 0;
+                self.marked = false;
                 None
             }
         }
@@ -110,6 +126,27 @@ mod tests {
         }
         assert_eq!(n, MAX_UNSTORED);
         assert!(u.is_empty() && u.marker().is_none());
+    }
+
+    #[test]
+    fn a_marker_stored_is_not_asked_for_again_until_more_are_kept() {
+        let mut u = Unstored::default();
+        u.keep(vec![call(1), call(2)]);
+        assert!(u.marker().is_some());
+        u.marker_stored();
+        // The first record is stored, the second is not: tried again, without a marker.
+        let first = u.next().unwrap();
+        assert_eq!(first.request_id(), "req-1");
+        assert!(u.pending() && u.marker().is_none());
+        // A call that ran meanwhile: a marker again, for everything kept.
+        u.keep(vec![call(3)]);
+        let m = u.marker().unwrap();
+        assert!(m.message().unwrap().starts_with("2 records"), "{m:?}");
+        u.marker_stored();
+        while u.next().is_some() {}
+        assert!(!u.pending() && u.marker().is_none());
+        u.keep(vec![call(4)]);
+        assert!(u.marker().is_some());
     }
 
     #[test]
