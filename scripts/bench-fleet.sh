@@ -28,6 +28,8 @@ threads=${BENCH_THREADS:-2}
 conns=${BENCH_CONNECTIONS:-64}
 # shellcheck source=scripts/lib/load.sh
 . "$root/scripts/lib/load.sh"
+# shellcheck source=scripts/lib/haproxy.sh
+. "$root/scripts/lib/haproxy.sh"
 say() { echo "bench-fleet: $*" >&2; }
 die() { say "$*"; exit 1; }
 
@@ -246,35 +248,9 @@ balancer() { # N: started, every runner UP; its URL in $lb_url
   local n=$1 port sport i
   port=$(free_port)
   sport=$(free_port)
-  {
-    cat <<EOF
-global
-  maxconn 4096
-defaults
-  mode http
-  option http-keep-alive
-  timeout connect 2s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 10s
-frontend warden
-  bind 127.0.0.1:$port
-  default_backend runners
-backend runners
-  balance roundrobin
-  option httpchk
-  http-check send meth GET uri /readyz ver HTTP/1.1 hdr host localhost
-  http-check expect status 200
-  default-server inter 1s fall 2 rise 1
-EOF
-    for i in $(seq 1 "$n"); do echo "  server r$i ${runner_urls[$((i - 1))]#http://} check"; done
-    cat <<EOF
-listen stats
-  bind 127.0.0.1:$sport
-  stats enable
-  stats uri /
-EOF
-  } > "$work/haproxy-$n.cfg"
+  local addrs=()
+  for i in $(seq 1 "$n"); do addrs+=("${runner_urls[$((i - 1))]#http://}"); done
+  haproxy_config "$port" "$sport" 0 "${addrs[@]}" > "$work/haproxy-$n.cfg"
   "$haproxy" -c -q -f "$work/haproxy-$n.cfg"
   "$haproxy" -db -f "$work/haproxy-$n.cfg" > "$work/logs/haproxy-$n.log" 2>&1 < /dev/null &
   lb_pid=$!

@@ -26,6 +26,8 @@ state=${state%/}
 cd "$root"
 # shellcheck source=scripts/lib/load.sh
 . "$root/scripts/lib/load.sh"
+# shellcheck source=scripts/lib/haproxy.sh
+. "$root/scripts/lib/haproxy.sh"
 nrunners=${WARDEN_CLUSTER_RUNNERS:-3}
 marker=$state/.warden-cluster
 etc=$state/etc
@@ -282,36 +284,11 @@ EOF
   port=$(free_port)
   sport=$(free_port)
   echo "$sport" > "$state/haproxy.stats-port"
+  local addrs=()
+  for i in $(seq 1 "$nrunners"); do addrs+=("127.0.0.1:$(runner_port "$i")"); done
   {
-    cat <<EOF
-# Written by scripts/cluster.sh.
-global
-  maxconn 4096
-defaults
-  mode http
-  option http-keep-alive
-  timeout connect 2s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 10s
-frontend warden
-  bind 127.0.0.1:$port
-  default_backend runners
-backend runners
-  balance roundrobin
-  option httpchk
-  http-check send meth GET uri /readyz ver HTTP/1.1 hdr host localhost
-  http-check expect status 200
-  default-server inter 1s fall 2 rise 1
-  http-response set-header x-served-by %s
-EOF
-    for i in $(seq 1 "$nrunners"); do echo "  server r$i 127.0.0.1:$(runner_port "$i") check"; done
-    cat <<EOF
-listen stats
-  bind 127.0.0.1:$sport
-  stats enable
-  stats uri /
-EOF
+    echo "# Written by scripts/cluster.sh."
+    haproxy_config "$port" "$sport" 1 "${addrs[@]}"
   } > "$state/haproxy.cfg"
   local haproxy
   haproxy=$(haproxy_bin)
