@@ -534,9 +534,12 @@ async fn ready(State(s): State<Arc<Service>>, id: RequestId) -> Response {
 /// Checks every request meets before its route: draining, URI length, header bytes. Counts
 /// requests in flight for the graceful shutdown.
 async fn front(State(s): State<Arc<Service>>, request: Request, next: Next) -> Response {
-    // A body left unread (the request refused first) ends the connection: say so.
+    // A body left unread (the request refused first) ends the connection: say so. Only a
+    // request with a body pays for watching it.
+    if !has_body(&request) {
+        return answer(s, request, next).await;
+    }
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let unread_closes = has_body(&request);
     let request = request.map(|inner| {
         axum::body::Body::new(Tracked {
             inner,
@@ -544,7 +547,7 @@ async fn front(State(s): State<Arc<Service>>, request: Request, next: Next) -> R
         })
     });
     let mut response = answer(s, request, next).await;
-    if unread_closes && !done.load(Ordering::Relaxed) {
+    if !done.load(Ordering::Relaxed) {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),

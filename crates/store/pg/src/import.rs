@@ -16,6 +16,7 @@ use warden_registry::RegistryImage;
 use warden_secrets::{SealedRow, SecretId};
 
 use crate::feed::{CHANNEL, Change, ChangeKind};
+use crate::rows::{INSTALL_COLUMNS, PUBLISHED_COLUMNS};
 use crate::{PgError, PgStore};
 
 /// The tables a copy writes, which must be empty before it.
@@ -189,9 +190,10 @@ impl PgImport {
             }
             for p in &image.published {
                 c.execute(
-                    "INSERT INTO registry_published
-                     (content_hash, id, version, publisher, signature, published_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &format!(
+                        "INSERT INTO registry_published ({PUBLISHED_COLUMNS})
+                         VALUES ($1, $2, $3, $4, $5, $6)"
+                    ),
                     &[
                         &p.content_hash.to_string(),
                         &p.id.as_str(),
@@ -205,9 +207,10 @@ impl PgImport {
             }
             for i in &image.installs {
                 c.execute(
-                    "INSERT INTO registry_installs
-                     (tenant, extension, version, content_hash, grant_text, approved, installed_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &format!(
+                        "INSERT INTO registry_installs ({INSTALL_COLUMNS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ),
                     &[
                         &i.tenant.as_str(),
                         &i.extension.as_str(),

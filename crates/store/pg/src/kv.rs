@@ -115,35 +115,27 @@ impl PgKv {
             }
             // By pages, each after the last row of the one before (the snapshot holds still);
             // small ones, since a value may be large: at most 64 values held at once.
-            let mut after: Option<(String, String, Vec<u8>, Vec<u8>)> = None;
+            // The first page has no row before it ($1 false).
+            let mut after: (bool, String, String, Vec<u8>, Vec<u8>) = Default::default();
             loop {
-                let rows = match &after {
-                    None => {
-                        tx.query(
-                            "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
-                             ORDER BY tenant, extension, bucket, key LIMIT 64",
-                            &[],
-                        )
-                        .await
-                    }
-                    Some((t, x, b, k)) => {
-                        tx.query(
-                            "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
-                             WHERE (tenant, extension, bucket, key) > ($1, $2, $3, $4)
-                             ORDER BY tenant, extension, bucket, key LIMIT 64",
-                            &[t, x, b, k],
-                        )
-                        .await
-                    }
-                }
-                .map_err(storage)?;
+                let (started, t, x, b, k) = &after;
+                let rows = tx
+                    .query(
+                        "SELECT tenant, extension, bucket, key, value, seq FROM kv_entries
+                         WHERE NOT $1 OR (tenant, extension, bucket, key) > ($2, $3, $4, $5)
+                         ORDER BY tenant, extension, bucket, key LIMIT 64",
+                        &[started, t, x, b, k],
+                    )
+                    .await
+                    .map_err(storage)?;
                 let Some(last) = rows.last() else { break };
-                after = Some((
+                after = (
+                    true,
                     last.try_get(0).map_err(storage)?,
                     last.try_get(1).map_err(storage)?,
                     last.try_get(2).map_err(storage)?,
                     last.try_get(3).map_err(storage)?,
-                ));
+                );
                 for r in rows {
                     each(KvRow::Entry(EntryRow {
                         tenant: r.try_get(0).map_err(storage)?,
