@@ -22,7 +22,7 @@ mod value;
 
 pub use access::{SecretAccess, SecretSource};
 pub use key::{KEY_BYTES, KEY_FILE, SecretKey};
-pub use rows::{MemoryRows, SealedRow, SecretId, SecretRows};
+pub use rows::{MemoryRows, SealedRow, SecretId, SecretRows, parse_secret_id};
 pub use store::SecretStore;
 pub use value::{MAX_SECRET_BYTES, SecretValue};
 

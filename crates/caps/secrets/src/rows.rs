@@ -72,6 +72,21 @@ pub trait SecretRows: Send + Sync {
 /// Whose secret a row is: (tenant, extension, name).
 pub type SecretId = (TenantName, ExtensionId, SecretName);
 
+/// A row's identity as a storage keeps it (three texts), parsed; the error says which row
+/// (its texts are names, never secret), for the storage to wrap with its location.
+pub fn parse_secret_id(tenant: &str, extension: &str, name: &str) -> Result<SecretId, String> {
+    let parsed = (|| {
+        Some((
+            tenant.parse().ok()?,
+            extension.parse().ok()?,
+            name.parse().ok()?,
+        ))
+    })();
+    parsed.ok_or_else(|| {
+        format!("a secret row of unreadable identity ({tenant:?}, {extension:?}, {name:?})")
+    })
+}
+
 type RowKey = SecretId;
 
 #[derive(Default)]

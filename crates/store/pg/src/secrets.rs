@@ -5,7 +5,7 @@
 
 use deadpool_postgres::Object;
 use warden_manifest::{ExtensionId, SecretName, TenantName};
-use warden_secrets::{SealedRow, SecretError, SecretId, SecretRows};
+use warden_secrets::{SealedRow, SecretError, SecretId, SecretRows, parse_secret_id};
 
 use crate::PgStore;
 
@@ -154,14 +154,7 @@ impl SecretRows for PgSecretRows {
             {
                 let (t, x, n): (String, String, String) =
                     (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-                let damaged = || -> crate::BoxError {
-                    format!("a secret row of unreadable identity ({t:?}, {x:?}, {n:?})").into()
-                };
-                out.push((
-                    t.parse().map_err(|_| damaged())?,
-                    x.parse().map_err(|_| damaged())?,
-                    n.parse().map_err(|_| damaged())?,
-                ));
+                out.push(parse_secret_id(&t, &x, &n).map_err(crate::BoxError::from)?);
             }
             out.sort();
             Ok(out)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 use warden_kv::{KvError, KvRow};
 use warden_registry::{RegistryError, RegistryImage};
-use warden_secrets::{SealedRow, SecretError, SecretId};
+use warden_secrets::{SealedRow, SecretError, SecretId, parse_secret_id};
 
 use crate::file::DbFileError;
 
@@ -91,15 +91,10 @@ impl Export {
                 r.get(1).map_err(err)?,
                 r.get(2).map_err(err)?,
             );
-            let damaged = || SecretError::Storage {
+            let id = parse_secret_id(&t, &x, &n).map_err(|m| SecretError::Storage {
                 location: self.path.display().to_string(),
-                source: format!("a secret row of unreadable identity ({t:?}, {x:?}, {n:?})").into(),
-            };
-            let id = (
-                t.parse().map_err(|_| damaged())?,
-                x.parse().map_err(|_| damaged())?,
-                n.parse().map_err(|_| damaged())?,
-            );
+                source: m.into(),
+            })?;
             out.push((
                 id,
                 SealedRow {

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use warden_manifest::{ExtensionId, SecretName, TenantName};
-use warden_secrets::{SealedRow, SecretError, SecretId, SecretRows};
+use warden_secrets::{SealedRow, SecretError, SecretId, SecretRows, parse_secret_id};
 
 use crate::{file, schema};
 
@@ -165,16 +165,7 @@ impl SecretRows for SqliteSecretRows {
         let mut out = Vec::new();
         for r in rows {
             let (t, x, n) = r.map_err(e)?;
-            let damaged = || {
-                self.err(format!(
-                    "a secret row of unreadable identity ({t:?}, {x:?}, {n:?})"
-                ))
-            };
-            out.push((
-                t.parse().map_err(|_| damaged())?,
-                x.parse().map_err(|_| damaged())?,
-                n.parse().map_err(|_| damaged())?,
-            ));
+            out.push(parse_secret_id(&t, &x, &n).map_err(|m| self.err(m))?);
         }
         out.sort();
         Ok(out)
