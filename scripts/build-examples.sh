@@ -3,7 +3,10 @@
 # test fixtures under tests/guests/) and puts each component next to its extension.toml as
 # extension.wasm, ready for `warden pack`; then the process extensions under examples/process/
 # as native executables, each copied next to its extension.toml under its folder's name (its
-# entry). All three workspaces share one target dir.
+# entry). All three workspaces share one target dir. Last, the JavaScript and Python examples
+# (examples/js/*, examples/python/*, and the fixtures under tests/guests/js and
+# tests/guests/python) with the SDK's pinned tools (sdk/*/build.sh), installed
+# under target/tools.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 for ws in examples tests/guests; do
@@ -29,4 +32,18 @@ for dir in "$root/examples/process"/*/; do
   if [ -f "$dir/extension.toml" ] && [ -f "$bin" ]; then
     cp "$bin" "$dir/$name"
   fi
+done
+# JavaScript and Python: each example's world gets the WIT packages it may use (warden's, the
+# key-value, config and logging drafts, and WASI 0.2) in wit/deps, as `warden new` writes them.
+export WARDEN_TOOLS=${WARDEN_TOOLS:-$root/target/tools}
+for lang in js python; do
+  for dir in "$root/examples/$lang"/*/ "$root/tests/guests/$lang"/*/; do
+    [ -f "$dir/extension.toml" ] || continue
+    rm -rf "$dir/wit/deps"
+    mkdir -p "$dir/wit/deps/warden-extension"
+    cp "$root"/wit/*.wit "$dir/wit/deps/warden-extension/"
+    cp -R "$root"/wit/deps/* "$dir/wit/deps/"
+    for f in "$root"/wit/wasi/*.wit; do cp "$f" "$dir/wit/deps/wasi-$(basename "$f")"; done
+    bash "$root/sdk/$lang/build.sh" "$dir"
+  done
 done

@@ -53,6 +53,17 @@ if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy
 fi
+# Node.js with npm and Python's venv: the JavaScript and Python examples and fixtures are built
+# with componentize-js and componentize-py (sdk/js/build.sh, sdk/python/build.sh install those
+# pinned tools themselves, under target/tools).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+fi
 if ! command -v moto_server >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'moto[server]==5.2.1'
 fi

@@ -10,6 +10,7 @@ mod fs;
 mod hostile;
 mod invoke;
 mod kv;
+mod languages;
 mod process;
 mod registry;
 mod secrets;

@@ -14,7 +14,7 @@ use warden_host::{ExtensionId, Grant, Policy};
 use crate::support::{Lab, text};
 
 /// A loopback server answering every request with 204.
-fn server() -> u16 {
+pub(crate) fn server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -28,7 +28,7 @@ fn server() -> u16 {
 }
 
 /// Points `ping`'s allowed host at the test's server.
-fn allow(port: u16) -> impl Fn(String) -> String {
+pub(crate) fn allow(port: u16) -> impl Fn(String) -> String {
     move |m: String| {
         m.replace(
             "allowed_hosts = [\"example.com\"]",
@@ -62,7 +62,7 @@ fn load_twins(lab: &Lab, port: u16, grant: &Grant) -> (ExtensionId, ExtensionId)
 }
 
 /// What a call gave: the output, or the error's code and message.
-async fn outcome(lab: &Lab, id: &ExtensionId, method: &str, input: &[u8]) -> String {
+pub(crate) async fn outcome(lab: &Lab, id: &ExtensionId, method: &str, input: &[u8]) -> String {
     match lab.host.default_tenant().call(id, method, input).await {
         Ok(c) => format!("ok {}", text(&c.value)),
         // The host's own messages name the extension: its id is the one difference.
@@ -71,7 +71,7 @@ async fn outcome(lab: &Lab, id: &ExtensionId, method: &str, input: &[u8]) -> Str
 }
 
 /// The uses and denials recorded for `id`, in order, as (event, capability, target).
-fn trail(lab: &Lab, id: &ExtensionId) -> Vec<(String, String, String)> {
+pub(crate) fn trail(lab: &Lab, id: &ExtensionId) -> Vec<(String, String, String)> {
     let shown = |r: &Record| {
         (
             format!("{:?}", r.event()),
