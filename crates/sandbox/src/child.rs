@@ -131,7 +131,7 @@ pub(crate) struct Layout {
     pub(crate) tmp_options: CString,
     pub(crate) rlimits: Vec<(Resource, u64)>,
     pub(crate) ids: IdMapping,
-    pub(crate) seccomp: [BpfProgram; 3],
+    pub(crate) seccomp: [BpfProgram; 4],
     /// Landlock rights on `/tmp` (0 when Landlock is not used).
     pub(crate) tmp_access: u64,
 }

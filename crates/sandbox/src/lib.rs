@@ -31,7 +31,7 @@
 //! | net namespace (no interface up) | any network, loopback included |
 //! | ipc, uts, cgroup namespaces | host System V IPC and POSIX queues; host name; cgroup paths |
 //! | Landlock (ABI ≥ 1; TCP from 4; scopes from 6) | file access beyond the rules even through a mount mistake; TCP bind/connect; signals and abstract sockets out of the domain |
-//! | seccomp-bpf ([`seccomp`]) | foreign-arch calls (kill), x32 numbers and every call off the allowlist (`EPERM`): ptrace, mount, bpf, keyctl, io_uring, kexec, userfaultfd, unshare/setns, namespace flags on clone, ... |
+//! | seccomp-bpf ([`seccomp`]) | foreign-arch calls (kill), x32 numbers and every call off the allowlist (`EPERM`): ptrace, mount, bpf, keyctl, io_uring, Linux AIO, kexec, userfaultfd, unshare/setns, namespace flags on clone, ...; answered as unsupported: `clone3` and `openat2` (`ENOSYS`), `fallocate` (`EOPNOTSUPP`), `O_DIRECT` (`EINVAL`: writes the freezer and `SIGKILL` cannot stop) |
 //! | a cgroup per sandbox, where available ([`Limits::memory`], `pids.max`, cgroup v2's freezer) | memory held by the whole tree, shared or anonymous files and `/tmp` included; processes and threads of the whole tree; anything of a parked tree running ([`Child::freeze`]) |
 //! | `oom_score_adj` 1000 | the kernel's OOM killer taking the host before a sandbox |
 //! | rlimits ([`Limits`]) | fork bombs (`RLIMIT_NPROC`, counted per user namespace), fd exhaustion, memory bombs (`RLIMIT_AS`), huge files (`RLIMIT_FSIZE` and the tmpfs cap), CPU spin; core dumps (0) |
@@ -64,7 +64,7 @@
 //!    [`SANDBOX_GID`]/[`SANDBOX_UID`]; all capability sets and the ambient set emptied.
 //! 6. `PR_SET_PDEATHSIG` again (the uid change cleared it); exit if the host died meanwhile.
 //! 7. rlimits; `dup2` the pipes onto 0, 1, 2; `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`.
-//! 8. `PR_SET_NO_NEW_PRIVS`; `landlock_restrict_self`; the two seccomp filters.
+//! 8. `PR_SET_NO_NEW_PRIVS`; `landlock_restrict_self`; the four seccomp filters.
 //! 9. `execve` with the caller's environment only.
 //!
 //! # Not done in this version

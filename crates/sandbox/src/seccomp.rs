@@ -1,9 +1,31 @@
 //! The seccomp-bpf filters, compiled once per [`Sandbox`](crate::Sandbox) with `seccompiler`.
 //!
-//! Three filters are installed; the kernel runs all and keeps the most restrictive answer. In
-//! the order of this list (the allowlist is installed last since it refuses `seccomp(2)`):
+//! Four filters are installed; the kernel runs all and keeps the most restrictive answer (for
+//! two refusals, the allowlist's). In the order of this list (the allowlist is installed last
+//! since it refuses `seccomp(2)`):
 //!
-//! 1. **The allowlist.** Its first instructions (emitted by `seccompiler`) compare
+//! 1. **`clone3`, `openat2` → `ENOSYS`.** Both take their flags in memory that BPF cannot
+//!    read: `clone3` could not be checked for namespace flags, `openat2` for `O_DIRECT` (3).
+//!    `ENOSYS` says "this kernel has no such call": glibc falls back to `clone`, programs to
+//!    `openat`, whose flags the filters check.
+//! 2. **`fallocate` → `EOPNOTSUPP`.** It reserves disk space without writing it, in one call,
+//!    and with `FALLOC_FL_KEEP_SIZE` past `RLIMIT_FSIZE`: a program filled a read-write
+//!    folder's whole file system (1 GiB past a 4 MiB quota) faster than any measure could
+//!    stop it (outside attack). `EOPNOTSUPP` makes glibc's `posix_fallocate` write the zeros
+//!    itself, which the file-size limit and the quota's watch bound.
+//! 3. **`O_DIRECT` → `EINVAL`**: `open` (flags in argument 1) and `openat` (argument 2) with
+//!    `O_DIRECT`, and `fcntl(fd, F_SETFL, flags)` with `O_DIRECT` in the flags. A direct write
+//!    waits for the disk uninterruptibly: the cgroup freezer cannot hold its task and
+//!    `SIGKILL` does not stop it, so the writes in flight when a call went over its quota
+//!    all landed (outside attack: 99-132 MiB past a 4 MiB quota, once per call). A buffered
+//!    write stops between pages at `SIGKILL` and is bounded by `RLIMIT_FSIZE`. `EINVAL` is
+//!    what a file system without direct I/O answers (tmpfs before Linux 6.6), so a program
+//!    that handles those falls back to buffered I/O here too. Linux AIO (`io_setup`,
+//!    `io_submit`) and io_uring, the other ways to queue direct writes, are off the
+//!    allowlist; `preadv2`/`pwritev2` have no flag that makes a write direct; descriptors
+//!    come from no one outside the sandbox but its three pipes. (`pipe2(O_DIRECT)`, a packet
+//!    pipe with no disk behind it, is left alone.)
+//! 4. **The allowlist.** Its first instructions (emitted by `seccompiler`) compare
 //!    `seccomp_data.arch` with `AUDIT_ARCH_X86_64` and **kill the process** on any other
 //!    architecture (an `int 0x80` i386 call, for example): a foreign-ABI call is never a mistake
 //!    a correct program makes. Then every system call number not in [`ALLOWED`] (or allowed only
@@ -13,27 +35,19 @@
 //!    rest: programs and their runtimes probe features (io_uring, userfaultfd, ...) and fall
 //!    back when refused, the refusal is visible to the program's own error handling, and a
 //!    refused call has no effect either way.
-//! 2. **`clone3` → `ENOSYS`.** `clone3` takes its flags in memory that BPF cannot read, so it
-//!    cannot be checked for namespace flags; `ENOSYS` makes glibc fall back to `clone`, whose
-//!    flags the allowlist checks.
-//! 3. **`fallocate` → `EOPNOTSUPP`.** It reserves disk space without writing it, in one call,
-//!    and with `FALLOC_FL_KEEP_SIZE` past `RLIMIT_FSIZE`: a program filled a read-write
-//!    folder's whole file system (1 GiB past a 4 MiB quota) faster than any measure could
-//!    stop it (outside attack). `EOPNOTSUPP` makes glibc's `posix_fallocate` write the zeros
-//!    itself, which the file-size limit and the quota's watch bound.
 //!
 //! Refused outright (not in the allowlist): `ptrace`, `process_vm_readv/writev`, `mount`,
 //! `umount2`, `pivot_root`, `chroot`, `bpf`, `keyctl`, `add_key`, `request_key`,
-//! `io_uring_setup/enter/register`, `perf_event_open`, `kexec_load`, `kexec_file_load`,
-//! `userfaultfd`, `unshare`, `setns`, `init_module`, `finit_module`, `delete_module`, the
-//! `set*id` family, `setgroups`, `capset`, `mknod`, `chown` and kin, `pidfd_*`, `kcmp`,
-//! `personality`, `open_by_handle_at`, System V IPC, `reboot`, clocks, `syslog`,
-//! `memfd_create` (its pages count against no rlimit: until a memory cgroup bounds the tree, an
-//! anonymous file is host memory out of every limit; and it is a way to run code from memory),
-//! ...
+//! `io_uring_setup/enter/register`, `io_setup`, `io_submit` and the rest of Linux AIO,
+//! `perf_event_open`, `kexec_load`, `kexec_file_load`, `userfaultfd`, `unshare`, `setns`,
+//! `init_module`, `finit_module`, `delete_module`, the `set*id` family, `setgroups`, `capset`,
+//! `mknod`, `chown` and kin, `pidfd_*`, `kcmp`, `personality`, `open_by_handle_at`, System V
+//! IPC, `reboot`, clocks, `syslog`, `memfd_create` (its pages count against no rlimit: until a
+//! memory cgroup bounds the tree, an anonymous file is host memory out of every limit; and it
+//! is a way to run code from memory), ...
 //! Allowed with conditions: `clone` without any `CLONE_NEW*` flag; `socket` for `AF_UNIX` only;
 //! `ioctl` except `TIOCSTI` and `TIOCLINUX`; `prctl` except `PR_SET_PDEATHSIG` (so the
-//! namespace's init cannot undo dying with the host).
+//! namespace's init cannot undo dying with the host); `open`, `openat` and `fcntl` as (3) says.
 
 use std::collections::BTreeMap;
 
@@ -66,7 +80,7 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_dup,
     libc::SYS_dup2,
     libc::SYS_dup3,
-    libc::SYS_fcntl,
+    libc::SYS_fcntl, // F_SETFL with O_DIRECT: refused by the third filter
     libc::SYS_flock,
     libc::SYS_fsync,
     libc::SYS_fdatasync,
@@ -77,10 +91,10 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_tee,
     libc::SYS_pipe,
     libc::SYS_pipe2,
-    // Paths (Landlock and the mounts decide what they reach).
+    // Paths (Landlock and the mounts decide what they reach; `O_DIRECT` is refused by the
+    // third filter, `openat2` answered ENOSYS by the first).
     libc::SYS_open,
     libc::SYS_openat,
-    libc::SYS_openat2,
     libc::SYS_creat,
     libc::SYS_stat,
     libc::SYS_fstat,
@@ -263,9 +277,9 @@ fn compile(
         .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))
 }
 
-/// The two filters, in the order they are installed (the allowlist last, as it refuses
+/// The four filters, in the order they are installed (the allowlist last, as it refuses
 /// `seccomp(2)` itself).
-pub(crate) fn filters() -> Result<[BpfProgram; 3], FilterError> {
+pub(crate) fn filters() -> Result<[BpfProgram; 4], FilterError> {
     use SeccompCmpArgLen::{Dword, Qword};
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
@@ -278,10 +292,11 @@ pub(crate) fn filters() -> Result<[BpfProgram; 3], FilterError> {
             0,
         )?])?],
     );
-    // clone3 passes the allowlist and is answered ENOSYS by the second filter; fallocate,
-    // EOPNOTSUPP by the third.
-    allow.insert(libc::SYS_clone3, Vec::new());
-    allow.insert(libc::SYS_fallocate, Vec::new());
+    // clone3 and openat2 pass the allowlist and are answered ENOSYS by the first filter;
+    // fallocate, EOPNOTSUPP by the second.
+    for nr in [libc::SYS_clone3, libc::SYS_openat2, libc::SYS_fallocate] {
+        allow.insert(nr, Vec::new());
+    }
     allow.insert(
         libc::SYS_socket,
         vec![rule(vec![cond(
@@ -316,16 +331,39 @@ pub(crate) fn filters() -> Result<[BpfProgram; 3], FilterError> {
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
     )?;
-    let answer = |nr: i64, errno: i32| {
+    // The flags are an `int` (`open`, `openat`) or read as one (`fcntl`'s argument): the low
+    // 32 bits, whatever the caller left in the high ones.
+    let direct = |arg: u8| {
+        cond(
+            arg,
+            Dword,
+            SeccompCmpOp::MaskedEq(libc::O_DIRECT as u64),
+            libc::O_DIRECT as u64,
+        )
+    };
+    let o_direct = BTreeMap::from([
+        (libc::SYS_open, vec![rule(vec![direct(1)?])?]),
+        (libc::SYS_openat, vec![rule(vec![direct(2)?])?]),
+        (
+            libc::SYS_fcntl,
+            vec![rule(vec![
+                cond(1, Dword, SeccompCmpOp::Eq, libc::F_SETFL as u64)?,
+                direct(2)?,
+            ])?],
+        ),
+    ]);
+    let answer = |rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32| {
         compile(
-            BTreeMap::from([(nr, Vec::new())]),
+            rules,
             SeccompAction::Allow,
             SeccompAction::Errno(errno as u32),
         )
     };
+    let calls = |nrs: &[i64]| nrs.iter().map(|&nr| (nr, Vec::new())).collect();
     Ok([
-        answer(libc::SYS_clone3, libc::ENOSYS)?,
-        answer(libc::SYS_fallocate, libc::EOPNOTSUPP)?,
+        answer(calls(&[libc::SYS_clone3, libc::SYS_openat2]), libc::ENOSYS)?,
+        answer(calls(&[libc::SYS_fallocate]), libc::EOPNOTSUPP)?,
+        answer(o_direct, libc::EINVAL)?,
         allowlist,
     ])
 }
@@ -337,8 +375,8 @@ mod tests {
 
     #[test]
     fn compiles_and_refuses_the_listed_calls() {
-        let [a, b, c] = filters().unwrap();
-        assert!(!a.is_empty() && !b.is_empty() && !c.is_empty());
+        let filters = filters().unwrap();
+        assert!(filters.iter().all(|f| !f.is_empty()));
         for nr in [
             libc::SYS_ptrace,
             libc::SYS_mount,
@@ -351,6 +389,10 @@ mod tests {
             libc::SYS_io_uring_setup,
             libc::SYS_io_uring_enter,
             libc::SYS_io_uring_register,
+            libc::SYS_io_setup,
+            libc::SYS_io_submit,
+            libc::SYS_io_getevents,
+            libc::SYS_openat2,
             libc::SYS_perf_event_open,
             libc::SYS_kexec_load,
             libc::SYS_kexec_file_load,

@@ -836,10 +836,14 @@ impl Still {
     }
 
     /// Blocking: for a thread of the blocking pool. A freeze that has not landed within
-    /// [`FREEZE_WAIT`] still stands while the walk runs: a task held in the kernel (a long
-    /// direct write) finishes that operation but starts no other, so nothing moves files in
-    /// step with the walk (outside attack: threads in long disk writes kept the tree from ever
-    /// being frozen, and a walk given up to run beside the program let 600 MiB hide again).
+    /// [`FREEZE_WAIT`] still stands while the walk runs: a task held in the kernel (a write
+    /// throttled by the disk, an `fsync`) finishes that operation but starts no other, so
+    /// nothing moves files in step with the walk (outside attack: threads in long disk writes
+    /// kept the tree from ever being frozen, and a walk given up to run beside the program let
+    /// 600 MiB hide again). A write the kill cannot interrupt would land after the call over
+    /// the quota ended: direct I/O, which waits for the disk uninterruptibly, is refused in the
+    /// sandbox for that (`warden_sandbox::seccomp`; 99-132 MiB past a 4 MiB quota before); a
+    /// buffered write stops at `SIGKILL` between pages.
     fn hold(&self) -> Held<'_> {
         let lock = self
             .lock

@@ -13,6 +13,7 @@ const ENOENT: i64 = 2;
 const EAGAIN: i64 = 11;
 const EACCES: i64 = 13;
 const EMFILE: i64 = 24;
+const EINVAL: i64 = 22;
 const EFBIG: i64 = 27;
 const ENOSPC: i64 = 28;
 const EROFS: i64 = 30;
@@ -244,6 +245,55 @@ fn reserving_disk_space_past_the_file_size_limit() {
     exited(&out, 0);
     assert_eq!(field(&line, "errno"), EOPNOTSUPP, "{line}");
     assert_eq!(field(&line, "mib"), 0, "{line}");
+}
+
+/// Red team (outside): a direct write waits for the disk uninterruptibly, so neither the
+/// freezer nor `SIGKILL` stops one in flight, and those in flight when a call went over its
+/// quota landed whole (99-132 MiB past a 4 MiB quota, once per call). Every way to get
+/// `O_DIRECT` works here without the sandbox (the descriptor has the flag, and an unaligned
+/// write is refused as only direct I/O does) and is refused in it as by a file system without
+/// direct I/O; the buffered writes a program falls back to work.
+#[test]
+fn direct_io_is_refused() {
+    let host = disk_scratch();
+    let plain = run_plain(&["direct", host.path().join("f").to_str().unwrap()]);
+    for way in ["open", "openat", "openat2", "fcntl"] {
+        assert_eq!(field(&plain, way), 0, "{way}: {plain}");
+        assert_eq!(field(&plain, &format!("{way}_direct")), 1, "{way}: {plain}");
+        let unaligned = field(&plain, &format!("{way}_unaligned"));
+        assert_eq!(unaligned, EINVAL, "{way}: {plain}");
+        assert_eq!(field(&plain, &format!("{way}_kib")), 1024, "{way}: {plain}");
+    }
+    assert_eq!(field(&plain, "aio"), 0, "{plain}");
+    assert_direct_io_refused(&sandbox(with_rw(disk_scratch().path())));
+}
+
+/// The `direct` attack in `sb` (a read-write folder at `/data` on a disk): each way refused,
+/// each fallback buffered and written.
+pub fn assert_direct_io_refused(sb: &Sandbox) {
+    let (out, line) = run_in(sb, &["direct", "/data/f"]);
+    exited(&out, 0);
+    for (way, errno, fallback) in [
+        ("open", EINVAL, -1),
+        ("openat", EINVAL, -1),
+        ("openat2", ENOSYS, EINVAL),
+        ("fcntl", EINVAL, -1),
+    ] {
+        assert_eq!(field(&line, way), errno, "{way}: {line}");
+        assert_eq!(
+            field(&line, &format!("{way}_fallback")),
+            fallback,
+            "{way}: {line}"
+        );
+        assert_eq!(field(&line, &format!("{way}_direct")), 0, "{way}: {line}");
+        assert_eq!(
+            field(&line, &format!("{way}_unaligned")),
+            0,
+            "{way}: {line}"
+        );
+        assert_eq!(field(&line, &format!("{way}_kib")), 1024, "{way}: {line}");
+    }
+    assert_eq!(field(&line, "aio"), EPERM, "{line}");
 }
 
 #[test]

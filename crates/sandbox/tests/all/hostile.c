@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,81 @@ static int alloc(const char *path, long mib) {
     close(fd);
     unlink(path);
     printf("RESULT mib=%ld errno=%d\n", held, err);
+    return 0;
+}
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+
+/* One way of direct_io below: opens PATH for writing with O_DIRECT the way WAY says, falling
+ * back as a careful program does (openat2's ENOSYS to openat, then EINVAL to buffered I/O),
+ * writes 4 KiB from an unaligned buffer (direct I/O refuses it: EINVAL) and 1 MiB from an
+ * aligned one. Prints WAY=errno of the direct attempt, WAY_fallback=errno of openat after
+ * openat2's ENOSYS (-1: none), WAY_direct=1 if the descriptor has O_DIRECT, WAY_unaligned=
+ * errno of the unaligned write, WAY_kib=KiB the aligned write wrote. */
+static void direct_way(const char *way, const char *path, char *buf) {
+    const int flags = O_WRONLY | O_CREAT | O_TRUNC;
+    long fd = -1;
+    int err = 0, fallback = -1;
+    unlink(path);
+    if (!strcmp(way, "open")) {
+        fd = syscall(SYS_open, path, flags | O_DIRECT, 0600);
+        if (fd < 0) err = errno;
+    } else if (!strcmp(way, "openat")) {
+        fd = syscall(SYS_openat, AT_FDCWD, path, flags | O_DIRECT, 0600);
+        if (fd < 0) err = errno;
+    } else if (!strcmp(way, "openat2")) {
+        struct { uint64_t flags, mode, resolve; } how = {flags | O_DIRECT, 0600, 0};
+        fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+        if (fd < 0) err = errno;
+        if (fd < 0 && err == ENOSYS) {
+            fd = syscall(SYS_openat, AT_FDCWD, path, flags | O_DIRECT, 0600);
+            fallback = fd < 0 ? errno : 0;
+        }
+    } else {
+        fd = open(path, flags, 0600);
+        if (fd >= 0) {
+            int fl = fcntl(fd, F_GETFL);
+            if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) err = errno;
+        } else {
+            err = errno;
+        }
+    }
+    if (fd < 0 && errno == EINVAL) fd = open(path, flags, 0600);
+    int direct = -1, unaligned = -1;
+    long kib = 0;
+    if (fd >= 0) {
+        int fl = fcntl(fd, F_GETFL);
+        direct = fl >= 0 && (fl & O_DIRECT) ? 1 : 0;
+        unaligned = pwrite(fd, buf + 1, 4096, 0) == 4096 ? 0 : errno;
+        ssize_t w = pwrite(fd, buf, 1 << 20, 0);
+        kib = w > 0 ? w >> 10 : 0;
+        close(fd);
+    }
+    unlink(path);
+    printf(" %s=%d %s_fallback=%d %s_direct=%d %s_unaligned=%d %s_kib=%ld", way, err, way,
+           fallback, way, direct, way, unaligned, way, kib);
+}
+
+/* direct PATH: direct I/O four ways (see direct_way), and aio=errno of io_setup (Linux AIO,
+ * which queues direct writes). A direct write waits for the disk uninterruptibly, where
+ * neither the cgroup freezer nor SIGKILL stops it (outside attack: 99-132 MiB past a 4 MiB
+ * quota). */
+static int direct_io(const char *path) {
+    char *buf = NULL;
+    if (posix_memalign((void **)&buf, 4096, (1 << 20) + 4096) != 0) return 2;
+    memset(buf, 'x', (1 << 20) + 4096);
+    printf("RESULT");
+    direct_way("open", path, buf);
+    direct_way("openat", path, buf);
+    direct_way("openat2", path, buf);
+    direct_way("fcntl", path, buf);
+    unsigned long ctx = 0;
+    int aio = syscall(SYS_io_setup, 1, &ctx) == 0 ? 0 : errno;
+    if (aio == 0) syscall(SYS_io_destroy, ctx);
+    printf(" aio=%d\n", aio);
+    free(buf);
     return 0;
 }
 
@@ -288,6 +364,7 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "spread") && argc > 3) return spread(n, atol(argv[3]));
     if (!strcmp(a, "write") && argc > 3) return big_write(argv[2], atol(argv[3]));
     if (!strcmp(a, "read") && argc > 2) return read_file(argv[2]);
+    if (!strcmp(a, "direct") && argc > 2) return direct_io(argv[2]);
     if (!strcmp(a, "alloc") && argc > 3) return alloc(argv[2], atol(argv[3]));
     if (!strcmp(a, "list") && argc > 2) return list(argv[2]);
     if (!strcmp(a, "ptrace")) return trace(n);

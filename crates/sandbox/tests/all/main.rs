@@ -75,6 +75,37 @@ pub fn scratch() -> tempfile::TempDir {
     d
 }
 
+/// A scratch folder like [`scratch`], on a file system with direct I/O (`O_DIRECT`): the
+/// first of the target's temporary folder, the system's and `/var/tmp` where this process may
+/// make one and open a file with `O_DIRECT` (tmpfs before Linux 6.6 refuses it).
+pub fn disk_scratch() -> tempfile::TempDir {
+    use std::os::unix::fs::OpenOptionsExt;
+    let candidates = [
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        std::env::temp_dir(),
+        PathBuf::from("/var/tmp"),
+    ];
+    let d = candidates
+        .iter()
+        .filter_map(|c| tempfile::tempdir_in(c).ok())
+        .find(|d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(d.path().join("probe"))
+                .is_ok()
+                && std::fs::remove_file(d.path().join("probe")).is_ok()
+        })
+        .unwrap_or_else(|| panic!("no folder with direct I/O among {candidates:?}"));
+    set_mode(d.path(), 0o755);
+    if is_root() {
+        let ids = warden_sandbox::DEFAULT_ROOT_HOST_IDS;
+        std::os::unix::fs::chown(d.path(), Some(ids.uid()), Some(ids.gid())).unwrap();
+    }
+    d
+}
+
 pub fn profile() -> ProfileBuilder {
     Profile::builder(bundle())
 }

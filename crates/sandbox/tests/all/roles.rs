@@ -141,6 +141,12 @@ fn unprivileged_role() {
     assert_eq!(field(&line, "/bundle/x"), 30, "{line}");
     assert_eq!(field(&line, "/data/ok"), 0, "{line}");
 
+    // Direct I/O: works unsandboxed, refused in the sandbox (the filters need no privilege).
+    let disk = disk_scratch();
+    let plain = run_plain(&["direct", disk.path().join("f").to_str().unwrap()]);
+    assert_eq!(field(&plain, "openat_direct"), 1, "{plain}");
+    crate::attacks::assert_direct_io_refused(&sandbox(with_rw(disk.path())));
+
     let (_, line) = run_in(&sandbox(profile()), &["read", "/proc/1/environ"]);
     assert_eq!(field(&line, "read"), -1, "{line}");
     let (_, line) = run_in(&sandbox(profile()), &["i386"]);
