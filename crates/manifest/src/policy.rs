@@ -56,8 +56,10 @@ pub struct Policy {
 /// - `writable_mounts` (default false): whether a process may be granted read-write folders.
 ///   A component's writes are charged to the file quota one by one; a process writes through
 ///   the kernel, so its folders are measured before each call instead (a call over the quota
-///   is refused), and one call can overshoot by what it writes (each file at most
-///   `max_file_bytes`). Off unless the operator accepts that.
+///   is refused), during it (a call that goes over is killed) and after it, and one call can
+///   overshoot by what it writes before a measure sees it (each file at most
+///   `max_file_bytes`; direct I/O is refused in the sandbox, so no write outlives the kill).
+///   Off unless the operator accepts that.
 /// - `interpreters = ["/usr/bin/python3"]` (default none): the interpreters a script entry
 ///   (`#!/usr/bin/python3` on its first line, the path exactly as listed) may name; any other
 ///   entry must be a static executable. `interpreter_paths = ["/usr", "/lib", "/lib64"]`: the
