@@ -10,6 +10,7 @@ mod files;
 mod logs;
 mod migrate;
 mod storage;
+mod ticker;
 
 use std::process::ExitCode;
 

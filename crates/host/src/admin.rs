@@ -162,8 +162,36 @@ impl Admin<'_> {
         let record =
             Record::new(Event::VerificationFailure, self.request_id.clone()).with_target(what);
         let verified = self.verified(bundle, signature, record)?;
+        if let Err(e) = self.compile(&verified, false) {
+            let ext = &verified.manifest().extension;
+            let record = Record::new(Event::Publish, self.request_id.clone())
+                .with_extension(&ext.id)
+                .with_version(&ext.version)
+                .with_content_hash(verified.content_hash())
+                .with_target(what)
+                .with_outcome(outcome_of(&e))
+                .with_error(&e);
+            self.inner.record_change(record)?;
+            return Err(e);
+        }
         self.store_publication(&verified, what, signature)?;
         Ok(verified)
+    }
+
+    /// Compiles a component now, at publish or install, never on a tenant's first request:
+    /// on the host's compile pool (in the compile child, within `[policy.compile]`), and
+    /// stored in the code cache. A component that does not compile is refused before anything
+    /// is stored. `keep`: also keep it in memory, pre-linked, for the calls to come (an
+    /// install; a publication alone is only cached, so publishing many versions costs disk,
+    /// not memory). Process extensions have nothing to compile.
+    fn compile(&self, verified: &Verified<Bundle>, keep: bool) -> Result<(), HostError> {
+        match verified.manifest().extension.kind {
+            warden_manifest::Kind::Component if keep => self.inner.prepare(verified).map(drop),
+            warden_manifest::Kind::Component => {
+                Ok(self.inner.runtime.prepare(verified).map(drop)?)
+            }
+            warden_manifest::Kind::Process => Ok(()),
+        }
     }
 
     /// Stores a verified bundle's bytes and records its publication (refused when its id and
@@ -325,6 +353,10 @@ impl Admin<'_> {
                     .collect();
                 return Err(warden_manifest::EffectiveError::Forbidden(names.join(", ")).into());
             }
+            // Compiled now (or found compiled), so the tenant's first request does not wait
+            // for it, and a component that cannot be compiled is refused before it is
+            // published or installed.
+            self.compile(verified, true)?;
             // Only now, with nothing left to refuse the install but the registry itself.
             if let Some((what, signature)) = publish {
                 self.store_publication(verified, what, signature)?;
@@ -359,8 +391,7 @@ impl Admin<'_> {
                 r.with_outcome(Outcome::Ok)
                     .with_message(describe(&i.plan, &i.record.grant))
             }
-            Err(e) if is_refusal(e) => record.with_outcome(Outcome::Denied).with_error(e),
-            Err(e) => record.with_outcome(Outcome::Error).with_error(e),
+            Err(e) => record.with_outcome(outcome_of(e)).with_error(e),
         };
         inner.audit.append(record)?;
         result
@@ -506,6 +537,16 @@ impl Admin<'_> {
 }
 
 /// A decision against the install (as opposed to a failure of storage).
+/// How a refused publish or install is recorded: a refusal by the rules or the policy is
+/// `denied`, a component that cannot be compiled (or is over a compile limit) `invalid`.
+fn outcome_of(e: &HostError) -> Outcome {
+    match e {
+        e if is_refusal(e) => Outcome::Denied,
+        HostError::Load(l) if l.is_about_the_component() => Outcome::Invalid,
+        _ => Outcome::Error,
+    }
+}
+
 fn is_refusal(e: &HostError) -> bool {
     matches!(
         e,

@@ -123,6 +123,11 @@ impl Host {
         self.inner.runtime.pool_usage()
     }
 
+    /// What loads did with compiled code so far: compiles, code cache hits and rejections.
+    pub fn code_stats(&self) -> warden_runtime::CodeStats {
+        self.inner.runtime.code_stats()
+    }
+
     /// Stores the summaries of repeated refusals counted so far (at shutdown: nothing counted
     /// is lost when the process then exits without dropping the host).
     pub fn flush_refusals(&self) -> Result<(), warden_audit::AuditError> {

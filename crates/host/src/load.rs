@@ -259,7 +259,7 @@ impl Inner {
     }
 
     /// The prepared component for these verified bytes, compiled on first use.
-    fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Arc<Prepared>, HostError> {
+    pub(crate) fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Arc<Prepared>, HostError> {
         let hash = bundle.content_hash();
         if let Some(p) = self
             .prepared

@@ -70,6 +70,8 @@ impl LoadError {
                 | LoadError::TooLarge { .. }
                 | LoadError::OverCompileLimit { .. }
                 | LoadError::Checked(_)
+                // Refused before for one of the reasons above.
+                | LoadError::Refused { .. }
         )
     }
 

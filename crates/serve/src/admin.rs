@@ -98,6 +98,11 @@ fn host_error(e: &HostError) -> ApiError {
         HostError::Policy(_) | HostError::Plan(_) | HostError::Refused(_) => {
             ApiError::forbidden(text)
         }
+        // A component that cannot be compiled (or costs more than `[policy.compile]`) is
+        // refused at publish and install, before anything is stored.
+        HostError::Load(l) if l.is_about_the_component() => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad-extension", text)
+        }
         HostError::NotPublished(_) | HostError::NotInstalled { .. } => ApiError::not_found(text),
         HostError::Registry(RegistryError::NoTenant(_)) => ApiError::not_found(text),
         HostError::Registry(RegistryError::TenantExists(_)) => {

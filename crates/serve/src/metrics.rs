@@ -237,6 +237,17 @@ impl Metrics {
         let _ = writeln!(out, "warden_instance_pool_instances {}", pool.instances);
         out.push_str("# HELP warden_instance_pool_capacity Component instances the pool can hold.\n# TYPE warden_instance_pool_capacity gauge\n");
         let _ = writeln!(out, "warden_instance_pool_capacity {}", pool.capacity);
+        let code = host.code_stats();
+        out.push_str("# HELP warden_compiles_total Components compiled (at publish and install; on a call only when not cached).\n# TYPE warden_compiles_total counter\n");
+        let _ = writeln!(out, "warden_compiles_total {}", code.compiled);
+        out.push_str("# HELP warden_code_cache_hits_total Components loaded compiled from the code cache.\n# TYPE warden_code_cache_hits_total counter\n");
+        let _ = writeln!(out, "warden_code_cache_hits_total {}", code.cache_hits);
+        out.push_str("# HELP warden_code_cache_rejected_total Code cache entries not loaded (failed their MAC or check) and compiled again.\n# TYPE warden_code_cache_rejected_total counter\n");
+        let _ = writeln!(
+            out,
+            "warden_code_cache_rejected_total {}",
+            code.cache_rejected
+        );
         out.push_str("# HELP warden_audit_healthy 1 while audit records can be stored (calls are refused otherwise).\n# TYPE warden_audit_healthy gauge\n");
         let _ = writeln!(
             out,

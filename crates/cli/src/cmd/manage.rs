@@ -75,6 +75,12 @@ pub fn install(
     let sig_bytes = read_bounded(&sig, 1 << 20)
         .with_context(|| format!("reading signature {}", sig.display()))?;
     let host = host(place)?;
+    // Installing compiles the component (for 10-30 s if it is big): said on a terminal.
+    let ticker = crate::ticker::Ticker::start(format!(
+        "verifying and compiling {} ({:.1} MB)",
+        bundle.display(),
+        bundle_bytes.len() as f64 / 1e6
+    ));
     let done = host
         .admin()?
         .install(
@@ -85,7 +91,9 @@ pub fn install(
             grant.as_ref(),
             force,
         )
-        .with_context(|| format!("installing {} for tenant {tenant}", bundle.display()))?;
+        .with_context(|| format!("installing {} for tenant {tenant}", bundle.display()));
+    drop(ticker);
+    let done = done?;
     let r = &done.record;
     let what = &done.plan;
     outln!(

@@ -112,9 +112,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     let host = builder.build().context("starting the host")?;
     let tenant = host.default_tenant();
+    let ticker =
+        crate::ticker::Ticker::start(format!("verifying and compiling {}", args.bundle.display()));
     let info = tenant
         .load_file(&args.bundle, args.sig.as_deref(), &args.grant)
         .with_context(|| format!("loading {}", args.bundle.display()))?;
+    drop(ticker);
     if !args.secrets.is_empty() {
         give_secrets(&host, &args.bundle, &info.id, args.secrets)?;
     }

@@ -30,7 +30,7 @@ fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
 /// i32.add` about `len` bytes long: within every shape limit of the pre-compile check, slow to
 /// compile (about 1.5-3 s each for 1 MiB). It exports an instance named like the rpc handler,
 /// so the check takes it for an rpc extension.
-fn slow_component(len: usize, count: u8) -> Vec<u8> {
+pub(crate) fn slow_component(len: usize, count: u8) -> Vec<u8> {
     let mut body = vec![0x00, 0x41, 0x00];
     while body.len() + 4 < len {
         body.extend_from_slice(&[0x41, 0x01, 0x6a]);
@@ -278,4 +278,69 @@ fn the_compile_child_refuses_arguments_it_does_not_know() {
         String::from_utf8_lossy(&o.stderr).contains("unknown argument \"bogus\""),
         "{o:?}"
     );
+}
+
+/// `warden install` compiles the component (never the tenant's first request), and on a
+/// terminal says so while it takes more than a moment: run under a pseudo-terminal
+/// (util-linux `script`), its line shows with the time it took; in a pipe, nothing of it.
+/// This component compiles for seconds and then does not link (its handler has no `call`):
+/// the install is refused, and nothing is installed.
+#[test]
+fn install_compiles_shows_it_on_a_terminal_only_and_refuses_what_does_not_load() {
+    let s = signed_slow(1);
+    ok(&warden(&[
+        &"tenant", &"create", &"alpha", &"--data", &s.data,
+    ]));
+    let install = format!(
+        "{} install {} --tenant alpha --trust {} --data {} --grant none",
+        env!("CARGO_BIN_EXE_warden"),
+        s.bundle.display(),
+        s.trust.display(),
+        s.data.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &install, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{shown}");
+    let line = format!("verifying and compiling {} (", s.bundle.display());
+    assert!(shown.contains(&line), "{shown}");
+    assert!(shown.contains(" s "), "the seconds so far: {shown}");
+    assert!(
+        shown.contains(
+            "instance export `warden:extension/handler@0.1.0` does not have export `call`"
+        ),
+        "{shown}"
+    );
+    let listed = ok(&warden(&[&"installs", &"--data", &s.data]));
+    assert!(!listed.contains("acme.slow"), "nothing installed: {listed}");
+    // Not on a terminal: the same refusal, and nothing of the line.
+    let again = warden(&[
+        &"install",
+        &s.bundle,
+        &"--tenant",
+        &"alpha",
+        &"--trust",
+        &s.trust,
+        &"--data",
+        &s.data,
+        &"--grant",
+        &"none",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(!again.status.success(), "{text}");
+    assert!(text.contains("does not have export `call`"), "{text}");
+    assert!(!text.contains("verifying and compiling"), "{text}");
+    // Both refusals audited as installs of an invalid component.
+    let out = ok(&warden(&[&"audit", &"--data", &s.data, &"--json"]));
+    let refused = out
+        .lines()
+        .filter(|l| l.contains(r#""event":"install""#) && l.contains(r#""outcome":"invalid""#))
+        .count();
+    assert_eq!(refused, 2, "{out}");
 }

@@ -227,6 +227,12 @@ fn publish(s: &Server, bundle: &Path, sig: &Path) -> String {
 
 /// Publishes a bundle over the admin API; the service's answer.
 fn publish_reply(s: &Server, bundle: &Path, sig: &Path) -> Reply {
+    publish_with(&agent(), s, bundle, sig)
+}
+
+/// [`publish_reply`] with `agent` (a big component compiles at publish, for longer than
+/// [`agent`]'s timeout).
+fn publish_with(agent: &ureq::Agent, s: &Server, bundle: &Path, sig: &Path) -> Reply {
     let boundary = "warden-test-boundary-7f3a";
     let mut body = Vec::new();
     for (name, path) in [("bundle", bundle), ("signature", sig)] {
@@ -241,7 +247,7 @@ fn publish_reply(s: &Server, bundle: &Path, sig: &Path) -> Reply {
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     reply(
-        agent().run(
+        agent.run(
             http::Request::post(format!("{}/v1/admin/bundles", s.base))
                 .header("authorization", format!("Bearer {ADMIN}"))
                 .header(
@@ -1301,6 +1307,7 @@ fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
 }
 
 mod cluster;
+mod compile;
 mod migrate;
 mod redteam;
 

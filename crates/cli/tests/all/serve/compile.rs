@@ -1,0 +1,148 @@
+//! Components are compiled at publish and install, never on a tenant's first request: the
+//! 12-18 MB JavaScript and Python hellos (componentize-js, componentize-py) are published,
+//! installed and served through the gateway with no compile after the publish; and what
+//! cannot be loaded (a component of no known world, or a compile bomb over `[policy.compile]`) is refused
+//! at publish with `400 bad-extension`, audited, and leaves nothing behind.
+
+use std::time::Duration;
+
+use super::{
+    ADMIN, Reply, agent, audit, example, get, install, publish_with, record_for, setup, tenant,
+};
+
+/// A counter of the service's `/metrics`.
+fn counter(s: &super::Server, name: &str) -> u64 {
+    let m = get(&format!("{}/metrics", s.base), Some(ADMIN));
+    assert_eq!(m.status, 200, "{}", m.body);
+    m.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {}", m.body))
+}
+
+/// An agent that waits for a compile (30-60 s for a big component in a debug build).
+fn patient() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+#[test]
+fn big_components_compile_at_publish_and_never_on_a_tenants_first_request() {
+    let st = setup();
+    let s = st.serve("");
+    let key = tenant(&s, "alpha");
+    for (dir, id, greeting) in [
+        (
+            "js/hello",
+            "warden-examples.hello-js",
+            "Hello from warden, in JavaScript!",
+        ),
+        (
+            "python/hello",
+            "warden-examples.hello-python",
+            "Hello from warden, in Python!",
+        ),
+    ] {
+        let compiled = counter(&s, "warden_compiles_total");
+        let (bundle, sig) = st.bundle(&example(dir), &dir.replace('/', "-"));
+        let r = publish_with(&patient(), &s, &bundle, &sig);
+        assert_eq!(r.status, 201, "{dir}: {}", r.body);
+        let hash = r.json()["content_hash"].as_str().unwrap().to_string();
+        assert_eq!(
+            counter(&s, "warden_compiles_total"),
+            compiled + 1,
+            "{dir}: compiled once, at publish"
+        );
+        let r = install(&s, "alpha", id, &hash, "none");
+        assert_eq!(r.status, 200, "{dir}: {}", r.body);
+        // The tenant's first request: served with what the publish compiled.
+        let r = super::reply(
+            agent()
+                .get(format!("{}/api/ext/{id}/first?x=1", s.base))
+                .header("authorization", format!("Bearer {key}"))
+                .call(),
+        );
+        assert_eq!(r.status, 200, "{dir}: {}", r.body);
+        assert_eq!(r.body, format!("{greeting} You asked for /first?x=1\n"));
+        assert_eq!(
+            counter(&s, "warden_compiles_total"),
+            compiled + 1,
+            "{dir}: nothing compiled on the tenant's first request"
+        );
+    }
+}
+
+#[test]
+fn what_cannot_be_compiled_is_refused_at_publish_and_leaves_nothing() {
+    let st = setup();
+    // A compile bomb (straight-line bodies that take seconds each) over a 1 s compile budget.
+    let s = st.serve("[policy.compile]\nmax_time = \"1s\"\n");
+    tenant(&s, "alpha");
+    let bomb = crate::compile_limits::slow_component(1 << 20, 4);
+    // A component that exports nothing: no world warden serves.
+    let empty = b"\0asm\x0d\0\x01\0".to_vec();
+    for (name, wasm, why) in [
+        (
+            "bomb",
+            bomb,
+            "needed more than 1s (max_time in [policy.compile])",
+        ),
+        ("empty", empty, "exports neither"),
+    ] {
+        let dir = st.t.path().join(format!("src-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("extension.wasm"), wasm).unwrap();
+        std::fs::write(
+            dir.join("extension.toml"),
+            format!(
+                "schema = 1\n\n[extension]\nid = \"warden-examples.{name}\"\nversion = \"1.0.0\"\npublisher = \"warden-examples\"\nkind = \"component\"\nentry = \"extension.wasm\"\n\n[[methods]]\nname = \"call\"\n"
+            ),
+        )
+        .unwrap();
+        let (bundle, sig) = st.bundle(&dir, name);
+        let r: Reply = publish_with(&patient(), &s, &bundle, &sig);
+        assert_eq!(r.status, 400, "{name}: {}", r.body);
+        assert_eq!(r.code(), "bad-extension", "{name}: {}", r.body);
+        assert!(
+            r.json()["error"]["message"].as_str().unwrap().contains(why),
+            "{name}: {}",
+            r.body
+        );
+        // Nothing published: an install of its hash (as `warden inspect` shows it) finds no
+        // such bundle.
+        let shown = crate::foundation::ok(&crate::foundation::warden(&[&"inspect", &bundle]));
+        let hash = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("content hash: "))
+            .unwrap()
+            .to_string();
+        let r = install(
+            &s,
+            "alpha",
+            &format!("warden-examples.{name}"),
+            &hash,
+            "none",
+        );
+        assert_eq!(r.status, 404, "{name}: {}", r.body);
+        assert_eq!(r.code(), "not-found", "{name}: {}", r.body);
+        // Audited: the publish, refused as invalid, with the reason.
+        let request_id = r_id_of(&publish_with(&patient(), &s, &bundle, &sig));
+        let records = record_for(&audit(&st), &request_id);
+        assert!(
+            records
+                .iter()
+                .any(|r| r["event"] == "publish" && r["outcome"] == "invalid"),
+            "{name}: {records:#?}"
+        );
+    }
+}
+
+fn r_id_of(r: &Reply) -> String {
+    r.json()["error"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
