@@ -99,6 +99,36 @@ pub fn run(bundle_path: &Path) -> Result<()> {
     if e.kind == Kind::Component {
         let ifaces = component::interfaces(bundle.entry())
             .with_context(|| format!("inspecting {}", e.entry))?;
+        let f = component::footprint(bundle.entry())
+            .with_context(|| format!("inspecting {}", e.entry))?;
+        let limits = m.limits.resolve(policy.profile);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let secs = f.code_bytes as f64 / (component::CODE_BYTES_PER_CORE_SECOND * cores) as f64;
+        outln!(
+            "size: component {:.1} MB; code {:.1} MB in {} functions",
+            bundle.entry().len() as f64 / 1e6,
+            f.code_bytes as f64 / 1e6,
+            f.functions
+        );
+        outln!(
+            "compile: about {} on this machine's {cores} cores (at publish or install, once; then from the code cache)",
+            if secs < 1.0 {
+                "a second or less".to_owned()
+            } else {
+                format!("{secs:.0} s")
+            }
+        );
+        outln!(
+            "memory at start: {:.1} MiB of linear memory ({:.1} MiB of it from data segments); max_memory {}{}",
+            f.memory_bytes as f64 / f64::from(1 << 20),
+            f.data_bytes as f64 / f64::from(1 << 20),
+            limits.max_memory,
+            if f.memory_bytes > limits.max_memory.bytes() {
+                ": TOO SMALL, every call would fail at instantiation"
+            } else {
+                ""
+            }
+        );
         outln!("imports:");
         for i in &ifaces.imports {
             outln!("  {i}");

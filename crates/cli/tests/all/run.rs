@@ -381,3 +381,76 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
 }
+
+/// `warden inspect` tells what a big component costs before it runs: its code, the compile to
+/// expect, and the memory its instance starts with against its `max_memory`; and that claim
+/// holds: with a budget below it, every call fails at instantiation.
+#[test]
+fn inspect_shows_what_a_big_component_costs_before_it_runs() {
+    let t = TempDir::new().unwrap();
+    let p = keygen(t.path(), "warden-examples");
+    let trust = trust_file(
+        t.path(),
+        "trust.toml",
+        &[("warden-examples", &[&p.pem], &[])],
+    );
+    let number = |out: &str, prefix: &str, after: &str| -> f64 {
+        let line = out.lines().find(|l| l.starts_with(prefix)).unwrap();
+        let rest = &line[line.find(after).unwrap() + after.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let src = guest("python/hello");
+    let bundle = t.path().join("py.wext");
+    pack(&src, &bundle);
+    let out = ok(&warden(&[&"inspect", &bundle]));
+    assert!(number(&out, "size: ", "component ") > 10.0, "{out}");
+    assert!(number(&out, "size: ", "code ") > 1.0, "{out}");
+    assert!(out.contains("\ncompile: about "), "{out}");
+    let start_mib = number(&out, "memory at start: ", "memory at start: ");
+    assert!(start_mib > 4.0, "{out}");
+    assert!(!out.contains("TOO SMALL"), "{out}");
+    // The same component with a 4 MiB budget: said before it runs, and true when it runs.
+    let small = t.path().join("small");
+    copy_dir(&src, &small);
+    let manifest = fs::read_to_string(small.join("extension.toml")).unwrap();
+    fs::write(
+        small.join("extension.toml"),
+        manifest.replace(
+            "profile = \"standard\"",
+            "profile = \"standard\"\nmax_memory = \"4MiB\"",
+        ),
+    )
+    .unwrap();
+    let bundle = t.path().join("small.wext");
+    pack(&small, &bundle);
+    sign(&bundle, &p.key);
+    let out = ok(&warden(&[&"inspect", &bundle]));
+    assert!(
+        out.contains("max_memory 4MiB: TOO SMALL, every call would fail at instantiation"),
+        "{out}"
+    );
+    let o = warden(&[
+        &"run" as &dyn AsRef<std::ffi::OsStr>,
+        &bundle,
+        &"--trust",
+        &trust,
+        &"--data",
+        &t.path().join("data"),
+        &"--http",
+        &"GET /",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("memory"), "{}", stderr(&o));
+}
+
+/// Copies a folder's files (one level, and `wit/` is left out: a bundle takes only what its
+/// manifest names).
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
