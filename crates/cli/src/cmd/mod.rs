@@ -5,6 +5,7 @@ mod inspect;
 mod keygen;
 mod manage;
 mod migrate;
+mod new;
 mod pack;
 mod run;
 mod serve;
@@ -90,6 +91,27 @@ enum Command {
         /// Folder to write the key files into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+    },
+    /// Create a new extension folder NAME that builds, packs and runs as it is.
+    ///
+    /// Writes NAME/ (refused if it exists and is not empty): extension.toml (asking for no
+    /// permissions), the source, wit/, build.sh and a README.md whose commands build, sign and
+    /// run it. The publisher is a placeholder to change. Prints the next steps.
+    New {
+        /// The extension's name (its folder and the last label of its id): a-z, 0-9 and '-',
+        /// starting with a letter.
+        #[arg(value_name = "NAME")]
+        name: new::Name,
+        /// The language of the source.
+        #[arg(long, value_name = "LANG")]
+        lang: new::Lang,
+        /// http: answers HTTP requests (wasi:http/incoming-handler); rpc: answers calls of its
+        /// methods (warden:extension/handler).
+        #[arg(long, value_name = "WORLD")]
+        world: new::World,
+        /// The folder to create NAME in [default: the current folder].
+        #[arg(long = "dir", value_name = "PARENT")]
+        dir: Option<PathBuf>,
     },
     /// Pack an extension folder into a canonical bundle.
     ///
@@ -302,6 +324,12 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen { publisher, out } => keygen::run(&publisher, &out),
+        Command::New {
+            name,
+            lang,
+            world,
+            dir,
+        } => new::run(&name, lang, world, dir.as_deref()),
         Command::Pack { dir, out } => pack::run(&dir, &out),
         Command::Sign { bundle, key, out } => sign::run(&bundle, &key, out),
         Command::Verify {

@@ -9,6 +9,7 @@ mod audit_torn;
 mod compile_limits;
 mod foundation;
 mod manage;
+mod new;
 mod quota;
 mod run;
 mod secrets;
