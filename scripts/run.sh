@@ -28,6 +28,15 @@ warden install demo/hello.wext --tenant demo --trust demo/trust.toml --data "$da
 warden install demo/echo.wext --tenant demo --trust demo/trust.toml --data "$data" --grant none
 warden install demo/kv-counter.wext --tenant demo --trust demo/trust.toml --data "$data" --grant kv
 warden install demo/notes.wext --tenant demo --trust demo/trust.toml --data "$data" --grant all
+# The JavaScript hello and the Python kv-counter (componentize-js, componentize-py): 12-18 MB
+# components, compiled here, at install (half a minute each), never on a tenant's first request.
+for ext in js/hello python/kv-counter; do
+  name=${ext//\//-}
+  warden pack "examples/$ext" --out "demo/$name.wext" > /dev/null
+  warden sign "demo/$name.wext" --key demo/keys/warden-examples.key > /dev/null
+done
+warden install demo/js-hello.wext --tenant demo --trust demo/trust.toml --data "$data" --grant none
+warden install demo/python-kv-counter.wext --tenant demo --trust demo/trust.toml --data "$data" --grant kv
 # kv-counter again, as a native process in the OS sandbox, where this kernel offers one.
 warden pack examples/process/kv-counter --out demo/kv-counter-process.wext > /dev/null
 warden sign demo/kv-counter-process.wext --key demo/keys/warden-examples.key > /dev/null
@@ -49,6 +58,9 @@ The demo tenant's API key is in demo/demo.key. Try, in another terminal:
   # the runner API: rpc extensions, by the runner token
   curl -s -H "Authorization: Bearer \$(cat demo/runner.token)" -d '{"tenant":"demo","extension":"warden.echo","method":"greet","input":{"name":"curl"}}' http://$listen/v1/execute
   curl -s -H "Authorization: Bearer \$(cat demo/runner.token)" -d '{"tenant":"demo","extension":"warden-examples.kv-counter","method":"increment"}' http://$listen/v1/execute
+  # the same hello in JavaScript, and kv-counter in Python
+  curl -s -H "Authorization: Bearer \$(cat demo/demo.key)" http://$listen/api/ext/warden-examples.hello-js/hi
+  curl -s -H "Authorization: Bearer \$(cat demo/demo.key)" -d hits http://$listen/api/ext/warden-examples.kv-counter-python/increment
   # the same extension as a native process in its sandbox, through the gateway
   curl -s -H "Authorization: Bearer \$(cat demo/demo.key)" -d hits http://$listen/api/ext/warden-examples.kv-counter-process/increment
   # the admin API: installs, the last audit records, metrics
