@@ -3,9 +3,10 @@
 use anyhow::{Context, Result};
 use wasmparser::{ComponentExternalKind, ComponentTypeRef, Parser, Payload};
 
+/// Top-level imports and exports: (name, kind of item).
 pub struct Interfaces {
-    pub imports: Vec<String>,
-    pub exports: Vec<String>,
+    pub imports: Vec<(String, &'static str)>,
+    pub exports: Vec<(String, &'static str)>,
 }
 
 /// Lists what the component imports and exports at the top level: one pass of the parser,
@@ -34,7 +35,7 @@ pub fn interfaces(bytes: &[u8]) -> Result<Interfaces> {
                         ComponentTypeRef::Component(_) => "component",
                         ComponentTypeRef::Value(_) => "value",
                     };
-                    imports.push(format!("{} ({kind})", import.name.name));
+                    imports.push((import.name.name.to_owned(), kind));
                 }
             }
             Payload::ComponentExportSection(s) if depth == 0 => {
@@ -48,7 +49,7 @@ pub fn interfaces(bytes: &[u8]) -> Result<Interfaces> {
                         ComponentExternalKind::Component => "component",
                         ComponentExternalKind::Value => "value",
                     };
-                    exports.push(format!("{} ({kind})", export.name.name));
+                    exports.push((export.name.name.to_owned(), kind));
                 }
             }
             _ => {}

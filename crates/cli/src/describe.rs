@@ -81,3 +81,83 @@ pub fn kind(m: &Manifest) -> &'static str {
         Kind::Process => "process",
     }
 }
+
+/// What a component's import `name` (as the component names it, `wasi:keyvalue/store@0.2.0-draft`)
+/// gives the guest under `eff`: the same words whatever the guest's language, since a denial
+/// is the interface's own error.
+pub fn import_fate(name: &str, eff: &warden_manifest::Effective) -> String {
+    let iface = name.split('@').next().unwrap_or(name);
+    let (package, _) = iface.split_once('/').unwrap_or((iface, ""));
+    let list = |items: Vec<String>| items.join(", ");
+    match (package, iface) {
+        (_, "wasi:http/outgoing-handler") => match &eff.network {
+            Some(n) => format!(
+                "granted: requests to {} (any other host: HTTP-request-denied)",
+                list(n.allowed_hosts.iter().map(|h| h.to_string()).collect())
+            ),
+            None => "DENIED: network not granted (every request: HTTP-request-denied)".into(),
+        },
+        ("wasi:sockets", _) => match &eff.network {
+            Some(_) => "granted: connections to the allowed hosts only".into(),
+            None => {
+                "DENIED: network not granted (every lookup and connection: access-denied)".into()
+            }
+        },
+        ("wasi:keyvalue", _) => {
+            if eff.kv {
+                "granted: the store of this (tenant, extension)".into()
+            } else {
+                "DENIED: kv not granted (every store: access-denied)".into()
+            }
+        }
+        ("wasi:config", _) => {
+            if eff.secrets.is_empty() {
+                "DENIED: no secret granted (every get: upstream error \"access-denied: ...\")"
+                    .into()
+            } else {
+                format!(
+                    "granted: the secrets {} (any other: access-denied)",
+                    list(eff.secrets.iter().map(|s| s.to_string()).collect())
+                )
+            }
+        }
+        (_, "wasi:filesystem/preopens") => {
+            if eff.mounts.is_empty() {
+                "no folders (nothing to open)".into()
+            } else {
+                format!(
+                    "granted: {}",
+                    list(
+                        eff.mounts
+                            .iter()
+                            .map(|m| format!(
+                                "{} ({})",
+                                m.guest,
+                                if m.readonly {
+                                    "read-only"
+                                } else {
+                                    "read-write"
+                                }
+                            ))
+                            .collect()
+                    )
+                )
+            }
+        }
+        (_, "warden:extension/invoke") => {
+            if eff.calls.is_empty() {
+                "DENIED: no call granted (every call: denied)".into()
+            } else {
+                format!(
+                    "granted: calls to {}",
+                    list(eff.calls.iter().map(|c| c.to_string()).collect())
+                )
+            }
+        }
+        ("wasi:http" | "wasi:filesystem" | "warden:extension", _)
+        | ("wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:io" | "wasi:logging", _) => {
+            "allowed".into()
+        }
+        _ => "NOT PROVIDED: the component will not load (the host has no such interface)".into(),
+    }
+}

@@ -2,11 +2,19 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use warden_bundle::{Bundle, BundleLimits};
-use warden_manifest::{Kind, Policy};
+use warden_manifest::{Grant, Kind, effective};
 
 use crate::{component, describe};
 
-pub fn run(bundle_path: &Path) -> Result<()> {
+/// `grant`: show what the component's imports give under this grant (`none` if not given),
+/// with `config`'s policy (the default policy if none).
+pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Result<()> {
+    let grant_given = grant.is_some();
+    let grant: Grant = grant
+        .unwrap_or("none")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--grant: {e}"))?;
+    let policy = crate::storage::read_config(config)?.policy;
     let bundle = Bundle::read_file(bundle_path, &BundleLimits::default())
         .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
     let m = bundle.manifest();
@@ -41,14 +49,13 @@ pub fn run(bundle_path: &Path) -> Result<()> {
     for line in describe::permissions(&m.permissions) {
         outln!("  - {line}");
     }
-    let policy = Policy::default();
     outln!(
         "limits (profile {}): {}",
         m.limits.profile.unwrap_or(policy.profile),
         describe::limits(&m.limits.resolve(policy.profile))
     );
     if e.kind == Kind::Process {
-        let p = policy.process;
+        let p = &policy.process;
         let mut root = vec!["/bundle (read-only)".to_owned()];
         let fs = &m.permissions.filesystem;
         root.extend(
@@ -129,13 +136,26 @@ pub fn run(bundle_path: &Path) -> Result<()> {
                 ""
             }
         );
-        outln!("imports:");
-        for i in &ifaces.imports {
-            outln!("  {i}");
+        let eff = effective(m, &grant, &policy).with_context(|| format!("--grant {grant}"))?;
+        outln!(
+            "imports, under grant {grant}{} and {}:",
+            if grant_given {
+                ""
+            } else {
+                " (--grant to try another)"
+            },
+            if config.is_some() {
+                "the config's policy"
+            } else {
+                "the default policy"
+            }
+        );
+        for (name, kind) in &ifaces.imports {
+            outln!("  {name} ({kind}): {}", describe::import_fate(name, &eff));
         }
         outln!("exports:");
-        for x in &ifaces.exports {
-            outln!("  {x}");
+        for (name, kind) in &ifaces.exports {
+            outln!("  {name} ({kind})");
         }
     }
     Ok(())

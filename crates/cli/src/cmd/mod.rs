@@ -158,6 +158,13 @@ enum Command {
     Inspect {
         #[arg(value_name = "FILE.wext")]
         bundle: PathBuf,
+        /// Show what each import of the component gives under this grant (`all`, `none`, or
+        /// a list as for `install`) before it is installed [default: none].
+        #[arg(long, value_name = "all|none|LIST")]
+        grant: Option<String>,
+        /// The operator config whose policy applies [default: the default policy].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Verify a bundle, load it with the grant and policy, and invoke it once.
     ///
@@ -345,7 +352,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             config.as_deref(),
             key.audit_key.as_deref(),
         ),
-        Command::Inspect { bundle } => inspect::run(&bundle),
+        Command::Inspect {
+            bundle,
+            grant,
+            config,
+        } => inspect::run(&bundle, grant.as_deref(), config.as_deref()),
         Command::Run {
             signed: Signed { bundle, trust, sig },
             data,

@@ -409,6 +409,33 @@ fn inspect_shows_what_a_big_component_costs_before_it_runs() {
     let start_mib = number(&out, "memory at start: ", "memory at start: ");
     assert!(start_mib > 4.0, "{out}");
     assert!(!out.contains("TOO SMALL"), "{out}");
+    // Which imports a grant leaves denied, before anything is installed: the Python
+    // kv-counter (key-value and outgoing HTTP) under no grant, and under `kv`.
+    let kv = t.path().join("kv.wext");
+    pack(&guest("python/kv-counter"), &kv);
+    let fate = |grant: &str, iface: &str| -> String {
+        let out = ok(&warden(&[&"inspect", &kv, &"--grant", &grant]));
+        out.lines()
+            .find(|l| l.trim_start().starts_with(iface))
+            .unwrap_or_else(|| panic!("no {iface} in {out}"))
+            .to_owned()
+    };
+    assert!(
+        fate("none", "wasi:keyvalue/store@")
+            .ends_with("DENIED: kv not granted (every store: access-denied)")
+    );
+    assert!(fate("none", "wasi:http/outgoing-handler@").contains("HTTP-request-denied"));
+    assert!(
+        fate("kv", "wasi:keyvalue/atomics@")
+            .ends_with("granted: the store of this (tenant, extension)")
+    );
+    assert!(fate("kv", "wasi:http/outgoing-handler@").contains("DENIED: network not granted"));
+    assert!(fate("kv", "wasi:clocks/monotonic-clock@").ends_with("allowed"));
+    // A grant of what the manifest does not request is refused, as at install.
+    fails(
+        &warden(&[&"inspect", &kv, &"--grant", &"fs:/data"]),
+        "does not request",
+    );
     // The same component with a 4 MiB budget: said before it runs, and true when it runs.
     let small = t.path().join("small");
     copy_dir(&src, &small);
