@@ -477,6 +477,44 @@ impl Admin<'_> {
         view.load_as(verified, &install.grant, true)
     }
 
+    /// Compiles (or loads from the code cache) and pre-links the components installed for any
+    /// tenant that this host has not prepared yet, skipping the content hashes in `tried` and
+    /// adding the ones it tries: so a runner that did not make an install (another runner of
+    /// the fleet did, or this one restarted) has it ready before a tenant's first request.
+    /// Each is verified as a call's load would (a failure is audited once, by that load).
+    /// Returns how many it prepared.
+    pub fn warm(
+        &self,
+        tried: &mut std::collections::HashSet<ContentHash>,
+    ) -> Result<usize, HostError> {
+        let mut prepared = 0;
+        for install in self.registry.installs(None)? {
+            let hash = install.content_hash;
+            if !tried.insert(hash) || self.inner.is_prepared(&hash) {
+                continue;
+            }
+            // A failure (unverifiable, refused) is left to the call's load, which reports and
+            // audits it to the caller; it is not tried again here.
+            let Ok((signature, bytes)) = self.stored(&hash) else {
+                continue;
+            };
+            let Ok(bundle) = warden_bundle::Bundle::from_bytes(bytes, &self.inner.bundle_limits)
+            else {
+                continue;
+            };
+            if bundle.manifest().extension.kind != warden_manifest::Kind::Component {
+                continue;
+            }
+            let Ok(verified) = self.verify_quietly(bundle, &signature) else {
+                continue;
+            };
+            if self.inner.prepare(&verified).is_ok() {
+                prepared += 1;
+            }
+        }
+        Ok(prepared)
+    }
+
     /// A published bundle, verified again now (its bytes against their hash, its signature
     /// against the trust bundle); a failure is audited.
     pub fn verified_published(&self, hash: &ContentHash) -> Result<Verified<Bundle>, HostError> {
@@ -530,13 +568,23 @@ impl Admin<'_> {
         result
     }
 
+    /// [`Admin::verified`] without a record of a failure (for [`Admin::warm`], whose
+    /// failures the call's load reports).
+    fn verify_quietly(
+        &self,
+        bundle: Bundle,
+        signature: &[u8],
+    ) -> Result<Verified<Bundle>, HostError> {
+        let envelope = Envelope::from_json(signature)?;
+        Ok(verify(bundle, &envelope, &*self.inner.trust()?)?)
+    }
+
     /// The bytes of a published bundle, checked against their hash.
     pub fn blob(&self, hash: &ContentHash) -> Result<Option<Vec<u8>>, HostError> {
         Ok(self.blobs.get(hash)?)
     }
 }
 
-/// A decision against the install (as opposed to a failure of storage).
 /// How a refused publish or install is recorded: a refusal by the rules or the policy is
 /// `denied`, a component that cannot be compiled (or is over a compile limit) `invalid`.
 fn outcome_of(e: &HostError) -> Outcome {
@@ -547,6 +595,7 @@ fn outcome_of(e: &HostError) -> Outcome {
     }
 }
 
+/// A decision against the install (as opposed to a failure of storage).
 fn is_refusal(e: &HostError) -> bool {
     matches!(
         e,

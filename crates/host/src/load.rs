@@ -258,6 +258,11 @@ impl Inner {
         Ok(code)
     }
 
+    /// Whether the component of this bundle is prepared (compiled, pre-linked) in memory.
+    pub(crate) fn is_prepared(&self, hash: &warden_bundle::ContentHash) -> bool {
+        self.prepared.read().is_ok_and(|m| m.contains_key(hash))
+    }
+
     /// The prepared component for these verified bytes, compiled on first use.
     pub(crate) fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Arc<Prepared>, HostError> {
         let hash = bundle.content_hash();

@@ -64,6 +64,9 @@ pub struct ServeOptions {
     pub shared_trust: Option<Arc<dyn warden_registry::SharedTrust>>,
 }
 
+/// How often a runner looks for installs it has not prepared (see
+/// [`Service::follow_installs`]).
+const WARM_EVERY: Duration = Duration::from_secs(2);
 /// How often a runner looks at the fleet's trust bundle.
 pub const TRUST_FOLLOW: Duration = Duration::from_millis(250);
 
@@ -164,6 +167,44 @@ impl Service {
             }
         });
         Ok(())
+    }
+
+    /// Prepares what is installed before a tenant asks for it, now and every
+    /// [`WARM_EVERY`]: components installed by another runner of the fleet, or before this
+    /// runner started, are compiled (or loaded from the code cache) in the background, on the
+    /// host's compile pool, so no tenant's first request waits for a compile. Each content
+    /// hash is tried once per process; what fails is left to the call, which reports it.
+    pub fn follow_installs(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let tried = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WARM_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = me.upgrade() else { return };
+                if s.draining.load(Ordering::SeqCst) {
+                    return;
+                }
+                let tried = Arc::clone(&tried);
+                let warmed = tokio::task::spawn_blocking(move || {
+                    let mut tried = tried.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.host.admin().and_then(|a| a.warm(&mut tried))
+                })
+                .await;
+                match warmed {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(
+                        components = n,
+                        "installed components prepared ahead of their first call"
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %warden_call::text::chain(&e), "listing the installs to prepare")
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
     }
 
     /// Enforces the fleet's trust bundle `text` if it is not the one in force.

@@ -120,6 +120,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             .follow_shared_trust()
             .map_err(|e| anyhow::anyhow!(e.message))
             .context("reading the fleet's trust bundle")?;
+        service.follow_installs();
         warden_serve::serve(service, listener, shutdown_signal())
             .await
             .context("serving")
