@@ -37,7 +37,7 @@ if [ ! -f "$tools/.complete" ]; then
 fi
 flock -u 9
 
-stamp=$( (cat "$here/package-lock.json" "$here/build.sh" "$dir/index.js"; find "$dir/wit" -type f -name '*.wit' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-64)
+stamp=$( (cat "$here/package-lock.json" "$here/build.sh" "$dir/index.js"; find "$dir/wit" \( -type f -o -type l \) -name '*.wit' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-64)
 if [ -f "$dir/extension.wasm" ] && [ "$(cat "$dir/.build-stamp" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
@@ -58,4 +58,6 @@ sed -i "$to_0_2_10" "$work/wit/world.wit"
 "$tools/node_modules/.bin/componentize-js" "$dir/index.js" --wit "$work/wit" \
   --world-name "$world" -o "$work/extension.wasm" >&2
 mv "$work/extension.wasm" "$dir/extension.wasm"
-echo "$stamp" >"$dir/.build-stamp"
+# Written beside and renamed: a symlink at .build-stamp is replaced, never written through.
+echo "$stamp" >"$work/stamp"
+mv -f "$work/stamp" "$dir/.build-stamp"

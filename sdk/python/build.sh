@@ -38,7 +38,7 @@ if [ ! -f "$tools/.complete" ]; then
 fi
 flock -u 9
 
-stamp=$( (cat "$here/requirements.txt" "$here/build.sh"; find "$dir" -maxdepth 1 -type f -name '*.py' -print0 | sort -z | xargs -0 cat; find "$dir/wit" -type f -name '*.wit' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-64)
+stamp=$( (cat "$here/requirements.txt" "$here/build.sh"; find "$dir" -maxdepth 1 \( -type f -o -type l \) -name '*.py' -print0 | sort -z | xargs -0 cat; find "$dir/wit" \( -type f -o -type l \) -name '*.wit' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-64)
 if [ -f "$dir/extension.wasm" ] && [ "$(cat "$dir/.build-stamp" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
@@ -46,4 +46,6 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$dir" && "$tools/bin/componentize-py" --quiet -d wit -w "$world" componentize app -o "$work/extension.wasm") >&2
 mv "$work/extension.wasm" "$dir/extension.wasm"
-echo "$stamp" >"$dir/.build-stamp"
+# Written beside and renamed: a symlink at .build-stamp is replaced, never written through.
+echo "$stamp" >"$work/stamp"
+mv -f "$work/stamp" "$dir/.build-stamp"

@@ -66,6 +66,9 @@ pub struct Footprint {
     pub functions: u64,
     /// Linear memory the core modules declare at their start (initial pages), all together.
     pub memory_bytes: u64,
+    /// A memory declares more than a 32-bit memory can hold (over 4 GiB): the component
+    /// cannot be instantiated, whatever the budget.
+    pub oversized: bool,
     /// Bytes of active data segments: the part of that memory filled from the component (a
     /// snapshot of an interpreter's heap, for componentize-js and componentize-py).
     pub data_bytes: u64,
@@ -84,6 +87,7 @@ pub fn footprint(bytes: &[u8]) -> Result<Footprint> {
         functions: 0,
         memory_bytes: 0,
         data_bytes: 0,
+        oversized: false,
     };
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.context("reading the component")? {
@@ -95,6 +99,7 @@ pub fn footprint(bytes: &[u8]) -> Result<Footprint> {
                 for m in s {
                     let m = m.context("reading a memory")?;
                     let page = m.page_size_log2.map_or(1u64 << 16, |l| 1u64 << l.min(16));
+                    f.oversized |= !m.memory64 && m.initial.saturating_mul(page) > 1 << 32;
                     f.memory_bytes = f
                         .memory_bytes
                         .saturating_add(m.initial.saturating_mul(page));

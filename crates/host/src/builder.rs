@@ -210,6 +210,7 @@ impl HostBuilder {
                 kv_quota,
                 extensions: RwLock::default(),
                 prepared: RwLock::default(),
+                preparing: std::sync::Mutex::default(),
                 process_code: RwLock::default(),
                 secret_history: std::sync::Mutex::new(std::collections::HashMap::new()),
                 process_tmp: std::sync::OnceLock::new(),

@@ -63,6 +63,9 @@ pub(crate) struct Inner {
     pub(crate) extensions: RwLock<HashMap<TenantName, HashMap<ExtensionId, Arc<Loaded>>>>,
     /// Compiled, pre-linked components by content hash: the same bytes are prepared once.
     pub(crate) prepared: RwLock<HashMap<ContentHash, Arc<Prepared>>>,
+    /// One lock per component being prepared: a call and the runner's warm-up (or two calls)
+    /// that both miss wait for one compile instead of running two.
+    pub(crate) preparing: std::sync::Mutex<HashMap<ContentHash, Arc<std::sync::Mutex<()>>>>,
     /// Process extensions' verified files, unpacked, by content hash.
     /// (Weak: the files are removed once no install of them is left.)
     pub(crate) process_code:

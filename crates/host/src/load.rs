@@ -274,7 +274,38 @@ impl Inner {
         {
             return Ok(p);
         }
-        let p = Arc::new(self.runtime.prepare(bundle)?);
+        // One compile per component at a time: whoever comes second waits and finds it.
+        let gate = {
+            let mut m = self
+                .preparing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(m.entry(hash).or_default())
+        };
+        let _one = gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = self
+            .prepared
+            .read()
+            .ok()
+            .and_then(|m| m.get(&hash).cloned())
+        {
+            return Ok(p);
+        }
+        let done = || {
+            self.preparing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&hash);
+        };
+        let p = match self.runtime.prepare(bundle) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                done();
+                return Err(e.into());
+            }
+        };
         if let warden_runtime::CodeSource::Compiled {
             rejected: Some(rejected),
         } = p.code_source()
@@ -299,6 +330,8 @@ impl Inner {
         if let Ok(mut m) = self.prepared.write() {
             m.insert(hash, Arc::clone(&p));
         }
+        // Removed once the prepared component is in the map: whoever comes next finds it.
+        done();
         Ok(p)
     }
 }

@@ -86,6 +86,8 @@ pub struct Service {
     in_flight: AtomicUsize,
     /// The text of the fleet's trust bundle this runner enforces (shared trust only).
     trust_text: Mutex<Option<String>>,
+    /// Set while [`Service::follow_installs`] makes its first pass: not ready until then.
+    warming: AtomicBool,
 }
 
 /// Held while one (tenant, extension) loads.
@@ -110,6 +112,7 @@ impl Service {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             trust_text: Mutex::new(None),
+            warming: AtomicBool::new(false),
         })
     }
 
@@ -174,7 +177,10 @@ impl Service {
     /// runner started, are compiled (or loaded from the code cache) in the background, on the
     /// host's compile pool, so no tenant's first request waits for a compile. Each content
     /// hash is tried once per process; what fails is left to the call, which reports it.
+    /// `/readyz` says not ready until the first pass is done (a runner with an empty code
+    /// cache compiles for minutes before a load balancer should send it tenants' calls).
     pub fn follow_installs(self: &Arc<Self>) {
+        self.warming.store(true, Ordering::SeqCst);
         let me = Arc::downgrade(self);
         let tried = Arc::new(Mutex::new(std::collections::HashSet::new()));
         tokio::spawn(async move {
@@ -187,11 +193,13 @@ impl Service {
                     return;
                 }
                 let tried = Arc::clone(&tried);
+                let service = Arc::clone(&s);
                 let warmed = tokio::task::spawn_blocking(move || {
                     let mut tried = tried.lock().unwrap_or_else(PoisonError::into_inner);
-                    s.host.admin().and_then(|a| a.warm(&mut tried))
+                    service.host.admin().and_then(|a| a.warm(&mut tried))
                 })
                 .await;
+                s.warming.store(false, Ordering::SeqCst);
                 match warmed {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => tracing::info!(
@@ -549,12 +557,17 @@ async fn healthz() -> &'static str {
     responses(
         (status = 200, description = "Ready to take requests.", body = String, content_type = "text/plain", example = "ready\n"),
         docs::FrontRefusals,
-        (status = 503, description = "Shutting down, or the storage cannot be opened (`unavailable`).", body = docs::ErrorBody),
+        (status = 503, description = "Shutting down, preparing the installed components at start, or the storage cannot be opened (`unavailable`).", body = docs::ErrorBody),
     ),
 )]
 async fn ready(State(s): State<Arc<Service>>, id: RequestId) -> Response {
     if s.draining.load(Ordering::Relaxed) {
         return ApiError::unavailable("shutting down")
+            .with_id(&id.0)
+            .into_response();
+    }
+    if s.warming.load(Ordering::Relaxed) {
+        return ApiError::unavailable("preparing the installed components")
             .with_id(&id.0)
             .into_response();
     }

@@ -126,11 +126,13 @@ pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Re
             }
         );
         outln!(
-            "memory at start: {:.1} MiB of linear memory ({:.1} MiB of it from data segments); max_memory {}{}",
+            "memory at start: {:.1} MiB of linear memory (each module counted once; {:.1} MiB of it from data segments); max_memory {}{}",
             f.memory_bytes as f64 / f64::from(1 << 20),
             f.data_bytes as f64 / f64::from(1 << 20),
             limits.max_memory,
-            if f.memory_bytes > limits.max_memory.bytes() {
+            if f.oversized {
+                ": a memory over 4 GiB is declared, the component cannot be instantiated"
+            } else if f.memory_bytes > limits.max_memory.bytes() {
                 ": TOO SMALL, every call would fail at instantiation"
             } else {
                 ""

@@ -83,6 +83,29 @@ fn big_components_compile_at_publish_and_never_on_a_tenants_first_request() {
     hello(&s, &key);
     assert_eq!(counter(&s, "warden_code_cache_hits_total"), 2);
     assert_eq!(counter(&s, "warden_compiles_total"), 0);
+    drop(s);
+    // Restarted with its code cache gone (emptied by hand, or damaged): not ready while it
+    // compiles them again, in the background, once each; then ready, and the first requests
+    // compile nothing more.
+    for entry in crate::compile_limits::cached(&st.data) {
+        std::fs::remove_file(entry).unwrap();
+    }
+    let s = st.serve("");
+    let r = get(&format!("{}/readyz", s.base), None);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("preparing the installed components"),
+        "{}",
+        r.body
+    );
+    wait_for(&s, "warden_compiles_total", 2);
+    let start = std::time::Instant::now();
+    while get(&format!("{}/readyz", s.base), None).status != 200 {
+        assert!(start.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    hello(&s, &key);
+    assert_eq!(counter(&s, "warden_compiles_total"), 2);
     // On shared storage, another runner of the fleet (its own, empty data dir) compiles what
     // the first one installed, before its first request.
     if st.shared.is_some() {
