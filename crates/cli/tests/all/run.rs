@@ -290,16 +290,12 @@ fn wasmtime_serve_runs_the_same_hello_components() {
         let bundle = t.path().join(format!("{}.wext", name.replace('/', "-")));
         pack(&dir, &bundle);
         sign(&bundle, &p.key);
-        let out = ok(&warden(&[
-            &"run" as &dyn AsRef<std::ffi::OsStr>,
+        let out = ok(&run_http(
             &bundle,
-            &"--trust",
             &trust,
-            &"--data",
             &t.path().join("data"),
-            &"--http",
-            &"GET /from-wasmtime?x=1",
-        ]));
+            "GET /from-wasmtime?x=1",
+        ));
         assert!(out.starts_with("HTTP/1.1 200 OK\n"), "{name}: {out}");
         assert!(out.ends_with(&format!("\n\n{want}")), "{name}: {out}");
     }
@@ -456,18 +452,16 @@ fn inspect_shows_what_a_big_component_costs_before_it_runs() {
         out.contains("max_memory 4MiB: TOO SMALL, every call would fail at instantiation"),
         "{out}"
     );
-    let o = warden(&[
-        &"run" as &dyn AsRef<std::ffi::OsStr>,
-        &bundle,
-        &"--trust",
-        &trust,
-        &"--data",
-        &t.path().join("data"),
-        &"--http",
-        &"GET /",
-    ]);
+    let o = run_http(&bundle, &trust, &t.path().join("data"), "GET /");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("memory"), "{}", stderr(&o));
+}
+
+/// `warden run BUNDLE --trust TRUST --data DATA --http REQUEST`.
+fn run_http(bundle: &Path, trust: &Path, data: &Path, request: &str) -> std::process::Output {
+    warden(&[
+        &"run", &bundle, &"--trust", &trust, &"--data", &data, &"--http", &request,
+    ])
 }
 
 /// Copies a folder's files (one level, and `wit/` is left out: a bundle takes only what its

@@ -88,13 +88,10 @@ pub(crate) fn trail(lab: &Lab, id: &ExtensionId) -> Vec<(String, String, String)
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_component_and_the_process_give_the_same_answers_and_denials() {
-    let lab =
-        Lab::with_policy(Policy::parse("[policy]\nallow_networks = [\"127.0.0.0/8\"]\n").unwrap());
-    let port = server();
-    let allowed = format!("http://127.0.0.1:{port}/health");
-    let calls: Vec<(&str, Vec<u8>)> = vec![
+/// The calls every version of kv-counter is put through: counting, bad input, pings allowed
+/// and forbidden, an unknown method.
+pub(crate) fn kv_counter_calls(allowed: &str) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
         ("increment", b"visits".to_vec()),
         ("increment", b"visits 41".to_vec()),
         ("increment", b"".to_vec()),
@@ -102,13 +99,22 @@ async fn the_component_and_the_process_give_the_same_answers_and_denials() {
         ("get", b"never".to_vec()),
         ("increment", b"visits many".to_vec()),
         ("get", vec![0xff, 0xfe]),
-        ("ping", allowed.clone().into_bytes()),
+        ("ping", allowed.as_bytes().to_vec()),
         ("ping", b"http://127.0.0.1:1/".to_vec()),
         ("ping", b"http://10.0.0.1/".to_vec()),
         ("ping", b"ftp://example.com/".to_vec()),
         ("ping", b"not a url".to_vec()),
         ("nosuch", b"".to_vec()),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_component_and_the_process_give_the_same_answers_and_denials() {
+    let lab =
+        Lab::with_policy(Policy::parse("[policy]\nallow_networks = [\"127.0.0.0/8\"]\n").unwrap());
+    let port = server();
+    let allowed = format!("http://127.0.0.1:{port}/health");
+    let calls = kv_counter_calls(&allowed);
     for (grant, kv_works) in [(Grant::All, true), (Grant::None, false)] {
         let (component, process) = load_twins(&lab, port, &grant);
         for (method, input) in &calls {
