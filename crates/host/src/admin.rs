@@ -162,7 +162,10 @@ impl Admin<'_> {
         let record =
             Record::new(Event::VerificationFailure, self.request_id.clone()).with_target(what);
         let verified = self.verified(bundle, signature, record)?;
-        if let Err(e) = self.compile(&verified, false) {
+        // Refused (and audited) before anything is stored: what the registry would refuse,
+        // asked before the compile (red team: a publish answered 409 after compiling for 52 s,
+        // and left its blob and compiled code), then a component that cannot load.
+        let refused = |e: HostError| -> Result<Verified<Bundle>, HostError> {
             let ext = &verified.manifest().extension;
             let record = Record::new(Event::Publish, self.request_id.clone())
                 .with_extension(&ext.id)
@@ -172,7 +175,16 @@ impl Admin<'_> {
                 .with_outcome(outcome_of(&e))
                 .with_error(&e);
             self.inner.record_change(record)?;
-            return Err(e);
+            Err(e)
+        };
+        if let Some(e) = self
+            .registry
+            .publish_refusal(&publication(&verified, signature))?
+        {
+            return refused(e.into());
+        }
+        if let Err(e) = self.compile(&verified, false) {
+            return refused(e);
         }
         self.store_publication(&verified, what, signature)?;
         Ok(verified)
@@ -218,14 +230,7 @@ impl Admin<'_> {
                     found: put,
                 });
             }
-            self.registry.publish(&Published {
-                content_hash: hash,
-                id: ext.id.clone(),
-                version: ext.version.clone(),
-                publisher: ext.publisher.clone(),
-                signature: signature.to_vec(),
-                published: SystemTime::now(),
-            })?;
+            self.registry.publish(&publication(verified, signature))?;
             Ok(())
         })();
         let record = match &stored {
@@ -356,6 +361,14 @@ impl Admin<'_> {
             // Compiled now (or found compiled), so the tenant's first request does not wait
             // for it, and a component that cannot be compiled is refused before it is
             // published or installed.
+            // What the registry would refuse of the publication, before the compile.
+            if let Some((_, signature)) = publish
+                && let Some(e) = self
+                    .registry
+                    .publish_refusal(&publication(verified, signature))?
+            {
+                return Err(e.into());
+            }
             self.compile(verified, true)?;
             // Only now, with nothing left to refuse the install but the registry itself.
             if let Some((what, signature)) = publish {
@@ -582,6 +595,19 @@ impl Admin<'_> {
     /// The bytes of a published bundle, checked against their hash.
     pub fn blob(&self, hash: &ContentHash) -> Result<Option<Vec<u8>>, HostError> {
         Ok(self.blobs.get(hash)?)
+    }
+}
+
+/// The registry's row for publishing `verified` with `signature` now.
+fn publication(verified: &Verified<Bundle>, signature: &[u8]) -> Published {
+    let ext = &verified.manifest().extension;
+    Published {
+        content_hash: verified.content_hash(),
+        id: ext.id.clone(),
+        version: ext.version.clone(),
+        publisher: ext.publisher.clone(),
+        signature: signature.to_vec(),
+        published: SystemTime::now(),
     }
 }
 

@@ -180,6 +180,32 @@ pub trait Registry: Send + Sync {
     /// Everything the registry holds, read in one transaction, in the order
     /// [`RegistryImage`] documents.
     fn image(&self) -> Result<RegistryImage, RegistryError>;
+
+    /// The refusal [`Registry::publish`] would give `p` now (its id and version name other
+    /// content, or its id is pinned to another publisher), without writing anything: a
+    /// publish asks first, before its costly work (a compile of 10-20 s for a big component).
+    /// `publish` still decides, in its transaction. The default reads [`Registry::image`].
+    fn publish_refusal(&self, p: &Published) -> Result<Option<RegistryError>, RegistryError> {
+        let image = self.image()?;
+        if let Some(pin) = image.pins.iter().find(|pin| pin.id == p.id)
+            && pin.publisher != p.publisher
+        {
+            return Ok(Some(RegistryError::PublisherPinned {
+                id: p.id.clone(),
+                pinned: pin.publisher.to_string(),
+                publisher: p.publisher.clone(),
+            }));
+        }
+        Ok(image
+            .published
+            .iter()
+            .find(|o| o.id == p.id && o.version == p.version && o.content_hash != p.content_hash)
+            .map(|o| RegistryError::VersionTaken {
+                id: p.id.clone(),
+                version: p.version.to_string(),
+                existing: o.content_hash,
+            }))
+    }
 }
 
 /// Why a blob could not be stored or read.

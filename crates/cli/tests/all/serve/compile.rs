@@ -209,6 +209,51 @@ fn what_cannot_be_compiled_is_refused_at_publish_and_leaves_nothing() {
     }
 }
 
+/// A publish the registry would refuse (its id and version already name other content) is
+/// refused before anything is compiled or stored (red team: it answered 409 after a 52 s
+/// compile, leaving its blob and compiled code).
+#[test]
+fn a_taken_version_is_refused_before_the_compile() {
+    let st = setup();
+    let s = st.serve("");
+    let (bundle, sig) = st.bundle(&example("hello"), "hello");
+    let r = publish_with(&patient(), &s, &bundle, &sig);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let compiled = counter(&s, "warden_compiles_total");
+    let cache_entries = || crate::compile_limits::cached(&st.data).len();
+    let cached = cache_entries();
+    // The same id and version, other content.
+    let other = st.t.path().join("hello-other");
+    std::fs::create_dir_all(other.join("assets")).unwrap();
+    let src = example("hello");
+    for f in ["extension.wasm", "assets/README.txt"] {
+        std::fs::copy(src.join(f), other.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(src.join("extension.toml")).unwrap();
+    std::fs::write(
+        other.join("extension.toml"),
+        manifest.replace("description = \"", "description = \"Other. "),
+    )
+    .unwrap();
+    let (bundle, sig) = st.bundle(&other, "hello-other");
+    let r = publish_with(&patient(), &s, &bundle, &sig);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.code(), "version-exists", "{}", r.body);
+    assert_eq!(
+        counter(&s, "warden_compiles_total"),
+        compiled,
+        "nothing compiled"
+    );
+    assert_eq!(cache_entries(), cached, "nothing cached");
+    let records = record_for(&audit(&st), &r_id_of(&r));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "publish" && r["outcome"] == "denied"),
+        "{records:#?}"
+    );
+}
+
 fn r_id_of(r: &Reply) -> String {
     r.json()["error"]["request_id"]
         .as_str()
