@@ -1,7 +1,10 @@
 //! A component's top-level imports and exports, read with wasmparser (no Wasmtime needed).
 
 use anyhow::{Context, Result};
-use wasmparser::{ComponentExternalKind, ComponentTypeRef, Parser, Payload};
+use wasmparser::{
+    ComponentAlias, ComponentExternalKind, ComponentOuterAliasKind, ComponentTypeRef, Parser,
+    Payload,
+};
 
 /// Top-level imports and exports: (name, kind of item).
 pub struct Interfaces {
@@ -89,8 +92,90 @@ pub fn footprint(bytes: &[u8]) -> Result<Footprint> {
         data_bytes: 0,
         oversized: false,
     };
+    // Memories are counted per instance a component makes of a module (a module instantiated
+    // twice needs its memory twice), by following each component's core module index space.
+    // Whatever cannot be followed (a module imported) counts as nothing there; the total is
+    // never below the sum over modules defined.
+    let mut defined: u64 = 0;
+    let mut stack: Vec<Frame> = vec![Frame::Component {
+        modules: Vec::new(),
+        instantiated: 0,
+    }];
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.context("reading the component")? {
+            Payload::ModuleSection { .. } => stack.push(Frame::Module { memory: 0 }),
+            Payload::ComponentSection { .. } => stack.push(Frame::Component {
+                modules: Vec::new(),
+                instantiated: 0,
+            }),
+            Payload::End(_) => match stack.pop() {
+                Some(Frame::Module { memory }) => {
+                    if let Some(Frame::Component { modules, .. }) = stack.last_mut() {
+                        modules.push(memory);
+                    }
+                }
+                Some(Frame::Component { instantiated, .. }) => match stack.last_mut() {
+                    Some(Frame::Component {
+                        instantiated: outer,
+                        ..
+                    }) => *outer = outer.saturating_add(instantiated),
+                    _ => f.memory_bytes = instantiated,
+                },
+                None => {}
+            },
+            Payload::ComponentImportSection(s) => {
+                for import in s {
+                    let import = import.context("reading an import")?;
+                    if let (ComponentTypeRef::Module(_), Some(Frame::Component { modules, .. })) =
+                        (import.ty, stack.last_mut())
+                    {
+                        modules.push(0);
+                    }
+                }
+            }
+            Payload::ComponentAliasSection(s) => {
+                for alias in s {
+                    let alias = alias.context("reading an alias")?;
+                    let module = match alias {
+                        ComponentAlias::Outer {
+                            kind: ComponentOuterAliasKind::CoreModule,
+                            count,
+                            index,
+                        } => Some(outer_module(&stack, count, index)),
+                        // A module exported by a component instance: in the index space,
+                        // its memory unknown here.
+                        ComponentAlias::InstanceExport {
+                            kind: ComponentExternalKind::Module,
+                            ..
+                        } => Some(0),
+                        _ => None,
+                    };
+                    if let (Some(m), Some(Frame::Component { modules, .. })) =
+                        (module, stack.last_mut())
+                    {
+                        modules.push(m);
+                    }
+                }
+            }
+            Payload::InstanceSection(s) => {
+                for instance in s {
+                    let instance = instance.context("reading a core instance")?;
+                    if let (
+                        wasmparser::Instance::Instantiate { module_index, .. },
+                        Some(Frame::Component {
+                            modules,
+                            instantiated,
+                        }),
+                    ) = (instance, stack.last_mut())
+                    {
+                        let m = usize::try_from(module_index)
+                            .ok()
+                            .and_then(|i| modules.get(i).copied())
+                            .unwrap_or(0);
+                        *instantiated = instantiated.saturating_add(m);
+                    }
+                }
+            }
             Payload::CodeSectionStart { count, size, .. } => {
                 f.functions += u64::from(count);
                 f.code_bytes += u64::from(size);
@@ -99,10 +184,12 @@ pub fn footprint(bytes: &[u8]) -> Result<Footprint> {
                 for m in s {
                     let m = m.context("reading a memory")?;
                     let page = m.page_size_log2.map_or(1u64 << 16, |l| 1u64 << l.min(16));
-                    f.oversized |= !m.memory64 && m.initial.saturating_mul(page) > 1 << 32;
-                    f.memory_bytes = f
-                        .memory_bytes
-                        .saturating_add(m.initial.saturating_mul(page));
+                    let bytes = m.initial.saturating_mul(page);
+                    f.oversized |= !m.memory64 && bytes > 1 << 32;
+                    defined = defined.saturating_add(bytes);
+                    if let Some(Frame::Module { memory }) = stack.last_mut() {
+                        *memory = memory.saturating_add(bytes);
+                    }
                 }
             }
             Payload::DataSection(s) => {
@@ -116,5 +203,82 @@ pub fn footprint(bytes: &[u8]) -> Result<Footprint> {
             _ => {}
         }
     }
+    f.memory_bytes = f.memory_bytes.max(defined);
     Ok(f)
+}
+
+/// A level of [`footprint`]'s walk: a component (the memory of each module in its core
+/// module index space, and what its instantiations add up to) or a module (its memory).
+enum Frame {
+    Component {
+        modules: Vec<u64>,
+        instantiated: u64,
+    },
+    Module {
+        memory: u64,
+    },
+}
+
+/// The memory of the module an outer alias names: `count` components out, index `index`.
+fn outer_module(stack: &[Frame], count: u32, index: u32) -> u64 {
+    let components: Vec<&Frame> = stack
+        .iter()
+        .filter(|f| matches!(f, Frame::Component { .. }))
+        .collect();
+    let Some(at) = components.len().checked_sub(1 + count as usize) else {
+        return 0;
+    };
+    match components.get(at) {
+        Some(Frame::Component { modules, .. }) => usize::try_from(index)
+            .ok()
+            .and_then(|i| modules.get(i).copied())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::footprint;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn memory_is_counted_for_every_instance_of_a_module() {
+        // A 2 MiB module instantiated three times, and a 1 MiB one never instantiated.
+        let c = wat::parse_str(
+            r#"(component
+                (core module $m (memory 32))
+                (core module $unused (memory 16))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m)))"#,
+        )
+        .unwrap();
+        let f = footprint(&c).unwrap();
+        assert_eq!(f.memory_bytes, 6 * MIB);
+        assert!(!f.oversized);
+        // A nested component's instances count too, and an outer alias names the outer module.
+        let c = wat::parse_str(
+            r#"(component
+                (core module $m (memory 16))
+                (core instance (instantiate $m))
+                (component
+                    (core module $n (memory 32))
+                    (core instance (instantiate $n))
+                    (alias outer 1 $m (core module $o))
+                    (core instance (instantiate $o))))"#,
+        )
+        .unwrap();
+        assert_eq!(footprint(&c).unwrap().memory_bytes, 4 * MIB);
+        // Never below what the modules define, even when nothing is instantiated.
+        let c = wat::parse_str(r#"(component (core module (memory 48)))"#).unwrap();
+        assert_eq!(footprint(&c).unwrap().memory_bytes, 3 * MIB);
+    }
+
+    #[test]
+    fn a_memory_over_4_gib_is_said() {
+        let m = wat::parse_str(r#"(component (core module (memory 65537)))"#).unwrap();
+        assert!(footprint(&m).unwrap().oversized);
+    }
 }

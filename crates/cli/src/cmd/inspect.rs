@@ -125,19 +125,23 @@ pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Re
                 format!("{secs:.0} s")
             }
         );
-        outln!(
-            "memory at start: {:.1} MiB of linear memory (each module counted once; {:.1} MiB of it from data segments); max_memory {}{}",
-            f.memory_bytes as f64 / f64::from(1 << 20),
-            f.data_bytes as f64 / f64::from(1 << 20),
-            limits.max_memory,
-            if f.oversized {
-                ": a memory over 4 GiB is declared, the component cannot be instantiated"
-            } else if f.memory_bytes > limits.max_memory.bytes() {
-                ": TOO SMALL, every call would fail at instantiation"
-            } else {
-                ""
-            }
-        );
+        let limit = limits.max_memory;
+        if f.oversized {
+            outln!(
+                "memory at start: a memory over 4 GiB is declared, the component cannot be instantiated; max_memory {limit}"
+            );
+        } else {
+            outln!(
+                "memory at start: {:.1} MiB of linear memory, for every instance it makes ({:.1} MiB of it from data segments); max_memory {limit}{}",
+                f.memory_bytes as f64 / f64::from(1 << 20),
+                f.data_bytes as f64 / f64::from(1 << 20),
+                if f.memory_bytes > limit.bytes() {
+                    ": TOO SMALL, every call would fail at instantiation"
+                } else {
+                    ""
+                }
+            );
+        }
         let eff = effective(m, &grant, &policy).with_context(|| format!("--grant {grant}"))?;
         outln!(
             "imports, under grant {grant}{} and {}:",
