@@ -260,18 +260,17 @@ impl Inner {
 
     /// Whether the component of this bundle is prepared (compiled, pre-linked) in memory.
     pub(crate) fn is_prepared(&self, hash: &warden_bundle::ContentHash) -> bool {
-        self.prepared.read().is_ok_and(|m| m.contains_key(hash))
+        self.prepared_of(hash).is_some()
+    }
+
+    fn prepared_of(&self, hash: &warden_bundle::ContentHash) -> Option<Arc<Prepared>> {
+        self.prepared.read().ok().and_then(|m| m.get(hash).cloned())
     }
 
     /// The prepared component for these verified bytes, compiled on first use.
     pub(crate) fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Arc<Prepared>, HostError> {
         let hash = bundle.content_hash();
-        if let Some(p) = self
-            .prepared
-            .read()
-            .ok()
-            .and_then(|m| m.get(&hash).cloned())
-        {
+        if let Some(p) = self.prepared_of(&hash) {
             return Ok(p);
         }
         // One compile per component at a time: whoever comes second waits and finds it.
@@ -285,12 +284,7 @@ impl Inner {
         let _one = gate
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(p) = self
-            .prepared
-            .read()
-            .ok()
-            .and_then(|m| m.get(&hash).cloned())
-        {
+        if let Some(p) = self.prepared_of(&hash) {
             return Ok(p);
         }
         let done = || {

@@ -23,6 +23,13 @@ fn guest(name: &str) -> PathBuf {
     }
 }
 
+/// The `warden-examples` publisher's keys in `dir`, and a trust bundle trusting it.
+fn examples_publisher(dir: &Path) -> (crate::foundation::Publisher, PathBuf) {
+    let p = keygen(dir, "warden-examples");
+    let trust = trust_file(dir, "trust.toml", &[("warden-examples", &[&p.pem], &[])]);
+    (p, trust)
+}
+
 /// Signed bundles of the examples, a trust bundle, and a data dir.
 struct Tour {
     t: TempDir,
@@ -32,12 +39,7 @@ struct Tour {
 impl Tour {
     fn new() -> Tour {
         let t = TempDir::new().unwrap();
-        let p = keygen(t.path(), "warden-examples");
-        let trust = trust_file(
-            t.path(),
-            "trust.toml",
-            &[("warden-examples", &[&p.pem], &[])],
-        );
+        let (p, trust) = examples_publisher(t.path());
         for name in ["hello", "echo", "hostile"] {
             let dir = guest(name);
             assert!(
@@ -273,12 +275,7 @@ fn wasmtime_serve_runs_the_same_hello_components() {
         ("python/hello", "Hello from warden, in Python!"),
     ];
     let t = TempDir::new().unwrap();
-    let p = keygen(t.path(), "warden-examples");
-    let trust = trust_file(
-        t.path(),
-        "trust.toml",
-        &[("warden-examples", &[&p.pem], &[])],
-    );
+    let (p, trust) = examples_publisher(t.path());
     for (name, greeting) in hellos {
         let dir = guest(name);
         let want = format!("{greeting} You asked for /from-wasmtime?x=1\n");
@@ -384,12 +381,7 @@ fn dechunk(mut s: &str) -> String {
 #[test]
 fn inspect_shows_what_a_big_component_costs_before_it_runs() {
     let t = TempDir::new().unwrap();
-    let p = keygen(t.path(), "warden-examples");
-    let trust = trust_file(
-        t.path(),
-        "trust.toml",
-        &[("warden-examples", &[&p.pem], &[])],
-    );
+    let (p, trust) = examples_publisher(t.path());
     let number = |out: &str, prefix: &str, after: &str| -> f64 {
         let line = out.lines().find(|l| l.starts_with(prefix)).unwrap();
         let rest = &line[line.find(after).unwrap() + after.len()..];
