@@ -49,6 +49,7 @@ fi
 
 cat <<MSG
 
+The operator console is at http://$listen/console/ (sign in with the token in demo/admin.token).
 The demo tenant's API key is in demo/demo.key. Try, in another terminal:
 
   # the gateway: an http extension, by the tenant's key

@@ -24,6 +24,7 @@ cargo test --workspace 2>&1 | tee target/test-output.log
 # database and bucket prefix per test), with the fleet's own tests (several runners on one
 # storage): the same tests, the other backend.
 WARDEN_TEST_BACKEND=shared cargo test -p warden-cli --test all serve:: 2>&1 | tee -a target/test-output.log
+bash tests/console/run.sh 2>&1 | tee -a target/test-output.log
 # The runner and admin APIs against their OpenAPI document: schemathesis, bounded in time.
 bash scripts/fuzz-api.sh
 # The embedding example must keep working as documented.
@@ -32,4 +33,4 @@ bash scripts/fuzz-api.sh
 "${CARGO_TARGET_DIR:-target}/debug/examples/embed"
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test
 # binary with nothing in it).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log
+awk '/^test result:/ { p += $4; f += $6 } /^console: / { p += $2; f += $4 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log

@@ -42,6 +42,9 @@ pub enum Event {
     /// A secret of an install was set or removed (its name is the target; its value is never
     /// recorded).
     Secret,
+    /// The operator console: a sign-in (outcome `ok`), one refused (`denied`: a wrong token),
+    /// or a sign-out. Its message says which; the token is never recorded.
+    Session,
 }
 
 impl Event {
@@ -61,6 +64,7 @@ impl Event {
             Event::Start => "start",
             Event::Tenant => "tenant",
             Event::TrustReload => "trust-reload",
+            Event::Session => "session",
             Event::Secret => "secret",
         }
     }
@@ -167,7 +171,9 @@ pub struct Record {
 /// Seconds from the epoch to the last second of year 9999, the last instant RFC 3339 can write.
 const MAX_TIME_SECS: u64 = 253_402_300_799;
 
-fn format_time(t: SystemTime) -> String {
+/// A time as records write it: RFC 3339 in UTC with milliseconds, so that two such texts
+/// compare as their times do.
+pub fn format_time(t: SystemTime) -> String {
     // Clamp a clock before 1970 or after 9999 instead of failing to write the record.
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let since = since.min(Duration::new(MAX_TIME_SECS, 999_999_999));

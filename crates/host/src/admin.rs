@@ -126,6 +126,10 @@ impl Admin<'_> {
         &self.request_id
     }
 
+    pub(crate) fn inner(&self) -> &Inner {
+        self.inner
+    }
+
     pub fn registry(&self) -> &dyn Registry {
         &*self.registry
     }
@@ -547,7 +551,7 @@ impl Admin<'_> {
     }
 
     /// The signature and bytes of a published bundle (the bytes checked against their hash).
-    fn stored(&self, hash: &ContentHash) -> Result<(Vec<u8>, Vec<u8>), HostError> {
+    pub(crate) fn stored(&self, hash: &ContentHash) -> Result<(Vec<u8>, Vec<u8>), HostError> {
         let published = self
             .registry
             .published(hash)?

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use warden_manifest::Permissions;
+use warden_manifest::{Capability, GrantItem, Permissions};
 
 /// The approved permission atoms, in a canonical text form (one per line when stored).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -14,42 +14,7 @@ impl Approval {
     /// The atoms `p` requests. The network entries keep the manifest's default ports with
     /// each host, so a change of `allowed_ports` is a change of the hosts it applies to.
     pub fn of(p: &Permissions) -> Approval {
-        let mut a = BTreeSet::new();
-        if p.kv {
-            a.insert("kv".to_owned());
-        }
-        for s in &p.secrets {
-            a.insert(format!("secret {s}"));
-        }
-        for c in &p.calls {
-            a.insert(format!("call {c}"));
-        }
-        if p.network.enabled {
-            let mut ports: Vec<u16> = p.network.allowed_ports.clone();
-            ports.sort_unstable();
-            ports.dedup();
-            for h in &p.network.allowed_hosts {
-                match h.port {
-                    Some(_) => a.insert(format!("network {h}")),
-                    None if ports.is_empty() => a.insert(format!("network {h} ports default")),
-                    None => a.insert(format!(
-                        "network {h} ports {}",
-                        ports
-                            .iter()
-                            .map(u16::to_string)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    )),
-                };
-            }
-        }
-        for m in &p.filesystem.paths {
-            a.insert(format!("filesystem {m} read-write"));
-        }
-        for m in &p.filesystem.readonly_paths {
-            a.insert(format!("filesystem {m} read-only"));
-        }
-        Approval(a)
+        Approval(items(p).into_iter().map(|(atom, _)| atom).collect())
     }
 
     /// The atoms of `requested` that this approval does not cover.
@@ -79,4 +44,52 @@ impl Approval {
     pub fn atoms(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
     }
+}
+
+/// Each atom `p` requests, with the grant item that grants it (what an operator ticks to
+/// approve that atom alone), in the manifest's order.
+pub fn items(p: &Permissions) -> Vec<(String, GrantItem)> {
+    let mut out = Vec::new();
+    if p.kv {
+        out.push(("kv".to_owned(), GrantItem::All(Capability::Kv)));
+    }
+    for s in &p.secrets {
+        out.push((format!("secret {s}"), GrantItem::Secret(s.clone())));
+    }
+    for c in &p.calls {
+        out.push((format!("call {c}"), GrantItem::Call(c.clone())));
+    }
+    if p.network.enabled {
+        let mut ports: Vec<u16> = p.network.allowed_ports.clone();
+        ports.sort_unstable();
+        ports.dedup();
+        for h in &p.network.allowed_hosts {
+            let atom = match h.port {
+                Some(_) => format!("network {h}"),
+                None if ports.is_empty() => format!("network {h} ports default"),
+                None => format!(
+                    "network {h} ports {}",
+                    ports
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            };
+            out.push((atom, GrantItem::Host(h.clone())));
+        }
+    }
+    for m in &p.filesystem.paths {
+        out.push((
+            format!("filesystem {m} read-write"),
+            GrantItem::Path(m.clone()),
+        ));
+    }
+    for m in &p.filesystem.readonly_paths {
+        out.push((
+            format!("filesystem {m} read-only"),
+            GrantItem::Path(m.clone()),
+        ));
+    }
+    out
 }

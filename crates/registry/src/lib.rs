@@ -22,7 +22,7 @@ mod store;
 pub mod testing;
 mod trust;
 
-pub use approval::Approval;
+pub use approval::{Approval, items as requested_items};
 pub use key::{ApiKey, KeyHash};
 pub use plan::{Plan, PlanError, plan};
 pub use rate::{MemoryRateLeases, Rate, RateLeases};

@@ -29,7 +29,6 @@ pub(crate) fn table() -> Vec<ApiRoute> {
         ApiRoute::new(Verb::Post, "/v1/admin/tenants", create_tenant),
         ApiRoute::new(Verb::Get, "/v1/admin/tenants", tenants),
         ApiRoute::new(Verb::Post, "/v1/admin/bundles", publish),
-        ApiRoute::new(Verb::Get, "/v1/admin/installs", installs),
         ApiRoute::new(
             Verb::Put,
             "/v1/admin/tenants/{tenant}/installs/{extension}",
@@ -52,27 +51,38 @@ pub(crate) fn table() -> Vec<ApiRoute> {
         ),
         ApiRoute::new(Verb::Post, "/v1/admin/trust/reload", reload_trust),
         ApiRoute::new(Verb::Get, "/v1/admin/audit", audit),
+        ApiRoute::new(Verb::Get, "/v1/admin/audit/verify", audit_verify),
         ApiRoute::new(Verb::Get, "/metrics", crate::metrics),
     ]
 }
 
-pub(crate) fn routes() -> Router<Arc<Service>> {
-    ApiRoute::router(table()).layer(DefaultBodyLimit::disable())
+pub(crate) fn routes(s: &Arc<Service>) -> Router<Arc<Service>> {
+    ApiRoute::router(table())
+        .layer(DefaultBodyLimit::disable())
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(s),
+            crate::console::forgery_guard,
+        ))
 }
 
-/// Checks the admin token (404 when the admin API is off, as if it did not exist).
-fn admin(s: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the admin token, or the console's session when the request has no `Authorization`
+/// (404 when the admin API is off, as if it did not exist). A change made with the session
+/// passed the forgery guard already (see [`routes`]).
+pub(crate) fn admin(s: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &s.options.admin_token else {
         return Err(ApiError::not_found(
             "the admin API is off: the service has no admin token",
         ));
     };
+    if !headers.contains_key(http::header::AUTHORIZATION) && s.console.session(headers).is_some() {
+        return Ok(());
+    }
     auth::operator(headers, token, "admin API")
 }
 
 /// Runs blocking admin work (storage, verification) off the async threads, audited under the
 /// request's id (the one its answer carries in `x-request-id`).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     s: &Arc<Service>,
     id: &RequestId,
     work: impl FnOnce(&warden_host::Admin<'_>) -> Result<T, ApiError> + Send + 'static,
@@ -89,7 +99,7 @@ async fn blocking<T: Send + 'static>(
 
 /// A host error on the admin API: refusals are the client's (400, 403, 404, 409), failures of
 /// storage are the service's (500).
-fn host_error(e: &HostError) -> ApiError {
+pub(crate) fn host_error(e: &HostError) -> ApiError {
     use warden_registry::RegistryError;
     let text = warden_call::text::chain(e);
     match e {
@@ -125,7 +135,7 @@ fn host_error(e: &HostError) -> ApiError {
     }
 }
 
-fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, ApiError>
+pub(crate) fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, ApiError>
 where
     T::Err: std::fmt::Display,
 {
@@ -134,7 +144,7 @@ where
 }
 
 /// The answer, with the request's id: in `x-request-id`, and in the error's body.
-fn respond(id: &RequestId, r: Result<Response, ApiError>) -> Response {
+pub(crate) fn respond(id: &RequestId, r: Result<Response, ApiError>) -> Response {
     let mut r = r.unwrap_or_else(|e| e.with_id(&id.0).into_response());
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         r.headers_mut().insert("x-request-id", v);
@@ -143,13 +153,13 @@ fn respond(id: &RequestId, r: Result<Response, ApiError>) -> Response {
 }
 
 /// The path's parameters, or 400 as JSON (not axum's plain-text rejection).
-fn path_params<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+pub(crate) fn path_params<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(t)| t)
         .map_err(|e| ApiError::malformed(format!("the path: {}", e.body_text())))
 }
 
 /// The query's parameters, or 400 as JSON.
-fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t)
         .map_err(|e| ApiError::malformed(format!("the query: {}", e.body_text())))
 }
@@ -178,7 +188,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| ApiError::malformed(format!("the JSON body: {e}")))
 }
 
-fn unix(t: std::time::SystemTime) -> u64 {
+pub(crate) fn unix(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
@@ -406,81 +416,6 @@ pub(crate) async fn publish(
         })
         .await?;
         Ok((StatusCode::CREATED, axum::Json(out)).into_response())
-    };
-    respond(&id, r.await)
-}
-
-/// Which installs to list.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct InstallsQuery {
-    /// Only this tenant's (default: every tenant's).
-    tenant: Option<String>,
-}
-
-/// Installs.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct InstallList {
-    installs: Vec<InstallEntry>,
-}
-
-/// One install: which bundle a tenant runs, with the operator's grant.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct InstallEntry {
-    tenant: String,
-    extension: String,
-    version: String,
-    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
-    content_hash: String,
-    /// The operator's grant: `all`, `none`, or a comma-separated list of capabilities.
-    grant: String,
-    /// When it was installed, in seconds since the Unix epoch.
-    installed: u64,
-}
-
-/// `GET /v1/admin/installs`: the installs, of one tenant or all.
-#[utoipa::path(get, path = "/v1/admin/installs", tag = "admin", operation_id = "list_installs",
-    security(("admin_token" = [])),
-    params(InstallsQuery),
-    responses(
-        (status = 200, description = "The installs.", body = InstallList),
-        FrontRefusals,
-        AdminRefusals,
-        (status = 400, description = "A query that does not parse, or not a valid tenant name (`malformed`).", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn installs(
-    State(s): State<Arc<Service>>,
-    id: RequestId,
-    headers: HeaderMap,
-    q: Result<Query<InstallsQuery>, QueryRejection>,
-) -> Response {
-    let r = async {
-        admin(&s, &headers)?;
-        let q = query_params(q)?;
-        let tenant: Option<TenantName> = q
-            .tenant
-            .as_deref()
-            .map(|t| parse("tenant", t))
-            .transpose()?;
-        let list = blocking(&s, &id, move |a| {
-            a.installs(tenant.as_ref()).map_err(|e| host_error(&e))
-        })
-        .await?;
-        let list = InstallList {
-            installs: list
-                .iter()
-                .map(|i| InstallEntry {
-                    tenant: i.tenant.as_str().to_string(),
-                    extension: i.extension.as_str().to_string(),
-                    version: i.version.to_string(),
-                    content_hash: i.content_hash.to_string(),
-                    grant: i.grant.to_string(),
-                    installed: unix(i.installed),
-                })
-                .collect(),
-        };
-        Ok(axum::Json(list).into_response())
     };
     respond(&id, r.await)
 }
@@ -786,8 +721,29 @@ pub(crate) struct AuditQuery {
     tenant: Option<String>,
     /// Only this extension's records.
     extension: Option<String>,
-    /// The last this many matching records (default 100, at most 10,000).
+    /// Only records of this event (`call`, `denial`, `grant`, `limit`, `install`, ...).
+    #[param(value_type = Option<String>)]
+    event: Option<warden_audit::Event>,
+    /// Only records with this decision (`allow` or `deny`).
+    #[param(value_type = Option<String>)]
+    decision: Option<warden_audit::Decision>,
+    /// Only records with this outcome (`ok`, `error`, `timeout`, `denied`, ...).
+    #[param(value_type = Option<String>)]
+    outcome: Option<warden_audit::Outcome>,
+    /// Only records at or after this time, in seconds since the Unix epoch.
+    #[param(minimum = 0)]
+    since: Option<i64>,
+    /// Only records before this time, in seconds since the Unix epoch.
+    #[param(minimum = 0)]
+    until: Option<i64>,
+    /// Only records after this seq (the `last_seq` of an earlier answer: a live tail).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// The last this many matching records (default 100, at most 10,000; with
+    /// `format=jsonl` default and most 100,000).
     limit: Option<usize>,
+    /// `json` (default), or `jsonl`: the matching lines as an attachment (an export).
+    format: Option<String>,
 }
 
 /// The last audit records, oldest first.
@@ -796,14 +752,22 @@ pub(crate) struct AuditRecords {
     /// Each a line of the audit log, as the log keeps it.
     #[schema(value_type = Vec<Object>)]
     records: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The seq of the log's last record read (whether it matched or not): give it as
+    /// `after` to read only what comes next. Null for an empty log.
+    last_seq: Option<u64>,
 }
+
+/// Most records of one answer, as JSON and as an export.
+const MAX_AUDIT_JSON: usize = 10_000;
+const MAX_AUDIT_EXPORT: usize = 100_000;
 
 /// `GET /v1/admin/audit`: the last audit records.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", operation_id = "audit",
     security(("admin_token" = [])),
     params(AuditQuery),
     responses(
-        (status = 200, description = "The last matching records.", body = AuditRecords),
+        (status = 200, description = "The last matching records (JSON), or with `format=jsonl` their lines as an attachment.",
+            content((AuditRecords = "application/json"), (String = "application/x-ndjson"))),
         FrontRefusals,
         AdminRefusals,
         (status = 400, description = "A query that does not parse (`malformed`).", body = ErrorBody),
@@ -819,26 +783,65 @@ pub(crate) async fn audit(
     let r = async {
         admin(&s, &headers)?;
         let q = query_params(q)?;
+        let export = match q.format.as_deref() {
+            None | Some("json") => false,
+            Some("jsonl") => true,
+            Some(other) => {
+                return Err(ApiError::malformed(format!(
+                    "format {:?}: `json` or `jsonl`",
+                    warden_audit::sanitize(other)
+                )));
+            }
+        };
         let Some(source) = s.host.audit_source() else {
             return Err(ApiError::not_found(
                 "this service keeps no audit log on disk",
             ));
         };
-        let limit = q.limit.unwrap_or(100).min(10_000);
-        let records = tokio::task::spawn_blocking(move || {
+        let (default, most) = if export {
+            (MAX_AUDIT_EXPORT, MAX_AUDIT_EXPORT)
+        } else {
+            (100, MAX_AUDIT_JSON)
+        };
+        let limit = q.limit.unwrap_or(default).min(most);
+        let at = |secs: u64| {
+            warden_audit::format_time(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(253_402_300_799)),
+            )
+        };
+        let count = |what: &str, v: Option<i64>| {
+            v.map(|n| u64::try_from(n).map_err(|_| ApiError::malformed(format!("{what}: below 0"))))
+                .transpose()
+        };
+        let (since, until) = (
+            count("since", q.since)?.map(at),
+            count("until", q.until)?.map(at),
+        );
+        let after = count("after", q.after)?;
+        let (records, last_seq) = tokio::task::spawn_blocking(move || {
             let filter = warden_audit::Filter {
                 tenant: q.tenant,
                 extension: q.extension,
+                event: q.event,
                 ..warden_audit::Filter::default()
             };
             let reader = source
-                .read(filter)
+                .read(warden_audit::Filter::default())
                 .map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))?;
-            let mut last = std::collections::VecDeque::with_capacity(limit);
+            let mut last = std::collections::VecDeque::with_capacity(limit.min(1024));
+            let mut last_seq = None;
             for r in reader {
                 let r = r.map_err(|e| ApiError::internal(format!("reading the audit log: {e}")))?;
+                last_seq = Some(r.seq);
+                let rec = &r.record;
+                let wanted = filter.matches(rec)
+                    && after.is_none_or(|a| r.seq > a)
+                    && q.decision.is_none_or(|d| rec.decision() == Some(d))
+                    && q.outcome.is_none_or(|o| rec.outcome() == o)
+                    && since.as_deref().is_none_or(|t| rec.time() >= t)
+                    && until.as_deref().is_none_or(|t| rec.time() < t);
                 // `limit=0` keeps none.
-                if limit == 0 {
+                if !wanted || limit == 0 {
                     continue;
                 }
                 if last.len() == limit {
@@ -846,17 +849,109 @@ pub(crate) async fn audit(
                 }
                 last.push_back(r);
             }
-            Ok::<_, ApiError>(last)
+            Ok::<_, ApiError>((last, last_seq))
         })
         .await
         .map_err(|e| ApiError::internal(format!("the audit task failed: {e}")))??;
+        if export {
+            let mut body = String::new();
+            for r in &records {
+                body.push_str(&r.line);
+                body.push('\n');
+            }
+            return Ok((
+                [
+                    (http::header::CONTENT_TYPE, "application/x-ndjson"),
+                    (
+                        http::header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"warden-audit.jsonl\"",
+                    ),
+                ],
+                body,
+            )
+                .into_response());
+        }
         let list = AuditRecords {
             records: records
                 .iter()
                 .filter_map(|r| serde_json::from_str(&r.line).ok())
                 .collect(),
+            last_seq,
         };
         Ok(axum::Json(list).into_response())
+    };
+    respond(&id, r.await)
+}
+
+/// The audit chain's state, as `warden audit --verify` checks it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditChain {
+    /// Every record, its link to the one before, and the end against the head check out.
+    ok: bool,
+    /// Records checked (all of them when `ok`).
+    records: u64,
+    /// The last record's hash, when `ok`.
+    last_hash: Option<String>,
+    /// `checked` (the head's MAC with the service's audit key), `unchecked` (the head has a
+    /// MAC; the service was given no key to check it) or `none` (an unkeyed log); null when
+    /// not `ok`.
+    head_mac: Option<String>,
+    /// What is wrong, when not `ok`.
+    error: Option<String>,
+}
+
+/// `GET /v1/admin/audit/verify`: checks the whole audit chain now.
+#[utoipa::path(get, path = "/v1/admin/audit/verify", tag = "admin", operation_id = "verify_audit",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The chain's state: `ok` false says what is wrong.", body = AuditChain),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 404, description = "The admin API is off, or the service keeps no audit log on disk (`not-found`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn audit_verify(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let Some(source) = s.host.audit_source() else {
+            return Err(ApiError::not_found(
+                "this service keeps no audit log on disk",
+            ));
+        };
+        let service = Arc::clone(&s);
+        let chain = tokio::task::spawn_blocking(move || {
+            let mut seen = 0u64;
+            match source.verify(service.options.audit_key.as_ref(), &mut |_, _| seen += 1) {
+                Ok(report) => AuditChain {
+                    ok: true,
+                    records: report.records,
+                    last_hash: Some(report.last_hash),
+                    head_mac: Some(
+                        match report.head_mac {
+                            warden_audit::HeadMac::Checked => "checked",
+                            warden_audit::HeadMac::Unchecked => "unchecked",
+                            warden_audit::HeadMac::None => "none",
+                        }
+                        .to_string(),
+                    ),
+                    error: None,
+                },
+                Err(e) => AuditChain {
+                    ok: false,
+                    records: seen,
+                    last_hash: None,
+                    head_mac: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the audit task failed: {e}")))?;
+        Ok(axum::Json(chain).into_response())
     };
     respond(&id, r.await)
 }
@@ -888,6 +983,7 @@ mod tests {
                 limits: ServiceLimits::default(),
                 rate_leases: None,
                 shared_trust: None,
+                audit_key: None,
             },
         );
         crate::router(service)

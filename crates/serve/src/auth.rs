@@ -47,8 +47,17 @@ impl Token {
         Ok(Token(digest(t.as_bytes())))
     }
 
-    fn accepts(&self, candidate: &str) -> bool {
+    pub(crate) fn accepts(&self, candidate: &str) -> bool {
         self.0.ct_eq(&digest(candidate.as_bytes())).into()
+    }
+
+    /// A key for `label` derived from the token (so that changing the token changes it).
+    pub(crate) fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"warden token derive v1\0");
+        h.update(self.0);
+        h.update(label);
+        h.finalize().into()
     }
 }
 

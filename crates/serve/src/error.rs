@@ -54,6 +54,11 @@ impl ApiError {
         }
     }
 
+    /// The error's code (`malformed`, `csrf`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     pub fn with_id(mut self, id: &str) -> ApiError {
         if self.request_id.is_empty() {
             self.request_id = id.to_string();

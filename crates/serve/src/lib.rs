@@ -13,6 +13,7 @@
 
 mod admin;
 mod auth;
+mod console;
 mod docs;
 mod error;
 mod gateway;
@@ -21,6 +22,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod rate;
+mod review;
 mod ui;
 
 use std::collections::HashMap;
@@ -62,6 +64,8 @@ pub struct ServeOptions {
     /// The fleet's trust bundle in the storage the runners share: a reload through one runner
     /// is enforced by every runner within [`TRUST_FOLLOW`]. `None`: this runner's file alone.
     pub shared_trust: Option<Arc<dyn warden_registry::SharedTrust>>,
+    /// The audit log's key, to check its head's MAC (`GET /v1/admin/audit/verify`).
+    pub audit_key: Option<warden_audit::AuditKey>,
 }
 
 /// How often a runner looks for installs it has not prepared (see
@@ -88,7 +92,15 @@ pub struct Service {
     trust_text: Mutex<Option<String>>,
     /// Set while [`Service::follow_installs`] makes its first pass: not ready until then.
     warming: AtomicBool,
+    /// The operator console's sessions.
+    console: console::Sessions,
+    /// Published bundles' facts for the admin API's views, by content hash (a bundle's
+    /// content never changes; bounded, see [`Service::bundle_facts`]).
+    facts: Mutex<HashMap<ContentHash, Arc<warden_host::BundleFacts>>>,
 }
+
+/// Most bundles' facts kept for the admin API's views.
+const MAX_FACTS: usize = 512;
 
 /// Held while one (tenant, extension) loads.
 type LoadGate = Arc<tokio::sync::Mutex<()>>;
@@ -101,6 +113,7 @@ impl Service {
     pub fn new(host: Host, options: ServeOptions) -> Arc<Service> {
         let limiter = limits::TenantLimiter::new(&options.limits, options.rate_leases.clone());
         let bodies = limits::BodyBudget::new(options.limits.max_buffered_bytes.bytes());
+        let console = console::Sessions::new(options.admin_token.as_ref());
         Arc::new(Service {
             host,
             options,
@@ -113,7 +126,32 @@ impl Service {
             in_flight: AtomicUsize::new(0),
             trust_text: Mutex::new(None),
             warming: AtomicBool::new(false),
+            console,
+            facts: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The facts of a published bundle, read once (then from memory).
+    pub(crate) fn bundle_facts(
+        &self,
+        admin: &warden_host::Admin<'_>,
+        hash: &ContentHash,
+    ) -> Result<Arc<warden_host::BundleFacts>, warden_host::HostError> {
+        if let Some(f) = self
+            .facts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hash)
+        {
+            return Ok(Arc::clone(f));
+        }
+        let f = Arc::new(admin.bundle_facts(hash)?);
+        let mut facts = self.facts.lock().unwrap_or_else(PoisonError::into_inner);
+        if facts.len() >= MAX_FACTS {
+            facts.clear();
+        }
+        facts.insert(*hash, Arc::clone(&f));
+        Ok(f)
     }
 
     /// With shared trust: enforces the fleet's trust bundle now (or, if none was stored yet,
@@ -509,6 +547,7 @@ fn table() -> Vec<ApiRoute> {
 pub(crate) fn api_routes() -> Vec<ApiRoute> {
     let mut all = table();
     all.extend(admin::table());
+    all.extend(review::table());
     all
 }
 
@@ -521,7 +560,9 @@ pub fn router(service: Arc<Service>) -> Router {
             "/ext-ui/{extension_id}/{content_hash}/{*path}",
             get(ui::asset),
         )
-        .merge(admin::routes())
+        .merge(admin::routes(&service))
+        .merge(review::routes(&service))
+        .merge(console::routes())
         .fallback(
             |id: RequestId| async move { ApiError::not_found("no such route").with_id(&id.0) },
         )
@@ -683,7 +724,10 @@ pub(crate) async fn metrics(
     id: RequestId,
     headers: http::HeaderMap,
 ) -> Response {
+    let by_session =
+        !headers.contains_key(http::header::AUTHORIZATION) && s.console.session(&headers).is_some();
     if let Some(token) = &s.options.admin_token
+        && !by_session
         && let Err(e) = auth::operator(&headers, token, "metrics")
     {
         return e.with_id(&id.0).into_response();

@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::docs::{ErrorBody, ErrorDetail, FrontRefusals};
 use crate::error::ApiError;
-use crate::{RequestId, admin, gateway};
+use crate::{RequestId, admin, gateway, review};
 
 /// The document.
 #[derive(OpenApi)]
@@ -38,13 +38,17 @@ use crate::{RequestId, admin, gateway};
         admin::create_tenant,
         admin::tenants,
         admin::publish,
-        admin::installs,
+        review::installs,
+        review::bundles,
+        review::review,
+        review::trust,
         admin::install,
         admin::uninstall,
         admin::put_secret,
         admin::delete_secret,
         admin::reload_trust,
         admin::audit,
+        admin::audit_verify,
         crate::metrics,
         crate::healthz,
         crate::ready,

@@ -51,7 +51,7 @@ const MAX_CHECKPOINTS_BYTES: u64 = 64 << 20;
 
 /// The audit key to verify with: the one given (it must exist), or `DATA/audit.key` if there
 /// is one. Never creates a key.
-fn key(data: &Path, given: Option<&Path>) -> Result<Option<AuditKey>> {
+pub(crate) fn key(data: &Path, given: Option<&Path>) -> Result<Option<AuditKey>> {
     let path = match given {
         Some(p) => p.to_path_buf(),
         None => {

@@ -69,6 +69,9 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
     let host = builder.build().context("starting the host")?;
     // The registry opens now, so that a broken data dir fails the start, not the first call.
     host.admin().context("opening the registry")?;
+    // The audit key (made by the host's start if it was missing), for the admin API's chain
+    // check: what `warden audit --verify` on this data dir uses.
+    let audit_key = super::audit::key(a.place.data, a.place.audit_key)?;
     let service = Service::new(
         host,
         ServeOptions {
@@ -78,6 +81,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             limits,
             rate_leases,
             shared_trust,
+            audit_key,
         },
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -25,6 +25,7 @@
 //! | `listen`  | -              | bind + listen: always refused                                     |
 //! | `udp`     | `HOST:PORT`    | one UDP datagram: always refused                                  |
 //! | `random`  | bytes          | asks WASI for that many random bytes: the host caps the request   |
+//! | `fail`    | TEXT           | fails with TEXT as its message (a JSON string decoded): hostile text into the audit log |
 //!
 //! The release profile uses `panic = "abort"`, so every "graceful" path here avoids panicking:
 //! allocations that may fail use `try_reserve_exact`, and output errors are ignored, not unwrapped.
@@ -77,6 +78,7 @@ impl Guest for Hostile {
                 Ok(_) => "invoke=ok".into(),
                 Err(e) => format!("invoke=err:{}", e.code),
             },
+            "fail" => return Err(error("failed", json_text(&input))),
             _ => return Err(error("not-found", format!("no method {method:?}"))),
         };
         Ok(out.into_bytes())
@@ -85,6 +87,52 @@ impl Guest for Hostile {
 
 fn error(code: &str, message: impl Into<String>) -> CallError {
     CallError { code: code.into(), message: message.into() }
+}
+
+/// `fail`'s input as text: the runner API hands a method its JSON input's bytes, so a JSON
+/// string is decoded (`\u0007`, `\u001b`, `\n`, ... become the characters themselves, an
+/// unpaired surrogate U+FFFD); anything else is taken as it is.
+fn json_text(input: &[u8]) -> String {
+    let raw = String::from_utf8_lossy(input);
+    let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+        return raw.into_owned();
+    };
+    let mut out = String::new();
+    let mut units: Vec<u16> = Vec::new();
+    let mut chars = inner.chars();
+    let flush = |units: &mut Vec<u16>, out: &mut String| {
+        out.extend(char::decode_utf16(units.drain(..)).map(|c| c.unwrap_or('\u{fffd}')));
+    };
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            flush(&mut units, &mut out);
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                match u16::from_str_radix(&hex, 16) {
+                    Ok(u) => units.push(u),
+                    Err(_) => return raw.into_owned(),
+                }
+            }
+            Some(e) => {
+                flush(&mut units, &mut out);
+                out.push(match e {
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    other => other,
+                });
+            }
+            None => return raw.into_owned(),
+        }
+    }
+    flush(&mut units, &mut out);
+    out
 }
 
 /// The input as a non-negative decimal number.
