@@ -11,9 +11,9 @@ use std::time::SystemTime;
 
 use warden_audit::{Event, Outcome, Record};
 use warden_bundle::{Bundle, ContentHash};
-use warden_manifest::{ExtensionId, Grant, TenantName, effective};
+use warden_manifest::{ExtensionId, Grant, Kind, Manifest, TenantName, effective};
 use warden_registry::{
-    ApiKey, Approval, BlobStore, InstallRecord, Plan, Published, Registry, RegistryError,
+    ApiKey, Approval, BlobStore, InstallRecord, Plan, PlanError, Published, Registry, RegistryError,
 };
 use warden_trust::{Envelope, TrustBundle, Verified, verify};
 
@@ -342,6 +342,11 @@ impl Admin<'_> {
             let existing = self.registry.install(tenant, &ext.id)?;
             let plan =
                 warden_registry::plan(existing.as_ref(), manifest, &hash, grant.is_some(), force)?;
+            if grant.is_none()
+                && let Some(old) = &existing
+            {
+                self.refuse_new_kind(old, manifest)?;
+            }
             let given = grant.is_some();
             let (grant, approved) = match (grant, &existing) {
                 (Some(g), _) => (g.clone(), Approval::of(&manifest.permissions)),
@@ -412,6 +417,25 @@ impl Admin<'_> {
         };
         inner.audit.append(record)?;
         result
+    }
+
+    /// A version that runs as another kind than the installed one (a component becoming a
+    /// native process) is approved anew, like a new permission: refused without a grant.
+    fn refuse_new_kind(&self, old: &InstallRecord, manifest: &Manifest) -> Result<(), HostError> {
+        let (_, bytes) = self.stored(&old.content_hash)?;
+        let before = Bundle::from_bytes(bytes, &self.inner.bundle_limits)?;
+        let (was, now) = (before.manifest().extension.kind, manifest.extension.kind);
+        if was == now {
+            return Ok(());
+        }
+        let word = |k: Kind| format!("{k:?}").to_lowercase();
+        Err(PlanError::NeedsApproval {
+            id: manifest.extension.id.to_string(),
+            from: old.version.to_string(),
+            to: manifest.extension.version.to_string(),
+            missing: vec![format!("runs as kind {} (was {})", word(now), word(was))],
+        }
+        .into())
     }
 
     /// Removes `tenant`'s install of `extension`: it is not served from now on. Audited.

@@ -53,7 +53,7 @@ pub use error::{CallFailure, Called, HostError};
 pub use host::Host;
 pub use installed::ExtensionInfo;
 pub use invoke::{MAX_CALL_DEPTH, MAX_NESTED_CALLS};
-pub use review::{BundleFacts, InstallFacts, LimitRaised, Review};
+pub use review::{BundleFacts, InstallFacts, LimitRaised, Review, kind_word};
 pub use storage::{LocalFiles, Storage};
 pub use tenant::Tenant;
 pub use usage::InstallUsage;

@@ -71,12 +71,23 @@ pub struct Review {
     /// Atoms the installed version requested that the proposed one does not.
     pub removed: Vec<String>,
     pub limits_raised: Vec<LimitRaised>,
+    /// What else the proposed manifest changes, in words: how it runs (kind, entry,
+    /// arguments), a UI it serves, endpoints and methods it adds.
+    pub changes: Vec<String>,
 }
 
 impl Review {
     /// Whether the install needs a new grant (approval) to go ahead.
     pub fn needs_approval(&self) -> bool {
-        self.installed.is_some() && !self.added.is_empty()
+        self.installed.is_some() && (!self.added.is_empty() || self.kind_changes())
+    }
+
+    /// Whether the proposed version runs as another kind (a component becoming a native
+    /// process): approved anew, like a new permission.
+    pub fn kind_changes(&self) -> bool {
+        self.installed.as_ref().is_some_and(|(_, b)| {
+            b.manifest.extension.kind != self.proposed.manifest.extension.kind
+        })
     }
 }
 
@@ -167,6 +178,10 @@ impl Admin<'_> {
         let plan = warden_registry::plan(old, &proposed.manifest, hash, false, false);
         let needs_force = matches!(plan, Err(PlanError::Lower { .. }));
         let requested = Approval::of(&proposed.manifest.permissions);
+        let changes = installed
+            .as_ref()
+            .map(|(_, b)| other_changes(&b.manifest, &proposed.manifest))
+            .unwrap_or_default();
         let (added, removed, limits_raised) = match &installed {
             Some((r, b)) => {
                 let before = Approval::of(&b.manifest.permissions);
@@ -198,6 +213,7 @@ impl Admin<'_> {
             added,
             removed,
             limits_raised,
+            changes,
         })
     }
 
@@ -205,6 +221,49 @@ impl Admin<'_> {
     pub fn trust_bundle(&self) -> Result<Arc<TrustBundle>, HostError> {
         self.inner().trust()
     }
+}
+
+/// A kind in words.
+pub fn kind_word(k: warden_manifest::Kind) -> String {
+    format!("{k:?}").to_lowercase()
+}
+
+/// What `to` changes of `from` besides its permissions and limits, in words.
+fn other_changes(from: &Manifest, to: &Manifest) -> Vec<String> {
+    let (f, t) = (&from.extension, &to.extension);
+    let mut out = Vec::new();
+    if f.kind != t.kind {
+        out.push(format!(
+            "runs as kind {} (was {})",
+            kind_word(t.kind),
+            kind_word(f.kind)
+        ));
+    }
+    if f.entry != t.entry {
+        out.push(format!("entry {} (was {})", t.entry, f.entry));
+    }
+    if f.args != t.args {
+        out.push(format!("arguments {:?} (was {:?})", t.args, f.args));
+    }
+    match (&f.ui, &t.ui) {
+        (None, Some(ui)) => out.push(format!("serves a UI from {ui} (none before)")),
+        (Some(a), Some(b)) if a != b => out.push(format!("serves its UI from {b} (was {a})")),
+        (Some(_), None) => out.push("no longer serves a UI".to_owned()),
+        _ => {}
+    }
+    let endpoint = |e: &warden_manifest::Endpoint| format!("{} {}", e.method, e.path.as_str());
+    let before: Vec<String> = from.endpoints.iter().map(endpoint).collect();
+    for e in to.endpoints.iter().map(endpoint) {
+        if !before.contains(&e) {
+            out.push(format!("new endpoint {e}"));
+        }
+    }
+    for m in &to.methods {
+        if !from.methods.contains(m) {
+            out.push(format!("new method {}", m.as_str()));
+        }
+    }
+    out
 }
 
 /// The limits of `to` above those of `from`.

@@ -120,7 +120,7 @@ function showLogin(message) {
   const token = h('input', {
     type: 'password',
     name: 'token',
-    autocomplete: 'current-password',
+    autocomplete: 'off',
     required: true,
     spellcheck: 'false',
   });

@@ -61,7 +61,7 @@ pub(crate) fn routes(s: &Arc<Service>) -> Router<Arc<Service>> {
         .layer(DefaultBodyLimit::disable())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(s),
-            crate::console::forgery_guard,
+            crate::console::guard,
         ))
 }
 
@@ -146,9 +146,19 @@ where
 /// The answer, with the request's id: in `x-request-id`, and in the error's body.
 pub(crate) fn respond(id: &RequestId, r: Result<Response, ApiError>) -> Response {
     let mut r = r.unwrap_or_else(|e| e.with_id(&id.0).into_response());
+    let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id.0) {
-        r.headers_mut().insert("x-request-id", v);
+        h.insert("x-request-id", v);
     }
+    // What the admin API answers (keys once, audit exports) stays out of caches.
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -772,6 +782,7 @@ const MAX_AUDIT_EXPORT: usize = 100_000;
         AdminRefusals,
         (status = 400, description = "A query that does not parse (`malformed`).", body = ErrorBody),
         (status = 404, description = "The admin API is off, or the service keeps no audit log on disk (`not-found`).", body = ErrorBody),
+        (status = 429, description = "Other requests are reading the whole audit log (`busy`, `retry-after`).", body = ErrorBody),
     ),
 )]
 pub(crate) async fn audit(
@@ -798,6 +809,7 @@ pub(crate) async fn audit(
                 "this service keeps no audit log on disk",
             ));
         };
+        let _reading = audit_turn(&s)?;
         let (default, most) = if export {
             (MAX_AUDIT_EXPORT, MAX_AUDIT_EXPORT)
         } else {
@@ -883,6 +895,16 @@ pub(crate) async fn audit(
     respond(&id, r.await)
 }
 
+/// A turn to read the whole audit log, or 429 while others are reading it.
+fn audit_turn(s: &Service) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    s.audit_reads.try_acquire().map_err(|_| {
+        ApiError::limited(
+            "busy",
+            "the audit log is being read by other requests; try again shortly",
+        )
+    })
+}
+
 /// The audit chain's state, as `warden audit --verify` checks it.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AuditChain {
@@ -908,6 +930,7 @@ pub(crate) struct AuditChain {
         FrontRefusals,
         AdminRefusals,
         (status = 404, description = "The admin API is off, or the service keeps no audit log on disk (`not-found`).", body = ErrorBody),
+        (status = 429, description = "Other requests are reading the whole audit log (`busy`, `retry-after`).", body = ErrorBody),
     ),
 )]
 pub(crate) async fn audit_verify(
@@ -922,6 +945,7 @@ pub(crate) async fn audit_verify(
                 "this service keeps no audit log on disk",
             ));
         };
+        let _reading = audit_turn(&s)?;
         let service = Arc::clone(&s);
         let chain = tokio::task::spawn_blocking(move || {
             let mut seen = 0u64;

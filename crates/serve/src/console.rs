@@ -5,7 +5,7 @@
 //! the admin token for a cookie (HttpOnly, SameSite=Strict, 15 minutes) that the admin API
 //! accepts in place of `Authorization: Bearer`. A change made with the cookie must also carry
 //! the session's CSRF token in `x-csrf-token` and come from the service's own origin
-//! ([`forgery_guard`]): SameSite already keeps the cookie off cross-site requests; this holds
+//! ([`guard`]): SameSite already keeps the cookie off cross-site requests; this holds
 //! even where it does not (an old browser, a sibling site).
 //!
 //! Sessions are stateless: the cookie is a MAC (keyed by the admin token) over a nonce and an
@@ -35,7 +35,7 @@ use subtle::ConstantTimeEq;
 use warden_audit::{Event, Outcome, Record};
 
 use crate::error::ApiError;
-use crate::{RequestId, Service};
+use crate::{Peer, RequestId, Service};
 
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
@@ -115,9 +115,16 @@ impl Sessions {
         Some(B64.encode(Self::mac(key, &[b"csrf", &s.nonce])))
     }
 
-    /// The valid session among the request's `warden_console` cookies, if any.
+    /// The valid session among the request's `warden_console` cookies, if any, for a request
+    /// the browser says a page of this origin made (or the operator typed in): a cookie that
+    /// arrives with a request from another site, or from a sandboxed page, is no session.
     pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let key = self.key.as_ref()?;
+        if let Some(site) = headers.get("sec-fetch-site")
+            && !matches!(site.as_bytes(), b"same-origin" | b"none")
+        {
+            return None;
+        }
         let now = now();
         cookies(headers, COOKIE).find_map(|value| {
             let s = self.parse(key, value)?;
@@ -212,41 +219,57 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The admin API's check against forged requests: a change (not GET or HEAD) made with the
-/// console's cookie, and no `Authorization` of its own, must come from the service's own
-/// origin and carry the session's CSRF token. Requests without a valid session pass on to
-/// their route, which refuses them (401).
-pub(crate) async fn forgery_guard(
-    State(s): State<Arc<Service>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+/// The admin API's guard, a layer on its routes. Against forged requests: a change (not GET
+/// or HEAD) made with the console's cookie, and no `Authorization` of its own, must come from
+/// the service's own origin and carry the session's CSRF token (requests without a valid
+/// session pass on to their route, which refuses them: 401). And it audits what it refuses,
+/// and a wrong operator token the route refused (counted per kind and second, with the
+/// client's address).
+pub(crate) async fn guard(State(s): State<Arc<Service>>, request: Request, next: Next) -> Response {
+    let id = RequestId(
+        request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+    );
+    let peer = request.extensions().get::<Peer>().copied();
     let headers = request.headers();
-    if safe || headers.contains_key(header::AUTHORIZATION) {
-        return next.run(request).await;
+    let bearer = headers.contains_key(header::AUTHORIZATION);
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !safe
+        && !bearer
+        && let Some(session) = s.console.session(headers)
+    {
+        let forged = same_origin(headers).err().or_else(|| {
+            (!s.console.csrf_matches(&session, headers)).then(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    format!(
+                        "a change made with the console's session needs its {CSRF_HEADER} header"
+                    ),
+                )
+            })
+        });
+        if let Some(e) = forged {
+            refused(
+                &s,
+                &id,
+                peer,
+                "a change with the console's session refused",
+                &e,
+            )
+            .await;
+            return e.with_id(&id.0).into_response();
+        }
     }
-    let Some(session) = s.console.session(headers) else {
-        return next.run(request).await;
-    };
-    let id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    if let Err(e) = same_origin(headers) {
-        return e.with_id(&id).into_response();
+    let response = next.run(request).await;
+    if bearer && response.status() == StatusCode::UNAUTHORIZED {
+        let e = ApiError::unauthorized("a wrong operator token");
+        refused(&s, &id, peer, "the admin API refused", &e).await;
     }
-    if !s.console.csrf_matches(&session, headers) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "csrf",
-            format!("a change made with the console's session needs its {CSRF_HEADER} header"),
-        )
-        .with_id(&id)
-        .into_response();
-    }
-    next.run(request).await
+    response
 }
 
 /// The console's routes: its files and its session.
@@ -348,9 +371,11 @@ fn no_console(id: &RequestId) -> Response {
 async fn sign_in(
     State(s): State<Arc<Service>>,
     id: RequestId,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    let peer = peer.map(|axum::Extension(p)| p);
     let Some(token) = &s.options.admin_token else {
         return no_console(&id);
     };
@@ -382,16 +407,10 @@ async fn sign_in(
             || ApiError::too_large(format!("the sign-in body is over {MAX_SIGN_IN} bytes")),
         )
         .await?;
+        // The parser's message would quote the body back, token and all.
         let req: SignIn = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::malformed(format!("the JSON body: {e}")))?;
+            .map_err(|_| ApiError::malformed("sign in with a JSON body {\"token\": \"...\"}"))?;
         if !token.accepts(req.token.trim()) {
-            record(
-                &s,
-                &id,
-                Outcome::Denied,
-                "console sign-in refused: a wrong admin token",
-            )
-            .await?;
             return Err(ApiError::unauthorized("the admin token is wrong"));
         }
         let (cookie, csrf, expires) = s
@@ -412,7 +431,37 @@ async fn sign_in(
         }
         Ok(r)
     };
-    finish(&id, r.await)
+    let r = r.await;
+    if let Err(e) = &r {
+        refused(&s, &id, peer, "console sign-in refused", e).await;
+    }
+    finish(&id, r)
+}
+
+/// Audits a refused sign-in or operator credential: repeats of a kind within a second are
+/// counted into one record (a flood of wrong tokens must not buy one synced record each, nor
+/// fill the disk).
+pub(crate) async fn refused(
+    s: &Service,
+    id: &RequestId,
+    peer: Option<Peer>,
+    what: &str,
+    e: &ApiError,
+) {
+    let mut r = Record::new(Event::Session, &id.0)
+        .with_outcome(Outcome::Denied)
+        .with_message(format!(
+            "{what} ({} {}): {}",
+            e.status.as_u16(),
+            e.code,
+            e.message
+        ));
+    if let Some(p) = peer {
+        r = r.with_target(format!("from {}", p.0.ip()));
+    }
+    if !s.host.record_refusal(e.code, r).await {
+        tracing::error!(request_id = %id.0, "the audit record of a refused sign-in could not be stored");
+    }
 }
 
 /// The service sits behind a proxy that ended TLS and says so: the cookie is then `Secure`.

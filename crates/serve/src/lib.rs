@@ -97,7 +97,13 @@ pub struct Service {
     /// Published bundles' facts for the admin API's views, by content hash (a bundle's
     /// content never changes; bounded, see [`Service::bundle_facts`]).
     facts: Mutex<HashMap<ContentHash, Arc<warden_host::BundleFacts>>>,
+    /// Reads of the whole audit log at once (the admin API's audit views): each walks and
+    /// checks the log from its start, so a few at a time, the others refused (429).
+    audit_reads: tokio::sync::Semaphore,
 }
+
+/// Most reads of the whole audit log at once.
+const AUDIT_READS: usize = 2;
 
 /// Most bundles' facts kept for the admin API's views.
 const MAX_FACTS: usize = 512;
@@ -128,6 +134,7 @@ impl Service {
             warming: AtomicBool::new(false),
             console,
             facts: Mutex::new(HashMap::new()),
+            audit_reads: tokio::sync::Semaphore::new(AUDIT_READS),
         })
     }
 

@@ -38,7 +38,7 @@ pub(crate) fn table() -> Vec<ApiRoute> {
 pub(crate) fn routes(s: &Arc<Service>) -> Router<Arc<Service>> {
     ApiRoute::router(table()).route_layer(axum::middleware::from_fn_with_state(
         Arc::clone(s),
-        crate::console::forgery_guard,
+        crate::console::guard,
     ))
 }
 
@@ -293,6 +293,8 @@ pub(crate) struct ReviewSide {
     signers: Vec<String>,
     /// The permission atoms its manifest requests.
     requested: Vec<String>,
+    /// How it runs: `component`, `process`, ...
+    kind: String,
     limits: LimitsView,
     /// The operator's grant (the installed side only; null on the proposed one).
     grant: Option<String>,
@@ -306,6 +308,7 @@ impl ReviewSide {
             publisher: b.published.publisher.to_string(),
             signers: b.signers.clone(),
             requested: b.requested().into_iter().map(|(a, _)| a).collect(),
+            kind: warden_host::kind_word(b.manifest.extension.kind),
             limits: LimitsView::from(&b.limits),
             grant,
         }
@@ -355,6 +358,9 @@ pub(crate) struct ReviewView {
     /// Atoms the installed version requested that it does not.
     removed: Vec<String>,
     limits_raised: Vec<LimitRaisedView>,
+    /// What else changes, in words: how it runs (kind, entry, arguments), a UI it serves,
+    /// endpoints and methods it adds. A change of kind needs approval too.
+    changes: Vec<String>,
     /// Each atom it requests, with the grant item to give for it: nothing is granted unless
     /// given.
     grant_items: Vec<GrantItemView>,
@@ -440,6 +446,7 @@ pub(crate) async fn review(
                         to: l.to,
                     })
                     .collect(),
+                changes: r.changes.clone(),
                 grant_items: r
                     .proposed
                     .requested()

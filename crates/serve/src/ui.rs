@@ -1,7 +1,8 @@
 //! `GET /ext-ui/{extension_id}/{content_hash}/{*path}`: the files of a bundle's ui folder, for a content
 //! hash some tenant has installed, from bytes verified again against the trust bundle. The
 //! hash is in the URL, so a response never changes: `immutable` caching, a Content-Security-
-//! Policy that allows nothing from elsewhere, `nosniff`, and no listing of folders.
+//! Policy that allows nothing from elsewhere and sandboxes the page into an opaque origin,
+//! `nosniff`, and no listing of folders.
 
 use std::sync::Arc;
 
@@ -14,7 +15,10 @@ use warden_host::ExtensionId;
 use crate::Service;
 use crate::error::ApiError;
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// `sandbox allow-scripts`: a bundle's page runs in an opaque origin of its own, never in the
+/// service's, so its scripts cannot send the operator console's cookie nor read the service's
+/// answers (the publisher is not the operator).
+const CSP: &str = "sandbox allow-scripts; default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 pub(crate) async fn asset(
     State(s): State<Arc<Service>>,

@@ -1140,7 +1140,7 @@ fn ui_files_are_served_for_installed_hashes_only_and_never_outside_ui() {
         r.headers["content-security-policy"]
             .to_str()
             .unwrap()
-            .starts_with("default-src 'none'")
+            .starts_with("sandbox allow-scripts; default-src 'none'")
     );
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
     assert_eq!(

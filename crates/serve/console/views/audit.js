@@ -11,7 +11,7 @@ export const title = 'Audit';
 
 const EVENTS = [
   'call', 'denial', 'grant', 'limit', 'install', 'upgrade', 'uninstall', 'publish',
-  'verification-failure', 'load', 'recovery', 'start', 'tenant', 'trust-reload', 'secret',
+  'verification-failure', 'load', 'recovery', 'start', 'tenant', 'trust-reload', 'secret', 'session',
 ];
 const DECISIONS = ['allow', 'deny'];
 const OUTCOMES = [

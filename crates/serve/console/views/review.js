@@ -82,6 +82,7 @@ function sideBySide(r) {
       'tbody',
       null,
       row('Version', from ? from.version : none, to.version),
+      row('Runs as', from ? from.kind : '', to.kind, from && from.kind !== to.kind ? 'raised' : null),
       row('Publisher', from ? from.publisher : '', to.publisher),
       row('Signer keys', from ? signers(from.signers) : '', signers(to.signers)),
       row('Content hash', from ? hash(from.content_hash) : '', hash(to.content_hash)),
@@ -118,6 +119,7 @@ function changes(r) {
       ),
     );
   }
+  for (const c of r.changes || []) items.push(h('li', { class: 'added' }, h('span', { class: 'badge' }, 'changed'), ' ', c));
   for (const a of r.removed || []) items.push(h('li', { class: 'removed' }, h('span', { class: 'badge' }, 'no longer asked'), ' ', a));
   return h(
     'section',

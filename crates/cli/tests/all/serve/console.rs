@@ -155,14 +155,6 @@ fn the_console_session_stands_in_for_the_admin_token_and_every_change_needs_its_
             vec![json, token, ("origin", "http://evil.example")],
         ),
         ("null origin", vec![json, token, ("origin", "null")]),
-        (
-            "cross-site",
-            vec![json, token, ("sec-fetch-site", "cross-site")],
-        ),
-        (
-            "same-site",
-            vec![json, token, ("sec-fetch-site", "same-site")],
-        ),
     ] {
         let r = with_cookie("POST", &tenants, &cookie, &extra, body);
         assert_eq!(
@@ -173,6 +165,22 @@ fn the_console_session_stands_in_for_the_admin_token_and_every_change_needs_its_
         );
         assert!(!r.headers.contains_key("set-cookie"));
     }
+    // A cookie that comes with a request the browser says another site (or a sandboxed page)
+    // made is no session at all, for reading as for changing.
+    for site in ["cross-site", "same-site"] {
+        for (method, extra) in [
+            ("POST", vec![json, token, ("sec-fetch-site", site)]),
+            ("GET", vec![("sec-fetch-site", site)]),
+        ] {
+            let r = with_cookie(method, &tenants, &cookie, &extra, body);
+            assert_eq!(r.status, 401, "{method} {site}: {}", r.body);
+        }
+        let r = with_cookie("GET", &url, &cookie, &[("sec-fetch-site", site)], b"");
+        assert_eq!(r.status, 401, "the CSRF token to another site: {}", r.body);
+    }
+    // Typed in (or a bookmark): fine for reading.
+    let typed = with_cookie("GET", &tenants, &cookie, &[("sec-fetch-site", "none")], b"");
+    assert_eq!(typed.status, 200, "{}", typed.body);
     assert!(!tenant_names(&s).contains(&"forged".to_string()));
     // The same with the token, from this origin: made.
     let r = with_cookie(
@@ -214,27 +222,36 @@ fn the_console_session_stands_in_for_the_admin_token_and_every_change_needs_its_
         Some(ADMIN),
     )
     .json();
-    let seen: Vec<(String, String)> = records["records"]
+    let seen: Vec<(String, String, String)> = records["records"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            (
-                r["record"]["outcome"].as_str().unwrap().to_string(),
-                r["record"]["message"].as_str().unwrap().to_string(),
-            )
+            let r = &r["record"];
+            let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (text("outcome"), text("message"), text("target"))
         })
         .collect();
-    let want = [
-        ("denied", "console sign-in refused: a wrong admin token"),
-        ("ok", "console signed in"),
-        ("ok", "console signed in"),
-        ("ok", "console signed out"),
-    ];
-    assert_eq!(
-        seen,
-        want.map(|(o, m)| (o.to_string(), m.to_string())),
-        "{records}"
+    let count = |outcome: &str, message: &str| {
+        seen.iter()
+            .filter(|(o, m, _)| o == outcome && m.starts_with(message))
+            .count()
+    };
+    assert_eq!(count("ok", "console signed in"), 2, "{seen:?}");
+    assert_eq!(count("ok", "console signed out"), 1, "{seen:?}");
+    for refused in [
+        "console sign-in refused (415",
+        "console sign-in refused (401 unauthorized): the admin token is wrong",
+        "a change with the console's session refused (403 csrf)",
+    ] {
+        assert!(count("denied", refused) >= 1, "{refused}: {seen:?}");
+    }
+    // Refusals say where they came from.
+    assert!(
+        seen.iter()
+            .filter(|(o, m, _)| o == "denied" && !m.starts_with(|c: char| c.is_ascii_digit()))
+            .all(|(_, _, target)| target == "from 127.0.0.1"),
+        "{seen:?}"
     );
     let all = get(
         &format!("{}/v1/admin/audit?format=jsonl", s.base),
@@ -575,5 +592,205 @@ fn the_audit_view_filters_tails_exports_and_checks_the_chain() {
         let chain = get(&format!("{}/v1/admin/audit/verify", s.base), Some(ADMIN)).json();
         assert_eq!(chain["ok"], false, "{chain}");
         assert!(!chain["error"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn the_review_shows_how_an_upgrade_runs_and_a_new_kind_needs_approval() {
+    let st = setup();
+    let s = st.serve("");
+    tenant(&s, "acme");
+    let id = "warden-examples.kv-counter-process";
+    // The same extension as a component first (its manifest but for kind, entry and version),
+    // then the published native process: the permissions are the same, how it runs is not.
+    let dir = st.t.path().join("kv-component");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        example("kv-counter").join("extension.wasm"),
+        dir.join("extension.wasm"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(example("kv-counter").join("extension.toml"))
+        .unwrap()
+        .replace(
+            "id = \"warden-examples.kv-counter\"",
+            &format!("id = \"{id}\""),
+        )
+        .replace("version = \"0.1.0\"", "version = \"0.0.1\"");
+    assert!(manifest.contains(id));
+    std::fs::write(dir.join("extension.toml"), manifest).unwrap();
+    let component = published(&st, &s, &dir, "kv-component");
+    let process_dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/process/kv-counter");
+    assert!(
+        process_dir.join("kv-counter").exists(),
+        "run scripts/build-examples.sh first"
+    );
+    let process = published(&st, &s, &process_dir, "kv-process");
+    assert_eq!(install(&s, "acme", id, &component, "kv").status, 200);
+    let url = |hash: &str| {
+        format!(
+            "{}/v1/admin/tenants/acme/installs/{id}/review?content_hash={hash}",
+            s.base
+        )
+    };
+    let r = get(&url(&process), Some(ADMIN)).json();
+    assert_eq!(r["plan"], "upgrade", "{r}");
+    assert_eq!(strings(&r["added"]), Vec::<String>::new(), "{r}");
+    assert_eq!(
+        strings(&r["changes"]),
+        [
+            "runs as kind process (was component)",
+            "entry kv-counter (was extension.wasm)"
+        ],
+        "{r}"
+    );
+    assert_eq!(
+        (r["from"]["kind"].as_str(), r["to"]["kind"].as_str()),
+        (Some("component"), Some("process"))
+    );
+    assert_eq!(r["needs_approval"], true, "{r}");
+    // Without a new grant: refused, and still the component.
+    let put = |body: String| {
+        send(
+            "PUT",
+            &format!("{}/v1/admin/tenants/acme/installs/{id}", s.base),
+            Some(ADMIN),
+            body.as_bytes(),
+        )
+    };
+    let refused = put(format!("{{\"content_hash\":\"{process}\"}}"));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("runs as kind process"),
+        "{}",
+        refused.body
+    );
+    let now = get(
+        &format!("{}/v1/admin/installs?tenant=acme", s.base),
+        Some(ADMIN),
+    )
+    .json();
+    assert_eq!(now["installs"][0]["content_hash"], component.as_str());
+    // Approved with a grant: installed.
+    let done = put(format!(
+        "{{\"content_hash\":\"{process}\",\"grant\":\"kv\"}}"
+    ));
+    assert_eq!(done.status, 200, "{}", done.body);
+
+    // A UI, an endpoint and a method added are shown too (hello, then hello with all three).
+    let hello = published(&st, &s, &example("hello"), "hello");
+    assert_eq!(
+        install(&s, "acme", "warden.hello", &hello, "none").status,
+        200
+    );
+    let dir = st.t.path().join("hello-more");
+    std::fs::create_dir_all(dir.join("ui")).unwrap();
+    std::fs::copy(
+        example("hello").join("extension.wasm"),
+        dir.join("extension.wasm"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("ui/index.html"), "<h1>hi</h1>").unwrap();
+    let manifest = std::fs::read_to_string(example("hello").join("extension.toml"))
+        .unwrap()
+        .replace("version = \"0.1.0\"", "version = \"0.2.0\"")
+        .replace(
+            "entry = \"extension.wasm\"",
+            "entry = \"extension.wasm\"\nui = \"ui\"",
+        )
+        .replace(
+            "[[endpoints]]",
+            "[[endpoints]]\nmethod = \"POST\"\npath = \"/admin/{*rest}\"\n\n[[endpoints]]",
+        );
+    std::fs::write(dir.join("extension.toml"), manifest).unwrap();
+    let more = published(&st, &s, &dir, "hello-more");
+    let r = get(
+        &format!(
+            "{}/v1/admin/tenants/acme/installs/warden.hello/review?content_hash={more}",
+            s.base
+        ),
+        Some(ADMIN),
+    )
+    .json();
+    assert_eq!(
+        strings(&r["changes"]),
+        [
+            "serves a UI from ui (none before)",
+            "new endpoint POST /admin/{*rest}"
+        ],
+        "{r}"
+    );
+    // The UI, once installed, runs sandboxed in an origin of its own: its scripts can neither
+    // send the console's cookie nor read the service's answers.
+    assert_eq!(
+        install(&s, "acme", "warden.hello", &more, "none").status,
+        200
+    );
+    let page = get(
+        &format!("{}/ext-ui/warden.hello/{more}/index.html", s.base),
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("sandbox allow-scripts;"),
+    );
+}
+
+#[test]
+fn a_flood_of_wrong_tokens_is_counted_into_a_few_records() {
+    let st = setup();
+    let s = st.serve("");
+    let url = format!("{}/console/session", s.base);
+    let wrong = b"{\"token\":\"admin-token-0123456789-0123456789-abcdeX\"}".to_vec();
+    let tries = 300;
+    for _ in 0..tries {
+        let r = reply(
+            agent().run(
+                http::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(wrong.clone())
+                    .unwrap(),
+            ),
+        );
+        assert_eq!(r.status, 401);
+        // And wrong bearer tokens on the admin API.
+        let r = get(
+            &format!("{}/v1/admin/tenants", s.base),
+            Some("admin-token-0123456789-0123456789-abcdeY"),
+        );
+        assert_eq!(r.status, 401);
+    }
+    // The repeats' summaries are written once their second is over.
+    let records = (0..50)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let all = get(
+                &format!("{}/v1/admin/audit?event=session&limit=1000", s.base),
+                Some(ADMIN),
+            )
+            .json();
+            let list = all["records"].as_array().unwrap().clone();
+            let counted: u64 = list
+                .iter()
+                .map(|r| {
+                    let m = r["record"]["message"].as_str().unwrap_or_default();
+                    // "N more refusals (...)" counts N; any other record counts itself.
+                    m.split_once(" more refusal")
+                        .and_then(|(n, _)| n.parse().ok())
+                        .unwrap_or(1)
+                })
+                .sum();
+            (counted == 2 * tries).then_some(list)
+        })
+        .expect("every refusal counted");
+    // Two kinds (sign-in, bearer) over a few seconds: a few records, not 600.
+    assert!(records.len() <= 40, "{} records", records.len());
+    let log = std::fs::metadata(st.data.join("audit/audit.jsonl")).map_or(0, |m| m.len());
+    if st.shared.is_none() {
+        assert!(log < 64 * 1024, "the log grew to {log} bytes");
     }
 }
