@@ -303,27 +303,19 @@ fn serve_file(path: &str, id: &RequestId) -> Response {
     };
     let mut r = (*bytes).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime(path)));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::ui::content_type(path)),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     secure_headers(h);
     r
 }
 
-/// What every console answer carries: its content policy and no sniffing, framing or referrer.
+/// What every console answer carries: its content policy, no sniffing, framing or referrer,
+/// and no window or resource shared with another origin.
 fn secure_headers(h: &mut HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    crate::ui::page_headers(h, CSP);
     h.insert(
         "cross-origin-opener-policy",
         HeaderValue::from_static("same-origin"),
@@ -332,19 +324,6 @@ fn secure_headers(h: &mut HeaderMap) {
         "cross-origin-resource-policy",
         HeaderValue::from_static("same-origin"),
     );
-}
-
-fn mime(path: &str) -> &'static str {
-    match path.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("json") => "application/json",
-        Some("ico") => "image/x-icon",
-        _ => "application/octet-stream",
-    }
 }
 
 /// `POST /console/session`'s body.
@@ -680,7 +659,11 @@ mod tests {
     fn every_file_has_a_type_and_the_index_exists() {
         assert!(ASSETS.iter().any(|(n, _)| *n == "index.html"));
         for (name, _) in ASSETS {
-            assert_ne!(mime(name), "application/octet-stream", "{name}");
+            assert_ne!(
+                crate::ui::content_type(name),
+                "application/octet-stream",
+                "{name}"
+            );
         }
     }
 }

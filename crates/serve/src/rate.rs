@@ -5,7 +5,7 @@
 //! Shared: a runner keeps a few tokens per tenant, leased from the tenant's one bucket in the
 //! storage ([`RateLeases`]) about 50 ms of rate at a time, and leases again in the background
 //! when half are used, so a request rarely waits on the storage. A request that finds none
-//! waits at most [`LEASE_WAIT`] for a lease in flight. Tokens unused for [`KEEP`] go back.
+//! waits at most [`LEASE_WAIT`] (1 s) for a lease in flight. Tokens unused for [`KEEP`] go back.
 //! The bucket lends at most rate × time + burst to the whole fleet, so runners never admit
 //! more than the limit; they admit less by at most the tokens they hold (a few batches).
 //! A storage that cannot be reached is 503, not 429: the limit is not what refused.
@@ -20,8 +20,12 @@ use warden_registry::{Rate, RateLeases};
 
 use crate::error::ApiError;
 
-/// Longest wait of a request for a lease in flight before it is refused.
-const LEASE_WAIT: Duration = Duration::from_millis(50);
+/// Longest wait of a request for a lease in flight before it is refused. Generous: a lease
+/// only waits on the storage (a new runner's first one opens a connection), and a request
+/// refused for a slow storage would be told it is over a rate it is not over.
+const LEASE_WAIT: Duration = Duration::from_secs(1);
+/// How long a runner does not ask a storage that failed a lease again.
+const RETRY_FAILED: Duration = Duration::from_millis(50);
 /// Tokens held this long without use go back to the shared bucket.
 const KEEP: Duration = Duration::from_millis(200);
 
@@ -178,7 +182,7 @@ impl SharedRate {
                     tracing::warn!(%tenant, error = %e, "a rate lease failed");
                     st.failed = Some(warden_call::text::chain(&e));
                     // Not again at once: a storage that is down is not asked by every request.
-                    st.not_before = Some(Instant::now() + LEASE_WAIT);
+                    st.not_before = Some(Instant::now() + RETRY_FAILED);
                 }
             }
             drop(st);
@@ -327,11 +331,11 @@ mod tests {
             );
             assert!(e.message.contains("connection refused"), "{}", e.message);
         }
-        // 200 refusals cost a lease per LEASE_WAIT of them, not one each.
+        // 200 refusals cost a lease per RETRY_FAILED of them, not one each.
         let asked = store.asked.load(Ordering::SeqCst);
         assert!(asked < 200, "asked {asked} times");
         store.down.store(false, Ordering::SeqCst);
-        tokio::time::sleep(LEASE_WAIT * 2).await;
+        tokio::time::sleep(RETRY_FAILED * 2).await;
         rate_.take(&t).await.unwrap();
     }
 

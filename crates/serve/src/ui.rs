@@ -94,9 +94,16 @@ async fn serve(s: &Arc<Service>, id: &str, hash: &str, path: &str) -> Result<Res
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
+    page_headers(h, CSP);
+    Ok(r)
+}
+
+/// What every page the service serves carries (a bundle's UI, the console): its content
+/// policy `csp`, and no sniffing, referrer or framing.
+pub(crate) fn page_headers(h: &mut http::HeaderMap, csp: &'static str) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -107,11 +114,11 @@ async fn serve(s: &Arc<Service>, id: &str, hash: &str, path: &str) -> Result<Res
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    Ok(r)
 }
 
 /// By extension; anything unknown is served as bytes (never sniffed into HTML).
-fn content_type(path: &str) -> &'static str {
+/// A file's content type by its extension (the UI's files and the console's).
+pub(crate) fn content_type(path: &str) -> &'static str {
     let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
     match ext.to_ascii_lowercase().as_str() {
         "html" | "htm" => "text/html; charset=utf-8",
