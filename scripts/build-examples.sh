@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the guest extensions for wasm32-wasip2 (the examples under examples/, and the hostile
 # test fixtures under tests/guests/) and puts each component next to its extension.toml as
-# extension.wasm, ready for `warden pack`; then the process extensions under examples/process/
+# extension.wasm, ready for `warden pack`; then the Extism plug-ins (examples/extism/*,
+# tests/guests/extism-hostile) for wasm32-unknown-unknown; then the process extensions under examples/process/
 # as native executables, each copied next to its extension.toml under its folder's name (its
 # entry). All three workspaces share one target dir. Last, the JavaScript and Python examples
 # (examples/js/*, examples/python/*, and the fixtures under tests/guests/js and
@@ -19,6 +20,20 @@ for ws in examples tests/guests; do
       cp "$wasm" "$dir/extension.wasm"
     fi
   done
+done
+# Extism plug-ins (kind = "extism"): core modules for wasm32-unknown-unknown, built with the
+# Extism Rust PDK; the example workspace under examples/extism and the hostile fixture (a
+# workspace of its own), each module copied next to its extension.toml as extension.wasm.
+for ws in examples/extism tests/guests/extism-hostile; do
+  cargo build --quiet --release --target wasm32-unknown-unknown \
+    --manifest-path "$root/$ws/Cargo.toml" --target-dir "$root/target"
+done
+for dir in "$root/examples/extism"/*/ "$root/tests/guests/extism-hostile/"; do
+  name=$(basename "$dir")
+  wasm="$root/target/wasm32-unknown-unknown/release/${name//-/_}.wasm"
+  if [ -f "$dir/extension.toml" ] && [ -f "$wasm" ]; then
+    cp "$wasm" "$dir/extension.wasm"
+  fi
 done
 # Process extensions run in an empty root (no libc, no loader), so they are linked statically.
 # The flags go to this one cargo run for this one target, so the host workspace's builds (and

@@ -12,6 +12,10 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
+# Extism plug-ins (examples/extism, tests/guests/extism-hostile) are core modules.
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
 # openssl: key interop tests and the verify benchmark compare against it. strace: the
 # denied-egress benchmark counts system calls with it.
 missing=()

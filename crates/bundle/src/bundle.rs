@@ -49,6 +49,11 @@ pub enum BundleError {
         path: BundlePath,
         detail: &'static str,
     },
+    #[error("the entry `{path}` of an Extism plug-in is not a core WebAssembly module: {detail}")]
+    NotACoreModule {
+        path: BundlePath,
+        detail: &'static str,
+    },
     #[error("the entry `{path}` of a process extension must be executable (mode 0755)")]
     NotExecutable { path: BundlePath },
     #[error("the ui folder `{path}` named by {MANIFEST_FILE} has no files in the bundle")]
@@ -292,6 +297,23 @@ pub(crate) fn check(bytes: &[u8], caps: &BundleLimits) -> Result<Checked, Bundle
                     "it does not start with the WebAssembly magic bytes"
                 };
                 return Err(BundleError::NotAComponent {
+                    path: entry_path.clone(),
+                    detail,
+                });
+            }
+        }
+        Kind::Extism => {
+            if !entry_data.starts_with(&CORE_MODULE_PREAMBLE) {
+                let detail = if entry_data.starts_with(&COMPONENT_PREAMBLE) {
+                    "it is a WebAssembly component; an Extism plug-in is a core module \
+                     (built with an Extism PDK, e.g. for wasm32-unknown-unknown); a component \
+                     is kind = \"component\""
+                } else if entry_data.starts_with(b"\0asm") {
+                    "it has an unsupported WebAssembly version or layer"
+                } else {
+                    "it does not start with the WebAssembly magic bytes"
+                };
+                return Err(BundleError::NotACoreModule {
                     path: entry_path.clone(),
                     detail,
                 });

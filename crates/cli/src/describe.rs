@@ -79,6 +79,7 @@ pub fn kind(m: &Manifest) -> &'static str {
     match m.extension.kind {
         Kind::Component => "component",
         Kind::Process => "process",
+        Kind::Extism => "extism",
     }
 }
 

@@ -9,6 +9,7 @@ mod describe;
 mod files;
 mod logs;
 mod migrate;
+mod plugin;
 mod storage;
 mod ticker;
 

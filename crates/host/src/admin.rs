@@ -207,6 +207,11 @@ impl Admin<'_> {
                 Ok(self.inner.runtime.prepare(verified).map(drop)?)
             }
             warden_manifest::Kind::Process => Ok(()),
+            // Checked, compiled and linked now, so a plug-in that cannot load is refused at
+            // publish or install; each load compiles it again (no code cache for modules yet).
+            warden_manifest::Kind::Extism => {
+                Ok(self.inner.runtime.prepare_extism(verified).map(drop)?)
+            }
         }
     }
 

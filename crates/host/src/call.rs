@@ -84,13 +84,16 @@ impl Tenant<'_> {
             Code::Process(_) => Err(CallError::Invalid(
                 "a process extension answers calls to its methods, not HTTP requests".into(),
             )),
+            Code::Extism(_) => Err(CallError::Invalid(
+                "an Extism plug-in answers calls to its exports, not HTTP requests".into(),
+            )),
         };
         inner
             .run(ext, via, answers_http, |ext, caps| async move {
                 let limits = ext.info.effective.limits;
                 match &ext.code {
                     Code::Component(p) => p.call_http(&runtime, &limits, &caps, request).await,
-                    Code::Process(_) => unreachable_http(),
+                    Code::Process(_) | Code::Extism(_) => unreachable_http(),
                 }
             })
             .await
@@ -101,7 +104,7 @@ impl Tenant<'_> {
 fn unreachable_http() -> CallOutcome<http::Response<Bytes>> {
     CallOutcome {
         result: Err(CallError::Invalid(
-            "a process extension answers calls to its methods, not HTTP requests".into(),
+            "this extension answers calls to its methods, not HTTP requests".into(),
         )),
         report: CallReport::default(),
     }
@@ -169,6 +172,7 @@ impl Inner {
             match &ext.code {
                 Code::Component(p) => p.call_rpc(&runtime, &limits, &caps, &method, &input).await,
                 Code::Process(p) => p.call_rpc(&limits, &caps, &method, &input).await,
+                Code::Extism(p) => p.call_rpc(&runtime, &limits, &caps, &method, &input).await,
             }
         })
         .await

@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use warden_audit::Record;
 use warden_bundle::ContentHash;
 use warden_manifest::{Effective, ExtensionId, TenantName};
-use warden_runtime::{CallCaps, Prepared, ProcessInstall, WorldKind};
+use warden_runtime::{CallCaps, ExtismPlugin, Prepared, ProcessInstall, WorldKind};
 
 /// What was loaded.
 #[derive(Debug, Clone)]
@@ -32,13 +32,15 @@ pub struct ExtensionInfo {
 pub(crate) enum Code {
     Component(Arc<Prepared>),
     Process(Arc<ProcessInstall>),
+    /// An Extism plug-in (`kind = "extism"`): rpc-style calls of its exports.
+    Extism(Arc<ExtismPlugin>),
 }
 
 impl Code {
     /// The weaker sandbox profile the policy accepted, which every call records.
     pub(crate) fn weaker(&self) -> Option<&'static str> {
         match self {
-            Code::Component(_) => None,
+            Code::Component(_) | Code::Extism(_) => None,
             Code::Process(p) => p.weaker(),
         }
     }

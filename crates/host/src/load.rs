@@ -138,10 +138,12 @@ impl Tenant<'_> {
                     &inner.policy.process,
                     inner.policy.files,
                 )?)),
+                Kind::Extism => Code::Extism(Arc::new(inner.runtime.prepare_extism(&verified)?)),
             };
             let (kind, sandbox) = match &code {
                 Code::Component(p) => (p.kind(), None),
                 Code::Process(p) => (WorldKind::Rpc, Some(p.summary().to_owned())),
+                Code::Extism(_) => (WorldKind::Rpc, None),
             };
             let info = ExtensionInfo {
                 tenant: self.name.clone(),

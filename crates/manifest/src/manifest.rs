@@ -25,6 +25,9 @@ pub enum Kind {
     Component,
     /// A native program behind the OS sandbox.
     Process,
+    /// A core WebAssembly module built with an Extism PDK: its `[[methods]]` are exports
+    /// `() -> i32`, and it imports only the Extism host functions (`extism:host/env`).
+    Extism,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +103,11 @@ impl Manifest {
                         "a process extension answers calls, not HTTP: this endpoint needs `call = \"METHOD\"`",
                     ));
                 }
+                if ep.call.is_none() && extension.kind == Kind::Extism {
+                    return Err(item.error(
+                        "an Extism plug-in answers calls to its exports, not HTTP: this endpoint needs `call = \"METHOD\"`",
+                    ));
+                }
                 if let Some(call) = &ep.call
                     && !methods.contains(call)
                 {
@@ -110,6 +118,13 @@ impl Manifest {
                     )));
                 }
             }
+        }
+        if extension.kind == Kind::Extism && methods.is_empty() {
+            let table = root.require("extension")?.as_table()?;
+            return Err(table.require("kind")?.error(
+                "an Extism plug-in lists the exports it may be called by as [[methods]] \
+                 (each a function `() -> i32`); this manifest lists none",
+            ));
         }
         let permissions = match root.get("permissions") {
             Some(v) => permissions(&v.as_table()?, &extension)?,
@@ -158,7 +173,10 @@ fn extension(t: &Table<'_, '_>) -> Result<Extension, TomlError> {
     let kind = match kind_v.as_str()? {
         "component" => Kind::Component,
         "process" => Kind::Process,
-        _ => return Err(kind_v.error("kind must be \"component\" or \"process\"")),
+        "extism" => Kind::Extism,
+        _ => {
+            return Err(kind_v.error("kind must be \"component\", \"process\" or \"extism\""));
+        }
     };
     let entry_v = t.require("entry")?;
     let entry: BundlePath = entry_v.parse()?;
@@ -178,9 +196,10 @@ fn extension(t: &Table<'_, '_>) -> Result<Extension, TomlError> {
                 }
                 args.push(s.to_string());
             }
-            if kind == Kind::Component && !args.is_empty() {
+            if kind != Kind::Process && !args.is_empty() {
                 return Err(v.error(
-                    "args are only for kind = \"process\"; components get empty arguments",
+                    "args are only for kind = \"process\"; components and Extism plug-ins get \
+                     empty arguments",
                 ));
             }
             args
@@ -294,6 +313,26 @@ fn permissions(t: &Table<'_, '_>, ext: &Extension) -> Result<Permissions, TomlEr
         Some(v) => filesystem(&v.as_table()?)?,
         None => Filesystem::default(),
     };
+    if ext.kind == Kind::Extism {
+        // Extism's host functions reach config (secrets), vars, logs and HTTP; a plug-in has
+        // no way to use key-value storage, files or calls to other extensions.
+        let unusable = [
+            ("kv", kv),
+            ("calls", !calls.is_empty()),
+            (
+                "filesystem",
+                !filesystem.paths.is_empty() || !filesystem.readonly_paths.is_empty(),
+            ),
+        ];
+        for (key, asked) in unusable {
+            if let (true, Some(v)) = (asked, t.get(key)) {
+                return Err(v.error(
+                    "an Extism plug-in has no host function for this (Extism's are config, \
+                     vars, logging and http_request)",
+                ));
+            }
+        }
+    }
     t.finish_ref()?;
     Ok(Permissions {
         kv,

@@ -386,6 +386,45 @@ fn process_manifest_takes_args() {
 }
 
 #[test]
+fn extism_manifest_lists_methods_and_only_what_extism_can_use() {
+    let base = "schema = 1\n[extension]\nid = \"a.b\"\nversion = \"1.0.0\"\npublisher = \"p\"\nkind = \"extism\"\nentry = \"p.wasm\"\n";
+    let m = Manifest::parse(&format!(
+        "{base}[[methods]]\nname = \"count_vowels\"\n[permissions]\nsecrets = [\"vowels\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(m.extension.kind, Kind::Extism);
+    let e = Manifest::parse(base).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("extension.kind", 6), "{e}");
+    assert!(e.to_string().contains("[[methods]]"), "{e}");
+    for (extra, key) in [
+        ("[permissions]\nkv = true\n", "permissions.kv"),
+        ("[permissions]\ncalls = [\"c.d\"]\n", "permissions.calls"),
+        (
+            "[permissions.filesystem]\npaths = [\"/data\"]\n",
+            "permissions.filesystem",
+        ),
+    ] {
+        let e =
+            Manifest::parse(&format!("{base}[[methods]]\nname = \"run\"\n{extra}")).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(
+            e.to_string()
+                .contains("Extism plug-in has no host function"),
+            "{e}"
+        );
+    }
+    let e = Manifest::parse(&format!(
+        "{base}[[methods]]\nname = \"run\"\n[[endpoints]]\nmethod = \"GET\"\npath = \"/\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("needs `call"), "{e}");
+    let e =
+        Manifest::parse(&base.replace("kind = \"extism\"", "kind = \"extism\"\nargs = [\"x\"]"))
+            .unwrap_err();
+    assert!(e.to_string().contains("args are only for"), "{e}");
+}
+
+#[test]
 fn an_endpoint_may_call_a_listed_method() {
     let base = "schema = 1\n[extension]\nid = \"a.b\"\nversion = \"1.0.0\"\npublisher = \"p\"\nkind = \"component\"\nentry = \"e.wasm\"\n[[methods]]\nname = \"inc\"\n";
     let m = Manifest::parse(&format!(

@@ -25,7 +25,7 @@ use crate::state::CallState;
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 /// Fuel given to a call whose extension sets no fuel limit: fuel is always on in the engine
 /// (so limits can be per extension), and this is effectively unlimited.
-const UNMETERED_FUEL: u64 = u64::MAX / 2;
+pub(crate) const UNMETERED_FUEL: u64 = u64::MAX / 2;
 
 /// A store for one call, and the handles to read what it did afterwards.
 struct Call {

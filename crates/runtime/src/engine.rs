@@ -210,6 +210,8 @@ struct Shared {
     config: RuntimeConfig,
     engine: Engine,
     linker: Linker<CallState>,
+    /// The linker of Extism plug-ins (`crate::extism`): `extism:host/env` only.
+    extism_linker: wasmtime::Linker<crate::extism::state::ExtismState>,
     compiler: Compiler,
     /// Compiled code kept under a MAC (in memory only without a cache folder).
     code: CodeCache,
@@ -236,6 +238,7 @@ impl Shared {
             });
         }
         let linker = linker(&engine)?;
+        let extism_linker = crate::extism::abi::linker(&engine)?;
         let compiler = Compiler::new(cfg)?;
         let code = match &cfg.code_cache {
             Some(files) => {
@@ -256,6 +259,7 @@ impl Shared {
             config: cfg.clone(),
             engine,
             linker,
+            extism_linker,
             compiler,
             code,
             counters: Counters::default(),
@@ -295,6 +299,15 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
+    }
+
+    /// Runs `compile` on the compile pool, once a compile slot is free.
+    pub(crate) fn compile_pool<T: Send>(&self, compile: impl FnOnce() -> T + Send) -> T {
+        self.shared.compiler.run(compile)
+    }
+
+    pub(crate) fn extism_linker(&self) -> &wasmtime::Linker<crate::extism::state::ExtismState> {
+        &self.shared.extism_linker
     }
 
     /// How full the engine's instance pool is now.

@@ -1,6 +1,7 @@
 //! Runs verified components: one Wasmtime engine per process (pooling allocator, copy-on-write
 //! memory images, epoch interruption driven by a ticker the engine owns, fuel), and a fresh,
-//! limited Store and instance for every call.
+//! limited Store and instance for every call. Extism plug-ins (core modules, `extism`) run on the
+//! same engine, with Extism's host ABI implemented here.
 //!
 //! This crate is the mechanism; what an extension may do (its limits, and the capabilities in
 //! [`CallCaps`], e.g. its network grant) is decided by the caller, `warden-host`. It knows
@@ -14,6 +15,7 @@ mod capture;
 mod code;
 mod engine;
 mod error;
+mod extism;
 mod fair;
 pub mod isolate;
 mod limiter;
@@ -37,6 +39,7 @@ pub use caps::CallCaps;
 pub use code::{CacheRejection, CodeSource, CodeStats};
 pub use engine::{PoolUsage, Runtime};
 pub use error::LoadError;
+pub use extism::{EXTISM_HOST_FUNCTIONS, ExtismPlugin};
 pub use fair::{FREE_RUN, Share, Turns};
 pub use prepared::Prepared;
 pub use process::{ProcessCode, ProcessInstall, host_support as process_support};

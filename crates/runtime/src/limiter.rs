@@ -60,6 +60,18 @@ impl MemoryBudget {
         }
     }
 
+    /// Charges `bytes` the host holds for the instance (an Extism plug-in's arena and vars:
+    /// `crate::extism`) to the same budget as its linear memory: `false` (and the limit marked
+    /// hit) when they do not fit.
+    pub(crate) fn charge(&mut self, bytes: usize) -> bool {
+        self.grow(0, bytes)
+    }
+
+    /// Gives back bytes charged with [`MemoryBudget::charge`].
+    pub(crate) fn release(&mut self, bytes: usize) {
+        self.used = self.used.saturating_sub(bytes);
+    }
+
     fn undo(&mut self) {
         self.used = self.used.saturating_sub(self.pending);
         self.pending = 0;

@@ -248,6 +248,16 @@ const EXPORT_NAME_SHOWN: usize = 128;
 
 /// One pass over `bytes`, refusing as soon as a count goes over `limits`.
 pub(crate) fn walk(bytes: &[u8], limits: &Limits) -> Result<Shape, LoadError> {
+    walk_as(bytes, limits, Encoding::Component)
+}
+
+/// [`walk`] of a binary that must be `encoding` at its top level: a component, or a core
+/// module (an Extism plug-in, `crate::extism`).
+pub(crate) fn walk_as(
+    bytes: &[u8],
+    limits: &Limits,
+    expected: Encoding,
+) -> Result<Shape, LoadError> {
     let bad = |e: wasmparser::BinaryReaderError| {
         LoadError::NotComponent(cut(&escape(e.to_string().as_bytes()), INVALID_SHOWN))
     };
@@ -265,9 +275,14 @@ pub(crate) fn walk(bytes: &[u8], limits: &Limits) -> Result<Shape, LoadError> {
             allocs = function_costs(func, &body, allocs, &mut s, limits)?;
         }
         match payload {
-            Payload::Version { encoding, .. } if first && encoding != Encoding::Component => {
+            Payload::Version { encoding, .. } if first && encoding != expected => {
                 return Err(LoadError::NotComponent(
-                    "it is a core module; a component is required".into(),
+                    if expected == Encoding::Component {
+                        "it is a core module; a component is required"
+                    } else {
+                        "it is a component; a core module is required"
+                    }
+                    .into(),
                 ));
             }
             Payload::ModuleSection { .. } => {
@@ -874,6 +889,12 @@ pub(crate) mod tests {
                 let wasm = std::fs::read(dir.join("extension.wasm")).unwrap_or_else(|e| {
                     panic!("{}: {e} (run scripts/build-examples.sh)", dir.display())
                 });
+                // An Extism plug-in is a core module: its own check.
+                if manifest.contains("kind = \"extism\"") {
+                    crate::extism::check::check(&wasm).unwrap();
+                    seen += 1;
+                    continue;
+                }
                 // http extensions route endpoints; rpc ones list methods (and may map endpoints
                 // to them).
                 let want = if !manifest.contains("[[methods]]") {

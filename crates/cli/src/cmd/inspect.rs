@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use warden_bundle::{Bundle, BundleLimits};
 use warden_manifest::{Grant, Kind, effective};
 
-use crate::{component, describe};
+use crate::{component, describe, plugin};
 
 /// `grant`: show what the component's imports give under this grant (`none` if not given),
 /// with `config`'s policy (the default policy if none).
@@ -101,6 +101,41 @@ pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Re
         outln!("this host's kernel:");
         for line in warden_host::process_support() {
             outln!("  {line}");
+        }
+    }
+    if e.kind == Kind::Extism {
+        let ifaces = plugin::interfaces(bundle.entry())
+            .with_context(|| format!("inspecting {}", e.entry))?;
+        let eff = effective(m, &grant, &policy).with_context(|| format!("--grant {grant}"))?;
+        outln!(
+            "host functions imported, under grant {grant}{} and {}:",
+            if grant_given {
+                ""
+            } else {
+                " (--grant to try another)"
+            },
+            if config.is_some() {
+                "the config's policy"
+            } else {
+                "the default policy"
+            }
+        );
+        for (module, name, sig) in &ifaces.imports {
+            outln!(
+                "  {}::{} {sig}: {}",
+                module.escape_debug(),
+                name.escape_debug(),
+                plugin::import_fate(module, name, sig, &eff)
+            );
+        }
+        outln!("exports (functions):");
+        for (name, sig) in &ifaces.exports {
+            let listed = m.methods.iter().any(|x| x.as_str() == name);
+            outln!(
+                "  {} {sig}{}",
+                name.escape_debug(),
+                if listed { " (a method)" } else { "" }
+            );
         }
     }
     if e.kind == Kind::Component {

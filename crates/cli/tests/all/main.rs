@@ -7,6 +7,7 @@ mod audit_gaps;
 mod audit_keyed;
 mod audit_torn;
 mod compile_limits;
+mod extism;
 mod foundation;
 mod manage;
 mod new;

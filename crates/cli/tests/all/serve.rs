@@ -1309,6 +1309,7 @@ fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
 mod cluster;
 mod compile;
 mod console;
+mod extism;
 mod migrate;
 mod redteam;
 

@@ -16,14 +16,14 @@ use crate::support::{Lab, text};
 
 /// A tiny HTTP/1.1 server on a loopback address: counts connections, keeps each request head,
 /// and answers every request with the same bytes.
-struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
-    fn start(ip: &str, port: u16, response: Vec<u8>) -> Server {
+    pub(crate) fn start(ip: &str, port: u16, response: Vec<u8>) -> Server {
         let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), port)).unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -62,20 +62,20 @@ impl Server {
         }
     }
 
-    fn ok(body: &str) -> Server {
+    pub(crate) fn ok(body: &str) -> Server {
         Server::start("127.0.0.1", 0, reply("200 OK", &[], body.as_bytes()))
     }
 
-    fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }
 
-fn reply(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+pub(crate) fn reply(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()

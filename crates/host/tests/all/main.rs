@@ -6,6 +6,7 @@ mod audit_fail;
 mod calls;
 mod compile_limits;
 mod egress;
+mod extism;
 mod fs;
 mod hostile;
 mod invoke;
