@@ -109,7 +109,7 @@ kv = true
 secrets = ["token"]
 
 [limits]
-max_execution_time = "10s"
+max_execution_time = "2s"
 max_memory = "32MiB"
 "#;
 
