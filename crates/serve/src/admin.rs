@@ -804,11 +804,7 @@ pub(crate) async fn audit(
                 )));
             }
         };
-        let Some(source) = s.host.audit_source() else {
-            return Err(ApiError::not_found(
-                "this service keeps no audit log on disk",
-            ));
-        };
+        let source = audit_source(&s)?;
         let _reading = audit_turn(&s)?;
         let (default, most) = if export {
             (MAX_AUDIT_EXPORT, MAX_AUDIT_EXPORT)
@@ -895,6 +891,13 @@ pub(crate) async fn audit(
     respond(&id, r.await)
 }
 
+/// The service's audit log, or 404 when it keeps none on disk.
+fn audit_source(s: &Service) -> Result<Arc<dyn warden_audit::AuditSource>, ApiError> {
+    s.host
+        .audit_source()
+        .ok_or_else(|| ApiError::not_found("this service keeps no audit log on disk"))
+}
+
 /// A turn to read the whole audit log, or 429 while others are reading it.
 fn audit_turn(s: &Service) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
     s.audit_reads.try_acquire().map_err(|_| {
@@ -940,11 +943,7 @@ pub(crate) async fn audit_verify(
 ) -> Response {
     let r = async {
         admin(&s, &headers)?;
-        let Some(source) = s.host.audit_source() else {
-            return Err(ApiError::not_found(
-                "this service keeps no audit log on disk",
-            ));
-        };
+        let source = audit_source(&s)?;
         let _reading = audit_turn(&s)?;
         let service = Arc::clone(&s);
         let chain = tokio::task::spawn_blocking(move || {
