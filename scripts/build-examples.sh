@@ -2,7 +2,8 @@
 # Builds the guest extensions for wasm32-wasip2 (the examples under examples/, and the hostile
 # test fixtures under tests/guests/) and puts each component next to its extension.toml as
 # extension.wasm, ready for `warden pack`; then the Extism plug-ins (examples/extism/*,
-# tests/guests/extism-hostile) for wasm32-unknown-unknown; then the process extensions under examples/process/
+# tests/guests/extism-hostile) for wasm32-unknown-unknown (tests/guests/extism-wasi for
+# wasm32-wasip1); then the process extensions under examples/process/
 # as native executables, each copied next to its extension.toml under its folder's name (its
 # entry). All three workspaces share one target dir. Last, the JavaScript and Python examples
 # (examples/js/*, examples/python/*, and the fixtures under tests/guests/js and
@@ -35,6 +36,10 @@ for dir in "$root/examples/extism"/*/ "$root/tests/guests/extism-hostile/"; do
     cp "$wasm" "$dir/extension.wasm"
   fi
 done
+# A plug-in that asks for WASI preview 1 (`[extism] wasi = true`), built for wasm32-wasip1.
+cargo build --quiet --release --target wasm32-wasip1 \
+  --manifest-path "$root/tests/guests/extism-wasi/Cargo.toml" --target-dir "$root/target"
+cp "$root/target/wasm32-wasip1/release/extism_wasi.wasm" "$root/tests/guests/extism-wasi/extension.wasm"
 # Process extensions run in an empty root (no libc, no loader), so they are linked statically.
 # The flags go to this one cargo run for this one target, so the host workspace's builds (and
 # build scripts here, compiled for the host) keep theirs.

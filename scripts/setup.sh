@@ -16,6 +16,10 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
+# ... and tests/guests/extism-wasi one for wasm32-wasip1 (a plug-in that asks for WASI).
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  rustup target add wasm32-wasip1
+fi
 # openssl: key interop tests and the verify benchmark compare against it. strace: the
 # denied-egress benchmark counts system calls with it.
 missing=()

@@ -1,6 +1,9 @@
-//! Compiled components on disk, authenticated: the one place native code is read back.
+//! Compiled code on disk, authenticated: the one place native code is read back. Components,
+//! and core modules (Extism plug-ins): the two kinds ([`Code`]) are MACed under different
+//! domain tags and named apart, so an entry of one is never loaded as the other.
 //!
-//! Loading compiled code is loading native code: Wasmtime's `Component::deserialize` trusts its
+//! Loading compiled code is loading native code: Wasmtime's `Component::deserialize` (and
+//! `Module::deserialize`) trusts its
 //! input entirely, so anything that could write a cache folder read by it could run code in the
 //! host. Here every entry carries an HMAC-SHA256 under a 32-byte key that only the operator can
 //! read (`DATA/compile.key`, 0600, made by `warden-datadir`), over
@@ -17,8 +20,10 @@
 //! over it. A rejection says why, so that the caller can log or audit it: a MAC that does not
 //! match means someone changed the folder.
 //!
+//! (a module's tag is `"warden-codecache/v1/module-mac\0"`).
+//!
 //! Layout: one file per (content hash, engine fingerprint) in the cache folder (0700), named
-//! `HASH-FINGERPRINT` (64 + 64 hex digits, no dot), holding `MAGIC (8) || MAC (32) || code`,
+//! `HASH-FINGERPRINT` (64 + 64 hex digits, no dot; a module's `module-HASH-FINGERPRINT`), holding `MAGIC (8) || MAC (32) || code`,
 //! mode 0600. It is written to a temporary file in the same folder (`.NAME.RANDOM.tmp`),
 //! synced, and renamed into place, so a reader sees a whole entry or none.
 //!
@@ -42,8 +47,8 @@ use rand_core::{OsRng, RngCore};
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 use warden_datadir::{check_private_meta, private_dir};
-use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
 
 pub use warden_datadir::{DataDirError, KEY_BYTES, Key};
 
@@ -66,23 +71,78 @@ pub type Fingerprint = [u8; 32];
 const MAGIC: &[u8; 8] = b"wdncode1";
 const MAC_BYTES: usize = 32;
 const HEADER_BYTES: usize = MAGIC.len() + MAC_BYTES;
-/// Domain separation: this key MACs nothing else, but a tag costs nothing.
+/// Domain separation: this key MACs nothing else, but a tag costs nothing; and a module's
+/// entry must never pass for a component's, or the reverse.
 const MAC_TAG: &[u8] = b"warden-codecache/v1/mac\0";
+const MODULE_MAC_TAG: &[u8] = b"warden-codecache/v1/module-mac\0";
 const FINGERPRINT_TAG: &[u8] = b"warden-codecache/v1/engine\0";
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// What compiled code is of: a [`Component`] or a core [`Module`]. Sealed: the cache knows how
+/// to load each.
+pub trait Code: sealed::Sealed {}
+impl Code for Component {}
+impl Code for Module {}
+
+mod sealed {
+    use super::{Component, MAC_TAG, MODULE_MAC_TAG, Module};
+
+    /// Which kind, for the one `unsafe` load (`CodeCache::deserialize_verified`).
+    pub enum Kind {
+        Component,
+        Module,
+    }
+
+    /// What that load made.
+    pub enum Loaded {
+        Component(Component),
+        Module(Module),
+    }
+
+    pub trait Sealed: Sized {
+        const KIND: Kind;
+        const MAC_TAG: &'static [u8];
+        const NAME_PREFIX: &'static str;
+        fn take(loaded: Loaded) -> Option<Self>;
+    }
+
+    impl Sealed for Component {
+        const KIND: Kind = Kind::Component;
+        const MAC_TAG: &'static [u8] = MAC_TAG;
+        const NAME_PREFIX: &'static str = "";
+        fn take(loaded: Loaded) -> Option<Self> {
+            match loaded {
+                Loaded::Component(c) => Some(c),
+                Loaded::Module(_) => None,
+            }
+        }
+    }
+
+    impl Sealed for Module {
+        const KIND: Kind = Kind::Module;
+        const MAC_TAG: &'static [u8] = MODULE_MAC_TAG;
+        const NAME_PREFIX: &'static str = "module-";
+        fn take(loaded: Loaded) -> Option<Self> {
+            match loaded {
+                Loaded::Module(m) => Some(m),
+                Loaded::Component(_) => None,
+            }
+        }
+    }
+}
+
 /// What [`CodeCache::load`] found.
-pub enum Lookup {
+pub enum Lookup<T = Component> {
     /// An entry whose MAC matched, deserialized.
-    Hit(Component),
+    Hit(T),
     /// No entry (or no folder: an in-memory cache).
     Miss,
     /// An entry that was not loaded, and why. Compile again and store over it.
     Rejected(Rejected),
 }
 
-impl std::fmt::Debug for Lookup {
+impl<T> std::fmt::Debug for Lookup<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Lookup::Hit(_) => f.write_str("Hit"),
@@ -150,10 +210,10 @@ pub enum CacheError {
 }
 
 /// What [`CodeCache::admit`] did with freshly compiled code.
-pub struct Admitted {
-    /// The component, deserialized from the in-memory bytes just sealed; or why Wasmtime
-    /// refused them.
-    pub component: Result<Component, Reason>,
+pub struct Admitted<T = Component> {
+    /// The component (or module), deserialized from the in-memory bytes just sealed; or why
+    /// Wasmtime refused them.
+    pub component: Result<T, Reason>,
     /// Where the entry was written (`None`: an in-memory cache), or why it was not.
     pub stored: Result<Option<PathBuf>, CacheError>,
 }
@@ -200,17 +260,32 @@ impl CodeCache {
     /// Where the entry for `hash` compiled by `engine` lives (`None`: an in-memory cache).
     pub fn entry_path(&self, engine: &Engine, hash: &ContentHash) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        Some(dir.join(entry_name(hash, &fingerprint(engine))))
+        Some(dir.join(entry_name::<Component>(hash, &fingerprint(engine))))
+    }
+
+    /// Where the entry for the module `hash` compiled by `engine` lives.
+    pub fn module_entry_path(&self, engine: &Engine, hash: &ContentHash) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(entry_name::<Module>(hash, &fingerprint(engine))))
     }
 
     /// The component compiled from the bytes whose sha256 is `hash`, if a valid entry for this
     /// engine is stored. Never panics on what it reads.
     pub fn load(&self, engine: &Engine, hash: &ContentHash) -> Lookup {
+        self.load_as(engine, hash)
+    }
+
+    /// The core module compiled from the bytes whose sha256 is `hash`, as [`CodeCache::load`].
+    pub fn load_module(&self, engine: &Engine, hash: &ContentHash) -> Lookup<Module> {
+        self.load_as(engine, hash)
+    }
+
+    fn load_as<T: Code>(&self, engine: &Engine, hash: &ContentHash) -> Lookup<T> {
         let Some(dir) = &self.dir else {
             return Lookup::Miss;
         };
         let fp = fingerprint(engine);
-        let path = dir.join(entry_name(hash, &fp));
+        let path = dir.join(entry_name::<T>(hash, &fp));
         let rejected = |reason| {
             Lookup::Rejected(Rejected {
                 path: path.clone(),
@@ -245,9 +320,29 @@ impl CodeCache {
         hash: &ContentHash,
         code: &[u8],
     ) -> Result<Option<PathBuf>, CacheError> {
+        self.store_as::<Component>(engine, hash, code)
+    }
+
+    /// Stores `code`, what `Module::serialize` (or `engine.precompile_module`) made of the
+    /// module whose sha256 is `hash`, as [`CodeCache::store`].
+    pub fn store_module(
+        &self,
+        engine: &Engine,
+        hash: &ContentHash,
+        code: &[u8],
+    ) -> Result<Option<PathBuf>, CacheError> {
+        self.store_as::<Module>(engine, hash, code)
+    }
+
+    fn store_as<T: Code>(
+        &self,
+        engine: &Engine,
+        hash: &ContentHash,
+        code: &[u8],
+    ) -> Result<Option<PathBuf>, CacheError> {
         let fp = fingerprint(engine);
-        let mac = self.mac(hash, &fp, code);
-        self.write(hash, &fp, &mac, code)
+        let mac = self.mac::<T>(hash, &fp, code);
+        self.write::<T>(hash, &fp, &mac, code)
     }
 
     /// Code this host just compiled (in a compile child process of its own): sealed with the
@@ -256,27 +351,44 @@ impl CodeCache {
     /// stored: [`Admitted::stored`] is `Ok(None)`). A failure to store is reported in
     /// [`Admitted::stored`]; the component is still returned.
     pub fn admit(&self, engine: &Engine, hash: &ContentHash, code: Vec<u8>) -> Admitted {
+        self.admit_as(engine, hash, code)
+    }
+
+    /// A core module this host just compiled (in its compile child), as [`CodeCache::admit`].
+    pub fn admit_module(
+        &self,
+        engine: &Engine,
+        hash: &ContentHash,
+        code: Vec<u8>,
+    ) -> Admitted<Module> {
+        self.admit_as(engine, hash, code)
+    }
+
+    fn admit_as<T: Code>(&self, engine: &Engine, hash: &ContentHash, code: Vec<u8>) -> Admitted<T> {
         let fp = fingerprint(engine);
-        let mac = self.mac(hash, &fp, &code);
-        let component = self.deserialize_verified(engine, hash, &fp, &mac, &code);
+        let mac = self.mac::<T>(hash, &fp, &code);
+        let component = self.deserialize_verified::<T>(engine, hash, &fp, &mac, &code);
         let stored = match &component {
-            Ok(_) => self.write(hash, &fp, &mac, &code),
+            Ok(_) => self.write::<T>(hash, &fp, &mac, &code),
             Err(_) => Ok(None),
         };
         Admitted { component, stored }
     }
 
-    fn mac(&self, hash: &ContentHash, fp: &Fingerprint, code: &[u8]) -> [u8; MAC_BYTES] {
-        self.hmac(hash, fp, code).finalize().into_bytes().into()
+    fn mac<T: Code>(&self, hash: &ContentHash, fp: &Fingerprint, code: &[u8]) -> [u8; MAC_BYTES] {
+        self.hmac::<T>(hash, fp, code)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
-    fn hmac(&self, hash: &ContentHash, fp: &Fingerprint, code: &[u8]) -> HmacSha256 {
+    fn hmac<T: Code>(&self, hash: &ContentHash, fp: &Fingerprint, code: &[u8]) -> HmacSha256 {
         // HMAC pads a key shorter than the block (64 bytes) with zeros, so this is HMAC under
         // the 32-byte key, through the constructor that cannot fail.
         let mut block = zeroize::Zeroizing::new([0u8; 64]);
         block[..KEY_BYTES].copy_from_slice(self.key.bytes());
         let mut m = <HmacSha256 as hmac::digest::KeyInit>::new(&(*block).into());
-        m.update(MAC_TAG);
+        m.update(T::MAC_TAG);
         m.update(hash);
         m.update(fp);
         m.update(&(code.len() as u64).to_le_bytes());
@@ -284,25 +396,27 @@ impl CodeCache {
         m
     }
 
-    /// The one place compiled code becomes a `Component`: after its MAC is checked, in
-    /// constant time, over the very bytes handed to Wasmtime.
+    /// The one place compiled code becomes a `Component` (or a `Module`): after its MAC is
+    /// checked, in constant time, over the very bytes handed to Wasmtime.
     #[allow(unsafe_code)]
-    fn deserialize_verified(
+    fn deserialize_verified<T: Code>(
         &self,
         engine: &Engine,
         hash: &ContentHash,
         fp: &Fingerprint,
         mac: &[u8],
         code: &[u8],
-    ) -> Result<Component, Reason> {
-        self.hmac(hash, fp, code)
+    ) -> Result<T, Reason> {
+        self.hmac::<T>(hash, fp, code)
             .verify_slice(mac)
             .map_err(|_| Reason::Mac)?;
-        // SAFETY: `Component::deserialize` requires bytes that Wasmtime itself produced
-        // (`Engine::precompile_component` / `Component::serialize`) for a compatible engine.
+        // SAFETY: `Component::deserialize` (`Module::deserialize`) requires bytes that Wasmtime
+        // itself produced (`Engine::precompile_component` / `Component::serialize`; for a
+        // module `Engine::precompile_module` / `Module::serialize`) for a compatible engine.
         // `code` carries a valid HMAC-SHA256, just checked above, under the 32-byte key that
-        // only this host's operator can read (0600 in the 0700 data dir), over a domain tag,
-        // this component's content hash, this engine's fingerprint and these exact bytes.
+        // only this host's operator can read (0600 in the 0700 data dir), over the domain tag
+        // of its kind (a module's entry never passes for a component's, nor the reverse),
+        // this code's content hash, this engine's fingerprint and these exact bytes.
         // Only `store`/`admit` compute that MAC, and only over what this host's own compile
         // (in process, or its compile child) returned for this content hash: so these bytes
         // are such output, for this component and an engine of this fingerprint (Wasmtime
@@ -310,11 +424,21 @@ impl CodeCache {
         // of memory this process owns (read whole from the file, never mapped), so nothing
         // can change it between the check and this use; Wasmtime copies it into its own
         // mapping before it makes anything executable.
-        let loaded = unsafe { Component::deserialize(engine, code) };
-        loaded.map_err(|e| Reason::Wasmtime(format!("{e:#}")))
+        let loaded = unsafe {
+            match T::KIND {
+                sealed::Kind::Component => {
+                    Component::deserialize(engine, code).map(sealed::Loaded::Component)
+                }
+                sealed::Kind::Module => {
+                    Module::deserialize(engine, code).map(sealed::Loaded::Module)
+                }
+            }
+        };
+        let loaded = loaded.map_err(|e| Reason::Wasmtime(format!("{e:#}")))?;
+        T::take(loaded).ok_or(Reason::Format("code of the other kind"))
     }
 
-    fn write(
+    fn write<T: Code>(
         &self,
         hash: &ContentHash,
         fp: &Fingerprint,
@@ -328,7 +452,7 @@ impl CodeCache {
         if total > MAX_ENTRY_BYTES {
             return Err(CacheError::TooLarge(total));
         }
-        let name = entry_name(hash, fp);
+        let name = entry_name::<T>(hash, fp);
         let path = dir.join(&name);
         let mut suffix = [0u8; 8];
         OsRng.fill_bytes(&mut suffix);
@@ -366,10 +490,15 @@ impl CodeCache {
     }
 }
 
-/// `HASH-FINGERPRINT` in lowercase hex: no dot, so temporary files (which have dots) are never
-/// taken for entries.
-fn entry_name(hash: &ContentHash, fp: &Fingerprint) -> String {
-    format!("{}-{}", hex::encode(hash), hex::encode(fp))
+/// `HASH-FINGERPRINT` in lowercase hex (`module-` before a module's): no dot, so temporary
+/// files (which have dots) are never taken for entries.
+fn entry_name<T: Code>(hash: &ContentHash, fp: &Fingerprint) -> String {
+    format!(
+        "{}{}-{}",
+        T::NAME_PREFIX,
+        hex::encode(hash),
+        hex::encode(fp)
+    )
 }
 
 /// Reads an entry whole: `None` if there is none; refused if it is not a private regular file

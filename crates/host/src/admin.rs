@@ -194,24 +194,20 @@ impl Admin<'_> {
         Ok(verified)
     }
 
-    /// Compiles a component now, at publish or install, never on a tenant's first request:
+    /// Compiles a component (or Extism plug-in) now, at publish or install, never on a tenant's first request:
     /// on the host's compile pool (in the compile child, within `[policy.compile]`), and
     /// stored in the code cache. A component that does not compile is refused before anything
     /// is stored. `keep`: also keep it in memory, pre-linked, for the calls to come (an
     /// install; a publication alone is only cached, so publishing many versions costs disk,
     /// not memory). Process extensions have nothing to compile.
     fn compile(&self, verified: &Verified<Bundle>, keep: bool) -> Result<(), HostError> {
+        use warden_manifest::Kind;
         match verified.manifest().extension.kind {
-            warden_manifest::Kind::Component if keep => self.inner.prepare(verified).map(drop),
-            warden_manifest::Kind::Component => {
-                Ok(self.inner.runtime.prepare(verified).map(drop)?)
-            }
-            warden_manifest::Kind::Process => Ok(()),
-            // Checked, compiled and linked now, so a plug-in that cannot load is refused at
-            // publish or install; each load compiles it again (no code cache for modules yet).
-            warden_manifest::Kind::Extism => {
-                Ok(self.inner.runtime.prepare_extism(verified).map(drop)?)
-            }
+            // Extism plug-ins (core modules) go the components' way: the compile child, the
+            // code cache.
+            Kind::Component | Kind::Extism if keep => self.inner.prepare(verified).map(drop),
+            Kind::Component | Kind::Extism => Ok(self.inner.runtime.prepare(verified).map(drop)?),
+            Kind::Process => Ok(()),
         }
     }
 
@@ -548,7 +544,7 @@ impl Admin<'_> {
             else {
                 continue;
             };
-            if bundle.manifest().extension.kind != warden_manifest::Kind::Component {
+            if bundle.manifest().extension.kind == warden_manifest::Kind::Process {
                 continue;
             }
             let Ok(verified) = self.verify_quietly(bundle, &signature) else {

@@ -14,7 +14,7 @@ pub enum HostError {
     Verify(#[from] warden_trust::VerifyError),
     #[error("the install is refused: {0}")]
     Policy(#[from] warden_manifest::EffectiveError),
-    #[error("the component cannot be loaded: {0}")]
+    #[error("the extension cannot be loaded: {0}")]
     Load(#[from] warden_runtime::LoadError),
     #[error("writing the audit record failed: {0}")]
     Audit(#[from] warden_audit::AuditError),

@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use warden_audit::Record;
 use warden_bundle::ContentHash;
 use warden_manifest::{Effective, ExtensionId, TenantName};
-use warden_runtime::{CallCaps, ExtismPlugin, Prepared, ProcessInstall, WorldKind};
+use warden_runtime::{CallCaps, Prepared, ProcessInstall, WorldKind};
 
 /// What was loaded.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub(crate) enum Code {
     Component(Arc<Prepared>),
     Process(Arc<ProcessInstall>),
     /// An Extism plug-in (`kind = "extism"`): rpc-style calls of its exports.
-    Extism(Arc<ExtismPlugin>),
+    Extism(Arc<Prepared>),
 }
 
 impl Code {

@@ -138,7 +138,7 @@ impl Tenant<'_> {
                     &inner.policy.process,
                     inner.policy.files,
                 )?)),
-                Kind::Extism => Code::Extism(Arc::new(inner.runtime.prepare_extism(&verified)?)),
+                Kind::Extism => Code::Extism(inner.prepare(&verified)?),
             };
             let (kind, sandbox) = match &code {
                 Code::Component(p) => (p.kind(), None),

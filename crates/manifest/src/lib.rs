@@ -20,7 +20,7 @@ pub mod units;
 pub use endpoint::{Endpoint, MethodPattern, PathPattern};
 pub use host::{AllowedHost, HostPattern, RequestHost, Scheme};
 pub use limits::{Limits, Profile, RequestedLimits};
-pub use manifest::{Extension, Filesystem, Kind, Manifest, Network, Permissions};
+pub use manifest::{Extension, ExtismOptions, Filesystem, Kind, Manifest, Network, Permissions};
 pub use units::{ByteSize, Span};
 pub mod capability;
 pub mod config;

@@ -66,6 +66,16 @@ pub struct Permissions {
     pub filesystem: Filesystem,
 }
 
+/// What an Extism plug-in asks of its host beyond Extism's own functions (`[extism]`, only for
+/// `kind = "extism"`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExtismOptions {
+    /// WASI preview 1 (`wasi_snapshot_preview1`), as Extism's own `wasi: true`: clocks,
+    /// random, stdout/stderr into the call's log; no arguments, environment, files or sockets.
+    /// The Go, JavaScript and Python PDKs need it.
+    pub wasi: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub extension: Extension,
@@ -73,6 +83,7 @@ pub struct Manifest {
     pub methods: Vec<MethodName>,
     pub permissions: Permissions,
     pub limits: RequestedLimits,
+    pub extism: ExtismOptions,
 }
 
 impl Manifest {
@@ -134,6 +145,13 @@ impl Manifest {
             Some(v) => limits(&v.as_table()?)?,
             None => RequestedLimits::default(),
         };
+        let extism = match root.get("extism") {
+            Some(v) if extension.kind != Kind::Extism => {
+                return Err(v.error("[extism] is only for kind = \"extism\""));
+            }
+            Some(v) => extism(&v.as_table()?)?,
+            None => ExtismOptions::default(),
+        };
         root.finish()?;
         Ok(Manifest {
             extension,
@@ -141,8 +159,18 @@ impl Manifest {
             methods,
             permissions,
             limits,
+            extism,
         })
     }
+}
+
+fn extism(t: &Table<'_, '_>) -> Result<ExtismOptions, TomlError> {
+    let wasi = match t.get("wasi") {
+        Some(v) => v.as_bool()?,
+        None => false,
+    };
+    t.finish_ref()?;
+    Ok(ExtismOptions { wasi })
 }
 
 fn capped<'d, 's>(v: &Value<'d, 's>) -> Result<Vec<Value<'d, 's>>, TomlError> {

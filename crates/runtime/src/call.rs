@@ -143,7 +143,7 @@ impl Call {
 }
 
 /// The lines a stream captured, redacted; nothing to redact (the usual case) costs nothing.
-fn captured(stream: Stream, capture: &Capture, redactor: &Redactor) -> Vec<LogLine> {
+pub(crate) fn captured(stream: Stream, capture: &Capture, redactor: &Redactor) -> Vec<LogLine> {
     let (kept, dropped) = capture.take();
     if kept.is_empty() && dropped == 0 {
         return Vec::new();
@@ -180,11 +180,17 @@ impl Prepared {
         input: &[u8],
     ) -> CallOutcome<Vec<u8>> {
         let started = Instant::now();
-        let World::Rpc(pre) = &self.world else {
-            return failed(
-                started,
-                CallError::Invalid("this is an http extension; send it an HTTP request".into()),
-            );
+        let pre = match &self.world {
+            World::Rpc(pre) => pre,
+            World::Extism(plugin) => {
+                return plugin.call_rpc(rt, limits, caps, method, input).await;
+            }
+            World::Http(_) => {
+                return failed(
+                    started,
+                    CallError::Invalid("this is an http extension; send it an HTTP request".into()),
+                );
+            }
         };
         if input.len() as u64 > limits.max_request_bytes.bytes() {
             return failed(

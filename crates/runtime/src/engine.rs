@@ -210,8 +210,10 @@ struct Shared {
     config: RuntimeConfig,
     engine: Engine,
     linker: Linker<CallState>,
-    /// The linker of Extism plug-ins (`crate::extism`): `extism:host/env` only.
+    /// The linkers of Extism plug-ins (`crate::extism`): `extism:host/env` only, and with
+    /// WASI preview 1.
     extism_linker: wasmtime::Linker<crate::extism::state::ExtismState>,
+    extism_wasi_linker: wasmtime::Linker<crate::extism::state::ExtismState>,
     compiler: Compiler,
     /// Compiled code kept under a MAC (in memory only without a cache folder).
     code: CodeCache,
@@ -238,7 +240,8 @@ impl Shared {
             });
         }
         let linker = linker(&engine)?;
-        let extism_linker = crate::extism::abi::linker(&engine)?;
+        let extism_linker = crate::extism::abi::linker(&engine, false)?;
+        let extism_wasi_linker = crate::extism::abi::linker(&engine, true)?;
         let compiler = Compiler::new(cfg)?;
         let code = match &cfg.code_cache {
             Some(files) => {
@@ -260,6 +263,7 @@ impl Shared {
             engine,
             linker,
             extism_linker,
+            extism_wasi_linker,
             compiler,
             code,
             counters: Counters::default(),
@@ -301,13 +305,14 @@ impl Runtime {
         &self.shared.engine
     }
 
-    /// Runs `compile` on the compile pool, once a compile slot is free.
-    pub(crate) fn compile_pool<T: Send>(&self, compile: impl FnOnce() -> T + Send) -> T {
-        self.shared.compiler.run(compile)
-    }
-
     pub(crate) fn extism_linker(&self) -> &wasmtime::Linker<crate::extism::state::ExtismState> {
         &self.shared.extism_linker
+    }
+
+    pub(crate) fn extism_wasi_linker(
+        &self,
+    ) -> &wasmtime::Linker<crate::extism::state::ExtismState> {
+        &self.shared.extism_wasi_linker
     }
 
     /// How full the engine's instance pool is now.
@@ -340,6 +345,16 @@ impl Runtime {
     /// refused at once ([`LoadError::Refused`]), so a component that costs a long compile and
     /// then fails is not compiled again and again.
     pub fn prepare(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
+        self.remembering(bundle, || self.prepare_once(bundle))
+    }
+
+    /// Runs `load` for `bundle` unless this engine refused it before; remembers a refusal
+    /// that is about the bundle's code (see [`Runtime::prepare`]).
+    pub(crate) fn remembering<T>(
+        &self,
+        bundle: &Verified<Bundle>,
+        load: impl FnOnce() -> Result<T, LoadError>,
+    ) -> Result<T, LoadError> {
         let hash = bundle.content_hash();
         let known = self
             .shared
@@ -351,7 +366,7 @@ impl Runtime {
         if let Some(reason) = known {
             return Err(LoadError::Refused { reason });
         }
-        let result = self.prepare_once(bundle);
+        let result = load();
         if let Err(e) = &result
             && e.is_about_the_component()
         {
@@ -369,6 +384,9 @@ impl Runtime {
     }
 
     fn prepare_once(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
+        if bundle.manifest().extension.kind == warden_manifest::Kind::Extism {
+            return self.prepare_extism(bundle);
+        }
         // Compiled code is keyed by the component's own hash, not the bundle's: bundles that
         // differ only in their manifest share one entry.
         let bytes = bundle.entry();
@@ -394,8 +412,8 @@ impl Runtime {
         bytes: &[u8],
     ) -> Result<(WorldKind, Component, CodeSource), LoadError> {
         let shared = &self.shared;
-        let rejected = match shared.code.load(&shared.engine, hash) {
-            Lookup::Hit(component) => match crate::code::world_of(&component, &shared.engine) {
+        let rejected = match self.cached(shared.code.load(&shared.engine, hash)) {
+            Ok(component) => match crate::code::world_of(&component, &shared.engine) {
                 Some(kind) => {
                     shared.counters.hit();
                     return Ok((kind, component, CodeSource::Cache));
@@ -404,19 +422,92 @@ impl Runtime {
                 // compiled): compiled again, the check then says what is wrong.
                 None => None,
             },
-            Lookup::Miss => None,
+            Err(rejected) => rejected,
+        };
+        let (kind, component) = self.compile(hash, bytes)?;
+        Ok((kind, component, CodeSource::Compiled { rejected }))
+    }
+
+    /// The compiled core module (an Extism plug-in, already checked by `check` in this
+    /// process or the compile child) for `bytes`, whose sha256 is `hash`: from the code cache
+    /// if it holds a valid entry, else checked, compiled (in the compile child when isolation
+    /// is configured) and stored.
+    pub(crate) fn module(
+        &self,
+        hash: &[u8; 32],
+        bytes: &[u8],
+        check: fn(&[u8]) -> Result<(), LoadError>,
+    ) -> Result<(wasmtime::Module, CodeSource), LoadError> {
+        let shared = &self.shared;
+        let rejected = match self.cached(shared.code.load_module(&shared.engine, hash)) {
+            Ok(module) => {
+                shared.counters.hit();
+                return Ok((module, CodeSource::Cache));
+            }
+            Err(rejected) => rejected,
+        };
+        let compile_here = || {
+            let module = wasmtime::Module::new(&shared.engine, bytes)
+                .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))?;
+            shared.counters.compiled();
+            if shared.code.dir().is_some() {
+                match module.serialize() {
+                    Ok(code) => self.stored(shared.code.store_module(&shared.engine, hash, &code)),
+                    Err(e) => {
+                        shared.counters.stored(false);
+                        tracing::warn!("serializing a compiled module for the cache: {e:#}");
+                    }
+                }
+            }
+            Ok::<_, LoadError>(module)
+        };
+        let source = CodeSource::Compiled { rejected };
+        let Some(iso) = &shared.config.isolation else {
+            let module = shared.compiler.run(|| {
+                check(bytes)?;
+                compile_here()
+            })?;
+            return Ok((module, source));
+        };
+        let (compiled, code) = shared
+            .compiler
+            .run(|| crate::isolate::compile(iso, &shared.config, bytes, true))?;
+        if compiled != crate::isolate::Compiled::Module {
+            return Err(LoadError::Engine {
+                what: "the compile process compiled a component, not a module".into(),
+                source: None,
+            });
+        }
+        shared.counters.compiled();
+        let admitted = shared.code.admit_module(&shared.engine, hash, code);
+        self.stored(admitted.stored);
+        match admitted.component {
+            Ok(module) => Ok((module, source)),
+            Err(reason) => {
+                tracing::warn!(
+                    "the compile process's code for this module did not load ({reason}); compiling it here"
+                );
+                Ok((shared.compiler.run(compile_here)?, source))
+            }
+        }
+    }
+
+    /// A code cache lookup's entry, or what the cache held that was not loaded (logged and
+    /// counted).
+    fn cached<T>(&self, lookup: Lookup<T>) -> Result<T, Option<CacheRejection>> {
+        match lookup {
+            Lookup::Hit(code) => Ok(code),
+            Lookup::Miss => Err(None),
             Lookup::Rejected(r) => {
-                shared.counters.rejected();
+                self.shared.counters.rejected();
                 if r.reason.is_tampering() {
                     tracing::error!("{r}; compiling it again");
                 } else {
                     tracing::warn!("{r}; compiling it again");
                 }
-                Some(CacheRejection::from(&r))
+                Err(Some(CacheRejection::from(&r)))
             }
-        };
-        let (kind, component) = self.compile(hash, bytes)?;
-        Ok((kind, component, CodeSource::Compiled { rejected }))
+        }
     }
 
     /// Checks and compiles `bytes`, in the compile child when isolation is configured, and
@@ -433,9 +524,15 @@ impl Runtime {
         };
         // The child checks (validation can be as costly as a compile) and compiles; this
         // process seals its code with the cache's MAC and loads it from memory.
-        let (kind, code) = shared
+        let (compiled, code) = shared
             .compiler
-            .run(|| crate::isolate::compile(iso, &shared.config, bytes))?;
+            .run(|| crate::isolate::compile(iso, &shared.config, bytes, false))?;
+        let crate::isolate::Compiled::Component(kind) = compiled else {
+            return Err(LoadError::Engine {
+                what: "the compile process compiled a module, not a component".into(),
+                source: None,
+            });
+        };
         shared.counters.compiled();
         let admitted = shared.code.admit(&shared.engine, hash, code);
         self.stored(admitted.stored);

@@ -32,14 +32,14 @@ pub enum LoadError {
     /// Compiling it in the child process went over a limit of `[policy.compile]`, and the
     /// compile was stopped.
     #[error(
-        "checking and compiling the component needed more than {max} ({limit} in [policy.compile]); it was stopped"
+        "checking and compiling the code needed more than {max} ({limit} in [policy.compile]); it was stopped"
     )]
     OverCompileLimit { limit: &'static str, max: String },
     /// Refused by the pre-compile check run in the compile process (its message says why).
     #[error("{0}")]
     Checked(String),
     /// This bundle was refused before by this engine (for `reason`); not checked again.
-    #[error("the component was refused before: {reason}")]
+    #[error("the code was refused before: {reason}")]
     Refused { reason: std::sync::Arc<str> },
     /// A process extension's sandbox cannot be made on this host (a missing kernel feature,
     /// a mount it cannot take): said with the feature or step.

@@ -10,8 +10,11 @@
 //! allocations fail and the child ends) and CPU time, and the parent kills it at the
 //! wall-clock limit.
 //!
-//! The child answers on its standard output: the component's world on one line (`rpc` or
-//! `http`), then the compiled code (`Engine::precompile_component`), at most
+//! Extism plug-ins (core modules) go the same way, with `kind=module`: the child runs the
+//! plug-in's own check (`crate::extism::check`) and `Engine::precompile_module`.
+//!
+//! The child answers on its standard output: what it compiled on one line (`rpc` or `http`:
+//! a component's world; `module`), then the compiled code (`Engine::precompile_component`), at most
 //! [`warden_codecache::MAX_ENTRY_BYTES`]. The parent never compiles these bytes again: it
 //! seals them with the code cache's MAC, loads its in-memory copy through the code cache's
 //! one checked path, and stores them ([`warden_codecache::CodeCache::admit`]). The child is
@@ -44,16 +47,38 @@ const ANSWER_KEPT: u64 = warden_codecache::MAX_ENTRY_BYTES + 16;
 /// How often the parent looks whether the child has ended.
 const POLL: Duration = Duration::from_millis(5);
 
-/// Checks and compiles `bytes` in the child, within `iso`'s limits; returns the component's
-/// world and its compiled code (not yet checked by Wasmtime: see [`warden_codecache`]).
+/// What the child compiled: a component (of this world), or a core module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compiled {
+    Component(WorldKind),
+    Module,
+}
+
+impl Compiled {
+    fn word(self) -> &'static str {
+        match self {
+            Compiled::Component(WorldKind::Rpc) => "rpc",
+            Compiled::Component(WorldKind::Http) => "http",
+            Compiled::Module => "module",
+        }
+    }
+}
+
+/// Checks and compiles `bytes` in the child, within `iso`'s limits (a component, or with
+/// `module` an Extism plug-in's core module); returns what it compiled and its code (not yet
+/// checked by Wasmtime: see [`warden_codecache`]).
 pub(crate) fn compile(
     iso: &Isolation,
     cfg: &RuntimeConfig,
     bytes: &[u8],
-) -> Result<(WorldKind, Vec<u8>), LoadError> {
+    module: bool,
+) -> Result<(Compiled, Vec<u8>), LoadError> {
     let mut cmd = Command::new(&iso.program);
-    cmd.args(&iso.args)
-        .arg(format!("max-memory={}", cfg.max_memory))
+    cmd.args(&iso.args);
+    if module {
+        cmd.arg("kind=module");
+    }
+    cmd.arg(format!("max-memory={}", cfg.max_memory))
         .arg(format!("data-limit={}", iso.max_memory))
         // A backstop should the parent die without killing it: CPU seconds over all threads.
         .arg(format!(
@@ -123,11 +148,12 @@ pub(crate) fn compile(
     answered(answer)
 }
 
-/// The child's answer: `rpc` or `http`, a newline, the compiled code.
-fn answered(mut answer: Vec<u8>) -> Result<(WorldKind, Vec<u8>), LoadError> {
+/// The child's answer: `rpc`, `http` or `module`, a newline, the compiled code.
+fn answered(mut answer: Vec<u8>) -> Result<(Compiled, Vec<u8>), LoadError> {
     let world = |n: usize| match &answer[..n] {
-        b"rpc" => Some(WorldKind::Rpc),
-        b"http" => Some(WorldKind::Http),
+        b"rpc" => Some(Compiled::Component(WorldKind::Rpc)),
+        b"http" => Some(Compiled::Component(WorldKind::Http)),
+        b"module" => Some(Compiled::Module),
         _ => None,
     };
     let line = answer.iter().take(8).position(|&b| b == b'\n');
@@ -214,11 +240,7 @@ pub fn child_main(
 ) -> i32 {
     let (code, text) = match child(args, input) {
         Ok((kind, compiled)) => {
-            let world = match kind {
-                WorldKind::Rpc => "rpc",
-                WorldKind::Http => "http",
-            };
-            let written = writeln!(out, "{world}")
+            let written = writeln!(out, "{}", kind.word())
                 .and_then(|()| out.write_all(&compiled))
                 .and_then(|()| out.flush());
             return match written {
@@ -245,7 +267,7 @@ fn out_of_memory(text: &str) -> bool {
     text.contains("Cannot allocate memory") || text.contains("out of memory")
 }
 
-fn child(args: &[OsString], input: &mut dyn Read) -> Result<(WorldKind, Vec<u8>), Failure> {
+fn child(args: &[OsString], input: &mut dyn Read) -> Result<(Compiled, Vec<u8>), Failure> {
     // One instance slot: the child never instantiates, and the pool's sizes are no part of
     // the compiled code (nor of the engine's fingerprint), so the child reserves no pool to
     // speak of.
@@ -253,7 +275,7 @@ fn child(args: &[OsString], input: &mut dyn Read) -> Result<(WorldKind, Vec<u8>)
         max_instances: 1,
         ..RuntimeConfig::default()
     };
-    let (mut data_limit, mut cpu_limit) = (None, None);
+    let (mut data_limit, mut cpu_limit, mut module) = (None, None, false);
     for arg in args {
         let arg = arg
             .to_str()
@@ -270,6 +292,7 @@ fn child(args: &[OsString], input: &mut dyn Read) -> Result<(WorldKind, Vec<u8>)
             "max-memory" => cfg.max_memory = number()?,
             "data-limit" => data_limit = Some(number()?),
             "cpu-limit" => cpu_limit = Some(number()?),
+            "kind" if value == "module" => module = true,
             _ => return Err(Failure::Setup(format!("unknown argument {key:?}"))),
         }
     }
@@ -295,12 +318,21 @@ fn child(args: &[OsString], input: &mut dyn Read) -> Result<(WorldKind, Vec<u8>)
     input
         .read_to_end(&mut bytes)
         .map_err(|e| Failure::Setup(format!("reading the component: {e}")))?;
-    let kind = crate::precheck::check(&bytes).map_err(|e| Failure::Checked(e.to_string()))?;
+    let kind = if module {
+        crate::extism::check::check(&bytes).map_err(|e| Failure::Checked(e.to_string()))?;
+        Compiled::Module
+    } else {
+        Compiled::Component(
+            crate::precheck::check(&bytes).map_err(|e| Failure::Checked(e.to_string()))?,
+        )
+    };
     let config = engine_config(&cfg).map_err(|e| Failure::Setup(warden_call::text::chain(&e)))?;
     let engine =
         Engine::new(&config).map_err(|e| Failure::Setup(format!("creating the engine: {e:#}")))?;
-    let compiled = engine
-        .precompile_component(&bytes)
-        .map_err(|e| Failure::Refused(format!("{e:#}")))?;
+    let compiled = match kind {
+        Compiled::Module => engine.precompile_module(&bytes),
+        Compiled::Component(_) => engine.precompile_component(&bytes),
+    }
+    .map_err(|e| Failure::Refused(format!("{e:#}")))?;
     Ok((kind, compiled))
 }

@@ -67,6 +67,12 @@ impl MemoryBudget {
         self.grow(0, bytes)
     }
 
+    /// Marks the limit hit for a request that could never fit (a size past what the host can
+    /// even count), so it is reported as over max_memory like any other.
+    pub(crate) fn refuse(&mut self) {
+        self.hit = true;
+    }
+
     /// Gives back bytes charged with [`MemoryBudget::charge`].
     pub(crate) fn release(&mut self, bytes: usize) {
         self.used = self.used.saturating_sub(bytes);

@@ -1,18 +1,21 @@
-//! A compiled, pre-linked component and the world it was linked for.
+//! A compiled, pre-linked component and the world it was linked for (or an Extism plug-in).
 
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::RpcExtensionPre;
 use crate::code::CodeSource;
+use crate::extism::ExtismPlugin;
 use crate::state::CallState;
 use crate::world::WorldKind;
 
 pub(crate) enum World {
     Rpc(RpcExtensionPre<CallState>),
     Http(ProxyPre<CallState>),
+    /// An Extism plug-in (a core module): rpc-style calls of its exports.
+    Extism(Box<ExtismPlugin>),
 }
 
-/// A compiled, pre-linked component: instantiated afresh for every call.
+/// A compiled, pre-linked component (or Extism plug-in): instantiated afresh for every call.
 pub struct Prepared {
     pub(crate) world: World,
     source: CodeSource,
@@ -25,7 +28,7 @@ impl Prepared {
 
     pub fn kind(&self) -> WorldKind {
         match self.world {
-            World::Rpc(_) => WorldKind::Rpc,
+            World::Rpc(_) | World::Extism(_) => WorldKind::Rpc,
             World::Http(_) => WorldKind::Http,
         }
     }

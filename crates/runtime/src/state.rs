@@ -163,7 +163,7 @@ impl CallState {
 
 /// Largest `get-random-bytes` request: the host allocates it outside the guest's memory budget
 /// (WASI's default allows 64 MiB). A larger request traps the call.
-const MAX_RANDOM_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// Live resources per call (streams, requests, pollables, ...).
 const MAX_RESOURCES: usize = 100_000;

@@ -26,11 +26,11 @@ fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
-/// A component whose `count` core functions are each a straight line of `i32.const 1;
-/// i32.add` about `len` bytes long: within every shape limit of the pre-compile check, slow to
-/// compile (about 1.5-3 s each for 1 MiB). It exports an instance named like the rpc handler,
-/// so the check takes it for an rpc extension.
-pub(crate) fn slow_component(len: usize, count: u8) -> Vec<u8> {
+/// A core module whose `count` functions are each a straight line of `i32.const 1; i32.add`
+/// about `len` bytes long, the first exported as `call` (`() -> i32`, as an Extism plug-in's):
+/// within every shape limit of the pre-compile check, slow to compile (about 1.5-3 s each for
+/// 1 MiB).
+fn slow_module(len: usize, count: u8) -> Vec<u8> {
     let mut body = vec![0x00, 0x41, 0x00];
     while body.len() + 4 < len {
         body.extend_from_slice(&[0x41, 0x01, 0x6a]);
@@ -41,12 +41,20 @@ pub(crate) fn slow_component(len: usize, count: u8) -> Vec<u8> {
     let mut funcs = vec![count];
     funcs.extend(std::iter::repeat_n(0, usize::from(count)));
     section(3, &funcs, &mut module);
+    section(7, &[1, 4, b'c', b'a', b'l', b'l', 0, 0], &mut module);
     let mut code = vec![count];
     for _ in 0..count {
         leb(body.len(), &mut code);
         code.extend_from_slice(&body);
     }
     section(10, &code, &mut module);
+    module
+}
+
+/// A component around [`slow_module`]: slow to compile in the same way. It exports an
+/// instance named like the rpc handler, so the check takes it for an rpc extension.
+pub(crate) fn slow_component(len: usize, count: u8) -> Vec<u8> {
+    let module = slow_module(len, count);
     let mut c = b"\0asm\x0d\0\x01\0".to_vec();
     section(1, &module, &mut c);
     // An empty instance, exported under the rpc handler's name.
@@ -110,6 +118,15 @@ fn signed_slow(count: u8) -> Slow {
 }
 
 fn signed_component(wasm: &[u8]) -> Slow {
+    signed_entry(wasm, "component")
+}
+
+/// An Extism plug-in (a core module) whose compile is as slow as [`signed_slow`]'s.
+fn signed_slow_plugin(count: u8) -> Slow {
+    signed_entry(&slow_module((1 << 20) - 64, count), "extism")
+}
+
+fn signed_entry(wasm: &[u8], kind: &str) -> Slow {
     let t = tempfile::TempDir::new().unwrap();
     let root = t.path().to_path_buf();
     let p = keygen(&root, "acme");
@@ -118,7 +135,7 @@ fn signed_component(wasm: &[u8]) -> Slow {
     fs::create_dir_all(&dir).unwrap();
     fs::write(
         dir.join("extension.toml"),
-        "schema = 1\n\n[extension]\nid = \"acme.slow\"\nversion = \"1.0.0\"\npublisher = \"acme\"\nkind = \"component\"\nentry = \"extension.wasm\"\n\n[[methods]]\nname = \"call\"\n",
+        format!("schema = 1\n\n[extension]\nid = \"acme.slow\"\nversion = \"1.0.0\"\npublisher = \"acme\"\nkind = \"{kind}\"\nentry = \"extension.wasm\"\n\n[[methods]]\nname = \"call\"\n"),
     )
     .unwrap();
     fs::write(dir.join("extension.wasm"), wasm).unwrap();
@@ -189,7 +206,7 @@ fn a_compile_over_max_time_is_stopped_refused_and_audited() {
     let o = run_with(&s, "[policy.compile]\nmax_time = \"1s\"\n");
     fails(
         &o,
-        "checking and compiling the component needed more than 1s (max_time in [policy.compile]); it was stopped",
+        "checking and compiling the code needed more than 1s (max_time in [policy.compile]); it was stopped",
     );
     assert!(cached(&s.data).is_empty(), "{:?}", cached(&s.data));
     let loads = load_records(&s.data);
@@ -200,6 +217,50 @@ fn a_compile_over_max_time_is_stopped_refused_and_audited() {
         loads[0]
     );
     ok(&warden(&[&"audit", &"--data", &s.data, &"--verify"]));
+}
+
+#[test]
+fn a_plug_in_compile_over_the_limits_is_stopped_refused_and_audited() {
+    // Extism plug-ins (core modules) compile in the same bounded child as components.
+    let s = signed_slow_plugin(8);
+    let o = run_with(&s, "[policy.compile]\nmax_time = \"1s\"\n");
+    fails(
+        &o,
+        "needed more than 1s (max_time in [policy.compile]); it was stopped",
+    );
+    let s = signed_slow_plugin(1);
+    let o = run_with(&s, "[policy.compile]\nmax_memory = \"100MiB\"\n");
+    fails(
+        &o,
+        "needed more than 100 MiB (max_memory in [policy.compile])",
+    );
+    assert!(cached(&s.data).is_empty(), "{:?}", cached(&s.data));
+    let loads = load_records(&s.data);
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    assert!(
+        loads[0].contains(r#""outcome":"invalid""#) && loads[0].contains("max_memory"),
+        "{}",
+        loads[0]
+    );
+    // Within the limits: compiled once by the child into the cache, then loaded from it.
+    let o = run_with(&s, "");
+    fails(&o, "the plug-in returned");
+    let entries = cached(&s.data);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let name = entries[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with("module-"), "{name}");
+    let written = fs::metadata(&entries[0]).unwrap().modified().unwrap();
+    let o = run_with(&s, "");
+    fails(&o, "the plug-in returned");
+    assert_eq!(cached(&s.data), entries);
+    assert_eq!(
+        fs::metadata(&entries[0]).unwrap().modified().unwrap(),
+        written
+    );
 }
 
 #[test]
@@ -222,7 +283,7 @@ fn a_compile_over_max_memory_is_stopped_refused_and_audited() {
     let o = run_with(&s, "[policy.compile]\nmax_memory = \"100MiB\"\n");
     fails(
         &o,
-        "checking and compiling the component needed more than 100 MiB (max_memory in [policy.compile])",
+        "checking and compiling the code needed more than 100 MiB (max_memory in [policy.compile])",
     );
     assert!(cached(&s.data).is_empty(), "{:?}", cached(&s.data));
     let loads = load_records(&s.data);

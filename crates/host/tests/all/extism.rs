@@ -13,6 +13,7 @@ use crate::support::{Lab, text};
 
 const EXAMPLE: &str = "extism/count-vowels";
 const HOSTILE: &str = "extism-hostile";
+const WASI: &str = "extism-wasi";
 
 fn grant(s: &str) -> Grant {
     s.parse().unwrap()
@@ -376,7 +377,12 @@ fn a_plug_in_that_cannot_run_here_is_refused_at_load_with_the_reason() {
                 r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) {run})"#
             ),
             &["run"][..],
-            "WASI preview 1 is not offered",
+            "wasi_snapshot_preview1::fd_write, and its manifest does not ask for WASI",
+        ),
+        (
+            format!(r#"(module (import "wasi_snapshot_preview1" "fd_wrote" (func)) {run})"#),
+            &["run"][..],
+            "wasi_snapshot_preview1::fd_wrote: not a function of WASI preview 1",
         ),
         (
             format!(r#"(module (import "extism:host/env" "nope" (func)) {run})"#),
@@ -482,4 +488,308 @@ async fn config_values_are_redacted_from_the_plug_ins_logs_and_errors() {
     );
     let all = format!("{:?}", lab.audit.records());
     assert!(!all.contains(TOKEN), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plug_in_that_asks_for_wasi_gets_clocks_random_and_captured_output_and_nothing_else() {
+    let lab = Lab::new();
+    let id = lab.load_granted(WASI, |m| m, &Grant::All);
+    let called = lab
+        .host
+        .default_tenant()
+        .call(&id, "hello", b"world")
+        .await
+        .unwrap();
+    assert_eq!(text(&called.value), "hello, world");
+    let lines: Vec<(String, String)> = called
+        .logs
+        .iter()
+        .map(|l| (format!("{:?}", l.stream), l.text.clone()))
+        .collect();
+    assert!(
+        lines.contains(&("Stdout".into(), "to stdout: world".into()))
+            && lines.contains(&("Stderr".into(), "to stderr: world".into())),
+        "{lines:?}"
+    );
+    // No arguments, environment or files; clocks and random work. Nothing was written on the
+    // host.
+    let probe = text(&lab.call(&id, "probe", b"").await.unwrap());
+    for part in [
+        r#""args":0"#,
+        r#""env":0"#,
+        r#""clock":true"#,
+        r#""random":true"#,
+    ] {
+        assert!(probe.contains(part), "{part}: {probe}");
+    }
+    for (what, read) in [("file", "read "), ("root", "listed "), ("write", "written")] {
+        assert!(
+            !probe.contains(&format!(r#""{what}":"{read}"#)),
+            "{what}: {probe}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/escape").exists());
+    // Output past the capture's cap is dropped and counted, the call answers.
+    let flooded = lab
+        .host
+        .default_tenant()
+        .call(&id, "flood", b"1048576")
+        .await
+        .unwrap();
+    assert_eq!(text(&flooded.value), "wrote 1048576");
+    let kept: usize = flooded.logs.iter().map(|l| l.text.len()).sum();
+    assert!(kept <= 80 * 1024, "{kept}");
+    assert!(
+        flooded.logs.iter().any(|l| l.text.contains("dropped")),
+        "{:?}",
+        flooded.logs.last()
+    );
+    // `proc_exit` ends the call, not the host.
+    let e = fails(&lab, &id, "quit", "3").await;
+    assert!(format!("{e}").contains("exit"), "{e}");
+    let again = lab.call(&id, "hello", b"again").await.unwrap();
+    assert_eq!(text(&again), "hello, again");
+}
+
+#[test]
+fn wasi_imports_are_refused_unless_the_manifest_asks_for_wasi() {
+    let lab = Lab::new();
+    let path = lab.bundle(WASI, |m| m.replace("[extism]\nwasi = true\n", ""));
+    let e = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .map(drop)
+        .unwrap_err();
+    let e = warden_call_chain(&e);
+    assert!(
+        e.contains("wasi_snapshot_preview1::") && e.contains("does not ask for WASI"),
+        "{e}"
+    );
+    let load = last_of(&lab, Event::Load);
+    assert_eq!(load.outcome(), Outcome::Invalid);
+    // The same module, asked for: loads (the refusal was about that bundle, not the module).
+    lab.load_granted(WASI, |m| m, &Grant::All);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plug_in_is_compiled_once_and_served_from_the_code_cache_after_a_restart() {
+    let lab = Lab::new();
+    let id = lab.load_granted(EXAMPLE, |m| m, &Grant::None);
+    let stats = lab.host.code_stats();
+    assert_eq!((stats.compiled, stats.cache_hits), (1, 0), "{stats:?}");
+    assert_eq!(
+        text(&lab.call(&id, "greet", b"cache").await.unwrap()),
+        "Hello, cache!"
+    );
+    let cache = lab.dir.path().join("data/cache");
+    let entries: Vec<String> = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("module-"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    // Another host on the data dir, as after a restart (counted from here: hosts of one
+    // process with equal settings share an engine and its counts).
+    let host = lab.restarted_host();
+    let before = host.code_stats();
+    let path = lab.bundle(EXAMPLE, |m| m);
+    let id = host
+        .default_tenant()
+        .load_file(&path, None, &Grant::None)
+        .unwrap()
+        .id;
+    let after = host.code_stats();
+    assert_eq!(
+        (
+            after.compiled - before.compiled,
+            after.cache_hits - before.cache_hits
+        ),
+        (0, 1),
+        "{before:?} {after:?}"
+    );
+    let out = host
+        .default_tenant()
+        .call(&id, "greet", b"again")
+        .await
+        .unwrap();
+    assert_eq!(text(&out.value), "Hello, again!");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_plug_in_cache_entry_is_never_loaded_and_is_audited() {
+    let lab = Lab::new();
+    lab.load_granted(EXAMPLE, |m| m, &Grant::None);
+    let cache = lab.dir.path().join("data/cache");
+    let entry = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("module-")
+        })
+        .unwrap();
+    let mut bytes = fs::read(&entry).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    fs::write(&entry, &bytes).unwrap();
+    // Another bundle of the same module (its manifest differs): looked up in the cache.
+    let before = lab.host.code_stats();
+    let id = lab.load_granted(
+        EXAMPLE,
+        |m| m.replace("counts the vowels", "counts vowels"),
+        &Grant::None,
+    );
+    let after = lab.host.code_stats();
+    assert_eq!(
+        (
+            after.compiled - before.compiled,
+            after.cache_hits - before.cache_hits,
+            after.cache_rejected - before.cache_rejected
+        ),
+        (1, 0, 1),
+        "{before:?} {after:?}"
+    );
+    let loads = records(&lab, Event::Load);
+    assert!(
+        loads
+            .iter()
+            .any(|r| r.outcome() == Outcome::Invalid
+                && format!("{r:?}").contains("MAC does not match")),
+        "{loads:?}"
+    );
+    let out = lab.call(&id, "greet", b"fresh").await.unwrap();
+    assert_eq!(text(&out), "Hello, fresh!");
+    // The fresh entry replaced the tampered one.
+    assert_ne!(fs::read(&entry).unwrap(), bytes);
+}
+
+/// The raw ABI with arguments no PDK sends (red team of session 15): sizes are checked before
+/// anything is copied, handle 0 is the empty string, an error survives its block being
+/// freed, an allocation past anything countable is over max_memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_functions_bound_what_they_copy_and_read_handle_0_as_empty() {
+    let lab = Lab::new();
+    let headers: String = (0..101).map(|i| format!(r#""h{i}":"v","#)).collect();
+    let many = format!(
+        r#"{{"url":"http://203.0.113.9/","headers":{{{}}}}}"#,
+        headers.trim_end_matches(',')
+    );
+    let connect = r#"{"url":"http://203.0.113.9/","method":"CONNECT"}"#;
+    let esc = |s: &str| s.replace('"', "\\\"");
+    let wat = format!(
+        r#"(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "free" (func $free (param i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "log_error" (func $log_error (param i64)))
+  (import "extism:host/env" "error_set" (func $error_set (param i64)))
+  (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
+  (import "extism:host/env" "var_set" (func $var_set (param i64 i64)))
+  (import "extism:host/env" "http_request" (func $http_request (param i64 i64) (result i64)))
+  (memory 1)
+  (data (i32.const 0) "{many}")
+  (data (i32.const 4096) "{connect}")
+  ;; A block holding guest memory [at, at+len).
+  (func $block (param $at i32) (param $len i32) (result i64)
+    (local $h i64) (local $i i32)
+    (local.set $h (call $alloc (i64.extend_i32_u (local.get $len))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+      (call $store_u8 (i64.add (local.get $h) (i64.extend_i32_u (local.get $i)))
+        (i32.load8_u (i32.add (local.get $at) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (local.get $h))
+  (func (export "big_log") (result i32)
+    (call $log_error (call $alloc (i64.const 8388608))) i32.const 0)
+  (func (export "big_request") (result i32)
+    (drop (call $http_request (call $alloc (i64.const 1048576)) (i64.const 0))) i32.const 0)
+  (func (export "many_headers") (result i32)
+    (drop (call $http_request (call $block (i32.const 0) (i32.const {many_len})) (i64.const 0)))
+    i32.const 0)
+  (func (export "connect") (result i32)
+    (drop (call $http_request (call $block (i32.const 4096) (i32.const {connect_len})) (i64.const 0)))
+    i32.const 0)
+  (func (export "big_var") (result i32)
+    (call $var_set (call $block (i32.const 0) (i32.const 1)) (call $alloc (i64.const 2097152)))
+    i32.const 0)
+  (func (export "zero") (result i32)
+    (call $log_error (i64.const 0))
+    (drop (call $config_get (i64.const 0)))
+    i32.const 0)
+  (func (export "error_freed") (result i32)
+    (local $h i64)
+    (local.set $h (call $block (i32.const 4096) (i32.const 8)))
+    (call $error_set (local.get $h))
+    (call $free (local.get $h))
+    (drop (call $alloc (i64.const 8)))
+    i32.const 0)
+  (func (export "alloc_max") (result i32)
+    (drop (call $alloc (i64.const -10))) i32.const 0))"#,
+        many = esc(&many),
+        connect = esc(connect),
+        many_len = many.len(),
+        connect_len = connect.len(),
+    );
+    let methods = [
+        "big_log",
+        "big_request",
+        "many_headers",
+        "connect",
+        "big_var",
+        "zero",
+        "error_freed",
+        "alloc_max",
+    ];
+    load_wat(&lab, &wat, &methods).unwrap();
+    let id: ExtensionId = "test.plugin".parse().unwrap();
+    // An 8 MiB message (zeros, each escaped to 6 bytes if decoded whole) is cut first.
+    let called = lab
+        .host
+        .default_tenant()
+        .call(&id, "big_log", b"")
+        .await
+        .unwrap();
+    let kept: usize = called.logs.iter().map(|l| l.text.len()).sum();
+    assert!(kept <= 7 * 64 * 1024, "{kept}");
+    for (method, says) in [
+        (
+            "big_request",
+            "http_request: the request is 1048576 bytes, more than the 65536",
+        ),
+        ("many_headers", "sets 101 headers, more than the 100"),
+        ("connect", "the method CONNECT is not allowed"),
+        ("big_var", "var_set: the value is 2097152 bytes"),
+    ] {
+        match fails(&lab, &id, method, "").await {
+            CallError::Trap(m) => assert!(m.contains(says), "{method}: {m}"),
+            other => panic!("{method}: {other:?}"),
+        }
+    }
+    // Handle 0: an empty log line and an empty config key (absent, and a denial).
+    let denials = records(&lab, Event::Denial).len();
+    let zero = lab
+        .host
+        .default_tenant()
+        .call(&id, "zero", b"")
+        .await
+        .unwrap();
+    assert!(
+        zero.logs.iter().any(|l| l.text.is_empty()),
+        "{:?}",
+        zero.logs
+    );
+    assert!(records(&lab, Event::Denial).len() > denials);
+    match fails(&lab, &id, "error_freed", "").await {
+        CallError::Extension { message, .. } => {
+            assert!(message.starts_with("{\"url\""), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = fails(&lab, &id, "alloc_max", "").await;
+    assert!(matches!(e, CallError::MemoryLimit(_)), "{e:?}");
+    assert_eq!(last_of(&lab, Event::Limit).outcome(), Outcome::MemoryLimit);
 }

@@ -65,6 +65,9 @@ pub(crate) const LOG_LEVEL: LogLevel = LogLevel::Info;
 pub(crate) const MAX_VAR_BYTES: u64 = 1 << 20;
 /// Extism's per-var overhead in its count (a `String` and a `Vec<u8>` on 64-bit hosts).
 const VAR_OVERHEAD: u64 = 48;
+/// The longest config key read: longer keys (no secret name is this long) read as absent,
+/// and the denial names their start.
+const MAX_KEY_BYTES: usize = 1024;
 
 /// Extism's numbers for log levels (`get_log_level`).
 fn level_number(level: LogLevel) -> i32 {
@@ -147,7 +150,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<ExtismState>) -> wasmtime::Result<()>
         s.arena.reset(&mut s.budget);
         s.input = (0, 0);
         s.output = None;
-        s.error = 0;
+        s.clear_error();
     })?;
     l.func_wrap(m, "memory_bytes", |c: C<'_>| c.data().arena.size())?;
 
@@ -194,7 +197,11 @@ pub(crate) fn add_to_linker(l: &mut Linker<ExtismState>) -> wasmtime::Result<()>
 /// component's `wasi:config` read is (a denial in the ledger, audited), and reads as absent.
 async fn config_get(c: &mut C<'_>, key: u64) -> wasmtime::Result<u64> {
     let s = c.data_mut();
-    let name = s.text_of("config_get", "key", key)?;
+    // A key past MAX_KEY_BYTES is read only that far: it names no secret, and its denial says
+    // how it starts.
+    let (bytes, _) = s.start_of("config_get", "key", key, MAX_KEY_BYTES)?;
+    let name = String::from_utf8(bytes)
+        .map_err(|_| s.trap("config_get: the key is not UTF-8".to_string()))?;
     s.arena.free(key);
     let mut view = SecretsView {
         access: s.secrets.as_ref(),
@@ -225,7 +232,9 @@ impl ExtismState {
     }
 
     fn out_of_memory(&mut self, what: &str, n: u64) -> wasmtime::Error {
-        // The budget marks the limit hit: the call is reported as over max_memory.
+        // The limit is marked hit (also for a size past anything countable): the call is
+        // reported as over max_memory.
+        self.budget.refuse();
         wasmtime::Error::msg(format!(
             "{what}: {n} more bytes of Extism memory would exceed max_memory"
         ))
@@ -249,33 +258,71 @@ impl ExtismState {
         }
     }
 
+    /// Keeps the error's first [`super::MAX_ERROR_BYTES`] now: freeing or reusing the block
+    /// afterwards changes nothing (Extism reads it at the end, so a freed error was lost).
     fn error_set(&mut self, h: u64) -> wasmtime::Result<()> {
-        if h == 0 || self.arena.length(h) != 0 {
-            self.error = h;
-            Ok(())
-        } else {
-            Err(self.trap(format!("error_set: {h} is not a block of Extism memory")))
+        if h == 0 {
+            self.clear_error();
+            return Ok(());
+        }
+        match self.arena.block(h) {
+            Some(b) if !b.is_empty() => {
+                let kept = b[..b.len().min(super::MAX_ERROR_BYTES)].to_vec();
+                self.error = h;
+                self.error_text = Some(kept);
+                Ok(())
+            }
+            _ => Err(self.trap(format!("error_set: {h} is not a block of Extism memory"))),
         }
     }
 
-    /// The bytes of the block `h` the plug-in handed to `func` as its `what`.
-    fn bytes_of(&mut self, func: &str, what: &str, h: u64) -> wasmtime::Result<Vec<u8>> {
+    pub(super) fn clear_error(&mut self) {
+        self.error = 0;
+        self.error_text = None;
+    }
+
+    /// At most the first `max` bytes of the block `h` the plug-in handed to `func` as its
+    /// `what` (copied only that far), and whether the block held more. Handle 0 is the empty
+    /// string, as the PDKs send it.
+    fn start_of(
+        &mut self,
+        func: &str,
+        what: &str,
+        h: u64,
+        max: usize,
+    ) -> wasmtime::Result<(Vec<u8>, bool)> {
+        if h == 0 {
+            return Ok((Vec::new(), false));
+        }
         match self.arena.block(h) {
-            Some(b) => Ok(b.to_vec()),
+            Some(b) => Ok((b[..b.len().min(max)].to_vec(), b.len() > max)),
             None => Err(self.trap(format!(
                 "{func}: the {what} handle {h} is not a block of Extism memory"
             ))),
         }
     }
 
-    /// [`Self::bytes_of`], which must be UTF-8.
-    pub(super) fn text_of(&mut self, func: &str, what: &str, h: u64) -> wasmtime::Result<String> {
-        let bytes = self.bytes_of(func, what, h)?;
+    /// The whole block `h` as UTF-8, refused (ending the call) past `max` bytes before any
+    /// of it is copied.
+    pub(super) fn text_of(
+        &mut self,
+        func: &str,
+        what: &str,
+        h: u64,
+        max: usize,
+    ) -> wasmtime::Result<String> {
+        let (bytes, more) = self.start_of(func, what, h, max)?;
+        if more {
+            let len = self.arena.length(h);
+            return Err(self.trap(format!(
+                "{func}: the {what} is {len} bytes, more than the {max} it may be"
+            )));
+        }
         String::from_utf8(bytes).map_err(|_| self.trap(format!("{func}: the {what} is not UTF-8")))
     }
 
     fn var_get(&mut self, key: u64) -> wasmtime::Result<u64> {
-        let name = self.text_of("var_get", "key", key)?;
+        let name = self.text_of("var_get", "key", key, MAX_VAR_BYTES as usize)?;
         self.arena.free(key);
         let value = self.vars.get(&name).cloned().unwrap_or_default();
         self.put("var_get", &value)
@@ -285,7 +332,7 @@ impl ExtismState {
     /// vars of one call hold at most [`MAX_VAR_BYTES`], counted as Extism counts them, and
     /// their bytes are charged to the call's memory budget.
     fn var_set(&mut self, key: u64, value: u64) -> wasmtime::Result<()> {
-        let name = self.text_of("var_set", "key", key)?;
+        let name = self.text_of("var_set", "key", key, MAX_VAR_BYTES as usize)?;
         let old = self.vars.get(&name).map_or(0, |v| name.len() + v.len());
         if value == 0 {
             self.vars.remove(&name);
@@ -293,7 +340,14 @@ impl ExtismState {
             self.arena.free(key);
             return Ok(());
         }
-        let bytes = self.bytes_of("var_set", "value", value)?;
+        let (bytes, more) = self.start_of("var_set", "value", value, MAX_VAR_BYTES as usize)?;
+        if more {
+            let len = self.arena.length(value);
+            return Err(self.trap(format!(
+                "var_set: the value is {len} bytes, more than the plug-in's vars may hold \
+                 ({MAX_VAR_BYTES})"
+            )));
+        }
         let others: u64 = self
             .vars
             .iter()
@@ -334,7 +388,8 @@ impl ExtismState {
             self.arena.free(msg);
             return Ok(());
         }
-        let bytes = self.bytes_of(func, "message", msg)?;
+        // Cut before it is copied or decoded: the capture keeps no more of one call's logs.
+        let (bytes, _) = self.start_of(func, "message", msg, crate::logging::MAX_LOG_BYTES)?;
         self.arena.free(msg);
         self.logs.push(level, "", &String::from_utf8_lossy(&bytes));
         Ok(())
@@ -356,9 +411,17 @@ impl ExtismState {
     }
 }
 
-/// The linker of every plug-in: `extism:host/env`, nothing else.
-pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<ExtismState>, LoadError> {
+/// The linker of plug-ins: `extism:host/env`, and with `wasi` WASI preview 1 (Wasmtime's, on
+/// the call's [`ExtismState::wasi`] context), nothing else.
+pub(crate) fn linker(
+    engine: &wasmtime::Engine,
+    wasi: bool,
+) -> Result<Linker<ExtismState>, LoadError> {
     let mut l = Linker::new(engine);
     add_to_linker(&mut l).map_err(|e| LoadError::wasmtime("linking Extism's host ABI", e))?;
+    if wasi {
+        wasmtime_wasi::p1::add_to_linker_async(&mut l, ExtismState::wasi)
+            .map_err(|e| LoadError::wasmtime("linking WASI preview 1", e))?;
+    }
     Ok(l)
 }

@@ -22,6 +22,73 @@ fn shown(name: &str) -> String {
     cut(&escape(name.as_bytes()), NAME_SHOWN)
 }
 
+/// Every function of WASI preview 1 (`wasi_snapshot_preview1`), all linked by Wasmtime's
+/// implementation when the manifest asks for WASI.
+const WASI_P1_NAMES: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_advise",
+    "fd_allocate",
+    "fd_close",
+    "fd_datasync",
+    "fd_fdstat_get",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_pwrite",
+    "fd_read",
+    "fd_readdir",
+    "fd_renumber",
+    "fd_seek",
+    "fd_sync",
+    "fd_tell",
+    "fd_write",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "poll_oneoff",
+    "proc_exit",
+    "proc_raise",
+    "sched_yield",
+    "random_get",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
+];
+
+/// A plug-in that imports WASI preview 1 is refused unless its manifest asks for it
+/// (`[extism] wasi = true`), the first such import named.
+pub(crate) fn wasi_asked(module: &Module, asked: bool) -> Result<(), LoadError> {
+    if asked {
+        return Ok(());
+    }
+    match module.imports().find(|i| i.module() == WASI_P1) {
+        Some(i) => Err(LoadError::Checked(format!(
+            "the plug-in imports {WASI_P1}::{}, and its manifest does not ask for WASI \
+             (`[extism]` `wasi = true`)",
+            shown(i.name())
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The pre-compile check: limits, validation, imports. No compile.
 pub(crate) fn check(bytes: &[u8]) -> Result<(), LoadError> {
     walk_as(bytes, &Limits::HOST, Encoding::Module).map_err(|e| match e {
@@ -62,11 +129,9 @@ fn import_allowed(module: &str, name: &str, ty: &TypeRef) -> Result<(), LoadErro
              cannot be loaded"
                 .into(),
         ),
-        WASI_P1 => refuse(
-            "WASI preview 1 is not offered to Extism plug-ins yet; build the plug-in for \
-             wasm32-unknown-unknown"
-                .into(),
-        ),
+        // Whether this bundle's manifest asks for WASI is decided per bundle (`wasi_asked`).
+        WASI_P1 if matches!(ty, TypeRef::Func(_)) && WASI_P1_NAMES.contains(&name) => Ok(()),
+        WASI_P1 => refuse("not a function of WASI preview 1".into()),
         "env" | "extism:env" => refuse(
             "the host ABI of Extism before 1.0, which this host does not speak; rebuild with a \
              1.x PDK"
@@ -116,14 +181,19 @@ mod tests {
     fn only_extism_host_functions_are_imported() {
         let ok = module(r#"(import "extism:host/env" "alloc" (func (param i64) (result i64)))"#);
         check(&ok).unwrap();
+        // WASI passes the check; whether the manifest asked for it is decided per bundle.
+        let wasi = module(
+            r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,
+        );
+        check(&wasi).unwrap();
         for (imports, says) in [
             (
                 r#"(import "extism:host/user" "mine" (func (param i64) (result i64)))"#,
                 "user-defined host function",
             ),
             (
-                r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,
-                "WASI preview 1",
+                r#"(import "wasi_snapshot_preview1" "fd_wrote" (func (param i32 i32 i32 i32) (result i32)))"#,
+                "not a function of WASI preview 1",
             ),
             (
                 r#"(import "extism:host/env" "nope" (func))"#,

@@ -31,6 +31,11 @@ struct Request {
     method: Option<String>,
 }
 
+/// The largest request JSON read (URL, method, headers); checked before it is copied.
+const MAX_REQUEST_JSON: usize = 64 * 1024;
+/// The most headers one request may set.
+const MAX_HEADERS: usize = 100;
+
 /// Headers a plug-in may not set: the host sets `host` and the framing, and hop-by-hop
 /// headers are refused, as for a component or a process extension.
 fn forbidden(name: &http::HeaderName) -> bool {
@@ -47,26 +52,18 @@ pub(super) async fn request(
     let s = c.data_mut();
     s.http_status = 0;
     s.http_headers = None;
-    let text = s.text_of("http_request", "request", req)?;
+    let text = s.text_of("http_request", "request", req, MAX_REQUEST_JSON)?;
     let parsed: Request = serde_json::from_str(&text).map_err(|e| {
         s.trap(format!(
             "http_request: the request is not Extism's JSON: {e}"
         ))
     })?;
-    let payload = if body == 0 {
-        Vec::new()
-    } else {
-        match s.arena.block(body) {
-            Some(b) => b.to_vec(),
-            None => {
-                return Err(s.trap(format!(
-                    "http_request: the body handle {body} is not a block of Extism memory"
-                )));
-            }
-        }
-    };
-    s.arena.free(req);
-    s.arena.free(body);
+    if parsed.headers.len() > MAX_HEADERS {
+        return Err(s.trap(format!(
+            "http_request: the request sets {} headers, more than the {MAX_HEADERS} it may",
+            parsed.headers.len()
+        )));
+    }
     let method = parsed
         .method
         .as_deref()
@@ -74,6 +71,30 @@ pub(super) async fn request(
         .to_ascii_uppercase();
     let method = http::Method::from_bytes(method.as_bytes())
         .map_err(|_| s.trap("http_request: the method is not an HTTP method".into()))?;
+    // CONNECT would turn an allowed host into a tunnel to anywhere.
+    if method == http::Method::CONNECT {
+        return Err(s.trap("http_request: the method CONNECT is not allowed".into()));
+    }
+    // The body's copy is charged to the call's memory while the request is out.
+    let payload = if body == 0 {
+        Vec::new()
+    } else {
+        let len = match s.arena.block(body) {
+            Some(b) => b.len(),
+            None => {
+                return Err(s.trap(format!(
+                    "http_request: the body handle {body} is not a block of Extism memory"
+                )));
+            }
+        };
+        if !s.budget.charge(len) {
+            return Err(s.fail(CallError::MemoryLimit(s.max_memory)));
+        }
+        s.arena.block(body).map(<[u8]>::to_vec).unwrap_or_default()
+    };
+    let charged = payload.len();
+    s.arena.free(req);
+    s.arena.free(body);
     let uri: http::Uri = parsed
         .url
         .parse()
@@ -103,6 +124,7 @@ pub(super) async fn request(
     );
     let sent = send.await;
     let s = c.data_mut();
+    s.budget.release(charged);
     let (response, io) = match sent {
         Ok(r) => r,
         Err(e) => return Err(refused(s, &e, &target_of(s, &uri))),

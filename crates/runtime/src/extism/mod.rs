@@ -32,18 +32,19 @@ pub(crate) mod state;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use warden_bundle::Bundle;
+use warden_bundle::{Bundle, ContentHash};
 use warden_call::text::cut;
-use warden_call::{CallError, CallOutcome, CallReport, Ledger};
+use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
 use warden_manifest::Limits;
 use warden_trust::Verified;
-use wasmtime::{InstancePre, Module, Store, Trap, UpdateDeadline};
+use wasmtime::{InstancePre, Store, Trap, UpdateDeadline};
 
-use crate::call::{UNMETERED_FUEL, failed};
+use crate::call::{UNMETERED_FUEL, captured, failed};
 use crate::caps::CallCaps;
 use crate::engine::Runtime;
 use crate::error::LoadError;
 use crate::fair::fairly;
+use crate::prepared::{Prepared, World};
 
 use state::ExtismState;
 
@@ -63,6 +64,8 @@ pub struct ExtismPlugin {
     constructor: Option<&'static str>,
     /// The manifest's methods, each an export `() -> i32`.
     methods: Vec<String>,
+    /// WASI preview 1 is linked (the manifest asked for it).
+    wasi: bool,
 }
 
 impl std::fmt::Debug for ExtismPlugin {
@@ -74,25 +77,26 @@ impl std::fmt::Debug for ExtismPlugin {
 }
 
 impl Runtime {
-    /// Checks a verified bundle's Extism plug-in (limits, validation, imports), compiles it on
-    /// the compile pool, checks that each of the manifest's methods is an export `() -> i32`,
-    /// and pre-links it. CPU-heavy: call it off the async executor.
-    pub fn prepare_extism(&self, bundle: &Verified<Bundle>) -> Result<ExtismPlugin, LoadError> {
+    /// Checks a verified bundle's Extism plug-in (limits, validation, imports), compiles it
+    /// (or loads it from the code cache, as a component: see [`Runtime::prepare`]), checks that
+    /// each of the manifest's methods is an export `() -> i32` and that it imports WASI only if
+    /// the manifest asks for it, and pre-links it. CPU-heavy: call it off the async executor.
+    pub(crate) fn prepare_extism(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
         let bytes = bundle.entry();
-        let methods: Vec<String> = bundle
-            .manifest()
-            .methods
-            .iter()
-            .map(|m| m.to_string())
-            .collect();
-        let module = self.compile_pool(|| {
-            check::check(bytes)?;
-            Module::new(self.engine(), bytes)
-                .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))
-        })?;
+        let manifest = bundle.manifest();
+        let methods: Vec<String> = manifest.methods.iter().map(|m| m.to_string()).collect();
+        let (module, source) =
+            self.module(ContentHash::of(bytes).as_bytes(), bytes, check::check)?;
+        // Per bundle, not per compiled module (which bundles with other manifests share).
+        let wasi = manifest.extism.wasi;
+        check::wasi_asked(&module, wasi)?;
         check::exports(&module, &methods)?;
-        let pre = self
-            .extism_linker()
+        let linker = if wasi {
+            self.extism_wasi_linker()
+        } else {
+            self.extism_linker()
+        };
+        let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Imports(e.into_boxed_dyn_error()))?;
         let constructor = CONSTRUCTORS.into_iter().find(|name| {
@@ -101,11 +105,13 @@ impl Runtime {
                 Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0
             )
         });
-        Ok(ExtismPlugin {
+        let plugin = ExtismPlugin {
             pre,
             constructor,
             methods,
-        })
+            wasi,
+        };
+        Ok(Prepared::new(World::Extism(Box::new(plugin)), source))
     }
 }
 
@@ -143,7 +149,10 @@ impl ExtismPlugin {
             );
         }
         let ledger = Ledger::default();
-        let mut store = Store::new(rt.engine(), ExtismState::new(limits, caps, ledger.clone()));
+        let mut store = Store::new(
+            rt.engine(),
+            ExtismState::new(limits, caps, ledger.clone(), self.wasi),
+        );
         store.limiter(|s| &mut s.budget);
         let fuel = limits.max_fuel.map(|f| f.get());
         if let Err(e) = store.set_fuel(fuel.unwrap_or(UNMETERED_FUEL)) {
@@ -169,8 +178,10 @@ impl ExtismPlugin {
                     .call_async(&mut store, ())
                     .await?;
             }
-            // The input goes in after the constructors, as in Extism.
+            // The input goes in after the constructors, as in Extism; an error a constructor
+            // set is not the call's.
             let s = store.data_mut();
+            s.clear_error();
             let h = s.put("the input", input)?;
             s.input = (h, input.len() as u64);
             instance
@@ -191,7 +202,7 @@ impl ExtismPlugin {
 
 /// What a finished export's return code, error and output make of the call.
 fn outcome(s: &ExtismState, rc: i32, limits: &Limits) -> Result<Vec<u8>, CallError> {
-    if let Some(message) = s.arena.block(s.error) {
+    if let Some(message) = &s.error_text {
         return Err(CallError::Extension {
             code: rc.to_string(),
             message: cut(&String::from_utf8_lossy(message), MAX_ERROR_BYTES),
@@ -262,6 +273,9 @@ fn finish(
     let s = store.data();
     let result = result.map_err(|e| s.redactor.error(e));
     let (denials, uses, limits) = ledger.report(&s.redactor);
+    let mut logs = captured(Stream::Stdout, &s.stdout, &s.redactor);
+    logs.extend(captured(Stream::Stderr, &s.stderr, &s.redactor));
+    logs.extend(s.logs.lines(&s.redactor));
     CallOutcome {
         result,
         report: CallReport {
@@ -270,7 +284,7 @@ fn finish(
             memory_peak: s.budget.peak(),
             memory_limit_hit: s.budget.limit_hit(),
             egress_bytes: s.egress_bytes.load(Ordering::Relaxed),
-            logs: s.logs.lines(&s.redactor),
+            logs,
             denials,
             uses,
             limits,

@@ -8,11 +8,17 @@ use warden_call::{CallError, Ledger, Redactor, Withheld};
 use warden_manifest::{ByteSize, EffectiveNetwork, Limits};
 use warden_secrets::SecretAccess;
 
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
 use super::arena::Arena;
+use crate::call::MAX_OUTPUT_BYTES;
 use crate::caps::CallCaps;
+use crate::capture::Capture;
 use crate::egress::EgressHooks;
 use crate::limiter::MemoryBudget;
 use crate::logging::LogCapture;
+use crate::state::MAX_RANDOM_BYTES;
 
 /// What one call's Store holds: Extism memory and the call's input, output and error
 /// handles, vars, the last HTTP response's status and headers, and what the capabilities
@@ -23,8 +29,9 @@ pub(crate) struct ExtismState {
     pub(super) input: (u64, u64),
     /// (handle, length) from `output_set`.
     pub(super) output: Option<(u64, u64)>,
-    /// The block `error_set` named (0: none).
+    /// The block `error_set` named (0: none), and the start of what it held then.
     pub(super) error: u64,
+    pub(super) error_text: Option<Vec<u8>>,
     pub(super) vars: BTreeMap<String, Vec<u8>>,
     pub(super) http_status: u16,
     /// The last response's headers as Extism's JSON object.
@@ -39,18 +46,31 @@ pub(crate) struct ExtismState {
     pub(super) hooks: EgressHooks,
     pub(super) egress_bytes: Arc<AtomicU64>,
     pub(super) max_response: ByteSize,
+    pub(super) max_memory: ByteSize,
     /// What a host function ended the call with (said precisely, not as a bare trap).
     pub(super) fault: Option<CallError>,
+    /// WASI preview 1, for a plug-in whose manifest asks for it: stdout and stderr captured,
+    /// clocks and random; no arguments, environment, preopens or sockets.
+    wasi: Option<WasiP1Ctx>,
+    pub(super) stdout: Capture,
+    pub(super) stderr: Capture,
 }
 
 impl ExtismState {
-    pub(super) fn new(limits: &Limits, caps: &CallCaps, ledger: Ledger) -> ExtismState {
+    pub(super) fn new(limits: &Limits, caps: &CallCaps, ledger: Ledger, wasi: bool) -> ExtismState {
         let egress_bytes = Arc::new(AtomicU64::new(0));
+        let stdout = Capture::new(MAX_OUTPUT_BYTES);
+        let stderr = Capture::new(MAX_OUTPUT_BYTES);
+        let wasi = wasi.then(|| wasi_ctx(&stdout, &stderr));
         ExtismState {
+            wasi,
+            stdout,
+            stderr,
             arena: Arena::default(),
             input: (0, 0),
             output: None,
             error: 0,
+            error_text: None,
             vars: BTreeMap::new(),
             http_status: 0,
             http_headers: None,
@@ -69,7 +89,28 @@ impl ExtismState {
             network: caps.network.clone(),
             egress_bytes,
             max_response: limits.max_response_bytes,
+            max_memory: limits.max_memory,
             fault: None,
         }
     }
+
+    /// The call's WASI context (for the WASI linker; a plug-in linked without WASI never
+    /// asks, and one that did would get a context with nothing in it).
+    pub(crate) fn wasi(&mut self) -> &mut WasiP1Ctx {
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        self.wasi.get_or_insert_with(|| wasi_ctx(stdout, stderr))
+    }
+}
+
+/// The components' baseline, less what preview 1 has no use for: no environment, arguments
+/// or stdin, stdout/stderr captured, no sockets or name lookups, no preopens.
+fn wasi_ctx(stdout: &Capture, stderr: &Capture) -> WasiP1Ctx {
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .max_random_size(MAX_RANDOM_BYTES)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    b.build_p1()
 }
