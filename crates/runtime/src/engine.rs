@@ -21,7 +21,7 @@
 //! reported on the [`Prepared`] ([`Prepared::code_source`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -198,14 +198,18 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// The engine and what belongs to it: shared by every runtime with the same settings.
 /// The engine's pool of instances: how many are live, out of how many it can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUsage {
+    /// Component instances live.
     pub instances: u64,
+    /// Component instances the pool can hold.
     pub capacity: u64,
+    /// Extism plug-in instances live (each a core instance of the same pool).
+    pub plugins: u64,
 }
 
+/// The engine and what belongs to it: shared by every runtime with the same settings.
 struct Shared {
     config: RuntimeConfig,
     engine: Engine,
@@ -218,10 +222,21 @@ struct Shared {
     /// Compiled code kept under a MAC (in memory only without a cache folder).
     code: CodeCache,
     counters: Counters,
+    /// Extism plug-in instances live now (`Runtime::plugin_instance`).
+    plugins: Arc<AtomicU64>,
     /// Components this engine refused (by the bundle's content hash), and why: a refused
     /// compile is not paid again, however often the same bundle is loaded.
     refused: Mutex<HashMap<ContentHash, Arc<str>>>,
     _ticker: EpochTicker,
+}
+
+/// One live plug-in instance, counted in [`PoolUsage::plugins`] while held.
+pub(crate) struct LiveInstance(Arc<AtomicU64>);
+
+impl Drop for LiveInstance {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Refusals remembered per engine; the memory is cleared when full (a bundle refused then is
@@ -267,6 +282,7 @@ impl Shared {
             compiler,
             code,
             counters: Counters::default(),
+            plugins: Arc::default(),
             refused: Mutex::new(HashMap::new()),
             _ticker: ticker,
         })
@@ -325,7 +341,14 @@ impl Runtime {
         PoolUsage {
             instances: live,
             capacity: u64::from(self.shared.config.max_instances.max(1)),
+            plugins: self.shared.plugins.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts one plug-in instance live until the guard is dropped.
+    pub(crate) fn plugin_instance(&self) -> LiveInstance {
+        self.shared.plugins.fetch_add(1, Ordering::Relaxed);
+        LiveInstance(Arc::clone(&self.shared.plugins))
     }
 
     /// What this engine's loads did with compiled code so far (compiles, cache hits,

@@ -559,6 +559,7 @@ fn every_status_of_the_error_mapping_comes_from_a_real_request_and_is_audited() 
         "a trap, a memory limit, two timeouts"
     );
     assert!(value("warden_instance_pool_capacity") >= 1.0);
+    assert_eq!(value("warden_instance_pool_plugins"), 0.0);
     assert_eq!(value("warden_instance_pool_instances"), 0.0);
     assert_eq!(value("warden_audit_healthy"), 1.0);
 }

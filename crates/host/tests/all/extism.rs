@@ -793,3 +793,31 @@ async fn host_functions_bound_what_they_copy_and_read_handle_0_as_empty() {
     assert!(matches!(e, CallError::MemoryLimit(_)), "{e:?}");
     assert_eq!(last_of(&lab, Event::Limit).outcome(), Outcome::MemoryLimit);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_plug_in_instances_are_counted_in_the_pool_usage() {
+    let lab = Lab::new();
+    let id = lab.load_granted(HOSTILE, |m| m, &Grant::All);
+    assert_eq!(lab.host.pool_usage().plugins, 0);
+    let host = lab.host.clone();
+    let spinning = {
+        let id = id.clone();
+        tokio::spawn(async move { host.default_tenant().call(&id, "spin", b"").await })
+    };
+    let started = std::time::Instant::now();
+    while lab.host.pool_usage().plugins == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the spinning plug-in was never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(lab.host.pool_usage().plugins, 1);
+    let e = spinning
+        .await
+        .unwrap()
+        .expect_err("it spins past its limit")
+        .error;
+    assert!(matches!(e, CallError::Timeout(_)), "{e:?}");
+    assert_eq!(lab.host.pool_usage().plugins, 0);
+}

@@ -149,6 +149,8 @@ impl ExtismPlugin {
             );
         }
         let ledger = Ledger::default();
+        // Counted until the store is gone (dropped after it: declared before).
+        let _live = rt.plugin_instance();
         let mut store = Store::new(
             rt.engine(),
             ExtismState::new(limits, caps, ledger.clone(), self.wasi),
