@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use warden_manifest::{BundlePath, Kind, Manifest, TomlError};
+use warden_manifest::{BundlePath, Entry, Kind, Manifest, TomlError};
 
 use crate::digest::ContentHash;
 use crate::limits::BundleLimits;
@@ -54,6 +54,8 @@ pub enum BundleError {
         path: BundlePath,
         detail: &'static str,
     },
+    #[error("the CA file `{path}` of a remote extension is not a PEM certificate")]
+    NotACertificate { path: BundlePath },
     #[error("the entry `{path}` of a process extension must be executable (mode 0755)")]
     NotExecutable { path: BundlePath },
     #[error("the ui folder `{path}` named by {MANIFEST_FILE} has no files in the bundle")]
@@ -207,7 +209,8 @@ impl Bundle {
         }
     }
 
-    /// The manifest's entry file (a component, or a process extension's executable).
+    /// The manifest's entry file (a component, a process extension's executable, a plug-in's
+    /// module; a remote extension's CA file, or nothing).
     pub fn entry(&self) -> &[u8] {
         self.slice(&self.entry_range)
     }
@@ -274,18 +277,44 @@ pub(crate) fn check(bytes: &[u8], caps: &BundleLimits) -> Result<Checked, Bundle
     let manifest_range = manifest_entry.data.clone();
 
     let ext = &manifest.extension;
-    let entry_path = &ext.entry;
+    // The bundle's own file besides the manifest: the entry, or a remote extension's CA file
+    // (a remote extension may have none).
+    let own = match (&ext.entry, &manifest.remote) {
+        (Entry::File(p), _) => Some(p),
+        (Entry::Remote(_), Some(remote)) => remote.ca.as_ref(),
+        (Entry::Remote(_), None) => None,
+    };
+    let entry_range = match own {
+        Some(entry_path) => entry_file(bytes, &entries, ext.kind, entry_path)?,
+        None => 0..0,
+    };
+    layout(&entries, ext, own)?;
+    Ok(Checked {
+        entries,
+        manifest,
+        manifest_range,
+        entry_range,
+    })
+}
+
+/// The entry file's checks for its kind; its bytes' range.
+fn entry_file(
+    bytes: &[u8],
+    entries: &[ArchiveEntry],
+    kind: Kind,
+    entry_path: &BundlePath,
+) -> Result<Range<usize>, BundleError> {
     if entry_path.as_str() == MANIFEST_FILE {
         return Err(BundleError::EntryIsManifest {
             path: entry_path.clone(),
         });
     }
     let (entry, entry_mode) =
-        find_file(&entries, entry_path.as_str()).ok_or_else(|| BundleError::MissingEntry {
+        find_file(entries, entry_path.as_str()).ok_or_else(|| BundleError::MissingEntry {
             path: entry_path.clone(),
         })?;
     let entry_data = bytes.get(entry.data.clone()).unwrap_or(&[]);
-    match ext.kind {
+    match kind {
         Kind::Component => {
             if !entry_data.starts_with(&COMPONENT_PREAMBLE) {
                 let detail = if entry_data.starts_with(&CORE_MODULE_PREAMBLE) {
@@ -326,9 +355,24 @@ pub(crate) fn check(bytes: &[u8], caps: &BundleLimits) -> Result<Checked, Bundle
                 });
             }
         }
+        Kind::Remote => {
+            if !entry_data.starts_with(b"-----BEGIN CERTIFICATE-----") {
+                return Err(BundleError::NotACertificate {
+                    path: entry_path.clone(),
+                });
+            }
+        }
     }
-    let entry_range = entry.data.clone();
+    Ok(entry.data.clone())
+}
 
+/// Only the manifest, the entry file (`own`), `assets/` and the ui folder (with at least one
+/// file) are in the bundle.
+fn layout(
+    entries: &[ArchiveEntry],
+    ext: &warden_manifest::Extension,
+    own: Option<&BundlePath>,
+) -> Result<(), BundleError> {
     let assets: Option<BundlePath> = ASSETS_DIR.parse().ok();
     let below = |path: &BundlePath, dir: &BundlePath| path != dir && path.is_within(dir);
     let ui = ext.ui.as_ref();
@@ -340,13 +384,13 @@ pub(crate) fn check(bytes: &[u8], caps: &BundleLimits) -> Result<Checked, Bundle
             return Err(BundleError::EmptyUi { path: ui.clone() });
         }
     }
-    for e in &entries {
+    for e in entries {
         let p = &e.path;
         let in_folder = |dir: &BundlePath| below(p, dir);
         let allowed = match e.kind {
             EntryKind::File(_) => {
                 p.as_str() == MANIFEST_FILE
-                    || p == entry_path
+                    || own == Some(p)
                     || assets.as_ref().is_some_and(in_folder)
                     || ui.is_some_and(in_folder)
             }
@@ -354,18 +398,12 @@ pub(crate) fn check(bytes: &[u8], caps: &BundleLimits) -> Result<Checked, Bundle
             EntryKind::Dir => {
                 assets.as_ref().is_some_and(|a| p.is_within(a))
                     || ui.is_some_and(|u| p.is_within(u) || below(u, p))
-                    || below(entry_path, p)
+                    || own.is_some_and(|own| below(own, p))
             }
         };
         if !allowed {
             return Err(BundleError::UnexpectedFile { path: p.clone() });
         }
     }
-
-    Ok(Checked {
-        entries,
-        manifest,
-        manifest_range,
-        entry_range,
-    })
+    Ok(())
 }

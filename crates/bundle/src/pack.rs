@@ -15,7 +15,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use warden_manifest::{BundlePath, Manifest, PathError, TomlError};
+use warden_manifest::{BundlePath, Entry, Manifest, PathError, TomlError};
 
 use crate::bundle::{self, ASSETS_DIR, BundleError, MANIFEST_FILE};
 use crate::digest::ContentHash;
@@ -135,24 +135,30 @@ pub fn pack_dir_with_progress(
     let mut files: BTreeMap<BundlePath, Source> = BTreeMap::new();
     let ext = &manifest.extension;
 
-    // The entry file.
-    let entry_disk = dir.join(ext.entry.as_str());
-    let entry_meta = match lstat_below(dir, &ext.entry)? {
-        Some(meta) => regular_file(meta, &entry_disk)?,
-        None => {
-            return Err(PackError::MissingEntry {
-                entry: ext.entry.clone(),
-                path: entry_disk,
-            });
-        }
+    // The entry file (a remote extension's: its CA file, if it names one).
+    let own = match &ext.entry {
+        Entry::File(p) => Some(p),
+        Entry::Remote(_) => manifest.remote.as_ref().and_then(|r| r.ca.as_ref()),
     };
-    files.insert(
-        ext.entry.clone(),
-        Source {
-            disk: entry_disk,
-            meta: entry_meta,
-        },
-    );
+    if let Some(entry) = own {
+        let entry_disk = dir.join(entry.as_str());
+        let entry_meta = match lstat_below(dir, entry)? {
+            Some(meta) => regular_file(meta, &entry_disk)?,
+            None => {
+                return Err(PackError::MissingEntry {
+                    entry: entry.clone(),
+                    path: entry_disk,
+                });
+            }
+        };
+        files.insert(
+            entry.clone(),
+            Source {
+                disk: entry_disk,
+                meta: entry_meta,
+            },
+        );
+    }
 
     // assets/, if present.
     let assets = parse_rel(ASSETS_DIR, dir)?;

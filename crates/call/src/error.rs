@@ -38,6 +38,11 @@ pub enum CallError {
     /// an unknown method or extension).
     #[error("{0}")]
     Invalid(String),
+    /// A remote extension could not be reached as its bundle requires: a server key that is
+    /// not pinned, a certificate refused, a handshake or connection that failed, an answer
+    /// that is not one.
+    #[error("the remote extension: {0}")]
+    Remote(String),
     /// Something failed on the host's side.
     #[error("host error: {0}")]
     Host(#[source] HostFailure),
@@ -135,6 +140,7 @@ pub enum ErrorCode {
     Trap,
     Busy,
     Invalid,
+    Remote,
     Host,
     Unavailable,
 }
@@ -150,6 +156,7 @@ impl ErrorCode {
             ErrorCode::Trap => "trap",
             ErrorCode::Busy => "busy",
             ErrorCode::Invalid => "invalid",
+            ErrorCode::Remote => "remote-error",
             ErrorCode::Host => "host-error",
             ErrorCode::Unavailable => "unavailable",
         }
@@ -186,6 +193,7 @@ impl CallError {
             CallError::Trap(_) => ErrorCode::Trap,
             CallError::Busy(_) => ErrorCode::Busy,
             CallError::Invalid(_) => ErrorCode::Invalid,
+            CallError::Remote(_) => ErrorCode::Remote,
             CallError::Host(_) => ErrorCode::Host,
             CallError::Unavailable(_) => ErrorCode::Unavailable,
         }

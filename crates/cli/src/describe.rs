@@ -80,6 +80,7 @@ pub fn kind(m: &Manifest) -> &'static str {
         Kind::Component => "component",
         Kind::Process => "process",
         Kind::Extism => "extism",
+        Kind::Remote => "remote",
     }
 }
 

@@ -91,6 +91,7 @@ pub fn import_fate(
     name: &str,
     sig: &str,
     eff: &warden_manifest::Effective,
+    wasi: bool,
 ) -> String {
     let list = |items: Vec<String>| items.join(", ");
     match (module, name) {
@@ -129,9 +130,20 @@ pub fn import_fate(
         ("extism:host/user", _) => {
             "REFUSED at load: a user-defined host function (warden defines none)".into()
         }
-        ("wasi_snapshot_preview1", _) => {
-            "REFUSED at load: WASI preview 1 is not offered to Extism plug-ins yet".into()
+        ("wasi_snapshot_preview1", _) if !wasi => {
+            "REFUSED at load: the manifest does not ask for WASI ([extism] wasi = true)".into()
         }
+        ("wasi_snapshot_preview1", n) if n.starts_with("path_") || n.starts_with("sock_") => {
+            "allowed, and refused when called: no files or sockets are given".into()
+        }
+        (
+            "wasi_snapshot_preview1",
+            "args_get" | "args_sizes_get" | "environ_get" | "environ_sizes_get",
+        ) => "allowed: empty".into(),
+        ("wasi_snapshot_preview1", "fd_write") => {
+            "allowed: stdout and stderr into the call's log".into()
+        }
+        ("wasi_snapshot_preview1", _) => "allowed".into(),
         _ => "REFUSED at load: not an Extism host function".into(),
     }
 }

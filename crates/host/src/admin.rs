@@ -207,7 +207,7 @@ impl Admin<'_> {
             // code cache.
             Kind::Component | Kind::Extism if keep => self.inner.prepare(verified).map(drop),
             Kind::Component | Kind::Extism => Ok(self.inner.runtime.prepare(verified).map(drop)?),
-            Kind::Process => Ok(()),
+            Kind::Process | Kind::Remote => Ok(()),
         }
     }
 
@@ -544,7 +544,10 @@ impl Admin<'_> {
             else {
                 continue;
             };
-            if bundle.manifest().extension.kind == warden_manifest::Kind::Process {
+            if matches!(
+                bundle.manifest().extension.kind,
+                warden_manifest::Kind::Process | warden_manifest::Kind::Remote
+            ) {
                 continue;
             }
             let Ok(verified) = self.verify_quietly(bundle, &signature) else {

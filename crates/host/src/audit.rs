@@ -348,7 +348,9 @@ fn call_record(
 /// The one mapping from a call's error code to an audit outcome.
 fn outcome_of(code: ErrorCode) -> Outcome {
     match code {
-        ErrorCode::Extension | ErrorCode::Host | ErrorCode::Unavailable => Outcome::Error,
+        ErrorCode::Extension | ErrorCode::Remote | ErrorCode::Host | ErrorCode::Unavailable => {
+            Outcome::Error
+        }
         ErrorCode::Timeout => Outcome::Timeout,
         ErrorCode::MemoryLimit => Outcome::MemoryLimit,
         ErrorCode::FuelExhausted => Outcome::FuelExhausted,

@@ -87,13 +87,16 @@ impl Tenant<'_> {
             Code::Extism(_) => Err(CallError::Invalid(
                 "an Extism plug-in answers calls to its exports, not HTTP requests".into(),
             )),
+            Code::Remote(_) => Err(CallError::Invalid(
+                "a remote extension answers calls to its methods, not HTTP requests".into(),
+            )),
         };
         inner
             .run(ext, via, answers_http, |ext, caps| async move {
                 let limits = ext.info.effective.limits;
                 match &ext.code {
                     Code::Component(p) => p.call_http(&runtime, &limits, &caps, request).await,
-                    Code::Process(_) | Code::Extism(_) => unreachable_http(),
+                    Code::Process(_) | Code::Extism(_) | Code::Remote(_) => unreachable_http(),
                 }
             })
             .await
@@ -173,6 +176,7 @@ impl Inner {
                 Code::Component(p) => p.call_rpc(&runtime, &limits, &caps, &method, &input).await,
                 Code::Process(p) => p.call_rpc(&limits, &caps, &method, &input).await,
                 Code::Extism(p) => p.call_rpc(&runtime, &limits, &caps, &method, &input).await,
+                Code::Remote(r) => r.call_rpc(&limits, &caps, &method, &input).await,
             }
         })
         .await

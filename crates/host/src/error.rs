@@ -16,6 +16,10 @@ pub enum HostError {
     Policy(#[from] warden_manifest::EffectiveError),
     #[error("the extension cannot be loaded: {0}")]
     Load(#[from] warden_runtime::LoadError),
+    /// A remote extension cannot be set up: its endpoint is not allowed by the operator's
+    /// policy, its CA file or client certificate does not read.
+    #[error("the remote extension cannot be loaded: {0}")]
+    Remote(String),
     #[error("writing the audit record failed: {0}")]
     Audit(#[from] warden_audit::AuditError),
     /// An audit record could not be stored: changes and calls are refused until one can.

@@ -34,13 +34,15 @@ pub(crate) enum Code {
     Process(Arc<ProcessInstall>),
     /// An Extism plug-in (`kind = "extism"`): rpc-style calls of its exports.
     Extism(Arc<Prepared>),
+    /// A remote extension (`kind = "remote"`): calls over pinned TLS.
+    Remote(Arc<crate::remote::RemoteInstall>),
 }
 
 impl Code {
     /// The weaker sandbox profile the policy accepted, which every call records.
     pub(crate) fn weaker(&self) -> Option<&'static str> {
         match self {
-            Code::Component(_) | Code::Extism(_) => None,
+            Code::Component(_) | Code::Extism(_) | Code::Remote(_) => None,
             Code::Process(p) => p.weaker(),
         }
     }

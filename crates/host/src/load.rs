@@ -139,11 +139,17 @@ impl Tenant<'_> {
                     inner.policy.files,
                 )?)),
                 Kind::Extism => Code::Extism(inner.prepare(&verified)?),
+                Kind::Remote => Code::Remote(Arc::new(crate::remote::RemoteInstall::new(
+                    bundle,
+                    self.client_identity(&ext.id)?.as_ref(),
+                    &inner.policy,
+                    Arc::clone(&inner.resolver),
+                )?)),
             };
             let (kind, sandbox) = match &code {
                 Code::Component(p) => (p.kind(), None),
                 Code::Process(p) => (WorldKind::Rpc, Some(p.summary().to_owned())),
-                Code::Extism(_) => (WorldKind::Rpc, None),
+                Code::Extism(_) | Code::Remote(_) => (WorldKind::Rpc, None),
             };
             let info = ExtensionInfo {
                 tenant: self.name.clone(),

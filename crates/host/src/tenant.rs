@@ -178,3 +178,74 @@ impl Tenant<'_> {
         Ok(())
     }
 }
+
+impl Tenant<'_> {
+    /// Sets the client certificate (PEM, leaf first) and key (PEM) a remote extension of this
+    /// tenant presents to its server, issued by the operator for this install. Checked, then
+    /// kept encrypted like a secret (under [`crate::CLIENT_IDENTITY`]) and audited as one; the
+    /// next load of the install uses it.
+    pub fn set_client_identity(
+        &self,
+        extension: &ExtensionId,
+        certificates: &str,
+        key: &str,
+    ) -> Result<(), HostError> {
+        let pem = identity_pem(certificates, key)?;
+        self.put_secret(extension, &crate::remote::identity_name()?, pem)
+    }
+
+    /// [`Tenant::set_client_identity`] for this host's lifetime only (`warden run
+    /// --client-cert`): never written to disk.
+    pub fn set_transient_client_identity(
+        &self,
+        extension: &ExtensionId,
+        certificates: &str,
+        key: &str,
+    ) -> Result<(), HostError> {
+        let pem = identity_pem(certificates, key)?;
+        self.put_transient_secret(extension, &crate::remote::identity_name()?, pem)
+    }
+
+    /// The client certificate set for `extension`, if any (the transient one first).
+    pub(crate) fn client_identity(
+        &self,
+        extension: &ExtensionId,
+    ) -> Result<Option<warden_remote::ClientIdentity>, HostError> {
+        let name = crate::remote::identity_name()?;
+        let transient = self
+            .inner
+            .secrets
+            .transient
+            .read()
+            .map_err(|_| HostError::Poisoned("secret table"))?
+            .get(&(self.name.clone(), extension.clone(), name.clone()))
+            .cloned();
+        let value = match transient {
+            Some(v) => Some(v),
+            None => self
+                .inner
+                .secrets
+                .store
+                .get(&self.name, extension, &name)
+                .map_err(|e| HostError::Remote(format!("the client certificate: {e}")))?,
+        };
+        value
+            .map(|v| {
+                let pem = v.expose().as_bytes();
+                warden_remote::ClientIdentity::from_pem(pem, pem)
+                    .map_err(|e| HostError::Remote(e.to_string()))
+            })
+            .transpose()
+    }
+}
+
+/// The certificates and key, checked to read, as one PEM secret.
+fn identity_pem(certificates: &str, key: &str) -> Result<SecretValue, HostError> {
+    warden_remote::ClientIdentity::from_pem(certificates.as_bytes(), key.as_bytes())
+        .map_err(|e| HostError::Remote(e.to_string()))?;
+    let mut pem = certificates.trim_end().to_string();
+    pem.push('\n');
+    pem.push_str(key.trim_end());
+    pem.push('\n');
+    SecretValue::new(pem).map_err(|e| HostError::Remote(format!("the client certificate: {e}")))
+}

@@ -15,12 +15,16 @@ pub mod endpoint;
 pub mod host;
 pub mod limits;
 pub mod manifest;
+pub mod remote;
 pub mod units;
 
 pub use endpoint::{Endpoint, MethodPattern, PathPattern};
 pub use host::{AllowedHost, HostPattern, RequestHost, Scheme};
 pub use limits::{Limits, Profile, RequestedLimits};
-pub use manifest::{Extension, ExtismOptions, Filesystem, Kind, Manifest, Network, Permissions};
+pub use manifest::{
+    Entry, Extension, ExtismOptions, Filesystem, Kind, Manifest, Network, Permissions,
+};
+pub use remote::{RemoteEndpoint, RemoteOptions, RemoteProtocol, SpkiPin};
 pub use units::{ByteSize, Span};
 pub mod capability;
 pub mod config;
@@ -35,6 +39,6 @@ pub use effective::{Effective, EffectiveError, EffectiveNetwork, Mount, MountSou
 pub use grant::{Grant, GrantError, GrantItem};
 pub use policy::{
     Ceiling, CeilingError, CompileLimits, FileLimits, GatewayLimits, KvLimits, Policy,
-    ProcessPolicy,
+    ProcessPolicy, RemotePolicy,
 };
 pub use storage::{BlobsUrl, DatabaseUrl, SharedStorage, Storage};

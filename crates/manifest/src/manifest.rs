@@ -7,6 +7,7 @@ use crate::host::AllowedHost;
 use crate::ids::{ExtensionId, MethodName, PublisherName, SecretName};
 use crate::limits::{Profile, RequestedLimits};
 use crate::path::{BundlePath, GuestPath};
+use crate::remote::{MAX_PINS, RemoteEndpoint, RemoteError, RemoteOptions, SpkiPin};
 use crate::strict::{Document, Table, TomlError, Value};
 use crate::units::{ByteSize, Span};
 
@@ -28,6 +29,43 @@ pub enum Kind {
     /// A core WebAssembly module built with an Extism PDK: its `[[methods]]` are exports
     /// `() -> i32`, and it imports only the Extism host functions (`extism:host/env`).
     Extism,
+    /// A service elsewhere, reached over TLS with pinned keys (`entry` is its endpoint,
+    /// `[remote]` its pins): its `[[methods]]` are called over JSON-RPC or gRPC.
+    Remote,
+}
+
+/// What `entry` names: a file of the bundle, or a remote extension's endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File(BundlePath),
+    Remote(RemoteEndpoint),
+}
+
+impl Entry {
+    /// The bundle file, for every kind but `remote`.
+    pub fn file(&self) -> Option<&BundlePath> {
+        match self {
+            Entry::File(p) => Some(p),
+            Entry::Remote(_) => None,
+        }
+    }
+
+    /// The endpoint, for `remote`.
+    pub fn remote(&self) -> Option<&RemoteEndpoint> {
+        match self {
+            Entry::File(_) => None,
+            Entry::Remote(e) => Some(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::File(p) => write!(f, "{p}"),
+            Entry::Remote(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +74,7 @@ pub struct Extension {
     pub version: semver::Version,
     pub publisher: PublisherName,
     pub kind: Kind,
-    pub entry: BundlePath,
+    pub entry: Entry,
     /// Process extensions only; always empty for components.
     pub args: Vec<String>,
     pub description: String,
@@ -84,6 +122,8 @@ pub struct Manifest {
     pub permissions: Permissions,
     pub limits: RequestedLimits,
     pub extism: ExtismOptions,
+    /// `[remote]`, for (and only for) `kind = "remote"`.
+    pub remote: Option<RemoteOptions>,
 }
 
 impl Manifest {
@@ -112,6 +152,12 @@ impl Manifest {
                 if ep.call.is_none() && extension.kind == Kind::Process {
                     return Err(item.error(
                         "a process extension answers calls, not HTTP: this endpoint needs `call = \"METHOD\"`",
+                    ));
+                }
+                if ep.call.is_none() && extension.kind == Kind::Remote {
+                    return Err(item.error(
+                        "a remote extension answers calls to its methods (HTTP endpoints are not \
+                         proxied to it yet): this endpoint needs `call = \"METHOD\"`",
                     ));
                 }
                 if ep.call.is_none() && extension.kind == Kind::Extism {
@@ -145,6 +191,25 @@ impl Manifest {
             Some(v) => limits(&v.as_table()?)?,
             None => RequestedLimits::default(),
         };
+        if extension.kind == Kind::Remote && methods.is_empty() {
+            let table = root.require("extension")?.as_table()?;
+            return Err(table.require("kind")?.error(
+                "a remote extension lists the methods it answers as [[methods]]; this \
+                 manifest lists none",
+            ));
+        }
+        let remote = match (root.get("remote"), extension.kind) {
+            (Some(v), Kind::Remote) => Some(remote(&v.as_table()?, &extension)?),
+            (Some(v), _) => return Err(v.error("[remote] is only for kind = \"remote\"")),
+            (None, Kind::Remote) => {
+                let table = root.require("extension")?.as_table()?;
+                return Err(table.require("kind")?.error(
+                    "a remote extension needs [remote] with the pins of its server's keys: \
+                     pins = [\"sha256/<base64>\"]",
+                ));
+            }
+            (None, _) => None,
+        };
         let extism = match root.get("extism") {
             Some(v) if extension.kind != Kind::Extism => {
                 return Err(v.error("[extism] is only for kind = \"extism\""));
@@ -160,8 +225,49 @@ impl Manifest {
             permissions,
             limits,
             extism,
+            remote,
         })
     }
+}
+
+fn remote(t: &Table<'_, '_>, ext: &Extension) -> Result<RemoteOptions, TomlError> {
+    let pins_v = t.require("pins")?;
+    let mut pins: Vec<SpkiPin> = Vec::new();
+    let items = capped(&pins_v)?;
+    if items.len() > MAX_PINS {
+        return Err(pins_v.error(format!("more than {MAX_PINS} pins")));
+    }
+    for item in items {
+        let pin: SpkiPin = item
+            .as_str()?
+            .parse()
+            .map_err(|e: RemoteError| item.error(e.to_string()))?;
+        if !pins.contains(&pin) {
+            pins.push(pin);
+        }
+    }
+    if pins.is_empty() {
+        return Err(pins_v.error(
+            "a remote extension pins at least one key of its server: pins = [\"sha256/<base64>\"]",
+        ));
+    }
+    let ca = match t.get("ca") {
+        Some(v) => {
+            let p: BundlePath = v.parse()?;
+            if p.as_str() == "extension.toml"
+                || p.segments().next() == Some("assets")
+                || ext.ui.as_ref().is_some_and(|u| p.is_within(u))
+            {
+                return Err(v.error(
+                    "the CA file is its own file of the bundle, not the manifest, assets/ or ui",
+                ));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    t.finish_ref()?;
+    Ok(RemoteOptions { pins, ca })
 }
 
 fn extism(t: &Table<'_, '_>) -> Result<ExtismOptions, TomlError> {
@@ -202,15 +308,27 @@ fn extension(t: &Table<'_, '_>) -> Result<Extension, TomlError> {
         "component" => Kind::Component,
         "process" => Kind::Process,
         "extism" => Kind::Extism,
+        "remote" => Kind::Remote,
         _ => {
-            return Err(kind_v.error("kind must be \"component\", \"process\" or \"extism\""));
+            return Err(
+                kind_v.error("kind must be \"component\", \"process\", \"extism\" or \"remote\"")
+            );
         }
     };
     let entry_v = t.require("entry")?;
-    let entry: BundlePath = entry_v.parse()?;
-    if entry.as_str() == "extension.toml" {
-        return Err(entry_v.error("the entry cannot be the manifest itself"));
-    }
+    let entry = if kind == Kind::Remote {
+        let endpoint: RemoteEndpoint = entry_v
+            .as_str()?
+            .parse()
+            .map_err(|e: RemoteError| entry_v.error(e.to_string()))?;
+        Entry::Remote(endpoint)
+    } else {
+        let entry: BundlePath = entry_v.parse()?;
+        if entry.as_str() == "extension.toml" {
+            return Err(entry_v.error("the entry cannot be the manifest itself"));
+        }
+        Entry::File(entry)
+    };
     let args = match t.get("args") {
         None => Vec::new(),
         Some(v) => {
@@ -226,8 +344,8 @@ fn extension(t: &Table<'_, '_>) -> Result<Extension, TomlError> {
             }
             if kind != Kind::Process && !args.is_empty() {
                 return Err(v.error(
-                    "args are only for kind = \"process\"; components and Extism plug-ins get \
-                     empty arguments",
+                    "args are only for kind = \"process\"; components, Extism plug-ins and \
+                     remote extensions get no arguments",
                 ));
             }
             args
@@ -249,7 +367,10 @@ fn extension(t: &Table<'_, '_>) -> Result<Extension, TomlError> {
         None => None,
         Some(v) => {
             let p: BundlePath = v.parse()?;
-            if p.as_str() == "assets" || p.as_str() == "extension.toml" || entry.is_within(&p) {
+            if p.as_str() == "assets"
+                || p.as_str() == "extension.toml"
+                || entry.file().is_some_and(|e| e.is_within(&p))
+            {
                 return Err(
                     v.error("ui must be its own folder, not assets/, the manifest or the entry")
                 );
@@ -257,7 +378,9 @@ fn extension(t: &Table<'_, '_>) -> Result<Extension, TomlError> {
             Some(p)
         }
     };
-    if entry.segments().next() == Some("assets") || ui.as_ref().is_some_and(|u| entry.is_within(u))
+    if let Some(file) = entry.file()
+        && (file.segments().next() == Some("assets")
+            || ui.as_ref().is_some_and(|u| file.is_within(u)))
     {
         return Err(entry_v.error("the entry cannot live in assets/ or the ui folder"));
     }
@@ -315,10 +438,16 @@ fn permissions(t: &Table<'_, '_>, ext: &Extension) -> Result<Permissions, TomlEr
         Some(v) => v.as_bool()?,
         None => false,
     };
-    let secrets = match t.get("secrets") {
+    let secrets: Vec<SecretName> = match t.get("secrets") {
         Some(v) => {
             capped(&v)?;
-            v.parse_list()?
+            let names: Vec<SecretName> = v.parse_list()?;
+            if let Some(n) = names.iter().find(|n| n.as_str().starts_with("WARDEN_")) {
+                return Err(v.error(format!(
+                    "secret names starting with WARDEN_ are the host's own ({n})"
+                )));
+            }
+            names
         }
         None => Vec::new(),
     };
@@ -341,6 +470,28 @@ fn permissions(t: &Table<'_, '_>, ext: &Extension) -> Result<Permissions, TomlEr
         Some(v) => filesystem(&v.as_table()?)?,
         None => Filesystem::default(),
     };
+    if ext.kind == Kind::Remote {
+        // It runs elsewhere: no files or network of this host; warden's key-value, secrets and
+        // calls would reach it through callbacks, which this version does not offer yet.
+        let unusable = [
+            ("kv", kv),
+            ("secrets", !secrets.is_empty()),
+            ("calls", !calls.is_empty()),
+            (
+                "filesystem",
+                !filesystem.paths.is_empty() || !filesystem.readonly_paths.is_empty(),
+            ),
+            ("network", network.enabled),
+        ];
+        for (key, asked) in unusable {
+            if let (true, Some(v)) = (asked, t.get(key)) {
+                return Err(v.error(
+                    "a remote extension runs elsewhere: it has no files or network here, and \
+                     this version offers it no key-value, secrets or calls",
+                ));
+            }
+        }
+    }
     if ext.kind == Kind::Extism {
         // Extism's host functions reach config (secrets), vars, logs and HTTP; a plug-in has
         // no way to use key-value storage, files or calls to other extensions.

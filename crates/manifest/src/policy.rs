@@ -35,6 +35,19 @@ pub struct Policy {
     pub gateway: GatewayLimits,
     /// How process extensions run (`[policy.process]`).
     pub process: ProcessPolicy,
+    /// Which remote extensions may be reached (`[policy.remote]`).
+    pub remote: RemotePolicy,
+}
+
+/// Where remote extensions (`kind = "remote"`) may be reached from this host.
+/// `[policy.remote]`: `allowed_hosts = ["ext.vendor.example", "*.vendor.example:8443"]` (the
+/// manifest's syntax, without a scheme). A remote extension whose endpoint no entry admits is
+/// refused at load; its name must then resolve to a public address, or one in the policy's
+/// `allow_networks`. Empty by default: no remote extension runs until the operator names
+/// where.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RemotePolicy {
+    pub allowed_hosts: Vec<crate::host::AllowedHost>,
 }
 
 /// How process extensions (`kind = "process"`) run on this host. `[policy.process]`:
@@ -252,6 +265,7 @@ impl Default for Policy {
             gateway: GatewayLimits::default(),
             files: FileLimits::default(),
             process: ProcessPolicy::default(),
+            remote: RemotePolicy::default(),
         }
     }
 }
@@ -431,6 +445,22 @@ pub(crate) fn parse_policy(t: &crate::strict::Table<'_, '_>) -> Result<Policy, T
             }
             if let Some(v) = t.get("process") {
                 p.process = parse_process(&v.as_table()?)?;
+            }
+            if let Some(v) = t.get("remote") {
+                let r = v.as_table()?;
+                if let Some(hosts) = r.get("allowed_hosts") {
+                    for item in hosts.as_array()? {
+                        let h: crate::host::AllowedHost = item.parse()?;
+                        if h.scheme.is_some() {
+                            return Err(item.error(
+                                "name the host (and port) only: remote endpoints are https:// \
+                                 or grpcs://",
+                            ));
+                        }
+                        p.remote.allowed_hosts.push(h);
+                    }
+                }
+                r.finish_ref()?;
             }
             t.finish_ref()?;
         }

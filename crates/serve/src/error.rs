@@ -124,6 +124,7 @@ impl ApiError {
             },
             ErrorCode::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             ErrorCode::Invalid => (StatusCode::BAD_REQUEST, "malformed"),
+            ErrorCode::Remote => (StatusCode::BAD_GATEWAY, "remote-error"),
             ErrorCode::Host => (StatusCode::BAD_GATEWAY, "host-error"),
             ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };

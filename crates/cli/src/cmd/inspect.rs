@@ -108,6 +108,14 @@ pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Re
             .with_context(|| format!("inspecting {}", e.entry))?;
         let eff = effective(m, &grant, &policy).with_context(|| format!("--grant {grant}"))?;
         outln!(
+            "WASI preview 1: {}",
+            if m.extism.wasi {
+                "asked for ([extism] wasi = true): clocks, random, stdout/stderr into the log; no arguments, environment, files or sockets"
+            } else {
+                "not asked for (a WASI import is refused at load)"
+            }
+        );
+        outln!(
             "host functions imported, under grant {grant}{} and {}:",
             if grant_given {
                 ""
@@ -125,7 +133,7 @@ pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Re
                 "  {}::{} {sig}: {}",
                 module.escape_debug(),
                 name.escape_debug(),
-                plugin::import_fate(module, name, sig, &eff)
+                plugin::import_fate(module, name, sig, &eff, m.extism.wasi)
             );
         }
         outln!("exports (functions):");
@@ -137,6 +145,39 @@ pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Re
                 if listed { " (a method)" } else { "" }
             );
         }
+    }
+    if let (Some(endpoint), Some(remote)) = (e.entry.remote(), &m.remote) {
+        outln!("remote:");
+        outln!(
+            "  endpoint: {endpoint} ({})",
+            match endpoint.protocol {
+                warden_manifest::RemoteProtocol::JsonRpc => "JSON-RPC 2.0 over HTTPS",
+                warden_manifest::RemoteProtocol::Grpc => "gRPC over TLS (not served yet)",
+            }
+        );
+        for pin in &remote.pins {
+            outln!("  pinned key: {pin}");
+        }
+        match &remote.ca {
+            Some(ca) => outln!("  CA: {ca} (the server's chain must also lead to it)"),
+            None => outln!("  CA: none (the pins alone; expiry and name still checked)"),
+        }
+        let allowed = policy.remote.allowed_hosts.iter().any(|h| {
+            h.matches(
+                warden_manifest::Scheme::Https,
+                &endpoint.host,
+                endpoint.port,
+                &[443],
+            )
+        });
+        outln!(
+            "  {}",
+            if allowed {
+                "allowed by the policy's [policy.remote] allowed_hosts"
+            } else {
+                "REFUSED at load: not in the policy's [policy.remote] allowed_hosts"
+            }
+        );
     }
     if e.kind == Kind::Component {
         let ifaces = component::interfaces(bundle.entry())

@@ -190,6 +190,13 @@ enum Command {
         /// stored). Prefer @FILE: other local users can see command lines.
         #[arg(long, value_name = "NAME=VALUE")]
         secret: Vec<String>,
+        /// A remote extension: the client certificate (PEM, leaf first) it presents to its
+        /// server, for this run only.
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "client_cert")]
+        client_key: Option<PathBuf>,
         /// rpc: the method to call.
         #[arg(long, value_name = "METHOD")]
         call: Option<String>,
@@ -364,12 +371,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             grant,
             secret,
+            client_cert,
+            client_key,
             call,
             input,
             http,
             header,
             body,
         } => {
+            let client_identity = match (client_cert, client_key) {
+                (Some(cert), Some(key)) => Some(run::read_identity(&cert, &key)?),
+                _ => None,
+            };
             let grant = grant.parse().map_err(|e| anyhow::anyhow!("--grant: {e}"))?;
             let secrets = secret
                 .iter()
@@ -408,6 +421,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 config,
                 grant,
                 secrets,
+                client_identity,
                 invocation,
             })
         }

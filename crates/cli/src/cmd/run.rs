@@ -34,7 +34,22 @@ pub struct RunArgs {
     pub grant: Grant,
     /// `--secret` values for this run only: never written to the data dir, never echoed.
     pub secrets: Vec<(SecretName, SecretValue)>,
+    /// `--client-cert`, `--client-key` (PEM text), for a remote extension, this run only.
+    pub client_identity: Option<(String, String)>,
     pub invocation: Invocation,
+}
+
+/// The most bytes of a client certificate chain or key file read.
+const MAX_PEM_BYTES: u64 = 64 << 10;
+
+/// Reads `--client-cert` and `--client-key` (PEM files, bounded).
+pub fn read_identity(cert: &std::path::Path, key: &std::path::Path) -> Result<(String, String)> {
+    let text = |p: &std::path::Path, what: &str| -> Result<String> {
+        let bytes =
+            read_bounded(p, MAX_PEM_BYTES).with_context(|| format!("{what} {}", p.display()))?;
+        String::from_utf8(bytes).map_err(|_| anyhow!("{what} {}: not PEM text", p.display()))
+    };
+    Ok((text(cert, "--client-cert")?, text(key, "--client-key")?))
 }
 
 /// A mistake in the command line (exit code 2).
@@ -112,6 +127,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     let host = builder.build().context("starting the host")?;
     let tenant = host.default_tenant();
+    if let Some((cert, key)) = &args.client_identity {
+        // Taken at load: set before it, for the bundle's id.
+        let id =
+            warden_bundle::Bundle::read_file(&args.bundle, &warden_bundle::BundleLimits::default())
+                .with_context(|| format!("reading {}", args.bundle.display()))?
+                .manifest()
+                .extension
+                .id
+                .clone();
+        tenant
+            .set_transient_client_identity(&id, cert, key)
+            .context("--client-cert")?;
+    }
     let ticker =
         crate::ticker::Ticker::start(format!("verifying and compiling {}", args.bundle.display()));
     let info = tenant

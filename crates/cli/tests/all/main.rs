@@ -12,6 +12,7 @@ mod foundation;
 mod manage;
 mod new;
 mod quota;
+mod remote;
 mod run;
 mod secrets;
 mod serve;

@@ -545,8 +545,15 @@ async fn a_plug_in_that_asks_for_wasi_gets_clocks_random_and_captured_output_and
         flooded.logs.last()
     );
     // `proc_exit` ends the call, not the host.
-    let e = fails(&lab, &id, "quit", "3").await;
-    assert!(format!("{e}").contains("exit"), "{e}");
+    match fails(&lab, &id, "quit", "3").await {
+        CallError::Extension { code, message } => {
+            assert_eq!(code, "3");
+            assert!(message.contains("exited with code 3"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Exit 0 is a return of 0 (no output set).
+    assert_eq!(lab.call(&id, "quit", b"0").await.unwrap(), b"");
     let again = lab.call(&id, "hello", b"again").await.unwrap();
     assert_eq!(text(&again), "hello, again");
 }
@@ -820,4 +827,50 @@ async fn live_plug_in_instances_are_counted_in_the_pool_usage() {
         .error;
     assert!(matches!(e, CallError::Timeout(_)), "{e:?}");
     assert_eq!(lab.host.pool_usage().plugins, 0);
+}
+
+/// Red team of session 15: `poll_oneoff` with hundreds of thousands of subscriptions made a
+/// host object for each, outside the call's memory budget. Over the cap it answers `inval`
+/// at once; a small poll (a 1 ms sleep) still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_oneoff_waits_on_a_bounded_number_of_subscriptions() {
+    let lab = Lab::new();
+    let stage = lab.dir.path().join("poll");
+    fs::create_dir_all(&stage).unwrap();
+    fs::write(
+        stage.join("extension.toml"),
+        "schema = 1\n\n[extension]\nid = \"test.poll\"\nversion = \"0.1.0\"\n\
+         publisher = \"warden-examples\"\nkind = \"extism\"\nentry = \"plugin.wasm\"\n\n\
+         [extism]\nwasi = true\n\n[[methods]]\nname = \"many\"\n\n[[methods]]\nname = \"sleep\"\n",
+    )
+    .unwrap();
+    // A clock subscription at 0: userdata 0, tag 0 (clock), clock id 1 (monotonic),
+    // timeout 1 ms, precision 0, flags 0 (relative).
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "poll_oneoff"
+        (func $poll (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 2)
+      (data (i32.const 8) "\00")
+      (data (i32.const 16) "\01\00\00\00\00\00\00\00\40\42\0f\00\00\00\00\00")
+      (func (export "many") (result i32)
+        (call $poll (i32.const 0) (i32.const 65536) (i32.const 200000) (i32.const 60000)))
+      (func (export "sleep") (result i32)
+        (call $poll (i32.const 0) (i32.const 65536) (i32.const 1) (i32.const 60000))))"#;
+    fs::write(stage.join("plugin.wasm"), wat::parse_str(wat).unwrap()).unwrap();
+    let path = lab.sign_dir(&stage);
+    let id = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap()
+        .id;
+    // The export returns poll_oneoff's errno as its code: 28 (inval), at once.
+    let started = std::time::Instant::now();
+    match fails(&lab, &id, "many", "").await {
+        CallError::Extension { code, .. } => assert_eq!(code, "28"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    // One subscription: waits and answers 0.
+    assert_eq!(lab.call(&id, "sleep", b"").await.unwrap(), b"");
 }

@@ -14,6 +14,7 @@ mod kv;
 mod languages;
 mod process;
 mod registry;
+mod remote;
 mod secrets;
 mod sockets;
 mod support;

@@ -11,6 +11,7 @@
 
 use warden_call::LogLevel;
 use wasmtime::{Caller, Linker};
+use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
 
 use super::state::ExtismState;
 use crate::config::{SecretsView, store as config};
@@ -420,8 +421,50 @@ pub(crate) fn linker(
     let mut l = Linker::new(engine);
     add_to_linker(&mut l).map_err(|e| LoadError::wasmtime("linking Extism's host ABI", e))?;
     if wasi {
-        wasmtime_wasi::p1::add_to_linker_async(&mut l, ExtismState::wasi)
-            .map_err(|e| LoadError::wasmtime("linking WASI preview 1", e))?;
+        let err = |e| LoadError::wasmtime("linking WASI preview 1", e);
+        wasmtime_wasi::p1::add_to_linker_async(&mut l, ExtismState::wasi).map_err(err)?;
+        l.allow_shadowing(true);
+        poll_oneoff(&mut l).map_err(err)?;
+        l.allow_shadowing(false);
     }
     Ok(l)
+}
+
+/// Subscriptions one `poll_oneoff` may wait on. Wasmtime's implementation makes a host object
+/// for each at once (about 500 bytes, outside the call's memory budget): a plug-in asking for
+/// hundreds of thousands would hold hundreds of MiB of the host's memory.
+const MAX_SUBSCRIPTIONS: u32 = 1024;
+/// WASI preview 1's `inval`.
+const ERRNO_INVAL: i32 = 28;
+
+/// `poll_oneoff`, Wasmtime's, behind the [`MAX_SUBSCRIPTIONS`] cap (over it: `inval`, as for
+/// any argument WASI cannot take).
+fn poll_oneoff(l: &mut Linker<ExtismState>) -> wasmtime::Result<()> {
+    l.func_wrap_async(
+        "wasi_snapshot_preview1",
+        "poll_oneoff",
+        |mut c: C<'_>, (subs, events, n, count): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                if n as u32 > MAX_SUBSCRIPTIONS {
+                    return Ok(ERRNO_INVAL);
+                }
+                let Some(wasmtime::Extern::Memory(memory)) = c.get_export("memory") else {
+                    return Err(c
+                        .data_mut()
+                        .trap("poll_oneoff: the plug-in exports no memory".to_string()));
+                };
+                // What Wasmtime's own glue hands each call: the store's host-call allowance.
+                let fuel = wasmtime::AsContextMut::as_context_mut(&mut c).hostcall_fuel();
+                let (data, state) = memory.data_and_store_mut(&mut c);
+                let ctx = state.wasi();
+                WasiSnapshotPreview1::set_hostcall_fuel(ctx, fuel);
+                let mut guest = wiggle::GuestMemory::Unshared(data);
+                wasmtime_wasi::p1::wasi_snapshot_preview1::poll_oneoff(
+                    ctx, &mut guest, subs, events, n, count,
+                )
+                .await
+            })
+        },
+    )?;
+    Ok(())
 }

@@ -54,6 +54,9 @@ pub const EXTISM_HOST_FUNCTIONS: &[&str] = abi::NAMES;
 
 /// Bytes of a plug-in's error message (`error_set`) kept; the rest is cut.
 pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+/// Bytes one WASI preview 1 call may copy or allocate on the host (a write's buffers, a
+/// poll's subscriptions); past it the call answers `nomem`.
+const HOSTCALL_FUEL: usize = 8 << 20;
 /// The constructors Extism runs after instantiating, first found first (a reactor's).
 const CONSTRUCTORS: [&str; 2] = ["__wasm_call_ctors", "_initialize"];
 
@@ -156,6 +159,8 @@ impl ExtismPlugin {
             ExtismState::new(limits, caps, ledger.clone(), self.wasi),
         );
         store.limiter(|s| &mut s.budget);
+        // What one WASI call may copy or allocate on the host (Wasmtime's default: 128 MiB).
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
         let fuel = limits.max_fuel.map(|f| f.get());
         if let Err(e) = store.set_fuel(fuel.unwrap_or(UNMETERED_FUEL)) {
             return failed(
@@ -195,7 +200,16 @@ impl ExtismPlugin {
             tokio::time::timeout(limits.max_execution_time, fairly(caps.share.as_ref(), run)).await;
         let result = match ran {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
-            Ok(Err(e)) => Err(classify(&mut store, &e, limits, fuel)),
+            // WASI's `proc_exit`: 0 ends the call as a return of 0 would, any other code as
+            // the plug-in's error.
+            Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) if exit.0 == 0 => outcome(store.data(), 0, limits),
+                Some(exit) => Err(CallError::Extension {
+                    code: exit.0.to_string(),
+                    message: format!("the plug-in exited with code {}", exit.0),
+                }),
+                None => Err(classify(&mut store, &e, limits, fuel)),
+            },
             Ok(Ok(rc)) => outcome(store.data(), rc, limits),
         };
         finish(store, result, started, fuel, &ledger)

@@ -65,7 +65,12 @@ impl ProcessCode {
         let bundle = bundle.get();
         let ext = &bundle.manifest().extension;
         let profile_err = |e: warden_sandbox::ProfileError| LoadError::Sandbox(e.into());
-        let entry = ext.entry.as_str().parse().map_err(profile_err)?;
+        let Some(entry) = ext.entry.file() else {
+            return Err(LoadError::Checked(
+                "a process extension's entry is a file of its bundle".into(),
+            ));
+        };
+        let entry = entry.as_str().parse().map_err(profile_err)?;
         let program = match interpreter_of(bundle.entry()) {
             None => Program::Binary(entry),
             Some(wanted) if policy.interpreters.contains(&wanted) => Program::Script {

@@ -1,0 +1,281 @@
+//! Remote extensions (`kind = "remote"`) through the embedding API, against real TLS servers
+//! on loopback (`warden_remote::testing`): the pinned server answers; an unpinned key, an
+//! expired certificate, a refused client certificate, a stall and a flood each end the call
+//! with a clear error and the records to show it; the operator's policy decides where a
+//! remote extension may be reached at all.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use warden_audit::{Event, Outcome, Record};
+use warden_host::{CallError, ExtensionId, Grant, Policy};
+use warden_remote::testing::{Behaviour, Ca, Leaf, leaf, server};
+
+use crate::egress::FakeResolver;
+use crate::support::{Lab, text};
+
+const HOST: &str = "ext.test";
+
+/// Loopback is reachable and `ext.test` may be named on the servers' ports.
+fn policy(servers: &[SocketAddr]) -> Policy {
+    let hosts: Vec<String> = servers
+        .iter()
+        .map(|a| format!("\"{HOST}:{}\"", a.port()))
+        .collect();
+    Policy::parse(&format!(
+        "[policy]\nallow_networks = [\"127.0.0.0/8\"]\n\n[policy.remote]\nallowed_hosts = [{}]\n",
+        hosts.join(", ")
+    ))
+    .unwrap()
+}
+
+fn lab(policy: Policy) -> Lab {
+    Lab::with_resolver(
+        policy,
+        Some(FakeResolver::new(&[(HOST, &[&["127.0.0.1"]])])),
+    )
+}
+
+/// A signed remote bundle for `https://ext.test:PORT/rpc` pinning `pins`, with `ca` as its CA
+/// file if given.
+fn bundle(
+    lab: &Lab,
+    addr: SocketAddr,
+    pins: &[&Leaf],
+    ca: Option<&Ca>,
+    limits: &str,
+) -> std::path::PathBuf {
+    let stage = lab.dir.path().join(format!("remote-{}", addr.port()));
+    fs::create_dir_all(&stage).unwrap();
+    let pins: Vec<String> = pins.iter().map(|l| format!("\"{}\"", l.pin)).collect();
+    let mut manifest = format!(
+        "schema = 1\n\n[extension]\nid = \"vendor.remote\"\nversion = \"1.0.0\"\n\
+         publisher = \"warden-examples\"\nkind = \"remote\"\nentry = \"https://{HOST}:{}/rpc\"\n\n\
+         [[methods]]\nname = \"echo\"\n\n[[methods]]\nname = \"fail\"\n\n[remote]\npins = [{}]\n",
+        addr.port(),
+        pins.join(", ")
+    );
+    if let Some(ca) = ca {
+        manifest.push_str("ca = \"ca.pem\"\n");
+        fs::write(stage.join("ca.pem"), &ca.pem).unwrap();
+    }
+    manifest.push_str(limits);
+    fs::write(stage.join("extension.toml"), manifest).unwrap();
+    lab.sign_dir(&stage)
+}
+
+fn load(lab: &Lab, path: &std::path::Path) -> ExtensionId {
+    lab.host
+        .default_tenant()
+        .load_file(path, None, &Grant::None)
+        .unwrap()
+        .id
+}
+
+fn records(lab: &Lab, event: Event) -> Vec<Record> {
+    lab.audit
+        .records()
+        .into_iter()
+        .filter(|r| r.event() == event)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_server_answers_and_the_call_is_audited() {
+    let s = leaf(&[HOST], None, false, false);
+    let addr = server(&s, None, Behaviour::Answer).await;
+    let lab = lab(policy(&[addr]));
+    let id = load(&lab, &bundle(&lab, addr, &[&s], None, ""));
+    assert_eq!(
+        text(&lab.call(&id, "echo", b"hello").await.unwrap()),
+        "hello"
+    );
+    let call = records(&lab, Event::Call).pop().unwrap();
+    assert_eq!(call.outcome(), Outcome::Ok);
+    // The lookup and the connection are uses of the network, recorded.
+    let uses = format!("{:?}", records(&lab, Event::Grant));
+    assert!(
+        uses.contains("dns:ext.test") && uses.contains("remote:https://ext.test"),
+        "{uses}"
+    );
+    // The extension's own error comes back as one.
+    match lab.call(&id, "fail", b"").await.unwrap_err().error {
+        CallError::Extension { code, message } => {
+            assert_eq!(
+                (code.as_str(), message.as_str()),
+                ("boom", "failing on purpose")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_signed_server_with_another_key_is_refused_and_the_denial_names_its_key() {
+    let ca = Ca::new("Vendor CA");
+    let pinned = leaf(&[HOST], Some(&ca), false, false);
+    let other = leaf(&[HOST], Some(&ca), false, false);
+    let addr = server(&other, None, Behaviour::Answer).await;
+    let lab = lab(policy(&[addr]));
+    let id = load(&lab, &bundle(&lab, addr, &[&pinned], Some(&ca), ""));
+    match lab.call(&id, "echo", b"hello").await.unwrap_err().error {
+        CallError::Remote(m) => assert!(m.contains("not pinned"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let denial = records(&lab, Event::Denial).pop().unwrap();
+    assert_eq!(denial.capability(), Some("network"));
+    let shown = format!("{denial:?}");
+    assert!(shown.contains(&other.pin.to_string()), "{shown}");
+    assert_eq!(
+        records(&lab, Event::Call).pop().unwrap().outcome(),
+        Outcome::Error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_certificates_and_refused_client_certificates_end_the_call() {
+    let old = leaf(&[HOST], None, true, false);
+    let expired = server(&old, None, Behaviour::Answer).await;
+    let clients = Ca::new("Operator client CA");
+    let s = leaf(&[HOST], None, false, false);
+    let addr = server(&s, Some(&clients), Behaviour::Answer).await;
+    let lab = lab(policy(&[expired, addr]));
+    let id = load(&lab, &bundle(&lab, expired, &[&old], None, ""));
+    match lab.call(&id, "echo", b"x").await.unwrap_err().error {
+        CallError::Remote(m) => assert!(m.contains("expired"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A server that asks for the operator's client certificate: refused without it, served
+    // with the one the operator issued for this install.
+    let path = bundle(&lab, addr, &[&s], None, "");
+    let id = load(&lab, &path);
+    match lab.call(&id, "echo", b"x").await.unwrap_err().error {
+        CallError::Remote(m) => assert!(m.contains("refused"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let issued = leaf(&["default.vendor.remote"], Some(&clients), false, true);
+    let tenant = lab.host.default_tenant();
+    tenant
+        .set_client_identity(&id, &issued.cert, &issued.key)
+        .unwrap();
+    let id = load(&lab, &path);
+    assert_eq!(text(&lab.call(&id, "echo", b"x").await.unwrap()), "x");
+    // Set like a secret: audited by name, the key never in a record.
+    let all = format!("{:?}", lab.audit.records());
+    assert!(all.contains("WARDEN_CLIENT_IDENTITY"), "{all}");
+    assert!(!all.contains("PRIVATE KEY"), "{all}");
+    // Garbage is refused before it is stored.
+    assert!(
+        tenant
+            .set_client_identity(&id, "not pem", "nor this")
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalling_or_flooding_server_is_stopped_at_the_installs_limits() {
+    let s = leaf(&[HOST], None, false, false);
+    let stall = server(&s, None, Behaviour::Stall).await;
+    let flood = server(&s, None, Behaviour::Flood).await;
+    let nonsense = server(&s, None, Behaviour::Malformed).await;
+    let lab = lab(policy(&[stall, flood, nonsense]));
+    let id = load(
+        &lab,
+        &bundle(
+            &lab,
+            stall,
+            &[&s],
+            None,
+            "\n[limits]\nmax_execution_time = \"500ms\"\n",
+        ),
+    );
+    let started = std::time::Instant::now();
+    let e = lab.call(&id, "echo", b"x").await.unwrap_err().error;
+    assert!(matches!(e, CallError::Timeout(_)), "{e:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        records(&lab, Event::Limit).pop().unwrap().outcome(),
+        Outcome::Timeout
+    );
+    let id = load(
+        &lab,
+        &bundle(
+            &lab,
+            flood,
+            &[&s],
+            None,
+            "\n[limits]\nmax_response_bytes = \"64KiB\"\n",
+        ),
+    );
+    let e = lab.call(&id, "echo", b"x").await.unwrap_err().error;
+    assert!(
+        matches!(e, CallError::TooLarge { what: "result", .. }),
+        "{e:?}"
+    );
+    let id = load(&lab, &bundle(&lab, nonsense, &[&s], None, ""));
+    match lab.call(&id, "echo", b"x").await.unwrap_err().error {
+        CallError::Remote(m) => assert!(m.contains("not valid"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operators_policy_decides_where_a_remote_extension_may_be_reached() {
+    let s = leaf(&[HOST], None, false, false);
+    let addr = server(&s, None, Behaviour::Answer).await;
+    // Not named in [policy.remote]: the load is refused, naming the endpoint.
+    let lab = lab(Policy::parse("[policy]\nallow_networks = [\"127.0.0.0/8\"]\n").unwrap());
+    let e = lab
+        .host
+        .default_tenant()
+        .load_file(&bundle(&lab, addr, &[&s], None, ""), None, &Grant::None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not allow the endpoint https://ext.test"),
+        "{e}"
+    );
+    // Named, but resolving to loopback, which the policy does not open: a denial per call.
+    let closed = Policy::parse(&format!(
+        "[policy.remote]\nallowed_hosts = [\"{HOST}:{}\"]\n",
+        addr.port()
+    ))
+    .unwrap();
+    let lab = lab_with(closed);
+    let id = load(&lab, &bundle(&lab, addr, &[&s], None, ""));
+    match lab.call(&id, "echo", b"x").await.unwrap_err().error {
+        CallError::Remote(m) => assert!(m.contains("non-public address"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let denial = records(&lab, Event::Denial).pop().unwrap();
+    assert_eq!(denial.capability(), Some("network"));
+}
+
+fn lab_with(policy: Policy) -> Lab {
+    lab(policy)
+}
+
+#[test]
+fn remote_manifests_are_checked_at_the_edge() {
+    for (extra, says) in [
+        ("[remote]\npins = []\n", "at least one key"),
+        ("[remote]\npins = [\"sha1/AAAA\"]\n", "sha256/"),
+        ("", "needs [remote]"),
+        (
+            "[remote]\npins = [\"sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"]\n\n[permissions]\nkv = true\n",
+            "runs elsewhere",
+        ),
+    ] {
+        let text = format!(
+            "schema = 1\n\n[extension]\nid = \"vendor.remote\"\nversion = \"1.0.0\"\n\
+             publisher = \"p\"\nkind = \"remote\"\nentry = \"https://ext.test/rpc\"\n\n\
+             [[methods]]\nname = \"echo\"\n\n{extra}"
+        );
+        let e = warden_manifest::Manifest::parse(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{says}: {e}");
+    }
+    let _ = Arc::new(());
+}

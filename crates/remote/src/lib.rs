@@ -1,0 +1,304 @@
+//! Remote extensions (`kind = "remote"`): the client side of a call to a service elsewhere.
+//!
+//! A [`Remote`] is made once per install from the manifest's endpoint and pins, the bundle's
+//! CA file (if any) and the install's client certificate (if the operator issued one). A call
+//! ([`Remote::call`]) connects to an address the host has already checked (the operator's
+//! `[policy.remote]` and the address classification are the host's, as for every egress),
+//! speaks TLS 1.3 to a server that must present a pinned key (`tls`), posts one JSON-RPC 2.0
+//! request and reads the answer, all under the call's deadline, with the answer held to the
+//! call's response cap before it is parsed.
+//!
+//! The JSON-RPC form (`https://` endpoints), one POST to the endpoint's path:
+//!
+//! ```text
+//! → {"jsonrpc":"2.0","id":N,"method":"call","params":{"method":"render","input":"<base64>"}}
+//! ← {"jsonrpc":"2.0","id":N,"result":{"output":"<base64>"}}
+//! ← {"jsonrpc":"2.0","id":N,"error":{"code":-32000,"message":"...","data":{"code":"not-found"}}}
+//! ```
+//!
+//! No Wasmtime and no `unsafe` here; the host maps [`RemoteError`] to its call errors.
+
+mod der;
+mod jsonrpc;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use warden_manifest::{RemoteEndpoint, RemoteProtocol, RequestHost, SpkiPin};
+
+pub use tls::{ClientIdentity, PinMismatch, SetupError, pin_of};
+
+/// How long a call may wait to connect, within its own deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of an error message from the remote kept.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// What a call may take and give.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// The whole call: connect, handshake, request, answer.
+    pub timeout: Duration,
+    /// The largest output (decoded).
+    pub max_response: u64,
+}
+
+/// Why a call did not give an output.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The server presented no pinned key.
+    #[error(transparent)]
+    Pin(PinMismatch),
+    /// Its certificate is expired, not yet valid, for another name, or not from the CA.
+    #[error("the server's certificate was refused: {0}")]
+    Certificate(String),
+    /// The TLS handshake failed otherwise (the server refused this host's client
+    /// certificate, or asked for one it does not have; no TLS 1.3; ...).
+    #[error("the TLS handshake failed: {0}")]
+    Handshake(String),
+    #[error("connecting to {addr} failed: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the answer is larger than the {limit} bytes a call may return")]
+    TooLarge { limit: u64 },
+    /// The answer is not a JSON-RPC answer to this request.
+    #[error("the answer is not valid: {0}")]
+    Protocol(String),
+    #[error("the server answered HTTP {0}")]
+    Status(u16),
+    /// The extension's own error (a JSON-RPC error object).
+    #[error("{message}")]
+    Extension { code: String, message: String },
+}
+
+/// One install's client: the endpoint, and the TLS configuration with its pins, CA and client
+/// certificate.
+pub struct Remote {
+    endpoint: RemoteEndpoint,
+    tls: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("endpoint", &self.endpoint.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Remote {
+    /// The client of an endpoint whose server must present one of `pins` (and, with `ca_pem`,
+    /// lead to that CA), authenticating with `identity` when given.
+    pub fn new(
+        endpoint: &RemoteEndpoint,
+        pins: &[SpkiPin],
+        ca_pem: Option<&[u8]>,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Remote, SetupError> {
+        if endpoint.protocol != RemoteProtocol::JsonRpc {
+            return Err(SetupError::Tls(
+                "grpcs:// endpoints are not served by this version yet; use https:// (JSON-RPC)"
+                    .into(),
+            ));
+        }
+        let server_name = match &endpoint.host {
+            RequestHost::Name(n) => ServerName::try_from(n.clone())
+                .map_err(|e| SetupError::Tls(format!("the host {n:?}: {e}")))?,
+            RequestHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
+        };
+        Ok(Remote {
+            endpoint: endpoint.clone(),
+            tls: tls::client_config(pins, ca_pem, identity)?,
+            server_name,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn endpoint(&self) -> &RemoteEndpoint {
+        &self.endpoint
+    }
+
+    /// Calls `method` with `input` on the server at `addr` (an address of the endpoint's
+    /// host the caller has checked), within `limits`.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        input: &[u8],
+        limits: &CallLimits,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let work = self.exchange(addr, id, method, input, limits);
+        match tokio::time::timeout(limits.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(RemoteError::Timeout(limits.timeout)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        addr: SocketAddr,
+        id: u64,
+        method: &str,
+        input: &[u8],
+        limits: &CallLimits,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let connect = |reason: String| RemoteError::Connect { addr, reason };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = TlsConnector::from(Arc::clone(&self.tls))
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| tls_failure(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| http_failure(&e))?;
+        // The connection is driven beside the request and ends with this call.
+        let mut driver = Abort(tokio::spawn(connection));
+        let body = jsonrpc::request(id, method, input);
+        let request = http::Request::post(self.endpoint.path.as_str())
+            .header(http::header::HOST, authority(&self.endpoint))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| RemoteError::Protocol(format!("the request: {e}")))?;
+        let response = match sender.send_request(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The connection's own end says more: in TLS 1.3 a server refuses a client
+                // certificate after the handshake, with an alert the request only sees as a
+                // closed connection.
+                if let Ok(Err(conn)) = (&mut driver.0).await
+                    && rustls_error(&conn).is_some()
+                {
+                    return Err(http_failure(&conn));
+                }
+                return Err(http_failure(&e));
+            }
+        };
+        if response.status() != http::StatusCode::OK {
+            return Err(RemoteError::Status(response.status().as_u16()));
+        }
+        let cap = jsonrpc::body_cap(limits.max_response);
+        let collected = Limited::new(response.into_body(), cap).collect().await;
+        drop(driver);
+        let body = match collected {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(RemoteError::TooLarge {
+                    limit: limits.max_response,
+                });
+            }
+            Err(e) => return Err(RemoteError::Protocol(format!("reading the answer: {e}"))),
+        };
+        jsonrpc::answer(&body, id, limits.max_response)
+    }
+}
+
+/// Aborts the connection's task when the call is over.
+struct Abort(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn authority(e: &RemoteEndpoint) -> String {
+    if e.port == 443 {
+        e.host.to_string()
+    } else {
+        format!("{}:{}", e.host, e.port)
+    }
+}
+
+/// The rustls error somewhere in `e`'s chain.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(r) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(r);
+        }
+        next = err.source();
+    }
+    None
+}
+
+fn tls_failure(e: &std::io::Error) -> RemoteError {
+    match rustls_error(e) {
+        Some(r) => from_rustls(r),
+        None => RemoteError::Handshake(e.to_string()),
+    }
+}
+
+fn http_failure(e: &hyper::Error) -> RemoteError {
+    match rustls_error(e) {
+        Some(r) => from_rustls(r),
+        None => RemoteError::Protocol(e.to_string()),
+    }
+}
+
+fn from_rustls(e: &rustls::Error) -> RemoteError {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::Other(other)) => {
+            match other.0.downcast_ref::<PinMismatch>() {
+                Some(pin) => RemoteError::Pin(pin.clone()),
+                None => RemoteError::Certificate(other.0.to_string()),
+            }
+        }
+        rustls::Error::InvalidCertificate(c) => RemoteError::Certificate(
+            match c {
+                C::Expired | C::ExpiredContext { .. } => "it has expired",
+                C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet",
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "it does not name the endpoint's host"
+                }
+                C::UnknownIssuer => "it does not lead to the bundle's CA",
+                C::BadSignature => "its signature does not verify",
+                C::Revoked => "it is revoked",
+                _ => "it is not valid",
+            }
+            .into(),
+        ),
+        rustls::Error::AlertReceived(alert) => {
+            RemoteError::Handshake(format!("the server refused the connection ({alert:?})"))
+        }
+        other => RemoteError::Handshake(other.to_string()),
+    }
+}
+
+/// `text` cut to at most [`MAX_MESSAGE_BYTES`] at a character boundary.
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
