@@ -78,6 +78,10 @@ impl ClientIdentity {
         }
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| SetupError::Identity(format!("the key does not read: {e}")))?;
+        // A key that signs nothing, or another certificate's, is refused now, not at the
+        // first handshake.
+        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider())
+            .map_err(|e| SetupError::Identity(format!("the key does not fit: {e}")))?;
         Ok(ClientIdentity { chain, key })
     }
 }

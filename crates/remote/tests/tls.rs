@@ -215,3 +215,21 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A client key that is not the certificate's, or not a key at all, is refused when set.
+#[test]
+fn a_client_identity_must_be_a_certificate_and_its_own_key() {
+    let a = leaf(&["a.client"], None, false, true);
+    let b = leaf(&["b.client"], None, false, true);
+    ClientIdentity::from_pem(a.cert.as_bytes(), a.key.as_bytes()).unwrap();
+    for (cert, key) in [
+        (a.cert.as_str(), b.key.as_str()),
+        (
+            a.cert.as_str(),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ),
+        ("", a.key.as_str()),
+    ] {
+        assert!(ClientIdentity::from_pem(cert.as_bytes(), key.as_bytes()).is_err());
+    }
+}

@@ -49,6 +49,11 @@ pub(crate) fn table() -> Vec<ApiRoute> {
             "/v1/admin/tenants/{tenant}/installs/{extension}/secrets/{name}",
             delete_secret,
         ),
+        ApiRoute::new(
+            Verb::Put,
+            "/v1/admin/tenants/{tenant}/installs/{extension}/client-certificate",
+            put_client_certificate,
+        ),
         ApiRoute::new(Verb::Post, "/v1/admin/trust/reload", reload_trust),
         ApiRoute::new(Verb::Get, "/v1/admin/audit", audit),
         ApiRoute::new(Verb::Get, "/v1/admin/audit/verify", audit_verify),
@@ -635,6 +640,78 @@ pub(crate) async fn put_secret(
                 .tenant(&tenant)
                 .put_secret_as(a.request_id().to_string(), &extension, &name, value)
                 .map_err(|e| host_error(&e))
+        })
+        .await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    respond(&id, r.await)
+}
+
+/// `PUT .../client-certificate`: the certificate a remote extension presents to its server.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientCertificateBody {
+    /// The certificate chain, PEM, leaf first.
+    certificate: String,
+    /// Its private key, PEM; kept encrypted like a secret, never shown again.
+    key: String,
+}
+
+/// `PUT /v1/admin/tenants/{tenant}/installs/{extension}/client-certificate`: sets the client
+/// certificate a remote extension's install presents to its server (issued by the operator,
+/// so the remote can tell tenants apart). Audited like a secret; the install is loaded again
+/// on this runner's next call (other runners of a fleet take it when they load the install
+/// again).
+#[utoipa::path(put, path = "/v1/admin/tenants/{tenant}/installs/{extension}/client-certificate",
+    tag = "admin", operation_id = "put_client_certificate",
+    security(("admin_token" = [])),
+    params(
+        ("tenant" = String, Path, description = "The tenant's name."),
+        ("extension" = String, Path, description = "The extension's id."),
+    ),
+    request_body = ClientCertificateBody,
+    responses(
+        (status = 204, description = "Stored."),
+        FrontRefusals,
+        AdminRefusals,
+        (status = 400, description = "Not a JSON `ClientCertificateBody`; a certificate or key that does not read; a tenant or id that does not parse (`malformed`).", body = ErrorBody),
+        (status = 404, description = "The admin API is off, or the extension is not installed for the tenant (`not-found`).", body = ErrorBody),
+        (status = 413, description = "The JSON body is over 1 MiB (`too-large`).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn put_client_certificate(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: axum::body::Body,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let (tenant, extension) = path_params(path)?;
+        let tenant: TenantName = parse("tenant", &tenant)?;
+        let extension: ExtensionId = parse("extension", &extension)?;
+        let req: ClientCertificateBody = json_body(&s, &headers, body).await?;
+        let service = Arc::clone(&s);
+        blocking(&s, &id, move |a| {
+            let installed = a
+                .registry()
+                .install(&tenant, &extension)
+                .map_err(|e| host_error(&HostError::from(e)))?;
+            if installed.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "{extension} is not installed for tenant {tenant}"
+                )));
+            }
+            let view = service.host.tenant(&tenant);
+            view.set_client_identity(&extension, &req.certificate, &req.key)
+                .map_err(|e| match e {
+                    HostError::Remote(m) => ApiError::malformed(m),
+                    other => host_error(&other),
+                })?;
+            // Taken at load: the next call loads the install again.
+            view.unload(&extension);
+            Ok(())
         })
         .await?;
         Ok(StatusCode::NO_CONTENT.into_response())

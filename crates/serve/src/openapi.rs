@@ -46,6 +46,7 @@ use crate::{RequestId, admin, gateway, review};
         admin::uninstall,
         admin::put_secret,
         admin::delete_secret,
+        admin::put_client_certificate,
         admin::reload_trust,
         admin::audit,
         admin::audit_verify,

@@ -1313,6 +1313,7 @@ mod console;
 mod extism;
 mod migrate;
 mod redteam;
+mod remote;
 
 #[test]
 fn logs_are_json_lines_with_the_request_id_tenant_and_extension() {
