@@ -16,9 +16,13 @@
 //! ← {"jsonrpc":"2.0","id":N,"error":{"code":-32000,"message":"...","data":{"code":"not-found"}}}
 //! ```
 //!
+//! The gRPC form (`grpcs://` endpoints) is the unary `warden.extension.v1.Extension/Call`
+//! over HTTP/2 ([`grpc`]), on the same pinned TLS.
+//!
 //! No Wasmtime and no `unsafe` here; the host maps [`RemoteError`] to its call errors.
 
 mod der;
+pub mod grpc;
 mod jsonrpc;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -109,12 +113,6 @@ impl Remote {
         ca_pem: Option<&[u8]>,
         identity: Option<&ClientIdentity>,
     ) -> Result<Remote, SetupError> {
-        if endpoint.protocol != RemoteProtocol::JsonRpc {
-            return Err(SetupError::Tls(
-                "grpcs:// endpoints are not served by this version yet; use https:// (JSON-RPC)"
-                    .into(),
-            ));
-        }
         let server_name = match &endpoint.host {
             RequestHost::Name(n) => ServerName::try_from(n.clone())
                 .map_err(|e| SetupError::Tls(format!("the host {n:?}: {e}")))?,
@@ -122,7 +120,7 @@ impl Remote {
         };
         Ok(Remote {
             endpoint: endpoint.clone(),
-            tls: tls::client_config(pins, ca_pem, identity)?,
+            tls: tls::client_config(pins, ca_pem, identity, endpoint.protocol)?,
             server_name,
             next_id: AtomicU64::new(1),
         })
@@ -167,6 +165,47 @@ impl Remote {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| tls_failure(&e))?;
+        match self.endpoint.protocol {
+            RemoteProtocol::JsonRpc => self.json_rpc(stream, id, method, input, limits).await,
+            RemoteProtocol::Grpc => self.grpc(stream, method, input, limits).await,
+        }
+    }
+
+    async fn grpc(
+        &self,
+        stream: tokio_rustls::client::TlsStream<TcpStream>,
+        method: &str,
+        input: &[u8],
+        limits: &CallLimits,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .map_err(|e| http_failure(&e))?;
+        let _driver = Abort(tokio::spawn(connection));
+        let origin = http::Uri::builder()
+            .scheme("https")
+            .authority(authority(&self.endpoint))
+            .path_and_query("/")
+            .build()
+            .map_err(|e| RemoteError::Protocol(format!("the endpoint: {e}")))?;
+        let channel = grpc::Channel {
+            sender,
+            cap: grpc_cap(limits.max_response),
+        };
+        grpc::call(channel, origin, method, input, limits.max_response).await
+    }
+
+    async fn json_rpc(
+        &self,
+        stream: tokio_rustls::client::TlsStream<TcpStream>,
+        id: u64,
+        method: &str,
+        input: &[u8],
+        limits: &CallLimits,
+    ) -> Result<Vec<u8>, RemoteError> {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| http_failure(&e))?;
@@ -212,6 +251,11 @@ impl Remote {
     }
 }
 
+/// The most bytes of a gRPC answer's body read: the output's frame and a little more.
+fn grpc_cap(max_output: u64) -> usize {
+    usize::try_from(max_output.saturating_add(64 * 1024)).unwrap_or(usize::MAX)
+}
+
 /// Aborts the connection's task when the call is over.
 struct Abort(tokio::task::JoinHandle<Result<(), hyper::Error>>);
 
@@ -230,7 +274,9 @@ fn authority(e: &RemoteEndpoint) -> String {
 }
 
 /// The rustls error somewhere in `e`'s chain.
-fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+pub(crate) fn rustls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
@@ -261,7 +307,7 @@ fn http_failure(e: &hyper::Error) -> RemoteError {
     }
 }
 
-fn from_rustls(e: &rustls::Error) -> RemoteError {
+pub(crate) fn from_rustls(e: &rustls::Error) -> RemoteError {
     use rustls::CertificateError as C;
     match e {
         rustls::Error::InvalidCertificate(C::Other(other)) => {

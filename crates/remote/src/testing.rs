@@ -91,6 +91,25 @@ pub enum Behaviour {
 /// A TLS 1.3 server on loopback answering every connection as `behaviour` says; with
 /// `client_ca`, it requires a client certificate from that CA.
 pub async fn server(server: &Leaf, client_ca: Option<&Ca>, behaviour: Behaviour) -> SocketAddr {
+    serve(server, client_ca, behaviour, false).await
+}
+
+/// [`server`] speaking gRPC (`warden.extension.v1.Extension/Call` over HTTP/2): the same
+/// behaviours; `fail` answers status 2 with `warden-error-code: boom`.
+pub async fn grpc_server(
+    server: &Leaf,
+    client_ca: Option<&Ca>,
+    behaviour: Behaviour,
+) -> SocketAddr {
+    serve(server, client_ca, behaviour, true).await
+}
+
+async fn serve(
+    server: &Leaf,
+    client_ca: Option<&Ca>,
+    behaviour: Behaviour,
+    grpc: bool,
+) -> SocketAddr {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -115,7 +134,13 @@ pub async fn server(server: &Leaf, client_ca: Option<&Ca>, behaviour: Behaviour)
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(server.key.as_bytes()).unwrap();
-    let config = Arc::new(builder.with_single_cert(chain, key).unwrap());
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = if grpc {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let config = Arc::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -128,6 +153,15 @@ pub async fn server(server: &Leaf, client_ca: Option<&Ca>, behaviour: Behaviour)
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                if grpc {
+                    let service = service_fn(move |req| grpc_answer(req, behaviour));
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+                    return;
+                }
                 let service = service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| async move {
                         let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -170,4 +204,82 @@ pub async fn server(server: &Leaf, client_ca: Option<&Ca>, behaviour: Behaviour)
         }
     });
     addr
+}
+
+type GrpcBody = http_body_util::StreamBody<
+    futures_util::stream::Iter<
+        std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>,
+    >,
+>;
+
+fn grpc_body(frames: Vec<hyper::body::Frame<Bytes>>) -> GrpcBody {
+    http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames.into_iter().map(Ok).collect::<Vec<_>>(),
+    ))
+}
+
+fn trailers(pairs: &[(&'static str, &str)]) -> hyper::body::Frame<Bytes> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in pairs {
+        map.insert(*k, http::HeaderValue::from_str(v).unwrap());
+    }
+    hyper::body::Frame::trailers(map)
+}
+
+fn framed(message: &[u8]) -> Bytes {
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    Bytes::from(out)
+}
+
+async fn grpc_answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    behaviour: Behaviour,
+) -> Result<hyper::Response<GrpcBody>, std::convert::Infallible> {
+    use prost::Message as _;
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let call = crate::grpc::CallRequest::decode(&body[5..]).unwrap();
+    let ok = |frames| {
+        hyper::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(grpc_body(frames))
+            .unwrap()
+    };
+    Ok(match behaviour {
+        Behaviour::Answer if call.method == "fail" => ok(vec![trailers(&[
+            ("grpc-status", "2"),
+            ("grpc-message", "failing on purpose"),
+            ("warden-error-code", "boom"),
+        ])]),
+        Behaviour::Answer => {
+            let reply = crate::grpc::CallReply { output: call.input }.encode_to_vec();
+            ok(vec![
+                hyper::body::Frame::data(framed(&reply)),
+                trailers(&[("grpc-status", "0")]),
+            ])
+        }
+        Behaviour::Stall => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            ok(vec![])
+        }
+        Behaviour::Flood => {
+            let reply = crate::grpc::CallReply {
+                output: vec![b'x'; 8 << 20],
+            }
+            .encode_to_vec();
+            ok(vec![
+                hyper::body::Frame::data(framed(&reply)),
+                trailers(&[("grpc-status", "0")]),
+            ])
+        }
+        Behaviour::Malformed => ok(vec![
+            hyper::body::Frame::data(Bytes::from_static(b"\0\0\0\0\x09garbage")),
+            trailers(&[("grpc-status", "0")]),
+        ]),
+        Behaviour::Fails => hyper::Response::builder()
+            .status(500)
+            .body(grpc_body(vec![]))
+            .unwrap(),
+    })
 }

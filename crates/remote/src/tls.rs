@@ -102,6 +102,7 @@ pub(crate) fn client_config(
     pins: &[SpkiPin],
     ca_pem: Option<&[u8]>,
     identity: Option<&ClientIdentity>,
+    protocol: warden_manifest::RemoteProtocol,
 ) -> Result<Arc<ClientConfig>, SetupError> {
     let provider = provider();
     let ca = match ca_pem {
@@ -124,8 +125,11 @@ pub(crate) fn client_config(
             .map_err(|e| SetupError::Identity(e.to_string()))?,
         None => builder.with_no_client_auth(),
     };
-    // JSON-RPC is one HTTP/1.1 exchange per connection here.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // JSON-RPC is one HTTP/1.1 exchange per connection here; gRPC is HTTP/2.
+    config.alpn_protocols = match protocol {
+        warden_manifest::RemoteProtocol::JsonRpc => vec![b"http/1.1".to_vec()],
+        warden_manifest::RemoteProtocol::Grpc => vec![b"h2".to_vec()],
+    };
     Ok(Arc::new(config))
 }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use warden_manifest::RemoteEndpoint;
-use warden_remote::testing::{Behaviour, Ca, leaf, server};
+use warden_remote::testing::{Behaviour, Ca, grpc_server, leaf, server};
 use warden_remote::{CallLimits, ClientIdentity, Remote, RemoteError};
 
 fn endpoint(host: &str, addr: SocketAddr) -> RemoteEndpoint {
@@ -232,4 +232,76 @@ fn a_client_identity_must_be_a_certificate_and_its_own_key() {
     ] {
         assert!(ClientIdentity::from_pem(cert.as_bytes(), key.as_bytes()).is_err());
     }
+}
+
+fn grpc_endpoint(host: &str, addr: SocketAddr) -> RemoteEndpoint {
+    format!("grpcs://{host}:{}", addr.port()).parse().unwrap()
+}
+
+/// The gRPC form answers as the JSON-RPC form does, errors included, on the same pins.
+#[tokio::test]
+async fn the_grpc_form_gives_the_json_rpc_forms_results() {
+    let s = leaf(&["ext.test"], None, false, false);
+    let json = server(&s, None, Behaviour::Answer).await;
+    let grpc = grpc_server(&s, None, Behaviour::Answer).await;
+    let a = Remote::new(&endpoint("ext.test", json), &[s.pin], None, None).unwrap();
+    let b = Remote::new(&grpc_endpoint("ext.test", grpc), &[s.pin], None, None).unwrap();
+    for input in [&b"hello"[..], b"", &[0u8, 255, 10, 13][..]] {
+        let x = a.call(json, "echo", input, &LIMITS).await.unwrap();
+        let y = b.call(grpc, "echo", input, &LIMITS).await.unwrap();
+        assert_eq!(x, y);
+        assert_eq!(y, input);
+    }
+    let x = a
+        .call(json, "fail", b"", &LIMITS)
+        .await
+        .unwrap_err()
+        .to_string();
+    match b.call(grpc, "fail", b"", &LIMITS).await {
+        Err(RemoteError::Extension { code, message }) => {
+            assert_eq!(
+                (code.as_str(), message.as_str()),
+                ("boom", "failing on purpose")
+            );
+            assert_eq!(x, message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Pins hold for gRPC too.
+    let other = leaf(&["ext.test"], None, false, false);
+    let c = Remote::new(&grpc_endpoint("ext.test", grpc), &[other.pin], None, None).unwrap();
+    assert!(matches!(
+        c.call(grpc, "echo", b"x", &LIMITS).await,
+        Err(RemoteError::Pin(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_grpc_server_that_stalls_floods_or_answers_nonsense_is_stopped() {
+    let s = leaf(&["ext.test"], None, false, false);
+    let quick = CallLimits {
+        timeout: Duration::from_millis(300),
+        ..LIMITS
+    };
+    let stall = grpc_server(&s, None, Behaviour::Stall).await;
+    let r = Remote::new(&grpc_endpoint("ext.test", stall), &[s.pin], None, None).unwrap();
+    assert!(matches!(
+        r.call(stall, "echo", b"x", &quick).await,
+        Err(RemoteError::Timeout(_))
+    ));
+    let flood = grpc_server(&s, None, Behaviour::Flood).await;
+    let r = Remote::new(&grpc_endpoint("ext.test", flood), &[s.pin], None, None).unwrap();
+    let e = r.call(flood, "echo", b"x", &LIMITS).await.unwrap_err();
+    assert!(matches!(e, RemoteError::TooLarge { .. }), "{e:?}");
+    let junk = grpc_server(&s, None, Behaviour::Malformed).await;
+    let r = Remote::new(&grpc_endpoint("ext.test", junk), &[s.pin], None, None).unwrap();
+    let e = r.call(junk, "echo", b"x", &LIMITS).await.unwrap_err();
+    assert!(
+        !matches!(e, RemoteError::Extension { .. } if false),
+        "{e:?}"
+    );
+    assert!(
+        matches!(e, RemoteError::Protocol(_) | RemoteError::Extension { .. }),
+        "{e:?}"
+    );
 }

@@ -152,7 +152,9 @@ pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Re
             "  endpoint: {endpoint} ({})",
             match endpoint.protocol {
                 warden_manifest::RemoteProtocol::JsonRpc => "JSON-RPC 2.0 over HTTPS",
-                warden_manifest::RemoteProtocol::Grpc => "gRPC over TLS (not served yet)",
+                warden_manifest::RemoteProtocol::Grpc => {
+                    "gRPC over TLS: warden.extension.v1.Extension/Call"
+                }
             }
         );
         for pin in &remote.pins {

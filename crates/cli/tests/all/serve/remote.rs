@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use warden_remote::testing::{Behaviour, Ca, Leaf, leaf, server};
+use warden_remote::testing::{Behaviour, Ca, Leaf, grpc_server, leaf, server};
 
 use super::*;
 
@@ -17,6 +17,18 @@ fn remote_bundle(
     pin: &Leaf,
     limits: &str,
 ) -> (PathBuf, PathBuf) {
+    let entry = format!("https://127.0.0.1:{}/rpc", addr.port());
+    remote_bundle_at(st, name, &entry, pin, limits)
+}
+
+/// A remote bundle for `entry` pinning `pin`, packed and signed.
+fn remote_bundle_at(
+    st: &Setup,
+    name: &str,
+    entry: &str,
+    pin: &Leaf,
+    limits: &str,
+) -> (PathBuf, PathBuf) {
     let dir = st.t.path().join(format!("src-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -24,9 +36,8 @@ fn remote_bundle(
         format!(
             "schema = 1\n\n[extension]\nid = \"vendor.{name}\"\nversion = \"1.0.0\"\n\
              publisher = \"warden-examples\"\nkind = \"remote\"\n\
-             entry = \"https://127.0.0.1:{}/rpc\"\n\n[[methods]]\nname = \"echo\"\n\n\
-             [remote]\npins = [\"{}\"]\n{limits}",
-            addr.port(),
+             entry = \"{entry}\"\n\n[[methods]]\nname = \"echo\"\n\n[[methods]]\n\
+             name = \"fail\"\n\n[remote]\npins = [\"{}\"]\n{limits}",
             pin.pin
         ),
     )
@@ -35,8 +46,12 @@ fn remote_bundle(
 }
 
 fn execute(s: &Server, tenant: &str, extension: &str) -> Reply {
+    call(s, tenant, extension, "echo")
+}
+
+fn call(s: &Server, tenant: &str, extension: &str, method: &str) -> Reply {
     let body = format!(
-        r#"{{"tenant":"{tenant}","extension":"{extension}","method":"echo","input":"hi"}}"#
+        r#"{{"tenant":"{tenant}","extension":"{extension}","method":"{method}","input":"hi"}}"#
     );
     send(
         "POST",
@@ -144,5 +159,58 @@ fn remote_extensions_are_served_with_client_certificates_and_per_tenant_limits()
     assert!(
         statuses.iter().all(|s| *s == 504 || *s == 429),
         "{statuses:?}"
+    );
+}
+
+#[test]
+fn the_json_rpc_and_grpc_forms_of_one_extension_answer_alike_through_the_gateway() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = leaf(&["127.0.0.1"], None, false, false);
+    let (json, grpc) = rt.block_on(async {
+        (
+            server(&key, None, Behaviour::Answer).await,
+            grpc_server(&key, None, Behaviour::Answer).await,
+        )
+    });
+    let st = setup();
+    let s = st.serve(&format!(
+        "[policy]\nallow_networks = [\"127.0.0.0/8\"]\n\n[policy.remote]\nallowed_hosts = \
+         [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n",
+        json.port(),
+        grpc.port()
+    ));
+    let (b, sig) = remote_bundle(&st, "json", json, &key, "");
+    let json_hash = publish(&s, &b, &sig);
+    let entry = format!("grpcs://127.0.0.1:{}", grpc.port());
+    let (b, sig) = remote_bundle_at(&st, "grpc", &entry, &key, "");
+    let grpc_hash = publish(&s, &b, &sig);
+    tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "vendor.json", &json_hash, "none").status,
+        200
+    );
+    assert_eq!(
+        install(&s, "alpha", "vendor.grpc", &grpc_hash, "none").status,
+        200
+    );
+    for method in ["echo", "fail"] {
+        let a = call(&s, "alpha", "vendor.json", method);
+        let b = call(&s, "alpha", "vendor.grpc", method);
+        assert_eq!(a.status, b.status, "{method}: {} / {}", a.body, b.body);
+        let (mut a, mut b) = (a.json(), b.json());
+        // Each answer has its own request id.
+        for v in [&mut a, &mut b] {
+            if let Some(e) = v.get_mut("error") {
+                e["request_id"] = serde_json::Value::Null;
+            }
+            if let Some(o) = v.as_object_mut() {
+                o.remove("request_id");
+            }
+        }
+        assert_eq!(a, b, "{method}");
+    }
+    assert_eq!(
+        call(&s, "alpha", "vendor.grpc", "echo").json()["output"],
+        "hi"
     );
 }

@@ -1,0 +1,146 @@
+//! The gRPC form of a call (`grpcs://` endpoints): the unary method
+//! `warden.extension.v1.Extension/Call` over HTTP/2 on the same pinned TLS connection, with
+//! tonic's client and codec.
+//!
+//! ```protobuf
+//! syntax = "proto3";
+//! package warden.extension.v1;
+//! service Extension { rpc Call(CallRequest) returns (CallReply); }
+//! message CallRequest { string method = 1; bytes input = 2; }
+//! message CallReply { bytes output = 1; }
+//! ```
+//!
+//! A status other than OK is the extension's error: its code is the trailer
+//! `warden-error-code` when the server sets one (as JSON-RPC's `error.data.code`), else the
+//! gRPC code's name (`not-found`); its message is `grpc-message`. The answer's body is held to
+//! what the call's response cap allows, frames and all, before tonic decodes it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+
+use crate::{RemoteError, cut, rustls_error};
+
+/// The path of the one method.
+pub const CALL_PATH: &str = "/warden.extension.v1.Extension/Call";
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CallRequest {
+    #[prost(string, tag = "1")]
+    pub method: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub input: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CallReply {
+    #[prost(bytes = "vec", tag = "1")]
+    pub output: Vec<u8>,
+}
+
+/// One HTTP/2 connection as tonic's transport, its answers' bodies capped.
+pub(crate) struct Channel {
+    pub(crate) sender: SendRequest<tonic::body::Body>,
+    pub(crate) cap: usize,
+}
+
+type Answer = http::Response<Limited<Incoming>>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = Answer;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.sender.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let sent = self.sender.send_request(request);
+        let cap = self.cap;
+        Box::pin(async move { Ok(sent.await?.map(|b| Limited::new(b, cap))) })
+    }
+}
+
+/// Calls `method` with `input` over `channel`; the output, at most `max_output` bytes.
+pub(crate) async fn call(
+    channel: Channel,
+    origin: http::Uri,
+    method: &str,
+    input: &[u8],
+    max_output: u64,
+) -> Result<Vec<u8>, RemoteError> {
+    let limit = usize::try_from(max_output).unwrap_or(usize::MAX);
+    let mut grpc = tonic::client::Grpc::with_origin(channel, origin)
+        .max_decoding_message_size(limit.saturating_add(16));
+    grpc.ready()
+        .await
+        .map_err(|e| RemoteError::Protocol(format!("the connection: {e}")))?;
+    let request = tonic::Request::new(CallRequest {
+        method: method.to_owned(),
+        input: input.to_vec(),
+    });
+    let codec = tonic_prost::ProstCodec::<CallRequest, CallReply>::default();
+    let path = http::uri::PathAndQuery::from_static(CALL_PATH);
+    match grpc.unary(request, path, codec).await {
+        Ok(reply) => {
+            let output = reply.into_inner().output;
+            if output.len() as u64 > max_output {
+                return Err(RemoteError::TooLarge { limit: max_output });
+            }
+            Ok(output)
+        }
+        Err(status) => Err(failure(&status, max_output)),
+    }
+}
+
+/// What a status means: a failure of this side (the cap, TLS, the connection) or the
+/// extension's own error.
+fn failure(status: &tonic::Status, max_output: u64) -> RemoteError {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = next {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return RemoteError::TooLarge { limit: max_output };
+        }
+        if let Some(r) = rustls_error(e) {
+            return crate::from_rustls(r);
+        }
+        next = e.source();
+    }
+    if std::error::Error::source(status).is_some() {
+        return RemoteError::Protocol(cut(status.message()));
+    }
+    if status.code() == tonic::Code::OutOfRange
+        && status
+            .message()
+            .contains("decoded message length too large")
+    {
+        return RemoteError::TooLarge { limit: max_output };
+    }
+    let code = status
+        .metadata()
+        .get("warden-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(|c| c.chars().take(64).collect())
+        .unwrap_or_else(|| code_name(status.code()));
+    RemoteError::Extension {
+        code,
+        message: cut(status.message()),
+    }
+}
+
+/// `NotFound` → `not-found`.
+fn code_name(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
