@@ -186,8 +186,8 @@ impl FromStr for SpkiPin {
 /// `[remote]`: what the server must present.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RemoteOptions {
-    /// The server's public keys (leaf or intermediate); at least one. A server that presents
-    /// none of them is refused, whatever CA signed it.
+    /// The server's own public keys (its leaf certificate's); at least one. A server whose
+    /// leaf key is none of them is refused, whatever CA signed it.
     pub pins: Vec<SpkiPin>,
     /// A PEM file in the bundle with the CA the server's chain must lead to (its validity and
     /// name are then checked by the CA's rules too).

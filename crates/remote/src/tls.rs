@@ -1,9 +1,10 @@
 //! TLS 1.3 to a remote extension's server, which must present a pinned key.
 //!
 //! [`PinnedVerifier`] accepts a server only if
-//! - one of the certificates it presents (the leaf, or an intermediate it sends) has a
-//!   `SubjectPublicKeyInfo` whose SHA-256 is one of the manifest's pins: a certificate signed
-//!   by any CA, however valid, for a key that is not pinned is refused ([`PinMismatch`]);
+//! - its leaf certificate's `SubjectPublicKeyInfo` has a SHA-256 that is one of the manifest's
+//!   pins: a certificate signed by any CA, however valid, for a key that is not pinned is
+//!   refused ([`PinMismatch`]); a pinned certificate sent along after another leaf counts for
+//!   nothing (it does not sign the handshake);
 //! - the leaf is valid now and names the endpoint's host;
 //! - with a CA in the bundle, the chain also leads to that CA (Rustls' WebPKI verifier, which
 //!   checks validity, names and usage by its rules).
@@ -25,9 +26,12 @@ use warden_manifest::SpkiPin;
 
 use crate::der;
 
-/// The server presented no pinned key: its keys' pins, for the record.
+/// The most certificates of a refused chain named in its [`PinMismatch`].
+const MAX_PRESENTED: usize = 8;
+
+/// The server's leaf key is not pinned: the pins of what it presented, for the record.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the server's keys are not pinned (it presented {})", .presented.join(", "))]
+#[error("the server's key is not pinned (it presented {})", .presented.join(", "))]
 pub struct PinMismatch {
     pub presented: Vec<String>,
 }
@@ -173,15 +177,19 @@ impl ServerCertVerifier for PinnedVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        // The pin first: whatever else is right, an unpinned key is refused.
-        let presented: Vec<SpkiPin> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .filter_map(|c| pin_of(c))
-            .collect();
-        if !presented.iter().any(|p| self.pins.contains(p)) {
-            return Err(other(PinMismatch {
-                presented: presented.iter().map(ToString::to_string).collect(),
-            }));
+        // The pin first: whatever else is right, a leaf whose key is not pinned is refused.
+        // Only the leaf's key counts: it is the key that signs this handshake, while any
+        // other certificate sent along proves nothing (a real server's certificate is public,
+        // and an impostor can append it to a chain of its own).
+        let leaf_pin = pin_of(end_entity);
+        if !leaf_pin.is_some_and(|p| self.pins.contains(&p)) {
+            let presented = std::iter::once(end_entity)
+                .chain(intermediates)
+                .take(MAX_PRESENTED)
+                .filter_map(|c| pin_of(c))
+                .map(|p| p.to_string())
+                .collect();
+            return Err(other(PinMismatch { presented }));
         }
         if let Some(ca) = &self.ca {
             return ca.verify_server_cert(

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use warden_manifest::RemoteEndpoint;
-use warden_remote::testing::{Behaviour, Ca, grpc_server, leaf, server};
+use warden_remote::testing::{Behaviour, Ca, Leaf, grpc_server, leaf, server};
 use warden_remote::{CallLimits, ClientIdentity, Remote, RemoteError};
 
 fn endpoint(host: &str, addr: SocketAddr) -> RemoteEndpoint {
@@ -304,4 +304,36 @@ async fn a_grpc_server_that_stalls_floods_or_answers_nonsense_is_stopped() {
         matches!(e, RemoteError::Protocol(_) | RemoteError::Extension { .. }),
         "{e:?}"
     );
+}
+
+/// Red team of session 15: an impostor appends the real server's (public) certificate to a
+/// chain of its own. Only the leaf's key signs the handshake, so only the leaf's pin counts:
+/// refused with and without a CA in the bundle, over both forms.
+#[tokio::test]
+async fn a_pinned_certificate_appended_to_an_impostors_chain_is_refused() {
+    let ca = Ca::new("Vendor CA");
+    let real = leaf(&["ext.test"], Some(&ca), false, false);
+    for with_ca in [false, true] {
+        let own = leaf(&["ext.test"], with_ca.then_some(&ca), false, false);
+        let impostor = Leaf {
+            cert: format!("{}{}", own.cert, real.cert),
+            key: own.key.clone(),
+            pin: own.pin,
+        };
+        let ca_pem = with_ca.then_some(ca.pem.as_bytes());
+        let json = server(&impostor, None, Behaviour::Answer).await;
+        let grpc = grpc_server(&impostor, None, Behaviour::Answer).await;
+        for (ep, addr) in [
+            (endpoint("ext.test", json), json),
+            (grpc_endpoint("ext.test", grpc), grpc),
+        ] {
+            let r = Remote::new(&ep, &[real.pin], ca_pem, None).unwrap();
+            match r.call(addr, "echo", b"secret input", &LIMITS).await {
+                Err(RemoteError::Pin(p)) => {
+                    assert_eq!(p.presented[0], own.pin.to_string(), "{with_ca}");
+                }
+                other => panic!("with a CA: {with_ca}, {ep}: {other:?}"),
+            }
+        }
+    }
 }

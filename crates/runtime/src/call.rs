@@ -11,8 +11,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use warden_call::output::lines;
-use warden_call::{CallError, CallOutcome, CallReport, Ledger, LogLine, Redactor, Stream};
+use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
 
 use crate::caps::CallCaps;
 use crate::capture::Capture;
@@ -21,11 +20,9 @@ use crate::fair::fairly;
 use crate::prepared::{Prepared, World};
 use crate::state::CallState;
 
-/// Captured stdout and stderr per call, each (the rest is dropped and counted).
-pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
-/// Fuel given to a call whose extension sets no fuel limit: fuel is always on in the engine
-/// (so limits can be per extension), and this is effectively unlimited.
-pub(crate) const UNMETERED_FUEL: u64 = u64::MAX / 2;
+pub use crate::capture::MAX_OUTPUT_BYTES;
+use crate::capture::captured;
+pub(crate) use crate::outcome::{UNMETERED_FUEL, failed};
 
 /// A store for one call, and the handles to read what it did afterwards.
 struct Call {
@@ -142,30 +139,11 @@ impl Call {
     }
 }
 
-/// The lines a stream captured, redacted; nothing to redact (the usual case) costs nothing.
-pub(crate) fn captured(stream: Stream, capture: &Capture, redactor: &Redactor) -> Vec<LogLine> {
-    let (kept, dropped) = capture.take();
-    if kept.is_empty() && dropped == 0 {
-        return Vec::new();
-    }
-    lines(stream, &redactor.bytes(&kept, dropped > 0), dropped)
-}
-
 fn too_large(what: &'static str, size: usize, limit: warden_manifest::ByteSize) -> CallError {
     CallError::TooLarge {
         what,
         size: size as u64,
         limit,
-    }
-}
-
-pub(crate) fn failed<T>(started: Instant, e: CallError) -> CallOutcome<T> {
-    CallOutcome {
-        result: Err(e),
-        report: CallReport {
-            duration: started.elapsed(),
-            ..CallReport::default()
-        },
     }
 }
 

@@ -4,8 +4,22 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use warden_call::output::lines;
+use warden_call::{LogLine, Redactor, Stream};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+
+/// Captured stdout and stderr per call, each (the rest is dropped and counted).
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// The lines a stream captured, redacted; nothing to redact (the usual case) costs nothing.
+pub(crate) fn captured(stream: Stream, capture: &Capture, redactor: &Redactor) -> Vec<LogLine> {
+    let (kept, dropped) = capture.take();
+    if kept.is_empty() && dropped == 0 {
+        return Vec::new();
+    }
+    lines(stream, &redactor.bytes(&kept, dropped > 0), dropped)
+}
 
 /// How much a guest may write in one step; any amount is accepted, this only sizes the permit.
 const WRITE_PERMIT: usize = 64 * 1024;

@@ -408,7 +408,8 @@ impl Runtime {
 
     fn prepare_once(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
         if bundle.manifest().extension.kind == warden_manifest::Kind::Extism {
-            return self.prepare_extism(bundle);
+            let (plugin, source) = self.prepare_extism(bundle)?;
+            return Ok(Prepared::new(World::Extism(Box::new(plugin)), source));
         }
         // Compiled code is keyed by the component's own hash, not the bundle's: bundles that
         // differ only in their manifest share one entry.

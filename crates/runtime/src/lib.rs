@@ -19,6 +19,7 @@ mod extism;
 mod fair;
 pub mod isolate;
 mod limiter;
+mod outcome;
 mod precheck;
 mod prepared;
 pub mod process;

@@ -4,7 +4,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::RpcExtensionPre;
 use crate::code::CodeSource;
-use crate::extism::ExtismPlugin;
+use crate::extism::plugin::ExtismPlugin;
 use crate::state::CallState;
 use crate::world::WorldKind;
 

@@ -626,15 +626,7 @@ pub(crate) async fn put_secret(
         blocking(&s, &id, move |a| {
             // A secret belongs to an install: none for a tenant or install that does not
             // exist.
-            let installed = a
-                .registry()
-                .install(&tenant, &extension)
-                .map_err(|e| host_error(&HostError::from(e)))?;
-            if installed.is_none() {
-                return Err(ApiError::not_found(format!(
-                    "{extension} is not installed for tenant {tenant}"
-                )));
-            }
+            must_be_installed(a, &tenant, &extension)?;
             service
                 .host
                 .tenant(&tenant)
@@ -645,6 +637,24 @@ pub(crate) async fn put_secret(
         Ok(StatusCode::NO_CONTENT.into_response())
     };
     respond(&id, r.await)
+}
+
+/// 404 unless `extension` is installed for `tenant` (what belongs to an install needs one).
+fn must_be_installed(
+    a: &warden_host::Admin<'_>,
+    tenant: &TenantName,
+    extension: &ExtensionId,
+) -> Result<(), ApiError> {
+    let installed = a
+        .registry()
+        .install(tenant, extension)
+        .map_err(|e| host_error(&HostError::from(e)))?;
+    match installed {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!(
+            "{extension} is not installed for tenant {tenant}"
+        ))),
+    }
 }
 
 /// `PUT .../client-certificate`: the certificate a remote extension presents to its server.
@@ -694,15 +704,7 @@ pub(crate) async fn put_client_certificate(
         let req: ClientCertificateBody = json_body(&s, &headers, body).await?;
         let service = Arc::clone(&s);
         blocking(&s, &id, move |a| {
-            let installed = a
-                .registry()
-                .install(&tenant, &extension)
-                .map_err(|e| host_error(&HostError::from(e)))?;
-            if installed.is_none() {
-                return Err(ApiError::not_found(format!(
-                    "{extension} is not installed for tenant {tenant}"
-                )));
-            }
+            must_be_installed(a, &tenant, &extension)?;
             let view = service.host.tenant(&tenant);
             view.set_client_identity(&extension, &req.certificate, &req.key)
                 .map_err(|e| match e {

@@ -59,6 +59,8 @@ pub(crate) const NAMES: &[&str] = &[
     "get_log_level",
 ];
 
+/// Bytes of a plug-in's error message (`error_set`) kept; the rest is cut.
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
 /// The lowest level a plug-in's log messages are kept at: `get_log_level` tells the plug-in
 /// (so the PDK does not even format a debug line), and the host drops lower ones too.
 pub(crate) const LOG_LEVEL: LogLevel = LogLevel::Info;
@@ -259,7 +261,7 @@ impl ExtismState {
         }
     }
 
-    /// Keeps the error's first [`super::MAX_ERROR_BYTES`] now: freeing or reusing the block
+    /// Keeps the error's first [`MAX_ERROR_BYTES`] now: freeing or reusing the block
     /// afterwards changes nothing (Extism reads it at the end, so a freed error was lost).
     fn error_set(&mut self, h: u64) -> wasmtime::Result<()> {
         if h == 0 {
@@ -268,7 +270,7 @@ impl ExtismState {
         }
         match self.arena.block(h) {
             Some(b) if !b.is_empty() => {
-                let kept = b[..b.len().min(super::MAX_ERROR_BYTES)].to_vec();
+                let kept = b[..b.len().min(MAX_ERROR_BYTES)].to_vec();
                 self.error = h;
                 self.error_text = Some(kept);
                 Ok(())

@@ -27,7 +27,10 @@ pub(crate) mod abi;
 mod arena;
 pub(crate) mod check;
 mod http;
+pub(crate) mod plugin;
 pub(crate) mod state;
+
+pub use plugin::ExtismPlugin;
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -37,14 +40,15 @@ use warden_call::text::cut;
 use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
 use warden_manifest::Limits;
 use warden_trust::Verified;
-use wasmtime::{InstancePre, Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::call::{UNMETERED_FUEL, captured, failed};
 use crate::caps::CallCaps;
+use crate::capture::captured;
+use crate::code::CodeSource;
 use crate::engine::Runtime;
 use crate::error::LoadError;
 use crate::fair::fairly;
-use crate::prepared::{Prepared, World};
+use crate::outcome::{UNMETERED_FUEL, failed};
 
 use state::ExtismState;
 
@@ -52,39 +56,22 @@ use state::ExtismState;
 /// functions, 1.x); an import of anything else is refused at load.
 pub const EXTISM_HOST_FUNCTIONS: &[&str] = abi::NAMES;
 
-/// Bytes of a plug-in's error message (`error_set`) kept; the rest is cut.
-pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+pub use abi::MAX_ERROR_BYTES;
 /// Bytes one WASI preview 1 call may copy or allocate on the host (a write's buffers, a
 /// poll's subscriptions); past it the call answers `nomem`.
 const HOSTCALL_FUEL: usize = 8 << 20;
 /// The constructors Extism runs after instantiating, first found first (a reactor's).
 const CONSTRUCTORS: [&str; 2] = ["__wasm_call_ctors", "_initialize"];
 
-/// A compiled, pre-linked Extism plug-in: instantiated afresh for every call.
-pub struct ExtismPlugin {
-    pre: InstancePre<ExtismState>,
-    /// The constructor to run after instantiating, if the module exports one.
-    constructor: Option<&'static str>,
-    /// The manifest's methods, each an export `() -> i32`.
-    methods: Vec<String>,
-    /// WASI preview 1 is linked (the manifest asked for it).
-    wasi: bool,
-}
-
-impl std::fmt::Debug for ExtismPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExtismPlugin")
-            .field("methods", &self.methods)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Runtime {
     /// Checks a verified bundle's Extism plug-in (limits, validation, imports), compiles it
     /// (or loads it from the code cache, as a component: see [`Runtime::prepare`]), checks that
     /// each of the manifest's methods is an export `() -> i32` and that it imports WASI only if
     /// the manifest asks for it, and pre-links it. CPU-heavy: call it off the async executor.
-    pub(crate) fn prepare_extism(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
+    pub(crate) fn prepare_extism(
+        &self,
+        bundle: &Verified<Bundle>,
+    ) -> Result<(ExtismPlugin, CodeSource), LoadError> {
         let bytes = bundle.entry();
         let manifest = bundle.manifest();
         let methods: Vec<String> = manifest.methods.iter().map(|m| m.to_string()).collect();
@@ -114,7 +101,7 @@ impl Runtime {
             methods,
             wasi,
         };
-        Ok(Prepared::new(World::Extism(Box::new(plugin)), source))
+        Ok((plugin, source))
     }
 }
 

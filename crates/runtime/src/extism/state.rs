@@ -12,9 +12,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::arena::Arena;
-use crate::call::MAX_OUTPUT_BYTES;
 use crate::caps::CallCaps;
-use crate::capture::Capture;
+use crate::capture::{Capture, MAX_OUTPUT_BYTES};
 use crate::egress::EgressHooks;
 use crate::limiter::MemoryBudget;
 use crate::logging::LogCapture;

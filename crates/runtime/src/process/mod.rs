@@ -40,9 +40,9 @@ use warden_sandbox::{
 };
 use warden_trust::Verified;
 
-use crate::call::failed;
 use crate::caps::CallCaps;
 use crate::error::LoadError;
+use crate::outcome::failed;
 use api::ProcessApi;
 use unpack::Unpacked;
 
