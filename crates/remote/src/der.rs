@@ -76,6 +76,62 @@ pub(crate) fn parse(cert: &[u8]) -> Option<Parsed<'_>> {
     })
 }
 
+const EXTENSIONS: u8 = 0xa3;
+const OID: u8 = 0x06;
+const BOOLEAN: u8 = 0x01;
+const OCTET_STRING: u8 = 0x04;
+/// 2.5.29.19, basicConstraints.
+const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
+
+/// Whether a certificate's basic constraints say it is a CA (`None`: it does not read).
+pub(crate) fn is_ca(cert: &[u8]) -> Option<bool> {
+    let (SEQUENCE, cert, _, _) = tlv(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _, _) = tlv(cert)? else {
+        return None;
+    };
+    // After the key come the optional unique ids ([1], [2]) and the extensions ([3]).
+    let mut rest = tbs;
+    while !rest.is_empty() {
+        let (tag, content, _, after) = tlv(rest)?;
+        if tag == EXTENSIONS {
+            let (SEQUENCE, mut exts, _, _) = tlv(content)? else {
+                return None;
+            };
+            while !exts.is_empty() {
+                let (SEQUENCE, ext, _, next) = tlv(exts)? else {
+                    return None;
+                };
+                let (OID, oid, _, fields) = tlv(ext)? else {
+                    return None;
+                };
+                if oid == BASIC_CONSTRAINTS {
+                    // `critical` may come before the value.
+                    let (mut tag, mut value, _, more) = tlv(fields)?;
+                    if tag == BOOLEAN {
+                        (tag, value, _, _) = tlv(more)?;
+                    }
+                    if tag != OCTET_STRING {
+                        return None;
+                    }
+                    let (SEQUENCE, bc, _, _) = tlv(value)? else {
+                        return None;
+                    };
+                    return Some(match tlv(bc) {
+                        Some((BOOLEAN, flag, _, _)) => flag.first().is_some_and(|b| *b != 0),
+                        _ => false,
+                    });
+                }
+                exts = next;
+            }
+            return Some(false);
+        }
+        rest = after;
+    }
+    Some(false)
+}
+
 /// UTCTime (`YYMMDDHHMMSSZ`, years 1950-2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
 fn time(tag: u8, text: &[u8]) -> Option<i64> {
     let digits = |s: &[u8]| -> Option<i64> {

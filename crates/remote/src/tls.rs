@@ -145,6 +145,12 @@ fn ca_verifier(
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| SetupError::Ca(format!("it does not read: {e}")))?;
+        // Said now, not as `CaUsedAsEndEntity` at every call.
+        if der::is_ca(&cert) != Some(true) {
+            return Err(SetupError::Ca(
+                "a certificate in it is not a CA's (its basic constraints do not say cA)".into(),
+            ));
+        }
         roots
             .add(cert)
             .map_err(|e| SetupError::Ca(format!("a certificate is not a CA: {e}")))?;

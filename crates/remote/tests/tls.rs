@@ -337,3 +337,15 @@ async fn a_pinned_certificate_appended_to_an_impostors_chain_is_refused() {
         }
     }
 }
+
+/// A bundle's CA file must hold CA certificates: a leaf there is refused when the client is
+/// made, not at every call.
+#[test]
+fn a_ca_file_that_holds_a_leaf_is_refused_up_front() {
+    let ca = Ca::new("Vendor CA");
+    let s = leaf(&["ext.test"], Some(&ca), false, false);
+    let ep: RemoteEndpoint = "https://ext.test/rpc".parse().unwrap();
+    assert!(Remote::new(&ep, &[s.pin], Some(ca.pem.as_bytes()), None).is_ok());
+    let e = Remote::new(&ep, &[s.pin], Some(s.cert.as_bytes()), None).unwrap_err();
+    assert!(e.to_string().contains("not a CA"), "{e}");
+}
