@@ -380,7 +380,9 @@ static void handle(long id, const char *method, const char *arg) {
         answer(id, "forked");
     } else if (strcmp(method, "spread") == 0) {
         /* 6 children take 12 MiB each (each under max_memory): only a limit over the whole
-         * sandbox stops the sum. Answers how many got theirs. */
+         * sandbox stops the sum. Answers how many hold theirs at once at the end: a child
+         * that got its 12 MiB and was then killed for the limit (the kernel picks the
+         * largest, often one that is done) does not count. */
         int done[2];
         int held = 0;
         pid_t kids[6];
@@ -404,6 +406,9 @@ static void handle(long id, const char *method, const char *arg) {
             char c;
             while (read(done[0], &c, 1) == 1) held++;
             close(done[0]);
+            held = 0;
+            for (int i = 0; i < n; i++)
+                if (waitpid(kids[i], NULL, WNOHANG) == 0) held++;
             for (int i = 0; i < n; i++) kill(kids[i], SIGKILL);
             while (wait(NULL) > 0) {}
         }
