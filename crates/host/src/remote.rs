@@ -11,11 +11,11 @@
 //! server presented. Everything the call did is in its report, as for any extension.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use warden_bundle::Bundle;
-use warden_call::{CallError, CallOutcome, CallReport, Capability, Ledger};
+use warden_call::{CallError, CallOutcome, CallReport, Capability, HostFailure, Ledger};
 use warden_manifest::{Limits, Policy, RemoteEndpoint, RequestHost, Scheme, SecretName};
 use warden_net::Resolver;
 use warden_remote::{CallLimits, ClientIdentity, Remote, RemoteError};
@@ -28,7 +28,52 @@ use crate::error::HostError;
 pub const CLIENT_IDENTITY: &str = "WARDEN_CLIENT_IDENTITY";
 
 /// How long a name lookup may take, within the call's deadline.
-const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failures in a row (no connection, no handshake, no answer in time, no valid answer) that
+/// open an install's circuit: its calls are then refused at once, for [`OPEN_FOR`], instead
+/// of each waiting on a remote that is down.
+const FAILURES_TO_OPEN: u32 = 5;
+const OPEN_FOR: Duration = Duration::from_secs(10);
+
+/// One install's circuit breaker. Closed: calls go through, failures are counted. Open: calls
+/// are refused until `open_until`; then one call goes through (half-open), and its outcome
+/// closes the circuit or opens it again.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    /// A call let through after the circuit was open, not yet finished.
+    trying: bool,
+}
+
+impl Breaker {
+    /// Whether a call may go now; else how long until one may.
+    fn allow(&mut self, now: Instant) -> Result<(), Duration> {
+        match self.open_until {
+            Some(until) if now < until => Err(until - now),
+            Some(_) if self.trying => Err(Duration::from_secs(1)),
+            Some(_) => {
+                self.trying = true;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// What the call that was let through came to.
+    fn record(&mut self, failed: bool, now: Instant) {
+        self.trying = false;
+        if !failed {
+            self.failures = 0;
+            self.open_until = None;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= FAILURES_TO_OPEN || self.open_until.is_some() {
+            self.open_until = Some(now + OPEN_FOR);
+        }
+    }
+}
 
 pub(crate) fn identity_name() -> Result<SecretName, HostError> {
     CLIENT_IDENTITY
@@ -41,6 +86,7 @@ pub(crate) struct RemoteInstall {
     remote: Remote,
     allow_networks: Arc<[ipnet::IpNet]>,
     resolver: Arc<dyn Resolver>,
+    breaker: Mutex<Breaker>,
 }
 
 impl RemoteInstall {
@@ -69,6 +115,7 @@ impl RemoteInstall {
             remote,
             allow_networks: policy.allow_networks.clone().into(),
             resolver,
+            breaker: Mutex::default(),
         })
     }
 
@@ -87,12 +134,34 @@ impl RemoteInstall {
                 size: input.len() as u64,
                 limit: limits.max_request_bytes,
             })
+        } else if let Err(wait) = self.breaker().allow(Instant::now()) {
+            let endpoint = self.remote.endpoint();
+            ledger.deny(
+                Capability::Network,
+                &format!("remote:{endpoint}"),
+                Some(format!(
+                    "the circuit is open: the last {FAILURES_TO_OPEN} calls failed"
+                )),
+            );
+            Err(CallError::Unavailable(HostFailure::new(format!(
+                "the remote extension at {endpoint} failed {FAILURES_TO_OPEN} calls in a row; \
+                 calls resume in {}s",
+                wait.as_secs().max(1)
+            ))))
         } else {
             let call = self.call(&ledger, limits, method, input);
-            match tokio::time::timeout(limits.max_execution_time, call).await {
+            let result = match tokio::time::timeout(limits.max_execution_time, call).await {
                 Ok(r) => r,
                 Err(_) => Err(CallError::Timeout(limits.max_execution_time)),
-            }
+            };
+            // The extension's own errors and refused inputs say nothing about the remote's
+            // health; everything else that failed does.
+            let failed = matches!(
+                &result,
+                Err(CallError::Remote(_) | CallError::Timeout(_) | CallError::TooLarge { .. })
+            );
+            self.breaker().record(failed, Instant::now());
+            result
         };
         let redactor = caps.redactor.clone().unwrap_or_default();
         let (denials, uses, limit_hits) = ledger.report(&redactor);
@@ -107,6 +176,10 @@ impl RemoteInstall {
                 ..CallReport::default()
             },
         }
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn call(
@@ -206,4 +279,37 @@ fn admitted(endpoint: &RemoteEndpoint, policy: &Policy) -> Result<(), HostError>
         "the operator's policy does not allow the endpoint {endpoint} ([policy.remote] \
          allowed_hosts)"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_circuit_opens_after_failures_in_a_row_and_closes_on_a_success() {
+        let mut b = Breaker::default();
+        let t0 = Instant::now();
+        for _ in 0..FAILURES_TO_OPEN - 1 {
+            assert!(b.allow(t0).is_ok());
+            b.record(true, t0);
+        }
+        // A success in between starts the count again.
+        b.record(false, t0);
+        for _ in 0..FAILURES_TO_OPEN {
+            assert!(b.allow(t0).is_ok());
+            b.record(true, t0);
+        }
+        assert!(b.allow(t0 + Duration::from_secs(1)).is_err());
+        // Half-open: one call goes, a second waits for it.
+        let later = t0 + OPEN_FOR + Duration::from_millis(1);
+        assert!(b.allow(later).is_ok());
+        assert!(b.allow(later).is_err());
+        // It fails: open again at once.
+        b.record(true, later);
+        assert!(b.allow(later + Duration::from_secs(1)).is_err());
+        let again = later + OPEN_FOR + Duration::from_millis(1);
+        assert!(b.allow(again).is_ok());
+        b.record(false, again);
+        assert!(b.allow(again).is_ok());
+    }
 }

@@ -345,7 +345,10 @@ async fn the_sandbox_holds_the_program_in() {
         .parse()
         .unwrap();
     if frozen() {
-        assert!(held < 3, "{held} processes hold 12 MiB each at once under 32 MiB");
+        assert!(
+            held < 3,
+            "{held} processes hold 12 MiB each at once under 32 MiB"
+        );
         let hit = last(&lab, Event::Limit);
         assert_eq!(hit.outcome(), Outcome::MemoryLimit, "{hit:?}");
         let peak = hit.memory_peak_bytes().unwrap();

@@ -279,3 +279,34 @@ fn remote_manifests_are_checked_at_the_edge() {
     }
     let _ = Arc::new(());
 }
+
+/// A remote that is down opens the install's circuit after 5 failures in a row: the calls
+/// after that are refused at once (503 at the gateway), each with a denial that says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_that_is_down_opens_the_circuit() {
+    let s = leaf(&[HOST], None, false, false);
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let lab = lab(policy(&[closed]));
+    let id = load(&lab, &bundle(&lab, closed, &[&s], None, ""));
+    for _ in 0..5 {
+        match lab.call(&id, "echo", b"x").await.unwrap_err().error {
+            CallError::Remote(m) => assert!(m.contains("connect"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let started = std::time::Instant::now();
+    match lab.call(&id, "echo", b"x").await.unwrap_err().error {
+        CallError::Unavailable(m) => assert!(m.to_string().contains("5 calls in a row"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_millis(200));
+    let denial = records(&lab, Event::Denial).pop().unwrap();
+    assert!(
+        format!("{denial:?}").contains("circuit is open"),
+        "{denial:?}"
+    );
+}
