@@ -141,7 +141,11 @@ impl Tenant<'_> {
                 Kind::Extism => Code::Extism(inner.prepare(&verified)?),
                 Kind::Remote => Code::Remote(Arc::new(crate::remote::RemoteInstall::new(
                     bundle,
-                    self.client_identity(&ext.id)?.as_ref(),
+                    crate::remote::IdentitySource {
+                        secrets: Arc::clone(&inner.secrets),
+                        tenant: self.name.clone(),
+                        extension: ext.id.clone(),
+                    },
                     &inner.policy,
                     Arc::clone(&inner.resolver),
                 )?)),

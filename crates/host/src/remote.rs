@@ -16,12 +16,16 @@ use std::time::{Duration, Instant};
 
 use warden_bundle::Bundle;
 use warden_call::{CallError, CallOutcome, CallReport, Capability, HostFailure, Ledger};
-use warden_manifest::{Limits, Policy, RemoteEndpoint, RequestHost, Scheme, SecretName};
+use warden_manifest::{
+    ExtensionId, Limits, Policy, RemoteEndpoint, RequestHost, Scheme, SecretName, TenantName,
+};
 use warden_net::Resolver;
 use warden_remote::{CallLimits, ClientIdentity, Remote, RemoteError};
 use warden_runtime::CallCaps;
+use warden_secrets::SecretValue;
 
 use crate::error::HostError;
+use crate::secrets::HostSecrets;
 
 /// The secret name under which an install's client certificate and key are kept (PEM, the
 /// certificates then the key). Manifests may not name secrets `WARDEN_*`.
@@ -83,16 +87,62 @@ pub(crate) fn identity_name() -> Result<SecretName, HostError> {
 
 /// A remote install: its client and where it may connect.
 pub(crate) struct RemoteInstall {
-    remote: Remote,
+    /// The client, made again when the install's client certificate changes.
+    remote: Mutex<Arc<Remote>>,
+    /// What the client was made from, to make it again.
+    pins: Vec<warden_manifest::SpkiPin>,
+    ca: Option<Vec<u8>>,
+    /// Where the client certificate is kept, and the one the client has now: read again at
+    /// every call, so that a certificate the operator sets (on any runner of a fleet) is used
+    /// from the next call.
+    identity: IdentitySource,
+    current: Mutex<Option<SecretValue>>,
     allow_networks: Arc<[ipnet::IpNet]>,
     resolver: Arc<dyn Resolver>,
     breaker: Mutex<Breaker>,
 }
 
+/// An install's client certificate, wherever it is kept.
+pub(crate) struct IdentitySource {
+    pub(crate) secrets: Arc<HostSecrets>,
+    pub(crate) tenant: TenantName,
+    pub(crate) extension: ExtensionId,
+}
+
+impl IdentitySource {
+    /// The PEM set for the install (the transient one first), if any.
+    pub(crate) fn read(&self) -> Result<Option<SecretValue>, HostError> {
+        let name = identity_name()?;
+        let transient = self
+            .secrets
+            .transient
+            .read()
+            .map_err(|_| HostError::Poisoned("secret table"))?
+            .get(&(self.tenant.clone(), self.extension.clone(), name.clone()))
+            .cloned();
+        match transient {
+            Some(v) => Ok(Some(v)),
+            None => self
+                .secrets
+                .store
+                .get(&self.tenant, &self.extension, &name)
+                .map_err(|e| HostError::Remote(format!("the client certificate: {e}"))),
+        }
+    }
+}
+
+fn identity(pem: Option<&SecretValue>) -> Result<Option<ClientIdentity>, HostError> {
+    pem.map(|v| {
+        let bytes = v.expose().as_bytes();
+        ClientIdentity::from_pem(bytes, bytes).map_err(|e| HostError::Remote(e.to_string()))
+    })
+    .transpose()
+}
+
 impl RemoteInstall {
     pub(crate) fn new(
         bundle: &Bundle,
-        identity: Option<&ClientIdentity>,
+        source: IdentitySource,
         policy: &Policy,
         resolver: Arc<dyn Resolver>,
     ) -> Result<RemoteInstall, HostError> {
@@ -108,11 +158,21 @@ impl RemoteInstall {
             ));
         };
         admitted(endpoint, policy)?;
-        let ca = options.ca.as_ref().map(|_| bundle.entry());
-        let remote = Remote::new(endpoint, &options.pins, ca, identity)
-            .map_err(|e| HostError::Remote(e.to_string()))?;
+        let ca = options.ca.as_ref().map(|_| bundle.entry().to_vec());
+        let pem = source.read()?;
+        let remote = Remote::new(
+            endpoint,
+            &options.pins,
+            ca.as_deref(),
+            identity(pem.as_ref())?.as_ref(),
+        )
+        .map_err(|e| HostError::Remote(e.to_string()))?;
         Ok(RemoteInstall {
-            remote,
+            remote: Mutex::new(Arc::new(remote)),
+            pins: options.pins.clone(),
+            ca,
+            identity: source,
+            current: Mutex::new(pem),
             allow_networks: policy.allow_networks.clone().into(),
             resolver,
             breaker: Mutex::default(),
@@ -135,7 +195,11 @@ impl RemoteInstall {
                 limit: limits.max_request_bytes,
             })
         } else if let Err(wait) = self.breaker().allow(Instant::now()) {
-            let endpoint = self.remote.endpoint();
+            let remote = self.client_now();
+            let endpoint = remote.as_ref().map_or_else(
+                |_| String::from("its endpoint"),
+                |r| r.endpoint().to_string(),
+            );
             ledger.deny(
                 Capability::Network,
                 &format!("remote:{endpoint}"),
@@ -182,6 +246,26 @@ impl RemoteInstall {
         self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The client, made again first if the install's client certificate changed.
+    fn client_now(&self) -> Result<Arc<Remote>, CallError> {
+        let failed = |e: HostError| CallError::host_caused("reading the client certificate", e);
+        let pem = self.identity.read().map_err(failed)?;
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut remote = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        if *current != pem {
+            let fresh = Remote::new(
+                remote.endpoint(),
+                &self.pins,
+                self.ca.as_deref(),
+                identity(pem.as_ref()).map_err(failed)?.as_ref(),
+            )
+            .map_err(|e| failed(HostError::Remote(e.to_string())))?;
+            *remote = Arc::new(fresh);
+            *current = pem;
+        }
+        Ok(Arc::clone(&remote))
+    }
+
     async fn call(
         &self,
         ledger: &Ledger,
@@ -189,7 +273,8 @@ impl RemoteInstall {
         method: &str,
         input: &[u8],
     ) -> Result<Vec<u8>, CallError> {
-        let endpoint = self.remote.endpoint();
+        let remote = self.client_now()?;
+        let endpoint = remote.endpoint();
         let target = format!("remote:{endpoint}");
         let addr = self.address(ledger, endpoint, &target).await?;
         ledger.allow(Capability::Network, &target);
@@ -197,7 +282,7 @@ impl RemoteInstall {
             timeout: limits.max_execution_time,
             max_response: limits.max_response_bytes.bytes(),
         };
-        match self.remote.call(addr, method, input, &call_limits).await {
+        match remote.call(addr, method, input, &call_limits).await {
             Ok(out) => Ok(out),
             Err(e) => Err(self.failed(ledger, &target, e, limits)),
         }

@@ -183,7 +183,7 @@ impl Tenant<'_> {
     /// Sets the client certificate (PEM, leaf first) and key (PEM) a remote extension of this
     /// tenant presents to its server, issued by the operator for this install. Checked, then
     /// kept encrypted like a secret (under [`crate::CLIENT_IDENTITY`]) and audited as one; the
-    /// next load of the install uses it.
+    /// install's next call uses it (every call reads it again, on every runner of a fleet).
     pub fn set_client_identity(
         &self,
         extension: &ExtensionId,
@@ -204,38 +204,6 @@ impl Tenant<'_> {
     ) -> Result<(), HostError> {
         let pem = identity_pem(certificates, key)?;
         self.put_transient_secret(extension, &crate::remote::identity_name()?, pem)
-    }
-
-    /// The client certificate set for `extension`, if any (the transient one first).
-    pub(crate) fn client_identity(
-        &self,
-        extension: &ExtensionId,
-    ) -> Result<Option<warden_remote::ClientIdentity>, HostError> {
-        let name = crate::remote::identity_name()?;
-        let transient = self
-            .inner
-            .secrets
-            .transient
-            .read()
-            .map_err(|_| HostError::Poisoned("secret table"))?
-            .get(&(self.name.clone(), extension.clone(), name.clone()))
-            .cloned();
-        let value = match transient {
-            Some(v) => Some(v),
-            None => self
-                .inner
-                .secrets
-                .store
-                .get(&self.name, extension, &name)
-                .map_err(|e| HostError::Remote(format!("the client certificate: {e}")))?,
-        };
-        value
-            .map(|v| {
-                let pem = v.expose().as_bytes();
-                warden_remote::ClientIdentity::from_pem(pem, pem)
-                    .map_err(|e| HostError::Remote(e.to_string()))
-            })
-            .transpose()
     }
 }
 

@@ -669,9 +669,8 @@ pub(crate) struct ClientCertificateBody {
 
 /// `PUT /v1/admin/tenants/{tenant}/installs/{extension}/client-certificate`: sets the client
 /// certificate a remote extension's install presents to its server (issued by the operator,
-/// so the remote can tell tenants apart). Audited like a secret; the install is loaded again
-/// on this runner's next call (other runners of a fleet take it when they load the install
-/// again).
+/// so the remote can tell tenants apart). Audited like a secret; the install's next call, on
+/// any runner of a fleet, uses it.
 #[utoipa::path(put, path = "/v1/admin/tenants/{tenant}/installs/{extension}/client-certificate",
     tag = "admin", operation_id = "put_client_certificate",
     security(("admin_token" = [])),
@@ -710,10 +709,7 @@ pub(crate) async fn put_client_certificate(
                 .map_err(|e| match e {
                     HostError::Remote(m) => ApiError::malformed(m),
                     other => host_error(&other),
-                })?;
-            // Taken at load: the next call loads the install again.
-            view.unload(&extension);
-            Ok(())
+                })
         })
         .await?;
         Ok(StatusCode::NO_CONTENT.into_response())

@@ -148,8 +148,7 @@ async fn expired_certificates_and_refused_client_certificates_end_the_call() {
     }
     // A server that asks for the operator's client certificate: refused without it, served
     // with the one the operator issued for this install.
-    let path = bundle(&lab, addr, &[&s], None, "");
-    let id = load(&lab, &path);
+    let id = load(&lab, &bundle(&lab, addr, &[&s], None, ""));
     match lab.call(&id, "echo", b"x").await.unwrap_err().error {
         CallError::Remote(m) => assert!(m.contains("refused"), "{m}"),
         other => panic!("{other:?}"),
@@ -159,8 +158,14 @@ async fn expired_certificates_and_refused_client_certificates_end_the_call() {
     tenant
         .set_client_identity(&id, &issued.cert, &issued.key)
         .unwrap();
-    let id = load(&lab, &path);
+    // Taken by the next call, without loading the install again (as another runner of a
+    // fleet would, sharing the secrets' storage).
     assert_eq!(text(&lab.call(&id, "echo", b"x").await.unwrap()), "x");
+    // Removed: refused again.
+    tenant
+        .delete_secret(&id, &warden_host::CLIENT_IDENTITY.parse().unwrap())
+        .unwrap();
+    assert!(lab.call(&id, "echo", b"x").await.is_err());
     // Set like a secret: audited by name, the key never in a record.
     let all = format!("{:?}", lab.audit.records());
     assert!(all.contains("WARDEN_CLIENT_IDENTITY"), "{all}");
