@@ -186,6 +186,9 @@ impl HostBuilder {
             ..RuntimeConfig::default()
         };
         let runtime = Runtime::new(config).map_err(|e| start_failed(&audit, e.into()))?;
+        let claims = Arc::new(warden_remote::claims::ClaimsKey::from_seed(
+            storage.secrets.claims_seed(),
+        ));
         let secrets = Arc::new(crate::secrets::HostSecrets::new(storage.secrets));
         let kv = self.kv.unwrap_or(storage.kv);
         let kv_quota = self.kv_quota.unwrap_or(Quota::from(self.policy.kv));
@@ -206,6 +209,7 @@ impl HostBuilder {
                 local_files: storage.local_files,
                 audit_source,
                 secrets,
+                claims,
                 kv,
                 kv_quota,
                 extensions: RwLock::default(),

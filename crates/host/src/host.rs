@@ -57,6 +57,9 @@ pub(crate) struct Inner {
     /// Whether installs may keep folders in the data dir (see [`crate::LocalFiles`]).
     pub(crate) local_files: crate::LocalFiles,
     pub(crate) secrets: Arc<crate::secrets::HostSecrets>,
+    /// Signs the claims a remote extension's calls carry (from the secrets' key: the same on
+    /// every runner of a fleet).
+    pub(crate) claims: Arc<warden_remote::claims::ClaimsKey>,
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) kv_quota: Quota,
     /// Loaded extensions, by tenant then id (nested so a lookup needs no owned key).
@@ -129,6 +132,15 @@ impl Host {
     /// What loads did with compiled code so far: compiles, code cache hits and rejections.
     pub fn code_stats(&self) -> warden_runtime::CodeStats {
         self.inner.runtime.code_stats()
+    }
+
+    /// The public key (PEM) that checks the claims remote extensions' calls carry, and its
+    /// `kid`: what the operator gives the vendors of remote extensions.
+    pub fn claims_public_key(&self) -> (String, String) {
+        (
+            self.inner.claims.public_pem(),
+            self.inner.claims.kid().to_string(),
+        )
     }
 
     /// Stores the summaries of repeated refusals counted so far (at shutdown: nothing counted

@@ -148,6 +148,7 @@ impl Tenant<'_> {
                     },
                     &inner.policy,
                     Arc::clone(&inner.resolver),
+                    Arc::clone(&inner.claims),
                 )?)),
             };
             let (kind, sandbox) = match &code {

@@ -20,6 +20,7 @@ use warden_manifest::{
     ExtensionId, Limits, Policy, RemoteEndpoint, RequestHost, Scheme, SecretName, TenantName,
 };
 use warden_net::Resolver;
+use warden_remote::claims::ClaimsKey;
 use warden_remote::{CallLimits, ClientIdentity, Remote, RemoteError};
 use warden_runtime::CallCaps;
 use warden_secrets::SecretValue;
@@ -100,6 +101,7 @@ pub(crate) struct RemoteInstall {
     allow_networks: Arc<[ipnet::IpNet]>,
     resolver: Arc<dyn Resolver>,
     breaker: Mutex<Breaker>,
+    claims: Arc<ClaimsKey>,
 }
 
 /// An install's client certificate, wherever it is kept.
@@ -145,6 +147,7 @@ impl RemoteInstall {
         source: IdentitySource,
         policy: &Policy,
         resolver: Arc<dyn Resolver>,
+        claims: Arc<ClaimsKey>,
     ) -> Result<RemoteInstall, HostError> {
         let manifest = bundle.manifest();
         let Some((endpoint, options)) = manifest
@@ -176,6 +179,7 @@ impl RemoteInstall {
             allow_networks: policy.allow_networks.clone().into(),
             resolver,
             breaker: Mutex::default(),
+            claims,
         })
     }
 
@@ -282,7 +286,23 @@ impl RemoteInstall {
             timeout: limits.max_execution_time,
             max_response: limits.max_response_bytes.bytes(),
         };
-        match remote.call(addr, method, input, &call_limits).await {
+        // Who the call is for, signed, for this endpoint only, for a minute.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut nonce = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let token = self.claims.token(
+            self.identity.tenant.as_str(),
+            self.identity.extension.as_str(),
+            &endpoint.to_string(),
+            now,
+            nonce,
+        );
+        match remote
+            .call_as(addr, method, input, &call_limits, Some(&token))
+            .await
+        {
             Ok(out) => Ok(out),
             Err(e) => Err(self.failed(ledger, &target, e, limits)),
         }

@@ -73,6 +73,7 @@ pub(crate) async fn call(
     method: &str,
     input: &[u8],
     max_output: u64,
+    bearer: Option<&str>,
 ) -> Result<Vec<u8>, RemoteError> {
     let limit = usize::try_from(max_output).unwrap_or(usize::MAX);
     let mut grpc = tonic::client::Grpc::with_origin(channel, origin)
@@ -80,10 +81,16 @@ pub(crate) async fn call(
     grpc.ready()
         .await
         .map_err(|e| RemoteError::Protocol(format!("the connection: {e}")))?;
-    let request = tonic::Request::new(CallRequest {
+    let mut request = tonic::Request::new(CallRequest {
         method: method.to_owned(),
         input: input.to_vec(),
     });
+    if let Some(token) = bearer {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| RemoteError::Protocol("the claims are not a header value".into()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let codec = tonic_prost::ProstCodec::<CallRequest, CallReply>::default();
     let path = http::uri::PathAndQuery::from_static(CALL_PATH);
     match grpc.unary(request, path, codec).await {

@@ -21,6 +21,7 @@
 //!
 //! No Wasmtime and no `unsafe` here; the host maps [`RemoteError`] to its call errors.
 
+pub mod claims;
 mod der;
 pub mod grpc;
 mod jsonrpc;
@@ -139,8 +140,21 @@ impl Remote {
         input: &[u8],
         limits: &CallLimits,
     ) -> Result<Vec<u8>, RemoteError> {
+        self.call_as(addr, method, input, limits, None).await
+    }
+
+    /// [`Remote::call`], telling the remote who the call is for with `bearer` (signed claims,
+    /// [`claims::ClaimsKey::token`]) as `authorization: Bearer ...`.
+    pub async fn call_as(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        input: &[u8],
+        limits: &CallLimits,
+        bearer: Option<&str>,
+    ) -> Result<Vec<u8>, RemoteError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let work = self.exchange(addr, id, method, input, limits);
+        let work = self.exchange(addr, id, method, input, limits, bearer);
         match tokio::time::timeout(limits.timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(RemoteError::Timeout(limits.timeout)),
@@ -154,6 +168,7 @@ impl Remote {
         method: &str,
         input: &[u8],
         limits: &CallLimits,
+        bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
         let connect = |reason: String| RemoteError::Connect { addr, reason };
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -166,8 +181,11 @@ impl Remote {
             .await
             .map_err(|e| tls_failure(&e))?;
         match self.endpoint.protocol {
-            RemoteProtocol::JsonRpc => self.json_rpc(stream, id, method, input, limits).await,
-            RemoteProtocol::Grpc => self.grpc(stream, method, input, limits).await,
+            RemoteProtocol::JsonRpc => {
+                self.json_rpc(stream, id, method, input, limits, bearer)
+                    .await
+            }
+            RemoteProtocol::Grpc => self.grpc(stream, method, input, limits, bearer).await,
         }
     }
 
@@ -177,6 +195,7 @@ impl Remote {
         method: &str,
         input: &[u8],
         limits: &CallLimits,
+        bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
         let (sender, connection) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -195,7 +214,7 @@ impl Remote {
             sender,
             cap: grpc_cap(limits.max_response),
         };
-        grpc::call(channel, origin, method, input, limits.max_response).await
+        grpc::call(channel, origin, method, input, limits.max_response, bearer).await
     }
 
     async fn json_rpc(
@@ -205,6 +224,7 @@ impl Remote {
         method: &str,
         input: &[u8],
         limits: &CallLimits,
+        bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -212,10 +232,14 @@ impl Remote {
         // The connection is driven beside the request and ends with this call.
         let mut driver = Abort(tokio::spawn(connection));
         let body = jsonrpc::request(id, method, input);
-        let request = http::Request::post(self.endpoint.path.as_str())
+        let mut request = http::Request::post(self.endpoint.path.as_str())
             .header(http::header::HOST, authority(&self.endpoint))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RemoteError::Protocol(format!("the request: {e}")))?;
         let response = match sender.send_request(request).await {

@@ -164,12 +164,18 @@ async fn serve(
                 }
                 let service = service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let auth = bearer_of(req.headers());
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
                         let id = v["id"].clone();
                         let input = v["params"]["input"].as_str().unwrap().to_string();
                         let method = v["params"]["method"].as_str().unwrap().to_string();
                         let answer = match behaviour {
+                        Behaviour::Answer if method == "whoami" => serde_json::json!({
+                            "jsonrpc": "2.0", "id": id,
+                            "result": {"output": b64(auth.as_bytes())}
+                        })
+                        .to_string(),
                         Behaviour::Answer if method == "fail" => serde_json::json!({
                             "jsonrpc": "2.0", "id": id,
                             "error": {"code": -32000, "message": "failing on purpose", "data": {"code": "boom"}}
@@ -238,6 +244,7 @@ async fn grpc_answer(
     behaviour: Behaviour,
 ) -> Result<hyper::Response<GrpcBody>, std::convert::Infallible> {
     use prost::Message as _;
+    let auth = bearer_of(req.headers());
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let call = crate::grpc::CallRequest::decode(&body[5..]).unwrap();
     let ok = |frames| {
@@ -247,6 +254,16 @@ async fn grpc_answer(
             .unwrap()
     };
     Ok(match behaviour {
+        Behaviour::Answer if call.method == "whoami" => {
+            let reply = crate::grpc::CallReply {
+                output: auth.into_bytes(),
+            }
+            .encode_to_vec();
+            ok(vec![
+                hyper::body::Frame::data(framed(&reply)),
+                trailers(&[("grpc-status", "0")]),
+            ])
+        }
         Behaviour::Answer if call.method == "fail" => ok(vec![trailers(&[
             ("grpc-status", "2"),
             ("grpc-message", "failing on purpose"),
@@ -282,4 +299,18 @@ async fn grpc_answer(
             .body(grpc_body(vec![]))
             .unwrap(),
     })
+}
+
+/// The request's `authorization` header (the signed claims), or "" (method `whoami` answers it).
+fn bearer_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -55,6 +55,7 @@ pub(crate) fn table() -> Vec<ApiRoute> {
             put_client_certificate,
         ),
         ApiRoute::new(Verb::Post, "/v1/admin/trust/reload", reload_trust),
+        ApiRoute::new(Verb::Get, "/v1/admin/remote/claims-key", claims_key),
         ApiRoute::new(Verb::Get, "/v1/admin/audit", audit),
         ApiRoute::new(Verb::Get, "/v1/admin/audit/verify", audit_verify),
         ApiRoute::new(Verb::Get, "/metrics", crate::metrics),
@@ -760,6 +761,44 @@ pub(crate) async fn delete_secret(
         } else {
             Err(ApiError::not_found("no such secret"))
         }
+    };
+    respond(&id, r.await)
+}
+
+/// The key remote extensions check the claims of warden's calls with.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClaimsKeyBody {
+    /// Ed25519 public key, PEM (SPKI).
+    public_key_pem: String,
+    /// The `kid` of the tokens it checks.
+    kid: String,
+}
+
+/// `GET /v1/admin/remote/claims-key`: the public key of the claims every call to a remote
+/// extension carries (an EdDSA JWT in `authorization`: `sub` the tenant, `ext` the extension,
+/// `aud` the endpoint, 60 s), for the operator to give the vendors. The same on every runner
+/// that shares the secrets' key.
+#[utoipa::path(get, path = "/v1/admin/remote/claims-key", tag = "admin", operation_id = "claims_key",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The public key.", body = ClaimsKeyBody),
+        FrontRefusals,
+        AdminRefusals,
+    ),
+)]
+pub(crate) async fn claims_key(
+    State(s): State<Arc<Service>>,
+    id: RequestId,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let (public_key_pem, kid) = s.host.claims_public_key();
+        Ok(axum::Json(ClaimsKeyBody {
+            public_key_pem,
+            kid,
+        })
+        .into_response())
     };
     respond(&id, r.await)
 }

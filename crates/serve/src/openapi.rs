@@ -48,6 +48,7 @@ use crate::{RequestId, admin, gateway, review};
         admin::delete_secret,
         admin::put_client_certificate,
         admin::reload_trust,
+        admin::claims_key,
         admin::audit,
         admin::audit_verify,
         crate::metrics,

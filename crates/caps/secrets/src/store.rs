@@ -28,6 +28,9 @@ const CHECK_AAD: &[u8] = b"warden-secret-check-v1";
 pub struct SecretStore {
     rows: Arc<dyn SecretRows>,
     cipher: XChaCha20Poly1305,
+    /// A seed derived one way from the key (SHA-256 over a tag and the key): the same for
+    /// every runner that shares the key, and telling nothing of it.
+    claims_seed: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SecretStore {
@@ -43,12 +46,23 @@ impl SecretStore {
     /// written with is [`SecretError::WrongKey`] (checked here, against the storage's key-check
     /// row, which the first store to open it records).
     pub fn new(rows: Arc<dyn SecretRows>, key: &SecretKey) -> Result<Self, SecretError> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"warden-remote-claims/v1\0");
+        h.update(key.bytes());
         let store = SecretStore {
             rows,
             cipher: XChaCha20Poly1305::new(key.bytes().into()),
+            claims_seed: zeroize::Zeroizing::new(h.finalize().into()),
         };
         store.check_key()?;
         Ok(store)
+    }
+
+    /// The seed of the key that signs remote extensions' claims (`warden-remote`): derived
+    /// from this store's key, so every runner of a fleet signs with the same one.
+    pub fn claims_seed(&self) -> &[u8; 32] {
+        &self.claims_seed
     }
 
     /// A store that lives in memory only ([`MemoryRows`]), with a random key (hosts without a

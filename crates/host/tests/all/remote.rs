@@ -52,7 +52,8 @@ fn bundle(
     let mut manifest = format!(
         "schema = 1\n\n[extension]\nid = \"vendor.remote\"\nversion = \"1.0.0\"\n\
          publisher = \"warden-examples\"\nkind = \"remote\"\nentry = \"https://{HOST}:{}/rpc\"\n\n\
-         [[methods]]\nname = \"echo\"\n\n[[methods]]\nname = \"fail\"\n\n[remote]\npins = [{}]\n",
+         [[methods]]\nname = \"echo\"\n\n[[methods]]\nname = \"fail\"\n\n[[methods]]\n\
+         name = \"whoami\"\n\n[remote]\npins = [{}]\n",
         addr.port(),
         pins.join(", ")
     );
@@ -314,4 +315,73 @@ async fn a_remote_that_is_down_opens_the_circuit() {
         format!("{denial:?}").contains("circuit is open"),
         "{denial:?}"
     );
+}
+
+/// Each call tells the remote who it is for as signed claims: an EdDSA JWT in
+/// `authorization`, for this tenant, extension and endpoint, good for 60 s, checked with the
+/// host's public key (the same for every host on the same secrets key, as a fleet's runners).
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_carry_signed_claims_bound_to_the_tenant_and_endpoint() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::pkcs8::DecodePublicKey as _;
+    use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+
+    let s = leaf(&[HOST], None, false, false);
+    let addr = server(&s, None, Behaviour::Answer).await;
+    let grpc = warden_remote::testing::grpc_server(&s, None, Behaviour::Answer).await;
+    let lab = lab(policy(&[addr, grpc]));
+    let (pem, kid) = lab.host.claims_public_key();
+    let key = VerifyingKey::from_public_key_pem(&pem).unwrap();
+    let id = load(&lab, &bundle(&lab, addr, &[&s], None, ""));
+    let auth = text(&lab.call(&id, "whoami", b"").await.unwrap());
+    let token = auth.strip_prefix("Bearer ").unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let json = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+    };
+    let (header, claims) = (json(parts[0]), json(parts[1]));
+    assert_eq!(
+        (header["alg"].as_str(), header["kid"].as_str()),
+        (Some("EdDSA"), Some(kid.as_str()))
+    );
+    assert_eq!(claims["sub"], "default");
+    assert_eq!(claims["ext"], "vendor.remote");
+    assert_eq!(claims["aud"], format!("https://{HOST}:{}/rpc", addr.port()));
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        60
+    );
+    let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
+    key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+        .unwrap();
+    // Each call has its own token.
+    let again = text(&lab.call(&id, "whoami", b"").await.unwrap());
+    assert_ne!(auth, again);
+    // The gRPC form carries them as metadata.
+    let stage = lab.dir.path().join("grpc-claims");
+    fs::create_dir_all(&stage).unwrap();
+    fs::write(
+        stage.join("extension.toml"),
+        format!(
+            "schema = 1\n\n[extension]\nid = \"vendor.grpc\"\nversion = \"1.0.0\"\n\
+             publisher = \"warden-examples\"\nkind = \"remote\"\nentry = \"grpcs://{HOST}:{}\"\n\n\
+             [[methods]]\nname = \"whoami\"\n\n[remote]\npins = [\"{}\"]\n",
+            grpc.port(),
+            s.pin
+        ),
+    )
+    .unwrap();
+    let gid = load(&lab, &lab.sign_dir(&stage));
+    let auth = text(&lab.call(&gid, "whoami", b"").await.unwrap());
+    let claims = json(
+        auth.strip_prefix("Bearer ")
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap(),
+    );
+    assert_eq!(claims["aud"], format!("grpcs://{HOST}:{}", grpc.port()));
+    // Another host on the same storage (a restart, or a fleet's runner): the same key.
+    assert_eq!(lab.restarted_host().claims_public_key(), (pem, kid));
 }
