@@ -40,6 +40,29 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 const FAILURES_TO_OPEN: u32 = 5;
 const OPEN_FOR: Duration = Duration::from_secs(10);
 
+/// What one call showed of the remote's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Answered,
+    Failed,
+    Unknown,
+}
+
+/// A call let through the breaker; tells it the call's outcome when dropped (a call dropped
+/// part-way keeps `Failed`).
+struct Attempt<'a> {
+    install: &'a RemoteInstall,
+    outcome: Option<Health>,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(health) = self.outcome.take() {
+            self.install.breaker().record(health, Instant::now());
+        }
+    }
+}
+
 /// One install's circuit breaker. Closed: calls go through, failures are counted. Open: calls
 /// are refused until `open_until`; then one call goes through (half-open), and its outcome
 /// closes the circuit or opens it again.
@@ -66,12 +89,16 @@ impl Breaker {
     }
 
     /// What the call that was let through came to.
-    fn record(&mut self, failed: bool, now: Instant) {
+    fn record(&mut self, health: Health, now: Instant) {
         self.trying = false;
-        if !failed {
-            self.failures = 0;
-            self.open_until = None;
-            return;
+        match health {
+            Health::Unknown => return,
+            Health::Answered => {
+                self.failures = 0;
+                self.open_until = None;
+                return;
+            }
+            Health::Failed => {}
         }
         self.failures = self.failures.saturating_add(1);
         if self.failures >= FAILURES_TO_OPEN || self.open_until.is_some() {
@@ -217,18 +244,30 @@ impl RemoteInstall {
                 wait.as_secs().max(1)
             ))))
         } else {
+            // Whatever happens to this call, the breaker hears of it: a call dropped before it
+            // ends (its caller went away) counts as failed, or a half-open circuit would wait
+            // on it forever.
+            let mut attempt = Attempt {
+                install: self,
+                outcome: Some(Health::Failed),
+            };
             let call = self.call(&ledger, limits, method, input);
             let result = match tokio::time::timeout(limits.max_execution_time, call).await {
                 Ok(r) => r,
                 Err(_) => Err(CallError::Timeout(limits.max_execution_time)),
             };
-            // The extension's own errors and refused inputs say nothing about the remote's
-            // health; everything else that failed does.
-            let failed = matches!(
-                &result,
-                Err(CallError::Remote(_) | CallError::Timeout(_) | CallError::TooLarge { .. })
-            );
-            self.breaker().record(failed, Instant::now());
+            attempt.outcome = Some(match &result {
+                // The remote did not answer as it must.
+                Err(CallError::Remote(_) | CallError::Timeout(_) | CallError::TooLarge { .. }) => {
+                    Health::Failed
+                }
+                // This host's own failures (reading the client certificate) say nothing of
+                // the remote either way.
+                Err(CallError::Host(_)) => Health::Unknown,
+                // An answer, the extension's own error included: the remote is up.
+                _ => Health::Answered,
+            });
+            drop(attempt);
             result
         };
         let redactor = caps.redactor.clone().unwrap_or_default();
@@ -396,13 +435,14 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..FAILURES_TO_OPEN - 1 {
             assert!(b.allow(t0).is_ok());
-            b.record(true, t0);
+            b.record(Health::Failed, t0);
         }
-        // A success in between starts the count again.
-        b.record(false, t0);
+        // A success in between starts the count again; a host failure changes nothing.
+        b.record(Health::Answered, t0);
+        b.record(Health::Unknown, t0);
         for _ in 0..FAILURES_TO_OPEN {
             assert!(b.allow(t0).is_ok());
-            b.record(true, t0);
+            b.record(Health::Failed, t0);
         }
         assert!(b.allow(t0 + Duration::from_secs(1)).is_err());
         // Half-open: one call goes, a second waits for it.
@@ -410,11 +450,20 @@ mod tests {
         assert!(b.allow(later).is_ok());
         assert!(b.allow(later).is_err());
         // It fails: open again at once.
-        b.record(true, later);
+        b.record(Health::Failed, later);
         assert!(b.allow(later + Duration::from_secs(1)).is_err());
         let again = later + OPEN_FOR + Duration::from_millis(1);
         assert!(b.allow(again).is_ok());
-        b.record(false, again);
+        b.record(Health::Answered, again);
         assert!(b.allow(again).is_ok());
+        // A half-open call whose outcome is unknown lets the next one try.
+        let mut c = Breaker {
+            failures: FAILURES_TO_OPEN,
+            open_until: Some(t0),
+            trying: false,
+        };
+        assert!(c.allow(later).is_ok());
+        c.record(Health::Unknown, later);
+        assert!(c.allow(later).is_ok());
     }
 }

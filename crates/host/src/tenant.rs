@@ -77,6 +77,12 @@ impl Tenant<'_> {
         name: &SecretName,
         value: SecretValue,
     ) -> Result<(), HostError> {
+        // The host's own secret: whatever route sets it, it must be a client certificate.
+        if name.as_str() == crate::remote::CLIENT_IDENTITY {
+            let pem = value.expose().as_bytes();
+            warden_remote::ClientIdentity::from_pem(pem, pem)
+                .map_err(|e| HostError::Remote(e.to_string()))?;
+        }
         self.inner
             .change_gate(self.secret_record(request_id.clone(), extension, name, "set"))?;
         let stored = self

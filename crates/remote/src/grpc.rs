@@ -10,9 +10,11 @@
 //! message CallReply { bytes output = 1; }
 //! ```
 //!
-//! A status other than OK is the extension's error: its code is the trailer
-//! `warden-error-code` when the server sets one (as JSON-RPC's `error.data.code`), else the
-//! gRPC code's name (`not-found`); its message is `grpc-message`. The answer's body is held to
+//! A status other than OK that carries the trailer `warden-error-code` is the extension's
+//! error with that code (as JSON-RPC's `error.data.code`); without it, `unknown`, `internal`,
+//! `unavailable`, `data-loss` and `unimplemented` (what a broken answer, a proxy's error or a
+//! server that cannot serve come to) are the remote's failure, and any other status is the
+//! extension's error named by its code (`not-found`); its message is `grpc-message`. The answer's body is held to
 //! what the call's response cap allows, frames and all, before tonic decodes it.
 
 use std::future::Future;
@@ -128,15 +130,35 @@ fn failure(status: &tonic::Status, max_output: u64) -> RemoteError {
     {
         return RemoteError::TooLarge { limit: max_output };
     }
-    let code = status
+    let own = status
         .metadata()
         .get("warden-error-code")
         .and_then(|v| v.to_str().ok())
-        .map(|c| c.chars().take(64).collect())
-        .unwrap_or_else(|| code_name(status.code()));
-    RemoteError::Extension {
-        code,
-        message: cut(status.message()),
+        .map(|c| c.chars().take(64).collect::<String>());
+    match (own, status.code()) {
+        (Some(code), _) => RemoteError::Extension {
+            code,
+            message: cut(status.message()),
+        },
+        // What tonic makes of an answer that is not one (an HTTP error from a proxy, missing
+        // or unreadable trailers, a broken message, a stream reset), and what a server says
+        // when it cannot serve at all: the remote failed, as a JSON-RPC answer that is not one.
+        (
+            None,
+            tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss
+            | tonic::Code::Unimplemented,
+        ) => RemoteError::Protocol(format!(
+            "gRPC status {}: {}",
+            code_name(status.code()),
+            cut(status.message())
+        )),
+        (None, code) => RemoteError::Extension {
+            code: code_name(code),
+            message: cut(status.message()),
+        },
     }
 }
 

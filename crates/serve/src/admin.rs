@@ -632,7 +632,10 @@ pub(crate) async fn put_secret(
                 .host
                 .tenant(&tenant)
                 .put_secret_as(a.request_id().to_string(), &extension, &name, value)
-                .map_err(|e| host_error(&e))
+                .map_err(|e| match e {
+                    HostError::Remote(m) => ApiError::malformed(m),
+                    other => host_error(&other),
+                })
         })
         .await?;
         Ok(StatusCode::NO_CONTENT.into_response())

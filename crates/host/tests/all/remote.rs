@@ -171,10 +171,19 @@ async fn expired_certificates_and_refused_client_certificates_end_the_call() {
     let all = format!("{:?}", lab.audit.records());
     assert!(all.contains("WARDEN_CLIENT_IDENTITY"), "{all}");
     assert!(!all.contains("PRIVATE KEY"), "{all}");
-    // Garbage is refused before it is stored.
+    // Garbage is refused before it is stored, by either way of setting it.
     assert!(
         tenant
             .set_client_identity(&id, "not pem", "nor this")
+            .is_err()
+    );
+    assert!(
+        tenant
+            .put_secret(
+                &id,
+                &warden_host::CLIENT_IDENTITY.parse().unwrap(),
+                warden_host::SecretValue::new("GARBAGE".into()).unwrap(),
+            )
             .is_err()
     );
 }
@@ -384,4 +393,53 @@ async fn calls_carry_signed_claims_bound_to_the_tenant_and_endpoint() {
     assert_eq!(claims["aud"], format!("grpcs://{HOST}:{}", grpc.port()));
     // Another host on the same storage (a restart, or a fleet's runner): the same key.
     assert_eq!(lab.restarted_host().claims_public_key(), (pem, kid));
+}
+
+/// Red team of session 15: a half-open circuit's one trial call, dropped by its caller before
+/// it ended, left the circuit refusing every call for good. Now a dropped trial counts as a
+/// failure: the circuit opens again for its full time, and tries again after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trial_call_dropped_by_its_caller_does_not_keep_the_circuit_open() {
+    let s = leaf(&[HOST], None, false, false);
+    let stall = server(&s, None, Behaviour::Stall).await;
+    let lab = lab(policy(&[stall]));
+    let id = load(
+        &lab,
+        &bundle(
+            &lab,
+            stall,
+            &[&s],
+            None,
+            "\n[limits]\nmax_execution_time = \"200ms\"\n",
+        ),
+    );
+    for _ in 0..5 {
+        let e = lab.call(&id, "echo", b"x").await.unwrap_err().error;
+        assert!(matches!(e, CallError::Timeout(_)), "{e:?}");
+    }
+    assert!(matches!(
+        lab.call(&id, "echo", b"x").await.unwrap_err().error,
+        CallError::Unavailable(_)
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(10_100)).await;
+    // The trial call, dropped part-way (its caller went away).
+    let host = lab.host.clone();
+    let trial = {
+        let id = id.clone();
+        tokio::spawn(async move { host.default_tenant().call(&id, "echo", b"x").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    trial.abort();
+    let _ = trial.await;
+    // Open again for its full time, not waiting on a trial that will never end.
+    match lab.call(&id, "echo", b"x").await.unwrap_err().error {
+        CallError::Unavailable(m) => {
+            let m = m.to_string();
+            assert!(
+                m.contains("resume in 10s") || m.contains("resume in 9s"),
+                "{m}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
