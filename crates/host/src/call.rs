@@ -214,12 +214,20 @@ impl Inner {
         // and call futures inside), and unboxed it was copied whole at each `.await` it passes
         // through on its way down (`Guests::run`, the timeout, ...), on every call.
         let call = Box::pin(call(Arc::clone(&ext), caps));
+        // Dropped before the call ends (its caller went away: the call is stopped with it),
+        // this still leaves the call's record.
+        let mut unfinished = Unfinished {
+            inner: Arc::clone(self),
+            ext: Arc::clone(&ext),
+            id: Some(id.clone()),
+        };
         // A call from another extension runs inside its caller's task (and turn).
         let outcome = if top_level {
             self.guests.run(call, busy).await
         } else {
             call.await
         };
+        unfinished.id = None;
         self.finish(&ext, id, outcome).await
     }
 
@@ -286,5 +294,34 @@ impl Inner {
                 ext.info.id
             ))
         })
+    }
+}
+
+/// A call under way; if it is dropped before it ends, its record is written all the same (on
+/// the runtime, as the caller is gone), saying it was stopped.
+struct Unfinished {
+    inner: Arc<Inner>,
+    ext: Arc<Loaded>,
+    id: Option<String>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (inner, ext) = (Arc::clone(&self.inner), Arc::clone(&self.ext));
+        runtime.spawn(async move {
+            let stopped = CallOutcome::<()> {
+                result: Err(CallError::Host(warden_call::HostFailure::new(
+                    "the caller went away before the call ended: it was stopped",
+                ))),
+                report: warden_call::CallReport::default(),
+            };
+            let _ = inner.finish(&ext, id, stopped).await;
+        });
     }
 }

@@ -431,6 +431,10 @@ async fn a_trial_call_dropped_by_its_caller_does_not_keep_the_circuit_open() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     trial.abort();
     let _ = trial.await;
+    // The stopped call is audited all the same (its input had reached the remote).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let calls = format!("{:?}", records(&lab, Event::Call));
+    assert!(calls.contains("the caller went away"), "{calls}");
     // Open again for its full time, not waiting on a trial that will never end.
     match lab.call(&id, "echo", b"x").await.unwrap_err().error {
         CallError::Unavailable(m) => {
