@@ -226,11 +226,13 @@ impl RemoteInstall {
                 limit: limits.max_request_bytes,
             })
         } else if let Err(wait) = self.breaker().allow(Instant::now()) {
-            let remote = self.client_now();
-            let endpoint = remote.as_ref().map_or_else(
-                |_| String::from("its endpoint"),
-                |r| r.endpoint().to_string(),
-            );
+            // Refused at once: the client as it is names the endpoint (nothing is read).
+            let endpoint = self
+                .remote
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .endpoint()
+                .to_string();
             ledger.deny(
                 Capability::Network,
                 &format!("remote:{endpoint}"),
