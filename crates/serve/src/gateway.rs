@@ -170,11 +170,13 @@ async fn forward(
     if let Some(m) = call {
         s.still_loaded(&tenant, &id).await?;
         let started = std::time::Instant::now();
-        let called = s
-            .host
-            .tenant(&tenant)
-            .call_as(rid.to_string(), &id, m.as_str(), &body)
-            .await;
+        let view = s.host.tenant(&tenant);
+        let call = || view.call_as(rid.to_string(), &id, m.as_str(), &body);
+        let mut called = call().await;
+        if Service::unloaded_meanwhile(&called) {
+            s.still_loaded(&tenant, &id).await?;
+            called = call().await;
+        }
         let called = s.counted(&tenant, &id, started, called)?;
         let kind = if serde_json::from_slice::<serde::de::IgnoredAny>(&called.value).is_ok() {
             "application/json"
@@ -190,19 +192,31 @@ async fn forward(
         }
         return Ok(response);
     }
-    let mut inner = http::Request::builder()
-        .method(parts.method.clone())
-        .uri(target)
-        .body(body)
-        .map_err(|e| ApiError::malformed(format!("the request cannot be forwarded: {e}")))?;
-    *inner.headers_mut() = headers::inbound(&parts.headers, peer, rid);
+    let inbound = headers::inbound(&parts.headers, peer, rid);
+    let request = || {
+        let mut inner = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(target.clone())
+            .body(body.clone())
+            .map_err(|e| ApiError::malformed(format!("the request cannot be forwarded: {e}")))?;
+        *inner.headers_mut() = inbound.clone();
+        Ok::<_, ApiError>(inner)
+    };
     s.still_loaded(&tenant, &id).await?;
     let started = std::time::Instant::now();
-    let called = s
+    let mut called = s
         .host
         .tenant(&tenant)
-        .call_http_as(rid.to_string(), &id, inner)
+        .call_http_as(rid.to_string(), &id, request()?)
         .await;
+    if Service::unloaded_meanwhile(&called) {
+        s.still_loaded(&tenant, &id).await?;
+        called = s
+            .host
+            .tenant(&tenant)
+            .call_http_as(rid.to_string(), &id, request()?)
+            .await;
+    }
     let called = s.counted(&tenant, &id, started, called)?;
     let (rparts, rbody) = called.value.into_parts();
     let hdrs = headers::outbound(&rparts.headers);
@@ -353,11 +367,13 @@ async fn run(
     }
     s.still_loaded(&tenant, &id).await?;
     let started = std::time::Instant::now();
-    let called = s
-        .host
-        .tenant(&tenant)
-        .call_as(rid.to_string(), &id, &req.method, &input)
-        .await;
+    let view = s.host.tenant(&tenant);
+    let call = || view.call_as(rid.to_string(), &id, &req.method, &input);
+    let mut called = call().await;
+    if Service::unloaded_meanwhile(&called) {
+        s.still_loaded(&tenant, &id).await?;
+        called = call().await;
+    }
     let called = s.counted(&tenant, &id, started, called)?;
     // The output as JSON when it is JSON, else as a string (lossy) and base64.
     let output = match serde_json::from_slice::<serde_json::Value>(&called.value) {

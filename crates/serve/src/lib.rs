@@ -408,6 +408,16 @@ impl Service {
         Ok(())
     }
 
+    /// Whether a call failed only because the install was unloaded between
+    /// [`Service::still_loaded`] and the call (a trust reload in that instant): loaded
+    /// again and called once more by the caller.
+    pub(crate) fn unloaded_meanwhile(
+        called: &Result<impl Sized, warden_host::CallFailure>,
+    ) -> bool {
+        matches!(called, Err(f) if f.request_id.is_empty()
+            && matches!(&f.error, warden_call::CallError::Invalid(m) if m.ends_with("is loaded")))
+    }
+
     /// The extension `id` of `tenant`, loaded as installed now: the install read from the
     /// registry on every request (so an uninstall, upgrade or grant change, from this process
     /// or another, takes effect on the next request), loaded (and verified again) when it is
