@@ -123,29 +123,7 @@ pub fn import_fate(name: &str, eff: &warden_manifest::Effective) -> String {
                 )
             }
         }
-        (_, "wasi:filesystem/preopens") => {
-            if eff.mounts.is_empty() {
-                "no folders (nothing to open)".into()
-            } else {
-                format!(
-                    "granted: {}",
-                    list(
-                        eff.mounts
-                            .iter()
-                            .map(|m| format!(
-                                "{} ({})",
-                                m.guest,
-                                if m.readonly {
-                                    "read-only"
-                                } else {
-                                    "read-write"
-                                }
-                            ))
-                            .collect()
-                    )
-                )
-            }
-        }
+        (_, "wasi:filesystem/preopens") => mounts(eff),
         (_, "warden:extension/invoke") => {
             if eff.calls.is_empty() {
                 "DENIED: no call granted (every call: denied)".into()
@@ -162,4 +140,30 @@ pub fn import_fate(name: &str, eff: &warden_manifest::Effective) -> String {
         }
         _ => "NOT PROVIDED: the component will not load (the host has no such interface)".into(),
     }
+}
+
+/// The folders a guest is given under `eff`, as `inspect` shows them.
+pub(crate) fn mounts(eff: &warden_manifest::Effective) -> String {
+    let denied: Vec<String> = eff.withheld_mounts.iter().map(|g| g.to_string()).collect();
+    let denied = if denied.is_empty() {
+        String::new()
+    } else {
+        format!("; DENIED: {} (every operation refused)", denied.join(", "))
+    };
+    if eff.mounts.is_empty() {
+        return format!("no folders (nothing to open){denied}");
+    }
+    let granted: Vec<String> = eff
+        .mounts
+        .iter()
+        .map(|m| {
+            let how = if m.readonly {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            format!("{} ({how})", m.guest)
+        })
+        .collect();
+    format!("granted: {}{denied}", granted.join(", "))
 }

@@ -133,15 +133,23 @@ pub fn import_fate(
         ("wasi_snapshot_preview1", _) if !wasi => {
             "REFUSED at load: the manifest does not ask for WASI ([extism] wasi = true)".into()
         }
-        ("wasi_snapshot_preview1", n) if n.starts_with("path_") || n.starts_with("sock_") => {
-            "allowed, and refused when called: no files or sockets are given".into()
+        ("wasi_snapshot_preview1", n) if n.starts_with("sock_") => {
+            "allowed, and refused when called: no sockets are given".into()
+        }
+        ("wasi_snapshot_preview1", n) if n.starts_with("path_") => {
+            format!("folders: {}", crate::describe::mounts(eff))
         }
         (
             "wasi_snapshot_preview1",
             "args_get" | "args_sizes_get" | "environ_get" | "environ_sizes_get",
         ) => "allowed: empty".into(),
-        ("wasi_snapshot_preview1", "fd_write") => {
+        ("wasi_snapshot_preview1", "fd_write") if eff.mounts.is_empty() => {
             "allowed: stdout and stderr into the call's log".into()
+        }
+        ("wasi_snapshot_preview1", "fd_write") => {
+            "allowed: stdout and stderr into the call's log, files of the granted folders \
+             (read-write ones under the file quota)"
+                .into()
         }
         ("wasi_snapshot_preview1", _) => "allowed".into(),
         _ => "REFUSED at load: not an Extism host function".into(),

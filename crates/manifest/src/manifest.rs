@@ -109,7 +109,8 @@ pub struct Permissions {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExtismOptions {
     /// WASI preview 1 (`wasi_snapshot_preview1`), as Extism's own `wasi: true`: clocks,
-    /// random, stdout/stderr into the call's log; no arguments, environment, files or sockets.
+    /// random, stdout/stderr into the call's log, and `[permissions.filesystem]`'s mounts as
+    /// for components; no arguments, environment or sockets.
     /// The Go, JavaScript and Python PDKs need it.
     pub wasi: bool,
 }
@@ -183,8 +184,15 @@ impl Manifest {
                  (each a function `() -> i32`); this manifest lists none",
             ));
         }
+        let extism = match root.get("extism") {
+            Some(v) if extension.kind != Kind::Extism => {
+                return Err(v.error("[extism] is only for kind = \"extism\""));
+            }
+            Some(v) => extism(&v.as_table()?)?,
+            None => ExtismOptions::default(),
+        };
         let permissions = match root.get("permissions") {
-            Some(v) => permissions(&v.as_table()?, &extension)?,
+            Some(v) => permissions(&v.as_table()?, &extension, &extism)?,
             None => Permissions::default(),
         };
         let limits = match root.get("limits") {
@@ -209,13 +217,6 @@ impl Manifest {
                 ));
             }
             (None, _) => None,
-        };
-        let extism = match root.get("extism") {
-            Some(v) if extension.kind != Kind::Extism => {
-                return Err(v.error("[extism] is only for kind = \"extism\""));
-            }
-            Some(v) => extism(&v.as_table()?)?,
-            None => ExtismOptions::default(),
         };
         root.finish()?;
         Ok(Manifest {
@@ -433,7 +434,11 @@ fn methods(v: &Value<'_, '_>) -> Result<Vec<MethodName>, TomlError> {
     Ok(out)
 }
 
-fn permissions(t: &Table<'_, '_>, ext: &Extension) -> Result<Permissions, TomlError> {
+fn permissions(
+    t: &Table<'_, '_>,
+    ext: &Extension,
+    extism: &ExtismOptions,
+) -> Result<Permissions, TomlError> {
     let kv = match t.get("kv") {
         Some(v) => v.as_bool()?,
         None => false,
@@ -494,15 +499,9 @@ fn permissions(t: &Table<'_, '_>, ext: &Extension) -> Result<Permissions, TomlEr
     }
     if ext.kind == Kind::Extism {
         // Extism's host functions reach config (secrets), vars, logs and HTTP; a plug-in has
-        // no way to use key-value storage, files or calls to other extensions.
-        let unusable = [
-            ("kv", kv),
-            ("calls", !calls.is_empty()),
-            (
-                "filesystem",
-                !filesystem.paths.is_empty() || !filesystem.readonly_paths.is_empty(),
-            ),
-        ];
+        // no way to use key-value storage or calls to other extensions, and reaches files
+        // only through WASI.
+        let unusable = [("kv", kv), ("calls", !calls.is_empty())];
         for (key, asked) in unusable {
             if let (true, Some(v)) = (asked, t.get(key)) {
                 return Err(v.error(
@@ -510,6 +509,12 @@ fn permissions(t: &Table<'_, '_>, ext: &Extension) -> Result<Permissions, TomlEr
                      vars, logging and http_request)",
                 ));
             }
+        }
+        let files = !filesystem.paths.is_empty() || !filesystem.readonly_paths.is_empty();
+        if let (true, false, Some(v)) = (files, extism.wasi, t.get("filesystem")) {
+            return Err(v.error(
+                "an Extism plug-in reaches files only through WASI: add [extism] wasi = true",
+            ));
         }
     }
     t.finish_ref()?;

@@ -399,10 +399,6 @@ fn extism_manifest_lists_methods_and_only_what_extism_can_use() {
     for (extra, key) in [
         ("[permissions]\nkv = true\n", "permissions.kv"),
         ("[permissions]\ncalls = [\"c.d\"]\n", "permissions.calls"),
-        (
-            "[permissions.filesystem]\npaths = [\"/data\"]\n",
-            "permissions.filesystem",
-        ),
     ] {
         let e =
             Manifest::parse(&format!("{base}[[methods]]\nname = \"run\"\n{extra}")).unwrap_err();
@@ -413,6 +409,16 @@ fn extism_manifest_lists_methods_and_only_what_extism_can_use() {
             "{e}"
         );
     }
+    // Files only through WASI.
+    let files = "[permissions.filesystem]\npaths = [\"/data\"]\n";
+    let e = Manifest::parse(&format!("{base}[[methods]]\nname = \"run\"\n{files}")).unwrap_err();
+    assert_eq!(e.key, "permissions.filesystem", "{e}");
+    assert!(e.to_string().contains("wasi = true"), "{e}");
+    let m = Manifest::parse(&format!(
+        "{base}[[methods]]\nname = \"run\"\n[extism]\nwasi = true\n{files}"
+    ))
+    .unwrap();
+    assert_eq!(m.permissions.filesystem.paths.len(), 1);
     let e = Manifest::parse(&format!(
         "{base}[[methods]]\nname = \"run\"\n[[endpoints]]\nmethod = \"GET\"\npath = \"/\"\n"
     ))

@@ -66,6 +66,9 @@ pub(crate) struct FdMounts {
     by_fd: std::collections::HashMap<u32, Arc<str>>,
     /// Guest paths of the denied mounts, with why they are refused.
     denied: Vec<(Arc<str>, String)>,
+    /// Descriptors open at the last count, and opens since (see [`FdMounts::may_open`]).
+    counted: usize,
+    opened_since: usize,
 }
 
 impl FdMounts {
@@ -76,19 +79,29 @@ impl FdMounts {
         denied: &[MountDir],
         withheld: Withheld,
     ) -> Result<FdMounts, HostFailure> {
-        let mut m = FdMounts::default();
-        for d in denied {
-            b.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly)
-                .map_err(|e| {
-                    HostFailure::caused(
-                        format!("preparing denied mount {}", d.guest),
-                        e.into_boxed_dyn_error(),
-                    )
-                })?;
-            let why = format!("{} ({})", withheld.reason(Capability::Filesystem), d.guest);
-            m.denied.push((Arc::from(d.guest.as_str()), why));
-        }
-        Ok(m)
+        Ok(FdMounts {
+            denied: preopen_denied(b, denied, withheld)?,
+            ..FdMounts::default()
+        })
+    }
+
+    /// One more descriptor is about to be opened: whether the open ones must be counted
+    /// first ([`FdMounts::counted`]). They are counted in the table only when the count may
+    /// have reached [`MAX_OPEN_FILES`] (and every [`RECOUNT_EVERY`] opens at most), since
+    /// Wasmtime drops them without telling.
+    fn opening(&mut self) -> bool {
+        self.opened_since += 1;
+        self.opened_since >= RECOUNT_EVERY || self.counted + self.opened_since > MAX_OPEN_FILES
+    }
+
+    /// `n` descriptors are open before the one about to be.
+    fn counted(&mut self, n: usize) {
+        self.counted = n;
+        self.opened_since = 1;
+    }
+
+    fn may_open(&self) -> bool {
+        self.counted + self.opened_since <= MAX_OPEN_FILES
     }
 
     fn of(&self, fd: &Fd) -> Option<Arc<str>> {
@@ -109,6 +122,50 @@ impl FdMounts {
             None => self.by_fd.remove(&fd.rep()),
         };
     }
+}
+
+/// Descriptors (files and folders) one call may hold open at once. Each is a descriptor of
+/// the host process, whose limit (`RLIMIT_NOFILE`) every call and tenant shares: without a cap
+/// one call could take them all, and every other call's opens, and the server's accepts,
+/// would fail. An open past it fails (`insufficient-memory` for a component, `mfile` for a
+/// plug-in) and is recorded as an `fs` denial.
+pub(crate) const MAX_OPEN_FILES: usize = 256;
+/// Opens between two counts of a component's open descriptors.
+const RECOUNT_EVERY: usize = 32;
+/// The target and reason of the denial of an open past [`MAX_OPEN_FILES`].
+pub(crate) const OPEN_FILES_TARGET: &str = "open files";
+pub(crate) fn open_files_reason() -> String {
+    format!("more than {MAX_OPEN_FILES} files and folders open at once in one call")
+}
+
+/// Descriptors (files and folders) in a call's resource table.
+pub(crate) fn open_descriptors(table: &mut wasmtime::component::ResourceTable) -> usize {
+    table
+        .iter_mut()
+        .filter(|e| e.downcast_ref::<Descriptor>().is_some())
+        .count()
+}
+
+/// Preopens each denied mount read-only on its empty folder: (its guest path, why every
+/// operation through it is refused).
+pub(crate) fn preopen_denied(
+    b: &mut WasiCtxBuilder,
+    denied: &[MountDir],
+    withheld: Withheld,
+) -> Result<Vec<(Arc<str>, String)>, HostFailure> {
+    let mut out = Vec::with_capacity(denied.len());
+    for d in denied {
+        b.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly)
+            .map_err(|e| {
+                HostFailure::caused(
+                    format!("preparing denied mount {}", d.guest),
+                    e.into_boxed_dyn_error(),
+                )
+            })?;
+        let why = format!("{} ({})", withheld.reason(Capability::Filesystem), d.guest);
+        out.push((Arc::from(d.guest.as_str()), why));
+    }
+    Ok(out)
 }
 
 /// Preopens every mount and records it as granted. A folder that cannot be opened fails the
@@ -165,7 +222,7 @@ type Fd = Resource<Descriptor>;
 
 /// `open ../x in /data`: the operation, the path as the guest wrote it (relative to a
 /// descriptor), and the mount that descriptor is in.
-fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String {
+pub(crate) fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String {
     let mut t = op.to_string();
     if !path.is_empty() {
         t.push(' ');
@@ -211,6 +268,21 @@ macro_rules! wrap {
                                 Some(reason.to_string()),
                             );
                             return Ok((Err(ErrorCode::NotPermitted),));
+                        }
+                    )?
+                    $(
+                        let _: bool = $opened;
+                        if state.fd_mounts().opening() {
+                            let n = open_descriptors(state.filesystem().table);
+                            state.fd_mounts().counted(n);
+                        }
+                        if !state.fd_mounts().may_open() {
+                            state.ledger().deny(
+                                Capability::Filesystem,
+                                OPEN_FILES_TARGET,
+                                Some(open_files_reason()),
+                            );
+                            return Ok((Err(ErrorCode::InsufficientMemory),));
                         }
                     )?
                     #[allow(unused_mut, unused_assignments)]
@@ -387,7 +459,7 @@ async fn charge(
 
 /// Why a write to a file deleted while open is refused under a quota: its blocks stay used
 /// until it is closed, but no walk can see them, so they could grow without bound.
-const UNLINKED: &str = "the file was deleted while open: writing to it is refused under a file quota (its size could not be counted)";
+pub(crate) const UNLINKED: &str = "the file was deleted while open: writing to it is refused under a file quota (its size could not be counted)";
 
 /// The file's length and whether it has been deleted (no link left), by `fstat` off the
 /// executor like Wasmtime's own file system calls. If it cannot be read: length 0 (the whole

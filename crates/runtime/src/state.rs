@@ -166,7 +166,7 @@ impl CallState {
 pub(crate) const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// Live resources per call (streams, requests, pollables, ...).
-const MAX_RESOURCES: usize = 100_000;
+pub(crate) const MAX_RESOURCES: usize = 100_000;
 
 impl FsCall for CallState {
     fn fs_quota(&self) -> Option<&FsQuota> {

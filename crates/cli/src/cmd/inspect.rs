@@ -110,7 +110,7 @@ pub fn run(bundle_path: &Path, grant: Option<&str>, config: Option<&Path>) -> Re
         outln!(
             "WASI preview 1: {}",
             if m.extism.wasi {
-                "asked for ([extism] wasi = true): clocks, random, stdout/stderr into the log; no arguments, environment, files or sockets"
+                "asked for ([extism] wasi = true): clocks, random, stdout/stderr into the log, the folders of [permissions.filesystem]; no arguments, environment or sockets"
             } else {
                 "not asked for (a WASI import is refused at load)"
             }

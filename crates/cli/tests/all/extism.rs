@@ -126,3 +126,91 @@ fn warden_run_calls_an_extism_plug_in_and_audits_it() {
     );
     ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
 }
+
+/// A WASI plug-in with a read-write `/data`: what one run writes the next reads, `inspect`
+/// names the folder and its fate under a grant, and parallel runs on one data dir share one
+/// file quota (each process its own `warden run`).
+#[test]
+fn warden_run_gives_a_wasi_plug_in_its_folders_and_one_quota_across_processes() {
+    use std::process::{Command, Stdio};
+
+    let t = TempDir::new().unwrap();
+    let p = keygen(t.path(), "warden-examples");
+    let trust = trust_file(
+        t.path(),
+        "trust.toml",
+        &[("warden-examples", &[&p.pem], &[])],
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/guests/extism-wasi");
+    let stage = t.path().join("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    let manifest = std::fs::read_to_string(src.join("extension.toml")).unwrap()
+        + "\n[permissions.filesystem]\npaths = [\"/data\"]\n";
+    std::fs::write(stage.join("extension.toml"), manifest).unwrap();
+    std::fs::copy(src.join("extension.wasm"), stage.join("extension.wasm")).unwrap();
+    let bundle = t.path().join("wasi.wext");
+    pack(&stage, &bundle);
+    sign(&bundle, &p.key);
+    let policy = t.path().join("policy.toml");
+    std::fs::write(&policy, "[policy.files]\nmax_bytes = \"1MiB\"\n").unwrap();
+    let policy_s = policy.to_string_lossy().into_owned();
+    let fs_call = |input: &str| {
+        let out = run(
+            &t,
+            &trust,
+            &bundle,
+            &[
+                "--config", &policy_s, "--grant", "fs:/data", "--call", "fs", "--input", input,
+            ],
+        );
+        ok(&out).trim().to_string()
+    };
+    assert_eq!(fs_call("write|/data/n.txt|hello"), "ok");
+    assert_eq!(fs_call("read|/data/n.txt"), "ok:hello");
+    let files = t
+        .path()
+        .join("data/tenants/default/extensions/warden.extism-wasi/files");
+    assert_eq!(
+        std::fs::read_to_string(files.join("data/n.txt")).unwrap(),
+        "hello"
+    );
+    let shown = ok(&warden(&[&"inspect", &bundle, &"--grant", &"none"]));
+    assert!(shown.contains("DENIED: /data"), "{shown}");
+    let shown = ok(&warden(&[&"inspect", &bundle, &"--grant", &"fs:/data"]));
+    assert!(shown.contains("granted: /data (read-write)"), "{shown}");
+
+    // Four processes at once, each writing 600 kB under a 1 MiB quota.
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_warden"))
+                .arg("run")
+                .arg(&bundle)
+                .arg("--trust")
+                .arg(&trust)
+                .arg("--data")
+                .arg(t.path().join("data"))
+                .args(["--config", &policy_s, "--grant", "fs:/data", "--call", "fs"])
+                .args(["--input", &format!("fill|/data/p{i}|600000")])
+                .env_remove("WARDEN_TRUST_BUNDLE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<String> = children
+        .into_iter()
+        .map(|c| ok(&c.wait_with_output().unwrap()).trim().to_string())
+        .collect();
+    assert!(outs.iter().filter(|o| *o == "ok").count() <= 1, "{outs:?}");
+    assert!(
+        outs.iter().all(|o| o == "ok" || o == "err:StorageFull:51"),
+        "{outs:?}"
+    );
+    let mut used = 0;
+    for e in std::fs::read_dir(files.join("data")).unwrap() {
+        used += e.unwrap().metadata().unwrap().len();
+    }
+    assert!(used <= 1 << 20, "{used} bytes on disk: {outs:?}");
+}

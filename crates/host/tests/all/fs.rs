@@ -20,10 +20,10 @@ use warden_host::{ExtensionId, ExtensionInfo, Grant, Host, TenantName};
 use crate::support::{Lab, call, text};
 
 const FIXTURE: &str = "hostile-fs";
-const SECRET: &str = "OUTSIDE-SECRET";
+pub(crate) const SECRET: &str = "OUTSIDE-SECRET";
 
 /// Adds `[permissions.filesystem]` with these read-write and read-only paths.
-fn mounts(rw: &[&str], ro: &[&str]) -> impl Fn(String) -> String + use<> {
+pub(crate) fn mounts(rw: &[&str], ro: &[&str]) -> impl Fn(String) -> String + use<> {
     let list = |p: &[&str]| {
         p.iter()
             .map(|s| format!("{s:?}"))
@@ -39,7 +39,7 @@ fn mounts(rw: &[&str], ro: &[&str]) -> impl Fn(String) -> String + use<> {
 }
 
 /// The host folder behind a data mount of `ext` for `tenant`.
-fn host_dir(lab: &Lab, tenant: &str, ext: &str, encoded_guest: &str) -> PathBuf {
+pub(crate) fn host_dir(lab: &Lab, tenant: &str, ext: &str, encoded_guest: &str) -> PathBuf {
     lab.dir
         .path()
         .join("data/tenants")
@@ -55,7 +55,7 @@ fn data_dir(lab: &Lab) -> PathBuf {
 }
 
 /// A folder outside every mount holding `secret.txt`.
-fn outside(lab: &Lab) -> PathBuf {
+pub(crate) fn outside(lab: &Lab) -> PathBuf {
     let dir = lab.dir.path().join("outside");
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("secret.txt"), SECRET).unwrap();
@@ -143,7 +143,7 @@ fn absent(out: &str, what: &str) {
 
 /// Every path under `root` (not following symlinks) with its kind, size, mode and mtime, so
 /// "nothing changed" can be checked exactly.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -1104,10 +1104,10 @@ async fn notes_keeps_notes_in_data_and_renders_them_with_its_assets() {
 // Quota on read-write mounts (red team F6) and audited stream refusals (F7).
 
 /// The quota the quota tests run with: small, so filling it is quick.
-const QUOTA_BYTES: u64 = 256 * 1024;
+pub(crate) const QUOTA_BYTES: u64 = 256 * 1024;
 const QUOTA_ENTRIES: u64 = 30;
 
-fn quota_lab() -> Lab {
+pub(crate) fn quota_lab() -> Lab {
     let policy = warden_host::Policy::parse(&format!(
         "[policy.files]\nmax_bytes = \"{QUOTA_BYTES}B\"\nmax_entries = {QUOTA_ENTRIES}\n"
     ))
@@ -1117,7 +1117,7 @@ fn quota_lab() -> Lab {
 }
 
 /// The install folder holding every data mount of `ext` for `tenant`.
-fn files_dir(lab: &Lab, tenant: &str, ext: &str) -> PathBuf {
+pub(crate) fn files_dir(lab: &Lab, tenant: &str, ext: &str) -> PathBuf {
     host_dir(lab, tenant, ext, "x")
         .parent()
         .unwrap()
@@ -1126,7 +1126,7 @@ fn files_dir(lab: &Lab, tenant: &str, ext: &str) -> PathBuf {
 
 /// What `root` holds on disk, counted as the quota counts it: per entry the larger of its
 /// length and its allocated blocks; and the number of entries.
-fn disk_use(root: &Path) -> (u64, u64) {
+pub(crate) fn disk_use(root: &Path) -> (u64, u64) {
     let (mut bytes, mut entries) = (0, 0);
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -1146,7 +1146,7 @@ fn disk_use(root: &Path) -> (u64, u64) {
 }
 
 /// The `fs` denials naming the quota, with their reasons.
-fn quota_denials(lab: &Lab) -> Vec<String> {
+pub(crate) fn quota_denials(lab: &Lab) -> Vec<String> {
     lab.audit
         .records()
         .iter()
@@ -1494,4 +1494,36 @@ async fn two_hosts_on_one_data_dir_share_one_budget() {
         "ok"
     );
     assert!(disk_use(&files).0 <= QUOTA_BYTES);
+}
+
+/// Opens past the per-call cap on descriptors are refused (the host process's descriptors
+/// are shared by every call and tenant), audited, and the next call opens again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_cannot_hold_the_hosts_descriptors() {
+    let lab = Lab::new();
+    let grant: Grant = "fs:/data".parse().unwrap();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &grant).id;
+    assert_eq!(op(&lab, &id, "write", "/data/f|x").await, "ok");
+
+    for path in ["/data/f", "/data"] {
+        let before = lab.audit.records().len();
+        let out = op(&lab, &id, "hold-open", &format!("{path}|1000")).await;
+        let opened: usize = out
+            .strip_prefix("opened=")
+            .and_then(|o| o.strip_suffix(";err:OutOfMemory"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{path}: not refused: {out}"));
+        // The preopen counts too; a few more may be open behind std's back.
+        assert!((240..256).contains(&opened), "{path}: {out}");
+        let denials: Vec<_> = lab.audit.records()[before..]
+            .iter()
+            .filter(|r| r.event() == Event::Denial && r.target() == Some("open files"))
+            .map(|r| r.message().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(denials.len(), 1, "{path}: {denials:?}");
+        assert!(denials[0].contains("256"), "{denials:?}");
+    }
+    // Under the cap, and again after: each call has its own count.
+    assert_eq!(op(&lab, &id, "hold-open", "/data/f|200").await, "ok:200");
+    assert_eq!(op(&lab, &id, "read", "/data/f").await, "ok:x");
 }

@@ -7,6 +7,7 @@ mod calls;
 mod compile_limits;
 mod egress;
 mod extism;
+mod extism_fs;
 mod fs;
 mod hostile;
 mod invoke;

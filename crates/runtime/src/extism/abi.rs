@@ -427,6 +427,7 @@ pub(crate) fn linker(
         wasmtime_wasi::p1::add_to_linker_async(&mut l, ExtismState::wasi).map_err(err)?;
         l.allow_shadowing(true);
         poll_oneoff(&mut l).map_err(err)?;
+        super::files::add_to_linker(&mut l).map_err(err)?;
         l.allow_shadowing(false);
     }
     Ok(l)

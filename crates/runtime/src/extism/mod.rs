@@ -26,6 +26,7 @@
 pub(crate) mod abi;
 mod arena;
 pub(crate) mod check;
+mod files;
 mod http;
 pub(crate) mod plugin;
 pub(crate) mod state;
@@ -141,10 +142,11 @@ impl ExtismPlugin {
         let ledger = Ledger::default();
         // Counted until the store is gone (dropped after it: declared before).
         let _live = rt.plugin_instance();
-        let mut store = Store::new(
-            rt.engine(),
-            ExtismState::new(limits, caps, ledger.clone(), self.wasi),
-        );
+        let state = match ExtismState::new(limits, caps, ledger.clone(), self.wasi) {
+            Ok(s) => s,
+            Err(e) => return failed(started, CallError::Host(e)),
+        };
+        let mut store = Store::new(rt.engine(), state);
         store.limiter(|s| &mut s.budget);
         // What one WASI call may copy or allocate on the host (Wasmtime's default: 128 MiB).
         store.set_hostcall_fuel(HOSTCALL_FUEL);

@@ -4,20 +4,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use warden_call::{CallError, Ledger, Redactor, Withheld};
+use warden_call::{CallError, HostFailure, Ledger, Redactor, Withheld};
 use warden_manifest::{ByteSize, EffectiveNetwork, Limits};
 use warden_secrets::SecretAccess;
 
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtxBuilder, WasiView as _};
 
 use super::arena::Arena;
+use super::files::Files;
 use crate::caps::CallCaps;
 use crate::capture::{Capture, MAX_OUTPUT_BYTES};
 use crate::egress::EgressHooks;
 use crate::limiter::MemoryBudget;
 use crate::logging::LogCapture;
-use crate::state::MAX_RANDOM_BYTES;
+use crate::state::{MAX_RANDOM_BYTES, MAX_RESOURCES};
 
 /// What one call's Store holds: Extism memory and the call's input, output and error
 /// handles, vars, the last HTTP response's status and headers, and what the capabilities
@@ -49,20 +50,34 @@ pub(crate) struct ExtismState {
     /// What a host function ended the call with (said precisely, not as a bare trap).
     pub(super) fault: Option<CallError>,
     /// WASI preview 1, for a plug-in whose manifest asks for it: stdout and stderr captured,
-    /// clocks and random; no arguments, environment, preopens or sockets.
+    /// clocks and random, the install's mounts; no arguments, environment or sockets.
     wasi: Option<WasiP1Ctx>,
+    /// The mounts, quota and open files of `wasi` (see `files`).
+    files: Files,
     pub(super) stdout: Capture,
     pub(super) stderr: Capture,
 }
 
 impl ExtismState {
-    pub(super) fn new(limits: &Limits, caps: &CallCaps, ledger: Ledger, wasi: bool) -> ExtismState {
+    pub(super) fn new(
+        limits: &Limits,
+        caps: &CallCaps,
+        ledger: Ledger,
+        wasi: bool,
+    ) -> Result<ExtismState, HostFailure> {
         let egress_bytes = Arc::new(AtomicU64::new(0));
         let stdout = Capture::new(MAX_OUTPUT_BYTES);
         let stderr = Capture::new(MAX_OUTPUT_BYTES);
-        let wasi = wasi.then(|| wasi_ctx(&stdout, &stderr));
-        ExtismState {
+        let (wasi, files) = if wasi {
+            let mut b = wasi_builder(&stdout, &stderr);
+            let files = Files::preopen(&mut b, caps, &ledger)?;
+            (Some(wasi_ctx(b)), files)
+        } else {
+            (None, Files::default())
+        };
+        Ok(ExtismState {
             wasi,
+            files,
             stdout,
             stderr,
             arena: Arena::default(),
@@ -90,20 +105,28 @@ impl ExtismState {
             max_response: limits.max_response_bytes,
             max_memory: limits.max_memory,
             fault: None,
-        }
+        })
     }
 
     /// The call's WASI context (for the WASI linker; a plug-in linked without WASI never
     /// asks, and one that did would get a context with nothing in it).
     pub(crate) fn wasi(&mut self) -> &mut WasiP1Ctx {
+        self.wasi_parts().0
+    }
+
+    /// The WASI context with what the shadowed file functions keep beside it.
+    pub(super) fn wasi_parts(&mut self) -> (&mut WasiP1Ctx, &mut Files, &Ledger) {
         let (stdout, stderr) = (&self.stdout, &self.stderr);
-        self.wasi.get_or_insert_with(|| wasi_ctx(stdout, stderr))
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| wasi_ctx(wasi_builder(stdout, stderr)));
+        (ctx, &mut self.files, &self.ledger)
     }
 }
 
 /// The components' baseline, less what preview 1 has no use for: no environment, arguments
-/// or stdin, stdout/stderr captured, no sockets or name lookups, no preopens.
-fn wasi_ctx(stdout: &Capture, stderr: &Capture) -> WasiP1Ctx {
+/// or stdin, stdout/stderr captured, no sockets or name lookups; mounts are added by `files`.
+fn wasi_builder(stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
     let mut b = WasiCtxBuilder::new();
     b.stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -111,5 +134,12 @@ fn wasi_ctx(stdout: &Capture, stderr: &Capture) -> WasiP1Ctx {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    b.build_p1()
+    b
+}
+
+fn wasi_ctx(mut b: WasiCtxBuilder) -> WasiP1Ctx {
+    let mut ctx = b.build_p1();
+    // A plug-in opening millions of files is stopped here rather than by host memory.
+    ctx.ctx().table.set_max_capacity(MAX_RESOURCES);
+    ctx
 }

@@ -32,6 +32,8 @@
 //! | `race-read`    | PATH\|N            | reads PATH N times; counts each distinct outcome        |
 //! | `race-write`   | PATH\|N\|DATA      | writes PATH N times; counts each distinct outcome       |
 //! | `preopens`     | -                  | the guest paths of the preopened folders                |
+//! | `hold-open`    | PATH\|N            | opens PATH (a file or a folder) N times, keeping each   |
+//! |                |                    | open: `ok:N`, or `opened=K;err:KIND` at the first error |
 //! | `fill`         | PATH\|N            | `std::fs::write` of N bytes `x` (create + truncate)      |
 //! | `append-fill`  | PATH\|N            | open for append (create) and write N bytes `x`           |
 //! | `set-size`     | PATH\|N            | open for writing (no create), `File::set_len(N)`         |
@@ -260,6 +262,27 @@ impl Guest for HostileFs {
                         raw_done(f.append_via_stream().map(drop)),
                     ),
                     Err(e) => format!("err:{}", e.name()),
+                }
+            }
+            // Descriptors of the host process are shared by every call: a call may keep only
+            // so many open at once.
+            "hold-open" => {
+                let [path, n] = args(&input)?;
+                let n = count(n)?;
+                let mut open = Vec::new();
+                let mut failed = None;
+                for _ in 0..n {
+                    match File::open(path) {
+                        Ok(f) => open.push(f),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => format!("ok:{}", open.len()),
+                    Some(e) => format!("opened={};{}", open.len(), kind(&e)),
                 }
             }
             "preopens" => {
