@@ -120,6 +120,9 @@ pub(crate) struct RemoteInstall {
     /// What the client was made from, to make it again.
     pins: Vec<warden_manifest::SpkiPin>,
     ca: Option<Vec<u8>>,
+    /// `[policy.remote] max_connections`. A new client (a new certificate) starts a pool of
+    /// its own: the old one's connections close as their calls end.
+    max_connections: usize,
     /// Where the client certificate is kept, and the one the client has now: read again at
     /// every call, so that a certificate the operator sets (on any runner of a fleet) is used
     /// from the next call.
@@ -196,8 +199,10 @@ impl RemoteInstall {
             ca.as_deref(),
             identity(pem.as_ref())?.as_ref(),
         )
-        .map_err(|e| HostError::Remote(e.to_string()))?;
+        .map_err(|e| HostError::Remote(e.to_string()))?
+        .with_max_connections(policy.remote.max_connections as usize);
         Ok(RemoteInstall {
+            max_connections: policy.remote.max_connections as usize,
             remote: Mutex::new(Arc::new(remote)),
             pins: options.pins.clone(),
             ca,
@@ -304,7 +309,8 @@ impl RemoteInstall {
                 self.ca.as_deref(),
                 identity(pem.as_ref()).map_err(failed)?.as_ref(),
             )
-            .map_err(|e| failed(HostError::Remote(e.to_string())))?;
+            .map_err(|e| failed(HostError::Remote(e.to_string())))?
+            .with_max_connections(self.max_connections);
             *remote = Arc::new(fresh);
             *current = pem;
         }

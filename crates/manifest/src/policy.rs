@@ -45,9 +45,27 @@ pub struct Policy {
 /// refused at load; its name must then resolve to a public address, or one in the policy's
 /// `allow_networks`. Empty by default: no remote extension runs until the operator names
 /// where.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// `max_connections` (default 8, at least 1): connections one install keeps to its remote at
+/// once, busy or idle. An idle one is reused by the install's next call (for at most 30 s);
+/// a call that finds every one busy waits for one within its time limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemotePolicy {
     pub allowed_hosts: Vec<crate::host::AllowedHost>,
+    pub max_connections: u32,
+}
+
+impl RemotePolicy {
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+}
+
+impl Default for RemotePolicy {
+    fn default() -> RemotePolicy {
+        RemotePolicy {
+            allowed_hosts: Vec::new(),
+            max_connections: RemotePolicy::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// How process extensions (`kind = "process"`) run on this host. `[policy.process]`:
@@ -460,6 +478,16 @@ pub(crate) fn parse_policy(t: &crate::strict::Table<'_, '_>) -> Result<Policy, T
                         p.remote.allowed_hosts.push(h);
                     }
                 }
+                if let Some(v) = r.get("max_connections") {
+                    let n = v.as_u64()?;
+                    if n == 0 {
+                        return Err(v.error("at least 1: a remote needs a connection"));
+                    }
+                    p.remote.max_connections = u32::try_from(n)
+                        .ok()
+                        .filter(|n| *n <= 1024)
+                        .ok_or_else(|| v.error("at most 1024"))?;
+                }
                 r.finish_ref()?;
             }
             t.finish_ref()?;
@@ -636,6 +664,24 @@ mod tests {
         ] {
             let e = Policy::parse(&format!("[policy.process]\n{bad}\n")).unwrap_err();
             assert!(e.key.starts_with(key), "{bad}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn remote_connections_are_bounded() {
+        assert_eq!(Policy::default().remote.max_connections, 8);
+        let p = Policy::parse("[policy.remote]\nmax_connections = 2\n").unwrap();
+        assert_eq!(p.remote.max_connections, 2);
+        for (bad, says) in [
+            ("0", "at least 1"),
+            ("1025", "at most 1024"),
+            ("-1", ""),
+            ("\"8\"", ""),
+        ] {
+            let e =
+                Policy::parse(&format!("[policy.remote]\nmax_connections = {bad}\n")).unwrap_err();
+            assert_eq!(e.key, "policy.remote.max_connections", "{bad}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
         }
     }
 

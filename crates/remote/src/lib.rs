@@ -2,9 +2,10 @@
 //!
 //! A [`Remote`] is made once per install from the manifest's endpoint and pins, the bundle's
 //! CA file (if any) and the install's client certificate (if the operator issued one). A call
-//! ([`Remote::call`]) connects to an address the host has already checked (the operator's
-//! `[policy.remote]` and the address classification are the host's, as for every egress),
-//! speaks TLS 1.3 to a server that must present a pinned key (`tls`), posts one JSON-RPC 2.0
+//! ([`Remote::call`]) goes to an address the host has already checked (the operator's
+//! `[policy.remote]` and the address classification are the host's, as for every egress), on
+//! a connection of the client's pool (`pool`: reused, at most `max_connections`) or a new one
+//! speaking TLS 1.3 to a server that must present a pinned key (`tls`), posts one JSON-RPC 2.0
 //! request and reads the answer, all under the call's deadline, with the answer held to the
 //! call's response cap before it is parsed.
 //!
@@ -25,6 +26,7 @@ pub mod claims;
 mod der;
 pub mod grpc;
 mod jsonrpc;
+mod pool;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tls;
@@ -43,10 +45,14 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use warden_manifest::{RemoteEndpoint, RemoteProtocol, RequestHost, SpkiPin};
 
+use crate::pool::{Got, Pool};
+
 pub use tls::{ClientIdentity, PinMismatch, SetupError, pin_of};
 
 /// How long a call may wait to connect, within its own deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections a client keeps at most unless told otherwise.
+const DEFAULT_MAX_CONNECTIONS: usize = 8;
 /// Bytes of an error message from the remote kept.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
@@ -95,6 +101,7 @@ pub struct Remote {
     tls: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     next_id: AtomicU64,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for Remote {
@@ -124,7 +131,16 @@ impl Remote {
             tls: tls::client_config(pins, ca_pem, identity, endpoint.protocol)?,
             server_name,
             next_id: AtomicU64::new(1),
+            pool: Pool::new(DEFAULT_MAX_CONNECTIONS),
         })
+    }
+
+    /// At most `n` (at least 1) connections open to the remote at once, busy or idle (see
+    /// the pool's text in `pool.rs`).
+    #[must_use]
+    pub fn with_max_connections(mut self, n: usize) -> Remote {
+        self.pool = Pool::new(n);
+        self
     }
 
     pub fn endpoint(&self) -> &RemoteEndpoint {
@@ -170,40 +186,55 @@ impl Remote {
         limits: &CallLimits,
         bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
+        match self.endpoint.protocol {
+            RemoteProtocol::JsonRpc => self.json_rpc(addr, id, method, input, limits, bearer).await,
+            RemoteProtocol::Grpc => self.grpc(addr, method, input, limits, bearer).await,
+        }
+    }
+
+    /// A new TLS connection to `addr`, the server's key checked against the pins.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, RemoteError> {
         let connect = |reason: String| RemoteError::Connect { addr, reason };
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| connect(format!("no connection within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let stream = TlsConnector::from(Arc::clone(&self.tls))
+        TlsConnector::from(Arc::clone(&self.tls))
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|e| tls_failure(&e))?;
-        match self.endpoint.protocol {
-            RemoteProtocol::JsonRpc => {
-                self.json_rpc(stream, id, method, input, limits, bearer)
-                    .await
-            }
-            RemoteProtocol::Grpc => self.grpc(stream, method, input, limits, bearer).await,
-        }
+            .map_err(|e| tls_failure(&e))
     }
 
     async fn grpc(
         &self,
-        stream: tokio_rustls::client::TlsStream<TcpStream>,
+        addr: SocketAddr,
         method: &str,
         input: &[u8],
         limits: &CallLimits,
         bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
-        let (sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            TokioIo::new(stream),
-        )
-        .await
-        .map_err(|e| http_failure(&e))?;
-        let _driver = Abort(tokio::spawn(connection));
+        let (got, opening) = self.pool.h2(addr).await;
+        let conn = match got {
+            Got::Reuse(c) => c,
+            Got::Slot(slot) => {
+                let stream = self.connect(addr).await?;
+                let (sender, connection) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    TokioIo::new(stream),
+                )
+                .await
+                .map_err(|e| http_failure(&e))?;
+                let held = slot.hold(addr, tokio::spawn(connection));
+                let conn = Arc::new(pool::H2 { sender, held });
+                self.pool.share(&conn);
+                conn
+            }
+        };
+        drop(opening);
         let origin = http::Uri::builder()
             .scheme("https")
             .authority(authority(&self.endpoint))
@@ -211,7 +242,7 @@ impl Remote {
             .build()
             .map_err(|e| RemoteError::Protocol(format!("the endpoint: {e}")))?;
         let channel = grpc::Channel {
-            sender,
+            sender: conn.sender.clone(),
             cap: grpc_cap(limits.max_response),
         };
         grpc::call(channel, origin, method, input, limits.max_response, bearer).await
@@ -219,49 +250,51 @@ impl Remote {
 
     async fn json_rpc(
         &self,
-        stream: tokio_rustls::client::TlsStream<TcpStream>,
+        addr: SocketAddr,
         id: u64,
         method: &str,
         input: &[u8],
         limits: &CallLimits,
         bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| http_failure(&e))?;
-        // The connection is driven beside the request and ends with this call.
-        let mut driver = Abort(tokio::spawn(connection));
-        let body = jsonrpc::request(id, method, input);
-        let mut request = http::Request::post(self.endpoint.path.as_str())
-            .header(http::header::HOST, authority(&self.endpoint))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json");
-        if let Some(token) = bearer {
-            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| RemoteError::Protocol(format!("the request: {e}")))?;
-        let response = match sender.send_request(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                // The connection's own end says more: in TLS 1.3 a server refuses a client
-                // certificate after the handshake, with an alert the request only sees as a
-                // closed connection.
-                if let Ok(Err(conn)) = (&mut driver.0).await
-                    && rustls_error(&conn).is_some()
-                {
-                    return Err(http_failure(&conn));
+        let body = Bytes::from(jsonrpc::request(id, method, input));
+        let request = || {
+            let mut request = http::Request::post(self.endpoint.path.as_str())
+                .header(http::header::HOST, authority(&self.endpoint))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::ACCEPT, "application/json");
+            if let Some(token) = bearer {
+                request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| RemoteError::Protocol(format!("the request: {e}")))
+        };
+        let (mut conn, response) = loop {
+            match self.pool.h1(addr).await {
+                Got::Reuse(mut conn) => match conn.sender.try_send_request(request()?).await {
+                    Ok(response) => break (conn, response),
+                    // The server closed the idle connection before the request went out: it
+                    // was not sent, so it goes again (each time on another connection, the
+                    // last a new one).
+                    Err(e) if e.message().is_some() => continue,
+                    Err(e) => return Err(http_failure(e.error())),
+                },
+                Got::Slot(slot) => {
+                    let conn = self.h1_connect(addr, slot).await?;
+                    break self.json_rpc_first(conn, request()?).await?;
                 }
-                return Err(http_failure(&e));
             }
         };
         if response.status() != http::StatusCode::OK {
             return Err(RemoteError::Status(response.status().as_u16()));
         }
+        let closing = response
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let cap = jsonrpc::body_cap(limits.max_response);
         let collected = Limited::new(response.into_body(), cap).collect().await;
-        drop(driver);
         let body = match collected {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -271,22 +304,56 @@ impl Remote {
             }
             Err(e) => return Err(RemoteError::Protocol(format!("reading the answer: {e}"))),
         };
+        // Read whole: the connection may carry the install's next call.
+        if !closing {
+            let _ = conn.sender.ready().await;
+            self.pool.put_h1(conn);
+        }
         jsonrpc::answer(&body, id, limits.max_response)
+    }
+
+    /// A new JSON-RPC connection to `addr` in `slot`.
+    async fn h1_connect(
+        &self,
+        addr: SocketAddr,
+        slot: pool::Slot,
+    ) -> Result<pool::H1, RemoteError> {
+        let stream = self.connect(addr).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| http_failure(&e))?;
+        Ok(pool::H1 {
+            sender,
+            held: slot.hold(addr, tokio::spawn(connection)),
+        })
+    }
+
+    /// Sends the first request on a connection.
+    async fn json_rpc_first(
+        &self,
+        mut conn: pool::H1,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<(pool::H1, http::Response<hyper::body::Incoming>), RemoteError> {
+        match conn.sender.send_request(request).await {
+            Ok(response) => Ok((conn, response)),
+            Err(e) => {
+                // The connection's own end says more: in TLS 1.3 a server refuses a client
+                // certificate after the handshake, with an alert the request only sees as a
+                // closed connection.
+                if let Ok(Err(end)) = (&mut conn.held.driver).await
+                    && rustls_error(&end).is_some()
+                {
+                    return Err(http_failure(&end));
+                }
+                Err(http_failure(&e))
+            }
+        }
     }
 }
 
 /// The most bytes of a gRPC answer's body read: the output's frame and a little more.
 fn grpc_cap(max_output: u64) -> usize {
     usize::try_from(max_output.saturating_add(64 * 1024)).unwrap_or(usize::MAX)
-}
-
-/// Aborts the connection's task when the call is over.
-struct Abort(tokio::task::JoinHandle<Result<(), hyper::Error>>);
-
-impl Drop for Abort {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 fn authority(e: &RemoteEndpoint) -> String {

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -81,17 +82,71 @@ pub fn leaf(names: &[&str], ca: Option<&Ca>, expired: bool, client: bool) -> Lea
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
+    /// Echoes the input; method `whoami` answers the bearer token, `fail` the extension's
+    /// error `boom`, `slow` echoes after 300 ms, `stall` never answers.
     Answer,
     Stall,
     Flood,
     Malformed,
     Fails,
+    /// Answers, then closes the connection 100 ms after its first answer, without a word.
+    DropIdle,
+    /// Answers with `connection: close` (HTTP/1.1 only).
+    CloseEach,
+}
+
+/// What a server saw of its connections.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections accepted (TLS handshake done).
+    pub accepted: AtomicUsize,
+    open: AtomicUsize,
+    /// The most open at once.
+    pub peak: AtomicUsize,
+}
+
+impl Counters {
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// A connection the server is serving: counted open until dropped.
+struct Open(Arc<Counters>);
+
+impl Open {
+    fn new(c: &Arc<Counters>) -> Open {
+        c.accepted.fetch_add(1, Ordering::SeqCst);
+        let now = c.open.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak.fetch_max(now, Ordering::SeqCst);
+        Open(Arc::clone(c))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// [`server`] (or, with `grpc`, [`grpc_server`]) that counts its connections.
+pub async fn counted_server(
+    leaf: &Leaf,
+    behaviour: Behaviour,
+    grpc: bool,
+) -> (SocketAddr, Arc<Counters>) {
+    let counters = Arc::new(Counters::default());
+    let addr = serve(leaf, None, behaviour, grpc, Arc::clone(&counters)).await;
+    (addr, counters)
 }
 
 /// A TLS 1.3 server on loopback answering every connection as `behaviour` says; with
 /// `client_ca`, it requires a client certificate from that CA.
 pub async fn server(server: &Leaf, client_ca: Option<&Ca>, behaviour: Behaviour) -> SocketAddr {
-    serve(server, client_ca, behaviour, false).await
+    serve(server, client_ca, behaviour, false, Arc::default()).await
 }
 
 /// [`server`] speaking gRPC (`warden.extension.v1.Extension/Call` over HTTP/2): the same
@@ -101,7 +156,7 @@ pub async fn grpc_server(
     client_ca: Option<&Ca>,
     behaviour: Behaviour,
 ) -> SocketAddr {
-    serve(server, client_ca, behaviour, true).await
+    serve(server, client_ca, behaviour, true, Arc::default()).await
 }
 
 async fn serve(
@@ -109,6 +164,7 @@ async fn serve(
     client_ca: Option<&Ca>,
     behaviour: Behaviour,
     grpc: bool,
+    counters: Arc<Counters>,
 ) -> SocketAddr {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -149,27 +205,56 @@ async fn serve(
                 return;
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&config));
+            let counters = Arc::clone(&counters);
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let _open = Open::new(&counters);
+                // DropIdle: the connection ends 100 ms after its first answer, without a word.
+                let answered = Arc::new(tokio::sync::Notify::new());
+                let told = Arc::clone(&answered);
+                let lifetime = async move {
+                    if behaviour != Behaviour::DropIdle {
+                        std::future::pending::<()>().await;
+                    }
+                    answered.notified().await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
                 if grpc {
-                    let service = service_fn(move |req| grpc_answer(req, behaviour));
-                    let _ = hyper::server::conn::http2::Builder::new(
+                    let service = service_fn(move |req| {
+                        let told = Arc::clone(&told);
+                        async move {
+                            let answer = grpc_answer(req, behaviour).await;
+                            told.notify_one();
+                            answer
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
                     )
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                    .serve_connection(TokioIo::new(tls), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = lifetime => {}
+                    }
                     return;
                 }
-                let service = service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let told = Arc::clone(&told);
+                    async move {
                         let auth = bearer_of(req.headers());
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
                         let id = v["id"].clone();
                         let input = v["params"]["input"].as_str().unwrap().to_string();
                         let method = v["params"]["method"].as_str().unwrap().to_string();
+                        if method == "slow" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        if method == "stall" {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
                         let answer = match behaviour {
                         Behaviour::Answer if method == "whoami" => serde_json::json!({
                             "jsonrpc": "2.0", "id": id,
@@ -181,10 +266,12 @@ async fn serve(
                             "error": {"code": -32000, "message": "failing on purpose", "data": {"code": "boom"}}
                         })
                         .to_string(),
-                        Behaviour::Answer => serde_json::json!({
-                            "jsonrpc": "2.0", "id": id, "result": {"output": input}
-                        })
-                        .to_string(),
+                        Behaviour::Answer | Behaviour::DropIdle | Behaviour::CloseEach => {
+                            serde_json::json!({
+                                "jsonrpc": "2.0", "id": id, "result": {"output": input}
+                            })
+                            .to_string()
+                        }
                         Behaviour::Stall => {
                             tokio::time::sleep(Duration::from_secs(30)).await;
                             String::new()
@@ -200,12 +287,17 @@ async fn serve(
                             );
                         }
                     };
+                        told.notify_one();
                         Ok(hyper::Response::new(Full::new(Bytes::from(answer))))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(behaviour != Behaviour::CloseEach)
+                    .serve_connection(TokioIo::new(tls), service);
+                tokio::select! {
+                    _ = conn => {}
+                    () = lifetime => {}
+                }
             });
         }
     });
@@ -247,6 +339,12 @@ async fn grpc_answer(
     let auth = bearer_of(req.headers());
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let call = crate::grpc::CallRequest::decode(&body[5..]).unwrap();
+    if call.method == "slow" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if call.method == "stall" {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
     let ok = |frames| {
         hyper::Response::builder()
             .header("content-type", "application/grpc")
@@ -269,7 +367,7 @@ async fn grpc_answer(
             ("grpc-message", "failing on purpose"),
             ("warden-error-code", "boom"),
         ])]),
-        Behaviour::Answer => {
+        Behaviour::Answer | Behaviour::DropIdle | Behaviour::CloseEach => {
             let reply = crate::grpc::CallReply { output: call.input }.encode_to_vec();
             ok(vec![
                 hyper::body::Frame::data(framed(&reply)),

@@ -53,7 +53,7 @@ fn bundle(
         "schema = 1\n\n[extension]\nid = \"vendor.remote\"\nversion = \"1.0.0\"\n\
          publisher = \"warden-examples\"\nkind = \"remote\"\nentry = \"https://{HOST}:{}/rpc\"\n\n\
          [[methods]]\nname = \"echo\"\n\n[[methods]]\nname = \"fail\"\n\n[[methods]]\n\
-         name = \"whoami\"\n\n[remote]\npins = [{}]\n",
+         name = \"whoami\"\n\n[[methods]]\nname = \"slow\"\n\n[remote]\npins = [{}]\n",
         addr.port(),
         pins.join(", ")
     );
@@ -446,4 +446,59 @@ async fn a_trial_call_dropped_by_its_caller_does_not_keep_the_circuit_open() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// An install's calls share its connections (at most `[policy.remote] max_connections`
+/// open), and no two installs share one: each tenant's calls go on connections of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn installs_reuse_their_own_connections_within_the_policys_limit() {
+    let s = leaf(&[HOST], None, false, false);
+    let (addr, seen) = warden_remote::testing::counted_server(&s, Behaviour::Answer, false).await;
+    let mut policy = policy(&[addr]);
+    policy.remote.max_connections = 1;
+    let lab = lab(policy);
+    let path = bundle(&lab, addr, &[&s], None, "");
+    let id = load(&lab, &path);
+    for i in 0..5 {
+        let input = format!("{i}");
+        assert_eq!(
+            text(&lab.call(&id, "echo", input.as_bytes()).await.unwrap()),
+            input
+        );
+    }
+    assert_eq!(seen.accepted(), 1);
+
+    // Another tenant's install of the same bundle: a connection of its own.
+    let other: warden_host::TenantName = "other".parse().unwrap();
+    lab.host
+        .tenant(&other)
+        .load_file(&path, None, &Grant::None)
+        .unwrap();
+    let out = lab
+        .host
+        .tenant(&other)
+        .call(&id, "echo", b"x")
+        .await
+        .unwrap();
+    assert_eq!(text(&out.value), "x");
+    assert_eq!(seen.accepted(), 2);
+
+    // Four calls at once on one connection: one after the other, all answered.
+    let host = Arc::new(lab.host.clone());
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            let (host, id) = (Arc::clone(&host), id.clone());
+            tokio::spawn(async move {
+                host.default_tenant()
+                    .call(&id, "slow", format!("{i}").as_bytes())
+                    .await
+                    .map(|o| text(&o.value))
+            })
+        })
+        .collect();
+    for (i, c) in calls.into_iter().enumerate() {
+        assert_eq!(c.await.unwrap().unwrap(), format!("{i}"));
+    }
+    assert_eq!(seen.accepted(), 2);
+    assert_eq!(seen.peak(), 2, "one per install");
 }
