@@ -87,7 +87,8 @@
 //!   for as long as its descriptor lives; an unlink (or a rename over a file) of a last link
 //!   probes it with an exclusive lock, and if some call (any process) holds it open, its size
 //!   stays counted ([`FsQuota::hold`]) until every call that may hold it has ended (the
-//!   install's call time limit, plus a second). Writing to a file after it was deleted is
+//!   longest call time limit, plus a second, of any quota on the folder in a live process:
+//!   versions of an install with different limits, in one process or several). Writing to a file after it was deleted is
 //!   refused outright. A file deleted while no one holds it frees its space at once.
 //! - A walk is not a snapshot: a folder renamed while it walks may be missed whole (seen in
 //!   neither place). So no walk is claimed while a rename or hard link runs (any process), and
@@ -562,6 +563,11 @@ impl QuotaInner {
                     st.used = plus(st.used, lost);
                     st.add_flight(me, lost);
                 }
+                // And how long its calls may run (see `FsQuota::hold`).
+                let limit = self.hold_for_ns.load(std::sync::atomic::Ordering::Relaxed);
+                if st.limits.get(me.as_str()) != Some(&limit) {
+                    st.limits.insert(me.clone(), limit);
+                }
             }
             f(
                 s,
@@ -705,6 +711,7 @@ impl Drop for QuotaInner {
             if let Some(s) = s {
                 s.flights.remove(me.as_str());
                 s.moving.remove(me.as_str());
+                s.limits.remove(me.as_str());
                 if s.walk.as_ref().is_some_and(|w| w.owner == *me) {
                     s.walk = None;
                 }
@@ -874,7 +881,8 @@ impl FsQuota {
     /// A file of `bytes` was deleted (or replaced by a rename) while it may still be open by
     /// a call: a walk can no longer see it, but its blocks stay used until every descriptor on
     /// it is closed. Its bytes stay counted until every call that may hold it has ended
-    /// ([`FsQuota::set_hold_for`], the install's call time limit). Red team round 3: writing a
+    /// (the longest [`FsQuota::set_hold_for`] of the quotas on the folder in live processes:
+    /// any of their calls may be the holder). Red team round 3: writing a
     /// file, deleting it while open and starting again got a fresh budget each time.
     pub fn hold(&self, bytes: u64) {
         if bytes == 0 {
@@ -884,8 +892,12 @@ impl FsQuota {
             .inner
             .hold_for_ns
             .load(std::sync::atomic::Ordering::Relaxed);
-        let _ = self.inner.with_budget(true, |s, _| {
+        let _ = self.inner.with_budget(true, |s, t| {
             if let Some(s) = s {
+                // The longest any live quota's calls may run: whichever holds the file open.
+                s.limits
+                    .retain(|owner, _| t.me == owner || t.lease.alive(owner));
+                let for_ns = s.limits.values().copied().fold(for_ns, u64::max);
                 let until = now().saturating_add(for_ns);
                 // Holds ending within a second of each other are one line, so the budget file
                 // stays small however many deletes a guest makes (round 4: thousands of
@@ -902,13 +914,17 @@ impl FsQuota {
         });
     }
 
-    /// How long a deleted file's bytes stay counted ([`FsQuota::hold`]): the longest a call of
-    /// the install may run. Default 5 minutes.
+    /// How long a call of the install may run, so how long a file it may hold open stays
+    /// counted once deleted ([`FsQuota::hold`], by any quota on the folder, in any process).
+    /// Default 5 minutes.
     pub fn set_hold_for(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.inner
             .hold_for_ns
             .store(ns, std::sync::atomic::Ordering::Relaxed);
+        // Written to the budget now, so that a delete in another process (an install with a
+        // shorter limit) holds what this one's calls may keep open: every transaction puts it.
+        let _ = self.inner.with_budget(true, |_, _| ());
     }
 
     /// A rename or hard link through this quota's folder begins: until the guard is dropped
@@ -1231,6 +1247,32 @@ mod tests {
         assert!(e.charge(Cost::ENTRY).await.is_err());
     }
 
+    /// A hold lasts the longest call limit of the quotas on the folder (any may hold the file
+    /// open), while they live. Red team, session 16: a version with a 1 s limit deleted files a
+    /// 30 s version's calls kept open; they were counted for 2 s, then free: 3.5 times the
+    /// quota on disk.
+    #[tokio::test]
+    async fn a_hold_lasts_the_longest_limit_of_the_quotas_on_the_folder() {
+        let dir = Scratch::new("hold-longest");
+        let root = dir.path().join("files");
+        let short = quota(&root, 10 * BLOCK, 100);
+        short.set_hold_for(Duration::from_millis(200));
+        let long = quota(&root, 10 * BLOCK, 100);
+        long.set_hold_for(Duration::from_millis(1500));
+        short.hold(8 * BLOCK);
+        std::thread::sleep(Duration::from_millis(500));
+        // Past the deleting quota's own limit, within the other's: still counted.
+        assert!(short.charge(Cost::bytes(4 * BLOCK)).await.is_err());
+        std::thread::sleep(Duration::from_millis(1200));
+        assert!(short.charge(Cost::bytes(4 * BLOCK)).await.is_ok());
+        short.settle(Cost::bytes(4 * BLOCK));
+        // Once the longer one is gone, holds last the shorter limit again.
+        drop(long);
+        short.hold(8 * BLOCK);
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(short.charge(Cost::bytes(4 * BLOCK)).await.is_ok());
+    }
+
     /// A deleted file's bytes stay counted while it may be open, then count free again.
     #[tokio::test]
     async fn held_bytes_count_until_they_expire() {
@@ -1246,6 +1288,7 @@ mod tests {
         assert_eq!(q.used().bytes, 8 * BLOCK);
         // Another quota on the same folder (another process) sees it too.
         let other = quota(&root, 10 * BLOCK, 100);
+        other.set_hold_for(Duration::from_millis(300));
         assert!(other.charge(Cost::bytes(4 * BLOCK)).await.is_err());
         // Thousands of holds made within a second are one line: the budget file stays small.
         for _ in 0..5_000 {

@@ -124,6 +124,8 @@ async fn a_plug_in_with_wasi_gets_its_mounts_and_nothing_outside_them() {
         "set-times|/shared/note.txt",
         "rename|/data/sub/b.txt|/shared/b.txt",
         "link|/data/sub/b.txt|/shared/b.txt",
+        // Opened for reading, then written: `badf`, a refusal audited all the same.
+        "write-ro|/shared/note.txt|changed",
     ] {
         denied(&lab, &id, input, "/shared").await;
     }
@@ -143,6 +145,8 @@ async fn a_mount_not_granted_is_refused_and_audited_for_a_plug_in() {
         ("list|/data", "open"),
         ("mkdir|/data/d", "mkdir"),
         ("stat|/data/a.txt", "stat"),
+        // The preopen itself (descriptor 3): not even its attributes.
+        ("fstat-fd|-|3", "stat"),
     ] {
         let r = denied(&lab, &id, input, "in /data").await;
         assert!(r.target().unwrap().starts_with(op_name), "{input}: {r:?}");

@@ -17,7 +17,9 @@
 //!   `unlinked P|N` (create, write N, delete, write N more: the second write's outcome),
 //!   `cycle P|N|K` (K times: write N bytes to P, keep it open, delete it; the outcomes
 //!   counted), `hold-open P|N` (opens P N times, keeping each open: `ok:N`, or
-//!   `err:KIND:ERRNO` with `opened=K` appended at the first error).
+//!   `err:KIND:ERRNO` with `opened=K` appended at the first error), `write-ro P|DATA` (opens
+//!   P for reading only, then writes to it), `fstat-fd P|N` (raw `fd_filestat_get` of
+//!   descriptor N, P unused: its size).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -184,6 +186,10 @@ pub fn fs(input: String) -> FnResult<String> {
                 .collect::<Vec<_>>()
                 .join(";"))
         }
+        "write-ro" => File::open(a)
+            .and_then(|mut f| f.write_all(b.as_bytes()))
+            .map(|()| String::new()),
+        "fstat-fd" => fstat_fd(n() as u32).map(|size| size.to_string()),
         "hold-open" => {
             let mut open = Vec::new();
             let mut failed = None;
@@ -237,6 +243,22 @@ fn pwrite(f: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
     let rc = unsafe { fd_pwrite(f.as_raw_fd(), &iov, 1, offset, &mut written) };
     match rc {
         0 => Ok(written),
+        e => Err(io::Error::from_raw_os_error(i32::from(e))),
+    }
+}
+
+/// `fd_filestat_get` of descriptor `fd` (a preopen, say): its size.
+fn fstat_fd(fd: u32) -> io::Result<u64> {
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    unsafe extern "C" {
+        fn fd_filestat_get(fd: u32, out: *mut u64) -> u16;
+    }
+    // A filestat is 64 bytes: dev, ino, filetype (padded), nlink, size, atim, mtim, ctim.
+    let mut out = [0u64; 8];
+    // SAFETY: `out` is 64 bytes, 8-aligned, live for the call.
+    let rc = unsafe { fd_filestat_get(fd, out.as_mut_ptr()) };
+    match rc {
+        0 => Ok(out[4]),
         e => Err(io::Error::from_raw_os_error(i32::from(e))),
     }
 }

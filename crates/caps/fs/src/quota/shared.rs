@@ -59,6 +59,11 @@ pub(super) struct State {
     /// (`.1`) stay counted until `.0` (Unix nanoseconds), when every call that may hold them
     /// has ended (a walk cannot see them).
     pub holds: Vec<(u64, u64)>,
+    /// How long each live quota's calls may run, in nanoseconds, per owner: a file deleted
+    /// while open is held for the longest of them, since any of their calls may be the one
+    /// holding it (red team, session 16: held for the deleting install's own limit, a file
+    /// kept open by a longer call of another version went uncounted).
+    pub limits: BTreeMap<String, u64>,
 }
 
 /// A claimed walk: the quota (lease) that runs it, when, and what was charged that it may or may
@@ -199,6 +204,9 @@ impl State {
         for (until, bytes) in &self.holds {
             let _ = writeln!(s, "hold {until} {bytes}");
         }
+        for (owner, ns) in &self.limits {
+            let _ = writeln!(s, "limit {owner} {ns}");
+        }
         let sum = checksum(s.as_bytes());
         let _ = writeln!(s, "sum {sum:016x}");
         s.into_bytes()
@@ -241,10 +249,21 @@ impl State {
             renames: number(renames)?,
             moving: BTreeMap::new(),
             holds: Vec::new(),
+            limits: BTreeMap::new(),
         };
         for line in lines {
             let (kind, rest) = line.split_once(' ')?;
             match kind {
+                "limit" => {
+                    let [owner, ns] = fields(rest, "")?;
+                    let owner = owner_name(owner)?;
+                    let in_order = s.limits.keys().next_back().is_none_or(|k| *k < owner);
+                    if !in_order {
+                        return None;
+                    }
+                    s.limits.insert(owner, number(ns)?);
+                }
+                _ if !s.limits.is_empty() => return None,
                 "walk" if s.walk.is_none() && s.flights.is_empty() && s.moving.is_empty() => {
                     let [id, owner, started, b, e, r] = fields(rest, "")?;
                     s.walk = Some(Walk {
@@ -642,6 +661,9 @@ mod tests {
         s.end_move("lease-9-1-b.1");
         assert_eq!(s.renames, 3);
         assert_eq!(s.moving.len(), 1);
+        s.holds.push((99, 4096));
+        s.limits.insert("lease-1-0-a.0".into(), 31_000_000_000);
+        s.limits.insert("lease-9-1-b.1".into(), 2_000_000_000);
         let bytes = s.encode();
         assert_eq!(State::parse(&bytes), Some(s.clone()));
         let mut padded = bytes.clone();
