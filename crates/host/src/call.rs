@@ -47,7 +47,8 @@ impl Tenant<'_> {
             .await
     }
 
-    /// Sends an HTTP request to an http extension, in a fresh instance, with its limits.
+    /// Sends an HTTP request to an http extension, in a fresh instance, with its limits (or,
+    /// to a remote extension, proxied to its origin).
     pub async fn call_http(
         &self,
         id: &ExtensionId,
@@ -87,16 +88,15 @@ impl Tenant<'_> {
             Code::Extism(_) => Err(CallError::Invalid(
                 "an Extism plug-in answers calls to its exports, not HTTP requests".into(),
             )),
-            Code::Remote(_) => Err(CallError::Invalid(
-                "a remote extension answers calls to its methods, not HTTP requests".into(),
-            )),
+            Code::Remote(_) => Ok(()),
         };
         inner
             .run(ext, via, answers_http, |ext, caps| async move {
                 let limits = ext.info.effective.limits;
                 match &ext.code {
                     Code::Component(p) => p.call_http(&runtime, &limits, &caps, request).await,
-                    Code::Process(_) | Code::Extism(_) | Code::Remote(_) => unreachable_http(),
+                    Code::Remote(r) => r.call_http(&limits, &caps, request).await,
+                    Code::Process(_) | Code::Extism(_) => unreachable_http(),
                 }
             })
             .await

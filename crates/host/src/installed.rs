@@ -18,6 +18,9 @@ pub struct ExtensionInfo {
     pub publisher: String,
     pub content_hash: ContentHash,
     pub kind: WorldKind,
+    /// Whether it answers HTTP requests (`Tenant::call_http`): an http component, or a
+    /// remote extension (each request proxied to its origin).
+    pub answers_http: bool,
     pub effective: Effective,
     /// The HTTP routes the manifest maps to this extension (`[[endpoints]]`).
     pub endpoints: Vec<warden_manifest::Endpoint>,

@@ -163,6 +163,7 @@ impl Tenant<'_> {
                 publisher: ext.publisher.to_string(),
                 content_hash: bundle.content_hash(),
                 kind,
+                answers_http: kind == WorldKind::Http || matches!(code, Code::Remote(_)),
                 effective: eff,
                 endpoints: bundle.manifest().endpoints.clone(),
                 grant: grant.clone(),

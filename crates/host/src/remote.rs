@@ -222,12 +222,59 @@ impl RemoteInstall {
         method: &str,
         input: &[u8],
     ) -> CallOutcome<Vec<u8>> {
+        self.run(
+            limits,
+            caps,
+            input.len(),
+            |remote, addr, call, claims| async move {
+                remote
+                    .call_as(addr, method, input, &call, Some(&claims))
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Proxies `request` (for one of the manifest's endpoints that names no method) to the
+    /// endpoint's origin: its path and query unchanged, the call's claims as its
+    /// authorization, any status the remote answers given back.
+    pub(crate) async fn call_http(
+        &self,
+        limits: &Limits,
+        caps: &CallCaps,
+        request: http::Request<bytes::Bytes>,
+    ) -> CallOutcome<http::Response<bytes::Bytes>> {
+        let request = &request;
+        self.run(
+            limits,
+            caps,
+            request.body().len(),
+            |remote, addr, call, claims| async move {
+                remote.forward(addr, request, &call, Some(&claims)).await
+            },
+        )
+        .await
+    }
+
+    /// One call of either kind: the request's size, the breaker, the address, the claims,
+    /// `send`, and the records of it all.
+    async fn run<T, F, Fut>(
+        &self,
+        limits: &Limits,
+        caps: &CallCaps,
+        sent: usize,
+        send: F,
+    ) -> CallOutcome<T>
+    where
+        F: FnOnce(Arc<Remote>, SocketAddr, CallLimits, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RemoteError>>,
+    {
         let started = Instant::now();
         let ledger = Ledger::default();
-        let result = if input.len() as u64 > limits.max_request_bytes.bytes() {
+        let result = if sent as u64 > limits.max_request_bytes.bytes() {
             Err(CallError::TooLarge {
                 what: "input",
-                size: input.len() as u64,
+                size: sent as u64,
                 limit: limits.max_request_bytes,
             })
         } else if let Err(wait) = self.breaker().allow(Instant::now()) {
@@ -258,7 +305,7 @@ impl RemoteInstall {
                 install: self,
                 outcome: Some(Health::Failed),
             };
-            let call = self.call(&ledger, limits, method, input);
+            let call = self.call(&ledger, limits, send);
             let result = match tokio::time::timeout(limits.max_execution_time, call).await {
                 Ok(r) => r,
                 Err(_) => Err(CallError::Timeout(limits.max_execution_time)),
@@ -283,7 +330,7 @@ impl RemoteInstall {
             result,
             report: CallReport {
                 duration: started.elapsed(),
-                egress_bytes: input.len() as u64,
+                egress_bytes: sent as u64,
                 denials,
                 uses,
                 limits: limit_hits,
@@ -317,13 +364,16 @@ impl RemoteInstall {
         Ok(Arc::clone(&remote))
     }
 
-    async fn call(
+    async fn call<T, F, Fut>(
         &self,
         ledger: &Ledger,
         limits: &Limits,
-        method: &str,
-        input: &[u8],
-    ) -> Result<Vec<u8>, CallError> {
+        send: F,
+    ) -> Result<T, CallError>
+    where
+        F: FnOnce(Arc<Remote>, SocketAddr, CallLimits, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RemoteError>>,
+    {
         let remote = self.client_now()?;
         let endpoint = remote.endpoint();
         let target = format!("remote:{endpoint}");
@@ -346,10 +396,7 @@ impl RemoteInstall {
             now,
             nonce,
         );
-        match remote
-            .call_as(addr, method, input, &call_limits, Some(&token))
-            .await
-        {
+        match send(Arc::clone(&remote), addr, call_limits, token).await {
             Ok(out) => Ok(out),
             Err(e) => Err(self.failed(ledger, &target, e, limits)),
         }

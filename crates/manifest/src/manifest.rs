@@ -155,12 +155,6 @@ impl Manifest {
                         "a process extension answers calls, not HTTP: this endpoint needs `call = \"METHOD\"`",
                     ));
                 }
-                if ep.call.is_none() && extension.kind == Kind::Remote {
-                    return Err(item.error(
-                        "a remote extension answers calls to its methods (HTTP endpoints are not \
-                         proxied to it yet): this endpoint needs `call = \"METHOD\"`",
-                    ));
-                }
                 if ep.call.is_none() && extension.kind == Kind::Extism {
                     return Err(item.error(
                         "an Extism plug-in answers calls to its exports, not HTTP: this endpoint needs `call = \"METHOD\"`",

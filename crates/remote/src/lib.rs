@@ -27,6 +27,7 @@ mod der;
 pub mod grpc;
 mod jsonrpc;
 mod pool;
+mod proxy;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tls;
@@ -177,6 +178,51 @@ impl Remote {
         }
     }
 
+    /// Sends `request` (an HTTP request for one of the manifest's endpoints) to the endpoint's
+    /// origin on the server at `addr`, its path and query unchanged, `bearer` as its
+    /// authorization; the answer read whole within `limits` (any status is an answer).
+    pub async fn forward(
+        &self,
+        addr: SocketAddr,
+        request: &http::Request<Bytes>,
+        limits: &CallLimits,
+        bearer: Option<&str>,
+    ) -> Result<http::Response<Bytes>, RemoteError> {
+        let cap = usize::try_from(limits.max_response).unwrap_or(usize::MAX);
+        let limit = limits.max_response;
+        let authority = authority(&self.endpoint);
+        let work = async {
+            match self.endpoint.protocol {
+                RemoteProtocol::JsonRpc => {
+                    let request = || {
+                        proxy::outgoing(request, &authority, bearer, false)
+                            .map(|r| r.map(Full::new))
+                    };
+                    let (parts, body) = self.h1_exchange(addr, request, cap, limit, false).await?;
+                    Ok(proxy::answer(&parts, body))
+                }
+                RemoteProtocol::Grpc => {
+                    let out = proxy::outgoing(request, &authority, bearer, true)?
+                        .map(|b| tonic::body::Body::new(Full::new(b)));
+                    let conn = self.h2_conn(addr).await?;
+                    let response = conn
+                        .sender
+                        .clone()
+                        .send_request(out)
+                        .await
+                        .map_err(|e| http_failure(&e))?;
+                    let (parts, body) = response.into_parts();
+                    let body = collect(body, cap, limit).await?;
+                    Ok(proxy::answer(&parts, body))
+                }
+            }
+        };
+        match tokio::time::timeout(limits.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(RemoteError::Timeout(limits.timeout)),
+        }
+    }
+
     async fn exchange(
         &self,
         addr: SocketAddr,
@@ -209,16 +255,10 @@ impl Remote {
             .map_err(|e| tls_failure(&e))
     }
 
-    async fn grpc(
-        &self,
-        addr: SocketAddr,
-        method: &str,
-        input: &[u8],
-        limits: &CallLimits,
-        bearer: Option<&str>,
-    ) -> Result<Vec<u8>, RemoteError> {
-        let (got, opening) = self.pool.h2(addr).await;
-        let conn = match got {
+    /// The shared HTTP/2 connection to `addr`, or a new one.
+    async fn h2_conn(&self, addr: SocketAddr) -> Result<Arc<pool::H2>, RemoteError> {
+        let (got, _opening) = self.pool.h2(addr).await;
+        Ok(match got {
             Got::Reuse(c) => c,
             Got::Slot(slot) => {
                 let stream = self.connect(addr).await?;
@@ -233,8 +273,18 @@ impl Remote {
                 self.pool.share(&conn);
                 conn
             }
-        };
-        drop(opening);
+        })
+    }
+
+    async fn grpc(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        input: &[u8],
+        limits: &CallLimits,
+        bearer: Option<&str>,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let conn = self.h2_conn(addr).await?;
         let origin = http::Uri::builder()
             .scheme("https")
             .authority(authority(&self.endpoint))
@@ -270,6 +320,25 @@ impl Remote {
                 .body(Full::new(body.clone()))
                 .map_err(|e| RemoteError::Protocol(format!("the request: {e}")))
         };
+        let cap = jsonrpc::body_cap(limits.max_response);
+        let (_, body) = self
+            .h1_exchange(addr, request, cap, limits.max_response, true)
+            .await?;
+        jsonrpc::answer(&body, id, limits.max_response)
+    }
+
+    /// Sends `request()` on one of the pool's HTTP/1.1 connections to `addr` (or a new one)
+    /// and reads the answer whole, its body held to `cap` bytes (else [`RemoteError::TooLarge`]
+    /// naming `limit`); with `ok_only`, any status but 200 is [`RemoteError::Status`]. A
+    /// connection whose answer was read whole goes back to the pool.
+    async fn h1_exchange(
+        &self,
+        addr: SocketAddr,
+        request: impl Fn() -> Result<http::Request<Full<Bytes>>, RemoteError>,
+        cap: usize,
+        limit: u64,
+        ok_only: bool,
+    ) -> Result<(http::response::Parts, Bytes), RemoteError> {
         let (mut conn, response) = loop {
             match self.pool.h1(addr).await {
                 Got::Reuse(mut conn) => match conn.sender.try_send_request(request()?).await {
@@ -286,30 +355,21 @@ impl Remote {
                 }
             }
         };
-        if response.status() != http::StatusCode::OK {
+        if ok_only && response.status() != http::StatusCode::OK {
             return Err(RemoteError::Status(response.status().as_u16()));
         }
         let closing = response
             .headers()
             .get(http::header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let cap = jsonrpc::body_cap(limits.max_response);
-        let collected = Limited::new(response.into_body(), cap).collect().await;
-        let body = match collected {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(RemoteError::TooLarge {
-                    limit: limits.max_response,
-                });
-            }
-            Err(e) => return Err(RemoteError::Protocol(format!("reading the answer: {e}"))),
-        };
+        let (parts, body) = response.into_parts();
+        let body = collect(body, cap, limit).await?;
         // Read whole: the connection may carry the install's next call.
         if !closing {
             let _ = conn.sender.ready().await;
             self.pool.put_h1(conn);
         }
-        jsonrpc::answer(&body, id, limits.max_response)
+        Ok((parts, body))
     }
 
     /// A new JSON-RPC connection to `addr` in `slot`.
@@ -348,6 +408,21 @@ impl Remote {
                 Err(http_failure(&e))
             }
         }
+    }
+}
+
+/// `body`, whole, if it is at most `cap` bytes (else [`RemoteError::TooLarge`] naming `limit`).
+async fn collect<B>(body: B, cap: usize, limit: u64) -> Result<Bytes, RemoteError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match Limited::new(body, cap).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RemoteError::TooLarge { limit })
+        }
+        Err(e) => Err(RemoteError::Protocol(format!("reading the answer: {e}"))),
     }
 }
 

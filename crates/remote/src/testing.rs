@@ -243,6 +243,15 @@ async fn serve(
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let told = Arc::clone(&told);
                     async move {
+                        if req.uri().path() != "/rpc" {
+                            let (status, headers, body) = plain(req).await;
+                            told.notify_one();
+                            let mut r = hyper::Response::builder().status(status);
+                            for (k, v) in headers {
+                                r = r.header(k, v);
+                            }
+                            return Ok(r.body(Full::new(body)).unwrap());
+                        }
                         let auth = bearer_of(req.headers());
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -336,6 +345,16 @@ async fn grpc_answer(
     behaviour: Behaviour,
 ) -> Result<hyper::Response<GrpcBody>, std::convert::Infallible> {
     use prost::Message as _;
+    if req.uri().path() != crate::grpc::CALL_PATH {
+        let (status, headers, body) = plain(req).await;
+        let mut r = hyper::Response::builder().status(status);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        return Ok(r
+            .body(grpc_body(vec![hyper::body::Frame::data(body)]))
+            .unwrap());
+    }
     let auth = bearer_of(req.headers());
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let call = crate::grpc::CallRequest::decode(&body[5..]).unwrap();
@@ -397,6 +416,64 @@ async fn grpc_answer(
             .body(grpc_body(vec![]))
             .unwrap(),
     })
+}
+
+/// The answer to a plain HTTP request (any path but the call's), for the proxied endpoints:
+/// the body echoed; `x-ext-method`, `x-ext-target` (path and query), `x-ext-host` (`host` or
+/// `:authority`), `x-ext-auth` (`authorization`) and `x-ext-headers` (the names received,
+/// sorted) say what arrived; also a `set-cookie` and a `connection: x-hop` with `x-hop` (for
+/// the filters to drop). Path `/status/N` answers status N, `/flood` 8 MiB, `/stall` never.
+async fn plain(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> (u16, Vec<(&'static str, String)>, Bytes) {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let path = parts.uri.path().to_string();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let host = match parts.uri.authority() {
+        Some(a) => a.to_string(),
+        None => header("host"),
+    };
+    let mut headers = vec![
+        ("content-type", "text/plain".to_string()),
+        ("x-ext-method", parts.method.to_string()),
+        (
+            "x-ext-target",
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/".into(), |p| p.to_string()),
+        ),
+        ("x-ext-host", host),
+        ("x-ext-auth", header("authorization")),
+        ("x-ext-headers", names.join(",")),
+        ("set-cookie", "session=remote".to_string()),
+    ];
+    if parts.version != http::Version::HTTP_2 {
+        headers.push(("connection", "x-hop".to_string()));
+        headers.push(("x-hop", "hop".to_string()));
+    }
+    if path == "/stall" {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    if path == "/flood" {
+        return (200, headers, Bytes::from(vec![b'x'; 8 << 20]));
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    (status, headers, body)
 }
 
 /// The request's `authorization` header (the signed claims), or "" (method `whoami` answers it).

@@ -150,9 +150,10 @@ async fn forward(
         };
         m && e.path.matches(&path).is_some()
     });
-    // An rpc extension is reached only through endpoints that name a method to call.
+    // An rpc extension is reached only through endpoints that name a method to call; a
+    // remote one also through the others, each request proxied to it.
     let call = match (routed, info.kind) {
-        (Some(e), WorldKind::Http) if e.call.is_none() => None,
+        (Some(e), _) if e.call.is_none() && info.answers_http => None,
         (Some(e), WorldKind::Rpc) if e.call.is_some() => e.call.clone(),
         _ => {
             return Err(ApiError::not_found(format!(

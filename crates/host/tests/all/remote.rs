@@ -502,3 +502,90 @@ async fn installs_reuse_their_own_connections_within_the_policys_limit() {
     assert_eq!(seen.accepted(), 2);
     assert_eq!(seen.peak(), 2, "one per install");
 }
+
+/// Through the embedding API: an HTTP request for an endpoint without `call` is proxied to the
+/// remote's origin (any status an answer), under the install's limits, each one a call in the
+/// audit log; the pinned key is checked as for a call.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_requests_are_proxied_within_the_installs_limits() {
+    let s = leaf(&[HOST], None, false, false);
+    let (addr, seen) = warden_remote::testing::counted_server(&s, Behaviour::Answer, false).await;
+    let lab = lab(policy(&[addr]));
+    let limits = "\n[limits]\nmax_execution_time = \"500ms\"\nmax_response_bytes = \"64KiB\"\n\n\
+                  [[endpoints]]\nmethod = \"*\"\npath = \"/{*rest}\"\n";
+    let id = load(&lab, &bundle(&lab, addr, &[&s], None, limits));
+    let tenant = lab.host.default_tenant();
+    let request = |path: &str| {
+        http::Request::builder()
+            .method("PUT")
+            .uri(path)
+            .body(bytes::Bytes::from_static(b"body"))
+            .unwrap()
+    };
+    let ids = |lab: &Lab| {
+        lab.audit
+            .records()
+            .iter()
+            .map(|r| r.request_id().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let calls_before = ids(&lab);
+    let r = tenant
+        .call_http(&id, request("/a/b?c=d"))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.body().as_ref(), b"body");
+    assert_eq!(r.headers()["x-ext-target"], "/a/b?c=d");
+    let r = tenant
+        .call_http(&id, request("/status/503"))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(r.status(), 503);
+    let e = tenant
+        .call_http(&id, request("/flood"))
+        .await
+        .unwrap_err()
+        .error;
+    assert!(
+        matches!(e, CallError::TooLarge { what: "result", .. }),
+        "{e:?}"
+    );
+    let e = tenant
+        .call_http(&id, request("/stall"))
+        .await
+        .unwrap_err()
+        .error;
+    assert!(matches!(e, CallError::Timeout(_)), "{e:?}");
+    // Each one recorded under a request id of its own, answered or not.
+    assert_eq!(ids(&lab), calls_before + 4);
+    // Answers read whole leave their connection for the next request; a cut one does not:
+    // the flood's connection was the first two's, the stall needed a new one, and so does
+    // the request after it.
+    assert_eq!(seen.accepted(), 2);
+    let r = tenant
+        .call_http(&id, request("/after"))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(r.status(), 200);
+    assert_eq!(seen.accepted(), 3);
+
+    // A server with another key: refused before a byte of the request is sent, and recorded.
+    let impostor = leaf(&[HOST], None, false, false);
+    let other = server(&impostor, None, Behaviour::Answer).await;
+    let lab = self::lab(policy(&[other]));
+    let id = load(&lab, &bundle(&lab, other, &[&s], None, limits));
+    let e = lab
+        .host
+        .default_tenant()
+        .call_http(&id, request("/x"))
+        .await
+        .unwrap_err()
+        .error;
+    assert!(matches!(e, CallError::Remote(_)), "{e:?}");
+    assert!(!records(&lab, Event::Denial).is_empty());
+}

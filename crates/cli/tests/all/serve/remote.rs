@@ -214,3 +214,111 @@ fn the_json_rpc_and_grpc_forms_of_one_extension_answer_alike_through_the_gateway
         "hi"
     );
 }
+
+/// A request to the gateway for `tenant` (its API key), with a cookie and a body.
+fn through_gateway(s: &Server, key: &str, method: &str, path: &str, body: &[u8]) -> Reply {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("{}/api/ext/{path}", s.base))
+        .header("authorization", format!("Bearer {key}"))
+        .header("cookie", "session=the-clients")
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .unwrap();
+    reply(agent().run(req))
+}
+
+fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
+    r.headers.get(name).map_or("", |v| v.to_str().unwrap_or(""))
+}
+
+/// The manifest's endpoints without `call` are proxied to the remote's origin, both forms
+/// alike: path and query as sent, the tenant's signed claims instead of its API key, the
+/// client's cookie kept back, the remote's status given back, its cookie and its connection's
+/// headers not; an answer past the cap is a 502, a path no endpoint names a 404 that never
+/// reaches the remote.
+#[test]
+fn http_endpoints_are_proxied_to_the_remote_in_both_forms() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = leaf(&["127.0.0.1"], None, false, false);
+    let (json, grpc) = rt.block_on(async {
+        (
+            server(&key, None, Behaviour::Answer).await,
+            grpc_server(&key, None, Behaviour::Answer).await,
+        )
+    });
+    let st = setup();
+    let s = st.serve(&format!(
+        "[policy]\nallow_networks = [\"127.0.0.0/8\"]\n\n[policy.remote]\nallowed_hosts = \
+         [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n",
+        json.port(),
+        grpc.port()
+    ));
+    let endpoints = "\n[limits]\nmax_response_bytes = \"1MiB\"\n\n\
+        [[endpoints]]\nmethod = \"*\"\npath = \"/invoices/{*rest}\"\n\n\
+        [[endpoints]]\nmethod = \"GET\"\npath = \"/status/{code}\"\n\n\
+        [[endpoints]]\nmethod = \"GET\"\npath = \"/flood\"\n";
+    let (b, sig) = remote_bundle(&st, "json", json, &key, endpoints);
+    let json_hash = publish(&s, &b, &sig);
+    let entry = format!("grpcs://127.0.0.1:{}", grpc.port());
+    let (b, sig) = remote_bundle_at(&st, "grpc", &entry, &key, endpoints);
+    let grpc_hash = publish(&s, &b, &sig);
+    let api_key = tenant(&s, "alpha");
+    for (id, hash) in [("vendor.json", &json_hash), ("vendor.grpc", &grpc_hash)] {
+        assert_eq!(install(&s, "alpha", id, hash, "none").status, 200);
+    }
+
+    let mut seen = Vec::new();
+    for (id, port) in [("vendor.json", json.port()), ("vendor.grpc", grpc.port())] {
+        let r = through_gateway(
+            &s,
+            &api_key,
+            "POST",
+            &format!("{id}/invoices/7?full=1"),
+            br#"{"a":1}"#,
+        );
+        assert_eq!(r.status, 200, "{id}: {}", r.body);
+        assert_eq!(r.body, r#"{"a":1}"#);
+        assert_eq!(header(&r, "x-ext-method"), "POST");
+        assert_eq!(header(&r, "x-ext-target"), "/invoices/7?full=1");
+        assert_eq!(header(&r, "x-ext-host"), format!("127.0.0.1:{port}"));
+        // The tenant's identity as signed claims, never its API key or cookie.
+        let auth = header(&r, "x-ext-auth");
+        assert!(auth.starts_with("Bearer ey"), "{id}: {auth}");
+        assert!(
+            !auth.contains(&api_key),
+            "{id}: the API key reached the remote"
+        );
+        let names = header(&r, "x-ext-headers");
+        assert!(!names.split(',').any(|n| n == "cookie"), "{id}: {names}");
+        assert!(
+            names.split(',').any(|n| n == "x-request-id"),
+            "{id}: {names}"
+        );
+        // Back: the remote's cookie and its connection's headers stay out.
+        assert!(r.headers.get("set-cookie").is_none(), "{id}");
+        assert!(r.headers.get("x-hop").is_none(), "{id}");
+        assert!(!header(&r, "x-request-id").is_empty(), "{id}");
+
+        let r = through_gateway(&s, &api_key, "GET", &format!("{id}/status/409"), b"");
+        assert_eq!(r.status, 409, "{id}: {}", r.body);
+        let r = through_gateway(&s, &api_key, "GET", &format!("{id}/flood"), b"");
+        assert_eq!(r.status, 502, "{id}: {}", r.body);
+        assert_eq!(r.code(), "response-too-large", "{id}: {}", r.body);
+        let r = through_gateway(&s, &api_key, "GET", &format!("{id}/elsewhere"), b"");
+        assert_eq!(r.status, 404, "{id}: {}", r.body);
+        assert!(
+            r.headers.get("x-ext-method").is_none(),
+            "{id}: reached the remote"
+        );
+        seen.push((r.status, r.code()));
+    }
+    assert_eq!(seen[0], seen[1]);
+
+    // Each proxied request is a call in the audit log, as any other.
+    let log = format!("{:?}", audit(&st));
+    assert!(
+        log.contains("vendor.grpc") && log.contains("vendor.json"),
+        "{log}"
+    );
+}
