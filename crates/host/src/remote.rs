@@ -22,7 +22,7 @@ use warden_manifest::{
 use warden_net::Resolver;
 use warden_remote::claims::ClaimsKey;
 use warden_remote::{CallLimits, ClientIdentity, Remote, RemoteError};
-use warden_runtime::CallCaps;
+use warden_runtime::{CallCaps, HostRequests};
 use warden_secrets::SecretValue;
 
 use crate::error::HostError;
@@ -222,13 +222,20 @@ impl RemoteInstall {
         method: &str,
         input: &[u8],
     ) -> CallOutcome<Vec<u8>> {
+        // A JSON-RPC remote may ask things of the host before it answers: the process
+        // extensions' host requests, under this call's grants and records.
+        let ledger = Ledger::default();
+        let host = HostRequests::new(caps, limits.max_response_bytes.bytes(), ledger.clone());
+        let api = host.api();
         self.run(
+            ledger,
+            Some(&host),
             limits,
             caps,
             input.len(),
             |remote, addr, call, claims| async move {
                 remote
-                    .call_as(addr, method, input, &call, Some(&claims))
+                    .call_as(addr, method, input, &call, Some(&claims), Some(api))
                     .await
             },
         )
@@ -246,6 +253,8 @@ impl RemoteInstall {
     ) -> CallOutcome<http::Response<bytes::Bytes>> {
         let request = &request;
         self.run(
+            Ledger::default(),
+            None,
             limits,
             caps,
             request.body().len(),
@@ -258,8 +267,11 @@ impl RemoteInstall {
 
     /// One call of either kind: the request's size, the breaker, the address, the claims,
     /// `send`, and the records of it all.
+    #[allow(clippy::too_many_arguments)]
     async fn run<T, F, Fut>(
         &self,
+        ledger: Ledger,
+        host: Option<&HostRequests>,
         limits: &Limits,
         caps: &CallCaps,
         sent: usize,
@@ -270,7 +282,6 @@ impl RemoteInstall {
         Fut: std::future::Future<Output = Result<T, RemoteError>>,
     {
         let started = Instant::now();
-        let ledger = Ledger::default();
         let result = if sent as u64 > limits.max_request_bytes.bytes() {
             Err(CallError::TooLarge {
                 what: "input",
@@ -327,10 +338,12 @@ impl RemoteInstall {
         let redactor = caps.redactor.clone().unwrap_or_default();
         let (denials, uses, limit_hits) = ledger.report(&redactor);
         CallOutcome {
-            result,
+            result: result.map_err(|e| redactor.error(e)),
             report: CallReport {
                 duration: started.elapsed(),
-                egress_bytes: sent as u64,
+                egress_bytes: (sent as u64)
+                    .saturating_add(host.map_or(0, HostRequests::egress_bytes)),
+                logs: host.map(HostRequests::logs).unwrap_or_default(),
                 denials,
                 uses,
                 limits: limit_hits,

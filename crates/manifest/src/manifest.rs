@@ -470,23 +470,37 @@ fn permissions(
         None => Filesystem::default(),
     };
     if ext.kind == Kind::Remote {
-        // It runs elsewhere: no files or network of this host; warden's key-value, secrets and
-        // calls would reach it through callbacks, which this version does not offer yet.
-        let unusable = [
-            ("kv", kv),
-            ("secrets", !secrets.is_empty()),
-            ("calls", !calls.is_empty()),
+        // It runs elsewhere: no files or network of this host. Key-value, secrets and calls
+        // reach it as host requests it makes during a call (JSON-RPC: its answer may be one),
+        // which the unary gRPC form cannot carry.
+        let grpc = ext
+            .entry
+            .remote()
+            .is_some_and(|e| e.protocol == crate::remote::RemoteProtocol::Grpc);
+        let elsewhere = [
             (
                 "filesystem",
                 !filesystem.paths.is_empty() || !filesystem.readonly_paths.is_empty(),
             ),
             ("network", network.enabled),
         ];
-        for (key, asked) in unusable {
+        for (key, asked) in elsewhere {
             if let (true, Some(v)) = (asked, t.get(key)) {
+                return Err(
+                    v.error("a remote extension runs elsewhere: it has no files or network here")
+                );
+            }
+        }
+        let callbacks = [
+            ("kv", kv),
+            ("secrets", !secrets.is_empty()),
+            ("calls", !calls.is_empty()),
+        ];
+        for (key, asked) in callbacks {
+            if let (true, true, Some(v)) = (grpc, asked, t.get(key)) {
                 return Err(v.error(
-                    "a remote extension runs elsewhere: it has no files or network here, and \
-                     this version offers it no key-value, secrets or calls",
+                    "a grpcs:// remote cannot ask the host anything (its call is unary): \
+                     key-value, secrets and calls need the JSON-RPC form (https://)",
                 ));
             }
         }

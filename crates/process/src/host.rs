@@ -249,8 +249,9 @@ fn json<T: Serialize>(v: &T) -> Result<serde_json::Value, HostError> {
     serde_json::to_value(v).map_err(|e| HostError::failed(format!("encoding the answer: {e}")))
 }
 
-/// Parses `params` for `method` and runs it on `host`.
-pub(crate) async fn dispatch(
+/// Parses `params` for `method` and runs it on `host` (a remote extension's callbacks use it
+/// too: the same requests, over HTTPS).
+pub async fn dispatch(
     host: &dyn HostApi,
     method: &str,
     p: Option<&RawValue>,

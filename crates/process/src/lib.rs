@@ -77,7 +77,7 @@ pub use error::{HeaderError, ProtocolError};
 pub use frame::encode_frame;
 pub use host::{
     DenyAll, Fetch, FetchResponse, HostApi, HostMethod, Invoke, KvIncrement, KvKey, KvList, KvPage,
-    KvSet, Log, LogLevel, SecretGet,
+    KvSet, Log, LogLevel, SecretGet, dispatch,
 };
 pub use limits::{LimitError, Limits};
 pub use message::{BadErrorName, ErrorName, ExtensionError, HostError, RequestId, codes};

@@ -68,6 +68,70 @@ struct Failure {
     data: Option<serde_json::Value>,
 }
 
+/// What the remote answered a POST of the call: the call's answer, or a host request (a
+/// callback) to answer first.
+pub(crate) enum Message {
+    Answer(Result<Vec<u8>, RemoteError>),
+    HostRequest {
+        id: serde_json::Value,
+        method: String,
+        params: Option<Box<serde_json::value::RawValue>>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostRequest {
+    jsonrpc: String,
+    id: serde_json::Value,
+    method: String,
+    #[serde(default)]
+    params: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Reads what the remote answered a POST of call `id`: an object with `method` is a host
+/// request (with an id, a number or a string: every one is answered), anything else must be
+/// the call's answer ([`answer`]).
+pub(crate) fn message(body: &[u8], id: u64, max_output: u64) -> Result<Message, RemoteError> {
+    let bad = |why: String| RemoteError::Protocol(why);
+    let probe: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| bad(format!("not a JSON-RPC answer: {e}")))?;
+    if !probe.contains_key("method") {
+        return Ok(Message::Answer(answer(body, id, max_output)));
+    }
+    let r: HostRequest =
+        serde_json::from_slice(body).map_err(|e| bad(format!("not a host request: {e}")))?;
+    if r.jsonrpc != "2.0" {
+        return Err(bad("its jsonrpc is not \"2.0\"".into()));
+    }
+    if !(r.id.is_string() || r.id.is_u64() || r.id.is_i64()) {
+        return Err(bad(
+            "a host request needs an id (a number or a string): each one is answered".into(),
+        ));
+    }
+    Ok(Message::HostRequest {
+        id: r.id,
+        method: r.method,
+        params: r.params,
+    })
+}
+
+/// The answer to host request `id`, to POST back.
+pub(crate) fn host_answer(
+    id: &serde_json::Value,
+    outcome: &Result<serde_json::Value, warden_process::HostError>,
+) -> Vec<u8> {
+    let v = match outcome {
+        Ok(result) => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(e) => serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": e.code(), "message": e.message(), "data": {"code": e.name().as_str()}},
+        }),
+    };
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
 pub(crate) fn answer(body: &[u8], id: u64, max_output: u64) -> Result<Vec<u8>, RemoteError> {
     let bad = |why: String| RemoteError::Protocol(why);
     let a: Answer =

@@ -17,6 +17,11 @@
 //! ← {"jsonrpc":"2.0","id":N,"error":{"code":-32000,"message":"...","data":{"code":"not-found"}}}
 //! ```
 //!
+//! Before its answer the remote may answer with a host request (`{"jsonrpc":"2.0","id":"h1",
+//! "method":"kv.get","params":{..}}`, the process extensions' host requests): the caller's
+//! [`HostApi`] answers it (`warden_process::dispatch`), and the answer is POSTed back on the
+//! same connection, until the call's answer comes.
+//!
 //! The gRPC form (`grpcs://` endpoints) is the unary `warden.extension.v1.Extension/Call`
 //! over HTTP/2 ([`grpc`]), on the same pinned TLS.
 //!
@@ -33,8 +38,8 @@ pub mod testing;
 mod tls;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,6 +50,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use warden_manifest::{RemoteEndpoint, RemoteProtocol, RequestHost, SpkiPin};
+use warden_process::HostApi;
 
 use crate::pool::{Got, Pool};
 
@@ -52,6 +58,8 @@ pub use tls::{ClientIdentity, PinMismatch, SetupError, pin_of};
 
 /// How long a call may wait to connect, within its own deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Host requests (callbacks) one JSON-RPC call may make before its answer.
+const MAX_HOST_REQUESTS: usize = 1000;
 /// Connections a client keeps at most unless told otherwise.
 const DEFAULT_MAX_CONNECTIONS: usize = 8;
 /// Bytes of an error message from the remote kept.
@@ -157,11 +165,12 @@ impl Remote {
         input: &[u8],
         limits: &CallLimits,
     ) -> Result<Vec<u8>, RemoteError> {
-        self.call_as(addr, method, input, limits, None).await
+        self.call_as(addr, method, input, limits, None, None).await
     }
 
     /// [`Remote::call`], telling the remote who the call is for with `bearer` (signed claims,
-    /// [`claims::ClaimsKey::token`]) as `authorization: Bearer ...`.
+    /// [`claims::ClaimsKey::token`]) as `authorization: Bearer ...`, and answering the host
+    /// requests a JSON-RPC remote makes before its answer with `host` (none: each refused).
     pub async fn call_as(
         &self,
         addr: SocketAddr,
@@ -169,9 +178,16 @@ impl Remote {
         input: &[u8],
         limits: &CallLimits,
         bearer: Option<&str>,
+        host: Option<&dyn HostApi>,
     ) -> Result<Vec<u8>, RemoteError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let work = self.exchange(addr, id, method, input, limits, bearer);
+        let call = Call {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            method,
+            input,
+            bearer,
+            host,
+        };
+        let work = self.exchange(addr, &call, limits);
         match tokio::time::timeout(limits.timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(RemoteError::Timeout(limits.timeout)),
@@ -226,15 +242,15 @@ impl Remote {
     async fn exchange(
         &self,
         addr: SocketAddr,
-        id: u64,
-        method: &str,
-        input: &[u8],
+        call: &Call<'_>,
         limits: &CallLimits,
-        bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
         match self.endpoint.protocol {
-            RemoteProtocol::JsonRpc => self.json_rpc(addr, id, method, input, limits, bearer).await,
-            RemoteProtocol::Grpc => self.grpc(addr, method, input, limits, bearer).await,
+            RemoteProtocol::JsonRpc => self.json_rpc(addr, call, limits).await,
+            RemoteProtocol::Grpc => {
+                self.grpc(addr, call.method, call.input, limits, call.bearer)
+                    .await
+            }
         }
     }
 
@@ -301,13 +317,18 @@ impl Remote {
     async fn json_rpc(
         &self,
         addr: SocketAddr,
-        id: u64,
-        method: &str,
-        input: &[u8],
+        call: &Call<'_>,
         limits: &CallLimits,
-        bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
-        let body = Bytes::from(jsonrpc::request(id, method, input));
+        let Call {
+            id,
+            method,
+            input,
+            bearer,
+            host,
+        } = *call;
+        // What the next POST of the call carries: the call, then each host request's answer.
+        let body = Mutex::new(Bytes::from(jsonrpc::request(id, method, input)));
         let request = || {
             let mut request = http::Request::post(self.endpoint.path.as_str())
                 .header(http::header::HOST, authority(&self.endpoint))
@@ -316,15 +337,57 @@ impl Remote {
             if let Some(token) = bearer {
                 request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
             }
+            let next = body.lock().unwrap_or_else(PoisonError::into_inner).clone();
             request
-                .body(Full::new(body.clone()))
+                .body(Full::new(next))
                 .map_err(|e| RemoteError::Protocol(format!("the request: {e}")))
         };
         let cap = jsonrpc::body_cap(limits.max_response);
-        let (_, body) = self
-            .h1_exchange(addr, request, cap, limits.max_response, true)
-            .await?;
-        jsonrpc::answer(&body, id, limits.max_response)
+        let mut conn = None;
+        let mut host_requests = 0usize;
+        loop {
+            let (c, _, answer) = self
+                .h1_round(addr, conn.take(), &request, cap, limits.max_response, true)
+                .await?;
+            conn = c;
+            match jsonrpc::message(&answer, id, limits.max_response)? {
+                jsonrpc::Message::Answer(result) => {
+                    // Answered: the connection may carry the install's next call.
+                    if let Some(conn) = conn {
+                        self.give_back(conn).await;
+                    }
+                    return result;
+                }
+                jsonrpc::Message::HostRequest {
+                    id: hid,
+                    method: asked,
+                    params,
+                } => {
+                    host_requests += 1;
+                    if host_requests > MAX_HOST_REQUESTS {
+                        return Err(RemoteError::Protocol(format!(
+                            "more than {MAX_HOST_REQUESTS} host requests in one call"
+                        )));
+                    }
+                    let outcome = match host {
+                        Some(api) => warden_process::dispatch(api, &asked, params.as_deref()).await,
+                        None => Err(warden_process::HostError::denied(
+                            "this call takes no host requests",
+                        )),
+                    };
+                    // The answer goes back on the same connection, with the call's claims.
+                    *body.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Bytes::from(jsonrpc::host_answer(&hid, &outcome));
+                    // Without a connection (the server closed it) the call cannot go on.
+                    if conn.is_none() {
+                        return Err(RemoteError::Protocol(
+                            "the server closed the connection of a call it asked something of"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Sends `request()` on one of the pool's HTTP/1.1 connections to `addr` (or a new one)
@@ -339,21 +402,54 @@ impl Remote {
         limit: u64,
         ok_only: bool,
     ) -> Result<(http::response::Parts, Bytes), RemoteError> {
-        let (mut conn, response) = loop {
-            match self.pool.h1(addr).await {
-                Got::Reuse(mut conn) => match conn.sender.try_send_request(request()?).await {
-                    Ok(response) => break (conn, response),
-                    // The server closed the idle connection before the request went out: it
-                    // was not sent, so it goes again (each time on another connection, the
-                    // last a new one).
-                    Err(e) if e.message().is_some() => continue,
-                    Err(e) => return Err(http_failure(e.error())),
-                },
-                Got::Slot(slot) => {
-                    let conn = self.h1_connect(addr, slot).await?;
-                    break self.json_rpc_first(conn, request()?).await?;
+        let (conn, parts, body) = self
+            .h1_round(addr, None, request, cap, limit, ok_only)
+            .await?;
+        if let Some(conn) = conn {
+            self.give_back(conn).await;
+        }
+        Ok((parts, body))
+    }
+
+    /// One request and its answer read whole, on `held` (a connection this call already
+    /// used: the request goes on it or not at all) or on one from the pool (or a new one).
+    /// The connection comes back unless the server is closing it.
+    async fn h1_round(
+        &self,
+        addr: SocketAddr,
+        held: Option<pool::H1>,
+        request: impl Fn() -> Result<http::Request<Full<Bytes>>, RemoteError>,
+        cap: usize,
+        limit: u64,
+        ok_only: bool,
+    ) -> Result<(Option<pool::H1>, http::response::Parts, Bytes), RemoteError> {
+        let (conn, response) = match held {
+            Some(mut conn) => {
+                // Ready once the last answer's end was read by the connection's task.
+                conn.sender.ready().await.map_err(|e| http_failure(&e))?;
+                match conn.sender.send_request(request()?).await {
+                    Ok(response) => (conn, response),
+                    Err(e) => return Err(http_failure(&e)),
                 }
             }
+            None => loop {
+                match self.pool.h1(addr).await {
+                    Got::Reuse(mut conn) => {
+                        match conn.sender.try_send_request(request()?).await {
+                            Ok(response) => break (conn, response),
+                            // The server closed the idle connection before the request went
+                            // out: it was not sent, so it goes again (each time on another
+                            // connection, the last a new one).
+                            Err(e) if e.message().is_some() => continue,
+                            Err(e) => return Err(http_failure(e.error())),
+                        }
+                    }
+                    Got::Slot(slot) => {
+                        let conn = self.h1_connect(addr, slot).await?;
+                        break self.json_rpc_first(conn, request()?).await?;
+                    }
+                }
+            },
         };
         if ok_only && response.status() != http::StatusCode::OK {
             return Err(RemoteError::Status(response.status().as_u16()));
@@ -364,12 +460,13 @@ impl Remote {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let (parts, body) = response.into_parts();
         let body = collect(body, cap, limit).await?;
-        // Read whole: the connection may carry the install's next call.
-        if !closing {
-            let _ = conn.sender.ready().await;
-            self.pool.put_h1(conn);
-        }
-        Ok((parts, body))
+        Ok(((!closing).then_some(conn), parts, body))
+    }
+
+    /// Puts a connection whose answer was read whole back for the install's next call.
+    async fn give_back(&self, mut conn: pool::H1) {
+        let _ = conn.sender.ready().await;
+        self.pool.put_h1(conn);
     }
 
     /// A new JSON-RPC connection to `addr` in `slot`.
@@ -424,6 +521,16 @@ where
         }
         Err(e) => Err(RemoteError::Protocol(format!("reading the answer: {e}"))),
     }
+}
+
+/// One call as it goes out: its JSON-RPC id, method, input, claims and host-request answerer.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    id: u64,
+    method: &'a str,
+    input: &'a [u8],
+    bearer: Option<&'a str>,
+    host: Option<&'a dyn HostApi>,
 }
 
 /// The most bytes of a gRPC answer's body read: the output's frame and a little more.

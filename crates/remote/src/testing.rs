@@ -240,8 +240,11 @@ async fn serve(
                     }
                     return;
                 }
+                // The call this connection asked something of, and how many more to ask.
+                let asking = Arc::new(std::sync::Mutex::new(None::<(serde_json::Value, usize)>));
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let told = Arc::clone(&told);
+                    let asking = Arc::clone(&asking);
                     async move {
                         if req.uri().path() != "/rpc" {
                             let (status, headers, body) = plain(req).await;
@@ -255,6 +258,9 @@ async fn serve(
                         let auth = bearer_of(req.headers());
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        if let Some(answer) = callback(&v, &body, &asking) {
+                            return Ok(hyper::Response::new(Full::new(Bytes::from(answer))));
+                        }
                         let id = v["id"].clone();
                         let input = v["params"]["input"].as_str().unwrap().to_string();
                         let method = v["params"]["method"].as_str().unwrap().to_string();
@@ -474,6 +480,54 @@ async fn plain(
         .and_then(|n| n.parse().ok())
         .unwrap_or(200);
     (status, headers, body)
+}
+
+/// Host requests (callbacks), on one connection: method `ask` with input `{"method", "params"}`
+/// answers with that host request (id `h1`), and the POST that answers it gets the call's
+/// output: that answer's JSON, whole; `ask-forever` asks `log` again at every answer.
+/// `None`: not part of a callback exchange.
+fn callback(
+    v: &serde_json::Value,
+    body: &[u8],
+    asking: &std::sync::Mutex<Option<(serde_json::Value, usize)>>,
+) -> Option<String> {
+    let log = |n: usize| {
+        serde_json::json!({"jsonrpc": "2.0", "id": format!("h{n}"), "method": "log",
+            "params": {"level": "info", "message": "again"}})
+        .to_string()
+    };
+    let mut pending = asking.lock().unwrap();
+    if v.get("method").is_none() {
+        let (call, left) = pending.take()?;
+        if left > 0 {
+            *pending = Some((call, left - 1));
+            return Some(log(left));
+        }
+        return Some(
+            serde_json::json!({"jsonrpc": "2.0", "id": call, "result": {"output": b64(body)}})
+                .to_string(),
+        );
+    }
+    match v["params"]["method"].as_str()? {
+        "ask" => {
+            use base64::Engine as _;
+            let input = base64::engine::general_purpose::STANDARD
+                .decode(v["params"]["input"].as_str()?)
+                .ok()?;
+            let asked: serde_json::Value = serde_json::from_slice(&input).ok()?;
+            *pending = Some((v["id"].clone(), 0));
+            Some(
+                serde_json::json!({"jsonrpc": "2.0", "id": "h1",
+                    "method": asked["method"], "params": asked["params"]})
+                .to_string(),
+            )
+        }
+        "ask-forever" => {
+            *pending = Some((v["id"].clone(), usize::MAX));
+            Some(log(0))
+        }
+        _ => None,
+    }
 }
 
 /// The request's `authorization` header (the signed claims), or "" (method `whoami` answers it).

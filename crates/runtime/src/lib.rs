@@ -43,7 +43,7 @@ pub use error::LoadError;
 pub use extism::{EXTISM_HOST_FUNCTIONS, ExtismPlugin};
 pub use fair::{FREE_RUN, Share, Turns};
 pub use prepared::Prepared;
-pub use process::{ProcessCode, ProcessInstall, host_support as process_support};
+pub use process::{HostRequests, ProcessCode, ProcessInstall, host_support as process_support};
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
 pub use world::WorldKind;
 // The policy types a host hands the runtime, re-exported for embedders of the runtime alone.

@@ -278,7 +278,11 @@ fn remote_manifests_are_checked_at_the_edge() {
         ("[remote]\npins = [\"sha1/AAAA\"]\n", "sha256/"),
         ("", "needs [remote]"),
         (
-            "[remote]\npins = [\"sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"]\n\n[permissions]\nkv = true\n",
+            "[remote]\npins = [\"sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"]\n\n[permissions.filesystem]\npaths = [\"/data\"]\n",
+            "runs elsewhere",
+        ),
+        (
+            "[remote]\npins = [\"sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"]\n\n[permissions.network]\nenabled = true\nallowed_hosts = [\"*\"]\n",
             "runs elsewhere",
         ),
     ] {
@@ -291,6 +295,24 @@ fn remote_manifests_are_checked_at_the_edge() {
             .unwrap_err()
             .to_string();
         assert!(e.contains(says), "{says}: {e}");
+    }
+    // Key-value, secrets and calls are host requests: the JSON-RPC form may ask for them,
+    // the unary gRPC form cannot make them.
+    let asking = "[remote]\npins = [\"sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"]\n\n\
+                  [permissions]\nkv = true\nsecrets = [\"TOKEN\"]\ncalls = [\"acme.other\"]\n";
+    for (entry, ok) in [("https://ext.test/rpc", true), ("grpcs://ext.test", false)] {
+        let text = format!(
+            "schema = 1\n\n[extension]\nid = \"vendor.remote\"\nversion = \"1.0.0\"\n\
+             publisher = \"p\"\nkind = \"remote\"\nentry = \"{entry}\"\n\n\
+             [[methods]]\nname = \"echo\"\n\n{asking}"
+        );
+        match warden_manifest::Manifest::parse(&text) {
+            Ok(_) => assert!(ok, "{entry}"),
+            Err(e) => {
+                assert!(!ok, "{entry}: {e}");
+                assert!(e.to_string().contains("JSON-RPC form"), "{e}");
+            }
+        }
     }
     let _ = Arc::new(());
 }
@@ -588,4 +610,137 @@ async fn http_requests_are_proxied_within_the_installs_limits() {
         .error;
     assert!(matches!(e, CallError::Remote(_)), "{e:?}");
     assert!(!records(&lab, Event::Denial).is_empty());
+}
+
+/// A JSON-RPC remote asks things of the host before it answers (the process extensions' host
+/// requests, over its own connection): key-value and secrets as granted, each refusal a denial
+/// in the audit log and an error for the remote, never more than 1000 requests in one call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_reaches_key_value_and_secrets_only_as_granted() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let s = leaf(&[HOST], None, false, false);
+    let (addr, seen) = warden_remote::testing::counted_server(&s, Behaviour::Answer, false).await;
+    let lab = lab(policy(&[addr]));
+    let asks = "\n[[methods]]\nname = \"ask\"\n\n[[methods]]\nname = \"ask-forever\"\n\n\
+                [permissions]\nkv = true\nsecrets = [\"TOKEN\"]\ncalls = [\"warden.echo\"]\n";
+    lab.load("echo");
+    let path = bundle(&lab, addr, &[&s], None, asks);
+    let granted = lab
+        .host
+        .default_tenant()
+        .load_file(&path, None, &Grant::All)
+        .unwrap()
+        .id;
+    let token = "Rem0te-S3cret-Value-7d2p";
+    lab.host
+        .default_tenant()
+        .put_secret(
+            &granted,
+            &"TOKEN".parse().unwrap(),
+            warden_secrets::SecretValue::new(token.into()).unwrap(),
+        )
+        .unwrap();
+    let ask = |tenant: warden_host::TenantName, method: &'static str, params: serde_json::Value| {
+        let host = lab.host.clone();
+        let id = granted.clone();
+        async move {
+            let input = serde_json::json!({"method": method, "params": params}).to_string();
+            let out = host
+                .tenant(&tenant)
+                .call(&id, "ask", input.as_bytes())
+                .await;
+            let answer: serde_json::Value =
+                serde_json::from_slice(&out.map_err(|e| e.error.to_string()).unwrap().value)
+                    .unwrap();
+            answer
+        }
+    };
+    let me = warden_host::TenantName::default_tenant();
+
+    let set = ask(
+        me.clone(),
+        "kv.set",
+        serde_json::json!({"bucket": "b", "key": "k", "value": b64(b"remembered")}),
+    )
+    .await;
+    assert_eq!(set["id"], "h1");
+    assert!(set.get("error").is_none(), "{set}");
+    let got = ask(
+        me.clone(),
+        "kv.get",
+        serde_json::json!({"bucket": "b", "key": "k"}),
+    )
+    .await;
+    assert_eq!(got["result"]["value"], b64(b"remembered"), "{got}");
+    let secret = ask(
+        me.clone(),
+        "secrets.get",
+        serde_json::json!({"name": "TOKEN"}),
+    )
+    .await;
+    assert_eq!(secret["result"]["value"], token, "{secret}");
+    // Not granted: an error for the remote, a denial in the log; the call goes on.
+    let other = ask(
+        me.clone(),
+        "secrets.get",
+        serde_json::json!({"name": "OTHER"}),
+    )
+    .await;
+    assert_eq!(other["error"]["data"]["code"], "denied", "{other}");
+    let fetch = ask(
+        me.clone(),
+        "http.fetch",
+        serde_json::json!({"method": "GET", "url": "https://example.com/"}),
+    )
+    .await;
+    assert_eq!(fetch["error"]["data"]["code"], "denied", "{fetch}");
+    // A call to another extension, as declared and granted; the callee runs as its own.
+    let echoed = ask(
+        me.clone(),
+        "invoke",
+        serde_json::json!({"extension": "warden.echo", "method": "echo", "input": b64(b"via remote")}),
+    )
+    .await;
+    assert_eq!(echoed["result"]["output"], b64(b"via remote"), "{echoed}");
+    let undeclared = ask(
+        me.clone(),
+        "invoke",
+        serde_json::json!({"extension": "warden.hello", "method": "x", "input": ""}),
+    )
+    .await;
+    assert!(undeclared.get("error").is_some(), "{undeclared}");
+    let denials = format!("{:?}", records(&lab, Event::Denial));
+    assert!(denials.contains("OTHER"), "{denials}");
+    // The value was read, never written to the log.
+    assert!(!format!("{:?}", lab.audit.records()).contains(token));
+    // All of it over one connection.
+    assert_eq!(seen.accepted(), 1);
+
+    // The same bundle for a tenant that granted nothing: every request refused.
+    let bare: warden_host::TenantName = "bare".parse().unwrap();
+    lab.host
+        .tenant(&bare)
+        .load_file(&path, None, &Grant::None)
+        .unwrap();
+    let got = ask(
+        bare.clone(),
+        "kv.get",
+        serde_json::json!({"bucket": "b", "key": "k"}),
+    )
+    .await;
+    assert_eq!(got["error"]["data"]["code"], "denied", "{got}");
+
+    // A remote that never stops asking is stopped.
+    let e = lab
+        .host
+        .default_tenant()
+        .call(&granted, "ask-forever", b"")
+        .await
+        .unwrap_err()
+        .error;
+    match e {
+        CallError::Remote(m) => assert!(m.contains("more than 1000 host requests"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }

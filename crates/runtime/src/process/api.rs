@@ -53,7 +53,11 @@ const MAX_RESOURCES: usize = 16;
 
 impl ProcessApi {
     pub(crate) fn new(caps: &CallCaps, max_response: u64) -> ProcessApi {
-        let ledger = Ledger::default();
+        ProcessApi::with_ledger(caps, max_response, Ledger::default())
+    }
+
+    /// [`ProcessApi::new`], recording into `ledger` (a call's own, shared).
+    pub(crate) fn with_ledger(caps: &CallCaps, max_response: u64, ledger: Ledger) -> ProcessApi {
         let egress_bytes = Arc::new(AtomicU64::new(0));
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);

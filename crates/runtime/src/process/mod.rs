@@ -24,6 +24,35 @@
 mod api;
 mod unpack;
 
+/// A remote extension's callbacks (`kv.*`, `secrets.get`, `invoke`, `log`, `http.fetch`):
+/// answered by the very code that answers a process extension's host requests, so with the
+/// same grants, checks and records.
+pub struct HostRequests(ProcessApi);
+
+impl HostRequests {
+    /// One call's answers under `caps`, recorded into `ledger`.
+    pub fn new(caps: &CallCaps, max_response: u64, ledger: warden_call::Ledger) -> HostRequests {
+        HostRequests(ProcessApi::with_ledger(caps, max_response, ledger))
+    }
+
+    /// The requests' API, for [`warden_process::dispatch`].
+    pub fn api(&self) -> &dyn warden_process::HostApi {
+        &self.0
+    }
+
+    /// The `log` lines of the call, redacted.
+    pub fn logs(&self) -> Vec<warden_call::LogLine> {
+        self.0.logs.lines(&self.0.redactor)
+    }
+
+    /// Bytes the call's `http.fetch` requests sent.
+    pub fn egress_bytes(&self) -> u64 {
+        self.0
+            .egress_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
