@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use warden_bundle::Bundle;
 use warden_call::{CallError, CallOutcome, CallReport, Capability, HostFailure, Ledger};
 use warden_manifest::{
-    ExtensionId, Limits, Policy, RemoteEndpoint, RequestHost, Scheme, SecretName, TenantName,
+    ExtensionId, Limits, Policy, RemoteEndpoint, RemoteProtocol, RequestHost, Scheme, SecretName,
+    TenantName,
 };
 use warden_net::Resolver;
 use warden_remote::claims::ClaimsKey;
@@ -120,6 +121,9 @@ pub(crate) struct RemoteInstall {
     /// What the client was made from, to make it again.
     pins: Vec<warden_manifest::SpkiPin>,
     ca: Option<Vec<u8>>,
+    /// Whether the manifest asks for key-value, secrets or calls: a gRPC remote's calls are
+    /// then sessions that carry host requests (a JSON-RPC one may always send them).
+    callbacks: bool,
     /// `[policy.remote] max_connections`. A new client (a new certificate) starts a pool of
     /// its own: the old one's connections close as their calls end.
     max_connections: usize,
@@ -201,7 +205,10 @@ impl RemoteInstall {
         )
         .map_err(|e| HostError::Remote(e.to_string()))?
         .with_max_connections(policy.remote.max_connections as usize);
+        let asks = &manifest.permissions;
+        let callbacks = asks.kv || !asks.secrets.is_empty() || !asks.calls.is_empty();
         Ok(RemoteInstall {
+            callbacks,
             max_connections: policy.remote.max_connections as usize,
             remote: Mutex::new(Arc::new(remote)),
             pins: options.pins.clone(),
@@ -226,7 +233,8 @@ impl RemoteInstall {
         // extensions' host requests, under this call's grants and records.
         let ledger = Ledger::default();
         let host = HostRequests::new(caps, limits.max_response_bytes.bytes(), ledger.clone());
-        let api = host.api();
+        let api =
+            (self.callbacks || self.protocol() == RemoteProtocol::JsonRpc).then(|| host.api());
         self.run(
             ledger,
             Some(&host),
@@ -235,7 +243,7 @@ impl RemoteInstall {
             input.len(),
             |remote, addr, call, claims| async move {
                 remote
-                    .call_as(addr, method, input, &call, Some(&claims), Some(api))
+                    .call_as(addr, method, input, &call, Some(&claims), api)
                     .await
             },
         )
@@ -350,6 +358,14 @@ impl RemoteInstall {
                 ..CallReport::default()
             },
         }
+    }
+
+    fn protocol(&self) -> RemoteProtocol {
+        self.remote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .endpoint()
+            .protocol
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {

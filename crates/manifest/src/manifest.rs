@@ -471,12 +471,7 @@ fn permissions(
     };
     if ext.kind == Kind::Remote {
         // It runs elsewhere: no files or network of this host. Key-value, secrets and calls
-        // reach it as host requests it makes during a call (JSON-RPC: its answer may be one),
-        // which the unary gRPC form cannot carry.
-        let grpc = ext
-            .entry
-            .remote()
-            .is_some_and(|e| e.protocol == crate::remote::RemoteProtocol::Grpc);
+        // reach it as host requests it makes during a call.
         let elsewhere = [
             (
                 "filesystem",
@@ -489,19 +484,6 @@ fn permissions(
                 return Err(
                     v.error("a remote extension runs elsewhere: it has no files or network here")
                 );
-            }
-        }
-        let callbacks = [
-            ("kv", kv),
-            ("secrets", !secrets.is_empty()),
-            ("calls", !calls.is_empty()),
-        ];
-        for (key, asked) in callbacks {
-            if let (true, true, Some(v)) = (grpc, asked, t.get(key)) {
-                return Err(v.error(
-                    "a grpcs:// remote cannot ask the host anything (its call is unary): \
-                     key-value, secrets and calls need the JSON-RPC form (https://)",
-                ));
             }
         }
     }

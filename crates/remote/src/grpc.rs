@@ -27,8 +27,10 @@ use hyper::client::conn::http2::SendRequest;
 
 use crate::{RemoteError, cut, rustls_error};
 
-/// The path of the one method.
+/// The path of the unary call.
 pub const CALL_PATH: &str = "/warden.extension.v1.Extension/Call";
+/// The path of a call with host requests (callbacks).
+pub const SESSION_PATH: &str = "/warden.extension.v1.Extension/Session";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CallRequest {
@@ -42,6 +44,56 @@ pub struct CallRequest {
 pub struct CallReply {
     #[prost(bytes = "vec", tag = "1")]
     pub output: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionUp {
+    #[prost(oneof = "session_up::Kind", tags = "1, 2")]
+    pub kind: Option<session_up::Kind>,
+}
+
+pub mod session_up {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Call(super::CallRequest),
+        #[prost(message, tag = "2")]
+        Answer(super::HostAnswer),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionDown {
+    #[prost(oneof = "session_down::Kind", tags = "1, 2")]
+    pub kind: Option<session_down::Kind>,
+}
+
+pub mod session_down {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Request(super::HostRequest),
+        #[prost(message, tag = "2")]
+        Reply(super::CallReply),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HostRequest {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub method: String,
+    #[prost(string, tag = "3")]
+    pub params: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HostAnswer {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub answer: String,
 }
 
 /// One HTTP/2 connection as tonic's transport, its answers' bodies capped.
@@ -106,6 +158,115 @@ pub(crate) async fn call(
         Err(status) => Err(failure(&status, max_output)),
     }
 }
+
+/// Calls `method` with `input` over `channel` as a session: the host requests the server
+/// sends before its reply are answered by `host` (at most `max_requests`); the output, at
+/// most `max_output` bytes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn session(
+    channel: Channel,
+    origin: http::Uri,
+    method: &str,
+    input: &[u8],
+    max_output: u64,
+    bearer: Option<&str>,
+    host: &dyn warden_process::HostApi,
+    max_requests: usize,
+) -> Result<Vec<u8>, RemoteError> {
+    use session_down::Kind as Down;
+    use session_up::Kind as Up;
+    let limit = usize::try_from(max_output).unwrap_or(usize::MAX);
+    // A host request carries at most a key-value value and its key, as base64.
+    let decode = limit.max(MAX_HOST_REQUEST_BYTES).saturating_add(16);
+    let mut grpc =
+        tonic::client::Grpc::with_origin(channel, origin).max_decoding_message_size(decode);
+    grpc.ready()
+        .await
+        .map_err(|e| RemoteError::Protocol(format!("the connection: {e}")))?;
+    let (up, rx) = tokio::sync::mpsc::channel::<SessionUp>(2);
+    let call = SessionUp {
+        kind: Some(Up::Call(CallRequest {
+            method: method.to_owned(),
+            input: input.to_vec(),
+        })),
+    };
+    up.send(call)
+        .await
+        .map_err(|_| RemoteError::Protocol("the session ended before it began".into()))?;
+    let outgoing =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut request = tonic::Request::new(outgoing);
+    if let Some(token) = bearer {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| RemoteError::Protocol("the claims are not a header value".into()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let codec = tonic_prost::ProstCodec::<SessionUp, SessionDown>::default();
+    let path = http::uri::PathAndQuery::from_static(SESSION_PATH);
+    let mut inbound = grpc
+        .streaming(request, path, codec)
+        .await
+        .map_err(|status| failure(&status, max_output))?
+        .into_inner();
+    let mut asked = 0usize;
+    loop {
+        let message = inbound
+            .message()
+            .await
+            .map_err(|status| failure(&status, max_output))?;
+        match message.and_then(|m| m.kind) {
+            Some(Down::Reply(reply)) => {
+                if reply.output.len() as u64 > max_output {
+                    return Err(RemoteError::TooLarge { limit: max_output });
+                }
+                return Ok(reply.output);
+            }
+            Some(Down::Request(r)) => {
+                asked += 1;
+                if asked > max_requests {
+                    return Err(RemoteError::Protocol(format!(
+                        "more than {max_requests} host requests in one call"
+                    )));
+                }
+                let params = if r.params.is_empty() {
+                    None
+                } else {
+                    Some(
+                        serde_json::value::RawValue::from_string(r.params).map_err(|e| {
+                            RemoteError::Protocol(format!(
+                                "a host request's params are not JSON: {e}"
+                            ))
+                        })?,
+                    )
+                };
+                let outcome = warden_process::dispatch(host, &r.method, params.as_deref()).await;
+                let id = serde_json::Value::String(r.id.clone());
+                let answer = String::from_utf8(crate::jsonrpc::host_answer(&id, &outcome))
+                    .unwrap_or_default();
+                let sent = up
+                    .send(SessionUp {
+                        kind: Some(Up::Answer(HostAnswer { id: r.id, answer })),
+                    })
+                    .await;
+                if sent.is_err() {
+                    return Err(RemoteError::Protocol(
+                        "the server ended the session it asked something of".into(),
+                    ));
+                }
+            }
+            None => {
+                return Err(RemoteError::Protocol(
+                    "the session ended without a reply".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// The largest host request message read: a key-value value at its largest (1 MiB by
+/// default) as base64, with its key and the rest.
+const MAX_HOST_REQUEST_BYTES: usize = 4 << 20;
 
 /// What a status means: a failure of this side (the cap, TLS, the connection) or the
 /// extension's own error.

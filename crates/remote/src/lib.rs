@@ -60,6 +60,8 @@ pub use tls::{ClientIdentity, PinMismatch, SetupError, pin_of};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Host requests (callbacks) one JSON-RPC call may make before its answer.
 const MAX_HOST_REQUESTS: usize = 1000;
+/// Bytes of host requests a gRPC session may read besides its reply.
+const SESSION_EXTRA_BYTES: usize = 64 << 20;
 /// Connections a client keeps at most unless told otherwise.
 const DEFAULT_MAX_CONNECTIONS: usize = 8;
 /// Bytes of an error message from the remote kept.
@@ -247,10 +249,7 @@ impl Remote {
     ) -> Result<Vec<u8>, RemoteError> {
         match self.endpoint.protocol {
             RemoteProtocol::JsonRpc => self.json_rpc(addr, call, limits).await,
-            RemoteProtocol::Grpc => {
-                self.grpc(addr, call.method, call.input, limits, call.bearer)
-                    .await
-            }
+            RemoteProtocol::Grpc => self.grpc(addr, call, limits).await,
         }
     }
 
@@ -292,13 +291,13 @@ impl Remote {
         })
     }
 
+    /// The unary call; or, with `host` (a manifest that asks for callbacks), a session whose
+    /// host requests `host` answers.
     async fn grpc(
         &self,
         addr: SocketAddr,
-        method: &str,
-        input: &[u8],
+        call: &Call<'_>,
         limits: &CallLimits,
-        bearer: Option<&str>,
     ) -> Result<Vec<u8>, RemoteError> {
         let conn = self.h2_conn(addr).await?;
         let origin = http::Uri::builder()
@@ -307,11 +306,41 @@ impl Remote {
             .path_and_query("/")
             .build()
             .map_err(|e| RemoteError::Protocol(format!("the endpoint: {e}")))?;
-        let channel = grpc::Channel {
-            sender: conn.sender.clone(),
-            cap: grpc_cap(limits.max_response),
-        };
-        grpc::call(channel, origin, method, input, limits.max_response, bearer).await
+        let Call {
+            method,
+            input,
+            bearer,
+            host,
+            ..
+        } = *call;
+        let max = limits.max_response;
+        match host {
+            None => {
+                let channel = grpc::Channel {
+                    sender: conn.sender.clone(),
+                    cap: grpc_cap(max),
+                };
+                grpc::call(channel, origin, method, input, max, bearer).await
+            }
+            Some(host) => {
+                // The body carries the host requests too, each within its own message cap.
+                let channel = grpc::Channel {
+                    sender: conn.sender.clone(),
+                    cap: grpc_cap(max).saturating_add(SESSION_EXTRA_BYTES),
+                };
+                grpc::session(
+                    channel,
+                    origin,
+                    method,
+                    input,
+                    max,
+                    bearer,
+                    host,
+                    MAX_HOST_REQUESTS,
+                )
+                .await
+            }
+        }
     }
 
     async fn json_rpc(

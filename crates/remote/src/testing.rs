@@ -319,16 +319,104 @@ async fn serve(
     addr
 }
 
-type GrpcBody = http_body_util::StreamBody<
-    futures_util::stream::Iter<
-        std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>,
-    >,
->;
+type GrpcBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 fn grpc_body(frames: Vec<hyper::body::Frame<Bytes>>) -> GrpcBody {
-    http_body_util::StreamBody::new(futures_util::stream::iter(
+    BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
         frames.into_iter().map(Ok).collect::<Vec<_>>(),
-    ))
+    )))
+}
+
+/// A `Session` (callbacks, gRPC form): reads the call; `ask` (input `{"method", "params"}`)
+/// sends that host request (id `h1`) and replies with the answer's JSON; `ask-forever` sends
+/// `log` requests for every answer; anything else replies with its input. Frames flow both
+/// ways at once, as a bidirectional stream does.
+fn grpc_session(req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<GrpcBody> {
+    use crate::grpc::{
+        CallReply, HostRequest, SessionDown, SessionUp, session_down::Kind as Down,
+        session_up::Kind as Up,
+    };
+    use prost::Message as _;
+    let (tx, rx) = tokio::sync::mpsc::channel::<hyper::body::Frame<Bytes>>(4);
+    let mut body = req.into_body();
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        // The next whole message of the request body.
+        let mut next = async || -> Option<SessionUp> {
+            loop {
+                if buf.len() >= 5 {
+                    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                    if buf.len() >= 5 + len {
+                        let m = SessionUp::decode(&buf[5..5 + len]).ok();
+                        buf.drain(..5 + len);
+                        return m;
+                    }
+                }
+                let frame = body.frame().await?.ok()?;
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        };
+        let send = |m: SessionDown| hyper::body::Frame::data(framed(&m.encode_to_vec()));
+        let Some(SessionUp {
+            kind: Some(Up::Call(call)),
+        }) = next().await
+        else {
+            return;
+        };
+        let reply = |output: Vec<u8>| SessionDown {
+            kind: Some(Down::Reply(CallReply { output })),
+        };
+        let ask = |id: String, method: String, params: String| SessionDown {
+            kind: Some(Down::Request(HostRequest { id, method, params })),
+        };
+        match call.method.as_str() {
+            "ask" => {
+                let asked: serde_json::Value = serde_json::from_slice(&call.input).unwrap();
+                let request = ask(
+                    "h1".into(),
+                    asked["method"].as_str().unwrap_or("").into(),
+                    asked["params"].to_string(),
+                );
+                if tx.send(send(request)).await.is_err() {
+                    return;
+                }
+                let Some(SessionUp {
+                    kind: Some(Up::Answer(a)),
+                }) = next().await
+                else {
+                    return;
+                };
+                let _ = tx.send(send(reply(a.answer.into_bytes()))).await;
+            }
+            "ask-forever" => {
+                for n in 0.. {
+                    let log = ask(
+                        format!("h{n}"),
+                        "log".into(),
+                        r#"{"level":"info","message":"again"}"#.into(),
+                    );
+                    if tx.send(send(log)).await.is_err() || next().await.is_none() {
+                        return;
+                    }
+                }
+            }
+            _ => {
+                let _ = tx.send(send(reply(call.input))).await;
+            }
+        }
+        let _ = tx.send(trailers(&[("grpc-status", "0")])).await;
+    });
+    let frames =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|f| (Ok(f), rx)) },
+        );
+    hyper::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+        .unwrap()
 }
 
 fn trailers(pairs: &[(&'static str, &str)]) -> hyper::body::Frame<Bytes> {
@@ -351,6 +439,9 @@ async fn grpc_answer(
     behaviour: Behaviour,
 ) -> Result<hyper::Response<GrpcBody>, std::convert::Infallible> {
     use prost::Message as _;
+    if req.uri().path() == crate::grpc::SESSION_PATH {
+        return Ok(grpc_session(req));
+    }
     if req.uri().path() != crate::grpc::CALL_PATH {
         let (status, headers, body) = plain(req).await;
         let mut r = hyper::Response::builder().status(status);

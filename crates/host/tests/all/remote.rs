@@ -46,15 +46,31 @@ fn bundle(
     ca: Option<&Ca>,
     limits: &str,
 ) -> std::path::PathBuf {
+    bundle_for(lab, false, addr, pins, ca, limits)
+}
+
+/// [`bundle`], for the gRPC form (`grpcs://ext.test:PORT`) with `grpc`.
+fn bundle_for(
+    lab: &Lab,
+    grpc: bool,
+    addr: SocketAddr,
+    pins: &[&Leaf],
+    ca: Option<&Ca>,
+    limits: &str,
+) -> std::path::PathBuf {
     let stage = lab.dir.path().join(format!("remote-{}", addr.port()));
     fs::create_dir_all(&stage).unwrap();
     let pins: Vec<String> = pins.iter().map(|l| format!("\"{}\"", l.pin)).collect();
+    let entry = if grpc {
+        format!("grpcs://{HOST}:{}", addr.port())
+    } else {
+        format!("https://{HOST}:{}/rpc", addr.port())
+    };
     let mut manifest = format!(
         "schema = 1\n\n[extension]\nid = \"vendor.remote\"\nversion = \"1.0.0\"\n\
-         publisher = \"warden-examples\"\nkind = \"remote\"\nentry = \"https://{HOST}:{}/rpc\"\n\n\
+         publisher = \"warden-examples\"\nkind = \"remote\"\nentry = \"{entry}\"\n\n\
          [[methods]]\nname = \"echo\"\n\n[[methods]]\nname = \"fail\"\n\n[[methods]]\n\
          name = \"whoami\"\n\n[[methods]]\nname = \"slow\"\n\n[remote]\npins = [{}]\n",
-        addr.port(),
         pins.join(", ")
     );
     if let Some(ca) = ca {
@@ -296,23 +312,17 @@ fn remote_manifests_are_checked_at_the_edge() {
             .to_string();
         assert!(e.contains(says), "{says}: {e}");
     }
-    // Key-value, secrets and calls are host requests: the JSON-RPC form may ask for them,
-    // the unary gRPC form cannot make them.
+    // Key-value, secrets and calls are host requests: either form may ask for them.
     let asking = "[remote]\npins = [\"sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"]\n\n\
                   [permissions]\nkv = true\nsecrets = [\"TOKEN\"]\ncalls = [\"acme.other\"]\n";
-    for (entry, ok) in [("https://ext.test/rpc", true), ("grpcs://ext.test", false)] {
+    for entry in ["https://ext.test/rpc", "grpcs://ext.test"] {
         let text = format!(
             "schema = 1\n\n[extension]\nid = \"vendor.remote\"\nversion = \"1.0.0\"\n\
              publisher = \"p\"\nkind = \"remote\"\nentry = \"{entry}\"\n\n\
              [[methods]]\nname = \"echo\"\n\n{asking}"
         );
-        match warden_manifest::Manifest::parse(&text) {
-            Ok(_) => assert!(ok, "{entry}"),
-            Err(e) => {
-                assert!(!ok, "{entry}: {e}");
-                assert!(e.to_string().contains("JSON-RPC form"), "{e}");
-            }
-        }
+        let m = warden_manifest::Manifest::parse(&text).unwrap();
+        assert!(m.permissions.kv, "{entry}");
     }
     let _ = Arc::new(());
 }
@@ -617,15 +627,26 @@ async fn http_requests_are_proxied_within_the_installs_limits() {
 /// in the audit log and an error for the remote, never more than 1000 requests in one call.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_reaches_key_value_and_secrets_only_as_granted() {
+    callbacks(false).await;
+}
+
+/// The same through the gRPC form's `Session` (a bidirectional stream on the install's
+/// HTTP/2 connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_remote_reaches_key_value_and_secrets_only_as_granted() {
+    callbacks(true).await;
+}
+
+async fn callbacks(grpc: bool) {
     use base64::Engine as _;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let s = leaf(&[HOST], None, false, false);
-    let (addr, seen) = warden_remote::testing::counted_server(&s, Behaviour::Answer, false).await;
+    let (addr, seen) = warden_remote::testing::counted_server(&s, Behaviour::Answer, grpc).await;
     let lab = lab(policy(&[addr]));
     let asks = "\n[[methods]]\nname = \"ask\"\n\n[[methods]]\nname = \"ask-forever\"\n\n\
                 [permissions]\nkv = true\nsecrets = [\"TOKEN\"]\ncalls = [\"warden.echo\"]\n";
     lab.load("echo");
-    let path = bundle(&lab, addr, &[&s], None, asks);
+    let path = bundle_for(&lab, grpc, addr, &[&s], None, asks);
     let granted = lab
         .host
         .default_tenant()
