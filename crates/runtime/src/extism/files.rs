@@ -41,11 +41,15 @@ use warden_call::text::{cut, escape};
 use warden_call::{Capability, HostFailure, Ledger};
 use warden_fs::{Cost, FsQuota, blocks_touched};
 
-use super::state::ExtismState;
 use crate::caps::CallCaps;
 use crate::fs::{MAX_OPEN_FILES, OPEN_FILES_TARGET, UNLINKED, denial_target, open_files_reason};
 
-type C<'a> = Caller<'a, ExtismState>;
+/// What the shadowed functions need of a call's state: its preview 1 context, its files and
+/// its ledger, and a way to end the call (so that this module does not name the state).
+pub(crate) trait FilesState: Send + 'static {
+    fn wasi_parts(&mut self) -> (&mut WasiP1Ctx, &mut Files, &Ledger);
+    fn trap(&mut self, message: String) -> wasmtime::Error;
+}
 
 const WASI_P1: &str = "wasi_snapshot_preview1";
 /// The first descriptor after stdin, stdout and stderr: the first preopen.
@@ -372,7 +376,7 @@ fn guest_str(ptr: i32, len: i32) -> GuestPtr<str> {
 /// and ledger, and the plug-in's memory, as Wasmtime's own glue would run it.
 macro_rules! shadow {
     ($l:expr, $name:literal, ($($arg:ident : $ty:ty),*), |$ctx:ident, $files:ident, $ledger:ident, $mem:ident| $body:block) => {
-        $l.func_wrap_async(WASI_P1, $name, |mut c: C<'_>, ($($arg,)*): ($($ty,)*)| {
+        $l.func_wrap_async(WASI_P1, $name, |mut c: Caller<'_, T>, ($($arg,)*): ($($ty,)*)| {
             Box::new(async move {
                 let Some(wasmtime::Extern::Memory(memory)) = c.get_export("memory") else {
                     return Err(c
@@ -396,7 +400,7 @@ const CHANGES: &[&str] = &["write", "set-size", "set-times"];
 
 /// Shadows the preview 1 functions that reach a file (see the module's text). Must be called
 /// after Wasmtime's preview 1 is added, with shadowing allowed.
-pub(crate) fn add_to_linker(l: &mut Linker<ExtismState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Result<()> {
     shadow!(l, "fd_close", (fd: i32), |ctx, files, _ledger, mem| {
         let r = p1::fd_close(ctx, &mut mem, fd).await?;
         if r == 0 {

@@ -111,16 +111,22 @@ impl ExtismState {
     /// The call's WASI context (for the WASI linker; a plug-in linked without WASI never
     /// asks, and one that did would get a context with nothing in it).
     pub(crate) fn wasi(&mut self) -> &mut WasiP1Ctx {
-        self.wasi_parts().0
+        super::files::FilesState::wasi_parts(self).0
     }
+}
 
+impl super::files::FilesState for ExtismState {
     /// The WASI context with what the shadowed file functions keep beside it.
-    pub(super) fn wasi_parts(&mut self) -> (&mut WasiP1Ctx, &mut Files, &Ledger) {
+    fn wasi_parts(&mut self) -> (&mut WasiP1Ctx, &mut Files, &Ledger) {
         let (stdout, stderr) = (&self.stdout, &self.stderr);
         let ctx = self
             .wasi
             .get_or_insert_with(|| wasi_ctx(wasi_builder(stdout, stderr)));
         (ctx, &mut self.files, &self.ledger)
+    }
+
+    fn trap(&mut self, message: String) -> wasmtime::Error {
+        ExtismState::trap(self, message)
     }
 }
 
