@@ -22,7 +22,7 @@ use warden_manifest::{
 };
 use warden_net::Resolver;
 use warden_remote::claims::ClaimsKey;
-use warden_remote::{CallLimits, ClientIdentity, Remote, RemoteError};
+use warden_remote::{CallLimits, ClientIdentity, Connections, Remote, RemoteError};
 use warden_runtime::{CallCaps, HostRequests};
 use warden_secrets::SecretValue;
 
@@ -40,6 +40,9 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// of each waiting on a remote that is down.
 const FAILURES_TO_OPEN: u32 = 5;
 const OPEN_FOR: Duration = Duration::from_secs(10);
+
+/// A call's client was replaced (a new certificate) before it sent anything.
+struct Stale;
 
 /// What one call showed of the remote's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,9 +127,11 @@ pub(crate) struct RemoteInstall {
     /// Whether the manifest asks for key-value, secrets or calls: a gRPC remote's calls are
     /// then sessions that carry host requests (a JSON-RPC one may always send them).
     callbacks: bool,
-    /// `[policy.remote] max_connections`. A new client (a new certificate) starts a pool of
-    /// its own: the old one's connections close as their calls end.
-    max_connections: usize,
+    /// Its connections (`[policy.remote] max_connections` of them at most), shared by the
+    /// clients it makes one after the other: a new certificate's client closes the old one's
+    /// idle connections, and the old one's calls still waiting for a connection start again
+    /// with the new one.
+    connections: Connections,
     /// Where the client certificate is kept, and the one the client has now: read again at
     /// every call, so that a certificate the operator sets (on any runner of a fleet) is used
     /// from the next call.
@@ -203,13 +208,14 @@ impl RemoteInstall {
             ca.as_deref(),
             identity(pem.as_ref())?.as_ref(),
         )
-        .map_err(|e| HostError::Remote(e.to_string()))?
-        .with_max_connections(policy.remote.max_connections as usize);
+        .map_err(|e| HostError::Remote(e.to_string()))?;
+        let connections = Connections::new(policy.remote.max_connections as usize);
+        let remote = remote.on(&connections);
         let asks = &manifest.permissions;
         let callbacks = asks.kv || !asks.secrets.is_empty() || !asks.calls.is_empty();
         Ok(RemoteInstall {
             callbacks,
-            max_connections: policy.remote.max_connections as usize,
+            connections,
             remote: Mutex::new(Arc::new(remote)),
             pins: options.pins.clone(),
             ca,
@@ -259,6 +265,20 @@ impl RemoteInstall {
         caps: &CallCaps,
         request: http::Request<bytes::Bytes>,
     ) -> CallOutcome<http::Response<bytes::Bytes>> {
+        // A tunnel or an echo of the request is nothing an endpoint answers (red team: a
+        // CONNECT's 200 came back as an open-ended answer).
+        if matches!(
+            *request.method(),
+            http::Method::CONNECT | http::Method::TRACE
+        ) {
+            return CallOutcome {
+                result: Err(CallError::Invalid(format!(
+                    "{} is not proxied to a remote extension",
+                    request.method()
+                ))),
+                report: CallReport::default(),
+            };
+        }
         let request = &request;
         self.run(
             Ledger::default(),
@@ -286,7 +306,7 @@ impl RemoteInstall {
         send: F,
     ) -> CallOutcome<T>
     where
-        F: FnOnce(Arc<Remote>, SocketAddr, CallLimits, String) -> Fut,
+        F: Fn(Arc<Remote>, SocketAddr, CallLimits, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, RemoteError>>,
     {
         let started = Instant::now();
@@ -317,12 +337,13 @@ impl RemoteInstall {
                 wait.as_secs().max(1)
             ))))
         } else {
-            // Whatever happens to this call, the breaker hears of it: a call dropped before it
-            // ends (its caller went away) counts as failed, or a half-open circuit would wait
-            // on it forever.
+            // Whatever happens to this call, the breaker hears of it, or a half-open circuit
+            // would wait on it forever. A call dropped before it ends (its caller went away)
+            // says nothing of the remote: were it a failure, any client that hangs up could
+            // open an install's circuit for every caller (red team).
             let mut attempt = Attempt {
                 install: self,
-                outcome: Some(Health::Failed),
+                outcome: Some(Health::Unknown),
             };
             let call = self.call(&ledger, limits, send);
             let result = match tokio::time::timeout(limits.max_execution_time, call).await {
@@ -330,10 +351,9 @@ impl RemoteInstall {
                 Err(_) => Err(CallError::Timeout(limits.max_execution_time)),
             };
             attempt.outcome = Some(match &result {
-                // The remote did not answer as it must.
-                Err(CallError::Remote(_) | CallError::Timeout(_) | CallError::TooLarge { .. }) => {
-                    Health::Failed
-                }
+                // The remote did not answer as it must. An answer over the cap is an answer (a
+                // fact about that request, as a client asking for a big resource shows).
+                Err(CallError::Remote(_) | CallError::Timeout(_)) => Health::Failed,
                 // This host's own failures (reading the client certificate) say nothing of
                 // the remote either way.
                 Err(CallError::Host(_)) => Health::Unknown,
@@ -386,7 +406,7 @@ impl RemoteInstall {
                 identity(pem.as_ref()).map_err(failed)?.as_ref(),
             )
             .map_err(|e| failed(HostError::Remote(e.to_string())))?
-            .with_max_connections(self.max_connections);
+            .on(&self.connections);
             *remote = Arc::new(fresh);
             *current = pem;
         }
@@ -400,13 +420,42 @@ impl RemoteInstall {
         send: F,
     ) -> Result<T, CallError>
     where
-        F: FnOnce(Arc<Remote>, SocketAddr, CallLimits, String) -> Fut,
+        F: Fn(Arc<Remote>, SocketAddr, CallLimits, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, RemoteError>>,
     {
-        let remote = self.client_now()?;
+        // Once more if the client certificate changed while the call waited for a
+        // connection: nothing was sent, and the call goes with the new certificate.
+        match self.call_once(ledger, limits, &send).await {
+            Err(Stale) => match self.call_once(ledger, limits, &send).await {
+                Err(Stale) => Err(CallError::Remote(RemoteError::Stale.to_string())),
+                Ok(r) => r,
+            },
+            Ok(r) => r,
+        }
+    }
+
+    /// One try of [`RemoteInstall::call`]; `Err(Stale)` if its client was replaced before
+    /// anything was sent.
+    async fn call_once<T, F, Fut>(
+        &self,
+        ledger: &Ledger,
+        limits: &Limits,
+        send: &F,
+    ) -> Result<Result<T, CallError>, Stale>
+    where
+        F: Fn(Arc<Remote>, SocketAddr, CallLimits, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RemoteError>>,
+    {
+        let remote = match self.client_now() {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
         let endpoint = remote.endpoint();
         let target = format!("remote:{endpoint}");
-        let addr = self.address(ledger, endpoint, &target).await?;
+        let addr = match self.address(ledger, endpoint, &target).await {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
         ledger.allow(Capability::Network, &target);
         let call_limits = CallLimits {
             timeout: limits.max_execution_time,
@@ -426,8 +475,9 @@ impl RemoteInstall {
             nonce,
         );
         match send(Arc::clone(&remote), addr, call_limits, token).await {
-            Ok(out) => Ok(out),
-            Err(e) => Err(self.failed(ledger, &target, e, limits)),
+            Ok(out) => Ok(Ok(out)),
+            Err(RemoteError::Stale) => Err(Stale),
+            Err(e) => Ok(Err(self.failed(ledger, &target, e, limits))),
         }
     }
 

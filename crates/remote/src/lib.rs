@@ -62,6 +62,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HOST_REQUESTS: usize = 1000;
 /// Bytes of host requests a gRPC session may read besides its reply.
 const SESSION_EXTRA_BYTES: usize = 64 << 20;
+/// How often an HTTP/2 connection is pinged, and how long a ping may wait for its answer.
+const H2_PING_EVERY: Duration = Duration::from_secs(10);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections a client keeps at most unless told otherwise.
 const DEFAULT_MAX_CONNECTIONS: usize = 8;
 /// Bytes of an error message from the remote kept.
@@ -100,6 +103,10 @@ pub enum RemoteError {
     Protocol(String),
     #[error("the server answered HTTP {0}")]
     Status(u16),
+    /// The install's client was made anew (its certificate changed) since this one was taken:
+    /// nothing was sent; the call may start again with the new client.
+    #[error("the client certificate changed during the call")]
+    Stale,
     /// The extension's own error (a JSON-RPC error object).
     #[error("{message}")]
     Extension { code: String, message: String },
@@ -112,7 +119,27 @@ pub struct Remote {
     tls: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     next_id: AtomicU64,
-    pool: Pool,
+    pool: Arc<Pool>,
+    /// This client's generation in the pool (see `pool.rs`).
+    generation: u64,
+}
+
+/// An install's connections, shared by the clients it makes one after the other (a new
+/// client certificate makes a new [`Remote`] on the same connections: see
+/// [`Remote::on`]).
+#[derive(Clone)]
+pub struct Connections(Arc<Pool>);
+
+impl Connections {
+    /// At most `max` (at least 1) connections open at once, busy or idle.
+    pub fn new(max: usize) -> Connections {
+        Connections(Arc::new(Pool::new(max)))
+    }
+
+    /// [`Connections::new`], closing unused connections after `idle` (30 s by default).
+    pub fn with_idle(max: usize, idle: Duration) -> Connections {
+        Connections(Arc::new(Pool::new(max).with_idle_for(idle)))
+    }
 }
 
 impl std::fmt::Debug for Remote {
@@ -137,20 +164,31 @@ impl Remote {
                 .map_err(|e| SetupError::Tls(format!("the host {n:?}: {e}")))?,
             RequestHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
         };
+        let pool = Arc::new(Pool::new(DEFAULT_MAX_CONNECTIONS));
         Ok(Remote {
             endpoint: endpoint.clone(),
             tls: tls::client_config(pins, ca_pem, identity, endpoint.protocol)?,
             server_name,
             next_id: AtomicU64::new(1),
-            pool: Pool::new(DEFAULT_MAX_CONNECTIONS),
+            generation: pool.next_generation(),
+            pool,
         })
     }
 
     /// At most `n` (at least 1) connections open to the remote at once, busy or idle (see
     /// the pool's text in `pool.rs`).
     #[must_use]
-    pub fn with_max_connections(mut self, n: usize) -> Remote {
-        self.pool = Pool::new(n);
+    pub fn with_max_connections(self, n: usize) -> Remote {
+        self.on(&Connections::new(n))
+    }
+
+    /// This client on `connections` (an install's), as their newest client: the older
+    /// clients' connections are closed when idle, and their calls that ask for a connection
+    /// from now on get [`RemoteError::Stale`].
+    #[must_use]
+    pub fn on(mut self, connections: &Connections) -> Remote {
+        self.pool = Arc::clone(&connections.0);
+        self.generation = self.pool.next_generation();
         self
     }
 
@@ -217,13 +255,14 @@ impl Remote {
                             .map(|r| r.map(Full::new))
                     };
                     let (parts, body) = self.h1_exchange(addr, request, cap, limit, false).await?;
-                    Ok(proxy::answer(&parts, body))
+                    proxy::answer(&parts, body)
                 }
                 RemoteProtocol::Grpc => {
                     let out = proxy::outgoing(request, &authority, bearer, true)?
                         .map(|b| tonic::body::Body::new(Full::new(b)));
-                    let conn = self.h2_conn(addr).await?;
-                    let response = conn
+                    let mut using = H2Use::new(&self.pool, self.h2_conn(addr).await?);
+                    let response = using
+                        .conn
                         .sender
                         .clone()
                         .send_request(out)
@@ -231,7 +270,9 @@ impl Remote {
                         .map_err(|e| http_failure(&e))?;
                     let (parts, body) = response.into_parts();
                     let body = collect(body, cap, limit).await?;
-                    Ok(proxy::answer(&parts, body))
+                    let answer = proxy::answer(&parts, body)?;
+                    using.ok = true;
+                    Ok(answer)
                 }
             }
         };
@@ -272,17 +313,23 @@ impl Remote {
 
     /// The shared HTTP/2 connection to `addr`, or a new one.
     async fn h2_conn(&self, addr: SocketAddr) -> Result<Arc<pool::H2>, RemoteError> {
-        let (got, _opening) = self.pool.h2(addr).await;
+        let (got, _opening) = self.pool.h2(addr, self.generation).await;
         Ok(match got {
             Got::Reuse(c) => c,
+            Got::Stale => return Err(RemoteError::Stale),
             Got::Slot(slot) => {
                 let stream = self.connect(addr).await?;
-                let (sender, connection) = hyper::client::conn::http2::handshake(
-                    hyper_util::rt::TokioExecutor::new(),
-                    TokioIo::new(stream),
-                )
-                .await
-                .map_err(|e| http_failure(&e))?;
+                // Pings find a connection that went dead without a word (a hung server, a
+                // dropped NAT mapping): its calls fail and the next ones open another.
+                let (sender, connection) =
+                    hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .keep_alive_interval(H2_PING_EVERY)
+                        .keep_alive_timeout(H2_PING_TIMEOUT)
+                        .keep_alive_while_idle(true)
+                        .handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| http_failure(&e))?;
                 let held = slot.hold(addr, tokio::spawn(connection));
                 let conn = Arc::new(pool::H2 { sender, held });
                 self.pool.share(&conn);
@@ -299,7 +346,7 @@ impl Remote {
         call: &Call<'_>,
         limits: &CallLimits,
     ) -> Result<Vec<u8>, RemoteError> {
-        let conn = self.h2_conn(addr).await?;
+        let mut using = H2Use::new(&self.pool, self.h2_conn(addr).await?);
         let origin = http::Uri::builder()
             .scheme("https")
             .authority(authority(&self.endpoint))
@@ -314,10 +361,10 @@ impl Remote {
             ..
         } = *call;
         let max = limits.max_response;
-        match host {
+        let result = match host {
             None => {
                 let channel = grpc::Channel {
-                    sender: conn.sender.clone(),
+                    sender: using.conn.sender.clone(),
                     cap: grpc_cap(max),
                 };
                 grpc::call(channel, origin, method, input, max, bearer).await
@@ -325,7 +372,7 @@ impl Remote {
             Some(host) => {
                 // The body carries the host requests too, each within its own message cap.
                 let channel = grpc::Channel {
-                    sender: conn.sender.clone(),
+                    sender: using.conn.sender.clone(),
                     cap: grpc_cap(max).saturating_add(SESSION_EXTRA_BYTES),
                 };
                 grpc::session(
@@ -340,7 +387,10 @@ impl Remote {
                 )
                 .await
             }
-        }
+        };
+        // An answer, the extension's own error included: the connection is sound.
+        using.ok = matches!(result, Ok(_) | Err(RemoteError::Extension { .. }));
+        result
     }
 
     async fn json_rpc(
@@ -381,8 +431,10 @@ impl Remote {
             conn = c;
             match jsonrpc::message(&answer, id, limits.max_response)? {
                 jsonrpc::Message::Answer(result) => {
-                    // Answered: the connection may carry the install's next call.
-                    if let Some(conn) = conn {
+                    // Answered as it must be: the connection may carry the install's next call
+                    // (one that answered nonsense may not).
+                    let sound = matches!(result, Ok(_) | Err(RemoteError::Extension { .. }));
+                    if let (true, Some(conn)) = (sound, conn) {
                         self.give_back(conn).await;
                     }
                     return result;
@@ -462,7 +514,7 @@ impl Remote {
                 }
             }
             None => loop {
-                match self.pool.h1(addr).await {
+                match self.pool.h1(addr, self.generation).await {
                     Got::Reuse(mut conn) => {
                         match conn.sender.try_send_request(request()?).await {
                             Ok(response) => break (conn, response),
@@ -473,6 +525,7 @@ impl Remote {
                             Err(e) => return Err(http_failure(e.error())),
                         }
                     }
+                    Got::Stale => return Err(RemoteError::Stale),
                     Got::Slot(slot) => {
                         let conn = self.h1_connect(addr, slot).await?;
                         break self.json_rpc_first(conn, request()?).await?;
@@ -549,6 +602,33 @@ where
             Err(RemoteError::TooLarge { limit })
         }
         Err(e) => Err(RemoteError::Protocol(format!("reading the answer: {e}"))),
+    }
+}
+
+/// A call on the shared HTTP/2 connection: unless it ends well (`ok`), the connection is
+/// forgotten when it is dropped (a timeout drops it mid-way), and the next calls open another
+/// (red team: a connection frozen by the server kept failing every call of the install).
+struct H2Use<'a> {
+    pool: &'a Pool,
+    conn: Arc<pool::H2>,
+    ok: bool,
+}
+
+impl<'a> H2Use<'a> {
+    fn new(pool: &'a Pool, conn: Arc<pool::H2>) -> H2Use<'a> {
+        H2Use {
+            pool,
+            conn,
+            ok: false,
+        }
+    }
+}
+
+impl Drop for H2Use<'_> {
+    fn drop(&mut self) {
+        if !self.ok {
+            self.pool.forget_h2(&self.conn);
+        }
     }
 }
 

@@ -79,9 +79,18 @@ pub(crate) fn outgoing(
         path.parse()
             .map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?
     };
+    // The body is read whole already (no `expect`), and what comes back is given back as
+    // it is, so it must not be encoded in a way the client did not ask this side for (the
+    // gateway does not pass `content-encoding` back).
     let mut headers = kept(
         request.headers(),
-        &[header::HOST, header::AUTHORIZATION, header::CONTENT_LENGTH],
+        &[
+            header::HOST,
+            header::AUTHORIZATION,
+            header::CONTENT_LENGTH,
+            header::EXPECT,
+            header::ACCEPT_ENCODING,
+        ],
     );
     if !absolute {
         headers.insert(
@@ -106,12 +115,23 @@ pub(crate) fn outgoing(
     Ok(out)
 }
 
-/// The answer to give back: `parts`' status and kept headers, and `body`.
-pub(crate) fn answer(parts: &http::response::Parts, body: Bytes) -> http::Response<Bytes> {
+/// The answer to give back: `parts`' status and kept headers, and `body`. An informational
+/// status (`101 Switching Protocols` above all) is not an answer to relay: a front proxy that
+/// trusts it may open a raw tunnel (red team).
+pub(crate) fn answer(
+    parts: &http::response::Parts,
+    body: Bytes,
+) -> Result<http::Response<Bytes>, RemoteError> {
+    if parts.status.is_informational() {
+        return Err(RemoteError::Protocol(format!(
+            "the remote answered {} to a proxied request",
+            parts.status
+        )));
+    }
     let mut out = http::Response::new(body);
     *out.status_mut() = parts.status;
     *out.headers_mut() = kept(&parts.headers, &[header::CONTENT_LENGTH]);
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -131,6 +151,8 @@ mod tests {
             .header("transfer-encoding", "chunked")
             .header("content-length", "999")
             .header("content-type", "application/json")
+            .header("expect", "100-continue")
+            .header("accept-encoding", "gzip")
             .header("x-ext-a", "1")
             .header("x-ext-a", "2")
             .body(Bytes::from_static(b"{}"))
@@ -168,10 +190,18 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        let back = answer(&parts, Bytes::from_static(b"gone"));
+        let back = answer(&parts, Bytes::from_static(b"gone")).unwrap();
         assert_eq!(back.status(), 404);
         let names: Vec<&str> = back.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["etag"]);
+        let switching = http::Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert!(answer(&switching, Bytes::new()).is_err());
     }
 
     #[test]

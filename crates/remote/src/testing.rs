@@ -93,6 +93,9 @@ pub enum Behaviour {
     DropIdle,
     /// Answers with `connection: close` (HTTP/1.1 only).
     CloseEach,
+    /// Answers, then 100 ms after its first answer stops reading and writing the connection
+    /// for good, leaving it open (a hung server); new connections are served.
+    Freeze,
 }
 
 /// What a server saw of its connections.
@@ -111,6 +114,10 @@ impl Counters {
     }
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::SeqCst)
+    }
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
@@ -215,7 +222,7 @@ async fn serve(
                 let answered = Arc::new(tokio::sync::Notify::new());
                 let told = Arc::clone(&answered);
                 let lifetime = async move {
-                    if behaviour != Behaviour::DropIdle {
+                    if !matches!(behaviour, Behaviour::DropIdle | Behaviour::Freeze) {
                         std::future::pending::<()>().await;
                     }
                     answered.notified().await;
@@ -234,9 +241,14 @@ async fn serve(
                         hyper_util::rt::TokioExecutor::new(),
                     )
                     .serve_connection(TokioIo::new(tls), service);
+                    let mut conn = std::pin::pin!(conn);
                     tokio::select! {
-                        _ = conn => {}
+                        _ = &mut conn => {}
                         () = lifetime => {}
+                    }
+                    if behaviour == Behaviour::Freeze {
+                        // Held, never polled again: open, silent.
+                        std::future::pending::<()>().await;
                     }
                     return;
                 }
@@ -281,7 +293,7 @@ async fn serve(
                             "error": {"code": -32000, "message": "failing on purpose", "data": {"code": "boom"}}
                         })
                         .to_string(),
-                        Behaviour::Answer | Behaviour::DropIdle | Behaviour::CloseEach => {
+                        Behaviour::Answer | Behaviour::DropIdle | Behaviour::CloseEach | Behaviour::Freeze => {
                             serde_json::json!({
                                 "jsonrpc": "2.0", "id": id, "result": {"output": input}
                             })
@@ -309,9 +321,13 @@ async fn serve(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(behaviour != Behaviour::CloseEach)
                     .serve_connection(TokioIo::new(tls), service);
+                let mut conn = std::pin::pin!(conn);
                 tokio::select! {
-                    _ = conn => {}
+                    _ = &mut conn => {}
                     () = lifetime => {}
+                }
+                if behaviour == Behaviour::Freeze {
+                    std::future::pending::<()>().await;
                 }
             });
         }
@@ -483,7 +499,7 @@ async fn grpc_answer(
             ("grpc-message", "failing on purpose"),
             ("warden-error-code", "boom"),
         ])]),
-        Behaviour::Answer | Behaviour::DropIdle | Behaviour::CloseEach => {
+        Behaviour::Answer | Behaviour::DropIdle | Behaviour::CloseEach | Behaviour::Freeze => {
             let reply = crate::grpc::CallReply { output: call.input }.encode_to_vec();
             ok(vec![
                 hyper::body::Frame::data(framed(&reply)),

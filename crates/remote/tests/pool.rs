@@ -148,3 +148,67 @@ async fn an_idle_connection_to_another_address_gives_way() {
         );
     }
 }
+
+/// Red team, session 16: a gRPC connection the server froze (open, silent) kept being shared,
+/// so every call of the install timed out for good. A call that fails or times out on it
+/// now makes the next calls open another.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_shared_connection_is_given_up_after_a_call_on_it_fails() {
+    let (s, addr, seen) = serving(Behaviour::Freeze, true).await;
+    let remote = client(&s, addr, true, 2);
+    assert_eq!(echo(&remote, addr, "one").await.unwrap(), b"one");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let short = CallLimits {
+        timeout: Duration::from_millis(500),
+        ..LIMITS
+    };
+    let e = remote.call(addr, "echo", b"two", &short).await.unwrap_err();
+    assert!(matches!(e, RemoteError::Timeout(_)), "{e:?}");
+    assert_eq!(echo(&remote, addr, "three").await.unwrap(), b"three");
+    assert_eq!(seen.accepted(), 2);
+}
+
+/// Red team, session 16: a new client certificate made a new client with a pool of its own
+/// (twice the limit open), and calls of the old client waiting for a connection went out with
+/// the old certificate. Clients made one after the other on one install's connections share
+/// the limit, and the old one's calls are told to start again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_client_on_the_same_connections_retires_the_old_one() {
+    for grpc in FORMS {
+        let (s, addr, seen) = serving(Behaviour::Answer, grpc).await;
+        let connections = warden_remote::Connections::new(1);
+        let old = client(&s, addr, grpc, 1).on(&connections);
+        assert_eq!(echo(&old, addr, "old").await.unwrap(), b"old");
+        let new = client(&s, addr, grpc, 1).on(&connections);
+        // The old client's idle connection is closed, and it may not open another.
+        let e = echo(&old, addr, "late").await.unwrap_err();
+        assert!(matches!(e, RemoteError::Stale), "grpc {grpc}: {e:?}");
+        assert_eq!(echo(&new, addr, "new").await.unwrap(), b"new");
+        assert_eq!(seen.accepted(), 2, "grpc {grpc}");
+        assert_eq!(seen.peak(), 1, "grpc {grpc}: never both at once");
+    }
+}
+
+/// Red team, session 16: idle connections were closed only when a call came, so a quiet
+/// install kept them open for good. They close on their own now.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_closed_when_their_time_is_up() {
+    for grpc in FORMS {
+        let (s, addr, seen) = serving(Behaviour::Answer, grpc).await;
+        let connections = warden_remote::Connections::with_idle(4, Duration::from_millis(200));
+        let remote = client(&s, addr, grpc, 4).on(&connections);
+        assert_eq!(echo(&remote, addr, "x").await.unwrap(), b"x");
+        assert_eq!(seen.open(), 1);
+        let closed = async {
+            while seen.open() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), closed)
+            .await
+            .unwrap_or_else(|_| panic!("grpc {grpc}: still open"));
+        // And the next call opens another.
+        assert_eq!(echo(&remote, addr, "y").await.unwrap(), b"y");
+        assert_eq!(seen.accepted(), 2);
+    }
+}

@@ -467,7 +467,12 @@ async fn a_trial_call_dropped_by_its_caller_does_not_keep_the_circuit_open() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let calls = format!("{:?}", records(&lab, Event::Call));
     assert!(calls.contains("the caller went away"), "{calls}");
-    // Open again for its full time, not waiting on a trial that will never end.
+    // Not waiting on a trial that will never end: the next call is the trial (the stalling
+    // remote times it out), and the circuit is open again for its full time.
+    assert!(matches!(
+        lab.call(&id, "echo", b"x").await.unwrap_err().error,
+        CallError::Timeout(_)
+    ));
     match lab.call(&id, "echo", b"x").await.unwrap_err().error {
         CallError::Unavailable(m) => {
             let m = m.to_string();
@@ -477,6 +482,57 @@ async fn a_trial_call_dropped_by_its_caller_does_not_keep_the_circuit_open() {
             );
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// Red team, session 16: callers that hang up (on a healthy remote), or ask for answers over
+/// the cap, opened the install's circuit for every other caller. Neither says the remote is
+/// down.
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_that_hang_up_or_get_too_much_do_not_open_the_circuit() {
+    let s = leaf(&[HOST], None, false, false);
+    let healthy = server(&s, None, Behaviour::Answer).await;
+    let lab = lab(policy(&[healthy]));
+    let limits = "\n[limits]\nmax_response_bytes = \"64KiB\"\n\n\
+                  [[endpoints]]\nmethod = \"GET\"\npath = \"/flood\"\n";
+    let id = load(&lab, &bundle(&lab, healthy, &[&s], None, limits));
+    for _ in 0..6 {
+        let host = lab.host.clone();
+        let id = id.clone();
+        let slow = tokio::spawn(async move { host.default_tenant().call(&id, "slow", b"x").await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        slow.abort();
+        let _ = slow.await;
+    }
+    for _ in 0..6 {
+        let flood = http::Request::get("/flood")
+            .body(bytes::Bytes::new())
+            .unwrap();
+        let e = lab
+            .host
+            .default_tenant()
+            .call_http(&id, flood)
+            .await
+            .unwrap_err()
+            .error;
+        assert!(matches!(e, CallError::TooLarge { .. }), "{e:?}");
+    }
+    assert_eq!(text(&lab.call(&id, "echo", b"up").await.unwrap()), "up");
+    // Nor are a tunnel or an echo of the request proxied.
+    for method in ["CONNECT", "TRACE"] {
+        let r = http::Request::builder()
+            .method(method)
+            .uri("/flood")
+            .body(bytes::Bytes::new())
+            .unwrap();
+        let e = lab
+            .host
+            .default_tenant()
+            .call_http(&id, r)
+            .await
+            .unwrap_err()
+            .error;
+        assert!(matches!(e, CallError::Invalid(_)), "{method}: {e:?}");
     }
 }
 
