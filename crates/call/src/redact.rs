@@ -129,10 +129,21 @@ impl Redactor {
             CallError::Trap(m) => CallError::Trap(self.text(&m)),
             CallError::Busy(m) => CallError::Busy(self.text(&m)),
             CallError::Invalid(m) => CallError::Invalid(self.text(&m)),
+            CallError::Quota(m) => CallError::Quota(self.text(&m)),
+            // Text a remote chose (a parser quoting its answer, a gRPC status message) may
+            // carry a value it read through a callback (red team, session 16).
+            CallError::Remote(m) => CallError::Remote(self.text(&m)),
             // The cause cannot be rewritten in place: with values to hide, it is flattened
             // into the redacted text (the only case where a host failure loses its source).
             CallError::Host(f) => CallError::host(self.text(&crate::text::chain(&f))),
-            other => other,
+            CallError::Unavailable(f) => CallError::Unavailable(crate::error::HostFailure::new(
+                self.text(&crate::text::chain(&f)),
+            )),
+            // Numbers and sizes only.
+            e @ (CallError::Timeout(_)
+            | CallError::MemoryLimit(_)
+            | CallError::FuelExhausted(_)
+            | CallError::TooLarge { .. }) => e,
         }
     }
 }

@@ -126,6 +126,8 @@ impl Inner {
     fn caps_for(self: &Arc<Self>, ext: &Arc<Loaded>, via: Via) -> CallCaps {
         let mut caps = ext.caps.clone();
         caps.redactor = via.redactor.clone();
+        // Its own record (the install's caps are shared by all its calls).
+        caps.ledger = warden_call::Ledger::default();
         if !via.chain.is_empty() {
             // Called by another extension: polled inside its caller's turn, so it takes none
             // of its own (waiting for one there could wait for ever on the caller's).
@@ -208,6 +210,10 @@ impl Inner {
         let top_level = via.chain.is_empty();
         let via = self.with_secret_values(&ext, via).await;
         let caps = self.caps_for(&ext, via);
+        let ledger = (
+            caps.ledger.clone(),
+            caps.redactor.clone().unwrap_or_default(),
+        );
         // A busy tenant's call waits its turn from the start, on the long calls' threads.
         let busy = caps.share.as_ref().is_some_and(warden_runtime::Share::busy);
         // Boxed once here: the call's future is several kilobytes (Wasmtime's instantiation
@@ -220,6 +226,7 @@ impl Inner {
             inner: Arc::clone(self),
             ext: Arc::clone(&ext),
             id: Some(id.clone()),
+            ledger,
         };
         // A call from another extension runs inside its caller's task (and turn).
         let outcome = if top_level {
@@ -303,6 +310,9 @@ struct Unfinished {
     inner: Arc<Inner>,
     ext: Arc<Loaded>,
     id: Option<String>,
+    /// The call's ledger and redactor: what it did until it was stopped is recorded too (red
+    /// team, session 16: a remote that read a secret and wrote to key-value left no trace).
+    ledger: (warden_call::Ledger, warden_call::Redactor),
 }
 
 impl Drop for Unfinished {
@@ -314,12 +324,19 @@ impl Drop for Unfinished {
             return;
         };
         let (inner, ext) = (Arc::clone(&self.inner), Arc::clone(&self.ext));
+        let (ledger, redactor) = &self.ledger;
+        let (denials, uses, limits) = ledger.report(redactor);
         runtime.spawn(async move {
             let stopped = CallOutcome::<()> {
                 result: Err(CallError::Host(warden_call::HostFailure::new(
                     "the caller went away before the call ended: it was stopped",
                 ))),
-                report: warden_call::CallReport::default(),
+                report: warden_call::CallReport {
+                    denials,
+                    uses,
+                    limits,
+                    ..warden_call::CallReport::default()
+                },
             };
             let _ = inner.finish(&ext, id, stopped).await;
         });

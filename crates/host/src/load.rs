@@ -180,6 +180,8 @@ impl Tenant<'_> {
                 fs_quota,
                 invoker: None,
                 redactor: None,
+                // Each call gets its own (`Inner::caps_for`).
+                ledger: Default::default(),
                 withheld: Withheld::by_policy(&info.effective.forbidden_by_policy),
                 // One place in the round per tenant, whatever it calls.
                 share: Some(Share {

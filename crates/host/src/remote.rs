@@ -237,7 +237,7 @@ impl RemoteInstall {
     ) -> CallOutcome<Vec<u8>> {
         // A JSON-RPC remote may ask things of the host before it answers: the process
         // extensions' host requests, under this call's grants and records.
-        let ledger = Ledger::default();
+        let ledger = caps.ledger.clone();
         let host = HostRequests::new(caps, limits.max_response_bytes.bytes(), ledger.clone());
         let api =
             (self.callbacks || self.protocol() == RemoteProtocol::JsonRpc).then(|| host.api());
@@ -281,7 +281,7 @@ impl RemoteInstall {
         }
         let request = &request;
         self.run(
-            Ledger::default(),
+            caps.ledger.clone(),
             None,
             limits,
             caps,

@@ -229,18 +229,18 @@ pub(crate) async fn session(
                         "more than {max_requests} host requests in one call"
                     )));
                 }
-                let params = if r.params.is_empty() {
-                    None
+                // Params that are not JSON are the request's error, as in the JSON-RPC form:
+                // answered, and the call goes on.
+                let outcome = if r.params.is_empty() {
+                    warden_process::dispatch(host, &r.method, None).await
                 } else {
-                    Some(
-                        serde_json::value::RawValue::from_string(r.params).map_err(|e| {
-                            RemoteError::Protocol(format!(
-                                "a host request's params are not JSON: {e}"
-                            ))
-                        })?,
-                    )
+                    match serde_json::value::RawValue::from_string(r.params) {
+                        Ok(p) => warden_process::dispatch(host, &r.method, Some(&p)).await,
+                        Err(_) => Err(warden_process::HostError::invalid_params(
+                            "the params are not JSON",
+                        )),
+                    }
                 };
-                let outcome = warden_process::dispatch(host, &r.method, params.as_deref()).await;
                 let id = serde_json::Value::String(r.id.clone());
                 let answer = String::from_utf8(crate::jsonrpc::host_answer(&id, &outcome))
                     .unwrap_or_default();

@@ -253,7 +253,9 @@ async fn serve(
                     return;
                 }
                 // The call this connection asked something of, and how many more to ask.
-                let asking = Arc::new(std::sync::Mutex::new(None::<(serde_json::Value, usize)>));
+                let asking = Arc::new(std::sync::Mutex::new(
+                    None::<(serde_json::Value, usize, bool)>,
+                ));
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let told = Arc::clone(&told);
                     let asking = Arc::clone(&asking);
@@ -388,7 +390,7 @@ fn grpc_session(req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<G
             kind: Some(Down::Request(HostRequest { id, method, params })),
         };
         match call.method.as_str() {
-            "ask" => {
+            "ask" | "ask-garbled" => {
                 let asked: serde_json::Value = serde_json::from_slice(&call.input).unwrap();
                 let request = ask(
                     "h1".into(),
@@ -404,6 +406,16 @@ fn grpc_session(req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<G
                 else {
                     return;
                 };
+                if call.method == "ask-garbled" {
+                    // A failure whose message is the answer's value.
+                    let answer: serde_json::Value =
+                        serde_json::from_str(&a.answer).unwrap_or_default();
+                    let value = answer["result"]["value"].as_str().unwrap_or("none");
+                    let _ = tx
+                        .send(trailers(&[("grpc-status", "13"), ("grpc-message", value)]))
+                        .await;
+                    return;
+                }
                 let _ = tx.send(send(reply(a.answer.into_bytes()))).await;
             }
             "ask-forever" => {
@@ -591,12 +603,14 @@ async fn plain(
 
 /// Host requests (callbacks), on one connection: method `ask` with input `{"method", "params"}`
 /// answers with that host request (id `h1`), and the POST that answers it gets the call's
-/// output: that answer's JSON, whole; `ask-forever` asks `log` again at every answer.
+/// output: that answer's JSON, whole; `ask-garbled` answers instead with something that is
+/// not an answer, quoting the answer's `result.value`; `ask-forever` asks `log` again at
+/// every answer.
 /// `None`: not part of a callback exchange.
 fn callback(
     v: &serde_json::Value,
     body: &[u8],
-    asking: &std::sync::Mutex<Option<(serde_json::Value, usize)>>,
+    asking: &std::sync::Mutex<Option<(serde_json::Value, usize, bool)>>,
 ) -> Option<String> {
     let log = |n: usize| {
         serde_json::json!({"jsonrpc": "2.0", "id": format!("h{n}"), "method": "log",
@@ -605,24 +619,36 @@ fn callback(
     };
     let mut pending = asking.lock().unwrap();
     if v.get("method").is_none() {
-        let (call, left) = pending.take()?;
+        let (call, left, garble) = pending.take()?;
         if left > 0 {
-            *pending = Some((call, left - 1));
+            *pending = Some((call, left - 1, garble));
             return Some(log(left));
+        }
+        if garble {
+            // Not an answer: the answer's value as a field name a parser will quote.
+            let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let value = answer["result"]["value"]
+                .as_str()
+                .unwrap_or("none")
+                .to_string();
+            return Some(format!(
+                r#"{{"jsonrpc":"2.0","id":{call},"result":{{"output":"","{value}":1}}}}"#
+            ));
         }
         return Some(
             serde_json::json!({"jsonrpc": "2.0", "id": call, "result": {"output": b64(body)}})
                 .to_string(),
         );
     }
-    match v["params"]["method"].as_str()? {
-        "ask" => {
+    let method = v["params"]["method"].as_str()?;
+    match method {
+        "ask" | "ask-garbled" => {
             use base64::Engine as _;
             let input = base64::engine::general_purpose::STANDARD
                 .decode(v["params"]["input"].as_str()?)
                 .ok()?;
             let asked: serde_json::Value = serde_json::from_slice(&input).ok()?;
-            *pending = Some((v["id"].clone(), 0));
+            *pending = Some((v["id"].clone(), 0, method == "ask-garbled"));
             Some(
                 serde_json::json!({"jsonrpc": "2.0", "id": "h1",
                     "method": asked["method"], "params": asked["params"]})
@@ -630,7 +656,7 @@ fn callback(
             )
         }
         "ask-forever" => {
-            *pending = Some((v["id"].clone(), usize::MAX));
+            *pending = Some((v["id"].clone(), usize::MAX, false));
             Some(log(0))
         }
         _ => None,

@@ -39,7 +39,7 @@ impl Call {
     fn new(rt: &Runtime, limits: &Limits, caps: &CallCaps) -> Result<Call, CallError> {
         let stdout = Capture::new(MAX_OUTPUT_BYTES);
         let stderr = Capture::new(MAX_OUTPUT_BYTES);
-        let ledger = Ledger::default();
+        let ledger = caps.ledger.clone();
         let state = CallState::new(
             &stdout,
             &stderr,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use warden_call::{Invoker, Redactor, Withheld};
+use warden_call::{Invoker, Ledger, Redactor, Withheld};
 use warden_fs::{FsQuota, MountDir};
 use warden_kv::KvAccess;
 use warden_manifest::EffectiveNetwork;
@@ -40,6 +40,10 @@ pub struct CallCaps {
     pub redactor: Option<Redactor>,
     /// The CPU share the call's guest code runs on (see [`crate::fair`]); `None`: no turns.
     pub share: Option<Share>,
+    /// The call's record of uses and denials, which every kind of call writes to. The host
+    /// gives each call a fresh one and keeps a clone, so that a call stopped part-way (its
+    /// caller went away) is still recorded with what it had done.
+    pub ledger: Ledger,
 }
 
 impl Default for CallCaps {
@@ -57,6 +61,7 @@ impl Default for CallCaps {
             redactor: None,
             withheld: Withheld::default(),
             share: None,
+            ledger: Ledger::default(),
         }
     }
 }

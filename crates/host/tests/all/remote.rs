@@ -467,6 +467,18 @@ async fn a_trial_call_dropped_by_its_caller_does_not_keep_the_circuit_open() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let calls = format!("{:?}", records(&lab, Event::Call));
     assert!(calls.contains("the caller went away"), "{calls}");
+    // With what it did until then: the lookup and the connection it had made (red team,
+    // session 16: a stopped call's grants and denials were lost with it).
+    let stopped = records(&lab, Event::Call)
+        .into_iter()
+        .rfind(|r| format!("{r:?}").contains("the caller went away"))
+        .unwrap();
+    let its: Vec<String> = records(&lab, Event::Grant)
+        .iter()
+        .filter(|r| r.request_id() == stopped.request_id())
+        .map(|r| r.target().unwrap_or("").to_string())
+        .collect();
+    assert!(its.iter().any(|t| t.starts_with("remote:")), "{its:?}");
     // Not waiting on a trial that will never end: the next call is the trial (the stalling
     // remote times it out), and the circuit is open again for its full time.
     assert!(matches!(
@@ -700,6 +712,7 @@ async fn callbacks(grpc: bool) {
     let (addr, seen) = warden_remote::testing::counted_server(&s, Behaviour::Answer, grpc).await;
     let lab = lab(policy(&[addr]));
     let asks = "\n[[methods]]\nname = \"ask\"\n\n[[methods]]\nname = \"ask-forever\"\n\n\
+                [[methods]]\nname = \"ask-garbled\"\n\n\
                 [permissions]\nkv = true\nsecrets = [\"TOKEN\"]\ncalls = [\"warden.echo\"]\n";
     lab.load("echo");
     let path = bundle_for(&lab, grpc, addr, &[&s], None, asks);
@@ -789,6 +802,23 @@ async fn callbacks(grpc: bool) {
     assert!(undeclared.get("error").is_some(), "{undeclared}");
     let denials = format!("{:?}", records(&lab, Event::Denial));
     assert!(denials.contains("OTHER"), "{denials}");
+    // A remote that quotes the value in something that is not an answer (a parser's error
+    // message, a gRPC status message): redacted for the caller (red team, session 16).
+    let input = serde_json::json!({"method": "secrets.get", "params": {"name": "TOKEN"}});
+    let e = lab
+        .host
+        .default_tenant()
+        .call(&granted, "ask-garbled", input.to_string().as_bytes())
+        .await
+        .unwrap_err()
+        .error;
+    match e {
+        CallError::Remote(m) => {
+            assert!(!m.contains(token), "{m}");
+            assert!(m.contains("[REDACTED]"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
     // The value was read, never written to the log.
     assert!(!format!("{:?}", lab.audit.records()).contains(token));
     // All of it over one connection.

@@ -139,7 +139,7 @@ impl ExtismPlugin {
                 },
             );
         }
-        let ledger = Ledger::default();
+        let ledger = caps.ledger.clone();
         // Counted until the store is gone (dropped after it: declared before).
         let _live = rt.plugin_instance();
         let state = match ExtismState::new(limits, caps, ledger.clone(), self.wasi) {

@@ -53,7 +53,7 @@ const MAX_RESOURCES: usize = 16;
 
 impl ProcessApi {
     pub(crate) fn new(caps: &CallCaps, max_response: u64) -> ProcessApi {
-        ProcessApi::with_ledger(caps, max_response, Ledger::default())
+        ProcessApi::with_ledger(caps, max_response, caps.ledger.clone())
     }
 
     /// [`ProcessApi::new`], recording into `ledger` (a call's own, shared).
@@ -96,9 +96,10 @@ impl ProcessApi {
         };
         op(&mut view).await.map_err(|r| match r {
             KvRefusal::Denied(reason) => HostError::denied(reason),
-            KvRefusal::NoSuchStore => HostError::invalid_params(
-                "no such bucket: a bucket name is 1 to 64 bytes of [A-Za-z0-9_.-]",
-            ),
+            KvRefusal::NoSuchStore => HostError::invalid_params(format!(
+                "no such bucket: a bucket name is 1 to {} bytes",
+                warden_kv::MAX_BUCKET_BYTES
+            )),
             KvRefusal::Limit(m) => HostError::limit(m),
             KvRefusal::Other(m) => HostError::failed(m),
         })
