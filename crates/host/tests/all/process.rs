@@ -120,8 +120,8 @@ fn load(lab: &Lab, arg: &str, extra: &str, grant: &Grant) -> ExtensionId {
 
 /// [`load`] with calls of up to 10 s: for a test whose calls must not meet the time limit on
 /// a loaded machine (the 2 s of [`MANIFEST`] is what the runaway tests measure against).
-fn load_patient(lab: &Lab, arg: &str, grant: &Grant) -> ExtensionId {
-    let manifest = MANIFEST.replace("ARG", arg).replace(
+fn load_patient(lab: &Lab, arg: &str, extra: &str, grant: &Grant) -> ExtensionId {
+    let manifest = (MANIFEST.replace("ARG", arg) + extra).replace(
         "max_execution_time = \"2s\"",
         "max_execution_time = \"10s\"",
     );
@@ -246,7 +246,7 @@ async fn a_process_uses_kv_through_the_same_checks_and_audit_as_a_component() {
 #[tokio::test(flavor = "multi_thread")]
 async fn secret_values_are_redacted_from_the_process_logs_and_records() {
     let lab = Lab::new();
-    let id = load(&lab, "secrets", "", &Grant::All);
+    let id = load_patient(&lab, "secrets", "", &Grant::All);
     let token = "Pr0cess-S3cret-Value-91xq";
     lab.host
         .tenant(&TenantName::default_tenant())
@@ -319,7 +319,7 @@ async fn secret_values_are_redacted_from_the_process_logs_and_records() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sandbox_holds_the_program_in() {
     let lab = Lab::new();
-    let id = load(&lab, "sandbox-escapes", "", &Grant::All);
+    let id = load_patient(&lab, "sandbox-escapes", "", &Grant::All);
     // No /proc, no host files, nothing writable but the grants.
     assert_eq!(call(&lab, &id, "environ", "").await.unwrap(), "none");
     assert_eq!(call(&lab, &id, "write", "").await.unwrap(), "none");
@@ -458,11 +458,11 @@ async fn read_write_folders_need_the_policy_and_are_held_to_the_file_quota() {
         )
         .unwrap(),
     );
-    let id = load(&lab, "rw-allowed", DATA, &Grant::All);
+    let id = load_patient(&lab, "rw-allowed", DATA, &Grant::All);
     // The program owns its folder, and may change its mode: the host puts it back after the
     // call, so its own next load still finds the folder private.
     assert_eq!(call(&lab, &id, "chmod", "").await.unwrap(), "done");
-    load(&lab, "rw-allowed", DATA, &Grant::All);
+    load_patient(&lab, "rw-allowed", DATA, &Grant::All);
     assert_eq!(call(&lab, &id, "fill", "1").await.unwrap(), "1");
     // A call that leaves its folder over the quota fails, answer or not.
     let e = call(&lab, &id, "fill", "3").await.unwrap_err();
@@ -483,7 +483,7 @@ async fn a_file_deleted_but_kept_open_counts_against_the_quota() {
         )
         .unwrap(),
     );
-    let id = load(&lab, "rw-held", DATA, &Grant::All);
+    let id = load_patient(&lab, "rw-held", DATA, &Grant::All);
     let before = folder_bytes(&lab);
     // Under the quota: fine, and the process is kept.
     assert_eq!(call(&lab, &id, "holddeleted", "2").await.unwrap(), "2");
@@ -519,7 +519,7 @@ async fn a_process_writing_many_files_is_stopped_at_the_quota_during_its_call() 
         )
         .unwrap(),
     );
-    let id = load(&lab, "rw-many", DATA, &Grant::All);
+    let id = load_patient(&lab, "rw-many", DATA, &Grant::All);
     let before = folder_bytes(&lab);
     let started = std::time::Instant::now();
     let e = call(&lab, &id, "fill", "1024").await.unwrap_err();
@@ -682,7 +682,7 @@ fn warm_policy() -> Policy {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_warm_process_serves_its_calls_then_is_replaced() {
     let lab = Lab::with_policy(warm_policy());
-    let id = load_patient(&lab, "warm-pool", &Grant::All);
+    let id = load_patient(&lab, "warm-pool", "", &Grant::All);
     let mut seen = Vec::new();
     for _ in 0..4 {
         seen.push(call(&lab, &id, "state", "").await.unwrap());
