@@ -20,7 +20,9 @@ pub enum CallError {
     MemoryLimit(ByteSize),
     #[error("the call used up its fuel ({0} units)")]
     FuelExhausted(u64),
-    #[error("the {what} is {size} bytes, over the limit of {limit}")]
+    /// `size` is `limit + 1` when only "over" is known (an answer cut at its cap): then the
+    /// message names no size.
+    #[error("the {what} is {}over the limit of {limit}", size_shown(*size, *limit))]
     TooLarge {
         what: &'static str,
         size: u64,
@@ -206,5 +208,40 @@ impl CallError {
             CallError::Extension { code, .. } => code,
             other => other.code().as_str(),
         }
+    }
+}
+
+/// `N bytes, ` for a known size; nothing for `limit + 1`, which stands for "over" (see
+/// [`CallError::TooLarge`]).
+fn size_shown(size: u64, limit: ByteSize) -> String {
+    if size == limit.bytes().saturating_add(1) {
+        String::new()
+    } else {
+        format!("{size} bytes, ")
+    }
+}
+
+#[cfg(test)]
+mod too_large_tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_cut_at_its_cap_names_no_size() {
+        let limit = ByteSize::kib(64);
+        let known = CallError::TooLarge {
+            what: "input",
+            size: 70_000,
+            limit,
+        };
+        assert_eq!(
+            known.to_string(),
+            "the input is 70000 bytes, over the limit of 64KiB"
+        );
+        let cut = CallError::TooLarge {
+            what: "result",
+            size: limit.bytes() + 1,
+            limit,
+        };
+        assert_eq!(cut.to_string(), "the result is over the limit of 64KiB");
     }
 }

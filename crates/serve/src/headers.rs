@@ -103,11 +103,31 @@ pub fn outbound(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
         let n = name.as_str();
+        if n == "location" && !plain_location(value) {
+            continue;
+        }
         if RESPONSE_ALLOWED.contains(&n) || n.starts_with("x-ext-") {
             out.append(name.clone(), value.clone());
         }
     }
     out
+}
+
+/// A `location` a browser may follow as a page: a reference without a scheme, or `http:` /
+/// `https:`. Anything else (`javascript:`, `data:`, ...) is left out (red team, session 16).
+fn plain_location(value: &HeaderValue) -> bool {
+    let Ok(v) = value.to_str() else {
+        return false;
+    };
+    let v = v.trim_start();
+    // A scheme is what comes before the first `:`, if no `/`, `?` or `#` comes first.
+    let end = v.find(['/', '?', '#']).unwrap_or(v.len());
+    match v[..end].split_once(':') {
+        None => true,
+        Some((scheme, _)) => {
+            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +145,25 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn only_page_locations_go_out() {
+        for (loc, kept) in [
+            ("/next", true),
+            ("next?a=b:c", true),
+            ("https://example.com/x", true),
+            ("HTTP://example.com", true),
+            ("//example.com/x", true),
+            ("javascript:alert(1)", false),
+            ("JavaScript:alert(1)", false),
+            (" javascript:alert(1)", false),
+            ("data:text/html,hi", false),
+            ("vbscript:x", false),
+        ] {
+            let out = outbound(&map(&[("location", loc)]));
+            assert_eq!(out.contains_key("location"), kept, "{loc}");
+        }
     }
 
     #[test]
