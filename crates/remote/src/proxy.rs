@@ -12,37 +12,17 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 
-use crate::RemoteError;
+use warden_net::hop::HopByHop;
 
-/// Headers that belong to one connection, not to the request (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
+use crate::RemoteError;
 
 /// `headers` without the connection's own ones (and every header `Connection` names), and
 /// without `drop`.
 fn kept(headers: &HeaderMap, drop: &[HeaderName]) -> HeaderMap {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
+    let hop = HopByHop::of(headers);
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if HOP_BY_HOP.contains(&name.as_str())
-            || drop.contains(name)
-            || named.iter().any(|n| n == name.as_str())
-        {
+        if hop.contains(name) || drop.contains(name) {
             continue;
         }
         out.append(name.clone(), value.clone());

@@ -9,18 +9,8 @@
 
 use std::net::SocketAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-/// Hop-by-hop headers (RFC 9110 section 7.6.1) and their old friends.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use warden_net::hop::HopByHop;
 
 /// The client's credentials for the gateway, never the extension's business.
 const CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
@@ -62,23 +52,12 @@ const RESPONSE_ALLOWED: &[&str] = &[
 /// hop-by-hop headers or client-claimed forwarding headers, plus the gateway's own
 /// forwarding headers and request id.
 pub fn inbound(headers: &HeaderMap, peer: Option<SocketAddr>, request_id: &str) -> HeaderMap {
-    // Every header named in `Connection` is hop-by-hop for this request.
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
+    // Every header named in `Connection` is hop-by-hop for this request too.
+    let hop = HopByHop::of(headers);
     let mut out = HeaderMap::with_capacity(headers.len() + 3);
     for (name, value) in headers {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || CREDENTIALS.contains(&n)
-            || claimed(n)
-            || named.iter().any(|c| c == n)
-        {
+        if hop.contains(name) || CREDENTIALS.contains(&n) || claimed(n) {
             continue;
         }
         out.append(name.clone(), value.clone());

@@ -9,8 +9,11 @@
 //! - [`addr`]: which addresses are public, including IPv4 embedded in IPv6 forms.
 //! - [`choose`]: the first permitted address among all that a name resolved to.
 //! - [`Resolver`]: how allowed names are resolved (injectable; the system's by default).
+//! - [`hop`]: the headers that belong to one connection, which whoever passes a message on
+//!   drops.
 
 pub mod addr;
+pub mod hop;
 mod resolve;
 
 use std::net::IpAddr;
