@@ -10,14 +10,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warden_bundle::{Bundle, BundleLimits, pack_dir};
+use common::line;
 use warden_host::{ExtensionId, Grant, Host, MemoryAudit, TrustBundle};
-use warden_trust::{SigningKey, publisher_entry, sign};
+use warden_trust::{SigningKey, publisher_entry};
 
 const WARMUP: usize = 200;
 const DEFAULT_CALLS: usize = 2000;
@@ -39,35 +41,11 @@ fn signed(dir: &Path, key: &SigningKey, example: &str) -> PathBuf {
     fs::create_dir_all(&stage).unwrap();
     fs::copy(src.join("extension.toml"), stage.join("extension.toml")).unwrap();
     fs::copy(&wasm, stage.join("extension.wasm")).unwrap();
-    let packed = pack_dir(&stage, &BundleLimits::default()).unwrap();
-    let out = dir.join(format!("{}.wext", example.replace('/', "-")));
-    fs::write(&out, &packed.bytes).unwrap();
-    let bundle = Bundle::read_file(&out, &BundleLimits::default()).unwrap();
-    let env = sign(&bundle, key, None).unwrap();
-    fs::write(format!("{}.sig", out.display()), env.to_json_pretty()).unwrap();
-    out
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1}µs", d.as_secs_f64() * 1e6)
-}
-
-fn line(label: &str, mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    let mean = v.iter().sum::<Duration>() / v.len() as u32;
-    println!(
-        "{label:<40} p50 {:>8}  p90 {:>8}  p99 {:>8}  mean {:>8}",
-        us(pct(&v, 0.5)),
-        us(pct(&v, 0.9)),
-        us(pct(&v, 0.99)),
-        us(mean)
-    );
-    pct(&v, 0.5)
+    common::sign_stage(
+        &stage,
+        dir.join(format!("{}.wext", example.replace('/', "-"))),
+        key,
+    )
 }
 
 async fn time(host: &Host, id: &ExtensionId, method: &str, n: usize, out: &mut Vec<Duration>) {

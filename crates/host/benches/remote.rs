@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,14 +23,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use common::line;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use warden_bundle::{Bundle, BundleLimits, pack_dir};
 use warden_host::{ExtensionId, Grant, Host, MemoryAudit, Policy, TrustBundle};
 use warden_remote::testing::{Behaviour, Ca, Leaf, leaf, server};
-use warden_trust::{SigningKey, publisher_entry, sign};
+use warden_trust::{SigningKey, publisher_entry};
 
 const WARMUP: usize = 100;
 const DEFAULT_CALLS: usize = 2000;
@@ -53,35 +55,11 @@ fn signed(dir: &Path, key: &SigningKey, addr: SocketAddr, pin: &Leaf) -> PathBuf
         ),
     )
     .unwrap();
-    let packed = pack_dir(&stage, &BundleLimits::default()).unwrap();
-    let out = dir.join(format!("remote-{}.wext", addr.port()));
-    fs::write(&out, &packed.bytes).unwrap();
-    let bundle = Bundle::read_file(&out, &BundleLimits::default()).unwrap();
-    let env = sign(&bundle, key, None).unwrap();
-    fs::write(format!("{}.sig", out.display()), env.to_json_pretty()).unwrap();
-    out
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1}µs", d.as_secs_f64() * 1e6)
-}
-
-fn line(label: &str, mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    let mean = v.iter().sum::<Duration>() / v.len() as u32;
-    println!(
-        "{label:<44} p50 {:>9}  p90 {:>9}  p99 {:>9}  mean {:>9}",
-        us(pct(&v, 0.5)),
-        us(pct(&v, 0.9)),
-        us(pct(&v, 0.99)),
-        us(mean)
-    );
-    pct(&v, 0.5)
+    common::sign_stage(
+        &stage,
+        dir.join(format!("remote-{}.wext", addr.port())),
+        key,
+    )
 }
 
 async fn time_host(host: &Host, id: &ExtensionId, n: usize, out: &mut Vec<Duration>) {

@@ -227,11 +227,7 @@ impl Remote {
             bearer,
             host,
         };
-        let work = self.exchange(addr, &call, limits);
-        match tokio::time::timeout(limits.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(RemoteError::Timeout(limits.timeout)),
-        }
+        within(limits.timeout, self.exchange(addr, &call, limits)).await
     }
 
     /// Sends `request` (an HTTP request for one of the manifest's endpoints) to the endpoint's
@@ -276,10 +272,7 @@ impl Remote {
                 }
             }
         };
-        match tokio::time::timeout(limits.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(RemoteError::Timeout(limits.timeout)),
-        }
+        within(limits.timeout, work).await
     }
 
     async fn exchange(
@@ -588,6 +581,16 @@ impl Remote {
             }
         }
     }
+}
+
+/// `work`, or [`RemoteError::Timeout`] if it takes longer than `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    work: impl std::future::Future<Output = Result<T, RemoteError>>,
+) -> Result<T, RemoteError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(RemoteError::Timeout(timeout)))
 }
 
 /// `body`, whole, if it is at most `cap` bytes (else [`RemoteError::TooLarge`] naming `limit`).

@@ -395,6 +395,31 @@ macro_rules! shadow {
     };
 }
 
+/// Charges a write of `iovs` (`n` buffers) to `fd` in `mount`, at `at` (else where the file's
+/// position or append mode puts it): nothing outside a quota; `Err(errno)` when refused
+/// (audited).
+async fn charge_write(
+    files: &Files,
+    ledger: &Ledger,
+    ctx: &mut WasiP1Ctx,
+    mem: &mut GuestMemory<'_>,
+    mount: Option<&Arc<Mount>>,
+    (fd, iovs, n): (i32, i32, i32),
+    at: Option<u64>,
+) -> Result<Charged, i32> {
+    let Some(quota) = files.quota_for(mount) else {
+        return Ok(Charged(None));
+    };
+    let len = first_buffer_len(mem, iovs, n);
+    match write_cost(ctx, mem, fd, len, at).await {
+        Ok(cost) => files.charge(ledger, mount, cost).await,
+        Err(why) => {
+            ledger.deny(Capability::Filesystem, quota.target(), Some(why.into()));
+            Err(NOSPC)
+        }
+    }
+}
+
 /// The operations through a descriptor that change a file.
 const CHANGES: &[&str] = &["write", "set-size", "set-times"];
 
@@ -428,21 +453,9 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
     });
     shadow!(l, "fd_write", (fd: i32, iovs: i32, n: i32, out: i32), |ctx, files, ledger, mem| {
         let mount = files.mount(fd);
-        let charged = match files.quota_for(mount.as_ref()) {
-            None => Charged(None),
-            Some(quota) => {
-                let len = first_buffer_len(&mem, iovs, n);
-                match write_cost(ctx, &mut mem, fd, len, None).await {
-                    Ok(cost) => match files.charge(ledger, mount.as_ref(), cost).await {
-                        Ok(c) => c,
-                        Err(e) => return Ok(e),
-                    },
-                    Err(why) => {
-                        ledger.deny(Capability::Filesystem, quota.target(), Some(why.into()));
-                        return Ok(NOSPC);
-                    }
-                }
-            }
+        let charged = match charge_write(files, ledger, ctx, &mut mem, mount.as_ref(), (fd, iovs, n), None).await {
+            Ok(c) => c,
+            Err(e) => return Ok(e),
         };
         let r = p1::fd_write(ctx, &mut mem, fd, iovs, n, out).await;
         drop(charged);
@@ -450,21 +463,9 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
     });
     shadow!(l, "fd_pwrite", (fd: i32, iovs: i32, n: i32, off: i64, out: i32), |ctx, files, ledger, mem| {
         let mount = files.mount(fd);
-        let charged = match files.quota_for(mount.as_ref()) {
-            None => Charged(None),
-            Some(quota) => {
-                let len = first_buffer_len(&mem, iovs, n);
-                match write_cost(ctx, &mut mem, fd, len, Some(off as u64)).await {
-                    Ok(cost) => match files.charge(ledger, mount.as_ref(), cost).await {
-                        Ok(c) => c,
-                        Err(e) => return Ok(e),
-                    },
-                    Err(why) => {
-                        ledger.deny(Capability::Filesystem, quota.target(), Some(why.into()));
-                        return Ok(NOSPC);
-                    }
-                }
-            }
+        let charged = match charge_write(files, ledger, ctx, &mut mem, mount.as_ref(), (fd, iovs, n), Some(off as u64)).await {
+            Ok(c) => c,
+            Err(e) => return Ok(e),
         };
         let r = p1::fd_pwrite(ctx, &mut mem, fd, iovs, n, off, out).await;
         drop(charged);
