@@ -127,6 +127,8 @@ pub(crate) struct RemoteInstall {
     /// Whether the manifest asks for key-value, secrets or calls: a gRPC remote's calls are
     /// then sessions that carry host requests (a JSON-RPC one may always send them).
     callbacks: bool,
+    /// The endpoint's form (it never changes for an install).
+    protocol: RemoteProtocol,
     /// Its connections (`[policy.remote] max_connections` of them at most), shared by the
     /// clients it makes one after the other: a new certificate's client closes the old one's
     /// idle connections, and the old one's calls still waiting for a connection start again
@@ -215,6 +217,7 @@ impl RemoteInstall {
         let callbacks = asks.kv || !asks.secrets.is_empty() || !asks.calls.is_empty();
         Ok(RemoteInstall {
             callbacks,
+            protocol: endpoint.protocol,
             connections,
             remote: Mutex::new(Arc::new(remote)),
             pins: options.pins.clone(),
@@ -239,8 +242,7 @@ impl RemoteInstall {
         // extensions' host requests, under this call's grants and records.
         let ledger = caps.ledger.clone();
         let host = HostRequests::new(caps, limits.max_response_bytes.bytes(), ledger.clone());
-        let api =
-            (self.callbacks || self.protocol() == RemoteProtocol::JsonRpc).then(|| host.api());
+        let api = (self.callbacks || self.protocol == RemoteProtocol::JsonRpc).then(|| host.api());
         self.run(
             ledger,
             Some(&host),
@@ -378,14 +380,6 @@ impl RemoteInstall {
                 ..CallReport::default()
             },
         }
-    }
-
-    fn protocol(&self) -> RemoteProtocol {
-        self.remote
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .endpoint()
-            .protocol
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
