@@ -9,6 +9,10 @@
 #      Store drop) with the page faults per call: where the time goes;
 #   2. through the gateway (`warden serve`, the three installed for one tenant, the audit log
 #      durable): one sequential keep-alive client (`latency-probe`), per-request p50 and p99;
+#   1b. in process again, on a host that keeps instances between calls (`[policy.component]
+#      warm_calls`, off by default: a weaker isolation profile an operator may accept). The
+#      JavaScript hello there is examples/js/hello-handler, which exports its handler itself:
+#      componentize-js's fetch event cannot be dispatched twice in one instance;
 #   3. per process: `warden run --http "GET /hi"` on a data dir where nothing is compiled yet
 #      (the first load compiles: cold), then again on the same data dir (the code cache is
 #      warm): wall time from start to the answer, CPU time and peak memory (/usr/bin/time,
@@ -67,10 +71,12 @@ declare -A dir id label
 dir[rust]=examples/hello
 dir[js]=examples/js/hello
 dir[python]=examples/python/hello
+# Kept instances (1b): the same hellos, but JavaScript's in the style that can answer twice.
+dir[jsh]=examples/js/hello-handler
 label[rust]=Rust
 label[js]=JavaScript
 label[python]=Python
-for l in "${langs[@]}"; do
+for l in "${langs[@]}" jsh; do
   [ -f "${dir[$l]}/extension.wasm" ] || die "no ${dir[$l]}/extension.wasm after build-examples.sh"
   id[$l]=$(sed -n 's/^id = "\(.*\)"$/\1/p' "${dir[$l]}/extension.toml" | head -1)
   [ -n "${id[$l]}" ] || die "no id in ${dir[$l]}/extension.toml"
@@ -97,7 +103,7 @@ measuring=$(date +%s)
 w() { "$warden_bin" "$@"; }
 w keygen --publisher warden-examples --out "$work/keys" > "$work/trust.toml" 2>/dev/null
 declare -A bundle size_mb
-for l in "${langs[@]}"; do
+for l in "${langs[@]}" jsh; do
   bundle[$l]=$work/hello-$l.wext
   w pack "${dir[$l]}" --out "${bundle[$l]}" > /dev/null
   w sign "${bundle[$l]}" --key "$work/keys/warden-examples.key" > /dev/null
@@ -140,20 +146,25 @@ done
 say "in process: $calls calls each after $warmup warm-up, interleaved; raw Wasmtime $raw_calls each"
 bench_args=()
 for l in "${langs[@]}"; do bench_args+=("$l=${bundle[$l]}"); done
-BENCH_CALLS=$calls BENCH_WARMUP=$warmup BENCH_RAW_CALLS=$raw_calls \
+bench_args+=(--warm "rust=${bundle[rust]}" "js=${bundle[jsh]}" "python=${bundle[python]}")
+BENCH_WARM_CALLS=${BENCH_WARM_CALLS:-1000} BENCH_CALLS=$calls BENCH_WARMUP=$warmup BENCH_RAW_CALLS=$raw_calls \
   "$bench_bin" "$work/trust.toml" "$data" "${bench_args[@]}" > "$work/inproc.txt" ||
   { cat "$work/inproc.txt" >&2; die "benches/languages failed"; }
 declare -A in_p50 in_p99 in_mean in_flt load_ms load_src raw_line image_line
+declare -A kw_p50 kw_p99 kw_flt
 while read -r kind l rest; do
   case $kind in
     inproc) read -r _n in_p50[$l] in_p99[$l] in_mean[$l] in_flt[$l] <<< "$rest" ;;
-    load) read -r load_ms[$l] load_src[$l] <<< "$rest" ;;
+    inwarm) read -r _n kw_p50[$l] kw_p99[$l] _mean kw_flt[$l] <<< "$rest" ;;
+    load) [ -n "${load_ms[$l]:-}" ] || read -r load_ms[$l] load_src[$l] <<< "$rest" ;;
     raw) raw_line[$l]=$rest ;;
     rawskip) raw_line[$l]="skip $rest" ;;
     image) image_line[$l]=$rest ;;
   esac
 done < "$work/inproc.txt"
-for l in "${langs[@]}"; do [ -n "${in_p50[$l]:-}" ] || die "no in-process figures for ${label[$l]}"; done
+for l in "${langs[@]}"; do
+  [ -n "${in_p50[$l]:-}" ] && [ -n "${kw_p50[$l]:-}" ] || die "no in-process figures for ${label[$l]}"
+done
 
 # --- 2. through the gateway ------------------------------------------------------------------
 say "gateway: warden serve, the three installed for one tenant, one sequential client"
@@ -227,6 +238,12 @@ git -C "$root" diff --quiet HEAD -- 2>/dev/null || rev="$rev+changes"
   row "  p50 vs Rust" "1.0x" "$(ratio "${in_p50[js]}" "${in_p50[rust]}")" "$(ratio "${in_p50[python]}" "${in_p50[rust]}")"
   row "  p99 vs Rust" "1.0x" "$(ratio "${in_p99[js]}" "${in_p99[rust]}")" "$(ratio "${in_p99[python]}" "${in_p99[rust]}")"
   row "  page faults per call" "${in_flt[rust]}" "${in_flt[js]}" "${in_flt[python]}"
+  echo "in process, instances kept between calls ([policy.component] warm_calls = ${BENCH_WARM_CALLS:-1000}; JavaScript: hello-handler) (µs)"
+  row "  p50" "${kw_p50[rust]}" "${kw_p50[js]}" "${kw_p50[python]}"
+  row "  p99" "${kw_p99[rust]}" "${kw_p99[js]}" "${kw_p99[python]}"
+  row "  p50 vs Rust, fresh instance" "$(ratio "${kw_p50[rust]}" "${in_p50[rust]}")" "$(ratio "${kw_p50[js]}" "${in_p50[rust]}")" "$(ratio "${kw_p50[python]}" "${in_p50[rust]}")"
+  row "  p50 vs Rust, kept instance" "1.0x" "$(ratio "${kw_p50[js]}" "${kw_p50[rust]}")" "$(ratio "${kw_p50[python]}" "${kw_p50[rust]}")"
+  row "  page faults per call" "${kw_flt[rust]}" "${kw_flt[js]}" "${kw_flt[python]}"
   echo "raw Wasmtime, warden's engine settings, $raw_calls calls each: p50 of each phase (µs)"
   row "  Store + request" "$(rawf rust 1)" "$(rawf js 1)" "$(rawf python 1)"
   row "  instantiate" "$(rawf rust 2)" "$(rawf js 2)" "$(rawf python 2)"
@@ -256,6 +273,8 @@ git -C "$root" diff --quiet HEAD -- 2>/dev/null || rev="$rev+changes"
   for l in "${langs[@]}"; do echo "  ${label[$l]}: ${image_line[$l]:-?}"; done
   echo
   verdict "in process" "${in_p50[rust]}" "${in_p50[js]}" "${in_p50[python]}"
+  verdict "in process, kept instances against Rust's fresh one" "${in_p50[rust]}" "${kw_p50[js]}" "${kw_p50[python]}"
+  verdict "in process, kept instances against Rust's kept one" "${kw_p50[rust]}" "${kw_p50[js]}" "${kw_p50[python]}"
   verdict "gateway" "${gw_p50[rust]}" "${gw_p50[js]}" "${gw_p50[python]}"
   echo "took $(( $(date +%s) - started )) s, $(( $(date +%s) - measuring )) s of it measuring (the rest: setup and builds)"
 } | tee "$out_file.tmp"

@@ -5,7 +5,12 @@
 //! warden's engine settings (`warden_runtime::engine_config`: pooling allocator, copy-on-write
 //! memory images), phase by phase: where a call's time goes.
 //!
-//! Usage: `bench-languages TRUST DATA LABEL=BUNDLE...` (each bundle signed, `BUNDLE.sig`
+//! Then, with `--warm LABEL=BUNDLE...`, the same calls on a host that keeps instances between
+//! calls (`[policy.component] warm_calls`, `BENCH_WARM_CALLS` each, default 1000): what a
+//! language runtime's start costs per call, and what an operator accepting that weaker
+//! isolation gets back.
+//!
+//! Usage: `bench-languages TRUST DATA LABEL=BUNDLE... [--warm LABEL=BUNDLE...]` (each bundle signed, `BUNDLE.sig`
 //! beside it, with a publisher of TRUST). DATA is a data dir whose compile cache should
 //! already hold the components (the script runs `warden run` on it first): a load that misses
 //! the cache compiles here, which takes tens of seconds for a JavaScript or Python component.
@@ -21,7 +26,8 @@
 //! all see the same machine noise.
 //!
 //! Prints one line per figure, space-separated, for the script to read:
-//! `load LABEL MS SOURCE`, `inproc LABEL N P50_US P99_US MEAN_US MINFLT_PER_CALL`,
+//! `load LABEL MS SOURCE`, `inproc LABEL N P50_US P99_US MEAN_US MINFLT_PER_CALL` (and
+//! `inwarm ...` alike for kept instances),
 //! `raw LABEL N STORE_P50 INST_P50 HANDLE_P50 DROP_P50 TOTAL_P50 TOTAL_P99 MINFLT_PER_CALL`
 //! (microseconds), `rawskip LABEL REASON`, and an `image LABEL ...` line describing each
 //! component's core modules and their data.
@@ -35,7 +41,7 @@ use http_body_util::{BodyExt, Full};
 use warden_bundle::{Bundle, BundleLimits, ContentHash};
 use warden_codecache::{CodeCache, Lookup};
 use warden_datadir::Key;
-use warden_host::{ExtensionId, Grant, Host, MemoryAudit, TrustBundle};
+use warden_host::{ExtensionId, Grant, Host, MemoryAudit, Policy, TrustBundle};
 use warden_runtime::{RuntimeConfig, engine_config};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, PoolingAllocationConfig, Store};
@@ -348,34 +354,28 @@ fn describe(label: &str, wasm: &[u8]) {
     );
 }
 
-fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 3 {
-        return Err("usage: bench-languages TRUST DATA LABEL=BUNDLE...".into());
-    }
-    let trust = TrustBundle::read_file(Path::new(&args[0]))?;
-    let data = PathBuf::from(&args[1]);
-    let mut exts: Vec<(String, PathBuf)> = Vec::new();
-    for a in &args[2..] {
-        let (l, p) = a.split_once('=').ok_or("each extension is LABEL=BUNDLE")?;
-        exts.push((l.to_string(), PathBuf::from(p)));
-    }
-    let calls = env_usize("BENCH_CALLS", 2000);
-    let warmup = env_usize("BENCH_WARMUP", 200);
-    let raw_calls = env_usize("BENCH_RAW_CALLS", 500);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-
-    // The embedding API, as an embedder making one call at a time would use it.
+/// Loads `exts` on a host with `policy` and times `calls` calls of each (after `warmup`),
+/// interleaved; prints `TAG LABEL N P50 P99 MEAN MINFLT` per extension. Returns the host.
+#[allow(clippy::too_many_arguments)]
+fn in_process(
+    rt: &tokio::runtime::Runtime,
+    trust: &TrustBundle,
+    data: &Path,
+    policy: Policy,
+    exts: &[(String, PathBuf)],
+    tag: &str,
+    calls: usize,
+    warmup: usize,
+) -> Res<Host> {
     let audit = Arc::new(MemoryAudit::default());
     let host = Host::builder()
-        .trust(trust)
-        .data_dir(&data)
+        .trust(trust.clone())
+        .policy(policy)
+        .data_dir(data)
         .audit(audit.clone())
         .build()?;
     let mut ids = Vec::new();
-    for (label, bundle) in &exts {
+    for (label, bundle) in exts {
         let t = Instant::now();
         let info = host
             .default_tenant()
@@ -410,13 +410,63 @@ fn main() -> Res<()> {
     })?;
     for ((label, _), s) in exts.iter().zip(&samples) {
         println!(
-            "inproc {label} {} {:.1} {:.1} {:.1} {:.0}",
+            "{tag} {label} {} {:.1} {:.1} {:.1} {:.0}",
             s.took.len(),
             s.pct(50.0),
             s.pct(99.0),
             s.mean(),
             s.faults_per_call()
         );
+    }
+    Ok(host)
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 3 {
+        return Err(
+            "usage: bench-languages TRUST DATA LABEL=BUNDLE... [--warm LABEL=BUNDLE...]".into(),
+        );
+    }
+    let trust = TrustBundle::read_file(Path::new(&args[0]))?;
+    let data = PathBuf::from(&args[1]);
+    let mut exts: Vec<(String, PathBuf)> = Vec::new();
+    let mut warm: Vec<(String, PathBuf)> = Vec::new();
+    let mut into_warm = false;
+    for a in &args[2..] {
+        if a == "--warm" {
+            into_warm = true;
+            continue;
+        }
+        let (l, p) = a.split_once('=').ok_or("each extension is LABEL=BUNDLE")?;
+        let list = if into_warm { &mut warm } else { &mut exts };
+        list.push((l.to_string(), PathBuf::from(p)));
+    }
+    let calls = env_usize("BENCH_CALLS", 2000);
+    let warmup = env_usize("BENCH_WARMUP", 200);
+    let raw_calls = env_usize("BENCH_RAW_CALLS", 500);
+    let warm_calls = env_usize("BENCH_WARM_CALLS", 1000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    // The embedding API, as an embedder making one call at a time would use it: a fresh
+    // instance per call (the default), then instances kept between calls.
+    let host = in_process(
+        &rt,
+        &trust,
+        &data,
+        Policy::default(),
+        &exts,
+        "inproc",
+        calls,
+        warmup,
+    )?;
+    if !warm.is_empty() {
+        let policy = Policy::parse(&format!(
+            "[policy.component]\nwarm_calls = {warm_calls}\nwarm_extensions = [\"*\"]\n"
+        ))?;
+        in_process(&rt, &trust, &data, policy, &warm, "inwarm", calls, warmup)?;
     }
     let policy_max_memory = host.policy().ceiling.max_memory.bytes();
     drop(host);

@@ -149,6 +149,53 @@ impl Ledger {
 }
 
 impl Ledger {
+    /// Moves every entry into `to`, leaving this ledger empty: an instance kept between calls
+    /// (`[policy.component] warm_calls`) has one ledger of its own, handed over to each call's
+    /// after the call.
+    pub fn move_into(&self, to: &Ledger) {
+        if Arc::ptr_eq(&self.0, &to.0) {
+            return;
+        }
+        let Ok(mut from) = self.0.lock() else {
+            return;
+        };
+        let from = std::mem::take(&mut *from);
+        let Ok(mut to) = to.0.lock() else {
+            return;
+        };
+        let Entries {
+            denials,
+            uses,
+            limits,
+            more_denials,
+            more_uses,
+        } = &mut *to;
+        for d in from.denials {
+            merge(denials, more_denials, d);
+        }
+        for d in from.limits {
+            merge(limits, more_denials, d);
+        }
+        for u in from.uses {
+            if uses.contains(&u) {
+                continue;
+            }
+            if uses.iter().filter(|g| g.capability == u.capability).count()
+                >= MAX_DISTINCT_PER_CAPABILITY
+            {
+                add(more_uses, u.capability, 1);
+            } else {
+                uses.push(u);
+            }
+        }
+        for (c, n) in from.more_denials {
+            add(more_denials, c, n);
+        }
+        for (c, n) in from.more_uses {
+            add(more_uses, c, n);
+        }
+    }
+
     /// The entries as the report carries them: redacted of the call's secret values, then cut
     /// to [`MAX_TARGET_BYTES`] (in that order, so a cut never leaves the start of a value).
     pub fn report(&self, redactor: &Redactor) -> (Vec<Denial>, Vec<Use>, Vec<Denial>) {
@@ -202,10 +249,30 @@ fn push(
 }
 
 fn bump(more: &mut Vec<(Capability, u64)>, capability: Capability) {
+    add(more, capability, 1);
+}
+
+fn add(more: &mut Vec<(Capability, u64)>, capability: Capability, by: u64) {
     match more.iter_mut().find(|(c, _)| *c == capability) {
-        Some((_, n)) => *n = n.saturating_add(1),
-        None => more.push((capability, 1)),
+        Some((_, n)) => *n = n.saturating_add(by),
+        None => more.push((capability, by)),
     }
+}
+
+/// [`push`] for an entry already made (and counted): counts add up.
+fn merge(list: &mut Vec<Denial>, more: &mut Vec<(Capability, u64)>, d: Denial) {
+    if let Some(e) = list
+        .iter_mut()
+        .find(|e| e.capability == d.capability && e.target == d.target && e.reason == d.reason)
+    {
+        e.count = e.count.saturating_add(d.count);
+        return;
+    }
+    if list.iter().filter(|e| e.capability == d.capability).count() >= MAX_DISTINCT_PER_CAPABILITY {
+        add(more, d.capability, d.count);
+        return;
+    }
+    list.push(d);
 }
 
 #[cfg(test)]
@@ -241,6 +308,29 @@ mod tests {
         let summary = secret.last().unwrap();
         assert_eq!(summary.target, NOT_ITEMIZED);
         assert_eq!(summary.count, 40 - MAX_DISTINCT_PER_CAPABILITY as u64);
+    }
+
+    #[test]
+    fn moving_entries_keeps_counts_and_empties_the_source() {
+        let (from, to) = (Ledger::default(), Ledger::default());
+        to.deny(Capability::Network, "http://a:80", None);
+        for _ in 0..3 {
+            from.deny(Capability::Network, "http://a:80", None);
+        }
+        from.allow(Capability::Kv, "b");
+        from.limit(Capability::Network, "http://c:80", "cut".into());
+        for i in 0..40 {
+            from.deny(Capability::Secrets, &format!("S{i}"), None);
+        }
+        from.move_into(&to);
+        from.move_into(&from);
+        assert!(from.denials().is_empty() && from.uses().is_empty() && from.limits().is_empty());
+        let d = to.denials();
+        assert_eq!(d[0].count, 4);
+        let summary = d.iter().find(|d| d.target == NOT_ITEMIZED).unwrap();
+        assert_eq!(summary.count, 40 - MAX_DISTINCT_PER_CAPABILITY as u64);
+        assert_eq!(to.uses().len(), 1);
+        assert_eq!(to.limits().len(), 1);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct CallReport {
     pub memory_limit_hit: bool,
     /// Outgoing HTTP request and response body bytes.
     pub egress_bytes: u64,
+    /// Calls the instance answered before this one: 0 for a fresh instance; more when the
+    /// operator's policy keeps instances between calls of one install.
+    pub earlier_calls: u32,
 }
 
 pub struct CallOutcome<T> {

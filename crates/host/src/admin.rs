@@ -459,10 +459,12 @@ impl Admin<'_> {
             Err(e) => record.with_outcome(Outcome::Error).with_error(e),
         };
         // Calls already loaded in this process stop at once too, recorded or not.
-        if let Ok(mut loaded) = inner.extensions.write()
-            && let Some(t) = loaded.get_mut(tenant)
-        {
-            t.remove(extension);
+        let old = match inner.extensions.write() {
+            Ok(mut loaded) => loaded.get_mut(tenant).and_then(|t| t.remove(extension)),
+            Err(_) => None,
+        };
+        if let Some(old) = old {
+            inner.retire(old);
         }
         inner.record_change(record)?;
         Ok(removed?)
@@ -530,7 +532,13 @@ impl Admin<'_> {
         tried: &mut std::collections::HashSet<ContentHash>,
     ) -> Result<usize, HostError> {
         let mut prepared = 0;
-        for install in self.registry.installs(None)? {
+        let installs = self.registry.installs(None)?;
+        // What no install names any more (uninstalled, upgraded, here or by another runner)
+        // and no loaded install holds is forgotten.
+        let installed: std::collections::HashSet<ContentHash> =
+            installs.iter().map(|i| i.content_hash).collect();
+        self.inner.prune_prepared(|h| installed.contains(h));
+        for install in installs {
             let hash = install.content_hash;
             if !tried.insert(hash) || self.inner.is_prepared(&hash) {
                 continue;

@@ -18,7 +18,7 @@ use warden_runtime::{CallError, CallOutcome, CallReport, Denial, ErrorCode};
 
 use crate::error::{CallFailure, Called, HostError};
 use crate::host::Inner;
-use crate::installed::Loaded;
+use crate::installed::{Code, Loaded};
 
 impl Inner {
     /// A call refused before it ran, from async code: one audit record, awaited without
@@ -332,11 +332,27 @@ fn call_record(
     if let Err(e) = result {
         r = r.with_error(e);
     }
+    let mut notes = Vec::new();
     if let Some(w) = ext.code.weaker() {
         // Every call under a weaker sandbox says so, where the operator reads calls.
-        let note = format!(
+        notes.push(format!(
             "ran under the weaker sandbox profile {w:?} (accepted by [policy.process] weaker)"
-        );
+        ));
+    }
+    if report.earlier_calls > 0 {
+        // State of earlier calls may have reached this one: said where the operator reads it.
+        let policy = match ext.code {
+            Code::Process(_) => "[policy.process]",
+            _ => "[policy.component]",
+        };
+        notes.push(format!(
+            "ran in an instance kept from {} earlier call(s) of this install (accepted by \
+             {policy} warm_calls)",
+            report.earlier_calls
+        ));
+    }
+    if !notes.is_empty() {
+        let note = notes.join("; ");
         r = match result {
             Ok(()) => r.with_message(note),
             Err(e) => r.with_message(format!("{}; {note}", warden_call::text::chain(e))),

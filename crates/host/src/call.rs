@@ -94,7 +94,10 @@ impl Tenant<'_> {
             .run(ext, via, answers_http, |ext, caps| async move {
                 let limits = ext.info.effective.limits;
                 match &ext.code {
-                    Code::Component(p) => p.call_http(&runtime, &limits, &caps, request).await,
+                    Code::Component(p) => {
+                        p.call_http(&runtime, &limits, &caps, ext.warm.as_ref(), request)
+                            .await
+                    }
                     Code::Remote(r) => r.call_http(&limits, &caps, request).await,
                     Code::Process(_) | Code::Extism(_) => unreachable_http(),
                 }
@@ -175,9 +178,15 @@ impl Inner {
         self.run(ext, via, known, |ext, caps| async move {
             let limits = ext.info.effective.limits;
             match &ext.code {
-                Code::Component(p) => p.call_rpc(&runtime, &limits, &caps, &method, &input).await,
+                Code::Component(p) => {
+                    p.call_rpc(&runtime, &limits, &caps, ext.warm.as_ref(), &method, &input)
+                        .await
+                }
                 Code::Process(p) => p.call_rpc(&limits, &caps, &method, &input).await,
-                Code::Extism(p) => p.call_rpc(&runtime, &limits, &caps, &method, &input).await,
+                Code::Extism(p) => {
+                    p.call_rpc(&runtime, &limits, &caps, None, &method, &input)
+                        .await
+                }
                 Code::Remote(r) => r.call_rpc(&limits, &caps, &method, &input).await,
             }
         })

@@ -124,6 +124,11 @@ impl Host {
         self.inner.usage.snapshot()
     }
 
+    /// Components compiled and pre-linked in memory now (by content hash).
+    pub fn prepared_components(&self) -> usize {
+        self.inner.prepared.read().map_or(0, |m| m.len())
+    }
+
     /// How full the instance pool is now.
     pub fn pool_usage(&self) -> warden_runtime::PoolUsage {
         self.inner.runtime.pool_usage()
@@ -198,5 +203,32 @@ impl Inner {
 
     pub(crate) fn get(&self, tenant: &TenantName, id: &ExtensionId) -> Option<Arc<Loaded>> {
         self.extensions.read().ok()?.get(tenant)?.get(id).cloned()
+    }
+
+    /// Takes `loaded` out of use (replaced, unloaded or uninstalled) and forgets its prepared
+    /// component when nothing else holds it: an old version's compiled code (tens of MB for a
+    /// JavaScript or Python component) is not kept for ever. (Calls still running on it keep
+    /// it alive; the runner's warm-up pass forgets it later, `prune_prepared`.)
+    pub(crate) fn retire(&self, loaded: Arc<Loaded>) {
+        let hash = loaded.info.content_hash;
+        drop(loaded);
+        self.prune_prepared(|h| *h != hash);
+    }
+
+    /// Forgets every prepared component that nothing holds (no loaded install, no call) and
+    /// that `keep` does not name.
+    pub(crate) fn prune_prepared(&self, keep: impl Fn(&ContentHash) -> bool) {
+        // Dropped outside the lock: freeing a large component's code takes a while.
+        let mut gone = Vec::new();
+        if let Ok(mut m) = self.prepared.write() {
+            m.retain(|h, p| {
+                let used = keep(h) || Arc::strong_count(p) > 1;
+                if !used {
+                    gone.push(Arc::clone(p));
+                }
+                used
+            });
+        }
+        drop(gone);
     }
 }

@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use warden_audit::Record;
 use warden_bundle::ContentHash;
 use warden_manifest::{Effective, ExtensionId, TenantName};
-use warden_runtime::{CallCaps, Prepared, ProcessInstall, WorldKind};
+use warden_runtime::{CallCaps, Prepared, ProcessInstall, WarmInstances, WorldKind};
 
 /// What was loaded.
 #[derive(Debug, Clone)]
@@ -63,4 +63,7 @@ pub(crate) struct Loaded {
     pub(crate) permits: Arc<Semaphore>,
     /// Loaded from the registry's install (not from a file the embedder gave).
     pub(crate) installed: bool,
+    /// A component's instances kept between its calls, where `[policy.component] warm_calls`
+    /// accepts it (per install: they die with this record).
+    pub(crate) warm: Option<WarmInstances>,
 }

@@ -10,7 +10,9 @@ use warden_audit::{Event, Outcome, Record};
 use warden_bundle::Bundle;
 use warden_call::Withheld;
 use warden_manifest::{Effective, Grant, Kind, effective};
-use warden_runtime::{CallCaps, KvAccess, Prepared, ProcessCode, ProcessInstall, Share, WorldKind};
+use warden_runtime::{
+    CallCaps, KvAccess, Prepared, ProcessCode, ProcessInstall, Share, WarmInstances, WorldKind,
+};
 use warden_trust::{Envelope, Verified, verify};
 
 use crate::authorize::LoadRequest;
@@ -200,6 +202,12 @@ impl Tenant<'_> {
                     )
                 }),
             };
+            let warm = match code {
+                Code::Component(_) => {
+                    WarmInstances::new(inner.policy.component.warm_calls_for(&info.id))
+                }
+                _ => None,
+            };
             let loaded = Loaded {
                 record: Record::new(Event::Call, "")
                     .with_tenant(&self.name)
@@ -212,14 +220,18 @@ impl Tenant<'_> {
                 caps,
                 permits,
                 installed,
+                warm,
             };
-            inner
+            let replaced = inner
                 .extensions
                 .write()
                 .map_err(|_| HostError::Poisoned("extension table"))?
                 .entry(self.name.clone())
                 .or_default()
                 .insert(info.id.clone(), Arc::new(loaded));
+            if let Some(old) = replaced {
+                inner.retire(old);
+            }
             Ok(info)
         })();
         let record = match &result {

@@ -42,11 +42,16 @@ impl Tenant<'_> {
     /// Unloads `id` for this tenant: calls from now on do not find it (calls in flight end
     /// as they are). Returns whether it was loaded.
     pub fn unload(&self, id: &ExtensionId) -> bool {
-        match self.inner.extensions.write() {
-            Ok(mut loaded) => loaded
-                .get_mut(&self.name)
-                .is_some_and(|t| t.remove(id).is_some()),
-            Err(_) => false,
+        let removed = match self.inner.extensions.write() {
+            Ok(mut loaded) => loaded.get_mut(&self.name).and_then(|t| t.remove(id)),
+            Err(_) => None,
+        };
+        match removed {
+            Some(old) => {
+                self.inner.retire(old);
+                true
+            }
+            None => false,
         }
     }
 

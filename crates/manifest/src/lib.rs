@@ -38,7 +38,7 @@ pub use config::Config;
 pub use effective::{Effective, EffectiveError, EffectiveNetwork, Mount, MountSource, effective};
 pub use grant::{Grant, GrantError, GrantItem};
 pub use policy::{
-    Ceiling, CeilingError, CompileLimits, FileLimits, GatewayLimits, KvLimits, Policy,
-    ProcessPolicy, RemotePolicy,
+    Ceiling, CeilingError, CompileLimits, ComponentPolicy, FileLimits, GatewayLimits, KvLimits,
+    Policy, ProcessPolicy, RemotePolicy, WarmScope,
 };
 pub use storage::{BlobsUrl, DatabaseUrl, SharedStorage, Storage};

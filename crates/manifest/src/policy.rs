@@ -33,6 +33,8 @@ pub struct Policy {
     pub compile: CompileLimits,
     /// The runner service's own limits (`[policy.gateway]`).
     pub gateway: GatewayLimits,
+    /// How components run (`[policy.component]`).
+    pub component: ComponentPolicy,
     /// How process extensions run (`[policy.process]`).
     pub process: ProcessPolicy,
     /// Which remote extensions may be reached (`[policy.remote]`).
@@ -65,6 +67,50 @@ impl Default for RemotePolicy {
             allowed_hosts: Vec::new(),
             max_connections: RemotePolicy::DEFAULT_MAX_CONNECTIONS,
         }
+    }
+}
+
+/// How components (and nothing else) run on this host. `[policy.component]`:
+///
+/// - `warm_calls` (default 0): calls one instance serves before it is dropped. 0 or 1 makes a
+///   fresh instance for every call (SPEC: nothing survives a call but what granted
+///   capabilities keep). More is a weaker isolation profile the operator accepts for speed
+///   (a language runtime's start, e.g. CPython's, then happens once per instance, not per
+///   call): an instance that answered a call may answer the next calls of the same (tenant,
+///   install), never another's, so whatever the guest keeps in its memory survives them
+///   (within that pair only). It is dropped after that many calls, after any fault (a trap,
+///   a limit, a time-out, an exit, a memory growth refused), after 10 s without a call, and
+///   with its install (uninstall, upgrade, a grant or trust change). Every call it answers
+///   after its first says so in its audit record.
+/// - `warm_extensions` (required with `warm_calls`): the extension ids it applies to, or
+///   `["*"]` for every component. Named, because not every component can answer twice: one
+///   made by componentize-js in the `addEventListener('fetch')` style fails every call after
+///   its first (StarlingMonkey issue 247); one that exports `incomingHandler` itself does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComponentPolicy {
+    pub warm_calls: u32,
+    pub warm_extensions: WarmScope,
+}
+
+/// Which components `[policy.component] warm_calls` applies to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WarmScope {
+    #[default]
+    None,
+    All,
+    Only(Vec<crate::ExtensionId>),
+}
+
+impl ComponentPolicy {
+    /// The calls one instance of `id` may answer: 1 (a fresh instance per call) unless the
+    /// policy keeps instances of this extension.
+    pub fn warm_calls_for(&self, id: &crate::ExtensionId) -> u32 {
+        let named = match &self.warm_extensions {
+            WarmScope::None => false,
+            WarmScope::All => true,
+            WarmScope::Only(ids) => ids.contains(id),
+        };
+        if named { self.warm_calls.max(1) } else { 1 }
     }
 }
 
@@ -282,6 +328,7 @@ impl Default for Policy {
             compile: CompileLimits::default(),
             gateway: GatewayLimits::default(),
             files: FileLimits::default(),
+            component: ComponentPolicy::default(),
             process: ProcessPolicy::default(),
             remote: RemotePolicy::default(),
         }
@@ -460,6 +507,37 @@ pub(crate) fn parse_policy(t: &crate::strict::Table<'_, '_>) -> Result<Policy, T
             }
             if let Some(v) = t.get("gateway") {
                 p.gateway = parse_gateway(&v.as_table()?)?;
+            }
+            if let Some(v) = t.get("component") {
+                let c = v.as_table()?;
+                let calls = c.get("warm_calls");
+                if let Some(v) = &calls {
+                    p.component.warm_calls =
+                        u32::try_from(v.as_u64()?).map_err(|_| v.error("too large"))?;
+                }
+                let named = c.get("warm_extensions");
+                if let Some(v) = &named {
+                    let items = v.as_array()?;
+                    p.component.warm_extensions = if items.len() == 1
+                        && items.first().and_then(|i| i.as_str().ok()) == Some("*")
+                    {
+                        WarmScope::All
+                    } else {
+                        WarmScope::Only(v.parse_list()?)
+                    };
+                }
+                match (&calls, &named) {
+                    (Some(v), None) if p.component.warm_calls > 1 => {
+                        return Err(v.error(
+                            "name the extensions it applies to in warm_extensions (or [\"*\"])",
+                        ));
+                    }
+                    (_, Some(v)) if p.component.warm_calls <= 1 => {
+                        return Err(v.error("has no effect without warm_calls of 2 or more"));
+                    }
+                    _ => {}
+                }
+                c.finish_ref()?;
             }
             if let Some(v) = t.get("process") {
                 p.process = parse_process(&v.as_table()?)?;
@@ -663,6 +741,43 @@ mod tests {
             ),
         ] {
             let e = Policy::parse(&format!("[policy.process]\n{bad}\n")).unwrap_err();
+            assert!(e.key.starts_with(key), "{bad}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn components_get_a_fresh_instance_per_call_unless_the_operator_says_otherwise() {
+        let id = |s: &str| s.parse::<crate::ExtensionId>().unwrap();
+        let (a, b) = (id("acme.a"), id("acme.b"));
+        assert_eq!(Policy::default().component.warm_calls_for(&a), 1);
+        let p =
+            Policy::parse("[policy.component]\nwarm_calls = 50\nwarm_extensions = [\"acme.a\"]\n")
+                .unwrap();
+        assert_eq!(p.component.warm_calls_for(&a), 50);
+        assert_eq!(p.component.warm_calls_for(&b), 1);
+        let p = Policy::parse("[policy.component]\nwarm_calls = 5\nwarm_extensions = [\"*\"]\n")
+            .unwrap();
+        assert_eq!(p.component.warm_calls_for(&b), 5);
+        for (bad, key) in [
+            ("warm_calls = -1", "policy.component.warm_calls"),
+            ("warm_calls = \"50\"", "policy.component.warm_calls"),
+            ("warm_calls = 4294967296", "policy.component.warm_calls"),
+            ("warm_calls = 5", "policy.component.warm_calls"),
+            (
+                "warm_extensions = [\"*\"]",
+                "policy.component.warm_extensions",
+            ),
+            (
+                "warm_calls = 5\nwarm_extensions = [\"not an id\"]",
+                "policy.component.warm_extensions",
+            ),
+            (
+                "warm_calls = 5\nwarm_extensions = [\"*\", \"acme.a\"]",
+                "policy.component.warm_extensions",
+            ),
+            ("warm = 5", "policy.component.warm"),
+        ] {
+            let e = Policy::parse(&format!("[policy.component]\n{bad}\n")).unwrap_err();
             assert!(e.key.starts_with(key), "{bad}: {e:?}");
         }
     }

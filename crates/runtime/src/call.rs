@@ -1,5 +1,7 @@
-//! One call: a fresh Store and instance from the pre-linked component, limits applied, output
-//! captured, and a report of what it used. Nothing survives the call.
+//! One call: a fresh Store and instance from the pre-linked component (or, where the operator's
+//! policy keeps instances of this install, one kept from its earlier calls: `crate::warm`),
+//! limits applied, output captured, and a report of what it used. Unless kept, nothing
+//! survives the call.
 
 use std::time::Instant;
 
@@ -11,35 +13,55 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
+use warden_call::{CallError, CallOutcome, CallReport, Ledger, Redactor, Stream};
+use wasmtime_wasi_http::p2::bindings::Proxy;
 
+use crate::bindings::RpcExtension;
 use crate::caps::CallCaps;
 use crate::capture::Capture;
 use crate::engine::Runtime;
 use crate::fair::fairly;
+use crate::logging::LogCapture;
 use crate::prepared::{Prepared, World};
 use crate::state::CallState;
+use crate::warm::WarmInstances;
 
 pub use crate::capture::MAX_OUTPUT_BYTES;
 use crate::capture::captured;
 pub(crate) use crate::outcome::{UNMETERED_FUEL, failed};
 
-/// A store for one call, and the handles to read what it did afterwards.
-struct Call {
+/// A store and, once instantiated, its instance: made for one call, or kept between calls of
+/// one install (see [`crate::warm`]).
+pub(crate) struct Live {
     store: Store<CallState>,
     stdout: Capture,
     stderr: Capture,
+    /// What the store's capabilities write to. A kept instance has its own, handed over to
+    /// each call's after the call (and when the call is dropped part-way).
     ledger: Ledger,
-    started: Instant,
-    fuel: Option<u64>,
-    limits: Limits,
+    /// Every secret value a call of this instance was handed: its guest may still hold them,
+    /// so each later call is redacted of them too.
+    seen: Redactor,
+    bound: Option<Bound>,
+    /// Calls this instance answered before this one.
+    pub(crate) served: u32,
 }
 
-impl Call {
-    fn new(rt: &Runtime, limits: &Limits, caps: &CallCaps) -> Result<Call, CallError> {
+/// The instance's exports, once instantiated.
+enum Bound {
+    Rpc(RpcExtension),
+    Http(Proxy),
+}
+
+impl Live {
+    fn new(
+        rt: &Runtime,
+        limits: &Limits,
+        caps: &CallCaps,
+        ledger: Ledger,
+    ) -> Result<Live, CallError> {
         let stdout = Capture::new(MAX_OUTPUT_BYTES);
         let stderr = Capture::new(MAX_OUTPUT_BYTES);
-        let ledger = caps.ledger.clone();
         let state = CallState::new(
             &stdout,
             &stderr,
@@ -49,16 +71,118 @@ impl Call {
             ledger.clone(),
         )
         .map_err(CallError::Host)?;
+        let seen = state.redactor.clone();
         let mut store = Store::new(rt.engine(), state);
         store.limiter(|s| &mut s.budget);
-        let fuel = limits.max_fuel.map(|f| f.get());
+        Ok(Live {
+            store,
+            stdout,
+            stderr,
+            ledger,
+            seen,
+            bound: None,
+            served: 0,
+        })
+    }
+
+    /// Readies a kept instance for its next call: this call's invoker and redactor (which
+    /// learns what earlier calls were handed), and nothing left of the last call's logs.
+    fn renew(&mut self, caps: &CallCaps) {
+        let redactor = caps.redactor.clone().unwrap_or_default();
+        redactor.absorb(&self.seen);
+        let s = self.store.data_mut();
+        s.redactor = redactor;
+        s.invoker = caps.invoker.clone();
+        s.logs = LogCapture::default();
+        s.reset_egress_bytes();
+        // Each call's record names the folders it could reach, as a fresh instance's does.
+        crate::fs::record_mounts(&caps.mounts, &self.ledger);
+        self.stdout.take();
+        self.stderr.take();
+    }
+
+    /// Whether it may answer another call, after one that ended cleanly: its memory never
+    /// hit the limit, and it holds nothing live while idle (see
+    /// [`CallState::holds_live_resources`]; `preopens`: its mounts).
+    fn reusable(&mut self, preopens: usize) -> bool {
+        self.bound.is_some()
+            && !self.store.data().budget.limit_hit()
+            && !self.store.data_mut().holds_live_resources(preopens)
+    }
+}
+
+/// Hands a kept instance's ledger entries to the call's ledger, also when the call is
+/// dropped part-way (its caller went away), so the host still records what it did.
+struct Handover {
+    from: Ledger,
+    to: Ledger,
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        self.from.move_into(&self.to);
+    }
+}
+
+/// One call on a [`Live`] store, and the handles to read what it did afterwards.
+struct Call {
+    live: Live,
+    handover: Handover,
+    started: Instant,
+    fuel: Option<u64>,
+    limits: Limits,
+    /// Whether the call ended so that its instance may answer another (set by the call path).
+    clean: bool,
+    /// The instance's preopened folders (granted and denied mounts).
+    preopens: usize,
+    /// Whether the install keeps instances (else nothing about keeping is checked).
+    warm: bool,
+}
+
+impl Call {
+    /// A call on `kept` (an instance kept from earlier calls of this install), or on a new
+    /// store: with a ledger of its own when it may be kept (`warm`), else the call's.
+    fn new(
+        rt: &Runtime,
+        limits: &Limits,
+        caps: &CallCaps,
+        kept: Option<Live>,
+        warm: bool,
+    ) -> Result<Call, CallError> {
+        let live = match kept {
+            Some(mut live) => {
+                live.renew(caps);
+                live
+            }
+            None => {
+                let ledger = if warm {
+                    Ledger::default()
+                } else {
+                    caps.ledger.clone()
+                };
+                Live::new(rt, limits, caps, ledger)?
+            }
+        };
+        let mut call = Call {
+            handover: Handover {
+                from: live.ledger.clone(),
+                to: caps.ledger.clone(),
+            },
+            live,
+            started: Instant::now(),
+            fuel: limits.max_fuel.map(|f| f.get()),
+            limits: *limits,
+            clean: false,
+            preopens: caps.mounts.len() + caps.denied_mounts.len(),
+            warm,
+        };
+        let store = &mut call.live.store;
         store
-            .set_fuel(fuel.unwrap_or(UNMETERED_FUEL))
+            .set_fuel(call.fuel.unwrap_or(UNMETERED_FUEL))
             .map_err(|e| CallError::host_caused("setting the fuel", e.into_boxed_dyn_error()))?;
         // Wall-clock deadline checked at every epoch tick; between ticks the guest yields so a
         // busy guest never holds an executor thread, and other calls' deadlines are their own.
-        let started = Instant::now();
-        let deadline = started + limits.max_execution_time;
+        let deadline = call.started + limits.max_execution_time;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -67,20 +191,12 @@ impl Call {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        Ok(Call {
-            store,
-            stdout,
-            stderr,
-            ledger,
-            started,
-            fuel,
-            limits: *limits,
-        })
+        Ok(call)
     }
 
     /// Turns a Wasmtime error into what happened, using what the store saw.
     fn classify(&self, e: &wasmtime::Error) -> CallError {
-        if self.store.data().budget.limit_hit() {
+        if self.live.store.data().budget.limit_hit() {
             return CallError::MemoryLimit(self.limits.max_memory);
         }
         // `exit(N)` (`wasi:cli/exit`): the guest ended itself before answering. Said as such,
@@ -105,32 +221,48 @@ impl Call {
         }
     }
 
-    /// The outcome to hand back: the error redacted like the report.
-    fn finish<T>(self, result: Result<T, CallError>) -> CallOutcome<T> {
-        let result = result.map_err(|e| self.store.data().redactor.error(e));
-        CallOutcome {
-            result,
-            report: self.report(),
+    /// The outcome to hand back (the error redacted like the report), and the instance when
+    /// the call ended cleanly, for a warm pool to keep.
+    fn finish<T>(mut self, result: Result<T, CallError>) -> (CallOutcome<T>, Option<Live>) {
+        let result = result.map_err(|e| self.live.store.data().redactor.error(e));
+        let report = self.report();
+        let Call {
+            live,
+            clean,
+            preopens,
+            warm,
+            ..
+        } = self;
+        if !(warm && clean) {
+            return (CallOutcome { result, report }, None);
         }
+        let mut live = live;
+        live.seen.absorb(&live.store.data().redactor);
+        live.served = live.served.saturating_add(1);
+        let keep = live.reusable(preopens);
+        (CallOutcome { result, report }, keep.then_some(live))
     }
 
-    fn report(self) -> CallReport {
+    fn report(&mut self) -> CallReport {
+        let store = &self.live.store;
         let fuel = self.fuel.and_then(|given| {
-            let left = self.store.get_fuel().ok()?;
+            let left = store.get_fuel().ok()?;
             Some(given.saturating_sub(left))
         });
         // Secret values handed to the guest never leave the runtime: see `crate::redact`.
-        let redactor = &self.store.data().redactor;
-        let mut logs = captured(Stream::Stdout, &self.stdout, redactor);
-        logs.extend(captured(Stream::Stderr, &self.stderr, redactor));
-        logs.extend(self.store.data().logs.lines(redactor));
-        let (denials, uses, limits) = self.ledger.report(redactor);
+        let redactor = &store.data().redactor;
+        let mut logs = captured(Stream::Stdout, &self.live.stdout, redactor);
+        logs.extend(captured(Stream::Stderr, &self.live.stderr, redactor));
+        logs.extend(store.data().logs.lines(redactor));
+        self.handover.from.move_into(&self.handover.to);
+        let (denials, uses, limits) = self.handover.to.report(redactor);
         CallReport {
             duration: self.started.elapsed(),
             fuel,
-            memory_peak: self.store.data().budget.peak(),
-            memory_limit_hit: self.store.data().budget.limit_hit(),
-            egress_bytes: self.store.data().egress_bytes(),
+            memory_peak: store.data().budget.peak(),
+            memory_limit_hit: store.data().budget.limit_hit(),
+            egress_bytes: store.data().egress_bytes(),
+            earlier_calls: self.live.served,
             logs,
             denials,
             uses,
@@ -148,12 +280,14 @@ fn too_large(what: &'static str, size: usize, limit: warden_manifest::ByteSize) 
 }
 
 impl Prepared {
-    /// Calls `handler.call(method, input)` in a fresh instance, with `caps` as its capabilities.
+    /// Calls `handler.call(method, input)` with `caps` as its capabilities: in a fresh
+    /// instance, or in one `warm` kept from an earlier call of the same install.
     pub async fn call_rpc(
         &self,
         rt: &Runtime,
         limits: &Limits,
         caps: &CallCaps,
+        warm: Option<&WarmInstances>,
         method: &str,
         input: &[u8],
     ) -> CallOutcome<Vec<u8>> {
@@ -176,15 +310,24 @@ impl Prepared {
                 too_large("input", input.len(), limits.max_request_bytes),
             );
         }
-        let mut call = match Call::new(rt, limits, caps) {
+        let kept = warm.and_then(WarmInstances::take);
+        let mut call = match Call::new(rt, limits, caps, kept, warm.is_some()) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };
+        let live = &mut call.live;
         let run = async {
-            let instance = pre.instantiate_async(&mut call.store).await?;
-            instance
-                .warden_extension_handler()
-                .call_call(&mut call.store, method, input)
+            if live.bound.is_none() {
+                let ext = pre.instantiate_async(&mut live.store).await?;
+                live.bound = Some(Bound::Rpc(ext));
+            }
+            let Some(Bound::Rpc(ext)) = &live.bound else {
+                return Err(wasmtime::Error::msg(
+                    "an http instance kept for an rpc call",
+                ));
+            };
+            ext.warden_extension_handler()
+                .call_call(&mut live.store, method, input)
                 .await
         };
         // Epochs stop a busy guest; this stops one blocked in a host call (sleep, poll, I/O).
@@ -193,25 +336,37 @@ impl Prepared {
         let result = match ran {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
             Ok(Err(e)) => Err(call.classify(&e)),
-            Ok(Ok(Err(guest))) => Err(CallError::Extension {
-                code: guest.code,
-                message: guest.message,
-            }),
+            Ok(Ok(Err(guest))) => {
+                // The guest answered with an error of its own: it ended cleanly.
+                call.clean = true;
+                Err(CallError::Extension {
+                    code: guest.code,
+                    message: guest.message,
+                })
+            }
             Ok(Ok(Ok(out))) if out.len() as u64 > limits.max_response_bytes.bytes() => {
                 Err(too_large("result", out.len(), limits.max_response_bytes))
             }
-            Ok(Ok(Ok(out))) => Ok(out),
+            Ok(Ok(Ok(out))) => {
+                call.clean = true;
+                Ok(out)
+            }
         };
-        call.finish(result)
+        let (outcome, live) = call.finish(result);
+        if let (Some(warm), Some(live)) = (warm, live) {
+            warm.put(rt, live);
+        }
+        outcome
     }
 
-    /// Sends one HTTP request to `wasi:http/incoming-handler` in a fresh instance, with `caps`
-    /// as its capabilities.
+    /// Sends one HTTP request to `wasi:http/incoming-handler` with `caps` as its capabilities:
+    /// in a fresh instance, or in one `warm` kept from an earlier call of the same install.
     pub async fn call_http(
         &self,
         rt: &Runtime,
         limits: &Limits,
         caps: &CallCaps,
+        warm: Option<&WarmInstances>,
         request: http::Request<Bytes>,
     ) -> CallOutcome<http::Response<Bytes>> {
         let started = Instant::now();
@@ -231,7 +386,8 @@ impl Prepared {
                 ),
             );
         }
-        let mut call = match Call::new(rt, limits, caps) {
+        let kept = warm.and_then(WarmInstances::take);
+        let mut call = match Call::new(rt, limits, caps, kept, warm.is_some()) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };
@@ -240,7 +396,7 @@ impl Prepared {
             limits.max_execution_time,
             fairly(
                 caps.share.as_ref(),
-                serve(pre, &mut call.store, request, max_response),
+                serve(pre, &mut call.live, request, max_response),
             ),
         )
         .await;
@@ -248,9 +404,16 @@ impl Prepared {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
             Ok(Err(Failure::Wasm(e))) => Err(call.classify(&e)),
             Ok(Err(Failure::Call(e))) => Err(e),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                call.clean = true;
+                Ok(resp)
+            }
         };
-        call.finish(result)
+        let (outcome, live) = call.finish(result);
+        if let (Some(warm), Some(live)) = (warm, live) {
+            warm.put(rt, live);
+        }
+        outcome
     }
 }
 
@@ -267,7 +430,7 @@ impl From<wasmtime::Error> for Failure {
 
 async fn serve(
     pre: &ProxyPre<CallState>,
-    store: &mut Store<CallState>,
+    live: &mut Live,
     request: http::Request<Bytes>,
     max_response: warden_manifest::ByteSize,
 ) -> Result<http::Response<Bytes>, Failure> {
@@ -280,12 +443,21 @@ async fn serve(
             http::HeaderValue::from_static("localhost"),
         );
     }
+    let store = &mut live.store;
     let req = store
         .data_mut()
         .http()
         .new_incoming_request(Scheme::Http, request)?;
     let out = store.data_mut().http().new_response_outparam(tx)?;
-    let proxy = pre.instantiate_async(&mut *store).await?;
+    if live.bound.is_none() {
+        let proxy = pre.instantiate_async(&mut *store).await?;
+        live.bound = Some(Bound::Http(proxy));
+    }
+    let Some(Bound::Http(proxy)) = &live.bound else {
+        return Err(Failure::Wasm(wasmtime::Error::msg(
+            "an rpc instance kept for an http call",
+        )));
+    };
     let guest = proxy
         .wasi_http_incoming_handler()
         .call_handle(&mut *store, req, out);

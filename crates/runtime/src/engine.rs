@@ -224,6 +224,8 @@ struct Shared {
     counters: Counters,
     /// Extism plug-in instances live now (`Runtime::plugin_instance`).
     plugins: Arc<AtomicU64>,
+    /// Component instances kept idle between calls now (`Runtime::idle_slot`).
+    idle: Arc<AtomicU64>,
     /// Components this engine refused (by the bundle's content hash), and why: a refused
     /// compile is not paid again, however often the same bundle is loaded.
     refused: Mutex<HashMap<ContentHash, Arc<str>>>,
@@ -234,6 +236,15 @@ struct Shared {
 pub(crate) struct LiveInstance(Arc<AtomicU64>);
 
 impl Drop for LiveInstance {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One component instance kept idle between calls (`crate::warm`), counted while held.
+pub(crate) struct IdleSlot(Arc<AtomicU64>);
+
+impl Drop for IdleSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -283,6 +294,7 @@ impl Shared {
             code,
             counters: Counters::default(),
             plugins: Arc::default(),
+            idle: Arc::default(),
             refused: Mutex::new(HashMap::new()),
             _ticker: ticker,
         })
@@ -343,6 +355,18 @@ impl Runtime {
             capacity: u64::from(self.shared.config.max_instances.max(1)),
             plugins: self.shared.plugins.load(Ordering::Relaxed),
         }
+    }
+
+    /// A slot for one more idle kept instance, while they hold less than a quarter of the
+    /// pool (at least one); `None` past that, and the instance is dropped instead.
+    pub(crate) fn idle_slot(&self) -> Option<IdleSlot> {
+        let cap = u64::from(self.shared.config.max_instances / 4).max(1);
+        let idle = &self.shared.idle;
+        idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .ok()?;
+        Some(IdleSlot(Arc::clone(idle)))
     }
 
     /// Counts one plug-in instance live until the guard is dropped.
@@ -858,7 +882,14 @@ pub(crate) mod tests {
     async fn echo(rt: &Runtime, prepared: &Prepared, input: &[u8]) -> Vec<u8> {
         let limits = warden_manifest::Profile::Standard.preset();
         prepared
-            .call_rpc(rt, &limits, &crate::CallCaps::default(), "echo", input)
+            .call_rpc(
+                rt,
+                &limits,
+                &crate::CallCaps::default(),
+                None,
+                "echo",
+                input,
+            )
             .await
             .result
             .unwrap()

@@ -176,17 +176,29 @@ pub(crate) fn preopen(
     ledger: &Ledger,
 ) -> Result<(), HostFailure> {
     for m in mounts {
-        let (perms, how) = if m.readonly {
-            (FsPerms::ReadOnly, "read-only")
+        let perms = if m.readonly {
+            FsPerms::ReadOnly
         } else {
-            (FsPerms::ReadWrite, "read-write")
+            FsPerms::ReadWrite
         };
         b.preopened_dir(&m.host, &m.guest, perms).map_err(|e| {
             HostFailure::caused(format!("mounting {}", m.guest), e.into_boxed_dyn_error())
         })?;
+    }
+    record_mounts(mounts, ledger);
+    Ok(())
+}
+
+/// Records each mount as a use of the file system (once per call).
+pub(crate) fn record_mounts(mounts: &[MountDir], ledger: &Ledger) {
+    for m in mounts {
+        let how = if m.readonly {
+            "read-only"
+        } else {
+            "read-write"
+        };
         ledger.allow(Capability::Filesystem, &format!("{} ({how})", m.guest));
     }
-    Ok(())
 }
 
 /// Turns Wasmtime's answer into the guest's, recording a refusal as a denial.

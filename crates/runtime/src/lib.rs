@@ -1,7 +1,8 @@
 //! Runs verified components: one Wasmtime engine per process (pooling allocator, copy-on-write
 //! memory images, epoch interruption driven by a ticker the engine owns, fuel), and a fresh,
 //! limited Store and instance for every call. Extism plug-ins (core modules, `extism`) run on the
-//! same engine, with Extism's host ABI implemented here.
+//! same engine, with Extism's host ABI implemented here. (An operator may accept instances kept
+//! between calls of one install instead: `warm`.)
 //!
 //! This crate is the mechanism; what an extension may do (its limits, and the capabilities in
 //! [`CallCaps`], e.g. its network grant) is decided by the caller, `warden-host`. It knows
@@ -25,6 +26,7 @@ mod prepared;
 pub mod process;
 mod settings;
 mod state;
+mod warm;
 mod world;
 
 // One module per host interface, each implemented on a borrowed view of the call's state.
@@ -45,6 +47,7 @@ pub use fair::{FREE_RUN, Share, Turns};
 pub use prepared::Prepared;
 pub use process::{HostRequests, ProcessCode, ProcessInstall, host_support as process_support};
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
+pub use warm::{IDLE_FOR, WarmInstances};
 pub use world::WorldKind;
 // The policy types a host hands the runtime, re-exported for embedders of the runtime alone.
 pub use warden_call::{

@@ -1,6 +1,7 @@
 //! What one call's Store holds: its WASI context, HTTP context (with the egress policy, see
 //! [`crate::egress`]), resource table, memory budget, the call's ledger and redactor, and one
-//! state per capability. Built fresh for every call.
+//! state per capability. Built fresh for every call (or for an instance the operator's policy
+//! keeps between calls of one install, `crate::warm`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,9 +156,51 @@ impl CallState {
         }
     }
 
+    /// A kept instance's next call counts its own bytes.
+    pub(crate) fn reset_egress_bytes(&self) {
+        self.egress_bytes.store(0, Ordering::Relaxed);
+    }
+
     /// Request and response body bytes of this call's outgoing HTTP so far.
     pub(crate) fn egress_bytes(&self) -> u64 {
         self.egress_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Resources an instance may hold and still be kept idle between calls (`crate::warm`): a
+/// language runtime keeps a few handles (its stdio streams, its preopens); more is a leak the
+/// host would carry while nothing runs.
+pub(crate) const MAX_KEPT_RESOURCES: usize = 1024;
+
+impl CallState {
+    /// Whether the table holds what an idle kept instance must not: a socket, an outgoing HTTP
+    /// exchange, a file or folder opened beyond the `preopens`, or more than
+    /// [`MAX_KEPT_RESOURCES`] resources. (A fresh instance drops all of it with its call.)
+    pub(crate) fn holds_live_resources(&mut self, preopens: usize) -> bool {
+        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::types::{
+            HostFutureIncomingResponse, HostIncomingResponse, HostOutgoingRequest,
+        };
+        let (mut all, mut descriptors) = (0usize, 0usize);
+        for e in self.table.iter_mut() {
+            all += 1;
+            if e.downcast_ref::<wasmtime_wasi::filesystem::Descriptor>()
+                .is_some()
+            {
+                descriptors += 1;
+            }
+            let live = e.downcast_ref::<wasmtime_wasi::p2::TcpSocket>().is_some()
+                || e.downcast_ref::<wasmtime_wasi::p2::UdpSocket>().is_some()
+                || e.downcast_ref::<HostFutureIncomingResponse>().is_some()
+                || e.downcast_ref::<HostIncomingResponse>().is_some()
+                || e.downcast_ref::<HostIncomingBody>().is_some()
+                || e.downcast_ref::<HostOutgoingRequest>().is_some()
+                || e.downcast_ref::<HostOutgoingBody>().is_some();
+            if live {
+                return true;
+            }
+        }
+        descriptors > preopens || all > MAX_KEPT_RESOURCES
     }
 }
 

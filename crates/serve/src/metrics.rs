@@ -239,6 +239,12 @@ impl Metrics {
         let _ = writeln!(out, "warden_instance_pool_capacity {}", pool.capacity);
         out.push_str("# HELP warden_instance_pool_plugins Extism plug-in instances live in the pool.\n# TYPE warden_instance_pool_plugins gauge\n");
         let _ = writeln!(out, "warden_instance_pool_plugins {}", pool.plugins);
+        out.push_str("# HELP warden_prepared_components Components compiled and pre-linked in memory (installed or loaded ones; others are forgotten).\n# TYPE warden_prepared_components gauge\n");
+        let _ = writeln!(
+            out,
+            "warden_prepared_components {}",
+            host.prepared_components()
+        );
         let code = host.code_stats();
         out.push_str("# HELP warden_compiles_total Components compiled (at publish and install; on a call only when not cached).\n# TYPE warden_compiles_total counter\n");
         let _ = writeln!(out, "warden_compiles_total {}", code.compiled);

@@ -254,3 +254,52 @@ async fn each_calls_instance_slot_comes_back() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A prepared component (compiled, pre-linked: tens of MB for a JavaScript or Python one) is
+/// forgotten once no loaded install holds it: replaced by another version, or unloaded. One
+/// that another tenant still has loaded stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_components_are_forgotten_when_nothing_holds_them() {
+    let lab = Lab::new();
+    let id = lab.load("echo");
+    assert_eq!(lab.host.prepared_components(), 1);
+    let v2 = lab.bundle("echo", |m| {
+        m.replace("description = \"", "description = \"(v2) ")
+    });
+    let loaded = lab
+        .host
+        .default_tenant()
+        .load_file(&v2, None, &Grant::None)
+        .unwrap();
+    assert_eq!(loaded.id, id);
+    assert_eq!(
+        lab.host.prepared_components(),
+        1,
+        "v1 kept after its upgrade"
+    );
+    assert_eq!(lab.call(&id, "echo", b"2").await.unwrap(), b"2");
+    let other: warden_host::TenantName = "other".parse().unwrap();
+    lab.host
+        .tenant(&other)
+        .load_file(&v2, None, &Grant::None)
+        .unwrap();
+    assert!(lab.host.default_tenant().unload(&id));
+    assert_eq!(
+        lab.host.prepared_components(),
+        1,
+        "forgotten while still loaded"
+    );
+    assert_eq!(
+        text(
+            &lab.host
+                .tenant(&other)
+                .call(&id, "echo", b"3")
+                .await
+                .unwrap()
+                .value
+        ),
+        "3"
+    );
+    assert!(lab.host.tenant(&other).unload(&id));
+    assert_eq!(lab.host.prepared_components(), 0);
+}

@@ -20,3 +20,4 @@ mod secrets;
 mod sockets;
 mod support;
 mod twins;
+mod warm;

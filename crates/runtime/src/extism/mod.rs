@@ -289,6 +289,7 @@ fn finish(
             memory_peak: s.budget.peak(),
             memory_limit_hit: s.budget.limit_hit(),
             egress_bytes: s.egress_bytes.load(Ordering::Relaxed),
+            earlier_calls: 0,
             logs,
             denials,
             uses,

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 use tokio::net::unix::pipe;
 use warden_bundle::Bundle;
 use warden_call::output::lines;
-use warden_call::{CallError, CallOutcome, CallReport, Stream};
+use warden_call::{CallError, CallOutcome, CallReport, Redactor, Stream};
 use warden_fs::MountDir;
 use warden_manifest::{FileLimits, Limits, ProcessPolicy};
 use warden_process::{Call, ProtocolError, Reply, Session};
@@ -147,6 +147,9 @@ struct Worker {
     session: Session<pipe::Sender, pipe::Receiver>,
     stderr: pipe::Receiver,
     calls: u32,
+    /// Every secret value a call of this process was handed: a warm process may still hold
+    /// them, so each later call's output is redacted of them too.
+    seen: Redactor,
     /// When it was parked, and how.
     parked: Option<(Instant, Parked)>,
 }
@@ -190,6 +193,7 @@ impl Worker {
             session: Session::new(stdin, stdout),
             stderr,
             calls: 0,
+            seen: Redactor::default(),
             parked: None,
         })
     }
@@ -702,6 +706,8 @@ impl ProcessInstall {
                 Ok(Err(e)) => return failed(started, e),
                 Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
             };
+        api.redactor.absorb(&worker.seen);
+        let earlier_calls = worker.calls;
         // On this thread's CPU: see `Child::run_here`. Only speed depends on it.
         let _ = worker.child.run_here();
         let program = worker.child.id();
@@ -799,6 +805,7 @@ impl ProcessInstall {
             }
         }
         let keep = parked.is_some() && !over_quota;
+        worker.seen.absorb(&api.redactor);
         if keep && let Ok(mut idle) = self.idle.lock() {
             idle.push(worker);
             drop(idle);
@@ -835,6 +842,7 @@ impl ProcessInstall {
                 uses,
                 limits: limit_hits,
                 egress_bytes: api.egress_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                earlier_calls,
             },
         }
     }

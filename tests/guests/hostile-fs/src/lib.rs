@@ -34,6 +34,7 @@
 //! | `preopens`     | -                  | the guest paths of the preopened folders                |
 //! | `hold-open`    | PATH\|N            | opens PATH (a file or a folder) N times, keeping each   |
 //! |                |                    | open: `ok:N`, or `opened=K;err:KIND` at the first error |
+//! | `leak-open`    | PATH\|N            | opens PATH N times and never closes them: `ok:N`         |
 //! | `fill`         | PATH\|N            | `std::fs::write` of N bytes `x` (create + truncate)      |
 //! | `append-fill`  | PATH\|N            | open for append (create) and write N bytes `x`           |
 //! | `set-size`     | PATH\|N            | open for writing (no create), `File::set_len(N)`         |
@@ -284,6 +285,22 @@ impl Guest for HostileFs {
                     None => format!("ok:{}", open.len()),
                     Some(e) => format!("opened={};{}", open.len(), kind(&e)),
                 }
+            }
+            "leak-open" => {
+                // Opened and never closed: in a fresh instance they go with the call; a kept
+                // instance would carry them into its idle time.
+                let [path, n] = args(&input)?;
+                let mut opened = 0;
+                for _ in 0..count(n)? {
+                    match File::open(path) {
+                        Ok(f) => {
+                            std::mem::forget(f);
+                            opened += 1;
+                        }
+                        Err(e) => return Ok(format!("opened={opened};{}", kind(&e)).into_bytes()),
+                    }
+                }
+                format!("ok:{opened}")
             }
             "preopens" => {
                 let mut names: Vec<String> = wasip2::filesystem::preopens::get_directories()

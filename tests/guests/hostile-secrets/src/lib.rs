@@ -13,6 +13,10 @@
 //! | `log-flood` | N              | N `wasi:logging` messages of 100 bytes |
 //! | `pass-method` | NAME EXT     | calls EXT with the value of NAME as the method name (must not reach the callee's audit record) |
 //! | `pass`      | NAME EXT       | reads NAME and sends `VALUE\|1` to EXT's `stdout` method through invoke (hostile prints it) |
+//! | `keep`      | NAME           | reads NAME into the instance's memory (`kept`, or `none`) |
+//! | `hold`      | TEXT           | keeps TEXT itself in the instance's memory, as `keep` does a secret (`held`) |
+//! | `pass-hold` | NAME EXT       | reads NAME and sends its value to EXT's `hold` through invoke: `passed`, or `err:CODE:MSG` |
+//! | `spill`     | (none)         | without reading any secret, writes what `keep` kept to stdout, stderr and wasi:logging, and returns it in its error's message (`nothing-kept` in a fresh instance) |
 
 wit_bindgen::generate!({ path: "../../../wit", world: "rpc-extension-secrets", generate_all });
 
@@ -38,10 +42,59 @@ impl Guest for HostileSecrets {
             "log-flood" => log_flood(&input),
             "pass" => pass(&input),
             "pass-method" => pass_method(&input),
+            "keep" => keep(&input),
+            "spill" => return spill(),
+            "hold" => {
+                if let Ok(mut k) = KEPT.lock() {
+                    *k = input;
+                }
+                "held".into()
+            }
+            "pass-hold" => pass_hold(&input),
             _ => return Err(error("not-found", format!("no method {method:?}"))),
         };
         Ok(out.into_bytes())
     }
+}
+
+/// What `keep` read: it survives into the next call only if the host keeps the instance.
+static KEPT: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn keep(name: &str) -> String {
+    match store::get(name.trim()) {
+        Ok(Some(v)) => {
+            if let Ok(mut k) = KEPT.lock() {
+                *k = v;
+            }
+            "kept".into()
+        }
+        Ok(None) => "none".into(),
+        Err(e) => describe(&e),
+    }
+}
+
+fn pass_hold(input: &str) -> String {
+    let (name, ext) = input.trim().split_once(' ').unwrap_or((input, ""));
+    let value = match store::get(name) {
+        Ok(Some(v)) => v,
+        Ok(None) => return "none".into(),
+        Err(e) => return describe(&e),
+    };
+    match warden::extension::invoke::call(ext, "hold", value.as_bytes()) {
+        Ok(_) => "passed".into(),
+        Err(e) => format!("err:{}:{}", e.code, e.message),
+    }
+}
+
+fn spill() -> Result<Vec<u8>, CallError> {
+    let value = KEPT.lock().map(|k| k.clone()).unwrap_or_default();
+    if value.is_empty() {
+        return Err(error("nothing-kept", "a fresh instance"));
+    }
+    println!("stdout: kept {value}");
+    eprintln!("stderr: kept {value}");
+    logging::log(Level::Info, "spill", &format!("kept {value}"));
+    Err(error("spilled", format!("kept {value}")))
 }
 
 fn error(code: &str, message: impl Into<String>) -> CallError {

@@ -106,13 +106,38 @@ fn big_components_compile_at_publish_and_never_on_a_tenants_first_request() {
     }
     hello(&s, &key);
     assert_eq!(counter(&s, "warden_compiles_total"), 2);
+    // Uninstalled: its prepared component (tens of MB) is forgotten, the other one kept.
+    assert_eq!(counter(&s, "warden_prepared_components"), 2);
+    let r = super::send(
+        "DELETE",
+        &format!(
+            "{}/v1/admin/tenants/alpha/installs/warden-examples.hello-js",
+            s.base
+        ),
+        Some(ADMIN),
+        b"",
+    );
+    assert!(r.status == 200 || r.status == 204, "{}", r.body);
+    assert_eq!(counter(&s, "warden_prepared_components"), 1);
+    // And the runner's warm-up pass does not bring it back.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(counter(&s, "warden_prepared_components"), 1);
     // On shared storage, another runner of the fleet (its own, empty data dir) compiles what
     // the first one installed, before its first request.
     if st.shared.is_some() {
         let other = st.runner(&st.t.path().join("data-2"), None);
-        wait_for(&other, "warden_compiles_total", 2);
-        hello(&other, &key);
-        assert_eq!(counter(&other, "warden_compiles_total"), 2);
+        wait_for(&other, "warden_compiles_total", 1);
+        let r = super::reply(
+            agent()
+                .get(format!(
+                    "{}/api/ext/warden-examples.hello-python/hi",
+                    other.base
+                ))
+                .header("authorization", format!("Bearer {key}"))
+                .call(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(counter(&other, "warden_compiles_total"), 1);
     }
 }
 
