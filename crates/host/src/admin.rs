@@ -561,8 +561,13 @@ impl Admin<'_> {
             let Ok(verified) = self.verify_quietly(bundle, &signature) else {
                 continue;
             };
-            if self.inner.prepare(&verified).is_ok() {
-                prepared += 1;
+            match self.inner.prepare(&verified) {
+                Ok(_) => prepared += 1,
+                // Busy compiling others (publishes): the next pass tries again.
+                Err(e) if e.is_busy() => {
+                    tried.remove(&hash);
+                }
+                Err(_) => {}
             }
         }
         Ok(prepared)
@@ -657,6 +662,7 @@ fn outcome_of(e: &HostError) -> Outcome {
     match e {
         e if is_refusal(e) => Outcome::Denied,
         HostError::Load(l) if l.is_about_the_component() => Outcome::Invalid,
+        e if e.is_busy() => Outcome::Busy,
         _ => Outcome::Error,
     }
 }

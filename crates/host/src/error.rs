@@ -60,6 +60,17 @@ pub enum HostError {
     Secret(#[from] warden_secrets::SecretError),
 }
 
+impl HostError {
+    /// The host is busy compiling other components: nothing is wrong with this one, try
+    /// again later.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            HostError::Load(warden_runtime::LoadError::CompileBusy(_))
+        )
+    }
+}
+
 /// Why a call failed, with the request id of its audit record.
 #[derive(Debug, thiserror::Error)]
 #[error("{error} (request {request_id})")]

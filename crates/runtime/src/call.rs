@@ -221,6 +221,20 @@ impl Call {
         }
     }
 
+    /// The outcome to hand back; the instance goes back to `warm` when it may be kept.
+    fn end<T>(
+        self,
+        result: Result<T, CallError>,
+        rt: &Runtime,
+        warm: Option<&WarmInstances>,
+    ) -> CallOutcome<T> {
+        let (outcome, live) = self.finish(result);
+        if let (Some(warm), Some(live)) = (warm, live) {
+            warm.put(rt, live);
+        }
+        outcome
+    }
+
     /// The outcome to hand back (the error redacted like the report), and the instance when
     /// the call ended cleanly, for a warm pool to keep.
     fn finish<T>(mut self, result: Result<T, CallError>) -> (CallOutcome<T>, Option<Live>) {
@@ -352,11 +366,7 @@ impl Prepared {
                 Ok(out)
             }
         };
-        let (outcome, live) = call.finish(result);
-        if let (Some(warm), Some(live)) = (warm, live) {
-            warm.put(rt, live);
-        }
-        outcome
+        call.end(result, rt, warm)
     }
 
     /// Sends one HTTP request to `wasi:http/incoming-handler` with `caps` as its capabilities:
@@ -409,11 +419,7 @@ impl Prepared {
                 Ok(resp)
             }
         };
-        let (outcome, live) = call.finish(result);
-        if let (Some(warm), Some(live)) = (warm, live) {
-            warm.put(rt, live);
-        }
-        outcome
+        call.end(result, rt, warm)
     }
 }
 

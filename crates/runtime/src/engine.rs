@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use warden_bundle::{Bundle, ContentHash};
 use warden_codecache::{CodeCache, Key, Lookup};
@@ -140,13 +140,28 @@ pub(crate) fn unsafe_settings(engine: &Engine, cfg: &RuntimeConfig) -> Vec<Strin
 }
 
 /// Where compiles run: at most `max` at once (a load beyond waits its turn), on a thread pool
-/// of their own, so Wasmtime's parallel compilation cannot take the cores calls run on.
+/// of their own, so Wasmtime's parallel compilation cannot take the cores calls run on. The
+/// wait is bounded too: at most [`MAX_WAITING_COMPILES`] loads wait, each at most `max_wait`
+/// (the compile's own time limit); past either the load is refused as busy, to be tried again,
+/// instead of queueing without end behind a flood of publishes.
 struct Compiler {
     threads: rayon::ThreadPool,
     max: usize,
-    running: Mutex<usize>,
+    max_wait: Duration,
+    running: Mutex<Queue>,
     freed: Condvar,
 }
+
+#[derive(Default)]
+struct Queue {
+    running: usize,
+    waiting: usize,
+}
+
+/// Loads that may wait for a compile slot at once.
+const MAX_WAITING_COMPILES: usize = 8;
+/// How long a load waits for a compile slot without `[policy.compile] max_time`.
+const DEFAULT_COMPILE_WAIT: Duration = Duration::from_secs(120);
 
 impl Compiler {
     fn new(cfg: &RuntimeConfig) -> Result<Compiler, LoadError> {
@@ -158,28 +173,56 @@ impl Compiler {
         Ok(Compiler {
             threads,
             max: cfg.max_concurrent_compiles.max(1),
-            running: Mutex::new(0),
+            max_wait: cfg
+                .isolation
+                .as_ref()
+                .map_or(DEFAULT_COMPILE_WAIT, |i| i.max_time),
+            running: Mutex::new(Queue::default()),
             freed: Condvar::new(),
         })
     }
 
-    /// Runs `compile` once a slot is free, on the compile threads.
-    fn run<T: Send>(&self, compile: impl FnOnce() -> T + Send) -> T {
-        let _slot = self.slot();
+    /// Runs `compile` once a slot is free, on the compile threads; refused as busy when too
+    /// many wait or none frees in time.
+    fn run<T: Send>(
+        &self,
+        compile: impl FnOnce() -> Result<T, LoadError> + Send,
+    ) -> Result<T, LoadError> {
+        let _slot = self.slot()?;
         self.threads.install(compile)
     }
 
-    fn slot(&self) -> Slot<'_> {
-        // The count stays right whatever panicked while the lock was held.
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        while *running >= self.max {
-            running = self
-                .freed
-                .wait(running)
-                .unwrap_or_else(PoisonError::into_inner);
+    fn slot(&self) -> Result<Slot<'_>, LoadError> {
+        // The counts stay right whatever panicked while the lock was held.
+        let mut q = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.running >= self.max {
+            if q.waiting >= MAX_WAITING_COMPILES {
+                return Err(LoadError::CompileBusy(format!(
+                    "{} compiles are running and {} more waiting",
+                    q.running, q.waiting
+                )));
+            }
+            q.waiting += 1;
+            let deadline = Instant::now() + self.max_wait;
+            while q.running >= self.max {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    q.waiting -= 1;
+                    return Err(LoadError::CompileBusy(format!(
+                        "no compile slot came free within {:?}",
+                        self.max_wait
+                    )));
+                }
+                q = self
+                    .freed
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            q.waiting -= 1;
         }
-        *running += 1;
-        Slot(self)
+        q.running += 1;
+        Ok(Slot(self))
     }
 }
 
@@ -188,12 +231,12 @@ struct Slot<'a>(&'a Compiler);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut running = self
+        let mut q = self
             .0
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *running = running.saturating_sub(1);
+        q.running = q.running.saturating_sub(1);
         self.0.freed.notify_one();
     }
 }
@@ -808,20 +851,80 @@ pub(crate) mod tests {
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    compiler.run(|| {
-                        let name = std::thread::current().name().map(str::to_owned);
-                        assert!(name.unwrap().starts_with("warden-compile-"));
-                        // Wasmtime's parallel compilation sees this pool, not the global one.
-                        assert_eq!(rayon::current_num_threads(), 2);
-                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(now, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(50));
-                        running.fetch_sub(1, Ordering::SeqCst);
-                    })
+                    compiler
+                        .run(|| {
+                            let name = std::thread::current().name().map(str::to_owned);
+                            assert!(name.unwrap().starts_with("warden-compile-"));
+                            // Wasmtime's parallel compilation sees this pool, not the global one.
+                            assert_eq!(rayon::current_num_threads(), 2);
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(50));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap()
                 });
             }
         });
         assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn loads_wait_for_a_compile_slot_in_a_bounded_queue_and_for_a_bounded_time() {
+        let compiler = Compiler::new(&RuntimeConfig {
+            max_concurrent_compiles: 1,
+            compile_threads: 1,
+            isolation: Some(crate::settings::Isolation {
+                program: "/nonexistent".into(),
+                args: Vec::new(),
+                max_time: Duration::from_millis(600),
+                max_memory: 1 << 30,
+            }),
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        let release = Mutex::new(release);
+        let started = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            // One compile holds the only slot until told.
+            s.spawn(|| {
+                compiler
+                    .run(|| {
+                        started.wait();
+                        let _ = release
+                            .lock()
+                            .unwrap()
+                            .recv_timeout(Duration::from_secs(10));
+                        Ok(())
+                    })
+                    .unwrap()
+            });
+            started.wait();
+            let waiters: Vec<_> = (0..MAX_WAITING_COMPILES)
+                .map(|_| s.spawn(|| compiler.run(|| Ok(()))))
+                .collect();
+            while compiler.running.lock().unwrap().waiting < MAX_WAITING_COMPILES {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // The queue is full: refused at once.
+            let t = Instant::now();
+            let e = compiler.run(|| Ok(())).unwrap_err();
+            assert!(matches!(e, LoadError::CompileBusy(_)), "{e}");
+            assert!(t.elapsed() < Duration::from_millis(300));
+            assert!(!e.is_about_the_component());
+            // The waiters give up after the compile's time limit, with the slot still held.
+            for w in waiters {
+                let e = w.join().unwrap().unwrap_err();
+                assert!(e.to_string().contains("no compile slot came free"), "{e}");
+            }
+            hold.send(()).unwrap();
+        });
+        // Free again: a load gets the slot.
+        compiler.run(|| Ok(())).unwrap();
+        assert_eq!(compiler.running.lock().unwrap().waiting, 0);
+        assert_eq!(compiler.running.lock().unwrap().running, 0);
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum LoadError {
     /// This bundle was refused before by this engine (for `reason`); not checked again.
     #[error("the code was refused before: {reason}")]
     Refused { reason: std::sync::Arc<str> },
+    /// Too many compiles wait already, or none ended in time: nothing is wrong with the
+    /// component, try again later.
+    #[error("the host is busy compiling other components ({0}); try again later")]
+    CompileBusy(String),
     /// A process extension's sandbox cannot be made on this host (a missing kernel feature,
     /// a mount it cannot take): said with the feature or step.
     #[error("the process sandbox cannot be set up: {0}")]

@@ -26,6 +26,7 @@ mod prepared;
 pub mod process;
 mod settings;
 mod state;
+mod sweep;
 mod warm;
 mod world;
 

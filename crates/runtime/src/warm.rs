@@ -14,7 +14,7 @@
 //! [`crate::Runtime::idle_slot`]), so kept instances never starve fresh calls of other
 //! installs.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,30 +96,12 @@ impl WarmInstances {
     /// Starts (once per install) the task that drops instances idle longer than
     /// [`IDLE_FOR`]; it ends with the install.
     fn sweep_later(&self) {
-        if self.sweeping.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.sweeping.store(false, Ordering::Release);
-            return;
-        };
-        let idle = Arc::downgrade(&self.idle);
-        rt.spawn(async move {
-            loop {
-                tokio::time::sleep(IDLE_FOR / 4).await;
-                let Some(idle) = idle.upgrade() else { return };
-                let expired: Vec<Kept> = match idle.lock() {
-                    Ok(mut list) => {
-                        let (old, fresh) = list
-                            .drain(..)
-                            .partition(|k: &Kept| k.since.elapsed() >= IDLE_FOR);
-                        *list = fresh;
-                        old
-                    }
-                    Err(_) => return,
-                };
-                drop(expired);
-            }
-        });
+        crate::sweep::sweep_later(
+            &self.sweeping,
+            &self.idle,
+            IDLE_FOR / 4,
+            |k: &Kept| k.since.elapsed() >= IDLE_FOR,
+            drop,
+        );
     }
 }

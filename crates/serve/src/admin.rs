@@ -119,6 +119,8 @@ pub(crate) fn host_error(e: &HostError) -> ApiError {
         HostError::Load(l) if l.is_about_the_component() => {
             ApiError::new(StatusCode::BAD_REQUEST, "bad-extension", text)
         }
+        // Nothing wrong with the component: other compiles fill the queue.
+        e if e.is_busy() => ApiError::unavailable(text),
         HostError::NotPublished(_) | HostError::NotInstalled { .. } => ApiError::not_found(text),
         HostError::Registry(RegistryError::NoTenant(_)) => ApiError::not_found(text),
         HostError::Registry(RegistryError::TenantExists(_)) => {

@@ -85,7 +85,7 @@ impl IntoResponses for FrontRefusals {
         let mut all = HeadRefusals::responses();
         all.extend(responses(&[(
             "503",
-            "The service is shutting down; its storage (registry, blobs) cannot be reached or its audit log cannot be written just now; or, for a request with a body, the process holds as many request bodies as `max_buffered_bytes` allows (`unavailable`, with `retry-after`).",
+            "The service is shutting down; its storage (registry, blobs) cannot be reached or its audit log cannot be written just now; it is busy compiling other components (publish, install, a first call); or, for a request with a body, the process holds as many request bodies as `max_buffered_bytes` allows (`unavailable`, with `retry-after`).",
         )]));
         all
     }

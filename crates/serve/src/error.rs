@@ -160,6 +160,7 @@ impl ApiError {
             HostError::Load(l) if l.is_about_the_component() => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "bad-extension", text)
             }
+            e if e.is_busy() => ApiError::unavailable(text),
             HostError::NotInstalled { .. } => ApiError::not_found(text),
             _ => ApiError::internal(text),
         };
@@ -251,8 +252,13 @@ mod tests {
                 location: "s3://b/p".into(),
                 source: storage("timed out"),
             }),
+            // Busy compiling others: the component is not at fault, and nothing is refused
+            // for good (the admin API says the same, `crate::admin::host_error`).
+            HostError::Load(warden_host::LoadError::CompileBusy("8 waiting".into())),
         ] {
             let a = ApiError::from_load(&e);
+            assert_eq!((a.status.as_u16(), a.retry_after), (503, Some(1)), "{e}");
+            let a = crate::admin::host_error(&e);
             assert_eq!((a.status.as_u16(), a.retry_after), (503, Some(1)), "{e}");
         }
     }

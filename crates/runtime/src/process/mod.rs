@@ -567,34 +567,14 @@ impl ProcessInstall {
     /// Starts (once per install) the task that kills processes parked longer than
     /// [`PARKED_FOR`]; it ends with the install.
     fn sweep_later(&self) {
-        use std::sync::atomic::Ordering;
-        if self.sweeping.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.sweeping.store(false, Ordering::Release);
-            return;
-        };
-        let idle = Arc::downgrade(&self.idle);
-        rt.spawn(async move {
-            loop {
-                tokio::time::sleep(PARKED_FOR / 4).await;
-                let Some(idle) = idle.upgrade() else { return };
-                let expired: Vec<Worker> = match idle.lock() {
-                    Ok(mut list) => {
-                        let (old, fresh): (Vec<_>, Vec<_>) = list.drain(..).partition(|w| {
-                            w.parked.is_none_or(|(at, _)| at.elapsed() >= PARKED_FOR)
-                        });
-                        *list = fresh;
-                        old
-                    }
-                    Err(_) => return,
-                };
-                if !expired.is_empty() {
-                    tokio::task::spawn_blocking(move || drop(expired));
-                }
-            }
-        });
+        crate::sweep::sweep_later(
+            &self.sweeping,
+            &self.idle,
+            PARKED_FOR / 4,
+            |w: &Worker| w.parked.is_none_or(|(at, _)| at.elapsed() >= PARKED_FOR),
+            // Killing is a signal, reaping a wait: off the executor.
+            |old| drop(tokio::task::spawn_blocking(move || drop(old))),
+        );
     }
 
     /// The weaker profile every call of this install runs under, if any (to be audited).
