@@ -4,7 +4,8 @@
 #   sdk/js/build.sh DIR
 #
 # DIR holds `index.js` (one ES module, the whole extension) and `wit/world.wit` (its world, the
-# first `world` in that file) with the packages it uses in `wit/deps/`. The tools are
+# first `world` in that file) with the packages it uses in `wit/deps/`. Besides the component it
+# writes `DIR/types/`, the world's TypeScript declarations (`guest-types.mjs`). The tools are
 # componentize-js and jco as pinned by package-lock.json next to this script, installed once
 # per lock (`npm ci`, no install scripts run) under $WARDEN_TOOLS (default
 # ~/.cache/warden/tools). Nothing is rebuilt when the sources, the world and the lock are
@@ -37,8 +38,8 @@ if [ ! -f "$tools/.complete" ]; then
 fi
 flock -u 9
 
-stamp=$( (cat "$here/package-lock.json" "$here/build.sh" "$dir/index.js"; find "$dir/wit" \( -type f -o -type l \) -name '*.wit' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-64)
-if [ -f "$dir/extension.wasm" ] && [ "$(cat "$dir/.build-stamp" 2>/dev/null)" = "$stamp" ]; then
+stamp=$( (cat "$here/package-lock.json" "$here/build.sh" "$here/guest-types.mjs" "$dir/index.js"; find "$dir/wit" \( -type f -o -type l \) -name '*.wit' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-64)
+if [ -f "$dir/extension.wasm" ] && [ -d "$dir/types" ] && [ "$(cat "$dir/.build-stamp" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
 
@@ -58,6 +59,11 @@ sed -i "$to_0_2_10" "$work/wit/world.wit"
 "$tools/node_modules/.bin/componentize-js" "$dir/index.js" --wit "$work/wit" \
   --world-name "$world" -o "$work/extension.wasm" >&2
 mv "$work/extension.wasm" "$dir/extension.wasm"
+# The world's TypeScript declarations (`types/`, one .d.ts per interface), named as index.js
+# imports them (at 0.2.10, like the world given to componentize-js).
+node "$here/guest-types.mjs" "$tools" "$work/wit" "$work/types" >&2
+rm -rf "$dir/types"
+mv "$work/types" "$dir/types"
 # Written beside and renamed: a symlink at .build-stamp is replaced, never written through.
 echo "$stamp" >"$work/stamp"
 mv -f "$work/stamp" "$dir/.build-stamp"

@@ -266,6 +266,11 @@ const REPO_FILES: &[(For, &str, &str)] = &[
     ),
     (
         For::Lang(Lang::Js),
+        ".warden-sdk/guest-types.mjs",
+        include_str!("../../../../sdk/js/guest-types.mjs"),
+    ),
+    (
+        For::Lang(Lang::Js),
         ".warden-sdk/package.json",
         include_str!("../../../../sdk/js/package.json"),
     ),
@@ -555,7 +560,9 @@ fn readme(name: &Name, lang: Lang, world: World) -> String {
             "`index.js`",
             "`build.sh` runs `.warden-sdk/build.sh`, warden's build script, with componentize-js \
              and jco as `.warden-sdk/package-lock.json` pins them, installed on first use under \
-             `$WARDEN_TOOLS` (default `~/.cache/warden/tools`)",
+             `$WARDEN_TOOLS` (default `~/.cache/warden/tools`); it also writes `types/`, the \
+             TypeScript declarations of every interface the world imports and exports, for your \
+             editor",
         ),
         Lang::Python => (
             "python3 (3.9+) with venv",

@@ -147,6 +147,79 @@ fn build(dir: &Path) {
         stderr(&o)
     );
     assert!(dir.join("extension.wasm").is_file());
+    if dir.join("index.js").is_file() {
+        check_js_types(dir);
+    }
+}
+
+/// A JavaScript extension's `types/` (written by the SDK's build script) declares what its
+/// `index.js` uses: every `import { A, B as C } from 'SPEC'` names a module declared there that
+/// exports A and B, and the interface the module exports is declared too.
+fn check_js_types(dir: &Path) {
+    let src = fs::read_to_string(dir.join("index.js")).unwrap();
+    let decls: String = tree(&dir.join("types"))
+        .into_iter()
+        .filter(|(p, _)| p.to_string_lossy().ends_with(".d.ts"))
+        .map(|(_, b)| String::from_utf8(b).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let module = |spec: &str| -> String {
+        let head = format!("declare module '{spec}' {{");
+        let at = decls
+            .find(&head)
+            .unwrap_or_else(|| panic!("{}: no {head} in types/", dir.display()));
+        let body = &decls[at + head.len()..];
+        body[..body.find("\ndeclare module").unwrap_or(body.len())].to_string()
+    };
+    let mut imports = 0;
+    let mut rest = src.as_str();
+    while let Some(at) = rest.find("import {") {
+        rest = &rest[at + "import {".len()..];
+        let close = rest.find('}').unwrap();
+        let names = &rest[..close];
+        let from = rest[close..].split('\'').nth(1).unwrap();
+        let body = module(from);
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let name = name.split(" as ").next().unwrap().trim();
+            let exported = ["function", "class", "type", "interface", "const"]
+                .iter()
+                .any(|k| body.contains(&format!("export {k} {name}")));
+            assert!(exported, "{}: {from} declares no {name}", dir.display());
+        }
+        imports += 1;
+    }
+    // The export the world asks for: the rpc handler or the http incoming handler.
+    let world = fs::read_to_string(dir.join("wit/world.wit")).unwrap();
+    if world.contains("rpc-extension") {
+        assert!(module("warden:extension/handler@0.1.0").contains("export function call("));
+    } else {
+        assert!(decls.contains("incoming-handler"), "{}", dir.display());
+    }
+    assert!(
+        imports > 0 || !src.contains("import {"),
+        "{}",
+        dir.display()
+    );
+}
+
+/// The JavaScript examples' types, as the SDK's build script writes them next to each.
+#[test]
+fn the_javascript_examples_come_with_types_for_what_they_import() {
+    let root = repo();
+    let mut seen = 0;
+    for dir in fs::read_dir(root.join("examples/js")).unwrap() {
+        let dir = dir.unwrap().path();
+        if dir.join("index.js").is_file() {
+            assert!(
+                dir.join("types").is_dir(),
+                "{}: no types/, run scripts/build-examples.sh",
+                dir.display()
+            );
+            check_js_types(&dir);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "{seen} JavaScript examples");
 }
 
 #[test]
