@@ -216,6 +216,7 @@ impl HostBuilder {
                 prepared: RwLock::default(),
                 preparing: std::sync::Mutex::default(),
                 process_code: RwLock::default(),
+                warm_groups: Mutex::default(),
                 secret_history: std::sync::Mutex::new(std::collections::HashMap::new()),
                 process_tmp: std::sync::OnceLock::new(),
                 ids: RequestIds::new(),

@@ -217,8 +217,9 @@ impl Inner {
             Err(e) => return Err(self.refuse(&ext, id, e).await),
         };
         let top_level = via.chain.is_empty();
-        let via = self.with_secret_values(&ext, via).await;
-        let caps = self.caps_for(&ext, via);
+        let (via, generation) = self.with_secret_values(&ext, via).await;
+        let mut caps = self.caps_for(&ext, via);
+        caps.generation = generation;
         let ledger = (
             caps.ledger.clone(),
             caps.redactor.clone().unwrap_or_default(),
@@ -260,19 +261,29 @@ impl Inner {
     /// a file, a warm process's memory) must not come out of this one's logs and errors either.
     /// The values it was granted before (rotated or removed since) too, as long as this
     /// host runs.
-    async fn with_secret_values(&self, ext: &Loaded, mut via: Via) -> Via {
+    ///
+    /// Also returns a fingerprint of the values now (0 without secrets): an instance kept
+    /// between calls under other values may hold a rotated or removed one, and is not reused
+    /// (`CallCaps::generation`).
+    async fn with_secret_values(&self, ext: &Loaded, mut via: Via) -> (Via, u64) {
         let Some(access) = ext.caps.secrets.clone() else {
-            return via;
+            return (via, 0);
         };
-        let values = if access.granted.is_empty() {
-            Vec::new()
+        let (values, generation) = if access.granted.is_empty() {
+            (Vec::new(), 0)
         } else {
             tokio::task::spawn_blocking(move || {
-                access
-                    .granted
-                    .iter()
-                    .filter_map(|name| access.source.get(name).ok().flatten())
-                    .collect::<Vec<_>>()
+                use std::hash::{Hash, Hasher};
+                // In memory only, never shown: a change detector, not a digest of secrets.
+                let mut h = std::hash::DefaultHasher::new();
+                let mut values = Vec::new();
+                for name in access.granted.iter() {
+                    let value = access.source.get(name).ok().flatten();
+                    name.as_str().hash(&mut h);
+                    value.as_ref().map(|v| v.expose()).hash(&mut h);
+                    values.extend(value);
+                }
+                (values, h.finish())
             })
             .await
             .unwrap_or_default()
@@ -298,7 +309,7 @@ impl Inner {
             }
             via.redactor = Some(redactor);
         }
-        via
+        (via, generation)
     }
 
     /// A free slot of the extension's `max_concurrent_calls`, or why not (`busy`).

@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     /// One lock per component being prepared: a call and the runner's warm-up (or two calls)
     /// that both miss wait for one compile instead of running two.
     pub(crate) preparing: std::sync::Mutex<HashMap<ContentHash, Arc<std::sync::Mutex<()>>>>,
+    /// Each tenant's share of the kept instances (`[policy.component] warm_calls`).
+    pub(crate) warm_groups: Mutex<HashMap<TenantName, warden_runtime::WarmGroup>>,
     /// Process extensions' verified files, unpacked, by content hash.
     /// (Weak: the files are removed once no install of them is left.)
     pub(crate) process_code:

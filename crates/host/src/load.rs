@@ -182,8 +182,9 @@ impl Tenant<'_> {
                 fs_quota,
                 invoker: None,
                 redactor: None,
-                // Each call gets its own (`Inner::caps_for`).
+                // Each call gets its own (`Inner::caps_for`), and its generation (`Inner::run`).
                 ledger: Default::default(),
+                generation: 0,
                 withheld: Withheld::by_policy(&info.effective.forbidden_by_policy),
                 // One place in the round per tenant, whatever it calls.
                 share: Some(Share {
@@ -204,7 +205,14 @@ impl Tenant<'_> {
             };
             let warm = match code {
                 Code::Component(_) => {
-                    WarmInstances::new(inner.policy.component.warm_calls_for(&info.id))
+                    let group = inner
+                        .warm_groups
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(self.name.clone())
+                        .or_default()
+                        .clone();
+                    WarmInstances::new(inner.policy.component.warm_calls_for(&info.id), &group)
                 }
                 _ => None,
             };

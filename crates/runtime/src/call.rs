@@ -45,6 +45,8 @@ pub(crate) struct Live {
     bound: Option<Bound>,
     /// Calls this instance answered before this one.
     pub(crate) served: u32,
+    /// What it was made under (`CallCaps::generation`).
+    pub(crate) generation: u64,
 }
 
 /// The instance's exports, once instantiated.
@@ -82,6 +84,7 @@ impl Live {
             seen,
             bound: None,
             served: 0,
+            generation: caps.generation,
         })
     }
 
@@ -324,7 +327,7 @@ impl Prepared {
                 too_large("input", input.len(), limits.max_request_bytes),
             );
         }
-        let kept = warm.and_then(WarmInstances::take);
+        let kept = warm.and_then(|w| w.take(caps.generation));
         let mut call = match Call::new(rt, limits, caps, kept, warm.is_some()) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
@@ -396,7 +399,7 @@ impl Prepared {
                 ),
             );
         }
-        let kept = warm.and_then(WarmInstances::take);
+        let kept = warm.and_then(|w| w.take(caps.generation));
         let mut call = match Call::new(rt, limits, caps, kept, warm.is_some()) {
             Ok(c) => c,
             Err(e) => return failed(started, e),

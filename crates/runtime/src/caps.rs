@@ -44,6 +44,11 @@ pub struct CallCaps {
     /// gives each call a fresh one and keeps a clone, so that a call stopped part-way (its
     /// caller went away) is still recorded with what it had done.
     pub ledger: Ledger,
+    /// What an instance kept between calls (`crate::WarmInstances`) was made under: one kept
+    /// under another generation is dropped instead of answering. The host derives it from the
+    /// install's secret values, so a secret rotated or removed ends the kept instances that
+    /// may hold the old value.
+    pub generation: u64,
 }
 
 impl Default for CallCaps {
@@ -62,6 +67,7 @@ impl Default for CallCaps {
             withheld: Withheld::default(),
             share: None,
             ledger: Ledger::default(),
+            generation: 0,
         }
     }
 }

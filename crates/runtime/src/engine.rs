@@ -284,13 +284,24 @@ impl Drop for LiveInstance {
     }
 }
 
-/// One component instance kept idle between calls (`crate::warm`), counted while held.
-pub(crate) struct IdleSlot(Arc<AtomicU64>);
+/// One component instance kept idle between calls (`crate::warm`), counted while held: in
+/// the engine's count and in its group's (its tenant's).
+pub(crate) struct IdleSlot(Arc<AtomicU64>, Arc<AtomicU64>);
 
 impl Drop for IdleSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Takes one of `count`'s `cap` places, if one is free.
+fn take_place(count: &AtomicU64, cap: u64) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 /// Refusals remembered per engine; the memory is cleared when full (a bundle refused then is
@@ -401,15 +412,20 @@ impl Runtime {
     }
 
     /// A slot for one more idle kept instance, while they hold less than a quarter of the
-    /// pool (at least one); `None` past that, and the instance is dropped instead.
-    pub(crate) fn idle_slot(&self) -> Option<IdleSlot> {
-        let cap = u64::from(self.shared.config.max_instances / 4).max(1);
+    /// pool (at least one) and `group`'s (its tenant's) hold less than a sixteenth (at least
+    /// one), so that one tenant cannot take every place; `None` past that, and the instance is
+    /// dropped instead.
+    pub(crate) fn idle_slot(&self, group: &Arc<AtomicU64>) -> Option<IdleSlot> {
+        let pool = u64::from(self.shared.config.max_instances);
         let idle = &self.shared.idle;
-        idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < cap).then_some(n + 1)
-        })
-        .ok()?;
-        Some(IdleSlot(Arc::clone(idle)))
+        if !take_place(idle, (pool / 4).max(1)) {
+            return None;
+        }
+        if !take_place(group, (pool / 16).max(1)) {
+            idle.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(IdleSlot(Arc::clone(idle), Arc::clone(group)))
     }
 
     /// Counts one plug-in instance live until the guard is dropped.
@@ -868,6 +884,33 @@ pub(crate) mod tests {
             }
         });
         assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn kept_instances_hold_a_quarter_of_the_pool_and_one_tenant_a_sixteenth() {
+        let rt = Runtime::new(RuntimeConfig {
+            max_instances: 32,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let (a, b) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        // A sixteenth of 32: two per tenant.
+        let a1 = rt.idle_slot(&a).unwrap();
+        let _a2 = rt.idle_slot(&a).unwrap();
+        assert!(rt.idle_slot(&a).is_none(), "one tenant took a third place");
+        // A quarter of 32: eight in all (other tenants' groups here).
+        let groups: Vec<_> = (0..6).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let others: Vec<_> = groups.iter().map(|g| rt.idle_slot(g).unwrap()).collect();
+        assert!(rt.idle_slot(&b).is_none(), "past a quarter of the pool");
+        assert_eq!(
+            b.load(Ordering::Relaxed),
+            0,
+            "a refused place is given back"
+        );
+        drop(a1);
+        let _b1 = rt.idle_slot(&b).unwrap();
+        drop(others);
+        assert_eq!(a.load(Ordering::Relaxed), 1);
     }
 
     #[test]

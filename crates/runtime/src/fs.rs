@@ -69,6 +69,10 @@ pub(crate) struct FdMounts {
     /// Descriptors open at the last count, and opens since (see [`FdMounts::may_open`]).
     counted: usize,
     opened_since: usize,
+    /// Table indexes of the streams made on files (`read-via-stream`, `write-via-stream`,
+    /// `append-via-stream`): each keeps its file open after its descriptor is dropped, so
+    /// each counts as an open file (see [`open_files`]).
+    streams: std::collections::HashSet<u32>,
 }
 
 impl FdMounts {
@@ -128,7 +132,8 @@ impl FdMounts {
 /// the host process, whose limit (`RLIMIT_NOFILE`) every call and tenant shares: without a cap
 /// one call could take them all, and every other call's opens, and the server's accepts,
 /// would fail. An open past it fails (`insufficient-memory` for a component, `mfile` for a
-/// plug-in) and is recorded as an `fs` denial.
+/// plug-in) and is recorded as an `fs` denial. A component's streams on files count too (each
+/// keeps its file open once its descriptor is dropped).
 pub(crate) const MAX_OPEN_FILES: usize = 256;
 /// Opens between two counts of a component's open descriptors.
 const RECOUNT_EVERY: usize = 32;
@@ -144,6 +149,32 @@ pub(crate) fn open_descriptors(table: &mut wasmtime::component::ResourceTable) -
         .iter_mut()
         .filter(|e| e.downcast_ref::<Descriptor>().is_some())
         .count()
+}
+
+/// Streams on files still in the table (forgetting those dropped since). An index reused by
+/// another stream after its file's stream was dropped still counts: over, never under.
+pub(crate) fn open_file_streams(
+    table: &mut wasmtime::component::ResourceTable,
+    mounts: &mut FdMounts,
+) -> usize {
+    mounts.streams.retain(|rep| {
+        table.get_any_mut(*rep).is_ok_and(|e| {
+            e.downcast_ref::<DynOutputStream>().is_some()
+                || e.downcast_ref::<wasmtime_wasi::p2::DynInputStream>()
+                    .is_some()
+        })
+    });
+    mounts.streams.len()
+}
+
+/// Host files a call holds open: its descriptors, and the streams made on files (which outlive
+/// their descriptors).
+fn open_files(state: &mut impl FsCall) -> usize {
+    let mut mounts = std::mem::take(state.fd_mounts());
+    let table = state.filesystem().table;
+    let n = open_descriptors(table) + open_file_streams(table, &mut mounts);
+    *state.fd_mounts() = mounts;
+    n
 }
 
 /// Preopens each denied mount read-only on its empty folder: (its guest path, why every
@@ -285,7 +316,7 @@ macro_rules! wrap {
                     $(
                         let _: bool = $opened;
                         if state.fd_mounts().opening() {
-                            let n = open_descriptors(state.filesystem().table);
+                            let n = open_files(state);
                             state.fd_mounts().counted(n);
                         }
                         if !state.fd_mounts().may_open() {
@@ -364,6 +395,9 @@ macro_rules! wrap_stream {
                         Ok(stream) => Ok(quota_stream(state, file, stream, pos)?),
                         Err(e) => Err(e),
                     };
+                    if let Ok(stream) = &r {
+                        state.fd_mounts().streams.insert(stream.rep());
+                    }
                     Ok((answer(state, $op, "", mount.as_deref(), r)?,))
                 })
             },
@@ -404,6 +438,22 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
         charge = (&fd, Cost::write(off, buf.len() as u64)));
     wrap_stream!(inst, "write-via-stream", "write-stream", (fd: Fd, off: Filesize), write_via_stream, Some(off));
     wrap_stream!(inst, "append-via-stream", "append-stream", (fd: Fd), append_via_stream, None);
+    // Read streams are counted as open files too: a stream keeps its file open after its
+    // descriptor is dropped (outside attack: 10,000 files held by one call under a 256 cap).
+    inst.func_wrap_async(
+        "[method]descriptor.read-via-stream",
+        |mut store, (fd, off): (Fd, Filesize)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let mount = state.fd_mounts().of(&fd);
+                let r = state.filesystem().read_via_stream(fd, off);
+                if let Ok(stream) = &r {
+                    state.fd_mounts().streams.insert(stream.rep());
+                }
+                Ok((answer(state, "read-stream", "", mount.as_deref(), r)?,))
+            })
+        },
+    )?;
     // The preopens: learn which descriptor is which mount.
     let mut pre = l.instance("wasi:filesystem/preopens@0.2.12")?;
     pre.func_wrap("get-directories", |mut store, (): ()| {

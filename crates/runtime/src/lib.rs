@@ -48,7 +48,7 @@ pub use fair::{FREE_RUN, Share, Turns};
 pub use prepared::Prepared;
 pub use process::{HostRequests, ProcessCode, ProcessInstall, host_support as process_support};
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
-pub use warm::{IDLE_FOR, WarmInstances};
+pub use warm::{IDLE_FOR, WarmGroup, WarmInstances};
 pub use world::WorldKind;
 // The policy types a host hands the runtime, re-exported for embedders of the runtime alone.
 pub use warden_call::{

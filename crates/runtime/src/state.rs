@@ -174,10 +174,16 @@ pub(crate) const MAX_KEPT_RESOURCES: usize = 1024;
 
 impl CallState {
     /// Whether the table holds what an idle kept instance must not: a socket, an outgoing HTTP
-    /// exchange, a file or folder opened beyond the `preopens`, or more than
+    /// exchange, a stream on a file, a file or folder opened beyond the `preopens`, or more than
     /// [`MAX_KEPT_RESOURCES`] resources. (A fresh instance drops all of it with its call.)
     pub(crate) fn holds_live_resources(&mut self, preopens: usize) -> bool {
-        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::body::{
+            HostFutureTrailers, HostIncomingBody, HostOutgoingBody,
+        };
+        // A stream on a file keeps the file open (and a deleted one's space) while idle.
+        if crate::fs::open_file_streams(&mut self.table, &mut self.fd_mounts) > 0 {
+            return true;
+        }
         use wasmtime_wasi_http::p2::types::{
             HostFutureIncomingResponse, HostIncomingResponse, HostOutgoingRequest,
         };
@@ -194,6 +200,7 @@ impl CallState {
                 || e.downcast_ref::<HostFutureIncomingResponse>().is_some()
                 || e.downcast_ref::<HostIncomingResponse>().is_some()
                 || e.downcast_ref::<HostIncomingBody>().is_some()
+                || e.downcast_ref::<HostFutureTrailers>().is_some()
                 || e.downcast_ref::<HostOutgoingRequest>().is_some()
                 || e.downcast_ref::<HostOutgoingBody>().is_some();
             if live {

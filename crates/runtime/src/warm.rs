@@ -9,12 +9,12 @@
 //!
 //! An instance goes back to the pool only after a call that ended cleanly (an answer, or the
 //! guest's own error) without its memory ever hitting the limit, and only until it has
-//! answered `warm_calls` calls. Idle instances are dropped after [`IDLE_FOR`], and all of them
-//! together hold at most a quarter of the engine's instance slots (see
-//! [`crate::Runtime::idle_slot`]), so kept instances never starve fresh calls of other
-//! installs.
+//! answered `warm_calls` calls. Idle instances are dropped after [`IDLE_FOR`]; all of them
+//! together hold at most a quarter of the engine's instance slots, and one tenant's at most a
+//! sixteenth (see `Runtime::idle_slot`), so kept instances never starve fresh calls
+//! of other installs, and one tenant's never take every place.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,16 @@ use crate::engine::{IdleSlot, Runtime};
 /// How long an idle instance is kept.
 pub const IDLE_FOR: Duration = Duration::from_secs(10);
 
+/// The installs whose kept instances share one place in the engine (a tenant's): cloned into
+/// each of its installs' [`WarmInstances`].
+#[derive(Debug, Clone, Default)]
+pub struct WarmGroup(Arc<AtomicU64>);
+
 /// One install's kept instances.
 pub struct WarmInstances {
     calls: u32,
+    /// Idle instances of this install's group (its tenant's), see `Runtime::idle_slot`.
+    group: Arc<AtomicU64>,
     idle: Arc<Mutex<Vec<Kept>>>,
     /// Whether a task sweeps `idle` of instances kept longer than [`IDLE_FOR`].
     sweeping: AtomicBool,
@@ -48,11 +55,13 @@ impl std::fmt::Debug for WarmInstances {
 }
 
 impl WarmInstances {
-    /// The pool of an install whose instances may answer `calls` calls each; `None` when that
-    /// is 0 or 1 (a fresh instance per call).
-    pub fn new(calls: u32) -> Option<WarmInstances> {
+    /// The pool of an install whose instances may answer `calls` calls each, counted in
+    /// `group` (one per tenant); `None` when `calls` is 0 or 1 (a
+    /// fresh instance per call).
+    pub fn new(calls: u32, group: &WarmGroup) -> Option<WarmInstances> {
         (calls > 1).then(|| WarmInstances {
             calls,
+            group: Arc::clone(&group.0),
             idle: Arc::default(),
             sweeping: AtomicBool::new(false),
         })
@@ -63,9 +72,11 @@ impl WarmInstances {
         self.idle.lock().map_or(0, |v| v.len())
     }
 
-    /// The most recently kept instance that has not expired.
-    pub(crate) fn take(&self) -> Option<Live> {
+    /// The most recently kept instance that has not expired, made under `generation` (see
+    /// `CallCaps::generation`); the others of an older generation are dropped.
+    pub(crate) fn take(&self, generation: u64) -> Option<Live> {
         let mut idle = self.idle.lock().ok()?;
+        idle.retain(|k| k.live.generation == generation);
         while let Some(k) = idle.pop() {
             if k.since.elapsed() < IDLE_FOR {
                 return Some(k.live);
@@ -80,7 +91,7 @@ impl WarmInstances {
         if live.served >= self.calls {
             return;
         }
-        let Some(slot) = rt.idle_slot() else {
+        let Some(slot) = rt.idle_slot(&self.group) else {
             return;
         };
         if let Ok(mut idle) = self.idle.lock() {

@@ -1523,6 +1523,24 @@ async fn a_call_cannot_hold_the_hosts_descriptors() {
         assert_eq!(denials.len(), 1, "{path}: {denials:?}");
         assert!(denials[0].contains("256"), "{denials:?}");
     }
+    // Streams on files count too: each keeps its file open once its descriptor is dropped
+    // (outside attack: 10,000 files held by one call this way).
+    let before = lab.audit.records().len();
+    let out = op(&lab, &id, "hold-streams", "/data/f|1000|drop").await;
+    let opened: usize = out
+        .strip_prefix("opened=")
+        .and_then(|o| o.split_once(";err:"))
+        .filter(|(_, e)| e.contains("insufficient-memory"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("streams: not refused: {out}"));
+    // The preopen counts too.
+    assert!((240..256).contains(&opened), "streams: {out}");
+    assert!(
+        lab.audit.records()[before..]
+            .iter()
+            .any(|r| r.event() == Event::Denial && r.target() == Some("open files")),
+        "streams: no denial"
+    );
     // Under the cap, and again after: each call has its own count.
     assert_eq!(op(&lab, &id, "hold-open", "/data/f|200").await, "ok:200");
     assert_eq!(op(&lab, &id, "read", "/data/f").await, "ok:x");

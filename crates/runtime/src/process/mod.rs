@@ -147,6 +147,9 @@ struct Worker {
     session: Session<pipe::Sender, pipe::Receiver>,
     stderr: pipe::Receiver,
     calls: u32,
+    /// What it was started under (`CallCaps::generation`): a warm process of another
+    /// generation (a secret rotated or removed since) is not reused.
+    generation: u64,
     /// Every secret value a call of this process was handed: a warm process may still hold
     /// them, so each later call's output is redacted of them too.
     seen: Redactor,
@@ -193,6 +196,7 @@ impl Worker {
             session: Session::new(stdin, stdout),
             stderr,
             calls: 0,
+            generation: 0,
             seen: Redactor::default(),
             parked: None,
         })
@@ -587,12 +591,18 @@ impl ProcessInstall {
         &self.summary
     }
 
-    /// A process for one call: a fit parked one, or a new one. `earlier` gets what a parked
-    /// one wrote to stderr after its last call.
-    async fn worker(&self, earlier: &mut Vec<u8>, input_len: usize) -> Result<Worker, CallError> {
+    /// A process for one call: a fit parked one of this `generation`, or a new one. `earlier`
+    /// gets what a parked one wrote to stderr after its last call.
+    async fn worker(
+        &self,
+        earlier: &mut Vec<u8>,
+        input_len: usize,
+        generation: u64,
+    ) -> Result<Worker, CallError> {
         while let Some(mut w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            if w.unpark(earlier, self.protocol.max_stderr_bytes(), input_len)
-                .await
+            if w.generation == generation
+                && w.unpark(earlier, self.protocol.max_stderr_bytes(), input_len)
+                    .await
             {
                 return Ok(w);
             }
@@ -622,7 +632,10 @@ impl ProcessInstall {
         .await
         .map_err(|e| CallError::host_caused("starting the process", e))?
         .map_err(|e| CallError::host_caused("starting the process in its sandbox", e))?;
-        Worker::start(child).map_err(|e| CallError::host_caused("the process's pipes", e))
+        let mut w =
+            Worker::start(child).map_err(|e| CallError::host_caused("the process's pipes", e))?;
+        w.generation = generation;
+        Ok(w)
     }
 
     /// The read-write folders over the file quota, measured now (see `writable_mounts`), with
@@ -678,14 +691,16 @@ impl ProcessInstall {
         let api = ProcessApi::new(caps, limits.max_response_bytes.bytes());
         let deadline = started + limits.max_execution_time;
         let mut earlier = Vec::new();
-        let mut worker =
-            match tokio::time::timeout_at(deadline.into(), self.worker(&mut earlier, input.len()))
-                .await
-            {
-                Ok(Ok(w)) => w,
-                Ok(Err(e)) => return failed(started, e),
-                Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
-            };
+        let mut worker = match tokio::time::timeout_at(
+            deadline.into(),
+            self.worker(&mut earlier, input.len(), caps.generation),
+        )
+        .await
+        {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => return failed(started, e),
+            Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
+        };
         api.redactor.absorb(&worker.seen);
         let earlier_calls = worker.calls;
         // On this thread's CPU: see `Child::run_here`. Only speed depends on it.

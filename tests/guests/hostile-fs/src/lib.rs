@@ -34,6 +34,7 @@
 //! | `preopens`     | -                  | the guest paths of the preopened folders                |
 //! | `hold-open`    | PATH\|N            | opens PATH (a file or a folder) N times, keeping each   |
 //! |                |                    | open: `ok:N`, or `opened=K;err:KIND` at the first error |
+//! | `hold-streams` | PATH\|N\|KEEP     | N read streams on PATH (each descriptor dropped); KEEP `keep` never drops them: `ok:N`, or `opened=K;err:CODE` |
 //! | `leak-open`    | PATH\|N            | opens PATH N times and never closes them: `ok:N`         |
 //! | `fill`         | PATH\|N            | `std::fs::write` of N bytes `x` (create + truncate)      |
 //! | `append-fill`  | PATH\|N            | open for append (create) and write N bytes `x`           |
@@ -285,6 +286,40 @@ impl Guest for HostileFs {
                     None => format!("ok:{}", open.len()),
                     Some(e) => format!("opened={};{}", open.len(), kind(&e)),
                 }
+            }
+            "hold-streams" => {
+                // A read stream on each file, its descriptor dropped: the stream keeps the host
+                // file open. `keep` leaves them open after the call (in a kept instance).
+                let [path, n, keep] = args(&input)?;
+                let (dir, rel) = match preopen(path) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(format!("err:{e:?}").into_bytes()),
+                };
+                let mut streams = Vec::new();
+                let mut failed = None;
+                for _ in 0..count(n)? {
+                    match dir.open_at(PathFlags::SYMLINK_FOLLOW, rel, OpenFlags::empty(), DescriptorFlags::READ) {
+                        Ok(f) => match f.read_via_stream(0) {
+                            Ok(s) => streams.push(s),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        },
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let out = match failed {
+                    None => format!("ok:{}", streams.len()),
+                    Some(e) => format!("opened={};err:{e:?}", streams.len()),
+                };
+                if keep == "keep" {
+                    std::mem::forget(streams);
+                }
+                out
             }
             "leak-open" => {
                 // Opened and never closed: in a fresh instance they go with the call; a kept
