@@ -272,6 +272,11 @@ impl ip_name_lookup::HostResolveAddressStream for SocketsView<'_> {
     }
 }
 
+/// Sockets one call may hold open at once (each a descriptor of the host process).
+pub(crate) const MAX_SOCKETS: usize = 64;
+/// The target of the denial of a socket past [`MAX_SOCKETS`].
+pub(crate) const OPEN_SOCKETS_TARGET: &str = "open sockets";
+
 impl tcp_create_socket::Host for SocketsView<'_> {
     async fn create_tcp_socket(
         &mut self,
@@ -281,6 +286,20 @@ impl tcp_create_socket::Host for SocketsView<'_> {
             self.policy
                 .deny("tcp", self.policy.withheld.reason(Capability::Network));
             return Err(ErrorCode::AccessDenied.into());
+        }
+        // Each socket is a descriptor of the host process, shared by every call and tenant.
+        let open = self
+            .wasi
+            .table
+            .iter_mut()
+            .filter(|e| e.downcast_ref::<wasmtime_wasi::p2::TcpSocket>().is_some())
+            .count();
+        if open >= MAX_SOCKETS {
+            self.policy.deny(
+                OPEN_SOCKETS_TARGET,
+                format!("more than {MAX_SOCKETS} sockets open at once in one call"),
+            );
+            return Err(ErrorCode::NewSocketLimit.into());
         }
         wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host::create_tcp_socket(
             &mut self.wasi,

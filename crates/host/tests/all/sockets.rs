@@ -257,6 +257,31 @@ async fn no_listening_and_no_udp_even_with_network() {
     assert!(targets.contains(&"udp".to_string()), "{targets:?}");
 }
 
+/// Sockets are descriptors of the host process, which every call and tenant shares: one call
+/// holds at most 64, the next is refused (`new-socket-limit`) and audited; the next call
+/// starts again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_cannot_hold_the_hosts_sockets() {
+    let resolver = FakeResolver::new(&[("*", &[&["127.0.0.1"]])]);
+    let lab = lab(allow_loopback(), &resolver);
+    let id = lab.load_granted("hostile", network(&["*"], &[]), &Grant::All);
+    let out = call(&lab, &id, "socks", "1000").await;
+    assert!(
+        out.starts_with("socks=64:") && out.contains("new-socket-limit"),
+        "{out}"
+    );
+    let limits: Vec<_> = socket_denials(&lab)
+        .into_iter()
+        .filter(|r| r.target() == Some("open sockets"))
+        .collect();
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    assert!(
+        limits[0].message().unwrap_or("").contains("64"),
+        "{limits:?}"
+    );
+    assert_eq!(call(&lab, &id, "socks", "64").await, "socks=ok:64");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_extensions_called_concurrently_keep_their_own_network_grants() {
     let server = Pong::start();

@@ -24,6 +24,7 @@
 //! | `lookup`  | name           | wasi:sockets name lookup                                          |
 //! | `listen`  | -              | bind + listen: always refused                                     |
 //! | `udp`     | `HOST:PORT`    | one UDP datagram: always refused                                  |
+//! | `socks`   | N              | N TCP sockets created and held to the end of the call             |
 //! | `random`  | bytes          | asks WASI for that many random bytes: the host caps the request   |
 //! | `fail`    | TEXT           | fails with TEXT as its message (a JSON string decoded): hostile text into the audit log |
 //!
@@ -74,6 +75,7 @@ impl Guest for Hostile {
             "lookup" => lookup(&String::from_utf8_lossy(&input)),
             "listen" => listen(),
             "udp" => udp(&String::from_utf8_lossy(&input)),
+            "socks" => socks(number(&input)? as usize),
             "invoke" => match warden::extension::invoke::call(&String::from_utf8_lossy(&input), "echo", b"{}") {
                 Ok(_) => "invoke=ok".into(),
                 Err(e) => format!("invoke=err:{}", e.code),
@@ -300,6 +302,21 @@ fn sock(input: &str) -> String {
         });
     }
     out.join(" ")
+}
+
+/// `socks`: input N; creates N TCP sockets (none connected) and keeps them to the end of the
+/// call: `socks=ok:N`, or `socks=K:CODE` at the first refusal.
+fn socks(n: usize) -> String {
+    use wasip2::sockets::network::IpAddressFamily;
+    use wasip2::sockets::tcp_create_socket::create_tcp_socket;
+    let mut held = Vec::new();
+    for _ in 0..n {
+        match create_tcp_socket(IpAddressFamily::Ipv4) {
+            Ok(s) => held.push(s),
+            Err(e) => return format!("socks={}:{e:?}", held.len()),
+        }
+    }
+    format!("socks=ok:{}", held.len())
 }
 
 /// `egress-many`: input `N URL`; sends N outgoing requests (for the denied-egress benchmark) and
