@@ -8,20 +8,17 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use warden_manifest::Limits;
-use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use warden_call::{CallError, CallOutcome, CallReport, Ledger, Redactor, Stream};
-use wasmtime_wasi_http::p2::bindings::Proxy;
+use warden_call::{CallError, CallOutcome, CallReport, Ledger, Stream};
 
-use crate::bindings::RpcExtension;
 use crate::caps::CallCaps;
-use crate::capture::Capture;
 use crate::engine::Runtime;
 use crate::fair::fairly;
-use crate::logging::LogCapture;
+use crate::live::{Bound, Live};
 use crate::prepared::{Prepared, World};
 use crate::state::CallState;
 use crate::warm::WarmInstances;
@@ -29,90 +26,6 @@ use crate::warm::WarmInstances;
 pub use crate::capture::MAX_OUTPUT_BYTES;
 use crate::capture::captured;
 pub(crate) use crate::outcome::{UNMETERED_FUEL, failed};
-
-/// A store and, once instantiated, its instance: made for one call, or kept between calls of
-/// one install (see [`crate::warm`]).
-pub(crate) struct Live {
-    store: Store<CallState>,
-    stdout: Capture,
-    stderr: Capture,
-    /// What the store's capabilities write to. A kept instance has its own, handed over to
-    /// each call's after the call (and when the call is dropped part-way).
-    ledger: Ledger,
-    /// Every secret value a call of this instance was handed: its guest may still hold them,
-    /// so each later call is redacted of them too.
-    seen: Redactor,
-    bound: Option<Bound>,
-    /// Calls this instance answered before this one.
-    pub(crate) served: u32,
-    /// What it was made under (`CallCaps::generation`).
-    pub(crate) generation: u64,
-}
-
-/// The instance's exports, once instantiated.
-enum Bound {
-    Rpc(RpcExtension),
-    Http(Proxy),
-}
-
-impl Live {
-    fn new(
-        rt: &Runtime,
-        limits: &Limits,
-        caps: &CallCaps,
-        ledger: Ledger,
-    ) -> Result<Live, CallError> {
-        let stdout = Capture::new(MAX_OUTPUT_BYTES);
-        let stderr = Capture::new(MAX_OUTPUT_BYTES);
-        let state = CallState::new(
-            &stdout,
-            &stderr,
-            limits.max_memory.bytes(),
-            limits.max_response_bytes.bytes(),
-            caps,
-            ledger.clone(),
-        )
-        .map_err(CallError::Host)?;
-        let seen = state.redactor.clone();
-        let mut store = Store::new(rt.engine(), state);
-        store.limiter(|s| &mut s.budget);
-        Ok(Live {
-            store,
-            stdout,
-            stderr,
-            ledger,
-            seen,
-            bound: None,
-            served: 0,
-            generation: caps.generation,
-        })
-    }
-
-    /// Readies a kept instance for its next call: this call's invoker and redactor (which
-    /// learns what earlier calls were handed), and nothing left of the last call's logs.
-    fn renew(&mut self, caps: &CallCaps) {
-        let redactor = caps.redactor.clone().unwrap_or_default();
-        redactor.absorb(&self.seen);
-        let s = self.store.data_mut();
-        s.redactor = redactor;
-        s.invoker = caps.invoker.clone();
-        s.logs = LogCapture::default();
-        s.reset_egress_bytes();
-        // Each call's record names the folders it could reach, as a fresh instance's does.
-        crate::fs::record_mounts(&caps.mounts, &self.ledger);
-        self.stdout.take();
-        self.stderr.take();
-    }
-
-    /// Whether it may answer another call, after one that ended cleanly: its memory never
-    /// hit the limit, and it holds nothing live while idle (see
-    /// [`CallState::holds_live_resources`]; `preopens`: its mounts).
-    fn reusable(&mut self, preopens: usize) -> bool {
-        self.bound.is_some()
-            && !self.store.data().budget.limit_hit()
-            && !self.store.data_mut().holds_live_resources(preopens)
-    }
-}
 
 /// Hands a kept instance's ledger entries to the call's ledger, also when the call is
 /// dropped part-way (its caller went away), so the host still records what it did.

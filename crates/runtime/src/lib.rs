@@ -20,6 +20,7 @@ mod extism;
 mod fair;
 pub mod isolate;
 mod limiter;
+mod live;
 mod outcome;
 mod precheck;
 mod prepared;

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::call::Live;
 use crate::engine::{IdleSlot, Runtime};
+use crate::live::Live;
 
 /// How long an idle instance is kept.
 pub const IDLE_FOR: Duration = Duration::from_secs(10);
