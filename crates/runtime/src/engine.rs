@@ -705,6 +705,7 @@ fn linker(engine: &Engine) -> Result<Linker<CallState>, LoadError> {
     crate::sockets::add_to_linker(&mut l, CallState::sockets_view).map_err(err)?;
     crate::fs::add_to_linker(&mut l).map_err(err)?;
     crate::egress::handler::add_to_linker(&mut l).map_err(err)?;
+    crate::headers::add_to_linker(&mut l).map_err(err)?;
     // warden's own host interfaces.
     crate::kv::add_to_linker(&mut l, CallState::kv_view).map_err(err)?;
     crate::config::add_to_linker(&mut l, CallState::secrets_view).map_err(err)?;

@@ -35,6 +35,7 @@ mod world;
 mod config;
 pub mod egress;
 mod fs;
+mod headers;
 mod invoke;
 mod kv;
 pub mod logging;

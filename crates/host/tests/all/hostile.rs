@@ -344,3 +344,29 @@ async fn host_side_allocations_a_guest_can_request_are_capped() {
     assert!(matches!(e.error, CallError::Trap(_)), "{e}");
     still_serves(&lab, &id).await;
 }
+
+/// Header maps live in the host's memory, outside the guest's budget: a call holds at most 64
+/// (about 8 MB); the one past it stops the call, which is audited with the limit. No grant is
+/// needed to make them, so this bounds every component.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_maps_in_host_memory_are_bounded_per_call() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    assert_eq!(
+        text(&lab.call(&id, "fields", b"60").await.unwrap()),
+        "fields=ok:60"
+    );
+    let e = lab.call(&id, "fields", b"100000").await.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Trap(m) if m.contains("more than 64 header maps")),
+        "{e}"
+    );
+    let records = lab.audit.records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.target() == Some("header maps") && r.event() == Event::Limit),
+        "{records:?}"
+    );
+    still_serves(&lab, &id).await;
+}

@@ -25,6 +25,7 @@
 //! | `listen`  | -              | bind + listen: always refused                                     |
 //! | `udp`     | `HOST:PORT`    | one UDP datagram: always refused                                  |
 //! | `socks`   | N              | N TCP sockets created and held to the end of the call             |
+//! | `fields`  | N              | N header maps of 100 KB (host memory) held to the end of the call |
 //! | `random`  | bytes          | asks WASI for that many random bytes: the host caps the request   |
 //! | `fail`    | TEXT           | fails with TEXT as its message (a JSON string decoded): hostile text into the audit log |
 //!
@@ -76,6 +77,7 @@ impl Guest for Hostile {
             "listen" => listen(),
             "udp" => udp(&String::from_utf8_lossy(&input)),
             "socks" => socks(number(&input)? as usize),
+            "fields" => fields(number(&input)? as usize),
             "invoke" => match warden::extension::invoke::call(&String::from_utf8_lossy(&input), "echo", b"{}") {
                 Ok(_) => "invoke=ok".into(),
                 Err(e) => format!("invoke=err:{}", e.code),
@@ -302,6 +304,22 @@ fn sock(input: &str) -> String {
         });
     }
     out.join(" ")
+}
+
+/// `fields`: input N; makes N header maps (`fields`) of 100 KB each and keeps them to the end
+/// of the call, all in the host's memory: `fields=ok:N`.
+fn fields(n: usize) -> String {
+    use wasip2::http::types::Fields;
+    let value = vec![b'v'; 100_000];
+    let mut held = Vec::new();
+    for i in 0..n {
+        let f = Fields::new();
+        if let Err(e) = f.append(&format!("x-big-{i}"), &value) {
+            return format!("fields={}:{e:?}", held.len());
+        }
+        held.push(f);
+    }
+    format!("fields=ok:{}", held.len())
 }
 
 /// `socks`: input N; creates N TCP sockets (none connected) and keeps them to the end of the
