@@ -73,6 +73,12 @@ pub(crate) struct FdMounts {
     /// `append-via-stream`): each keeps its file open after its descriptor is dropped, so
     /// each counts as an open file (see [`open_files`]).
     streams: std::collections::HashSet<u32>,
+    /// Table indexes of the descriptors made by `open-at` (files and folders, as opposed to
+    /// the preopens), and of the directory listings made by `read-directory` (each holds its
+    /// whole listing in the host's memory): an instance holding either is not kept between
+    /// calls, and listings are bounded per call ([`MAX_LISTINGS`]).
+    opened: std::collections::HashSet<u32>,
+    listings: std::collections::HashSet<u32>,
 }
 
 impl FdMounts {
@@ -149,6 +155,37 @@ pub(crate) fn open_descriptors(table: &mut wasmtime::component::ResourceTable) -
         .iter_mut()
         .filter(|e| e.downcast_ref::<Descriptor>().is_some())
         .count()
+}
+
+/// Directory listings one call may hold at once: `read-directory` reads a whole folder into
+/// the host's memory (up to the file quota's entries, about 2.5 MB of names each), outside the
+/// guest's budget (outside attack: 2.9 GB held by 1,000 of them).
+pub(crate) const MAX_LISTINGS: usize = 16;
+/// The target of the denial of a listing past [`MAX_LISTINGS`].
+pub(crate) const LISTINGS_TARGET: &str = "directory listings";
+
+/// Whether any of `reps` is still in the table as a `T` (forgetting those gone since). An
+/// index reused by another `T` still counts: over, never under.
+fn still_held<T: 'static>(
+    table: &mut wasmtime::component::ResourceTable,
+    reps: &mut std::collections::HashSet<u32>,
+) -> usize {
+    reps.retain(|rep| {
+        table
+            .get_any_mut(*rep)
+            .is_ok_and(|e| e.downcast_ref::<T>().is_some())
+    });
+    reps.len()
+}
+
+/// Whether the call holds a file or folder it opened (not a preopen), or a directory listing:
+/// what an instance kept between calls must not hold while idle.
+pub(crate) fn holds_opened(
+    table: &mut wasmtime::component::ResourceTable,
+    mounts: &mut FdMounts,
+) -> bool {
+    still_held::<Descriptor>(table, &mut mounts.opened) > 0
+        || still_held::<wasmtime_wasi::p2::ReaddirIterator>(table, &mut mounts.listings) > 0
 }
 
 /// Streams on files still in the table (forgetting those dropped since). An index reused by
@@ -286,7 +323,8 @@ pub(crate) fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String
 macro_rules! wrap {
     ($inst:expr, $name:literal, $op:literal, ($fd:ident : $fdty:ty $(, $arg:ident : $ty:ty)*), $path:expr, $call:ident
      $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, freed = $freed:expr)?
-     $(, opened = $opened:tt)? $(, moving = $moving:tt)? $(, holds = ($hdir:expr, $hpath:expr, $hsrc:expr))?) => {
+     $(, opened = $opened:tt)? $(, moving = $moving:tt)? $(, holds = ($hdir:expr, $hpath:expr, $hsrc:expr))?
+     $(, listing = $listing:tt)?) => {
         $inst.func_wrap_async(
             concat!("[method]descriptor.", $name),
             |mut store, ($fd, $($arg,)*): ($fdty, $($ty,)*)| {
@@ -324,6 +362,25 @@ macro_rules! wrap {
                                 Capability::Filesystem,
                                 OPEN_FILES_TARGET,
                                 Some(open_files_reason()),
+                            );
+                            return Ok((Err(ErrorCode::InsufficientMemory),));
+                        }
+                    )?
+                    $(
+                        let _: bool = $listing;
+                        let mut listings = std::mem::take(&mut state.fd_mounts().listings);
+                        let held = still_held::<wasmtime_wasi::p2::ReaddirIterator>(
+                            state.filesystem().table,
+                            &mut listings,
+                        );
+                        state.fd_mounts().listings = listings;
+                        if held >= MAX_LISTINGS {
+                            state.ledger().deny(
+                                Capability::Filesystem,
+                                LISTINGS_TARGET,
+                                Some(format!(
+                                    "more than {MAX_LISTINGS} directory listings held at once in one call"
+                                )),
                             );
                             return Ok((Err(ErrorCode::InsufficientMemory),));
                         }
@@ -369,7 +426,14 @@ macro_rules! wrap {
                         let _: bool = $opened;
                         if let Ok(new) = &r {
                             state.fd_mounts().set(new, mount.clone());
+                            state.fd_mounts().opened.insert(new.rep());
                             mark_open(state, new);
+                        }
+                    )?
+                    $(
+                        let _: bool = $listing;
+                        if let Ok(new) = &r {
+                            state.fd_mounts().listings.insert(new.rep());
                         }
                     )?
                     Ok((answer(state, $op, &path, mount.as_deref(), r)?,))
@@ -421,7 +485,8 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     wrap!(inst, "link-at", "link", (fd: Fd, pf: PathFlags, old: String, to: Fd, new: String), format!("{old} -> {new}"), link_at,
         charge = (&to, Cost::ENTRY), moving = true);
     wrap!(inst, "readlink-at", "readlink", (fd: Fd, path: String), path.clone(), readlink_at);
-    wrap!(inst, "read-directory", "list", (fd: Fd), String::new(), read_directory);
+    wrap!(inst, "read-directory", "list", (fd: Fd), String::new(), read_directory,
+        listing = true);
     wrap!(inst, "remove-directory-at", "rmdir", (fd: Fd, path: String), path.clone(), remove_directory_at,
         freed = true);
     wrap!(inst, "rename-at", "rename", (fd: Fd, old: String, to: Fd, new: String), format!("{old} -> {new}"), rename_at,

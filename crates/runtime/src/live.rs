@@ -82,6 +82,7 @@ impl Live {
         s.invoker = caps.invoker.clone();
         s.logs = LogCapture::default();
         s.reset_egress_bytes();
+        s.sockets_policy.forget_resolutions();
         // Each call's record names the folders it could reach, as a fresh instance's does.
         crate::fs::record_mounts(&caps.mounts, &self.ledger);
         self.stdout.take();

@@ -108,6 +108,14 @@ impl SocketPolicy {
         });
     }
 
+    /// Forgets what names resolved to: a kept instance's next call may connect only to what
+    /// an allowed name resolves to in that call, as a fresh instance's.
+    pub(crate) fn forget_resolutions(&self) {
+        if let Ok(mut m) = self.resolved.lock() {
+            m.clear();
+        }
+    }
+
     fn deny(&self, target: &str, reason: impl Into<String>) {
         self.ledger
             .deny(Capability::Network, target, Some(reason.into()));

@@ -174,14 +174,19 @@ pub(crate) const MAX_KEPT_RESOURCES: usize = 1024;
 
 impl CallState {
     /// Whether the table holds what an idle kept instance must not: a socket, an outgoing HTTP
-    /// exchange, a stream on a file, a file or folder opened beyond the `preopens`, or more than
+    /// exchange, a header map, a stream on a file, a file or folder it opened or a listing, a
+    /// descriptor beyond the `preopens`, or more than
     /// [`MAX_KEPT_RESOURCES`] resources. (A fresh instance drops all of it with its call.)
     pub(crate) fn holds_live_resources(&mut self, preopens: usize) -> bool {
         use wasmtime_wasi_http::p2::body::{
             HostFutureTrailers, HostIncomingBody, HostOutgoingBody,
         };
-        // A stream on a file keeps the file open (and a deleted one's space) while idle.
-        if crate::fs::open_file_streams(&mut self.table, &mut self.fd_mounts) > 0 {
+        // A stream on a file keeps the file open (and a deleted one's space) while idle; so
+        // does a file or folder it opened (whatever it did with its preopens); a listing holds
+        // a folder's names in the host's memory.
+        if crate::fs::open_file_streams(&mut self.table, &mut self.fd_mounts) > 0
+            || crate::fs::holds_opened(&mut self.table, &mut self.fd_mounts)
+        {
             return true;
         }
         use wasmtime_wasi_http::p2::types::{
@@ -195,7 +200,11 @@ impl CallState {
             {
                 descriptors += 1;
             }
+            // Header maps live in the host's memory (see `crate::headers`).
             let live = e.downcast_ref::<wasmtime_wasi::p2::TcpSocket>().is_some()
+                || e.downcast_ref::<wasmtime_wasi_http::FieldMap>().is_some()
+                || e.downcast_ref::<wasmtime_wasi_http::p2::types::HostOutgoingResponse>()
+                    .is_some()
                 || e.downcast_ref::<wasmtime_wasi::p2::UdpSocket>().is_some()
                 || e.downcast_ref::<HostFutureIncomingResponse>().is_some()
                 || e.downcast_ref::<HostIncomingResponse>().is_some()

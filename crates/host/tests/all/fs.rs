@@ -1541,6 +1541,20 @@ async fn a_call_cannot_hold_the_hosts_descriptors() {
             .any(|r| r.event() == Event::Denial && r.target() == Some("open files")),
         "streams: no denial"
     );
+    // Listings hold a whole folder's names in the host's memory: 16 at once per call
+    // (outside attack: 2.9 GB held by 1,000).
+    let before = lab.audit.records().len();
+    let out = op(&lab, &id, "hold-listings", "/data/.|1000|drop").await;
+    assert!(
+        out.starts_with("listed=16;err:") && out.contains("insufficient-memory"),
+        "listings: {out}"
+    );
+    assert!(
+        lab.audit.records()[before..]
+            .iter()
+            .any(|r| r.event() == Event::Denial && r.target() == Some("directory listings")),
+        "listings: no denial"
+    );
     // Under the cap, and again after: each call has its own count.
     assert_eq!(op(&lab, &id, "hold-open", "/data/f|200").await, "ok:200");
     assert_eq!(op(&lab, &id, "read", "/data/f").await, "ok:x");

@@ -164,6 +164,45 @@ async fn connect_only_to_addresses_resolved_in_this_call() {
     assert_eq!(server.connections(), 0);
 }
 
+/// Nor to the next call of an instance kept between calls (outside attack: a kept instance
+/// connected to what an earlier call had resolved, with no lookup in its own record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_instance_connects_only_to_what_its_own_call_resolved() {
+    let server = Pong::start();
+    let resolver = FakeResolver::new(&[("svc.test", &[&["127.0.0.1"]])]);
+    let policy = Policy::parse(
+        "[policy]\nallow_networks = [\"127.0.0.0/8\"]\n[policy.component]\nwarm_calls = 10\n\
+         warm_extensions = [\"*\"]\n",
+    )
+    .unwrap();
+    let lab = lab(policy, &resolver);
+    let id = lab.load_granted(
+        "hostile",
+        network(&["svc.test"], &[server.port()]),
+        &Grant::All,
+    );
+    assert_eq!(
+        call(&lab, &id, "lookup", "svc.test").await,
+        "lookup=ok:127.0.0.1"
+    );
+    let out = call(&lab, &id, "sock", &format!("127.0.0.1:{}", server.port())).await;
+    assert_eq!(out, "sock=err:PermissionDenied");
+    assert_eq!(server.connections(), 0);
+    let calls: Vec<_> = lab
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| r.event() == Event::Call)
+        .collect();
+    assert!(
+        calls
+            .last()
+            .and_then(|r| r.message())
+            .is_some_and(|m| m.contains("kept from 1 earlier call")),
+        "not a kept instance: {calls:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allowed_name_on_a_forbidden_port_is_refused() {
     let server = Pong::start();

@@ -253,9 +253,12 @@ async fn an_instance_holding_open_files_is_not_kept() {
     // dropped: not kept either (outside attack: 32 MB held past a 4 MiB quota this way).
     assert_eq!(op("hold-streams", "/data/f|2|keep").await, "ok:2");
     assert_eq!(op("read", "/data/f").await, "ok:x");
+    // A folder's listing is held in the host's memory: not kept either.
+    assert_eq!(op("hold-listings", "/data/.|1|keep").await, "ok:1");
+    assert_eq!(op("read", "/data/f").await, "ok:x");
     let kept: Vec<bool> = calls(&lab).iter().map(kept_note).collect();
     // Each leak happened in a kept instance, which was then dropped: the next call is fresh.
-    assert_eq!(kept, [false, true, true, false, true, false]);
+    assert_eq!(kept, [false, true, true, false, true, false, true, false]);
     // Each call's record names the mount it could reach, kept instance or not.
     let mounts = lab
         .audit
@@ -263,7 +266,7 @@ async fn an_instance_holding_open_files_is_not_kept() {
         .iter()
         .filter(|r| r.event() == Event::Grant && r.capability() == Some("filesystem"))
         .count();
-    assert_eq!(mounts, 6);
+    assert_eq!(mounts, 8);
 }
 
 /// Kept instances answer like fresh ones in every language: the kv-counters (rpc) in Rust,

@@ -35,6 +35,7 @@
 //! | `hold-open`    | PATH\|N            | opens PATH (a file or a folder) N times, keeping each   |
 //! |                |                    | open: `ok:N`, or `opened=K;err:KIND` at the first error |
 //! | `hold-streams` | PATH\|N\|KEEP     | N read streams on PATH (each descriptor dropped); KEEP `keep` never drops them: `ok:N`, or `opened=K;err:CODE` |
+//! | `hold-listings` | PATH\|N\|KEEP    | N listings (`read-directory`) of the folder PATH, held; KEEP `keep` never drops them |
 //! | `leak-open`    | PATH\|N            | opens PATH N times and never closes them: `ok:N`         |
 //! | `fill`         | PATH\|N            | `std::fs::write` of N bytes `x` (create + truncate)      |
 //! | `append-fill`  | PATH\|N            | open for append (create) and write N bytes `x`           |
@@ -318,6 +319,43 @@ impl Guest for HostileFs {
                 };
                 if keep == "keep" {
                     std::mem::forget(streams);
+                }
+                out
+            }
+            "hold-listings" => {
+                // Listings of PATH (a folder), each kept: the host holds each whole listing.
+                let [path, n, keep] = args(&input)?;
+                let (dir, rel) = match preopen(path) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(format!("err:{e:?}").into_bytes()),
+                };
+                let folder = if rel.is_empty() {
+                    None
+                } else {
+                    match dir.open_at(PathFlags::SYMLINK_FOLLOW, rel, OpenFlags::DIRECTORY, DescriptorFlags::READ) {
+                        Ok(d) => Some(d),
+                        Err(e) => return Ok(format!("err:{e:?}").into_bytes()),
+                    }
+                };
+                let on = folder.as_ref().unwrap_or(&dir);
+                let mut listings = Vec::new();
+                let mut failed = None;
+                for _ in 0..count(n)? {
+                    match on.read_directory() {
+                        Ok(l) => listings.push(l),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let out = match failed {
+                    None => format!("ok:{}", listings.len()),
+                    Some(e) => format!("listed={};err:{e:?}", listings.len()),
+                };
+                if keep == "keep" {
+                    std::mem::forget(listings);
+                    std::mem::forget(folder);
                 }
                 out
             }
