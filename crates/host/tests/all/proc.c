@@ -16,6 +16,9 @@
  *   exitok    answers, then exits with status 0
  *   pid       answers its pid (1: the init of its own pid namespace)
  *   state     answers how many calls this process has served (1 unless warm)
+ *   hold      keeps its input in memory, answers "held"
+ *   spill     tells what `hold` kept (stderr, log, its error message), without any host request
+ *             for it: "nothing-kept" in a fresh process
  *   environ   tries to read /proc/1/environ and the host's files: answers what it could open
  *   write     tries to create files outside its grants: answers which ones worked
  *   socket    tries to connect to 127.0.0.1:PORT (input): answers the errno
@@ -208,6 +211,9 @@ static char *error_name(const char *resp) {
 
 static int served = 0;
 
+/* What `hold` was handed, for a later call's `spill` (only a warm process keeps it). */
+static char kept[1024];
+
 static void handle(long id, const char *method, const char *arg) {
     char buf[4096];
     if (strcmp(method, "echo") == 0) {
@@ -285,6 +291,15 @@ static void handle(long id, const char *method, const char *arg) {
     } else if (strcmp(method, "pid") == 0) {
         snprintf(buf, sizeof buf, "%d", (int)getpid());
         answer(id, buf);
+    } else if (strcmp(method, "hold") == 0) {
+        snprintf(kept, sizeof kept, "%s", arg);
+        answer(id, "held");
+    } else if (strcmp(method, "spill") == 0) {
+        if (!kept[0]) { answer_error(id, "nothing-kept", "a fresh process"); return; }
+        fprintf(stderr, "spill: kept %s\n", kept);
+        snprintf(buf, sizeof buf, "{\"level\":\"info\",\"message\":\"kept=%s\"}", kept);
+        free(host_request("log", buf));
+        answer_error(id, "spilled", kept);
     } else if (strcmp(method, "state") == 0) {
         snprintf(buf, sizeof buf, "%d", served);
         answer(id, buf);

@@ -103,6 +103,10 @@ name = "exitok"
 name = "chmod"
 [[methods]]
 name = "bigfile"
+[[methods]]
+name = "hold"
+[[methods]]
+name = "spill"
 
 [permissions]
 kv = true
@@ -314,6 +318,57 @@ async fn secret_values_are_redacted_from_the_process_logs_and_records() {
     assert!(shown.contains("leak"), "{shown}");
     assert!(!shown.contains(token), "{shown}");
     assert!(!format!("{:?}", lab.audit.records()).contains(token));
+}
+
+/// A caller's secret handed to a warm process through invoke and told by that process in a
+/// later call of its own (which no caller's redactor covers, and whose install has no such
+/// secret): redacted all the same, since a warm process remembers what its calls were handed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_secret_kept_by_a_warm_process_is_redacted_in_its_later_calls() {
+    const TOKEN: &str = "Caller-S3cret-To-A-Process-5521";
+    let lab = Lab::with_policy(warm_policy());
+    let holder = load_patient(&lab, "holder", "", &Grant::None);
+    let caller = lab.bundle("hostile-secrets", |m| {
+        m.replace(
+            "secrets = [\"API_TOKEN\", \"OTHER_TOKEN\"]",
+            &format!("secrets = [\"API_TOKEN\"]\ncalls = [\"{holder}\"]"),
+        )
+    });
+    let caller = lab
+        .host
+        .default_tenant()
+        .load_file(
+            &caller,
+            None,
+            &format!("secret:API_TOKEN,call:{holder}").parse().unwrap(),
+        )
+        .unwrap()
+        .id;
+    lab.host
+        .default_tenant()
+        .put_secret(
+            &caller,
+            &"API_TOKEN".parse().unwrap(),
+            SecretValue::new(TOKEN.into()).unwrap(),
+        )
+        .unwrap();
+    let passed = call(&lab, &caller, "pass-hold", &format!("API_TOKEN {holder}")).await;
+    assert_eq!(passed.unwrap(), "passed");
+    let failed = lab
+        .host
+        .default_tenant()
+        .call(&holder, "spill", b"")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&failed.error, CallError::Extension { code, .. } if code == "spilled"),
+        "not the warm process that held it: {:?}",
+        failed.error
+    );
+    let shown = format!("{} {:?}", failed.error, failed.logs);
+    assert!(shown.contains("[REDACTED]"), "{shown}");
+    assert!(!shown.contains(TOKEN), "{shown}");
+    assert!(!format!("{:?}", lab.audit.records()).contains(TOKEN));
 }
 
 #[tokio::test(flavor = "multi_thread")]
