@@ -49,8 +49,6 @@ struct Call {
     limits: Limits,
     /// Whether the call ended so that its instance may answer another (set by the call path).
     clean: bool,
-    /// The instance's preopened folders (granted and denied mounts).
-    preopens: usize,
     /// Whether the install keeps instances (else nothing about keeping is checked).
     warm: bool,
 }
@@ -89,7 +87,6 @@ impl Call {
             fuel: limits.max_fuel.map(|f| f.get()),
             limits: *limits,
             clean: false,
-            preopens: caps.mounts.len() + caps.denied_mounts.len(),
             warm,
         };
         let store = &mut call.live.store;
@@ -157,11 +154,7 @@ impl Call {
         let result = result.map_err(|e| self.live.store.data().redactor.error(e));
         let report = self.report();
         let Call {
-            live,
-            clean,
-            preopens,
-            warm,
-            ..
+            live, clean, warm, ..
         } = self;
         if !(warm && clean) {
             return (CallOutcome { result, report }, None);
@@ -169,7 +162,7 @@ impl Call {
         let mut live = live;
         live.seen.absorb(&live.store.data().redactor);
         live.served = live.served.saturating_add(1);
-        let keep = live.reusable(preopens);
+        let keep = live.reusable();
         (CallOutcome { result, report }, keep.then_some(live))
     }
 

@@ -178,14 +178,16 @@ fn still_held<T: 'static>(
     reps.len()
 }
 
-/// Whether the call holds a file or folder it opened (not a preopen), or a directory listing:
-/// what an instance kept between calls must not hold while idle.
+/// Whether the call holds a file or folder it opened (descriptors come only from `open-at` or
+/// the preopens), a stream on a file, or a directory listing: what an instance kept between
+/// calls must not hold while idle.
 pub(crate) fn holds_opened(
     table: &mut wasmtime::component::ResourceTable,
     mounts: &mut FdMounts,
 ) -> bool {
     still_held::<Descriptor>(table, &mut mounts.opened) > 0
         || still_held::<wasmtime_wasi::p2::ReaddirIterator>(table, &mut mounts.listings) > 0
+        || open_file_streams(table, mounts) > 0
 }
 
 /// Streams on files still in the table (forgetting those dropped since). An index reused by

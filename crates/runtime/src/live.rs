@@ -91,10 +91,10 @@ impl Live {
 
     /// Whether it may answer another call, after one that ended cleanly: its memory never
     /// hit the limit, and it holds nothing live while idle (see
-    /// [`CallState::holds_live_resources`]; `preopens`: its mounts).
-    pub(crate) fn reusable(&mut self, preopens: usize) -> bool {
+    /// [`CallState::holds_live_resources`]).
+    pub(crate) fn reusable(&mut self) -> bool {
         self.bound.is_some()
             && !self.store.data().budget.limit_hit()
-            && !self.store.data_mut().holds_live_resources(preopens)
+            && !self.store.data_mut().holds_live_resources()
     }
 }

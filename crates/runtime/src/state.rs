@@ -173,51 +173,44 @@ impl CallState {
 pub(crate) const MAX_KEPT_RESOURCES: usize = 1024;
 
 impl CallState {
-    /// Whether the table holds what an idle kept instance must not: a socket, an outgoing HTTP
-    /// exchange, a header map, a stream on a file, a file or folder it opened or a listing, a
-    /// descriptor beyond the `preopens`, or more than
-    /// [`MAX_KEPT_RESOURCES`] resources. (A fresh instance drops all of it with its call.)
-    pub(crate) fn holds_live_resources(&mut self, preopens: usize) -> bool {
-        use wasmtime_wasi_http::p2::body::{
-            HostFutureTrailers, HostIncomingBody, HostOutgoingBody,
-        };
-        // A stream on a file keeps the file open (and a deleted one's space) while idle; so
-        // does a file or folder it opened (whatever it did with its preopens); a listing holds
-        // a folder's names in the host's memory.
-        if crate::fs::open_file_streams(&mut self.table, &mut self.fd_mounts) > 0
-            || crate::fs::holds_opened(&mut self.table, &mut self.fd_mounts)
-        {
+    /// Whether the table holds what an idle kept instance must not: a file, folder, listing or
+    /// stream on a file it opened (see `crate::fs::holds_opened`), a socket, an HTTP exchange,
+    /// a header map, or more than [`MAX_KEPT_RESOURCES`] resources. (A fresh instance drops
+    /// all of it with its call.)
+    pub(crate) fn holds_live_resources(&mut self) -> bool {
+        if crate::fs::holds_opened(&mut self.table, &mut self.fd_mounts) {
             return true;
         }
-        use wasmtime_wasi_http::p2::types::{
-            HostFutureIncomingResponse, HostIncomingResponse, HostOutgoingRequest,
-        };
-        let (mut all, mut descriptors) = (0usize, 0usize);
+        let mut all = 0usize;
         for e in self.table.iter_mut() {
             all += 1;
-            if e.downcast_ref::<wasmtime_wasi::filesystem::Descriptor>()
-                .is_some()
-            {
-                descriptors += 1;
-            }
-            // Header maps live in the host's memory (see `crate::headers`).
-            let live = e.downcast_ref::<wasmtime_wasi::p2::TcpSocket>().is_some()
-                || e.downcast_ref::<wasmtime_wasi_http::FieldMap>().is_some()
-                || e.downcast_ref::<wasmtime_wasi_http::p2::types::HostOutgoingResponse>()
-                    .is_some()
-                || e.downcast_ref::<wasmtime_wasi::p2::UdpSocket>().is_some()
-                || e.downcast_ref::<HostFutureIncomingResponse>().is_some()
-                || e.downcast_ref::<HostIncomingResponse>().is_some()
-                || e.downcast_ref::<HostIncomingBody>().is_some()
-                || e.downcast_ref::<HostFutureTrailers>().is_some()
-                || e.downcast_ref::<HostOutgoingRequest>().is_some()
-                || e.downcast_ref::<HostOutgoingBody>().is_some();
-            if live {
+            if holds_host_state(e) {
                 return true;
             }
         }
-        descriptors > preopens || all > MAX_KEPT_RESOURCES
+        all > MAX_KEPT_RESOURCES
     }
+}
+
+/// A resource that holds a connection, a socket or host memory outside the guest's budget.
+fn holds_host_state(e: &(dyn std::any::Any + Send)) -> bool {
+    use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
+    use wasmtime_wasi_http::FieldMap;
+    use wasmtime_wasi_http::p2::body::{HostFutureTrailers, HostIncomingBody, HostOutgoingBody};
+    use wasmtime_wasi_http::p2::types::{
+        HostFutureIncomingResponse, HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse,
+    };
+    e.is::<TcpSocket>()
+        || e.is::<UdpSocket>()
+        // Header maps live in the host's memory (see `crate::headers`).
+        || e.is::<FieldMap>()
+        || e.is::<HostOutgoingRequest>()
+        || e.is::<HostOutgoingResponse>()
+        || e.is::<HostFutureIncomingResponse>()
+        || e.is::<HostIncomingResponse>()
+        || e.is::<HostIncomingBody>()
+        || e.is::<HostFutureTrailers>()
+        || e.is::<HostOutgoingBody>()
 }
 
 /// Largest `get-random-bytes` request: the host allocates it outside the guest's memory budget
