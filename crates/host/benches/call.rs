@@ -2,11 +2,14 @@
 //! baseline (`InstancePre` instantiate + typed call) on an engine with the very same settings
 //! (`warden_runtime::engine_config`), measured interleaved in one run so both share the
 //! machine's noise. Then, separately, the cost of the durable (fsync'd) audit log.
+//! A third variant, the runtime crate's call alone (`Prepared::call_rpc` with default
+//! capabilities: no host layer, no audit record), splits warden's overhead between the
+//! runtime and the host.
 //!
 //! Needs the example components: run `scripts/build-examples.sh` first.
 //! Run: `cargo bench -p warden-host --bench call`.
 //! `WARDEN_BENCH_CALLS=N` changes the number of measured calls per variant (default 2000).
-//! `WARDEN_PROFILE_ONLY=warden` (or `raw`) runs N calls of that variant alone and prints
+//! `WARDEN_PROFILE_ONLY=warden` (or `raw`, `runtime`) runs N calls of that variant alone and prints
 //! nothing, for a profiler: `perf record --call-graph dwarf` on this binary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -125,6 +128,52 @@ impl Raw {
     }
 }
 
+/// warden's runtime crate alone: the prepared component called with default capabilities.
+struct RuntimeOnly {
+    rt: warden_runtime::Runtime,
+    prepared: warden_runtime::Prepared,
+    limits: warden_manifest::Limits,
+}
+
+impl RuntimeOnly {
+    fn new(bundle: &Path, trust: &TrustBundle) -> RuntimeOnly {
+        let b = Bundle::read_file(bundle, &BundleLimits::default()).unwrap();
+        let env =
+            warden_trust::Envelope::read_file(Path::new(&format!("{}.sig", bundle.display())))
+                .unwrap();
+        let verified = warden_trust::verify(b, &env, trust).unwrap();
+        let rt = warden_runtime::Runtime::new(RuntimeConfig::default()).unwrap();
+        let prepared = rt.prepare(&verified).unwrap();
+        RuntimeOnly {
+            rt,
+            prepared,
+            limits: warden_manifest::Profile::Standard.preset(),
+        }
+    }
+
+    async fn call(&self, method: &str, input: &[u8]) -> Vec<u8> {
+        let caps = warden_runtime::CallCaps::default();
+        self.prepared
+            .call_rpc(&self.rt, &self.limits, &caps, None, method, input)
+            .await
+            .result
+            .unwrap()
+    }
+}
+
+async fn time_runtime(r: &RuntimeOnly, n: usize, out: Option<&mut Samples>) {
+    let mut out = out;
+    for _ in 0..n {
+        let t = Instant::now();
+        let v = r.call("echo", INPUT).await;
+        let dt = t.elapsed();
+        assert_eq!(v, INPUT);
+        if let Some(s) = out.as_deref_mut() {
+            s.0.push(dt);
+        }
+    }
+}
+
 /// Per-call latencies of one variant.
 #[derive(Default)]
 struct Samples(Vec<Duration>);
@@ -235,12 +284,15 @@ fn main() {
         .unwrap()
         .id;
     let raw = Raw::new(&examples().join("echo/extension.wasm"));
+    let runtime = RuntimeOnly::new(&bundle, &trust);
 
     if let Ok(only) = std::env::var("WARDEN_PROFILE_ONLY") {
         rt.block_on(async {
             for _ in 0..calls {
                 if only == "raw" {
                     time_raw(&raw, 1, None).await;
+                } else if only == "runtime" {
+                    time_runtime(&runtime, 1, None).await;
                 } else {
                     time_warden(&host, &id, 1, None).await;
                     if audit.len() > 1000 {
@@ -251,29 +303,34 @@ fn main() {
         });
         return;
     }
-    let (raw_s, warden_s) = rt.block_on(async {
+    let (raw_s, warden_s, runtime_s) = rt.block_on(async {
         // Warm-up, interleaved too.
         for _ in 0..WARMUP.div_ceil(BLOCK) {
             time_raw(&raw, BLOCK, None).await;
+            time_runtime(&runtime, BLOCK, None).await;
             time_warden(&host, &id, BLOCK, None).await;
         }
         let mut raw_s = Samples::default();
         let mut warden_s = Samples::default();
+        let mut runtime_s = Samples::default();
         for round in 0..rounds {
             let n = BLOCK.min(calls - round * BLOCK);
             if round % 2 == 0 {
                 time_raw(&raw, n, Some(&mut raw_s)).await;
+                time_runtime(&runtime, n, Some(&mut runtime_s)).await;
                 time_warden(&host, &id, n, Some(&mut warden_s)).await;
             } else {
                 time_warden(&host, &id, n, Some(&mut warden_s)).await;
+                time_runtime(&runtime, n, Some(&mut runtime_s)).await;
                 time_raw(&raw, n, Some(&mut raw_s)).await;
             }
             // Keep the in-memory sink from growing through the run.
             audit.take();
         }
-        (raw_s, warden_s)
+        (raw_s, warden_s, runtime_s)
     });
     drop(raw);
+    drop(runtime);
     drop(host);
 
     // The real, durable audit log: one fsync'd record per call.
@@ -300,12 +357,18 @@ fn main() {
     );
     println!("{}", raw_s.line("raw wasmtime InstancePre:"));
     println!("{}", warden_s.line("warden host.call (mem audit):"));
+    println!("{}", runtime_s.line("warden runtime alone:"));
     println!(
         "ratio p50 {:.3} (target <= 1.2), ratio p90 {:.3}, ratio p99 {:.3}, ratio mean {:.3}",
         ratio(warden_s.pct(50.0), raw_s.pct(50.0)),
         ratio(warden_s.pct(90.0), raw_s.pct(90.0)),
         ratio(warden_s.pct(99.0), raw_s.pct(99.0)),
         ratio(warden_s.mean(), raw_s.mean()),
+    );
+    println!(
+        "where it goes (p50): runtime alone {:.3}x raw, the host layer on top {:.3}x the runtime",
+        ratio(runtime_s.pct(50.0), raw_s.pct(50.0)),
+        ratio(warden_s.pct(50.0), runtime_s.pct(50.0)),
     );
     println!(
         "{}",

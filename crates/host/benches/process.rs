@@ -7,6 +7,8 @@
 //! Needs the examples: run `scripts/build-examples.sh` first.
 //! Run: `cargo bench -p warden-host --bench process`.
 //! `WARDEN_BENCH_CALLS=N` changes the calls per variant (default 2000; spawning runs a tenth).
+//! `WARDEN_PROFILE_ONLY=warm` (or `component`, `spawned`) runs only that variant and prints
+//! nothing, for a profiler (`perf record -g`, `strace -c -f`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -64,6 +66,7 @@ fn host(trust: &str, policy: &str) -> Host {
 }
 
 struct Variant {
+    key: &'static str,
     name: &'static str,
     host: Host,
     id: ExtensionId,
@@ -119,6 +122,7 @@ fn main() {
     let (comp_host, comp_id) = load(host(&trust, ""), &component);
     let mut variants = vec![
         Variant {
+            key: "component",
             name: "component (fresh instance)",
             host: comp_host,
             id: comp_id,
@@ -126,6 +130,7 @@ fn main() {
             times: Vec::new(),
         },
         Variant {
+            key: "warm",
             name: "process, warm",
             host: warm_host,
             id: warm_id,
@@ -133,6 +138,7 @@ fn main() {
             times: Vec::new(),
         },
         Variant {
+            key: "spawned",
             name: "process, spawned per call",
             host: spawn_host,
             id: spawn_id,
@@ -140,33 +146,48 @@ fn main() {
             times: Vec::new(),
         },
     ];
-    rt.block_on(async {
-        for v in &variants {
-            let t = v.host.default_tenant();
-            t.call(&v.id, "increment", b"bench 7").await.unwrap();
-            for _ in 0..WARMUP / v.share {
-                assert_eq!(t.call(&v.id, "get", b"bench").await.unwrap().value, b"7");
-            }
-        }
-        let rounds = calls.div_ceil(BLOCK);
-        for round in 0..rounds {
-            let order: Vec<usize> = if round % 2 == 0 {
-                vec![0, 1, 2]
-            } else {
-                vec![2, 1, 0]
-            };
-            for i in order {
-                let v = &mut variants[i];
+    let only = std::env::var("WARDEN_PROFILE_ONLY").ok();
+    if let Some(only) = &only {
+        variants.retain(|v| v.key == only);
+        assert!(
+            !variants.is_empty(),
+            "WARDEN_PROFILE_ONLY: warm, component or spawned"
+        );
+    }
+    // On a worker thread, as the service runs its calls (`block_on` would run them on this
+    // thread and hand every I/O wake-up over from the workers).
+    let mut variants = rt
+        .block_on(rt.spawn(async move {
+            for v in &variants {
                 let t = v.host.default_tenant();
-                for _ in 0..(BLOCK / v.share).max(1) {
-                    let start = Instant::now();
-                    let out = t.call(&v.id, "get", b"bench").await.unwrap();
-                    v.times.push(start.elapsed());
-                    assert_eq!(out.value, b"7");
+                t.call(&v.id, "increment", b"bench 7").await.unwrap();
+                for _ in 0..WARMUP / v.share {
+                    assert_eq!(t.call(&v.id, "get", b"bench").await.unwrap().value, b"7");
                 }
             }
-        }
-    });
+            let rounds = calls.div_ceil(BLOCK);
+            for round in 0..rounds {
+                let mut order: Vec<usize> = (0..variants.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let v = &mut variants[i];
+                    let t = v.host.default_tenant();
+                    for _ in 0..(BLOCK / v.share).max(1) {
+                        let start = Instant::now();
+                        let out = t.call(&v.id, "get", b"bench").await.unwrap();
+                        v.times.push(start.elapsed());
+                        assert_eq!(out.value, b"7");
+                    }
+                }
+            }
+            variants
+        }))
+        .unwrap();
+    if only.is_some() {
+        return;
+    }
     println!(
         "process extension call overhead: `get` (one key-value read), {calls} calls per variant (spawned: a tenth)"
     );

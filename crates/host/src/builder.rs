@@ -218,6 +218,7 @@ impl HostBuilder {
                 process_code: RwLock::default(),
                 warm_groups: Mutex::default(),
                 secret_history: std::sync::Mutex::new(std::collections::HashMap::new()),
+                closing: tokio::sync::watch::Sender::new(false),
                 process_tmp: std::sync::OnceLock::new(),
                 ids: RequestIds::new(),
                 audit_failed: AtomicBool::new(false),

@@ -212,7 +212,7 @@ impl Inner {
         if let Err(e) = check(&ext) {
             return Err(self.refuse(&ext, id, e).await);
         }
-        let _permit = match Self::permit(&ext) {
+        let _permit = match self.permit(&ext).await {
             Ok(p) => p,
             Err(e) => return Err(self.refuse(&ext, id, e).await),
         };
@@ -312,15 +312,45 @@ impl Inner {
         (via, generation)
     }
 
-    /// A free slot of the extension's `max_concurrent_calls`, or why not (`busy`).
-    fn permit(ext: &Arc<Loaded>) -> Result<tokio::sync::OwnedSemaphorePermit, CallError> {
-        Arc::clone(&ext.permits).try_acquire_owned().map_err(|_| {
+    /// A slot of the extension's `max_concurrent_calls`, free now or within the policy's
+    /// `busy_wait` (first come, first served), or why not (`busy`). A call that waited runs
+    /// only if its install is still the one loaded: one uninstalled, upgraded or granted
+    /// otherwise meanwhile is not run on the record it was looked up with.
+    async fn permit(
+        &self,
+        ext: &Arc<Loaded>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, CallError> {
+        let permits = Arc::clone(&ext.permits);
+        if let Ok(p) = permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let busy = || {
             let limit = ext.info.effective.limits.max_concurrent_calls;
             CallError::Busy(format!(
                 "{} already has {limit} calls in flight",
                 ext.info.id
             ))
-        })
+        };
+        let mut closing = self.closing.subscribe();
+        if self.policy.busy_wait.is_zero() || *closing.borrow() {
+            return Err(busy());
+        }
+        let waited = tokio::select! {
+            p = tokio::time::timeout(self.policy.busy_wait, permits.acquire_owned()) => p,
+            _ = closing.wait_for(|c| *c) => {
+                return Err(CallError::Busy("the host is shutting down".into()));
+            }
+        };
+        let Ok(Ok(p)) = waited else {
+            return Err(busy());
+        };
+        match self.get(&ext.info.tenant, &ext.info.id) {
+            Some(now) if Arc::ptr_eq(&now, ext) => Ok(p),
+            _ => Err(CallError::Busy(format!(
+                "{} was replaced or removed while the call waited for a slot",
+                ext.info.id
+            ))),
+        }
     }
 }
 

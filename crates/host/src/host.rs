@@ -83,6 +83,9 @@ pub(crate) struct Inner {
     /// removed after an extension kept it is still redacted.
     pub(crate) secret_history:
         std::sync::Mutex<HashMap<(TenantName, ExtensionId), Vec<warden_secrets::SecretValue>>>,
+    /// Set once the host's owner stops taking calls ([`Host::stop_waiting`]): calls waiting
+    /// for a slot are refused then, not started during a shutdown.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
     /// The registry and blobs ([`Host::admin`]); none for a host that only loads files.
     pub(crate) registry: Option<(
         Arc<dyn warden_registry::Registry>,
@@ -163,6 +166,13 @@ impl Host {
             .inner
             .audit_failed
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Refuses (busy) every call waiting for a slot of its extension (`[policy] busy_wait`),
+    /// now and from now on; calls already running go on. For a service that starts to shut
+    /// down: what has not started by then must not start during the drain.
+    pub fn stop_waiting(&self) {
+        self.inner.closing.send_replace(true);
     }
 
     /// The operator's policy this host enforces.

@@ -117,7 +117,11 @@ pub(crate) struct Peer(pub SocketAddr);
 
 impl Service {
     pub fn new(host: Host, options: ServeOptions) -> Arc<Service> {
-        let limiter = limits::TenantLimiter::new(&options.limits, options.rate_leases.clone());
+        let limiter = limits::TenantLimiter::new(
+            &options.limits,
+            host.policy().busy_wait,
+            options.rate_leases.clone(),
+        );
         let bodies = limits::BodyBudget::new(options.limits.max_buffered_bytes.bytes());
         let console = console::Sessions::new(options.admin_token.as_ref());
         Arc::new(Service {
@@ -834,6 +838,9 @@ pub async fn serve(
             }
             () = &mut shutdown, if deadline.is_none() => {
                 service.draining.store(true, Ordering::SeqCst);
+                // Requests still waiting for a slot or their rate are refused, not started.
+                service.limiter.drain();
+                service.host.stop_waiting();
                 deadline = Some(Instant::now() + limits.shutdown_grace);
                 tracing::info!("shutting down: finishing calls in flight, refusing new ones");
             }

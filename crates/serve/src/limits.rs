@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -60,11 +61,20 @@ pub(crate) fn check_head(l: &ServiceLimits, request: &Request) -> Result<(), Api
 pub(crate) struct TenantLimiter {
     rate: TenantRate,
     concurrency: u32,
+    /// How long a request over the tenant's concurrency waits for a slot (`[policy]
+    /// busy_wait`, as a call over its extension's waits in the host).
+    busy_wait: Duration,
     slots: Mutex<HashMap<TenantName, Arc<Semaphore>>>,
+    /// Set when the service starts to drain ([`TenantLimiter::drain`]).
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl TenantLimiter {
-    pub(crate) fn new(l: &ServiceLimits, leases: Option<Arc<dyn RateLeases>>) -> TenantLimiter {
+    pub(crate) fn new(
+        l: &ServiceLimits,
+        busy_wait: Duration,
+        leases: Option<Arc<dyn RateLeases>>,
+    ) -> TenantLimiter {
         let rate = Rate {
             per_second: l.tenant_rate,
             burst: l.tenant_burst,
@@ -72,17 +82,44 @@ impl TenantLimiter {
         TenantLimiter {
             rate: TenantRate::new(rate, leases),
             concurrency: l.tenant_concurrency,
+            busy_wait,
             slots: Mutex::new(HashMap::new()),
+            draining: tokio::sync::watch::Sender::new(false),
         }
     }
 
-    /// Admits one request of `tenant` now, or says why not (429 with `retry-after`; 503 when
-    /// a shared rate cannot be checked). The permit is held for the request's life.
+    /// Refuses every request waiting for its rate or a slot (503, shutting down), now and
+    /// from now on: nothing that has not started may start during the drain.
+    pub(crate) fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Admits one request of `tenant`, at once or once its rate and one of its requests in
+    /// flight let it within `busy_wait` (one wait for both), or says why not (429 with
+    /// `retry-after`; 503 when a shared rate cannot be checked or the service drains). The
+    /// permit is held for the request's life.
     pub(crate) async fn admit(
         &self,
         tenant: &TenantName,
     ) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.rate.take(tenant).await?;
+        let mut draining = self.draining.subscribe();
+        tokio::select! {
+            biased;
+            _ = draining.wait_for(|d| *d) => {
+                Err(ApiError::unavailable("the service is shutting down"))
+            }
+            admitted = self.admit_by(tenant, Instant::now() + self.busy_wait) => admitted,
+        }
+    }
+
+    async fn admit_by(
+        &self,
+        tenant: &TenantName,
+        until: Instant,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.rate
+            .take(tenant, until.saturating_duration_since(Instant::now()))
+            .await?;
         let slots = {
             let mut all = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(
@@ -90,7 +127,15 @@ impl TenantLimiter {
                     .or_insert_with(|| Arc::new(Semaphore::new(self.concurrency as usize))),
             )
         };
-        slots.try_acquire_owned().map_err(|_| {
+        let got = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if self.busy_wait.is_zero() => None,
+            Err(_) => tokio::time::timeout_at(until.into(), slots.acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        got.ok_or_else(|| {
             ApiError::limited(
                 "busy",
                 format!(
@@ -278,6 +323,65 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    /// A request over the tenant's concurrency waits for a slot up to `busy_wait`: it is
+    /// admitted when one frees in time, refused (429 `busy`) when none does, and at once
+    /// when the wait is 0; another tenant is never held up.
+    #[tokio::test]
+    async fn a_request_over_the_tenants_concurrency_waits_a_bounded_time() {
+        let l = ServiceLimits {
+            tenant_concurrency: 1,
+            ..ServiceLimits::default()
+        };
+        let (a, b): (TenantName, TenantName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let limiter = Arc::new(TenantLimiter::new(&l, Duration::from_millis(300), None));
+        let first = limiter.admit(&a).await.unwrap();
+        // Another tenant has slots of its own.
+        drop(limiter.admit(&b).await.unwrap());
+        let waiting = {
+            let (limiter, a) = (Arc::clone(&limiter), a.clone());
+            tokio::spawn(async move { limiter.admit(&a).await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "it waits for the slot");
+        drop(first);
+        waiting.await.unwrap().unwrap();
+
+        let held = limiter.admit(&a).await.unwrap();
+        let t = std::time::Instant::now();
+        let e = limiter.admit(&a).await.unwrap_err();
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            (e.status.as_u16(), e.code, e.retry_after),
+            (429, "busy", Some(1))
+        );
+
+        // A drain refuses the requests waiting then (503), and those after.
+        let waiting = {
+            let (limiter, a) = (Arc::clone(&limiter), a.clone());
+            tokio::spawn(async move { limiter.admit(&a).await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        limiter.drain();
+        let e = waiting.await.unwrap().unwrap_err();
+        assert_eq!(e.status.as_u16(), 503, "{}", e.message);
+        assert_eq!(limiter.admit(&b).await.unwrap_err().status.as_u16(), 503);
+
+        let at_once = TenantLimiter::new(&l, Duration::ZERO, None);
+        let _held_too = at_once.admit(&a).await.unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(at_once.admit(&a).await.unwrap_err().status.as_u16(), 429);
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        drop(held);
+    }
 
     /// Shares add up to the budget and no further; a dropped share is given back.
     #[test]

@@ -46,7 +46,7 @@ impl TenantRate {
 
     /// Takes one of `tenant`'s tokens, or says why not (429 over the rate, 503 when the
     /// shared bucket cannot be reached).
-    pub(crate) async fn take(&self, tenant: &TenantName) -> Result<(), ApiError> {
+    pub(crate) async fn take(&self, tenant: &TenantName, wait: Duration) -> Result<(), ApiError> {
         let over = || {
             ApiError::limited(
                 "rate-limited",
@@ -54,7 +54,23 @@ impl TenantRate {
             )
         };
         match self {
-            TenantRate::Local(r) => r.check_key(tenant).map_err(|_| over()),
+            TenantRate::Local(r) => {
+                // Over the rate: waits for the next token while it comes within `wait`
+                // (`[policy] busy_wait`), as a call over its concurrency waits for a slot, so
+                // that a flood is answered at the rate instead of as fast as refusals go.
+                let until = Instant::now() + wait;
+                loop {
+                    let Err(not_until) = r.check_key(tenant) else {
+                        return Ok(());
+                    };
+                    let next = not_until.wait_time_from(governor::clock::Clock::now(r.clock()));
+                    let left = until.saturating_duration_since(Instant::now());
+                    if next > left {
+                        return Err(over());
+                    }
+                    tokio::time::sleep(next).await;
+                }
+            }
             TenantRate::Shared(s) => match s.take(tenant).await {
                 Taken::Yes => Ok(()),
                 Taken::Over => Err(over()),
@@ -254,6 +270,33 @@ mod tests {
         }
     }
 
+    /// Over its rate, a request waits for the next token while it comes within the wait it
+    /// is given, and is refused once it would not; with no wait it is refused at once.
+    #[tokio::test]
+    async fn a_request_over_the_rate_waits_for_a_token_a_bounded_time() {
+        let r = TenantRate::new(rate(10, 1), None);
+        let t: TenantName = "acme".parse().unwrap();
+        r.take(&t, Duration::ZERO).await.unwrap();
+        let e = r.take(&t, Duration::ZERO).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (429, "rate-limited"));
+        // The next token comes within 100 ms.
+        let start = Instant::now();
+        r.take(&t, Duration::from_millis(500)).await.unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(50) && waited < Duration::from_millis(400),
+            "{waited:?}"
+        );
+        // A wait shorter than the next token's is not waited at all.
+        let start = Instant::now();
+        assert!(r.take(&t, Duration::from_millis(20)).await.is_err());
+        assert!(
+            start.elapsed() < Duration::from_millis(20),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
     /// Three runners on one shared bucket, offered three times the rate for 4 s: together
     /// they admit the rate × time + burst within 10 %, as the fleet's limit must hold.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +312,7 @@ mod tests {
         let (mut admitted, mut refused, mut i) = (0u32, 0u32, 0usize);
         while start.elapsed() < Duration::from_secs(4) {
             tick.tick().await;
-            match runners[i % 3].take(&t).await {
+            match runners[i % 3].take(&t, Duration::ZERO).await {
                 Ok(()) => admitted += 1,
                 Err(e) => {
                     assert_eq!((e.status.as_u16(), e.code), (429, "rate-limited"));
@@ -324,7 +367,7 @@ mod tests {
         let rate_ = TenantRate::new(rate(100, 100), Some(store.clone() as Arc<dyn RateLeases>));
         let t: TenantName = "acme".parse().unwrap();
         for _ in 0..200 {
-            let e = rate_.take(&t).await.unwrap_err();
+            let e = rate_.take(&t, Duration::ZERO).await.unwrap_err();
             assert_eq!(
                 (e.status.as_u16(), e.code, e.retry_after),
                 (503, "unavailable", Some(1))
@@ -336,7 +379,7 @@ mod tests {
         assert!(asked < 200, "asked {asked} times");
         store.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(RETRY_FAILED * 2).await;
-        rate_.take(&t).await.unwrap();
+        rate_.take(&t, Duration::ZERO).await.unwrap();
     }
 
     /// Tokens a runner leased but did not use go back to the bucket for the others.
@@ -359,7 +402,7 @@ mod tests {
         let leases = Arc::new(Counting::default());
         let a = TenantRate::new(rate(200, 20), Some(leases.clone() as Arc<dyn RateLeases>));
         let t: TenantName = "acme".parse().unwrap();
-        a.take(&t).await.unwrap();
+        a.take(&t, Duration::ZERO).await.unwrap();
         // One batch (10) leased, one used: the other 9 go back once held for KEEP.
         tokio::time::sleep(KEEP * 3).await;
         assert_eq!(leases.back.load(Ordering::SeqCst), 9);

@@ -215,17 +215,21 @@ async fn excess_concurrent_calls_are_refused_as_busy() {
     let lab = Lab::new();
     let id = lab.load("hostile"); // max_concurrent_calls = 2
     let (a, b, c) = tokio::join!(
-        lab.call(&id, "sleep", b"300"),
-        lab.call(&id, "sleep", b"300"),
+        lab.call(&id, "sleep", b"900"),
+        lab.call(&id, "sleep", b"900"),
         async {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            lab.call(&id, "sleep", b"300").await
+            let t = Instant::now();
+            (lab.call(&id, "sleep", b"300").await, t.elapsed())
         }
     );
     assert_eq!(text(&a.unwrap()), "slept");
     assert_eq!(text(&b.unwrap()), "slept");
+    // Refused once it waited `[policy] busy_wait` (100 ms by default) for a slot.
+    let (c, waited) = c;
     let e = c.unwrap_err();
     assert!(matches!(e.error, CallError::Busy(_)), "{e}");
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
     let busy: Vec<_> = lab
         .audit
         .records()
@@ -234,6 +238,128 @@ async fn excess_concurrent_calls_are_refused_as_busy() {
         .collect();
     assert_eq!(busy.len(), 1);
     still_serves(&lab, &id).await;
+}
+
+/// A call over `max_concurrent_calls` waits up to `[policy] busy_wait` for a slot: it runs
+/// when one frees in time (a burst just over the cap is served, and a flood is answered at
+/// the pace slots free instead of as fast as refusals can be made), and with a wait of 0 it
+/// is refused at once, as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_over_the_cap_waits_a_bounded_time_for_a_slot() {
+    let lab = Lab::with_policy(warden_manifest::Policy {
+        busy_wait: Duration::from_secs(2),
+        ..warden_manifest::Policy::default()
+    });
+    let id = lab.load("hostile"); // max_concurrent_calls = 2
+    let (a, b, c) = tokio::join!(
+        lab.call(&id, "sleep", b"400"),
+        lab.call(&id, "sleep", b"400"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            (lab.call(&id, "sleep", b"10").await, t.elapsed())
+        }
+    );
+    assert_eq!(text(&a.unwrap()), "slept");
+    assert_eq!(text(&b.unwrap()), "slept");
+    let (c, waited) = c;
+    assert_eq!(text(&c.unwrap()), "slept");
+    assert!(
+        waited >= Duration::from_millis(200),
+        "ran before a slot freed: {waited:?}"
+    );
+    assert!(
+        !lab.audit
+            .records()
+            .iter()
+            .any(|r| r.outcome() == Outcome::Busy),
+        "nothing was refused"
+    );
+
+    let lab = Lab::with_policy(warden_manifest::Policy {
+        busy_wait: Duration::ZERO,
+        ..warden_manifest::Policy::default()
+    });
+    let id = lab.load("hostile");
+    let (a, b, c) = tokio::join!(
+        lab.call(&id, "sleep", b"600"),
+        lab.call(&id, "sleep", b"600"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            (lab.call(&id, "sleep", b"10").await, t.elapsed())
+        }
+    );
+    assert!(a.is_ok() && b.is_ok());
+    let (c, waited) = c;
+    assert!(matches!(c.unwrap_err().error, CallError::Busy(_)));
+    assert!(waited < Duration::from_millis(300), "{waited:?}");
+}
+
+/// A call waiting for a slot when its install is removed does not run on the record it was
+/// looked up with: it is refused (busy), and the calls after it find nothing loaded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_waiting_for_a_slot_does_not_outlive_its_install() {
+    let lab = Lab::with_policy(warden_manifest::Policy {
+        busy_wait: Duration::from_secs(2),
+        ..warden_manifest::Policy::default()
+    });
+    let id = lab.load("hostile"); // max_concurrent_calls = 2
+    let (a, b, c, ()) = tokio::join!(
+        lab.call(&id, "sleep", b"500"),
+        lab.call(&id, "sleep", b"500"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            lab.call(&id, "sleep", b"10").await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert!(lab.host.default_tenant().unload(&id));
+        }
+    );
+    assert!(a.is_ok() && b.is_ok());
+    let e = c.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Busy(m) if m.contains("replaced or removed")),
+        "{e}"
+    );
+    assert!(lab.call(&id, "sleep", b"10").await.is_err());
+}
+
+/// A host told to stop waiting (a service starting its shutdown) refuses the calls waiting
+/// for a slot at once instead of starting them during the drain; calls running go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_waiting_for_a_slot_are_refused_when_the_host_stops_waiting() {
+    let lab = Lab::with_policy(warden_manifest::Policy {
+        busy_wait: Duration::from_secs(5),
+        ..warden_manifest::Policy::default()
+    });
+    let id = lab.load("hostile"); // max_concurrent_calls = 2
+    let (a, b, c, ()) = tokio::join!(
+        lab.call(&id, "sleep", b"600"),
+        lab.call(&id, "sleep", b"600"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            (lab.call(&id, "sleep", b"10").await, t.elapsed())
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            lab.host.stop_waiting();
+        }
+    );
+    assert_eq!(text(&a.unwrap()), "slept");
+    assert_eq!(text(&b.unwrap()), "slept");
+    let (c, waited) = c;
+    let e = c.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Busy(m) if m.contains("shutting down")),
+        "{e}"
+    );
+    assert!(
+        waited < Duration::from_millis(450),
+        "refused only when a slot freed: {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
