@@ -161,19 +161,6 @@ impl RuntimeOnly {
     }
 }
 
-async fn time_runtime(r: &RuntimeOnly, n: usize, out: Option<&mut Samples>) {
-    let mut out = out;
-    for _ in 0..n {
-        let t = Instant::now();
-        let v = r.call("echo", INPUT).await;
-        let dt = t.elapsed();
-        assert_eq!(v, INPUT);
-        if let Some(s) = out.as_deref_mut() {
-            s.0.push(dt);
-        }
-    }
-}
-
 /// Per-call latencies of one variant.
 #[derive(Default)]
 struct Samples(Vec<Duration>);
@@ -220,16 +207,11 @@ fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
 }
 
-async fn time_warden(host: &Host, id: &ExtensionId, n: usize, out: Option<&mut Samples>) {
-    let mut out = out;
+/// Runs `echo` `n` times through `call`, checking each answer, and keeps each latency in `out`.
+async fn timed(n: usize, mut out: Option<&mut Samples>, call: impl AsyncFn() -> Vec<u8>) {
     for _ in 0..n {
         let t = Instant::now();
-        let r = host
-            .default_tenant()
-            .call(id, "echo", INPUT)
-            .await
-            .unwrap()
-            .value;
+        let r = call().await;
         let dt = t.elapsed();
         assert_eq!(r, INPUT);
         if let Some(s) = out.as_deref_mut() {
@@ -238,17 +220,20 @@ async fn time_warden(host: &Host, id: &ExtensionId, n: usize, out: Option<&mut S
     }
 }
 
+async fn time_warden(host: &Host, id: &ExtensionId, n: usize, out: Option<&mut Samples>) {
+    timed(n, out, async || {
+        let tenant = host.default_tenant();
+        tenant.call(id, "echo", INPUT).await.unwrap().value
+    })
+    .await;
+}
+
 async fn time_raw(raw: &Raw, n: usize, out: Option<&mut Samples>) {
-    let mut out = out;
-    for _ in 0..n {
-        let t = Instant::now();
-        let r = raw.call("echo", INPUT).await;
-        let dt = t.elapsed();
-        assert_eq!(r, INPUT);
-        if let Some(s) = out.as_deref_mut() {
-            s.0.push(dt);
-        }
-    }
+    timed(n, out, async || raw.call("echo", INPUT).await).await;
+}
+
+async fn time_runtime(r: &RuntimeOnly, n: usize, out: Option<&mut Samples>) {
+    timed(n, out, async || r.call("echo", INPUT).await).await;
 }
 
 fn main() {

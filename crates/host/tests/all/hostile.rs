@@ -210,23 +210,39 @@ async fn extensions_keep_their_own_limits_when_called_together() {
     );
 }
 
+/// Fills the hostile guest's two slots (`max_concurrent_calls = 2`) with calls sleeping `hold`
+/// ms, sends a third (sleeping `third` ms) 100 ms later while `meanwhile` runs, and returns
+/// the three outcomes and how long the third took from when it was sent.
+async fn a_third_call_over_the_cap(
+    lab: &Lab,
+    id: &ExtensionId,
+    hold: &[u8],
+    third: &[u8],
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> (CallResult, CallResult, CallResult, Duration) {
+    let (a, b, (c, waited), ()) = tokio::join!(
+        lab.call(id, "sleep", hold),
+        lab.call(id, "sleep", hold),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            (lab.call(id, "sleep", third).await, t.elapsed())
+        },
+        meanwhile
+    );
+    (a, b, c, waited)
+}
+
+type CallResult = Result<Vec<u8>, warden_host::CallFailure>;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn excess_concurrent_calls_are_refused_as_busy() {
     let lab = Lab::new();
     let id = lab.load("hostile"); // max_concurrent_calls = 2
-    let (a, b, c) = tokio::join!(
-        lab.call(&id, "sleep", b"900"),
-        lab.call(&id, "sleep", b"900"),
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let t = Instant::now();
-            (lab.call(&id, "sleep", b"300").await, t.elapsed())
-        }
-    );
+    let (a, b, c, waited) = a_third_call_over_the_cap(&lab, &id, b"900", b"300", async {}).await;
     assert_eq!(text(&a.unwrap()), "slept");
     assert_eq!(text(&b.unwrap()), "slept");
     // Refused once it waited `[policy] busy_wait` (100 ms by default) for a slot.
-    let (c, waited) = c;
     let e = c.unwrap_err();
     assert!(matches!(e.error, CallError::Busy(_)), "{e}");
     assert!(waited >= Duration::from_millis(100), "{waited:?}");
@@ -251,18 +267,9 @@ async fn a_call_over_the_cap_waits_a_bounded_time_for_a_slot() {
         ..warden_manifest::Policy::default()
     });
     let id = lab.load("hostile"); // max_concurrent_calls = 2
-    let (a, b, c) = tokio::join!(
-        lab.call(&id, "sleep", b"400"),
-        lab.call(&id, "sleep", b"400"),
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let t = Instant::now();
-            (lab.call(&id, "sleep", b"10").await, t.elapsed())
-        }
-    );
+    let (a, b, c, waited) = a_third_call_over_the_cap(&lab, &id, b"400", b"10", async {}).await;
     assert_eq!(text(&a.unwrap()), "slept");
     assert_eq!(text(&b.unwrap()), "slept");
-    let (c, waited) = c;
     assert_eq!(text(&c.unwrap()), "slept");
     assert!(
         waited >= Duration::from_millis(200),
@@ -281,17 +288,8 @@ async fn a_call_over_the_cap_waits_a_bounded_time_for_a_slot() {
         ..warden_manifest::Policy::default()
     });
     let id = lab.load("hostile");
-    let (a, b, c) = tokio::join!(
-        lab.call(&id, "sleep", b"600"),
-        lab.call(&id, "sleep", b"600"),
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let t = Instant::now();
-            (lab.call(&id, "sleep", b"10").await, t.elapsed())
-        }
-    );
+    let (a, b, c, waited) = a_third_call_over_the_cap(&lab, &id, b"600", b"10", async {}).await;
     assert!(a.is_ok() && b.is_ok());
-    let (c, waited) = c;
     assert!(matches!(c.unwrap_err().error, CallError::Busy(_)));
     assert!(waited < Duration::from_millis(300), "{waited:?}");
 }
@@ -305,18 +303,11 @@ async fn a_call_waiting_for_a_slot_does_not_outlive_its_install() {
         ..warden_manifest::Policy::default()
     });
     let id = lab.load("hostile"); // max_concurrent_calls = 2
-    let (a, b, c, ()) = tokio::join!(
-        lab.call(&id, "sleep", b"500"),
-        lab.call(&id, "sleep", b"500"),
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            lab.call(&id, "sleep", b"10").await
-        },
-        async {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            assert!(lab.host.default_tenant().unload(&id));
-        }
-    );
+    let (a, b, c, _) = a_third_call_over_the_cap(&lab, &id, b"500", b"10", async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(lab.host.default_tenant().unload(&id));
+    })
+    .await;
     assert!(a.is_ok() && b.is_ok());
     let e = c.unwrap_err();
     assert!(
@@ -335,22 +326,13 @@ async fn calls_waiting_for_a_slot_are_refused_when_the_host_stops_waiting() {
         ..warden_manifest::Policy::default()
     });
     let id = lab.load("hostile"); // max_concurrent_calls = 2
-    let (a, b, c, ()) = tokio::join!(
-        lab.call(&id, "sleep", b"600"),
-        lab.call(&id, "sleep", b"600"),
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let t = Instant::now();
-            (lab.call(&id, "sleep", b"10").await, t.elapsed())
-        },
-        async {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            lab.host.stop_waiting();
-        }
-    );
+    let (a, b, c, waited) = a_third_call_over_the_cap(&lab, &id, b"600", b"10", async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        lab.host.stop_waiting();
+    })
+    .await;
     assert_eq!(text(&a.unwrap()), "slept");
     assert_eq!(text(&b.unwrap()), "slept");
-    let (c, waited) = c;
     let e = c.unwrap_err();
     assert!(
         matches!(&e.error, CallError::Busy(m) if m.contains("shutting down")),
