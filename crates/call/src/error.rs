@@ -52,6 +52,14 @@ pub enum CallError {
     /// storage) and refuses them until it can: retrying later may work.
     #[error("unavailable: {0}")]
     Unavailable(#[source] HostFailure),
+    /// The install was taken away (uninstalled) while the call waited for a slot or ran: the
+    /// call was refused or stopped, as if the extension had never been there.
+    #[error("{0}")]
+    Uninstalled(String),
+    /// The trust bundle now in force no longer accepts the install's signature (a key revoked,
+    /// a publisher removed) and the call waiting or running on it was refused or stopped.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// What failed on the host's side, and why: the cause is kept as an error (with its own
@@ -145,6 +153,8 @@ pub enum ErrorCode {
     Remote,
     Host,
     Unavailable,
+    Uninstalled,
+    Untrusted,
 }
 
 impl ErrorCode {
@@ -161,6 +171,8 @@ impl ErrorCode {
             ErrorCode::Remote => "remote-error",
             ErrorCode::Host => "host-error",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Uninstalled => "uninstalled",
+            ErrorCode::Untrusted => "untrusted",
         }
     }
 
@@ -198,6 +210,8 @@ impl CallError {
             CallError::Remote(_) => ErrorCode::Remote,
             CallError::Host(_) => ErrorCode::Host,
             CallError::Unavailable(_) => ErrorCode::Unavailable,
+            CallError::Uninstalled(_) => ErrorCode::Uninstalled,
+            CallError::Untrusted(_) => ErrorCode::Untrusted,
         }
     }
 

@@ -149,6 +149,8 @@ impl Redactor {
             CallError::Busy(m) => CallError::Busy(self.text(&m)),
             CallError::Invalid(m) => CallError::Invalid(self.text(&m)),
             CallError::Quota(m) => CallError::Quota(self.text(&m)),
+            CallError::Uninstalled(m) => CallError::Uninstalled(self.text(&m)),
+            CallError::Untrusted(m) => CallError::Untrusted(self.text(&m)),
             // Text a remote chose (a parser quoting its answer, a gRPC status message) may
             // carry a value it read through a callback (red team, session 16).
             CallError::Remote(m) => CallError::Remote(self.text(&m)),

@@ -19,7 +19,7 @@ use warden_trust::{Envelope, TrustBundle, Verified, verify};
 
 use crate::error::HostError;
 use crate::host::{Host, Inner};
-use crate::installed::ExtensionInfo;
+use crate::installed::{ExtensionInfo, Retired};
 
 /// What an install did.
 #[derive(Debug, Clone)]
@@ -67,25 +67,48 @@ impl Host {
         self.inner
             .change_gate(Record::new(Event::TrustReload, request_id.clone()).with_target(what))?;
         let publishers = trust.publishers().len();
+        let trust = Arc::new(trust);
         {
             let mut current = self
                 .inner
                 .trust
                 .write()
                 .map_err(|_| HostError::Poisoned("trust bundle"))?;
-            *current = Arc::new(trust);
+            *current = Arc::clone(&trust);
         }
-        self.inner
-            .extensions
-            .write()
-            .map_err(|_| HostError::Poisoned("extension table"))?
-            .clear();
+        let old = std::mem::take(
+            &mut *self
+                .inner
+                .extensions
+                .write()
+                .map_err(|_| HostError::Poisoned("extension table"))?,
+        );
+        let mut stopped = 0;
+        for loaded in old
+            .into_values()
+            .flat_map(std::collections::HashMap::into_values)
+        {
+            // One the new bundle no longer trusts stops at once, with the calls running on it;
+            // the others finish theirs and are verified again on their next call.
+            let how = match loaded.signed.still_trusted(&trust) {
+                Ok(()) => Retired::Replaced,
+                Err(e) => {
+                    stopped += 1;
+                    Retired::Untrusted(e.to_string().into())
+                }
+            };
+            self.inner.retire(loaded, how);
+        }
+        let stopped = match stopped {
+            0 => String::new(),
+            n => format!("; {n} loaded install(s) no longer verify: their calls were stopped"),
+        };
         self.inner.record_change(
             Record::new(Event::TrustReload, request_id)
                 .with_target(what)
                 .with_outcome(Outcome::Ok)
                 .with_message(format!(
-                    "{publishers} publishers trusted; every install is verified again on its next call"
+                    "{publishers} publishers trusted; every install is verified again on its next call{stopped}"
                 )),
         )?;
         Ok(())
@@ -458,14 +481,12 @@ impl Admin<'_> {
                 .with_message("not installed"),
             Err(e) => record.with_outcome(Outcome::Error).with_error(e),
         };
-        // Calls already loaded in this process stop at once too, recorded or not.
-        let old = match inner.extensions.write() {
-            Ok(mut loaded) => loaded.get_mut(tenant).and_then(|t| t.remove(extension)),
-            Err(_) => None,
-        };
-        if let Some(old) = old {
-            inner.retire(old);
+        // Calls of it in this process, waiting or running, stop at once too, recorded or not.
+        crate::tenant::Tenant {
+            inner,
+            name: tenant.clone(),
         }
+        .withdraw(extension);
         inner.record_change(record)?;
         Ok(removed?)
     }
@@ -533,6 +554,7 @@ impl Admin<'_> {
     ) -> Result<usize, HostError> {
         let mut prepared = 0;
         let installs = self.registry.installs(None)?;
+        self.withdraw_uninstalled(&installs);
         // What no install names any more (uninstalled, upgraded, here or by another runner)
         // and no loaded install holds is forgotten.
         let installed: std::collections::HashSet<ContentHash> =
@@ -571,6 +593,33 @@ impl Admin<'_> {
             }
         }
         Ok(prepared)
+    }
+
+    /// Takes away, with their calls, the installs loaded here that `installs` (the registry's
+    /// list) no longer holds: uninstalled by another process, a runner of the same fleet, whose
+    /// running calls would otherwise run on to their time limit.
+    fn withdraw_uninstalled(&self, installs: &[InstallRecord]) {
+        let listed: std::collections::HashSet<(&TenantName, &ExtensionId)> =
+            installs.iter().map(|i| (&i.tenant, &i.extension)).collect();
+        let stale: Vec<(TenantName, ExtensionId)> = match self.inner.extensions.read() {
+            Ok(loaded) => loaded
+                .iter()
+                .flat_map(|(t, exts)| exts.iter().map(move |(e, l)| (t, e, l)))
+                .filter(|(t, e, l)| l.installed && !listed.contains(&(*t, *e)))
+                .map(|(t, e, _)| (t.clone(), e.clone()))
+                .collect(),
+            Err(_) => return,
+        };
+        for (tenant, extension) in stale {
+            // Installed again since the list was read? Asked once more, to be sure.
+            if matches!(self.registry.install(&tenant, &extension), Ok(None)) {
+                crate::tenant::Tenant {
+                    inner: self.inner,
+                    name: tenant,
+                }
+                .withdraw(&extension);
+            }
+        }
     }
 
     /// A published bundle, verified again now (its bytes against their hash, its signature

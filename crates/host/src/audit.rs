@@ -373,7 +373,8 @@ fn outcome_of(code: ErrorCode) -> Outcome {
         ErrorCode::TooLarge => Outcome::TooLarge,
         ErrorCode::Busy => Outcome::Busy,
         ErrorCode::Trap => Outcome::Trap,
-        ErrorCode::Invalid => Outcome::Invalid,
+        ErrorCode::Invalid | ErrorCode::Uninstalled => Outcome::Invalid,
+        ErrorCode::Untrusted => Outcome::Denied,
     }
 }
 

@@ -1,17 +1,19 @@
 //! One call path for both worlds: look the install up, pass the audit gate, check the request,
-//! take a permit (`max_concurrent_calls`; none free = `busy`, never a queue), give the call its
-//! capabilities, run it in a fresh instance, and audit what it did.
+//! take a permit (`max_concurrent_calls`; none free within `[policy] busy_wait` = `busy`), give
+//! the call its capabilities, run it in a fresh instance (stopped if its install is taken away
+//! meanwhile), and audit what it did.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use warden_call::HostFailure;
 use warden_manifest::{ExtensionId, TenantName};
 use warden_runtime::{CallCaps, CallError, CallOutcome, CallReport};
 
 use crate::error::{CallFailure, Called};
 use crate::host::Inner;
-use crate::installed::{Code, Loaded};
+use crate::installed::{Code, Loaded, Retired};
 use crate::invoke::{HostInvoker, Via};
 use crate::tenant::Tenant;
 
@@ -239,10 +241,22 @@ impl Inner {
             ledger,
         };
         // A call from another extension runs inside its caller's task (and turn).
-        let outcome = if top_level {
-            self.guests.run(call, busy).await
-        } else {
-            call.await
+        let running = async {
+            if top_level {
+                self.guests.run(call, busy).await
+            } else {
+                call.await
+            }
+        };
+        let mut retired = ext.retired.subscribe();
+        let outcome = tokio::select! {
+            biased;
+            // Uninstalled: stopped at once (dropped, as when its caller goes away).
+            _ = retired.wait_for(Retired::stops_calls) => {
+                let why = ext.retired.borrow().refusal(&ext.info.id, "ran: it was stopped");
+                unfinished.stopped(why.unwrap_or_else(|| CallError::host("the call was stopped")))
+            }
+            outcome = running => outcome,
         };
         unfinished.id = None;
         self.finish(&ext, id, outcome).await
@@ -314,10 +328,10 @@ impl Inner {
 
     /// A slot of the extension's `max_concurrent_calls`, free now or within the policy's
     /// `busy_wait` (first come, first served), or why not (`busy`). A call that waited runs
-    /// only if its install is still the one loaded: one uninstalled, upgraded or granted
-    /// otherwise meanwhile is not run on the record it was looked up with.
+    /// only if its install is still the one served ([`Inner::still_served`]); one retired
+    /// meanwhile wakes its waiters at once.
     async fn permit(
-        &self,
+        self: &Arc<Self>,
         ext: &Arc<Loaded>,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, CallError> {
         let permits = Arc::clone(&ext.permits);
@@ -335,21 +349,62 @@ impl Inner {
         if self.policy.busy_wait.is_zero() || *closing.borrow() {
             return Err(busy());
         }
+        let mut retired = ext.retired.subscribe();
         let waited = tokio::select! {
-            p = tokio::time::timeout(self.policy.busy_wait, permits.acquire_owned()) => p,
+            p = tokio::time::timeout(self.policy.busy_wait, permits.acquire_owned()) => {
+                p.ok().and_then(Result::ok)
+            }
             _ = closing.wait_for(|c| *c) => {
                 return Err(CallError::Busy("the host is shutting down".into()));
             }
+            // Woken to be refused below.
+            _ = retired.wait_for(|r| *r != Retired::No) => None,
         };
-        let Ok(Ok(p)) = waited else {
-            return Err(busy());
+        self.still_served(ext).await?;
+        waited.ok_or_else(busy)
+    }
+
+    /// Whether a call that waited for a slot may still run on `ext`: not if its install was
+    /// uninstalled (refused as not there), or upgraded, granted otherwise or verified again
+    /// (busy: a new try runs on the new record) meanwhile, by this process or, for one loaded
+    /// from the registry, by another (a runner of the same fleet).
+    async fn still_served(self: &Arc<Self>, ext: &Arc<Loaded>) -> Result<(), CallError> {
+        let id = &ext.info.id;
+        let when = "waited for a slot";
+        if let Some(refused) = ext.retired.borrow().refusal(id, when) {
+            return Err(refused);
+        }
+        let (Some((registry, _)), true) = (&self.registry, ext.installed) else {
+            return Ok(());
         };
-        match self.get(&ext.info.tenant, &ext.info.id) {
-            Some(now) if Arc::ptr_eq(&now, ext) => Ok(p),
-            _ => Err(CallError::Busy(format!(
-                "{} was replaced or removed while the call waited for a slot",
-                ext.info.id
+        let registry = Arc::clone(registry);
+        let (tenant, extension) = (ext.info.tenant.clone(), id.clone());
+        let install =
+            tokio::task::spawn_blocking(move || registry.install(&tenant, &extension)).await;
+        match install {
+            Ok(Ok(Some(i)))
+                if i.content_hash == ext.info.content_hash && i.grant == ext.info.grant =>
+            {
+                Ok(())
+            }
+            Ok(Ok(Some(_))) => Err(CallError::Busy(format!(
+                "{id} was replaced while the call {when}"
             ))),
+            Ok(Ok(None)) => {
+                Tenant {
+                    inner: self,
+                    name: ext.info.tenant.clone(),
+                }
+                .withdraw(id);
+                Err(CallError::Uninstalled(format!(
+                    "{id} was uninstalled while the call {when}"
+                )))
+            }
+            Ok(Err(e)) => Err(CallError::Unavailable(HostFailure::caused(
+                "the registry cannot be read",
+                e,
+            ))),
+            Err(_) => Err(CallError::host("the registry could not be read")),
         }
     }
 }
@@ -365,6 +420,23 @@ struct Unfinished {
     ledger: (warden_call::Ledger, warden_call::Redactor),
 }
 
+impl Unfinished {
+    /// The outcome of the call stopped now by `error`, with what it did until then.
+    fn stopped<T>(&self, error: CallError) -> CallOutcome<T> {
+        let (ledger, redactor) = &self.ledger;
+        let (denials, uses, limits) = ledger.report(redactor);
+        CallOutcome {
+            result: Err(error),
+            report: CallReport {
+                denials,
+                uses,
+                limits,
+                ..CallReport::default()
+            },
+        }
+    }
+}
+
 impl Drop for Unfinished {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else {
@@ -374,20 +446,10 @@ impl Drop for Unfinished {
             return;
         };
         let (inner, ext) = (Arc::clone(&self.inner), Arc::clone(&self.ext));
-        let (ledger, redactor) = &self.ledger;
-        let (denials, uses, limits) = ledger.report(redactor);
+        let stopped = self.stopped::<()>(CallError::host(
+            "the caller went away before the call ended: it was stopped",
+        ));
         runtime.spawn(async move {
-            let stopped = CallOutcome::<()> {
-                result: Err(CallError::Host(warden_call::HostFailure::new(
-                    "the caller went away before the call ended: it was stopped",
-                ))),
-                report: warden_call::CallReport {
-                    denials,
-                    uses,
-                    limits,
-                    ..warden_call::CallReport::default()
-                },
-            };
             let _ = inner.finish(&ext, id, stopped).await;
         });
     }

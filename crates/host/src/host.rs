@@ -24,7 +24,7 @@ use crate::error::HostError;
 
 use crate::authorize::Authorizer;
 use crate::ids::RequestIds;
-use crate::installed::Loaded;
+use crate::installed::{Loaded, Retired};
 
 /// Loads verified bundles and calls them. Cheap to clone (one shared state); all methods
 /// take `&self`.
@@ -217,11 +217,12 @@ impl Inner {
         self.extensions.read().ok()?.get(tenant)?.get(id).cloned()
     }
 
-    /// Takes `loaded` out of use (replaced, unloaded or uninstalled) and forgets its prepared
-    /// component when nothing else holds it: an old version's compiled code (tens of MB for a
-    /// JavaScript or Python component) is not kept for ever. (Calls still running on it keep
-    /// it alive; the runner's warm-up pass forgets it later, `prune_prepared`.)
-    pub(crate) fn retire(&self, loaded: Arc<Loaded>) {
+    /// Takes `loaded` out of use (`how`: replaced, or removed with its calls) and forgets its
+    /// prepared component when nothing else holds it: an old version's compiled code (tens
+    /// of MB for a JavaScript or Python component) is not kept for ever. (Calls still running
+    /// on it keep it alive; the runner's warm-up pass forgets it later, `prune_prepared`.)
+    pub(crate) fn retire(&self, loaded: Arc<Loaded>, how: Retired) {
+        loaded.retired.send_replace(how);
         let hash = loaded.info.content_hash;
         drop(loaded);
         self.prune_prepared(|h| *h != hash);

@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use warden_audit::Record;
 use warden_bundle::ContentHash;
 use warden_manifest::{Effective, ExtensionId, TenantName};
-use warden_runtime::{CallCaps, Prepared, ProcessInstall, WarmInstances, WorldKind};
+use warden_runtime::{CallCaps, CallError, Prepared, ProcessInstall, WarmInstances, WorldKind};
 
 /// What was loaded.
 #[derive(Debug, Clone)]
@@ -66,4 +66,48 @@ pub(crate) struct Loaded {
     /// A component's instances kept between its calls, where `[policy.component] warm_calls`
     /// accepts it (per install: they die with this record).
     pub(crate) warm: Option<WarmInstances>,
+    /// Set once this record is no longer the one served: its waiting calls are woken to be
+    /// refused, and, when the install was taken away, its running calls are stopped.
+    pub(crate) retired: tokio::sync::watch::Sender<Retired>,
+    /// Who vouched for its bundle: asked again at each trust reload.
+    pub(crate) signed: warden_trust::Signed,
+}
+
+/// Whether a [`Loaded`] record is still the one its calls should run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Retired {
+    /// Served.
+    No,
+    /// Another record serves the install now (an upgrade, a new grant, a trust reload it
+    /// survived): calls running on this one end as they are; calls waiting for its slots are
+    /// refused as busy (the next try runs on the new one).
+    Replaced,
+    /// The install is gone (uninstalled): its calls are refused and stopped at once.
+    Removed,
+    /// The trust bundle now in force no longer accepts its signature (why): its calls are
+    /// refused and stopped at once.
+    Untrusted(Arc<str>),
+}
+
+impl Retired {
+    /// Whether the calls running on the record must stop.
+    pub(crate) fn stops_calls(&self) -> bool {
+        matches!(self, Retired::Removed | Retired::Untrusted(_))
+    }
+
+    /// Why a call of `id` is refused or stopped `when` (what it was doing then), if it is.
+    pub(crate) fn refusal(&self, id: &ExtensionId, when: &str) -> Option<CallError> {
+        match self {
+            Retired::No => None,
+            Retired::Replaced => Some(CallError::Busy(format!(
+                "{id} was replaced while the call {when}"
+            ))),
+            Retired::Removed => Some(CallError::Uninstalled(format!(
+                "{id} was uninstalled while the call {when}"
+            ))),
+            Retired::Untrusted(why) => Some(CallError::Untrusted(format!(
+                "{id} is no longer trusted (the trust bundle was reloaded: {why}); this happened while the call {when}"
+            ))),
+        }
+    }
 }

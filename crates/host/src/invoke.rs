@@ -160,7 +160,7 @@ fn current(
                 inner: host,
                 name: tenant.clone(),
             }
-            .unload(callee);
+            .withdraw(callee);
             Err(InvokeError::Unavailable {
                 code: "not-found".into(),
                 message: format!("{callee} is not installed for this tenant"),

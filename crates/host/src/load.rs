@@ -18,7 +18,7 @@ use warden_trust::{Envelope, Verified, verify};
 use crate::authorize::LoadRequest;
 use crate::error::HostError;
 use crate::host::Inner;
-use crate::installed::{Code, ExtensionInfo, Loaded};
+use crate::installed::{Code, ExtensionInfo, Loaded, Retired};
 use crate::tenant::Tenant;
 
 impl Tenant<'_> {
@@ -229,6 +229,8 @@ impl Tenant<'_> {
                 permits,
                 installed,
                 warm,
+                retired: tokio::sync::watch::Sender::new(Retired::No),
+                signed: verified.signed(),
             };
             let replaced = inner
                 .extensions
@@ -238,7 +240,7 @@ impl Tenant<'_> {
                 .or_default()
                 .insert(info.id.clone(), Arc::new(loaded));
             if let Some(old) = replaced {
-                inner.retire(old);
+                inner.retire(old, Retired::Replaced);
             }
             Ok(info)
         })();

@@ -8,7 +8,7 @@ use warden_audit::{Event, Outcome, Record};
 
 use crate::error::HostError;
 use crate::host::{Host, Inner};
-use crate::installed::ExtensionInfo;
+use crate::installed::{ExtensionInfo, Retired};
 
 /// One tenant's view of a [`Host`]: what it loads and calls is its own.
 pub struct Tenant<'h> {
@@ -40,15 +40,28 @@ impl Tenant<'_> {
     }
 
     /// Unloads `id` for this tenant: calls from now on do not find it (calls in flight end
-    /// as they are). Returns whether it was loaded.
+    /// as they are; calls waiting for one of its slots are refused as busy at once). Returns
+    /// whether it was loaded.
     pub fn unload(&self, id: &ExtensionId) -> bool {
+        self.take(id, Retired::Replaced)
+    }
+
+    /// Takes `id` away from this tenant, as its uninstall does: calls from now on do not find
+    /// it, calls waiting for one of its slots are refused, and calls running are stopped
+    /// (each still leaves its audit record, saying so). For an install removed by another
+    /// process (another runner of a fleet). Returns whether it was loaded.
+    pub fn withdraw(&self, id: &ExtensionId) -> bool {
+        self.take(id, Retired::Removed)
+    }
+
+    fn take(&self, id: &ExtensionId, how: Retired) -> bool {
         let removed = match self.inner.extensions.write() {
             Ok(mut loaded) => loaded.get_mut(&self.name).and_then(|t| t.remove(id)),
             Err(_) => None,
         };
         match removed {
             Some(old) => {
-                self.inner.retire(old);
+                self.inner.retire(old, how);
                 true
             }
             None => false,

@@ -127,6 +127,10 @@ impl ApiError {
             ErrorCode::Remote => (StatusCode::BAD_GATEWAY, "remote-error"),
             ErrorCode::Host => (StatusCode::BAD_GATEWAY, "host-error"),
             ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            // Uninstalled while it waited or ran: as if it had never been there.
+            ErrorCode::Uninstalled => (StatusCode::NOT_FOUND, "not-found"),
+            // Its signature no longer verifies: as a load refused by verification.
+            ErrorCode::Untrusted => (StatusCode::BAD_GATEWAY, "integrity"),
         };
         let mut a = ApiError::new(status, code, e.to_string()).with_id(&f.request_id);
         a.audited = true;

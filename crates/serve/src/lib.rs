@@ -438,7 +438,7 @@ impl Service {
             .install(tenant, id)
             .map_err(|e| crate::error::registry_failed(&e))?;
         let Some(install) = install else {
-            view.unload(id);
+            view.withdraw(id);
             return Err(not_installed(id));
         };
         if let Some(info) = view.extension(id)

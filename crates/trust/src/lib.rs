@@ -25,4 +25,4 @@ pub use keys::{KeyError, KeyId, PublicKey, SigningKey, Zeroizing};
 pub use sign::{SignError, sign};
 pub use statement::{Statement, StatementError};
 pub use trust::{KeyStatus, TrustBundle, TrustError, TrustedPublisher, publisher_entry};
-pub use verify::{Verified, VerifyError, verify};
+pub use verify::{Signed, Verified, VerifyError, verify};

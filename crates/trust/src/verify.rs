@@ -50,6 +50,81 @@ impl<T> Verified<T> {
     }
 }
 
+impl<T> Verified<T> {
+    /// Who vouched for it, kept to ask a later trust bundle ([`Signed::still_trusted`]).
+    pub fn signed(&self) -> Signed {
+        Signed {
+            publisher: self.statement.publisher().clone(),
+            signers: self.signers.clone(),
+        }
+    }
+}
+
+/// Who vouched for a verified value: its publisher and the trusted keys whose signatures were
+/// valid. What serves the value keeps it, to ask whether a new trust bundle still trusts it
+/// without its bytes or its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    publisher: PublisherName,
+    signers: Vec<KeyId>,
+}
+
+impl Signed {
+    /// Whether `trust` still accepts these signatures: the publisher is in it, and enough of
+    /// the keys that signed are still trusted for that publisher (a key revoked, removed or
+    /// now another publisher's no longer counts). Stricter than verifying again: a key
+    /// trusted only now is not counted even if it signed (its signature was not checked when
+    /// it was not trusted), so this may say no where a new verification says yes, never the
+    /// reverse.
+    pub fn still_trusted(&self, trust: &TrustBundle) -> Result<(), VerifyError> {
+        let name = &self.publisher;
+        let publisher = trust
+            .publisher(name)
+            .ok_or_else(|| VerifyError::UnknownPublisher {
+                publisher: name.clone(),
+            })?;
+        let listed = |keys: &[crate::PublicKey], id: &KeyId| keys.iter().any(|k| &k.key_id() == id);
+        let have = self
+            .signers
+            .iter()
+            .filter(|id| listed(publisher.keys(), id))
+            .count();
+        let need = publisher.threshold();
+        if have >= need && have > 0 {
+            return Ok(());
+        }
+        for id in &self.signers {
+            if listed(publisher.revoked(), id) {
+                return Err(VerifyError::RevokedKey {
+                    publisher: name.clone(),
+                    key_id: id.clone(),
+                });
+            }
+        }
+        for id in &self.signers {
+            if listed(publisher.keys(), id) {
+                continue;
+            }
+            return Err(match trust.key_owner(id) {
+                Some((owner, _, _)) => VerifyError::UntrustedKey {
+                    publisher: name.clone(),
+                    key_id: id.clone(),
+                    owner: Some(owner.name().clone()),
+                },
+                None => VerifyError::UnknownKey {
+                    publisher: name.clone(),
+                    key_id: id.clone(),
+                },
+            });
+        }
+        Err(VerifyError::ThresholdNotMet {
+            publisher: name.clone(),
+            have,
+            need,
+        })
+    }
+}
+
 impl<T> Deref for Verified<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -519,6 +594,54 @@ mod tests {
         let both = f.sign(&b, Some(env));
         assert_eq!(both.signatures().len(), 2);
         assert_eq!(f.verify(&both, &t).unwrap().len(), 2);
+    }
+
+    /// What a later trust bundle says of the signers kept from a verification is what a new
+    /// verification of the same envelope says (for keys that were trusted when it was made).
+    #[test]
+    fn the_signers_kept_are_judged_by_a_later_trust_bundle_as_a_new_verification_would() {
+        let (a, b, c) = (
+            SigningKey::generate(),
+            SigningKey::generate(),
+            SigningKey::generate(),
+        );
+        let f = acme();
+        let both = f.sign(&b, Some(f.sign(&a, None)));
+        let signed = Signed {
+            publisher: f.publisher.clone(),
+            signers: f
+                .verify(&both, &trust(&[("acme", &[&a, &b], &[], None)]))
+                .unwrap(),
+        };
+        let later: [&[Entry<'_>]; 8] = [
+            &[("acme", &[&a, &b], &[], None)],
+            &[("acme", &[&a, &b], &[], Some(2))],
+            &[("acme", &[&b], &[&a], None)],
+            &[("acme", &[&c], &[&a, &b], None)],
+            &[("other", &[&a, &b], &[], None)],
+            &[("acme", &[&c], &[], None), ("other", &[&a, &b], &[], None)],
+            &[("acme", &[&c], &[], None)],
+            &[("acme", &[&a, &c], &[&b], Some(2))],
+        ];
+        for entries in later {
+            let t = trust(entries);
+            let again = f.verify(&both, &t).map(|_| ());
+            assert_eq!(signed.still_trusted(&t), again, "{entries:?}");
+        }
+        // Stricter only where a key is trusted now that was not then: not counted.
+        let one = Signed {
+            publisher: f.publisher.clone(),
+            signers: vec![a.public_key().key_id()],
+        };
+        let t = trust(&[("acme", &[&a, &b], &[], Some(2))]);
+        assert!(matches!(
+            one.still_trusted(&t),
+            Err(VerifyError::ThresholdNotMet {
+                have: 1,
+                need: 2,
+                ..
+            })
+        ));
     }
 
     #[test]

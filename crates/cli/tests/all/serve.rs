@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::foundation::{keygen, ok, pack, sign, trust_file, warden};
 
@@ -947,6 +947,163 @@ fn a_client_gone_mid_request_does_not_hold_the_shutdown() {
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// The hostile-http fixture, whose `/loop` runs until its time limit, with a limit of 10 s
+/// and one call at a time: a call that is still running, and one waiting for its slot, when
+/// something happens to the install.
+fn one_slow_call_at_a_time(st: &Setup) -> (PathBuf, PathBuf) {
+    let dir = st.t.path().join("slow-loop");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        example("hostile-http").join("extension.wasm"),
+        dir.join("extension.wasm"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(example("hostile-http").join("extension.toml")).unwrap();
+    let manifest = manifest.replace(
+        "max_execution_time = \"3s\"",
+        "max_execution_time = \"10s\"\nmax_concurrent_calls = 1",
+    );
+    assert!(manifest.contains("max_concurrent_calls = 1"));
+    std::fs::write(dir.join("extension.toml"), manifest).unwrap();
+    st.bundle(&dir, "slow-loop")
+}
+
+/// Uninstalling stops the install's calls at once: the one running and the one waiting for
+/// its slot are answered 404 (as if it had never been there) right after the uninstall, not
+/// at their time limit, and each leaves its audit record saying why.
+#[test]
+fn uninstalling_stops_the_calls_running_and_waiting_at_once() {
+    let st = setup();
+    let s = st.serve("[policy]\nbusy_wait = \"8s\"\n");
+    let (b, sig) = one_slow_call_at_a_time(&st);
+    let hash = publish(&s, &b, &sig);
+    let k = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
+        200
+    );
+    let url = format!("{}/api/ext/warden.hostile-http/loop", s.base);
+    let call = || {
+        let (url, key) = (url.clone(), k.clone());
+        std::thread::spawn(move || {
+            let r = get(&url, Some(&key));
+            (r, Instant::now())
+        })
+    };
+    let running = call();
+    std::thread::sleep(Duration::from_millis(400));
+    let waiting = call();
+    std::thread::sleep(Duration::from_millis(400));
+    let removed = Instant::now();
+    let r = send(
+        "DELETE",
+        &format!(
+            "{}/v1/admin/tenants/alpha/installs/warden.hostile-http",
+            s.base
+        ),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let mut ids = Vec::new();
+    for (what, t) in [("running", running), ("waiting", waiting)] {
+        let (r, answered) = t.join().unwrap();
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (404, "not-found"),
+            "{what}: {}",
+            r.body
+        );
+        let after = answered.duration_since(removed);
+        assert!(
+            after < Duration::from_secs(2),
+            "{what} answered {after:?} after the uninstall"
+        );
+        ids.push(r_id(&r));
+    }
+    drop(s);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    let records = audit(&st);
+    for (id, why) in ids
+        .iter()
+        .zip(["while the call ran", "while the call waited"])
+    {
+        let call = record_for(&records, id)
+            .into_iter()
+            .find(|r| r["event"] == "call")
+            .unwrap_or_else(|| panic!("no call record for {id}"));
+        assert_eq!(call["outcome"], "invalid", "{call}");
+        assert!(
+            call["message"].as_str().is_some_and(|m| m.contains(why)),
+            "{call}"
+        );
+    }
+}
+
+/// A trust reload that revokes the key an install was signed with stops the calls running on
+/// it at once (502 `integrity`, as the next request gets), with their audit records.
+#[test]
+fn a_revoked_key_stops_the_calls_running_at_once() {
+    let st = setup();
+    let s = st.serve("");
+    let (b, sig) = one_slow_call_at_a_time(&st);
+    let hash = publish(&s, &b, &sig);
+    let k = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
+        200
+    );
+    let url = format!("{}/api/ext/warden.hostile-http/loop", s.base);
+    let (u, key) = (url.clone(), k.clone());
+    let running = std::thread::spawn(move || {
+        let r = get(&u, Some(&key));
+        (r, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let other = keygen(&st.t.path().join("other"), "someone-else");
+    trust_file(
+        st.t.path(),
+        "trust.toml",
+        &[("someone-else", &[&other.pem], &[&st.pem])],
+    );
+    let reloaded = Instant::now();
+    let r = send(
+        "POST",
+        &format!("{}/v1/admin/trust/reload", s.base),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (r, answered) = running.join().unwrap();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "integrity"),
+        "{}",
+        r.body
+    );
+    let after = answered.duration_since(reloaded);
+    assert!(
+        after < Duration::from_secs(2),
+        "answered {after:?} after the reload"
+    );
+    let next = get(&url, Some(&k));
+    assert_eq!((next.status, next.code().as_str()), (502, "integrity"));
+    drop(s);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    let records = audit(&st);
+    let call = record_for(&records, &r_id(&r))
+        .into_iter()
+        .find(|r| r["event"] == "call")
+        .expect("the stopped call's record");
+    assert_eq!(call["outcome"], "denied", "{call}");
+    assert!(
+        call["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no longer trusted")),
+        "{call}"
     );
 }
 

@@ -303,16 +303,126 @@ async fn a_call_waiting_for_a_slot_does_not_outlive_its_install() {
         ..warden_manifest::Policy::default()
     });
     let id = lab.load("hostile"); // max_concurrent_calls = 2
-    let (a, b, c, _) = a_third_call_over_the_cap(&lab, &id, b"500", b"10", async {
+    let (a, b, c, waited) = a_third_call_over_the_cap(&lab, &id, b"900", b"10", async {
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(lab.host.default_tenant().unload(&id));
     })
     .await;
-    assert!(a.is_ok() && b.is_ok());
+    // Unloaded (as an upgrade replaces it): the calls running end as they are...
+    assert_eq!(text(&a.unwrap()), "slept");
+    assert_eq!(text(&b.unwrap()), "slept");
+    // ...and the one waiting is refused when it happens, not when a slot frees.
     let e = c.unwrap_err();
     assert!(
-        matches!(&e.error, CallError::Busy(m) if m.contains("replaced or removed")),
+        matches!(&e.error, CallError::Busy(m) if m.contains("was replaced while the call waited")),
         "{e}"
+    );
+    assert!(waited < Duration::from_millis(600), "{waited:?}");
+    assert!(lab.call(&id, "sleep", b"10").await.is_err());
+}
+
+/// An install taken away (uninstalled, here or by another runner) stops its calls at once:
+/// those running are stopped, those waiting for a slot refused, each with its audit record;
+/// nothing of it runs afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uninstalled_extensions_calls_stop_at_once() {
+    let lab = Lab::with_policy(warden_manifest::Policy {
+        busy_wait: Duration::from_secs(5),
+        ..warden_manifest::Policy::default()
+    });
+    let id = lab.load("hostile"); // max_concurrent_calls = 2
+    let started = Instant::now();
+    let (a, b, c, _) = a_third_call_over_the_cap(&lab, &id, b"3000", b"10", async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(lab.host.default_tenant().withdraw(&id));
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the calls ran on: {:?}",
+        started.elapsed()
+    );
+    for running in [a, b] {
+        let e = running.unwrap_err();
+        assert!(
+            matches!(&e.error, CallError::Uninstalled(m) if m.contains("uninstalled while the call ran")),
+            "{e}"
+        );
+    }
+    let e = c.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Uninstalled(m) if m.contains("uninstalled while the call waited")),
+        "{e}"
+    );
+    let stopped: Vec<_> = lab
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r.event() == Event::Call && r.message().is_some_and(|m| m.contains("uninstalled while"))
+        })
+        .collect();
+    assert_eq!(stopped.len(), 3, "{stopped:?}");
+    assert!(stopped.iter().all(|r| r.outcome() == Outcome::Invalid));
+    assert!(lab.call(&id, "sleep", b"10").await.is_err());
+}
+
+/// A trust reload stops at once the calls running on an install whose signature it no longer
+/// accepts (a key revoked), each with its audit record; under a bundle that still accepts it,
+/// calls run on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_key_stops_the_calls_running_at_once() {
+    use warden_trust::{SigningKey, TrustBundle};
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    let same = || TrustBundle::parse(lab.trust_text()).unwrap();
+    let (a, ()) = tokio::join!(lab.call(&id, "sleep", b"600"), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lab.host.set_trust(same(), "the same bundle").unwrap();
+    });
+    assert_eq!(text(&a.unwrap()), "slept");
+
+    let id = lab.load("hostile");
+    let ours = same().publishers()[0].keys()[0].to_spki_pem();
+    let other = SigningKey::generate().public_key().to_spki_pem();
+    let revoked = TrustBundle::parse(&format!(
+        "[[publisher]]\nname = \"warden-examples\"\nkeys = [{other:?}]\nrevoked = [{ours:?}]\n"
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let (a, ()) = tokio::join!(lab.call(&id, "sleep", b"3000"), async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        lab.host
+            .set_trust(revoked, "a bundle revoking the key")
+            .unwrap();
+    });
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the call ran on: {:?}",
+        started.elapsed()
+    );
+    let e = a.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Untrusted(m) if m.contains("revoked") && m.contains("it was stopped")),
+        "{e}"
+    );
+    let records = lab.audit.records();
+    let call = records.iter().rfind(|r| r.event() == Event::Call).unwrap();
+    assert_eq!(call.outcome(), Outcome::Denied);
+    assert!(
+        call.message()
+            .is_some_and(|m| m.contains("no longer trusted")),
+        "{call:?}"
+    );
+    let reload = records
+        .iter()
+        .rfind(|r| r.event() == Event::TrustReload)
+        .unwrap();
+    assert!(
+        reload
+            .message()
+            .is_some_and(|m| m.contains("1 loaded install(s) no longer verify")),
+        "{reload:?}"
     );
     assert!(lab.call(&id, "sleep", b"10").await.is_err());
 }

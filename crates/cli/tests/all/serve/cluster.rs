@@ -90,6 +90,54 @@ fn what_one_runner_changes_every_runner_serves_within_a_second() {
     }
 }
 
+/// Uninstalled through one runner, an install's call running on another is stopped within a
+/// pass of that runner's follower (every 2 s) and answered 404, not left to run on to its
+/// time limit (10 s here).
+#[test]
+fn an_uninstall_through_one_runner_stops_the_calls_running_on_another() {
+    let st = setup();
+    if !on_shared_storage(&st) {
+        return;
+    }
+    let runners = fleet(&st, "");
+    let (a, b) = (&runners[0], &runners[1]);
+    let (bundle, sig) = one_slow_call_at_a_time(&st);
+    let hash = publish(a, &bundle, &sig);
+    let key = tenant(a, "alpha");
+    let r = install(a, "alpha", "warden.hostile-http", &hash, "none");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let url = format!("{}/api/ext/warden.hostile-http/loop", b.base);
+    let running = std::thread::spawn(move || {
+        let r = get(&url, Some(&key));
+        (r, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let removed = Instant::now();
+    let r = send(
+        "DELETE",
+        &format!(
+            "{}/v1/admin/tenants/alpha/installs/warden.hostile-http",
+            a.base
+        ),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let (r, answered) = running.join().unwrap();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (404, "not-found"),
+        "{}",
+        r.body
+    );
+    let after = answered.duration_since(removed);
+    assert!(
+        after < Duration::from_secs(4),
+        "answered {after:?} after the uninstall"
+    );
+    eprintln!("a call on another runner stopped {after:?} after the uninstall");
+}
+
 /// hello published and installed for tenant alpha through `s`; alpha's API key.
 fn hello_for_alpha(st: &Setup, s: &Server) -> String {
     let (hello, sig) = st.bundle(&example("hello"), "hello");
