@@ -7,6 +7,7 @@
 //! Needs the examples: run `scripts/build-examples.sh` first.
 //! Run: `cargo bench -p warden-host --bench process`.
 //! `WARDEN_BENCH_CALLS=N` changes the calls per variant (default 2000; spawning runs a tenth).
+//! `WARDEN_BENCH_STORE=sqlite` puts the key-value store in a data dir (SQLite), as a service has.
 //! `WARDEN_PROFILE_ONLY=warm` (or `component`, `spawned`) runs only that variant and prints
 //! nothing, for a profiler (`perf record -g`, `strace -c -f`).
 
@@ -56,13 +57,20 @@ fn signed(
     out
 }
 
-fn host(trust: &str, policy: &str) -> Host {
-    Host::builder()
+/// A host with an in-memory store, or with `WARDEN_BENCH_STORE=sqlite` a data dir's (in
+/// `dir`): what a service's key-value reads go through.
+fn host(trust: &str, policy: &str, dir: &Path) -> Host {
+    let b = Host::builder()
         .trust(TrustBundle::parse(trust).unwrap())
         .policy(Policy::parse(policy).unwrap())
-        .audit(Arc::new(MemoryAudit::default()))
-        .build()
-        .unwrap()
+        .audit(Arc::new(MemoryAudit::default()));
+    let b = match std::env::var("WARDEN_BENCH_STORE").as_deref() {
+        Ok("sqlite") => {
+            b.data_dir(dir.join(format!("data-{}", fs::read_dir(dir).unwrap().count())))
+        }
+        _ => b,
+    };
+    b.build().unwrap()
 }
 
 struct Variant {
@@ -115,11 +123,15 @@ fn main() {
         (host, id)
     };
     let (warm_host, warm_id) = load(
-        host(&trust, "[policy.process]\nwarm_calls = 1000000\n"),
+        host(
+            &trust,
+            "[policy.process]\nwarm_calls = 1000000\n",
+            dir.path(),
+        ),
         &process,
     );
-    let (spawn_host, spawn_id) = load(host(&trust, ""), &process);
-    let (comp_host, comp_id) = load(host(&trust, ""), &component);
+    let (spawn_host, spawn_id) = load(host(&trust, "", dir.path()), &process);
+    let (comp_host, comp_id) = load(host(&trust, "", dir.path()), &component);
     let mut variants = vec![
         Variant {
             key: "component",

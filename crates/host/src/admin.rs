@@ -601,23 +601,25 @@ impl Admin<'_> {
     fn withdraw_uninstalled(&self, installs: &[InstallRecord]) {
         let listed: std::collections::HashSet<(&TenantName, &ExtensionId)> =
             installs.iter().map(|i| (&i.tenant, &i.extension)).collect();
-        let stale: Vec<(TenantName, ExtensionId)> = match self.inner.extensions.read() {
+        let stale: Vec<Arc<crate::installed::Loaded>> = match self.inner.extensions.read() {
             Ok(loaded) => loaded
                 .iter()
                 .flat_map(|(t, exts)| exts.iter().map(move |(e, l)| (t, e, l)))
                 .filter(|(t, e, l)| l.installed && !listed.contains(&(*t, *e)))
-                .map(|(t, e, _)| (t.clone(), e.clone()))
+                .map(|(_, _, l)| Arc::clone(l))
                 .collect(),
             Err(_) => return,
         };
-        for (tenant, extension) in stale {
-            // Installed again since the list was read? Asked once more, to be sure.
-            if matches!(self.registry.install(&tenant, &extension), Ok(None)) {
+        for record in stale {
+            // Installed again since the list was read? Asked once more, to be sure; and only
+            // this record is withdrawn, not one loaded since.
+            let (tenant, extension) = (&record.info.tenant, &record.info.id);
+            if matches!(self.registry.install(tenant, extension), Ok(None)) {
                 crate::tenant::Tenant {
                     inner: self.inner,
-                    name: tenant,
+                    name: tenant.clone(),
                 }
-                .withdraw(&extension);
+                .withdraw_record(&record);
             }
         }
     }

@@ -395,7 +395,7 @@ impl Inner {
                     inner: self,
                     name: ext.info.tenant.clone(),
                 }
-                .withdraw(id);
+                .withdraw_record(ext);
                 Err(CallError::Uninstalled(format!(
                     "{id} was uninstalled while the call {when}"
                 )))

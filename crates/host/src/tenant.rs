@@ -8,7 +8,9 @@ use warden_audit::{Event, Outcome, Record};
 
 use crate::error::HostError;
 use crate::host::{Host, Inner};
-use crate::installed::{ExtensionInfo, Retired};
+use std::sync::Arc;
+
+use crate::installed::{ExtensionInfo, Loaded, Retired};
 
 /// One tenant's view of a [`Host`]: what it loads and calls is its own.
 pub struct Tenant<'h> {
@@ -43,7 +45,7 @@ impl Tenant<'_> {
     /// as they are; calls waiting for one of its slots are refused as busy at once). Returns
     /// whether it was loaded.
     pub fn unload(&self, id: &ExtensionId) -> bool {
-        self.take(id, Retired::Replaced)
+        self.take(id, Retired::Replaced, None)
     }
 
     /// Takes `id` away from this tenant, as its uninstall does: calls from now on do not find
@@ -51,12 +53,21 @@ impl Tenant<'_> {
     /// (each still leaves its audit record, saying so). For an install removed by another
     /// process (another runner of a fleet). Returns whether it was loaded.
     pub fn withdraw(&self, id: &ExtensionId) -> bool {
-        self.take(id, Retired::Removed)
+        self.take(id, Retired::Removed, None)
     }
 
-    fn take(&self, id: &ExtensionId, how: Retired) -> bool {
+    /// [`Tenant::withdraw`] of `record` only if it is still the one loaded: one loaded since
+    /// (installed again) was not judged and stays.
+    pub(crate) fn withdraw_record(&self, record: &Arc<Loaded>) -> bool {
+        self.take(&record.info.id, Retired::Removed, Some(record))
+    }
+
+    fn take(&self, id: &ExtensionId, how: Retired, only: Option<&Arc<Loaded>>) -> bool {
         let removed = match self.inner.extensions.write() {
-            Ok(mut loaded) => loaded.get_mut(&self.name).and_then(|t| t.remove(id)),
+            Ok(mut loaded) => loaded.get_mut(&self.name).and_then(|t| {
+                let judged = only.is_none_or(|r| t.get(id).is_some_and(|now| Arc::ptr_eq(now, r)));
+                if judged { t.remove(id) } else { None }
+            }),
             Err(_) => None,
         };
         match removed {

@@ -7,7 +7,10 @@
 //! from the guest), and the backend keeps each part of the scope in its own column. Key and
 //! value sizes are checked before the backend is called; quotas are enforced by the backend in
 //! the write's transaction. A refusal for a limit is an `other` error the guest sees plus a
-//! denial in the audit; backend calls run on tokio's blocking pool (SQLite fsyncs).
+//! denial in the audit. Backend calls run on tokio's blocking pool (SQLite fsyncs), except
+//! those the backend says are quick (`KvBackend::may_block`, `get_now`: a read of keys, or of
+//! a value of at most [`GET_NOW_BYTES`], not waiting for another read), which run where they
+//! are asked: the pool's thread hops cost more than such a read.
 //!
 //! Host memory per call: a `get-many` answer is capped at [`Quota::max_read_bytes`] (checked
 //! from stored lengths before any value is read, duplicates deduplicated for reading but
@@ -19,7 +22,8 @@ use std::sync::Arc;
 
 use warden_call::{Ledger, Withheld};
 use warden_kv::{
-    BucketName, Cancel, KvBackend, KvError, LIST_PAGE_KEYS, MAX_BATCH_KEYS, Quota, Scope,
+    BucketName, Cancel, GET_NOW_BYTES, KvBackend, KvError, KvOp, LIST_PAGE_KEYS, MAX_BATCH_KEYS,
+    Quota, Scope,
 };
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
@@ -121,22 +125,30 @@ impl KvView<'_> {
         }
     }
 
-    /// Runs `op` for the bucket `b` on the blocking pool, mapping errors for the guest. Each
-    /// `op` checks sizes against the quota before it touches the backend.
+    /// Runs `op` for the bucket `b` (on the blocking pool if the backend may block), mapping
+    /// errors for the guest. Each `op` checks sizes against the quota before it touches the
+    /// backend.
     async fn kv_op<T: Send + 'static>(
         &mut self,
         b: &Resource<Bucket>,
+        kind: KvOp,
         op: impl FnOnce(&dyn KvBackend, &Scope, &Quota, &Cancel) -> Result<T, KvError> + Send + 'static,
     ) -> wasmtime::Result<Result<T, Error>> {
         let (access, scope) = self.bucket(b)?;
-        let s = Arc::clone(&scope);
-        let result = blocking(move |c| op(access.backend(), &s, access.quota(), c)).await;
-        Ok(match result {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.quota_hit |= e.is_quota();
-                Err(self.kv_error(&scope, e))
-            }
+        let result = if access.backend().may_block(kind) {
+            let s = Arc::clone(&scope);
+            blocking(move |c| op(access.backend(), &s, access.quota(), c)).await
+        } else {
+            op(access.backend(), &scope, access.quota(), &Cancel::new())
+        };
+        Ok(self.answer(&scope, result))
+    }
+
+    /// A value for the guest, or its error mapped (limits also recorded as ledger).
+    fn answer<T>(&mut self, scope: &Scope, result: Result<T, KvError>) -> Result<T, Error> {
+        result.map_err(|e| {
+            self.quota_hit |= e.is_quota();
+            self.kv_error(scope, e)
         })
     }
 }
@@ -185,11 +197,17 @@ impl store::HostBucket for KvView<'_> {
         b: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        self.kv_op(&b, move |kv, s, q, _| {
-            q.check_key(&key)?;
-            kv.get(s, &key)
-        })
-        .await
+        let (access, scope) = self.bucket(&b)?;
+        let now = access
+            .quota()
+            .check_key(&key)
+            .map(|()| access.backend().get_now(&scope, &key, GET_NOW_BYTES))
+            .transpose();
+        if let Some(result) = now {
+            return Ok(self.answer(&scope, result.and_then(|r| r)));
+        }
+        self.kv_op(&b, KvOp::Other, move |kv, s, _, _| kv.get(s, &key))
+            .await
     }
 
     async fn set(
@@ -198,7 +216,7 @@ impl store::HostBucket for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, move |kv, s, q, _| {
+        self.kv_op(&b, KvOp::Other, move |kv, s, q, _| {
             q.check_key(&key)?;
             q.check_value(value.len())?;
             kv.set(s, &key, &value, q)
@@ -211,7 +229,7 @@ impl store::HostBucket for KvView<'_> {
         b: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, move |kv, s, q, _| {
+        self.kv_op(&b, KvOp::Other, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.delete(s, &key)
         })
@@ -223,7 +241,7 @@ impl store::HostBucket for KvView<'_> {
         b: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        self.kv_op(&b, move |kv, s, q, _| {
+        self.kv_op(&b, KvOp::ReadKeys, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.exists(s, &key)
         })
@@ -236,7 +254,7 @@ impl store::HostBucket for KvView<'_> {
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<store::KeyResponse, Error>> {
         let page = self
-            .kv_op(&b, move |kv, s, _, _| {
+            .kv_op(&b, KvOp::ReadKeys, move |kv, s, _, _| {
                 kv.list_keys(s, cursor, LIST_PAGE_KEYS)
             })
             .await?;
@@ -259,7 +277,7 @@ impl atomics::Host for KvView<'_> {
         key: String,
         delta: u64,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.kv_op(&b, move |kv, s, q, _| {
+        self.kv_op(&b, KvOp::Other, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.increment(s, &key, delta, q)
         })
@@ -273,7 +291,7 @@ impl batch::Host for KvView<'_> {
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, Error>> {
-        self.kv_op(&b, move |kv, s, q, c| {
+        self.kv_op(&b, KvOp::Other, move |kv, s, q, c| {
             check_keys(q, keys.iter())?;
             let values = kv.get_many(s, &keys, q.max_read_bytes(), c)?;
             Ok(keys
@@ -290,7 +308,7 @@ impl batch::Host for KvView<'_> {
         b: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, move |kv, s, q, c| {
+        self.kv_op(&b, KvOp::Other, move |kv, s, q, c| {
             check_keys(q, key_values.iter().map(|(k, _)| k))?;
             key_values
                 .iter()
@@ -305,7 +323,7 @@ impl batch::Host for KvView<'_> {
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, move |kv, s, q, c| {
+        self.kv_op(&b, KvOp::Other, move |kv, s, q, c| {
             check_keys(q, keys.iter())?;
             kv.delete_many(s, &keys, c)
         })

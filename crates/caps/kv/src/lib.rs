@@ -218,12 +218,48 @@ impl KvError {
     }
 }
 
+/// What an operation does to the store, for [`KvBackend::may_block`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvOp {
+    /// `exists` and `list_keys`: a read of keys only (a page of them at most).
+    ReadKeys,
+    /// Everything else: writes, batches, and a `get` that [`KvBackend::get_now`] did not answer.
+    Other,
+}
+
+/// The largest value a `get` is answered with where it is asked ([`KvBackend::get_now`]):
+/// a bigger one is read on the blocking pool, so a guest reading large values cannot hold a
+/// thread other calls share.
+pub const GET_NOW_BYTES: usize = 64 * 1024;
+
 /// A key-value store holding the data of every (tenant, extension, bucket). Implementations
-/// are synchronous (they may block on disk): call them off an async executor.
+/// are synchronous (they may block on disk): call them off an async executor, except what
+/// [`KvBackend::may_block`] and [`KvBackend::get_now`] say is quick.
 ///
 /// Writes take the quota of the scope's (tenant, extension) and must enforce it atomically with
 /// the write. A write that fails changes nothing.
 pub trait KvBackend: Send + Sync {
+    /// Whether an operation of this kind may block its thread for long (on an fsync, a lock
+    /// held across one, the network): then callers on an async executor run it on the
+    /// blocking pool. One that does not (in memory; a read from a local database's cache) is
+    /// run where it is called, without that pool's two thread hops (tens of microseconds on
+    /// a small VM, more than the operation itself).
+    fn may_block(&self, op: KvOp) -> bool {
+        let _ = op;
+        true
+    }
+    /// [`KvBackend::get`] answered at once, without blocking, if the value (when present) is
+    /// at most `max` bytes; `None` when it cannot be (then `get` is called on the blocking
+    /// pool). The default never answers.
+    fn get_now(
+        &self,
+        scope: &Scope,
+        key: &str,
+        max: usize,
+    ) -> Option<Result<Option<Vec<u8>>, KvError>> {
+        let _ = (scope, key, max);
+        None
+    }
     fn get(&self, scope: &Scope, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     fn set(&self, scope: &Scope, key: &str, value: &[u8], quota: &Quota) -> Result<(), KvError>;
     /// Deleting a missing key is not an error.

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::{
-    BucketName, Cancel, ExtensionId, KeyPage, KvBackend, KvError, Quota, Scope, TenantName, Usage,
-    batch_read, entry_bytes, parse_counter,
+    BucketName, Cancel, ExtensionId, KeyPage, KvBackend, KvError, KvOp, Quota, Scope, TenantName,
+    Usage, batch_read, entry_bytes, parse_counter,
 };
 
 /// Entries of one bucket: key → (insertion sequence, the cursor order; value).
@@ -92,6 +92,25 @@ fn remove(st: &mut Store, b: &BucketName, key: &str) -> Result<(), KvError> {
 }
 
 impl KvBackend for MemoryKv {
+    fn may_block(&self, op: KvOp) -> bool {
+        // Batches may copy megabytes under the one lock: not where other calls wait.
+        op != KvOp::ReadKeys
+    }
+
+    fn get_now(
+        &self,
+        scope: &Scope,
+        key: &str,
+        max: usize,
+    ) -> Option<Result<Option<Vec<u8>>, KvError>> {
+        let found = self.read(scope, |e| match e.and_then(|e| e.get(key)) {
+            Some((_, v)) if v.len() > max => None,
+            Some((_, v)) => Some(Some(v.clone())),
+            None => Some(None),
+        });
+        found.transpose()
+    }
+
     fn get(&self, scope: &Scope, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.read(scope, |e| {
             e.and_then(|e| e.get(key)).map(|(_, v)| v.clone())

@@ -60,3 +60,23 @@ fn batch_read_dedups_checks_sizes_first_and_stops_when_cancelled() {
     assert_eq!(err, KvError::Cancelled);
     assert_eq!(reads.get(), 1);
 }
+
+/// In memory, a `get` of a value within the size is answered at once (`get_now`), a larger one
+/// left to the blocking pool; keys are read at once, writes and batches never.
+#[test]
+fn memory_answers_small_reads_at_once_and_leaves_large_ones() {
+    let kv = MemoryKv::new();
+    let s = Scope::new(
+        "t".parse().unwrap(),
+        "a.b".parse().unwrap(),
+        BucketName::new("default").unwrap(),
+    );
+    kv.set(&s, "small", b"v", &Quota::default()).unwrap();
+    kv.set(&s, "large", &[7u8; 2048], &Quota::default())
+        .unwrap();
+    let now = |key: &str| kv.get_now(&s, key, 1024).map(Result::unwrap);
+    assert_eq!(now("small"), Some(Some(b"v".to_vec())));
+    assert_eq!(now("missing"), Some(None));
+    assert_eq!(now("large"), None);
+    assert!(!kv.may_block(KvOp::ReadKeys) && kv.may_block(KvOp::Other));
+}

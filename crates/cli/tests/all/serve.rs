@@ -162,6 +162,21 @@ fn example(name: &str) -> PathBuf {
     d
 }
 
+/// The example (or test guest) `name` copied to the test's folder `to`, its manifest passed
+/// through `edit`; returns the folder.
+fn edited(st: &Setup, name: &str, to: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let dir = st.t.path().join(to);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        example(name).join("extension.wasm"),
+        dir.join("extension.wasm"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(example(name).join("extension.toml")).unwrap();
+    std::fs::write(dir.join("extension.toml"), edit(manifest)).unwrap();
+    dir
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -722,21 +737,9 @@ fn a_revoked_key_stops_the_install_at_once_after_a_trust_reload() {
         r.body
     );
     // The same id and version with other content cannot be published (red team: it was).
-    let other = st.t.path().join("hello-other");
-    std::fs::create_dir_all(&other).unwrap();
-    for f in ["extension.wasm", "extension.toml"] {
-        std::fs::copy(example("hello").join(f), other.join(f)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(other.join("extension.toml")).unwrap();
-    std::fs::write(
-        other.join("extension.toml"),
-        format!(
-            "{manifest}
-# other content
-"
-        ),
-    )
-    .unwrap();
+    let other = edited(&st, "hello", "hello-other", |m| {
+        format!("{m}\n# other content\n")
+    });
     let (b2, s2) = st.bundle(&other, "hello-other");
     let r = publish_reply(&s, &b2, &s2);
     assert_eq!(
@@ -954,21 +957,30 @@ fn a_client_gone_mid_request_does_not_hold_the_shutdown() {
 /// and one call at a time: a call that is still running, and one waiting for its slot, when
 /// something happens to the install.
 fn one_slow_call_at_a_time(st: &Setup) -> (PathBuf, PathBuf) {
-    let dir = st.t.path().join("slow-loop");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        example("hostile-http").join("extension.wasm"),
-        dir.join("extension.wasm"),
-    )
-    .unwrap();
-    let manifest = std::fs::read_to_string(example("hostile-http").join("extension.toml")).unwrap();
-    let manifest = manifest.replace(
-        "max_execution_time = \"3s\"",
-        "max_execution_time = \"10s\"\nmax_concurrent_calls = 1",
-    );
-    assert!(manifest.contains("max_concurrent_calls = 1"));
-    std::fs::write(dir.join("extension.toml"), manifest).unwrap();
+    let dir = edited(st, "hostile-http", "slow-loop", |m| {
+        let m = m.replace(
+            "max_execution_time = \"3s\"",
+            "max_execution_time = \"10s\"\nmax_concurrent_calls = 1",
+        );
+        assert!(m.contains("max_concurrent_calls = 1"));
+        m
+    });
     st.bundle(&dir, "slow-loop")
+}
+
+/// Sends a GET to `url` (with `key`) that runs on, does `meanwhile` half a second later, and
+/// returns the answer and how long after `meanwhile` began it came.
+fn answered_after(url: &str, key: &str, meanwhile: impl FnOnce()) -> (Reply, Duration) {
+    let (u, k) = (url.to_string(), key.to_string());
+    let running = std::thread::spawn(move || {
+        let r = get(&u, Some(&k));
+        (r, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let began = Instant::now();
+    meanwhile();
+    let (r, answered) = running.join().unwrap();
+    (r, answered.duration_since(began))
 }
 
 /// Uninstalling stops the install's calls at once: the one running and the one waiting for
@@ -1057,34 +1069,27 @@ fn a_revoked_key_stops_the_calls_running_at_once() {
         200
     );
     let url = format!("{}/api/ext/warden.hostile-http/loop", s.base);
-    let (u, key) = (url.clone(), k.clone());
-    let running = std::thread::spawn(move || {
-        let r = get(&u, Some(&key));
-        (r, Instant::now())
-    });
-    std::thread::sleep(Duration::from_millis(500));
     let other = keygen(&st.t.path().join("other"), "someone-else");
-    trust_file(
-        st.t.path(),
-        "trust.toml",
-        &[("someone-else", &[&other.pem], &[&st.pem])],
-    );
-    let reloaded = Instant::now();
-    let r = send(
-        "POST",
-        &format!("{}/v1/admin/trust/reload", s.base),
-        Some(ADMIN),
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let (r, answered) = running.join().unwrap();
+    let (r, after) = answered_after(&url, &k, || {
+        trust_file(
+            st.t.path(),
+            "trust.toml",
+            &[("someone-else", &[&other.pem], &[&st.pem])],
+        );
+        let r = send(
+            "POST",
+            &format!("{}/v1/admin/trust/reload", s.base),
+            Some(ADMIN),
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    });
     assert_eq!(
         (r.status, r.code().as_str()),
         (502, "integrity"),
         "{}",
         r.body
     );
-    let after = answered.duration_since(reloaded);
     assert!(
         after < Duration::from_secs(2),
         "answered {after:?} after the reload"
@@ -1258,20 +1263,15 @@ fn ui_files_are_served_for_installed_hashes_only_and_never_outside_ui() {
     let st = setup();
     let s = st.serve("");
     // hello with a ui/ folder.
-    let dir = st.t.path().join("hello-ui");
+    let dir = edited(&st, "hello", "hello-ui", |m| {
+        let m = m.replace(
+            "entry = \"extension.wasm\"",
+            "entry = \"extension.wasm\"\nui = \"ui\"",
+        );
+        assert!(m.contains("ui = \"ui\""));
+        m
+    });
     std::fs::create_dir_all(dir.join("ui/js")).unwrap();
-    std::fs::copy(
-        example("hello").join("extension.wasm"),
-        dir.join("extension.wasm"),
-    )
-    .unwrap();
-    let manifest = std::fs::read_to_string(example("hello").join("extension.toml")).unwrap();
-    let manifest = manifest.replace(
-        "entry = \"extension.wasm\"",
-        "entry = \"extension.wasm\"\nui = \"ui\"",
-    );
-    assert!(manifest.contains("ui = \"ui\""));
-    std::fs::write(dir.join("extension.toml"), manifest).unwrap();
     std::fs::write(dir.join("ui/index.html"), "<h1>hi</h1>").unwrap();
     std::fs::write(dir.join("ui/js/app.js"), "console.log(1)").unwrap();
     let (b, sig) = st.bundle(&dir, "hello-ui");

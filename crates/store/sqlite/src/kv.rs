@@ -16,15 +16,19 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use warden_kv::{
-    Cancel, EntryRow, KeyPage, KvBackend, KvError, KvRow, Quota, Scope, Usage, UsageRow,
+    Cancel, EntryRow, KeyPage, KvBackend, KvError, KvOp, KvRow, Quota, Scope, Usage, UsageRow,
     batch_read, entry_bytes, parse_counter,
 };
 
 use crate::{file, schema};
 
-/// The SQLite backend. One connection, used by one operation at a time.
+/// The SQLite backend. Two connections, each used by one operation at a time: one for writes
+/// (and batch reads), one for single reads, which WAL lets read the last commit while a write
+/// waits for its fsync; so a read never waits for a write, and is quick enough to run where it
+/// is asked (`may_block`).
 pub struct SqliteKv {
     conn: Mutex<Connection>,
+    reader: Mutex<Connection>,
 }
 
 fn storage(e: impl std::error::Error + Send + Sync + 'static) -> KvError {
@@ -36,13 +40,21 @@ impl SqliteKv {
     /// tables written by older versions.
     pub fn open(path: &Path) -> Result<SqliteKv, KvError> {
         let conn = file::connect(path, schema::kv).map_err(storage)?;
+        let reader = file::connect(path, schema::kv).map_err(storage)?;
         Ok(SqliteKv {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
         })
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, KvError> {
         self.conn
+            .lock()
+            .map_err(|_| KvError::storage("connection lock poisoned"))
+    }
+
+    fn reader(&self) -> Result<MutexGuard<'_, Connection>, KvError> {
+        self.reader
             .lock()
             .map_err(|_| KvError::storage("connection lock poisoned"))
     }
@@ -70,52 +82,61 @@ fn entry_len(tx: &Connection, s: &Scope, key: &str) -> Result<Option<u64>, KvErr
 
 /// The stored value's length, without reading the value.
 fn value_len(c: &Connection, s: &Scope, key: &str) -> Result<Option<u64>, KvError> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT length(value) FROM kv_entries
          WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
-        params![
-            s.tenant().as_str(),
-            s.extension().as_str(),
-            s.bucket().as_str().as_bytes(),
-            key.as_bytes()
-        ],
-        |r| r.get::<_, i64>(0),
     )
-    .optional()
+    .and_then(|mut st| {
+        st.query_row(
+            params![
+                s.tenant().as_str(),
+                s.extension().as_str(),
+                s.bucket().as_str().as_bytes(),
+                key.as_bytes()
+            ],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+    })
     .map_err(storage)
     .map(|l| l.map(|l| u64::try_from(l).unwrap_or(u64::MAX)))
 }
 
 fn read(c: &Connection, s: &Scope, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT value FROM kv_entries
          WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
-        params![
-            s.tenant().as_str(),
-            s.extension().as_str(),
-            s.bucket().as_str().as_bytes(),
-            key.as_bytes()
-        ],
-        |r| r.get(0),
     )
-    .optional()
+    .and_then(|mut st| {
+        st.query_row(
+            params![
+                s.tenant().as_str(),
+                s.extension().as_str(),
+                s.bucket().as_str().as_bytes(),
+                key.as_bytes()
+            ],
+            |r| r.get(0),
+        )
+        .optional()
+    })
     .map_err(storage)
 }
 
 fn usage(tx: &Connection, s: &Scope) -> Result<Usage, KvError> {
     let u = tx
-        .query_row(
+        .prepare_cached(
             "SELECT keys, bytes, seq FROM kv_usage WHERE tenant = ?1 AND extension = ?2",
-            params![s.tenant().as_str(), s.extension().as_str()],
-            |r| {
+        )
+        .and_then(|mut st| {
+            st.query_row(params![s.tenant().as_str(), s.extension().as_str()], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, i64>(2)?,
                 ))
-            },
-        )
-        .optional()
+            })
+            .optional()
+        })
         .map_err(storage)?;
     Ok(u.map_or(Usage::default(), |(k, b, q)| Usage {
         keys: u64::try_from(k).unwrap_or(0),
@@ -125,18 +146,20 @@ fn usage(tx: &Connection, s: &Scope) -> Result<Usage, KvError> {
 }
 
 fn save_usage(tx: &Connection, s: &Scope, u: Usage) -> Result<(), KvError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO kv_usage (tenant, extension, keys, bytes, seq) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (tenant, extension) DO UPDATE
          SET keys = excluded.keys, bytes = excluded.bytes, seq = excluded.seq",
-        params![
+    )
+    .and_then(|mut st| {
+        st.execute(params![
             s.tenant().as_str(),
             s.extension().as_str(),
             i64::try_from(u.keys).unwrap_or(i64::MAX),
             i64::try_from(u.bytes).unwrap_or(i64::MAX),
             i64::try_from(u.seq).unwrap_or(i64::MAX)
-        ],
-    )
+        ])
+    })
     .map_err(storage)?;
     Ok(())
 }
@@ -161,19 +184,21 @@ fn put(
     if old.is_none() {
         u.seq = u.seq.saturating_add(1);
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO kv_entries (tenant, extension, bucket, key, value, seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (tenant, extension, bucket, key) DO UPDATE SET value = excluded.value",
-        params![
+    )
+    .and_then(|mut st| {
+        st.execute(params![
             s.tenant().as_str(),
             s.extension().as_str(),
             s.bucket().as_str().as_bytes(),
             key.as_bytes(),
             value,
             i64::try_from(u.seq).unwrap_or(i64::MAX)
-        ],
-    )
+        ])
+    })
     .map_err(storage)?;
     Ok(u)
 }
@@ -188,22 +213,46 @@ fn remove(
     let Some(old) = entry_len(tx, s, key)? else {
         return Ok(u);
     };
-    tx.execute(
+    tx.prepare_cached(
         "DELETE FROM kv_entries WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
-        params![
+    )
+    .and_then(|mut st| {
+        st.execute(params![
             s.tenant().as_str(),
             s.extension().as_str(),
             s.bucket().as_str().as_bytes(),
             key.as_bytes()
-        ],
-    )
+        ])
+    })
     .map_err(storage)?;
     quota.apply(u, Some(old), None)
 }
 
 impl KvBackend for SqliteKv {
+    fn may_block(&self, op: KvOp) -> bool {
+        // Keys only, on the reader, when no other read holds it.
+        op != KvOp::ReadKeys || self.reader.try_lock().is_err()
+    }
+
+    fn get_now(
+        &self,
+        scope: &Scope,
+        key: &str,
+        max: usize,
+    ) -> Option<Result<Option<Vec<u8>>, KvError>> {
+        // Not while another read holds the reader; and the length first (SQLite reads it from
+        // the record's header), so a large value is left to the blocking pool unread.
+        let reader = self.reader.try_lock().ok()?;
+        match value_len(&reader, scope, key) {
+            Ok(Some(n)) if n > u64::try_from(max).unwrap_or(u64::MAX) => None,
+            Ok(Some(_)) => Some(read(&reader, scope, key)),
+            Ok(None) => Some(Ok(None)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     fn get(&self, scope: &Scope, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        read(&*self.conn()?, scope, key)
+        read(&*self.reader()?, scope, key)
     }
 
     fn set(&self, scope: &Scope, key: &str, value: &[u8], quota: &Quota) -> Result<(), KvError> {
@@ -223,20 +272,19 @@ impl KvBackend for SqliteKv {
 
     fn exists(&self, scope: &Scope, key: &str) -> Result<bool, KvError> {
         let s = scope;
-        self.conn()?
-            .query_row(
+        self.reader()?
+            .prepare_cached(
                 "SELECT 1 FROM kv_entries
                  WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
-                params![
+            )
+            .and_then(|mut st| {
+                st.exists(params![
                     s.tenant().as_str(),
                     s.extension().as_str(),
                     s.bucket().as_str().as_bytes(),
                     key.as_bytes()
-                ],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
+                ])
+            })
             .map_err(storage)
     }
 
@@ -247,7 +295,7 @@ impl KvBackend for SqliteKv {
         limit: usize,
     ) -> Result<KeyPage, KvError> {
         let s = scope;
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT seq, key FROM kv_entries

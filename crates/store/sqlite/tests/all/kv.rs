@@ -42,6 +42,38 @@ fn sqlite_writes_survive_reopening() {
     assert_eq!(mode, "wal");
 }
 
+/// A `get` answered where it is asked (`get_now`) reads the last commit on its own
+/// connection, even while another writer holds the database's write lock mid-transaction, and
+/// only a value within its size: a larger one is left to `get` on the blocking pool. Keys are
+/// read there too; writes never.
+#[test]
+fn sqlite_answers_small_reads_at_once_and_leaves_large_ones() {
+    use warden_kv::KvOp;
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("warden.db");
+    let s = scope("t", "a.b", "default");
+    let kv = SqliteKv::open(&path).unwrap();
+    assert!(!kv.may_block(KvOp::ReadKeys) && kv.may_block(KvOp::Other));
+    kv.set(&s, "small", b"committed", &q()).unwrap();
+    kv.set(&s, "large", &[7u8; 2048], &q()).unwrap();
+    let mut other = rusqlite::Connection::open(&path).unwrap();
+    let tx = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("UPDATE kv_entries SET value = x'00'", [])
+        .unwrap();
+    let now = |key: &str| kv.get_now(&s, key, 1024).map(Result::unwrap);
+    assert_eq!(now("small"), Some(Some(b"committed".to_vec())));
+    assert_eq!(now("missing"), Some(None));
+    assert_eq!(
+        now("large"),
+        None,
+        "over the size: left to the blocking pool"
+    );
+    assert_eq!(kv.get(&s, "large").unwrap().unwrap().len(), 2048);
+    drop(tx);
+}
+
 /// Two connections (as two hosts on one data dir would have) racing past the key quota: the
 /// write lock taken at the start of each transaction serializes them.
 #[test]
