@@ -482,11 +482,7 @@ impl Admin<'_> {
             Err(e) => record.with_outcome(Outcome::Error).with_error(e),
         };
         // Calls of it in this process, waiting or running, stop at once too, recorded or not.
-        crate::tenant::Tenant {
-            inner,
-            name: tenant.clone(),
-        }
-        .withdraw(extension);
+        crate::tenant::Tenant::new(inner, tenant.clone()).withdraw(extension);
         inner.record_change(record)?;
         Ok(removed?)
     }
@@ -535,10 +531,7 @@ impl Admin<'_> {
                 return Err(e);
             }
         };
-        let view = crate::tenant::Tenant {
-            inner: self.inner,
-            name: tenant.clone(),
-        };
+        let view = crate::tenant::Tenant::new(self.inner, tenant.clone());
         view.load_as(verified, &install.grant, true)
     }
 
@@ -615,11 +608,7 @@ impl Admin<'_> {
             // this record is withdrawn, not one loaded since.
             let (tenant, extension) = (&record.info.tenant, &record.info.id);
             if matches!(self.registry.install(tenant, extension), Ok(None)) {
-                crate::tenant::Tenant {
-                    inner: self.inner,
-                    name: tenant.clone(),
-                }
-                .withdraw_record(&record);
+                crate::tenant::Tenant::new(self.inner, tenant.clone()).withdraw_record(&record);
             }
         }
     }

@@ -27,7 +27,7 @@ impl Tenant<'_> {
         input: &[u8],
     ) -> Result<Called<Vec<u8>>, CallFailure> {
         self.inner
-            .call_rpc(&self.name, id, method, input, Via::default())
+            .call_rpc(&self.name, id, method, input, self.via(None))
             .await
     }
 
@@ -40,12 +40,8 @@ impl Tenant<'_> {
         method: &str,
         input: &[u8],
     ) -> Result<Called<Vec<u8>>, CallFailure> {
-        let via = Via {
-            request_id: Some(request_id),
-            ..Via::default()
-        };
         self.inner
-            .call_rpc(&self.name, id, method, input, via)
+            .call_rpc(&self.name, id, method, input, self.via(Some(request_id)))
             .await
     }
 
@@ -56,7 +52,7 @@ impl Tenant<'_> {
         id: &ExtensionId,
         request: http::Request<Bytes>,
     ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
-        self.http(id, request, Via::default()).await
+        self.http(id, request, self.via(None)).await
     }
 
     /// [`Tenant::call_http`], recorded under `request_id` (see [`Tenant::call_as`]).
@@ -66,11 +62,16 @@ impl Tenant<'_> {
         id: &ExtensionId,
         request: http::Request<Bytes>,
     ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
-        let via = Via {
-            request_id: Some(request_id),
+        self.http(id, request, self.via(Some(request_id))).await
+    }
+
+    /// How this view's calls are reached: at the top, under `request_id` (or a new one).
+    fn via(&self, request_id: Option<String>) -> Via {
+        Via {
+            request_id,
+            busy_wait: self.busy_wait,
             ..Via::default()
-        };
-        self.http(id, request, via).await
+        }
     }
 
     async fn http(
@@ -214,7 +215,8 @@ impl Inner {
         if let Err(e) = check(&ext) {
             return Err(self.refuse(&ext, id, e).await);
         }
-        let _permit = match self.permit(&ext).await {
+        let wait = via.busy_wait.unwrap_or(self.policy.busy_wait);
+        let _permit = match self.permit(&ext, wait).await {
             Ok(p) => p,
             Err(e) => return Err(self.refuse(&ext, id, e).await),
         };
@@ -326,13 +328,14 @@ impl Inner {
         (via, generation)
     }
 
-    /// A slot of the extension's `max_concurrent_calls`, free now or within the policy's
-    /// `busy_wait` (first come, first served), or why not (`busy`). A call that waited runs
-    /// only if its install is still the one served ([`Inner::still_served`]); one retired
-    /// meanwhile wakes its waiters at once.
+    /// A slot of the extension's `max_concurrent_calls`, free now or within `wait` (the
+    /// policy's `busy_wait`, or what is left of it; first come, first served), or why not
+    /// (`busy`). A call that waited runs only if its install is still the one served
+    /// ([`Inner::still_served`]); one retired meanwhile wakes its waiters at once.
     async fn permit(
         self: &Arc<Self>,
         ext: &Arc<Loaded>,
+        wait: std::time::Duration,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, CallError> {
         let permits = Arc::clone(&ext.permits);
         if let Ok(p) = permits.clone().try_acquire_owned() {
@@ -346,12 +349,12 @@ impl Inner {
             ))
         };
         let mut closing = self.closing.subscribe();
-        if self.policy.busy_wait.is_zero() || *closing.borrow() {
+        if wait.is_zero() || *closing.borrow() {
             return Err(busy());
         }
         let mut retired = ext.retired.subscribe();
         let waited = tokio::select! {
-            p = tokio::time::timeout(self.policy.busy_wait, permits.acquire_owned()) => {
+            p = tokio::time::timeout(wait, permits.acquire_owned()) => {
                 p.ok().and_then(Result::ok)
             }
             _ = closing.wait_for(|c| *c) => {
@@ -391,11 +394,7 @@ impl Inner {
                 "{id} was replaced while the call {when}"
             ))),
             Ok(Ok(None)) => {
-                Tenant {
-                    inner: self,
-                    name: ext.info.tenant.clone(),
-                }
-                .withdraw_record(ext);
+                Tenant::new(self, ext.info.tenant.clone()).withdraw_record(ext);
                 Err(CallError::Uninstalled(format!(
                     "{id} was uninstalled while the call {when}"
                 )))

@@ -37,6 +37,8 @@ pub(crate) struct Via {
     pub(crate) request_id: Option<String>,
     /// Calls to other extensions made so far under the same top-level call.
     pub(crate) nested: Arc<AtomicU32>,
+    /// The longest the call waits for a slot (`None`: the policy's `busy_wait`).
+    pub(crate) busy_wait: Option<std::time::Duration>,
 }
 
 pub(crate) struct HostInvoker {
@@ -122,6 +124,7 @@ impl Invoker for HostInvoker {
             redactor: Some(redactor),
             request_id: None,
             nested: Arc::clone(&self.via.nested),
+            busy_wait: None,
         };
         match host
             .call_rpc(&caller.tenant, &callee, method, &input, via)
@@ -156,11 +159,7 @@ fn current(
         }
         Ok(Some(_)) => Ok(None),
         Ok(None) => {
-            crate::tenant::Tenant {
-                inner: host,
-                name: tenant.clone(),
-            }
-            .withdraw(callee);
+            crate::tenant::Tenant::new(host, tenant.clone()).withdraw(callee);
             Err(InvokeError::Unavailable {
                 code: "not-found".into(),
                 message: format!("{callee} is not installed for this tenant"),

@@ -16,23 +16,39 @@ use crate::installed::{ExtensionInfo, Loaded, Retired};
 pub struct Tenant<'h> {
     pub(crate) inner: &'h std::sync::Arc<Inner>,
     pub(crate) name: TenantName,
+    /// The longest its calls wait for a slot of their extension (`None`: the policy's
+    /// `busy_wait`).
+    pub(crate) busy_wait: Option<std::time::Duration>,
+}
+
+impl<'h> Tenant<'h> {
+    pub(crate) fn new(inner: &'h std::sync::Arc<Inner>, name: TenantName) -> Self {
+        Tenant {
+            inner,
+            name,
+            busy_wait: None,
+        }
+    }
+
+    /// This view, with its calls waiting at most `wait` for a slot of their extension: less
+    /// than the policy's `busy_wait` (never more), for a caller that already spent part of
+    /// it on the same request (a service waiting for its tenant's own limits first), so that
+    /// the request waits `busy_wait` in all.
+    pub fn waiting_at_most(mut self, wait: std::time::Duration) -> Self {
+        self.busy_wait = Some(wait.min(self.inner.policy.busy_wait));
+        self
+    }
 }
 
 impl Host {
     /// The view of one tenant: loads and calls through it are that tenant's.
     pub fn tenant(&self, name: &TenantName) -> Tenant<'_> {
-        Tenant {
-            inner: &self.inner,
-            name: name.clone(),
-        }
+        Tenant::new(&self.inner, name.clone())
     }
 
     /// The view of the tenant named `default` (what `warden run` uses).
     pub fn default_tenant(&self) -> Tenant<'_> {
-        Tenant {
-            inner: &self.inner,
-            name: self.inner.default_tenant.clone(),
-        }
+        Tenant::new(&self.inner, self.inner.default_tenant.clone())
     }
 }
 

@@ -122,7 +122,7 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     who.extension = Some(shown_id(id));
     let tenant = who.identify(s, &request)?;
-    let _permit = s.limiter.admit(&tenant).await?;
+    let admitted = s.limiter.admit(&tenant).await?;
     // A declared length over every extension's limit (the policy's ceiling) is refused from
     // the header, before the install is loaded or a byte of the body is read.
     let ceiling = s.host.policy().ceiling.max_request_bytes.bytes();
@@ -171,7 +171,7 @@ async fn forward(
     if let Some(m) = call {
         s.still_loaded(&tenant, &id).await?;
         let started = std::time::Instant::now();
-        let view = s.host.tenant(&tenant);
+        let view = s.host.tenant(&tenant).waiting_at_most(admitted.left);
         let call = || view.call_as(rid.to_string(), &id, m.as_str(), &body);
         let mut called = call().await;
         if Service::unloaded_meanwhile(&called) {
@@ -205,18 +205,11 @@ async fn forward(
     };
     s.still_loaded(&tenant, &id).await?;
     let started = std::time::Instant::now();
-    let mut called = s
-        .host
-        .tenant(&tenant)
-        .call_http_as(rid.to_string(), &id, request()?)
-        .await;
+    let view = s.host.tenant(&tenant).waiting_at_most(admitted.left);
+    let mut called = view.call_http_as(rid.to_string(), &id, request()?).await;
     if Service::unloaded_meanwhile(&called) {
         s.still_loaded(&tenant, &id).await?;
-        called = s
-            .host
-            .tenant(&tenant)
-            .call_http_as(rid.to_string(), &id, request()?)
-            .await;
+        called = view.call_http_as(rid.to_string(), &id, request()?).await;
     }
     let called = s.counted(&tenant, &id, started, called)?;
     let (rparts, rbody) = called.value.into_parts();
@@ -351,7 +344,7 @@ async fn run(
         .extension
         .parse()
         .map_err(|_| not_installed_text(&req.extension))?;
-    let _permit = s.limiter.admit(&tenant).await?;
+    let admitted = s.limiter.admit(&tenant).await?;
     let info = s.installed(&tenant, &id).await?;
     if info.kind != WorldKind::Rpc {
         return Err(ApiError::malformed(format!(
@@ -368,7 +361,7 @@ async fn run(
     }
     s.still_loaded(&tenant, &id).await?;
     let started = std::time::Instant::now();
-    let view = s.host.tenant(&tenant);
+    let view = s.host.tenant(&tenant).waiting_at_most(admitted.left);
     let call = || view.call_as(rid.to_string(), &id, &req.method, &input);
     let mut called = call().await;
     if Service::unloaded_meanwhile(&called) {

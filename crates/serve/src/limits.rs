@@ -96,12 +96,10 @@ impl TenantLimiter {
 
     /// Admits one request of `tenant`, at once or once its rate and one of its requests in
     /// flight let it within `busy_wait` (one wait for both), or says why not (429 with
-    /// `retry-after`; 503 when a shared rate cannot be checked or the service drains). The
-    /// permit is held for the request's life.
-    pub(crate) async fn admit(
-        &self,
-        tenant: &TenantName,
-    ) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// `retry-after`; 503 when a shared rate cannot be checked or the service drains). What
+    /// it returns is held for the request's life, and says what is left of `busy_wait` for
+    /// the slot of the extension (the request waits `busy_wait` in all).
+    pub(crate) async fn admit(&self, tenant: &TenantName) -> Result<Admitted, ApiError> {
         let mut draining = self.draining.subscribe();
         tokio::select! {
             biased;
@@ -112,11 +110,7 @@ impl TenantLimiter {
         }
     }
 
-    async fn admit_by(
-        &self,
-        tenant: &TenantName,
-        until: Instant,
-    ) -> Result<OwnedSemaphorePermit, ApiError> {
+    async fn admit_by(&self, tenant: &TenantName, until: Instant) -> Result<Admitted, ApiError> {
         self.rate
             .take(tenant, until.saturating_duration_since(Instant::now()))
             .await?;
@@ -135,7 +129,7 @@ impl TenantLimiter {
                 .ok()
                 .and_then(Result::ok),
         };
-        got.ok_or_else(|| {
+        let slot = got.ok_or_else(|| {
             ApiError::limited(
                 "busy",
                 format!(
@@ -143,8 +137,20 @@ impl TenantLimiter {
                     self.concurrency
                 ),
             )
+        })?;
+        Ok(Admitted {
+            _slot: slot,
+            left: until.saturating_duration_since(Instant::now()),
         })
     }
+}
+
+/// A request let in ([`TenantLimiter::admit`]): its tenant's slot, held for the request's
+/// life, and what is left of `busy_wait` for the slot of its extension.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    pub(crate) left: Duration,
 }
 
 /// The process's budget of request body bytes held in memory at once, every request together
@@ -336,16 +342,22 @@ mod tests {
         let (a, b): (TenantName, TenantName) = ("a".parse().unwrap(), "b".parse().unwrap());
         let limiter = Arc::new(TenantLimiter::new(&l, Duration::from_millis(300), None));
         let first = limiter.admit(&a).await.unwrap();
+        assert!(first.left > Duration::from_millis(250), "{:?}", first.left);
         // Another tenant has slots of its own.
         drop(limiter.admit(&b).await.unwrap());
         let waiting = {
             let (limiter, a) = (Arc::clone(&limiter), a.clone());
-            tokio::spawn(async move { limiter.admit(&a).await.map(drop) })
+            tokio::spawn(async move { limiter.admit(&a).await.map(|a| a.left) })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "it waits for the slot");
         drop(first);
-        waiting.await.unwrap().unwrap();
+        // What it waited is taken from what the extension's slot may wait.
+        let left = waiting.await.unwrap().unwrap();
+        assert!(
+            left > Duration::ZERO && left <= Duration::from_millis(260),
+            "{left:?}"
+        );
 
         let held = limiter.admit(&a).await.unwrap();
         let t = std::time::Instant::now();

@@ -968,6 +968,21 @@ fn one_slow_call_at_a_time(st: &Setup) -> (PathBuf, PathBuf) {
     st.bundle(&dir, "slow-loop")
 }
 
+/// A service with `config`, [`one_slow_call_at_a_time`] installed for tenant alpha: the
+/// server, alpha's key and the URL of the loop.
+fn slow_loop_for_alpha(st: &Setup, config: &str) -> (Server, String, String) {
+    let s = st.serve(config);
+    let (b, sig) = one_slow_call_at_a_time(st);
+    let hash = publish(&s, &b, &sig);
+    let k = tenant(&s, "alpha");
+    assert_eq!(
+        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
+        200
+    );
+    let url = format!("{}/api/ext/warden.hostile-http/loop", s.base);
+    (s, k, url)
+}
+
 /// Sends a GET to `url` (with `key`) that runs on, does `meanwhile` half a second later, and
 /// returns the answer and how long after `meanwhile` began it came.
 fn answered_after(url: &str, key: &str, meanwhile: impl FnOnce()) -> (Reply, Duration) {
@@ -989,15 +1004,7 @@ fn answered_after(url: &str, key: &str, meanwhile: impl FnOnce()) -> (Reply, Dur
 #[test]
 fn uninstalling_stops_the_calls_running_and_waiting_at_once() {
     let st = setup();
-    let s = st.serve("[policy]\nbusy_wait = \"8s\"\n");
-    let (b, sig) = one_slow_call_at_a_time(&st);
-    let hash = publish(&s, &b, &sig);
-    let k = tenant(&s, "alpha");
-    assert_eq!(
-        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
-        200
-    );
-    let url = format!("{}/api/ext/warden.hostile-http/loop", s.base);
+    let (s, k, url) = slow_loop_for_alpha(&st, "[policy]\nbusy_wait = \"8s\"\n");
     let call = || {
         let (url, key) = (url.clone(), k.clone());
         std::thread::spawn(move || {
@@ -1060,15 +1067,7 @@ fn uninstalling_stops_the_calls_running_and_waiting_at_once() {
 #[test]
 fn a_revoked_key_stops_the_calls_running_at_once() {
     let st = setup();
-    let s = st.serve("");
-    let (b, sig) = one_slow_call_at_a_time(&st);
-    let hash = publish(&s, &b, &sig);
-    let k = tenant(&s, "alpha");
-    assert_eq!(
-        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
-        200
-    );
-    let url = format!("{}/api/ext/warden.hostile-http/loop", s.base);
+    let (s, k, url) = slow_loop_for_alpha(&st, "");
     let other = keygen(&st.t.path().join("other"), "someone-else");
     let (r, after) = answered_after(&url, &k, || {
         trust_file(

@@ -427,6 +427,38 @@ async fn a_revoked_key_stops_the_calls_running_at_once() {
     assert!(lab.call(&id, "sleep", b"10").await.is_err());
 }
 
+/// A caller that already spent part of the policy's `busy_wait` on the same request (a
+/// service, on its tenant's limits) gives the call only the rest: refused after that, not
+/// after the whole `busy_wait` again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_waits_only_what_its_caller_has_left() {
+    let lab = Lab::with_policy(warden_manifest::Policy {
+        busy_wait: Duration::from_secs(3),
+        ..warden_manifest::Policy::default()
+    });
+    let id = lab.load("hostile"); // max_concurrent_calls = 2
+    let view = lab
+        .host
+        .default_tenant()
+        .waiting_at_most(Duration::from_millis(200));
+    let (a, b, (c, waited)) = tokio::join!(
+        lab.call(&id, "sleep", b"900"),
+        lab.call(&id, "sleep", b"900"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            (view.call(&id, "sleep", b"10").await, t.elapsed())
+        }
+    );
+    assert!(a.is_ok() && b.is_ok());
+    let e = c.unwrap_err();
+    assert!(matches!(e.error, CallError::Busy(_)), "{e}");
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_millis(700),
+        "{waited:?}"
+    );
+}
+
 /// A host told to stop waiting (a service starting its shutdown) refuses the calls waiting
 /// for a slot at once instead of starting them during the drain; calls running go on.
 #[tokio::test(flavor = "multi_thread")]

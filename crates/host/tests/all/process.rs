@@ -436,6 +436,41 @@ async fn a_daemonized_grandchild_dies_with_the_call() {
     assert_eq!(running(&marker), 0, "a process of the call survived it");
 }
 
+/// Taken away (uninstalled) while its call runs, a process extension's call stops at once
+/// and its whole sandbox with it: nothing of it is left running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_taken_away_mid_call_dies_at_once() {
+    let lab = Lab::new();
+    let marker = format!("withdrawn-{}", std::process::id());
+    let id = load_patient(&lab, &marker, "", &Grant::All);
+    let started = Instant::now();
+    let (r, ()) = tokio::join!(call(&lab, &id, "spin", ""), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(running(&marker) > 0, "the program is not running");
+        assert!(lab.host.default_tenant().withdraw(&id));
+    });
+    let e = r.unwrap_err();
+    assert!(
+        matches!(&e, CallError::Uninstalled(m) if m.contains("it was stopped")),
+        "{e}"
+    );
+    // Its limit is 10 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    while running(&marker) > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        running(&marker),
+        0,
+        "a process of the call survived its stop"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_protocol_and_runaway_programs_end_their_call_only() {
     let lab = Lab::new();

@@ -80,46 +80,40 @@ fn entry_len(tx: &Connection, s: &Scope, key: &str) -> Result<Option<u64>, KvErr
         .map(|l| entry_bytes(s.bucket(), key, usize::try_from(l).unwrap_or(usize::MAX))))
 }
 
+/// `SELECT what FROM kv_entries` for one key of the scope: its row's value of `what`.
+fn by_key<T: rusqlite::types::FromSql>(
+    c: &Connection,
+    what: &str,
+    s: &Scope,
+    key: &str,
+) -> Result<Option<T>, KvError> {
+    let sql = format!(
+        "SELECT {what} FROM kv_entries
+         WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4"
+    );
+    c.prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_row(
+                params![
+                    s.tenant().as_str(),
+                    s.extension().as_str(),
+                    s.bucket().as_str().as_bytes(),
+                    key.as_bytes()
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(storage)
+}
+
 /// The stored value's length, without reading the value.
 fn value_len(c: &Connection, s: &Scope, key: &str) -> Result<Option<u64>, KvError> {
-    c.prepare_cached(
-        "SELECT length(value) FROM kv_entries
-         WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
-    )
-    .and_then(|mut st| {
-        st.query_row(
-            params![
-                s.tenant().as_str(),
-                s.extension().as_str(),
-                s.bucket().as_str().as_bytes(),
-                key.as_bytes()
-            ],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()
-    })
-    .map_err(storage)
-    .map(|l| l.map(|l| u64::try_from(l).unwrap_or(u64::MAX)))
+    Ok(by_key::<i64>(c, "length(value)", s, key)?.map(|l| u64::try_from(l).unwrap_or(u64::MAX)))
 }
 
 fn read(c: &Connection, s: &Scope, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-    c.prepare_cached(
-        "SELECT value FROM kv_entries
-         WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
-    )
-    .and_then(|mut st| {
-        st.query_row(
-            params![
-                s.tenant().as_str(),
-                s.extension().as_str(),
-                s.bucket().as_str().as_bytes(),
-                key.as_bytes()
-            ],
-            |r| r.get(0),
-        )
-        .optional()
-    })
-    .map_err(storage)
+    by_key(c, "value", s, key)
 }
 
 fn usage(tx: &Connection, s: &Scope) -> Result<Usage, KvError> {
@@ -271,21 +265,7 @@ impl KvBackend for SqliteKv {
     }
 
     fn exists(&self, scope: &Scope, key: &str) -> Result<bool, KvError> {
-        let s = scope;
-        self.reader()?
-            .prepare_cached(
-                "SELECT 1 FROM kv_entries
-                 WHERE tenant = ?1 AND extension = ?2 AND bucket = ?3 AND key = ?4",
-            )
-            .and_then(|mut st| {
-                st.exists(params![
-                    s.tenant().as_str(),
-                    s.extension().as_str(),
-                    s.bucket().as_str().as_bytes(),
-                    key.as_bytes()
-                ])
-            })
-            .map_err(storage)
+        Ok(by_key::<i64>(&*self.reader()?, "1", scope, key)?.is_some())
     }
 
     fn list_keys(
