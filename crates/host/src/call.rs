@@ -363,11 +363,19 @@ impl Inner {
             // Woken to be refused below.
             _ = retired.wait_for(|r| *r != Retired::No) => None,
         };
+        let Some(p) = waited else {
+            // No slot: refused, as not there (or no longer trusted) if that is why it woke.
+            let why = ext
+                .retired
+                .borrow()
+                .refusal(&ext.info.id, "waited for a slot");
+            return Err(why.unwrap_or_else(busy));
+        };
         self.still_served(ext).await?;
-        waited.ok_or_else(busy)
+        Ok(p)
     }
 
-    /// Whether a call that waited for a slot may still run on `ext`: not if its install was
+    /// Whether a call that waited for a slot and got one may still run on `ext`: not if its install was
     /// uninstalled (refused as not there), or upgraded, granted otherwise or verified again
     /// (busy: a new try runs on the new record) meanwhile, by this process or, for one loaded
     /// from the registry, by another (a runner of the same fleet).

@@ -973,14 +973,19 @@ fn one_slow_call_at_a_time(st: &Setup) -> (PathBuf, PathBuf) {
 fn slow_loop_for_alpha(st: &Setup, config: &str) -> (Server, String, String) {
     let s = st.serve(config);
     let (b, sig) = one_slow_call_at_a_time(st);
-    let hash = publish(&s, &b, &sig);
-    let k = tenant(&s, "alpha");
-    assert_eq!(
-        install(&s, "alpha", "warden.hostile-http", &hash, "none").status,
-        200
-    );
+    let k = installed_for_alpha(&s, &b, &sig, "warden.hostile-http");
     let url = format!("{}/api/ext/warden.hostile-http/loop", s.base);
     (s, k, url)
+}
+
+/// The signed `bundle` published through `s` and installed as `id` (granted nothing) for a
+/// new tenant alpha; alpha's API key.
+fn installed_for_alpha(s: &Server, bundle: &Path, sig: &Path, id: &str) -> String {
+    let hash = publish(s, bundle, sig);
+    let key = tenant(s, "alpha");
+    let r = install(s, "alpha", id, &hash, "none");
+    assert_eq!(r.status, 200, "{}", r.body);
+    key
 }
 
 /// Sends a GET to `url` (with `key`) that runs on, does `meanwhile` half a second later, and

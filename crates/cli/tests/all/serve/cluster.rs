@@ -102,10 +102,7 @@ fn an_uninstall_through_one_runner_stops_the_calls_running_on_another() {
     let runners = fleet(&st, "");
     let (a, b) = (&runners[0], &runners[1]);
     let (bundle, sig) = one_slow_call_at_a_time(&st);
-    let hash = publish(a, &bundle, &sig);
-    let key = tenant(a, "alpha");
-    let r = install(a, "alpha", "warden.hostile-http", &hash, "none");
-    assert_eq!(r.status, 200, "{}", r.body);
+    let key = installed_for_alpha(a, &bundle, &sig, "warden.hostile-http");
     let url = format!("{}/api/ext/warden.hostile-http/loop", b.base);
     let (r, after) = answered_after(&url, &key, || {
         let r = send(
@@ -135,11 +132,7 @@ fn an_uninstall_through_one_runner_stops_the_calls_running_on_another() {
 /// hello published and installed for tenant alpha through `s`; alpha's API key.
 fn hello_for_alpha(st: &Setup, s: &Server) -> String {
     let (hello, sig) = st.bundle(&example("hello"), "hello");
-    let hash = publish(s, &hello, &sig);
-    let key = tenant(s, "alpha");
-    let r = install(s, "alpha", "warden.hello", &hash, "none");
-    assert_eq!(r.status, 200, "{}", r.body);
-    key
+    installed_for_alpha(s, &hello, &sig, "warden.hello")
 }
 
 /// A tenant's rate of 50 requests a second (burst 10) holds across three runners within 10 %:
