@@ -9,6 +9,8 @@
 # operator's default instead). B is measured alone (quiet), then during A's flood, with its own probe (one
 # connection, one request at a time); the script prints B's p50/p99 in both phases, what A's
 # requests got, and the ratio. Goal: B's p99 under flood within 1.5x of its quiet p99.
+# Between the two, B is measured beside plain busy loops (as many as A's long calls may take
+# cores), with nothing from A: this machine's floor, which no scheduling inside warden can go below.
 #
 #   scripts/noisy-neighbour.sh
 #   NN_DURATION=10s NN_FLOOD_CONNECTIONS=16 NN_MAX_RATIO=1.5 scripts/noisy-neighbour.sh
@@ -127,6 +129,21 @@ b_run() { # PHASE [SECONDS]: B on one connection, one request at a time
 say "B alone (warm-up, then $duration measured)"
 b_run warmup 3s
 b_run quiet
+# The floor of this machine: B beside plain busy loops (not warden's), as many as A's long calls
+# may take at once (one per core but one: warden_runtime::Turns::per_core), nothing sent by A.
+# What B loses there it would lose to any busy program beside it; the flood's p99 is also
+# printed against it (NN_FLOOR=0 skips this phase).
+if [ "${NN_FLOOR:-1}" != 0 ]; then
+  say "B beside $(( $(nproc) > 1 ? $(nproc) - 1 : 1 )) plain busy loop(s): the machine's floor"
+  spin=()
+  for _ in $(seq 1 $(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))); do
+    timeout $(( ${duration%s} + 3 )) sh -c 'while :; do :; done' & spin+=($!)
+  done
+  sleep 0.5
+  b_run floor
+  kill "${spin[@]}" 2>/dev/null || true
+  wait "${spin[@]}" 2>/dev/null || true
+fi
 say "A floods with $flood_conns connections; B measured after 3s"
 flood_secs=$(( ${duration%s} + 6 ))
 ${NN_FLOOD_IDLE:+chrt -i 0} wrk -t1 -c"$flood_conns" -d"${flood_secs}s" --timeout 10s -s "$work/flood.lua" "$base/" > "$work/a.txt" 2>&1 &
@@ -147,6 +164,12 @@ p() { awk -v f="$2" '{print $f}' "$work/b.$1.txt"; }
 rq() { awk '{printf "%.0f", $1 / $2}' "$work/b.$1.txt"; }
 q50=$(p quiet 4) q99=$(p quiet 5) f50=$(p flood 4) f99=$(p flood 5)
 ratio=$(awk -v a="$f99" -v b="$q99" 'BEGIN { printf "%.2f", a / b }')
+floor_row= floor_line=
+if [ -f "$work/b.floor.txt" ]; then
+  l50=$(p floor 4) l99=$(p floor 5)
+  floor_row="floor      $(printf '%9.0f %10.3f %10.3f' "$(rq floor)" "$l50" "$l99")   (beside plain busy loops, no flood)"
+  floor_line="B's p99 beside plain busy loops / quiet: $(awk -v a="$l99" -v b="$q99" 'BEGIN { printf "%.2f", a / b }')x; under flood / beside busy loops: $(awk -v a="$f99" -v b="$l99" 'BEGIN { printf "%.2f", a / b }')x"
+fi
 cat <<EOF
 
 noisy neighbour: $(nproc) CPUs shared by warden, A's wrk and B's probe
@@ -158,9 +181,11 @@ A's requests: $(awk '/requests in/ {print $1}' "$work/a.txt"), of which not 2xx:
 phase        B req/s   B p50 ms   B p99 ms
 quiet      $(printf '%9.0f %10.3f %10.3f' "$(rq quiet)" "$q50" "$q99")
 flood      $(printf '%9.0f %10.3f %10.3f' "$(rq flood)" "$f50" "$f99")
+$floor_row
 
 B's max ms: quiet $(p quiet 6), flood $(p flood 6); mean ms: quiet $(p quiet 7), flood $(p flood 7)
 B's p99 under flood / quiet: ${ratio}x (goal <= ${max_ratio}x)
+$floor_line
 EOF
 # Every answer waits for its audit record's sync, and on a virtual machine a sync can cost far
 # more while every vCPU is busy (the hypervisor's disk emulation competes with them): measured
