@@ -13,6 +13,11 @@ use crate::sanitize::{is_clean, sanitize_display};
 pub enum Event {
     /// One call into an extension (its outcome says how it ended).
     Call,
+    /// A call about to change something that outlives it (its first key-value write, outgoing
+    /// request or socket, or, for a process or a read-write folder, its start), stored before
+    /// the change is made: a call the service did not live to finish (`kill -9`, a power
+    /// loss) is still on the trail. Its `call` record follows when it ends.
+    CallStart,
     /// A capability use that was refused (egress, file, secret, ...).
     Denial,
     /// A capability use that was allowed (once per capability and target per call).
@@ -51,6 +56,7 @@ impl Event {
     pub fn as_str(self) -> &'static str {
         match self {
             Event::Call => "call",
+            Event::CallStart => "call-start",
             Event::Denial => "denial",
             Event::Grant => "grant",
             Event::Limit => "limit",

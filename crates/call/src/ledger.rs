@@ -44,9 +44,32 @@ pub const MAX_TARGET_BYTES: usize = 256;
 pub const NOT_ITEMIZED: &str = "(more, not itemized)";
 
 /// One call's record of uses and denials. Cloning shares it (the call's Store and the tasks
-/// that run on the call's behalf write to the same ledger).
+/// that run on the call's behalf write to the same ledger), and its [`Witness`].
 #[derive(Debug, Clone, Default)]
 pub struct Ledger(Arc<Mutex<Entries>>);
+
+/// Told before a call first changes something that outlives it (a key-value write, an
+/// outgoing request or socket), and awaited: the change is made only once it answers `Ok`.
+/// The host's writes the call's `call-start` audit record, so that a call the process does not
+/// live to finish still leaves a trace of what it may have changed.
+#[async_trait::async_trait]
+pub trait Witness: Send + Sync {
+    /// `Err` (why): the change must not be made, and the capability answers with an error.
+    async fn before_change(&self, capability: Capability) -> Result<(), String>;
+}
+
+#[derive(Clone, Default)]
+struct Witnessed(Option<Arc<dyn Witness>>);
+
+impl std::fmt::Debug for Witnessed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Witnessed"
+        } else {
+            "Unwitnessed"
+        })
+    }
+}
 
 #[derive(Debug, Default)]
 struct Entries {
@@ -57,9 +80,46 @@ struct Entries {
     /// Denials (attempts) and uses not itemized, per capability.
     more_denials: Vec<(Capability, u64)>,
     more_uses: Vec<(Capability, u64)>,
+    /// Told before the call's first lasting change. An instance kept between calls has a
+    /// ledger of its own: it gets each call's witness for that call ([`Ledger::witness_as`]),
+    /// and loses it when its entries are handed over ([`Ledger::move_into`]).
+    witness: Witnessed,
 }
 
 impl Ledger {
+    /// A fresh ledger whose call tells `witness` before its first lasting change.
+    pub fn witnessed(witness: Arc<dyn Witness>) -> Ledger {
+        Ledger(Arc::new(Mutex::new(Entries {
+            witness: Witnessed(Some(witness)),
+            ..Entries::default()
+        })))
+    }
+
+    /// Gives this ledger (a kept instance's) the witness of `call`'s ledger, until its entries
+    /// are handed over.
+    pub fn witness_as(&self, call: &Ledger) {
+        if Arc::ptr_eq(&self.0, &call.0) {
+            return;
+        }
+        let witness = call.0.lock().map(|e| e.witness.clone()).unwrap_or_default();
+        if let Ok(mut e) = self.0.lock() {
+            e.witness = witness;
+        }
+    }
+
+    /// Waits for the call's witness (if any) before a change that outlives the call; `Err`:
+    /// the change must not be made. (A poisoned ledger has no witness to ask: refused.)
+    pub async fn before_change(&self, capability: Capability) -> Result<(), String> {
+        let witness = match self.0.lock() {
+            Ok(e) => e.witness.0.clone(),
+            Err(_) => return Err("the call's ledger is broken: nothing was changed".into()),
+        };
+        match witness {
+            Some(w) => w.before_change(capability).await,
+            None => Ok(()),
+        }
+    }
+
     /// Records a refused capability use.
     pub fn deny(&self, capability: Capability, target: &str, reason: Option<String>) {
         let Ok(mut e) = self.0.lock() else {
@@ -169,6 +229,7 @@ impl Ledger {
             limits,
             more_denials,
             more_uses,
+            witness: _,
         } = &mut *to;
         for d in from.denials {
             merge(denials, more_denials, d);

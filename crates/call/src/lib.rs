@@ -18,7 +18,7 @@ pub mod withheld;
 
 pub use error::{CallError, ErrorCode, HostFailure};
 pub use invoke::{InvokeError, Invoker};
-pub use ledger::{Denial, Ledger, Use};
+pub use ledger::{Denial, Ledger, Use, Witness};
 pub use output::{LogLevel, LogLine, Stream};
 pub use redact::Redactor;
 pub use report::{CallOutcome, CallReport};

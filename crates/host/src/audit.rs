@@ -10,10 +10,10 @@
 //! would run it again.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, PoisonError, Weak};
 
 use warden_audit::{Event, Outcome, Record};
-use warden_call::HostFailure;
+use warden_call::{Capability, HostFailure, Witness};
 use warden_runtime::{CallError, CallOutcome, CallReport, Denial, ErrorCode};
 
 use crate::error::{CallFailure, Called, HostError};
@@ -284,6 +284,96 @@ impl Inner {
             error,
             logs: Vec::new(),
         })
+    }
+}
+
+/// A call's witness (`warden_call::Witness`): its `call-start` record, stored once and awaited
+/// before the call's first change that outlives it. So a call the process does not live to
+/// finish (`kill -9`, a power loss) is on the trail with what it may have changed; its `call`
+/// record follows when it ends.
+pub(crate) struct CallStart {
+    inner: Weak<Inner>,
+    ext: Arc<Loaded>,
+    id: String,
+    stored: tokio::sync::OnceCell<Result<(), String>>,
+}
+
+impl CallStart {
+    pub(crate) fn new(inner: &Arc<Inner>, ext: &Arc<Loaded>, id: &str) -> CallStart {
+        CallStart {
+            inner: Arc::downgrade(inner),
+            ext: Arc::clone(ext),
+            id: id.to_owned(),
+            stored: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// What a call of `ext` may change without asking the host first, and so must be
+    /// witnessed before it starts: files in a read-write folder (a process writes them itself,
+    /// a component in many ways), or the remote end of a remote extension (the call itself).
+    pub(crate) fn needed_first(ext: &Loaded) -> Option<Capability> {
+        match &ext.code {
+            Code::Remote(_) => Some(Capability::Network),
+            _ if ext.caps.mounts.iter().any(|m| !m.readonly) => Some(Capability::Filesystem),
+            _ => None,
+        }
+    }
+
+    async fn store(&self, capability: Capability) -> Result<(), String> {
+        let Some(inner) = self.inner.upgrade() else {
+            return Err("the host is shutting down: nothing was changed".into());
+        };
+        let record = base_record(&self.ext, Event::CallStart, &self.id)
+            .with_capability(capability)
+            .with_outcome(Outcome::Ok)
+            .with_message(format!(
+                "the call is about to change what outlives it ({}); its call record follows",
+                capability.name()
+            ));
+        if inner.write_all(vec![record]).await {
+            Ok(())
+        } else {
+            Err(
+                "the call's start could not be written to the audit log: nothing was changed"
+                    .into(),
+            )
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Witness for CallStart {
+    async fn before_change(&self, capability: Capability) -> Result<(), String> {
+        self.stored
+            .get_or_init(|| self.store(capability))
+            .await
+            .clone()
+    }
+}
+
+impl Inner {
+    /// Witnesses the start of a call that may change things without asking (see
+    /// [`CallStart::needed_first`]) before it runs; refused (nothing ran, 503) if its record
+    /// cannot be stored.
+    pub(crate) async fn witness_first(
+        &self,
+        ext: &Loaded,
+        start: &CallStart,
+        id: &str,
+    ) -> Result<(), CallFailure> {
+        let Some(capability) = CallStart::needed_first(ext) else {
+            return Ok(());
+        };
+        match start.before_change(capability).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(CallFailure {
+                request_id: id.to_owned(),
+                error: CallError::Unavailable(
+                    self.audit_failure("the audit log cannot be written"),
+                ),
+                logs: Vec::new(),
+            }),
+        }
     }
 }
 

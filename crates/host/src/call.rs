@@ -129,11 +129,17 @@ impl crate::Host {
 impl Inner {
     /// This call's capabilities: the install's, plus an invoker that knows how the call was
     /// reached when the install may call other extensions.
-    fn caps_for(self: &Arc<Self>, ext: &Arc<Loaded>, via: Via) -> CallCaps {
+    fn caps_for(
+        self: &Arc<Self>,
+        ext: &Arc<Loaded>,
+        via: Via,
+        start: Arc<crate::audit::CallStart>,
+    ) -> CallCaps {
         let mut caps = ext.caps.clone();
         caps.redactor = via.redactor.clone();
-        // Its own record (the install's caps are shared by all its calls).
-        caps.ledger = warden_call::Ledger::default();
+        // Its own record (the install's caps are shared by all its calls), whose start is
+        // recorded before its first lasting change.
+        caps.ledger = warden_call::Ledger::witnessed(start);
         if !via.chain.is_empty() {
             // Called by another extension: polled inside its caller's turn, so it takes none
             // of its own (waiting for one there could wait for ever on the caller's).
@@ -222,7 +228,9 @@ impl Inner {
         };
         let top_level = via.chain.is_empty();
         let (via, generation) = self.with_secret_values(&ext, via).await;
-        let mut caps = self.caps_for(&ext, via);
+        let start = Arc::new(crate::audit::CallStart::new(self, &ext, &id));
+        self.witness_first(&ext, &start, &id).await?;
+        let mut caps = self.caps_for(&ext, via, start);
         caps.generation = generation;
         let ledger = (
             caps.ledger.clone(),

@@ -77,6 +77,8 @@ impl Call {
                 Live::new(rt, limits, caps, ledger)?
             }
         };
+        // A kept instance's own ledger asks this call's witness (the handover below clears it).
+        live.ledger.witness_as(&caps.ledger);
         let mut call = Call {
             handover: Handover {
                 from: live.ledger.clone(),

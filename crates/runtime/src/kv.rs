@@ -144,6 +144,20 @@ impl KvView<'_> {
         Ok(self.answer(&scope, result))
     }
 
+    /// [`KvView::kv_op`] for an operation that changes the store: the call's witness is told
+    /// first (its start is recorded before anything is written), and if it refuses, nothing is.
+    async fn kv_change<T: Send + 'static>(
+        &mut self,
+        b: &Resource<Bucket>,
+        op: impl FnOnce(&dyn KvBackend, &Scope, &Quota, &Cancel) -> Result<T, KvError> + Send + 'static,
+    ) -> wasmtime::Result<Result<T, Error>> {
+        self.bucket(b)?;
+        if let Err(why) = self.ledger.before_change(Capability::Kv).await {
+            return Ok(Err(Error::Other(why)));
+        }
+        self.kv_op(b, KvOp::Other, op).await
+    }
+
     /// A value for the guest, or its error mapped (limits also recorded as ledger).
     fn answer<T>(&mut self, scope: &Scope, result: Result<T, KvError>) -> Result<T, Error> {
         result.map_err(|e| {
@@ -216,7 +230,7 @@ impl store::HostBucket for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, KvOp::Other, move |kv, s, q, _| {
+        self.kv_change(&b, move |kv, s, q, _| {
             q.check_key(&key)?;
             q.check_value(value.len())?;
             kv.set(s, &key, &value, q)
@@ -229,7 +243,7 @@ impl store::HostBucket for KvView<'_> {
         b: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, KvOp::Other, move |kv, s, q, _| {
+        self.kv_change(&b, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.delete(s, &key)
         })
@@ -277,7 +291,7 @@ impl atomics::Host for KvView<'_> {
         key: String,
         delta: u64,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.kv_op(&b, KvOp::Other, move |kv, s, q, _| {
+        self.kv_change(&b, move |kv, s, q, _| {
             q.check_key(&key)?;
             kv.increment(s, &key, delta, q)
         })
@@ -308,7 +322,7 @@ impl batch::Host for KvView<'_> {
         b: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, KvOp::Other, move |kv, s, q, c| {
+        self.kv_change(&b, move |kv, s, q, c| {
             check_keys(q, key_values.iter().map(|(k, _)| k))?;
             key_values
                 .iter()
@@ -323,7 +337,7 @@ impl batch::Host for KvView<'_> {
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.kv_op(&b, KvOp::Other, move |kv, s, q, c| {
+        self.kv_change(&b, move |kv, s, q, c| {
             check_keys(q, keys.iter())?;
             kv.delete_many(s, &keys, c)
         })

@@ -309,6 +309,16 @@ impl tcp_create_socket::Host for SocketsView<'_> {
             );
             return Err(ErrorCode::NewSocketLimit.into());
         }
+        // A connection may change something at its destination: the call's witness first.
+        if self
+            .policy
+            .ledger
+            .before_change(Capability::Network)
+            .await
+            .is_err()
+        {
+            return Err(ErrorCode::Unknown.into());
+        }
         wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host::create_tcp_socket(
             &mut self.wasi,
             family,

@@ -1263,6 +1263,69 @@ fn kill_9_loses_no_acknowledged_write_and_a_restart_serves_without_recompiling()
 }
 
 #[test]
+fn kill_9_mid_call_leaves_the_calls_start_on_the_trail() {
+    let st = setup();
+    let mut s = st.serve("");
+    let (b, sig) = st.bundle(&example("hostile-kv"), "hostile-kv");
+    let hash = publish(&s, &b, &sig);
+    tenant(&s, "alpha");
+    let id = "warden-examples.hostile-kv";
+    assert_eq!(install(&s, "alpha", id, &hash, "kv").status, 200);
+    // A call that writes (`set k v` in bucket `default`), then runs on; it never gets an
+    // answer: the service is killed once the call's start is on the trail.
+    let url = format!("{}/v1/execute", s.base);
+    let body = format!(
+        r#"{{"tenant":"alpha","extension":"{id}","method":"run","input":"open 64656661756c74;set 6b 76;spin 20000"}}"#
+    );
+    std::thread::spawn(move || {
+        // No answer comes: the service dies first.
+        let _ = agent()
+            .post(&url)
+            .header("authorization", format!("Bearer {RUNNER}"))
+            .send(body);
+    });
+    let started = |records: &[serde_json::Value]| {
+        records
+            .iter()
+            .map(|r| &r["record"])
+            .find(|r| r["event"] == "call-start" && r["extension"] == id)
+            .cloned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let start = loop {
+        if let Some(r) = started(&audit(&st)) {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no call-start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    assert_eq!(start["capability"], "kv");
+    assert_eq!(start["tenant"], "alpha");
+    let rid = start["request_id"].as_str().unwrap().to_owned();
+    // The call never ended: its start is the only trace of it, and of its write.
+    let records = audit(&st);
+    let seen: Vec<_> = record_for(&records, &rid)
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ["call-start"], "{rid}");
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    // The write it made is in the store, as the record warned.
+    let s = st.serve("");
+    let url = format!("{}/v1/execute", s.base);
+    let body = format!(
+        r#"{{"tenant":"alpha","extension":"{id}","method":"run","input":"open 64656661756c74;get 6b"}}"#
+    );
+    let r = send("POST", &url, Some(RUNNER), body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out = r.json()["output_base64"].as_str().unwrap().to_owned();
+    let out = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, out).unwrap();
+    assert_eq!(out, b"ok\nok:76\n");
+}
+
+#[test]
 fn ui_files_are_served_for_installed_hashes_only_and_never_outside_ui() {
     let st = setup();
     let s = st.serve("");

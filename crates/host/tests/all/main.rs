@@ -21,3 +21,4 @@ mod sockets;
 mod support;
 mod twins;
 mod warm;
+mod witness;

@@ -233,6 +233,11 @@ async fn a_process_uses_kv_through_the_same_checks_and_audit_as_a_component() {
             .any(|r| r.capability() == Some("kv") && r.target() == Some("b")),
         "{uses:#?}"
     );
+    // Its write (`echo` sets a key) was witnessed first, as a component's; `pid` wrote nothing.
+    let starts = records(&lab, Event::CallStart);
+    assert_eq!(starts.len(), 1, "{starts:#?}");
+    assert_eq!(starts[0].capability(), Some("kv"));
+    assert_ne!(starts[0].request_id(), call_record.request_id());
 
     // Requested, not granted: the host refuses kv.set, the program sees `denied`, the call
     // goes on (and ends with the program's own error), and the denial is audited.
@@ -552,6 +557,10 @@ async fn read_write_folders_need_the_policy_and_are_held_to_the_file_quota() {
     // The program owns its folder, and may change its mode: the host puts it back after the
     // call, so its own next load still finds the folder private.
     assert_eq!(call(&lab, &id, "chmod", "").await.unwrap(), "done");
+    // It may write files without asking: witnessed before it runs.
+    let start = last(&lab, Event::CallStart);
+    assert_eq!(start.capability(), Some("filesystem"));
+    assert_eq!(start.request_id(), last(&lab, Event::Call).request_id());
     load_patient(&lab, "rw-allowed", DATA, &Grant::All);
     assert_eq!(call(&lab, &id, "fill", "1").await.unwrap(), "1");
     // A call that leaves its folder over the quota fails, answer or not.

@@ -156,7 +156,13 @@ impl WasiHttpHooks for EgressHooks {
             slot: Arc::new(slot),
             options,
         };
-        Box::new(job.send(request))
+        // A request may change something at its destination: the call's witness first.
+        Box::new(async move {
+            if let Err(why) = job.ledger.before_change(Capability::Network).await {
+                return Err(Error::InternalError(Some(why)));
+            }
+            job.send(request).await
+        })
     }
 }
 

@@ -10,7 +10,7 @@ import { field, fill, h } from '../dom.js';
 export const title = 'Audit';
 
 const EVENTS = [
-  'call', 'denial', 'grant', 'limit', 'install', 'upgrade', 'uninstall', 'publish',
+  'call', 'call-start', 'denial', 'grant', 'limit', 'install', 'upgrade', 'uninstall', 'publish',
   'verification-failure', 'load', 'recovery', 'start', 'tenant', 'trust-reload', 'secret', 'session',
 ];
 const DECISIONS = ['allow', 'deny'];

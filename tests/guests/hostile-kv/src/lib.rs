@@ -1,7 +1,7 @@
 //! TEST FIXTURE (not an example to copy): runs a script of `wasi:keyvalue` operations, so the
 //! host's tests can aim crafted keys, bucket names and floods at the host without rebuilding.
 //!
-//! Method `run`: one command per input line, arguments separated by spaces; keys, bucket names
+//! Method `run`: one command per input line (or `;`), arguments separated by spaces; keys, bucket names
 //! and values are hex (so NUL, `/`, newlines and any unicode can be sent). One output line per
 //! command: `ok`, `ok:HEX`, `ok:none`, `ok:N` or `err:access-denied`, `err:no-such-store`,
 //! `err:other:MESSAGE`. Every command runs even after a failure: the guest keeps going, as a
@@ -13,6 +13,8 @@
 //!   first error: `ok:COUNT` or `err:COUNT:MESSAGE`
 //! - `list`: every key over all pages: `ok:HEX,HEX,...`
 //! - `getmany KEY,KEY` (`ok:HEX=HEX|none,...`) · `setmany KEY=VALUE,...` · `delmany KEY,KEY`
+//! - `spin MS`: keeps the CPU busy for MS milliseconds (decimal), bucket or not (a call still
+//!   running after what it wrote)
 
 wit_bindgen::generate!({ path: ["../../../wit", "wit"], world: "warden-examples:hostile-kv/hostile-kv", generate_all });
 
@@ -32,10 +34,12 @@ impl Guest for Hostile {
                 message: method,
             });
         }
+        // A JSON string (the runner API's input) is a script too: its quotes are dropped.
         let script = String::from_utf8_lossy(&input);
+        let script = script.trim().trim_matches('"');
         let mut bucket: Option<store::Bucket> = None;
         let mut out = String::new();
-        for line in script.lines().filter(|l| !l.trim().is_empty()) {
+        for line in script.split(['\n', ';']).filter(|l| !l.trim().is_empty()) {
             out.push_str(&run(line, &mut bucket));
             out.push('\n');
         }
@@ -54,6 +58,14 @@ fn run(line: &str, bucket: &mut Option<store::Bucket>) -> String {
             }
             Err(e) => err(e),
         };
+    }
+    if args[0] == "spin" {
+        let ms = arg(1).parse::<u64>().unwrap_or(0);
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(ms) {
+            std::hint::spin_loop();
+        }
+        return "ok".into();
     }
     let Some(b) = bucket.as_ref() else {
         return "err:no-bucket".into();
