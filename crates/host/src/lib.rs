@@ -57,7 +57,7 @@ pub use invoke::{MAX_CALL_DEPTH, MAX_NESTED_CALLS};
 pub use remote::CLIENT_IDENTITY;
 pub use review::{BundleFacts, InstallFacts, LimitRaised, Review, kind_word};
 pub use storage::{LocalFiles, Storage};
-pub use tenant::Tenant;
+pub use tenant::{LoadedInstall, Tenant};
 pub use usage::InstallUsage;
 pub use warden_audit::{AuditLog, AuditSink, MemoryAudit};
 pub use warden_kv::{KvBackend, MemoryKv, Quota as KvQuota};

@@ -12,6 +12,16 @@ use std::sync::Arc;
 
 use crate::installed::{ExtensionInfo, Loaded, Retired};
 
+/// One install as loaded when it was looked at ([`Tenant::loaded`]).
+#[derive(Clone)]
+pub struct LoadedInstall(Arc<Loaded>);
+
+impl LoadedInstall {
+    pub fn info(&self) -> &ExtensionInfo {
+        &self.0.info
+    }
+}
+
 /// One tenant's view of a [`Host`]: what it loads and calls is its own.
 pub struct Tenant<'h> {
     pub(crate) inner: &'h std::sync::Arc<Inner>,
@@ -76,6 +86,18 @@ impl Tenant<'_> {
     /// (installed again) was not judged and stays.
     pub(crate) fn withdraw_record(&self, record: &Arc<Loaded>) -> bool {
         self.take(&record.info.id, Retired::Removed, Some(record))
+    }
+
+    /// What is loaded as `id` now, to be judged (against the registry) and then withdrawn
+    /// with [`Tenant::withdraw_loaded`] only if it is still what is loaded.
+    pub fn loaded(&self, id: &ExtensionId) -> Option<LoadedInstall> {
+        self.inner.get(&self.name, id).map(LoadedInstall)
+    }
+
+    /// [`Tenant::withdraw`] of what [`Tenant::loaded`] returned, only if it is still the one
+    /// loaded: an install loaded since (installed again meanwhile) stays.
+    pub fn withdraw_loaded(&self, loaded: &LoadedInstall) -> bool {
+        self.withdraw_record(&loaded.0)
     }
 
     fn take(&self, id: &ExtensionId, how: Retired, only: Option<&Arc<Loaded>>) -> bool {

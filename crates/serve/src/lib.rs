@@ -432,13 +432,18 @@ impl Service {
         id: &ExtensionId,
     ) -> Result<ExtensionInfo, ApiError> {
         let view = self.host.tenant(tenant);
+        // What was loaded before the registry was read: only that is withdrawn if the registry
+        // has no install (one loaded meanwhile, by a newer install, stays).
+        let before = view.loaded(id);
         let admin = self.host.admin().map_err(|e| ApiError::from_load(&e))?;
         let install = admin
             .registry()
             .install(tenant, id)
             .map_err(|e| crate::error::registry_failed(&e))?;
         let Some(install) = install else {
-            view.withdraw(id);
+            if let Some(before) = &before {
+                view.withdraw_loaded(before);
+            }
             return Err(not_installed(id));
         };
         if let Some(info) = view.extension(id)

@@ -321,6 +321,28 @@ async fn a_call_waiting_for_a_slot_does_not_outlive_its_install() {
     assert!(lab.call(&id, "sleep", b"10").await.is_err());
 }
 
+/// What was judged is what is withdrawn: an install loaded again after it was looked at (a
+/// reinstall while the registry was read) stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_install_looked_at_is_withdrawn() {
+    let lab = Lab::new();
+    let id = lab.load("echo");
+    let tenant = lab.host.default_tenant();
+    let judged = tenant.loaded(&id).unwrap();
+    assert_eq!(judged.info().id, id);
+    // Loaded again meanwhile.
+    assert!(tenant.unload(&id));
+    let again = lab.load("echo");
+    assert_eq!(again, id);
+    assert!(!tenant.withdraw_loaded(&judged));
+    assert_eq!(lab.call(&id, "echo", b"still").await.unwrap(), b"still");
+    // The one loaded now, judged: withdrawn.
+    let now = tenant.loaded(&id).unwrap();
+    assert!(tenant.withdraw_loaded(&now));
+    assert!(tenant.loaded(&id).is_none());
+    assert!(lab.call(&id, "echo", b"gone").await.is_err());
+}
+
 /// An install taken away (uninstalled, here or by another runner) stops its calls at once:
 /// those running are stopped, those waiting for a slot refused, each with its audit record;
 /// nothing of it runs afterwards.
