@@ -30,16 +30,68 @@ const RETRY_FAILED: Duration = Duration::from_millis(50);
 const KEEP: Duration = Duration::from_millis(200);
 
 pub(crate) enum TenantRate {
-    Local(DefaultKeyedRateLimiter<TenantName>),
+    Local(LocalRate),
     Shared(Arc<SharedRate>),
 }
+
+/// Governor's keyed limiter, and per tenant the queue of its requests waiting for a token: they
+/// are admitted in the order they came (a tokio mutex is fair), not by who wakes first.
+pub(crate) struct LocalRate {
+    limiter: DefaultKeyedRateLimiter<TenantName>,
+    queues: Mutex<HashMap<TenantName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl LocalRate {
+    fn queue(&self, tenant: &TenantName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut all = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if all.len() >= MAX_IDLE_QUEUES {
+            // Tenants nobody waits for hold nothing.
+            all.retain(|_, q| Arc::strong_count(q) > 1);
+        }
+        Arc::clone(all.entry(tenant.clone()).or_default())
+    }
+
+    /// Takes a token, waiting at most until `until` behind the requests that came first.
+    async fn take(&self, tenant: &TenantName, until: Instant) -> bool {
+        let queue = self.queue(tenant);
+        // Nobody waiting: a token now, or the head of the queue. Else behind those waiting.
+        let _head = match queue.try_lock() {
+            Ok(head) => {
+                if self.limiter.check_key(tenant).is_ok() {
+                    return true;
+                }
+                head
+            }
+            Err(_) => match tokio::time::timeout_at(until.into(), queue.lock()).await {
+                Ok(head) => head,
+                Err(_) => return false,
+            },
+        };
+        loop {
+            let Err(not_until) = self.limiter.check_key(tenant) else {
+                return true;
+            };
+            let next = not_until.wait_time_from(governor::clock::Clock::now(self.limiter.clock()));
+            if next > until.saturating_duration_since(Instant::now()) {
+                return false;
+            }
+            tokio::time::sleep(next).await;
+        }
+    }
+}
+
+/// Queues kept before those of tenants nobody waits for are dropped.
+const MAX_IDLE_QUEUES: usize = 1024;
 
 impl TenantRate {
     pub(crate) fn new(rate: Rate, leases: Option<Arc<dyn RateLeases>>) -> TenantRate {
         match leases {
-            None => TenantRate::Local(RateLimiter::keyed(
-                Quota::per_second(rate.per_second).allow_burst(rate.burst),
-            )),
+            None => TenantRate::Local(LocalRate {
+                limiter: RateLimiter::keyed(
+                    Quota::per_second(rate.per_second).allow_burst(rate.burst),
+                ),
+                queues: Mutex::default(),
+            }),
             Some(leases) => TenantRate::Shared(SharedRate::start(leases, rate)),
         }
     }
@@ -54,23 +106,13 @@ impl TenantRate {
             )
         };
         match self {
-            TenantRate::Local(r) => {
-                // Over the rate: waits for the next token while it comes within `wait`
-                // (`[policy] busy_wait`), as a call over its concurrency waits for a slot, so
-                // that a flood is answered at the rate instead of as fast as refusals go.
-                let until = Instant::now() + wait;
-                loop {
-                    let Err(not_until) = r.check_key(tenant) else {
-                        return Ok(());
-                    };
-                    let next = not_until.wait_time_from(governor::clock::Clock::now(r.clock()));
-                    let left = until.saturating_duration_since(Instant::now());
-                    if next > left {
-                        return Err(over());
-                    }
-                    tokio::time::sleep(next).await;
-                }
-            }
+            // Over the rate: waits for a token while one comes within `wait` (`[policy]
+            // busy_wait`), as a call over its concurrency waits for a slot, so that a flood is
+            // answered at the rate instead of as fast as refusals go; first come, first served.
+            TenantRate::Local(r) => match r.take(tenant, Instant::now() + wait).await {
+                true => Ok(()),
+                false => Err(over()),
+            },
             TenantRate::Shared(s) => match s.take(tenant).await {
                 Taken::Yes => Ok(()),
                 Taken::Over => Err(over()),
@@ -295,6 +337,38 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    /// Requests waiting for a token are admitted in the order they came, each once its token
+    /// comes (none barges ahead, none is refused while its wait lasts).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_waiting_for_a_token_are_admitted_first_come_first_served() {
+        let r = Arc::new(TenantRate::new(rate(20, 1), None));
+        let t: TenantName = "acme".parse().unwrap();
+        r.take(&t, Duration::ZERO).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 0..6 {
+            let (r, t, order) = (Arc::clone(&r), t.clone(), Arc::clone(&order));
+            waiters.push(tokio::spawn(async move {
+                r.take(&t, Duration::from_secs(3)).await.unwrap();
+                order.lock().unwrap().push(n);
+            }));
+            // Each comes a little after the one before, all before the next token.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
+        // A newcomer while one waits goes behind it: with a short wait it is refused.
+        let head = {
+            let (r, t) = (Arc::clone(&r), t.clone());
+            tokio::spawn(async move { r.take(&t, Duration::from_secs(1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(r.take(&t, Duration::from_millis(10)).await.is_err());
+        head.await.unwrap().unwrap();
     }
 
     /// Three runners on one shared bucket, offered three times the rate for 4 s: together
