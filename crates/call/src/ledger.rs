@@ -50,8 +50,8 @@ pub struct Ledger(Arc<Mutex<Entries>>);
 
 /// Told before a call first changes something that outlives it (a key-value write, an
 /// outgoing request or socket), and awaited: the change is made only once it answers `Ok`.
-/// The host's writes the call's `call-start` audit record, so that a call the process does not
-/// live to finish still leaves a trace of what it may have changed.
+/// The host's witness writes the call's `call-start` audit record, so that a call the process
+/// does not live to finish still leaves a trace of what it may have changed.
 #[async_trait::async_trait]
 pub trait Witness: Send + Sync {
     /// `Err` (why): the change must not be made, and the capability answers with an error.

@@ -10,7 +10,9 @@
 //! would run it again.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError, Weak};
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
+
+use tokio::sync::watch;
 
 use warden_audit::{Event, Outcome, Record};
 use warden_call::{Capability, HostFailure, Witness};
@@ -225,15 +227,19 @@ impl Inner {
         match self.audit.append_all(records).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(
-                    target: "warden::audit",
-                    "could not write an audit record: {}",
-                    warden_call::text::chain(&e)
-                );
-                self.audit_broke(e);
+                self.write_failed(e);
                 false
             }
         }
+    }
+
+    fn write_failed(&self, e: warden_audit::AuditError) {
+        tracing::error!(
+            target: "warden::audit",
+            "could not write an audit record: {}",
+            warden_call::text::chain(&e)
+        );
+        self.audit_broke(e);
     }
 
     fn audit_broke(&self, e: warden_audit::AuditError) {
@@ -295,7 +301,8 @@ pub(crate) struct CallStart {
     inner: Weak<Inner>,
     ext: Arc<Loaded>,
     id: String,
-    stored: tokio::sync::OnceCell<Result<(), String>>,
+    /// Once the record is on its way: whether it was stored (`None` until known).
+    stored: OnceLock<watch::Receiver<Option<Result<(), String>>>>,
 }
 
 impl CallStart {
@@ -304,7 +311,7 @@ impl CallStart {
             inner: Arc::downgrade(inner),
             ext: Arc::clone(ext),
             id: id.to_owned(),
-            stored: tokio::sync::OnceCell::new(),
+            stored: OnceLock::new(),
         }
     }
 
@@ -319,9 +326,18 @@ impl CallStart {
         }
     }
 
-    async fn store(&self, capability: Capability) -> Result<(), String> {
-        let Some(inner) = self.inner.upgrade() else {
-            return Err("the host is shutting down: nothing was changed".into());
+    /// Queues the record now (so it comes before any record of the call's end) and stores it
+    /// from a task of its own: a change whose wait is dropped (a guest's request cancelled
+    /// while it waited) cannot have it written twice (outside attack: up to 142 in one call).
+    fn begin(&self, capability: Capability) -> watch::Receiver<Option<Result<(), String>>> {
+        let (tx, rx) = watch::channel(None);
+        let (Some(inner), Ok(runtime)) =
+            (self.inner.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            let _ = tx.send(Some(Err(
+                "the host is shutting down: nothing was changed".into()
+            )));
+            return rx;
         };
         let record = base_record(&self.ext, Event::CallStart, &self.id)
             .with_capability(capability)
@@ -330,24 +346,32 @@ impl CallStart {
                 "the call is about to change what outlives it ({}); its call record follows",
                 capability.name()
             ));
-        if inner.write_all(vec![record]).await {
-            Ok(())
-        } else {
-            Err(
-                "the call's start could not be written to the audit log: nothing was changed"
-                    .into(),
-            )
-        }
+        let pending = inner.audit.append_all(vec![record]);
+        runtime.spawn(async move {
+            let stored = match pending.await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    inner.write_failed(e);
+                    Err(NOT_STORED.to_owned())
+                }
+            };
+            let _ = tx.send(Some(stored));
+        });
+        rx
     }
 }
+
+const NOT_STORED: &str =
+    "the call's start could not be written to the audit log: nothing was changed";
 
 #[async_trait::async_trait]
 impl Witness for CallStart {
     async fn before_change(&self, capability: Capability) -> Result<(), String> {
-        self.stored
-            .get_or_init(|| self.store(capability))
-            .await
-            .clone()
+        let mut stored = self.stored.get_or_init(|| self.begin(capability)).clone();
+        match stored.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().unwrap_or_else(|| Err(NOT_STORED.to_owned())),
+            Err(_) => Err(NOT_STORED.to_owned()),
+        }
     }
 }
 

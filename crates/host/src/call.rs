@@ -229,27 +229,32 @@ impl Inner {
         let top_level = via.chain.is_empty();
         let (via, generation) = self.with_secret_values(&ext, via).await;
         let start = Arc::new(crate::audit::CallStart::new(self, &ext, &id));
-        self.witness_first(&ext, &start, &id).await?;
-        let mut caps = self.caps_for(&ext, via, start);
+        let mut caps = self.caps_for(&ext, via, Arc::clone(&start));
         caps.generation = generation;
         let ledger = (
             caps.ledger.clone(),
             caps.redactor.clone().unwrap_or_default(),
         );
-        // A busy tenant's call waits its turn from the start, on the long calls' threads.
-        let busy = caps.share.as_ref().is_some_and(warden_runtime::Share::busy);
-        // Boxed once here: the call's future is several kilobytes (Wasmtime's instantiation
-        // and call futures inside), and unboxed it was copied whole at each `.await` it passes
-        // through on its way down (`Guests::run`, the timeout, ...), on every call.
-        let call = Box::pin(call(Arc::clone(&ext), caps));
         // Dropped before the call ends (its caller went away: the call is stopped with it),
-        // this still leaves the call's record.
+        // this still leaves the call's record: also while its start is being recorded, so
+        // that a `call-start` is never left alone by a caller that hung up.
         let mut unfinished = Unfinished {
             inner: Arc::clone(self),
             ext: Arc::clone(&ext),
             id: Some(id.clone()),
             ledger,
         };
+        if let Err(refused) = self.witness_first(&ext, &start, &id).await {
+            // Nothing ran, and the audit log failed: as the audit gate's refusals.
+            unfinished.id = None;
+            return Err(refused);
+        }
+        // A busy tenant's call waits its turn from the start, on the long calls' threads.
+        let busy = caps.share.as_ref().is_some_and(warden_runtime::Share::busy);
+        // Boxed once here: the call's future is several kilobytes (Wasmtime's instantiation
+        // and call futures inside), and unboxed it was copied whole at each `.await` it passes
+        // through on its way down (`Guests::run`, the timeout, ...), on every call.
+        let call = Box::pin(call(Arc::clone(&ext), caps));
         // A call from another extension runs inside its caller's task (and turn).
         let running = async {
             if top_level {

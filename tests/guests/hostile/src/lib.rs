@@ -20,6 +20,7 @@
 //! | `egress`  | URL or host    | outgoing wasi:http GET: checked against the grant, capped, audited |
 //! | `invoke`  | extension id   | calls another extension: denied (typed error) and audited         |
 //! | `egress-many` | `N URL`    | N outgoing requests in one call (the denied-egress benchmark)     |
+//! | `egress-dropped` | `N URL` | N outgoing requests, each dropped 1 ms after it was started          |
 //! | `sock`    | `HOST:PORT [N]`| TCP connect through wasi:sockets (lookup, then connect), N times   |
 //! | `lookup`  | name           | wasi:sockets name lookup                                          |
 //! | `listen`  | -              | bind + listen: always refused                                     |
@@ -72,6 +73,7 @@ impl Guest for Hostile {
             }
             "egress" => egress(&String::from_utf8_lossy(&input)),
             "egress-many" => egress_many(&String::from_utf8_lossy(&input)),
+            "egress-dropped" => egress_dropped(&String::from_utf8_lossy(&input)),
             "sock" => sock(&String::from_utf8_lossy(&input)),
             "lookup" => lookup(&String::from_utf8_lossy(&input)),
             "listen" => listen(),
@@ -390,6 +392,27 @@ fn udp(target: &str) -> String {
 /// `ErrorCode` in Debug form) or `egress=body-err:STATUS:CODE` (the body failed part way, e.g.
 /// it was cut at the host's size cap). The body is read in chunks and never kept whole.
 fn egress(input: &str) -> String {
+    egress_or_drop(input, None)
+}
+
+/// `egress-dropped`: input `N URL`; N requests, each dropped (its response's future) 1 ms after
+/// it was started, unless answered by then.
+fn egress_dropped(input: &str) -> String {
+    let (n, url) = input.trim().split_once(' ').unwrap_or(("0", ""));
+    let n: u32 = n.parse().unwrap_or(0);
+    let (mut dropped, mut other) = (0u32, 0u32);
+    for _ in 0..n {
+        if egress_or_drop(url, Some(1_000_000)) == "egress=dropped" {
+            dropped += 1;
+        } else {
+            other += 1;
+        }
+    }
+    format!("dropped={dropped} other={other}")
+}
+
+/// An outgoing GET of `input`; with `drop_after` (ns), given up on after that long.
+fn egress_or_drop(input: &str, drop_after: Option<u64>) -> String {
     use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
     let (scheme, rest) = match input.split_once("://") {
         Some(("http", rest)) => (Scheme::Http, rest),
@@ -408,6 +431,20 @@ fn egress(input: &str) -> String {
         || req.set_path_with_query(Some(&path)).is_err()
     {
         return "egress=err:bad-url".into();
+    }
+    if let Some(wait) = drop_after {
+        // Started, then given up on: the response's future is dropped after `wait`.
+        return match wasip2::http::outgoing_handler::handle(req, None) {
+            Err(e) => format!("egress=err:{e:?}"),
+            Ok(future) => {
+                let timer = wasip2::clocks::monotonic_clock::subscribe_duration(wait);
+                wasip2::io::poll::poll(&[&future.subscribe(), &timer]);
+                match future.get() {
+                    Some(_) => "egress=answered".into(),
+                    None => "egress=dropped".into(),
+                }
+            }
+        };
     }
     let response = match wasip2::http::outgoing_handler::handle(req, None) {
         Err(e) => return format!("egress=err:{e:?}"),
