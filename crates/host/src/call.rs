@@ -227,7 +227,9 @@ impl Inner {
             Err(e) => return Err(self.refuse(&ext, id, e).await),
         };
         let top_level = via.chain.is_empty();
-        let (via, generation) = self.with_secret_values(&ext, via).await;
+        let (mut via, generation) = self.with_secret_values(&ext, via).await;
+        // The calls it makes to other extensions are recorded under its id.
+        via.request_id = Some(id.clone());
         let start = Arc::new(crate::audit::CallStart::new(self, &ext, &id));
         let mut caps = self.caps_for(&ext, via, Arc::clone(&start));
         caps.generation = generation;

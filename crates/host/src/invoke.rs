@@ -33,7 +33,8 @@ pub(crate) struct Via {
     pub(crate) chain: Arc<[ExtensionId]>,
     /// The calling extension's secret values (see `CallCaps::redactor`).
     pub(crate) redactor: Option<Redactor>,
-    /// The request id to record the call under (default: a new one).
+    /// The request id to record the call under (default: a new one). The invoker of a
+    /// running call holds that call's own.
     pub(crate) request_id: Option<String>,
     /// Calls to other extensions made so far under the same top-level call.
     pub(crate) nested: Arc<AtomicU32>,
@@ -90,7 +91,8 @@ impl Invoker for HostInvoker {
                 "calls between extensions may nest at most {MAX_CALL_DEPTH} deep"
             )));
         }
-        if self.via.nested.fetch_add(1, Ordering::Relaxed) >= MAX_NESTED_CALLS {
+        let nth = self.via.nested.fetch_add(1, Ordering::Relaxed);
+        if nth >= MAX_NESTED_CALLS {
             return Err(denied(format!(
                 "at most {MAX_NESTED_CALLS} calls to other extensions per top-level call"
             )));
@@ -122,7 +124,13 @@ impl Invoker for HostInvoker {
         let via = Via {
             chain: chain.into(),
             redactor: Some(redactor),
-            request_id: None,
+            // Under the caller's: `CALLER.N`, the Nth call made under the top-level one, so
+            // that everything a request caused is found by its id.
+            request_id: self
+                .via
+                .request_id
+                .as_ref()
+                .map(|caller| format!("{caller}.{}", nth + 1)),
             nested: Arc::clone(&self.via.nested),
             busy_wait: None,
         };

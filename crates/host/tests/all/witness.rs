@@ -437,3 +437,41 @@ async fn a_name_lookup_is_witnessed_and_recorded_even_when_it_fails() {
         of(&records, "d-1")
     );
 }
+
+/// A call made by another extension is recorded under its caller's request id (`CALLER.N`):
+/// what a request caused, a callee's write and its `call-start` included, is found by its id
+/// (outside attack: after kill -9 only the callee's start was left, under an unrelated id).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callees_start_is_recorded_under_its_callers_request_id() {
+    let lab = Lab::new();
+    let kv = lab.load_granted("hostile-kv", |m| m, &Grant::All);
+    let c = lab.load_granted(
+        "caller",
+        |m| {
+            m.replace(
+                "calls = [\"warden.echo\"]",
+                &format!("calls = [{:?}]", kv.as_str()),
+            )
+        },
+        &Grant::All,
+    );
+    let input = format!("{} run\n{OPEN};set 6b 76", kv.as_str());
+    let out = lab
+        .host
+        .default_tenant()
+        .call_as("top".into(), &c, "call", input.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(text(&out.value), "ok:ok\nok\n");
+    let records = lab.audit.records();
+    started_before_it_ended(&records, "top.1", "kv");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.request_id() == "top.1" && r.extension() == Some(kv.as_str())),
+        "{records:?}"
+    );
+    // The caller changed nothing itself.
+    assert_eq!(starts(&records, "top"), 0);
+    assert!(of(&records, "top").contains(&(Event::Call, None)));
+}
