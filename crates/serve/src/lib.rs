@@ -208,9 +208,14 @@ impl Service {
                 tick.tick().await;
                 let Some(s) = me.upgrade() else { return };
                 let shared = Arc::clone(&shared);
-                match tokio::task::spawn_blocking(move || shared.current()).await {
-                    Ok(Ok(Some(text))) => s.apply_shared_trust(text),
-                    Ok(Ok(None)) => {}
+                // Off the executor: applying waits for a reload in progress here (its lock).
+                let followed = tokio::task::spawn_blocking(move || {
+                    shared
+                        .current()
+                        .map(|text| text.map(|t| s.apply_shared_trust(t)))
+                });
+                match followed.await {
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(error = %warden_call::text::chain(&e), "the fleet's trust bundle cannot be read")
                     }
@@ -342,6 +347,14 @@ impl Service {
                 ),
             )
         })?;
+        // Held until the new bundle is in force here: the fleet's follower
+        // (`apply_shared_trust`) then finds it is this runner's own, and does not apply it a
+        // second time (it did, recording a second reload, while the first judged the loaded
+        // installs).
+        let mut current = self
+            .trust_text
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // The fleet's first: a bundle that cannot be shared changes nothing here either, so
         // runners never disagree for longer than they take to follow.
         if let Some(shared) = &self.options.shared_trust {
@@ -355,10 +368,8 @@ impl Service {
         self.host
             .set_trust_as(request_id, trust, &path.display().to_string())
             .map_err(|e| ApiError::internal(warden_call::text::chain(&e)))?;
-        *self
-            .trust_text
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(text);
+        *current = Some(text);
+        drop(current);
         self.ui_bundles
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
