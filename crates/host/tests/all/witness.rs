@@ -57,8 +57,12 @@ impl AuditSink for SlowSync {
     }
 }
 
-fn slow_sync(policy: Policy, resolver: Option<Arc<FakeResolver>>) -> (Lab, Arc<SlowSync>) {
-    let sink = Arc::new(SlowSync::default());
+/// A lab whose host stores its records in a new `S` (and resolves names with `resolver`).
+fn lab_with<S: AuditSink + Default + 'static>(
+    policy: Policy,
+    resolver: Option<Arc<FakeResolver>>,
+) -> (Lab, Arc<S>) {
+    let sink = Arc::new(S::default());
     let lab = Lab::with_builder(policy, {
         let sink = Arc::clone(&sink);
         |b| {
@@ -72,22 +76,15 @@ fn slow_sync(policy: Policy, resolver: Option<Arc<FakeResolver>>) -> (Lab, Arc<S
     (lab, sink)
 }
 
+fn slow_sync(policy: Policy, resolver: Option<Arc<FakeResolver>>) -> (Lab, Arc<SlowSync>) {
+    lab_with(policy, resolver)
+}
+
 fn refusing_starts(
     policy: Policy,
     resolver: Option<Arc<FakeResolver>>,
 ) -> (Lab, Arc<RefusingStarts>) {
-    let sink = Arc::new(RefusingStarts::default());
-    let lab = Lab::with_builder(policy, {
-        let sink = Arc::clone(&sink);
-        |b| {
-            let b = b.audit(sink);
-            match resolver {
-                Some(r) => b.resolver(r),
-                None => b,
-            }
-        }
-    });
-    (lab, sink)
+    lab_with(policy, resolver)
 }
 
 async fn run_as(host: &Host, request_id: &str, id: &ExtensionId, script: &str) -> String {
