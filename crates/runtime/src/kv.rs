@@ -135,13 +135,25 @@ impl KvView<'_> {
         op: impl FnOnce(&dyn KvBackend, &Scope, &Quota, &Cancel) -> Result<T, KvError> + Send + 'static,
     ) -> wasmtime::Result<Result<T, Error>> {
         let (access, scope) = self.bucket(b)?;
+        Ok(self.run_on(access, scope, kind, op).await)
+    }
+
+    /// `op` on the bucket's store, its errors mapped: the body of [`KvView::kv_op`] and
+    /// [`KvView::kv_change`].
+    async fn run_on<T: Send + 'static>(
+        &mut self,
+        access: KvAccess,
+        scope: Arc<Scope>,
+        kind: KvOp,
+        op: impl FnOnce(&dyn KvBackend, &Scope, &Quota, &Cancel) -> Result<T, KvError> + Send + 'static,
+    ) -> Result<T, Error> {
         let result = if access.backend().may_block(kind) {
             let s = Arc::clone(&scope);
             blocking(move |c| op(access.backend(), &s, access.quota(), c)).await
         } else {
             op(access.backend(), &scope, access.quota(), &Cancel::new())
         };
-        Ok(self.answer(&scope, result))
+        self.answer(&scope, result)
     }
 
     /// [`KvView::kv_op`] for an operation that changes the store: the call's witness is told
@@ -151,11 +163,11 @@ impl KvView<'_> {
         b: &Resource<Bucket>,
         op: impl FnOnce(&dyn KvBackend, &Scope, &Quota, &Cancel) -> Result<T, KvError> + Send + 'static,
     ) -> wasmtime::Result<Result<T, Error>> {
-        self.bucket(b)?;
+        let (access, scope) = self.bucket(b)?;
         if let Err(why) = self.ledger.before_change(Capability::Kv).await {
             return Ok(Err(Error::Other(why)));
         }
-        self.kv_op(b, KvOp::Other, op).await
+        Ok(self.run_on(access, scope, KvOp::Other, op).await)
     }
 
     /// A value for the guest, or its error mapped (limits also recorded as ledger).

@@ -44,6 +44,10 @@ pub(crate) struct LocalRate {
 impl LocalRate {
     fn queue(&self, tenant: &TenantName) -> Arc<tokio::sync::Mutex<()>> {
         let mut all = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        // Looked up before the name is copied for a new entry: this runs on every request.
+        if let Some(q) = all.get(tenant) {
+            return Arc::clone(q);
+        }
         if all.len() >= MAX_IDLE_QUEUES {
             // Tenants nobody waits for hold nothing.
             all.retain(|_, q| Arc::strong_count(q) > 1);
