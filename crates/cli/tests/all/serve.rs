@@ -1299,6 +1299,29 @@ fn kill_9_mid_call_leaves_the_calls_start_on_the_trail() {
         assert!(std::time::Instant::now() < deadline, "no call-start");
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The start is written before the write is made: the service is killed once a second
+    // call sees the write, so that the restart below has something to find.
+    let get = format!(
+        r#"{{"tenant":"alpha","extension":"{id}","method":"run","input":"open 64656661756c74;get 6b"}}"#
+    );
+    let read = |s: &Server| {
+        let r = send(
+            "POST",
+            &format!("{}/v1/execute", s.base),
+            Some(RUNNER),
+            get.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let out = r.json()["output_base64"].as_str().unwrap().to_owned();
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, out).unwrap()
+    };
+    while read(&s) != b"ok\nok:76\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write never landed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     s.child.kill().unwrap();
     s.child.wait().unwrap();
     assert_eq!(start["capability"], "kv");
@@ -1314,15 +1337,7 @@ fn kill_9_mid_call_leaves_the_calls_start_on_the_trail() {
     ok(&st.cli(&[&"audit", &"--verify"]));
     // The write it made is in the store, as the record warned.
     let s = st.serve("");
-    let url = format!("{}/v1/execute", s.base);
-    let body = format!(
-        r#"{{"tenant":"alpha","extension":"{id}","method":"run","input":"open 64656661756c74;get 6b"}}"#
-    );
-    let r = send("POST", &url, Some(RUNNER), body.as_bytes());
-    assert_eq!(r.status, 200, "{}", r.body);
-    let out = r.json()["output_base64"].as_str().unwrap().to_owned();
-    let out = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, out).unwrap();
-    assert_eq!(out, b"ok\nok:76\n");
+    assert_eq!(read(&s), b"ok\nok:76\n");
 }
 
 #[test]
