@@ -623,6 +623,20 @@ test('audit filters: event, outcome and time range narrow the records, and the e
   await eventually('the records of the last hour', async () => (await rows.count()) > 3);
   const range = new URL(await page.getByRole('link', { name: /Export/ }).getAttribute('href'), BASE);
   assert(/^\d+$/.test(range.searchParams.get('since') || '') && /^\d+$/.test(range.searchParams.get('until') || ''), `the export's range: ${range}`);
+  // One request: its records only (and its nested calls', ID.N), in the view and the export.
+  await page.getByLabel('Since (UTC)').fill('');
+  await page.getByLabel('Until (UTC)').fill('');
+  const r = await execute('warden.echo', 'greet', { name: 'one request' });
+  assertEq(r.status, 200, `the call (${r.text})`);
+  await page.getByLabel('Request', { exact: true }).fill(r.requestId);
+  await apply();
+  await eventually('only the request\'s records', async () => {
+    const ids = await column('request_id');
+    return ids.length >= 1 && ids.every((i) => i === r.requestId || i.startsWith(`${r.requestId}.`));
+  });
+  const one = new URL(await page.getByRole('link', { name: /Export/ }).getAttribute('href'), BASE);
+  assertEq(one.searchParams.get('request'), r.requestId, 'the export follows the request filter');
+  await page.getByLabel('Request', { exact: true }).fill('');
 });
 
 test('an upgrade that asks for a new host: the review shows it, nothing ticked; approved, it is installed', async () => {

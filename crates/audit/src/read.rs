@@ -418,6 +418,9 @@ pub struct Filter {
     pub extension: Option<String>,
     /// Only records of this event.
     pub event: Option<Event>,
+    /// Only records of this request id, and of the calls it made to other extensions
+    /// (`ID.1`, `ID.1.2`, ...).
+    pub request: Option<String>,
     /// Stop after this many matching records.
     pub limit: Option<usize>,
 }
@@ -430,7 +433,18 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|x| r.extension() == Some(x))
             && self.event.is_none_or(|e| r.event() == e)
+            && self
+                .request
+                .as_deref()
+                .is_none_or(|id| within_request(r.request_id(), id))
     }
+}
+
+/// Whether `request_id` is `id`'s own, or a nested call's under it (`id.N...`).
+fn within_request(request_id: &str, id: &str) -> bool {
+    request_id
+        .strip_prefix(id)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// A record as stored, with its place in the chain.

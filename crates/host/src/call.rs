@@ -13,7 +13,7 @@ use warden_runtime::{CallCaps, CallError, CallOutcome, CallReport};
 
 use crate::error::{CallFailure, Called};
 use crate::host::Inner;
-use crate::installed::{Code, Loaded, Retired};
+use crate::installed::{Code, ExtensionInfo, Loaded, Retired};
 use crate::invoke::{HostInvoker, Via};
 use crate::tenant::Tenant;
 
@@ -80,9 +80,94 @@ impl Tenant<'_> {
         request: http::Request<Bytes>,
         via: Via,
     ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        let ext = self.inner.lookup(&self.name, id)?;
+        self.inner.http_on(Entry::Waits(ext), request, via).await
+    }
+
+    /// A slot of the install `id` ([`Slot`]), free now or within the view's wait (as a call
+    /// waits), for a call recorded under `request_id` whose input is not read yet. A refusal
+    /// (busy, uninstalled meanwhile, the audit gate) is audited under `request_id`.
+    pub async fn slot_as(&self, request_id: String, id: &ExtensionId) -> Result<Slot, CallFailure> {
         let inner = self.inner;
         let ext = inner.lookup(&self.name, id)?;
-        let runtime = Arc::clone(&inner.runtime);
+        inner.audit_gate(&ext)?;
+        let wait = self.busy_wait.unwrap_or(inner.policy.busy_wait);
+        match inner.permit(&ext, wait).await {
+            Ok(permit) => Ok(Slot {
+                inner: Arc::clone(inner),
+                ext,
+                permit,
+                request_id,
+            }),
+            Err(e) => Err(inner.refuse(&ext, request_id, e).await),
+        }
+    }
+}
+
+/// A slot of one install's calls (`max_concurrent_calls`), taken before the call's input is
+/// read ([`Tenant::slot_as`]): a service reads a request's body only once its call can run,
+/// so that requests waiting for a slot hold no body (red team, session 18: waiters held a
+/// tenant's whole share of the body budget). Dropped unused, the slot is free again.
+pub struct Slot {
+    inner: Arc<Inner>,
+    ext: Arc<Loaded>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    request_id: String,
+}
+
+impl Slot {
+    /// The install's info, as the slot was taken on it.
+    pub fn info(&self) -> &ExtensionInfo {
+        &self.ext.info
+    }
+
+    /// [`Tenant::call_as`] in this slot, on the install it was taken on.
+    pub async fn call(self, method: &str, input: &[u8]) -> Result<Called<Vec<u8>>, CallFailure> {
+        let (inner, via) = (Arc::clone(&self.inner), self.via());
+        inner.rpc_on(Entry::Holds(self), method, input, via).await
+    }
+
+    /// [`Tenant::call_http_as`] in this slot, on the install it was taken on.
+    pub async fn call_http(
+        self,
+        request: http::Request<Bytes>,
+    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        let (inner, via) = (Arc::clone(&self.inner), self.via());
+        inner.http_on(Entry::Holds(self), request, via).await
+    }
+
+    fn via(&self) -> Via {
+        Via {
+            request_id: Some(self.request_id.clone()),
+            ..Via::default()
+        }
+    }
+}
+
+/// How a call gets its slot: it waits for one, or holds one already.
+enum Entry {
+    Waits(Arc<Loaded>),
+    Holds(Slot),
+}
+
+impl Entry {
+    fn ext(&self) -> &Arc<Loaded> {
+        match self {
+            Entry::Waits(ext) => ext,
+            Entry::Holds(slot) => &slot.ext,
+        }
+    }
+}
+
+impl Inner {
+    /// An HTTP request to an install, with its slot or to wait for one.
+    async fn http_on(
+        self: &Arc<Self>,
+        entry: Entry,
+        request: http::Request<Bytes>,
+        via: Via,
+    ) -> Result<Called<http::Response<Bytes>>, CallFailure> {
+        let runtime = Arc::clone(&self.runtime);
         let answers_http = |ext: &Loaded| match ext.code {
             Code::Component(_) => Ok(()),
             Code::Process(_) => Err(CallError::Invalid(
@@ -93,19 +178,18 @@ impl Tenant<'_> {
             )),
             Code::Remote(_) => Ok(()),
         };
-        inner
-            .run(ext, via, answers_http, |ext, caps| async move {
-                let limits = ext.info.effective.limits;
-                match &ext.code {
-                    Code::Component(p) => {
-                        p.call_http(&runtime, &limits, &caps, ext.warm.as_ref(), request)
-                            .await
-                    }
-                    Code::Remote(r) => r.call_http(&limits, &caps, request).await,
-                    Code::Process(_) | Code::Extism(_) => unreachable_http(),
+        self.run(entry, via, answers_http, |ext, caps| async move {
+            let limits = ext.info.effective.limits;
+            match &ext.code {
+                Code::Component(p) => {
+                    p.call_http(&runtime, &limits, &caps, ext.warm.as_ref(), request)
+                        .await
                 }
-            })
-            .await
+                Code::Remote(r) => r.call_http(&limits, &caps, request).await,
+                Code::Process(_) | Code::Extism(_) => unreachable_http(),
+            }
+        })
+        .await
     }
 }
 
@@ -165,6 +249,17 @@ impl Inner {
         via: Via,
     ) -> Result<Called<Vec<u8>>, CallFailure> {
         let ext = self.lookup(tenant, id)?;
+        self.rpc_on(Entry::Waits(ext), method, input, via).await
+    }
+
+    /// An rpc call on an install, with its slot or to wait for one.
+    async fn rpc_on(
+        self: &Arc<Self>,
+        entry: Entry,
+        method: &str,
+        input: &[u8],
+        via: Via,
+    ) -> Result<Called<Vec<u8>>, CallFailure> {
         // The name is chosen by the caller; from another extension it may carry that
         // extension's secret values: redact before quoting (quoting escapes characters, which
         // would hide a value from the redactor).
@@ -184,7 +279,7 @@ impl Inner {
         };
         let runtime = Arc::clone(&self.runtime);
         let (method, input) = (method.to_owned(), input.to_vec());
-        self.run(ext, via, known, |ext, caps| async move {
+        self.run(entry, via, known, |ext, caps| async move {
             let limits = ext.info.effective.limits;
             match &ext.code {
                 Code::Component(p) => {
@@ -206,7 +301,7 @@ impl Inner {
     /// capabilities, the call itself, and its audit records.
     async fn run<T, F, Fut>(
         self: &Arc<Self>,
-        ext: Arc<Loaded>,
+        entry: Entry,
         via: Via,
         check: impl FnOnce(&Loaded) -> Result<(), CallError>,
         call: F,
@@ -216,15 +311,34 @@ impl Inner {
         Fut: Future<Output = CallOutcome<T>> + Send + 'static,
         T: Send + 'static,
     {
+        let ext = Arc::clone(entry.ext());
         self.audit_gate(&ext)?;
         let id = via.request_id.clone().unwrap_or_else(|| self.ids.next());
         if let Err(e) = check(&ext) {
             return Err(self.refuse(&ext, id, e).await);
         }
-        let wait = via.busy_wait.unwrap_or(self.policy.busy_wait);
-        let _permit = match self.permit(&ext, wait).await {
-            Ok(p) => p,
-            Err(e) => return Err(self.refuse(&ext, id, e).await),
+        let _permit = match entry {
+            Entry::Holds(slot) => {
+                // Taken away while the input was read: refused as a waiter would be.
+                let why = {
+                    let retired = ext.retired.borrow();
+                    retired
+                        .stops_calls()
+                        .then(|| retired.refusal(&ext.info.id, "waited for its input"))
+                        .flatten()
+                };
+                if let Some(e) = why {
+                    return Err(self.refuse(&ext, id, e).await);
+                }
+                slot.permit
+            }
+            Entry::Waits(_) => {
+                let wait = via.busy_wait.unwrap_or(self.policy.busy_wait);
+                match self.permit(&ext, wait).await {
+                    Ok(p) => p,
+                    Err(e) => return Err(self.refuse(&ext, id, e).await),
+                }
+            }
         };
         let top_level = via.chain.is_empty();
         let (mut via, generation) = self.with_secret_values(&ext, via).await;

@@ -50,6 +50,7 @@ mod usage;
 pub use admin::{Admin, Installed};
 pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
 pub use builder::HostBuilder;
+pub use call::Slot;
 pub use error::{CallFailure, Called, HostError};
 pub use host::Host;
 pub use installed::ExtensionInfo;

@@ -850,6 +850,9 @@ pub(crate) struct AuditQuery {
     tenant: Option<String>,
     /// Only this extension's records.
     extension: Option<String>,
+    /// Only the records of this request id, and of the calls it made to other extensions
+    /// (`ID.1`, `ID.1.2`, ...).
+    request: Option<String>,
     /// Only records of this event (`call`, `denial`, `grant`, `limit`, `install`, ...).
     #[param(value_type = Option<String>)]
     event: Option<warden_audit::Event>,
@@ -950,6 +953,7 @@ pub(crate) async fn audit(
                 tenant: q.tenant,
                 extension: q.extension,
                 event: q.event,
+                request: q.request,
                 ..warden_audit::Filter::default()
             };
             let reader = source

@@ -122,7 +122,7 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     who.extension = Some(shown_id(id));
     let tenant = who.identify(s, &request)?;
-    let admitted = s.limiter.admit(&tenant).await?;
+    let mut admitted = s.limiter.admit(&tenant).await?;
     // A declared length over every extension's limit (the policy's ceiling) is refused from
     // the header, before the install is loaded or a byte of the body is read.
     let ceiling = s.host.policy().ceiling.max_request_bytes.bytes();
@@ -164,20 +164,17 @@ async fn forward(
     };
     let peer = request.extensions().get::<Peer>().map(|p| p.0);
     let (parts, body) = request.into_parts();
+    // The body is read once the call can run: the extension's slot, then the tenant's
+    // (requests waiting for a slot hold neither a body nor the tenant's other calls' slots).
+    let slot = s.slot(&tenant, &id, rid, admitted.left()).await?;
+    s.limiter.seat(&tenant, &mut admitted).await?;
     // Held until the answer is made: the body is in memory until then.
     let mut hold = s.bodies.hold_for(tenant.as_str());
     let declared = limits::declared_length(&parts.headers);
-    let body = read_body(s, &info, body, declared, &mut hold).await?;
+    let body = read_body(s, slot.info(), body, declared, &mut hold).await?;
+    let started = std::time::Instant::now();
     if let Some(m) = call {
-        s.still_loaded(&tenant, &id).await?;
-        let started = std::time::Instant::now();
-        let view = s.host.tenant(&tenant).waiting_at_most(admitted.left);
-        let call = || view.call_as(rid.to_string(), &id, m.as_str(), &body);
-        let mut called = call().await;
-        if Service::unloaded_meanwhile(&called) {
-            s.still_loaded(&tenant, &id).await?;
-            called = call().await;
-        }
+        let called = slot.call(m.as_str(), &body).await;
         let called = s.counted(&tenant, &id, started, called)?;
         let kind = if serde_json::from_slice::<serde::de::IgnoredAny>(&called.value).is_ok() {
             "application/json"
@@ -193,24 +190,13 @@ async fn forward(
         }
         return Ok(response);
     }
-    let inbound = headers::inbound(&parts.headers, peer, rid);
-    let request = || {
-        let mut inner = http::Request::builder()
-            .method(parts.method.clone())
-            .uri(target.clone())
-            .body(body.clone())
-            .map_err(|e| ApiError::malformed(format!("the request cannot be forwarded: {e}")))?;
-        *inner.headers_mut() = inbound.clone();
-        Ok::<_, ApiError>(inner)
-    };
-    s.still_loaded(&tenant, &id).await?;
-    let started = std::time::Instant::now();
-    let view = s.host.tenant(&tenant).waiting_at_most(admitted.left);
-    let mut called = view.call_http_as(rid.to_string(), &id, request()?).await;
-    if Service::unloaded_meanwhile(&called) {
-        s.still_loaded(&tenant, &id).await?;
-        called = view.call_http_as(rid.to_string(), &id, request()?).await;
-    }
+    let mut inner = http::Request::builder()
+        .method(parts.method)
+        .uri(target)
+        .body(body)
+        .map_err(|e| ApiError::malformed(format!("the request cannot be forwarded: {e}")))?;
+    *inner.headers_mut() = headers::inbound(&parts.headers, peer, rid);
+    let called = slot.call_http(inner).await;
     let called = s.counted(&tenant, &id, started, called)?;
     let (rparts, rbody) = called.value.into_parts();
     let hdrs = headers::outbound(&rparts.headers);
@@ -344,7 +330,7 @@ async fn run(
         .extension
         .parse()
         .map_err(|_| not_installed_text(&req.extension))?;
-    let admitted = s.limiter.admit(&tenant).await?;
+    let mut admitted = s.limiter.admit(&tenant).await?;
     let info = s.installed(&tenant, &id).await?;
     if info.kind != WorldKind::Rpc {
         return Err(ApiError::malformed(format!(
@@ -359,15 +345,10 @@ async fn run(
             "the input is over {id}'s limit of {max} bytes"
         )));
     }
-    s.still_loaded(&tenant, &id).await?;
+    let slot = s.slot(&tenant, &id, rid, admitted.left()).await?;
+    s.limiter.seat(&tenant, &mut admitted).await?;
     let started = std::time::Instant::now();
-    let view = s.host.tenant(&tenant).waiting_at_most(admitted.left);
-    let call = || view.call_as(rid.to_string(), &id, &req.method, &input);
-    let mut called = call().await;
-    if Service::unloaded_meanwhile(&called) {
-        s.still_loaded(&tenant, &id).await?;
-        called = call().await;
-    }
+    let called = slot.call(&req.method, &input).await;
     let called = s.counted(&tenant, &id, started, called)?;
     // The output as JSON when it is JSON, else as a string (lossy) and base64.
     let output = match serde_json::from_slice::<serde_json::Value>(&called.value) {
@@ -409,6 +390,31 @@ fn shown_id(id: &str) -> String {
 }
 
 impl Service {
+    /// A slot of the install `id` of `tenant` for the request `rid`, within `wait` (what is
+    /// left of its `busy_wait`); a refusal is counted in the metrics as a call's would be.
+    async fn slot(
+        self: &Arc<Self>,
+        tenant: &TenantName,
+        id: &ExtensionId,
+        rid: &str,
+        wait: std::time::Duration,
+    ) -> Result<warden_host::Slot, ApiError> {
+        self.still_loaded(tenant, id).await?;
+        let started = std::time::Instant::now();
+        let view = self.host.tenant(tenant).waiting_at_most(wait);
+        let mut slot = view.slot_as(rid.to_string(), id).await;
+        if Service::unloaded_meanwhile(&slot) {
+            self.still_loaded(tenant, id).await?;
+            slot = view.slot_as(rid.to_string(), id).await;
+        }
+        slot.map_err(|f| {
+            let outcome = f.error.code().as_str();
+            self.metrics
+                .call(tenant.as_str(), id.as_str(), outcome, started.elapsed());
+            ApiError::from_call(&f)
+        })
+    }
+
     /// Counts a finished call in the metrics (by tenant, extension and outcome) and maps its
     /// failure.
     fn counted<T>(

@@ -94,26 +94,31 @@ impl TenantLimiter {
         self.draining.send_replace(true);
     }
 
-    /// Admits one request of `tenant`, at once or once its rate and one of its requests in
-    /// flight let it within `busy_wait` (one wait for both), or says why not (429 with
-    /// `retry-after`; 503 when a shared rate cannot be checked or the service drains). What
-    /// it returns is held for the request's life, and says what is left of `busy_wait` for
-    /// the slot of the extension (the request waits `busy_wait` in all).
+    /// Admits one request of `tenant` by its rate, at once or once a token comes within
+    /// `busy_wait`, or says why not (429 with `retry-after`; 503 when a shared rate cannot be
+    /// checked or the service drains). What it returns says what is left of `busy_wait` for
+    /// the slots of the extension and of the tenant (the request waits `busy_wait` in all).
     pub(crate) async fn admit(&self, tenant: &TenantName) -> Result<Admitted, ApiError> {
-        let mut draining = self.draining.subscribe();
-        tokio::select! {
-            biased;
-            _ = draining.wait_for(|d| *d) => {
-                Err(ApiError::unavailable("the service is shutting down"))
-            }
-            admitted = self.admit_by(tenant, Instant::now() + self.busy_wait) => admitted,
-        }
+        let until = Instant::now() + self.busy_wait;
+        self.draining_or(async {
+            self.rate
+                .take(tenant, until.saturating_duration_since(Instant::now()))
+                .await
+        })
+        .await?;
+        Ok(Admitted { until, _slot: None })
     }
 
-    async fn admit_by(&self, tenant: &TenantName, until: Instant) -> Result<Admitted, ApiError> {
-        self.rate
-            .take(tenant, until.saturating_duration_since(Instant::now()))
-            .await?;
+    /// One of `tenant`'s requests in flight, free now or within what is left of its wait,
+    /// held by `admitted` for the request's life; or why not (429 `busy`, 503 when the
+    /// service drains). Taken once the request holds its extension's slot: requests waiting
+    /// for one extension hold none of these, so that its tenant's other extensions are not
+    /// refused meanwhile (red team, session 18).
+    pub(crate) async fn seat(
+        &self,
+        tenant: &TenantName,
+        admitted: &mut Admitted,
+    ) -> Result<(), ApiError> {
         let slots = {
             let mut all = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(
@@ -124,10 +129,16 @@ impl TenantLimiter {
         let got = match Arc::clone(&slots).try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) if self.busy_wait.is_zero() => None,
-            Err(_) => tokio::time::timeout_at(until.into(), slots.acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok),
+            Err(_) => {
+                let until = admitted.until;
+                self.draining_or(async {
+                    Ok(tokio::time::timeout_at(until.into(), slots.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok))
+                })
+                .await?
+            }
         };
         let slot = got.ok_or_else(|| {
             ApiError::limited(
@@ -138,19 +149,40 @@ impl TenantLimiter {
                 ),
             )
         })?;
-        Ok(Admitted {
-            _slot: slot,
-            left: until.saturating_duration_since(Instant::now()),
-        })
+        admitted._slot = Some(slot);
+        Ok(())
+    }
+
+    /// `wait`, unless the service drains first (503).
+    async fn draining_or<T>(
+        &self,
+        wait: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let mut draining = self.draining.subscribe();
+        tokio::select! {
+            biased;
+            _ = draining.wait_for(|d| *d) => {
+                Err(ApiError::unavailable("the service is shutting down"))
+            }
+            done = wait => done,
+        }
     }
 }
 
-/// A request let in ([`TenantLimiter::admit`]): its tenant's slot, held for the request's
-/// life, and what is left of `busy_wait` for the slot of its extension.
+/// A request let in by its tenant's rate ([`TenantLimiter::admit`]): when its wait for slots
+/// ends, and its tenant's slot once it has one ([`TenantLimiter::seat`]), held for the
+/// request's life.
 #[derive(Debug)]
 pub(crate) struct Admitted {
-    _slot: OwnedSemaphorePermit,
-    pub(crate) left: Duration,
+    until: Instant,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Admitted {
+    /// What is left of the request's wait for slots.
+    pub(crate) fn left(&self) -> Duration {
+        self.until.saturating_duration_since(Instant::now())
+    }
 }
 
 /// The process's budget of request body bytes held in memory at once, every request together
@@ -330,6 +362,15 @@ mod tests {
 
     use super::*;
 
+    impl TenantLimiter {
+        /// Admitted by rate and seated, as the gateway does with no extension slot between.
+        async fn seated(&self, tenant: &TenantName) -> Result<Admitted, ApiError> {
+            let mut admitted = self.admit(tenant).await?;
+            self.seat(tenant, &mut admitted).await?;
+            Ok(admitted)
+        }
+    }
+
     /// A request over the tenant's concurrency waits for a slot up to `busy_wait`: it is
     /// admitted when one frees in time, refused (429 `busy`) when none does, and at once
     /// when the wait is 0; another tenant is never held up.
@@ -341,13 +382,17 @@ mod tests {
         };
         let (a, b): (TenantName, TenantName) = ("a".parse().unwrap(), "b".parse().unwrap());
         let limiter = Arc::new(TenantLimiter::new(&l, Duration::from_millis(300), None));
-        let first = limiter.admit(&a).await.unwrap();
-        assert!(first.left > Duration::from_millis(250), "{:?}", first.left);
+        let first = limiter.seated(&a).await.unwrap();
+        assert!(
+            first.left() > Duration::from_millis(250),
+            "{:?}",
+            first.left()
+        );
         // Another tenant has slots of its own.
-        drop(limiter.admit(&b).await.unwrap());
+        drop(limiter.seated(&b).await.unwrap());
         let waiting = {
             let (limiter, a) = (Arc::clone(&limiter), a.clone());
-            tokio::spawn(async move { limiter.admit(&a).await.map(|a| a.left) })
+            tokio::spawn(async move { limiter.seated(&a).await.map(|a| a.left()) })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "it waits for the slot");
@@ -359,9 +404,9 @@ mod tests {
             "{left:?}"
         );
 
-        let held = limiter.admit(&a).await.unwrap();
+        let held = limiter.seated(&a).await.unwrap();
         let t = std::time::Instant::now();
-        let e = limiter.admit(&a).await.unwrap_err();
+        let e = limiter.seated(&a).await.unwrap_err();
         assert!(
             t.elapsed() >= Duration::from_millis(300),
             "{:?}",
@@ -375,18 +420,18 @@ mod tests {
         // A drain refuses the requests waiting then (503), and those after.
         let waiting = {
             let (limiter, a) = (Arc::clone(&limiter), a.clone());
-            tokio::spawn(async move { limiter.admit(&a).await.map(drop) })
+            tokio::spawn(async move { limiter.seated(&a).await.map(drop) })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         limiter.drain();
         let e = waiting.await.unwrap().unwrap_err();
         assert_eq!(e.status.as_u16(), 503, "{}", e.message);
-        assert_eq!(limiter.admit(&b).await.unwrap_err().status.as_u16(), 503);
+        assert_eq!(limiter.seated(&b).await.unwrap_err().status.as_u16(), 503);
 
         let at_once = TenantLimiter::new(&l, Duration::ZERO, None);
-        let _held_too = at_once.admit(&a).await.unwrap();
+        let _held_too = at_once.seated(&a).await.unwrap();
         let t = std::time::Instant::now();
-        assert_eq!(at_once.admit(&a).await.unwrap_err().status.as_u16(), 429);
+        assert_eq!(at_once.seated(&a).await.unwrap_err().status.as_u16(), 429);
         assert!(
             t.elapsed() < Duration::from_millis(100),
             "{:?}",

@@ -54,6 +54,33 @@ fn filters_by_tenant_extension_event_and_limit() {
     assert!(all(&dir, denials).is_empty());
 }
 
+/// `request` keeps a request's records and its nested calls' (`ID.N`), not those of another
+/// request whose id merely starts the same.
+#[test]
+fn filters_by_request_with_its_nested_calls() {
+    let (_tmp, dir) = audit_dir();
+    let log = AuditLog::open(&dir).unwrap();
+    for id in ["r1", "r1.1", "r1.1.2", "r10", "r1x", "r2", "r1.2"] {
+        log.append(Record::new(Event::Call, id)).unwrap();
+    }
+    let ids = |request: &str| {
+        all(
+            &dir,
+            Filter {
+                request: Some(request.into()),
+                ..Filter::default()
+            },
+        )
+        .into_iter()
+        .map(|r| r.record.request_id().to_owned())
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("r1"), ["r1", "r1.1", "r1.1.2", "r1.2"]);
+    assert_eq!(ids("r1.1"), ["r1.1", "r1.1.2"]);
+    assert_eq!(ids("r10"), ["r10"]);
+    assert!(ids("r").is_empty());
+}
+
 #[test]
 fn reading_stops_at_the_first_problem() {
     let (_tmp, dir) = log_with(4);

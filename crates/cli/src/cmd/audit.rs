@@ -15,15 +15,11 @@ use warden_audit::{
 /// How often `--follow` looks for new records.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-/// `warden audit [--data DIR] [--tenant NAME] [--follow] [--json]`: records oldest first, one
-/// per line: readable by default, the stored JSON lines with `--json`. `--follow` keeps
-/// printing records as they are appended (until Ctrl-C), and waits for the log to appear if
-/// there is none yet.
-pub fn run(source: &dyn AuditSource, tenant: Option<&str>, follow: bool, json: bool) -> Result<()> {
-    let filter = Filter {
-        tenant: tenant.map(str::to_owned),
-        ..Filter::default()
-    };
+/// `warden audit [--data DIR] [--tenant NAME] [--request ID] [--follow] [--json]`: the
+/// records `filter` keeps, oldest first, one per line: readable by default, the stored JSON
+/// lines with `--json`. `--follow` keeps printing records as they are appended (until
+/// Ctrl-C), and waits for the log to appear if there is none yet.
+pub fn run(source: &dyn AuditSource, filter: Filter, follow: bool, json: bool) -> Result<()> {
     let mut reader = open(source, filter, follow)?;
     let mut out = BufWriter::new(io::stdout().lock());
     loop {

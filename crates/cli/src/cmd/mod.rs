@@ -289,6 +289,10 @@ enum Command {
         /// Only this tenant's records.
         #[arg(long, value_name = "NAME")]
         tenant: Option<String>,
+        /// Only the records of this request id (the `x-request-id` of an answer), and of the
+        /// calls it made to other extensions (ID.1, ID.1.2, ...).
+        #[arg(long, value_name = "ID")]
+        request: Option<String>,
         /// Keep printing new records as they arrive.
         #[arg(long)]
         follow: bool,
@@ -302,7 +306,7 @@ enum Command {
         checkpoints: Option<PathBuf>,
         /// Verify the log, then append a checkpoint of it (one JSON line) to FILE, or print it
         /// with `-` (e.g. `| logger -t warden-audit`). Keep FILE out of the data dir's reach.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["verify", "follow", "json", "tenant"])]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["verify", "follow", "json", "tenant", "request"])]
         checkpoint: Option<PathBuf>,
         #[command(flatten)]
         key: AuditKeyArg,
@@ -479,6 +483,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             config,
             tenant,
+            request,
             follow,
             verify,
             checkpoints,
@@ -495,7 +500,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             match (checkpoint, verify) {
                 (Some(out), _) => audit::checkpoint(&*source, &data, key, &out),
                 (None, true) => audit::verify(&*source, &data, key, checkpoints.as_deref()),
-                (None, false) => audit::run(&*source, tenant.as_deref(), follow, json),
+                (None, false) => {
+                    let filter = warden_audit::Filter {
+                        tenant,
+                        request,
+                        ..warden_audit::Filter::default()
+                    };
+                    audit::run(&*source, filter, follow, json)
+                }
             }
         }
     }

@@ -1067,6 +1067,81 @@ fn uninstalling_stops_the_calls_running_and_waiting_at_once() {
     }
 }
 
+/// Requests waiting for one extension's slot hold neither their tenant's slots nor their
+/// bodies (red team, session 18): with `tenant_concurrency` (3), or alpha's body share (1 MiB
+/// of 2), smaller than what four waiters would hold, alpha's other extension is still
+/// answered at once, and the waiters still wait (none is refused).
+#[test]
+fn requests_waiting_for_a_slot_hold_no_body_and_none_of_their_tenants_slots() {
+    waiters_hold_nothing(&setup(), "tenant_concurrency = 3", 0);
+    waiters_hold_nothing(&setup(), "max_buffered_bytes = \"2MiB\"", 600 << 10);
+}
+
+/// A loop running and four requests with bodies of `size` waiting for its slot, on a service
+/// with `[policy.gateway] gateway`: a request with a body of `size` to alpha's other
+/// extension is answered at once.
+fn waiters_hold_nothing(st: &Setup, gateway: &str, size: usize) {
+    let (s, k, url) = slow_loop_for_alpha(
+        st,
+        &format!("[policy]\nbusy_wait = \"8s\"\n[policy.gateway]\n{gateway}\n"),
+    );
+    let dir = edited(st, "hello", "hello-any", |m| {
+        let m = m.replace("method = \"GET\"", "method = \"*\"");
+        assert!(m.contains("method = \"*\""));
+        m
+    });
+    let (b, sig) = st.bundle(&dir, "hello-any");
+    let hash = publish(&s, &b, &sig);
+    let r = install(&s, "alpha", "warden.hello", &hash, "none");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = vec![b'x'; size];
+    let post = |url: String| {
+        let (k, body) = (k.clone(), body.clone());
+        std::thread::spawn(move || send("POST", &url, Some(&k), &body))
+    };
+    let running = {
+        let (url, k) = (url.clone(), k.clone());
+        std::thread::spawn(move || get(&url, Some(&k)))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let waiting: Vec<_> = (0..4).map(|_| post(url.clone())).collect();
+    std::thread::sleep(Duration::from_millis(600));
+    let started = Instant::now();
+    let other = post(format!("{}/api/ext/warden.hello/x", s.base))
+        .join()
+        .unwrap();
+    assert_eq!(other.status, 200, "{gateway}: {}", other.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{gateway}: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "{gateway}: a waiter was answered while the slot was taken"
+    );
+    // Uninstalled: the waiters are answered as not there; none was refused before.
+    let r = send(
+        "DELETE",
+        &format!(
+            "{}/v1/admin/tenants/alpha/installs/warden.hostile-http",
+            s.base
+        ),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    for w in waiting.into_iter().chain([running]) {
+        let r = w.join().unwrap();
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (404, "not-found"),
+            "{gateway}: {}",
+            r.body
+        );
+    }
+}
+
 /// A trust reload that revokes the key an install was signed with stops the calls running on
 /// it at once (502 `integrity`, as the next request gets), with their audit records.
 #[test]
@@ -1338,6 +1413,55 @@ fn kill_9_mid_call_leaves_the_calls_start_on_the_trail() {
     // The write it made is in the store, as the record warned.
     let s = st.serve("");
     assert_eq!(read(&s), b"ok\nok:76\n");
+}
+
+/// `warden audit --request ID` and the admin API's `?request=ID` list one request's records
+/// with those of the calls it made to other extensions (`ID.1`), and no other request's.
+#[test]
+fn one_requests_records_are_listed_with_its_nested_calls() {
+    let st = setup();
+    let s = st.serve("");
+    let key = tenant(&s, "alpha");
+    // The caller reached through the gateway, which gives it the body as it came.
+    let caller = edited(&st, "caller", "caller-http", |m| {
+        format!("{m}\n[[endpoints]]\nmethod = \"POST\"\npath = \"/call\"\ncall = \"call\"\n")
+    });
+    for (dir, name, id, grant) in [
+        (example("echo"), "echo", "warden.echo", "none"),
+        (caller, "caller", "warden.caller", "all"),
+    ] {
+        let (b, sig) = st.bundle(&dir, name);
+        let hash = publish(&s, &b, &sig);
+        assert_eq!(install(&s, "alpha", id, &hash, grant).status, 200);
+    }
+    let call = || {
+        let url = format!("{}/api/ext/warden.caller/call", s.base);
+        let r = send("POST", &url, Some(&key), b"warden.echo echo\nhi");
+        assert_eq!((r.status, r.body.as_str()), (200, "ok:hi"));
+        r_id(&r)
+    };
+    let (rid, other) = (call(), call());
+    let ids = |records: Vec<serde_json::Value>| {
+        let mut ids: Vec<String> = records
+            .iter()
+            .map(|r| r["record"]["request_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.dedup();
+        ids
+    };
+    let nested = format!("{rid}.1");
+    let listed: Vec<serde_json::Value> = ok(&st.cli(&[&"audit", &"--json", &"--request", &rid]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ids(listed), [nested.clone(), rid.clone()], "{other}");
+    let r = get(
+        &format!("{}/v1/admin/audit?request={rid}", s.base),
+        Some(ADMIN),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let records = r.json()["records"].as_array().unwrap().clone();
+    assert_eq!(ids(records), [nested, rid]);
 }
 
 #[test]

@@ -389,6 +389,46 @@ async fn an_uninstalled_extensions_calls_stop_at_once() {
     assert!(lab.call(&id, "sleep", b"10").await.is_err());
 }
 
+/// A slot taken before the call's input is read ([`warden_host::Slot`]) counts in the
+/// install's `max_concurrent_calls` until it is used or dropped; a slot whose install is
+/// uninstalled before the input arrives runs nothing and is refused as not there, audited
+/// under its request id.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_taken_before_the_input_holds_its_place_and_dies_with_its_install() {
+    let lab = Lab::new(); // busy_wait 100 ms
+    let id = lab.load("hostile"); // max_concurrent_calls = 2
+    let tenant = lab.host.default_tenant();
+    let a = tenant.slot_as("slot-a".into(), &id).await.unwrap();
+    let b = tenant.slot_as("slot-b".into(), &id).await.unwrap();
+    assert_eq!(a.info().id, id);
+    let e = tenant.slot_as("slot-c".into(), &id).await.err().unwrap();
+    assert!(matches!(e.error, CallError::Busy(_)), "{e}");
+    assert!(
+        lab.call(&id, "sleep", b"1").await.is_err(),
+        "both slots are held"
+    );
+    drop(b);
+    let called = a.call("sleep", b"1").await.unwrap();
+    assert_eq!(called.request_id, "slot-a");
+    assert_eq!(text(&called.value), "slept");
+    // Taken, then the install goes before the input arrives.
+    let slot = tenant.slot_as("slot-d".into(), &id).await.unwrap();
+    assert!(tenant.withdraw(&id));
+    let e = slot.call("sleep", b"1").await.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Uninstalled(m) if m.contains("waited for its input")),
+        "{e}"
+    );
+    let records = lab.audit.records();
+    let d: Vec<_> = records
+        .iter()
+        .filter(|r| r.request_id() == "slot-d")
+        .collect();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].outcome(), Outcome::Invalid);
+    assert!(!records.iter().any(|r| r.event() == Event::CallStart));
+}
+
 /// A trust reload stops at once the calls running on an install whose signature it no longer
 /// accepts (a key revoked), each with its audit record; under a bundle that still accepts it,
 /// calls run on.

@@ -1,4 +1,4 @@
-// Audit: the log, filtered (tenant, extension, event, decision, outcome, time range), with a
+// Audit: the log, filtered (tenant, extension, request, event, decision, outcome, time range), with a
 // live tail (polling `after` the last sequence number seen), the chain's verification status,
 // and an export of the same filters as JSON lines. Every value in a record may be
 // attacker-chosen text: it is only ever set as text (dom.js), with invisible and reordering
@@ -59,6 +59,8 @@ export async function render(root, ctx) {
   const p = ctx.params;
   const tenant = h('input', { type: 'text', name: 'tenant', value: p.get('tenant') || '', autocomplete: 'off', spellcheck: 'false' });
   const extension = h('input', { type: 'text', name: 'extension', value: p.get('extension') || '', autocomplete: 'off', spellcheck: 'false' });
+  // A request id keeps the calls it made to other extensions too (ID.1, ID.1.2, ...).
+  const request = h('input', { type: 'text', name: 'request', value: p.get('request') || '', autocomplete: 'off', spellcheck: 'false' });
   const event = choice('event', EVENTS, p.get('event'));
   const decision = choice('decision', DECISIONS, p.get('decision'));
   const outcome = choice('outcome', OUTCOMES, p.get('outcome'));
@@ -70,6 +72,7 @@ export async function render(root, ctx) {
   const filters = () => ({
     tenant: tenant.value.trim(),
     extension: extension.value.trim(),
+    request: request.value.trim(),
     event: event.value,
     decision: decision.value,
     outcome: outcome.value,
@@ -82,6 +85,7 @@ export async function render(root, ctx) {
     { class: 'filters', 'aria-label': 'Audit filters' },
     field('Tenant', tenant),
     field('Extension', extension),
+    field('Request', request),
     field('Event', event),
     field('Decision', decision),
     field('Outcome', outcome),
@@ -212,7 +216,7 @@ export async function render(root, ctx) {
       ctx.notifyError(e, 'Reading the audit log');
     }
   });
-  for (const c of [tenant, extension, event, decision, outcome, since, until, limit]) c.addEventListener('change', setExport);
+  for (const c of [tenant, extension, request, event, decision, outcome, since, until, limit]) c.addEventListener('change', setExport);
   tail.addEventListener('change', setTail);
   verify.addEventListener('click', check);
 
