@@ -19,6 +19,7 @@ mod error;
 mod gateway;
 mod headers;
 mod limits;
+mod memory;
 mod metrics;
 mod openapi;
 mod rate;
@@ -29,7 +30,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,8 @@ pub struct Service {
     metrics: metrics::Metrics,
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// Requests entered since the service started (see `memory`).
+    entered: AtomicU64,
     /// The text of the fleet's trust bundle this runner enforces (shared trust only).
     trust_text: Mutex<Option<String>>,
     /// Set while [`Service::follow_installs`] makes its first pass: not ready until then.
@@ -134,6 +137,7 @@ impl Service {
             metrics: metrics::Metrics::default(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            entered: AtomicU64::new(0),
             trust_text: Mutex::new(None),
             warming: AtomicBool::new(false),
             console,
@@ -736,6 +740,7 @@ struct InFlight(Arc<Service>);
 impl InFlight {
     fn enter(s: &Arc<Service>) -> InFlight {
         s.in_flight.fetch_add(1, Ordering::SeqCst);
+        s.entered.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(s))
     }
 }

@@ -125,6 +125,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             .map_err(|e| anyhow::anyhow!(e.message))
             .context("reading the fleet's trust bundle")?;
         service.follow_installs();
+        service.give_back_memory();
         warden_serve::serve(service, listener, shutdown_signal())
             .await
             .context("serving")

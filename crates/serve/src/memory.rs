@@ -1,0 +1,82 @@
+//! Memory freed after a burst of requests is given back to the system. glibc keeps what its
+//! per-thread arenas freed for reuse: RSS went from 29 to 112 MB during a 2,000-connection
+//! flood and stayed at 100 MB after it (red team, session 18); one `malloc_trim` took it to
+//! 45 MB (in 21 ms). The service trims at most every [`EVERY`], after requests came, at a
+//! moment none is in flight: a trim locks each arena in turn, and requests would wait for it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::Service;
+
+/// How often a service that answered requests gives freed memory back.
+const EVERY: Duration = Duration::from_secs(10);
+
+/// How often it looks for a moment with no request in flight.
+const LOOK: Duration = Duration::from_millis(100);
+
+impl Service {
+    /// Gives memory freed by the requests answered since the last time back to the system,
+    /// at most every [`EVERY`] and when no request is in flight, on the blocking pool (a
+    /// trim walks every arena). Stops with the service.
+    pub fn give_back_memory(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen = 0;
+            loop {
+                tick.tick().await;
+                let Some(s) = me.upgrade() else { return };
+                let entered = s.entered.load(Ordering::Relaxed);
+                if entered == seen || !s.quiet_within(EVERY).await {
+                    continue;
+                }
+                seen = entered;
+                drop(s);
+                let trimmed = tokio::task::spawn_blocking(|| {
+                    let started = Instant::now();
+                    let freed = trim();
+                    (freed, started.elapsed())
+                })
+                .await;
+                match trimmed {
+                    Ok((freed, took)) => {
+                        tracing::debug!(freed, ?took, "freed memory given back to the system")
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
+impl Service {
+    /// Whether no request is in flight now or at a look within `wait`.
+    async fn quiet_within(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(LOOK).await;
+        }
+        true
+    }
+}
+
+/// `malloc_trim(0)`: whether glibc gave memory back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim() -> bool {
+    // SAFETY: malloc_trim takes no pointers and is thread-safe (it locks each arena in turn);
+    // glibc's own interface, with no Rust-visible state it could break.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Other allocators give memory back by themselves (or not at all): nothing to do.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() -> bool {
+    false
+}
