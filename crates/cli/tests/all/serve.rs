@@ -1044,6 +1044,20 @@ fn installed_for_alpha(s: &Server, bundle: &Path, sig: &Path, id: &str) -> Strin
     key
 }
 
+/// Uninstalls alpha's [`one_slow_call_at_a_time`] through the admin API.
+fn uninstall_slow_loop(s: &Server) {
+    let r = send(
+        "DELETE",
+        &format!(
+            "{}/v1/admin/tenants/alpha/installs/warden.hostile-http",
+            s.base
+        ),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+}
+
 /// Sends a GET to `url` (with `key`) that runs on, does `meanwhile` half a second later, and
 /// returns the answer and how long after `meanwhile` began it came.
 fn answered_after(url: &str, key: &str, meanwhile: impl FnOnce()) -> (Reply, Duration) {
@@ -1078,16 +1092,7 @@ fn uninstalling_stops_the_calls_running_and_waiting_at_once() {
     let waiting = call();
     std::thread::sleep(Duration::from_millis(400));
     let removed = Instant::now();
-    let r = send(
-        "DELETE",
-        &format!(
-            "{}/v1/admin/tenants/alpha/installs/warden.hostile-http",
-            s.base
-        ),
-        Some(ADMIN),
-        b"",
-    );
-    assert_eq!(r.status, 204, "{}", r.body);
+    uninstall_slow_loop(&s);
     let mut ids = Vec::new();
     for (what, t) in [("running", running), ("waiting", waiting)] {
         let (r, answered) = t.join().unwrap();
@@ -1177,16 +1182,7 @@ fn waiters_hold_nothing(st: &Setup, gateway: &str, size: usize) {
         "{gateway}: a waiter was answered while the slot was taken"
     );
     // Uninstalled: the waiters are answered as not there; none was refused before.
-    let r = send(
-        "DELETE",
-        &format!(
-            "{}/v1/admin/tenants/alpha/installs/warden.hostile-http",
-            s.base
-        ),
-        Some(ADMIN),
-        b"",
-    );
-    assert_eq!(r.status, 204, "{}", r.body);
+    uninstall_slow_loop(&s);
     for w in waiting.into_iter().chain([running]) {
         let r = w.join().unwrap();
         assert_eq!(
