@@ -98,6 +98,7 @@ impl Tenant<'_> {
                 ext,
                 permit,
                 request_id,
+                taken: std::time::Instant::now(),
             }),
             Err(e) => Err(inner.refuse(&ext, request_id, e).await),
         }
@@ -113,7 +114,14 @@ pub struct Slot {
     ext: Arc<Loaded>,
     permit: tokio::sync::OwnedSemaphorePermit,
     request_id: String,
+    /// When the install was last known to be the one served: when the slot was taken.
+    taken: std::time::Instant,
 }
+
+/// How long a [`Slot`] may be held before its call reads the registry again (another
+/// runner may have changed the install meanwhile); shorter holds, the common case, cost no
+/// read: the install was read just before the slot was taken.
+const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Slot {
     /// The install's info, as the slot was taken on it.
@@ -319,15 +327,8 @@ impl Inner {
         }
         let _permit = match entry {
             Entry::Holds(slot) => {
-                // Taken away while the input was read: refused as a waiter would be.
-                let why = {
-                    let retired = ext.retired.borrow();
-                    retired
-                        .stops_calls()
-                        .then(|| retired.refusal(&ext.info.id, "waited for its input"))
-                        .flatten()
-                };
-                if let Some(e) = why {
+                // Changed while the input was read: refused as a waiter would be.
+                if let Err(e) = self.still_holds(&slot).await {
                     return Err(self.refuse(&ext, id, e).await);
                 }
                 slot.permit
@@ -500,17 +501,39 @@ impl Inner {
                 .refusal(&ext.info.id, "waited for a slot");
             return Err(why.unwrap_or_else(busy));
         };
-        self.still_served(ext).await?;
+        self.still_served(ext, "waited for a slot").await?;
         Ok(p)
+    }
+
+    /// Whether a call may run in `slot`, taken before its input was read: as for a waiter
+    /// ([`Inner::still_served`]), not if its install was uninstalled, upgraded, granted
+    /// otherwise or verified again meanwhile (red team: a body sent 20 s after a grant was
+    /// taken away still ran under it), nor once the host is shutting down. The registry is
+    /// read again only for a slot held longer than [`RECHECK_AFTER`].
+    async fn still_holds(self: &Arc<Self>, slot: &Slot) -> Result<(), CallError> {
+        let when = "waited for its input";
+        if *self.closing.borrow() {
+            return Err(CallError::Busy("the host is shutting down".into()));
+        }
+        if slot.taken.elapsed() > RECHECK_AFTER {
+            return self.still_served(&slot.ext, when).await;
+        }
+        match slot.ext.retired.borrow().refusal(&slot.ext.info.id, when) {
+            Some(refused) => Err(refused),
+            None => Ok(()),
+        }
     }
 
     /// Whether a call that waited for a slot and got one may still run on `ext`: not if its install was
     /// uninstalled (refused as not there), or upgraded, granted otherwise or verified again
     /// (busy: a new try runs on the new record) meanwhile, by this process or, for one loaded
     /// from the registry, by another (a runner of the same fleet).
-    async fn still_served(self: &Arc<Self>, ext: &Arc<Loaded>) -> Result<(), CallError> {
+    async fn still_served(
+        self: &Arc<Self>,
+        ext: &Arc<Loaded>,
+        when: &str,
+    ) -> Result<(), CallError> {
         let id = &ext.info.id;
-        let when = "waited for a slot";
         if let Some(refused) = ext.retired.borrow().refusal(id, when) {
             return Err(refused);
         }

@@ -169,7 +169,8 @@ impl Host {
     }
 
     /// Refuses (busy) every call waiting for a slot of its extension (`[policy] busy_wait`),
-    /// now and from now on; calls already running go on. For a service that starts to shut
+    /// or holding one while its input is read ([`crate::Slot`]), now and from now on; calls
+    /// already running go on. For a service that starts to shut
     /// down: what has not started by then must not start during the drain.
     pub fn stop_waiting(&self) {
         self.inner.closing.send_replace(true);

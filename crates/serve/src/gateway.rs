@@ -164,13 +164,15 @@ async fn forward(
     };
     let peer = request.extensions().get::<Peer>().map(|p| p.0);
     let (parts, body) = request.into_parts();
-    // The body is read once the call can run: the extension's slot, then the tenant's
-    // (requests waiting for a slot hold neither a body nor the tenant's other calls' slots).
-    let slot = s.slot(&tenant, &id, rid, admitted.left()).await?;
-    s.limiter.seat(&tenant, &mut admitted).await?;
+    // A declared length over the install's limit is refused before any wait.
+    let declared = limits::declared_length(&parts.headers);
+    if declared.is_some_and(|n| n > info.effective.limits.max_request_bytes.bytes()) {
+        return Err(too_large(&info));
+    }
+    // The body is read once the call can run (requests waiting for a slot hold no body).
+    let slot = s.slots(&tenant, &id, rid, &mut admitted).await?;
     // Held until the answer is made: the body is in memory until then.
     let mut hold = s.bodies.hold_for(tenant.as_str());
-    let declared = limits::declared_length(&parts.headers);
     let body = read_body(s, slot.info(), body, declared, &mut hold).await?;
     let started = std::time::Instant::now();
     if let Some(m) = call {
@@ -218,22 +220,23 @@ async fn read_body(
     declared: Option<u64>,
     hold: &mut limits::BodyHold,
 ) -> Result<Bytes, ApiError> {
-    let max = info.effective.limits.max_request_bytes.bytes();
-    let too_large = || {
-        ApiError::too_large(format!(
-            "the request body is over {}'s limit of {} bytes",
-            info.id, max
-        ))
-    };
     limits::read_body(
         body,
         declared,
-        max,
+        info.effective.limits.max_request_bytes.bytes(),
         s.options.limits.body_timeout,
         hold,
-        too_large,
+        || too_large(info),
     )
     .await
+}
+
+fn too_large(info: &ExtensionInfo) -> ApiError {
+    ApiError::too_large(format!(
+        "the request body is over {}'s limit of {} bytes",
+        info.id,
+        info.effective.limits.max_request_bytes.bytes()
+    ))
 }
 
 /// `POST /v1/execute`: `{"tenant", "extension", "method", "input"}` calls an rpc extension
@@ -345,8 +348,7 @@ async fn run(
             "the input is over {id}'s limit of {max} bytes"
         )));
     }
-    let slot = s.slot(&tenant, &id, rid, admitted.left()).await?;
-    s.limiter.seat(&tenant, &mut admitted).await?;
+    let slot = s.slots(&tenant, &id, rid, &mut admitted).await?;
     let started = std::time::Instant::now();
     let called = slot.call(&req.method, &input).await;
     let called = s.counted(&tenant, &id, started, called)?;
@@ -390,6 +392,29 @@ fn shown_id(id: &str) -> String {
 }
 
 impl Service {
+    /// The slots a request of `tenant` to `id` runs in, the extension's (returned) and the
+    /// tenant's (held by `admitted`), within what is left of its wait. Requests waiting for
+    /// one extension hold none of their tenant's slots (its other extensions are served
+    /// meanwhile); and none holds an extension's slot while it waits for a tenant's: a call
+    /// running holds its tenant's slot while its calls to other extensions wait for theirs,
+    /// so the reverse order could wait on it for ever (red team: callers and their callee's
+    /// own requests stuck until their time limit).
+    async fn slots(
+        self: &Arc<Self>,
+        tenant: &TenantName,
+        id: &ExtensionId,
+        rid: &str,
+        admitted: &mut limits::Admitted,
+    ) -> Result<warden_host::Slot, ApiError> {
+        let slot = self.slot(tenant, id, rid, admitted.left()).await?;
+        if self.limiter.try_seat(tenant, admitted) {
+            return Ok(slot);
+        }
+        drop(slot);
+        self.limiter.seat(tenant, admitted).await?;
+        self.slot(tenant, id, rid, admitted.left()).await
+    }
+
     /// A slot of the install `id` of `tenant` for the request `rid`, within `wait` (what is
     /// left of its `busy_wait`); a refusal is counted in the metrics as a call's would be.
     async fn slot(

@@ -111,21 +111,13 @@ impl TenantLimiter {
 
     /// One of `tenant`'s requests in flight, free now or within what is left of its wait,
     /// held by `admitted` for the request's life; or why not (429 `busy`, 503 when the
-    /// service drains). Taken once the request holds its extension's slot: requests waiting
-    /// for one extension hold none of these, so that its tenant's other extensions are not
-    /// refused meanwhile (red team, session 18).
+    /// service drains). The gateway's order of the two slots is `Service::slots`'.
     pub(crate) async fn seat(
         &self,
         tenant: &TenantName,
         admitted: &mut Admitted,
     ) -> Result<(), ApiError> {
-        let slots = {
-            let mut all = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(
-                all.entry(tenant.clone())
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.concurrency as usize))),
-            )
-        };
+        let slots = self.slots_of(tenant);
         let got = match Arc::clone(&slots).try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) if self.busy_wait.is_zero() => None,
@@ -151,6 +143,25 @@ impl TenantLimiter {
         })?;
         admitted._slot = Some(slot);
         Ok(())
+    }
+
+    /// [`TenantLimiter::seat`] if one of `tenant`'s slots is free now, without waiting.
+    pub(crate) fn try_seat(&self, tenant: &TenantName, admitted: &mut Admitted) -> bool {
+        match self.slots_of(tenant).try_acquire_owned() {
+            Ok(slot) => {
+                admitted._slot = Some(slot);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn slots_of(&self, tenant: &TenantName) -> Arc<Semaphore> {
+        let mut all = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            all.entry(tenant.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.concurrency as usize))),
+        )
     }
 
     /// `wait`, unless the service drains first (503).

@@ -1194,6 +1194,133 @@ fn waiters_hold_nothing(st: &Setup, gateway: &str, size: usize) {
     }
 }
 
+/// A request whose install is changed (here: granted otherwise) while its body arrives does
+/// not run on the old install: refused as busy, so that a new try runs on the new one (red
+/// team: a body sent 20 s after a grant was taken away still ran under it).
+#[test]
+fn a_body_that_arrives_after_its_install_changed_does_not_run_on_the_old_one() {
+    let st = setup();
+    let (s, k, url) = slow_loop_for_alpha(&st, "");
+    let fine = url.replace("/loop", "/fine");
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /api/ext/warden.hostile-http/fine HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhalf."
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let hash = {
+        let r = get(&format!("{}/v1/admin/installs", s.base), Some(ADMIN));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["installs"][0]["content_hash"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let r = install(&s, "alpha", "warden.hostile-http", &hash, "all");
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.write_all(b"done.").unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.contains("replaced while the call waited for its input"),
+        "{answer}"
+    );
+    assert_eq!(get(&fine, Some(&k)).status, 200);
+}
+
+/// A declared length over the install's own limit is refused at once, not after a wait for
+/// a slot (red team: 413 after 2.8 s, or 429 had the wait run out).
+#[test]
+fn a_declared_length_over_the_installs_limit_does_not_wait_for_a_slot() {
+    let st = setup();
+    let (s, k, url) = slow_loop_for_alpha(&st, "[policy]\nbusy_wait = \"8s\"\n");
+    let running = {
+        let (url, k) = (url.clone(), k.clone());
+        std::thread::spawn(move || get(&url, Some(&k)))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let started = Instant::now();
+    let lines = raw(
+        &s.addr,
+        format!("POST /api/ext/warden.hostile-http/fine HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\nContent-Length: 2000000\r\n\r\n").as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(lines, ["HTTP/1.1 413 Payload Too Large"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    uninstall_slow_loop(&s);
+    assert_eq!(running.join().unwrap().status, 404);
+}
+
+/// A request never holds its extension's slot while it waits for its tenant's: callers
+/// running (holding alpha's two slots) make their calls to echo (one slot) while alpha's own
+/// requests to echo come in. In the other order those requests took echo's slot and waited
+/// for a tenant slot the callers held, and the callers' calls waited for echo's: all stuck
+/// until their time limit (red team).
+#[test]
+fn callers_and_their_callees_own_requests_never_wait_on_each_other() {
+    let st = setup();
+    let s = st.serve("[policy]\nbusy_wait = \"8s\"\n[policy.gateway]\ntenant_concurrency = 2\n");
+    let key = tenant(&s, "alpha");
+    let echo = edited(&st, "echo", "echo-one", |m| {
+        m.replace(
+            "profile = \"strict\"",
+            "profile = \"strict\"\nmax_concurrent_calls = 1",
+        )
+    });
+    let caller = edited(&st, "caller", "caller-http", |m| {
+        format!("{m}\n[[endpoints]]\nmethod = \"POST\"\npath = \"/call\"\ncall = \"call\"\n")
+    });
+    for (dir, name, id, grant) in [
+        (echo, "echo", "warden.echo", "none"),
+        (caller, "caller", "warden.caller", "all"),
+    ] {
+        let (b, sig) = st.bundle(&dir, name);
+        let hash = publish(&s, &b, &sig);
+        assert_eq!(install(&s, "alpha", id, &hash, grant).status, 200);
+    }
+    let started = Instant::now();
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, key) = (
+                format!("{}/api/ext/warden.caller/call", s.base),
+                key.clone(),
+            );
+            std::thread::spawn(move || send("POST", &url, Some(&key), b"warden.echo echo 100\nhi"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let direct: Vec<_> = (0..10)
+        .map(|_| {
+            let url = format!("{}/v1/execute", s.base);
+            std::thread::spawn(move || {
+                let body =
+                    r#"{"tenant":"alpha","extension":"warden.echo","method":"echo","input":"x"}"#;
+                send("POST", &url, Some(RUNNER), body.as_bytes())
+            })
+        })
+        .collect();
+    for c in callers {
+        let r = c.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.starts_with("ok=100 err=0 "), "{}", r.body);
+    }
+    for d in direct {
+        let r = d.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// A trust reload that revokes the key an install was signed with stops the calls running on
 /// it at once (502 `integrity`, as the next request gets), with their audit records.
 #[test]

@@ -411,6 +411,16 @@ async fn a_slot_taken_before_the_input_holds_its_place_and_dies_with_its_install
     let called = a.call("sleep", b"1").await.unwrap();
     assert_eq!(called.request_id, "slot-a");
     assert_eq!(text(&called.value), "slept");
+    // Taken, then the install is replaced (an upgrade, a new grant) before the input
+    // arrives: refused as busy, so that a new try runs on the new install.
+    let slot = tenant.slot_as("slot-r".into(), &id).await.unwrap();
+    assert!(tenant.unload(&id));
+    let e = slot.call("sleep", b"1").await.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Busy(m) if m.contains("replaced while the call waited for its input")),
+        "{e}"
+    );
+    assert_eq!(lab.load("hostile"), id);
     // Taken, then the install goes before the input arrives.
     let slot = tenant.slot_as("slot-d".into(), &id).await.unwrap();
     assert!(tenant.withdraw(&id));
@@ -427,6 +437,15 @@ async fn a_slot_taken_before_the_input_holds_its_place_and_dies_with_its_install
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].outcome(), Outcome::Invalid);
     assert!(!records.iter().any(|r| r.event() == Event::CallStart));
+    // Taken, then the host starts to shut down: nothing starts during the drain.
+    assert_eq!(lab.load("hostile"), id);
+    let slot = tenant.slot_as("slot-s".into(), &id).await.unwrap();
+    lab.host.stop_waiting();
+    let e = slot.call("sleep", b"1").await.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Busy(m) if m.contains("shutting down")),
+        "{e}"
+    );
 }
 
 /// A trust reload stops at once the calls running on an install whose signature it no longer
