@@ -77,6 +77,7 @@
 
 mod cgroup;
 mod child;
+mod memory;
 mod process;
 mod profile;
 mod rules;
@@ -87,6 +88,7 @@ mod sys;
 
 pub use cgroup::Freezer;
 pub use child::Step;
+pub use memory::release_free_memory;
 pub use process::{Child, Exit, Outcome, Output, Stat};
 pub use profile::{
     Access, BUNDLE_AT, BundlePath, DEFAULT_ROOT_HOST_IDS, DEFAULT_TMP_SIZE, Grant, HostIds,

@@ -37,7 +37,7 @@ impl Service {
                 drop(s);
                 let trimmed = tokio::task::spawn_blocking(|| {
                     let started = Instant::now();
-                    let freed = trim();
+                    let freed = warden_sandbox::release_free_memory();
                     (freed, started.elapsed())
                 })
                 .await;
@@ -64,19 +64,4 @@ impl Service {
         }
         true
     }
-}
-
-/// `malloc_trim(0)`: whether glibc gave memory back.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn trim() -> bool {
-    // SAFETY: malloc_trim takes no pointers and is thread-safe (it locks each arena in turn);
-    // glibc's own interface, with no Rust-visible state it could break.
-    unsafe { libc::malloc_trim(0) == 1 }
-}
-
-/// Other allocators give memory back by themselves (or not at all): nothing to do.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() -> bool {
-    false
 }
