@@ -85,8 +85,10 @@ impl Tenant<'_> {
     }
 
     /// A slot of the install `id` ([`Slot`]), free now or within the view's wait (as a call
-    /// waits), for a call recorded under `request_id` whose input is not read yet. A refusal
-    /// (busy, uninstalled meanwhile, the audit gate) is audited under `request_id`.
+    /// waits), for a call recorded under `request_id` whose input is not read yet; the caller
+    /// has just read the registry (or the install was loaded from it). A refusal (busy,
+    /// uninstalled meanwhile) is audited under `request_id`; one by the audit gate as the
+    /// gate's are.
     pub async fn slot_as(&self, request_id: String, id: &ExtensionId) -> Result<Slot, CallFailure> {
         let inner = self.inner;
         let ext = inner.lookup(&self.name, id)?;
@@ -99,6 +101,7 @@ impl Tenant<'_> {
                 permit,
                 request_id,
                 taken: std::time::Instant::now(),
+                with: None,
             }),
             Err(e) => Err(inner.refuse(&ext, request_id, e).await),
         }
@@ -112,9 +115,13 @@ impl Tenant<'_> {
 pub struct Slot {
     inner: Arc<Inner>,
     ext: Arc<Loaded>,
+    /// What the caller holds for the call's length besides ([`Slot::holding`]), given back
+    /// just before the slot (fields are dropped in this order).
+    with: Option<Box<dyn Send + Sync>>,
     permit: tokio::sync::OwnedSemaphorePermit,
     request_id: String,
-    /// When the install was last known to be the one served: when the slot was taken.
+    /// When the install was last known to be the one served: when the slot was taken (its
+    /// taker read the registry just before).
     taken: std::time::Instant,
 }
 
@@ -124,6 +131,13 @@ pub struct Slot {
 const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Slot {
+    /// Holds `guard` (a service's own slot, say) as long as the call, and gives it back just
+    /// before this slot: so that whoever gets this slot next finds the other free too.
+    pub fn holding(mut self, guard: impl Send + Sync + 'static) -> Slot {
+        self.with = Some(Box::new(guard));
+        self
+    }
+
     /// The install's info, as the slot was taken on it.
     pub fn info(&self) -> &ExtensionInfo {
         &self.ext.info
@@ -150,6 +164,20 @@ impl Slot {
             ..Via::default()
         }
     }
+}
+
+/// What a host knows of an install a call waited on ([`Inner::standing`]).
+enum Standing {
+    /// It may run: still the one served, or loaded again as it was.
+    Served,
+    /// It may not: uninstalled, no longer trusted, or replaced by another bundle or grant.
+    Gone(CallError),
+    /// Replaced, and nothing is loaded now: the registry says (else refused as this says).
+    Unknown(CallError),
+}
+
+fn same_install(a: &ExtensionInfo, b: &ExtensionInfo) -> bool {
+    a.content_hash == b.content_hash && a.grant == b.grant
 }
 
 /// How a call gets its slot: it waits for one, or holds one already.
@@ -325,18 +353,20 @@ impl Inner {
         if let Err(e) = check(&ext) {
             return Err(self.refuse(&ext, id, e).await);
         }
-        let _permit = match entry {
+        // Given back in this order when the call ends: what the caller holds with the slot,
+        // then the slot.
+        let _held = match entry {
             Entry::Holds(slot) => {
                 // Changed while the input was read: refused as a waiter would be.
                 if let Err(e) = self.still_holds(&slot).await {
                     return Err(self.refuse(&ext, id, e).await);
                 }
-                slot.permit
+                (slot.with, slot.permit)
             }
             Entry::Waits(_) => {
                 let wait = via.busy_wait.unwrap_or(self.policy.busy_wait);
                 match self.permit(&ext, wait).await {
-                    Ok(p) => p,
+                    Ok(p) => (None, p),
                     Err(e) => return Err(self.refuse(&ext, id, e).await),
                 }
             }
@@ -518,27 +548,54 @@ impl Inner {
         if slot.taken.elapsed() > RECHECK_AFTER {
             return self.still_served(&slot.ext, when).await;
         }
-        match slot.ext.retired.borrow().refusal(&slot.ext.info.id, when) {
-            Some(refused) => Err(refused),
-            None => Ok(()),
+        match self.standing(&slot.ext, when) {
+            Standing::Served => Ok(()),
+            Standing::Gone(refused) => Err(refused),
+            Standing::Unknown(_) => self.still_served(&slot.ext, when).await,
+        }
+    }
+
+    /// What this process knows of `ext` now (for a call that waited on it).
+    fn standing(&self, ext: &Loaded, when: &str) -> Standing {
+        // The watch's lock is not held while the installs' is taken.
+        let (refused, replaced) = {
+            let retired = ext.retired.borrow();
+            let Some(refused) = retired.refusal(&ext.info.id, when) else {
+                return Standing::Served;
+            };
+            (refused, *retired == Retired::Replaced)
+        };
+        if !replaced {
+            return Standing::Gone(refused);
+        }
+        // Replaced by the same bundle and grant (a trust reload that still accepts it loads
+        // it again): the same install, still served.
+        match self.get(&ext.info.tenant, &ext.info.id) {
+            Some(now) if same_install(&now.info, &ext.info) => Standing::Served,
+            Some(_) => Standing::Gone(refused),
+            None => Standing::Unknown(refused),
         }
     }
 
     /// Whether a call that waited for a slot and got one may still run on `ext`: not if its install was
-    /// uninstalled (refused as not there), or upgraded, granted otherwise or verified again
+    /// uninstalled (refused as not there), or upgraded, granted otherwise or no longer trusted
     /// (busy: a new try runs on the new record) meanwhile, by this process or, for one loaded
-    /// from the registry, by another (a runner of the same fleet).
+    /// from the registry, by another (a runner of the same fleet). One loaded again as it was
+    /// (a trust reload that still accepts it) still serves.
     async fn still_served(
         self: &Arc<Self>,
         ext: &Arc<Loaded>,
         when: &str,
     ) -> Result<(), CallError> {
         let id = &ext.info.id;
-        if let Some(refused) = ext.retired.borrow().refusal(id, when) {
-            return Err(refused);
-        }
+        let unknown = match self.standing(ext, when) {
+            Standing::Gone(refused) => return Err(refused),
+            Standing::Served => None,
+            Standing::Unknown(refused) => Some(refused),
+        };
         let (Some((registry, _)), true) = (&self.registry, ext.installed) else {
-            return Ok(());
+            // Nothing loaded now and no registry to ask: not known to be the same.
+            return unknown.map_or(Ok(()), Err);
         };
         let registry = Arc::clone(registry);
         let (tenant, extension) = (ext.info.tenant.clone(), id.clone());

@@ -953,7 +953,8 @@ pub(crate) async fn audit(
                 tenant: q.tenant,
                 extension: q.extension,
                 event: q.event,
-                request: q.request,
+                // `?request=` (empty) is no filter, as the console sends none.
+                request: q.request.filter(|r| !r.is_empty()),
                 ..warden_audit::Filter::default()
             };
             let reader = source

@@ -171,6 +171,7 @@ async fn forward(
     }
     // The body is read once the call can run (requests waiting for a slot hold no body).
     let slot = s.slots(&tenant, &id, rid, &mut admitted).await?;
+    same_install(&info, slot.info())?;
     // Held until the answer is made: the body is in memory until then.
     let mut hold = s.bodies.hold_for(tenant.as_str());
     let body = read_body(s, slot.info(), body, declared, &mut hold).await?;
@@ -229,6 +230,22 @@ async fn read_body(
         || too_large(info),
     )
     .await
+}
+
+/// Whether the install a request was routed and checked on is the one its slot was taken on:
+/// one upgraded or granted otherwise while the request waited may not have its endpoint or
+/// method (busy: a new try is routed on the new one).
+fn same_install(routed: &ExtensionInfo, slot: &ExtensionInfo) -> Result<(), ApiError> {
+    if routed.content_hash == slot.content_hash && routed.grant == slot.grant {
+        return Ok(());
+    }
+    Err(ApiError::limited(
+        "busy",
+        format!(
+            "{} was replaced while the request waited for a slot; try again",
+            routed.id
+        ),
+    ))
 }
 
 fn too_large(info: &ExtensionInfo) -> ApiError {
@@ -349,6 +366,7 @@ async fn run(
         )));
     }
     let slot = s.slots(&tenant, &id, rid, &mut admitted).await?;
+    same_install(&info, slot.info())?;
     let started = std::time::Instant::now();
     let called = slot.call(&req.method, &input).await;
     let called = s.counted(&tenant, &id, started, called)?;
@@ -407,12 +425,21 @@ impl Service {
         admitted: &mut limits::Admitted,
     ) -> Result<warden_host::Slot, ApiError> {
         let slot = self.slot(tenant, id, rid, admitted.left()).await?;
-        if self.limiter.try_seat(tenant, admitted) {
-            return Ok(slot);
-        }
-        drop(slot);
-        self.limiter.seat(tenant, admitted).await?;
-        self.slot(tenant, id, rid, admitted.left()).await
+        let slot = if self.limiter.try_seat(tenant, admitted) {
+            slot
+        } else {
+            drop(slot);
+            self.limiter.seat(tenant, admitted).await?;
+            // The install as it is after that wait (the slot's call trusts a fresh read).
+            self.installed(tenant, id).await?;
+            self.slot(tenant, id, rid, admitted.left()).await?
+        };
+        // The tenant's slot is given back with the call's, just before it: whoever gets the
+        // extension's slot next finds one of the tenant's free too.
+        Ok(match admitted.seat_taken() {
+            Some(seat) => slot.holding(seat),
+            None => slot,
+        })
     }
 
     /// A slot of the install `id` of `tenant` for the request `rid`, within `wait` (what is

@@ -412,8 +412,8 @@ impl Service {
         Ok(verified)
     }
 
-    /// Right before a call: the install loaded for the request may have been unloaded since
-    /// (a trust reload or a change of the install while its body was read), and the call
+    /// Right before a call's slot is taken: the install loaded for the request may have been
+    /// unloaded since (a trust reload or a change of the install meanwhile), and the slot
     /// would then find nothing loaded (a flaky test answered 400 "not loaded" to a request
     /// racing a reload): loaded again, as installed now, or refused as that load decides.
     pub(crate) async fn still_loaded(

@@ -190,6 +190,11 @@ pub(crate) struct Admitted {
 }
 
 impl Admitted {
+    /// The tenant's slot it holds, handed over (to be held with the call's).
+    pub(crate) fn seat_taken(&mut self) -> Option<OwnedSemaphorePermit> {
+        self._slot.take()
+    }
+
     /// What is left of the request's wait for slots.
     pub(crate) fn left(&self) -> Duration {
         self.until.saturating_duration_since(Instant::now())

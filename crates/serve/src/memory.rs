@@ -29,11 +29,11 @@ impl Service {
             loop {
                 tick.tick().await;
                 let Some(s) = me.upgrade() else { return };
-                let entered = s.entered.load(Ordering::Relaxed);
-                if entered == seen || !s.quiet_within(EVERY).await {
+                if s.entered.load(Ordering::Relaxed) == seen || !s.quiet_within(EVERY).await {
                     continue;
                 }
-                seen = entered;
+                // Read after the wait for a quiet moment: what came meanwhile is trimmed now.
+                seen = s.entered.load(Ordering::Relaxed);
                 drop(s);
                 let trimmed = tokio::task::spawn_blocking(|| {
                     let started = Instant::now();
@@ -47,6 +47,8 @@ impl Service {
                     }
                     Err(_) => return,
                 }
+                // The next trim a whole period after this one, however late this one was.
+                tick.reset();
             }
         });
     }

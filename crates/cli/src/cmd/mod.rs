@@ -291,7 +291,7 @@ enum Command {
         tenant: Option<String>,
         /// Only the records of this request id (the `x-request-id` of an answer), and of the
         /// calls it made to other extensions (ID.1, ID.1.2, ...).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "verify")]
         request: Option<String>,
         /// Keep printing new records as they arrive.
         #[arg(long)]

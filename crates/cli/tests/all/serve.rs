@@ -1228,6 +1228,22 @@ fn a_body_that_arrives_after_its_install_changed_does_not_run_on_the_old_one() {
         "{answer}"
     );
     assert_eq!(get(&fine, Some(&k)).status, 200);
+    // A trust reload that still accepts the install changes nothing: the call runs.
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = send(
+        "POST",
+        &format!("{}/v1/admin/trust/reload", s.base),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.write_all(b"done.").unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 /// A declared length over the install's own limit is refused at once, not after a wait for

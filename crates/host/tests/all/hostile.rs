@@ -421,6 +421,15 @@ async fn a_slot_taken_before_the_input_holds_its_place_and_dies_with_its_install
         "{e}"
     );
     assert_eq!(lab.load("hostile"), id);
+    // Replaced by the same bundle and grant (as a trust reload that still accepts it does):
+    // the call runs.
+    let slot = tenant.slot_as("slot-t".into(), &id).await.unwrap();
+    assert!(tenant.unload(&id));
+    assert_eq!(lab.load("hostile"), id);
+    assert_eq!(
+        text(&slot.call("sleep", b"1").await.unwrap().value),
+        "slept"
+    );
     // Taken, then the install goes before the input arrives.
     let slot = tenant.slot_as("slot-d".into(), &id).await.unwrap();
     assert!(tenant.withdraw(&id));
