@@ -185,35 +185,43 @@ impl SharedRate {
 
     pub(crate) async fn take(self: &Arc<Self>, tenant: &TenantName) -> Taken {
         let local = self.local(tenant);
-        // Registered before the state is read, so a lease landing in between still wakes it.
-        let leased = local.leased.notified();
-        tokio::pin!(leased);
-        leased.as_mut().enable();
-        {
-            let mut st = local.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if st.tokens > 0 {
-                st.tokens -= 1;
-                if st.tokens <= self.batch / 2 {
-                    self.lease(tenant, &local, &mut st);
+        let until = Instant::now() + LEASE_WAIT;
+        loop {
+            // Registered before the state is read, so a lease landing in between still wakes it.
+            let leased = local.leased.notified();
+            tokio::pin!(leased);
+            leased.as_mut().enable();
+            {
+                let mut st = local.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if st.tokens > 0 {
+                    st.tokens -= 1;
+                    if st.tokens <= self.batch / 2 {
+                        self.lease(tenant, &local, &mut st);
+                    }
+                    return Taken::Yes;
                 }
-                return Taken::Yes;
+                // None left here: another lease, unless the bucket was just found empty (over
+                // the rate) or the storage failing. A lease is one batch: more requests at once
+                // than a batch wait for the next one, not refused (CI: 12 requests at once, on a
+                // bucket with a burst of 200, had 7 refused "over its rate").
+                if !self.lease(tenant, &local, &mut st) && !st.leasing {
+                    return match &st.failed {
+                        Some(e) => Taken::Unreachable(e.clone()),
+                        None => Taken::Over,
+                    };
+                }
             }
-            if !self.lease(tenant, &local, &mut st) && !st.leasing {
+            if tokio::time::timeout_at(until.into(), leased).await.is_err() {
+                let mut st = local.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if st.tokens > 0 {
+                    st.tokens -= 1;
+                    return Taken::Yes;
+                }
                 return match &st.failed {
                     Some(e) => Taken::Unreachable(e.clone()),
                     None => Taken::Over,
                 };
             }
-        }
-        let _ = tokio::time::timeout(LEASE_WAIT, leased).await;
-        let mut st = local.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if st.tokens > 0 {
-            st.tokens -= 1;
-            return Taken::Yes;
-        }
-        match &st.failed {
-            Some(e) => Taken::Unreachable(e.clone()),
-            None => Taken::Over,
         }
     }
 
@@ -458,6 +466,33 @@ mod tests {
         store.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(RETRY_FAILED * 2).await;
         rate_.take(&t, Duration::ZERO).await.unwrap();
+    }
+
+    /// More requests at once than a lease's batch are all admitted while the bucket has
+    /// tokens: those the first lease did not cover wait for the next, not refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_requests_at_once_than_a_batch_wait_for_the_next_lease() {
+        let leases: Arc<dyn RateLeases> = Arc::new(MemoryRateLeases::default());
+        // A batch of 5 (50 ms of 100 a second); a burst of 200.
+        let rate_ = Arc::new(TenantRate::new(rate(100, 200), Some(leases)));
+        let t: TenantName = "acme".parse().unwrap();
+        let all: Vec<_> = (0..40)
+            .map(|_| {
+                let (rate_, t) = (Arc::clone(&rate_), t.clone());
+                tokio::spawn(async move { rate_.take(&t, Duration::ZERO).await })
+            })
+            .collect();
+        for one in all {
+            one.await.unwrap().unwrap();
+        }
+        // Over the burst, the bucket says no: refused, not kept waiting.
+        let mut refused = 0;
+        for _ in 0..400 {
+            if rate_.take(&t, Duration::ZERO).await.is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0);
     }
 
     /// Tokens a runner leased but did not use go back to the bucket for the others.
