@@ -35,7 +35,8 @@
 //! {"jsonrpc":"2.0","id":1,"method":"call","params":{"method":"echo","input":"aGk="}}
 //! ```
 //!
-//! and the program answers, with the same id, either
+//! and the program answers, with the same id (a warm program's first call is 1, each later
+//! one a number it cannot guess, below 2^53), either
 //!
 //! ```text
 //! {"jsonrpc":"2.0","id":1,"result":{"output":"aGk="}}

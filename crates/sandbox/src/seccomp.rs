@@ -154,6 +154,9 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_pause,
     libc::SYS_nanosleep,
     libc::SYS_clock_nanosleep,
+    // The kernel restarts a sleep or a timed wait interrupted by a stop (the freezer, every
+    // quota measure) with it: refused, every such call failed with EPERM (red team).
+    libc::SYS_restart_syscall,
     libc::SYS_clock_gettime,
     libc::SYS_clock_getres,
     libc::SYS_gettimeofday,

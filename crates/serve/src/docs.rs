@@ -25,7 +25,7 @@ pub(crate) struct ErrorDetail {
     /// `too-large`, `rate-limited`, `busy`, `request-timeout`, `uri-too-long`,
     /// `headers-too-large`, `exists`, `changed`, `unavailable`, `internal`, `integrity`,
     /// `bad-extension`, `trap`, `memory-limit`, `fuel-exhausted`, `extension-error`,
-    /// `response-too-large`, `remote-error`, `host-error`, `timeout`.
+    /// `response-too-large`, `quota-exceeded` (the install's read-write folders are over their quota), `remote-error`, `host-error`, `timeout`.
     code: String,
     /// For people; never a secret value.
     message: String,

@@ -120,6 +120,9 @@ impl ApiError {
                 {
                     (StatusCode::PAYLOAD_TOO_LARGE, "too-large")
                 }
+                // The install's read-write folders over `[policy.files]`: its own storage,
+                // not this answer's size (red team: it was called `response-too-large`).
+                warden_call::CallError::Quota(_) => (StatusCode::BAD_GATEWAY, "quota-exceeded"),
                 _ => (StatusCode::BAD_GATEWAY, "response-too-large"),
             },
             ErrorCode::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
@@ -265,6 +268,24 @@ mod tests {
             let a = crate::admin::host_error(&e);
             assert_eq!((a.status.as_u16(), a.retry_after), (503, Some(1)), "{e}");
         }
+    }
+
+    /// Read-write folders over their quota are named as such, not as an answer too large.
+    #[test]
+    fn a_quota_is_not_a_response_too_large() {
+        let failed = |error| CallFailure {
+            request_id: "r".into(),
+            error,
+            logs: Vec::new(),
+        };
+        let a = ApiError::from_call(&failed(CallError::Quota("over quota".into())));
+        assert_eq!((a.status.as_u16(), a.code), (502, "quota-exceeded"));
+        let a = ApiError::from_call(&failed(CallError::TooLarge {
+            what: "output",
+            size: 2048,
+            limit: warden_manifest::ByteSize::kib(1),
+        }));
+        assert_eq!((a.status.as_u16(), a.code), (502, "response-too-large"));
     }
 
     #[test]

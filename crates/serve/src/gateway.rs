@@ -292,7 +292,7 @@ pub(crate) struct Execute {
         (status = 413, description = "The body or input is over the limit; a `Content-Length` over it is refused before the body is read (`too-large`).", body = crate::docs::ErrorBody),
         (status = 429, description = "The tenant is over its rate or concurrency, or the install's calls are all busy (`rate-limited`, `busy`).", body = crate::docs::ErrorBody),
         (status = 500, description = "The service's own failure: storage, a task (`internal`).", body = crate::docs::ErrorBody),
-        (status = 502, description = "The install does not verify (`integrity`), cannot run here (`bad-extension`), or the extension failed: `trap`, `memory-limit`, `fuel-exhausted`, `extension-error`, `response-too-large`, `remote-error` (a remote extension's server could not be reached as its bundle requires), `host-error`.", body = crate::docs::ErrorBody),
+        (status = 502, description = "The install does not verify (`integrity`), cannot run here (`bad-extension`), or the extension failed: `trap`, `memory-limit`, `fuel-exhausted`, `extension-error`, `response-too-large`, `quota-exceeded` (the install's read-write folders are over their quota), `remote-error` (a remote extension's server could not be reached as its bundle requires), `host-error`.", body = crate::docs::ErrorBody),
         (status = 504, description = "The call's time limit (`timeout`).", body = crate::docs::ErrorBody),
     ),
 )]

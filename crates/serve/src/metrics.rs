@@ -45,6 +45,7 @@ fn limit_of(outcome: &str) -> Option<&'static str> {
         "fuel-exhausted" => Some("fuel"),
         // An input or output over the install's cap (the call's `too-large`).
         "too-large" | "response-too-large" => Some("size"),
+        "quota-exceeded" => Some("quota"),
         "busy" => Some("concurrency"),
         _ => None,
     }

@@ -285,6 +285,12 @@ static void handle(long id, const char *method, const char *arg) {
         char *enc = b64("FORGED");
         snprintf(buf, sizeof buf, "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"result\":{\"output\":\"%s\"}}", id + 1, enc);
         send_frame(buf, strlen(buf));
+    } else if (strcmp(method, "nap") == 0) {
+        /* 200 ms asleep: stopped and resumed by every quota measure meanwhile. */
+        struct timespec t = {0, 200000000};
+        int r = nanosleep(&t, NULL);
+        snprintf(buf, sizeof buf, "%d", r == 0 ? 0 : errno);
+        answer(id, buf);
     } else if (strcmp(method, "exitok") == 0) {
         answer(id, "bye");
         exit(0);

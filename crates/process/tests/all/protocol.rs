@@ -163,15 +163,19 @@ async fn the_programs_own_error_is_its_answer() {
 #[tokio::test]
 async fn a_warm_session_serves_calls_in_turn_and_breaks_for_good() {
     let (mut session, mut p) = pair();
+    let (ids, seen) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        for want in [1, 2] {
+        let mut got = Vec::new();
+        for _ in 0..2 {
             let call = p.read().await;
-            assert_eq!(call["id"], want);
+            got.push(call["id"].as_u64().unwrap());
             p.answer(&call["id"], "").await;
         }
         let call = p.read().await;
-        p.answer(&json!(99), "").await;
-        drop(call);
+        got.push(call["id"].as_u64().unwrap());
+        // An answer under the id the last one had plus one: a program guessing the next.
+        p.answer(&json!(got[1] + 1), "").await;
+        let _ = ids.send(got);
     });
     let l = Limits::default();
     assert_eq!(
@@ -182,11 +186,17 @@ async fn a_warm_session_serves_calls_in_turn_and_breaks_for_good() {
         call_with(&mut session, &l, &DenyAll).await.unwrap().output,
         Ok(vec![])
     );
+    let third = call_with(&mut session, &l, &DenyAll).await;
+    let ids = seen.await.unwrap();
+    // The first call is 1; the next ones cannot be guessed from it (nor from each other).
+    assert_eq!(ids[0], 1);
+    assert!(ids[1] != 2 && ids[2] != ids[1] + 1, "{ids:?}");
+    assert!(ids.iter().all(|&id| id < 1 << 53), "{ids:?}");
     assert_eq!(
-        call_with(&mut session, &l, &DenyAll).await,
+        third,
         Err(ProtocolError::UnexpectedResponseId {
-            expected: 3,
-            got: "99".into()
+            expected: ids[2],
+            got: (ids[1] + 1).to_string()
         })
     );
     assert!(session.is_broken());
