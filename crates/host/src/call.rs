@@ -176,10 +176,6 @@ enum Standing {
     Unknown(CallError),
 }
 
-fn same_install(a: &ExtensionInfo, b: &ExtensionInfo) -> bool {
-    a.content_hash == b.content_hash && a.grant == b.grant
-}
-
 /// How a call gets its slot: it waits for one, or holds one already.
 enum Entry {
     Waits(Arc<Loaded>),
@@ -571,7 +567,7 @@ impl Inner {
         // Replaced by the same bundle and grant (a trust reload that still accepts it loads
         // it again): the same install, still served.
         match self.get(&ext.info.tenant, &ext.info.id) {
-            Some(now) if same_install(&now.info, &ext.info) => Standing::Served,
+            Some(now) if now.info.same_install(&ext.info) => Standing::Served,
             Some(_) => Standing::Gone(refused),
             None => Standing::Unknown(refused),
         }

@@ -31,6 +31,14 @@ pub struct ExtensionInfo {
     pub sandbox: Option<String>,
 }
 
+impl ExtensionInfo {
+    /// Whether `other` is the same install: the same bundle under the same grant (a record
+    /// loaded again, by a trust reload say, is; an upgrade or a new grant is not).
+    pub fn same_install(&self, other: &ExtensionInfo) -> bool {
+        self.content_hash == other.content_hash && self.grant == other.grant
+    }
+}
+
 /// What runs an install's calls.
 pub(crate) enum Code {
     Component(Arc<Prepared>),

@@ -236,7 +236,7 @@ async fn read_body(
 /// one upgraded or granted otherwise while the request waited may not have its endpoint or
 /// method (busy: a new try is routed on the new one).
 fn same_install(routed: &ExtensionInfo, slot: &ExtensionInfo) -> Result<(), ApiError> {
-    if routed.content_hash == slot.content_hash && routed.grant == slot.grant {
+    if routed.same_install(slot) {
         return Ok(());
     }
     Err(ApiError::limited(

@@ -106,7 +106,7 @@ impl TenantLimiter {
                 .await
         })
         .await?;
-        Ok(Admitted { until, _slot: None })
+        Ok(Admitted { until, seat: None })
     }
 
     /// One of `tenant`'s requests in flight, free now or within what is left of its wait,
@@ -141,7 +141,7 @@ impl TenantLimiter {
                 ),
             )
         })?;
-        admitted._slot = Some(slot);
+        admitted.seat = Some(slot);
         Ok(())
     }
 
@@ -149,7 +149,7 @@ impl TenantLimiter {
     pub(crate) fn try_seat(&self, tenant: &TenantName, admitted: &mut Admitted) -> bool {
         match self.slots_of(tenant).try_acquire_owned() {
             Ok(slot) => {
-                admitted._slot = Some(slot);
+                admitted.seat = Some(slot);
                 true
             }
             Err(_) => false,
@@ -186,13 +186,13 @@ impl TenantLimiter {
 #[derive(Debug)]
 pub(crate) struct Admitted {
     until: Instant,
-    _slot: Option<OwnedSemaphorePermit>,
+    seat: Option<OwnedSemaphorePermit>,
 }
 
 impl Admitted {
     /// The tenant's slot it holds, handed over (to be held with the call's).
     pub(crate) fn seat_taken(&mut self) -> Option<OwnedSemaphorePermit> {
-        self._slot.take()
+        self.seat.take()
     }
 
     /// What is left of the request's wait for slots.
