@@ -140,14 +140,16 @@ impl ComponentPolicy {
 ///   `pids.max`) and `RLIMIT_NOFILE`. `max_memory` bounds each process's address space and,
 ///   where the sandbox has a cgroup, the whole tree's memory; without one a sandbox holds at
 ///   most `processes` times that.
-/// - `max_file_bytes` (64MiB): the largest file a program may write (`RLIMIT_FSIZE`).
+/// - `max_file_bytes` (64MiB): the largest file a program may write (`RLIMIT_FSIZE`; with
+///   read-write folders, at most `[policy.files] max_bytes`).
 /// - `tmp_size` (8MiB): the private `/tmp` of each sandbox.
 /// - `writable_mounts` (default false): whether a process may be granted read-write folders.
 ///   A component's writes are charged to the file quota one by one; a process writes through
 ///   the kernel, so its folders are measured before each call instead (a call over the quota
 ///   is refused), during it (a call that goes over is killed) and after it, and one call can
-///   overshoot by what it writes before a measure sees it (each file at most
-///   `max_file_bytes`; direct I/O is refused in the sandbox, so no write outlives the kill).
+///   overshoot by what it writes before a measure sees it (the host measures as soon as an
+///   inotify watch reports growth that may pass the quota; each file at most the quota;
+///   direct I/O is refused in the sandbox, so no write outlives the kill).
 ///   Off unless the operator accepts that.
 /// - `interpreters = ["/usr/bin/python3"]` (default none): the interpreters a script entry
 ///   (`#!/usr/bin/python3` on its first line, the path exactly as listed) may name; any other

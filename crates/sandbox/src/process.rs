@@ -170,6 +170,15 @@ impl Child {
         }
     }
 
+    /// A way to kill the tree without the handle, from a thread that watches it (whoever holds
+    /// the handle still reaps it); `None` once it exited.
+    pub fn killer(&self) -> Option<Killer> {
+        if self.exit.is_some() {
+            return None;
+        }
+        self.pidfd.try_clone().ok().map(Killer)
+    }
+
     /// [`Child::thaw`] for later, without the handle (e.g. once a request is in the pipe).
     pub fn thawer(&self) -> Option<impl FnOnce() + Send + 'static + use<>> {
         self.cgroup.as_ref()?.thawer()
@@ -438,6 +447,19 @@ impl Child {
             memory_peak: self.memory_peak(),
             oom_killed: self.oom_killed(),
         })
+    }
+}
+
+/// Kills a sandbox's tree (see [`Child::killer`]). A tree frozen meanwhile dies once thawed,
+/// running none of its own code again.
+#[derive(Debug)]
+pub struct Killer(OwnedFd);
+
+impl Killer {
+    /// `SIGKILL` to the sandbox's init, which takes its whole pid namespace with it. A pidfd:
+    /// never a later process that reused the pid.
+    pub fn kill(&self) {
+        let _ = rustix::process::pidfd_send_signal(&self.0, rustix::process::Signal::KILL);
     }
 }
 

@@ -5,9 +5,12 @@
 //! - [`quota`]: the per-install [`FsQuota`] on read-write mounts (what is charged, when the
 //!   folder is measured again, when a growth is refused). The runtime's `wasi:filesystem`
 //!   bindings charge it before every growth.
+//! - [`growth`]: what grew in a process extension's read-write folders since their last
+//!   measure (inotify), so the runtime measures as soon as they may be over the quota.
 //! - [`symlink_refusal`]: which symlinks a guest may create (none whose target leaves the mount).
 //! - [`private_dir`]: how every folder the host keeps is created (0700, never shared).
 
+pub mod growth;
 mod links;
 pub mod mounts;
 pub mod quota;

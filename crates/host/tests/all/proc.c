@@ -339,9 +339,10 @@ static void handle(long id, const char *method, const char *arg) {
     } else if (strcmp(method, "chmod") == 0) {
         answer(id, chmod("/data", 0777) == 0 ? "done" : "refused");
     } else if (strcmp(method, "bigfile") == 0) {
+        /* One file, 1 MiB at a time, at arg (default /tmp/big), until a write fails. */
         static char block[1 << 20];
         signal(SIGXFSZ, SIG_IGN);
-        int fd = open("/tmp/big", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fd = open(arg[0] ? arg : "/tmp/big", O_WRONLY | O_CREAT | O_TRUNC, 0644);
         long total = 0;
         for (int i = 0; fd >= 0 && i < 100; i++) {
             ssize_t w = write(fd, block, sizeof block);
@@ -351,16 +352,53 @@ static void handle(long id, const char *method, const char *arg) {
         snprintf(buf, sizeof buf, "%ld", total);
         answer(id, buf);
     } else if (strcmp(method, "fill") == 0) {
+        /* arg "N [TAG]": N files of 1 MiB, /data/fTAG0 on. */
         static char block[1 << 20];
-        int n = atoi(arg), wrote = 0;
+        char tag[16] = "";
+        int n = 0, wrote = 0;
+        sscanf(arg, "%d %15s", &n, tag);
         for (int i = 0; i < n; i++) {
-            snprintf(buf, sizeof buf, "/data/f%d", i);
+            snprintf(buf, sizeof buf, "/data/f%s%d", tag, i);
             int fd = open(buf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
             if (fd < 0) break;
             if (write(fd, block, sizeof block) == (ssize_t)sizeof block) wrote++;
             close(fd);
         }
         snprintf(buf, sizeof buf, "%d", wrote);
+        answer(id, buf);
+    } else if (strcmp(method, "renamedover") == 0) {
+        /* N files each kept under a second name while its first is renamed over by an empty
+         * file, then written 1 MiB at a time through the descriptor: inotify reports the writes
+         * under the first name, which names the empty file now. */
+        static char block[1 << 20];
+        int fds[32], n = atoi(arg), wrote = 0;
+        if (n > 32) n = 32;
+        mkdir("/data/r", 0700);
+        for (int i = 0; i < n; i++) {
+            char x[64], k[64], t[64];
+            snprintf(x, sizeof x, "/data/r/x%d", i);
+            snprintf(k, sizeof k, "/data/r/k%d", i);
+            snprintf(t, sizeof t, "/data/r/t%d", i);
+            fds[i] = open(x, O_CREAT | O_RDWR, 0600);
+            link(x, k);
+            close(open(t, O_CREAT | O_WRONLY, 0600));
+            rename(t, x);
+        }
+        signal(SIGXFSZ, SIG_IGN);
+        for (int off = 0; off < 64; off++)
+            for (int i = 0; i < n; i++)
+                if (pwrite(fds[i], block, sizeof block, (off_t)off << 20) == (ssize_t)sizeof block)
+                    wrote++;
+        snprintf(buf, sizeof buf, "%d", wrote);
+        answer(id, buf);
+    } else if (strcmp(method, "folders") == 0) {
+        /* N empty folders: a tree slow to measure. */
+        int n = atoi(arg), made = 0;
+        for (int i = 0; i < n; i++) {
+            snprintf(buf, sizeof buf, "/data/d%d", i);
+            if (mkdir(buf, 0700) == 0) made++;
+        }
+        snprintf(buf, sizeof buf, "%d", made);
         answer(id, buf);
     } else if (strcmp(method, "holddeleted") == 0) {
         /* N MiB in a file it deletes at once and keeps open: in no folder, still on disk. */

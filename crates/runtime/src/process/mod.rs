@@ -22,6 +22,7 @@
 //! calls, on any error of the protocol, a timeout, or an exit.
 
 mod api;
+mod quota;
 mod unpack;
 
 /// A remote extension's callbacks (`kv.*`, `secrets.get`, `invoke`, `log`, `http.fetch`):
@@ -170,16 +171,8 @@ enum Parked {
 /// How long a warm process may stay parked without a call before it is killed.
 pub const PARKED_FOR: Duration = Duration::from_secs(10);
 
-/// How often the read-write folders are measured while a call runs: the kernel cannot hold a
-/// bind-mounted folder to a byte quota, so a program writing many files (each under
-/// `RLIMIT_FSIZE`) is stopped by this watch instead, at most one pause after it went over.
-/// A folder that takes longer to measure is measured less often: a pause of four times the
-/// last measure, up to 500 ms (so a folder that takes over 125 ms to measure costs more than a
-/// fifth of a core while its call runs; its entries are bounded by `max_entries`).
-const QUOTA_WATCH_MIN: Duration = Duration::from_millis(20);
 /// How long a killed tree is waited for before its folders are measured anyway.
 const KILL_WAIT: Duration = Duration::from_secs(2);
-const QUOTA_WATCH_MAX: Duration = Duration::from_millis(500);
 
 impl Worker {
     fn start(mut child: Child) -> std::io::Result<Worker> {
@@ -407,7 +400,9 @@ pub struct ProcessInstall {
     weaker: Option<&'static str>,
     summary: String,
     /// The read-write folders, measured before each call against the file quota.
-    writable: Option<(Vec<std::path::PathBuf>, FileLimits)>,
+    writable: Option<quota::Folders>,
+    /// Its calls running now (see [`quota::Running`]).
+    running: Arc<quota::Running>,
     /// The install's folders: the program owns them (a root host gives them to its uid), so
     /// it could change their mode, which the host's next load would refuse; reset after
     /// every call.
@@ -464,7 +459,13 @@ impl ProcessInstall {
             cpu_seconds: cpu.max(1).saturating_mul(u64::from(warm_calls)) + 1,
             open_files: u64::from(policy.open_files),
             processes: u64::from(policy.processes),
-            file_size: policy.max_file_bytes.bytes(),
+            // With read-write folders, no file outgrows their whole quota in one go (a write
+            // is otherwise seen only when it ends).
+            file_size: if writable.is_empty() {
+                policy.max_file_bytes.bytes()
+            } else {
+                policy.max_file_bytes.bytes().min(files.max_bytes.bytes())
+            },
             // The whole tree, where the sandbox gets a cgroup.
             memory: limits.max_memory.bytes().max(8 << 20),
         };
@@ -563,7 +564,11 @@ impl ProcessInstall {
             sweeping: std::sync::atomic::AtomicBool::new(false),
             weaker,
             summary,
-            writable: (!writable.is_empty()).then_some((writable, files)),
+            running: Arc::default(),
+            writable: (!writable.is_empty()).then_some(quota::Folders {
+                roots: writable,
+                files,
+            }),
             folders: mounts.iter().map(|m| m.host.clone()).collect(),
         })
     }
@@ -638,33 +643,6 @@ impl ProcessInstall {
         Ok(w)
     }
 
-    /// The read-write folders over the file quota, measured now (see `writable_mounts`), with
-    /// what `program`'s processes hold in deleted files.
-    async fn over_quota(&self, program: Option<u32>) -> Option<CallError> {
-        let (roots, files) = self.writable.clone()?;
-        over_quota(roots, files, program, None).await
-    }
-
-    /// Ends (with the quota's error) once the read-write folders are over the file quota,
-    /// measured every [`QUOTA_WATCH_MIN`] or more; never without read-write folders. With a
-    /// freezer, each measure holds the tree still (see [`Still`]).
-    async fn watch_quota(&self, program: u32, still: Still) -> CallError {
-        let Some((roots, files)) = self.writable.clone() else {
-            return std::future::pending().await;
-        };
-        let mut pause = QUOTA_WATCH_MIN;
-        loop {
-            tokio::time::sleep(pause).await;
-            let measured = Instant::now();
-            if let Some(e) =
-                over_quota(roots.clone(), files, Some(program), Some(still.clone())).await
-            {
-                return e;
-            }
-            pause = (measured.elapsed() * 4).clamp(QUOTA_WATCH_MIN, QUOTA_WATCH_MAX);
-        }
-    }
-
     /// Sends `call {method, input}` to a process of this install, with `caps` answering its
     /// host requests, under `limits`.
     pub async fn call_rpc(
@@ -685,9 +663,13 @@ impl ProcessInstall {
                 },
             );
         }
-        if let Some(e) = self.over_quota(None).await {
-            return failed(started, e);
-        }
+        let watch = match &self.writable {
+            Some(folders) => match folders.begin().await {
+                Ok(w) => Some(w),
+                Err(e) => return failed(started, e),
+            },
+            None => None,
+        };
         let api = ProcessApi::new(caps, limits.max_response_bytes.bytes());
         let deadline = started + limits.max_execution_time;
         let mut earlier = Vec::new();
@@ -706,8 +688,19 @@ impl ProcessInstall {
         // On this thread's CPU: see `Child::run_here`. Only speed depends on it.
         let _ = worker.child.run_here();
         let program = worker.child.id();
-        // Only folders that are measured need it (it costs an allocation per call).
-        let still = Still::new(self.writable.as_ref().and_then(|_| worker.child.freezer()));
+        // Only folders that are measured need it (it costs a few allocations per call).
+        let watched = self.writable.as_ref().zip(watch).map(|(folders, watch)| {
+            let still =
+                quota::Still::new(worker.child.freezer(), worker.child.killer(), &self.running);
+            (folders, watch, still)
+        });
+        let still = watched.as_ref().map(|(_, _, still)| still.clone());
+        let watch_quota = async {
+            match watched {
+                Some((folders, watch, still)) => watch.run(folders, program, still).await,
+                None => std::future::pending().await,
+            }
+        };
         let ended = {
             let exchange = worker.session.call_capturing(
                 &mut worker.stderr,
@@ -719,14 +712,19 @@ impl ProcessInstall {
             tokio::select! {
                 biased;
                 out = exchange => Ended::Answered(out),
-                e = self.watch_quota(program, still.clone()) => Ended::OverQuota(e),
+                e = watch_quota => Ended::OverQuota(e),
             }
         };
         // A measure still running holds the tree; it must be thawed by then, not after.
-        if self.writable.is_some() {
+        if let Some(still) = &still {
             still.settled().await;
         }
         worker.calls += 1;
+        let ended = match (ended, still.and_then(|s| s.killed())) {
+            // Killed for the quota: its exchange may have seen the kill first.
+            (Ended::Answered(_), Some(e)) => Ended::OverQuota(e),
+            (ended, _) => ended,
+        };
         let (reply, out_stderr, out_truncated, answered) = match ended {
             Ended::Answered(out) => (Ok(out.reply), out.stderr, out.stderr_truncated, true),
             Ended::OverQuota(e) => (Err(e), Vec::new(), false, false),
@@ -771,7 +769,7 @@ impl ProcessInstall {
         // one that ends, its peak (read before it is killed: without a cgroup it is in /proc).
         let memory_peak = parked.unwrap_or_else(|| worker.memory_peak());
         let mut over_quota = !answered;
-        if answered && self.writable.is_some() {
+        if answered && let Some(folders) = &self.writable {
             // What the call left in its folders counts too, measured with the tree still,
             // parked or dead: a program moving files between folders while a walk runs can
             // hide them from it (outside attack: 601 MiB past a 4 MiB quota and the call
@@ -794,7 +792,10 @@ impl ProcessInstall {
                     }
                 };
             }
-            if let Some(e) = self.over_quota(parked.is_some().then_some(program)).await {
+            if let Some(e) = folders
+                .over_quota(parked.is_some().then_some(program))
+                .await
+            {
                 result = Err(e);
                 over_quota = true;
             }
@@ -843,160 +844,11 @@ impl ProcessInstall {
     }
 }
 
-/// How long a measure waits for the whole tree to be frozen before it walks anyway.
-const FREEZE_WAIT: Duration = Duration::from_millis(50);
-
-/// Holds a sandbox's tree still (frozen) while its folders are measured during a call: a
-/// program that moves files between folders as a walk runs hides them from it (outside
-/// attack: 601 MiB past a 4 MiB quota within one call), and a tree that cannot run moves
-/// nothing. Without a freezer the measure runs beside the program. The lock makes whoever
-/// parks or kills the tree after the call wait for a measure in flight, whose thaw would
-/// otherwise let a parked tree run.
-#[derive(Clone)]
-struct Still {
-    freezer: Option<warden_sandbox::Freezer>,
-    lock: Arc<Mutex<()>>,
-}
-
-/// A measure in progress: the tree frozen (if it could be) and the lock held until dropped.
-struct Held<'a> {
-    frozen: Option<&'a warden_sandbox::Freezer>,
-    _lock: std::sync::MutexGuard<'a, ()>,
-}
-
-impl Still {
-    fn new(freezer: Option<warden_sandbox::Freezer>) -> Still {
-        Still {
-            freezer,
-            lock: Arc::default(),
-        }
-    }
-
-    /// Blocking: for a thread of the blocking pool. A freeze that has not landed within
-    /// [`FREEZE_WAIT`] still stands while the walk runs: a task held in the kernel (a write
-    /// throttled by the disk, an `fsync`) finishes that operation but starts no other, so
-    /// nothing moves files in step with the walk (outside attack: threads in long disk writes
-    /// kept the tree from ever being frozen, and a walk given up to run beside the program let
-    /// 600 MiB hide again). A write the kill cannot interrupt would land after the call over
-    /// the quota ended: direct I/O, which waits for the disk uninterruptibly, is refused in the
-    /// sandbox for that (`warden_sandbox::seccomp`; 99-132 MiB past a 4 MiB quota before); a
-    /// buffered write stops at `SIGKILL` between pages.
-    fn hold(&self) -> Held<'_> {
-        let lock = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let frozen = self
-            .freezer
-            .as_ref()
-            .filter(|f| f.freeze(FREEZE_WAIT).is_ok());
-        Held {
-            frozen,
-            _lock: lock,
-        }
-    }
-
-    /// Waits for a measure in flight to end (its tree thawed), off the executor if it must.
-    async fn settled(&self) {
-        if self.lock.try_lock().is_ok() {
-            return;
-        }
-        let lock = Arc::clone(&self.lock);
-        let _ = tokio::task::spawn_blocking(move || drop(lock.lock())).await;
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if let Some(f) = self.frozen {
-            let _ = f.thaw();
-        }
-    }
-}
-
 /// How a call's exchange with its process ended.
 enum Ended {
     Answered(warden_process::Output),
     /// The read-write folders went over the quota first (the exchange was dropped).
     OverQuota(CallError),
-}
-
-/// The read-write folders `roots` over the file quota, measured now; with `program`, what the
-/// processes of its sandbox hold in files they deleted but keep open counts too.
-async fn over_quota(
-    roots: Vec<std::path::PathBuf>,
-    files: FileLimits,
-    program: Option<u32>,
-    still: Option<Still>,
-) -> Option<CallError> {
-    let used = tokio::task::spawn_blocking(move || {
-        let _held = still.as_ref().map(Still::hold);
-        let (bytes, entries) = roots.iter().fold((0u64, 0u64), |(b, e), r| {
-            let u = warden_fs::quota::walk_consistent(r, files.max_entries);
-            (b.saturating_add(u.bytes), e.saturating_add(u.entries))
-        });
-        let held = program.map_or(0, |p| held_deleted(p, &roots));
-        (bytes.saturating_add(held), entries)
-    })
-    .await
-    .unwrap_or((u64::MAX, u64::MAX));
-    (used.0 > files.max_bytes.bytes() || used.1 > files.max_entries).then(|| {
-        CallError::Quota(format!(
-            "the read-write folders hold {} bytes in {} entries; [policy.files] allows {} in {}",
-            used.0, used.1, files.max_bytes, files.max_entries
-        ))
-    })
-}
-
-/// Bytes of the regular files on the file systems of `roots` that the processes of the
-/// sandbox whose program is `program` keep open after deleting them: no folder lists them any
-/// more, yet they hold the disk (outside attack: 1 GiB held for a call whose folder measured
-/// 8 KiB). The tree is followed from the program, init of its pid namespace, so orphans are
-/// in it. What cannot be read is left out. (Files kept only as memory mappings are not seen.)
-fn held_deleted(program: u32, roots: &[std::path::PathBuf]) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let devs: Vec<u64> = roots
-        .iter()
-        .filter_map(|r| std::fs::metadata(r).ok().map(|m| m.dev()))
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    let mut held = 0u64;
-    let mut stack = vec![program];
-    let mut visited = 0;
-    while let Some(pid) = stack.pop() {
-        // The tree is bounded by `processes`; this bounds a walk of a changing one.
-        visited += 1;
-        if visited > 4096 {
-            break;
-        }
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for task in tasks.flatten() {
-                let children = std::fs::read_to_string(task.path().join("children"));
-                stack.extend(
-                    children
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(m) = std::fs::metadata(fd.path()) else {
-                continue;
-            };
-            if m.is_file()
-                && m.nlink() == 0
-                && devs.contains(&m.dev())
-                && seen.insert((m.dev(), m.ino()))
-            {
-                held = held.saturating_add(m.len().max(m.blocks().saturating_mul(512)));
-            }
-        }
-    }
-    held
 }
 
 /// What this machine's kernel offers the sandbox, in one line per feature (probed once).

@@ -1,0 +1,465 @@
+//! The file quota of a process extension's read-write folders. The kernel cannot hold a
+//! bind-mounted folder to a byte quota, so the folders are measured: before each call, while
+//! it runs, and after it. During a call a measure runs as soon as what the kernel reports
+//! (inotify, [`warden_fs::growth`]) may have taken the folders over the quota, and on a clock
+//! besides (for what it cannot see). No file can outgrow the whole quota in one go either: the
+//! sandbox's `RLIMIT_FSIZE` is at most the quota's bytes where it has read-write folders.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use warden_call::CallError;
+use warden_fs::growth::Growth;
+use warden_manifest::policy::FileLimits;
+
+/// How often the folders are measured while a call runs when nothing says they grew: a pause
+/// of four times the last measure, at least this and at most [`CLOCK_MAX`] (so a folder that
+/// takes over 125 ms to measure costs more than a fifth of a core while its call runs; its
+/// entries are bounded by `max_entries`).
+const CLOCK_MIN: Duration = Duration::from_millis(20);
+const CLOCK_MAX: Duration = Duration::from_millis(500);
+/// The least time between the end of one measure and the start of the next when growth
+/// calls for it: four times the last measure's time, and at least this. So a program that
+/// keeps calling for measures costs the host at most a fifth of a core, and itself the time
+/// its tree is held still.
+const GAP_MIN: Duration = Duration::from_millis(1);
+/// How long the watch lets events gather before it reads them again.
+const BATCH: Duration = Duration::from_millis(2);
+/// How long a measure waits for the whole tree to be frozen before it walks anyway.
+const FREEZE_WAIT: Duration = Duration::from_millis(50);
+
+/// The read-write folders of an install and their quota.
+#[derive(Clone, Debug)]
+pub(super) struct Folders {
+    pub roots: Vec<PathBuf>,
+    pub files: FileLimits,
+}
+
+/// What the folders held at a measure.
+#[derive(Clone, Copy, Debug, Default)]
+struct Measured {
+    bytes: u64,
+    entries: u64,
+    /// Files the sandbox's processes deleted but keep open.
+    held_files: u64,
+}
+
+impl Folders {
+    /// Blocking: the folders measured now; with `program`, what the processes of its sandbox
+    /// hold in files they deleted counts too. With `held`, a tree held still by a measure
+    /// during a call, killed there if the folders are over the quota.
+    fn measure(&self, program: Option<u32>, held: Option<&mut Held<'_>>) -> Measured {
+        let (bytes, entries) = self.roots.iter().fold((0u64, 0u64), |(b, e), r| {
+            let u = warden_fs::quota::walk_consistent(r, self.files.max_entries);
+            (b.saturating_add(u.bytes), e.saturating_add(u.entries))
+        });
+        let (deleted, held_files) = program.map_or((0, 0), |p| held_deleted(p, &self.roots));
+        let m = Measured {
+            bytes: bytes.saturating_add(deleted),
+            entries,
+            held_files,
+        };
+        // Over: killed where it stands, still frozen, not after the way back to the call
+        // (outside attack: a writer thawed after the measure that found it 1 MiB over went on
+        // to 45-62 MiB before the call's end killed it).
+        if let (Some(h), Some(e)) = (held, self.over(m)) {
+            h.kill(e);
+        }
+        m
+    }
+
+    fn over(&self, m: Measured) -> Option<CallError> {
+        let f = self.files;
+        if m.bytes == u64::MAX {
+            return Some(CallError::Quota(format!(
+                "the read-write folders could not be measured (unreadable, nested deeper than \
+                 128 folders, or changed under every walk); [policy.files] allows {} in {}",
+                f.max_bytes, f.max_entries
+            )));
+        }
+        (m.bytes > f.max_bytes.bytes() || m.entries > f.max_entries).then(|| {
+            CallError::Quota(format!(
+                "the read-write folders hold {} bytes in {} entries; [policy.files] allows {} in {}",
+                m.bytes, m.entries, f.max_bytes, f.max_entries
+            ))
+        })
+    }
+
+    /// The quota's error if the folders are over it now (see [`Folders::measure`]).
+    pub async fn over_quota(&self, program: Option<u32>) -> Option<CallError> {
+        let folders = self.clone();
+        let m = tokio::task::spawn_blocking(move || folders.measure(program, None))
+            .await
+            .unwrap_or(FULL);
+        self.over(m)
+    }
+
+    /// Before a call: the folders watched, then measured; the quota's error if they are over
+    /// it already. Without an inotify instance (the kernel's per-user limit) the watch runs
+    /// on its clock only.
+    pub async fn begin(&self) -> Result<Watch, CallError> {
+        let folders = self.clone();
+        let (growth, base) = tokio::task::spawn_blocking(move || {
+            let growth = Growth::watch(&folders.roots, folders.files.max_entries).ok();
+            (growth, folders.measure(None, None))
+        })
+        .await
+        .unwrap_or((None, FULL));
+        match self.over(base) {
+            Some(e) => Err(e),
+            None => Ok(Watch { growth, base }),
+        }
+    }
+}
+
+/// A measure that could not be taken: over any quota.
+const FULL: Measured = Measured {
+    bytes: u64::MAX,
+    entries: u64::MAX,
+    held_files: 0,
+};
+
+/// The quota's watch over one call: what the last measure found, and what grew since.
+pub(super) struct Watch {
+    growth: Option<Growth>,
+    base: Measured,
+}
+
+/// What a wait of the watch ended with.
+enum Woken {
+    /// The call ended.
+    Stop,
+    /// Its time ran out.
+    Time,
+    /// Events are queued.
+    Events,
+}
+
+impl Watch {
+    /// Ends (with the quota's error) once the folders are over the quota, measured when
+    /// growth may have taken them over (or something was deleted, or is held deleted, or the
+    /// watch cannot see), and on a clock. With a freezer, each measure holds the tree still
+    /// (see [`Still`]). Runs on a thread of the blocking pool until this future is dropped.
+    pub async fn run(self, folders: &Folders, program: u32, still: Still) -> CallError {
+        let (stop, stopper) = match std::io::pipe() {
+            Ok(p) => p,
+            // Unwatched, a call could write far past the quota: it does not run.
+            Err(e) => return CallError::host_caused("the file quota's watch", e),
+        };
+        let folders = folders.clone();
+        let task =
+            tokio::task::spawn_blocking(move || self.watch(&folders, program, &still, &stop));
+        // Dropped with this future: the thread sees its pipe close and ends.
+        let _stopper = stopper;
+        match task.await {
+            Ok(Some(e)) => e,
+            // Only while the call ends: the thread saw its pipe close.
+            Ok(None) => std::future::pending().await,
+            Err(_) => CallError::host("the file quota's watch ended"),
+        }
+    }
+
+    fn watch(
+        mut self,
+        folders: &Folders,
+        program: u32,
+        still: &Still,
+        stop: &std::io::PipeReader,
+    ) -> Option<CallError> {
+        let max = folders.files;
+        let mut took = Duration::ZERO;
+        loop {
+            let ended = Instant::now();
+            let gap = (took * 4).max(GAP_MIN);
+            let clock = ended + (took * 4).clamp(CLOCK_MIN, CLOCK_MAX);
+            // Whether what grew may have taken the folders over the quota.
+            let mut over = false;
+            // Deleted files still held open grow where no event shows them.
+            while self.base.held_files == 0 {
+                match wait(stop, self.growth.as_ref(), clock) {
+                    Woken::Stop => return None,
+                    Woken::Time => break,
+                    Woken::Events => {
+                        let Some(g) = self.growth.as_mut() else { break };
+                        let since = g.read();
+                        over = self.base.bytes.saturating_add(since.bytes) > max.max_bytes.bytes()
+                            || self.base.entries.saturating_add(since.entries) > max.max_entries;
+                        if over || since.blind || since.removed {
+                            break;
+                        }
+                        // Events read in batches: their lookups cost the host, not the program.
+                        if let Woken::Stop = wait(stop, None, Instant::now() + BATCH) {
+                            return None;
+                        }
+                    }
+                }
+            }
+            let m = if over {
+                // Held still at once, measured when the gap is over: the program waits for the
+                // host's rate, not the host for it (outside attack: with a folder slow to
+                // measure, 80 ms of writing between the growth and the measure, 49-63 MB).
+                // Without a freezer it runs on meanwhile: the gap is one measure's time then.
+                let mut held = still.hold()?;
+                let gap = if held.frozen.is_some() {
+                    gap
+                } else {
+                    took.max(GAP_MIN)
+                };
+                if let Woken::Stop = wait(stop, None, ended + gap) {
+                    return None;
+                }
+                let started = Instant::now();
+                let m = folders.measure(Some(program), Some(&mut held));
+                took = started.elapsed();
+                m
+            } else {
+                if let Woken::Stop = wait(stop, None, ended + gap) {
+                    return None;
+                }
+                let mut held = still.hold()?;
+                // The walk's time, not the freeze's (waited for asleep): what the host spends.
+                let started = Instant::now();
+                let m = folders.measure(Some(program), Some(&mut held));
+                took = started.elapsed();
+                m
+            };
+            if let Some(e) = folders.over(m) {
+                return Some(e);
+            }
+            self.base = m;
+            if let Some(g) = self.growth.as_mut() {
+                g.rebase();
+            }
+        }
+    }
+}
+
+/// Waits until `until`, the call's end (`stop` closed), or events of `growth`.
+fn wait(stop: &std::io::PipeReader, growth: Option<&Growth>, until: Instant) -> Woken {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Woken::Time;
+        }
+        let timeout = Timespec {
+            tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: left.subsec_nanos().into(),
+        };
+        let mut fds = vec![PollFd::new(stop, PollFlags::IN)];
+        if let Some(g) = growth {
+            fds.push(PollFd::from_borrowed_fd(g.fd(), PollFlags::IN));
+        }
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            // The pipe is never written: any event on it is its close.
+            Ok(_) if !fds[0].revents().is_empty() => return Woken::Stop,
+            Ok(_) => return Woken::Events,
+            // Nothing to wait with: the clock's turn.
+            Err(_) => {
+                std::thread::sleep(left);
+                return Woken::Time;
+            }
+        }
+    }
+}
+
+/// Holds a sandbox's tree still (frozen) while its folders are measured during a call: a
+/// program that moves files between folders as a walk runs hides them from it (outside
+/// attack: 601 MiB past a 4 MiB quota within one call), and a tree that cannot run moves
+/// nothing. Without a freezer the measure runs beside the program. The lock makes whoever
+/// parks or kills the tree after the call wait for a measure in flight, whose thaw would
+/// otherwise let a parked tree run.
+#[derive(Clone)]
+pub(super) struct Still {
+    freezer: Option<warden_sandbox::Freezer>,
+    stop: Arc<Stop>,
+    running: Arc<Running>,
+    /// Whether the call ended: no measure starts after [`Still::settled`].
+    lock: Arc<Mutex<bool>>,
+}
+
+/// How a measure stops a call's tree.
+struct Stop {
+    killer: Option<warden_sandbox::Killer>,
+    /// Why a measure killed the tree: the call's error, whatever its exchange saw (the kill
+    /// may end it first).
+    killed: Mutex<Option<CallError>>,
+}
+
+impl Stop {
+    fn kill(&self, why: &CallError) {
+        if let Ok(mut killed) = self.killed.lock() {
+            killed.get_or_insert_with(|| why.clone());
+        }
+        if let Some(k) = &self.killer {
+            k.kill();
+        }
+    }
+}
+
+/// The calls of one install running now. They share its folders, so a measure that finds
+/// them over the quota stops every one (each would fail at its own next measure, writing
+/// on meanwhile: four calls at once left up to 30 MB past a 4 MiB quota).
+#[derive(Default)]
+pub(super) struct Running(Mutex<Vec<Arc<Stop>>>);
+
+/// A measure in progress: the tree frozen (if it could be) and the lock held until dropped.
+struct Held<'a> {
+    frozen: Option<&'a warden_sandbox::Freezer>,
+    still: &'a Still,
+    _lock: std::sync::MutexGuard<'a, bool>,
+}
+
+impl Still {
+    /// A call of the install whose calls are `running`, its tree frozen with `freezer` and
+    /// killed with `killer` where it has them.
+    pub fn new(
+        freezer: Option<warden_sandbox::Freezer>,
+        killer: Option<warden_sandbox::Killer>,
+        running: &Arc<Running>,
+    ) -> Still {
+        let stop = Arc::new(Stop {
+            killer,
+            killed: Mutex::default(),
+        });
+        if let Ok(mut calls) = running.0.lock() {
+            // Calls that ended hold theirs no more.
+            calls.retain(|s| Arc::strong_count(s) > 1);
+            calls.push(Arc::clone(&stop));
+        }
+        Still {
+            freezer,
+            stop,
+            running: Arc::clone(running),
+            lock: Arc::default(),
+        }
+    }
+
+    /// Blocking: for a thread of the blocking pool. A freeze that has not landed within
+    /// [`FREEZE_WAIT`] still stands while the walk runs: a task held in the kernel (a write
+    /// throttled by the disk, an `fsync`) finishes that operation but starts no other, so
+    /// nothing moves files in step with the walk (outside attack: threads in long disk writes
+    /// kept the tree from ever being frozen, and a walk given up to run beside the program let
+    /// 600 MiB hide again). A write the kill cannot interrupt would land after the call over
+    /// the quota ended: direct I/O, which waits for the disk uninterruptibly, is refused in the
+    /// sandbox for that (`warden_sandbox::seccomp`; 99-132 MiB past a 4 MiB quota before); a
+    /// buffered write stops at `SIGKILL` between pages.
+    fn hold(&self) -> Option<Held<'_>> {
+        let lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *lock {
+            return None;
+        }
+        let frozen = self
+            .freezer
+            .as_ref()
+            .filter(|f| f.freeze(FREEZE_WAIT).is_ok());
+        Some(Held {
+            frozen,
+            still: self,
+            _lock: lock,
+        })
+    }
+
+    /// The quota's error if a measure killed the tree.
+    pub fn killed(&self) -> Option<CallError> {
+        self.stop.killed.lock().ok()?.clone()
+    }
+
+    /// Waits for a measure in flight to end (its tree thawed), off the executor if it must,
+    /// and lets none start after.
+    pub async fn settled(&self) {
+        if let Ok(mut calls) = self.running.0.lock() {
+            calls.retain(|s| !Arc::ptr_eq(s, &self.stop));
+        }
+        if let Ok(mut ended) = self.lock.try_lock() {
+            *ended = true;
+            return;
+        }
+        let lock = Arc::clone(&self.lock);
+        let _ = tokio::task::spawn_blocking(move || {
+            *lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        })
+        .await;
+    }
+}
+
+impl Held<'_> {
+    /// Kills the tree and leaves it frozen: it dies when whoever holds its handle thaws it to
+    /// reap it, and runs none of its own code before.
+    fn kill(&mut self, why: CallError) {
+        self.still.stop.kill(&why);
+        if let Ok(calls) = self.still.running.0.lock() {
+            for other in calls.iter() {
+                other.kill(&why);
+            }
+        }
+        self.frozen = None;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.frozen {
+            let _ = f.thaw();
+        }
+    }
+}
+
+/// Bytes (and how many files) of the regular files on the file systems of `roots` that the
+/// processes of the sandbox whose program is `program` keep open after deleting them: no
+/// folder lists them any more, yet they hold the disk (outside attack: 1 GiB held for a call
+/// whose folder measured 8 KiB). The tree is followed from the program, init of its pid
+/// namespace, so orphans are in it. What cannot be read is left out. (Files kept only as
+/// memory mappings are not seen.)
+fn held_deleted(program: u32, roots: &[PathBuf]) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let devs: Vec<u64> = roots
+        .iter()
+        .filter_map(|r| std::fs::metadata(r).ok().map(|m| m.dev()))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut held = 0u64;
+    let mut stack = vec![program];
+    let mut visited = 0;
+    while let Some(pid) = stack.pop() {
+        // The tree is bounded by `processes`; this bounds a walk of a changing one.
+        visited += 1;
+        if visited > 4096 {
+            break;
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                stack.extend(
+                    children
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(m) = std::fs::metadata(fd.path()) else {
+                continue;
+            };
+            if m.is_file()
+                && m.nlink() == 0
+                && devs.contains(&m.dev())
+                && seen.insert((m.dev(), m.ino()))
+            {
+                held = held.saturating_add(m.len().max(m.blocks().saturating_mul(512)));
+            }
+        }
+    }
+    (held, seen.len() as u64)
+}
