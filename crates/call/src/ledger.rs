@@ -133,6 +133,29 @@ impl Ledger {
         push(denials, more_denials, capability, target, reason);
     }
 
+    /// Records `times` refusals of one kind at once (counted by someone else, e.g. the
+    /// sandbox's seccomp supervisor); none if `times` is 0.
+    pub fn deny_times(
+        &self,
+        capability: Capability,
+        target: &str,
+        reason: Option<String>,
+        times: u64,
+    ) {
+        if times == 0 {
+            return;
+        }
+        let Ok(mut e) = self.0.lock() else {
+            return;
+        };
+        let Entries {
+            denials,
+            more_denials,
+            ..
+        } = &mut *e;
+        push_times(denials, more_denials, capability, target, reason, times);
+    }
+
     /// Records a limit that a capability use ran into, e.g. an outgoing response cut at the
     /// extension's `max_response_bytes` (the host audits it as a `limit` record).
     pub fn limit(&self, capability: Capability, target: &str, reason: String) {
@@ -288,24 +311,36 @@ fn push(
     target: &str,
     reason: Option<String>,
 ) {
+    push_times(list, more, capability, target, reason, 1);
+}
+
+/// [`push`] of `times` equal entries at once.
+fn push_times(
+    list: &mut Vec<Denial>,
+    more: &mut Vec<(Capability, u64)>,
+    capability: Capability,
+    target: &str,
+    reason: Option<String>,
+    times: u64,
+) {
     let target = cut(target, MAX_RAW_BYTES);
     let reason = reason.map(|r| cut(&r, MAX_RAW_BYTES));
     if let Some(d) = list
         .iter_mut()
         .find(|d| d.capability == capability && d.target == target && d.reason == reason)
     {
-        d.count = d.count.saturating_add(1);
+        d.count = d.count.saturating_add(times);
         return;
     }
     if list.iter().filter(|d| d.capability == capability).count() >= MAX_DISTINCT_PER_CAPABILITY {
-        bump(more, capability);
+        add(more, capability, times);
         return;
     }
     list.push(Denial {
         capability,
         target,
         reason,
-        count: 1,
+        count: times,
     });
 }
 

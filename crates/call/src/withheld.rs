@@ -27,6 +27,7 @@ impl Withheld {
             Capability::Kv => "key-value",
             Capability::Secrets => "secrets",
             Capability::Calls => "calls to other extensions",
+            Capability::System => "system calls",
         };
         let is = if matches!(capability, Capability::Secrets | Capability::Calls) {
             "are"

@@ -14,6 +14,10 @@ pub enum Capability {
     Filesystem,
     Secrets,
     Calls,
+    /// The kernel's interface itself, as the sandbox of a process extension filters it: never
+    /// granted (not in [`Capability::ALL`], not parsed), only named in the denials of system
+    /// calls the sandbox refused.
+    System,
 }
 
 impl Capability {
@@ -32,6 +36,7 @@ impl Capability {
             Capability::Filesystem => "filesystem",
             Capability::Secrets => "secrets",
             Capability::Calls => "calls",
+            Capability::System => "system",
         }
     }
 }

@@ -100,6 +100,8 @@ pub fn effective(
                 }
                 GrantItem::All(Capability::Secrets) => !req.secrets.is_empty(),
                 GrantItem::All(Capability::Calls) => !req.calls.is_empty(),
+                // Never parsed from a grant: nothing to request.
+                GrantItem::All(Capability::System) => false,
                 GrantItem::Host(h) => req.network.allowed_hosts.contains(h),
                 GrantItem::Path(p) => {
                     req.filesystem.paths.contains(p) || req.filesystem.readonly_paths.contains(p)
@@ -183,6 +185,7 @@ pub fn effective(
         }
         Capability::Secrets => !req.secrets.is_empty(),
         Capability::Calls => !req.calls.is_empty(),
+        Capability::System => false,
     };
     let grants_some = |c: Capability| match grant {
         Grant::All => true,

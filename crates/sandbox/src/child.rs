@@ -132,6 +132,8 @@ pub(crate) struct Layout {
     pub(crate) rlimits: Vec<(Resource, u64)>,
     pub(crate) ids: IdMapping,
     pub(crate) seccomp: [BpfProgram; 4],
+    /// The last of them with its refusals sent to the host (see [`crate::notify`]).
+    pub(crate) seccomp_notify: BpfProgram,
     /// Landlock rights on `/tmp` (0 when Landlock is not used).
     pub(crate) tmp_access: u64,
 }
@@ -389,20 +391,59 @@ fn setup(plan: &Plan) -> Result<(), Fail> {
     if let Some(ruleset) = plan.fds.landlock {
         at(Step::Landlock, sys::landlock_restrict_self(ruleset))?;
     }
-    // The allowlist goes last: it refuses seccomp(2) itself.
-    for prog in &l.seccomp {
-        // seccompiler's apply_filter: prctl + seccomp(2) on a borrowed program, no allocation.
-        if let Err(e) = seccompiler::apply_filter(prog) {
-            let errno = match e {
-                seccompiler::Error::Prctl(io) | seccompiler::Error::Seccomp(io) => {
-                    Errno::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EINVAL))
-                }
-                _ => Errno::INVAL,
-            };
-            return Err((Step::Seccomp, errno));
-        }
+    // The allowlist goes last: it refuses seccomp(2) itself. A program's refusals go to the
+    // host, which counts them for the audit (`crate::notify`); where the kernel cannot give
+    // a listener, the kernel answers them alone.
+    let [first @ .., allowlist] = &l.seccomp;
+    for prog in first {
+        apply(prog)?;
     }
-    Ok(())
+    match plan
+        .exec
+        .as_ref()
+        .map(|_| sys::seccomp_with_listener(&l.seccomp_notify))
+    {
+        // Installed: the host must get the listener, or the program's refused calls would
+        // wait for an answer that never comes.
+        Some(Ok(listener)) => at(Step::Seccomp, send_listener(plan.fds.report, listener)),
+        _ => apply(allowlist),
+    }
+}
+
+/// The first byte the child sends on its report socket when it sends the seccomp listener
+/// with it (a failure report is 8 bytes after it).
+pub(crate) const LISTENER: u8 = b'L';
+
+/// Sends `listener` to the host on the report socket (`SCM_RIGHTS`), without allocating.
+fn send_listener(report: RawFd, listener: RawFd) -> Result<(), Errno> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = SendAncillaryBuffer::new(&mut space);
+    // The listener stays open until execve closes it (close-on-exec), as the Plan's do.
+    let fds = [fd(listener)];
+    if !ancillary.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(Errno::NOMEM);
+    }
+    rustix::net::sendmsg(
+        fd(report),
+        &[std::io::IoSlice::new(&[LISTENER])],
+        &mut ancillary,
+        SendFlags::empty(),
+    )
+    .map(drop)
+}
+
+/// seccompiler's apply_filter: prctl + seccomp(2) on a borrowed program, no allocation.
+fn apply(prog: &BpfProgram) -> Result<(), (Step, Errno)> {
+    seccompiler::apply_filter(prog).map_err(|e| {
+        let errno = match e {
+            seccompiler::Error::Prctl(io) | seccompiler::Error::Seccomp(io) => {
+                Errno::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EINVAL))
+            }
+            _ => Errno::INVAL,
+        };
+        (Step::Seccomp, errno)
+    })
 }
 
 /// An `OwnedFd` for a descriptor number that may or may not be open, for `dup2`'s target; the

@@ -78,6 +78,7 @@
 mod cgroup;
 mod child;
 mod memory;
+mod notify;
 mod process;
 mod profile;
 mod rules;

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
@@ -80,6 +81,8 @@ pub struct Child {
     cpu: Option<usize>,
     /// Dropped after the field above it is reaped: a cgroup is removed only once empty.
     cgroup: Option<Cgroup>,
+    /// The refusals counted by its seccomp supervisor (see [`crate::notify`]).
+    refused: Option<Arc<crate::notify::Refused>>,
 }
 
 impl Child {
@@ -88,6 +91,7 @@ impl Child {
         pidfd: OwnedFd,
         (stdin, stdout, stderr): Pipes,
         cgroup: Option<Cgroup>,
+        refused: Option<Arc<crate::notify::Refused>>,
     ) -> Child {
         Child {
             pid,
@@ -98,7 +102,14 @@ impl Child {
             exit: None,
             cpu: None,
             cgroup,
+            refused,
         }
+    }
+
+    /// The system calls the seccomp allowlist refused the tree since the last time this was
+    /// asked (name, times); empty where the kernel gave the host no listener for them.
+    pub fn refused(&self) -> Vec<(String, u64)> {
+        self.refused.as_ref().map(|r| r.take()).unwrap_or_default()
     }
 
     /// Moves the program (its first process, and what it starts from now on) to the CPU this

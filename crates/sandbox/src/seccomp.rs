@@ -29,7 +29,9 @@
 //!    `seccomp_data.arch` with `AUDIT_ARCH_X86_64` and **kill the process** on any other
 //!    architecture (an `int 0x80` i386 call, for example): a foreign-ABI call is never a mistake
 //!    a correct program makes. Then every system call number not in [`ALLOWED`] (or allowed only
-//!    with conditions that do not hold) gets **`EPERM`**. x32 calls (number with bit
+//!    with conditions that do not hold) gets **`EPERM`**: from the host's supervisor, which
+//!    counts it for the call's audit record, where the kernel gives a listener ([`notifying`],
+//!    `crate::notify`), from the kernel otherwise. x32 calls (number with bit
 //!    `0x40000000`) carry the x86-64 arch value but never equal an allowed number, so they are
 //!    refused too, whether or not the kernel has the x32 ABI. `EPERM` rather than a kill for the
 //!    rest: programs and their runtimes probe features (io_uring, userfaultfd, ...) and fall
@@ -371,6 +373,103 @@ pub(crate) fn filters() -> Result<[BpfProgram; 4], FilterError> {
     ])
 }
 
+/// The allowlist (the last of [`filters`]) with its refusals sent to the host instead of
+/// answered `EPERM` by the kernel: `SECCOMP_RET_USER_NOTIF`, answered `EPERM` by the host's
+/// supervisor ([`crate::notify`]), which counts each for the call's audit record. Its only
+/// `EPERM` answers are the refusals (its other answers are allow and kill).
+pub(crate) fn notifying(allowlist: &BpfProgram) -> BpfProgram {
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    allowlist
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            if i.code == RET_K && i.k == eperm {
+                i.k = libc::SECCOMP_RET_USER_NOTIF;
+            }
+            i
+        })
+        .collect()
+}
+
+/// The name of an x86-64 system call the allowlist refuses, for the audit record: the ones a
+/// program tries to break out with by name, others by number.
+pub fn syscall_name(nr: i64) -> std::borrow::Cow<'static, str> {
+    let named: &[(i64, &str)] = &[
+        (libc::SYS_ptrace, "ptrace"),
+        (libc::SYS_process_vm_readv, "process_vm_readv"),
+        (libc::SYS_process_vm_writev, "process_vm_writev"),
+        (libc::SYS_mount, "mount"),
+        (libc::SYS_umount2, "umount2"),
+        (libc::SYS_pivot_root, "pivot_root"),
+        (libc::SYS_chroot, "chroot"),
+        (libc::SYS_bpf, "bpf"),
+        (libc::SYS_keyctl, "keyctl"),
+        (libc::SYS_add_key, "add_key"),
+        (libc::SYS_request_key, "request_key"),
+        (libc::SYS_io_uring_setup, "io_uring_setup"),
+        (libc::SYS_io_uring_enter, "io_uring_enter"),
+        (libc::SYS_io_uring_register, "io_uring_register"),
+        (libc::SYS_io_setup, "io_setup"),
+        (libc::SYS_io_submit, "io_submit"),
+        (libc::SYS_perf_event_open, "perf_event_open"),
+        (libc::SYS_kexec_load, "kexec_load"),
+        (libc::SYS_kexec_file_load, "kexec_file_load"),
+        (libc::SYS_userfaultfd, "userfaultfd"),
+        (libc::SYS_unshare, "unshare"),
+        (libc::SYS_setns, "setns"),
+        (libc::SYS_clone, "clone (with namespace flags)"),
+        (libc::SYS_socket, "socket (other than AF_UNIX)"),
+        (libc::SYS_ioctl, "ioctl (TIOCSTI or TIOCLINUX)"),
+        (libc::SYS_prctl, "prctl (PR_SET_PDEATHSIG)"),
+        (libc::SYS_init_module, "init_module"),
+        (libc::SYS_finit_module, "finit_module"),
+        (libc::SYS_delete_module, "delete_module"),
+        (libc::SYS_setuid, "setuid"),
+        (libc::SYS_setgid, "setgid"),
+        (libc::SYS_setresuid, "setresuid"),
+        (libc::SYS_setresgid, "setresgid"),
+        (libc::SYS_setgroups, "setgroups"),
+        (libc::SYS_capset, "capset"),
+        (libc::SYS_mknod, "mknod"),
+        (libc::SYS_mknodat, "mknodat"),
+        (libc::SYS_chown, "chown"),
+        (libc::SYS_fchown, "fchown"),
+        (libc::SYS_fchownat, "fchownat"),
+        (libc::SYS_lchown, "lchown"),
+        (libc::SYS_pidfd_open, "pidfd_open"),
+        (libc::SYS_pidfd_getfd, "pidfd_getfd"),
+        (libc::SYS_pidfd_send_signal, "pidfd_send_signal"),
+        (libc::SYS_kcmp, "kcmp"),
+        (libc::SYS_personality, "personality"),
+        (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+        (libc::SYS_reboot, "reboot"),
+        (libc::SYS_syslog, "syslog"),
+        (libc::SYS_memfd_create, "memfd_create"),
+        (libc::SYS_seccomp, "seccomp"),
+        (libc::SYS_inotify_init, "inotify_init"),
+        (libc::SYS_inotify_init1, "inotify_init1"),
+        (libc::SYS_fanotify_init, "fanotify_init"),
+        (libc::SYS_shmget, "shmget"),
+        (libc::SYS_msgget, "msgget"),
+        (libc::SYS_semget, "semget"),
+        (libc::SYS_quotactl, "quotactl"),
+        (libc::SYS_clock_settime, "clock_settime"),
+        (libc::SYS_settimeofday, "settimeofday"),
+        (libc::SYS_sethostname, "sethostname"),
+        (libc::SYS_vmsplice, "vmsplice"),
+        (libc::SYS_swapon, "swapon"),
+        (libc::SYS_acct, "acct"),
+    ];
+    match named.iter().find(|(n, _)| *n == nr) {
+        Some((_, name)) => std::borrow::Cow::Borrowed(name),
+        None if nr & 0x4000_0000 != 0 => {
+            std::borrow::Cow::Owned(format!("x32 system call {}", nr & !0x4000_0000))
+        }
+        None => std::borrow::Cow::Owned(format!("system call {nr}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -410,5 +509,26 @@ mod tests {
         ] {
             assert!(!ALLOWED.contains(&nr), "{nr} is allowed");
         }
+    }
+
+    #[test]
+    fn the_notifying_allowlist_differs_only_in_its_refusals() {
+        let filters = filters().unwrap();
+        let plain = &filters[3];
+        let notifying = notifying(plain);
+        assert_eq!(plain.len(), notifying.len());
+        let changed: Vec<_> = plain
+            .iter()
+            .zip(&notifying)
+            .filter(|(a, b)| a.k != b.k)
+            .collect();
+        assert!(!changed.is_empty());
+        for (a, b) in changed {
+            assert_eq!(a.k, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+            assert_eq!(b.k, libc::SECCOMP_RET_USER_NOTIF);
+            assert_eq!((a.code, a.jt, a.jf), (b.code, b.jt, b.jf));
+        }
+        assert_eq!(syscall_name(libc::SYS_ptrace), "ptrace");
+        assert_eq!(syscall_name(0x4000_0000 | 39), "x32 system call 39");
     }
 }

@@ -2,7 +2,7 @@
 //! spawner thread, the id maps, and the child's report.
 
 use std::ffi::{CString, c_char};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -274,6 +274,7 @@ impl Sandbox {
             });
         }
         let l = profile.limits;
+        let filters = crate::seccomp::filters()?;
         let layout = Layout {
             stage: cpath(&profile.bundle)?,
             dirs,
@@ -293,7 +294,8 @@ impl Sandbox {
                 (Resource::Core, 0),
             ],
             ids: profile.ids,
-            seccomp: crate::seccomp::filters()?,
+            seccomp_notify: crate::seccomp::notifying(&filters[3]),
+            seccomp: filters,
             tmp_access: rights.map_or(0, |r| r.write().bits()),
         };
         Ok(Sandbox {
@@ -325,21 +327,41 @@ impl Sandbox {
             stdout_w.as_raw_fd(),
             stderr_w.as_raw_fd(),
         ];
-        let started = self.start(Some(stdio), Some(exec))?;
+        let (started, listener) = self.start(Some(stdio), Some(exec))?;
         drop((stdin_r, stdout_w, stderr_w));
+        // Its refused calls wait for this thread's answer.
+        let refused = match listener {
+            Some(l) => {
+                Some(crate::notify::supervise(l).map_err(io("starting the seccomp supervisor"))?)
+            }
+            None => None,
+        };
         let (pid, pidfd, cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
         Ok(Child::new(
             pid,
             pidfd,
             (stdin_w.into(), stdout_r.into(), stderr_r.into()),
             cgroup,
+            refused,
         ))
     }
 
     /// Forks the child, writes its id maps, releases it and reads its report.
-    fn start(&self, stdio: Option<[i32; 3]>, exec: Option<Exec>) -> Result<Started, SandboxError> {
+    fn start(
+        &self,
+        stdio: Option<[i32; 3]>,
+        exec: Option<Exec>,
+    ) -> Result<(Started, Option<OwnedFd>), SandboxError> {
         let (sync_r, sync_w) = pipe()?;
-        let (report_r, report_w) = pipe()?;
+        // A socket, not a pipe: the child sends its seccomp listener on it.
+        let (report_r, report_w) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(ioe("creating a socket pair"))?;
+        let (report_r, report_w) = (raise(report_r)?, raise(report_w)?);
         let ruleset = match self.rights {
             Some(r) => Some(crate::rules::build(&self.profile, r)?),
             None => None,
@@ -386,14 +408,14 @@ impl Sandbox {
         write_id_maps(pid, self.profile.ids)?;
         let mut sync_w = std::fs::File::from(sync_w);
         sync_w.write_all(&[1]).map_err(io("releasing the child"))?;
-        let mut report = Vec::with_capacity(8);
-        std::fs::File::from(report_r)
-            .take(8)
-            .read_to_end(&mut report)
-            .map_err(io("reading the child's report"))?;
+        let (mut report, listener) =
+            read_report(&report_r).map_err(ioe("reading the child's report"))?;
         drop(sync_w);
+        if report.first() == Some(&crate::child::LISTENER) {
+            report.remove(0);
+        }
         match report.len() {
-            0 => Ok(guard),
+            0 => Ok((guard, listener)),
             8 => {
                 let mut n = [0u8; 4];
                 n.copy_from_slice(&report[..4]);
@@ -404,6 +426,43 @@ impl Sandbox {
                 Err(SandboxError::Setup { step, errno })
             }
             _ => Err(SandboxError::ChildVanished),
+        }
+    }
+}
+
+/// The child's report (up to 9 bytes: the listener's mark, a failure's step and errno) until
+/// it closes at execve, and the seccomp listener if it sent one.
+fn read_report(report: &OwnedFd) -> Result<(Vec<u8>, Option<OwnedFd>), Errno> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut bytes = Vec::with_capacity(9);
+    let mut listener = None;
+    loop {
+        let mut buf = [0u8; 16];
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+        let got = match rustix::net::recvmsg(
+            report,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &mut ancillary,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(got) => got,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        };
+        for message in ancillary.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                for fd in fds {
+                    listener.get_or_insert(fd);
+                }
+            }
+        }
+        if got.bytes == 0 {
+            return Ok((bytes, listener));
+        }
+        bytes.extend_from_slice(&buf[..got.bytes.min(buf.len())]);
+        if bytes.len() > 9 {
+            return Ok((bytes, listener));
         }
     }
 }
@@ -576,7 +635,7 @@ fn dry_run_in(dir: &Path, support: &Support) -> Result<(), SandboxError> {
         .accept(Weakening::NoLandlock)
         .build()?;
     let sandbox = Sandbox::prepare(profile, support)?;
-    let started = sandbox.start(None, None)?;
+    let (started, _) = sandbox.start(None, None)?;
     let (_pid, pidfd, _cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
     let status = crate::process::wait_exit(pidfd.as_fd()).map_err(io("waiting for the dry run"))?;
     match status {

@@ -174,6 +174,33 @@ pub(crate) fn seccomp_filter_available() -> std::io::Result<()> {
     }
 }
 
+/// Installs the seccomp program `prog` with a listener for its `SECCOMP_RET_USER_NOTIF`
+/// answers (`SECCOMP_FILTER_FLAG_NEW_LISTENER`; `no_new_privs` must be set), and returns the
+/// listener (close-on-exec). No allocation: it runs in the child between fork and execve.
+pub(crate) fn seccomp_with_listener(prog: &[seccompiler::sock_filter]) -> Result<RawFd, Errno> {
+    let len = u16::try_from(prog.len()).map_err(|_| Errno::INVAL)?;
+    let fprog = libc::sock_fprog {
+        len,
+        // seccompiler's sock_filter is the kernel's struct (code, jt, jf, k), as libc's is.
+        filter: prog.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `prog` (alive for the call, of the layout the kernel reads);
+    // the kernel copies the program and writes nothing through the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if r < 0 {
+        Err(Errno::from_raw_os_error(errno()))
+    } else {
+        RawFd::try_from(r).map_err(|_| Errno::BADF)
+    }
+}
+
 /// `execve`; returns only on failure.
 ///
 /// # Safety

@@ -13,7 +13,8 @@
 //! while the file stays open (the write is reported under that name, whatever it names now):
 //! a deletion, a rename onto a name, and every later change under such a name or under a name
 //! that is gone are reported as [`Since::removed`], and the caller measures then (the measure
-//! counts what deleted files hold, and finds files kept under another link). A queue
+//! counts what deleted files hold, and finds files kept under another link; the files the tree
+//! holds open under names that are gone are then watched by themselves). A queue
 //! overflow, a folder that cannot be watched, more files than it keeps, or more names changed
 //! at once than a read looks up make it [`Since::blind`].
 
@@ -49,6 +50,8 @@ pub struct Growth {
     keep: usize,
     /// A folder could not be watched: blind until the end.
     partial: bool,
+    /// Files watched by themselves (see [`Growth::watch_file`]), open (`O_PATH`), by watch.
+    held: HashMap<i32, OwnedFd>,
     /// Names (folder's watch, name) deleted or renamed onto since the watch began.
     stale: std::collections::HashSet<(i32, std::ffi::CString)>,
     since: Since,
@@ -96,6 +99,7 @@ impl Growth {
             files: HashMap::new(),
             keep,
             partial: false,
+            held: HashMap::new(),
             stale: std::collections::HashSet::new(),
             since: Since::default(),
         };
@@ -169,6 +173,36 @@ impl Growth {
         self.since
     }
 
+    /// Watches the file `path` names by itself, as it is now (its size counts as measured):
+    /// for a file the tree keeps open under a name that is gone (deleted, or its folder
+    /// removed), whose writes reach no folder's watch. `path` is a `/proc/PID/fd/N` link.
+    pub fn watch_file(&mut self, path: &str) {
+        if self.held.len() >= self.keep {
+            self.since.blind = true;
+            return;
+        }
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        let Ok(file) = rustix::fs::openat(rustix::fs::CWD, path, flags, Mode::empty()) else {
+            return;
+        };
+        let Ok(stat) = rustix::fs::fstat(&file) else {
+            return;
+        };
+        let watched = WatchFlags::MODIFY | WatchFlags::CLOSE_WRITE;
+        let Ok(wd) = inotify::add_watch(&self.inotify, path, watched) else {
+            self.since.blind = true;
+            return;
+        };
+        if self.held.contains_key(&wd) || self.dirs.contains_key(&wd) {
+            return;
+        }
+        let size = (stat.st_size as u64).max((stat.st_blocks as u64).saturating_mul(512));
+        self.files
+            .entry((stat.st_dev, stat.st_ino))
+            .or_insert((size, size));
+        self.held.insert(wd, file);
+    }
+
     /// Takes what was read as measured: growth counts from here.
     pub fn rebase(&mut self) {
         if self.files.len() > self.keep {
@@ -190,6 +224,14 @@ impl Growth {
         }
         if flags.contains(ReadFlags::IGNORED) {
             self.dirs.remove(&wd);
+            self.held.remove(&wd);
+            return;
+        }
+        if let Some(file) = self.held.get(&wd) {
+            match rustix::fs::fstat(file) {
+                Ok(stat) => self.seen(&stat),
+                Err(_) => self.since.blind = true,
+            }
             return;
         }
         let (Some(name), Some(dir)) = (name, self.dirs.get(&wd)) else {

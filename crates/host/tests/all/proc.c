@@ -391,6 +391,47 @@ static void handle(long id, const char *method, const char *arg) {
                     wrote++;
         snprintf(buf, sizeof buf, "%d", wrote);
         answer(id, buf);
+    } else if (strcmp(method, "orphans") == 0) {
+        /* N files opened in a folder made for it, kept under a second name elsewhere, their
+         * first name and folder removed at once: their writes reach no folder's watch. Then
+         * written 1 MiB at a time through the descriptors. */
+        static char block[1 << 20];
+        int fds[32], n = atoi(arg), wrote = 0;
+        if (n > 32) n = 32;
+        for (int i = 0; i < n; i++) {
+            char q[64], x[64], k[64];
+            snprintf(q, sizeof q, "/data/q%d", i);
+            snprintf(x, sizeof x, "/data/q%d/x", i);
+            snprintf(k, sizeof k, "/data/k%d", i);
+            mkdir(q, 0700);
+            fds[i] = open(x, O_CREAT | O_RDWR, 0600);
+            link(x, k);
+            unlink(x);
+            rmdir(q);
+        }
+        signal(SIGXFSZ, SIG_IGN);
+        for (int off = 0; off < 64; off++)
+            for (int i = 0; i < n; i++)
+                if (pwrite(fds[i], block, sizeof block, (off_t)off << 20) == (ssize_t)sizeof block)
+                    wrote++;
+        snprintf(buf, sizeof buf, "%d", wrote);
+        answer(id, buf);
+    } else if (strcmp(method, "heldfill") == 0) {
+        /* One byte in a file deleted and kept open, then N files of 1 MiB. */
+        static char block[1 << 20];
+        int n = atoi(arg), wrote = 0;
+        int h = open("/data/held", O_RDWR | O_CREAT | O_TRUNC, 0600);
+        unlink("/data/held");
+        if (h >= 0) write(h, "x", 1);
+        for (int i = 0; i < n; i++) {
+            snprintf(buf, sizeof buf, "/data/g%d", i);
+            int fd = open(buf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd < 0) break;
+            if (write(fd, block, sizeof block) == (ssize_t)sizeof block) wrote++;
+            close(fd);
+        }
+        snprintf(buf, sizeof buf, "%d", wrote);
+        answer(id, buf);
     } else if (strcmp(method, "folders") == 0) {
         /* N empty folders: a tree slow to measure. */
         int n = atoi(arg), made = 0;

@@ -760,6 +760,15 @@ impl ProcessInstall {
         // A process of the tree killed for the cgroup's memory limit: the call hit its limit
         // even if the program answered, and the process is not kept (its count would carry
         // over to the next call).
+        // What the sandbox refused it, as denials of the call.
+        for (call, times) in worker.child.refused() {
+            api.ledger.deny_times(
+                warden_manifest::Capability::System,
+                &call,
+                Some("refused by the sandbox's seccomp filter (EPERM)".into()),
+                times,
+            );
+        }
         let oom = worker.child.oom_killed();
         let parked =
             (answered && !oom && !worker.session.is_broken() && worker.calls < self.warm_calls)

@@ -24,6 +24,9 @@ const CLOCK_MAX: Duration = Duration::from_millis(500);
 /// keeps calling for measures costs the host at most a fifth of a core, and itself the time
 /// its tree is held still.
 const GAP_MIN: Duration = Duration::from_millis(1);
+/// A trigger the watch cannot size (a removal, a name gone) holds the tree at once when the
+/// measure would otherwise wait longer than this.
+const EARLY_HOLD: Duration = Duration::from_millis(2);
 /// How long the watch lets events gather before it reads them again.
 const BATCH: Duration = Duration::from_millis(2);
 /// How long a measure waits for the whole tree to be frozen before it walks anyway.
@@ -48,18 +51,29 @@ struct Measured {
 impl Folders {
     /// Blocking: the folders measured now; with `program`, what the processes of its sandbox
     /// hold in files they deleted counts too. With `held`, a tree held still by a measure
-    /// during a call, killed there if the folders are over the quota.
-    fn measure(&self, program: Option<u32>, held: Option<&mut Held<'_>>) -> Measured {
+    /// during a call, killed there if the folders are over the quota. With `growth`, the
+    /// files the tree holds under names that are gone are watched from then on (still held).
+    fn measure(
+        &self,
+        program: Option<u32>,
+        held: Option<&mut Held<'_>>,
+        growth: Option<&mut Growth>,
+    ) -> Measured {
         let (bytes, entries) = self.roots.iter().fold((0u64, 0u64), |(b, e), r| {
             let u = warden_fs::quota::walk_consistent(r, self.files.max_entries);
             (b.saturating_add(u.bytes), e.saturating_add(u.entries))
         });
-        let (deleted, held_files) = program.map_or((0, 0), |p| held_deleted(p, &self.roots));
+        let deleted = program.map(|p| held_deleted(p, &self.roots));
         let m = Measured {
-            bytes: bytes.saturating_add(deleted),
+            bytes: bytes.saturating_add(deleted.as_ref().map_or(0, |d| d.bytes)),
             entries,
-            held_files,
+            held_files: deleted.as_ref().map_or(0, |d| d.files),
         };
+        if let (Some(d), Some(g)) = (deleted, growth) {
+            for path in &d.gone {
+                g.watch_file(path);
+            }
+        }
         // Over: killed where it stands, still frozen, not after the way back to the call
         // (outside attack: a writer thawed after the measure that found it 1 MiB over went on
         // to 45-62 MiB before the call's end killed it).
@@ -89,7 +103,7 @@ impl Folders {
     /// The quota's error if the folders are over it now (see [`Folders::measure`]).
     pub async fn over_quota(&self, program: Option<u32>) -> Option<CallError> {
         let folders = self.clone();
-        let m = tokio::task::spawn_blocking(move || folders.measure(program, None))
+        let m = tokio::task::spawn_blocking(move || folders.measure(program, None, None))
             .await
             .unwrap_or(FULL);
         self.over(m)
@@ -102,7 +116,7 @@ impl Folders {
         let folders = self.clone();
         let (growth, base) = tokio::task::spawn_blocking(move || {
             let growth = Growth::watch(&folders.roots, folders.files.max_entries).ok();
-            (growth, folders.measure(None, None))
+            (growth, folders.measure(None, None, None))
         })
         .await
         .unwrap_or((None, FULL));
@@ -173,57 +187,67 @@ impl Watch {
             let ended = Instant::now();
             let gap = (took * 4).max(GAP_MIN);
             let clock = ended + (took * 4).clamp(CLOCK_MIN, CLOCK_MAX);
-            // Whether what grew may have taken the folders over the quota.
+            // What calls for a measure before the clock: growth that may be over the quota
+            // (`over`), or what the watch cannot see (a removal, a name gone, too much at once).
             let mut over = false;
-            // Deleted files still held open grow where no event shows them.
-            while self.base.held_files == 0 {
-                match wait(stop, self.growth.as_ref(), clock) {
-                    Woken::Stop => return None,
-                    Woken::Time => break,
-                    Woken::Events => {
-                        let Some(g) = self.growth.as_mut() else { break };
-                        let since = g.read();
-                        over = self.base.bytes.saturating_add(since.bytes) > max.max_bytes.bytes()
-                            || self.base.entries.saturating_add(since.entries) > max.max_entries;
-                        if over || since.blind || since.removed {
-                            break;
-                        }
-                        // Events read in batches: their lookups cost the host, not the program.
-                        if let Woken::Stop = wait(stop, None, Instant::now() + BATCH) {
-                            return None;
+            let mut early = false;
+            // Files deleted and held open grow where no event shows them, unless each is
+            // watched by itself (with the watch: see `Growth::watch_file`).
+            let watching = self.growth.is_some() || self.base.held_files == 0;
+            if watching {
+                loop {
+                    match wait(stop, self.growth.as_ref(), clock) {
+                        Woken::Stop => return None,
+                        Woken::Time => break,
+                        Woken::Events => {
+                            let Some(g) = self.growth.as_mut() else { break };
+                            let since = g.read();
+                            over = self.base.bytes.saturating_add(since.bytes)
+                                > max.max_bytes.bytes()
+                                || self.base.entries.saturating_add(since.entries)
+                                    > max.max_entries;
+                            early = over || since.blind || since.removed;
+                            if early {
+                                break;
+                            }
+                            // Events read in batches: their lookups cost the host, not the program.
+                            if let Woken::Stop = wait(stop, None, Instant::now() + BATCH) {
+                                return None;
+                            }
                         }
                     }
                 }
             }
-            let m = if over {
-                // Held still at once, measured when the gap is over: the program waits for the
-                // host's rate, not the host for it (outside attack: with a folder slow to
-                // measure, 80 ms of writing between the growth and the measure, 49-63 MB).
-                // Without a freezer it runs on meanwhile: the gap is one measure's time then.
-                let mut held = still.hold()?;
-                let gap = if held.frozen.is_some() {
-                    gap
+            // Held still at once when growth may be over the quota, or when what the watch
+            // cannot see would otherwise run free for long (a folder slow to measure): the
+            // program then waits for the host's rate, not the host for it (outside attacks:
+            // with a folder of 850 folders, 60-80 ms of writing between the trigger and the
+            // measure, 49-108 MB past a 4 MiB quota). Without a freezer it runs on meanwhile,
+            // and the pause after growth over the quota is one measure's time.
+            let at_once = over
+                || (early && (ended + gap).saturating_duration_since(Instant::now()) > EARLY_HOLD);
+            let mut held = if at_once {
+                let held = still.hold()?;
+                let until = if held.frozen.is_some() || !over {
+                    ended + gap
                 } else {
-                    took.max(GAP_MIN)
+                    ended + took.max(GAP_MIN)
                 };
-                if let Woken::Stop = wait(stop, None, ended + gap) {
+                if let Woken::Stop = wait(stop, None, until) {
                     return None;
                 }
-                let started = Instant::now();
-                let m = folders.measure(Some(program), Some(&mut held));
-                took = started.elapsed();
-                m
+                held
             } else {
                 if let Woken::Stop = wait(stop, None, ended + gap) {
                     return None;
                 }
-                let mut held = still.hold()?;
-                // The walk's time, not the freeze's (waited for asleep): what the host spends.
-                let started = Instant::now();
-                let m = folders.measure(Some(program), Some(&mut held));
-                took = started.elapsed();
-                m
+                still.hold()?
             };
+            // The walk's time, not the freeze's (waited for asleep): what the host spends.
+            let started = Instant::now();
+            let m = folders.measure(Some(program), Some(&mut held), self.growth.as_mut());
+            took = started.elapsed();
+            drop(held);
             if let Some(e) = folders.over(m) {
                 return Some(e);
             }
@@ -412,13 +436,26 @@ impl Drop for Held<'_> {
     }
 }
 
+/// What the tree holds open of files on the folders' file systems, apart from the folders.
+struct HeldDeleted {
+    /// Bytes of the files deleted (no link left) and kept open.
+    bytes: u64,
+    /// How many such files.
+    files: u64,
+    /// `/proc/PID/fd/N` of every file open under a name that is gone (at most [`MAX_GONE`]).
+    gone: Vec<String>,
+}
+
+/// Files held open under names that are gone, watched by themselves, at most.
+const MAX_GONE: usize = 256;
+
 /// Bytes (and how many files) of the regular files on the file systems of `roots` that the
 /// processes of the sandbox whose program is `program` keep open after deleting them: no
 /// folder lists them any more, yet they hold the disk (outside attack: 1 GiB held for a call
 /// whose folder measured 8 KiB). The tree is followed from the program, init of its pid
 /// namespace, so orphans are in it. What cannot be read is left out. (Files kept only as
 /// memory mappings are not seen.)
-fn held_deleted(program: u32, roots: &[PathBuf]) -> (u64, u64) {
+fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
     use std::os::unix::fs::MetadataExt;
     let devs: Vec<u64> = roots
         .iter()
@@ -426,6 +463,7 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> (u64, u64) {
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut held = 0u64;
+    let mut gone = Vec::new();
     let mut stack = vec![program];
     let mut visited = 0;
     while let Some(pid) = stack.pop() {
@@ -452,6 +490,16 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> (u64, u64) {
             let Ok(m) = std::fs::metadata(fd.path()) else {
                 continue;
             };
+            // Opened under a name that is gone (the file may still have another): its writes
+            // reach no folder's watch.
+            if m.is_file()
+                && devs.contains(&m.dev())
+                && gone.len() < MAX_GONE
+                && std::fs::read_link(fd.path())
+                    .is_ok_and(|l| l.as_os_str().as_encoded_bytes().ends_with(b" (deleted)"))
+            {
+                gone.push(fd.path().to_string_lossy().into_owned());
+            }
             if m.is_file()
                 && m.nlink() == 0
                 && devs.contains(&m.dev())
@@ -461,5 +509,9 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> (u64, u64) {
             }
         }
     }
-    (held, seen.len() as u64)
+    HeldDeleted {
+        bytes: held,
+        files: seen.len() as u64,
+        gone,
+    }
 }
