@@ -3,7 +3,11 @@
 //! `EPERM`, as the kernel would, and counts it by name, so that the call's audit record says
 //! what the program tried (`ptrace`, `mount`, a socket other than `AF_UNIX`, ...). Past
 //! [`FREE_PER_SECOND`] refusals in a second, each answer waits [`FLOOD_WAIT`]: a program that
-//! loops on a refused call pays for its flood in time, not the host in CPU. The thread ends
+//! loops on a refused call pays for its flood in time, not the host in CPU. Unlike the
+//! kernel's own answer, the wait for the host's can be interrupted by a signal before the
+//! host has read it: a handler without `SA_RESTART` then sees `EINTR` (with it, the call is
+//! made, and counted, again). The filter asks the kernel to wait unkillably once the host
+//! has read it (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`, where the kernel has it). The thread ends
 //! when the last process of the sandbox does (the listener hangs up).
 #![allow(unsafe_code)]
 
@@ -14,18 +18,22 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 
-/// Refusals answered at once per second; past that each waits [`FLOOD_WAIT`].
-const FREE_PER_SECOND: u32 = 1000;
-const FLOOD_WAIT: Duration = Duration::from_millis(1);
+/// Refusals answered at once per second; past that each waits [`FLOOD_WAIT`] (a refusal costs
+/// the host a few microseconds: at most about a tenth of a core per sandbox).
+const FREE_PER_SECOND: u32 = 10_000;
+const FLOOD_WAIT: Duration = Duration::from_micros(100);
 
 /// The refusals of one sandbox not yet taken, by system call number.
 #[derive(Debug, Default)]
 pub(crate) struct Refused(Mutex<BTreeMap<i64, u64>>);
 
 impl Refused {
-    /// Every refusal since the last take: (system call, times), by number.
+    /// Every refusal since the last take: (system call, times), the calls known by name
+    /// first (so that made-up numbers cannot push them out of the audit's itemized list).
     pub(crate) fn take(&self) -> Vec<(String, u64)> {
         let taken = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut taken: Vec<_> = taken.into_iter().collect();
+        taken.sort_by_key(|(nr, _)| (!crate::seccomp::named(*nr), *nr));
         taken
             .into_iter()
             .map(|(nr, n)| (crate::seccomp::syscall_name(nr).into_owned(), n))

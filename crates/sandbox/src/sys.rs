@@ -184,16 +184,25 @@ pub(crate) fn seccomp_with_listener(prog: &[seccompiler::sock_filter]) -> Result
         // seccompiler's sock_filter is the kernel's struct (code, jt, jf, k), as libc's is.
         filter: prog.as_ptr().cast::<libc::sock_filter>().cast_mut(),
     };
-    // SAFETY: `fprog` points at `prog` (alive for the call, of the layout the kernel reads);
-    // the kernel copies the program and writes nothing through the pointer.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &fprog as *const libc::sock_fprog,
-        )
+    // Once the host has read a notification, only a fatal signal ends the wait (Linux 5.19);
+    // without that flag, any signal could.
+    const WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
+    let install = |flags: libc::c_ulong| {
+        // SAFETY: `fprog` points at `prog` (alive for the call, of the layout the kernel
+        // reads); the kernel copies the program and writes nothing through the pointer.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &fprog as *const libc::sock_fprog,
+            )
+        }
     };
+    let mut r = install(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | WAIT_KILLABLE_RECV);
+    if r < 0 && errno() == libc::EINVAL {
+        r = install(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
+    }
     if r < 0 {
         Err(Errno::from_raw_os_error(errno()))
     } else {

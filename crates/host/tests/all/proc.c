@@ -57,6 +57,9 @@
 #include <signal.h>
 #include <pthread.h>
 #include <time.h>
+#include <sys/prctl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 static void *spin_thread(void *arg) {
     (void)arg;
@@ -532,6 +535,10 @@ static void handle(long id, const char *method, const char *arg) {
         if (syscall(__X32_SYSCALL_BIT + 39) >= 0) strcat(buf, "x32 ");
         if (unshare(CLONE_NEWUSER) == 0) strcat(buf, "unshare ");
         if (mount("none", "/tmp", "tmpfs", 0, 0) == 0) strcat(buf, "mount ");
+        /* A filter of its own (allow all here) would let a later one hide refusals. */
+        struct sock_filter allow_all = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+        struct sock_fprog own = { 1, &allow_all };
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &own, 0, 0) == 0) strcat(buf, "seccomp ");
         int opened = 0;
         for (int i = 0; i < 100000; i++) {
             if (open("/dev/null", O_RDONLY) < 0) break;

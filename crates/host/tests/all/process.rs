@@ -444,7 +444,13 @@ async fn the_sandbox_holds_the_program_in() {
         .into_iter()
         .filter(|r| r.event() == Event::Denial && r.request_id() == request)
         .collect();
-    for syscall in ["ptrace", "unshare", "mount", "x32 system call 39"] {
+    for syscall in [
+        "ptrace",
+        "unshare",
+        "mount",
+        "x32 system call 39",
+        "prctl (PR_SET_PDEATHSIG or PR_SET_SECCOMP)",
+    ] {
         let denial = refused
             .iter()
             .find(|r| r.target() == Some(syscall))

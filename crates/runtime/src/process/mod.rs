@@ -684,6 +684,20 @@ impl ProcessInstall {
             Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
         };
         api.redactor.absorb(&worker.seen);
+        // A warm process's refusals after its last answer (counted since): this call's
+        // record says so, rather than the last one's, already written, or none.
+        for (call, times) in worker.child.refused() {
+            api.ledger.deny_times(
+                warden_manifest::Capability::System,
+                &call,
+                Some(
+                    "refused by the sandbox's seccomp filter (EPERM), after this process's \
+                     previous answer"
+                        .into(),
+                ),
+                times,
+            );
+        }
         let earlier_calls = worker.calls;
         // On this thread's CPU: see `Child::run_here`. Only speed depends on it.
         let _ = worker.child.run_here();
@@ -770,10 +784,17 @@ impl ProcessInstall {
             );
         }
         let oom = worker.child.oom_killed();
-        let parked =
-            (answered && !oom && !worker.session.is_broken() && worker.calls < self.warm_calls)
-                .then(|| worker.park())
-                .flatten();
+        // With read-write folders, only where the tree can be frozen: a stopped program can
+        // continue itself (a timer's SIGCONT) and write while no call watches its folders
+        // (outside attack: 300 MiB past a 4 MiB quota between two calls).
+        let parkable = self.writable.is_none() || worker.child.can_freeze();
+        let parked = (answered
+            && parkable
+            && !oom
+            && !worker.session.is_broken()
+            && worker.calls < self.warm_calls)
+            .then(|| worker.park())
+            .flatten();
         // A process kept warm says what it holds now (its peak would be its whole life's);
         // one that ends, its peak (read before it is killed: without a cgroup it is in /proc).
         let memory_peak = parked.unwrap_or_else(|| worker.memory_peak());
