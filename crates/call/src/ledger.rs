@@ -122,15 +122,7 @@ impl Ledger {
 
     /// Records a refused capability use.
     pub fn deny(&self, capability: Capability, target: &str, reason: Option<String>) {
-        let Ok(mut e) = self.0.lock() else {
-            return;
-        };
-        let Entries {
-            denials,
-            more_denials,
-            ..
-        } = &mut *e;
-        push(denials, more_denials, capability, target, reason);
+        self.deny_times(capability, target, reason, 1);
     }
 
     /// Records `times` refusals of one kind at once (counted by someone else, e.g. the

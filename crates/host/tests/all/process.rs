@@ -622,12 +622,7 @@ async fn read_write_folders_need_the_policy_and_are_held_to_the_file_quota() {
 /// so every sleep or timed wait failed with EPERM (red team).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_sleeps_through_the_quota_measures() {
-    let lab = Lab::with_policy(
-        Policy::parse(
-            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"4MiB\"\n",
-        )
-        .unwrap(),
-    );
+    let lab = quota_lab();
     let id = load_patient(&lab, "rw-nap", DATA, &Grant::All);
     for _ in 0..3 {
         assert_eq!(call(&lab, &id, "nap", "").await.unwrap(), "0");
@@ -674,6 +669,16 @@ async fn a_file_deleted_but_kept_open_counts_against_the_quota() {
     assert_eq!(call(&lab, &id, "holddeleted", "1").await.unwrap(), "1");
 }
 
+/// A lab whose processes may have read-write folders, held to a 4 MiB quota.
+fn quota_lab() -> Lab {
+    Lab::with_policy(
+        Policy::parse(
+            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"4MiB\"\n",
+        )
+        .unwrap(),
+    )
+}
+
 /// The bytes of every file under the tenants' folders (the installs' read-write folders).
 fn folder_bytes(lab: &Lab) -> u64 {
     fn walk(p: &std::path::Path) -> u64 {
@@ -691,12 +696,7 @@ fn folder_bytes(lab: &Lab) -> u64 {
 async fn a_process_writing_many_files_is_stopped_at_the_quota_during_its_call() {
     // Each file is under RLIMIT_FSIZE, so only the host's watch on the folder can stop this
     // one: without it the call writes 1 GiB before it answers.
-    let lab = Lab::with_policy(
-        Policy::parse(
-            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"4MiB\"\n",
-        )
-        .unwrap(),
-    );
+    let lab = quota_lab();
     let id = load_patient(&lab, "rw-many", DATA, &Grant::All);
     let before = folder_bytes(&lab);
     let started = std::time::Instant::now();
@@ -741,12 +741,7 @@ fn measured(e: &CallError) -> u64 {
 async fn calls_writing_at_once_into_one_folder_are_stopped_together_near_the_quota() {
     // Outside attack: 2 to 16 such calls at once left 35-103 MB past a 4 MiB quota. Each
     // call's watch sees what every writer of the folder does.
-    let lab = Lab::with_policy(
-        Policy::parse(
-            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"4MiB\"\n",
-        )
-        .unwrap(),
-    );
+    let lab = quota_lab();
     let id = load_patient(&lab, "rw-together", DATA, &Grant::All);
     let before = folder_bytes(&lab);
     let (a, b, c, d) = tokio::join!(
@@ -771,12 +766,7 @@ async fn writes_through_a_name_renamed_over_do_not_hide_from_the_watch() {
     // Outside attack: each file kept under a second link while its first name was renamed
     // over by an empty file; the writes were reported under the first name and looked up as
     // the empty file (5-69 MB past a 4 MiB quota). 32 files of up to 4 MiB (RLIMIT_FSIZE).
-    let lab = Lab::with_policy(
-        Policy::parse(
-            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"4MiB\"\n",
-        )
-        .unwrap(),
-    );
+    let lab = quota_lab();
     let id = load_patient(&lab, "rw-renamed", DATA, &Grant::All);
     let before = folder_bytes(&lab);
     let e = call(&lab, &id, "renamedover", "32").await.unwrap_err();
@@ -788,12 +778,7 @@ async fn writes_through_a_name_renamed_over_do_not_hide_from_the_watch() {
 /// A lab whose install's read-write folder holds 850 empty folders (3.4 MB of a 4 MiB quota):
 /// 15-20 ms to measure, so the pause between two measures is 60-80 ms.
 async fn slow_folder(arg: &str) -> (Lab, ExtensionId, u64) {
-    let lab = Lab::with_policy(
-        Policy::parse(
-            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"4MiB\"\n",
-        )
-        .unwrap(),
-    );
+    let lab = quota_lab();
     let id = load_patient(&lab, arg, DATA, &Grant::All);
     assert_eq!(call(&lab, &id, "folders", "850").await.unwrap(), "850");
     let before = folder_bytes(&lab);
@@ -825,12 +810,7 @@ async fn no_file_outgrows_the_folders_whole_quota() {
     // With read-write folders the sandbox's RLIMIT_FSIZE is at most the quota (not the
     // policy's 64 MiB): one file written as fast as it can (about 1 GB/s) stops at it, in
     // whatever size of writes (outside attack: 36-45 MiB past a 4 MiB quota).
-    let lab = Lab::with_policy(
-        Policy::parse(
-            "[policy.process]\nwritable_mounts = true\n[policy.files]\nmax_bytes = \"4MiB\"\n",
-        )
-        .unwrap(),
-    );
+    let lab = quota_lab();
     let id = load_patient(&lab, "rw-onefile", DATA, &Grant::All);
     let before = folder_bytes(&lab);
     let wrote = call(&lab, &id, "bigfile", "/data/big").await.unwrap();
