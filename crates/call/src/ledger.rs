@@ -159,7 +159,7 @@ impl Ledger {
             more_denials,
             ..
         } = &mut *e;
-        push(limits, more_denials, capability, target, Some(reason));
+        push_times(limits, more_denials, capability, target, Some(reason), 1);
     }
 
     /// Records an allowed capability use, once per (capability, target).
@@ -296,17 +296,8 @@ impl Ledger {
 
 /// Adds one refusal (or limit hit) to `list`: counted on an equal entry, itemized while the
 /// capability has fewer than [`MAX_DISTINCT_PER_CAPABILITY`] entries, summarized after that.
-fn push(
-    list: &mut Vec<Denial>,
-    more: &mut Vec<(Capability, u64)>,
-    capability: Capability,
-    target: &str,
-    reason: Option<String>,
-) {
-    push_times(list, more, capability, target, reason, 1);
-}
-
-/// [`push`] of `times` equal entries at once.
+/// Adds `times` equal entries: counted on an entry already there, or past the per-capability
+/// cap on its summary.
 fn push_times(
     list: &mut Vec<Denial>,
     more: &mut Vec<(Capability, u64)>,

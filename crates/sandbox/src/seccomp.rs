@@ -413,13 +413,24 @@ pub(crate) fn notifying(allowlist: &BpfProgram) -> BpfProgram {
 
 /// Whether [`syscall_name`] knows `nr` by name.
 pub(crate) fn named(nr: i64) -> bool {
-    !syscall_name(nr).starts_with("system call") && !syscall_name(nr).starts_with("x32")
+    known(nr).is_some()
 }
 
 /// The name of an x86-64 system call the allowlist refuses, for the audit record: the ones a
 /// program tries to break out with by name, others by number.
 pub fn syscall_name(nr: i64) -> std::borrow::Cow<'static, str> {
-    let named: &[(i64, &str)] = &[
+    match known(nr) {
+        Some(name) => std::borrow::Cow::Borrowed(name),
+        None if nr > 0 && nr & 0x4000_0000 != 0 => {
+            std::borrow::Cow::Owned(format!("x32 system call {}", nr & !0x4000_0000))
+        }
+        None => std::borrow::Cow::Owned(format!("system call {nr}")),
+    }
+}
+
+/// The name of a refused system call a program tries to break out with.
+fn known(nr: i64) -> Option<&'static str> {
+    const NAMED: &[(i64, &str)] = &[
         (libc::SYS_ptrace, "ptrace"),
         (libc::SYS_process_vm_readv, "process_vm_readv"),
         (libc::SYS_process_vm_writev, "process_vm_writev"),
@@ -488,13 +499,7 @@ pub fn syscall_name(nr: i64) -> std::borrow::Cow<'static, str> {
         (libc::SYS_swapon, "swapon"),
         (libc::SYS_acct, "acct"),
     ];
-    match named.iter().find(|(n, _)| *n == nr) {
-        Some((_, name)) => std::borrow::Cow::Borrowed(name),
-        None if nr > 0 && nr & 0x4000_0000 != 0 => {
-            std::borrow::Cow::Owned(format!("x32 system call {}", nr & !0x4000_0000))
-        }
-        None => std::borrow::Cow::Owned(format!("system call {nr}")),
-    }
+    NAMED.iter().find(|(n, _)| *n == nr).map(|(_, name)| *name)
 }
 
 #[cfg(test)]
