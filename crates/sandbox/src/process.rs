@@ -29,7 +29,8 @@ pub(crate) type Pipes = (
 pub enum Exit {
     /// `exit(code)`.
     Code(i32),
-    /// Killed by a signal (`SIGKILL` from a kill or a limit, `SIGSYS` from seccomp's arch check,
+    /// Killed by a signal (`SIGKILL` from a kill, a limit or a call of another architecture,
+    /// `SIGSYS` from seccomp where the host has no listener,
     /// `SIGXFSZ`, `SIGXCPU`, ...).
     Signal(i32),
 }
@@ -91,7 +92,6 @@ impl Child {
         pidfd: OwnedFd,
         (stdin, stdout, stderr): Pipes,
         cgroup: Option<Cgroup>,
-        refused: Option<Arc<crate::notify::Refused>>,
     ) -> Child {
         Child {
             pid,
@@ -102,14 +102,27 @@ impl Child {
             exit: None,
             cpu: None,
             cgroup,
-            refused,
+            refused: None,
         }
+    }
+
+    /// With the refusals its seccomp supervisor counts.
+    pub(crate) fn supervised(mut self, refused: Arc<crate::notify::Refused>) -> Child {
+        self.refused = Some(refused);
+        self
     }
 
     /// The system calls the seccomp allowlist refused the tree since the last time this was
     /// asked (name, times); empty where the kernel gave the host no listener for them.
     pub fn refused(&self) -> Vec<(String, u64)> {
         self.refused.as_ref().map(|r| r.take()).unwrap_or_default()
+    }
+
+    /// Whether the host's seccomp supervisor killed the sandbox for a system call of another
+    /// architecture (where the kernel has no listener for it, the kernel kills the process
+    /// with `SIGSYS` instead).
+    pub fn killed_for_foreign_call(&self) -> bool {
+        self.refused.as_ref().is_some_and(|r| r.killed_foreign())
     }
 
     /// Moves the program (its first process, and what it starts from now on) to the CPU this

@@ -2,7 +2,8 @@
 //!
 //! Four filters are installed; the kernel runs all and keeps the most restrictive answer (for
 //! two refusals, the allowlist's). In the order of this list (the allowlist is installed last
-//! since it refuses `seccomp(2)`):
+//! since it refuses `seccomp(2)`). The first three let calls of other architectures through:
+//! the allowlist refuses them all (4).
 //!
 //! 1. **`clone3`, `openat2` → `ENOSYS`.** Both take their flags in memory that BPF cannot
 //!    read: `clone3` could not be checked for namespace flags, `openat2` for `O_DIRECT` (3).
@@ -28,7 +29,9 @@
 //! 4. **The allowlist.** Its first instructions (emitted by `seccompiler`) compare
 //!    `seccomp_data.arch` with `AUDIT_ARCH_X86_64` and **kill the process** on any other
 //!    architecture (an `int 0x80` i386 call, for example): a foreign-ABI call is never a mistake
-//!    a correct program makes. Then every system call number not in [`ALLOWED`] (or allowed only
+//!    a correct program makes. Where the kernel gives a listener, the call goes to the host's
+//!    supervisor instead, which never answers it: it kills the whole sandbox and counts the
+//!    call for the audit record. Then every system call number not in [`ALLOWED`] (or allowed only
 //!    with conditions that do not hold) gets **`EPERM`**: from the host's supervisor, which
 //!    counts it for the call's audit record, where the kernel gives a listener ([`notifying`],
 //!    `crate::notify`), from the kernel otherwise. x32 calls (number with bit
@@ -382,6 +385,7 @@ pub(crate) fn filters() -> Result<[BpfProgram; 4], FilterError> {
             SeccompAction::Allow,
             SeccompAction::Errno(errno as u32),
         )
+        .map(|p| other_architectures_pass(&p))
     };
     let calls = |nrs: &[i64]| nrs.iter().map(|&nr| (nr, Vec::new())).collect();
     Ok([
@@ -390,6 +394,24 @@ pub(crate) fn filters() -> Result<[BpfProgram; 4], FilterError> {
         answer(o_direct, libc::EINVAL)?,
         allowlist,
     ])
+}
+
+/// `prog` without its architecture check's kill: a call of another architecture passes it,
+/// for the allowlist, installed with it, to kill (or send to the host, which kills the whole
+/// sandbox: a kill here would outrank the allowlist's notification, and go unaudited). The
+/// check is `seccompiler`'s first three instructions (load the architecture, compare, kill).
+fn other_architectures_pass(prog: &BpfProgram) -> BpfProgram {
+    prog.iter()
+        .map(|i| {
+            let mut i = i.clone();
+            if i.code == (libc::BPF_RET | libc::BPF_K) as u16
+                && i.k == libc::SECCOMP_RET_KILL_PROCESS
+            {
+                i.k = libc::SECCOMP_RET_ALLOW;
+            }
+            i
+        })
+        .collect()
 }
 
 /// The allowlist (the last of [`filters`]) with its refusals sent to the host instead of
@@ -403,7 +425,9 @@ pub(crate) fn notifying(allowlist: &BpfProgram) -> BpfProgram {
         .iter()
         .map(|i| {
             let mut i = i.clone();
-            if i.code == RET_K && i.k == eperm {
+            // The refusals, and the kill of a call of another architecture (the only kill
+            // the allowlist has): the host's supervisor kills the whole sandbox for it.
+            if i.code == RET_K && (i.k == eperm || i.k == libc::SECCOMP_RET_KILL_PROCESS) {
                 i.k = libc::SECCOMP_RET_USER_NOTIF;
             }
             i
@@ -555,11 +579,37 @@ mod tests {
             .filter(|(a, b)| a.k != b.k)
             .collect();
         assert!(!changed.is_empty());
-        for (a, b) in changed {
-            assert_eq!(a.k, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        for (a, b) in &changed {
+            assert!(
+                a.k == eperm || a.k == libc::SECCOMP_RET_KILL_PROCESS,
+                "{:#x}",
+                a.k
+            );
             assert_eq!(b.k, libc::SECCOMP_RET_USER_NOTIF);
             assert_eq!((a.code, a.jt, a.jf), (b.code, b.jt, b.jf));
         }
+        // One kill in the plain allowlist, the architecture check's, third after loading
+        // the architecture and comparing it; the notifying one kills nothing itself.
+        let kills = |p: &BpfProgram| {
+            p.iter()
+                .enumerate()
+                .filter(|(_, i)| i.k == libc::SECCOMP_RET_KILL_PROCESS)
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kills(plain), [2]);
+        // The others have no kill of their own to outrank the allowlist's notification.
+        for f in &filters[..3] {
+            assert!(kills(f).is_empty());
+            assert_eq!(f[1].k, 0xC000_003E);
+            assert_eq!(f[2].k, libc::SECCOMP_RET_ALLOW);
+        }
+        assert_eq!(
+            plain[1].k, 0xC000_003E,
+            "the comparison with AUDIT_ARCH_X86_64"
+        );
+        assert!(kills(&notifying).is_empty());
         assert_eq!(syscall_name(libc::SYS_ptrace), "ptrace");
         assert_eq!(syscall_name(0x4000_0000 | 39), "x32 system call 39");
     }

@@ -329,21 +329,27 @@ impl Sandbox {
         ];
         let (started, listener) = self.start(Some(stdio), Some(exec))?;
         drop((stdin_r, stdout_w, stderr_w));
-        // Its refused calls wait for this thread's answer.
-        let refused = match listener {
-            Some(l) => {
-                Some(crate::notify::supervise(l).map_err(io("starting the seccomp supervisor"))?)
-            }
-            None => None,
-        };
         let (pid, pidfd, cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
-        Ok(Child::new(
+        // Made first: dropped on an error below, it kills the sandbox.
+        let child = Child::new(
             pid,
             pidfd,
             (stdin_w.into(), stdout_r.into(), stderr_r.into()),
             cgroup,
-            refused,
-        ))
+        );
+        // Its refused calls wait for this thread's answer.
+        match listener {
+            Some(l) => {
+                let init = child
+                    .pidfd()
+                    .try_clone_to_owned()
+                    .map_err(io("starting the seccomp supervisor"))?;
+                let refused = crate::notify::supervise(l, init)
+                    .map_err(io("starting the seccomp supervisor"))?;
+                Ok(child.supervised(refused))
+            }
+            None => Ok(child),
+        }
     }
 
     /// Forks the child, writes its id maps, releases it and reads its report.

@@ -31,6 +31,7 @@
  *   mem       allocates and touches 1 MiB blocks until refused: answers the MiB it got
  *   escape    tries ptrace of pid 1 and of its parent, a raw x32 system call, unshare, mount
  *             and opening more files than its limit: answers what worked
+ *   i386      getpid through int 0x80 (the i386 ABI: another architecture), then answers
  *   flood     writes endless bytes to stdout (no header line ever ends)
  *   spin      loops for ever
  *   silent    never answers
@@ -546,6 +547,11 @@ static void handle(long id, const char *method, const char *arg) {
         }
         if (opened > 1000) strcat(buf, "fds ");
         answer(id, buf[0] ? buf : "none");
+    } else if (strcmp(method, "i386") == 0) {
+        long r;
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+        snprintf(buf, sizeof buf, "i386 getpid %ld", r);
+        answer(id, buf);
     } else if (strcmp(method, "flood") == 0) {
         static char junk[65536];
         memset(junk, 'A', sizeof junk);

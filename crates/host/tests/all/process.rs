@@ -94,6 +94,8 @@ name = "holddeleted"
 [[methods]]
 name = "escape"
 [[methods]]
+name = "i386"
+[[methods]]
 name = "flood"
 [[methods]]
 name = "invoke"
@@ -470,6 +472,34 @@ async fn the_sandbox_holds_the_program_in() {
         ptrace.message().unwrap_or("").contains("(2 attempts)"),
         "{ptrace:?}"
     );
+}
+
+/// A system call of another architecture (the i386 ABI through `int 0x80`) is never run nor
+/// answered: the host's seccomp supervisor kills the whole sandbox, the call fails saying
+/// why, the attempt is audited as a denial of that call, and the next call is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_of_another_architecture_kills_the_sandbox_and_is_audited() {
+    let lab = Lab::new();
+    let id = load(&lab, "i386", "", &Grant::All);
+    let err = call(&lab, &id, "i386", "").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a system call of another architecture"),
+        "{err}"
+    );
+    let request = last(&lab, Event::Call).request_id().to_owned();
+    let denial = lab
+        .audit
+        .records()
+        .into_iter()
+        .find(|r| r.event() == Event::Denial && r.request_id() == request)
+        .expect("a denial record of the call");
+    assert_eq!(denial.capability(), Some("system"));
+    assert_eq!(
+        denial.target(),
+        Some("i386 system call 20 (another architecture: the sandbox was killed)")
+    );
+    assert_eq!(call(&lab, &id, "pid", "").await.unwrap(), "1");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -362,6 +362,13 @@ impl Worker {
         if self.child.oom_killed() {
             return CallError::MemoryLimit(memory);
         }
+        if self.child.killed_for_foreign_call() {
+            return CallError::Trap(
+                "the sandbox was killed: the process made a system call of another architecture \
+                 (an i386 `int 0x80`, for example), which its seccomp filter forbids"
+                    .into(),
+            );
+        }
         match exit {
             Some(Exit::Code(c)) => CallError::Trap(format!(
                 "the process exited with status {c} before answering ({e})"
@@ -601,6 +608,7 @@ impl ProcessInstall {
     async fn worker(
         &self,
         earlier: &mut Vec<u8>,
+        refused: &mut Vec<(String, u64)>,
         input_len: usize,
         generation: u64,
     ) -> Result<Worker, CallError> {
@@ -612,6 +620,9 @@ impl ProcessInstall {
                 return Ok(w);
             }
             earlier.clear();
+            // Replaced: one that ran while parked may have been refused meanwhile.
+            let _ = w.child.kill();
+            refused.extend(w.child.refused());
             tokio::task::spawn_blocking(move || drop(w));
         }
         let sandbox = Arc::clone(&self.sandbox);
@@ -673,9 +684,10 @@ impl ProcessInstall {
         let api = ProcessApi::new(caps, limits.max_response_bytes.bytes());
         let deadline = started + limits.max_execution_time;
         let mut earlier = Vec::new();
+        let mut refused = Vec::new();
         let mut worker = match tokio::time::timeout_at(
             deadline.into(),
-            self.worker(&mut earlier, input.len(), caps.generation),
+            self.worker(&mut earlier, &mut refused, input.len(), caps.generation),
         )
         .await
         {
@@ -684,15 +696,17 @@ impl ProcessInstall {
             Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
         };
         api.redactor.absorb(&worker.seen);
-        // A warm process's refusals after its last answer (counted since): this call's
-        // record says so, rather than the last one's, already written, or none.
-        for (call, times) in worker.child.refused() {
+        // A warm process's refusals after its last answer (counted since), and those of
+        // parked ones replaced on the way: this call's record says so, rather than the last
+        // one's, already written, or none.
+        refused.extend(worker.child.refused());
+        for (call, times) in refused {
             api.ledger.deny_times(
                 warden_manifest::Capability::System,
                 &call,
                 Some(
-                    "refused by the sandbox's seccomp filter (EPERM), after this process's \
-                     previous answer"
+                    "refused by the sandbox's seccomp filter (EPERM), to a process of this \
+                     install after its previous answer"
                         .into(),
                 ),
                 times,
@@ -774,15 +788,6 @@ impl ProcessInstall {
         // A process of the tree killed for the cgroup's memory limit: the call hit its limit
         // even if the program answered, and the process is not kept (its count would carry
         // over to the next call).
-        // What the sandbox refused it, as denials of the call.
-        for (call, times) in worker.child.refused() {
-            api.ledger.deny_times(
-                warden_manifest::Capability::System,
-                &call,
-                Some("refused by the sandbox's seccomp filter (EPERM)".into()),
-                times,
-            );
-        }
         let oom = worker.child.oom_killed();
         // With read-write folders, only where the tree can be frozen: a stopped program can
         // continue itself (a timer's SIGCONT) and write while no call watches its folders
@@ -798,6 +803,21 @@ impl ProcessInstall {
         // A process kept warm says what it holds now (its peak would be its whole life's);
         // one that ends, its peak (read before it is killed: without a cgroup it is in /proc).
         let memory_peak = parked.unwrap_or_else(|| worker.memory_peak());
+        // Not kept: killed now (a signal), not when its reaping comes, so that what it tries
+        // after its answer is refused it here and counted below, in this call's record.
+        if parked.is_none() {
+            let _ = worker.child.kill();
+        }
+        // What the sandbox refused it, as denials of the call: taken once it can make no more
+        // (frozen, stopped or killed); a parked process's later refusals go to its next call.
+        for (call, times) in worker.child.refused() {
+            api.ledger.deny_times(
+                warden_manifest::Capability::System,
+                &call,
+                Some("refused by the sandbox's seccomp filter (EPERM)".into()),
+                times,
+            );
+        }
         let mut over_quota = !answered;
         if answered && let Some(folders) = &self.writable {
             // What the call left in its folders counts too, measured with the tree still,
