@@ -419,7 +419,8 @@ pub struct Filter {
     /// Only records of this event.
     pub event: Option<Event>,
     /// Only records of this request id, and of the calls it made to other extensions
-    /// (`ID.1`, `ID.1.2`, ...).
+    /// (`ID.1`, `ID.1.2`, ...), and a summary of refusals that names it
+    /// ([`Record::folded_requests`]).
     pub request: Option<String>,
     /// Stop after this many matching records.
     pub limit: Option<usize>,
@@ -433,10 +434,10 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|x| r.extension() == Some(x))
             && self.event.is_none_or(|e| r.event() == e)
-            && self
-                .request
-                .as_deref()
-                .is_none_or(|id| within_request(r.request_id(), id))
+            && self.request.as_deref().is_none_or(|id| {
+                within_request(r.request_id(), id)
+                    || r.folded_requests().any(|folded| within_request(folded, id))
+            })
     }
 }
 

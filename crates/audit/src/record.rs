@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sanitize::{is_clean, sanitize_display};
+use crate::sanitize::{MAX_FIELD_BYTES, is_clean, sanitize_display};
 
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -174,6 +174,14 @@ pub struct Record {
     message: Option<String>,
 }
 
+/// What the target of a record standing for several requests starts with
+/// ([`Record::with_folded_requests`]).
+pub const FOLDED_PREFIX: &str = "requests: ";
+
+/// How many bytes of ids, with a space after each, a record names at most
+/// ([`Record::with_folded_requests`]).
+pub const MAX_FOLDED_BYTES: usize = MAX_FIELD_BYTES - FOLDED_PREFIX.len();
+
 /// Seconds from the epoch to the last second of year 9999, the last instant RFC 3339 can write.
 const MAX_TIME_SECS: u64 = 253_402_300_799;
 
@@ -296,6 +304,45 @@ impl Record {
     pub fn with_message(mut self, message: impl fmt::Display) -> Record {
         self.message = Some(sanitize_display(&message));
         self
+    }
+
+    /// A record that stands for several requests (a summary of repeated refusals) names them,
+    /// besides its own `request_id`, in its target: [`FOLDED_PREFIX`] then the ids, separated
+    /// by spaces, so that a search by request id finds them ([`Record::folded_requests`]).
+    /// Only ids that fit the field whole are named (`ids` past [`MAX_FOLDED_BYTES`] are left
+    /// out); each is sanitized, and one with a space in it is left out too.
+    pub fn with_folded_requests<'a>(mut self, ids: impl IntoIterator<Item = &'a str>) -> Record {
+        let mut target = String::from(FOLDED_PREFIX);
+        for id in ids {
+            let id = sanitize_display(&id);
+            if id.is_empty() || id.contains(' ') {
+                continue;
+            }
+            if target.len() + id.len() + 1 > MAX_FIELD_BYTES {
+                break;
+            }
+            if target.len() > FOLDED_PREFIX.len() {
+                target.push(' ');
+            }
+            target.push_str(&id);
+        }
+        self.target = Some(target);
+        self
+    }
+
+    /// The requests a summary record stands for besides its own (see
+    /// [`Record::with_folded_requests`]); none for other records. Only a call or limit record
+    /// without a capability can be one: the target of a grant, denial or limit of a capability
+    /// is the extension's choice (a key, a host name), and must not pass for a list.
+    pub fn folded_requests(&self) -> impl Iterator<Item = &str> {
+        let summary = matches!(self.event, Event::Call | Event::Limit) && self.capability.is_none();
+        self.target
+            .as_deref()
+            .filter(|_| summary)
+            .and_then(|t| t.strip_prefix(FOLDED_PREFIX))
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|id| !id.is_empty())
     }
 
     /// The error and its causes as the message: `what: cause: cause`, leaving out a cause the
@@ -438,6 +485,23 @@ mod tests {
         assert_eq!(r.time(), "1970-01-01T00:00:00.000Z");
         let r = Record::new(Event::Call, "r1").at(UNIX_EPOCH + Duration::from_secs(u64::MAX / 4));
         assert_eq!(r.time(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn only_a_summary_without_capability_names_other_requests() {
+        let summary = Record::new(Event::Call, "last").with_folded_requests(["a", "b c", "", "d"]);
+        assert_eq!(summary.target(), Some("requests: a d"));
+        assert_eq!(summary.folded_requests().collect::<Vec<_>>(), ["a", "d"]);
+        // An extension's choice of key or host name is no list of requests.
+        let denial = Record::new(Event::Denial, "mine")
+            .with_capability("kv")
+            .with_target("requests: someone-else");
+        assert_eq!(denial.folded_requests().count(), 0);
+        let grant = Record::new(Event::Call, "mine")
+            .with_capability("http")
+            .with_target("requests: someone-else");
+        assert_eq!(grant.folded_requests().count(), 0);
+        assert_eq!(Record::new(Event::Call, "x").folded_requests().count(), 0);
     }
 
     #[test]

@@ -38,6 +38,22 @@ struct Repeats {
     last: String,
     count: u64,
     message: Option<String>,
+    /// The repeats' request ids, as many as the summary can name
+    /// ([`warden_audit::MAX_FOLDED_BYTES`]), and their bytes with a space each.
+    folded: Vec<String>,
+    folded_bytes: usize,
+}
+
+impl Repeats {
+    fn fold(&mut self, request_id: &str) {
+        self.count += 1;
+        self.last = request_id.to_owned();
+        let bytes = request_id.len() + 1;
+        if self.folded_bytes + bytes <= warden_audit::MAX_FOLDED_BYTES {
+            self.folded_bytes += bytes;
+            self.folded.push(request_id.to_owned());
+        }
+    }
 }
 
 pub(crate) struct Refusals {
@@ -82,8 +98,7 @@ impl Refusals {
         }
         match open.kinds.get_mut(&kind) {
             Some(repeats) => {
-                repeats.count += 1;
-                repeats.last = record.request_id().to_owned();
+                repeats.fold(record.request_id());
                 None
             }
             None => {
@@ -96,6 +111,8 @@ impl Refusals {
                         last: record.request_id().to_owned(),
                         count: 0,
                         message: record.message().map(str::to_owned),
+                        folded: Vec::new(),
+                        folded_bytes: 0,
                     },
                 );
                 Some(record)
@@ -122,6 +139,8 @@ impl Refusals {
                 repeats.opened = now;
                 repeats.first.clone_from(&repeats.last);
                 repeats.count = 0;
+                repeats.folded.clear();
+                repeats.folded_bytes = 0;
                 !all
             };
             if !keep
@@ -177,7 +196,10 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 fn summary(kind: &Kind, r: &Repeats) -> Record {
-    let mut record = Record::new(kind.event, &r.last).with_outcome(kind.outcome);
+    // Each repeat can be found by its own id (`warden audit --request ID`): as many as fit.
+    let mut record = Record::new(kind.event, &r.last)
+        .with_outcome(kind.outcome)
+        .with_folded_requests(r.folded.iter().map(String::as_str));
     if let Some(t) = &kind.tenant {
         record = record.with_tenant(t);
     }
@@ -195,7 +217,15 @@ fn summary(kind: &Kind, r: &Repeats) -> Record {
         ""
     };
     record.with_message(format!(
-        "{n} more refusal{s} ({code}){extensions} like request {first}{like} since {since}; the last was this request",
+        "{n} more refusal{s} ({code}){extensions} like request {first}{like} since {since}; the last was this request{named}",
+        named = if r.folded.len() as u64 == r.count {
+            String::new()
+        } else {
+            format!(
+                "; the target names the first {} (the others were not kept)",
+                r.folded.len()
+            )
+        },
         n = r.count,
         s = if r.count == 1 { "" } else { "s" },
         code = kind.code,
@@ -265,8 +295,38 @@ mod tests {
             m.starts_with("99 more refusals (rate-limited) like request r1 (over the rate)"),
             "{m}"
         );
+        // Each repeat is found by its own id; the first has its own record.
+        assert_eq!(s.folded_requests().count(), 99);
+        let by = |id: &str| warden_audit::Filter {
+            request: Some(id.to_owned()),
+            ..Default::default()
+        };
+        assert!(by("r2").matches(s) && by("r57").matches(s) && by("r100").matches(s));
+        assert!(!by("r1").matches(s) && !by("r5").matches(&s.clone().with_target("r5")));
         // Forgotten after the final flush: the next is recorded alone again.
         assert!(r.note("rate-limited", refused("r101", "x")).is_some());
+    }
+
+    #[test]
+    fn a_flood_names_as_many_repeats_as_one_field_holds() {
+        let audit = Arc::new(MemoryAudit::new());
+        let r = Refusals::new(audit.clone());
+        let id = |i: u32| format!("{i:032x}");
+        assert!(r.note("rate-limited", refused(&id(0), "x")).is_some());
+        for i in 1..=1000 {
+            assert!(r.note("rate-limited", refused(&id(i), "x")).is_none());
+        }
+        let all = r.due(true);
+        let named: Vec<_> = all[0].folded_requests().collect();
+        // 33 bytes an id with its space: 30 fit in the 1014 bytes after the prefix.
+        assert_eq!(named.len(), 30);
+        assert_eq!(named[0], id(1));
+        assert_eq!(named[29], id(30));
+        assert!(all[0].target().unwrap().len() <= warden_audit::MAX_FIELD_BYTES);
+        let m = all[0].message().unwrap();
+        assert!(m.contains("the target names the first 30"), "{m}");
+        // The last is the summary's own.
+        assert_eq!(all[0].request_id(), id(1000));
     }
 
     #[test]

@@ -1815,9 +1815,11 @@ fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
     let ext = |id: &str| format!("{}/api/ext/{id}/hi", s.base);
     // One id refused 300 times, then 300 ids chosen by the client, then 300 paths with a dot segment
     // (and, past the tenant's rate, 429s: refusals too).
+    let mut nope_ids = Vec::new();
     for _ in 0..300 {
-        let status = get(&ext("warden.nope"), Some(&alpha)).status;
-        assert!([404, 429].contains(&status), "{status}");
+        let r = get(&ext("warden.nope"), Some(&alpha));
+        assert!([404, 429].contains(&r.status), "{}", r.status);
+        nope_ids.push(r_id(&r));
     }
     for i in 0..300 {
         let status = get(&ext(&format!("warden.nope{i}")), Some(&alpha)).status;
@@ -1855,6 +1857,36 @@ fn a_refusal_flood_is_counted_into_few_records_and_none_is_lost() {
             .unwrap()
             .contains("more refusals (malformed)")
     }));
+    // A refused request counted into a summary is found by its own id, as its client sees it
+    // (`x-request-id`): the first ones after the first of their kind, at least (a window's
+    // summary names as many as its target holds).
+    let mut in_summaries = 0;
+    for id in &nope_ids[1..=10] {
+        let found: Vec<serde_json::Value> = ok(&st.cli(&[&"audit", &"--json", &"--request", id]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(found.len(), 1, "{id}: {found:#?}");
+        let record = &found[0]["record"];
+        if record["request_id"] != id.as_str() {
+            assert!(refusals_in(record) > 1, "{record:#}");
+            let named = record["target"].as_str().unwrap();
+            assert!(named.split(' ').any(|t| t == id), "{record:#}");
+            in_summaries += 1;
+        }
+        let r = get(
+            &format!("{}/v1/admin/audit?request={id}", s.base),
+            Some(ADMIN),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json()["records"].as_array().unwrap().len(),
+            1,
+            "{}",
+            r.body
+        );
+    }
+    assert!(in_summaries >= 8, "{in_summaries} of 10 found in summaries");
     ok(&st.cli(&[&"audit", &"--verify"]));
 }
 
