@@ -32,6 +32,8 @@
  *   escape    tries ptrace of pid 1 and of its parent, a raw x32 system call, unshare, mount
  *             and opening more files than its limit: answers what worked
  *   i386      getpid through int 0x80 (the i386 ABI: another architecture), then answers
+ *   mapdeleted N MiB in files it maps, closes and deletes at once, then fills through the
+ *             mappings (kept): in no folder and no descriptor, still on disk; answers N
  *   flood     writes endless bytes to stdout (no header line ever ends)
  *   spin      loops for ever
  *   silent    never answers
@@ -52,6 +54,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -457,6 +460,23 @@ static void handle(long id, const char *method, const char *arg) {
                 if (write(held, block, sizeof block) == (ssize_t)sizeof block) wrote++;
         }
         snprintf(buf, sizeof buf, "%d", wrote);
+        answer(id, buf);
+    } else if (strcmp(method, "mapdeleted") == 0) {
+        int n = atoi(arg), mapped = 0;
+        for (int i = 0; i < n; i++) {
+            snprintf(buf, sizeof buf, "/data/m%d", i);
+            int fd = open(buf, O_RDWR | O_CREAT | O_TRUNC, 0600);
+            if (fd < 0) break;
+            void *p = MAP_FAILED;
+            if (ftruncate(fd, 1 << 20) == 0)
+                p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            close(fd);
+            unlink(buf);
+            if (p == MAP_FAILED) break;
+            memset(p, 1, 1 << 20);
+            mapped++;
+        }
+        snprintf(buf, sizeof buf, "%d", mapped);
         answer(id, buf);
     } else if (strcmp(method, "fork") == 0) {
         int made = 0;

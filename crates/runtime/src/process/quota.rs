@@ -453,8 +453,8 @@ const MAX_GONE: usize = 256;
 /// processes of the sandbox whose program is `program` keep open after deleting them: no
 /// folder lists them any more, yet they hold the disk (outside attack: 1 GiB held for a call
 /// whose folder measured 8 KiB). The tree is followed from the program, init of its pid
-/// namespace, so orphans are in it. What cannot be read is left out. (Files kept only as
-/// memory mappings are not seen.)
+/// namespace, so orphans are in it. What cannot be read is left out. Files kept only as
+/// memory mappings count too ([`mapped_deleted`]).
 fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
     use std::os::unix::fs::MetadataExt;
     let devs: Vec<u64> = roots
@@ -462,6 +462,7 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
         .filter_map(|r| std::fs::metadata(r).ok().map(|m| m.dev()))
         .collect();
     let mut seen = std::collections::HashSet::new();
+    let mut mapped = std::collections::HashMap::new();
     let mut held = 0u64;
     let mut gone = Vec::new();
     let mut stack = vec![program];
@@ -508,10 +509,107 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
                 held = held.saturating_add(m.len().max(m.blocks().saturating_mul(512)));
             }
         }
+        mapped_deleted(pid, &devs, &mut mapped);
+    }
+    // Mapped only (no descriptor open on them, or they would be in `seen`).
+    for ((dev, ino), bytes) in mapped {
+        if seen.insert((dev, ino)) {
+            held = held.saturating_add(bytes);
+        }
     }
     HeldDeleted {
         bytes: held,
         files: seen.len() as u64,
         gone,
+    }
+}
+
+/// Adds to `mapped` the files on the devices `devs` that process `pid` maps under a name that
+/// is gone, by (device, inode): a program can create a file, map it, close and delete it, and
+/// fill it through the mapping, which no descriptor and no folder shows (nor any inotify
+/// event), and hold the disk until it ends. Where this host may read the mapping's file
+/// (`/proc/PID/map_files`: root), its real size, if no link is left; elsewhere the end of its
+/// furthest mapping, which bounds what the mappings can write (a name deleted while another
+/// link stays then counts twice: the measure errs on the side of the quota).
+fn mapped_deleted(pid: u32, devs: &[u64], mapped: &mut std::collections::HashMap<(u64, u64), u64>) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return;
+    };
+    for line in maps.lines().filter(|l| l.ends_with(" (deleted)")) {
+        // start-end perms offset major:minor inode path
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_), Some(offset), Some(dev), Some(ino)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let hex = |t: &str| u64::from_str_radix(t, 16).ok();
+        let (Some((start, end)), Some(offset), Some((major, minor)), Ok(ino)) = (
+            range
+                .split_once('-')
+                .and_then(|(a, b)| Some((hex(a)?, hex(b)?))),
+            hex(offset),
+            dev.split_once(':')
+                .and_then(|(a, b)| Some((hex(a)?, hex(b)?))),
+            ino.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        let dev = makedev(major, minor);
+        if !devs.contains(&dev) {
+            continue;
+        }
+        let bytes = match std::fs::metadata(format!("/proc/{pid}/map_files/{range}")) {
+            Ok(m) if m.ino() == ino => {
+                if m.nlink() > 0 {
+                    continue;
+                }
+                m.len().max(m.blocks().saturating_mul(512))
+            }
+            _ => offset.saturating_add(end.saturating_sub(start)),
+        };
+        let held = mapped.entry((dev, ino)).or_default();
+        *held = (*held).max(bytes);
+    }
+}
+
+/// A device number as `stat` gives it, from the major and minor `/proc/PID/maps` shows.
+fn makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn device_numbers_of_maps_match_stat() {
+        use std::os::unix::fs::MetadataExt;
+        // This test's own executable: mapped, and on a real device.
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let dev = std::fs::metadata(&exe).unwrap().dev();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.ends_with(exe.to_str().unwrap()))
+            .unwrap();
+        let (major, minor) = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .split_once(':')
+            .unwrap();
+        let (major, minor) = (
+            u64::from_str_radix(major, 16).unwrap(),
+            u64::from_str_radix(minor, 16).unwrap(),
+        );
+        assert_eq!(makedev(major, minor), dev);
+        // Majors and minors past 8 bits go to the high bits, as glibc's `makedev` puts them.
+        assert_eq!(makedev(0x103, 0x10_0005), 0x1_0001_0305);
     }
 }
