@@ -13,7 +13,7 @@ pub(crate) fn sweep_later<T: Send + 'static>(
     idle: &Arc<Mutex<Vec<T>>>,
     period: Duration,
     expired: fn(&T) -> bool,
-    discard: fn(Vec<T>),
+    discard: impl Fn(Vec<T>) + Send + 'static,
 ) {
     if started.swap(true, Ordering::AcqRel) {
         return;

@@ -133,7 +133,7 @@ pub(crate) struct Layout {
     pub(crate) ids: IdMapping,
     pub(crate) seccomp: [BpfProgram; 4],
     /// The last of them with its refusals sent to the host (see [`crate::notify`]).
-    pub(crate) seccomp_notify: BpfProgram,
+    pub(crate) seccomp_notify: Option<BpfProgram>,
     /// Landlock rights on `/tmp` (0 when Landlock is not used).
     pub(crate) tmp_access: u64,
 }
@@ -398,14 +398,19 @@ fn setup(plan: &Plan) -> Result<(), Fail> {
     for prog in first {
         apply(prog)?;
     }
-    match plan
-        .exec
-        .as_ref()
-        .map(|_| sys::seccomp_with_listener(&l.seccomp_notify))
-    {
-        // Installed: the host must get the listener, or the program's refused calls would
-        // wait for an answer that never comes.
-        Some(Ok(listener)) => at(Step::Seccomp, send_listener(plan.fds.report, listener)),
+    match (&plan.exec, &l.seccomp_notify) {
+        (Some(_), Some(notifying)) => {
+            // Only the report socket is needed from here (close-on-exec: its end tells the
+            // host the program started; before, a failure is written to it): nothing else
+            // open, so that the listener's descriptor is within `RLIMIT_NOFILE`, however
+            // many the host holds.
+            let report = plan.fds.report;
+            at(Step::Seccomp, sys::close_all_but(report))?;
+            let listener = at(Step::Seccomp, sys::seccomp_with_listener(notifying))?;
+            // Installed: the host must get the listener, or the program's refused calls
+            // would wait for an answer that never comes.
+            at(Step::Seccomp, send_listener(report, listener))
+        }
         _ => apply(allowlist),
     }
 }

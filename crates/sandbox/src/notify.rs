@@ -4,8 +4,9 @@
 //! what the program tried (`ptrace`, `mount`, a socket other than `AF_UNIX`, ...). A system
 //! call of another architecture (an `int 0x80` i386 call) is not answered: the thread kills
 //! the whole sandbox, as the kernel would have killed the process, and counts it too. Past
-//! [`FREE_PER_SECOND`] refusals in a second, each answer waits [`FLOOD_WAIT`]: a program that
-//! loops on a refused call pays for its flood in time, not the host in CPU. Unlike the
+//! [`FREE_PER_SECOND`] refusals in a second, answers go one per [`FLOOD_WAIT`]: a program that
+//! loops on a refused call pays for its flood in time, not the host in CPU. Notifications are
+//! still read (and counted) as they come meanwhile: only their answers wait. Unlike the
 //! kernel's own answer, the wait for the host's can be interrupted by a signal before the
 //! host has read it: a handler without `SA_RESTART` then sees `EINTR` (with it, the call is
 //! made, and counted, again). The filter asks the kernel to wait unkillably once the host
@@ -13,7 +14,7 @@
 //! when the last process of the sandbox does (the listener hangs up).
 #![allow(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,6 +30,15 @@ const FLOOD_WAIT: Duration = Duration::from_micros(100);
 /// name; past these, the rest are counted together: a program making up numbers cannot grow
 /// the host's memory or the audit record.
 const MAX_UNNAMED: usize = 32;
+
+/// A system call the sandbox's seccomp filter refused, as the audit names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub call: String,
+    pub times: u64,
+    /// Not answered `EPERM`: the sandbox was killed for it (a call of another architecture).
+    pub killed: bool,
+}
 
 /// The refusals of one sandbox not yet taken.
 #[derive(Debug, Default)]
@@ -46,10 +56,11 @@ struct Counts {
 }
 
 impl Refused {
-    /// Every refusal since the last take: (system call, times), the calls known by name
-    /// first (so that made-up numbers cannot push them out of the audit's itemized list).
-    pub(crate) fn take(&self) -> Vec<(String, u64)> {
-        let taken = {
+    /// Every refusal since the last take: the calls of another architecture first (each
+    /// killed the sandbox), then those known by name (so that made-up numbers cannot push
+    /// either out of the audit's itemized list), then the rest.
+    pub(crate) fn take(&self) -> Vec<Refusal> {
+        let (calls, others) = {
             let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
             counts.unnamed = 0;
             (
@@ -57,22 +68,24 @@ impl Refused {
                 std::mem::take(&mut counts.others),
             )
         };
-        let (calls, others) = taken;
         let mut calls: Vec<_> = calls.into_iter().collect();
         calls.sort_by_key(|((arch, nr), _)| {
-            (
-                *arch != NATIVE || !crate::seccomp::named(*nr),
-                *arch != NATIVE,
-                *arch,
-                *nr,
-            )
+            (*arch == NATIVE, !crate::seccomp::named(*nr), *arch, *nr)
         });
         let mut out: Vec<_> = calls
             .into_iter()
-            .map(|((arch, nr), n)| (describe(arch, nr), n))
+            .map(|((arch, nr), times)| Refusal {
+                call: describe(arch, nr),
+                times,
+                killed: arch != NATIVE,
+            })
             .collect();
         if others > 0 {
-            out.push(("other system calls".to_owned(), others));
+            out.push(Refusal {
+                call: "other system calls".to_owned(),
+                times: others,
+                killed: false,
+            });
         }
         out
     }
@@ -136,72 +149,160 @@ pub(crate) fn supervise(listener: OwnedFd, init: OwnedFd) -> std::io::Result<Arc
 }
 
 fn answer(listener: &OwnedFd, init: &OwnedFd, refused: &Refused) {
-    let mut second = Instant::now();
-    let mut in_second = 0u32;
+    let mut brake = Brake::new();
+    // Read, counted, and waiting for their answer (at most one per task of the sandbox:
+    // each waits for its own).
+    let mut due: VecDeque<(u64, Instant)> = VecDeque::new();
     loop {
-        let mut pfd = [PollFd::new(listener, PollFlags::IN)];
-        match rustix::event::poll(&mut pfd, None) {
-            Ok(_) => {}
+        // Each notification is read as soon as it comes, even while the brake holds answers
+        // back: read, it is counted, and its task can no longer be interrupted by a signal
+        // (outside attack: with the thread asleep between answers under a flood, a call of
+        // another architecture cut by a signal after 30 µs went unread, unkilled, unrecorded).
+        let wait = due.front().map(|&(_, at)| {
+            let left = at.saturating_duration_since(Instant::now());
+            rustix::event::Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        let mut ready = match poll(listener, wait.as_ref()) {
+            Ok(r) => r,
             Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return,
-        }
-        let ready = pfd[0].revents();
-        if !ready.contains(PollFlags::IN) {
-            if ready.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
-                return;
-            }
-            continue;
-        }
-        // SAFETY: seccomp_notif is plain integers, for which all zeroes is a valid value (and
-        // the kernel requires it zeroed).
-        let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: the listener is a seccomp notification descriptor and `req` the struct of
-        // the size NOTIF_RECV's number encodes; the kernel writes only into it.
-        let r = unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV,
-                &mut req as *mut libc::seccomp_notif,
-            )
         };
-        if r < 0 {
-            match std::io::Error::last_os_error().raw_os_error() {
-                // Interrupted, or the caller died before it was read.
-                Some(libc::EINTR | libc::ENOENT) => continue,
-                _ => return,
+        // All that are waiting read first, then answered: a call is read after at most one
+        // round of the others', not after each has been answered and made its next.
+        while ready.contains(PollFlags::IN) {
+            match receive(listener) {
+                Received::Call { id, arch, nr } => {
+                    refused.note(arch, nr);
+                    if arch != NATIVE {
+                        // Never answered: the caller waits until the sandbox's end, which
+                        // this is (its init's death ends the pid namespace).
+                        let _ =
+                            rustix::process::pidfd_send_signal(init, rustix::process::Signal::KILL);
+                    } else {
+                        due.push_back((id, brake.next()));
+                    }
+                }
+                Received::Gone => {}
+                Received::Closed => return,
             }
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            ready = poll(listener, Some(&zero)).unwrap_or(PollFlags::empty());
         }
-        refused.note(req.data.arch, i64::from(req.data.nr));
-        if req.data.arch != NATIVE {
-            // Never answered: the caller waits until the sandbox's end, which this is (its
-            // init's death ends the pid namespace).
-            let _ = rustix::process::pidfd_send_signal(init, rustix::process::Signal::KILL);
-            continue;
+        // No task of the sandbox left: none waits for an answer.
+        if ready.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+            return;
         }
-        if second.elapsed() >= Duration::from_secs(1) {
-            second = Instant::now();
-            in_second = 0;
+        let now = Instant::now();
+        while let Some(&(id, _)) = due.front().filter(|&&(_, at)| at <= now) {
+            due.pop_front();
+            refuse(listener, id);
         }
-        in_second = in_second.saturating_add(1);
-        if in_second > FREE_PER_SECOND {
-            std::thread::sleep(FLOOD_WAIT);
+    }
+}
+
+fn poll(
+    listener: &OwnedFd,
+    wait: Option<&rustix::event::Timespec>,
+) -> rustix::io::Result<PollFlags> {
+    let mut pfd = [PollFd::new(listener, PollFlags::IN)];
+    rustix::event::poll(&mut pfd, wait)?;
+    Ok(pfd[0].revents())
+}
+
+/// When answers may go: at once up to [`FREE_PER_SECOND`] in a second, then one per
+/// [`FLOOD_WAIT`].
+struct Brake {
+    second: Instant,
+    in_second: u32,
+    next: Instant,
+}
+
+impl Brake {
+    fn new() -> Brake {
+        let now = Instant::now();
+        Brake {
+            second: now,
+            in_second: 0,
+            next: now,
         }
-        let resp = libc::seccomp_notif_resp {
-            id: req.id,
-            val: 0,
-            error: -libc::EPERM,
-            flags: 0,
-        };
-        // SAFETY: as above, with the response struct NOTIF_SEND reads; it fails harmlessly
-        // (ENOENT) if the caller died meanwhile.
-        unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_SEND,
-                &resp as *const libc::seccomp_notif_resp,
-            )
+    }
+
+    fn next(&mut self) -> Instant {
+        let now = Instant::now();
+        if now.duration_since(self.second) >= Duration::from_secs(1) {
+            self.second = now;
+            self.in_second = 0;
+        }
+        self.in_second = self.in_second.saturating_add(1);
+        if self.in_second <= FREE_PER_SECOND {
+            return now;
+        }
+        self.next = self.next.max(now) + FLOOD_WAIT;
+        self.next
+    }
+}
+
+enum Received {
+    Call {
+        id: u64,
+        arch: u32,
+        nr: i64,
+    },
+    /// Interrupted, or its caller died before it was read.
+    Gone,
+    /// The listener fails: the sandbox is over.
+    Closed,
+}
+
+fn receive(listener: &OwnedFd) -> Received {
+    // SAFETY: seccomp_notif is plain integers, for which all zeroes is a valid value (and
+    // the kernel requires it zeroed).
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: the listener is a seccomp notification descriptor and `req` the struct of
+    // the size NOTIF_RECV's number encodes; the kernel writes only into it.
+    let r = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            &mut req as *mut libc::seccomp_notif,
+        )
+    };
+    if r < 0 {
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR | libc::ENOENT) => Received::Gone,
+            _ => Received::Closed,
         };
     }
+    Received::Call {
+        id: req.id,
+        arch: req.data.arch,
+        nr: i64::from(req.data.nr),
+    }
+}
+
+/// Answers notification `id` `EPERM`.
+fn refuse(listener: &OwnedFd, id: u64) {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -libc::EPERM,
+        flags: 0,
+    };
+    // SAFETY: the listener is a seccomp notification descriptor and `resp` the struct
+    // NOTIF_SEND reads; it fails harmlessly (ENOENT) if the caller died meanwhile.
+    unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &resp as *const libc::seccomp_notif_resp,
+        )
+    };
 }
 
 #[cfg(test)]
@@ -217,7 +318,11 @@ mod tests {
         refused.note(NATIVE, 1000);
         refused.note(NATIVE, libc::SYS_ptrace);
         refused.note(NATIVE, libc::SYS_mount);
-        let taken = refused.take();
+        let taken: Vec<_> = refused
+            .take()
+            .into_iter()
+            .map(|r| (r.call, r.times))
+            .collect();
         // Named first, then the first 32 numbers apart (1000 twice), then the rest together.
         assert_eq!(taken.len(), 2 + MAX_UNNAMED + 1, "{taken:?}");
         assert_eq!(taken[0], ("ptrace".to_owned(), 1));
@@ -225,23 +330,28 @@ mod tests {
         assert_eq!(taken[2], ("system call 1000".to_owned(), 2));
         assert_eq!(taken.last(), Some(&("other system calls".to_owned(), 8)));
         assert!(!refused.killed_foreign());
-        // Taken: counted afresh.
+        // Taken: counted afresh. Calls of another architecture come first, before any name.
+        refused.note(NATIVE, libc::SYS_ptrace);
         refused.note(I386, 20);
         refused.note(0x1234, 7);
         assert!(refused.killed_foreign());
+        let taken = refused.take();
         assert_eq!(
-            refused.take(),
+            taken
+                .iter()
+                .map(|r| (r.call.as_str(), r.killed))
+                .collect::<Vec<_>>(),
             [
                 (
                     "system call 7 of architecture 0x1234 (another architecture: the sandbox \
-                     was killed)"
-                        .to_owned(),
-                    1
+                     was killed)",
+                    true
                 ),
                 (
-                    "i386 system call 20 (another architecture: the sandbox was killed)".to_owned(),
-                    1
+                    "i386 system call 20 (another architecture: the sandbox was killed)",
+                    true
                 ),
+                ("ptrace", false),
             ]
         );
     }

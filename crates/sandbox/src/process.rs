@@ -114,7 +114,7 @@ impl Child {
 
     /// The system calls the seccomp allowlist refused the tree since the last time this was
     /// asked (name, times); empty where the kernel gave the host no listener for them.
-    pub fn refused(&self) -> Vec<(String, u64)> {
+    pub fn refused(&self) -> Vec<crate::Refusal> {
         self.refused.as_ref().map(|r| r.take()).unwrap_or_default()
     }
 

@@ -294,7 +294,14 @@ impl Sandbox {
                 (Resource::Core, 0),
             ],
             ids: profile.ids,
-            seccomp_notify: crate::seccomp::notifying(&filters[3]),
+            // Where the kernel has them, a sandbox whose child cannot get a listener fails to
+            // start, rather than run with its refusals unaudited (outside attack: a host
+            // holding enough descriptors made the child's fail, EMFILE, and every refusal
+            // went unrecorded).
+            seccomp_notify: support
+                .seccomp_notify
+                .is_available()
+                .then(|| crate::seccomp::notifying(&filters[3])),
             seccomp: filters,
             tmp_access: rights.map_or(0, |r| r.write().bits()),
         };

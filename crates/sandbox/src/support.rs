@@ -40,6 +40,9 @@ pub struct Support {
     pub landlock: Feature,
     pub landlock_abi: i32,
     pub seccomp: Feature,
+    /// seccomp's user notifications: a program's refused system calls go to the host, which
+    /// answers and audits them. Without them the kernel answers alone, and nothing is audited.
+    pub seccomp_notify: Feature,
     /// A cgroup (v2, or v1's `pids` and `memory` hierarchies) this process may make children
     /// in: each sandbox then gets its own, with `pids.max` and a memory limit over the whole
     /// tree. Not required: without it `RLIMIT_NPROC` and `RLIMIT_AS` bound each process.
@@ -85,6 +88,10 @@ impl Support {
             Ok(()) => Feature::Available,
             Err(e) => Feature::Missing(format!("seccomp filter mode: {e}")),
         };
+        let seccomp_notify = match crate::sys::seccomp_notify_available() {
+            Ok(()) => Feature::Available,
+            Err(e) => Feature::Missing(format!("seccomp user notifications: {e}")),
+        };
         let (root, cgroup_notes) = crate::cgroup::root();
         notes.extend(cgroup_notes.iter().cloned());
         let cgroup = match root {
@@ -99,6 +106,7 @@ impl Support {
             landlock,
             landlock_abi: landlock_abi.max(0),
             seccomp,
+            seccomp_notify,
             cgroup,
             notes,
         }

@@ -174,6 +174,46 @@ pub(crate) fn seccomp_filter_available() -> std::io::Result<()> {
     }
 }
 
+/// Whether the kernel has seccomp's user notifications (`SECCOMP_RET_USER_NOTIF` and a
+/// listener: Linux 5.0), by asking their sizes (`SECCOMP_GET_NOTIF_SIZES`, of the same release).
+pub(crate) fn seccomp_notify_available() -> std::io::Result<()> {
+    const SECCOMP_GET_NOTIF_SIZES: libc::c_uint = 3;
+    let mut sizes = [0u16; 3];
+    // SAFETY: `sizes` is the kernel's `struct seccomp_notif_sizes` (three u16), writable for
+    // the call; the call changes nothing else.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_GET_NOTIF_SIZES,
+            0,
+            sizes.as_mut_ptr(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Closes every descriptor from 3 on but `keep`, now (not at execve).
+pub(crate) fn close_all_but(keep: RawFd) -> Result<(), Errno> {
+    let keep = u32::try_from(keep).map_err(|_| Errno::BADF)?;
+    let close = |first: u32, last: u32| {
+        // SAFETY: close_range takes integers only; the caller no longer uses what it closes.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw_os_error(errno()))
+        }
+    };
+    if keep > 3 {
+        close(3, keep - 1)?;
+    }
+    close(keep.saturating_add(1).max(3), u32::MAX)
+}
+
 /// Installs the seccomp program `prog` with a listener for its `SECCOMP_RET_USER_NOTIF`
 /// answers (`SECCOMP_FILTER_FLAG_NEW_LISTENER`; `no_new_privs` must be set), and returns the
 /// listener (close-on-exec). No allocation: it runs in the child between fork and execve.

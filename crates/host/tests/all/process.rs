@@ -679,48 +679,30 @@ async fn a_warm_process_cannot_answer_a_call_it_never_read() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_file_deleted_but_kept_open_counts_against_the_quota() {
-    // Outside attack: such a file is in no folder, so a walk of the folder missed it, and a
-    // warm process kept it (and its disk space) between calls.
+async fn a_file_deleted_but_kept_open_or_mapped_counts_against_the_quota() {
+    // Outside attacks: such a file is in no folder, so a walk of the folder missed it, and a
+    // warm process kept it (and its disk space) between calls. Kept as a mapping only, no
+    // descriptor shows it either, and writes through the mapping raise no inotify event:
+    // only the process's mappings do (`/proc/PID/maps`).
     let lab = Lab::with_policy(
         Policy::parse(
             "[policy.process]\nwritable_mounts = true\nwarm_calls = 100\n[policy.files]\nmax_bytes = \"4MiB\"\n",
         )
         .unwrap(),
     );
-    let id = load_patient(&lab, "rw-held", DATA, &Grant::All);
-    let before = folder_bytes(&lab);
-    // Under the quota: fine, and the process is kept.
-    assert_eq!(call(&lab, &id, "holddeleted", "2").await.unwrap(), "2");
-    assert_eq!(folder_bytes(&lab), before, "the folders show none of it");
-    // Over it, though the folder is empty: the call fails, as a limit.
-    let e = call(&lab, &id, "holddeleted", "8").await.unwrap_err();
-    assert!(matches!(e, CallError::Quota(_)), "{e:?}");
-    assert_eq!(last(&lab, Event::Limit).outcome(), Outcome::TooLarge);
-    // Its process is gone with what it held, and the install serves the next call.
-    assert_eq!(call(&lab, &id, "holddeleted", "1").await.unwrap(), "1");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_file_deleted_and_kept_only_as_a_mapping_counts_against_the_quota() {
-    // No descriptor and no folder shows it, and writes through a mapping raise no inotify
-    // event: only the process's mappings do (`/proc/PID/maps`).
-    let lab = Lab::with_policy(
-        Policy::parse(
-            "[policy.process]\nwritable_mounts = true\nwarm_calls = 100\n[policy.files]\nmax_bytes = \"4MiB\"\n",
-        )
-        .unwrap(),
-    );
-    let id = load_patient(&lab, "rw-mapped", DATA, &Grant::All);
-    let before = folder_bytes(&lab);
-    assert_eq!(call(&lab, &id, "mapdeleted", "2").await.unwrap(), "2");
-    assert_eq!(folder_bytes(&lab), before, "the folders show none of it");
-    // 8 MiB more, still mapped: over the quota though the folder is empty.
-    let e = call(&lab, &id, "mapdeleted", "8").await.unwrap_err();
-    assert!(matches!(e, CallError::Quota(_)), "{e:?}");
-    assert_eq!(last(&lab, Event::Limit).outcome(), Outcome::TooLarge);
-    // Its process is gone with what it held, and the install serves the next call.
-    assert_eq!(call(&lab, &id, "mapdeleted", "1").await.unwrap(), "1");
+    for method in ["holddeleted", "mapdeleted"] {
+        let id = load_patient(&lab, &format!("rw-{method}"), DATA, &Grant::All);
+        let before = folder_bytes(&lab);
+        // Under the quota: fine, and the process is kept.
+        assert_eq!(call(&lab, &id, method, "2").await.unwrap(), "2");
+        assert_eq!(folder_bytes(&lab), before, "the folders show none of it");
+        // Over it, though the folder is empty: the call fails, as a limit.
+        let e = call(&lab, &id, method, "8").await.unwrap_err();
+        assert!(matches!(e, CallError::Quota(_)), "{method}: {e:?}");
+        assert_eq!(last(&lab, Event::Limit).outcome(), Outcome::TooLarge);
+        // Its process is gone with what it held, and the install serves the next call.
+        assert_eq!(call(&lab, &id, method, "1").await.unwrap(), "1");
+    }
 }
 
 /// A lab whose processes may have read-write folders, held to a 4 MiB quota.

@@ -23,6 +23,7 @@
 
 mod api;
 mod quota;
+mod refusals;
 mod unpack;
 
 /// A remote extension's callbacks (`kv.*`, `secrets.get`, `invoke`, `log`, `http.fetch`):
@@ -410,6 +411,8 @@ pub struct ProcessInstall {
     writable: Option<quota::Folders>,
     /// Its calls running now (see [`quota::Running`]).
     running: Arc<quota::Running>,
+    /// Refusals of its swept processes, for its next call to report.
+    unreported: Arc<refusals::Unreported>,
     /// The install's folders: the program owns them (a root host gives them to its uid), so
     /// it could change their mode, which the host's next load would refuse; reset after
     /// every call.
@@ -572,6 +575,7 @@ impl ProcessInstall {
             weaker,
             summary,
             running: Arc::default(),
+            unreported: Arc::default(),
             writable: (!writable.is_empty()).then_some(quota::Folders {
                 roots: writable,
                 files,
@@ -583,13 +587,21 @@ impl ProcessInstall {
     /// Starts (once per install) the task that kills processes parked longer than
     /// [`PARKED_FOR`]; it ends with the install.
     fn sweep_later(&self) {
+        let unreported = Arc::clone(&self.unreported);
         crate::sweep::sweep_later(
             &self.sweeping,
             &self.idle,
             PARKED_FOR / 4,
             |w: &Worker| w.parked.is_none_or(|(at, _)| at.elapsed() >= PARKED_FOR),
-            // Killing is a signal, reaping a wait: off the executor.
-            |old| drop(tokio::task::spawn_blocking(move || drop(old))),
+            // Killing is a signal, reaping a wait: off the executor. What it was refused
+            // while parked (it may have run, without a freezer) goes to the next call.
+            move |mut old: Vec<Worker>| {
+                for w in &mut old {
+                    let _ = w.child.kill();
+                    unreported.keep(w.child.refused());
+                }
+                drop(tokio::task::spawn_blocking(move || drop(old)));
+            },
         );
     }
 
@@ -608,7 +620,7 @@ impl ProcessInstall {
     async fn worker(
         &self,
         earlier: &mut Vec<u8>,
-        refused: &mut Vec<(String, u64)>,
+        refused: &mut Vec<warden_sandbox::Refusal>,
         input_len: usize,
         generation: u64,
     ) -> Result<Worker, CallError> {
@@ -700,18 +712,8 @@ impl ProcessInstall {
         // parked ones replaced on the way: this call's record says so, rather than the last
         // one's, already written, or none.
         refused.extend(worker.child.refused());
-        for (call, times) in refused {
-            api.ledger.deny_times(
-                warden_manifest::Capability::System,
-                &call,
-                Some(
-                    "refused by the sandbox's seccomp filter (EPERM), to a process of this \
-                     install after its previous answer"
-                        .into(),
-                ),
-                times,
-            );
-        }
+        refused.extend(self.unreported.take());
+        refusals::record(&api.ledger, refused, true);
         let earlier_calls = worker.calls;
         // On this thread's CPU: see `Child::run_here`. Only speed depends on it.
         let _ = worker.child.run_here();
@@ -810,14 +812,7 @@ impl ProcessInstall {
         }
         // What the sandbox refused it, as denials of the call: taken once it can make no more
         // (frozen, stopped or killed); a parked process's later refusals go to its next call.
-        for (call, times) in worker.child.refused() {
-            api.ledger.deny_times(
-                warden_manifest::Capability::System,
-                &call,
-                Some("refused by the sandbox's seccomp filter (EPERM)".into()),
-                times,
-            );
-        }
+        refusals::record(&api.ledger, worker.child.refused(), false);
         let mut over_quota = !answered;
         if answered && let Some(folders) = &self.writable {
             // What the call left in its folders counts too, measured with the tree still,
@@ -918,6 +913,10 @@ pub fn host_support() -> Vec<String> {
             f => say("landlock", f),
         },
         say("seccomp", &s.seccomp),
+        say(
+            "seccomp notifications (refused system calls audited)",
+            &s.seccomp_notify,
+        ),
         say("cgroup (pids, memory) per sandbox", &s.cgroup),
     ]
 }

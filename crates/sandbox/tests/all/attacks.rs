@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use warden_sandbox::{Access, Exit, Grant, Limits, Outcome, Sandbox};
+use warden_sandbox::{Access, Exit, Grant, Limits, Outcome, Refusal, Sandbox};
 
 use crate::*;
 
@@ -356,11 +356,64 @@ fn x32_and_foreign_arch_syscalls() {
     assert!(child.killed_for_foreign_call());
     assert_eq!(
         child.refused(),
-        [(
-            "i386 system call 20 (another architecture: the sandbox was killed)".to_owned(),
-            1
-        )]
+        [Refusal {
+            call: "i386 system call 20 (another architecture: the sandbox was killed)".to_owned(),
+            times: 1,
+            killed: true,
+        }]
     );
+}
+
+/// Outside attack: six processes flooding a refused call held the host's supervisor in its
+/// brake (100 µs an answer), and a call of another architecture cut by a signal after 30 µs
+/// was gone before it was read: 500 of 500 neither killed the sandbox nor were recorded.
+/// Notifications are now read as they come; only the answers wait.
+#[test]
+fn a_call_of_another_architecture_cut_by_a_signal_during_a_flood_is_still_caught() {
+    let plain = run_plain(&["intr", "0"]);
+    assert_eq!(field(&plain, "ran"), 200, "{plain}");
+    let mut child = sandbox(profile())
+        .spawn(&invocation(&["intr", "6"]))
+        .unwrap();
+    let outcome = child
+        .wait_deadline(Instant::now() + Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(outcome, Outcome::Exited(Exit::Signal(9)));
+    assert!(child.killed_for_foreign_call());
+    let refused = child.refused();
+    assert!(
+        refused[0].killed && refused[0].call.starts_with("i386 system call 20"),
+        "{refused:?}"
+    );
+    assert!(refused.iter().any(|r| r.call == "unshare"), "{refused:?}");
+}
+
+/// Outside attack: the child lowered `RLIMIT_NOFILE` (64) while it still held every
+/// descriptor of the host, so a host holding more (ten idle connections to the service) made
+/// the listener fail (`EMFILE`): the child fell back to the kernel's answers, and refusals
+/// went unrecorded. Now only its report socket is open when the listener is made, and a
+/// sandbox that cannot get one where the kernel has them does not start.
+#[test]
+fn refusals_reach_the_host_however_many_descriptors_it_holds() {
+    let held: Vec<std::fs::File> = (0..200)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let mut child = sandbox(profile())
+        .spawn(&invocation(&["ptrace", "1"]))
+        .unwrap();
+    let outcome = child
+        .wait_deadline(Instant::now() + Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(outcome, Outcome::Exited(Exit::Code(0)));
+    assert_eq!(
+        child.refused(),
+        [Refusal {
+            call: "ptrace".to_owned(),
+            times: 1,
+            killed: false,
+        }]
+    );
+    drop(held);
 }
 
 /// Red team (outside, round 1): memfd pages are counted by no rlimit, so one program held

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -273,6 +274,36 @@ static int foreign_arch(void) {
     return 0;
 }
 
+/* intr N: N children flood a refused call (unshare(0): harmless outside the sandbox), and
+ * the program makes an i386 call (getpid through int 0x80) cut by a SIGALRM after 30 us, up
+ * to 200 times: a call of another architecture that a signal interrupts before the host
+ * reads it is neither run nor seen. Prints how many ran and how many were interrupted. */
+static void on_alarm(int sig) { (void)sig; }
+static int intr(long n) {
+    pid_t kids[16];
+    if (n > 16) n = 16;
+    for (long i = 0; i < n; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) { for (;;) syscall(SYS_unshare, 0); }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm; /* no SA_RESTART */
+    sigaction(SIGALRM, &sa, NULL);
+    int ran = 0, cut = 0;
+    for (int i = 0; i < 200; i++) {
+        struct itimerval t = {{0, 0}, {0, 30}};
+        setitimer(ITIMER_REAL, &t, NULL);
+        long r;
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+        if (r == -EINTR) cut++;
+        else if (r > 0) ran++;
+    }
+    for (long i = 0; i < n; i++) if (kids[i] > 0) kill(kids[i], SIGKILL);
+    printf("RESULT ran=%d cut=%d\n", ran, cut);
+    return 0;
+}
+
 /* create PATH...: tries to create and write each path. */
 static int create(int argc, char **argv) {
     printf("RESULT");
@@ -370,6 +401,7 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "ptrace")) return trace(n);
     if (!strcmp(a, "x32")) return x32();
     if (!strcmp(a, "i386")) return foreign_arch();
+    if (!strcmp(a, "intr")) return intr(n);
     if (!strcmp(a, "memfd")) return memfd();
     if (!strcmp(a, "create")) return create(argc - 2, argv + 2);
     if (!strcmp(a, "connect")) return tcp(n);
