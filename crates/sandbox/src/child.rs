@@ -174,8 +174,10 @@ unsafe impl Sync for Plan {}
 
 /// A descriptor the child uses.
 fn fd(raw: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: every descriptor in a Plan stays open in the child until execve or _exit: the
-    // child closes none of them (close_range only marks them close-on-exec).
+    // SAFETY: every descriptor in a Plan stays open in the child until execve or _exit, or
+    // until after its last use: the child closes all but the report socket only just before
+    // it makes the seccomp listener, once it is done with the others (before, close_range
+    // only marks them close-on-exec).
     unsafe { BorrowedFd::borrow_raw(raw) }
 }
 

@@ -365,6 +365,7 @@ impl Sandbox {
         stdio: Option<[i32; 3]>,
         exec: Option<Exec>,
     ) -> Result<(Started, Option<OwnedFd>), SandboxError> {
+        let needs_listener = exec.is_some() && self.layout.seccomp_notify.is_some();
         let (sync_r, sync_w) = pipe()?;
         // A socket, not a pipe: the child sends its seccomp listener on it.
         let (report_r, report_w) = rustix::net::socketpair(
@@ -421,13 +422,23 @@ impl Sandbox {
         write_id_maps(pid, self.profile.ids)?;
         let mut sync_w = std::fs::File::from(sync_w);
         sync_w.write_all(&[1]).map_err(io("releasing the child"))?;
-        let (mut report, listener) =
-            read_report(&report_r).map_err(ioe("reading the child's report"))?;
+        let (mut report, listener) = read_report(&report_r).map_err(ioe(
+            "reading the child's report (and its seccomp listener, for the audit of its refused calls)",
+        ))?;
         drop(sync_w);
         if report.first() == Some(&crate::child::LISTENER) {
             report.remove(0);
         }
         match report.len() {
+            // Started, and where the kernel has notifications the host must hold the
+            // listener, or the program's refusals would go unaudited, answered by no one
+            // (outside attack: a host at its own descriptor limit lost the listener in
+            // transit, and the sandbox ran on unsupervised).
+            0 if needs_listener && listener.is_none() => Err(SandboxError::Io {
+                what: "receiving the sandbox's seccomp listener (its refused calls could not \
+                       be audited)",
+                source: Errno::BADMSG.into(),
+            }),
             0 => Ok((guard, listener)),
             8 => {
                 let mut n = [0u8; 4];
@@ -469,6 +480,11 @@ fn read_report(report: &OwnedFd) -> Result<(Vec<u8>, Option<OwnedFd>), Errno> {
                     listener.get_or_insert(fd);
                 }
             }
+        }
+        // A descriptor the kernel could not give this process (at its own `RLIMIT_NOFILE`):
+        // dropped, with the byte it came with delivered alone.
+        if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) && listener.is_none() {
+            return Err(Errno::MFILE);
         }
         if got.bytes == 0 {
             return Ok((bytes, listener));

@@ -287,25 +287,45 @@ const WALK_ATTEMPTS: usize = 4;
 /// listed into one already listed, between the two, is missed by that walk; the runtime holds
 /// the writer's tree frozen while it walks where it can.
 pub fn walk_consistent(root: &Path, max_entries: u64) -> Usage {
-    const FULL: Usage = Usage {
-        bytes: u64::MAX,
-        entries: u64::MAX,
-    };
+    try_walk_consistent(root, max_entries).unwrap_or(FULL)
+}
+
+/// [`walk_consistent`], with an error where the host, not the folder, kept the walk from
+/// ending: out of descriptors (`EMFILE`, `ENFILE`) or memory. A folder is not to be blamed
+/// (counted as full) for that.
+pub fn try_walk_consistent(root: &Path, max_entries: u64) -> Result<Usage, rustix::io::Errno> {
     for _ in 0..WALK_ATTEMPTS {
         match walk_once(root, max_entries) {
-            Ok(u) => return u,
+            Ok(u) => return Ok(u),
             Err(Drift::Changed) => continue,
-            Err(Drift::Unknown) => return FULL,
+            Err(Drift::Unknown) => return Ok(FULL),
+            Err(Drift::Host(e)) => return Err(e),
         }
     }
-    FULL
+    Ok(FULL)
 }
+
+const FULL: Usage = Usage {
+    bytes: u64::MAX,
+    entries: u64::MAX,
+};
 
 enum Drift {
     /// An entry was renamed, replaced or removed while the walk ran.
     Changed,
     /// Unreadable, or too deep.
     Unknown,
+    /// The host ran short (descriptors, memory).
+    Host(rustix::io::Errno),
+}
+
+/// Why an open or a listing failed: the host's shortage, or the folder.
+fn failed(e: rustix::io::Errno) -> Drift {
+    use rustix::io::Errno;
+    match e {
+        Errno::MFILE | Errno::NFILE | Errno::NOMEM => Drift::Host(e),
+        _ => Drift::Unknown,
+    }
 }
 
 fn walk_once(root: &Path, max_entries: u64) -> Result<Usage, Drift> {
@@ -316,10 +336,10 @@ fn walk_once(root: &Path, max_entries: u64) -> Result<Usage, Drift> {
     let top = match rustix::fs::openat(CWD, root, dir_flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(u),
-        Err(_) => return Err(Drift::Unknown),
+        Err(e) => return Err(failed(e)),
     };
     let dev = rustix::fs::fstat(&top).map_err(|_| Drift::Unknown)?.st_dev;
-    let listing = |fd: &std::os::fd::OwnedFd| Dir::read_from(fd).map_err(|_| Drift::Unknown);
+    let listing = |fd: &std::os::fd::OwnedFd| Dir::read_from(fd).map_err(failed);
     // One (folder, its listing) per level being walked.
     let mut stack = vec![(listing(&top)?, top)];
     loop {
@@ -368,7 +388,7 @@ fn walk_once(root: &Path, max_entries: u64) -> Result<Usage, Drift> {
             let sub = match rustix::fs::openat(&*fd, name, dir_flags, Mode::empty()) {
                 Ok(sub) => sub,
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Err(Drift::Changed),
-                Err(_) => return Err(Drift::Unknown),
+                Err(e) => return Err(failed(e)),
             };
             let opened = rustix::fs::fstat(&sub).map_err(|_| Drift::Unknown)?;
             if opened.st_ino != st.st_ino || opened.st_dev != st.st_dev {

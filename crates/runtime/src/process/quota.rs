@@ -46,6 +46,8 @@ struct Measured {
     entries: u64,
     /// Files the sandbox's processes deleted but keep open.
     held_files: u64,
+    /// The host ran short of descriptors or memory: not measured, and not the folders' fault.
+    host: Option<rustix::io::Errno>,
 }
 
 impl Folders {
@@ -59,8 +61,13 @@ impl Folders {
         held: Option<&mut Held<'_>>,
         growth: Option<&mut Growth>,
     ) -> Measured {
+        let mut host = None;
         let (bytes, entries) = self.roots.iter().fold((0u64, 0u64), |(b, e), r| {
-            let u = warden_fs::quota::walk_consistent(r, self.files.max_entries);
+            let u = warden_fs::quota::try_walk_consistent(r, self.files.max_entries)
+                .unwrap_or_else(|errno| {
+                    host = Some(errno);
+                    warden_fs::quota::Usage::default()
+                });
             (b.saturating_add(u.bytes), e.saturating_add(u.entries))
         });
         let deleted = program.map(|p| held_deleted(p, &self.roots));
@@ -68,6 +75,7 @@ impl Folders {
             bytes: bytes.saturating_add(deleted.as_ref().map_or(0, |d| d.bytes)),
             entries,
             held_files: deleted.as_ref().map_or(0, |d| d.files),
+            host,
         };
         if let (Some(d), Some(g)) = (deleted, growth) {
             for path in &d.gone {
@@ -85,6 +93,14 @@ impl Folders {
 
     fn over(&self, m: Measured) -> Option<CallError> {
         let f = self.files;
+        // The quota cannot be kept: the call stops, as the host's failure (outside attack: a
+        // host out of descriptors failed its tenants' calls as over their quota).
+        if let Some(errno) = m.host {
+            return Some(CallError::host_caused(
+                "the read-write folders could not be measured: the host is short of resources",
+                std::io::Error::from(errno),
+            ));
+        }
         if m.bytes == u64::MAX {
             return Some(CallError::Quota(format!(
                 "the read-write folders could not be measured (unreadable, nested deeper than \
@@ -132,6 +148,7 @@ const FULL: Measured = Measured {
     bytes: u64::MAX,
     entries: u64::MAX,
     held_files: 0,
+    host: None,
 };
 
 /// The quota's watch over one call: what the last measure found, and what grew since.
