@@ -75,7 +75,7 @@ impl Folders {
             bytes: bytes.saturating_add(deleted.as_ref().map_or(0, |d| d.bytes)),
             entries,
             held_files: deleted.as_ref().map_or(0, |d| d.files),
-            host,
+            host: host.or(deleted.as_ref().and_then(|d| d.host)),
         };
         if let (Some(d), Some(g)) = (deleted, growth) {
             for path in &d.gone {
@@ -461,6 +461,8 @@ struct HeldDeleted {
     files: u64,
     /// `/proc/PID/fd/N` of every file open under a name that is gone (at most [`MAX_GONE`]).
     gone: Vec<String>,
+    /// The host was short of descriptors or memory to read a process's: not all was seen.
+    host: Option<rustix::io::Errno>,
 }
 
 /// Files held open under names that are gone, watched by themselves, at most.
@@ -480,6 +482,7 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut mapped = std::collections::HashMap::new();
+    let mut host = None;
     let mut held = 0u64;
     let mut gone = Vec::new();
     let mut stack = vec![program];
@@ -501,8 +504,13 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
                 );
             }
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
+        let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            Err(e) => {
+                // The host's shortage is not the program's absence: the measure is not taken.
+                host = host.or(short(&e));
+                continue;
+            }
         };
         for fd in fds.flatten() {
             let Ok(m) = std::fs::metadata(fd.path()) else {
@@ -526,7 +534,7 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
                 held = held.saturating_add(m.len().max(m.blocks().saturating_mul(512)));
             }
         }
-        mapped_deleted(pid, &devs, &mut mapped);
+        host = host.or(mapped_deleted(pid, &devs, &mut mapped));
     }
     // Mapped only (no descriptor open on them, or they would be in `seen`).
     for ((dev, ino), bytes) in mapped {
@@ -538,6 +546,7 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
         bytes: held,
         files: seen.len() as u64,
         gone,
+        host,
     }
 }
 
@@ -548,10 +557,15 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
 /// (`/proc/PID/map_files`: root), its real size, if no link is left; elsewhere the end of its
 /// furthest mapping, which bounds what the mappings can write (a name deleted while another
 /// link stays then counts twice: the measure errs on the side of the quota).
-fn mapped_deleted(pid: u32, devs: &[u64], mapped: &mut std::collections::HashMap<(u64, u64), u64>) {
+fn mapped_deleted(
+    pid: u32,
+    devs: &[u64],
+    mapped: &mut std::collections::HashMap<(u64, u64), u64>,
+) -> Option<rustix::io::Errno> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return;
+    let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        Ok(maps) => maps,
+        Err(e) => return short(&e),
     };
     for line in maps.lines().filter(|l| l.ends_with(" (deleted)")) {
         // start-end perms offset major:minor inode path
@@ -589,6 +603,13 @@ fn mapped_deleted(pid: u32, devs: &[u64], mapped: &mut std::collections::HashMap
         let held = mapped.entry((dev, ino)).or_default();
         *held = (*held).max(bytes);
     }
+    None
+}
+
+/// `e`, if it is the host's shortage of descriptors or memory.
+fn short(e: &std::io::Error) -> Option<rustix::io::Errno> {
+    use rustix::io::Errno;
+    Errno::from_io_error(e).filter(|e| matches!(*e, Errno::MFILE | Errno::NFILE | Errno::NOMEM))
 }
 
 /// A device number as `stat` gives it, from the major and minor `/proc/PID/maps` shows.
