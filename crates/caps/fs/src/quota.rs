@@ -321,11 +321,17 @@ enum Drift {
 
 /// Why an open or a listing failed: the host's shortage, or the folder.
 fn failed(e: rustix::io::Errno) -> Drift {
-    use rustix::io::Errno;
-    match e {
-        Errno::MFILE | Errno::NFILE | Errno::NOMEM => Drift::Host(e),
-        _ => Drift::Unknown,
+    if host_short(e) {
+        Drift::Host(e)
+    } else {
+        Drift::Unknown
     }
+}
+
+/// Whether `e` says the host is short of descriptors or memory (not that a folder is at fault).
+pub fn host_short(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    matches!(e, Errno::MFILE | Errno::NFILE | Errno::NOMEM)
 }
 
 fn walk_once(root: &Path, max_entries: u64) -> Result<Usage, Drift> {

@@ -196,6 +196,13 @@ impl Worker {
         })
     }
 
+    /// Kills the program (a signal: reaped when dropped) and returns what the sandbox refused
+    /// it since last asked: it can make no more.
+    fn end(&mut self) -> Vec<warden_sandbox::Refusal> {
+        let _ = self.child.kill();
+        self.child.refused()
+    }
+
     /// The peak resident memory of the program (its sandbox's init), from `/proc`.
     fn memory_peak(&self) -> u64 {
         use std::io::Read;
@@ -597,8 +604,7 @@ impl ProcessInstall {
             // while parked (it may have run, without a freezer) goes to the next call.
             move |mut old: Vec<Worker>| {
                 for w in &mut old {
-                    let _ = w.child.kill();
-                    unreported.keep(w.child.refused());
+                    unreported.keep(w.end());
                 }
                 drop(tokio::task::spawn_blocking(move || drop(old)));
             },
@@ -633,8 +639,7 @@ impl ProcessInstall {
             }
             earlier.clear();
             // Replaced: one that ran while parked may have been refused meanwhile.
-            let _ = w.child.kill();
-            refused.extend(w.child.refused());
+            refused.extend(w.end());
             tokio::task::spawn_blocking(move || drop(w));
         }
         let sandbox = Arc::clone(&self.sandbox);

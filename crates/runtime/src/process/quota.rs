@@ -608,8 +608,7 @@ fn mapped_deleted(
 
 /// `e`, if it is the host's shortage of descriptors or memory.
 fn short(e: &std::io::Error) -> Option<rustix::io::Errno> {
-    use rustix::io::Errno;
-    Errno::from_io_error(e).filter(|e| matches!(*e, Errno::MFILE | Errno::NFILE | Errno::NOMEM))
+    rustix::io::Errno::from_io_error(e).filter(|e| warden_fs::quota::host_short(*e))
 }
 
 /// A device number as `stat` gives it, from the major and minor `/proc/PID/maps` shows.

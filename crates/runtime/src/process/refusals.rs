@@ -1,46 +1,27 @@
 //! The sandbox's refused system calls, as denials of the calls that get to report them.
 
-use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use warden_call::Ledger;
 use warden_sandbox::Refusal;
 
-/// Distinct refusals kept for a later call; past these, the rest are counted together.
-const MAX_KEPT: usize = 64;
-
 /// Refusals of processes of an install that no call reported: made by a warm process while it
 /// was parked (no freezer: it can continue itself) before it was swept. The install's next
-/// call reports them.
+/// call reports them (its ledger merges and caps them). Bounded: only calls start processes,
+/// and each call takes what is kept, so at most the parked processes' refusals wait here.
 #[derive(Debug, Default)]
-pub(crate) struct Unreported(Mutex<BTreeMap<(String, bool), u64>>);
+pub(crate) struct Unreported(Mutex<Vec<Refusal>>);
 
 impl Unreported {
     pub(crate) fn keep(&self, refusals: Vec<Refusal>) {
-        if refusals.is_empty() {
-            return;
-        }
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        for r in refusals {
-            let key = if kept.len() < MAX_KEPT || kept.contains_key(&(r.call.clone(), r.killed)) {
-                (r.call, r.killed)
-            } else {
-                ("other system calls".to_owned(), false)
-            };
-            let n = kept.entry(key).or_default();
-            *n = n.saturating_add(r.times);
-        }
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(refusals);
     }
 
     pub(crate) fn take(&self) -> Vec<Refusal> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-            .into_iter()
-            .map(|((call, killed), times)| Refusal {
-                call,
-                times,
-                killed,
-            })
-            .collect()
     }
 }
 
