@@ -6,7 +6,9 @@
 //! data the parent prepared: paths as `CString`s, `argv`/`envp` pointer arrays, the compiled
 //! seccomp programs, the Landlock ruleset's descriptor. It never allocates, never formats,
 //! never panics on purpose, and ends in `execve` or `_exit`. A failure is reported to the parent
-//! as 8 bytes (step, errno) on a close-on-exec pipe; a successful `execve` closes that pipe.
+//! as 8 bytes (step, errno) on a close-on-exec socket; a successful `execve` closes it. On the
+//! same socket it sends its seccomp listener, and waits for the parent's answer ([`HELD`])
+//! before it starts the program.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, c_char};
@@ -152,7 +154,8 @@ pub(crate) struct ChildFds {
     pub(crate) stdio: Option<[RawFd; 3]>,
     /// Read end of the sync pipe: one byte when the id maps are written, HUP if the host died.
     pub(crate) sync: RawFd,
-    /// Write end of the report pipe.
+    /// The child's end of the report socket (failures and the seccomp listener out, the
+    /// host's [`HELD`] in).
     pub(crate) report: RawFd,
     /// The Landlock ruleset (a duplicate of the one the parent built for this spawn).
     pub(crate) landlock: Option<RawFd>,
@@ -411,7 +414,11 @@ fn setup(plan: &Plan) -> Result<(), Fail> {
             let listener = at(Step::Seccomp, sys::seccomp_with_listener(notifying))?;
             // Installed: the host must get the listener, or the program's refused calls
             // would wait for an answer that never comes.
-            at(Step::Seccomp, send_listener(report, listener))
+            at(Step::Seccomp, send_listener(report, listener))?;
+            // ... and the program starts only once the host says it holds it: a listener
+            // lost in transit (the host at its descriptor limit) would otherwise leave the
+            // program running unsupervised, its refusals unaudited, until the host kills it.
+            at(Step::Seccomp, listener_held(report))
         }
         _ => apply(allowlist),
     }
@@ -422,7 +429,7 @@ fn setup(plan: &Plan) -> Result<(), Fail> {
 pub(crate) const LISTENER: u8 = b'L';
 
 /// Sends `listener` to the host on the report socket (`SCM_RIGHTS`), without allocating.
-fn send_listener(report: RawFd, listener: RawFd) -> Result<(), Errno> {
+pub(crate) fn send_listener(report: RawFd, listener: RawFd) -> Result<(), Errno> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut ancillary = SendAncillaryBuffer::new(&mut space);
@@ -438,6 +445,20 @@ fn send_listener(report: RawFd, listener: RawFd) -> Result<(), Errno> {
         SendFlags::empty(),
     )
     .map(drop)
+}
+
+/// The byte the host answers on the report socket once it holds the seccomp listener.
+pub(crate) const HELD: u8 = b'H';
+
+/// Waits for the host's [`HELD`]: anything else (the host closed the socket, or it is
+/// killing the child) fails the step, and the program never starts.
+pub(crate) fn listener_held(report: RawFd) -> Result<(), Errno> {
+    let mut b = [0u8; 1];
+    match rustix::io::retry_on_intr(|| rustix::io::read(fd(report), &mut b)) {
+        Ok(1) if b[0] == HELD => Ok(()),
+        Ok(_) => Err(Errno::PIPE),
+        Err(e) => Err(e),
+    }
 }
 
 /// seccompiler's apply_filter: prctl + seccomp(2) on a borrowed program, no allocation.

@@ -334,37 +334,29 @@ impl Sandbox {
             stdout_w.as_raw_fd(),
             stderr_w.as_raw_fd(),
         ];
-        let (started, listener) = self.start(Some(stdio), Some(exec))?;
+        let (started, refused) = self.start(Some(stdio), Some(exec))?;
         drop((stdin_r, stdout_w, stderr_w));
         let (pid, pidfd, cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
-        // Made first: dropped on an error below, it kills the sandbox.
         let child = Child::new(
             pid,
             pidfd,
             (stdin_w.into(), stdout_r.into(), stderr_r.into()),
             cgroup,
         );
-        // Its refused calls wait for this thread's answer.
-        match listener {
-            Some(l) => {
-                let init = child
-                    .pidfd()
-                    .try_clone_to_owned()
-                    .map_err(io("starting the seccomp supervisor"))?;
-                let refused = crate::notify::supervise(l, init)
-                    .map_err(io("starting the seccomp supervisor"))?;
-                Ok(child.supervised(refused))
-            }
-            None => Ok(child),
-        }
+        Ok(match refused {
+            Some(refused) => child.supervised(refused),
+            None => child,
+        })
     }
 
-    /// Forks the child, writes its id maps, releases it and reads its report.
+    /// Forks the child, writes its id maps, releases it and reads its report; with the
+    /// child's seccomp listener, starts the thread that answers it (see [`crate::notify`])
+    /// before the child may start its program, and returns its count of refusals.
     fn start(
         &self,
         stdio: Option<[i32; 3]>,
         exec: Option<Exec>,
-    ) -> Result<(Started, Option<OwnedFd>), SandboxError> {
+    ) -> Result<(Started, Option<Arc<crate::notify::Refused>>), SandboxError> {
         let needs_listener = exec.is_some() && self.layout.seccomp_notify.is_some();
         let (sync_r, sync_w) = pipe()?;
         // A socket, not a pipe: the child sends its seccomp listener on it.
@@ -422,24 +414,40 @@ impl Sandbox {
         write_id_maps(pid, self.profile.ids)?;
         let mut sync_w = std::fs::File::from(sync_w);
         sync_w.write_all(&[1]).map_err(io("releasing the child"))?;
-        let (mut report, listener) = read_report(&report_r).map_err(ioe(
+        let reading = ioe(
             "reading the child's report (and its seccomp listener, for the audit of its refused calls)",
-        ))?;
+        );
+        let (mut report, listener) = read_report(&report_r, None).map_err(reading)?;
+        // Held: its answers start now, and only then may the child start its program (it
+        // waits for `HELD`): a program never runs with its refused calls answered by no one
+        // (outside attack: a host at its own descriptor limit lost the listener in transit,
+        // or could not start this thread, and the program ran on unsupervised).
+        let refused = match (listener, &guard.pidfd) {
+            (Some(listener), Some(pidfd)) => {
+                let supervising = "starting the seccomp supervisor";
+                let init = pidfd.try_clone().map_err(io(supervising))?;
+                let refused = crate::notify::supervise(listener, init).map_err(io(supervising))?;
+                let reading = ioe("reading the child's report after its seccomp listener");
+                let (rest, _) =
+                    read_report(&report_r, Some(crate::child::HELD)).map_err(reading)?;
+                report.extend(rest);
+                Some(refused)
+            }
+            _ => None,
+        };
         drop(sync_w);
         if report.first() == Some(&crate::child::LISTENER) {
             report.remove(0);
         }
         match report.len() {
-            // Started, and where the kernel has notifications the host must hold the
-            // listener, or the program's refusals would go unaudited, answered by no one
-            // (outside attack: a host at its own descriptor limit lost the listener in
-            // transit, and the sandbox ran on unsupervised).
-            0 if needs_listener && listener.is_none() => Err(SandboxError::Io {
+            // Where the kernel has notifications, a child without a listener never got to
+            // start its program (it waits for `HELD`); refused all the same.
+            0 if needs_listener && refused.is_none() => Err(SandboxError::Io {
                 what: "receiving the sandbox's seccomp listener (its refused calls could not \
                        be audited)",
                 source: Errno::BADMSG.into(),
             }),
-            0 => Ok((guard, listener)),
+            0 => Ok((guard, refused)),
             8 => {
                 let mut n = [0u8; 4];
                 n.copy_from_slice(&report[..4]);
@@ -455,11 +463,17 @@ impl Sandbox {
 }
 
 /// The child's report (up to 9 bytes: the listener's mark, a failure's step and errno) until
-/// it closes at execve, and the seccomp listener if it sent one.
-fn read_report(report: &OwnedFd) -> Result<(Vec<u8>, Option<OwnedFd>), Errno> {
+/// it closes at execve, or until it sent its seccomp listener (returned with the bytes so
+/// far); first sending `answer`, if any.
+fn read_report(report: &OwnedFd, answer: Option<u8>) -> Result<(Vec<u8>, Option<OwnedFd>), Errno> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    if let Some(byte) = answer {
+        // No SIGPIPE for a child already gone: an error, and the child is killed.
+        rustix::io::retry_on_intr(|| {
+            rustix::net::send(report, &[byte], rustix::net::SendFlags::NOSIGNAL)
+        })?;
+    }
     let mut bytes = Vec::with_capacity(9);
-    let mut listener = None;
     loop {
         let mut buf = [0u8; 16];
         let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -474,6 +488,7 @@ fn read_report(report: &OwnedFd) -> Result<(Vec<u8>, Option<OwnedFd>), Errno> {
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
         };
+        let mut listener = None;
         for message in ancillary.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
                 for fd in fds {
@@ -482,15 +497,13 @@ fn read_report(report: &OwnedFd) -> Result<(Vec<u8>, Option<OwnedFd>), Errno> {
             }
         }
         // A descriptor the kernel could not give this process (at its own `RLIMIT_NOFILE`):
-        // dropped, with the byte it came with delivered alone.
+        // dropped, with the byte it came with delivered alone. The child waits for an answer
+        // it never gets, and is killed.
         if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) && listener.is_none() {
             return Err(Errno::MFILE);
         }
-        if got.bytes == 0 {
-            return Ok((bytes, listener));
-        }
         bytes.extend_from_slice(&buf[..got.bytes.min(buf.len())]);
-        if bytes.len() > 9 {
+        if listener.is_some() || got.bytes == 0 || bytes.len() > 9 {
             return Ok((bytes, listener));
         }
     }
@@ -670,5 +683,78 @@ fn dry_run_in(dir: &Path, support: &Support) -> Result<(), SandboxError> {
     match status {
         crate::process::Exit::Code(0) => Ok(()),
         _ => Err(SandboxError::ChildVanished),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::{HELD, LISTENER, listener_held, send_listener};
+
+    /// A socket pair whose reads give up after 5 s: a lost answer fails a test, not hangs it.
+    fn pair() -> (OwnedFd, OwnedFd) {
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        for end in [&a, &b] {
+            rustix::net::sockopt::set_socket_timeout(
+                end,
+                rustix::net::sockopt::Timeout::Recv,
+                Some(std::time::Duration::from_secs(5)),
+            )
+            .unwrap();
+        }
+        (a, b)
+    }
+
+    /// The child's side, on a thread: sends a descriptor as its listener, waits for the
+    /// host's answer, then closes its end (as execve would).
+    fn as_child(report: OwnedFd) -> std::thread::JoinHandle<Result<(), Errno>> {
+        std::thread::spawn(move || {
+            let listener = std::fs::File::open("/dev/null").unwrap();
+            send_listener(report.as_raw_fd(), listener.as_raw_fd())?;
+            listener_held(report.as_raw_fd())
+        })
+    }
+
+    /// The host takes the listener while the child waits, and the child goes on only once
+    /// the host answers (after it started the listener's supervisor).
+    #[test]
+    fn the_child_goes_on_once_the_host_holds_its_listener() {
+        let (host, report) = pair();
+        let child = as_child(report);
+        let (bytes, listener) = read_report(&host, None).unwrap();
+        assert_eq!(bytes, [LISTENER]);
+        assert!(listener.is_some());
+        // Not answered yet: the child still waits.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!child.is_finished());
+        let (rest, again) = read_report(&host, Some(HELD)).unwrap();
+        assert_eq!((rest.len(), again.is_none()), (0, true));
+        assert_eq!(child.join().unwrap(), Ok(()));
+    }
+
+    /// A host that did not get the listener (or could not supervise it) never answers, and
+    /// kills the child; a wrong answer is no answer either: the child's wait fails, and its
+    /// program is never started.
+    #[test]
+    fn the_child_does_not_go_on_without_the_hosts_answer() {
+        let (host, report) = pair();
+        let child = as_child(report);
+        let (bytes, _) = read_report(&host, None).unwrap();
+        assert_eq!(bytes, [LISTENER]);
+        drop(host);
+        assert_eq!(child.join().unwrap(), Err(Errno::PIPE));
+
+        let (host, report) = pair();
+        let child = as_child(report);
+        let (bytes, _) = read_report(&host, None).unwrap();
+        assert_eq!(bytes, [LISTENER]);
+        rustix::io::write(&host, b"X").unwrap();
+        assert_eq!(child.join().unwrap(), Err(Errno::PIPE));
     }
 }
