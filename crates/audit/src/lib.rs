@@ -46,7 +46,9 @@ pub use read::{
     Filter, HeadMac, HeadView, Reader, StoredLine, StoredRecord, VerifyReport, read, verify,
     verify_lines, verify_with, verify_with_lines,
 };
-pub use record::{Decision, Event, FOLDED_PREFIX, MAX_FOLDED_BYTES, Outcome, Record, format_time};
+pub use record::{
+    Decision, Event, FOLDED_PREFIX, MAX_FOLDED_BYTES, Outcome, Record, Stamp, format_time,
+};
 pub use sanitize::{MAX_FIELD_BYTES, is_clean, needs_escape, sanitize, sanitize_display};
 pub use sink::{AuditSink, MemoryAudit, Pending};
 pub use source::{AuditSource, FileAuditSource};

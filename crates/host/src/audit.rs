@@ -26,7 +26,13 @@ impl Inner {
     /// A call refused before it ran, from async code: one audit record, awaited without
     /// holding an executor thread.
     pub(crate) async fn refuse(&self, ext: &Loaded, id: String, error: CallError) -> CallFailure {
-        let record = call_record(ext, &id, &CallReport::default(), Err(&error));
+        let record = call_record(
+            ext,
+            &id,
+            &CallReport::default(),
+            Err(&error),
+            &warden_audit::Stamp::now(),
+        );
         self.refusal(error.code().as_str(), record).await;
         CallFailure {
             request_id: id,
@@ -48,49 +54,15 @@ impl Inner {
         for line in &report.logs {
             tracing::info!(target: "warden::guest", request_id = %id, tenant = %ext.info.tenant, extension = %ext.info.id, stream = line.stream.label(), context = line.context.as_deref().unwrap_or(""), "{}", line.text);
         }
-        let mut records = Vec::with_capacity(1 + report.uses.len() + report.denials.len());
-        for used in &report.uses {
-            records.push(
-                base_record(ext, Event::Grant, &id)
-                    .with_capability(used.capability)
-                    .with_target(&used.target)
-                    .with_decision(warden_audit::Decision::Allow)
-                    .with_outcome(Outcome::Ok),
-            );
-        }
-        for denial in &report.denials {
-            let r = base_record(ext, Event::Denial, &id)
-                .with_capability(denial.capability)
-                .with_target(&denial.target)
-                .with_decision(warden_audit::Decision::Deny)
-                .with_outcome(Outcome::Denied);
-            records.push(counted(r, denial));
-        }
-        for hit in &report.limits {
-            let r = base_record(ext, Event::Limit, &id)
-                .with_capability(hit.capability)
-                .with_target(&hit.target)
-                .with_outcome(Outcome::TooLarge);
-            records.push(counted(r, hit));
-        }
         let result = outcome.result.as_ref().map(|_| ());
-        records.push(call_record(ext, &id, &report, result));
-        // A guest that coped with a refused allocation still hit its limit: audit that too.
-        if report.memory_limit_hit && !matches!(result, Err(CallError::MemoryLimit(_))) {
-            records.push(
-                base_record(ext, Event::Limit, &id)
-                    .with_outcome(Outcome::MemoryLimit)
-                    .with_memory_peak_bytes(report.memory_peak)
-                    .with_message(format!(
-                        "memory limit of {} reached",
-                        ext.info.effective.limits.max_memory
-                    )),
-            );
-        }
+        // One stamp for the batch; made again (the same) only if they cannot be stored now,
+        // rather than copied for that case on every call.
+        let stamp = warden_audit::Stamp::now();
+        let records = || call_records(ext, &id, &report, result, &stamp);
         // Kept if they cannot be stored now (see the module docs): kept before the host is
         // marked closed, so the probe that opens it again finds them.
-        if let Err(e) = self.audit.append_all(records.clone()).await {
-            self.lock_unstored().keep(records);
+        if let Err(e) = self.audit.append_all(records()).await {
+            self.lock_unstored().keep(records());
             tracing::error!(
                 target: "warden::audit",
                 "could not write the records of a call that ran (kept, to be written late): {}",
@@ -274,7 +246,13 @@ impl Inner {
         // Nothing ran: the client may try again (503), once records can be stored.
         let error = CallError::Unavailable(self.audit_failure("the audit log cannot be written"));
         let id = self.ids.next();
-        let probe = call_record(ext, &id, &CallReport::default(), Err(&error));
+        let probe = call_record(
+            ext,
+            &id,
+            &CallReport::default(),
+            Err(&error),
+            &warden_audit::Stamp::now(),
+        );
         match self
             .store_unstored()
             .and_then(|()| self.audit.append(probe))
@@ -401,6 +379,57 @@ impl Inner {
     }
 }
 
+/// A finished call's records, all stamped `at`: each grant and denial in it, each limit it
+/// hit, then the call's own record.
+fn call_records(
+    ext: &Loaded,
+    id: &str,
+    report: &CallReport,
+    result: Result<(), &CallError>,
+    at: &warden_audit::Stamp,
+) -> Vec<Record> {
+    let base = |event| ext.record.renew_at(event, id, at);
+    let mut records = Vec::with_capacity(1 + report.uses.len() + report.denials.len());
+    for used in &report.uses {
+        records.push(
+            base(Event::Grant)
+                .with_capability(used.capability)
+                .with_target(&used.target)
+                .with_decision(warden_audit::Decision::Allow)
+                .with_outcome(Outcome::Ok),
+        );
+    }
+    for denial in &report.denials {
+        let r = base(Event::Denial)
+            .with_capability(denial.capability)
+            .with_target(&denial.target)
+            .with_decision(warden_audit::Decision::Deny)
+            .with_outcome(Outcome::Denied);
+        records.push(counted(r, denial));
+    }
+    for hit in &report.limits {
+        let r = base(Event::Limit)
+            .with_capability(hit.capability)
+            .with_target(&hit.target)
+            .with_outcome(Outcome::TooLarge);
+        records.push(counted(r, hit));
+    }
+    records.push(call_record(ext, id, report, result, at));
+    // A guest that coped with a refused allocation still hit its limit: audit that too.
+    if report.memory_limit_hit && !matches!(result, Err(CallError::MemoryLimit(_))) {
+        records.push(
+            base(Event::Limit)
+                .with_outcome(Outcome::MemoryLimit)
+                .with_memory_peak_bytes(report.memory_peak)
+                .with_message(format!(
+                    "memory limit of {} reached",
+                    ext.info.effective.limits.max_memory
+                )),
+        );
+    }
+    records
+}
+
 /// One record per distinct refusal or limit hit; repeats are counted on it.
 fn counted(r: Record, entry: &Denial) -> Record {
     match (&entry.reason, entry.count) {
@@ -420,6 +449,7 @@ fn call_record(
     request_id: &str,
     report: &CallReport,
     result: Result<(), &CallError>,
+    at: &warden_audit::Stamp,
 ) -> Record {
     let (event, outcome) = match result {
         Ok(()) => (Event::Call, Outcome::Ok),
@@ -433,7 +463,9 @@ fn call_record(
             (event, outcome_of(code))
         }
     };
-    let mut r = base_record(ext, event, request_id)
+    let mut r = ext
+        .record
+        .renew_at(event, request_id, at)
         .with_outcome(outcome)
         .with_duration(report.duration)
         .with_memory_peak_bytes(report.memory_peak);

@@ -146,8 +146,24 @@ pub(crate) fn supervise(listener: OwnedFd, init: OwnedFd) -> std::io::Result<Arc
     let counts = Arc::clone(&refused);
     std::thread::Builder::new()
         .name("warden-seccomp".into())
-        .spawn(move || answer(&listener, &init, &counts))?;
+        .spawn(move || {
+            let _end = KillOnEnd(&init);
+            answer(&listener, &init, &counts);
+        })?;
     Ok(refused)
+}
+
+/// Kills the sandbox when its supervisor ends, however it ends (an error of `poll` or of the
+/// listener, a panic), before the listener closes: the program's refused calls would
+/// otherwise be answered `ENOSYS` by the kernel, unaudited, and a call of another
+/// architecture let through. After the listener's hang-up no task of the sandbox is left,
+/// and this kills nothing.
+struct KillOnEnd<'a>(&'a OwnedFd);
+
+impl Drop for KillOnEnd<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::process::pidfd_send_signal(self.0, rustix::process::Signal::KILL);
+    }
 }
 
 fn answer(listener: &OwnedFd, init: &OwnedFd, refused: &Refused) {
@@ -310,6 +326,23 @@ fn refuse(listener: &OwnedFd, id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A supervisor that cannot read its listener (here not a listener at all: its reads
+    /// fail) ends, and takes the sandbox (here a `sleep`) with it.
+    #[test]
+    fn a_supervisor_that_fails_kills_the_sandbox() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = rustix::process::Pid::from_raw(i32::try_from(sleeper.id()).unwrap()).unwrap();
+        let init = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+        let (not_a_listener, w) = rustix::pipe::pipe().unwrap();
+        rustix::io::write(&w, b"x").unwrap();
+        supervise(not_a_listener, init).unwrap();
+        assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
 
     #[test]
     fn made_up_numbers_are_counted_together_past_a_few_and_named_calls_stay_apart() {

@@ -503,6 +503,12 @@ fn read_report(report: &OwnedFd, answer: Option<u8>) -> Result<(Vec<u8>, Option<
             return Err(Errno::MFILE);
         }
         bytes.extend_from_slice(&buf[..got.bytes.min(buf.len())]);
+        // The listener's mark without it (and without CTRUNC, which the kernel sets for any
+        // descriptor it could not give): the child waits for an answer all the same; refused.
+        if answer.is_none() && listener.is_none() && bytes.first() == Some(&crate::child::LISTENER)
+        {
+            return Err(Errno::BADMSG);
+        }
         if listener.is_some() || got.bytes == 0 || bytes.len() > 9 {
             return Ok((bytes, listener));
         }
@@ -736,6 +742,28 @@ mod tests {
         let (rest, again) = read_report(&host, Some(HELD)).unwrap();
         assert_eq!((rest.len(), again.is_none()), (0, true));
         assert_eq!(child.join().unwrap(), Ok(()));
+    }
+
+    /// A failure after the answer (the program could not be exec'd) reaches the host as the
+    /// 8 bytes of any failure; and a mark without a listener is refused, not waited on.
+    #[test]
+    fn the_host_reads_a_failure_after_its_answer_and_refuses_a_mark_alone() {
+        let (host, report) = pair();
+        let child = std::thread::spawn(move || {
+            let listener = std::fs::File::open("/dev/null").unwrap();
+            send_listener(report.as_raw_fd(), listener.as_raw_fd()).unwrap();
+            listener_held(report.as_raw_fd()).unwrap();
+            rustix::io::write(&report, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        });
+        let (_, listener) = read_report(&host, None).unwrap();
+        assert!(listener.is_some());
+        let (rest, _) = read_report(&host, Some(HELD)).unwrap();
+        assert_eq!(rest, [1, 2, 3, 4, 5, 6, 7, 8]);
+        child.join().unwrap();
+
+        let (host, report) = pair();
+        rustix::io::write(&report, &[LISTENER]).unwrap();
+        assert_eq!(read_report(&host, None).unwrap_err(), Errno::BADMSG);
     }
 
     /// A host that did not get the listener (or could not supervise it) never answers, and
