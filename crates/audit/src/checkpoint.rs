@@ -85,7 +85,8 @@ pub fn take_from(
     key: Option<&AuditKey>,
 ) -> Result<Checkpoint, ChainError> {
     let report = source.verify(key, &mut |_, _| {})?;
-    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    // Clamped to 1970..=9999 as records' times are (humantime's own panics outside).
+    let time = crate::format_time(std::time::SystemTime::now());
     Ok(Checkpoint {
         mac: key.map(|k| k.mac(report.records, &report.last_hash)),
         seq: report.records,

@@ -62,7 +62,8 @@ impl Inner {
         // Kept if they cannot be stored now (see the module docs): kept before the host is
         // marked closed, so the probe that opens it again finds them.
         if let Err(e) = self.audit.append_all(records()).await {
-            self.lock_unstored().keep(records());
+            let kept = records();
+            self.lock_unstored().keep(kept);
             tracing::error!(
                 target: "warden::audit",
                 "could not write the records of a call that ran (kept, to be written late): {}",
@@ -389,7 +390,8 @@ fn call_records(
     at: &warden_audit::Stamp,
 ) -> Vec<Record> {
     let base = |event| ext.record.renew_at(event, id, at);
-    let mut records = Vec::with_capacity(1 + report.uses.len() + report.denials.len());
+    let mut records =
+        Vec::with_capacity(2 + report.uses.len() + report.denials.len() + report.limits.len());
     for used in &report.uses {
         records.push(
             base(Event::Grant)

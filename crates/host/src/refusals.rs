@@ -210,7 +210,7 @@ fn summary(kind: &Kind, r: &Repeats) -> Record {
         Some(m) => format!(" ({m})"),
         None => String::new(),
     };
-    let since = humantime::format_rfc3339_millis(r.since);
+    let since = warden_audit::format_time(r.since);
     let extensions = if kind.extension.is_none() && kind.tenant.is_some() {
         " for several extensions"
     } else {
