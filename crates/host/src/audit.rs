@@ -26,13 +26,7 @@ impl Inner {
     /// A call refused before it ran, from async code: one audit record, awaited without
     /// holding an executor thread.
     pub(crate) async fn refuse(&self, ext: &Loaded, id: String, error: CallError) -> CallFailure {
-        let record = call_record(
-            ext,
-            &id,
-            &CallReport::default(),
-            Err(&error),
-            &warden_audit::Stamp::now(),
-        );
+        let record = refused_record(ext, &id, &error);
         self.refusal(error.code().as_str(), record).await;
         CallFailure {
             request_id: id,
@@ -247,13 +241,7 @@ impl Inner {
         // Nothing ran: the client may try again (503), once records can be stored.
         let error = CallError::Unavailable(self.audit_failure("the audit log cannot be written"));
         let id = self.ids.next();
-        let probe = call_record(
-            ext,
-            &id,
-            &CallReport::default(),
-            Err(&error),
-            &warden_audit::Stamp::now(),
-        );
+        let probe = refused_record(ext, &id, &error);
         match self
             .store_unstored()
             .and_then(|()| self.audit.append(probe))
@@ -430,6 +418,12 @@ fn call_records(
         );
     }
     records
+}
+
+/// The record of a call refused before it ran (`error`), stamped now.
+fn refused_record(ext: &Loaded, id: &str, error: &CallError) -> Record {
+    let nothing = CallReport::default();
+    call_record(ext, id, &nothing, Err(error), &warden_audit::Stamp::now())
 }
 
 /// One record per distinct refusal or limit hit; repeats are counted on it.

@@ -162,8 +162,13 @@ struct KillOnEnd<'a>(&'a OwnedFd);
 
 impl Drop for KillOnEnd<'_> {
     fn drop(&mut self) {
-        let _ = rustix::process::pidfd_send_signal(self.0, rustix::process::Signal::KILL);
+        kill(self.0);
     }
+}
+
+/// Kills the sandbox: its init, through its pidfd (its death ends the pid namespace).
+fn kill(init: &OwnedFd) {
+    let _ = rustix::process::pidfd_send_signal(init, rustix::process::Signal::KILL);
 }
 
 fn answer(listener: &OwnedFd, init: &OwnedFd, refused: &Refused) {
@@ -197,8 +202,7 @@ fn answer(listener: &OwnedFd, init: &OwnedFd, refused: &Refused) {
                     if arch != NATIVE {
                         // Never answered: the caller waits until the sandbox's end, which
                         // this is (its init's death ends the pid namespace).
-                        let _ =
-                            rustix::process::pidfd_send_signal(init, rustix::process::Signal::KILL);
+                        kill(init);
                     } else {
                         due.push_back((id, brake.next()));
                     }
