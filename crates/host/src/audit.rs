@@ -177,6 +177,36 @@ impl Inner {
         }
     }
 
+    /// Where a retired process install's leftover denials go (see
+    /// `warden_runtime::ProcessInstall::retire`): recorded under one request id of their own,
+    /// `ext`'s identity on each. The sink is held, not the host: a call still running on the
+    /// install may outlive the host, and what its process is refused is still written.
+    pub(crate) fn leftovers(self: &Arc<Self>, ext: &Loaded) -> warden_runtime::process::Reporter {
+        let host = Arc::downgrade(self);
+        let audit = Arc::clone(&self.audit);
+        let base = ext.record.clone();
+        let id = self.ids.next();
+        Arc::new(move |denials: Vec<Denial>| {
+            let at = warden_audit::Stamp::now();
+            let records = denials
+                .iter()
+                .map(|d| denial_record(base.renew_at(Event::Denial, &id, &at), d))
+                .collect();
+            // Blocks this thread for the commit: a retirement is rare, and may be the last
+            // thing a closing host does.
+            if let Err(e) = crate::refusals::block_on(audit.append_all(records)) {
+                match host.upgrade() {
+                    Some(host) => host.write_failed(e),
+                    None => tracing::error!(
+                        target: "warden::audit",
+                        "could not write the refusals of a retired install: {}",
+                        warden_call::text::chain(&e)
+                    ),
+                }
+            }
+        })
+    }
+
     /// A summary of repeated refusals could not be stored: the host closes as for any record.
     pub(crate) fn refusals_unstored(&self, e: warden_audit::AuditError) {
         tracing::error!(
@@ -390,12 +420,7 @@ fn call_records(
         );
     }
     for denial in &report.denials {
-        let r = base(Event::Denial)
-            .with_capability(denial.capability)
-            .with_target(&denial.target)
-            .with_decision(warden_audit::Decision::Deny)
-            .with_outcome(Outcome::Denied);
-        records.push(counted(r, denial));
+        records.push(denial_record(base(Event::Denial), denial));
     }
     for hit in &report.limits {
         let r = base(Event::Limit)
@@ -424,6 +449,15 @@ fn call_records(
 fn refused_record(ext: &Loaded, id: &str, error: &CallError) -> Record {
     let nothing = CallReport::default();
     call_record(ext, id, &nothing, Err(error), &warden_audit::Stamp::now())
+}
+
+fn denial_record(base: Record, denial: &Denial) -> Record {
+    let r = base
+        .with_capability(denial.capability)
+        .with_target(&denial.target)
+        .with_decision(warden_audit::Decision::Deny)
+        .with_outcome(Outcome::Denied);
+    counted(r, denial)
 }
 
 /// One record per distinct refusal or limit hit; repeats are counted on it.

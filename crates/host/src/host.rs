@@ -153,9 +153,20 @@ impl Host {
         )
     }
 
-    /// Stores the summaries of repeated refusals counted so far (at shutdown: nothing counted
-    /// is lost when the process then exits without dropping the host).
-    pub fn flush_refusals(&self) -> Result<(), warden_audit::AuditError> {
+    /// For an owner that stops: ends every warm process, recording what each was refused
+    /// after its last answer, and stores the summaries of repeated refusals counted so far.
+    /// Nothing of either is lost when the process then exits without dropping the host.
+    /// Calls still work after it, each in a process of its own.
+    pub fn close(&self) -> Result<(), warden_audit::AuditError> {
+        let loaded: Vec<Arc<Loaded>> = self
+            .inner
+            .extensions
+            .read()
+            .map(|m| m.values().flat_map(|t| t.values().cloned()).collect())
+            .unwrap_or_default();
+        for l in &loaded {
+            self.inner.retire_processes(l);
+        }
         self.inner.refusals.flush(true)
     }
 
@@ -222,11 +233,20 @@ impl Inner {
     /// prepared component when nothing else holds it: an old version's compiled code (tens
     /// of MB for a JavaScript or Python component) is not kept for ever. (Calls still running
     /// on it keep it alive; the runner's warm-up pass forgets it later, `prune_prepared`.)
-    pub(crate) fn retire(&self, loaded: Arc<Loaded>, how: Retired) {
+    pub(crate) fn retire(self: &Arc<Self>, loaded: Arc<Loaded>, how: Retired) {
         loaded.retired.send_replace(how);
+        self.retire_processes(&loaded);
         let hash = loaded.info.content_hash;
         drop(loaded);
         self.prune_prepared(|h| *h != hash);
+    }
+
+    /// Ends `loaded`'s parked processes, if it is a process extension, recording what they
+    /// were refused since their last answer.
+    fn retire_processes(self: &Arc<Self>, loaded: &Loaded) {
+        if let crate::installed::Code::Process(p) = &loaded.code {
+            p.retire(self.leftovers(loaded));
+        }
     }
 
     /// Forgets every prepared component that nothing holds (no loaded install, no call) and

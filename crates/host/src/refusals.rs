@@ -177,7 +177,7 @@ impl Drop for Refusals {
 
 /// Runs `fut` to its end on this thread (no executor: the flusher thread and `Drop`, which
 /// may run inside one, only wait for the audit writer's answer).
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: Arc<Self>) {

@@ -870,8 +870,9 @@ pub async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
-    // Repeated refusals counted since the last summary are part of the trail too.
-    if let Err(e) = service.host.flush_refusals() {
+    // Repeated refusals counted since the last summary are part of the trail too, and so is
+    // what warm processes were refused after their last answer.
+    if let Err(e) = service.host.close() {
         tracing::error!(error = %e, "the summary of repeated refusals could not be stored");
     }
     Ok(())

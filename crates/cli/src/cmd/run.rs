@@ -154,9 +154,24 @@ pub fn run(args: RunArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let terminal = std::io::stdout().is_terminal();
-    match args.invocation {
+    let done = invoke(&runtime, &tenant, &info.id, args.invocation, terminal);
+    // A warm process's refusals after its answer, and refusals counted but not yet summed
+    // up, are part of the run's audit trail.
+    let closed = host.close().context("storing the last audit records");
+    done.and(closed)
+}
+
+/// Makes the run's one call and writes what it answered.
+fn invoke(
+    runtime: &tokio::runtime::Runtime,
+    tenant: &warden_host::Tenant,
+    id: &warden_host::ExtensionId,
+    invocation: Invocation,
+    terminal: bool,
+) -> Result<()> {
+    match invocation {
         Invocation::Call { method, input } => {
-            let called = runtime.block_on(tenant.call(&info.id, &method, &input));
+            let called = runtime.block_on(tenant.call(id, &method, &input));
             let called = called.map_err(|f| {
                 show_logs(&f.logs);
                 anyhow!(f)
@@ -179,12 +194,10 @@ pub fn run(args: RunArgs) -> Result<()> {
             let req = req
                 .body(Bytes::from(body))
                 .context("building the HTTP request")?;
-            let called = runtime
-                .block_on(tenant.call_http(&info.id, req))
-                .map_err(|f| {
-                    show_logs(&f.logs);
-                    anyhow!(f)
-                })?;
+            let called = runtime.block_on(tenant.call_http(id, req)).map_err(|f| {
+                show_logs(&f.logs);
+                anyhow!(f)
+            })?;
             show_logs(&called.logs);
             let resp = called.value;
             let mut head = format!("{:?} {}\n", resp.version(), resp.status());

@@ -71,6 +71,17 @@ static void *spin_thread(void *arg) {
     return NULL;
 }
 
+/* Refused by the sandbox every 20 ms, for ever: ptrace of the namespace's init. */
+static void *ptrace_thread(void *arg) {
+    (void)arg;
+    for (;;) {
+        struct timespec t = {0, 20000000};
+        nanosleep(&t, NULL);
+        syscall(SYS_ptrace, PTRACE_ATTACH, 1, 0, 0);
+    }
+    return NULL;
+}
+
 static void put(const char *buf, size_t n) {
     while (n > 0) {
         ssize_t w = write(1, buf, n);
@@ -279,6 +290,18 @@ static void handle(long id, const char *method, const char *arg) {
         ev.sigev_signo = SIGCONT;
         timer_t timer;
         struct itimerspec every = {{0, 10000000}, {0, 10000000}};
+        if (timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0) timer_settime(timer, 0, &every, NULL);
+        answer(id, "ticking");
+    } else if (strcmp(method, "lateptrace") == 0) {
+        /* Has itself continued 50 ms after its answer, then every 10 ms, if stopped, and is
+           refused meanwhile. */
+        pthread_t t;
+        pthread_create(&t, NULL, ptrace_thread, NULL);
+        struct sigevent ev = {0};
+        ev.sigev_notify = SIGEV_SIGNAL;
+        ev.sigev_signo = SIGCONT;
+        timer_t timer;
+        struct itimerspec every = {{0, 10000000}, {0, 50000000}};
         if (timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0) timer_settime(timer, 0, &every, NULL);
         answer(id, "ticking");
     } else if (strcmp(method, "bgspin") == 0) {

@@ -108,6 +108,8 @@ name = "bgspin"
 [[methods]]
 name = "tcont"
 [[methods]]
+name = "lateptrace"
+[[methods]]
 name = "preanswer"
 [[methods]]
 name = "nap"
@@ -1069,6 +1071,76 @@ async fn a_warm_process_serves_its_calls_then_is_replaced() {
         .await
         .unwrap();
     assert_eq!(text(&first.value), "1");
+}
+
+/// Without a freezer (unprivileged, no delegated cgroup) a parked process can have itself
+/// continued: what it is refused then is reported by the install's next call, or, when none
+/// comes (the install unloaded, the host closing), recorded as its processes are ended. As
+/// root (with a freezer here) this runs again as nobody.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_of_a_parked_process_are_recorded_when_its_install_ends() {
+    use std::os::unix::fs::MetadataExt as _;
+    if fs::metadata("/proc/self").unwrap().uid() == 0 {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "process::refusals_of_a_parked_process_are_recorded_when_its_install_ends",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "as nobody:\n{text}");
+        assert!(text.contains("1 passed"), "as nobody:\n{text}");
+        return;
+    }
+    assert!(!frozen(), "unprivileged here, sandboxes have no freezer");
+    for how in ["unload", "close"] {
+        let lab = Lab::with_policy(warm_policy());
+        let marker = format!("late-{how}");
+        let id = load_patient(&lab, &marker, "", &Grant::All);
+        assert_eq!(call(&lab, &id, "lateptrace", "").await.unwrap(), "ticking");
+        // Stopped after its answer, it continues itself within 50 ms and is refused every
+        // 20 ms from then on.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let late = |lab: &Lab| -> Vec<Record> {
+            records(lab, Event::Denial)
+                .into_iter()
+                .filter(|r| {
+                    r.target() == Some("ptrace")
+                        && r.message()
+                            .is_some_and(|m| m.contains("after its last answer"))
+                })
+                .collect()
+        };
+        assert!(late(&lab).is_empty());
+        match how {
+            "unload" => assert!(lab.host.default_tenant().unload(&id)),
+            _ => lab.host.close().unwrap(),
+        }
+        // Recorded by the time the install is gone, with the extension's identity, under a
+        // request id of its own (no call's), counted.
+        let late = late(&lab);
+        assert_eq!(late.len(), 1, "{how}: {late:?}");
+        let r = &late[0];
+        assert_eq!(r.extension(), Some(id.as_str()));
+        assert!(r.message().unwrap_or("").contains("attempts"), "{r:?}");
+        let calls = records(&lab, Event::Call);
+        assert!(calls.iter().all(|c| c.request_id() != r.request_id()));
+        // And the process is gone.
+        let until = Instant::now() + Duration::from_secs(5);
+        while running(&marker) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(running(&marker), 0, "{how}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,6 +26,8 @@ mod quota;
 mod refusals;
 mod unpack;
 
+pub use refusals::Reporter;
+
 /// A remote extension's callbacks (`kv.*`, `secrets.get`, `invoke`, `log`, `http.fetch`):
 /// answered by the very code that answers a process extension's host requests, so with the
 /// same grants, checks and records.
@@ -420,6 +422,8 @@ pub struct ProcessInstall {
     running: Arc<quota::Running>,
     /// Refusals of its swept processes, for its next call to report.
     unreported: Arc<refusals::Unreported>,
+    /// Set by [`ProcessInstall::retire`]: no process is kept from then on.
+    retired: std::sync::atomic::AtomicBool,
     /// The install's folders: the program owns them (a root host gives them to its uid), so
     /// it could change their mode, which the host's next load would refuse; reset after
     /// every call.
@@ -583,6 +587,7 @@ impl ProcessInstall {
             summary,
             running: Arc::default(),
             unreported: Arc::default(),
+            retired: std::sync::atomic::AtomicBool::new(false),
             writable: (!writable.is_empty()).then_some(quota::Folders {
                 roots: writable,
                 files,
@@ -609,6 +614,45 @@ impl ProcessInstall {
                 drop(tokio::task::spawn_blocking(move || drop(old)));
             },
         );
+    }
+
+    /// Takes the install out of use (unloaded, upgraded, or its host closing): its parked
+    /// processes are killed, and what they, and those swept before, were refused after their
+    /// last answer goes to `report`, since no call of the install will come to report it;
+    /// so does what a process swept later was refused. Calls still running go on, but keep
+    /// no process.
+    pub fn retire(&self, report: refusals::Reporter) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.unreported.retire(report);
+        // Taken after the flag is set: a call that parks its process checks the flag under
+        // this lock, so none is parked after this.
+        let mut parked = self
+            .idle
+            .lock()
+            .map(|mut idle| std::mem::take(&mut *idle))
+            .unwrap_or_default();
+        let refused = parked.iter_mut().flat_map(Worker::end).collect();
+        self.unreported.keep(refused);
+        // Killing is a signal, reaping a wait: off the executor where there is one.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || drop(parked))),
+            Err(_) => drop(parked),
+        }
+    }
+
+    /// Puts a parked `worker` with the idle ones, unless the install is retired (the flag is
+    /// read under the lock [`ProcessInstall::retire`] takes after setting it): then it is
+    /// handed back.
+    fn keep_idle(&self, worker: Worker) -> Option<Worker> {
+        let Ok(mut idle) = self.idle.lock() else {
+            return Some(worker);
+        };
+        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            return Some(worker);
+        }
+        idle.push(worker);
+        None
     }
 
     /// The weaker profile every call of this install runs under, if any (to be audited).
@@ -852,16 +896,26 @@ impl ProcessInstall {
         }
         let keep = parked.is_some() && !over_quota;
         worker.seen.absorb(&api.redactor);
-        if keep && let Ok(mut idle) = self.idle.lock() {
-            idle.push(worker);
-            drop(idle);
-            self.sweep_later();
-        } else if over_quota {
-            // Dead before the answer goes out: it must not write on after its call.
-            let _ = tokio::task::spawn_blocking(move || drop(worker)).await;
+        let unkept = if keep {
+            self.keep_idle(worker)
         } else {
-            // Killing is a signal, reaping a wait: off the executor.
-            tokio::task::spawn_blocking(move || drop(worker));
+            Some(worker)
+        };
+        match unkept {
+            None => self.sweep_later(),
+            Some(worker) if over_quota => {
+                // Dead before the answer goes out: it must not write on after its call.
+                let _ = tokio::task::spawn_blocking(move || drop(worker)).await;
+            }
+            Some(mut worker) => {
+                if keep {
+                    // Parked, but its install was retired meanwhile: ended instead, and what
+                    // it was refused since its answer reported with the install's retirement.
+                    self.unreported.keep(worker.end());
+                }
+                // Killing is a signal, reaping a wait: off the executor.
+                tokio::task::spawn_blocking(move || drop(worker));
+            }
         }
         for f in &self.folders {
             use std::os::unix::fs::PermissionsExt;
