@@ -13,6 +13,7 @@
 //! let ext = tenant.load_file("echo.wext".as_ref(), None, &Grant::None)?;
 //! let out = tenant.call(&ext.id, "echo", br#"{"hi":1}"#).await?;
 //! assert_eq!(out.value, br#"{"hi":1}"#); // and out.request_id, out.logs
+//! host.close()?; // before the process exits: the last audit records
 //! # Ok(()) }
 //! ```
 //!

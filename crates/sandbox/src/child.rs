@@ -159,6 +159,9 @@ pub(crate) struct ChildFds {
     pub(crate) report: RawFd,
     /// The Landlock ruleset (a duplicate of the one the parent built for this spawn).
     pub(crate) landlock: Option<RawFd>,
+    /// The host's ends of the sync pipe and of the report socket: the child's copies are
+    /// closed first thing, so that the host's death is an EOF on its own.
+    pub(crate) host_ends: [RawFd; 2],
 }
 
 /// One spawn: shared layout, descriptors, and the program (`None` for a dry run, which exits
@@ -220,6 +223,14 @@ fn setup(plan: &Plan) -> Result<(), Fail> {
         Step::DeathSignal,
         p::set_parent_process_death_signal(Some(p::Signal::KILL)),
     )?;
+    // The death signal comes only if the host dies from now on. Dead already, it is told by
+    // EOF on the sync pipe, once this copy of the pipe's write end (and of the report
+    // socket's other end, for the wait for `HELD`) is gone (outside attack: a child forked
+    // just before the host was killed waited for ever, holding copies of all the host's
+    // descriptors, its listening socket and audit log included).
+    for &end in &plan.fds.host_ends {
+        at(Step::CloseFds, sys::close(end))?;
+    }
     // The parent writes our uid/gid maps, then one byte. EOF: the parent gave up or died.
     let mut b = [0u8; 1];
     match rustix::io::retry_on_intr(|| rustix::io::read(fd(plan.fds.sync), &mut b)) {

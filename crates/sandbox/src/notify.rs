@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
@@ -40,9 +40,9 @@ pub struct Refusal {
     pub killed: bool,
 }
 
-/// The refusals of one sandbox not yet taken.
+/// The refusals of one sandbox not yet taken, and whether its supervisor has ended.
 #[derive(Debug, Default)]
-pub(crate) struct Refused(Mutex<Counts>);
+pub(crate) struct Refused(Mutex<Counts>, Condvar);
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -51,6 +51,8 @@ struct Counts {
     unnamed: usize,
     /// Refusals of calls past [`MAX_UNNAMED`] unnamed ones.
     others: u64,
+    /// The supervisor ended: every refusal of the sandbox is counted.
+    ended: bool,
     /// Whether a call of another architecture had the sandbox killed.
     foreign: bool,
 }
@@ -90,6 +92,22 @@ impl Refused {
         out
     }
 
+    /// Waits at most `within` for the supervisor to end (after the sandbox's last process
+    /// did, once it has read and counted every refusal); whether it has.
+    pub(crate) fn wait_ended(&self, within: Duration) -> bool {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (counts, _) = self
+            .1
+            .wait_timeout_while(counts, within, |c| !c.ended)
+            .unwrap_or_else(PoisonError::into_inner);
+        counts.ended
+    }
+
+    fn end(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).ended = true;
+        self.1.notify_all();
+    }
+
     /// Whether the sandbox was killed for a system call of another architecture.
     pub(crate) fn killed_foreign(&self) -> bool {
         self.0
@@ -105,6 +123,7 @@ impl Refused {
             unnamed,
             others,
             foreign,
+            ended: _,
         } = &mut *counts;
         *foreign |= arch != NATIVE;
         let key = (arch, nr);
@@ -147,7 +166,7 @@ pub(crate) fn supervise(listener: OwnedFd, init: OwnedFd) -> std::io::Result<Arc
     std::thread::Builder::new()
         .name("warden-seccomp".into())
         .spawn(move || {
-            let _end = KillOnEnd(&init);
+            let _end = KillOnEnd(&init, &counts);
             answer(&listener, &init, &counts);
         })?;
     Ok(refused)
@@ -158,11 +177,13 @@ pub(crate) fn supervise(listener: OwnedFd, init: OwnedFd) -> std::io::Result<Arc
 /// otherwise be answered `ENOSYS` by the kernel, unaudited, and a call of another
 /// architecture let through. After the listener's hang-up no task of the sandbox is left,
 /// and this kills nothing.
-struct KillOnEnd<'a>(&'a OwnedFd);
+/// (And says the supervisor ended, to whoever waits for the last refusals.)
+struct KillOnEnd<'a>(&'a OwnedFd, &'a Refused);
 
 impl Drop for KillOnEnd<'_> {
     fn drop(&mut self) {
         kill(self.0);
+        self.1.end();
     }
 }
 

@@ -118,6 +118,22 @@ impl Child {
         self.refused.as_ref().map(|r| r.take()).unwrap_or_default()
     }
 
+    /// Kills the sandbox and returns what it was refused since the last time this was asked,
+    /// up to its end: waits (at most `within`) for its last process to end and for the
+    /// supervisor to have counted every refusal it read meanwhile. (Right after a kill some
+    /// are still being counted: an outside attack found an i386 call made just after the
+    /// answer missing from 29 of 40 calls' records, and refusals a grandchild saw answered
+    /// missing from 8 of 40.)
+    pub fn refused_to_end(&mut self, within: Duration) -> Vec<crate::Refusal> {
+        let end = Instant::now() + within;
+        let _ = self.kill();
+        let _ = self.wait_deadline(end);
+        if let Some(r) = &self.refused {
+            r.wait_ended(end.saturating_duration_since(Instant::now()));
+        }
+        self.refused()
+    }
+
     /// Whether the host's seccomp supervisor killed the sandbox for a system call of another
     /// architecture (where the kernel has no listener for it, the kernel kills the process
     /// with `SIGSYS` instead).

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Instant;
 
 use rustix::io::Errno;
 use rustix::mount::MountFlags;
@@ -60,6 +61,9 @@ pub enum SandboxError {
     Setup { step: Step, errno: Errno },
     #[error("the sandboxed child ended during setup without a report")]
     ChildVanished,
+    /// The invocation's deadline passed before its program could start: it never ran.
+    #[error("the deadline passed while the sandbox was being set up (the program never started)")]
+    TimedOut,
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SandboxError {
@@ -109,6 +113,7 @@ pub struct Invocation {
     program: Program,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    deadline: Option<Instant>,
 }
 
 impl Invocation {
@@ -117,7 +122,18 @@ impl Invocation {
             program,
             args: Vec::new(),
             env: Vec::new(),
+            deadline: None,
         }
+    }
+    /// The program must start by `deadline`, or not at all ([`SandboxError::TimedOut`]): a
+    /// call whose time ran out while its sandbox was set up must not have a program run on
+    /// with no one to report what it does (outside attack: 140 of 200 calls timed out at
+    /// 8 ms started their program after their call had ended, its refusals recorded by
+    /// none). Checked last before the program is let go, where the kernel has seccomp
+    /// notifications.
+    pub fn until(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
@@ -334,7 +350,7 @@ impl Sandbox {
             stdout_w.as_raw_fd(),
             stderr_w.as_raw_fd(),
         ];
-        let (started, refused) = self.start(Some(stdio), Some(exec))?;
+        let (started, refused) = self.start(Some(stdio), Some(exec), inv.deadline)?;
         drop((stdin_r, stdout_w, stderr_w));
         let (pid, pidfd, cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
         let child = Child::new(
@@ -356,6 +372,7 @@ impl Sandbox {
         &self,
         stdio: Option<[i32; 3]>,
         exec: Option<Exec>,
+        deadline: Option<Instant>,
     ) -> Result<(Started, Option<Arc<crate::notify::Refused>>), SandboxError> {
         let needs_listener = exec.is_some() && self.layout.seccomp_notify.is_some();
         let (sync_r, sync_w) = pipe()?;
@@ -379,6 +396,7 @@ impl Sandbox {
                 stdio,
                 sync: sync_r.as_raw_fd(),
                 report: report_w.as_raw_fd(),
+                host_ends: [sync_w.as_raw_fd(), report_r.as_raw_fd()],
                 landlock: ruleset.as_ref().map(|f| f.as_raw_fd()),
             },
             exec,
@@ -427,6 +445,10 @@ impl Sandbox {
                 let supervising = "starting the seccomp supervisor";
                 let init = pidfd.try_clone().map_err(io(supervising))?;
                 let refused = crate::notify::supervise(listener, init).map_err(io(supervising))?;
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    // Dropping the guard kills the child, still waiting for `HELD`.
+                    return Err(SandboxError::TimedOut);
+                }
                 let reading = ioe("reading the child's report after its seccomp listener");
                 let (rest, _) =
                     read_report(&report_r, Some(crate::child::HELD)).map_err(reading)?;
@@ -683,7 +705,7 @@ fn dry_run_in(dir: &Path, support: &Support) -> Result<(), SandboxError> {
         .accept(Weakening::NoLandlock)
         .build()?;
     let sandbox = Sandbox::prepare(profile, support)?;
-    let (started, _) = sandbox.start(None, None)?;
+    let (started, _) = sandbox.start(None, None, None)?;
     let (_pid, pidfd, _cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
     let status = crate::process::wait_exit(pidfd.as_fd()).map_err(io("waiting for the dry run"))?;
     match status {

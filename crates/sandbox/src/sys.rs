@@ -196,6 +196,17 @@ pub(crate) fn seccomp_notify_available() -> std::io::Result<()> {
     }
 }
 
+/// Closes `fd` now.
+pub(crate) fn close(fd: RawFd) -> Result<(), Errno> {
+    // SAFETY: close takes an integer; the caller no longer uses `fd` (and owns no value
+    // that would close it again).
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(errno()))
+    }
+}
+
 /// Closes every descriptor from 3 on but `keep`, now (not at execve).
 pub(crate) fn close_all_but(keep: RawFd) -> Result<(), Errno> {
     let keep = u32::try_from(keep).map_err(|_| Errno::BADF)?;

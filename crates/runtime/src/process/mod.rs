@@ -673,12 +673,24 @@ impl ProcessInstall {
         refused: &mut Vec<warden_sandbox::Refusal>,
         input_len: usize,
         generation: u64,
+        (deadline, limit): (Instant, Duration),
     ) -> Result<Worker, CallError> {
         while let Some(mut w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            if w.generation == generation
-                && w.unpark(earlier, self.protocol.max_stderr_bytes(), input_len)
-                    .await
-            {
+            let fit = if w.generation == generation {
+                tokio::time::timeout_at(
+                    deadline.into(),
+                    w.unpark(earlier, self.protocol.max_stderr_bytes(), input_len),
+                )
+                .await
+            } else {
+                Ok(false)
+            };
+            let Ok(fit) = fit else {
+                refused.extend(w.end());
+                tokio::task::spawn_blocking(move || drop(w));
+                return Err(CallError::Timeout(limit));
+            };
+            if fit {
                 return Ok(w);
             }
             earlier.clear();
@@ -686,8 +698,12 @@ impl ProcessInstall {
             refused.extend(w.end());
             tokio::task::spawn_blocking(move || drop(w));
         }
+        // Not cut at the deadline: a spawn dropped on the way would leave its program to start
+        // and be killed with no one to take its refusals. The sandbox lets the program start
+        // only before the deadline (`Invocation::until`); one that started just before it
+        // meets it in its exchange, and is ended, its refusals taken, as any other.
         let sandbox = Arc::clone(&self.sandbox);
-        let inv = self.invocation.clone();
+        let inv = self.invocation.clone().until(deadline);
         // clone3, the child's setup and its report pipe: blocking system calls.
         let child = tokio::task::spawn_blocking(move || {
             // `ETXTBSY`: a child forked by another thread of this host (any spawn, any
@@ -708,7 +724,10 @@ impl ProcessInstall {
         })
         .await
         .map_err(|e| CallError::host_caused("starting the process", e))?
-        .map_err(|e| CallError::host_caused("starting the process in its sandbox", e))?;
+        .map_err(|e| match e {
+            SandboxError::TimedOut => CallError::Timeout(limit),
+            e => CallError::host_caused("starting the process in its sandbox", e),
+        })?;
         let mut w =
             Worker::start(child).map_err(|e| CallError::host_caused("the process's pipes", e))?;
         w.generation = generation;
@@ -746,21 +765,44 @@ impl ProcessInstall {
         let deadline = started + limits.max_execution_time;
         let mut earlier = Vec::new();
         let mut refused = Vec::new();
-        let mut worker = match tokio::time::timeout_at(
-            deadline.into(),
-            self.worker(&mut earlier, &mut refused, input.len(), caps.generation),
-        )
-        .await
+        let mut worker = match self
+            .worker(
+                &mut earlier,
+                &mut refused,
+                input.len(),
+                caps.generation,
+                (deadline, limits.max_execution_time),
+            )
+            .await
         {
-            Ok(Ok(w)) => w,
-            Ok(Err(e)) => return failed(started, e),
-            Err(_) => return failed(started, CallError::Timeout(limits.max_execution_time)),
+            Ok(w) => w,
+            Err(e) => {
+                // What replaced processes were refused after their last answer is still told.
+                refusals::record(&api.ledger, refused, true);
+                let (denials, uses, limits) = api.ledger.report(&api.redactor);
+                return CallOutcome {
+                    result: Err(e),
+                    report: CallReport {
+                        duration: started.elapsed(),
+                        denials,
+                        uses,
+                        limits,
+                        ..CallReport::default()
+                    },
+                };
+            }
         };
         api.redactor.absorb(&worker.seen);
         // A warm process's refusals after its last answer (counted since), and those of
         // parked ones replaced on the way: this call's record says so, rather than the last
-        // one's, already written, or none.
-        refused.extend(worker.child.refused());
+        // one's, already written, or none. A new process's, made as it started, are simply
+        // this call's.
+        let since = worker.child.refused();
+        if worker.calls == 0 {
+            refusals::record(&api.ledger, since, false);
+        } else {
+            refused.extend(since);
+        }
         refused.extend(self.unreported.take());
         refusals::record(&api.ledger, refused, true);
         let earlier_calls = worker.calls;
@@ -854,14 +896,33 @@ impl ProcessInstall {
         // A process kept warm says what it holds now (its peak would be its whole life's);
         // one that ends, its peak (read before it is killed: without a cgroup it is in /proc).
         let memory_peak = parked.unwrap_or_else(|| worker.memory_peak());
-        // Not kept: killed now (a signal), not when its reaping comes, so that what it tries
-        // after its answer is refused it here and counted below, in this call's record.
-        if parked.is_none() {
-            let _ = worker.child.kill();
-        }
         // What the sandbox refused it, as denials of the call: taken once it can make no more
-        // (frozen, stopped or killed); a parked process's later refusals go to its next call.
-        refusals::record(&api.ledger, worker.child.refused(), false);
+        // (frozen, stopped, or killed now and ended: what it tries after its answer is refused
+        // it and counted here, in this call's record); a parked process's later refusals go
+        // to its next call.
+        let refused = if parked.is_some() {
+            worker.child.refused()
+        } else {
+            // Killing is a signal, the end a wait: off the executor.
+            match tokio::task::spawn_blocking(move || {
+                let refused = worker.child.refused_to_end(KILL_WAIT);
+                (worker, refused)
+            })
+            .await
+            {
+                Ok((w, refused)) => {
+                    worker = w;
+                    refused
+                }
+                Err(_) => {
+                    return failed(
+                        started,
+                        CallError::host("a killed process could not be reaped"),
+                    );
+                }
+            }
+        };
+        refusals::record(&api.ledger, refused, false);
         let mut over_quota = !answered;
         if answered && let Some(folders) = &self.writable {
             // What the call left in its folders counts too, measured with the tree still,
@@ -869,23 +930,6 @@ impl ProcessInstall {
             // hide them from it (outside attack: 601 MiB past a 4 MiB quota and the call
             // answered "ok"), not from a walk of a tree that cannot run. A call that answered
             // over the quota fails, and its process is not kept.
-            if parked.is_none() {
-                worker = match tokio::task::spawn_blocking(move || {
-                    let _ = worker.child.kill();
-                    let _ = worker.child.wait_deadline(Instant::now() + KILL_WAIT);
-                    worker
-                })
-                .await
-                {
-                    Ok(w) => w,
-                    Err(_) => {
-                        return failed(
-                            started,
-                            CallError::host("a killed process could not be reaped"),
-                        );
-                    }
-                };
-            }
             if let Some(e) = folders
                 .over_quota(parked.is_some().then_some(program))
                 .await

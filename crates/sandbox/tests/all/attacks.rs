@@ -67,6 +67,40 @@ fn fork_bomb() {
     assert_eq!(field(&line, "errno"), EAGAIN, "{line}");
 }
 
+/// `RLIMIT_NPROC` counts a user's processes, and every sandbox of a host runs as the same
+/// user outside (nobody for a root host, the host's own user otherwise). Each sandbox's count
+/// must be its own (its user namespace's): three sandboxes holding all the processes they may
+/// have leave a fourth exactly what it gets alone.
+/// (Unprivileged too: `roles::unprivileged_host`.)
+#[test]
+fn sandboxes_holding_all_their_processes_leave_another_its_own() {
+    assert_process_counts_apart(&sandbox(profile().limits(Limits {
+        processes: 16,
+        ..limits()
+    })));
+}
+
+pub fn assert_process_counts_apart(sb: &Sandbox) {
+    use std::io::BufRead as _;
+    let (_, alone) = run_in(sb, &["fork", "200"]);
+    let alone = field(&alone, "forks");
+    assert!(alone > 0, "{alone}");
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut child = sb.spawn(&invocation(&["hold", "200"])).unwrap();
+        let mut out = std::io::BufReader::new(child.take_stdout().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(field(&line, "held"), alone, "{line}");
+        holders.push(child);
+    }
+    let (_, beside) = run_in(sb, &["fork", "200"]);
+    assert_eq!(field(&beside, "forks"), alone, "{beside}");
+    for mut h in holders {
+        h.kill().unwrap();
+    }
+}
+
 #[test]
 fn fd_exhaustion() {
     let plain = run_plain(&["fds", "1000"]);
@@ -414,6 +448,58 @@ fn refusals_reach_the_host_however_many_descriptors_it_holds() {
         }]
     );
     drop(held);
+}
+
+/// Outside attack: refusals a program saw answered just before its sandbox was killed were
+/// missing from its call's record, taken before the supervisor had counted them all.
+#[test]
+fn every_refusal_answered_before_the_end_is_counted() {
+    let data = scratch();
+    let seen = data.path().join("seen");
+    let sb = sandbox(with_rw(data.path()));
+    for _ in 0..5 {
+        let mut child = sb
+            .spawn(&invocation(&["tracefile", "/data/seen", "4"]))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let refused = child.refused_to_end(Duration::from_secs(5));
+        let counted: u64 = refused
+            .iter()
+            .filter(|r| r.call == "ptrace")
+            .map(|r| r.times)
+            .sum();
+        let bytes = std::fs::read(&seen).unwrap();
+        let saw = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        assert!(saw > 0, "{refused:?}");
+        assert!(counted >= saw, "{counted} counted, {saw} answered");
+        std::fs::remove_file(&seen).unwrap();
+    }
+}
+
+/// A program whose deadline passed while its sandbox was set up never starts (outside
+/// attack: 140 of 200 calls timed out at 8 ms started their program after their call had
+/// ended, and no one took their refusals).
+#[test]
+fn a_program_past_its_deadline_never_starts() {
+    let data = scratch();
+    let sb = sandbox(with_rw(data.path()));
+    let late = invocation(&["create", "/data/ran"]).until(Instant::now());
+    match sb.spawn(&late) {
+        Err(warden_sandbox::SandboxError::TimedOut) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started past its deadline"),
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!data.path().join("ran").exists());
+    // In time, it runs.
+    let inv = invocation(&["create", "/data/ran"]).until(Instant::now() + Duration::from_secs(5));
+    let out = sb
+        .spawn(&inv)
+        .unwrap()
+        .run(b"", Instant::now() + Duration::from_secs(5), 1 << 16)
+        .unwrap();
+    exited(&out, 0);
+    assert!(data.path().join("ran").exists());
 }
 
 /// Red team (outside, round 1): memfd pages are counted by no rlimit, so one program held

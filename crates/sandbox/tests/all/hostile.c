@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -52,6 +53,21 @@ static int fork_bomb(long n) {
     close(p[1]);
     while (wait(NULL) > 0) {}
     return 0;
+}
+
+/* hold N: up to N children that wait for ever, and itself (until killed). */
+static int hold(long n) {
+    long count = 0;
+    int err = 0;
+    for (long i = 0; i < n; i++) {
+        pid_t c = fork();
+        if (c < 0) { err = errno; break; }
+        if (c == 0) { for (;;) pause(); }
+        count++;
+    }
+    printf("RESULT held=%ld errno=%d\n", count, err);
+    fflush(stdout);
+    for (;;) pause();
 }
 
 /* fds N: opens /dev/null up to N times. */
@@ -251,6 +267,21 @@ static int trace(long pid) {
     return 0;
 }
 
+/* tracefile PATH N: N processes refused ptrace for ever, counting each EPERM they see into
+   PATH (8 bytes, shared: what a kill leaves there is what they saw). */
+static int tracefile(const char *path, long n) {
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    if (fd < 0 || ftruncate(fd, 8) != 0) return 2;
+    unsigned long *seen = mmap(NULL, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (seen == MAP_FAILED) return 3;
+    for (long i = 1; i < n; i++)
+        if (fork() == 0) break;
+    for (;;) {
+        long r = ptrace(PTRACE_SEIZE, 1, 0, 0);
+        if (r < 0 && errno == EPERM) __atomic_add_fetch(seen, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
 /* x32: getpid through the x32 ABI (nr | 0x40000000). */
 static int x32(void) {
     long r = syscall(0x40000000L | SYS_getpid);
@@ -390,6 +421,7 @@ int main(int argc, char **argv) {
     const char *a = argv[1];
     long n = argc > 2 ? atol(argv[2]) : 0;
     if (!strcmp(a, "fork")) return fork_bomb(n);
+    if (!strcmp(a, "hold")) return hold(n);
     if (!strcmp(a, "fds")) return fds(n);
     if (!strcmp(a, "mem")) return mem(n);
     if (!strcmp(a, "spread") && argc > 3) return spread(n, atol(argv[3]));
@@ -399,6 +431,7 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "alloc") && argc > 3) return alloc(argv[2], atol(argv[3]));
     if (!strcmp(a, "list") && argc > 2) return list(argv[2]);
     if (!strcmp(a, "ptrace")) return trace(n);
+    if (!strcmp(a, "tracefile") && argc > 3) return tracefile(argv[2], atol(argv[3]));
     if (!strcmp(a, "x32")) return x32();
     if (!strcmp(a, "i386")) return foreign_arch();
     if (!strcmp(a, "intr")) return intr(n);

@@ -56,6 +56,7 @@ fn role_entry() {
         Ok("unprivileged") => unprivileged_role(),
         Ok("host_dies") => host_dies_role(),
         Ok("host_dies_frozen") => host_dies_frozen_role(),
+        Ok("listener_lost") => listener_lost_role(),
         _ => return,
     }
     println!("{OK}");
@@ -81,6 +82,93 @@ fn ld_preload_role() {
         .run(b"", Instant::now() + Duration::from_secs(5), 1 << 16)
         .unwrap();
     assert_eq!(result_line(&out.stdout), "env=LANG=C;");
+}
+
+/// Red team (outside, round 2): a host at its own descriptor limit lost the seccomp listener
+/// in transit (the kernel drops a descriptor it cannot install), and the program ran with
+/// its refused calls answered by no one. In a process of its own: every descriptor of it is
+/// taken.
+#[test]
+fn a_listener_lost_in_transit_starts_no_program() {
+    reexec(&[], "listener_lost", &[]);
+}
+
+/// The spawning thread is left to block for the listener (`recvmsg`), then every free
+/// descriptor is taken, so the kernel cannot give it: the spawn must fail and the program
+/// never run. Whichever way each race goes, no program runs unsupervised.
+fn listener_lost_role() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const RECVMSG: &str = "47 ";
+    // Few descriptors, so that taking them all is quick.
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(256),
+            maximum: Some(256),
+        },
+    )
+    .unwrap();
+    let data = scratch();
+    let ran = data.path().join("ran");
+    let sb = sandbox(with_rw(data.path()));
+    let inv = invocation(&["create", "/data/ran"]);
+    let spare = std::fs::File::open("/dev/null").unwrap();
+    let (mut lost, mut supervised) = (0, 0);
+    for _ in 0..20 {
+        let me = rustix::thread::gettid().as_raw_nonzero();
+        let done = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            let filler = s.spawn(|| {
+                let syscall = format!("/proc/self/task/{me}/syscall");
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !done.load(Ordering::Acquire) && Instant::now() < deadline {
+                    let blocked =
+                        std::fs::read_to_string(&syscall).is_ok_and(|s| s.starts_with(RECVMSG));
+                    if blocked {
+                        let mut held = Vec::new();
+                        while let Ok(fd) = rustix::io::dup(&spare) {
+                            held.push(fd);
+                        }
+                        while !done.load(Ordering::Acquire) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        return held.len();
+                    }
+                    std::thread::yield_now();
+                }
+                0
+            });
+            let result = sb.spawn(&inv);
+            done.store(true, Ordering::Release);
+            (result, filler.join().unwrap())
+        });
+        match result {
+            (Err(e), taken) => {
+                assert!(taken > 0, "{e}");
+                let text = format!("{e}");
+                assert!(text.contains("seccomp"), "{text}");
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(!ran.exists(), "the program ran: {text}");
+                if text.contains("listener") {
+                    lost += 1;
+                }
+            }
+            (Ok(mut child), _) => {
+                let out = child
+                    .wait_deadline(Instant::now() + Duration::from_secs(5))
+                    .unwrap();
+                assert_eq!(out, Outcome::Exited(warden_sandbox::Exit::Code(0)));
+                assert!(ran.exists());
+                std::fs::remove_file(&ran).unwrap();
+                supervised += 1;
+            }
+        }
+    }
+    println!("listener lost {lost} times, program supervised {supervised} times");
+    assert!(
+        lost > 0,
+        "never lost: the test did not take the descriptors in time"
+    );
 }
 
 /// The unprivileged path: as uid/gid 65534 with no groups (`setpriv`), or directly when the
@@ -128,6 +216,7 @@ fn unprivileged_role() {
     }));
     let (_, line) = run_in(&sb, &["fork", "100"]);
     assert!(field(&line, "forks") < 16, "{line}");
+    crate::attacks::assert_process_counts_apart(&sb);
 
     let data = scratch();
     let outside = scratch();
