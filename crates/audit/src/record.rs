@@ -1,6 +1,7 @@
 //! One audit record: what happened, to which extension, for whom, and how it ended.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -156,12 +157,19 @@ display_as_str!(Event, Outcome, Decision);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawRecord")]
 pub struct Record {
-    time: String,
+    // Shared, not copied: every record of an install carries its identity, and every record
+    // of one moment its time (a call's records are renewed from a template: `Record::renew`).
+    #[serde(serialize_with = "text")]
+    time: Arc<str>,
     request_id: String,
-    tenant: Option<String>,
-    extension: Option<String>,
-    version: Option<String>,
-    content_hash: Option<String>,
+    #[serde(serialize_with = "some_text")]
+    tenant: Option<Arc<str>>,
+    #[serde(serialize_with = "some_text")]
+    extension: Option<Arc<str>>,
+    #[serde(serialize_with = "some_text")]
+    version: Option<Arc<str>>,
+    #[serde(serialize_with = "some_text")]
+    content_hash: Option<Arc<str>>,
     event: Event,
     capability: Option<String>,
     target: Option<String>,
@@ -172,6 +180,17 @@ pub struct Record {
     egress_bytes: Option<u64>,
     outcome: Outcome,
     message: Option<String>,
+}
+
+fn text<S: serde::Serializer>(t: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t)
+}
+
+fn some_text<S: serde::Serializer>(t: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&**t),
+        None => s.serialize_none(),
+    }
 }
 
 /// What the target of a record standing for several requests starts with
@@ -232,11 +251,11 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// A record's time stamp, made once for the records of one moment (a call's end writes
 /// several, in one batch): formatting a time is a good part of making a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stamp(String);
+pub struct Stamp(Arc<str>);
 
 impl Stamp {
     pub fn now() -> Stamp {
-        Stamp(format_time(SystemTime::now()))
+        Stamp(format_time(SystemTime::now()).into())
     }
 }
 
@@ -255,7 +274,7 @@ impl Record {
             extension: self.extension.clone(),
             version: self.version.clone(),
             content_hash: self.content_hash.clone(),
-            ..Record::blank(event, request_id, at.0.clone())
+            ..Record::blank(event, request_id, Arc::clone(&at.0))
         }
     }
 
@@ -265,10 +284,10 @@ impl Record {
     /// for [`Event::VerificationFailure`], `error` for [`Event::Limit`] (set the specific limit
     /// with [`Record::with_outcome`]), and `ok` otherwise.
     pub fn new(event: Event, request_id: impl fmt::Display) -> Record {
-        Record::blank(event, request_id, format_time(SystemTime::now()))
+        Record::blank(event, request_id, format_time(SystemTime::now()).into())
     }
 
-    fn blank(event: Event, request_id: impl fmt::Display, time: String) -> Record {
+    fn blank(event: Event, request_id: impl fmt::Display, time: Arc<str>) -> Record {
         let outcome = match event {
             Event::Denial => Outcome::Denied,
             Event::VerificationFailure => Outcome::Invalid,
@@ -297,24 +316,24 @@ impl Record {
 
     /// Replaces the time stamp (UTC, millisecond precision; clamped to 1970..=9999).
     pub fn at(mut self, time: SystemTime) -> Record {
-        self.time = format_time(time);
+        self.time = format_time(time).into();
         self
     }
     pub fn with_tenant(mut self, tenant: impl fmt::Display) -> Record {
-        self.tenant = Some(sanitize_display(&tenant));
+        self.tenant = Some(sanitize_display(&tenant).into());
         self
     }
     pub fn with_extension(mut self, id: impl fmt::Display) -> Record {
-        self.extension = Some(sanitize_display(&id));
+        self.extension = Some(sanitize_display(&id).into());
         self
     }
     pub fn with_version(mut self, version: impl fmt::Display) -> Record {
-        self.version = Some(sanitize_display(&version));
+        self.version = Some(sanitize_display(&version).into());
         self
     }
     /// The bundle's content hash, e.g. `sha256:<hex>`.
     pub fn with_content_hash(mut self, hash: impl fmt::Display) -> Record {
-        self.content_hash = Some(sanitize_display(&hash));
+        self.content_hash = Some(sanitize_display(&hash).into());
         self
     }
     /// The capability involved, e.g. `http`, `fs`, `kv`, `secret`.
@@ -508,12 +527,12 @@ impl TryFrom<RawRecord> for Record {
             }
         }
         Ok(Record {
-            time: r.time,
+            time: r.time.into(),
             request_id: r.request_id,
-            tenant: r.tenant,
-            extension: r.extension,
-            version: r.version,
-            content_hash: r.content_hash,
+            tenant: r.tenant.map(Arc::from),
+            extension: r.extension.map(Arc::from),
+            version: r.version.map(Arc::from),
+            content_hash: r.content_hash.map(Arc::from),
             event: r.event,
             capability: r.capability,
             target: r.target,
