@@ -159,9 +159,21 @@ pub(crate) struct ChildFds {
     pub(crate) report: RawFd,
     /// The Landlock ruleset (a duplicate of the one the parent built for this spawn).
     pub(crate) landlock: Option<RawFd>,
-    /// The host's ends of the sync pipe and of the report socket: the child's copies are
-    /// closed first thing, so that the host's death is an EOF on its own.
-    pub(crate) host_ends: [RawFd; 2],
+}
+
+impl ChildFds {
+    /// Every descriptor above, once or more.
+    fn all(&self) -> [RawFd; 6] {
+        let [a, b, c] = self.stdio.unwrap_or([self.sync; 3]);
+        [
+            self.sync,
+            self.report,
+            self.landlock.unwrap_or(self.sync),
+            a,
+            b,
+            c,
+        ]
+    }
 }
 
 /// One spawn: shared layout, descriptors, and the program (`None` for a dry run, which exits
@@ -181,7 +193,8 @@ unsafe impl Sync for Plan {}
 /// A descriptor the child uses.
 fn fd(raw: RawFd) -> BorrowedFd<'static> {
     // SAFETY: every descriptor in a Plan stays open in the child until execve or _exit, or
-    // until after its last use: the child closes all but the report socket only just before
+    // until after its last use: the child first closes only what is not in its Plan, and
+    // closes all but the report socket only just before
     // it makes the seccomp listener, once it is done with the others (before, close_range
     // only marks them close-on-exec).
     unsafe { BorrowedFd::borrow_raw(raw) }
@@ -224,13 +237,12 @@ fn setup(plan: &Plan) -> Result<(), Fail> {
         p::set_parent_process_death_signal(Some(p::Signal::KILL)),
     )?;
     // The death signal comes only if the host dies from now on. Dead already, it is told by
-    // EOF on the sync pipe, once this copy of the pipe's write end (and of the report
-    // socket's other end, for the wait for `HELD`) is gone (outside attack: a child forked
-    // just before the host was killed waited for ever, holding copies of all the host's
-    // descriptors, its listening socket and audit log included).
-    for &end in &plan.fds.host_ends {
-        at(Step::CloseFds, sys::close(end))?;
-    }
+    // EOF on the sync pipe, once no copy of the pipe's write end is left: this child's, and
+    // those of children forked beside it, each holding the others' (outside attack: a child
+    // forked just before the host was killed waited for ever, holding copies of all the
+    // host's descriptors, its listening socket and audit log included). So every inherited
+    // descriptor but this child's own goes now.
+    at(Step::CloseFds, sys::close_all_except(&mut plan.fds.all()))?;
     // The parent writes our uid/gid maps, then one byte. EOF: the parent gave up or died.
     let mut b = [0u8; 1];
     match rustix::io::retry_on_intr(|| rustix::io::read(fd(plan.fds.sync), &mut b)) {

@@ -396,7 +396,6 @@ impl Sandbox {
                 stdio,
                 sync: sync_r.as_raw_fd(),
                 report: report_w.as_raw_fd(),
-                host_ends: [sync_w.as_raw_fd(), report_r.as_raw_fd()],
                 landlock: ruleset.as_ref().map(|f| f.as_raw_fd()),
             },
             exec,

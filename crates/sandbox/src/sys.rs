@@ -196,11 +196,27 @@ pub(crate) fn seccomp_notify_available() -> std::io::Result<()> {
     }
 }
 
-/// Closes `fd` now.
-pub(crate) fn close(fd: RawFd) -> Result<(), Errno> {
-    // SAFETY: close takes an integer; the caller no longer uses `fd` (and owns no value
-    // that would close it again).
-    if unsafe { libc::close(fd) } == 0 {
+/// Closes every descriptor from 3 on but those in `keep`, now (no allocation: `keep` is
+/// sorted in place).
+pub(crate) fn close_all_except(keep: &mut [RawFd]) -> Result<(), Errno> {
+    keep.sort_unstable();
+    let mut first: u32 = 3;
+    for &k in keep.iter() {
+        let k = u32::try_from(k).map_err(|_| Errno::BADF)?;
+        if k >= first {
+            if k > first {
+                close_range(first, k - 1)?;
+            }
+            first = k + 1;
+        }
+    }
+    close_range(first, u32::MAX)
+}
+
+fn close_range(first: u32, last: u32) -> Result<(), Errno> {
+    // SAFETY: close_range takes integers only; the caller no longer uses what it closes.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if r == 0 {
         Ok(())
     } else {
         Err(Errno::from_raw_os_error(errno()))
@@ -209,20 +225,7 @@ pub(crate) fn close(fd: RawFd) -> Result<(), Errno> {
 
 /// Closes every descriptor from 3 on but `keep`, now (not at execve).
 pub(crate) fn close_all_but(keep: RawFd) -> Result<(), Errno> {
-    let keep = u32::try_from(keep).map_err(|_| Errno::BADF)?;
-    let close = |first: u32, last: u32| {
-        // SAFETY: close_range takes integers only; the caller no longer uses what it closes.
-        let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(Errno::from_raw_os_error(errno()))
-        }
-    };
-    if keep > 3 {
-        close(3, keep - 1)?;
-    }
-    close(keep.saturating_add(1).max(3), u32::MAX)
+    close_all_except(&mut [keep])
 }
 
 /// Installs the seccomp program `prog` with a listener for its `SECCOMP_RET_USER_NOTIF`
