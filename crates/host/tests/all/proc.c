@@ -232,6 +232,20 @@ static int served = 0;
 /* What `hold` was handed, for a later call's `spill` (only a warm process keeps it). */
 static char kept[1024];
 
+/* Starts `work` in a thread, and a timer that sends SIGCONT after `first_ns`, then every
+   10 ms; answers "ticking". */
+static void ticking(long id, void *(*work)(void *), long first_ns) {
+    pthread_t t;
+    pthread_create(&t, NULL, work, NULL);
+    struct sigevent ev = {0};
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = SIGCONT;
+    timer_t timer;
+    struct itimerspec every = {{0, 10000000}, {0, first_ns}};
+    if (timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0) timer_settime(timer, 0, &every, NULL);
+    answer(id, "ticking");
+}
+
 static void handle(long id, const char *method, const char *arg) {
     char buf[4096];
     if (strcmp(method, "echo") == 0) {
@@ -283,27 +297,12 @@ static void handle(long id, const char *method, const char *arg) {
         char *plain = unb64(v ? v : "");
         answer(id, plain);
     } else if (strcmp(method, "tcont") == 0) {
-        pthread_t t;
-        pthread_create(&t, NULL, spin_thread, NULL);
-        struct sigevent ev = {0};
-        ev.sigev_notify = SIGEV_SIGNAL;
-        ev.sigev_signo = SIGCONT;
-        timer_t timer;
-        struct itimerspec every = {{0, 10000000}, {0, 10000000}};
-        if (timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0) timer_settime(timer, 0, &every, NULL);
-        answer(id, "ticking");
+        /* Spins, and has itself continued every 10 ms if stopped. */
+        ticking(id, spin_thread, 10000000);
     } else if (strcmp(method, "lateptrace") == 0) {
         /* Has itself continued 50 ms after its answer, then every 10 ms, if stopped, and is
            refused meanwhile. */
-        pthread_t t;
-        pthread_create(&t, NULL, ptrace_thread, NULL);
-        struct sigevent ev = {0};
-        ev.sigev_notify = SIGEV_SIGNAL;
-        ev.sigev_signo = SIGCONT;
-        timer_t timer;
-        struct itimerspec every = {{0, 10000000}, {0, 50000000}};
-        if (timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0) timer_settime(timer, 0, &every, NULL);
-        answer(id, "ticking");
+        ticking(id, ptrace_thread, 50000000);
     } else if (strcmp(method, "bgspin") == 0) {
         pid_t p = fork();
         if (p == 0) { for (volatile unsigned long i = 0;; i++) {} }
