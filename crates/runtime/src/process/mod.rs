@@ -422,8 +422,6 @@ pub struct ProcessInstall {
     running: Arc<quota::Running>,
     /// Refusals of its swept processes, for its next call to report.
     unreported: Arc<refusals::Unreported>,
-    /// Set by [`ProcessInstall::retire`]: no process is kept from then on.
-    retired: std::sync::atomic::AtomicBool,
     /// The install's folders: the program owns them (a root host gives them to its uid), so
     /// it could change their mode, which the host's next load would refuse; reset after
     /// every call.
@@ -587,7 +585,6 @@ impl ProcessInstall {
             summary,
             running: Arc::default(),
             unreported: Arc::default(),
-            retired: std::sync::atomic::AtomicBool::new(false),
             writable: (!writable.is_empty()).then_some(quota::Folders {
                 roots: writable,
                 files,
@@ -622,11 +619,9 @@ impl ProcessInstall {
     /// so does what a process swept later was refused. Calls still running go on, but keep
     /// no process.
     pub fn retire(&self, report: refusals::Reporter) {
-        self.retired
-            .store(true, std::sync::atomic::Ordering::Release);
         self.unreported.retire(report);
-        // Taken after the flag is set: a call that parks its process checks the flag under
-        // this lock, so none is parked after this.
+        // Taken once retired: a call that parks its process asks under this lock, so none is
+        // parked after this.
         let mut parked = self
             .idle
             .lock()
@@ -641,14 +636,13 @@ impl ProcessInstall {
         }
     }
 
-    /// Puts a parked `worker` with the idle ones, unless the install is retired (the flag is
-    /// read under the lock [`ProcessInstall::retire`] takes after setting it): then it is
-    /// handed back.
+    /// Puts a parked `worker` with the idle ones, unless the install is retired (asked under
+    /// the lock [`ProcessInstall::retire`] takes once retired): then it is handed back.
     fn keep_idle(&self, worker: Worker) -> Option<Worker> {
         let Ok(mut idle) = self.idle.lock() else {
             return Some(worker);
         };
-        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+        if self.unreported.retired() {
             return Some(worker);
         }
         idle.push(worker);
@@ -685,18 +679,21 @@ impl ProcessInstall {
             } else {
                 Ok(false)
             };
-            let Ok(fit) = fit else {
+            // Replaced (or given up at the deadline): one that ran while parked may have been
+            // refused meanwhile.
+            let mut discard = |mut w: Worker| {
                 refused.extend(w.end());
                 tokio::task::spawn_blocking(move || drop(w));
-                return Err(CallError::Timeout(limit));
             };
-            if fit {
-                return Ok(w);
+            match fit {
+                Ok(true) => return Ok(w),
+                Ok(false) => discard(w),
+                Err(_) => {
+                    discard(w);
+                    return Err(CallError::Timeout(limit));
+                }
             }
             earlier.clear();
-            // Replaced: one that ran while parked may have been refused meanwhile.
-            refused.extend(w.end());
-            tokio::task::spawn_blocking(move || drop(w));
         }
         // Not cut at the deadline: a spawn dropped on the way would leave its program to start
         // and be killed with no one to take its refusals. The sandbox lets the program start

@@ -53,6 +53,15 @@ impl Unreported {
         )
     }
 
+    /// Whether [`Unreported::retire`] was called: the install keeps no process any more.
+    pub(crate) fn retired(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reporter
+            .is_some()
+    }
+
     /// From now on what is kept goes to `report`, with what was kept until now.
     pub(crate) fn retire(&self, report: Reporter) {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
