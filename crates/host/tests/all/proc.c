@@ -528,34 +528,49 @@ static void handle(long id, const char *method, const char *arg) {
         /* 6 children take 12 MiB each (each under max_memory): only a limit over the whole
          * sandbox stops the sum. Answers how many hold theirs at once at the end: a child
          * that got its 12 MiB and was then killed for the limit (the kernel picks the
-         * largest, often one that is done) does not count. */
+         * largest, often one that is done) does not count. Each child is asked in turn
+         * whether it lives: a killed one, even one still dying (its pipes closed before it
+         * can be waited for), never answers, so its answer pipe reads end-of-file. */
         int done[2];
         int held = 0;
         pid_t kids[6];
+        int ask[6], told[6];
         int n = 0;
         if (pipe(done) == 0) {
             for (; n < 6; n++) {
+                int a[2], t[2];
+                if (pipe(a) != 0) break;
+                if (pipe(t) != 0) { close(a[0]); close(a[1]); break; }
                 pid_t p = fork();
-                if (p < 0) break;
+                if (p < 0) { close(a[0]); close(a[1]); close(t[0]); close(t[1]); break; }
                 if (p == 0) {
                     close(done[0]);
+                    close(a[1]);
+                    close(t[0]);
+                    for (int i = 0; i < n; i++) { close(ask[i]); close(told[i]); }
                     volatile char *m = malloc(12 << 20);
                     if (!m) _exit(1);
                     for (int i = 0; i < (12 << 20); i += 4096) m[i] = 1;
                     (void)!write(done[1], "x", 1);
                     close(done[1]);
-                    for (;;) pause();
+                    char c0;
+                    while (read(a[0], &c0, 1) == 1) (void)!write(t[1], "y", 1);
+                    _exit(0);
                 }
+                close(a[0]);
+                close(t[1]);
+                ask[n] = a[1];
+                told[n] = t[0];
                 kids[n] = p;
             }
             close(done[1]);
             char c;
-            while (read(done[0], &c, 1) == 1) held++;
+            while (read(done[0], &c, 1) == 1) {}
+            signal(SIGPIPE, SIG_IGN); /* asking a dead child must not end the asker */
             close(done[0]);
-            held = 0;
             for (int i = 0; i < n; i++)
-                if (waitpid(kids[i], NULL, WNOHANG) == 0) held++;
-            for (int i = 0; i < n; i++) kill(kids[i], SIGKILL);
+                if (write(ask[i], "?", 1) == 1 && read(told[i], &c, 1) == 1) held++;
+            for (int i = 0; i < n; i++) { kill(kids[i], SIGKILL); close(ask[i]); close(told[i]); }
             while (wait(NULL) > 0) {}
         }
         snprintf(buf, sizeof buf, "%d", held);
