@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sanitize::{MAX_FIELD_BYTES, is_clean, sanitize_display};
+use crate::sanitize::{MAX_FIELD_BYTES, is_clean, sanitize, sanitize_display};
 
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -255,7 +255,28 @@ pub struct Stamp(Arc<str>);
 
 impl Stamp {
     pub fn now() -> Stamp {
-        Stamp(format_time(SystemTime::now()).into())
+        // The last stamp made on this thread, and the millisecond it is of: the calls of one
+        // millisecond (a busy host makes dozens) share its text.
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(Duration, Stamp)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let now = SystemTime::now();
+        let Ok(since) = now.duration_since(UNIX_EPOCH) else {
+            return Stamp(format_time(now).into());
+        };
+        let ms = Duration::new(since.as_secs(), since.subsec_millis() * 1_000_000);
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((at, stamp)) if *at == ms => stamp.clone(),
+                _ => {
+                    let stamp = Stamp(format_time(now).into());
+                    *last = Some((ms, stamp.clone()));
+                    stamp
+                }
+            }
+        })
     }
 }
 
@@ -263,18 +284,18 @@ impl Record {
     /// A new record for `event` and `request_id` that keeps this record's tenant, extension,
     /// version and content hash (already sanitized) and nothing else: a per-extension template
     /// is built once at load and stamped for every call.
-    pub fn renew(&self, event: Event, request_id: impl fmt::Display) -> Record {
+    pub fn renew(&self, event: Event, request_id: &str) -> Record {
         self.renew_at(event, request_id, &Stamp::now())
     }
 
     /// [`Record::renew`], stamped `at`.
-    pub fn renew_at(&self, event: Event, request_id: impl fmt::Display, at: &Stamp) -> Record {
+    pub fn renew_at(&self, event: Event, request_id: &str, at: &Stamp) -> Record {
         Record {
             tenant: self.tenant.clone(),
             extension: self.extension.clone(),
             version: self.version.clone(),
             content_hash: self.content_hash.clone(),
-            ..Record::blank(event, request_id, Arc::clone(&at.0))
+            ..Record::blank(event, sanitize(request_id), Arc::clone(&at.0))
         }
     }
 
@@ -284,10 +305,15 @@ impl Record {
     /// for [`Event::VerificationFailure`], `error` for [`Event::Limit`] (set the specific limit
     /// with [`Record::with_outcome`]), and `ok` otherwise.
     pub fn new(event: Event, request_id: impl fmt::Display) -> Record {
-        Record::blank(event, request_id, format_time(SystemTime::now()).into())
+        Record::blank(
+            event,
+            sanitize_display(&request_id),
+            format_time(SystemTime::now()).into(),
+        )
     }
 
-    fn blank(event: Event, request_id: impl fmt::Display, time: Arc<str>) -> Record {
+    /// `request_id` sanitized already.
+    fn blank(event: Event, request_id: String, time: Arc<str>) -> Record {
         let outcome = match event {
             Event::Denial => Outcome::Denied,
             Event::VerificationFailure => Outcome::Invalid,
@@ -296,7 +322,7 @@ impl Record {
         };
         Record {
             time,
-            request_id: sanitize_display(&request_id),
+            request_id,
             tenant: None,
             extension: None,
             version: None,
@@ -677,6 +703,22 @@ mod tests {
 #[cfg(test)]
 mod renew_tests {
     use super::*;
+
+    #[test]
+    fn a_stamp_is_the_time_now_shared_within_its_millisecond() {
+        for _ in 0..1000 {
+            let before = format_time(SystemTime::now());
+            let a = Stamp::now();
+            let b = Stamp::now();
+            let after = format_time(SystemTime::now());
+            assert!(before <= a.0.to_string() && a.0.to_string() <= after);
+            assert!(a.0 <= b.0 && b.0.to_string() <= after, "{a:?} {b:?}");
+            if a.0 == b.0 {
+                // One text, not two copies.
+                assert!(Arc::ptr_eq(&a.0, &b.0));
+            }
+        }
+    }
 
     #[test]
     fn renew_keeps_only_the_identity_fields() {

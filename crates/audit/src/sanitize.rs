@@ -33,7 +33,16 @@ const MARKER_RESERVE: usize = 48;
 /// The result never contains a character that [`is_clean`] rejects, and is never longer than
 /// [`MAX_FIELD_BYTES`].
 pub fn sanitize(text: &str) -> String {
+    // Most text (ids, names, hashes) has nothing to escape and fits: copied as it is.
+    if text.len() <= MAX_FIELD_BYTES - MARKER_RESERVE && plain(text) {
+        return text.to_owned();
+    }
     sanitize_display(&text)
+}
+
+/// Printable ASCII without backslashes: stored as it is.
+fn plain(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
 }
 
 /// [`sanitize`] for anything that implements `Display` (ids, versions, errors), without first
@@ -107,8 +116,7 @@ impl fmt::Write for Sanitizer {
         }
         // Fast path: printable ASCII without backslashes is stored as is, and a run that still
         // leaves room for the marker needs no per-character bookkeeping (ids, hashes, versions).
-        let plain = s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');
-        if plain && self.out.len() + s.len() <= MAX_FIELD_BYTES - MARKER_RESERVE {
+        if plain(s) && self.out.len() + s.len() <= MAX_FIELD_BYTES - MARKER_RESERVE {
             self.out.push_str(s);
             self.input += s.len();
             self.keep_out = self.out.len();

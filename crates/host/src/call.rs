@@ -409,15 +409,16 @@ impl Inner {
                 call.await
             }
         };
-        let mut retired = ext.retired.subscribe();
-        let outcome = tokio::select! {
-            biased;
+        let outcome = match unless_stopped(&ext, running).await {
+            Some(outcome) => outcome,
             // Uninstalled: stopped at once (dropped, as when its caller goes away).
-            _ = retired.wait_for(Retired::stops_calls) => {
-                let why = ext.retired.borrow().refusal(&ext.info.id, "ran: it was stopped");
+            None => {
+                let why = ext
+                    .retired
+                    .borrow()
+                    .refusal(&ext.info.id, "ran: it was stopped");
                 unfinished.stopped(why.unwrap_or_else(|| CallError::host("the call was stopped")))
             }
-            outcome = running => outcome,
         };
         unfinished.id = None;
         self.finish(&ext, id, outcome).await
@@ -622,6 +623,43 @@ impl Inner {
             Err(_) => Err(CallError::host("the registry could not be read")),
         }
     }
+}
+
+/// `running` to its end, or `None` once `ext` is retired so that its calls stop (before it
+/// starts, or while it waits). The retirement is watched only from the call's first wait: most
+/// calls end in their first poll, and a call is stopped only between polls anyway.
+async fn unless_stopped<F: Future>(ext: &Arc<Loaded>, running: F) -> Option<F::Output> {
+    if ext.retired.borrow().stops_calls() {
+        return None;
+    }
+    let mut running = std::pin::pin!(running);
+    let mut stop: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+    std::future::poll_fn(|cx| {
+        use std::task::Poll;
+        if let Some(stop) = stop.as_mut()
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(out) = running.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if stop.is_none() {
+            // Sees a retirement made since the check above too: `wait_for` reads the value
+            // first.
+            let mut retired = ext.retired.subscribe();
+            let mut watch: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+                Box::pin(async move {
+                    let _ = retired.wait_for(Retired::stops_calls).await;
+                });
+            if watch.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            stop = Some(watch);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A call under way; if it is dropped before it ends, its record is written all the same (on
