@@ -266,7 +266,9 @@ impl Stamp {
             return Stamp(format_time(now).into());
         };
         let ms = Duration::new(since.as_secs(), since.subsec_millis() * 1_000_000);
-        LAST.with(|last| {
+        // Made afresh while the thread's locals are being torn down (a record written from
+        // a destructor).
+        LAST.try_with(|last| {
             let mut last = last.borrow_mut();
             match &*last {
                 Some((at, stamp)) if *at == ms => stamp.clone(),
@@ -277,6 +279,7 @@ impl Stamp {
                 }
             }
         })
+        .unwrap_or_else(|_| Stamp(format_time(now).into()))
     }
 }
 

@@ -210,6 +210,20 @@ fn a_database_restart_under_load_is_503_and_heals() {
         "[policy.gateway]\ntenant_rate = 100000\ntenant_burst = 100000\n",
     );
     let key = hello_for_alpha(&st, &runners[0]);
+    // The other runners learn of the new tenant and install from the change feed: until
+    // they have, they answer 401 and 404 (CI: one of each, before the restart).
+    let learned = Instant::now();
+    for s in &runners {
+        let url = format!("{}/api/ext/warden.hello/hi", s.base);
+        while get(&url, Some(&key)).status != 200 {
+            assert!(
+                learned.elapsed() < Duration::from_secs(5),
+                "{} never served",
+                s.base
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let stop = std::sync::atomic::AtomicBool::new(false);
     let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
     // Calls that ran while their records could not be written: their request ids.
