@@ -262,8 +262,9 @@ impl Stamp {
                 const { std::cell::RefCell::new(None) };
         }
         let now = SystemTime::now();
+        let fresh = || Stamp(format_time(now).into());
         let Ok(since) = now.duration_since(UNIX_EPOCH) else {
-            return Stamp(format_time(now).into());
+            return fresh();
         };
         let ms = Duration::new(since.as_secs(), since.subsec_millis() * 1_000_000);
         // Made afresh while the thread's locals are being torn down (a record written from
@@ -273,13 +274,13 @@ impl Stamp {
             match &*last {
                 Some((at, stamp)) if *at == ms => stamp.clone(),
                 _ => {
-                    let stamp = Stamp(format_time(now).into());
+                    let stamp = fresh();
                     *last = Some((ms, stamp.clone()));
                     stamp
                 }
             }
         })
-        .unwrap_or_else(|_| Stamp(format_time(now).into()))
+        .unwrap_or_else(|_| fresh())
     }
 }
 

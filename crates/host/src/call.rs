@@ -629,11 +629,12 @@ impl Inner {
 /// starts, or while it waits). The retirement is watched only from the call's first wait: most
 /// calls end in their first poll, and a call is stopped only between polls anyway.
 async fn unless_stopped<F: Future>(ext: &Arc<Loaded>, running: F) -> Option<F::Output> {
+    type Watch = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
     if ext.retired.borrow().stops_calls() {
         return None;
     }
     let mut running = std::pin::pin!(running);
-    let mut stop: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+    let mut stop: Option<Watch> = None;
     std::future::poll_fn(|cx| {
         use std::task::Poll;
         if let Some(stop) = stop.as_mut()
@@ -648,10 +649,9 @@ async fn unless_stopped<F: Future>(ext: &Arc<Loaded>, running: F) -> Option<F::O
             // Sees a retirement made since the check above too: `wait_for` reads the value
             // first.
             let mut retired = ext.retired.subscribe();
-            let mut watch: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
-                Box::pin(async move {
-                    let _ = retired.wait_for(Retired::stops_calls).await;
-                });
+            let mut watch: Watch = Box::pin(async move {
+                let _ = retired.wait_for(Retired::stops_calls).await;
+            });
             if watch.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
