@@ -6,6 +6,7 @@
 //! one summary entry each. Targets are held whole (up to [`MAX_RAW_BYTES`]) while the call runs
 //! and cut only after the report is redacted, so a cut can never leave the start of a secret.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use warden_manifest::Capability;
@@ -46,7 +47,15 @@ pub const NOT_ITEMIZED: &str = "(more, not itemized)";
 /// One call's record of uses and denials. Cloning shares it (the call's Store and the tasks
 /// that run on the call's behalf write to the same ledger), and its [`Witness`].
 #[derive(Debug, Clone, Default)]
-pub struct Ledger(Arc<Mutex<Entries>>);
+pub struct Ledger(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    entries: Mutex<Entries>,
+    /// The most memory the call's instance held so far: kept here as it grows, so that a call
+    /// stopped part-way (its Store dropped unread) still reports it.
+    memory_peak: AtomicU64,
+}
 
 /// Told before a call first changes something that outlives it (a key-value write, an
 /// outgoing request or socket), and awaited: the change is made only once it answers `Ok`.
@@ -89,10 +98,13 @@ struct Entries {
 impl Ledger {
     /// A fresh ledger whose call tells `witness` before its first lasting change.
     pub fn witnessed(witness: Arc<dyn Witness>) -> Ledger {
-        Ledger(Arc::new(Mutex::new(Entries {
-            witness: Witnessed(Some(witness)),
-            ..Entries::default()
-        })))
+        Ledger(Arc::new(Shared {
+            entries: Mutex::new(Entries {
+                witness: Witnessed(Some(witness)),
+                ..Entries::default()
+            }),
+            memory_peak: AtomicU64::new(0),
+        }))
     }
 
     /// Gives this ledger (a kept instance's) the witness of `call`'s ledger, until its entries
@@ -101,8 +113,13 @@ impl Ledger {
         if Arc::ptr_eq(&self.0, &call.0) {
             return;
         }
-        let witness = call.0.lock().map(|e| e.witness.clone()).unwrap_or_default();
-        if let Ok(mut e) = self.0.lock() {
+        let witness = call
+            .0
+            .entries
+            .lock()
+            .map(|e| e.witness.clone())
+            .unwrap_or_default();
+        if let Ok(mut e) = self.0.entries.lock() {
             e.witness = witness;
         }
     }
@@ -110,7 +127,7 @@ impl Ledger {
     /// Waits for the call's witness (if any) before a change that outlives the call; `Err`:
     /// the change must not be made. (A poisoned ledger has no witness to ask: refused.)
     pub async fn before_change(&self, capability: Capability) -> Result<(), String> {
-        let witness = match self.0.lock() {
+        let witness = match self.0.entries.lock() {
             Ok(e) => e.witness.0.clone(),
             Err(_) => return Err("the call's ledger is broken: nothing was changed".into()),
         };
@@ -118,6 +135,16 @@ impl Ledger {
             Some(w) => w.before_change(capability).await,
             None => Ok(()),
         }
+    }
+
+    /// Notes that the call's instance holds `bytes` of memory (the peak is kept).
+    pub fn note_memory(&self, bytes: u64) {
+        self.0.memory_peak.fetch_max(bytes, Ordering::Relaxed);
+    }
+
+    /// The most memory noted with [`Ledger::note_memory`] (0 if none was).
+    pub fn memory_peak(&self) -> u64 {
+        self.0.memory_peak.load(Ordering::Relaxed)
     }
 
     /// Records a refused capability use.
@@ -137,7 +164,7 @@ impl Ledger {
         if times == 0 {
             return;
         }
-        let Ok(mut e) = self.0.lock() else {
+        let Ok(mut e) = self.0.entries.lock() else {
             return;
         };
         let Entries {
@@ -151,7 +178,7 @@ impl Ledger {
     /// Records a limit that a capability use ran into, e.g. an outgoing response cut at the
     /// extension's `max_response_bytes` (the host audits it as a `limit` record).
     pub fn limit(&self, capability: Capability, target: &str, reason: String) {
-        let Ok(mut e) = self.0.lock() else {
+        let Ok(mut e) = self.0.entries.lock() else {
             return;
         };
         let Entries {
@@ -164,7 +191,7 @@ impl Ledger {
 
     /// Records an allowed capability use, once per (capability, target).
     pub fn allow(&self, capability: Capability, target: &str) {
-        let Ok(mut e) = self.0.lock() else {
+        let Ok(mut e) = self.0.entries.lock() else {
             return;
         };
         let target = cut(target, MAX_RAW_BYTES);
@@ -185,7 +212,7 @@ impl Ledger {
 
     /// Every denial, then one summary per capability whose distinct denials overflowed.
     pub fn denials(&self) -> Vec<Denial> {
-        let Ok(e) = self.0.lock() else {
+        let Ok(e) = self.0.entries.lock() else {
             return Vec::new();
         };
         let mut out = e.denials.clone();
@@ -204,12 +231,16 @@ impl Ledger {
 
     /// Every limit hit (beyond the itemized ones they are counted with the denials' summary).
     pub fn limits(&self) -> Vec<Denial> {
-        self.0.lock().map(|e| e.limits.clone()).unwrap_or_default()
+        self.0
+            .entries
+            .lock()
+            .map(|e| e.limits.clone())
+            .unwrap_or_default()
     }
 
     /// Every distinct use, then one summary per capability that overflowed.
     pub fn uses(&self) -> Vec<Use> {
-        let Ok(e) = self.0.lock() else {
+        let Ok(e) = self.0.entries.lock() else {
             return Vec::new();
         };
         let mut out = e.uses.clone();
@@ -231,11 +262,12 @@ impl Ledger {
         if Arc::ptr_eq(&self.0, &to.0) {
             return;
         }
-        let Ok(mut from) = self.0.lock() else {
+        to.note_memory(self.memory_peak());
+        let Ok(mut from) = self.0.entries.lock() else {
             return;
         };
         let from = std::mem::take(&mut *from);
-        let Ok(mut to) = to.0.lock() else {
+        let Ok(mut to) = to.0.entries.lock() else {
             return;
         };
         let Entries {
@@ -410,6 +442,18 @@ mod tests {
         assert_eq!(summary.count, 40 - MAX_DISTINCT_PER_CAPABILITY as u64);
         assert_eq!(to.uses().len(), 1);
         assert_eq!(to.limits().len(), 1);
+    }
+
+    #[test]
+    fn the_memory_peak_is_the_highest_noted_and_moves_with_the_entries() {
+        let (from, to) = (Ledger::default(), Ledger::default());
+        assert_eq!(to.memory_peak(), 0);
+        from.note_memory(300);
+        from.note_memory(100);
+        to.note_memory(200);
+        assert_eq!(from.memory_peak(), 300);
+        from.move_into(&to);
+        assert_eq!(to.memory_peak(), 300);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -25,8 +26,19 @@ use crate::installed::{Code, Loaded};
 impl Inner {
     /// A call refused before it ran, from async code: one audit record, awaited without
     /// holding an executor thread.
-    pub(crate) async fn refuse(&self, ext: &Loaded, id: String, error: CallError) -> CallFailure {
-        let record = refused_record(ext, &id, &error);
+    /// `since`: when the call was taken up (its record's duration is how long it waited).
+    pub(crate) async fn refuse(
+        &self,
+        ext: &Loaded,
+        id: String,
+        error: CallError,
+        since: Instant,
+    ) -> CallFailure {
+        let waited = CallReport {
+            duration: since.elapsed(),
+            ..CallReport::default()
+        };
+        let record = call_record(ext, &id, &waited, Err(&error), &warden_audit::Stamp::now());
         self.refusal(error.code().as_str(), record).await;
         CallFailure {
             request_id: id,

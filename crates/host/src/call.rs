@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use warden_call::HostFailure;
@@ -94,16 +95,17 @@ impl Tenant<'_> {
         let ext = inner.lookup(&self.name, id)?;
         inner.audit_gate(&ext)?;
         let wait = self.busy_wait.unwrap_or(inner.policy.busy_wait);
+        let since = Instant::now();
         match inner.permit(&ext, wait).await {
             Ok(permit) => Ok(Slot {
                 inner: Arc::clone(inner),
                 ext,
                 permit,
                 request_id,
-                taken: std::time::Instant::now(),
+                taken: Instant::now(),
                 with: None,
             }),
-            Err(e) => Err(inner.refuse(&ext, request_id, e).await),
+            Err(e) => Err(inner.refuse(&ext, request_id, e, since).await),
         }
     }
 }
@@ -343,11 +345,12 @@ impl Inner {
         Fut: Future<Output = CallOutcome<T>> + Send + 'static,
         T: Send + 'static,
     {
+        let since = Instant::now();
         let ext = Arc::clone(entry.ext());
         self.audit_gate(&ext)?;
         let id = via.request_id.clone().unwrap_or_else(|| self.ids.next());
         if let Err(e) = check(&ext) {
-            return Err(self.refuse(&ext, id, e).await);
+            return Err(self.refuse(&ext, id, e, since).await);
         }
         // Given back in this order when the call ends: what the caller holds with the slot,
         // then the slot.
@@ -355,7 +358,7 @@ impl Inner {
             Entry::Holds(slot) => {
                 // Changed while the input was read: refused as a waiter would be.
                 if let Err(e) = self.still_holds(&slot).await {
-                    return Err(self.refuse(&ext, id, e).await);
+                    return Err(self.refuse(&ext, id, e, since).await);
                 }
                 (slot.with, slot.permit)
             }
@@ -363,7 +366,7 @@ impl Inner {
                 let wait = via.busy_wait.unwrap_or(self.policy.busy_wait);
                 match self.permit(&ext, wait).await {
                     Ok(p) => (None, p),
-                    Err(e) => return Err(self.refuse(&ext, id, e).await),
+                    Err(e) => return Err(self.refuse(&ext, id, e, since).await),
                 }
             }
         };
@@ -386,6 +389,7 @@ impl Inner {
             ext: Arc::clone(&ext),
             id: Some(id.clone()),
             ledger,
+            started: since,
         };
         if let Err(refused) = self.witness_first(&ext, &start, &id).await {
             // Nothing ran, and the audit log failed: as the audit gate's refusals.
@@ -671,6 +675,8 @@ struct Unfinished {
     /// The call's ledger and redactor: what it did until it was stopped is recorded too (red
     /// team, session 16: a remote that read a secret and wrote to key-value left no trace).
     ledger: (warden_call::Ledger, warden_call::Redactor),
+    /// When the host took the call up: a stopped call's duration is counted from here.
+    started: Instant,
 }
 
 impl Unfinished {
@@ -681,6 +687,8 @@ impl Unfinished {
         CallOutcome {
             result: Err(error),
             report: CallReport {
+                duration: self.started.elapsed(),
+                memory_peak: ledger.memory_peak(),
                 denials,
                 uses,
                 limits,

@@ -2,6 +2,7 @@
 //! together (a component has several core instances, each with their own), with the peak kept
 //! for the audit record.
 
+use warden_call::Ledger;
 use wasmtime::{ResourceLimiter, Result};
 
 /// Bytes charged per table element (a reference is at most 8 bytes on 64-bit hosts, plus
@@ -22,6 +23,8 @@ pub struct MemoryBudget {
     pending: usize,
     /// Set when a growth was refused because of the budget.
     hit: bool,
+    /// Where each new peak is noted as it happens, for a call stopped before its report.
+    noted_in: Option<Ledger>,
 }
 
 impl MemoryBudget {
@@ -32,6 +35,15 @@ impl MemoryBudget {
             peak: 0,
             pending: 0,
             hit: false,
+            noted_in: None,
+        }
+    }
+
+    /// Notes each new peak in `ledger` too.
+    pub(crate) fn noted_in(self, ledger: Ledger) -> Self {
+        MemoryBudget {
+            noted_in: Some(ledger),
+            ..self
         }
     }
 
@@ -49,7 +61,12 @@ impl MemoryBudget {
             Some(next) if next <= self.limit => {
                 self.used = next;
                 self.pending = delta;
-                self.peak = self.peak.max(next);
+                if next > self.peak {
+                    self.peak = next;
+                    if let Some(ledger) = &self.noted_in {
+                        ledger.note_memory(next as u64);
+                    }
+                }
                 true
             }
             _ => {

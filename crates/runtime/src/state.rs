@@ -97,7 +97,7 @@ impl CallState {
                 Arc::clone(&egress_bytes),
                 max_response,
             ),
-            budget: MemoryBudget::new(memory_limit),
+            budget: MemoryBudget::new(memory_limit).noted_in(ledger.clone()),
             ledger,
             egress_bytes,
             invoker: caps.invoker.clone(),

@@ -386,7 +386,62 @@ async fn an_uninstalled_extensions_calls_stop_at_once() {
         .collect();
     assert_eq!(stopped.len(), 3, "{stopped:?}");
     assert!(stopped.iter().all(|r| r.outcome() == Outcome::Invalid));
+    // Each says how long it lasted (150-250 ms, running or waiting), and the two that ran
+    // how much memory their instance held: not the zeros of a call that never ran.
+    for r in &stopped {
+        let ms = r.duration_ms().unwrap_or(0);
+        assert!((100..900).contains(&ms), "{r:?}");
+        let peak = r.memory_peak_bytes().unwrap_or(0);
+        if r.message()
+            .is_some_and(|m| m.contains("while the call ran"))
+        {
+            assert!(peak >= 64 * 1024, "{r:?}");
+        } else {
+            assert_eq!(peak, 0, "it never ran: {r:?}");
+        }
+    }
     assert!(lab.call(&id, "sleep", b"10").await.is_err());
+}
+
+/// A call whose caller goes away is stopped, and its record says how long it ran and how much
+/// memory its instance held (outside attack, session 26: such records said 0 ms and 0 bytes).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_its_caller_left_is_recorded_with_its_time_and_memory() {
+    let lab = Lab::new();
+    let id = lab.load("hostile");
+    let tenant = lab.host.default_tenant();
+    let call = tenant.call_as("left-1".into(), &id, "sleep", b"3000");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), call)
+            .await
+            .is_err()
+    );
+    // Written on the runtime once the call is dropped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let record = loop {
+        let found = lab
+            .audit
+            .records()
+            .into_iter()
+            .find(|r| r.request_id() == "left-1" && r.event() == Event::Call);
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no record of the call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        record
+            .message()
+            .is_some_and(|m| m.contains("the caller went away")),
+        "{record:?}"
+    );
+    let ms = record.duration_ms().unwrap_or(0);
+    assert!((250..2500).contains(&ms), "{record:?}");
+    assert!(
+        record.memory_peak_bytes().unwrap_or(0) >= 64 * 1024,
+        "{record:?}"
+    );
 }
 
 /// A slot taken before the call's input is read ([`warden_host::Slot`]) counts in the

@@ -553,6 +553,20 @@ async fn a_process_taken_away_mid_call_dies_at_once() {
         0,
         "a process of the call survived its stop"
     );
+    // Its record says how long it ran and what the program held, as a finished call's does.
+    let records = lab.audit.records();
+    let stopped = records
+        .iter()
+        .find(|r| r.event() == Event::Call && r.message().is_some_and(|m| m.contains("stopped")))
+        .unwrap();
+    assert!(
+        stopped.duration_ms().is_some_and(|ms| ms >= 400),
+        "{stopped:?}"
+    );
+    assert!(
+        stopped.memory_peak_bytes().is_some_and(|b| b >= 64 * 1024),
+        "{stopped:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

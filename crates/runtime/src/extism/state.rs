@@ -88,7 +88,7 @@ impl ExtismState {
             vars: BTreeMap::new(),
             http_status: 0,
             http_headers: None,
-            budget: MemoryBudget::new(limits.max_memory.bytes()),
+            budget: MemoryBudget::new(limits.max_memory.bytes()).noted_in(ledger.clone()),
             hooks: EgressHooks::new(
                 caps,
                 ledger.clone(),

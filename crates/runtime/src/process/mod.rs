@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 use tokio::net::unix::pipe;
 use warden_bundle::Bundle;
 use warden_call::output::lines;
-use warden_call::{CallError, CallOutcome, CallReport, Redactor, Stream};
+use warden_call::{CallError, CallOutcome, CallReport, Ledger, Redactor, Stream};
 use warden_fs::MountDir;
 use warden_manifest::{FileLimits, Limits, ProcessPolicy};
 use warden_process::{Call, ProtocolError, Reply, Session};
@@ -159,6 +159,18 @@ struct Worker {
     seen: Redactor,
     /// When it was parked, and how.
     parked: Option<(Instant, Parked)>,
+    /// The ledger of the call it is answering: a call dropped part-way (its caller went
+    /// away, its install was removed) still reports the memory the program held.
+    answering: Option<Ledger>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Before its fields: the program is still there to be measured.
+        if let Some(ledger) = self.answering.take() {
+            ledger.note_memory(self.memory_peak());
+        }
+    }
 }
 
 /// How a warm process waits for its next call.
@@ -195,6 +207,7 @@ impl Worker {
             generation: 0,
             seen: Redactor::default(),
             parked: None,
+            answering: None,
         })
     }
 
@@ -803,6 +816,7 @@ impl ProcessInstall {
         refused.extend(self.unreported.take());
         refusals::record(&api.ledger, refused, true);
         let earlier_calls = worker.calls;
+        worker.answering = Some(api.ledger.clone());
         // On this thread's CPU: see `Child::run_here`. Only speed depends on it.
         let _ = worker.child.run_here();
         let program = worker.child.id();
@@ -837,6 +851,8 @@ impl ProcessInstall {
         if let Some(still) = &still {
             still.settled().await;
         }
+        // Ended: its report says what it held.
+        worker.answering = None;
         worker.calls += 1;
         let ended = match (ended, still.and_then(|s| s.killed())) {
             // Killed for the quota: its exchange may have seen the kill first.
