@@ -380,6 +380,12 @@ impl Record {
         self.decision = Some(decision);
         self
     }
+    /// The same record, stamped now: for a change recorded once it took effect, which can be
+    /// seconds after the record was begun (a commit waiting on a slow disk).
+    pub fn stamped_now(mut self) -> Record {
+        self.time = Stamp::now().0;
+        self
+    }
     /// Wall-clock duration, stored in whole milliseconds (saturating).
     pub fn with_duration(self, duration: Duration) -> Record {
         self.with_duration_ms(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
@@ -618,6 +624,15 @@ mod tests {
         let b = template.renew_at(Event::Call, "r", &stamp);
         assert_eq!(a.time(), b.time());
         assert_eq!((a.tenant(), a.request_id()), (Some("acme"), "r"));
+    }
+
+    #[test]
+    fn a_record_stamped_again_carries_the_time_it_was_stamped() {
+        let begun = Record::new(Event::Uninstall, "u").at(UNIX_EPOCH);
+        let before = format_time(SystemTime::now());
+        let done = begun.with_tenant("acme").stamped_now();
+        assert!(done.time() >= before.as_str(), "{} < {before}", done.time());
+        assert_eq!(done.tenant(), Some("acme"));
     }
 
     #[test]

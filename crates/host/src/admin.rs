@@ -439,7 +439,8 @@ impl Admin<'_> {
             }
             Err(e) => record.with_outcome(outcome_of(e)).with_error(e),
         };
-        inner.audit.append(record)?;
+        // Stamped once the install is committed (see `Inner::record_change`).
+        inner.audit.append(record.stamped_now())?;
         result
     }
 

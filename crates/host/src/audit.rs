@@ -175,7 +175,9 @@ impl Inner {
     /// Stores the record of an operator's change; one that cannot be stored closes the host to
     /// calls and changes until one can (see [`Inner::change_gate`]).
     pub(crate) fn record_change(&self, record: Record) -> Result<(), HostError> {
-        match self.audit.append(record) {
+        // Stamped when the change has been made (committed), not when it was asked for: a
+        // commit can wait seconds on a slow disk, and the time says when it took effect.
+        match self.audit.append(record.stamped_now()) {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::error!(

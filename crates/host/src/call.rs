@@ -533,7 +533,17 @@ impl Inner {
                 .retired
                 .borrow()
                 .refusal(&ext.info.id, "waited for a slot");
-            return Err(why.unwrap_or_else(busy));
+            if let Some(why) = why {
+                return Err(why);
+            }
+            // Waited out: an uninstall made by another process on the same storage may not
+            // have reached this one yet; asked now, so that the call is refused as not there
+            // rather than busy (outside attack, session 27: 12 waiting calls got 429 while
+            // `warden uninstall`'s commit waited on a slow disk).
+            return Err(match self.still_served(ext, "waited for a slot").await {
+                Err(gone @ CallError::Uninstalled(_)) => gone,
+                _ => busy(),
+            });
         };
         self.still_served(ext, "waited for a slot").await?;
         Ok(p)

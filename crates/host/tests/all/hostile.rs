@@ -403,6 +403,78 @@ async fn an_uninstalled_extensions_calls_stop_at_once() {
     assert!(lab.call(&id, "sleep", b"10").await.is_err());
 }
 
+/// A call that waited out its `busy_wait` for a slot of an install uninstalled meanwhile by
+/// another process on the same storage (`warden uninstall`, another runner), which this one
+/// had not yet seen, is refused as not there rather than busy, and the calls holding the
+/// slots stop with it (outside attack, session 27: 12 waiting calls got 429 while the CLI's
+/// commit waited on a slow disk).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wait_that_ends_after_an_uninstall_elsewhere_is_refused_as_not_there() {
+    let lab = Lab::with_policy(warden_manifest::Policy {
+        busy_wait: Duration::from_millis(500),
+        ..warden_manifest::Policy::default()
+    });
+    let acme: warden_host::TenantName = "acme".parse().unwrap();
+    let admin = lab.host.admin().unwrap();
+    admin.create_tenant(&acme).unwrap();
+    let b = lab.bundle("hostile", |m| m);
+    let bytes = std::fs::read(&b).unwrap();
+    let sig = std::fs::read(format!("{}.sig", b.display())).unwrap();
+    admin
+        .install(
+            &acme,
+            "hostile",
+            bytes,
+            &sig,
+            Some(&warden_host::Grant::None),
+            true,
+        )
+        .unwrap();
+    let id: ExtensionId = "warden.hostile".parse().unwrap();
+    admin.load_installed(&acme, &id).unwrap();
+    let view = lab.host.tenant(&acme);
+    let other = warden_host::Host::builder()
+        .trust(warden_host::TrustBundle::parse(lab.trust_text()).unwrap())
+        .data_dir(lab.dir.path().join("data"))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    // max_concurrent_calls = 2: two hold the slots, the third waits.
+    let (a, b, (c, waited)) = tokio::join!(
+        view.call(&id, "sleep", b"5000"),
+        view.call(&id, "sleep", b"5000"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(other.admin().unwrap().uninstall(&acme, &id).unwrap());
+            let t = Instant::now();
+            (view.call(&id, "sleep", b"10").await, t.elapsed())
+        }
+    );
+    let e = c.unwrap_err();
+    assert!(
+        matches!(&e.error, CallError::Uninstalled(m) if m.contains("uninstalled while the call waited for a slot")),
+        "{e}"
+    );
+    assert!(waited >= Duration::from_millis(450), "{waited:?}");
+    // Those holding the slots stopped with it, not at their 5 s.
+    for running in [a, b] {
+        let e = running.unwrap_err();
+        assert!(matches!(&e.error, CallError::Uninstalled(_)), "{e}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let refused = lab
+        .audit
+        .records()
+        .into_iter()
+        .find(|r| r.request_id() == e.request_id && r.event() == Event::Call)
+        .unwrap();
+    assert_eq!(refused.outcome(), Outcome::Invalid, "{refused:?}");
+}
+
 /// A call whose caller goes away is stopped, and its record says how long it ran and how much
 /// memory its instance held (outside attack, session 26: such records said 0 ms and 0 bytes).
 #[tokio::test(flavor = "multi_thread")]
