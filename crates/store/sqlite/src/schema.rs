@@ -181,6 +181,10 @@ fn migrate(tx: &Transaction<'_>, component: &str, migrations: &[&str]) -> rusqli
             )),
         ));
     }
+    if have == migrations.len() {
+        // Nothing written: opening a current database takes no write lock (`file::setup`).
+        return Ok(());
+    }
     for m in &migrations[have..] {
         tx.execute_batch(m)?;
     }
