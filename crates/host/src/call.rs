@@ -390,6 +390,7 @@ impl Inner {
             id: Some(id.clone()),
             ledger,
             started: since,
+            dropped: None,
         };
         if let Err(refused) = self.witness_first(&ext, &start, &id).await {
             // Nothing ran, and the audit log failed: as the audit gate's refusals.
@@ -405,6 +406,17 @@ impl Inner {
         // made it on the stack and copied all 13 KB of it (an eighth of the host layer's time
         // per call, by perf).
         let call = Box::into_pin(Box::write(Box::new_uninit(), call(Arc::clone(&ext), caps)));
+        // A stopped call's record waits (briefly) until the call is dropped where it runs,
+        // where its drop says more: a process reads its sandbox's memory peak, a kept
+        // instance hands over its ledger. Other calls have told all as they went.
+        let (tell, dropped) = if matches!(ext.code, Code::Process(_)) || ext.warm.is_some() {
+            let (tell, dropped) = tokio::sync::oneshot::channel();
+            (Some(tell), Some(dropped))
+        } else {
+            (None, None)
+        };
+        unfinished.dropped = dropped;
+        let call = Told { call, _tell: tell };
         // A call from another extension runs inside its caller's task (and turn).
         let running = async {
             if top_level {
@@ -421,7 +433,8 @@ impl Inner {
                     .retired
                     .borrow()
                     .refusal(&ext.info.id, "ran: it was stopped");
-                unfinished.stopped(why.unwrap_or_else(|| CallError::host("the call was stopped")))
+                let why = why.unwrap_or_else(|| CallError::host("the call was stopped"));
+                unfinished.stopped_once_dropped(why).await
             }
         };
         unfinished.id = None;
@@ -537,9 +550,12 @@ impl Inner {
                 return Err(why);
             }
             // Waited out: an uninstall made by another process on the same storage may not
-            // have reached this one yet; asked now, so that the call is refused as not there
-            // rather than busy (outside attack, session 27: 12 waiting calls got 429 while
-            // `warden uninstall`'s commit waited on a slow disk).
+            // have reached this one yet; asked now (by one waiter at a time), so that the call
+            // is refused as not there rather than busy (outside attack, session 27: 12 waiting
+            // calls got 429 while `warden uninstall`'s commit waited on a slow disk).
+            if !ext.may_ask_registry() {
+                return Err(busy());
+            }
             return Err(match self.still_served(ext, "waited for a slot").await {
                 Err(gone @ CallError::Uninstalled(_)) => gone,
                 _ => busy(),
@@ -687,24 +703,61 @@ struct Unfinished {
     ledger: (warden_call::Ledger, warden_call::Redactor),
     /// When the host took the call up: a stopped call's duration is counted from here.
     started: Instant,
+    /// Closed once the call's future is dropped where it runs (see [`Told`]), for calls
+    /// whose drop adds to their report.
+    dropped: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
+/// How long a stopped call's record waits for the call to be dropped where it runs (a task
+/// of the guests' runtimes, aborted: dropped there soon after).
+const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Unfinished {
-    /// The outcome of the call stopped now by `error`, with what it did until then.
-    fn stopped<T>(&self, error: CallError) -> CallOutcome<T> {
-        let (ledger, redactor) = &self.ledger;
-        let (denials, uses, limits) = ledger.report(redactor);
-        CallOutcome {
-            result: Err(error),
-            report: CallReport {
-                duration: self.started.elapsed(),
-                memory_peak: ledger.memory_peak(),
-                denials,
-                uses,
-                limits,
-                ..CallReport::default()
-            },
+    /// The outcome of the call stopped now by `error`, with what it did until then, once its
+    /// future is dropped (or [`DROP_WAIT`] has passed).
+    async fn stopped_once_dropped<T>(&mut self, error: CallError) -> CallOutcome<T> {
+        if let Some(dropped) = self.dropped.take() {
+            let _ = tokio::time::timeout(DROP_WAIT, dropped).await;
         }
+        stopped(&self.ledger, self.started, error)
+    }
+}
+
+/// The outcome of a call stopped by `error`, with what it did until then.
+fn stopped<T>(
+    (ledger, redactor): &(warden_call::Ledger, warden_call::Redactor),
+    started: Instant,
+    error: CallError,
+) -> CallOutcome<T> {
+    let (denials, uses, limits) = ledger.report(redactor);
+    CallOutcome {
+        result: Err(error),
+        report: CallReport {
+            duration: started.elapsed(),
+            memory_peak: ledger.memory_peak(),
+            denials,
+            uses,
+            limits,
+            ..CallReport::default()
+        },
+    }
+}
+
+/// A call's future and, dropped after it, the sender whose closing tells its
+/// [`Unfinished`] that it is gone (fields drop in order).
+struct Told<F> {
+    call: std::pin::Pin<Box<F>>,
+    _tell: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<F: Future> Future for Told<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.call.as_mut().poll(cx)
     }
 }
 
@@ -717,11 +770,16 @@ impl Drop for Unfinished {
             return;
         };
         let (inner, ext) = (Arc::clone(&self.inner), Arc::clone(&self.ext));
-        let stopped = self.stopped::<()>(CallError::host(
-            "the caller went away before the call ended: it was stopped",
-        ));
+        let (ledger, started, dropped) = (self.ledger.clone(), self.started, self.dropped.take());
         runtime.spawn(async move {
-            let _ = inner.finish(&ext, id, stopped).await;
+            if let Some(dropped) = dropped {
+                let _ = tokio::time::timeout(DROP_WAIT, dropped).await;
+            }
+            let error =
+                CallError::host("the caller went away before the call ended: it was stopped");
+            let _ = inner
+                .finish(&ext, id, stopped::<()>(&ledger, started, error))
+                .await;
         });
     }
 }

@@ -231,6 +231,7 @@ impl Tenant<'_> {
                 warm,
                 retired: tokio::sync::watch::Sender::new(Retired::No),
                 signed: verified.signed(),
+                asked: crate::installed::Asked::new(),
             };
             let replaced = inner
                 .extensions

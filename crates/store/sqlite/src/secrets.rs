@@ -174,23 +174,34 @@ impl SecretRows for SqliteSecretRows {
     fn key_check(&self, proposed: &SealedRow) -> Result<SealedRow, SecretError> {
         let conn = self.lock()?;
         let e = |e: rusqlite::Error| self.err(e);
+        let read = || {
+            conn.query_row(
+                "SELECT nonce, check_ciphertext FROM secret_meta WHERE id = 1",
+                [],
+                |r| {
+                    Ok(SealedRow {
+                        nonce: r.get(0)?,
+                        ciphertext: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        };
+        // Read first: every open but the first finds it, and takes no write lock (outside
+        // attack, session 27: each CLI command and runner start waited behind the runners'
+        // writes for this insert).
+        if let Some(row) = read().map_err(e)? {
+            return Ok(row);
+        }
         // Two first starts may race: the first insert wins (OR IGNORE), both read the winner.
         conn.execute(
             "INSERT OR IGNORE INTO secret_meta (id, nonce, check_ciphertext) VALUES (1, ?1, ?2)",
             params![proposed.nonce, proposed.ciphertext],
         )
         .map_err(e)?;
-        conn.query_row(
-            "SELECT nonce, check_ciphertext FROM secret_meta WHERE id = 1",
-            [],
-            |r| {
-                Ok(SealedRow {
-                    nonce: r.get(0)?,
-                    ciphertext: r.get(1)?,
-                })
-            },
-        )
-        .map_err(e)
+        read()
+            .map_err(e)?
+            .ok_or_else(|| e(rusqlite::Error::QueryReturnedNoRows))
     }
 
     fn location(&self) -> String {

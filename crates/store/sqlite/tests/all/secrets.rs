@@ -251,3 +251,27 @@ fn kv_and_secrets_share_one_database() {
         ]
     );
 }
+
+/// Opening a data dir whose stores were opened before only reads the database: every store
+/// opens while another connection holds the write lock (outside attack, session 27: the
+/// secrets store's key check wrote on every open, so each CLI command waited behind the
+/// runners' writes, and failed after 5 s beside a held lock).
+#[test]
+fn every_store_opens_a_current_database_while_another_connection_writes() {
+    let dir = TempDir::new().unwrap();
+    open(&dir);
+    open_kv(dir.path()).unwrap();
+    warden_store_sqlite::open_registry(dir.path()).unwrap();
+    let held = intruder(dir.path());
+    held.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    open(&dir);
+    open_kv(dir.path()).unwrap();
+    warden_store_sqlite::open_registry(dir.path()).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    held.execute_batch("COMMIT").unwrap();
+}
