@@ -489,19 +489,7 @@ async fn a_call_its_caller_left_is_recorded_with_its_time_and_memory() {
             .is_err()
     );
     // Written on the runtime once the call is dropped.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let record = loop {
-        let found = lab
-            .audit
-            .records()
-            .into_iter()
-            .find(|r| r.request_id() == "left-1" && r.event() == Event::Call);
-        if let Some(r) = found {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "no record of the call");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let record = lab.call_record("left-1").await;
     assert!(
         record
             .message()

@@ -586,19 +586,7 @@ async fn a_process_call_its_caller_left_is_recorded_with_its_memory() {
         let call = tenant.call_as(request.clone(), &id, "spin", b"");
         let hold = Duration::from_millis(300 + 150 * n);
         assert!(tokio::time::timeout(hold, call).await.is_err());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let record = loop {
-            let found = lab
-                .audit
-                .records()
-                .into_iter()
-                .find(|r| r.request_id() == request && r.event() == Event::Call);
-            if let Some(r) = found {
-                break r;
-            }
-            assert!(Instant::now() < deadline, "no record of {request}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let record = lab.call_record(&request).await;
         assert!(
             record
                 .message()

@@ -32,6 +32,26 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// The `call` record of `request_id`, once written (a stopped call's is written after
+    /// its caller has gone); fails after 5 s.
+    pub async fn call_record(&self, request_id: &str) -> warden_audit::Record {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let found =
+                self.audit.records().into_iter().find(|r| {
+                    r.request_id() == request_id && r.event() == warden_audit::Event::Call
+                });
+            if let Some(r) = found {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no record of {request_id}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn new() -> Lab {
         Lab::with_policy(Policy::default())
     }
