@@ -716,24 +716,26 @@ impl Unfinished {
     /// The outcome of the call stopped now by `error`, with what it did until then, once its
     /// future is dropped (or [`DROP_WAIT`] has passed).
     async fn stopped_once_dropped<T>(&mut self, error: CallError) -> CallOutcome<T> {
+        // How long it ran: to its stop, not to the end of its drop.
+        let duration = self.started.elapsed();
         if let Some(dropped) = self.dropped.take() {
             let _ = tokio::time::timeout(DROP_WAIT, dropped).await;
         }
-        stopped(&self.ledger, self.started, error)
+        stopped(&self.ledger, duration, error)
     }
 }
 
-/// The outcome of a call stopped by `error`, with what it did until then.
+/// The outcome of a call stopped by `error` after `duration`, with what it did until then.
 fn stopped<T>(
     (ledger, redactor): &(warden_call::Ledger, warden_call::Redactor),
-    started: Instant,
+    duration: std::time::Duration,
     error: CallError,
 ) -> CallOutcome<T> {
     let (denials, uses, limits) = ledger.report(redactor);
     CallOutcome {
         result: Err(error),
         report: CallReport {
-            duration: started.elapsed(),
+            duration,
             memory_peak: ledger.memory_peak(),
             denials,
             uses,
@@ -770,7 +772,8 @@ impl Drop for Unfinished {
             return;
         };
         let (inner, ext) = (Arc::clone(&self.inner), Arc::clone(&self.ext));
-        let (ledger, started, dropped) = (self.ledger.clone(), self.started, self.dropped.take());
+        let (ledger, dropped) = (self.ledger.clone(), self.dropped.take());
+        let duration = self.started.elapsed();
         runtime.spawn(async move {
             if let Some(dropped) = dropped {
                 let _ = tokio::time::timeout(DROP_WAIT, dropped).await;
@@ -778,7 +781,7 @@ impl Drop for Unfinished {
             let error =
                 CallError::host("the caller went away before the call ended: it was stopped");
             let _ = inner
-                .finish(&ext, id, stopped::<()>(&ledger, started, error))
+                .finish(&ext, id, stopped::<()>(&ledger, duration, error))
                 .await;
         });
     }

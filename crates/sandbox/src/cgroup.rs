@@ -58,6 +58,9 @@ pub(crate) struct Cgroup {
     pids: Option<File>,
     /// `memory.oom_control` (v1) or `memory.events` (v2), read after every call.
     events: Option<File>,
+    /// `memory.max_usage_in_bytes` (v1) or `memory.peak` (v2), open for writing where it may
+    /// be: a reset through this handle starts a new peak for its later reads (v2: Linux 6.12).
+    peak: Option<File>,
 }
 
 /// This process's root, found once (with the notes of the search).
@@ -187,15 +190,20 @@ impl Root {
             usage: None,
             pids: None,
             events: None,
+            peak: None,
         };
         for base in self.bases.iter().chain(&self.freezer) {
             let dir = base.join(n.to_string());
             std::fs::create_dir(&dir)?;
             cg.dirs.push(dir);
         }
-        let (usage, events) = match self.version {
-            Version::V1 => ("memory.usage_in_bytes", "memory.oom_control"),
-            Version::V2 => ("memory.current", "memory.events"),
+        let (usage, events, peak) = match self.version {
+            Version::V1 => (
+                "memory.usage_in_bytes",
+                "memory.oom_control",
+                "memory.max_usage_in_bytes",
+            ),
+            Version::V2 => ("memory.current", "memory.events", "memory.peak"),
         };
         let open = |name: &str, write: bool| {
             cg.dirs.iter().find_map(|d| {
@@ -213,6 +221,7 @@ impl Root {
         );
         (cg.freeze, cg.usage, cg.pids) = (freeze, usage, pids);
         cg.events = open(events, false);
+        cg.peak = open(peak, true).or_else(|| open(peak, false));
         let first = |name: &str| cg.dirs.iter().find(|d| d.join(name).exists());
         let pids = first("pids.max").ok_or_else(|| missing("pids.max"))?;
         std::fs::write(pids.join("pids.max"), processes.to_string())?;
@@ -307,18 +316,6 @@ impl Cgroup {
         Ok(())
     }
 
-    fn memory_file(&self, v1: &str, v2: &str) -> Option<String> {
-        let name = match self.version {
-            Version::V1 => v1,
-            Version::V2 => v2,
-        };
-        self.dirs
-            .iter()
-            .map(|d| d.join(name))
-            .find(|p| p.exists())
-            .and_then(|p| std::fs::read_to_string(p).ok())
-    }
-
     /// Whether the tree can be frozen (then nothing in it runs, whatever signals it gets).
     pub(crate) fn can_freeze(&self) -> bool {
         self.freeze.is_some()
@@ -367,11 +364,22 @@ impl Cgroup {
     }
 
     /// The most memory the tree has held at once, in bytes (v2 needs Linux 5.19).
+    /// Since the last [`Cgroup::reset_memory_peak`] that worked, if any.
     pub(crate) fn memory_peak(&self) -> Option<u64> {
-        self.memory_file("memory.max_usage_in_bytes", "memory.peak")?
-            .trim()
-            .parse()
-            .ok()
+        read_number(self.peak.as_ref()?)
+    }
+
+    /// Starts a new peak at the memory held now, for [`Cgroup::memory_peak`]; `false` where
+    /// the kernel cannot (cgroup v2 before Linux 6.12: the file is read-only).
+    pub(crate) fn reset_memory_peak(&self) -> bool {
+        let Some(f) = self.peak.as_ref() else {
+            return false;
+        };
+        let reset: &[u8] = match self.version {
+            Version::V1 => b"0",
+            Version::V2 => b"reset",
+        };
+        f.write_at(reset, 0).is_ok()
     }
 
     /// How many times the kernel killed a process of the tree for the memory limit.

@@ -235,10 +235,17 @@ impl Child {
         self.cgroup.as_ref()?.memory_now()
     }
 
-    /// The most memory the whole sandbox has held at once, in bytes: from its cgroup, `None`
-    /// without one.
+    /// The most memory the whole sandbox has held at once (since its last
+    /// [`Child::reset_memory_peak`]), in bytes: from its cgroup, `None` without one.
     pub fn memory_peak(&self) -> Option<u64> {
         self.cgroup.as_ref()?.memory_peak()
+    }
+
+    /// Starts a new [`Child::memory_peak`] at the memory the sandbox holds now (before a
+    /// warm process's next call, so that its peak is that call's); `false` where the kernel
+    /// cannot (cgroup v2 before Linux 6.12) or without a cgroup.
+    pub fn reset_memory_peak(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|c| c.reset_memory_peak())
     }
 
     /// Whether the kernel has killed a process of the sandbox for its memory limit (its

@@ -29,6 +29,7 @@
  *   daemon    double-forks a grandchild that calls setsid and writes a file every 10 ms to
  *             /data/alive if it exists, answers at once
  *   mem       allocates and touches 1 MiB blocks until refused: answers the MiB it got
+ *   touch     maps and touches N (input) MiB, unmaps them, answers N: a peak it no longer holds
  *   escape    tries ptrace of pid 1 and of its parent, a raw x32 system call, unshare, mount
  *             and opening more files than its limit: answers what worked
  *   i386      getpid through int 0x80 (the i386 ABI: another architecture), then answers
@@ -574,6 +575,15 @@ static void handle(long id, const char *method, const char *arg) {
             while (wait(NULL) > 0) {}
         }
         snprintf(buf, sizeof buf, "%d", held);
+        answer(id, buf);
+    } else if (strcmp(method, "touch") == 0) {
+        size_t len = (size_t)atoi(arg) << 20;
+        char *m = len ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                      : MAP_FAILED;
+        if (m == MAP_FAILED) { answer_error(id, "touch", "no memory mapped"); return; }
+        memset(m, 1, len);
+        munmap(m, len);
+        snprintf(buf, sizeof buf, "%d", atoi(arg));
         answer(id, buf);
     } else if (strcmp(method, "mem") == 0) {
         int mib = 0;

@@ -162,13 +162,16 @@ struct Worker {
     /// The ledger of the call it is answering: a call dropped part-way (its caller went
     /// away, its install was removed) still reports the memory the program held.
     answering: Option<Ledger>,
+    /// Whether [`Worker::memory_peak`] is the current call's: its first, or one after a reset
+    /// of the sandbox's peak. Else a call reports what the program holds ([`Worker::call_memory`]).
+    own_peak: bool,
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         // Before its fields: the program is still there to be measured.
         if let Some(ledger) = self.answering.take() {
-            ledger.note_memory(self.memory_peak());
+            ledger.note_memory(self.call_memory());
         }
     }
 }
@@ -208,6 +211,7 @@ impl Worker {
             seen: Redactor::default(),
             parked: None,
             answering: None,
+            own_peak: true,
         })
     }
 
@@ -218,22 +222,53 @@ impl Worker {
         self.child.refused()
     }
 
-    /// The peak resident memory of the program (its sandbox's init), from `/proc`.
-    fn memory_peak(&self) -> u64 {
-        use std::io::Read;
-        // The whole sandbox's, where it has a cgroup.
-        if let Some(peak) = self.child.memory_peak() {
-            return peak;
+    /// The memory of the call it is answering: the sandbox's peak where that is the call's
+    /// own (a process's first call, or a warm one's after a reset: Linux 6.12), else what it
+    /// holds now (a warm process's peak would be its whole life's: after a 60 MiB call, a
+    /// 2 MiB one said 63 MB; outside attack, session 27).
+    fn call_memory(&self) -> u64 {
+        if self.own_peak {
+            self.memory_peak()
+        } else {
+            self.memory_now()
         }
-        // One read of the head of the file (VmHWM is in its first kilobyte): this runs on
-        // every call of a warm process.
+    }
+
+    /// Before each call of a warm process: its peak from now on is this call's, where the
+    /// kernel can reset it.
+    fn start_call(&mut self) {
+        self.own_peak = self.calls == 0 || self.child.reset_memory_peak();
+    }
+
+    /// The peak memory of the sandbox (since its last reset), or of the program (its
+    /// sandbox's init) from `/proc` without a cgroup.
+    fn memory_peak(&self) -> u64 {
+        match self.child.memory_peak() {
+            Some(peak) => peak,
+            None => self.status_size("VmHWM:"),
+        }
+    }
+
+    /// The memory the sandbox holds now, or the program without a cgroup.
+    fn memory_now(&self) -> u64 {
+        match self.child.memory_now() {
+            Some(now) => now,
+            None => self.status_size("VmRSS:"),
+        }
+    }
+
+    /// A size in `/proc/PID/status` (`field` with its colon), in bytes; 0 if unread.
+    fn status_size(&self, field: &str) -> u64 {
+        use std::io::Read;
+        // One read of the head of the file (the sizes are in its first kilobyte): this runs
+        // on every call of a warm process.
         let mut buf = [0u8; 2048];
         let n = std::fs::File::open(format!("/proc/{}/status", self.child.id()))
             .and_then(|mut f| f.read(&mut buf))
             .unwrap_or(0);
         String::from_utf8_lossy(&buf[..n])
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     }
@@ -816,6 +851,7 @@ impl ProcessInstall {
         refused.extend(self.unreported.take());
         refusals::record(&api.ledger, refused, true);
         let earlier_calls = worker.calls;
+        worker.start_call();
         worker.answering = Some(api.ledger.clone());
         // On this thread's CPU: see `Child::run_here`. Only speed depends on it.
         let _ = worker.child.run_here();
@@ -906,9 +942,13 @@ impl ProcessInstall {
             && worker.calls < self.warm_calls)
             .then(|| worker.park())
             .flatten();
-        // A process kept warm says what it holds now (its peak would be its whole life's);
-        // one that ends, its peak (read before it is killed: without a cgroup it is in /proc).
-        let memory_peak = parked.unwrap_or_else(|| worker.memory_peak());
+        // The call's peak, or what the program holds now where its peak would be its whole
+        // life's (see `Worker::call_memory`); read before it is killed (without a cgroup it
+        // is in /proc).
+        let memory_peak = match parked {
+            Some(now) if !worker.own_peak => now,
+            _ => worker.call_memory(),
+        };
         // What the sandbox refused it, as denials of the call: taken once it can make no more
         // (frozen, stopped, or killed now and ended: what it tries after its answer is refused
         // it and counted here, in this call's record); a parked process's later refusals go
