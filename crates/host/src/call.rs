@@ -89,7 +89,8 @@ impl Tenant<'_> {
     /// waits), for a call recorded under `request_id` whose input is not read yet; the caller
     /// has just read the registry (or the install was loaded from it). A refusal (busy,
     /// uninstalled meanwhile) is audited under `request_id`; one by the audit gate as the
-    /// gate's are.
+    /// gate's are. A wait dropped part-way is not: its caller knows why (the service audits
+    /// each request its client leaves before its call runs, whatever it waited for).
     pub async fn slot_as(&self, request_id: String, id: &ExtensionId) -> Result<Slot, CallFailure> {
         let inner = self.inner;
         let ext = inner.lookup(&self.name, id)?;
@@ -364,7 +365,17 @@ impl Inner {
             }
             Entry::Waits(_) => {
                 let wait = via.busy_wait.unwrap_or(self.policy.busy_wait);
-                match self.permit(&ext, wait).await {
+                let mut waiting = Waiting {
+                    inner: self,
+                    ext: &ext,
+                    id: &id,
+                    since,
+                    settled: false,
+                };
+                let permit = self.permit(&ext, wait).await;
+                waiting.settled = true;
+                drop(waiting);
+                match permit {
                     Ok(p) => (None, p),
                     Err(e) => return Err(self.refuse(&ext, id, e, since).await),
                 }
@@ -722,6 +733,38 @@ impl Unfinished {
             let _ = tokio::time::timeout(DROP_WAIT, dropped).await;
         }
         stopped(&self.ledger, duration, error)
+    }
+}
+
+/// A call waiting for its install's slot. Dropped before it is settled (its caller went
+/// away, or the call of another extension that made it was stopped), it leaves a refusal
+/// record, as a wait that runs out does: nothing ran, but the call was on its way (outside
+/// attack, session 28: such a call left no record at all). Borrows only, so that the calls
+/// that find a slot free pay nothing for it.
+struct Waiting<'a> {
+    inner: &'a Arc<Inner>,
+    ext: &'a Arc<Loaded>,
+    id: &'a str,
+    since: Instant,
+    settled: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (inner, ext) = (Arc::clone(self.inner), Arc::clone(self.ext));
+        let (id, since) = (self.id.to_owned(), self.since);
+        runtime.spawn(async move {
+            let error = CallError::host(
+                "the caller went away while the call waited for a slot: it never ran",
+            );
+            let _ = inner.refuse(&ext, id, error, since).await;
+        });
     }
 }
 

@@ -32,13 +32,16 @@ pub(crate) async fn gateway_root(
     RequestId(rid): RequestId,
     request: Request,
 ) -> Response {
-    let mut who = Who::default();
+    let mut who = Who::open(&s, &rid);
     let answer = match path {
         Ok(Path(id)) => forward(&s, &id, request, &rid, &mut who).await,
         Err(_) => undecodable(&s, &request, &mut who),
     };
     match answer {
-        Ok(r) => r,
+        Ok(r) => {
+            who.settle();
+            r
+        }
         Err(e) => s.refused(e.with_id(&rid), who).await.into_response(),
     }
 }
@@ -53,14 +56,74 @@ fn undecodable(s: &Arc<Service>, request: &Request, who: &mut Who) -> Result<Res
     ))
 }
 
-/// Whom a request was for, as far as it got: a refusal after the tenant is known is audited.
-#[derive(Default)]
+/// Whom a request was for, as far as it got: a refusal after the tenant is known is audited,
+/// and so is a request whose client goes away before it is answered or its call runs (see
+/// [`Left`]).
 pub(crate) struct Who {
     tenant: Option<TenantName>,
     extension: Option<String>,
+    /// Until the request is answered, refused or handed to the host for its call.
+    open: Option<Left>,
 }
 
+/// A request not answered yet. Dropped so (its client went away while it waited for a
+/// token, a seat, a slot or its body), it leaves a record, as a refusal: nothing ran, but it
+/// was on its way (outside attack, session 28: a request hung up while it waited for a slot
+/// left no record at all). Once its call runs, the host records what happens to it.
+struct Left {
+    service: Arc<Service>,
+    request_id: String,
+    since: std::time::Instant,
+}
+
+impl Drop for Who {
+    fn drop(&mut self) {
+        let (Some(left), Some(tenant)) = (self.open.take(), self.tenant.take()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let extension = self.extension.take();
+        runtime.spawn(async move {
+            let mut record = warden_audit::Record::new(warden_audit::Event::Call, &left.request_id)
+                .with_tenant(&tenant)
+                .with_outcome(warden_audit::Outcome::Error)
+                .with_duration(left.since.elapsed())
+                .with_message("the client went away before the request was answered: its call never ran");
+            if let Some(x) = &extension {
+                record = record.with_extension(x);
+            }
+            // Counted into one record per window with others of its kind, as refusals are.
+            if !left.service.host.record_refusal(GONE, record).await {
+                tracing::error!(request_id = %left.request_id, "the audit record of a request its client left could not be stored");
+            }
+        });
+    }
+}
+
+/// The kind under which requests their clients left are counted (see [`Left`]).
+const GONE: &str = "client-gone";
+
 impl Who {
+    /// A request `rid` just taken up.
+    fn open(s: &Arc<Service>, rid: &str) -> Who {
+        Who {
+            tenant: None,
+            extension: None,
+            open: Some(Left {
+                service: Arc::clone(s),
+                request_id: rid.to_owned(),
+                since: std::time::Instant::now(),
+            }),
+        }
+    }
+
+    /// Answered, refused (and audited so), or handed to the host, which records its call.
+    fn settle(&mut self) {
+        self.open = None;
+    }
+
     /// The tenant whose key the request carries (else 401), noted (so that a refusal from
     /// here on is audited) and named on the request's span.
     fn identify(&mut self, s: &Service, request: &Request) -> Result<TenantName, ApiError> {
@@ -177,6 +240,7 @@ async fn forward(
     let body = read_body(s, slot.info(), body, declared, &mut hold).await?;
     let started = std::time::Instant::now();
     if let Some(m) = call {
+        who.settle();
         let called = slot.call(m.as_str(), &body).await;
         let called = s.counted(&tenant, &id, started, called)?;
         let kind = if serde_json::from_slice::<serde::de::IgnoredAny>(&called.value).is_ok() {
@@ -199,6 +263,7 @@ async fn forward(
         .body(body)
         .map_err(|e| ApiError::malformed(format!("the request cannot be forwarded: {e}")))?;
     *inner.headers_mut() = headers::inbound(&parts.headers, peer, rid);
+    who.settle();
     let called = slot.call_http(inner).await;
     let called = s.counted(&tenant, &id, started, called)?;
     let (rparts, rbody) = called.value.into_parts();
@@ -301,9 +366,12 @@ pub(crate) async fn execute(
     RequestId(rid): RequestId,
     request: Request,
 ) -> Response {
-    let mut who = Who::default();
+    let mut who = Who::open(&s, &rid);
     match run(&s, request, &rid, &mut who).await {
-        Ok(r) => r,
+        Ok(r) => {
+            who.settle();
+            r
+        }
         Err(e) => s.refused(e.with_id(&rid), who).await.into_response(),
     }
 }
@@ -368,6 +436,7 @@ async fn run(
     let slot = s.slots(&tenant, &id, rid, &mut admitted).await?;
     same_install(&info, slot.info())?;
     let started = std::time::Instant::now();
+    who.settle();
     let called = slot.call(&req.method, &input).await;
     let called = s.counted(&tenant, &id, started, called)?;
     // The output as JSON when it is JSON, else as a string (lossy) and base64.
@@ -490,8 +559,9 @@ impl Service {
     /// Audits a refusal the host has not recorded (the gateway's own: sizes, time, rate,
     /// routes), once the tenant is known, and returns it. The answer waits for the record
     /// when it is the first of its kind in its window (see `Host::record_refusal`).
-    async fn refused(self: &Arc<Self>, e: ApiError, who: Who) -> ApiError {
-        let Some(tenant) = who.tenant else {
+    async fn refused(self: &Arc<Self>, e: ApiError, mut who: Who) -> ApiError {
+        who.settle();
+        let Some(tenant) = who.tenant.take() else {
             return e;
         };
         if e.audited {

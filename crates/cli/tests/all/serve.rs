@@ -1128,6 +1128,57 @@ fn uninstalling_stops_the_calls_running_and_waiting_at_once() {
     }
 }
 
+/// A request whose client goes away while it waits for its slot leaves a record saying so
+/// (outside attack, session 28: it left none), apart from the call it waited on.
+#[test]
+fn a_request_its_client_left_while_it_waited_is_audited() {
+    let st = setup();
+    let (s, k, url) = slow_loop_for_alpha(&st, "[policy]\nbusy_wait = \"8s\"\n");
+    let running = {
+        let (url, key) = (url.clone(), k.clone());
+        std::thread::spawn(move || get(&url, Some(&key)))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.write_all(
+        format!(
+            "GET /api/ext/warden.hostile-http/loop HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    uninstall_slow_loop(&s);
+    assert_eq!(running.join().unwrap().status, 404);
+    drop(s);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    let left: Vec<_> = audit(&st)
+        .into_iter()
+        .map(|r| r["record"].clone())
+        .filter(|r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the client went away"))
+        })
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let r = &left[0];
+    assert_eq!(
+        (&r["event"], &r["tenant"], &r["extension"], &r["outcome"]),
+        (
+            &serde_json::json!("call"),
+            &serde_json::json!("alpha"),
+            &serde_json::json!("warden.hostile-http"),
+            &serde_json::json!("error")
+        ),
+        "{r}"
+    );
+    let ms = r["duration_ms"].as_u64().unwrap();
+    assert!((500..3000).contains(&ms), "{r}");
+}
+
 /// Requests waiting for one extension's slot hold neither their tenant's slots nor their
 /// bodies (red team, session 18): with `tenant_concurrency` (3), or alpha's body share (1 MiB
 /// of 2), smaller than what four waiters would hold, alpha's other extension is still

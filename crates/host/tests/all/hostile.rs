@@ -504,6 +504,44 @@ async fn a_call_its_caller_left_is_recorded_with_its_time_and_memory() {
     );
 }
 
+/// A call whose caller goes away while it waits for a slot leaves a record saying so, as a
+/// wait that runs out does (outside attack, session 28: it left none), and holds no slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_its_caller_left_while_it_waited_for_a_slot_is_recorded() {
+    let lab = Lab::with_policy(warden_manifest::Policy {
+        busy_wait: Duration::from_secs(10),
+        ..warden_manifest::Policy::default()
+    });
+    let id = lab.load("hostile"); // max_concurrent_calls = 2
+    let tenant = lab.host.default_tenant();
+    let a = tenant.slot_as("wait-a".into(), &id).await.unwrap();
+    let b = tenant.slot_as("wait-b".into(), &id).await.unwrap();
+    let call = tenant.call_as("wait-left".into(), &id, "sleep", b"1");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), call)
+            .await
+            .is_err()
+    );
+    let record = lab.call_record("wait-left").await;
+    assert!(
+        record
+            .message()
+            .is_some_and(|m| m.contains("the caller went away while the call waited for a slot")),
+        "{record:?}"
+    );
+    let ms = record.duration_ms().unwrap_or(0);
+    assert!((250..2500).contains(&ms), "{record:?}");
+    assert_eq!(record.memory_peak_bytes().unwrap_or(0), 0, "nothing ran");
+    // It left no claim on a slot: one given back is the next call's at once.
+    drop(b);
+    let called = tokio::time::timeout(Duration::from_secs(5), lab.call(&id, "sleep", b"1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&called), "slept");
+    drop(a);
+}
+
 /// A slot taken before the call's input is read ([`warden_host::Slot`]) counts in the
 /// install's `max_concurrent_calls` until it is used or dropped; a slot whose install is
 /// uninstalled before the input arrives runs nothing and is refused as not there, audited
