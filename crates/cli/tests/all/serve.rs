@@ -949,6 +949,21 @@ fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     assert!(status.success(), "{status:?}");
 }
 
+/// Sends hostile-http's `/loop` with `key` on a connection of its own to `addr`, and hangs
+/// up `after` that.
+fn loop_then_hang_up(addr: &str, key: &str, after: Duration) {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(
+        format!(
+            "GET /api/ext/warden.hostile-http/loop HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(after);
+    drop(c);
+}
+
 /// A client that goes away mid-request is no longer counted in flight: the shutdown that
 /// follows does not wait its whole grace (30 s by default) for it.
 #[test]
@@ -963,16 +978,7 @@ fn a_client_gone_mid_request_does_not_hold_the_shutdown() {
         200
     );
     for _ in 0..3 {
-        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
-        c.write_all(
-            format!(
-                "GET /api/ext/warden.hostile-http/loop HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        drop(c);
+        loop_then_hang_up(&s.addr, &k, Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(200));
     let m = get(&format!("{}/metrics", s.base), Some(ADMIN));
@@ -1139,16 +1145,7 @@ fn a_request_its_client_left_while_it_waited_is_audited() {
         std::thread::spawn(move || get(&url, Some(&key)))
     };
     std::thread::sleep(Duration::from_millis(400));
-    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
-    c.write_all(
-        format!(
-            "GET /api/ext/warden.hostile-http/loop HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(600));
-    drop(c);
+    loop_then_hang_up(&s.addr, &k, Duration::from_millis(600));
     std::thread::sleep(Duration::from_millis(300));
     uninstall_slow_loop(&s);
     assert_eq!(running.join().unwrap().status, 404);
