@@ -232,11 +232,33 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     body: &[u8],
 ) -> Result<(), ProtocolError> {
-    let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-    frame.extend_from_slice(body);
-    w.write_all(&frame)
-        .await
-        .map_err(|e| ProtocolError::write(&e))?;
+    let mut written = 0;
+    write_frame_counted(w, body, &mut written).await
+}
+
+/// [`write_frame`], adding to `written` each byte of the frame as it is written (also when a
+/// later write fails).
+pub(crate) async fn write_frame_counted<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    body: &[u8],
+    written: &mut usize,
+) -> Result<(), ProtocolError> {
+    let frame = encode_frame(body);
+    let mut left = &frame[..];
+    while !left.is_empty() {
+        match w.write(left).await {
+            Ok(0) => {
+                let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                return Err(ProtocolError::write(&e));
+            }
+            Ok(n) => {
+                *written += n;
+                left = &left[n..];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ProtocolError::write(&e)),
+        }
+    }
     w.flush().await.map_err(|e| ProtocolError::write(&e))
 }
 

@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::unix::pipe;
 
 use crate::error::ProtocolError;
-use crate::frame::{FrameReader, write_frame};
+use crate::frame::{FrameReader, write_frame, write_frame_counted};
 use crate::host::{HostApi, dispatch};
 use crate::json;
 use crate::limits::Limits;
@@ -45,6 +45,8 @@ pub struct Session<W, R> {
     broken: bool,
     /// Run once the next call's request is written (see [`Session::once_sent`]).
     after_send: Option<Box<dyn FnOnce() + Send>>,
+    /// Bytes of the last call's request written to the program ([`Session::request_written`]).
+    request_written: usize,
 }
 
 /// A request id in [2, 2^53) (exact in any JSON parser's numbers) that a program cannot
@@ -79,7 +81,19 @@ where
             next_id: 1,
             broken: false,
             after_send: None,
+            request_written: 0,
         }
+    }
+
+    /// How many bytes of the last call's request were written to the program's stdin: with
+    /// what is still unread there, whether the program read any of it.
+    pub fn request_written(&self) -> usize {
+        self.request_written
+    }
+
+    /// The pipe to the program's stdin.
+    pub fn stdin(&self) -> &W {
+        &self.stdin
     }
 
     /// Runs `f` once the next call's request has been written to the program (a host that
@@ -139,7 +153,9 @@ where
         host: &dyn HostApi,
     ) -> Result<Reply, ProtocolError> {
         let request = message::call_request(id, call.method, call.input);
-        let written = write_frame(&mut self.stdin, &request).await;
+        self.request_written = 0;
+        let written =
+            write_frame_counted(&mut self.stdin, &request, &mut self.request_written).await;
         if let Some(f) = self.after_send.take() {
             f();
         }

@@ -14,6 +14,7 @@
  *   bgspin    forks a child that spins for ever, answers at once
  *   preanswer answers, then writes a forged answer for the next call's id
  *   exitok    answers, then exits with status 0
+ *   lateexit  answers, then exits 50 ms later without reading anything more (`_exit(0)`)
  *   pid       answers its pid (1: the init of its own pid namespace)
  *   state     answers how many calls this process has served (1 unless warm)
  *   hold      keeps its input in memory, answers "held"
@@ -321,6 +322,11 @@ static void handle(long id, const char *method, const char *arg) {
         int r = nanosleep(&t, NULL);
         snprintf(buf, sizeof buf, "%d", r == 0 ? 0 : errno);
         answer(id, buf);
+    } else if (strcmp(method, "lateexit") == 0) {
+        answer(id, "bye");
+        struct timespec t = {0, 50000000};
+        nanosleep(&t, NULL);
+        _exit(0);
     } else if (strcmp(method, "exitok") == 0) {
         answer(id, "bye");
         exit(0);

@@ -118,6 +118,8 @@ name = "nap"
 [[methods]]
 name = "exitok"
 [[methods]]
+name = "lateexit"
+[[methods]]
 name = "chmod"
 [[methods]]
 name = "bigfile"
@@ -1125,6 +1127,36 @@ async fn a_process_calls_another_extension_only_as_declared_and_granted() {
 
 fn warm_policy() -> Policy {
     Policy::parse("[policy.process]\nwarm_calls = 3\n").unwrap()
+}
+
+/// A warm process that ends itself after its answer, stopped or frozen on its way out, never
+/// reads the next call: that call runs in a new process rather than failing (outside attack,
+/// session 28: it failed, "the process exited with status 0 before answering"). One that
+/// read its call and then died is not tried again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_a_warm_process_ended_before_reading_runs_in_a_new_one() {
+    let lab = Lab::with_policy(warm_policy());
+    let id = load_patient(&lab, "warm-late-exit", "", &Grant::All);
+    for round in 0..3 {
+        assert_eq!(
+            call(&lab, &id, "state", "").await.unwrap(),
+            "1",
+            "round {round}"
+        );
+        assert_eq!(call(&lab, &id, "lateexit", "").await.unwrap(), "bye");
+        // Past the 50 ms the program sleeps: ended, or parked before it could end.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let records = records(&lab, Event::Call);
+    assert_eq!(records.len(), 6, "{records:?}");
+    assert!(
+        records.iter().all(|r| r.outcome() == Outcome::Ok),
+        "{records:?}"
+    );
+    // Read, then died: its own failure, not run again.
+    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
+    let e = call(&lab, &id, "exit", "").await.unwrap_err();
+    assert!(e.to_string().contains("exited with status 3"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

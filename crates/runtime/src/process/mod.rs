@@ -234,6 +234,23 @@ impl Worker {
         }
     }
 
+    /// Whether the program ended without reading any of the call just sent to it: it has
+    /// exited, and every byte of the request written is still in its stdin pipe.
+    fn ended_before_the_call(&mut self) -> bool {
+        let unread = rustix::io::ioctl_fionread(self.session.stdin()).ok();
+        if unread != u64::try_from(self.session.request_written()).ok() {
+            return false;
+        }
+        // An exit closes the pipes a moment before the kernel reports it: wait a little.
+        for _ in 0..20 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        false
+    }
+
     /// Before each call of a warm process: its peak from now on is this call's, where the
     /// kernel can reset it.
     fn start_call(&mut self) {
@@ -709,15 +726,19 @@ impl ProcessInstall {
 
     /// A process for one call: a fit parked one of this `generation`, or a new one. `earlier`
     /// gets what a parked one wrote to stderr after its last call.
+    /// With `fresh`, always a new one.
     async fn worker(
         &self,
         earlier: &mut Vec<u8>,
         refused: &mut Vec<warden_sandbox::Refusal>,
-        input_len: usize,
+        (input_len, fresh): (usize, bool),
         generation: u64,
         (deadline, limit): (Instant, Duration),
     ) -> Result<Worker, CallError> {
-        while let Some(mut w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+        while let Some(mut w) = (!fresh)
+            .then(|| self.idle.lock().ok().and_then(|mut idle| idle.pop()))
+            .flatten()
+        {
             let fit = if w.generation == generation {
                 tokio::time::timeout_at(
                     deadline.into(),
@@ -788,7 +809,22 @@ impl ProcessInstall {
         method: &str,
         input: &[u8],
     ) -> CallOutcome<Vec<u8>> {
-        let started = Instant::now();
+        self.call_once(limits, caps, (method, input), Instant::now(), None)
+            .await
+    }
+
+    /// [`ProcessInstall::call_rpc`] from `started`; `again` (what a warm process that ended
+    /// before reading the call wrote to stderr) makes it the call's second try, in a new
+    /// process.
+    async fn call_once(
+        &self,
+        limits: &Limits,
+        caps: &CallCaps,
+        (method, input): (&str, &[u8]),
+        started: Instant,
+        again: Option<Vec<u8>>,
+    ) -> CallOutcome<Vec<u8>> {
+        let fresh = again.is_some();
         if input.len() as u64 > limits.max_request_bytes.bytes() {
             return failed(
                 started,
@@ -808,13 +844,13 @@ impl ProcessInstall {
         };
         let api = ProcessApi::new(caps, limits.max_response_bytes.bytes());
         let deadline = started + limits.max_execution_time;
-        let mut earlier = Vec::new();
+        let mut earlier = again.unwrap_or_default();
         let mut refused = Vec::new();
         let mut worker = match self
             .worker(
                 &mut earlier,
                 &mut refused,
-                input.len(),
+                (input.len(), fresh),
                 caps.generation,
                 (deadline, limits.max_execution_time),
             )
@@ -895,6 +931,31 @@ impl ProcessInstall {
             (Ended::Answered(_), Some(e)) => Ended::OverQuota(e),
             (ended, _) => ended,
         };
+        // A warm process that ended itself after its last answer (stopped or frozen on its
+        // way out, and woken for this call) did not read this call: it runs in a new process
+        // instead, once (outside attack, session 28: it failed, "the process exited with
+        // status 0 before answering"). One that read any of it is not tried again: it may
+        // have acted on it.
+        if let Ended::Answered(out) = &ended
+            && out.reply.is_err()
+            && earlier_calls > 0
+            && !fresh
+            && worker.ended_before_the_call()
+        {
+            let mut stderr = earlier;
+            stderr.extend_from_slice(&out.stderr);
+            // Killing is a signal, the end a wait: off the executor.
+            let refused = tokio::task::spawn_blocking(move || {
+                let refused = worker.child.refused_to_end(KILL_WAIT);
+                drop(worker);
+                refused
+            })
+            .await
+            .unwrap_or_default();
+            refusals::record(&api.ledger, refused, true);
+            return Box::pin(self.call_once(limits, caps, (method, input), started, Some(stderr)))
+                .await;
+        }
         let (reply, out_stderr, out_truncated, answered) = match ended {
             Ended::Answered(out) => (Ok(out.reply), out.stderr, out.stderr_truncated, true),
             Ended::OverQuota(e) => (Err(e), Vec::new(), false, false),
