@@ -47,6 +47,18 @@ impl Inner {
         }
     }
 
+    /// Audits a call its caller left before it ran (see `call::Pending`): nothing ran, and it
+    /// is counted with others of its kind (`client-gone`) as refusals are.
+    pub(crate) async fn left_before_running(&self, ext: &Loaded, id: &str, since: Instant) {
+        let record = ext
+            .record
+            .renew_at(Event::Call, id, &warden_audit::Stamp::now())
+            .with_outcome(Outcome::Error)
+            .with_duration(since.elapsed())
+            .with_message("the caller went away before the call ran: nothing ran");
+        self.refusal("client-gone", record).await;
+    }
+
     /// Audits a finished call (each grant and denial in it, then the call: one batch, stored
     /// together while the caller awaits) and logs the guest's output.
     pub(crate) async fn finish<T>(

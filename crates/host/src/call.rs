@@ -353,36 +353,40 @@ impl Inner {
         if let Err(e) = check(&ext) {
             return Err(self.refuse(&ext, id, e, since).await);
         }
+        // Until `unfinished` below takes over: dropped meanwhile, the call is recorded as one
+        // its caller left before it ran.
+        let pending = Pending {
+            inner: self,
+            ext: &ext,
+            id: &id,
+            since,
+            settled: false,
+        };
         // Given back in this order when the call ends: what the caller holds with the slot,
         // then the slot.
         let _held = match entry {
             Entry::Holds(slot) => {
                 // Changed while the input was read: refused as a waiter would be.
                 if let Err(e) = self.still_holds(&slot).await {
+                    pending.settle();
                     return Err(self.refuse(&ext, id, e, since).await);
                 }
                 (slot.with, slot.permit)
             }
             Entry::Waits(_) => {
                 let wait = via.busy_wait.unwrap_or(self.policy.busy_wait);
-                let mut waiting = Waiting {
-                    inner: self,
-                    ext: &ext,
-                    id: &id,
-                    since,
-                    settled: false,
-                };
-                let permit = self.permit(&ext, wait).await;
-                waiting.settled = true;
-                drop(waiting);
-                match permit {
+                match self.permit(&ext, wait).await {
                     Ok(p) => (None, p),
-                    Err(e) => return Err(self.refuse(&ext, id, e, since).await),
+                    Err(e) => {
+                        pending.settle();
+                        return Err(self.refuse(&ext, id, e, since).await);
+                    }
                 }
             }
         };
         let top_level = via.chain.is_empty();
         let (mut via, generation) = self.with_secret_values(&ext, via).await;
+        pending.settle();
         // The calls it makes to other extensions are recorded under its id.
         via.request_id = Some(id.clone());
         let start = Arc::new(crate::audit::CallStart::new(self, &ext, &id));
@@ -736,12 +740,13 @@ impl Unfinished {
     }
 }
 
-/// A call waiting for its install's slot. Dropped before it is settled (its caller went
-/// away, or the call of another extension that made it was stopped), it leaves a refusal
-/// record, as a wait that runs out does: nothing ran, but the call was on its way (outside
-/// attack, session 28: such a call left no record at all). Borrows only, so that the calls
-/// that find a slot free pay nothing for it.
-struct Waiting<'a> {
+/// A call taken up but not running yet: waiting for its install's slot, checked again after
+/// its input arrived, reading its secrets. Dropped before it is settled (its caller went
+/// away, or the call of another extension that made it was stopped), it leaves a record
+/// saying so (`Inner::left_before_running`): nothing ran, but the call was on its way
+/// (outside attack, session 28: such a call left no record at all). Borrows only, so that
+/// calls pay nothing for it but a flag.
+struct Pending<'a> {
     inner: &'a Arc<Inner>,
     ext: &'a Arc<Loaded>,
     id: &'a str,
@@ -749,7 +754,14 @@ struct Waiting<'a> {
     settled: bool,
 }
 
-impl Drop for Waiting<'_> {
+impl Pending<'_> {
+    /// Refused (and audited so), or running (and recorded by [`Unfinished`] from now on).
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.settled {
             return;
@@ -759,12 +771,7 @@ impl Drop for Waiting<'_> {
         };
         let (inner, ext) = (Arc::clone(self.inner), Arc::clone(self.ext));
         let (id, since) = (self.id.to_owned(), self.since);
-        runtime.spawn(async move {
-            let error = CallError::host(
-                "the caller went away while the call waited for a slot: it never ran",
-            );
-            let _ = inner.refuse(&ext, id, error, since).await;
-        });
+        runtime.spawn(async move { inner.left_before_running(&ext, &id, since).await });
     }
 }
 

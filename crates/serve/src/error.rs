@@ -28,6 +28,9 @@ pub(crate) fn registry_failed(e: &warden_registry::RegistryError) -> ApiError {
     }
 }
 
+/// The code of [`ApiError::client_gone`], and the kind its records are counted under.
+pub(crate) const CLIENT_GONE: &str = "client-gone";
+
 /// An error answered to a client: its status, a stable machine code, a message for people,
 /// and the request id that finds its audit record.
 #[derive(Debug, Clone)]
@@ -68,6 +71,17 @@ impl ApiError {
 
     pub fn malformed(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed", message)
+    }
+
+    /// The client went away before its request was answered (its connection closed while its
+    /// body arrived): nobody reads the answer; the record says so (see `gateway::Left`).
+    pub fn client_gone(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, CLIENT_GONE, message)
+    }
+
+    /// Whether this is [`ApiError::client_gone`].
+    pub fn is_client_gone(&self) -> bool {
+        self.code == CLIENT_GONE
     }
 
     pub fn unauthorized(message: impl Into<String>) -> ApiError {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use warden_host::{ExtensionId, ExtensionInfo, TenantName, WorldKind};
 use warden_manifest::MethodPattern;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, CLIENT_GONE};
 use crate::{Peer, RequestId, Service, auth, headers, limits};
 
 pub(crate) async fn gateway(
@@ -76,6 +76,29 @@ struct Left {
     since: std::time::Instant,
 }
 
+impl Left {
+    /// Records the request as left by its client (`how`, if known), for `tenant`.
+    async fn record(self, tenant: &TenantName, extension: Option<&str>, how: Option<&str>) {
+        let mut message =
+            "the client went away before the request was answered: its call never ran".to_owned();
+        if let Some(how) = how {
+            message = format!("{message} ({how})");
+        }
+        let mut record = warden_audit::Record::new(warden_audit::Event::Call, &self.request_id)
+            .with_tenant(tenant)
+            .with_outcome(warden_audit::Outcome::Error)
+            .with_duration(self.since.elapsed())
+            .with_message(message);
+        if let Some(x) = extension {
+            record = record.with_extension(x);
+        }
+        // Counted into one record per window with others of its kind, as refusals are.
+        if !self.service.host.record_refusal(CLIENT_GONE, record).await {
+            tracing::error!(request_id = %self.request_id, "the audit record of a request its client left could not be stored");
+        }
+    }
+}
+
 impl Drop for Who {
     fn drop(&mut self) {
         let (Some(left), Some(tenant)) = (self.open.take(), self.tenant.take()) else {
@@ -85,25 +108,9 @@ impl Drop for Who {
             return;
         };
         let extension = self.extension.take();
-        runtime.spawn(async move {
-            let mut record = warden_audit::Record::new(warden_audit::Event::Call, &left.request_id)
-                .with_tenant(&tenant)
-                .with_outcome(warden_audit::Outcome::Error)
-                .with_duration(left.since.elapsed())
-                .with_message("the client went away before the request was answered: its call never ran");
-            if let Some(x) = &extension {
-                record = record.with_extension(x);
-            }
-            // Counted into one record per window with others of its kind, as refusals are.
-            if !left.service.host.record_refusal(GONE, record).await {
-                tracing::error!(request_id = %left.request_id, "the audit record of a request its client left could not be stored");
-            }
-        });
+        runtime.spawn(async move { left.record(&tenant, extension.as_deref(), None).await });
     }
 }
-
-/// The kind under which requests their clients left are counted (see [`Left`]).
-const GONE: &str = "client-gone";
 
 impl Who {
     /// A request `rid` just taken up.
@@ -560,10 +567,17 @@ impl Service {
     /// routes), once the tenant is known, and returns it. The answer waits for the record
     /// when it is the first of its kind in its window (see `Host::record_refusal`).
     async fn refused(self: &Arc<Self>, e: ApiError, mut who: Who) -> ApiError {
-        who.settle();
+        let left = who.open.take();
         let Some(tenant) = who.tenant.take() else {
             return e;
         };
+        if e.is_client_gone() {
+            if let Some(left) = left {
+                left.record(&tenant, who.extension.as_deref(), Some(&e.message))
+                    .await;
+            }
+            return e;
+        }
         if e.audited {
             return e;
         }

@@ -349,7 +349,13 @@ pub(crate) async fn read_body(
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
-                ApiError::malformed(format!("the request body could not be read: {e}"))
+                if connection_closed(&e) {
+                    ApiError::client_gone(format!(
+                        "its connection closed while its body arrived: {e}"
+                    ))
+                } else {
+                    ApiError::malformed(format!("the request body could not be read: {e}"))
+                }
             })?;
             if let Ok(data) = frame.into_data() {
                 let total = (buf.len() as u64).saturating_add(data.len() as u64);
@@ -370,6 +376,33 @@ pub(crate) async fn read_body(
         )),
         Ok(r) => r.map(|()| buf.freeze()),
     }
+}
+
+/// Whether reading a body failed because the client's connection closed (or was reset)
+/// before the body was whole, rather than for a malformed body.
+fn connection_closed(e: &axum::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_closed() || h.is_canceled())
+        {
+            return true;
+        }
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            )
+        }) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 #[cfg(test)]

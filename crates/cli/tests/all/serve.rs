@@ -1176,6 +1176,43 @@ fn a_request_its_client_left_while_it_waited_is_audited() {
     assert!((500..3000).contains(&ms), "{r}");
 }
 
+/// A request whose client goes away while its body arrives is recorded as left, not as a
+/// malformed request (outside attack, session 28: "refused by the gateway (400 malformed):
+/// the request body could not be read").
+#[test]
+fn a_request_its_client_left_while_its_body_arrived_is_audited_as_left() {
+    let st = setup();
+    let s = st.serve("");
+    let (b, sig) = st.bundle(&example("hostile-http"), "hostile");
+    let k = installed_for_alpha(&s, &b, &sig, "warden.hostile-http");
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.write_all(
+        format!(
+            "POST /api/ext/warden.hostile-http/echo HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\nContent-Length: 100\r\n\r\nten bytes!"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    let records: Vec<_> = audit(&st)
+        .into_iter()
+        .map(|r| r["record"].clone())
+        .filter(|r| r["event"] == "call")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    let m = r["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("the client went away") && m.contains("body"),
+        "{r}"
+    );
+    assert_eq!(r["outcome"], "error", "{r}");
+}
+
 /// Requests waiting for one extension's slot hold neither their tenant's slots nor their
 /// bodies (red team, session 18): with `tenant_concurrency` (3), or alpha's body share (1 MiB
 /// of 2), smaller than what four waiters would hold, alpha's other extension is still

@@ -526,7 +526,7 @@ async fn a_call_its_caller_left_while_it_waited_for_a_slot_is_recorded() {
     assert!(
         record
             .message()
-            .is_some_and(|m| m.contains("the caller went away while the call waited for a slot")),
+            .is_some_and(|m| m.contains("the caller went away before the call ran")),
         "{record:?}"
     );
     let ms = record.duration_ms().unwrap_or(0);
