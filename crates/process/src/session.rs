@@ -47,6 +47,8 @@ pub struct Session<W, R> {
     after_send: Option<Box<dyn FnOnce() + Send>>,
     /// Bytes of the last call's request written to the program ([`Session::request_written`]).
     request_written: usize,
+    /// Whether the program sent any frame during the last call ([`Session::heard`]).
+    heard: bool,
 }
 
 /// A request id in [2, 2^53) (exact in any JSON parser's numbers) that a program cannot
@@ -82,7 +84,14 @@ where
             broken: false,
             after_send: None,
             request_written: 0,
+            heard: false,
         }
+    }
+
+    /// Whether the program sent any frame (an answer, a host request, a notification) during
+    /// the last call.
+    pub fn heard(&self) -> bool {
+        self.heard
     }
 
     /// How many bytes of the last call's request were written to the program's stdin: with
@@ -154,6 +163,7 @@ where
     ) -> Result<Reply, ProtocolError> {
         let request = message::call_request(id, call.method, call.input);
         self.request_written = 0;
+        self.heard = false;
         let written =
             write_frame_counted(&mut self.stdin, &request, &mut self.request_written).await;
         if let Some(f) = self.after_send.take() {
@@ -165,6 +175,7 @@ where
         let mut host_requests: u32 = 0;
         loop {
             let body = self.stdout.read_frame(limits).await?;
+            self.heard = true;
             messages += 1;
             if messages > limits.max_messages() {
                 return Err(ProtocolError::TooManyMessages {

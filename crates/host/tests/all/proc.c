@@ -15,6 +15,8 @@
  *   preanswer answers, then writes a forged answer for the next call's id
  *   exitok    answers, then exits with status 0
  *   lateexit  answers, then exits 50 ms later without reading anything more (`_exit(0)`)
+ *   armtee    answers, then waits for the next call, peeks at it with `tee` (leaving it
+ *             unread), tells the host something (a log notification) and exits
  *   pid       answers its pid (1: the init of its own pid namespace)
  *   state     answers how many calls this process has served (1 unless warm)
  *   hold      keeps its input in memory, answers "held"
@@ -46,6 +48,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,6 +329,16 @@ static void handle(long id, const char *method, const char *arg) {
         answer(id, "bye");
         struct timespec t = {0, 50000000};
         nanosleep(&t, NULL);
+        _exit(0);
+    } else if (strcmp(method, "armtee") == 0) {
+        answer(id, "armed");
+        struct pollfd p = {0, POLLIN, 0};
+        poll(&p, 1, 5000);
+        int fds[2];
+        if (pipe(fds) == 0) tee(0, fds[1], 1 << 16, 0);
+        const char *note = "{\"jsonrpc\":\"2.0\",\"method\":\"log\",\"params\":"
+                           "{\"level\":\"info\",\"message\":\"peeked\"}}";
+        send_frame(note, strlen(note));
         _exit(0);
     } else if (strcmp(method, "exitok") == 0) {
         answer(id, "bye");

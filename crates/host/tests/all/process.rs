@@ -120,6 +120,8 @@ name = "exitok"
 [[methods]]
 name = "lateexit"
 [[methods]]
+name = "armtee"
+[[methods]]
 name = "chmod"
 [[methods]]
 name = "bigfile"
@@ -1157,6 +1159,13 @@ async fn a_call_a_warm_process_ended_before_reading_runs_in_a_new_one() {
     assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
     let e = call(&lab, &id, "exit", "").await.unwrap_err();
     assert!(e.to_string().contains("exited with status 3"), "{e}");
+    // Peeked at its call (`tee` leaves it unread) and told the host something before it
+    // ended: it may have acted on what it saw, so that call is not run again either
+    // (second outside attack, session 28: a call ran twice, its kv increment counted twice).
+    assert_eq!(call(&lab, &id, "state", "").await.unwrap(), "1");
+    assert_eq!(call(&lab, &id, "armtee", "").await.unwrap(), "armed");
+    let e = call(&lab, &id, "state", "").await.unwrap_err();
+    assert!(e.to_string().contains("exited with status 0"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -236,17 +236,18 @@ impl Worker {
 
     /// Whether the program ended without reading any of the call just sent to it: it has
     /// exited, and every byte of the request written is still in its stdin pipe.
-    fn ended_before_the_call(&mut self) -> bool {
+    async fn ended_before_the_call(&mut self) -> bool {
         let unread = rustix::io::ioctl_fionread(self.session.stdin()).ok();
         if unread != u64::try_from(self.session.request_written()).ok() {
             return false;
         }
-        // An exit closes the pipes a moment before the kernel reports it: wait a little.
-        for _ in 0..20 {
+        // An exit closes the pipes a moment before the kernel reports it: wait a little
+        // (without holding the executor's thread).
+        for _ in 0..10 {
             if self.child.try_wait().ok().flatten().is_some() {
                 return true;
             }
-            std::thread::sleep(Duration::from_micros(500));
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         false
     }
@@ -423,14 +424,15 @@ impl Worker {
     }
 
     /// Why the session ended, said with the program's exit when it has exited.
-    fn failure(&mut self, e: &ProtocolError, memory: warden_manifest::ByteSize) -> CallError {
-        // An exit closes the pipes a moment before the kernel reports it: wait a little.
+    async fn failure(&mut self, e: &ProtocolError, memory: warden_manifest::ByteSize) -> CallError {
+        // An exit closes the pipes a moment before the kernel reports it: wait a little
+        // (without holding the executor's thread: a program can end calls this way at will).
         let mut exit = self.child.try_wait().ok().flatten();
-        for _ in 0..20 {
+        for _ in 0..10 {
             if exit.is_some() {
                 break;
             }
-            std::thread::sleep(Duration::from_micros(500));
+            tokio::time::sleep(Duration::from_millis(1)).await;
             exit = self.child.try_wait().ok().flatten();
         }
         // The kernel killed a process of the tree for its cgroup's memory limit.
@@ -934,13 +936,21 @@ impl ProcessInstall {
         // A warm process that ended itself after its last answer (stopped or frozen on its
         // way out, and woken for this call) did not read this call: it runs in a new process
         // instead, once (outside attack, session 28: it failed, "the process exited with
-        // status 0 before answering"). One that read any of it is not tried again: it may
-        // have acted on it.
+        // status 0 before answering"). Only if the program can have done nothing with it:
+        // nothing of the request read, nothing sent (no host request, no notification: a
+        // program can peek at its stdin with `tee` and act through the host, or read the
+        // request and pad the pipe with a host answer; second outside attack, session 28),
+        // and no folder it could have written to. Else it is the call's failure.
         if let Ended::Answered(out) = &ended
-            && out.reply.is_err()
+            && matches!(
+                out.reply,
+                Err(ProtocolError::Closed | ProtocolError::StdinClosed)
+            )
+            && !worker.session.heard()
+            && self.writable.is_none()
             && earlier_calls > 0
             && !fresh
-            && worker.ended_before_the_call()
+            && worker.ended_before_the_call().await
         {
             let mut stderr = earlier;
             stderr.extend_from_slice(&out.stderr);
@@ -986,7 +996,7 @@ impl ProcessInstall {
                 message: e.message,
             }),
             Ok(Err(ProtocolError::Deadline)) => Err(CallError::Timeout(limits.max_execution_time)),
-            Ok(Err(e)) => Err(worker.failure(&e, limits.max_memory)),
+            Ok(Err(e)) => Err(worker.failure(&e, limits.max_memory).await),
         };
         // A process of the tree killed for the cgroup's memory limit: the call hit its limit
         // even if the program answered, and the process is not kept (its count would carry
