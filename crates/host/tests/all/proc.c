@@ -17,6 +17,8 @@
  *   lateexit  answers, then exits 50 ms later without reading anything more (`_exit(0)`)
  *   armtee    answers, then waits for the next call, peeks at it with `tee` (leaving it
  *             unread), tells the host something (a log notification) and exits
+ *   armoom    answers, then waits for the next call, starts 4 children of 12 MiB each (over
+ *             the sandbox's 32 MiB: one is killed for the limit) and exits 300 ms later
  *   pid       answers its pid (1: the init of its own pid namespace)
  *   state     answers how many calls this process has served (1 unless warm)
  *   hold      keeps its input in memory, answers "held"
@@ -339,6 +341,20 @@ static void handle(long id, const char *method, const char *arg) {
         const char *note = "{\"jsonrpc\":\"2.0\",\"method\":\"log\",\"params\":"
                            "{\"level\":\"info\",\"message\":\"peeked\"}}";
         send_frame(note, strlen(note));
+        _exit(0);
+    } else if (strcmp(method, "armoom") == 0) {
+        answer(id, "armed");
+        struct pollfd p = {0, POLLIN, 0};
+        poll(&p, 1, 5000);
+        for (int i = 0; i < 4; i++) {
+            if (fork() == 0) {
+                volatile char *m = malloc(12 << 20);
+                if (m) for (int j = 0; j < (12 << 20); j += 4096) m[j] = 1;
+                for (;;) pause();
+            }
+        }
+        struct timespec t = {0, 300000000};
+        nanosleep(&t, NULL);
         _exit(0);
     } else if (strcmp(method, "exitok") == 0) {
         answer(id, "bye");

@@ -245,7 +245,10 @@ impl Worker {
         // (without holding the executor's thread).
         for _ in 0..10 {
             if self.child.try_wait().ok().flatten().is_some() {
-                return true;
+                // Not if the sandbox hit its memory limit or was killed for a foreign system
+                // call on the way: that is this call's to report (third outside attack,
+                // session 28: a retry hid both).
+                return !self.child.oom_killed() && !self.child.killed_for_foreign_call();
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
