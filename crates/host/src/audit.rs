@@ -23,6 +23,10 @@ use crate::error::{CallFailure, Called, HostError};
 use crate::host::Inner;
 use crate::installed::{Code, Loaded};
 
+/// The kind under which calls and requests their callers left before they ran are counted
+/// with refusals (the host's `Pending`, the service's gateway guard).
+pub const CLIENT_GONE: &str = "client-gone";
+
 impl Inner {
     /// A call refused before it ran, from async code: one audit record, awaited without
     /// holding an executor thread.
@@ -56,7 +60,7 @@ impl Inner {
             .with_outcome(Outcome::Error)
             .with_duration(since.elapsed())
             .with_message("the caller went away before the call ran: nothing ran");
-        self.refusal("client-gone", record).await;
+        self.refusal(CLIENT_GONE, record).await;
     }
 
     /// Audits a finished call (each grant and denial in it, then the call: one batch, stored

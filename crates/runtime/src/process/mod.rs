@@ -241,18 +241,25 @@ impl Worker {
         if unread != u64::try_from(self.session.request_written()).ok() {
             return false;
         }
-        // An exit closes the pipes a moment before the kernel reports it: wait a little
-        // (without holding the executor's thread).
+        // Not if the sandbox hit its memory limit or was killed for a foreign system call on
+        // the way: that is this call's to report (third outside attack, session 28: a retry
+        // hid both).
+        self.exit().await.is_some()
+            && !self.child.oom_killed()
+            && !self.child.killed_for_foreign_call()
+    }
+
+    /// The program's exit, waited for a little: an exit closes the pipes a moment before the
+    /// kernel reports it. Without holding the executor's thread: a program can end calls
+    /// this way at will.
+    async fn exit(&mut self) -> Option<Exit> {
         for _ in 0..10 {
-            if self.child.try_wait().ok().flatten().is_some() {
-                // Not if the sandbox hit its memory limit or was killed for a foreign system
-                // call on the way: that is this call's to report (third outside attack,
-                // session 28: a retry hid both).
-                return !self.child.oom_killed() && !self.child.killed_for_foreign_call();
+            if let Some(exit) = self.child.try_wait().ok().flatten() {
+                return Some(exit);
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        false
+        self.child.try_wait().ok().flatten()
     }
 
     /// Before each call of a warm process: its peak from now on is this call's, where the
@@ -428,16 +435,7 @@ impl Worker {
 
     /// Why the session ended, said with the program's exit when it has exited.
     async fn failure(&mut self, e: &ProtocolError, memory: warden_manifest::ByteSize) -> CallError {
-        // An exit closes the pipes a moment before the kernel reports it: wait a little
-        // (without holding the executor's thread: a program can end calls this way at will).
-        let mut exit = self.child.try_wait().ok().flatten();
-        for _ in 0..10 {
-            if exit.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            exit = self.child.try_wait().ok().flatten();
-        }
+        let exit = self.exit().await;
         // The kernel killed a process of the tree for its cgroup's memory limit.
         if self.child.oom_killed() {
             return CallError::MemoryLimit(memory);
