@@ -9,21 +9,27 @@
 //! `warden serve`'s CPU under load). So the file is watched (inotify): the kernel queues an
 //! event on the watch during every write to it, its removal or its replacement, before the
 //! writer's call returns; a lookup that finds no event queued (one `ioctl`) answers with the
-//! stamp it read last. Where inotify is not available, every lookup reads the file.
+//! stamp it read last. Where inotify is not available, every lookup reads the file. The file
+//! is read at least once a second all the same: a change the watch could not see (a mount
+//! over the file's path) is read within that second.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::Hash;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore as _};
 use rustix::fs::inotify;
 
 /// Entries kept per map; when full it starts again (a bound, not an eviction policy).
 const MAX_ENTRIES: usize = 16 * 1024;
+
+/// How long a stamp read last is answered from the watch before the file is read again.
+const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
 pub(crate) type Stamp = [u8; 16];
 
@@ -52,8 +58,9 @@ struct Open {
     file: Option<(File, (u64, u64))>,
     /// The watch on the file open now.
     wd: Option<i32>,
-    /// The stamp read last, valid while the watch reports nothing.
-    known: Option<Stamp>,
+    /// The stamp read last and when, valid while the watch reports nothing (for
+    /// [`TRUSTED_FOR`]).
+    known: Option<(Stamp, Instant)>,
 }
 
 impl StampFile {
@@ -88,15 +95,19 @@ impl StampFile {
             let _ = inotify::remove_watch(watch, wd);
         }
         warden_datadir::private_file(&self.path).map_err(std::io::Error::other)?;
-        // Watched before it is read: a write after the watch is reported, one before is read.
-        if let Some(watch) = &self.watch {
-            open.wd = inotify::add_watch(watch, &self.path, watched_events()).ok();
-        }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&self.path)?;
         let meta = file.metadata()?;
+        // The file just opened is the one watched, through its descriptor: watched by its
+        // path, another file put there between the two would be (outside attack, session
+        // 29: the watch then sat on a file replaced since, and no change was read again).
+        // The watch is made before the file is read, so a write after it is reported.
+        if let Some(watch) = &self.watch {
+            let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+            open.wd = inotify::add_watch(watch, fd.as_str(), watched_events()).ok();
+        }
         open.file = Some((file, (meta.dev(), meta.ino())));
         Ok(())
     }
@@ -125,16 +136,23 @@ impl StampFile {
             .is_some_and(|w| rustix::io::ioctl_fionread(w).is_ok_and(|queued| queued == 0))
     }
 
-    /// Empties the watch's queue; whether it is empty now (and so may be trusted again).
-    fn drain(&self) -> bool {
+    /// Empties the watch's queue; whether it is empty now and the watch still there (and so
+    /// may be trusted again). A watch the kernel took away (`IN_IGNORED`) is forgotten, and
+    /// the file opened (and watched) again.
+    fn drain(&self, open: &mut Open) -> bool {
         let Some(watch) = &self.watch else {
             return false;
         };
-        let mut buf = [0u8; 4096];
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut events = inotify::Reader::new(watch, &mut buf);
         loop {
-            match rustix::io::read(watch, &mut buf) {
-                Ok(0) => return false,
-                Ok(_) => continue,
+            match events.next() {
+                Ok(e) => {
+                    if e.events().contains(inotify::ReadFlags::IGNORED) && Some(e.wd()) == open.wd {
+                        open.wd = None;
+                        open.file = None;
+                    }
+                }
                 Err(rustix::io::Errno::AGAIN) => return true,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(_) => return false,
@@ -148,12 +166,15 @@ impl StampFile {
         // reader holds the lock until it has read the file, so this one then waits for it.
         let quiet = self.quiet();
         let mut open = self.lock();
-        if quiet && let Some(known) = open.known {
+        if quiet
+            && let Some((known, read)) = open.known
+            && read.elapsed() < TRUSTED_FOR
+        {
             return Some(known);
         }
         open.known = None;
         // Emptied before the file is read: a write that lands after this is queued again.
-        let drained = self.drain();
+        let drained = self.drain(&mut open);
         let read = self.with(&mut open, |file| {
             let mut stamp = [0u8; 16];
             match file.read_exact_at(&mut stamp, 0) {
@@ -165,7 +186,7 @@ impl StampFile {
         });
         let stamp = read.ok()?;
         if drained && open.wd.is_some() {
-            open.known = Some(stamp);
+            open.known = Some((stamp, Instant::now()));
         }
         Some(stamp)
     }
@@ -269,7 +290,7 @@ mod tests {
         let s0 = a.read().unwrap();
         assert_eq!(a.read(), Some(s0));
         // This kernel has inotify: the second read came from memory.
-        assert!(a.watch.is_some() && a.lock().known == Some(s0));
+        assert!(a.watch.is_some() && a.lock().known.is_some_and(|(k, _)| k == s0));
         let path = a.path().to_path_buf();
         let expect = |bytes: [u8; 16], how: &str| {
             assert_eq!(a.read(), Some(bytes), "{how}");
@@ -310,5 +331,36 @@ mod tests {
         let s2 = b.read().unwrap();
         expect(s2, "removed and bumped");
         assert_ne!(s1, s2);
+    }
+
+    /// A watch the kernel takes away (its file gone) is not trusted: the stamp is opened and
+    /// watched again, and later changes are read (outside attack, session 29: a file replaced
+    /// between the watch and the open left the watch on a file removed since, and the reader
+    /// blind for good).
+    #[test]
+    fn a_watch_the_kernel_took_away_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("warden.db");
+        let a = StampFile::open(&db).unwrap();
+        let b = StampFile::open(&db).unwrap();
+        b.bump().unwrap();
+        assert_eq!(a.read(), b.read());
+        // The state that race left: the watch on another file, which is then removed.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"x").unwrap();
+        {
+            let mut open = a.lock();
+            let watch = a.watch.as_ref().unwrap();
+            inotify::remove_watch(watch, open.wd.unwrap()).unwrap();
+            open.wd = Some(inotify::add_watch(watch, &other, watched_events()).unwrap());
+        }
+        std::fs::remove_file(&other).unwrap();
+        assert_eq!(a.read(), b.read());
+        assert_eq!(a.read(), b.read());
+        // Written through the stamp's own file: seen, so watched again.
+        b.bump().unwrap();
+        assert_eq!(a.read(), b.read());
+        std::fs::write(a.path(), [5u8; 16]).unwrap();
+        assert_eq!(a.read(), Some([5; 16]));
     }
 }
