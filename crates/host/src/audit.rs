@@ -59,7 +59,11 @@ impl Inner {
             .renew_at(Event::Call, id, &warden_audit::Stamp::now())
             .with_outcome(Outcome::Error)
             .with_duration(since.elapsed())
-            .with_message("the caller went away before the call ran: nothing ran");
+            .with_message(if self.orphans.were_cut_off() {
+                "the service's shutdown grace ran out before the call ran: nothing ran"
+            } else {
+                "the caller went away before the call ran: nothing ran"
+            });
         self.refusal(CLIENT_GONE, record).await;
     }
 

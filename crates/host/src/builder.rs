@@ -232,6 +232,7 @@ impl HostBuilder {
                 },
                 refusals: crate::refusals::Refusals::new(audit),
                 usage: crate::usage::Usage::default(),
+                orphans: crate::orphans::Orphans::default(),
             }),
         };
         // Summaries of repeated refusals are written while the host lives; one that cannot be

@@ -766,12 +766,11 @@ impl Drop for Pending<'_> {
         if self.settled {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let (inner, ext) = (Arc::clone(self.inner), Arc::clone(self.ext));
         let (id, since) = (self.id.to_owned(), self.since);
-        runtime.spawn(async move { inner.left_before_running(&ext, &id, since).await });
+        self.inner
+            .orphans
+            .spawn(async move { inner.left_before_running(&ext, &id, since).await });
     }
 }
 
@@ -818,18 +817,19 @@ impl Drop for Unfinished {
         let Some(id) = self.id.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let (inner, ext) = (Arc::clone(&self.inner), Arc::clone(&self.ext));
         let (ledger, dropped) = (self.ledger.clone(), self.dropped.take());
         let duration = self.started.elapsed();
-        runtime.spawn(async move {
+        let why = if self.inner.orphans.were_cut_off() {
+            "the service's shutdown grace ran out before the call ended: it was stopped"
+        } else {
+            "the caller went away before the call ended: it was stopped"
+        };
+        self.inner.orphans.spawn(async move {
             if let Some(dropped) = dropped {
                 let _ = tokio::time::timeout(DROP_WAIT, dropped).await;
             }
-            let error =
-                CallError::host("the caller went away before the call ended: it was stopped");
+            let error = CallError::host(why);
             let _ = inner
                 .finish(&ext, id, stopped::<()>(&ledger, duration, error))
                 .await;

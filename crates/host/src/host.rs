@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     pub(crate) refusals: crate::refusals::Refusals,
     /// What calls used, per install, for the metrics.
     pub(crate) usage: crate::usage::Usage,
+    /// The records of calls dropped part-way, written after the drop.
+    pub(crate) orphans: crate::orphans::Orphans,
 }
 
 impl Host {
@@ -185,6 +187,26 @@ impl Host {
     /// down: what has not started by then must not start during the drain.
     pub fn stop_waiting(&self) {
         self.inner.closing.send_replace(true);
+    }
+
+    /// Says that the calls dropped from now on are stopped by their service's shutdown (its
+    /// grace is over), not left by their callers: their records say so.
+    pub fn cut_off(&self) {
+        self.inner.orphans.cut_off();
+    }
+
+    /// Writes `record` (the audit record of a request dropped part-way, made by the service)
+    /// on the current runtime, counted as the host's own such records are: see
+    /// [`Host::settle_records`].
+    pub fn record_later(&self, record: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.orphans.spawn(record);
+    }
+
+    /// Waits, for at most `within`, until the records of every call or request dropped
+    /// part-way so far are written; how many are not yet. A service that stops calls at the end
+    /// of its grace waits for them before it exits, so that the trail has them.
+    pub async fn settle_records(&self, within: std::time::Duration) -> usize {
+        self.inner.orphans.settle(within).await
     }
 
     /// The operator's policy this host enforces.

@@ -39,6 +39,7 @@ mod ids;
 mod installed;
 mod invoke;
 mod load;
+mod orphans;
 mod refusals;
 mod remote;
 mod review;

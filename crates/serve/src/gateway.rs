@@ -77,10 +77,19 @@ struct Left {
 }
 
 impl Left {
-    /// Records the request as left by its client (`how`, if known), for `tenant`.
+    /// Records the request as left by its client (`how`, if known), or as cut off by the end
+    /// of the service's shutdown grace, for `tenant`.
     async fn record(self, tenant: &TenantName, extension: Option<&str>, how: Option<&str>) {
-        let mut message =
-            "the client went away before the request was answered: its call never ran".to_owned();
+        let who = if self
+            .service
+            .cut_off
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            "the service's shutdown grace ran out"
+        } else {
+            "the client went away"
+        };
+        let mut message = format!("{who} before the request was answered: its call never ran");
         if let Some(how) = how {
             message = format!("{message} ({how})");
         }
@@ -104,11 +113,9 @@ impl Drop for Who {
         let (Some(left), Some(tenant)) = (self.open.take(), self.tenant.take()) else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let extension = self.extension.take();
-        runtime.spawn(async move { left.record(&tenant, extension.as_deref(), None).await });
+        let host = left.service.host.clone();
+        host.record_later(async move { left.record(&tenant, extension.as_deref(), None).await });
     }
 }
 
@@ -141,15 +148,26 @@ impl Who {
         Ok(tenant)
     }
 
-    /// Names the tenant and extension on the request's span (see `front`).
+    /// Names the tenant and extension on the request's span (see `front`), in one record:
+    /// the JSON log format parses and writes a span's fields again at each (about 3% of the
+    /// gateway's CPU for two).
     fn mark_span(&self) {
+        use tracing::field::Value;
         let span = tracing::Span::current();
-        if let Some(t) = &self.tenant {
-            span.record("tenant", t.as_str());
-        }
-        if let Some(x) = &self.extension {
-            span.record("extension", x.as_str());
-        }
+        let Some(meta) = span.metadata() else {
+            return;
+        };
+        let fields = meta.fields();
+        let (Some(tenant), Some(extension)) = (fields.field("tenant"), fields.field("extension"))
+        else {
+            return;
+        };
+        let t = self.tenant.as_ref().map(|t| t.as_str());
+        let x = self.extension.as_deref();
+        span.record_all(&fields.value_set(&[
+            (&tenant, t.as_ref().map(|t| t as &dyn Value)),
+            (&extension, x.as_ref().map(|x| x as &dyn Value)),
+        ]));
     }
 }
 

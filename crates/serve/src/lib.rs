@@ -88,6 +88,9 @@ pub struct Service {
     ui_bundles: Mutex<HashMap<ContentHash, Arc<Verified<Bundle>>>>,
     metrics: metrics::Metrics,
     draining: AtomicBool,
+    /// Set when the shutdown grace ran out with requests still in flight: they are stopped,
+    /// and their records say why.
+    cut_off: AtomicBool,
     in_flight: AtomicUsize,
     /// Requests entered since the service started (see `memory`).
     entered: AtomicU64,
@@ -136,6 +139,7 @@ impl Service {
             ui_bundles: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::default(),
             draining: AtomicBool::new(false),
+            cut_off: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             entered: AtomicU64::new(0),
             trust_text: Mutex::new(None),
@@ -807,7 +811,8 @@ fn hyper_max_headers(policy: u32) -> usize {
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves; then refuses new requests with
-/// 503 while those in flight finish, for at most the limits' shutdown grace.
+/// 503 while those in flight finish, for at most the limits' shutdown grace. Those still in
+/// flight then are stopped, and their records written, before it returns.
 pub async fn serve(
     service: Arc<Service>,
     listener: TcpListener,
@@ -827,6 +832,9 @@ pub async fn serve(
         )
         .max_headers(hyper_max_headers(limits.max_headers));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection's task, so that those still answering when the grace runs out can be
+    // stopped (and their records written) before the service returns.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     let mut deadline: Option<Instant> = None;
     loop {
@@ -853,10 +861,12 @@ pub async fn serve(
                 });
                 let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _ = conn.await;
                 });
             }
+            // Ended connections are let go of as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut shutdown, if deadline.is_none() => {
                 service.draining.store(true, Ordering::SeqCst);
                 // Requests still waiting for a slot or their rate are refused, not started.
@@ -869,7 +879,34 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+    let cut_off = service.in_flight.load(Ordering::SeqCst) > 0;
+    if !cut_off {
+        // Idle kept-alive connections are closed.
+        let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+    }
+    // What is still answering now is stopped: recorded as cut off by the end of the grace
+    // (outside attack, session 28: such requests left no record at all).
+    if cut_off {
+        tracing::warn!(
+            requests = service.in_flight.load(Ordering::SeqCst),
+            "the shutdown grace ran out: stopping the requests still in flight"
+        );
+        service.cut_off.store(true, Ordering::Release);
+        service.host.cut_off();
+    }
+    connections.abort_all();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    // A stopped call's record waits up to a second for its drop where it runs.
+    let unwritten = service.host.settle_records(Duration::from_secs(5)).await;
+    if unwritten > 0 {
+        tracing::error!(
+            records = unwritten,
+            "the records of stopped requests were not all written before the shutdown"
+        );
+    }
     // Repeated refusals counted since the last summary are part of the trail too, and so is
     // what warm processes were refused after their last answer.
     if let Err(e) = service.host.close() {

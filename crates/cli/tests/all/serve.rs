@@ -949,6 +949,68 @@ fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A call still running when the shutdown grace runs out is stopped, and recorded as such
+/// before the service exits (outside attack, session 28: it left no record at all).
+#[test]
+fn a_call_cut_off_by_the_end_of_the_shutdown_grace_is_recorded() {
+    let st = setup();
+    let (mut s, k, _url) = slow_loop_for_alpha(&st, "[policy.gateway]\nshutdown_grace = \"1s\"\n");
+    let addr = s.addr.clone();
+    let running = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(
+            format!(
+                "GET /api/ext/warden.hostile-http/loop HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut answer);
+        answer
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(8)).contains(&took),
+        "{took:?}"
+    );
+    // Its client got no answer: the connection was closed on it.
+    assert!(running.join().unwrap().is_empty());
+    drop(s);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    let calls: Vec<_> = audit(&st)
+        .into_iter()
+        .map(|r| r["record"].clone())
+        .filter(|r| r["event"] == "call" && r["extension"] == "warden.hostile-http")
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let r = &calls[0];
+    let m = r["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("shutdown grace ran out") && m.contains("stopped"),
+        "{r}"
+    );
+    assert_eq!(
+        (&r["tenant"], &r["outcome"]),
+        (&serde_json::json!("alpha"), &serde_json::json!("error")),
+        "{r}"
+    );
+    let ms = r["duration_ms"].as_u64().unwrap();
+    assert!((1000..4000).contains(&ms), "{r}");
+}
+
 /// Sends hostile-http's `/loop` with `key` on a connection of its own to `addr`, and hangs
 /// up `after` that.
 fn loop_then_hang_up(addr: &str, key: &str, after: Duration) {
