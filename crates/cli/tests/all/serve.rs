@@ -923,14 +923,7 @@ fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     let key = k.clone();
     let slow = std::thread::spawn(move || get(&url, Some(&key)));
     std::thread::sleep(Duration::from_millis(500));
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&s);
     std::thread::sleep(Duration::from_millis(300));
     let r = get(
         &format!("{}/api/ext/warden.hostile-http/x", s.base),
@@ -971,14 +964,7 @@ fn a_call_cut_off_by_the_end_of_the_shutdown_grace_is_recorded() {
     });
     std::thread::sleep(Duration::from_millis(400));
     let started = std::time::Instant::now();
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&s);
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let took = started.elapsed();
@@ -1009,6 +995,18 @@ fn a_call_cut_off_by_the_end_of_the_shutdown_grace_is_recorded() {
     );
     let ms = r["duration_ms"].as_u64().unwrap();
     assert!((1000..4000).contains(&ms), "{r}");
+}
+
+/// Sends SIGTERM to the service.
+fn sigterm(s: &Server) {
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 /// Sends hostile-http's `/loop` with `key` on a connection of its own to `addr`, and hangs
@@ -1050,14 +1048,7 @@ fn a_client_gone_mid_request_does_not_hold_the_shutdown() {
         m.body
     );
     let started = std::time::Instant::now();
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&s);
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(
