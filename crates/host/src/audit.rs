@@ -27,6 +27,10 @@ use crate::installed::{Code, Loaded};
 /// with refusals (the host's `Pending`, the service's gateway guard).
 pub const CLIENT_GONE: &str = "client-gone";
 
+/// The kind under which calls and requests stopped before they ran, at the end of a
+/// service's shutdown grace, are counted (never with those their clients left).
+pub const CUT_OFF: &str = "cut-off";
+
 impl Inner {
     /// A call refused before it ran, from async code: one audit record, awaited without
     /// holding an executor thread.
@@ -51,20 +55,28 @@ impl Inner {
         }
     }
 
-    /// Audits a call its caller left before it ran (see `call::Pending`): nothing ran, and it
-    /// is counted with others of its kind (`client-gone`) as refusals are.
-    pub(crate) async fn left_before_running(&self, ext: &Loaded, id: &str, since: Instant) {
+    /// Audits a call its caller left before it ran (see `call::Pending`), or that the end of
+    /// the shutdown grace stopped then (`cut_off`): nothing ran, and it is counted with others
+    /// of its kind (`client-gone`, `cut-off`) as refusals are.
+    pub(crate) async fn left_before_running(
+        &self,
+        ext: &Loaded,
+        id: &str,
+        since: Instant,
+        cut_off: bool,
+    ) {
         let record = ext
             .record
             .renew_at(Event::Call, id, &warden_audit::Stamp::now())
             .with_outcome(Outcome::Error)
             .with_duration(since.elapsed())
-            .with_message(if self.orphans.were_cut_off() {
+            .with_message(if cut_off {
                 "the service's shutdown grace ran out before the call ran: nothing ran"
             } else {
                 "the caller went away before the call ran: nothing ran"
             });
-        self.refusal(CLIENT_GONE, record).await;
+        self.refusal(if cut_off { CUT_OFF } else { CLIENT_GONE }, record)
+            .await;
     }
 
     /// Audits a finished call (each grant and denial in it, then the call: one batch, stored

@@ -768,9 +768,11 @@ impl Drop for Pending<'_> {
         }
         let (inner, ext) = (Arc::clone(self.inner), Arc::clone(self.ext));
         let (id, since) = (self.id.to_owned(), self.since);
+        // Why, as of the drop (not of when its record is written).
+        let cut_off = self.inner.orphans.were_cut_off();
         self.inner
             .orphans
-            .spawn(async move { inner.left_before_running(&ext, &id, since).await });
+            .spawn(async move { inner.left_before_running(&ext, &id, since, cut_off).await });
     }
 }
 

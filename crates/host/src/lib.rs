@@ -50,7 +50,7 @@ mod unstored;
 mod usage;
 
 pub use admin::{Admin, Installed};
-pub use audit::CLIENT_GONE;
+pub use audit::{CLIENT_GONE, CUT_OFF};
 pub use authorize::{Authorizer, CallRequest, LoadRequest, ManifestAuthorizer};
 pub use builder::HostBuilder;
 pub use call::Slot;

@@ -213,17 +213,19 @@ pub async fn fairly<F: Future>(share: Option<&Share>, fut: F) -> F::Output {
         return fut.await;
     };
     let mut fut = pin!(fut);
-    let mut used = if share.busy() {
-        FREE_RUN
-    } else {
-        Duration::ZERO
-    };
+    // A call of a busy share waits for turns from the start, but makes its share busy (and
+    // so keeps it busy) only once it runs past its own free run: short calls of a share that
+    // is never quiet kept it busy for ever (a single tenant under steady load, busy once a
+    // poll of one call was preempted past 2 ms, then had every call queue for the one turn
+    // of a 2-core machine).
+    let busy = share.busy();
+    let mut used = Duration::ZERO;
     let mut long = None;
     loop {
-        let turn = if used < FREE_RUN {
+        let turn = if used < FREE_RUN && !busy {
             None
         } else {
-            if long.is_none() {
+            if long.is_none() && used >= FREE_RUN {
                 long = Some(share.mark_long());
             }
             Some(share.turns.take(&share.key).await)
@@ -396,6 +398,51 @@ mod tests {
         assert!(!a.busy());
         let ran = tokio::time::timeout(Duration::from_millis(500), fairly(Some(&a), short())).await;
         assert_eq!(ran.ok(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_busy_shares_short_calls_do_not_keep_it_busy() {
+        let turns = Turns::new(1);
+        let a = share(&turns, "a");
+        let long = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                fairly(Some(&a), async {
+                    loop {
+                        std::thread::sleep(FREE_RUN);
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await
+            })
+        };
+        while !a.busy() {
+            tokio::task::yield_now().await;
+        }
+        // A short call of a, started while a is busy, that then waits (holding no turn).
+        let (go, wait) = oneshot::channel::<()>();
+        let short = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                fairly(Some(&a), async {
+                    tokio::task::yield_now().await;
+                    let _ = wait.await;
+                    2
+                })
+                .await
+            })
+        };
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        long.abort();
+        let _ = long.await;
+        // Only the long call made a busy: with it gone, a is not, though the short call is
+        // still in flight.
+        assert!(!short.is_finished());
+        assert!(!a.busy());
+        go.send(()).unwrap();
+        assert_eq!(short.await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ pub(crate) fn registry_failed(e: &warden_registry::RegistryError) -> ApiError {
 }
 
 /// The code of [`ApiError::client_gone`], and the kind its records are counted under.
-pub(crate) use warden_host::CLIENT_GONE;
+pub(crate) use warden_host::{CLIENT_GONE, CUT_OFF};
 
 /// An error answered to a client: its status, a stable machine code, a message for people,
 /// and the request id that finds its audit record.

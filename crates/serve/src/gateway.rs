@@ -13,7 +13,7 @@ use serde::Deserialize;
 use warden_host::{ExtensionId, ExtensionInfo, TenantName, WorldKind};
 use warden_manifest::MethodPattern;
 
-use crate::error::{ApiError, CLIENT_GONE};
+use crate::error::{ApiError, CLIENT_GONE, CUT_OFF};
 use crate::{Peer, RequestId, Service, auth, headers, limits};
 
 pub(crate) async fn gateway(
@@ -77,14 +77,16 @@ struct Left {
 }
 
 impl Left {
-    /// Records the request as left by its client (`how`, if known), or as cut off by the end
-    /// of the service's shutdown grace, for `tenant`.
-    async fn record(self, tenant: &TenantName, extension: Option<&str>, how: Option<&str>) {
-        let who = if self
-            .service
-            .cut_off
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+    /// Records the request as left by its client (`how`, if known), or as stopped by the end
+    /// of the service's shutdown grace (`cut_off`), for `tenant`.
+    async fn record(
+        self,
+        tenant: &TenantName,
+        extension: Option<&str>,
+        how: Option<&str>,
+        cut_off: bool,
+    ) {
+        let who = if cut_off {
             "the service's shutdown grace ran out"
         } else {
             "the client went away"
@@ -102,7 +104,8 @@ impl Left {
             record = record.with_extension(x);
         }
         // Counted into one record per window with others of its kind, as refusals are.
-        if !self.service.host.record_refusal(CLIENT_GONE, record).await {
+        let kind = if cut_off { CUT_OFF } else { CLIENT_GONE };
+        if !self.service.host.record_refusal(kind, record).await {
             tracing::error!(request_id = %self.request_id, "the audit record of a request its client left could not be stored");
         }
     }
@@ -115,7 +118,15 @@ impl Drop for Who {
         };
         let extension = self.extension.take();
         let host = left.service.host.clone();
-        host.record_later(async move { left.record(&tenant, extension.as_deref(), None).await });
+        // Why, as of the drop (not of when its record is written).
+        let cut_off = left
+            .service
+            .cut_off
+            .load(std::sync::atomic::Ordering::Acquire);
+        host.record_later(async move {
+            left.record(&tenant, extension.as_deref(), None, cut_off)
+                .await
+        });
     }
 }
 
@@ -591,7 +602,8 @@ impl Service {
         };
         if e.is_client_gone() {
             if let Some(left) = left {
-                left.record(&tenant, who.extension.as_deref(), Some(&e.message))
+                let cut_off = self.cut_off.load(std::sync::atomic::Ordering::Acquire);
+                left.record(&tenant, who.extension.as_deref(), Some(&e.message), cut_off)
                     .await;
             }
             return e;

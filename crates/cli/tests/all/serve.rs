@@ -942,27 +942,35 @@ fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     assert!(status.success(), "{status:?}");
 }
 
-/// A call still running when the shutdown grace runs out is stopped, and recorded as such
-/// before the service exits (outside attack, session 28: it left no record at all).
+/// A call still running when the shutdown grace runs out is stopped, and a request still
+/// sending its body is let go, each recorded as such before the service exits (outside
+/// attack, session 28: they left no record at all); neither is counted with a request its
+/// client left just before (outside attack, session 29: one summary then said "the client went
+/// away" of both).
 #[test]
-fn a_call_cut_off_by_the_end_of_the_shutdown_grace_is_recorded() {
+fn requests_cut_off_by_the_end_of_the_shutdown_grace_are_recorded() {
     let st = setup();
-    let (mut s, k, _url) = slow_loop_for_alpha(&st, "[policy.gateway]\nshutdown_grace = \"1s\"\n");
-    let addr = s.addr.clone();
-    let running = std::thread::spawn(move || {
-        let mut c = std::net::TcpStream::connect(&addr).unwrap();
-        c.write_all(
-            format!(
-                "GET /api/ext/warden.hostile-http/loop HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-        let mut answer = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut c, &mut answer);
-        answer
-    });
-    std::thread::sleep(Duration::from_millis(400));
+    let mut s = st.serve("[policy.gateway]\nshutdown_grace = \"1s\"\n");
+    let (b, sig) = st.bundle(&example("hostile-http"), "hostile");
+    let k = installed_for_alpha(&s, &b, &sig, "warden.hostile-http");
+    let open = |head: String| {
+        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        c
+    };
+    let post = format!(
+        "POST /api/ext/warden.hostile-http/echo HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\nContent-Length: 100\r\n\r\nten bytes!"
+    );
+    // A loop that runs until its 3 s limit; a body that stops after 10 of its 100 bytes; and
+    // one whose client hangs up (client-gone, the same tenant, extension and second).
+    let mut running = open(format!(
+        "GET /api/ext/warden.hostile-http/loop HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {k}\r\n\r\n"
+    ));
+    let trickle = open(post.clone());
+    let gone = open(post);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(100));
     let started = std::time::Instant::now();
     sigterm(&s);
     let status = s.child.wait().unwrap();
@@ -972,8 +980,11 @@ fn a_call_cut_off_by_the_end_of_the_shutdown_grace_is_recorded() {
         (Duration::from_millis(900)..Duration::from_secs(8)).contains(&took),
         "{took:?}"
     );
-    // Its client got no answer: the connection was closed on it.
-    assert!(running.join().unwrap().is_empty());
+    // The loop's client got no answer: the connection was closed on it.
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut running, &mut answer);
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(trickle);
     drop(s);
     ok(&st.cli(&[&"audit", &"--verify"]));
     let calls: Vec<_> = audit(&st)
@@ -981,20 +992,31 @@ fn a_call_cut_off_by_the_end_of_the_shutdown_grace_is_recorded() {
         .map(|r| r["record"].clone())
         .filter(|r| r["event"] == "call" && r["extension"] == "warden.hostile-http")
         .collect();
-    assert_eq!(calls.len(), 1, "{calls:?}");
-    let r = &calls[0];
-    let m = r["message"].as_str().unwrap_or_default();
-    assert!(
-        m.contains("shutdown grace ran out") && m.contains("stopped"),
-        "{r}"
-    );
+    let with = |text: &str| -> Vec<&serde_json::Value> {
+        calls
+            .iter()
+            .filter(|r| r["message"].as_str().is_some_and(|m| m.contains(text)))
+            .collect()
+    };
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    let stopped = with("grace ran out before the call ended: it was stopped");
+    let never = with("grace ran out before the request was answered: its call never ran");
+    let left = with("the client went away");
     assert_eq!(
-        (&r["tenant"], &r["outcome"]),
-        (&serde_json::json!("alpha"), &serde_json::json!("error")),
-        "{r}"
+        (stopped.len(), never.len(), left.len()),
+        (1, 1, 1),
+        "{calls:?}"
     );
-    let ms = r["duration_ms"].as_u64().unwrap();
-    assert!((1000..4000).contains(&ms), "{r}");
+    for r in calls.iter() {
+        assert_eq!(
+            (&r["tenant"], &r["outcome"]),
+            (&serde_json::json!("alpha"), &serde_json::json!("error")),
+            "{r}"
+        );
+    }
+    let ms = |r: &serde_json::Value| r["duration_ms"].as_u64().unwrap();
+    assert!((1000..4000).contains(&ms(stopped[0])), "{}", stopped[0]);
+    assert!((1000..4000).contains(&ms(never[0])), "{}", never[0]);
 }
 
 /// Sends SIGTERM to the service.
