@@ -86,17 +86,25 @@ impl SqliteRegistry {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
+        // Marked before the change, under the write lock: readers answer nothing from memory
+        // until the stamp is new again after the commit (or if that never happens).
+        self.stamp
+            .mark_pending()
+            .map_err(|e| RegistryError::Storage {
+                location: self.stamp.path().display().to_string(),
+                source: Box::new(e),
+            })?;
         let out = f(&tx)?;
         tx.commit().map_err(|e| self.err(e))?;
         drop(conn);
         // After the commit: a reader that saw the old stamp read the database before this
-        // write, and reads it again once it sees the new one.
+        // write, and reads it again once it sees the new one. The change is made whether or
+        // not this bump is written: if not, the pending mark stays, and readers read the
+        // database until the next write (outside attack, session 29: the change was made,
+        // but reported as failed).
         lock(&self.keys).clear();
         lock(&self.installs).clear();
-        self.stamp.bump().map_err(|e| RegistryError::Storage {
-            location: self.stamp.path().display().to_string(),
-            source: Box::new(e),
-        })?;
+        let _ = self.stamp.bump();
         Ok(out)
     }
 

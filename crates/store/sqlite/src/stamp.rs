@@ -11,13 +11,19 @@
 //! writer's call returns; a lookup that finds no event queued (one `ioctl`) answers with the
 //! stamp it read last. Where inotify is not available, every lookup reads the file. The file
 //! is read at least once a second all the same: a change the watch could not see (a mount
-//! over the file's path) is read within that second.
+//! over the file's path) is read within that second. Any change the watch reports forgets
+//! what was read before it, even if the bytes come back as they were.
+//!
+//! A write marks the stamp pending (its first bit) before its change, under the database's
+//! write lock, and writes a new stamp after its commit; while the stamp is pending, lookups
+//! read the database. So a writer that dies between its commit and its new stamp leaves no
+//! reader answering from before the change.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::Hash;
 use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,7 +37,17 @@ const MAX_ENTRIES: usize = 16 * 1024;
 /// How long a stamp read last is answered from the watch before the file is read again.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
-pub(crate) type Stamp = [u8; 16];
+/// What a reader saw of the stamp: its 16 bytes, and how many changes its watch reported
+/// since it was opened. A change the bytes alone would not show (a stamp emptied, or an old
+/// copy put back, between two reads: outside attack, session 29) still forgets what was read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Stamp {
+    bytes: [u8; 16],
+    changes: u64,
+}
+
+/// The first byte's top bit: set while a write is under way (see [`StampFile::mark_pending`]).
+const PENDING: u8 = 0x80;
 
 /// What the watch reports: a write or a truncation, a change of the link count (removed, or
 /// replaced by a rename over it), the file moved or deleted.
@@ -61,6 +77,8 @@ struct Open {
     /// The stamp read last and when, valid while the watch reports nothing (for
     /// [`TRUSTED_FOR`]).
     known: Option<(Stamp, Instant)>,
+    /// Changes the watch reported, and files opened again, since the first open.
+    changes: u64,
 }
 
 impl StampFile {
@@ -95,20 +113,33 @@ impl StampFile {
             let _ = inotify::remove_watch(watch, wd);
         }
         warden_datadir::private_file(&self.path).map_err(std::io::Error::other)?;
+        // Not through a link, and checked as opened: a link or a file others may read put
+        // there after the check above is refused.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&self.path)?;
         let meta = file.metadata()?;
+        warden_datadir::check_private_meta(&self.path, &meta).map_err(std::io::Error::other)?;
+        let id = (meta.dev(), meta.ino());
+        open.changes = open.changes.wrapping_add(1);
         // The file just opened is the one watched, through its descriptor: watched by its
         // path, another file put there between the two would be (outside attack, session
         // 29: the watch then sat on a file replaced since, and no change was read again).
-        // The watch is made before the file is read, so a write after it is reported.
+        // The watch is made before the file is read, so a write after it is reported; a file
+        // replaced before the watch was made is seen below, and not trusted.
         if let Some(watch) = &self.watch {
             let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
             open.wd = inotify::add_watch(watch, fd.as_str(), watched_events()).ok();
+            let still = std::fs::symlink_metadata(&self.path).map(|m| (m.dev(), m.ino()));
+            if !matches!(still, Ok(now) if now == id)
+                && let Some(wd) = open.wd.take()
+            {
+                let _ = inotify::remove_watch(watch, wd);
+            }
         }
-        open.file = Some((file, (meta.dev(), meta.ino())));
+        open.file = Some((file, id));
         Ok(())
     }
 
@@ -148,6 +179,7 @@ impl StampFile {
         loop {
             match events.next() {
                 Ok(e) => {
+                    open.changes = open.changes.wrapping_add(1);
                     if e.events().contains(inotify::ReadFlags::IGNORED) && Some(e.wd()) == open.wd {
                         open.wd = None;
                         open.file = None;
@@ -160,7 +192,8 @@ impl StampFile {
         }
     }
 
-    /// The stamp now; `None` when it cannot be read (then nothing is answered from memory).
+    /// The stamp now; `None` when it cannot be read, or a write is under way (then nothing
+    /// is answered from memory).
     pub(crate) fn read(&self) -> Option<Stamp> {
         // Checked before the lock: an event taken off the queue by another reader is one whose
         // reader holds the lock until it has read the file, so this one then waits for it.
@@ -184,7 +217,14 @@ impl StampFile {
                 Err(e) => Err(e),
             }
         });
-        let stamp = read.ok()?;
+        let bytes = read.ok()?;
+        if bytes[0] & PENDING != 0 {
+            return None;
+        }
+        let stamp = Stamp {
+            bytes,
+            changes: open.changes,
+        };
         if drained && open.wd.is_some() {
             open.known = Some((stamp, Instant::now()));
         }
@@ -193,8 +233,25 @@ impl StampFile {
 
     /// A new stamp: every reader reads the database again.
     pub(crate) fn bump(&self) -> std::io::Result<()> {
+        self.write(false)
+    }
+
+    /// Marks a write under way, before its commit: until [`StampFile::bump`] after the
+    /// commit, readers answer nothing from memory. So a writer that dies between its commit
+    /// and its bump (killed, or its bump failed) leaves readers reading the database, not
+    /// answering from before the commit for ever (outside attack, session 29).
+    pub(crate) fn mark_pending(&self) -> std::io::Result<()> {
+        self.write(true)
+    }
+
+    fn write(&self, pending: bool) -> std::io::Result<()> {
         let mut stamp = [0u8; 16];
         OsRng.fill_bytes(&mut stamp);
+        if pending {
+            stamp[0] |= PENDING;
+        } else {
+            stamp[0] &= !PENDING;
+        }
         let mut open = self.lock();
         open.known = None;
         self.with(&mut open, |file| file.write_all_at(&stamp, 0))
@@ -254,6 +311,11 @@ mod tests {
 
     use super::*;
 
+    /// The bytes of a stamp read (handles count their changes apart).
+    fn bytes(stamp: Option<Stamp>) -> Option<[u8; 16]> {
+        stamp.map(|s| s.bytes)
+    }
+
     #[test]
     fn a_bump_changes_the_stamp_and_forgets() {
         let dir = tempfile::tempdir().unwrap();
@@ -262,7 +324,8 @@ mod tests {
         let s0 = a.read().unwrap();
         let mut m = Remembered::new();
         m.put(s0, "k", 1);
-        assert_eq!(m.get(b.read().unwrap(), &"k"), Some(1));
+        assert_eq!(bytes(b.read()), Some(s0.bytes));
+        assert_eq!(m.get(a.read().unwrap(), &"k"), Some(1));
         b.bump().unwrap(); // another handle: another process
         let s1 = a.read().unwrap();
         assert_ne!(s0, s1);
@@ -274,8 +337,8 @@ mod tests {
         let c = StampFile::open(&dir.path().join("warden.db")).unwrap();
         c.bump().unwrap();
         let s2 = a.read().unwrap();
-        assert_eq!(Some(s2), c.read());
-        assert_ne!(s2, s1);
+        assert_eq!(Some(s2.bytes), bytes(c.read()));
+        assert_ne!(s2.bytes, s1.bytes);
     }
 
     /// Unchanged, the stamp is answered from the watch; every kind of change to the file,
@@ -292,9 +355,9 @@ mod tests {
         // This kernel has inotify: the second read came from memory.
         assert!(a.watch.is_some() && a.lock().known.is_some_and(|(k, _)| k == s0));
         let path = a.path().to_path_buf();
-        let expect = |bytes: [u8; 16], how: &str| {
-            assert_eq!(a.read(), Some(bytes), "{how}");
-            assert_eq!(a.read(), Some(bytes), "{how}, read again");
+        let expect = |b: [u8; 16], how: &str| {
+            assert_eq!(bytes(a.read()), Some(b), "{how}");
+            assert_eq!(bytes(a.read()), Some(b), "{how}, read again");
         };
         // Written in place, not through a stamp handle.
         std::fs::write(&path, [7u8; 16]).unwrap();
@@ -320,7 +383,7 @@ mod tests {
         expect([8; 16], "renamed over");
         b.bump().unwrap();
         let s1 = b.read().unwrap();
-        expect(s1, "bumped after the rename");
+        expect(s1.bytes, "bumped after the rename");
         // Moved away, and a new file made at its path.
         std::fs::rename(&path, dir.path().join("moved")).unwrap();
         private(&path, &[9u8; 16]);
@@ -329,8 +392,8 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         b.bump().unwrap();
         let s2 = b.read().unwrap();
-        expect(s2, "removed and bumped");
-        assert_ne!(s1, s2);
+        expect(s2.bytes, "removed and bumped");
+        assert_ne!(s1.bytes, s2.bytes);
     }
 
     /// A watch the kernel takes away (its file gone) is not trusted: the stamp is opened and
@@ -344,7 +407,7 @@ mod tests {
         let a = StampFile::open(&db).unwrap();
         let b = StampFile::open(&db).unwrap();
         b.bump().unwrap();
-        assert_eq!(a.read(), b.read());
+        assert_eq!(bytes(a.read()), bytes(b.read()));
         // The state that race left: the watch on another file, which is then removed.
         let other = dir.path().join("other");
         std::fs::write(&other, b"x").unwrap();
@@ -355,12 +418,55 @@ mod tests {
             open.wd = Some(inotify::add_watch(watch, &other, watched_events()).unwrap());
         }
         std::fs::remove_file(&other).unwrap();
-        assert_eq!(a.read(), b.read());
-        assert_eq!(a.read(), b.read());
+        assert_eq!(bytes(a.read()), bytes(b.read()));
+        assert_eq!(bytes(a.read()), bytes(b.read()));
         // Written through the stamp's own file: seen, so watched again.
         b.bump().unwrap();
-        assert_eq!(a.read(), b.read());
+        assert_eq!(bytes(a.read()), bytes(b.read()));
         std::fs::write(a.path(), [5u8; 16]).unwrap();
-        assert_eq!(a.read(), Some([5; 16]));
+        assert_eq!(bytes(a.read()), Some([5; 16]));
+    }
+
+    /// A stamp put back as it was (emptied twice, an old copy restored) between two reads is
+    /// still a change: what was read under it is forgotten (outside attack, session 29).
+    #[test]
+    fn a_stamp_put_back_as_it_was_is_still_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = StampFile::open(&dir.path().join("warden.db")).unwrap();
+        std::fs::write(a.path(), b"").unwrap();
+        let before = a.read().unwrap();
+        let mut m = Remembered::new();
+        m.put(before, "k", 1);
+        assert_eq!(m.get(a.read().unwrap(), &"k"), Some(1));
+        // A write, then the same bytes as before.
+        a.bump().unwrap();
+        std::fs::write(a.path(), b"").unwrap();
+        let after = a.read().unwrap();
+        assert_eq!(after.bytes, before.bytes);
+        assert_eq!(m.get(after, &"k"), None);
+    }
+
+    /// A write under way, or one whose writer died after its commit but before its bump:
+    /// nothing is answered from memory until the next bump.
+    #[test]
+    fn a_pending_write_is_never_answered_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("warden.db");
+        let a = StampFile::open(&db).unwrap();
+        let writer = StampFile::open(&db).unwrap();
+        assert!(a.read().is_some());
+        writer.mark_pending().unwrap();
+        assert_eq!(a.read(), None);
+        assert_eq!(a.read(), None);
+        drop(writer);
+        assert_eq!(a.read(), None);
+        StampFile::open(&db).unwrap().bump().unwrap();
+        let s = a.read().unwrap();
+        assert_eq!(a.read(), Some(s));
+        // A clean stamp never has the pending bit, whatever the random bytes were.
+        for _ in 0..64 {
+            a.bump().unwrap();
+            assert!(a.read().is_some());
+        }
     }
 }

@@ -191,6 +191,42 @@ fn lookups_answered_from_memory_follow_every_other_handles_write() {
     assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_none());
 }
 
+/// A writer that died between its commit and its new stamp (killed there) left its pending
+/// mark: the change is read at once, not answered from memory for ever (outside attack,
+/// session 29: the uninstalled extension answered until the service restarted).
+#[test]
+fn a_writer_that_died_after_its_commit_leaves_no_stale_answer() {
+    let dir = TempDir::new().unwrap();
+    let gateway = open_registry(dir.path()).unwrap();
+    let cli = open_registry(dir.path()).unwrap();
+    cli.create_tenant(&t("acme"), &ApiKey::generate().hash())
+        .unwrap();
+    let i = install("acme", "acme.hello", "1.0.0", ContentHash::of(b"v1"));
+    cli.put_install(&i, None).unwrap();
+    for _ in 0..2 {
+        assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_some());
+    }
+    // What such a writer leaves: its mark (written before its change), then its change.
+    let stamp = dir.path().join("warden.db-stamp");
+    let mut mark = fs::read(&stamp).unwrap();
+    mark[0] |= 0x80;
+    fs::write(&stamp, &mark).unwrap();
+    // Read while the change is under way: not committed yet.
+    for _ in 0..2 {
+        assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_some());
+    }
+    let raw = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
+    assert_eq!(raw.execute("DELETE FROM registry_installs", []).unwrap(), 1);
+    for _ in 0..3 {
+        assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_none());
+    }
+    // The next write ends the mark; answers come from memory again, and are right.
+    cli.put_install(&i, None).unwrap();
+    for _ in 0..2 {
+        assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_some());
+    }
+}
+
 #[test]
 fn a_row_edited_behind_wardens_back_is_reported_not_trusted() {
     let dir = TempDir::new().unwrap();
