@@ -82,21 +82,23 @@ impl SqliteRegistry {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
+        let stamp_err = |e: std::io::Error| RegistryError::Storage {
+            location: self.stamp.path().display().to_string(),
+            source: Box::new(e),
+        };
+        // Held to the new stamp below: this handle's other writers (the connection) and other
+        // processes' (the stamp's lock) neither change the database nor write a stamp between
+        // this write's mark and its new stamp.
         let mut conn = self.conn()?;
+        let writing = self.stamp.writing().map_err(stamp_err)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        // Marked before the change, under the write lock: readers answer nothing from memory
-        // until the stamp is new again after the commit (or if that never happens).
-        self.stamp
-            .mark_pending()
-            .map_err(|e| RegistryError::Storage {
-                location: self.stamp.path().display().to_string(),
-                source: Box::new(e),
-            })?;
+        // Marked before the change: readers answer nothing from memory until the stamp is new
+        // again after the commit (or if that never happens).
+        self.stamp.mark_pending().map_err(stamp_err)?;
         let out = f(&tx)?;
         tx.commit().map_err(|e| self.err(e))?;
-        drop(conn);
         // After the commit: a reader that saw the old stamp read the database before this
         // write, and reads it again once it sees the new one. The change is made whether or
         // not this bump is written: if not, the pending mark stays, and readers read the
@@ -105,6 +107,8 @@ impl SqliteRegistry {
         lock(&self.keys).clear();
         lock(&self.installs).clear();
         let _ = self.stamp.bump();
+        drop(writing);
+        drop(conn);
         Ok(out)
     }
 

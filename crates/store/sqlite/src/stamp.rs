@@ -37,6 +37,10 @@ const MAX_ENTRIES: usize = 16 * 1024;
 /// How long a stamp read last is answered from the watch before the file is read again.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
+/// How long a registry write waits for another to be done with the stamp (as SQLite's busy
+/// timeout waits for its lock).
+const WRITERS_WAIT: Duration = Duration::from_secs(5);
+
 /// What a reader saw of the stamp: its 16 bytes, and how many changes its watch reported
 /// since it was opened. A change the bytes alone would not show (a stamp emptied, or an old
 /// copy put back, between two reads: outside attack, session 29) still forgets what was read.
@@ -231,6 +235,35 @@ impl StampFile {
         Some(stamp)
     }
 
+    /// Holds the stamp for one registry write, from its pending mark to its new stamp after
+    /// the commit (an exclusive `flock` on the file), so that no other writer's new stamp
+    /// lands in between and clears this one's mark: a reader would then keep what it read
+    /// before this write's commit, for good if this writer died before its own new stamp
+    /// (outside attack, session 29). Released when dropped, or when the process dies. Waits
+    /// up to [`WRITERS_WAIT`] for another writer.
+    pub(crate) fn writing(&self) -> std::io::Result<Writing> {
+        let file = {
+            let mut open = self.lock();
+            self.with(&mut open, File::try_clone)?
+        };
+        let until = Instant::now() + WRITERS_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Writing(file)),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "another registry write held the stamp for 5 s",
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+    }
+
     /// A new stamp: every reader reads the database again.
     pub(crate) fn bump(&self) -> std::io::Result<()> {
         self.write(false)
@@ -259,6 +292,17 @@ impl StampFile {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A registry write's hold on the stamp ([`StampFile::writing`]).
+pub(crate) struct Writing(File);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        // Closing the descriptor would not release it: the lock is on the file description
+        // the reader's own descriptor shares.
+        let _ = self.0.unlock();
     }
 }
 
@@ -468,5 +512,34 @@ mod tests {
             a.bump().unwrap();
             assert!(a.read().is_some());
         }
+    }
+
+    /// One registry write at a time holds the stamp from its mark to its new stamp; another
+    /// (another process: another handle here) waits for it.
+    #[test]
+    fn writers_take_turns_on_the_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("warden.db");
+        let a = StampFile::open(&db).unwrap();
+        let b = std::sync::Arc::new(StampFile::open(&db).unwrap());
+        let held = a.writing().unwrap();
+        a.mark_pending().unwrap();
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let _w = b.writing().unwrap();
+                b.mark_pending().unwrap();
+                started.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        // b waits: it has not marked the stamp, so a's new stamp cannot clear b's mark.
+        assert!(!waiter.is_finished());
+        a.bump().unwrap();
+        drop(held);
+        let waited = waiter.join().unwrap();
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert_eq!(a.read(), None, "b's mark, after a's stamp");
     }
 }
