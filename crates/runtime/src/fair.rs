@@ -263,6 +263,20 @@ mod tests {
 
     use super::*;
 
+    /// A call of `share` that runs past its free run for ever, on a task of its own.
+    fn endless(share: &Share) -> tokio::task::JoinHandle<()> {
+        let share = share.clone();
+        tokio::spawn(async move {
+            fairly(Some(&share), async {
+                loop {
+                    std::thread::sleep(FREE_RUN);
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+        })
+    }
+
     fn share(turns: &Arc<Turns>, key: &str) -> Share {
         Share {
             turns: Arc::clone(turns),
@@ -366,18 +380,7 @@ mod tests {
         let a = share(&turns, "a");
         let b = share(&turns, "b");
         // One of a's calls runs past its free run and waits for the only turn.
-        let long = {
-            let a = a.clone();
-            tokio::spawn(async move {
-                fairly(Some(&a), async {
-                    loop {
-                        std::thread::sleep(FREE_RUN);
-                        tokio::task::yield_now().await;
-                    }
-                })
-                .await
-            })
-        };
+        let long = endless(&a);
         while !a.busy() {
             tokio::task::yield_now().await;
         }
@@ -404,18 +407,7 @@ mod tests {
     async fn a_busy_shares_short_calls_do_not_keep_it_busy() {
         let turns = Turns::new(1);
         let a = share(&turns, "a");
-        let long = {
-            let a = a.clone();
-            tokio::spawn(async move {
-                fairly(Some(&a), async {
-                    loop {
-                        std::thread::sleep(FREE_RUN);
-                        tokio::task::yield_now().await;
-                    }
-                })
-                .await
-            })
-        };
+        let long = endless(&a);
         while !a.busy() {
             tokio::task::yield_now().await;
         }

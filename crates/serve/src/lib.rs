@@ -879,14 +879,12 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let cut_off = service.in_flight.load(Ordering::SeqCst) > 0;
-    if !cut_off {
+    if service.in_flight.load(Ordering::SeqCst) == 0 {
         // Idle kept-alive connections are closed.
         let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
-    }
-    // What is still answering now is stopped: recorded as cut off by the end of the grace
-    // (outside attack, session 28: such requests left no record at all).
-    if cut_off {
+    } else {
+        // What is still answering now is stopped: recorded as cut off by the end of the grace
+        // (outside attack, session 28: such requests left no record at all).
         tracing::warn!(
             requests = service.in_flight.load(Ordering::SeqCst),
             "the shutdown grace ran out: stopping the requests still in flight"
