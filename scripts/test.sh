@@ -3,6 +3,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# A CI run builds once: incremental data would only fill its disk (about a third of target/).
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
 bash scripts/setup.sh
 bash scripts/build-examples.sh
 cargo fmt --all -- --check

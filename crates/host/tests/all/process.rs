@@ -15,22 +15,24 @@ use warden_host::{CallError, ExtensionId, Grant, Policy, SecretValue, Stream, Te
 
 use crate::support::{Lab, text};
 
-/// proc.c, compiled once per test run.
+/// proc.c, compiled once per test run into the target's own scratch folder (one file, not a
+/// folder per run left in /tmp), built aside and renamed so that parallel runs never see half.
 fn program() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/proc.c");
-        let dir = std::env::temp_dir().join(format!("warden-host-proc-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("proc");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("warden-host-proc");
+        let aside = dir.join(format!("warden-host-proc.{}", std::process::id()));
         let status = Command::new("cc")
             .args(["-static", "-O1", "-Wall", "-o"])
-            .arg(&out)
+            .arg(&aside)
             .arg(&src)
             .arg("-lpthread")
             .status()
             .expect("cc (scripts/setup.sh installs gcc and libc6-dev)");
         assert!(status.success(), "building proc.c failed");
+        fs::rename(&aside, &out).unwrap();
         out
     })
 }
