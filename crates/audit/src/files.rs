@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io;
 
+use warden_datadir::{LOCK_WAIT, LockKind, lock_within};
+
 /// The audit folder's name inside a data dir.
 pub const AUDIT_DIR: &str = "audit";
 /// The log file inside the audit folder: one record per line.
@@ -17,9 +19,14 @@ pub const TORN_FILE: &str = "audit.torn";
 /// Unlocks a file lock when dropped.
 pub(crate) struct FileLock<'a>(&'a File);
 
+/// What a lock error names.
+const LOCKED: &str = "the audit log (audit.head)";
+
 impl<'a> FileLock<'a> {
+    /// Waits up to [`LOCK_WAIT`] for other processes' appends: one stopped while it holds the
+    /// lock gets calls refused (the host closes, records kept), not hung.
     pub(crate) fn exclusive(file: &'a File) -> io::Result<FileLock<'a>> {
-        file.lock()?;
+        exclusive(file)?;
         Ok(FileLock(file))
     }
     /// A lock taken earlier on `file` (see `Files::begin`), released when this is dropped.
@@ -27,9 +34,14 @@ impl<'a> FileLock<'a> {
         FileLock(file)
     }
     pub(crate) fn shared(file: &'a File) -> io::Result<FileLock<'a>> {
-        file.lock_shared()?;
+        lock_within(file, LockKind::Shared, LOCK_WAIT, LOCKED)?;
         Ok(FileLock(file))
     }
+}
+
+/// The exclusive lock, to be released by a [`FileLock::held`] later.
+pub(crate) fn exclusive(file: &File) -> io::Result<()> {
+    lock_within(file, LockKind::Exclusive, LOCK_WAIT, LOCKED)
 }
 
 impl Drop for FileLock<'_> {

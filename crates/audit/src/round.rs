@@ -84,7 +84,8 @@ pub(crate) struct Files {
 }
 
 impl Files {
-    /// Takes the exclusive lock on the head file (waits for other processes and handles).
+    /// Takes the exclusive lock on the head file (waits, within a bound, for other processes
+    /// and handles).
     pub(crate) fn lock(&self) -> Result<FileLock<'_>, AuditError> {
         FileLock::exclusive(&self.head).map_err(io_err("locking", &self.head_path))
     }
@@ -478,9 +479,7 @@ impl RoundStore for Files {
 
     fn begin(&mut self) -> Result<(), AuditError> {
         if !self.locked {
-            self.head
-                .lock()
-                .map_err(io_err("locking", &self.head_path))?;
+            crate::files::exclusive(&self.head).map_err(io_err("locking", &self.head_path))?;
             self.locked = true;
         }
         Ok(())

@@ -6,6 +6,7 @@
 //! "nobody but the operator can read or change it" is written once.
 
 mod key;
+mod lock;
 
 use std::fs;
 use std::io::ErrorKind;
@@ -13,6 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use key::{KEY_BYTES, Key};
+pub use lock::{LOCK_WAIT, LockKind, lock_within};
 
 /// Why a private folder, file or key could not be used. Names the path and what to do.
 #[derive(Debug, thiserror::Error)]

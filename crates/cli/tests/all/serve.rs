@@ -1019,6 +1019,77 @@ fn requests_cut_off_by_the_end_of_the_shutdown_grace_are_recorded() {
     assert!((1000..4000).contains(&ms(never[0])), "{}", never[0]);
 }
 
+/// Another process that holds the audit log's lock and never lets go (an operator's CLI
+/// stopped with Ctrl-Z) gets requests answered within the lock's bound, not hung: the call
+/// that ran is answered 502 and its record kept, the next refused 503, a CLI command ends
+/// with an error that says why; once the lock is let go the kept record is stored, late but
+/// whole (outside attack, session 29: every gateway request hung for as long as the CLI
+/// was stopped).
+#[test]
+fn a_process_stopped_holding_the_audit_lock_does_not_hang_the_service() {
+    let st = setup();
+    if st.shared.is_some() {
+        // The audit log is PostgreSQL's there: no file lock to hold.
+        return;
+    }
+    let s = st.serve("");
+    let (b, sig) = st.bundle(&example("hello"), "hello");
+    let k = installed_for_alpha(&s, &b, &sig, "warden.hello");
+    let url = format!("{}/api/ext/warden.hello/hi", s.base);
+    assert_eq!(get(&url, Some(&k)).status, 200);
+    let head = std::fs::File::open(st.data.join("audit/audit.head")).unwrap();
+    head.lock().unwrap();
+    let timed = |f: &dyn Fn() -> Reply| {
+        let t = Instant::now();
+        let r = f();
+        (r, t.elapsed())
+    };
+    let (ran, took) = timed(&|| get(&url, Some(&k)));
+    assert_eq!(ran.status, 502, "{}", ran.body);
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let (refused, took) = timed(&|| get(&url, Some(&k)));
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (503, "unavailable"),
+        "{}",
+        refused.body
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let o = st.cli(&[&"tenant", &"create", &"beta"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("held the lock on the audit log"), "{err}");
+    head.unlock().unwrap();
+    // The first request after probes (its own refusal stored, the kept record first), the
+    // next one runs.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = get(&url, Some(&k));
+        statuses.push(r.status);
+        if r.status == 200 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+    drop(s);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    let records: Vec<_> = audit(&st)
+        .into_iter()
+        .map(|r| r["record"].clone())
+        .collect();
+    let of_ran: Vec<_> = records
+        .iter()
+        .filter(|r| r["request_id"] == r_id(&ran).as_str() && r["event"] == "call")
+        .collect();
+    assert_eq!(of_ran.len(), 1, "{records:?}");
+    assert!(
+        records.iter().any(|r| r["event"] == "recovery"),
+        "{records:?}"
+    );
+    // The CLI's tenant was never made: made now.
+    ok(&st.cli(&[&"tenant", &"create", &"beta"]));
+}
+
 /// Sends SIGTERM to the service.
 fn sigterm(s: &Server) {
     let pid = s.child.id().to_string();

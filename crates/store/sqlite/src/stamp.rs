@@ -246,22 +246,13 @@ impl StampFile {
             let mut open = self.lock();
             self.with(&mut open, File::try_clone)?
         };
-        let until = Instant::now() + WRITERS_WAIT;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Writing(file)),
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "another registry write held the stamp for 5 s",
-                    ));
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(e),
-            }
-        }
+        warden_datadir::lock_within(
+            &file,
+            warden_datadir::LockKind::Exclusive,
+            WRITERS_WAIT,
+            "the registry's change stamp (another registry write)",
+        )?;
+        Ok(Writing(file))
     }
 
     /// A new stamp: every reader reads the database again.

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use warden_datadir::{LOCK_WAIT, LockKind, lock_within};
+
 use super::Usage;
 
 /// The budget file inside the budget folder.
@@ -429,13 +431,15 @@ pub(super) fn transact<R>(
         r => r,
     }
     .map_err(|e| failed("opening", path, &e))?;
-    // Released when `file` closes, at the end of this transaction.
-    if exclusive {
-        file.lock()
+    // Released when `file` closes, at the end of this transaction. Waited for within a bound:
+    // a process stopped inside its transaction fails this write, rather than hanging it.
+    let kind = if exclusive {
+        LockKind::Exclusive
     } else {
-        file.lock_shared()
-    }
-    .map_err(|e| failed("locking", path, &e))?;
+        LockKind::Shared
+    };
+    lock_within(&file, kind, LOCK_WAIT, "the quota's ledger")
+        .map_err(|e| failed("locking", path, &e))?;
     let raw = read_all(&file).map_err(|e| failed("reading", path, &e))?;
     let mut state = State::parse(&raw);
     let r = f(&mut state);
@@ -573,8 +577,8 @@ fn new_lease(dir: &Path) -> Result<Lease, String> {
             .open(&path)
         {
             Ok(f) => {
-                // Blocking: another process's sweep may hold it for an instant.
-                return match f.lock() {
+                // Another process's sweep may hold it for an instant.
+                return match lock_within(&f, LockKind::Exclusive, LOCK_WAIT, "a new lease") {
                     Ok(()) => Ok(Lease {
                         dir: dir.to_path_buf(),
                         name,
@@ -624,6 +628,24 @@ fn read_all(file: &File) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process stopped inside its transaction (holding the ledger's lock) fails this one
+    /// after the lock's bound, with nothing written, rather than hanging it.
+    #[test]
+    fn a_ledger_held_by_a_stopped_process_fails_the_transaction_not_hangs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(BUDGET_FILE);
+        let held = File::create(&path).unwrap();
+        held.lock().unwrap();
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let e = transact(&path, true, |_| ran.store(true, Ordering::Relaxed)).unwrap_err();
+        assert!(e.contains("held the lock on the quota's ledger"), "{e}");
+        assert!(!ran.load(Ordering::Relaxed));
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        held.unlock().unwrap();
+        transact(&path, true, |_| ran.store(true, Ordering::Relaxed)).unwrap();
+        assert!(ran.load(Ordering::Relaxed));
+    }
 
     #[test]
     fn the_state_round_trips_and_anything_else_is_damaged() {

@@ -227,6 +227,49 @@ fn a_writer_that_died_after_its_commit_leaves_no_stale_answer() {
     }
 }
 
+/// A write waiting for another process's write (stopped inside it, its mark left) never holds
+/// up this handle's lookups: they read the database at once while the writer waits, and the
+/// writer goes on once the other lets go (outside attack, session 29: a stopped CLI stalled
+/// the gateway and `/healthz` 5 s per queued admin write).
+#[test]
+fn a_writer_waiting_for_another_process_does_not_hold_up_lookups() {
+    let dir = TempDir::new().unwrap();
+    let gateway = std::sync::Arc::new(open_registry(dir.path()).unwrap());
+    let key = ApiKey::generate().hash();
+    gateway.create_tenant(&t("acme"), &key).unwrap();
+    let i = install("acme", "acme.hello", "1.0.0", ContentHash::of(b"v1"));
+    gateway.put_install(&i, None).unwrap();
+    // The other process, stopped inside its write: holding the stamp, its mark written.
+    let stamp = dir.path().join("warden.db-stamp");
+    let other = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&stamp)
+        .unwrap();
+    other.lock().unwrap();
+    let mut mark = fs::read(&stamp).unwrap();
+    mark[0] |= 0x80;
+    fs::write(&stamp, &mark).unwrap();
+    let writer = {
+        let gateway = gateway.clone();
+        let next = install("acme", "acme.other", "1.0.0", ContentHash::of(b"v2"));
+        std::thread::spawn(move || gateway.put_install(&next, None))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..3 {
+        assert_eq!(gateway.tenant_by_key(&key).unwrap(), Some(t("acme")));
+        assert!(gateway.install(&t("acme"), &i.extension).unwrap().is_some());
+    }
+    assert!(
+        !writer.is_finished(),
+        "the writer waits for the other's write"
+    );
+    other.unlock().unwrap();
+    writer.join().unwrap().unwrap();
+    let other_ext = "acme.other".parse().unwrap();
+    assert!(gateway.install(&t("acme"), &other_ext).unwrap().is_some());
+}
+
 #[test]
 fn a_row_edited_behind_wardens_back_is_reported_not_trusted() {
     let dir = TempDir::new().unwrap();

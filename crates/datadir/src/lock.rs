@@ -1,0 +1,97 @@
+//! `flock`s on files that several processes share (the audit head, the registry's stamp, the
+//! file quotas' ledgers), waited for within a bound. A process stopped while it holds one (an
+//! operator's Ctrl-Z on a CLI, a debugger, a same-uid process holding it on purpose) must not
+//! stall every call and request for ever: after the wait, the caller is told `TimedOut` and
+//! refuses what it was doing, with nothing half done (outside attack, session 29: a stopped
+//! CLI holding the audit lock hung every gateway request).
+
+use std::fs::{File, TryLockError};
+use std::io;
+use std::time::{Duration, Instant};
+
+/// How long a lock another process holds is waited for.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Which `flock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// Takes `kind` of lock on `file`, waiting up to `wait` for other holders. Other holders hold
+/// it briefly in normal use, so the wait polls: from 50 µs, doubling, to 2 ms between tries.
+/// `what` names the file in the error.
+pub fn lock_within(file: &File, kind: LockKind, wait: Duration, what: &str) -> io::Result<()> {
+    let until = Instant::now() + wait;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let tried = match kind {
+            LockKind::Shared => file.try_lock_shared(),
+            LockKind::Exclusive => file.try_lock(),
+        };
+        match tried {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) => {
+                let now = Instant::now();
+                if now >= until {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another process held the lock on {what} for {} s (a stopped `warden` command?)",
+                            wait.as_secs_f32()
+                        ),
+                    ));
+                }
+                std::thread::sleep(pause.min(until - now));
+                pause = (pause * 2).min(Duration::from_millis(2));
+            }
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_held_elsewhere_is_waited_for_then_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let held = File::create(&path).unwrap();
+        held.lock().unwrap();
+        // Another open file description: as another process would.
+        let mine = File::open(&path).unwrap();
+        for kind in [LockKind::Shared, LockKind::Exclusive] {
+            let e = lock_within(&mine, kind, Duration::from_millis(30), "the f file").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            assert!(e.to_string().contains("the f file"), "{e}");
+        }
+        // Let go while waited for: taken.
+        let letgo = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            held.unlock().unwrap();
+            held
+        });
+        lock_within(&mine, LockKind::Exclusive, Duration::from_secs(5), "f").unwrap();
+        let held = letgo.join().unwrap();
+        assert!(matches!(
+            held.try_lock_shared(),
+            Err(TryLockError::WouldBlock)
+        ));
+    }
+
+    #[test]
+    fn shared_locks_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let a = File::create(&path).unwrap();
+        let b = File::open(&path).unwrap();
+        lock_within(&a, LockKind::Shared, Duration::ZERO, "f").unwrap();
+        lock_within(&b, LockKind::Shared, Duration::ZERO, "f").unwrap();
+        let c = File::open(&path).unwrap();
+        let e = lock_within(&c, LockKind::Exclusive, Duration::ZERO, "f").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+}
