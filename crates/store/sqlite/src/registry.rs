@@ -104,7 +104,7 @@ impl SqliteRegistry {
             .map_err(|e| self.err(e))?;
         // Marked before the change: readers answer nothing from memory until the stamp is new
         // again after the commit (or if that never happens).
-        self.stamp.mark_pending().map_err(stamp_err)?;
+        writing.mark_pending().map_err(stamp_err)?;
         let out = f(&tx)?;
         tx.commit().map_err(|e| self.err(e))?;
         // After the commit: a reader that saw the old stamp read the database before this
@@ -114,7 +114,7 @@ impl SqliteRegistry {
         // but reported as failed).
         lock(&self.keys).clear();
         lock(&self.installs).clear();
-        let _ = self.stamp.bump();
+        let _ = writing.bump();
         drop(conn);
         drop(writing);
         drop(turn);

@@ -240,45 +240,63 @@ impl StampFile {
     /// lands in between and clears this one's mark: a reader would then keep what it read
     /// before this write's commit, for good if this writer died before its own new stamp
     /// (outside attack, session 29). Released when dropped, or when the process dies. Waits
-    /// up to [`WRITERS_WAIT`] for another writer.
-    pub(crate) fn writing(&self) -> std::io::Result<Writing> {
-        let file = {
-            let mut open = self.lock();
-            self.with(&mut open, File::try_clone)?
-        };
-        warden_datadir::lock_within(
-            &file,
-            warden_datadir::LockKind::Exclusive,
-            WRITERS_WAIT,
-            "the registry's change stamp (another registry write)",
-        )?;
-        Ok(Writing(file))
-    }
-
-    /// A new stamp: every reader reads the database again.
-    pub(crate) fn bump(&self) -> std::io::Result<()> {
-        self.write(false)
-    }
-
-    /// Marks a write under way, before its commit: until [`StampFile::bump`] after the
-    /// commit, readers answer nothing from memory. So a writer that dies between its commit
-    /// and its bump (killed, or its bump failed) leaves readers reading the database, not
-    /// answering from before the commit for ever (outside attack, session 29).
-    pub(crate) fn mark_pending(&self) -> std::io::Result<()> {
-        self.write(true)
-    }
-
-    fn write(&self, pending: bool) -> std::io::Result<()> {
-        let mut stamp = [0u8; 16];
-        OsRng.fill_bytes(&mut stamp);
-        if pending {
-            stamp[0] |= PENDING;
-        } else {
-            stamp[0] &= !PENDING;
+    /// up to [`WRITERS_WAIT`] for another writer. The lock taken is on the file at the path
+    /// once it is held: a lock on a file replaced meanwhile (renamed over, removed) would
+    /// hold nobody off, and is taken again on the new one.
+    pub(crate) fn writing(&self) -> std::io::Result<Writing<'_>> {
+        let until = Instant::now() + WRITERS_WAIT;
+        loop {
+            let (file, id) = {
+                let mut open = self.lock();
+                self.with(&mut open, |_| Ok(()))?;
+                match &open.file {
+                    Some((file, id)) => (file.try_clone()?, *id),
+                    None => return Err(std::io::Error::other("the stamp file is not open")),
+                }
+            };
+            warden_datadir::lock_within(
+                &file,
+                warden_datadir::LockKind::Exclusive,
+                until.saturating_duration_since(Instant::now()),
+                "the registry's change stamp (another registry write)",
+            )?;
+            if self.names(id) {
+                return Ok(Writing {
+                    stamp: self,
+                    file,
+                    id,
+                });
+            }
+            let _ = file.unlock();
+            if Instant::now() >= until {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the registry's change stamp was replaced again and again for 5 s",
+                ));
+            }
         }
+    }
+
+    /// Whether the file at the stamp's path is `id` (device, inode).
+    fn names(&self, id: (u64, u64)) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == id)
+    }
+
+    /// A new stamp at the path, in whatever file is there: every reader reads the database
+    /// again. (A registry write goes through [`Writing`].)
+    #[cfg(test)]
+    pub(crate) fn bump(&self) -> std::io::Result<()> {
         let mut open = self.lock();
         open.known = None;
-        self.with(&mut open, |file| file.write_all_at(&stamp, 0))
+        self.with(&mut open, |file| file.write_all_at(&new_stamp(false), 0))
+    }
+
+    /// A pending mark at the path (see [`Writing::mark_pending`]).
+    #[cfg(test)]
+    pub(crate) fn mark_pending(&self) -> std::io::Result<()> {
+        let mut open = self.lock();
+        open.known = None;
+        self.with(&mut open, |file| file.write_all_at(&new_stamp(true), 0))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -286,14 +304,71 @@ impl StampFile {
     }
 }
 
-/// A registry write's hold on the stamp ([`StampFile::writing`]).
-pub(crate) struct Writing(File);
+/// 16 random bytes, the first one's top bit set if `pending`, clear if not.
+fn new_stamp(pending: bool) -> [u8; 16] {
+    let mut stamp = [0u8; 16];
+    OsRng.fill_bytes(&mut stamp);
+    if pending {
+        stamp[0] |= PENDING;
+    } else {
+        stamp[0] &= !PENDING;
+    }
+    stamp
+}
 
-impl Drop for Writing {
+/// A registry write's hold on the stamp ([`StampFile::writing`]): its marks go to the file
+/// it locked.
+pub(crate) struct Writing<'a> {
+    stamp: &'a StampFile,
+    file: File,
+    id: (u64, u64),
+}
+
+impl Writing<'_> {
+    /// Marks a write under way, before its commit: until [`Writing::bump`] after the commit,
+    /// readers answer nothing from memory. So a writer that dies between its commit and its
+    /// bump (killed, or its bump failed) leaves readers reading the database, not answering
+    /// from before the commit for ever (outside attack, session 29). A file put at the path
+    /// since the lock was taken is marked too: readers read that one.
+    pub(crate) fn mark_pending(&self) -> std::io::Result<()> {
+        self.stamp.lock().known = None;
+        self.file.write_all_at(&new_stamp(true), 0)?;
+        if !self.stamp.names(self.id) {
+            self.stamp.mark_elsewhere()?;
+        }
+        Ok(())
+    }
+
+    /// A new stamp after the commit: every reader reads the database again. Only in the file
+    /// this write locked: a file put at the path meanwhile (renamed over it while this write
+    /// held the lock: outside attack, session 29) gets a pending mark instead, which the next
+    /// write clears, so its readers read the database until then.
+    pub(crate) fn bump(&self) -> std::io::Result<()> {
+        self.stamp.lock().known = None;
+        if self.stamp.names(self.id) {
+            self.file.write_all_at(&new_stamp(false), 0)?;
+            if self.stamp.names(self.id) {
+                return Ok(());
+            }
+        }
+        self.stamp.mark_elsewhere()
+    }
+}
+
+impl StampFile {
+    /// A pending mark in the file now at the path (not the one a write locked).
+    fn mark_elsewhere(&self) -> std::io::Result<()> {
+        let mut open = self.lock();
+        open.known = None;
+        self.with(&mut open, |file| file.write_all_at(&new_stamp(true), 0))
+    }
+}
+
+impl Drop for Writing<'_> {
     fn drop(&mut self) {
         // Closing the descriptor would not release it: the lock is on the file description
         // the reader's own descriptor shares.
-        let _ = self.0.unlock();
+        let _ = self.file.unlock();
     }
 }
 
@@ -532,5 +607,40 @@ mod tests {
         let waited = waiter.join().unwrap();
         assert!(waited >= Duration::from_millis(250), "{waited:?}");
         assert_eq!(a.read(), None, "b's mark, after a's stamp");
+    }
+
+    /// A stamp renamed over while a write holds it: the next writer holds the new file, and
+    /// the first one's new stamp does not clear the second one's mark, even once the second
+    /// died before its own new stamp (outside attack, session 29).
+    #[test]
+    fn a_stamp_replaced_under_a_write_does_not_clear_the_next_writers_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("warden.db");
+        let reader = StampFile::open(&db).unwrap();
+        let (a, b, c) = (
+            StampFile::open(&db).unwrap(),
+            StampFile::open(&db).unwrap(),
+            StampFile::open(&db).unwrap(),
+        );
+        let wa = a.writing().unwrap();
+        wa.mark_pending().unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, [1u8; 16]).unwrap();
+        std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::rename(&other, a.path()).unwrap();
+        let wb = b.writing().unwrap();
+        wb.mark_pending().unwrap();
+        wa.bump().unwrap();
+        drop(wa);
+        assert_eq!(reader.read(), None, "b's mark stands");
+        drop(wb);
+        assert_eq!(reader.read(), None, "b died before its new stamp");
+        let wc = c.writing().unwrap();
+        wc.mark_pending().unwrap();
+        wc.bump().unwrap();
+        drop(wc);
+        let s = reader.read().unwrap();
+        assert_eq!(reader.read(), Some(s));
     }
 }
