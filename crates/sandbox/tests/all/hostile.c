@@ -312,10 +312,22 @@ static int foreign_arch(void) {
 static void on_alarm(int sig) { (void)sig; }
 static int intr(long n) {
     pid_t kids[16];
+    int ready[2];
     if (n > 16) n = 16;
+    if (pipe(ready) != 0) return 1;
     for (long i = 0; i < n; i++) {
         kids[i] = fork();
-        if (kids[i] == 0) { for (;;) syscall(SYS_unshare, 0); }
+        if (kids[i] == 0) {
+            /* One refusal answered before the flood is said to be under way: on a loaded
+             * machine the i386 calls could otherwise all come before any child ran. */
+            syscall(SYS_unshare, 0);
+            if (write(ready[1], "r", 1) != 1) _exit(1);
+            for (;;) syscall(SYS_unshare, 0);
+        }
+    }
+    for (long i = 0; i < n; i++) {
+        char c;
+        if (kids[i] > 0 && read(ready[0], &c, 1) != 1) return 1;
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
