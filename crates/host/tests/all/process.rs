@@ -15,11 +15,17 @@ use warden_host::{CallError, ExtensionId, Grant, Policy, SecretValue, Stream, Te
 
 use crate::support::{Lab, text};
 
+/// Where a run of this binary as another user finds the program its parent built.
+const PROGRAM_ENV: &str = "WARDEN_TEST_PROC";
+
 /// proc.c, compiled once per test run into the target's own scratch folder (one file, not a
 /// folder per run left in /tmp), built aside and renamed so that parallel runs never see half.
 fn program() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(built) = std::env::var_os(PROGRAM_ENV) {
+            return PathBuf::from(built);
+        }
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/proc.c");
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let out = dir.join("warden-host-proc");
@@ -1268,6 +1274,8 @@ async fn refusals_of_a_parked_process_are_recorded_when_its_install_ends() {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(std::env::current_exe().unwrap())
+            // Nobody cannot write the target's folders: the program is built here.
+            .env(PROGRAM_ENV, program())
             .args([
                 "--exact",
                 "process::refusals_of_a_parked_process_are_recorded_when_its_install_ends",
