@@ -38,7 +38,7 @@ pub fn lock_within(file: &File, kind: LockKind, wait: Duration, what: &str) -> i
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "another process held the lock on {what} for {} s (a stopped `warden` command?)",
+                            "another process held the lock on {what} for {} s (a stopped or stuck `warden` command, or a stalled disk)",
                             wait.as_secs_f32()
                         ),
                     ));

@@ -9,7 +9,7 @@
 //! before). Its caller gets `host-error` (502, no `retry-after`): the call ran, and a retry
 //! would run it again.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::time::Instant;
 
@@ -157,14 +157,40 @@ impl Inner {
         let refusal = refusal
             .with_outcome(Outcome::Error)
             .with_message("refused: the audit log could not be written");
-        match self
-            .store_unstored()
-            .and_then(|()| self.audit.append(refusal))
-        {
-            Ok(()) => self.reopen(),
-            Err(e) => self.audit_broke(e),
+        // On a blocking thread (the admin API's, or a CLI's): waiting here holds no executor.
+        if crate::refusals::block_on(self.probe(refusal.clone())).is_none() {
+            // Another probe is under way: this refusal is recorded if it can be.
+            crate::refusals::block_on(self.write_all(vec![refusal]));
         }
         Err(HostError::AuditClosed)
+    }
+
+    /// Finds out whether records can be stored again: stores the kept records (after their
+    /// marker), then `probe`, the record of the refusal that probes; opens the host if all
+    /// were stored. One probe at a time: `None` (nothing done) while another is under way.
+    /// Each store waits up to the audit log's lock bound, so one probe, not every refused
+    /// request, waits for it, and stores the kept records once (outside attack, session 30:
+    /// with another process holding the audit lock, each refused request waited 5 s on a
+    /// service thread, and `/healthz` stalled with them; two probes stored the marker twice).
+    async fn probe(&self, probe: Record) -> Option<bool> {
+        let _turn = ProbeTurn::take(&self.probing)?;
+        let stored = match self.store_unstored().await {
+            Ok(()) => self.audit.append_all(vec![probe]).await,
+            Err(e) => Err(e),
+        };
+        Some(match stored {
+            // A failure recorded after the check (by a concurrent call) sets the flag again
+            // when its own `write` fails, so clearing it here cannot hide a later failure for
+            // more than the calls already past the gate.
+            Ok(()) => {
+                self.reopen();
+                true
+            }
+            Err(e) => {
+                self.audit_broke(e);
+                false
+            }
+        })
     }
 
     /// Opens the host again after a probe was stored; unless a call that failed meanwhile
@@ -183,21 +209,21 @@ impl Inner {
     /// Stores the kept records of calls that ran (see the module docs), after their marker,
     /// one by one; those not stored stay kept. Called only while the host is closed, by the
     /// probe that may open it.
-    fn store_unstored(&self) -> Result<(), warden_audit::AuditError> {
+    async fn store_unstored(&self) -> Result<(), warden_audit::AuditError> {
         if !self.lock_unstored().pending() {
             return Ok(());
         }
         // One marker for the records it counts, even if storing them takes several tries.
         let marker = self.lock_unstored().marker();
         if let Some(marker) = marker {
-            self.audit.append(marker)?;
+            self.audit.append_all(vec![marker]).await?;
             self.lock_unstored().marker_stored();
         }
         loop {
             let Some(next) = self.lock_unstored().next() else {
                 return Ok(());
             };
-            if let Err(e) = self.audit.append(next.clone()) {
+            if let Err(e) = self.audit.append_all(vec![next.clone()]).await {
                 self.lock_unstored().put_back(next);
                 return Err(e);
             }
@@ -307,32 +333,43 @@ impl Inner {
     }
 
     /// Fail closed: after an audit record could not be stored, every new call is refused with
-    /// `CallError::Unavailable`. Each refusal tries to store its own record first; when that works the
-    /// store is healthy again and later calls run (this one stays refused: it was already
-    /// recorded as refused). One atomic load when healthy.
-    pub(crate) fn audit_gate(&self, ext: &Loaded) -> Result<(), CallFailure> {
+    /// `CallError::Unavailable`. A refusal probes ([`Inner::probe`]: stores its own record);
+    /// when that works the store is healthy again and later calls run (this one stays
+    /// refused: it was already recorded as refused). One atomic load when healthy.
+    pub(crate) async fn audit_gate(&self, ext: &Loaded) -> Result<(), CallFailure> {
         if !self.audit_failed.load(Ordering::Acquire) {
             return Ok(());
         }
         // Nothing ran: the client may try again (503), once records can be stored.
         let error = CallError::Unavailable(self.audit_failure("the audit log cannot be written"));
         let id = self.ids.next();
-        let probe = refused_record(ext, &id, &error);
-        match self
-            .store_unstored()
-            .and_then(|()| self.audit.append(probe))
-        {
-            // A failure recorded after this load (by a concurrent call) sets the flag again
-            // when its own `write` fails, so clearing it here cannot hide a later failure for
-            // more than the calls already past the gate.
-            Ok(()) => self.reopen(),
-            Err(e) => self.audit_broke(e),
+        let record = refused_record(ext, &id, &error);
+        if self.probe(record.clone()).await.is_none() {
+            // Another request probes: this one is refused at once, counted with the refusals
+            // of its kind (recorded once they can be).
+            self.refusal(error.code().as_str(), record).await;
         }
         Err(CallFailure {
             request_id: id,
             error,
             logs: Vec::new(),
         })
+    }
+}
+
+/// The one probe's turn ([`Inner::probe`]), given back when dropped (also when the request
+/// that probes is dropped part-way).
+struct ProbeTurn<'a>(&'a AtomicBool);
+
+impl<'a> ProbeTurn<'a> {
+    fn take(probing: &'a AtomicBool) -> Option<ProbeTurn<'a>> {
+        (!probing.swap(true, Ordering::AcqRel)).then_some(ProbeTurn(probing))
+    }
+}
+
+impl Drop for ProbeTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -222,6 +222,7 @@ impl HostBuilder {
                 process_tmp: std::sync::OnceLock::new(),
                 ids: RequestIds::new(),
                 audit_failed: AtomicBool::new(false),
+                probing: AtomicBool::new(false),
                 audit_failure: Mutex::new(None),
                 unstored: Mutex::new(crate::unstored::Unstored::default()),
                 turns: warden_runtime::Turns::per_core(),

@@ -94,7 +94,7 @@ impl Tenant<'_> {
     pub async fn slot_as(&self, request_id: String, id: &ExtensionId) -> Result<Slot, CallFailure> {
         let inner = self.inner;
         let ext = inner.lookup(&self.name, id)?;
-        inner.audit_gate(&ext)?;
+        inner.audit_gate(&ext).await?;
         let wait = self.busy_wait.unwrap_or(inner.policy.busy_wait);
         let since = Instant::now();
         match inner.permit(&ext, wait).await {
@@ -348,7 +348,7 @@ impl Inner {
     {
         let since = Instant::now();
         let ext = Arc::clone(entry.ext());
-        self.audit_gate(&ext)?;
+        self.audit_gate(&ext).await?;
         let id = via.request_id.clone().unwrap_or_else(|| self.ids.next());
         if let Err(e) = check(&ext) {
             return Err(self.refuse(&ext, id, e, since).await);

@@ -20,7 +20,7 @@ pub enum HostError {
     /// policy, its CA file or client certificate does not read.
     #[error("the remote extension cannot be loaded: {0}")]
     Remote(String),
-    #[error("writing the audit record failed: {0}")]
+    #[error("the audit log: {0}")]
     Audit(#[from] warden_audit::AuditError),
     /// An audit record could not be stored: changes and calls are refused until one can.
     #[error("the audit log cannot be written now; nothing was changed (try again later)")]

@@ -94,6 +94,9 @@ pub(crate) struct Inner {
     /// Set when an audit record could not be stored: calls are refused until one can (see
     /// [`Inner::audit_gate`]). An atomic so the check on every call costs one load.
     pub(crate) audit_failed: AtomicBool,
+    /// Held by the one request (or change) finding out whether records can be stored again
+    /// while `audit_failed` is set (see `Inner::probe`).
+    pub(crate) probing: AtomicBool,
     /// Why the last audit record could not be stored, for the refusals.
     pub(crate) audit_failure: Mutex<Option<Arc<warden_audit::AuditError>>>,
     /// The records of calls that ran while they could not be stored: stored first, late, once

@@ -4,7 +4,7 @@
 use std::ffi::{CString, c_char};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Instant;
 
@@ -675,11 +675,34 @@ pub(crate) fn probed() -> &'static Support {
 }
 
 /// The namespace probe of [`Sandbox::check`]: the whole setup, exiting where it would exec,
-/// with the temporary folder as the bundle (read-only, as a bundle is; the child runs nothing
-/// from it). Not a folder made for the probe: one a killed process could not remove was left
-/// behind for good, hundreds of them under a test that killed processes (session 30).
+/// with a folder that exists already as the bundle (read-only, as a bundle is; the child runs
+/// nothing from it). Not a folder made for the probe: one a killed process could not remove
+/// was left behind for good, hundreds of them under a test that killed processes (session
+/// 30). The temporary folder first; where it cannot be a bundle (`TMPDIR` empty, `/`, a file,
+/// `/dev`: outside attack, session 30), `/tmp`, then this program's own folder. The first
+/// failure is the one reported.
 fn dry_run(support: &Support) -> Result<(), SandboxError> {
-    dry_run_in(&std::env::temp_dir(), support)
+    let mut candidates = vec![std::env::temp_dir(), PathBuf::from("/tmp")];
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        candidates.push(dir.to_path_buf());
+    }
+    dry_run_any(&candidates, support)
+}
+
+/// The dry run in the first of `candidates` where it passes; else the first failure.
+fn dry_run_any(candidates: &[PathBuf], support: &Support) -> Result<(), SandboxError> {
+    let mut first = None;
+    for dir in candidates {
+        match dry_run_in(dir, support) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap_or(SandboxError::ChildVanished))
 }
 
 fn dry_run_in(dir: &Path, support: &Support) -> Result<(), SandboxError> {
@@ -736,6 +759,22 @@ mod tests {
     #[test]
     fn the_dry_run_passes_on_the_temporary_folder() {
         dry_run(&Support::kernel()).unwrap();
+    }
+
+    /// Folders that cannot be a bundle are passed over (a hostile `TMPDIR`); the first
+    /// failure is reported when none can.
+    #[test]
+    fn the_dry_run_passes_over_folders_that_cannot_be_a_bundle() {
+        let support = Support::kernel();
+        let bad: Vec<PathBuf> = ["", "/", "/proc/self/status", "/no/such/folder"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let mut some_good = bad.clone();
+        some_good.push(std::env::temp_dir());
+        dry_run_any(&some_good, &support).unwrap();
+        let e = dry_run_any(&bad, &support).unwrap_err();
+        assert!(e.to_string().contains("bundle"), "{e}");
     }
 
     /// The host takes the listener while the child waits, and the child goes on only once

@@ -72,19 +72,33 @@ pub fn verify(
     checkpoints: Option<&Path>,
 ) -> Result<()> {
     let key = key(data, key_file)?;
-    let failed = || format!("audit log in {} failed verification", source.location());
+    // Not taken for tampering: a log that could not be locked was not checked at all.
+    let failed = |e: anyhow::Error| -> anyhow::Error {
+        if super::busy(&e) {
+            e.context(format!(
+                "audit log in {} not verified: another process held its lock (try again)",
+                source.location()
+            ))
+        } else {
+            e.context(format!(
+                "audit log in {} failed verification",
+                source.location()
+            ))
+        }
+    };
     let (report, held) = match checkpoints {
         Some(file) => {
             let bytes = crate::files::read_bounded(file, MAX_CHECKPOINTS_BYTES)?;
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("{} is not UTF-8", file.display()))?;
-            let r = checkpoint::check_from(source, key.as_ref(), &text).with_context(failed)?;
+            let r = checkpoint::check_from(source, key.as_ref(), &text)
+                .map_err(|e| failed(e.into()))?;
             (r.log, Some((r.checkpoints, r.macs_checked)))
         }
         None => (
             source
                 .verify(key.as_ref(), &mut |_, _| {})
-                .with_context(failed)?,
+                .map_err(|e| failed(e.into()))?,
             None,
         ),
     };

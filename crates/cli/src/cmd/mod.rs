@@ -14,6 +14,20 @@ mod verify;
 
 pub use run::UsageError;
 
+/// The exit code of a command that could not take a lock another process held (for
+/// `warden_datadir::LOCK_WAIT`): nothing was done or checked; try again (`EX_TEMPFAIL`). Not
+/// 1: a monitoring job must not read "a stopped `warden` command" as "the log was edited".
+pub const BUSY_EXIT: u8 = 75;
+
+/// Whether `e` is a lock another process held past its bound (`TimedOut` anywhere in its
+/// chain).
+pub fn busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
+}
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -297,7 +311,8 @@ enum Command {
         #[arg(long)]
         follow: bool,
         /// Check the hash chain (and the head's MAC, with the audit key); exit 1 naming the
-        /// first broken record.
+        /// first broken record, 75 when another process held the log's lock for 5 s (nothing
+        /// checked: try again).
         #[arg(long)]
         verify: bool,
         /// With --verify: check that the log still holds every checkpoint in FILE (records

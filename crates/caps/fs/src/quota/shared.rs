@@ -20,6 +20,11 @@ use warden_datadir::{LOCK_WAIT, LockKind, lock_within};
 
 use super::Usage;
 
+/// How long a transaction waits for another process's: they take microseconds, and the
+/// caller is a call with its own time limit (outside attack, session 30: two 5 s waits ran
+/// a call with a 1 s limit for 10 s).
+const LEDGER_WAIT: Duration = Duration::from_secs(1);
+
 /// The budget file inside the budget folder.
 pub(super) const BUDGET_FILE: &str = "budget";
 /// Leases are named `lease-...` inside the leases folder.
@@ -438,7 +443,7 @@ pub(super) fn transact<R>(
     } else {
         LockKind::Shared
     };
-    lock_within(&file, kind, LOCK_WAIT, "the quota's ledger")
+    lock_within(&file, kind, LEDGER_WAIT, "the quota's ledger")
         .map_err(|e| failed("locking", path, &e))?;
     let raw = read_all(&file).map_err(|e| failed("reading", path, &e))?;
     let mut state = State::parse(&raw);
