@@ -9,7 +9,7 @@
 //! before). Its caller gets `host-error` (502, no `retry-after`): the call ran, and a retry
 //! would run it again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::time::Instant;
 
@@ -150,7 +150,7 @@ impl Inner {
     /// with the log unwritable, uninstalls and new tenants were made and answered 503 with no
     /// record of them). As for calls, the refused change's record is the probe: stored, the
     /// host is open again for the next one.
-    pub(crate) fn change_gate(&self, refusal: Record) -> Result<(), HostError> {
+    pub(crate) fn change_gate(self: &Arc<Self>, refusal: Record) -> Result<(), HostError> {
         if !self.audit_failed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -172,13 +172,30 @@ impl Inner {
     /// request, waits for it, and stores the kept records once (outside attack, session 30:
     /// with another process holding the audit lock, each refused request waited 5 s on a
     /// service thread, and `/healthz` stalled with them; two probes stored the marker twice).
-    async fn probe(&self, probe: Record) -> Option<bool> {
-        let _turn = ProbeTurn::take(&self.probing)?;
+    async fn probe(self: &Arc<Self>, probe: Record) -> Option<bool> {
+        let turn = ProbeTurn::take(self)?;
+        // Run to its end even when the request that probes is dropped (its client left): the
+        // turn is given back only once none of the probe's appends is still queued, or the
+        // next probe would store the kept records' marker again (outside attack, session
+        // 30: 32 waiting clients, 32 markers).
+        let inner = Arc::clone(self);
+        let work = async move {
+            let _turn = turn;
+            inner.probe_held(probe).await
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(work).await.ok(),
+            Err(_) => Some(work.await),
+        }
+    }
+
+    /// [`Inner::probe`]'s work, with its turn held.
+    async fn probe_held(&self, probe: Record) -> bool {
         let stored = match self.store_unstored().await {
             Ok(()) => self.audit.append_all(vec![probe]).await,
             Err(e) => Err(e),
         };
-        Some(match stored {
+        match stored {
             // A failure recorded after the check (by a concurrent call) sets the flag again
             // when its own `write` fails, so clearing it here cannot hide a later failure for
             // more than the calls already past the gate.
@@ -190,7 +207,7 @@ impl Inner {
                 self.audit_broke(e);
                 false
             }
-        })
+        }
     }
 
     /// Opens the host again after a probe was stored; unless a call that failed meanwhile
@@ -336,7 +353,7 @@ impl Inner {
     /// `CallError::Unavailable`. A refusal probes ([`Inner::probe`]: stores its own record);
     /// when that works the store is healthy again and later calls run (this one stays
     /// refused: it was already recorded as refused). One atomic load when healthy.
-    pub(crate) async fn audit_gate(&self, ext: &Loaded) -> Result<(), CallFailure> {
+    pub(crate) async fn audit_gate(self: &Arc<Self>, ext: &Loaded) -> Result<(), CallFailure> {
         if !self.audit_failed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -357,19 +374,18 @@ impl Inner {
     }
 }
 
-/// The one probe's turn ([`Inner::probe`]), given back when dropped (also when the request
-/// that probes is dropped part-way).
-struct ProbeTurn<'a>(&'a AtomicBool);
+/// The one probe's turn ([`Inner::probe`]), given back when dropped.
+struct ProbeTurn(Arc<Inner>);
 
-impl<'a> ProbeTurn<'a> {
-    fn take(probing: &'a AtomicBool) -> Option<ProbeTurn<'a>> {
-        (!probing.swap(true, Ordering::AcqRel)).then_some(ProbeTurn(probing))
+impl ProbeTurn {
+    fn take(inner: &Arc<Inner>) -> Option<ProbeTurn> {
+        (!inner.probing.swap(true, Ordering::AcqRel)).then(|| ProbeTurn(Arc::clone(inner)))
     }
 }
 
-impl Drop for ProbeTurn<'_> {
+impl Drop for ProbeTurn {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.probing.store(false, Ordering::Release);
     }
 }
 
