@@ -157,8 +157,12 @@ impl Inner {
         let refusal = refusal
             .with_outcome(Outcome::Error)
             .with_message("refused: the audit log could not be written");
-        // On a blocking thread (the admin API's, or a CLI's): waiting here holds no executor.
-        if crate::refusals::block_on(self.probe(refusal.clone())).is_none() {
+        // On a blocking thread (the admin API's, or a CLI's): waiting here holds no executor,
+        // and nothing drops the probe part-way. Not spawned: the thread may be a
+        // single-threaded runtime's, which would then never run it.
+        let probed = ProbeTurn::take(self)
+            .map(|_turn| crate::refusals::block_on(self.probe_held(refusal.clone())));
+        if probed.is_none() {
             // Another probe is under way: this refusal is recorded if it can be.
             crate::refusals::block_on(self.write_all(vec![refusal]));
         }
