@@ -282,21 +282,24 @@ impl StampFile {
         std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == id)
     }
 
-    /// A new stamp at the path, in whatever file is there: every reader reads the database
-    /// again. (A registry write goes through [`Writing`].)
-    #[cfg(test)]
-    pub(crate) fn bump(&self) -> std::io::Result<()> {
+    /// A stamp (pending or clean) in whatever file is at the path now, not the one a write
+    /// locked. (A registry write goes through [`Writing`].)
+    fn write_at_path(&self, pending: bool) -> std::io::Result<()> {
         let mut open = self.lock();
         open.known = None;
-        self.with(&mut open, |file| file.write_all_at(&new_stamp(false), 0))
+        self.with(&mut open, |file| file.write_all_at(&new_stamp(pending), 0))
+    }
+
+    /// A new stamp at the path: every reader reads the database again.
+    #[cfg(test)]
+    pub(crate) fn bump(&self) -> std::io::Result<()> {
+        self.write_at_path(false)
     }
 
     /// A pending mark at the path (see [`Writing::mark_pending`]).
     #[cfg(test)]
     pub(crate) fn mark_pending(&self) -> std::io::Result<()> {
-        let mut open = self.lock();
-        open.known = None;
-        self.with(&mut open, |file| file.write_all_at(&new_stamp(true), 0))
+        self.write_at_path(true)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -334,7 +337,7 @@ impl Writing<'_> {
         self.stamp.lock().known = None;
         self.file.write_all_at(&new_stamp(true), 0)?;
         if !self.stamp.names(self.id) {
-            self.stamp.mark_elsewhere()?;
+            self.stamp.write_at_path(true)?;
         }
         Ok(())
     }
@@ -351,16 +354,7 @@ impl Writing<'_> {
                 return Ok(());
             }
         }
-        self.stamp.mark_elsewhere()
-    }
-}
-
-impl StampFile {
-    /// A pending mark in the file now at the path (not the one a write locked).
-    fn mark_elsewhere(&self) -> std::io::Result<()> {
-        let mut open = self.lock();
-        open.known = None;
-        self.with(&mut open, |file| file.write_all_at(&new_stamp(true), 0))
+        self.stamp.write_at_path(true)
     }
 }
 
