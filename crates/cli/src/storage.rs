@@ -154,6 +154,26 @@ fn shared_log(pg: &PgStore, shared: &SharedStorage) -> Result<StoreLog> {
         .with_context(|| format!("opening the audit log in {}", pg.location()))
 }
 
+/// The registry alone, for a command that only reads it (`warden installs`): no audit log is
+/// opened, so no lock of the log's is taken or waited for (a listing must not wait on a
+/// stopped writer of the log, nor hold up one).
+pub fn registry(config: &Config, data: &Path) -> Result<Arc<dyn warden_registry::Registry>> {
+    match &config.storage {
+        Storage::Embedded => {
+            warden_datadir::private_dir(data)
+                .with_context(|| format!("preparing the data dir {}", data.display()))?;
+            let registry = warden_store_sqlite::open_registry(data)
+                .with_context(|| format!("opening the registry in {}", data.display()))?;
+            Ok(Arc::new(registry))
+        }
+        Storage::Shared(shared) => {
+            let pg = connect(shared)?;
+            warn_if_clear(&pg);
+            Ok(Arc::new(pg.registry()))
+        }
+    }
+}
+
 /// Where `warden audit` reads the log: the files in `--data`, or the shared database.
 pub fn audit_source(config: &Config, data: &Path) -> Result<Arc<dyn AuditSource>> {
     match &config.storage {

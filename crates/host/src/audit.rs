@@ -2,7 +2,8 @@
 //! failing closed when records cannot be stored (see [`Inner::audit_gate`]).
 //!
 //! Records are written after the call. A call that ran but whose records could not be stored
-//! (the disk filled, the database restarted) keeps them in memory, up to
+//! (the disk filled, the database restarted) keeps them in memory, as do the refusals of
+//! requests and changes while the log cannot be written, up to
 //! [`MAX_UNSTORED`](crate::unstored::MAX_UNSTORED) (and 16 MiB)
 //! records, and they are stored first, after a [`Event::Recovery`] record saying so, as soon
 //! as records can be stored again: its trail is late, not lost (unless the process ends
@@ -137,7 +138,7 @@ impl Inner {
 
     /// Records a refusal (of error `code`): the first of its kind in a window is stored now
     /// and awaited, repeats are counted into one summary (see `refusals.rs`). False if it
-    /// could not be stored.
+    /// could not be stored (it is kept, and stored late).
     pub(crate) async fn refusal(&self, code: &str, record: Record) -> bool {
         match self.refusals.note(code, record) {
             Some(record) => self.write_all(vec![record]).await,
@@ -195,6 +196,7 @@ impl Inner {
 
     /// [`Inner::probe`]'s work, with its turn held.
     async fn probe_held(&self, probe: Record) -> bool {
+        let kept = probe.clone();
         let stored = match self.store_unstored().await {
             Ok(()) => self.audit.append_all(vec![probe]).await,
             Err(e) => Err(e),
@@ -208,6 +210,8 @@ impl Inner {
                 true
             }
             Err(e) => {
+                // The refusal that probed is kept with the others, stored late.
+                self.lock_unstored().keep(vec![kept]);
                 self.audit_broke(e);
                 false
             }
@@ -227,7 +231,7 @@ impl Inner {
         self.unstored.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores the kept records of calls that ran (see the module docs), after their marker,
+    /// Stores the kept records (see the module docs), after their marker,
     /// one by one; those not stored stay kept. Called only while the host is closed, by the
     /// probe that may open it.
     async fn store_unstored(&self) -> Result<(), warden_audit::AuditError> {
@@ -256,14 +260,18 @@ impl Inner {
     pub(crate) fn record_change(&self, record: Record) -> Result<(), HostError> {
         // Stamped when the change has been made (committed), not when it was asked for: a
         // commit can wait seconds on a slow disk, and the time says when it took effect.
-        match self.audit.append(record.stamped_now()) {
+        let record = record.stamped_now();
+        let kept = record.clone();
+        match self.audit.append(record) {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::error!(
                     target: "warden::audit",
-                    "could not write the record of a change: {}",
+                    "could not write the record of a change (kept, to be written late): {}",
                     warden_call::text::chain(&e)
                 );
+                // The change was made: its record is kept with those of calls that ran.
+                self.lock_unstored().keep(vec![kept]);
                 self.audit_broke(e);
                 Err(HostError::AuditClosed)
             }
@@ -300,23 +308,28 @@ impl Inner {
         })
     }
 
-    /// A summary of repeated refusals could not be stored: the host closes as for any record.
-    pub(crate) fn refusals_unstored(&self, e: warden_audit::AuditError) {
+    /// Summaries of repeated refusals could not be stored: kept, to be stored late, and the
+    /// host closes as for any record.
+    pub(crate) fn refusals_unstored(&self, unflushed: crate::refusals::Unflushed) {
         tracing::error!(
             target: "warden::audit",
-            "could not write the summary of repeated refusals: {}",
-            warden_call::text::chain(&e)
+            "could not write the summary of repeated refusals (kept, to be written late): {}",
+            warden_call::text::chain(&unflushed.error)
         );
-        self.audit_broke(e);
+        self.lock_unstored().keep(unflushed.records);
+        self.audit_broke(unflushed.error);
     }
 
-    /// Stores `records` in order, awaiting their commit; false if any could not be stored
-    /// (and the host is closed: no further call may run without an audit trail, see
-    /// `audit_gate`).
+    /// Stores `records` in order, awaiting their commit; false if any could not be stored:
+    /// they are kept, to be stored late, and the host is closed (no further call may run
+    /// without an audit trail, see `audit_gate`). Outside attack, session 30: three in four
+    /// requests refused while the log could not be written left no record at all.
     async fn write_all(&self, records: Vec<Record>) -> bool {
+        let kept = records.clone();
         match self.audit.append_all(records).await {
             Ok(()) => true,
             Err(e) => {
+                self.lock_unstored().keep(kept);
                 self.write_failed(e);
                 false
             }

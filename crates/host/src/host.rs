@@ -99,8 +99,8 @@ pub(crate) struct Inner {
     pub(crate) probing: AtomicBool,
     /// Why the last audit record could not be stored, for the refusals.
     pub(crate) audit_failure: Mutex<Option<Arc<warden_audit::AuditError>>>,
-    /// The records of calls that ran while they could not be stored: stored first, late, once
-    /// records can be stored again (see `audit.rs`).
+    /// The records of calls that ran, changes made and requests refused while they could not
+    /// be stored: stored first, late, once records can be stored again (see `audit.rs`).
     pub(crate) unstored: Mutex<crate::unstored::Unstored>,
     /// The cores' turns, shared by the tenants' calls in round (see `warden_runtime::Turns`).
     pub(crate) turns: Arc<warden_runtime::Turns>,
@@ -172,7 +172,7 @@ impl Host {
         for l in &loaded {
             self.inner.retire_processes(l);
         }
-        self.inner.refusals.flush(true)
+        self.inner.refusals.flush(true).map_err(|u| u.error)
     }
 
     /// Whether the last audit record could be stored: when not, calls are refused until one

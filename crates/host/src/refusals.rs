@@ -156,21 +156,32 @@ impl Refusals {
     }
 
     /// Writes the summaries that are due, together (one commit, not one per summary: a
-    /// thousand kinds a second must not cost a thousand syncs); an error if they could not be
-    /// stored. Blocks this thread until they are.
-    pub(crate) fn flush(&self, all: bool) -> Result<(), warden_audit::AuditError> {
+    /// thousand kinds a second must not cost a thousand syncs); if they could not be stored,
+    /// the error and the summaries, for the host to keep. Blocks this thread until they are.
+    pub(crate) fn flush(&self, all: bool) -> Result<(), Unflushed> {
         let due = self.due(all);
         if due.is_empty() {
             return Ok(());
         }
-        block_on(self.audit.append_all(due))
+        let kept = due.clone();
+        block_on(self.audit.append_all(due)).map_err(|error| Unflushed {
+            error,
+            records: kept,
+        })
     }
+}
+
+/// Summaries [`Refusals::flush`] could not store.
+#[derive(Debug)]
+pub(crate) struct Unflushed {
+    pub(crate) error: warden_audit::AuditError,
+    pub(crate) records: Vec<Record>,
 }
 
 impl Drop for Refusals {
     fn drop(&mut self) {
-        if let Err(e) = self.flush(true) {
-            tracing::error!(target: "warden::audit", error = %e, "the summary of repeated refusals could not be stored");
+        if let Err(u) = self.flush(true) {
+            tracing::error!(target: "warden::audit", error = %u.error, lost = u.records.len(), "the summary of repeated refusals could not be stored");
         }
     }
 }

@@ -1,13 +1,14 @@
-//! The records of calls that ran while the audit store could not take them, kept until it
-//! can (see `audit.rs`).
+//! The records of calls that ran, changes made and requests and changes refused while the
+//! audit store could not take them, kept until it can (see `audit.rs`).
 
 use std::collections::VecDeque;
 
 use warden_audit::{Event, Record};
 
-/// Records of calls that ran, kept while they cannot be stored, and their bytes (as JSON).
-/// Past either, the oldest are dropped and counted (only the calls in flight when the store
-/// fails end here: the gate refuses every later one).
+/// Records kept while they cannot be stored, and their bytes (as JSON). Past either, the
+/// oldest are dropped and counted (only the calls in flight when the store fails end here: the
+/// gate refuses every later one; refusals are one record per kind and window, see
+/// `refusals.rs`).
 pub(crate) const MAX_UNSTORED: usize = 10_000;
 pub(crate) const MAX_UNSTORED_BYTES: usize = 16 << 20;
 
@@ -52,8 +53,9 @@ impl Unstored {
             return None;
         }
         let mut message = format!(
-            "{} records of calls that ran while the audit log could not be written, stored late \
-             (a record already stored before the failure may appear twice)",
+            "{} records (of calls that ran, changes made and requests refused) kept while the \
+             audit log could not be written, stored late (a record already stored before the \
+             failure may appear twice)",
             self.records.len()
         );
         if self.dropped > 0 {

@@ -46,6 +46,33 @@ pub(crate) async fn gateway_root(
     }
 }
 
+/// A request refused (503) because the service is shutting down: a gateway request whose key
+/// names its tenant is audited as the gateway's other refusals are (it was refused before
+/// its route ran; before, it left no record). Others (the runner API names its tenant in
+/// the body, not read) cannot be attributed.
+pub(crate) async fn refused_while_draining(
+    s: &Arc<Service>,
+    e: ApiError,
+    request: Request,
+) -> ApiError {
+    match draining_who(s, &e.request_id, &request) {
+        Some(who) => s.refused(e, who).await,
+        None => e,
+    }
+}
+
+/// Whom a gateway request refused while draining was for, if its key says.
+fn draining_who(s: &Arc<Service>, rid: &str, request: &Request) -> Option<Who> {
+    let after = request.uri().path().strip_prefix("/api/ext/")?;
+    let mut who = Who::open(s, rid);
+    who.extension = Some(shown_id(after.split('/').next().unwrap_or_default()));
+    if who.identify(s, request).is_err() {
+        who.settle();
+        return None;
+    }
+    Some(who)
+}
+
 /// A path whose percent-encoding does not decode (to UTF-8): refused with the JSON body, the
 /// request id and, once the key names the tenant, an audit record like any other refusal
 /// (red team: axum's own plain-text 400 had none of them).

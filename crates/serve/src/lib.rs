@@ -700,8 +700,9 @@ async fn answer(s: Arc<Service>, mut request: Request, next: Next) -> Response {
     let id = s.host.new_request_id();
     // Liveness stays 200 while draining; readiness says 503.
     if s.draining.load(Ordering::Relaxed) && request.uri().path() != "/healthz" {
-        return ApiError::unavailable("the service is shutting down")
-            .with_id(&id)
+        let e = ApiError::unavailable("the service is shutting down").with_id(&id);
+        return gateway::refused_while_draining(&s, e, request)
+            .await
             .into_response();
     }
     let limits = &s.options.limits;

@@ -46,7 +46,11 @@
 //! its cost fits: together they never charge more than `max_bytes` and `max_entries`, exactly.
 //! A transaction costs a few microseconds, so a charged write costs two of them (charge, then
 //! settle); it blocks the calling thread while another holds the lock, which is for
-//! microseconds except during a rebuild (below). A quota keeps no file open between calls.
+//! microseconds except during a rebuild (below). The lock is waited for 1 s at most (or half
+//! the install's call limit, if shorter); once a wait ran out (a process stopped holding it), the
+//! quota's next transactions wait 10 ms until one takes it, so the calls of an install never
+//! queue behind one whole wait each. A transaction that gets no lock fails: growth is refused.
+//! A quota keeps no file open between calls.
 //!
 //! A walk runs *without* the lock: charges go on meanwhile. It is claimed in a transaction,
 //! which starts it with everything in flight at that moment (in every process), and every
@@ -127,7 +131,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shared::{BUDGET_FILE, Lease, State, Walk, minus, now, owner_token, plus, since, transact};
+use shared::{
+    BUDGET_FILE, LEDGER_WAIT, Lease, Patience, State, Walk, minus, now, owner_token, plus, since,
+    transact,
+};
 
 /// Growth charged to a quota: bytes of disk and new entries (files, folders, links).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,8 +437,11 @@ pub struct FsQuota {
 struct QuotaInner {
     /// The install's folder holding all its data mounts.
     root: PathBuf,
-    /// How long a deleted file's bytes stay counted, in nanoseconds ([`FsQuota::hold`]).
+    /// How long a deleted file's bytes stay counted, in nanoseconds ([`FsQuota::hold`]): how
+    /// long a call may run.
     hold_for_ns: std::sync::atomic::AtomicU64,
+    /// Whether the last wait for the budget's lock ran out (see [`shared::Patience`]).
+    patience: Patience,
     /// The budget file, `<root>.quota/budget` beside the root (`None`: the root has no name,
     /// and every growth is refused).
     budget: Option<PathBuf>,
@@ -577,7 +587,7 @@ impl QuotaInner {
             return Err("no lease".to_string());
         };
         let mut next = *mine;
-        let r = transact(path, exclusive, |s| {
+        let r = transact(path, exclusive, &self.patience, self.ledger_wait(), |s| {
             if exclusive && let Some(st) = s.as_mut() {
                 if st.expire_holds() {
                     st.freed = true;
@@ -609,6 +619,14 @@ impl QuotaInner {
             *mine = next;
         }
         Ok(r)
+    }
+
+    /// How long a transaction waits for the budget's lock at most: [`shared::LEDGER_WAIT`], or
+    /// half the install's call limit if shorter, so that a call refused for the lock is told
+    /// so (its growth refused) within its limit rather than answered as timed out.
+    fn ledger_wait(&self) -> Duration {
+        let limit = self.hold_for_ns.load(std::sync::atomic::Ordering::Relaxed);
+        LEDGER_WAIT.min(Duration::from_nanos(limit / 2))
     }
 
     /// Measures the folder, counting a walk cut short (over `max_entries`) as full: its bytes
@@ -734,13 +752,14 @@ impl Drop for QuotaInner {
     /// Takes this quota's entries out of the budget: nothing of it is in flight any more (every
     /// stream and call that charged it is gone).
     fn drop(&mut self) {
+        let wait = self.ledger_wait();
         let (Ok(local), Some(path)) = (self.local.get_mut(), &self.budget) else {
             return;
         };
         let Some((_, me)) = &local.owner else {
             return;
         };
-        let _ = transact(path, true, |s| {
+        let _ = transact(path, true, &self.patience, wait, |s| {
             if let Some(s) = s {
                 s.flights.remove(me.as_str());
                 s.moving.remove(me.as_str());
@@ -770,6 +789,7 @@ impl FsQuota {
         let q = FsQuota {
             inner: Arc::new(QuotaInner {
                 hold_for_ns: std::sync::atomic::AtomicU64::new(5 * 60 * 1_000_000_000),
+                patience: Patience::default(),
                 budget: budget_dir(&root).map(|d| d.join(BUDGET_FILE)),
                 leases,
                 root,
@@ -1377,6 +1397,55 @@ mod tests {
         guard.run();
         assert_eq!(q.used().bytes, walk(&root, 1000).bytes);
         assert!(q.used().bytes >= 8 * BLOCK);
+    }
+
+    /// A ledger held by a stopped process (another open file description holding its lock)
+    /// costs the calls of one install one bounded wait, the install's call limit at most, not
+    /// one per transaction queued behind each other; growth is refused meanwhile (fails
+    /// closed), and allowed again as soon as the lock is let go. Outside attack, session 30:
+    /// four calls with a 1 s limit were answered after 2.7 to 10 s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_held_ledger_costs_the_calls_one_bounded_wait_not_one_each() {
+        let dir = Scratch::new("held-ledger");
+        let root = dir.path().join("files");
+        let q = quota(&root, 100 * BLOCK, 100);
+        q.set_hold_for(Duration::from_millis(800));
+        let held = std::fs::File::open(budget_of(&root).join(BUDGET_FILE)).unwrap();
+        held.lock().unwrap();
+        let begun = Instant::now();
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let mut refusals = Vec::new();
+                    for _ in 0..3 {
+                        refusals.push(q.charge(Cost::bytes(BLOCK)).await.unwrap_err());
+                    }
+                    refusals
+                })
+            })
+            .collect();
+        let mut refusals = Vec::new();
+        for c in calls {
+            refusals.extend(c.await.unwrap());
+        }
+        let took = begun.elapsed();
+        assert_eq!(refusals.len(), 12);
+        for r in &refusals {
+            assert!(r.contains("cannot be checked"), "{r}");
+            assert!(r.contains("held the lock on the quota's ledger"), "{r}");
+        }
+        // One wait of 0.4 s, then 10 ms a transaction (a refused charge is two: the charge and
+        // the claim of a walk): about 0.65 s. Before, each of the 24 waited a whole second, one
+        // after another.
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(
+            refusals.iter().any(|r| r.contains("for 0.4 s")),
+            "{refusals:?}"
+        );
+        held.unlock().unwrap();
+        assert!(q.charge(Cost::bytes(BLOCK)).await.is_ok());
+        assert_eq!(q.used().bytes, BLOCK);
     }
 
     /// The budget folder of the quota on `root`.

@@ -124,8 +124,12 @@ pub fn uninstall(place: &Place<'_>, extension: &str, tenant: &str) -> Result<()>
 /// `warden installs [--tenant NAME]`: one line per install.
 pub fn list(place: &Place<'_>, tenant: Option<&str>) -> Result<()> {
     let tenant = tenant.map(tenant_name).transpose()?;
-    let host = host(place)?;
-    for i in host.admin()?.installs(tenant.as_ref())? {
+    let config = crate::storage::read_config(place.config)?;
+    let registry = crate::storage::registry(&config, place.data)?;
+    for i in registry
+        .installs(tenant.as_ref())
+        .context("listing the installs")?
+    {
         outln!(
             "{} {} {} {} grant={}",
             i.tenant,

@@ -189,6 +189,13 @@ fn install_upgrade_rollback_and_uninstall_follow_the_rules_and_are_audited() {
         acme.starts_with("acme warden.echo 1.0.0 sha256:") && acme.lines().count() == 1,
         "{acme}"
     );
+    // A listing reads the registry alone: a process stopped while holding the audit log's lock
+    // (here, this test holding it) neither stops it nor is waited for (it failed with exit 75
+    // after 5 s when it opened the whole host).
+    let head = fs::File::open(s.data.join("audit/audit.head")).unwrap();
+    head.lock().unwrap();
+    assert_eq!(ok(&cli(&s, &[&"installs"])), all);
+    head.unlock().unwrap();
 
     ok(&cli(
         &s,

@@ -940,6 +940,38 @@ fn shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     assert_eq!(done.status, 504, "{}", done.body);
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    // The refused request is on the trail, for its tenant (it had none before).
+    let id = r_id(&r);
+    assert!(!id.is_empty(), "{:?}", r.headers);
+    let records: Vec<_> = audit(&st)
+        .into_iter()
+        .map(|r| r["record"].clone())
+        .collect();
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(refused.len(), 1, "{records:?}");
+    let refused = refused[0];
+    assert_eq!(
+        (
+            &refused["tenant"],
+            &refused["extension"],
+            &refused["outcome"]
+        ),
+        (
+            &serde_json::json!("alpha"),
+            &serde_json::json!("warden.hostile-http"),
+            &serde_json::json!("error")
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("503 unavailable") && m.contains("shutting down")),
+        "{refused}"
+    );
 }
 
 /// A call still running when the shutdown grace runs out is stopped, and a request still
@@ -1093,6 +1125,7 @@ fn a_process_stopped_holding_the_audit_lock_does_not_hang_the_service() {
     }
     // Let go while the probe waits.
     head.unlock().unwrap();
+    let mut crowd_ids = Vec::new();
     for r in crowd {
         let refused = r.join().unwrap();
         assert_eq!(
@@ -1101,6 +1134,9 @@ fn a_process_stopped_holding_the_audit_lock_does_not_hang_the_service() {
             "{}",
             refused.body
         );
+        let id = r_id(&refused);
+        assert!(!id.is_empty(), "{:?}", refused.headers);
+        crowd_ids.push(id);
     }
     // Refused until the probe under way has stored the kept record and its own (a round
     // each), then served again, by itself.
@@ -1128,6 +1164,18 @@ fn a_process_stopped_holding_the_audit_lock_does_not_hang_the_service() {
     // Stored late, once: one marker (one probe at a time).
     let recoveries = records.iter().filter(|r| r["event"] == "recovery").count();
     assert_eq!(recoveries, 1, "{records:?}");
+    // Every refused request is on the trail, by its own record or named in a summary of
+    // repeats: kept while the log could not be written, stored late (session 30: three in
+    // four left no record).
+    for id in &crowd_ids {
+        let found = records.iter().any(|r| {
+            r["request_id"] == id.as_str()
+                || r["target"]
+                    .as_str()
+                    .is_some_and(|t| t.split(' ').any(|x| x == id))
+        });
+        assert!(found, "{id} is not on the trail: {records:?}");
+    }
     // The CLI's tenant was never made: made now.
     ok(&st.cli(&[&"tenant", &"create", &"beta"]));
 }

@@ -68,6 +68,7 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
     assert_eq!(sink.stored.len(), healthy);
 
     // From now on nothing runs, rpc or http, for as long as records cannot be stored.
+    let mut refused = Vec::new();
     for _ in 0..3 {
         let e = lab.call(&echo, "echo", b"3").await.unwrap_err();
         assert!(refused_for_audit(&e), "{e}");
@@ -75,36 +76,53 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
             warden_call::text::chain(&e).contains("No space left"),
             "{e}"
         );
+        refused.push(e.request_id);
         let req = http::Request::get("/greet/me").body(Bytes::new()).unwrap();
         let e = lab.call_http(&hello, req).await.unwrap_err();
         assert!(refused_for_audit(&e), "{e}");
+        refused.push(e.request_id);
     }
     assert_eq!(sink.stored.len(), healthy, "nothing could be stored");
     // A readiness probe can tell (`warden serve`'s `/readyz` answers 503).
     assert!(!lab.host.audit_healthy());
 
     // Space is freed. The next call is still refused, but its refusal is stored: that is the
-    // proof the store works again. Before it: the kept records of the call that ran, late,
-    // after a record saying so.
+    // proof the store works again. Before it: the kept records of the call that ran and of
+    // the six refusals (outside attack, session 30: they were lost), late, after a record
+    // saying so.
     sink.failing.store(false, Ordering::SeqCst);
     let e = lab.call(&echo, "echo", b"4").await.unwrap_err();
     assert!(refused_for_audit(&e), "{e}");
     assert!(lab.host.audit_healthy());
     let records = sink.stored.records();
-    assert_eq!(records.len(), healthy + 3, "{records:#?}");
+    assert_eq!(records.len(), healthy + 9, "{records:#?}");
     let (marker, late) = (&records[healthy], &records[healthy + 1]);
     assert_eq!(marker.event(), Event::Recovery);
     assert!(
         marker
             .message()
             .unwrap()
-            .contains("1 records of calls that ran"),
+            .contains("7 records (of calls that ran, changes made and requests refused)"),
         "{marker:?}"
     );
     assert_eq!(
         (late.event(), late.outcome(), late.request_id()),
         (Event::Call, Outcome::Ok, ran.request_id.as_str())
     );
+    let kept: Vec<_> = records[healthy + 2..healthy + 8]
+        .iter()
+        .map(|r| {
+            assert_eq!((r.event(), r.outcome()), (Event::Call, Outcome::Error));
+            assert!(
+                r.message()
+                    .unwrap()
+                    .contains("the audit log cannot be written"),
+                "{r:?}"
+            );
+            r.request_id().to_owned()
+        })
+        .collect();
+    assert_eq!(kept, refused);
     let refusal = records.last().unwrap();
     assert_eq!(
         (refusal.event(), refusal.outcome()),
@@ -130,6 +148,60 @@ async fn calls_are_refused_while_the_audit_log_fails_and_allowed_after() {
         .filter(|r| r.event() == Event::Call && r.outcome() == Outcome::Ok)
         .count();
     assert_eq!(ok_calls, 2, "{records:#?}");
+}
+
+/// Calls refused at once while the log fails, many together: whichever probes, and whichever
+/// are refused beside the probe (the first of their kind alone, the others counted into a
+/// summary), every one is on the trail once records can be stored again (outside attack,
+/// session 30: three in four left no record).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_refused_while_the_log_fails_is_on_the_trail_after() {
+    let sink = Arc::new(FlakySink::default());
+    let lab = Arc::new(Lab::with_builder(Policy::default(), {
+        let sink = Arc::clone(&sink);
+        |b| b.audit(sink)
+    }));
+    let echo = lab.load("echo");
+    sink.failing.store(true, Ordering::SeqCst);
+    // The call that meets the failure (it ran: kept as before).
+    lab.call(&echo, "echo", b"1").await.unwrap_err();
+    let crowd: Vec<_> = (0..16)
+        .map(|_| {
+            let (lab, echo) = (Arc::clone(&lab), echo.clone());
+            tokio::spawn(async move { lab.call(&echo, "echo", b"2").await.unwrap_err() })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for c in crowd {
+        let e = c.await.unwrap();
+        assert!(refused_for_audit(&e), "{e}");
+        refused.push(e.request_id);
+    }
+    // A window's summary is written (and fails, and is kept) while the log still fails.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    sink.failing.store(false, Ordering::SeqCst);
+    // The probe that finds the log working stores what was kept; then calls run again.
+    let mut ran = false;
+    for _ in 0..3 {
+        if lab.call(&echo, "echo", b"3").await.is_ok() {
+            ran = true;
+            break;
+        }
+    }
+    assert!(ran);
+    lab.host.close().unwrap();
+    let records = sink.stored.records();
+    for id in &refused {
+        let found = records
+            .iter()
+            .any(|r| r.request_id() == id || r.folded_requests().any(|f| f == id));
+        assert!(found, "{id} is not on the trail: {records:#?}");
+    }
+    let markers = records
+        .iter()
+        .filter(|r| r.event() == Event::Recovery)
+        .count();
+    assert_eq!(markers, 1, "{records:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,7 +281,8 @@ async fn changes_are_refused_while_the_audit_log_fails() {
     assert!(admin.registry().install(&acme, &echo).unwrap().is_some());
 
     // Records can be stored again: the next change is refused as the probe, and recorded as
-    // refused; the one after it is made and recorded.
+    // refused after the kept records (the change made and the ones refused while records could
+    // not be stored); the one after it is made and recorded.
     sink.failing.store(false, Ordering::SeqCst);
     let e = admin.uninstall(&acme, &echo).unwrap_err();
     assert!(matches!(e, warden_host::HostError::AuditClosed), "{e}");
@@ -221,5 +294,25 @@ async fn changes_are_refused_while_the_audit_log_fails() {
         .filter(|r| r.event() == Event::Uninstall)
         .map(|r| r.outcome())
         .collect();
-    assert_eq!(uninstalls, vec![Outcome::Error, Outcome::Ok]);
+    assert_eq!(
+        uninstalls,
+        vec![Outcome::Error, Outcome::Error, Outcome::Ok]
+    );
+    let tenants: Vec<_> = records
+        .iter()
+        .filter(|r| r.event() == Event::Tenant)
+        .map(|r| (r.tenant().map(str::to_owned), r.outcome()))
+        .collect();
+    assert!(
+        tenants.contains(&(Some("beta".into()), Outcome::Ok))
+            && tenants.contains(&(Some("gamma".into()), Outcome::Error)),
+        "{tenants:?}"
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.event() == Event::Recovery)
+            .count(),
+        1
+    );
 }

@@ -22,11 +22,6 @@ use crate::{file, schema};
 /// (see `stamp`).
 pub struct SqliteRegistry {
     conn: Mutex<Connection>,
-    /// This handle's writers take turns here, before the stamp's lock: a writer waiting for
-    /// another process's write never holds `conn`, which every lookup needs (outside attack,
-    /// session 29: a stopped CLI writer stalled the gateway and `/healthz` 5 s per queued
-    /// admin write). One holder at a time also keeps two threads off the one shared `flock`.
-    writers: Mutex<()>,
     path: PathBuf,
     stamp: StampFile,
     keys: Mutex<Remembered<KeyHash, TenantName>>,
@@ -60,7 +55,6 @@ impl SqliteRegistry {
         })?;
         Ok(SqliteRegistry {
             conn: Mutex::new(conn),
-            writers: Mutex::new(()),
             path: path.to_path_buf(),
             stamp,
             keys: Mutex::new(Remembered::new()),
@@ -92,11 +86,12 @@ impl SqliteRegistry {
             location: self.stamp.path().display().to_string(),
             source: Box::new(e),
         };
-        // Held to the new stamp below: this handle's other writers (`writers`) and other
-        // processes' (the stamp's lock) neither change the database nor write a stamp between
-        // this write's mark and its new stamp. The connection is taken last, once the wait
-        // for other writers is over.
-        let turn = lock(&self.writers);
+        // Held to the new stamp below: this handle's other writers and other processes' (the
+        // stamp's turn and lock) neither change the database nor write a stamp between this
+        // write's mark and its new stamp. The connection is taken last, once the wait for
+        // other writers is over: a writer waiting for another process's write never holds
+        // `conn`, which every lookup needs (outside attack, session 29: a stopped CLI writer
+        // stalled the gateway and `/healthz` 5 s per queued admin write).
         let writing = self.stamp.writing().map_err(stamp_err)?;
         let mut conn = self.conn()?;
         let tx = conn
@@ -117,7 +112,6 @@ impl SqliteRegistry {
         let _ = writing.bump();
         drop(conn);
         drop(writing);
-        drop(turn);
         Ok(out)
     }
 

@@ -68,6 +68,11 @@ fn watched_events() -> inotify::WatchFlags {
 /// else writes any more.
 pub(crate) struct StampFile {
     open: Mutex<Open>,
+    /// This handle's writers take turns here, before the file's lock, within the same bound:
+    /// one holder at a time keeps two threads off the one shared `flock`, and writers queued
+    /// behind another process's write all give up when the first does (outside attack, session
+    /// 30: three admin writes behind a stopped CLI were refused at 5, 10 and 15 s).
+    turns: Mutex<()>,
     path: PathBuf,
     /// An inotify instance watching the stamp file; `None` where inotify is not available.
     watch: Option<OwnedFd>,
@@ -94,6 +99,7 @@ impl StampFile {
             inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok();
         let stamp = StampFile {
             open: Mutex::new(Open::default()),
+            turns: Mutex::new(()),
             path: PathBuf::from(name),
             watch,
         };
@@ -244,7 +250,14 @@ impl StampFile {
     /// once it is held: a lock on a file replaced meanwhile (renamed over, removed) would
     /// hold nobody off, and is taken again on the new one.
     pub(crate) fn writing(&self) -> std::io::Result<Writing<'_>> {
-        let until = Instant::now() + WRITERS_WAIT;
+        self.writing_within(WRITERS_WAIT)
+    }
+
+    /// [`StampFile::writing`], waiting up to `wait` in all (for this handle's other writers,
+    /// then for the file's lock).
+    fn writing_within(&self, wait: Duration) -> std::io::Result<Writing<'_>> {
+        let until = Instant::now() + wait;
+        let turn = self.turn(until)?;
         loop {
             let (file, id) = {
                 let mut open = self.lock();
@@ -265,6 +278,7 @@ impl StampFile {
                     stamp: self,
                     file,
                     id,
+                    _turn: turn,
                 });
             }
             let _ = file.unlock();
@@ -274,6 +288,30 @@ impl StampFile {
                     "the registry's change stamp was replaced again and again for 5 s",
                 ));
             }
+        }
+    }
+
+    /// This handle's turn to write, waited for until `until` (polled as a `flock` is: from
+    /// 50 µs, doubling, to 2 ms between tries).
+    fn turn(&self, until: Instant) -> std::io::Result<std::sync::MutexGuard<'_, ()>> {
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match self.turns.try_lock() {
+                Ok(turn) => return Ok(turn),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "another registry write of this process held the registry's change stamp \
+                     past the wait (it waits for another process's write: a stopped or stuck \
+                     `warden` command, or a stalled disk)",
+                ));
+            }
+            std::thread::sleep(pause.min(until - now));
+            pause = (pause * 2).min(Duration::from_millis(2));
         }
     }
 
@@ -325,6 +363,8 @@ pub(crate) struct Writing<'a> {
     stamp: &'a StampFile,
     file: File,
     id: (u64, u64),
+    /// This handle's turn ([`StampFile::turns`]): dropped last, after the file's lock.
+    _turn: std::sync::MutexGuard<'a, ()>,
 }
 
 impl Writing<'_> {
@@ -601,6 +641,39 @@ mod tests {
         let waited = waiter.join().unwrap();
         assert!(waited >= Duration::from_millis(250), "{waited:?}");
         assert_eq!(a.read(), None, "b's mark, after a's stamp");
+    }
+
+    /// Writers of one handle queued behind another process's write (a stopped CLI holding the
+    /// stamp's lock) all give up within the one bound, not one bound each in turn.
+    #[test]
+    fn writers_queued_behind_a_stopped_process_give_up_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("warden.db");
+        let a = std::sync::Arc::new(StampFile::open(&db).unwrap());
+        // Another process's write: another open file description holding the lock.
+        let held = File::open(a.path()).unwrap();
+        held.lock().unwrap();
+        let started = Instant::now();
+        let writers: Vec<_> = (0..3)
+            .map(|_| {
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    let e = a.writing_within(Duration::from_millis(400)).err().unwrap();
+                    (e.kind(), e.to_string(), started.elapsed())
+                })
+            })
+            .collect();
+        for w in writers {
+            let (kind, message, at) = w.join().unwrap();
+            assert_eq!(kind, std::io::ErrorKind::TimedOut, "{message}");
+            // Each within its own 0.4 s (before: 0.4, 0.8 and 1.2 s, one after another).
+            assert!(at < Duration::from_millis(750), "{at:?}: {message}");
+        }
+        held.unlock().unwrap();
+        let w = a.writing().unwrap();
+        w.mark_pending().unwrap();
+        w.bump().unwrap();
+        assert!(a.read().is_some());
     }
 
     /// A stamp renamed over while a write holds it: the next writer holds the new file, and

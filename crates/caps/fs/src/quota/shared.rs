@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,10 +20,36 @@ use warden_datadir::{LOCK_WAIT, LockKind, lock_within};
 
 use super::Usage;
 
-/// How long a transaction waits for another process's: they take microseconds, and the
-/// caller is a call with its own time limit (outside attack, session 30: two 5 s waits ran
-/// a call with a 1 s limit for 10 s).
-const LEDGER_WAIT: Duration = Duration::from_secs(1);
+/// How long a transaction waits for another process's at most: they take microseconds, and
+/// the caller is a call with its own time limit (outside attack, session 30: two 5 s waits ran
+/// a call with a 1 s limit for 10 s). A quota waits less if its calls' limit is shorter.
+pub(super) const LEDGER_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a transaction waits once a wait of the quota's ran out, until the ledger is taken
+/// again: long enough for the microseconds a live holder keeps it, short enough that a
+/// stopped holder costs each call next to nothing.
+const STALLED_WAIT: Duration = Duration::from_millis(10);
+
+/// Whether a quota's last wait for its ledger ran out. Then its next transactions wait only
+/// [`STALLED_WAIT`] (and fail: growth refused, fails closed) until one takes the lock: every
+/// transaction waiting its whole bound made the calls of one install queue on each other, one
+/// bound each (outside attack, session 30: four calls with a 1 s limit answered after 2.7 to
+/// 10 s, each write two transactions).
+#[derive(Debug, Default)]
+pub(super) struct Patience {
+    stalled: AtomicBool,
+}
+
+impl Patience {
+    /// How long the next transaction waits, given the quota's full wait.
+    fn wait(&self, full: Duration) -> Duration {
+        if self.stalled.load(Ordering::Relaxed) {
+            STALLED_WAIT.min(full)
+        } else {
+            full
+        }
+    }
+}
 
 /// The budget file inside the budget folder.
 pub(super) const BUDGET_FILE: &str = "budget";
@@ -410,10 +436,13 @@ fn failed(what: &str, path: &Path, e: &io::Error) -> String {
 /// read), and writes what `f` left back if it changed (exclusive only). `f` sees `None` if the
 /// file is new, empty or damaged; it may put a state in its place. The file is opened for each
 /// transaction (created 0600 if missing, in its folder, created 0700 if missing), so a quota
-/// holds no descriptor between calls, and always reaches the file that is at `path` now.
+/// holds no descriptor between calls, and always reaches the file that is at `path` now. The
+/// lock is waited for up to `full`, or less if `patience` says an earlier wait ran out.
 pub(super) fn transact<R>(
     path: &Path,
     exclusive: bool,
+    patience: &Patience,
+    full: Duration,
     f: impl FnOnce(&mut Option<State>) -> R,
 ) -> Result<R, String> {
     let open = || {
@@ -443,8 +472,12 @@ pub(super) fn transact<R>(
     } else {
         LockKind::Shared
     };
-    lock_within(&file, kind, LEDGER_WAIT, "the quota's ledger")
-        .map_err(|e| failed("locking", path, &e))?;
+    let locked = lock_within(&file, kind, patience.wait(full), "the quota's ledger");
+    patience.stalled.store(
+        matches!(&locked, Err(e) if e.kind() == io::ErrorKind::TimedOut),
+        Ordering::Relaxed,
+    );
+    locked.map_err(|e| failed("locking", path, &e))?;
     let raw = read_all(&file).map_err(|e| failed("reading", path, &e))?;
     let mut state = State::parse(&raw);
     let r = f(&mut state);
@@ -642,14 +675,33 @@ mod tests {
         let path = dir.path().join(BUDGET_FILE);
         let held = File::create(&path).unwrap();
         held.lock().unwrap();
-        let ran = std::sync::atomic::AtomicBool::new(false);
-        let e = transact(&path, true, |_| ran.store(true, Ordering::Relaxed)).unwrap_err();
-        assert!(e.contains("held the lock on the quota's ledger"), "{e}");
+        let ran = AtomicBool::new(false);
+        let patience = Patience::default();
+        let full = Duration::from_millis(300);
+        let txn = || {
+            transact(&path, true, &patience, full, |_| {
+                ran.store(true, Ordering::Relaxed)
+            })
+        };
+        let e = txn().unwrap_err();
+        assert!(
+            e.contains("held the lock on the quota's ledger for 0.3 s"),
+            "{e}"
+        );
         assert!(!ran.load(Ordering::Relaxed));
+        // Still held: the next transactions wait only a moment.
+        for _ in 0..3 {
+            let e = txn().unwrap_err();
+            assert!(e.contains("for 0.01 s"), "{e}");
+        }
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
         held.unlock().unwrap();
-        transact(&path, true, |_| ran.store(true, Ordering::Relaxed)).unwrap();
+        txn().unwrap();
         assert!(ran.load(Ordering::Relaxed));
+        // Taken again: a later holder is waited for the whole bound once more.
+        held.lock().unwrap();
+        let e = txn().unwrap_err();
+        assert!(e.contains("for 0.3 s"), "{e}");
     }
 
     #[test]

@@ -270,6 +270,46 @@ fn a_writer_waiting_for_another_process_does_not_hold_up_lookups() {
     assert!(gateway.install(&t("acme"), &other_ext).unwrap().is_some());
 }
 
+/// Writes of one handle queued behind another process's write that never ends (a stopped
+/// CLI) are refused together within the one bound, not one bound each in turn (outside
+/// attack, session 30: three admin writes were answered 503 at 5, 10 and 15 s), and say why.
+#[test]
+fn writes_queued_behind_a_stopped_process_are_refused_together() {
+    let dir = TempDir::new().unwrap();
+    let r = std::sync::Arc::new(open_registry(dir.path()).unwrap());
+    let other = fs::File::open(dir.path().join("warden.db-stamp")).unwrap();
+    other.lock().unwrap();
+    let started = std::time::Instant::now();
+    let writers: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let e = r
+                    .create_tenant(&t(name), &ApiKey::generate().hash())
+                    .unwrap_err();
+                (e, started.elapsed())
+            })
+        })
+        .collect();
+    for w in writers {
+        let (e, at) = w.join().unwrap();
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert!(why.contains("stopped or stuck `warden` command"), "{why}");
+        // Each within its own 5 s wait (before: 5, 10 and 15 s).
+        assert!(at < std::time::Duration::from_secs(8), "{at:?}: {why}");
+    }
+    other.unlock().unwrap();
+    assert!(r.tenants().unwrap().is_empty());
+    r.create_tenant(&t("a"), &ApiKey::generate().hash())
+        .unwrap();
+}
+
 #[test]
 fn a_row_edited_behind_wardens_back_is_reported_not_trusted() {
     let dir = TempDir::new().unwrap();
