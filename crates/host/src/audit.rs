@@ -501,16 +501,23 @@ impl Inner {
         let Some(capability) = CallStart::needed_first(ext) else {
             return Ok(());
         };
-        match start.before_change(capability).await {
-            Ok(()) => Ok(()),
-            Err(_) => Err(CallFailure {
-                request_id: id.to_owned(),
-                error: CallError::Unavailable(
-                    self.audit_failure("the audit log cannot be written"),
-                ),
-                logs: Vec::new(),
-            }),
+        if start.before_change(capability).await.is_ok() {
+            return Ok(());
         }
+        let error = CallError::Unavailable(self.audit_failure("the audit log cannot be written"));
+        // The refusal is kept with the records waiting for the log, not written now: the
+        // write just failed (after the log's lock wait, when another process holds it), and
+        // the next request probes. Outside attack, session 31: such refusals left no record.
+        self.lock_unstored()
+            .keep(vec![refused_record(ext, id, &error)]);
+        // Closed already by the failed write; again, in case a probe opened it since: kept
+        // records are stored by the next probe.
+        self.audit_failed.store(true, Ordering::Release);
+        Err(CallFailure {
+            request_id: id.to_owned(),
+            error,
+            logs: Vec::new(),
+        })
     }
 }
 

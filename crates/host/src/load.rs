@@ -127,9 +127,9 @@ impl Tenant<'_> {
                 inner.policy.files,
             );
             if let Some(q) = &fs_quota {
-                // A deleted file may stay open until the call holding it ends (plus a second
-                // of slack for the epoch that stops it).
-                q.set_hold_for(eff.limits.max_execution_time + std::time::Duration::from_secs(1));
+                // A deleted file may stay open until the call holding it ends; a ledger held
+                // elsewhere is waited for within the call's limit.
+                q.set_call_limit(eff.limits.max_execution_time);
             }
             let code = match ext.kind {
                 Kind::Component => Code::Component(inner.prepare(&verified)?),

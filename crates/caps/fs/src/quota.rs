@@ -438,8 +438,10 @@ struct QuotaInner {
     /// The install's folder holding all its data mounts.
     root: PathBuf,
     /// How long a deleted file's bytes stay counted, in nanoseconds ([`FsQuota::hold`]): how
-    /// long a call may run.
+    /// long a call may run, and some slack.
     hold_for_ns: std::sync::atomic::AtomicU64,
+    /// How long a call of the install may run, in nanoseconds ([`FsQuota::set_call_limit`]).
+    call_limit_ns: std::sync::atomic::AtomicU64,
     /// Whether the last wait for the budget's lock ran out (see [`shared::Patience`]).
     patience: Patience,
     /// The budget file, `<root>.quota/budget` beside the root (`None`: the root has no name,
@@ -483,6 +485,10 @@ struct Txn<'a> {
 
 /// The folder under the data dir where each process using file quotas holds its lease.
 pub const LEASES_DIR: &str = "quota-leases";
+
+/// How much longer than a call's limit a file it deleted stays counted: the epoch that stops
+/// the call comes after its limit.
+pub const HOLD_SLACK: Duration = Duration::from_secs(1);
 
 /// Least time between two walks when nothing was freed: a guest hammering a full quota costs
 /// one walk per interval, not one per write.
@@ -625,7 +631,9 @@ impl QuotaInner {
     /// half the install's call limit if shorter, so that a call refused for the lock is told
     /// so (its growth refused) within its limit rather than answered as timed out.
     fn ledger_wait(&self) -> Duration {
-        let limit = self.hold_for_ns.load(std::sync::atomic::Ordering::Relaxed);
+        let limit = self
+            .call_limit_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
         LEDGER_WAIT.min(Duration::from_nanos(limit / 2))
     }
 
@@ -789,6 +797,7 @@ impl FsQuota {
         let q = FsQuota {
             inner: Arc::new(QuotaInner {
                 hold_for_ns: std::sync::atomic::AtomicU64::new(5 * 60 * 1_000_000_000),
+                call_limit_ns: std::sync::atomic::AtomicU64::new(5 * 60 * 1_000_000_000),
                 patience: Patience::default(),
                 budget: budget_dir(&root).map(|d| d.join(BUDGET_FILE)),
                 leases,
@@ -978,6 +987,17 @@ impl FsQuota {
         // Written to the budget now, so that a delete in another process (an install with a
         // shorter limit) holds what this one's calls may keep open: every transaction puts it.
         let _ = self.inner.with_budget(true, |_, _| ());
+    }
+
+    /// How long a call of the install may run (`limit`): a file it deleted while it holds it
+    /// open stays counted that long and [`HOLD_SLACK`] more (the epoch that stops it), and a
+    /// transaction waits at most half of it for a ledger another process holds.
+    pub fn set_call_limit(&self, limit: Duration) {
+        let ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        self.inner
+            .call_limit_ns
+            .store(ns, std::sync::atomic::Ordering::Relaxed);
+        self.set_hold_for(limit.saturating_add(HOLD_SLACK));
     }
 
     /// A rename or hard link through this quota's folder begins: until the guard is dropped
@@ -1409,7 +1429,7 @@ mod tests {
         let dir = Scratch::new("held-ledger");
         let root = dir.path().join("files");
         let q = quota(&root, 100 * BLOCK, 100);
-        q.set_hold_for(Duration::from_millis(800));
+        q.set_call_limit(Duration::from_millis(800));
         let held = std::fs::File::open(budget_of(&root).join(BUDGET_FILE)).unwrap();
         held.lock().unwrap();
         let begun = Instant::now();

@@ -284,7 +284,7 @@ async fn a_call_that_may_write_files_is_witnessed_before_it_runs() {
     assert_eq!(starts(&lab.audit.records(), "f-ro"), 0);
 
     // Its start refused: the call does not run (503, nothing written).
-    let (lab, _sink) = refusing_starts(Policy::default(), None);
+    let (lab, sink) = refusing_starts(Policy::default(), None);
     let id = lab.load_granted("hostile-fs", mounts(&["/data"], &[]), &Grant::All);
     let e = lab
         .host
@@ -295,6 +295,40 @@ async fn a_call_that_may_write_files_is_witnessed_before_it_runs() {
     assert!(matches!(e.error, CallError::Unavailable(_)), "{e}");
     let dir = host_dir(&lab, "default", "warden.hostile-fs", "data");
     assert!(!dir.join("new.txt").exists());
+    // The refusal is kept and stored by the next request's probe (outside attack, session
+    // 31: it left no record), after the one marker.
+    let probe = lab
+        .host
+        .default_tenant()
+        .call_as("f-probe".into(), &id, "list", b"/data")
+        .await
+        .unwrap_err();
+    assert!(matches!(probe.error, CallError::Unavailable(_)), "{probe}");
+    let records = sink.0.records();
+    assert_eq!(
+        of(&records, "f-write"),
+        vec![(Event::Call, None)],
+        "{records:#?}"
+    );
+    let refused = records
+        .iter()
+        .find(|r| r.request_id() == "f-write")
+        .unwrap();
+    assert!(
+        refused
+            .message()
+            .is_some_and(|m| m.contains("the audit log cannot be written")),
+        "{refused:?}"
+    );
+    let marker = records
+        .iter()
+        .position(|r| r.event() == Event::Recovery)
+        .unwrap();
+    let at = records
+        .iter()
+        .position(|r| r.request_id() == "f-write")
+        .unwrap();
+    assert!(marker < at, "{records:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
