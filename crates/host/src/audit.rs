@@ -141,8 +141,36 @@ impl Inner {
     /// could not be stored (it is kept, and stored late).
     pub(crate) async fn refusal(&self, code: &str, record: Record) -> bool {
         match self.refusals.note(code, record) {
+            // The log failed and no probe has opened the host since: kept for the probe, not
+            // written now (each write would first wait for the log's lock, 5 s while another
+            // process holds it: outside attack, session 31, a refusal answered after 10 s).
+            Some(record) if self.audit_failed.load(Ordering::Acquire) => {
+                self.lock_unstored().keep(vec![record]);
+                false
+            }
             Some(record) => self.write_all(vec![record]).await,
             None => true,
+        }
+    }
+
+    /// For a host that stops: the records kept while the log could not be written are stored
+    /// now if they can be (the probe that stores them otherwise waits for a next request,
+    /// which may never come). Whatever cannot be stored is lost with the process: said so.
+    pub(crate) fn store_kept_before_closing(self: &Arc<Self>) {
+        if !self.audit_failed.load(Ordering::Acquire) || self.lock_unstored().is_empty() {
+            return;
+        }
+        let Some(_turn) = ProbeTurn::take(self) else {
+            return;
+        };
+        match crate::refusals::block_on(self.store_unstored()) {
+            Ok(()) => self.reopen(),
+            Err(e) => tracing::error!(
+                target: "warden::audit",
+                kept = self.lock_unstored().len(),
+                "the records kept while the audit log could not be written are lost as the host closes: {}",
+                warden_call::text::chain(&e)
+            ),
         }
     }
 

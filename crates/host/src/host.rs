@@ -159,8 +159,9 @@ impl Host {
     }
 
     /// For an owner that stops: ends every warm process, recording what each was refused
-    /// after its last answer, and stores the summaries of repeated refusals counted so far.
-    /// Nothing of either is lost when the process then exits without dropping the host.
+    /// after its last answer, stores the records kept while the audit log could not be written
+    /// (if it can be now), and the summaries of repeated refusals counted so far.
+    /// Nothing of these is lost when the process then exits without dropping the host.
     /// Calls still work after it, each in a process of its own.
     pub fn close(&self) -> Result<(), warden_audit::AuditError> {
         let loaded: Vec<Arc<Loaded>> = self
@@ -172,6 +173,7 @@ impl Host {
         for l in &loaded {
             self.inner.retire_processes(l);
         }
+        self.inner.store_kept_before_closing();
         self.inner.refusals.flush(true).map_err(|u| u.error)
     }
 

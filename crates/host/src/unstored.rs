@@ -99,6 +99,10 @@ impl Unstored {
     pub(crate) fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
 }
 
 #[cfg(test)]

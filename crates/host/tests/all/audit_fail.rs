@@ -204,6 +204,33 @@ async fn every_call_refused_while_the_log_fails_is_on_the_trail_after() {
     assert_eq!(markers, 1, "{records:#?}");
 }
 
+/// Records kept while the log failed are stored when the host closes, if the log works by
+/// then: no request need come after the outage to probe it (a service stopped right after
+/// one lost them).
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_records_are_stored_when_the_host_closes() {
+    let sink = Arc::new(FlakySink::default());
+    let lab = Lab::with_builder(Policy::default(), {
+        let sink = Arc::clone(&sink);
+        |b| b.audit(sink)
+    });
+    let echo = lab.load("echo");
+    let before = sink.stored.len();
+    sink.failing.store(true, Ordering::SeqCst);
+    let ran = lab.call(&echo, "echo", b"1").await.unwrap_err();
+    let refused = lab.call(&echo, "echo", b"2").await.unwrap_err();
+    assert!(refused_for_audit(&refused), "{refused}");
+    sink.failing.store(false, Ordering::SeqCst);
+    assert_eq!(sink.stored.len(), before);
+    lab.host.close().unwrap();
+    let records = sink.stored.records().split_off(before);
+    let ids: Vec<_> = records.iter().map(|r| r.request_id()).collect();
+    assert_eq!(records[0].event(), Event::Recovery, "{records:#?}");
+    assert!(ids.contains(&ran.request_id.as_str()), "{records:#?}");
+    assert!(ids.contains(&refused.request_id.as_str()), "{records:#?}");
+    assert!(lab.host.audit_healthy());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_while_refusing_keeps_the_host_closed() {
     // A call refused before it ran (an unknown method) whose record cannot be stored also
