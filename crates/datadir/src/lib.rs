@@ -14,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use key::{KEY_BYTES, Key};
-pub use lock::{LOCK_WAIT, LockKind, lock_within};
+pub use lock::{LOCK_WAIT, LockKind, lock_within, poll_until};
 
 /// Why a private folder, file or key could not be used. Names the path and what to do.
 #[derive(Debug, thiserror::Error)]

@@ -20,34 +20,49 @@ pub enum LockKind {
 }
 
 /// Takes `kind` of lock on `file`, waiting up to `wait` for other holders. Other holders hold
-/// it briefly in normal use, so the wait polls: from 50 µs, doubling, to 2 ms between tries.
-/// `what` names the file in the error.
+/// it briefly in normal use, so the wait polls (see [`poll_until`]). `what` names the file in
+/// the error.
 pub fn lock_within(file: &File, kind: LockKind, wait: Duration, what: &str) -> io::Result<()> {
-    let until = Instant::now() + wait;
-    let mut pause = Duration::from_micros(50);
-    loop {
+    let taken = poll_until(Instant::now() + wait, || {
         let tried = match kind {
             LockKind::Shared => file.try_lock_shared(),
             LockKind::Exclusive => file.try_lock(),
         };
         match tried {
-            Ok(()) => return Ok(()),
-            Err(TryLockError::WouldBlock) => {
-                let now = Instant::now();
-                if now >= until {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "another process held the lock on {what} for {} s (a stopped or stuck `warden` command, or a stalled disk)",
-                            wait.as_secs_f32()
-                        ),
-                    ));
-                }
-                std::thread::sleep(pause.min(until - now));
-                pause = (pause * 2).min(Duration::from_millis(2));
-            }
-            Err(TryLockError::Error(e)) => return Err(e),
+            Ok(()) => Ok(Some(())),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
         }
+    })?;
+    taken.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "another process held the lock on {what} for {} s (a stopped or stuck `warden` command, or a stalled disk)",
+                wait.as_secs_f32()
+            ),
+        )
+    })
+}
+
+/// Tries `attempt` until it gives something or `until` passes (`None` then): at once, then
+/// from 50 µs between tries, doubling, to 2 ms. For what others hold briefly in normal use,
+/// and may hold for ever when stopped.
+pub fn poll_until<T>(
+    until: Instant,
+    mut attempt: impl FnMut() -> io::Result<Option<T>>,
+) -> io::Result<Option<T>> {
+    let mut pause = Duration::from_micros(50);
+    loop {
+        if let Some(got) = attempt()? {
+            return Ok(Some(got));
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(until - now));
+        pause = (pause * 2).min(Duration::from_millis(2));
     }
 }
 

@@ -157,7 +157,7 @@ impl Inner {
     /// now if they can be (the probe that stores them otherwise waits for a next request,
     /// which may never come). Whatever cannot be stored is lost with the process: said so.
     pub(crate) fn store_kept_before_closing(self: &Arc<Self>) {
-        if !self.audit_failed.load(Ordering::Acquire) || self.lock_unstored().is_empty() {
+        if !self.audit_failed.load(Ordering::Acquire) || !self.lock_unstored().pending() {
             return;
         }
         let Some(_turn) = ProbeTurn::take(self) else {

@@ -291,28 +291,21 @@ impl StampFile {
         }
     }
 
-    /// This handle's turn to write, waited for until `until` (polled as a `flock` is: from
-    /// 50 µs, doubling, to 2 ms between tries).
+    /// This handle's turn to write, waited for until `until` (polled as a `flock` is).
     fn turn(&self, until: Instant) -> std::io::Result<std::sync::MutexGuard<'_, ()>> {
-        let mut pause = Duration::from_micros(50);
-        loop {
-            match self.turns.try_lock() {
-                Ok(turn) => return Ok(turn),
-                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => {}
-            }
-            let now = Instant::now();
-            if now >= until {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "another registry write of this process held the registry's change stamp \
-                     past the wait (it waits for another process's write: a stopped or stuck \
-                     `warden` command, or a stalled disk)",
-                ));
-            }
-            std::thread::sleep(pause.min(until - now));
-            pause = (pause * 2).min(Duration::from_millis(2));
-        }
+        let turn = warden_datadir::poll_until(until, || match self.turns.try_lock() {
+            Ok(turn) => Ok(Some(turn)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(Some(p.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+        })?;
+        turn.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "another registry write of this process held the registry's change stamp past \
+                 the wait (it waits for another process's write: a stopped or stuck `warden` \
+                 command, or a stalled disk)",
+            )
+        })
     }
 
     /// Whether the file at the stamp's path is `id` (device, inode).
