@@ -165,7 +165,7 @@ impl Writer {
     /// future resolves once all are answered.
     pub(crate) fn append_all(&self, records: Vec<Record>) -> Pending {
         let answers = self.submit_all(records);
-        Pending(Box::pin(async move {
+        Pending::new(async move {
             let mut first = Ok(());
             for answer in answers? {
                 // A dropped reply means the writer thread ended without answering.
@@ -180,7 +180,7 @@ impl Writer {
                 }
             }
             first
-        }))
+        })
     }
 
     /// Accepts no more records; the thread ends once it has committed the queued ones.

@@ -17,19 +17,40 @@ pub trait AuditSink: Send + Sync {
     /// first error). Async callers use this so that no executor thread waits for a sync while
     /// the records commit. By default they are stored one by one, now.
     fn append_all(&self, records: Vec<Record>) -> Pending {
-        let result = records.into_iter().try_for_each(|r| self.append(r));
-        Pending(Box::pin(std::future::ready(result)))
+        Pending::ready(records.into_iter().try_for_each(|r| self.append(r)))
     }
 }
 
 /// Records on their way to storage: resolves once all are stored, or with the first error.
 #[must_use = "the records are stored only once this resolves"]
-pub struct Pending(pub Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send>>);
+pub struct Pending(Waiting);
+
+enum Waiting {
+    /// Stored (or refused) already: nothing to box.
+    Ready(Option<Result<(), AuditError>>),
+    Later(Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send>>),
+}
+
+impl Pending {
+    /// Resolves once `stored` does.
+    pub fn new(stored: impl Future<Output = Result<(), AuditError>> + Send + 'static) -> Pending {
+        Pending(Waiting::Later(Box::pin(stored)))
+    }
+
+    /// Already known: resolves to `result` at once.
+    pub fn ready(result: Result<(), AuditError>) -> Pending {
+        Pending(Waiting::Ready(Some(result)))
+    }
+}
 
 impl Future for Pending {
     type Output = Result<(), AuditError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
+        match &mut self.0 {
+            // Polled again after it resolved: as a fused future would, it stays pending.
+            Waiting::Ready(result) => result.take().map_or(Poll::Pending, Poll::Ready),
+            Waiting::Later(stored) => stored.as_mut().poll(cx),
+        }
     }
 }
 

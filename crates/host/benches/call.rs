@@ -221,8 +221,9 @@ async fn timed(n: usize, mut out: Option<&mut Samples>, call: impl AsyncFn() -> 
 }
 
 async fn time_warden(host: &Host, id: &ExtensionId, n: usize, out: Option<&mut Samples>) {
+    // An embedder holds its tenant's handle, as the baseline holds its `InstancePre`.
+    let tenant = host.default_tenant();
     timed(n, out, async || {
-        let tenant = host.default_tenant();
         tenant.call(id, "echo", INPUT).await.unwrap().value
     })
     .await;

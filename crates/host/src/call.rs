@@ -251,7 +251,8 @@ impl Inner {
     fn caps_for(
         self: &Arc<Self>,
         ext: &Arc<Loaded>,
-        via: Via,
+        mut via: Via,
+        id: &str,
         start: Arc<crate::audit::CallStart>,
     ) -> CallCaps {
         let mut caps = ext.caps.clone();
@@ -265,6 +266,8 @@ impl Inner {
             caps.share = None;
         }
         if !ext.info.effective.calls.is_empty() {
+            // The calls it makes to other extensions are recorded under its id.
+            via.request_id = Some(id.to_owned());
             caps.invoker = Some(Arc::new(HostInvoker::new(
                 Arc::downgrade(self),
                 Arc::clone(ext),
@@ -298,14 +301,15 @@ impl Inner {
         // The name is chosen by the caller; from another extension it may carry that
         // extension's secret values: redact before quoting (quoting escapes characters, which
         // would hide a value from the redactor).
-        let shown = match &via.redactor {
-            Some(r) => r.text(method),
-            None => method.to_string(),
-        };
+        let redactor = via.redactor.clone();
         let known = |ext: &Loaded| {
             if ext.methods.is_empty() || ext.methods.iter().any(|m| m == method) {
                 Ok(())
             } else {
+                let shown = match &redactor {
+                    Some(r) => r.text(method),
+                    None => method.to_string(),
+                };
                 Err(CallError::Invalid(format!(
                     "{} has no method {shown:?}",
                     ext.info.id
@@ -385,31 +389,30 @@ impl Inner {
             }
         };
         let top_level = via.chain.is_empty();
-        let (mut via, generation) = self.with_secret_values(&ext, via).await;
+        let (via, generation) = self.with_secret_values(&ext, via).await;
         pending.settle();
-        // The calls it makes to other extensions are recorded under its id.
-        via.request_id = Some(id.clone());
         let start = Arc::new(crate::audit::CallStart::new(self, &ext, &id));
-        let mut caps = self.caps_for(&ext, via, Arc::clone(&start));
+        let mut caps = self.caps_for(&ext, via, &id, Arc::clone(&start));
         caps.generation = generation;
-        let ledger = (
-            caps.ledger.clone(),
-            caps.redactor.clone().unwrap_or_default(),
-        );
+        // One redactor for the call and for its record when it is dropped (made here when
+        // the caller gave none, rather than one in each).
+        let redactor = caps.redactor.get_or_insert_with(Default::default).clone();
+        let ledger = (caps.ledger.clone(), redactor);
         // Dropped before the call ends (its caller went away: the call is stopped with it),
         // this still leaves the call's record: also while its start is being recorded, so
         // that a `call-start` is never left alone by a caller that hung up.
         let mut unfinished = Unfinished {
             inner: Arc::clone(self),
             ext: Arc::clone(&ext),
-            id: Some(id.clone()),
+            id,
+            settled: false,
             ledger,
             started: since,
             dropped: None,
         };
-        if let Err(refused) = self.witness_first(&ext, &start, &id).await {
+        if let Err(refused) = self.witness_first(&ext, &start, &unfinished.id).await {
             // Nothing ran, and the audit log failed: as the audit gate's refusals.
-            unfinished.id = None;
+            unfinished.settle();
             return Err(refused);
         }
         // A busy tenant's call waits its turn from the start, on the long calls' threads.
@@ -452,7 +455,7 @@ impl Inner {
                 unfinished.stopped_once_dropped(why).await
             }
         };
-        unfinished.id = None;
+        let id = unfinished.settle();
         self.finish(&ext, id, outcome).await
     }
 
@@ -712,7 +715,9 @@ async fn unless_stopped<F: Future>(ext: &Arc<Loaded>, running: F) -> Option<F::O
 struct Unfinished {
     inner: Arc<Inner>,
     ext: Arc<Loaded>,
-    id: Option<String>,
+    id: String,
+    /// Recorded by the call path itself (it ended, or was refused): nothing to do at drop.
+    settled: bool,
     /// The call's ledger and redactor: what it did until it was stopped is recorded too (red
     /// team, session 16: a remote that read a secret and wrote to key-value left no trace).
     ledger: (warden_call::Ledger, warden_call::Redactor),
@@ -728,6 +733,12 @@ struct Unfinished {
 const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Unfinished {
+    /// The call path records the call from here on; its id, given back.
+    fn settle(&mut self) -> String {
+        self.settled = true;
+        std::mem::take(&mut self.id)
+    }
+
     /// The outcome of the call stopped now by `error`, with what it did until then, once its
     /// future is dropped (or [`DROP_WAIT`] has passed).
     async fn stopped_once_dropped<T>(&mut self, error: CallError) -> CallOutcome<T> {
@@ -816,9 +827,10 @@ impl<F: Future> Future for Told<F> {
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        let Some(id) = self.id.take() else {
+        if self.settled {
             return;
-        };
+        }
+        let id = std::mem::take(&mut self.id);
         let (inner, ext) = (Arc::clone(&self.inner), Arc::clone(&self.ext));
         let (ledger, dropped) = (self.ledger.clone(), self.dropped.take());
         let duration = self.started.elapsed();

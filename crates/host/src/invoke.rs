@@ -36,8 +36,9 @@ pub(crate) struct Via {
     /// The request id to record the call under (default: a new one). The invoker of a
     /// running call holds that call's own.
     pub(crate) request_id: Option<String>,
-    /// Calls to other extensions made so far under the same top-level call.
-    pub(crate) nested: Arc<AtomicU32>,
+    /// Calls to other extensions made so far under the same top-level call: made with the
+    /// first invoker of the call tree (a call that may call none needs no count).
+    pub(crate) nested: Option<Arc<AtomicU32>>,
     /// The longest the call waits for a slot (`None`: the policy's `busy_wait`).
     pub(crate) busy_wait: Option<std::time::Duration>,
 }
@@ -47,11 +48,19 @@ pub(crate) struct HostInvoker {
     caller: Arc<Loaded>,
     /// How the caller's own call was reached.
     via: Via,
+    /// The count of [`Via::nested`], shared with every call of the tree.
+    nested: Arc<AtomicU32>,
 }
 
 impl HostInvoker {
-    pub(crate) fn new(host: Weak<Inner>, caller: Arc<Loaded>, via: Via) -> Self {
-        HostInvoker { host, caller, via }
+    pub(crate) fn new(host: Weak<Inner>, caller: Arc<Loaded>, mut via: Via) -> Self {
+        let nested = Arc::clone(via.nested.get_or_insert_with(Arc::default));
+        HostInvoker {
+            host,
+            caller,
+            via,
+            nested,
+        }
     }
 }
 
@@ -91,7 +100,7 @@ impl Invoker for HostInvoker {
                 "calls between extensions may nest at most {MAX_CALL_DEPTH} deep"
             )));
         }
-        let nth = self.via.nested.fetch_add(1, Ordering::Relaxed);
+        let nth = self.nested.fetch_add(1, Ordering::Relaxed);
         if nth >= MAX_NESTED_CALLS {
             return Err(denied(format!(
                 "at most {MAX_NESTED_CALLS} calls to other extensions per top-level call"
@@ -131,7 +140,7 @@ impl Invoker for HostInvoker {
                 .request_id
                 .as_ref()
                 .map(|caller| format!("{caller}.{}", nth + 1)),
-            nested: Arc::clone(&self.via.nested),
+            nested: Some(Arc::clone(&self.nested)),
             busy_wait: None,
         };
         match host

@@ -55,8 +55,10 @@ struct Call {
 
 impl Call {
     /// A call on `kept` (an instance kept from earlier calls of this install), or on a new
-    /// store: with a ledger of its own when it may be kept (`warm`), else the call's.
+    /// store: with a ledger of its own when it may be kept (`warm`), else the call's. Its
+    /// time counts from `started`.
     fn new(
+        started: Instant,
         rt: &Runtime,
         limits: &Limits,
         caps: &CallCaps,
@@ -85,7 +87,7 @@ impl Call {
                 to: caps.ledger.clone(),
             },
             live,
-            started: Instant::now(),
+            started,
             fuel: limits.max_fuel.map(|f| f.get()),
             limits: *limits,
             clean: false,
@@ -97,16 +99,20 @@ impl Call {
             .map_err(|e| CallError::host_caused("setting the fuel", e.into_boxed_dyn_error()))?;
         // Wall-clock deadline checked at every epoch tick; between ticks the guest yields so a
         // busy guest never holds an executor thread, and other calls' deadlines are their own.
-        let deadline = call.started + limits.max_execution_time;
+        // The deadline lives in the store: a callback that captures nothing is not allocated.
+        store.data_mut().deadline = Some(started + limits.max_execution_time);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
+        store.epoch_deadline_callback(|cx| match cx.data().deadline {
+            Some(deadline) if Instant::now() < deadline => Ok(UpdateDeadline::Yield(1)),
+            _ => Ok(UpdateDeadline::Interrupt),
         });
         Ok(call)
+    }
+
+    /// When the call must have ended: the epochs' deadline, also for a guest blocked in a host
+    /// call. Made from the call's start rather than read from the clock again.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.started + self.limits.max_execution_time)
     }
 
     /// Turns a Wasmtime error into what happened, using what the store saw.
@@ -236,28 +242,33 @@ impl Prepared {
             );
         }
         let kept = warm.and_then(|w| w.take(caps.generation));
-        let mut call = match Call::new(rt, limits, caps, kept, warm.is_some()) {
+        let mut call = match Call::new(started, rt, limits, caps, kept, warm.is_some()) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };
-        let live = &mut call.live;
-        let run = async {
-            if live.bound.is_none() {
-                let ext = pre.instantiate_async(&mut live.store).await?;
-                live.bound = Some(Bound::Rpc(ext));
-            }
-            let Some(Bound::Rpc(ext)) = &live.bound else {
-                return Err(wasmtime::Error::msg(
-                    "an http instance kept for an rpc call",
-                ));
-            };
-            ext.warden_extension_handler()
-                .call_call(&mut live.store, method, input)
-                .await
+        let deadline = call.deadline();
+        // Pinned where it is made: the future holds Wasmtime's instantiation and call (some
+        // kilobytes), and each wrapper below would otherwise copy it whole, on every call.
+        // Dropped at the end of the block, which ends its borrow of the store.
+        let ran = {
+            let live = &mut call.live;
+            let run = std::pin::pin!(async {
+                if live.bound.is_none() {
+                    let ext = pre.instantiate_async(&mut live.store).await?;
+                    live.bound = Some(Bound::Rpc(ext));
+                }
+                let Some(Bound::Rpc(ext)) = &live.bound else {
+                    return Err(wasmtime::Error::msg(
+                        "an http instance kept for an rpc call",
+                    ));
+                };
+                ext.warden_extension_handler()
+                    .call_call(&mut live.store, method, input)
+                    .await
+            });
+            // Epochs stop a busy guest; this stops one blocked in a host call (sleep, poll, I/O).
+            tokio::time::timeout_at(deadline, fairly(caps.share.as_ref(), run)).await
         };
-        // Epochs stop a busy guest; this stops one blocked in a host call (sleep, poll, I/O).
-        let ran =
-            tokio::time::timeout(limits.max_execution_time, fairly(caps.share.as_ref(), run)).await;
         let result = match ran {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
             Ok(Err(e)) => Err(call.classify(&e)),
@@ -308,19 +319,17 @@ impl Prepared {
             );
         }
         let kept = warm.and_then(|w| w.take(caps.generation));
-        let mut call = match Call::new(rt, limits, caps, kept, warm.is_some()) {
+        let mut call = match Call::new(started, rt, limits, caps, kept, warm.is_some()) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };
         let max_response = limits.max_response_bytes;
-        let ran = tokio::time::timeout(
-            limits.max_execution_time,
-            fairly(
-                caps.share.as_ref(),
-                serve(pre, &mut call.live, request, max_response),
-            ),
-        )
-        .await;
+        let deadline = call.deadline();
+        let ran = {
+            // Pinned where it is made (see `call_rpc`).
+            let serving = std::pin::pin!(serve(pre, &mut call.live, request, max_response));
+            tokio::time::timeout_at(deadline, fairly(caps.share.as_ref(), serving)).await
+        };
         let result = match ran {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
             Ok(Err(Failure::Wasm(e))) => Err(call.classify(&e)),

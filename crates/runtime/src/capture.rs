@@ -34,19 +34,30 @@ struct Buffer {
 #[derive(Debug, Clone)]
 pub struct Capture {
     cap: usize,
-    buf: Arc<Mutex<Buffer>>,
+    /// Both streams of the call, made together (one allocation per call, not two).
+    bufs: Arc<[Mutex<Buffer>; 2]>,
+    /// Which of them this one is.
+    which: usize,
 }
 
 impl Capture {
-    pub fn new(cap: usize) -> Self {
-        Capture {
+    /// Two captures (stdout and stderr), each kept up to `cap`.
+    pub fn pair(cap: usize) -> (Capture, Capture) {
+        let bufs: Arc<[Mutex<Buffer>; 2]> = Arc::default();
+        let one = |which| Capture {
             cap,
-            buf: Arc::default(),
-        }
+            bufs: Arc::clone(&bufs),
+            which,
+        };
+        (one(0), one(1))
+    }
+
+    fn buf(&self) -> &Mutex<Buffer> {
+        &self.bufs[self.which]
     }
 
     fn push(&self, bytes: &[u8]) {
-        if let Ok(mut b) = self.buf.lock() {
+        if let Ok(mut b) = self.buf().lock() {
             let room = self.cap.saturating_sub(b.kept.len());
             let take = room.min(bytes.len());
             b.kept.extend_from_slice(&bytes[..take]);
@@ -56,7 +67,7 @@ impl Capture {
 
     /// What was kept, and how many bytes were dropped past the cap.
     pub fn take(&self) -> (Vec<u8>, u64) {
-        match self.buf.lock() {
+        match self.buf().lock() {
             Ok(mut b) => (std::mem::take(&mut b.kept), std::mem::take(&mut b.dropped)),
             Err(_) => (Vec::new(), 0),
         }
@@ -131,11 +142,20 @@ mod tests {
 
     #[test]
     fn capture_keeps_up_to_cap_and_counts_the_rest() {
-        let mut c = Capture::new(10);
+        let (mut c, _) = Capture::pair(10);
         c.write(Bytes::from_static(b"hello world, more")).unwrap();
         assert_eq!(c.check_write().unwrap(), WRITE_PERMIT);
         let (kept, dropped) = c.take();
         assert_eq!(kept, b"hello worl");
         assert_eq!(dropped, 7);
+    }
+
+    #[test]
+    fn the_two_captures_of_a_pair_are_kept_apart() {
+        let (mut out, mut err) = Capture::pair(4);
+        out.write(Bytes::from_static(b"out!!")).unwrap();
+        err.write(Bytes::from_static(b"er")).unwrap();
+        assert_eq!(out.take(), (b"out!".to_vec(), 1));
+        assert_eq!(err.take(), (b"er".to_vec(), 0));
     }
 }

@@ -16,6 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -25,6 +26,9 @@ use tokio::sync::oneshot;
 /// The turns of one process.
 pub struct Turns {
     state: Mutex<State>,
+    /// Calls past their free run, of any share (the sum of `State::long`): while none is,
+    /// no share is busy, and asking costs no lock.
+    long_calls: AtomicUsize,
 }
 
 struct State {
@@ -48,17 +52,15 @@ pub struct Share {
 impl Share {
     /// Whether a call of this share is past its free run: its next calls get none.
     pub fn busy(&self) -> bool {
-        self.turns.state().long.contains_key(&self.key)
+        self.turns.long_calls.load(Ordering::Acquire) > 0
+            && self.turns.state().long.contains_key(&self.key)
     }
 
     /// Marks one call of this share as long until the mark is dropped.
     fn mark_long(&self) -> LongMark<'_> {
-        *self
-            .turns
-            .state()
-            .long
-            .entry(Arc::clone(&self.key))
-            .or_default() += 1;
+        let mut st = self.turns.state();
+        *st.long.entry(Arc::clone(&self.key)).or_default() += 1;
+        self.turns.long_calls.fetch_add(1, Ordering::Release);
         LongMark(self)
     }
 }
@@ -71,6 +73,7 @@ impl Drop for LongMark<'_> {
         let mut st = self.0.turns.state();
         if let Some(n) = st.long.get_mut(&self.0.key) {
             *n -= 1;
+            self.0.turns.long_calls.fetch_sub(1, Ordering::Release);
             if *n == 0 {
                 st.long.remove(&self.0.key);
             }
@@ -94,6 +97,7 @@ impl Turns {
                 ring: VecDeque::new(),
                 long: HashMap::new(),
             }),
+            long_calls: AtomicUsize::new(0),
         })
     }
 
@@ -232,13 +236,14 @@ pub async fn fairly<F: Future>(share: Option<&Share>, fut: F) -> F::Output {
         };
         let started = Instant::now();
         let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        used += started.elapsed();
         drop(turn);
         match polled {
+            // Done: how long this poll took no longer matters (most calls end in their first).
             Poll::Ready(out) => return out,
             // Stop here without a turn: the future registered this task's waker, so what it
             // waits for (or its own yield) wakes the task, which then queues for a turn again.
             Poll::Pending => {
+                used += started.elapsed();
                 let mut stopped = false;
                 std::future::poll_fn(|_| {
                     if stopped {

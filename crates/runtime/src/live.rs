@@ -46,8 +46,7 @@ impl Live {
         caps: &CallCaps,
         ledger: Ledger,
     ) -> Result<Live, CallError> {
-        let stdout = Capture::new(MAX_OUTPUT_BYTES);
-        let stderr = Capture::new(MAX_OUTPUT_BYTES);
+        let (stdout, stderr) = Capture::pair(MAX_OUTPUT_BYTES);
         let state = CallState::new(
             &stdout,
             &stderr,

@@ -2,7 +2,7 @@
 //! logs (like stdout/stderr: kept up to a cap in count and bytes, the rest counted and
 //! dropped), then redacted and escaped when the call reports. Never blocks, never traps.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use warden_call::text::{cut, escape};
 use warden_call::{LogLevel, LogLine, Redactor, Stream};
@@ -35,10 +35,11 @@ struct Kept {
     dropped_bytes: u64,
 }
 
-/// One call's `wasi:logging` messages.
-#[derive(Debug, Clone, Default)]
+/// One call's `wasi:logging` messages. Owned by the call's state (nothing shares it), so
+/// making one allocates nothing until a message is kept.
+#[derive(Debug, Default)]
 pub(crate) struct LogCapture {
-    kept: Arc<Mutex<Kept>>,
+    kept: Mutex<Kept>,
 }
 
 impl LogCapture {

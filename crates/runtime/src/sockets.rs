@@ -62,13 +62,17 @@ impl Pollable for ResolveAddressStream {
     async fn ready(&mut self) {}
 }
 
+/// The addresses allowed names resolved to in this call, with the entries that allowed each.
+type Resolved = HashMap<IpAddr, Vec<AllowedHost>>;
+
 /// What one call's sockets may do: its grant, resolver, and the addresses its allowed names
 /// resolved to (with the entries that allowed each).
 #[derive(Clone)]
 pub(crate) struct SocketPolicy {
     grant: Option<Arc<EffectiveNetwork>>,
     resolver: Arc<dyn Resolver>,
-    resolved: Arc<Mutex<HashMap<IpAddr, Vec<AllowedHost>>>>,
+    /// `None` without a grant: nothing may connect, so nothing is remembered.
+    resolved: Option<Arc<Mutex<Resolved>>>,
     ledger: Ledger,
     /// Why there is no grant, when there is none.
     withheld: Withheld,
@@ -82,9 +86,9 @@ impl SocketPolicy {
         withheld: Withheld,
     ) -> Self {
         SocketPolicy {
+            resolved: grant.as_ref().map(|_| Arc::default()),
             grant,
             resolver,
-            resolved: Arc::default(),
             ledger,
             withheld,
         }
@@ -111,7 +115,7 @@ impl SocketPolicy {
     /// Forgets what names resolved to: a kept instance's next call may connect only to what
     /// an allowed name resolves to in that call, as a fresh instance's.
     pub(crate) fn forget_resolutions(&self) {
-        if let Ok(mut m) = self.resolved.lock() {
+        if let Some(Ok(mut m)) = self.resolved.as_ref().map(|r| r.lock()) {
             m.clear();
         }
     }
@@ -149,8 +153,8 @@ impl SocketPolicy {
         let ip = addr.ip().to_canonical();
         let entries = self
             .resolved
-            .lock()
-            .ok()
+            .as_ref()
+            .and_then(|r| r.lock().ok())
             .and_then(|m| m.get(&ip).cloned())
             .unwrap_or_default();
         if entries.is_empty() {
@@ -236,7 +240,7 @@ impl SocketPolicy {
             );
             return Err(ErrorCode::AccessDenied);
         }
-        if let Ok(mut m) = self.resolved.lock() {
+        if let Some(Ok(mut m)) = self.resolved.as_ref().map(|r| r.lock()) {
             for ip in &kept {
                 if m.len() >= MAX_REMEMBERED && !m.contains_key(ip) {
                     break;

@@ -50,6 +50,8 @@ pub struct CallState {
     /// Which mount each open descriptor is in (for naming it in denials).
     pub(crate) fd_mounts: crate::fs::FdMounts,
     pub(crate) sockets_policy: SocketPolicy,
+    /// When the call running in this store must stop (set by each call; `None` stops it).
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl CallState {
@@ -109,6 +111,7 @@ impl CallState {
             fs_quota: caps.fs_quota.clone(),
             fd_mounts,
             sockets_policy,
+            deadline: None,
         })
     }
 

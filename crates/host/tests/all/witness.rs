@@ -50,10 +50,10 @@ impl AuditSink for SlowSync {
 
     fn append_all(&self, records: Vec<Record>) -> Pending {
         let queued = records.into_iter().try_for_each(|r| self.0.append(r));
-        Pending(Box::pin(async move {
+        Pending::new(async move {
             tokio::time::sleep(Duration::from_millis(40)).await;
             queued
-        }))
+        })
     }
 }
 

@@ -66,8 +66,7 @@ impl ExtismState {
         wasi: bool,
     ) -> Result<ExtismState, HostFailure> {
         let egress_bytes = Arc::new(AtomicU64::new(0));
-        let stdout = Capture::new(MAX_OUTPUT_BYTES);
-        let stderr = Capture::new(MAX_OUTPUT_BYTES);
+        let (stdout, stderr) = Capture::pair(MAX_OUTPUT_BYTES);
         let (wasi, files) = if wasi {
             let mut b = wasi_builder(&stdout, &stderr);
             let files = Files::preopen(&mut b, caps, &ledger)?;
