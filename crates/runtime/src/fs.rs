@@ -324,7 +324,8 @@ pub(crate) fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String
 /// released space (the budget may be recomputed after it).
 macro_rules! wrap {
     ($inst:expr, $name:literal, $op:literal, ($fd:ident : $fdty:ty $(, $arg:ident : $ty:ty)*), $path:expr, $call:ident
-     $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, freed = $freed:expr)?
+     $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, creates = $creates:expr)?
+     $(, freed = $freed:expr)?
      $(, opened = $opened:tt)? $(, moving = $moving:tt)? $(, holds = ($hdir:expr, $hpath:expr, $hsrc:expr))?
      $(, listing = $listing:tt)?) => {
         $inst.func_wrap_async(
@@ -387,10 +388,22 @@ macro_rules! wrap {
                             return Ok((Err(ErrorCode::InsufficientMemory),));
                         }
                     )?
+                    // An entry charged only if the path is new (see `creating`).
+                    #[allow(unused_mut, unused_assignments, unused_variables)]
+                    let mut creates: Option<(PathFlags, &str)> = None;
+                    $(
+                        creates = Some($creates);
+                    )?
                     #[allow(unused_mut, unused_assignments)]
                     let mut charged = None;
                     $(
-                        let (on, cost): (&Fd, Cost) = $charge;
+                        #[allow(unused_mut)]
+                        let (on, mut cost): (&Fd, Cost) = $charge;
+                        if let Some((follow, at)) = creates
+                            && cost == Cost::ENTRY
+                        {
+                            cost = creating(state, on, follow, at).await;
+                        }
                         match charge(state, on, cost).await {
                             Ok(c) => charged = c,
                             Err(code) => return Ok((Err(code),)),
@@ -479,9 +492,10 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     let mut inst = l.instance("wasi:filesystem/types@0.2.12")?;
     wrap!(inst, "open-at", "open", (fd: Fd, pf: PathFlags, path: String, of: OpenFlags, df: DescriptorFlags), path.clone(), open_at,
         charge = (&fd, if of.contains(OpenFlags::CREATE) { Cost::ENTRY } else { Cost::NONE }),
+        creates = (pf, path.as_str()),
         freed = of.contains(OpenFlags::TRUNCATE), opened = true);
     wrap!(inst, "create-directory-at", "mkdir", (fd: Fd, path: String), path.clone(), create_directory_at,
-        charge = (&fd, Cost::ENTRY));
+        charge = (&fd, Cost::ENTRY), creates = (PathFlags::empty(), path.as_str()));
     wrap!(inst, "stat-at", "stat", (fd: Fd, pf: PathFlags, path: String), path.clone(), stat_at);
     wrap!(inst, "set-times-at", "set-times", (fd: Fd, pf: PathFlags, path: String, a: NewTimestamp, m: NewTimestamp), path.clone(), set_times_at);
     wrap!(inst, "link-at", "link", (fd: Fd, pf: PathFlags, old: String, to: Fd, new: String), format!("{old} -> {new}"), link_at,
@@ -584,6 +598,26 @@ async fn charge(
             Err(ErrorCode::InsufficientSpace)
         }
     }
+}
+
+/// What making `path` in `fd` costs under a quota: an entry, unless something is there already.
+/// Opening an existing file with `create` adds nothing, and `mkdir` of an existing folder fails
+/// with `exist`, which a full quota (or a ledger held elsewhere) must not turn into
+/// `insufficient-space` (outside attack, session 30, F6). If the look fails, an entry is charged.
+async fn creating(state: &mut impl FsCall, fd: &Fd, follow: PathFlags, path: &str) -> Cost {
+    if state.fs_quota().is_none() {
+        return Cost::ENTRY;
+    }
+    let there = state
+        .filesystem()
+        .stat_at(
+            Resource::<Descriptor>::new_borrow(fd.rep()),
+            follow,
+            path.to_owned(),
+        )
+        .await
+        .is_ok();
+    if there { Cost::NONE } else { Cost::ENTRY }
 }
 
 /// Why a write to a file deleted while open is refused under a quota: its blocks stay used

@@ -223,6 +223,32 @@ async fn a_plug_in_cannot_write_past_the_file_quota() {
     assert!(disk_use(&files).0 <= q, "{:?}", disk_use(&files));
 }
 
+/// `fs::making_what_exists_is_not_charged_an_entry`, for plug-ins: with the entries used up,
+/// `mkdir` of an existing folder answers `exist` and rewriting an existing file works; a new
+/// entry is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plug_in_making_what_exists_is_not_charged_an_entry() {
+    let lab = quota_lab();
+    let id = lab.load_granted(WASI, mounts(&["/data"], &[]), &Grant::All);
+    let files = files_dir(&lab, "default", ID);
+    assert_eq!(op(&lab, &id, "mkdir|/data/d").await, "ok");
+    assert_eq!(op(&lab, &id, "fill|/data/f|10").await, "ok");
+    let mut i = 0;
+    while op(&lab, &id, &format!("mkdir|/data/e{i}")).await == "ok" {
+        i += 1;
+        assert!(i <= 100, "the entries are not limited");
+    }
+    let denied = quota_denials(&lab).len();
+    let out = op(&lab, &id, "mkdir|/data/d").await;
+    assert!(out.starts_with("err:AlreadyExists"), "{out}");
+    assert_eq!(op(&lab, &id, "fill|/data/f|20").await, "ok");
+    assert_eq!(fs::read(files.join("data/f")).unwrap(), vec![b'x'; 20]);
+    assert_eq!(quota_denials(&lab).len(), denied, "nothing new was refused");
+    let out = op(&lab, &id, "mkdir|/data/new").await;
+    assert!(out.starts_with("err:StorageFull"), "{out}");
+    assert!(quota_denials(&lab).len() > denied);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn parallel_plug_in_calls_share_one_file_quota() {
     let lab = quota_lab();

@@ -1326,6 +1326,42 @@ async fn entries_are_limited_too() {
     assert!(!quota_denials(&lab).is_empty());
 }
 
+/// Outside attack, session 30 (F6): with the entries used up, `mkdir` of a folder that exists
+/// answered `insufficient-space` instead of `exist`, and opening an existing file with
+/// `create` was refused (charged an entry it does not make). What exists costs nothing to
+/// make again; a new entry is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn making_what_exists_is_not_charged_an_entry() {
+    let lab = quota_lab();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let files = files_dir(&lab, "default", "warden.hostile-fs");
+    assert_eq!(op(&lab, &id, "mkdir", "/data/d").await, "ok");
+    assert_eq!(op(&lab, &id, "fill", "/data/f|10").await, "ok");
+    let mut i = 0;
+    while op(&lab, &id, "mkdir", &format!("/data/e{i}")).await == "ok" {
+        i += 1;
+        assert!(
+            i <= QUOTA_ENTRIES,
+            "more folders made than the quota's entries"
+        );
+    }
+    let denied = quota_denials(&lab).len();
+    assert_eq!(op(&lab, &id, "mkdir", "/data/d").await, "err:AlreadyExists");
+    assert_eq!(op(&lab, &id, "fill", "/data/f|20").await, "ok");
+    assert_eq!(
+        op(&lab, &id, "create", "/data/f").await,
+        "err:AlreadyExists"
+    );
+    assert_eq!(fs::read(files.join("data/f")).unwrap(), vec![b'x'; 20]);
+    assert_eq!(quota_denials(&lab).len(), denied, "nothing new was refused");
+    // A new entry is still refused, and audited.
+    assert_eq!(op(&lab, &id, "mkdir", "/data/new").await, "err:StorageFull");
+    no_space(&op(&lab, &id, "fill", "/data/g|1").await, "a new file");
+    assert!(quota_denials(&lab).len() >= denied + 2);
+    let (_, entries) = disk_use(&files);
+    assert!(entries <= QUOTA_ENTRIES, "{entries} entries");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_installs_have_separate_budgets() {
     let lab = quota_lab();

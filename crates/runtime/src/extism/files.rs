@@ -218,6 +218,28 @@ impl Files {
         found
     }
 
+    /// What making `path` in `dir` costs: an entry, unless something is there already (see
+    /// `crate::fs::creating`, of which this is preview 1's form).
+    async fn creating(
+        &self,
+        ctx: &mut WasiP1Ctx,
+        mem: &mut GuestMemory<'_>,
+        dir: i32,
+        follow: Lookupflags,
+        path: GuestPtr<str>,
+    ) -> Cost {
+        if self.quota.is_none() {
+            return Cost::ENTRY;
+        }
+        match ctx
+            .path_filestat_get(mem, Fd::from(dir as u32), follow, path)
+            .await
+        {
+            Ok(_) => Cost::NONE,
+            Err(_) => Cost::ENTRY,
+        }
+    }
+
     /// The size of the file at `path` in `dir` if removing it (or renaming `source` over it)
     /// frees nothing a walk can see while some call holds it open: a regular file with one
     /// link, opened by a probe whose exclusive lock fails (a call's shared lock is there). See
@@ -525,7 +547,12 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
             return Ok(Errno::Mfile as i32);
         }
         let oflags = Oflags::from_bits_truncate(of as u16);
-        let cost = if oflags.contains(Oflags::CREAT) { Cost::ENTRY } else { Cost::NONE };
+        let follow = Lookupflags::from_bits_truncate(lf as u32);
+        let cost = if oflags.contains(Oflags::CREAT) {
+            files.creating(ctx, &mut mem, fd, follow, guest_str(p, n)).await
+        } else {
+            Cost::NONE
+        };
         let charged = match files.charge(ledger, mount.as_ref(), cost).await {
             Ok(c) => c,
             Err(e) => return Ok(e),
@@ -550,7 +577,8 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
         if let Some(e) = Files::refused(ledger, "mkdir", &path, &[mount.as_ref()]) {
             return Ok(e);
         }
-        let charged = match files.charge(ledger, mount.as_ref(), Cost::ENTRY).await {
+        let cost = files.creating(ctx, &mut mem, fd, Lookupflags::empty(), guest_str(p, n)).await;
+        let charged = match files.charge(ledger, mount.as_ref(), cost).await {
             Ok(c) => c,
             Err(e) => return Ok(e),
         };
