@@ -263,7 +263,7 @@ impl Inner {
         if !via.chain.is_empty() {
             // Called by another extension: polled inside its caller's turn, so it takes none
             // of its own (waiting for one there could wait for ever on the caller's).
-            caps.share = None;
+            caps.own_turns = false;
         }
         if !ext.info.effective.calls.is_empty() {
             // The calls it makes to other extensions are recorded under its id.
@@ -416,7 +416,7 @@ impl Inner {
             return Err(refused);
         }
         // A busy tenant's call waits its turn from the start, on the long calls' threads.
-        let busy = caps.share.as_ref().is_some_and(warden_runtime::Share::busy);
+        let busy = caps.share().is_some_and(warden_runtime::Share::busy);
         // Boxed once here: the call's future is several kilobytes (Wasmtime's instantiation
         // and call futures inside), and unboxed it was copied whole at each `.await` it passes
         // through on its way down (`Guests::run`, the timeout, ...), on every call.

@@ -11,7 +11,8 @@ use warden_bundle::Bundle;
 use warden_call::Withheld;
 use warden_manifest::{Effective, Grant, Kind, effective};
 use warden_runtime::{
-    CallCaps, KvAccess, Prepared, ProcessCode, ProcessInstall, Share, WarmInstances, WorldKind,
+    CallCaps, InstallCaps, KvAccess, Prepared, ProcessCode, ProcessInstall, Share, WarmInstances,
+    WorldKind,
 };
 use warden_trust::{Envelope, Verified, verify};
 
@@ -174,17 +175,13 @@ impl Tenant<'_> {
             let permits = Arc::new(Semaphore::new(
                 info.effective.limits.max_concurrent_calls as usize,
             ));
-            let caps = CallCaps {
+            // Each call gets its own ledger (`Inner::caps_for`) and generation (`Inner::run`).
+            let caps = CallCaps::of(Arc::new(InstallCaps {
                 network: info.effective.network.clone().map(Arc::new),
                 resolver: Arc::clone(&inner.resolver),
                 mounts: mounts.into(),
                 denied_mounts: denied_mounts.into(),
                 fs_quota,
-                invoker: None,
-                redactor: None,
-                // Each call gets its own (`Inner::caps_for`), and its generation (`Inner::run`).
-                ledger: Default::default(),
-                generation: 0,
                 withheld: Withheld::by_policy(&info.effective.forbidden_by_policy),
                 // One place in the round per tenant, whatever it calls.
                 share: Some(Share {
@@ -202,7 +199,7 @@ impl Tenant<'_> {
                         inner.kv_quota,
                     )
                 }),
-            };
+            }));
             let warm = match code {
                 Code::Component(_) => {
                     let group = inner

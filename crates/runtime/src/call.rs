@@ -267,7 +267,7 @@ impl Prepared {
                     .await
             });
             // Epochs stop a busy guest; this stops one blocked in a host call (sleep, poll, I/O).
-            tokio::time::timeout_at(deadline, fairly(caps.share.as_ref(), run)).await
+            tokio::time::timeout_at(deadline, fairly(caps.share(), run)).await
         };
         let result = match ran {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
@@ -328,7 +328,7 @@ impl Prepared {
         let ran = {
             // Pinned where it is made (see `call_rpc`).
             let serving = std::pin::pin!(serve(pre, &mut call.live, request, max_response));
-            tokio::time::timeout_at(deadline, fairly(caps.share.as_ref(), serving)).await
+            tokio::time::timeout_at(deadline, fairly(caps.share(), serving)).await
         };
         let result = match ran {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),

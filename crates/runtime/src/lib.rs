@@ -41,7 +41,7 @@ mod kv;
 pub mod logging;
 mod sockets;
 
-pub use caps::CallCaps;
+pub use caps::{CallCaps, InstallCaps};
 pub use code::{CacheRejection, CodeSource, CodeStats};
 pub use engine::{PoolUsage, Runtime};
 pub use error::LoadError;

@@ -390,11 +390,11 @@ mod tests {
 
     fn hooks(grant: Option<EffectiveNetwork>, resolver: Arc<Stuck>) -> (EgressHooks, Ledger) {
         let ledger = Ledger::default();
-        let caps = CallCaps {
+        let caps = CallCaps::of(Arc::new(crate::caps::InstallCaps {
             network: grant.map(Arc::new),
             resolver,
-            ..CallCaps::default()
-        };
+            ..Default::default()
+        }));
         let h = EgressHooks::new(&caps, ledger.clone(), Arc::default(), 1024);
         (h, ledger)
     }

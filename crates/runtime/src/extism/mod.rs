@@ -185,8 +185,7 @@ impl ExtismPlugin {
                 .call_async(&mut store, ())
                 .await
         };
-        let ran =
-            tokio::time::timeout(limits.max_execution_time, fairly(caps.share.as_ref(), run)).await;
+        let ran = tokio::time::timeout(limits.max_execution_time, fairly(caps.share(), run)).await;
         let result = match ran {
             Err(_elapsed) => Err(CallError::Timeout(limits.max_execution_time)),
             // WASI's `proc_exit`: 0 ends the call as a return of 0 would, any other code as
