@@ -147,11 +147,7 @@ audit_records=0
 for r in $(seq 1 "$rounds"); do
   say "round $r of $rounds: warden serve"
   port=$(free_port)
-  env -u WARDEN_RUNNER_TOKEN -u WARDEN_TRUST_BUNDLE -u WARDEN_AUDIT_KEY \
-    WARDEN_ADMIN_TOKEN="$(cat "$work/admin.token")" "$warden_bin" serve \
-    --listen "127.0.0.1:$port" --data "$data" --trust "$work/trust.toml" --config "$work/policy.toml" \
-    > "$work/warden.log" 2>&1 &
-  server_pid=$!
+  start_warden "$warden_bin" "$work" "$data" "$port"
   hdr_curl=(-H "Authorization: Bearer $key")
   wait_ready warden "http://127.0.0.1:$port/healthz"
   audit=$data/audit/audit.jsonl

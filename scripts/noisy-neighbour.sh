@@ -83,11 +83,7 @@ EOF
 (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/admin.token")
 
 port=$(free_port)
-env -u WARDEN_RUNNER_TOKEN -u WARDEN_TRUST_BUNDLE -u WARDEN_AUDIT_KEY \
-  WARDEN_ADMIN_TOKEN="$(cat "$work/admin.token")" "$warden_bin" serve \
-  --listen "127.0.0.1:$port" --data "$data" --trust "$work/trust.toml" --config "$work/policy.toml" \
-  > "$work/warden.log" 2>&1 &
-server_pid=$!
+start_warden "$warden_bin" "$work" "$data" "$port"
 base=http://127.0.0.1:$port
 for _ in $(seq 1 600); do
   [ "$(status "$base/healthz")" = 200 ] && break

@@ -1,5 +1,6 @@
 # Shared by the load scripts (bench-serve.sh, noisy-neighbour.sh): wrk installed, a free
-# loopback port, a request's status, wrk's latencies in milliseconds. Sourced, not run.
+# loopback port, `warden serve` started, a request's status, wrk's latencies in milliseconds.
+# Sourced, not run.
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 ensure_wrk() {
@@ -20,6 +21,16 @@ build_release() { # TDIR
   CARGO_TARGET_DIR=$1 cargo build --quiet --release --bin warden
   CARGO_TARGET_DIR=$1/hyper-hello cargo build --quiet --release --locked \
     --manifest-path "$root/benches/serve/hyper-hello/Cargo.toml"
+}
+# `warden serve` in the background on 127.0.0.1:PORT over WORK's data, trust, policy and admin
+# token (no other token or key from the caller's environment), its output in WORK/warden.log;
+# its pid in $server_pid.
+start_warden() { # BIN WORK DATA PORT
+  env -u WARDEN_RUNNER_TOKEN -u WARDEN_TRUST_BUNDLE -u WARDEN_AUDIT_KEY \
+    WARDEN_ADMIN_TOKEN="$(cat "$2/admin.token")" "$1" serve \
+    --listen "127.0.0.1:$4" --data "$3" --trust "$2/trust.toml" --config "$2/policy.toml" \
+    > "$2/warden.log" 2>&1 &
+  server_pid=$!
 }
 status() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$@" || true; }
 to_ms() { # wrk's "1.20ms" / "558.00us" / "1.02s" -> milliseconds
