@@ -324,7 +324,9 @@ pub(crate) fn denial_target(op: &str, path: &str, mount: Option<&str>) -> String
 /// released space (the budget may be recomputed after it).
 macro_rules! wrap {
     ($inst:expr, $name:literal, $op:literal, ($fd:ident : $fdty:ty $(, $arg:ident : $ty:ty)*), $path:expr, $call:ident
-     $(, refuse = $refuse:expr)? $(, charge = $charge:expr)? $(, creates = $creates:expr)?
+     $(, refuse = $refuse:expr)?
+     $(, creates = ($cmaking:expr, $cfollow:expr, $cpath:expr, $cexcl:expr $(, $cflags:ident)?))?
+     $(, charge = $charge:expr)?
      $(, freed = $freed:expr)?
      $(, opened = $opened:tt)? $(, moving = $moving:tt)? $(, holds = ($hdir:expr, $hpath:expr, $hsrc:expr))?
      $(, listing = $listing:tt)?) => {
@@ -388,22 +390,25 @@ macro_rules! wrap {
                             return Ok((Err(ErrorCode::InsufficientMemory),));
                         }
                     )?
-                    // An entry charged only if the path is new (see `creating`).
-                    #[allow(unused_mut, unused_assignments, unused_variables)]
-                    let mut creates: Option<(PathFlags, &str)> = None;
+                    // Under a quota, what exists is not made again (see `exists`): an exclusive
+                    // make answers `exist` at once, and an open loses its `create`, so no entry
+                    // is made that was not charged.
                     $(
-                        creates = Some($creates);
+                        let there = $cmaking && exists(state, &$fd, $cfollow, $cpath).await;
+                        if there && $cexcl {
+                            return Ok((Err(ErrorCode::Exist),));
+                        }
+                        $(
+                            let mut $cflags = $cflags;
+                            if there {
+                                $cflags &= !OpenFlags::CREATE;
+                            }
+                        )?
                     )?
                     #[allow(unused_mut, unused_assignments)]
                     let mut charged = None;
                     $(
-                        #[allow(unused_mut)]
-                        let (on, mut cost): (&Fd, Cost) = $charge;
-                        if let Some((follow, at)) = creates
-                            && cost == Cost::ENTRY
-                        {
-                            cost = creating(state, on, follow, at).await;
-                        }
+                        let (on, cost): (&Fd, Cost) = $charge;
                         match charge(state, on, cost).await {
                             Ok(c) => charged = c,
                             Err(code) => return Ok((Err(code),)),
@@ -491,11 +496,18 @@ pub(crate) fn add_to_linker<T: FsCall>(l: &mut Linker<T>) -> wasmtime::Result<()
     l.allow_shadowing(true);
     let mut inst = l.instance("wasi:filesystem/types@0.2.12")?;
     wrap!(inst, "open-at", "open", (fd: Fd, pf: PathFlags, path: String, of: OpenFlags, df: DescriptorFlags), path.clone(), open_at,
+        // `create` with `exclusive` fails on any name there, a symlink included (not followed).
+        creates = (
+            of.contains(OpenFlags::CREATE),
+            if of.contains(OpenFlags::EXCLUSIVE) { PathFlags::empty() } else { pf },
+            &path,
+            of.contains(OpenFlags::CREATE | OpenFlags::EXCLUSIVE),
+            of
+        ),
         charge = (&fd, if of.contains(OpenFlags::CREATE) { Cost::ENTRY } else { Cost::NONE }),
-        creates = (pf, path.as_str()),
         freed = of.contains(OpenFlags::TRUNCATE), opened = true);
     wrap!(inst, "create-directory-at", "mkdir", (fd: Fd, path: String), path.clone(), create_directory_at,
-        charge = (&fd, Cost::ENTRY), creates = (PathFlags::empty(), path.as_str()));
+        creates = (true, PathFlags::empty(), &path, true), charge = (&fd, Cost::ENTRY));
     wrap!(inst, "stat-at", "stat", (fd: Fd, pf: PathFlags, path: String), path.clone(), stat_at);
     wrap!(inst, "set-times-at", "set-times", (fd: Fd, pf: PathFlags, path: String, a: NewTimestamp, m: NewTimestamp), path.clone(), set_times_at);
     wrap!(inst, "link-at", "link", (fd: Fd, pf: PathFlags, old: String, to: Fd, new: String), format!("{old} -> {new}"), link_at,
@@ -600,15 +612,17 @@ async fn charge(
     }
 }
 
-/// What making `path` in `fd` costs under a quota: an entry, unless something is there already.
-/// Opening an existing file with `create` adds nothing, and `mkdir` of an existing folder fails
-/// with `exist`, which a full quota (or a ledger held elsewhere) must not turn into
-/// `insufficient-space` (outside attack, session 30, F6). If the look fails, an entry is charged.
-async fn creating(state: &mut impl FsCall, fd: &Fd, follow: PathFlags, path: &str) -> Cost {
+/// Whether something is at `path` in `fd`, looked at only under a quota (without one nothing
+/// is charged, and Wasmtime answers). A name there costs nothing to make again: `mkdir` of an
+/// existing folder answers `exist` even with the quota full, and an existing file opens with
+/// `create` (outside attack, session 30, F6). The caller must then not make anything (outside
+/// attack, session 32: a name renamed away between this look and the make let uncharged
+/// entries in, 30 to 188 against a quota of 30). If the look fails, the name is new.
+async fn exists(state: &mut impl FsCall, fd: &Fd, follow: PathFlags, path: &str) -> bool {
     if state.fs_quota().is_none() {
-        return Cost::ENTRY;
+        return false;
     }
-    let there = state
+    state
         .filesystem()
         .stat_at(
             Resource::<Descriptor>::new_borrow(fd.rep()),
@@ -616,8 +630,7 @@ async fn creating(state: &mut impl FsCall, fd: &Fd, follow: PathFlags, path: &st
             path.to_owned(),
         )
         .await
-        .is_ok();
-    if there { Cost::NONE } else { Cost::ENTRY }
+        .is_ok()
 }
 
 /// Why a write to a file deleted while open is refused under a quota: its blocks stay used

@@ -1362,6 +1362,53 @@ async fn making_what_exists_is_not_charged_an_entry() {
     assert!(entries <= QUOTA_ENTRIES, "{entries} entries");
 }
 
+/// Outside attack, session 32, on the test above's first fix: the host looked at the name,
+/// charged nothing because it was there, then made it; a second call renaming a folder in and
+/// out of the name (renames are free) made the make create a new file uncharged (30 to 188
+/// entries against a quota of 30). Now what exists is not made again: the open loses its
+/// `create`. One call writes the name in a loop while others toggle the folder.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_renamed_away_during_a_make_lets_no_entry_in_uncharged() {
+    let lab = quota_lab();
+    let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
+    let files = files_dir(&lab, "default", "warden.hostile-fs");
+    assert_eq!(op(&lab, &id, "mkdir", "/data/u").await, "ok");
+    let mut i = 0;
+    while op(&lab, &id, "mkdir", &format!("/data/e{i}")).await == "ok" {
+        i += 1;
+        assert!(
+            i <= QUOTA_ENTRIES,
+            "more folders made than the quota's entries"
+        );
+    }
+    let racer = {
+        let (host, id) = (lab.host.clone(), id.clone());
+        tokio::spawn(
+            async move { run(&host, "default", &id, "race-write", "/data/t|4000|x").await },
+        )
+    };
+    let (mut cycles, mut made) = (0, 0);
+    while !racer.is_finished() && cycles < 2000 {
+        cycles += 1;
+        let there = op(&lab, &id, "rename", "/data/u|/data/t").await;
+        let back = op(&lab, &id, "rename", "/data/t|/data/u").await;
+        // A file made at the name by the racer: moved aside (free), counted.
+        if (there != "ok" || back != "ok")
+            && op(&lab, &id, "rename", &format!("/data/t|/data/made{cycles}")).await == "ok"
+        {
+            made += 1;
+        }
+    }
+    let raced = racer.await.unwrap();
+    assert!(cycles > 20, "the racer ended too soon to race: {raced}");
+    assert_eq!(
+        made, 0,
+        "{made} files made uncharged in {cycles} cycles ({raced})"
+    );
+    let (_, entries) = disk_use(&files);
+    assert!(entries <= QUOTA_ENTRIES, "{entries} entries");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_installs_have_separate_budgets() {
     let lab = quota_lab();

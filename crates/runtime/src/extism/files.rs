@@ -218,26 +218,22 @@ impl Files {
         found
     }
 
-    /// What making `path` in `dir` costs: an entry, unless something is there already (see
-    /// `crate::fs::creating`, of which this is preview 1's form).
-    async fn creating(
+    /// Whether something is at `path` in `dir`, looked at only under a quota: see
+    /// `crate::fs::exists`, of which this is preview 1's form (the caller must then make
+    /// nothing).
+    async fn exists(
         &self,
         ctx: &mut WasiP1Ctx,
         mem: &mut GuestMemory<'_>,
         dir: i32,
         follow: Lookupflags,
         path: GuestPtr<str>,
-    ) -> Cost {
-        if self.quota.is_none() {
-            return Cost::ENTRY;
-        }
-        match ctx
-            .path_filestat_get(mem, Fd::from(dir as u32), follow, path)
-            .await
-        {
-            Ok(_) => Cost::NONE,
-            Err(_) => Cost::ENTRY,
-        }
+    ) -> bool {
+        self.quota.is_some()
+            && ctx
+                .path_filestat_get(mem, Fd::from(dir as u32), follow, path)
+                .await
+                .is_ok()
     }
 
     /// The size of the file at `path` in `dir` if removing it (or renaming `source` over it)
@@ -546,13 +542,27 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
             ledger.deny(Capability::Filesystem, OPEN_FILES_TARGET, Some(open_files_reason()));
             return Ok(Errno::Mfile as i32);
         }
-        let oflags = Oflags::from_bits_truncate(of as u16);
-        let follow = Lookupflags::from_bits_truncate(lf as u32);
-        let cost = if oflags.contains(Oflags::CREAT) {
-            files.creating(ctx, &mut mem, fd, follow, guest_str(p, n)).await
-        } else {
-            Cost::NONE
-        };
+        let mut oflags = Oflags::from_bits_truncate(of as u16);
+        let mut of = of;
+        // Under a quota, what exists is not made again (see `Files::exists`): `creat` with
+        // `excl` (which fails on any name there, a symlink included) answers `exist` at once,
+        // and an open loses its `creat`, so no entry is made that was not charged.
+        if oflags.contains(Oflags::CREAT) {
+            let excl = oflags.contains(Oflags::EXCL);
+            let follow = if excl {
+                Lookupflags::empty()
+            } else {
+                Lookupflags::from_bits_truncate(lf as u32)
+            };
+            if files.exists(ctx, &mut mem, fd, follow, guest_str(p, n)).await {
+                if excl {
+                    return Ok(Errno::Exist as i32);
+                }
+                oflags.remove(Oflags::CREAT);
+                of &= !i32::from(Oflags::CREAT.bits());
+            }
+        }
+        let cost = if oflags.contains(Oflags::CREAT) { Cost::ENTRY } else { Cost::NONE };
         let charged = match files.charge(ledger, mount.as_ref(), cost).await {
             Ok(c) => c,
             Err(e) => return Ok(e),
@@ -577,8 +587,11 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
         if let Some(e) = Files::refused(ledger, "mkdir", &path, &[mount.as_ref()]) {
             return Ok(e);
         }
-        let cost = files.creating(ctx, &mut mem, fd, Lookupflags::empty(), guest_str(p, n)).await;
-        let charged = match files.charge(ledger, mount.as_ref(), cost).await {
+        // What exists is not made again (see `Files::exists`).
+        if files.exists(ctx, &mut mem, fd, Lookupflags::empty(), guest_str(p, n)).await {
+            return Ok(Errno::Exist as i32);
+        }
+        let charged = match files.charge(ledger, mount.as_ref(), Cost::ENTRY).await {
             Ok(c) => c,
             Err(e) => return Ok(e),
         };
