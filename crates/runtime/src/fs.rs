@@ -390,11 +390,19 @@ macro_rules! wrap {
                             return Ok((Err(ErrorCode::InsufficientMemory),));
                         }
                     )?
-                    // Under a quota, what exists is not made again (see `exists`): an exclusive
-                    // make answers `exist` at once, and an open loses its `create`, so no entry
-                    // is made that was not charged.
+                    // Under a quota, only a name found absent is made (see `Look`): an
+                    // exclusive make of one there answers `exist` at once, and an open loses its
+                    // `create`, so no entry is made that was not charged.
                     $(
-                        let there = $cmaking && exists(state, &$fd, $cfollow, $cpath).await;
+                        let looked = if $cmaking {
+                            look(state, &$fd, $cfollow, $cpath).await?
+                        } else {
+                            Look::Absent
+                        };
+                        if let Look::Fails(code) = looked {
+                            return Ok((answer(state, $op, &path, mount.as_deref(), Err(code.into()))?,));
+                        }
+                        let there = matches!(looked, Look::There);
                         if there && $cexcl {
                             return Ok((Err(ErrorCode::Exist),));
                         }
@@ -612,25 +620,47 @@ async fn charge(
     }
 }
 
-/// Whether something is at `path` in `fd`, looked at only under a quota (without one nothing
-/// is charged, and Wasmtime answers). A name there costs nothing to make again: `mkdir` of an
-/// existing folder answers `exist` even with the quota full, and an existing file opens with
-/// `create` (outside attack, session 30, F6). The caller must then not make anything (outside
-/// attack, session 32: a name renamed away between this look and the make let uncharged
-/// entries in, 30 to 188 against a quota of 30). If the look fails, the name is new.
-async fn exists(state: &mut impl FsCall, fd: &Fd, follow: PathFlags, path: &str) -> bool {
+/// What is at a name about to be made, looked at only under a quota (without one nothing is
+/// charged, and Wasmtime answers).
+enum Look {
+    /// Nothing: making it costs an entry.
+    Absent,
+    /// Something: it costs nothing to make again, so nothing may be made. `mkdir` of an existing
+    /// folder answers `exist` even with the quota full, and an existing file opens without
+    /// `create` (outside attack, session 30, F6); made anyway, a name renamed away between the
+    /// look and the make let uncharged entries in (outside attack, session 32: 30 to 188
+    /// against a quota of 30).
+    There,
+    /// The look itself failed (a loop, a path through a file, an escape): answered so, and
+    /// nothing made. Made anyway, a path component swapped in between could let the make
+    /// succeed uncharged.
+    Fails(ErrorCode),
+}
+
+async fn look(
+    state: &mut impl FsCall,
+    fd: &Fd,
+    follow: PathFlags,
+    path: &str,
+) -> wasmtime::Result<Look> {
     if state.fs_quota().is_none() {
-        return false;
+        return Ok(Look::Absent);
     }
-    state
+    let stat = state
         .filesystem()
         .stat_at(
             Resource::<Descriptor>::new_borrow(fd.rep()),
             follow,
             path.to_owned(),
         )
-        .await
-        .is_ok()
+        .await;
+    Ok(match stat {
+        Ok(_) => Look::There,
+        Err(e) => match state.filesystem().convert_error_code(e)? {
+            ErrorCode::NoEntry => Look::Absent,
+            code => Look::Fails(code),
+        },
+    })
 }
 
 /// Why a write to a file deleted while open is refused under a quota: its blocks stay used

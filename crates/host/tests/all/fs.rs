@@ -1337,6 +1337,14 @@ async fn making_what_exists_is_not_charged_an_entry() {
     let files = files_dir(&lab, "default", "warden.hostile-fs");
     assert_eq!(op(&lab, &id, "mkdir", "/data/d").await, "ok");
     assert_eq!(op(&lab, &id, "fill", "/data/f|10").await, "ok");
+    assert_eq!(
+        op(&lab, &id, "symlink", "nowhere|/data/dangling").await,
+        "ok"
+    );
+    assert_eq!(
+        op(&lab, &id, "symlink", "looping|/data/looping").await,
+        "ok"
+    );
     let mut i = 0;
     while op(&lab, &id, "mkdir", &format!("/data/e{i}")).await == "ok" {
         i += 1;
@@ -1353,6 +1361,19 @@ async fn making_what_exists_is_not_charged_an_entry() {
         "err:AlreadyExists"
     );
     assert_eq!(fs::read(files.join("data/f")).unwrap(), vec![b'x'; 20]);
+    // Helper 101: with the quota full, these answered `StorageFull` (and left a quota denial).
+    // An exclusive create fails on a symlink there, dangling or not (it is not followed); a
+    // look that fails (a loop) answers why.
+    assert_eq!(
+        op(&lab, &id, "create", "/data/dangling").await,
+        "err:AlreadyExists"
+    );
+    assert_eq!(
+        op(&lab, &id, "mkdir", "/data/looping").await,
+        "err:AlreadyExists"
+    );
+    let out = op(&lab, &id, "fill", "/data/looping|1").await;
+    assert!(out.starts_with("err:FilesystemLoop"), "{out}");
     assert_eq!(quota_denials(&lab).len(), denied, "nothing new was refused");
     // A new entry is still refused, and audited.
     assert_eq!(op(&lab, &id, "mkdir", "/data/new").await, "err:StorageFull");

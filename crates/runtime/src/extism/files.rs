@@ -218,22 +218,30 @@ impl Files {
         found
     }
 
-    /// Whether something is at `path` in `dir`, looked at only under a quota: see
-    /// `crate::fs::exists`, of which this is preview 1's form (the caller must then make
-    /// nothing).
-    async fn exists(
+    /// What is at a name about to be made, looked at only under a quota: whether something
+    /// is (`Ok(true)`: nothing may be made), or why the look failed (`Err`: answered so,
+    /// nothing made). See `crate::fs::Look`, of which this is preview 1's form.
+    async fn look(
         &self,
         ctx: &mut WasiP1Ctx,
         mem: &mut GuestMemory<'_>,
         dir: i32,
         follow: Lookupflags,
         path: GuestPtr<str>,
-    ) -> bool {
-        self.quota.is_some()
-            && ctx
-                .path_filestat_get(mem, Fd::from(dir as u32), follow, path)
-                .await
-                .is_ok()
+    ) -> wasmtime::Result<Result<bool, Errno>> {
+        if self.quota.is_none() {
+            return Ok(Ok(false));
+        }
+        match ctx
+            .path_filestat_get(mem, Fd::from(dir as u32), follow, path)
+            .await
+        {
+            Ok(_) => Ok(Ok(true)),
+            Err(e) => match e.downcast()? {
+                Errno::Noent => Ok(Ok(false)),
+                errno => Ok(Err(errno)),
+            },
+        }
     }
 
     /// The size of the file at `path` in `dir` if removing it (or renaming `source` over it)
@@ -544,9 +552,9 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
         }
         let mut oflags = Oflags::from_bits_truncate(of as u16);
         let mut of = of;
-        // Under a quota, what exists is not made again (see `Files::exists`): `creat` with
-        // `excl` (which fails on any name there, a symlink included) answers `exist` at once,
-        // and an open loses its `creat`, so no entry is made that was not charged.
+        // Under a quota, only a name found absent is made (see `Files::look`): `creat` with
+        // `excl` (which fails on any name there, a symlink included) answers `exist` at once
+        // if one is there, and an open loses its `creat`, so no entry is made uncharged.
         if oflags.contains(Oflags::CREAT) {
             let excl = oflags.contains(Oflags::EXCL);
             let follow = if excl {
@@ -554,12 +562,16 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
             } else {
                 Lookupflags::from_bits_truncate(lf as u32)
             };
-            if files.exists(ctx, &mut mem, fd, follow, guest_str(p, n)).await {
-                if excl {
-                    return Ok(Errno::Exist as i32);
+            match files.look(ctx, &mut mem, fd, follow, guest_str(p, n)).await? {
+                Ok(false) => {}
+                Ok(true) if excl => return Ok(Errno::Exist as i32),
+                Ok(true) => {
+                    oflags.remove(Oflags::CREAT);
+                    of &= !i32::from(Oflags::CREAT.bits());
                 }
-                oflags.remove(Oflags::CREAT);
-                of &= !i32::from(Oflags::CREAT.bits());
+                Err(errno) => {
+                    return Ok(Files::answer(ledger, errno as i32, "open", &path, mount.as_ref()));
+                }
             }
         }
         let cost = if oflags.contains(Oflags::CREAT) { Cost::ENTRY } else { Cost::NONE };
@@ -587,9 +599,13 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
         if let Some(e) = Files::refused(ledger, "mkdir", &path, &[mount.as_ref()]) {
             return Ok(e);
         }
-        // What exists is not made again (see `Files::exists`).
-        if files.exists(ctx, &mut mem, fd, Lookupflags::empty(), guest_str(p, n)).await {
-            return Ok(Errno::Exist as i32);
+        // Only a name found absent is made (see `Files::look`).
+        match files.look(ctx, &mut mem, fd, Lookupflags::empty(), guest_str(p, n)).await? {
+            Ok(false) => {}
+            Ok(true) => return Ok(Errno::Exist as i32),
+            Err(errno) => {
+                return Ok(Files::answer(ledger, errno as i32, "mkdir", &path, mount.as_ref()));
+            }
         }
         let charged = match files.charge(ledger, mount.as_ref(), Cost::ENTRY).await {
             Ok(c) => c,
