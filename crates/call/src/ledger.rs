@@ -304,9 +304,24 @@ impl Ledger {
         }
     }
 
+    /// Whether nothing was recorded (a poisoned lock is not known to be empty).
+    fn is_empty(&self) -> bool {
+        self.0.entries.lock().is_ok_and(|e| {
+            e.denials.is_empty()
+                && e.uses.is_empty()
+                && e.limits.is_empty()
+                && e.more_denials.is_empty()
+                && e.more_uses.is_empty()
+        })
+    }
+
     /// The entries as the report carries them: redacted of the call's secret values, then cut
     /// to [`MAX_TARGET_BYTES`] (in that order, so a cut never leaves the start of a value).
     pub fn report(&self, redactor: &Redactor) -> (Vec<Denial>, Vec<Use>, Vec<Denial>) {
+        // Most calls use nothing recorded here: one lock, and nothing to copy or redact.
+        if self.is_empty() {
+            return (Vec::new(), Vec::new(), Vec::new());
+        }
         let clean = |d: Denial| Denial {
             target: cut(&redactor.text(&d.target), MAX_TARGET_BYTES),
             reason: d.reason.map(|r| cut(&redactor.text(&r), MAX_TARGET_BYTES)),
