@@ -1326,6 +1326,18 @@ async fn entries_are_limited_too() {
     assert!(!quota_denials(&lab).is_empty());
 }
 
+/// Makes folders `/data/e0`, `/data/e1`, ... until the quota's entries are used up.
+async fn fill_the_entries(lab: &Lab, id: &ExtensionId) {
+    let mut i = 0;
+    while op(lab, id, "mkdir", &format!("/data/e{i}")).await == "ok" {
+        i += 1;
+        assert!(
+            i <= QUOTA_ENTRIES,
+            "more folders made than the quota's entries"
+        );
+    }
+}
+
 /// Outside attack, session 30 (F6): with the entries used up, `mkdir` of a folder that exists
 /// answered `insufficient-space` instead of `exist`, and opening an existing file with
 /// `create` was refused (charged an entry it does not make). What exists costs nothing to
@@ -1345,14 +1357,7 @@ async fn making_what_exists_is_not_charged_an_entry() {
         op(&lab, &id, "symlink", "looping|/data/looping").await,
         "ok"
     );
-    let mut i = 0;
-    while op(&lab, &id, "mkdir", &format!("/data/e{i}")).await == "ok" {
-        i += 1;
-        assert!(
-            i <= QUOTA_ENTRIES,
-            "more folders made than the quota's entries"
-        );
-    }
+    fill_the_entries(&lab, &id).await;
     let denied = quota_denials(&lab).len();
     assert_eq!(op(&lab, &id, "mkdir", "/data/d").await, "err:AlreadyExists");
     assert_eq!(op(&lab, &id, "fill", "/data/f|20").await, "ok");
@@ -1394,14 +1399,7 @@ async fn a_name_renamed_away_during_a_make_lets_no_entry_in_uncharged() {
     let id = load(&lab, "default", mounts(&["/data"], &[]), &Grant::All).id;
     let files = files_dir(&lab, "default", "warden.hostile-fs");
     assert_eq!(op(&lab, &id, "mkdir", "/data/u").await, "ok");
-    let mut i = 0;
-    while op(&lab, &id, "mkdir", &format!("/data/e{i}")).await == "ok" {
-        i += 1;
-        assert!(
-            i <= QUOTA_ENTRIES,
-            "more folders made than the quota's entries"
-        );
-    }
+    fill_the_entries(&lab, &id).await;
     let racer = {
         let (host, id) = (lab.host.clone(), id.clone());
         tokio::spawn(
