@@ -550,7 +550,7 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
             ledger.deny(Capability::Filesystem, OPEN_FILES_TARGET, Some(open_files_reason()));
             return Ok(Errno::Mfile as i32);
         }
-        let mut oflags = Oflags::from_bits_truncate(of as u16);
+        let oflags = Oflags::from_bits_truncate(of as u16);
         let mut of = of;
         // Under a quota, only a name found absent is made (see `Files::look`): `creat` with
         // `excl` (which fails on any name there, a symlink included) answers `exist` at once
@@ -565,16 +565,14 @@ pub(crate) fn add_to_linker<T: FilesState>(l: &mut Linker<T>) -> wasmtime::Resul
             match files.look(ctx, &mut mem, fd, follow, guest_str(p, n)).await? {
                 Ok(false) => {}
                 Ok(true) if excl => return Ok(Errno::Exist as i32),
-                Ok(true) => {
-                    oflags.remove(Oflags::CREAT);
-                    of &= !i32::from(Oflags::CREAT.bits());
-                }
+                Ok(true) => of &= !i32::from(Oflags::CREAT.bits()),
                 Err(errno) => {
                     return Ok(Files::answer(ledger, errno as i32, "open", &path, mount.as_ref()));
                 }
             }
         }
-        let cost = if oflags.contains(Oflags::CREAT) { Cost::ENTRY } else { Cost::NONE };
+        let creates = Oflags::from_bits_truncate(of as u16).contains(Oflags::CREAT);
+        let cost = if creates { Cost::ENTRY } else { Cost::NONE };
         let charged = match files.charge(ledger, mount.as_ref(), cost).await {
             Ok(c) => c,
             Err(e) => return Ok(e),
