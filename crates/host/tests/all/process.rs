@@ -974,7 +974,9 @@ async fn a_folder_slow_to_measure_does_not_leave_a_writer_free_between_measures(
     // deleting a file kept open (60-68 MB); files opened in a folder removed at once, kept
     // under another name (their writes reach no folder's watch: 31-67 MB). Now the tree is
     // held still at once and measured after the pause, and files held under names that are
-    // gone are watched by themselves.
+    // gone are watched by themselves. Under load (four busy loops on two cores) the watch's
+    // thread started up to 100 ms after the program had the call, and `fill` wrote 26-32 MB
+    // past the quota unread: now the call waits for the watch to run.
     for (method, input) in [("fill", "1024"), ("heldfill", "1024"), ("orphans", "32")] {
         let (lab, id, before) = slow_folder(&format!("rw-slow-{method}")).await;
         let e = call(&lab, &id, method, input).await.unwrap_err();

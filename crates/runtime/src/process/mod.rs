@@ -902,24 +902,37 @@ impl ProcessInstall {
             (folders, watch, still)
         });
         let still = watched.as_ref().map(|(_, _, still)| still.clone());
-        let watch_quota = async {
-            match watched {
-                Some((folders, watch, still)) => watch.run(folders, program, still).await,
-                None => std::future::pending().await,
-            }
+        // The watch runs before the program reads the call (see `Watch::start`); its thread
+        // not started by the call's deadline is the call's time out.
+        let watching = match watched {
+            Some((folders, watch, still)) => Some(
+                tokio::time::timeout_at(deadline.into(), watch.start(folders, program, still))
+                    .await
+                    .unwrap_or(Err(CallError::Timeout(limits.max_execution_time))),
+            ),
+            None => None,
         };
-        let ended = {
-            let exchange = worker.session.call_capturing(
-                &mut worker.stderr,
-                Call { method, input },
-                &self.protocol,
-                &api,
-                deadline,
-            );
-            tokio::select! {
-                biased;
-                out = exchange => Ended::Answered(out),
-                e = watch_quota => Ended::OverQuota(e),
+        let ended = match watching {
+            Some(Err(e)) => Ended::OverQuota(e),
+            watching => {
+                let watch_quota = async {
+                    match watching {
+                        Some(Ok(w)) => w.ended().await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                let exchange = worker.session.call_capturing(
+                    &mut worker.stderr,
+                    Call { method, input },
+                    &self.protocol,
+                    &api,
+                    deadline,
+                );
+                tokio::select! {
+                    biased;
+                    out = exchange => Ended::Answered(out),
+                    e = watch_quota => Ended::OverQuota(e),
+                }
             }
         };
         // A measure still running holds the tree; it must be thawed by then, not after.
@@ -1120,7 +1133,8 @@ impl ProcessInstall {
 /// How a call's exchange with its process ended.
 enum Ended {
     Answered(warden_process::Output),
-    /// The read-write folders went over the quota first (the exchange was dropped).
+    /// The quota's watch ended the call first: the read-write folders went over the quota, or
+    /// the watch could not run (the exchange was dropped, or never began).
     OverQuota(CallError),
 }
 

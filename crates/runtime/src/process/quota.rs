@@ -168,29 +168,62 @@ enum Woken {
 }
 
 impl Watch {
-    /// Ends (with the quota's error) once the folders are over the quota, measured when
-    /// growth may have taken them over (or something was deleted, or is held deleted, or the
-    /// watch cannot see), and on a clock. With a freezer, each measure holds the tree still
-    /// (see [`Still`]). Runs on a thread of the blocking pool until this future is dropped.
-    pub async fn run(self, folders: &Folders, program: u32, still: Still) -> CallError {
+    /// Starts the watch on a thread of the blocking pool and returns once that thread runs:
+    /// the call's request must not reach the program before (outside attack under load: a
+    /// watch whose thread started 100 ms after the program let it write 26-32 MB past a 4 MiB
+    /// quota unread; the events were queued, but nothing read them). The watch then ends (with
+    /// the quota's error) once the folders are over the quota, measured when growth may have
+    /// taken them over (or something was deleted, or is held deleted, or the watch cannot
+    /// see), and on a clock. With a freezer, each measure holds the tree still (see
+    /// [`Still`]). It runs until the returned [`Watching`] is dropped.
+    pub async fn start(
+        self,
+        folders: &Folders,
+        program: u32,
+        still: Still,
+    ) -> Result<Watching, CallError> {
         let (stop, stopper) = match std::io::pipe() {
             Ok(p) => p,
             // Unwatched, a call could write far past the quota: it does not run.
-            Err(e) => return CallError::host_caused("the file quota's watch", e),
+            Err(e) => return Err(CallError::host_caused("the file quota's watch", e)),
         };
         let folders = folders.clone();
-        let task =
-            tokio::task::spawn_blocking(move || self.watch(&folders, program, &still, &stop));
-        // Dropped with this future: the thread sees its pipe close and ends.
-        let _stopper = stopper;
-        match task.await {
+        let (running, started) = tokio::sync::oneshot::channel();
+        let task = tokio::task::spawn_blocking(move || {
+            let _ = running.send(());
+            self.watch(&folders, program, &still, &stop)
+        });
+        // Dropped before the thread ran: the pipe closes, and the thread ends when it runs.
+        let watching = Watching {
+            task,
+            _stopper: stopper,
+        };
+        match started.await {
+            Ok(()) => Ok(watching),
+            Err(_) => Err(CallError::host("the file quota's watch did not start")),
+        }
+    }
+}
+
+/// A watch that runs (see [`Watch::start`]); dropped, its thread sees its pipe close and ends.
+pub(super) struct Watching {
+    task: tokio::task::JoinHandle<Option<CallError>>,
+    _stopper: std::io::PipeWriter,
+}
+
+impl Watching {
+    /// The quota's error, once the folders are over it.
+    pub async fn ended(mut self) -> CallError {
+        match (&mut self.task).await {
             Ok(Some(e)) => e,
             // Only while the call ends: the thread saw its pipe close.
             Ok(None) => std::future::pending().await,
             Err(_) => CallError::host("the file quota's watch ended"),
         }
     }
+}
 
+impl Watch {
     fn watch(
         mut self,
         folders: &Folders,
