@@ -203,27 +203,7 @@ impl Watch {
             Err(_) => Err(CallError::host("the file quota's watch did not start")),
         }
     }
-}
 
-/// A watch that runs (see [`Watch::start`]); dropped, its thread sees its pipe close and ends.
-pub(super) struct Watching {
-    task: tokio::task::JoinHandle<Option<CallError>>,
-    _stopper: std::io::PipeWriter,
-}
-
-impl Watching {
-    /// The quota's error, once the folders are over it.
-    pub async fn ended(mut self) -> CallError {
-        match (&mut self.task).await {
-            Ok(Some(e)) => e,
-            // Only while the call ends: the thread saw its pipe close.
-            Ok(None) => std::future::pending().await,
-            Err(_) => CallError::host("the file quota's watch ended"),
-        }
-    }
-}
-
-impl Watch {
     fn watch(
         mut self,
         folders: &Folders,
@@ -305,6 +285,24 @@ impl Watch {
             if let Some(g) = self.growth.as_mut() {
                 g.rebase();
             }
+        }
+    }
+}
+
+/// A watch that runs (see [`Watch::start`]); dropped, its thread sees its pipe close and ends.
+pub(super) struct Watching {
+    task: tokio::task::JoinHandle<Option<CallError>>,
+    _stopper: std::io::PipeWriter,
+}
+
+impl Watching {
+    /// The quota's error, once the folders are over it.
+    pub async fn ended(mut self) -> CallError {
+        match (&mut self.task).await {
+            Ok(Some(e)) => e,
+            // Only while the call ends: the thread saw its pipe close.
+            Ok(None) => std::future::pending().await,
+            Err(_) => CallError::host("the file quota's watch ended"),
         }
     }
 }
