@@ -905,20 +905,21 @@ impl ProcessInstall {
         // The watch runs before the program reads the call (see `Watch::start`); its thread
         // not started by the call's deadline is the call's time out.
         let watching = match watched {
-            Some((folders, watch, still)) => Some(
+            Some((folders, watch, still)) => {
                 tokio::time::timeout_at(deadline.into(), watch.start(folders, program, still))
                     .await
-                    .unwrap_or(Err(CallError::Timeout(limits.max_execution_time))),
-            ),
-            None => None,
+                    .unwrap_or(Err(CallError::Timeout(limits.max_execution_time)))
+                    .map(Some)
+            }
+            None => Ok(None),
         };
         let ended = match watching {
-            Some(Err(e)) => Ended::OverQuota(e),
-            watching => {
+            Err(e) => Ended::OverQuota(e),
+            Ok(watching) => {
                 let watch_quota = async {
                     match watching {
-                        Some(Ok(w)) => w.ended().await,
-                        _ => std::future::pending().await,
+                        Some(w) => w.ended().await,
+                        None => std::future::pending().await,
                     }
                 };
                 let exchange = worker.session.call_capturing(
