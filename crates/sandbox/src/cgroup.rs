@@ -10,6 +10,15 @@
 //!   process may write: its own cgroup when it is the root, else its parent (systemd's
 //!   `Delegate=pids memory` with `DelegateSubgroup=`, which puts the service one level down).
 //!
+//! Where the `cpu` controller is there too (v1's `cpu` hierarchy, or v2's `cpu` offered beside
+//! pids and memory), the sandboxes also share one cpu group: all of one host's sandboxes
+//! together weigh, when the CPU is contended, as much as one scheduling group of the host's
+//! own (its session's autogroup, or its sibling cgroup), and each sandbox as much as another.
+//! Without it each sandbox is a session of its own (`setsid`), and where the kernel groups
+//! sessions (`kernel.sched_autogroup_enabled`) each weighs as much as the whole host: eight
+//! busy sandboxes left the host's threads an eighth of the CPU (outside attack: eight calls
+//! at once wrote up to 70 MiB past a 4 MiB file quota, its watch thread starved).
+//!
 //! Each host process makes `warden-<pid>` there and one numbered folder per sandbox in it. The
 //! child is moved in by the parent before it is released, so its program never runs outside.
 //! A sandbox's folder is removed once its init is reaped; what cannot be removed at once is
@@ -33,6 +42,12 @@ pub(crate) struct Root {
     /// v1's own freezer is not used: a task it froze ignores `SIGKILL` until thawed, so a host
     /// that died with sandboxes parked would leave them for ever.)
     freezer: Option<PathBuf>,
+    /// Where v1 sandboxes share their cpu group: this host's folder in the `cpu` hierarchy,
+    /// where it is writable. (v2 sandboxes share theirs in their one folder, where `cpu` is
+    /// offered: see [`Root::cpu`].)
+    cpu: Option<PathBuf>,
+    /// Whether sandboxes are weighed in a cpu group of their own (v1 or v2).
+    weighed: bool,
     /// Locks on the bases, held while this process lives: how a later host tells a dead
     /// host's folders from a live one's, whatever pid namespace either runs in.
     _locks: Vec<File>,
@@ -86,26 +101,36 @@ impl Root {
             .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
         let mounts = Mount::parse(&mountinfo);
         let v2 = match v2_base(&own, &mounts, notes) {
-            Ok(dir) => return Root::make(Version::V2, vec![dir]),
+            Ok(dir) => return Root::make(Version::V2, vec![dir], None, None),
             Err(why) => why,
         };
         let v1 = match v1_bases(&own, &mounts) {
-            Ok(mut dirs) => {
+            Ok(dirs) => {
                 // The freezer is optional: without it warm processes are parked by signal.
                 let freezer = v2_own(&own, &mounts).filter(|d| writable(d));
                 match &freezer {
                     Some(f) => notes.push(format!("freezing in cgroup v2 at {}", f.display())),
                     None => notes.push("no writable cgroup v2 folder to freeze in".to_owned()),
                 }
-                dirs.extend(freezer);
-                return Root::make(Version::V1, dirs);
+                let cpu = v1_dir("cpu", &own, &mounts);
+                if let Err(why) = &cpu {
+                    notes.push(format!("no cpu group for sandboxes: {why}"));
+                }
+                return Root::make(Version::V1, dirs, cpu.ok(), freezer);
             }
             Err(why) => why,
         };
         Err(format!("cgroup v2: {v2}; cgroup v1: {v1}"))
     }
 
-    fn make(version: Version, parents: Vec<PathBuf>) -> Result<Root, String> {
+    /// This host's folders under `parents` (the required hierarchies), `cpu` and `freezer`
+    /// (optional, v1).
+    fn make(
+        version: Version,
+        parents: Vec<PathBuf>,
+        cpu: Option<PathBuf>,
+        freezer: Option<PathBuf>,
+    ) -> Result<Root, String> {
         // The pid alone is not unique: hosts in other pid namespaces may share the hierarchy.
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -113,7 +138,10 @@ impl Root {
         let name = format!("warden-{}-{nonce:x}", std::process::id());
         let mut bases = Vec::new();
         let mut locks = Vec::new();
-        for parent in &parents {
+        let required = parents.len();
+        let optional = [cpu.is_some(), freezer.is_some()];
+        let mut weighed = false;
+        for parent in parents.iter().chain(&cpu).chain(&freezer) {
             remove_dead_hosts(parent);
             // No lock on the parent (anyone may read, so lock, a cgroup folder: a user holding
             // it would hang every host). Instead: make the folder, lock it, and check it is
@@ -147,16 +175,23 @@ impl Root {
             if version == Version::V2 {
                 std::fs::write(base.join("cgroup.subtree_control"), "+pids +memory")
                     .map_err(|e| format!("enabling pids and memory in {}: {e}", base.display()))?;
+                // Optional: where the parent does not offer it, sandboxes are weighed as
+                // sessions (see the module's comment).
+                weighed = enabled(&base, "cgroup.controllers")
+                    .iter()
+                    .any(|c| c == "cpu")
+                    && std::fs::write(base.join("cgroup.subtree_control"), "+cpu").is_ok();
             }
             bases.push(base);
         }
-        let freezer = match version {
-            Version::V1 if bases.len() > 2 => bases.pop(),
-            _ => None,
-        };
+        let mut extra = bases.split_off(required).into_iter();
+        let cpu = optional[0].then(|| extra.next()).flatten();
+        let freezer = optional[1].then(|| extra.next()).flatten();
         Ok(Root {
             version,
             bases,
+            weighed: weighed || cpu.is_some(),
+            cpu,
             freezer,
             _locks: locks,
         })
@@ -174,7 +209,17 @@ impl Root {
             (None, Version::V2) => "; frozen in place".to_owned(),
             (None, Version::V1) => "; no freezer".to_owned(),
         };
-        format!("{v} under {}{freezer}", dirs.join(", "))
+        let cpu = match (&self.cpu, self.weighed) {
+            (Some(c), _) => format!("; one cpu group for all sandboxes under {}", c.display()),
+            (None, true) => "; one cpu group for all sandboxes in place".to_owned(),
+            (None, false) => "; no cpu group: each sandbox is weighed as a session".to_owned(),
+        };
+        format!("{v} under {}{freezer}{cpu}", dirs.join(", "))
+    }
+
+    /// Whether all sandboxes of this host share one cpu group (see the module's comment).
+    pub(crate) fn weighed(&self) -> bool {
+        self.weighed
     }
 
     /// A fresh cgroup for one sandbox with its limits set; the caller moves the child in with
@@ -192,7 +237,7 @@ impl Root {
             events: None,
             peak: None,
         };
-        for base in self.bases.iter().chain(&self.freezer) {
+        for base in self.bases.iter().chain(&self.cpu).chain(&self.freezer) {
             let dir = base.join(n.to_string());
             std::fs::create_dir(&dir)?;
             cg.dirs.push(dir);

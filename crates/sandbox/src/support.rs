@@ -47,6 +47,10 @@ pub struct Support {
     /// in: each sandbox then gets its own, with `pids.max` and a memory limit over the whole
     /// tree. Not required: without it `RLIMIT_NPROC` and `RLIMIT_AS` bound each process.
     pub cgroup: Feature,
+    /// One cpu group for all of this host's sandboxes (v1's `cpu` hierarchy, or v2's `cpu`
+    /// controller, where this process may use it): when the CPU is contended they weigh
+    /// together as much as one group of the host's own, not each as much as the whole host.
+    pub cpu_group: Feature,
     /// Sysctls and other readings behind the answers above.
     pub notes: Vec<String>,
 }
@@ -94,12 +98,22 @@ impl Support {
         };
         let (root, cgroup_notes) = crate::cgroup::root();
         notes.extend(cgroup_notes.iter().cloned());
-        let cgroup = match root {
+        let (cgroup, cpu_group) = match root {
             Ok(r) => {
                 notes.push(format!("cgroups: {}", r.describe()));
-                Feature::Available
+                let cpu = if r.weighed() {
+                    Feature::Available
+                } else {
+                    Feature::Missing(
+                        "no cpu controller this process may use: each sandbox is a session of \
+                         its own, and where the kernel groups sessions it weighs as much as \
+                         the whole host"
+                            .to_owned(),
+                    )
+                };
+                (Feature::Available, cpu)
             }
-            Err(why) => Feature::Missing(why.clone()),
+            Err(why) => (Feature::Missing(why.clone()), Feature::Missing(why.clone())),
         };
         Support {
             namespaces: Feature::Missing("not probed".to_owned()),
@@ -108,6 +122,7 @@ impl Support {
             seccomp,
             seccomp_notify,
             cgroup,
+            cpu_group,
             notes,
         }
     }

@@ -1161,6 +1161,7 @@ pub fn host_support() -> Vec<String> {
             &s.seccomp_notify,
         ),
         say("cgroup (pids, memory) per sandbox", &s.cgroup),
+        say("one cpu group for all sandboxes", &s.cpu_group),
     ]
 }
 
