@@ -12,8 +12,10 @@
 //!
 //! Where the `cpu` controller is there too (v1's `cpu` hierarchy, or v2's `cpu` offered beside
 //! pids and memory), the sandboxes also share one cpu group: all of one host's sandboxes
-//! together weigh, when the CPU is contended, as much as one scheduling group of the host's
-//! own (its session's autogroup, or its sibling cgroup), and each sandbox as much as another.
+//! together weigh, when the CPU is contended, as much as one scheduling entity beside them
+//! (the host's session's autogroup in the root group, or its sibling cgroup in v2; in a v1
+//! cpu group of the host's own, one of the host's threads), and each sandbox as much as
+//! another.
 //! Without it each sandbox is a session of its own (`setsid`), and where the kernel groups
 //! sessions (`kernel.sched_autogroup_enabled`) each weighs as much as the whole host: eight
 //! busy sandboxes left the host's threads an eighth of the CPU (outside attack: eight calls
@@ -44,7 +46,7 @@ pub(crate) struct Root {
     freezer: Option<PathBuf>,
     /// Where v1 sandboxes share their cpu group: this host's folder in the `cpu` hierarchy,
     /// where it is writable. (v2 sandboxes share theirs in their one folder, where `cpu` is
-    /// offered: see [`Root::cpu`].)
+    /// offered: see `weighed`.)
     cpu: Option<PathBuf>,
     /// Whether sandboxes are weighed in a cpu group of their own (v1 or v2).
     weighed: bool,
