@@ -146,8 +146,9 @@ impl Child {
     /// machine waking it on another, idle vCPU costs tens of microseconds each way (a pipe
     /// round trip measured 57 us across two vCPUs, 6 us on one); on the caller's CPU it runs
     /// while the caller waits. So a call of the program runs on one CPU, as a component's
-    /// does. Its threads already running stay where they are; the program may widen its own
-    /// affinity again (that costs only its own speed).
+    /// does. Its threads already running stay where they are; it cannot widen its affinity
+    /// again (`sched_setaffinity` is not in the sandbox's allowlist), so the processes and
+    /// threads it starts share that CPU (as a component's call has one thread).
     pub fn run_here(&mut self) -> std::io::Result<()> {
         let cpu = rustix::thread::sched_getcpu();
         if self.cpu == Some(cpu) || self.exit.is_some() {

@@ -257,17 +257,20 @@ fn all_sandboxes_share_one_cpu_group() {
         name.starts_with(&format!("warden-{}-", std::process::id())),
         "{la}"
     );
-    // At the default weight: as much as a sibling group of the host's (v1 `cpu.shares`,
-    // v2 `cpu.weight`).
+    // Together as much as a sibling group of the host's per CPU, each at the default weight
+    // (v1 `cpu.shares` 1024, v2 `cpu.weight` 100).
     let weight = |d: &std::path::Path| {
-        std::fs::read_to_string(d.join("cpu.shares"))
-            .or_else(|_| std::fs::read_to_string(d.join("cpu.weight")))
-            .unwrap()
-            .trim()
-            .to_owned()
+        let (text, one) = match std::fs::read_to_string(d.join("cpu.shares")) {
+            Ok(t) => (t, 1024),
+            Err(_) => (std::fs::read_to_string(d.join("cpu.weight")).unwrap(), 100),
+        };
+        (text.trim().parse::<u64>().unwrap(), one)
     };
-    assert!(["1024", "100"].contains(&weight(shared).as_str()));
-    assert_eq!(weight(&da), weight(shared));
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let (all, one) = weight(shared);
+    assert_eq!(all, one * cpus, "{}", shared.display());
+    assert_eq!(weight(&da), (one, one));
+    assert_eq!(weight(&db), (one, one));
     a.kill().unwrap();
     b.kill().unwrap();
     drop((a, b));
