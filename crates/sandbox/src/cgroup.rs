@@ -14,8 +14,10 @@
 //! pids and memory), the sandboxes also share one cpu group: all of one host's sandboxes
 //! together weigh, when the CPU is contended, as much as one scheduling entity beside them
 //! (the host's session's autogroup in the root group, or its sibling cgroup in v2; in a v1
-//! cpu group of the host's own, one of the host's threads) times the CPUs (see [`weight`]),
-//! and each sandbox as much as another.
+//! cpu group of the host's own, one of the host's threads), and each sandbox as much as
+//! another. (Twice that weight was tried: outside attacks then had one tenant's calls, near
+//! their file quota and waking often, hold `/healthz` up to 1.4-2.9 s, against 39 ms at the
+//! default weight and 290-370 ms where each sandbox was a session.)
 //! Without it each sandbox is a session of its own (`setsid`), and where the kernel groups
 //! sessions (`kernel.sched_autogroup_enabled`) each weighs as much as the whole host: eight
 //! busy sandboxes left the host's threads an eighth of the CPU (outside attack: eight calls
@@ -183,12 +185,6 @@ impl Root {
                     .iter()
                     .any(|c| c == "cpu")
                     && std::fs::write(base.join("cgroup.subtree_control"), "+cpu").is_ok();
-                if weighed {
-                    let _ = std::fs::write(base.join("cpu.weight"), weight(100, 10_000));
-                }
-            }
-            if cpu.as_ref() == Some(parent) {
-                let _ = std::fs::write(base.join("cpu.shares"), weight(1024, 262_144));
             }
             bases.push(base);
         }
@@ -294,17 +290,6 @@ impl Root {
         }
         Ok(cg)
     }
-}
-
-/// The weight of all of a host's sandboxes together: the default's (`one`) times the CPUs this
-/// process may use. The kernel splits a group's weight over the CPUs by where its load is, and
-/// a call's program runs on its caller's CPU (`Child::run_here`): at the default weight, four
-/// busy calls beside two busy loops in the host's session got 0.41 of a CPU between them
-/// (median of 20 runs; calls given 3 s of work timed out at 20 s); at twice it, on this 2-vCPU
-/// VM, 0.9 of a CPU and none timed out (10 runs), the loops 1.1.
-fn weight(one: u64, max: u64) -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    one.saturating_mul(cpus).min(max).to_string()
 }
 
 fn frozen_in(dirs: &[PathBuf]) -> bool {
