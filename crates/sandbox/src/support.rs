@@ -113,7 +113,13 @@ impl Support {
                 };
                 (Feature::Available, cpu)
             }
-            Err(why) => (Feature::Missing(why.clone()), Feature::Missing(why.clone())),
+            Err(why) => (
+                Feature::Missing(why.clone()),
+                Feature::Missing(format!(
+                    "no cgroup for sandboxes ({why}): each sandbox is a session of its own, and \
+                     where the kernel groups sessions it weighs as much as the whole host"
+                )),
+            ),
         };
         Support {
             namespaces: Feature::Missing("not probed".to_owned()),

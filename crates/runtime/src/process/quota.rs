@@ -253,7 +253,8 @@ impl Watch {
                                 break;
                             }
                             // Events read in batches: their lookups cost the host, not the program.
-                            let pause = pace.pause(read_at, since, self.base, max);
+                            let took = read_at.elapsed();
+                            let pause = pace.pause(read_at, took, since, self.base, max);
                             if let Woken::Stop = wait(stop, None, Instant::now() + pause) {
                                 return None;
                             }
@@ -314,9 +315,16 @@ struct Pace {
 }
 
 impl Pace {
-    /// The pause before the next read, given the read that began at `now` and found `since`.
-    fn pause(&mut self, now: Instant, since: Since, base: Measured, max: FileLimits) -> Duration {
-        let took = now.elapsed();
+    /// The pause before the next read, given the read that began at `now`, `took` that long
+    /// and found `since`.
+    fn pause(
+        &mut self,
+        now: Instant,
+        took: Duration,
+        since: Since,
+        base: Measured,
+        max: FileLimits,
+    ) -> Duration {
         let between = now.saturating_duration_since(self.last).as_secs_f64();
         // The time left at the rate of the last interval, for bytes and for entries.
         let left = |used: u64, grown: u64, limit: u64| {
@@ -726,12 +734,14 @@ mod tests {
             entries,
             ..Since::default()
         };
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
         let pause = |since: Since, max| {
             let mut pace = Pace {
-                last: Instant::now() - Duration::from_millis(1),
+                last: t0,
                 read: Since::default(),
             };
-            pace.pause(Instant::now(), since, base, max)
+            pace.pause(ms(1), Duration::ZERO, since, base, max)
         };
         // A large quota, nothing grown or slowly: 4 KiB a millisecond leaves about a minute.
         assert_eq!(pause(grown(0, 0), limits(256)), BATCH);
@@ -755,15 +765,17 @@ mod tests {
         assert_eq!(pause(grown(4 * MIB, 0), limits(4)), BATCH_MIN);
         // The rate is the last interval's: growth read before counts from that read.
         let mut pace = Pace {
-            last: Instant::now() - Duration::from_millis(10),
+            last: t0,
             read: Since::default(),
         };
         let max = limits(256);
-        let first = pace.pause(Instant::now(), grown(200 * MIB, 0), base, max);
+        let first = pace.pause(ms(10), Duration::ZERO, grown(200 * MIB, 0), base, max);
         assert!(first < BATCH, "{first:?}");
-        std::thread::sleep(Duration::from_millis(5));
-        let still = pace.pause(Instant::now(), grown(200 * MIB, 0), base, max);
+        let still = pace.pause(ms(15), Duration::ZERO, grown(200 * MIB, 0), base, max);
         assert_eq!(still, BATCH);
+        // A read that took long makes the pause at least four times as long.
+        let slow = pace.pause(ms(20), BATCH, grown(200 * MIB, 0), base, max);
+        assert_eq!(slow, BATCH * 4);
     }
 
     #[test]
