@@ -20,7 +20,7 @@
 //! default weight and 290-370 ms where each sandbox was a session.)
 //! Without it each sandbox is a session of its own (`setsid`), and where the kernel groups
 //! sessions (`kernel.sched_autogroup_enabled`) each weighs as much as the whole host: eight
-//! busy sandboxes left the host's threads an eighth of the CPU (outside attack: eight calls
+//! busy sandboxes left the host's threads a ninth of the CPU (outside attack: eight calls
 //! at once wrote up to 70 MiB past a 4 MiB file quota, its watch thread starved).
 //!
 //! Each host process makes `warden-<pid>` there and one numbered folder per sandbox in it. The
@@ -140,61 +140,35 @@ impl Root {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let name = format!("warden-{}-{nonce:x}", std::process::id());
-        let mut bases = Vec::new();
         let mut locks = Vec::new();
-        let required = parents.len();
-        let optional = [cpu.is_some(), freezer.is_some()];
-        let mut weighed = false;
-        for parent in parents.iter().chain(&cpu).chain(&freezer) {
-            remove_dead_hosts(parent);
-            // No lock on the parent (anyone may read, so lock, a cgroup folder: a user holding
-            // it would hang every host). Instead: make the folder, lock it, and check it is
-            // still there; a host cleaning up at the same moment may take a fresh folder for a
-            // dead host's before it is locked: then try again under another name.
-            let mut made = None;
-            for attempt in 0..8 {
-                let base = parent.join(format!("{name}-{attempt}"));
-                if std::fs::create_dir(&base).is_err() {
-                    continue;
-                }
-                let Ok(lock) = File::open(&base) else {
-                    continue;
-                };
-                if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                    .is_err()
-                    || !base.is_dir()
-                {
-                    continue;
-                }
-                made = Some((base, lock));
-                break;
-            }
-            let (base, lock) = made.ok_or_else(|| {
-                format!(
-                    "could not make and lock a folder of {} (8 tries)",
-                    parent.display()
-                )
-            })?;
+        let mut base_in = |parent: &PathBuf| -> Result<PathBuf, String> {
+            let (base, lock) = locked_base(parent, &name)?;
             locks.push(lock);
-            if version == Version::V2 {
+            Ok(base)
+        };
+        let bases = parents
+            .iter()
+            .map(&mut base_in)
+            .collect::<Result<Vec<_>, _>>()?;
+        let cpu = cpu.as_ref().map(&mut base_in).transpose()?;
+        let freezer = freezer.as_ref().map(&mut base_in).transpose()?;
+        let mut weighed = cpu.is_some();
+        if version == Version::V2 {
+            for base in &bases {
                 std::fs::write(base.join("cgroup.subtree_control"), "+pids +memory")
                     .map_err(|e| format!("enabling pids and memory in {}: {e}", base.display()))?;
                 // Optional: where the parent does not offer it, sandboxes are weighed as
                 // sessions (see the module's comment).
-                weighed = enabled(&base, "cgroup.controllers")
+                weighed = enabled(base, "cgroup.controllers")
                     .iter()
                     .any(|c| c == "cpu")
                     && std::fs::write(base.join("cgroup.subtree_control"), "+cpu").is_ok();
             }
-            bases.push(base);
         }
-        let mut extra = bases.split_off(required).into_iter();
-        let cpu = optional[0].then(|| extra.next()).flatten();
-        let freezer = optional[1].then(|| extra.next()).flatten();
         Ok(Root {
             version,
             bases,
-            weighed: weighed || cpu.is_some(),
+            weighed,
             cpu,
             freezer,
             _locks: locks,
@@ -290,6 +264,33 @@ impl Root {
         }
         Ok(cg)
     }
+}
+
+/// This host's folder `name-N` under `parent`, made and locked (after removing dead hosts'
+/// folders there). No lock on the parent (anyone may read, so lock, a cgroup folder: a user
+/// holding it would hang every host). Instead: make the folder, lock it, and check it is still
+/// there; a host cleaning up at the same moment may take a fresh folder for a dead host's
+/// before it is locked: then try again under another name.
+fn locked_base(parent: &Path, name: &str) -> Result<(PathBuf, File), String> {
+    remove_dead_hosts(parent);
+    for attempt in 0..8 {
+        let base = parent.join(format!("{name}-{attempt}"));
+        if std::fs::create_dir(&base).is_err() {
+            continue;
+        }
+        let Ok(lock) = File::open(&base) else {
+            continue;
+        };
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+            && base.is_dir()
+        {
+            return Ok((base, lock));
+        }
+    }
+    Err(format!(
+        "could not make and lock a folder of {} (8 tries)",
+        parent.display()
+    ))
 }
 
 fn frozen_in(dirs: &[PathBuf]) -> bool {

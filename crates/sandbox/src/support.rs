@@ -63,6 +63,10 @@ pub struct MissingFeature {
     pub reason: String,
 }
 
+/// What sandboxes are without a cpu group of their own.
+const AS_SESSIONS: &str = "each sandbox is a session of its own, and where the kernel groups \
+                           sessions it weighs as much as the whole host";
+
 impl Support {
     /// Everything but the namespaces, which the caller probes with a dry run of the setup
     /// (`spawn::probed`).
@@ -104,21 +108,15 @@ impl Support {
                 let cpu = if r.weighed() {
                     Feature::Available
                 } else {
-                    Feature::Missing(
-                        "no cpu controller this process may use: each sandbox is a session of \
-                         its own, and where the kernel groups sessions it weighs as much as \
-                         the whole host"
-                            .to_owned(),
-                    )
+                    Feature::Missing(format!(
+                        "no cpu controller this process may use: {AS_SESSIONS}"
+                    ))
                 };
                 (Feature::Available, cpu)
             }
             Err(why) => (
                 Feature::Missing(why.clone()),
-                Feature::Missing(format!(
-                    "no cgroup for sandboxes ({why}): each sandbox is a session of its own, and \
-                     where the kernel groups sessions it weighs as much as the whole host"
-                )),
+                Feature::Missing(format!("no cgroup for sandboxes ({why}): {AS_SESSIONS}")),
             ),
         };
         Support {

@@ -330,8 +330,9 @@ impl Pace {
         let left = |used: u64, grown: u64, limit: u64| {
             (grown > 0).then(|| limit.saturating_sub(used) as f64 * between / grown as f64)
         };
+        let used = base.bytes.saturating_add(since.bytes);
         let bytes = left(
-            base.bytes.saturating_add(since.bytes),
+            used,
             since.bytes.saturating_sub(self.read.bytes),
             max.max_bytes.bytes(),
         );
@@ -341,7 +342,6 @@ impl Pace {
             max.max_entries,
         );
         (self.last, self.read) = (now, since);
-        let used = base.bytes.saturating_add(since.bytes);
         let fastest = max.max_bytes.bytes().saturating_sub(used) as f64 / WRITE_RATE;
         let soonest = [bytes, entries]
             .into_iter()
