@@ -403,6 +403,17 @@ impl Cgroup {
         frozen_in(&self.dirs)
     }
 
+    /// The thread ids of every task in the cgroup now (v1 `tasks`, v2 `cgroup.threads`).
+    pub(crate) fn threads(&self) -> Option<Vec<i32>> {
+        let dir = self.dirs.first()?;
+        let file = match self.version {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.threads",
+        };
+        let list = std::fs::read_to_string(dir.join(file)).ok()?;
+        Some(list.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
     /// Tasks (processes and threads) in the cgroup now.
     pub(crate) fn tasks(&self) -> Option<u64> {
         read_number(self.pids.as_ref()?)

@@ -69,6 +69,11 @@ pub struct Stat {
     pub rss_bytes: u64,
 }
 
+/// The most tasks of a sandbox [`Child::waited`] reads.
+const WAITED_TASKS: usize = 64;
+/// The most tasks of a sandbox without a cgroup that are found by walking `/proc`.
+const TREE_TASKS: usize = 4096;
+
 /// A sandboxed program. Dropping it kills the sandbox and reaps it.
 #[derive(Debug)]
 pub struct Child {
@@ -148,7 +153,8 @@ impl Child {
     /// while the caller waits. So a call of the program runs on one CPU, as a component's
     /// does. Its threads already running stay where they are; it cannot widen its affinity
     /// again (`sched_setaffinity` is not in the sandbox's allowlist), so the processes and
-    /// threads it starts share that CPU (as a component's call has one thread).
+    /// threads it starts share that CPU (as a component's call has one thread), until the host
+    /// spreads them ([`Child::run_anywhere`]).
     pub fn run_here(&mut self) -> std::io::Result<()> {
         let cpu = rustix::thread::sched_getcpu();
         if self.cpu == Some(cpu) || self.exit.is_some() {
@@ -162,6 +168,89 @@ impl Child {
         rustix::thread::sched_setaffinity(Some(pid), &set)?;
         self.cpu = Some(cpu);
         Ok(())
+    }
+
+    /// Lets every process and thread of the sandbox run on any CPU this thread may use again:
+    /// [`Child::run_here`] undone for a call that turned out to be the program's own work
+    /// rather than a ping-pong with its caller. A tree held to one CPU waits for that CPU: with
+    /// the host's other work there, pinned programs in the shared cpu group got no CPU at all
+    /// for seconds (an outside attack's 3 s calls timed out at 20 s; spread over the CPUs, none
+    /// did). Without a cgroup, only the first process's threads are moved.
+    pub fn run_anywhere(&mut self) -> std::io::Result<()> {
+        if self.cpu.is_none() || self.exit.is_some() {
+            return Ok(());
+        }
+        self.cpu = None;
+        let all = rustix::thread::sched_getaffinity(None)?;
+        // A task forked meanwhile has its parent's old set: go again until none is new.
+        let mut moved = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let mut new = false;
+            for tid in self.tasks() {
+                if moved.insert(tid)
+                    && let Some(pid) = rustix::process::Pid::from_raw(tid)
+                {
+                    new = true;
+                    // Gone meanwhile: nothing to move.
+                    let _ = rustix::thread::sched_setaffinity(Some(pid), &all);
+                }
+            }
+            if !new {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the sandbox's tasks alive now (the first 64 of them: each is a file to read)
+    /// have waited for a CPU while ready to run, in all (`/proc/TID/schedstat`); `None` where
+    /// the kernel does not say.
+    pub fn waited(&self) -> Option<Duration> {
+        let mut total = 0u64;
+        let mut known = false;
+        for tid in self.tasks().into_iter().take(WAITED_TASKS) {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/schedstat")) else {
+                continue;
+            };
+            if let Some(ns) = stat
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                total = total.saturating_add(ns);
+                known = true;
+            }
+        }
+        known.then(|| Duration::from_nanos(total))
+    }
+
+    /// The thread ids of the sandbox's tasks: its cgroup's, or else its first process's and
+    /// their descendants' as `/proc` links them (at most [`TREE_TASKS`]).
+    fn tasks(&self) -> Vec<i32> {
+        if let Some(threads) = self.cgroup.as_ref().and_then(Cgroup::threads) {
+            return threads;
+        }
+        let mut tasks = Vec::new();
+        let mut processes = vec![self.pid];
+        while let Some(pid) = processes.pop() {
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for tid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+                if tasks.len() >= TREE_TASKS {
+                    return tasks;
+                }
+                tasks.push(tid);
+                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"));
+                let children = children.unwrap_or_default();
+                processes.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+        tasks
     }
 
     /// Whether the whole sandbox can be frozen ([`Child::freeze`]): its cgroup has a freezer.

@@ -536,6 +536,37 @@ static void handle(long id, const char *method, const char *arg) {
         }
         snprintf(buf, sizeof buf, "%d", mapped);
         answer(id, buf);
+    } else if (strcmp(method, "crowd") == 0) {
+        /* crowd "N MS": N children spin for MS ms of wall time, then each says how many CPUs
+           it may run on; answers the fewest any of them had, and the most. */
+        int n = 4, ms = 300;
+        sscanf(arg, "%d %d", &n, &ms);
+        int fds[2];
+        if (pipe(fds) != 0) { answer(id, "pipe failed"); return; }
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int i = 0; i < n; i++) {
+            if (fork() == 0) {
+                close(fds[0]);
+                for (;;) {
+                    struct timespec t;
+                    clock_gettime(CLOCK_MONOTONIC, &t);
+                    if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= ms) break;
+                }
+                cpu_set_t set;
+                unsigned char c = sched_getaffinity(0, sizeof set, &set) == 0 ? (unsigned char)CPU_COUNT(&set) : 0;
+                (void)!write(fds[1], &c, 1);
+                _exit(0);
+            }
+        }
+        close(fds[1]);
+        unsigned char c;
+        int least = 255, most = 0;
+        while (read(fds[0], &c, 1) == 1) { if (c < least) least = c; if (c > most) most = c; }
+        close(fds[0]);
+        while (wait(NULL) > 0) {}
+        snprintf(buf, sizeof buf, "%d %d", least, most);
+        answer(id, buf);
     } else if (strcmp(method, "fork") == 0) {
         int made = 0;
         for (int i = 0; i < 100000; i++) {

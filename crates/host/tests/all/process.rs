@@ -62,6 +62,8 @@ name = "fetch"
 [[methods]]
 name = "pid"
 [[methods]]
+name = "crowd"
+[[methods]]
 name = "state"
 [[methods]]
 name = "environ"
@@ -736,6 +738,22 @@ async fn hostile_protocol_and_runaway_programs_end_their_call_only() {
             "after {method}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_whose_processes_wait_for_their_cpu_is_spread_over_every_cpu() {
+    // Outside attack (session 34): a call's program is moved to the CPU of the thread that
+    // sends it the call (a quick ping-pong), and its children inherit that one CPU. With the
+    // host's own work there, such calls got no CPU at all for seconds: 23 of 96 calls given
+    // 3 s of work timed out at 20 s. Four children spinning on one CPU wait for it most of
+    // the time: the whole tree is then let onto every CPU this host may use.
+    let lab = Lab::new();
+    let id = load_patient(&lab, "crowd", "", &Grant::All);
+    let cpus = std::thread::available_parallelism().unwrap();
+    assert_eq!(
+        call(&lab, &id, "crowd", "4 400").await.unwrap(),
+        format!("{cpus} {cpus}")
+    );
 }
 
 const DATA: &str = "\n[permissions.filesystem]\npaths = [\"/data\"]\n";

@@ -145,6 +145,29 @@ fn interpreter_of(entry: &[u8]) -> Option<String> {
     )
 }
 
+/// How often a call's sandbox is looked at for tasks kept waiting for the CPU it was moved to.
+const CROWD_CHECK: Duration = Duration::from_millis(20);
+
+/// Spreads the call's program over the CPUs ([`Child::run_anywhere`]) once its tasks waited
+/// for a CPU half the time since the last look, or more: the call is then its own work, not a
+/// ping-pong with its caller, and one CPU holds it back (see `run_anywhere`). Never ends.
+/// Its first look is after [`CROWD_CHECK`]: a short call reads nothing.
+async fn spread_when_crowded(child: &mut Child) -> std::convert::Infallible {
+    tokio::time::sleep(CROWD_CHECK).await;
+    let mut last = child.waited();
+    loop {
+        tokio::time::sleep(CROWD_CHECK).await;
+        let now = child.waited();
+        if let (Some(before), Some(after)) = (last, now)
+            && after.saturating_sub(before) >= CROWD_CHECK / 2
+        {
+            let _ = child.run_anywhere();
+            return std::future::pending().await;
+        }
+        last = now;
+    }
+}
+
 /// Pipes of a running program, seen from the host.
 struct Worker {
     child: Child,
@@ -929,10 +952,12 @@ impl ProcessInstall {
                     &api,
                     deadline,
                 );
+                let spread = spread_when_crowded(&mut worker.child);
                 tokio::select! {
                     biased;
                     out = exchange => Ended::Answered(out),
                     e = watch_quota => Ended::OverQuota(e),
+                    never = spread => match never {},
                 }
             }
         };

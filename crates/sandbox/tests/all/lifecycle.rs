@@ -265,3 +265,66 @@ fn run_here_moves_the_program_to_the_callers_cpu() {
     }
     child.kill().unwrap();
 }
+
+/// The CPUs each process of the sandbox under `pid` (and its threads) may run on.
+fn tree_cpus(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for task in std::fs::read_dir(format!("/proc/{p}/task")).unwrap() {
+            let tid = task.unwrap().file_name().into_string().unwrap();
+            let status = std::fs::read_to_string(format!("/proc/{p}/task/{tid}/status")).unwrap();
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap()
+                .trim()
+                .to_string();
+            out.push((tid.parse().unwrap(), cpus));
+            let kids = std::fs::read_to_string(format!("/proc/{p}/task/{tid}/children")).unwrap();
+            todo.extend(kids.split_whitespace().map(|k| k.parse::<u32>().unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn run_anywhere_lets_the_whole_tree_use_every_cpu_again() {
+    assert_run_anywhere_spreads_the_tree();
+}
+
+/// Also run unprivileged (`roles::unprivileged_host`), where the sandbox may have no cgroup
+/// and its tree is found through `/proc`.
+pub(crate) fn assert_run_anywhere_spreads_the_tree() {
+    let sb = sandbox(profile());
+    let everywhere = tree_cpus(std::process::id())[0].1.clone();
+    let mut child = sb.spawn(&invocation(&["hold", "3"])).unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut tree = tree_cpus(child.id());
+    while tree.len() < 4 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+        tree = tree_cpus(child.id());
+    }
+    assert_eq!(tree.len(), 4, "{tree:?}");
+    // The program moved to this thread's CPU, and its children with it, as children forked
+    // after `run_here` are (they inherit the set).
+    child.run_here().unwrap();
+    let cpu = tree_cpus(child.id())[0].1.clone();
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(cpu.parse().unwrap());
+    for (tid, _) in &tree {
+        let pid = rustix::process::Pid::from_raw(*tid as i32).unwrap();
+        rustix::thread::sched_setaffinity(Some(pid), &one).unwrap();
+    }
+    assert!(tree_cpus(child.id()).iter().all(|(_, c)| *c == cpu));
+    assert!(child.waited().is_some());
+    // The host lets the whole tree go.
+    child.run_anywhere().unwrap();
+    let tree = tree_cpus(child.id());
+    assert_eq!(tree.len(), 4, "{tree:?}");
+    assert!(
+        tree.iter().all(|(_, c)| *c == everywhere),
+        "{tree:?} not on {everywhere}"
+    );
+    child.kill().unwrap();
+}

@@ -217,6 +217,7 @@ fn unprivileged_role() {
     let (_, line) = run_in(&sb, &["fork", "100"]);
     assert!(field(&line, "forks") < 16, "{line}");
     crate::attacks::assert_process_counts_apart(&sb);
+    crate::lifecycle::assert_run_anywhere_spreads_the_tree();
 
     let data = scratch();
     let outside = scratch();
