@@ -105,7 +105,7 @@ impl Root {
             .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
         let mounts = Mount::parse(&mountinfo);
         let v2 = match v2_base(&own, &mounts, notes) {
-            Ok(dir) => return Root::make(Version::V2, vec![dir], None, None),
+            Ok(dir) => return Root::make(Version::V2, vec![dir], None, None, notes),
             Err(why) => why,
         };
         let v1 = match v1_bases(&own, &mounts) {
@@ -120,7 +120,7 @@ impl Root {
                 if let Err(why) = &cpu {
                     notes.push(format!("no cpu group for sandboxes: {why}"));
                 }
-                return Root::make(Version::V1, dirs, cpu.ok(), freezer);
+                return Root::make(Version::V1, dirs, cpu.ok(), freezer, notes);
             }
             Err(why) => why,
         };
@@ -128,12 +128,14 @@ impl Root {
     }
 
     /// This host's folders under `parents` (the required hierarchies), `cpu` and `freezer`
-    /// (optional, v1).
+    /// (optional, v1: one that cannot be made is a note in `notes`, and the sandboxes go
+    /// without it, not without their limits).
     fn make(
         version: Version,
         parents: Vec<PathBuf>,
         cpu: Option<PathBuf>,
         freezer: Option<PathBuf>,
+        notes: &mut Vec<String>,
     ) -> Result<Root, String> {
         // The pid alone is not unique: hosts in other pid namespaces may share the hierarchy.
         let nonce = std::time::SystemTime::now()
@@ -150,8 +152,13 @@ impl Root {
             .iter()
             .map(&mut base_in)
             .collect::<Result<Vec<_>, _>>()?;
-        let cpu = cpu.as_ref().map(&mut base_in).transpose()?;
-        let freezer = freezer.as_ref().map(&mut base_in).transpose()?;
+        let mut optional = |parent: Option<PathBuf>, what: &str| {
+            let made = base_in(&parent?);
+            made.map_err(|why| notes.push(format!("no {what}: {why}")))
+                .ok()
+        };
+        let cpu = optional(cpu, "cpu group for sandboxes");
+        let freezer = optional(freezer, "freezer");
         let mut weighed = cpu.is_some();
         if version == Version::V2 {
             for base in &bases {
@@ -704,6 +711,46 @@ mod tests {
 39 31 0:36 /outer /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
+
+    #[test]
+    fn an_optional_folder_that_cannot_be_made_is_a_note_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let parents = ["pids", "memory"].map(|c| dir.path().join(c));
+        for p in &parents {
+            std::fs::create_dir(p).unwrap();
+        }
+        // A file where the hierarchy's folder should be: nothing can be made in it.
+        let blocked = dir.path().join("cpu");
+        std::fs::write(&blocked, "").unwrap();
+        let mut notes = Vec::new();
+        let root = Root::make(
+            Version::V1,
+            parents.to_vec(),
+            Some(blocked.clone()),
+            Some(blocked),
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(root.bases.len(), 2);
+        assert!(root.bases.iter().all(|b| b.is_dir()));
+        assert!(root.cpu.is_none() && root.freezer.is_none() && !root.weighed());
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with("no cpu group for sandboxes: "),
+            "{notes:?}"
+        );
+        assert!(notes[1].starts_with("no freezer: "), "{notes:?}");
+        // A required one is still a failure.
+        let mut notes = Vec::new();
+        let none = Root::make(
+            Version::V1,
+            vec![dir.path().join("cpu")],
+            None,
+            None,
+            &mut notes,
+        );
+        assert!(none.is_err());
+    }
 
     #[test]
     fn mounts_are_parsed_with_their_roots_and_controllers() {
