@@ -86,6 +86,7 @@ pub mod seccomp;
 mod spawn;
 mod support;
 mod sys;
+mod urgent;
 
 pub use cgroup::Freezer;
 pub use child::Step;
@@ -101,3 +102,4 @@ pub use rules::RulesError;
 pub use seccomp::FilterError;
 pub use spawn::{InterpreterPath, Invocation, MAX_ARGS, Program, Sandbox, SandboxError};
 pub use support::{Feature, MissingFeature, Support};
+pub use urgent::Urgent;

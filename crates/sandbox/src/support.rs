@@ -51,6 +51,10 @@ pub struct Support {
     /// controller, where this process may use it): when the CPU is contended they weigh
     /// together as much as one group of the host's own, not each as much as the whole host.
     pub cpu_group: Feature,
+    /// Host threads that guard a sandbox may run ahead of ordinary threads ([`crate::Urgent`]:
+    /// `CAP_SYS_NICE` or `RLIMIT_RTPRIO`). Without it the file quota's watch competes with
+    /// the host's other threads for the CPU, and a busy host reacts later to a fast writer.
+    pub urgent: Feature,
     /// Sysctls and other readings behind the answers above.
     pub notes: Vec<String>,
 }
@@ -119,6 +123,13 @@ impl Support {
                 Feature::Missing(format!("no cgroup for sandboxes ({why}): {AS_SESSIONS}")),
             ),
         };
+        let urgent = match crate::urgent::available() {
+            Ok(()) => Feature::Available,
+            Err(e) => Feature::Missing(format!(
+                "SCHED_FIFO for a thread: {e} (needs CAP_SYS_NICE or RLIMIT_RTPRIO): the file \
+                 quota's watch competes with the host's other threads for the CPU"
+            )),
+        };
         Support {
             namespaces: Feature::Missing("not probed".to_owned()),
             landlock,
@@ -127,6 +138,7 @@ impl Support {
             seccomp_notify,
             cgroup,
             cpu_group,
+            urgent,
             notes,
         }
     }

@@ -1187,6 +1187,10 @@ pub fn host_support() -> Vec<String> {
         ),
         say("cgroup (pids, memory) per sandbox", &s.cgroup),
         say("one cpu group for all sandboxes", &s.cpu_group),
+        say(
+            "the file quota's watch ahead of ordinary threads",
+            &s.urgent,
+        ),
     ]
 }
 

@@ -197,8 +197,11 @@ impl Watch {
         let folders = folders.clone();
         let (running, started) = tokio::sync::oneshot::channel();
         let task = tokio::task::spawn_blocking(move || {
+            // Before the call reaches the program: woken by its writes, the watch runs at once
+            // where the host may let it (see `warden_sandbox::Urgent`).
+            let urgent = warden_sandbox::Urgent::here();
             let _ = running.send(());
-            self.watch(&folders, program, &still, &stop)
+            self.watch(&folders, program, &still, &stop, urgent.as_ref())
         });
         // Dropped before the thread ran: the pipe closes, and the thread ends when it runs.
         let watching = Watching {
@@ -217,6 +220,7 @@ impl Watch {
         program: u32,
         still: &Still,
         stop: &std::io::PipeReader,
+        urgent: Option<&warden_sandbox::Urgent>,
     ) -> Option<CallError> {
         let max = folders.files;
         let mut took = Duration::ZERO;
@@ -289,7 +293,12 @@ impl Watch {
             };
             // The walk's time, not the freeze's (waited for asleep): what the host spends.
             let started = Instant::now();
-            let m = folders.measure(Some(program), Some(&mut held), self.growth.as_mut());
+            // The walk, with the tree held still, need not be prompt: as an ordinary thread.
+            let mut walk = || folders.measure(Some(program), Some(&mut held), self.growth.as_mut());
+            let m = match urgent {
+                Some(u) => u.ordinary(walk),
+                None => walk(),
+            };
             took = started.elapsed();
             drop(held);
             if let Some(e) = folders.over(m) {
