@@ -25,6 +25,29 @@ fn fleet(st: &Setup, config: &str) -> Vec<Server> {
         .collect()
 }
 
+/// Asks `ask` every 20 ms while it answers `was`, until it answers `becomes`, for at most a
+/// second from `since`; returns that answer. Any other status fails.
+fn answered_within_a_second(
+    since: Instant,
+    (was, becomes): (u16, u16),
+    ask: impl Fn() -> Reply,
+) -> Reply {
+    loop {
+        let r = ask();
+        if r.status == becomes {
+            return r;
+        }
+        assert_eq!(r.status, was, "{}", r.body);
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "still {was} after {:?}: {}",
+            since.elapsed(),
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Published and installed through one runner, the extension answers through every other;
 /// uninstalled through one, every other refuses it within a second; a tenant made through
 /// one is known to all; the audit chain they share verifies.
@@ -43,23 +66,16 @@ fn what_one_runner_changes_every_runner_serves_within_a_second() {
     assert_eq!(r.status, 200, "{}", r.body);
     // The others learn of it from the change feed: within a second, not at once (a CI run
     // once asked one before its notice had arrived, and was answered 404).
+    let hi = |s: &Server| get(&format!("{}/api/ext/warden.hello/hi", s.base), Some(&key));
     let installed = Instant::now();
     for s in others {
-        loop {
-            let r = get(&format!("{}/api/ext/warden.hello/hi", s.base), Some(&key));
-            if r.status == 200 {
-                assert!(r.body.contains("Hello from warden"), "{}", r.body);
-                break;
-            }
-            assert_eq!(r.status, 404, "{} via {}", r.body, s.base);
-            assert!(
-                installed.elapsed() < Duration::from_secs(1),
-                "{} does not serve an installed extension after {:?}",
-                s.base,
-                installed.elapsed()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let r = answered_within_a_second(installed, (404, 200), || hi(s));
+        assert!(
+            r.body.contains("Hello from warden"),
+            "{} via {}",
+            r.body,
+            s.base
+        );
     }
     let r = send(
         "DELETE",
@@ -75,20 +91,7 @@ fn what_one_runner_changes_every_runner_serves_within_a_second() {
     );
     let removed = Instant::now();
     for s in others {
-        loop {
-            let r = get(&format!("{}/api/ext/warden.hello/hi", s.base), Some(&key));
-            if r.status == 404 {
-                break;
-            }
-            assert_eq!(r.status, 200, "{}", r.body);
-            assert!(
-                removed.elapsed() < Duration::from_secs(1),
-                "{} still serves an uninstalled extension after {:?}",
-                s.base,
-                removed.elapsed()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        answered_within_a_second(removed, (200, 404), || hi(s));
     }
     eprintln!(
         "uninstall seen by every runner after {:?}",
