@@ -92,7 +92,7 @@ pub use cgroup::Freezer;
 pub use child::Step;
 pub use memory::release_free_memory;
 pub use notify::Refusal;
-pub use process::{Child, Exit, Killer, Outcome, Output, Stat};
+pub use process::{Child, Exit, Killer, Outcome, Output, Stat, tree};
 pub use profile::{
     Access, BUNDLE_AT, BundlePath, DEFAULT_ROOT_HOST_IDS, DEFAULT_TMP_SIZE, Grant, HostIds,
     IdMapping, Limits, MAX_GRANTS, MAX_TMP_SIZE, Profile, ProfileBuilder, ProfileError,

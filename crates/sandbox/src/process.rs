@@ -71,8 +71,39 @@ pub struct Stat {
 
 /// The most tasks of a sandbox [`Child::waited`] reads.
 const WAITED_TASKS: usize = 64;
-/// The most tasks of a sandbox without a cgroup that are found by walking `/proc`.
-const TREE_TASKS: usize = 4096;
+/// The most processes of a sandbox without a cgroup that are found by walking `/proc`.
+const TREE_PROCESSES: usize = 4096;
+
+/// The processes of the tree under `first` (itself included) as `/proc` links them, each with
+/// its threads; at most `max` processes (a bound on the walk of a tree that changes meanwhile).
+/// What cannot be read is left out.
+pub fn tree(first: u32, max: usize) -> Vec<(u32, Vec<u32>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![first];
+    while let Some(pid) = stack.pop() {
+        if out.len() >= max {
+            break;
+        }
+        let mut threads = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in dir.flatten() {
+                let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                    continue;
+                };
+                threads.push(tid);
+                let children = std::fs::read_to_string(task.path().join("children"));
+                stack.extend(
+                    children
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        out.push((pid, threads));
+    }
+    out
+}
 
 /// A sandboxed program. Dropping it kills the sandbox and reaps it.
 #[derive(Debug)]
@@ -224,33 +255,18 @@ impl Child {
         known.then(|| Duration::from_nanos(total))
     }
 
-    /// The thread ids of the sandbox's tasks: its cgroup's, or else its first process's and
-    /// their descendants' as `/proc` links them (at most [`TREE_TASKS`]).
+    /// The thread ids of the sandbox's tasks: its cgroup's, or else those of its processes
+    /// found through `/proc` ([`tree`]).
     fn tasks(&self) -> Vec<i32> {
         if let Some(threads) = self.cgroup.as_ref().and_then(Cgroup::threads) {
             return threads;
         }
-        let mut tasks = Vec::new();
-        let mut processes = vec![self.pid];
-        while let Some(pid) = processes.pop() {
-            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-                continue;
-            };
-            for tid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-                if tasks.len() >= TREE_TASKS {
-                    return tasks;
-                }
-                tasks.push(tid);
-                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"));
-                let children = children.unwrap_or_default();
-                processes.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<i32>().ok()),
-                );
-            }
-        }
-        tasks
+        let first = u32::try_from(self.pid).unwrap_or_default();
+        tree(first, TREE_PROCESSES)
+            .into_iter()
+            .flat_map(|(_, threads)| threads)
+            .filter_map(|tid| i32::try_from(tid).ok())
+            .collect()
     }
 
     /// Whether the whole sandbox can be frozen ([`Child::freeze`]): its cgroup has a freezer.

@@ -588,25 +588,8 @@ fn held_deleted(program: u32, roots: &[PathBuf]) -> HeldDeleted {
     let mut host = None;
     let mut held = 0u64;
     let mut gone = Vec::new();
-    let mut stack = vec![program];
-    let mut visited = 0;
-    while let Some(pid) = stack.pop() {
-        // The tree is bounded by `processes`; this bounds a walk of a changing one.
-        visited += 1;
-        if visited > 4096 {
-            break;
-        }
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for task in tasks.flatten() {
-                let children = std::fs::read_to_string(task.path().join("children"));
-                stack.extend(
-                    children
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
+    // The tree is bounded by `processes`; 4096 bounds a walk of a changing one.
+    for (pid, _) in warden_sandbox::tree(program, 4096) {
         let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
             Ok(fds) => fds,
             Err(e) => {
