@@ -206,7 +206,7 @@ impl Child {
     /// rather than a ping-pong with its caller. A tree held to one CPU waits for that CPU: with
     /// the host's other work there, pinned programs in the shared cpu group got no CPU at all
     /// for seconds (an outside attack's 3 s calls timed out at 20 s; spread over the CPUs, none
-    /// did). Without a cgroup, only the first process's threads are moved.
+    /// did). Without a cgroup, the tree is found through `/proc` ([`tree`]).
     pub fn run_anywhere(&mut self) -> std::io::Result<()> {
         if self.cpu.is_none() || self.exit.is_some() {
             return Ok(());
