@@ -84,9 +84,11 @@ fn real_time() -> std::io::Result<()> {
     set(libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, 1)
 }
 
-/// Back to the ordinary policy (its nice value as it was).
+/// Back to the ordinary policy (its nice value as it was). The reset-on-fork flag stays: only
+/// a privileged thread may clear it, and one allowed real time by `RLIMIT_RTPRIO` alone would
+/// otherwise be refused here and stay real-time.
 fn ordinary() -> std::io::Result<()> {
-    set(libc::SCHED_OTHER, 0)
+    set(libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK, 0)
 }
 
 fn set(policy: libc::c_int, priority: libc::c_int) -> std::io::Result<()> {
