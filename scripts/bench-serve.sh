@@ -141,10 +141,12 @@ bench() { # NAME URL [wrk header args...]; the server is $server_pid, already an
 
 # Rounds, each server in turn within a round: what the machine does besides (this VM's
 # neighbours) changes over a minute, and a ratio of two runs far apart measures that too. The
-# target is judged on the median of the rounds' ratios.
+# target is judged on the median of the rounds' ratios. The order alternates by round (warden
+# first in odd rounds, last in even ones), so that a drift within a round favours neither.
 rounds=${BENCH_ROUNDS:-3}
 audit_records=0
-for r in $(seq 1 "$rounds"); do
+run_warden() { # ROUND
+  local r=$1
   say "round $r of $rounds: warden serve"
   port=$(free_port)
   start_warden "$warden_bin" "$work" "$data" "$port"
@@ -156,7 +158,9 @@ for r in $(seq 1 "$rounds"); do
   stop_server
   audit_records=$(( audit_records + $(wc -l < "$audit") - a0 ))
   [ "$(status http://127.0.0.1:$port/healthz)" = 000 ] || die "warden still answering after stop"
-
+}
+run_wasmtime() { # ROUND
+  local r=$1
   say "round $r of $rounds: wasmtime serve"
   port=$(free_port)
   "$wasmtime" serve -Scli -O pooling-allocator --max-instance-reuse-count 1 \
@@ -166,14 +170,21 @@ for r in $(seq 1 "$rounds"); do
   wait_ready wasmtime "http://127.0.0.1:$port/hi"
   bench "wasmtime$r" "http://127.0.0.1:$port/hi"
   stop_server
-
+}
+run_hyper() { # ROUND
+  local r=$1
   say "round $r of $rounds: hyper hello"
   port=$(free_port)
   "$hyper_bin" "127.0.0.1:$port" > "$work/hyper.log" 2>&1 &
   server_pid=$!
+  hdr_curl=()
   wait_ready hyper "http://127.0.0.1:$port/hi"
   bench "hyper$r" "http://127.0.0.1:$port/hi"
   stop_server
+}
+for r in $(seq 1 "$rounds"); do
+  if [ $((r % 2)) = 1 ]; then order=(warden wasmtime hyper); else order=(hyper wasmtime warden); fi
+  for s in "${order[@]}"; do "run_$s" "$r"; done
 done
 
 # --- report -----------------------------------------------------------------------------------
@@ -187,7 +198,7 @@ for r in $(seq 1 "$rounds"); do requests=$(( requests + ${reqs[warden$r]} )); do
 cat <<EOF
 
 serve benchmark: examples/hello on 127.0.0.1, $(nproc) CPUs shared by server and wrk
-wrk ${wrk_args[*]} -d$duration (after a $warmup warm-up), each server alone, $rounds rounds
+wrk ${wrk_args[*]} -d$duration (after a $warmup warm-up), each server alone, $rounds rounds (warden first in odd rounds, last in even)
 warden serve: fresh instance per request, tenant key auth, rate limiting ON (tenant_rate
   $rate/s, burst $burst, tenant_concurrency $tconc: above what wrk sends), $limits_note,
   audit log fsynced per commit round: $audit_records records for $requests requests measured + warm-ups
