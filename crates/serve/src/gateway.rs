@@ -385,7 +385,8 @@ fn too_large(info: &ExtensionInfo) -> ApiError {
 }
 
 /// `POST /v1/execute`: `{"tenant", "extension", "method", "input"}` calls an rpc extension
-/// installed for `tenant` (input: any JSON, given to the method as its bytes).
+/// installed for `tenant` (input: any JSON, given to the method as its bytes; or
+/// `input_base64`: any bytes, as the gateway passes a body).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"tenant": "demo", "extension": "warden.echo", "method": "greet", "input": {"name": "world"}}))]
@@ -399,9 +400,33 @@ pub(crate) struct Execute {
     /// A method the manifest lists.
     #[schema(example = "greet")]
     method: String,
-    /// Any JSON, given to the method as its bytes (absent: `null`).
+    /// Any JSON, given to the method as its bytes (absent: `null`). Not with `input_base64`.
     #[serde(default)]
-    input: serde_json::Value,
+    input: Option<serde_json::Value>,
+    /// Bytes that are not JSON (an image, a protobuf), in base64 (standard alphabet, padded),
+    /// given to the method as they are. Not with `input`.
+    #[serde(default)]
+    #[schema(content_encoding = "base64", example = "AAEC/w==")]
+    input_base64: Option<String>,
+}
+
+impl Execute {
+    /// The bytes the method is given.
+    fn input(&self) -> Result<Vec<u8>, ApiError> {
+        match (&self.input, &self.input_base64) {
+            (Some(_), Some(_)) => Err(ApiError::malformed(
+                "give the input as input (JSON) or as input_base64 (bytes), not both",
+            )),
+            (None, Some(b64)) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| ApiError::malformed(format!("input_base64: {e}")))
+            }
+            (json, None) => serde_json::to_vec(json.as_ref().unwrap_or(&serde_json::Value::Null))
+                .map_err(|e| ApiError::malformed(format!("input: {e}"))),
+        }
+    }
 }
 
 /// `POST /v1/execute`: the runner API (runner token), the gateway's call path for rpc
@@ -488,8 +513,7 @@ async fn run(
             "{id} is an http extension: call it through the gateway, /api/ext/{id}/..."
         )));
     }
-    let input =
-        serde_json::to_vec(&req.input).map_err(|e| ApiError::malformed(format!("input: {e}")))?;
+    let input = req.input()?;
     let max = info.effective.limits.max_request_bytes.bytes();
     if input.len() as u64 > max {
         return Err(ApiError::too_large(format!(

@@ -205,6 +205,18 @@ mod tests {
         }
     }
 
+    /// The runner API takes bytes that are not JSON as base64, and says so.
+    #[test]
+    fn execute_takes_json_or_base64_input() {
+        let doc = document();
+        let props = &doc["components"]["schemas"]["Execute"]["properties"];
+        assert!(props.get("input").is_some(), "{props}");
+        assert_eq!(
+            props["input_base64"]["contentEncoding"], "base64",
+            "{props}"
+        );
+    }
+
     /// Every route of the router's table is documented, and the document has no other.
     #[test]
     fn every_route_is_documented_and_no_other() {
