@@ -55,6 +55,11 @@ pub struct Support {
     /// `CAP_SYS_NICE` or `RLIMIT_RTPRIO`). Without it the file quota's watch competes with
     /// the host's other threads for the CPU, and a busy host reacts later to a fast writer.
     pub urgent: Feature,
+    /// The host's own threads in a cpu cgroup of their own rather than in the root group's
+    /// autogroup of their session ([`apart`]). There, other busy programs of the session are
+    /// weighed with the host, against all sandboxes together, and the scheduler has left the
+    /// sandboxes no CPU for hundreds of milliseconds at a time.
+    pub apart: Feature,
     /// Sysctls and other readings behind the answers above.
     pub notes: Vec<String>,
 }
@@ -65,6 +70,34 @@ pub struct Support {
 pub struct MissingFeature {
     pub feature: &'static str,
     pub reason: String,
+}
+
+const AUTOGROUP: &str = "/proc/sys/kernel/sched_autogroup_enabled";
+
+/// Whether this process (its `/proc/self/cgroup`) is weighed apart from the other programs of
+/// its session: it is not in the root cpu group (v1's `cpu` hierarchy, else v2), or the kernel
+/// does not group sessions there (`autogroup`: the sysctl's text, `None` where it is absent).
+fn apart(own: &str, autogroup: Option<&str>) -> Feature {
+    let path = |wanted: &dyn Fn(&str) -> bool| {
+        own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, names, path) = (f.next()?, f.next()?, f.next()?);
+            wanted(names).then_some(path)
+        })
+    };
+    let cpu = path(&|names| names.split(',').any(|n| n == "cpu")).or_else(|| path(&str::is_empty));
+    let in_root = cpu.is_none_or(|p| p.trim() == "/");
+    if in_root && autogroup.is_some_and(|a| a.trim() == "1") {
+        Feature::Missing(
+            "in the root cpu group, where the kernel groups sessions \
+             (kernel.sched_autogroup_enabled = 1): other busy programs in this process's session \
+             are weighed with it, against all sandboxes together; run warden in a cgroup of its \
+             own (a systemd service)"
+                .to_owned(),
+        )
+    } else {
+        Feature::Available
+    }
 }
 
 /// What sandboxes are without a cpu group of their own.
@@ -130,6 +163,10 @@ impl Support {
                  quota's watch competes with the host's other threads for the CPU"
             )),
         };
+        let apart = apart(
+            &std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+            std::fs::read_to_string(AUTOGROUP).ok().as_deref(),
+        );
         Support {
             namespaces: Feature::Missing("not probed".to_owned()),
             landlock,
@@ -139,6 +176,7 @@ impl Support {
             cgroup,
             cpu_group,
             urgent,
+            apart,
             notes,
         }
     }
@@ -159,5 +197,30 @@ impl Support {
             need("landlock", &self.landlock)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_is_apart_unless_in_the_root_cpu_group_with_autogroups() {
+        let v1_root = "9:name=systemd:/\n4:memory:/x\n2:cpuacct:/\n1:cpu:/\n0::/\n";
+        let v1_own = "4:memory:/x\n1:cpu,cpuacct:/system.slice/warden.service\n0::/\n";
+        let v2_root = "0::/\n";
+        let v2_own = "0::/system.slice/warden.service\n";
+        let missing =
+            |f: Feature| matches!(f, Feature::Missing(why) if why.contains("root cpu group"));
+        assert!(missing(apart(v1_root, Some("1\n"))));
+        assert!(missing(apart(v2_root, Some("1\n"))));
+        // v1's cpu hierarchy decides, not the v2 line beside it.
+        assert_eq!(apart(v1_own, Some("1\n")), Feature::Available);
+        assert_eq!(apart(v2_own, Some("1\n")), Feature::Available);
+        // No autogroups (off, or a kernel without them).
+        assert_eq!(apart(v1_root, Some("0\n")), Feature::Available);
+        assert_eq!(apart(v2_root, None), Feature::Available);
+        // Nothing readable: the root, as a process outside any cgroup is.
+        assert!(missing(apart("", Some("1"))));
     }
 }

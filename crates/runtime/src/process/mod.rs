@@ -1191,6 +1191,10 @@ pub fn host_support() -> Vec<String> {
             "the file quota's watch ahead of ordinary threads",
             &s.urgent,
         ),
+        say(
+            "the host weighed apart from its session's other programs",
+            &s.apart,
+        ),
     ]
 }
 
