@@ -275,7 +275,12 @@ impl Watch {
             let at_once = over
                 || (early && (ended + gap).saturating_duration_since(Instant::now()) > EARLY_HOLD);
             let mut held = if at_once {
-                let held = still.hold()?;
+                // Over the quota maybe, by any call of the install: all of them held still
+                // while it is measured, not only this one. Only by an urgent watch: an
+                // ordinary one can be put off between taking another call's lock and freezing
+                // its tree, and that call's own watch, waiting for the lock, could not freeze
+                // it either meanwhile.
+                let held = still.hold(over && urgent.is_some())?;
                 let until = if held.frozen.is_some() || !over {
                     ended + gap
                 } else {
@@ -289,7 +294,7 @@ impl Watch {
                 if let Woken::Stop = wait(stop, None, ended + gap) {
                     return None;
                 }
-                still.hold()?
+                still.hold(false)?
             };
             // The walk's time, not the freeze's (waited for asleep): what the host spends.
             let started = Instant::now();
@@ -417,19 +422,21 @@ fn wait(stop: &std::io::PipeReader, growth: Option<&Growth>, until: Instant) -> 
 /// otherwise let a parked tree run.
 #[derive(Clone)]
 pub(super) struct Still {
-    freezer: Option<warden_sandbox::Freezer>,
     stop: Arc<Stop>,
     running: Arc<Running>,
-    /// Whether the call ended: no measure starts after [`Still::settled`].
-    lock: Arc<Mutex<bool>>,
 }
 
-/// How a measure stops a call's tree.
+/// How a measure holds and stops a call's tree: this call's own, or another's of the same
+/// install.
 struct Stop {
+    freezer: Option<warden_sandbox::Freezer>,
     killer: Option<warden_sandbox::Killer>,
     /// Why a measure killed the tree: the call's error, whatever its exchange saw (the kill
     /// may end it first).
     killed: Mutex<Option<CallError>>,
+    /// Held by a measure that holds the tree still (its own call's or another's), and
+    /// whether the call ended: no measure starts after [`Still::settled`].
+    lock: Arc<tokio::sync::Mutex<bool>>,
 }
 
 impl Stop {
@@ -449,11 +456,13 @@ impl Stop {
 #[derive(Default)]
 pub(super) struct Running(Mutex<Vec<Arc<Stop>>>);
 
-/// A measure in progress: the tree frozen (if it could be) and the lock held until dropped.
+/// A measure in progress: the tree frozen (if it could be) and the lock held until dropped;
+/// with the other calls of the install it could hold too.
 struct Held<'a> {
     frozen: Option<&'a warden_sandbox::Freezer>,
     still: &'a Still,
-    _lock: std::sync::MutexGuard<'a, bool>,
+    _lock: tokio::sync::MutexGuard<'a, bool>,
+    others: Vec<(warden_sandbox::Freezer, tokio::sync::OwnedMutexGuard<bool>)>,
 }
 
 impl Still {
@@ -465,8 +474,10 @@ impl Still {
         running: &Arc<Running>,
     ) -> Still {
         let stop = Arc::new(Stop {
+            freezer,
             killer,
             killed: Mutex::default(),
+            lock: Arc::default(),
         });
         if let Ok(mut calls) = running.0.lock() {
             // Calls that ended hold theirs no more.
@@ -474,10 +485,8 @@ impl Still {
             calls.push(Arc::clone(&stop));
         }
         Still {
-            freezer,
             stop,
             running: Arc::clone(running),
-            lock: Arc::default(),
         }
     }
 
@@ -490,15 +499,35 @@ impl Still {
     /// the quota ended: direct I/O, which waits for the disk uninterruptibly, is refused in the
     /// sandbox for that (`warden_sandbox::seccomp`; 99-132 MiB past a 4 MiB quota before); a
     /// buffered write stops at `SIGKILL` between pages.
-    fn hold(&self) -> Option<Held<'_>> {
-        let lock = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    ///
+    /// With `others`, the install's other calls running in this process are held too (each
+    /// that has a freezer and whose lock is free: one whose lock is taken is held by a
+    /// measure already, or ending). Their folders are this call's: with several writers at
+    /// once, each wrote on while another's measure ran, until its own watch ran too (outside
+    /// attack, session 35: 4 writers beside 4 busy loops went up to 59 MiB past a 4 MiB
+    /// quota). Their locks are only tried, never waited for, so two measures cannot wait for
+    /// each other.
+    fn hold(&self, others: bool) -> Option<Held<'_>> {
+        let lock = self.stop.lock.blocking_lock();
         if *lock {
             return None;
         }
+        let mut held = Vec::new();
+        if others {
+            let calls = self.running.0.lock().map(|c| c.clone()).unwrap_or_default();
+            for other in calls.iter().filter(|c| !Arc::ptr_eq(c, &self.stop)) {
+                let Some(f) = &other.freezer else { continue };
+                let Ok(guard) = Arc::clone(&other.lock).try_lock_owned() else {
+                    continue;
+                };
+                // Asked only: the kernel stops them while this one's freeze is waited for.
+                if !*guard && f.freeze(Duration::ZERO).is_ok() {
+                    held.push((f.clone(), guard));
+                }
+            }
+        }
         let frozen = self
+            .stop
             .freezer
             .as_ref()
             .filter(|f| f.freeze(FREEZE_WAIT).is_ok());
@@ -506,6 +535,7 @@ impl Still {
             frozen,
             still: self,
             _lock: lock,
+            others: held,
         })
     }
 
@@ -520,17 +550,7 @@ impl Still {
         if let Ok(mut calls) = self.running.0.lock() {
             calls.retain(|s| !Arc::ptr_eq(s, &self.stop));
         }
-        if let Ok(mut ended) = self.lock.try_lock() {
-            *ended = true;
-            return;
-        }
-        let lock = Arc::clone(&self.lock);
-        let _ = tokio::task::spawn_blocking(move || {
-            *lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
-        })
-        .await;
+        *self.stop.lock.lock().await = true;
     }
 }
 
@@ -545,12 +565,18 @@ impl Held<'_> {
             }
         }
         self.frozen = None;
+        // Killed frozen as well; their locks go now.
+        self.others.clear();
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(f) = self.frozen {
+            let _ = f.thaw();
+        }
+        // Thawed before their locks go: whoever parks one after its call waits for the lock.
+        for (f, _lock) in &self.others {
             let _ = f.thaw();
         }
     }
