@@ -21,10 +21,13 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 
-/// Refusals answered at once per second; past that each waits [`FLOOD_WAIT`] (a refusal costs
-/// the host a few microseconds: at most about a tenth of a core per sandbox).
-const FREE_PER_SECOND: u32 = 10_000;
-const FLOOD_WAIT: Duration = Duration::from_micros(100);
+/// Refusals answered at once per second; past that each waits [`FLOOD_WAIT`]. A refusal costs
+/// the host about 10 µs (read, count, answer, and the wake-ups between), outside the sandboxes'
+/// cpu group: at most about 2,000 a second is a fiftieth of a core per sandbox. (With 10,000
+/// and 100 µs, an outside attack's program looping on `ptrace` got 15,000 answers a second,
+/// 0.15 of a core of the host's each; eight such calls took 0.75 of a core from every tenant.)
+const FREE_PER_SECOND: u32 = 1_000;
+const FLOOD_WAIT: Duration = Duration::from_millis(1);
 
 /// Distinct system calls counted apart that [`crate::seccomp::syscall_name`] does not know by
 /// name; past these, the rest are counted together: a program making up numbers cannot grow
