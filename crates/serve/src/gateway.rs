@@ -400,7 +400,8 @@ pub(crate) struct Execute {
     /// A method the manifest lists.
     #[schema(example = "greet")]
     method: String,
-    /// Any JSON, given to the method as its bytes (absent: `null`). Not with `input_base64`.
+    /// Any JSON, given to the method as its bytes (absent: `null`). Not with `input_base64`
+    /// (an `input` of `null` counts as none).
     #[serde(default)]
     input: Option<serde_json::Value>,
     /// Bytes that are not JSON (an image, a protobuf), in base64 (standard alphabet, padded),
