@@ -613,8 +613,23 @@ fn enabled(dir: &Path, file: &str) -> Vec<String> {
 }
 
 /// This process's folder in the cgroup v2 hierarchy, if one is mounted.
+/// This process's path in the cgroup v2 hierarchy, from its `/proc/self/cgroup` text.
+pub(crate) fn v2_path(own: &str) -> Option<&str> {
+    own.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// This process's path in the v1 hierarchy that has `controller`, from its `/proc/self/cgroup`
+/// text.
+pub(crate) fn v1_path<'a>(own: &'a str, controller: &str) -> Option<&'a str> {
+    own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_id, names, path) = (f.next()?, f.next()?, f.next()?);
+        names.split(',').any(|n| n == controller).then_some(path)
+    })
+}
+
 fn v2_own(own: &str, mounts: &[Mount]) -> Option<PathBuf> {
-    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let path = v2_path(own)?;
     mounts
         .iter()
         .find(|m| m.v2)?
@@ -623,10 +638,7 @@ fn v2_own(own: &str, mounts: &[Mount]) -> Option<PathBuf> {
 }
 
 fn v2_base(own: &str, mounts: &[Mount], notes: &mut Vec<String>) -> Result<PathBuf, String> {
-    let path = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or("this process has no cgroup v2 path")?;
+    let path = v2_path(own).ok_or("this process has no cgroup v2 path")?;
     let mount = mounts
         .iter()
         .find(|m| m.v2)
@@ -676,16 +688,7 @@ fn v1_bases(own: &str, mounts: &[Mount]) -> Result<Vec<PathBuf>, String> {
 /// This process's folder in v1 hierarchy `controller`, if writable.
 fn v1_dir(controller: &str, own: &str, mounts: &[Mount]) -> Result<PathBuf, String> {
     {
-        let path = own
-            .lines()
-            .find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let _id = f.next()?;
-                let names = f.next()?;
-                let path = f.next()?;
-                names.split(',').any(|n| n == controller).then_some(path)
-            })
-            .ok_or_else(|| format!("no {controller} hierarchy"))?;
+        let path = v1_path(own, controller).ok_or_else(|| format!("no {controller} hierarchy"))?;
         let mount = mounts
             .iter()
             .find(|m| !m.v2 && m.controllers.iter().any(|c| c == controller))

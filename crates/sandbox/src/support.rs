@@ -78,14 +78,7 @@ const AUTOGROUP: &str = "/proc/sys/kernel/sched_autogroup_enabled";
 /// its session: it is not in the root cpu group (v1's `cpu` hierarchy, else v2), or the kernel
 /// does not group sessions there (`autogroup`: the sysctl's text, `None` where it is absent).
 fn apart(own: &str, autogroup: Option<&str>) -> Feature {
-    let path = |wanted: &dyn Fn(&str) -> bool| {
-        own.lines().find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, names, path) = (f.next()?, f.next()?, f.next()?);
-            wanted(names).then_some(path)
-        })
-    };
-    let cpu = path(&|names| names.split(',').any(|n| n == "cpu")).or_else(|| path(&str::is_empty));
+    let cpu = crate::cgroup::v1_path(own, "cpu").or_else(|| crate::cgroup::v2_path(own));
     let in_root = cpu.is_none_or(|p| p.trim() == "/");
     if in_root && autogroup.is_some_and(|a| a.trim() == "1") {
         Feature::Missing(
