@@ -211,7 +211,9 @@ impl RemoteInstall {
             identity(pem.as_ref())?.as_ref(),
         )
         .map_err(|e| HostError::Remote(e.to_string()))?;
-        let connections = Connections::new(policy.remote.max_connections as usize);
+        let connections = Connections::new(policy.remote.max_connections as usize)
+            .with_host_requests(policy.remote.host_requests_per_second)
+            .map_err(|e| HostError::Remote(e.to_string()))?;
         let remote = remote.on(&connections);
         let asks = &manifest.permissions;
         let callbacks = asks.kv || !asks.secrets.is_empty() || !asks.calls.is_empty();

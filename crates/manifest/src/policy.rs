@@ -63,14 +63,29 @@ pub const MAX_BUSY_WAIT: Duration = Duration::from_secs(10);
 /// `max_connections` (default 8, at least 1): connections one install keeps to its remote at
 /// once, busy or idle. An idle one is reused by the install's next call (for at most 30 s);
 /// a call that finds every one busy waits for one within its time limit.
+///
+/// `host_requests_per_second` (default 1000): host requests the calls of one install may make
+/// together, as for process extensions (`[policy.process]`); besides, at most 1000 in one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemotePolicy {
     pub allowed_hosts: Vec<crate::host::AllowedHost>,
     pub max_connections: u32,
+    pub host_requests_per_second: u32,
 }
 
 impl RemotePolicy {
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+}
+
+/// Host requests per second of one install's calls together, unless the policy says.
+pub const DEFAULT_HOST_REQUESTS_PER_SECOND: u32 = 1000;
+
+/// `host_requests_per_second`: 1 to a million.
+fn host_requests_per_second(v: &crate::strict::Value<'_, '_>) -> Result<u32, TomlError> {
+    u32::try_from(v.as_u64()?)
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or_else(|| v.error("between 1 and 1000000"))
 }
 
 impl Default for RemotePolicy {
@@ -78,6 +93,7 @@ impl Default for RemotePolicy {
         RemotePolicy {
             allowed_hosts: Vec::new(),
             max_connections: RemotePolicy::DEFAULT_MAX_CONNECTIONS,
+            host_requests_per_second: DEFAULT_HOST_REQUESTS_PER_SECOND,
         }
     }
 }
@@ -143,6 +159,10 @@ impl ComponentPolicy {
 /// - `max_file_bytes` (64MiB): the largest file a program may write (`RLIMIT_FSIZE`; with
 ///   read-write folders, at most `[policy.files] max_bytes`).
 /// - `tmp_size` (8MiB): the private `/tmp` of each sandbox.
+/// - `host_requests_per_second` (1000): host requests (`kv.get`, `log`, ...) the calls of one
+///   install may make together, with a burst of one second's worth. Each is served by the
+///   host's own threads, outside the sandbox's cpu group, so a call that runs out is ended
+///   (a trap) and calling again does not refill it.
 /// - `writable_mounts` (default false): whether a process may be granted read-write folders.
 ///   A component's writes are charged to the file quota one by one; a process writes through
 ///   the kernel, so its folders are measured before each call instead (a call over the quota
@@ -170,6 +190,7 @@ pub struct ProcessPolicy {
     pub open_files: u32,
     pub max_file_bytes: ByteSize,
     pub tmp_size: ByteSize,
+    pub host_requests_per_second: u32,
     pub writable_mounts: bool,
     pub interpreters: Vec<String>,
     pub interpreter_paths: Vec<String>,
@@ -184,6 +205,7 @@ impl Default for ProcessPolicy {
             open_files: 64,
             max_file_bytes: ByteSize::mib(64),
             tmp_size: ByteSize::mib(8),
+            host_requests_per_second: DEFAULT_HOST_REQUESTS_PER_SECOND,
             writable_mounts: false,
             interpreters: Vec::new(),
             interpreter_paths: Vec::new(),
@@ -578,6 +600,9 @@ pub(crate) fn parse_policy(t: &crate::strict::Table<'_, '_>) -> Result<Policy, T
                         p.remote.allowed_hosts.push(h);
                     }
                 }
+                if let Some(v) = r.get("host_requests_per_second") {
+                    p.remote.host_requests_per_second = host_requests_per_second(&v)?;
+                }
                 if let Some(v) = r.get("max_connections") {
                     let n = v.as_u64()?;
                     if n == 0 {
@@ -623,6 +648,9 @@ fn parse_process(t: &crate::strict::Table<'_, '_>) -> Result<ProcessPolicy, Toml
         if p.tmp_size > ByteSize::gib(1) {
             return Err(v.error("at most 1GiB: /tmp is memory the host holds"));
         }
+    }
+    if let Some(v) = t.get("host_requests_per_second") {
+        p.host_requests_per_second = host_requests_per_second(&v)?;
     }
     if let Some(v) = t.get("writable_mounts") {
         p.writable_mounts = v.as_bool()?;
@@ -730,7 +758,7 @@ mod tests {
     fn process_section() {
         assert_eq!(Policy::default().process, ProcessPolicy::default());
         let p = Policy::parse(
-            "[policy.process]\nwarm_calls = 100\nprocesses = 8\nopen_files = 16\nmax_file_bytes = \"1MiB\"\ntmp_size = \"2MiB\"\nweaker = [\"no-landlock\"]\n",
+            "[policy.process]\nwarm_calls = 100\nprocesses = 8\nopen_files = 16\nmax_file_bytes = \"1MiB\"\ntmp_size = \"2MiB\"\nhost_requests_per_second = 50\nweaker = [\"no-landlock\"]\n",
         )
         .unwrap();
         assert_eq!(
@@ -741,6 +769,7 @@ mod tests {
                 open_files: 16,
                 max_file_bytes: ByteSize::mib(1),
                 tmp_size: ByteSize::mib(2),
+                host_requests_per_second: 50,
                 writable_mounts: false,
                 interpreters: Vec::new(),
                 interpreter_paths: Vec::new(),
@@ -752,6 +781,14 @@ mod tests {
             ("open_files = 3", "policy.process.open_files"),
             ("processes = 0", "policy.process.processes"),
             ("tmp_size = \"2GiB\"", "policy.process.tmp_size"),
+            (
+                "host_requests_per_second = 0",
+                "policy.process.host_requests_per_second",
+            ),
+            (
+                "host_requests_per_second = 1000001",
+                "policy.process.host_requests_per_second",
+            ),
             ("warm = 1", "policy.process.warm"),
             (
                 "interpreters = [\"python3\"]",
@@ -807,8 +844,19 @@ mod tests {
     #[test]
     fn remote_connections_are_bounded() {
         assert_eq!(Policy::default().remote.max_connections, 8);
-        let p = Policy::parse("[policy.remote]\nmax_connections = 2\n").unwrap();
+        let p =
+            Policy::parse("[policy.remote]\nmax_connections = 2\nhost_requests_per_second = 7\n")
+                .unwrap();
         assert_eq!(p.remote.max_connections, 2);
+        assert_eq!(p.remote.host_requests_per_second, 7);
+        assert_eq!(Policy::default().remote.host_requests_per_second, 1000);
+        for bad in ["0", "1000001", "-1"] {
+            let e = Policy::parse(&format!(
+                "[policy.remote]\nhost_requests_per_second = {bad}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, "policy.remote.host_requests_per_second", "{bad}");
+        }
         for (bad, says) in [
             ("0", "at least 1"),
             ("1025", "at most 1024"),

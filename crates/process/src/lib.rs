@@ -66,6 +66,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod budget;
 mod error;
 mod frame;
 pub mod host;
@@ -74,6 +75,7 @@ pub mod limits;
 mod message;
 mod session;
 
+pub use budget::RequestBudget;
 pub use error::{HeaderError, ProtocolError};
 pub use frame::encode_frame;
 pub use host::{

@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_MESSAGES: u32 = 4096;
 pub const MAX_MESSAGES_CEILING: u32 = 1 << 20;
 
 /// Host requests per second by default (a token bucket holding one second's worth, full at
-/// the start of each call).
+/// the start of each call unless the session shares a [`crate::RequestBudget`]).
 pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 1000;
 /// Ceiling of [`Limits::with_max_requests_per_second`].
 pub const MAX_REQUESTS_PER_SECOND_CEILING: u32 = 1_000_000;

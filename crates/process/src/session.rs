@@ -2,11 +2,13 @@
 //! all under one deadline; and [`run`], which also captures stderr.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::unix::pipe;
 
+use crate::budget::RequestBudget;
 use crate::error::ProtocolError;
 use crate::frame::{FrameReader, write_frame, write_frame_counted};
 use crate::host::{HostApi, dispatch};
@@ -49,6 +51,9 @@ pub struct Session<W, R> {
     request_written: usize,
     /// Whether the program sent any frame during the last call ([`Session::heard`]).
     heard: bool,
+    /// Host requests shared with other sessions ([`Session::sharing`]); else each call has
+    /// [`Limits::max_requests_per_second`] of its own.
+    budget: Option<Arc<RequestBudget>>,
 }
 
 /// A request id in [2, 2^53) (exact in any JSON parser's numbers) that a program cannot
@@ -85,7 +90,15 @@ where
             after_send: None,
             request_written: 0,
             heard: false,
+            budget: None,
         }
+    }
+
+    /// Takes host requests from `budget`, with every other session holding it, instead of a
+    /// bucket of each call's own: a program that runs out cannot get more by being called again.
+    pub fn sharing(mut self, budget: Arc<RequestBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Whether the program sent any frame (an answer, a host request, a notification) during
@@ -170,7 +183,14 @@ where
             f();
         }
         written?;
-        let mut bucket = Bucket::new(limits.max_requests_per_second(), Instant::now());
+        let own;
+        let budget = match &self.budget {
+            Some(shared) => shared,
+            None => {
+                own = RequestBudget::full(limits.max_requests_per_second(), Instant::now());
+                &own
+            }
+        };
         let mut messages: u32 = 0;
         let mut host_requests: u32 = 0;
         loop {
@@ -208,9 +228,9 @@ where
                     params,
                 } => {
                     host_requests += 1;
-                    if !bucket.take(Instant::now()) {
+                    if !budget.take() {
                         return Err(ProtocolError::RateExceeded {
-                            per_second: limits.max_requests_per_second(),
+                            per_second: budget.per_second(),
                         });
                     }
                     let outcome = dispatch(host, &method, params.as_deref()).await;
@@ -221,35 +241,6 @@ where
                     }
                 }
             }
-        }
-    }
-}
-
-/// A token bucket of one second's worth of host requests, full at the start of a call.
-struct Bucket {
-    per_second: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(per_second: u32, now: Instant) -> Bucket {
-        Bucket {
-            per_second: f64::from(per_second),
-            tokens: f64::from(per_second),
-            last: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.per_second).min(self.per_second);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
         }
     }
 }
@@ -412,21 +403,6 @@ impl Captured {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn the_bucket_refills_over_time() {
-        let t = Instant::now();
-        let mut b = Bucket::new(2, t);
-        assert!(b.take(t));
-        assert!(b.take(t));
-        assert!(!b.take(t));
-        assert!(b.take(t + Duration::from_millis(500)));
-        assert!(!b.take(t + Duration::from_millis(500)));
-        // Never more than one second's worth, however long it waited.
-        let later = t + Duration::from_secs(60);
-        assert!(b.take(later) && b.take(later) && !b.take(later));
-    }
 
     #[test]
     fn stderr_is_capped() {

@@ -160,8 +160,8 @@ pub(crate) async fn call(
 }
 
 /// Calls `method` with `input` over `channel` as a session: the host requests the server
-/// sends before its reply are answered by `host` (at most `max_requests`); the output, at
-/// most `max_output` bytes.
+/// sends before its reply are answered by `host` (at most `max_requests`, each taken from
+/// `budget`); the output, at most `max_output` bytes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn session(
     channel: Channel,
@@ -171,7 +171,7 @@ pub(crate) async fn session(
     max_output: u64,
     bearer: Option<&str>,
     host: &dyn warden_process::HostApi,
-    max_requests: usize,
+    (max_requests, budget): (usize, &warden_process::RequestBudget),
 ) -> Result<Vec<u8>, RemoteError> {
     use session_down::Kind as Down;
     use session_up::Kind as Up;
@@ -228,6 +228,9 @@ pub(crate) async fn session(
                     return Err(RemoteError::Protocol(format!(
                         "more than {max_requests} host requests in one call"
                     )));
+                }
+                if !budget.take() {
+                    return Err(crate::over_rate(budget));
                 }
                 // Params that are not JSON are the request's error, as in the JSON-RPC form:
                 // answered, and the call goes on.

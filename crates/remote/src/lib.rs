@@ -50,7 +50,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use warden_manifest::{RemoteEndpoint, RemoteProtocol, RequestHost, SpkiPin};
-use warden_process::HostApi;
+use warden_process::{HostApi, RequestBudget};
 
 use crate::pool::{Got, Pool};
 
@@ -122,23 +122,47 @@ pub struct Remote {
     pool: Arc<Pool>,
     /// This client's generation in the pool (see `pool.rs`).
     generation: u64,
+    /// Host requests all calls of the install may make (its [`Connections`]'s).
+    requests: Arc<RequestBudget>,
 }
 
 /// An install's connections, shared by the clients it makes one after the other (a new
 /// client certificate makes a new [`Remote`] on the same connections: see
 /// [`Remote::on`]).
+/// Their calls also share one budget of host requests: each is served by this host's own
+/// threads, so calling again must not bring more.
 #[derive(Clone)]
-pub struct Connections(Arc<Pool>);
+pub struct Connections {
+    pool: Arc<Pool>,
+    requests: Arc<RequestBudget>,
+}
 
 impl Connections {
-    /// At most `max` (at least 1) connections open at once, busy or idle.
+    /// At most `max` (at least 1) connections open at once, busy or idle; 1000 host requests
+    /// a second.
     pub fn new(max: usize) -> Connections {
-        Connections(Arc::new(Pool::new(max)))
+        Connections::of(Pool::new(max))
     }
 
     /// [`Connections::new`], closing unused connections after `idle` (30 s by default).
     pub fn with_idle(max: usize, idle: Duration) -> Connections {
-        Connections(Arc::new(Pool::new(max).with_idle_for(idle)))
+        Connections::of(Pool::new(max).with_idle_for(idle))
+    }
+
+    fn of(pool: Pool) -> Connections {
+        Connections {
+            pool: Arc::new(pool),
+            requests: Arc::default(),
+        }
+    }
+
+    /// At most `per_second` host requests a second from all calls together (1 to a million).
+    pub fn with_host_requests(
+        mut self,
+        per_second: u32,
+    ) -> Result<Connections, warden_process::LimitError> {
+        self.requests = Arc::new(RequestBudget::new(per_second)?);
+        Ok(self)
     }
 }
 
@@ -166,6 +190,7 @@ impl Remote {
         };
         let pool = Arc::new(Pool::new(DEFAULT_MAX_CONNECTIONS));
         Ok(Remote {
+            requests: Arc::default(),
             endpoint: endpoint.clone(),
             tls: tls::client_config(pins, ca_pem, identity, endpoint.protocol)?,
             server_name,
@@ -187,7 +212,8 @@ impl Remote {
     /// from now on get [`RemoteError::Stale`].
     #[must_use]
     pub fn on(mut self, connections: &Connections) -> Remote {
-        self.pool = Arc::clone(&connections.0);
+        self.pool = Arc::clone(&connections.pool);
+        self.requests = Arc::clone(&connections.requests);
         self.generation = self.pool.next_generation();
         self
     }
@@ -376,7 +402,7 @@ impl Remote {
                     max,
                     bearer,
                     host,
-                    MAX_HOST_REQUESTS,
+                    (MAX_HOST_REQUESTS, &self.requests),
                 )
                 .await
             }
@@ -442,6 +468,9 @@ impl Remote {
                         return Err(RemoteError::Protocol(format!(
                             "more than {MAX_HOST_REQUESTS} host requests in one call"
                         )));
+                    }
+                    if !self.requests.take() {
+                        return Err(over_rate(&self.requests));
                     }
                     let outcome = match host {
                         Some(api) => warden_process::dispatch(api, &asked, params.as_deref()).await,
@@ -646,6 +675,15 @@ struct Call<'a> {
 }
 
 /// The most bytes of a gRPC answer's body read: the output's frame and a little more.
+/// A call that asked more of this host than its install's budget has left.
+fn over_rate(requests: &RequestBudget) -> RemoteError {
+    RemoteError::Protocol(format!(
+        "more than {} host requests per second, counted over all calls of this extension for \
+         this tenant",
+        requests.per_second()
+    ))
+}
+
 fn grpc_cap(max_output: u64) -> usize {
     usize::try_from(max_output.saturating_add(64 * 1024)).unwrap_or(usize::MAX)
 }

@@ -62,6 +62,8 @@ name = "fetch"
 [[methods]]
 name = "pid"
 [[methods]]
+name = "logs"
+[[methods]]
 name = "crowd"
 [[methods]]
 name = "state"
@@ -754,6 +756,47 @@ async fn a_call_whose_processes_wait_for_their_cpu_is_spread_over_every_cpu() {
         call(&lab, &id, "crowd", "4 400").await.unwrap(),
         format!("{cpus} {cpus}")
     );
+}
+
+/// Outside attack (session 36): a program that used up its call's host requests and was
+/// called again started with a full bucket each time, so 4 callers kept about 30,000 host
+/// requests a second going through the host's own threads (0.7-0.8 of a CPU). Every call of
+/// an install takes from the same one.
+#[tokio::test(flavor = "multi_thread")]
+async fn calling_again_does_not_refill_an_installs_host_requests() {
+    let lab = Lab::with_policy(
+        Policy::parse("[policy.process]\nhost_requests_per_second = 20\n").unwrap(),
+    );
+    let id = load_patient(&lab, "logs", "", &Grant::All);
+    assert_eq!(call(&lab, &id, "logs", "18").await.unwrap(), "logged 18");
+    // 2 left, and 20 more a second: the next 18 at once are too many.
+    let e = call(&lab, &id, "logs", "18").await.unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "more than 20 host requests per second, counted over all calls of this extension"
+        ),
+        "{e}"
+    );
+    let r = last(&lab, Event::Call);
+    assert_eq!(r.outcome(), Outcome::Trap, "{r:?}");
+    assert!(
+        r.message()
+            .is_some_and(|m| m.contains("more than 20 host requests")),
+        "{r:?}"
+    );
+    // Another install has its own; this one's fills again with time.
+    let manifest = MANIFEST
+        .replace("ARG", "logs-other")
+        .replace("\"test.proc\"", "\"test.other\"")
+        .replace(
+            "max_execution_time = \"2s\"",
+            "max_execution_time = \"10s\"",
+        );
+    let other = load_manifest(&lab, "logs-other", manifest, &Grant::All);
+    assert_ne!(other, id);
+    assert_eq!(call(&lab, &other, "logs", "18").await.unwrap(), "logged 18");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(call(&lab, &id, "logs", "18").await.unwrap(), "logged 18");
 }
 
 const DATA: &str = "\n[permissions.filesystem]\npaths = [\"/data\"]\n";

@@ -850,4 +850,20 @@ async fn callbacks(grpc: bool) {
         CallError::Remote(m) => assert!(m.contains("more than 1000 host requests"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // And calling it again brings no more: the install's calls share 1000 a second (each is
+    // served by this host's own threads).
+    let e = lab
+        .host
+        .default_tenant()
+        .call(&granted, "ask-forever", b"")
+        .await
+        .unwrap_err()
+        .error;
+    match e {
+        CallError::Remote(m) => assert!(
+            m.contains("more than 1000 host requests per second, counted over all calls"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }

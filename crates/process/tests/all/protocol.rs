@@ -1,13 +1,15 @@
 //! The driver against fake programs (Rust tasks on the other end of in-memory pipes): the
 //! conversation itself, errors that do not end a call, and those that do.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 
 use warden_process::{
-    Call, DenyAll, HostApi, HostError, KvKey, Limits, ProtocolError, Reply, Session, encode_frame,
+    Call, DenyAll, HostApi, HostError, KvKey, Limits, ProtocolError, Reply, RequestBudget, Session,
+    encode_frame,
 };
 
 use crate::TestHost;
@@ -231,7 +233,14 @@ async fn responses_with_wrong_ids() {
 
 /// Sends `n` small valid notifications, then (if still heard) an answer.
 async fn flood(limits: Limits, n: usize) -> Result<Reply, ProtocolError> {
-    let (mut session, mut p) = pair();
+    flood_in(pair(), limits, n).await
+}
+
+async fn flood_in(
+    (mut session, mut p): (HostSession, Program),
+    limits: Limits,
+    n: usize,
+) -> Result<Reply, ProtocolError> {
     tokio::spawn(async move {
         let call = p.read().await;
         let note = encode_frame(
@@ -264,6 +273,19 @@ async fn a_flood_of_small_messages_hits_the_message_cap() {
     assert_eq!(flood(l, 10).await.unwrap().host_requests, 10);
     assert_eq!(
         flood(l, 11).await,
+        Err(ProtocolError::RateExceeded { per_second: 10 })
+    );
+    // Sessions sharing a budget share its tokens, whatever their own limits say: one that
+    // spent 8 leaves 2 to the next.
+    let budget = Arc::new(RequestBudget::new(10).unwrap());
+    let shared = || {
+        let (session, p) = pair();
+        (session.sharing(Arc::clone(&budget)), p)
+    };
+    let big = Limits::default();
+    assert_eq!(flood_in(shared(), big, 8).await.unwrap().host_requests, 8);
+    assert_eq!(
+        flood_in(shared(), big, 8).await,
         Err(ProtocolError::RateExceeded { per_second: 10 })
     );
 }

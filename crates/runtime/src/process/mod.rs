@@ -67,7 +67,7 @@ use warden_call::output::lines;
 use warden_call::{CallError, CallOutcome, CallReport, Ledger, Redactor, Stream};
 use warden_fs::MountDir;
 use warden_manifest::{FileLimits, Limits, ProcessPolicy};
-use warden_process::{Call, ProtocolError, Reply, Session};
+use warden_process::{Call, ProtocolError, Reply, RequestBudget, Session};
 use warden_sandbox::{
     Access, Child, Exit, Grant, Invocation, Profile, Program, Sandbox, SandboxError, Weakening,
 };
@@ -216,7 +216,7 @@ pub const PARKED_FOR: Duration = Duration::from_secs(10);
 const KILL_WAIT: Duration = Duration::from_secs(2);
 
 impl Worker {
-    fn start(mut child: Child) -> std::io::Result<Worker> {
+    fn start(mut child: Child, requests: &Arc<RequestBudget>) -> std::io::Result<Worker> {
         let (Some(i), Some(o), Some(e)) =
             (child.take_stdin(), child.take_stdout(), child.take_stderr())
         else {
@@ -227,7 +227,7 @@ impl Worker {
         let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(e))?;
         Ok(Worker {
             child,
-            session: Session::new(stdin, stdout),
+            session: Session::new(stdin, stdout).sharing(Arc::clone(requests)),
             stderr,
             calls: 0,
             generation: 0,
@@ -478,7 +478,13 @@ impl Worker {
                 "the process was killed by signal {s} ({}) before answering",
                 signal_name(s)
             )),
-            None => CallError::Trap(format!("the process broke the protocol: {e}")),
+            None => match e {
+                ProtocolError::RateExceeded { per_second } => CallError::Trap(format!(
+                    "the process broke the protocol: more than {per_second} host requests per \
+                     second, counted over all calls of this extension for this tenant"
+                )),
+                e => CallError::Trap(format!("the process broke the protocol: {e}")),
+            },
         }
     }
 }
@@ -501,6 +507,8 @@ pub struct ProcessInstall {
     sandbox: Arc<Sandbox>,
     invocation: Invocation,
     protocol: warden_process::Limits,
+    /// Host requests all its calls may make (`[policy.process] host_requests_per_second`).
+    requests: Arc<RequestBudget>,
     warm_calls: u32,
     idle: Arc<Mutex<Vec<Worker>>>,
     /// Whether a task sweeps `idle` of processes parked longer than [`PARKED_FOR`].
@@ -664,11 +672,14 @@ impl ProcessInstall {
         let protocol = warden_process::Limits::default()
             .with_max_frame_bytes(frame_limit(limits))
             .map_err(|e| LoadError::engine("the protocol's frame limit", e))?;
+        let requests = RequestBudget::new(policy.host_requests_per_second)
+            .map_err(|e| LoadError::ProcessPolicy(e.to_string()))?;
         Ok(ProcessInstall {
             code,
             sandbox: Arc::new(sandbox),
             invocation,
             protocol,
+            requests: Arc::new(requests),
             warm_calls,
             idle: Arc::new(Mutex::new(Vec::new())),
             sweeping: std::sync::atomic::AtomicBool::new(false),
@@ -820,8 +831,8 @@ impl ProcessInstall {
             SandboxError::TimedOut => CallError::Timeout(limit),
             e => CallError::host_caused("starting the process in its sandbox", e),
         })?;
-        let mut w =
-            Worker::start(child).map_err(|e| CallError::host_caused("the process's pipes", e))?;
+        let mut w = Worker::start(child, &self.requests)
+            .map_err(|e| CallError::host_caused("the process's pipes", e))?;
         w.generation = generation;
         Ok(w)
     }
