@@ -526,6 +526,10 @@ impl RemoteInstall {
                 }
             }
             RemoteError::Extension { code, message } => CallError::Extension { code, message },
+            // This host's limit, as for a process that asks too much (a trap): not a failure
+            // of the remote, so not one its breaker counts (outside attack, session 37: 8 such
+            // refusals opened the circuit for every caller of the install).
+            e @ RemoteError::OverBudget { .. } => CallError::Trap(e.to_string()),
             RemoteError::Pin(pin) => {
                 ledger.deny(Capability::Network, target, Some(pin.to_string()));
                 CallError::Remote(pin.to_string())

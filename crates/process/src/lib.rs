@@ -66,7 +66,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-mod budget;
+pub mod budget;
 mod error;
 mod frame;
 pub mod host;

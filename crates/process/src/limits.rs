@@ -33,8 +33,8 @@ pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 1000;
 /// Ceiling of [`Limits::with_max_requests_per_second`].
 pub const MAX_REQUESTS_PER_SECOND_CEILING: u32 = 1_000_000;
 
-/// Captured stderr by default (bytes); more is read and dropped, so a chatty program never
-/// blocks on a full pipe.
+/// Captured stderr by default (bytes); more is read and dropped, 64 KiB every 10 ms, so a
+/// chatty program goes on (a little slower) rather than blocking for ever on a full pipe.
 pub const DEFAULT_MAX_STDERR_BYTES: usize = 64 * 1024;
 /// Ceiling of [`Limits::with_max_stderr_bytes`].
 pub const MAX_STDERR_BYTES_CEILING: usize = 16 << 20;

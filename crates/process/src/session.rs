@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::unix::pipe;
 
-use crate::budget::RequestBudget;
+use crate::budget::{CallBudget, FREE_PER_CALL, RequestBudget, answer_cost, cost};
 use crate::error::ProtocolError;
 use crate::frame::{FrameReader, write_frame, write_frame_counted};
 use crate::host::{HostApi, dispatch};
@@ -95,7 +95,8 @@ where
     }
 
     /// Takes host requests from `budget`, with every other session holding it, instead of a
-    /// bucket of each call's own: a program that runs out cannot get more by being called again.
+    /// bucket of each call's own: a program that runs out cannot get more by being called
+    /// again. Each call spends [`FREE_PER_CALL`] of its own first.
     pub fn sharing(mut self, budget: Arc<RequestBudget>) -> Self {
         self.budget = Some(budget);
         self
@@ -184,11 +185,11 @@ where
         }
         written?;
         let own;
-        let budget = match &self.budget {
-            Some(shared) => shared,
+        let mut budget = match &self.budget {
+            Some(shared) => CallBudget::new(shared, FREE_PER_CALL),
             None => {
                 own = RequestBudget::full(limits.max_requests_per_second(), Instant::now());
-                &own
+                CallBudget::new(&own, 0)
             }
         };
         let mut messages: u32 = 0;
@@ -228,7 +229,7 @@ where
                     params,
                 } => {
                     host_requests += 1;
-                    if !budget.take() {
+                    if !budget.take(cost(body.len())) {
                         return Err(ProtocolError::RateExceeded {
                             per_second: budget.per_second(),
                         });
@@ -236,8 +237,9 @@ where
                     let outcome = dispatch(host, &method, params.as_deref()).await;
                     // A notification gets no answer (JSON-RPC 2.0 §4.1), even an error.
                     if let Some(request_id) = request_id {
-                        write_frame(&mut self.stdin, &message::response(&request_id, &outcome))
-                            .await?;
+                        let answer = message::response(&request_id, &outcome);
+                        budget.charge(answer_cost(answer.len()));
+                        write_frame(&mut self.stdin, &answer).await?;
                     }
                 }
             }
@@ -301,6 +303,30 @@ pub struct Output {
 /// Bytes read from stderr in one go.
 const STDERR_CHUNK: usize = 8 * 1024;
 
+/// Past the cap, stderr is read (and dropped) [`DROPPED_CHUNK`] at a time, one per this
+/// long: a program that writes more waits for the pipe (outside attack, session 37: draining
+/// 1.4 GB a second of it, in 8 KiB reads, held the host at 0.68 of a CPU, 0.91 with four
+/// such calls). At most 6.4 MB a second then, for about 100 reads.
+const DROPPED_CHUNK_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// A pipe's whole default capacity.
+const DROPPED_CHUNK: usize = 64 * 1024;
+
+/// The next read of stderr: into `chunk` until the cap is `full`, then into `dropped`, after
+/// a pause.
+async fn paced<E: AsyncRead + Unpin>(
+    stderr: &mut E,
+    chunk: &mut [u8],
+    dropped: &mut Vec<u8>,
+    full: bool,
+) -> std::io::Result<usize> {
+    if !full {
+        return stderr.read(chunk).await;
+    }
+    tokio::time::sleep(DROPPED_CHUNK_EVERY).await;
+    dropped.resize(DROPPED_CHUNK, 0);
+    stderr.read(dropped).await
+}
+
 /// One call on a fresh process, capturing its stderr meanwhile. Does not kill the program:
 /// its owner does (on any error, a sandbox `Child` is killed when dropped).
 pub async fn run<W, R, E>(
@@ -342,6 +368,8 @@ where
     ) -> Output {
         let mut captured = Captured::new(limits.max_stderr_bytes());
         let mut chunk = vec![0u8; STDERR_CHUNK];
+        // Made only for a program that writes past the cap.
+        let mut dropped = Vec::new();
         let reply = {
             let exchange = self.call(call, limits, host, deadline);
             tokio::pin!(exchange);
@@ -351,10 +379,14 @@ where
                     // The call first: a program flooding stderr must not starve it.
                     biased;
                     r = &mut exchange => break r,
-                    n = stderr.read(&mut chunk), if open => match n {
-                        Ok(n) if n > 0 => captured.push(&chunk[..n]),
-                        _ => open = false,
-                    },
+                    n = paced(stderr, &mut chunk, &mut dropped, captured.truncated), if open => {
+                        match n {
+                            // Past the cap nothing more is kept: what was read is dropped.
+                            Ok(n) if n > 0 && captured.truncated => {}
+                            Ok(n) if n > 0 => captured.push(&chunk[..n]),
+                            _ => open = false,
+                        }
+                    }
                 }
             }
         };

@@ -210,6 +210,8 @@ pub(crate) async fn session(
         .map_err(|status| failure(&status, max_output))?
         .into_inner();
     let mut asked = 0usize;
+    let mut spend =
+        warden_process::budget::CallBudget::new(budget, warden_process::budget::FREE_PER_CALL);
     loop {
         let message = inbound
             .message()
@@ -229,7 +231,8 @@ pub(crate) async fn session(
                         "more than {max_requests} host requests in one call"
                     )));
                 }
-                if !budget.take() {
+                let size = r.method.len() + r.params.len() + r.id.len();
+                if !spend.take(warden_process::budget::cost(size)) {
                     return Err(crate::over_rate(budget));
                 }
                 // Params that are not JSON are the request's error, as in the JSON-RPC form:
@@ -247,6 +250,7 @@ pub(crate) async fn session(
                 let id = serde_json::Value::String(r.id.clone());
                 let answer = String::from_utf8(crate::jsonrpc::host_answer(&id, &outcome))
                     .unwrap_or_default();
+                spend.charge(warden_process::budget::answer_cost(answer.len()));
                 let sent = up
                     .send(SessionUp {
                         kind: Some(Up::Answer(HostAnswer { id: r.id, answer })),

@@ -50,6 +50,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use warden_manifest::{RemoteEndpoint, RemoteProtocol, RequestHost, SpkiPin};
+use warden_process::budget::{CallBudget, FREE_PER_CALL};
 use warden_process::{HostApi, RequestBudget};
 
 use crate::pool::{Got, Pool};
@@ -103,6 +104,13 @@ pub enum RemoteError {
     Protocol(String),
     #[error("the server answered HTTP {0}")]
     Status(u16),
+    /// It asked more of this host than the install's budget of host requests has left: a
+    /// limit of this host's, not a failure of the remote's.
+    #[error(
+        "more than {per_second} host requests per second, counted over all calls of this \
+         extension for this tenant"
+    )]
+    OverBudget { per_second: u32 },
     /// The install's client was made anew (its certificate changed) since this one was taken:
     /// nothing was sent; the call may start again with the new client.
     #[error("the client certificate changed during the call")]
@@ -443,6 +451,7 @@ impl Remote {
         let cap = jsonrpc::body_cap(limits.max_response);
         let mut conn = None;
         let mut host_requests = 0usize;
+        let mut budget = CallBudget::new(&self.requests, FREE_PER_CALL);
         loop {
             let (c, _, answer) = self
                 .h1_round(addr, conn.take(), &request, cap, limits.max_response, true)
@@ -469,7 +478,7 @@ impl Remote {
                             "more than {MAX_HOST_REQUESTS} host requests in one call"
                         )));
                     }
-                    if !self.requests.take() {
+                    if !budget.take(warden_process::budget::cost(answer.len())) {
                         return Err(over_rate(&self.requests));
                     }
                     let outcome = match host {
@@ -479,8 +488,9 @@ impl Remote {
                         )),
                     };
                     // The answer goes back on the same connection, with the call's claims.
-                    *body.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Bytes::from(jsonrpc::host_answer(&hid, &outcome));
+                    let reply = jsonrpc::host_answer(&hid, &outcome);
+                    budget.charge(warden_process::budget::answer_cost(reply.len()));
+                    *body.lock().unwrap_or_else(PoisonError::into_inner) = Bytes::from(reply);
                     // Without a connection (the server closed it) the call cannot go on.
                     if conn.is_none() {
                         return Err(RemoteError::Protocol(
@@ -677,11 +687,9 @@ struct Call<'a> {
 /// The most bytes of a gRPC answer's body read: the output's frame and a little more.
 /// A call that asked more of this host than its install's budget has left.
 fn over_rate(requests: &RequestBudget) -> RemoteError {
-    RemoteError::Protocol(format!(
-        "more than {} host requests per second, counted over all calls of this extension for \
-         this tenant",
-        requests.per_second()
-    ))
+    RemoteError::OverBudget {
+        per_second: requests.per_second(),
+    }
 }
 
 fn grpc_cap(max_output: u64) -> usize {

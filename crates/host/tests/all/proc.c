@@ -361,6 +361,17 @@ static void handle(long id, const char *method, const char *arg) {
         for (i = 0; i < n; i++) free(host_request("log", "{\"level\":\"debug\",\"message\":\"x\"}"));
         snprintf(buf, sizeof buf, "logged %ld", i);
         answer(id, buf);
+    } else if (strcmp(method, "biglog") == 0) {
+        /* One `log` request whose message is N bytes. */
+        long n = atol(arg);
+        char *req = malloc(n + 64);
+        if (!req) exit(6);
+        int k = sprintf(req, "{\"level\":\"debug\",\"message\":\"");
+        memset(req + k, 'x', n);
+        strcpy(req + k + n, "\"}");
+        free(host_request("log", req));
+        free(req);
+        answer(id, "logged");
     } else if (strcmp(method, "exitok") == 0) {
         answer(id, "bye");
         exit(0);

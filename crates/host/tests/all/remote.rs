@@ -859,8 +859,9 @@ async fn callbacks(grpc: bool) {
         .await
         .unwrap_err()
         .error;
+    // A limit of this host's, like a process's trap: not a failure of the remote.
     match e {
-        CallError::Remote(m) => assert!(
+        CallError::Trap(m) => assert!(
             m.contains("more than 1000 host requests per second, counted over all calls"),
             "{m}"
         ),

@@ -15,10 +15,13 @@
  *   wrongid   answers with the call's id + 1
  *   exit      reads the call, exits without answering
  *   chatty    writes 1 MiB to stderr (far more than a pipe holds), then answers ""
+ *   stream    writes to stderr for 300 ms, then answers with the error `written` whose
+ *             message is how many bytes it wrote
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void put(const char *buf, size_t n) {
@@ -222,6 +225,22 @@ int main(int argc, char **argv) {
         pause();
     } else if (strcmp(mode, "exit") == 0) {
         return 0;
+    } else if (strcmp(mode, "stream") == 0) {
+        static char junk[65536];
+        memset(junk, 's', sizeof junk);
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        long long written = 0;
+        for (;;) {
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= 300) break;
+            ssize_t w = write(2, junk, sizeof junk);
+            if (w <= 0) return 3;
+            written += w;
+        }
+        char n[32];
+        snprintf(n, sizeof n, "%lld", written);
+        answer_error(id, "written", n);
     } else if (strcmp(mode, "chatty") == 0) {
         static char junk[65536];
         memset(junk, 'e', sizeof junk);

@@ -223,6 +223,7 @@ both! {
     echo_round_trips_bytes_through_the_hosts_kv => echo_works;
     a_warm_process_serves_two_calls => warm;
     stderr_is_drained_and_capped => chatty;
+    stderr_past_its_cap_is_read_slowly => stream;
     a_gibibyte_frame_is_refused_at_its_header => |w| hostile(w, "huge", Limits::default(), s5(),
         ProtocolError::FrameTooLarge { declared: 1 << 30, limit: 1 << 20 });
     nesting_100k_deep_is_refused => |w| hostile(w, "deep", Limits::default(), s5(),
@@ -260,6 +261,29 @@ async fn chatty(w: Where) {
     .await;
     assert_eq!(out.reply.unwrap().output, Ok(vec![]));
     assert_eq!(out.stderr, vec![b'e'; 64 * 1024]);
+    assert!(out.stderr_truncated);
+}
+
+/// Past the cap, stderr is read only a little at a time (outside attack, session 37: a
+/// program writing as fast as the host drained got 1.4 GB a second through, at 0.68 of a CPU
+/// of the host's own). In 300 ms it gets 64 KiB every 10 ms through, about 2 MB; without the
+/// pause, hundreds of MB.
+async fn stream(w: Where) {
+    let out = run_mode(
+        w,
+        "stream",
+        &Limits::default(),
+        &TestHost::default(),
+        s5(),
+        b"",
+    )
+    .await;
+    let written = match out.reply.unwrap().output {
+        Err(e) => e.message.parse::<u64>().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!((64 * 1024..8 << 20).contains(&written), "{written} bytes");
+    assert_eq!(out.stderr.len(), 64 * 1024);
     assert!(out.stderr_truncated);
 }
 

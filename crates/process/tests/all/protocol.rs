@@ -275,18 +275,25 @@ async fn a_flood_of_small_messages_hits_the_message_cap() {
         flood(l, 11).await,
         Err(ProtocolError::RateExceeded { per_second: 10 })
     );
-    // Sessions sharing a budget share its tokens, whatever their own limits say: one that
-    // spent 8 leaves 2 to the next.
+    // Sessions sharing a budget share its tokens, whatever their own limits say, past the
+    // first 64 of each call: one that took 6 of 10 leaves 4 to the next.
+    let free = warden_process::budget::FREE_PER_CALL as usize;
     let budget = Arc::new(RequestBudget::new(10).unwrap());
     let shared = || {
         let (session, p) = pair();
         (session.sharing(Arc::clone(&budget)), p)
     };
     let big = Limits::default();
-    assert_eq!(flood_in(shared(), big, 8).await.unwrap().host_requests, 8);
+    let first = flood_in(shared(), big, free + 6).await.unwrap();
+    assert_eq!(first.host_requests as usize, free + 6);
     assert_eq!(
-        flood_in(shared(), big, 8).await,
+        flood_in(shared(), big, free + 6).await,
         Err(ProtocolError::RateExceeded { per_second: 10 })
+    );
+    // A call that stays within its own never meets the shared rate.
+    assert_eq!(
+        flood_in(shared(), big, free).await.unwrap().host_requests as usize,
+        free
     );
 }
 
