@@ -1,9 +1,9 @@
-//! The child, between `clone3` and `execve`.
+//! The child, between `clone` and `execve`.
 //!
-//! It is a copy of a multi-threaded host in which only the spawning thread exists: another
-//! thread may have held the allocator's lock, stdio's lock or any other at the time of the
-//! clone. So this code only makes system calls (rustix's raw backend and [`crate::sys`]) on
-//! data the parent prepared: paths as `CString`s, `argv`/`envp` pointer arrays, the compiled
+//! It runs in the host's memory, beside the host's other threads (its spawner thread waits:
+//! [`crate::sys::vfork_into`]), which may hold the allocator's lock, stdio's lock or any
+//! other. So this code only makes system calls (rustix's raw backend and [`crate::sys`]),
+//! writes nothing but its own stack, and reads only data the parent prepared: paths as `CString`s, `argv`/`envp` pointer arrays, the compiled
 //! seccomp programs, the Landlock ruleset's descriptor. It never allocates, never formats,
 //! never panics on purpose, and ends in `execve` or `_exit`. A failure is reported to the parent
 //! as 8 bytes (step, errno) on a close-on-exec socket; a successful `execve` closes it. On the
@@ -28,7 +28,9 @@ use crate::sys;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Step {
-    DeathSignal = 1,
+    Signals = 1,
+    Started,
+    DeathSignal,
     WaitForParent,
     MountPrivate,
     MountStage,
@@ -54,7 +56,9 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 23] = [
+    const ALL: [Step; 25] = [
+        Step::Signals,
+        Step::Started,
         Step::DeathSignal,
         Step::WaitForParent,
         Step::MountPrivate,
@@ -84,6 +88,8 @@ impl Step {
     }
     pub fn name(self) -> &'static str {
         match self {
+            Step::Signals => "reset the host's signal handlers",
+            Step::Started => "tell the host it started",
             Step::DeathSignal => "set the parent-death signal",
             Step::WaitForParent => "wait for the id maps",
             Step::MountPrivate => "make mounts private",
@@ -185,7 +191,8 @@ pub(crate) struct Plan {
 }
 
 // SAFETY: the raw pointers in `Exec` point into `Exec::_strings`, owned by the same value and
-// never mutated; a Plan is only read, by the spawner thread and then by the child's copy.
+// never mutated; a Plan is only read, by the spawner thread and by the child (in this memory,
+// while the spawner thread waits).
 unsafe impl Send for Plan {}
 // SAFETY: as above; nothing in a Plan has interior mutability.
 unsafe impl Sync for Plan {}
@@ -230,6 +237,14 @@ fn setup(plan: &Plan) -> Result<(), Fail> {
     use rustix::thread as t;
     let l = &*plan.layout;
 
+    // The host's handlers would run in the host's memory: none may run here. Every signal is
+    // blocked until they are gone (the spawner thread's mask).
+    at(Step::Signals, sys::default_signals())?;
+    // The host takes this child's pid (written by the kernel before it ran) once told.
+    at(
+        Step::Started,
+        rustix::io::write(fd(plan.fds.report), &[STARTED]).map(drop),
+    )?;
     // Die with the host from the first instruction on (re-armed after the uid change below,
     // which clears it).
     at(
@@ -446,6 +461,9 @@ fn setup(plan: &Plan) -> Result<(), Fail> {
         _ => apply(allowlist),
     }
 }
+
+/// The child's first byte on its report socket: it exists.
+pub(crate) const STARTED: u8 = b'S';
 
 /// The first byte the child sends on its report socket when it sends the seccomp listener
 /// with it (a failure report is 8 bytes after it).

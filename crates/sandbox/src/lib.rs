@@ -45,27 +45,33 @@
 //! built; [`Sandbox::new`] probed the kernel ([`Sandbox::check`]) and compiled the seccomp
 //! filters and the mount plan once. Each spawn builds the `argv`/`envp` arrays and a fresh
 //! Landlock ruleset (with the `landlock` crate), creates its pipes (close-on-exec, above fd 2),
-//! and asks the spawner thread to `clone3` into new user, mount, pid, ipc, uts, cgroup and net
-//! namespaces with a pidfd. Then it writes the child's `uid_map`/`gid_map` (and `setgroups`
-//! deny when unprivileged), sends the child one byte, and reads the child's report pipe: EOF
-//! means the program was exec'd, 8 bytes name the failed step and errno.
+//! and asks a spawner thread to `clone` into new user, mount, pid, ipc, uts, cgroup and net
+//! namespaces, as `posix_spawn` does (`CLONE_VM | CLONE_VFORK`: the child runs on a stack of
+//! its own in the host's memory, and its spawner thread waits until its `execve`; nothing of
+//! the host is copied, where a fork's page tables and copy-on-write faults cost a third of the
+//! host's CPU per process call). Once the child says it exists, the caller's thread opens a
+//! pidfd for it, writes its `uid_map`/`gid_map` (and `setgroups` deny when unprivileged),
+//! sends it one byte, and reads its report socket: EOF means the program was exec'd, 8 bytes
+//! name the failed step and errno.
 //!
-//! In the child (`src/child.rs`, system calls only, on data prepared above — it is a copy of a
-//! multi-threaded process, so no allocation and no lock):
-//! 1. `PR_SET_PDEATHSIG(SIGKILL)`; wait for the parent's byte (EOF: exit).
-//! 2. mounts private (recursive); a small tmpfs on the bundle's own folder; `pivot_root` into
+//! In the child (`src/child.rs`, system calls only, on data prepared above — it shares the
+//! memory of a multi-threaded process, so no allocation, no lock, no write but to its stack):
+//! 1. every handler of the host's back to its default, then no signal blocked (the spawner
+//!    thread blocks them all, so none runs in the host's memory); one byte to the parent.
+//! 2. `PR_SET_PDEATHSIG(SIGKILL)`; wait for the parent's byte (EOF: exit).
+//! 3. mounts private (recursive); a small tmpfs on the bundle's own folder; `pivot_root` into
 //!    it, old root at `/oldroot`.
-//! 3. mount points; bind `/oldroot/<bundle>` at `/bundle` then remount `ro,nosuid,nodev`
+//! 4. mount points; bind `/oldroot/<bundle>` at `/bundle` then remount `ro,nosuid,nodev`
 //!    (keeping the source's locked flags); `/dev/null`, `/dev/urandom` (`nosuid,noexec`);
 //!    grants (`nosuid,nodev`, `ro`/`noexec` by [`Access`]); `/tmp` tmpfs
 //!    (`size=,nr_inodes=,nosuid,nodev,noexec`) and its Landlock rule.
-//! 4. detach and remove `/oldroot`; remount `/` read-only; `chdir("/")`; host name; `setsid`.
-//! 5. a root host's child clears its groups; `setresgid`/`setresuid` to
+//! 5. detach and remove `/oldroot`; remount `/` read-only; `chdir("/")`; host name; `setsid`.
+//! 6. a root host's child clears its groups; `setresgid`/`setresuid` to
 //!    [`SANDBOX_GID`]/[`SANDBOX_UID`]; all capability sets and the ambient set emptied.
-//! 6. `PR_SET_PDEATHSIG` again (the uid change cleared it); exit if the host died meanwhile.
-//! 7. rlimits; `dup2` the pipes onto 0, 1, 2; `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`.
-//! 8. `PR_SET_NO_NEW_PRIVS`; `landlock_restrict_self`; the four seccomp filters.
-//! 9. `execve` with the caller's environment only.
+//! 7. `PR_SET_PDEATHSIG` again (the uid change cleared it); exit if the host died meanwhile.
+//! 8. rlimits; `dup2` the pipes onto 0, 1, 2; `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`.
+//! 9. `PR_SET_NO_NEW_PRIVS`; `landlock_restrict_self`; the four seccomp filters.
+//! 10. `execve` with the caller's environment only.
 //!
 //! # Not done in this version
 //!

@@ -1,10 +1,11 @@
-//! The parent's side of a spawn: everything prepared before the fork, the fork itself on the
+//! The parent's side of a spawn: everything prepared before the clone, the clone itself on a
 //! spawner thread, the id maps, and the child's report.
 
 use std::ffi::{CString, c_char};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Instant;
 
@@ -400,7 +401,7 @@ impl Sandbox {
             },
             exec,
         });
-        // Made before the fork so that a failure costs no child; the child enters it before
+        // Made before the clone so that a failure costs no child; the child enters it before
         // it is released, so its program never runs outside.
         let cgroup = match (&crate::cgroup::root().0, &plan.exec) {
             (Ok(root), Some(_)) => {
@@ -412,13 +413,36 @@ impl Sandbox {
             }
             _ => None,
         };
-        let (pid, pidfd) = fork_on_spawner(plan)?;
-        drop((sync_r, report_w, ruleset));
-        let guard = Started {
-            pid,
-            pidfd: Some(pidfd),
-            cgroup,
+        let tid = Arc::new(AtomicI32::new(0));
+        let (reply, made) = mpsc::channel();
+        to_spawner(Job {
+            plan,
+            open: (sync_r, report_w, ruleset),
+            tid: Arc::clone(&tid),
+            reply,
+        })?;
+        let guard = match read_started(&report_r) {
+            // Its pid was written before it ran.
+            Ok(true) => started(tid.load(Ordering::SeqCst), cgroup)?,
+            // No child, or one that ended at once (its spawner has closed the socket's
+            // other end): the spawner says which.
+            Ok(false) | Err(_) => {
+                // A child waiting to be released ends at the pipe's end of file.
+                drop(sync_w);
+                return Err(match made.recv() {
+                    Ok(Err(e)) => ioe("clone into new namespaces")(e),
+                    Ok(Ok(pid)) => {
+                        drop(started(pid, None)?);
+                        SandboxError::ChildVanished
+                    }
+                    Err(_) => SandboxError::Io {
+                        what: "the spawner threads are gone",
+                        source: std::io::ErrorKind::BrokenPipe.into(),
+                    },
+                });
+            }
         };
+        let pid = guard.pid;
         if let Some(cg) = &guard.cgroup {
             cg.enter(pid)
                 .map_err(io("moving the child into its cgroup"))?;
@@ -483,6 +507,35 @@ impl Sandbox {
     }
 }
 
+/// Waits for the child's first byte ([`crate::child::STARTED`]): `false` at end of file (no
+/// child was made, or it ended before).
+fn read_started(report: &OwnedFd) -> Result<bool, Errno> {
+    let mut b = [0u8; 1];
+    let n = rustix::io::retry_on_intr(|| rustix::io::read(report, &mut b))?;
+    Ok(n == 1 && b[0] == crate::child::STARTED)
+}
+
+/// The guard of the child `pid` (this process's own, not reaped: its pid cannot have been
+/// reused), through a pidfd. Without one (this process at its descriptor limit) it is killed
+/// and reaped by pid.
+fn started(pid: i32, cgroup: Option<crate::cgroup::Cgroup>) -> Result<Started, SandboxError> {
+    let Some(id) = rustix::process::Pid::from_raw(pid) else {
+        return Err(SandboxError::ChildVanished);
+    };
+    match rustix::process::pidfd_open(id, rustix::process::PidfdFlags::empty()) {
+        Ok(pidfd) => Ok(Started {
+            pid,
+            pidfd: Some(pidfd),
+            cgroup,
+        }),
+        Err(e) => {
+            let _ = rustix::process::kill_process(id, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitpid(Some(id), rustix::process::WaitOptions::empty());
+            Err(ioe("opening a pidfd for the sandbox's process")(e))
+        }
+    }
+}
+
 /// The child's report (up to 9 bytes: the listener's mark, a failure's step and errno) until
 /// it closes at execve, or until it sent its seccomp listener (returned with the bytes so
 /// far); first sending `answer`, if any.
@@ -536,7 +589,7 @@ fn read_report(report: &OwnedFd, answer: Option<u8>) -> Result<(Vec<u8>, Option<
     }
 }
 
-/// A child between fork and the caller's [`Child`]: killed and reaped if dropped (then its
+/// A child between its clone and the caller's [`Child`]: killed and reaped if dropped (then its
 /// cgroup removed).
 struct Started {
     pid: i32,
@@ -605,59 +658,94 @@ fn write_id_maps(pid: i32, ids: IdMapping) -> Result<(), SandboxError> {
 
 struct Job {
     plan: Arc<Plan>,
-    reply: mpsc::Sender<Result<(i32, OwnedFd), Errno>>,
+    /// The descriptors of the plan the child must find open (its ends of the sync pipe and
+    /// the report socket, the Landlock ruleset): closed once it has exec'd or exited, so
+    /// that the report socket's end of file then tells the host so.
+    open: (OwnedFd, OwnedFd, Option<OwnedFd>),
+    /// Where the kernel writes the child's pid before it runs.
+    tid: Arc<AtomicI32>,
+    reply: mpsc::Sender<Result<i32, Errno>>,
 }
 
-/// Forks on the spawner thread: one thread that lives as long as the process. The parent-death
-/// signal fires when the *thread* that forked exits, so forking from a pool thread that may be
-/// retired would kill sandboxes at random; forking from this thread ties them to the process.
-fn fork_on_spawner(plan: Arc<Plan>) -> Result<(i32, OwnedFd), SandboxError> {
+/// Spawner threads: each makes one child at a time, and waits for it until its `execve`.
+fn spawners() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
+/// Sends `job` to a spawner thread: threads that live as long as the process. The
+/// parent-death signal fires when the *thread* that made the child exits, so a pool thread
+/// that may be retired would kill sandboxes at random; these tie them to the process. Each
+/// waits for its child until its `execve` ([`sys::vfork_into`]), so the host's side of the
+/// setup (id maps, cgroup, report) runs on the caller's thread meanwhile.
+fn to_spawner(job: Job) -> Result<(), SandboxError> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let gone = || SandboxError::Io {
+        what: "the spawner threads are gone",
+        source: std::io::ErrorKind::BrokenPipe.into(),
+    };
     let tx = match SPAWNER.get() {
         Some(tx) => tx,
         None => {
             let (tx, rx) = mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("warden-sandbox-spawner".to_owned())
-                .spawn(move || {
-                    for job in rx {
-                        let r = fork_child(&job.plan);
-                        let _ = job.reply.send(r);
-                    }
-                })
-                .map_err(io("starting the spawner thread"))?;
-            // A racing first call may have set it already; its thread serves as well.
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..spawners() {
+                let rx = Arc::clone(&rx);
+                std::thread::Builder::new()
+                    .name("warden-sandbox-spawner".to_owned())
+                    .spawn(move || serve_spawns(&rx))
+                    .map_err(io("starting the spawner threads"))?;
+            }
+            // A racing first call may have set it already; its threads serve as well.
             SPAWNER.get_or_init(|| Mutex::new(tx))
         }
     };
-    let (reply, answer) = mpsc::channel();
     let sent = match tx.lock() {
-        Ok(tx) => tx.send(Job { plan, reply }).is_ok(),
-        Err(poisoned) => poisoned.into_inner().send(Job { plan, reply }).is_ok(),
+        Ok(tx) => tx.send(job).is_ok(),
+        Err(poisoned) => poisoned.into_inner().send(job).is_ok(),
     };
-    if !sent {
-        return Err(SandboxError::Io {
-            what: "the spawner thread is gone",
-            source: std::io::ErrorKind::BrokenPipe.into(),
-        });
+    if sent { Ok(()) } else { Err(gone()) }
+}
+
+/// A spawner thread's life: with every signal blocked (its children inherit the mask until
+/// they reset the host's handlers), one stack for its children, one job at a time.
+fn serve_spawns(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    let blocked = sys::block_signals();
+    let mut stack = None;
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(job) = job else { return };
+        if stack.is_none() {
+            stack = sys::ChildStack::new().ok();
+        }
+        let r = match (blocked, &stack) {
+            (Ok(()), Some(s)) => clone_child(&job.plan, s, &job.tid),
+            (Err(e), _) => Err(e),
+            (_, None) => Err(Errno::NOMEM),
+        };
+        drop(job.open);
+        let _ = job.reply.send(r);
     }
-    answer
-        .recv()
-        .map_err(|_| SandboxError::Io {
-            what: "the spawner thread is gone",
-            source: std::io::ErrorKind::BrokenPipe.into(),
-        })?
-        .map_err(ioe("clone3 into new namespaces"))
+}
+
+/// The child's start: [`crate::child::run`] on the plan `arg` points to.
+#[allow(unsafe_code)]
+extern "C" fn child_entry(arg: *mut std::ffi::c_void) -> std::ffi::c_int {
+    // SAFETY: `arg` is the `Plan` of `clone_child`, alive until the child has exec'd or
+    // exited (its spawner thread holds it and waits).
+    let plan = unsafe { &*(arg as *const Plan) };
+    crate::child::run(plan)
 }
 
 #[allow(unsafe_code)]
-fn fork_child(plan: &Plan) -> Result<(i32, OwnedFd), Errno> {
-    // SAFETY: the child branch runs only `child::run`, which makes system calls on data
-    // prepared in `plan` (no allocation, no lock) and ends in execve or _exit.
-    match unsafe { sys::clone3(NAMESPACES) }? {
-        sys::Forked::Child => crate::child::run(plan),
-        sys::Forked::Parent { pid, pidfd } => Ok((pid, pidfd)),
-    }
+fn clone_child(plan: &Plan, stack: &sys::ChildStack, tid: &AtomicI32) -> Result<i32, Errno> {
+    let arg = plan as *const Plan as *mut std::ffi::c_void;
+    // SAFETY: the child runs only `child::run`, which makes system calls on data prepared in
+    // `plan` (no allocation, no lock, nothing written outside its stack) and ends in execve
+    // or _exit; `plan` outlives the call, which returns once the child has done either.
+    unsafe { sys::vfork_into(NAMESPACES, stack, child_entry, arg, tid) }
 }
 
 /// The kernel's report, namespaces included, probed once per process (the answer does not

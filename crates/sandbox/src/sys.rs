@@ -1,72 +1,151 @@
-//! The raw system calls no maintained crate wraps (or wraps with allocation): `clone3`,
-//! `close_range`, the two Landlock calls the child makes itself, `execve`, `_exit`, and the
+//! The raw system calls no maintained crate wraps (or wraps with allocation): `clone` into
+//! the host's memory, signal dispositions, `close_range`, the two Landlock calls the child makes itself, `execve`, `_exit`, and the
 //! feature probes. Every function here is async-signal-safe: no allocation, no lock.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 
 use rustix::io::Errno;
 
-/// `struct clone_args` (linux/sched.h), the size of `CLONE_ARGS_SIZE_VER2`.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+/// Bytes of stack a child gets between `clone` and `execve` (it makes system calls only, with
+/// a few small buffers); a guard page below it.
+const CHILD_STACK_BYTES: usize = 256 * 1024;
+
+/// The stack a child runs on while it shares this process's memory ([`vfork_into`]): mapped
+/// once per spawner thread and used by one child at a time, unmapped when dropped.
+pub(crate) struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
 }
 
-/// What `clone3` returned in this process.
-pub(crate) enum Forked {
-    /// The parent: the child's pid (in the host's pid namespace) and a pidfd for it.
-    Parent { pid: i32, pidfd: OwnedFd },
-    /// The child: a copy of the calling thread only, in its new namespaces.
-    Child,
+impl ChildStack {
+    pub(crate) fn new() -> Result<ChildStack, Errno> {
+        let len = CHILD_STACK_BYTES;
+        // SAFETY: a new private anonymous mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::from_raw_os_error(errno()));
+        }
+        let stack = ChildStack { base, len };
+        // The lowest page faults instead of running into whatever is mapped below.
+        // SAFETY: the first page of the mapping just made, which nothing uses yet.
+        if unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) } != 0 {
+            return Err(Errno::from_raw_os_error(errno()));
+        }
+        Ok(stack)
+    }
+
+    /// The highest address (stacks grow down), 16-byte aligned as the mapping is.
+    fn top(&self) -> *mut libc::c_void {
+        self.base.wrapping_byte_add(self.len)
+    }
 }
 
-/// `clone3(flags | CLONE_PIDFD)` without `CLONE_VM`: a fork into new namespaces whose child
-/// continues on a copy of this thread's stack.
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; no child runs on it (each has exec'd or exited
+        // before `vfork_into` returned).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK | CLONE_PARENT_SETTID | flags)`, as `posix_spawn` does: the
+/// child runs `entry(arg)` on `stack`, in this process's memory, and this thread waits until
+/// it has called `execve` or exited. So nothing of the host is copied (a fork copied its page
+/// tables, then paid a copy-on-write fault for each page any thread of the host wrote before
+/// the child's `execve`: a third of the host's CPU for each process call). Its pid in this
+/// pid namespace is in `tid` before it runs; returned once it has exec'd or exited.
 ///
 /// # Safety
-/// The caller must, in the [`Forked::Child`] branch, do only async-signal-safe work (no
-/// allocation, no lock another thread may have held at the time of the call) and end with
-/// `execve` or [`exit`]: the child is a copy of a multi-threaded process in which only the
-/// calling thread exists.
-pub(crate) unsafe fn clone3(flags: u64) -> Result<Forked, Errno> {
-    let mut pidfd: libc::c_int = -1;
-    let args = CloneArgs {
-        flags: flags | libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..CloneArgs::default()
-    };
-    // SAFETY: `args` is a valid clone_args of the size passed; no CLONE_VM and no stack, so the
-    // child gets its own copy of the address space and returns here like fork(2); the caller
-    // upholds the child-side contract above. `pidfd` outlives the call.
+/// `entry` must do only async-signal-safe work and end in `execve` or [`exit`]: it runs
+/// beside the host's other threads, in their memory, while they hold whatever locks they
+/// hold. It may use this thread's thread-local storage (`errno`): this thread waits. `arg`
+/// must be valid for `entry` until this returns.
+pub(crate) unsafe fn vfork_into(
+    flags: u64,
+    stack: &ChildStack,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+    tid: &std::sync::atomic::AtomicI32,
+) -> Result<i32, Errno> {
+    let flags = libc::c_int::try_from(flags).map_err(|_| Errno::INVAL)?
+        | libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::CLONE_PARENT_SETTID
+        | libc::SIGCHLD;
+    // SAFETY: `stack` is mapped and unused (one child at a time per stack, and the last one
+    // has exec'd or exited); `tid` is a valid pid_t slot for the kernel to write; the caller
+    // upholds the contract on `entry` and `arg`.
+    let r = unsafe { libc::clone(entry, stack.top(), flags, arg, tid.as_ptr()) };
+    if r > 0 {
+        Ok(r)
+    } else {
+        Err(Errno::from_raw_os_error(errno()))
+    }
+}
+
+/// Blocks every signal on this thread: a child made by [`vfork_into`] inherits the mask, so
+/// none of the host's handlers (which would run in the host's memory) can run in it before
+/// it has set every disposition back to the default ([`default_signals`]).
+pub(crate) fn block_signals() -> Result<(), Errno> {
+    // SAFETY: `all` is a sigset_t filled by sigfillset before use; pthread_sigmask only
+    // changes this thread's mask.
     let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut())
     };
-    match r {
-        0 => Ok(Forked::Child),
-        r if r > 0 => Ok(Forked::Parent {
-            pid: r as i32,
-            // SAFETY: with CLONE_PIDFD the kernel stored a new, owned descriptor in `pidfd`.
-            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
-        }),
-        _ => Err(Errno::from_raw_os_error(errno())),
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(r))
+    }
+}
+
+/// In the child: every signal the host catches goes back to its default action (one it
+/// ignores stays ignored, as across any `execve`), then none is blocked. No allocation.
+pub(crate) fn default_signals() -> Result<(), Errno> {
+    for sig in 1..=libc::SIGRTMAX() {
+        // Cannot be caught; glibc's own (its cancellation and set*id signals) are not
+        // given to a process other than the one whose threads send them.
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || (32..libc::SIGRTMIN()).contains(&sig) {
+            continue;
+        }
+        // SAFETY: `old` is written by sigaction; `dfl` is a zeroed sigaction with SIG_DFL.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                return Err(Errno::from_raw_os_error(errno()));
+            }
+            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                if libc::sigaction(sig, &dfl, std::ptr::null_mut()) != 0 {
+                    return Err(Errno::from_raw_os_error(errno()));
+                }
+            }
+        }
+    }
+    // SAFETY: an empty set, initialised by sigemptyset; only this process's mask changes.
+    let r = unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut())
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(errno()))
     }
 }
 

@@ -200,9 +200,19 @@ fn each_sandbox_has_its_own_cgroup_removed_with_it() {
         line.contains(&format!("/warden-{}-", std::process::id())),
         "{line} (host: {mine})"
     );
-    // The OOM killer takes the sandbox before its host.
+    // The OOM killer takes the sandbox before its host, and only the sandbox: the child
+    // shared the host's memory until its execve, and the kernel gives a new oom_score_adj to
+    // every process sharing memory unless the child is a vfork's (as it is).
     let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", child.id())).unwrap();
     assert_eq!(adj.trim(), "1000");
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    assert_ne!(own.trim(), "1000");
+    // It starts with no signal blocked (its spawner thread blocks them all).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    assert!(
+        status.lines().any(|l| l == "SigBlk:\t0000000000000000"),
+        "{status}"
+    );
     let dir = cgroup_dir(&line, "pids");
     assert_eq!(
         std::fs::read_to_string(dir.join("pids.max"))
