@@ -232,6 +232,7 @@ impl HostBuilder {
                     crate::guests::Guests::inline()
                 },
                 refusals: crate::refusals::Refusals::new(audit),
+                budgets: crate::budgets::Budgets::default(),
                 usage: crate::usage::Usage::default(),
                 orphans: crate::orphans::Orphans::default(),
             }),

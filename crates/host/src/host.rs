@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) guests: crate::guests::Guests,
     /// Repeated refusals, counted into one record per kind and window.
     pub(crate) refusals: crate::refusals::Refusals,
+    /// Each install's host requests, kept across its reloads.
+    pub(crate) budgets: crate::budgets::Budgets,
     /// What calls used, per install, for the metrics.
     pub(crate) usage: crate::usage::Usage,
     /// The records of calls dropped part-way, written after the drop.

@@ -30,6 +30,7 @@
 mod admin;
 mod audit;
 mod authorize;
+mod budgets;
 mod builder;
 mod call;
 mod error;

@@ -132,6 +132,13 @@ impl Tenant<'_> {
                 // elsewhere is waited for within the call's limit.
                 q.set_call_limit(eff.limits.max_execution_time);
             }
+            // Its host requests: the budget a live load of it holds (see `budgets.rs`).
+            let budget = |per_second| {
+                inner
+                    .budgets
+                    .of(&self.name, &ext.id, per_second)
+                    .map_err(|e| HostError::Refused(format!("host_requests_per_second: {e}")))
+            };
             let code = match ext.kind {
                 Kind::Component => Code::Component(inner.prepare(&verified)?),
                 Kind::Process => Code::Process(Arc::new(ProcessInstall::new(
@@ -140,6 +147,7 @@ impl Tenant<'_> {
                     &eff.limits,
                     &inner.policy.process,
                     inner.policy.files,
+                    budget(inner.policy.process.host_requests_per_second)?,
                 )?)),
                 Kind::Extism => Code::Extism(inner.prepare(&verified)?),
                 Kind::Remote => Code::Remote(Arc::new(crate::remote::RemoteInstall::new(
@@ -152,6 +160,7 @@ impl Tenant<'_> {
                     &inner.policy,
                     Arc::clone(&inner.resolver),
                     Arc::clone(&inner.claims),
+                    budget(inner.policy.remote.host_requests_per_second)?,
                 )?)),
             };
             let (kind, sandbox) = match &code {

@@ -189,6 +189,7 @@ impl RemoteInstall {
         policy: &Policy,
         resolver: Arc<dyn Resolver>,
         claims: Arc<ClaimsKey>,
+        requests: Arc<warden_process::RequestBudget>,
     ) -> Result<RemoteInstall, HostError> {
         let manifest = bundle.manifest();
         let Some((endpoint, options)) = manifest
@@ -211,9 +212,8 @@ impl RemoteInstall {
             identity(pem.as_ref())?.as_ref(),
         )
         .map_err(|e| HostError::Remote(e.to_string()))?;
-        let connections = Connections::new(policy.remote.max_connections as usize)
-            .with_host_requests(policy.remote.host_requests_per_second)
-            .map_err(|e| HostError::Remote(e.to_string()))?;
+        let connections =
+            Connections::new(policy.remote.max_connections as usize).sharing_requests(requests);
         let remote = remote.on(&connections);
         let asks = &manifest.permissions;
         let callbacks = asks.kv || !asks.secrets.is_empty() || !asks.calls.is_empty();

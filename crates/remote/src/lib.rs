@@ -166,11 +166,16 @@ impl Connections {
 
     /// At most `per_second` host requests a second from all calls together (1 to a million).
     pub fn with_host_requests(
-        mut self,
+        self,
         per_second: u32,
     ) -> Result<Connections, warden_process::LimitError> {
-        self.requests = Arc::new(RequestBudget::new(per_second)?);
-        Ok(self)
+        Ok(self.sharing_requests(Arc::new(RequestBudget::new(per_second)?)))
+    }
+
+    /// Host requests from `budget` (an install's, kept across its reloads).
+    pub fn sharing_requests(mut self, budget: Arc<RequestBudget>) -> Connections {
+        self.requests = budget;
+        self
     }
 }
 

@@ -788,6 +788,12 @@ async fn calling_again_does_not_refill_an_installs_host_requests() {
             .is_some_and(|m| m.contains("more than 20 host requests")),
         "{r:?}"
     );
+    // Loaded again (an operator's reinstall, a trust reload): the same budget, not a full one
+    // (outside attack, session 37: reinstalling every 0.3 s let 3.4 times the rate through).
+    let again = load_patient(&lab, "logs", "", &Grant::All);
+    assert_eq!(again, id);
+    let e = call(&lab, &id, "logs", "82").await.unwrap_err();
+    assert!(e.to_string().contains("more than 20 host requests"), "{e}");
     // Calls that ask little are not held to the rate, however many.
     for _ in 0..3 {
         assert_eq!(call(&lab, &id, "logs", "60").await.unwrap(), "logged 60");

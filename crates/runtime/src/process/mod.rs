@@ -546,7 +546,8 @@ fn frame_limit(limits: &Limits) -> usize {
 
 impl ProcessInstall {
     /// The sandbox of one install: `code` read-only, `mounts` as granted, limits from
-    /// `limits` and `policy`. Checks the kernel (a missing feature is an error unless the
+    /// `limits` and `policy`, host requests from `requests` (the install's, which its
+    /// reloads keep). Checks the kernel (a missing feature is an error unless the
     /// policy accepts the weaker profile).
     pub fn new(
         code: Arc<ProcessCode>,
@@ -554,6 +555,7 @@ impl ProcessInstall {
         limits: &Limits,
         policy: &ProcessPolicy,
         files: FileLimits,
+        requests: Arc<RequestBudget>,
     ) -> Result<ProcessInstall, LoadError> {
         let writable: Vec<_> = mounts
             .iter()
@@ -672,14 +674,12 @@ impl ProcessInstall {
         let protocol = warden_process::Limits::default()
             .with_max_frame_bytes(frame_limit(limits))
             .map_err(|e| LoadError::engine("the protocol's frame limit", e))?;
-        let requests = RequestBudget::new(policy.host_requests_per_second)
-            .map_err(|e| LoadError::ProcessPolicy(e.to_string()))?;
         Ok(ProcessInstall {
             code,
             sandbox: Arc::new(sandbox),
             invocation,
             protocol,
-            requests: Arc::new(requests),
+            requests,
             warm_calls,
             idle: Arc::new(Mutex::new(Vec::new())),
             sweeping: std::sync::atomic::AtomicBool::new(false),
