@@ -5,7 +5,9 @@
 //! call of another architecture (an `int 0x80` i386 call) is not answered: the thread kills
 //! the whole sandbox, as the kernel would have killed the process, and counts it too. Past
 //! [`FREE_PER_SECOND`] refusals in a second, answers go one per [`FLOOD_WAIT`]: a program that
-//! loops on a refused call pays for its flood in time, not the host in CPU. Notifications are
+//! loops on a refused call pays for its flood in time, not the host in CPU. The count is kept
+//! per [`crate::Sandbox`] (an install's), over all its programs: several calls flooding at
+//! once get no more answers than one. Notifications are
 //! still read (and counted) as they come meanwhile: only their answers wait. Unlike the
 //! kernel's own answer, the wait for the host's can be interrupted by a signal before the
 //! host has read it: a handler without `SA_RESTART` then sees `EINTR` (with it, the call is
@@ -23,7 +25,8 @@ use rustix::event::{PollFd, PollFlags};
 
 /// Refusals answered at once per second; past that each waits [`FLOOD_WAIT`]. A refusal costs
 /// the host about 10 µs (read, count, answer, and the wake-ups between), outside the sandboxes'
-/// cpu group: at most about 2,000 a second is a fiftieth of a core per sandbox. (With 10,000
+/// cpu group: at most about 2,000 a second is a fiftieth of a core per [`crate::Sandbox`]
+/// (before, per program: 8 calls flooding at once cost 0.17-0.20 of a core). (With 10,000
 /// and 100 µs, an outside attack's program looping on `ptrace` got 15,000 answers a second,
 /// 0.15 of a core of the host's each; eight such calls took 0.75 of a core from every tenant.)
 const FREE_PER_SECOND: u32 = 1_000;
@@ -163,14 +166,18 @@ fn describe(arch: u32, nr: i64) -> String {
 
 /// Starts the thread that answers `listener`'s notifications; `init` is the sandbox's first
 /// process (a pidfd), killed with all of the sandbox for a call of another architecture.
-pub(crate) fn supervise(listener: OwnedFd, init: OwnedFd) -> std::io::Result<Arc<Refused>> {
+pub(crate) fn supervise(
+    listener: OwnedFd,
+    init: OwnedFd,
+    brake: Arc<Brake>,
+) -> std::io::Result<Arc<Refused>> {
     let refused = Arc::new(Refused::default());
     let counts = Arc::clone(&refused);
     std::thread::Builder::new()
         .name("warden-seccomp".into())
         .spawn(move || {
             let _end = KillOnEnd(&init, &counts);
-            answer(&listener, &init, &counts);
+            answer(&listener, &init, &counts, &brake);
         })?;
     Ok(refused)
 }
@@ -195,8 +202,7 @@ fn kill(init: &OwnedFd) {
     let _ = rustix::process::pidfd_send_signal(init, rustix::process::Signal::KILL);
 }
 
-fn answer(listener: &OwnedFd, init: &OwnedFd, refused: &Refused) {
-    let mut brake = Brake::new();
+fn answer(listener: &OwnedFd, init: &OwnedFd, refused: &Refused, brake: &Brake) {
     // Read, counted, and waiting for their answer (at most one per task of the sandbox:
     // each waits for its own).
     let mut due: VecDeque<(u64, Instant)> = VecDeque::new();
@@ -263,34 +269,42 @@ fn poll(
 
 /// When answers may go: at once up to [`FREE_PER_SECOND`] in a second, then one per
 /// [`FLOOD_WAIT`].
-struct Brake {
+/// When the next refusal may be answered, for all the programs of one sandbox.
+#[derive(Debug)]
+pub(crate) struct Brake(Mutex<BrakeState>);
+
+#[derive(Debug)]
+struct BrakeState {
     second: Instant,
     in_second: u32,
     next: Instant,
 }
 
-impl Brake {
-    fn new() -> Brake {
+impl Default for Brake {
+    fn default() -> Brake {
         let now = Instant::now();
-        Brake {
+        Brake(Mutex::new(BrakeState {
             second: now,
             in_second: 0,
             next: now,
-        }
+        }))
     }
+}
 
-    fn next(&mut self) -> Instant {
+impl Brake {
+    fn next(&self) -> Instant {
         let now = Instant::now();
-        if now.duration_since(self.second) >= Duration::from_secs(1) {
-            self.second = now;
-            self.in_second = 0;
+        let mut b = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if now.duration_since(b.second) >= Duration::from_secs(1) {
+            b.second = now;
+            b.in_second = 0;
         }
-        self.in_second = self.in_second.saturating_add(1);
-        if self.in_second <= FREE_PER_SECOND {
+        b.in_second = b.in_second.saturating_add(1);
+        if b.in_second <= FREE_PER_SECOND {
             return now;
         }
-        self.next = self.next.max(now) + FLOOD_WAIT;
-        self.next
+        b.next = b.next.max(now) + FLOOD_WAIT;
+        b.next
     }
 }
 
@@ -368,7 +382,7 @@ mod tests {
         let init = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
         let (not_a_listener, w) = rustix::pipe::pipe().unwrap();
         rustix::io::write(&w, b"x").unwrap();
-        supervise(not_a_listener, init).unwrap();
+        supervise(not_a_listener, init, Arc::default()).unwrap();
         assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
     }
 

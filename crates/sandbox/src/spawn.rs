@@ -202,6 +202,8 @@ pub struct Sandbox {
     profile: Arc<Profile>,
     layout: Arc<Layout>,
     rights: Option<Rights>,
+    /// How fast the refusals of all its programs are answered (see [`crate::notify`]).
+    brake: Arc<crate::notify::Brake>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -326,6 +328,7 @@ impl Sandbox {
             profile: Arc::new(profile),
             layout: Arc::new(layout),
             rights,
+            brake: Arc::default(),
         })
     }
 
@@ -467,7 +470,8 @@ impl Sandbox {
             (Some(listener), Some(pidfd)) => {
                 let supervising = "starting the seccomp supervisor";
                 let init = pidfd.try_clone().map_err(io(supervising))?;
-                let refused = crate::notify::supervise(listener, init).map_err(io(supervising))?;
+                let refused = crate::notify::supervise(listener, init, Arc::clone(&self.brake))
+                    .map_err(io(supervising))?;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     // Dropping the guard kills the child, still waiting for `HELD`.
                     return Err(SandboxError::TimedOut);

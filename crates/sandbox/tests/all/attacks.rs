@@ -548,6 +548,44 @@ fn every_refusal_answered_before_the_end_is_counted() {
     }
 }
 
+/// Refusals are answered at once up to 1,000 a second, then one a millisecond, for all the
+/// programs of one sandbox together (outside attack, session 36: with a brake per program,
+/// 8 calls of one install flooding a refused call cost the host 0.17-0.20 of a core). Two
+/// programs flooding at once for 1.5 s get about 3,000 answers between them (a brake each:
+/// about 6,000); a program of another sandbox has its own.
+#[test]
+fn programs_of_one_sandbox_share_its_brake_on_refusals() {
+    let data = scratch();
+    let sb = sandbox(with_rw(data.path()));
+    let flood = |sb: &Sandbox, name: &str| {
+        sb.spawn(&invocation(&["tracefile", &format!("/data/{name}"), "1"]))
+            .unwrap()
+    };
+    let mut children = [flood(&sb, "a"), flood(&sb, "b")];
+    std::thread::sleep(Duration::from_millis(1500));
+    let answered: u64 = children
+        .iter_mut()
+        .map(|c| {
+            c.refused_to_end(Duration::from_secs(5))
+                .iter()
+                .filter(|r| r.call == "ptrace")
+                .map(|r| r.times)
+                .sum::<u64>()
+        })
+        .sum();
+    assert!((1000..4500).contains(&answered), "{answered} answered");
+    // Another sandbox (another install) floods at its own pace, from a full second's worth.
+    let other = sandbox(with_rw(data.path()));
+    let mut child = flood(&other, "c");
+    std::thread::sleep(Duration::from_millis(200));
+    let alone: u64 = child
+        .refused_to_end(Duration::from_secs(5))
+        .iter()
+        .map(|r| r.times)
+        .sum();
+    assert!(alone >= 1000, "{alone} answered");
+}
+
 /// A program whose deadline passed while its sandbox was set up never starts (outside
 /// attack: 140 of 200 calls timed out at 8 ms started their program after their call had
 /// ended, and no one took their refusals).
