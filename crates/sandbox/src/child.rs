@@ -10,6 +10,15 @@
 //! same socket it sends its seccomp listener, and waits for the parent's answer ([`HELD`])
 //! before it starts the program.
 #![allow(unsafe_code)]
+// Runs in the host's memory between clone and execve: a panic there would unwind or abort
+// in the host's heap (review, session 37).
+#![deny(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::ffi::{CString, c_char};
 use std::os::fd::{BorrowedFd, RawFd};

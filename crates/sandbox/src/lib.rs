@@ -49,7 +49,11 @@
 //! namespaces, as `posix_spawn` does (`CLONE_VM | CLONE_VFORK`: the child runs on a stack of
 //! its own in the host's memory, and its spawner thread waits until its `execve`; nothing of
 //! the host is copied, where a fork's page tables and copy-on-write faults cost a third of the
-//! host's CPU per process call). Once the child says it exists, the caller's thread opens a
+//! host's CPU per process call). On Linux before 5.16 (where a child that dumped core there
+//! would take the host with it), or with `WARDEN_SANDBOX_SPAWN=fork`, it is forked instead.
+//! Spawner threads are started as needed (up to 64), so a child stuck before its `execve`
+//! holds only its own; the caller gives up at its deadline. Once the child says it exists,
+//! the caller's thread opens a
 //! pidfd for it, writes its `uid_map`/`gid_map` (and `setgroups` deny when unprivileged),
 //! sends it one byte, and reads its report socket: EOF means the program was exec'd, 8 bytes
 //! name the failed step and errno.

@@ -5,8 +5,8 @@ use std::ffi::{CString, c_char};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use std::time::Instant;
 
 use rustix::io::Errno;
@@ -417,31 +417,43 @@ impl Sandbox {
             _ => None,
         };
         let tid = Arc::new(AtomicI32::new(0));
+        let cancelled = Arc::new(AtomicBool::new(false));
         let (reply, made) = mpsc::channel();
         to_spawner(Job {
             plan,
             open: (sync_r, report_w, ruleset),
             tid: Arc::clone(&tid),
+            cancelled: Arc::clone(&cancelled),
             reply,
         })?;
-        let guard = match read_started(&report_r) {
+        let guard = match read_started(&report_r, deadline) {
             // Its pid was written before it ran.
-            Ok(true) => started(tid.load(Ordering::SeqCst), cgroup)?,
-            // No child, or one that ended at once (its spawner has closed the socket's
-            // other end): the spawner says which.
-            Ok(false) | Err(_) => {
-                // A child waiting to be released ends at the pipe's end of file.
+            Ok(First::Started) => started(tid.load(Ordering::SeqCst), cgroup)?,
+            other => {
+                // No child, one that failed or ended at once, or none started by the deadline
+                // (every spawner busy): none is made now, and one made already ends at its
+                // pipes' end of file (its spawner then reaps it).
+                cancelled.store(true, Ordering::SeqCst);
                 drop(sync_w);
-                return Err(match made.recv() {
-                    Ok(Err(e)) => ioe("clone into new namespaces")(e),
-                    Ok(Ok(pid)) => {
-                        drop(started(pid, None)?);
-                        SandboxError::ChildVanished
-                    }
-                    Err(_) => SandboxError::Io {
+                let reaped = || match made.recv() {
+                    Ok(Ok(pid)) => started(pid, None).map(drop),
+                    Ok(Err(e)) => Err(ioe("clone into new namespaces")(e)),
+                    Err(_) => Err(SandboxError::Io {
                         what: "the spawner threads are gone",
                         source: std::io::ErrorKind::BrokenPipe.into(),
+                    }),
+                };
+                return Err(match other {
+                    Ok(First::TimedOut) => SandboxError::TimedOut,
+                    Ok(First::Failed(step, errno)) => {
+                        reaped()?;
+                        SandboxError::Setup { step, errno }
+                    }
+                    Ok(First::Ended) | Err(_) => match reaped() {
+                        Ok(()) => SandboxError::ChildVanished,
+                        Err(e) => e,
                     },
+                    Ok(First::Started) => SandboxError::ChildVanished,
                 });
             }
         };
@@ -458,10 +470,13 @@ impl Sandbox {
         write_id_maps(pid, self.profile.ids)?;
         let mut sync_w = std::fs::File::from(sync_w);
         sync_w.write_all(&[1]).map_err(io("releasing the child"))?;
-        let reading = ioe(
-            "reading the child's report (and its seccomp listener, for the audit of its refused calls)",
-        );
-        let (mut report, listener) = read_report(&report_r, None).map_err(reading)?;
+        let reading = |e| match e {
+            Errno::TIMEDOUT => SandboxError::TimedOut,
+            e => ioe(
+                "reading the child's report (and its seccomp listener, for the audit of its refused calls)",
+            )(e),
+        };
+        let (mut report, listener) = read_report(&report_r, None, deadline).map_err(reading)?;
         // Held: its answers start now, and only then may the child start its program (it
         // waits for `HELD`): a program never runs with its refused calls answered by no one
         // (outside attack: a host at its own descriptor limit lost the listener in transit,
@@ -476,9 +491,12 @@ impl Sandbox {
                     // Dropping the guard kills the child, still waiting for `HELD`.
                     return Err(SandboxError::TimedOut);
                 }
-                let reading = ioe("reading the child's report after its seccomp listener");
+                let reading = |e| match e {
+                    Errno::TIMEDOUT => SandboxError::TimedOut,
+                    e => ioe("reading the child's report after its seccomp listener")(e),
+                };
                 let (rest, _) =
-                    read_report(&report_r, Some(crate::child::HELD)).map_err(reading)?;
+                    read_report(&report_r, Some(crate::child::HELD), deadline).map_err(reading)?;
                 report.extend(rest);
                 Some(refused)
             }
@@ -497,26 +515,81 @@ impl Sandbox {
                 source: Errno::BADMSG.into(),
             }),
             0 => Ok((guard, refused)),
-            8 => {
-                let mut n = [0u8; 4];
-                n.copy_from_slice(&report[..4]);
-                let step = Step::from_u32(u32::from_le_bytes(n)).unwrap_or(Step::Exec);
-                n.copy_from_slice(&report[4..]);
-                let errno = Errno::from_raw_os_error(i32::from_le_bytes(n));
-                drop(guard);
-                Err(SandboxError::Setup { step, errno })
-            }
-            _ => Err(SandboxError::ChildVanished),
+            _ => match failure(&report) {
+                Some((step, errno)) => {
+                    drop(guard);
+                    Err(SandboxError::Setup { step, errno })
+                }
+                None => Err(SandboxError::ChildVanished),
+            },
         }
     }
 }
 
-/// Waits for the child's first byte ([`crate::child::STARTED`]): `false` at end of file (no
-/// child was made, or it ended before).
-fn read_started(report: &OwnedFd) -> Result<bool, Errno> {
-    let mut b = [0u8; 1];
-    let n = rustix::io::retry_on_intr(|| rustix::io::read(report, &mut b))?;
-    Ok(n == 1 && b[0] == crate::child::STARTED)
+/// The child's first word.
+enum First {
+    /// It exists ([`crate::child::STARTED`]).
+    Started,
+    /// It failed before (a step and errno, as its report says).
+    Failed(Step, Errno),
+    /// End of file: no child was made, or it ended.
+    Ended,
+    /// Nothing by the deadline.
+    TimedOut,
+}
+
+/// A failure report: 8 bytes, the step and the errno.
+fn failure(report: &[u8]) -> Option<(Step, Errno)> {
+    let (step, errno) = report.split_first_chunk::<4>()?;
+    let errno: [u8; 4] = errno.try_into().ok()?;
+    let step = Step::from_u32(u32::from_le_bytes(*step)).unwrap_or(Step::Exec);
+    Some((step, Errno::from_raw_os_error(i32::from_le_bytes(errno))))
+}
+
+/// Whether `fd` has something to read before `until` (none: wait as long as it takes).
+fn readable(fd: &OwnedFd, until: Option<Instant>) -> Result<bool, Errno> {
+    loop {
+        let left = until.map(|u| {
+            let d = u.saturating_duration_since(Instant::now());
+            rustix::event::Timespec {
+                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(d.subsec_nanos()),
+            }
+        });
+        let mut pfd = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        match rustix::event::poll(&mut pfd, left.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits (until `until`) for the child's first byte, or its failure report.
+fn read_started(report: &OwnedFd, until: Option<Instant>) -> Result<First, Errno> {
+    if !readable(report, until)? {
+        return Ok(First::TimedOut);
+    }
+    let mut b = [0u8; 8];
+    let n = rustix::io::retry_on_intr(|| rustix::io::read(report, &mut b[..1]))?;
+    if n == 0 {
+        return Ok(First::Ended);
+    }
+    if b[0] == crate::child::STARTED {
+        return Ok(First::Started);
+    }
+    // A failure before it: the rest of its 8 bytes were written with the first.
+    let mut got = 1;
+    while got < b.len() {
+        match rustix::io::retry_on_intr(|| rustix::io::read(report, &mut b[got..]))? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(match failure(&b[..got]) {
+        Some((step, errno)) => First::Failed(step, errno),
+        None => First::Ended,
+    })
 }
 
 /// The guard of the child `pid` (this process's own, not reaped: its pid cannot have been
@@ -543,7 +616,11 @@ fn started(pid: i32, cgroup: Option<crate::cgroup::Cgroup>) -> Result<Started, S
 /// The child's report (up to 9 bytes: the listener's mark, a failure's step and errno) until
 /// it closes at execve, or until it sent its seccomp listener (returned with the bytes so
 /// far); first sending `answer`, if any.
-fn read_report(report: &OwnedFd, answer: Option<u8>) -> Result<(Vec<u8>, Option<OwnedFd>), Errno> {
+fn read_report(
+    report: &OwnedFd,
+    answer: Option<u8>,
+    until: Option<Instant>,
+) -> Result<(Vec<u8>, Option<OwnedFd>), Errno> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     if let Some(byte) = answer {
         // No SIGPIPE for a child already gone: an error, and the child is killed.
@@ -556,6 +633,11 @@ fn read_report(report: &OwnedFd, answer: Option<u8>) -> Result<(Vec<u8>, Option<
         let mut buf = [0u8; 16];
         let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+        // A child stuck in its setup (stopped, or in a mount of a hung file system) is given
+        // up at the deadline, and killed.
+        if until.is_some() && !readable(report, until)? {
+            return Err(Errno::TIMEDOUT);
+        }
         let got = match rustix::net::recvmsg(
             report,
             &mut [std::io::IoSliceMut::new(&mut buf)],
@@ -668,12 +750,25 @@ struct Job {
     open: (OwnedFd, OwnedFd, Option<OwnedFd>),
     /// Where the kernel writes the child's pid before it runs.
     tid: Arc<AtomicI32>,
+    /// Set by a caller that gave up before the child said it exists.
+    cancelled: Arc<AtomicBool>,
     reply: mpsc::Sender<Result<i32, Errno>>,
 }
 
-/// Spawner threads: each makes one child at a time, and waits for it until its `execve`.
-fn spawners() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+/// Spawner threads at most. Each waits for its child until its `execve`, so a child stuck
+/// before it (stopped, or in a mount of a hung file system) holds its thread: another is
+/// started whenever no thread is free for a job (review, session 37: with a fixed two, two
+/// stopped children stopped every spawn of the host).
+const MAX_SPAWNERS: usize = 64;
+
+/// The spawner threads and their queue.
+struct Spawners {
+    tx: mpsc::Sender<Job>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    /// Threads waiting for a job, and jobs no thread has taken yet.
+    idle: Arc<AtomicUsize>,
+    queued: Arc<AtomicUsize>,
+    started: usize,
 }
 
 /// Sends `job` to a spawner thread: threads that live as long as the process. The
@@ -682,55 +777,93 @@ fn spawners() -> usize {
 /// waits for its child until its `execve` ([`sys::vfork_into`]), so the host's side of the
 /// setup (id maps, cgroup, report) runs on the caller's thread meanwhile.
 fn to_spawner(job: Job) -> Result<(), SandboxError> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    let gone = || SandboxError::Io {
+    static SPAWNERS: Mutex<Option<Spawners>> = Mutex::new(None);
+    let mut pool = SPAWNERS.lock().unwrap_or_else(PoisonError::into_inner);
+    let pool = pool.get_or_insert_with(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        Spawners {
+            tx,
+            rx: Arc::new(Mutex::new(rx)),
+            idle: Arc::default(),
+            queued: Arc::default(),
+            started: 0,
+        }
+    });
+    let queued = pool.queued.fetch_add(1, Ordering::SeqCst) + 1;
+    if pool.idle.load(Ordering::SeqCst) < queued && pool.started < MAX_SPAWNERS {
+        let (rx, idle, waiting) = (
+            Arc::clone(&pool.rx),
+            Arc::clone(&pool.idle),
+            Arc::clone(&pool.queued),
+        );
+        match std::thread::Builder::new()
+            .name("warden-sandbox-spawner".to_owned())
+            .spawn(move || serve_spawns(&rx, &idle, &waiting))
+        {
+            Ok(_) => pool.started += 1,
+            // The threads there are take it in turn.
+            Err(_) if pool.started > 0 => {}
+            Err(e) => {
+                pool.queued.fetch_sub(1, Ordering::SeqCst);
+                return Err(io("starting a spawner thread")(e));
+            }
+        }
+    }
+    pool.tx.send(job).map_err(|_| SandboxError::Io {
         what: "the spawner threads are gone",
         source: std::io::ErrorKind::BrokenPipe.into(),
-    };
-    let tx = match SPAWNER.get() {
-        Some(tx) => tx,
-        None => {
-            let (tx, rx) = mpsc::channel::<Job>();
-            let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..spawners() {
-                let rx = Arc::clone(&rx);
-                std::thread::Builder::new()
-                    .name("warden-sandbox-spawner".to_owned())
-                    .spawn(move || serve_spawns(&rx))
-                    .map_err(io("starting the spawner threads"))?;
-            }
-            // A racing first call may have set it already; its threads serve as well.
-            SPAWNER.get_or_init(|| Mutex::new(tx))
-        }
-    };
-    let sent = match tx.lock() {
-        Ok(tx) => tx.send(job).is_ok(),
-        Err(poisoned) => poisoned.into_inner().send(job).is_ok(),
-    };
-    if sent { Ok(()) } else { Err(gone()) }
+    })
 }
 
 /// A spawner thread's life: with every signal blocked (its children inherit the mask until
 /// they reset the host's handlers), one stack for its children, one job at a time.
-fn serve_spawns(jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn serve_spawns(jobs: &Mutex<mpsc::Receiver<Job>>, idle: &AtomicUsize, queued: &AtomicUsize) {
     let blocked = sys::block_signals();
     let mut stack = None;
     loop {
+        idle.fetch_add(1, Ordering::SeqCst);
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(poisoned) => poisoned.into_inner().recv(),
         };
+        idle.fetch_sub(1, Ordering::SeqCst);
         let Ok(job) = job else { return };
+        queued.fetch_sub(1, Ordering::SeqCst);
+        // Its caller gave up waiting: no child.
+        if job.cancelled.load(Ordering::SeqCst) {
+            let _ = job.reply.send(Err(Errno::CANCELED));
+            continue;
+        }
         if stack.is_none() {
             stack = sys::ChildStack::new().ok();
         }
+        // The child's change of uid, in this memory, makes the whole process not dumpable
+        // (the kernel's flag is the memory's): set back as it was once it has exec'd.
+        let dumpable = rustix::process::dumpable_behavior().ok();
         let r = match (blocked, &stack) {
             (Ok(()), Some(s)) => clone_child(&job.plan, s, &job.tid),
             (Err(e), _) => Err(e),
             (_, None) => Err(Errno::NOMEM),
         };
+        if let Some(was) = dumpable
+            && rustix::process::dumpable_behavior().ok() != Some(was)
+        {
+            let _ = rustix::process::set_dumpable_behavior(was);
+        }
+        // Answered before the report socket's end closes: its caller, waiting for that end of
+        // file, is still there to take the answer, unless it gave up.
+        let unanswered = job.reply.send(r).err();
         drop(job.open);
-        let _ = job.reply.send(r);
+        if let (Some(std::sync::mpsc::SendError(Ok(pid))), true) =
+            (unanswered, job.cancelled.load(Ordering::SeqCst))
+        {
+            // Its caller gave up before the child said it exists (and so never took its
+            // pid): the child ends at its pipes' end of file, before its program, and is
+            // reaped here.
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            }
+        }
     }
 }
 
@@ -745,11 +878,45 @@ extern "C" fn child_entry(arg: *mut std::ffi::c_void) -> std::ffi::c_int {
 
 #[allow(unsafe_code)]
 fn clone_child(plan: &Plan, stack: &sys::ChildStack, tid: &AtomicI32) -> Result<i32, Errno> {
+    if !in_host_memory() {
+        // SAFETY: the child branch runs only `child::run`, which makes system calls on data
+        // prepared in `plan` (no allocation, no lock) and ends in execve or _exit.
+        return match unsafe { sys::fork_into(NAMESPACES, tid) }? {
+            None => crate::child::run(plan),
+            Some(pid) => Ok(pid),
+        };
+    }
     let arg = plan as *const Plan as *mut std::ffi::c_void;
     // SAFETY: the child runs only `child::run`, which makes system calls on data prepared in
     // `plan` (no allocation, no lock, nothing written outside its stack) and ends in execve
     // or _exit; `plan` outlives the call, which returns once the child has done either.
     unsafe { sys::vfork_into(NAMESPACES, stack, child_entry, arg, tid) }
+}
+
+/// Whether children set up in the host's memory ([`sys::vfork_into`]): on Linux 5.16 and
+/// later. Before, a child that dumped core there (a fault in its setup) took every process
+/// sharing its memory with it, the host included (review, session 37); they are forked there
+/// ([`sys::fork_into`]), as they are where `WARDEN_SANDBOX_SPAWN=fork` says so.
+fn in_host_memory() -> bool {
+    static SHARES: OnceLock<bool> = OnceLock::new();
+    *SHARES.get_or_init(|| {
+        if std::env::var_os("WARDEN_SANDBOX_SPAWN").is_some_and(|v| v == "fork") {
+            return false;
+        }
+        let uname = rustix::system::uname();
+        kernel_at_least(&uname.release().to_string_lossy(), (5, 16))
+    })
+}
+
+/// Whether a kernel release (`6.18.0-1-amd64`) is `want` or later.
+fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
+    }
 }
 
 /// The kernel's report, namespaces included, probed once per process (the answer does not
@@ -816,6 +983,20 @@ mod tests {
     use super::*;
     use crate::child::{HELD, LISTENER, listener_held, send_listener};
 
+    #[test]
+    fn children_share_the_hosts_memory_only_from_linux_5_16() {
+        for (release, newer) in [
+            ("6.18.0-1-amd64", true),
+            ("5.16.0", true),
+            ("5.15.0-91-generic", false),
+            ("4.19.0", false),
+            ("10.0", true),
+            ("garbage", false),
+        ] {
+            assert_eq!(kernel_at_least(release, (5, 16)), newer, "{release}");
+        }
+    }
+
     /// A socket pair whose reads give up after 5 s: a lost answer fails a test, not hangs it.
     fn pair() -> (OwnedFd, OwnedFd) {
         let (a, b) = rustix::net::socketpair(
@@ -875,13 +1056,13 @@ mod tests {
     fn the_child_goes_on_once_the_host_holds_its_listener() {
         let (host, report) = pair();
         let child = as_child(report);
-        let (bytes, listener) = read_report(&host, None).unwrap();
+        let (bytes, listener) = read_report(&host, None, None).unwrap();
         assert_eq!(bytes, [LISTENER]);
         assert!(listener.is_some());
         // Not answered yet: the child still waits.
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!child.is_finished());
-        let (rest, again) = read_report(&host, Some(HELD)).unwrap();
+        let (rest, again) = read_report(&host, Some(HELD), None).unwrap();
         assert_eq!((rest.len(), again.is_none()), (0, true));
         assert_eq!(child.join().unwrap(), Ok(()));
     }
@@ -897,15 +1078,15 @@ mod tests {
             listener_held(report.as_raw_fd()).unwrap();
             rustix::io::write(&report, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
         });
-        let (_, listener) = read_report(&host, None).unwrap();
+        let (_, listener) = read_report(&host, None, None).unwrap();
         assert!(listener.is_some());
-        let (rest, _) = read_report(&host, Some(HELD)).unwrap();
+        let (rest, _) = read_report(&host, Some(HELD), None).unwrap();
         assert_eq!(rest, [1, 2, 3, 4, 5, 6, 7, 8]);
         child.join().unwrap();
 
         let (host, report) = pair();
         rustix::io::write(&report, &[LISTENER]).unwrap();
-        assert_eq!(read_report(&host, None).unwrap_err(), Errno::BADMSG);
+        assert_eq!(read_report(&host, None, None).unwrap_err(), Errno::BADMSG);
     }
 
     /// A host that did not get the listener (or could not supervise it) never answers, and
@@ -915,14 +1096,14 @@ mod tests {
     fn the_child_does_not_go_on_without_the_hosts_answer() {
         let (host, report) = pair();
         let child = as_child(report);
-        let (bytes, _) = read_report(&host, None).unwrap();
+        let (bytes, _) = read_report(&host, None, None).unwrap();
         assert_eq!(bytes, [LISTENER]);
         drop(host);
         assert_eq!(child.join().unwrap(), Err(Errno::PIPE));
 
         let (host, report) = pair();
         let child = as_child(report);
-        let (bytes, _) = read_report(&host, None).unwrap();
+        let (bytes, _) = read_report(&host, None, None).unwrap();
         assert_eq!(bytes, [LISTENER]);
         rustix::io::write(&host, b"X").unwrap();
         assert_eq!(child.join().unwrap(), Err(Errno::PIPE));

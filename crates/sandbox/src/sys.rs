@@ -2,6 +2,15 @@
 //! the host's memory, signal dispositions, `close_range`, the two Landlock calls the child makes itself, `execve`, `_exit`, and the
 //! feature probes. Every function here is async-signal-safe: no allocation, no lock.
 #![allow(unsafe_code)]
+// Runs in the host's memory between clone and execve: a panic there would unwind or abort
+// in the host's heap (review, session 37).
+#![deny(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::ffi::{CStr, c_char};
 use std::os::fd::RawFd;
@@ -94,6 +103,94 @@ pub(crate) unsafe fn vfork_into(
     }
 }
 
+/// `rt_sigaction(sig, SIG_DFL)` without libc's wrapper (which refuses glibc's own signals).
+fn default_raw(sig: libc::c_int) -> Result<(), Errno> {
+    /// The kernel's `struct sigaction` on x86-64 and aarch64: handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: `default` is the kernel's struct for this architecture, alive for the call;
+    // the old action is not asked for (null); the size is the kernel's sigset_t's.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &default as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(errno()))
+    }
+}
+
+/// `struct clone_args` (linux/sched.h), the size of `CLONE_ARGS_SIZE_VER2`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `clone3(flags | CLONE_PARENT_SETTID)` without `CLONE_VM`: a fork into new namespaces whose
+/// child continues on a copy of this thread's stack (`None` there; the child's pid here). Its
+/// pid is in `tid` before it runs, as with [`vfork_into`]. For kernels where a child sharing
+/// the host's memory would take the host with it if it dumped core (before 5.16).
+///
+/// # Safety
+/// The caller must, in the child (`None`), do only async-signal-safe work (no allocation, no
+/// lock another thread may have held at the time of the call) and end with `execve` or
+/// [`exit`]: the child is a copy of a multi-threaded process in which only the calling thread
+/// exists.
+pub(crate) unsafe fn fork_into(
+    flags: u64,
+    tid: &std::sync::atomic::AtomicI32,
+) -> Result<Option<i32>, Errno> {
+    let args = CloneArgs {
+        flags: flags | libc::CLONE_PARENT_SETTID as u64,
+        parent_tid: tid.as_ptr() as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; no CLONE_VM and no stack, so the
+    // child gets its own copy of the address space and returns here like fork(2); the caller
+    // upholds the child-side contract above. `tid` outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        0 => Ok(None),
+        r if r > 0 => i32::try_from(r).map(Some).map_err(|_| Errno::INVAL),
+        _ => Err(Errno::from_raw_os_error(errno())),
+    }
+}
+
 /// Blocks every signal on this thread: a child made by [`vfork_into`] inherits the mask, so
 /// none of the host's handlers (which would run in the host's memory) can run in it before
 /// it has set every disposition back to the default ([`default_signals`]).
@@ -116,9 +213,14 @@ pub(crate) fn block_signals() -> Result<(), Errno> {
 /// ignores stays ignored, as across any `execve`), then none is blocked. No allocation.
 pub(crate) fn default_signals() -> Result<(), Errno> {
     for sig in 1..=libc::SIGRTMAX() {
-        // Cannot be caught; glibc's own (its cancellation and set*id signals) are not
-        // given to a process other than the one whose threads send them.
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP || (32..libc::SIGRTMIN()).contains(&sig) {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // glibc's own (its cancellation and set*id signals, handled in the host), which its
+        // `sigaction` will not touch: set through the system call itself (review, session
+        // 37). Only sent to the host's own threads, never to this process; reset all the same.
+        if (32..libc::SIGRTMIN()).contains(&sig) {
+            default_raw(sig)?;
             continue;
         }
         // SAFETY: `old` is written by sigaction; `dfl` is a zeroed sigaction with SIG_DFL.
@@ -230,7 +332,11 @@ pub(crate) fn landlock_abi() -> i32 {
             LANDLOCK_CREATE_RULESET_VERSION,
         )
     };
-    if r >= 0 { r as i32 } else { -errno() }
+    if r >= 0 {
+        r as i32
+    } else {
+        errno().saturating_neg()
+    }
 }
 
 /// Whether seccomp filter mode exists and can kill a process (`SECCOMP_GET_ACTION_AVAIL`).
@@ -284,9 +390,9 @@ pub(crate) fn close_all_except(keep: &mut [RawFd]) -> Result<(), Errno> {
         let k = u32::try_from(k).map_err(|_| Errno::BADF)?;
         if k >= first {
             if k > first {
-                close_range(first, k - 1)?;
+                close_range(first, k.saturating_sub(1))?;
             }
-            first = k + 1;
+            first = k.saturating_add(1);
         }
     }
     close_range(first, u32::MAX)

@@ -807,7 +807,7 @@ impl ProcessInstall {
         // meets it in its exchange, and is ended, its refusals taken, as any other.
         let sandbox = Arc::clone(&self.sandbox);
         let inv = self.invocation.clone().until(deadline);
-        // clone3, the child's setup and its report pipe: blocking system calls.
+        // The clone, the child's setup and its report socket: blocking system calls.
         let child = tokio::task::spawn_blocking(move || {
             // `ETXTBSY`: a child forked by another thread of this host (any spawn, any
             // library) while the entry was being written still held the write descriptor for

@@ -57,9 +57,59 @@ fn role_entry() {
         Ok("host_dies") => host_dies_role(),
         Ok("host_dies_frozen") => host_dies_frozen_role(),
         Ok("listener_lost") => listener_lost_role(),
+        Ok("dumpable") => dumpable_role(),
+        Ok("forked") => forked_role(),
         _ => return,
     }
     println!("{OK}");
+}
+
+/// Where children may not share the host's memory (Linux before 5.16, or
+/// `WARDEN_SANDBOX_SPAWN=fork`), they are forked: the same sandbox, refusals and all.
+#[test]
+fn a_forked_child_gets_the_same_sandbox() {
+    reexec(&[], "forked", &[("WARDEN_SANDBOX_SPAWN", "fork")]);
+}
+
+fn forked_role() {
+    let sb = sandbox(profile());
+    let child = sb.spawn(&invocation(&["id"])).unwrap();
+    let out = child
+        .run(b"", Instant::now() + Duration::from_secs(5), 1 << 16)
+        .unwrap();
+    let line = result_line(&out.stdout);
+    assert_eq!(field(&line, "pid"), 1, "{line}");
+    assert!(line.contains("host=warden"), "{line}");
+    let mut child = sb.spawn(&invocation(&["ptrace", "1"])).unwrap();
+    let outcome = child
+        .wait_deadline(Instant::now() + Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(outcome, Outcome::Exited(warden_sandbox::Exit::Code(0)));
+    assert!(child.refused().iter().any(|r| r.call == "ptrace"));
+    // A fork copies the memory: the host's own state is untouched by the child's setup.
+    assert_eq!(
+        rustix::process::dumpable_behavior().unwrap(),
+        rustix::process::DumpableBehavior::Dumpable
+    );
+}
+
+/// A child shares the host's memory until its `execve`, and the kernel's "dumpable" flag is
+/// the memory's: its change of uid (a root host's) made the whole host not dumpable (review,
+/// session 37). It is set back. In a process of its own: other tests' spawns would flip it.
+#[test]
+fn a_spawn_leaves_the_host_dumpable_as_it_was() {
+    reexec(&[], "dumpable", &[]);
+}
+
+fn dumpable_role() {
+    use rustix::process::{DumpableBehavior, dumpable_behavior};
+    assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::Dumpable);
+    let child = sandbox(profile()).spawn(&invocation(&["id"])).unwrap();
+    let out = child
+        .run(b"", Instant::now() + Duration::from_secs(5), 1 << 16)
+        .unwrap();
+    assert!(result_line(&out.stdout).starts_with("uid="), "{out:?}");
+    assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::Dumpable);
 }
 
 #[test]
