@@ -899,13 +899,24 @@ fn clone_child(plan: &Plan, stack: &sys::ChildStack, tid: &AtomicI32) -> Result<
 /// ([`sys::fork_into`]), as they are where `WARDEN_SANDBOX_SPAWN=fork` says so.
 fn in_host_memory() -> bool {
     static SHARES: OnceLock<bool> = OnceLock::new();
-    *SHARES.get_or_init(|| {
-        if std::env::var_os("WARDEN_SANDBOX_SPAWN").is_some_and(|v| v == "fork") {
-            return false;
-        }
-        let uname = rustix::system::uname();
-        kernel_at_least(&uname.release().to_string_lossy(), (5, 16))
-    })
+    *SHARES.get_or_init(|| spawn_in_place().is_ok())
+}
+
+/// [`in_host_memory`], or why not.
+pub(crate) fn spawn_in_place() -> Result<(), String> {
+    if std::env::var_os("WARDEN_SANDBOX_SPAWN").is_some_and(|v| v == "fork") {
+        return Err("WARDEN_SANDBOX_SPAWN=fork".to_owned());
+    }
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    if kernel_at_least(&release, (5, 16)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Linux {release}, before 5.16, where a child that dumped core in the host's memory \
+             would take the host with it"
+        ))
+    }
 }
 
 /// Whether a kernel release (`6.18.0-1-amd64`) is `want` or later.

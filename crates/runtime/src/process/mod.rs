@@ -1206,6 +1206,7 @@ pub fn host_support() -> Vec<String> {
             "the host weighed apart from its session's other programs",
             &s.apart,
         ),
+        say("sandboxes set up without a copy of the host", &s.in_place),
     ]
 }
 

@@ -72,6 +72,13 @@ fn a_forked_child_gets_the_same_sandbox() {
 }
 
 fn forked_role() {
+    // And `warden inspect` says so.
+    match &Sandbox::check().in_place {
+        warden_sandbox::Feature::Missing(why) => {
+            assert!(why.contains("WARDEN_SANDBOX_SPAWN=fork"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
     let sb = sandbox(profile());
     let child = sb.spawn(&invocation(&["id"])).unwrap();
     let out = child
