@@ -2,35 +2,31 @@
 //! rate. A call has one of its own unless it shares one ([`crate::Session::sharing`]): the
 //! host gives every call of one install the same, so calling again does not start a full
 //! bucket (each host request costs the host's own CPU, outside the sandbox's cpu group).
-//! A call that shares one first spends [`FREE_PER_CALL`] of its own, so an install whose
-//! calls ask little (a key or two each) is never held to the shared rate however fast it is
-//! called; the caller's own rate limits bound those.
+//! A call that shares one makes its first [`FREE_PER_CALL`] requests on its own, so an
+//! install whose calls ask little (a key or two each) is never held to the shared rate however
+//! fast it is called; the caller's own rate limits bound those.
 //!
-//! A request costs 1, and 1 more for every [`BYTES_PER_REQUEST`] it or its answer carries: a
-//! request of 6 MB costs the host about as much as 400 small ones (outside attack, session
-//! 37: 64 such requests a second held the host at 0.75 of a CPU).
+//! Bytes are never free: every [`BYTES_PER_REQUEST`] a request or its answer carries costs
+//! one more, from the budget (a request of 6 MB costs the host about as much as 400 small
+//! ones; outside attack, session 37: 64 such requests a second held the host at 0.75 of a
+//! CPU). An answer's cost is known once it is made: it is taken even into debt, and no
+//! request is served while the budget is in debt (outside attack, session 37: two answers of
+//! 933 KB per call went through for free when the call's own 64 paid for them).
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::limits::{DEFAULT_MAX_REQUESTS_PER_SECOND, LimitError, MAX_REQUESTS_PER_SECOND_CEILING};
 
-/// What each call that shares a budget may spend before it draws on it.
+/// Requests each call that shares a budget makes before it draws on it.
 pub const FREE_PER_CALL: u32 = 64;
 
 /// Bytes of a host request or its answer that cost as much as one more request.
 pub const BYTES_PER_REQUEST: usize = 16 * 1024;
 
-/// What a host request of `bytes` (or its answer) costs.
-pub fn cost(bytes: usize) -> u32 {
-    u32::try_from(bytes / BYTES_PER_REQUEST)
-        .unwrap_or(u32::MAX)
-        .saturating_add(1)
-}
-
-/// What an answer of `bytes` costs on top of its request (its request paid the first unit).
-pub fn answer_cost(bytes: usize) -> u32 {
-    cost(bytes) - 1
+/// What the bytes of a request or an answer cost, on top of the request itself.
+pub fn size_cost(bytes: usize) -> u32 {
+    u32::try_from(bytes / BYTES_PER_REQUEST).unwrap_or(u32::MAX)
 }
 
 /// Host requests per second, shared by the calls that hold it.
@@ -82,6 +78,11 @@ impl RequestBudget {
         b.tokens = (b.tokens - f64::from(n)).max(floor);
     }
 
+    /// Whether answers took more than there was: requests wait until it is paid back.
+    fn in_debt(&self) -> bool {
+        self.refilled(Instant::now()).tokens < 0.0
+    }
+
     /// [`RequestBudget::take`] at `now`.
     pub(crate) fn take_at(&self, n: u32, now: Instant) -> bool {
         let mut b = self.refilled(now);
@@ -104,8 +105,8 @@ impl RequestBudget {
     }
 }
 
-/// One call's spending: its own [`FREE_PER_CALL`] first (when it shares the budget), then
-/// the budget.
+/// One call's spending: its first [`FREE_PER_CALL`] requests (when it shares the budget) on
+/// its own, every byte and every later request from the budget.
 pub struct CallBudget<'a> {
     free: u32,
     budget: &'a RequestBudget,
@@ -120,10 +121,15 @@ impl<'a> CallBudget<'a> {
         self.budget.per_second()
     }
 
-    /// Takes `n`: from the call's own first, the rest from the budget, or nothing.
-    pub fn take(&mut self, n: u32) -> bool {
-        let own = n.min(self.free);
-        if own == n || self.budget.take(n - own) {
+    /// A request of `bytes`: served, or refused (nothing taken) when the budget has not
+    /// enough, or is in debt.
+    pub fn request(&mut self, bytes: usize) -> bool {
+        if self.budget.in_debt() {
+            return false;
+        }
+        let own = u32::from(self.free > 0);
+        let need = (1 - own).saturating_add(size_cost(bytes));
+        if need == 0 || self.budget.take(need) {
             self.free -= own;
             true
         } else {
@@ -131,12 +137,11 @@ impl<'a> CallBudget<'a> {
         }
     }
 
-    /// Takes `n` even into debt (see [`RequestBudget::charge`]).
-    pub fn charge(&mut self, n: u32) {
-        let own = n.min(self.free);
-        self.free -= own;
-        if n > own {
-            self.budget.charge(n - own);
+    /// An answer of `bytes`, sent: its bytes taken even into debt.
+    pub fn answered(&mut self, bytes: usize) {
+        let n = size_cost(bytes);
+        if n > 0 {
+            self.budget.charge(n);
         }
     }
 }
@@ -179,21 +184,27 @@ mod tests {
     }
 
     #[test]
-    fn a_call_spends_its_own_first_and_big_ones_cost_more() {
-        assert_eq!((cost(0), cost(16 * 1024 - 1), cost(16 * 1024)), (1, 1, 2));
-        assert_eq!(cost(6 << 20), 385);
-        assert_eq!(answer_cost(100), 0);
+    fn a_call_makes_its_first_requests_on_its_own_but_pays_for_bytes() {
+        assert_eq!(
+            (size_cost(0), size_cost(16 * 1024 - 1), size_cost(16 * 1024)),
+            (0, 0, 1)
+        );
+        assert_eq!(size_cost(6 << 20), 384);
         let shared = RequestBudget::full(10, Instant::now());
-        let mut call = CallBudget::new(&shared, 4);
-        // 4 of its own, then 6 of the 10 shared.
-        assert!(call.take(10));
-        assert!(!call.take(5));
-        assert!(call.take(4));
-        // An answer's cost goes into debt: nothing is left for the next call's shared part.
-        call.charge(3);
-        let mut next = CallBudget::new(&shared, 4);
-        assert!(next.take(4));
-        assert!(!next.take(1));
+        let mut call = CallBudget::new(&shared, 2);
+        // 2 of its own, then 1 each from the 10 shared.
+        for _ in 0..5 {
+            assert!(call.request(100));
+        }
+        // 7 left: a request of 112 KiB costs 1 + 7.
+        assert!(!call.request(7 * 16 * 1024));
+        assert!(call.request(6 * 16 * 1024));
+        assert!(!call.request(0));
+        // An answer's bytes go into debt: no request is served until it is paid back, even
+        // a new call's own.
+        let mut next = CallBudget::new(&shared, 2);
+        next.answered(3 * 16 * 1024);
+        assert!(!next.request(0));
     }
 
     #[test]

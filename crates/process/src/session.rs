@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::unix::pipe;
 
-use crate::budget::{CallBudget, FREE_PER_CALL, RequestBudget, answer_cost, cost};
+use crate::budget::{CallBudget, FREE_PER_CALL, RequestBudget};
 use crate::error::ProtocolError;
 use crate::frame::{FrameReader, write_frame, write_frame_counted};
 use crate::host::{HostApi, dispatch};
@@ -229,7 +229,7 @@ where
                     params,
                 } => {
                     host_requests += 1;
-                    if !budget.take(cost(body.len())) {
+                    if !budget.request(body.len()) {
                         return Err(ProtocolError::RateExceeded {
                             per_second: budget.per_second(),
                         });
@@ -238,7 +238,7 @@ where
                     // A notification gets no answer (JSON-RPC 2.0 §4.1), even an error.
                     if let Some(request_id) = request_id {
                         let answer = message::response(&request_id, &outcome);
-                        budget.charge(answer_cost(answer.len()));
+                        budget.answered(answer.len());
                         write_frame(&mut self.stdin, &answer).await?;
                     }
                 }

@@ -232,7 +232,7 @@ pub(crate) async fn session(
                     )));
                 }
                 let size = r.method.len() + r.params.len() + r.id.len();
-                if !spend.take(warden_process::budget::cost(size)) {
+                if !spend.request(size) {
                     return Err(crate::over_rate(budget));
                 }
                 // Params that are not JSON are the request's error, as in the JSON-RPC form:
@@ -250,7 +250,7 @@ pub(crate) async fn session(
                 let id = serde_json::Value::String(r.id.clone());
                 let answer = String::from_utf8(crate::jsonrpc::host_answer(&id, &outcome))
                     .unwrap_or_default();
-                spend.charge(warden_process::budget::answer_cost(answer.len()));
+                spend.answered(answer.len());
                 let sent = up
                     .send(SessionUp {
                         kind: Some(Up::Answer(HostAnswer { id: r.id, answer })),

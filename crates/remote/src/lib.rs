@@ -108,7 +108,8 @@ pub enum RemoteError {
     /// limit of this host's, not a failure of the remote's.
     #[error(
         "more than {per_second} host requests per second, counted over all calls of this \
-         extension for this tenant"
+         extension for this tenant (past each call's first 64; every 16 KiB of a request or \
+         its answer counts as one more)"
     )]
     OverBudget { per_second: u32 },
     /// The install's client was made anew (its certificate changed) since this one was taken:
@@ -483,7 +484,7 @@ impl Remote {
                             "more than {MAX_HOST_REQUESTS} host requests in one call"
                         )));
                     }
-                    if !budget.take(warden_process::budget::cost(answer.len())) {
+                    if !budget.request(answer.len()) {
                         return Err(over_rate(&self.requests));
                     }
                     let outcome = match host {
@@ -494,7 +495,7 @@ impl Remote {
                     };
                     // The answer goes back on the same connection, with the call's claims.
                     let reply = jsonrpc::host_answer(&hid, &outcome);
-                    budget.charge(warden_process::budget::answer_cost(reply.len()));
+                    budget.answered(reply.len());
                     *body.lock().unwrap_or_else(PoisonError::into_inner) = Bytes::from(reply);
                     // Without a connection (the server closed it) the call cannot go on.
                     if conn.is_none() {

@@ -115,6 +115,7 @@ pub struct Invocation {
     args: Vec<String>,
     env: Vec<(String, String)>,
     deadline: Option<Instant>,
+    abandoned: Option<Arc<AtomicBool>>,
 }
 
 impl Invocation {
@@ -124,7 +125,16 @@ impl Invocation {
             args: Vec::new(),
             env: Vec::new(),
             deadline: None,
+            abandoned: None,
         }
+    }
+    /// The caller sets `abandoned` once it no longer wants the program (its own caller went
+    /// away): a spawn not begun by then is not made (outside attack, session 37: clients
+    /// that hung up at once left 510 sandboxes being set up for an install allowed 16, and
+    /// another tenant's call waited 15 s behind them).
+    pub fn abandoned_by(mut self, abandoned: Arc<AtomicBool>) -> Self {
+        self.abandoned = Some(abandoned);
+        self
     }
     /// The program must start by `deadline`, or not at all ([`SandboxError::TimedOut`]): a
     /// call whose time ran out while its sandbox was set up must not have a program run on
@@ -354,7 +364,11 @@ impl Sandbox {
             stdout_w.as_raw_fd(),
             stderr_w.as_raw_fd(),
         ];
-        let (started, refused) = self.start(Some(stdio), Some(exec), inv.deadline)?;
+        let (started, refused) = self.start(
+            Some(stdio),
+            Some(exec),
+            (inv.deadline, inv.abandoned.clone()),
+        )?;
         drop((stdin_r, stdout_w, stderr_w));
         let (pid, pidfd, cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
         let child = Child::new(
@@ -376,7 +390,7 @@ impl Sandbox {
         &self,
         stdio: Option<[i32; 3]>,
         exec: Option<Exec>,
-        deadline: Option<Instant>,
+        (deadline, abandoned): (Option<Instant>, Option<Arc<AtomicBool>>),
     ) -> Result<(Started, Option<Arc<crate::notify::Refused>>), SandboxError> {
         let needs_listener = exec.is_some() && self.layout.seccomp_notify.is_some();
         let (sync_r, sync_w) = pipe()?;
@@ -417,18 +431,24 @@ impl Sandbox {
             _ => None,
         };
         let tid = Arc::new(AtomicI32::new(0));
-        let cancelled = Arc::new(AtomicBool::new(false));
+        // Set by this thread when it gives up, or by whoever abandoned the invocation.
+        let cancelled = abandoned.unwrap_or_default();
+        let taken = Arc::new(AtomicBool::new(false));
         let (reply, made) = mpsc::channel();
         to_spawner(Job {
             plan,
             open: (sync_r, report_w, ruleset),
             tid: Arc::clone(&tid),
             cancelled: Arc::clone(&cancelled),
+            taken: Arc::clone(&taken),
             reply,
         })?;
         let guard = match read_started(&report_r, deadline) {
             // Its pid was written before it ran.
-            Ok(First::Started) => started(tid.load(Ordering::SeqCst), cgroup)?,
+            Ok(First::Started) => {
+                taken.store(true, Ordering::SeqCst);
+                started(tid.load(Ordering::SeqCst), cgroup)?
+            }
             other => {
                 // No child, one that failed or ended at once, or none started by the deadline
                 // (every spawner busy): none is made now, and one made already ends at its
@@ -436,7 +456,10 @@ impl Sandbox {
                 cancelled.store(true, Ordering::SeqCst);
                 drop(sync_w);
                 let reaped = || match made.recv() {
-                    Ok(Ok(pid)) => started(pid, None).map(drop),
+                    Ok(Ok(pid)) => {
+                        taken.store(true, Ordering::SeqCst);
+                        started(pid, None).map(drop)
+                    }
                     Ok(Err(e)) => Err(ioe("clone into new namespaces")(e)),
                     Err(_) => Err(SandboxError::Io {
                         what: "the spawner threads are gone",
@@ -750,8 +773,11 @@ struct Job {
     open: (OwnedFd, OwnedFd, Option<OwnedFd>),
     /// Where the kernel writes the child's pid before it runs.
     tid: Arc<AtomicI32>,
-    /// Set by a caller that gave up before the child said it exists.
+    /// Set by a caller that gave up before the child said it exists (or whose invocation was
+    /// abandoned): no child is made for a job not begun.
     cancelled: Arc<AtomicBool>,
+    /// Set by the caller once it has taken the child's pid (and so reaps it).
+    taken: Arc<AtomicBool>,
     reply: mpsc::Sender<Result<i32, Errno>>,
 }
 
@@ -854,12 +880,13 @@ fn serve_spawns(jobs: &Mutex<mpsc::Receiver<Job>>, idle: &AtomicUsize, queued: &
         // file, is still there to take the answer, unless it gave up.
         let unanswered = job.reply.send(r).err();
         drop(job.open);
-        if let (Some(std::sync::mpsc::SendError(Ok(pid))), true) =
-            (unanswered, job.cancelled.load(Ordering::SeqCst))
+        if let (Some(std::sync::mpsc::SendError(Ok(pid))), false) =
+            (unanswered, job.taken.load(Ordering::SeqCst))
         {
-            // Its caller gave up before the child said it exists (and so never took its
-            // pid): the child ends at its pipes' end of file, before its program, and is
-            // reaped here.
+            // Its caller gave up before the child said it exists, and so never took its pid:
+            // the child ends at its pipes' end of file, before its program, and is reaped
+            // here. (One whose pid was taken is its caller's to reap: reaped here too, its
+            // pid could be another child's by then.)
             if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                 let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
             }
@@ -980,7 +1007,7 @@ fn dry_run_in(dir: &Path, support: &Support) -> Result<(), SandboxError> {
         .accept(Weakening::NoLandlock)
         .build()?;
     let sandbox = Sandbox::prepare(profile, support)?;
-    let (started, _) = sandbox.start(None, None, None)?;
+    let (started, _) = sandbox.start(None, None, (None, None))?;
     let (_pid, pidfd, _cgroup) = started.into_parts().ok_or(SandboxError::ChildVanished)?;
     let status = crate::process::wait_exit(pidfd.as_fd()).map_err(io("waiting for the dry run"))?;
     match status {

@@ -199,6 +199,16 @@ impl Drop for Worker {
     }
 }
 
+/// Marks a spawn abandoned when dropped (see [`ProcessInstall::worker`]); a spawn that went
+/// through meanwhile is unaffected.
+struct Abandon(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// How a warm process waits for its next call.
 #[derive(Clone, Copy, Debug)]
 enum Parked {
@@ -481,7 +491,9 @@ impl Worker {
             None => match e {
                 ProtocolError::RateExceeded { per_second } => CallError::Trap(format!(
                     "the process broke the protocol: more than {per_second} host requests per \
-                     second, counted over all calls of this extension for this tenant"
+                     second, counted over all calls of this extension for this tenant (past \
+                     each call's first 64; every 16 KiB of a request or its answer counts as \
+                     one more)"
                 )),
                 e => CallError::Trap(format!("the process broke the protocol: {e}")),
             },
@@ -806,7 +818,15 @@ impl ProcessInstall {
         // only before the deadline (`Invocation::until`); one that started just before it
         // meets it in its exchange, and is ended, its refusals taken, as any other.
         let sandbox = Arc::clone(&self.sandbox);
-        let inv = self.invocation.clone().until(deadline);
+        // Set if this call is dropped while its sandbox is made (its caller went away): a spawn
+        // not begun by then is not made, rather than made and killed.
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _abandon = Abandon(Arc::clone(&abandoned));
+        let inv = self
+            .invocation
+            .clone()
+            .until(deadline)
+            .abandoned_by(Arc::clone(&abandoned));
         // The clone, the child's setup and its report socket: blocking system calls.
         let child = tokio::task::spawn_blocking(move || {
             // `ETXTBSY`: a child forked by another thread of this host (any spawn, any
@@ -814,6 +834,9 @@ impl ProcessInstall {
             // the moment before its own exec. It goes away by itself: try again briefly.
             let mut tries = 0;
             loop {
+                if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(SandboxError::TimedOut);
+                }
                 match sandbox.spawn(&inv) {
                     Err(SandboxError::Setup { errno, .. })
                         if errno == rustix::io::Errno::TXTBSY && tries < 20 =>
