@@ -926,35 +926,7 @@ fn clone_child(plan: &Plan, stack: &sys::ChildStack, tid: &AtomicI32) -> Result<
 /// ([`sys::fork_into`]), as they are where `WARDEN_SANDBOX_SPAWN=fork` says so.
 fn in_host_memory() -> bool {
     static SHARES: OnceLock<bool> = OnceLock::new();
-    *SHARES.get_or_init(|| spawn_in_place().is_ok())
-}
-
-/// [`in_host_memory`], or why not.
-pub(crate) fn spawn_in_place() -> Result<(), String> {
-    if std::env::var_os("WARDEN_SANDBOX_SPAWN").is_some_and(|v| v == "fork") {
-        return Err("WARDEN_SANDBOX_SPAWN=fork".to_owned());
-    }
-    let uname = rustix::system::uname();
-    let release = uname.release().to_string_lossy();
-    if kernel_at_least(&release, (5, 16)) {
-        Ok(())
-    } else {
-        Err(format!(
-            "Linux {release}, before 5.16, where a child that dumped core in the host's memory \
-             would take the host with it"
-        ))
-    }
-}
-
-/// Whether a kernel release (`6.18.0-1-amd64`) is `want` or later.
-fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= want,
-        _ => false,
-    }
+    *SHARES.get_or_init(|| crate::support::spawn_in_place().is_ok())
 }
 
 /// The kernel's report, namespaces included, probed once per process (the answer does not
@@ -1020,20 +992,6 @@ fn dry_run_in(dir: &Path, support: &Support) -> Result<(), SandboxError> {
 mod tests {
     use super::*;
     use crate::child::{HELD, LISTENER, listener_held, send_listener};
-
-    #[test]
-    fn children_share_the_hosts_memory_only_from_linux_5_16() {
-        for (release, newer) in [
-            ("6.18.0-1-amd64", true),
-            ("5.16.0", true),
-            ("5.15.0-91-generic", false),
-            ("4.19.0", false),
-            ("10.0", true),
-            ("garbage", false),
-        ] {
-            assert_eq!(kernel_at_least(release, (5, 16)), newer, "{release}");
-        }
-    }
 
     /// A socket pair whose reads give up after 5 s: a lost answer fails a test, not hangs it.
     fn pair() -> (OwnedFd, OwnedFd) {

@@ -164,7 +164,7 @@ impl Support {
             &std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
             std::fs::read_to_string(AUTOGROUP).ok().as_deref(),
         );
-        let in_place = match crate::spawn::spawn_in_place() {
+        let in_place = match spawn_in_place() {
             Ok(()) => Feature::Available,
             Err(why) => Feature::Missing(format!(
                 "{why}: sandboxes are forked, a copy of the host's page tables each"
@@ -204,9 +204,53 @@ impl Support {
     }
 }
 
+/// Whether sandboxes may be set up in the host's memory (`crate::sys::vfork_into`): Linux
+/// 5.16 or later (before, a child that dumped core there took the host with it), and not
+/// `WARDEN_SANDBOX_SPAWN=fork`; or why not.
+pub(crate) fn spawn_in_place() -> Result<(), String> {
+    if std::env::var_os("WARDEN_SANDBOX_SPAWN").is_some_and(|v| v == "fork") {
+        return Err("WARDEN_SANDBOX_SPAWN=fork".to_owned());
+    }
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    if kernel_at_least(&release, (5, 16)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Linux {release}, before 5.16, where a child that dumped core in the host's memory \
+             would take the host with it"
+        ))
+    }
+}
+
+/// Whether a kernel release (`6.18.0-1-amd64`) is `want` or later.
+fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_share_the_hosts_memory_only_from_linux_5_16() {
+        for (release, newer) in [
+            ("6.18.0-1-amd64", true),
+            ("5.16.0", true),
+            ("5.15.0-91-generic", false),
+            ("4.19.0", false),
+            ("10.0", true),
+            ("garbage", false),
+        ] {
+            assert_eq!(kernel_at_least(release, (5, 16)), newer, "{release}");
+        }
+    }
 
     #[test]
     fn the_host_is_apart_unless_in_the_root_cpu_group_with_autogroups() {
