@@ -24,6 +24,15 @@ pub const FREE_PER_CALL: u32 = 64;
 /// Bytes of a host request or its answer that cost as much as one more request.
 pub const BYTES_PER_REQUEST: usize = 16 * 1024;
 
+/// What a call that ran out of its install's budget is told (a process's trap, a remote's).
+pub fn exceeded(per_second: u32) -> String {
+    format!(
+        "more than {per_second} host requests per second, counted over all calls of this \
+         extension for this tenant (past each call's first {FREE_PER_CALL}; every 16 KiB of a \
+         request or its answer counts as one more)"
+    )
+}
+
 /// What the bytes of a request or an answer cost, on top of the request itself.
 pub fn size_cost(bytes: usize) -> u32 {
     u32::try_from(bytes / BYTES_PER_REQUEST).unwrap_or(u32::MAX)
@@ -65,7 +74,8 @@ impl RequestBudget {
         self.per_second
     }
 
-    /// Takes `n` tokens if there are that many (none otherwise).
+    /// Takes `n` tokens if there are that many (none otherwise; with none, whether the budget
+    /// is out of debt).
     pub fn take(&self, n: u32) -> bool {
         self.take_at(n, Instant::now())
     }
@@ -76,11 +86,6 @@ impl RequestBudget {
         let floor = -f64::from(self.per_second);
         let mut b = self.refilled(Instant::now());
         b.tokens = (b.tokens - f64::from(n)).max(floor);
-    }
-
-    /// Whether answers took more than there was: requests wait until it is paid back.
-    fn in_debt(&self) -> bool {
-        self.refilled(Instant::now()).tokens < 0.0
     }
 
     /// [`RequestBudget::take`] at `now`.
@@ -124,12 +129,10 @@ impl<'a> CallBudget<'a> {
     /// A request of `bytes`: served, or refused (nothing taken) when the budget has not
     /// enough, or is in debt.
     pub fn request(&mut self, bytes: usize) -> bool {
-        if self.budget.in_debt() {
-            return false;
-        }
         let own = u32::from(self.free > 0);
-        let need = (1 - own).saturating_add(size_cost(bytes));
-        if need == 0 || self.budget.take(need) {
+        // Even one of the call's own (nothing to take) waits while the budget is in debt:
+        // `take(0)` fails then.
+        if self.budget.take((1 - own).saturating_add(size_cost(bytes))) {
             self.free -= own;
             true
         } else {

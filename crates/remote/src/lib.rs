@@ -106,11 +106,7 @@ pub enum RemoteError {
     Status(u16),
     /// It asked more of this host than the install's budget of host requests has left: a
     /// limit of this host's, not a failure of the remote's.
-    #[error(
-        "more than {per_second} host requests per second, counted over all calls of this \
-         extension for this tenant (past each call's first 64; every 16 KiB of a request or \
-         its answer counts as one more)"
-    )]
+    #[error("{}", warden_process::budget::exceeded(*per_second))]
     OverBudget { per_second: u32 },
     /// The install's client was made anew (its certificate changed) since this one was taken:
     /// nothing was sent; the call may start again with the new client.
@@ -163,14 +159,6 @@ impl Connections {
             pool: Arc::new(pool),
             requests: Arc::default(),
         }
-    }
-
-    /// At most `per_second` host requests a second from all calls together (1 to a million).
-    pub fn with_host_requests(
-        self,
-        per_second: u32,
-    ) -> Result<Connections, warden_process::LimitError> {
-        Ok(self.sharing_requests(Arc::new(RequestBudget::new(per_second)?)))
     }
 
     /// Host requests from `budget` (an install's, kept across its reloads).

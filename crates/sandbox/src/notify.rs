@@ -211,13 +211,9 @@ fn answer(listener: &OwnedFd, init: &OwnedFd, refused: &Refused, brake: &Brake) 
         // back: read, it is counted, and its task can no longer be interrupted by a signal
         // (outside attack: with the thread asleep between answers under a flood, a call of
         // another architecture cut by a signal after 30 µs went unread, unkilled, unrecorded).
-        let wait = due.front().map(|&(_, at)| {
-            let left = at.saturating_duration_since(Instant::now());
-            rustix::event::Timespec {
-                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(left.subsec_nanos()),
-            }
-        });
+        let wait = due
+            .front()
+            .map(|&(_, at)| crate::process::timespec(at.saturating_duration_since(Instant::now())));
         let mut ready = match poll(listener, wait.as_ref()) {
             Ok(r) => r,
             Err(rustix::io::Errno::INTR) => continue,

@@ -582,13 +582,8 @@ fn failure(report: &[u8]) -> Option<(Step, Errno)> {
 /// Whether `fd` has something to read before `until` (none: wait as long as it takes).
 fn readable(fd: &OwnedFd, until: Option<Instant>) -> Result<bool, Errno> {
     loop {
-        let left = until.map(|u| {
-            let d = u.saturating_duration_since(Instant::now());
-            rustix::event::Timespec {
-                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(d.subsec_nanos()),
-            }
-        });
+        let left =
+            until.map(|u| crate::process::timespec(u.saturating_duration_since(Instant::now())));
         let mut pfd = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
         match rustix::event::poll(&mut pfd, left.as_ref()) {
             Ok(n) => return Ok(n > 0),

@@ -490,10 +490,8 @@ impl Worker {
             )),
             None => match e {
                 ProtocolError::RateExceeded { per_second } => CallError::Trap(format!(
-                    "the process broke the protocol: more than {per_second} host requests per \
-                     second, counted over all calls of this extension for this tenant (past \
-                     each call's first 64; every 16 KiB of a request or its answer counts as \
-                     one more)"
+                    "the process broke the protocol: {}",
+                    warden_process::budget::exceeded(*per_second)
                 )),
                 e => CallError::Trap(format!("the process broke the protocol: {e}")),
             },
