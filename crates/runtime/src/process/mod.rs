@@ -199,6 +199,26 @@ impl Drop for Worker {
     }
 }
 
+/// Runs `spawn` on a blocking thread once one of `slots` is free (waiting until `deadline`
+/// at most), holding it until `spawn` returns. The slot goes with the spawn, not with the
+/// call: a call dropped meanwhile (its caller hung up) leaves its spawn to finish on its own
+/// and still holds its place, so that callers hanging up at once cannot have more sandboxes
+/// made than their install may have calls (outside attack, session 37: about 510 in setup
+/// for an install allowed 16, another tenant's call then waited up to 15 s). A call dropped
+/// while it waits for a slot starts nothing.
+async fn in_a_starting_slot<R: Send + 'static>(
+    slots: &Arc<tokio::sync::Semaphore>,
+    deadline: Instant,
+    spawn: impl FnOnce() -> R + Send + 'static,
+) -> Result<tokio::task::JoinHandle<R>, tokio::time::error::Elapsed> {
+    let slot = tokio::time::timeout_at(deadline.into(), Arc::clone(slots).acquire_owned()).await?;
+    Ok(tokio::task::spawn_blocking(move || {
+        // Never closed; should it be, the spawn goes on without a slot rather than not at all.
+        let _slot = slot.ok();
+        spawn()
+    }))
+}
+
 /// Marks a spawn abandoned when dropped (see [`ProcessInstall::worker`]); a spawn that went
 /// through meanwhile is unaffected.
 struct Abandon(Arc<std::sync::atomic::AtomicBool>);
@@ -531,6 +551,9 @@ pub struct ProcessInstall {
     running: Arc<quota::Running>,
     /// Refusals of its swept processes, for its next call to report.
     unreported: Arc<refusals::Unreported>,
+    /// Its sandboxes being made now: at most as many as it may have calls (see
+    /// [`in_a_starting_slot`]).
+    starting: Arc<tokio::sync::Semaphore>,
     /// The install's folders: the program owns them (a root host gives them to its uid), so
     /// it could change their mode, which the host's next load would refuse; reset after
     /// every call.
@@ -697,6 +720,9 @@ impl ProcessInstall {
             summary,
             running: Arc::default(),
             unreported: Arc::default(),
+            starting: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(limits.max_concurrent_calls.max(1)).unwrap_or(1),
+            )),
             writable: (!writable.is_empty()).then_some(quota::Folders {
                 roots: writable,
                 files,
@@ -826,7 +852,7 @@ impl ProcessInstall {
             .until(deadline)
             .abandoned_by(Arc::clone(&abandoned));
         // The clone, the child's setup and its report socket: blocking system calls.
-        let child = tokio::task::spawn_blocking(move || {
+        let child = in_a_starting_slot(&self.starting, deadline, move || {
             // `ETXTBSY`: a child forked by another thread of this host (any spawn, any
             // library) while the entry was being written still held the write descriptor for
             // the moment before its own exec. It goes away by itself: try again briefly.
@@ -846,6 +872,8 @@ impl ProcessInstall {
                 }
             }
         })
+        .await
+        .map_err(|_waited| CallError::Timeout(limit))?
         .await
         .map_err(|e| CallError::host_caused("starting the process", e))?
         .map_err(|e| match e {
@@ -1234,5 +1262,69 @@ pub fn host_support() -> Vec<String> {
 impl From<SandboxError> for LoadError {
     fn from(e: SandboxError) -> Self {
         LoadError::Sandbox(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spawn_keeps_its_starting_slot_after_its_caller_goes() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let far = Instant::now() + Duration::from_secs(30);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (ended, spawn_ended) = std::sync::mpsc::channel::<()>();
+        let first = in_a_starting_slot(&slots, far, move || {
+            let _ = wait.recv();
+            let _ = ended.send(());
+        })
+        .await
+        .unwrap();
+        // Its caller hung up: the spawn goes on, and keeps its place.
+        drop(first);
+        assert_eq!(slots.available_permits(), 0);
+
+        // The next call waits for the slot, and gives up at its deadline having started
+        // nothing; one dropped while it waits starts nothing either.
+        let started = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&started);
+        let soon = Instant::now() + Duration::from_millis(100);
+        let timed_out = in_a_starting_slot(&slots, soon, move || s.store(true, SeqCst)).await;
+        assert!(
+            timed_out.is_err(),
+            "a call got a slot held by a spawn under way"
+        );
+        let s = Arc::clone(&started);
+        let waiting = in_a_starting_slot(&slots, far, move || s.store(true, SeqCst));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), waiting)
+                .await
+                .is_err()
+        );
+
+        // Once the spawn returns, its slot is free again.
+        release.send(()).unwrap();
+        spawn_ended
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the spawn ran to its end");
+        let since = Instant::now();
+        while slots.available_permits() == 0 {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "the slot was not given back"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            !started.load(SeqCst),
+            "a call that never had a slot started"
+        );
+        let next = in_a_starting_slot(&slots, far, || 7).await.unwrap();
+        assert_eq!(next.await.unwrap(), 7);
+        assert_eq!(slots.available_permits(), 1);
     }
 }
