@@ -200,23 +200,35 @@ impl Drop for Worker {
 }
 
 /// Runs `spawn` on a blocking thread once one of `slots` is free (waiting until `deadline`
-/// at most), holding it until `spawn` returns. The slot goes with the spawn, not with the
-/// call: a call dropped meanwhile (its caller hung up) leaves its spawn to finish on its own
-/// and still holds its place, so that callers hanging up at once cannot have more sandboxes
-/// made than their install may have calls (outside attack, session 37: about 510 in setup
-/// for an install allowed 16, another tenant's call then waited up to 15 s). A call dropped
-/// while it waits for a slot starts nothing.
+/// at most). The slot goes with the spawn, not with the call: it is held until the caller
+/// has what `spawn` made, or, when the caller has gone meanwhile (its client hung up), until
+/// that is dropped too (a child killed and cleaned up). So callers hanging up at once cannot
+/// have more sandboxes made than their install may have calls (outside attack, session 37:
+/// about 510 in setup for an install allowed 16, another tenant's call then waited up to
+/// 15 s). A call dropped while it waits for a slot starts nothing.
 async fn in_a_starting_slot<R: Send + 'static>(
     slots: &Arc<tokio::sync::Semaphore>,
     deadline: Instant,
     spawn: impl FnOnce() -> R + Send + 'static,
-) -> Result<tokio::task::JoinHandle<R>, tokio::time::error::Elapsed> {
+) -> Result<Started<R>, tokio::time::error::Elapsed> {
     let slot = tokio::time::timeout_at(deadline.into(), Arc::clone(slots).acquire_owned()).await?;
-    Ok(tokio::task::spawn_blocking(move || {
-        // Never closed; should it be, the spawn goes on without a slot rather than not at all.
-        let _slot = slot.ok();
-        spawn()
-    }))
+    // Never closed; should it be, the spawn goes on without a slot rather than not at all.
+    let slot = slot.ok();
+    // Returned with the slot after it: a result nobody takes is dropped (on the blocking
+    // thread) before its slot is.
+    Ok(Started(tokio::task::spawn_blocking(move || {
+        (spawn(), slot)
+    })))
+}
+
+/// A spawn under way in its starting slot (see [`in_a_starting_slot`]).
+struct Started<R>(tokio::task::JoinHandle<(R, Option<tokio::sync::OwnedSemaphorePermit>)>);
+
+impl<R> Started<R> {
+    /// What the spawn made; its slot is free again.
+    async fn made(self) -> Result<R, tokio::task::JoinError> {
+        self.0.await.map(|(made, _slot)| made)
+    }
 }
 
 /// Marks a spawn abandoned when dropped (see [`ProcessInstall::worker`]); a spawn that went
@@ -874,6 +886,7 @@ impl ProcessInstall {
         })
         .await
         .map_err(|_waited| CallError::Timeout(limit))?
+        .made()
         .await
         .map_err(|e| CallError::host_caused("starting the process", e))?
         .map_err(|e| match e {
@@ -1272,15 +1285,32 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
+    /// Drops only once `release` says so (or is gone), then says it ended.
+    struct Slow {
+        release: std::sync::mpsc::Receiver<()>,
+        ended: std::sync::mpsc::Sender<()>,
+    }
+
+    impl Drop for Slow {
+        fn drop(&mut self) {
+            let _ = self.release.recv();
+            let _ = self.ended.send(());
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_spawn_keeps_its_starting_slot_after_its_caller_goes() {
         let slots = Arc::new(tokio::sync::Semaphore::new(1));
         let far = Instant::now() + Duration::from_secs(30);
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let (ended, spawn_ended) = std::sync::mpsc::channel::<()>();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (ended, made_dropped) = std::sync::mpsc::channel::<()>();
         let first = in_a_starting_slot(&slots, far, move || {
             let _ = wait.recv();
-            let _ = ended.send(());
+            Slow {
+                release: released,
+                ended,
+            }
         })
         .await
         .unwrap();
@@ -1306,11 +1336,17 @@ mod tests {
                 .is_err()
         );
 
-        // Once the spawn returns, its slot is free again.
+        // The spawn returns; what it made, which nobody takes, is being dropped (a child
+        // killed and cleaned up): the slot is still held.
+        go.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(slots.available_permits(), 0);
+
+        // Once that is done, the slot is free again.
         release.send(()).unwrap();
-        spawn_ended
+        made_dropped
             .recv_timeout(Duration::from_secs(10))
-            .expect("the spawn ran to its end");
+            .expect("what the spawn made was dropped");
         let since = Instant::now();
         while slots.available_permits() == 0 {
             assert!(
@@ -1323,8 +1359,10 @@ mod tests {
             !started.load(SeqCst),
             "a call that never had a slot started"
         );
+
+        // A caller that stays gets what was made, and the slot back.
         let next = in_a_starting_slot(&slots, far, || 7).await.unwrap();
-        assert_eq!(next.await.unwrap(), 7);
+        assert_eq!(next.made().await.unwrap(), 7);
         assert_eq!(slots.available_permits(), 1);
     }
 }
