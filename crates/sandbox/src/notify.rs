@@ -213,7 +213,7 @@ fn answer(listener: &OwnedFd, init: &OwnedFd, refused: &Refused, brake: &Brake) 
         // another architecture cut by a signal after 30 µs went unread, unkilled, unrecorded).
         let wait = due
             .front()
-            .map(|&(_, at)| crate::process::timespec(at.saturating_duration_since(Instant::now())));
+            .map(|&(_, at)| crate::sys::timespec(at.saturating_duration_since(Instant::now())));
         let mut ready = match poll(listener, wait.as_ref()) {
             Ok(r) => r,
             Err(rustix::io::Errno::INTR) => continue,

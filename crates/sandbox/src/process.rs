@@ -626,16 +626,8 @@ impl Drop for Child {
     }
 }
 
-/// `d` as `poll`'s timeout (the longest there is if it does not fit).
-pub(crate) fn timespec(d: Duration) -> rustix::event::Timespec {
-    rustix::event::Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    }
-}
-
 fn poll(fds: &mut [PollFd<'_>], left: Duration) -> std::io::Result<()> {
-    match rustix::event::poll(fds, Some(&timespec(left))) {
+    match rustix::event::poll(fds, Some(&crate::sys::timespec(left))) {
         Ok(_) | Err(Errno::INTR) => Ok(()),
         Err(e) => Err(e.into()),
     }

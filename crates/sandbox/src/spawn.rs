@@ -582,8 +582,7 @@ fn failure(report: &[u8]) -> Option<(Step, Errno)> {
 /// Whether `fd` has something to read before `until` (none: wait as long as it takes).
 fn readable(fd: &OwnedFd, until: Option<Instant>) -> Result<bool, Errno> {
     loop {
-        let left =
-            until.map(|u| crate::process::timespec(u.saturating_duration_since(Instant::now())));
+        let left = until.map(|u| crate::sys::timespec(u.saturating_duration_since(Instant::now())));
         let mut pfd = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
         match rustix::event::poll(&mut pfd, left.as_ref()) {
             Ok(n) => return Ok(n > 0),
