@@ -233,6 +233,7 @@ impl HostBuilder {
                 },
                 refusals: crate::refusals::Refusals::new(audit),
                 budgets: crate::budgets::Budgets::default(),
+                starting: crate::budgets::TenantStarting::default(),
                 usage: crate::usage::Usage::default(),
                 orphans: crate::orphans::Orphans::default(),
             }),

@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) refusals: crate::refusals::Refusals,
     /// Each install's host requests, kept across its reloads.
     pub(crate) budgets: crate::budgets::Budgets,
+    /// Each tenant's starting slots for process sandboxes (see `budgets.rs`).
+    pub(crate) starting: crate::budgets::TenantStarting,
     /// What calls used, per install, for the metrics.
     pub(crate) usage: crate::usage::Usage,
     /// The records of calls dropped part-way, written after the drop.

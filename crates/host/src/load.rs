@@ -148,6 +148,7 @@ impl Tenant<'_> {
                     &inner.policy.process,
                     inner.policy.files,
                     budget(inner.policy.process.host_requests_per_second)?,
+                    inner.starting.of(&self.name),
                 )?)),
                 Kind::Extism => Code::Extism(inner.prepare(&verified)?),
                 Kind::Remote => Code::Remote(Arc::new(crate::remote::RemoteInstall::new(

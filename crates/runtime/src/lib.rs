@@ -48,7 +48,10 @@ pub use error::LoadError;
 pub use extism::{EXTISM_HOST_FUNCTIONS, ExtismPlugin};
 pub use fair::{FREE_RUN, Share, Turns};
 pub use prepared::Prepared;
-pub use process::{HostRequests, ProcessCode, ProcessInstall, host_support as process_support};
+pub use process::{
+    HostRequests, ProcessCode, ProcessInstall, TENANT_STARTING_SLOTS,
+    host_support as process_support,
+};
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
 pub use warm::{IDLE_FOR, WarmGroup, WarmInstances};
 pub use world::WorldKind;

@@ -199,35 +199,50 @@ impl Drop for Worker {
     }
 }
 
-/// Runs `spawn` on a blocking thread once one of `slots` is free (waiting until `deadline`
-/// at most). The slot goes with the spawn, not with the call: it is held until the caller
-/// has what `spawn` made, or, when the caller has gone meanwhile (its client hung up), until
-/// that is dropped too (a child killed and cleaned up). So callers hanging up at once cannot
-/// have more sandboxes made than their install may have calls (outside attack, session 37:
-/// about 510 in setup for an install allowed 16, another tenant's call then waited up to
-/// 15 s). A call dropped while it waits for a slot starts nothing.
+/// Sandboxes one tenant's process installs may have being made at once, all together (each
+/// install also at most its `max_concurrent_calls`). A spawn takes 2-3 ms, so this many keep
+/// any machine's cores busy for a tenant's honest load; several installs of one tenant
+/// cannot multiply what its callers hanging up at once make (outside attack, session 38:
+/// 48 in setup for 3 installs of 16, another tenant's calls then up to 505 ms).
+pub const TENANT_STARTING_SLOTS: usize = 16;
+
+/// One of each of `slots` (its install's, then its tenant's: always in this order, so two
+/// spawns never wait for each other's).
+type Slots = [Option<tokio::sync::OwnedSemaphorePermit>; 2];
+
+/// Runs `spawn` on a blocking thread once it has a slot of each of `slots` (waiting until
+/// `deadline` at most). The slots go with the spawn, not with the call: they are held until
+/// the caller has what `spawn` made, or, when the caller has gone meanwhile (its client hung
+/// up), until that is dropped too (a child killed and cleaned up). So callers hanging up at
+/// once cannot have more sandboxes made than their install may have calls (outside attack,
+/// session 37: about 510 in setup for an install allowed 16, another tenant's call then
+/// waited up to 15 s), nor their tenant more than [`TENANT_STARTING_SLOTS`]. A call dropped
+/// while it waits for a slot starts nothing.
 async fn in_a_starting_slot<R: Send + 'static>(
-    slots: &Arc<tokio::sync::Semaphore>,
+    slots: [&Arc<tokio::sync::Semaphore>; 2],
     deadline: Instant,
     spawn: impl FnOnce() -> R + Send + 'static,
 ) -> Result<Started<R>, tokio::time::error::Elapsed> {
-    let slot = tokio::time::timeout_at(deadline.into(), Arc::clone(slots).acquire_owned()).await?;
-    // Never closed; should it be, the spawn goes on without a slot rather than not at all.
-    let slot = slot.ok();
-    // Returned with the slot after it: a result nobody takes is dropped (on the blocking
-    // thread) before its slot is.
+    let mut held: Slots = [None, None];
+    for (slot, of) in held.iter_mut().zip(slots) {
+        let taken = tokio::time::timeout_at(deadline.into(), Arc::clone(of).acquire_owned());
+        // Never closed; should one be, the spawn goes on without it rather than not at all.
+        *slot = taken.await?.ok();
+    }
+    // Returned with the slots after it: a result nobody takes is dropped (on the blocking
+    // thread) before its slots are.
     Ok(Started(tokio::task::spawn_blocking(move || {
-        (spawn(), slot)
+        (spawn(), held)
     })))
 }
 
-/// A spawn under way in its starting slot (see [`in_a_starting_slot`]).
-struct Started<R>(tokio::task::JoinHandle<(R, Option<tokio::sync::OwnedSemaphorePermit>)>);
+/// A spawn under way in its starting slots (see [`in_a_starting_slot`]).
+struct Started<R>(tokio::task::JoinHandle<(R, Slots)>);
 
 impl<R> Started<R> {
-    /// What the spawn made; its slot is free again.
+    /// What the spawn made; its slots are free again.
     async fn made(self) -> Result<R, tokio::task::JoinError> {
-        self.0.await.map(|(made, _slot)| made)
+        self.0.await.map(|(made, _slots)| made)
     }
 }
 
@@ -566,6 +581,8 @@ pub struct ProcessInstall {
     /// Its sandboxes being made now: at most as many as it may have calls (see
     /// [`in_a_starting_slot`]).
     starting: Arc<tokio::sync::Semaphore>,
+    /// Its tenant's, shared by all its process installs ([`TENANT_STARTING_SLOTS`]).
+    tenant_starting: Arc<tokio::sync::Semaphore>,
     /// The install's folders: the program owns them (a root host gives them to its uid), so
     /// it could change their mode, which the host's next load would refuse; reset after
     /// every call.
@@ -592,8 +609,9 @@ fn frame_limit(limits: &Limits) -> usize {
 impl ProcessInstall {
     /// The sandbox of one install: `code` read-only, `mounts` as granted, limits from
     /// `limits` and `policy`, host requests from `requests` (the install's, which its
-    /// reloads keep). Checks the kernel (a missing feature is an error unless the
-    /// policy accepts the weaker profile).
+    /// reloads keep), its sandboxes made in `tenant_starting` too (its tenant's starting
+    /// slots, [`TENANT_STARTING_SLOTS`] of them). Checks the kernel (a missing feature is an
+    /// error unless the policy accepts the weaker profile).
     pub fn new(
         code: Arc<ProcessCode>,
         mounts: &[MountDir],
@@ -601,6 +619,7 @@ impl ProcessInstall {
         policy: &ProcessPolicy,
         files: FileLimits,
         requests: Arc<RequestBudget>,
+        tenant_starting: Arc<tokio::sync::Semaphore>,
     ) -> Result<ProcessInstall, LoadError> {
         let writable: Vec<_> = mounts
             .iter()
@@ -735,6 +754,7 @@ impl ProcessInstall {
             starting: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(limits.max_concurrent_calls.max(1)).unwrap_or(1),
             )),
+            tenant_starting,
             writable: (!writable.is_empty()).then_some(quota::Folders {
                 roots: writable,
                 files,
@@ -864,7 +884,8 @@ impl ProcessInstall {
             .until(deadline)
             .abandoned_by(Arc::clone(&abandoned));
         // The clone, the child's setup and its report socket: blocking system calls.
-        let child = in_a_starting_slot(&self.starting, deadline, move || {
+        let slots = [&self.starting, &self.tenant_starting];
+        let child = in_a_starting_slot(slots, deadline, move || {
             // `ETXTBSY`: a child forked by another thread of this host (any spawn, any
             // library) while the entry was being written still held the write descriptor for
             // the moment before its own exec. It goes away by itself: try again briefly.
@@ -1299,13 +1320,18 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_spawn_keeps_its_starting_slot_after_its_caller_goes() {
-        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+    async fn a_spawn_keeps_its_starting_slots_after_its_caller_goes() {
+        // Two installs of one tenant: one slot each, and one for the tenant.
+        let (a, b) = (
+            Arc::new(tokio::sync::Semaphore::new(1)),
+            Arc::new(tokio::sync::Semaphore::new(1)),
+        );
+        let tenant = Arc::new(tokio::sync::Semaphore::new(1));
         let far = Instant::now() + Duration::from_secs(30);
         let (go, wait) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (ended, made_dropped) = std::sync::mpsc::channel::<()>();
-        let first = in_a_starting_slot(&slots, far, move || {
+        let first = in_a_starting_slot([&a, &tenant], far, move || {
             let _ = wait.recv();
             Slow {
                 release: released,
@@ -1314,22 +1340,27 @@ mod tests {
         })
         .await
         .unwrap();
-        // Its caller hung up: the spawn goes on, and keeps its place.
+        // Its caller hung up: the spawn goes on, and keeps its places.
         drop(first);
-        assert_eq!(slots.available_permits(), 0);
+        assert_eq!((a.available_permits(), tenant.available_permits()), (0, 0));
 
-        // The next call waits for the slot, and gives up at its deadline having started
-        // nothing; one dropped while it waits starts nothing either.
+        // The next call of the install waits for its slot, and gives up at its deadline
+        // having started nothing; so does one of the tenant's other install, which has a
+        // slot of its own but not the tenant's. One dropped while it waits starts nothing.
         let started = Arc::new(AtomicBool::new(false));
+        for install in [&a, &b] {
+            let s = Arc::clone(&started);
+            let soon = Instant::now() + Duration::from_millis(100);
+            let timed_out =
+                in_a_starting_slot([install, &tenant], soon, move || s.store(true, SeqCst)).await;
+            assert!(
+                timed_out.is_err(),
+                "a call got a slot held by a spawn under way"
+            );
+        }
+        assert_eq!(b.available_permits(), 1, "a call that gave up kept a slot");
         let s = Arc::clone(&started);
-        let soon = Instant::now() + Duration::from_millis(100);
-        let timed_out = in_a_starting_slot(&slots, soon, move || s.store(true, SeqCst)).await;
-        assert!(
-            timed_out.is_err(),
-            "a call got a slot held by a spawn under way"
-        );
-        let s = Arc::clone(&started);
-        let waiting = in_a_starting_slot(&slots, far, move || s.store(true, SeqCst));
+        let waiting = in_a_starting_slot([&a, &tenant], far, move || s.store(true, SeqCst));
         assert!(
             tokio::time::timeout(Duration::from_millis(50), waiting)
                 .await
@@ -1337,21 +1368,21 @@ mod tests {
         );
 
         // The spawn returns; what it made, which nobody takes, is being dropped (a child
-        // killed and cleaned up): the slot is still held.
+        // killed and cleaned up): the slots are still held.
         go.send(()).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(slots.available_permits(), 0);
+        assert_eq!((a.available_permits(), tenant.available_permits()), (0, 0));
 
-        // Once that is done, the slot is free again.
+        // Once that is done, they are free again.
         release.send(()).unwrap();
         made_dropped
             .recv_timeout(Duration::from_secs(10))
             .expect("what the spawn made was dropped");
         let since = Instant::now();
-        while slots.available_permits() == 0 {
+        while a.available_permits() == 0 || tenant.available_permits() == 0 {
             assert!(
                 since.elapsed() < Duration::from_secs(10),
-                "the slot was not given back"
+                "the slots were not given back"
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -1360,9 +1391,9 @@ mod tests {
             "a call that never had a slot started"
         );
 
-        // A caller that stays gets what was made, and the slot back.
-        let next = in_a_starting_slot(&slots, far, || 7).await.unwrap();
+        // A caller that stays gets what was made, and the slots back.
+        let next = in_a_starting_slot([&b, &tenant], far, || 7).await.unwrap();
         assert_eq!(next.made().await.unwrap(), 7);
-        assert_eq!(slots.available_permits(), 1);
+        assert_eq!((b.available_permits(), tenant.available_permits()), (1, 1));
     }
 }
