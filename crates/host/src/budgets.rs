@@ -3,7 +3,7 @@
 //! upgrade, a trust reload) takes over what its calls had left instead of a full bucket
 //! (outside attack, session 37: reinstalling every 0.3 s let 3.4 times the rate through).
 //! And each tenant's starting slots, which all its process installs' sandboxes are made in
-//! (`warden_runtime::TENANT_STARTING_SLOTS`), kept while any load holds them.
+//! (`warden_runtime::tenant_starting_slots`), kept while any load holds them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -54,7 +54,7 @@ impl TenantStarting {
         if let Some(live) = all.get(tenant).and_then(Weak::upgrade) {
             return live;
         }
-        let slots = Arc::new(Semaphore::new(warden_runtime::TENANT_STARTING_SLOTS));
+        let slots = Arc::new(Semaphore::new(warden_runtime::tenant_starting_slots()));
         if all.len() >= PRUNE_PAST {
             all.retain(|_, s| s.strong_count() > 0);
         }
@@ -93,7 +93,7 @@ mod tests {
         let first = starting.of(&t);
         assert_eq!(
             first.available_permits(),
-            warden_runtime::TENANT_STARTING_SLOTS
+            warden_runtime::tenant_starting_slots()
         );
         assert!(Arc::ptr_eq(&first, &starting.of(&t)));
         assert!(!Arc::ptr_eq(&first, &starting.of(&u)));
@@ -101,7 +101,7 @@ mod tests {
         let _held = first.try_acquire().unwrap();
         assert_eq!(
             starting.of(&t).available_permits(),
-            warden_runtime::TENANT_STARTING_SLOTS - 1
+            warden_runtime::tenant_starting_slots() - 1
         );
     }
 }

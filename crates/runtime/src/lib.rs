@@ -49,8 +49,8 @@ pub use extism::{EXTISM_HOST_FUNCTIONS, ExtismPlugin};
 pub use fair::{FREE_RUN, Share, Turns};
 pub use prepared::Prepared;
 pub use process::{
-    HostRequests, ProcessCode, ProcessInstall, TENANT_STARTING_SLOTS,
-    host_support as process_support,
+    HostRequests, ProcessCode, ProcessInstall, host_support as process_support,
+    tenant_starting_slots,
 };
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
 pub use warm::{IDLE_FOR, WarmGroup, WarmInstances};

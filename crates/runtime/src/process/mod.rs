@@ -200,11 +200,18 @@ impl Drop for Worker {
 }
 
 /// Sandboxes one tenant's process installs may have being made at once, all together (each
-/// install also at most its `max_concurrent_calls`). A spawn takes 2-3 ms, so this many keep
-/// any machine's cores busy for a tenant's honest load; several installs of one tenant
-/// cannot multiply what its callers hanging up at once make (outside attack, session 38:
-/// 48 in setup for 3 installs of 16, another tenant's calls then up to 505 ms).
-pub const TENANT_STARTING_SLOTS: usize = 16;
+/// install also at most its `max_concurrent_calls`): twice this machine's CPUs, at least 4.
+/// Making a sandbox is mostly CPU, so more at once would not make more of them a second,
+/// while the CPU the kernel gives each tenant's setups grows with how many it has running:
+/// several installs of one tenant cannot multiply what its callers hanging up at once make
+/// (outside attack, session 38: 48 in setup for 3 installs of 16, another tenant's calls
+/// then up to 505 ms), and a tenant storming takes less of the CPU from another's setups
+/// (on 2 CPUs, another tenant's calls made 391 a second alone, 91-113 beside a storm with 16
+/// slots per tenant, 113-150 with 4).
+pub fn tenant_starting_slots() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    cpus.saturating_mul(2).max(4)
+}
 
 /// One of each of `slots` (its install's, then its tenant's: always in this order, so two
 /// spawns never wait for each other's).
@@ -216,7 +223,7 @@ type Slots = [Option<tokio::sync::OwnedSemaphorePermit>; 2];
 /// up), until that is dropped too (a child killed and cleaned up). So callers hanging up at
 /// once cannot have more sandboxes made than their install may have calls (outside attack,
 /// session 37: about 510 in setup for an install allowed 16, another tenant's call then
-/// waited up to 15 s), nor their tenant more than [`TENANT_STARTING_SLOTS`]. A call dropped
+/// waited up to 15 s), nor their tenant more than [`tenant_starting_slots`]. A call dropped
 /// while it waits for a slot starts nothing.
 async fn in_a_starting_slot<R: Send + 'static>(
     slots: [&Arc<tokio::sync::Semaphore>; 2],
@@ -581,7 +588,7 @@ pub struct ProcessInstall {
     /// Its sandboxes being made now: at most as many as it may have calls (see
     /// [`in_a_starting_slot`]).
     starting: Arc<tokio::sync::Semaphore>,
-    /// Its tenant's, shared by all its process installs ([`TENANT_STARTING_SLOTS`]).
+    /// Its tenant's, shared by all its process installs ([`tenant_starting_slots`]).
     tenant_starting: Arc<tokio::sync::Semaphore>,
     /// The install's folders: the program owns them (a root host gives them to its uid), so
     /// it could change their mode, which the host's next load would refuse; reset after
@@ -610,7 +617,7 @@ impl ProcessInstall {
     /// The sandbox of one install: `code` read-only, `mounts` as granted, limits from
     /// `limits` and `policy`, host requests from `requests` (the install's, which its
     /// reloads keep), its sandboxes made in `tenant_starting` too (its tenant's starting
-    /// slots, [`TENANT_STARTING_SLOTS`] of them). Checks the kernel (a missing feature is an
+    /// slots, [`tenant_starting_slots`] of them). Checks the kernel (a missing feature is an
     /// error unless the policy accepts the weaker profile).
     pub fn new(
         code: Arc<ProcessCode>,
