@@ -12,11 +12,38 @@ use tokio::sync::Semaphore;
 use warden_manifest::{ExtensionId, TenantName};
 use warden_process::{LimitError, RequestBudget};
 
-/// Entries are dropped once no load holds their budget, when the map has grown past this.
+/// Entries are dropped once no load holds them, when a map has grown past this.
 const PRUNE_PAST: usize = 1024;
 
+/// What loads share by `K`, while any of them holds it.
+struct Kept<K, V>(Mutex<HashMap<K, Weak<V>>>);
+
+impl<K, V> Default for Kept<K, V> {
+    fn default() -> Self {
+        Kept(Mutex::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> Kept<K, V> {
+    /// The live value of `key` if it `fits`, else a new one from `make`.
+    fn of(&self, key: &K, fits: impl FnOnce(&V) -> bool, make: impl FnOnce() -> V) -> Arc<V> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(live) = all.get(key).and_then(Weak::upgrade)
+            && fits(&live)
+        {
+            return live;
+        }
+        let made = Arc::new(make());
+        if all.len() >= PRUNE_PAST {
+            all.retain(|_, v| v.strong_count() > 0);
+        }
+        all.insert(key.clone(), Arc::downgrade(&made));
+        made
+    }
+}
+
 #[derive(Default)]
-pub(crate) struct Budgets(Mutex<HashMap<(TenantName, ExtensionId), Weak<RequestBudget>>>);
+pub(crate) struct Budgets(Kept<(TenantName, ExtensionId), RequestBudget>);
 
 impl Budgets {
     /// The budget of `tenant`'s `id`: the live one if its rate is `per_second`, else a new
@@ -27,39 +54,28 @@ impl Budgets {
         id: &ExtensionId,
         per_second: u32,
     ) -> Result<Arc<RequestBudget>, LimitError> {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (tenant.clone(), id.clone());
-        if let Some(live) = all.get(&key).and_then(Weak::upgrade)
-            && live.per_second() == per_second
-        {
-            return Ok(live);
-        }
-        let budget = Arc::new(RequestBudget::new(per_second)?);
-        if all.len() >= PRUNE_PAST {
-            all.retain(|_, b| b.strong_count() > 0);
-        }
-        all.insert(key, Arc::downgrade(&budget));
-        Ok(budget)
+        // Checked first: a rate the policy should not have let through fails the load.
+        let fresh = RequestBudget::new(per_second)?;
+        Ok(self.0.of(
+            &(tenant.clone(), id.clone()),
+            |live| live.per_second() == per_second,
+            || fresh,
+        ))
     }
 }
 
 /// Each tenant's starting slots for process sandboxes, while a load of one of its process
 /// installs holds them.
 #[derive(Default)]
-pub(crate) struct TenantStarting(Mutex<HashMap<TenantName, Weak<Semaphore>>>);
+pub(crate) struct TenantStarting(Kept<TenantName, Semaphore>);
 
 impl TenantStarting {
     pub(crate) fn of(&self, tenant: &TenantName) -> Arc<Semaphore> {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(live) = all.get(tenant).and_then(Weak::upgrade) {
-            return live;
-        }
-        let slots = Arc::new(Semaphore::new(warden_runtime::tenant_starting_slots()));
-        if all.len() >= PRUNE_PAST {
-            all.retain(|_, s| s.strong_count() > 0);
-        }
-        all.insert(tenant.clone(), Arc::downgrade(&slots));
-        slots
+        self.0.of(
+            tenant,
+            |_| true,
+            || Semaphore::new(warden_runtime::tenant_starting_slots()),
+        )
     }
 }
 

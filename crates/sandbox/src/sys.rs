@@ -1,6 +1,6 @@
 //! The raw system calls no maintained crate wraps (or wraps with allocation): `clone` into
-//! the host's memory, signal dispositions, `close_range`, the two Landlock calls the child makes itself, `execve`, `_exit`, and the
-//! feature probes. Every function here is async-signal-safe: no allocation, no lock.
+//! the host's memory, signal dispositions, `close_range`, the two Landlock calls the child makes itself, `execve`, `_exit`, the
+//! feature probes, and `poll`'s timeout from a duration. Every function here is async-signal-safe: no allocation, no lock.
 #![allow(unsafe_code)]
 // Runs in the host's memory between clone and execve: a panic there would unwind or abort
 // in the host's heap (review, session 37).
