@@ -170,6 +170,17 @@ impl Child {
         self.refused()
     }
 
+    /// Kills the sandbox's tree, waits for its end and removes its cgroup: what dropping it
+    /// does, for a caller that chooses where that wait happens (not on an executor's thread).
+    /// Its memory and its kills by the kernel are no longer known after this.
+    pub fn end(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.kill();
+            self.exit = wait_exit(self.pidfd.as_fd()).ok();
+        }
+        drop(self.cgroup.take());
+    }
+
     /// Whether the host's seccomp supervisor killed the sandbox for a system call of another
     /// architecture (where the kernel has no listener for it, the kernel kills the process
     /// with `SIGSYS` instead).
@@ -618,11 +629,7 @@ impl Killer {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.exit.is_none() {
-            let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
-            self.thaw_to_die();
-            let _ = wait_exit(self.pidfd.as_fd());
-        }
+        self.end();
     }
 }
 
