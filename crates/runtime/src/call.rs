@@ -56,14 +56,14 @@ struct Call {
 impl Call {
     /// A call on `kept` (an instance kept from earlier calls of this install), or on a new
     /// store: with a ledger of its own when it may be kept (`warm`), else the call's. Its
-    /// time counts from `started`.
+    /// time counts from `started`. `sends_http`: [`Prepared::sends_http`].
     fn new(
         started: Instant,
         rt: &Runtime,
-        limits: &Limits,
-        caps: &CallCaps,
+        (limits, caps): (&Limits, &CallCaps),
         kept: Option<Live>,
         warm: bool,
+        sends_http: bool,
     ) -> Result<Call, CallError> {
         let live = match kept {
             Some(mut live) => {
@@ -76,7 +76,7 @@ impl Call {
                 } else {
                     caps.ledger.clone()
                 };
-                Live::new(rt, limits, caps, ledger)?
+                Live::new(rt, (limits, caps), ledger, sends_http)?
             }
         };
         // A kept instance's own ledger asks this call's witness (the handover below clears it).
@@ -242,7 +242,14 @@ impl Prepared {
             );
         }
         let kept = warm.and_then(|w| w.take(caps.generation));
-        let mut call = match Call::new(started, rt, limits, caps, kept, warm.is_some()) {
+        let mut call = match Call::new(
+            started,
+            rt,
+            (limits, caps),
+            kept,
+            warm.is_some(),
+            self.sends_http,
+        ) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };
@@ -319,7 +326,14 @@ impl Prepared {
             );
         }
         let kept = warm.and_then(|w| w.take(caps.generation));
-        let mut call = match Call::new(started, rt, limits, caps, kept, warm.is_some()) {
+        let mut call = match Call::new(
+            started,
+            rt,
+            (limits, caps),
+            kept,
+            warm.is_some(),
+            self.sends_http,
+        ) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };

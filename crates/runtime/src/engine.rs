@@ -492,7 +492,11 @@ impl Runtime {
     fn prepare_once(&self, bundle: &Verified<Bundle>) -> Result<Prepared, LoadError> {
         if bundle.manifest().extension.kind == warden_manifest::Kind::Extism {
             let (plugin, source) = self.prepare_extism(bundle)?;
-            return Ok(Prepared::new(World::Extism(Box::new(plugin)), source));
+            return Ok(Prepared::new(
+                World::Extism(Box::new(plugin)),
+                source,
+                false,
+            ));
         }
         // Compiled code is keyed by the component's own hash, not the bundle's: bundles that
         // differ only in their manifest share one entry.
@@ -503,12 +507,16 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports(e.into_boxed_dyn_error()))?;
+        let sends_http = component
+            .component_type()
+            .imports(self.engine())
+            .any(|(name, _)| name.starts_with("wasi:http/outgoing-handler@"));
         let exports = |e: wasmtime::Error| LoadError::Exports(e.into_boxed_dyn_error());
         let world = match kind {
             WorldKind::Rpc => World::Rpc(RpcExtensionPre::new(pre).map_err(exports)?),
             WorldKind::Http => World::Http(ProxyPre::new(pre).map_err(exports)?),
         };
-        Ok(Prepared::new(world, source))
+        Ok(Prepared::new(world, source, sends_http))
     }
 
     /// The compiled component for `bytes` (whose sha256 is `hash`) and its world: from the code
@@ -978,6 +986,16 @@ pub(crate) mod tests {
         assert_eq!(rt.prepare(&echo).unwrap().kind(), WorldKind::Rpc);
         let hello = verified(&guest("examples/hello/extension.wasm"), false);
         assert_eq!(rt.prepare(&hello).unwrap().kind(), WorldKind::Http);
+    }
+
+    #[test]
+    fn only_a_guest_that_can_send_gets_the_early_egress_check() {
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let echo = verified(&guest("examples/echo/extension.wasm"), true);
+        assert!(!rt.prepare(&echo).unwrap().sends_http);
+        // Imports `wasi:http/outgoing-handler`: its calls need the check (`egress::handler`).
+        let fetcher = verified(&guest("examples/fetcher/extension.wasm"), true);
+        assert!(rt.prepare(&fetcher).unwrap().sends_http);
     }
 
     /// Red team, round 2: a failed compile was paid again at every load of the same bundle

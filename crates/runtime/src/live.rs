@@ -42,9 +42,9 @@ pub(crate) enum Bound {
 impl Live {
     pub(crate) fn new(
         rt: &Runtime,
-        limits: &Limits,
-        caps: &CallCaps,
+        (limits, caps): (&Limits, &CallCaps),
         ledger: Ledger,
+        sends_http: bool,
     ) -> Result<Live, CallError> {
         let (stdout, stderr) = Capture::pair(MAX_OUTPUT_BYTES);
         let state = CallState::new(
@@ -54,6 +54,7 @@ impl Live {
             limits.max_response_bytes.bytes(),
             caps,
             ledger.clone(),
+            sends_http,
         )
         .map_err(CallError::Host)?;
         let seen = state.redactor.clone();

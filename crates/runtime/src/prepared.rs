@@ -19,11 +19,18 @@ pub(crate) enum World {
 pub struct Prepared {
     pub(crate) world: World,
     source: CodeSource,
+    /// Whether it imports `wasi:http/outgoing-handler`: only then can a call send a request,
+    /// and need the egress check put in front of the handler (`egress::handler`).
+    pub(crate) sends_http: bool,
 }
 
 impl Prepared {
-    pub(crate) fn new(world: World, source: CodeSource) -> Self {
-        Prepared { world, source }
+    pub(crate) fn new(world: World, source: CodeSource, sends_http: bool) -> Self {
+        Prepared {
+            world,
+            source,
+            sends_http,
+        }
     }
 
     pub fn kind(&self) -> WorldKind {

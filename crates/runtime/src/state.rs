@@ -65,6 +65,7 @@ impl CallState {
         max_response: u64,
         caps: &CallCaps,
         ledger: Ledger,
+        sends_http: bool,
     ) -> Result<Self, HostFailure> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout.clone())
@@ -82,12 +83,16 @@ impl CallState {
         let mut table = ResourceTable::new();
         // A guest creating millions of resources is stopped here rather than by host memory.
         table.set_max_capacity(MAX_RESOURCES);
-        crate::egress::handler::install(
-            &mut table,
-            caps.network.clone(),
-            ledger.clone(),
-            caps.withheld,
-        )?;
+        // Only a component that can send has it: two allocations and a few reference counts
+        // fewer on every other call.
+        if sends_http {
+            crate::egress::handler::install(
+                &mut table,
+                caps.network.clone(),
+                ledger.clone(),
+                caps.withheld,
+            )?;
+        }
         let egress_bytes = Arc::new(AtomicU64::new(0));
         Ok(CallState {
             table,

@@ -5,7 +5,8 @@
 //!
 //! Wasmtime hands this function only the HTTP view of the store (context, resource table,
 //! hooks), so the call's grant travels in the resource table: [`EarlyCheck`] is the first entry
-//! pushed into every call's table (index 0), before the guest exists. Guests cannot name it
+//! pushed into the table (index 0) of every call of a component that imports the handler,
+//! before the guest exists (a component that does not cannot call it). Guests cannot name it
 //! (their handles map only to entries given to them, by type). If it were ever missing the
 //! request would simply take Wasmtime's path, where the send hook refuses it all the same.
 

@@ -76,7 +76,8 @@ pub(crate) struct EgressHooks {
     withheld: Withheld,
     resolver: Arc<dyn Resolver>,
     ledger: Ledger,
-    in_flight: Arc<Semaphore>,
+    /// Made at the first request admitted: most calls send none.
+    in_flight: Option<Arc<Semaphore>>,
     bytes: Arc<AtomicU64>,
     max_response: u64,
 }
@@ -93,7 +94,7 @@ impl EgressHooks {
             withheld: caps.withheld,
             resolver: Arc::clone(&caps.resolver),
             ledger,
-            in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            in_flight: None,
             bytes,
             max_response,
         }
@@ -136,7 +137,10 @@ impl WasiHttpHooks for EgressHooks {
         let Some(grant) = grant else {
             return denied();
         };
-        let Ok(slot) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+        let in_flight = self
+            .in_flight
+            .get_or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)));
+        let Ok(slot) = Arc::clone(in_flight).try_acquire_owned() else {
             self.ledger.deny(
                 Capability::Network,
                 &target.describe(),
