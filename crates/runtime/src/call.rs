@@ -211,6 +211,25 @@ fn too_large(what: &'static str, size: usize, limit: warden_manifest::ByteSize) 
 }
 
 impl Prepared {
+    /// A call on an instance kept in `warm`, or on a new store.
+    fn call_on(
+        &self,
+        started: Instant,
+        rt: &Runtime,
+        (limits, caps): (&Limits, &CallCaps),
+        warm: Option<&WarmInstances>,
+    ) -> Result<Call, CallError> {
+        let kept = warm.and_then(|w| w.take(caps.generation));
+        Call::new(
+            started,
+            rt,
+            (limits, caps),
+            kept,
+            warm.is_some(),
+            self.sends_http,
+        )
+    }
+
     /// Calls `handler.call(method, input)` with `caps` as its capabilities: in a fresh
     /// instance, or in one `warm` kept from an earlier call of the same install.
     pub async fn call_rpc(
@@ -241,15 +260,7 @@ impl Prepared {
                 too_large("input", input.len(), limits.max_request_bytes),
             );
         }
-        let kept = warm.and_then(|w| w.take(caps.generation));
-        let mut call = match Call::new(
-            started,
-            rt,
-            (limits, caps),
-            kept,
-            warm.is_some(),
-            self.sends_http,
-        ) {
+        let mut call = match self.call_on(started, rt, (limits, caps), warm) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };
@@ -325,15 +336,7 @@ impl Prepared {
                 ),
             );
         }
-        let kept = warm.and_then(|w| w.take(caps.generation));
-        let mut call = match Call::new(
-            started,
-            rt,
-            (limits, caps),
-            kept,
-            warm.is_some(),
-            self.sends_http,
-        ) {
+        let mut call = match self.call_on(started, rt, (limits, caps), warm) {
             Ok(c) => c,
             Err(e) => return failed(started, e),
         };
