@@ -72,7 +72,9 @@ pub use warden_runtime::isolate::child_main as compile_child_main;
 pub use warden_runtime::{
     CallError, LogLevel, LogLine, Lookup, Resolver, Stream, SystemResolver, WorldKind,
 };
-pub use warden_runtime::{EXTISM_HOST_FUNCTIONS, LoadError, PoolUsage, process_support};
+pub use warden_runtime::{
+    EXTISM_HOST_FUNCTIONS, LoadError, PoolUsage, process_support, remove_sandbox_folders,
+};
 pub use warden_secrets::{SecretError, SecretValue};
 pub use warden_store_sqlite::SqliteKv;
 pub use warden_trust::TrustBundle;

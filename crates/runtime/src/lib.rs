@@ -53,6 +53,7 @@ pub use process::{
     tenant_starting_slots,
 };
 pub use settings::{CodeCacheFiles, RuntimeConfig, engine_config};
+pub use warden_sandbox::remove_own_folders as remove_sandbox_folders;
 pub use warm::{IDLE_FOR, WarmGroup, WarmInstances};
 pub use world::WorldKind;
 // The policy types a host hands the runtime, re-exported for embedders of the runtime alone.

@@ -83,9 +83,10 @@ pub(crate) struct Cgroup {
 }
 
 /// This process's root, found once (with the notes of the search).
+static ROOT: std::sync::OnceLock<(Result<Root, String>, Vec<String>)> = std::sync::OnceLock::new();
+
+/// This process's root, found once (with the notes of the search).
 pub(crate) fn root() -> &'static (Result<Root, String>, Vec<String>) {
-    static ROOT: std::sync::OnceLock<(Result<Root, String>, Vec<String>)> =
-        std::sync::OnceLock::new();
     ROOT.get_or_init(|| {
         let mut notes = Vec::new();
         let r = Root::find(&mut notes);
@@ -482,6 +483,21 @@ impl Drop for Cgroup {
                 pending.push(dir);
             }
         }
+    }
+}
+
+/// Removes this process's folders, where its sandboxes' cgroups are made, as far as they are
+/// empty: for a process that is exiting, once its sandboxes are gone. (The next host to start
+/// under the same parents would remove them too, but until then each process that made a
+/// sandbox left its folders behind.) A sandbox asked for after this is refused: its cgroup
+/// cannot be made.
+pub fn remove_own_folders() {
+    let Some((Ok(root), _)) = ROOT.get() else {
+        return;
+    };
+    retry_pending();
+    for dir in root.bases.iter().chain(&root.cpu).chain(&root.freezer) {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

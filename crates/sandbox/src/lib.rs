@@ -98,7 +98,7 @@ mod support;
 mod sys;
 mod urgent;
 
-pub use cgroup::Freezer;
+pub use cgroup::{Freezer, remove_own_folders};
 pub use child::Step;
 pub use memory::release_free_memory;
 pub use notify::Refusal;

@@ -158,6 +158,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     // A warm process's refusals after its answer, and refusals counted but not yet summed
     // up, are part of the run's audit trail.
     let closed = host.close().context("storing the last audit records");
+    // Its sandbox ended with the host: the folders its cgroup was made in go too.
+    drop(tenant);
+    drop(host);
+    drop(runtime);
+    warden_host::remove_sandbox_folders();
     done.and(closed)
 }
 

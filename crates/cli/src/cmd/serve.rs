@@ -88,7 +88,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .with_context(|| format!("listening on {}", a.listen))?;
@@ -129,7 +129,11 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
         warden_serve::serve(service, listener, shutdown_signal())
             .await
             .context("serving")
-    })
+    });
+    // The service ends with its runtime's tasks, and its sandboxes with it: their folders go.
+    drop(runtime);
+    warden_host::remove_sandbox_folders();
+    served
 }
 
 fn service_has(s: &Service, admin: bool) -> bool {

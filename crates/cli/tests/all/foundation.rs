@@ -758,3 +758,29 @@ pub(crate) fn signed_echo() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let data = t.path().join("data");
     (t, bundle, trust, data)
 }
+
+/// The cgroup folders a `warden` of process `pid` made for its sandboxes (`warden-PID-*`,
+/// under its own cgroup in each hierarchy) that are still there.
+pub(crate) fn cgroup_folders_of(pid: u32) -> Vec<PathBuf> {
+    folders_named(Path::new("/sys/fs/cgroup"), &format!("warden-{pid}-"), 8)
+}
+
+/// Folders under `dir` (at most `depth` below it) whose names start with `prefix`.
+fn folders_named(dir: &Path, prefix: &str, depth: usize) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if !t.is_dir() {
+            continue;
+        }
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            found.push(e.path());
+        } else if depth > 0 {
+            found.extend(folders_named(&e.path(), prefix, depth - 1));
+        }
+    }
+    found
+}

@@ -87,6 +87,41 @@ impl Tour {
     }
 }
 
+/// A process extension run once: its sandbox's cgroup was made in folders of the run's own,
+/// which it removes as it exits (they stayed until the next host started).
+#[test]
+fn a_run_of_a_process_extension_leaves_no_cgroup_folder() {
+    let t = TempDir::new().unwrap();
+    let (p, trust) = examples_publisher(t.path());
+    let dir = guest("process/kv-counter");
+    assert!(
+        dir.join("kv-counter").exists(),
+        "run scripts/build-examples.sh first"
+    );
+    let bundle = t.path().join("kvp.wext");
+    pack(&dir, &bundle);
+    sign(&bundle, &p.key);
+    let child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("run")
+        .arg(&bundle)
+        .arg("--trust")
+        .arg(&trust)
+        .arg("--data")
+        .arg(t.path().join("data"))
+        .args(["--grant", "kv", "--call", "increment", "--input", "hits"])
+        .env_remove("WARDEN_TRUST_BUNDLE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(ok(&out).trim(), "1");
+    let left = crate::foundation::cgroup_folders_of(pid);
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn run_answers_http_and_rpc() {
     let tour = Tour::new();

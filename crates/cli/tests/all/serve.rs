@@ -1790,6 +1790,14 @@ fn a_process_extension_is_served_through_the_gateway_per_tenant() {
     assert!(body.contains("denied"), "{body}");
     let log = ok(&st.cli(&[&"audit", &"--json"]));
     assert!(log.contains("warden-examples.kv-counter-process"));
+    // Its sandboxes' cgroups were made in folders of its own (where this machine lets it);
+    // with warm processes parked, a SIGTERM leaves none of them behind.
+    let pid = s.child.id();
+    sigterm(&s);
+    let mut s = s;
+    assert!(s.child.wait().unwrap().success());
+    let left = crate::foundation::cgroup_folders_of(pid);
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
