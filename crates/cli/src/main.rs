@@ -37,6 +37,8 @@ fn main() -> ExitCode {
             report(&e);
             if e.downcast_ref::<cmd::UsageError>().is_some() {
                 ExitCode::from(2)
+            } else if let Some(cmd::Interrupted(_, signal)) = e.downcast_ref() {
+                ExitCode::from(128 + signal)
             } else if cmd::busy(&e) {
                 ExitCode::from(cmd::BUSY_EXIT)
             } else {

@@ -12,7 +12,7 @@ mod serve;
 mod sign;
 mod verify;
 
-pub use run::UsageError;
+pub use run::{Interrupted, UsageError};
 
 /// The exit code of a command that could not take a lock another process held (for
 /// `warden_datadir::LOCK_WAIT`): nothing was done or checked; try again (`EX_TEMPFAIL`). Not

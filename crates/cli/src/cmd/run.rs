@@ -64,6 +64,72 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The run was stopped by a signal (`SIGINT`, `SIGTERM`) during its call: the call was stopped
+/// and recorded as such. Exit code 128 + the signal's number, as a shell reports a process the
+/// signal killed.
+#[derive(Debug)]
+pub struct Interrupted(pub &'static str, pub u8);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted by {}: the call was stopped (its audit record says so)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Runs `call` unless `SIGINT` or `SIGTERM` comes first: then `call` is dropped where it is
+/// (its program killed, its record written as a stopped call's) and the signal is the result.
+/// A signal this process was started ignoring (a script's background job's `SIGINT`) stays
+/// ignored, as it was before warden listened for it.
+async fn unless_interrupted<F: std::future::Future>(call: F) -> Result<F::Output, Interrupted> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let listen = |kind: SignalKind| {
+        let ignored = started_ignoring(kind.as_raw_value());
+        (!ignored).then(|| signal(kind).ok()).flatten()
+    };
+    async fn next(s: &mut Option<Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let (mut int, mut term) = (
+        listen(SignalKind::interrupt()),
+        listen(SignalKind::terminate()),
+    );
+    tokio::select! {
+        out = call => Ok(out),
+        () = next(&mut int) => Err(Interrupted("SIGINT", 2)),
+        () = next(&mut term) => Err(Interrupted("SIGTERM", 15)),
+    }
+}
+
+/// Whether signal number `signal` is ignored now (`SigIgn` in /proc/self/status), before
+/// this process listens for it.
+fn started_ignoring(signal: i32) -> bool {
+    let Some(bit) = u32::try_from(signal).ok().and_then(|s| s.checked_sub(1)) else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask.checked_shr(bit).is_some_and(|m| m & 1 == 1))
+}
+
+/// How long the records of a call stopped by a signal may take to be written before exiting.
+const STOPPED_RECORDS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Parses `--secret NAME=VALUE` or `NAME=@FILE` (a regular file of at most
 /// [`warden_secrets::MAX_SECRET_BYTES`]; one trailing newline is dropped, as `echo` adds one).
 /// Errors never quote the value, nor a name that failed to parse (it may be a value typed in
@@ -155,6 +221,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         .context("starting the async runtime")?;
     let terminal = std::io::stdout().is_terminal();
     let done = invoke(&runtime, &tenant, &info.id, args.invocation, terminal);
+    // A call stopped by a signal has its record written on the runtime: waited for.
+    runtime.block_on(host.settle_records(STOPPED_RECORDS_WAIT));
     // A warm process's refusals after its answer, and refusals counted but not yet summed
     // up, are part of the run's audit trail.
     let closed = host.close().context("storing the last audit records");
@@ -176,7 +244,7 @@ fn invoke(
 ) -> Result<()> {
     match invocation {
         Invocation::Call { method, input } => {
-            let called = runtime.block_on(tenant.call(id, &method, &input));
+            let called = runtime.block_on(unless_interrupted(tenant.call(id, &method, &input)))?;
             let called = called.map_err(|f| {
                 show_logs(&f.logs);
                 anyhow!(f)
@@ -199,10 +267,12 @@ fn invoke(
             let req = req
                 .body(Bytes::from(body))
                 .context("building the HTTP request")?;
-            let called = runtime.block_on(tenant.call_http(id, req)).map_err(|f| {
-                show_logs(&f.logs);
-                anyhow!(f)
-            })?;
+            let called = runtime
+                .block_on(unless_interrupted(tenant.call_http(id, req)))?
+                .map_err(|f| {
+                    show_logs(&f.logs);
+                    anyhow!(f)
+                })?;
             show_logs(&called.logs);
             let resp = called.value;
             let mut head = format!("{:?} {}\n", resp.version(), resp.status());

@@ -122,6 +122,89 @@ fn a_run_of_a_process_extension_leaves_no_cgroup_folder() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// A run stopped by SIGTERM while its call runs: the call is stopped and recorded as such (the
+/// log still verifies), and the run exits 128 + 15 saying so.
+#[test]
+fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
+    let t = TempDir::new().unwrap();
+    let (p, trust) = examples_publisher(t.path());
+    // hostile's `sleep`, with time to be stopped before its limit.
+    let src = guest("hostile");
+    let dir = t.path().join("hostile");
+    fs::create_dir(&dir).unwrap();
+    let manifest = fs::read_to_string(src.join("extension.toml")).unwrap();
+    let manifest = manifest.replace(
+        "max_execution_time = \"1s\"",
+        "max_execution_time = \"30s\"",
+    );
+    assert!(manifest.contains("\"30s\""));
+    fs::write(dir.join("extension.toml"), manifest).unwrap();
+    fs::copy(src.join("extension.wasm"), dir.join("extension.wasm")).unwrap();
+    let bundle = t.path().join("h.wext");
+    pack(&dir, &bundle);
+    sign(&bundle, &p.key);
+    let data = t.path().join("data");
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("run")
+        .arg(&bundle)
+        .arg("--trust")
+        .arg(&trust)
+        .arg("--data")
+        .arg(&data)
+        .args(["--call", "sleep", "--input", "20000"])
+        .env_remove("WARDEN_TRUST_BUNDLE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Loaded (its record is written before the call starts), then a moment for the call.
+    let log = data.join("audit/audit.jsonl");
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("\"event\":\"load\"")) {
+        assert!(started.elapsed() < Duration::from_secs(60), "never loaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted by SIGTERM"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the call was waited for"
+    );
+    let records: Vec<serde_json::Value> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].clone())
+        .collect();
+    let call = records
+        .iter()
+        .find(|r| r["event"] == "call")
+        .unwrap_or_else(|| panic!("no call record: {records:?}"));
+    assert_eq!(call["outcome"], "error", "{call}");
+    assert!(
+        call["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("it was stopped"),
+        "{call}"
+    );
+    ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
+}
+
 #[test]
 fn run_answers_http_and_rpc() {
     let tour = Tour::new();
