@@ -784,3 +784,15 @@ fn folders_named(dir: &Path, prefix: &str, depth: usize) -> Vec<PathBuf> {
     }
     found
 }
+
+/// Sends `signal` (as `kill` names it: `-TERM`, `-HUP`) to process `pid`.
+pub(crate) fn signal(pid: u32, signal: &str) {
+    let pid = pid.to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}

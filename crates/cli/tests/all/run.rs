@@ -87,6 +87,24 @@ impl Tour {
     }
 }
 
+/// `warden run BUNDLE --trust TRUST --data DATA ARGS`, started and left running.
+fn spawn_run(bundle: &Path, trust: &Path, data: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("run")
+        .arg(bundle)
+        .arg("--trust")
+        .arg(trust)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("WARDEN_TRUST_BUNDLE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A process extension run once: its sandbox's cgroup was made in folders of the run's own,
 /// which it removes as it exits (they stayed until the next host started).
 #[test]
@@ -101,20 +119,13 @@ fn a_run_of_a_process_extension_leaves_no_cgroup_folder() {
     let bundle = t.path().join("kvp.wext");
     pack(&dir, &bundle);
     sign(&bundle, &p.key);
-    let child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("run")
-        .arg(&bundle)
-        .arg("--trust")
-        .arg(&trust)
-        .arg("--data")
-        .arg(t.path().join("data"))
-        .args(["--grant", "kv", "--call", "increment", "--input", "hits"])
-        .env_remove("WARDEN_TRUST_BUNDLE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let data = t.path().join("data");
+    let child = spawn_run(
+        &bundle,
+        &trust,
+        &data,
+        &["--grant", "kv", "--call", "increment", "--input", "hits"],
+    );
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert_eq!(ok(&out).trim(), "1");
@@ -145,20 +156,12 @@ fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
     sign(&bundle, &p.key);
     let data = t.path().join("data");
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("run")
-        .arg(&bundle)
-        .arg("--trust")
-        .arg(&trust)
-        .arg("--data")
-        .arg(&data)
-        .args(["--call", "sleep", "--input", "20000"])
-        .env_remove("WARDEN_TRUST_BUNDLE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(
+        &bundle,
+        &trust,
+        &data,
+        &["--call", "sleep", "--input", "20000"],
+    );
     // Loaded (its record is written before the call starts), then a moment for the call.
     let log = data.join("audit/audit.jsonl");
     while !fs::read_to_string(&log).is_ok_and(|l| l.contains("\"event\":\"load\"")) {
@@ -166,14 +169,7 @@ fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::foundation::signal(child.id(), "-TERM");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
     assert!(

@@ -770,14 +770,7 @@ fn a_revoked_key_stops_the_install_at_once_after_a_trust_reload() {
         &[("someone-else", &[&other.pem], &[&st.pem])],
     );
     // SIGHUP reads it again.
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::foundation::signal(s.child.id(), "-HUP");
     let mut r = get(&url, Some(&k));
     for _ in 0..50 {
         if r.status != 200 {
@@ -1229,14 +1222,7 @@ fn a_process_stopped_holding_the_audit_lock_does_not_hang_the_service() {
 
 /// Sends SIGTERM to the service.
 fn sigterm(s: &Server) {
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::foundation::signal(s.child.id(), "-TERM");
 }
 
 /// Sends hostile-http's `/loop` with `key` on a connection of its own to `addr`, and hangs
