@@ -132,8 +132,6 @@ fn warden_run_calls_an_extism_plug_in_and_audits_it() {
 /// file quota (each process its own `warden run`).
 #[test]
 fn warden_run_gives_a_wasi_plug_in_its_folders_and_one_quota_across_processes() {
-    use std::process::{Command, Stdio};
-
     let t = TempDir::new().unwrap();
     let p = keygen(t.path(), "warden-examples");
     let trust = trust_file(
@@ -182,21 +180,15 @@ fn warden_run_gives_a_wasi_plug_in_its_folders_and_one_quota_across_processes() 
     // Four processes at once, each writing 600 kB under a 1 MiB quota.
     let children: Vec<_> = (0..4)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_warden"))
-                .arg("run")
-                .arg(&bundle)
-                .arg("--trust")
-                .arg(&trust)
-                .arg("--data")
-                .arg(t.path().join("data"))
-                .args(["--config", &policy_s, "--grant", "fs:/data", "--call", "fs"])
-                .args(["--input", &format!("fill|/data/p{i}|600000")])
-                .env_remove("WARDEN_TRUST_BUNDLE")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            let input = format!("fill|/data/p{i}|600000");
+            crate::foundation::spawn_run(
+                &bundle,
+                &trust,
+                &t.path().join("data"),
+                &[
+                    "--config", &policy_s, "--grant", "fs:/data", "--call", "fs", "--input", &input,
+                ],
+            )
         })
         .collect();
     let outs: Vec<String> = children

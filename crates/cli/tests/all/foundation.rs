@@ -796,3 +796,26 @@ pub(crate) fn signal(pid: u32, signal: &str) {
             .success()
     );
 }
+
+/// `warden run BUNDLE --trust TRUST --data DATA ARGS`, started and left running.
+pub(crate) fn spawn_run(
+    bundle: &Path,
+    trust: &Path,
+    data: &Path,
+    args: &[&str],
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("run")
+        .arg(bundle)
+        .arg("--trust")
+        .arg(trust)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("WARDEN_TRUST_BUNDLE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}

@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use tempfile::TempDir;
 
@@ -85,22 +85,15 @@ impl Setup {
 
     /// Starts `warden run ... --call METHOD --input INPUT` without waiting for it.
     fn spawn(&self, method: &str, input: &str) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_warden"))
-            .arg("run")
-            .arg(&self.bundle)
-            .arg("--trust")
-            .arg(&self.trust)
-            .arg("--data")
-            .arg(self.data())
-            .arg("--config")
-            .arg(&self.policy)
-            .args(["--grant", "fs:/data", "--call", method, "--input", input])
-            .env_remove("WARDEN_TRUST_BUNDLE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        let policy = self.policy.to_string_lossy();
+        crate::foundation::spawn_run(
+            &self.bundle,
+            &self.trust,
+            &self.data(),
+            &[
+                "--config", &policy, "--grant", "fs:/data", "--call", method, "--input", input,
+            ],
+        )
     }
 
     /// Runs every (method, input) at once, each in its own `warden run`; their guest outputs.

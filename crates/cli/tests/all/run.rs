@@ -87,24 +87,6 @@ impl Tour {
     }
 }
 
-/// `warden run BUNDLE --trust TRUST --data DATA ARGS`, started and left running.
-fn spawn_run(bundle: &Path, trust: &Path, data: &Path, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("run")
-        .arg(bundle)
-        .arg("--trust")
-        .arg(trust)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("WARDEN_TRUST_BUNDLE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// A process extension run once: its sandbox's cgroup was made in folders of the run's own,
 /// which it removes as it exits (they stayed until the next host started).
 #[test]
@@ -120,7 +102,7 @@ fn a_run_of_a_process_extension_leaves_no_cgroup_folder() {
     pack(&dir, &bundle);
     sign(&bundle, &p.key);
     let data = t.path().join("data");
-    let child = spawn_run(
+    let child = crate::foundation::spawn_run(
         &bundle,
         &trust,
         &data,
@@ -156,7 +138,7 @@ fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
     sign(&bundle, &p.key);
     let data = t.path().join("data");
     let started = Instant::now();
-    let child = spawn_run(
+    let child = crate::foundation::spawn_run(
         &bundle,
         &trust,
         &data,
