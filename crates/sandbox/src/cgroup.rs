@@ -82,7 +82,7 @@ pub(crate) struct Cgroup {
     peak: Option<File>,
 }
 
-/// This process's root, found once (with the notes of the search).
+/// Where [`root`] keeps what it found, and [`remove_own_folders`] looks.
 static ROOT: std::sync::OnceLock<(Result<Root, String>, Vec<String>)> = std::sync::OnceLock::new();
 
 /// This process's root, found once (with the notes of the search).

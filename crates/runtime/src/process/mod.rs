@@ -1418,9 +1418,9 @@ mod tests {
         }
         assert_eq!(b.available_permits(), 1, "a call that gave up kept a slot");
         let s = Arc::clone(&started);
-        let waiting = in_a_starting_slot([&a, &tenant], far, move || s.store(true, SeqCst));
+        let queued = in_a_starting_slot([&a, &tenant], far, move || s.store(true, SeqCst));
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), waiting)
+            tokio::time::timeout(Duration::from_millis(50), queued)
                 .await
                 .is_err()
         );
