@@ -43,11 +43,7 @@ impl Guests {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         // One more than the cores (and turns): while every core runs a busy guest, a thread
         // is left to start the short calls, which need no turn.
-        let short = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cores + 1)
-            .thread_name("warden-guest")
-            .enable_all()
-            .build();
+        let short = pool("warden-guest", cores + 1);
         let short = match short {
             Ok(rt) => rt,
             Err(e) => {
@@ -58,11 +54,7 @@ impl Guests {
                 };
             }
         };
-        let long = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cores)
-            .thread_name("warden-guest-long")
-            .enable_all()
-            .build();
+        let long = pool("warden-guest-long", cores);
         let long = match long {
             Ok(rt) => Some(rt),
             Err(e) => {
@@ -109,6 +101,24 @@ impl Guests {
         let rt = self.long.as_ref().unwrap_or(short);
         finish(AbortOnDrop(rt.spawn(call))).await
     }
+}
+
+/// How long a blocking thread of the guests' runtimes idles before it ends (tokio's default
+/// is 10 s). Every process call's wait for its program's end on an executor thread hands
+/// that thread's work to another (`block_in_place`): a burst of hung-up calls left a hundred
+/// such threads idle for 10 s (outside attack, session 39). Under steady load they are reused
+/// well within this.
+const IDLE_THREAD_LIFE: Duration = Duration::from_secs(1);
+
+/// A runtime of `workers` executor threads named `name`, whose idle blocking threads end
+/// after [`IDLE_THREAD_LIFE`].
+fn pool(name: &str, workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .thread_keep_alive(IDLE_THREAD_LIFE)
+        .enable_all()
+        .build()
 }
 
 async fn finish<T>(mut task: AbortOnDrop<CallOutcome<T>>) -> CallOutcome<T> {
@@ -200,6 +210,43 @@ mod tests {
         CallOutcome {
             result: Ok(std::thread::current().name().unwrap_or("").to_string()),
             report: CallReport::default(),
+        }
+    }
+
+    /// Threads of this process whose name is `name`.
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
+    #[test]
+    fn idle_blocking_threads_end_within_seconds() {
+        // The name is this test's alone (at most 15 bytes: what the kernel keeps).
+        let name = "wg-idle-test";
+        let rt = pool(name, 1).unwrap();
+        rt.block_on(async {
+            let waits: Vec<_> = (0..8)
+                .map(|_| {
+                    tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(100)))
+                })
+                .collect();
+            for w in waits {
+                w.await.unwrap();
+            }
+        });
+        assert!(threads_named(name) >= 9, "{}", threads_named(name));
+        // Tokio's default would keep them 10 s.
+        let t = Instant::now();
+        while threads_named(name) > 1 {
+            assert!(
+                t.elapsed() < Duration::from_secs(6),
+                "{} threads still there",
+                threads_named(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
