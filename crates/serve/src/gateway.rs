@@ -85,13 +85,19 @@ fn undecodable(s: &Arc<Service>, request: &Request, who: &mut Who) -> Result<Res
 
 /// Whom a request was for, as far as it got: a refusal after the tenant is known is audited,
 /// and so is a request whose client goes away before it is answered or its call runs (see
-/// [`Left`]).
+/// [`Left`]). A runner API request is audited so from its runner token on, before its body
+/// names the tenant (one cut mid-body, too large or not JSON left no record).
 pub(crate) struct Who {
     tenant: Option<TenantName>,
     extension: Option<String>,
+    /// The request carried the runner token: it is the operator's, whoever it names.
+    runner: bool,
     /// Until the request is answered, refused or handed to the host for its call.
     open: Option<Left>,
 }
+
+/// What a record of a runner API request says when the request never named its tenant.
+const BEFORE_TENANT: &str = "a runner API request, before it named its tenant";
 
 /// A request not answered yet. Dropped so (its client went away while it waited for a
 /// token, a seat, a slot or its body), it leaves a record, as a refusal: nothing ran, but it
@@ -108,7 +114,7 @@ impl Left {
     /// of the service's shutdown grace (`cut_off`), for `tenant`.
     async fn record(
         self,
-        tenant: &TenantName,
+        tenant: Option<&TenantName>,
         extension: Option<&str>,
         how: Option<&str>,
         cut_off: bool,
@@ -122,11 +128,16 @@ impl Left {
         if let Some(how) = how {
             message = format!("{message} ({how})");
         }
+        if tenant.is_none() {
+            message = format!("{message}; {BEFORE_TENANT}");
+        }
         let mut record = warden_audit::Record::new(warden_audit::Event::Call, &self.request_id)
-            .with_tenant(tenant)
             .with_outcome(warden_audit::Outcome::Error)
             .with_duration(self.since.elapsed())
             .with_message(message);
+        if let Some(t) = tenant {
+            record = record.with_tenant(t);
+        }
         if let Some(x) = extension {
             record = record.with_extension(x);
         }
@@ -140,9 +151,13 @@ impl Left {
 
 impl Drop for Who {
     fn drop(&mut self) {
-        let (Some(left), Some(tenant)) = (self.open.take(), self.tenant.take()) else {
+        let Some(left) = self.open.take() else {
             return;
         };
+        let tenant = self.tenant.take();
+        if tenant.is_none() && !self.runner {
+            return;
+        }
         let extension = self.extension.take();
         let host = left.service.host.clone();
         // Why, as of the drop (not of when its record is written).
@@ -151,7 +166,7 @@ impl Drop for Who {
             .cut_off
             .load(std::sync::atomic::Ordering::Acquire);
         host.record_later(async move {
-            left.record(&tenant, extension.as_deref(), None, cut_off)
+            left.record(tenant.as_ref(), extension.as_deref(), None, cut_off)
                 .await
         });
     }
@@ -163,6 +178,7 @@ impl Who {
         Who {
             tenant: None,
             extension: None,
+            runner: false,
             open: Some(Left {
                 service: Arc::clone(s),
                 request_id: rid.to_owned(),
@@ -477,6 +493,7 @@ async fn run(
         ));
     };
     auth::operator(request.headers(), token, "runner API")?;
+    who.runner = true;
     // No extension takes more than the policy's ceiling; the JSON around the input (and its
     // escaping) gets room on top. The extension's own limit is checked once it is known.
     let cap = s.host.policy().ceiling.max_request_bytes.bytes();
@@ -649,29 +666,41 @@ impl Service {
     /// when it is the first of its kind in its window (see `Host::record_refusal`).
     async fn refused(self: &Arc<Self>, e: ApiError, mut who: Who) -> ApiError {
         let left = who.open.take();
-        let Some(tenant) = who.tenant.take() else {
+        let tenant = who.tenant.take();
+        if tenant.is_none() && !who.runner {
             return e;
-        };
+        }
         if e.is_client_gone() {
             if let Some(left) = left {
                 let cut_off = self.cut_off.load(std::sync::atomic::Ordering::Acquire);
-                left.record(&tenant, who.extension.as_deref(), Some(&e.message), cut_off)
-                    .await;
+                left.record(
+                    tenant.as_ref(),
+                    who.extension.as_deref(),
+                    Some(&e.message),
+                    cut_off,
+                )
+                .await;
             }
             return e;
         }
         if e.audited {
             return e;
         }
+        let mut message = format!(
+            "refused by the gateway ({} {}): {}",
+            e.status.as_u16(),
+            e.code,
+            e.message
+        );
+        if tenant.is_none() {
+            message = format!("{message}; {BEFORE_TENANT}");
+        }
         let mut record = warden_audit::Record::new(warden_audit::Event::Call, &e.request_id)
-            .with_tenant(&tenant)
             .with_outcome(e.outcome())
-            .with_message(format!(
-                "refused by the gateway ({} {}): {}",
-                e.status.as_u16(),
-                e.code,
-                e.message
-            ));
+            .with_message(message);
+        if let Some(t) = &tenant {
+            record = record.with_tenant(t);
+        }
         if let Some(x) = &who.extension {
             record = record.with_extension(x);
         }

@@ -1482,6 +1482,55 @@ fn a_request_its_client_left_while_its_body_arrived_is_audited_as_left() {
     assert_eq!(r["outcome"], "error", "{r}");
 }
 
+/// A runner API request is the operator's from its runner token on: one cut mid-body, or
+/// whose body is not an execute request, is recorded before it names its tenant (it left no
+/// record); one without the token is not.
+#[test]
+fn a_runner_api_request_refused_before_it_names_its_tenant_is_audited() {
+    let st = setup();
+    let s = st.serve("");
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.write_all(
+        format!(
+            "POST /v1/execute HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {RUNNER}\r\nContent-Length: 100\r\n\r\n{{\"tenant\":"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    let url = format!("{}/v1/execute", s.base);
+    let r = send("POST", &url, Some(RUNNER), b"{not json");
+    assert_eq!((r.status, r.code().as_str()), (400, "malformed"));
+    let r = send("POST", &url, Some("not-the-token"), b"{not json");
+    assert_eq!(r.status, 401);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    let records: Vec<_> = audit(&st)
+        .into_iter()
+        .map(|r| r["record"].clone())
+        .filter(|r| r["event"] == "call")
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let with = |words: &[&str]| {
+        records
+            .iter()
+            .find(|r| {
+                let m = r["message"].as_str().unwrap_or_default();
+                words.iter().all(|w| m.contains(w))
+            })
+            .unwrap_or_else(|| panic!("no record saying {words:?}: {records:?}"))
+    };
+    let before = "a runner API request, before it named its tenant";
+    let left = with(&["the client went away", "body", before]);
+    let malformed = with(&["refused by the gateway (400 malformed)", before]);
+    for (r, outcome) in [(left, "error"), (malformed, "invalid")] {
+        assert_eq!(r["outcome"], outcome, "{r}");
+        assert!(r["tenant"].is_null(), "{r}");
+    }
+}
+
 /// Requests waiting for one extension's slot hold neither their tenant's slots nor their
 /// bodies (red team, session 18): with `tenant_concurrency` (3), or alpha's body share (1 MiB
 /// of 2), smaller than what four waiters would hold, alpha's other extension is still
