@@ -111,6 +111,34 @@ async fn unless_interrupted<F: std::future::Future>(call: F) -> Result<F::Output
     }
 }
 
+/// Stores the run's last records: those of a call stopped by a signal (written on the
+/// runtime: waited for, at most [`STOPPED_RECORDS_WAIT`]), a warm process's refusals after its
+/// answer, refusals counted but not yet summed up. Each wait is long only while another process
+/// holds the audit log locked; a signal meanwhile (after a first `SIGINT`, the user's second)
+/// ends the process at once, as `kill -9` would: the audit log recovers from a write cut
+/// short, the records may be lost, and the message says so.
+fn close_unless_interrupted(
+    runtime: &tokio::runtime::Runtime,
+    host: &Host,
+) -> Result<(), warden_audit::AuditError> {
+    let closing = async {
+        host.settle_records(STOPPED_RECORDS_WAIT).await;
+        let host = host.clone();
+        tokio::task::spawn_blocking(move || host.close()).await
+    };
+    match runtime.block_on(unless_interrupted(closing)) {
+        Ok(Ok(closed)) => closed,
+        // Its task did not run to its end: closed here.
+        Ok(Err(_)) => host.close(),
+        Err(Interrupted(signal, number)) => {
+            eprintln!(
+                "error: interrupted by {signal}: exiting without waiting for the last audit records, which may be lost"
+            );
+            std::process::exit(128 + i32::from(number));
+        }
+    }
+}
+
 /// Whether signal number `signal` is ignored now (`SigIgn` in /proc/self/status), before
 /// this process listens for it.
 fn started_ignoring(signal: i32) -> bool {
@@ -221,11 +249,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         .context("starting the async runtime")?;
     let terminal = std::io::stdout().is_terminal();
     let done = invoke(&runtime, &tenant, &info.id, args.invocation, terminal);
-    // A call stopped by a signal has its record written on the runtime: waited for.
-    runtime.block_on(host.settle_records(STOPPED_RECORDS_WAIT));
-    // A warm process's refusals after its answer, and refusals counted but not yet summed
-    // up, are part of the run's audit trail.
-    let closed = host.close().context("storing the last audit records");
+    let closed =
+        close_unless_interrupted(&runtime, &host).context("storing the last audit records");
     // Its sandbox ended with the host: the folders its cgroup was made in go too.
     drop(tenant);
     drop(host);

@@ -115,13 +115,10 @@ fn a_run_of_a_process_extension_leaves_no_cgroup_folder() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// A run stopped by SIGTERM while its call runs: the call is stopped and recorded as such (the
-/// log still verifies), and the run exits 128 + 15 saying so.
-#[test]
-fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
-    let t = TempDir::new().unwrap();
+/// `warden run` of hostile's `sleep` (20 s of a 30 s limit) with its data dir in `t`, once
+/// loaded and a moment into its call; the data dir.
+fn a_run_sleeping(t: &TempDir) -> (std::process::Child, PathBuf) {
     let (p, trust) = examples_publisher(t.path());
-    // hostile's `sleep`, with time to be stopped before its limit.
     let src = guest("hostile");
     let dir = t.path().join("hostile");
     fs::create_dir(&dir).unwrap();
@@ -151,6 +148,16 @@ fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
+    (child, data)
+}
+
+/// A run stopped by SIGTERM while its call runs: the call is stopped and recorded as such (the
+/// log still verifies), and the run exits 128 + 15 saying so.
+#[test]
+fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
+    let t = TempDir::new().unwrap();
+    let (child, data) = a_run_sleeping(&t);
+    let started = Instant::now();
     crate::foundation::signal(child.id(), "-TERM");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
@@ -163,6 +170,7 @@ fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
         started.elapsed() < Duration::from_secs(15),
         "the call was waited for"
     );
+    let log = data.join("audit/audit.jsonl");
     let records: Vec<serde_json::Value> = fs::read_to_string(&log)
         .unwrap()
         .lines()
@@ -179,6 +187,32 @@ fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
             .unwrap_or_default()
             .contains("it was stopped"),
         "{call}"
+    );
+    ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
+}
+
+/// A second SIGINT while the run waits for its stopped call's record (held back here by the
+/// audit log's lock, as another process holding it would) ends the run at once, saying the
+/// record may be lost; the log still verifies (it waited 5 s, then 5 more to close).
+#[test]
+fn a_second_signal_ends_a_run_waiting_for_its_stopped_calls_record() {
+    let t = TempDir::new().unwrap();
+    let (child, data) = a_run_sleeping(&t);
+    let head = fs::File::open(data.join("audit/audit.head")).unwrap();
+    head.lock().unwrap();
+    crate::foundation::signal(child.id(), "-INT");
+    std::thread::sleep(Duration::from_millis(500));
+    let again = Instant::now();
+    crate::foundation::signal(child.id(), "-INT");
+    let out = child.wait_with_output().unwrap();
+    let took = again.elapsed();
+    head.unlock().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        stderr(&out).contains("exiting without waiting for the last audit records"),
+        "{}",
+        stderr(&out)
     );
     ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
 }
