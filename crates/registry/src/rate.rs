@@ -27,6 +27,17 @@ pub trait RateLeases: Send + Sync {
 
     /// Puts `n` tokens leased but not used back (the bucket still holds at most `burst`).
     fn give_back(&self, tenant: &TenantName, n: u32, rate: Rate) -> Result<(), RegistryError>;
+
+    /// [`RateLeases::lease`] if it can be answered without waiting for anything (another
+    /// holder of a lock, the network); `None` if not. A store that always waits says `None`.
+    fn lease_now(
+        &self,
+        _tenant: &TenantName,
+        _want: u32,
+        _rate: Rate,
+    ) -> Option<Result<u32, RegistryError>> {
+        None
+    }
 }
 
 /// Buckets in this process's memory: one runner, or runners sharing this value (tests).

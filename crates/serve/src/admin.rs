@@ -1128,7 +1128,7 @@ mod tests {
                 runner_token: None,
                 trust_file: None,
                 limits: ServiceLimits::default(),
-                rate_leases: None,
+                rate: crate::RateSharing::Alone,
                 shared_trust: None,
                 audit_key: None,
             },

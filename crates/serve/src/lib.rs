@@ -49,6 +49,7 @@ use warden_trust::Verified;
 pub use auth::{MIN_TOKEN, Token, TokenError};
 pub use error::ApiError;
 pub use limits::ServiceLimits;
+pub use rate::RateSharing;
 
 /// What the service needs besides its host.
 pub struct ServeOptions {
@@ -59,9 +60,8 @@ pub struct ServeOptions {
     /// Where the trust bundle is read again on SIGHUP or `POST /v1/admin/trust/reload`.
     pub trust_file: Option<PathBuf>,
     pub limits: ServiceLimits,
-    /// Each tenant's rate bucket shared with the other runners on the same storage; `None`
-    /// keeps it in this process (one runner).
-    pub rate_leases: Option<Arc<dyn warden_registry::RateLeases>>,
+    /// Where each tenant's rate is kept besides this runner.
+    pub rate: RateSharing,
     /// The fleet's trust bundle in the storage the runners share: a reload through one runner
     /// is enforced by every runner within [`TRUST_FOLLOW`]. `None`: this runner's file alone.
     pub shared_trust: Option<Arc<dyn warden_registry::SharedTrust>>,
@@ -126,7 +126,7 @@ impl Service {
         let limiter = limits::TenantLimiter::new(
             &options.limits,
             host.policy().busy_wait,
-            options.rate_leases.clone(),
+            options.rate.clone(),
         );
         let bodies = limits::BodyBudget::new(options.limits.max_buffered_bytes.bytes());
         let console = console::Sessions::new(options.admin_token.as_ref());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warden_host::TenantName;
-use warden_registry::{Rate, RateLeases};
+use warden_registry::Rate;
 
 use crate::error::ApiError;
 use crate::rate::TenantRate;
@@ -73,14 +73,14 @@ impl TenantLimiter {
     pub(crate) fn new(
         l: &ServiceLimits,
         busy_wait: Duration,
-        leases: Option<Arc<dyn RateLeases>>,
+        sharing: crate::RateSharing,
     ) -> TenantLimiter {
         let rate = Rate {
             per_second: l.tenant_rate,
             burst: l.tenant_burst,
         };
         TenantLimiter {
-            rate: TenantRate::new(rate, leases),
+            rate: TenantRate::new(rate, sharing),
             concurrency: l.tenant_concurrency,
             busy_wait,
             slots: Mutex::new(HashMap::new()),
@@ -430,7 +430,11 @@ mod tests {
             ..ServiceLimits::default()
         };
         let (a, b): (TenantName, TenantName) = ("a".parse().unwrap(), "b".parse().unwrap());
-        let limiter = Arc::new(TenantLimiter::new(&l, Duration::from_millis(300), None));
+        let limiter = Arc::new(TenantLimiter::new(
+            &l,
+            Duration::from_millis(300),
+            crate::RateSharing::Alone,
+        ));
         let first = limiter.seated(&a).await.unwrap();
         assert!(
             first.left() > Duration::from_millis(250),
@@ -477,7 +481,7 @@ mod tests {
         assert_eq!(e.status.as_u16(), 503, "{}", e.message);
         assert_eq!(limiter.seated(&b).await.unwrap_err().status.as_u16(), 503);
 
-        let at_once = TenantLimiter::new(&l, Duration::ZERO, None);
+        let at_once = TenantLimiter::new(&l, Duration::ZERO, crate::RateSharing::Alone);
         let _held_too = at_once.seated(&a).await.unwrap();
         let t = std::time::Instant::now();
         assert_eq!(at_once.seated(&a).await.unwrap_err().status.as_u16(), 429);

@@ -1,5 +1,6 @@
-//! Each tenant's request rate, in this process alone ([`TenantRate::Local`], governor's keyed
-//! GCRA: the embedded default, one runner) or shared by every runner on one storage
+//! Each tenant's request rate, by this process ([`TenantRate::Local`], governor's keyed GCRA:
+//! the embedded default), with the bucket the runners on its data dir share checked after it
+//! ([`RateSharing::DataDir`]), or by the bucket every runner of a fleet shares
 //! ([`TenantRate::Shared`]).
 //!
 //! Shared: a runner keeps a few tokens per tenant, leased from the tenant's one bucket in the
@@ -29,6 +30,19 @@ const RETRY_FAILED: Duration = Duration::from_millis(50);
 /// Tokens held this long without use go back to the shared bucket.
 const KEEP: Duration = Duration::from_millis(200);
 
+/// Where each tenant's rate is kept besides this runner.
+#[derive(Clone)]
+pub enum RateSharing {
+    /// In this process alone (tests; an embedder with one process on its storage).
+    Alone,
+    /// Also in one bucket per tenant that the processes on the data dir share, taken from
+    /// once this runner's own limiter admits (several runners on one data dir admit the rate
+    /// between them, not each).
+    DataDir(Arc<dyn RateLeases>),
+    /// In one bucket per tenant that a fleet's runners share, leased ahead in batches.
+    Fleet(Arc<dyn RateLeases>),
+}
+
 pub(crate) enum TenantRate {
     Local(LocalRate),
     Shared(Arc<SharedRate>),
@@ -39,6 +53,8 @@ pub(crate) enum TenantRate {
 pub(crate) struct LocalRate {
     limiter: DefaultKeyedRateLimiter<TenantName>,
     queues: Mutex<HashMap<TenantName, Arc<tokio::sync::Mutex<()>>>>,
+    /// The data dir's buckets, and the rate they are kept at.
+    data_dir: Option<(Arc<dyn RateLeases>, Rate)>,
 }
 
 impl LocalRate {
@@ -56,30 +72,64 @@ impl LocalRate {
     }
 
     /// Takes a token, waiting at most until `until` behind the requests that came first.
-    async fn take(&self, tenant: &TenantName, until: Instant) -> bool {
+    async fn take(&self, tenant: &TenantName, until: Instant) -> Taken {
         let queue = self.queue(tenant);
         // Nobody waiting: a token now, or the head of the queue. Else behind those waiting.
         let _head = match queue.try_lock() {
             Ok(head) => {
                 if self.limiter.check_key(tenant).is_ok() {
-                    return true;
+                    return self.data_dir_token(tenant, until).await;
                 }
                 head
             }
             Err(_) => match tokio::time::timeout_at(until.into(), queue.lock()).await {
                 Ok(head) => head,
-                Err(_) => return false,
+                Err(_) => return Taken::Over,
             },
         };
         loop {
             let Err(not_until) = self.limiter.check_key(tenant) else {
-                return true;
+                // Still the head of the queue while it waits for the data dir's token.
+                return self.data_dir_token(tenant, until).await;
             };
             let next = not_until.wait_time_from(governor::clock::Clock::now(self.limiter.clock()));
             if next > until.saturating_duration_since(Instant::now()) {
-                return false;
+                return Taken::Over;
             }
             tokio::time::sleep(next).await;
+        }
+    }
+
+    /// A token of the bucket the runners on the data dir share, once this runner's own
+    /// limiter admitted the request: waited for until `until` as that one's are. A runner
+    /// alone on its data dir always finds one (the bucket refills as its limiter does).
+    async fn data_dir_token(&self, tenant: &TenantName, until: Instant) -> Taken {
+        let Some((buckets, rate)) = &self.data_dir else {
+            return Taken::Yes;
+        };
+        // A fraction of a token's time between looks: the bucket says only "none yet".
+        let pause = Duration::from_secs_f64(0.125 / f64::from(rate.per_second.get()))
+            .max(Duration::from_millis(1));
+        loop {
+            // A lock the other runners hold for microseconds: taken here if free, else
+            // waited for on a blocking thread.
+            let got = match buckets.lease_now(tenant, 1, *rate) {
+                Some(got) => got,
+                None => {
+                    let (buckets, tenant, rate) = (Arc::clone(buckets), tenant.clone(), *rate);
+                    match tokio::task::spawn_blocking(move || buckets.lease(&tenant, 1, rate)).await
+                    {
+                        Ok(got) => got,
+                        Err(e) => return Taken::Unreachable(e.to_string()),
+                    }
+                }
+            };
+            match got {
+                Ok(n) if n > 0 => return Taken::Yes,
+                Ok(_) if Instant::now() + pause <= until => tokio::time::sleep(pause).await,
+                Ok(_) => return Taken::Over,
+                Err(e) => return Taken::Unreachable(warden_call::text::chain(&e)),
+            }
         }
     }
 }
@@ -88,15 +138,20 @@ impl LocalRate {
 const MAX_IDLE_QUEUES: usize = 1024;
 
 impl TenantRate {
-    pub(crate) fn new(rate: Rate, leases: Option<Arc<dyn RateLeases>>) -> TenantRate {
-        match leases {
-            None => TenantRate::Local(LocalRate {
+    pub(crate) fn new(rate: Rate, sharing: RateSharing) -> TenantRate {
+        let local = |data_dir| {
+            TenantRate::Local(LocalRate {
                 limiter: RateLimiter::keyed(
                     Quota::per_second(rate.per_second).allow_burst(rate.burst),
                 ),
                 queues: Mutex::default(),
-            }),
-            Some(leases) => TenantRate::Shared(SharedRate::start(leases, rate)),
+                data_dir,
+            })
+        };
+        match sharing {
+            RateSharing::Alone => local(None),
+            RateSharing::DataDir(buckets) => local(Some((buckets, rate))),
+            RateSharing::Fleet(leases) => TenantRate::Shared(SharedRate::start(leases, rate)),
         }
     }
 
@@ -109,21 +164,19 @@ impl TenantRate {
                 format!("tenant {tenant} is over its request rate"),
             )
         };
-        match self {
-            // Over the rate: waits for a token while one comes within `wait` (`[policy]
-            // busy_wait`), as a call over its concurrency waits for a slot, so that a flood is
-            // answered at the rate instead of as fast as refusals go; first come, first served.
-            TenantRate::Local(r) => match r.take(tenant, Instant::now() + wait).await {
-                true => Ok(()),
-                false => Err(over()),
-            },
-            TenantRate::Shared(s) => match s.take(tenant).await {
-                Taken::Yes => Ok(()),
-                Taken::Over => Err(over()),
-                Taken::Unreachable(e) => Err(ApiError::unavailable(format!(
-                    "tenant {tenant}'s request rate cannot be checked now: {e}"
-                ))),
-            },
+        // Over the rate: waits for a token while one comes within `wait` (`[policy]
+        // busy_wait`), as a call over its concurrency waits for a slot, so that a flood is
+        // answered at the rate instead of as fast as refusals go; first come, first served.
+        let taken = match self {
+            TenantRate::Local(r) => r.take(tenant, Instant::now() + wait).await,
+            TenantRate::Shared(s) => s.take(tenant).await,
+        };
+        match taken {
+            Taken::Yes => Ok(()),
+            Taken::Over => Err(over()),
+            Taken::Unreachable(e) => Err(ApiError::unavailable(format!(
+                "tenant {tenant}'s request rate cannot be checked now: {e}"
+            ))),
         }
     }
 }
@@ -324,11 +377,26 @@ mod tests {
         }
     }
 
+    /// A runner on its own, and one alone on its data dir's buckets (which must never refuse
+    /// what its own limiter admits).
+    fn alone() -> [RateSharing; 2] {
+        [
+            RateSharing::Alone,
+            RateSharing::DataDir(Arc::new(MemoryRateLeases::default())),
+        ]
+    }
+
     /// Over its rate, a request waits for the next token while it comes within the wait it
     /// is given, and is refused once it would not; with no wait it is refused at once.
     #[tokio::test]
     async fn a_request_over_the_rate_waits_for_a_token_a_bounded_time() {
-        let r = TenantRate::new(rate(10, 1), None);
+        for sharing in alone() {
+            waits_for_a_token_a_bounded_time(sharing).await;
+        }
+    }
+
+    async fn waits_for_a_token_a_bounded_time(sharing: RateSharing) {
+        let r = TenantRate::new(rate(10, 1), sharing);
         let t: TenantName = "acme".parse().unwrap();
         r.take(&t, Duration::ZERO).await.unwrap();
         let e = r.take(&t, Duration::ZERO).await.unwrap_err();
@@ -355,7 +423,13 @@ mod tests {
     /// comes (none barges ahead, none is refused while its wait lasts).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_waiting_for_a_token_are_admitted_first_come_first_served() {
-        let r = Arc::new(TenantRate::new(rate(20, 1), None));
+        for sharing in alone() {
+            first_come_first_served(sharing).await;
+        }
+    }
+
+    async fn first_come_first_served(sharing: RateSharing) {
+        let r = Arc::new(TenantRate::new(rate(20, 1), sharing));
         let t: TenantName = "acme".parse().unwrap();
         r.take(&t, Duration::ZERO).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -383,6 +457,42 @@ mod tests {
         head.await.unwrap().unwrap();
     }
 
+    /// Two runners on one data dir's buckets admit the tenant's burst between them, not each;
+    /// then, with a wait, one token per refill between them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_runners_on_one_data_dir_admit_the_rate_between_them() {
+        let buckets: Arc<dyn RateLeases> = Arc::new(MemoryRateLeases::default());
+        let runners: Vec<TenantRate> = (0..2)
+            .map(|_| TenantRate::new(rate(5, 10), RateSharing::DataDir(Arc::clone(&buckets))))
+            .collect();
+        let t: TenantName = "acme".parse().unwrap();
+        let mut admitted = [0; 2];
+        for n in 0..40 {
+            if runners[n % 2].take(&t, Duration::ZERO).await.is_ok() {
+                admitted[n % 2] += 1;
+            }
+        }
+        // Each alone would admit its burst of 10.
+        let all = admitted[0] + admitted[1];
+        assert!((10..=11).contains(&all), "{admitted:?}");
+        assert!(admitted[0] >= 4 && admitted[1] >= 4, "{admitted:?}");
+        // Waiting: the next tokens come at 5 a second between both (each alone: its own 5).
+        let start = Instant::now();
+        let mut waited = 0;
+        while start.elapsed() < Duration::from_millis(1000) {
+            for r in &runners {
+                if r.take(&t, Duration::from_millis(300)).await.is_ok() {
+                    waited += 1;
+                }
+            }
+        }
+        assert!(
+            (3..=7).contains(&waited),
+            "{waited} in {:?}",
+            start.elapsed()
+        );
+    }
+
     /// Three runners on one shared bucket, offered three times the rate for 4 s: together
     /// they admit the rate × time + burst within 10 %, as the fleet's limit must hold.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +500,7 @@ mod tests {
         let leases: Arc<dyn RateLeases> = Arc::new(MemoryRateLeases::default());
         let r = rate(50, 10);
         let runners: Vec<_> = (0..3)
-            .map(|_| TenantRate::new(r, Some(Arc::clone(&leases))))
+            .map(|_| TenantRate::new(r, RateSharing::Fleet(Arc::clone(&leases))))
             .collect();
         let t: TenantName = "acme".parse().unwrap();
         let start = Instant::now();
@@ -450,7 +560,10 @@ mod tests {
             asked: AtomicU32::new(0),
             inner: MemoryRateLeases::default(),
         });
-        let rate_ = TenantRate::new(rate(100, 100), Some(store.clone() as Arc<dyn RateLeases>));
+        let rate_ = TenantRate::new(
+            rate(100, 100),
+            RateSharing::Fleet(store.clone() as Arc<dyn RateLeases>),
+        );
         let t: TenantName = "acme".parse().unwrap();
         for _ in 0..200 {
             let e = rate_.take(&t, Duration::ZERO).await.unwrap_err();
@@ -474,7 +587,7 @@ mod tests {
     async fn more_requests_at_once_than_a_batch_wait_for_the_next_lease() {
         let leases: Arc<dyn RateLeases> = Arc::new(MemoryRateLeases::default());
         // A batch of 5 (50 ms of 100 a second); a burst of 200.
-        let rate_ = Arc::new(TenantRate::new(rate(100, 200), Some(leases)));
+        let rate_ = Arc::new(TenantRate::new(rate(100, 200), RateSharing::Fleet(leases)));
         let t: TenantName = "acme".parse().unwrap();
         let all: Vec<_> = (0..40)
             .map(|_| {
@@ -513,7 +626,10 @@ mod tests {
             }
         }
         let leases = Arc::new(Counting::default());
-        let a = TenantRate::new(rate(200, 20), Some(leases.clone() as Arc<dyn RateLeases>));
+        let a = TenantRate::new(
+            rate(200, 20),
+            RateSharing::Fleet(leases.clone() as Arc<dyn RateLeases>),
+        );
         let t: TenantName = "acme".parse().unwrap();
         a.take(&t, Duration::ZERO).await.unwrap();
         // One batch (10) leased, one used: the other 9 go back once held for KEEP.

@@ -51,7 +51,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
         a.place.audit_key,
         crate::storage::Use::Service,
     )?;
-    let rate_leases = opened.rate.take();
+    let fleet_rate = opened.rate.take();
     let shared_trust = opened.trust.take();
     let mut builder = opened.apply(
         super::compile_in_child(warden_host::Host::builder())
@@ -69,6 +69,14 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
     let host = builder.build().context("starting the host")?;
     // The registry opens now, so that a broken data dir fails the start, not the first call.
     host.admin().context("opening the registry")?;
+    // The fleet's buckets, or else those of the runners on this data dir.
+    let rate = match fleet_rate {
+        Some(fleet) => warden_serve::RateSharing::Fleet(fleet),
+        None => warden_serve::RateSharing::DataDir(std::sync::Arc::new(
+            warden_store_sqlite::FileRateLeases::open(a.place.data)
+                .context("opening the tenants' rate buckets")?,
+        )),
+    };
     // The audit key (made by the host's start if it was missing), for the admin API's chain
     // check: what `warden audit --verify` on this data dir uses.
     let audit_key = super::audit::key(a.place.data, a.place.audit_key)?;
@@ -79,7 +87,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             runner_token,
             trust_file: a.place.trust.map(Path::to_path_buf),
             limits,
-            rate_leases,
+            rate,
             shared_trust,
             audit_key,
         },

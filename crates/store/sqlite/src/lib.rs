@@ -3,7 +3,9 @@
 //! ([`SqliteSecretRows`], implementing `warden_secrets::SecretRows`; the secrets crate encrypts,
 //! this crate only stores ciphertext) and the service's registry ([`SqliteRegistry`],
 //! implementing `warden_registry::Registry`); and the content-addressed blobs in
-//! `DATA/blobs/sha256/` ([`FileBlobs`], implementing `warden_registry::BlobStore`).
+//! `DATA/blobs/sha256/` ([`FileBlobs`], implementing `warden_registry::BlobStore`); and the
+//! tenants' rate buckets that the runners on one data dir share, in `DATA/rate/`
+//! ([`FileRateLeases`], implementing `warden_registry::RateLeases`).
 //!
 //! This is the only crate that opens `DATA/warden.db` and it owns everything about the file:
 //! its tables and their migrations (`schema.rs`), its connection settings (WAL,
@@ -16,6 +18,7 @@ mod blobs;
 mod export;
 mod file;
 mod kv;
+mod rate;
 mod registry;
 mod schema;
 mod secrets;
@@ -31,6 +34,7 @@ pub use blobs::{BLOBS_DIR, FileBlobs, MAX_BLOB_BYTES};
 pub use export::{Export, SealedSecrets};
 pub use file::{DbFileError, prepare_db_file};
 pub use kv::SqliteKv;
+pub use rate::{FileRateLeases, RATE_DIR};
 pub use registry::SqliteRegistry;
 pub use secrets::SqliteSecretRows;
 

@@ -1,0 +1,271 @@
+//! Tenants' rate buckets shared by the processes on one data dir: `DATA/rate/<tenant>`, 16
+//! bytes (tokens as an `f64`, the monotonic clock's nanoseconds when they were counted), read
+//! and rewritten under the file's `flock`. Several runners on one data dir then admit a
+//! tenant's `tenant_rate` between them, not each (the class of a file quota kept per process,
+//! which parallel runs multiplied). The clock is this machine's, as the
+//! data dir is: runners on other machines share PostgreSQL instead.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use warden_manifest::TenantName;
+use warden_registry::{Rate, RateLeases, RegistryError};
+
+/// The folder of the buckets, under the data dir.
+pub const RATE_DIR: &str = "rate";
+
+/// How long a bucket another process holds locked is waited for: they hold it for
+/// microseconds; one stopped while it holds it (Ctrl-Z) makes requests 503, not hang.
+const LOCK_WAIT: Duration = Duration::from_millis(100);
+
+/// Open buckets kept before the least used are closed.
+const MAX_OPEN: usize = 1024;
+
+/// A leased token is taken when this close to whole (float error: a runner alone, whose own
+/// limiter admitted a request on the same refill, must never be refused by its bucket).
+const WHOLE: f64 = 1.0 - 1e-9;
+
+pub struct FileRateLeases {
+    dir: PathBuf,
+    open: Mutex<HashMap<TenantName, Arc<File>>>,
+}
+
+impl FileRateLeases {
+    /// The buckets of data dir `data` (the folder is made, 0700, if need be).
+    pub fn open(data: &Path) -> Result<FileRateLeases, RegistryError> {
+        let dir = data.join(RATE_DIR);
+        warden_datadir::private_dir(&dir).map_err(|e| storage(&dir, e))?;
+        Ok(FileRateLeases {
+            dir,
+            open: Mutex::default(),
+        })
+    }
+
+    fn file(&self, tenant: &TenantName) -> Result<Arc<File>, RegistryError> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = open.get(tenant) {
+            return Ok(Arc::clone(f));
+        }
+        // A tenant name is a label (letters, digits, '-'): a file name as it is.
+        let path = self.dir.join(tenant.as_str());
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(|e| storage(&path, e))?;
+        if open.len() >= MAX_OPEN {
+            open.clear();
+        }
+        let f = Arc::new(f);
+        open.insert(tenant.clone(), Arc::clone(&f));
+        Ok(f)
+    }
+
+    /// Runs `f` on `tenant`'s tokens, refilled up to now, under the bucket's lock (waited for
+    /// `wait` at most: `None` when another holder kept it).
+    fn with<T>(
+        &self,
+        tenant: &TenantName,
+        rate: Rate,
+        wait: Duration,
+        f: impl FnOnce(&mut f64) -> T,
+    ) -> Result<Option<T>, RegistryError> {
+        let file = self.file(tenant)?;
+        let until = Instant::now() + wait;
+        let locked = warden_datadir::poll_until(until, || match file.try_lock() {
+            Ok(()) => Ok(Some(())),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        })
+        .map_err(|e| storage(&self.dir, e))?;
+        if locked.is_none() {
+            return Ok(None);
+        }
+        let done = self.update(&file, rate, f);
+        let _ = file.unlock();
+        done.map(Some)
+    }
+
+    fn update<T>(
+        &self,
+        file: &File,
+        rate: Rate,
+        f: impl FnOnce(&mut f64) -> T,
+    ) -> Result<T, RegistryError> {
+        let burst = f64::from(rate.burst.get());
+        let now = now_ns();
+        let mut buf = [0u8; 16];
+        // New (or damaged): full, as a bucket starts.
+        let (mut tokens, at) = match file.read_exact_at(&mut buf, 0) {
+            Ok(()) => {
+                let (t, a) = buf.split_at(8);
+                let t = f64::from_le_bytes(t.try_into().unwrap_or([0; 8]));
+                let a = u64::from_le_bytes(a.try_into().unwrap_or([0; 8]));
+                if t.is_finite() && (0.0..=burst).contains(&t) {
+                    (t, a)
+                } else {
+                    (burst, now)
+                }
+            }
+            Err(_) => (burst, now),
+        };
+        // A stamp ahead of the clock (written before this machine's last boot) counts as now.
+        let elapsed = now.saturating_sub(at) as f64 / 1e9;
+        tokens = (tokens + f64::from(rate.per_second.get()) * elapsed).min(burst);
+        let out = f(&mut tokens);
+        buf[..8].copy_from_slice(&tokens.to_le_bytes());
+        buf[8..].copy_from_slice(&now.to_le_bytes());
+        file.write_all_at(&buf, 0)
+            .map_err(|e| storage(&self.dir, e))?;
+        Ok(out)
+    }
+
+    fn take(
+        &self,
+        tenant: &TenantName,
+        want: u32,
+        rate: Rate,
+        wait: Duration,
+    ) -> Result<Option<u32>, RegistryError> {
+        self.with(tenant, rate, wait, |tokens| {
+            let whole = (*tokens + (1.0 - WHOLE)).floor().min(f64::from(want));
+            *tokens = (*tokens - whole).max(0.0);
+            whole as u32
+        })
+    }
+}
+
+impl RateLeases for FileRateLeases {
+    fn lease(&self, tenant: &TenantName, want: u32, rate: Rate) -> Result<u32, RegistryError> {
+        self.take(tenant, want, rate, LOCK_WAIT)?.ok_or_else(|| {
+            storage(
+                &self.dir.join(tenant.as_str()),
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "another process held the bucket's lock (a stopped or stuck `warden` process)",
+                ),
+            )
+        })
+    }
+
+    fn lease_now(
+        &self,
+        tenant: &TenantName,
+        want: u32,
+        rate: Rate,
+    ) -> Option<Result<u32, RegistryError>> {
+        self.take(tenant, want, rate, Duration::ZERO).transpose()
+    }
+
+    fn give_back(&self, tenant: &TenantName, n: u32, rate: Rate) -> Result<(), RegistryError> {
+        let burst = f64::from(rate.burst.get());
+        self.with(tenant, rate, LOCK_WAIT, |tokens| {
+            *tokens = (*tokens + f64::from(n)).min(burst);
+        })?;
+        Ok(())
+    }
+}
+
+/// The monotonic clock, in nanoseconds: one for every process on this machine.
+fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+fn storage(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> RegistryError {
+    RegistryError::Storage {
+        location: path.display().to_string(),
+        source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    fn rate(per_second: u32, burst: u32) -> Rate {
+        Rate {
+            per_second: NonZeroU32::new(per_second).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    #[test]
+    fn two_openers_of_one_data_dir_share_each_tenants_bucket() {
+        let d = tempfile::tempdir().unwrap();
+        // Two processes' worth: each its own open files, so each its own locks.
+        let (a, b) = (
+            FileRateLeases::open(d.path()).unwrap(),
+            FileRateLeases::open(d.path()).unwrap(),
+        );
+        let t: TenantName = "acme".parse().unwrap();
+        let r = rate(1, 10);
+        assert_eq!(a.lease(&t, 6, r).unwrap(), 6);
+        assert_eq!(b.lease(&t, 6, r).unwrap(), 4);
+        assert_eq!(a.lease(&t, 1, r).unwrap(), 0);
+        b.give_back(&t, 3, r).unwrap();
+        assert_eq!(a.lease(&t, 5, r).unwrap(), 3);
+        // Tenants do not share.
+        let other: TenantName = "other".parse().unwrap();
+        assert_eq!(b.lease(&other, 20, r).unwrap(), 10);
+    }
+
+    #[test]
+    fn a_bucket_refills_at_its_rate_up_to_its_burst() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FileRateLeases::open(d.path()).unwrap();
+        let t: TenantName = "acme".parse().unwrap();
+        let r = rate(50, 10);
+        assert_eq!(a.lease(&t, 10, r).unwrap(), 10);
+        std::thread::sleep(Duration::from_millis(100));
+        // 100 ms of 50/s is 5 tokens (a little more on a slow machine, never past the burst).
+        let got = a.lease(&t, 10, r).unwrap();
+        assert!((4..=10).contains(&got), "{got}");
+        a.give_back(&t, 100, r).unwrap();
+        assert_eq!(a.lease(&t, 100, r).unwrap(), 10);
+    }
+
+    #[test]
+    fn a_bucket_held_locked_elsewhere_is_not_waited_for_long() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FileRateLeases::open(d.path()).unwrap();
+        let t: TenantName = "acme".parse().unwrap();
+        let r = rate(1, 10);
+        assert_eq!(a.lease(&t, 1, r).unwrap(), 1);
+        let held = File::open(d.path().join(RATE_DIR).join("acme")).unwrap();
+        held.lock().unwrap();
+        assert!(a.lease_now(&t, 1, r).is_none());
+        let started = Instant::now();
+        let e = a.lease(&t, 1, r).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(e.to_string().contains("registry storage"), "{e}");
+        held.unlock().unwrap();
+        assert_eq!(a.lease_now(&t, 1, r).unwrap().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_damaged_bucket_starts_full_again() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FileRateLeases::open(d.path()).unwrap();
+        let t: TenantName = "acme".parse().unwrap();
+        let r = rate(1, 10);
+        assert_eq!(a.lease(&t, 10, r).unwrap(), 10);
+        std::fs::write(d.path().join(RATE_DIR).join("acme"), f64::NAN.to_le_bytes()).unwrap();
+        assert_eq!(a.lease(&t, 10, r).unwrap(), 10);
+    }
+}
