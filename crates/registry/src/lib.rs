@@ -25,7 +25,7 @@ mod trust;
 pub use approval::{Approval, items as requested_items};
 pub use key::{ApiKey, KeyHash};
 pub use plan::{Plan, PlanError, plan};
-pub use rate::{MemoryRateLeases, Rate, RateLeases};
+pub use rate::{MemoryRateLeases, Rate, RateLeases, Seat, SharedSeats};
 pub use store::{
     BlobError, BlobStore, InstallRecord, Pin, Published, Registry, RegistryError, RegistryImage,
     TenantRecord,

@@ -40,6 +40,17 @@ pub trait RateLeases: Send + Sync {
     }
 }
 
+/// A seat of [`SharedSeats`], held until dropped.
+pub type Seat = Box<dyn Send + Sync>;
+
+/// Each tenant's calls in flight, counted by every process that shares this storage: at most
+/// `of` seats are held at once, whoever holds them, and a process that ends gives its own back.
+pub trait SharedSeats: Send + Sync {
+    /// One of `tenant`'s `of` seats if one is free now (never waits), held until the returned
+    /// [`Seat`] is dropped; `None` if all are held.
+    fn try_take(&self, tenant: &TenantName, of: u32) -> Result<Option<Seat>, RegistryError>;
+}
+
 /// Buckets in this process's memory: one runner, or runners sharing this value (tests).
 #[derive(Debug, Default)]
 pub struct MemoryRateLeases {

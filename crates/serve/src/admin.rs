@@ -1128,7 +1128,7 @@ mod tests {
                 runner_token: None,
                 trust_file: None,
                 limits: ServiceLimits::default(),
-                rate: crate::RateSharing::Alone,
+                sharing: crate::Sharing::Alone,
                 shared_trust: None,
                 audit_key: None,
             },

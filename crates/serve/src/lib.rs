@@ -49,7 +49,7 @@ use warden_trust::Verified;
 pub use auth::{MIN_TOKEN, Token, TokenError};
 pub use error::ApiError;
 pub use limits::ServiceLimits;
-pub use rate::RateSharing;
+pub use rate::Sharing;
 
 /// What the service needs besides its host.
 pub struct ServeOptions {
@@ -60,8 +60,9 @@ pub struct ServeOptions {
     /// Where the trust bundle is read again on SIGHUP or `POST /v1/admin/trust/reload`.
     pub trust_file: Option<PathBuf>,
     pub limits: ServiceLimits,
-    /// Where each tenant's rate is kept besides this runner.
-    pub rate: RateSharing,
+    /// What this runner shares with the others on its storage: each tenant's rate and calls
+    /// in flight.
+    pub sharing: Sharing,
     /// The fleet's trust bundle in the storage the runners share: a reload through one runner
     /// is enforced by every runner within [`TRUST_FOLLOW`]. `None`: this runner's file alone.
     pub shared_trust: Option<Arc<dyn warden_registry::SharedTrust>>,
@@ -123,11 +124,8 @@ pub(crate) struct Peer(pub SocketAddr);
 
 impl Service {
     pub fn new(host: Host, options: ServeOptions) -> Arc<Service> {
-        let limiter = limits::TenantLimiter::new(
-            &options.limits,
-            host.policy().busy_wait,
-            options.rate.clone(),
-        );
+        let limiter =
+            limits::TenantLimiter::new(&options.limits, host.policy().busy_wait, &options.sharing);
         let bodies = limits::BodyBudget::new(options.limits.max_buffered_bytes.bytes());
         let console = console::Sessions::new(options.admin_token.as_ref());
         Arc::new(Service {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warden_host::TenantName;
-use warden_registry::Rate;
+use warden_registry::{Rate, Seat, SharedSeats};
 
 use crate::error::ApiError;
 use crate::rate::TenantRate;
@@ -65,6 +65,9 @@ pub(crate) struct TenantLimiter {
     /// busy_wait`, as a call over its extension's waits in the host).
     busy_wait: Duration,
     slots: Mutex<HashMap<TenantName, Arc<Semaphore>>>,
+    /// The seats the runners on this data dir share: a call in flight holds one of its
+    /// tenant's there too, so that they hold `tenant_concurrency` between them.
+    shared: Option<Arc<dyn SharedSeats>>,
     /// Set when the service starts to drain ([`TenantLimiter::drain`]).
     draining: tokio::sync::watch::Sender<bool>,
 }
@@ -73,7 +76,7 @@ impl TenantLimiter {
     pub(crate) fn new(
         l: &ServiceLimits,
         busy_wait: Duration,
-        sharing: crate::RateSharing,
+        sharing: &crate::Sharing,
     ) -> TenantLimiter {
         let rate = Rate {
             per_second: l.tenant_rate,
@@ -84,6 +87,10 @@ impl TenantLimiter {
             concurrency: l.tenant_concurrency,
             busy_wait,
             slots: Mutex::new(HashMap::new()),
+            shared: match sharing {
+                crate::Sharing::DataDir { seats, .. } => Some(Arc::clone(seats)),
+                crate::Sharing::Alone | crate::Sharing::Fleet(_) => None,
+            },
             draining: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -132,7 +139,7 @@ impl TenantLimiter {
                 .await?
             }
         };
-        let slot = got.ok_or_else(|| {
+        let busy = || {
             ApiError::limited(
                 "busy",
                 format!(
@@ -140,20 +147,58 @@ impl TenantLimiter {
                     self.concurrency
                 ),
             )
-        })?;
-        admitted.seat = Some(slot);
+        };
+        let slot = got.ok_or_else(busy)?;
+        // Then a seat of those the data dir's runners share, looked for again until the wait
+        // ends (held by other processes, they are not woken for).
+        let shared = match &self.shared {
+            None => None,
+            Some(seats) => {
+                let until = admitted.until;
+                let mut pause = Duration::from_millis(1);
+                let seat = self
+                    .draining_or(async {
+                        loop {
+                            match seats.try_take(tenant, self.concurrency) {
+                                Ok(Some(seat)) => return Ok(Some(seat)),
+                                Ok(None) if Instant::now() + pause <= until => {
+                                    tokio::time::sleep(pause).await;
+                                    pause = (pause * 2).min(Duration::from_millis(10));
+                                }
+                                Ok(None) => return Ok(None),
+                                Err(e) => return Err(unavailable(tenant, &e)),
+                            }
+                        }
+                    })
+                    .await?;
+                Some(seat.ok_or_else(busy)?)
+            }
+        };
+        admitted.seat = Some(TenantSeat {
+            _shared: shared,
+            _here: slot,
+        });
         Ok(())
     }
 
     /// [`TenantLimiter::seat`] if one of `tenant`'s slots is free now, without waiting.
     pub(crate) fn try_seat(&self, tenant: &TenantName, admitted: &mut Admitted) -> bool {
-        match self.slots_of(tenant).try_acquire_owned() {
-            Ok(slot) => {
-                admitted.seat = Some(slot);
-                true
-            }
-            Err(_) => false,
-        }
+        let Ok(slot) = self.slots_of(tenant).try_acquire_owned() else {
+            return false;
+        };
+        let shared = match &self.shared {
+            None => None,
+            // A failure is met again, and answered, by the wait of `seat`.
+            Some(seats) => match seats.try_take(tenant, self.concurrency) {
+                Ok(Some(seat)) => Some(seat),
+                Ok(None) | Err(_) => return false,
+            },
+        };
+        admitted.seat = Some(TenantSeat {
+            _shared: shared,
+            _here: slot,
+        });
+        true
     }
 
     fn slots_of(&self, tenant: &TenantName) -> Arc<Semaphore> {
@@ -183,15 +228,38 @@ impl TenantLimiter {
 /// A request let in by its tenant's rate ([`TenantLimiter::admit`]): when its wait for slots
 /// ends, and its tenant's slot once it has one ([`TenantLimiter::seat`]), held for the
 /// request's life.
-#[derive(Debug)]
 pub(crate) struct Admitted {
     until: Instant,
-    seat: Option<OwnedSemaphorePermit>,
+    seat: Option<TenantSeat>,
+}
+
+/// One of a tenant's calls in flight: this runner's slot, and the seat of the data dir's
+/// runners (given back first: fields drop in order).
+pub(crate) struct TenantSeat {
+    _shared: Option<Seat>,
+    _here: OwnedSemaphorePermit,
+}
+
+/// A shared seat that could not be looked for (503, as a rate that cannot be checked).
+fn unavailable(tenant: &TenantName, e: &warden_registry::RegistryError) -> ApiError {
+    ApiError::unavailable(format!(
+        "tenant {tenant}'s calls in flight cannot be counted now: {}",
+        warden_call::text::chain(e)
+    ))
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted")
+            .field("until", &self.until)
+            .field("seated", &self.seat.is_some())
+            .finish()
+    }
 }
 
 impl Admitted {
     /// The tenant's slot it holds, handed over (to be held with the call's).
-    pub(crate) fn seat_taken(&mut self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn seat_taken(&mut self) -> Option<TenantSeat> {
         self.seat.take()
     }
 
@@ -433,7 +501,7 @@ mod tests {
         let limiter = Arc::new(TenantLimiter::new(
             &l,
             Duration::from_millis(300),
-            crate::RateSharing::Alone,
+            &crate::Sharing::Alone,
         ));
         let first = limiter.seated(&a).await.unwrap();
         assert!(
@@ -481,7 +549,7 @@ mod tests {
         assert_eq!(e.status.as_u16(), 503, "{}", e.message);
         assert_eq!(limiter.seated(&b).await.unwrap_err().status.as_u16(), 503);
 
-        let at_once = TenantLimiter::new(&l, Duration::ZERO, crate::RateSharing::Alone);
+        let at_once = TenantLimiter::new(&l, Duration::ZERO, &crate::Sharing::Alone);
         let _held_too = at_once.seated(&a).await.unwrap();
         let t = std::time::Instant::now();
         assert_eq!(at_once.seated(&a).await.unwrap_err().status.as_u16(), 429);
@@ -491,6 +559,72 @@ mod tests {
             t.elapsed()
         );
         drop(held);
+    }
+
+    /// Seats counted in memory, for limiters standing in for runners on one data dir.
+    #[derive(Default)]
+    struct CountedSeats(Arc<std::sync::atomic::AtomicU32>);
+
+    struct CountedSeat(Arc<std::sync::atomic::AtomicU32>);
+
+    impl Drop for CountedSeat {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl SharedSeats for CountedSeats {
+        fn try_take(
+            &self,
+            _: &TenantName,
+            of: u32,
+        ) -> Result<Option<Seat>, warden_registry::RegistryError> {
+            let taken = self
+                .0
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < of).then_some(n + 1)
+                });
+            Ok(taken
+                .is_ok()
+                .then(|| Box::new(CountedSeat(Arc::clone(&self.0))) as Seat))
+        }
+    }
+
+    /// Two runners on one data dir hold the tenant's concurrency between them: one's request
+    /// waits (up to `busy_wait`) for the seat the other's holds, without a slot of its own
+    /// runner being full, and gets it once given back; the fast path (`try_seat`) takes none
+    /// that is held elsewhere.
+    #[tokio::test]
+    async fn runners_on_one_data_dir_hold_the_tenants_concurrency_between_them() {
+        let l = ServiceLimits {
+            tenant_concurrency: 1,
+            ..ServiceLimits::default()
+        };
+        let sharing = crate::Sharing::DataDir {
+            rate: Arc::new(warden_registry::MemoryRateLeases::default()),
+            seats: Arc::new(CountedSeats::default()),
+        };
+        let a: TenantName = "a".parse().unwrap();
+        let one = TenantLimiter::new(&l, Duration::from_millis(300), &sharing);
+        let two = Arc::new(TenantLimiter::new(&l, Duration::from_millis(300), &sharing));
+        let held = one.seated(&a).await.unwrap();
+        let mut fast = two.admit(&a).await.unwrap();
+        assert!(!two.try_seat(&a, &mut fast));
+        let waiting = {
+            let (two, a) = (Arc::clone(&two), a.clone());
+            tokio::spawn(async move { two.seated(&a).await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "it waits for the seat held elsewhere"
+        );
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        // Held elsewhere for longer than the wait: refused, busy.
+        let _held = one.seated(&a).await.unwrap();
+        let e = two.seated(&a).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (429, "busy"));
     }
 
     /// Shares add up to the budget and no further; a dropped share is given back.

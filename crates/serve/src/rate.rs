@@ -1,6 +1,6 @@
 //! Each tenant's request rate, by this process ([`TenantRate::Local`], governor's keyed GCRA:
 //! the embedded default), with the bucket the runners on its data dir share checked after it
-//! ([`RateSharing::DataDir`]), or by the bucket every runner of a fleet shares
+//! ([`Sharing::DataDir`]), or by the bucket every runner of a fleet shares
 //! ([`TenantRate::Shared`]).
 //!
 //! Shared: a runner keeps a few tokens per tenant, leased from the tenant's one bucket in the
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use warden_host::TenantName;
-use warden_registry::{Rate, RateLeases};
+use warden_registry::{Rate, RateLeases, SharedSeats};
 
 use crate::error::ApiError;
 
@@ -30,16 +30,23 @@ const RETRY_FAILED: Duration = Duration::from_millis(50);
 /// Tokens held this long without use go back to the shared bucket.
 const KEEP: Duration = Duration::from_millis(200);
 
-/// Where each tenant's rate is kept besides this runner.
+/// What a runner shares with the other runners on its storage: each tenant's rate, and its
+/// calls in flight.
 #[derive(Clone)]
-pub enum RateSharing {
-    /// In this process alone (tests; an embedder with one process on its storage).
+pub enum Sharing {
+    /// Nothing: kept in this process alone (tests; an embedder with one process on its
+    /// storage).
     Alone,
-    /// Also in one bucket per tenant that the processes on the data dir share, taken from
-    /// once this runner's own limiter admits (several runners on one data dir admit the rate
-    /// between them, not each).
-    DataDir(Arc<dyn RateLeases>),
-    /// In one bucket per tenant that a fleet's runners share, leased ahead in batches.
+    /// The runners on one data dir: a bucket per tenant, taken from once this runner's own
+    /// limiter admits, and seats per tenant, one held by each call in flight besides this
+    /// runner's slot. Together they admit `tenant_rate` and hold `tenant_concurrency`, not
+    /// each.
+    DataDir {
+        rate: Arc<dyn RateLeases>,
+        seats: Arc<dyn SharedSeats>,
+    },
+    /// A fleet's runners: a bucket per tenant, leased ahead in batches (calls in flight are
+    /// counted per runner).
     Fleet(Arc<dyn RateLeases>),
 }
 
@@ -138,7 +145,7 @@ impl LocalRate {
 const MAX_IDLE_QUEUES: usize = 1024;
 
 impl TenantRate {
-    pub(crate) fn new(rate: Rate, sharing: RateSharing) -> TenantRate {
+    pub(crate) fn new(rate: Rate, sharing: &Sharing) -> TenantRate {
         let local = |data_dir| {
             TenantRate::Local(LocalRate {
                 limiter: RateLimiter::keyed(
@@ -149,9 +156,11 @@ impl TenantRate {
             })
         };
         match sharing {
-            RateSharing::Alone => local(None),
-            RateSharing::DataDir(buckets) => local(Some((buckets, rate))),
-            RateSharing::Fleet(leases) => TenantRate::Shared(SharedRate::start(leases, rate)),
+            Sharing::Alone => local(None),
+            Sharing::DataDir { rate: buckets, .. } => local(Some((Arc::clone(buckets), rate))),
+            Sharing::Fleet(leases) => {
+                TenantRate::Shared(SharedRate::start(Arc::clone(leases), rate))
+            }
         }
     }
 
@@ -377,12 +386,28 @@ mod tests {
         }
     }
 
+    /// Seats never taken (these tests are of the rate alone).
+    struct NoSeats;
+
+    impl SharedSeats for NoSeats {
+        fn try_take(
+            &self,
+            _: &TenantName,
+            _: u32,
+        ) -> Result<Option<warden_registry::Seat>, RegistryError> {
+            Ok(Some(Box::new(())))
+        }
+    }
+
     /// A runner on its own, and one alone on its data dir's buckets (which must never refuse
     /// what its own limiter admits).
-    fn alone() -> [RateSharing; 2] {
+    fn alone() -> [Sharing; 2] {
         [
-            RateSharing::Alone,
-            RateSharing::DataDir(Arc::new(MemoryRateLeases::default())),
+            Sharing::Alone,
+            Sharing::DataDir {
+                rate: Arc::new(MemoryRateLeases::default()),
+                seats: Arc::new(NoSeats),
+            },
         ]
     }
 
@@ -395,8 +420,8 @@ mod tests {
         }
     }
 
-    async fn waits_for_a_token_a_bounded_time(sharing: RateSharing) {
-        let r = TenantRate::new(rate(10, 1), sharing);
+    async fn waits_for_a_token_a_bounded_time(sharing: Sharing) {
+        let r = TenantRate::new(rate(10, 1), &sharing);
         let t: TenantName = "acme".parse().unwrap();
         r.take(&t, Duration::ZERO).await.unwrap();
         let e = r.take(&t, Duration::ZERO).await.unwrap_err();
@@ -428,8 +453,8 @@ mod tests {
         }
     }
 
-    async fn first_come_first_served(sharing: RateSharing) {
-        let r = Arc::new(TenantRate::new(rate(20, 1), sharing));
+    async fn first_come_first_served(sharing: Sharing) {
+        let r = Arc::new(TenantRate::new(rate(20, 1), &sharing));
         let t: TenantName = "acme".parse().unwrap();
         r.take(&t, Duration::ZERO).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -463,7 +488,15 @@ mod tests {
     async fn two_runners_on_one_data_dir_admit_the_rate_between_them() {
         let buckets: Arc<dyn RateLeases> = Arc::new(MemoryRateLeases::default());
         let runners: Vec<TenantRate> = (0..2)
-            .map(|_| TenantRate::new(rate(5, 10), RateSharing::DataDir(Arc::clone(&buckets))))
+            .map(|_| {
+                TenantRate::new(
+                    rate(5, 10),
+                    &Sharing::DataDir {
+                        rate: Arc::clone(&buckets),
+                        seats: Arc::new(NoSeats),
+                    },
+                )
+            })
             .collect();
         let t: TenantName = "acme".parse().unwrap();
         let mut admitted = [0; 2];
@@ -500,7 +533,7 @@ mod tests {
         let leases: Arc<dyn RateLeases> = Arc::new(MemoryRateLeases::default());
         let r = rate(50, 10);
         let runners: Vec<_> = (0..3)
-            .map(|_| TenantRate::new(r, RateSharing::Fleet(Arc::clone(&leases))))
+            .map(|_| TenantRate::new(r, &Sharing::Fleet(Arc::clone(&leases))))
             .collect();
         let t: TenantName = "acme".parse().unwrap();
         let start = Instant::now();
@@ -562,7 +595,7 @@ mod tests {
         });
         let rate_ = TenantRate::new(
             rate(100, 100),
-            RateSharing::Fleet(store.clone() as Arc<dyn RateLeases>),
+            &Sharing::Fleet(store.clone() as Arc<dyn RateLeases>),
         );
         let t: TenantName = "acme".parse().unwrap();
         for _ in 0..200 {
@@ -587,7 +620,7 @@ mod tests {
     async fn more_requests_at_once_than_a_batch_wait_for_the_next_lease() {
         let leases: Arc<dyn RateLeases> = Arc::new(MemoryRateLeases::default());
         // A batch of 5 (50 ms of 100 a second); a burst of 200.
-        let rate_ = Arc::new(TenantRate::new(rate(100, 200), RateSharing::Fleet(leases)));
+        let rate_ = Arc::new(TenantRate::new(rate(100, 200), &Sharing::Fleet(leases)));
         let t: TenantName = "acme".parse().unwrap();
         let all: Vec<_> = (0..40)
             .map(|_| {
@@ -628,7 +661,7 @@ mod tests {
         let leases = Arc::new(Counting::default());
         let a = TenantRate::new(
             rate(200, 20),
-            RateSharing::Fleet(leases.clone() as Arc<dyn RateLeases>),
+            &Sharing::Fleet(leases.clone() as Arc<dyn RateLeases>),
         );
         let t: TenantName = "acme".parse().unwrap();
         a.take(&t, Duration::ZERO).await.unwrap();

@@ -69,13 +69,19 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
     let host = builder.build().context("starting the host")?;
     // The registry opens now, so that a broken data dir fails the start, not the first call.
     host.admin().context("opening the registry")?;
-    // The fleet's buckets, or else those of the runners on this data dir.
-    let rate = match fleet_rate {
-        Some(fleet) => warden_serve::RateSharing::Fleet(fleet),
-        None => warden_serve::RateSharing::DataDir(std::sync::Arc::new(
-            warden_store_sqlite::FileRateLeases::open(a.place.data)
-                .context("opening the tenants' rate buckets")?,
-        )),
+    // The fleet's buckets, or else the buckets and seats of the runners on this data dir.
+    let sharing = match fleet_rate {
+        Some(fleet) => warden_serve::Sharing::Fleet(fleet),
+        None => warden_serve::Sharing::DataDir {
+            rate: std::sync::Arc::new(
+                warden_store_sqlite::FileRateLeases::open(a.place.data)
+                    .context("opening the tenants' rate buckets")?,
+            ),
+            seats: std::sync::Arc::new(
+                warden_store_sqlite::FileSeats::open(a.place.data)
+                    .context("opening the tenants' seats")?,
+            ),
+        },
     };
     // The audit key (made by the host's start if it was missing), for the admin API's chain
     // check: what `warden audit --verify` on this data dir uses.
@@ -87,7 +93,7 @@ pub fn run(a: ServeArgs<'_>) -> Result<()> {
             runner_token,
             trust_file: a.place.trust.map(Path::to_path_buf),
             limits,
-            rate,
+            sharing,
             shared_trust,
             audit_key,
         },

@@ -5,7 +5,8 @@
 //! implementing `warden_registry::Registry`); and the content-addressed blobs in
 //! `DATA/blobs/sha256/` ([`FileBlobs`], implementing `warden_registry::BlobStore`); and the
 //! tenants' rate buckets that the runners on one data dir share, in `DATA/rate/`
-//! ([`FileRateLeases`], implementing `warden_registry::RateLeases`).
+//! ([`FileRateLeases`], implementing `warden_registry::RateLeases`), and their calls in flight,
+//! in `DATA/seats/` ([`FileSeats`], implementing `warden_registry::SharedSeats`).
 //!
 //! This is the only crate that opens `DATA/warden.db` and it owns everything about the file:
 //! its tables and their migrations (`schema.rs`), its connection settings (WAL,
@@ -21,6 +22,7 @@ mod kv;
 mod rate;
 mod registry;
 mod schema;
+mod seats;
 mod secrets;
 mod stamp;
 
@@ -36,6 +38,7 @@ pub use file::{DbFileError, prepare_db_file};
 pub use kv::SqliteKv;
 pub use rate::{FileRateLeases, RATE_DIR};
 pub use registry::SqliteRegistry;
+pub use seats::{FileSeats, SEATS_DIR};
 pub use secrets::SqliteSecretRows;
 
 /// The database file inside the data folder, shared by the key-value and secrets stores.

@@ -210,6 +210,50 @@ fn a_tenants_rate_holds_across_the_runners() {
     assert!(off <= 0.10, "admitted {admitted}, expected {expected:.0}");
 }
 
+/// Three runners on one data dir hold a tenant's `tenant_concurrency` (2) between them: with
+/// two loops running on two of them, a third call, on the third runner, is refused at once
+/// (429 `busy`; before, each runner let 2 run); once they end, it runs.
+#[test]
+fn a_tenants_calls_in_flight_are_held_across_the_runners_on_one_data_dir() {
+    let st = setup();
+    if st.shared.is_some() {
+        println!("skipped: on shared storage, calls in flight are counted per runner");
+        return;
+    }
+    st.write_config("[policy]\nbusy_wait = \"0s\"\n[policy.gateway]\ntenant_concurrency = 2\n");
+    let runners: Vec<Server> = (0..3).map(|_| st.runner(&st.data, None)).collect();
+    let (b, sig) = st.bundle(&example("hostile-http"), "hostile");
+    let key = installed_for_alpha(&runners[0], &b, &sig, "warden.hostile-http");
+    let url = |s: &Server, what: &str| format!("{}/api/ext/warden.hostile-http/{what}", s.base);
+    // Every runner serves the install before the loops start.
+    for s in &runners {
+        let r = answered_within_a_second(Instant::now(), (404, 200), || {
+            get(&url(s, "echo"), Some(&key))
+        });
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let loops: Vec<_> = runners[..2]
+        .iter()
+        .map(|s| {
+            let (u, k) = (url(s, "loop"), key.clone());
+            std::thread::spawn(move || get(&u, Some(&k)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let third = get(&url(&runners[2], "echo"), Some(&key));
+    assert_eq!(
+        (third.status, third.code().as_str()),
+        (429, "busy"),
+        "{}",
+        third.body
+    );
+    assert!(third.body.contains("calls in flight"), "{}", third.body);
+    for l in loops {
+        assert_eq!(l.join().unwrap().status, 504);
+    }
+    assert_eq!(get(&url(&runners[2], "echo"), Some(&key)).status, 200);
+}
+
 /// PostgreSQL restarted while the runners serve: requests fail cleanly (503 `unavailable`,
 /// with `retry-after`; or 502 `host-error` without it for a call that ran while its records
 /// could not be written, whose records are then written late) or succeed, never anything

@@ -1,0 +1,132 @@
+//! Tenants' calls in flight, counted by every process on one data dir: seat `i` of a tenant
+//! is the file `DATA/seats/<tenant>/<i>`, held by the `flock` of the one open file that took
+//! it. Several runners on one data dir then hold `tenant_concurrency` between them, not each;
+//! a runner that ends gives its seats back with its files (the kernel drops the locks), so
+//! nothing stays held by a process that is gone.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use warden_manifest::TenantName;
+use warden_registry::{RegistryError, Seat, SharedSeats};
+
+/// The folder of the seats, under the data dir.
+pub const SEATS_DIR: &str = "seats";
+
+pub struct FileSeats {
+    dir: PathBuf,
+    /// Where the next search starts, so that the first seats are not always tried first.
+    next: AtomicU32,
+}
+
+/// A seat held: its file, open and locked; closed (and so given back) when dropped.
+struct Held {
+    _file: File,
+}
+
+impl FileSeats {
+    /// The seats of data dir `data` (the folder is made, 0700, if need be).
+    pub fn open(data: &Path) -> Result<FileSeats, RegistryError> {
+        let dir = data.join(SEATS_DIR);
+        warden_datadir::private_dir(&dir).map_err(|e| storage(&dir, e))?;
+        Ok(FileSeats {
+            dir,
+            next: AtomicU32::new(0),
+        })
+    }
+}
+
+impl SharedSeats for FileSeats {
+    fn try_take(&self, tenant: &TenantName, of: u32) -> Result<Option<Seat>, RegistryError> {
+        // A tenant name is a label (letters, digits, '-'): a file name as it is.
+        let dir = self.dir.join(tenant.as_str());
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % of.max(1);
+        for k in 0..of {
+            let path = dir.join(((start + k) % of).to_string());
+            // Each take opens its own file: a lock is its open file's, so two takes in this
+            // process never share one either.
+            let file = match open_seat(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // The tenant's first seat on this data dir: its folder is made.
+                    warden_datadir::private_dir(&dir).map_err(|e| storage(&dir, e))?;
+                    open_seat(&path)
+                }
+                opened => opened,
+            }
+            .map_err(|e| storage(&path, e))?;
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Box::new(Held { _file: file }))),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(storage(&path, e)),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn open_seat(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+fn storage(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> RegistryError {
+    RegistryError::Storage {
+        location: path.display().to_string(),
+        source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn two_openers_of_one_data_dir_hold_each_tenants_seats_between_them() {
+        let d = tempfile::tempdir().unwrap();
+        // Two processes' worth: each its own open file descriptions, so each its own locks.
+        let (a, b) = (
+            FileSeats::open(d.path()).unwrap(),
+            FileSeats::open(d.path()).unwrap(),
+        );
+        let t: TenantName = "acme".parse().unwrap();
+        let mut seats = Vec::new();
+        for _ in 0..2 {
+            seats.push(a.try_take(&t, 3).unwrap().unwrap());
+        }
+        seats.push(b.try_take(&t, 3).unwrap().unwrap());
+        assert!(a.try_take(&t, 3).unwrap().is_none());
+        assert!(b.try_take(&t, 3).unwrap().is_none());
+        // Given back by whoever held it, taken by either.
+        seats.remove(0);
+        let again = b.try_take(&t, 3).unwrap().unwrap();
+        assert!(a.try_take(&t, 3).unwrap().is_none());
+        drop(again);
+        seats.push(a.try_take(&t, 3).unwrap().unwrap());
+        // Tenants do not share.
+        let other: TenantName = "other".parse().unwrap();
+        assert!(a.try_take(&other, 1).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_process_that_closes_its_files_gives_its_seats_back() {
+        let d = tempfile::tempdir().unwrap();
+        let t: TenantName = "acme".parse().unwrap();
+        let a = FileSeats::open(d.path()).unwrap();
+        let b = FileSeats::open(d.path()).unwrap();
+        let held = b.try_take(&t, 1).unwrap().unwrap();
+        assert!(a.try_take(&t, 1).unwrap().is_none());
+        // As a runner that dies: its files closed, the seat never given back by it.
+        drop(held);
+        assert!(a.try_take(&t, 1).unwrap().is_some());
+    }
+}
