@@ -24,6 +24,7 @@ mod registry;
 mod schema;
 mod seats;
 mod secrets;
+mod shared;
 mod stamp;
 
 use std::path::Path;

@@ -6,14 +6,16 @@
 //! data dir is: runners on other machines share PostgreSQL instead.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use warden_manifest::TenantName;
 use warden_registry::{Rate, RateLeases, RegistryError};
+
+use crate::shared::{self, failed};
 
 /// The folder of the buckets, under the data dir.
 pub const RATE_DIR: &str = "rate";
@@ -38,7 +40,7 @@ impl FileRateLeases {
     /// The buckets of data dir `data` (the folder is made, 0700, if need be).
     pub fn open(data: &Path) -> Result<FileRateLeases, RegistryError> {
         let dir = data.join(RATE_DIR);
-        warden_datadir::private_dir(&dir).map_err(|e| storage(&dir, e))?;
+        warden_datadir::private_dir(&dir).map_err(|e| failed(&dir, e))?;
         Ok(FileRateLeases {
             dir,
             open: Mutex::default(),
@@ -52,15 +54,7 @@ impl FileRateLeases {
         }
         // A tenant name is a label (letters, digits, '-'): a file name as it is.
         let path = self.dir.join(tenant.as_str());
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .map_err(|e| storage(&path, e))?;
+        let f = shared::open(&path).map_err(|e| failed(&path, e))?;
         if open.len() >= MAX_OPEN {
             open.clear();
         }
@@ -85,7 +79,7 @@ impl FileRateLeases {
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(e),
         })
-        .map_err(|e| storage(&self.dir, e))?;
+        .map_err(|e| failed(&self.dir, e))?;
         if locked.is_none() {
             return Ok(None);
         }
@@ -124,7 +118,7 @@ impl FileRateLeases {
         buf[..8].copy_from_slice(&tokens.to_le_bytes());
         buf[8..].copy_from_slice(&now.to_le_bytes());
         file.write_all_at(&buf, 0)
-            .map_err(|e| storage(&self.dir, e))?;
+            .map_err(|e| failed(&self.dir, e))?;
         Ok(out)
     }
 
@@ -146,7 +140,7 @@ impl FileRateLeases {
 impl RateLeases for FileRateLeases {
     fn lease(&self, tenant: &TenantName, want: u32, rate: Rate) -> Result<u32, RegistryError> {
         self.take(tenant, want, rate, LOCK_WAIT)?.ok_or_else(|| {
-            storage(
+            failed(
                 &self.dir.join(tenant.as_str()),
                 std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -181,13 +175,6 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
         .saturating_mul(1_000_000_000)
         .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
-}
-
-fn storage(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> RegistryError {
-    RegistryError::Storage {
-        location: path.display().to_string(),
-        source: Box::new(e),
-    }
 }
 
 #[cfg(test)]

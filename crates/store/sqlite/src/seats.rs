@@ -5,14 +5,15 @@
 //! nothing stays held by a process that is gone.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use warden_manifest::TenantName;
 use warden_registry::{RegistryError, Seat, SharedSeats};
+
+use crate::shared::{self, failed};
 
 /// The folder of the seats, under the data dir.
 pub const SEATS_DIR: &str = "seats";
@@ -68,7 +69,7 @@ impl FileSeats {
     /// The seats of data dir `data` (the folder is made, 0700, if need be).
     pub fn open(data: &Path) -> Result<FileSeats, RegistryError> {
         let dir = data.join(SEATS_DIR);
-        warden_datadir::private_dir(&dir).map_err(|e| storage(&dir, e))?;
+        warden_datadir::private_dir(&dir).map_err(|e| failed(&dir, e))?;
         Ok(FileSeats {
             dir,
             next: AtomicU32::new(0),
@@ -93,15 +94,15 @@ impl SharedSeats for FileSeats {
                 }
                 files.kept.remove(&path)
             };
-            let file = match kept.map_or_else(|| open_seat(&path), Ok) {
+            let file = match kept.map_or_else(|| shared::open(&path), Ok) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     // The tenant's first seat on this data dir: its folder is made.
-                    warden_datadir::private_dir(&dir).map_err(|e| storage(&dir, e))?;
-                    open_seat(&path)
+                    warden_datadir::private_dir(&dir).map_err(|e| failed(&dir, e))?;
+                    shared::open(&path)
                 }
                 opened => opened,
             }
-            .map_err(|e| storage(&path, e))?;
+            .map_err(|e| failed(&path, e))?;
             match file.try_lock() {
                 Ok(()) => {
                     let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
@@ -118,28 +119,10 @@ impl SharedSeats for FileSeats {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .keep(path, file),
-                Err(TryLockError::Error(e)) => return Err(storage(&path, e)),
+                Err(TryLockError::Error(e)) => return Err(failed(&path, e)),
             }
         }
         Ok(None)
-    }
-}
-
-fn open_seat(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-}
-
-fn storage(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> RegistryError {
-    RegistryError::Storage {
-        location: path.display().to_string(),
-        source: Box::new(e),
     }
 }
 

@@ -1,0 +1,31 @@
+//! What the files that the processes on one data dir lock together (the rate buckets, the
+//! seats) are opened and reported with.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use warden_registry::RegistryError;
+
+/// `path` opened to read and write, made 0600 if missing, never through a symbolic link.
+pub(crate) fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// `e`, met on `path`, as the registry's storage failure.
+pub(crate) fn failed(
+    path: &Path,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> RegistryError {
+    RegistryError::Storage {
+        location: path.display().to_string(),
+        source: Box::new(e),
+    }
+}
