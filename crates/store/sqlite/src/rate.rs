@@ -24,8 +24,9 @@ pub const RATE_DIR: &str = "rate";
 /// microseconds; one stopped while it holds it (Ctrl-Z) makes requests 503, not hang.
 const LOCK_WAIT: Duration = Duration::from_millis(100);
 
-/// Open buckets kept before the least used are closed.
-const MAX_OPEN: usize = 1024;
+/// Buckets kept open (a file descriptor each, every tenant together) before they are all
+/// closed: the process's descriptors are shared with its sockets and sandboxes.
+const MAX_OPEN: usize = 128;
 
 /// A leased token is taken when this close to whole (float error: a runner alone, whose own
 /// limiter admitted a request on the same refill, must never be refused by its bucket).
