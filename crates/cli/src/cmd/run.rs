@@ -65,29 +65,33 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// The run was stopped by a signal (`SIGINT`, `SIGTERM`) during its call: the call was stopped
-/// and recorded as such. Exit code 128 + the signal's number, as a shell reports a process the
-/// signal killed.
-#[derive(Debug)]
+/// (its record says so, once stored). Exit code 128 + the signal's number, as a shell reports a
+/// process the signal killed.
+#[derive(Debug, Clone, Copy)]
 pub struct Interrupted(pub &'static str, pub u8);
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "interrupted by {}: the call was stopped (its audit record says so)",
-            self.0
-        )
+        write!(f, "interrupted by {}: the call was stopped", self.0)
     }
 }
 
 impl std::error::Error for Interrupted {}
 
-/// Runs `call` unless `SIGINT` or `SIGTERM` comes first: then `call` is dropped where it is
-/// (its program killed, its record written as a stopped call's) and the signal is the result.
-/// A signal this process was started ignoring (a script's background job's `SIGINT`) stays
-/// ignored, as it was before warden listened for it.
-async fn unless_interrupted<F: std::future::Future>(call: F) -> Result<F::Output, Interrupted> {
+/// Watches for `SIGINT` and `SIGTERM` from before the call until the process ends, on a task of
+/// `runtime` (not the thread that runs the call: that one may be held while a dropped call's
+/// program dies or its records wait for the log). The first signal is reported to the call
+/// ([`unless_interrupted`]); a second ends the process at once, as `kill -9` would (the audit
+/// log recovers from a write cut short; the last records may be lost, and the message says
+/// so). A signal this process was started ignoring (a script's background job's `SIGINT`)
+/// stays ignored, as it was before warden listened for it.
+fn watch_interrupts(
+    runtime: &tokio::runtime::Runtime,
+) -> tokio::sync::watch::Receiver<Option<Interrupted>> {
     use tokio::signal::unix::{Signal, SignalKind, signal};
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    // Listening from now on: registered here, not when the task first runs.
+    let _in = runtime.enter();
     let listen = |kind: SignalKind| {
         let ignored = started_ignoring(kind.as_raw_value());
         (!ignored).then(|| signal(kind).ok()).flatten()
@@ -104,39 +108,54 @@ async fn unless_interrupted<F: std::future::Future>(call: F) -> Result<F::Output
         listen(SignalKind::interrupt()),
         listen(SignalKind::terminate()),
     );
+    runtime.spawn(async move {
+        loop {
+            let got = tokio::select! {
+                () = next(&mut int) => Interrupted("SIGINT", 2),
+                () = next(&mut term) => Interrupted("SIGTERM", 15),
+            };
+            if tx.borrow().is_some() {
+                eprintln!(
+                    "error: interrupted again by {}: exiting without waiting for the last audit records, which may be lost",
+                    got.0
+                );
+                std::process::exit(128 + i32::from(got.1));
+            }
+            tx.send_replace(Some(got));
+        }
+    });
+    rx
+}
+
+/// Runs `call` unless a first signal comes ([`watch_interrupts`]): then `call` is dropped where
+/// it is (its program killed, its record written as a stopped call's) and the signal is the
+/// result. A call that has ended is its own result, even if a signal came meanwhile.
+async fn unless_interrupted<F: std::future::Future>(
+    signals: &mut tokio::sync::watch::Receiver<Option<Interrupted>>,
+    call: F,
+) -> Result<F::Output, Interrupted> {
+    let mut call = std::pin::pin!(call);
     tokio::select! {
-        out = call => Ok(out),
-        () = next(&mut int) => Err(Interrupted("SIGINT", 2)),
-        () = next(&mut term) => Err(Interrupted("SIGTERM", 15)),
+        biased;
+        out = &mut call => return Ok(out),
+        got = signals.wait_for(Option::is_some) => {
+            if let Some(signal) = got.ok().and_then(|g| *g) {
+                return Err(signal);
+            }
+        }
     }
+    // The watch ended (its runtime is going): the call goes on.
+    Ok(call.await)
 }
 
 /// Stores the run's last records: those of a call stopped by a signal (written on the
 /// runtime: waited for, at most [`STOPPED_RECORDS_WAIT`]), a warm process's refusals after its
 /// answer, refusals counted but not yet summed up. Each wait is long only while another process
-/// holds the audit log locked; a signal meanwhile (after a first `SIGINT`, the user's second)
-/// ends the process at once, as `kill -9` would: the audit log recovers from a write cut
-/// short, the records may be lost, and the message says so.
-fn close_unless_interrupted(
-    runtime: &tokio::runtime::Runtime,
-    host: &Host,
-) -> Result<(), warden_audit::AuditError> {
-    let closing = async {
-        host.settle_records(STOPPED_RECORDS_WAIT).await;
-        let host = host.clone();
-        tokio::task::spawn_blocking(move || host.close()).await
-    };
-    match runtime.block_on(unless_interrupted(closing)) {
-        Ok(Ok(closed)) => closed,
-        // Its task did not run to its end: closed here.
-        Ok(Err(_)) => host.close(),
-        Err(Interrupted(signal, number)) => {
-            eprintln!(
-                "error: interrupted by {signal}: exiting without waiting for the last audit records, which may be lost"
-            );
-            std::process::exit(128 + i32::from(number));
-        }
-    }
+/// holds the audit log locked; a second signal meanwhile ends the process
+/// ([`watch_interrupts`]).
+fn close(runtime: &tokio::runtime::Runtime, host: &Host) -> Result<(), warden_audit::AuditError> {
+    runtime.block_on(host.settle_records(STOPPED_RECORDS_WAIT));
+    host.close()
 }
 
 /// Whether signal number `signal` is ignored now (`SigIgn` in /proc/self/status), before
@@ -248,20 +267,36 @@ pub fn run(args: RunArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let terminal = std::io::stdout().is_terminal();
-    let done = invoke(&runtime, &tenant, &info.id, args.invocation, terminal);
-    let closed =
-        close_unless_interrupted(&runtime, &host).context("storing the last audit records");
+    let mut signals = watch_interrupts(&runtime);
+    let done = invoke(
+        &runtime,
+        &mut signals,
+        &tenant,
+        &info.id,
+        args.invocation,
+        terminal,
+    );
+    let closed = close(&runtime, &host);
     // Its sandbox ended with the host: the folders its cgroup was made in go too.
     drop(tenant);
     drop(host);
     drop(runtime);
     warden_host::remove_sandbox_folders();
-    done.and(closed)
+    // Records that could not be stored are said to be lost, whatever else went wrong.
+    match (done, closed) {
+        (done, Ok(())) => done,
+        (Ok(()), Err(e)) => Err(anyhow!(e).context("storing the last audit records")),
+        (Err(e), Err(c)) => Err(e.context(format!(
+            "the last audit records were not stored (they are lost with this process): {}",
+            warden_call::text::chain(&c)
+        ))),
+    }
 }
 
 /// Makes the run's one call and writes what it answered.
 fn invoke(
     runtime: &tokio::runtime::Runtime,
+    signals: &mut tokio::sync::watch::Receiver<Option<Interrupted>>,
     tenant: &warden_host::Tenant,
     id: &warden_host::ExtensionId,
     invocation: Invocation,
@@ -269,7 +304,10 @@ fn invoke(
 ) -> Result<()> {
     match invocation {
         Invocation::Call { method, input } => {
-            let called = runtime.block_on(unless_interrupted(tenant.call(id, &method, &input)))?;
+            let called = runtime.block_on(unless_interrupted(
+                signals,
+                tenant.call(id, &method, &input),
+            ))?;
             let called = called.map_err(|f| {
                 show_logs(&f.logs);
                 anyhow!(f)
@@ -293,7 +331,7 @@ fn invoke(
                 .body(Bytes::from(body))
                 .context("building the HTTP request")?;
             let called = runtime
-                .block_on(unless_interrupted(tenant.call_http(id, req)))?
+                .block_on(unless_interrupted(signals, tenant.call_http(id, req)))?
                 .map_err(|f| {
                     show_logs(&f.logs);
                     anyhow!(f)

@@ -217,6 +217,68 @@ fn a_second_signal_ends_a_run_waiting_for_its_stopped_calls_record() {
     ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
 }
 
+/// A call that ends by itself while its record waits for the audit log (another process holds
+/// its lock): a signal then stops the wait, a second ends the run at once (both were ignored,
+/// and the run said "its audit record says so" of a record that was never written: outside
+/// attack, session 40). With one signal, the run ends once the log's wait does, claiming no
+/// record.
+#[test]
+fn signals_while_a_finished_calls_record_waits_for_the_log_are_heard() {
+    for again in [true, false] {
+        let t = TempDir::new().unwrap();
+        let (p, trust) = examples_publisher(t.path());
+        let bundle = t.path().join("h.wext");
+        let dir = t.path().join("hostile");
+        fs::create_dir(&dir).unwrap();
+        let src = guest("hostile");
+        fs::copy(src.join("extension.toml"), dir.join("extension.toml")).unwrap();
+        fs::copy(src.join("extension.wasm"), dir.join("extension.wasm")).unwrap();
+        pack(&dir, &bundle);
+        sign(&bundle, &p.key);
+        let data = t.path().join("data");
+        // Its record is written 500 ms in, with the log held from 200 ms.
+        let mut child = crate::foundation::spawn_run(
+            &bundle,
+            &trust,
+            &data,
+            &["--call", "sleep", "--input", "500"],
+        );
+        let log = data.join("audit/audit.jsonl");
+        let started = Instant::now();
+        while !fs::read_to_string(&log).is_ok_and(|l| l.contains("\"event\":\"load\"")) {
+            assert!(started.elapsed() < Duration::from_secs(60), "never loaded");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let head = fs::File::open(data.join("audit/audit.head")).unwrap();
+        head.lock().unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        crate::foundation::signal(child.id(), "-INT");
+        let last = Instant::now();
+        if again {
+            std::thread::sleep(Duration::from_millis(300));
+            let last = Instant::now();
+            crate::foundation::signal(child.id(), "-INT");
+            let status = child.wait().unwrap();
+            assert!(last.elapsed() < Duration::from_secs(2), "{:?}", last.elapsed());
+            assert_eq!(status.code(), Some(130));
+        } else {
+            let out = child.wait_with_output().unwrap();
+            assert!(last.elapsed() < Duration::from_secs(15), "{:?}", last.elapsed());
+            assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+            // Whether its record got through is not known here: not claimed.
+            assert!(
+                stderr(&out).contains("interrupted by SIGINT: the call was stopped")
+                    && !stderr(&out).contains("says so"),
+                "{}",
+                stderr(&out)
+            );
+        }
+        head.unlock().unwrap();
+        ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
+    }
+}
+
 #[test]
 fn run_answers_http_and_rpc() {
     let tour = Tour::new();
