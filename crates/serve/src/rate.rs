@@ -135,7 +135,11 @@ impl LocalRate {
                 Ok(n) if n > 0 => return Taken::Yes,
                 Ok(_) if Instant::now() + pause <= until => tokio::time::sleep(pause).await,
                 Ok(_) => return Taken::Over,
-                Err(e) => return Taken::Unreachable(warden_call::text::chain(&e)),
+                Err(e) => {
+                    let e = warden_call::text::chain(&e);
+                    tracing::warn!(%tenant, error = %e, "a tenant's request rate could not be checked");
+                    return Taken::Unreachable(e);
+                }
             }
         }
     }
@@ -183,8 +187,10 @@ impl TenantRate {
         match taken {
             Taken::Yes => Ok(()),
             Taken::Over => Err(over()),
-            Taken::Unreachable(e) => Err(ApiError::unavailable(format!(
-                "tenant {tenant}'s request rate cannot be checked now: {e}"
+            // The cause names the storage (a path, a server): in the operator's log only
+            // (written where it was met).
+            Taken::Unreachable(_) => Err(ApiError::unavailable(format!(
+                "tenant {tenant}'s request rate cannot be checked now (the service's log says why)"
             ))),
         }
     }
@@ -604,7 +610,12 @@ mod tests {
                 (e.status.as_u16(), e.code, e.retry_after),
                 (503, "unavailable", Some(1))
             );
-            assert!(e.message.contains("connection refused"), "{}", e.message);
+            // The cause is the operator's (the log's), not the client's.
+            assert!(
+                e.message.contains("cannot be checked now") && !e.message.contains("refused"),
+                "{}",
+                e.message
+            );
         }
         // 200 refusals cost a lease per RETRY_FAILED of them, not one each.
         let asked = store.asked.load(Ordering::SeqCst);

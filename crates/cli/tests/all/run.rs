@@ -260,11 +260,19 @@ fn signals_while_a_finished_calls_record_waits_for_the_log_are_heard() {
             let last = Instant::now();
             crate::foundation::signal(child.id(), "-INT");
             let status = child.wait().unwrap();
-            assert!(last.elapsed() < Duration::from_secs(2), "{:?}", last.elapsed());
+            assert!(
+                last.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                last.elapsed()
+            );
             assert_eq!(status.code(), Some(130));
         } else {
             let out = child.wait_with_output().unwrap();
-            assert!(last.elapsed() < Duration::from_secs(15), "{:?}", last.elapsed());
+            assert!(
+                last.elapsed() < Duration::from_secs(15),
+                "{:?}",
+                last.elapsed()
+            );
             assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
             // Whether its record got through is not known here: not claimed.
             assert!(

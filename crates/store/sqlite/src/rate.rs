@@ -48,20 +48,20 @@ impl FileRateLeases {
         })
     }
 
-    fn file(&self, tenant: &TenantName) -> Result<Arc<File>, RegistryError> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(f) = open.get(tenant) {
-            return Ok(Arc::clone(f));
-        }
+    fn file(&self, tenant: &TenantName) -> Result<(Arc<File>, PathBuf), RegistryError> {
         // A tenant name is a label (letters, digits, '-'): a file name as it is.
         let path = self.dir.join(tenant.as_str());
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = open.get(tenant) {
+            return Ok((Arc::clone(f), path));
+        }
         let f = shared::open(&path).map_err(|e| failed(&path, e))?;
         if open.len() >= MAX_OPEN {
             open.clear();
         }
         let f = Arc::new(f);
         open.insert(tenant.clone(), Arc::clone(&f));
-        Ok(f)
+        Ok((f, path))
     }
 
     /// Runs `f` on `tenant`'s tokens, refilled up to now, under the bucket's lock (waited for
@@ -73,20 +73,35 @@ impl FileRateLeases {
         wait: Duration,
         f: impl FnOnce(&mut f64) -> T,
     ) -> Result<Option<T>, RegistryError> {
-        let file = self.file(tenant)?;
         let until = Instant::now() + wait;
-        let locked = warden_datadir::poll_until(until, || match file.try_lock() {
-            Ok(()) => Ok(Some(())),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e),
-        })
-        .map_err(|e| failed(&self.dir, e))?;
-        if locked.is_none() {
-            return Ok(None);
+        // Twice at most: a bucket found deleted or replaced is opened again, once.
+        for _ in 0..2 {
+            let (file, path) = self.file(tenant)?;
+            let locked = warden_datadir::poll_until(until, || match file.try_lock() {
+                Ok(()) => Ok(Some(())),
+                Err(TryLockError::WouldBlock) => Ok(None),
+                Err(TryLockError::Error(e)) => Err(e),
+            })
+            .map_err(|e| failed(&path, e))?;
+            if locked.is_none() {
+                return Ok(None);
+            }
+            if !shared::still_at(&file, &path) {
+                let _ = file.unlock();
+                self.open
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(tenant);
+                continue;
+            }
+            let done = self.update(&file, rate, f);
+            let _ = file.unlock();
+            return done.map(Some);
         }
-        let done = self.update(&file, rate, f);
-        let _ = file.unlock();
-        done.map(Some)
+        Err(failed(
+            &self.dir.join(tenant.as_str()),
+            std::io::Error::other("the bucket's file keeps being replaced"),
+        ))
     }
 
     fn update<T>(
@@ -255,5 +270,20 @@ mod tests {
         assert_eq!(a.lease(&t, 10, r).unwrap(), 10);
         std::fs::write(d.path().join(RATE_DIR).join("acme"), f64::NAN.to_le_bytes()).unwrap();
         assert_eq!(a.lease(&t, 10, r).unwrap(), 10);
+    }
+    #[test]
+    fn a_bucket_deleted_under_an_opener_is_opened_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            FileRateLeases::open(d.path()).unwrap(),
+            FileRateLeases::open(d.path()).unwrap(),
+        );
+        let t: TenantName = "acme".parse().unwrap();
+        let r = rate(1, 10);
+        assert_eq!(a.lease(&t, 10, r).unwrap(), 10);
+        std::fs::remove_file(d.path().join(RATE_DIR).join("acme")).unwrap();
+        assert_eq!(b.lease(&t, 3, r).unwrap(), 3);
+        // The new file's 7, not what is left in the deleted one (0).
+        assert_eq!(a.lease(&t, 10, r).unwrap(), 7);
     }
 }

@@ -78,6 +78,20 @@ impl FileSeats {
     }
 }
 
+impl FileSeats {
+    /// The seat at `path`, whose `file` this process has just locked.
+    fn held(&self, path: PathBuf, file: File) -> Seat {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        files.held.insert(path.clone());
+        drop(files);
+        Box::new(Held {
+            file: Some(file),
+            path,
+            files: Arc::clone(&self.files),
+        })
+    }
+}
+
 impl SharedSeats for FileSeats {
     fn try_take(&self, tenant: &TenantName, of: u32) -> Result<Option<Seat>, RegistryError> {
         // A tenant name is a label (letters, digits, '-'): a file name as it is.
@@ -104,16 +118,19 @@ impl SharedSeats for FileSeats {
             }
             .map_err(|e| failed(&path, e))?;
             match file.try_lock() {
-                Ok(()) => {
-                    let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-                    files.held.insert(path.clone());
-                    drop(files);
-                    return Ok(Some(Box::new(Held {
-                        file: Some(file),
-                        path,
-                        files: Arc::clone(&self.files),
-                    })));
+                // Deleted or replaced since it was opened: the others lock the file there now.
+                Ok(()) if !shared::still_at(&file, &path) => {
+                    let _ = file.unlock();
+                    let fresh = shared::open(&path).map_err(|e| failed(&path, e))?;
+                    match fresh.try_lock() {
+                        Ok(()) if shared::still_at(&fresh, &path) => {
+                            return Ok(Some(self.held(path, fresh)));
+                        }
+                        Ok(()) | Err(TryLockError::WouldBlock) => {}
+                        Err(TryLockError::Error(e)) => return Err(failed(&path, e)),
+                    }
                 }
+                Ok(()) => return Ok(Some(self.held(path, file))),
                 Err(TryLockError::WouldBlock) => self
                     .files
                     .lock()
@@ -169,6 +186,22 @@ mod tests {
         assert!(a.try_take(&t, 1).unwrap().is_none());
         // As a runner that dies: its files closed, the seat never given back by it.
         drop(held);
+        assert!(a.try_take(&t, 1).unwrap().is_some());
+    }
+    #[test]
+    fn a_seat_file_deleted_under_an_opener_is_opened_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            FileSeats::open(d.path()).unwrap(),
+            FileSeats::open(d.path()).unwrap(),
+        );
+        let t: TenantName = "acme".parse().unwrap();
+        // Taken and given back: a keeps the file open.
+        drop(a.try_take(&t, 1).unwrap().unwrap());
+        std::fs::remove_dir_all(d.path().join(SEATS_DIR)).unwrap();
+        let theirs = b.try_take(&t, 1).unwrap().unwrap();
+        assert!(a.try_take(&t, 1).unwrap().is_none());
+        drop(theirs);
         assert!(a.try_take(&t, 1).unwrap().is_some());
     }
 }

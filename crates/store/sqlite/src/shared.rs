@@ -29,3 +29,14 @@ pub(crate) fn failed(
         source: Box::new(e),
     }
 }
+
+/// Whether `path` still names `file` (the same inode): a file deleted or replaced under a
+/// process that keeps it open must not be the one it locks while the others lock the new one.
+/// Checked with the lock taken.
+pub(crate) fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
