@@ -123,11 +123,13 @@ impl LocalRate {
             let got = match buckets.lease_now(tenant, 1, *rate) {
                 Some(got) => got,
                 None => {
-                    let (buckets, tenant, rate) = (Arc::clone(buckets), tenant.clone(), *rate);
-                    match tokio::task::spawn_blocking(move || buckets.lease(&tenant, 1, rate)).await
-                    {
+                    let (buckets, name, rate) = (Arc::clone(buckets), tenant.clone(), *rate);
+                    match tokio::task::spawn_blocking(move || buckets.lease(&name, 1, rate)).await {
                         Ok(got) => got,
-                        Err(e) => return Taken::Unreachable(e.to_string()),
+                        Err(e) => {
+                            tracing::warn!(%tenant, error = %e, "a tenant's request rate could not be checked");
+                            return Taken::Unreachable;
+                        }
                     }
                 }
             };
@@ -138,7 +140,7 @@ impl LocalRate {
                 Err(e) => {
                     let e = warden_call::text::chain(&e);
                     tracing::warn!(%tenant, error = %e, "a tenant's request rate could not be checked");
-                    return Taken::Unreachable(e);
+                    return Taken::Unreachable;
                 }
             }
         }
@@ -189,7 +191,7 @@ impl TenantRate {
             Taken::Over => Err(over()),
             // The cause names the storage (a path, a server): in the operator's log only
             // (written where it was met).
-            Taken::Unreachable(_) => Err(ApiError::unavailable(format!(
+            Taken::Unreachable => Err(ApiError::unavailable(format!(
                 "tenant {tenant}'s request rate cannot be checked now (the service's log says why)"
             ))),
         }
@@ -226,7 +228,8 @@ struct State {
 pub(crate) enum Taken {
     Yes,
     Over,
-    Unreachable(String),
+    /// The storage failed (said in the log where it was met).
+    Unreachable,
 }
 
 impl SharedRate {
@@ -274,7 +277,7 @@ impl SharedRate {
                 // bucket with a burst of 200, had 7 refused "over its rate").
                 if !self.lease(tenant, &local, &mut st) && !st.leasing {
                     return match &st.failed {
-                        Some(e) => Taken::Unreachable(e.clone()),
+                        Some(_) => Taken::Unreachable,
                         None => Taken::Over,
                     };
                 }
@@ -286,7 +289,7 @@ impl SharedRate {
                     return Taken::Yes;
                 }
                 return match &st.failed {
-                    Some(e) => Taken::Unreachable(e.clone()),
+                    Some(_) => Taken::Unreachable,
                     None => Taken::Over,
                 };
             }
