@@ -35,8 +35,33 @@ fn token(file: Option<&Path>, var: &str, what: &str) -> Result<Option<Token>> {
         .transpose()
 }
 
+/// Raises this process's open files limit to its hard limit: a service keeps descriptors per
+/// connection, per call's sandbox, and per tenant (rate buckets, seats), and the usual soft
+/// limit of 1,024 ran out at about 850 active tenants (outside attack, session 40: every call
+/// then failed until a restart). Sandboxes set their own, lower, limit.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    // The kernel's own ceiling (`fs.nr_open`) by default: no soft limit may pass it.
+    const CEILING: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    let to = limit.maximum.unwrap_or(CEILING).min(CEILING);
+    if limit.current.is_some_and(|now| now < to) {
+        let raised = rustix::process::Rlimit {
+            current: Some(to),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(to, "open files limit raised"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the open files limit could not be raised to its hard limit")
+            }
+        }
+    }
+}
+
 pub fn run(a: ServeArgs<'_>) -> Result<()> {
     crate::logs::init()?;
+    raise_open_files_limit();
     let admin_token = token(a.admin_token_file.as_deref(), "WARDEN_ADMIN_TOKEN", "admin")?;
     let runner_token = token(
         a.runner_token_file.as_deref(),

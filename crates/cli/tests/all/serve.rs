@@ -1482,6 +1482,45 @@ fn a_request_its_client_left_while_its_body_arrived_is_audited_as_left() {
     assert_eq!(r["outcome"], "error", "{r}");
 }
 
+/// The service raises its open files limit to the hard one (a soft 1,024 ran out at about 850
+/// active tenants, and every call failed until a restart: outside attack, session 40).
+#[test]
+fn the_service_raises_its_open_files_limit() {
+    let st = setup();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "ulimit -Sn 200 && exec \"$0\" serve --listen 127.0.0.1:0 --data \"$1\" --trust \"$2\"",
+        )
+        .arg(env!("CARGO_BIN_EXE_warden"))
+        .arg(&st.data)
+        .arg(&st.trust)
+        .env_remove("WARDEN_TRUST_BUNDLE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("warden serve listening on"), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .map(|n| n.parse::<u64>().unwrap_or(u64::MAX))
+        .collect::<Vec<_>>();
+    assert!(files[0] > 200, "{limits}");
+    assert_eq!(files[0], files[1].min(1 << 20), "{limits}");
+}
+
 /// A runner API request is the operator's from its runner token on: one cut mid-body, or
 /// whose body is not an execute request, is recorded before it names its tenant (it left no
 /// record); one without the token is not.

@@ -76,9 +76,7 @@ impl FileSeats {
             files: Arc::default(),
         })
     }
-}
 
-impl FileSeats {
     /// The seat at `path`, whose `file` this process has just locked.
     fn held(&self, path: PathBuf, file: File) -> Seat {
         let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
@@ -97,50 +95,73 @@ impl SharedSeats for FileSeats {
         // A tenant name is a label (letters, digits, '-'): a file name as it is.
         let dir = self.dir.join(tenant.as_str());
         let start = self.next.fetch_add(1, Ordering::Relaxed) % of.max(1);
+        // A seat whose file cannot be used counts as held (the safe side): the others are
+        // tried, and the failure is the answer only if none is free.
+        let mut failure = None;
         for k in 0..of {
             let path = dir.join(((start + k) % of).to_string());
-            // A lock is its open file's: a file is in one take at a time (kept, then taken out),
-            // so two takes in this process never share one either.
-            let kept = {
-                let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-                if files.held.contains(&path) {
-                    continue;
-                }
-                files.kept.remove(&path)
-            };
-            let file = match kept.map_or_else(|| shared::open(&path), Ok) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // The tenant's first seat on this data dir: its folder is made.
-                    warden_datadir::private_dir(&dir).map_err(|e| failed(&dir, e))?;
-                    shared::open(&path)
-                }
-                opened => opened,
-            }
-            .map_err(|e| failed(&path, e))?;
-            match file.try_lock() {
-                // Deleted or replaced since it was opened: the others lock the file there now.
-                Ok(()) if !shared::still_at(&file, &path) => {
-                    let _ = file.unlock();
-                    let fresh = shared::open(&path).map_err(|e| failed(&path, e))?;
-                    match fresh.try_lock() {
-                        Ok(()) if shared::still_at(&fresh, &path) => {
-                            return Ok(Some(self.held(path, fresh)));
-                        }
-                        Ok(()) | Err(TryLockError::WouldBlock) => {}
-                        Err(TryLockError::Error(e)) => return Err(failed(&path, e)),
-                    }
-                }
-                Ok(()) => return Ok(Some(self.held(path, file))),
-                Err(TryLockError::WouldBlock) => self
-                    .files
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .keep(path, file),
-                Err(TryLockError::Error(e)) => return Err(failed(&path, e)),
+            match self.try_seat(&dir, path) {
+                Ok(Some(seat)) => return Ok(Some(seat)),
+                Ok(None) => {}
+                Err(e) => failure = failure.or(Some(e)),
             }
         }
-        Ok(None)
+        failure.map_or(Ok(None), Err)
     }
+}
+
+impl FileSeats {
+    /// The seat at `path` (in the tenant's `dir`) if no process holds it.
+    fn try_seat(&self, dir: &Path, path: PathBuf) -> Result<Option<Seat>, RegistryError> {
+        // A lock is its open file's: a file is in one take at a time (kept, then taken out),
+        // so two takes in this process never share one either.
+        let kept = {
+            let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+            if files.held.contains(&path) {
+                return Ok(None);
+            }
+            files.kept.remove(&path)
+        };
+        let file = match kept {
+            Some(file) => file,
+            None => open_seat(dir, &path)?,
+        };
+        match file.try_lock() {
+            // Deleted or replaced since it was opened: the others lock the file there now.
+            Ok(()) if !shared::still_at(&file, &path) => {
+                let _ = file.unlock();
+                drop(file);
+                let fresh = open_seat(dir, &path)?;
+                match fresh.try_lock() {
+                    Ok(()) if shared::still_at(&fresh, &path) => Ok(Some(self.held(path, fresh))),
+                    Ok(()) | Err(TryLockError::WouldBlock) => Ok(None),
+                    Err(TryLockError::Error(e)) => Err(failed(&path, e)),
+                }
+            }
+            Ok(()) => Ok(Some(self.held(path, file))),
+            Err(TryLockError::WouldBlock) => {
+                self.files
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keep(path, file);
+                Ok(None)
+            }
+            Err(TryLockError::Error(e)) => Err(failed(&path, e)),
+        }
+    }
+}
+
+/// The seat file at `path`, its folder `dir` made first if it is missing (the tenant's first
+/// seat on this data dir, or a folder someone removed).
+fn open_seat(dir: &Path, path: &Path) -> Result<File, RegistryError> {
+    match shared::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            warden_datadir::private_dir(dir).map_err(|e| failed(dir, e))?;
+            shared::open(path)
+        }
+        opened => opened,
+    }
+    .map_err(|e| failed(path, e))
 }
 
 #[cfg(test)]
@@ -203,5 +224,18 @@ mod tests {
         assert!(a.try_take(&t, 1).unwrap().is_none());
         drop(theirs);
         assert!(a.try_take(&t, 1).unwrap().is_some());
+    }
+    #[test]
+    fn a_seat_that_cannot_be_used_counts_as_held() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FileSeats::open(d.path()).unwrap();
+        let t: TenantName = "acme".parse().unwrap();
+        // Seat 0 a folder where its file should be.
+        std::fs::create_dir_all(d.path().join(SEATS_DIR).join("acme").join("0")).unwrap();
+        let one = a.try_take(&t, 2).unwrap().unwrap();
+        // The other is held: the failure is the answer.
+        assert!(a.try_take(&t, 2).is_err());
+        drop(one);
+        assert!(a.try_take(&t, 2).unwrap().is_some());
     }
 }
