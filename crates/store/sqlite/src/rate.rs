@@ -286,4 +286,22 @@ mod tests {
         // The new file's 7, not what is left in the deleted one (0).
         assert_eq!(a.lease(&t, 10, r).unwrap(), 7);
     }
+    #[test]
+    fn at_most_128_buckets_stay_open() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FileRateLeases::open(d.path()).unwrap();
+        let r = rate(1, 10);
+        for n in 0..300 {
+            let t: TenantName = format!("t{n}").parse().unwrap();
+            assert_eq!(a.lease(&t, 1, r).unwrap(), 1);
+        }
+        let dir = d.path().join(RATE_DIR).canonicalize().unwrap();
+        let open = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&dir))
+            .count();
+        assert!((1..=MAX_OPEN).contains(&open), "{open}");
+    }
+
 }
