@@ -271,6 +271,7 @@ mod tests {
         std::fs::write(d.path().join(RATE_DIR).join("acme"), f64::NAN.to_le_bytes()).unwrap();
         assert_eq!(a.lease(&t, 10, r).unwrap(), 10);
     }
+
     #[test]
     fn a_bucket_deleted_under_an_opener_is_opened_again() {
         let d = tempfile::tempdir().unwrap();
@@ -286,6 +287,7 @@ mod tests {
         // The new file's 7, not what is left in the deleted one (0).
         assert_eq!(a.lease(&t, 10, r).unwrap(), 7);
     }
+
     #[test]
     fn at_most_128_buckets_stay_open() {
         let d = tempfile::tempdir().unwrap();
@@ -303,5 +305,4 @@ mod tests {
             .count();
         assert!((1..=MAX_OPEN).contains(&open), "{open}");
     }
-
 }
