@@ -34,7 +34,9 @@ const WHOLE: f64 = 1.0 - 1e-9;
 
 pub struct FileRateLeases {
     dir: PathBuf,
-    open: Mutex<HashMap<TenantName, Arc<File>>>,
+    /// One open file per tenant, and its turn: the file's `flock` is its open file's, held by
+    /// every thread of this process alike, so this process's threads take turns first.
+    open: Mutex<HashMap<TenantName, Arc<Mutex<File>>>>,
 }
 
 impl FileRateLeases {
@@ -48,7 +50,7 @@ impl FileRateLeases {
         })
     }
 
-    fn file(&self, tenant: &TenantName) -> Result<(Arc<File>, PathBuf), RegistryError> {
+    fn file(&self, tenant: &TenantName) -> Result<(Arc<Mutex<File>>, PathBuf), RegistryError> {
         // A tenant name is a label (letters, digits, '-'): a file name as it is.
         let path = self.dir.join(tenant.as_str());
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -59,7 +61,7 @@ impl FileRateLeases {
         if open.len() >= MAX_OPEN {
             open.clear();
         }
-        let f = Arc::new(f);
+        let f = Arc::new(Mutex::new(f));
         open.insert(tenant.clone(), Arc::clone(&f));
         Ok((f, path))
     }
@@ -76,7 +78,9 @@ impl FileRateLeases {
         let until = Instant::now() + wait;
         // Twice at most: a bucket found deleted or replaced is opened again, once.
         for _ in 0..2 {
-            let (file, path) = self.file(tenant)?;
+            let (bucket, path) = self.file(tenant)?;
+            // Held for microseconds by this process's other threads.
+            let file = bucket.lock().unwrap_or_else(PoisonError::into_inner);
             let locked = warden_datadir::poll_until(until, || match file.try_lock() {
                 Ok(()) => Ok(Some(())),
                 Err(TryLockError::WouldBlock) => Ok(None),
@@ -304,5 +308,23 @@ mod tests {
             .filter(|target| target.starts_with(&dir))
             .count();
         assert!((1..=MAX_OPEN).contains(&open), "{open}");
+    }
+    #[test]
+    fn threads_of_one_opener_take_turns() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Arc::new(FileRateLeases::open(d.path()).unwrap());
+        let t: TenantName = "acme".parse().unwrap();
+        let r = rate(1, 1000);
+        let granted: u32 = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (a, t) = (Arc::clone(&a), t.clone());
+                    scope.spawn(move || (0..500).map(|_| a.lease(&t, 1, r).unwrap()).sum::<u32>())
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        // The burst, and what a second or two of 1/s adds: never a token counted twice.
+        assert!((1000..=1003).contains(&granted), "{granted}");
     }
 }
