@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crate::error::AuditError;
 use crate::record::Record;
@@ -38,6 +39,8 @@ pub(crate) struct Writer {
     queue: Mutex<Queue>,
     /// Wakes the writer thread: a record was queued, or the log is being dropped.
     wake: Condvar,
+    /// Wakes [`Writer::settle`]: records were answered.
+    answered: Condvar,
     /// Rounds that synced the files.
     rounds: AtomicU64,
 }
@@ -48,6 +51,12 @@ struct Queue {
     /// Set when the log is dropped (the thread ends once the queue is empty) or the thread
     /// ended: no more records are accepted.
     closed: bool,
+    /// Records queued since the log opened, and of those answered (or dropped unanswered).
+    given: u64,
+    done: u64,
+    /// Of those done, the ones not stored whose callers had stopped waiting: nobody else
+    /// knows they are not stored.
+    lost: u64,
 }
 
 /// One queued record and where its answer goes.
@@ -64,15 +73,19 @@ enum ReplyTo {
 }
 
 impl ReplyTo {
-    fn send(self, reply: Reply) {
-        // A caller that stopped waiting has nothing left to be told.
+    /// Whether the caller heard it (false: it had stopped waiting).
+    fn send(self, reply: Reply) -> bool {
         match self {
-            ReplyTo::Wait(tx) => {
-                let _ = tx.send(reply);
-            }
-            ReplyTo::Notify(tx) => {
-                let _ = tx.send(reply);
-            }
+            ReplyTo::Wait(tx) => tx.send(reply).is_ok(),
+            ReplyTo::Notify(tx) => tx.send(reply).is_ok(),
+        }
+    }
+
+    /// Whether the caller stopped waiting (a blocked caller never does).
+    fn gone(&self) -> bool {
+        match self {
+            ReplyTo::Wait(_) => false,
+            ReplyTo::Notify(tx) => tx.is_canceled(),
         }
     }
 }
@@ -94,6 +107,7 @@ impl Writer {
         let writer = Arc::new(Writer {
             queue: Mutex::default(),
             wake: Condvar::new(),
+            answered: Condvar::new(),
             rounds: AtomicU64::new(0),
         });
         let thread = thread::Builder::new()
@@ -122,6 +136,7 @@ impl Writer {
                 record,
                 reply: ReplyTo::Wait(reply),
             });
+            queue.given += 1;
         }
         self.wake.notify_one();
         // A dropped reply means the writer thread ended without answering.
@@ -146,6 +161,7 @@ impl Writer {
                     record,
                     reply: ReplyTo::Notify(reply),
                 });
+                queue.given += 1;
                 answers.push(answer);
             }
         }
@@ -181,6 +197,41 @@ impl Writer {
             }
             first
         })
+    }
+
+    /// Waits, at most `within`, until every record queued so far is answered: an error when
+    /// some whose callers had gone were not stored, or some are still queued
+    /// ([`AuditSink::settle`]).
+    pub(crate) fn settle(&self, within: Duration) -> Result<(), AuditError> {
+        let until = Instant::now() + within;
+        let mut queue = self.queue();
+        let given = queue.given;
+        while queue.done < given {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queue = self
+                .answered
+                .wait_timeout(queue, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let waiting = given.saturating_sub(queue.done);
+        match (queue.lost, waiting) {
+            (0, 0) => Ok(()),
+            (lost, waiting) => Err(AuditError::Unstored { lost, waiting }),
+        }
+    }
+
+    /// Counts `done` records answered, `lost` of them unstored with their callers gone.
+    fn answered(&self, done: usize, lost: usize) {
+        {
+            let mut queue = self.queue();
+            queue.done += done as u64;
+            queue.lost += lost as u64;
+        }
+        self.answered.notify_all();
     }
 
     /// Accepts no more records; the thread ends once it has committed the queued ones.
@@ -253,12 +304,12 @@ impl Writer {
         if *broken != Broken::No {
             let jobs = self.take();
             let results = jobs.iter().map(|_| Err(AuditError::Broken)).collect();
-            return answer(jobs, results);
+            return self.answer(jobs, results);
         }
         if let Err(e) = store.begin() {
             let jobs = self.take();
             let results = jobs.iter().map(|_| Err(e.duplicate())).collect();
-            return answer(jobs, results);
+            return self.answer(jobs, results);
         }
         // After the lock: what was queued while another process held it joins this round.
         let mut jobs = self.take();
@@ -299,20 +350,27 @@ impl Writer {
             synced = dirty,
             "audit round committed"
         );
-        answer(jobs, results);
+        self.answer(jobs, results);
     }
-}
 
-/// Sends each job its result (`jobs` and `results` in the same order). A caller that stopped
-/// waiting has nothing left to be told.
-fn answer(jobs: Vec<Job>, results: Vec<Result<Appended, AuditError>>) {
-    let mut results = results.into_iter();
-    for job in jobs {
-        let result = results.next().unwrap_or(Err(AuditError::Broken));
-        job.reply.send(Reply {
-            record: job.record,
-            result,
-        });
+    /// Sends each job its result (`jobs` and `results` in the same order), and counts them
+    /// answered. A caller that stopped waiting has nothing left to be told; its record, if not
+    /// stored, is counted lost.
+    fn answer(&self, jobs: Vec<Job>, results: Vec<Result<Appended, AuditError>>) {
+        let (done, mut lost) = (jobs.len(), 0);
+        let mut results = results.into_iter();
+        for job in jobs {
+            let result = results.next().unwrap_or(Err(AuditError::Broken));
+            let stored = result.is_ok();
+            let heard = job.reply.send(Reply {
+                record: job.record,
+                result,
+            });
+            if !stored && !heard {
+                lost += 1;
+            }
+        }
+        self.answered(done, lost);
     }
 }
 
@@ -327,7 +385,10 @@ impl Drop for CloseOnExit<'_> {
             queue.closed = true;
             mem::take(&mut queue.jobs)
         };
+        let lost = jobs.iter().filter(|j| j.reply.gone()).count();
+        let done = jobs.len();
         drop(jobs);
+        self.0.answered(done, lost);
     }
 }
 
@@ -397,6 +458,10 @@ impl AuditSink for StoreLog {
 
     fn append_all(&self, records: Vec<Record>) -> Pending {
         self.writer.append_all(records)
+    }
+
+    fn settle(&self, within: std::time::Duration) -> Result<(), AuditError> {
+        self.writer.settle(within)
     }
 }
 

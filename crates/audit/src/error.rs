@@ -33,6 +33,29 @@ pub enum AuditError {
         "the audit log is unusable after an earlier write failure; no more records are accepted"
     )]
     Broken,
+    /// Records given to the log whose callers had stopped waiting were not stored (nobody else
+    /// will store them), or some given so far still wait for the log.
+    #[error("{}", unstored(*lost, *waiting))]
+    Unstored { lost: u64, waiting: u64 },
+}
+
+fn unstored(lost: u64, waiting: u64) -> String {
+    let n = |k: u64| {
+        if k == 1 {
+            "1 audit record".to_owned()
+        } else {
+            format!("{k} audit records")
+        }
+    };
+    match (lost, waiting) {
+        (0, w) => format!("{} still waiting for the audit log", n(w)),
+        (l, 0) => format!("{} could not be stored", n(l)),
+        (l, w) => format!(
+            "{} could not be stored, and {} still wait for the audit log",
+            n(l),
+            n(w)
+        ),
+    }
 }
 
 impl AuditError {
@@ -60,6 +83,10 @@ impl AuditError {
             }
             AuditError::TooLarge { len } => AuditError::TooLarge { len: *len },
             AuditError::Broken => AuditError::Broken,
+            AuditError::Unstored { lost, waiting } => AuditError::Unstored {
+                lost: *lost,
+                waiting: *waiting,
+            },
         }
     }
 }

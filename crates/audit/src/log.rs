@@ -249,6 +249,10 @@ impl AuditSink for AuditLog {
     fn append_all(&self, records: Vec<Record>) -> crate::sink::Pending {
         self.writer.append_all(records)
     }
+
+    fn settle(&self, within: std::time::Duration) -> Result<(), AuditError> {
+        self.writer.settle(within)
+    }
 }
 
 #[cfg(test)]

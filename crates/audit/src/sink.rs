@@ -19,6 +19,16 @@ pub trait AuditSink: Send + Sync {
     fn append_all(&self, records: Vec<Record>) -> Pending {
         Pending::ready(records.into_iter().try_for_each(|r| self.append(r)))
     }
+
+    /// Waits, at most `within`, until every record given so far is stored or refused; then
+    /// fails ([`AuditError::Unstored`]) if some whose callers had stopped waiting (a call
+    /// dropped while its record committed) could not be stored, or some still wait. For an
+    /// owner about to exit: those records are lost with the process, and it can say so. A
+    /// sink that stores at once has nothing to wait for.
+    fn settle(&self, within: std::time::Duration) -> Result<(), AuditError> {
+        let _ = within;
+        Ok(())
+    }
 }
 
 /// Records on their way to storage: resolves once all are stored, or with the first error.

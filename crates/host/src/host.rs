@@ -181,6 +181,18 @@ impl Host {
         self.inner.refusals.flush(true).map_err(|u| u.error)
     }
 
+    /// Waits, at most `within`, until the audit records given so far are stored or refused;
+    /// fails when some whose calls were dropped meanwhile could not be stored (nobody else
+    /// will store them), or some still wait for the log
+    /// ([`warden_audit::AuditSink::settle`]). For an owner about to exit, after
+    /// [`Host::close`]: those records are lost with the process, and it can say so.
+    pub fn settle_audit(
+        &self,
+        within: std::time::Duration,
+    ) -> Result<(), warden_audit::AuditError> {
+        self.inner.audit.settle(within)
+    }
+
     /// Whether the last audit record could be stored: when not, calls are refused until one
     /// can (a readiness probe should say so).
     pub fn audit_healthy(&self) -> bool {

@@ -909,6 +909,13 @@ pub async fn serve(
     if let Err(e) = service.host.close() {
         tracing::error!(error = %e, "the summary of repeated refusals could not be stored");
     }
+    // Records of requests dropped while they committed: nobody else says they were lost.
+    let host = service.host.clone();
+    let settled =
+        tokio::task::spawn_blocking(move || host.settle_audit(Duration::from_secs(5))).await;
+    if let Ok(Err(e)) = settled {
+        tracing::error!(error = %e, "audit records were lost at the shutdown");
+    }
     Ok(())
 }
 

@@ -343,3 +343,88 @@ fn a_store_log_is_an_audit_sink() {
         5
     );
 }
+
+/// A store whose rounds wait for the test's word: `true` stores, `false` fails the round (as
+/// a log another process keeps locked past the wait does).
+struct Gated {
+    inner: MemStore,
+    word: std::sync::mpsc::Receiver<bool>,
+}
+
+impl RoundStore for Gated {
+    fn location(&self) -> String {
+        "gated".to_owned()
+    }
+
+    fn begin(&mut self) -> Result<(), AuditError> {
+        match self.word.recv() {
+            Ok(true) => Ok(()),
+            _ => Err(AuditError::Broken),
+        }
+    }
+
+    fn append_round(&mut self, batch: &[&Record]) -> Round {
+        self.inner.append_round(batch)
+    }
+}
+
+fn gated() -> (
+    Arc<dyn AuditSink>,
+    std::sync::mpsc::Sender<bool>,
+    Arc<Mutex<Mem>>,
+) {
+    let key = Arc::new(AuditKey::random());
+    let (inner, mem) = MemStore::new(&key);
+    let (tx, word) = std::sync::mpsc::channel();
+    let log: Arc<dyn AuditSink> = Arc::new(StoreLog::new(Box::new(Gated { inner, word })).unwrap());
+    (log, tx, mem)
+}
+
+/// A record whose caller stopped waiting (a call dropped while its record committed) and that
+/// then could not be stored is lost: `settle` says so, so that a process about to exit can
+/// (`warden run` stopped while its call's record waited for a locked log said only that the
+/// call was stopped: session 40's F7).
+#[test]
+fn settle_says_which_records_nobody_will_store() {
+    let (log, word, mem) = gated();
+    drop(log.append_all(vec![rec(1)]));
+    // Still queued: waiting.
+    match log.settle(Duration::from_millis(50)) {
+        Err(AuditError::Unstored {
+            lost: 0,
+            waiting: 1,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    word.send(false).unwrap();
+    let e = log.settle(Duration::from_secs(10)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AuditError::Unstored {
+                lost: 1,
+                waiting: 0
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), "1 audit record could not be stored");
+    assert!(mem.lock().unwrap().lines.is_empty());
+
+    // A failed record whose caller heard the error is the caller's: not lost. A stored one
+    // whose caller left is not lost either.
+    let (log, word, mem) = gated();
+    let heard = thread::spawn({
+        let log = Arc::clone(&log);
+        move || log.append(rec(2))
+    });
+    while log.settle(Duration::ZERO).is_ok() {
+        thread::sleep(Duration::from_millis(1));
+    }
+    word.send(false).unwrap();
+    assert!(heard.join().unwrap().is_err());
+    drop(log.append_all(vec![rec(3)]));
+    word.send(true).unwrap();
+    log.settle(Duration::from_secs(10)).unwrap();
+    assert_eq!(mem.lock().unwrap().lines.len(), 1);
+}

@@ -150,12 +150,31 @@ async fn unless_interrupted<F: std::future::Future>(
 
 /// Stores the run's last records: those of a call stopped by a signal (written on the
 /// runtime: waited for, at most [`STOPPED_RECORDS_WAIT`]), a warm process's refusals after its
-/// answer, refusals counted but not yet summed up. Each wait is long only while another process
-/// holds the audit log locked; a second signal meanwhile ends the process
-/// ([`watch_interrupts`]).
-fn close(runtime: &tokio::runtime::Runtime, host: &Host) -> Result<(), warden_audit::AuditError> {
-    runtime.block_on(host.settle_records(STOPPED_RECORDS_WAIT));
-    host.close()
+/// answer, refusals counted but not yet summed up; then waits as long again for the records
+/// already given to the log (a stopped call's, dropped while it committed). Each wait is long
+/// only while another process holds the audit log locked; a second signal meanwhile ends the
+/// process ([`watch_interrupts`]). What could not be stored by then is lost with the process:
+/// the error says so.
+fn close(runtime: &tokio::runtime::Runtime, host: &Host) -> Result<()> {
+    let unwritten = runtime.block_on(host.settle_records(STOPPED_RECORDS_WAIT));
+    let mut problems = Vec::new();
+    if unwritten > 0 {
+        problems.push(format!(
+            "{unwritten} record(s) of calls stopped part-way were not written within {} s",
+            STOPPED_RECORDS_WAIT.as_secs()
+        ));
+    }
+    if let Err(e) = host.close() {
+        problems.push(warden_call::text::chain(&e));
+    }
+    if let Err(e) = host.settle_audit(STOPPED_RECORDS_WAIT) {
+        problems.push(warden_call::text::chain(&e));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("; "))
+    }
 }
 
 /// Whether signal number `signal` is ignored now (`SigIgn` in /proc/self/status), before
@@ -285,10 +304,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Records that could not be stored are said to be lost, whatever else went wrong.
     match (done, closed) {
         (done, Ok(())) => done,
-        (Ok(()), Err(e)) => Err(anyhow!(e).context("storing the last audit records")),
+        (Ok(()), Err(e)) => Err(
+            e.context("the last audit records were not stored (they are lost with this process)")
+        ),
         (Err(e), Err(c)) => Err(e.context(format!(
-            "the last audit records were not stored (they are lost with this process): {}",
-            warden_call::text::chain(&c)
+            "the last audit records were not stored (they are lost with this process): {c}"
         ))),
     }
 }
