@@ -1,16 +1,42 @@
 //! `flock`s on files that several processes share (the audit head, the registry's stamp, the
-//! file quotas' ledgers), waited for within a bound. A process stopped while it holds one (an
+//! file quotas' ledgers, the tenants' rate buckets and seats), waited for within a bound. A process stopped while it holds one (an
 //! operator's Ctrl-Z on a CLI, a debugger, a same-uid process holding it on purpose) must not
 //! stall every call and request for ever: after the wait, the caller is told `TimedOut` and
 //! refuses what it was doing, with nothing half done (outside attack, session 29: a stopped
 //! CLI holding the audit lock hung every gateway request).
 
-use std::fs::{File, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a lock another process holds is waited for.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// `path` opened to read and write, made 0600 if missing (the umask can only remove bits),
+/// never through a symbolic link: a file the processes on one data dir lock together.
+pub fn open_shared(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// Whether `path` still names `file` (the same inode): a file deleted or replaced under a
+/// process that keeps it open must not be the one it locks while the others lock the new one.
+/// Checked with the lock taken.
+pub fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
 
 /// Which `flock`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +95,28 @@ pub fn poll_until<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_file_is_made_private_and_never_opened_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bucket");
+        let f = open_shared(&path).unwrap();
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(still_at(&f, &path));
+        // Replaced under its opener: no longer the file the path names.
+        std::fs::remove_file(&path).unwrap();
+        assert!(!still_at(&f, &path));
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"x").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let e = open_shared(&path).unwrap_err();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"x");
+    }
 
     #[test]
     fn a_lock_held_elsewhere_is_waited_for_then_refused() {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use warden_manifest::TenantName;
 use warden_registry::{Rate, RateLeases, RegistryError};
 
-use crate::shared::{self, failed};
+use crate::shared::failed;
 
 /// The folder of the buckets, under the data dir.
 pub const RATE_DIR: &str = "rate";
@@ -57,7 +57,7 @@ impl FileRateLeases {
         if let Some(f) = open.get(tenant) {
             return Ok((Arc::clone(f), path));
         }
-        let f = shared::open(&path).map_err(|e| failed(&path, e))?;
+        let f = warden_datadir::open_shared(&path).map_err(|e| failed(&path, e))?;
         if open.len() >= MAX_OPEN {
             open.clear();
         }
@@ -90,7 +90,7 @@ impl FileRateLeases {
             if locked.is_none() {
                 return Ok(None);
             }
-            if !shared::still_at(&file, &path) {
+            if !warden_datadir::still_at(&file, &path) {
                 let _ = file.unlock();
                 self.open
                     .lock()

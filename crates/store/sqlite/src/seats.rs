@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use warden_manifest::TenantName;
 use warden_registry::{RegistryError, Seat, SharedSeats};
 
-use crate::shared::{self, failed};
+use crate::shared::failed;
 
 /// The folder of the seats, under the data dir.
 pub const SEATS_DIR: &str = "seats";
@@ -129,12 +129,12 @@ impl FileSeats {
         match file.try_lock() {
             Ok(()) if checked.elapsed() < RECHECK => Ok(Some(self.held(tenant, at, file, checked))),
             // Deleted or replaced since it was opened: the others lock the file there now.
-            Ok(()) if !shared::still_at(&file, &path) => {
+            Ok(()) if !warden_datadir::still_at(&file, &path) => {
                 let _ = file.unlock();
                 drop(file);
                 let fresh = open_seat(dir, &path)?;
                 match fresh.try_lock() {
-                    Ok(()) if shared::still_at(&fresh, &path) => {
+                    Ok(()) if warden_datadir::still_at(&fresh, &path) => {
                         Ok(Some(self.held(tenant, at, fresh, Instant::now())))
                     }
                     Ok(()) | Err(TryLockError::WouldBlock) => Ok(None),
@@ -215,10 +215,10 @@ impl SharedSeats for FileSeats {
 /// The seat file at `path`, its folder `dir` made first if it is missing (the tenant's first
 /// seat on this data dir, or a folder someone removed).
 fn open_seat(dir: &Path, path: &Path) -> Result<File, RegistryError> {
-    match shared::open(path) {
+    match warden_datadir::open_shared(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             warden_datadir::private_dir(dir).map_err(|e| failed(dir, e))?;
-            shared::open(path)
+            warden_datadir::open_shared(path)
         }
         opened => opened,
     }

@@ -445,15 +445,7 @@ pub(super) fn transact<R>(
     full: Duration,
     f: impl FnOnce(&mut Option<State>) -> R,
 ) -> Result<R, String> {
-    let open = || {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-    };
+    let open = || warden_datadir::open_shared(path);
     let file = match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // Its folder is gone (an operator reset the install): made again.
