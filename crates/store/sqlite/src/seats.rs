@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use warden_manifest::TenantName;
 use warden_registry::{RegistryError, Seat, SharedSeats};
 
-use crate::shared::failed;
+use crate::shared::{RECHECK, failed};
 
 /// The folder of the seats, under the data dir.
 pub const SEATS_DIR: &str = "seats";
@@ -22,10 +22,6 @@ pub const SEATS_DIR: &str = "seats";
 /// 2.9 µs, one that finds it kept 1.3 µs (with 64 seats held here too). At most this many file
 /// descriptors, every tenant together.
 const MAX_KEPT_OPEN: usize = 128;
-
-/// How often a kept file is checked to still be the one its path names (a folder deleted or
-/// replaced under a runner: the others lock the new files); two system calls per check.
-const RECHECK: Duration = Duration::from_secs(1);
 
 pub struct FileSeats {
     dir: PathBuf,
@@ -284,7 +280,7 @@ mod tests {
         std::fs::remove_dir_all(d.path().join(SEATS_DIR)).unwrap();
         let theirs = b.try_take(&t, 1).unwrap().unwrap();
         // A kept file is checked at most once a second.
-        std::thread::sleep(RECHECK + Duration::from_millis(100));
+        std::thread::sleep(RECHECK + std::time::Duration::from_millis(100));
         assert!(a.try_take(&t, 1).unwrap().is_none());
         drop(theirs);
         assert!(a.try_take(&t, 1).unwrap().is_some());

@@ -2,6 +2,7 @@
 //! buckets, the seats) is reported; they are opened with [`warden_datadir::open_shared`].
 
 use std::path::Path;
+use std::time::Duration;
 
 use warden_registry::RegistryError;
 
@@ -15,3 +16,8 @@ pub(crate) fn failed(
         source: Box::new(e),
     }
 }
+
+/// How often a kept bucket or seat file is checked to still be the one its path names (a
+/// folder deleted or replaced under a runner: the others lock the new files); two system
+/// calls per check.
+pub(crate) const RECHECK: Duration = Duration::from_secs(1);
