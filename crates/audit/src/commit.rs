@@ -358,17 +358,28 @@ impl Writer {
     /// stored, is counted lost.
     fn answer(&self, jobs: Vec<Job>, results: Vec<Result<Appended, AuditError>>) {
         let (done, mut lost) = (jobs.len(), 0);
+        let mut why = None;
         let mut results = results.into_iter();
         for job in jobs {
             let result = results.next().unwrap_or(Err(AuditError::Broken));
-            let stored = result.is_ok();
+            let failed = result.as_ref().err().map(ToString::to_string);
             let heard = job.reply.send(Reply {
                 record: job.record,
                 result,
             });
-            if !stored && !heard {
+            if let (Some(e), false) = (failed, heard) {
                 lost += 1;
+                why.get_or_insert(e);
             }
+        }
+        if let Some(error) = why {
+            // Nobody else will say so: their calls were dropped while they committed.
+            tracing::error!(
+                target: "warden::audit",
+                records = lost,
+                %error,
+                "audit records of dropped calls could not be stored: they are lost"
+            );
         }
         self.answered(done, lost);
     }
