@@ -92,6 +92,10 @@ pub(crate) struct Who {
     extension: Option<String>,
     /// The request carried the runner token: it is the operator's, whoever it names.
     runner: bool,
+    /// The tenant a runner API request named, when no tenant has that name: recorded in the
+    /// message, not as the record's tenant, so that made-up names fold into one summary a
+    /// second (each was a kind of its own, a record each: outside attack, session 40).
+    no_such_tenant: Option<TenantName>,
     /// Until the request is answered, refused or handed to the host for its call.
     open: Option<Left>,
 }
@@ -179,6 +183,7 @@ impl Who {
             tenant: None,
             extension: None,
             runner: false,
+            no_such_tenant: None,
             open: Some(Left {
                 service: Arc::clone(s),
                 request_id: rid.to_owned(),
@@ -520,13 +525,23 @@ async fn run(
     who.tenant = Some(tenant.clone());
     who.extension = Some(shown_id(&req.extension));
     who.mark_span();
-    let id: ExtensionId = req
-        .extension
-        .parse()
-        .map_err(|_| not_installed_text(&req.extension))?;
     // The install first: a name that is no tenant's, or no install of it, takes no rate (each
     // name would have a bucket of its own: outside attack, session 40, 15,000 made-up names).
-    let info = s.installed(&tenant, &id).await?;
+    let found = match req.extension.parse::<ExtensionId>() {
+        Ok(id) => s.installed(&tenant, &id).await.map(|info| (id, info)),
+        Err(_) => Err(not_installed_text(&req.extension)),
+    };
+    let (id, info) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            if e.code == "not-found" && !s.tenant_exists(&tenant) {
+                who.tenant = None;
+                who.no_such_tenant = Some(tenant);
+                who.mark_span();
+            }
+            return Err(e);
+        }
+    };
     let mut admitted = s.limiter.admit(&tenant).await?;
     if info.kind != WorldKind::Rpc {
         return Err(ApiError::malformed(format!(
@@ -694,7 +709,10 @@ impl Service {
             e.code,
             e.message
         );
-        if tenant.is_none() {
+        if let Some(name) = &who.no_such_tenant {
+            message =
+                format!("{message}; a runner API request for tenant {name}, which does not exist");
+        } else if tenant.is_none() {
             message = format!("{message}; {BEFORE_TENANT}");
         }
         let mut record = warden_audit::Record::new(warden_audit::Event::Call, &e.request_id)

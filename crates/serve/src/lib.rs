@@ -443,6 +443,16 @@ impl Service {
     /// registry on every request (so an uninstall, upgrade or grant change, from this process
     /// or another, takes effect on the next request), loaded (and verified again) when it is
     /// not loaded, or another version or grant is.
+    /// Whether a tenant is named `tenant` (true when that cannot be told: the tenant is then
+    /// recorded as named).
+    pub(crate) fn tenant_exists(&self, tenant: &TenantName) -> bool {
+        self.host
+            .admin()
+            .ok()
+            .and_then(|admin| admin.registry().tenant(tenant).ok())
+            .is_none_or(|found| found.is_some())
+    }
+
     pub(crate) async fn installed(
         self: &Arc<Self>,
         tenant: &TenantName,

@@ -1570,6 +1570,76 @@ fn a_runner_api_request_refused_before_it_names_its_tenant_is_audited() {
     }
 }
 
+/// A runner API request naming a tenant that does not exist is recorded without it (the name
+/// in the message), so that a runner token holder's flood of made-up names folds into a few
+/// records a second, as other refusals do: each name was a kind of its own and a record each
+/// (outside attack, session 40: 15,000 names in 9 s). A real tenant's 404 keeps its tenant.
+#[test]
+fn made_up_tenant_names_on_the_runner_api_fold_into_few_records() {
+    let st = setup();
+    let s = st.serve("");
+    tenant(&s, "alpha");
+    let url = format!("{}/v1/execute", s.base);
+    let call = |tenant: &str, extension: &str| {
+        let body = format!(r#"{{"tenant":"{tenant}","extension":"{extension}","method":"echo"}}"#);
+        let r = send("POST", &url, Some(RUNNER), body.as_bytes());
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (404, "not-found"),
+            "{}",
+            r.body
+        );
+    };
+    call("alpha", "warden.nothing");
+    let names: u64 = 120;
+    for i in 0..names {
+        // Made-up extension ids too, and one that does not parse.
+        let extension = if i % 2 == 0 {
+            format!("x.e{i}")
+        } else {
+            "Not An Id".to_owned()
+        };
+        call(&format!("ghost-{i}"), &extension);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(s);
+    ok(&st.cli(&[&"audit", &"--verify"]));
+    let records: Vec<_> = audit(&st)
+        .into_iter()
+        .map(|r| r["record"].clone())
+        .filter(|r| r["event"] == "call")
+        .collect();
+    let alpha: Vec<_> = records.iter().filter(|r| r["tenant"] == "alpha").collect();
+    assert_eq!(alpha.len(), 1, "{records:?}");
+    let ghosts: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            let m = r["message"].as_str().unwrap_or_default();
+            m.contains("ghost-") && m.contains("which does not exist")
+        })
+        .collect();
+    assert_eq!(ghosts.len() + alpha.len(), records.len(), "{records:?}");
+    // At most 16 kinds naming an extension a tenant (here: no tenant) and one for the rest, a
+    // summary each for those repeated: about 19 records, whatever the number of names.
+    assert!(
+        (1..=24).contains(&ghosts.len()),
+        "{} records for {names} made-up names: {ghosts:?}",
+        ghosts.len()
+    );
+    assert!(ghosts.iter().all(|r| r["tenant"].is_null()), "{ghosts:?}");
+    // Every request is counted: alone, or in a summary ("N more refusals ...").
+    let found: u64 = ghosts
+        .iter()
+        .map(|r| {
+            let m = r["message"].as_str().unwrap_or_default();
+            m.split_once(" more refusal")
+                .and_then(|(n, _)| n.parse().ok())
+                .unwrap_or(1)
+        })
+        .sum();
+    assert_eq!(found, names, "{ghosts:?}");
+}
+
 /// Requests waiting for one extension's slot hold neither their tenant's slots nor their
 /// bodies (red team, session 18): with `tenant_concurrency` (3), or alpha's body share (1 MiB
 /// of 2), smaller than what four waiters would hold, alpha's other extension is still
