@@ -537,7 +537,6 @@ async fn run(
             if e.code == "not-found" && !s.tenant_exists(&tenant) {
                 who.tenant = None;
                 who.no_such_tenant = Some(tenant);
-                who.mark_span();
             }
             return Err(e);
         }
