@@ -37,8 +37,9 @@ pub enum Sharing {
     /// Nothing: kept in this process alone (tests; an embedder with one process on its
     /// storage).
     Alone,
-    /// The runners on one data dir: a bucket per tenant, taken from once this runner's own
-    /// limiter admits, and seats per tenant, one held by each call in flight besides this
+    /// The runners on one data dir: a bucket per tenant (asked with
+    /// [`RateLeases::lease_now`], `None` meaning its lock is held elsewhere), taken from once
+    /// this runner's own limiter admits, and seats per tenant, one held by each call in flight besides this
     /// runner's slot. Together they admit `tenant_rate` and hold `tenant_concurrency`, not
     /// each.
     DataDir {
@@ -109,7 +110,13 @@ impl LocalRate {
 
     /// A token of the bucket the runners on the data dir share, once this runner's own
     /// limiter admitted the request: waited for until `until` as that one's are. A runner
-    /// alone on its data dir always finds one (the bucket refills as its limiter does).
+    /// alone on its data dir always finds one (the bucket refills as its limiter does). The
+    /// bucket's lock, which the other runners hold for microseconds, is looked at again 1 ms
+    /// apart, on no thread: within `until` (but [`LOCKED_MIN`] at least, so that a request
+    /// with no wait is not refused for a neighbour's microsecond) and [`LOCKED_MAX`] at most. A
+    /// lock held longer (a stopped `warden` process) is 503, within the request's wait
+    /// (outside attack, session 40: 200 ms under load, a blocking thread held by each request
+    /// meanwhile).
     async fn data_dir_token(&self, tenant: &TenantName, until: Instant) -> Taken {
         let Some((buckets, rate)) = &self.data_dir else {
             return Taken::Yes;
@@ -117,35 +124,38 @@ impl LocalRate {
         // A fraction of a token's time between looks: the bucket says only "none yet".
         let pause = Duration::from_secs_f64(0.125 / f64::from(rate.per_second.get()))
             .max(Duration::from_millis(1));
+        let now = Instant::now();
+        let locked_until = until.clamp(now + LOCKED_MIN, now + LOCKED_MAX);
         loop {
-            // A lock the other runners hold for microseconds: taken here if free, else
-            // waited for on a blocking thread.
-            let got = match buckets.lease_now(tenant, 1, *rate) {
-                Some(got) => got,
-                None => {
-                    let (buckets, name, rate) = (Arc::clone(buckets), tenant.clone(), *rate);
-                    match tokio::task::spawn_blocking(move || buckets.lease(&name, 1, rate)).await {
-                        Ok(got) => got,
-                        Err(e) => {
-                            tracing::warn!(%tenant, error = %e, "a tenant's request rate could not be checked");
-                            return Taken::Unreachable;
-                        }
-                    }
-                }
-            };
-            match got {
-                Ok(n) if n > 0 => return Taken::Yes,
-                Ok(_) if Instant::now() + pause <= until => tokio::time::sleep(pause).await,
-                Ok(_) => return Taken::Over,
-                Err(e) => {
+            match buckets.lease_now(tenant, 1, *rate) {
+                Some(Ok(n)) if n > 0 => return Taken::Yes,
+                Some(Ok(_)) if Instant::now() + pause <= until => tokio::time::sleep(pause).await,
+                Some(Ok(_)) => return Taken::Over,
+                Some(Err(e)) => {
                     let e = warden_call::text::chain(&e);
                     tracing::warn!(%tenant, error = %e, "a tenant's request rate could not be checked");
+                    return Taken::Unreachable;
+                }
+                None if Instant::now() < locked_until => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                None => {
+                    tracing::warn!(
+                        %tenant,
+                        waited_ms = now.elapsed().as_millis() as u64,
+                        "a tenant's request rate could not be checked: another process holds its bucket's lock (a stopped or stuck `warden` process?)"
+                    );
                     return Taken::Unreachable;
                 }
             }
         }
     }
 }
+
+/// The least and the most a request waits for a data dir bucket's lock that another process
+/// holds (see `LocalRate::data_dir_token`).
+const LOCKED_MIN: Duration = Duration::from_millis(5);
+const LOCKED_MAX: Duration = Duration::from_millis(100);
 
 /// Queues kept before those of tenants nobody waits for are dropped.
 const MAX_IDLE_QUEUES: usize = 1024;
@@ -489,6 +499,62 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(r.take(&t, Duration::from_millis(10)).await.is_err());
         head.await.unwrap().unwrap();
+    }
+
+    /// A bucket whose lock another process keeps (a stopped `warden`): the request is 503
+    /// within its own wait (5 ms at least, 100 ms at most), and no thread waits on the lock
+    /// meanwhile (outside attack, session 40: 200 ms under load, on a blocking thread each).
+    #[tokio::test]
+    async fn a_bucket_locked_elsewhere_is_503_within_the_requests_wait() {
+        /// Every look finds the lock held.
+        #[derive(Default)]
+        struct Held {
+            looks: AtomicU32,
+            blocking: AtomicU32,
+        }
+        impl RateLeases for Held {
+            fn lease(&self, _: &TenantName, _: u32, _: Rate) -> Result<u32, RegistryError> {
+                self.blocking.fetch_add(1, Ordering::SeqCst);
+                Ok(0)
+            }
+            fn give_back(&self, _: &TenantName, _: u32, _: Rate) -> Result<(), RegistryError> {
+                Ok(())
+            }
+            fn lease_now(
+                &self,
+                _: &TenantName,
+                _: u32,
+                _: Rate,
+            ) -> Option<Result<u32, RegistryError>> {
+                self.looks.fetch_add(1, Ordering::SeqCst);
+                None
+            }
+        }
+        let held = Arc::new(Held::default());
+        let r = TenantRate::new(
+            rate(100, 100),
+            &Sharing::DataDir {
+                rate: held.clone(),
+                seats: Arc::new(NoSeats),
+            },
+        );
+        let t: TenantName = "acme".parse().unwrap();
+        for (wait, least, most) in [
+            (Duration::ZERO, 5, 60),
+            (Duration::from_millis(40), 40, 100),
+            (Duration::from_secs(2), 100, 250),
+        ] {
+            let start = Instant::now();
+            let e = r.take(&t, wait).await.unwrap_err();
+            let took = start.elapsed();
+            assert_eq!((e.status.as_u16(), e.code), (503, "unavailable"));
+            assert!(
+                took >= Duration::from_millis(least) && took < Duration::from_millis(most),
+                "{wait:?}: {took:?}"
+            );
+        }
+        assert!(held.looks.load(Ordering::SeqCst) > 3);
+        assert_eq!(held.blocking.load(Ordering::SeqCst), 0);
     }
 
     /// Two runners on one data dir's buckets admit the tenant's burst between them, not each;
