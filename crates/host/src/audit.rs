@@ -155,23 +155,39 @@ impl Inner {
 
     /// For a host that stops: the records kept while the log could not be written are stored
     /// now if they can be (the probe that stores them otherwise waits for a next request,
-    /// which may never come). Whatever cannot be stored is lost with the process: said so.
-    pub(crate) fn store_kept_before_closing(self: &Arc<Self>) {
-        if !self.audit_failed.load(Ordering::Acquire) || !self.lock_unstored().pending() {
-            return;
+    /// which may never come). Returns how many are lost with the process (still kept, or
+    /// dropped past the bounds), for its owner to say so: they were only logged, and a
+    /// `warden run` or a service's shutdown said nothing of them (outside attack, session 41).
+    pub(crate) fn store_kept_before_closing(self: &Arc<Self>) -> u64 {
+        if !self.lock_unstored().pending() {
+            return 0;
         }
-        let Some(_turn) = ProbeTurn::take(self) else {
-            return;
+        // A probe under way (a request's) holds the turn while it waits for the log's lock:
+        // waited for, within that bound, then this one tries too.
+        let until = Instant::now() + PROBE_WAIT;
+        let turn = loop {
+            if let Some(turn) = ProbeTurn::take(self) {
+                break Some(turn);
+            }
+            if Instant::now() >= until {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         };
-        match crate::refusals::block_on(self.store_unstored()) {
-            Ok(()) => self.reopen(),
-            Err(e) => tracing::error!(
-                target: "warden::audit",
-                kept = self.lock_unstored().len(),
-                "the records kept while the audit log could not be written are lost as the host closes: {}",
-                warden_call::text::chain(&e)
-            ),
+        if let Some(_turn) = turn
+            && self.lock_unstored().pending()
+        {
+            match crate::refusals::block_on(self.store_unstored()) {
+                Ok(()) => self.reopen(),
+                Err(e) => tracing::error!(
+                    target: "warden::audit",
+                    kept = self.lock_unstored().len(),
+                    "the records kept while the audit log could not be written are lost as the host closes: {}",
+                    warden_call::text::chain(&e)
+                ),
+            }
         }
+        self.lock_unstored().lost()
     }
 
     /// Before an operator's change (tenant, publish, install, uninstall, secret, trust): a host
@@ -421,6 +437,10 @@ impl Inner {
 
 /// The one probe's turn ([`Inner::probe`]), given back when dropped.
 struct ProbeTurn(Arc<Inner>);
+
+/// How long a closing host waits for a probe under way: the audit log's lock bound (5 s), and
+/// a second.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 impl ProbeTurn {
     fn take(inner: &Arc<Inner>) -> Option<ProbeTurn> {

@@ -164,8 +164,9 @@ impl Host {
 
     /// For an owner that stops: ends every warm process, recording what each was refused
     /// after its last answer, stores the records kept while the audit log could not be written
-    /// (if it can be now), and the summaries of repeated refusals counted so far.
-    /// Nothing of these is lost when the process then exits without dropping the host.
+    /// (if it can be now; [`warden_audit::AuditError::Unstored`] counts those that could not,
+    /// which are lost when the process exits), and the summaries of repeated refusals counted
+    /// so far.
     /// Calls still work after it, each in a process of its own.
     pub fn close(&self) -> Result<(), warden_audit::AuditError> {
         let loaded: Vec<Arc<Loaded>> = self
@@ -177,8 +178,12 @@ impl Host {
         for l in &loaded {
             self.inner.retire_processes(l);
         }
-        self.inner.store_kept_before_closing();
-        self.inner.refusals.flush(true).map_err(|u| u.error)
+        let lost = self.inner.store_kept_before_closing();
+        let flushed = self.inner.refusals.flush(true).map_err(|u| u.error);
+        match lost {
+            0 => flushed,
+            lost => Err(warden_audit::AuditError::Unstored { lost, waiting: 0 }),
+        }
     }
 
     /// Waits, at most `within`, until the audit records given so far are stored or refused;

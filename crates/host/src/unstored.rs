@@ -103,6 +103,12 @@ impl Unstored {
     pub(crate) fn len(&self) -> usize {
         self.records.len()
     }
+
+    /// Kept and not stored, with those dropped past the bounds: what is lost if the process
+    /// ends now.
+    pub(crate) fn lost(&self) -> u64 {
+        self.records.len() as u64 + self.dropped
+    }
 }
 
 #[cfg(test)]

@@ -914,17 +914,24 @@ pub async fn serve(
             "the records of stopped requests were not all written before the shutdown"
         );
     }
-    // Repeated refusals counted since the last summary are part of the trail too, and so is
-    // what warm processes were refused after their last answer.
-    if let Err(e) = service.host.close() {
-        tracing::error!(error = %e, "the summary of repeated refusals could not be stored");
-    }
-    // Records of requests dropped while they committed: nobody else says they were lost.
+    // The records kept while the log could not be written, the repeated refusals counted
+    // since the last summary and what warm processes were refused after their last answer
+    // are part of the trail too; then the records of requests dropped while they committed.
+    // What cannot be stored now is lost with the process: logged, and the service ends with
+    // an error (it ended with 0 and said nothing: outside attack, session 41).
     let host = service.host.clone();
-    let settled =
-        tokio::task::spawn_blocking(move || host.settle_audit(Duration::from_secs(5))).await;
-    if let Ok(Err(e)) = settled {
-        tracing::error!(error = %e, "audit records were lost at the shutdown");
+    let closed = tokio::task::spawn_blocking(move || {
+        let closed = host.close();
+        let settled = host.settle_audit(Duration::from_secs(5));
+        closed.and(settled)
+    })
+    .await
+    .unwrap_or(Ok(()));
+    if let Err(e) = closed {
+        tracing::error!(error = %e, "audit records could not be stored at the shutdown: they are lost");
+        return Err(std::io::Error::other(format!(
+            "{e} at the shutdown: lost with this process"
+        )));
     }
     Ok(())
 }

@@ -191,6 +191,73 @@ fn a_run_stopped_by_a_signal_mid_call_records_the_stopped_call() {
     ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
 }
 
+/// A run stopped mid-call whose stopped call's record another process keeps the log from past
+/// the run's waits says the record is lost (it said only that the call was stopped, in 25 of
+/// 28 runs: outside attack, session 41). Nothing half-written is left: the log verifies.
+#[test]
+fn a_stopped_runs_record_that_cannot_be_stored_is_said_to_be_lost() {
+    let t = TempDir::new().unwrap();
+    let (child, data) = a_run_sleeping(&t);
+    let head = fs::File::open(data.join("audit/audit.head")).unwrap();
+    head.lock().unwrap();
+    crate::foundation::signal(child.id(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    head.unlock().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the last audit records were not stored (they are lost with this process)")
+            && err.contains("1 audit record could not be stored")
+            && err.contains("interrupted by SIGTERM"),
+        "{err}"
+    );
+    let log = fs::read_to_string(data.join("audit/audit.jsonl")).unwrap();
+    assert!(!log.contains("\"event\":\"call\""), "{log}");
+    ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
+}
+
+/// A run whose call ends while another process keeps the audit log locked past the run's
+/// waits: the call's records were "kept and written once the audit log works again", and the
+/// run exited 75 without them (outside attack, session 41). It now says they are lost.
+#[test]
+fn a_runs_records_that_cannot_be_stored_are_said_to_be_lost() {
+    let t = TempDir::new().unwrap();
+    let (p, trust) = examples_publisher(t.path());
+    let bundle = t.path().join("h.wext");
+    let dir = t.path().join("hostile");
+    fs::create_dir(&dir).unwrap();
+    let src = guest("hostile");
+    fs::copy(src.join("extension.toml"), dir.join("extension.toml")).unwrap();
+    fs::copy(src.join("extension.wasm"), dir.join("extension.wasm")).unwrap();
+    pack(&dir, &bundle);
+    sign(&bundle, &p.key);
+    let data = t.path().join("data");
+    let child = crate::foundation::spawn_run(
+        &bundle,
+        &trust,
+        &data,
+        &["--call", "sleep", "--input", "500"],
+    );
+    let log = data.join("audit/audit.jsonl");
+    let started = Instant::now();
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("\"event\":\"load\"")) {
+        assert!(started.elapsed() < Duration::from_secs(60), "never loaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let head = fs::File::open(data.join("audit/audit.head")).unwrap();
+    head.lock().unwrap();
+    let out = child.wait_with_output().unwrap();
+    head.unlock().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the last audit records were not stored (they are lost with this process)")
+            && err.contains("could not be stored"),
+        "{err}"
+    );
+    ok(&warden(&[&"audit", &"--data", &data, &"--verify"]));
+}
+
 /// A second SIGINT while the run waits for its stopped call's record (held back here by the
 /// audit log's lock, as another process holding it would) ends the run at once, saying the
 /// record may be lost; the log still verifies (it waited 5 s, then 5 more to close).
