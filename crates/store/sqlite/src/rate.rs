@@ -63,7 +63,7 @@ impl FileRateLeases {
         if let Some(f) = open.get(tenant) {
             return Ok((Arc::clone(f), path));
         }
-        let f = warden_datadir::open_shared(&path).map_err(|e| failed(&path, e))?;
+        let f = crate::shared::open_in(&self.dir, &path)?;
         if open.len() >= MAX_OPEN {
             open.clear();
         }
@@ -308,6 +308,29 @@ mod tests {
         std::thread::sleep(RECHECK + Duration::from_millis(100));
         let got = a.lease(&t, 10, r).unwrap();
         assert!((8..=9).contains(&got), "{got}");
+    }
+
+    /// `rm -rf DATA/rate` under a runner: its folder is made again (it was not: every
+    /// tenant's requests were 503 until an operator made it by hand).
+    #[test]
+    fn a_deleted_bucket_folder_is_made_again() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FileRateLeases::open(d.path()).unwrap();
+        let (t, other): (TenantName, TenantName) =
+            ("acme".parse().unwrap(), "beta".parse().unwrap());
+        let r = rate(1, 10);
+        assert_eq!(a.lease(&t, 4, r).unwrap(), 4);
+        std::fs::remove_dir_all(d.path().join(RATE_DIR)).unwrap();
+        assert_eq!(a.lease(&other, 10, r).unwrap(), 10);
+        std::thread::sleep(RECHECK + Duration::from_millis(100));
+        // A new bucket: full again.
+        assert_eq!(a.lease(&t, 10, r).unwrap(), 10);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(d.path().join(RATE_DIR))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

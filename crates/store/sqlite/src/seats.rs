@@ -120,7 +120,10 @@ impl FileSeats {
         let path = dir.join(at.to_string());
         let (file, checked) = match kept {
             Some(kept) => kept,
-            None => (open_seat(dir, &path)?, Instant::now() - RECHECK),
+            None => (
+                crate::shared::open_in(dir, &path)?,
+                Instant::now() - RECHECK,
+            ),
         };
         match file.try_lock() {
             Ok(()) if checked.elapsed() < RECHECK => Ok(Some(self.held(tenant, at, file, checked))),
@@ -128,7 +131,7 @@ impl FileSeats {
             Ok(()) if !warden_datadir::still_at(&file, &path) => {
                 let _ = file.unlock();
                 drop(file);
-                let fresh = open_seat(dir, &path)?;
+                let fresh = crate::shared::open_in(dir, &path)?;
                 match fresh.try_lock() {
                     Ok(()) if warden_datadir::still_at(&fresh, &path) => {
                         Ok(Some(self.held(tenant, at, fresh, Instant::now())))
@@ -210,17 +213,6 @@ impl SharedSeats for FileSeats {
 
 /// The seat file at `path`, its folder `dir` made first if it is missing (the tenant's first
 /// seat on this data dir, or a folder someone removed).
-fn open_seat(dir: &Path, path: &Path) -> Result<File, RegistryError> {
-    match warden_datadir::open_shared(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            warden_datadir::private_dir(dir).map_err(|e| failed(dir, e))?;
-            warden_datadir::open_shared(path)
-        }
-        opened => opened,
-    }
-    .map_err(|e| failed(path, e))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

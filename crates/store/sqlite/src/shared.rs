@@ -1,6 +1,7 @@
 //! How a failure of the files that the processes on one data dir lock together (the rate
 //! buckets, the seats) is reported; they are opened with [`warden_datadir::open_shared`].
 
+use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,3 +22,17 @@ pub(crate) fn failed(
 /// folder deleted or replaced under a runner: the others lock the new files); two system
 /// calls per check.
 pub(crate) const RECHECK: Duration = Duration::from_secs(1);
+
+/// The shared file `path` in folder `dir` ([`warden_datadir::open_shared`]), the folder made
+/// again (0700) if it is gone: an operator's `rm -rf DATA/rate` made every tenant's requests
+/// 503 until the folder was made by hand (outside attack, session 41).
+pub(crate) fn open_in(dir: &Path, path: &Path) -> Result<File, RegistryError> {
+    match warden_datadir::open_shared(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            warden_datadir::private_dir(dir).map_err(|e| failed(dir, e))?;
+            warden_datadir::open_shared(path)
+        }
+        opened => opened,
+    }
+    .map_err(|e| failed(path, e))
+}
