@@ -14,7 +14,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use key::{KEY_BYTES, Key};
-pub use lock::{LOCK_WAIT, LockKind, lock_within, open_shared, poll_until, still_at};
+pub use lock::{
+    LOCK_WAIT, LockKind, lock_within, open_shared, open_shared_beneath, poll_until, still_at,
+};
 
 /// Why a private folder, file or key could not be used. Names the path and what to do.
 #[derive(Debug, thiserror::Error)]

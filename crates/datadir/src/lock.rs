@@ -27,6 +27,31 @@ pub fn open_shared(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// [`open_shared`] for `rel` under the folder `base`, through no symbolic link at all below
+/// `base` (`openat2`, `RESOLVE_NO_SYMLINKS`): a folder of the data dir swapped for a link
+/// while a runner runs must not make it write outside (outside attack, session 41: a linked
+/// `DATA/rate` had 16 bytes of a file elsewhere overwritten). On a kernel without `openat2`
+/// (before 5.6), only the file's own name is kept from being a link.
+pub fn open_shared_beneath(base: &Path, rel: &Path) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = rustix::fs::open(
+        base,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    match rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+    ) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::NOSYS) => open_shared(&base.join(rel)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether `path` still names `file` (the same inode): a file deleted or replaced under a
 /// process that keeps it open must not be the one it locks while the others lock the new one.
 /// Checked with the lock taken.
@@ -116,6 +141,30 @@ mod tests {
             Some(rustix::io::Errno::LOOP.raw_os_error())
         );
         assert_eq!(std::fs::read(&elsewhere).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_shared_file_beneath_a_folder_is_reached_through_no_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rate")).unwrap();
+        let rel = Path::new("rate/acme");
+        let f = open_shared_beneath(dir.path(), rel).unwrap();
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        // The folder swapped for a link to one holding a file of that name: refused, and
+        // nothing written there.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("acme"), b"keep").unwrap();
+        std::fs::rename(dir.path().join("rate"), dir.path().join("old")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("rate")).unwrap();
+        let e = open_shared_beneath(dir.path(), rel).unwrap_err();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+        assert_eq!(std::fs::read(outside.path().join("acme")).unwrap(), b"keep");
+        // Nor a way out with `..`.
+        assert!(open_shared_beneath(dir.path(), Path::new("../x")).is_err());
     }
 
     #[test]

@@ -33,6 +33,8 @@ const MAX_OPEN: usize = 128;
 const WHOLE: f64 = 1.0 - 1e-9;
 
 pub struct FileRateLeases {
+    /// The data dir, beneath which no link is followed, and the buckets' folder in it.
+    data: PathBuf,
     dir: PathBuf,
     /// One open file per tenant, and its turn: the file's `flock` is its open file's, held by
     /// every thread of this process alike, so this process's threads take turns first.
@@ -51,6 +53,7 @@ impl FileRateLeases {
         let dir = data.join(RATE_DIR);
         warden_datadir::private_dir(&dir).map_err(|e| failed(&dir, e))?;
         Ok(FileRateLeases {
+            data: data.to_owned(),
             dir,
             open: Mutex::default(),
         })
@@ -63,7 +66,7 @@ impl FileRateLeases {
         if let Some(f) = open.get(tenant) {
             return Ok((Arc::clone(f), path));
         }
-        let f = crate::shared::open_in(&self.dir, &path)?;
+        let f = crate::shared::open_in(&self.data, &self.dir, &path)?;
         if open.len() >= MAX_OPEN {
             open.clear();
         }
@@ -331,6 +334,33 @@ mod tests {
                 .permissions(),
         );
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    /// `DATA/rate` swapped for a link to a folder elsewhere under a runner: refused, and
+    /// nothing written there (its first 16 bytes were overwritten with a bucket: outside
+    /// attack, session 41).
+    #[test]
+    fn a_bucket_folder_swapped_for_a_link_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FileRateLeases::open(d.path()).unwrap();
+        let (t, other): (TenantName, TenantName) =
+            ("acme".parse().unwrap(), "beta".parse().unwrap());
+        let r = rate(1, 10);
+        assert_eq!(a.lease(&t, 4, r).unwrap(), 4);
+        let outside = tempfile::tempdir().unwrap();
+        let theirs = b"the first 16 bytes are someone else's".to_vec();
+        for name in ["acme", "beta"] {
+            std::fs::write(outside.path().join(name), &theirs).unwrap();
+        }
+        let rate_dir = d.path().join(RATE_DIR);
+        std::fs::rename(&rate_dir, d.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &rate_dir).unwrap();
+        assert!(a.lease(&other, 1, r).is_err());
+        std::thread::sleep(RECHECK + Duration::from_millis(100));
+        assert!(a.lease(&t, 1, r).is_err());
+        for name in ["acme", "beta"] {
+            assert_eq!(std::fs::read(outside.path().join(name)).unwrap(), theirs);
+        }
     }
 
     #[test]

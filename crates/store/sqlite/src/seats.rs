@@ -24,6 +24,8 @@ pub const SEATS_DIR: &str = "seats";
 const MAX_KEPT_OPEN: usize = 128;
 
 pub struct FileSeats {
+    /// The data dir, beneath which no link is followed, and the seats' folder in it.
+    data: PathBuf,
     dir: PathBuf,
     state: Arc<Mutex<State>>,
 }
@@ -82,6 +84,7 @@ impl FileSeats {
         let dir = data.join(SEATS_DIR);
         warden_datadir::private_dir(&dir).map_err(|e| failed(&dir, e))?;
         Ok(FileSeats {
+            data: data.to_owned(),
             dir,
             state: Arc::default(),
         })
@@ -121,7 +124,7 @@ impl FileSeats {
         let (file, checked) = match kept {
             Some(kept) => kept,
             None => (
-                crate::shared::open_in(dir, &path)?,
+                crate::shared::open_in(&self.data, dir, &path)?,
                 Instant::now() - RECHECK,
             ),
         };
@@ -131,7 +134,7 @@ impl FileSeats {
             Ok(()) if !warden_datadir::still_at(&file, &path) => {
                 let _ = file.unlock();
                 drop(file);
-                let fresh = crate::shared::open_in(dir, &path)?;
+                let fresh = crate::shared::open_in(&self.data, dir, &path)?;
                 match fresh.try_lock() {
                     Ok(()) if warden_datadir::still_at(&fresh, &path) => {
                         Ok(Some(self.held(tenant, at, fresh, Instant::now())))
@@ -211,8 +214,6 @@ impl SharedSeats for FileSeats {
     }
 }
 
-/// The seat file at `path`, its folder `dir` made first if it is missing (the tenant's first
-/// seat on this data dir, or a folder someone removed).
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -23,14 +23,16 @@ pub(crate) fn failed(
 /// calls per check.
 pub(crate) const RECHECK: Duration = Duration::from_secs(1);
 
-/// The shared file `path` in folder `dir` ([`warden_datadir::open_shared`]), the folder made
-/// again (0700) if it is gone: an operator's `rm -rf DATA/rate` made every tenant's requests
-/// 503 until the folder was made by hand (outside attack, session 41).
-pub(crate) fn open_in(dir: &Path, path: &Path) -> Result<File, RegistryError> {
-    match warden_datadir::open_shared(path) {
+/// The shared file `path` in folder `dir`, both in the data dir `data`, reached through no
+/// link below `data` ([`warden_datadir::open_shared_beneath`]), the folder made again (0700)
+/// if it is gone: an operator's `rm -rf DATA/rate` made every tenant's requests 503 until the
+/// folder was made by hand (outside attack, session 41).
+pub(crate) fn open_in(data: &Path, dir: &Path, path: &Path) -> Result<File, RegistryError> {
+    let rel = path.strip_prefix(data).unwrap_or(path);
+    match warden_datadir::open_shared_beneath(data, rel) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             warden_datadir::private_dir(dir).map_err(|e| failed(dir, e))?;
-            warden_datadir::open_shared(path)
+            warden_datadir::open_shared_beneath(data, rel)
         }
         opened => opened,
     }
