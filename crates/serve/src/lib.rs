@@ -24,6 +24,7 @@ mod metrics;
 mod openapi;
 mod rate;
 mod review;
+mod sparse;
 mod ui;
 
 use std::collections::HashMap;

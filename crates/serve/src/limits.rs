@@ -243,7 +243,10 @@ pub(crate) struct TenantSeat {
 /// A shared seat that could not be looked for (503, as a rate that cannot be checked).
 fn unavailable(tenant: &TenantName, e: &warden_registry::RegistryError) -> ApiError {
     // The cause names the data dir: for the operator's log only.
-    tracing::warn!(%tenant, error = %warden_call::text::chain(e), "a tenant's calls in flight could not be counted");
+    static LOG: crate::sparse::Sparse = crate::sparse::Sparse::new();
+    if let Some(skipped) = LOG.now() {
+        tracing::warn!(%tenant, error = %warden_call::text::chain(e), skipped, "a tenant's calls in flight could not be counted");
+    }
     ApiError::unavailable(format!(
         "tenant {tenant}'s calls in flight cannot be counted now (the service's log says why)"
     ))

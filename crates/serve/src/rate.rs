@@ -132,19 +132,26 @@ impl LocalRate {
                 Some(Ok(_)) if Instant::now() + pause <= until => tokio::time::sleep(pause).await,
                 Some(Ok(_)) => return Taken::Over,
                 Some(Err(e)) => {
-                    let e = warden_call::text::chain(&e);
-                    tracing::warn!(%tenant, error = %e, "a tenant's request rate could not be checked");
+                    static LOG: crate::sparse::Sparse = crate::sparse::Sparse::new();
+                    if let Some(skipped) = LOG.now() {
+                        let e = warden_call::text::chain(&e);
+                        tracing::warn!(%tenant, error = %e, skipped, "a tenant's request rate could not be checked");
+                    }
                     return Taken::Unreachable;
                 }
                 None if Instant::now() < locked_until => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 None => {
-                    tracing::warn!(
-                        %tenant,
-                        waited_ms = now.elapsed().as_millis() as u64,
-                        "a tenant's request rate could not be checked: another process holds its bucket's lock (a stopped or stuck `warden` process?)"
-                    );
+                    static LOG: crate::sparse::Sparse = crate::sparse::Sparse::new();
+                    if let Some(skipped) = LOG.now() {
+                        tracing::warn!(
+                            %tenant,
+                            waited_ms = now.elapsed().as_millis() as u64,
+                            skipped,
+                            "a tenant's request rate could not be checked: another process holds its bucket's lock (a stopped or stuck `warden` process?)"
+                        );
+                    }
                     return Taken::Unreachable;
                 }
             }
