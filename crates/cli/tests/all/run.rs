@@ -151,6 +151,34 @@ fn a_run_sleeping(t: &TempDir) -> (std::process::Child, PathBuf) {
     (child, data)
 }
 
+/// `warden run` of the hostile guest's `sleep` for `ms` (under its 1 s limit), returned once
+/// it has loaded (its load record is written): the run and its data dir.
+fn a_run_calling_sleep(t: &TempDir, ms: u32) -> (std::process::Child, PathBuf) {
+    let (p, trust) = examples_publisher(t.path());
+    let bundle = t.path().join("h.wext");
+    let dir = t.path().join("hostile");
+    fs::create_dir(&dir).unwrap();
+    let src = guest("hostile");
+    fs::copy(src.join("extension.toml"), dir.join("extension.toml")).unwrap();
+    fs::copy(src.join("extension.wasm"), dir.join("extension.wasm")).unwrap();
+    pack(&dir, &bundle);
+    sign(&bundle, &p.key);
+    let data = t.path().join("data");
+    let child = crate::foundation::spawn_run(
+        &bundle,
+        &trust,
+        &data,
+        &["--call", "sleep", "--input", &ms.to_string()],
+    );
+    let log = data.join("audit/audit.jsonl");
+    let started = Instant::now();
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("\"event\":\"load\"")) {
+        assert!(started.elapsed() < Duration::from_secs(60), "never loaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, data)
+}
+
 /// A run stopped by SIGTERM while its call runs: the call is stopped and recorded as such (the
 /// log still verifies), and the run exits 128 + 15 saying so.
 #[test]
@@ -222,28 +250,7 @@ fn a_stopped_runs_record_that_cannot_be_stored_is_said_to_be_lost() {
 #[test]
 fn a_runs_records_that_cannot_be_stored_are_said_to_be_lost() {
     let t = TempDir::new().unwrap();
-    let (p, trust) = examples_publisher(t.path());
-    let bundle = t.path().join("h.wext");
-    let dir = t.path().join("hostile");
-    fs::create_dir(&dir).unwrap();
-    let src = guest("hostile");
-    fs::copy(src.join("extension.toml"), dir.join("extension.toml")).unwrap();
-    fs::copy(src.join("extension.wasm"), dir.join("extension.wasm")).unwrap();
-    pack(&dir, &bundle);
-    sign(&bundle, &p.key);
-    let data = t.path().join("data");
-    let child = crate::foundation::spawn_run(
-        &bundle,
-        &trust,
-        &data,
-        &["--call", "sleep", "--input", "500"],
-    );
-    let log = data.join("audit/audit.jsonl");
-    let started = Instant::now();
-    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("\"event\":\"load\"")) {
-        assert!(started.elapsed() < Duration::from_secs(60), "never loaded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, data) = a_run_calling_sleep(&t, 500);
     let head = fs::File::open(data.join("audit/audit.head")).unwrap();
     head.lock().unwrap();
     let out = child.wait_with_output().unwrap();
@@ -293,29 +300,8 @@ fn a_second_signal_ends_a_run_waiting_for_its_stopped_calls_record() {
 fn signals_while_a_finished_calls_record_waits_for_the_log_are_heard() {
     for again in [true, false] {
         let t = TempDir::new().unwrap();
-        let (p, trust) = examples_publisher(t.path());
-        let bundle = t.path().join("h.wext");
-        let dir = t.path().join("hostile");
-        fs::create_dir(&dir).unwrap();
-        let src = guest("hostile");
-        fs::copy(src.join("extension.toml"), dir.join("extension.toml")).unwrap();
-        fs::copy(src.join("extension.wasm"), dir.join("extension.wasm")).unwrap();
-        pack(&dir, &bundle);
-        sign(&bundle, &p.key);
-        let data = t.path().join("data");
         // Its record is written 500 ms in, with the log held from 200 ms.
-        let mut child = crate::foundation::spawn_run(
-            &bundle,
-            &trust,
-            &data,
-            &["--call", "sleep", "--input", "500"],
-        );
-        let log = data.join("audit/audit.jsonl");
-        let started = Instant::now();
-        while !fs::read_to_string(&log).is_ok_and(|l| l.contains("\"event\":\"load\"")) {
-            assert!(started.elapsed() < Duration::from_secs(60), "never loaded");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (mut child, data) = a_run_calling_sleep(&t, 500);
         std::thread::sleep(Duration::from_millis(200));
         let head = fs::File::open(data.join("audit/audit.head")).unwrap();
         head.lock().unwrap();
